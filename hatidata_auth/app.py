@@ -1,0 +1,78 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from . import config as settings
+from .errors import register_error_handlers
+from .extensions import cache, csrf, db, migrate
+from .requests import register_request_hooks
+from .workos_gateway import WorkOSGateway, WorkOSSettings
+
+MIGRATIONS_DIR = settings.PROJECT_ROOT / "migrations"
+
+
+def create_app(config: Mapping[str, Any] | None = None, *, profile: str | None = None) -> Flask:
+    """Create the HatiData Auth application.
+
+    *config* overrides every other source; its ``HATIDATA_ENV`` (or *profile*) picks the profile.
+    """
+    instance_path = os.environ.get("HATIDATA_INSTANCE_PATH") or str(settings.PROJECT_ROOT / "instance")
+    app = Flask(__name__, instance_path=instance_path, instance_relative_config=True)
+
+    configure(app, config, profile)
+    init_extensions(app)
+    register_request_hooks(app)
+    register_error_handlers(app)
+    register_blueprints(app)
+    register_cli(app)
+    return app
+
+
+def configure(app: Flask, overrides: Mapping[str, Any] | None, profile: str | None) -> None:
+    """Load the profile, its settings files and the environment; refuse a weak production setup."""
+    name = settings.profile_name(profile or (overrides or {}).get("HATIDATA_ENV"))
+    resolved = settings.resolve(name, overrides)
+    if name == "production":
+        problems = settings.validate_production(resolved)
+        if problems:
+            raise settings.ConfigError(problems)
+        if resolved.get("REDIS_URL"):
+            resolved.setdefault("CACHE_REDIS_URL", resolved["REDIS_URL"])
+            resolved["RATELIMIT_STORAGE_URI"] = resolved["REDIS_URL"]
+    else:
+        settings.fill_local_defaults(resolved, Path(app.instance_path))
+        if resolved.get("REDIS_URL"):
+            resolved["CACHE_REDIS_URL"] = resolved["REDIS_URL"]
+    app.config.update(resolved)
+
+
+def init_extensions(app: Flask) -> None:
+    """Bind the database, migrations, cache, CSRF protection and the WorkOS gateway."""
+    from . import models  # noqa: F401 - registers the tables on the metadata
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True, compare_type=True)
+    cache.init_app(app)
+    csrf.init_app(app)
+    app.extensions["hatidata_workos"] = WorkOSGateway(WorkOSSettings.from_config(app.config))
+
+
+def register_blueprints(app: Flask) -> None:
+    """Mount the core blueprints."""
+    from . import health
+
+    app.register_blueprint(health.bp)
+
+
+def register_cli(app: Flask) -> None:
+    """Add the ``hatidata`` command group."""
+    from .cli import hatidata_cli
+
+    app.cli.add_command(hatidata_cli)

@@ -1,0 +1,278 @@
+"""Configuration profiles, environment overrides and production checks.
+
+Settings are resolved in this order, later wins:
+
+1. the defaults of :class:`BaseSettings` and the chosen profile class;
+2. the profile's settings file ``config/<profile>.py`` (plain ``KEY = value`` lines), if present;
+3. the file named by ``HATIDATA_SETTINGS`` (any profile), if set;
+4. environment variables (see :data:`ENV_SETTINGS`);
+5. the mapping passed to ``create_app(config=...)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from cryptography.fernet import Fernet
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROFILES = ("development", "testing", "production")
+
+EMULATOR_API_KEY = "sk_test_emulator"
+EMULATOR_CLIENT_ID = "client_emulator"
+
+
+class ConfigError(RuntimeError):
+    """Raised at start-up when the configuration cannot run the service safely."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"HatiData Auth cannot start; fix these settings:\n{lines}")
+
+
+class BaseSettings:
+    """Defaults shared by every profile."""
+
+    HATIDATA_ENV = "development"
+    SECRET_KEY: str | None = None
+    SQLALCHEMY_DATABASE_URI: str | None = None
+    SQLALCHEMY_ENGINE_OPTIONS: dict[str, Any] = {"pool_pre_ping": True}
+    SQLALCHEMY_TRACK_MODIFICATIONS = False
+    REDIS_URL: str | None = None
+    CACHE_TYPE = "SimpleCache"
+    CACHE_DEFAULT_TIMEOUT = 300
+    CACHE_KEY_PREFIX = "hatidata:"
+
+    WORKOS_API_KEY: str | None = None
+    WORKOS_CLIENT_ID: str | None = None
+    WORKOS_BASE_URL: str | None = None
+    WORKOS_WEBHOOK_SECRET: str | None = None
+    WORKOS_TIMEOUT = 10.0
+    WORKOS_MAX_RETRIES = 2
+    WORKOS_JWT_LEEWAY = 5.0
+    WORKOS_WEBHOOK_TOLERANCE = 180
+
+    HATIDATA_COOKIE_KEY: str | None = None
+    HATIDATA_COOKIE_NAME = "hatidata_session"
+    HATIDATA_SESSION_CACHE_TTL = 300
+    HATIDATA_SESSION_ACTIVE_TTL = 24 * 3600
+    HATIDATA_SESSION_REMEMBERED_TTL = 7 * 24 * 3600
+    HATIDATA_PUBLIC_URL: str | None = None
+    HATIDATA_ENABLED_PLUGINS: list[str] | None = None
+    HATIDATA_WEBHOOK_MAX_BYTES = 1024 * 1024
+
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    SESSION_COOKIE_SECURE = True
+    WTF_CSRF_TIME_LIMIT = 3600
+    RATELIMIT_STORAGE_URI = "memory://"
+    RATELIMIT_HEADERS_ENABLED = True
+
+
+class DevelopmentSettings(BaseSettings):
+    """The embedded default: SQLite under ``instance/``, a machine-wide file cache, the local emulator."""
+
+    HATIDATA_ENV = "development"
+    CACHE_TYPE = "FileSystemCache"
+    SESSION_COOKIE_SECURE = False
+    WORKOS_API_KEY = EMULATOR_API_KEY
+    WORKOS_CLIENT_ID = EMULATOR_CLIENT_ID
+    WORKOS_WEBHOOK_SECRET = "whsec_hatidata_development"  # noqa: S105 - a local-only default
+
+
+class TestingSettings(DevelopmentSettings):
+    """Used by the test suite; the fixtures point it at their own database, cache and emulator."""
+
+    HATIDATA_ENV = "testing"
+    TESTING = True
+    CACHE_TYPE = "SimpleCache"
+    WORKOS_MAX_RETRIES = 0
+    WTF_CSRF_ENABLED = True
+
+
+class ProductionSettings(BaseSettings):
+    """Everything must come from the environment or a settings file; see :func:`validate_production`."""
+
+    HATIDATA_ENV = "production"
+    CACHE_TYPE = "RedisCache"
+    SESSION_COOKIE_SECURE = True
+
+
+PROFILE_CLASSES: dict[str, type[BaseSettings]] = {
+    "development": DevelopmentSettings,
+    "testing": TestingSettings,
+    "production": ProductionSettings,
+}
+
+
+def _int(value: str) -> int:
+    return int(value)
+
+
+def _float(value: str) -> float:
+    return float(value)
+
+
+def _csv(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+# Environment variable -> (config key, parser). Environment variables override every file.
+ENV_SETTINGS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "SECRET_KEY": ("SECRET_KEY", str),
+    "DATABASE_URL": ("SQLALCHEMY_DATABASE_URI", str),
+    "REDIS_URL": ("REDIS_URL", str),
+    "WORKOS_API_KEY": ("WORKOS_API_KEY", str),
+    "WORKOS_CLIENT_ID": ("WORKOS_CLIENT_ID", str),
+    "WORKOS_BASE_URL": ("WORKOS_BASE_URL", str),
+    "WORKOS_WEBHOOK_SECRET": ("WORKOS_WEBHOOK_SECRET", str),
+    "WORKOS_TIMEOUT": ("WORKOS_TIMEOUT", _float),
+    "WORKOS_MAX_RETRIES": ("WORKOS_MAX_RETRIES", _int),
+    "HATIDATA_COOKIE_KEY": ("HATIDATA_COOKIE_KEY", str),
+    "HATIDATA_SESSION_CACHE_TTL": ("HATIDATA_SESSION_CACHE_TTL", _int),
+    "HATIDATA_PUBLIC_URL": ("HATIDATA_PUBLIC_URL", str),
+    "HATIDATA_ENABLED_PLUGINS": ("HATIDATA_ENABLED_PLUGINS", _csv),
+}
+
+
+def profile_name(explicit: str | None = None) -> str:
+    """Return the profile to use: the explicit one, ``HATIDATA_ENV``, or ``development``."""
+    name = explicit or os.environ.get("HATIDATA_ENV") or "development"
+    if name not in PROFILES:
+        raise ConfigError([f"HATIDATA_ENV={name!r} is not one of {', '.join(PROFILES)}"])
+    return name
+
+
+def config_dir() -> Path:
+    """Return the folder holding the settings files (``HATIDATA_CONFIG_DIR`` or ``<project>/config``)."""
+    return Path(os.environ.get("HATIDATA_CONFIG_DIR") or PROJECT_ROOT / "config")
+
+
+def read_settings_file(path: Path) -> dict[str, Any]:
+    """Execute a settings file and return its upper-case names."""
+    namespace: dict[str, Any] = {"__file__": str(path)}
+    exec(compile(path.read_text(), str(path), "exec"), namespace)  # noqa: S102 - our own settings file
+    return {k: v for k, v in namespace.items() if k.isupper()}
+
+
+def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Return the settings named by environment variables that are set and not empty."""
+    found: dict[str, Any] = {}
+    problems: list[str] = []
+    for var, (key, parse) in ENV_SETTINGS.items():
+        raw = environ.get(var)
+        if raw is None or raw == "":
+            continue
+        try:
+            found[key] = parse(raw)
+        except ValueError:
+            problems.append(f"{var}={raw!r} is not a valid value")
+    if problems:
+        raise ConfigError(problems)
+    return found
+
+
+def resolve(
+    profile: str, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Return the merged settings for *profile* (see the module docstring for the order)."""
+    environ = os.environ if environ is None else environ
+    cls = PROFILE_CLASSES[profile]
+    settings = {k: getattr(cls, k) for k in dir(cls) if k.isupper()}
+    profile_file = config_dir() / f"{profile}.py"
+    if profile_file.is_file():
+        settings.update(read_settings_file(profile_file))
+    extra_file = environ.get("HATIDATA_SETTINGS")
+    if extra_file:
+        settings.update(read_settings_file(Path(extra_file)))
+    settings.update(from_environment(environ))
+    if overrides:
+        settings.update(overrides)
+    settings["HATIDATA_ENV"] = profile
+    return settings
+
+
+def fill_local_defaults(settings: dict[str, Any], instance_path: Path) -> None:
+    """Give development and testing what production must be told: a database, secrets and a cache folder.
+
+    Secrets are generated once and kept in ``instance/dev-secrets.json`` so that every worker process
+    and every restart agrees on them.
+    """
+    instance_path.mkdir(parents=True, exist_ok=True)
+    if not settings.get("SQLALCHEMY_DATABASE_URI"):
+        settings["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{instance_path / 'hatidata_auth.sqlite3'}"
+    if settings.get("CACHE_TYPE") == "FileSystemCache" and not settings.get("REDIS_URL"):
+        settings.setdefault("CACHE_DIR", str(instance_path / "cache"))
+    if settings.get("REDIS_URL"):
+        settings["CACHE_TYPE"] = "RedisCache"
+    if settings.get("SECRET_KEY") and settings.get("HATIDATA_COOKIE_KEY"):
+        return
+    secrets_file = instance_path / "dev-secrets.json"
+    stored: dict[str, str] = {}
+    if secrets_file.is_file():
+        stored = json.loads(secrets_file.read_text())
+    if not stored.get("SECRET_KEY") or not stored.get("HATIDATA_COOKIE_KEY"):
+        stored = {"SECRET_KEY": secrets.token_urlsafe(48), "HATIDATA_COOKIE_KEY": Fernet.generate_key().decode()}
+        tmp = secrets_file.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(stored))
+        tmp.chmod(0o600)
+        if not secrets_file.exists():
+            os.replace(tmp, secrets_file)
+        else:
+            tmp.unlink()
+            stored = json.loads(secrets_file.read_text())
+    settings.setdefault("SECRET_KEY", None)
+    settings["SECRET_KEY"] = settings["SECRET_KEY"] or stored["SECRET_KEY"]
+    settings["HATIDATA_COOKIE_KEY"] = settings.get("HATIDATA_COOKIE_KEY") or stored["HATIDATA_COOKIE_KEY"]
+
+
+def is_fernet_key(value: str | None) -> bool:
+    """Return whether *value* is a usable Fernet key (32 url-safe base64 bytes)."""
+    if not value:
+        return False
+    try:
+        Fernet(value.encode())
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def validate_production(settings: Mapping[str, Any]) -> list[str]:
+    """Return every missing or weak production setting, each named with what to do."""
+    problems: list[str] = []
+    if not settings.get("SQLALCHEMY_DATABASE_URI"):
+        problems.append("DATABASE_URL is missing (a PostgreSQL URL, e.g. postgresql+psycopg://user@host/db)")
+    elif str(settings["SQLALCHEMY_DATABASE_URI"]).startswith("sqlite"):
+        problems.append("DATABASE_URL points at SQLite; production needs PostgreSQL")
+    if not settings.get("REDIS_URL"):
+        problems.append("REDIS_URL is missing (e.g. redis://127.0.0.1:6379/0)")
+    api_key = settings.get("WORKOS_API_KEY")
+    if not api_key:
+        problems.append("WORKOS_API_KEY is missing")
+    elif api_key == EMULATOR_API_KEY:
+        problems.append("WORKOS_API_KEY is the emulator's public test key")
+    if not settings.get("WORKOS_CLIENT_ID"):
+        problems.append("WORKOS_CLIENT_ID is missing")
+    webhook_secret = settings.get("WORKOS_WEBHOOK_SECRET")
+    if not webhook_secret:
+        problems.append("WORKOS_WEBHOOK_SECRET is missing")
+    elif len(str(webhook_secret)) < 16:
+        problems.append("WORKOS_WEBHOOK_SECRET is weak (fewer than 16 characters)")
+    cookie_key = settings.get("HATIDATA_COOKIE_KEY")
+    if not cookie_key:
+        problems.append("HATIDATA_COOKIE_KEY is missing (a Fernet key: python -c "
+                        "'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')")
+    elif not is_fernet_key(str(cookie_key)):
+        problems.append("HATIDATA_COOKIE_KEY is not a Fernet key (32 url-safe base64-encoded bytes)")
+    secret_key = settings.get("SECRET_KEY")
+    if not secret_key:
+        problems.append("SECRET_KEY is missing")
+    elif len(str(secret_key)) < 32:
+        problems.append("SECRET_KEY is weak (fewer than 32 characters)")
+    return problems

@@ -1,0 +1,30 @@
+"""Flask extensions, created unbound and initialised by :func:`hatidata_auth.create_app`."""
+
+from __future__ import annotations
+
+from flask_caching import Cache
+from flask_limiter import Limiter
+from flask_migrate import Migrate
+from flask_sqlalchemy import SQLAlchemy
+from flask_wtf import CSRFProtect
+from sqlalchemy.orm import DeclarativeBase
+
+
+class Base(DeclarativeBase):
+    """Declarative base shared by every model."""
+
+
+db = SQLAlchemy(model_class=Base)
+migrate = Migrate()
+cache = Cache()
+csrf = CSRFProtect()
+
+
+def _client_address() -> str:
+    from flask_limiter.util import get_remote_address
+
+    return get_remote_address()
+
+
+# Storage: RATELIMIT_STORAGE_URI (Redis in production, memory:// elsewhere).
+limiter = Limiter(key_func=_client_address)

@@ -1,0 +1,34 @@
+"""The data model. Every table holding tenant data carries ``organization_id`` (see :class:`TenantMixin`)."""
+
+from __future__ import annotations
+
+from .access import ApiKey, AuthSession
+from .audit import AuditEvent
+from .base import TenantMixin, new_id, utcnow
+from .directory import DirectoryGroup, DirectoryGroupMembership, DirectoryUser, RoleMapping
+from .inbox import SyncCursor, WebhookEvent
+from .setup import OrganizationAlert, WizardProgress
+from .tenancy import MEMBERSHIP_SOURCES, MEMBERSHIP_STATUSES, ROLES, Membership, Organization, User
+
+__all__ = [
+    "MEMBERSHIP_SOURCES",
+    "MEMBERSHIP_STATUSES",
+    "ROLES",
+    "ApiKey",
+    "AuditEvent",
+    "AuthSession",
+    "DirectoryGroup",
+    "DirectoryGroupMembership",
+    "DirectoryUser",
+    "Membership",
+    "Organization",
+    "OrganizationAlert",
+    "RoleMapping",
+    "SyncCursor",
+    "TenantMixin",
+    "User",
+    "WebhookEvent",
+    "WizardProgress",
+    "new_id",
+    "utcnow",
+]

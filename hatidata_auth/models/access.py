@@ -1,0 +1,56 @@
+"""Dashboard sessions and agent API keys."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, Boolean, ForeignKey, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ..extensions import db
+from .base import TenantMixin, TimestampMixin, UTCDateTime, new_id
+
+
+class AuthSession(TenantMixin, TimestampMixin, db.Model):  # type: ignore[name-defined]
+    """Our record of one WorkOS session (``sid``): who, where from, until when, and whether revoked."""
+
+    __tablename__ = "auth_sessions"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("ses"))
+    workos_session_id: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    user_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    auth_method: Mapped[str] = mapped_column(String(32), default="sso", nullable=False)
+    ip_address: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+    remembered: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_by: Mapped[str | None] = mapped_column(String(320))
+    revoked_reason: Mapped[str | None] = mapped_column(String(255))
+
+
+class ApiKey(TenantMixin, TimestampMixin, db.Model):  # type: ignore[name-defined]
+    """An agent API key (``hd_live_…``); only its hash and a short public prefix are stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("key"))
+    name: Mapped[str] = mapped_column(String(255), nullable=False)
+    owner_user_id: Mapped[str | None] = mapped_column(
+        String(40), ForeignKey("users.id", ondelete="SET NULL"), index=True
+    )
+    prefix: Mapped[str] = mapped_column(String(32), unique=True, nullable=False)
+    key_hash: Mapped[str] = mapped_column(String(128), unique=True, nullable=False)
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list, nullable=False)
+    # "active", "suspended" (owner deprovisioned; an admin must reinstate) or "revoked".
+    status: Mapped[str] = mapped_column(String(16), default="active", nullable=False)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_by: Mapped[str | None] = mapped_column(String(320))
+    rotated_from_id: Mapped[str | None] = mapped_column(String(40))
+    # After a rotation the old key stays valid until this moment.
+    grace_until: Mapped[datetime | None] = mapped_column(UTCDateTime())

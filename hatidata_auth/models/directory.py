@@ -1,0 +1,85 @@
+"""Directory Sync mirror: directory users, groups, memberships and group -> role mappings."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ..extensions import db
+from .base import TenantMixin, TimestampMixin, UTCDateTime, new_id
+
+
+class DirectoryUser(TenantMixin, TimestampMixin, db.Model):  # type: ignore[name-defined]
+    """A user as the customer's directory (SCIM or Google) describes them."""
+
+    __tablename__ = "directory_users"
+    __table_args__ = (UniqueConstraint("organization_id", "workos_id", name="uq_directory_user_workos"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("du"))
+    workos_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    directory_id: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    idp_id: Mapped[str | None] = mapped_column(String(255))
+    email: Mapped[str | None] = mapped_column(String(320), index=True)
+    first_name: Mapped[str | None] = mapped_column(String(255))
+    last_name: Mapped[str | None] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(16), default="active", nullable=False)
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=False)
+    user_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    # Version of the state we hold (the object's updated_at, then the event time); a tombstone when deleted.
+    version_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class DirectoryGroup(TenantMixin, TimestampMixin, db.Model):  # type: ignore[name-defined]
+    """A group in the customer's directory."""
+
+    __tablename__ = "directory_groups"
+    __table_args__ = (UniqueConstraint("organization_id", "workos_id", name="uq_directory_group_workos"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("dg"))
+    workos_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    directory_id: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    idp_id: Mapped[str | None] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(255), nullable=False)
+    version_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class DirectoryGroupMembership(TenantMixin, db.Model):  # type: ignore[name-defined]
+    """Whether a directory user is in a directory group, keyed by WorkOS ids.
+
+    Keyed by WorkOS ids rather than foreign keys so that a membership event arriving before its user or
+    group can be stored and take effect once both are known.
+    """
+
+    __tablename__ = "directory_group_memberships"
+    __table_args__ = (
+        UniqueConstraint("organization_id", "group_workos_id", "user_workos_id", name="uq_dgm_group_user"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    group_workos_id: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    user_workos_id: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    present: Mapped[bool] = mapped_column(Boolean, default=True, nullable=False)
+    version_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Tie-break for events of the same millisecond: WorkOS event ids are time-ordered ULIDs.
+    version_event_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class RoleMapping(TenantMixin, TimestampMixin, db.Model):  # type: ignore[name-defined]
+    """Maps an IdP group identifier to a HatiData role, with a priority for ties."""
+
+    __tablename__ = "role_mappings"
+    __table_args__ = (
+        UniqueConstraint("organization_id", "identifier_kind", "group_identifier", name="uq_role_mapping_group"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("rmap"))
+    # "name" (display name), "object_id" (e.g. an Entra GUID) or "directory_group_id".
+    identifier_kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    group_identifier: Mapped[str] = mapped_column(String(255), nullable=False)
+    role: Mapped[str] = mapped_column(String(32), nullable=False)
+    priority: Mapped[int] = mapped_column(Integer, default=0, nullable=False)

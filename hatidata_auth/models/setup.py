@@ -1,0 +1,41 @@
+"""Setup-wizard progress and organization alerts."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ..extensions import db
+from .base import TenantMixin, TimestampMixin, UTCDateTime, new_id
+
+
+class WizardProgress(TenantMixin, TimestampMixin, db.Model):  # type: ignore[name-defined]
+    """Where an organization is in an IdP plugin's setup wizard; shared by all its admins."""
+
+    __tablename__ = "wizard_progress"
+    __table_args__ = (UniqueConstraint("organization_id", "plugin", name="uq_wizard_org_plugin"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("wiz"))
+    plugin: Mapped[str] = mapped_column(String(64), nullable=False)
+    current_step: Mapped[str] = mapped_column(String(64), nullable=False)
+    # A hash of the plugin's step list: a changed list resets a half-done setup.
+    steps_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=False)
+    completed_steps: Mapped[list[str]] = mapped_column(JSON, default=list, nullable=False)
+    updated_by: Mapped[str | None] = mapped_column(String(40))
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class OrganizationAlert(TenantMixin, TimestampMixin, db.Model):  # type: ignore[name-defined]
+    """Something an organization's admins must see until it is resolved (e.g. a SAML certificate expiring)."""
+
+    __tablename__ = "organization_alerts"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("alert"))
+    kind: Mapped[str] = mapped_column(String(64), nullable=False)
+    message: Mapped[str] = mapped_column(Text, nullable=False)
+    source_event_id: Mapped[str | None] = mapped_column(String(64))
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -1,0 +1,78 @@
+"""Organizations (tenants), users and their memberships."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ..extensions import db
+from .base import TenantMixin, TimestampMixin, UTCDateTime, new_id
+
+ROLES = ("admin", "developer", "viewer")
+MEMBERSHIP_SOURCES = ("sso", "directory", "manual")
+MEMBERSHIP_STATUSES = ("active", "inactive", "pending", "deprovisioned")
+
+
+class Organization(TimestampMixin, db.Model):  # type: ignore[name-defined]
+    """A customer organization: the tenant, mirrored from one WorkOS organization."""
+
+    __tablename__ = "organizations"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("org"))
+    workos_organization_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(255), nullable=False)
+    domains: Mapped[list[str]] = mapped_column(JSON, default=list, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), default="active", nullable=False)
+    sso_enforced: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    # None means members in no mapped group get no access.
+    default_role: Mapped[str | None] = mapped_column(String(32), default="viewer")
+    session_active_ttl: Mapped[int | None] = mapped_column(Integer)
+    session_remembered_ttl: Mapped[int | None] = mapped_column(Integer)
+    session_cache_ttl: Mapped[int | None] = mapped_column(Integer)
+    idp_plugin: Mapped[str | None] = mapped_column(String(64))
+    connection_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    connection_type: Mapped[str | None] = mapped_column(String(64))
+    connection_state: Mapped[str | None] = mapped_column(String(32))
+    directory_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    directory_type: Mapped[str | None] = mapped_column(String(64))
+    directory_state: Mapped[str | None] = mapped_column(String(32))
+    # The WorkOS object's updated_at we last applied: older events never overwrite newer state.
+    workos_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class User(TimestampMixin, db.Model):  # type: ignore[name-defined]
+    """A person known to WorkOS User Management; may belong to several organizations."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("usr"))
+    workos_user_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    email: Mapped[str] = mapped_column(String(320), nullable=False, index=True)
+    first_name: Mapped[str | None] = mapped_column(String(255))
+    last_name: Mapped[str | None] = mapped_column(String(255))
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Membership(TenantMixin, TimestampMixin, db.Model):  # type: ignore[name-defined]
+    """A user's membership of one organization, with the role HatiData grants there."""
+
+    __tablename__ = "memberships"
+    __table_args__ = (UniqueConstraint("organization_id", "user_id", name="uq_membership_org_user"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("mem"))
+    user_id: Mapped[str] = mapped_column(String(40), ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    role: Mapped[str | None] = mapped_column(String(32))
+    # How the role was decided: "mapping" (group -> role), "default", "manual" or "idp".
+    role_source: Mapped[str] = mapped_column(String(16), default="default", nullable=False)
+    source: Mapped[str] = mapped_column(String(16), default="manual", nullable=False)
+    status: Mapped[str] = mapped_column(String(16), default="active", nullable=False)
+    workos_membership_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    directory_user_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=False)
+
+
+Index("ix_memberships_user", Membership.user_id)

@@ -1,0 +1,88 @@
+"""Mirroring WorkOS organizations, with their SSO connection and directory, into our tenants."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from workos import WorkOSClient
+
+from ..context import Actor
+from ..models import Organization, utcnow
+from . import audit
+
+
+@dataclass(frozen=True, slots=True)
+class SyncResult:
+    """What a sync from WorkOS created and changed."""
+
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+
+def _as_dt(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def _enum_value(value: Any) -> str | None:
+    return None if value is None else str(getattr(value, "value", value))
+
+
+def organization_fields(client: WorkOSClient, workos_org: Any) -> dict[str, Any]:
+    """Read an organization's name, domains, first SSO connection and first directory from WorkOS."""
+    fields: dict[str, Any] = {
+        "name": workos_org.name,
+        "domains": sorted(d.domain for d in workos_org.domains or []),
+        "workos_updated_at": _as_dt(workos_org.updated_at),
+    }
+    connections = client.sso.list_connections(organization_id=workos_org.id, limit=10, order="asc").data
+    if connections:
+        conn = connections[0]
+        fields.update(connection_id=conn.id, connection_type=_enum_value(conn.connection_type),
+                      connection_state=_enum_value(conn.state))
+    directories = client.directory_sync.list_directories(organization_id=workos_org.id, limit=10, order="asc").data
+    if directories:
+        directory = directories[0]
+        fields.update(directory_id=directory.id, directory_type=_enum_value(directory.type),
+                      directory_state=_enum_value(directory.state))
+    return fields
+
+
+def upsert_organization(session: Session, workos_org_id: str, fields: dict[str, Any], actor: Actor) -> str:
+    """Create or update the tenant for one WorkOS organization; returns "created", "updated" or "unchanged"."""
+    org = session.scalar(select(Organization).where(Organization.workos_organization_id == workos_org_id))
+    if org is None:
+        org = Organization(workos_organization_id=workos_org_id, **fields)
+        session.add(org)
+        session.flush()
+        audit.record(session, action="organization.created", actor=actor, organization_id=org.id,
+                     target_type="organization", target_id=org.id,
+                     details={"workos_organization_id": workos_org_id, "name": org.name})
+        return "created"
+    changed = {k: v for k, v in fields.items() if getattr(org, k) != v and k != "workos_updated_at"}
+    if not changed:
+        return "unchanged"
+    for key, value in fields.items():
+        setattr(org, key, value)
+    org.updated_at = utcnow()
+    audit.record(session, action="organization.updated", actor=actor, organization_id=org.id,
+                 target_type="organization", target_id=org.id,
+                 details={"changed": sorted(changed)})
+    return "updated"
+
+
+def sync_from_workos(session: Session, client: WorkOSClient, actor: Actor) -> SyncResult:
+    """Mirror every WorkOS organization into a tenant; idempotent, one transaction per organization."""
+    result = SyncResult()
+    for workos_org in client.organizations.list_organizations(limit=100, order="asc").auto_paging_iter():
+        fields = organization_fields(client, workos_org)
+        outcome = upsert_organization(session, workos_org.id, fields, actor)
+        session.commit()
+        getattr(result, outcome).append(workos_org.name)
+    return result

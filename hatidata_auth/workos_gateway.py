@@ -1,0 +1,78 @@
+"""The one place that builds the WorkOS client: every WorkOS call in the app goes through it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from workos import WorkOSClient
+
+
+@dataclass(frozen=True, slots=True)
+class WorkOSSettings:
+    """What the client needs, read from the app's configuration."""
+
+    api_key: str
+    client_id: str
+    base_url: str | None
+    timeout: float
+    max_retries: int
+    jwt_leeway: float
+    webhook_secret: str | None
+    webhook_tolerance: int
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> WorkOSSettings:
+        """Read the ``WORKOS_*`` settings from a Flask config mapping."""
+        return cls(
+            api_key=str(config["WORKOS_API_KEY"] or ""),
+            client_id=str(config["WORKOS_CLIENT_ID"] or ""),
+            base_url=config.get("WORKOS_BASE_URL") or None,
+            timeout=float(config.get("WORKOS_TIMEOUT", 10.0)),
+            max_retries=int(config.get("WORKOS_MAX_RETRIES", 2)),
+            jwt_leeway=float(config.get("WORKOS_JWT_LEEWAY", 5.0)),
+            webhook_secret=config.get("WORKOS_WEBHOOK_SECRET") or None,
+            webhook_tolerance=int(config.get("WORKOS_WEBHOOK_TOLERANCE", 180)),
+        )
+
+
+class WorkOSGateway:
+    """Owns the process's :class:`WorkOSClient`, built lazily from settings and reused.
+
+    Services receive the gateway (or its ``client``) through their constructor; nothing else constructs
+    a ``WorkOSClient``.
+    """
+
+    def __init__(self, settings: WorkOSSettings) -> None:
+        self.settings = settings
+        self._client: WorkOSClient | None = None
+
+    @property
+    def client(self) -> WorkOSClient:
+        """The shared SDK client (one per process)."""
+        if self._client is None:
+            self._client = WorkOSClient(
+                api_key=self.settings.api_key,
+                client_id=self.settings.client_id,
+                base_url=self.settings.base_url,
+                request_timeout=int(self.settings.timeout),
+                max_retries=self.settings.max_retries,
+                jwt_leeway=self.settings.jwt_leeway,
+            )
+        return self._client
+
+    @property
+    def base_url(self) -> str:
+        """The WorkOS API base URL the client talks to, ending with ``/``."""
+        return str(self.client.base_url)
+
+    def ping(self) -> None:
+        """Make one cheap authenticated call; raises the SDK's error when WorkOS is unreachable."""
+        self.client.organizations.list_organizations(limit=1)
+
+    def close(self) -> None:
+        """Close the HTTP client, if one was built."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None

@@ -1,0 +1,132 @@
+"""`make run`: migrate, start the WorkOS emulator and the app, seed the demo data, and wait for Ctrl-C.
+
+Ports: the emulator listens on WORKOS_EMULATOR_PORT (4100), the app on PORT (8000), both on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+EMULATOR_API_KEY = "sk_test_emulator"
+DEMO_DOMAINS = ("acme.test", "globex.test", "initech.test", "umbrella.test")
+
+
+def wait_for(url: str, what: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Poll *url* until it answers 200, or fail if *proc* exits or the time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"{what} exited with code {proc.returncode} while starting")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - our own local URL
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.2)
+    sys.exit(f"{what} did not become ready at {url} within {timeout:.0f}s")
+
+
+def emulator_call(base: str, method: str, path: str, body: dict[str, object]) -> dict[str, object]:
+    """Call the emulator's control API."""
+    request = urllib.request.Request(  # noqa: S310 - our own local URL
+        f"{base}{path}", method=method, data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {EMULATOR_API_KEY}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        return json.loads(response.read() or b"{}")
+
+
+def main() -> int:
+    """Run both servers until Ctrl-C."""
+    host = "127.0.0.1"
+    emulator_port = int(os.environ.get("WORKOS_EMULATOR_PORT", "4100"))
+    app_port = int(os.environ.get("PORT", "8000"))
+    emulator_url = f"http://{host}:{emulator_port}"
+    app_url = f"http://{host}:{app_port}"
+    env = dict(os.environ)
+    env.setdefault("HATIDATA_ENV", "development")
+    env["WORKOS_BASE_URL"] = env.get("WORKOS_BASE_URL") or emulator_url
+    env.setdefault("HATIDATA_PUBLIC_URL", app_url)
+    env["PORT"] = str(app_port)
+    webhook_secret = env.setdefault("WORKOS_WEBHOOK_SECRET", "whsec_hatidata_development")
+    instance = Path(env.get("HATIDATA_INSTANCE_PATH") or ROOT / "instance")
+    env["HATIDATA_INSTANCE_PATH"] = str(instance)
+
+    print("==> migrating the embedded database", flush=True)
+    subprocess.run([PYTHON, "-m", "flask", "--app", "wsgi", "db", "upgrade"], cwd=ROOT, env=env, check=True)
+
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def stop_all(*_: object) -> None:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(0)))
+    try:
+        print(f"==> starting the WorkOS emulator on {emulator_url}", flush=True)
+        emulator = subprocess.Popen(  # noqa: S603 - fixed argument list
+            [PYTHON, "-m", "workos_emulator", "--host", host, "--port", str(emulator_port),
+             "--data-dir", str(instance / "emulator")],
+            cwd=ROOT, env=env,
+        )
+        procs.append(emulator)
+        wait_for(f"{emulator_url}/_emulator/health", "the emulator", emulator)
+
+        print("==> seeding the demo organizations (idempotent)", flush=True)
+        subprocess.run([PYTHON, "-m", "flask", "--app", "wsgi", "hatidata", "seed-demo"],
+                       cwd=ROOT, env=env, check=True)
+
+        print(f"==> starting the app (gunicorn) on {app_url}", flush=True)
+        app = subprocess.Popen(  # noqa: S603 - fixed argument list
+            [PYTHON, "-m", "gunicorn", "-c", str(ROOT / "config" / "gunicorn.conf.py"), "wsgi:app"],
+            cwd=ROOT, env=env,
+        )
+        procs.append(app)
+        wait_for(f"{app_url}/healthz", "the app", app)
+
+        emulator_call(emulator_url, "POST", "/_emulator/webhook_endpoints",
+                      {"endpoint_url": f"{app_url}/webhooks/workos", "secret": webhook_secret})
+        print(f"""
+HatiData Auth is running.
+  app:             {app_url}            (health: {app_url}/healthz, readiness: {app_url}/readyz)
+  dashboard login: {app_url}/auth/login
+  WorkOS emulator: {emulator_url}            (hosted login pages for each demo organization)
+  webhooks:        {app_url}/webhooks/workos is registered with the emulator
+
+Demo logins (pick the user on the emulator's login page; no passwords):
+""" + "\n".join(f"  {d:14} admin@{d}  dev@{d}  viewer@{d}" for d in DEMO_DOMAINS) + """
+  consultant@partners.test   (member of Acme Corp and Globex)
+
+Press Ctrl-C to stop both servers.
+""", flush=True)
+        while all(proc.poll() is None for proc in procs):
+            time.sleep(0.5)
+        failed = [p for p in procs if p.poll() is not None]
+        print(f"a server exited (code {failed[0].returncode}); stopping", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping...", flush=True)
+        return 0
+    finally:
+        stop_all()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""The audit log's hash chain."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select, update
+
+from hatidata_auth.context import Actor, RequestInfo
+from hatidata_auth.models import AuditEvent, Organization
+from hatidata_auth.services import audit
+
+
+def _org(db_session: Any, name: str) -> Organization:
+    org = Organization(name=name, domains=[f"{name.lower()}.test"])
+    db_session.add(org)
+    db_session.flush()
+    return org
+
+
+def _record_three(db_session: Any, org: Organization) -> None:
+    for action in ("session.created", "api_key.created", "session.revoked"):
+        audit.record(db_session, action=action, actor=Actor(type="user", id="usr_1", email="a@x.test"),
+                     organization_id=org.id, target_type="session", target_id="ses_1",
+                     request=RequestInfo(ip_address="10.0.0.1", user_agent="pytest", request_id="r1"))
+    db_session.commit()
+
+
+def test_events_chain_per_organization(db_session: Any) -> None:
+    acme, globex = _org(db_session, "Acme"), _org(db_session, "Globex")
+    _record_three(db_session, acme)
+    _record_three(db_session, globex)
+    events = db_session.scalars(select(AuditEvent).where(AuditEvent.organization_id == acme.id)
+                                .order_by(AuditEvent.seq)).all()
+    assert [e.seq for e in events] == [1, 2, 3]
+    assert events[0].prev_hash == audit.GENESIS_HASH
+    assert events[1].prev_hash == events[0].hash
+    assert audit.verify_organization(db_session, acme.id).ok
+    report = audit.verify_organization(db_session, globex.id)
+    assert report.ok
+    assert report.checked == 3
+
+
+def test_edited_event_is_detected(db_session: Any) -> None:
+    org = _org(db_session, "Acme")
+    _record_three(db_session, org)
+    db_session.execute(update(AuditEvent).where(AuditEvent.organization_id == org.id, AuditEvent.seq == 2)
+                       .values(outcome="failure"))
+    db_session.commit()
+    report = audit.verify_organization(db_session, org.id)
+    assert report.first_broken_seq == 2
+    assert "edited" in (report.problem or "")
+
+
+def test_deleted_event_is_detected(db_session: Any) -> None:
+    org = _org(db_session, "Acme")
+    _record_three(db_session, org)
+    victim = db_session.scalar(select(AuditEvent).where(AuditEvent.organization_id == org.id,
+                                                        AuditEvent.seq == 2))
+    db_session.delete(victim)
+    db_session.commit()
+    report = audit.verify_organization(db_session, org.id)
+    assert report.first_broken_seq == 2
+    assert "missing" in (report.problem or "")
+
+
+def test_audit_event_rolls_back_with_its_change(db_session: Any) -> None:
+    org = _org(db_session, "Acme")
+    db_session.commit()
+    audit.record(db_session, action="organization.updated", actor=Actor.system(), organization_id=org.id)
+    org.name = "Acme 2"
+    db_session.rollback()
+    assert audit.count(db_session, org.id) == 0
+    assert db_session.get(Organization, org.id).name == "Acme"

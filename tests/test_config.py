@@ -1,0 +1,114 @@
+"""Configuration profiles, overrides and the production refusal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+
+from hatidata_auth import create_app
+from hatidata_auth.config import ConfigError, profile_name, resolve, validate_production
+
+GOOD_PRODUCTION_ENV = {
+    "DATABASE_URL": "postgresql+psycopg://hd@db.internal/hatidata",
+    "REDIS_URL": "redis://cache.internal:6379/0",
+    "WORKOS_API_KEY": "sk_live_abcdefghijklmnop",
+    "WORKOS_CLIENT_ID": "client_01ABC",
+    "WORKOS_WEBHOOK_SECRET": "whsec_0123456789abcdef",
+    "HATIDATA_COOKIE_KEY": Fernet.generate_key().decode(),
+    "SECRET_KEY": "s" * 48,
+}
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for var in [*GOOD_PRODUCTION_ENV, "HATIDATA_ENV", "WORKOS_BASE_URL", "HATIDATA_SETTINGS"]:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HATIDATA_INSTANCE_PATH", str(tmp_path / "instance"))
+
+
+def test_development_is_the_default_profile() -> None:
+    assert profile_name() == "development"
+
+
+def test_unknown_profile_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HATIDATA_ENV", "staging")
+    with pytest.raises(ConfigError, match="staging"):
+        profile_name()
+
+
+def test_development_embeds_sqlite_a_shared_file_cache_and_the_emulator(tmp_path: Path) -> None:
+    app = create_app()
+    assert app.config["HATIDATA_ENV"] == "development"
+    assert app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///")
+    assert app.config["SQLALCHEMY_DATABASE_URI"].endswith("instance/hatidata_auth.sqlite3")
+    assert app.config["CACHE_TYPE"] == "FileSystemCache"
+    assert app.config["WORKOS_BASE_URL"] == "http://127.0.0.1:4100"
+    assert app.config["SESSION_COOKIE_SECURE"] is False
+
+
+def test_development_secrets_are_generated_once_and_shared(tmp_path: Path) -> None:
+    first, second = create_app(), create_app()
+    assert first.config["SECRET_KEY"] == second.config["SECRET_KEY"]
+    assert first.config["HATIDATA_COOKIE_KEY"] == second.config["HATIDATA_COOKIE_KEY"]
+    Fernet(first.config["HATIDATA_COOKIE_KEY"].encode())
+
+
+def test_environment_overrides_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    settings_file = tmp_path / "extra.py"
+    settings_file.write_text("WORKOS_BASE_URL = 'http://from-file:1'\nHATIDATA_SESSION_CACHE_TTL = 60\n")
+    monkeypatch.setenv("HATIDATA_SETTINGS", str(settings_file))
+    monkeypatch.setenv("WORKOS_BASE_URL", "http://from-env:2")
+    settings = resolve("development")
+    assert settings["WORKOS_BASE_URL"] == "http://from-env:2"
+    assert settings["HATIDATA_SESSION_CACHE_TTL"] == 60
+
+
+def test_bad_numeric_environment_value_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HATIDATA_SESSION_CACHE_TTL", "five minutes")
+    with pytest.raises(ConfigError, match="HATIDATA_SESSION_CACHE_TTL"):
+        resolve("development")
+
+
+def test_production_refuses_to_start_naming_every_missing_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HATIDATA_ENV", "production")
+    with pytest.raises(ConfigError) as excinfo:
+        create_app()
+    message = str(excinfo.value)
+    for name in ("DATABASE_URL", "REDIS_URL", "WORKOS_API_KEY", "WORKOS_CLIENT_ID", "WORKOS_WEBHOOK_SECRET",
+                 "HATIDATA_COOKIE_KEY", "SECRET_KEY"):
+        assert name in message
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "complaint"),
+    [
+        ("HATIDATA_COOKIE_KEY", "a-32-character-password-is-not-ok", "not a Fernet key"),
+        ("SECRET_KEY", "short", "weak"),
+        ("WORKOS_WEBHOOK_SECRET", "abc", "weak"),
+        ("DATABASE_URL", "sqlite:////tmp/x.db", "SQLite"),
+        ("WORKOS_API_KEY", "sk_test_emulator", "emulator"),
+    ],
+)
+def test_production_refuses_weak_settings(var: str, value: str, complaint: str) -> None:
+    problems = validate_production({**_as_settings(GOOD_PRODUCTION_ENV), **_as_settings({var: value})})
+    assert len(problems) == 1
+    assert var in problems[0]
+    assert complaint in problems[0]
+
+
+def test_production_starts_with_good_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var, value in GOOD_PRODUCTION_ENV.items():
+        monkeypatch.setenv(var, value)
+    monkeypatch.setenv("HATIDATA_ENV", "production")
+    app = create_app()
+    assert app.config["CACHE_TYPE"] == "RedisCache"
+    assert app.config["SESSION_COOKIE_SECURE"] is True
+    assert app.config["RATELIMIT_STORAGE_URI"] == GOOD_PRODUCTION_ENV["REDIS_URL"]
+
+
+def _as_settings(env: dict[str, str]) -> dict[str, str]:
+    from hatidata_auth.config import ENV_SETTINGS
+
+    return {ENV_SETTINGS[k][0]: v for k, v in env.items()}

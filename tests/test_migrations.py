@@ -1,0 +1,25 @@
+"""Migrations apply from zero and agree with the models."""
+
+from __future__ import annotations
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from flask import Flask
+
+from hatidata_auth.extensions import db
+
+
+def test_models_and_migrations_agree(app: Flask) -> None:
+    with app.app_context(), db.engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        diff = compare_metadata(context, db.metadata)
+    assert diff == [], f"models and migrations disagree; run `flask db migrate`: {diff}"
+
+
+def test_every_tenant_table_carries_the_organization_id(app: Flask) -> None:
+    global_tables = {"organizations", "users", "audit_events", "webhook_events", "sync_cursors"}
+    for table in db.metadata.sorted_tables:
+        if table.name in global_tables:
+            continue
+        assert "organization_id" in table.c, f"{table.name} holds tenant data but has no organization_id"
+        assert not table.c.organization_id.nullable, f"{table.name}.organization_id may be empty"

@@ -1,0 +1,202 @@
+"""Events API, Admin Portal links, roles and webhook endpoints."""
+
+from __future__ import annotations
+
+import fnmatch
+import secrets
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from .. import serialize
+from ..errors import ApiError, invalid_params
+from ..http import csv_arg, json_body, opt_str, require_str
+from ..ids import iso, new_id, parse_iso, token
+from ..pagination import paginate
+from ..state import emulator
+from ..store import Entity
+
+bp = Blueprint("misc", __name__)
+
+PORTAL_INTENTS = {"sso", "dsync", "audit_logs", "log_streams", "domain_verification", "certificate_renewal",
+                  "bring_your_own_key"}
+
+
+# ---- events --------------------------------------------------------------------------------------------
+@bp.get("/events")
+def list_events() -> Any:
+    """``GET /events`` (``events`` required, comma-joined, ``*`` globs allowed; ranges; organization)."""
+    emu = emulator()
+    types = csv_arg("events")
+    if not types:
+        raise ApiError(422, "events is required.", "invalid_request_parameters",
+                       errors=[{"code": "required", "field": "events"}])
+    org_id = request.args.get("organization_id")
+    try:
+        start = parse_iso(request.args["range_start"]) if request.args.get("range_start") else None
+        end = parse_iso(request.args["range_end"]) if request.args.get("range_end") else None
+    except ValueError:
+        raise ApiError(422, "range_start/range_end must be ISO-8601 timestamps.", "invalid_request_parameters",
+                       errors=[{"code": "invalid", "field": "range_start"}]) from None
+    with emu.store.lock:
+        items = []
+        for ev in emu.store.events:
+            p = ev.payload
+            if not any(p["event"] == t or fnmatch.fnmatchcase(p["event"], t) for t in types):
+                continue
+            if org_id and ev.organization_id != org_id:
+                continue
+            created = parse_iso(p["created_at"]) if (start or end) else None
+            if start and created and created < start:
+                continue
+            if end and created and created > end:
+                continue
+            items.append(p)
+        return jsonify(paginate(items, serialize.snapshot))
+
+
+# ---- admin portal ----------------------------------------------------------------------------------------
+@bp.post("/portal/generate_link")
+def generate_link() -> Any:
+    """``POST /portal/generate_link`` -> ``{"link"}`` to a small emulator page."""
+    emu = emulator()
+    data = json_body()
+    org_id = require_str(data, "organization")
+    intent = opt_str(data, "intent") or "sso"
+    if intent not in PORTAL_INTENTS:
+        raise invalid_params(f"intent must be one of {sorted(PORTAL_INTENTS)}.", "intent")
+    with emu.store.lock:
+        emu.store.get("organizations", org_id, "Organization")
+        tok = token(18)
+        emu.store.portal_links[tok] = {
+            "organization_id": org_id,
+            "intent": intent,
+            "return_url": opt_str(data, "return_url"),
+            "success_url": opt_str(data, "success_url"),
+            "external_user_id": opt_str(data, "external_user_id"),
+            "created_at": iso(),
+        }
+    return jsonify({"link": f"{emu.issuer()}/portal/{tok}"}), 201
+
+
+@bp.post("/portal/revoke_link")
+def revoke_link() -> Any:
+    """``POST /portal/revoke_link`` (revokes the organization's links, optionally per external user)."""
+    emu = emulator()
+    data = json_body()
+    org_id = require_str(data, "organization")
+    ext = opt_str(data, "external_user_id")
+    with emu.store.lock:
+        emu.store.get("organizations", org_id, "Organization")
+        for tok in [t for t, v in emu.store.portal_links.items()
+                    if v["organization_id"] == org_id and (ext is None or v["external_user_id"] == ext)]:
+            del emu.store.portal_links[tok]
+    return Response(status=204)
+
+
+# ---- roles ---------------------------------------------------------------------------------------------
+@bp.get("/authorization/roles")
+def list_environment_roles() -> Any:
+    """``GET /authorization/roles``."""
+    emu = emulator()
+    with emu.store.lock:
+        return jsonify({"object": "list", "data": [serialize.role(r) for r in emu.store.roles.values()]})
+
+
+@bp.get("/authorization/organizations/<org_id>/roles")
+def list_organization_roles(org_id: str) -> Any:
+    """``GET /authorization/organizations/{id}/roles`` (environment roles apply to every organization)."""
+    emu = emulator()
+    with emu.store.lock:
+        emu.store.get("organizations", org_id, "Organization")
+        return jsonify({"object": "list", "data": [serialize.role(r) for r in emu.store.roles.values()]})
+
+
+# ---- webhook endpoints -------------------------------------------------------------------------------------
+def _events_list(data: dict[str, Any]) -> list[str]:
+    events = data.get("events")
+    if events is None:
+        return []
+    if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
+        raise invalid_params("events must be a list of event names.", "events")
+    return events
+
+
+def _check_url(url: str) -> str:
+    if not url.startswith(("http://", "https://")):
+        raise ApiError(422, "endpoint_url must be an http(s) URL.", "invalid_url")
+    return url
+
+
+def upsert_endpoint(url: str, secret: str | None, events: list[str], *, replace: bool) -> tuple[Entity, bool]:
+    """Create (or, with ``replace``, update by URL) a webhook endpoint; returns (endpoint, created)."""
+    emu = emulator()
+    with emu.store.lock:
+        for ep in emu.store.webhook_endpoints.values():
+            if ep["endpoint_url"] == url:
+                if not replace:
+                    raise ApiError(409, "An endpoint with this URL already exists.", "duplicate_endpoint")
+                if secret:
+                    ep["secret"] = secret
+                ep["events"] = events
+                ep["status"] = "enabled"
+                serialize.touch(ep)
+                return ep, False
+        now = iso()
+        ep = {
+            "id": new_id("we"),
+            "endpoint_url": url,
+            "secret": secret or f"whsec_{secrets.token_urlsafe(24)}",
+            "status": "enabled",
+            "events": events,
+            "created_at": now,
+            "updated_at": now,
+        }
+        emu.store.webhook_endpoints[ep["id"]] = ep
+        return ep, True
+
+
+@bp.get("/webhook_endpoints")
+def list_webhook_endpoints() -> Any:
+    """``GET /webhook_endpoints``."""
+    emu = emulator()
+    with emu.store.lock:
+        return jsonify(paginate(list(emu.store.webhook_endpoints.values()), serialize.webhook_endpoint))
+
+
+@bp.post("/webhook_endpoints")
+def create_webhook_endpoint() -> Any:
+    """``POST /webhook_endpoints``."""
+    data = json_body()
+    url = _check_url(require_str(data, "endpoint_url"))
+    ep, _ = upsert_endpoint(url, None, _events_list(data), replace=False)
+    return jsonify(serialize.webhook_endpoint(ep)), 201
+
+
+@bp.patch("/webhook_endpoints/<endpoint_id>")
+def update_webhook_endpoint(endpoint_id: str) -> Any:
+    """``PATCH /webhook_endpoints/{id}``."""
+    emu = emulator()
+    data = json_body()
+    with emu.store.lock:
+        ep = emu.store.get("webhook_endpoints", endpoint_id, "WebhookEndpoint")
+        if "endpoint_url" in data:
+            ep["endpoint_url"] = _check_url(require_str(data, "endpoint_url"))
+        if "events" in data:
+            ep["events"] = _events_list(data)
+        if "status" in data:
+            if data["status"] not in ("enabled", "disabled"):
+                raise invalid_params("status must be enabled or disabled.", "status")
+            ep["status"] = data["status"]
+        serialize.touch(ep)
+        return jsonify(serialize.webhook_endpoint(ep))
+
+
+@bp.delete("/webhook_endpoints/<endpoint_id>")
+def delete_webhook_endpoint(endpoint_id: str) -> Any:
+    """``DELETE /webhook_endpoints/{id}``."""
+    emu = emulator()
+    with emu.store.lock:
+        emu.store.get("webhook_endpoints", endpoint_id, "WebhookEndpoint")
+        del emu.store.webhook_endpoints[endpoint_id]
+    return Response(status=204)

@@ -1,0 +1,353 @@
+"""Control API (``/_emulator/...``): plays the customer's IdP and drives the emulator in tests.
+
+All routes except ``/_emulator/health`` need the same ``Authorization: Bearer <api key>``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from . import dsync, flows, serialize
+from .api.misc import _check_url, _events_list, upsert_endpoint
+from .api.organizations import update_org
+from .errors import ApiError, invalid_params
+from .http import json_body, opt_str, require_str
+from .ids import iso
+from .state import emulator
+
+bp = Blueprint("control", __name__, url_prefix="/_emulator")
+
+
+@bp.get("/health")
+def health() -> Any:
+    """Liveness probe."""
+    return jsonify({"status": "ok"})
+
+
+@bp.post("/reset")
+def reset() -> Any:
+    """Reload the seed (keeps the signing key; clears events, sessions, faults, queued webhooks)."""
+    from .app import reset as do_reset
+
+    do_reset(current_app._get_current_object())  # type: ignore[attr-defined]
+    return jsonify({"status": "reset"})
+
+
+@bp.get("/info")
+def info() -> Any:
+    """Configuration summary (client id, issuer, kid, registered redirect URIs)."""
+    emu = emulator()
+    return jsonify({
+        "client_id": emu.config.client_id,
+        "issuer": emu.issuer(),
+        "kid": emu.keys.kid,
+        "jwks_url": f"{emu.issuer()}/sso/jwks/{emu.config.client_id}",
+        "access_token_ttl": emu.config.access_token_ttl,
+        "application": emu.store.application,
+    })
+
+
+# ---- webhooks ------------------------------------------------------------------------------------------
+@bp.post("/webhook_endpoints")
+def register_webhook_endpoint() -> Any:
+    """``{endpoint_url, secret?, events?}``: register or replace (by URL) an endpoint with a chosen secret."""
+    data = json_body()
+    url = _check_url(require_str(data, "endpoint_url"))
+    ep, created = upsert_endpoint(url, opt_str(data, "secret"), _events_list(data), replace=True)
+    return jsonify(serialize.webhook_endpoint(ep)), 201 if created else 200
+
+
+@bp.put("/settings/webhooks")
+def webhook_settings() -> Any:
+    """``{duplicate_rate, reorder, reorder_window, reorder_window_ms, delay_ms, paused, retry_base_s,
+    max_attempts, timeout_s}`` (any subset)."""
+    emu = emulator()
+    data = json_body()
+    current = emu.dispatcher.settings.to_dict()
+    changes: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in current:
+            raise invalid_params(f"Unknown setting '{key}'.", key)
+        kind = type(current[key])
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise invalid_params(f"{key} must be a boolean.", key)
+        elif not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+            raise invalid_params(f"{key} must be a non-negative number.", key)
+        if key == "duplicate_rate" and value > 1:
+            raise invalid_params("duplicate_rate must be between 0 and 1.", key)
+        changes[key] = kind(value)
+    return jsonify(emu.dispatcher.update(**changes).to_dict())
+
+
+@bp.get("/settings/webhooks")
+def get_webhook_settings() -> Any:
+    """Current delivery settings."""
+    return jsonify(emulator().dispatcher.settings.to_dict())
+
+
+@bp.get("/webhook_deliveries")
+def webhook_deliveries() -> Any:
+    """Every delivery with its attempts (``?event=`` / ``?status=`` filters)."""
+    items = emulator().dispatcher.deliveries()
+    if request.args.get("event"):
+        items = [d for d in items if d["event"] == request.args["event"]]
+    if request.args.get("status"):
+        items = [d for d in items if d["status"] == request.args["status"]]
+    return jsonify({"data": items})
+
+
+@bp.post("/webhooks/flush")
+def webhooks_flush() -> Any:
+    """Wait (``?timeout=`` s, default 30) until queued deliveries are sent or given up."""
+    emu = emulator()
+    try:
+        timeout = float(request.args.get("timeout", "30"))
+    except ValueError:
+        raise invalid_params("timeout must be a number.", "timeout") from None
+    drained = emu.dispatcher.flush(timeout)
+    return jsonify({"drained": drained, "pending": emu.dispatcher.pending_count()})
+
+
+# ---- faults --------------------------------------------------------------------------------------------
+@bp.post("/faults")
+def add_fault() -> Any:
+    """``{method, path (exact or glob), status?, count?, delay_ms?, body?}``."""
+    emu = emulator()
+    data = json_body()
+    path = require_str(data, "path")
+    method = opt_str(data, "method") or "*"
+    status = data.get("status")
+    if status is not None and (not isinstance(status, int) or not 400 <= status <= 599):
+        raise invalid_params("status must be an HTTP error status (400-599).", "status")
+    count = data.get("count")
+    if count is not None and (not isinstance(count, int) or count < 1):
+        raise invalid_params("count must be a positive integer.", "count")
+    delay = data.get("delay_ms", 0)
+    if not isinstance(delay, int) or delay < 0:
+        raise invalid_params("delay_ms must be a non-negative integer.", "delay_ms")
+    if status is None and not delay:
+        raise invalid_params("Give status and/or delay_ms.", "status", "delay_ms")
+    body = data.get("body")
+    if body is not None and not isinstance(body, dict):
+        raise invalid_params("body must be an object.", "body")
+    fault = emu.faults.add(method, path, status, count, delay, body)
+    return jsonify(fault.to_dict()), 201
+
+
+@bp.get("/faults")
+def list_faults() -> Any:
+    """Active faults."""
+    return jsonify({"data": emulator().faults.list()})
+
+
+@bp.delete("/faults")
+def clear_faults() -> Any:
+    """Remove all faults."""
+    emulator().faults.clear()
+    return Response(status=204)
+
+
+# ---- directory (IdP side) ------------------------------------------------------------------------------------
+@bp.post("/directories/<directory_id>/users")
+def create_directory_user(directory_id: str) -> Any:
+    """Create a directory user: ``{email, first_name, last_name, idp_id?, groups?: [id|name], state?, ...}``."""
+    return jsonify(dsync.create_user(emulator(), directory_id, json_body())), 201
+
+
+@bp.patch("/directory_users/<user_id>")
+def patch_directory_user(user_id: str) -> Any:
+    """Update any attributes incl. ``email``, names, ``state``, ``custom_attributes`` and ``groups``."""
+    return jsonify(dsync.update_user(emulator(), user_id, json_body()))
+
+
+@bp.post("/directory_users/<user_id>/suspend")
+def suspend_directory_user(user_id: str) -> Any:
+    """State ``suspended``."""
+    return jsonify(dsync.set_state(emulator(), user_id, "suspended"))
+
+
+@bp.post("/directory_users/<user_id>/deactivate")
+def deactivate_directory_user(user_id: str) -> Any:
+    """State ``inactive``."""
+    return jsonify(dsync.set_state(emulator(), user_id, "inactive"))
+
+
+@bp.post("/directory_users/<user_id>/reactivate")
+def reactivate_directory_user(user_id: str) -> Any:
+    """State ``active``."""
+    return jsonify(dsync.set_state(emulator(), user_id, "active"))
+
+
+@bp.delete("/directory_users/<user_id>")
+def delete_directory_user(user_id: str) -> Any:
+    """Hard delete (``dsync.user.deleted``)."""
+    dsync.delete_user(emulator(), user_id)
+    return Response(status=204)
+
+
+@bp.post("/directories/<directory_id>/groups")
+def create_directory_group(directory_id: str) -> Any:
+    """Create a group: ``{name, idp_id?}``."""
+    return jsonify(dsync.create_group(emulator(), directory_id, json_body())), 201
+
+
+@bp.patch("/directory_groups/<group_id>")
+def patch_directory_group(group_id: str) -> Any:
+    """Rename a group: ``{name}``."""
+    return jsonify(dsync.update_group(emulator(), group_id, json_body()))
+
+
+@bp.delete("/directory_groups/<group_id>")
+def delete_directory_group(group_id: str) -> Any:
+    """Delete a group (``dsync.group.deleted``)."""
+    dsync.delete_group(emulator(), group_id)
+    return Response(status=204)
+
+
+@bp.post("/directory_groups/<group_id>/members/<user_id>")
+def add_group_member(group_id: str, user_id: str) -> Any:
+    """Add a member (``dsync.group.user_added``)."""
+    added = dsync.add_member(emulator(), group_id, user_id)
+    return jsonify({"added": added})
+
+
+@bp.delete("/directory_groups/<group_id>/members/<user_id>")
+def remove_group_member(group_id: str, user_id: str) -> Any:
+    """Remove a member (``dsync.group.user_removed``)."""
+    removed = dsync.remove_member(emulator(), group_id, user_id)
+    return jsonify({"removed": removed})
+
+
+@bp.delete("/directories/<directory_id>")
+def delete_directory(directory_id: str) -> Any:
+    """Delete the directory (``dsync.deleted``)."""
+    dsync.delete_directory(emulator(), directory_id)
+    return Response(status=204)
+
+
+@bp.post("/directories/<directory_id>/activate")
+def activate_directory(directory_id: str) -> Any:
+    """Emit ``dsync.activated`` for the directory (state ``linked``)."""
+    emu = emulator()
+    with emu.store.lock:
+        d = emu.store.get("directories", directory_id, "Directory")
+        d["state"] = "linked"
+        serialize.touch(d)
+        emu.emit("dsync.activated", serialize.directory_event(emu.store, d), d["organization_id"])
+        return jsonify(serialize.directory(emu.store, d))
+
+
+@bp.post("/directories/<directory_id>/bulk")
+def bulk_directory(directory_id: str) -> Any:
+    """``{groups: [...], users: [...], emit_events?: bool}``: create many objects in one call."""
+    return jsonify(dsync.bulk(emulator(), directory_id, json_body())), 201
+
+
+# ---- connections and organizations -----------------------------------------------------------------------
+def _conn_state(conn_id: str, state: str, event: str) -> Any:
+    emu = emulator()
+    with emu.store.lock:
+        conn = emu.store.get("connections", conn_id, "Connection")
+        conn["state"] = state
+        serialize.touch(conn)
+        emu.emit(event, serialize.connection_event(emu.store, conn), conn.get("organization_id"))
+        return jsonify(serialize.connection(emu.store, conn))
+
+
+@bp.post("/connections/<conn_id>/activate")
+def activate_connection(conn_id: str) -> Any:
+    """State ``active`` + ``connection.activated``."""
+    return _conn_state(conn_id, "active", "connection.activated")
+
+
+@bp.post("/connections/<conn_id>/deactivate")
+def deactivate_connection(conn_id: str) -> Any:
+    """State ``inactive`` + ``connection.deactivated``."""
+    return _conn_state(conn_id, "inactive", "connection.deactivated")
+
+
+@bp.delete("/connections/<conn_id>")
+def delete_connection(conn_id: str) -> Any:
+    """Delete + ``connection.deleted``."""
+    emu = emulator()
+    with emu.store.lock:
+        conn = emu.store.get("connections", conn_id, "Connection")
+        conn["state"] = "deleting"
+        serialize.touch(conn)
+        emu.emit("connection.deleted", serialize.connection_event(emu.store, conn, full=False),
+                 conn.get("organization_id"))
+        del emu.store.connections[conn_id]
+    return Response(status=204)
+
+
+@bp.post("/connections/<conn_id>/certificate")
+def certificate_event(conn_id: str) -> Any:
+    """``{"kind": "renewed"|"renewal_required", "days_until_expiry"?: int}``: SAML certificate events."""
+    emu = emulator()
+    data = json_body()
+    kind = data.get("kind", "renewal_required")
+    if kind not in ("renewed", "renewal_required"):
+        raise invalid_params("kind must be renewed or renewal_required.", "kind")
+    days = data.get("days_until_expiry", 30)
+    if not isinstance(days, int):
+        raise invalid_params("days_until_expiry must be an integer.", "days_until_expiry")
+    from datetime import timedelta
+
+    from .ids import utcnow
+
+    with emu.store.lock:
+        conn = emu.store.get("connections", conn_id, "Connection")
+        expiry = utcnow() + timedelta(days=days if kind == "renewal_required" else 365)
+        payload: dict[str, Any] = {
+            "connection": {"id": conn["id"], "organization_id": conn.get("organization_id")},
+            "certificate": {"certificate_type": "ResponseSigning", "expiry_date": iso(expiry),
+                            "is_expired": days < 0},
+        }
+        if kind == "renewed":
+            payload["renewed_at"] = iso()
+            del payload["certificate"]["is_expired"]
+            event = "connection.saml_certificate_renewed"
+        else:
+            payload["days_until_expiry"] = days
+            event = "connection.saml_certificate_renewal_required"
+        return jsonify(emu.emit(event, payload, conn.get("organization_id"))), 201
+
+
+@bp.patch("/organizations/<org_id>")
+def patch_organization(org_id: str) -> Any:
+    """Update an organization (``organization.updated``)."""
+    return jsonify(update_org(org_id, json_body()))
+
+
+# ---- sessions ------------------------------------------------------------------------------------------
+@bp.post("/sessions/<session_id>/expire")
+def expire_session(session_id: str) -> Any:
+    """Force a session to expire now (its refresh token then fails with ``invalid_grant``)."""
+    emu = emulator()
+    with emu.store.lock:
+        s = emu.store.get("sessions", session_id, "Session")
+        s["expires_at"] = iso()
+        serialize.touch(s)
+        return jsonify(serialize.session(s))
+
+
+@bp.post("/sessions/<session_id>/revoke")
+def revoke_session(session_id: str) -> Any:
+    """Revoke a session (``session.revoked``)."""
+    return jsonify(serialize.session(flows.revoke_session(emulator(), session_id)))
+
+
+@bp.get("/events")
+def all_events() -> Any:
+    """Every recorded event (no filter required), oldest first."""
+    emu = emulator()
+    with emu.store.lock:
+        return jsonify({"data": [serialize.snapshot(e.payload) for e in emu.store.events]})
+
+
+@bp.errorhandler(KeyError)
+def _key_error(exc: KeyError) -> Any:  # pragma: no cover - defensive
+    raise ApiError(422, f"Missing field {exc}.", "invalid_request_parameters")

@@ -1,0 +1,377 @@
+"""Sign-in domain logic shared by the hosted pages and the API: candidates, codes, profiles, tokens, sessions."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+from . import idp, serialize
+from .errors import ApiError, oauth_error
+from .ids import iso, new_id, token, utcnow
+from .state import Emulator
+from .store import AuthRequest, Entity, Store
+
+
+# ---- who may sign in --------------------------------------------------------------------------------
+def login_candidates(store: Store, org_id: str | None) -> list[dict[str, Any]]:
+    """Identities the simulated IdP of ``org_id`` offers (active directory users and active members)."""
+    out: dict[str, dict[str, Any]] = {}
+    if org_id is None:
+        for u in store.users.values():
+            out[u["email"].lower()] = _candidate(u["email"], u.get("first_name"), u.get("last_name"), u["id"])
+        return sorted(out.values(), key=lambda c: c["email"])
+    dir_ids = {d["id"] for d in store.org_directories(org_id)}
+    blocked: set[str] = set()
+    for du in store.directory_users.values():
+        if du["directory_id"] not in dir_ids or not du.get("email"):
+            continue
+        email = du["email"].lower()
+        if du["state"] != "active":
+            blocked.add(email)
+            continue
+        um = store.user_by_email(email)
+        c = _candidate(du["email"], du.get("first_name"), du.get("last_name"), um["id"] if um else None)
+        c["directory_user_id"] = du["id"]
+        c["groups"] = [g["name"] for g in store.groups_of(du["id"])]
+        out[email] = c
+    for m in store.memberships.values():
+        if m["organization_id"] != org_id or m["status"] != "active":
+            continue
+        u = store.users.get(m["user_id"])
+        if u is None or u["email"].lower() in out or u["email"].lower() in blocked:
+            continue
+        c = _candidate(u["email"], u.get("first_name"), u.get("last_name"), u["id"])
+        c["role"] = m["role_slug"]
+        out[u["email"].lower()] = c
+    return sorted(out.values(), key=lambda c: c["email"])
+
+
+def _candidate(email: str, first: str | None, last: str | None, user_id: str | None) -> dict[str, Any]:
+    name = " ".join(x for x in (first, last) if x) or email
+    return {"email": email, "name": name, "user_id": user_id, "groups": []}
+
+
+def find_candidate(store: Store, org_id: str | None, email: str) -> dict[str, Any] | None:
+    """The candidate with this email, if the IdP of ``org_id`` would let them sign in."""
+    email = email.strip().lower()
+    for c in login_candidates(store, org_id):
+        if c["email"].lower() == email:
+            return c
+    return None
+
+
+def orgs_for_email(store: Store, email: str) -> list[str]:
+    """Home-realm discovery: the organizations an email can sign in to (domain owner first)."""
+    email = email.strip().lower()
+    orgs: list[str] = []
+    domain = email.rpartition("@")[2]
+    owner = store.org_for_domain(domain) if domain else None
+    if owner is not None:
+        orgs.append(owner["id"])
+    u = store.user_by_email(email)
+    if u is not None:
+        orgs.extend(m["organization_id"] for m in store.user_memberships(u["id"]) if m["organization_id"] not in orgs)
+    for du in store.directory_users.values():
+        if (du.get("email") or "").lower() == email and du["organization_id"] not in orgs:
+            orgs.append(du["organization_id"])
+    return orgs
+
+
+def request_org(store: Store, areq: AuthRequest) -> str | None:
+    """The organization an authorization request is pinned to (via organization or connection)."""
+    if areq.organization_id:
+        return areq.organization_id
+    if areq.connection_id:
+        conn = store.connections.get(areq.connection_id)
+        return conn.get("organization_id") if conn else None
+    return None
+
+
+# ---- completing a login --------------------------------------------------------------------------------
+def complete_login(emu: Emulator, areq: AuthRequest, org_id: str | None, email: str) -> str:
+    """Issue a code for ``email`` in ``org_id`` and return the ``redirect_uri?code=..&state=..`` URL."""
+    store = emu.store
+    with store.lock:
+        cand = find_candidate(store, org_id, email)
+        if cand is None:
+            raise ApiError(403, f"{email} cannot sign in to this organization.", "access_denied")
+        code = token(24)
+        record: dict[str, Any] = {
+            "kind": areq.kind,
+            "client_id": areq.client_id,
+            "redirect_uri": areq.redirect_uri,
+            "code_challenge": areq.code_challenge,
+            "code_challenge_method": areq.code_challenge_method,
+            "organization_id": org_id,
+            "expires": time.time() + emu.config.code_ttl,
+        }
+        if areq.kind == "sso":
+            conn = store.connections.get(areq.connection_id or "") or (
+                store.org_connection(org_id) if org_id else None
+            )
+            record["profile_id"] = build_profile(store, conn, org_id, cand, areq.provider)["id"]
+        else:
+            user = ensure_user(emu, cand, org_id)
+            record["user_id"] = user["id"]
+        store.codes[code] = record
+        store.auth_requests.pop(areq.id, None)
+    return add_query(areq.redirect_uri, code=code, state=areq.state)
+
+
+def add_query(url: str, **params: str | None) -> str:
+    """Append query parameters (skipping ``None``) to ``url``."""
+    parts = urlsplit(url)
+    extra = urlencode({k: v for k, v in params.items() if v is not None})
+    query = f"{parts.query}&{extra}" if parts.query and extra else (parts.query or extra)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+
+
+def ensure_user(emu: Emulator, cand: dict[str, Any], org_id: str | None) -> Entity:
+    """The User Management user for a candidate, JIT-provisioning user and membership like AuthKit does."""
+    store = emu.store
+    user = store.users.get(cand["user_id"] or "") or store.user_by_email(cand["email"])
+    du = store.directory_users.get(cand.get("directory_user_id") or "")
+    if user is None:
+        now = iso()
+        user = {
+            "id": new_id("user"),
+            "email": cand["email"],
+            "email_verified": True,
+            "first_name": du.get("first_name") if du else None,
+            "last_name": du.get("last_name") if du else None,
+            "profile_picture_url": None,
+            "external_id": None,
+            "metadata": {},
+            "last_sign_in_at": None,
+            "locale": "en-US",
+            "created_at": now,
+            "updated_at": now,
+        }
+        store.users[user["id"]] = user
+        emu.emit("user.created", serialize.user(user))
+    if org_id and store.membership(user["id"], org_id) is None:
+        now = iso()
+        role = idp.role_for_groups(cand.get("groups") or [])
+        m = {
+            "id": new_id("om"),
+            "user_id": user["id"],
+            "organization_id": org_id,
+            "status": "active",
+            "role_slug": role,
+            "directory_managed": du is not None,
+            "custom_attributes": {},
+            "created_at": now,
+            "updated_at": now,
+        }
+        store.memberships[m["id"]] = m
+        emu.emit("organization_membership.created", serialize.membership(store, m, embed_user=False))
+    return user
+
+
+def build_profile(
+    store: Store, conn: Entity | None, org_id: str | None, cand: dict[str, Any], provider: str | None = None
+) -> Entity:
+    """The SSO Profile the connection's IdP would assert for ``cand`` (stable id per connection+email)."""
+    email = cand["email"]
+    if conn is not None:
+        conn_id, conn_type = conn["id"], conn["connection_type"]
+    else:
+        conn_type = provider or "GoogleOAuth"
+        conn_id = f"conn_{conn_type.upper()}0000000000000000"[:31]
+    du = store.directory_user_by_email(org_id, email) if org_id else None
+    user = store.user_by_email(email)
+    groups = store.groups_of(du["id"]) if du else []
+    first = (du or user or {}).get("first_name")
+    last = (du or user or {}).get("last_name")
+    idp_id = du["idp_id"] if du else (user["id"] if user else email)
+    group_claims = idp.profile_groups(conn_type, groups)
+    key = (conn_id, email.lower())
+    prof_id = store.profiles.get(key) or new_id("prof")
+    store.profiles[key] = prof_id
+    role_slug = idp.role_for_groups([g["name"] for g in groups])
+    if user is not None and org_id and (m := store.membership(user["id"], org_id)):
+        role_slug = m["role_slug"]
+    custom: dict[str, Any] = {}
+    if du:
+        custom = {k: v for k, v in du["custom_attributes"].items() if k in ("department", "job_title")}
+    profile: Entity = {
+        "object": "profile",
+        "id": prof_id,
+        "organization_id": org_id,
+        "connection_id": conn_id,
+        "connection_type": conn_type,
+        "idp_id": idp_id,
+        "email": email,
+        "first_name": first,
+        "last_name": last,
+        "name": " ".join(x for x in (first, last) if x) or None,
+        "role": {"slug": role_slug},
+        "roles": [{"slug": role_slug}],
+        "groups": group_claims,
+        "custom_attributes": custom,
+        "raw_attributes": idp.profile_raw_attributes(conn_type, idp_id, email, first, last, group_claims),
+    }
+    store.profile_data[prof_id] = profile
+    return profile
+
+
+# ---- code exchange and tokens --------------------------------------------------------------------------
+def _check_client(emu: Emulator, body: dict[str, Any], *, secret_required: bool) -> None:
+    if body.get("client_id") != emu.config.client_id:
+        raise oauth_error("invalid_client", "Invalid client ID.")
+    secret = body.get("client_secret")
+    if secret is not None and secret != emu.config.api_key:
+        raise oauth_error("invalid_client", "Invalid client secret.")
+    if secret is None and secret_required:
+        raise oauth_error("invalid_client", "client_secret is required when no code_verifier is given.")
+
+
+def take_code(emu: Emulator, body: dict[str, Any], kind: str) -> dict[str, Any]:
+    """Validate client + code (+PKCE) and consume the code (single use)."""
+    verifier = body.get("code_verifier")
+    _check_client(emu, body, secret_required=not verifier)
+    code = body.get("code")
+    if not isinstance(code, str) or not code:
+        raise oauth_error("invalid_request", "code is required.")
+    record = emu.store.codes.pop(code, None)
+    if record is None or record["kind"] != kind:
+        raise oauth_error("invalid_grant", "The code is invalid or has already been used.")
+    if record["expires"] < time.time():
+        raise oauth_error("invalid_grant", "The code has expired.")
+    challenge = record.get("code_challenge")
+    if challenge:
+        if not isinstance(verifier, str) or not verifier:
+            raise oauth_error("invalid_grant", "code_verifier is required for this code.")
+        digest = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+        expected = digest if (record.get("code_challenge_method") or "S256") == "S256" else verifier
+        if not hmac.compare_digest(expected, challenge):
+            raise oauth_error("invalid_grant", "code_verifier does not match the code_challenge.")
+    return record
+
+
+def access_token(emu: Emulator, session: Entity, user: Entity, org_id: str | None) -> str:
+    """Sign an RS256 access token for the session."""
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": emu.issuer(),
+        "sub": user["id"],
+        "sid": session["id"],
+        "jti": new_id("jti"),
+        "iat": now,
+        "exp": now + emu.config.access_token_ttl,
+    }
+    if org_id:
+        m = emu.store.membership(user["id"], org_id)
+        slug = m["role_slug"] if m else "viewer"
+        role = emu.store.roles.get(slug)
+        claims.update(
+            org_id=org_id,
+            role=slug,
+            roles=[slug],
+            permissions=list(role["permissions"]) if role else [],
+        )
+    return emu.keys.sign(claims)
+
+
+def _issue(emu: Emulator, session: Entity, user: Entity, org_id: str | None) -> dict[str, Any]:
+    rt = token(32)
+    emu.store.refresh_tokens[rt] = {"session_id": session["id"], "organization_id": org_id, "rotated_at": None}
+    out: dict[str, Any] = {
+        "user": serialize.user(user),
+        "access_token": access_token(emu, session, user, org_id),
+        "refresh_token": rt,
+        "authentication_method": "SSO",
+    }
+    if org_id:
+        out["organization_id"] = org_id
+    return out
+
+
+def authenticate_code(emu: Emulator, body: dict[str, Any], ip: str | None, ua: str | None) -> dict[str, Any]:
+    """``grant_type=authorization_code``: create a session and return an AuthenticateResponse."""
+    store = emu.store
+    with store.lock:
+        record = take_code(emu, body, "authkit")
+        user = store.users.get(record["user_id"])
+        if user is None:
+            raise oauth_error("invalid_grant", "The user no longer exists.")
+        org_id = record.get("organization_id")
+        if org_id:
+            m = store.membership(user["id"], org_id)
+            if m is None or m["status"] != "active":
+                raise oauth_error("invalid_grant", "The user is not an active member of the organization.")
+        now = utcnow()
+        session = {
+            "id": new_id("session"),
+            "user_id": user["id"],
+            "organization_id": org_id,
+            "ip_address": body.get("ip_address") or ip,
+            "user_agent": body.get("user_agent") or ua,
+            "auth_method": "sso",
+            "status": "active",
+            "expires_at": iso(now + timedelta(seconds=emu.config.session_ttl)),
+            "ended_at": None,
+            "created_at": iso(now),
+            "updated_at": iso(now),
+        }
+        if org_id is None:
+            del session["organization_id"]
+        store.sessions[session["id"]] = session
+        user["last_sign_in_at"] = iso(now)
+        serialize.touch(user)
+        emu.emit("session.created", serialize.session(session), org_id)
+        return _issue(emu, session, user, org_id)
+
+
+def authenticate_refresh(emu: Emulator, body: dict[str, Any]) -> dict[str, Any]:
+    """``grant_type=refresh_token``: rotate the refresh token, optionally switching organization."""
+    store = emu.store
+    with store.lock:
+        _check_client(emu, body, secret_required=False)
+        rt = body.get("refresh_token")
+        if not isinstance(rt, str) or not rt:
+            raise oauth_error("invalid_request", "refresh_token is required.")
+        rec = store.refresh_tokens.get(rt)
+        if rec is None:
+            raise oauth_error("invalid_grant", "Invalid refresh token.")
+        if rec["rotated_at"] is not None and time.time() - rec["rotated_at"] > emu.config.refresh_grace_seconds:
+            raise oauth_error("invalid_grant", "Refresh token already exchanged.")
+        session = store.sessions.get(rec["session_id"])
+        if session is None or serialize.session(session)["status"] != "active":
+            raise oauth_error("invalid_grant", "Session has ended.")
+        user = store.users.get(session["user_id"])
+        if user is None:
+            raise oauth_error("invalid_grant", "The user no longer exists.")
+        org_id = body.get("organization_id") or rec["organization_id"]
+        if org_id:
+            m = store.membership(user["id"], org_id)
+            if m is None or m["status"] != "active":
+                if body.get("organization_id"):
+                    raise oauth_error(
+                        "organization_membership_not_found",
+                        f"User is not a member of organization '{org_id}'.",
+                    )
+                raise oauth_error("invalid_grant", "The user is no longer a member of the organization.")
+        rec["rotated_at"] = time.time()
+        if org_id:
+            session["organization_id"] = org_id
+        serialize.touch(session)
+        return _issue(emu, session, user, org_id)
+
+
+def revoke_session(emu: Emulator, session_id: str) -> Entity:
+    """Revoke a session (idempotent) and emit ``session.revoked`` on the first revocation."""
+    store = emu.store
+    with store.lock:
+        session = store.get("sessions", session_id, "Session")
+        if session["status"] == "active":
+            session["status"] = "revoked"
+            session["ended_at"] = iso()
+            serialize.touch(session)
+            emu.emit("session.revoked", serialize.session(session), session.get("organization_id"))
+        return session

@@ -1,0 +1,155 @@
+"""In-memory state of the emulator. All access goes through ``Store.lock`` (one re-entrant lock)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import not_found
+
+Entity = dict[str, Any]
+
+
+@dataclass
+class StoredEvent:
+    """A recorded WorkOS event plus the organization it belongs to (for the ``organization_id`` filter)."""
+
+    payload: Entity
+    organization_id: str | None
+
+
+@dataclass
+class AuthRequest:
+    """A pending browser authorization (AuthKit or standalone SSO) awaiting the hosted login."""
+
+    id: str
+    kind: str  # "authkit" | "sso"
+    client_id: str
+    redirect_uri: str
+    state: str | None = None
+    code_challenge: str | None = None
+    code_challenge_method: str | None = None
+    organization_id: str | None = None
+    connection_id: str | None = None
+    provider: str | None = None
+    login_hint: str | None = None
+    nonce: str | None = None
+    created_at: float = 0.0
+
+
+@dataclass
+class Store:
+    """All emulator entities, keyed by id (dicts preserve insertion order)."""
+
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    organizations: dict[str, Entity] = field(default_factory=dict)
+    organization_domains: dict[str, Entity] = field(default_factory=dict)
+    connections: dict[str, Entity] = field(default_factory=dict)
+    directories: dict[str, Entity] = field(default_factory=dict)
+    directory_users: dict[str, Entity] = field(default_factory=dict)
+    directory_groups: dict[str, Entity] = field(default_factory=dict)
+    group_members: dict[str, dict[str, None]] = field(default_factory=dict)  # group id -> user ids
+    user_groups: dict[str, dict[str, None]] = field(default_factory=dict)  # directory user id -> group ids
+    users: dict[str, Entity] = field(default_factory=dict)
+    memberships: dict[str, Entity] = field(default_factory=dict)
+    sessions: dict[str, Entity] = field(default_factory=dict)
+    roles: dict[str, Entity] = field(default_factory=dict)  # slug -> role
+    webhook_endpoints: dict[str, Entity] = field(default_factory=dict)
+    events: list[StoredEvent] = field(default_factory=list)
+    profiles: dict[tuple[str, str], str] = field(default_factory=dict)  # (connection id, email) -> prof id
+    profile_data: dict[str, Entity] = field(default_factory=dict)  # prof id -> last profile
+    auth_requests: dict[str, AuthRequest] = field(default_factory=dict)
+    codes: dict[str, Entity] = field(default_factory=dict)
+    refresh_tokens: dict[str, Entity] = field(default_factory=dict)
+    sso_access_tokens: dict[str, str] = field(default_factory=dict)  # token -> prof id
+    logout_tokens: dict[str, Entity] = field(default_factory=dict)
+    portal_links: dict[str, Entity] = field(default_factory=dict)
+    application: Entity = field(default_factory=dict)
+
+    # ---- lookups -------------------------------------------------------------------------------
+    def get(self, collection: str, entity_id: str, kind: str) -> Entity:
+        """Return ``getattr(self, collection)[entity_id]`` or raise a 404 ``entity_not_found``."""
+        item = getattr(self, collection).get(entity_id)
+        if item is None:
+            raise not_found(kind, entity_id)
+        return item
+
+    def org_domains(self, org_id: str) -> list[Entity]:
+        """Domains of an organization in creation order."""
+        return [d for d in self.organization_domains.values() if d["organization_id"] == org_id]
+
+    def org_for_domain(self, domain: str) -> Entity | None:
+        """The organization owning ``domain`` (case-insensitive), if any."""
+        domain = domain.lower()
+        for d in self.organization_domains.values():
+            if d["domain"].lower() == domain:
+                return self.organizations.get(d["organization_id"])
+        return None
+
+    def user_by_email(self, email: str) -> Entity | None:
+        """The User Management user with this email (case-insensitive)."""
+        email = email.lower()
+        for u in self.users.values():
+            if u["email"].lower() == email:
+                return u
+        return None
+
+    def membership(self, user_id: str, org_id: str) -> Entity | None:
+        """The membership of ``user_id`` in ``org_id``, if any."""
+        for m in self.memberships.values():
+            if m["user_id"] == user_id and m["organization_id"] == org_id:
+                return m
+        return None
+
+    def user_memberships(self, user_id: str, *, active_only: bool = True) -> list[Entity]:
+        """Memberships of a user (active ones only by default)."""
+        return [
+            m
+            for m in self.memberships.values()
+            if m["user_id"] == user_id and (not active_only or m["status"] == "active")
+        ]
+
+    def org_connection(self, org_id: str) -> Entity | None:
+        """The organization's first active (else any) SSO connection."""
+        conns = [c for c in self.connections.values() if c.get("organization_id") == org_id]
+        active = [c for c in conns if c["state"] == "active"]
+        return (active or conns or [None])[0]
+
+    def org_directories(self, org_id: str) -> list[Entity]:
+        """Directories of an organization."""
+        return [d for d in self.directories.values() if d["organization_id"] == org_id]
+
+    def directory_user_by_email(self, org_id: str, email: str) -> Entity | None:
+        """A directory user of the organization with this email (case-insensitive)."""
+        email = email.lower()
+        for du in self.directory_users.values():
+            if du["organization_id"] == org_id and (du.get("email") or "").lower() == email:
+                return du
+        return None
+
+    def groups_of(self, directory_user_id: str) -> list[Entity]:
+        """Directory groups the directory user belongs to."""
+        return [
+            self.directory_groups[g]
+            for g in self.user_groups.get(directory_user_id, {})
+            if g in self.directory_groups
+        ]
+
+    def add_member(self, group_id: str, user_id: str) -> bool:
+        """Add a user to a group; returns False when already a member."""
+        members = self.group_members.setdefault(group_id, {})
+        if user_id in members:
+            return False
+        members[user_id] = None
+        self.user_groups.setdefault(user_id, {})[group_id] = None
+        return True
+
+    def remove_member(self, group_id: str, user_id: str) -> bool:
+        """Remove a user from a group; returns False when not a member."""
+        members = self.group_members.get(group_id, {})
+        if user_id not in members:
+            return False
+        del members[user_id]
+        self.user_groups.get(user_id, {}).pop(group_id, None)
+        return True
