@@ -1,0 +1,88 @@
+"""`make run`'s launcher, tried as a new user would: both servers up, demo seeded, Ctrl-C stops both."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_ORGS = ("org_01HTDQ8A100000000000000001", "org_01HTDQ8A200000000000000001",
+             "org_01HTDQ8A300000000000000001", "org_01HTDQ8A400000000000000001")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - local test server
+        return response.status, response.read()
+
+
+def _start(tmp_path: Path, app_port: int, emulator_port: int) -> tuple[subprocess.Popen[str], Path]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TEST_", "HATIDATA_", "WORKOS_", "DATABASE_",
+                                                                      "REDIS_"))}
+    env.update(PORT=str(app_port), WORKOS_EMULATOR_PORT=str(emulator_port),
+               HATIDATA_INSTANCE_PATH=str(tmp_path / "instance"))
+    log = tmp_path / "run.log"
+    proc = subprocess.Popen(  # noqa: S603 - our own launcher
+        [sys.executable, "scripts/run_dev.py"], cwd=ROOT, env=env, text=True,
+        stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    deadline = time.monotonic() + 90
+    while "HatiData Auth is running" not in log.read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"make run did not come up:\n{log.read_text()[-3000:]}")
+        time.sleep(0.3)
+    return proc, log
+
+
+def _stop(proc: subprocess.Popen[str]) -> int:
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    return proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_make_run_brings_up_both_servers_and_ctrl_c_stops_them(tmp_path: Path) -> None:
+    app_port, emulator_port = _free_port(), _free_port()
+    proc, log = _start(tmp_path, app_port, emulator_port)
+    try:
+        assert _get(f"http://127.0.0.1:{app_port}/healthz")[0] == 200
+        status, body = _get(f"http://127.0.0.1:{app_port}/readyz")
+        assert status == 200, body
+        assert json.loads(body)["status"] == "ready"
+        status, index = _get(f"http://127.0.0.1:{emulator_port}/")
+        assert status == 200
+        for org_id in DEMO_ORGS:
+            status, page = _get(f"http://127.0.0.1:{emulator_port}/login/{org_id}")
+            assert status == 200
+            assert b"<form" in page
+        output = log.read_text()
+        assert f"http://127.0.0.1:{app_port}" in output
+        assert "admin@acme.test" in output
+        assert "consultant@partners.test" in output
+    finally:
+        code = _stop(proc)
+    assert code == 0
+    for port in (app_port, emulator_port):
+        with socket.socket() as sock:
+            assert sock.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still open after Ctrl-C"
+
+    # Running it again on the same instance folder is idempotent: nothing is created twice.
+    proc, log = _start(tmp_path, app_port, emulator_port)
+    try:
+        assert "0 organizations created" in log.read_text()
+    finally:
+        assert _stop(proc) == 0
