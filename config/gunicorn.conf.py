@@ -11,3 +11,34 @@ accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
 # Never log query strings with secrets: the access log shows method, path and status only.
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(L)ss rid=%({x-request-id}o)s'
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+# Structured logs: gunicorn's error and access logs go through the app's JSON formatter (request id included).
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "hatidata_auth.logs.JsonFormatter"}},
+    # The handler's name is the one hatidata_auth.logs.configure_logging looks for, so it is not added twice.
+    "handlers": {"hatidata-json": {"class": "hatidata_auth.logs.StderrHandler", "formatter": "json"}},
+    "root": {"level": os.environ.get("HATIDATA_LOG_LEVEL", "INFO"), "handlers": ["hatidata-json"]},
+    "loggers": {
+        "gunicorn.error": {"level": "INFO", "handlers": [], "propagate": True},
+        "gunicorn.access": {"level": "INFO", "handlers": [], "propagate": True},
+    },
+}
+
+
+# Prometheus multi-process mode: PROMETHEUS_MULTIPROC_DIR names a folder every worker writes its samples to;
+# it is emptied when the master starts, and a dead worker's live gauges are dropped.
+def on_starting(server):  # noqa: ANN001, ANN201 - gunicorn hook
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+        for name in os.listdir(folder):
+            if name.endswith(".db"):
+                os.remove(os.path.join(folder, name))
+
+
+def child_exit(server, worker):  # noqa: ANN001, ANN201 - gunicorn hook
+    from hatidata_auth.metrics import mark_process_dead
+
+    mark_process_dead(worker.pid)

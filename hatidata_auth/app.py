@@ -10,8 +10,11 @@ from typing import Any
 from flask import Flask
 
 from . import config as settings
+from . import metrics
 from .errors import register_error_handlers
-from .extensions import cache, csrf, db, migrate
+from .extensions import cache, csrf, db, limiter, migrate
+from .logs import configure_logging
+from .plugins import load_plugins
 from .requests import register_request_hooks
 from .workos_gateway import WorkOSGateway, WorkOSSettings
 
@@ -27,12 +30,27 @@ def create_app(config: Mapping[str, Any] | None = None, *, profile: str | None =
     app = Flask(__name__, instance_path=instance_path, instance_relative_config=True)
 
     configure(app, config, profile)
+    configure_logging(app)
     init_extensions(app)
     register_request_hooks(app)
     register_error_handlers(app)
     register_blueprints(app)
+    load_plugins(app)
+    metrics.init_app(app)
+    trust_proxies(app)
     register_cli(app)
     return app
+
+
+def trust_proxies(app: Flask) -> None:
+    """Behind ``HATIDATA_TRUSTED_PROXIES`` reverse proxies, take client address, scheme and host from their
+    ``X-Forwarded-*`` headers (only that many hops: a client cannot forge its address past them)."""
+    hops = int(app.config.get("HATIDATA_TRUSTED_PROXIES") or 0)
+    if hops > 0:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops,  # type: ignore[method-assign]
+                                x_port=hops, x_prefix=hops)
 
 
 def configure(app: Flask, overrides: Mapping[str, Any] | None, profile: str | None) -> None:
@@ -50,6 +68,8 @@ def configure(app: Flask, overrides: Mapping[str, Any] | None, profile: str | No
         settings.fill_local_defaults(resolved, Path(app.instance_path))
         if resolved.get("REDIS_URL"):
             resolved["CACHE_REDIS_URL"] = resolved["REDIS_URL"]
+    if resolved.get("CACHE_REDIS_URL"):
+        resolved.setdefault("CACHE_OPTIONS", dict(settings.REDIS_CACHE_OPTIONS))
     app.config.update(resolved)
 
 
@@ -61,14 +81,23 @@ def init_extensions(app: Flask) -> None:
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True, compare_type=True)
     cache.init_app(app)
     csrf.init_app(app)
+    limiter.init_app(app)
     app.extensions["hatidata_workos"] = WorkOSGateway(WorkOSSettings.from_config(app.config))
 
 
 def register_blueprints(app: Flask) -> None:
     """Mount the core blueprints."""
-    from . import health
+    from . import health, webhooks
 
     app.register_blueprint(health.bp)
+    from .extension import HatiDataAuth
+
+    # The /api/v1 identity routes are served by the documented admin API (hatidata_auth.api) instead.
+    HatiDataAuth(app, api=False)
+    app.register_blueprint(webhooks.bp)
+    from .api import init_api
+
+    init_api(app)
 
 
 def register_cli(app: Flask) -> None:

@@ -66,6 +66,9 @@ class BaseSettings:
     HATIDATA_PUBLIC_URL: str | None = None
     HATIDATA_ENABLED_PLUGINS: list[str] | None = None
     HATIDATA_WEBHOOK_MAX_BYTES = 1024 * 1024
+    HATIDATA_TRUSTED_PROXIES = 0
+    HATIDATA_LOG_LEVEL = "INFO"
+    HATIDATA_METRICS_TOKEN: str | None = None
 
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
@@ -138,7 +141,14 @@ ENV_SETTINGS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "HATIDATA_SESSION_CACHE_TTL": ("HATIDATA_SESSION_CACHE_TTL", _int),
     "HATIDATA_PUBLIC_URL": ("HATIDATA_PUBLIC_URL", str),
     "HATIDATA_ENABLED_PLUGINS": ("HATIDATA_ENABLED_PLUGINS", _csv),
+    "HATIDATA_TRUSTED_PROXIES": ("HATIDATA_TRUSTED_PROXIES", _int),
+    "HATIDATA_LOG_LEVEL": ("HATIDATA_LOG_LEVEL", str),
+    "HATIDATA_METRICS_TOKEN": ("HATIDATA_METRICS_TOKEN", str),
 }
+
+
+# Redis client options of the cache: a frozen or unreachable Redis must fail fast, never hang a request.
+REDIS_CACHE_OPTIONS = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0}
 
 
 def profile_name(explicit: str | None = None) -> str:

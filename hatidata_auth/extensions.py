@@ -9,6 +9,8 @@ from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
 from sqlalchemy.orm import DeclarativeBase
 
+from .api.spec import HatiApi
+
 
 class Base(DeclarativeBase):
     """Declarative base shared by every model."""
@@ -18,6 +20,8 @@ db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 cache = Cache()
 csrf = CSRFProtect()
+# The admin REST API (flask-smorest); its blueprints are registered by hatidata_auth.api.init_api.
+api = HatiApi()
 
 
 def _client_address() -> str:

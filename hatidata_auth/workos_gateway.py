@@ -47,12 +47,20 @@ class WorkOSGateway:
     def __init__(self, settings: WorkOSSettings) -> None:
         self.settings = settings
         self._client: WorkOSClient | None = None
+        self._backend: Any = None
 
     @property
     def client(self) -> WorkOSClient:
         """The shared SDK client (one per process)."""
         if self._client is None:
+            from workos._http import resolve_sync_backend
+
+            from .metrics import InstrumentedBackend
+
+            inner, _ = resolve_sync_backend(None, float(int(self.settings.timeout)))
+            self._backend = InstrumentedBackend(inner)
             self._client = WorkOSClient(
+                http_client=self._backend,
                 api_key=self.settings.api_key,
                 client_id=self.settings.client_id,
                 base_url=self.settings.base_url,
@@ -76,3 +84,6 @@ class WorkOSGateway:
         if self._client is not None:
             self._client.close()
             self._client = None
+        if self._backend is not None:  # passed in, so the SDK does not close it
+            self._backend.close()
+            self._backend = None

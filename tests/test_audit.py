@@ -9,6 +9,7 @@ from sqlalchemy import select, update
 from hatidata_auth.context import Actor, RequestInfo
 from hatidata_auth.models import AuditEvent, Organization
 from hatidata_auth.services import audit
+from tests.audit_support import tampering
 
 
 def _org(db_session: Any, name: str) -> Organization:
@@ -44,9 +45,9 @@ def test_events_chain_per_organization(db_session: Any) -> None:
 def test_edited_event_is_detected(db_session: Any) -> None:
     org = _org(db_session, "Acme")
     _record_three(db_session, org)
-    db_session.execute(update(AuditEvent).where(AuditEvent.organization_id == org.id, AuditEvent.seq == 2)
-                       .values(outcome="failure"))
-    db_session.commit()
+    with tampering(db_session):
+        db_session.execute(update(AuditEvent).where(AuditEvent.organization_id == org.id, AuditEvent.seq == 2)
+                           .values(outcome="failure"))
     report = audit.verify_organization(db_session, org.id)
     assert report.first_broken_seq == 2
     assert "edited" in (report.problem or "")
@@ -57,8 +58,8 @@ def test_deleted_event_is_detected(db_session: Any) -> None:
     _record_three(db_session, org)
     victim = db_session.scalar(select(AuditEvent).where(AuditEvent.organization_id == org.id,
                                                         AuditEvent.seq == 2))
-    db_session.delete(victim)
-    db_session.commit()
+    with tampering(db_session):
+        db_session.delete(victim)
     report = audit.verify_organization(db_session, org.id)
     assert report.first_broken_seq == 2
     assert "missing" in (report.problem or "")

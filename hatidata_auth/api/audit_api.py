@@ -1,0 +1,149 @@
+"""``/api/v1/audit-events``: the organization's audit log: filter, read, verify and export (streamed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, stream_with_context
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields, validate, validates_schema
+
+from ..errors import AppError
+from ..extensions import db
+from ..identity import current_identity
+from ..services import audit, audit_log
+from .common import PageArgsSchema, decode_cursor, encode_cursor, guard, page_schema, timestamp, validation_error
+
+blp = Blueprint("audit-events", __name__, description="The tamper-evident audit log of the organization.")
+BLUEPRINTS = (blp,)
+
+OUTCOMES = ("success", "failure", "denied", "error")
+
+
+class ActorSchema(Schema):
+    type = fields.String(required=True)
+    id = fields.String(allow_none=True, required=True)
+    email = fields.String(allow_none=True, required=True)
+
+
+class TargetSchema(Schema):
+    type = fields.String(allow_none=True, required=True)
+    id = fields.String(allow_none=True, required=True)
+
+
+class AuditEventSchema(Schema):
+    id = fields.String(required=True)
+    organization_id = fields.String(allow_none=True, required=True)
+    seq = fields.Integer(required=True, metadata={"description": "Position in the organization's hash chain."})
+    created_at = timestamp(required=True)
+    actor = fields.Nested(ActorSchema, required=True)
+    action = fields.String(required=True)
+    target = fields.Nested(TargetSchema, required=True)
+    outcome = fields.String(required=True)
+    ip_address = fields.String(allow_none=True, required=True)
+    user_agent = fields.String(allow_none=True, required=True)
+    request_id = fields.String(allow_none=True, required=True)
+    source_event_id = fields.String(allow_none=True, required=True)
+    details = fields.Dict(required=True)
+    prev_hash = fields.String(required=True)
+    hash = fields.String(required=True)
+
+
+class RangeArgs(Schema):
+    since = fields.AwareDateTime(metadata={"description": "From this time (inclusive)."})
+    until = fields.AwareDateTime(metadata={"description": "Before this time (exclusive)."})
+
+    @validates_schema
+    def ordered(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data.get("since") and data.get("until") and data["until"] < data["since"]:
+            from marshmallow import ValidationError
+
+            raise ValidationError("Must not be before since.", field_name="until")
+
+
+_short = validate.Length(min=1, max=320)
+
+
+class AuditListArgs(PageArgsSchema, RangeArgs):
+    actor_id = fields.String(validate=_short)
+    actor_type = fields.String(validate=validate.OneOf(["user", "api_key", "workos", "system"]))
+    actor_email = fields.String(validate=_short)
+    action = fields.String(validate=_short)
+    target_type = fields.String(validate=_short)
+    target_id = fields.String(validate=_short)
+    outcome = fields.String(validate=_short)
+
+
+class ExportArgs(RangeArgs):
+    format = fields.String(load_default="ndjson", validate=validate.OneOf(list(audit_log.EXPORT_FORMATS)))
+
+
+class ChainSchema(Schema):
+    organization_id = fields.String(allow_none=True, required=True)
+    ok = fields.Boolean(required=True)
+    checked = fields.Integer(required=True)
+    first_broken_seq = fields.Integer(allow_none=True, required=True)
+    problem = fields.String(allow_none=True, required=True)
+
+
+AuditPage = page_schema(AuditEventSchema, "AuditEventPage")
+
+
+def _filter(args: dict[str, Any]) -> audit_log.AuditFilter:
+    keys = ("actor_id", "actor_type", "actor_email", "action", "target_type", "target_id", "outcome", "since",
+            "until")
+    return audit_log.AuditFilter(**{k: args.get(k) for k in keys})
+
+
+@blp.route("/audit-events", methods=["GET"])
+@guard(blp, "audit:read")
+@blp.arguments(AuditListArgs, location="query")
+@blp.response(200, AuditPage)
+def list_events(args: dict[str, Any]) -> dict[str, Any]:
+    """Events, newest first, filtered by actor, action, target, outcome and time range."""
+    before = decode_cursor(args.get("cursor"))
+    if before is not None and not isinstance(before, int):
+        raise validation_error({"cursor": ["Not a valid cursor."]}, location="query")
+    rows, next_seq = audit_log.page(db.session(), current_identity.organization_id, _filter(args),
+                                    before_seq=before, limit=args["limit"])
+    return {"data": [audit_log.event_view(e) for e in rows],
+            "next_cursor": None if next_seq is None else encode_cursor(next_seq)}
+
+
+@blp.route("/audit-events/verify", methods=["GET"])
+@guard(blp, "audit:read")
+@blp.response(200, ChainSchema)
+def verify() -> dict[str, Any]:
+    """Verify the organization's hash chain; names the first broken link."""
+    report = audit.verify_organization(db.session(), current_identity.organization_id)
+    return {"organization_id": report.organization_id, "ok": report.ok, "checked": report.checked,
+            "first_broken_seq": report.first_broken_seq, "problem": report.problem}
+
+
+@blp.route("/audit-events/export", methods=["GET"])
+@guard(blp, "audit:read")
+@blp.arguments(ExportArgs, location="query")
+@blp.doc(responses={"200": {"description": "The events in chain order, streamed.", "content": {
+    "application/x-ndjson": {"schema": {"type": "string"}},
+    "text/csv": {"schema": {"type": "string"}},
+}}})
+def export(args: dict[str, Any]) -> Response:
+    """Stream the events of a time range as NDJSON (default) or CSV, without loading the range into memory."""
+    writer, mimetype = audit_log.EXPORT_FORMATS[args["format"]]
+    flt = audit_log.AuditFilter(since=args.get("since"), until=args.get("until"))
+    organization_id = current_identity.organization_id
+    response = Response(stream_with_context(writer(db.session(), organization_id, flt)), mimetype=mimetype)
+    response.headers["Content-Disposition"] = f'attachment; filename="audit-{organization_id}.{args["format"]}"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@blp.route("/audit-events/<event_id>", methods=["GET"])
+@guard(blp, "audit:read")
+@blp.response(200, AuditEventSchema)
+def get_event(event_id: str) -> dict[str, Any]:
+    """One event."""
+    event = audit_log.get_event(db.session(), current_identity.organization_id, event_id)
+    if event is None:
+        raise AppError("No such audit event.", status=404, code="not_found")
+    return audit_log.event_view(event)

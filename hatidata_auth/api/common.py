@@ -1,0 +1,121 @@
+"""What every ``/api/v1`` resource shares: the error schema, cursor pagination and the permission guard."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar, cast
+
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields, validate
+from sqlalchemy.orm import Session
+
+from ..errors import AppError
+from ..identity import login_required, require_permission
+from .spec import ErrorSchema  # noqa: F401 - re-exported
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+
+
+def timestamp(**kwargs: Any) -> fields.String:
+    """An ISO 8601 timestamp the views already formatted."""
+    return fields.String(metadata={"format": "date-time"}, **kwargs)
+
+
+class PageArgsSchema(Schema):
+    """Cursor pagination arguments, accepted by every list."""
+
+    limit = fields.Integer(load_default=DEFAULT_LIMIT, validate=validate.Range(min=1, max=MAX_LIMIT),
+                           metadata={"description": f"Items per page (1-{MAX_LIMIT})."})
+    cursor = fields.String(load_default=None, validate=validate.Length(max=512),
+                           metadata={"description": "``next_cursor`` of the previous page."})
+
+
+def page_schema(item: type[Schema], name: str) -> type[Schema]:
+    """A ``{"data": [item], "next_cursor"}`` envelope schema for *item*."""
+    return cast(type[Schema], Schema.from_dict({
+        "data": fields.List(fields.Nested(item), required=True),
+        "next_cursor": fields.String(required=True, allow_none=True,
+                                     metadata={"description": "Pass as ``cursor`` for the next page; "
+                                                              "``null`` on the last page."}),
+    }, name=name))
+
+
+def encode_cursor(value: Any) -> str:
+    """An opaque cursor for a sort key."""
+    return base64.urlsafe_b64encode(json.dumps([value], separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> Any:
+    """The sort key of an opaque cursor; a malformed one is a validation error naming ``cursor``."""
+    if cursor is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        value = json.loads(raw)
+        if not isinstance(value, list) or len(value) != 1 or not isinstance(value[0], str | int):
+            raise ValueError("bad cursor")
+        return value[0]
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise validation_error({"cursor": ["Not a valid cursor."]}, location="query") from exc
+
+
+def validation_error(fields_: dict[str, list[str]], *, location: str = "json",
+                     message: str = "The request is invalid.") -> AppError:
+    """A 422 naming the fields at fault."""
+    return AppError(message, status=422, code="validation_error",
+                    details={"fields": fields_, "location": location})
+
+
+def paginate_query(session: Session, query: Any, key: Any, args: dict[str, Any], *,
+                   descending: bool = False, scalars: bool = True) -> tuple[list[Any], str | None]:
+    """One page of *query* ordered by the unique column *key*; returns the rows and the next cursor."""
+    after = decode_cursor(args.get("cursor"))
+    limit = int(args.get("limit") or DEFAULT_LIMIT)
+    if after is not None:
+        query = query.where(key < after if descending else key > after)
+    query = query.order_by(key.desc() if descending else key).limit(limit + 1)
+    rows = list(session.scalars(query) if scalars else session.execute(query).all())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if not more or not rows:
+        return rows, None
+    last = rows[-1]
+    value = getattr(last, key.key) if scalars else getattr(last[0], key.key)
+    return rows, encode_cursor(value)
+
+
+def paginate_list(items: Sequence[Any], key: Callable[[Any], str | int], args: dict[str, Any]) -> \
+        tuple[list[Any], str | None]:
+    """One page of an already ordered list (the service returns a bounded list), by a unique key."""
+    after = decode_cursor(args.get("cursor"))
+    limit = int(args.get("limit") or DEFAULT_LIMIT)
+    start = 0
+    if after is not None:
+        keys = [key(item) for item in items]
+        start = keys.index(after) + 1 if after in keys else len(items)
+    page = list(items[start:start + limit])
+    more = start + limit < len(items)
+    return page, (encode_cursor(key(page[-1])) if more and page else None)
+
+
+def guard(blp: Blueprint, *permissions: str) -> Callable[[F], F]:
+    """Require a caller holding every permission (API keys: within their scopes); documents it."""
+
+    def decorator(view: F) -> F:
+        protected = require_permission(*permissions)(view) if permissions else login_required(view)
+        description = ("Requires " + ", ".join(f"`{p}`" for p in permissions) + "."
+                       if permissions else "Any signed-in member or API key.")
+        return cast(F, blp.doc(**{"x-permissions": list(permissions), "description": description})(protected))
+
+    return decorator
+
+
+def ok_schema(name: str, **extra: fields.Field) -> type[Schema]:
+    """A small ad-hoc response schema."""
+    return cast(type[Schema], Schema.from_dict(dict(extra), name=name))

@@ -1,0 +1,314 @@
+"""``/api/v1``: the caller (``/me``), sessions and API keys (issue #3's services, documented and paginated).
+
+Paths and answer shapes are those of :mod:`hatidata_auth.auth.api`, plus ``next_cursor`` on lists.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, jsonify
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields, validate
+from sqlalchemy import select
+
+from ..errors import AppError
+from ..extensions import db
+from ..identity import current_identity, runtime
+from ..models import Membership
+from ..requests import request_info
+from ..roles import ALL_PERMISSIONS
+from ..services import api_keys as key_service
+from ..services import sessions as session_service
+from .common import PageArgsSchema, guard, page_schema, paginate_list, timestamp
+
+me_blp = Blueprint("me", __name__, description="The caller's identity.")
+sessions_blp = Blueprint("sessions", __name__, description="Dashboard sessions: list and revoke.")
+keys_blp = Blueprint("api-keys", __name__, description="Agent API keys: create, list, revoke, rotate.")
+BLUEPRINTS = (me_blp, sessions_blp, keys_blp)
+
+
+# --- schemas --------------------------------------------------------------------------------------------------
+
+
+class IdentitySchema(Schema):
+    auth_type = fields.String(required=True, validate=validate.OneOf(["session", "api_key"]))
+    user_id = fields.String(allow_none=True)
+    email = fields.String(allow_none=True)
+    organization_id = fields.String(required=True)
+    role = fields.String(allow_none=True)
+    permissions = fields.List(fields.String(), required=True)
+    session_id = fields.String(allow_none=True)
+    api_key_id = fields.String(allow_none=True)
+    scopes = fields.List(fields.String(), required=True)
+
+
+class SessionSchema(Schema):
+    id = fields.String(required=True)
+    workos_session_id = fields.String(required=True)
+    user_id = fields.String(required=True)
+    organization_id = fields.String(required=True)
+    auth_method = fields.String(required=True)
+    ip_address = fields.String(allow_none=True)
+    user_agent = fields.String(allow_none=True)
+    remembered = fields.Boolean(required=True)
+    created_at = timestamp(allow_none=True)
+    last_seen_at = timestamp(allow_none=True)
+    expires_at = timestamp(allow_none=True)
+    revoked_at = timestamp(allow_none=True)
+    revoked_by = fields.String(allow_none=True)
+    revoked_reason = fields.String(allow_none=True)
+
+
+class SessionListArgs(PageArgsSchema):
+    user_id = fields.String(validate=validate.Length(max=64),
+                            metadata={"description": "Only this user's sessions."})
+    include_ended = fields.String(validate=validate.OneOf(["0", "1"]), load_default="0",
+                                  metadata={"description": "`1` to include revoked and expired sessions."})
+
+
+class ReasonSchema(Schema):
+    reason = fields.String(validate=validate.Length(max=255), allow_none=True)
+
+
+class RevokedOneSchema(Schema):
+    revoked = fields.Boolean(required=True, metadata={"description": "Whether the session was still active."})
+    session_id = fields.String(required=True)
+
+
+class RevokedCountSchema(Schema):
+    revoked = fields.Integer(required=True, metadata={"description": "How many active sessions were revoked."})
+
+
+class ApiKeySchema(Schema):
+    id = fields.String(required=True)
+    name = fields.String(required=True)
+    prefix = fields.String(required=True)
+    organization_id = fields.String(required=True)
+    owner_user_id = fields.String(allow_none=True)
+    scopes = fields.List(fields.String(), required=True)
+    status = fields.String(required=True, validate=validate.OneOf(["active", "suspended", "revoked"]))
+    expires_at = timestamp(allow_none=True)
+    last_used_at = timestamp(allow_none=True)
+    created_at = timestamp(allow_none=True)
+    revoked_at = timestamp(allow_none=True)
+    grace_until = timestamp(allow_none=True)
+    rotated_from_id = fields.String(allow_none=True)
+
+
+class KeyEnvelopeSchema(Schema):
+    key = fields.Nested(ApiKeySchema, required=True)
+
+
+class CreatedKeySchema(Schema):
+    secret = fields.String(required=True, metadata={"description": "Shown once; store it now."})
+    key = fields.Nested(ApiKeySchema, required=True)
+
+
+class CreateKeySchema(Schema):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=255))
+    scopes = fields.List(fields.String(validate=validate.Length(max=64)), load_default=lambda: ["data:read"],
+                         metadata={"description": "Permissions, within the owner's role: "
+                                                  + ", ".join(sorted(ALL_PERMISSIONS))})
+    expires_at = fields.AwareDateTime(allow_none=True, load_default=None)
+
+
+class RotateKeySchema(Schema):
+    grace_seconds = fields.Integer(validate=validate.Range(min=0, max=30 * 24 * 3600), load_default=None,
+                                   allow_none=True)
+
+
+SessionPage = page_schema(SessionSchema, "SessionPage")
+ApiKeyPage = page_schema(ApiKeySchema, "ApiKeyPage")
+
+
+def _commit() -> None:
+    db.session.commit()
+
+
+# --- me -------------------------------------------------------------------------------------------------------
+
+
+@me_blp.route("/me", methods=["GET"])
+@guard(me_blp)
+@me_blp.response(200, IdentitySchema)
+def me() -> dict[str, Any]:
+    """The caller's identity."""
+    return current_identity.to_json()
+
+
+# --- sessions ---------------------------------------------------------------------------------------------------
+
+
+@sessions_blp.route("/sessions", methods=["GET"])
+@guard(sessions_blp)
+@sessions_blp.arguments(SessionListArgs, location="query")
+@sessions_blp.response(200, SessionPage)
+def list_sessions(args: dict[str, Any]) -> dict[str, Any]:
+    """Sessions of the organization, or of one user (`user_id`); without `sessions:read`, your own."""
+    identity = current_identity
+    user_id = args.get("user_id")
+    if not identity.has_permission("sessions:read"):
+        user_id = identity.user_id
+    records = session_service.list_sessions(db.session(), organization_id=identity.organization_id,
+                                            user_id=user_id, include_ended=args["include_ended"] == "1")
+    page, cursor = paginate_list(records, lambda r: r.id, args)
+    return {"data": [session_service.session_view(r) for r in page], "next_cursor": cursor}
+
+
+@sessions_blp.route("/sessions/<session_id>/revoke", methods=["POST"])
+@guard(sessions_blp)
+@sessions_blp.arguments(ReasonSchema, required=False)
+@sessions_blp.response(200, RevokedOneSchema)
+def revoke_session(body: dict[str, Any], session_id: str) -> dict[str, Any]:
+    """Revoke one session: your own, or any of the organization's with `sessions:write`."""
+    identity = current_identity
+    record = session_service.get_session(db.session(), organization_id=identity.organization_id,
+                                         session_id=session_id)
+    if record is None:
+        raise AppError("No such session.", status=404, code="not_found")
+    if record.user_id != identity.user_id and not identity.has_permission("sessions:write"):
+        raise AppError("You lack a permission this needs.", status=403, code="forbidden",
+                       details={"missing_permissions": ["sessions:write"]})
+    revoked = session_service.revoke_session(db.session(), runtime().gateway.client,
+                                             organization_id=identity.organization_id, session_id=session_id,
+                                             actor=identity.actor, reason=_reason(body), request=request_info())
+    _commit()
+    return {"revoked": revoked, "session_id": session_id}
+
+
+def _reason(body: dict[str, Any] | None) -> str:
+    return str((body or {}).get("reason") or "revoked through the API")[:255]
+
+
+@sessions_blp.route("/users/<user_id>/sessions/revoke", methods=["POST"])
+@guard(sessions_blp, "sessions:write")
+@sessions_blp.arguments(ReasonSchema, required=False)
+@sessions_blp.response(200, RevokedCountSchema)
+def revoke_user_sessions(body: dict[str, Any], user_id: str) -> dict[str, Any]:
+    """Revoke every session of a member of the organization."""
+    identity = current_identity
+    member = db.session.scalar(select(Membership.id).where(Membership.organization_id == identity.organization_id,
+                                                           Membership.user_id == user_id))
+    if member is None:
+        raise AppError("No such member.", status=404, code="not_found")
+    count = session_service.revoke_user_sessions(db.session(), runtime().gateway.client,
+                                                 organization_id=identity.organization_id, user_id=user_id,
+                                                 actor=identity.actor, reason=_reason(body), request=request_info())
+    _commit()
+    return {"revoked": count}
+
+
+@sessions_blp.route("/organization/sessions/revoke", methods=["POST"])
+@guard(sessions_blp, "sessions:write")
+@sessions_blp.arguments(ReasonSchema, required=False)
+@sessions_blp.response(200, RevokedCountSchema)
+def revoke_organization_sessions(body: dict[str, Any]) -> dict[str, Any]:
+    """Revoke every session of the organization (the caller's included)."""
+    identity = current_identity
+    count = session_service.revoke_organization_sessions(db.session(), runtime().gateway.client,
+                                                         organization_id=identity.organization_id,
+                                                         actor=identity.actor, reason=_reason(body),
+                                                         request=request_info())
+    _commit()
+    return {"revoked": count}
+
+
+# --- API keys ---------------------------------------------------------------------------------------------------
+
+
+@keys_blp.route("/api-keys", methods=["GET"])
+@guard(keys_blp, "keys:read")
+@keys_blp.arguments(PageArgsSchema, location="query")
+@keys_blp.response(200, ApiKeyPage)
+def list_keys(args: dict[str, Any]) -> dict[str, Any]:
+    """The organization's API keys (never their secrets)."""
+    keys = key_service.list_keys(db.session(), organization_id=current_identity.organization_id)
+    page, cursor = paginate_list(keys, lambda k: k.id, args)
+    return {"data": [k.to_json() for k in page], "next_cursor": cursor}
+
+
+def _no_store(payload: dict[str, Any], status: int) -> Response:
+    response = jsonify(payload)
+    response.status_code = status
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@keys_blp.route("/api-keys", methods=["POST"])
+@guard(keys_blp, "keys:write")
+@keys_blp.arguments(CreateKeySchema)
+@keys_blp.response(201, CreatedKeySchema)
+def create_key(body: dict[str, Any]) -> Response:
+    """Create a key (signed-in members only); the secret is in this answer only."""
+    identity = current_identity
+    if identity.auth_type != "session" or identity.user_id is None:
+        raise AppError("API keys are created by a signed-in member.", status=403, code="forbidden")
+    created = key_service.create_key(db.session(), organization_id=identity.organization_id,
+                                     owner_user_id=identity.user_id, name=body["name"], scopes=body["scopes"],
+                                     actor=identity.actor, expires_at=body.get("expires_at"),
+                                     request=request_info())
+    _commit()
+    return _no_store(CreatedKeySchema().dump({"secret": created.secret, "key": created.key.to_json()}), 201)
+
+
+@keys_blp.route("/api-keys/<key_id>", methods=["GET"])
+@guard(keys_blp, "keys:read")
+@keys_blp.response(200, KeyEnvelopeSchema)
+def get_key(key_id: str) -> dict[str, Any]:
+    """One key."""
+    view = key_service.get_key(db.session(), organization_id=current_identity.organization_id, key_id=key_id)
+    return {"key": view.to_json()}
+
+
+@keys_blp.route("/api-keys/<key_id>/revoke", methods=["POST"])
+@guard(keys_blp, "keys:write")
+@keys_blp.arguments(ReasonSchema, required=False)
+@keys_blp.response(200, KeyEnvelopeSchema)
+def revoke_key(body: dict[str, Any], key_id: str) -> dict[str, Any]:
+    """Revoke a key (at once, everywhere)."""
+    identity = current_identity
+    view = key_service.revoke_key(db.session(), organization_id=identity.organization_id, key_id=key_id,
+                                  actor=identity.actor, reason=(body or {}).get("reason"), request=request_info())
+    _commit()
+    return {"key": view.to_json()}
+
+
+@keys_blp.route("/api-keys/<key_id>/rotate", methods=["POST"])
+@guard(keys_blp, "keys:write")
+@keys_blp.arguments(RotateKeySchema, required=False)
+@keys_blp.response(201, CreatedKeySchema)
+def rotate_key(body: dict[str, Any], key_id: str) -> Response:
+    """Issue a replacement; the old key keeps working for `grace_seconds`."""
+    identity = current_identity
+    grace = (body or {}).get("grace_seconds")
+    created = key_service.rotate_key(db.session(), organization_id=identity.organization_id, key_id=key_id,
+                                     actor=identity.actor,
+                                     grace_seconds=runtime().rotation_grace if grace is None else int(grace),
+                                     request=request_info())
+    _commit()
+    return _no_store(CreatedKeySchema().dump({"secret": created.secret, "key": created.key.to_json()}), 201)
+
+
+@keys_blp.route("/api-keys/<key_id>/suspend", methods=["POST"])
+@guard(keys_blp, "keys:write")
+@keys_blp.response(200, KeyEnvelopeSchema)
+def suspend_key(key_id: str) -> dict[str, Any]:
+    """Suspend a key."""
+    identity = current_identity
+    view = key_service.suspend_key(db.session(), organization_id=identity.organization_id, key_id=key_id,
+                                   actor=identity.actor, request=request_info())
+    _commit()
+    return {"key": view.to_json()}
+
+
+@keys_blp.route("/api-keys/<key_id>/reinstate", methods=["POST"])
+@guard(keys_blp, "members:write")
+@keys_blp.response(200, KeyEnvelopeSchema)
+def reinstate_key(key_id: str) -> dict[str, Any]:
+    """Reinstate a suspended key (admins)."""
+    identity = current_identity
+    view = key_service.reinstate_key(db.session(), organization_id=identity.organization_id, key_id=key_id,
+                                     actor=identity.actor, request=request_info())
+    _commit()
+    return {"key": view.to_json()}

@@ -1,0 +1,1 @@
+"""The login routes (``/auth/...``) and the small identity API (``/api/v1/...``)."""

@@ -1,0 +1,276 @@
+"""``/auth/login``, ``/auth/callback``, ``/auth/logout``, ``/auth/organizations``, ``/auth/switch-organization``."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, redirect, request, session, url_for
+from flask_wtf.csrf import generate_csrf
+from sqlalchemy import or_, select
+from werkzeug.wrappers import Response as BaseResponse
+from workos._errors import (
+    APIError,
+    AuthenticationError,
+    BadRequestError,
+    OrganizationSelectionRequiredError,
+    ServerError,
+    WorkOSConnectionError,
+    WorkOSError,
+    WorkOSTimeoutError,
+)
+
+from ..context import Actor
+from ..errors import AppError, ServiceUnavailable
+from ..extension import clear_session_cookie, set_session_cookie
+from ..extensions import db, limiter
+from ..identity import current_identity, login_required, runtime, seal_tokens, unseal_cookie
+from ..models import Membership, Organization
+from ..requests import request_info
+from ..services import sessions as session_service
+from ..services.introspection import Unauthenticated
+from .flow import BROWSER_KEY, MAX_PENDING_LOGINS, InvalidState, LoginState, dump_state, load_state, pkce_pair
+from .flow import safe_return_to as safe_return_to
+
+log = logging.getLogger(__name__)
+bp = Blueprint("hatidata_auth", __name__, url_prefix="/auth")
+
+STATE_KEY = "auth:state:{}"
+
+
+def _login_limit() -> str:
+    return str(current_app.config["HATIDATA_LOGIN_RATE_LIMIT"])
+
+
+def _redirect_uri() -> str:
+    rt = runtime()
+    if rt.public_url:
+        return f"{rt.public_url}/auth/callback"
+    return url_for("hatidata_auth.callback", _external=True)
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").lower() in ("1", "true", "yes", "on")
+
+
+def _find_org(value: str) -> Organization | None:
+    return db.session.scalar(select(Organization).where(
+        or_(Organization.id == value, Organization.workos_organization_id == value)))
+
+
+@bp.get("/login")
+@limiter.limit(_login_limit)
+def login() -> BaseResponse:
+    """Start a login at WorkOS AuthKit (home-realm discovery by ``email``; SSO-enforcing orgs go straight to
+    their connection)."""
+    rt = runtime()
+    email = (request.args.get("email") or "").strip() or None
+    org: Organization | None = None
+    if request.args.get("organization_id"):
+        org = _find_org(request.args["organization_id"])
+        if org is None:
+            raise AppError("Unknown organization.", status=400, code="unknown_organization")
+    elif email:
+        org = session_service.find_organization_for_email(db.session(), email)
+    db.session.remove()
+    state = LoginState(nonce=secrets.token_urlsafe(24), return_to=safe_return_to(request.args.get("return_to")),
+                       remember=_truthy(request.args.get("remember")))
+    verifier, challenge = pkce_pair()
+    rt.put(STATE_KEY.format(state.nonce), {"verifier": verifier}, rt.state_ttl)
+    pending = [n for n in session.get(BROWSER_KEY, []) if isinstance(n, str)][-(MAX_PENDING_LOGINS - 1):]
+    session[BROWSER_KEY] = [*pending, state.nonce]
+    params: dict[str, Any] = {"redirect_uri": _redirect_uri(), "state": dump_state(str(current_app.secret_key or ""),
+                                                                                     state),
+                              "code_challenge": challenge, "code_challenge_method": "S256"}
+    if email:
+        params["login_hint"] = email
+    if org is not None and org.sso_enforced and org.connection_id:
+        params["connection_id"] = org.connection_id
+    elif org is not None and org.workos_organization_id:
+        params["organization_id"] = org.workos_organization_id
+    else:
+        params["provider"] = "authkit"
+    url = rt.gateway.client.user_management.get_authorization_url(**params)
+    return redirect(url, code=302)
+
+
+def _fail(reason: str, message: str, status: int = 400, code: str = "login_failed", **details: Any) -> AppError:
+    session_service.record_login_failure(db.session(), reason=reason, request=request_info(), details=details)
+    db.session.commit()
+    return AppError(message, status=status, code=code, details={"reason": reason})
+
+
+def _exchange_code(code: str, verifier: str) -> session_service.Tokens:
+    client = runtime().gateway.client
+    info = request_info()
+    try:
+        response = client.user_management.authenticate_with_code(
+            code=code, code_verifier=verifier, ip_address=info.ip_address, user_agent=info.user_agent)
+    except OrganizationSelectionRequiredError as exc:
+        organizations = exc.organizations or []
+        if not organizations or not exc.pending_authentication_token:
+            raise _fail("no_organization", "You are not a member of any organization.", 403) from exc
+        first = organizations[0]
+        org_id = first.get("id") if isinstance(first, dict) else getattr(first, "id", None)
+        response = client.user_management.authenticate_with_organization_selection(
+            pending_authentication_token=exc.pending_authentication_token, organization_id=str(org_id))
+    except (BadRequestError, AuthenticationError) as exc:
+        raise _fail("invalid_code", "The sign-in code is invalid or was already used; sign in again.",
+                    code="invalid_code", workos_code=exc.code or exc.error) from exc
+    except (WorkOSConnectionError, WorkOSTimeoutError, ServerError) as exc:
+        raise ServiceUnavailable("WorkOS is unreachable; retry the sign-in shortly.",
+                                 code="workos_unavailable", headers={"Retry-After": "5"}) from exc
+    except APIError as exc:
+        raise _fail("workos_error", "WorkOS refused the sign-in.", 403, workos_code=exc.code or exc.error) from exc
+    tokens = session_service.Tokens.from_response(response)
+    if tokens.organization_id is None:
+        tokens = _pick_organization(tokens)
+    return tokens
+
+
+def _pick_organization(tokens: session_service.Tokens) -> session_service.Tokens:
+    """A login without an organization: continue in the user's first active organization."""
+    client = runtime().gateway.client
+    memberships = client.organization_membership.list_organization_memberships(
+        user_id=str(tokens.user["id"]), statuses=["active"], limit=10, order="asc").data
+    if not memberships:
+        raise _fail("no_organization", "You are not a member of any organization.", 403)
+    return session_service.refresh_tokens(client, refresh_token=tokens.refresh_token,
+                                          organization_id=memberships[0].organization_id, request=request_info())
+
+
+@bp.get("/callback")
+def callback() -> BaseResponse:
+    """Finish the login: check ``state``, exchange the code (PKCE), record the session, set the cookie."""
+    rt = runtime()
+    if request.args.get("error"):
+        raise _fail("idp_error", "The sign-in was not completed.", 400, code="login_failed",
+                    error=request.args.get("error"), description=request.args.get("error_description"))
+    state = load_state(str(current_app.secret_key or ""), request.args.get("state"), rt.state_ttl)
+    pending = session.get(BROWSER_KEY) or []
+    if state.nonce not in pending:
+        raise InvalidState("This sign-in was started in another browser; start again.")
+    session[BROWSER_KEY] = [n for n in pending if n != state.nonce]
+    record = rt.take_once(STATE_KEY.format(state.nonce))
+    if not isinstance(record, dict):
+        raise InvalidState("This sign-in was already completed or has expired; start again.")
+    code = request.args.get("code")
+    if not code:
+        raise InvalidState("The login response carries no code.")
+    tokens = _exchange_code(code, str(record["verifier"]))
+    claims = rt.verifier.verify(tokens.access_token)
+    try:
+        result = session_service.complete_login(db.session(), rt.gateway.client, tokens=tokens, claims=claims,
+                                                remember=state.remember, policy=rt.policy, request=request_info())
+        db.session.commit()
+    except session_service.LoginDenied as exc:
+        db.session.rollback()
+        try:
+            rt.gateway.client.user_management.revoke_session(session_id=str(claims["sid"]))
+        except WorkOSError:
+            log.warning("could not revoke the denied session at WorkOS")
+        raise _fail("denied", exc.message, 403, code="login_denied", email=tokens.user.get("email")) from exc
+    try:
+        session_service.sync_user_memberships(db.session(), rt.gateway.client, user_id=result.user_id,
+                                              workos_user_id=str(tokens.user["id"]),
+                                              actor=Actor("user", result.user_id, result.email))
+        db.session.commit()
+    except WorkOSError:
+        db.session.rollback()
+        log.warning("could not mirror the other memberships of %s", result.user_id)
+    log.info("login %s user=%s org=%s", result.session_id, result.user_id, result.organization_id)
+    response = redirect(state.return_to, code=302)
+    set_session_cookie(response, rt, seal_tokens(rt, tokens), remembered=state.remember)
+    return response
+
+
+@bp.post("/logout")
+def logout() -> BaseResponse:
+    """Revoke the session here and at WorkOS, clear the cookie, continue at WorkOS's logout URL."""
+    from ..extensions import csrf
+
+    rt = runtime()
+    home = (rt.public_url or request.host_url.rstrip("/")) + "/"
+    cookie = request.cookies.get(rt.cookie_name)
+    target = home
+    if cookie:
+        csrf.protect()
+        try:
+            data = unseal_cookie(rt, cookie)
+            claims = rt.verifier.verify(str(data["access_token"]), allow_expired=True)
+        except Unauthenticated:
+            claims = None
+        if claims is not None:
+            sid = str(claims["sid"])
+            actor = Actor("user", None, (data.get("user") or {}).get("email"))
+            record = session_service.find_by_workos_session_id(db.session(), sid)
+            if record is not None:
+                actor = Actor("user", record.user_id, actor.email)
+                session_service.revoke_session(db.session(), rt.gateway.client,
+                                               organization_id=record.organization_id, session_id=record.id,
+                                               actor=actor, reason="logout", request=request_info())
+                db.session.commit()
+            target = rt.gateway.client.user_management.get_logout_url(session_id=sid, return_to=home)
+    response = redirect(target, code=303)
+    clear_session_cookie(response, rt)
+    return response
+
+
+@bp.get("/csrf")
+def csrf_token() -> Response:
+    """A CSRF token for cookie-authenticated POSTs (``X-CSRFToken`` header or ``csrf_token`` form field)."""
+    return jsonify(csrf_token=generate_csrf())
+
+
+@bp.get("/organizations")
+@login_required
+def organizations() -> Response:
+    """The caller's organizations, the current one flagged."""
+    rows = db.session.execute(
+        select(Organization, Membership.role)
+        .join(Membership, Membership.organization_id == Organization.id)
+        .where(Membership.user_id == current_identity.user_id, Membership.status == "active",
+               Organization.status == "active")
+        .order_by(Organization.name)
+    ).all()
+    data = [{"id": org.id, "name": org.name, "workos_organization_id": org.workos_organization_id, "role": role,
+             "sso_enforced": org.sso_enforced, "current": org.id == current_identity.organization_id}
+            for org, role in rows]
+    return jsonify(data=data)
+
+
+@bp.post("/switch-organization")
+@login_required
+def switch_organization() -> BaseResponse:
+    """Refresh the session into another of the caller's organizations (audited)."""
+    rt = runtime()
+    identity = current_identity
+    data: dict[str, Any] = request.get_json(silent=True) or request.form.to_dict()
+    target_id = str(data.get("organization_id") or "")
+    cookie_data = request.environ.get("hatidata.cookie_data")
+    if identity.auth_type != "session" or cookie_data is None:
+        raise AppError("Switching organization needs a browser session.", status=400, code="not_a_browser_session")
+    target = _find_org(target_id) if target_id else None
+    if target is None:
+        raise AppError("Unknown organization.", status=404, code="not_found")
+    assert identity.user_id is not None
+    membership = session_service.check_switch_target(db.session(), user_id=identity.user_id,
+                                                     current_organization_id=identity.organization_id,
+                                                     target=target)
+    tokens = session_service.refresh_tokens(rt.gateway.client, refresh_token=str(cookie_data["refresh_token"]),
+                                            organization_id=target.workos_organization_id, request=request_info())
+    claims = rt.verifier.verify(tokens.access_token)
+    record = session_service.apply_switch(db.session(), workos_session_id=str(claims["sid"]), target=target,
+                                          user_id=identity.user_id, role=membership.role, actor=identity.actor,
+                                          request=request_info())
+    remembered = record.remembered
+    db.session.commit()
+    return_to = data.get("return_to")
+    response: BaseResponse
+    if return_to is not None:
+        response = redirect(safe_return_to(str(return_to)), code=303)
+    else:
+        response = jsonify(organization_id=target.id, name=target.name, role=membership.role)
+    set_session_cookie(response, rt, seal_tokens(rt, tokens), remembered=remembered)
+    return response

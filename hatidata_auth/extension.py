@@ -1,0 +1,288 @@
+"""``HatiDataAuth(app)``: mount the login routes, ``/api/v1/me`` and the identity resolver on any Flask app.
+
+The HatiData service uses it itself (``create_app``); a dashboard that embeds the login gives it the same
+settings (database, WorkOS, ``SECRET_KEY``, ``HATIDATA_COOKIE_KEY``) and calls ``HatiDataAuth(app)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from typing import Any
+
+from flask import Flask, Response, request
+from limits import parse as parse_limit
+from werkzeug.wrappers import Response as BaseResponse
+
+from .errors import AppError, ServiceUnavailable, error_response
+from .extensions import cache, csrf, db, limiter
+from .identity import CookieSessions, TooManyAttempts
+from .revocation_bus import RevocationBus
+from .services.api_keys import UsageRecorder
+from .services.introspection import Introspector, JwksCache, TokenVerifier, default_issuers
+from .services.sessions import SessionPolicy
+from .workos_gateway import WorkOSGateway, WorkOSSettings
+
+DEFAULTS: dict[str, Any] = {
+    "HATIDATA_COOKIE_NAME": "hatidata_session",
+    "HATIDATA_SESSION_CACHE_TTL": 300,
+    "HATIDATA_SESSION_ACTIVE_TTL": 24 * 3600,
+    "HATIDATA_SESSION_REMEMBERED_TTL": 7 * 24 * 3600,
+    "HATIDATA_PUBLIC_URL": None,
+    "HATIDATA_LOGIN_STATE_TTL": 600,
+    "HATIDATA_LOGIN_RATE_LIMIT": "30 per minute",
+    "HATIDATA_API_KEY_FAILURE_RATE_LIMIT": "10 per minute",
+    "HATIDATA_API_KEY_ROTATION_GRACE": 24 * 3600,
+    "HATIDATA_API_KEY_USAGE_INTERVAL": 60,
+    "HATIDATA_SESSION_TOUCH_INTERVAL": 60,
+    "HATIDATA_TOKEN_CACHE_SIZE": 10_000,
+    "HATIDATA_JWKS_REFETCH_COOLDOWN": 10,
+    "HATIDATA_JWKS_LIFESPAN": 3600,
+    "HATIDATA_REVOCATION_CHANNEL": None,
+    "WORKOS_JWT_ISSUER": None,
+    "SESSION_COOKIE_SECURE": True,
+    "SESSION_COOKIE_HTTPONLY": True,
+    "SESSION_COOKIE_SAMESITE": "Lax",
+    "RATELIMIT_STORAGE_URI": "memory://",
+    "RATELIMIT_HEADERS_ENABLED": True,
+    "CACHE_TYPE": "SimpleCache",
+    "CACHE_KEY_PREFIX": "hatidata:",
+}
+
+_PRIVATE_CACHES = {"SimpleCache", "simple", "NullCache", "null"}
+_BUSES: dict[tuple[str | None, str], RevocationBus] = {}
+_BUSES_LOCK = threading.Lock()
+
+
+def bus_for(redis_url: str | None, channel: str) -> RevocationBus:
+    """The process-wide bus for one Redis URL and channel (shared by every app in the process)."""
+    with _BUSES_LOCK:
+        bus = _BUSES.get((redis_url, channel))
+        if bus is None:
+            bus = _BUSES[(redis_url, channel)] = RevocationBus(redis_url, channel=channel)
+        return bus
+
+
+class AuthRuntime:
+    """Everything the auth routes and the resolver need, per app (``app.extensions['hatidata_auth']``)."""
+
+    def __init__(self, app: Flask) -> None:
+        config = app.config
+        self.gateway: WorkOSGateway = app.extensions["hatidata_workos"]
+        self.cookie_name = str(config["HATIDATA_COOKIE_NAME"])
+        self.cookie_key = str(config["HATIDATA_COOKIE_KEY"])
+        self.cookie_secure = bool(config.get("SESSION_COOKIE_SECURE", True))
+        self.public_url = (config.get("HATIDATA_PUBLIC_URL") or "").rstrip("/") or None
+        self.state_ttl = int(config["HATIDATA_LOGIN_STATE_TTL"])
+        self.rotation_grace = int(config["HATIDATA_API_KEY_ROTATION_GRACE"])
+        self.policy = SessionPolicy(active_ttl=int(config["HATIDATA_SESSION_ACTIVE_TTL"]),
+                                    remembered_ttl=int(config["HATIDATA_SESSION_REMEMBERED_TTL"]))
+        self._backend: Any = None
+        self._app = app
+        channel = config.get("HATIDATA_REVOCATION_CHANNEL") or f"{config.get('CACHE_KEY_PREFIX') or ''}revocations"
+        self.bus = bus_for(config.get("REDIS_URL") or None, channel)
+        shared = None if str(config.get("CACHE_TYPE")) in _PRIVATE_CACHES else _BackendProxy(self)
+        self.introspector = Introspector(bus=self.bus, shared_cache=shared,
+                                         cache_ttl=int(config["HATIDATA_SESSION_CACHE_TTL"]),
+                                         active_ttl=int(config["HATIDATA_SESSION_ACTIVE_TTL"]),
+                                         touch_interval=float(config["HATIDATA_SESSION_TOUCH_INTERVAL"]))
+        settings: WorkOSSettings = self.gateway.settings
+        issuer_setting = config.get("WORKOS_JWT_ISSUER")
+        base_url = settings.base_url or "https://api.workos.com"
+        issuers = ([i.strip() for i in str(issuer_setting).split(",")] if issuer_setting
+                   else default_issuers(base_url, settings.client_id))
+
+        def fetch() -> dict[str, Any]:
+            client = self.gateway.client
+            response = client.user_management.get_jwks(settings.client_id,
+                                                       request_options={"max_retries": 0, "timeout": 5})
+            return response.to_dict()
+
+        self.jwks = JwksCache(fetch, lifespan=float(config["HATIDATA_JWKS_LIFESPAN"]),
+                              refetch_cooldown=float(config["HATIDATA_JWKS_REFETCH_COOLDOWN"]))
+        self.verifier = TokenVerifier(self.jwks, client_id=settings.client_id, issuers=issuers,
+                                      leeway=settings.jwt_leeway, maxsize=int(config["HATIDATA_TOKEN_CACHE_SIZE"]))
+        self.usage = UsageRecorder(float(config["HATIDATA_API_KEY_USAGE_INTERVAL"]))
+        self.cookies = CookieSessions()
+        self.key_failure_limit = parse_limit(str(config["HATIDATA_API_KEY_FAILURE_RATE_LIMIT"]))
+
+    # --- the cache backend, usable without an app context ------------------------------------------------
+
+    @property
+    def backend(self) -> Any:
+        """The Flask-Caching backend of the app (cachelib / Redis)."""
+        if self._backend is None:
+            self._backend = self._app.extensions["cache"][cache]
+        return self._backend
+
+    def shared_get(self, key: str) -> Any:
+        """Read the shared cache; ``None`` when it is unavailable."""
+        try:
+            return self.backend.get(key)
+        except Exception:  # noqa: BLE001
+            return None
+
+    def shared_set(self, key: str, value: Any, ttl: int) -> None:
+        """Write the shared cache (best effort)."""
+        with contextlib.suppress(Exception):  # best effort
+            self.backend.set(key, value, timeout=ttl)
+
+    def take_once(self, key: str) -> Any:
+        """Read and delete a shared value so that only one caller gets it (single-use login state)."""
+        try:
+            value = self.backend.get(key)
+            if value is None or not self.backend.delete(key):
+                return None
+        except Exception as exc:
+            raise ServiceUnavailable("The login state store is unavailable; retry shortly.") from exc
+        return value
+
+    def put(self, key: str, value: Any, ttl: int) -> None:
+        """Store a value that the flow depends on (raises 503 when the cache is down)."""
+        try:
+            ok = self.backend.set(key, value, timeout=ttl)
+        except Exception as exc:
+            raise ServiceUnavailable("The login state store is unavailable; retry shortly.") from exc
+        if ok is False:
+            raise ServiceUnavailable("The login state store is unavailable; retry shortly.")
+
+    # --- failed API-key attempts -------------------------------------------------------------------------------
+
+    def _limiter_args(self) -> tuple[str, str]:
+        from flask_limiter.util import get_remote_address
+
+        return "hatidata-api-key-failures", get_remote_address()
+
+    def check_key_failures(self) -> None:
+        """429 when this address already failed too often (checked only before a database lookup)."""
+        strategy = limiter.limiter
+        if strategy is None:
+            return
+        try:
+            if not strategy.test(self.key_failure_limit, *self._limiter_args()):
+                self._too_many()
+        except TooManyAttempts:
+            raise
+        except Exception:  # noqa: BLE001,S110 - a broken rate-limit store never locks everyone out
+            pass
+
+    def record_key_failure(self) -> None:
+        """Count a failed API-key attempt; 429 once the limit is passed."""
+        strategy = limiter.limiter
+        if strategy is None:
+            return
+        try:
+            allowed = strategy.hit(self.key_failure_limit, *self._limiter_args())
+        except Exception:  # noqa: BLE001
+            return
+        if not allowed:
+            self._too_many()
+
+    def _too_many(self) -> None:
+        strategy = limiter.limiter
+        retry_after = 60
+        if strategy is not None:
+            reset_at, _ = strategy.get_window_stats(self.key_failure_limit, *self._limiter_args())
+            retry_after = max(1, int(reset_at - time.time()) + 1)
+        raise TooManyAttempts("Too many failed API-key attempts; retry later.",
+                              headers={"Retry-After": str(retry_after)})
+
+
+class _BackendProxy:
+    """The app's cache backend, looked up lazily (the cache is bound after the runtime is built)."""
+
+    def __init__(self, runtime: AuthRuntime) -> None:
+        self._runtime = runtime
+
+    def get(self, key: str) -> Any:
+        return self._runtime.backend.get(key)
+
+    def set(self, key: str, value: Any, timeout: int | None = None) -> Any:
+        return self._runtime.backend.set(key, value, timeout=timeout)
+
+    def add(self, key: str, value: Any, timeout: int | None = None) -> Any:
+        return self._runtime.backend.add(key, value, timeout=timeout)
+
+    def delete(self, key: str) -> Any:
+        return self._runtime.backend.delete(key)
+
+
+class HatiDataAuth:
+    """Flask extension: ``HatiDataAuth(app)`` or ``auth = HatiDataAuth(); auth.init_app(app)``."""
+
+    def __init__(self, app: Flask | None = None, *, api: bool = True) -> None:
+        self.api = api
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Bind the core extensions the host app has not bound yet, then mount the routes and hooks."""
+        for key, value in DEFAULTS.items():
+            app.config.setdefault(key, value)
+        problems = [k for k in ("SECRET_KEY", "HATIDATA_COOKIE_KEY", "SQLALCHEMY_DATABASE_URI")
+                    if not app.config.get(k)]
+        if problems:
+            raise RuntimeError(f"HatiDataAuth needs these settings: {', '.join(problems)}")
+        if "sqlalchemy" not in app.extensions:
+            from . import models  # noqa: F401 - registers the tables
+
+            db.init_app(app)
+        if cache not in (app.extensions.get("cache") or {}):
+            cache.init_app(app)
+        if "csrf" not in app.extensions:
+            csrf.init_app(app)
+        if "limiter" not in app.extensions:
+            limiter.init_app(app)
+        if "hatidata_workos" not in app.extensions:
+            app.config.setdefault("WORKOS_API_KEY", None)
+            app.config.setdefault("WORKOS_CLIENT_ID", None)
+            app.extensions["hatidata_workos"] = WorkOSGateway(WorkOSSettings.from_config(app.config))
+
+        runtime = AuthRuntime(app)
+        runtime.bus.clear()
+        app.extensions["hatidata_auth"] = runtime
+
+        from .auth import routes
+
+        csrf.exempt(routes.bp)
+        app.register_blueprint(routes.bp)
+        if self.api:
+            from .auth import api
+
+            csrf.exempt(api.bp)
+            app.register_blueprint(api.bp)
+        app.after_request(_apply_cookie_changes)
+        handlers = app.error_handler_spec.get(None, {}).get(None, {})
+        if AppError not in handlers:
+            app.register_error_handler(AppError, _app_error)
+
+
+def _app_error(exc: AppError) -> Response:
+    """The JSON error answer, for host apps that have no handler of their own."""
+    return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+
+
+def _apply_cookie_changes(response: Response) -> Response:
+    """Set the refreshed session cookie, or clear a bad one, as the resolver decided."""
+    from .identity import runtime
+
+    rt = runtime()
+    new_cookie = request.environ.get("hatidata.set_cookie")
+    if new_cookie is not None:
+        sealed, remembered = new_cookie
+        set_session_cookie(response, rt, sealed, remembered=remembered)
+    elif request.environ.get("hatidata.clear_cookie"):
+        clear_session_cookie(response, rt)
+    return response
+
+
+def set_session_cookie(response: BaseResponse, rt: AuthRuntime, sealed: str, *, remembered: bool) -> None:
+    """Set the sealed session cookie: HttpOnly, SameSite=Lax, Secure unless in development/testing."""
+    response.set_cookie(rt.cookie_name, sealed, httponly=True, secure=rt.cookie_secure, samesite="Lax",
+                        path="/", max_age=rt.policy.remembered_ttl if remembered else None)
+
+
+def clear_session_cookie(response: BaseResponse, rt: AuthRuntime) -> None:
+    """Remove the session cookie."""
+    response.delete_cookie(rt.cookie_name, path="/", httponly=True, secure=rt.cookie_secure, samesite="Lax")

@@ -1,0 +1,323 @@
+"""Who is calling: one :class:`Identity` for the session cookie, ``Bearer <JWT>`` and ``Bearer hd_live_…``.
+
+``current_identity`` is resolved once per request (lazily); ``login_required``, ``require_role`` and
+``require_permission`` guard views. A credential that is presented but not valid is always a 401 (and clears
+the session cookie when the cookie was the credential); no credential at all is a 401 for JSON callers and a
+redirect to ``/auth/login`` for browsers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import wraps
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+from urllib.parse import urlencode
+
+from cryptography.fernet import InvalidToken
+from flask import current_app, redirect, request
+from werkzeug.local import LocalProxy
+from workos.session import seal_session_from_auth_response, unseal_data
+
+from .context import Actor
+from .errors import AppError
+from .extensions import csrf, db
+from .requests import request_info
+from .revocation_bus import LocalCache
+from .roles import permissions_for, role_at_least
+from .services import sessions as session_service
+from .services.api_keys import looks_like_key
+from .services.introspection import SessionStatus, TokenExpired, Unauthenticated, token_hash
+
+if TYPE_CHECKING:
+    from .extension import AuthRuntime
+
+F = TypeVar("F", bound=Callable[..., Any])
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+_MISSING = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """The authenticated caller, whatever the credential."""
+
+    auth_type: str  # "session" or "api_key"
+    user_id: str | None
+    email: str | None
+    organization_id: str
+    role: str | None
+    permissions: frozenset[str]
+    session_id: str | None
+    api_key_id: str | None
+    scopes: tuple[str, ...]
+
+    def has_permission(self, *permissions: str) -> bool:
+        """Whether every named permission is granted."""
+        return all(p in self.permissions for p in permissions)
+
+    @property
+    def actor(self) -> Actor:
+        """The audit actor for changes this caller makes."""
+        if self.auth_type == "api_key":
+            return Actor("api_key", self.api_key_id, self.email)
+        return Actor("user", self.user_id, self.email)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``/api/v1/me`` view."""
+        return {
+            "auth_type": self.auth_type, "user_id": self.user_id, "email": self.email,
+            "organization_id": self.organization_id, "role": self.role,
+            "permissions": sorted(self.permissions), "session_id": self.session_id,
+            "api_key_id": self.api_key_id, "scopes": list(self.scopes),
+        }
+
+
+class TooManyAttempts(AppError):
+    """Too many failed API-key attempts from one address."""
+
+    status = 429
+    code = "too_many_requests"
+
+
+def runtime() -> AuthRuntime:
+    """The :class:`~hatidata_auth.extension.AuthRuntime` of the current app."""
+    return cast("AuthRuntime", current_app.extensions["hatidata_auth"])
+
+
+# --- resolution ----------------------------------------------------------------------------------------------
+
+
+def get_identity() -> Identity | None:
+    """The caller's identity (resolved once per request), or ``None`` when no credential was presented."""
+    found = request.environ.get("hatidata.identity", _MISSING)
+    if found is _MISSING:
+        found = _resolve()
+        request.environ["hatidata.identity"] = found
+    return cast("Identity | None", found)
+
+
+current_identity: Identity = cast(Identity, LocalProxy(get_identity))
+
+
+def _resolve() -> Identity | None:
+    rt = runtime()
+    header = request.headers.get("Authorization")
+    if header:
+        scheme, _, credential = header.partition(" ")
+        credential = credential.strip()
+        if scheme.lower() != "bearer" or not credential:
+            raise Unauthenticated("Use 'Authorization: Bearer <token>'.", reason="malformed", clear_cookie=False)
+        request.environ["hatidata.credential"] = "bearer"
+        if looks_like_key(credential):
+            return _from_api_key(rt, credential)
+        try:
+            claims = rt.verifier.verify(credential)
+        except Unauthenticated as exc:
+            exc.clear_cookie = False
+            raise
+        return _from_session_claims(rt, claims)
+    cookie = request.cookies.get(rt.cookie_name)
+    if cookie:
+        request.environ["hatidata.credential"] = "cookie"
+        try:
+            return _from_cookie(rt, cookie)
+        except Unauthenticated as exc:
+            if exc.clear_cookie:
+                request.environ["hatidata.clear_cookie"] = True
+            raise
+    return None
+
+
+def _from_session_claims(rt: AuthRuntime, claims: dict[str, Any]) -> Identity:
+    status = rt.introspector.session_status(db.session(), str(claims["sid"]))
+    if status is None or not status.active:
+        raise Unauthenticated("The session has ended.", reason="revoked")
+    now = time.time()
+    if status.expires_at <= now:
+        raise Unauthenticated("The session has expired.", reason="session_expired")
+    token_org = claims.get("org_id")
+    if token_org and status.workos_organization_id and token_org != status.workos_organization_id:
+        raise Unauthenticated("The token is for another organization than the session.", reason="organization")
+    if rt.introspector.should_touch(status):
+        status = rt.introspector.touch(db.session(), status)
+    return _session_identity(status)
+
+
+def _session_identity(status: SessionStatus) -> Identity:
+    return Identity(auth_type="session", user_id=status.user_id, email=status.email,
+                    organization_id=status.organization_id, role=status.role,
+                    permissions=permissions_for(status.role), session_id=status.session_id, api_key_id=None,
+                    scopes=())
+
+
+class CookieSessions:
+    """Unsealed cookies (by hash) and refreshes in flight, per process."""
+
+    def __init__(self) -> None:
+        self.unsealed: LocalCache[dict[str, Any]] = LocalCache(10_000)
+        self.lock = threading.Lock()
+
+
+def unseal_cookie(rt: AuthRuntime, cookie: str) -> dict[str, Any]:
+    """The cookie's ``{access_token, refresh_token, user}``; raises :class:`Unauthenticated` if tampered."""
+    digest = hashlib.sha256(cookie.encode()).digest()
+    data = rt.cookies.unsealed.get(digest)
+    if data is not None:
+        return data
+    try:
+        data = unseal_data(cookie, rt.cookie_key)
+    except (InvalidToken, ValueError, TypeError) as exc:
+        raise Unauthenticated("The session cookie is invalid.", reason="cookie") from exc
+    if not isinstance(data, dict) or not data.get("access_token") or not data.get("refresh_token"):
+        raise Unauthenticated("The session cookie is invalid.", reason="cookie")
+    rt.cookies.unsealed.set(digest, data, time.monotonic() + 300)
+    return data
+
+
+def seal_tokens(rt: AuthRuntime, tokens: session_service.Tokens) -> str:
+    """Seal tokens into a cookie value with the SDK."""
+    return seal_session_from_auth_response(access_token=tokens.access_token, refresh_token=tokens.refresh_token,
+                                           user=tokens.user, impersonator=tokens.impersonator,
+                                           cookie_password=rt.cookie_key)
+
+
+def _from_cookie(rt: AuthRuntime, cookie: str) -> Identity:
+    data = unseal_cookie(rt, cookie)
+    try:
+        claims = rt.verifier.verify(str(data["access_token"]))
+    except TokenExpired:
+        claims = _refresh_cookie(rt, data)
+    request.environ["hatidata.cookie_data"] = data
+    return _from_session_claims(rt, claims)
+
+
+def _refresh_cookie(rt: AuthRuntime, data: dict[str, Any]) -> dict[str, Any]:
+    old_claims = rt.verifier.verify(str(data["access_token"]), allow_expired=True)
+    sid = str(old_claims["sid"])
+    status = rt.introspector.session_status(db.session(), sid)
+    if status is None or not status.active or status.expires_at <= time.time():
+        raise Unauthenticated("The session has ended.", reason="revoked")
+    refresh_token = str(data["refresh_token"])
+    memo_key = f"auth:refresh:{token_hash(refresh_token)}"
+    with rt.cookies.lock:
+        sealed = rt.shared_get(memo_key)
+        if not isinstance(sealed, str):
+            actor = Actor("user", status.user_id, status.email)
+            try:
+                tokens = session_service.refresh_tokens(rt.gateway.client, refresh_token=refresh_token,
+                                                        request=request_info())
+            except session_service.RefreshFailed as failure:
+                session_service.record_refresh(db.session(), workos_session_id=sid, actor=actor,
+                                               request=request_info(), failure=failure)
+                db.session.commit()
+                if failure.transient:
+                    raise
+                raise Unauthenticated("The session has ended; sign in again.", reason="refresh_rejected") from None
+            sealed = seal_tokens(rt, tokens)
+            session_service.record_refresh(db.session(), workos_session_id=sid, actor=actor, request=request_info())
+            db.session.commit()
+            # Concurrent requests with the same (now rotated) refresh token reuse this result.
+            rt.shared_set(memo_key, sealed, 30)
+    new_data = unseal_cookie(rt, sealed)
+    request.environ["hatidata.set_cookie"] = (sealed, status.remembered)
+    return rt.verifier.verify(str(new_data["access_token"]))
+
+
+def _from_api_key(rt: AuthRuntime, secret: str) -> Identity:
+    digest = token_hash(secret)
+    now = time.time()
+    status = rt.introspector.bus.api_keys.get(digest) if rt.introspector.bus.local_enabled() else None
+    if status is None:
+        rt.check_key_failures()
+        status = rt.introspector.api_key_status(db.session(), digest)
+    import hmac
+
+    if status is None or not hmac.compare_digest(status.key_hash, digest) or not status.usable(now):
+        rt.record_key_failure()
+        raise Unauthenticated("Invalid API key.", reason="api_key", clear_cookie=False)
+    if rt.usage.due(status.key_id):
+        rt.usage.write(db.session(), organization_id=status.organization_id, key_id=status.key_id)
+    return Identity(auth_type="api_key", user_id=status.owner_user_id, email=status.owner_email,
+                    organization_id=status.organization_id, role=status.owner_role,
+                    permissions=status.permissions, session_id=None, api_key_id=status.key_id,
+                    scopes=status.scopes)
+
+
+# --- decorators ------------------------------------------------------------------------------------------------
+
+
+def _wants_html() -> bool:
+    best = request.accept_mimetypes.best_match(["application/json", "text/html"])
+    return request.method == "GET" and best == "text/html" and not request.path.startswith("/api/")
+
+
+def login_url(return_to: str | None = None) -> str:
+    """Where to send a browser to sign in, coming back to *return_to*."""
+    return "/auth/login?" + urlencode({"return_to": return_to or "/"})
+
+
+def _require_identity() -> Identity:
+    identity = get_identity()
+    if identity is None:
+        raise Unauthenticated("Authentication required.", reason="missing", clear_cookie=False)
+    if request.environ.get("hatidata.credential") == "cookie" and request.method not in SAFE_METHODS:
+        csrf.protect()
+    return identity
+
+
+def login_required(view: F) -> F:
+    """Require any valid credential; browsers without one are sent to the login page."""
+
+    @wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        try:
+            _require_identity()
+        except Unauthenticated as exc:
+            if _wants_html():
+                path = request.full_path.rstrip("?") if request.query_string else request.path
+                response = redirect(login_url(path))
+                if exc.clear_cookie and request.environ.get("hatidata.credential") == "cookie":
+                    request.environ["hatidata.clear_cookie"] = True
+                return response
+            raise
+        return view(*args, **kwargs)
+
+    return cast(F, wrapped)
+
+
+def require_role(minimum: str) -> Callable[[F], F]:
+    """Require the caller's role to be *minimum* or stronger (``admin`` > ``developer`` > ``viewer``)."""
+
+    def decorator(view: F) -> F:
+        @wraps(view)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            identity = _require_identity()
+            if not role_at_least(identity.role, minimum):
+                raise AppError(f"This needs the {minimum} role.", status=403, code="forbidden",
+                               details={"required_role": minimum})
+            return view(*args, **kwargs)
+
+        return cast(F, login_required(cast(F, wrapped)))
+
+    return decorator
+
+
+def require_permission(*permissions: str) -> Callable[[F], F]:
+    """Require every named permission (for API keys: within the key's scopes and its owner's role)."""
+
+    def decorator(view: F) -> F:
+        @wraps(view)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            identity = _require_identity()
+            missing = sorted(p for p in permissions if p not in identity.permissions)
+            if missing:
+                raise AppError("You lack a permission this needs.", status=403, code="forbidden",
+                               details={"missing_permissions": missing})
+            return view(*args, **kwargs)
+
+        return cast(F, login_required(cast(F, wrapped)))
+
+    return decorator

@@ -1,0 +1,304 @@
+"""Prometheus metrics: every metric object lives here, with small functions other modules call.
+
+``GET /metrics`` serves them in the Prometheus text format. Under gunicorn with several workers set
+``PROMETHEUS_MULTIPROC_DIR`` to an empty, writable folder (wiped before the master starts; see
+``config/gunicorn.conf.py``): every worker then writes its samples there and any worker's ``/metrics``
+aggregates all of them.
+
+What is measured, and where:
+
+- requests and latency by endpoint template (``init_app``'s request hooks; the URL rule, never the raw path);
+- logins and their failures, revocations and every audit action (a SQLAlchemy session hook counts the audit
+  events of each *committed* transaction, so a rolled-back change is never counted);
+- webhook events by type and outcome (:func:`webhook_event`, called by the webhook view);
+- the inbox backlog (events ``failed``/``received``, read from the database at scrape time);
+- cache lookups by cache and result (:func:`cache_lookup`; the hit ratio is ``hits / (hits + misses)``);
+- WorkOS calls: latency and errors by method and path template (:class:`InstrumentedBackend`, the SDK's HTTP
+  backend built by :class:`~hatidata_auth.workos_gateway.WorkOSGateway`).
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import re
+import time
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, g, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+_LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+HTTP_REQUESTS = Counter("hatidata_http_requests_total", "HTTP requests answered, by endpoint template",
+                        ["method", "endpoint", "status"])
+HTTP_LATENCY = Histogram("hatidata_http_request_duration_seconds", "HTTP request latency by endpoint template",
+                         ["method", "endpoint"], buckets=_LATENCY_BUCKETS)
+LOGINS = Counter("hatidata_logins_total", "Completed login attempts, by outcome", ["outcome"])
+LOGIN_FAILURES = Counter("hatidata_login_failures_total", "Failed logins, by reason", ["reason"])
+REVOCATIONS = Counter("hatidata_revocations_total", "Sessions and API keys revoked or suspended", ["kind"])
+AUDIT_EVENTS = Counter("hatidata_audit_events_total", "Committed audit events, by action and outcome",
+                       ["action", "outcome"])
+WEBHOOK_EVENTS = Counter("hatidata_webhook_events_total", "WorkOS webhook events received, by type and outcome",
+                         ["event_type", "outcome"])
+CACHE_LOOKUPS = Counter("hatidata_cache_lookups_total", "Cache lookups, by cache and result (hit or miss)",
+                        ["cache", "result"])
+WORKOS_LATENCY = Histogram("hatidata_workos_request_duration_seconds", "WorkOS API call latency",
+                           ["method", "path"], buckets=_LATENCY_BUCKETS)
+WORKOS_ERRORS = Counter("hatidata_workos_errors_total",
+                        "WorkOS API calls that failed (kind: connect, timeout, transport, http_4xx, http_5xx)",
+                        ["method", "path", "kind"])
+
+_REVOKING_ACTIONS = {"session.revoked": "session", "api_key.revoked": "api_key", "api_key.suspended": "api_key"}
+
+bp = Blueprint("metrics", __name__)
+
+
+# --- functions other modules call ----------------------------------------------------------------------------
+
+
+def webhook_event(event_type: str, outcome: str) -> None:
+    """Count one webhook delivery (``applied``, ``ignored``, ``duplicate``, ``failed``, ``rejected`` ...)."""
+    WEBHOOK_EVENTS.labels(event_type=_label(event_type), outcome=_label(outcome)).inc()
+
+
+def login(outcome: str, reason: str | None = None) -> None:
+    """Count one login (``succeeded`` or ``failed``, with the failure's reason)."""
+    LOGINS.labels(outcome=outcome).inc()
+    if outcome != "succeeded":
+        LOGIN_FAILURES.labels(reason=_label(reason or "unknown")).inc()
+
+
+def revocation(kind: str) -> None:
+    """Count one revoked session or API key."""
+    REVOCATIONS.labels(kind=kind).inc()
+
+
+def cache_lookup(cache: str, hit: bool) -> None:
+    """Count one cache lookup."""
+    CACHE_LOOKUPS.labels(cache=cache, result="hit" if hit else "miss").inc()
+
+
+def audit_committed(action: str, outcome: str, details: dict[str, Any] | None) -> None:
+    """Count one committed audit event, and the login / revocation it stands for."""
+    AUDIT_EVENTS.labels(action=_label(action), outcome=_label(outcome)).inc()
+    if action == "auth.login.succeeded":
+        login("succeeded")
+    elif action == "auth.login.failed":
+        login("failed", str((details or {}).get("reason") or "unknown"))
+    kind = _REVOKING_ACTIONS.get(action)
+    if kind:
+        revocation(kind)
+
+
+def _label(value: str | None, limit: int = 64) -> str:
+    return (value or "unknown")[:limit]
+
+
+# --- WorkOS calls -------------------------------------------------------------------------------------------
+
+_ID_SEGMENT = re.compile(r"^(?:[a-z_]+_[0-9A-Z]{10,}|[0-9A-Fa-f-]{16,}|\d+)$")
+
+
+def path_template(url: str) -> str:
+    """``/organizations/org_01H…`` -> ``/organizations/{id}`` (bounded label cardinality, no query)."""
+    path = url.split("://", 1)[-1]
+    path = path[path.find("/"):] if "/" in path else "/"
+    path = path.split("?", 1)[0]
+    return "/".join("{id}" if _ID_SEGMENT.match(part) else part for part in path.split("/"))[:120] or "/"
+
+
+class InstrumentedBackend:
+    """The SDK's HTTP backend, timing every WorkOS call and counting its failures."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def request(self, method: str, url: str, *, headers: dict[str, str], content: bytes | None,
+                timeout: float) -> Any:
+        from workos._http import TransportConnectError, TransportTimeout
+
+        path = path_template(url)
+        started = time.perf_counter()
+        try:
+            response = self.inner.request(method, url, headers=headers, content=content, timeout=timeout)
+        except TransportTimeout:
+            WORKOS_ERRORS.labels(method=method, path=path, kind="timeout").inc()
+            raise
+        except TransportConnectError:
+            WORKOS_ERRORS.labels(method=method, path=path, kind="connect").inc()
+            raise
+        except Exception:
+            WORKOS_ERRORS.labels(method=method, path=path, kind="transport").inc()
+            raise
+        finally:
+            WORKOS_LATENCY.labels(method=method, path=path).observe(time.perf_counter() - started)
+        status = int(getattr(response, "status_code", 0))
+        if status >= 500:
+            WORKOS_ERRORS.labels(method=method, path=path, kind="http_5xx").inc()
+        elif status >= 400:
+            WORKOS_ERRORS.labels(method=method, path=path, kind="http_4xx").inc()
+        return response
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+# --- caches -------------------------------------------------------------------------------------------------
+
+
+def instrument_cache_get(owner: Any, name: str, attribute: str = "get") -> None:
+    """Count hits and misses of ``owner.get`` (an in-process or shared cache) under *name*; idempotent."""
+    original = getattr(owner, attribute)
+    if getattr(original, "_hatidata_metrics", False):
+        return
+
+    def get(*args: Any, **kwargs: Any) -> Any:
+        value = original(*args, **kwargs)
+        cache_lookup(name, value is not None and value != "__stale__")
+        return value
+
+    get._hatidata_metrics = True  # type: ignore[attr-defined]
+    setattr(owner, attribute, get)
+
+
+def instrument_auth_runtime(app: Flask) -> None:
+    """Count lookups in the auth caches (verified tokens, session and key status, the shared cache)."""
+    rt = app.extensions.get("hatidata_auth")
+    if rt is None:
+        return
+    instrument_cache_get(rt.verifier.cache, "tokens")
+    instrument_cache_get(rt.introspector.bus.sessions, "sessions_local")
+    instrument_cache_get(rt.introspector.bus.api_keys, "api_keys_local")
+    if rt.introspector.shared_cache is not None:
+        instrument_cache_get(rt.introspector.shared_cache, "shared")
+
+
+# --- audit events, counted once committed --------------------------------------------------------------------
+
+_PENDING = "hatidata_metrics_audit"
+
+
+def _install_session_hooks() -> None:
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    from .models import AuditEvent
+
+    if getattr(_install_session_hooks, "done", False):
+        return
+
+    @event.listens_for(Session, "after_flush")
+    def _collect(session: Session, _ctx: Any) -> None:
+        found = [(e.action, e.outcome, e.details) for e in session.new if isinstance(e, AuditEvent)]
+        if found:
+            session.info.setdefault(_PENDING, []).extend(found)
+
+    @event.listens_for(Session, "after_commit")
+    def _count(session: Session) -> None:
+        for action, outcome, details in session.info.pop(_PENDING, ()):
+            audit_committed(str(action), str(outcome), details if isinstance(details, dict) else None)
+
+    @event.listens_for(Session, "after_rollback")
+    def _discard(session: Session) -> None:
+        session.info.pop(_PENDING, None)
+
+    _install_session_hooks.done = True  # type: ignore[attr-defined]
+
+
+# --- request hooks and the endpoint -------------------------------------------------------------------------
+
+
+def init_app(app: Flask) -> None:
+    """Time every request by its URL rule and mount ``GET /metrics``."""
+    _install_session_hooks()
+    app.register_blueprint(bp)
+    instrument_auth_runtime(app)
+
+    @app.before_request
+    def _start_timer() -> None:
+        g.metrics_started = time.perf_counter()
+
+    @app.after_request
+    def _observe(response: Response) -> Response:
+        started = g.pop("metrics_started", None)
+        if started is not None:
+            rule = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
+            elapsed = time.perf_counter() - started
+            HTTP_REQUESTS.labels(method=request.method, endpoint=rule, status=str(response.status_code)).inc()
+            HTTP_LATENCY.labels(method=request.method, endpoint=rule).observe(elapsed)
+        return response
+
+
+def _inbox_backlog() -> GaugeMetricFamily:
+    from sqlalchemy import func, select
+
+    from .extensions import db
+    from .models import WebhookEvent
+
+    family = GaugeMetricFamily("hatidata_inbox_backlog", "Webhook events not applied yet (failed: kept for retry)",
+                               labels=["status"])
+    try:
+        rows = dict(db.session.execute(select(WebhookEvent.status, func.count())
+                                       .where(WebhookEvent.status.in_(("failed", "received")))
+                                       .group_by(WebhookEvent.status)).all())
+        for status in ("failed", "received"):
+            family.add_metric([status], float(rows.get(status, 0)))
+    except Exception:  # noqa: BLE001 - metrics must answer while the database is down
+        db.session.rollback()
+    finally:
+        db.session.remove()
+    return family
+
+
+class _Collected:
+    def __init__(self, families: list[Any]) -> None:
+        self.families = families
+
+    def collect(self) -> list[Any]:
+        return self.families
+
+
+def render() -> bytes:
+    """The metrics of this process (or of every worker in multi-process mode), plus the inbox backlog."""
+    if os.environ.get(MULTIPROC_ENV):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        main = generate_latest(registry)
+    else:
+        main = generate_latest(REGISTRY)
+    extra = CollectorRegistry()
+    extra.register(_Collected([_inbox_backlog()]))
+    return main + generate_latest(extra)
+
+
+@bp.get("/metrics")
+def metrics_view() -> Response:
+    """Prometheus scrape endpoint; with ``HATIDATA_METRICS_TOKEN`` set it needs ``Authorization: Bearer``."""
+    token = current_app.config.get("HATIDATA_METRICS_TOKEN")
+    if token:
+        presented = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(presented.encode(), str(token).encode()):
+            return Response("unauthorized\n", status=401, mimetype="text/plain")
+    return Response(render(), content_type=CONTENT_TYPE_LATEST)
+
+
+def mark_process_dead(pid: int) -> None:
+    """gunicorn ``child_exit`` hook: drop a dead worker's live gauges (multi-process mode)."""
+    if os.environ.get(MULTIPROC_ENV):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)
+

@@ -1,0 +1,132 @@
+"""``hatidata new-idp-plugin``: write a new IdP plugin package that passes the contract out of the box."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from .base import NAME_RE
+
+PYPROJECT = '''[build-system]
+requires = ["setuptools>=69"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "hatidata-idp-{name}"
+version = "0.1.0"
+description = "{display_name} plugin for HatiData Auth"
+requires-python = ">=3.11"
+dependencies = ["hatidata-auth"]
+
+[project.entry-points."hatidata_auth.idp_plugins"]
+{name} = "{package}:{cls}"
+
+[tool.setuptools.packages.find]
+include = ["{package}*"]
+
+[tool.setuptools.package-data]
+{package} = ["templates/**/*"]
+'''
+
+MODULE = '''"""{display_name}: an IdP plugin for HatiData Auth (see HatiData Auth's docs/plugins.md)."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+from hatidata_auth.plugins import (
+    AttributeRequirement,
+    ConsoleField,
+    ConsoleStep,
+    IdPPlugin,
+    PluginWarning,
+    ValidationResult,
+    guide_blueprint,
+)
+from hatidata_auth.plugins.validation import check_https_url, wrong_idp
+
+
+class {cls}(IdPPlugin):
+    """{display_name}."""
+
+    name = "{name}"
+    display_name = "{display_name}"
+    connection_types = {{"saml": "{connection_type}"}}
+    metadata_source = "url"
+    group_identifier_kind = "name"
+    example_metadata_url = "https://{name}.example.com/saml/metadata"
+    metadata_help = "Where the admin finds the SAML metadata URL in {display_name}."
+    prerequisites = ("An administrator account in {display_name}.",)
+    saml_console_steps = (
+        ConsoleStep("Create a custom SAML application in {display_name}:", (
+            ConsoleField("ACS URL", "{{acs_url}}", copy=True),
+            ConsoleField("SP Entity ID", "{{sp_entity_id}}", copy=True),
+        )),
+        ConsoleStep("Send the attributes email, firstName, lastName and groups; assign the users."),
+    )
+    saml_attributes = (
+        AttributeRequirement("email", "email", advice="Map the user's email to the attribute email."),
+        AttributeRequirement("first_name", "firstName", advice="Map the first name to firstName."),
+        AttributeRequirement("last_name", "lastName", advice="Map the last name to lastName."),
+        AttributeRequirement("groups", "groups", required=False, advice="Send the user's groups as groups."),
+    )
+    known_traps = (
+        PluginWarning("{name}-groups", "Only groups assigned to the application are sent.", step="role_mapping"),
+    )
+
+    def validate_metadata_url(self, url: str) -> ValidationResult:
+        """Accept HTTPS URLs ending in /saml/metadata (tighten this to {display_name}'s real hosts)."""
+        checked = check_https_url("metadata_url", url)
+        if isinstance(checked, ValidationResult):
+            return checked
+        other = wrong_idp("metadata_url", checked[0], self.display_name)
+        if other:
+            return other
+        if not checked[1].endswith("/saml/metadata"):
+            return ValidationResult.failure("metadata_url", "A {display_name} metadata URL ends with /saml/metadata.")
+        return ValidationResult.success(url.strip())
+
+    def create_blueprint(self) -> Blueprint:
+        """A printable setup guide."""
+        return guide_blueprint(self, __name__)
+'''
+
+GUIDE = '''{{% extends "sso_wizard/base.html" %}}
+{{% block main %}}
+<h1>Setting up HatiData single sign-on in {{{{ plugin.display_name }}}}</h1>
+{{% with instructions=plugin.console_steps(protocol) %}}{{% include "sso_wizard/_console_steps.html" %}}{{% endwith %}}
+{{% endblock %}}
+'''
+
+CONTRACT_TEST = '''"""Run HatiData Auth's plugin contract suite against this plugin."""
+
+from hatidata_auth.plugins.contract import IdPPluginContract
+
+
+class Test{cls}Contract(IdPPluginContract):
+    plugin_names = ["{name}"]
+'''
+
+
+def scaffold_plugin(destination: Path, name: str, display_name: str, connection_type: str = "GenericSAML"
+                    ) -> list[Path]:
+    """Write the package ``hatidata-idp-<name>`` under *destination*; returns the files written."""
+    if not NAME_RE.match(name):
+        raise ValueError(f"{name!r} is not a plugin name (lower-case letters, digits, _)")
+    root = destination / f"hatidata-idp-{name}"
+    if root.exists():
+        raise FileExistsError(f"{root} already exists")
+    package = f"hatidata_idp_{name}"
+    cls = "".join(part.capitalize() for part in re.split(r"_", name)) + "Plugin"
+    values = {"name": name, "display_name": display_name, "package": package, "cls": cls,
+              "connection_type": connection_type}
+    files = {
+        root / "pyproject.toml": PYPROJECT.format(**values),
+        root / package / "__init__.py": MODULE.format(**values),
+        root / package / "templates" / f"idp_{name}" / "guide.html": GUIDE.format(**values),
+        root / "tests" / "test_contract.py": CONTRACT_TEST.format(**values),
+    }
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return list(files)

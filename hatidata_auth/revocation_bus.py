@@ -1,0 +1,269 @@
+"""Cross-process invalidation of cached session and API-key status.
+
+Each worker process keeps the status of recently seen sessions and keys in memory (:class:`LocalCache`) so
+that the authenticated hot path makes no network round trip. That memory is only trusted while this process
+is subscribed to the Redis channel :data:`CHANNEL`, on which every revocation is published:
+
+- a listener thread per process evicts entries as messages arrive;
+- while the subscription is down (Redis unreachable, or nothing heard for :attr:`RevocationBus.liveness`
+  seconds) :meth:`RevocationBus.local_enabled` is false and callers must fall back to the shared cache or the
+  database (fail closed: a revocation can never be missed because a message was lost);
+- on (re)subscription the in-process caches are cleared, because messages may have been missed.
+
+Without Redis there is no bus: :meth:`local_enabled` is always false and callers read the shared cache
+(FileSystemCache in development) or the database on every request.
+
+A per-process *epoch* is bumped on every eviction; a reader that loaded a value from the shared cache or the
+database only stores it in memory if the epoch did not change meanwhile, so a revocation that raced with the
+load is never papered over.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Any, Generic, TypeVar
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "hatidata:revocations"
+KINDS = ("session", "api_key", "all")
+
+V = TypeVar("V")
+
+
+class LocalCache(Generic[V]):
+    """A bounded, thread-safe, in-process LRU with a deadline per entry (``time.monotonic()``)."""
+
+    def __init__(self, maxsize: int = 10_000) -> None:
+        self.maxsize = maxsize
+        self._data: OrderedDict[Hashable, tuple[float, V]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, now: float | None = None) -> V | None:
+        """The live value under *key*, or ``None``."""
+        item = self._data.get(key)
+        if item is None:
+            return None
+        if item[0] <= (time.monotonic() if now is None else now):
+            with self._lock:
+                self._data.pop(key, None)
+            return None
+        return item[1]
+
+    def set(self, key: Hashable, value: V, deadline: float) -> None:
+        """Store *value* until *deadline* (monotonic seconds), evicting the oldest entries beyond ``maxsize``."""
+        with self._lock:
+            self._data[key] = (deadline, value)
+            self._data.move_to_end(key)
+            while len(self._data) > self.maxsize:
+                self._data.popitem(last=False)
+
+    def pop(self, key: Hashable) -> V | None:
+        """Remove and return the value under *key*."""
+        with self._lock:
+            item = self._data.pop(key, None)
+        return None if item is None else item[1]
+
+    def pop_where(self, predicate: Callable[[V], bool]) -> int:
+        """Remove every entry whose value matches; returns how many."""
+        with self._lock:
+            keys = [k for k, (_, v) in self._data.items() if predicate(v)]
+            for k in keys:
+                del self._data[k]
+        return len(keys)
+
+    def clear(self) -> None:
+        """Forget everything."""
+        with self._lock:
+            self._data.clear()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class RevocationBus:
+    """Owns this process's in-process status caches and their Redis pub/sub invalidation."""
+
+    def __init__(self, redis_url: str | None, *, channel: str = CHANNEL, maxsize: int = 10_000,
+                 liveness: float = 5.0, ping_interval: float = 1.0) -> None:
+        self.redis_url = redis_url
+        self.channel = channel
+        self.liveness = liveness
+        self.ping_interval = ping_interval
+        self.sessions: LocalCache[Any] = LocalCache(maxsize)
+        self.api_keys: LocalCache[Any] = LocalCache(maxsize)
+        self._epoch = 0
+        self._epoch_lock = threading.Lock()
+        self._subscribed = False
+        self._last_heard = 0.0
+        self._pid: int | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._publisher: Any = None
+        self._listeners: list[Callable[[str, str], None]] = []
+
+    # --- state ---------------------------------------------------------------------------------------
+
+    @property
+    def epoch(self) -> int:
+        """Bumped on every eviction in this process."""
+        return self._epoch
+
+    def local_enabled(self) -> bool:
+        """Whether in-process entries may be trusted now (subscribed and heard from Redis recently)."""
+        if self.redis_url is None:
+            return False
+        self.ensure_started()
+        return self._subscribed and time.monotonic() - self._last_heard < self.liveness
+
+    def wait_until_ready(self, timeout: float = 5.0) -> bool:
+        """Block until the subscription is live (tests and start-up); returns whether it is."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.local_enabled():
+                return True
+            time.sleep(0.01)
+        return self.local_enabled()
+
+    def add_listener(self, callback: Callable[[str, str], None]) -> None:
+        """Call ``callback(kind, key)`` on every eviction received (besides clearing the local caches)."""
+        self._listeners.append(callback)
+
+    # --- eviction ------------------------------------------------------------------------------------
+
+    def _bump(self) -> None:
+        with self._epoch_lock:
+            self._epoch += 1
+
+    def evict(self, kind: str, key: str) -> None:
+        """Evict one entry in this process (``kind``: ``session``, ``api_key`` or ``all``)."""
+        self._bump()
+        if kind == "session":
+            self.sessions.pop(key)
+        elif kind == "api_key":
+            self.api_keys.pop(key)
+            self.api_keys.pop_where(lambda v: getattr(v, "key_id", None) == key)
+        else:
+            self.sessions.clear()
+            self.api_keys.clear()
+        for callback in list(self._listeners):
+            try:
+                callback(kind, key)
+            except Exception:  # pragma: no cover - a listener must never stop the bus
+                log.exception("revocation listener failed")
+        self._bump()
+
+    def clear(self) -> None:
+        """Forget every in-process entry."""
+        self.evict("all", "*")
+
+    def publish(self, kind: str, key: str) -> bool:
+        """Evict here and tell every other process; returns whether the message was published."""
+        self.evict(kind, key)
+        if self.redis_url is None:
+            return False
+        for attempt in range(2):
+            try:
+                self._publisher_client().publish(self.channel, f"{kind}:{key}")
+                return True
+            except Exception as exc:  # noqa: BLE001 - Redis errors of any kind
+                self._publisher = None
+                if attempt:
+                    # Other processes that are still subscribed would miss this; those whose subscription
+                    # broke with Redis fall back to the database on their own.
+                    log.error("could not publish revocation %s:%s: %s", kind, key, exc)
+        return False
+
+    def _publisher_client(self) -> Any:
+        if self._publisher is None or self._pid != os.getpid():
+            import redis
+
+            self._publisher = redis.Redis.from_url(str(self.redis_url), socket_timeout=2, socket_connect_timeout=2)
+        return self._publisher
+
+    # --- the listener thread -----------------------------------------------------------------------------
+
+    def ensure_started(self) -> None:
+        """Start the listener thread in this process (again after a fork)."""
+        if self.redis_url is None:
+            return
+        pid = os.getpid()
+        if self._pid == pid and self._thread is not None and self._thread.is_alive():
+            return
+        with self._epoch_lock:
+            if self._pid == pid and self._thread is not None and self._thread.is_alive():
+                return
+            if self._pid != pid:
+                # A forked child inherits the parent's memory but not its thread or subscription.
+                self.sessions.clear()
+                self.api_keys.clear()
+                self._publisher = None
+                self._subscribed = False
+            self._pid = pid
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="hatidata-revocations", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the listener thread (tests)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=3)
+        self._subscribed = False
+
+    def _run(self) -> None:
+        import redis
+
+        backoff = 0.1
+        while not self._stop.is_set():
+            client = None
+            pubsub = None
+            try:
+                client = redis.Redis.from_url(str(self.redis_url), socket_timeout=self.liveness,
+                                              socket_connect_timeout=2)
+                pubsub = client.pubsub()
+                pubsub.subscribe(self.channel)
+                last_ping = 0.0
+                while not self._stop.is_set():
+                    now = time.monotonic()
+                    if now - last_ping >= self.ping_interval:
+                        pubsub.ping()
+                        last_ping = now
+                    message = pubsub.get_message(timeout=self.ping_interval)
+                    if message is None:
+                        continue
+                    self._last_heard = time.monotonic()
+                    kind = message.get("type")
+                    if kind == "subscribe":
+                        # Anything cached before this moment may have missed a revocation.
+                        self.clear()
+                        self._subscribed = True
+                        backoff = 0.1
+                    elif kind == "message":
+                        self._handle(message.get("data"))
+            except Exception as exc:  # noqa: BLE001 - any failure means: not subscribed
+                if self._subscribed:
+                    log.warning("revocation bus lost its Redis subscription: %s", exc)
+                self._subscribed = False
+                self.clear()
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 2.0)
+            finally:
+                self._subscribed = self._subscribed and not self._stop.is_set()
+                for closer in (pubsub, client):
+                    try:
+                        if closer is not None:
+                            closer.close()
+                    except Exception:  # noqa: BLE001,S110 - best effort on the way out
+                        pass
+
+    def _handle(self, data: Any) -> None:
+        text = data.decode() if isinstance(data, bytes) else str(data)
+        kind, _, key = text.partition(":")
+        if kind in KINDS and key:
+            self.evict(kind, key)

@@ -1,0 +1,47 @@
+"""HatiData roles and the permissions each grants: the one place they are defined."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+ROLE_ORDER: tuple[str, ...] = ("viewer", "developer", "admin")
+"""Roles from weakest to strongest: ``admin`` > ``developer`` > ``viewer``."""
+
+ALL_PERMISSIONS: frozenset[str] = frozenset({
+    "members:read", "members:write", "sessions:read", "sessions:write", "keys:read", "keys:write",
+    "sso:manage", "audit:read", "data:read", "data:write",
+})
+
+ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
+    "admin": ALL_PERMISSIONS,
+    "developer": frozenset({"keys:read", "keys:write", "data:read", "data:write", "sessions:read"}),
+    "viewer": frozenset({"data:read"}),
+}
+
+
+def permissions_for(role: str | None) -> frozenset[str]:
+    """The permissions a role grants (none for an unknown or missing role)."""
+    return ROLE_PERMISSIONS.get(role or "", frozenset())
+
+
+def role_rank(role: str | None) -> int:
+    """The strength of a role: -1 for none or unknown, then viewer < developer < admin."""
+    try:
+        return ROLE_ORDER.index(role or "")
+    except ValueError:
+        return -1
+
+
+def role_at_least(role: str | None, minimum: str) -> bool:
+    """Whether *role* is *minimum* or stronger."""
+    return role_rank(role) >= role_rank(minimum) >= 0
+
+
+def key_permissions(scopes: Iterable[str], owner_role: str | None) -> frozenset[str]:
+    """An API key's effective permissions: its scopes limited to what its owner's role grants."""
+    return frozenset(scopes) & permissions_for(owner_role)
+
+
+def unknown_scopes(scopes: Iterable[str]) -> list[str]:
+    """The scopes that are not permissions at all."""
+    return sorted(set(scopes) - ALL_PERMISSIONS)

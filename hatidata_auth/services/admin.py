@@ -1,0 +1,248 @@
+"""Tenant administration: organizations, their settings and their members.
+
+Every function flushes and audits in the caller's transaction; the caller commits. Lookups always filter by
+organization, so another organization's identifier is indistinguishable from a missing one (``NotFound``).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, or_, select
+from sqlalchemy.orm import Session
+
+from ..context import NO_REQUEST, Actor, RequestInfo
+from ..errors import AppError
+from ..models import ROLES, Membership, Organization, User, utcnow
+from . import audit, organizations, provisioning
+
+
+class NotFound(AppError):
+    """The object does not exist in the caller's organization (whether or not it exists elsewhere)."""
+
+    status = 404
+    code = "not_found"
+
+
+class Conflict(AppError):
+    """The change contradicts the object's state."""
+
+    status = 409
+    code = "conflict"
+
+
+SETTINGS_FIELDS: tuple[str, ...] = (
+    "session_active_ttl", "session_remembered_ttl", "session_cache_ttl", "sso_enforced", "default_role",
+)
+
+
+# --- organizations -----------------------------------------------------------------------------------------
+
+
+def get_organization(session: Session, organization_id: str) -> Organization:
+    """An active (not deleted) organization, or :class:`NotFound`."""
+    org = session.get(Organization, organization_id)
+    if org is None or org.deleted_at is not None:
+        raise NotFound("No such organization.")
+    return org
+
+
+def find_organization(session: Session, ref: str) -> Organization | None:
+    """An organization by our id, its WorkOS id, or one of its domains."""
+    org = session.scalar(select(Organization).where(or_(Organization.id == ref,
+                                                        Organization.workos_organization_id == ref)))
+    if org is not None:
+        return org
+    ref = ref.lower()
+    return next((o for o in session.scalars(select(Organization).order_by(Organization.created_at))
+                 if ref in {d.lower() for d in o.domains or []}), None)
+
+
+def create_organization(session: Session, client: Any, *, name: str, domains: list[str], actor: Actor) -> Organization:
+    """Create the organization at WorkOS, then its tenant here (audited ``organization.created``)."""
+    name = name.strip()
+    if not name:
+        raise AppError("An organization needs a name.", status=422, code="validation_error",
+                       details={"fields": {"name": ["Missing data for required field."]}})
+    domains = sorted({d.strip().lower() for d in domains if d.strip()})
+    from workos.organizations.models.organization_domain_data import OrganizationDomainData
+
+    workos_org = client.organizations.create_organization(
+        name=name, domain_data=[OrganizationDomainData.from_dict({"domain": d, "state": "verified"})
+                                for d in domains])
+    fields = organizations.organization_fields(client, workos_org)
+    organizations.upsert_organization(session, workos_org.id, fields, actor)
+    org = session.scalar(select(Organization).where(Organization.workos_organization_id == workos_org.id))
+    assert org is not None
+    return org
+
+
+def settings_view(org: Organization) -> dict[str, Any]:
+    """The organization's settings as the API shows them."""
+    return {
+        "organization_id": org.id,
+        "name": org.name,
+        "domains": list(org.domains or []),
+        "status": org.status,
+        "sso_enforced": org.sso_enforced,
+        "default_role": org.default_role,
+        "session_policy": {"active_ttl": org.session_active_ttl, "remembered_ttl": org.session_remembered_ttl},
+        "session_cache_ttl": org.session_cache_ttl,
+        "updated_at": org.updated_at.isoformat(),
+    }
+
+
+def update_settings(session: Session, *, organization_id: str, changes: dict[str, Any], actor: Actor,
+                    request: RequestInfo = NO_REQUEST) -> Organization:
+    """Apply settings changes (keys of :data:`SETTINGS_FIELDS`); audits ``organization.settings_updated``.
+
+    A change of the default role only records the new default here; memberships are recomputed by the
+    role-mapping service when it is called for it.
+    """
+    org = get_organization(session, organization_id)
+    unknown = sorted(set(changes) - set(SETTINGS_FIELDS))
+    if unknown:
+        raise AppError("Unknown settings.", status=422, code="validation_error",
+                       details={"fields": {k: ["Unknown field."] for k in unknown}})
+    if "default_role" in changes and changes["default_role"] not in (*ROLES, None):
+        raise AppError("Unknown role.", status=422, code="validation_error",
+                       details={"fields": {"default_role": [f"Must be one of: {', '.join(ROLES)} or null."]}})
+    diff = {k: {"from": getattr(org, k), "to": v} for k, v in changes.items() if getattr(org, k) != v}
+    if not diff:
+        return org
+    for key in diff:
+        setattr(org, key, changes[key])
+    org.updated_at = utcnow()
+    audit.record(session, action="organization.settings_updated", actor=actor, organization_id=org.id,
+                 target_type="organization", target_id=org.id, request=request, details={"changes": diff})
+    session.flush()
+    return org
+
+
+# --- members -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MemberFilter:
+    """Filters of the member list."""
+
+    role: str | None = None
+    status: str | None = None
+    source: str | None = None
+    email: str | None = None
+
+
+def members_query(organization_id: str, flt: MemberFilter | None = None) -> Select[Membership, User]:
+    """Memberships of one organization with their users, filtered, in id order."""
+    flt = flt or MemberFilter()
+    query = (select(Membership, User).join(User, User.id == Membership.user_id)
+             .where(Membership.organization_id == organization_id))
+    if flt.role is not None:
+        query = query.where(Membership.role == flt.role)
+    if flt.status is not None:
+        query = query.where(Membership.status == flt.status)
+    if flt.source is not None:
+        query = query.where(Membership.source == flt.source)
+    if flt.email is not None:
+        query = query.where(User.email.ilike(f"%{flt.email.lower()}%"))
+    return query
+
+
+def member_view(membership: Membership, user: User) -> dict[str, Any]:
+    """A member as the API shows them."""
+    return {
+        "id": membership.id, "organization_id": membership.organization_id, "user_id": user.id,
+        "email": user.email, "first_name": user.first_name, "last_name": user.last_name,
+        "role": membership.role, "role_source": membership.role_source, "source": membership.source,
+        "status": membership.status, "managed_by_directory": managed_by_directory(membership),
+        "created_at": membership.created_at.isoformat(), "updated_at": membership.updated_at.isoformat(),
+    }
+
+
+def managed_by_directory(membership: Membership) -> bool:
+    """Whether the customer's directory decides this member's role (the API may not change it)."""
+    return membership.source == "directory" or membership.role_source == "mapping"
+
+
+def get_member(session: Session, organization_id: str, membership_id: str) -> tuple[Membership, User]:
+    """One member of the organization, or :class:`NotFound`."""
+    row = session.execute(members_query(organization_id).where(Membership.id == membership_id)).first()
+    if row is None:
+        raise NotFound("No such member.")
+    return row[0], row[1]
+
+
+def change_member_role(session: Session, client: Any, *, organization_id: str, membership_id: str, role: str,
+                       actor: Actor, request: RequestInfo = NO_REQUEST) -> tuple[Membership, User]:
+    """Set the role of a member the directory does not manage (role source ``manual``)."""
+    membership, user = get_member(session, organization_id, membership_id)
+    if role not in ROLES:
+        raise AppError("Unknown role.", status=422, code="validation_error",
+                       details={"fields": {"role": [f"Must be one of: {', '.join(ROLES)}."]}})
+    if managed_by_directory(membership):
+        raise Conflict("This member's role comes from the directory; change the group mapping instead.",
+                       code="managed_by_directory", details={"source": membership.source,
+                                                             "role_source": membership.role_source})
+    if membership.status != "active":
+        raise Conflict(f"The membership is {membership.status}.", code="membership_inactive")
+    provisioning.set_access(session, client, membership, role=role, role_source="manual", active=True,
+                            actor=actor, reason="role changed by an admin", request=request)
+    session.flush()
+    return membership, user
+
+
+def remove_member(session: Session, client: Any, *, organization_id: str, membership_id: str, actor: Actor,
+                  request: RequestInfo = NO_REQUEST) -> tuple[Membership, User]:
+    """Remove a member's access (deprovisioned: sessions revoked, keys suspended); the row is kept."""
+    membership, user = get_member(session, organization_id, membership_id)
+    if actor.type == "user" and actor.id == user.id:
+        raise Conflict("You cannot remove yourself.", code="cannot_remove_self")
+    if membership.status == "deprovisioned":
+        return membership, user
+    provisioning.set_access(session, client, membership, role=None, role_source=membership.role_source,
+                            active=False, actor=actor, reason="removed by an admin", request=request,
+                            inactive_status="deprovisioned")
+    session.flush()
+    return membership, user
+
+
+def grant_admin(session: Session, *, organization_id: str, email: str, actor: Actor) -> Membership:
+    """Make *email* an admin of the organization (the first admin, typically; from the CLI)."""
+    org = get_organization(session, organization_id)
+    email = email.strip().lower()
+    if "@" not in email:
+        raise AppError("Not an email address.", status=422, code="validation_error",
+                       details={"fields": {"email": ["Not a valid email address."]}})
+    user = session.scalar(select(User).where(User.email == email).order_by(User.created_at))
+    if user is None:
+        user = User(email=email)
+        session.add(user)
+        session.flush()
+    membership = session.scalar(select(Membership).where(Membership.organization_id == org.id,
+                                                         Membership.user_id == user.id))
+    if membership is None:
+        membership = Membership(organization_id=org.id, user_id=user.id, source="manual", status="active",
+                                role="admin", role_source="manual")
+        session.add(membership)
+        session.flush()
+        audit.record(session, action="membership.admin_granted", actor=actor, organization_id=org.id,
+                     target_type="membership", target_id=membership.id,
+                     details={"user_id": user.id, "email": email, "created": True})
+        return membership
+    if membership.role == "admin" and membership.status == "active":
+        return membership
+    previous = {"role": membership.role, "status": membership.status}
+    membership.role, membership.role_source, membership.status = "admin", "manual", "active"
+    membership.updated_at = utcnow()
+    audit.record(session, action="membership.admin_granted", actor=actor, organization_id=org.id,
+                 target_type="membership", target_id=membership.id,
+                 details={"user_id": user.id, "email": email, "created": False, "previous": previous})
+    session.flush()
+    return membership
+
+
+def new_webhook_secret() -> str:
+    """A fresh webhook signing secret."""
+    return "whsec_" + secrets.token_urlsafe(32)

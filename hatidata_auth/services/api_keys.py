@@ -1,0 +1,287 @@
+"""Agent API keys: ``hd_live_`` + 256 random bits, shown once, stored as a SHA-256 hash.
+
+Functions flush but do not commit (the caller commits with the audit events); cached key status is
+invalidated when that commit happens.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from ..context import NO_REQUEST, Actor, RequestInfo
+from ..errors import AppError
+from ..models import ApiKey, Membership, User, utcnow
+from ..roles import permissions_for, unknown_scopes
+from . import audit
+from .introspection import invalidate_after_commit, token_hash
+
+KEY_PREFIX = "hd_live_"
+SECRET_BYTES = 32  # 256 bits
+PUBLIC_PREFIX_CHARS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyView:
+    """A key as listed (never its secret)."""
+
+    id: str
+    name: str
+    prefix: str
+    organization_id: str
+    owner_user_id: str | None
+    scopes: list[str]
+    status: str
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    created_at: datetime
+    revoked_at: datetime | None
+    grace_until: datetime | None
+    rotated_from_id: str | None
+
+    @classmethod
+    def of(cls, key: ApiKey) -> ApiKeyView:
+        """The view of a stored key."""
+        return cls(id=key.id, name=key.name, prefix=key.prefix, organization_id=key.organization_id,
+                   owner_user_id=key.owner_user_id, scopes=list(key.scopes or []), status=key.status,
+                   expires_at=key.expires_at, last_used_at=key.last_used_at, created_at=key.created_at,
+                   revoked_at=key.revoked_at, grace_until=key.grace_until, rotated_from_id=key.rotated_from_id)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form."""
+        def iso(value: datetime | None) -> str | None:
+            return None if value is None else value.isoformat()
+
+        return {"id": self.id, "name": self.name, "prefix": self.prefix, "organization_id": self.organization_id,
+                "owner_user_id": self.owner_user_id, "scopes": self.scopes, "status": self.status,
+                "expires_at": iso(self.expires_at), "last_used_at": iso(self.last_used_at),
+                "created_at": iso(self.created_at), "revoked_at": iso(self.revoked_at),
+                "grace_until": iso(self.grace_until), "rotated_from_id": self.rotated_from_id}
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedKey:
+    """A new key: ``secret`` is shown to the caller once and never stored."""
+
+    secret: str
+    key: ApiKeyView
+
+
+def generate_secret() -> tuple[str, str]:
+    """A new ``hd_live_…`` secret and its public prefix."""
+    secret = KEY_PREFIX + secrets.token_urlsafe(SECRET_BYTES)
+    return secret, secret[: len(KEY_PREFIX) + PUBLIC_PREFIX_CHARS]
+
+
+def looks_like_key(value: str) -> bool:
+    """Whether a bearer credential is shaped like one of our keys (not a JWT)."""
+    return value.startswith(KEY_PREFIX) and 40 <= len(value) <= 128
+
+
+def hashes_match(secret: str, stored_hash: str) -> bool:
+    """Constant-time comparison of a presented secret with a stored hash."""
+    return hmac.compare_digest(token_hash(secret), stored_hash)
+
+
+def _key(db: Session, organization_id: str, key_id: str) -> ApiKey:
+    key = db.scalar(select(ApiKey).where(ApiKey.organization_id == organization_id, ApiKey.id == key_id))
+    if key is None:
+        raise AppError("No such API key.", status=404, code="not_found")
+    return key
+
+
+def _validate_scopes(db: Session, organization_id: str, owner_user_id: str, scopes: list[str]) -> list[str]:
+    bad = unknown_scopes(scopes)
+    if bad:
+        raise AppError("Unknown scopes.", status=422, code="invalid_scopes", details={"unknown": bad})
+    role = db.scalar(select(Membership.role).where(Membership.organization_id == organization_id,
+                                                   Membership.user_id == owner_user_id,
+                                                   Membership.status == "active"))
+    if role is None:
+        raise AppError("The owner is not an active member of the organization.", status=422,
+                       code="invalid_owner")
+    beyond = sorted(set(scopes) - permissions_for(role))
+    if beyond:
+        raise AppError("Scopes exceed the owner's role.", status=422, code="invalid_scopes",
+                       details={"beyond_role": beyond, "role": role})
+    return sorted(set(scopes))
+
+
+def _audit(db: Session, action: str, key: ApiKey, actor: Actor, request: RequestInfo,
+           source_event_id: str | None = None, **details: Any) -> None:
+    audit.record(db, action=action, actor=actor, organization_id=key.organization_id, target_type="api_key",
+                 target_id=key.id, request=request, source_event_id=source_event_id,
+                 details={"name": key.name, "prefix": key.prefix, **details})
+
+
+def _insert(db: Session, *, organization_id: str, owner_user_id: str, name: str, scopes: list[str],
+            expires_at: datetime | None, rotated_from_id: str | None = None) -> tuple[str, ApiKey]:
+    while True:
+        secret, prefix = generate_secret()
+        if db.scalar(select(ApiKey.id).where(ApiKey.prefix == prefix)) is None:
+            break
+    key = ApiKey(organization_id=organization_id, owner_user_id=owner_user_id, name=name, prefix=prefix,
+                 key_hash=token_hash(secret), scopes=scopes, status="active", expires_at=expires_at,
+                 rotated_from_id=rotated_from_id)
+    db.add(key)
+    db.flush()
+    return secret, key
+
+
+def create_key(db: Session, *, organization_id: str, owner_user_id: str, name: str, scopes: list[str],
+               actor: Actor, expires_at: datetime | None = None,
+               request: RequestInfo = NO_REQUEST) -> CreatedKey:
+    """Create a key for an agent owned by a member; its scopes may not exceed the owner's role."""
+    name = (name or "").strip()
+    if not name or len(name) > 255:
+        raise AppError("A key needs a name (1-255 characters).", status=422, code="invalid_name")
+    if expires_at is not None and expires_at <= utcnow():
+        raise AppError("expires_at must be in the future.", status=422, code="invalid_expiry")
+    scopes = _validate_scopes(db, organization_id, owner_user_id, scopes)
+    secret, key = _insert(db, organization_id=organization_id, owner_user_id=owner_user_id, name=name,
+                          scopes=scopes, expires_at=expires_at)
+    _audit(db, "api_key.created", key, actor, request, scopes=scopes, owner_user_id=owner_user_id,
+           expires_at=expires_at.isoformat() if expires_at else None)
+    return CreatedKey(secret=secret, key=ApiKeyView.of(key))
+
+
+def list_keys(db: Session, *, organization_id: str, owner_user_id: str | None = None) -> list[ApiKeyView]:
+    """The keys of an organization (optionally of one owner), newest first."""
+    query = select(ApiKey).where(ApiKey.organization_id == organization_id)
+    if owner_user_id is not None:
+        query = query.where(ApiKey.owner_user_id == owner_user_id)
+    return [ApiKeyView.of(k) for k in db.scalars(query.order_by(ApiKey.created_at.desc()))]
+
+
+def get_key(db: Session, *, organization_id: str, key_id: str) -> ApiKeyView:
+    """One key of an organization."""
+    return ApiKeyView.of(_key(db, organization_id, key_id))
+
+
+def revoke_key(db: Session, *, organization_id: str, key_id: str, actor: Actor, reason: str | None = None,
+               request: RequestInfo = NO_REQUEST) -> ApiKeyView:
+    """Revoke a key for good (idempotent)."""
+    key = _key(db, organization_id, key_id)
+    if key.status != "revoked":
+        key.status = "revoked"
+        key.revoked_at = utcnow()
+        key.revoked_by = str(actor.email or actor.id or actor.type)[:320]
+        db.flush()
+        _audit(db, "api_key.revoked", key, actor, request, reason=reason)
+        invalidate_after_commit(db, "api_key", key.id, key.key_hash)
+    return ApiKeyView.of(key)
+
+
+def rotate_key(db: Session, *, organization_id: str, key_id: str, actor: Actor, grace_seconds: int,
+               request: RequestInfo = NO_REQUEST) -> CreatedKey:
+    """Issue a replacement key; the old one stays valid for ``grace_seconds`` (0: revoked at once)."""
+    old = _key(db, organization_id, key_id)
+    if old.status != "active" or (old.grace_until is not None):
+        raise AppError("Only an active key that was not rotated yet can be rotated.", status=409,
+                       code="invalid_state", details={"status": old.status})
+    if old.owner_user_id is None:
+        raise AppError("The key has no owner; create a new one.", status=409, code="invalid_state")
+    secret, new = _insert(db, organization_id=organization_id, owner_user_id=old.owner_user_id, name=old.name,
+                          scopes=list(old.scopes or []), expires_at=old.expires_at, rotated_from_id=old.id)
+    now = utcnow()
+    if grace_seconds <= 0:
+        old.status, old.revoked_at = "revoked", now
+        old.revoked_by = str(actor.email or actor.id or actor.type)[:320]
+    else:
+        old.grace_until = now + timedelta(seconds=grace_seconds)
+    db.flush()
+    _audit(db, "api_key.rotated", old, actor, request, new_key_id=new.id, new_prefix=new.prefix,
+           grace_seconds=max(grace_seconds, 0))
+    _audit(db, "api_key.created", new, actor, request, scopes=list(new.scopes), rotated_from_id=old.id,
+           owner_user_id=new.owner_user_id)
+    invalidate_after_commit(db, "api_key", old.id, old.key_hash)
+    return CreatedKey(secret=secret, key=ApiKeyView.of(new))
+
+
+def suspend_key(db: Session, *, organization_id: str, key_id: str, actor: Actor,
+                source_event_id: str | None = None, request: RequestInfo = NO_REQUEST) -> ApiKeyView:
+    """Suspend an active key (an admin may reinstate it)."""
+    key = _key(db, organization_id, key_id)
+    if key.status == "active":
+        key.status = "suspended"
+        db.flush()
+        _audit(db, "api_key.suspended", key, actor, request, source_event_id)
+        invalidate_after_commit(db, "api_key", key.id, key.key_hash)
+    return ApiKeyView.of(key)
+
+
+def reinstate_key(db: Session, *, organization_id: str, key_id: str, actor: Actor,
+                  request: RequestInfo = NO_REQUEST) -> ApiKeyView:
+    """Reinstate a suspended key (its owner must be an active member again)."""
+    key = _key(db, organization_id, key_id)
+    if key.status != "suspended":
+        raise AppError("Only a suspended key can be reinstated.", status=409, code="invalid_state",
+                       details={"status": key.status})
+    if key.owner_user_id is None:
+        raise AppError("The key has no owner.", status=409, code="invalid_state")
+    _validate_scopes(db, organization_id, key.owner_user_id, list(key.scopes or []))
+    key.status = "active"
+    db.flush()
+    _audit(db, "api_key.reinstated", key, actor, request)
+    invalidate_after_commit(db, "api_key", key.id, key.key_hash)
+    return ApiKeyView.of(key)
+
+
+def suspend_user_keys(db: Session, *, organization_id: str, user_id: str, actor: Actor,
+                      source_event_id: str | None = None) -> int:
+    """Suspend every active key a user owns in an organization (deprovisioning); returns how many."""
+    keys = db.scalars(select(ApiKey).where(ApiKey.organization_id == organization_id,
+                                           ApiKey.owner_user_id == user_id, ApiKey.status == "active")).all()
+    for key in keys:
+        key.status = "suspended"
+        db.flush()
+        _audit(db, "api_key.suspended", key, actor, NO_REQUEST, source_event_id, reason="owner deprovisioned")
+        invalidate_after_commit(db, "api_key", key.id, key.key_hash)
+    return len(keys)
+
+
+def owner_email(db: Session, key: ApiKeyView) -> str | None:
+    """The email of a key's owner."""
+    if key.owner_user_id is None:
+        return None
+    return db.scalar(select(User.email).where(User.id == key.owner_user_id))
+
+
+class UsageRecorder:
+    """Keeps ``last_used_at`` without a database write per request: at most one write per key per
+    ``interval`` seconds in each process."""
+
+    def __init__(self, interval: float = 60.0) -> None:
+        self.interval = interval
+        self._written: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def due(self, key_id: str) -> bool:
+        """Whether this process should write the key's ``last_used_at`` now (claims the slot if so)."""
+        now = time.monotonic()
+        last = self._written.get(key_id)
+        if last is not None and now - last < self.interval:
+            return False
+        with self._lock:
+            last = self._written.get(key_id)
+            if last is not None and now - last < self.interval:
+                return False
+            if len(self._written) > 100_000:
+                self._written.clear()
+            self._written[key_id] = now
+        return True
+
+    @staticmethod
+    def write(db: Session, *, organization_id: str, key_id: str, at: datetime | None = None) -> None:
+        """Write ``last_used_at`` (commits)."""
+        db.execute(update(ApiKey).where(ApiKey.organization_id == organization_id, ApiKey.id == key_id)
+                   .values(last_used_at=at or utcnow()))
+        db.commit()

@@ -1,0 +1,193 @@
+"""The durable inbox of WorkOS events (webhooks and the Events API share it).
+
+Each event is stored under its unique WorkOS event id with ``INSERT … ON CONFLICT DO NOTHING`` in the same
+transaction that applies it, together with its audit events: either all of it commits or none of it. A
+duplicate (the insert hit the unique id) is acknowledged without any change. If applying fails, the
+transaction rolls back and the event is stored again, alone, as ``failed`` with its error; the webhook answers
+5xx so WorkOS retries, and a retry (or ``hatidata inbox replay``) claims the failed row atomically and applies
+it once.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from ..context import NO_REQUEST, Actor, RequestInfo
+from ..errors import is_connection_error
+from ..models import WebhookEvent, utcnow
+from .directory_sync import EventContext, PayloadError, handler_for, parse_time
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class InboxResult:
+    """What became of one event: ``applied``, ``ignored``, ``duplicate`` or ``failed``."""
+
+    event_id: str
+    event_type: str
+    status: str
+    error: str | None = None
+    note: str | None = None
+
+
+def validate_envelope(payload: Any) -> dict[str, Any]:
+    """Check the event envelope ``{id, event, data, created_at}``; raise :class:`PayloadError` otherwise."""
+    if not isinstance(payload, dict):
+        raise PayloadError("the body must be a JSON object")
+    event_id, event_type, data = payload.get("id"), payload.get("event"), payload.get("data")
+    if not isinstance(event_id, str) or not event_id or len(event_id) > 64:
+        raise PayloadError("id must be a string of 1-64 characters")
+    if not isinstance(event_type, str) or not event_type or len(event_type) > 96:
+        raise PayloadError("event must be a string of 1-96 characters")
+    if not isinstance(data, dict):
+        raise PayloadError("data must be an object")
+    try:
+        parse_time(payload.get("created_at"))
+    except (TypeError, ValueError) as exc:
+        raise PayloadError("created_at is not a timestamp") from exc
+    return payload
+
+
+def _insert(session: Session, values: dict[str, Any]) -> bool:
+    """INSERT … ON CONFLICT (event_id) DO NOTHING; returns whether the row was inserted."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(WebhookEvent).values(**values).on_conflict_do_nothing(index_elements=["event_id"])
+    result = session.execute(stmt.returning(WebhookEvent.id))
+    return result.first() is not None
+
+
+def _record_failure(session: Session, payload: dict[str, Any], source: str, error: str) -> None:
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    now = utcnow()
+    stmt = insert(WebhookEvent).values(
+        event_id=payload["id"], event_type=payload["event"], payload=payload,
+        event_created_at=parse_time(payload.get("created_at")), received_at=now, status="failed",
+        source=source, attempts=1, last_error=error, created_at=now, updated_at=now,
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["event_id"],
+        set_={"status": "failed", "attempts": WebhookEvent.attempts + 1, "last_error": error, "updated_at": now},
+        where=WebhookEvent.status.in_(("failed", "received")),
+    )
+    session.execute(stmt)
+
+
+def _apply(session: Session, client: Any, payload: dict[str, Any], request: RequestInfo,
+           actor: Actor) -> EventContext:
+    handler = handler_for(payload["event"])
+    ctx = EventContext(session=session, client=client, event_id=payload["id"], event_type=payload["event"],
+                       event_time=parse_time(payload.get("created_at")) or utcnow(), actor=actor, request=request)
+    if handler is None:
+        ctx.ignore("event type not handled")
+    else:
+        handler(ctx, payload["data"])
+    return ctx
+
+
+def receive(session: Session, client: Any, payload: dict[str, Any], *, source: str = "webhook",
+            request: RequestInfo = NO_REQUEST, actor: Actor | None = None) -> InboxResult:
+    """Store and apply one verified event exactly once; commits (or rolls back and records the failure).
+
+    Raises :class:`PayloadError` (nothing stored) when the envelope or the data has the wrong shape.
+    """
+    validate_envelope(payload)
+    actor = actor or Actor.workos()
+    event_id, event_type = payload["id"], payload["event"]
+    handled = handler_for(event_type) is not None
+    now = utcnow()
+    try:
+        inserted = _insert(session, {
+            "event_id": event_id, "event_type": event_type, "payload": payload,
+            "event_created_at": parse_time(payload.get("created_at")), "received_at": now,
+            "status": "applied" if handled else "ignored", "source": source, "attempts": 1,
+            "applied_at": now if handled else None, "created_at": now, "updated_at": now,
+        })
+        if not inserted:
+            # Known id: a duplicate, unless it failed before and this delivery is the retry.
+            claimed = session.execute(
+                update(WebhookEvent).where(WebhookEvent.event_id == event_id, WebhookEvent.status == "failed")
+                .values(status="applied", attempts=WebhookEvent.attempts + 1, applied_at=now, last_error=None,
+                        updated_at=now)
+            )
+            if not getattr(claimed, "rowcount", 0):
+                session.rollback()
+                return InboxResult(event_id, event_type, "duplicate")
+        if not handled:
+            session.commit()
+            return InboxResult(event_id, event_type, "ignored", note="event type not handled")
+        ctx = _apply(session, client, payload, request, actor)
+        if ctx.outcome != "applied" or ctx.note:
+            session.execute(update(WebhookEvent).where(WebhookEvent.event_id == event_id)
+                            .values(status=ctx.outcome, last_error=ctx.note))
+        session.commit()
+        return InboxResult(event_id, event_type, ctx.outcome, note=ctx.note)
+    except PayloadError:
+        session.rollback()
+        raise
+    except Exception as exc:
+        session.rollback()
+        if is_connection_error(exc):
+            raise  # the database is unreachable: nothing can be recorded; the caller answers 503
+        error = f"{type(exc).__name__}: {exc}"[:4000]
+        log.warning("applying WorkOS event %s (%s) failed: %s", event_id, event_type, error)
+        detail = error + "\n" + "".join(traceback.format_exception(exc))[-4000:]
+        try:
+            _record_failure(session, payload, source, detail)
+            session.commit()
+        except Exception:  # the database itself is down: WorkOS retries anyway
+            session.rollback()
+            log.exception("could not record the failure of event %s", event_id)
+        return InboxResult(event_id, event_type, "failed", error=error)
+
+
+def replay(session: Session, client: Any, event_id: str, *, actor: Actor | None = None) -> InboxResult:
+    """Apply a stored event again (normally a ``failed`` one); duplicates of applied events change nothing."""
+    row = session.scalar(select(WebhookEvent).where(WebhookEvent.event_id == event_id))
+    if row is None:
+        raise LookupError(f"no stored event {event_id}")
+    payload, source = dict(row.payload), row.source
+    session.rollback()
+    try:
+        return receive(session, client, payload, source=source, actor=actor or Actor.system("replay"))
+    except PayloadError as exc:
+        _record_failure(session, payload, source, f"PayloadError: {exc}")
+        session.commit()
+        return InboxResult(event_id, payload.get("event", "?"), "failed", error=str(exc))
+
+
+def list_failed(session: Session, limit: int = 100) -> Sequence[WebhookEvent]:
+    """Failed events, oldest first."""
+    return session.scalars(select(WebhookEvent).where(WebhookEvent.status == "failed")
+                           .order_by(WebhookEvent.received_at, WebhookEvent.id).limit(limit)).all()
+
+
+def replay_failed(session: Session, client: Any, *, limit: int = 1000) -> list[InboxResult]:
+    """Replay every failed event, in the order they were received."""
+    ids = [row.event_id for row in list_failed(session, limit)]
+    session.rollback()
+    return [replay(session, client, event_id) for event_id in ids]
+
+
+def counts(session: Session) -> dict[str, int]:
+    """Events per status."""
+    from sqlalchemy import func
+
+    rows = session.execute(select(WebhookEvent.status, func.count()).group_by(WebhookEvent.status))
+    return {status: int(n) for status, n in rows}
+
+
+def event_time(payload: dict[str, Any]) -> datetime | None:
+    """The event's ``created_at``."""
+    return parse_time(payload.get("created_at"))

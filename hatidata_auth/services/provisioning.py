@@ -1,0 +1,171 @@
+"""Granting and removing a member's access: role changes, deprovisioning and reactivation.
+
+Deprovisioning a membership revokes the member's sessions in that organization (here and at WorkOS),
+evicts them from the session cache once the transaction commits, and suspends the API keys they own
+there. Reactivation restores the membership only: suspended keys stay suspended until an admin
+reinstates them.
+
+The session and API-key work is delegated to ``services.sessions`` and ``services.api_keys`` (issue #3).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session
+
+from ..context import NO_REQUEST, Actor, RequestInfo
+from ..models import ROLES, AuthSession, Membership, utcnow
+from . import audit
+
+log = logging.getLogger(__name__)
+
+_AFTER_COMMIT_KEY = "hatidata_after_commit"
+
+
+def run_after_commit(session: Session, callback: Callable[[], None]) -> None:
+    """Run *callback* once the current transaction of *session* commits (dropped on rollback)."""
+    session.info.setdefault(_AFTER_COMMIT_KEY, []).append(callback)
+
+
+@event.listens_for(Session, "after_commit")
+def _run_after_commit(session: Session) -> None:
+    callbacks = session.info.pop(_AFTER_COMMIT_KEY, None) or []
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:  # a cache outage must not turn a committed change into an error
+            log.exception("after-commit callback failed")
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_after_commit(session: Session) -> None:
+    session.info.pop(_AFTER_COMMIT_KEY, None)
+
+
+@dataclass(frozen=True, slots=True)
+class AccessChange:
+    """What changed on one membership."""
+
+    membership_id: str
+    user_id: str
+    from_role: str | None
+    to_role: str | None
+    from_status: str
+    to_status: str
+
+    @property
+    def lost_access(self) -> bool:
+        """Whether the member had access before and has none now."""
+        return self.from_status == "active" and self.to_status != "active"
+
+
+def _invalidate_cached_session(sid: str) -> None:
+    from . import introspection
+
+    introspection.invalidate_session(sid)
+
+
+def revoke_member_sessions(
+    session: Session,
+    client: Any,
+    *,
+    organization_id: str,
+    user_id: str,
+    actor: Actor,
+    reason: str,
+    source_event_id: str | None = None,
+    request: RequestInfo = NO_REQUEST,
+) -> int:
+    """Revoke every live session of a user in one organization (here and at WorkOS, via
+    ``services.sessions``); the cache eviction is repeated once the transaction commits."""
+    from . import sessions as sessions_service
+
+    sids = list(session.scalars(
+        select(AuthSession.workos_session_id).where(
+            AuthSession.organization_id == organization_id,
+            AuthSession.user_id == user_id,
+            AuthSession.revoked_at.is_(None),
+        )
+    ))
+    count = int(sessions_service.revoke_user_sessions(
+        session, client, organization_id=organization_id, user_id=user_id, actor=actor, reason=reason,
+        source_event_id=source_event_id, request=request,
+    ))
+    for sid in sids:
+        run_after_commit(session, functools.partial(_invalidate_cached_session, sid))
+    return count
+
+
+def suspend_member_keys(session: Session, *, organization_id: str, user_id: str, actor: Actor,
+                        source_event_id: str | None = None) -> int:
+    """Suspend the active API keys a user owns in one organization (``services.api_keys``)."""
+    from . import api_keys
+
+    return int(api_keys.suspend_user_keys(session, organization_id=organization_id, user_id=user_id,
+                                          actor=actor, source_event_id=source_event_id))
+
+
+def set_access(
+    session: Session,
+    client: Any,
+    membership: Membership,
+    *,
+    role: str | None,
+    role_source: str,
+    active: bool,
+    actor: Actor,
+    reason: str,
+    source_event_id: str | None = None,
+    request: RequestInfo = NO_REQUEST,
+    inactive_status: str = "deprovisioned",
+    details: dict[str, Any] | None = None,
+) -> AccessChange | None:
+    """Give *membership* its role and status; deprovision or reactivate as needed; audit every change.
+
+    A member is active only with a role: ``active=True`` with ``role=None`` (no mapped group and no default
+    role) leaves the membership ``inactive``. Returns ``None`` when nothing changed.
+    """
+    if role is not None and role not in ROLES:
+        raise ValueError(f"cannot grant unknown role {role!r}")
+    new_status = "active" if active and role is not None else (inactive_status if not active else "inactive")
+    new_role = role if new_status == "active" else membership.role
+    old_role, old_status = membership.role, membership.status
+    if old_role == new_role and old_status == new_status and (
+        new_status != "active" or membership.role_source == role_source
+    ):
+        return None
+    membership.role = new_role
+    if new_status == "active":
+        membership.role_source = role_source
+    membership.status = new_status
+    membership.updated_at = utcnow()
+    change = AccessChange(membership.id, membership.user_id, old_role if old_status == "active" else None,
+                          new_role if new_status == "active" else None, old_status, new_status)
+    extra = dict(details or {})
+
+    def record(action: str, info: dict[str, Any]) -> None:
+        audit.record(session, action=action, actor=actor, organization_id=membership.organization_id,
+                     target_type="membership", target_id=membership.id, source_event_id=source_event_id,
+                     request=request, details={**extra, "user_id": membership.user_id, "reason": reason, **info})
+
+    if change.lost_access:
+        revoked = revoke_member_sessions(session, client, organization_id=membership.organization_id,
+                                         user_id=membership.user_id, actor=actor, reason=reason,
+                                         source_event_id=source_event_id, request=request)
+        suspended = suspend_member_keys(session, organization_id=membership.organization_id,
+                                        user_id=membership.user_id, actor=actor, source_event_id=source_event_id)
+        record("membership.deprovisioned", {"status": new_status, "previous_role": old_role,
+                                            "sessions_revoked": revoked, "keys_suspended": suspended})
+    elif old_status != "active" and new_status == "active":
+        record("membership.activated", {"role": new_role, "role_source": role_source,
+                                        "previous_status": old_status})
+    elif old_role != new_role or membership.role_source != role_source or old_status != new_status:
+        record("membership.role_changed", {"from": old_role, "to": new_role, "role_source": role_source,
+                                           "status": new_status})
+    return change

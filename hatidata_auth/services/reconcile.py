@@ -1,0 +1,327 @@
+"""Reconciliation: the Events API poller (persisted cursor, ascending order) and the full directory resync.
+
+Both go through the same code as the webhooks: the poller feeds events into the inbox (so an event that
+also arrived by webhook is a duplicate and changes nothing), and the resync applies the directory's current
+users, groups and memberships through the same version-guarded upserts, then tombstones what WorkOS no longer
+lists. Both are idempotent.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..context import Actor
+from ..models import (
+    DirectoryGroup,
+    DirectoryGroupMembership,
+    DirectoryUser,
+    Membership,
+    Organization,
+    SyncCursor,
+    new_id,
+    utcnow,
+)
+from . import inbox, role_mapping
+from .directory_sync import (
+    EventContext,
+    handled_event_types,
+    set_group_membership,
+    sync_member,
+    upsert_directory_group,
+    upsert_directory_user,
+)
+
+EVENTS_CURSOR = "workos-events"
+
+
+# --- the Events API poller ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PollResult:
+    """What one poll processed, and where the cursor now stands."""
+
+    processed: int
+    applied: int
+    duplicates: int
+    ignored: int
+    failed: int
+    cursor: str | None
+
+
+def _event_dict(event: Any) -> dict[str, Any]:
+    raw = event.to_dict() if hasattr(event, "to_dict") else dict(event)
+    # A JSON round trip keeps exactly what the inbox column can store.
+    return dict(json.loads(json.dumps(raw, default=str)))
+
+
+def poll_events(session: Session, client: Any, *, cursor_name: str = EVENTS_CURSOR, page_size: int = 100,
+                max_events: int = 100_000, event_types: list[str] | None = None) -> PollResult:
+    """Fetch events after the persisted cursor (oldest first) and apply each through the inbox.
+
+    The cursor advances after every event, in its own small commit, so a crash repeats at most one event
+    (which the inbox then recognises as a duplicate). Failed events stay in the inbox for replay and do not
+    stop the cursor.
+    """
+    row = session.get(SyncCursor, cursor_name)
+    after = row.cursor if row else None
+    session.rollback()
+    counts = {"applied": 0, "duplicate": 0, "ignored": 0, "failed": 0}
+    processed = 0
+    types = event_types or handled_event_types()
+    while processed < max_events:
+        page = client.events.list_events(events=types, limit=page_size, after=after, order="asc")
+        items = list(page.data)
+        for item in items:
+            payload = _event_dict(item)
+            result = inbox.receive(session, client, payload, source="events_api")
+            counts[result.status] = counts.get(result.status, 0) + 1
+            after = payload["id"]
+            _save_cursor(session, cursor_name, after)
+            processed += 1
+        if len(items) < page_size:
+            break
+    return PollResult(processed, counts["applied"], counts["duplicate"], counts["ignored"], counts["failed"], after)
+
+
+def _save_cursor(session: Session, name: str, value: str | None) -> None:
+    row = session.get(SyncCursor, name)
+    if row is None:
+        session.add(SyncCursor(name=name, cursor=value))
+    else:
+        row.cursor = value
+        row.updated_at = utcnow()
+    session.commit()
+
+
+def get_cursor(session: Session, name: str = EVENTS_CURSOR) -> str | None:
+    """The last event id the poller processed."""
+    row = session.get(SyncCursor, name)
+    return row.cursor if row else None
+
+
+# --- the full resync ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ResyncReport:
+    """What a full resync found different from WorkOS, and fixed."""
+
+    organization_id: str
+    directory_id: str | None
+    users_seen: int = 0
+    groups_seen: int = 0
+    users_created: int = 0
+    users_updated: int = 0
+    users_deleted: int = 0
+    groups_created: int = 0
+    groups_updated: int = 0
+    groups_deleted: int = 0
+    memberships_added: int = 0
+    memberships_removed: int = 0
+    access_repaired: int = 0
+    seconds: float = 0.0
+    examples: list[str] = field(default_factory=list)
+
+    @property
+    def differences(self) -> int:
+        """How many differences were found (and fixed)."""
+        return (self.users_created + self.users_updated + self.users_deleted + self.groups_created
+                + self.groups_updated + self.groups_deleted + self.memberships_added + self.memberships_removed
+                + self.access_repaired)
+
+    def note(self, text: str) -> None:
+        """Keep a few examples of what differed."""
+        if len(self.examples) < 20:
+            self.examples.append(text)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON view."""
+        return {**asdict(self), "differences": self.differences}
+
+
+def full_resync(session: Session, client: Any, *, organization_id: str, actor: Actor | None = None,
+                batch_size: int = 500) -> ResyncReport:
+    """Make our mirror of the organization's directory equal WorkOS's, reporting each difference fixed.
+
+    Reads the directory list endpoints page by page (groups first, then users with their groups), commits
+    every *batch_size* users, and tombstones users and groups WorkOS no longer lists.
+    """
+    started_clock = time.monotonic()
+    actor = actor or Actor.system("resync")
+    org = session.get(Organization, organization_id)
+    if org is None:
+        raise LookupError(f"no organization {organization_id}")
+    directory_id = org.directory_id
+    report = ResyncReport(organization_id, directory_id)
+    if not directory_id or org.directory_state == "deleted":
+        return report
+    started = utcnow()
+    run_id = new_id("resync")[:64]
+
+    def context() -> EventContext:
+        return EventContext(session=session, client=client, event_id=run_id, event_type="resync",
+                            event_time=started, actor=actor)
+
+    ctx = context()
+    # Groups.
+    local_groups = {g.workos_id: g for g in session.scalars(select(DirectoryGroup).where(
+        DirectoryGroup.organization_id == org.id, DirectoryGroup.directory_id == directory_id,
+        DirectoryGroup.deleted_at.is_(None)))}
+    seen_groups: set[str] = set()
+    for group in client.directory_sync.list_groups(directory=directory_id, limit=100, order="asc").auto_paging_iter():
+        data = group.to_dict()
+        seen_groups.add(data["id"])
+        before = local_groups.get(data["id"])
+        state = None if before is None else (before.name, before.idp_id)
+        row, changed = upsert_directory_group(ctx, org, data)
+        if changed and row is not None:
+            if before is None:
+                report.groups_created += 1
+                report.note(f"group {data['name']!r} was missing")
+            elif state != (row.name, row.idp_id):
+                report.groups_updated += 1
+                report.note(f"group {data['id']} was {state[0] if state else None!r}, now {row.name!r}")
+    report.groups_seen = len(seen_groups)
+    for workos_id, group in local_groups.items():
+        if workos_id not in seen_groups:
+            upsert_directory_group(ctx, org, {"id": workos_id, "directory_id": directory_id, "name": group.name,
+                                              "idp_id": group.idp_id}, deleted=True)
+            report.groups_deleted += 1
+            report.note(f"group {group.name!r} no longer exists")
+    session.commit()
+
+    # What we hold now, loaded once.
+    memberships: dict[str, dict[str, bool]] = defaultdict(dict)
+    for user_workos_id, group_workos_id, present in session.execute(
+            select(DirectoryGroupMembership.user_workos_id, DirectoryGroupMembership.group_workos_id,
+                   DirectoryGroupMembership.present)
+            .where(DirectoryGroupMembership.organization_id == org.id)):
+        memberships[user_workos_id][group_workos_id] = present
+    live_groups = {g.workos_id: role_mapping.GroupRef(g.name, g.idp_id, g.workos_id)
+                   for g in session.scalars(select(DirectoryGroup).where(DirectoryGroup.organization_id == org.id,
+                                                                        DirectoryGroup.deleted_at.is_(None)))}
+    access = {m.directory_user_id: (m.role, m.status, m.source) for m in session.scalars(
+        select(Membership).where(Membership.organization_id == org.id, Membership.directory_user_id.is_not(None)))}
+    local_users = {workos_id: (state, email) for workos_id, state, email in session.execute(
+        select(DirectoryUser.workos_id, DirectoryUser.state, DirectoryUser.email)
+        .where(DirectoryUser.organization_id == org.id, DirectoryUser.directory_id == directory_id,
+               DirectoryUser.deleted_at.is_(None)))}
+    mappings = role_mapping.list_mappings(session, org.id)
+    index = {m.key: m for m in mappings}
+    default_role = org.default_role
+    org_active = org.status == "active"
+
+    seen_users: set[str] = set()
+    pending = 0
+    org = session.get(Organization, organization_id)
+    assert org is not None
+    ctx = context()
+    for user in client.directory_sync.list_users(directory=directory_id, limit=100, order="asc").auto_paging_iter():
+        data = user.to_dict()
+        uid = data["id"]
+        seen_users.add(uid)
+        wanted = {g["id"] for g in data.pop("groups", None) or []}
+        held = memberships.get(uid, {})
+        existed = uid in local_users
+        row, changed = upsert_directory_user(ctx, org, data)
+        if row is None or row.deleted_at is not None:
+            continue
+        if changed:
+            if existed:
+                report.users_updated += 1
+                report.note(f"user {row.email or uid} differed")
+            else:
+                report.users_created += 1
+                report.note(f"user {row.email or uid} was missing")
+        groups_changed = False
+        for gid in wanted:
+            if not held.get(gid):
+                set_group_membership(ctx, org, gid, uid, True, started, None)
+                report.memberships_added += 1
+                groups_changed = True
+        for gid, present in held.items():
+            if present and gid not in wanted:
+                set_group_membership(ctx, org, gid, uid, False, started, None)
+                report.memberships_removed += 1
+                groups_changed = True
+        drifted = False
+        if not changed and not groups_changed and row.email:
+            expected = role_mapping.resolve_role([live_groups[g] for g in wanted if g in live_groups], index,
+                                                 default_role)
+            have = access.get(uid)
+            active = row.state == "active" and org_active
+            if active:
+                want_status = "active" if expected.role is not None else "inactive"
+                drifted = have is None or have[1] != want_status or have[2] != "directory" or (
+                    want_status == "active" and have[0] != expected.role)
+            else:
+                drifted = have is not None and have[1] == "active"
+            if drifted:
+                report.access_repaired += 1
+                report.note(f"access of {row.email} differed ({have})")
+        if changed or groups_changed or drifted:
+            sync_member(ctx, org, row, reason="resync")
+        pending += 1
+        if pending >= batch_size:
+            session.commit()
+            org = session.get(Organization, organization_id)
+            assert org is not None
+            ctx = context()
+            pending = 0
+    report.users_seen = len(seen_users)
+    for uid in set(local_users) - seen_users:
+        user_state, email = local_users[uid]
+        row, changed = upsert_directory_user(ctx, org, {"id": uid, "directory_id": directory_id, "email": email,
+                                                        "state": user_state}, deleted=True)
+        if row is not None and changed:
+            sync_member(ctx, org, row, reason="resync_user_gone")
+            report.users_deleted += 1
+            report.note(f"user {email or uid} no longer exists")
+    report.seconds = round(time.monotonic() - started_clock, 3)
+    ctx.record("directory.resynced", organization_id=org.id, target_type="directory", target_id=directory_id,
+               details={k: v for k, v in report.to_dict().items() if k not in ("organization_id",)})
+    session.commit()
+    return report
+
+
+def resync_all(session: Session, client: Any, *, actor: Actor | None = None) -> list[ResyncReport]:
+    """Resync every active organization that has a directory."""
+    ids = list(session.scalars(select(Organization.id).where(Organization.directory_id.is_not(None),
+                                                             Organization.status == "active")))
+    session.rollback()
+    return [full_resync(session, client, organization_id=org_id, actor=actor) for org_id in ids]
+
+
+DEMO_GROUP_ROLES = {"HatiData Admins": "admin", "HatiData Developers": "developer", "HatiData Viewers": "viewer"}
+
+
+def ensure_demo_mappings(session: Session, client: Any, *, organization_id: str, actor: Actor) -> bool:
+    """Give a demo organization mappings for its HatiData groups (object ids for Entra), once; caller commits."""
+    if role_mapping.list_mappings(session, organization_id):
+        return False
+    org = session.get(Organization, organization_id)
+    if org is None:
+        return False
+    by_guid = (org.directory_type or "").startswith("azure")
+    specs = []
+    for group in session.scalars(select(DirectoryGroup).where(DirectoryGroup.organization_id == organization_id,
+                                                              DirectoryGroup.deleted_at.is_(None))):
+        role = DEMO_GROUP_ROLES.get(group.name)
+        if role is None:
+            continue
+        if by_guid and group.idp_id:
+            specs.append(role_mapping.MappingSpec("object_id", group.idp_id, role))
+        else:
+            specs.append(role_mapping.MappingSpec("name", group.name, role))
+    if not specs:
+        return False
+    role_mapping.replace_mappings(session, client, organization_id=organization_id, specs=specs, actor=actor)
+    return True

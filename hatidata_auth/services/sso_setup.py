@@ -1,0 +1,310 @@
+"""SSO setup through WorkOS: create or update the connection, test a sign-in, Admin Portal links, activation.
+
+The OIDC client secret is passed straight to WorkOS and is never stored, audited or logged here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session
+from workos import WorkOSClient
+from workos.sso import (
+    CreateProtocolOptionsOIDC,
+    CreateProtocolOptionsSAML,
+    PatchProtocolOptionsOIDC,
+    PatchProtocolOptionsSAML,
+)
+from workos.sso.models import (
+    CreateConnectionAttributeMaps,
+    CreateConnectionOIDCOptions,
+    CreateConnectionSAMLOptions,
+    CreateConnectionStandardAttributes,
+    PatchConnectionAttributeMaps,
+    PatchConnectionOIDCOptions,
+    PatchConnectionSAMLOptions,
+    PatchConnectionStandardAttributes,
+)
+
+from ..context import NO_REQUEST, Actor, RequestInfo
+from ..errors import AppError
+from ..models import Organization
+from ..plugins.base import IdPPlugin
+from ..plugins.values import NormalizedProfile, SamlMetadata
+from . import audit, role_mapping
+
+PORTAL_INTENTS = ("sso", "dsync")
+
+
+class SetupError(AppError):
+    """WorkOS refused a setup call; the message is safe to show to the admin."""
+
+    status = 502
+    code = "sso_setup_failed"
+
+
+@dataclass(frozen=True, slots=True)
+class SpValues:
+    """The WorkOS (service provider) values the admin enters in the IdP console."""
+
+    acs_url: str
+    sp_entity_id: str
+    redirect_uri: str
+
+    @property
+    def acs_url_regex(self) -> str:
+        """The ACS URL as a regular expression (OneLogin's "ACS (Consumer) URL Validator")."""
+        return re.escape(self.acs_url).replace("/", r"\/")
+
+    def as_dict(self) -> dict[str, str]:
+        """The placeholders console instructions may use."""
+        return {"acs_url": self.acs_url, "sp_entity_id": self.sp_entity_id, "redirect_uri": self.redirect_uri,
+                "acs_url_regex": self.acs_url_regex}
+
+
+def sp_values(sp_base_url: str, key: str) -> SpValues:
+    """Build the ACS URL, SP Entity ID and OIDC redirect URI for one connection key."""
+    base = sp_base_url.rstrip("/")
+    return SpValues(f"{base}/sso/saml/acs/{key}", f"{base}/{key}", f"{base}/sso/oidc/callback/{key}")
+
+
+@dataclass(frozen=True, slots=True)
+class OidcSettings:
+    """What the admin gives for an OIDC connection; ``client_secret`` is only ever sent to WorkOS."""
+
+    discovery_endpoint: str
+    client_id: str
+    client_secret: str = field(repr=False, default="")
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionResult:
+    """The WorkOS connection after a create or update."""
+
+    connection_id: str
+    connection_type: str
+    state: str
+    created: bool
+
+
+def _value(value: Any) -> str:
+    return str(getattr(value, "value", value))
+
+
+def save_connection(session: Session, client: WorkOSClient, organization: Organization, plugin: IdPPlugin,
+                    protocol: str, sp: SpValues, actor: Actor, request: RequestInfo = NO_REQUEST, *,
+                    existing_id: str | None = None, metadata_url: str | None = None,
+                    metadata: SamlMetadata | None = None, oidc: OidcSettings | None = None) -> ConnectionResult:
+    """Create the organization's WorkOS connection for *plugin*, or update *existing_id*; audited."""
+    if not organization.workos_organization_id:
+        raise SetupError("This organization is not linked to a WorkOS organization.", status=409)
+    connection_type = plugin.connection_types[protocol]
+    attrs = plugin.attribute_map(protocol).as_dict()
+    try:
+        if existing_id:
+            conn = client.sso.update_connection(
+                existing_id,
+                attribute_maps=PatchConnectionAttributeMaps(
+                    standard_attributes=PatchConnectionStandardAttributes(**attrs)),
+                protocol_options=_patch_options(protocol, sp, metadata_url, metadata, oidc),
+            )
+        else:
+            conn = client.sso.create_connection(
+                organization_id=organization.workos_organization_id,
+                name=f"{organization.name} {plugin.display_name}",
+                connection_type=connection_type,
+                attribute_maps=CreateConnectionAttributeMaps(
+                    standard_attributes=CreateConnectionStandardAttributes(**attrs)),
+                protocol_options=_create_options(protocol, sp, metadata_url, metadata, oidc),
+            )
+    except Exception as exc:  # the SDK's errors carry WorkOS's message; never the secret
+        raise SetupError(f"WorkOS refused the connection: {getattr(exc, 'message', None) or exc}") from exc
+    result = ConnectionResult(conn.id, _value(conn.connection_type), _value(conn.state), existing_id is None)
+    organization.idp_plugin = plugin.name
+    organization.connection_id = result.connection_id
+    organization.connection_type = result.connection_type
+    organization.connection_state = result.state
+    details: dict[str, Any] = {"plugin": plugin.name, "protocol": protocol, "connection_type": connection_type,
+                               "metadata": "url" if metadata_url else "xml" if metadata else "oidc"}
+    if metadata_url:
+        details["metadata_url"] = metadata_url
+    if metadata:
+        details.update(idp_entity_id=metadata.entity_id,
+                       certificates=[c.sha256_fingerprint for c in metadata.certificates])
+    if oidc:
+        details.update(discovery_endpoint=oidc.discovery_endpoint, client_id=oidc.client_id)
+    audit.record(session, action="sso.connection.created" if result.created else "sso.connection.updated",
+                 actor=actor, organization_id=organization.id, target_type="connection",
+                 target_id=result.connection_id, request=request, details=details)
+    return result
+
+
+def _create_options(protocol: str, sp: SpValues, metadata_url: str | None, metadata: SamlMetadata | None,
+                    oidc: OidcSettings | None) -> CreateProtocolOptionsSAML | CreateProtocolOptionsOIDC:
+    if protocol == "oidc":
+        if oidc is None:
+            raise SetupError("OIDC needs a discovery URL, client ID and secret.", status=400)
+        return CreateProtocolOptionsOIDC(CreateConnectionOIDCOptions(
+            discovery_endpoint=oidc.discovery_endpoint, client_id=oidc.client_id,
+            client_secret=oidc.client_secret or None, redirect_uri=sp.redirect_uri))
+    # An uploaded metadata file is sent as its parts (entity ID, sign-in URL, signing certificates).
+    return CreateProtocolOptionsSAML(CreateConnectionSAMLOptions(
+        idp_metadata_url=metadata_url, acs_url=sp.acs_url, sp_entity_id=sp.sp_entity_id,
+        idp_entity_id=metadata.entity_id if metadata else None,
+        idp_sso_url=metadata.sso_urls[0] if metadata else None,
+        idp_signing_certs=[c.pem for c in metadata.certificates] if metadata else None))
+
+
+def _patch_options(protocol: str, sp: SpValues, metadata_url: str | None, metadata: SamlMetadata | None,
+                   oidc: OidcSettings | None) -> PatchProtocolOptionsSAML | PatchProtocolOptionsOIDC:
+    if protocol == "oidc":
+        if oidc is None:
+            raise SetupError("OIDC needs a discovery URL, client ID and secret.", status=400)
+        return PatchProtocolOptionsOIDC(PatchConnectionOIDCOptions(
+            discovery_endpoint=oidc.discovery_endpoint, client_id=oidc.client_id,
+            client_secret=oidc.client_secret or None, redirect_uri=sp.redirect_uri))
+    return PatchProtocolOptionsSAML(PatchConnectionSAMLOptions(
+        idp_metadata_url=metadata_url, acs_url=sp.acs_url, sp_entity_id=sp.sp_entity_id,
+        idp_entity_id=metadata.entity_id if metadata else None,
+        idp_sso_url=metadata.sso_urls[0] if metadata else None))
+
+
+# --- test login --------------------------------------------------------------------------------------------
+
+
+def build_test_login_url(client: WorkOSClient, connection_id: str, redirect_uri: str, state: str,
+                   login_hint: str | None = None) -> str:
+    """The WorkOS authorization URL that signs a test user in through *connection_id*."""
+    return client.sso.get_authorization_url(redirect_uri=redirect_uri, connection=connection_id, state=state,
+                                            login_hint=login_hint or None)
+
+
+@dataclass(frozen=True, slots=True)
+class AttributeCheck:
+    """Whether one expected attribute arrived, and what to do if not."""
+
+    field: str
+    idp_attribute: str
+    required: bool
+    present: bool
+    advice: str
+
+
+@dataclass(frozen=True, slots=True)
+class LoginCheckResult:
+    """What a test sign-in received and what it means."""
+
+    profile: NormalizedProfile
+    checks: tuple[AttributeCheck, ...]
+    role: str | None
+    role_source: str
+    matched_group: str | None
+    problems: tuple[tuple[str, str], ...]
+
+    @property
+    def ok(self) -> bool:
+        """No required attribute is missing and a role was decided."""
+        return all(c.present or not c.required for c in self.checks) and self.role is not None
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-able summary kept in the wizard progress."""
+        p = self.profile
+        return {
+            "email": p.email, "idp_id": p.idp_id, "first_name": p.first_name, "last_name": p.last_name,
+            "groups": list(p.groups), "connection_type": p.connection_type, "groups_overage": p.groups_overage,
+            "checks": [{"field": c.field, "idp_attribute": c.idp_attribute, "required": c.required,
+                        "present": c.present, "advice": c.advice} for c in self.checks],
+            "role": self.role, "role_source": self.role_source, "matched_group": self.matched_group,
+            "problems": [{"key": k, "advice": a} for k, a in self.problems], "ok": self.ok,
+        }
+
+
+def evaluate_profile(session: Session, organization: Organization, plugin: IdPPlugin, protocol: str,
+                     raw_profile: dict[str, Any]) -> LoginCheckResult:
+    """Check a profile against the plugin's expectations and resolve its role with the saved mappings."""
+    profile = plugin.normalize_profile(raw_profile)
+    checks = tuple(AttributeCheck(r.field, r.idp_attribute or "NameID", r.required, r.field in profile.present,
+                                  r.advice) for r in plugin.attribute_requirements(protocol))
+    problems: list[tuple[str, str]] = [(f"missing:{c.field}", c.advice) for c in checks if not c.present]
+    groups_drive_roles = plugin.group_roles_supported(protocol)
+    if profile.groups_overage:
+        problems.append(("groups_overage", plugin.advice.get("groups_overage", "The IdP sent too many groups.")))
+    elif not profile.groups and groups_drive_roles:
+        problems.append(("no_groups", plugin.advice.get("no_groups", "The IdP sent no groups.")))
+    elif not groups_drive_roles:
+        problems.append(("oidc_no_groups", plugin.advice.get(
+            "oidc_no_groups", "This connection carries no groups: roles come from the directory or the default.")))
+    mappings = role_mapping.list_mappings(session, organization.id)
+    decision = role_mapping.resolve_role_from_profile_groups(
+        profile.groups if groups_drive_roles else (), mappings, organization.default_role)
+    if profile.groups and groups_drive_roles and decision.source != "mapping":
+        problems.append(("unmapped_groups", plugin.advice.get("unmapped_groups", "No sent group is mapped.")))
+    if decision.role is None:
+        problems.append(("no_role", plugin.advice.get("no_role", "No role would be granted.")))
+    matched = None
+    if decision.group is not None:
+        matched = decision.group.name or decision.group.idp_id
+    return LoginCheckResult(profile, checks, decision.role, decision.source, matched, tuple(problems))
+
+
+def finish_test_login(session: Session, client: WorkOSClient, organization: Organization, plugin: IdPPlugin,
+                      protocol: str, code: str, actor: Actor, request: RequestInfo = NO_REQUEST) -> LoginCheckResult:
+    """Exchange the test sign-in's code for its profile, evaluate it and audit the outcome (nothing else)."""
+    try:
+        response = client.sso.get_profile_and_token(code=code)
+    except Exception as exc:
+        raise SetupError(f"WorkOS refused the test sign-in: {getattr(exc, 'message', None) or exc}") from exc
+    raw = response.profile.to_dict()
+    if raw.get("organization_id") and raw["organization_id"] != organization.workos_organization_id:
+        raise SetupError("The test sign-in came from another organization.", status=403)
+    result = evaluate_profile(session, organization, plugin, protocol, raw)
+    audit.record(session, action="sso.test_login", actor=actor, organization_id=organization.id,
+                 outcome="success" if result.ok else "failure", target_type="connection",
+                 target_id=raw.get("connection_id"), request=request,
+                 details={"plugin": plugin.name, "email": result.profile.email, "groups": list(result.profile.groups),
+                          "role": result.role, "problems": [k for k, _ in result.problems]})
+    return result
+
+
+# --- Admin Portal and activation ----------------------------------------------------------------------------
+
+
+def portal_link(session: Session, client: WorkOSClient, organization: Organization, intent: str, return_url: str,
+                actor: Actor, request: RequestInfo = NO_REQUEST) -> str:
+    """A WorkOS Admin Portal link (``sso`` or ``dsync``) for the customer's IT team; audited."""
+    if intent not in PORTAL_INTENTS:
+        raise SetupError(f"intent must be one of {', '.join(PORTAL_INTENTS)}", status=400)
+    if not organization.workos_organization_id:
+        raise SetupError("This organization is not linked to a WorkOS organization.", status=409)
+    try:
+        link = client.admin_portal.generate_link(organization=organization.workos_organization_id, intent=intent,
+                                                 return_url=return_url).link
+    except Exception as exc:
+        raise SetupError(f"WorkOS refused the Admin Portal link: {getattr(exc, 'message', None) or exc}") from exc
+    audit.record(session, action="sso.admin_portal_link", actor=actor, organization_id=organization.id,
+                 target_type="organization", target_id=organization.id, request=request,
+                 details={"intent": intent})
+    return link
+
+
+def activate(session: Session, client: WorkOSClient, organization: Organization, plugin: IdPPlugin,
+             enforce_sso: bool, actor: Actor, request: RequestInfo = NO_REQUEST) -> str:
+    """Make *plugin*'s connection the organization's SSO, optionally enforcing SSO for its domains; audited."""
+    if not organization.connection_id:
+        raise SetupError("Create the connection before activating it.", status=409)
+    try:
+        conn = client.sso.get_connection(organization.connection_id)
+    except Exception as exc:
+        raise SetupError(f"WorkOS could not find the connection: {getattr(exc, 'message', None) or exc}") from exc
+    state = _value(conn.state)
+    if state != "active":
+        raise SetupError(f"The WorkOS connection is {state}, not active: finish the IdP setup first.", status=409)
+    organization.idp_plugin = plugin.name
+    organization.connection_state = state
+    organization.sso_enforced = enforce_sso
+    audit.record(session, action="sso.activated", actor=actor, organization_id=organization.id,
+                 target_type="connection", target_id=organization.connection_id, request=request,
+                 details={"plugin": plugin.name, "enforce_sso": enforce_sso, "domains": list(organization.domains)})
+    return state

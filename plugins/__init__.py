@@ -1,0 +1,1 @@
+"""The IdP plugins shipped with HatiData Auth (loaded through entry points, like any external plugin)."""

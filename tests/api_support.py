@@ -1,0 +1,142 @@
+"""Helpers for the admin API tests: two organizations with members of every role and their API keys.
+
+Callers authenticate with real API keys created through issue #3's key service (``Authorization: Bearer``);
+switching to session cookies means changing :func:`headers_for` only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import select
+
+from hatidata_auth.context import Actor, RequestInfo
+from hatidata_auth.extensions import db
+from hatidata_auth.models import (
+    ApiKey,
+    AuditEvent,
+    AuthSession,
+    Membership,
+    Organization,
+    RoleMapping,
+    User,
+    WebhookEvent,
+    utcnow,
+)
+from hatidata_auth.roles import permissions_for
+from hatidata_auth.services import api_keys as key_service
+from hatidata_auth.services import audit
+
+ROLES = ("admin", "developer", "viewer")
+
+
+@dataclass
+class Tenant:
+    """One organization of the fixture, with its identifiers."""
+
+    id: str
+    workos_id: str
+    keys: dict[str, str] = field(default_factory=dict)  # role -> secret
+    members: dict[str, str] = field(default_factory=dict)  # role -> membership id
+    users: dict[str, str] = field(default_factory=dict)  # role -> user id
+    ids: dict[str, str] = field(default_factory=dict)  # kind -> identifier
+
+
+def _member(session: Any, org: Organization, email: str, role: str, source: str = "manual") -> Membership:
+    user = User(email=email, workos_user_id=f"user_{email.replace('@', '_').replace('.', '_')}"[:64])
+    session.add(user)
+    session.flush()
+    membership = Membership(organization_id=org.id, user_id=user.id, role=role, role_source="manual",
+                            source=source, status="active")
+    session.add(membership)
+    session.flush()
+    return membership
+
+
+def make_tenant(app: Flask, name: str) -> Tenant:
+    """An organization with an admin, a developer and a viewer (each with an API key of all their
+    permissions), a directory-managed member, a session, a role mapping, audit events and a failed event."""
+    slug = name.lower()
+    with app.app_context():
+        session = db.session
+        org = Organization(name=name, domains=[f"{slug}.test"], workos_organization_id=f"org_{slug}_workos",
+                           directory_id=f"directory_{slug}", directory_type="okta scim v2.0",
+                           directory_state="active", connection_id=f"conn_{slug}", connection_type="OktaSAML",
+                           connection_state="active")
+        session.add(org)
+        session.flush()
+        tenant = Tenant(org.id, org.workos_organization_id or "")
+        for role in ROLES:
+            membership = _member(session, org, f"{role}@{slug}.test", role)
+            tenant.members[role] = membership.id
+            tenant.users[role] = membership.user_id
+            created = key_service.create_key(session, organization_id=org.id, owner_user_id=membership.user_id,
+                                             name=f"{role} key", scopes=sorted(permissions_for(role)),
+                                             actor=Actor("user", membership.user_id))
+            tenant.keys[role] = created.secret
+        directory_member = _member(session, org, f"synced@{slug}.test", "developer", source="directory")
+        directory_member.role_source = "mapping"
+        tenant.ids["directory_member"] = directory_member.id
+        victim = _member(session, org, f"victim@{slug}.test", "viewer")
+        tenant.ids["member"] = victim.id
+        tenant.ids["user"] = victim.user_id
+        record = AuthSession(organization_id=org.id, workos_session_id=f"session_{slug}_1", user_id=victim.user_id,
+                             expires_at=utcnow() + timedelta(hours=1))
+        session.add(record)
+        mapping = RoleMapping(organization_id=org.id, identifier_kind="name", group_identifier=f"{name} Admins",
+                              role="admin", priority=0)
+        session.add(mapping)
+        victim_key = key_service.create_key(session, organization_id=org.id, owner_user_id=victim.user_id,
+                                            name="victim key", scopes=["data:read"], actor=Actor.system())
+        session.flush()
+        tenant.ids["session"] = record.id
+        tenant.ids["mapping"] = mapping.id
+        tenant.ids["key"] = victim_key.key.id
+        event = audit.record(session, action="test.seeded", actor=Actor.system("test"), organization_id=org.id,
+                             target_type="organization", target_id=org.id,
+                             request=RequestInfo(ip_address="10.0.0.1", user_agent="pytest", request_id="req-seed"))
+        tenant.ids["audit_event"] = event.public_id
+        inbox_event = WebhookEvent(event_id=f"event_{slug}_failed", event_type="dsync.user.created",
+                                   payload={"id": f"event_{slug}_failed", "event": "dsync.user.created",
+                                            "data": {"directory_id": org.directory_id,
+                                                     "organization_id": org.workos_organization_id},
+                                            "created_at": utcnow().isoformat()},
+                                   status="failed", attempts=1, last_error="boom")
+        session.add(inbox_event)
+        session.commit()
+        tenant.ids["inbox_event"] = inbox_event.event_id
+        session.remove()
+    return tenant
+
+
+def headers_for(tenant: Tenant, role: str) -> dict[str, str]:
+    """Request headers authenticating as *role* of *tenant*."""
+    return {"Authorization": f"Bearer {tenant.keys[role]}"}
+
+
+def snapshot(app: Flask, tenant: Tenant) -> dict[str, Any]:
+    """Everything stored for one organization (to prove nothing changed)."""
+    organization_id = tenant.id
+    tables = (Membership, AuthSession, ApiKey, RoleMapping)
+    with app.app_context():
+        session = db.session
+        out: dict[str, Any] = {}
+        org = session.get(Organization, organization_id)
+        assert org is not None
+        out["organization"] = {c.key: getattr(org, c.key) for c in Organization.__table__.columns}
+        for model in tables:
+            rows = session.scalars(select(model).where(model.organization_id == organization_id)).all()
+            out[model.__tablename__] = sorted(
+                tuple((c.key, repr(getattr(r, c.key))) for c in model.__table__.columns
+                       if c.key not in ("last_used_at",)) for r in rows)
+        out["audit_events"] = audit.count(session, organization_id)
+        inbox_row = session.scalar(select(WebhookEvent).where(WebhookEvent.event_id == tenant.ids["inbox_event"]))
+        assert inbox_row is not None
+        out["inbox_event"] = (inbox_row.status, inbox_row.attempts, inbox_row.last_error)
+        out["audit_last"] = session.scalar(select(AuditEvent.hash).where(
+            AuditEvent.organization_id == organization_id).order_by(AuditEvent.seq.desc()).limit(1))
+        session.remove()
+    return out

@@ -1,0 +1,74 @@
+"""Helpers for directory-sync tests: signing webhooks, posting them, and reading our mirrored state."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from typing import Any
+
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from hatidata_auth.context import Actor
+from hatidata_auth.models import (
+    AuditEvent,
+    DirectoryGroup,
+    DirectoryGroupMembership,
+    DirectoryUser,
+    Membership,
+    Organization,
+    User,
+    WebhookEvent,
+)
+
+
+def sign(secret: str, body: str, timestamp_ms: int | None = None) -> str:
+    """A ``WorkOS-Signature`` header value."""
+    ts = str(timestamp_ms if timestamp_ms is not None else int(time.time() * 1000))
+    digest = hmac.new(secret.encode(), f"{ts}.{body}".encode(), hashlib.sha256).hexdigest()
+    return f"t={ts}, v1={digest}"
+
+
+def post_event(client: FlaskClient, app: Flask, payload: dict[str, Any] | str, *,
+               secret: str | None = None, timestamp_ms: int | None = None) -> Any:
+    """POST a signed event to the webhook route through the test client."""
+    body = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
+    signature = sign(secret or app.config["WORKOS_WEBHOOK_SECRET"], body, timestamp_ms)
+    return client.post("/webhooks/workos", data=body, headers={"WorkOS-Signature": signature,
+                                                               "Content-Type": "application/json"})
+
+
+def mirror_organizations(session: Session, workos_client: Any) -> dict[str, Organization]:
+    """Mirror the emulator's organizations; returns them by first domain."""
+    from hatidata_auth.services.organizations import sync_from_workos
+
+    sync_from_workos(session, workos_client, Actor.system("test"))
+    return {org.domains[0]: org for org in session.scalars(select(Organization)) if org.domains}
+
+
+def snapshot(session: Session) -> dict[str, Any]:
+    """Every row count and a digest of the state a rejected webhook must not change."""
+    session.expire_all()
+    out: dict[str, Any] = {}
+    for model in (AuditEvent, DirectoryUser, DirectoryGroup, DirectoryGroupMembership, Membership, User,
+                  WebhookEvent, Organization):
+        out[model.__tablename__] = session.scalar(select(func.count()).select_from(model))
+    out["memberships"] = sorted((m.organization_id, m.user_id, m.role, m.status)
+                                for m in session.scalars(select(Membership)))
+    session.rollback()
+    return out
+
+
+def member_roles(session: Session, organization_id: str) -> dict[str, tuple[str | None, str]]:
+    """``{email: (role, status)}`` of an organization's members."""
+    session.expire_all()
+    rows = session.execute(select(User.email, Membership.role, Membership.status)
+                           .join(Membership, Membership.user_id == User.id)
+                           .where(Membership.organization_id == organization_id))
+    out = {email: (role, status) for email, role, status in rows}
+    session.rollback()
+    return out

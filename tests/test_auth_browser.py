@@ -1,0 +1,59 @@
+"""The full login in headless Chromium through the emulator's hosted page, into the embedded dashboard."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from werkzeug.serving import make_server
+
+from tests.test_embedded_example import dashboard as dashboard  # noqa: F401 - fixture
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture
+def served(dashboard: Flask) -> Iterator[str]:  # noqa: F811
+    server = make_server("127.0.0.1", 0, dashboard, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(timeout=5)
+
+
+def test_login_through_hosted_page_sets_a_safe_cookie(served: str, emulator: Any) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context()
+            page = context.new_page()
+            page.goto(f"{served}/")  # not signed in: sent to /auth/login, then to the emulator
+            page.wait_for_url(f"{emulator.url}/**")
+            page.fill("#email", "dev@acme.test")
+            page.click("button[type=submit]")
+            page.wait_for_load_state()
+            if page.url.startswith(emulator.url):  # the simulated IdP's account picker
+                page.click("button[value='dev@acme.test']")
+            page.wait_for_url(f"{served}/")
+            assert "Signed in as dev@acme.test (developer)" in page.inner_text("#who")
+            cookies = {c["name"]: c for c in context.cookies(served)}
+            session = cookies["hatidata_session"]
+            assert session["httpOnly"] is True
+            assert session["sameSite"] == "Lax"
+            assert session["secure"] is False  # testing profile; production sets Secure
+            assert session["expires"] == -1  # not remembered: ends with the browser
+            assert page.evaluate("document.cookie").find("hatidata_session") == -1  # invisible to scripts
+            page.click("#logout")
+            page.wait_for_load_state()
+            assert "hatidata_session" not in {c["name"] for c in context.cookies(served)}
+            page.goto(f"{served}/data")  # signed out: back to the sign-in page
+            assert page.url.startswith(f"{emulator.url}/user_management/authorize")
+        finally:
+            browser.close()
