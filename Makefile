@@ -23,8 +23,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
+# make bench BENCH=auth|dsync_bench|load BENCH_ARGS="--duration 10"
+BENCH ?= auth
 bench: $(STAMP)
-	$(PY) -m bench $(BENCH_ARGS)
+	$(PY) -m bench.$(BENCH) $(BENCH_ARGS)
 
 clean-instance:
 	rm -rf instance

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import html
 import logging
 from typing import Any
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, g, jsonify, render_template, request
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -71,11 +70,8 @@ def html_error_page(status: int, code: str, message: str) -> Response:
     """A plain error page for browsers, carrying the request id to quote to support."""
     request_id = g.get("request_id") if g else None
     title = "Service temporarily unavailable" if status == 503 else "Something went wrong"
-    body = (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title></head>"
-            f"<body><main><h1>{html.escape(title)}</h1><p>{html.escape(message)}</p>"
-            f"<p><a href=\"/auth/login\">Sign in again</a></p>"
-            f"<p><small>Error {status} ({html.escape(code)}); request id "
-            f"<code>{html.escape(str(request_id or '-'))}</code></small></p></main></body></html>")
+    body = render_template("error.html", title=title, message=message, status=status, code=code,
+                           request_id=request_id)
     return Response(body, status=status, mimetype="text/html")
 
 

@@ -106,6 +106,10 @@ class RevocationBus:
         self._stop = threading.Event()
         self._publisher: Any = None
         self._listeners: list[Callable[[str, str], None]] = []
+        # Invalidations that could not reach Redis; the listener thread retries them until they do, so a
+        # revocation made while this process was cut off from Redis still reaches the others afterwards.
+        self._retries: list[Callable[[], object]] = []
+        self._retries_lock = threading.Lock()
 
     # --- state ---------------------------------------------------------------------------------------
 
@@ -163,21 +167,52 @@ class RevocationBus:
         self.evict("all", "*")
 
     def publish(self, kind: str, key: str) -> bool:
-        """Evict here and tell every other process; returns whether the message was published."""
+        """Evict here and tell every other process; returns whether the message was published now.
+
+        A message that cannot be published is retried by the listener thread until Redis takes it.
+        """
         self.evict(kind, key)
         if self.redis_url is None:
             return False
         for attempt in range(2):
             try:
-                self._publisher_client().publish(self.channel, f"{kind}:{key}")
+                self._send(kind, key)
                 return True
             except Exception as exc:  # noqa: BLE001 - Redis errors of any kind
                 self._publisher = None
                 if attempt:
-                    # Other processes that are still subscribed would miss this; those whose subscription
-                    # broke with Redis fall back to the database on their own.
-                    log.error("could not publish revocation %s:%s: %s", kind, key, exc)
+                    # Processes whose subscription broke with Redis fall back to the database on their own;
+                    # those still subscribed learn of it when the retry goes through.
+                    log.error("could not publish revocation %s:%s, will retry: %s", kind, key, exc)
+                    self.retry_later(lambda: self._send(kind, key))
         return False
+
+    def _send(self, kind: str, key: str) -> None:
+        self._publisher_client().publish(self.channel, f"{kind}:{key}")
+
+    def retry_later(self, action: Callable[[], object]) -> None:
+        """Run *action* (a Redis write that just failed) again from the listener thread until it succeeds."""
+        if self.redis_url is None:
+            return
+        with self._retries_lock:
+            self._retries.append(action)
+        self.ensure_started()
+
+    @property
+    def pending_retries(self) -> int:
+        """How many failed Redis writes are waiting to be retried."""
+        return len(self._retries)
+
+    def _flush_retries(self) -> None:
+        with self._retries_lock:
+            actions, self._retries = self._retries, []
+        for index, action in enumerate(actions):
+            try:
+                action()
+            except Exception:  # noqa: BLE001 - still unreachable: keep this and the rest for later
+                with self._retries_lock:
+                    self._retries[:0] = actions[index:]
+                return
 
     def _publisher_client(self) -> Any:
         if self._publisher is None or self._pid != os.getpid():
@@ -234,6 +269,8 @@ class RevocationBus:
                     if now - last_ping >= self.ping_interval:
                         pubsub.ping()
                         last_ping = now
+                    if self._retries and self._subscribed:
+                        self._flush_retries()
                     message = pubsub.get_message(timeout=self.ping_interval)
                     if message is None:
                         continue

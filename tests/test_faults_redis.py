@@ -116,5 +116,8 @@ def test_frozen_redis_never_hangs_requests(app: Flask, client: FlaskClient, redi
         response = client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
         assert response.status_code == 200
         assert time.monotonic() - started < 5.0
+        started = time.monotonic()
+        assert client.get("/auth/login?email=dev@acme.test").status_code == 503  # login state needs Redis
+        assert time.monotonic() - started < 5.0
     finally:
         redis_server.resume()

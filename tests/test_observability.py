@@ -48,11 +48,18 @@ def captured() -> Iterator[_Capture]:
     handler = _Capture()
     root = logging.getLogger()
     previous = root.level
+    # Alembic's fileConfig (run by the migrations fixture) disables every logger that existed before it.
+    disabled = [lg for lg in logging.root.manager.loggerDict.values()
+                if isinstance(lg, logging.Logger) and lg.disabled]
+    for lg in disabled:
+        lg.disabled = False
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)
     yield handler
     root.removeHandler(handler)
     root.setLevel(previous)
+    for lg in disabled:
+        lg.disabled = True
 
 
 def test_json_log_lines_carry_the_request_id(app: Flask, client: FlaskClient, captured: _Capture) -> None:

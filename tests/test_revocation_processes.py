@@ -150,3 +150,31 @@ def test_bus_subscribes_and_evicts_on_message() -> None:
     finally:
         a.stop()
         b.stop()
+
+
+@pytest.mark.redis
+def test_a_revocation_that_could_not_reach_redis_is_delivered_once_it_can() -> None:
+    url = os.environ["TEST_REDIS_URL"]
+    channel = f"hatidata-test:{os.getpid()}:{time.time()}:retry"
+    a, b = RevocationBus(url, channel=channel), RevocationBus(url, channel=channel)
+    try:
+        assert a.wait_until_ready()
+        assert b.wait_until_ready()
+        b.sessions.set("sid_2", "cached", time.monotonic() + 60)
+        # A is cut off from Redis for its writes (its publisher points nowhere) while it revokes.
+        a.redis_url, real_url = "redis://127.0.0.1:1/0", a.redis_url
+        a._publisher = None
+        assert not a.publish("session", "sid_2")
+        assert a.pending_retries == 1
+        assert b.sessions.get("sid_2") == "cached"
+        # Redis is reachable again: the listener thread delivers the revocation without being asked.
+        a.redis_url = real_url
+        a._publisher = None
+        deadline = time.monotonic() + 5
+        while b.sessions.get("sid_2") is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert b.sessions.get("sid_2") is None
+        assert a.pending_retries == 0
+    finally:
+        a.stop()
+        b.stop()

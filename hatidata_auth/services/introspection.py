@@ -438,10 +438,13 @@ class Introspector:
     def _invalidate_shared(self, key: str) -> None:
         if self.shared_cache is None:
             return
+        cache = self.shared_cache
         try:
-            self.shared_cache.set(key, STALE, timeout=STALE_SECONDS)
+            cache.set(key, STALE, timeout=STALE_SECONDS)
         except Exception:  # noqa: BLE001 - the publish below still reaches the other processes
-            log.exception("could not mark %s stale in the shared cache", key)
+            log.exception("could not mark %s stale in the shared cache; will retry", key)
+            # Until it goes through, other instances could still read the old entry once Redis is back.
+            self.bus.retry_later(lambda: cache.set(key, STALE, timeout=STALE_SECONDS))
 
     def invalidate_session_local(self, workos_session_id: str) -> None:
         """Mark the shared entry stale and evict it from this process (no publish)."""
