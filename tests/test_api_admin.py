@@ -152,6 +152,7 @@ def test_role_mappings_crud_preview_and_explain(app: Flask, client: FlaskClient,
     assert patched.status_code == 200
     assert patched.get_json()["mapping"]["priority"] == 5
     new_id = patched.get_json()["mapping"]["id"]
+    assert new_id == mapping["id"], "an edited mapping keeps its id"
     assert client.get(f"/api/v1/role-mappings/{new_id}", headers=_admin(acme)).get_json()["priority"] == 5
     preview = client.post("/api/v1/role-mappings/preview", headers=_admin(acme),
                           json={"mappings": [], "default_role": "viewer"})

@@ -427,7 +427,7 @@ def get_mapping(mapping_id: str) -> dict[str, Any]:
 @mappings_blp.arguments(MappingPatchSchema)
 @mappings_blp.response(200, MappingResultSchema)
 def update_mapping(body: dict[str, Any], mapping_id: str) -> dict[str, Any]:
-    """Change a mapping's role or priority; members' roles are recomputed (the mapping may get a new id)."""
+    """Change a mapping's role or priority (it keeps its id); members' roles are recomputed."""
     identity = current_identity
     current = _find_mapping(mapping_id)
     spec = mapping_service.MappingSpec(current.identifier_kind, current.group_identifier,

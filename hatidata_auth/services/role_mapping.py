@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from sqlalchemy import and_, delete, select
+from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
 from ..context import NO_REQUEST, Actor, RequestInfo
@@ -317,7 +317,7 @@ def _directory_members(session: Session, organization_id: str) -> list[tuple[Mem
 
 def _organization(session: Session, organization_id: str) -> Organization:
     org = session.get(Organization, organization_id)
-    if org is None:
+    if org is None or org.deleted_at is not None:
         raise AppError("organization not found", code="not_found", status=404)
     return org
 
@@ -411,10 +411,21 @@ def replace_mappings(session: Session, client: Any, *, organization_id: str, spe
     validate_specs(specs)
     org = _organization(session, organization_id)
     before = [s.to_dict() for s in list_mappings(session, organization_id)]
-    session.execute(delete(RoleMapping).where(RoleMapping.organization_id == organization_id))
-    for spec in specs:
-        session.add(RoleMapping(organization_id=organization_id, identifier_kind=spec.identifier_kind,
-                                group_identifier=spec.group_identifier, role=spec.role, priority=spec.priority))
+    # Upsert by (kind, identifier) so a mapping that stays keeps its id.
+    existing = {(row.identifier_kind, row.group_identifier): row for row in session.scalars(
+        select(RoleMapping).where(RoleMapping.organization_id == organization_id))}
+    wanted = _index(specs)
+    for key, row in existing.items():
+        if key not in wanted:
+            session.delete(row)
+    for key, spec in wanted.items():
+        row = existing.get(key)
+        if row is None:
+            session.add(RoleMapping(organization_id=organization_id, identifier_kind=spec.identifier_kind,
+                                    group_identifier=spec.group_identifier, role=spec.role,
+                                    priority=spec.priority))
+        elif (row.role, row.priority) != (spec.role, spec.priority):
+            row.role, row.priority = spec.role, spec.priority
     if not isinstance(default_role, _Unchanged):
         default_role_valid(default_role)
         org.default_role = default_role
