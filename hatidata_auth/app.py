@@ -88,16 +88,12 @@ def init_extensions(app: Flask) -> None:
 def register_blueprints(app: Flask) -> None:
     """Mount the core blueprints."""
     from . import health, webhooks
-
-    app.register_blueprint(health.bp)
     from .extension import HatiDataAuth
 
-    # The /api/v1 identity routes are served by the documented admin API (hatidata_auth.api) instead.
-    HatiDataAuth(app, api=False)
+    app.register_blueprint(health.bp)
+    # The login routes, the identity resolver and the documented /api/v1 API, as embedding apps get them.
+    HatiDataAuth(app)
     app.register_blueprint(webhooks.bp)
-    from .api import init_api
-
-    init_api(app)
 
 
 def register_cli(app: Flask) -> None:

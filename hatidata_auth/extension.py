@@ -1,4 +1,4 @@
-"""``HatiDataAuth(app)``: mount the login routes, ``/api/v1/me`` and the identity resolver on any Flask app.
+"""``HatiDataAuth(app)``: mount the login routes, the ``/api/v1`` API and the identity resolver on any Flask app.
 
 The HatiData service uses it itself (``create_app``); a dashboard that embeds the login gives it the same
 settings (database, WorkOS, ``SECRET_KEY``, ``HATIDATA_COOKIE_KEY``) and calls ``HatiDataAuth(app)``.
@@ -248,10 +248,9 @@ class HatiDataAuth:
         csrf.exempt(routes.bp)
         app.register_blueprint(routes.bp)
         if self.api:
-            from .auth import api
+            from .api import init_api
 
-            csrf.exempt(api.bp)
-            app.register_blueprint(api.bp)
+            init_api(app)
         app.after_request(_apply_cookie_changes)
         handlers = app.error_handler_spec.get(None, {}).get(None, {})
         if AppError not in handlers:

@@ -1,6 +1,6 @@
-"""``/api/v1``: the caller (``/me``), sessions and API keys (issue #3's services, documented and paginated).
+"""``/api/v1``: the caller (``/me``), sessions and API keys, documented and paginated.
 
-Paths and answer shapes are those of :mod:`hatidata_auth.auth.api`, plus ``next_cursor`` on lists.
+Lists carry ``next_cursor`` for cursor pagination.
 """
 
 from __future__ import annotations

@@ -415,9 +415,9 @@ def replace_mappings(session: Session, client: Any, *, organization_id: str, spe
     existing = {(row.identifier_kind, row.group_identifier): row for row in session.scalars(
         select(RoleMapping).where(RoleMapping.organization_id == organization_id))}
     wanted = _index(specs)
-    for key, row in existing.items():
+    for key, stale in existing.items():
         if key not in wanted:
-            session.delete(row)
+            session.delete(stale)
     for key, spec in wanted.items():
         row = existing.get(key)
         if row is None:
