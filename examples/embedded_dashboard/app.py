@@ -6,7 +6,8 @@ Run it against the same database and WorkOS settings as HatiData Auth::
     WORKOS_BASE_URL=http://127.0.0.1:4100 flask --app examples.embedded_dashboard.app:create_dashboard run
 
 It gets ``/auth/login``, ``/auth/callback``, ``/auth/logout``, ``/auth/organizations``,
-``/auth/switch-organization`` and ``/api/v1/me``, the ``current_identity`` proxy and the decorators.
+``/auth/switch-organization``, the documented ``/api/v1`` API (``/api/v1/me`` and the rest), the
+``current_identity`` proxy and the decorators.
 """
 
 from __future__ import annotations
