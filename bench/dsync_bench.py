@@ -21,6 +21,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -83,8 +84,14 @@ def user_payload(n: int, version: int, state: str = "active") -> dict[str, Any]:
     }
 
 
-def send_all(port: int, bodies: list[str], concurrency: int) -> tuple[float, list[float], dict[int, int]]:
-    """POST every body (signed just before sending) from *concurrency* keep-alive connections."""
+def send_all(port: int, bodies: list[str], concurrency: int, *,
+             path: str = "/webhooks/workos") -> tuple[float, list[float], dict[int, int]]:
+    """POST every body (signed just before sending) from *concurrency* keep-alive connections.
+
+    With ``path="/healthz"`` the same requests (signed the same way) go as ``GET`` to the bare health route:
+    the load generator's own ceiling, measured in the same run as the baseline for the webhook figure.
+    """
+    method = "POST" if path.startswith("/webhooks") else "GET"
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     lock = threading.Lock()
@@ -101,7 +108,7 @@ def send_all(port: int, bodies: list[str], concurrency: int) -> tuple[float, lis
                 break
             body = bodies[i]
             started = time.perf_counter()
-            conn.request("POST", "/webhooks/workos", body=body,
+            conn.request(method, path, body=body if method == "POST" else None,
                          headers={"Content-Type": "application/json", "WorkOS-Signature": sign(SECRET, body)})
             response = conn.getresponse()
             response.read()
@@ -122,6 +129,25 @@ def send_all(port: int, bodies: list[str], concurrency: int) -> tuple[float, lis
     return time.perf_counter() - started, latencies, statuses
 
 
+def run_wrk(port: int, bodies: list[str], *, threads: int, connections: int, seconds: int,
+            method: str = "POST", path: str = "/webhooks/workos") -> dict[str, Any]:
+    """Replay *bodies*, signed now, with ``wrk`` (C, keep-alive) for *seconds*; returns its JSON summary."""
+    with tempfile.NamedTemporaryFile("w", suffix=".tsv", delete=False) as handle:
+        for body in bodies:
+            handle.write(f"{sign(SECRET, body)}\t{body}\n")
+    try:
+        out = subprocess.run(
+            ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--timeout", "10s",
+             "-s", str(ROOT / "bench" / "presigned.lua"), f"http://127.0.0.1:{port}", "--", handle.name,
+             str(threads), method, path], capture_output=True, text=True, check=True).stdout
+    finally:
+        os.unlink(handle.name)
+    line = next(x for x in out.splitlines() if x.startswith("WRKJSON "))
+    result: dict[str, Any] = json.loads(line[len("WRKJSON "):])
+    result["rate"] = result["requests"] / (result["duration_us"] / 1e6)
+    return result
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))] * 1000
@@ -135,6 +161,11 @@ def main() -> None:
     parser.add_argument("--resync-users", type=int, default=10000)
     parser.add_argument("--resync-groups", type=int, default=200)
     parser.add_argument("--skip-resync", action="store_true")
+    parser.add_argument("--wrk", action="store_true",
+                        help="also measure with wrk (pre-signed requests, 2 threads) if it is installed")
+    parser.add_argument("--wrk-seconds", type=int, default=20)
+    parser.add_argument("--trace-memory", action="store_true",
+                        help="also trace Python allocations during the resync (slows it down several times)")
     args = parser.parse_args()
     base = os.environ.get("BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -186,12 +217,40 @@ def main() -> None:
             bodies = [json.dumps(e, separators=(",", ":")) for e in events]
             bodies += random.sample(bodies, len(bodies) // 10)
             random.shuffle(bodies)
+            # 0. the generator alone: the same signed requests against the bare health route.
+            base_elapsed, base_lat, base_status = send_all(port, bodies[:3000], args.concurrency, path="/healthz")
+            base_rate = len(base_lat) / base_elapsed
+            print(f"[generator] {len(base_lat)} signed GET /healthz in {base_elapsed:.2f}s = {base_rate:.0f} req/s "
+                  f"({args.concurrency} keep-alive clients); p50 {pct(base_lat, .5):.1f} ms, "
+                  f"p99 {pct(base_lat, .99):.1f} ms; statuses {base_status}")
             send_all(port, bodies[:200], args.concurrency)  # warm-up (also part of the state)
+            cpu_before = resource.getrusage(resource.RUSAGE_SELF)
             elapsed, latencies, statuses = send_all(port, bodies[200:], args.concurrency)
+            cpu_after = resource.getrusage(resource.RUSAGE_SELF)
+            generator_cpu = (cpu_after.ru_utime - cpu_before.ru_utime + cpu_after.ru_stime - cpu_before.ru_stime)
             rate = len(latencies) / elapsed
             print(f"[webhooks] {len(latencies)} events in {elapsed:.2f}s = {rate:.0f} events/s "
                   f"(10% duplicates, shuffled, {args.concurrency} clients, 2 gunicorn workers); "
-                  f"p50 {pct(latencies, .5):.1f} ms, p99 {pct(latencies, .99):.1f} ms; statuses {statuses}")
+                  f"p50 {pct(latencies, .5):.1f} ms, p99 {pct(latencies, .99):.1f} ms; statuses {statuses}; "
+                  f"ratio to the generator-alone baseline {rate / base_rate:.2f}; the generator used "
+                  f"{100 * generator_cpu / elapsed:.0f}% of one core")
+
+            if args.wrk and shutil.which("wrk"):
+                # 1b. the same mix with wrk (no Python client in the way): bare route first, then webhooks
+                # (new ids, so they are not all duplicates of the run above).
+                wrk_events = [user_payload(n + 100_000, v) for n in range(args.users) for v in range(per_user)]
+                wrk_bodies = [json.dumps(e, separators=(",", ":")) for e in wrk_events]
+                wrk_bodies += random.sample(wrk_bodies, len(wrk_bodies) // 10)
+                random.shuffle(wrk_bodies)
+                bare = run_wrk(port, wrk_bodies[:2000], threads=2, connections=args.concurrency,
+                               seconds=max(5, args.wrk_seconds // 2), method="GET", path="/healthz")
+                hooks = run_wrk(port, wrk_bodies, threads=2, connections=args.concurrency, seconds=args.wrk_seconds)
+                print(f"[wrk generator] GET /healthz {bare['rate']:.0f} req/s, p50 {bare['p50_us'] / 1000:.1f} ms, "
+                      f"p99 {bare['p99_us'] / 1000:.1f} ms; statuses {bare['statuses']}")
+                print(f"[wrk webhooks] {hooks['requests']} events in {hooks['duration_us'] / 1e6:.1f}s = "
+                      f"{hooks['rate']:.0f} events/s; p50 {hooks['p50_us'] / 1000:.1f} ms, "
+                      f"p99 {hooks['p99_us'] / 1000:.1f} ms; statuses {hooks['statuses']}; "
+                      f"socket errors {hooks['socket_errors']}; ratio to bare {hooks['rate'] / bare['rate']:.2f}")
 
             # 2. deactivation -> session rejected.
             with app.app_context():
@@ -235,18 +294,20 @@ def main() -> None:
         import tracemalloc
 
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        tracemalloc.start()
+        if args.trace_memory:  # tracemalloc slows Python down several times: not in the timed run by default
+            tracemalloc.start()
         with app.app_context():
             started = time.perf_counter()
             report = reconcile.full_resync(db.session, app.extensions["hatidata_workos"].client,
                                            organization_id=acme_id)
             seconds = time.perf_counter() - started
-        _, peak = tracemalloc.get_traced_memory()
+        peak = tracemalloc.get_traced_memory()[1] if args.trace_memory else 0
         tracemalloc.stop()
         rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"[resync] {report.users_seen} users, {report.groups_seen} groups in {seconds:.1f}s; "
-              f"{report.differences} differences fixed; peak traced Python memory {peak / 2**20:.0f} MB; "
-              f"process max RSS {rss_after:.0f} MB (before {rss_before:.0f} MB; includes the in-process emulator)")
+              f"{report.differences} differences fixed; "
+              + (f"peak traced Python memory {peak / 2**20:.0f} MB; " if args.trace_memory else "")
+              + f"process max RSS {rss_after:.0f} MB (before {rss_before:.0f} MB; includes the in-process emulator)")
         print(json.dumps({k: v for k, v in report.to_dict().items() if k != "examples"}))
         statistics.mean([1.0])
 

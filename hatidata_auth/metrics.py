@@ -189,6 +189,14 @@ def instrument_auth_runtime(app: Flask) -> None:
 _PENDING = "hatidata_metrics_audit"
 
 
+def audit_written(session: Any, events: Any) -> None:
+    """Note audit events written without the ORM's flush (``services.audit``'s one-statement path); they are
+    counted, like flushed ones, once the transaction commits."""
+    found = [(e.action, e.outcome, e.details) for e in events]
+    if found:
+        session.info.setdefault(_PENDING, []).extend(found)
+
+
 def _install_session_hooks() -> None:
     from sqlalchemy import event
     from sqlalchemy.orm import Session

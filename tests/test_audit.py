@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
+import pytest
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from hatidata_auth.context import Actor, RequestInfo
 from hatidata_auth.models import AuditEvent, Organization
@@ -73,3 +76,35 @@ def test_audit_event_rolls_back_with_its_change(db_session: Any) -> None:
     db_session.rollback()
     assert audit.count(db_session, org.id) == 0
     assert db_session.get(Organization, org.id).name == "Acme"
+
+
+@pytest.mark.postgres
+def test_concurrent_appends_keep_one_unbroken_chain(app: Any, db_session: Any) -> None:
+    """Appends from many connections at once serialise on the organization's chain head: no gap, no fork."""
+    from hatidata_auth.extensions import db
+
+    org_id = _org(db_session, "Acme").id
+    db_session.commit()
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            with app.app_context(), Session(db.engine) as session:
+                for i in range(15):
+                    for j in range(1 + (n + i) % 3):  # one to three events per transaction
+                        audit.record(session, action="test.concurrent", actor=Actor.system(f"w{n}"),
+                                     organization_id=org_id, details={"writer": n, "txn": i, "event": j})
+                    session.commit()
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    expected = sum(1 + (n + i) % 3 for n in range(6) for i in range(15))
+    report = audit.verify_organization(db_session, org_id)
+    assert report.ok, report
+    assert report.checked == expected

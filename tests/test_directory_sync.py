@@ -383,3 +383,76 @@ def test_a_deprovisioned_users_session_is_rejected_on_the_next_request(
     rows = db_session.scalars(select(AuthSession).where(AuthSession.organization_id == orgs["acme.test"].id)).all()
     assert rows
     assert all(r.revoked_at is not None for r in rows)
+
+
+def test_a_directory_role_change_is_seen_at_once_by_sessions_and_keys(
+        client: Any, app: Flask, db_session: Any, orgs: dict[str, Any], webhooks: EmulatorControl) -> None:
+    from hatidata_auth.services import api_keys
+    from tests.auth_support import login
+
+    acme = orgs["acme.test"]
+    assert login(client, "dev@acme.test").status_code == 302
+    assert client.get("/api/v1/me").get_json()["role"] == "developer"  # the session's status is now cached
+    user = db_session.scalar(select(User).where(User.email == "dev@acme.test"))
+    created = api_keys.create_key(db_session, organization_id=acme.id, owner_user_id=user.id, name="agent",
+                                  scopes=["data:read"], actor=Actor.system("test"))
+    db_session.commit()
+    key_headers = {"Authorization": f"Bearer {created.secret}"}
+    assert app.test_client().get("/api/v1/me", headers=key_headers).get_json()["role"] == "developer"  # cached
+    webhooks.ctl("POST", f"/directory_groups/{ACME_ADMINS}/members/{ACME_DEV_USER}")
+    webhooks.flush()
+    assert member_roles(db_session, acme.id)["dev@acme.test"] == ("admin", "active")
+    assert client.get("/api/v1/me").get_json()["role"] == "admin"
+    assert app.test_client().get("/api/v1/me", headers=key_headers).get_json()["role"] == "admin"
+
+
+def test_an_older_connection_event_does_not_overwrite_newer_state(client: Any, app: Flask, db_session: Any,
+                                                                  orgs: dict[str, Any]) -> None:
+    from tests.support.dsync import post_event
+
+    acme = orgs["acme.test"]
+
+    def connection_event(event_id: str, kind: str, state: str, updated_at: str) -> dict[str, Any]:
+        return {"id": event_id, "event": f"connection.{kind}", "created_at": updated_at,
+                "data": {"object": "connection", "id": ACME_CONN, "organization_id": ACME_ORG, "state": state,
+                         "name": "Acme SSO", "connection_type": "OktaSAML", "external_key": "acme-sso",
+                         "status": "linked" if state == "active" else "unlinked", "domains": [],
+                         "created_at": "2030-01-01T00:00:00.000Z", "updated_at": updated_at}}
+
+    def state() -> str | None:
+        db_session.expire_all()
+        value = db_session.get(type(acme), acme.id).connection_state
+        db_session.rollback()
+        return value
+
+    newer = connection_event("event_CONNV2", "deactivated", "inactive", "2030-01-02T00:00:00.000Z")
+    older = connection_event("event_CONNV1", "activated", "active", "2030-01-01T12:00:00.000Z")
+    response = post_event(client, app, newer)
+    assert response.get_json().get("status") == "applied", response.get_json()
+    assert state() == "inactive"
+    assert post_event(client, app, older).get_json()["status"] == "applied"  # acknowledged, but stale
+    assert state() == "inactive"
+    again = connection_event("event_CONNV3", "activated", "active", "2030-01-03T00:00:00.000Z")
+    assert post_event(client, app, again).get_json()["status"] == "applied"
+    assert state() == "active"
+    actions = db_session.scalars(select(AuditEvent.action).where(AuditEvent.organization_id == acme.id,
+                                                                 AuditEvent.target_type == "connection")).all()
+    assert actions.count("connection.activated") == 1  # the stale event changed (and audited) nothing
+
+
+def test_a_repeated_resync_writes_nothing(db_session: Any, workos_client: Any, orgs: dict[str, Any]) -> None:
+    from sqlalchemy import func
+
+    acme = orgs["acme.test"]
+
+    def counts() -> tuple[int, int, int]:
+        out = (db_session.scalar(select(func.count()).select_from(User)),
+               db_session.scalar(select(func.count()).select_from(Membership)),
+               db_session.scalar(select(func.count()).select_from(AuditEvent).where(
+                   AuditEvent.organization_id == acme.id, AuditEvent.action != "directory.resynced")))
+        db_session.rollback()
+        return out
+
+    before = counts()
+    assert reconcile.full_resync(db_session, workos_client, organization_id=acme.id, page_size=2).differences == 0
+    assert counts() == before

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .access import ApiKey, AuthSession
-from .audit import AuditEvent
+from .audit import AuditChainHead, AuditEvent
 from .base import TenantMixin, new_id, utcnow
 from .directory import DirectoryGroup, DirectoryGroupMembership, DirectoryUser, RoleMapping
 from .inbox import SyncCursor, WebhookEvent
@@ -15,6 +15,7 @@ __all__ = [
     "MEMBERSHIP_STATUSES",
     "ROLES",
     "ApiKey",
+    "AuditChainHead",
     "AuditEvent",
     "AuthSession",
     "DirectoryGroup",

@@ -47,3 +47,17 @@ class AuditEvent(db.Model):  # type: ignore[name-defined]
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
     prev_hash: Mapped[str] = mapped_column(String(64), nullable=False)
     hash: Mapped[str] = mapped_column(String(64), nullable=False)
+
+
+class AuditChainHead(db.Model):  # type: ignore[name-defined]
+    """The last link of one organization's audit chain (``chain_key`` = organization id, ``-`` for none).
+
+    Appending locks this one row (``SELECT … FOR UPDATE``) instead of searching ``audit_events`` for the head:
+    one statement serialises the appends of one organization across processes and yields the previous link.
+    """
+
+    __tablename__ = "audit_chain_heads"
+
+    chain_key: Mapped[str] = mapped_column(String(40), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    hash: Mapped[str] = mapped_column(String(64), nullable=False)

@@ -36,6 +36,8 @@ class Organization(TimestampMixin, db.Model):  # type: ignore[name-defined]
     connection_id: Mapped[str | None] = mapped_column(String(64), index=True)
     connection_type: Mapped[str | None] = mapped_column(String(64))
     connection_state: Mapped[str | None] = mapped_column(String(32))
+    # The connection's updated_at (else the event time) we last applied: older connection events are stale.
+    connection_version_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     directory_id: Mapped[str | None] = mapped_column(String(64), index=True)
     directory_type: Mapped[str | None] = mapped_column(String(64))
     directory_state: Mapped[str | None] = mapped_column(String(32))

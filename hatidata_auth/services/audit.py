@@ -1,24 +1,27 @@
 """Writing and verifying the audit log.
 
 Events are appended in the caller's transaction, so a change and its audit event commit or roll back
-together. Each organization's events form a hash chain: ``hash = sha256(prev_hash + canonical_json)``.
+together. Each organization's events form a hash chain: ``hash = sha256(prev_hash + canonical_json)``; the
+chain's head (last ``seq`` and ``hash``) is kept in ``audit_chain_heads`` and locked while appending.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import event as sa_event
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from .. import metrics
 from ..context import NO_REQUEST, Actor, RequestInfo
-from ..models import AuditEvent, new_id, utcnow
+from ..models import AuditChainHead, AuditEvent, new_id, utcnow
 
 GENESIS_HASH = "0" * 64
 
@@ -49,12 +52,13 @@ def chain_hash(prev_hash: str, event: AuditEvent) -> str:
     return hashlib.sha256((prev_hash + canonical_json(event)).encode()).hexdigest()
 
 
-def _lock_chain(session: Session, organization_id: str | None) -> None:
-    # Serialise appends to one organization's chain across processes (PostgreSQL only; SQLite's
-    # single writer already serialises them).
-    if session.get_bind().dialect.name == "postgresql":
-        key = zlib.crc32((organization_id or "-").encode())
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+_PENDING_KEY = "hatidata_audit_pending"
+_CTE_MAX_ROWS = 50  # above this many events per transaction, the ORM's batched INSERT compiles faster
+_NO_ORG_KEY = "-"  # chain key of the events that belong to no organization (organization ids never look like this)
+
+
+def _chain_key(organization_id: str | None) -> str:
+    return organization_id or _NO_ORG_KEY
 
 
 def record(
@@ -71,20 +75,16 @@ def record(
     details: dict[str, Any] | None = None,
     at: datetime | None = None,
 ) -> AuditEvent:
-    """Append one audit event to *session* (the caller commits it with the change it describes)."""
-    _lock_chain(session, organization_id)
-    head = session.execute(
-        select(AuditEvent.seq, AuditEvent.hash)
-        .where(AuditEvent.organization_id.is_(None) if organization_id is None
-               else AuditEvent.organization_id == organization_id)
-        .order_by(AuditEvent.seq.desc())
-        .limit(1)
-    ).first()
-    prev_seq, prev_hash = (head[0], head[1]) if head else (0, GENESIS_HASH)
+    """Append one audit event to *session*'s transaction (the caller commits it with the change it describes).
+
+    The event is chained (``seq``, ``prev_hash``, ``hash``) and written when the transaction commits, after
+    everything else it holds is flushed: the organization's chain is locked only for that last moment, by
+    one ``SELECT … FOR UPDATE`` of its head row, and all the transaction's events of that organization are
+    inserted together. A rollback drops them with the change.
+    """
     event = AuditEvent(
         public_id=new_id("evt"),
         organization_id=organization_id,
-        seq=prev_seq + 1,
         actor_type=actor.type,
         actor_id=actor.id,
         actor_email=actor.email,
@@ -98,12 +98,83 @@ def record(
         source_event_id=source_event_id,
         details=details or {},
         created_at=at or utcnow(),
-        prev_hash=prev_hash,
     )
-    event.hash = chain_hash(prev_hash, event)
-    session.add(event)
-    session.flush()
+    session.info.setdefault(_PENDING_KEY, []).append(event)
     return event
+
+
+def pending(session: Session) -> list[AuditEvent]:
+    """Audit events recorded in *session*'s current transaction and not yet written."""
+    return list(session.info.get(_PENDING_KEY) or [])
+
+
+def _head_for_update(session: Session, key: str) -> tuple[int, str]:
+    query = select(AuditChainHead.seq, AuditChainHead.hash).where(AuditChainHead.chain_key == key).with_for_update()
+    head = session.execute(query).first()
+    if head is not None:
+        return int(head[0]), str(head[1])
+    # First append to this chain (or a chain written before head rows existed): start the head row from the
+    # chain's last event; a concurrent first append is resolved by the primary key, then the lock.
+    last = session.execute(
+        select(AuditEvent.seq, AuditEvent.hash)
+        .where(AuditEvent.organization_id.is_(None) if key == _NO_ORG_KEY else AuditEvent.organization_id == key)
+        .order_by(AuditEvent.seq.desc()).limit(1)
+    ).first()
+    seq, prev = (int(last[0]), str(last[1])) if last else (0, GENESIS_HASH)
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    session.execute(insert(AuditChainHead).values(chain_key=key, seq=seq, hash=prev)
+                    .on_conflict_do_nothing(index_elements=["chain_key"]))
+    head = session.execute(query).first()
+    assert head is not None
+    return int(head[0]), str(head[1])
+
+
+def flush_pending(session: Session) -> int:
+    """Chain and write the transaction's pending audit events now (normally done at commit); returns how many."""
+    events = session.info.pop(_PENDING_KEY, None)
+    if not events:
+        return 0
+    session.flush()  # the change itself first, so the chain lock is held only for the audit rows
+    by_chain: dict[str, list[AuditEvent]] = {}
+    for event in events:
+        by_chain.setdefault(_chain_key(event.organization_id), []).append(event)
+    heads: dict[str, tuple[int, str]] = {}
+    for key in sorted(by_chain):  # a fixed lock order: no deadlock between transactions touching two chains
+        seq, prev_hash = _head_for_update(session, key)
+        for event in by_chain[key]:
+            seq += 1
+            event.seq, event.prev_hash = seq, prev_hash
+            event.hash = prev_hash = chain_hash(prev_hash, event)
+        heads[key] = (seq, prev_hash)
+    heads_table = AuditChainHead.__table__
+    head_updates = [update(heads_table).where(heads_table.c.chain_key == key).values(seq=seq, hash=head_hash)
+                    for key, (seq, head_hash) in heads.items()]
+    if session.get_bind().dialect.name != "postgresql" or len(events) > _CTE_MAX_ROWS:
+        session.add_all(events)  # batched by the ORM (insertmanyvalues), then one UPDATE per head
+        session.flush()
+        for stmt in head_updates:
+            session.execute(stmt)
+        return len(events)
+    # PostgreSQL, a few events (a webhook, an API call): one multi-row INSERT that also moves the heads
+    # (data-modifying CTEs), so the whole audit trail of the transaction costs one round trip after the lock.
+    columns = [c.key for c in AuditEvent.__table__.columns if c.key != "id"]
+    table = AuditEvent.__table__  # Core, not the ORM bulk path: nothing is read back
+    rows = postgresql.insert(table).values([{c: getattr(event, c) for c in columns} for event in events])
+    session.execute(rows.add_cte(*(u.cte(f"audit_head_{i}") for i, u in enumerate(head_updates))))
+    metrics.audit_written(session, events)  # the ORM's after_flush hook does not see a Core INSERT
+    return len(events)
+
+
+@sa_event.listens_for(Session, "before_commit")
+def _write_pending_on_commit(session: Session) -> None:
+    flush_pending(session)
+
+
+@sa_event.listens_for(Session, "after_transaction_end")
+def _drop_pending(session: Session, transaction: Any) -> None:
+    if transaction.parent is None:  # the outermost transaction ended (committed or rolled back)
+        session.info.pop(_PENDING_KEY, None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from ..context import NO_REQUEST, Actor, RequestInfo
@@ -36,6 +37,7 @@ from ..models import (
     Organization,
     OrganizationAlert,
     User,
+    new_id,
     utcnow,
 )
 from . import audit, role_mapping
@@ -82,6 +84,9 @@ class EventContext:
     # Set by the last user upsert: whether anything that decides access (state, email, existence) changed.
     access_changed: bool = False
     _mappings: dict[str, list[role_mapping.MappingSpec]] = field(default_factory=dict)
+    # Lookups already made in this unit of work (the resync preloads them a page at a time).
+    users_by_email: dict[str, User | None] = field(default_factory=dict)
+    memberships_by_user: dict[str, Membership | None] | None = None
 
     def record(self, action: str, *, organization_id: str | None, target_type: str | None = None,
                target_id: str | None = None, details: dict[str, Any] | None = None,
@@ -172,40 +177,81 @@ def _directory_deleted(org: Organization, directory_id: str | None) -> bool:
     return bool(directory_id) and org.directory_id == directory_id and org.directory_state == "deleted"
 
 
+_LOOKUP: Any = object()  # "look the row up" (the default), as opposed to a row (or None) the caller preloaded
+
+
+def _insert_dialect(session: Session) -> Any:
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+def _locked_directory_user(ctx: EventContext, org: Organization, workos_id: str) -> DirectoryUser | None:
+    # FOR UPDATE: concurrent events for one user are applied one after the other, so the version guard
+    # compares against the committed state (no lost update when two workers race).
+    return ctx.session.scalar(select(DirectoryUser).where(DirectoryUser.organization_id == org.id,
+                                                         DirectoryUser.workos_id == workos_id).with_for_update())
+
+
+def _audit_directory_user(ctx: EventContext, org: Organization, du: DirectoryUser, action: str,
+                          changed_fields: list[str] | None = None) -> None:
+    details: dict[str, Any] = {"workos_id": du.workos_id, "email": du.email, "state": du.state}
+    if changed_fields is not None:
+        details["changed"] = changed_fields
+    ctx.record(action, organization_id=org.id, target_type="directory_user", target_id=du.workos_id,
+               details=details)
+
+
 def upsert_directory_user(ctx: EventContext, org: Organization, data: dict[str, Any], *,
-                          deleted: bool = False) -> tuple[DirectoryUser | None, bool]:
-    """Apply a user snapshot (or a deletion) under the version guard; returns (row, changed)."""
+                          deleted: bool = False, existing: Any = _LOOKUP) -> tuple[DirectoryUser | None, bool]:
+    """Apply a user snapshot (or a deletion) under the version guard; returns (row, changed).
+
+    *existing*: the stored row (or ``None``) when the caller has already loaded it (the resync does, a page
+    at a time); otherwise the row is read with ``FOR UPDATE`` and a new one is inserted with
+    ``ON CONFLICT DO NOTHING`` (a concurrent first event for the same user wins, this one then applies after it).
+    """
     _require(data, "id", "directory_id")
     version = parse_time(data.get("updated_at")) or ctx.event_time
-    du = ctx.session.scalar(select(DirectoryUser).where(DirectoryUser.organization_id == org.id,
-                                                        DirectoryUser.workos_id == data["id"]))
+    fields = _user_fields(data)
+    if existing is _LOOKUP:
+        du = _locked_directory_user(ctx, org, data["id"])
+        if du is None:
+            values = {**fields, "organization_id": org.id, "workos_id": data["id"], "version_at": version,
+                      "deleted_at": ctx.event_time if deleted else None}
+            stmt = (_insert_dialect(ctx.session)(DirectoryUser).values(id=new_id("du"), **values)
+                    .on_conflict_do_nothing(index_elements=["organization_id", "workos_id"])
+                    .returning(DirectoryUser))
+            du = ctx.session.scalars(stmt).first()
+            if du is not None:
+                ctx.access_changed = True
+                _audit_directory_user(ctx, org, du, "directory_user.deleted" if deleted else "directory_user.created")
+                return du, True
+            du = _locked_directory_user(ctx, org, data["id"])  # created concurrently: apply on top of it
+    else:
+        du = existing
     if du is not None and du.deleted_at is not None:
         return du, False  # tombstone: never resurrected
     if du is not None and du.version_at is not None and version < du.version_at and not deleted:
         return du, False  # stale
-    fields = _user_fields(data)
     created = du is None
     if du is None:
-        du = DirectoryUser(organization_id=org.id, workos_id=data["id"], **fields)
+        du = DirectoryUser(id=new_id("du"), organization_id=org.id, workos_id=data["id"], **fields)
         ctx.session.add(du)
     before = {k: getattr(du, k) for k in fields} if not created else {}
     if not deleted or created:
         for key, value in fields.items():
-            setattr(du, key, value)
-    du.version_at = max(version, du.version_at) if du.version_at else version
+            if created or before[key] != value:
+                setattr(du, key, value)
+    new_version = max(version, du.version_at) if du.version_at else version
+    if du.version_at != new_version:
+        du.version_at = new_version
     if deleted:
         du.deleted_at = ctx.event_time
-    changed = created or deleted or any(before.get(k) != getattr(du, k) for k in fields)
+    changed_fields = sorted(k for k in fields if before.get(k) != getattr(du, k))
+    changed = created or deleted or bool(changed_fields)
     ctx.access_changed = created or deleted or any(before.get(k) != getattr(du, k) for k in ("state", "email"))
     if changed:
-        ctx.session.flush()
         action = "directory_user.deleted" if deleted else (
             "directory_user.created" if created else "directory_user.updated")
-        details: dict[str, Any] = {"workos_id": du.workos_id, "email": du.email, "state": du.state}
-        if not created and not deleted:
-            details["changed"] = sorted(k for k in fields if before.get(k) != getattr(du, k))
-        ctx.record(action, organization_id=org.id, target_type="directory_user", target_id=du.workos_id,
-                   details=details)
+        _audit_directory_user(ctx, org, du, action, None if created or deleted else changed_fields)
     return du, changed
 
 
@@ -216,27 +262,53 @@ def _user_for(ctx: EventContext, du: DirectoryUser) -> User | None:
             return user
     if not du.email:
         return None
-    user = ctx.session.scalar(select(User).where(User.email == du.email).order_by(User.created_at).limit(1))
+    if du.email in ctx.users_by_email:
+        user = ctx.users_by_email[du.email]
+    else:
+        user = ctx.session.scalar(select(User).where(User.email == du.email).order_by(User.created_at).limit(1))
     if user is None:
-        user = User(email=du.email, first_name=du.first_name, last_name=du.last_name)
-        ctx.session.add(user)
-        ctx.session.flush()
-        ctx.record("user.created", organization_id=du.organization_id, target_type="user", target_id=user.id,
-                   details={"email": user.email, "source": "directory"})
+        user = new_directory_person(ctx, du.organization_id, du.email, du.first_name, du.last_name)
+        ctx.session.flush()  # the membership row refers to it (no ORM relationship orders the two inserts)
+    ctx.users_by_email[du.email] = user
     du.user_id = user.id
     return user
 
 
-def sync_member(ctx: EventContext, org: Organization, du: DirectoryUser, *, reason: str) -> None:
-    """Bring the directory user's membership in line: provision, recompute the role, or deprovision."""
+def new_directory_person(ctx: EventContext, organization_id: str, email: str, first_name: str | None,
+                         last_name: str | None) -> User:
+    """Add (not flush) the ``User`` a directory user's email maps to when none exists yet, audited."""
+    user = User(id=new_id("usr"), email=email, first_name=first_name, last_name=last_name)
+    ctx.session.add(user)
+    ctx.users_by_email[email] = user
+    ctx.record("user.created", organization_id=organization_id, target_type="user", target_id=user.id,
+               details={"email": user.email, "source": "directory"})
+    return user
+
+
+def _membership_of(ctx: EventContext, org: Organization, user_id: str) -> Membership | None:
+    cache = ctx.memberships_by_user
+    if cache is not None and user_id in cache:
+        return cache[user_id]
+    membership = ctx.session.scalar(select(Membership).where(Membership.organization_id == org.id,
+                                                            Membership.user_id == user_id))
+    if cache is not None:
+        cache[user_id] = membership
+    return membership
+
+
+def sync_member(ctx: EventContext, org: Organization, du: DirectoryUser, *, reason: str,
+                groups: list[role_mapping.GroupRef] | None = None) -> None:
+    """Bring the directory user's membership in line: provision, recompute the role, or deprovision.
+
+    *groups*: the user's live groups when the caller knows them (the resync); read from the database otherwise.
+    """
     session = ctx.session
     wants_access = (du.deleted_at is None and du.state == "active" and org.status == "active"
                     and not _directory_deleted(org, du.directory_id))
     if not wants_access:
         membership = None
         if du.user_id:
-            membership = session.scalar(select(Membership).where(Membership.organization_id == org.id,
-                                                                 Membership.user_id == du.user_id))
+            membership = _membership_of(ctx, org, du.user_id)
         if membership is None or membership.directory_user_id != du.workos_id:
             return
         why = reason if du.deleted_at is None else "directory_user_deleted"
@@ -249,15 +321,18 @@ def sync_member(ctx: EventContext, org: Organization, du: DirectoryUser, *, reas
     user = _user_for(ctx, du)
     if user is None:
         return
-    membership = session.scalar(select(Membership).where(Membership.organization_id == org.id,
-                                                         Membership.user_id == user.id))
-    decision = role_mapping.resolve_role(role_mapping.directory_groups_of(session, org.id, du.workos_id),
-                                         ctx.mappings(org.id), org.default_role)
+    membership = _membership_of(ctx, org, user.id)
+    if groups is None:
+        groups = role_mapping.directory_groups_of(session, org.id, du.workos_id)
+    decision = role_mapping.resolve_role(groups, ctx.mappings(org.id), org.default_role)
     if membership is None:
-        membership = Membership(organization_id=org.id, user_id=user.id, role=None, role_source=decision.source,
-                                source="directory", status="pending", directory_user_id=du.workos_id)
+        # The id is assigned here, so the row is inserted once, with its final role, when the event commits.
+        membership = Membership(id=new_id("mem"), organization_id=org.id, user_id=user.id, role=None,
+                                role_source=decision.source, source="directory", status="pending",
+                                directory_user_id=du.workos_id, details={})
         session.add(membership)
-        session.flush()
+        if ctx.memberships_by_user is not None:
+            ctx.memberships_by_user[user.id] = membership
     elif membership.source != "directory" or membership.directory_user_id != du.workos_id:
         previous = {"source": membership.source, "directory_user_id": membership.directory_user_id}
         membership.source = "directory"
@@ -323,18 +398,26 @@ def _resync_group_members(ctx: EventContext, org: Organization, group_workos_id:
 
 
 def set_group_membership(ctx: EventContext, org: Organization, group_workos_id: str, user_workos_id: str,
-                         present: bool, version_at: datetime, version_event_id: str | None) -> bool:
-    """Record that a user is (not) in a group, unless a newer fact is stored; returns whether it changed."""
-    row = ctx.session.scalar(select(DirectoryGroupMembership).where(
-        DirectoryGroupMembership.organization_id == org.id,
-        DirectoryGroupMembership.group_workos_id == group_workos_id,
-        DirectoryGroupMembership.user_workos_id == user_workos_id))
+                         present: bool, version_at: datetime, version_event_id: str | None, *,
+                         existing: Any = _LOOKUP) -> bool:
+    """Record that a user is (not) in a group, unless a newer fact is stored; returns whether it changed.
+
+    *existing*: the stored row (or ``None``) when the caller has already loaded it (the resync).
+    """
+    if existing is _LOOKUP:
+        row = ctx.session.scalar(select(DirectoryGroupMembership).where(
+            DirectoryGroupMembership.organization_id == org.id,
+            DirectoryGroupMembership.group_workos_id == group_workos_id,
+            DirectoryGroupMembership.user_workos_id == user_workos_id))
+    else:
+        row = existing
     if row is None:
         row = DirectoryGroupMembership(organization_id=org.id, group_workos_id=group_workos_id,
                                        user_workos_id=user_workos_id, present=present, version_at=version_at,
                                        version_event_id=version_event_id)
         ctx.session.add(row)
-        ctx.session.flush()
+        if existing is _LOOKUP:
+            ctx.session.flush()
         return True
     if row.version_at is not None:
         stored = (row.version_at, row.version_event_id or "")
@@ -362,13 +445,38 @@ def _dsync_org(ctx: EventContext, data: dict[str, Any]) -> Organization | None:
     return org
 
 
+def _org_and_locked_user(ctx: EventContext, data: dict[str, Any]) -> tuple[Organization, DirectoryUser] | None:
+    """The tenant and its stored directory user, the user row locked, in one statement (``None`` when either
+    is not stored yet: the caller then takes the general path)."""
+    workos_org_id = data.get("organization_id")
+    if not workos_org_id:
+        return None
+    row = ctx.session.execute(
+        select(Organization, DirectoryUser)
+        .join(DirectoryUser, DirectoryUser.organization_id == Organization.id)
+        .where(Organization.workos_organization_id == workos_org_id, DirectoryUser.workos_id == data["id"])
+        .with_for_update(of=DirectoryUser)
+    ).first()
+    return None if row is None else (row[0], row[1])
+
+
 def on_user_upsert(ctx: EventContext, data: dict[str, Any]) -> None:
     """``dsync.user.created`` / ``dsync.user.updated``."""
     _require(data, "id", "directory_id", "state")
-    org = _dsync_org(ctx, data)
-    if org is None:
-        return
-    du, changed = upsert_directory_user(ctx, org, data)
+    found = _org_and_locked_user(ctx, data)
+    if found is not None:  # the common case, an update of a known user: one round trip for both rows
+        org, existing = found
+        ctx.organization = org
+        if _directory_deleted(org, data.get("directory_id")):
+            ctx.ignore("directory deleted")
+            return
+        du, changed = upsert_directory_user(ctx, org, data, existing=existing)
+    else:
+        org_or_none = _dsync_org(ctx, data)
+        if org_or_none is None:
+            return
+        org = org_or_none
+        du, changed = upsert_directory_user(ctx, org, data)
     if du is not None and changed and ctx.access_changed:  # a name change alone needs no access work
         sync_member(ctx, org, du, reason=ctx.event_type)
 
@@ -489,12 +597,22 @@ def on_connection(ctx: EventContext, data: dict[str, Any]) -> None:
     if org.connection_id == data["id"] and org.connection_state == "deleted":
         ctx.ignore("connection deleted")
         return
+    # Version guard, as for the other objects: an event older than the connection state we hold is stale
+    # (equal re-applies the same state). A deletion is final whatever its time.
+    version = parse_time(data.get("updated_at")) or ctx.event_time
+    if (org.connection_id == data["id"] and org.connection_version_at is not None
+            and version < org.connection_version_at and state != "deleted"):
+        return
+    before = (org.connection_id, org.connection_state, org.connection_type)
     org.connection_id = data["id"]
     org.connection_state = state
     if data.get("connection_type"):
         org.connection_type = str(data["connection_type"])
-    ctx.record(ctx.event_type, organization_id=org.id, target_type="connection", target_id=data["id"],
-               details={"state": state, "connection_type": data.get("connection_type")})
+    if org.connection_version_at is None or version > org.connection_version_at or before[0] != data["id"]:
+        org.connection_version_at = version
+    if before != (org.connection_id, org.connection_state, org.connection_type):
+        ctx.record(ctx.event_type, organization_id=org.id, target_type="connection", target_id=data["id"],
+                   details={"state": state, "connection_type": data.get("connection_type")})
 
 
 def on_certificate(ctx: EventContext, data: dict[str, Any]) -> None:

@@ -59,11 +59,23 @@ def validate_envelope(payload: Any) -> dict[str, Any]:
 
 
 def _insert(session: Session, values: dict[str, Any]) -> bool:
-    """INSERT … ON CONFLICT (event_id) DO NOTHING; returns whether the row was inserted."""
+    """Store the event, or claim it if it failed before; returns whether this delivery should apply it.
+
+    One statement: ``INSERT … ON CONFLICT (event_id) DO UPDATE … WHERE status = 'failed' RETURNING id``. A new
+    id is inserted; a known failed one is claimed (only one concurrent retry wins the row); any other known id
+    (applied, ignored) returns no row: a duplicate.
+    """
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(WebhookEvent).values(**values).on_conflict_do_nothing(index_elements=["event_id"])
-    result = session.execute(stmt.returning(WebhookEvent.id))
+    now = values["updated_at"]
+    table = WebhookEvent.__table__  # Core, not the ORM bulk-insert path
+    stmt = insert(table).values(**values).on_conflict_do_update(
+        index_elements=["event_id"],
+        set_={"status": values["status"], "attempts": table.c.attempts + 1, "applied_at": values["applied_at"],
+              "last_error": None, "updated_at": now},
+        where=table.c.status == "failed",
+    )
+    result = session.execute(stmt.returning(table.c.id))
     return result.first() is not None
 
 
@@ -114,16 +126,9 @@ def receive(session: Session, client: Any, payload: dict[str, Any], *, source: s
             "status": "applied" if handled else "ignored", "source": source, "attempts": 1,
             "applied_at": now if handled else None, "created_at": now, "updated_at": now,
         })
-        if not inserted:
-            # Known id: a duplicate, unless it failed before and this delivery is the retry.
-            claimed = session.execute(
-                update(WebhookEvent).where(WebhookEvent.event_id == event_id, WebhookEvent.status == "failed")
-                .values(status="applied", attempts=WebhookEvent.attempts + 1, applied_at=now, last_error=None,
-                        updated_at=now)
-            )
-            if not getattr(claimed, "rowcount", 0):
-                session.rollback()
-                return InboxResult(event_id, event_type, "duplicate")
+        if not inserted:  # known id, and not a failed one this delivery could claim: a duplicate
+            session.rollback()
+            return InboxResult(event_id, event_type, "duplicate")
         if not handled:
             session.commit()
             return InboxResult(event_id, event_type, "ignored", note="event type not handled")

@@ -20,7 +20,7 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from ..context import NO_REQUEST, Actor, RequestInfo
-from ..models import ROLES, AuthSession, Membership, utcnow
+from ..models import ROLES, ApiKey, AuthSession, Membership, utcnow
 from . import audit
 
 log = logging.getLogger(__name__)
@@ -168,4 +168,27 @@ def set_access(
     elif old_role != new_role or membership.role_source != role_source or old_status != new_status:
         record("membership.role_changed", {"from": old_role, "to": new_role, "role_source": role_source,
                                            "status": new_status})
+        if old_status == "active" and new_status == "active" and old_role != new_role:
+            invalidate_member_caches(session, organization_id=membership.organization_id,
+                                     user_id=membership.user_id)
     return change
+
+
+def _invalidate_cached_api_key(key_id: str, key_hash: str) -> None:
+    from . import introspection
+
+    introspection.invalidate_api_key(key_id, key_hash)
+
+
+def invalidate_member_caches(session: Session, *, organization_id: str, user_id: str) -> None:
+    """Once the transaction commits, evict the cached status (which carries the role) of the member's live
+    sessions and API keys in *organization_id*, in every process, so a role change is seen at once."""
+    sids = session.scalars(select(AuthSession.workos_session_id).where(
+        AuthSession.organization_id == organization_id, AuthSession.user_id == user_id,
+        AuthSession.revoked_at.is_(None)))
+    for sid in sids:
+        run_after_commit(session, functools.partial(_invalidate_cached_session, sid))
+    keys = session.execute(select(ApiKey.id, ApiKey.key_hash).where(
+        ApiKey.organization_id == organization_id, ApiKey.owner_user_id == user_id, ApiKey.status != "revoked"))
+    for key_id, key_hash in keys:
+        run_after_commit(session, functools.partial(_invalidate_cached_api_key, key_id, key_hash))

@@ -25,13 +25,17 @@ from ..models import (
     Membership,
     Organization,
     SyncCursor,
+    User,
     new_id,
     utcnow,
 )
 from . import inbox, role_mapping
 from .directory_sync import (
+    _LOOKUP,
     EventContext,
+    _user_fields,
     handled_event_types,
+    new_directory_person,
     set_group_membership,
     sync_member,
     upsert_directory_group,
@@ -148,11 +152,12 @@ class ResyncReport:
 
 
 def full_resync(session: Session, client: Any, *, organization_id: str, actor: Actor | None = None,
-                batch_size: int = 500) -> ResyncReport:
+                page_size: int = 100) -> ResyncReport:
     """Make our mirror of the organization's directory equal WorkOS's, reporting each difference fixed.
 
-    Reads the directory list endpoints page by page (groups first, then users with their groups), commits
-    every *batch_size* users, and tombstones users and groups WorkOS no longer lists.
+    Reads the directory list endpoints page by page (groups first, then users with their groups), loads what
+    we hold for each page of users in a few queries, commits every page, and tombstones users and groups
+    WorkOS no longer lists.
     """
     started_clock = time.monotonic()
     actor = actor or Actor.system("resync")
@@ -208,8 +213,9 @@ def full_resync(session: Session, client: Any, *, organization_id: str, actor: A
     live_groups = {g.workos_id: role_mapping.GroupRef(g.name, g.idp_id, g.workos_id)
                    for g in session.scalars(select(DirectoryGroup).where(DirectoryGroup.organization_id == org.id,
                                                                         DirectoryGroup.deleted_at.is_(None)))}
-    access = {m.directory_user_id: (m.role, m.status, m.source) for m in session.scalars(
-        select(Membership).where(Membership.organization_id == org.id, Membership.directory_user_id.is_not(None)))}
+    access = {directory_user_id: (role, status, source) for directory_user_id, role, status, source in session.execute(
+        select(Membership.directory_user_id, Membership.role, Membership.status, Membership.source)
+        .where(Membership.organization_id == org.id, Membership.directory_user_id.is_not(None)))}
     local_users = {workos_id: (state, email) for workos_id, state, email in session.execute(
         select(DirectoryUser.workos_id, DirectoryUser.state, DirectoryUser.email)
         .where(DirectoryUser.organization_id == org.id, DirectoryUser.directory_id == directory_id,
@@ -220,76 +226,135 @@ def full_resync(session: Session, client: Any, *, organization_id: str, actor: A
     org_active = org.status == "active"
 
     seen_users: set[str] = set()
-    pending = 0
+    for page in _user_pages(client, directory_id, page_size):
+        org = session.get(Organization, organization_id)
+        assert org is not None
+        ctx = context()
+        # One page, one unit of work: its rows are loaded in three queries, its changes are flushed together
+        # (batched INSERTs, one chained audit write) and committed at the end of the page.
+        datas = [u.to_dict() for u in page]
+        stored = {du.workos_id: du for du in session.scalars(select(DirectoryUser).where(
+            DirectoryUser.organization_id == org.id, DirectoryUser.workos_id.in_([d["id"] for d in datas])))}
+        # People are looked up only for users that may need membership work (new, or email not linked yet).
+        emails = {e for e, d in ((upsert_email(d), d) for d in datas)
+                  if e and (d["id"] not in stored or stored[d["id"]].email != e or not stored[d["id"]].user_id)}
+        users_by_email: dict[str, User | None] = dict.fromkeys(emails)
+        if emails:
+            for found in session.scalars(select(User).where(User.email.in_(emails)).order_by(User.created_at)):
+                if users_by_email.get(found.email) is None:
+                    users_by_email[found.email] = found
+        ctx.users_by_email = users_by_email
+        ctx.memberships_by_user = {}
+        if org_active:  # the people the page's active users map to, created in one batch
+            for data in datas:
+                email = upsert_email(data)
+                if email in emails and users_by_email[email] is None and \
+                        (data.get("state") or "active") == "active":
+                    person = new_directory_person(ctx, org.id, email, data.get("first_name"), data.get("last_name"))
+                    ctx.memberships_by_user[person.id] = None  # a new person has no membership yet
+            session.flush()
+        for data in datas:
+            uid = data["id"]
+            seen_users.add(uid)
+            wanted = {g["id"] for g in data.pop("groups", None) or []}
+            held = memberships.get(uid, {})
+            existed = uid in local_users
+            row, changed = upsert_directory_user(ctx, org, data, existing=stored.get(uid))
+            if row is None or row.deleted_at is not None:
+                continue
+            if changed:
+                if existed:
+                    report.users_updated += 1
+                    report.note(f"user {row.email or uid} differed")
+                else:
+                    report.users_created += 1
+                    report.note(f"user {row.email or uid} was missing")
+            groups_changed = False
+            for gid in sorted(wanted):
+                if not held.get(gid):
+                    set_group_membership(ctx, org, gid, uid, True, started, None,
+                                         existing=None if gid not in held else _LOOKUP)
+                    report.memberships_added += 1
+                    groups_changed = True
+                    held[gid] = True
+            for gid, present in list(held.items()):
+                if present and gid not in wanted:
+                    set_group_membership(ctx, org, gid, uid, False, started, None)
+                    report.memberships_removed += 1
+                    groups_changed = True
+                    held[gid] = False
+            user_groups = [live_groups[g] for g in sorted(wanted) if g in live_groups]
+            drifted = False
+            if not changed and not groups_changed and row.email:
+                expected = role_mapping.resolve_role(user_groups, index, default_role)
+                have = access.get(uid)
+                active = row.state == "active" and org_active
+                if active:
+                    want_status = "active" if expected.role is not None else "inactive"
+                    drifted = have is None or have[1] != want_status or have[2] != "directory" or (
+                        want_status == "active" and have[0] != expected.role)
+                else:
+                    drifted = have is not None and have[1] == "active"
+                if drifted:
+                    report.access_repaired += 1
+                    report.note(f"access of {row.email} differed ({have})")
+            if changed or groups_changed or drifted:
+                sync_member(ctx, org, row, reason="resync", groups=user_groups)
+        session.commit()
     org = session.get(Organization, organization_id)
     assert org is not None
     ctx = context()
-    for user in client.directory_sync.list_users(directory=directory_id, limit=100, order="asc").auto_paging_iter():
-        data = user.to_dict()
-        uid = data["id"]
-        seen_users.add(uid)
-        wanted = {g["id"] for g in data.pop("groups", None) or []}
-        held = memberships.get(uid, {})
-        existed = uid in local_users
-        row, changed = upsert_directory_user(ctx, org, data)
-        if row is None or row.deleted_at is not None:
-            continue
-        if changed:
-            if existed:
-                report.users_updated += 1
-                report.note(f"user {row.email or uid} differed")
-            else:
-                report.users_created += 1
-                report.note(f"user {row.email or uid} was missing")
-        groups_changed = False
-        for gid in wanted:
-            if not held.get(gid):
-                set_group_membership(ctx, org, gid, uid, True, started, None)
-                report.memberships_added += 1
-                groups_changed = True
-        for gid, present in held.items():
-            if present and gid not in wanted:
-                set_group_membership(ctx, org, gid, uid, False, started, None)
-                report.memberships_removed += 1
-                groups_changed = True
-        drifted = False
-        if not changed and not groups_changed and row.email:
-            expected = role_mapping.resolve_role([live_groups[g] for g in wanted if g in live_groups], index,
-                                                 default_role)
-            have = access.get(uid)
-            active = row.state == "active" and org_active
-            if active:
-                want_status = "active" if expected.role is not None else "inactive"
-                drifted = have is None or have[1] != want_status or have[2] != "directory" or (
-                    want_status == "active" and have[0] != expected.role)
-            else:
-                drifted = have is not None and have[1] == "active"
-            if drifted:
-                report.access_repaired += 1
-                report.note(f"access of {row.email} differed ({have})")
-        if changed or groups_changed or drifted:
-            sync_member(ctx, org, row, reason="resync")
-        pending += 1
-        if pending >= batch_size:
-            session.commit()
-            org = session.get(Organization, organization_id)
-            assert org is not None
-            ctx = context()
-            pending = 0
     report.users_seen = len(seen_users)
-    for uid in set(local_users) - seen_users:
-        user_state, email = local_users[uid]
-        row, changed = upsert_directory_user(ctx, org, {"id": uid, "directory_id": directory_id, "email": email,
-                                                        "state": user_state}, deleted=True)
-        if row is not None and changed:
-            sync_member(ctx, org, row, reason="resync_user_gone")
-            report.users_deleted += 1
-            report.note(f"user {email or uid} no longer exists")
+    gone = sorted(set(local_users) - seen_users)
+    for start in range(0, len(gone), page_size):  # users WorkOS no longer lists: tombstoned a page at a time
+        chunk = gone[start:start + page_size]
+        org = session.get(Organization, organization_id)
+        assert org is not None
+        ctx = context()
+        rows = {du.workos_id: du for du in session.scalars(select(DirectoryUser).where(
+            DirectoryUser.organization_id == org.id, DirectoryUser.workos_id.in_(chunk)))}
+        person_ids = [du.user_id for du in rows.values() if du.user_id]
+        ctx.memberships_by_user = dict.fromkeys(person_ids)
+        if person_ids:
+            for membership in session.scalars(select(Membership).where(
+                    Membership.organization_id == org.id, Membership.user_id.in_(person_ids))):
+                ctx.memberships_by_user[membership.user_id] = membership
+        for uid in chunk:
+            user_state, email = local_users[uid]
+            row, changed = upsert_directory_user(ctx, org, {"id": uid, "directory_id": directory_id, "email": email,
+                                                            "state": user_state}, deleted=True,
+                                                 existing=rows.get(uid))
+            if row is not None and changed:
+                sync_member(ctx, org, row, reason="resync_user_gone")
+                report.users_deleted += 1
+                report.note(f"user {email or uid} no longer exists")
+        session.commit()
+    org = session.get(Organization, organization_id)
+    assert org is not None
+    ctx = context()
     report.seconds = round(time.monotonic() - started_clock, 3)
     ctx.record("directory.resynced", organization_id=org.id, target_type="directory", target_id=directory_id,
                details={k: v for k, v in report.to_dict().items() if k not in ("organization_id",)})
     session.commit()
     return report
+
+
+def _user_pages(client: Any, directory_id: str, page_size: int) -> Any:
+    """The directory's users, one page (a list) at a time, oldest first."""
+    after: str | None = None
+    while True:
+        page = client.directory_sync.list_users(directory=directory_id, limit=page_size, order="asc", after=after)
+        items = list(page.data)
+        if items:
+            yield items
+        if not items or not page.list_metadata.after:
+            return
+        after = page.list_metadata.after
+
+
+def upsert_email(data: dict[str, Any]) -> str | None:
+    """The (lower-cased) email a directory user snapshot maps to, as ``upsert_directory_user`` stores it."""
+    return _user_fields(data)["email"]
 
 
 def resync_all(session: Session, client: Any, *, actor: Actor | None = None) -> list[ResyncReport]:

@@ -47,6 +47,12 @@ def upgrade():
         batch_op.create_index('ix_audit_org_seq', ['organization_id', 'seq'], unique=True)
         batch_op.create_index('ix_audit_org_time', ['organization_id', 'created_at'], unique=False)
 
+    op.create_table('audit_chain_heads',
+    sa.Column('chain_key', sa.String(length=40), nullable=False),
+    sa.Column('seq', sa.BigInteger(), nullable=False),
+    sa.Column('hash', sa.String(length=64), nullable=False),
+    sa.PrimaryKeyConstraint('chain_key')
+    )
     op.create_table('organizations',
     sa.Column('id', sa.String(length=40), nullable=False),
     sa.Column('workos_organization_id', sa.String(length=64), nullable=True),
@@ -62,6 +68,7 @@ def upgrade():
     sa.Column('connection_id', sa.String(length=64), nullable=True),
     sa.Column('connection_type', sa.String(length=64), nullable=True),
     sa.Column('connection_state', sa.String(length=32), nullable=True),
+    sa.Column('connection_version_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('directory_id', sa.String(length=64), nullable=True),
     sa.Column('directory_type', sa.String(length=64), nullable=True),
     sa.Column('directory_state', sa.String(length=32), nullable=True),
@@ -415,4 +422,5 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_audit_events_action'))
 
     op.drop_table('audit_events')
+    op.drop_table('audit_chain_heads')
     # ### end Alembic commands ###
