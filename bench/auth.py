@@ -141,17 +141,19 @@ def main(argv: list[str] | None = None) -> int:
             organizations.sync_from_workos(db.session(), app.extensions["hatidata_workos"].client, Actor.system())
             db.session.commit()
         port = _free_port()
+        # The server's logs go to a file: a pipe nobody reads would fill up and block the workers.
+        server_log = (tmp / "gunicorn.log").open("w")
         env = {**os.environ, **secrets_env, "HATIDATA_ENV": "production", "HATIDATA_SETTINGS": str(settings),
                "PYTHONPATH": str(ROOT), "WEB_CONCURRENCY": "2", "PORT": str(port),
                "GUNICORN_ACCESS_LOG": "/dev/null"}
         gunicorn = subprocess.Popen(  # noqa: S603
             [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "config" / "gunicorn.conf.py"),
-             "hatidata_auth:create_app()"], env=env, cwd=str(ROOT), stderr=subprocess.PIPE)
+             "hatidata_auth:create_app()"], env=env, cwd=str(ROOT), stdout=server_log, stderr=server_log)
         deadline = time.monotonic() + 30
         while _safe_status(port, "/healthz") != 200:
             if time.monotonic() > deadline or gunicorn.poll() is not None:
-                raise RuntimeError("gunicorn did not start: " + (gunicorn.stderr.read().decode()
-                                                                  if gunicorn.stderr else ""))
+                server_log.flush()
+                raise RuntimeError("gunicorn did not start: " + Path(server_log.name).read_text()[-4000:])
             time.sleep(0.2)
 
         client = app.test_client()
@@ -204,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if ok else 1
     finally:
         if gunicorn is not None:
+            print(f"(server log: {tmp / 'gunicorn.log'})")
             gunicorn.terminate()
             try:
                 gunicorn.wait(timeout=10)

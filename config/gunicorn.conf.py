@@ -7,7 +7,10 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("GUNICORN_THREADS", "1"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = 10
-accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
+# GUNICORN_ACCESS_LOG=off (or /dev/null, or empty) turns the access log off, e.g. for benchmarks.
+_access_log = os.environ.get("GUNICORN_ACCESS_LOG", "-")
+_access_off = _access_log in ("", "off", "/dev/null")
+accesslog = None if _access_off else _access_log
 # Never log query strings with secrets: the access log shows method, path and status only.
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(L)ss rid=%({x-request-id}o)s'
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
@@ -22,7 +25,7 @@ logconfig_dict = {
     "root": {"level": os.environ.get("HATIDATA_LOG_LEVEL", "INFO"), "handlers": ["hatidata-json"]},
     "loggers": {
         "gunicorn.error": {"level": "INFO", "handlers": [], "propagate": True},
-        "gunicorn.access": {"level": "INFO", "handlers": [], "propagate": True},
+        "gunicorn.access": {"level": "INFO", "handlers": [], "propagate": not _access_off},
     },
 }
 

@@ -33,6 +33,8 @@ from .services.api_keys import looks_like_key
 from .services.introspection import SessionStatus, TokenExpired, Unauthenticated, token_hash
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from .extension import AuthRuntime
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -131,8 +133,17 @@ def _resolve() -> Identity | None:
     return None
 
 
+def _lazy_db() -> Session:
+    """The request's database session, built only if something uses it.
+
+    The scoped proxy forwards every call to the real session, so a request answered from the caches never
+    builds one (``db.session()`` would, on the hottest path).
+    """
+    return cast("Session", db.session)
+
+
 def _from_session_claims(rt: AuthRuntime, claims: dict[str, Any]) -> Identity:
-    status = rt.introspector.session_status(db.session(), str(claims["sid"]))
+    status = rt.introspector.session_status(_lazy_db(), str(claims["sid"]))
     if status is None or not status.active:
         raise Unauthenticated("The session has ended.", reason="revoked")
     now = time.time()
@@ -142,7 +153,7 @@ def _from_session_claims(rt: AuthRuntime, claims: dict[str, Any]) -> Identity:
     if token_org and status.workos_organization_id and token_org != status.workos_organization_id:
         raise Unauthenticated("The token is for another organization than the session.", reason="organization")
     if rt.introspector.should_touch(status):
-        status = rt.introspector.touch(db.session(), status)
+        status = rt.introspector.touch(_lazy_db(), status)
     return _session_identity(status)
 
 
@@ -197,7 +208,7 @@ def _from_cookie(rt: AuthRuntime, cookie: str) -> Identity:
 def _refresh_cookie(rt: AuthRuntime, data: dict[str, Any]) -> dict[str, Any]:
     old_claims = rt.verifier.verify(str(data["access_token"]), allow_expired=True)
     sid = str(old_claims["sid"])
-    status = rt.introspector.session_status(db.session(), sid)
+    status = rt.introspector.session_status(_lazy_db(), sid)
     if status is None or not status.active or status.expires_at <= time.time():
         raise Unauthenticated("The session has ended.", reason="revoked")
     refresh_token = str(data["refresh_token"])
@@ -232,14 +243,14 @@ def _from_api_key(rt: AuthRuntime, secret: str) -> Identity:
     status = rt.introspector.bus.api_keys.get(digest) if rt.introspector.bus.local_enabled() else None
     if status is None:
         rt.check_key_failures()
-        status = rt.introspector.api_key_status(db.session(), digest)
+        status = rt.introspector.api_key_status(_lazy_db(), digest)
     import hmac
 
     if status is None or not hmac.compare_digest(status.key_hash, digest) or not status.usable(now):
         rt.record_key_failure()
         raise Unauthenticated("Invalid API key.", reason="api_key", clear_cookie=False)
     if rt.usage.due(status.key_id):
-        rt.usage.write(db.session(), organization_id=status.organization_id, key_id=status.key_id)
+        rt.usage.write(_lazy_db(), organization_id=status.organization_id, key_id=status.key_id)
     return Identity(auth_type="api_key", user_id=status.owner_user_id, email=status.owner_email,
                     organization_id=status.organization_id, role=status.owner_role,
                     permissions=status.permissions, session_id=None, api_key_id=status.key_id,
