@@ -87,10 +87,11 @@ def init_extensions(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """Mount the core blueprints."""
-    from . import health, webhooks
+    from . import health, home, webhooks
     from .extension import HatiDataAuth
 
     app.register_blueprint(health.bp)
+    app.register_blueprint(home.bp)
     # The login routes, the identity resolver and the documented /api/v1 API, as embedding apps get them.
     HatiDataAuth(app)
     app.register_blueprint(webhooks.bp)

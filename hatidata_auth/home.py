@@ -1,0 +1,34 @@
+"""The landing page at ``/``: a sign-in form, or who you are and where to go next."""
+
+from __future__ import annotations
+
+from flask import Blueprint, render_template
+from sqlalchemy import select
+
+from .extensions import db
+from .identity import current_identity, get_identity
+from .models import Membership, Organization
+from .services.introspection import Unauthenticated
+
+bp = Blueprint("home", __name__)
+
+
+@bp.get("/")
+def index() -> str:
+    """Signed out: a sign-in form (home-realm discovery by email). Signed in: identity, organizations, links."""
+    try:
+        identity = get_identity()
+    except Unauthenticated:
+        identity = None
+    if identity is None or identity.auth_type != "session":
+        return render_template("home.html", identity=None, organizations=[])
+    rows = db.session.execute(
+        select(Organization.id, Organization.name, Membership.role)
+        .join(Membership, Membership.organization_id == Organization.id)
+        .where(Membership.user_id == current_identity.user_id, Membership.status == "active",
+               Organization.status == "active")
+        .order_by(Organization.name)
+    ).all()
+    organizations = [{"id": org_id, "name": name, "role": role, "current": org_id == identity.organization_id}
+                     for org_id, name, role in rows]
+    return render_template("home.html", identity=identity, organizations=organizations)
