@@ -106,7 +106,7 @@ def main() -> int:
         print(f"""
 HatiData Auth is running.
   app:             {app_url}            (health: {app_url}/healthz, readiness: {app_url}/readyz)
-  dashboard login: {app_url}/auth/login
+  sign in:         {app_url}/             (enter a demo email; admins get the SSO setup wizard)
   WorkOS emulator: {emulator_url}            (hosted login pages for each demo organization)
   webhooks:        {app_url}/webhooks/workos is registered with the emulator
 
