@@ -32,3 +32,13 @@ def _client_address() -> str:
 
 # Storage: RATELIMIT_STORAGE_URI (Redis in production, memory:// elsewhere).
 limiter = Limiter(key_func=_client_address)
+
+# Paths that carry no rate limit: skip Flask-Limiter's per-request limit lookup (the webhook hot path).
+_UNLIMITED_PREFIXES = ("/webhooks/", "/healthz", "/readyz")
+
+
+@limiter.request_filter
+def _unlimited_path() -> bool:
+    from flask import request
+
+    return request.path.startswith(_UNLIMITED_PREFIXES)

@@ -57,6 +57,9 @@ _CTE_MAX_ROWS = 50  # above this many events per transaction, the ORM's batched 
 _NO_ORG_KEY = "-"  # chain key of the events that belong to no organization (organization ids never look like this)
 
 
+_AUDIT_COLUMNS = tuple(c.key for c in AuditEvent.__table__.columns if c.key != "id")
+
+
 def _chain_key(organization_id: str | None) -> str:
     return organization_id or _NO_ORG_KEY
 
@@ -156,12 +159,16 @@ def flush_pending(session: Session) -> int:
         for stmt in head_updates:
             session.execute(stmt)
         return len(events)
-    # PostgreSQL, a few events (a webhook, an API call): one multi-row INSERT that also moves the heads
-    # (data-modifying CTEs), so the whole audit trail of the transaction costs one round trip after the lock.
-    columns = [c.key for c in AuditEvent.__table__.columns if c.key != "id"]
+    # PostgreSQL, a few events (a webhook, an API call): one statement that inserts the events and moves the
+    # heads (data-modifying CTEs), so the whole audit trail of the transaction costs one round trip after the
+    # lock. Each event is a single-row INSERT (a multi-row VALUES has no cache key and would be compiled
+    # again on every call); the statement's shape depends only on the number of events and chains, so its
+    # compiled form is cached.
     table = AuditEvent.__table__  # Core, not the ORM bulk path: nothing is read back
-    rows = postgresql.insert(table).values([{c: getattr(event, c) for c in columns} for event in events])
-    session.execute(rows.add_cte(*(u.cte(f"audit_head_{i}") for i, u in enumerate(head_updates))))
+    rows = [postgresql.insert(table).values({c: getattr(event, c) for c in _AUDIT_COLUMNS}) for event in events]
+    ctes = [row.cte(f"audit_event_{i}") for i, row in enumerate(rows[:-1])]
+    ctes += [u.cte(f"audit_head_{i}") for i, u in enumerate(head_updates)]
+    session.execute(rows[-1].add_cte(*ctes))
     metrics.audit_written(session, events)  # the ORM's after_flush hook does not see a Core INSERT
     return len(events)
 

@@ -87,6 +87,9 @@ class EventContext:
     # Lookups already made in this unit of work (the resync preloads them a page at a time).
     users_by_email: dict[str, User | None] = field(default_factory=dict)
     memberships_by_user: dict[str, Membership | None] | None = None
+    # Users this unit of work has just created and that have no membership yet (none can exist: the row is
+    # not visible to any other transaction), so the membership lookup is skipped for them.
+    new_user_ids: set[str] = field(default_factory=set)
 
     def record(self, action: str, *, organization_id: str | None, target_type: str | None = None,
                target_id: str | None = None, details: dict[str, Any] | None = None,
@@ -201,18 +204,21 @@ def _audit_directory_user(ctx: EventContext, org: Organization, du: DirectoryUse
 
 
 def upsert_directory_user(ctx: EventContext, org: Organization, data: dict[str, Any], *,
-                          deleted: bool = False, existing: Any = _LOOKUP) -> tuple[DirectoryUser | None, bool]:
+                          deleted: bool = False, existing: Any = _LOOKUP,
+                          known_absent: bool = False) -> tuple[DirectoryUser | None, bool]:
     """Apply a user snapshot (or a deletion) under the version guard; returns (row, changed).
 
     *existing*: the stored row (or ``None``) when the caller has already loaded it (the resync does, a page
     at a time); otherwise the row is read with ``FOR UPDATE`` and a new one is inserted with
     ``ON CONFLICT DO NOTHING`` (a concurrent first event for the same user wins, this one then applies after it).
+    *known_absent*: this transaction has just looked the row up (with ``FOR UPDATE``) and found none, so the
+    insert is tried straight away (a concurrent insert since then is handled by the conflict path).
     """
     _require(data, "id", "directory_id")
     version = parse_time(data.get("updated_at")) or ctx.event_time
     fields = _user_fields(data)
     if existing is _LOOKUP:
-        du = _locked_directory_user(ctx, org, data["id"])
+        du = None if known_absent else _locked_directory_user(ctx, org, data["id"])
         if du is None:
             values = {**fields, "organization_id": org.id, "workos_id": data["id"], "version_at": version,
                       "deleted_at": ctx.event_time if deleted else None}
@@ -280,15 +286,21 @@ def new_directory_person(ctx: EventContext, organization_id: str, email: str, fi
     user = User(id=new_id("usr"), email=email, first_name=first_name, last_name=last_name)
     ctx.session.add(user)
     ctx.users_by_email[email] = user
+    ctx.new_user_ids.add(user.id)
     ctx.record("user.created", organization_id=organization_id, target_type="user", target_id=user.id,
                details={"email": user.email, "source": "directory"})
     return user
 
 
 def _membership_of(ctx: EventContext, org: Organization, user_id: str) -> Membership | None:
+    # A user created in this transaction has no membership before its first lookup (the caller adds it then).
+    new_user = user_id in ctx.new_user_ids
+    ctx.new_user_ids.discard(user_id)
     cache = ctx.memberships_by_user
     if cache is not None and user_id in cache:
         return cache[user_id]
+    if new_user:
+        return None
     membership = ctx.session.scalar(select(Membership).where(Membership.organization_id == org.id,
                                                             Membership.user_id == user_id))
     if cache is not None:
@@ -324,7 +336,8 @@ def sync_member(ctx: EventContext, org: Organization, du: DirectoryUser, *, reas
     membership = _membership_of(ctx, org, user.id)
     if groups is None:
         groups = role_mapping.directory_groups_of(session, org.id, du.workos_id)
-    decision = role_mapping.resolve_role(groups, ctx.mappings(org.id), org.default_role)
+    # Without groups no mapping can match: the role mappings need not be read.
+    decision = role_mapping.resolve_role(groups, ctx.mappings(org.id) if groups else (), org.default_role)
     if membership is None:
         # The id is assigned here, so the row is inserted once, with its final role, when the event commits.
         membership = Membership(id=new_id("mem"), organization_id=org.id, user_id=user.id, role=None,
@@ -476,7 +489,9 @@ def on_user_upsert(ctx: EventContext, data: dict[str, Any]) -> None:
         if org_or_none is None:
             return
         org = org_or_none
-        du, changed = upsert_directory_user(ctx, org, data)
+        # The joined lookup above found no such user in the organization with this WorkOS id: skip looking again.
+        known_absent = bool(data.get("organization_id")) and org.workos_organization_id == data["organization_id"]
+        du, changed = upsert_directory_user(ctx, org, data, known_absent=known_absent)
     if du is not None and changed and ctx.access_changed:  # a name change alone needs no access work
         sync_member(ctx, org, du, reason=ctx.event_type)
 
