@@ -141,34 +141,35 @@ def save_connection(session: Session, client: WorkOSClient, organization: Organi
     return result
 
 
+def _oidc_fields(sp: SpValues, oidc: OidcSettings | None) -> dict[str, Any]:
+    if oidc is None:
+        raise SetupError("OIDC needs a discovery URL, client ID and secret.", status=400)
+    return {"discovery_endpoint": oidc.discovery_endpoint, "client_id": oidc.client_id,
+            "client_secret": oidc.client_secret or None, "redirect_uri": sp.redirect_uri}
+
+
+def _saml_fields(sp: SpValues, metadata_url: str | None, metadata: SamlMetadata | None) -> dict[str, Any]:
+    # An uploaded metadata file is sent as its parts (entity ID, sign-in URL, signing certificates).
+    return {"idp_metadata_url": metadata_url, "acs_url": sp.acs_url, "sp_entity_id": sp.sp_entity_id,
+            "idp_entity_id": metadata.entity_id if metadata else None,
+            "idp_sso_url": metadata.sso_urls[0] if metadata else None}
+
+
 def _create_options(protocol: str, sp: SpValues, metadata_url: str | None, metadata: SamlMetadata | None,
                     oidc: OidcSettings | None) -> CreateProtocolOptionsSAML | CreateProtocolOptionsOIDC:
     if protocol == "oidc":
-        if oidc is None:
-            raise SetupError("OIDC needs a discovery URL, client ID and secret.", status=400)
-        return CreateProtocolOptionsOIDC(CreateConnectionOIDCOptions(
-            discovery_endpoint=oidc.discovery_endpoint, client_id=oidc.client_id,
-            client_secret=oidc.client_secret or None, redirect_uri=sp.redirect_uri))
-    # An uploaded metadata file is sent as its parts (entity ID, sign-in URL, signing certificates).
-    return CreateProtocolOptionsSAML(CreateConnectionSAMLOptions(
-        idp_metadata_url=metadata_url, acs_url=sp.acs_url, sp_entity_id=sp.sp_entity_id,
-        idp_entity_id=metadata.entity_id if metadata else None,
-        idp_sso_url=metadata.sso_urls[0] if metadata else None,
-        idp_signing_certs=[c.pem for c in metadata.certificates] if metadata else None))
+        return CreateProtocolOptionsOIDC(CreateConnectionOIDCOptions(**_oidc_fields(sp, oidc)))
+    certs = [c.pem for c in metadata.certificates] if metadata else None
+    return CreateProtocolOptionsSAML(CreateConnectionSAMLOptions(**_saml_fields(sp, metadata_url, metadata),
+                                                                 idp_signing_certs=certs))
 
 
 def _patch_options(protocol: str, sp: SpValues, metadata_url: str | None, metadata: SamlMetadata | None,
                    oidc: OidcSettings | None) -> PatchProtocolOptionsSAML | PatchProtocolOptionsOIDC:
+    # Signing certificates go on create only: the emulator has no endpoint to replace them yet.
     if protocol == "oidc":
-        if oidc is None:
-            raise SetupError("OIDC needs a discovery URL, client ID and secret.", status=400)
-        return PatchProtocolOptionsOIDC(PatchConnectionOIDCOptions(
-            discovery_endpoint=oidc.discovery_endpoint, client_id=oidc.client_id,
-            client_secret=oidc.client_secret or None, redirect_uri=sp.redirect_uri))
-    return PatchProtocolOptionsSAML(PatchConnectionSAMLOptions(
-        idp_metadata_url=metadata_url, acs_url=sp.acs_url, sp_entity_id=sp.sp_entity_id,
-        idp_entity_id=metadata.entity_id if metadata else None,
-        idp_sso_url=metadata.sso_urls[0] if metadata else None))
+        return PatchProtocolOptionsOIDC(PatchConnectionOIDCOptions(**_oidc_fields(sp, oidc)))
+    return PatchProtocolOptionsSAML(PatchConnectionSAMLOptions(**_saml_fields(sp, metadata_url, metadata)))
 
 
 # --- test login --------------------------------------------------------------------------------------------
