@@ -50,9 +50,10 @@ def wizard_server(app: Flask) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    if not Path("/usr/bin/chromium").exists():
-        pytest.skip("Debian chromium is not installed")
+    import playwright.sync_api as playwright_api
+
+    # `make test` installs Debian's chromium first; a missing browser is a failure, never a skip.
+    assert Path("/usr/bin/chromium").exists(), "Debian chromium is not installed: apt-get install chromium"
     with playwright_api.sync_playwright() as playwright:
         instance = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         yield instance
