@@ -33,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "HATIDATA_LOGIN_STATE_TTL": 600,
     "HATIDATA_LOGIN_RATE_LIMIT": "30 per minute",
     "HATIDATA_API_KEY_FAILURE_RATE_LIMIT": "10 per minute",
+    "HATIDATA_API_KEY_PREFIX_FAILURE_RATE_LIMIT": "30 per minute",
     "HATIDATA_API_KEY_ROTATION_GRACE": 24 * 3600,
     "HATIDATA_API_KEY_USAGE_INTERVAL": 60,
     "HATIDATA_SESSION_TOUCH_INTERVAL": 60,
@@ -106,6 +107,7 @@ class AuthRuntime:
         self.usage = UsageRecorder(float(config["HATIDATA_API_KEY_USAGE_INTERVAL"]))
         self.cookies = CookieSessions()
         self.key_failure_limit = parse_limit(str(config["HATIDATA_API_KEY_FAILURE_RATE_LIMIT"]))
+        self.key_prefix_failure_limit = parse_limit(str(config["HATIDATA_API_KEY_PREFIX_FAILURE_RATE_LIMIT"]))
 
     # --- the cache backend, usable without an app context ------------------------------------------------
 
@@ -148,42 +150,39 @@ class AuthRuntime:
             raise ServiceUnavailable("The login state store is unavailable; retry shortly.")
 
     # --- failed API-key attempts -------------------------------------------------------------------------------
+    # Only failures are counted and only failures are refused: a correct secret is accepted whatever the
+    # counters say, so neither an attacker at the same address nor one spraying a victim's prefix can lock
+    # a valid key out.
 
-    def _limiter_args(self) -> tuple[str, str]:
+    def _key_failure_counters(self, prefix: str) -> list[tuple[Any, str, str]]:
         from flask_limiter.util import get_remote_address
 
-        return "hatidata-api-key-failures", get_remote_address()
+        return [(self.key_failure_limit, "hatidata-api-key-failures", get_remote_address()),
+                (self.key_prefix_failure_limit, "hatidata-api-key-prefix-failures", prefix)]
 
-    def check_key_failures(self) -> None:
-        """429 when this address already failed too often (checked only before a database lookup)."""
+    def key_attempt_failed(self, prefix: str) -> None:
+        """Count a failed API-key attempt against the caller's address and the presented key prefix (the
+        first 16 characters, known or not); raises :class:`TooManyAttempts` (429) once either is over its limit.
+
+        A broken rate-limit store counts nothing and refuses nothing.
+        """
         strategy = limiter.limiter
         if strategy is None:
             return
-        try:
-            if not strategy.test(self.key_failure_limit, *self._limiter_args()):
-                self._too_many()
-        except TooManyAttempts:
-            raise
-        except Exception:  # noqa: BLE001,S110 - a broken rate-limit store never locks everyone out
-            pass
-
-    def record_key_failure(self) -> None:
-        """Count a failed API-key attempt; 429 once the limit is passed."""
-        strategy = limiter.limiter
-        if strategy is None:
+        exceeded = None
+        for limit, *identifiers in self._key_failure_counters(prefix):
+            try:
+                allowed = strategy.hit(limit, *identifiers)
+            except Exception:  # noqa: BLE001,S112 - a broken store never locks anyone out
+                continue
+            if not allowed and exceeded is None:
+                exceeded = (limit, identifiers)
+        if exceeded is None:
             return
-        try:
-            allowed = strategy.hit(self.key_failure_limit, *self._limiter_args())
-        except Exception:  # noqa: BLE001
-            return
-        if not allowed:
-            self._too_many()
-
-    def _too_many(self) -> None:
-        strategy = limiter.limiter
+        limit, identifiers = exceeded
         retry_after = 60
-        if strategy is not None:
-            reset_at, _ = strategy.get_window_stats(self.key_failure_limit, *self._limiter_args())
+        with contextlib.suppress(Exception):
+            reset_at, _ = strategy.get_window_stats(limit, *identifiers)
             retry_after = max(1, int(reset_at - time.time()) + 1)
         raise TooManyAttempts("Too many failed API-key attempts; retry later.",
                               headers={"Retry-After": str(retry_after)})

@@ -9,6 +9,7 @@ redirect to ``/auth/login`` for browsers.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import threading
 import time
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from .requests import request_info
 from .revocation_bus import LocalCache
 from .roles import permissions_for, role_at_least
 from .services import sessions as session_service
-from .services.api_keys import looks_like_key
+from .services.api_keys import KEY_PREFIX, PUBLIC_PREFIX_CHARS, looks_like_key
 from .services.introspection import SessionStatus, TokenExpired, Unauthenticated, token_hash
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _MISSING = object()
+KEY_PUBLIC_PREFIX_LEN = len(KEY_PREFIX) + PUBLIC_PREFIX_CHARS
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,15 +241,10 @@ def _refresh_cookie(rt: AuthRuntime, data: dict[str, Any]) -> dict[str, Any]:
 
 def _from_api_key(rt: AuthRuntime, secret: str) -> Identity:
     digest = token_hash(secret)
-    now = time.time()
-    status = rt.introspector.bus.api_keys.get(digest) if rt.introspector.bus.local_enabled() else None
-    if status is None:
-        rt.check_key_failures()
-        status = rt.introspector.api_key_status(_lazy_db(), digest)
-    import hmac
-
-    if status is None or not hmac.compare_digest(status.key_hash, digest) or not status.usable(now):
-        rt.record_key_failure()
+    status = rt.introspector.api_key_status(_lazy_db(), digest)
+    if status is None or not hmac.compare_digest(status.key_hash, digest) or not status.usable(time.time()):
+        # The one place a key attempt fails: counted (and limited) here, never before the secret is checked.
+        rt.key_attempt_failed(secret[:KEY_PUBLIC_PREFIX_LEN])
         raise Unauthenticated("Invalid API key.", reason="api_key", clear_cookie=False)
     if rt.usage.due(status.key_id):
         rt.usage.write(_lazy_db(), organization_id=status.organization_id, key_id=status.key_id)

@@ -9,8 +9,9 @@ ROLE_ORDER: tuple[str, ...] = ("viewer", "developer", "admin")
 
 ALL_PERMISSIONS: frozenset[str] = frozenset({
     "members:read", "members:write", "sessions:read", "sessions:write", "keys:read", "keys:write",
-    "sso:manage", "audit:read", "data:read", "data:write",
+    "keys:manage", "sso:manage", "audit:read", "data:read", "data:write",
 })
+"""``keys:write`` acts on the caller's own keys; ``keys:manage`` (admins) on any member's key."""
 
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "admin": ALL_PERMISSIONS,

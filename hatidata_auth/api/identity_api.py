@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from ..errors import AppError
 from ..extensions import db
-from ..identity import current_identity, runtime
+from ..identity import Identity, current_identity, runtime
 from ..models import Membership
 from ..requests import request_info
 from ..roles import ALL_PERMISSIONS
@@ -45,7 +45,9 @@ class IdentitySchema(Schema):
 
 class SessionSchema(Schema):
     id = fields.String(required=True)
-    workos_session_id = fields.String(required=True)
+    workos_session_id = fields.String(required=True, allow_none=True, metadata={
+        "description": "WorkOS's session id (it can end the session through WorkOS's logout URL): `null` "
+                       "unless you may revoke this session (your own, or `sessions:write`)."})
     user_id = fields.String(required=True)
     organization_id = fields.String(required=True)
     auth_method = fields.String(required=True)
@@ -141,20 +143,46 @@ def me() -> Response:
 # --- sessions ---------------------------------------------------------------------------------------------------
 
 
+def _require_key_scope(identity: Identity, permission: str) -> None:
+    """API keys reach sessions only through their scopes, even their owner's own sessions."""
+    if identity.auth_type == "api_key" and not identity.has_permission(permission):
+        raise AppError("You lack a permission this needs.", status=403, code="forbidden",
+                       details={"missing_permissions": [permission]})
+
+
+def may_revoke(identity: Identity, session_user_id: str) -> bool:
+    """Whether *identity* may end a session of *session_user_id*: with `sessions:write`, or a signed-in
+    member's own session (an API key needs `sessions:write` even for its owner's)."""
+    if identity.has_permission("sessions:write"):
+        return True
+    return identity.auth_type == "session" and identity.user_id is not None and identity.user_id == session_user_id
+
+
+def _session_json(identity: Identity, record: Any) -> dict[str, Any]:
+    view = session_service.session_view(record)
+    if not may_revoke(identity, record.user_id):
+        view["workos_session_id"] = None
+    return view
+
+
 @sessions_blp.route("/sessions", methods=["GET"])
 @guard(sessions_blp)
 @sessions_blp.arguments(SessionListArgs, location="query")
 @sessions_blp.response(200, SessionPage)
 def list_sessions(args: dict[str, Any]) -> dict[str, Any]:
-    """Sessions of the organization, or of one user (`user_id`); without `sessions:read`, your own."""
+    """Sessions of the organization, or of one user (`user_id`); without `sessions:read`, your own.
+
+    API keys need `sessions:read`. `workos_session_id` is shown only for sessions you may revoke.
+    """
     identity = current_identity
+    _require_key_scope(identity, "sessions:read")
     user_id = args.get("user_id")
     if not identity.has_permission("sessions:read"):
         user_id = identity.user_id
     records = session_service.list_sessions(db.session(), organization_id=identity.organization_id,
                                             user_id=user_id, include_ended=args["include_ended"] == "1")
     page, cursor = paginate_list(records, lambda r: r.id, args)
-    return {"data": [session_service.session_view(r) for r in page], "next_cursor": cursor}
+    return {"data": [_session_json(identity, r) for r in page], "next_cursor": cursor}
 
 
 @sessions_blp.route("/sessions/<session_id>/revoke", methods=["POST"])
@@ -162,13 +190,14 @@ def list_sessions(args: dict[str, Any]) -> dict[str, Any]:
 @sessions_blp.arguments(ReasonSchema, required=False)
 @sessions_blp.response(200, RevokedOneSchema)
 def revoke_session(body: dict[str, Any], session_id: str) -> dict[str, Any]:
-    """Revoke one session: your own, or any of the organization's with `sessions:write`."""
+    """Revoke one session: your own, or any of the organization's with `sessions:write` (API keys: always)."""
     identity = current_identity
+    _require_key_scope(identity, "sessions:write")
     record = session_service.get_session(db.session(), organization_id=identity.organization_id,
                                          session_id=session_id)
     if record is None:
         raise AppError("No such session.", status=404, code="not_found")
-    if record.user_id != identity.user_id and not identity.has_permission("sessions:write"):
+    if not may_revoke(identity, record.user_id):
         raise AppError("You lack a permission this needs.", status=403, code="forbidden",
                        details={"missing_permissions": ["sessions:write"]})
     revoked = session_service.revoke_session(db.session(), runtime().gateway.client,
@@ -229,6 +258,11 @@ def list_keys(args: dict[str, Any]) -> dict[str, Any]:
     return {"data": [k.to_json() for k in page], "next_cursor": cursor}
 
 
+def _caller() -> key_service.Caller:
+    identity = current_identity
+    return key_service.Caller(user_id=identity.user_id, permissions=identity.permissions)
+
+
 def _no_store(payload: dict[str, Any], status: int) -> Response:
     response = jsonify(payload)
     response.status_code = status
@@ -267,10 +301,11 @@ def get_key(key_id: str) -> dict[str, Any]:
 @keys_blp.arguments(ReasonSchema, required=False)
 @keys_blp.response(200, KeyEnvelopeSchema)
 def revoke_key(body: dict[str, Any], key_id: str) -> dict[str, Any]:
-    """Revoke a key (at once, everywhere)."""
+    """Revoke a key (at once, everywhere): your own, or any member's with `keys:manage`."""
     identity = current_identity
     view = key_service.revoke_key(db.session(), organization_id=identity.organization_id, key_id=key_id,
-                                  actor=identity.actor, reason=(body or {}).get("reason"), request=request_info())
+                                  actor=identity.actor, reason=(body or {}).get("reason"), request=request_info(),
+                                  caller=_caller())
     _commit()
     return {"key": view.to_json()}
 
@@ -280,13 +315,14 @@ def revoke_key(body: dict[str, Any], key_id: str) -> dict[str, Any]:
 @keys_blp.arguments(RotateKeySchema, required=False)
 @keys_blp.response(201, CreatedKeySchema)
 def rotate_key(body: dict[str, Any], key_id: str) -> Response:
-    """Issue a replacement; the old key keeps working for `grace_seconds`."""
+    """Issue a replacement (your own key, or any member's with `keys:manage`; never with a scope you lack);
+    the old key keeps working for `grace_seconds`."""
     identity = current_identity
     grace = (body or {}).get("grace_seconds")
     created = key_service.rotate_key(db.session(), organization_id=identity.organization_id, key_id=key_id,
                                      actor=identity.actor,
                                      grace_seconds=runtime().rotation_grace if grace is None else int(grace),
-                                     request=request_info())
+                                     request=request_info(), caller=_caller())
     _commit()
     return _no_store(CreatedKeySchema().dump({"secret": created.secret, "key": created.key.to_json()}), 201)
 
@@ -295,21 +331,21 @@ def rotate_key(body: dict[str, Any], key_id: str) -> Response:
 @guard(keys_blp, "keys:write")
 @keys_blp.response(200, KeyEnvelopeSchema)
 def suspend_key(key_id: str) -> dict[str, Any]:
-    """Suspend a key."""
+    """Suspend a key: your own, or any member's with `keys:manage`."""
     identity = current_identity
     view = key_service.suspend_key(db.session(), organization_id=identity.organization_id, key_id=key_id,
-                                   actor=identity.actor, request=request_info())
+                                   actor=identity.actor, request=request_info(), caller=_caller())
     _commit()
     return {"key": view.to_json()}
 
 
 @keys_blp.route("/api-keys/<key_id>/reinstate", methods=["POST"])
-@guard(keys_blp, "members:write")
+@guard(keys_blp, "keys:manage")
 @keys_blp.response(200, KeyEnvelopeSchema)
 def reinstate_key(key_id: str) -> dict[str, Any]:
-    """Reinstate a suspended key (admins)."""
+    """Reinstate a suspended key (never one with a scope you lack)."""
     identity = current_identity
     view = key_service.reinstate_key(db.session(), organization_id=identity.organization_id, key_id=key_id,
-                                     actor=identity.actor, request=request_info())
+                                     actor=identity.actor, request=request_info(), caller=_caller())
     _commit()
     return {"key": view.to_json()}

@@ -2,6 +2,11 @@
 
 Functions flush but do not commit (the caller commits with the audit events); cached key status is
 invalidated when that commit happens.
+
+Least privilege: a member's operation on one key (revoke, rotate, suspend, reinstate) names its
+:class:`Caller`. Their own keys need ``keys:write``, any other member's key ``keys:manage``, reinstating
+always ``keys:manage`` (a suspension is containment: deprovisioning or an admin). A rotation or
+reinstatement never yields a key whose scopes exceed the caller's permissions right now.
 """
 
 from __future__ import annotations
@@ -27,6 +32,20 @@ from .introspection import invalidate_after_commit, token_hash
 KEY_PREFIX = "hd_live_"
 SECRET_BYTES = 32  # 256 bits
 PUBLIC_PREFIX_CHARS = 8
+TRUSTED_ACTORS = frozenset({"system", "workos"})
+"""Actors that act for the service itself (deprovisioning, CLI) and need no :class:`Caller`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The member a key operation is done for and their effective permissions right now.
+
+    ``user_id`` is the signed-in member, or the owner of the API key used (``None``: not a member);
+    ``permissions`` are the session role's, or the key's scopes within its owner's current role.
+    """
+
+    user_id: str | None
+    permissions: frozenset[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +117,27 @@ def _key(db: Session, organization_id: str, key_id: str) -> ApiKey:
     return key
 
 
+def _authorize(key: ApiKey, actor: Actor, caller: Caller | None, *, manage_only: bool = False,
+               issues_key: bool = False) -> None:
+    """Refuse (403, ``details.missing_permissions``) a member who may not act on *key*, or who would receive
+    a key carrying permissions they lack (``issues_key``: rotation, reinstatement)."""
+    if caller is None:
+        if actor.type in TRUSTED_ACTORS:
+            return
+        raise ValueError(f"a key operation by a {actor.type} actor needs its Caller")
+    own = key.owner_user_id is not None and key.owner_user_id == caller.user_id and not manage_only
+    allowed = "keys:manage" in caller.permissions or (own and "keys:write" in caller.permissions)
+    if not allowed:
+        needed = "keys:write" if own else "keys:manage"
+        message = ("You lack a permission this needs." if own
+                   else "Acting on another member's key (or reinstating one) needs keys:manage.")
+        raise AppError(message, status=403, code="forbidden", details={"missing_permissions": [needed]})
+    beyond = sorted(set(key.scopes or ()) - caller.permissions) if issues_key else []
+    if beyond:
+        raise AppError("The resulting key would carry permissions you lack.", status=403, code="forbidden",
+                       details={"missing_permissions": beyond})
+
+
 def _validate_scopes(db: Session, organization_id: str, owner_user_id: str, scopes: list[str]) -> list[str]:
     bad = unknown_scopes(scopes)
     if bad:
@@ -167,9 +207,10 @@ def get_key(db: Session, *, organization_id: str, key_id: str) -> ApiKeyView:
 
 
 def revoke_key(db: Session, *, organization_id: str, key_id: str, actor: Actor, reason: str | None = None,
-               request: RequestInfo = NO_REQUEST) -> ApiKeyView:
-    """Revoke a key for good (idempotent)."""
+               request: RequestInfo = NO_REQUEST, caller: Caller | None = None) -> ApiKeyView:
+    """Revoke a key for good (idempotent); 403 when *caller* may not act on it."""
     key = _key(db, organization_id, key_id)
+    _authorize(key, actor, caller)
     if key.status != "revoked":
         key.status = "revoked"
         key.revoked_at = utcnow()
@@ -181,9 +222,13 @@ def revoke_key(db: Session, *, organization_id: str, key_id: str, actor: Actor, 
 
 
 def rotate_key(db: Session, *, organization_id: str, key_id: str, actor: Actor, grace_seconds: int,
-               request: RequestInfo = NO_REQUEST) -> CreatedKey:
-    """Issue a replacement key; the old one stays valid for ``grace_seconds`` (0: revoked at once)."""
+               request: RequestInfo = NO_REQUEST, caller: Caller | None = None) -> CreatedKey:
+    """Issue a replacement key; the old one stays valid for ``grace_seconds`` (0: revoked at once).
+
+    403 when *caller* may not act on the key or lacks one of its scopes; 409 when it is not rotatable.
+    """
     old = _key(db, organization_id, key_id)
+    _authorize(old, actor, caller, issues_key=True)
     if old.status != "active" or (old.grace_until is not None):
         raise AppError("Only an active key that was not rotated yet can be rotated.", status=409,
                        code="invalid_state", details={"status": old.status})
@@ -207,9 +252,11 @@ def rotate_key(db: Session, *, organization_id: str, key_id: str, actor: Actor, 
 
 
 def suspend_key(db: Session, *, organization_id: str, key_id: str, actor: Actor,
-                source_event_id: str | None = None, request: RequestInfo = NO_REQUEST) -> ApiKeyView:
-    """Suspend an active key (an admin may reinstate it)."""
+                source_event_id: str | None = None, request: RequestInfo = NO_REQUEST,
+                caller: Caller | None = None) -> ApiKeyView:
+    """Suspend an active key (an admin may reinstate it); 403 when *caller* may not act on it."""
     key = _key(db, organization_id, key_id)
+    _authorize(key, actor, caller)
     if key.status == "active":
         key.status = "suspended"
         db.flush()
@@ -219,9 +266,13 @@ def suspend_key(db: Session, *, organization_id: str, key_id: str, actor: Actor,
 
 
 def reinstate_key(db: Session, *, organization_id: str, key_id: str, actor: Actor,
-                  request: RequestInfo = NO_REQUEST) -> ApiKeyView:
-    """Reinstate a suspended key (its owner must be an active member again)."""
+                  request: RequestInfo = NO_REQUEST, caller: Caller | None = None) -> ApiKeyView:
+    """Reinstate a suspended key (its owner must be an active member again).
+
+    403 unless *caller* holds ``keys:manage`` and every scope of the key; 409/422 for a wrong state or owner.
+    """
     key = _key(db, organization_id, key_id)
+    _authorize(key, actor, caller, manage_only=True, issues_key=True)
     if key.status != "suspended":
         raise AppError("Only a suspended key can be reinstated.", status=409, code="invalid_state",
                        details={"status": key.status})
