@@ -51,9 +51,17 @@ def set_org(app: Flask, org_id: str, **fields: Any) -> None:
     db.session.commit()
 
 
-def sign_in(client: FlaskClient, email: str, organization: str) -> Any:
-    """Sign in through *organization*'s own login (its IdP, simulated by the emulator)."""
-    return client.get(callback_path(authorize(start_login(client, email=email, organization_id=organization))))
+def sign_in(client: FlaskClient, email: str, organization: str, control: EmulatorControl | None = None) -> Any:
+    """Sign in through *organization*'s own login (its IdP, simulated by the emulator). With *control*, webhook
+    deliveries wait until the callback is done (SQLite serializes no concurrent audit-chain appends)."""
+    if control is not None:
+        control.webhook_settings(paused=True)
+    try:
+        return client.get(callback_path(authorize(start_login(client, email=email, organization_id=organization))))
+    finally:
+        if control is not None:
+            control.webhook_settings(paused=False)
+            control.flush()
 
 
 def switch(client: FlaskClient, organization: str) -> Any:
@@ -140,8 +148,8 @@ def test_shared_member_switch_refresh_and_deprovisioning(
     new_person(webhooks, UMBRELLA_DIR, email)
     webhooks.flush()
     other = app.test_client()
-    assert sign_in(other, email, UMBRELLA).status_code == 302  # WorkOS now knows both memberships
-    assert sign_in(client, email, INITECH).status_code == 302
+    assert sign_in(other, email, UMBRELLA, webhooks).status_code == 302  # WorkOS now knows both memberships
+    assert sign_in(client, email, INITECH, webhooks).status_code == 302
     initech, umbrella = orgs[INITECH], orgs[UMBRELLA]
     set_org(app, umbrella, sso_enforced=True)
     refused = switch(client, UMBRELLA)
@@ -164,7 +172,7 @@ def test_shared_member_switch_refresh_and_deprovisioning(
     set_org(app, umbrella, sso_enforced=False)
     # A session Initech's sign-in produced ends when Initech deprovisions the person, wherever it is now.
     third = app.test_client()
-    assert sign_in(third, email, INITECH).status_code == 302
+    assert sign_in(third, email, INITECH, webhooks).status_code == 302
     assert switch(third, UMBRELLA).status_code == 200
     webhooks.ctl("POST", f"/directory_users/{initech_du}/deactivate")
     webhooks.flush()
