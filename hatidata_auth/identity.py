@@ -231,7 +231,11 @@ def _refresh_cookie(rt: AuthRuntime, data: dict[str, Any]) -> dict[str, Any]:
                 raise Unauthenticated("The session has ended; sign in again.", reason="refresh_rejected") from None
             sealed = seal_tokens(rt, tokens)
             session_service.record_refresh(db.session(), workos_session_id=sid, actor=actor, request=request_info())
+            refusal = session_service.enforce_after_refresh(db.session(), rt.gateway.client, workos_session_id=sid,
+                                                            request=request_info())
             db.session.commit()
+            if refusal is not None:
+                raise refusal
             # Concurrent requests with the same (now rotated) refresh token reuse this result.
             rt.shared_set(memo_key, sealed, 30)
     new_data = unseal_cookie(rt, sealed)

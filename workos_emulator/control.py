@@ -322,6 +322,30 @@ def patch_organization(org_id: str) -> Any:
     return jsonify(update_org(org_id, json_body()))
 
 
+@bp.post("/organization_domains/<domain_id>/state")
+def set_domain_state(domain_id: str) -> Any:
+    """Set a domain's verification ``state`` (``pending``, ``verified`` or ``failed``), as the DNS check or the
+    Admin Portal's ``domain_verification`` flow would; emits ``organization_domain.*`` and ``organization.updated``."""
+    emu = emulator()
+    state = json_body().get("state")
+    if state not in DOMAIN_EVENTS:
+        raise ApiError(422, f"state must be one of {sorted(DOMAIN_EVENTS)}.", "invalid_request_parameters")
+    with emu.store.lock:
+        d = emu.store.get("organization_domains", domain_id, "OrganizationDomain")
+        d["state"] = state
+        serialize.touch(d)
+        out = serialize.organization_domain(d)
+        emu.emit(DOMAIN_EVENTS[state], out, d["organization_id"])
+        org = emu.store.get("organizations", d["organization_id"], "Organization")
+        serialize.touch(org)
+        emu.emit("organization.updated", serialize.organization(emu.store, org), org["id"])
+        return jsonify(out)
+
+
+DOMAIN_EVENTS = {"pending": "organization_domain.updated", "verified": "organization_domain.verified",
+                 "failed": "organization_domain.verification_failed"}
+
+
 # ---- sessions ------------------------------------------------------------------------------------------
 @bp.post("/sessions/<session_id>/expire")
 def expire_session(session_id: str) -> Any:

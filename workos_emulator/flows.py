@@ -110,14 +110,18 @@ def complete_login(emu: Emulator, areq: AuthRequest, org_id: str | None, email: 
             "organization_id": org_id,
             "expires": time.time() + emu.config.code_ttl,
         }
+        conn = store.connections.get(areq.connection_id or "") or (
+            store.org_connection(org_id) if org_id else None
+        )
         if areq.kind == "sso":
-            conn = store.connections.get(areq.connection_id or "") or (
-                store.org_connection(org_id) if org_id else None
-            )
             record["profile_id"] = build_profile(store, conn, org_id, cand, areq.provider)["id"]
         else:
             user = ensure_user(emu, cand, org_id)
             record["user_id"] = user["id"]
+            # An organization's IdP (its connection) vouched for the user: SSO. Without one the hosted page
+            # stands for AuthKit's own password form.
+            record["authentication_method"] = "SSO" if conn is not None else "Password"
+            record["connection_id"] = conn["id"] if conn is not None else None
         store.codes[code] = record
         store.auth_requests.pop(areq.id, None)
     return add_query(areq.redirect_uri, code=code, state=areq.state)
@@ -279,13 +283,14 @@ def access_token(emu: Emulator, session: Entity, user: Entity, org_id: str | Non
 
 
 def _issue(emu: Emulator, session: Entity, user: Entity, org_id: str | None) -> dict[str, Any]:
+    # authentication_method is "the authentication method used to initiate the session": refreshes repeat it.
     rt = token(32)
     emu.store.refresh_tokens[rt] = {"session_id": session["id"], "organization_id": org_id, "rotated_at": None}
     out: dict[str, Any] = {
         "user": serialize.user(user),
         "access_token": access_token(emu, session, user, org_id),
         "refresh_token": rt,
-        "authentication_method": "SSO",
+        "authentication_method": session.get("_authentication_method") or "SSO",
     }
     if org_id:
         out["organization_id"] = org_id
@@ -306,18 +311,20 @@ def authenticate_code(emu: Emulator, body: dict[str, Any], ip: str | None, ua: s
             if m is None or m["status"] != "active":
                 raise oauth_error("invalid_grant", "The user is not an active member of the organization.")
         now = utcnow()
+        method = record.get("authentication_method") or "SSO"
         session = {
             "id": new_id("session"),
             "user_id": user["id"],
             "organization_id": org_id,
             "ip_address": body.get("ip_address") or ip,
             "user_agent": body.get("user_agent") or ua,
-            "auth_method": "sso",
+            "auth_method": method.lower(),
             "status": "active",
             "expires_at": iso(now + timedelta(seconds=emu.config.session_ttl)),
             "ended_at": None,
             "created_at": iso(now),
             "updated_at": iso(now),
+            "_authentication_method": method,
         }
         if org_id is None:
             del session["organization_id"]
@@ -325,7 +332,20 @@ def authenticate_code(emu: Emulator, body: dict[str, Any], ip: str | None, ua: s
         user["last_sign_in_at"] = iso(now)
         serialize.touch(user)
         emu.emit("session.created", serialize.session(session), org_id)
+        if method == "SSO":
+            emit_sso_succeeded(emu, session, user, org_id, record.get("connection_id"))
         return _issue(emu, session, user, org_id)
+
+
+def emit_sso_succeeded(emu: Emulator, session: Entity, user: Entity, org_id: str | None,
+                       connection_id: str | None) -> None:
+    """``authentication.sso_succeeded``: which organization and connection authenticated the session
+    (``sso.session_id`` is the session the sign-in created)."""
+    emu.emit("authentication.sso_succeeded", {
+        "type": "sso", "status": "succeeded", "ip_address": session.get("ip_address"),
+        "user_agent": session.get("user_agent"), "user_id": user["id"], "email": user["email"],
+        "sso": {"organization_id": org_id, "connection_id": connection_id, "session_id": session["id"]},
+    }, org_id)
 
 
 def authenticate_refresh(emu: Emulator, body: dict[str, Any]) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from ..extensions import db, limiter
 from ..identity import current_identity, login_required, runtime, seal_tokens, unseal_cookie
 from ..models import Membership, Organization
 from ..requests import request_info
+from ..services import auth_policy
 from ..services import sessions as session_service
 from ..services.introspection import Unauthenticated
 from .flow import BROWSER_KEY, MAX_PENDING_LOGINS, InvalidState, LoginState, dump_state, load_state, pkce_pair
@@ -160,10 +161,18 @@ def callback() -> BaseResponse:
         raise InvalidState("The login response carries no code.")
     tokens = _exchange_code(code, str(record["verifier"]))
     claims = rt.verifier.verify(tokens.access_token)
+    authentication = auth_policy.authentication_of(db.session(), rt.gateway.client,
+                                                   method=tokens.authentication_method,
+                                                   workos_session_id=str(claims["sid"]))
     try:
         result = session_service.complete_login(db.session(), rt.gateway.client, tokens=tokens, claims=claims,
-                                                remember=state.remember, policy=rt.policy, request=request_info())
+                                                remember=state.remember, policy=rt.policy, request=request_info(),
+                                                authentication=authentication)
         db.session.commit()
+    except auth_policy.SsoRequired:
+        db.session.commit()  # the refusal's audit event; no session was recorded
+        _revoke_at_workos(str(claims["sid"]))
+        raise
     except session_service.LoginDenied as exc:
         db.session.rollback()
         try:
@@ -183,6 +192,13 @@ def callback() -> BaseResponse:
     response = redirect(state.return_to, code=302)
     set_session_cookie(response, rt, seal_tokens(rt, tokens), remembered=state.remember)
     return response
+
+
+def _revoke_at_workos(sid: str) -> None:
+    try:
+        runtime().gateway.client.user_management.revoke_session(session_id=sid)
+    except WorkOSError:
+        log.warning("could not revoke the refused session at WorkOS")
 
 
 @bp.post("/logout")
@@ -255,9 +271,14 @@ def switch_organization() -> BaseResponse:
     if target is None:
         raise AppError("Unknown organization.", status=404, code="not_found")
     assert identity.user_id is not None
-    membership = session_service.check_switch_target(db.session(), user_id=identity.user_id,
-                                                     current_organization_id=identity.organization_id,
-                                                     target=target)
+    try:
+        membership = session_service.check_switch_target(db.session(), user_id=identity.user_id,
+                                                         current_organization_id=identity.organization_id,
+                                                         target=target, session_id=identity.session_id,
+                                                         request=request_info())
+    except auth_policy.SsoRequired:
+        db.session.commit()  # keep the refusal's audit event
+        raise
     tokens = session_service.refresh_tokens(rt.gateway.client, refresh_token=str(cookie_data["refresh_token"]),
                                             organization_id=target.workos_organization_id, request=request_info())
     claims = rt.verifier.verify(tokens.access_token)

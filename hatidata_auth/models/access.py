@@ -22,6 +22,9 @@ class AuthSession(TenantMixin, TimestampMixin, db.Model):  # type: ignore[name-d
         String(40), ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
     )
     auth_method: Mapped[str] = mapped_column(String(32), default="sso", nullable=False)
+    # Who vouched for the sign-in: the organization and the SSO connection WorkOS reported (None: not SSO).
+    auth_organization_id: Mapped[str | None] = mapped_column(String(40))
+    auth_connection_id: Mapped[str | None] = mapped_column(String(64))
     ip_address: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(String(512))
     remembered: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)

@@ -25,6 +25,8 @@ class Organization(TimestampMixin, db.Model):  # type: ignore[name-defined]
     workos_organization_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(255), nullable=False)
     domains: Mapped[list[str]] = mapped_column(JSON, default=list, nullable=False)
+    # WorkOS's OrganizationDomain per domain: {"state": pending|verified|failed|..., "verification_strategy": ...}.
+    domain_states: Mapped[dict[str, dict[str, Any]]] = mapped_column(JSON, default=dict, nullable=False)
     status: Mapped[str] = mapped_column(String(16), default="active", nullable=False)
     sso_enforced: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
     # None means members in no mapped group get no access.

@@ -40,7 +40,8 @@ from ..models import (
     new_id,
     utcnow,
 )
-from . import audit, role_mapping
+from . import audit, domains, role_mapping
+from .domains import domain_states
 from .provisioning import _invalidate_cached_session, run_after_commit, set_access
 
 log = logging.getLogger(__name__)
@@ -317,6 +318,14 @@ def sync_member(ctx: EventContext, org: Organization, du: DirectoryUser, *, reas
     session = ctx.session
     wants_access = (du.deleted_at is None and du.state == "active" and org.status == "active"
                     and not _directory_deleted(org, du.directory_id))
+    if wants_access and du.email and domains.foreign_owner(session, org.id, du.email) is not None:
+        # A directory speaks only for its organization: an email on a domain another organization verified
+        # is never linked to a person (who may have access there), and loses any access it had here.
+        ctx.record("directory_user.link_refused", organization_id=org.id, target_type="directory_user",
+                   target_id=du.workos_id, outcome="failure",
+                   details={"email": du.email, "reason": "domain_verified_by_another_organization"})
+        wants_access = False
+        reason = "domain_verified_by_another_organization"
     if not wants_access:
         membership = None
         if du.user_id:
@@ -324,6 +333,8 @@ def sync_member(ctx: EventContext, org: Organization, du: DirectoryUser, *, reas
         if membership is None or membership.directory_user_id != du.workos_id:
             return
         why = reason if du.deleted_at is None else "directory_user_deleted"
+        if du.user_id and reason == "domain_verified_by_another_organization":
+            du.user_id = None
         if du.deleted_at is None and du.state in DEPROVISIONED_STATES:
             why = f"directory_user_{du.state}"
         set_access(session, ctx.client, membership, role=None, role_source="mapping", active=False,
@@ -685,6 +696,10 @@ def on_organization_updated(ctx: EventContext, data: dict[str, Any]) -> None:
     if "domains" in data and org.domains != domains:
         changed["domains"] = [org.domains, domains]
         org.domains = domains
+    states = domain_states(data.get("domains"))
+    if "domains" in data and (org.domain_states or {}) != states:
+        changed["domain_states"] = [org.domain_states, states]
+        org.domain_states = states
     org.workos_updated_at = version
     if changed:
         ctx.record("organization.updated", organization_id=org.id, target_type="organization", target_id=org.id,
@@ -712,13 +727,15 @@ def on_organization_deleted(ctx: EventContext, data: dict[str, Any]) -> None:
                details={"memberships_deprovisioned": len(members)})
 
 
-def _user_by_workos_id(ctx: EventContext, workos_user_id: str) -> User | None:
+def _user_by_workos_id(ctx: EventContext, workos_user_id: str, organization_id: str) -> User | None:
     user = ctx.session.scalar(select(User).where(User.workos_user_id == workos_user_id))
     if user is not None or ctx.client is None:
         return user
     remote = ctx.client.user_management.get_user(workos_user_id)
     email = str(remote.email).strip().lower()
-    user = ctx.session.scalar(select(User).where(User.email == email).order_by(User.created_at).limit(1))
+    user = None
+    if domains.foreign_owner(ctx.session, organization_id, email) is None:  # email links only on own domains
+        user = ctx.session.scalar(select(User).where(User.email == email).order_by(User.created_at).limit(1))
     if user is None:
         user = User(email=email, first_name=remote.first_name, last_name=remote.last_name)
         ctx.session.add(user)
@@ -735,7 +752,7 @@ def on_organization_membership(ctx: EventContext, data: dict[str, Any]) -> None:
     if org is None:
         ctx.ignore("unknown organization")
         return
-    user = _user_by_workos_id(ctx, data["user_id"])
+    user = _user_by_workos_id(ctx, data["user_id"], org.id)
     if user is None:
         ctx.ignore("unknown user")
         return

@@ -13,6 +13,7 @@ from workos import WorkOSClient
 from ..context import Actor
 from ..models import Organization, utcnow
 from . import audit
+from .domains import domain_states
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,7 @@ def organization_fields(client: WorkOSClient, workos_org: Any) -> dict[str, Any]
     fields: dict[str, Any] = {
         "name": workos_org.name,
         "domains": sorted(d.domain for d in workos_org.domains or []),
+        "domain_states": domain_states(workos_org.domains),
         "workos_updated_at": _as_dt(workos_org.updated_at),
     }
     connections = client.sso.list_connections(organization_id=workos_org.id, limit=10, order="asc").data

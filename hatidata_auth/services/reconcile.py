@@ -29,7 +29,7 @@ from ..models import (
     new_id,
     utcnow,
 )
-from . import inbox, role_mapping
+from . import domains, inbox, role_mapping
 from .directory_sync import (
     _LOOKUP,
     EventContext,
@@ -249,7 +249,8 @@ def full_resync(session: Session, client: Any, *, organization_id: str, actor: A
             for data in datas:
                 email = upsert_email(data)
                 if email in emails and users_by_email[email] is None and \
-                        (data.get("state") or "active") == "active":
+                        (data.get("state") or "active") == "active" and \
+                        domains.foreign_owner(session, org.id, email) is None:
                     person = new_directory_person(ctx, org.id, email, data.get("first_name"), data.get("last_name"))
                     ctx.memberships_by_user[person.id] = None  # a new person has no membership yet
             session.flush()

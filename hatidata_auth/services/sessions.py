@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 from workos import WorkOSClient
 from workos._errors import (
@@ -31,7 +31,8 @@ from workos._errors import (
 from ..context import NO_REQUEST, Actor, RequestInfo
 from ..errors import AppError, ServiceUnavailable
 from ..models import ROLES, AuthSession, Membership, Organization, User, utcnow
-from . import audit, organizations
+from . import audit, auth_policy, domains, organizations
+from .auth_policy import Authentication, SsoRequired
 from .introspection import invalidate_after_commit
 
 log = logging.getLogger(__name__)
@@ -141,11 +142,12 @@ def find_organization_for_email(db: Session, email: str) -> Organization | None:
     return None
 
 
-def _upsert_user(db: Session, user: dict[str, Any], now: datetime) -> User:
+def _upsert_user(db: Session, org: Organization, user: dict[str, Any], now: datetime) -> User:
     workos_user_id = str(user["id"])
     email = str(user.get("email") or "").lower()
     record = db.scalar(select(User).where(User.workos_user_id == workos_user_id))
-    if record is None and email:
+    # Linking by email is a claim about the domain: only when no other organization verified it.
+    if record is None and email and domains.foreign_owner(db, org.id, email) is None:
         record = db.scalar(select(User).where(User.workos_user_id.is_(None), User.email == email))
     if record is None:
         record = User(workos_user_id=workos_user_id, email=email)
@@ -187,11 +189,15 @@ def complete_login(
     policy: SessionPolicy,
     request: RequestInfo = NO_REQUEST,
     now: datetime | None = None,
+    authentication: Authentication | None = None,
 ) -> LoginResult:
     """Upsert the user and membership, record the session and audit the login (caller commits).
 
-    *claims* are the verified claims of ``tokens.access_token`` (``sid``, ``org_id``, ``role``).
-    Raises :class:`LoginDenied` when the organization or the membership is not active.
+    *claims* are the verified claims of ``tokens.access_token`` (``sid``, ``org_id``, ``role``); *authentication*
+    is how WorkOS authenticated it (:func:`auth_policy.authentication_of`; default: the method, no connection).
+    Raises :class:`LoginDenied` when the organization or the membership is not active, and
+    :class:`SsoRequired` (audited, nothing else written: commit it) when the organization does not accept the
+    authentication.
     """
     now = now or utcnow()
     workos_org_id = tokens.organization_id or claims.get("org_id")
@@ -200,7 +206,11 @@ def complete_login(
     org = ensure_organization(db, client, str(workos_org_id))
     if org.status != "active" or org.deleted_at is not None:
         raise LoginDenied(f"{org.name} is not active.")
-    user = _upsert_user(db, tokens.user, now)
+    auth = authentication or Authentication((tokens.authentication_method or "unknown").lower()[:32])
+    email = str(tokens.user.get("email") or "").lower()
+    auth_policy.check(db, org, auth, email=email, actor=Actor("user", None, email), action="login",
+                      request=request)
+    user = _upsert_user(db, org, tokens.user, now)
     membership = _upsert_membership(db, org, user, claims.get("role"))
     ttl = policy.ttl(org, remember)
     sid = str(claims["sid"])
@@ -210,7 +220,9 @@ def complete_login(
         db.add(record)
     record.organization_id = org.id
     record.user_id = user.id
-    record.auth_method = (tokens.authentication_method or "sso").lower()[:32]
+    record.auth_method = auth.method
+    record.auth_organization_id = auth.organization_id
+    record.auth_connection_id = auth.connection_id
     record.ip_address = request.ip_address
     record.user_agent = (request.user_agent or None) and request.user_agent[:512]
     record.remembered = remember
@@ -220,6 +232,7 @@ def complete_login(
     audit.record(db, action="auth.login.succeeded", actor=Actor("user", user.id, user.email),
                  organization_id=org.id, target_type="session", target_id=record.id, request=request,
                  details={"workos_session_id": sid, "remembered": remember, "auth_method": record.auth_method,
+                          "auth_organization_id": auth.organization_id, "auth_connection_id": auth.connection_id,
                           "role": membership.role})
     invalidate_after_commit(db, "session", sid)
     return LoginResult(session_id=record.id, workos_session_id=sid, user_id=user.id, email=user.email,
@@ -330,25 +343,37 @@ def record_refresh(db: Session, *, workos_session_id: str, actor: Actor, request
 # --- organization switch ------------------------------------------------------------------------------------
 
 
-class SsoRequired(AppError):
-    """The target organization enforces SSO: log in through its connection first."""
-
-    status = 409
-    code = "sso_required"
-
-
 def check_switch_target(db: Session, *, user_id: str, current_organization_id: str,
-                        target: Organization) -> Membership:
-    """The caller's active membership of *target*; raises when switching there is not allowed."""
+                        target: Organization, session_id: str | None = None,
+                        request: RequestInfo = NO_REQUEST) -> Membership:
+    """The caller's active membership of *target*; raises when switching there is not allowed: 403 without an
+    active membership, :class:`SsoRequired` (audited: commit it) when *target* does not accept how the session
+    *session_id* (ours) was authenticated."""
     membership = db.scalar(select(Membership).where(Membership.organization_id == target.id,
                                                     Membership.user_id == user_id))
     if membership is None or membership.status != "active" or target.status != "active":
         raise AppError("You are not an active member of that organization.", status=403, code="forbidden")
-    if target.sso_enforced and target.id != current_organization_id:
-        raise SsoRequired(f"{target.name} requires signing in through its SSO connection.",
-                          details={"organization_id": target.id,
-                                   "login_url": f"/auth/login?organization_id={target.id}"})
+    record = get_session(db, organization_id=current_organization_id, session_id=session_id or "")
+    if record is None or record.user_id != user_id or record.revoked_at is not None:
+        raise AppError("The session has ended; sign in again.", status=401, code="unauthenticated")
+    auth_policy.check_session(db, record, action="switch", request=request, organization=target)
     return membership
+
+
+def enforce_after_refresh(db: Session, client: WorkOSClient | None, *, workos_session_id: str,
+                          request: RequestInfo = NO_REQUEST) -> SsoRequired | None:
+    """Check the refreshed session against its organization's current policy; a refused session is revoked
+    (here and at WorkOS, audited) and the refusal returned (caller commits, then raises it)."""
+    record = find_by_workos_session_id(db, workos_session_id)
+    if record is None or record.revoked_at is not None:
+        return None
+    try:
+        auth_policy.check_session(db, record, action="refresh", request=request)
+    except SsoRequired as refusal:
+        _revoke_records(db, client, [record], actor=Actor.system("policy"), reason=f"policy_refused:"
+                        f"{refusal.details.get('reason')}", source_event_id=None, request=request)
+        return refusal
+    return None
 
 
 def apply_switch(db: Session, *, workos_session_id: str, target: Organization, user_id: str, role: str | None,
@@ -424,8 +449,10 @@ def revoke_session(db: Session, workos_client: WorkOSClient | None, *, organizat
 def revoke_user_sessions(db: Session, workos_client: WorkOSClient | None, *, organization_id: str, user_id: str,
                          actor: Actor, reason: str, source_event_id: str | None = None,
                          request: RequestInfo = NO_REQUEST) -> int:
-    """Revoke every active session of a user in an organization (here and at WorkOS); returns how many."""
-    records = db.scalars(select(AuthSession).where(AuthSession.organization_id == organization_id,
+    """Revoke every active session of a user in an organization (here and at WorkOS), and every session that
+    organization's sign-in produced, wherever it was switched to since; returns how many."""
+    records = db.scalars(select(AuthSession).where(or_(AuthSession.organization_id == organization_id,
+                                                       AuthSession.auth_organization_id == organization_id),
                                                    AuthSession.user_id == user_id,
                                                    AuthSession.revoked_at.is_(None))).all()
     return _revoke_records(db, workos_client, records, actor=actor, reason=reason,
@@ -475,6 +502,7 @@ def session_view(record: AuthSession) -> dict[str, Any]:
     return {
         "id": record.id, "workos_session_id": record.workos_session_id, "user_id": record.user_id,
         "organization_id": record.organization_id, "auth_method": record.auth_method,
+        "auth_organization_id": record.auth_organization_id, "auth_connection_id": record.auth_connection_id,
         "ip_address": record.ip_address, "user_agent": record.user_agent, "remembered": record.remembered,
         "created_at": iso(record.created_at), "last_seen_at": iso(record.last_seen_at),
         "expires_at": iso(record.expires_at), "revoked_at": iso(record.revoked_at),
@@ -484,7 +512,8 @@ def session_view(record: AuthSession) -> dict[str, Any]:
 
 __all__ = [
     "LoginDenied", "LoginResult", "RefreshFailed", "ServiceUnavailable", "SessionPolicy", "SsoRequired", "Tokens",
-    "apply_switch", "check_switch_target", "complete_login", "ensure_organization", "find_organization_for_email",
+    "Authentication", "apply_switch", "check_switch_target", "complete_login", "enforce_after_refresh",
+    "ensure_organization", "find_organization_for_email",
     "list_sessions", "record_login_failure", "record_refresh", "refresh_tokens", "revoke_by_workos_session_id",
     "revoke_organization_sessions", "revoke_session", "revoke_user_sessions", "session_view",
 ]

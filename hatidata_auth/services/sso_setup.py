@@ -35,7 +35,7 @@ from ..plugins.base import IdPPlugin
 from ..plugins.values import NormalizedProfile, SamlMetadata
 from . import audit, role_mapping
 
-PORTAL_INTENTS = ("sso", "dsync")
+PORTAL_INTENTS = ("sso", "dsync", "domain_verification")
 
 
 class SetupError(AppError):

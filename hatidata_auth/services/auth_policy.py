@@ -1,0 +1,147 @@
+"""Which authentication an organization accepts for a session in it, checked wherever a session is made.
+
+A session remembers how WorkOS authenticated it (``Authentication``: the method, and for SSO the organization and
+connection that vouched). An organization accepts it when
+
+- it does not enforce SSO, or the method is SSO through *its own* connection; and
+- the method is not SSO through another organization's connection (or an unknown one) for an email on a domain
+  some other organization verified: an organization's identity sources speak only for that organization.
+
+The callback, the refresh and the organization switch all ask :func:`refusal` (see ``docs/auth.md``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session
+from workos._errors import WorkOSError
+
+from ..context import NO_REQUEST, Actor, RequestInfo
+from ..errors import AppError
+from ..models import AuthSession, Organization, User
+from . import audit, domains
+
+log = logging.getLogger(__name__)
+
+# How far back (minutes) and how deep (pages of 100) to look for the sign-in's authentication event.
+EVENT_WINDOW_MINUTES = 15
+EVENT_PAGES = 5
+
+
+class SsoRequired(AppError):
+    """The organization does not accept how this session was authenticated: sign in through its own login."""
+
+    status = 409
+    code = "sso_required"
+
+
+@dataclass(frozen=True, slots=True)
+class Authentication:
+    """How WorkOS authenticated a session: ``method`` is WorkOS's ``authentication_method`` lower-cased
+    (``sso``, ``password``, ``magicauth``, ...); ``organization_id`` (ours) and ``connection_id`` (WorkOS's)
+    name the SSO connection that vouched, ``None`` when not SSO or not reported."""
+
+    method: str
+    organization_id: str | None = None
+    connection_id: str | None = None
+
+    @classmethod
+    def of(cls, record: AuthSession) -> Authentication:
+        """The authentication a session record stored."""
+        return cls(record.auth_method, record.auth_organization_id, record.auth_connection_id)
+
+
+def _sso_event(client: Any, workos_session_id: str) -> Any:
+    since = (datetime.now(UTC) - timedelta(minutes=EVENT_WINDOW_MINUTES)).isoformat().replace("+00:00", "Z")
+    after: str | None = None
+    for _ in range(EVENT_PAGES):
+        page = client.events.list_events(events=["authentication.sso_succeeded"], range_start=since, limit=100,
+                                         order="desc", after=after)
+        for event in page.data:
+            sso = getattr(getattr(event, "data", None), "sso", None)
+            if sso is not None and getattr(sso, "session_id", None) == workos_session_id:
+                return sso
+        after = getattr(getattr(page, "list_metadata", None), "after", None)
+        if not after or not page.data:
+            return None
+    return None
+
+
+def authentication_of(db: Session, client: Any, *, method: str | None, workos_session_id: str) -> Authentication:
+    """How WorkOS authenticated the session *workos_session_id*, from the authenticate response's *method* and,
+    for SSO, the ``authentication.sso_succeeded`` event naming its organization and connection (when WorkOS has
+    not reported it, both stay ``None`` and every check treats the connection as foreign)."""
+    name = (method or "unknown").lower()[:32]
+    if name != "sso":
+        return Authentication(name)
+    try:
+        sso = _sso_event(client, workos_session_id)
+    except WorkOSError:
+        log.warning("could not read the authentication event of session %s", workos_session_id)
+        sso = None
+    if sso is None:
+        return Authentication(name)
+    from .sessions import ensure_organization  # sessions builds on this module
+
+    workos_org = getattr(sso, "organization_id", None)
+    org_id = ensure_organization(db, client, str(workos_org)).id if workos_org else None
+    return Authentication(name, org_id, getattr(sso, "connection_id", None))
+
+
+def refusal(db: Session, org: Organization, auth: Authentication, email: str | None) -> str | None:
+    """Why *org* does not accept a session authenticated as *auth* for *email* (``None``: accepted).
+
+    ``sso_enforced``: the organization enforces SSO and this is not SSO through its own connection;
+    ``foreign_domain``: SSO vouched by another (or an unknown) organization for an email on a domain another
+    organization verified.
+    """
+    own = auth.method == "sso" and auth.organization_id == org.id and auth.connection_id is not None \
+        and auth.connection_id == org.connection_id
+    if org.sso_enforced and not own:
+        return "sso_enforced"
+    if auth.method == "sso" and domains.foreign_owner(db, auth.organization_id, email) is not None:
+        return "foreign_domain"
+    return None
+
+
+MESSAGES = {
+    "sso_enforced": "{name} requires signing in through its own SSO connection.",
+    "foreign_domain": "{name} does not accept this sign-in: your email's domain belongs to another organization, "
+                      "whose own sign-in you must use.",
+}
+
+
+def refused(org: Organization, reason: str) -> SsoRequired:
+    """The error telling the user to sign in through *org*'s own login."""
+    return SsoRequired(MESSAGES[reason].format(name=org.name),
+                       details={"reason": reason, "organization_id": org.id,
+                                "login_url": f"/auth/login?organization_id={org.id}"})
+
+
+def check(db: Session, org: Organization, auth: Authentication, *, email: str | None, actor: Actor,
+          action: str, session_id: str | None = None, request: RequestInfo = NO_REQUEST) -> None:
+    """Raise :class:`SsoRequired` (after auditing ``auth.policy_refused`` in *org*; the caller commits) when *org*
+    does not accept *auth*; *action* names where (``login``, ``refresh``, ``switch``)."""
+    reason = refusal(db, org, auth, email)
+    if reason is None:
+        return
+    audit.record(db, action="auth.policy_refused", actor=actor, organization_id=org.id, outcome="failure",
+                 target_type="session" if session_id else None, target_id=session_id, request=request,
+                 details={"reason": reason, "at": action, "auth_method": auth.method,
+                          "auth_organization_id": auth.organization_id, "auth_connection_id": auth.connection_id})
+    raise refused(org, reason)
+
+
+def check_session(db: Session, record: AuthSession, *, action: str, request: RequestInfo = NO_REQUEST,
+                  organization: Organization | None = None) -> None:
+    """:func:`check` for a stored session in its organization (or *organization*, the switch target)."""
+    org = organization or db.get(Organization, record.organization_id)
+    user = db.get(User, record.user_id)
+    if org is None or user is None:
+        raise AppError("The session has ended; sign in again.", status=401, code="unauthenticated")
+    check(db, org, Authentication.of(record), email=user.email, actor=Actor("user", user.id, user.email),
+          action=action, session_id=record.id, request=request)

@@ -1,0 +1,85 @@
+"""Organization domains and their WorkOS verification states, and who owns an email's domain.
+
+An organization *owns* a domain once WorkOS reports it ``verified`` (or ``legacy_verified``) for it. Ownership
+decides whose identity sources may speak for an email: a directory or SSO connection of organization A never
+vouches for an email on a domain another organization verified (see ``docs/auth.md``).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..models import Organization
+
+VERIFIED_STATES = frozenset({"verified", "legacy_verified"})
+DOMAIN_STATES = ("pending", "verified", "failed", "unverified", "legacy_verified")
+
+
+def normalize_domain(value: str) -> str:
+    """The comparable form of a domain: NFKC-folded (full-width and other compatibility forms become their
+    ASCII letters), case-folded, without surrounding whitespace or trailing dots."""
+    return unicodedata.normalize("NFKC", value).casefold().strip().rstrip(".").strip()
+
+
+def email_domain(email: str | None) -> str:
+    """The normalized domain of an email address (``""`` when there is none)."""
+    if not email:
+        return ""
+    folded = unicodedata.normalize("NFKC", email)
+    return normalize_domain(folded.rpartition("@")[2]) if "@" in folded else ""
+
+
+def _field(item: Any, name: str) -> Any:
+    value = item.get(name) if isinstance(item, dict) else getattr(item, name, None)
+    return None if value is None else str(getattr(value, "value", value))
+
+
+def domain_states(workos_domains: Any) -> dict[str, dict[str, Any]]:
+    """``{domain: {"state", "verification_strategy"}}`` from WorkOS ``OrganizationDomain`` objects or dicts
+    (a plain string, as older payloads carry, has no known state: ``None``)."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in workos_domains or []:
+        if isinstance(item, str):
+            out[normalize_domain(item)] = {"state": None, "verification_strategy": None}
+            continue
+        domain = _field(item, "domain")
+        if domain:
+            out[normalize_domain(domain)] = {"state": _field(item, "state"),
+                                             "verification_strategy": _field(item, "verification_strategy")}
+    return out
+
+
+def verified_domains(org: Organization) -> set[str]:
+    """The domains WorkOS reports as verified for *org*."""
+    return {d for d, info in (org.domain_states or {}).items()
+            if isinstance(info, dict) and info.get("state") in VERIFIED_STATES}
+
+
+def verified_owner(db: Session, email: str | None) -> str | None:
+    """Our id of the organization that verified the email's domain (or a parent domain of it), if any.
+
+    Domain ownership is global by nature, so this lookup reads every live organization's domains.
+    """
+    domain = email_domain(email)
+    if not domain:
+        return None
+    labels = domain.split(".")
+    candidates = {".".join(labels[i:]) for i in range(len(labels) - 1)} or {domain}
+    rows = db.execute(select(Organization.id, Organization.domain_states)
+                      .where(Organization.deleted_at.is_(None), Organization.status != "deleted")
+                      .order_by(Organization.created_at, Organization.id))
+    for org_id, states in rows:
+        for name, info in (states or {}).items():
+            if name in candidates and isinstance(info, dict) and info.get("state") in VERIFIED_STATES:
+                return str(org_id)
+    return None
+
+
+def foreign_owner(db: Session, organization_id: str | None, email: str | None) -> str | None:
+    """The organization other than *organization_id* that verified the email's domain, if any."""
+    owner = verified_owner(db, email)
+    return owner if owner is not None and owner != organization_id else None
