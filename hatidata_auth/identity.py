@@ -28,6 +28,7 @@ from .extensions import csrf, db
 from .requests import request_info
 from .revocation_bus import LocalCache
 from .roles import permissions_for, role_at_least
+from .security_reports import report as report_failure
 from .services import sessions as session_service
 from .services.api_keys import looks_like_key
 from .services.introspection import SessionStatus, TokenExpired, Unauthenticated, token_hash
@@ -247,6 +248,7 @@ def _from_api_key(rt: AuthRuntime, secret: str) -> Identity:
     import hmac
 
     if status is None or not hmac.compare_digest(status.key_hash, digest) or not status.usable(now):
+        report_failure("api_key", "invalid_key", organization_id=status.organization_id if status else None)
         rt.record_key_failure()
         raise Unauthenticated("Invalid API key.", reason="api_key", clear_cookie=False)
     if rt.usage.due(status.key_id):
