@@ -17,6 +17,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet
 
@@ -69,6 +70,7 @@ class BaseSettings:
     HATIDATA_TRUSTED_PROXIES = 0
     HATIDATA_LOG_LEVEL = "INFO"
     HATIDATA_METRICS_TOKEN: str | None = None
+    HATIDATA_SECURITY_SUMMARY_WINDOW = 60
 
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
@@ -144,6 +146,7 @@ ENV_SETTINGS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "HATIDATA_TRUSTED_PROXIES": ("HATIDATA_TRUSTED_PROXIES", _int),
     "HATIDATA_LOG_LEVEL": ("HATIDATA_LOG_LEVEL", str),
     "HATIDATA_METRICS_TOKEN": ("HATIDATA_METRICS_TOKEN", str),
+    "HATIDATA_SECURITY_SUMMARY_WINDOW": ("HATIDATA_SECURITY_SUMMARY_WINDOW", _int),
 }
 
 
@@ -209,12 +212,16 @@ def resolve(
 
 
 def fill_local_defaults(settings: dict[str, Any], instance_path: Path) -> None:
-    """Give development and testing what production must be told: a database, secrets and a cache folder.
+    """Give development and testing what production must be told: a database, secrets, a cache folder and the
+    public URL.
 
     Secrets are generated once and kept in ``instance/dev-secrets.json`` so that every worker process
     and every restart agrees on them.
     """
     instance_path.mkdir(parents=True, exist_ok=True)
+    if not settings.get("HATIDATA_PUBLIC_URL"):
+        # Where `make run` serves; absolute URLs never come from the request's Host header.
+        settings["HATIDATA_PUBLIC_URL"] = f"http://127.0.0.1:{os.environ.get('PORT') or 8000}"
     if not settings.get("SQLALCHEMY_DATABASE_URI"):
         settings["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{instance_path / 'hatidata_auth.sqlite3'}"
     if settings.get("CACHE_TYPE") == "FileSystemCache" and not settings.get("REDIS_URL"):
@@ -280,6 +287,19 @@ def validate_production(settings: Mapping[str, Any]) -> list[str]:
                         "'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')")
     elif not is_fernet_key(str(cookie_key)):
         problems.append("HATIDATA_COOKIE_KEY is not a Fernet key (32 url-safe base64-encoded bytes)")
+    public_url = str(settings.get("HATIDATA_PUBLIC_URL") or "")
+    parts = urlsplit(public_url)
+    if not public_url:
+        problems.append("HATIDATA_PUBLIC_URL is missing (the external URL, e.g. https://auth.example.com: redirect "
+                        "URIs are built from it, never from the Host header)")
+    elif parts.scheme != "https" or not parts.netloc or parts.query or parts.fragment:
+        problems.append("HATIDATA_PUBLIC_URL must be an https:// URL without query or fragment")
+    metrics_token = settings.get("HATIDATA_METRICS_TOKEN")
+    if not metrics_token:
+        problems.append("HATIDATA_METRICS_TOKEN is missing (/metrics needs 'Authorization: Bearer <token>' in "
+                        "production; generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+    elif len(str(metrics_token)) < 24:
+        problems.append("HATIDATA_METRICS_TOKEN is weak (fewer than 24 characters)")
     secret_key = settings.get("SECRET_KEY")
     if not secret_key:
         problems.append("SECRET_KEY is missing")

@@ -18,6 +18,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from .errors import AppError, ServiceUnavailable, error_response
 from .extensions import cache, csrf, db, limiter
 from .identity import CookieSessions, TooManyAttempts
+from .requests import mark_private
 from .revocation_bus import RevocationBus
 from .services.api_keys import UsageRecorder
 from .services.introspection import Introspector, JwksCache, TokenVerifier, default_issuers
@@ -219,8 +220,8 @@ class HatiDataAuth:
         """Bind the core extensions the host app has not bound yet, then mount the routes and hooks."""
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, value)
-        problems = [k for k in ("SECRET_KEY", "HATIDATA_COOKIE_KEY", "SQLALCHEMY_DATABASE_URI")
-                    if not app.config.get(k)]
+        problems = [k for k in ("SECRET_KEY", "HATIDATA_COOKIE_KEY", "SQLALCHEMY_DATABASE_URI",
+                                "HATIDATA_PUBLIC_URL") if not app.config.get(k)]
         if problems:
             raise RuntimeError(f"HatiDataAuth needs these settings: {', '.join(problems)}")
         if "sqlalchemy" not in app.extensions:
@@ -250,6 +251,7 @@ class HatiDataAuth:
             from .api import init_api
 
             init_api(app)
+        app.after_request(mark_private)  # registered first so it runs last, seeing the cookie changes
         app.after_request(_apply_cookie_changes)
         handlers = app.error_handler_spec.get(None, {}).get(None, {})
         if AppError not in handlers:

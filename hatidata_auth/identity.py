@@ -29,6 +29,7 @@ from .extensions import csrf, db
 from .requests import request_info
 from .revocation_bus import LocalCache
 from .roles import permissions_for, role_at_least
+from .security_reports import report as report_failure
 from .services import sessions as session_service
 from .services.api_keys import KEY_PREFIX, PUBLIC_PREFIX_CHARS, looks_like_key
 from .services.introspection import SessionStatus, TokenExpired, Unauthenticated, token_hash
@@ -248,6 +249,7 @@ def _from_api_key(rt: AuthRuntime, secret: str) -> Identity:
     status = rt.introspector.api_key_status(_lazy_db(), digest)
     if status is None or not hmac.compare_digest(status.key_hash, digest) or not status.usable(time.time()):
         # The one place a key attempt fails: counted (and limited) here, never before the secret is checked.
+        report_failure("api_key", "invalid_key", organization_id=status.organization_id if status else None)
         rt.key_attempt_failed(secret[:KEY_PUBLIC_PREFIX_LEN])
         raise Unauthenticated("Invalid API key.", reason="api_key", clear_cookie=False)
     if rt.usage.due(status.key_id):

@@ -8,7 +8,8 @@ aggregates all of them.
 What is measured, and where:
 
 - requests and latency by endpoint template (``init_app``'s request hooks; the URL rule, never the raw path);
-- logins and their failures, revocations and every audit action (a SQLAlchemy session hook counts the audit
+- logins (their failures one by one, with every other unauthenticated failure: :func:`security_event`),
+  revocations and every audit action (a SQLAlchemy session hook counts the audit
   events of each *committed* transaction, so a rolled-back change is never counted);
 - webhook events by type and outcome (:func:`webhook_event`, called by the webhook view);
 - the inbox backlog (events ``failed``/``received``, read from the database at scrape time);
@@ -49,6 +50,9 @@ LOGIN_FAILURES = Counter("hatidata_login_failures_total", "Failed logins, by rea
 REVOCATIONS = Counter("hatidata_revocations_total", "Sessions and API keys revoked or suspended", ["kind"])
 AUDIT_EVENTS = Counter("hatidata_audit_events_total", "Committed audit events, by action and outcome",
                        ["action", "outcome"])
+SECURITY_EVENTS = Counter("hatidata_security_events_total",
+                          "Unauthenticated failures (webhook_signature, login_failure, api_key), by kind and reason",
+                          ["kind", "reason"])
 WEBHOOK_EVENTS = Counter("hatidata_webhook_events_total", "WorkOS webhook events received, by type and outcome",
                          ["event_type", "outcome"])
 CACHE_LOOKUPS = Counter("hatidata_cache_lookups_total", "Cache lookups, by cache and result (hit or miss)",
@@ -79,6 +83,13 @@ def login(outcome: str, reason: str | None = None) -> None:
         LOGIN_FAILURES.labels(reason=_label(reason or "unknown")).inc()
 
 
+def security_event(kind: str, reason: str) -> None:
+    """Count one unauthenticated failure (every one; the audit log keeps only rate-limited summaries)."""
+    SECURITY_EVENTS.labels(kind=_label(kind), reason=_label(reason)).inc()
+    if kind == "login_failure":
+        login("failed", reason)
+
+
 def revocation(kind: str) -> None:
     """Count one revoked session or API key."""
     REVOCATIONS.labels(kind=kind).inc()
@@ -94,8 +105,7 @@ def audit_committed(action: str, outcome: str, details: dict[str, Any] | None) -
     AUDIT_EVENTS.labels(action=_label(action), outcome=_label(outcome)).inc()
     if action == "auth.login.succeeded":
         login("succeeded")
-    elif action == "auth.login.failed":
-        login("failed", str((details or {}).get("reason") or "unknown"))
+    # Failed logins are counted one by one by security_event: their audit rows are rate-limited summaries.
     kind = _REVOKING_ACTIONS.get(action)
     if kind:
         revocation(kind)

@@ -1,11 +1,15 @@
-"""Per-request plumbing: a request id on every request and response, and security headers."""
+"""Per-request plumbing: a request id on every request and response, security headers, and no caching of
+authenticated responses."""
 
 from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 
 from .context import RequestInfo
 
@@ -21,8 +25,47 @@ def request_info() -> RequestInfo:
     )
 
 
+PRIVATE_VARY = ("Cookie", "Authorization")
+WORKOS_DEFAULT_ORIGIN = "https://api.workos.com"
+
+
+def _carries_credentials(response: Response) -> bool:
+    if request.environ.get("hatidata.credential") or request.headers.get("Authorization"):
+        return True
+    cookie = str(current_app.config.get("HATIDATA_COOKIE_NAME") or "hatidata_session")
+    if cookie in request.cookies:
+        return True
+    return any(value.startswith(f"{cookie}=") for value in response.headers.getlist("Set-Cookie"))
+
+
+def mark_private(response: Response) -> Response:
+    """``Cache-Control: no-store`` and ``Vary: Cookie, Authorization`` (merged) on every response to a request
+    that presented a credential (session cookie, JWT or API key) or that sets or clears the session cookie: no
+    browser or shared cache may keep or hand on a caller's data."""
+    if _carries_credentials(response):
+        response.headers["Cache-Control"] = "no-store"
+        response.vary.update(PRIVATE_VARY)
+    return response
+
+
+def origin(url: str) -> str:
+    """``scheme://host[:port]`` of *url*."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def form_action_sources(config: Mapping[str, Any]) -> str:
+    """CSP ``form-action``: this site, the WorkOS origin (the logout and login forms end there), and the
+    origins of ``HATIDATA_CSP_FORM_ACTION`` (space-separated: e.g. an AuthKit domain WorkOS redirects on to)."""
+    sources = ["'self'", origin(str(config.get("WORKOS_BASE_URL") or WORKOS_DEFAULT_ORIGIN))]
+    sources += [origin(extra) for extra in str(config.get("HATIDATA_CSP_FORM_ACTION") or "").split()]
+    return " ".join(dict.fromkeys(sources))
+
+
 def register_request_hooks(app: Flask) -> None:
     """Assign request ids and add security headers."""
+    csp = ("default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self'; img-src 'self' data:; "
+           f"frame-ancestors 'none'; form-action {form_action_sources(app.config)}")
 
     @app.before_request
     def assign_request_id() -> None:
@@ -37,11 +80,7 @@ def register_request_hooks(app: Flask) -> None:
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "same-origin")
         if response.mimetype == "text/html":
-            response.headers.setdefault(
-                "Content-Security-Policy",
-                "default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self'; "
-                "img-src 'self' data:; frame-ancestors 'none'; form-action 'self' http: https:",
-            )
+            response.headers.setdefault("Content-Security-Policy", csp)
         if app.config.get("SESSION_COOKIE_SECURE"):
             response.headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
         return response

@@ -1,6 +1,8 @@
 """`make run`: migrate, start the WorkOS emulator and the app, seed the demo data, and wait for Ctrl-C.
 
 Ports: the emulator listens on WORKOS_EMULATOR_PORT (4100), the app on PORT (8000), both on 127.0.0.1.
+HATIDATA_PUBLIC_URL defaults to the app's address, http://127.0.0.1:$PORT: redirect URIs are built from it,
+never from the Host header, so open the app at that address (not http://localhost:$PORT).
 """
 
 from __future__ import annotations

@@ -142,6 +142,7 @@ def _base_config(database_url: str, instance: Path) -> dict[str, Any]:
         "WORKOS_WEBHOOK_SECRET": "whsec_test_secret_value",
         "CACHE_DIR": str(instance / "cache"),
         "CACHE_KEY_PREFIX": f"hatidata-test-{SESSION_TAG}:",
+        "HATIDATA_PUBLIC_URL": "http://localhost",  # the Flask test client's origin
     }
     if TEST_REDIS_URL:
         config["REDIS_URL"] = TEST_REDIS_URL

@@ -20,6 +20,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 @pytest.fixture
 def served(dashboard: Flask) -> Iterator[str]:  # noqa: F811
     server = make_server("127.0.0.1", 0, dashboard, threaded=True)
+    dashboard.config["HATIDATA_PUBLIC_URL"] = f"http://127.0.0.1:{server.server_port}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"

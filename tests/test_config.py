@@ -18,6 +18,8 @@ GOOD_PRODUCTION_ENV = {
     "WORKOS_WEBHOOK_SECRET": "whsec_0123456789abcdef",
     "HATIDATA_COOKIE_KEY": Fernet.generate_key().decode(),
     "SECRET_KEY": "s" * 48,
+    "HATIDATA_PUBLIC_URL": "https://auth.tenant-host.example",
+    "HATIDATA_METRICS_TOKEN": "m" * 32,
 }
 
 
@@ -77,7 +79,7 @@ def test_production_refuses_to_start_naming_every_missing_setting(monkeypatch: p
         create_app()
     message = str(excinfo.value)
     for name in ("DATABASE_URL", "REDIS_URL", "WORKOS_API_KEY", "WORKOS_CLIENT_ID", "WORKOS_WEBHOOK_SECRET",
-                 "HATIDATA_COOKIE_KEY", "SECRET_KEY"):
+                 "HATIDATA_COOKIE_KEY", "SECRET_KEY", "HATIDATA_PUBLIC_URL", "HATIDATA_METRICS_TOKEN"):
         assert name in message
 
 
@@ -89,6 +91,8 @@ def test_production_refuses_to_start_naming_every_missing_setting(monkeypatch: p
         ("WORKOS_WEBHOOK_SECRET", "abc", "weak"),
         ("DATABASE_URL", "sqlite:////tmp/x.db", "SQLite"),
         ("WORKOS_API_KEY", "sk_test_emulator", "emulator"),
+        ("HATIDATA_PUBLIC_URL", "http://auth.tenant-host.example", "https://"),
+        ("HATIDATA_METRICS_TOKEN", "short-token", "weak"),
     ],
 )
 def test_production_refuses_weak_settings(var: str, value: str, complaint: str) -> None:

@@ -3,7 +3,11 @@
 Run it against the same database and WorkOS settings as HatiData Auth::
 
     DATABASE_URL=... SECRET_KEY=... HATIDATA_COOKIE_KEY=... WORKOS_API_KEY=... WORKOS_CLIENT_ID=... \\
-    WORKOS_BASE_URL=http://127.0.0.1:4100 flask --app examples.embedded_dashboard.app:create_dashboard run
+    WORKOS_BASE_URL=http://127.0.0.1:4100 HATIDATA_PUBLIC_URL=http://127.0.0.1:5000 \\
+    flask --app examples.embedded_dashboard.app:create_dashboard run
+
+(``HATIDATA_PUBLIC_URL`` is where the dashboard is served: its redirect URIs are built from it, never from
+the request's ``Host``.)
 
 It gets ``/auth/login``, ``/auth/callback``, ``/auth/logout``, ``/auth/organizations``,
 ``/auth/switch-organization``, the documented ``/api/v1`` API (``/api/v1/me`` and the rest), the

@@ -6,7 +6,7 @@ import logging
 import secrets
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, redirect, request, session, url_for
+from flask import Blueprint, Response, current_app, g, jsonify, redirect, request, session
 from flask_wtf.csrf import generate_csrf
 from sqlalchemy import or_, select
 from werkzeug.wrappers import Response as BaseResponse
@@ -21,6 +21,7 @@ from workos._errors import (
     WorkOSTimeoutError,
 )
 
+from .. import security_reports
 from ..context import Actor
 from ..errors import AppError, ServiceUnavailable
 from ..extension import clear_session_cookie, set_session_cookie
@@ -31,6 +32,7 @@ from ..requests import request_info
 from ..services import auth_policy
 from ..services import sessions as session_service
 from ..services.introspection import Unauthenticated
+from ..urls import external_url, public_base
 from .flow import BROWSER_KEY, MAX_PENDING_LOGINS, InvalidState, LoginState, dump_state, load_state, pkce_pair
 from .flow import safe_return_to as safe_return_to
 
@@ -45,10 +47,7 @@ def _login_limit() -> str:
 
 
 def _redirect_uri() -> str:
-    rt = runtime()
-    if rt.public_url:
-        return f"{rt.public_url}/auth/callback"
-    return url_for("hatidata_auth.callback", _external=True)
+    return external_url("hatidata_auth.callback")
 
 
 def _truthy(value: str | None) -> bool:
@@ -97,7 +96,8 @@ def login() -> BaseResponse:
 
 
 def _fail(reason: str, message: str, status: int = 400, code: str = "login_failed", **details: Any) -> AppError:
-    session_service.record_login_failure(db.session(), reason=reason, request=request_info(), details=details)
+    session_service.record_login_failure(db.session(), security_reports.shared_cache(), reason=reason,
+                                         request=request_info(), details=details, window=security_reports.window())
     db.session.commit()
     return AppError(message, status=status, code=code, details={"reason": reason})
 
@@ -141,13 +141,8 @@ def _pick_organization(tokens: session_service.Tokens) -> session_service.Tokens
                                           organization_id=memberships[0].organization_id, request=request_info())
 
 
-@bp.get("/callback")
-def callback() -> BaseResponse:
-    """Finish the login: check ``state``, exchange the code (PKCE), record the session, set the cookie."""
-    rt = runtime()
-    if request.args.get("error"):
-        raise _fail("idp_error", "The sign-in was not completed.", 400, code="login_failed",
-                    error=request.args.get("error"), description=request.args.get("error_description"))
+def _take_state(rt: Any) -> tuple[LoginState, str, str]:
+    """The callback's verified state, its PKCE verifier and code; :class:`InvalidState` otherwise."""
     state = load_state(str(current_app.secret_key or ""), request.args.get("state"), rt.state_ttl)
     pending = session.get(BROWSER_KEY) or []
     if state.nonce not in pending:
@@ -159,7 +154,30 @@ def callback() -> BaseResponse:
     code = request.args.get("code")
     if not code:
         raise InvalidState("The login response carries no code.")
-    tokens = _exchange_code(code, str(record["verifier"]))
+    return state, str(record["verifier"]), code
+
+
+def _rotate_csrf() -> None:
+    """A CSRF token handed out before the login stops working: the callback starts a fresh one."""
+    field = str(current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token"))
+    session.pop(field, None)
+    g.pop(field, None)
+    generate_csrf()
+
+
+@bp.get("/callback")
+def callback() -> BaseResponse:
+    """Finish the login: check ``state``, exchange the code (PKCE), record the session, set the cookie."""
+    rt = runtime()
+    if request.args.get("error"):
+        raise _fail("idp_error", "The sign-in was not completed.", 400, code="login_failed",
+                    error=request.args.get("error"), description=request.args.get("error_description"))
+    try:
+        state, verifier, code = _take_state(rt)
+    except InvalidState as exc:
+        _fail("invalid_state", exc.message)
+        raise
+    tokens = _exchange_code(code, verifier)
     claims = rt.verifier.verify(tokens.access_token)
     authentication = auth_policy.authentication_of(db.session(), rt.gateway.client,
                                                    method=tokens.authentication_method,
@@ -189,6 +207,7 @@ def callback() -> BaseResponse:
         db.session.rollback()
         log.warning("could not mirror the other memberships of %s", result.user_id)
     log.info("login %s user=%s org=%s", result.session_id, result.user_id, result.organization_id)
+    _rotate_csrf()
     response = redirect(state.return_to, code=302)
     set_session_cookie(response, rt, seal_tokens(rt, tokens), remembered=state.remember)
     return response
@@ -207,7 +226,7 @@ def logout() -> BaseResponse:
     from ..extensions import csrf
 
     rt = runtime()
-    home = (rt.public_url or request.host_url.rstrip("/")) + "/"
+    home = public_base() + "/"
     cookie = request.cookies.get(rt.cookie_name)
     target = home
     if cookie:

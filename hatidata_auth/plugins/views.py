@@ -26,6 +26,7 @@ from ..extensions import db
 from ..models import Organization, utcnow
 from ..requests import request_info
 from ..services import sso_setup
+from ..urls import external_url
 from . import steps as step_handlers
 from . import wizard
 from .base import IdPPlugin
@@ -221,7 +222,7 @@ def _start_test_login(ctx: step_handlers.StepContext, key: str) -> Any:
     state = secrets.token_urlsafe(24)
     session[f"sso_test_state:{ctx.plugin.name}"] = state
     url = sso_setup.build_test_login_url(
-        ctx.client, connection_id, url_for(".test_login_callback", plugin=ctx.plugin.name, _external=True), state,
+        ctx.client, connection_id, external_url(".test_login_callback", plugin=ctx.plugin.name), state,
         ctx.progress.data.get("login_hint"))
     return redirect(url)
 
@@ -263,7 +264,7 @@ def portal_link(plugin: str) -> Any:
     intent = request.form.get("intent", "sso")
     try:
         link = sso_setup.portal_link(db.session(), current_app.extensions["hatidata_workos"].client, org, intent,
-                                     url_for(".index", _external=True), _identity().actor, request_info())
+                                     external_url(".index"), _identity().actor, request_info())
     except sso_setup.SetupError as exc:
         db.session.rollback()
         return render_template("sso_wizard/portal_link.html", plugin=p, link=None, error=exc.message,

@@ -11,7 +11,7 @@ it once.
 from __future__ import annotations
 
 import logging
-import traceback
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -108,6 +108,22 @@ def _apply(session: Session, client: Any, payload: dict[str, Any], request: Requ
     return ctx
 
 
+ERROR_SUMMARY_CHARS = 300
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+
+
+def error_summary(exc: BaseException, limit: int = ERROR_SUMMARY_CHARS) -> str:
+    """``"<ExceptionType>: <first line of its message>"``, control characters removed, at most *limit* characters.
+
+    What tenants may see of a failure (``last_error``, API answers); never a traceback, a statement or its
+    parameters (SQLAlchemy puts those after the first line).
+    """
+    lines = str(exc).strip().splitlines()
+    first = lines[0] if lines else ""
+    text = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    return _CONTROL.sub(" ", text)[:limit]
+
+
 def receive(session: Session, client: Any, payload: dict[str, Any], *, source: str = "webhook",
             request: RequestInfo = NO_REQUEST, actor: Actor | None = None) -> InboxResult:
     """Store and apply one verified event exactly once; commits (or rolls back and records the failure).
@@ -145,11 +161,11 @@ def receive(session: Session, client: Any, payload: dict[str, Any], *, source: s
         session.rollback()
         if is_connection_error(exc):
             raise  # the database is unreachable: nothing can be recorded; the caller answers 503
-        error = f"{type(exc).__name__}: {exc}"[:4000]
-        log.warning("applying WorkOS event %s (%s) failed: %s", event_id, event_type, error)
-        detail = error + "\n" + "".join(traceback.format_exception(exc))[-4000:]
+        error = error_summary(exc)
+        # The traceback goes to the server log only: tenants see the stored summary through the API.
+        log.warning("applying WorkOS event %s (%s) failed: %s", event_id, event_type, error, exc_info=exc)
         try:
-            _record_failure(session, payload, source, detail)
+            _record_failure(session, payload, source, error)
             session.commit()
         except Exception:  # the database itself is down: WorkOS retries anyway
             session.rollback()
@@ -167,9 +183,9 @@ def replay(session: Session, client: Any, event_id: str, *, actor: Actor | None 
     try:
         return receive(session, client, payload, source=source, actor=actor or Actor.system("replay"))
     except PayloadError as exc:
-        _record_failure(session, payload, source, f"PayloadError: {exc}")
+        _record_failure(session, payload, source, error_summary(exc))
         session.commit()
-        return InboxResult(event_id, payload.get("event", "?"), "failed", error=str(exc))
+        return InboxResult(event_id, payload.get("event", "?"), "failed", error=error_summary(exc))
 
 
 def list_failed(session: Session, limit: int = 100) -> Sequence[WebhookEvent]:

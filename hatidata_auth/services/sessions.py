@@ -8,7 +8,8 @@ Cached status is invalidated when that commit happens (see
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,7 +32,7 @@ from workos._errors import (
 from ..context import NO_REQUEST, Actor, RequestInfo
 from ..errors import AppError, ServiceUnavailable
 from ..models import ROLES, AuthSession, Membership, Organization, User, utcnow
-from . import audit, auth_policy, domains, organizations
+from . import audit, auth_policy, domains, organizations, security_events
 from .auth_policy import Authentication, SsoRequired
 from .introspection import invalidate_after_commit
 
@@ -266,13 +267,19 @@ def sync_user_memberships(db: Session, client: WorkOSClient, *, user_id: str, wo
     return created
 
 
-def record_login_failure(db: Session, *, reason: str, email: str | None = None,
+def record_login_failure(db: Session, cache: Any, *, reason: str, email: str | None = None,
                          organization_id: str | None = None, request: RequestInfo = NO_REQUEST,
-                         details: dict[str, Any] | None = None) -> None:
-    """Audit a failed login (caller commits)."""
-    audit.record(db, action="auth.login.failed", actor=Actor("user", None, email), outcome="failure",
-                 organization_id=organization_id, request=request,
-                 details={"reason": reason, **(details or {})})
+                         details: dict[str, Any] | None = None, window: int = security_events.DEFAULT_WINDOW,
+                         clock: Callable[[], float] = time.time) -> None:
+    """Count a failed login and audit it as a rate-limited summary (caller commits).
+
+    *details* (attacker-supplied text included) become a cleaned, cut sample; *organization_id* only when
+    trusted. See :func:`~hatidata_auth.services.security_events.note` for *cache*, *window* and *clock*.
+    """
+    security_events.note(db, cache, kind="login_failure", reason=reason,
+                         sample=security_events.describe(details or {}), organization_id=organization_id,
+                         actor=Actor("user", None, security_events.clean(email, 320) or None), request=request,
+                         window=window, clock=clock)
 
 
 # --- refresh -----------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The WorkOS webhook endpoint: size limit, signature check on the raw body, shape check, then the inbox.
 
 Answers: 200 applied / ignored / duplicate; 400 malformed JSON or wrong shape (nothing stored); 401 bad,
-missing or stale signature (nothing stored, a security audit event without organization); 413 body over
+missing or stale signature (nothing stored; counted, and audited as a rate-limited summary without organization:
+:mod:`~hatidata_auth.services.security_events`); 413 body over
 ``HATIDATA_WEBHOOK_MAX_BYTES``; 500 applying failed (stored as failed, WorkOS retries).
 """
 
@@ -14,13 +15,12 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from workos.events.models import EventSchema
 
 from .. import metrics
-from ..context import Actor
 from ..errors import error_response
 from ..extensions import csrf, db
 from ..requests import request_info
-from ..services import audit
+from ..security_reports import report
 from ..services.directory_sync import PayloadError
-from ..services.inbox import receive, validate_envelope
+from ..services.inbox import error_summary, receive, validate_envelope
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 csrf.exempt(bp)
@@ -29,15 +29,7 @@ SIGNATURE_HEADER = "WorkOS-Signature"
 
 
 def _reject_signature(reason: str) -> Response:
-    session = db.session()
-    try:
-        audit.record(session, action="webhook.signature_rejected", actor=Actor(type="anonymous"),
-                     organization_id=None, target_type="webhook", target_id="workos", outcome="failure",
-                     request=request_info(), details={"reason": reason[:200], "path": request.path})
-        session.commit()
-    except Exception:  # an audit failure must not turn a rejection into an acceptance
-        session.rollback()
-        current_app.logger.exception("could not audit a rejected webhook")
+    report("webhook_signature", "invalid_signature", reason, target_type="webhook", target_id="workos")
     return error_response(401, "invalid_signature", "The WorkOS-Signature header is missing, invalid or stale.")
 
 
@@ -74,15 +66,15 @@ def workos_webhook() -> Any:
         EventSchema.from_dict(payload)  # the SDK's own shape check of known event types
     except (ValueError, TypeError, KeyError, AttributeError, PayloadError) as exc:
         return error_response(400, "malformed_event", "The event is not valid JSON of the expected shape.",
-                              {"reason": str(exc)[:300]})
+                              {"reason": error_summary(exc)})
     except Exception as exc:  # noqa: BLE001 - the SDK raises its own deserialisation errors
         return error_response(400, "malformed_event", "The event is not valid JSON of the expected shape.",
-                              {"reason": f"{type(exc).__name__}: {exc}"[:300]})
+                              {"reason": error_summary(exc)})
     try:
         result = receive(db.session(), client, payload, source="webhook", request=request_info())
     except PayloadError as exc:
         return error_response(400, "malformed_event", "The event data does not have the expected shape.",
-                              {"reason": str(exc)[:300]})
+                              {"reason": error_summary(exc)})
     metrics.webhook_event(result.event_type, result.status)
     if result.status == "failed":
         return error_response(500, "event_failed", "The event could not be applied; it is kept for retry.",

@@ -41,6 +41,7 @@ def wizard_server(app: Flask) -> Iterator[str]:
     """The app served over real HTTP in a thread."""
     sync_organizations(app)
     server = make_server("127.0.0.1", 0, app, threaded=True)
+    app.config["HATIDATA_PUBLIC_URL"] = f"http://127.0.0.1:{server.server_port}"  # redirect URIs come from it
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"
