@@ -17,8 +17,9 @@ the full resync checks its directory with :func:`check_source` and each listed o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -170,8 +171,10 @@ def _owner_by_mirror(ctx: EventContext, directory_id: str) -> str | None:
     return None if row is None else row[0]
 
 
-def check_source(ctx: EventContext, source: EventSource) -> Binding:
+def check_source(ctx: EventContext, source: EventSource, *, verify: bool = False) -> Binding:
     """Decide whether *source* is a live directory of its organization (see the module docstring).
+
+    *verify*: ask WorkOS even when our mirror knows the directory (the resync, which reads WorkOS anyway).
 
     Refusals and ignores are audited and mark *ctx* ignored. A bound ``dsync.deleted`` leaves the tombstone,
     a bound ``dsync.activated`` of a new directory remembers the one it replaces. Raises the SDK's errors
@@ -181,6 +184,7 @@ def check_source(ctx: EventContext, source: EventSource) -> Binding:
     if claimed is None:
         return _refuse(ctx, source, "no organization: neither the event nor WorkOS names one")
     org = _locked_organization(ctx, claimed)
+    known = None
     if org is not None:
         known = _known(ctx, org, directory_id)
         if known is not None and known.deleted_at is not None:
@@ -188,7 +192,7 @@ def check_source(ctx: EventContext, source: EventSource) -> Binding:
         current = org.directory_id == directory_id
         if current and org.directory_state == "deleted":
             return _ignore_deleted(ctx, org, directory_id, None)
-        if known is not None or current:
+        if (known is not None or current) and not verify:
             return _bound(ctx, org, directory_id, remembered=known is not None)
     owner = _workos_owner(ctx, directory_id)
     if owner is None:
@@ -199,7 +203,7 @@ def check_source(ctx: EventContext, source: EventSource) -> Binding:
         org = resolve_organization(ctx, claimed)  # mirrored only once WorkOS vouched for the pair
         if org is None:
             return Binding("bound")  # the handler finds no organization either, and says so
-    return _bound(ctx, org, directory_id, remembered=False)
+    return _bound(ctx, org, directory_id, remembered=known is not None)
 
 
 def _bound(ctx: EventContext, org: Organization, directory_id: str, *, remembered: bool) -> Binding:
@@ -240,3 +244,26 @@ def belongs(data: dict[str, Any], source: EventSource) -> bool:
     """Whether a listed directory object (user or group) comes from *source* (the full resync's check)."""
     directories, organizations = _ids(data, "")
     return directories == {source.directory_id} and organizations <= {source.workos_organization_id}
+
+
+class _Report(Protocol):
+    objects_refused: int
+
+    def note(self, text: str) -> None: ...
+
+
+def resync_guard(ctx: EventContext, source: EventSource, report: _Report) -> Callable[[dict[str, Any]], bool] | None:
+    """The full resync's binding: ``None`` when its directory is refused or deleted (noted in *report*,
+    audited), else a predicate that keeps the listed objects of *source* and counts the others as refused."""
+    if not check_source(ctx, source, verify=True).bound:
+        report.note(ctx.note or "directory refused")
+        return None
+
+    def keep(data: dict[str, Any]) -> bool:
+        if belongs(data, source):
+            return True
+        report.objects_refused += 1
+        report.note(f"{_clip(data.get('object'))} {_clip(data.get('id'))} is not from {source.directory_id}")
+        return False
+
+    return keep
