@@ -146,14 +146,15 @@ def _remember(ctx: EventContext, org: Organization, directory_id: str, *, delete
     ctx.session.execute(stmt)
 
 
-def _workos_owner(ctx: EventContext, directory_id: str) -> str | None:
-    """The WorkOS organization of a directory per WorkOS; ``None`` when WorkOS does not know it (deleted)."""
+def _workos_owner(ctx: EventContext, directory_id: str, *, missing_ok: bool = True) -> str | None:
+    """The WorkOS organization of a directory per WorkOS; ``None`` when WorkOS does not know it (deleted),
+    or the SDK's ``NotFoundError`` unless *missing_ok*."""
     if ctx.client is None:
         return None
     try:
         directory = ctx.client.directory_sync.get_directory(directory_id)
     except Exception as exc:  # noqa: BLE001 - only "not found" is an answer; anything else is retried
-        if exc.__class__.__name__ not in ("NotFoundError", "NotFound"):
+        if not missing_ok or exc.__class__.__name__ not in ("NotFoundError", "NotFound"):
             raise
         return None
     return str(directory.organization_id)
@@ -174,7 +175,8 @@ def _owner_by_mirror(ctx: EventContext, directory_id: str) -> str | None:
 def check_source(ctx: EventContext, source: EventSource, *, verify: bool = False) -> Binding:
     """Decide whether *source* is a live directory of its organization (see the module docstring).
 
-    *verify*: ask WorkOS even when our mirror knows the directory (the resync, which reads WorkOS anyway).
+    *verify*: ask WorkOS even when our mirror knows the directory (the resync, which reads WorkOS anyway),
+    and let the SDK's ``NotFoundError`` for a directory WorkOS does not know propagate.
 
     Refusals and ignores are audited and mark *ctx* ignored. A bound ``dsync.deleted`` leaves the tombstone,
     a bound ``dsync.activated`` of a new directory remembers the one it replaces. Raises the SDK's errors
@@ -194,7 +196,7 @@ def check_source(ctx: EventContext, source: EventSource, *, verify: bool = False
             return _ignore_deleted(ctx, org, directory_id, None)
         if (known is not None or current) and not verify:
             return _bound(ctx, org, directory_id, remembered=known is not None)
-    owner = _workos_owner(ctx, directory_id)
+    owner = _workos_owner(ctx, directory_id, missing_ok=not verify)
     if owner is None:
         return _refuse(ctx, source, "WorkOS knows no such directory")
     if owner != claimed:
