@@ -14,7 +14,7 @@ from .api.misc import _check_url, _events_list, upsert_endpoint
 from .api.organizations import update_org
 from .errors import ApiError, invalid_params
 from .http import json_body, opt_str, require_str
-from .ids import iso
+from .ids import iso, new_id, token
 from .state import emulator
 
 bp = Blueprint("control", __name__, url_prefix="/_emulator")
@@ -238,6 +238,24 @@ def activate_directory(directory_id: str) -> Any:
         serialize.touch(d)
         emu.emit("dsync.activated", serialize.directory_event(emu.store, d), d["organization_id"])
         return jsonify(serialize.directory(emu.store, d))
+
+
+@bp.post("/organizations/<org_id>/directories")
+def create_directory(org_id: str) -> Any:
+    """``{type?, name?}``: connect a new (empty) directory to the organization and emit ``dsync.activated``."""
+    data = json_body()
+    emu = emulator()
+    with emu.store.lock:
+        org = emu.store.get("organizations", org_id, "Organization")
+        now = iso()
+        domains = emu.store.org_domains(org_id)
+        d = {"id": new_id("directory"), "organization_id": org_id, "external_key": token(12),
+             "type": opt_str(data, "type") or "generic scim v2.0", "state": "linked",
+             "name": opt_str(data, "name") or f"{org['name']} directory",
+             "domain": domains[0]["domain"] if domains else None, "created_at": now, "updated_at": now}
+        emu.store.directories[d["id"]] = d
+        emu.emit("dsync.activated", serialize.directory_event(emu.store, d), org_id)
+        return jsonify(serialize.directory(emu.store, d)), 201
 
 
 @bp.post("/directories/<directory_id>/bulk")

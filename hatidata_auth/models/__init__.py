@@ -5,7 +5,7 @@ from __future__ import annotations
 from .access import ApiKey, AuthSession
 from .audit import AuditChainHead, AuditEvent
 from .base import TenantMixin, new_id, utcnow
-from .directory import DirectoryGroup, DirectoryGroupMembership, DirectoryUser, RoleMapping
+from .directory import DirectoryGroup, DirectoryGroupMembership, DirectoryUser, KnownDirectory, RoleMapping
 from .inbox import SyncCursor, WebhookEvent
 from .setup import OrganizationAlert, WizardProgress
 from .tenancy import MEMBERSHIP_SOURCES, MEMBERSHIP_STATUSES, ROLES, Membership, Organization, User
@@ -21,6 +21,7 @@ __all__ = [
     "DirectoryGroup",
     "DirectoryGroupMembership",
     "DirectoryUser",
+    "KnownDirectory",
     "Membership",
     "Organization",
     "OrganizationAlert",

@@ -69,6 +69,22 @@ class DirectoryGroupMembership(TenantMixin, db.Model):  # type: ignore[name-defi
     version_event_id: Mapped[str | None] = mapped_column(String(64))
 
 
+class KnownDirectory(TenantMixin, TimestampMixin, db.Model):  # type: ignore[name-defined]
+    """A WorkOS directory known (from our mirror or a WorkOS lookup) to belong to the organization.
+
+    A deleted directory stays as a tombstone (``deleted_at``): WorkOS never reuses directory ids, so an event
+    that still carries the id is stale, even after the organization has a new directory.
+    """
+
+    __tablename__ = "known_directories"
+    __table_args__ = (UniqueConstraint("organization_id", "directory_id", name="uq_known_directory"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    directory_id: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    deleted_by_event_id: Mapped[str | None] = mapped_column(String(64))
+
+
 class RoleMapping(TenantMixin, TimestampMixin, db.Model):  # type: ignore[name-defined]
     """Maps an IdP group identifier to a HatiData role, with a priority for ties."""
 

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from ..context import NO_REQUEST, Actor, RequestInfo
 from ..errors import is_connection_error
 from ..models import WebhookEvent, utcnow
+from . import event_source
 from .directory_sync import EventContext, PayloadError, handler_for, parse_time
 
 log = logging.getLogger(__name__)
@@ -103,8 +104,12 @@ def _apply(session: Session, client: Any, payload: dict[str, Any], request: Requ
                        event_time=parse_time(payload.get("created_at")) or utcnow(), actor=actor, request=request)
     if handler is None:
         ctx.ignore("event type not handled")
-    else:
-        handler(ctx, payload["data"])
+        return ctx
+    data = payload["data"]
+    if event_source.is_directory_event(ctx.event_type):
+        data = event_source.bind(ctx, data)  # None: refused or ignored (recorded on ctx and audited)
+    if data is not None:
+        handler(ctx, data)
     return ctx
 
 

@@ -29,7 +29,7 @@ from ..models import (
     new_id,
     utcnow,
 )
-from . import domains, inbox, role_mapping
+from . import domains, event_source, inbox, role_mapping
 from .directory_sync import (
     _LOOKUP,
     EventContext,
@@ -131,6 +131,7 @@ class ResyncReport:
     memberships_added: int = 0
     memberships_removed: int = 0
     access_repaired: int = 0
+    objects_refused: int = 0  # listed objects of another directory or organization, not applied
     seconds: float = 0.0
     examples: list[str] = field(default_factory=list)
 
@@ -176,6 +177,10 @@ def full_resync(session: Session, client: Any, *, organization_id: str, actor: A
                             event_time=started, actor=actor)
 
     ctx = context()
+    keep = event_source.resync_guard(ctx, event_source.EventSource(directory_id, org.workos_organization_id), report)
+    if keep is None:
+        session.commit()  # the refusal's audit event
+        return report
     # Groups.
     local_groups = {g.workos_id: g for g in session.scalars(select(DirectoryGroup).where(
         DirectoryGroup.organization_id == org.id, DirectoryGroup.directory_id == directory_id,
@@ -183,6 +188,8 @@ def full_resync(session: Session, client: Any, *, organization_id: str, actor: A
     seen_groups: set[str] = set()
     for group in client.directory_sync.list_groups(directory=directory_id, limit=100, order="asc").auto_paging_iter():
         data = group.to_dict()
+        if not keep(data):
+            continue
         seen_groups.add(data["id"])
         before = local_groups.get(data["id"])
         state = None if before is None else (before.name, before.idp_id)
@@ -232,7 +239,7 @@ def full_resync(session: Session, client: Any, *, organization_id: str, actor: A
         ctx = context()
         # One page, one unit of work: its rows are loaded in three queries, its changes are flushed together
         # (batched INSERTs, one chained audit write) and committed at the end of the page.
-        datas = [u.to_dict() for u in page]
+        datas = [d for d in (u.to_dict() for u in page) if keep(d)]
         stored = {du.workos_id: du for du in session.scalars(select(DirectoryUser).where(
             DirectoryUser.organization_id == org.id, DirectoryUser.workos_id.in_([d["id"] for d in datas])))}
         # People are looked up only for users that may need membership work (new, or email not linked yet).
