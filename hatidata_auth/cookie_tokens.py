@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from cryptography.fernet import InvalidToken
@@ -113,14 +114,16 @@ def _usable(rt: AuthRuntime, data: dict[str, Any]) -> bool:
     return True
 
 
-def rotate(rt: AuthRuntime, status: SessionStatus | None = None, *,
-           organization_id: str | None = None) -> dict[str, Any]:
+def rotate(rt: AuthRuntime, status: SessionStatus | None = None, *, organization_id: str | None = None,
+           then: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Rotate the request's tokens at WorkOS (into *organization_id*, for a switch) and adopt the successor.
 
     *status* is the session's (looked up from the tokens' ``sid`` when not given; its id names the lock;
     :class:`Unauthenticated` when it has ended). A plain refresh first takes a successor
     another request already obtained, if its access token is still valid, and audits
-    ``session.refreshed``; a switch always calls WorkOS (its caller audits it). Returns the new tokens.
+    ``session.refreshed``; a switch always calls WorkOS, and passes *then* (called with the new tokens while
+    the lock is still held) to commit its change before another request may take these tokens. Returns the
+    new tokens.
     Raises :class:`RefreshFailed` (transient: 503, the session stays; terminal: 401, and a plain refresh
     also ends our record of the session).
     """
@@ -158,6 +161,8 @@ def rotate(rt: AuthRuntime, status: SessionStatus | None = None, *,
         sealed = seal_tokens(rt, tokens)
         rt.shared_set(_successor_key(old_refresh_token), sealed, rt.successor_ttl)
         current = _adopt(rt, sealed, status.remembered)
+        if then is not None:
+            then(current)
     if organization_id is None:
         session_service.record_refresh(db.session(), workos_session_id=status.workos_session_id, actor=actor,
                                        request=request_info())

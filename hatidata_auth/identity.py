@@ -149,7 +149,11 @@ def _from_session_claims(rt: AuthRuntime, claims: dict[str, Any]) -> Identity:
         raise Unauthenticated("The session has expired.", reason="session_expired")
     token_org = claims.get("org_id")
     if token_org and status.workos_organization_id and token_org != status.workos_organization_id:
-        raise Unauthenticated("The token is for another organization than the session.", reason="organization")
+        # A switch in another process may have moved the session after this one cached it: ask the database.
+        rt.introspector.invalidate_session_local(str(claims["sid"]))
+        status = rt.introspector.session_status(_lazy_db(), str(claims["sid"]))
+        if status is None or not status.active or token_org != status.workos_organization_id:
+            raise Unauthenticated("The token is for another organization than the session.", reason="organization")
     if rt.introspector.should_touch(status):
         status = rt.introspector.touch(_lazy_db(), status)
     return _session_identity(status)

@@ -257,13 +257,17 @@ def switch_organization() -> BaseResponse:
     membership = session_service.check_switch_target(db.session(), user_id=identity.user_id,
                                                      current_organization_id=identity.organization_id,
                                                      target=target)
+    user_id = identity.user_id
+
+    def apply(tokens: dict[str, Any]) -> None:  # committed before another request may use the new tokens
+        claims = rt.verifier.verify(str(tokens["access_token"]))
+        session_service.apply_switch(db.session(), workos_session_id=str(claims["sid"]), target=target,
+                                     user_id=user_id, role=membership.role, actor=identity.actor,
+                                     request=request_info())
+        db.session.commit()
+
     # The request's current tokens (refreshed already if the access token had expired) rotate into the target.
-    tokens = rotate(rt, organization_id=target.workos_organization_id)
-    claims = rt.verifier.verify(str(tokens["access_token"]))
-    session_service.apply_switch(db.session(), workos_session_id=str(claims["sid"]), target=target,
-                                 user_id=identity.user_id, role=membership.role, actor=identity.actor,
-                                 request=request_info())
-    db.session.commit()
+    rotate(rt, organization_id=target.workos_organization_id, then=apply)
     return_to = data.get("return_to")
     response: BaseResponse
     if return_to is not None:
