@@ -57,8 +57,7 @@ def redis_url(app_config: dict[str, Any]) -> Iterator[str | None]:
 
 @pytest.fixture
 def app_config(app_config: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
-    """Exact expiry (no leeway); without Redis, every process (this one too) shares the file cache."""
-    app_config["WORKOS_JWT_LEEWAY"] = 0
+    """Without Redis, every process (this one too) shares the file cache."""
     if not app_config.get("REDIS_URL"):
         app_config["CACHE_TYPE"] = "FileSystemCache"
         app_config["CACHE_DIR"] = str(tmp_path / "shared-cache")
@@ -68,7 +67,8 @@ def app_config(app_config: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
 @pytest.fixture
 def instances(app: Flask, app_config: dict[str, Any], redis_url: str | None,
               tmp_path: Path) -> Iterator[list[str]]:
-    """Base URLs: one gunicorn with 2 workers on the embedded default, two such instances on Redis."""
+    """Base URLs: one gunicorn with 2 workers on the embedded default, two such instances on Redis; they take
+    an access token as expired the moment it is (no leeway), this process keeps the leeway to sign in."""
     settings = app_settings(app_config, WORKOS_JWT_LEEWAY=0, SQLALCHEMY_ENGINE_OPTIONS={
         "pool_pre_ping": True, **({"connect_args": {"timeout": 1}} if redis_url is None else {})})
     if redis_url is not None:
@@ -109,11 +109,16 @@ def _sign_in(app: Flask, email: str) -> str:
     return value
 
 
-def _expired(app: Flask, cookies: list[str], short_lived: Any) -> None:
-    """Wait until every cookie's access token has expired; tokens issued from now on live long."""
+def _expired(app: Flask, emulator: Any, cookies: list[str], short_lived: Any) -> None:
+    """Wait until every cookie's access token has expired; tokens issued from now on live long, and WorkOS
+    answers a token exchange after a realistic 300 ms (so concurrent requests overlap it)."""
     latest = max(int(_claims(c, app)["exp"]) for c in cookies)
     time.sleep(max(0.0, latest - time.time() + 0.05))
     short_lived.access_token_ttl = 600
+    response = httpx2.post(f"{emulator.url}/_emulator/faults", headers={"Authorization": "Bearer sk_test_emulator"},
+                           json={"method": "POST", "path": "/user_management/authenticate", "delay_ms": 300},
+                           timeout=10)
+    assert response.status_code == 201, response.text
 
 
 def _rotations(emulator: Any, sid: str) -> int:
@@ -165,7 +170,7 @@ def test_one_refresh_for_many_concurrent_requests_with_one_expired_cookie(
     sync_organizations(app)
     cookie = _sign_in(app, "admin@globex.test")
     sid = str(_claims(cookie, app)["sid"])
-    _expired(app, [cookie], short_lived)
+    _expired(app, emulator, [cookie], short_lived)
     calls = [("GET", f"{instances[i % len(instances)]}{route}", cookie) for i, route in enumerate(ROUTES)]
     responses = _burst(calls)
     assert [r.status_code for r in responses] == [200] * len(ROUTES), [r.text[:200] for r in responses]
@@ -204,7 +209,7 @@ def test_switch_after_expiry_and_concurrent_requests_use_the_current_tokens(
     current = _record(app, sid).organization_id
     target = next(org for org in orgs.values() if org != current and _member(app, sid, org))
     headers, flask_cookies = _csrf(instances[0], cookie)
-    _expired(app, [cookie], short_lived)
+    _expired(app, emulator, [cookie], short_lived)
     barrier = threading.Barrier(6)
 
     def switch() -> httpx2.Response:
@@ -264,7 +269,7 @@ def test_parallel_refreshes_of_different_sessions_in_one_organization(
     cookies = [_sign_in(app, email) for email in emails for _ in range(2)]  # six sessions of one organization
     sids = [str(_claims(c, app)["sid"]) for c in cookies]
     organization_id = _record(app, sids[0]).organization_id
-    _expired(app, cookies, short_lived)
+    _expired(app, emulator, cookies, short_lived)
     calls = [("GET", f"{instances[i % len(instances)]}/api/v1/me", cookie)
              for i, cookie in enumerate(cookies * 2)]
     responses = _burst(calls)
@@ -279,3 +284,71 @@ def test_parallel_refreshes_of_different_sessions_in_one_organization(
         report = audit.verify_organization(db.session, organization_id)
         db.session.remove()
     assert report.ok, report
+
+
+class _ChainHeld:
+    """Hold the organization's audit chain from outside the app (the SQLite write lock, or the head row on
+    PostgreSQL) so that the app's append after WorkOS rotated the token fails; :meth:`fail_waiter` makes a
+    waiting PostgreSQL append fail now (its connection is cut), SQLite's fails on its own (busy timeout)."""
+
+    def __init__(self, url: str, organization_id: str) -> None:
+        self.url = url
+        self.organization_id = organization_id
+        self._conn: Any = None
+
+    def __enter__(self) -> _ChainHeld:
+        if self.url.startswith("sqlite"):
+            import sqlite3
+
+            self._conn = sqlite3.connect(self.url.removeprefix("sqlite:///"), isolation_level=None)
+            self._conn.execute("BEGIN IMMEDIATE")
+        else:
+            import psycopg
+
+            self._conn = psycopg.connect(self.url.replace("postgresql+psycopg", "postgresql"))
+            self._conn.execute("SELECT seq FROM audit_chain_heads WHERE chain_key = %s FOR UPDATE",
+                               (self.organization_id,))
+        return self
+
+    def fail_waiter(self, deadline: float) -> None:
+        if self.url.startswith("sqlite"):
+            return
+        import psycopg
+
+        with psycopg.connect(self.url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as admin:
+            while time.monotonic() < deadline:
+                killed = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                                       "datname = current_database() AND wait_event_type = 'Lock'").fetchall()
+                if killed:
+                    return
+                time.sleep(0.05)
+        raise AssertionError("the app never waited for the audit chain")
+
+    def __exit__(self, *exc: object) -> None:
+        self._conn.rollback()
+        self._conn.close()
+
+
+def test_a_failure_after_rotation_never_loses_the_new_refresh_token(
+    app: Flask, app_config: dict[str, Any], emulator: Any, short_lived: Any, instances: list[str],
+) -> None:
+    sync_organizations(app)
+    cookie = _sign_in(app, "dev@globex.test")
+    sid = str(_claims(cookie, app)["sid"])
+    record = _record(app, sid)
+    _expired(app, emulator, [cookie], short_lived)
+    with _ChainHeld(app_config["SQLALCHEMY_DATABASE_URI"], record.organization_id) as held, \
+            ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(httpx2.get, f"{instances[0]}/api/v1/me", cookies={COOKIE: cookie}, timeout=30)
+        held.fail_waiter(time.monotonic() + 20)
+        failed = pending.result()
+    assert failed.status_code == 503, failed.text  # the audit append failed after WorkOS rotated the token
+    assert _rotations(emulator, sid) == 1
+    new_cookie = _new_cookie(failed)
+    assert new_cookie is not None  # the failing answer still carries the successor
+    retried = httpx2.get(f"{instances[-1]}/api/v1/me", cookies={COOKIE: cookie}, timeout=10)
+    assert retried.status_code == 200, retried.text  # the spent cookie leads to the successor
+    assert _new_cookie(retried) == new_cookie
+    assert httpx2.get(f"{instances[0]}/api/v1/me", cookies={COOKIE: new_cookie}, timeout=10).status_code == 200
+    assert _rotations(emulator, sid) == 1
+    assert _record(app, sid).revoked_at is None
