@@ -28,7 +28,13 @@ from .extensions import csrf, db
 from .roles import permissions_for, role_at_least
 from .services import sessions as session_service
 from .services.api_keys import looks_like_key
-from .services.introspection import SessionStatus, TokenExpired, Unauthenticated, token_hash
+from .services.introspection import (
+    SessionStatus,
+    TokenExpired,
+    Unauthenticated,
+    load_session_status,
+    token_hash,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -150,8 +156,8 @@ def _from_session_claims(rt: AuthRuntime, claims: dict[str, Any]) -> Identity:
     token_org = claims.get("org_id")
     if token_org and status.workos_organization_id and token_org != status.workos_organization_id:
         # A switch in another process may have moved the session after this one cached it: ask the database.
-        rt.introspector.invalidate_session_local(str(claims["sid"]))
-        status = rt.introspector.session_status(_lazy_db(), str(claims["sid"]))
+        status = load_session_status(_lazy_db(), str(claims["sid"]), default_cache_ttl=rt.introspector.cache_ttl,
+                                     active_ttl=rt.introspector.active_ttl)
         if status is None or not status.active or token_org != status.workos_organization_id:
             raise Unauthenticated("The token is for another organization than the session.", reason="organization")
     if rt.introspector.should_touch(status):
