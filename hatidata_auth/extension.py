@@ -23,6 +23,7 @@ from .revocation_bus import RevocationBus
 from .services.api_keys import UsageRecorder
 from .services.introspection import Introspector, JwksCache, TokenVerifier, default_issuers
 from .services.sessions import SessionPolicy
+from .shared_lock import SharedLocks
 from .workos_gateway import WorkOSGateway, WorkOSSettings
 
 DEFAULTS: dict[str, Any] = {
@@ -38,6 +39,9 @@ DEFAULTS: dict[str, Any] = {
     "HATIDATA_API_KEY_ROTATION_GRACE": 24 * 3600,
     "HATIDATA_API_KEY_USAGE_INTERVAL": 60,
     "HATIDATA_SESSION_TOUCH_INTERVAL": 60,
+    "HATIDATA_REFRESH_SUCCESSOR_TTL": 60,
+    "HATIDATA_REFRESH_WAIT": 10,
+    "HATIDATA_REFRESH_LOCK_TTL": None,
     "HATIDATA_TOKEN_CACHE_SIZE": 10_000,
     "HATIDATA_JWKS_REFETCH_COOLDOWN": 10,
     "HATIDATA_JWKS_LIFESPAN": 3600,
@@ -107,6 +111,12 @@ class AuthRuntime:
                                       leeway=settings.jwt_leeway, maxsize=int(config["HATIDATA_TOKEN_CACHE_SIZE"]))
         self.usage = UsageRecorder(float(config["HATIDATA_API_KEY_USAGE_INTERVAL"]))
         self.cookies = CookieSessions()
+        self.locks = SharedLocks(lambda: self.backend)
+        self.successor_ttl = int(config["HATIDATA_REFRESH_SUCCESSOR_TTL"])
+        self.refresh_wait = float(config["HATIDATA_REFRESH_WAIT"])
+        # A holder must outlive its WorkOS call (every retry): a lock that runs out lets a second refresh race it.
+        self.refresh_lock_ttl = float(config["HATIDATA_REFRESH_LOCK_TTL"]
+                                      or settings.timeout * (settings.max_retries + 1) + 10)
         self.key_failure_limit = parse_limit(str(config["HATIDATA_API_KEY_FAILURE_RATE_LIMIT"]))
         self.key_prefix_failure_limit = parse_limit(str(config["HATIDATA_API_KEY_PREFIX_FAILURE_RATE_LIMIT"]))
 

@@ -8,9 +8,7 @@ redirect to ``/auth/login`` for browsers.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,21 +16,27 @@ from functools import wraps
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlencode
 
-from cryptography.fernet import InvalidToken
 from flask import current_app, redirect, request
 from werkzeug.local import LocalProxy
-from workos.session import seal_session_from_auth_response, unseal_data
 
 from .context import Actor
+from .cookie_tokens import CookieSessions as CookieSessions
+from .cookie_tokens import request_tokens, rotate
+from .cookie_tokens import seal_tokens as seal_tokens
+from .cookie_tokens import unseal_cookie as unseal_cookie
 from .errors import AppError
 from .extensions import csrf, db
-from .requests import request_info
-from .revocation_bus import LocalCache
 from .roles import permissions_for, role_at_least
 from .security_reports import report as report_failure
 from .services import sessions as session_service
 from .services.api_keys import KEY_PREFIX, PUBLIC_PREFIX_CHARS, looks_like_key
-from .services.introspection import SessionStatus, TokenExpired, Unauthenticated, token_hash
+from .services.introspection import (
+    SessionStatus,
+    TokenExpired,
+    Unauthenticated,
+    load_session_status,
+    token_hash,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -128,7 +132,7 @@ def _resolve() -> Identity | None:
     if cookie:
         request.environ["hatidata.credential"] = "cookie"
         try:
-            return _from_cookie(rt, cookie)
+            return _from_cookie(rt)
         except Unauthenticated as exc:
             if exc.clear_cookie:
                 request.environ["hatidata.clear_cookie"] = True
@@ -154,7 +158,11 @@ def _from_session_claims(rt: AuthRuntime, claims: dict[str, Any]) -> Identity:
         raise Unauthenticated("The session has expired.", reason="session_expired")
     token_org = claims.get("org_id")
     if token_org and status.workos_organization_id and token_org != status.workos_organization_id:
-        raise Unauthenticated("The token is for another organization than the session.", reason="organization")
+        # A switch in another process may have moved the session after this one cached it: ask the database.
+        status = load_session_status(_lazy_db(), str(claims["sid"]), default_cache_ttl=rt.introspector.cache_ttl,
+                                     active_ttl=rt.introspector.active_ttl)
+        if status is None or not status.active or token_org != status.workos_organization_id:
+            raise Unauthenticated("The token is for another organization than the session.", reason="organization")
     if rt.introspector.should_touch(status):
         status = rt.introspector.touch(_lazy_db(), status)
     return _session_identity(status)
@@ -167,80 +175,27 @@ def _session_identity(status: SessionStatus) -> Identity:
                     scopes=())
 
 
-class CookieSessions:
-    """Unsealed cookies (by hash) and refreshes in flight, per process."""
-
-    def __init__(self) -> None:
-        self.unsealed: LocalCache[dict[str, Any]] = LocalCache(10_000)
-        self.lock = threading.Lock()
-
-
-def unseal_cookie(rt: AuthRuntime, cookie: str) -> dict[str, Any]:
-    """The cookie's ``{access_token, refresh_token, user}``; raises :class:`Unauthenticated` if tampered."""
-    digest = hashlib.sha256(cookie.encode()).digest()
-    data = rt.cookies.unsealed.get(digest)
-    if data is not None:
-        return data
-    try:
-        data = unseal_data(cookie, rt.cookie_key)
-    except (InvalidToken, ValueError, TypeError) as exc:
-        raise Unauthenticated("The session cookie is invalid.", reason="cookie") from exc
-    if not isinstance(data, dict) or not data.get("access_token") or not data.get("refresh_token"):
-        raise Unauthenticated("The session cookie is invalid.", reason="cookie")
-    rt.cookies.unsealed.set(digest, data, time.monotonic() + 300)
-    return data
-
-
-def seal_tokens(rt: AuthRuntime, tokens: session_service.Tokens) -> str:
-    """Seal tokens into a cookie value with the SDK."""
-    return seal_session_from_auth_response(access_token=tokens.access_token, refresh_token=tokens.refresh_token,
-                                           user=tokens.user, impersonator=tokens.impersonator,
-                                           cookie_password=rt.cookie_key)
-
-
-def _from_cookie(rt: AuthRuntime, cookie: str) -> Identity:
-    data = unseal_cookie(rt, cookie)
+def _from_cookie(rt: AuthRuntime) -> Identity:
+    data = request_tokens(rt)
+    assert data is not None  # the caller saw the cookie
     try:
         claims = rt.verifier.verify(str(data["access_token"]))
     except TokenExpired:
         claims = _refresh_cookie(rt, data)
-    request.environ["hatidata.cookie_data"] = data
     return _from_session_claims(rt, claims)
 
 
 def _refresh_cookie(rt: AuthRuntime, data: dict[str, Any]) -> dict[str, Any]:
     old_claims = rt.verifier.verify(str(data["access_token"]), allow_expired=True)
-    sid = str(old_claims["sid"])
-    status = rt.introspector.session_status(_lazy_db(), sid)
+    status = rt.introspector.session_status(_lazy_db(), str(old_claims["sid"]))
     if status is None or not status.active or status.expires_at <= time.time():
         raise Unauthenticated("The session has ended.", reason="revoked")
-    refresh_token = str(data["refresh_token"])
-    memo_key = f"auth:refresh:{token_hash(refresh_token)}"
-    with rt.cookies.lock:
-        sealed = rt.shared_get(memo_key)
-        if not isinstance(sealed, str):
-            actor = Actor("user", status.user_id, status.email)
-            try:
-                tokens = session_service.refresh_tokens(rt.gateway.client, refresh_token=refresh_token,
-                                                        request=request_info())
-            except session_service.RefreshFailed as failure:
-                session_service.record_refresh(db.session(), workos_session_id=sid, actor=actor,
-                                               request=request_info(), failure=failure)
-                db.session.commit()
-                if failure.transient:
-                    raise
-                raise Unauthenticated("The session has ended; sign in again.", reason="refresh_rejected") from None
-            sealed = seal_tokens(rt, tokens)
-            session_service.record_refresh(db.session(), workos_session_id=sid, actor=actor, request=request_info())
-            refusal = session_service.enforce_after_refresh(db.session(), rt.gateway.client, workos_session_id=sid,
-                                                            request=request_info())
-            db.session.commit()
-            if refusal is not None:
-                raise refusal
-            # Concurrent requests with the same (now rotated) refresh token reuse this result.
-            rt.shared_set(memo_key, sealed, 30)
-    new_data = unseal_cookie(rt, sealed)
-    request.environ["hatidata.set_cookie"] = (sealed, status.remembered)
+    try:
+        new_data = rotate(rt, status)
+    except session_service.RefreshFailed as failure:
+        if failure.transient:
+            raise
+        raise Unauthenticated("The session has ended; sign in again.", reason="refresh_rejected") from None
     return rt.verifier.verify(str(new_data["access_token"]))
 
 

@@ -3,6 +3,8 @@
 Ports: the emulator listens on WORKOS_EMULATOR_PORT (4100), the app on PORT (8000), both on 127.0.0.1.
 HATIDATA_PUBLIC_URL defaults to the app's address, http://127.0.0.1:$PORT: redirect URIs are built from it,
 never from the Host header, so open the app at that address (not http://localhost:$PORT).
+Every variable of the environment reaches both servers; WORKOS_EMULATOR_ACCESS_TOKEN_TTL (seconds, default
+300) sets the lifetime of the access tokens the emulator issues (short to watch sessions refresh).
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ def main() -> int:
     env.setdefault("HATIDATA_PUBLIC_URL", app_url)
     env["PORT"] = str(app_port)
     webhook_secret = env.setdefault("WORKOS_WEBHOOK_SECRET", "whsec_hatidata_development")
+    token_ttl = env.setdefault("WORKOS_EMULATOR_ACCESS_TOKEN_TTL", "300")
+    if not token_ttl.isdigit() or int(token_ttl) < 1:
+        sys.exit(f"WORKOS_EMULATOR_ACCESS_TOKEN_TTL={token_ttl!r} is not a positive number of seconds")
     instance = Path(env.get("HATIDATA_INSTANCE_PATH") or ROOT / "instance")
     env["HATIDATA_INSTANCE_PATH"] = str(instance)
 
@@ -110,6 +115,7 @@ HatiData Auth is running.
   app:             {app_url}            (health: {app_url}/healthz, readiness: {app_url}/readyz)
   sign in:         {app_url}/             (enter a demo email; admins get the SSO setup wizard)
   WorkOS emulator: {emulator_url}            (hosted login pages for each demo organization)
+  access tokens:   live {token_ttl} s, then the app refreshes them (WORKOS_EMULATOR_ACCESS_TOKEN_TTL)
   webhooks:        {app_url}/webhooks/workos is registered with the emulator
 
 Demo logins (pick the user on the emulator's login page; no passwords):

@@ -30,11 +30,11 @@ def _get(url: str) -> tuple[int, bytes]:
         return response.status, response.read()
 
 
-def _start(tmp_path: Path, app_port: int, emulator_port: int) -> tuple[subprocess.Popen[str], Path]:
+def _start(tmp_path: Path, app_port: int, emulator_port: int, **extra: str) -> tuple[subprocess.Popen[str], Path]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TEST_", "HATIDATA_", "WORKOS_", "DATABASE_",
                                                                       "REDIS_"))}
     env.update(PORT=str(app_port), WORKOS_EMULATOR_PORT=str(emulator_port),
-               HATIDATA_INSTANCE_PATH=str(tmp_path / "instance"))
+               HATIDATA_INSTANCE_PATH=str(tmp_path / "instance"), **extra)
     log = tmp_path / "run.log"
     proc = subprocess.Popen(  # noqa: S603 - our own launcher
         [sys.executable, "scripts/run_dev.py"], cwd=ROOT, env=env, text=True,
@@ -80,9 +80,15 @@ def test_make_run_brings_up_both_servers_and_ctrl_c_stops_them(tmp_path: Path) -
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still open after Ctrl-C"
 
-    # Running it again on the same instance folder is idempotent: nothing is created twice.
-    proc, log = _start(tmp_path, app_port, emulator_port)
+    # Running it again on the same instance folder is idempotent: nothing is created twice. The emulator it
+    # starts takes its access-token lifetime from the environment.
+    proc, log = _start(tmp_path, app_port, emulator_port, WORKOS_EMULATOR_ACCESS_TOKEN_TTL="7")
     try:
         assert "0 organizations created" in log.read_text()
+        info = urllib.request.Request(f"http://127.0.0.1:{emulator_port}/_emulator/info",  # noqa: S310
+                                      headers={"Authorization": "Bearer sk_test_emulator"})
+        with urllib.request.urlopen(info, timeout=10) as response:  # noqa: S310 - local test server
+            assert json.loads(response.read())["access_token_ttl"] == 7
+        assert "live 7 s" in log.read_text()
     finally:
         assert _stop(proc) == 0

@@ -26,7 +26,7 @@ from ..context import Actor
 from ..errors import AppError, ServiceUnavailable
 from ..extension import clear_session_cookie, set_session_cookie
 from ..extensions import db, limiter
-from ..identity import current_identity, login_required, runtime, seal_tokens, unseal_cookie
+from ..identity import current_identity, login_required, request_tokens, rotate, runtime, seal_tokens
 from ..models import Membership, Organization
 from ..requests import request_info
 from ..services import auth_policy
@@ -232,8 +232,8 @@ def logout() -> BaseResponse:
     if cookie:
         csrf.protect()
         try:
-            data = unseal_cookie(rt, cookie)
-            claims = rt.verifier.verify(str(data["access_token"]), allow_expired=True)
+            data = request_tokens(rt) or {}
+            claims = rt.verifier.verify(str(data.get("access_token")), allow_expired=True)
         except Unauthenticated:
             claims = None
         if claims is not None:
@@ -283,8 +283,7 @@ def switch_organization() -> BaseResponse:
     identity = current_identity
     data: dict[str, Any] = request.get_json(silent=True) or request.form.to_dict()
     target_id = str(data.get("organization_id") or "")
-    cookie_data = request.environ.get("hatidata.cookie_data")
-    if identity.auth_type != "session" or cookie_data is None:
+    if identity.auth_type != "session" or request.environ.get("hatidata.credential") != "cookie":
         raise AppError("Switching organization needs a browser session.", status=400, code="not_a_browser_session")
     target = _find_org(target_id) if target_id else None
     if target is None:
@@ -298,19 +297,21 @@ def switch_organization() -> BaseResponse:
     except auth_policy.SsoRequired:
         db.session.commit()  # keep the refusal's audit event
         raise
-    tokens = session_service.refresh_tokens(rt.gateway.client, refresh_token=str(cookie_data["refresh_token"]),
-                                            organization_id=target.workos_organization_id, request=request_info())
-    claims = rt.verifier.verify(tokens.access_token)
-    record = session_service.apply_switch(db.session(), workos_session_id=str(claims["sid"]), target=target,
-                                          user_id=identity.user_id, role=membership.role, actor=identity.actor,
-                                          request=request_info())
-    remembered = record.remembered
-    db.session.commit()
+    user_id = identity.user_id
+
+    def apply(tokens: dict[str, Any]) -> None:  # committed before another request may use the new tokens
+        claims = rt.verifier.verify(str(tokens["access_token"]))
+        session_service.apply_switch(db.session(), workos_session_id=str(claims["sid"]), target=target,
+                                     user_id=user_id, role=membership.role, actor=identity.actor,
+                                     request=request_info())
+        db.session.commit()
+
+    # The request's current tokens (refreshed already if the access token had expired) rotate into the target.
+    rotate(rt, organization_id=target.workos_organization_id, then=apply)
     return_to = data.get("return_to")
     response: BaseResponse
     if return_to is not None:
         response = redirect(safe_return_to(str(return_to)), code=303)
     else:
         response = jsonify(organization_id=target.id, name=target.name, role=membership.role)
-    set_session_cookie(response, rt, seal_tokens(rt, tokens), remembered=remembered)
-    return response
+    return response  # the new cookie is set from the request's tokens (extension._apply_cookie_changes)

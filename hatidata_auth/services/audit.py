@@ -2,7 +2,9 @@
 
 Events are appended in the caller's transaction, so a change and its audit event commit or roll back
 together. Each organization's events form a hash chain: ``hash = sha256(prev_hash + canonical_json)``; the
-chain's head (last ``seq`` and ``hash``) is kept in ``audit_chain_heads`` and locked while appending.
+chain's head (last ``seq`` and ``hash``) is kept in ``audit_chain_heads`` and locked while appending: by
+``SELECT … FOR UPDATE`` of the head row on PostgreSQL, by the database's write lock on SQLite (taken with a
+write to the head before reading it), so appends from any number of threads and processes are serialized.
 """
 
 from __future__ import annotations
@@ -111,7 +113,21 @@ def pending(session: Session) -> list[AuditEvent]:
     return list(session.info.get(_PENDING_KEY) or [])
 
 
+def _take_write_lock(session: Session, key: str) -> None:
+    """Serialize appends on SQLite, which ignores ``FOR UPDATE``: write before reading the head.
+
+    A write takes the database's write lock (held by this transaction until it ends, and waited for by
+    every other connection, in any process, up to the busy timeout), so the head read next cannot be
+    stale. The driver opens the transaction before an UPDATE, never before a SELECT: reading first would
+    read outside the lock and let two appends take the same ``seq``.
+    """
+    table = AuditChainHead.__table__
+    session.execute(update(table).where(table.c.chain_key == key).values(seq=table.c.seq))
+
+
 def _head_for_update(session: Session, key: str) -> tuple[int, str]:
+    if session.get_bind().dialect.name == "sqlite":
+        _take_write_lock(session, key)
     query = select(AuditChainHead.seq, AuditChainHead.hash).where(AuditChainHead.chain_key == key).with_for_update()
     head = session.execute(query).first()
     if head is not None:
