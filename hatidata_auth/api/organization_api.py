@@ -32,6 +32,7 @@ BLUEPRINTS = (org_blp, members_blp, mappings_blp, inbox_blp)
 
 ROLE_OR_NONE = validate.OneOf([*ROLES, None])
 IDENTIFIER_KINDS = ("name", "object_id", "directory_group_id")
+MEMBER_STATUSES = ("active", "inactive", "pending", "deprovisioned")
 
 
 def _org_id() -> str:
@@ -194,18 +195,25 @@ class MemberSchema(Schema):
     email = fields.String(required=True)
     first_name = fields.String(allow_none=True)
     last_name = fields.String(allow_none=True)
-    role = fields.String(allow_none=True, required=True)
+    role = fields.String(allow_none=True, required=True,
+                         metadata={"description": "The role held now; null unless `status` is `active`."})
+    last_role = fields.String(allow_none=True, required=True,
+                              metadata={"description": "The last role assigned, kept while the membership is "
+                                                       "not active (restored on reactivation)."})
     role_source = fields.String(required=True)
     source = fields.String(required=True)
-    status = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(MEMBER_STATUSES),
+                           metadata={"description": "`active` grants `role`; `inactive`, `pending` and "
+                                                    "`deprovisioned` grant nothing."})
     managed_by_directory = fields.Boolean(required=True)
     created_at = timestamp(required=True)
     updated_at = timestamp(required=True)
 
 
 class MemberListArgs(PageArgsSchema):
-    role = fields.String(validate=validate.OneOf(ROLES))
-    status = fields.String(validate=validate.OneOf(["active", "inactive", "pending", "deprovisioned"]))
+    role = fields.String(validate=validate.OneOf(ROLES), metadata={"description": "Members holding this role "
+                                                                                  "now (active members only)."})
+    status = fields.String(validate=validate.OneOf(MEMBER_STATUSES))
     source = fields.String(validate=validate.OneOf(["sso", "directory", "manual"]))
     email = fields.String(validate=validate.Length(min=1, max=320), metadata={"description": "Substring match."})
 
@@ -321,7 +329,8 @@ class PreviewSchema(Schema):
 class ExplanationSchema(Schema):
     member_id = fields.String(required=True)
     user_id = fields.String(required=True)
-    role = fields.String(allow_none=True, required=True)
+    role = fields.String(allow_none=True, required=True,
+                         metadata={"description": "The role held now; null unless `status` is `active`."})
     status = fields.String(allow_none=True)
     membership_source = fields.String(allow_none=True)
     decision = fields.Dict(allow_none=True, required=True)
@@ -460,7 +469,8 @@ def explain_role(member_id: str) -> dict[str, Any]:
     """Why a member has their role: the group and mapping that decided it, the default, or a manual role."""
     membership, _user = admin.get_member(db.session(), _org_id(), member_id)
     found = mapping_service.explain(db.session(), organization_id=_org_id(), user_id=membership.user_id)
-    return {"member_id": membership.id, "user_id": found.user_id, "role": found.role, "status": found.status,
+    return {"member_id": membership.id, "user_id": found.user_id, "role": admin.effective_role(membership),
+            "status": found.status,
             "membership_source": found.membership_source,
             "decision": None if found.decision is None else found.decision.to_dict(),
             "groups": [{"name": g.name, "idp_id": g.idp_id, "directory_group_id": g.workos_id}
