@@ -8,8 +8,11 @@ delivered as signed webhooks in every order under test.
 from __future__ import annotations
 
 import itertools
+import json
+import threading
 from typing import Any
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
@@ -21,8 +24,8 @@ from hatidata_auth.models import OrganizationAlert
 from hatidata_auth.services import alerts
 from tests.auth_support import login, sync_organizations
 from tests.conftest import _empty_tables
-from tests.support.dsync import mirror_organizations, post_event
-from tests.support.servers import EmulatorControl
+from tests.support.dsync import mirror_organizations, post_event, sign
+from tests.support.servers import EmulatorControl, LiveServer, http_json
 
 CONNECTIONS = {"initech.test": "conn_01HTDQ8C300000000000000001", "umbrella.test": "conn_01HTDQ8C400000000000000001"}
 GLOBEX_CONN = "conn_01HTDQ8C200000000000000001"
@@ -206,3 +209,36 @@ def test_members_without_sso_manage_see_no_alerts(app: Flask, client: FlaskClien
     denied = client.get("/api/v1/organization/alerts")
     assert denied.status_code == 403
     assert 'id="alerts"' not in client.get("/").get_data(as_text=True)
+
+
+@pytest.mark.postgres
+def test_concurrent_deliveries_of_one_connections_events_converge(app: Flask, emulator: Any,
+                                                                   live_app: LiveServer) -> None:
+    # Workers racing on the same alert rows (first insert, then FOR UPDATE) still leave the latest state.
+    control = EmulatorControl(emulator.url)
+    history = ["connection.saml_certificate_renewal_required", "connection.deactivated",
+               "connection.saml_certificate_renewed", "connection.saml_certificate_renewal_required",
+               "connection.activated", "connection.deactivated"]
+    events = _play(control, CONNECTIONS["initech.test"], history, days=[21])
+    _fresh(app)
+    results: list[int] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(6)
+
+    def worker(shift: int) -> None:
+        barrier.wait()
+        for event in events[shift:] + events[:shift]:
+            body = json.dumps(event, separators=(",", ":"))
+            status, _ = http_json("POST", f"{live_app.url}/webhooks/workos", raw=body.encode(), headers={
+                "WorkOS-Signature": sign(app.config["WORKOS_WEBHOOK_SECRET"], body)})
+            with lock:
+                results.append(status)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [200] * 36
+    assert stored_open(app) == expected_open(events) == {
+        ("saml_certificate_renewal", CONNECTIONS["initech.test"]), ("connection_inactive", CONNECTIONS["initech.test"])}

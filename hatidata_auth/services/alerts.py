@@ -175,9 +175,11 @@ def _transition(ctx: EventContext, org: Organization, kind: AlertKind, target_id
         row.resolved_at, row.resolution = None, None
         action = "organization_alert.updated" if was_open else "organization_alert.opened"
     else:
-        if not was_open and not created and not (final and row.resolution != ctx.event_type):
-            return False
-        row.resolved_at = row.resolved_at if not was_open and row.resolved_at else ctx.event_time
+        becomes_final = final and row.resolution != ctx.event_type
+        if not (was_open or created or becomes_final):
+            return False  # already resolved: only the version moved on
+        if was_open:
+            row.resolved_at = ctx.event_time
         row.resolution = ctx.event_type
         if created:
             row.message = f"{kind.name} of {kind.target_type} {target_id} resolved before it was raised."
