@@ -8,6 +8,7 @@ from sqlalchemy import select
 from .extensions import db
 from .identity import current_identity, get_identity
 from .models import Membership, Organization
+from .services import alerts
 from .services.introspection import Unauthenticated
 
 bp = Blueprint("home", __name__)
@@ -21,7 +22,7 @@ def index() -> str:
     except Unauthenticated:
         identity = None
     if identity is None or identity.auth_type != "session":
-        return render_template("home.html", identity=None, organizations=[])
+        return render_template("home.html", identity=None, organizations=[], alerts=[])
     rows = db.session.execute(
         select(Organization.id, Organization.name, Membership.role)
         .join(Membership, Membership.organization_id == Organization.id)
@@ -31,4 +32,7 @@ def index() -> str:
     ).all()
     organizations = [{"id": org_id, "name": name, "role": role, "current": org_id == identity.organization_id}
                      for org_id, name, role in rows]
-    return render_template("home.html", identity=identity, organizations=organizations)
+    # The same permission as GET /api/v1/organization/alerts: the admins who can act on them.
+    open_alerts = (alerts.open_alerts(db.session(), identity.organization_id)
+                   if identity.has_permission("sso:manage") else [])
+    return render_template("home.html", identity=identity, organizations=organizations, alerts=open_alerts)

@@ -21,6 +21,7 @@ from hatidata_auth.models import (
     AuthSession,
     Membership,
     Organization,
+    OrganizationAlert,
     RoleMapping,
     User,
     WebhookEvent,
@@ -106,7 +107,12 @@ def make_tenant(app: Flask, name: str) -> Tenant:
                                             "created_at": utcnow().isoformat()},
                                    status="failed", attempts=1, last_error="boom")
         session.add(inbox_event)
+        alert = OrganizationAlert(organization_id=org.id, kind="saml_certificate_renewal", target_type="connection",
+                                  target_id=org.connection_id, message=f"{name}'s certificate expires soon.",
+                                  details={}, version_at=utcnow())
+        session.add(alert)
         session.commit()
+        tenant.ids["alert"] = alert.id
         tenant.ids["inbox_event"] = inbox_event.event_id
         session.remove()
     return tenant

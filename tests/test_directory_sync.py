@@ -241,10 +241,11 @@ def test_connection_certificate_and_organization_events(db_session: Any, orgs: d
     db_session.expire_all()
     org = db_session.get(type(acme), acme.id)
     assert org.connection_state == "inactive"
-    alerts = db_session.scalars(select(OrganizationAlert).where(OrganizationAlert.organization_id == acme.id)).all()
-    assert len(alerts) == 1
-    assert alerts[0].resolved_at is None
-    assert "14 days" in alerts[0].message
+    alerts = db_session.scalars(select(OrganizationAlert).where(OrganizationAlert.organization_id == acme.id)
+                                .order_by(OrganizationAlert.kind)).all()
+    assert [(a.kind, a.resolved_at) for a in alerts] == [("connection_inactive", None),
+                                                         ("saml_certificate_renewal", None)]
+    assert "14 days" in alerts[1].message
     db_session.rollback()
     webhooks.ctl("POST", f"/connections/{ACME_CONN}/certificate", {"kind": "renewed"})
     webhooks.ctl("POST", f"/connections/{ACME_CONN}/activate")
@@ -254,8 +255,9 @@ def test_connection_certificate_and_organization_events(db_session: Any, orgs: d
     org = db_session.get(type(acme), acme.id)
     assert org.connection_state == "active"
     assert org.name == "Acme Corporation"
-    alert = db_session.scalars(select(OrganizationAlert).where(OrganizationAlert.organization_id == acme.id)).one()
-    assert alert.resolved_at is not None
+    alerts = db_session.scalars(select(OrganizationAlert).where(OrganizationAlert.organization_id == acme.id)).all()
+    assert len(alerts) == 2
+    assert all(a.resolved_at is not None for a in alerts)
     db_session.rollback()
     webhooks.ctl("DELETE", f"/connections/{ACME_CONN}")
     webhooks.flush()

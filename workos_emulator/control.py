@@ -10,7 +10,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from . import dsync, flows, serialize
-from .api.misc import _check_url, _events_list, upsert_endpoint
+from .api.misc import EVENT_TYPE, _check_url, _events_list, upsert_endpoint
 from .api.organizations import update_org
 from .errors import ApiError, invalid_params
 from .http import json_body, opt_str, require_str
@@ -388,6 +388,23 @@ def all_events() -> Any:
     emu = emulator()
     with emu.store.lock:
         return jsonify({"data": [serialize.snapshot(e.payload) for e in emu.store.events]})
+
+
+@bp.post("/events")
+def record_event() -> Any:
+    """``{"event", "data", "organization_id"?}``: record an event no other control route produces (e.g.
+    ``authentication.*``) as WorkOS would: listed by ``GET /events`` and sent to the webhook endpoints.
+
+    The caller supplies *data* in the event type's shape (it is not checked against the spec).
+    """
+    data = json_body()
+    event = require_str(data, "event")
+    if not EVENT_TYPE.fullmatch(event):
+        raise invalid_params("event must be one event type such as authentication.sso_succeeded.", "event")
+    payload = data.get("data")
+    if not isinstance(payload, dict):
+        raise invalid_params("data must be an object.", "data")
+    return jsonify(emulator().emit(event, payload, opt_str(data, "organization_id"))), 201
 
 
 @bp.errorhandler(KeyError)

@@ -71,12 +71,12 @@ def _refuse_nul_characters() -> Response | None:
 def init_api(app: Flask) -> None:
     """Bind the API and register its blueprints (idempotent per app)."""
     from ..extensions import api, csrf
-    from . import audit_api, docs, identity_api, organization_api
+    from . import alerts_api, audit_api, docs, identity_api, members_api, organization_api
 
     for key, value in API_CONFIG.items():
         app.config.setdefault(key, value)
     api.init_app(app)
-    for module in (identity_api, organization_api, audit_api):
+    for module in (identity_api, organization_api, members_api, alerts_api, audit_api):
         for blp in module.BLUEPRINTS:
             # CSRF is enforced per request by the identity layer (cookie callers only).
             csrf.exempt(blp)

@@ -18,17 +18,16 @@ from workos._errors import (
 from ..errors import AppError, ServiceUnavailable
 from ..extensions import db
 from ..identity import current_identity, runtime
-from ..models import ROLES, Membership, Organization, WebhookEvent
+from ..models import ROLES, Organization, WebhookEvent
 from ..requests import request_info
 from ..services import admin, audit, inbox, reconcile
 from ..services import role_mapping as mapping_service
-from .common import PageArgsSchema, guard, page_schema, paginate_list, paginate_query, timestamp
+from .common import PageArgsSchema, guard, page_schema, paginate_list, timestamp
 
 org_blp = Blueprint("organization", __name__, description="The caller's organization: settings, SSO, directory.")
-members_blp = Blueprint("members", __name__, description="Members of the organization.")
 mappings_blp = Blueprint("role-mappings", __name__, description="IdP group to role mappings.")
 inbox_blp = Blueprint("webhook-inbox", __name__, description="WorkOS events that failed to apply.")
-BLUEPRINTS = (org_blp, members_blp, mappings_blp, inbox_blp)
+BLUEPRINTS = (org_blp, mappings_blp, inbox_blp)
 
 ROLE_OR_NONE = validate.OneOf([*ROLES, None])
 IDENTIFIER_KINDS = ("name", "object_id", "directory_group_id")
@@ -184,86 +183,6 @@ def trigger_resync() -> dict[str, Any]:
             "report": report.to_dict()}
 
 
-# --- members -----------------------------------------------------------------------------------------------------
-
-
-class MemberSchema(Schema):
-    id = fields.String(required=True)
-    organization_id = fields.String(required=True)
-    user_id = fields.String(required=True)
-    email = fields.String(required=True)
-    first_name = fields.String(allow_none=True)
-    last_name = fields.String(allow_none=True)
-    role = fields.String(allow_none=True, required=True)
-    role_source = fields.String(required=True)
-    source = fields.String(required=True)
-    status = fields.String(required=True)
-    managed_by_directory = fields.Boolean(required=True)
-    created_at = timestamp(required=True)
-    updated_at = timestamp(required=True)
-
-
-class MemberListArgs(PageArgsSchema):
-    role = fields.String(validate=validate.OneOf(ROLES))
-    status = fields.String(validate=validate.OneOf(["active", "inactive", "pending", "deprovisioned"]))
-    source = fields.String(validate=validate.OneOf(["sso", "directory", "manual"]))
-    email = fields.String(validate=validate.Length(min=1, max=320), metadata={"description": "Substring match."})
-
-
-class MemberPatchSchema(Schema):
-    role = fields.String(required=True, validate=validate.OneOf(ROLES))
-
-
-MemberPage = page_schema(MemberSchema, "MemberPage")
-
-
-@members_blp.route("/members", methods=["GET"])
-@guard(members_blp, "members:read")
-@members_blp.arguments(MemberListArgs, location="query")
-@members_blp.response(200, MemberPage)
-def list_members(args: dict[str, Any]) -> dict[str, Any]:
-    """Members, filtered by role, status, source or email."""
-    flt = admin.MemberFilter(role=args.get("role"), status=args.get("status"), source=args.get("source"),
-                             email=args.get("email"))
-    rows, cursor = paginate_query(db.session(), admin.members_query(_org_id(), flt), Membership.id, args,
-                                  scalars=False)
-    return {"data": [admin.member_view(m, u) for m, u in rows], "next_cursor": cursor}
-
-
-@members_blp.route("/members/<member_id>", methods=["GET"])
-@guard(members_blp, "members:read")
-@members_blp.response(200, MemberSchema)
-def get_member(member_id: str) -> dict[str, Any]:
-    """One member."""
-    return admin.member_view(*admin.get_member(db.session(), _org_id(), member_id))
-
-
-@members_blp.route("/members/<member_id>", methods=["PATCH"])
-@guard(members_blp, "members:write")
-@members_blp.arguments(MemberPatchSchema)
-@members_blp.response(200, MemberSchema)
-def change_member_role(body: dict[str, Any], member_id: str) -> dict[str, Any]:
-    """Change the role of a member the directory does not manage (409 for directory-managed members)."""
-    identity = current_identity
-    membership, user = admin.change_member_role(db.session(), _client(), organization_id=identity.organization_id,
-                                                membership_id=member_id, role=body["role"], actor=identity.actor,
-                                                request=request_info())
-    db.session.commit()
-    return admin.member_view(membership, user)
-
-
-@members_blp.route("/members/<member_id>", methods=["DELETE"])
-@guard(members_blp, "members:write")
-@members_blp.response(200, MemberSchema)
-def remove_member(member_id: str) -> dict[str, Any]:
-    """Remove a member's access: the membership is deprovisioned, their sessions revoked, their keys suspended."""
-    identity = current_identity
-    membership, user = admin.remove_member(db.session(), _client(), organization_id=identity.organization_id,
-                                           membership_id=member_id, actor=identity.actor, request=request_info())
-    db.session.commit()
-    return admin.member_view(membership, user)
-
-
 # --- role mappings ---------------------------------------------------------------------------------------------------
 
 
@@ -321,7 +240,8 @@ class PreviewSchema(Schema):
 class ExplanationSchema(Schema):
     member_id = fields.String(required=True)
     user_id = fields.String(required=True)
-    role = fields.String(allow_none=True, required=True)
+    role = fields.String(allow_none=True, required=True,
+                         metadata={"description": "The role held now; null unless `status` is `active`."})
     status = fields.String(allow_none=True)
     membership_source = fields.String(allow_none=True)
     decision = fields.Dict(allow_none=True, required=True)
@@ -460,7 +380,8 @@ def explain_role(member_id: str) -> dict[str, Any]:
     """Why a member has their role: the group and mapping that decided it, the default, or a manual role."""
     membership, _user = admin.get_member(db.session(), _org_id(), member_id)
     found = mapping_service.explain(db.session(), organization_id=_org_id(), user_id=membership.user_id)
-    return {"member_id": membership.id, "user_id": found.user_id, "role": found.role, "status": found.status,
+    return {"member_id": membership.id, "user_id": found.user_id, "role": admin.effective_role(membership),
+            "status": found.status,
             "membership_source": found.membership_source,
             "decision": None if found.decision is None else found.decision.to_dict(),
             "groups": [{"name": g.name, "idp_id": g.idp_id, "directory_group_id": g.workos_id}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import db
@@ -33,9 +33,23 @@ class OrganizationAlert(TenantMixin, TimestampMixin, db.Model):  # type: ignore[
     """Something an organization's admins must see until it is resolved (e.g. a SAML certificate expiring)."""
 
     __tablename__ = "organization_alerts"
+    # One row per (kind, object): it holds the version of the last event applied to that alert, open or not.
+    __table_args__ = (
+        UniqueConstraint("organization_id", "kind", "target_id", name="uq_organization_alert_target"),
+        Index("ix_organization_alerts_open", "organization_id", "resolved_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("alert"))
     kind: Mapped[str] = mapped_column(String(64), nullable=False)
+    # What the alert is about, e.g. ("connection", "conn_01…").
+    target_type: Mapped[str | None] = mapped_column(String(32))
+    target_id: Mapped[str | None] = mapped_column(String(64))
     message: Mapped[str] = mapped_column(Text, nullable=False)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=False)
     source_event_id: Mapped[str | None] = mapped_column(String(64))
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The event type that resolved it; ``connection.deleted`` is final (the alert never reopens).
+    resolution: Mapped[str | None] = mapped_column(String(64))
+    # Version guard: (event time, event id) of the last event applied; WorkOS event ids are time-ordered.
+    version_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    version_event_id: Mapped[str | None] = mapped_column(String(64))

@@ -25,7 +25,7 @@ from ..errors import AppError
 from ..extensions import db
 from ..models import Organization, utcnow
 from ..requests import request_info
-from ..services import sso_setup
+from ..services import alerts, sso_setup
 from ..urls import external_url
 from . import steps as step_handlers
 from . import wizard
@@ -129,7 +129,8 @@ def index() -> str:
     active_progress = progress.get(active.name) if active else None
     active_data = dict(active_progress.data) if active_progress else {}
     return render_template("sso_wizard/index.html", plugins=list(registry), progress=progress, org=org,
-                           active=active, health=_status(active, org, active_data))
+                           active=active, health=_status(active, org, active_data),
+                           alerts=alerts.open_alerts(db.session(), org.id))
 
 
 @bp.post("/start")

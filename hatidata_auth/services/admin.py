@@ -139,8 +139,8 @@ def members_query(organization_id: str, flt: MemberFilter | None = None) -> Sele
     flt = flt or MemberFilter()
     query = (select(Membership, User).join(User, User.id == Membership.user_id)
              .where(Membership.organization_id == organization_id))
-    if flt.role is not None:
-        query = query.where(Membership.role == flt.role)
+    if flt.role is not None:  # the role held now: an inactive member holds none
+        query = query.where(Membership.role == flt.role, Membership.status == "active")
     if flt.status is not None:
         query = query.where(Membership.status == flt.status)
     if flt.source is not None:
@@ -150,12 +150,23 @@ def members_query(organization_id: str, flt: MemberFilter | None = None) -> Sele
     return query
 
 
+def effective_role(membership: Membership) -> str | None:
+    """The role a member holds now: their role while the membership is ``active``, otherwise ``None``.
+
+    A deprovisioned or inactive membership keeps its last role (``Membership.role``) for the record and for
+    reactivation; it grants nothing, so no listing may show it as the member's role.
+    """
+    return membership.role if membership.status == "active" else None
+
+
 def member_view(membership: Membership, user: User) -> dict[str, Any]:
-    """A member as the API shows them."""
+    """A member as the API shows them: ``role`` is the role held now (``None`` unless ``status`` is
+    ``active``), ``last_role`` the last role assigned, kept while the membership is not active."""
     return {
         "id": membership.id, "organization_id": membership.organization_id, "user_id": user.id,
         "email": user.email, "first_name": user.first_name, "last_name": user.last_name,
-        "role": membership.role, "role_source": membership.role_source, "source": membership.source,
+        "role": effective_role(membership), "last_role": membership.role,
+        "role_source": membership.role_source, "source": membership.source,
         "status": membership.status, "managed_by_directory": managed_by_directory(membership),
         "created_at": membership.created_at.isoformat(), "updated_at": membership.updated_at.isoformat(),
     }

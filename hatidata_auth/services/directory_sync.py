@@ -35,12 +35,11 @@ from ..models import (
     DirectoryUser,
     Membership,
     Organization,
-    OrganizationAlert,
     User,
     new_id,
     utcnow,
 )
-from . import audit, domains, role_mapping
+from . import audit, connection_events, domains, role_mapping
 from .domains import domain_states
 from .provisioning import _invalidate_cached_session, run_after_commit, set_access
 
@@ -607,74 +606,6 @@ def on_directory_deleted(ctx: EventContext, data: dict[str, Any]) -> None:
                details={"users_deactivated": len(users), "groups_deleted": int(getattr(groups, "rowcount", 0))})
 
 
-def on_connection(ctx: EventContext, data: dict[str, Any]) -> None:
-    """``connection.activated|deactivated|deleted``: mirror the SSO connection's state."""
-    _require(data, "id")
-    org = resolve_organization(ctx, data.get("organization_id"))
-    if org is None:
-        org = ctx.session.scalar(select(Organization).where(Organization.connection_id == data["id"]))
-    if org is None:
-        ctx.ignore("unknown organization")
-        return
-    state = "deleted" if ctx.event_type == "connection.deleted" else str(data.get("state") or "")
-    if org.connection_id not in (None, data["id"]) and ctx.event_type != "connection.activated":
-        ctx.ignore("not the organization's current connection")
-        return
-    if org.connection_id == data["id"] and org.connection_state == "deleted":
-        ctx.ignore("connection deleted")
-        return
-    # Version guard, as for the other objects: an event older than the connection state we hold is stale
-    # (equal re-applies the same state). A deletion is final whatever its time.
-    version = parse_time(data.get("updated_at")) or ctx.event_time
-    if (org.connection_id == data["id"] and org.connection_version_at is not None
-            and version < org.connection_version_at and state != "deleted"):
-        return
-    before = (org.connection_id, org.connection_state, org.connection_type)
-    org.connection_id = data["id"]
-    org.connection_state = state
-    if data.get("connection_type"):
-        org.connection_type = str(data["connection_type"])
-    if org.connection_version_at is None or version > org.connection_version_at or before[0] != data["id"]:
-        org.connection_version_at = version
-    if before != (org.connection_id, org.connection_state, org.connection_type):
-        ctx.record(ctx.event_type, organization_id=org.id, target_type="connection", target_id=data["id"],
-                   details={"state": state, "connection_type": data.get("connection_type")})
-
-
-def on_certificate(ctx: EventContext, data: dict[str, Any]) -> None:
-    """SAML certificate renewal required (an alert for admins) or renewed (resolves it)."""
-    conn = _require(_require(data, "connection")["connection"], "id")
-    org = resolve_organization(ctx, conn.get("organization_id"))
-    if org is None:
-        org = ctx.session.scalar(select(Organization).where(Organization.connection_id == conn["id"]))
-    if org is None:
-        ctx.ignore("unknown organization")
-        return
-    open_alerts = list(ctx.session.scalars(select(OrganizationAlert).where(
-        OrganizationAlert.organization_id == org.id, OrganizationAlert.kind == "saml_certificate_renewal",
-        OrganizationAlert.resolved_at.is_(None))))
-    if ctx.event_type.endswith("renewal_required"):
-        expiry = (data.get("certificate") or {}).get("expiry_date")
-        days = data.get("days_until_expiry")
-        message = (f"The SAML signing certificate of connection {conn['id']} expires on {expiry} "
-                   f"({days} days). Upload the renewed certificate to keep SSO working.")
-        if open_alerts:
-            open_alerts[0].message = message
-            open_alerts[0].source_event_id = ctx.event_id
-        else:
-            alert = OrganizationAlert(organization_id=org.id, kind="saml_certificate_renewal", message=message,
-                                      source_event_id=ctx.event_id)
-            ctx.session.add(alert)
-        ctx.record("connection.saml_certificate_renewal_required", organization_id=org.id,
-                   target_type="connection", target_id=conn["id"],
-                   details={"expiry_date": expiry, "days_until_expiry": days})
-    else:
-        for alert in open_alerts:
-            alert.resolved_at = ctx.event_time
-        ctx.record("connection.saml_certificate_renewed", organization_id=org.id, target_type="connection",
-                   target_id=conn["id"], details={"alerts_resolved": len(open_alerts)})
-
-
 def on_organization_updated(ctx: EventContext, data: dict[str, Any]) -> None:
     """``organization.updated``: name and domains (version-guarded by ``updated_at``)."""
     _require(data, "id", "name")
@@ -830,6 +761,20 @@ def on_authentication(ctx: EventContext, data: dict[str, Any]) -> None:
                         "connection_id": sso.get("connection_id"), "workos_session_id": sso.get("session_id")})
 
 
+# Every authentication event type WorkOS documents (spec 0.61.0, SDK 10.6 ``EventSchema``), named one by one:
+# the Events API filters by exact type, so a type missing here is neither polled nor applied.
+AUTHENTICATION_EVENT_TYPES: tuple[str, ...] = (
+    "authentication.email_verification_failed", "authentication.email_verification_succeeded",
+    "authentication.magic_auth_failed", "authentication.magic_auth_succeeded",
+    "authentication.mfa_failed", "authentication.mfa_succeeded",
+    "authentication.oauth_failed", "authentication.oauth_succeeded",
+    "authentication.passkey_failed", "authentication.passkey_succeeded",
+    "authentication.password_failed", "authentication.password_succeeded",
+    "authentication.radar_risk_detected", "authentication.reauthentication_succeeded",
+    "authentication.sso_failed", "authentication.sso_started", "authentication.sso_succeeded",
+    "authentication.sso_timed_out",
+)
+
 HANDLERS: dict[str, Handler] = {
     "dsync.activated": on_directory_activated,
     "dsync.deleted": on_directory_deleted,
@@ -841,36 +786,25 @@ HANDLERS: dict[str, Handler] = {
     "dsync.group.deleted": on_group_deleted,
     "dsync.group.user_added": on_group_membership,
     "dsync.group.user_removed": on_group_membership,
-    "connection.activated": on_connection,
-    "connection.deactivated": on_connection,
-    "connection.deleted": on_connection,
-    "connection.saml_certificate_renewal_required": on_certificate,
-    "connection.saml_certificate_renewed": on_certificate,
+    **connection_events.HANDLERS,
     "organization.updated": on_organization_updated,
     "organization.deleted": on_organization_deleted,
     "organization_membership.created": on_organization_membership,
     "organization_membership.updated": on_organization_membership,
     "organization_membership.deleted": on_organization_membership,
     "session.revoked": on_session_revoked,
+    **dict.fromkeys(AUTHENTICATION_EVENT_TYPES, on_authentication),
 }
-
-HANDLED_PREFIXES: dict[str, Handler] = {"authentication.": on_authentication}
 
 
 def handler_for(event_type: str) -> Handler | None:
     """The handler of an event type, or ``None`` when the type is stored and ignored."""
-    handler = HANDLERS.get(event_type)
-    if handler is not None:
-        return handler
-    for prefix, prefixed in HANDLED_PREFIXES.items():
-        if event_type.startswith(prefix):
-            return prefixed
-    return None
+    return HANDLERS.get(event_type)
 
 
 def handled_event_types() -> list[str]:
-    """The Events API filter: every type we apply."""
-    return [*HANDLERS, "authentication.*"]
+    """The Events API filter: every type we apply, each named exactly (WorkOS documents no wildcards)."""
+    return list(HANDLERS)
 
 
 def now() -> datetime:

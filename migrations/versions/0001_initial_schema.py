@@ -272,17 +272,25 @@ def upgrade():
     op.create_table('organization_alerts',
     sa.Column('id', sa.String(length=40), nullable=False),
     sa.Column('kind', sa.String(length=64), nullable=False),
+    sa.Column('target_type', sa.String(length=32), nullable=True),
+    sa.Column('target_id', sa.String(length=64), nullable=True),
     sa.Column('message', sa.Text(), nullable=False),
+    sa.Column('details', sa.JSON(), nullable=False),
     sa.Column('source_event_id', sa.String(length=64), nullable=True),
     sa.Column('resolved_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('resolution', sa.String(length=64), nullable=True),
+    sa.Column('version_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('version_event_id', sa.String(length=64), nullable=True),
     sa.Column('organization_id', sa.String(length=40), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id')
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('organization_id', 'kind', 'target_id', name='uq_organization_alert_target')
     )
     with op.batch_alter_table('organization_alerts', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_organization_alerts_organization_id'), ['organization_id'], unique=False)
+        batch_op.create_index('ix_organization_alerts_open', ['organization_id', 'resolved_at'], unique=False)
 
     op.create_table('role_mappings',
     sa.Column('id', sa.String(length=40), nullable=False),
@@ -385,6 +393,7 @@ def downgrade():
 
     op.drop_table('role_mappings')
     with op.batch_alter_table('organization_alerts', schema=None) as batch_op:
+        batch_op.drop_index('ix_organization_alerts_open')
         batch_op.drop_index(batch_op.f('ix_organization_alerts_organization_id'))
 
     op.drop_table('organization_alerts')

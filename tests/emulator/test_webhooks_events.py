@@ -6,11 +6,23 @@ from typing import Any
 
 import httpx2
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from workos import WorkOSClient
 
 from workos_emulator.testing import EmulatorServer
 
-from .conftest import ACME, ACME_ADMIN_DU, ACME_ADMINS, ACME_CONN, ACME_DEV_DU, ACME_DIR, GLOBEX, Receiver
+from .conftest import (
+    ACME,
+    ACME_ADMIN_DU,
+    ACME_ADMINS,
+    ACME_CONN,
+    ACME_DEV_DU,
+    ACME_DIR,
+    GLOBEX,
+    GLOBEX_CONN,
+    Receiver,
+)
 
 SECRET = "whsec_test_secret_value"  # noqa: S105
 
@@ -133,16 +145,16 @@ def test_control_api_emits_every_dsync_event(http: httpx2.Client, workos: WorkOS
     assert http.patch(f"/_emulator/organizations/{ACME}", json={"name": "Acme Corporation"}).status_code == 200
     assert http.delete(f"/_emulator/connections/{ACME_CONN}").status_code == 204
     assert http.delete(f"/_emulator/directories/{ACME_DIR}").status_code == 204
-    wanted = ["dsync.*", "connection.*", "organization.updated"]
-    events = list(workos.events.list_events(events=wanted, order="asc", limit=100).auto_paging_iter())
-    types = [e.event for e in events]
-    assert set(types) == {
+    wanted = {
         "dsync.group.created", "dsync.user.created", "dsync.group.user_added", "dsync.user.updated",
         "dsync.group.user_removed", "dsync.group.updated", "dsync.group.deleted", "dsync.user.deleted",
         "dsync.activated", "dsync.deleted", "connection.deactivated", "connection.activated",
         "connection.saml_certificate_renewal_required", "connection.saml_certificate_renewed",
         "organization.updated", "connection.deleted",
     }
+    events = list(workos.events.list_events(events=sorted(wanted), order="asc", limit=100).auto_paging_iter())
+    types = [e.event for e in events]
+    assert set(types) == wanted
     assert all(type(e).__name__ != "EventSchemaUnknown" for e in events)
     updated = [e for e in events if e.event == "dsync.user.updated"]
     assert updated[0].data.email == "all2@acme.test"
@@ -210,3 +222,36 @@ def test_reset_restores_seed(emu: EmulatorServer, http: httpx2.Client, workos: W
     workos.organizations.create_organization(name="Temp")
     assert http.post("/_emulator/reset").status_code == 200
     assert len(workos.organizations.list_organizations(limit=100).data) == 4
+
+
+GLOB_PATTERNS = st.builds(
+    lambda head, glob, tail: f"{head}{glob}{tail}",
+    st.sampled_from(["", "dsync.", "dsync.user.", "authentication.", "connection.saml_", "organization"]),
+    st.sampled_from(["*", "?", "[a-z]", "**", ".*", "*.*"]),
+    st.sampled_from(["", "created", ".deleted", "_succeeded"]),
+)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pattern=GLOB_PATTERNS, position=st.integers(0, 2))
+def test_events_filter_refuses_wildcards(http: httpx2.Client, pattern: str, position: int) -> None:
+    # WorkOS's GET /events takes event types (spec 0.61.0), so a pattern is refused wherever it appears in
+    # the list rather than silently matching what only an emulator would match.
+    types = ["connection.activated", "dsync.user.created"]
+    types.insert(position, pattern)
+    response = http.get("/events", params={"events": ",".join(types)})
+    assert response.status_code == 422, (pattern, response.text)
+    body = response.json()
+    assert body["errors"] == [{"code": "invalid", "field": "events"}]
+    assert body["message"]
+
+
+def test_events_filter_matches_exact_types_only(http: httpx2.Client, workos: WorkOSClient) -> None:
+    http.post(f"/_emulator/connections/{GLOBEX_CONN}/deactivate")
+    http.post(f"/_emulator/connections/{GLOBEX_CONN}/certificate", json={"kind": "renewal_required"})
+    http.post(f"/_emulator/connections/{GLOBEX_CONN}/activate")
+    page = workos.events.list_events(events=["connection.activated", "connection.saml_certificate_renewed"],
+                                     order="asc", limit=100)
+    assert [e.event for e in page.data] == ["connection.activated"]
+    # A prefix of a type is not a type: nothing matches it.
+    assert workos.events.list_events(events=["connection.saml_certificate"], limit=100).data == []

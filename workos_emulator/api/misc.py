@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import fnmatch
+import re
 import secrets
 from typing import Any
 
@@ -18,6 +18,7 @@ from ..store import Entity
 
 bp = Blueprint("misc", __name__)
 
+EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)+")
 PORTAL_INTENTS = {"sso", "dsync", "audit_logs", "log_streams", "domain_verification", "certificate_renewal",
                   "bring_your_own_key"}
 
@@ -25,12 +26,20 @@ PORTAL_INTENTS = {"sso", "dsync", "audit_logs", "log_streams", "domain_verificat
 # ---- events --------------------------------------------------------------------------------------------
 @bp.get("/events")
 def list_events() -> Any:
-    """``GET /events`` (``events`` required, comma-joined, ``*`` globs allowed; ranges; organization)."""
+    """``GET /events`` (``events`` required, comma-joined exact event types; ranges; organization).
+
+    WorkOS documents ``events`` as a list of event types (spec 0.61.0), not patterns: a wildcard such as
+    ``dsync.*`` is refused with 422 rather than matched.
+    """
     emu = emulator()
     types = csv_arg("events")
     if not types:
         raise ApiError(422, "events is required.", "invalid_request_parameters",
                        errors=[{"code": "required", "field": "events"}])
+    not_types = [t for t in types if not EVENT_TYPE.fullmatch(t)]
+    if not_types:
+        raise invalid_params(f"events must be event types such as dsync.user.created, not {not_types[0]!r}.",
+                             "events")
     org_id = request.args.get("organization_id")
     try:
         start = parse_iso(request.args["range_start"]) if request.args.get("range_start") else None
@@ -38,11 +47,12 @@ def list_events() -> Any:
     except ValueError:
         raise ApiError(422, "range_start/range_end must be ISO-8601 timestamps.", "invalid_request_parameters",
                        errors=[{"code": "invalid", "field": "range_start"}]) from None
+    wanted = set(types)
     with emu.store.lock:
         items = []
         for ev in emu.store.events:
             p = ev.payload
-            if not any(p["event"] == t or fnmatch.fnmatchcase(p["event"], t) for t in types):
+            if p["event"] not in wanted:
                 continue
             if org_id and ev.organization_id != org_id:
                 continue
