@@ -115,17 +115,17 @@ def bad_json_fields(value: Any) -> dict[str, list[str]]:
         name = path or "_body"
         if isinstance(item, str):
             if unstorable(item):
-                found[name] = [_problem(item)]
+                found.setdefault(name, []).append(_problem(item))
         elif isinstance(item, bool):
             continue
         elif isinstance(item, int):
             if not INT64_MIN <= item <= INT64_MAX:
-                found[name] = ["Number out of range."]
+                found.setdefault(name, []).append("Number out of range.")
         elif isinstance(item, dict):
             for key, child in item.items():
                 child_path = f"{path}.{key}" if path else str(key)
                 if unstorable(key):
-                    found[child_path] = [_problem(key)]
+                    found.setdefault(child_path, []).append(_problem(key))
                 stack.append((child, child_path))
         elif isinstance(item, list):
             stack.extend((child, f"{path}.{i}" if path else str(i)) for i, child in enumerate(item))

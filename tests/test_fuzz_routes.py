@@ -263,3 +263,64 @@ def test_every_route_answers_bad_input_below_500(app: Flask, kind: str) -> None:
     assert len(statuses) >= len(routes) * len(SEEDS)
     if kind != "anonymous":  # the caller got through authentication somewhere, not only 401s
         assert sum(200 <= status < 300 for status in statuses) >= 10
+
+
+# --- the shared mechanisms, as properties ------------------------------------------------------------------
+
+def _outcome(call: Callable[[], Any]) -> Any:
+    """The result of *call*, or the :class:`AppError` it raised."""
+    from hatidata_auth.errors import AppError
+
+    try:
+        return call()
+    except AppError as exc:
+        return exc
+
+
+@given(value=json_values | huge_ints, kind=st.sampled_from([None, int, str]))
+@settings(max_examples=300, deadline=None, database=None)
+def test_a_cursor_decodes_to_a_storable_key_of_its_type_or_is_a_422(value: Any, kind: Any) -> None:
+    from hatidata_auth.api.common import decode_cursor
+    from hatidata_auth.errors import AppError
+    from hatidata_auth.inputs import INT64_MAX, INT64_MIN, unstorable
+
+    key = _outcome(lambda: decode_cursor(_cursor(value), kind))
+    if isinstance(key, AppError):
+        assert (key.status, key.details["fields"]) == (422, {"cursor": ["Not a valid cursor."]})
+        return
+    assert key == value
+    assert isinstance(key, kind or (int, str))
+    assert not isinstance(key, bool)
+    if isinstance(key, int):
+        assert INT64_MIN <= key <= INT64_MAX
+    else:
+        assert len(key) <= 255
+        assert not unstorable(key)
+
+
+@given(data=bodies | deep_json() | st.binary())
+@settings(max_examples=300, deadline=None, database=None)
+def test_any_body_parses_to_bounded_json_or_is_refused(data: bytes) -> None:
+    from hatidata_auth.errors import AppError
+    from hatidata_auth.inputs import (
+        MAX_JSON_DEPTH,
+        NUL_MESSAGE,
+        SURROGATE_MESSAGE,
+        _depth_exceeds,
+        bad_json_fields,
+        load_json,
+    )
+
+    value = _outcome(lambda: load_json(data))
+    if isinstance(value, AppError):
+        assert (value.status, value.code) == (400, "invalid_json")
+        return
+    assert not _depth_exceeds(value, MAX_JSON_DEPTH)
+    messages = [m for problems in bad_json_fields(value).values() for m in problems]
+    assert ("\\u0000" in json.dumps(value)) == (NUL_MESSAGE in messages)
+    text = json.dumps(value, ensure_ascii=False)
+    if SURROGATE_MESSAGE in messages:
+        with pytest.raises(UnicodeEncodeError):
+            text.encode("utf-8")
+    else:
+        text.encode("utf-8")  # storable as UTF-8 text
