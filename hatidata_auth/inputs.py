@@ -17,6 +17,7 @@ limit; once a body passed, every later parser (webargs, ``request.get_json``) se
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import re
@@ -174,9 +175,11 @@ def _check_json_body() -> None:
     limit = int(current_app.config.get("HATIDATA_MAX_JSON_BYTES") or MAX_JSON_BYTES)
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"The JSON body is larger than {limit} bytes.")
-    data = request.get_data(cache=True)
+    data = request.stream.read(limit + 1)  # bounded even without a Content-Length (chunked)
     if len(data) > limit:
         raise PayloadTooLarge(f"The JSON body is larger than {limit} bytes.")
+    # Put the body back: views reading the raw stream (webhook signatures) and get_data() both still see it.
+    request.stream = io.BytesIO(data)
     if not data.strip():
         return
     depth = int(current_app.config.get("HATIDATA_MAX_JSON_DEPTH") or MAX_JSON_DEPTH)
