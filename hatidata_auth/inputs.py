@@ -2,10 +2,11 @@
 
 One ``before_request`` hook (:func:`check_request_input`) refuses what no view and no database column can take:
 
-* a JSON body (``application/json`` or ``+json``) larger than ``HATIDATA_MAX_JSON_BYTES`` (413), that is not
-  strict UTF-8 JSON, nests deeper than ``HATIDATA_MAX_JSON_DEPTH`` or spells ``NaN``/``Infinity`` (400
-  ``invalid_json``), or carries a string or key with a NUL character or a lone surrogate, or an integer outside
-  the signed 64-bit range or a float that overflows (422 ``validation_error`` naming the field);
+* a JSON body (``application/json`` or ``+json``) larger than ``HATIDATA_MAX_JSON_BYTES`` (413), that nests
+  deeper than ``HATIDATA_MAX_JSON_DEPTH`` or holds a number that is not finite (``NaN``, ``1e400``) or past
+  Python's digit limit (400 ``invalid_json``; a mere syntax error or invalid UTF-8 is left to the view, which
+  answers 400 its own way), or carries a string or key with a NUL character or a lone surrogate, or an
+  integer outside the signed 64-bit range (422 ``validation_error`` naming the field);
 * a query argument or form field whose name or value holds a NUL character or a lone surrogate (422);
 * a header holding a NUL character (400);
 * a path segment (a URL variable such as ``<key_id>``) longer than :data:`MAX_PATH_SEGMENT` characters or holding
@@ -83,16 +84,61 @@ def _finite_float(text: str) -> float:
 
 def load_json(data: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
     """Parse strict UTF-8 JSON no deeper than *max_depth*; raises :class:`InvalidJSON`."""
+    value = _parse(data, max_depth)
+    if isinstance(value, MalformedJSON):
+        raise InvalidJSON("The body is not valid UTF-8 JSON.") from value.error
+    return value
+
+
+class MalformedJSON:
+    """A syntax error (or invalid UTF-8) within the depth bound: harmless, each view answers it its own way."""
+
+    def __init__(self, error: ValueError) -> None:
+        self.error = error
+
+
+def _parse(data: bytes, max_depth: int) -> Any:
+    too_deep = InvalidJSON(f"The JSON body nests deeper than {max_depth} levels.")
     try:
         text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return MalformedJSON(exc)
+    try:
         value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except RecursionError as exc:
-        raise InvalidJSON(f"The JSON body nests deeper than {max_depth} levels.") from exc
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, digit limits, overflowing floats
-        raise InvalidJSON("The body is not valid UTF-8 JSON.") from exc
+        raise too_deep from exc
+    except json.JSONDecodeError as exc:
+        # A deeper caller stack could hit the recursion limit before this syntax error: bound the prefix too.
+        if _raw_depth_exceeds(text[:exc.pos], max_depth):
+            raise too_deep from exc
+        return MalformedJSON(exc)
+    except ValueError as exc:  # NaN/Infinity, a float that overflows, an integer past the digit limit
+        raise InvalidJSON("The body holds a number that is not finite or too long.") from exc
     if _depth_exceeds(value, max_depth):
-        raise InvalidJSON(f"The JSON body nests deeper than {max_depth} levels.")
+        raise too_deep
     return value
+
+
+def _raw_depth_exceeds(text: str, max_depth: int) -> bool:
+    depth = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > max_depth:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
 
 
 def _depth_exceeds(value: Any, max_depth: int) -> bool:
@@ -183,7 +229,10 @@ def _check_json_body() -> None:
     if not data.strip():
         return
     depth = int(current_app.config.get("HATIDATA_MAX_JSON_DEPTH") or MAX_JSON_DEPTH)
-    fields = bad_json_fields(load_json(data, max_depth=depth))
+    value = _parse(data, depth)
+    if isinstance(value, MalformedJSON):
+        return
+    fields = bad_json_fields(value)
     if fields:
         raise UnstorableValue("The request is invalid.", details={"fields": fields, "location": "json"})
 
