@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask
 
 from . import config as settings
-from . import metrics
+from . import inputs, metrics
 from .errors import register_error_handlers
 from .extensions import cache, csrf, db, limiter, migrate
 from .logs import configure_logging
@@ -33,6 +33,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, profile: str | None =
     configure_logging(app)
     init_extensions(app)
     register_request_hooks(app)
+    inputs.init_app(app)  # every route: bounded JSON, storable values (before the API limits itself to /api/)
     register_error_handlers(app)
     register_blueprints(app)
     load_plugins(app)

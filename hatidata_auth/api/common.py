@@ -10,8 +10,10 @@ from typing import Any, TypeVar, cast
 
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
+from sqlalchemy import Integer
 from sqlalchemy.orm import Session
 
+from .. import inputs
 from ..errors import AppError
 from ..identity import login_required, require_permission
 from .spec import ErrorSchema  # noqa: F401 - re-exported
@@ -20,6 +22,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
+MAX_CURSOR_KEY = 255
 
 
 def timestamp(**kwargs: Any) -> fields.String:
@@ -51,18 +54,36 @@ def encode_cursor(value: Any) -> str:
     return base64.urlsafe_b64encode(json.dumps([value], separators=(",", ":")).encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str | None) -> Any:
-    """The sort key of an opaque cursor; a malformed one is a validation error naming ``cursor``."""
+def decode_cursor(cursor: str | None, kind: type[int] | type[str] | None = None, *,
+                  max_length: int = MAX_CURSOR_KEY) -> Any:
+    """The sort key of an opaque cursor: an ``int`` in the signed 64-bit range or a ``str`` of at most
+    *max_length* storable characters, of type *kind* when given. Anything else (a bool, a float, a huge
+    integer, a NUL, a lone surrogate, malformed base64/JSON) is a 422 naming ``cursor``."""
     if cursor is None:
         return None
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        value = json.loads(raw)
-        if not isinstance(value, list) or len(value) != 1 or not isinstance(value[0], str | int):
+        value = inputs.load_json(raw, max_depth=1)
+        if not isinstance(value, list) or len(value) != 1:
             raise ValueError("bad cursor")
-        return value[0]
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        key = value[0]
+        if isinstance(key, bool) or not isinstance(key, kind or (str, int)):
+            raise ValueError("bad cursor")
+        if isinstance(key, int) and not inputs.INT64_MIN <= key <= inputs.INT64_MAX:
+            raise ValueError("cursor out of range")
+        if isinstance(key, str) and (len(key) > max_length or inputs.unstorable(key)):
+            raise ValueError("cursor not storable")
+        return key
+    except (ValueError, binascii.Error, inputs.InvalidJSON) as exc:
         raise validation_error({"cursor": ["Not a valid cursor."]}, location="query") from exc
+
+
+def column_kind(key: Any) -> tuple[type[int] | type[str], int]:
+    """The Python type of a sort column and the longest string it holds (``MAX_CURSOR_KEY`` when unbounded)."""
+    column_type = key.type
+    if isinstance(column_type, Integer):
+        return int, MAX_CURSOR_KEY
+    return str, int(getattr(column_type, "length", None) or MAX_CURSOR_KEY)
 
 
 def validation_error(fields_: dict[str, list[str]], *, location: str = "json",
@@ -75,7 +96,8 @@ def validation_error(fields_: dict[str, list[str]], *, location: str = "json",
 def paginate_query(session: Session, query: Any, key: Any, args: dict[str, Any], *,
                    descending: bool = False, scalars: bool = True) -> tuple[list[Any], str | None]:
     """One page of *query* ordered by the unique column *key*; returns the rows and the next cursor."""
-    after = decode_cursor(args.get("cursor"))
+    kind, longest = column_kind(key)
+    after = decode_cursor(args.get("cursor"), kind, max_length=longest)
     limit = int(args.get("limit") or DEFAULT_LIMIT)
     if after is not None:
         query = query.where(key < after if descending else key > after)

@@ -1,0 +1,245 @@
+"""Input limits checked before any view runs: bad input is a 4xx, never a 500.
+
+One ``before_request`` hook (:func:`check_request_input`) refuses what no view and no database column can take:
+
+* a JSON body (``application/json`` or ``+json``) larger than ``HATIDATA_MAX_JSON_BYTES`` (413), that nests
+  deeper than ``HATIDATA_MAX_JSON_DEPTH`` or holds a number that is not finite (``NaN``, ``1e400``) or past
+  Python's digit limit (400 ``invalid_json``; a mere syntax error or invalid UTF-8 is left to the view, which
+  answers 400 its own way), or carries a string or key with a NUL character or a lone surrogate, or an
+  integer outside the signed 64-bit range (422 ``validation_error`` naming the field);
+* a query argument or form field whose name or value holds a NUL character or a lone surrogate (422);
+* a header holding a NUL character (400);
+* a path segment (a URL variable such as ``<key_id>``) longer than :data:`MAX_PATH_SEGMENT` characters or holding
+  a NUL character or a lone surrogate (404: no resource has such an identifier).
+
+The JSON checks run on the parsed value with an explicit stack, so no input depth reaches Python's recursion
+limit; once a body passed, every later parser (webargs, ``request.get_json``) sees bounded, storable data.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from flask import Flask, request
+
+from .errors import AppError
+
+MAX_JSON_DEPTH = 32
+MAX_JSON_BYTES = 1024 * 1024
+MAX_PATH_SEGMENT = 255
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+# A NUL (no PostgreSQL text column stores it) or a UTF-16 surrogate half (not encodable as UTF-8).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+NUL_MESSAGE = "Must not contain NUL characters."
+SURROGATE_MESSAGE = "Must not contain unpaired surrogates."
+_INSTALLED = "hatidata_input_limits"
+
+
+class InvalidJSON(AppError):
+    """The body is not bounded, well-formed UTF-8 JSON (400)."""
+
+    status = 400
+    code = "invalid_json"
+
+
+class PayloadTooLarge(AppError):
+    """The body is larger than the configured limit (413)."""
+
+    status = 413
+    code = "payload_too_large"
+
+
+class UnstorableValue(AppError):
+    """A value no column can store; ``details`` name the fields and their location (422)."""
+
+    status = 422
+    code = "validation_error"
+
+
+def unstorable(text: str) -> bool:
+    """Whether *text* holds a NUL character or a lone surrogate."""
+    return _UNSTORABLE.search(text) is not None
+
+
+def _problem(text: str) -> str:
+    return NUL_MESSAGE if "\x00" in text else SURROGATE_MESSAGE
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number out of range")
+    return value
+
+
+def load_json(data: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Parse strict UTF-8 JSON no deeper than *max_depth*; raises :class:`InvalidJSON`."""
+    value = _parse(data, max_depth)
+    if isinstance(value, MalformedJSON):
+        raise InvalidJSON("The body is not valid UTF-8 JSON.") from value.error
+    return value
+
+
+class MalformedJSON:
+    """A syntax error (or invalid UTF-8) within the depth bound: harmless, each view answers it its own way."""
+
+    def __init__(self, error: ValueError) -> None:
+        self.error = error
+
+
+def _parse(data: bytes, max_depth: int) -> Any:
+    too_deep = InvalidJSON(f"The JSON body nests deeper than {max_depth} levels.")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return MalformedJSON(exc)
+    try:
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError as exc:
+        raise too_deep from exc
+    except json.JSONDecodeError as exc:
+        # A deeper caller stack could hit the recursion limit before this syntax error: bound the prefix too.
+        if _raw_depth_exceeds(text[:exc.pos], max_depth):
+            raise too_deep from exc
+        return MalformedJSON(exc)
+    except ValueError as exc:  # NaN/Infinity, a float that overflows, an integer past the digit limit
+        raise InvalidJSON("The body holds a number that is not finite or too long.") from exc
+    if _depth_exceeds(value, max_depth):
+        raise too_deep
+    return value
+
+
+def _raw_depth_exceeds(text: str, max_depth: int) -> bool:
+    depth = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > max_depth:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
+
+
+def _depth_exceeds(value: Any, max_depth: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > max_depth:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def bad_json_fields(value: Any) -> dict[str, list[str]]:
+    """Dotted paths (``"_body"`` for the root) of the unstorable strings, keys and numbers, with the problem."""
+    found: dict[str, list[str]] = {}
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        name = path or "_body"
+        if isinstance(item, str):
+            if unstorable(item):
+                found.setdefault(name, []).append(_problem(item))
+        elif isinstance(item, bool):
+            continue
+        elif isinstance(item, int):
+            if not INT64_MIN <= item <= INT64_MAX:
+                found.setdefault(name, []).append("Number out of range.")
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                child_path = f"{path}.{key}" if path else str(key)
+                if unstorable(key):
+                    found.setdefault(child_path, []).append(_problem(key))
+                stack.append((child, child_path))
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}.{i}" if path else str(i)) for i, child in enumerate(item))
+    return {_printable(k): v for k, v in found.items()}
+
+
+def _printable(name: str) -> str:
+    return name.encode("utf-8", "backslashreplace").decode() if unstorable(name) else name
+
+
+def _bad_pairs(pairs: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    return {_printable(name): [_problem(name + value)] for name, value in pairs
+            if unstorable(name) or unstorable(value)}
+
+
+def _refuse(fields: dict[str, list[str]], location: str) -> UnstorableValue:
+    return UnstorableValue("The request is invalid.", details={"fields": fields, "location": location})
+
+
+def check_request_input() -> None:
+    """Refuse input that no view or column can take (see the module docstring); raises an :class:`AppError`."""
+    from flask import current_app
+
+    prefixes = current_app.extensions[_INSTALLED]
+    if request.routing_exception is not None or (prefixes and not request.path.startswith(prefixes)):
+        return  # routing answers 404/405 itself
+    for value in (request.view_args or {}).values():
+        if isinstance(value, str) and (len(value) > MAX_PATH_SEGMENT or unstorable(value)):
+            raise AppError("No such resource.", status=404, code="not_found")
+    if any("\x00" in value for _, value in request.headers.items()):
+        raise AppError("A header holds a NUL character.", status=400, code="bad_request")
+    query = _bad_pairs(request.args.items(multi=True))
+    if query:
+        raise _refuse(query, "query")
+    if request.is_json:
+        _check_json_body()
+    elif request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        form = _bad_pairs(request.form.items(multi=True))
+        if form:
+            raise _refuse(form, "form")
+
+
+def _check_json_body() -> None:
+    from flask import current_app
+
+    limit = int(current_app.config.get("HATIDATA_MAX_JSON_BYTES") or MAX_JSON_BYTES)
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"The JSON body is larger than {limit} bytes.")
+    data = request.stream.read(limit + 1)  # bounded even without a Content-Length (chunked)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"The JSON body is larger than {limit} bytes.")
+    # Put the body back: views reading the raw stream (webhook signatures) and get_data() both still see it.
+    request.stream = io.BytesIO(data)
+    if not data.strip():
+        return
+    depth = int(current_app.config.get("HATIDATA_MAX_JSON_DEPTH") or MAX_JSON_DEPTH)
+    value = _parse(data, depth)
+    if isinstance(value, MalformedJSON):
+        return
+    fields = bad_json_fields(value)
+    if fields:
+        raise UnstorableValue("The request is invalid.", details={"fields": fields, "location": "json"})
+
+
+def init_app(app: Flask, *, prefixes: tuple[str, ...] = ()) -> None:
+    """Check the input of every request (or only under *prefixes*); once per app, the first call wins."""
+    if _INSTALLED in app.extensions:
+        return
+    app.extensions[_INSTALLED] = prefixes
+    app.before_request(check_request_input)
