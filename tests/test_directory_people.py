@@ -242,3 +242,30 @@ def api_admin(app: Flask, db_session: Any) -> Callable[..., Any]:
         return response.json
 
     return get
+
+
+def test_deactivation_ends_every_membership_hanging_on_the_directory_user(
+        db_session: Any, workos_client: Any, orgs: dict[str, Any], replay: Replay) -> None:
+    acme = orgs["acme.test"].id
+    uid = _create(replay, ACME_DIR, "tomas.lind@acme.test")
+    _, person = person_of(db_session, acme, uid)
+    # A split left by the old email-keyed linking: the old address's person still holds a membership, a session
+    # and a key that carry the same directory user.
+    old = User(email="t.lind@acme.test")
+    db_session.add(old)
+    db_session.flush()
+    db_session.add(Membership(organization_id=acme, user_id=old.id, role="developer", role_source="mapping",
+                              source="directory", status="active", directory_user_id=uid))
+    db_session.commit()
+    give_session_and_key(db_session, acme, old.id, "session_TLINDOLDADDR0")
+    give_session_and_key(db_session, acme, person.id, "session_TLINDNEWADDR0")
+    replay.ctl("POST", f"/directory_users/{uid}/deactivate")
+    replay.deliver()
+    assert held_access(db_session, acme, old.id) == NO_ACCESS
+    assert held_access(db_session, acme, person.id) == NO_ACCESS
+    remaining, same = person_of(db_session, acme, uid)  # the split is unlinked: one membership remains
+    assert (same.id, remaining.status) == (person.id, "deprovisioned")
+    unlinked = db_session.scalar(select(Membership).where(Membership.organization_id == acme,
+                                                          Membership.user_id == old.id))
+    assert (unlinked.status, unlinked.directory_user_id) == ("deprovisioned", None)
+    _resync_is_clean(db_session, workos_client, acme)

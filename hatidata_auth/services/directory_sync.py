@@ -335,10 +335,14 @@ def _deprovision_directory_user(ctx: EventContext, org: Organization, du: Direct
         du.user_id = None
     elif du.deleted_at is None and du.state in DEPROVISIONED_STATES:
         why = f"directory_user_{du.state}"
-    for membership in people.memberships_of_directory_user(ctx, org, du):
+    held = people.memberships_of_directory_user(ctx, org, du)
+    for membership in held:
         set_access(ctx.session, ctx.client, membership, role=None, role_source="mapping", active=False,
                    actor=ctx.actor, reason=why, source_event_id=ctx.event_id, request=ctx.request,
                    details={"directory_user_id": du.workos_id})
+    keep = next((m for m in held if m.user_id == du.user_id), None) if len(held) > 1 else None
+    if keep is not None:  # a split: the directory user keeps its person's membership only
+        people.retire_other_memberships(ctx, org, du, keep=keep)
 
 
 # --- directory groups -------------------------------------------------------------------------------------------
