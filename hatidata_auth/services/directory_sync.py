@@ -40,6 +40,7 @@ from ..models import (
     utcnow,
 )
 from . import audit, connection_events, domains, role_mapping
+from . import directory_people as people
 from .domains import domain_states
 from .provisioning import _invalidate_cached_session, run_after_commit, set_access
 
@@ -81,7 +82,8 @@ class EventContext:
     outcome: str = "applied"
     note: str | None = None
     organization: Organization | None = None
-    # Set by the last user upsert: whether anything that decides access (state, email, existence) changed.
+    # Set by the last user upsert: whether anything that decides access (state, email, existence) or is mirrored
+    # onto the person (names) changed.
     access_changed: bool = False
     _mappings: dict[str, list[role_mapping.MappingSpec]] = field(default_factory=dict)
     # Lookups already made in this unit of work (the resync preloads them a page at a time).
@@ -253,7 +255,8 @@ def upsert_directory_user(ctx: EventContext, org: Organization, data: dict[str, 
         du.deleted_at = ctx.event_time
     changed_fields = sorted(k for k in fields if before.get(k) != getattr(du, k))
     changed = created or deleted or bool(changed_fields)
-    ctx.access_changed = created or deleted or any(before.get(k) != getattr(du, k) for k in ("state", "email"))
+    ctx.access_changed = created or deleted or any(before.get(k) != getattr(du, k)
+                                                   for k in ("state", *people.PERSON_FIELDS))
     if changed:
         action = "directory_user.deleted" if deleted else (
             "directory_user.created" if created else "directory_user.updated")
@@ -261,89 +264,37 @@ def upsert_directory_user(ctx: EventContext, org: Organization, data: dict[str, 
     return du, changed
 
 
-def _user_for(ctx: EventContext, du: DirectoryUser) -> User | None:
-    if du.user_id:
-        user = ctx.session.get(User, du.user_id)
-        if user is not None and user.email == du.email:
-            return user
-    if not du.email:
-        return None
-    if du.email in ctx.users_by_email:
-        user = ctx.users_by_email[du.email]
-    else:
-        user = ctx.session.scalar(select(User).where(User.email == du.email).order_by(User.created_at).limit(1))
-    if user is None:
-        user = new_directory_person(ctx, du.organization_id, du.email, du.first_name, du.last_name)
-        ctx.session.flush()  # the membership row refers to it (no ORM relationship orders the two inserts)
-    ctx.users_by_email[du.email] = user
-    du.user_id = user.id
-    return user
-
-
-def new_directory_person(ctx: EventContext, organization_id: str, email: str, first_name: str | None,
-                         last_name: str | None) -> User:
-    """Add (not flush) the ``User`` a directory user's email maps to when none exists yet, audited."""
-    user = User(id=new_id("usr"), email=email, first_name=first_name, last_name=last_name)
-    ctx.session.add(user)
-    ctx.users_by_email[email] = user
-    ctx.new_user_ids.add(user.id)
-    ctx.record("user.created", organization_id=organization_id, target_type="user", target_id=user.id,
-               details={"email": user.email, "source": "directory"})
-    return user
-
-
-def _membership_of(ctx: EventContext, org: Organization, user_id: str) -> Membership | None:
-    # A user created in this transaction has no membership before its first lookup (the caller adds it then).
-    new_user = user_id in ctx.new_user_ids
-    ctx.new_user_ids.discard(user_id)
-    cache = ctx.memberships_by_user
-    if cache is not None and user_id in cache:
-        return cache[user_id]
-    if new_user:
-        return None
-    membership = ctx.session.scalar(select(Membership).where(Membership.organization_id == org.id,
-                                                            Membership.user_id == user_id))
-    if cache is not None:
-        cache[user_id] = membership
-    return membership
-
-
 def sync_member(ctx: EventContext, org: Organization, du: DirectoryUser, *, reason: str,
-                groups: list[role_mapping.GroupRef] | None = None) -> None:
-    """Bring the directory user's membership in line: provision, recompute the role, or deprovision.
+                groups: list[role_mapping.GroupRef] | None = None, repair_split: bool = False) -> None:
+    """Bring the directory user's membership in line: provision, recompute the role, or deprovision; mirror
+    the person (:mod:`services.directory_people`).
 
     *groups*: the user's live groups when the caller knows them (the resync); read from the database otherwise.
+    *repair_split*: look for other memberships hanging on the directory user even in a batched unit of work.
     """
     session = ctx.session
     wants_access = (du.deleted_at is None and du.state == "active" and org.status == "active"
                     and not _directory_deleted(org, du.directory_id))
+    refused: str | None = None
     if wants_access and du.email and domains.foreign_owner(session, org.id, du.email) is not None:
         # A directory speaks only for its organization: an email on a domain another organization verified
         # is never linked to a person (who may have access there), and loses any access it had here.
+        refused = reason = "domain_verified_by_another_organization"
+    link = people.person_for(ctx, org, du) if wants_access and refused is None else None
+    if link is not None and link.refused:
+        refused = reason = link.refused
+    if refused is not None:
         ctx.record("directory_user.link_refused", organization_id=org.id, target_type="directory_user",
-                   target_id=du.workos_id, outcome="failure",
-                   details={"email": du.email, "reason": "domain_verified_by_another_organization"})
+                   target_id=du.workos_id, outcome="failure", details={"email": du.email, "reason": refused})
         wants_access = False
-        reason = "domain_verified_by_another_organization"
     if not wants_access:
-        membership = None
-        if du.user_id:
-            membership = _membership_of(ctx, org, du.user_id)
-        if membership is None or membership.directory_user_id != du.workos_id:
-            return
-        why = reason if du.deleted_at is None else "directory_user_deleted"
-        if du.user_id and reason == "domain_verified_by_another_organization":
-            du.user_id = None
-        if du.deleted_at is None and du.state in DEPROVISIONED_STATES:
-            why = f"directory_user_{du.state}"
-        set_access(session, ctx.client, membership, role=None, role_source="mapping", active=False,
-                   actor=ctx.actor, reason=why, source_event_id=ctx.event_id, request=ctx.request,
-                   details={"directory_user_id": du.workos_id})
+        _deprovision_directory_user(ctx, org, du, reason)
         return
-    user = _user_for(ctx, du)
+    assert link is not None
+    user = link.user
     if user is None:
         return
-    membership = _membership_of(ctx, org, user.id)
+    membership = people.membership_of(ctx, org, user.id)
     if groups is None:
         groups = role_mapping.directory_groups_of(session, org.id, du.workos_id)
     # Without groups no mapping can match: the role mappings need not be read.
@@ -366,6 +317,31 @@ def sync_member(ctx: EventContext, org: Organization, du: DirectoryUser, *, reas
     set_access(session, ctx.client, membership, role=decision.role, role_source=decision.source, active=True,
                actor=ctx.actor, reason=reason, source_event_id=ctx.event_id, request=ctx.request,
                details={"directory_user_id": du.workos_id, **role_mapping._decision_details(decision)})
+    # A batched unit of work (the resync) checks for splits only where it found one or the person changed.
+    if repair_split or link.relinked or ctx.memberships_by_user is None:
+        people.retire_other_memberships(ctx, org, du, keep=membership)
+    if link.freed_email:
+        for waiting in people.waiting_for(ctx, org, du, link.freed_email):
+            sync_member(ctx, org, waiting, reason="email_freed")
+
+
+def _deprovision_directory_user(ctx: EventContext, org: Organization, du: DirectoryUser, reason: str) -> None:
+    """Deprovision every membership hanging on the directory user (whatever person it is on now)."""
+    if du.user_id is None:
+        return  # never linked (or already unlinked when refused): no membership hangs on it
+    why = reason if du.deleted_at is None else "directory_user_deleted"
+    if reason == "domain_verified_by_another_organization":
+        du.user_id = None
+    elif du.deleted_at is None and du.state in DEPROVISIONED_STATES:
+        why = f"directory_user_{du.state}"
+    held = people.memberships_of_directory_user(ctx, org, du)
+    for membership in held:
+        set_access(ctx.session, ctx.client, membership, role=None, role_source="mapping", active=False,
+                   actor=ctx.actor, reason=why, source_event_id=ctx.event_id, request=ctx.request,
+                   details={"directory_user_id": du.workos_id})
+    keep = next((m for m in held if m.user_id == du.user_id), None) if len(held) > 1 else None
+    if keep is not None:  # a split: the directory user keeps its person's membership only
+        people.retire_other_memberships(ctx, org, du, keep=keep)
 
 
 # --- directory groups -------------------------------------------------------------------------------------------

@@ -29,13 +29,15 @@ from ..models import (
     new_id,
     utcnow,
 )
-from . import domains, event_source, inbox, role_mapping
+from . import directory_people, domains, event_source, inbox, role_mapping
+from .demo_mappings import DEMO_GROUP_ROLES as DEMO_GROUP_ROLES
+from .demo_mappings import ensure_demo_mappings as ensure_demo_mappings
+from .directory_people import new_directory_person
 from .directory_sync import (
     _LOOKUP,
     EventContext,
     _user_fields,
     handled_event_types,
-    new_directory_person,
     set_group_membership,
     sync_member,
     upsert_directory_group,
@@ -132,6 +134,7 @@ class ResyncReport:
     memberships_removed: int = 0
     access_repaired: int = 0
     objects_refused: int = 0  # listed objects of another directory or organization, not applied
+    people_repaired: int = 0
     seconds: float = 0.0
     examples: list[str] = field(default_factory=list)
 
@@ -140,7 +143,7 @@ class ResyncReport:
         """How many differences were found (and fixed)."""
         return (self.users_created + self.users_updated + self.users_deleted + self.groups_created
                 + self.groups_updated + self.groups_deleted + self.memberships_added + self.memberships_removed
-                + self.access_repaired)
+                + self.access_repaired + self.people_repaired)
 
     def note(self, text: str) -> None:
         """Keep a few examples of what differed."""
@@ -245,6 +248,9 @@ def full_resync(session: Session, client: Any, *, organization_id: str, actor: A
         # People are looked up only for users that may need membership work (new, or email not linked yet).
         emails = {e for e, d in ((upsert_email(d), d) for d in datas)
                   if e and (d["id"] not in stored or stored[d["id"]].email != e or not stored[d["id"]].user_id)}
+        # A linked directory user keeps its person whatever its email does: no new person for its new email.
+        unlinked = {upsert_email(d) for d in datas if d["id"] not in stored or not stored[d["id"]].user_id}
+        links = directory_people.PageLinks.load(session, org.id, stored.values())
         users_by_email: dict[str, User | None] = dict.fromkeys(emails)
         if emails:
             for found in session.scalars(select(User).where(User.email.in_(emails)).order_by(User.created_at)):
@@ -255,7 +261,7 @@ def full_resync(session: Session, client: Any, *, organization_id: str, actor: A
         if org_active:  # the people the page's active users map to, created in one batch
             for data in datas:
                 email = upsert_email(data)
-                if email in emails and users_by_email[email] is None and \
+                if email in emails and email in unlinked and users_by_email[email] is None and \
                         (data.get("state") or "active") == "active" and \
                         domains.foreign_owner(session, org.id, email) is None:
                     person = new_directory_person(ctx, org.id, email, data.get("first_name"), data.get("last_name"))
@@ -306,8 +312,12 @@ def full_resync(session: Session, client: Any, *, organization_id: str, actor: A
                 if drifted:
                     report.access_repaired += 1
                     report.note(f"access of {row.email} differed ({have})")
-            if changed or groups_changed or drifted:
-                sync_member(ctx, org, row, reason="resync", groups=user_groups)
+            split = links.differs(row, active=row.state == "active" and org_active)
+            if split and not changed:
+                report.people_repaired += 1
+                report.note(f"person of {row.email or uid} differed ({split})")
+            if changed or groups_changed or drifted or split:
+                sync_member(ctx, org, row, reason="resync", groups=user_groups, repair_split=bool(split))
         session.commit()
     org = session.get(Organization, organization_id)
     assert org is not None
@@ -371,30 +381,3 @@ def resync_all(session: Session, client: Any, *, actor: Actor | None = None) -> 
                                                              Organization.status == "active")))
     session.rollback()
     return [full_resync(session, client, organization_id=org_id, actor=actor) for org_id in ids]
-
-
-DEMO_GROUP_ROLES = {"HatiData Admins": "admin", "HatiData Developers": "developer", "HatiData Viewers": "viewer"}
-
-
-def ensure_demo_mappings(session: Session, client: Any, *, organization_id: str, actor: Actor) -> bool:
-    """Give a demo organization mappings for its HatiData groups (object ids for Entra), once; caller commits."""
-    if role_mapping.list_mappings(session, organization_id):
-        return False
-    org = session.get(Organization, organization_id)
-    if org is None:
-        return False
-    by_guid = (org.directory_type or "").startswith("azure")
-    specs = []
-    for group in session.scalars(select(DirectoryGroup).where(DirectoryGroup.organization_id == organization_id,
-                                                              DirectoryGroup.deleted_at.is_(None))):
-        role = DEMO_GROUP_ROLES.get(group.name)
-        if role is None:
-            continue
-        if by_guid and group.idp_id:
-            specs.append(role_mapping.MappingSpec("object_id", group.idp_id, role))
-        else:
-            specs.append(role_mapping.MappingSpec("name", group.name, role))
-    if not specs:
-        return False
-    role_mapping.replace_mappings(session, client, organization_id=organization_id, specs=specs, actor=actor)
-    return True

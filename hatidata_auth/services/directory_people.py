@@ -1,0 +1,249 @@
+"""Which person a directory user is, and keeping that person equal to what the directory says.
+
+Rules (issue #11):
+
+- **A directory user is one person whatever its email does.** The link ``directory_users.user_id`` is made once
+  (by email, the first time, within the domain rules of :mod:`services.domains`) and from then on the directory
+  user id decides the person: an email change at the IdP moves the email onto the same ``User`` row, so the
+  membership, sessions and API keys stay the person's and a later deactivation ends all of them.
+- **Never merge two people silently.** If the new email belongs to another existing person, the directory user
+  is refused (``directory_user.link_refused``, reason ``email_held_by_another_person``): its membership is
+  deprovisioned and the link is kept, so it is retried when the email is freed (or at the next resync).
+  A person who is also a member of another organization is not rewritten by this organization's directory: this
+  organization's directory user moves to a person for the new email (``directory_user.relinked``) and the old
+  person's membership here is deprovisioned.
+- **One membership per directory user**: any other membership in the organization carrying the same
+  ``directory_user_id`` is deprovisioned and unlinked (``membership.directory_unlinked``).
+- **Mirrored attributes follow the IdP** (:data:`MIRRORED_FIELDS`): the person's email and names are rewritten
+  from an active directory user at every change and resync (``user.updated``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..models import DirectoryUser, Membership, Organization, User, new_id
+from .provisioning import invalidate_member_caches, set_access
+
+if TYPE_CHECKING:
+    from .directory_sync import EventContext
+
+#: Directory user fields mirrored onto the person (``users``), shown by the members API.
+PERSON_FIELDS = ("email", "first_name", "last_name")
+
+#: Every attribute mirrored from the IdP -> where we hold it. A new mirrored field is added here (and the resync
+#: and ``tests/test_directory_people.py`` cover it from this list).
+MIRRORED_FIELDS: dict[str, str] = {
+    "email": "users.email",
+    "first_name": "users.first_name",
+    "last_name": "users.last_name",
+    "state": "memberships.status",
+    "idp_id": "directory_users.idp_id",
+    "attributes": "directory_users.attributes",  # the IdP's custom attributes (job title, department, ...)
+}
+
+EMAIL_HELD = "email_held_by_another_person"
+
+
+@dataclass(frozen=True, slots=True)
+class PersonLink:
+    """The person a directory user maps to now.
+
+    *user*: the person, or ``None`` (no email, or refused); *refused*: the reason access is refused, if any;
+    *relinked*: the directory user's person changed in this call (other memberships must be retired);
+    *freed_email*: an email this call took off a person (directory users waiting for it may now link).
+    """
+
+    user: User | None
+    refused: str | None = None
+    relinked: bool = False
+    freed_email: str | None = None
+
+
+def person_differs(du: DirectoryUser, user: User | None) -> bool:
+    """Whether the person's mirrored fields differ from the directory user's."""
+    return user is not None and any(getattr(user, f) != getattr(du, f) for f in PERSON_FIELDS
+                                    if f != "email" or du.email)
+
+
+def new_directory_person(ctx: EventContext, organization_id: str, email: str, first_name: str | None,
+                         last_name: str | None) -> User:
+    """Add (not flush) the ``User`` a directory user's email maps to when none exists yet, audited."""
+    user = User(id=new_id("usr"), email=email, first_name=first_name, last_name=last_name)
+    ctx.session.add(user)
+    ctx.users_by_email[email] = user
+    ctx.new_user_ids.add(user.id)
+    ctx.record("user.created", organization_id=organization_id, target_type="user", target_id=user.id,
+               details={"email": user.email, "source": "directory"})
+    return user
+
+
+def membership_of(ctx: EventContext, org: Organization, user_id: str) -> Membership | None:
+    """The person's membership of *org* (through the unit of work's cache when it has one)."""
+    # A user created in this transaction has no membership before its first lookup (the caller adds it then).
+    new_user = user_id in ctx.new_user_ids
+    ctx.new_user_ids.discard(user_id)
+    cache = ctx.memberships_by_user
+    if cache is not None and user_id in cache:
+        return cache[user_id]
+    if new_user:
+        return None
+    membership = ctx.session.scalar(select(Membership).where(Membership.organization_id == org.id,
+                                                            Membership.user_id == user_id))
+    if cache is not None:
+        cache[user_id] = membership
+    return membership
+
+
+def memberships_of_directory_user(ctx: EventContext, org: Organization, du: DirectoryUser) -> list[Membership]:
+    """Every membership of *org* that hangs on the directory user (one, unless a split is being repaired)."""
+    return list(ctx.session.scalars(select(Membership).where(Membership.organization_id == org.id,
+                                                             Membership.directory_user_id == du.workos_id)
+                                    .order_by(Membership.created_at, Membership.id)))
+
+
+def person_for(ctx: EventContext, org: Organization, du: DirectoryUser) -> PersonLink:
+    """The person of an active directory user: its linked person (following an email change), else the person
+    its email names (created when none), unless that would merge two people."""
+    if du.user_id:
+        user = ctx.session.get(User, du.user_id)
+        if user is not None:
+            return _follow(ctx, org, du, user)
+    if not du.email:
+        return PersonLink(None)
+    if du.email in ctx.users_by_email:
+        user = ctx.users_by_email[du.email]
+    else:
+        user = ctx.session.scalar(select(User).where(User.email == du.email).order_by(User.created_at).limit(1))
+    if user is not None and user.id not in ctx.new_user_ids and _held_by_other_directory_user(ctx, org, du, user):
+        return PersonLink(None, refused=EMAIL_HELD)
+    if user is None:
+        user = new_directory_person(ctx, du.organization_id, du.email, du.first_name, du.last_name)
+        ctx.session.flush()  # the membership row refers to it (no ORM relationship orders the two inserts)
+    ctx.users_by_email[du.email] = user
+    relinked = du.user_id is not None
+    du.user_id = user.id
+    _mirror_names(ctx, org, du, user)
+    return PersonLink(user, relinked=relinked)
+
+
+def _held_by_other_directory_user(ctx: EventContext, org: Organization, du: DirectoryUser, user: User) -> bool:
+    # The person found by email already hangs on another live directory user of this organization: linking
+    # would give one person to two directory users (the second would take over the first's membership).
+    other = ctx.session.scalar(select(DirectoryUser.workos_id).where(
+        DirectoryUser.organization_id == org.id, DirectoryUser.user_id == user.id,
+        DirectoryUser.workos_id != du.workos_id, DirectoryUser.deleted_at.is_(None)).limit(1))
+    return other is not None
+
+
+def _follow(ctx: EventContext, org: Organization, du: DirectoryUser, user: User) -> PersonLink:
+    if not du.email or user.email == du.email:
+        _mirror_names(ctx, org, du, user)
+        return PersonLink(user)
+    holder = ctx.session.scalar(select(User.id).where(User.email == du.email, User.id != user.id).limit(1))
+    if holder is not None:
+        return PersonLink(user, refused=EMAIL_HELD)
+    if _member_elsewhere(ctx, org, user):
+        # This directory speaks only for this organization: the person other organizations see keeps their
+        # email, and this directory user continues as a person of its own.
+        person = new_directory_person(ctx, org.id, du.email, du.first_name, du.last_name)
+        ctx.session.flush()
+        ctx.record("directory_user.relinked", organization_id=org.id, target_type="directory_user",
+                   target_id=du.workos_id, details={"from_user_id": user.id, "to_user_id": person.id,
+                                                    "email": du.email, "reason": "person_in_another_organization"})
+        du.user_id = person.id
+        return PersonLink(person, relinked=True)
+    old = user.email
+    user.email = du.email
+    ctx.users_by_email.pop(old, None)
+    ctx.users_by_email[du.email] = user
+    ctx.record("user.email_changed", organization_id=org.id, target_type="user", target_id=user.id,
+               details={"from": old, "to": du.email, "directory_user_id": du.workos_id, "source": "directory"})
+    invalidate_member_caches(ctx.session, organization_id=org.id, user_id=user.id)
+    _mirror_names(ctx, org, du, user)
+    return PersonLink(user, freed_email=old)
+
+
+def _member_elsewhere(ctx: EventContext, org: Organization, user: User) -> bool:
+    # Deliberately across organizations: whether rewriting this person would change what another tenant sees.
+    return ctx.session.scalar(select(Membership.id).where(Membership.user_id == user.id,
+                                                          Membership.organization_id != org.id).limit(1)) is not None
+
+
+def _mirror_names(ctx: EventContext, org: Organization, du: DirectoryUser, user: User) -> None:
+    changed = {f: [getattr(user, f), getattr(du, f)] for f in ("first_name", "last_name")
+               if getattr(user, f) != getattr(du, f)}
+    if not changed:
+        return
+    for name, (_, value) in changed.items():
+        setattr(user, name, value)
+    ctx.record("user.updated", organization_id=org.id, target_type="user", target_id=user.id,
+               details={"changed": changed, "directory_user_id": du.workos_id, "source": "directory"})
+
+
+def retire_other_memberships(ctx: EventContext, org: Organization, du: DirectoryUser, keep: Membership) -> int:
+    """Deprovision and unlink every other membership of *org* hanging on the directory user; returns how many."""
+    count = 0
+    for other in memberships_of_directory_user(ctx, org, du):
+        if other.id == keep.id:
+            continue
+        set_access(ctx.session, ctx.client, other, role=None, role_source="mapping", active=False, actor=ctx.actor,
+                   reason="directory_user_relinked", source_event_id=ctx.event_id, request=ctx.request,
+                   details={"directory_user_id": du.workos_id})
+        other.directory_user_id = None
+        ctx.record("membership.directory_unlinked", organization_id=org.id, target_type="membership",
+                   target_id=other.id, details={"user_id": other.user_id, "directory_user_id": du.workos_id,
+                                                "kept_membership_id": keep.id})
+        count += 1
+    return count
+
+
+def waiting_for(ctx: EventContext, org: Organization, du: DirectoryUser, email: str) -> list[DirectoryUser]:
+    """Live directory users of *org* (other than *du*) whose email is *email*: they may link now it is free."""
+    return list(ctx.session.scalars(select(DirectoryUser).where(
+        DirectoryUser.organization_id == org.id, DirectoryUser.email == email,
+        DirectoryUser.workos_id != du.workos_id, DirectoryUser.deleted_at.is_(None))))
+
+
+@dataclass(frozen=True, slots=True)
+class PageLinks:
+    """What a resync page's stored directory users hang on: their memberships' people, and their people.
+
+    *memberships*: ``{directory user WorkOS id: [user ids of the memberships carrying it]}``;
+    *people*: ``{user id: User}`` of the linked people.
+    """
+
+    memberships: dict[str, list[str]] = field(default_factory=dict)
+    people: dict[str, User] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, session: Session, organization_id: str, stored: Iterable[DirectoryUser]) -> PageLinks:
+        """Two queries for the page."""
+        rows = list(stored)
+        memberships: dict[str, list[str]] = defaultdict(list)
+        ids = [du.workos_id for du in rows]
+        if ids:
+            for du_id, user_id in session.execute(select(Membership.directory_user_id, Membership.user_id).where(
+                    Membership.organization_id == organization_id, Membership.directory_user_id.in_(ids))):
+                memberships[str(du_id)].append(user_id)
+        user_ids = {du.user_id for du in rows if du.user_id}
+        people = {u.id: u for u in session.scalars(select(User).where(User.id.in_(user_ids)))} if user_ids else {}
+        return cls(dict(memberships), people)
+
+    def differs(self, du: DirectoryUser, *, active: bool) -> str | None:
+        """How the directory user's link differs from the rule (``None`` when it does not): a split (several
+        memberships, or one on another person) or, for an active one, a person whose mirrored fields differ."""
+        held = self.memberships.get(du.workos_id, [])
+        if len(held) > 1:
+            return f"{len(held)} memberships"
+        if held and du.user_id and held[0] != du.user_id:
+            return "membership on another person"
+        if active and du.user_id and person_differs(du, self.people.get(du.user_id)):
+            return "person's attributes"
+        return None
