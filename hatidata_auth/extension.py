@@ -24,6 +24,7 @@ from .services.api_keys import UsageRecorder
 from .services.introspection import Introspector, JwksCache, TokenVerifier, default_issuers
 from .services.sessions import SessionPolicy
 from .shared_lock import SharedLocks
+from .unit_of_work import INVALIDATOR
 from .workos_gateway import WorkOSGateway, WorkOSSettings
 
 DEFAULTS: dict[str, Any] = {
@@ -252,6 +253,7 @@ class HatiDataAuth:
         runtime = AuthRuntime(app)
         runtime.bus.clear()
         app.extensions["hatidata_auth"] = runtime
+        app.extensions[INVALIDATOR] = runtime.introspector  # db.session's, through FlaskAppSession
 
         from .auth import routes
 

@@ -212,22 +212,23 @@ def _install_session_hooks() -> None:
     from sqlalchemy.orm import Session
 
     from .models import AuditEvent
+    from .unit_of_work import AppSession
 
     if getattr(_install_session_hooks, "done", False):
         return
 
-    @event.listens_for(Session, "after_flush")
+    @event.listens_for(AppSession, "after_flush")
     def _collect(session: Session, _ctx: Any) -> None:
         found = [(e.action, e.outcome, e.details) for e in session.new if isinstance(e, AuditEvent)]
         if found:
             session.info.setdefault(_PENDING, []).extend(found)
 
-    @event.listens_for(Session, "after_commit")
+    @event.listens_for(AppSession, "after_commit")
     def _count(session: Session) -> None:
         for action, outcome, details in session.info.pop(_PENDING, ()):
             audit_committed(str(action), str(outcome), details if isinstance(details, dict) else None)
 
-    @event.listens_for(Session, "after_rollback")
+    @event.listens_for(AppSession, "after_rollback")
     def _discard(session: Session) -> None:
         session.info.pop(_PENDING, None)
 

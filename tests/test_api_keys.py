@@ -84,7 +84,6 @@ def test_viewer_cannot_create_keys(app: Flask, dev: FlaskClient) -> None:
 
 def test_key_permissions_shrink_with_the_owner_role(app: Flask, dev: FlaskClient) -> None:
     from hatidata_auth.models import Membership
-    from hatidata_auth.services.introspection import invalidate_api_key
 
     created = _create(dev, scopes=["data:read", "data:write"])
     with app.app_context():
@@ -92,7 +91,7 @@ def test_key_permissions_shrink_with_the_owner_role(app: Flask, dev: FlaskClient
         assert membership is not None
         membership.role = "viewer"
         db.session.commit()
-    invalidate_api_key(created["key"]["id"])
+    app.extensions["hatidata_auth"].introspector.invalidate_api_key(created["key"]["id"])
     assert _me(app, created["secret"]).get_json()["permissions"] == ["data:read"]
 
 
@@ -113,9 +112,7 @@ def test_bad_keys_get_the_same_401(app: Flask, dev: FlaskClient, case: str) -> N
             assert key is not None
             key.expires_at = utcnow() - timedelta(seconds=1)
             db.session.commit()
-        from hatidata_auth.services.introspection import invalidate_api_key
-
-        invalidate_api_key(key_id)
+        app.extensions["hatidata_auth"].introspector.invalidate_api_key(key_id)
     else:
         secret = "hd_live_short"
     response = _me(app, secret)
@@ -152,9 +149,8 @@ def test_rotation_keeps_the_old_key_for_the_grace_period(app: Flask, dev: FlaskC
         assert old is not None
         old.grace_until = utcnow() - timedelta(seconds=1)
         db.session.commit()
-    from hatidata_auth.services.introspection import invalidate_api_key
 
-    invalidate_api_key(created["key"]["id"])
+    app.extensions["hatidata_auth"].introspector.invalidate_api_key(created["key"]["id"])
     assert _me(app, created["secret"]).status_code == 401
 
 

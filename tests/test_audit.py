@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
 
 from hatidata_auth.context import Actor, RequestInfo
 from hatidata_auth.models import AuditEvent, Organization
 from hatidata_auth.services import audit
+from hatidata_auth.unit_of_work import AppSession
 from tests.audit_support import tampering
 
 
@@ -89,7 +89,7 @@ def test_concurrent_appends_keep_one_unbroken_chain(app: Any, db_session: Any) -
 
     def writer(n: int) -> None:
         try:
-            with app.app_context(), Session(db.engine) as session:
+            with app.app_context(), AppSession(db.engine) as session:
                 for i in range(15):
                     for j in range(1 + (n + i) % 3):  # one to three events per transaction
                         audit.record(session, action="test.concurrent", actor=Actor.system(f"w{n}"),

@@ -17,10 +17,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine
-from sqlalchemy.orm import Session
 
 from hatidata_auth.models import Organization
 from hatidata_auth.services import audit
+from hatidata_auth.unit_of_work import AppSession
 
 WRITERS = 4
 
@@ -35,7 +35,7 @@ def append_events(url: str, organization_ids: list[str], writer: int, plan: list
     written = 0
     try:
         time.sleep(max(0.0, start_at - time.time()))  # all writers start together
-        with Session(engine) as session:
+        with AppSession(engine) as session:
             for txn, size in enumerate(plan):
                 for organization_id in organization_ids:
                     for event in range(size):

@@ -222,7 +222,6 @@ def test_expired_session_is_rejected(app: Flask, signed_in: FlaskClient) -> None
     from datetime import timedelta
 
     from hatidata_auth.models import utcnow
-    from hatidata_auth.services.introspection import invalidate_session
 
     with app.app_context():
         record = db.session.scalar(select(AuthSession))
@@ -230,7 +229,7 @@ def test_expired_session_is_rejected(app: Flask, signed_in: FlaskClient) -> None
         record.expires_at = utcnow() - timedelta(seconds=1)
         sid = record.workos_session_id
         db.session.commit()
-    invalidate_session(sid)
+    app.extensions["hatidata_auth"].introspector.invalidate_session(sid)
     assert signed_in.get("/api/v1/me").status_code == 401
 
 

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from .. import metrics
 from ..context import NO_REQUEST, Actor, RequestInfo
 from ..models import AuditChainHead, AuditEvent, new_id, utcnow
+from ..unit_of_work import AppSession, unit_of_work
 
 GENESIS_HASH = "0" * 64
 
@@ -104,7 +105,7 @@ def record(
         details=details or {},
         created_at=at or utcnow(),
     )
-    session.info.setdefault(_PENDING_KEY, []).append(event)
+    unit_of_work(session).info.setdefault(_PENDING_KEY, []).append(event)
     return event
 
 
@@ -189,12 +190,12 @@ def flush_pending(session: Session) -> int:
     return len(events)
 
 
-@sa_event.listens_for(Session, "before_commit")
+@sa_event.listens_for(AppSession, "before_commit")
 def _write_pending_on_commit(session: Session) -> None:
     flush_pending(session)
 
 
-@sa_event.listens_for(Session, "after_transaction_end")
+@sa_event.listens_for(AppSession, "after_transaction_end")
 def _drop_pending(session: Session, transaction: Any) -> None:
     if transaction.parent is None:  # the outermost transaction ended (committed or rolled back)
         session.info.pop(_PENDING_KEY, None)

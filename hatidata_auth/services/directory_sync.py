@@ -17,7 +17,6 @@ with the WorkOS event id as ``source_event_id``.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,10 +38,11 @@ from ..models import (
     new_id,
     utcnow,
 )
+from ..unit_of_work import invalidate_after_commit
 from . import audit, connection_events, domains, role_mapping
 from . import directory_people as people
 from .domains import domain_states
-from .provisioning import _invalidate_cached_session, run_after_commit, set_access
+from .provisioning import set_access
 
 log = logging.getLogger(__name__)
 
@@ -703,7 +703,7 @@ def on_session_revoked(ctx: EventContext, data: dict[str, Any]) -> None:
     done = bool(sessions_service.revoke_by_workos_session_id(
         ctx.session, ctx.client, workos_session_id=data["id"], actor=ctx.actor, reason="revoked_at_workos",
         source_event_id=ctx.event_id, call_workos=False))
-    run_after_commit(ctx.session, functools.partial(_invalidate_cached_session, str(data["id"])))
+    invalidate_after_commit(ctx.session, "session", str(data["id"]))
     if not done:
         ctx.note = "no live local session"
 

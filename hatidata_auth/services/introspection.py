@@ -8,8 +8,10 @@
 - Session and API-key status comes from three layers: this process's memory (only while the revocation bus
   is live, see :mod:`hatidata_auth.revocation_bus`), the shared cache (Redis in production, the file cache in
   development; TTL ``HATIDATA_SESSION_CACHE_TTL`` or the organization's ``session_cache_ttl``) and the database.
-- :func:`invalidate_session` / :func:`invalidate_api_key` evict at once in this process, mark the shared
-  entry stale and publish the eviction to every other process.
+- :meth:`Introspector.invalidate_session` / :meth:`Introspector.invalidate_api_key` evict at once in this
+  process, mark the shared entry stale and publish the eviction to every other process. The app's introspector
+  is its cache invalidator: :func:`hatidata_auth.unit_of_work.invalidate_after_commit` (re-exported here)
+  queues an eviction for when the transaction commits.
 """
 
 from __future__ import annotations
@@ -18,20 +20,20 @@ import hashlib
 import logging
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import jwt
-from sqlalchemy import and_, event, select, update
+from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session
 from workos import WorkOSClient
 
 from ..errors import AppError, ServiceUnavailable
 from ..models import ApiKey, AuthSession, Membership, Organization, User
 from ..revocation_bus import LocalCache, RevocationBus
+from ..unit_of_work import invalidate_after_commit as invalidate_after_commit
 
 log = logging.getLogger(__name__)
 
@@ -354,7 +356,6 @@ class Introspector:
         self.touch_interval = touch_interval
         self.clock = clock
         self._touched: dict[str, float] = {}
-        _REGISTRY.add(self)
 
     # --- sessions --------------------------------------------------------------------------------------
 
@@ -461,6 +462,18 @@ class Introspector:
             self.bus.evict("api_key", key_hash)
         self.bus.evict("api_key", key_id)
 
+    def invalidate_session(self, workos_session_id: str) -> None:
+        """Evict a session's cached status at once, in this process and (through Redis) every other one."""
+        self.invalidate_session_local(workos_session_id)
+        self.bus.publish("session", workos_session_id)
+
+    def invalidate_api_key(self, key_id: str, key_hash: str | None = None) -> None:
+        """Evict an API key's cached status at once, in this process and (through Redis) every other one."""
+        self.invalidate_api_key_local(key_id, key_hash)
+        self.bus.publish("api_key", key_id)
+        if key_hash:
+            self.bus.publish("api_key", key_hash)
+
     # --- shared cache helpers -------------------------------------------------------------------------------
 
     def _shared_get(self, key: str) -> Any:
@@ -482,60 +495,3 @@ class Introspector:
                 self.shared_cache.add(key, value, timeout=ttl)
         except Exception:  # noqa: BLE001
             log.warning("shared cache unavailable for %s", key)
-
-
-_REGISTRY: weakref.WeakSet[Introspector] = weakref.WeakSet()
-_PENDING = "hatidata_pending_invalidations"
-
-
-def invalidate_after_commit(db: Session, kind: str, key: str, key_hash: str | None = None) -> None:
-    """Queue an invalidation to run when *db* commits (or rolls back: evicting more than needed is harmless).
-
-    Invalidating only after the commit matters: another process that reloads the entry from the database
-    before the change is committed would cache the old state again.
-    """
-    db.info.setdefault(_PENDING, []).append((kind, key, key_hash))
-
-
-@event.listens_for(Session, "after_commit")
-@event.listens_for(Session, "after_rollback")
-def _run_pending_invalidations(db: Session) -> None:
-    pending = db.info.pop(_PENDING, None)
-    for kind, key, key_hash in pending or ():
-        try:
-            if kind == "session":
-                invalidate_session(key)
-            else:
-                invalidate_api_key(key, key_hash)
-        except Exception:  # pragma: no cover - never break a commit because a cache is down
-            log.exception("invalidation of %s %s failed", kind, key)
-
-
-def invalidate_session(workos_session_id: str) -> None:
-    """Evict a session's cached status at once, in this process and (through Redis) every other one."""
-    buses: dict[int, RevocationBus] = {}
-    for introspector in list(_REGISTRY):
-        introspector.invalidate_session_local(workos_session_id)
-        buses[id(introspector.bus)] = introspector.bus
-    _publish(buses.values(), "session", workos_session_id)
-
-
-def invalidate_api_key(key_id: str, key_hash: str | None = None) -> None:
-    """Evict an API key's cached status at once, in this process and (through Redis) every other one."""
-    buses: dict[int, RevocationBus] = {}
-    for introspector in list(_REGISTRY):
-        introspector.invalidate_api_key_local(key_id, key_hash)
-        buses[id(introspector.bus)] = introspector.bus
-    _publish(buses.values(), "api_key", key_id)
-    if key_hash:
-        _publish(buses.values(), "api_key", key_hash)
-
-
-def _publish(buses: Iterable[RevocationBus], kind: str, key: str) -> None:
-    published: set[str] = set()
-    for bus in buses:
-        if bus.redis_url and bus.redis_url not in published:
-            if bus.publish(kind, key):
-                published.add(bus.redis_url)
-        else:
-            bus.evict(kind, key)

@@ -10,43 +10,19 @@ The session and API-key work is delegated to ``services.sessions`` and ``service
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import event, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..context import NO_REQUEST, Actor, RequestInfo
 from ..models import ROLES, ApiKey, AuthSession, Membership, utcnow
+from ..unit_of_work import invalidate_after_commit
 from . import audit
 
 log = logging.getLogger(__name__)
-
-_AFTER_COMMIT_KEY = "hatidata_after_commit"
-
-
-def run_after_commit(session: Session, callback: Callable[[], None]) -> None:
-    """Run *callback* once the current transaction of *session* commits (dropped on rollback)."""
-    session.info.setdefault(_AFTER_COMMIT_KEY, []).append(callback)
-
-
-@event.listens_for(Session, "after_commit")
-def _run_after_commit(session: Session) -> None:
-    callbacks = session.info.pop(_AFTER_COMMIT_KEY, None) or []
-    for callback in callbacks:
-        try:
-            callback()
-        except Exception:  # a cache outage must not turn a committed change into an error
-            log.exception("after-commit callback failed")
-
-
-@event.listens_for(Session, "after_rollback")
-def _drop_after_commit(session: Session) -> None:
-    session.info.pop(_AFTER_COMMIT_KEY, None)
-
 
 @dataclass(frozen=True, slots=True)
 class AccessChange:
@@ -65,12 +41,6 @@ class AccessChange:
         return self.from_status == "active" and self.to_status != "active"
 
 
-def _invalidate_cached_session(sid: str) -> None:
-    from . import introspection
-
-    introspection.invalidate_session(sid)
-
-
 def revoke_member_sessions(
     session: Session,
     client: Any,
@@ -83,23 +53,13 @@ def revoke_member_sessions(
     request: RequestInfo = NO_REQUEST,
 ) -> int:
     """Revoke every live session of a user in one organization (here and at WorkOS, via
-    ``services.sessions``); the cache eviction is repeated once the transaction commits."""
+    ``services.sessions``, which evicts each from the cache once the transaction commits)."""
     from . import sessions as sessions_service
 
-    sids = list(session.scalars(
-        select(AuthSession.workos_session_id).where(
-            AuthSession.organization_id == organization_id,
-            AuthSession.user_id == user_id,
-            AuthSession.revoked_at.is_(None),
-        )
-    ))
-    count = int(sessions_service.revoke_user_sessions(
+    return int(sessions_service.revoke_user_sessions(
         session, client, organization_id=organization_id, user_id=user_id, actor=actor, reason=reason,
         source_event_id=source_event_id, request=request,
     ))
-    for sid in sids:
-        run_after_commit(session, functools.partial(_invalidate_cached_session, sid))
-    return count
 
 
 def suspend_member_keys(session: Session, *, organization_id: str, user_id: str, actor: Actor,
@@ -174,12 +134,6 @@ def set_access(
     return change
 
 
-def _invalidate_cached_api_key(key_id: str, key_hash: str) -> None:
-    from . import introspection
-
-    introspection.invalidate_api_key(key_id, key_hash)
-
-
 def invalidate_member_caches(session: Session, *, organization_id: str, user_id: str) -> None:
     """Once the transaction commits, evict the cached status (which carries the role) of the member's live
     sessions and API keys in *organization_id*, in every process, so a role change is seen at once."""
@@ -187,8 +141,8 @@ def invalidate_member_caches(session: Session, *, organization_id: str, user_id:
         AuthSession.organization_id == organization_id, AuthSession.user_id == user_id,
         AuthSession.revoked_at.is_(None)))
     for sid in sids:
-        run_after_commit(session, functools.partial(_invalidate_cached_session, sid))
+        invalidate_after_commit(session, "session", sid)
     keys = session.execute(select(ApiKey.id, ApiKey.key_hash).where(
         ApiKey.organization_id == organization_id, ApiKey.owner_user_id == user_id, ApiKey.status != "revoked"))
     for key_id, key_hash in keys:
-        run_after_commit(session, functools.partial(_invalidate_cached_api_key, key_id, key_hash))
+        invalidate_after_commit(session, "api_key", key_id, key_hash)

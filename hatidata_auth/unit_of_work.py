@@ -1,0 +1,101 @@
+"""The unit of work: HatiData Auth's own session class, and the work done when one of its transactions ends.
+
+Commit-time work is registered on :class:`AppSession` (and on ``extensions.FlaskAppSession``, the
+Flask-SQLAlchemy session built on it), never on SQLAlchemy's global ``Session``: a host app that embeds
+HatiData Auth keeps its own sessions free of our listeners.
+
+- before commit: :mod:`hatidata_auth.services.audit` chains and writes the transaction's audit events;
+- after commit: :mod:`hatidata_auth.metrics` counts the committed audit events, and the cache invalidations
+  queued with :func:`invalidate_after_commit` run, each ``(kind, key)`` once, through the session's
+  :class:`CacheInvalidator` (the app's introspector, put in ``session.info`` when the session is made);
+- after rollback: the queued invalidations run too (evicting more than needed is harmless); audit events and
+  metrics are dropped.
+
+This module imports nothing from ``hatidata_auth``: every layer may use it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+from sqlalchemy import event
+from sqlalchemy.orm import Session, scoped_session
+
+log = logging.getLogger(__name__)
+
+INVALIDATOR = "hatidata_invalidator"
+"""The key of the session's :class:`CacheInvalidator` in ``session.info`` and in ``app.extensions``."""
+
+_INVALIDATIONS = "hatidata_pending_invalidations"
+
+
+class CacheInvalidator(Protocol):
+    """Evicts cached status, here and in every other process (``services.introspection.Introspector``)."""
+
+    def invalidate_session(self, workos_session_id: str) -> None:
+        """Evict one session's status."""
+
+    def invalidate_api_key(self, key_id: str, key_hash: str | None = None) -> None:
+        """Evict one API key's status (by id, and by the hash of its secret when given)."""
+
+
+class NotAUnitOfWork(TypeError):
+    """Work was queued for commit on a session that would never do it (not an :class:`AppSession`, or one
+    made without a cache invalidator): failing here beats a lost audit event or a stale revoked session."""
+
+
+class AppSession(Session):
+    """HatiData Auth's SQLAlchemy session: the listeners of this module, ``services.audit`` and ``metrics`` are
+    registered on this class only.
+
+    *invalidator* (a :class:`CacheInvalidator`) runs the cache invalidations queued in its transactions; use
+    it directly (``AppSession(engine)``) where Flask-SQLAlchemy's ``db.session`` is not at hand.
+    """
+
+    def __init__(self, *args: Any, invalidator: CacheInvalidator | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if invalidator is not None:
+            self.info[INVALIDATOR] = invalidator
+
+
+def unit_of_work(session: Session | scoped_session[Any]) -> AppSession:
+    """The :class:`AppSession` behind *session* (``db.session`` or a session); raises :class:`NotAUnitOfWork`
+    for any other session."""
+    found = session() if isinstance(session, scoped_session) else session
+    if not isinstance(found, AppSession):
+        raise NotAUnitOfWork(f"{type(found).__name__} is not HatiData Auth's session: work queued for its commit "
+                             "would never run (use db.session or hatidata_auth.unit_of_work.AppSession)")
+    return found
+
+
+def invalidate_after_commit(session: Session, kind: str, key: str, key_hash: str | None = None) -> None:
+    """Queue the eviction of a cached ``"session"`` (*key*: WorkOS session id) or ``"api_key"`` (*key*: key id,
+    *key_hash*: hash of its secret) for when *session*'s transaction ends; queued twice, it runs once.
+
+    Invalidating only after the commit matters: another process that reloads the entry from the database
+    before the change is committed would cache the old state again. Raises :class:`NotAUnitOfWork` when
+    *session* has no invalidator.
+    """
+    own = unit_of_work(session)
+    if INVALIDATOR not in own.info:
+        raise NotAUnitOfWork("this session has no cache invalidator: a revocation would stay cached")
+    pending: dict[tuple[str, str], str | None] = own.info.setdefault(_INVALIDATIONS, {})
+    pending[(kind, key)] = key_hash or pending.get((kind, key))
+
+
+@event.listens_for(AppSession, "after_commit")
+@event.listens_for(AppSession, "after_rollback")
+def _run_invalidations(session: Session) -> None:
+    pending = session.info.pop(_INVALIDATIONS, None)
+    if not pending:
+        return
+    invalidator: CacheInvalidator = session.info[INVALIDATOR]
+    for (kind, key), key_hash in pending.items():
+        try:
+            if kind == "session":
+                invalidator.invalidate_session(key)
+            else:
+                invalidator.invalidate_api_key(key, key_hash)
+        except Exception:  # noqa: BLE001 - a cache outage must not turn a committed change into an error
+            log.exception("invalidation of %s %s failed", kind, key)
