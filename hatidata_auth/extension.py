@@ -24,7 +24,7 @@ from .services.api_keys import UsageRecorder
 from .services.introspection import Introspector, JwksCache, TokenVerifier, default_issuers
 from .services.sessions import SessionPolicy
 from .shared_lock import SharedLocks
-from .workos_gateway import WorkOSGateway, WorkOSSettings
+from .workos import WorkOSGateway, WorkOSSettings
 
 DEFAULTS: dict[str, Any] = {
     "HATIDATA_COOKIE_NAME": "hatidata_session",

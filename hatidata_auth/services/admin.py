@@ -72,9 +72,8 @@ def create_organization(session: Session, client: Any, *, name: str, domains: li
     workos_org = client.organizations.create_organization(
         name=name, domain_data=[OrganizationDomainData.from_dict({"domain": d, "state": "verified"})
                                 for d in domains])
-    fields = organizations.organization_fields(client, workos_org)
-    organizations.upsert_organization(session, workos_org.id, fields, actor)
-    org = session.scalar(select(Organization).where(Organization.workos_organization_id == workos_org.id))
+    mirrored = organizations.mirror_organization(session, client, workos_org, actor)
+    org = session.get(Organization, mirrored.organization_id)
     assert org is not None
     return org
 

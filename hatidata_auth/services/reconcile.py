@@ -12,6 +12,7 @@ import json
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from typing import Any
 
 from sqlalchemy import select
@@ -80,18 +81,14 @@ def poll_events(session: Session, client: Any, *, cursor_name: str = EVENTS_CURS
     counts = {"applied": 0, "duplicate": 0, "ignored": 0, "failed": 0}
     processed = 0
     types = event_types or handled_event_types()
-    while processed < max_events:
-        page = client.events.list_events(events=types, limit=page_size, after=after, order="asc")
-        items = list(page.data)
-        for item in items:
-            payload = _event_dict(item)
-            result = inbox.receive(session, client, payload, source="events_api")
-            counts[result.status] = counts.get(result.status, 0) + 1
-            after = payload["id"]
-            _save_cursor(session, cursor_name, after)
-            processed += 1
-        if len(items) < page_size:
-            break
+    events = client.events.list_events(events=types, limit=page_size, after=after, order="asc").auto_paging_iter()
+    for item in islice(events, max_events):
+        payload = _event_dict(item)
+        result = inbox.receive(session, client, payload, source="events_api")
+        counts[result.status] = counts.get(result.status, 0) + 1
+        after = payload["id"]
+        _save_cursor(session, cursor_name, after)
+        processed += 1
     return PollResult(processed, counts["applied"], counts["duplicate"], counts["ignored"], counts["failed"], after)
 
 
@@ -348,16 +345,10 @@ def full_resync(session: Session, client: Any, *, organization_id: str, actor: A
 
 
 def _user_pages(client: Any, directory_id: str, page_size: int) -> Any:
-    """The directory's users, one page (a list) at a time, oldest first."""
-    after: str | None = None
-    while True:
-        page = client.directory_sync.list_users(directory=directory_id, limit=page_size, order="asc", after=after)
-        items = list(page.data)
-        if items:
-            yield items
-        if not items or not page.list_metadata.after:
-            return
-        after = page.list_metadata.after
+    """The directory's users, *page_size* at a time (a list each), oldest first."""
+    users = client.directory_sync.list_users(directory=directory_id, limit=page_size, order="asc").auto_paging_iter()
+    while batch := list(islice(users, page_size)):
+        yield batch
 
 
 def upsert_email(data: dict[str, Any]) -> str | None:
