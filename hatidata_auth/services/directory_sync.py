@@ -39,6 +39,7 @@ from ..models import (
     new_id,
     utcnow,
 )
+from ..workos import WorkOSClient
 from . import audit, connection_events, domains, role_mapping
 from .domains import domain_states
 from .provisioning import _invalidate_cached_session, run_after_commit, set_access
@@ -72,7 +73,7 @@ class EventContext:
     """One event being applied: the session, the WorkOS client, who acts and the event's identity."""
 
     session: Session
-    client: Any
+    client: WorkOSClient | None
     event_id: str | None
     event_type: str
     event_time: datetime

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from ..context import NO_REQUEST, Actor, RequestInfo
 from ..models import ROLES, ApiKey, AuthSession, Membership, utcnow
+from ..workos import WorkOSClient
 from . import audit
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def _invalidate_cached_session(sid: str) -> None:
 
 def revoke_member_sessions(
     session: Session,
-    client: Any,
+    client: WorkOSClient | None,
     *,
     organization_id: str,
     user_id: str,
@@ -113,7 +114,7 @@ def suspend_member_keys(session: Session, *, organization_id: str, user_id: str,
 
 def set_access(
     session: Session,
-    client: Any,
+    client: WorkOSClient | None,
     membership: Membership,
     *,
     role: str | None,

@@ -30,6 +30,7 @@ from ..models import (
     new_id,
     utcnow,
 )
+from ..workos import WorkOSClient
 from . import domains, event_source, inbox, role_mapping
 from .directory_sync import (
     _LOOKUP,
@@ -67,7 +68,7 @@ def _event_dict(event: Any) -> dict[str, Any]:
     return dict(json.loads(json.dumps(raw, default=str)))
 
 
-def poll_events(session: Session, client: Any, *, cursor_name: str = EVENTS_CURSOR, page_size: int = 100,
+def poll_events(session: Session, client: WorkOSClient, *, cursor_name: str = EVENTS_CURSOR, page_size: int = 100,
                 max_events: int = 100_000, event_types: list[str] | None = None) -> PollResult:
     """Fetch events after the persisted cursor (oldest first) and apply each through the inbox.
 
@@ -149,7 +150,7 @@ class ResyncReport:
         return {**asdict(self), "differences": self.differences}
 
 
-def full_resync(session: Session, client: Any, *, organization_id: str, actor: Actor | None = None,
+def full_resync(session: Session, client: WorkOSClient, *, organization_id: str, actor: Actor | None = None,
                 page_size: int = 100) -> ResyncReport:
     """Make our mirror of the organization's directory equal WorkOS's, reporting each difference fixed.
 
@@ -344,7 +345,7 @@ def full_resync(session: Session, client: Any, *, organization_id: str, actor: A
     return report
 
 
-def _user_pages(client: Any, directory_id: str, page_size: int) -> Any:
+def _user_pages(client: WorkOSClient, directory_id: str, page_size: int) -> Any:
     """The directory's users, *page_size* at a time (a list each), oldest first."""
     users = client.directory_sync.list_users(directory=directory_id, limit=page_size, order="asc").auto_paging_iter()
     while batch := list(islice(users, page_size)):
@@ -356,7 +357,7 @@ def upsert_email(data: dict[str, Any]) -> str | None:
     return _user_fields(data)["email"]
 
 
-def resync_all(session: Session, client: Any, *, actor: Actor | None = None) -> list[ResyncReport]:
+def resync_all(session: Session, client: WorkOSClient, *, actor: Actor | None = None) -> list[ResyncReport]:
     """Resync every active organization that has a directory."""
     ids = list(session.scalars(select(Organization.id).where(Organization.directory_id.is_not(None),
                                                              Organization.status == "active")))
@@ -367,7 +368,7 @@ def resync_all(session: Session, client: Any, *, actor: Actor | None = None) -> 
 DEMO_GROUP_ROLES = {"HatiData Admins": "admin", "HatiData Developers": "developer", "HatiData Viewers": "viewer"}
 
 
-def ensure_demo_mappings(session: Session, client: Any, *, organization_id: str, actor: Actor) -> bool:
+def ensure_demo_mappings(session: Session, client: WorkOSClient, *, organization_id: str, actor: Actor) -> bool:
     """Give a demo organization mappings for its HatiData groups (object ids for Entra), once; caller commits."""
     if role_mapping.list_mappings(session, organization_id):
         return False
