@@ -119,3 +119,25 @@ def test_only_the_workos_package_touches_sdk_internals_and_errors() -> None:
 def test_the_workos_package_is_where_the_sdk_errors_are_named() -> None:
     named = [v for p in sorted(BOUNDARY.glob("*.py")) for v in violations(p.read_text(encoding="utf-8"))]
     assert any("RateLimitExceededError" in v for v in named)
+
+
+def _app_imports(path: Path) -> set[str]:
+    """The ``hatidata_auth`` modules a module of the boundary imports (absolute names), inside functions too."""
+    package = "hatidata_auth.workos"
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+            found.add(f"{base}.{node.module}" if node.module else base)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("hatidata_auth"):
+            found.add(str(node.module))
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("hatidata_auth")}
+    return found
+
+
+def test_the_boundary_is_the_lowest_layer() -> None:
+    imported = set().union(*(_app_imports(p) for p in BOUNDARY.glob("*.py")))
+    assert imported  # the package does build on errors and metrics
+    outside = {m for m in imported if not m.startswith("hatidata_auth.workos")}
+    assert outside <= {"hatidata_auth.errors", "hatidata_auth.metrics"}
