@@ -16,7 +16,7 @@ from .extensions import cache, csrf, db, limiter, migrate
 from .logs import configure_logging
 from .plugins import load_plugins
 from .requests import register_request_hooks
-from .workos_gateway import WorkOSGateway, WorkOSSettings
+from .workos import WorkOSGateway, WorkOSSettings
 
 MIGRATIONS_DIR = settings.PROJECT_ROOT / "migrations"
 

@@ -8,6 +8,7 @@ from flask.cli import FlaskGroup, with_appcontext
 
 from .context import Actor
 from .extensions import db
+from .workos import WorkOSClient
 
 
 @click.group("hatidata")
@@ -40,7 +41,7 @@ def seed_demo() -> None:
     _seed_demo_directories(client)
 
 
-def _seed_demo_directories(client: object) -> None:
+def _seed_demo_directories(client: WorkOSClient) -> None:
     """Full directory resync of every demo organization (plus default group mappings once); idempotent."""
     from .services.reconcile import ensure_demo_mappings, resync_all
 

@@ -25,7 +25,7 @@ from .services.introspection import Introspector, JwksCache, TokenVerifier, defa
 from .services.sessions import SessionPolicy
 from .shared_lock import SharedLocks
 from .unit_of_work import INVALIDATOR
-from .workos_gateway import WorkOSGateway, WorkOSSettings
+from .workos import WorkOSGateway, WorkOSSettings
 
 DEFAULTS: dict[str, Any] = {
     "HATIDATA_COOKIE_NAME": "hatidata_session",

@@ -14,8 +14,8 @@ What is measured, and where:
 - webhook events by type and outcome (:func:`webhook_event`, called by the webhook view);
 - the inbox backlog (events ``failed``/``received``, read from the database at scrape time);
 - cache lookups by cache and result (:func:`cache_lookup`; the hit ratio is ``hits / (hits + misses)``);
-- WorkOS calls: latency and errors by method and path template (:class:`InstrumentedBackend`, the SDK's HTTP
-  backend built by :class:`~hatidata_auth.workos_gateway.WorkOSGateway`).
+- WorkOS calls: latency and errors by method and path template (:class:`~hatidata_auth.workos.transport.
+  InstrumentedBackend`, the SDK's HTTP backend built by :class:`~hatidata_auth.workos.WorkOSGateway`).
 """
 
 from __future__ import annotations
@@ -126,42 +126,6 @@ def path_template(url: str) -> str:
     path = path[path.find("/"):] if "/" in path else "/"
     path = path.split("?", 1)[0]
     return "/".join("{id}" if _ID_SEGMENT.match(part) else part for part in path.split("/"))[:120] or "/"
-
-
-class InstrumentedBackend:
-    """The SDK's HTTP backend, timing every WorkOS call and counting its failures."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-
-    def request(self, method: str, url: str, *, headers: dict[str, str], content: bytes | None,
-                timeout: float) -> Any:
-        from workos._http import TransportConnectError, TransportTimeout
-
-        path = path_template(url)
-        started = time.perf_counter()
-        try:
-            response = self.inner.request(method, url, headers=headers, content=content, timeout=timeout)
-        except TransportTimeout:
-            WORKOS_ERRORS.labels(method=method, path=path, kind="timeout").inc()
-            raise
-        except TransportConnectError:
-            WORKOS_ERRORS.labels(method=method, path=path, kind="connect").inc()
-            raise
-        except Exception:
-            WORKOS_ERRORS.labels(method=method, path=path, kind="transport").inc()
-            raise
-        finally:
-            WORKOS_LATENCY.labels(method=method, path=path).observe(time.perf_counter() - started)
-        status = int(getattr(response, "status_code", 0))
-        if status >= 500:
-            WORKOS_ERRORS.labels(method=method, path=path, kind="http_5xx").inc()
-        elif status >= 400:
-            WORKOS_ERRORS.labels(method=method, path=path, kind="http_4xx").inc()
-        return response
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 # --- caches -------------------------------------------------------------------------------------------------

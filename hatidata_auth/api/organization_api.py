@@ -7,13 +7,6 @@ from typing import Any
 from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 from sqlalchemy import select
-from workos._errors import (
-    NotFoundError,
-    RateLimitExceededError,
-    ServerError,
-    WorkOSConnectionError,
-    WorkOSTimeoutError,
-)
 
 from ..errors import AppError, ServiceUnavailable
 from ..extensions import db
@@ -22,6 +15,7 @@ from ..models import ROLES, Organization, WebhookEvent
 from ..requests import request_info
 from ..services import admin, audit, inbox, reconcile
 from ..services import role_mapping as mapping_service
+from ..workos import WorkOSNotFound, WorkOSUnavailable, translate_errors
 from .common import PageArgsSchema, guard, page_schema, paginate_list, timestamp
 
 org_blp = Blueprint("organization", __name__, description="The caller's organization: settings, SSO, directory.")
@@ -169,12 +163,13 @@ def trigger_resync() -> dict[str, Any]:
                  target_type="directory", target_id=org.directory_id, request=request_info())
     session.commit()
     try:
-        report = reconcile.full_resync(session, _client(), organization_id=org.id, actor=identity.actor)
-    except NotFoundError as exc:
+        with translate_errors():
+            report = reconcile.full_resync(session, _client(), organization_id=org.id, actor=identity.actor)
+    except WorkOSNotFound as exc:
         session.rollback()
         raise AppError("WorkOS does not know this organization's directory.", status=409,
                        code="directory_not_found", details={"directory_id": org.directory_id}) from exc
-    except (WorkOSConnectionError, WorkOSTimeoutError, ServerError, RateLimitExceededError) as exc:
+    except WorkOSUnavailable as exc:
         session.rollback()
         raise ServiceUnavailable("WorkOS is unavailable; retry the resync shortly.",
                                  headers={"Retry-After": "30"}) from exc

@@ -10,16 +10,6 @@ from flask import Blueprint, Response, current_app, g, jsonify, redirect, reques
 from flask_wtf.csrf import generate_csrf
 from sqlalchemy import or_, select
 from werkzeug.wrappers import Response as BaseResponse
-from workos._errors import (
-    APIError,
-    AuthenticationError,
-    BadRequestError,
-    OrganizationSelectionRequiredError,
-    ServerError,
-    WorkOSConnectionError,
-    WorkOSError,
-    WorkOSTimeoutError,
-)
 
 from .. import security_reports
 from ..context import Actor
@@ -33,6 +23,7 @@ from ..services import auth_policy
 from ..services import sessions as session_service
 from ..services.introspection import Unauthenticated
 from ..urls import external_url, public_base
+from ..workos import OrganizationSelectionRequired, WorkOSFailure, WorkOSUnavailable, translate_errors
 from .flow import BROWSER_KEY, MAX_PENDING_LOGINS, InvalidState, LoginState, dump_state, load_state, pkce_pair
 from .flow import safe_return_to as safe_return_to
 
@@ -106,24 +97,22 @@ def _exchange_code(code: str, verifier: str) -> session_service.Tokens:
     client = runtime().gateway.client
     info = request_info()
     try:
-        response = client.user_management.authenticate_with_code(
-            code=code, code_verifier=verifier, ip_address=info.ip_address, user_agent=info.user_agent)
-    except OrganizationSelectionRequiredError as exc:
-        organizations = exc.organizations or []
-        if not organizations or not exc.pending_authentication_token:
+        with translate_errors():
+            response = client.user_management.authenticate_with_code(
+                code=code, code_verifier=verifier, ip_address=info.ip_address, user_agent=info.user_agent)
+    except OrganizationSelectionRequired as exc:
+        if not exc.organization_ids or not exc.pending_authentication_token:
             raise _fail("no_organization", "You are not a member of any organization.", 403) from exc
-        first = organizations[0]
-        org_id = first.get("id") if isinstance(first, dict) else getattr(first, "id", None)
         response = client.user_management.authenticate_with_organization_selection(
-            pending_authentication_token=exc.pending_authentication_token, organization_id=str(org_id))
-    except (BadRequestError, AuthenticationError) as exc:
-        raise _fail("invalid_code", "The sign-in code is invalid or was already used; sign in again.",
-                    code="invalid_code", workos_code=exc.code or exc.error) from exc
-    except (WorkOSConnectionError, WorkOSTimeoutError, ServerError) as exc:
+            pending_authentication_token=exc.pending_authentication_token, organization_id=exc.organization_ids[0])
+    except WorkOSUnavailable as exc:
         raise ServiceUnavailable("WorkOS is unreachable; retry the sign-in shortly.",
                                  code="workos_unavailable", headers={"Retry-After": "5"}) from exc
-    except APIError as exc:
-        raise _fail("workos_error", "WorkOS refused the sign-in.", 403, workos_code=exc.code or exc.error) from exc
+    except WorkOSFailure as exc:
+        if exc.http_status in (400, 401):
+            raise _fail("invalid_code", "The sign-in code is invalid or was already used; sign in again.",
+                        code="invalid_code", workos_code=exc.workos_code) from exc
+        raise _fail("workos_error", "WorkOS refused the sign-in.", 403, workos_code=exc.workos_code) from exc
     tokens = session_service.Tokens.from_response(response)
     if tokens.organization_id is None:
         tokens = _pick_organization(tokens)
@@ -194,8 +183,9 @@ def callback() -> BaseResponse:
     except session_service.LoginDenied as exc:
         db.session.rollback()
         try:
-            rt.gateway.client.user_management.revoke_session(session_id=str(claims["sid"]))
-        except WorkOSError:
+            with translate_errors():
+                rt.gateway.client.user_management.revoke_session(session_id=str(claims["sid"]))
+        except WorkOSFailure:
             log.warning("could not revoke the denied session at WorkOS")
         raise _fail("denied", exc.message, 403, code="login_denied", email=tokens.user.get("email")) from exc
     try:
@@ -203,7 +193,7 @@ def callback() -> BaseResponse:
                                               workos_user_id=str(tokens.user["id"]),
                                               actor=Actor("user", result.user_id, result.email))
         db.session.commit()
-    except WorkOSError:
+    except WorkOSFailure:
         db.session.rollback()
         log.warning("could not mirror the other memberships of %s", result.user_id)
     log.info("login %s user=%s org=%s", result.session_id, result.user_id, result.organization_id)
@@ -215,8 +205,9 @@ def callback() -> BaseResponse:
 
 def _revoke_at_workos(sid: str) -> None:
     try:
-        runtime().gateway.client.user_management.revoke_session(session_id=sid)
-    except WorkOSError:
+        with translate_errors():
+            runtime().gateway.client.user_management.revoke_session(session_id=sid)
+    except WorkOSFailure:
         log.warning("could not revoke the refused session at WorkOS")
 
 

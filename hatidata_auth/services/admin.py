@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from ..context import NO_REQUEST, Actor, RequestInfo
 from ..errors import AppError
 from ..models import ROLES, Membership, Organization, User, utcnow
+from ..workos import WorkOSClient
 from . import audit, organizations, provisioning
 
 
@@ -60,7 +61,8 @@ def find_organization(session: Session, ref: str) -> Organization | None:
                  if ref in {d.lower() for d in o.domains or []}), None)
 
 
-def create_organization(session: Session, client: Any, *, name: str, domains: list[str], actor: Actor) -> Organization:
+def create_organization(session: Session, client: WorkOSClient, *, name: str, domains: list[str],
+                        actor: Actor) -> Organization:
     """Create the organization at WorkOS, then its tenant here (audited ``organization.created``)."""
     name = name.strip()
     if not name:
@@ -72,9 +74,8 @@ def create_organization(session: Session, client: Any, *, name: str, domains: li
     workos_org = client.organizations.create_organization(
         name=name, domain_data=[OrganizationDomainData.from_dict({"domain": d, "state": "verified"})
                                 for d in domains])
-    fields = organizations.organization_fields(client, workos_org)
-    organizations.upsert_organization(session, workos_org.id, fields, actor)
-    org = session.scalar(select(Organization).where(Organization.workos_organization_id == workos_org.id))
+    mirrored = organizations.mirror_organization(session, client, workos_org, actor)
+    org = session.get(Organization, mirrored.organization_id)
     assert org is not None
     return org
 
@@ -185,7 +186,7 @@ def get_member(session: Session, organization_id: str, membership_id: str) -> tu
     return row[0], row[1]
 
 
-def change_member_role(session: Session, client: Any, *, organization_id: str, membership_id: str, role: str,
+def change_member_role(session: Session, client: WorkOSClient, *, organization_id: str, membership_id: str, role: str,
                        actor: Actor, request: RequestInfo = NO_REQUEST) -> tuple[Membership, User]:
     """Set the role of a member the directory does not manage (role source ``manual``)."""
     membership, user = get_member(session, organization_id, membership_id)
@@ -204,7 +205,7 @@ def change_member_role(session: Session, client: Any, *, organization_id: str, m
     return membership, user
 
 
-def remove_member(session: Session, client: Any, *, organization_id: str, membership_id: str, actor: Actor,
+def remove_member(session: Session, client: WorkOSClient, *, organization_id: str, membership_id: str, actor: Actor,
                   request: RequestInfo = NO_REQUEST) -> tuple[Membership, User]:
     """Remove a member's access (deprovisioned: sessions revoked, keys suspended); the row is kept."""
     membership, user = get_member(session, organization_id, membership_id)

@@ -15,14 +15,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from typing import Any
 
 from sqlalchemy.orm import Session
-from workos._errors import WorkOSError
 
 from ..context import NO_REQUEST, Actor, RequestInfo
 from ..errors import AppError
 from ..models import AuthSession, Organization, User
+from ..workos import WorkOSClient, WorkOSFailure, translate_errors
 from . import audit, domains
 
 log = logging.getLogger(__name__)
@@ -55,23 +56,19 @@ class Authentication:
         return cls(record.auth_method, record.auth_organization_id, record.auth_connection_id)
 
 
-def _sso_event(client: Any, workos_session_id: str) -> Any:
+def _sso_event(client: WorkOSClient, workos_session_id: str) -> Any:
     since = (datetime.now(UTC) - timedelta(minutes=EVENT_WINDOW_MINUTES)).isoformat().replace("+00:00", "Z")
-    after: str | None = None
-    for _ in range(EVENT_PAGES):
-        page = client.events.list_events(events=["authentication.sso_succeeded"], range_start=since, limit=100,
-                                         order="desc", after=after)
-        for event in page.data:
-            sso = getattr(getattr(event, "data", None), "sso", None)
-            if sso is not None and getattr(sso, "session_id", None) == workos_session_id:
-                return sso
-        after = getattr(getattr(page, "list_metadata", None), "after", None)
-        if not after or not page.data:
-            return None
+    events = client.events.list_events(events=["authentication.sso_succeeded"], range_start=since, limit=100,
+                                       order="desc").auto_paging_iter()
+    for event in islice(events, EVENT_PAGES * 100):
+        sso = getattr(getattr(event, "data", None), "sso", None)
+        if sso is not None and getattr(sso, "session_id", None) == workos_session_id:
+            return sso
     return None
 
 
-def authentication_of(db: Session, client: Any, *, method: str | None, workos_session_id: str) -> Authentication:
+def authentication_of(db: Session, client: WorkOSClient, *, method: str | None,
+                      workos_session_id: str) -> Authentication:
     """How WorkOS authenticated the session *workos_session_id*, from the authenticate response's *method* and,
     for SSO, the ``authentication.sso_succeeded`` event naming its organization and connection (when WorkOS has
     not reported it, both stay ``None`` and every check treats the connection as foreign)."""
@@ -79,8 +76,9 @@ def authentication_of(db: Session, client: Any, *, method: str | None, workos_se
     if name != "sso":
         return Authentication(name)
     try:
-        sso = _sso_event(client, workos_session_id)
-    except WorkOSError:
+        with translate_errors():
+            sso = _sso_event(client, workos_session_id)
+    except WorkOSFailure:
         log.warning("could not read the authentication event of session %s", workos_session_id)
         sso = None
     if sso is None:

@@ -39,6 +39,7 @@ from ..models import (
     utcnow,
 )
 from ..unit_of_work import invalidate_after_commit
+from ..workos import WorkOSClient
 from . import audit, connection_events, domains, role_mapping
 from . import directory_people as people
 from .domains import domain_states
@@ -73,7 +74,7 @@ class EventContext:
     """One event being applied: the session, the WorkOS client, who acts and the event's identity."""
 
     session: Session
-    client: Any
+    client: WorkOSClient | None
     event_id: str | None
     event_type: str
     event_time: datetime
@@ -143,15 +144,13 @@ def resolve_organization(ctx: EventContext, workos_organization_id: str | None,
     """Find the tenant; mirror it from WorkOS first if we have never seen it."""
     org = find_organization(ctx.session, workos_organization_id, directory_id)
     if org is None and workos_organization_id and ctx.client is not None:
-        from .organizations import organization_fields, upsert_organization
+        from ..workos import WorkOSNotFound
+        from .organizations import mirror_organization
 
         try:
-            workos_org = ctx.client.organizations.get_organization(workos_organization_id)
-        except Exception as exc:  # noqa: BLE001 - NotFound and friends: treat as unknown
-            if exc.__class__.__name__ not in ("NotFoundError", "NotFound"):
-                raise
+            mirror_organization(ctx.session, ctx.client, workos_organization_id, ctx.actor)
+        except WorkOSNotFound:  # WorkOS does not know it: unknown here too
             return None
-        upsert_organization(ctx.session, workos_org.id, organization_fields(ctx.client, workos_org), ctx.actor)
         org = find_organization(ctx.session, workos_organization_id, directory_id)
     ctx.organization = org
     return org

@@ -25,6 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..models import KnownDirectory, Organization, utcnow
+from ..workos import WorkOSNotFound, translate_errors
 from .directory_sync import EventContext, PayloadError, resolve_organization
 
 DIRECTORY_EVENT_PREFIX = "dsync."
@@ -148,13 +149,14 @@ def _remember(ctx: EventContext, org: Organization, directory_id: str, *, delete
 
 def _workos_owner(ctx: EventContext, directory_id: str, *, missing_ok: bool = True) -> str | None:
     """The WorkOS organization of a directory per WorkOS; ``None`` when WorkOS does not know it (deleted),
-    or the SDK's ``NotFoundError`` unless *missing_ok*."""
+    or :class:`~hatidata_auth.workos.WorkOSNotFound` unless *missing_ok*."""
     if ctx.client is None:
         return None
     try:
-        directory = ctx.client.directory_sync.get_directory(directory_id)
-    except Exception as exc:  # noqa: BLE001 - only "not found" is an answer; anything else is retried
-        if not missing_ok or exc.__class__.__name__ not in ("NotFoundError", "NotFound"):
+        with translate_errors():
+            directory = ctx.client.directory_sync.get_directory(directory_id)
+    except WorkOSNotFound:  # only "not found" is an answer; anything else is retried
+        if not missing_ok:
             raise
         return None
     return str(directory.organization_id)

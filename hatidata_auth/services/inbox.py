@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from ..context import NO_REQUEST, Actor, RequestInfo
 from ..errors import is_connection_error
 from ..models import WebhookEvent, utcnow
+from ..workos import WorkOSClient
 from . import event_source
 from .directory_sync import EventContext, PayloadError, handler_for, parse_time
 
@@ -97,7 +98,7 @@ def _record_failure(session: Session, payload: dict[str, Any], source: str, erro
     session.execute(stmt)
 
 
-def _apply(session: Session, client: Any, payload: dict[str, Any], request: RequestInfo,
+def _apply(session: Session, client: WorkOSClient, payload: dict[str, Any], request: RequestInfo,
            actor: Actor) -> EventContext:
     handler = handler_for(payload["event"])
     ctx = EventContext(session=session, client=client, event_id=payload["id"], event_type=payload["event"],
@@ -129,7 +130,7 @@ def error_summary(exc: BaseException, limit: int = ERROR_SUMMARY_CHARS) -> str:
     return _CONTROL.sub(" ", text)[:limit]
 
 
-def receive(session: Session, client: Any, payload: dict[str, Any], *, source: str = "webhook",
+def receive(session: Session, client: WorkOSClient, payload: dict[str, Any], *, source: str = "webhook",
             request: RequestInfo = NO_REQUEST, actor: Actor | None = None) -> InboxResult:
     """Store and apply one verified event exactly once; commits (or rolls back and records the failure).
 
@@ -178,7 +179,7 @@ def receive(session: Session, client: Any, payload: dict[str, Any], *, source: s
         return InboxResult(event_id, event_type, "failed", error=error)
 
 
-def replay(session: Session, client: Any, event_id: str, *, actor: Actor | None = None) -> InboxResult:
+def replay(session: Session, client: WorkOSClient, event_id: str, *, actor: Actor | None = None) -> InboxResult:
     """Apply a stored event again (normally a ``failed`` one); duplicates of applied events change nothing."""
     row = session.scalar(select(WebhookEvent).where(WebhookEvent.event_id == event_id))
     if row is None:
@@ -199,7 +200,7 @@ def list_failed(session: Session, limit: int = 100) -> Sequence[WebhookEvent]:
                            .order_by(WebhookEvent.received_at, WebhookEvent.id).limit(limit)).all()
 
 
-def replay_failed(session: Session, client: Any, *, limit: int = 1000) -> list[InboxResult]:
+def replay_failed(session: Session, client: WorkOSClient, *, limit: int = 1000) -> list[InboxResult]:
     """Replay every failed event, in the order they were received."""
     ids = [row.event_id for row in list_failed(session, limit)]
     session.rollback()

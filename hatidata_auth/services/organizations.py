@@ -1,4 +1,7 @@
-"""Mirroring WorkOS organizations, with their SSO connection and directory, into our tenants."""
+"""Mirroring WorkOS organizations, with their SSO connection and directory, into our tenants.
+
+:func:`mirror_organization` is the one way a WorkOS organization becomes (or updates) our tenant.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +11,10 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from workos import WorkOSClient
 
 from ..context import Actor
 from ..models import Organization, utcnow
+from ..workos import WorkOSClient, translate_errors
 from . import audit
 from .domains import domain_states
 
@@ -23,6 +26,17 @@ class SyncResult:
     created: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Mirrored:
+    """One mirrored organization: our ``organization_id``, WorkOS's ``workos_organization_id``, its ``name``
+    and the ``outcome`` (``created``, ``updated`` or ``unchanged``)."""
+
+    organization_id: str
+    workos_organization_id: str
+    name: str
+    outcome: str
 
 
 def _as_dt(value: Any) -> datetime | None:
@@ -56,8 +70,7 @@ def organization_fields(client: WorkOSClient, workos_org: Any) -> dict[str, Any]
     return fields
 
 
-def upsert_organization(session: Session, workos_org_id: str, fields: dict[str, Any], actor: Actor) -> str:
-    """Create or update the tenant for one WorkOS organization; returns "created", "updated" or "unchanged"."""
+def _upsert(session: Session, workos_org_id: str, fields: dict[str, Any], actor: Actor) -> tuple[Organization, str]:
     org = session.scalar(select(Organization).where(Organization.workos_organization_id == workos_org_id))
     if org is None:
         org = Organization(workos_organization_id=workos_org_id, **fields)
@@ -66,25 +79,40 @@ def upsert_organization(session: Session, workos_org_id: str, fields: dict[str, 
         audit.record(session, action="organization.created", actor=actor, organization_id=org.id,
                      target_type="organization", target_id=org.id,
                      details={"workos_organization_id": workos_org_id, "name": org.name})
-        return "created"
+        return org, "created"
     changed = {k: v for k, v in fields.items() if getattr(org, k) != v and k != "workos_updated_at"}
     if not changed:
-        return "unchanged"
+        return org, "unchanged"
     for key, value in fields.items():
         setattr(org, key, value)
     org.updated_at = utcnow()
     audit.record(session, action="organization.updated", actor=actor, organization_id=org.id,
                  target_type="organization", target_id=org.id,
                  details={"changed": sorted(changed)})
-    return "updated"
+    return org, "updated"
 
 
+@translate_errors()
+def mirror_organization(session: Session, client: WorkOSClient, workos_organization: str | Any,
+                        actor: Actor) -> Mirrored:
+    """Create or update our tenant for one WorkOS organization (its id, read from WorkOS, or the SDK's
+    ``Organization`` already read), with its first connection and directory; audited, flushed, not committed.
+
+    Raises :class:`~hatidata_auth.workos.WorkOSNotFound` when WorkOS does not know the id, other
+    :class:`~hatidata_auth.workos.WorkOSFailure` subclasses when WorkOS fails.
+    """
+    workos_org = (client.organizations.get_organization(workos_organization)
+                  if isinstance(workos_organization, str) else workos_organization)
+    org, outcome = _upsert(session, workos_org.id, organization_fields(client, workos_org), actor)
+    return Mirrored(org.id, workos_org.id, workos_org.name, outcome)
+
+
+@translate_errors()
 def sync_from_workos(session: Session, client: WorkOSClient, actor: Actor) -> SyncResult:
     """Mirror every WorkOS organization into a tenant; idempotent, one transaction per organization."""
     result = SyncResult()
     for workos_org in client.organizations.list_organizations(limit=100, order="asc").auto_paging_iter():
-        fields = organization_fields(client, workos_org)
-        outcome = upsert_organization(session, workos_org.id, fields, actor)
+        mirrored = mirror_organization(session, client, workos_org, actor)
         session.commit()
-        getattr(result, outcome).append(workos_org.name)
+        getattr(result, mirrored.outcome).append(mirrored.name)
     return result

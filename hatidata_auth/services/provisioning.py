@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from ..context import NO_REQUEST, Actor, RequestInfo
 from ..models import ROLES, ApiKey, AuthSession, Membership, utcnow
 from ..unit_of_work import invalidate_after_commit
+from ..workos import WorkOSClient
 from . import audit
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ class AccessChange:
 
 def revoke_member_sessions(
     session: Session,
-    client: Any,
+    client: WorkOSClient | None,
     *,
     organization_id: str,
     user_id: str,
@@ -73,7 +74,7 @@ def suspend_member_keys(session: Session, *, organization_id: str, user_id: str,
 
 def set_access(
     session: Session,
-    client: Any,
+    client: WorkOSClient | None,
     membership: Membership,
     *,
     role: str | None,

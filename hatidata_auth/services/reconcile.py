@@ -12,6 +12,7 @@ import json
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from typing import Any
 
 from sqlalchemy import select
@@ -29,6 +30,7 @@ from ..models import (
     new_id,
     utcnow,
 )
+from ..workos import WorkOSClient
 from . import directory_people, domains, event_source, inbox, role_mapping
 from .demo_mappings import DEMO_GROUP_ROLES as DEMO_GROUP_ROLES
 from .demo_mappings import ensure_demo_mappings as ensure_demo_mappings
@@ -68,7 +70,7 @@ def _event_dict(event: Any) -> dict[str, Any]:
     return dict(json.loads(json.dumps(raw, default=str)))
 
 
-def poll_events(session: Session, client: Any, *, cursor_name: str = EVENTS_CURSOR, page_size: int = 100,
+def poll_events(session: Session, client: WorkOSClient, *, cursor_name: str = EVENTS_CURSOR, page_size: int = 100,
                 max_events: int = 100_000, event_types: list[str] | None = None) -> PollResult:
     """Fetch events after the persisted cursor (oldest first) and apply each through the inbox.
 
@@ -82,18 +84,14 @@ def poll_events(session: Session, client: Any, *, cursor_name: str = EVENTS_CURS
     counts = {"applied": 0, "duplicate": 0, "ignored": 0, "failed": 0}
     processed = 0
     types = event_types or handled_event_types()
-    while processed < max_events:
-        page = client.events.list_events(events=types, limit=page_size, after=after, order="asc")
-        items = list(page.data)
-        for item in items:
-            payload = _event_dict(item)
-            result = inbox.receive(session, client, payload, source="events_api")
-            counts[result.status] = counts.get(result.status, 0) + 1
-            after = payload["id"]
-            _save_cursor(session, cursor_name, after)
-            processed += 1
-        if len(items) < page_size:
-            break
+    events = client.events.list_events(events=types, limit=page_size, after=after, order="asc").auto_paging_iter()
+    for item in islice(events, max_events):
+        payload = _event_dict(item)
+        result = inbox.receive(session, client, payload, source="events_api")
+        counts[result.status] = counts.get(result.status, 0) + 1
+        after = payload["id"]
+        _save_cursor(session, cursor_name, after)
+        processed += 1
     return PollResult(processed, counts["applied"], counts["duplicate"], counts["ignored"], counts["failed"], after)
 
 
@@ -155,7 +153,7 @@ class ResyncReport:
         return {**asdict(self), "differences": self.differences}
 
 
-def full_resync(session: Session, client: Any, *, organization_id: str, actor: Actor | None = None,
+def full_resync(session: Session, client: WorkOSClient, *, organization_id: str, actor: Actor | None = None,
                 page_size: int = 100) -> ResyncReport:
     """Make our mirror of the organization's directory equal WorkOS's, reporting each difference fixed.
 
@@ -357,17 +355,11 @@ def full_resync(session: Session, client: Any, *, organization_id: str, actor: A
     return report
 
 
-def _user_pages(client: Any, directory_id: str, page_size: int) -> Any:
-    """The directory's users, one page (a list) at a time, oldest first."""
-    after: str | None = None
-    while True:
-        page = client.directory_sync.list_users(directory=directory_id, limit=page_size, order="asc", after=after)
-        items = list(page.data)
-        if items:
-            yield items
-        if not items or not page.list_metadata.after:
-            return
-        after = page.list_metadata.after
+def _user_pages(client: WorkOSClient, directory_id: str, page_size: int) -> Any:
+    """The directory's users, *page_size* at a time (a list each), oldest first."""
+    users = client.directory_sync.list_users(directory=directory_id, limit=page_size, order="asc").auto_paging_iter()
+    while batch := list(islice(users, page_size)):
+        yield batch
 
 
 def upsert_email(data: dict[str, Any]) -> str | None:
@@ -375,7 +367,7 @@ def upsert_email(data: dict[str, Any]) -> str | None:
     return _user_fields(data)["email"]
 
 
-def resync_all(session: Session, client: Any, *, actor: Actor | None = None) -> list[ResyncReport]:
+def resync_all(session: Session, client: WorkOSClient, *, actor: Actor | None = None) -> list[ResyncReport]:
     """Resync every active organization that has a directory."""
     ids = list(session.scalars(select(Organization.id).where(Organization.directory_id.is_not(None),
                                                              Organization.status == "active")))

@@ -40,6 +40,7 @@ from ..models import (
     RoleMapping,
     User,
 )
+from ..workos import WorkOSClient
 from . import audit
 
 ROLE_RANK: Final[dict[str, int]] = {"viewer": 1, "developer": 2, "admin": 3}
@@ -368,7 +369,7 @@ def explain(session: Session, *, organization_id: str, user_id: str) -> Explanat
 # --- recomputing and editing --------------------------------------------------------------------------------
 
 
-def recompute_organization(session: Session, client: Any, *, organization_id: str, actor: Actor,
+def recompute_organization(session: Session, client: WorkOSClient, *, organization_id: str, actor: Actor,
                            reason: str = "role_mapping_changed", source_event_id: str | None = None,
                            request: RequestInfo = NO_REQUEST) -> RecomputeResult:
     """Recompute every directory-managed member's role in bulk (2 queries + one write per change)."""
@@ -401,7 +402,7 @@ def _decision_details(decision: RoleDecision) -> dict[str, Any]:
     return details
 
 
-def replace_mappings(session: Session, client: Any, *, organization_id: str, specs: Sequence[MappingSpec],
+def replace_mappings(session: Session, client: WorkOSClient, *, organization_id: str, specs: Sequence[MappingSpec],
                      actor: Actor, default_role: str | None | _Unchanged = UNCHANGED,
                      request: RequestInfo = NO_REQUEST) -> RecomputeResult:
     """Replace the organization's whole mapping set (and optionally its default role), then recompute.
@@ -437,7 +438,7 @@ def replace_mappings(session: Session, client: Any, *, organization_id: str, spe
     return recompute_organization(session, client, organization_id=organization_id, actor=actor, request=request)
 
 
-def add_mapping(session: Session, client: Any, *, organization_id: str, spec: MappingSpec, actor: Actor,
+def add_mapping(session: Session, client: WorkOSClient, *, organization_id: str, spec: MappingSpec, actor: Actor,
                 request: RequestInfo = NO_REQUEST) -> RecomputeResult:
     """Add (or replace, by kind + identifier) one mapping, then recompute."""
     current = [s for s in list_mappings(session, organization_id) if s.key != spec.key]
@@ -445,7 +446,7 @@ def add_mapping(session: Session, client: Any, *, organization_id: str, spec: Ma
                             actor=actor, request=request)
 
 
-def remove_mapping(session: Session, client: Any, *, organization_id: str, identifier_kind: str,
+def remove_mapping(session: Session, client: WorkOSClient, *, organization_id: str, identifier_kind: str,
                    group_identifier: str, actor: Actor, request: RequestInfo = NO_REQUEST) -> RecomputeResult:
     """Remove one mapping, then recompute."""
     current = [s for s in list_mappings(session, organization_id)
@@ -454,7 +455,7 @@ def remove_mapping(session: Session, client: Any, *, organization_id: str, ident
                             request=request)
 
 
-def set_default_role(session: Session, client: Any, *, organization_id: str, default_role: str | None,
+def set_default_role(session: Session, client: WorkOSClient, *, organization_id: str, default_role: str | None,
                      actor: Actor, request: RequestInfo = NO_REQUEST) -> RecomputeResult:
     """Change the role of members in no mapped group (``None``: no access), then recompute."""
     return replace_mappings(session, client, organization_id=organization_id,
@@ -462,7 +463,7 @@ def set_default_role(session: Session, client: Any, *, organization_id: str, def
                             default_role=default_role, request=request)
 
 
-def apply_login_groups(session: Session, client: Any, *, organization_id: str, user_id: str,
+def apply_login_groups(session: Session, client: WorkOSClient, *, organization_id: str, user_id: str,
                        profile_groups: Iterable[str], actor: Actor,
                        request: RequestInfo = NO_REQUEST) -> RoleDecision:
     """At SSO login: recompute the member's role from the profile's ``groups`` and store it (caller commits).

@@ -16,22 +16,11 @@ from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
-from workos import WorkOSClient
-from workos._errors import (
-    APIError,
-    AuthenticationError,
-    BadRequestError,
-    NotFoundError,
-    RateLimitExceededError,
-    ServerError,
-    WorkOSConnectionError,
-    WorkOSError,
-    WorkOSTimeoutError,
-)
 
 from ..context import NO_REQUEST, Actor, RequestInfo
 from ..errors import AppError, ServiceUnavailable
 from ..models import ROLES, AuthSession, Membership, Organization, User, utcnow
+from ..workos import WorkOSClient, WorkOSFailure, WorkOSNotFound, WorkOSRejected, WorkOSUnavailable, translate_errors
 from . import audit, auth_policy, domains, organizations, security_events
 from .auth_policy import Authentication, SsoRequired
 from .introspection import invalidate_after_commit
@@ -123,10 +112,8 @@ def ensure_organization(db: Session, client: WorkOSClient, workos_organization_i
     org = db.scalar(select(Organization).where(Organization.workos_organization_id == workos_organization_id))
     if org is not None:
         return org
-    workos_org = client.organizations.get_organization(workos_organization_id)
-    organizations.upsert_organization(db, workos_organization_id,
-                                      organizations.organization_fields(client, workos_org), Actor.system())
-    org = db.scalar(select(Organization).where(Organization.workos_organization_id == workos_organization_id))
+    mirrored = organizations.mirror_organization(db, client, workos_organization_id, Actor.system())
+    org = db.get(Organization, mirrored.organization_id)
     assert org is not None
     return org
 
@@ -241,6 +228,7 @@ def complete_login(
                        expires_at=record.expires_at)
 
 
+@translate_errors()
 def sync_user_memberships(db: Session, client: WorkOSClient, *, user_id: str, workos_user_id: str,
                           actor: Actor | None = None) -> int:
     """Mirror the user's other active WorkOS memberships (so they can switch organization); returns how many
@@ -293,25 +281,20 @@ def refresh_tokens(client: WorkOSClient, *, refresh_token: str, organization_id:
     retry); ``invalid_grant`` and other 4xx raise a terminal one (log in again).
     """
     try:
-        response = client.user_management.authenticate_with_refresh_token(
-            refresh_token=refresh_token, organization_id=organization_id,
-            ip_address=request.ip_address, user_agent=request.user_agent,
-        )
-    except (WorkOSConnectionError, WorkOSTimeoutError) as exc:
-        raise RefreshFailed("WorkOS is unreachable; retry shortly.", transient=True,
-                            cause=type(exc).__name__) from exc
-    except (ServerError, RateLimitExceededError) as exc:
-        raise RefreshFailed("WorkOS could not refresh the session right now; retry shortly.", transient=True,
-                            cause=f"http_{exc.status_code}") from exc
-    except (BadRequestError, AuthenticationError) as exc:
-        code = exc.code or exc.error or "invalid_grant"
+        with translate_errors():
+            response = client.user_management.authenticate_with_refresh_token(
+                refresh_token=refresh_token, organization_id=organization_id,
+                ip_address=request.ip_address, user_agent=request.user_agent,
+            )
+    except WorkOSUnavailable as exc:
+        message = ("WorkOS is unreachable; retry shortly." if exc.http_status is None
+                   else "WorkOS could not refresh the session right now; retry shortly.")
+        raise RefreshFailed(message, transient=True, cause=exc.reason) from exc
+    except (WorkOSNotFound, WorkOSRejected) as exc:
+        code = exc.workos_code or ("invalid_grant" if exc.http_status in (400, 401) else exc.reason)
         raise RefreshFailed("The session has ended; sign in again.", transient=False, cause=str(code)) from exc
-    except APIError as exc:
-        code = exc.code or exc.error or f"http_{exc.status_code}"
-        raise RefreshFailed("The session has ended; sign in again.", transient=False, cause=str(code)) from exc
-    except WorkOSError as exc:
-        raise RefreshFailed("WorkOS answered unexpectedly; retry shortly.", transient=True,
-                            cause=type(exc).__name__) from exc
+    except WorkOSFailure as exc:
+        raise RefreshFailed("WorkOS answered unexpectedly; retry shortly.", transient=True, cause=exc.reason) from exc
     return Tokens.from_response(response)
 
 
@@ -410,11 +393,12 @@ def _revoke_at_workos(client: WorkOSClient | None, workos_session_id: str) -> st
     if client is None:
         return "skipped"
     try:
-        client.user_management.revoke_session(session_id=workos_session_id,
-                                              request_options={"max_retries": 1})
-    except NotFoundError:
+        with translate_errors():
+            client.user_management.revoke_session(session_id=workos_session_id,
+                                                  request_options={"max_retries": 1})
+    except WorkOSNotFound:
         return "not_found"
-    except (WorkOSError, OSError) as exc:
+    except (WorkOSFailure, OSError) as exc:
         log.warning("WorkOS did not revoke session %s: %s", workos_session_id, exc)
         return f"failed:{type(exc).__name__}"
     return "revoked"

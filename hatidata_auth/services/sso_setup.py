@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.orm import Session
-from workos import WorkOSClient
 from workos.sso import (
     CreateProtocolOptionsOIDC,
     CreateProtocolOptionsSAML,
@@ -33,6 +32,7 @@ from ..errors import AppError
 from ..models import Organization
 from ..plugins.base import IdPPlugin
 from ..plugins.values import NormalizedProfile, SamlMetadata
+from ..workos import WorkOSClient, WorkOSFailure, translate_errors
 from . import audit, role_mapping
 
 PORTAL_INTENTS = ("sso", "dsync", "domain_verification")
@@ -103,24 +103,25 @@ def save_connection(session: Session, client: WorkOSClient, organization: Organi
     connection_type = plugin.connection_types[protocol]
     attrs = plugin.attribute_map(protocol).as_dict()
     try:
-        if existing_id:
-            conn = client.sso.update_connection(
-                existing_id,
-                attribute_maps=PatchConnectionAttributeMaps(
-                    standard_attributes=PatchConnectionStandardAttributes(**attrs)),
-                protocol_options=_patch_options(protocol, sp, metadata_url, metadata, oidc),
-            )
-        else:
-            conn = client.sso.create_connection(
-                organization_id=organization.workos_organization_id,
-                name=f"{organization.name} {plugin.display_name}",
-                connection_type=connection_type,
-                attribute_maps=CreateConnectionAttributeMaps(
-                    standard_attributes=CreateConnectionStandardAttributes(**attrs)),
-                protocol_options=_create_options(protocol, sp, metadata_url, metadata, oidc),
-            )
-    except Exception as exc:  # the SDK's errors carry WorkOS's message; never the secret
-        raise SetupError(f"WorkOS refused the connection: {getattr(exc, 'message', None) or exc}") from exc
+        with translate_errors():
+            if existing_id:
+                conn = client.sso.update_connection(
+                    existing_id,
+                    attribute_maps=PatchConnectionAttributeMaps(
+                        standard_attributes=PatchConnectionStandardAttributes(**attrs)),
+                    protocol_options=_patch_options(protocol, sp, metadata_url, metadata, oidc),
+                )
+            else:
+                conn = client.sso.create_connection(
+                    organization_id=organization.workos_organization_id,
+                    name=f"{organization.name} {plugin.display_name}",
+                    connection_type=connection_type,
+                    attribute_maps=CreateConnectionAttributeMaps(
+                        standard_attributes=CreateConnectionStandardAttributes(**attrs)),
+                    protocol_options=_create_options(protocol, sp, metadata_url, metadata, oidc),
+                )
+    except WorkOSFailure as exc:  # WorkOS's message; never the secret
+        raise SetupError(f"WorkOS refused the connection: {exc.message}") from exc
     result = ConnectionResult(conn.id, _value(conn.connection_type), _value(conn.state), existing_id is None)
     organization.idp_plugin = plugin.name
     organization.connection_id = result.connection_id
@@ -254,9 +255,10 @@ def finish_test_login(session: Session, client: WorkOSClient, organization: Orga
                       protocol: str, code: str, actor: Actor, request: RequestInfo = NO_REQUEST) -> LoginCheckResult:
     """Exchange the test sign-in's code for its profile, evaluate it and audit the outcome (nothing else)."""
     try:
-        response = client.sso.get_profile_and_token(code=code)
-    except Exception as exc:
-        raise SetupError(f"WorkOS refused the test sign-in: {getattr(exc, 'message', None) or exc}") from exc
+        with translate_errors():
+            response = client.sso.get_profile_and_token(code=code)
+    except WorkOSFailure as exc:
+        raise SetupError(f"WorkOS refused the test sign-in: {exc.message}") from exc
     raw = response.profile.to_dict()
     if raw.get("organization_id") and raw["organization_id"] != organization.workos_organization_id:
         raise SetupError("The test sign-in came from another organization.", status=403)
@@ -280,10 +282,11 @@ def portal_link(session: Session, client: WorkOSClient, organization: Organizati
     if not organization.workos_organization_id:
         raise SetupError("This organization is not linked to a WorkOS organization.", status=409)
     try:
-        link = client.admin_portal.generate_link(organization=organization.workos_organization_id, intent=intent,
-                                                 return_url=return_url).link
-    except Exception as exc:
-        raise SetupError(f"WorkOS refused the Admin Portal link: {getattr(exc, 'message', None) or exc}") from exc
+        with translate_errors():
+            link = client.admin_portal.generate_link(organization=organization.workos_organization_id,
+                                                     intent=intent, return_url=return_url).link
+    except WorkOSFailure as exc:
+        raise SetupError(f"WorkOS refused the Admin Portal link: {exc.message}") from exc
     audit.record(session, action="sso.admin_portal_link", actor=actor, organization_id=organization.id,
                  target_type="organization", target_id=organization.id, request=request,
                  details={"intent": intent})
@@ -296,9 +299,10 @@ def activate(session: Session, client: WorkOSClient, organization: Organization,
     if not organization.connection_id:
         raise SetupError("Create the connection before activating it.", status=409)
     try:
-        conn = client.sso.get_connection(organization.connection_id)
-    except Exception as exc:
-        raise SetupError(f"WorkOS could not find the connection: {getattr(exc, 'message', None) or exc}") from exc
+        with translate_errors():
+            conn = client.sso.get_connection(organization.connection_id)
+    except WorkOSFailure as exc:
+        raise SetupError(f"WorkOS could not find the connection: {exc.message}") from exc
     state = _value(conn.state)
     if state != "active":
         raise SetupError(f"The WorkOS connection is {state}, not active: finish the IdP setup first.", status=409)

@@ -8,6 +8,9 @@ from typing import Any
 
 from workos import WorkOSClient
 
+from .errors import translate_errors
+from .transport import InstrumentedBackend, instrumented_backend
+
 
 @dataclass(frozen=True, slots=True)
 class WorkOSSettings:
@@ -47,18 +50,13 @@ class WorkOSGateway:
     def __init__(self, settings: WorkOSSettings) -> None:
         self.settings = settings
         self._client: WorkOSClient | None = None
-        self._backend: Any = None
+        self._backend: InstrumentedBackend | None = None
 
     @property
     def client(self) -> WorkOSClient:
         """The shared SDK client (one per process)."""
         if self._client is None:
-            from workos._http import resolve_sync_backend
-
-            from .metrics import InstrumentedBackend
-
-            inner, _ = resolve_sync_backend(None, float(int(self.settings.timeout)))
-            self._backend = InstrumentedBackend(inner)
+            self._backend = instrumented_backend(float(int(self.settings.timeout)))
             self._client = WorkOSClient(
                 http_client=self._backend,
                 api_key=self.settings.api_key,
@@ -75,8 +73,10 @@ class WorkOSGateway:
         """The WorkOS API base URL the client talks to, ending with ``/``."""
         return str(self.client.base_url)
 
+    @translate_errors()
     def ping(self) -> None:
-        """Make one cheap authenticated call; raises the SDK's error when WorkOS is unreachable."""
+        """Make one cheap authenticated call; raises :class:`WorkOSFailure` (``WorkOSUnavailable`` when
+        WorkOS is unreachable)."""
         self.client.organizations.list_organizations(limit=1)
 
     def close(self) -> None:
