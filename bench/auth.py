@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         "DATABASE_URL": database_url, "REDIS_URL": args.redis_url, "WORKOS_API_KEY": API_KEY,
         "WORKOS_CLIENT_ID": CLIENT_ID, "WORKOS_BASE_URL": emulator.url,
         "WORKOS_WEBHOOK_SECRET": "whsec_bench_" + "w" * 20, "HATIDATA_COOKIE_KEY": Fernet.generate_key().decode(),
-        "SECRET_KEY": "bench-secret-" + "s" * 40,
+        "SECRET_KEY": "bench-secret-" + "s" * 40, "HATIDATA_METRICS_TOKEN": "bench-metrics-" + "m" * 24,
     }
     settings = tmp / "settings.py"
     settings.write_text(f"CACHE_KEY_PREFIX = {prefix!r}\nHATIDATA_API_KEY_FAILURE_RATE_LIMIT = '100000 per minute'\n")
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         server_log = (tmp / "gunicorn.log").open("w")
         env = {**os.environ, **secrets_env, "HATIDATA_ENV": "production", "HATIDATA_SETTINGS": str(settings),
                "PYTHONPATH": str(ROOT), "WEB_CONCURRENCY": "2", "PORT": str(port),
-               "GUNICORN_ACCESS_LOG": "/dev/null"}
+               "GUNICORN_ACCESS_LOG": "/dev/null", "HATIDATA_PUBLIC_URL": f"http://127.0.0.1:{port}"}
         gunicorn = subprocess.Popen(  # noqa: S603
             [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "config" / "gunicorn.conf.py"),
              "hatidata_auth:create_app()"], env=env, cwd=str(ROOT), stdout=server_log, stderr=server_log)

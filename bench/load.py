@@ -227,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         "DATABASE_URL": database_url, "REDIS_URL": args.redis_url, "WORKOS_API_KEY": API_KEY,
         "WORKOS_CLIENT_ID": CLIENT_ID, "WORKOS_BASE_URL": emulator.url, "WORKOS_WEBHOOK_SECRET": WEBHOOK_SECRET,
         "HATIDATA_COOKIE_KEY": cookie_key, "SECRET_KEY": "load-secret-" + "s" * 40, "HATIDATA_PUBLIC_URL": base,
+        "HATIDATA_METRICS_TOKEN": "load-metrics-" + "m" * 24,
     }
     settings = tmp / "settings.py"
     settings.write_text(f"CACHE_KEY_PREFIX = {prefix!r}\nSESSION_COOKIE_SECURE = False\n"

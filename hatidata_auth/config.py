@@ -11,6 +11,7 @@ Settings are resolved in this order, later wins:
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import secrets
@@ -260,6 +261,16 @@ def is_fernet_key(value: str | None) -> bool:
     return True
 
 
+def _loopback(host: str | None) -> bool:
+    """Whether *host* is this machine (as RFC 8252 allows plain-http redirect URIs only for loopback)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
+
+
 def validate_production(settings: Mapping[str, Any]) -> list[str]:
     """Return every missing or weak production setting, each named with what to do."""
     problems: list[str] = []
@@ -292,8 +303,10 @@ def validate_production(settings: Mapping[str, Any]) -> list[str]:
     if not public_url:
         problems.append("HATIDATA_PUBLIC_URL is missing (the external URL, e.g. https://auth.example.com: redirect "
                         "URIs are built from it, never from the Host header)")
-    elif parts.scheme != "https" or not parts.netloc or parts.query or parts.fragment:
-        problems.append("HATIDATA_PUBLIC_URL must be an https:// URL without query or fragment")
+    elif (parts.scheme != "https" and not (parts.scheme == "http" and _loopback(parts.hostname))) \
+            or not parts.netloc or parts.query or parts.fragment:
+        problems.append("HATIDATA_PUBLIC_URL must be an https:// URL (http:// only on a loopback address) without "
+                        "query or fragment")
     metrics_token = settings.get("HATIDATA_METRICS_TOKEN")
     if not metrics_token:
         problems.append("HATIDATA_METRICS_TOKEN is missing (/metrics needs 'Authorization: Bearer <token>' in "

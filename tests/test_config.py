@@ -92,6 +92,9 @@ def test_production_refuses_to_start_naming_every_missing_setting(monkeypatch: p
         ("DATABASE_URL", "sqlite:////tmp/x.db", "SQLite"),
         ("WORKOS_API_KEY", "sk_test_emulator", "emulator"),
         ("HATIDATA_PUBLIC_URL", "http://auth.tenant-host.example", "https://"),
+        ("HATIDATA_PUBLIC_URL", "http://127.0.0.1.attacker.example:8000", "https://"),
+        ("HATIDATA_PUBLIC_URL", "http://10.0.0.7:8000", "https://"),
+        ("HATIDATA_PUBLIC_URL", "https://auth.tenant-host.example/?next=x", "https://"),
         ("HATIDATA_METRICS_TOKEN", "short-token", "weak"),
     ],
 )
@@ -100,6 +103,14 @@ def test_production_refuses_weak_settings(var: str, value: str, complaint: str) 
     assert len(problems) == 1
     assert var in problems[0]
     assert complaint in problems[0]
+
+
+@pytest.mark.parametrize("url", ["https://auth.tenant-host.example", "http://127.0.0.1:8000", "http://127.9.9.9",
+                                 "http://[::1]:8443", "http://localhost:8000"])
+def test_production_accepts_https_or_plain_http_on_loopback_only(url: str) -> None:
+    """RFC 8252 allows plain-http redirect URIs only on loopback: benchmarks and local proxies, never the network."""
+    settings = {**_as_settings(GOOD_PRODUCTION_ENV), **_as_settings({"HATIDATA_PUBLIC_URL": url})}
+    assert validate_production(settings) == []
 
 
 def test_production_starts_with_good_settings(monkeypatch: pytest.MonkeyPatch) -> None:
