@@ -23,7 +23,7 @@ def _cursor(value: Any) -> str:
     return base64.urlsafe_b64encode(json.dumps([value]).encode()).decode().rstrip("=")
 
 
-@pytest.mark.parametrize("path", LISTS)
+@pytest.mark.parametrize("path", list(LISTS))
 @pytest.mark.parametrize("value", [2**63, 10**30, -(2**70)])
 def test_out_of_range_integer_cursor_is_a_4xx(app: Flask, path: str, value: int) -> None:
     tenant = make_tenant(app, "Cursorco")
@@ -33,7 +33,7 @@ def test_out_of_range_integer_cursor_is_a_4xx(app: Flask, path: str, value: int)
     assert 400 <= response.status_code < 500, (response.status_code, response.get_data(as_text=True)[:200])
 
 
-@pytest.mark.parametrize("path", ("/api/v1/members", "/api/v1/organization/alerts"))
+@pytest.mark.parametrize("path", ["/api/v1/members", "/api/v1/organization/alerts"])
 def test_integer_cursor_on_a_text_key_is_not_a_5xx(app: Flask, path: str) -> None:
     # Ids are text: an integer cursor is either a 422 or an empty page, never a database type error (PostgreSQL).
     tenant = make_tenant(app, "Cursortext")
