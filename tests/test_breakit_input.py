@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from typing import Any
 
 import pytest
@@ -68,3 +69,34 @@ def test_a_key_expiry_at_the_edge_of_the_calendar_is_a_4xx_or_a_key(app: Flask, 
     response = app.test_client().post("/api/v1/api-keys", headers=bearer(token),
                                       json={"name": "edge", "scopes": ["data:read"], "expires_at": EDGE_INSTANTS[1]})
     assert response.status_code < 500, (response.status_code, response.get_data(as_text=True)[:200])
+
+
+# PostgreSQL refuses text containing NUL (0x00) with a DataError that is not a connection error, so it becomes
+# a 500; the query-string arguments are validated against it, path parameters and /auth/login's are not.
+NUL_ID = "a%00b"
+
+
+def _path_operations(app: Flask) -> list[tuple[str, str]]:
+    document = app.test_client().get("/api/openapi.json").get_json()
+    return [(method.upper(), re.sub(r"\{[^}]+\}", NUL_ID, path))
+            for path, item in document["paths"].items() if "{" in path
+            for method in item if method in ("get", "post", "patch", "delete", "put")]
+
+
+def test_a_nul_in_any_path_parameter_is_a_4xx(app: Flask) -> None:
+    tenant = make_tenant(app, "Nulpaths")
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    operations = _path_operations(app)
+    assert len(operations) >= 10
+    failures = []
+    for method, path in operations:
+        response = app.test_client().open(path, method=method, headers=headers_for(tenant, "admin"), json={})
+        if response.status_code >= 500:
+            failures.append(f"{method} {path}: {response.status_code}")
+    assert not failures, failures
+
+
+def test_a_nul_in_the_login_organization_is_a_4xx(app: Flask) -> None:
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    response = app.test_client().get(f"/auth/login?organization_id={NUL_ID}")
+    assert response.status_code < 500, response.status_code
