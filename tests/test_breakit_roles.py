@@ -65,15 +65,16 @@ def test_a_role_lowered_at_sign_in_bounds_the_members_keys_at_once(app: Flask, s
     assert "data:write" not in after["permissions"], after
 
 
-def test_a_role_changed_at_sign_in_is_audited(app: Flask, signed_in: dict[str, Any]) -> None:
-    _demote_at_workos(app, "viewer")
+@pytest.mark.parametrize("role", ["viewer", "admin"])
+def test_a_role_changed_at_sign_in_is_audited(app: Flask, signed_in: dict[str, Any], role: str) -> None:
+    _demote_at_workos(app, role)
     assert login(app.test_client(), EMAIL, organization_id=ACME).status_code == 302
-    assert member_role(app, signed_in["org"], signed_in["user"]) == "viewer"
+    assert member_role(app, signed_in["org"], signed_in["user"]) == role
     with app.app_context():
         events = db.session.execute(select(AuditEvent.action, AuditEvent.details).where(
             AuditEvent.organization_id == signed_in["org"])).all()
         db.session.remove()
     # Like every other role change (provisioning.set_access): an event naming the old and the new role.
     changes = [action for action, details in events
-               if (details or {}).get("from") == "developer" and (details or {}).get("to") == "viewer"]
+               if (details or {}).get("from") == "developer" and (details or {}).get("to") == role]
     assert changes, sorted({action for action, _ in events})
