@@ -176,6 +176,7 @@ def _upsert_membership(db: Session, client: WorkOSClient, org: Organization, use
                           details={"membership_status": membership.status})
     if membership.status == "active" and membership.role_source in ("mapping", "manual"):
         return membership  # the directory's mappings or an admin decide this member's role, not the IdP
+    role: str | None
     if claimed_role in ROLES:
         role, source = claimed_role, "idp"
     elif membership.role is not None:
