@@ -10,28 +10,33 @@ what is needed is a sign-in through Initech.
 
 from __future__ import annotations
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from hatidata_auth.extensions import db
 from hatidata_auth.models import Membership, User
-from tests.auth_support import ACME, INITECH, csrf_headers, login, sync_organizations
+from tests.auth_support import ACME, INITECH, cookie_value, csrf_headers, login, sync_organizations
 
 EMAIL = "consultant@partners.test"
+UMBRELLA = "org_01HTDQ8A400000000000000001"
 
 
-def test_a_switch_workos_refuses_is_not_reported_as_an_ended_session(app: Flask, client: FlaskClient) -> None:
+@pytest.mark.parametrize("target", [INITECH, UMBRELLA])
+def test_a_switch_workos_refuses_is_not_reported_as_an_ended_session(app: Flask, client: FlaskClient,
+                                                                      target: str) -> None:
     orgs = sync_organizations(app)
     assert login(client, EMAIL, organization_id=ACME).status_code == 302
     with app.app_context():
         user = db.session.scalar(select(User).where(User.email == EMAIL))
         assert user is not None
-        db.session.add(Membership(organization_id=orgs[INITECH], user_id=user.id, role="viewer",
+        db.session.add(Membership(organization_id=orgs[target], user_id=user.id, role="viewer",
                                   role_source="mapping", source="directory", status="active"))
         db.session.commit()
         db.session.remove()
-    switched = client.post("/auth/switch-organization", json={"organization_id": orgs[INITECH]},
+    cookie = cookie_value(client)
+    switched = client.post("/auth/switch-organization", json={"organization_id": orgs[target]},
                            headers=csrf_headers(client))
     still = client.get("/api/v1/me")
     assert still.status_code == 200
@@ -39,3 +44,8 @@ def test_a_switch_workos_refuses_is_not_reported_as_an_ended_session(app: Flask,
     body = switched.get_json()
     assert switched.status_code != 401, body
     assert body["error"]["code"] != "session_expired", body
+    # WorkOS refused the move (not the session): 409 saying so, where to sign in instead, the cookie kept.
+    assert switched.status_code == 409, body
+    assert body["error"]["code"] == "switch_refused", body
+    assert body["error"]["details"]["login_url"] == f"/auth/login?organization_id={orgs[target]}", body
+    assert cookie_value(client) == cookie

@@ -278,7 +278,8 @@ def organizations() -> Response:
 @bp.post("/switch-organization")
 @login_required
 def switch_organization() -> BaseResponse:
-    """Refresh the session into another of the caller's organizations (audited)."""
+    """Refresh the session into another of the caller's organizations (audited). A switch WorkOS refuses
+    answers 409 ``switch_refused`` (``details.login_url``: the target's login); the current session stays."""
     rt = runtime()
     identity = current_identity
     data: dict[str, Any] = request.get_json(silent=True) or request.form.to_dict()
@@ -307,7 +308,16 @@ def switch_organization() -> BaseResponse:
         db.session.commit()
 
     # The request's current tokens (refreshed already if the access token had expired) rotate into the target.
-    rotate(rt, organization_id=target.workos_organization_id, then=apply)
+    try:
+        rotate(rt, organization_id=target.workos_organization_id, then=apply)
+    except session_service.RefreshFailed as failure:
+        if failure.transient:
+            raise
+        # WorkOS refused only the move into the target: the current session and its cookie stay as they were.
+        raise AppError(f"WorkOS refused the switch to {target.name}; sign in to {target.name} instead.",
+                       status=409, code="switch_refused",
+                       details={"reason": "workos_refused", "cause": failure.cause, "organization_id": target.id,
+                                "login_url": f"/auth/login?organization_id={target.id}"}) from failure
     return_to = data.get("return_to")
     response: BaseResponse
     if return_to is not None:
