@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, render_template
+from flask import Blueprint, render_template, request
 from sqlalchemy import select
 
 from .extensions import db
@@ -21,7 +21,8 @@ def index() -> str:
         identity = get_identity()
     except Unauthenticated:
         identity = None
-    if identity is None or identity.auth_type != "session":
+    # The page speaks for the person across organizations: only their browser session, never a key or bearer.
+    if identity is None or identity.auth_type != "session" or request.environ.get("hatidata.credential") != "cookie":
         return render_template("home.html", identity=None, organizations=[], alerts=[])
     rows = db.session.execute(
         select(Organization.id, Organization.name, Membership.role)

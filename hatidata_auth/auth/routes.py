@@ -26,7 +26,7 @@ from ..context import Actor
 from ..errors import AppError, ServiceUnavailable
 from ..extension import clear_session_cookie, set_session_cookie
 from ..extensions import db, limiter
-from ..identity import current_identity, login_required, request_tokens, rotate, runtime, seal_tokens
+from ..identity import browser_session_required, current_identity, request_tokens, rotate, runtime, seal_tokens
 from ..models import Membership, Organization
 from ..requests import request_info
 from ..services import auth_policy
@@ -259,7 +259,7 @@ def csrf_token() -> Response:
 
 
 @bp.get("/organizations")
-@login_required
+@browser_session_required
 def organizations() -> Response:
     """The caller's organizations, the current one flagged."""
     rows = db.session.execute(
@@ -276,7 +276,7 @@ def organizations() -> Response:
 
 
 @bp.post("/switch-organization")
-@login_required
+@browser_session_required
 def switch_organization() -> BaseResponse:
     """Refresh the session into another of the caller's organizations (audited). A switch WorkOS refuses
     answers 409 ``switch_refused`` (``details.login_url``: the target's login); the current session stays."""
@@ -284,8 +284,6 @@ def switch_organization() -> BaseResponse:
     identity = current_identity
     data: dict[str, Any] = request.get_json(silent=True) or request.form.to_dict()
     target_id = str(data.get("organization_id") or "")
-    if identity.auth_type != "session" or request.environ.get("hatidata.credential") != "cookie":
-        raise AppError("Switching organization needs a browser session.", status=400, code="not_a_browser_session")
     target = _find_org(target_id) if target_id else None
     if target is None:
         raise AppError("Unknown organization.", status=404, code="not_found")
