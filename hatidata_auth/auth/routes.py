@@ -261,7 +261,8 @@ def csrf_token() -> Response:
 @bp.get("/organizations")
 @browser_session_required
 def organizations() -> Response:
-    """The caller's organizations, the current one flagged."""
+    """The caller's organizations, the current one flagged; ``sign_in_required`` (with ``sign_in_reason`` and
+    ``login_url``) marks those that do not accept how this session was authenticated (sign in there)."""
     rows = db.session.execute(
         select(Organization, Membership.role)
         .join(Membership, Membership.organization_id == Organization.id)
@@ -269,9 +270,17 @@ def organizations() -> Response:
                Organization.status == "active")
         .order_by(Organization.name)
     ).all()
-    data = [{"id": org.id, "name": org.name, "workos_organization_id": org.workos_organization_id, "role": role,
-             "sso_enforced": org.sso_enforced, "current": org.id == current_identity.organization_id}
-            for org, role in rows]
+    record = session_service.get_session(db.session(), organization_id=current_identity.organization_id,
+                                         session_id=current_identity.session_id or "")
+    auth = auth_policy.Authentication.of(record) if record is not None else auth_policy.Authentication("unknown")
+    data = []
+    for org, role in rows:
+        current = org.id == current_identity.organization_id
+        reason = None if current else auth_policy.refusal(db.session(), org, auth, current_identity.email)
+        data.append({"id": org.id, "name": org.name, "workos_organization_id": org.workos_organization_id,
+                     "role": role, "sso_enforced": org.sso_enforced, "current": current,
+                     "sign_in_required": reason is not None, "sign_in_reason": reason,
+                     "login_url": f"/auth/login?organization_id={org.id}"})
     return jsonify(data=data)
 
 

@@ -4,8 +4,11 @@ A session remembers how WorkOS authenticated it (``Authentication``: the method,
 connection that vouched). An organization accepts it when
 
 - it does not enforce SSO, or the method is SSO through *its own* connection; and
-- the method is not SSO through another organization's connection (or an unknown one) for an email on a domain
-  some other organization verified: an organization's identity sources speak only for that organization.
+- the method is not SSO through an organization's connection for an email on a domain another organization
+  verified; and
+- SSO through another organization A's connection (or an unknown one) is accepted only when A verified the
+  email's domain: A is then the authority for that address. An organization's identity sources otherwise speak
+  only for that organization (an IdP can assert any email).
 
 The callback, the refresh and the organization switch all ask :func:`refusal` (see ``docs/auth.md``).
 """
@@ -96,15 +99,22 @@ def refusal(db: Session, org: Organization, auth: Authentication, email: str | N
     """Why *org* does not accept a session authenticated as *auth* for *email* (``None``: accepted).
 
     ``sso_enforced``: the organization enforces SSO and this is not SSO through its own connection;
-    ``foreign_domain``: SSO vouched by another (or an unknown) organization for an email on a domain another
-    organization verified.
+    ``foreign_domain``: SSO vouched by an organization for an email on a domain another organization verified;
+    ``foreign_identity_source``: SSO vouched by another (or an unknown) organization that has not verified the
+    email's domain, so is no authority for that address anywhere but in itself. Methods where WorkOS itself
+    verified the email (password, magic code, OAuth) are accepted unless SSO is enforced.
     """
     own = auth.method == "sso" and auth.organization_id == org.id and auth.connection_id is not None \
         and auth.connection_id == org.connection_id
     if org.sso_enforced and not own:
         return "sso_enforced"
-    if auth.method == "sso" and domains.foreign_owner(db, auth.organization_id, email) is not None:
+    if auth.method != "sso":
+        return None
+    owner = domains.verified_owner(db, email)
+    if owner is not None and owner != auth.organization_id:
         return "foreign_domain"
+    if auth.organization_id != org.id and (auth.organization_id is None or owner != auth.organization_id):
+        return "foreign_identity_source"
     return None
 
 
@@ -112,6 +122,8 @@ MESSAGES = {
     "sso_enforced": "{name} requires signing in through its own SSO connection.",
     "foreign_domain": "{name} does not accept this sign-in: your email's domain belongs to another organization, "
                       "whose own sign-in you must use.",
+    "foreign_identity_source": "{name} does not accept a sign-in vouched for by another organization's identity "
+                               "provider for this email; sign in to {name} itself.",
 }
 
 
