@@ -368,11 +368,26 @@ def test_logout_revokes_clears_and_redirects_to_workos(app: Flask, signed_in: Fl
 # --- organizations and switching --------------------------------------------------------------------------------
 
 
-def test_organizations_and_switch(app: Flask, client: FlaskClient, orgs: dict[str, str]) -> None:
-    assert login(client, "consultant@partners.test", organization_id=ACME).status_code == 302
+def _workos_membership(app: Flask, email: str, workos_org: str, role: str) -> None:
+    """A membership created at WorkOS (as WorkOS's dashboard or API would)."""
+    from workos.organization_membership import RoleSingle
+
+    client = app.extensions["hatidata_workos"].client
+    user = client.user_management.list_users(email=email).data[0]
+    client.organization_membership.create_organization_membership(user_id=user.id, organization_id=workos_org,
+                                                                  role=RoleSingle(role_slug=role))
+
+
+@pytest.mark.parametrize(("email", "home"), [("dev@acme.test", ACME), ("viewer@acme.test", ACME)])
+def test_organizations_and_switch(app: Flask, client: FlaskClient, orgs: dict[str, str], email: str,
+                                  home: str) -> None:
+    # Acme verified acme.test: its IdP is the authority for these addresses, in Globex too.
+    _workos_membership(app, email, GLOBEX, "viewer")
+    assert login(client, email, organization_id=home).status_code == 302
     listed = client.get("/auth/organizations").get_json()["data"]
     assert {o["workos_organization_id"] for o in listed} == {ACME, GLOBEX}
     assert [o["current"] for o in listed if o["workos_organization_id"] == ACME] == [True]
+    assert not any(o["sign_in_required"] for o in listed), listed
     response = client.post("/auth/switch-organization", json={"organization_id": orgs[GLOBEX]},
                            headers=csrf_headers(client))
     assert response.status_code == 200, response.get_json()
@@ -381,6 +396,33 @@ def test_organizations_and_switch(app: Flask, client: FlaskClient, orgs: dict[st
         events = db.session.scalars(select(AuditEvent).where(
             AuditEvent.action == "session.organization_switched")).all()
         assert {e.organization_id for e in events} == {orgs[ACME], orgs[GLOBEX]}
+
+
+def test_a_member_on_an_unverified_domain_switches_by_signing_in_there(app: Flask, client: FlaskClient,
+                                                                       orgs: dict[str, str]) -> None:
+    # partners.test is nobody's: Acme's IdP speaks for the consultant in Acme only, Globex's in Globex only.
+    email = "consultant@partners.test"
+    assert login(client, email, organization_id=ACME).status_code == 302
+    listed = {o["id"]: o for o in client.get("/auth/organizations").get_json()["data"]}
+    assert set(listed) == {orgs[ACME], orgs[GLOBEX]}  # shown, not hidden
+    assert listed[orgs[GLOBEX]]["sign_in_required"] is True
+    assert listed[orgs[GLOBEX]]["sign_in_reason"] == "foreign_identity_source"
+    assert listed[orgs[ACME]]["sign_in_required"] is False
+    refused = client.post("/auth/switch-organization", json={"organization_id": orgs[GLOBEX]},
+                          headers=csrf_headers(client))
+    assert refused.status_code == 409
+    error = refused.get_json()["error"]
+    assert (error["code"], error["details"]["reason"]) == ("sso_required", "foreign_identity_source")
+    assert client.get("/api/v1/me").get_json()["organization_id"] == orgs[ACME]
+    # The answer's login_url: Globex's own sign-in, in the same browser.
+    target = error["details"]["login_url"]
+    assert target == f"/auth/login?organization_id={orgs[GLOBEX]}"
+    assert login(client, email, organization_id=orgs[GLOBEX]).status_code == 302
+    me = client.get("/api/v1/me").get_json()
+    assert me["organization_id"] == orgs[GLOBEX]
+    listed = {o["id"]: o for o in client.get("/auth/organizations").get_json()["data"]}
+    assert listed[orgs[GLOBEX]]["current"] is True
+    assert listed[orgs[ACME]]["sign_in_required"] is True
 
 
 def test_switch_into_sso_enforcing_org_needs_fresh_login(app: Flask, client: FlaskClient,
