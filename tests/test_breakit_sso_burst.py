@@ -16,12 +16,23 @@ import uuid
 from typing import Any
 
 import httpx2
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import select
 
 from hatidata_auth.extensions import db
-from hatidata_auth.models import Organization
-from tests.auth_support import ACME, authorize, callback_path, start_login, sync_organizations
+from hatidata_auth.models import AuditEvent, AuthSession, Organization
+from tests.auth_support import (
+    ACME,
+    GLOBEX,
+    add_fault,
+    authorize,
+    callback_path,
+    login,
+    start_login,
+    sync_organizations,
+)
 from tests.support.servers import EmulatorControl
 
 OTHER_SIGN_INS = 520
@@ -61,3 +72,32 @@ def test_an_sso_enforcing_org_accepts_its_own_sso_sign_in_during_a_burst(app: Fl
     callback = client.get(callback_path(location))
     flood.join(timeout=60)
     assert callback.status_code == 302, callback.get_json()
+
+
+@pytest.mark.parametrize("status", [500, 503, 429])
+def test_an_sso_sign_in_workos_cannot_confirm_answers_retry_not_a_refusal(app: Flask, client: FlaskClient,
+                                                                         emulator: Any, status: int) -> None:
+    # The Events API fails while the callback asks how the sign-in was made: 503 "retry", nothing refused,
+    # revoked or recorded; the retried sign-in goes through.
+    orgs = sync_organizations(app)
+    with app.app_context():
+        org = db.session.get(Organization, orgs[GLOBEX])
+        assert org is not None
+        org.sso_enforced = True
+        db.session.commit()
+        db.session.remove()
+    location = authorize(start_login(client, email="admin@globex.test"))
+    add_fault(emulator, "GET", "/events", status, count=5)
+    callback = client.get(callback_path(location))
+    assert callback.status_code == 503, callback.get_json()
+    assert callback.get_json()["error"]["code"] == "workos_unavailable"
+    assert callback.headers.get("Retry-After")
+    with app.app_context():
+        refused = db.session.scalar(select(AuditEvent.id).where(AuditEvent.action == "auth.policy_refused"))
+        sessions = db.session.scalars(select(AuthSession.id)).all()
+        db.session.remove()
+    assert refused is None
+    assert sessions == []
+    httpx2.delete(f"{emulator.url}/_emulator/faults", headers={"Authorization": "Bearer sk_test_emulator"},
+                  timeout=10)
+    assert login(client, "admin@globex.test").status_code == 302

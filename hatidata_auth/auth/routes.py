@@ -181,7 +181,9 @@ def callback() -> BaseResponse:
     claims = rt.verifier.verify(tokens.access_token)
     authentication = auth_policy.authentication_of(db.session(), rt.gateway.client,
                                                    method=tokens.authentication_method,
-                                                   workos_session_id=str(claims["sid"]))
+                                                   workos_session_id=str(claims["sid"]),
+                                                   workos_organization_id=tokens.organization_id,
+                                                   issued_at=claims.get("iat"))
     try:
         result = session_service.complete_login(db.session(), rt.gateway.client, tokens=tokens, claims=claims,
                                                 remember=state.remember, policy=rt.policy, request=request_info(),

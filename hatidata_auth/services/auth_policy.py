@@ -24,15 +24,16 @@ from sqlalchemy.orm import Session
 from workos._errors import WorkOSError
 
 from ..context import NO_REQUEST, Actor, RequestInfo
-from ..errors import AppError
+from ..errors import AppError, ServiceUnavailable
 from ..models import AuthSession, Organization, User
 from . import audit, domains
 
 log = logging.getLogger(__name__)
 
-# How far back (minutes) and how deep (pages of 100) to look for the sign-in's authentication event.
-EVENT_WINDOW_MINUTES = 15
-EVENT_PAGES = 5
+# The sign-in's own event is searched oldest first from just before the token was issued, in the organization
+# it landed in: newer sign-ins (a burst, any tenant's) cannot push it out of reach. Bounded: pages of 100.
+EVENT_SKEW_SECONDS = 30
+EVENT_PAGES = 10
 
 
 class SsoRequired(AppError):
@@ -58,12 +59,13 @@ class Authentication:
         return cls(record.auth_method, record.auth_organization_id, record.auth_connection_id)
 
 
-def _sso_event(client: Any, workos_session_id: str) -> Any:
-    since = (datetime.now(UTC) - timedelta(minutes=EVENT_WINDOW_MINUTES)).isoformat().replace("+00:00", "Z")
+def _sso_event(client: Any, workos_session_id: str, workos_organization_id: str | None,
+               since: datetime) -> Any:
     after: str | None = None
+    start = since.astimezone(UTC).isoformat().replace("+00:00", "Z")
     for _ in range(EVENT_PAGES):
-        page = client.events.list_events(events=["authentication.sso_succeeded"], range_start=since, limit=100,
-                                         order="desc", after=after)
+        page = client.events.list_events(events=["authentication.sso_succeeded"], range_start=start, limit=100,
+                                         order="asc", after=after, organization_id=workos_organization_id)
         for event in page.data:
             sso = getattr(getattr(event, "data", None), "sso", None)
             if sso is not None and getattr(sso, "session_id", None) == workos_session_id:
@@ -71,21 +73,30 @@ def _sso_event(client: Any, workos_session_id: str) -> Any:
         after = getattr(getattr(page, "list_metadata", None), "after", None)
         if not after or not page.data:
             return None
+    log.warning("the authentication event of session %s is not within %d pages", workos_session_id, EVENT_PAGES)
     return None
 
 
-def authentication_of(db: Session, client: Any, *, method: str | None, workos_session_id: str) -> Authentication:
+def authentication_of(db: Session, client: Any, *, method: str | None, workos_session_id: str,
+                      workos_organization_id: str | None = None, issued_at: float | None = None) -> Authentication:
     """How WorkOS authenticated the session *workos_session_id*, from the authenticate response's *method* and,
-    for SSO, the ``authentication.sso_succeeded`` event naming its organization and connection (when WorkOS has
-    not reported it, both stay ``None`` and every check treats the connection as foreign)."""
+    for SSO, the ``authentication.sso_succeeded`` event naming its organization and connection, searched in
+    *workos_organization_id* (where the sign-in landed) from *issued_at* (the token's ``iat``, epoch seconds;
+    default now) on. When WorkOS has no such event, both stay ``None`` (every check treats the connection as
+    foreign); when WorkOS cannot answer, :class:`~hatidata_auth.errors.ServiceUnavailable` (503: retry the
+    sign-in) rather than a refusal.
+    """
     name = (method or "unknown").lower()[:32]
     if name != "sso":
         return Authentication(name)
+    since = datetime.fromtimestamp(issued_at, UTC) if issued_at is not None else datetime.now(UTC)
     try:
-        sso = _sso_event(client, workos_session_id)
-    except WorkOSError:
-        log.warning("could not read the authentication event of session %s", workos_session_id)
-        sso = None
+        sso = _sso_event(client, workos_session_id, workos_organization_id,
+                         since - timedelta(seconds=EVENT_SKEW_SECONDS))
+    except WorkOSError as exc:
+        log.warning("could not read the authentication event of session %s: %s", workos_session_id, exc)
+        raise ServiceUnavailable("WorkOS could not confirm how you signed in; retry the sign-in shortly.",
+                                 code="workos_unavailable", headers={"Retry-After": "5"}) from exc
     if sso is None:
         return Authentication(name)
     from .sessions import ensure_organization  # sessions builds on this module
