@@ -29,6 +29,7 @@ from tests.auth_support import (
     forge_token,
     login,
     sync_organizations,
+    workos_membership,
 )
 
 EMULATOR_AUTH = {"Authorization": "Bearer sk_test_emulator"}
@@ -368,21 +369,11 @@ def test_logout_revokes_clears_and_redirects_to_workos(app: Flask, signed_in: Fl
 # --- organizations and switching --------------------------------------------------------------------------------
 
 
-def _workos_membership(app: Flask, email: str, workos_org: str, role: str) -> None:
-    """A membership created at WorkOS (as WorkOS's dashboard or API would)."""
-    from workos.organization_membership import RoleSingle
-
-    client = app.extensions["hatidata_workos"].client
-    user = client.user_management.list_users(email=email).data[0]
-    client.organization_membership.create_organization_membership(user_id=user.id, organization_id=workos_org,
-                                                                  role=RoleSingle(role_slug=role))
-
-
 @pytest.mark.parametrize(("email", "home"), [("dev@acme.test", ACME), ("viewer@acme.test", ACME)])
 def test_organizations_and_switch(app: Flask, client: FlaskClient, orgs: dict[str, str], email: str,
                                   home: str) -> None:
     # Acme verified acme.test: its IdP is the authority for these addresses, in Globex too.
-    _workos_membership(app, email, GLOBEX, "viewer")
+    workos_membership(app, email, GLOBEX, "viewer")
     assert login(client, email, organization_id=home).status_code == 302
     listed = client.get("/auth/organizations").get_json()["data"]
     assert {o["workos_organization_id"] for o in listed} == {ACME, GLOBEX}

@@ -274,15 +274,12 @@ def organizations() -> Response:
     ).all()
     record = session_service.get_session(db.session(), organization_id=current_identity.organization_id,
                                          session_id=current_identity.session_id or "")
-    auth = auth_policy.Authentication.of(record) if record is not None else auth_policy.Authentication("unknown")
-    data = []
-    for org, role in rows:
-        current = org.id == current_identity.organization_id
-        reason = None if current else auth_policy.refusal(db.session(), org, auth, current_identity.email)
-        data.append({"id": org.id, "name": org.name, "workos_organization_id": org.workos_organization_id,
-                     "role": role, "sso_enforced": org.sso_enforced, "current": current,
-                     "sign_in_required": reason is not None, "sign_in_reason": reason,
-                     "login_url": f"/auth/login?organization_id={org.id}"})
+    reasons = auth_policy.sign_in_needed(db.session(), record, current_identity.email, [org for org, _ in rows])
+    data = [{"id": org.id, "name": org.name, "workos_organization_id": org.workos_organization_id, "role": role,
+             "sso_enforced": org.sso_enforced, "current": org.id == current_identity.organization_id,
+             "sign_in_required": reasons[org.id] is not None, "sign_in_reason": reasons[org.id],
+             "login_url": auth_policy.login_url(org.id)}
+            for org, role in rows]
     return jsonify(data=data)
 
 
@@ -326,7 +323,7 @@ def switch_organization() -> BaseResponse:
         raise AppError(f"WorkOS refused the switch to {target.name}; sign in to {target.name} instead.",
                        status=409, code="switch_refused",
                        details={"reason": "workos_refused", "cause": failure.cause, "organization_id": target.id,
-                                "login_url": f"/auth/login?organization_id={target.id}"}) from failure
+                                "login_url": auth_policy.login_url(target.id)}) from failure
     return_to = data.get("return_to")
     response: BaseResponse
     if return_to is not None:

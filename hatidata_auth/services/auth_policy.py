@@ -129,6 +129,20 @@ def refusal(db: Session, org: Organization, auth: Authentication, email: str | N
     return None
 
 
+def sign_in_needed(db: Session, record: AuthSession | None, email: str | None,
+                   organizations: list[Organization]) -> dict[str, str | None]:
+    """For each of *organizations* (by our id): why it would refuse the session *record* (see :func:`refusal`;
+    ``None``: a switch there is accepted). The session's own organization is never refused here."""
+    auth = Authentication.of(record) if record is not None else Authentication("unknown")
+    current = record.organization_id if record is not None else None
+    return {org.id: None if org.id == current else refusal(db, org, auth, email) for org in organizations}
+
+
+def login_url(organization_id: str) -> str:
+    """Where a browser signs in to an organization through its own login."""
+    return f"/auth/login?organization_id={organization_id}"
+
+
 MESSAGES = {
     "sso_enforced": "{name} requires signing in through its own SSO connection.",
     "foreign_domain": "{name} does not accept this sign-in: your email's domain belongs to another organization, "
@@ -142,7 +156,7 @@ def refused(org: Organization, reason: str) -> SsoRequired:
     """The error telling the user to sign in through *org*'s own login."""
     return SsoRequired(MESSAGES[reason].format(name=org.name),
                        details={"reason": reason, "organization_id": org.id,
-                                "login_url": f"/auth/login?organization_id={org.id}"})
+                                "login_url": login_url(org.id)})
 
 
 def check(db: Session, org: Organization, auth: Authentication, *, email: str | None, actor: Actor,
