@@ -17,6 +17,7 @@ from workos.session import seal_data, unseal_data
 from hatidata_auth.context import Actor
 from hatidata_auth.extensions import db
 from hatidata_auth.models import AuditEvent, AuthSession, Membership, Organization
+from hatidata_auth.services import admin
 from hatidata_auth.services import sessions as session_service
 from hatidata_auth.services.introspection import JwksCache, Unauthenticated
 from tests.auth_support import (
@@ -387,6 +388,17 @@ def test_organizations_and_switch(app: Flask, client: FlaskClient, orgs: dict[st
         events = db.session.scalars(select(AuditEvent).where(
             AuditEvent.action == "session.organization_switched")).all()
         assert {e.organization_id for e in events} == {orgs[ACME], orgs[GLOBEX]}
+    # Acme, the authority that vouched, removes the member: the session it produced ends, in Globex too.
+    user_id = client.get("/api/v1/me").get_json()["user_id"]
+    with app.app_context():
+        membership = db.session.scalar(select(Membership).where(Membership.organization_id == orgs[ACME],
+                                                                Membership.user_id == user_id))
+        assert membership is not None
+        admin.remove_member(db.session, app.extensions["hatidata_workos"].client, organization_id=orgs[ACME],
+                            membership_id=membership.id, actor=Actor.system("test"))
+        db.session.commit()
+        db.session.remove()
+    assert client.get("/api/v1/me").status_code == 401
 
 
 def test_a_member_on_an_unverified_domain_switches_by_signing_in_there(app: Flask, client: FlaskClient,
