@@ -257,6 +257,24 @@ def login_required(view: F) -> F:
     return cast(F, wrapped)
 
 
+def browser_session_required(view: F) -> F:
+    """Require the browser's session cookie: these routes speak for the person across their organizations,
+    which no API key (bound to one organization) or bearer token may do. Others get 403
+    ``browser_session_required``; browsers without a credential are sent to the login page."""
+
+    @wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        identity = current_identity
+        if identity.auth_type != "session" or request.environ.get("hatidata.credential") != "cookie":
+            raise AppError("This needs a browser session; API keys and bearer tokens are not accepted here.",
+                           status=403, code="browser_session_required",
+                           details={"credential": request.environ.get("hatidata.credential"),
+                                    "auth_type": identity.auth_type})
+        return view(*args, **kwargs)
+
+    return cast(F, login_required(cast(F, wrapped)))
+
+
 def require_role(minimum: str) -> Callable[[F], F]:
     """Require the caller's role to be *minimum* or stronger (``admin`` > ``developer`` > ``viewer``)."""
 

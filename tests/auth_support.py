@@ -104,3 +104,13 @@ def add_fault(emulator: Any, method: str, path: str, status: int, count: int | N
     response = httpx2.post(f"{emulator.url}/_emulator/faults", json=body,
                            headers={"Authorization": "Bearer sk_test_emulator"}, timeout=10)
     assert response.status_code == 201, response.text
+
+
+def workos_membership(app: Flask, email: str, workos_org: str, role: str) -> None:
+    """A membership created at WorkOS (as WorkOS's dashboard or API would)."""
+    from workos.organization_membership import RoleSingle
+
+    client = app.extensions["hatidata_workos"].client
+    user = client.user_management.list_users(email=email).data[0]
+    client.organization_membership.create_organization_membership(user_id=user.id, organization_id=workos_org,
+                                                                  role=RoleSingle(role_slug=role))

@@ -17,6 +17,7 @@ from workos.session import seal_data, unseal_data
 from hatidata_auth.context import Actor
 from hatidata_auth.extensions import db
 from hatidata_auth.models import AuditEvent, AuthSession, Membership, Organization
+from hatidata_auth.services import admin
 from hatidata_auth.services import sessions as session_service
 from hatidata_auth.services.introspection import JwksCache, Unauthenticated
 from tests.auth_support import (
@@ -29,6 +30,7 @@ from tests.auth_support import (
     forge_token,
     login,
     sync_organizations,
+    workos_membership,
 )
 
 EMULATOR_AUTH = {"Authorization": "Bearer sk_test_emulator"}
@@ -367,11 +369,16 @@ def test_logout_revokes_clears_and_redirects_to_workos(app: Flask, signed_in: Fl
 # --- organizations and switching --------------------------------------------------------------------------------
 
 
-def test_organizations_and_switch(app: Flask, client: FlaskClient, orgs: dict[str, str]) -> None:
-    assert login(client, "consultant@partners.test", organization_id=ACME).status_code == 302
+@pytest.mark.parametrize(("email", "home"), [("dev@acme.test", ACME), ("viewer@acme.test", ACME)])
+def test_organizations_and_switch(app: Flask, client: FlaskClient, orgs: dict[str, str], email: str,
+                                  home: str) -> None:
+    # Acme verified acme.test: its IdP is the authority for these addresses, in Globex too.
+    workos_membership(app, email, GLOBEX, "viewer")
+    assert login(client, email, organization_id=home).status_code == 302
     listed = client.get("/auth/organizations").get_json()["data"]
     assert {o["workos_organization_id"] for o in listed} == {ACME, GLOBEX}
     assert [o["current"] for o in listed if o["workos_organization_id"] == ACME] == [True]
+    assert not any(o["sign_in_required"] for o in listed), listed
     response = client.post("/auth/switch-organization", json={"organization_id": orgs[GLOBEX]},
                            headers=csrf_headers(client))
     assert response.status_code == 200, response.get_json()
@@ -380,6 +387,44 @@ def test_organizations_and_switch(app: Flask, client: FlaskClient, orgs: dict[st
         events = db.session.scalars(select(AuditEvent).where(
             AuditEvent.action == "session.organization_switched")).all()
         assert {e.organization_id for e in events} == {orgs[ACME], orgs[GLOBEX]}
+    # Acme, the authority that vouched, removes the member: the session it produced ends, in Globex too.
+    user_id = client.get("/api/v1/me").get_json()["user_id"]
+    with app.app_context():
+        membership = db.session.scalar(select(Membership).where(Membership.organization_id == orgs[ACME],
+                                                                Membership.user_id == user_id))
+        assert membership is not None
+        admin.remove_member(db.session, app.extensions["hatidata_workos"].client, organization_id=orgs[ACME],
+                            membership_id=membership.id, actor=Actor.system("test"))
+        db.session.commit()
+        db.session.remove()
+    assert client.get("/api/v1/me").status_code == 401
+
+
+def test_a_member_on_an_unverified_domain_switches_by_signing_in_there(app: Flask, client: FlaskClient,
+                                                                       orgs: dict[str, str]) -> None:
+    # partners.test is nobody's: Acme's IdP speaks for the consultant in Acme only, Globex's in Globex only.
+    email = "consultant@partners.test"
+    assert login(client, email, organization_id=ACME).status_code == 302
+    listed = {o["id"]: o for o in client.get("/auth/organizations").get_json()["data"]}
+    assert set(listed) == {orgs[ACME], orgs[GLOBEX]}  # shown, not hidden
+    assert listed[orgs[GLOBEX]]["sign_in_required"] is True
+    assert listed[orgs[GLOBEX]]["sign_in_reason"] == "foreign_identity_source"
+    assert listed[orgs[ACME]]["sign_in_required"] is False
+    refused = client.post("/auth/switch-organization", json={"organization_id": orgs[GLOBEX]},
+                          headers=csrf_headers(client))
+    assert refused.status_code == 409
+    error = refused.get_json()["error"]
+    assert (error["code"], error["details"]["reason"]) == ("sso_required", "foreign_identity_source")
+    assert client.get("/api/v1/me").get_json()["organization_id"] == orgs[ACME]
+    # The answer's login_url: Globex's own sign-in, in the same browser.
+    target = error["details"]["login_url"]
+    assert target == f"/auth/login?organization_id={orgs[GLOBEX]}"
+    assert login(client, email, organization_id=orgs[GLOBEX]).status_code == 302
+    me = client.get("/api/v1/me").get_json()
+    assert me["organization_id"] == orgs[GLOBEX]
+    listed = {o["id"]: o for o in client.get("/auth/organizations").get_json()["data"]}
+    assert listed[orgs[GLOBEX]]["current"] is True
+    assert listed[orgs[ACME]]["sign_in_required"] is True
 
 
 def test_switch_into_sso_enforcing_org_needs_fresh_login(app: Flask, client: FlaskClient,

@@ -29,7 +29,7 @@ from sqlalchemy import func, select
 from hatidata_auth.extensions import db
 from hatidata_auth.models import AuditEvent, AuthSession
 from hatidata_auth.services import audit
-from tests.auth_support import cookie_value, login, sync_organizations
+from tests.auth_support import GLOBEX, cookie_value, login, sync_organizations, workos_membership
 from tests.support.processes import AppProcess, PrivateRedis, app_settings
 
 pytestmark = pytest.mark.slow
@@ -204,7 +204,9 @@ def test_switch_after_expiry_and_concurrent_requests_use_the_current_tokens(
     app: Flask, emulator: Any, short_lived: Any, instances: list[str],
 ) -> None:
     orgs = sync_organizations(app)
-    cookie = _sign_in(app, "consultant@partners.test")
+    # A member of two organizations whose sign-in Acme (the owner of acme.test) vouches for in both.
+    workos_membership(app, "dev@acme.test", GLOBEX, "viewer")
+    cookie = _sign_in(app, "dev@acme.test")
     sid = str(_claims(cookie, app)["sid"])
     current = _record(app, sid).organization_id
     target = next(org for org in orgs.values() if org != current and _member(app, sid, org))

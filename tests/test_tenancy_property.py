@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from hatidata_auth.models import ApiKey, AuthSession, Membership
 from tests.support.servers import EmulatorControl
-from tests.test_tenancy import INITECH, INITECH_DIR, UMBRELLA, new_person, orgs, sign_in, switch
+from tests.test_tenancy import INITECH, INITECH_DIR, UMBRELLA, UMBRELLA_DIR, new_person, orgs, sign_in, switch
 
 __all__ = ["orgs"]
 
@@ -71,3 +71,34 @@ def test_initech_assertions_never_reach_umbrella(steps: list[tuple[str, str, str
                 assert switch(client, UMBRELLA).status_code in (403, 409)
         assert umbrella_state(db_session, umbrella) == before
         assert cross_linked(db_session, initech, umbrella) == []
+
+
+UNVERIFIED = st.sampled_from(["freelance.test", "Partners.Example", "contractors.invalid.", "ｆｒｅｅ.test",
+                              "eu.agency.test"])
+PEOPLE = st.tuples(st.from_regex(r"[a-z]{1,8}(\.[a-z]{1,6})?", fullmatch=True), TAGS, UNVERIFIED)
+
+
+@settings(max_examples=6, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(person=PEOPLE)
+def test_initech_sign_ins_for_unverified_domains_never_act_in_umbrella(person: tuple[str, str, str], app: Flask,
+                                                                      db_session: Any, orgs: dict[str, str],
+                                                                      webhooks: EmulatorControl) -> None:
+    # The person is a real member of both (both directories list them); nobody verified the domain, so
+    # Initech's IdP speaks for them in Initech only: Umbrella needs Umbrella's own sign-in.
+    local, tag, domain = person
+    email = f"{local}{tag}@{domain}"
+    initech, umbrella = orgs[INITECH], orgs[UMBRELLA]
+    new_person(webhooks, INITECH_DIR, email)
+    new_person(webhooks, UMBRELLA_DIR, email)
+    webhooks.flush()
+    client = app.test_client()
+    assert sign_in(client, email, INITECH, webhooks).status_code == 302
+    before = umbrella_state(db_session, umbrella)
+    listed = {o["id"]: o for o in client.get("/auth/organizations").get_json()["data"]}
+    assert listed[umbrella]["sign_in_required"] is True  # a member there: shown, marked
+    refused = switch(client, UMBRELLA)
+    assert refused.status_code == 409, refused.get_json()
+    assert refused.get_json()["error"]["details"]["reason"] == "foreign_identity_source"
+    assert client.get("/api/v1/me").get_json()["organization_id"] == initech
+    assert umbrella_state(db_session, umbrella) == before

@@ -395,7 +395,8 @@ def record_event() -> Any:
     """``{"event", "data", "organization_id"?}``: record an event no other control route produces (e.g.
     ``authentication.*``) as WorkOS would: listed by ``GET /events`` and sent to the webhook endpoints.
 
-    The caller supplies *data* in the event type's shape (it is not checked against the spec).
+    The caller supplies *data* in the event type's shape (it is not checked against the spec); the nullable
+    fields every ``authentication.*`` event carries (``ip_address``, ``user_agent``, ``user_id``) default to null.
     """
     data = json_body()
     event = require_str(data, "event")
@@ -404,6 +405,10 @@ def record_event() -> Any:
     payload = data.get("data")
     if not isinstance(payload, dict):
         raise invalid_params("data must be an object.", "data")
+    if event.startswith("authentication."):
+        # WorkOS's authentication events always carry these (nullable) fields: keep the payload valid per spec.
+        for name in ("ip_address", "user_agent", "user_id"):
+            payload.setdefault(name, None)
     return jsonify(emulator().emit(event, payload, opt_str(data, "organization_id"))), 201
 
 

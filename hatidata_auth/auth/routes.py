@@ -16,7 +16,7 @@ from ..context import Actor
 from ..errors import AppError, ServiceUnavailable
 from ..extension import clear_session_cookie, set_session_cookie
 from ..extensions import db, limiter
-from ..identity import current_identity, login_required, request_tokens, rotate, runtime, seal_tokens
+from ..identity import browser_session_required, current_identity, request_tokens, rotate, runtime, seal_tokens
 from ..models import Membership, Organization
 from ..requests import request_info
 from ..services import auth_policy
@@ -170,7 +170,9 @@ def callback() -> BaseResponse:
     claims = rt.verifier.verify(tokens.access_token)
     authentication = auth_policy.authentication_of(db.session(), rt.gateway.client,
                                                    method=tokens.authentication_method,
-                                                   workos_session_id=str(claims["sid"]))
+                                                   workos_session_id=str(claims["sid"]),
+                                                   workos_organization_id=tokens.organization_id,
+                                                   issued_at=claims.get("iat"))
     try:
         result = session_service.complete_login(db.session(), rt.gateway.client, tokens=tokens, claims=claims,
                                                 remember=state.remember, policy=rt.policy, request=request_info(),
@@ -250,9 +252,10 @@ def csrf_token() -> Response:
 
 
 @bp.get("/organizations")
-@login_required
+@browser_session_required
 def organizations() -> Response:
-    """The caller's organizations, the current one flagged."""
+    """The caller's organizations, the current one flagged; ``sign_in_required`` (with ``sign_in_reason`` and
+    ``login_url``) marks those that do not accept how this session was authenticated (sign in there)."""
     rows = db.session.execute(
         select(Organization, Membership.role)
         .join(Membership, Membership.organization_id == Organization.id)
@@ -260,22 +263,26 @@ def organizations() -> Response:
                Organization.status == "active")
         .order_by(Organization.name)
     ).all()
+    record = session_service.get_session(db.session(), organization_id=current_identity.organization_id,
+                                         session_id=current_identity.session_id or "")
+    reasons = auth_policy.sign_in_needed(db.session(), record, current_identity.email, [org for org, _ in rows])
     data = [{"id": org.id, "name": org.name, "workos_organization_id": org.workos_organization_id, "role": role,
-             "sso_enforced": org.sso_enforced, "current": org.id == current_identity.organization_id}
+             "sso_enforced": org.sso_enforced, "current": org.id == current_identity.organization_id,
+             "sign_in_required": reasons[org.id] is not None, "sign_in_reason": reasons[org.id],
+             "login_url": auth_policy.login_url(org.id)}
             for org, role in rows]
     return jsonify(data=data)
 
 
 @bp.post("/switch-organization")
-@login_required
+@browser_session_required
 def switch_organization() -> BaseResponse:
-    """Refresh the session into another of the caller's organizations (audited)."""
+    """Refresh the session into another of the caller's organizations (audited). A switch WorkOS refuses
+    answers 409 ``switch_refused`` (``details.login_url``: the target's login); the current session stays."""
     rt = runtime()
     identity = current_identity
     data: dict[str, Any] = request.get_json(silent=True) or request.form.to_dict()
     target_id = str(data.get("organization_id") or "")
-    if identity.auth_type != "session" or request.environ.get("hatidata.credential") != "cookie":
-        raise AppError("Switching organization needs a browser session.", status=400, code="not_a_browser_session")
     target = _find_org(target_id) if target_id else None
     if target is None:
         raise AppError("Unknown organization.", status=404, code="not_found")
@@ -298,7 +305,16 @@ def switch_organization() -> BaseResponse:
         db.session.commit()
 
     # The request's current tokens (refreshed already if the access token had expired) rotate into the target.
-    rotate(rt, organization_id=target.workos_organization_id, then=apply)
+    try:
+        rotate(rt, organization_id=target.workos_organization_id, then=apply)
+    except session_service.RefreshFailed as failure:
+        if failure.transient:
+            raise
+        # WorkOS refused only the move into the target: the current session and its cookie stay as they were.
+        raise AppError(f"WorkOS refused the switch to {target.name}; sign in to {target.name} instead.",
+                       status=409, code="switch_refused",
+                       details={"reason": "workos_refused", "cause": failure.cause, "organization_id": target.id,
+                                "login_url": auth_policy.login_url(target.id)}) from failure
     return_to = data.get("return_to")
     response: BaseResponse
     if return_to is not None:

@@ -234,23 +234,20 @@ def grant_admin(session: Session, *, organization_id: str, email: str, actor: Ac
         session.flush()
     membership = session.scalar(select(Membership).where(Membership.organization_id == org.id,
                                                          Membership.user_id == user.id))
+    if membership is not None and membership.role == "admin" and membership.status == "active":
+        return membership
+    details: dict[str, Any] = {"user_id": user.id, "email": email, "created": membership is None}
     if membership is None:
-        membership = Membership(organization_id=org.id, user_id=user.id, source="manual", status="active",
-                                role="admin", role_source="manual")
+        membership = Membership(organization_id=org.id, user_id=user.id, source="manual", status="pending",
+                                role=None, role_source="manual")
         session.add(membership)
         session.flush()
-        audit.record(session, action="membership.admin_granted", actor=actor, organization_id=org.id,
-                     target_type="membership", target_id=membership.id,
-                     details={"user_id": user.id, "email": email, "created": True})
-        return membership
-    if membership.role == "admin" and membership.status == "active":
-        return membership
-    previous = {"role": membership.role, "status": membership.status}
-    membership.role, membership.role_source, membership.status = "admin", "manual", "active"
-    membership.updated_at = utcnow()
+    else:
+        details["previous"] = {"role": membership.role, "status": membership.status}
+    provisioning.set_access(session, None, membership, role="admin", role_source="manual", active=True,
+                            actor=actor, reason="admin granted")
     audit.record(session, action="membership.admin_granted", actor=actor, organization_id=org.id,
-                 target_type="membership", target_id=membership.id,
-                 details={"user_id": user.id, "email": email, "created": False, "previous": previous})
+                 target_type="membership", target_id=membership.id, details=details)
     session.flush()
     return membership
 

@@ -4,8 +4,11 @@ A session remembers how WorkOS authenticated it (``Authentication``: the method,
 connection that vouched). An organization accepts it when
 
 - it does not enforce SSO, or the method is SSO through *its own* connection; and
-- the method is not SSO through another organization's connection (or an unknown one) for an email on a domain
-  some other organization verified: an organization's identity sources speak only for that organization.
+- the method is not SSO through an organization's connection for an email on a domain another organization
+  verified; and
+- SSO through another organization A's connection (or an unknown one) is accepted only when A verified the
+  email's domain: A is then the authority for that address. An organization's identity sources otherwise speak
+  only for that organization (an IdP can assert any email).
 
 The callback, the refresh and the organization switch all ask :func:`refusal` (see ``docs/auth.md``).
 """
@@ -21,16 +24,17 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from ..context import NO_REQUEST, Actor, RequestInfo
-from ..errors import AppError
+from ..errors import AppError, ServiceUnavailable
 from ..models import AuthSession, Organization, User
 from ..workos import WorkOSClient, WorkOSFailure, translate_errors
 from . import audit, domains
 
 log = logging.getLogger(__name__)
 
-# How far back (minutes) and how deep (pages of 100) to look for the sign-in's authentication event.
-EVENT_WINDOW_MINUTES = 15
-EVENT_PAGES = 5
+# The sign-in's own event is searched oldest first from just before the token was issued, in the organization
+# it landed in: newer sign-ins (a burst, any tenant's) cannot push it out of reach. Bounded: pages of 100.
+EVENT_SKEW_SECONDS = 30
+EVENT_PAGES = 10
 
 
 class SsoRequired(AppError):
@@ -56,31 +60,41 @@ class Authentication:
         return cls(record.auth_method, record.auth_organization_id, record.auth_connection_id)
 
 
-def _sso_event(client: WorkOSClient, workos_session_id: str) -> Any:
-    since = (datetime.now(UTC) - timedelta(minutes=EVENT_WINDOW_MINUTES)).isoformat().replace("+00:00", "Z")
-    events = client.events.list_events(events=["authentication.sso_succeeded"], range_start=since, limit=100,
-                                       order="desc").auto_paging_iter()
+def _sso_event(client: WorkOSClient, workos_session_id: str, workos_organization_id: str | None,
+               since: datetime) -> Any:
+    start = since.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    events = client.events.list_events(events=["authentication.sso_succeeded"], range_start=start, limit=100,
+                                       order="asc", organization_id=workos_organization_id).auto_paging_iter()
     for event in islice(events, EVENT_PAGES * 100):
         sso = getattr(getattr(event, "data", None), "sso", None)
         if sso is not None and getattr(sso, "session_id", None) == workos_session_id:
             return sso
+    log.warning("the authentication event of session %s is not within %d events", workos_session_id,
+                EVENT_PAGES * 100)
     return None
 
 
-def authentication_of(db: Session, client: WorkOSClient, *, method: str | None,
-                      workos_session_id: str) -> Authentication:
+def authentication_of(db: Session, client: WorkOSClient, *, method: str | None, workos_session_id: str,
+                      workos_organization_id: str | None = None, issued_at: float | None = None) -> Authentication:
     """How WorkOS authenticated the session *workos_session_id*, from the authenticate response's *method* and,
-    for SSO, the ``authentication.sso_succeeded`` event naming its organization and connection (when WorkOS has
-    not reported it, both stay ``None`` and every check treats the connection as foreign)."""
+    for SSO, the ``authentication.sso_succeeded`` event naming its organization and connection, searched in
+    *workos_organization_id* (where the sign-in landed) from *issued_at* (the token's ``iat``, epoch seconds;
+    default now) on. When WorkOS has no such event, both stay ``None`` (every check treats the connection as
+    foreign); when WorkOS cannot answer, :class:`~hatidata_auth.errors.ServiceUnavailable` (503: retry the
+    sign-in) rather than a refusal.
+    """
     name = (method or "unknown").lower()[:32]
     if name != "sso":
         return Authentication(name)
+    since = datetime.fromtimestamp(issued_at, UTC) if issued_at is not None else datetime.now(UTC)
     try:
         with translate_errors():
-            sso = _sso_event(client, workos_session_id)
-    except WorkOSFailure:
-        log.warning("could not read the authentication event of session %s", workos_session_id)
-        sso = None
+            sso = _sso_event(client, workos_session_id, workos_organization_id,
+                             since - timedelta(seconds=EVENT_SKEW_SECONDS))
+    except WorkOSFailure as exc:
+        log.warning("could not read the authentication event of session %s: %s", workos_session_id, exc)
+        raise ServiceUnavailable("WorkOS could not confirm how you signed in; retry the sign-in shortly.",
+                                 code="workos_unavailable", headers={"Retry-After": "5"}) from exc
     if sso is None:
         return Authentication(name)
     from .sessions import ensure_organization  # sessions builds on this module
@@ -94,22 +108,45 @@ def refusal(db: Session, org: Organization, auth: Authentication, email: str | N
     """Why *org* does not accept a session authenticated as *auth* for *email* (``None``: accepted).
 
     ``sso_enforced``: the organization enforces SSO and this is not SSO through its own connection;
-    ``foreign_domain``: SSO vouched by another (or an unknown) organization for an email on a domain another
-    organization verified.
+    ``foreign_domain``: SSO vouched by an organization for an email on a domain another organization verified;
+    ``foreign_identity_source``: SSO vouched by another (or an unknown) organization that has not verified the
+    email's domain, so is no authority for that address anywhere but in itself. Methods where WorkOS itself
+    verified the email (password, magic code, OAuth) are accepted unless SSO is enforced.
     """
     own = auth.method == "sso" and auth.organization_id == org.id and auth.connection_id is not None \
         and auth.connection_id == org.connection_id
     if org.sso_enforced and not own:
         return "sso_enforced"
-    if auth.method == "sso" and domains.foreign_owner(db, auth.organization_id, email) is not None:
+    if auth.method != "sso":
+        return None
+    owner = domains.verified_owner(db, email)
+    if owner is not None and owner != auth.organization_id:
         return "foreign_domain"
+    if auth.organization_id != org.id and (auth.organization_id is None or owner != auth.organization_id):
+        return "foreign_identity_source"
     return None
+
+
+def sign_in_needed(db: Session, record: AuthSession | None, email: str | None,
+                   organizations: list[Organization]) -> dict[str, str | None]:
+    """For each of *organizations* (by our id): why it would refuse the session *record* (see :func:`refusal`;
+    ``None``: a switch there is accepted). The session's own organization is never refused here."""
+    auth = Authentication.of(record) if record is not None else Authentication("unknown")
+    current = record.organization_id if record is not None else None
+    return {org.id: None if org.id == current else refusal(db, org, auth, email) for org in organizations}
+
+
+def login_url(organization_id: str) -> str:
+    """Where a browser signs in to an organization through its own login."""
+    return f"/auth/login?organization_id={organization_id}"
 
 
 MESSAGES = {
     "sso_enforced": "{name} requires signing in through its own SSO connection.",
     "foreign_domain": "{name} does not accept this sign-in: your email's domain belongs to another organization, "
                       "whose own sign-in you must use.",
+    "foreign_identity_source": "{name} does not accept a sign-in vouched for by another organization's identity "
+                               "provider for this email; sign in to {name} itself.",
 }
 
 
@@ -117,7 +154,7 @@ def refused(org: Organization, reason: str) -> SsoRequired:
     """The error telling the user to sign in through *org*'s own login."""
     return SsoRequired(MESSAGES[reason].format(name=org.name),
                        details={"reason": reason, "organization_id": org.id,
-                                "login_url": f"/auth/login?organization_id={org.id}"})
+                                "login_url": login_url(org.id)})
 
 
 def check(db: Session, org: Organization, auth: Authentication, *, email: str | None, actor: Actor,

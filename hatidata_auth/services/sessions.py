@@ -21,7 +21,7 @@ from ..context import NO_REQUEST, Actor, RequestInfo
 from ..errors import AppError, ServiceUnavailable
 from ..models import ROLES, AuthSession, Membership, Organization, User, utcnow
 from ..workos import WorkOSClient, WorkOSFailure, WorkOSNotFound, WorkOSRejected, WorkOSUnavailable, translate_errors
-from . import audit, auth_policy, domains, organizations, security_events
+from . import audit, auth_policy, domains, organizations, provisioning, security_events
 from .auth_policy import Authentication, SsoRequired
 from .introspection import invalidate_after_commit
 
@@ -149,20 +149,32 @@ def _upsert_user(db: Session, org: Organization, user: dict[str, Any], now: date
     return record
 
 
-def _upsert_membership(db: Session, org: Organization, user: User, claimed_role: str | None) -> Membership:
+def _upsert_membership(db: Session, client: WorkOSClient, org: Organization, user: User,
+                       claimed_role: str | None, request: RequestInfo) -> Membership:
     membership = db.scalar(select(Membership).where(Membership.organization_id == org.id,
                                                     Membership.user_id == user.id))
     if membership is None:
-        membership = Membership(organization_id=org.id, user_id=user.id, source="sso", status="active")
+        membership = Membership(organization_id=org.id, user_id=user.id, source="sso", status="pending",
+                                role=None, role_source="idp")
         db.add(membership)
+        db.flush()
     elif membership.status != "active":
         raise LoginDenied(f"Your membership of {org.name} is {membership.status}.",
                           details={"membership_status": membership.status})
-    if membership.role_source not in ("mapping", "manual"):
-        if claimed_role in ROLES:
-            membership.role, membership.role_source = claimed_role, "idp"
-        elif membership.role is None:
-            membership.role, membership.role_source = org.default_role, "default"
+    if membership.status == "active" and membership.role_source in ("mapping", "manual"):
+        return membership  # the directory's mappings or an admin decide this member's role, not the IdP
+    role: str | None
+    if claimed_role in ROLES:
+        role, source = claimed_role, "idp"
+    elif membership.role is not None:
+        role, source = membership.role, str(membership.role_source or "idp")
+    else:
+        role, source = org.default_role, "default"
+    provisioning.set_access(db, client, membership, role=role, role_source=source, active=True,
+                            actor=Actor("user", user.id, user.email), reason="login", request=request)
+    if membership.status != "active":
+        raise LoginDenied(f"{org.name} grants no role to new members.",
+                          details={"membership_status": membership.status})
     db.flush()
     return membership
 
@@ -199,7 +211,7 @@ def complete_login(
     auth_policy.check(db, org, auth, email=email, actor=Actor("user", None, email), action="login",
                       request=request)
     user = _upsert_user(db, org, tokens.user, now)
-    membership = _upsert_membership(db, org, user, claims.get("role"))
+    membership = _upsert_membership(db, client, org, user, claims.get("role"), request)
     ttl = policy.ttl(org, remember)
     sid = str(claims["sid"])
     record = db.scalar(select(AuthSession).where(AuthSession.workos_session_id == sid))
@@ -244,13 +256,15 @@ def sync_user_memberships(db: Session, client: WorkOSClient, *, user_id: str, wo
             continue
         slug = getattr(getattr(item, "role", None), "slug", None)
         role, source = (slug, "idp") if slug in ROLES else (org.default_role, "default")
-        membership = Membership(organization_id=org.id, user_id=user_id, source="sso", status="active", role=role,
+        membership = Membership(organization_id=org.id, user_id=user_id, source="sso", status="pending", role=None,
                                 role_source=source, workos_membership_id=item.id)
         db.add(membership)
         db.flush()
         audit.record(db, action="membership.created", actor=actor or Actor.workos(), organization_id=org.id,
                      target_type="membership", target_id=membership.id,
                      details={"user_id": user_id, "role": role, "source": "login"})
+        provisioning.set_access(db, client, membership, role=role, role_source=source, active=True,
+                                actor=actor or Actor.workos(), reason="login")
         created += 1
     return created
 
