@@ -12,7 +12,7 @@ from ..errors import AppError
 from ..extensions import db
 from ..identity import current_identity
 from ..services import audit, audit_log
-from .common import PageArgsSchema, decode_cursor, encode_cursor, guard, page_schema, timestamp
+from .common import Instant, PageArgsSchema, decode_cursor, encode_cursor, guard, page_schema, timestamp
 
 blp = Blueprint("audit-events", __name__, description="The tamper-evident audit log of the organization.")
 BLUEPRINTS = (blp,)
@@ -50,8 +50,8 @@ class AuditEventSchema(Schema):
 
 
 class RangeArgs(Schema):
-    since = fields.AwareDateTime(metadata={"description": "From this time (inclusive)."})
-    until = fields.AwareDateTime(metadata={"description": "Before this time (exclusive)."})
+    since = Instant(metadata={"description": "From this time (inclusive)."})
+    until = Instant(metadata={"description": "Before this time (exclusive)."})
 
     @validates_schema
     def ordered(self, data: dict[str, Any], **kwargs: Any) -> None:
