@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import pytest
 from flask import Flask
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -96,3 +97,14 @@ def test_every_datetime_input_refuses_the_edges_of_the_calendar_by_name(app: Fla
             if response.status_code != 422 or name not in fields:
                 failures.append(f"{method} {path} {name}={value}: {response.status_code} {fields}")
     assert not failures, failures
+
+
+@pytest.mark.parametrize("option", ["--since", "--until"])
+def test_the_audit_export_command_refuses_the_edges_of_the_calendar_by_name(app: Flask, option: str) -> None:
+    tenant = make_tenant(app, "Ledger")
+    for value in EDGES:
+        result = app.test_cli_runner().invoke(args=["hatidata", "audit", "export", "--organization", tenant.id,
+                                                    option, value])
+        assert result.exit_code == 2, (value, result.output, result.exception)
+        assert option in result.output, result.output
+        assert "UTC" in result.output, result.output
