@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import math
 import pathlib
 import re
@@ -23,6 +24,7 @@ from flask.testing import FlaskClient
 from flask_caching.backends import SimpleCache
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from workos._errors import WorkOSError
 
 from hatidata_auth.health import OK, CachedCheck
 from hatidata_auth.metrics import (
@@ -34,7 +36,8 @@ from hatidata_auth.metrics import (
 )
 from hatidata_auth.services.directory_sync import handled_event_types
 
-SERIES = re.compile(r'^(hatidata_[a-z_]+?)(?:_total|_count|_bucket|_sum)?\{([^}]*)\}', re.MULTILINE)
+SERIES = re.compile(r'^(hatidata_[a-z_]+?)(?:_total|_count|_bucket|_sum)?\{((?:[^"}]|"(?:[^"\\]|\\.)*")*)\}',
+                    re.MULTILINE)
 LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 STATUS_LABELS = {str(code) for code in range(100, 600)} | {"other"}
 
@@ -64,6 +67,9 @@ def test_every_request_metric_label_is_from_a_fixed_set(app: Flask, client: Flas
         assert client.open(path, method=method).status_code < 500 or path != "/healthz"
         # An anonymous caller chooses the id that reaches WorkOS's URL here.
         client.get("/auth/login", query_string={"organization_id": org})
+        # And any id our code may pass to WorkOS, through the real SDK and its instrumented backend.
+        with contextlib.suppress(WorkOSError), app.app_context():
+            app.extensions["hatidata_workos"].client.organizations.get_organization(org or "org_x")
 
     send()
     series = _labels(client)
@@ -74,6 +80,7 @@ def test_every_request_metric_label_is_from_a_fixed_set(app: Flask, client: Flas
         assert labels["endpoint"] in rules, labels
         assert labels.get("status", "200") in STATUS_LABELS, labels
     workos_calls = [labels for name, labels in series if name.startswith("hatidata_workos_")]
+    assert any(labels["path"] == "/organizations/{id}" for labels in workos_calls), workos_calls[:5]
     for labels in workos_calls:
         assert labels["method"] in HTTP_METHODS | {"OTHER"}, labels
         assert _bounded_path(labels["path"]), labels
@@ -130,6 +137,7 @@ def _workos_calls(client: FlaskClient) -> float:
 @pytest.fixture
 def app_config(app_config: dict[str, Any]) -> dict[str, Any]:
     app_config["HATIDATA_READINESS_CACHE_SECONDS"] = 1
+    app_config["HATIDATA_LOGIN_RATE_LIMIT"] = "1000 per minute"  # every invented organization id reaches the view
     return app_config
 
 
