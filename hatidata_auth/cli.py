@@ -322,11 +322,13 @@ def _parse_time(value: str | None, option: str) -> object:
 
     if not value:
         return None
+    from .inputs import utc_instant
+
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return utc_instant(parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC))
     except ValueError as exc:
-        raise click.BadParameter("an ISO 8601 date or timestamp", param_hint=option) from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        raise click.BadParameter(f"an ISO 8601 date or timestamp ({exc})", param_hint=option) from exc
 
 
 @audit_cli.command("export")

@@ -1,16 +1,32 @@
-"""Liveness and readiness probes."""
+"""Liveness and readiness probes.
+
+``/readyz`` is anonymous, so what it spends is bounded: the database and cache checks are local round trips, and
+the WorkOS check (a call against the API key's rate limit, which sign-ins and refreshes share) runs at most once
+per ``HATIDATA_READINESS_CACHE_SECONDS`` (default 5; 0 checks every time): its outcome is kept in the shared cache
+for every worker, and in each process for when the shared cache is down.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import threading
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Flask, Response, current_app, jsonify
 from sqlalchemy import text
 
 from .extensions import cache, db
 
 bp = Blueprint("health", __name__)
+
+OK = "ok"
+# How long a worker that lost the claim waits for the winner's WorkOS outcome (the check's own timeout is 3 s).
+CLAIM_WAIT_SECONDS = 3.5
+_POLL_SECONDS = 0.05
 
 
 @bp.get("/healthz")
@@ -37,7 +53,77 @@ def _check_workos() -> None:
     )
 
 
-CHECKS = {"database": _check_database, "cache": _check_cache, "workos": _check_workos}
+class CachedCheck:
+    """A check whose outcome (``"ok"`` or the exception's class name) is reused for *interval* seconds: by this
+    process (*clock*: monotonic seconds) and, through *shared* (a Flask-Caching cache) under *key*, by every
+    worker; a worker claims the run with ``add`` so that one call is made per interval. Never raises."""
+
+    def __init__(self, check: Callable[[], None], *, interval: float, key: str,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.check, self.interval, self.key, self.clock = check, interval, key, clock
+        self._lock = threading.Lock()
+        self._kept: tuple[float, str] | None = None
+
+    def outcome(self, shared: Any) -> str:
+        """``"ok"`` or the failure's class name, from a run at most *interval* seconds old."""
+        if self.interval <= 0:
+            return self._run()
+        with self._lock:  # the threads of one worker wait for one run
+            now = self.clock()
+            if self._kept is not None and now - self._kept[0] < self.interval:
+                return self._kept[1]
+            found = self._shared_get(shared)
+            if found is None:
+                found = self._run() if self._claim(shared) else self._await(shared)
+                self._shared_set(shared, found)
+            self._kept = (now, found)
+            return found
+
+    def _run(self) -> str:
+        try:
+            self.check()
+        except Exception as exc:  # noqa: BLE001 - any failure makes the part not ready
+            return type(exc).__name__
+        return OK
+
+    def _claim(self, shared: Any) -> bool:
+        try:
+            return bool(shared.add(f"{self.key}:claim", "1", timeout=max(1, int(self.interval))))
+        except Exception:  # noqa: BLE001 - the shared cache is down: this process checks for itself
+            return True
+
+    def _await(self, shared: Any) -> str:
+        deadline = time.monotonic() + CLAIM_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            time.sleep(_POLL_SECONDS)
+            found = self._shared_get(shared)
+            if found is not None:
+                return found
+        return self._run()  # the claimant died or was slower than its own timeout
+
+    def _shared_get(self, shared: Any) -> str | None:
+        try:
+            found = shared.get(self.key)
+        except Exception:  # noqa: BLE001 - the shared cache is down
+            return None
+        return found if isinstance(found, str) else None
+
+    def _shared_set(self, shared: Any, found: str) -> None:
+        with contextlib.suppress(Exception):  # the shared cache is down: this process keeps it alone
+            shared.set(self.key, found, timeout=max(1, int(self.interval)))
+
+
+def _workos_check(app: Flask) -> CachedCheck:
+    found = app.extensions.get("hatidata_readiness_workos")
+    if found is None:
+        target = hashlib.sha256(str(app.config.get("WORKOS_BASE_URL")).encode()).hexdigest()[:16]
+        found = CachedCheck(_check_workos, interval=float(app.config.get("HATIDATA_READINESS_CACHE_SECONDS", 5)),
+                            key=f"readyz:workos:{target}")
+        app.extensions["hatidata_readiness_workos"] = found
+    return found
+
+
+CHECKS = {"database": _check_database, "cache": _check_cache}
 
 
 @bp.get("/readyz")
@@ -56,6 +142,10 @@ def readyz() -> tuple[Response, int]:
         else:
             results[name] = {"ok": True}
     db.session.remove()
+    workos = _workos_check(current_app._get_current_object()).outcome(cache)  # type: ignore[attr-defined]
+    results["workos"] = {"ok": True} if workos == OK else {"ok": False, "error": workos}
+    if workos != OK:
+        failed.append("workos")
     if failed:
         body = {"status": "unavailable", "failed": failed, "checks": results,
                 "error": {"code": "not_ready", "message": f"not ready: {', '.join(failed)} unreachable",

@@ -23,6 +23,7 @@ import json
 import math
 import re
 from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Flask, request
@@ -39,6 +40,10 @@ _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 NUL_MESSAGE = "Must not contain NUL characters."
 SURROGATE_MESSAGE = "Must not contain unpaired surrogates."
 _INSTALLED = "hatidata_input_limits"
+# One day inside the calendar Python and the databases share, so that comparing or adding a day never overflows.
+INSTANT_MIN = datetime.min.replace(tzinfo=UTC) + timedelta(days=1)
+INSTANT_MAX = datetime.max.replace(tzinfo=UTC) - timedelta(days=1)
+INSTANT_MESSAGE = f"Must be between {INSTANT_MIN.date().isoformat()} and {INSTANT_MAX.date().isoformat()} UTC."
 
 
 class InvalidJSON(AppError):
@@ -65,6 +70,20 @@ class UnstorableValue(AppError):
 def unstorable(text: str) -> bool:
     """Whether *text* holds a NUL character or a lone surrogate."""
     return _UNSTORABLE.search(text) is not None
+
+
+def utc_instant(value: datetime) -> datetime:
+    """*value* (timezone-aware) as UTC, or ``ValueError`` (:data:`INSTANT_MESSAGE`) when it, or a day's
+    arithmetic on it, falls outside years 1-9999: ``0001-01-01T00:00:00+14:00`` parses, converting it cannot."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("Must carry a timezone offset.")
+    try:
+        instant = value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError(INSTANT_MESSAGE) from exc
+    if not INSTANT_MIN <= instant <= INSTANT_MAX:
+        raise ValueError(INSTANT_MESSAGE)
+    return instant
 
 
 def _problem(text: str) -> str:

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import hmac
 import os
-import re
 import time
+from http import HTTPStatus
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, request
@@ -73,7 +73,7 @@ bp = Blueprint("metrics", __name__)
 
 def webhook_event(event_type: str, outcome: str) -> None:
     """Count one webhook delivery (``applied``, ``ignored``, ``duplicate``, ``failed``, ``rejected`` ...)."""
-    WEBHOOK_EVENTS.labels(event_type=_label(event_type), outcome=_label(outcome)).inc()
+    WEBHOOK_EVENTS.labels(event_type=event_type_label(event_type), outcome=_label(outcome)).inc()
 
 
 def login(outcome: str, reason: str | None = None) -> None:
@@ -115,17 +115,65 @@ def _label(value: str | None, limit: int = 64) -> str:
     return (value or "unknown")[:limit]
 
 
+# Every label value comes from a fixed set, whoever chose the input: a client's invented method, path or
+# status must not add a series (each lives until the process ends).
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"})
+_STATUSES = frozenset(str(int(code)) for code in HTTPStatus)
+
+
+def method_label(method: str | None) -> str:
+    """A standard HTTP method, else ``OTHER``."""
+    return method if method in HTTP_METHODS else "OTHER"
+
+
+def status_label(status: int | str) -> str:
+    """A registered HTTP status code, else ``other``."""
+    return str(status) if str(status) in _STATUSES else "other"
+
+
+def event_type_label(event_type: str | None) -> str:
+    """An event type we apply, else ``other`` (a signed event can name any type)."""
+    from .services.directory_sync import handled_event_types
+
+    return event_type if event_type in set(handled_event_types()) else "other"
+
+
 # --- WorkOS calls -------------------------------------------------------------------------------------------
 
-_ID_SEGMENT = re.compile(r"^(?:[a-z_]+_[0-9A-Z]{10,}|[0-9A-Fa-f-]{16,}|\d+)$")
+# The literal path segments of the WorkOS API (every ``path=`` word of the SDK); any other segment is an
+# identifier, which may come from a caller (``/auth/login?organization_id=...``).
+WORKOS_PATH_WORDS = frozenset((
+    "accept", "actions", "agents", "api-key", "api_keys", "applications", "approve", "attempts",
+    "audit_log_configuration", "audit_logs", "audit_logs_retention", "auth", "auth_factors", "authenticate",
+    "authkit", "authkit_oauth_resources", "authorization", "authorize", "authorized_applications", "blueprints",
+    "by_token", "challenge", "challenges", "check", "claims", "client", "client-credentials", "client_secrets",
+    "complete", "confirm", "connect", "connected_accounts", "connections", "cors_origins", "credentials",
+    "data-integrations", "data-key", "data_integration_configurations", "data_providers", "deactivate", "decrypt",
+    "deny", "device", "directories", "directory_groups", "directory_users", "disable", "email_change",
+    "email_verification", "enable", "enroll", "entries", "events", "expire", "exports", "external_id", "factors",
+    "feature-flags", "generate_link", "groups", "identities", "instances", "invitations", "invite", "it_contacts",
+    "jwks", "jwt_template", "keys", "kv", "lists", "logout", "magic_auth", "metadata", "name", "oauth2",
+    "organization", "organization-memberships", "organization_domains", "organization_memberships", "organizations",
+    "password_reset", "passwordless", "permissions", "platform", "portal", "profile", "radar", "radar_challenges",
+    "reactivate", "redirect_uris", "registrations", "rekey", "resend", "resources", "revoke", "revoke_link",
+    "role_assignments", "roles", "saml_idp_signing_certs", "saml_sp_encryption_certs", "saml_sp_signing_cert",
+    "schemas", "send", "sessions", "sso", "sync", "targets", "teams", "token", "tokens", "user_management", "users",
+    "v1", "validate", "validations", "vault", "verify", "versions", "waitlist_entries", "waitlists",
+    "webhook_endpoints", "widgets",
+))
+MAX_PATH_SEGMENTS = 8
 
 
 def path_template(url: str) -> str:
-    """``/organizations/org_01H…`` -> ``/organizations/{id}`` (bounded label cardinality, no query)."""
+    """``/organizations/org_01H…`` -> ``/organizations/{id}``: WorkOS's own words kept, every other segment
+    ``{id}``, at most :data:`MAX_PATH_SEGMENTS` segments (then ``…``), no query: a bounded set of labels."""
     path = url.split("://", 1)[-1]
     path = path[path.find("/"):] if "/" in path else "/"
-    path = path.split("?", 1)[0]
-    return "/".join("{id}" if _ID_SEGMENT.match(part) else part for part in path.split("/"))[:120] or "/"
+    parts = path.split("?", 1)[0].strip("/").split("/")
+    words = ["{id}" if part not in WORKOS_PATH_WORDS else part for part in parts if part]
+    if len(words) > MAX_PATH_SEGMENTS:
+        words = [*words[:MAX_PATH_SEGMENTS], "…"]
+    return "/" + "/".join(words)
 
 
 # --- caches -------------------------------------------------------------------------------------------------
@@ -218,8 +266,9 @@ def init_app(app: Flask) -> None:
         if started is not None:
             rule = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
             elapsed = time.perf_counter() - started
-            HTTP_REQUESTS.labels(method=request.method, endpoint=rule, status=str(response.status_code)).inc()
-            HTTP_LATENCY.labels(method=request.method, endpoint=rule).observe(elapsed)
+            method = method_label(request.method)
+            HTTP_REQUESTS.labels(method=method, endpoint=rule, status=status_label(response.status_code)).inc()
+            HTTP_LATENCY.labels(method=method, endpoint=rule).observe(elapsed)
         return response
 
 

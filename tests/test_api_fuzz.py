@@ -13,12 +13,14 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import schemathesis
 from flask import Flask
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -39,6 +41,15 @@ CHECKS: dict[GenerationMode, list[Any]] = {
                               response_schema_conformance],
     GenerationMode.NEGATIVE: [not_a_server_error, content_type_conformance],
 }
+
+
+# Every date-time field also gets instants at the edge of the calendar (their UTC form leaves years 1-9999, or a
+# day's arithmetic would): the shared Instant field must refuse them with a 422, never a 500.
+EDGE_INSTANTS = st.sampled_from(["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "0001-01-01T08:30:00Z",
+                                 "9999-12-31T12:00:00+00:00", "0001-01-02T00:00:00+23:59"])
+ORDINARY_INSTANTS = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2200, 1, 1),
+                                 timezones=st.just(UTC)).map(lambda value: value.isoformat())
+schemathesis.openapi.format("date-time", ORDINARY_INSTANTS | EDGE_INSTANTS)
 
 
 @pytest.fixture

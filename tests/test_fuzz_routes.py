@@ -52,8 +52,12 @@ def _cursor(value: Any) -> str:
 
 huge_ints = st.sampled_from([10**18, 10**40, -(10**40), 2**63, -(2**63) - 1, 10**4000]) | st.integers()
 nasty_text = st.sampled_from(["\x00", "a\x00b", "\ud800", "x\udfffy", "", " ", "é", "𝕏", "x" * 70_000]) | st.text()
+# Instants whose UTC form (or a day's arithmetic on it) leaves years 1-9999, and other calendar edges.
+edge_instants = st.sampled_from(["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00Z",
+                                 "9999-12-31T23:59:59.999999Z", "9999-12-31", "0001-01-01", "2024-02-30T00:00:00Z",
+                                 "2024-01-01T00:00:00+24:00", "+10000-01-01T00:00:00Z", "1e400"])
 json_scalars = (st.none() | st.booleans() | huge_ints | st.floats(allow_nan=False, allow_infinity=False)
-                | nasty_text)
+                | nasty_text | edge_instants)
 json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4)
                            | st.dictionaries(st.sampled_from(BODY_FIELDS) | nasty_text, inner, max_size=5),
                            max_leaves=12)
@@ -118,7 +122,8 @@ def path_values(draw: st.DrawFn, known: list[str]) -> str:
 @st.composite
 def query_strings(draw: st.DrawFn) -> str:
     pairs = draw(st.lists(st.tuples(st.sampled_from(QUERY_NAMES) | st.text(max_size=8),
-                                    cursor_values | nasty_text | st.builds(str, huge_ints)), max_size=4))
+                                    cursor_values | nasty_text | edge_instants | st.builds(str, huge_ints)),
+                                   max_size=4))
     text = "&".join(quote_from_bytes(k.encode("utf-8", "surrogatepass")) + "="
                     + quote_from_bytes(v.encode("utf-8", "surrogatepass")) for k, v in pairs)
     return text + draw(st.sampled_from(["", "&%", "&%zz=1", "&=", "&a=%00", "&a=%ff%fe", "&&&"]))
@@ -127,7 +132,29 @@ def query_strings(draw: st.DrawFn) -> str:
 # A header value cannot carry a line break on the wire: the test client refuses one as HTTP servers do.
 header_text = st.text(max_size=80).map(lambda s: s.encode("latin-1", "replace").decode("latin-1")
                                        .replace("\r", "").replace("\n", ""))
+# Odd header values of every class: huge numbers, NUL, non-ASCII (latin-1 on the wire), thousands of characters.
+odd_header = (st.sampled_from(["9" * 400, "-" + "9" * 5000, "1e400", "\x00", "a\x00b", "é" * 50, "ÿþ", "x" * 8000,
+                               ",,,", "=", "t=, v1=", ""])
+              | header_text)
+
+
+@st.composite
+def signature_headers(draw: st.DrawFn) -> str:
+    """``WorkOS-Signature`` values: the real shape with an absurd timestamp or hash, or anything at all."""
+    stamp = draw(st.sampled_from(["9" * 400, "0", "-1", "1" * 5000, "1e9", "\x00", "é", ""])
+                 | st.builds(str, huge_ints))
+    digest = draw(st.sampled_from(["0" * 64, "", "é" * 64, "\x00", "z" * 5000]))
+    return draw(st.sampled_from([f"t={stamp}, v1={digest}", f"t={stamp},v1={digest}", f"v1={digest}, t={stamp}"])
+                | odd_header)
+
+
 headers_extra = st.fixed_dictionaries({}, optional={
+    "WorkOS-Signature": signature_headers(),
+    "X-Forwarded-For": odd_header | st.sampled_from(["1.2.3.4, " * 2000, "::1", "300.1.1.1", "unknown"]),
+    "X-Forwarded-Proto": odd_header | st.sampled_from(["https", "http, https", "gopher"]),
+    "X-Forwarded-Host": odd_header | st.sampled_from(["evil.test", "a:b:c", "[::1]:99999"]),
+    "X-Forwarded-Port": odd_header | st.sampled_from(["443", "99999999999999999999", "-1"]),
+    "X-Forwarded-Prefix": odd_header | st.sampled_from(["/x", "//evil.test"]),
     "Accept": st.sampled_from(["text/html", "application/json", "*/*", "text/html;q=0.1, application/json",
                                "\x00", "x" * 3000]),
     "X-Request-ID": header_text,
@@ -135,9 +162,11 @@ headers_extra = st.fixed_dictionaries({}, optional={
     "X-CSRFToken": header_text,
     "Content-Encoding": st.sampled_from(["gzip", "identity", "x"]),
     "Cookie": st.sampled_from(["hatidata_session=\x00", "hatidata_session=" + "a" * 5000,
-                               "hatidata_session=Fe26.2**x", "session=x"]),
+                               "hatidata_session=Fe26.2**x", "session=x", "hatidata_session=" + "9" * 400,
+                               "hatidata_session=é", "=" * 3000]) | odd_header,
     "Authorization": st.sampled_from(["Bearer ", "Bearer hd_live_\x00", "Bearer hd_live_" + "a" * 5000,
-                                      "Bearer a.b.c", "Basic xyz", "Bearer " + "\x00" * 3]),
+                                      "Bearer a.b.c", "Basic xyz", "Bearer " + "\x00" * 3, "Bearer " + "9" * 400,
+                                      "Bearer hd_live_é", "Basic " + "=" * 3000]) | odd_header,
 })
 
 
@@ -188,6 +217,17 @@ SEEDS: tuple[tuple[str, str, bytes, str], ...] = (
      b'{"group_identifier": "q\\u0000", "priority": 100000000000000000000000}', "application/json"),
     ("z", "action=%00&cursor=" + _cursor("\udbff"), b"[" * 2_000 + b"]" * 2_000, "application/merge-patch+json"),
     ("%ff", "cursor=" + _cursor(10**20), b"\xff\xfe{}", "application/json"),
+    ("e", "since=0001-01-01T00:00:00%2B13:00&until=9999-12-31T23:59:59-13:00",
+     b'{"expires_at": "9999-12-31T23:59:59-13:30", "name": "n", "scopes": ["data:read"]}', "application/json"),
+)
+# Odd headers sent with the seeds (credentials stay the caller's): every route meets each of them.
+SEED_HEADERS: tuple[dict[str, str], ...] = (
+    {"WorkOS-Signature": f"t={'7' * 350}, v1={'a' * 64}", "X-Forwarded-For": "8" * 400},
+    {"WorkOS-Signature": "t=\x00, v1=\x00", "X-Forwarded-Proto": "ÿ" * 3000, "X-Forwarded-Host": "h\x00"},
+    {"WorkOS-Signature": "t=1, v1=" + "é" * 64, "X-Forwarded-Port": "9" * 300, "X-Forwarded-Prefix": "\x00/"},
+    {"WorkOS-Signature": "x" * 9000, "X-Forwarded-For": "1.1.1.1, \x00, ::, " * 300},
+    {"WorkOS-Signature": "t=-" + "1" * 5000 + ", v1=", "X-Request-ID": "é\x00" * 2000},
+    {"WorkOS-Signature": f"t={10**30}, v1={'0' * 64}", "X-Forwarded-Host": "[::1]:99999999999"},
 )
 
 
@@ -221,9 +261,9 @@ def _fuzz_route(app: Flask, caller: Caller, rule: Rule, method: str, known: list
         assert response.status_code < 500, (method, url[:200], body[:200], response.status_code, text[:300])
         assert b"Traceback (most recent call last)" not in text
 
-    for segment, query, body, content_type in SEEDS:
+    for (segment, query, body, content_type), extra in zip(SEEDS, SEED_HEADERS, strict=True):
         run = example(params={name: segment for name in rule.arguments}, query=query,
-                      payload=(body, content_type), extra={})(run)
+                      payload=(body, content_type), extra=extra)(run)
     run()
     return statuses
 

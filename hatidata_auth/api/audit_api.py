@@ -12,7 +12,7 @@ from ..errors import AppError
 from ..extensions import db
 from ..identity import current_identity
 from ..services import audit, audit_log
-from .common import PageArgsSchema, decode_cursor, encode_cursor, guard, page_schema, timestamp
+from .common import Instant, PageArgsSchema, decode_cursor, encode_cursor, guard, page_schema, timestamp
 
 blp = Blueprint("audit-events", __name__, description="The tamper-evident audit log of the organization.")
 BLUEPRINTS = (blp,)
@@ -50,8 +50,8 @@ class AuditEventSchema(Schema):
 
 
 class RangeArgs(Schema):
-    since = fields.AwareDateTime(metadata={"description": "From this time (inclusive)."})
-    until = fields.AwareDateTime(metadata={"description": "Before this time (exclusive)."})
+    since = Instant(metadata={"description": "From this time (inclusive)."})
+    until = Instant(metadata={"description": "Before this time (exclusive)."})
 
     @validates_schema
     def ordered(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -89,6 +89,11 @@ class ChainSchema(Schema):
 AuditPage = page_schema(AuditEventSchema, "AuditEventPage")
 
 
+def _reveal() -> bool:
+    """WorkOS session ids are shown only to who may revoke sessions (``sessions:write``, within a key's scopes)."""
+    return current_identity.has_permission("sessions:write")
+
+
 def _filter(args: dict[str, Any]) -> audit_log.AuditFilter:
     keys = ("actor_id", "actor_type", "actor_email", "action", "target_type", "target_id", "outcome", "since",
             "until")
@@ -104,7 +109,8 @@ def list_events(args: dict[str, Any]) -> dict[str, Any]:
     before = decode_cursor(args.get("cursor"), int)
     rows, next_seq = audit_log.page(db.session(), current_identity.organization_id, _filter(args),
                                     before_seq=before, limit=args["limit"])
-    return {"data": [audit_log.event_view(e) for e in rows],
+    reveal = _reveal()
+    return {"data": [audit_log.event_view(e, reveal_session_ids=reveal) for e in rows],
             "next_cursor": None if next_seq is None else encode_cursor(next_seq)}
 
 
@@ -130,7 +136,8 @@ def export(args: dict[str, Any]) -> Response:
     writer, mimetype = audit_log.EXPORT_FORMATS[args["format"]]
     flt = audit_log.AuditFilter(since=args.get("since"), until=args.get("until"))
     organization_id = current_identity.organization_id
-    response = Response(stream_with_context(writer(db.session(), organization_id, flt)), mimetype=mimetype)
+    rows = writer(db.session(), organization_id, flt, reveal_session_ids=_reveal())
+    response = Response(stream_with_context(rows), mimetype=mimetype)
     response.headers["Content-Disposition"] = f'attachment; filename="audit-{organization_id}.{args["format"]}"'
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -144,4 +151,4 @@ def get_event(event_id: str) -> dict[str, Any]:
     event = audit_log.get_event(db.session(), current_identity.organization_id, event_id)
     if event is None:
         raise AppError("No such audit event.", status=404, code="not_found")
-    return audit_log.event_view(event)
+    return audit_log.event_view(event, reveal_session_ids=_reveal())

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
 
 from flask_smorest import Blueprint
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate
 from sqlalchemy import Integer
 from sqlalchemy.orm import Session
 
@@ -28,6 +28,18 @@ MAX_CURSOR_KEY = 255
 def timestamp(**kwargs: Any) -> fields.String:
     """An ISO 8601 timestamp the views already formatted."""
     return fields.String(metadata={"format": "date-time"}, **kwargs)
+
+
+class Instant(fields.AwareDateTime):
+    """An ISO 8601 instant with its offset, loaded as UTC; a 422 naming the field when its UTC form (or a day's
+    arithmetic on it) leaves the calendar (:func:`~hatidata_auth.inputs.utc_instant`). Every datetime input."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        parsed = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return inputs.utc_instant(parsed)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from exc
 
 
 class PageArgsSchema(Schema):

@@ -20,7 +20,7 @@ from ..requests import request_info
 from ..roles import ALL_PERMISSIONS
 from ..services import api_keys as key_service
 from ..services import sessions as session_service
-from .common import PageArgsSchema, guard, page_schema, paginate_list, timestamp
+from .common import Instant, PageArgsSchema, guard, page_schema, paginate_list, timestamp
 
 me_blp = Blueprint("me", __name__, description="The caller's identity.")
 sessions_blp = Blueprint("sessions", __name__, description="Dashboard sessions: list and revoke.")
@@ -112,7 +112,7 @@ class CreateKeySchema(Schema):
     scopes = fields.List(fields.String(validate=validate.Length(max=64)), load_default=lambda: ["data:read"],
                          metadata={"description": "Permissions, within the owner's role: "
                                                   + ", ".join(sorted(ALL_PERMISSIONS))})
-    expires_at = fields.AwareDateTime(allow_none=True, load_default=None)
+    expires_at = Instant(allow_none=True, load_default=None)
 
 
 class RotateKeySchema(Schema):

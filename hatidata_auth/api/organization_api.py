@@ -16,7 +16,7 @@ from ..requests import request_info
 from ..services import admin, audit, inbox, reconcile
 from ..services import role_mapping as mapping_service
 from ..workos import WorkOSNotFound, WorkOSUnavailable, translate_errors
-from .common import PageArgsSchema, guard, page_schema, paginate_list, timestamp
+from .common import PageArgsSchema, guard, page_schema, paginate_list, paginate_query, timestamp
 
 org_blp = Blueprint("organization", __name__, description="The caller's organization: settings, SSO, directory.")
 mappings_blp = Blueprint("role-mappings", __name__, description="IdP group to role mappings.")
@@ -407,27 +407,6 @@ class ReplaySchema(Schema):
 
 
 InboxPage = page_schema(InboxEventSchema, "InboxEventPage")
-INBOX_SCAN_LIMIT = 5000
-
-
-def _belongs_to(row: WebhookEvent, org: Organization) -> bool:
-    """Whether an inbox event concerns *org* (by our id, its WorkOS id, its directory or connection)."""
-    if row.organization_id:
-        return row.organization_id == org.id
-    data = (row.payload or {}).get("data") or {}
-    if not isinstance(data, dict):
-        return False
-    refs = {data.get("organization_id"), data.get("directory_id"), data.get("connection_id")}
-    if str(row.event_type).startswith("organization.") and not str(row.event_type).startswith("organization_"):
-        refs.add(data.get("id"))
-    ours = {org.workos_organization_id, org.directory_id, org.connection_id} - {None}
-    return bool(refs & ours)
-
-
-def _failed_of_org(org: Organization) -> list[WebhookEvent]:
-    return [row for row in inbox.list_failed(db.session(), INBOX_SCAN_LIMIT) if _belongs_to(row, org)]
-
-
 def _inbox_view(row: WebhookEvent) -> dict[str, Any]:
     return {"event_id": row.event_id, "event_type": row.event_type, "status": row.status, "source": row.source,
             "attempts": row.attempts, "last_error": row.last_error, "received_at": row.received_at.isoformat(),
@@ -439,9 +418,10 @@ def _inbox_view(row: WebhookEvent) -> dict[str, Any]:
 @inbox_blp.arguments(PageArgsSchema, location="query")
 @inbox_blp.response(200, InboxPage)
 def list_failed(args: dict[str, Any]) -> dict[str, Any]:
-    """The organization's WorkOS events that failed to apply, oldest first."""
-    org = admin.get_organization(db.session(), _org_id())
-    page, cursor = paginate_list(_failed_of_org(org), lambda r: r.event_id, args)
+    """The organization's WorkOS events that failed to apply, in the order they arrived."""
+    session = db.session()
+    org = admin.get_organization(session, _org_id())
+    page, cursor = paginate_query(session, inbox.failed_of(org), WebhookEvent.id, args)
     return {"data": [_inbox_view(r) for r in page], "next_cursor": cursor}
 
 
@@ -453,8 +433,8 @@ def replay_event(event_id: str) -> dict[str, Any]:
     identity = current_identity
     session = db.session()
     org = admin.get_organization(session, identity.organization_id)
-    row = session.scalar(select(WebhookEvent).where(WebhookEvent.event_id == event_id))
-    if row is None or not _belongs_to(row, org):
+    row = session.scalar(select(WebhookEvent).where(WebhookEvent.event_id == event_id, inbox.concerning(org)))
+    if row is None:
         raise AppError("No such event.", status=404, code="not_found")
     org_id = org.id
     result = inbox.replay(session, _client(), event_id, actor=identity.actor)

@@ -86,8 +86,24 @@ def get_event(session: Session, organization_id: str, public_id: str) -> AuditEv
                                                    AuditEvent.public_id == public_id))
 
 
-def event_view(event: AuditEvent) -> dict[str, Any]:
-    """The JSON view of an event (the API's and the NDJSON export's)."""
+# Detail keys whose value lets its reader act on what it names: a WorkOS session id ends that session through
+# WorkOS's logout URL. Rows written before new ones stored our own ``session_id`` still hold it.
+REVOKING_DETAIL_KEYS = frozenset({"workos_session_id"})
+
+
+def redacted(value: Any) -> Any:
+    """*value* (JSON) with every :data:`REVOKING_DETAIL_KEYS` entry, at any depth, set to ``None``."""
+    if isinstance(value, dict):
+        return {k: None if k in REVOKING_DETAIL_KEYS else redacted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redacted(v) for v in value]
+    return value
+
+
+def event_view(event: AuditEvent, *, reveal_session_ids: bool = False) -> dict[str, Any]:
+    """The JSON view of an event (the API's and the NDJSON export's). ``details`` hide WorkOS session ids
+    unless *reveal_session_ids* (a reader who may revoke sessions); ``hash`` covers the stored details."""
+    details = event.details or {}
     return {
         "id": event.public_id,
         "organization_id": event.organization_id,
@@ -101,7 +117,7 @@ def event_view(event: AuditEvent) -> dict[str, Any]:
         "user_agent": event.user_agent,
         "request_id": event.request_id,
         "source_event_id": event.source_event_id,
-        "details": event.details or {},
+        "details": details if reveal_session_ids else redacted(details),
         "prev_hash": event.prev_hash,
         "hash": event.hash,
     }
@@ -117,14 +133,17 @@ def iter_events(session: Session, organization_id: str | None, flt: AuditFilter 
         session.expunge(event)
 
 
-def export_ndjson(session: Session, organization_id: str | None, flt: AuditFilter | None = None) -> Iterator[str]:
-    """One JSON object per line, in chain order."""
+def export_ndjson(session: Session, organization_id: str | None, flt: AuditFilter | None = None, *,
+                  reveal_session_ids: bool = False) -> Iterator[str]:
+    """One JSON object per line (:func:`event_view`), in chain order."""
     for event in iter_events(session, organization_id, flt):
-        yield json.dumps(event_view(event), sort_keys=True, ensure_ascii=False, default=str) + "\n"
+        view = event_view(event, reveal_session_ids=reveal_session_ids)
+        yield json.dumps(view, sort_keys=True, ensure_ascii=False, default=str) + "\n"
 
 
-def export_csv(session: Session, organization_id: str | None, flt: AuditFilter | None = None) -> Iterator[str]:
-    """A header line, then one CSV row per event, in chain order (``details`` as JSON)."""
+def export_csv(session: Session, organization_id: str | None, flt: AuditFilter | None = None, *,
+               reveal_session_ids: bool = False) -> Iterator[str]:
+    """A header line, then one CSV row per event (:func:`event_view`), in chain order (``details`` as JSON)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
 
@@ -137,12 +156,12 @@ def export_csv(session: Session, organization_id: str | None, flt: AuditFilter |
     writer.writerow(CSV_COLUMNS)
     yield flush()
     for event in iter_events(session, organization_id, flt):
-        view = event_view(event)
+        view = event_view(event, reveal_session_ids=reveal_session_ids)
         writer.writerow([
             view["id"], view["organization_id"], view["seq"], view["created_at"], event.actor_type,
             event.actor_id, event.actor_email, event.action, event.target_type, event.target_id, event.outcome,
             event.ip_address, event.user_agent, event.request_id, event.source_event_id,
-            json.dumps(event.details or {}, sort_keys=True, ensure_ascii=False), event.prev_hash, event.hash,
+            json.dumps(view["details"], sort_keys=True, ensure_ascii=False), event.prev_hash, event.hash,
         ])
         yield flush()
 

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from ..context import NO_REQUEST, Actor, RequestInfo
 from ..models import (
+    AuthSession,
     DirectoryGroup,
     DirectoryGroupMembership,
     DirectoryUser,
@@ -728,12 +729,16 @@ def on_authentication(ctx: EventContext, data: dict[str, Any]) -> None:
     failed = ctx.event_type.endswith(("_failed", "_timed_out", "radar_risk_detected")) or \
         data.get("status") == "failed"
     error = data.get("error") if isinstance(data.get("error"), dict) else None
+    # Our own session id, never WorkOS's: knowing a WorkOS session id is enough to end that session.
+    session_id = None if org_id is None or not isinstance(sso.get("session_id"), str) else ctx.session.scalar(
+        select(AuthSession.id).where(AuthSession.organization_id == org_id,
+                                     AuthSession.workos_session_id == sso["session_id"]))
     ctx.record(ctx.event_type, organization_id=org_id, target_type="user" if user_id else None, target_id=user_id,
                outcome="failure" if failed else "success",
                details={"type": data.get("type"), "status": data.get("status"), "email": data.get("email"),
                         "ip_address": data.get("ip_address"), "user_agent": data.get("user_agent"),
                         "workos_user_id": data.get("user_id"), "error": error,
-                        "connection_id": sso.get("connection_id"), "workos_session_id": sso.get("session_id")})
+                        "connection_id": sso.get("connection_id"), "session_id": session_id})
 
 
 # Every authentication event type WorkOS documents (spec 0.61.0, SDK 10.6 ``EventSchema``), named one by one:

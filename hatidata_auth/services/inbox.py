@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, Select, and_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from ..context import NO_REQUEST, Actor, RequestInfo
 from ..errors import is_connection_error
-from ..models import WebhookEvent, utcnow
+from ..models import Organization, WebhookEvent, utcnow
 from ..workos import WorkOSClient
 from . import event_source
 from .directory_sync import EventContext, PayloadError, handler_for, parse_time
@@ -194,8 +194,26 @@ def replay(session: Session, client: WorkOSClient, event_id: str, *, actor: Acto
         return InboxResult(event_id, payload.get("event", "?"), "failed", error=error_summary(exc))
 
 
+def concerning(org: Organization) -> ColumnElement[bool]:
+    """SQL condition: the stored event concerns *org* (its ``organization_id``, or when that is unknown, the
+    WorkOS organization, directory or connection named in its ``data``). The only test of an event's tenant, so
+    that it filters in the query, before any limit."""
+    ours = [ref for ref in (org.workos_organization_id, org.directory_id, org.connection_id) if ref]
+    named = [WebhookEvent.payload[("data", name)].as_string().in_(ours)
+             for name in ("organization_id", "directory_id", "connection_id")]
+    itself = and_(WebhookEvent.event_type.startswith("organization."),
+                  WebhookEvent.payload[("data", "id")].as_string().in_(ours))
+    return or_(WebhookEvent.organization_id == org.id,
+               and_(WebhookEvent.organization_id.is_(None), or_(*named, itself)))
+
+
+def failed_of(org: Organization) -> Select[tuple[WebhookEvent]]:
+    """The query of *org*'s failed events (order and limit it; filtered before either)."""
+    return select(WebhookEvent).where(WebhookEvent.status == "failed", concerning(org))
+
+
 def list_failed(session: Session, limit: int = 100) -> Sequence[WebhookEvent]:
-    """Failed events, oldest first."""
+    """Failed events of every organization, oldest first (operators: the CLI and ``replay_failed``)."""
     return session.scalars(select(WebhookEvent).where(WebhookEvent.status == "failed")
                            .order_by(WebhookEvent.received_at, WebhookEvent.id).limit(limit)).all()
 

@@ -231,7 +231,7 @@ def complete_login(
     db.flush()
     audit.record(db, action="auth.login.succeeded", actor=Actor("user", user.id, user.email),
                  organization_id=org.id, target_type="session", target_id=record.id, request=request,
-                 details={"workos_session_id": sid, "remembered": remember, "auth_method": record.auth_method,
+                 details={"session_id": record.id, "remembered": remember, "auth_method": record.auth_method,
                           "auth_organization_id": auth.organization_id, "auth_connection_id": auth.connection_id,
                           "role": membership.role})
     invalidate_after_commit(db, "session", sid)
@@ -390,7 +390,7 @@ def apply_switch(db: Session, *, workos_session_id: str, target: Organization, u
     record.organization_id = target.id
     db.flush()
     details = {"from_organization_id": previous, "to_organization_id": target.id, "role": role,
-               "workos_session_id": workos_session_id}
+               "session_id": record.id}
     audit.record(db, action="session.organization_switched", actor=actor, organization_id=target.id,
                  target_type="session", target_id=record.id, request=request, details=details)
     if previous != target.id:
@@ -434,7 +434,7 @@ def _revoke_records(db: Session, client: WorkOSClient | None, records: Sequence[
                      target_type="session", target_id=record.id, request=request,
                      source_event_id=source_event_id,
                      details={"reason": reason, "user_id": record.user_id,
-                              "workos_session_id": record.workos_session_id, "workos": workos_outcome})
+                              "session_id": record.id, "workos": workos_outcome})
         invalidate_after_commit(db, "session", record.workos_session_id)
         count += 1
     return count

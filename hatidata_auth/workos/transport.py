@@ -7,7 +7,7 @@ from typing import Any
 
 from workos._http import TransportConnectError, TransportTimeout, resolve_sync_backend
 
-from ..metrics import WORKOS_ERRORS, WORKOS_LATENCY, path_template
+from ..metrics import WORKOS_ERRORS, WORKOS_LATENCY, method_label, path_template
 
 
 def instrumented_backend(timeout: float) -> InstrumentedBackend:
@@ -29,21 +29,21 @@ class InstrumentedBackend:
         try:
             response = self.inner.request(method, url, headers=headers, content=content, timeout=timeout)
         except TransportTimeout:
-            WORKOS_ERRORS.labels(method=method, path=path, kind="timeout").inc()
+            WORKOS_ERRORS.labels(method=method_label(method), path=path, kind="timeout").inc()
             raise
         except TransportConnectError:
-            WORKOS_ERRORS.labels(method=method, path=path, kind="connect").inc()
+            WORKOS_ERRORS.labels(method=method_label(method), path=path, kind="connect").inc()
             raise
         except Exception:
-            WORKOS_ERRORS.labels(method=method, path=path, kind="transport").inc()
+            WORKOS_ERRORS.labels(method=method_label(method), path=path, kind="transport").inc()
             raise
         finally:
-            WORKOS_LATENCY.labels(method=method, path=path).observe(time.perf_counter() - started)
+            WORKOS_LATENCY.labels(method=method_label(method), path=path).observe(time.perf_counter() - started)
         status = int(getattr(response, "status_code", 0))
         if status >= 500:
-            WORKOS_ERRORS.labels(method=method, path=path, kind="http_5xx").inc()
+            WORKOS_ERRORS.labels(method=method_label(method), path=path, kind="http_5xx").inc()
         elif status >= 400:
-            WORKOS_ERRORS.labels(method=method, path=path, kind="http_4xx").inc()
+            WORKOS_ERRORS.labels(method=method_label(method), path=path, kind="http_4xx").inc()
         return response
 
     def close(self) -> None:
