@@ -2,7 +2,7 @@
 
 Every loaded plugin must pass it. In an external plugin package::
 
-    from hatidata_auth.plugins.contract import IdPPluginContract
+    from hatidata_auth.idp.contract import IdPPluginContract
 
     class TestJumpCloudContract(IdPPluginContract):
         plugin_names = ["jumpcloud"]     # or leave unset: every installed plugin
