@@ -172,7 +172,7 @@ def new_idp_plugin(name: str, display_name: str, connection_type: str, dest: str
     """Create a new IdP plugin package (entry point, plugin class, guide template, contract test)."""
     from pathlib import Path
 
-    from .idp.scaffold import scaffold_plugin
+    from .idp import scaffold_plugin
 
     try:
         files = scaffold_plugin(Path(dest), name, display_name, connection_type)

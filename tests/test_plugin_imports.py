@@ -101,6 +101,20 @@ def test_the_api_depends_on_no_other_part_of_the_core() -> None:
             assert module == API or module.startswith(f"{API}."), f"{path.name}:{line} imports {module}"
 
 
+def test_the_rest_of_the_core_uses_plugins_through_the_api_only() -> None:
+    # The contract suite and the test helpers are for tests; the core itself sees only the exported names.
+    for path in sorted((ROOT / "hatidata_auth").rglob("*.py")):
+        relative = path.relative_to(ROOT).with_suffix("")
+        if relative.parts[:2] == ("hatidata_auth", "idp"):
+            continue
+        package = ".".join(relative.parts if path.name == "__init__.py" else relative.parts[:-1])
+        package = package.removesuffix(".__init__")
+        for _, module, names, line in core_imports([path], package):
+            if module.startswith(API):
+                assert module == API, f"{relative}:{line} imports {module}"
+                assert set(names) <= set(idp_api.__all__), f"{relative}:{line} imports {names}"
+
+
 def test_the_api_holds_no_views() -> None:
     # Blueprint/Flask appear only as types of the plugin hooks; a view needs request, render_template and the like.
     for path in sorted((ROOT / "hatidata_auth" / "idp").glob("*.py")):

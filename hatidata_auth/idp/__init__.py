@@ -18,6 +18,7 @@ from .registry import (
     get_registry,
     load_plugins,
 )
+from .scaffold import scaffold_plugin
 from .validation import check_https_url, is_guid, parse_saml_metadata, query_param, validate_guid
 from .values import (
     AttributeMap,
@@ -69,6 +70,7 @@ __all__ = [
     "load_plugins",
     "parse_saml_metadata",
     "query_param",
+    "scaffold_plugin",
     "validate_guid",
     "wrong_idp",
 ]
