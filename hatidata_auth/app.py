@@ -10,11 +10,11 @@ from typing import Any
 from flask import Flask
 
 from . import config as settings
-from . import inputs, metrics
+from . import inputs, metrics, sso_wizard
 from .errors import register_error_handlers
 from .extensions import cache, csrf, db, limiter, migrate
+from .idp import load_plugins
 from .logs import configure_logging
-from .plugins import load_plugins
 from .requests import register_request_hooks
 from .workos import WorkOSGateway, WorkOSSettings
 
@@ -36,7 +36,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, profile: str | None =
     inputs.init_app(app)  # every route: bounded JSON, storable values (before the API limits itself to /api/)
     register_error_handlers(app)
     register_blueprints(app)
-    load_plugins(app)
+    sso_wizard.init_app(app, load_plugins(app))
     metrics.init_app(app)
     trust_proxies(app)
     register_cli(app)

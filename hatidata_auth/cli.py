@@ -173,7 +173,7 @@ def new_idp_plugin(name: str, display_name: str, connection_type: str, dest: str
     """Create a new IdP plugin package (entry point, plugin class, guide template, contract test)."""
     from pathlib import Path
 
-    from .plugins.scaffold import scaffold_plugin
+    from .idp import scaffold_plugin
 
     try:
         files = scaffold_plugin(Path(dest), name, display_name, connection_type)
@@ -188,7 +188,7 @@ def new_idp_plugin(name: str, display_name: str, connection_type: str, dest: str
 @with_appcontext
 def list_idp_plugins() -> None:
     """List the loaded IdP plugins."""
-    from .plugins import get_registry
+    from .idp import get_registry
 
     for plugin in get_registry(current_app):
         click.echo(f"{plugin.name:12} {plugin.display_name:24} {', '.join(plugin.connection_types.values())}  "

@@ -88,4 +88,4 @@ def test_every_declared_dependency_is_used() -> None:
 def test_the_check_reads_the_declarations() -> None:
     assert {"workos", "pyjwt", "limits", "flask"} <= RUNTIME
     assert "pytest" in DEV
-    assert "hatidata_auth.plugins.contract" in PYTEST_PLUGINS
+    assert "hatidata_auth.idp.contract" in PYTEST_PLUGINS

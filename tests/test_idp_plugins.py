@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from hatidata_auth.plugins import IdPPlugin
-from hatidata_auth.plugins.testing import (
+from hatidata_auth.idp import IdPPlugin
+from hatidata_auth.idp.testing import (
     NOT_SAML_XML,
     NOT_XML,
     XML_BOMB,
@@ -15,7 +15,7 @@ from hatidata_auth.plugins.testing import (
     certificate_b64,
     saml_metadata,
 )
-from hatidata_auth.plugins.validation import parse_saml_metadata
+from hatidata_auth.idp.validation import parse_saml_metadata
 from plugins.azure import AzurePlugin
 from plugins.google import GooglePlugin
 from plugins.okta import OktaPlugin

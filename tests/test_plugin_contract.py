@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hatidata_auth.plugins.contract import IdPPluginContract
+from hatidata_auth.idp.contract import IdPPluginContract
 
 
 class TestEveryPluginKeepsTheContract(IdPPluginContract):

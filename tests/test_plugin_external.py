@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LIST_SCRIPT = """
 import sys
 from hatidata_auth import create_app
-from hatidata_auth.plugins import get_registry
+from hatidata_auth.idp import get_registry
 app = create_app({"HATIDATA_ENV": "testing", "SQLALCHEMY_DATABASE_URI": "sqlite://",
                   "HATIDATA_ENABLED_PLUGINS": None})
 registry = get_registry(app)

@@ -9,8 +9,8 @@ import pytest
 from flask import Blueprint, Flask
 
 from hatidata_auth import create_app
-from hatidata_auth.plugins import IdPPlugin, PluginDefinitionError, PluginLoadError, get_registry
-from hatidata_auth.plugins.registry import discover
+from hatidata_auth.idp import IdPPlugin, PluginDefinitionError, PluginLoadError, get_registry
+from hatidata_auth.idp.registry import discover
 from plugins.okta import OktaPlugin
 
 
@@ -90,7 +90,7 @@ def test_invalid_plugin_refuses_to_start(make_app: Any, local: dict[str, Any], m
 def test_duplicate_plugin_refuses_to_start(monkeypatch: pytest.MonkeyPatch, make_app: Any) -> None:
     from importlib.metadata import EntryPoint
 
-    from hatidata_auth.plugins import registry
+    from hatidata_auth.idp import registry
 
     extra = EntryPoint(name="okta", value="tests.elsewhere:OktaPlugin", group=registry.ENTRY_POINT_GROUP)
     real = registry.entry_points

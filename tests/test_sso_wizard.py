@@ -12,8 +12,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from hatidata_auth.extensions import db
+from hatidata_auth.idp.testing import saml_metadata
 from hatidata_auth.models import AuditEvent, Organization, RoleMapping, WizardProgress
-from hatidata_auth.plugins.testing import saml_metadata
 from tests.auth_support import ACME, GLOBEX, INITECH, login, sync_organizations
 from tests.sso_wizard_support import ENTRA_GROUPS, UMBRELLA, Wizard, mapping_form
 

@@ -29,9 +29,8 @@ from workos.sso.models import (
 
 from ..context import NO_REQUEST, Actor, RequestInfo
 from ..errors import AppError
+from ..idp import IdPPlugin, NormalizedProfile, SamlMetadata
 from ..models import Organization
-from ..plugins.base import IdPPlugin
-from ..plugins.values import NormalizedProfile, SamlMetadata
 from ..workos import WorkOSClient, WorkOSFailure, translate_errors
 from . import audit, role_mapping
 

@@ -6,9 +6,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from flask import Blueprint
-
-from hatidata_auth.plugins import (
+from hatidata_auth.idp import (
+    CANONICAL_GROUPS,
     AttributeRequirement,
     ConsoleField,
     ConsoleStep,
@@ -17,10 +16,12 @@ from hatidata_auth.plugins import (
     PresetMapping,
     RoleMappingPreset,
     ValidationResult,
-    guide_blueprint,
+    check_https_url,
+    is_guid,
+    query_param,
+    validate_guid,
+    wrong_idp,
 )
-from hatidata_auth.plugins.base import CANONICAL_GROUPS
-from hatidata_auth.plugins.validation import check_https_url, is_guid, query_param, validate_guid, wrong_idp
 
 HOSTS = ("login.microsoftonline.com", "login.microsoftonline.us", "login.partner.microsoftonline.cn")
 METADATA_PATH = re.compile(r"^/([^/]+)/federationmetadata/2007-06/federationmetadata\.xml$", re.IGNORECASE)
@@ -47,6 +48,11 @@ class AzurePlugin(IdPPlugin):
     supports_scim = True
     metadata_source = "url"
     group_identifier_kind = "object_id"
+    idp_hosts = (
+        r"^login\.(microsoftonline\.(com|us)|partner\.microsoftonline\.cn)$",
+        r"^sts\.windows\.net$",
+    )
+    setup_guide = True
     example_metadata_url = "https://login.microsoftonline.com/9c2f6d41-6a7e-4c1b-8b4e-3f0a5c7d2e19/federationmetadata/2007-06/federationmetadata.xml?appid=2a1f6b0e-3c4d-4e5f-8a9b-0c1d2e3f4a5b"
     example_entity_id = "https://sts.windows.net/9c2f6d41-6a7e-4c1b-8b4e-3f0a5c7d2e19/"
     example_sso_url = "https://login.microsoftonline.com/9c2f6d41-6a7e-4c1b-8b4e-3f0a5c7d2e19/saml2"
@@ -193,7 +199,3 @@ class AzurePlugin(IdPPlugin):
     def groups_overage(self, raw_attributes: Mapping[str, Any]) -> bool:
         """Entra replaces the groups claim by ``groups.link`` above 150 groups."""
         return bool(raw_attributes.get(GROUPS_LINK)) or bool(raw_attributes.get("_claim_names"))
-
-    def create_blueprint(self) -> Blueprint:
-        """A printable setup guide for the customer's Entra administrator."""
-        return guide_blueprint(self, __name__)

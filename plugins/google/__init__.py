@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint
-
-from hatidata_auth.plugins import (
+from hatidata_auth.idp import (
     AttributeRequirement,
     ConsoleField,
     ConsoleStep,
@@ -12,9 +10,8 @@ from hatidata_auth.plugins import (
     PluginWarning,
     SamlMetadata,
     ValidationResult,
-    guide_blueprint,
+    host_of,
 )
-from hatidata_auth.plugins.base import host_of
 
 ENTITY_PREFIX = "https://accounts.google.com/o/saml2?idpid="
 DISCOVERY_URL = "https://accounts.google.com/.well-known/openid-configuration"
@@ -32,6 +29,8 @@ class GooglePlugin(IdPPlugin):
     oidc_group_roles = False
     metadata_source = "xml"
     group_identifier_kind = "name"
+    idp_hosts = (r"^accounts\.google\.com$",)
+    setup_guide = True
     example_entity_id = "https://accounts.google.com/o/saml2?idpid=C01234567"
     example_sso_url = "https://accounts.google.com/o/saml2/idp?idpid=C01234567"
     metadata_help = ("Google Admin → Apps → Web and mobile apps → your SAML app → Download Metadata. Google "
@@ -118,7 +117,3 @@ class GooglePlugin(IdPPlugin):
         if url.strip() != DISCOVERY_URL:
             return ValidationResult.failure("discovery_endpoint", f"Google's discovery URL is {DISCOVERY_URL}.")
         return ValidationResult.success(DISCOVERY_URL)
-
-    def create_blueprint(self) -> Blueprint:
-        """A printable setup guide for the customer's Google administrator."""
-        return guide_blueprint(self, __name__)

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import re
 
-from flask import Blueprint
-
-from hatidata_auth.plugins import (
+from hatidata_auth.idp import (
     AttributeRequirement,
     ConsoleField,
     ConsoleStep,
     IdPPlugin,
     PluginWarning,
     ValidationResult,
-    guide_blueprint,
+    check_https_url,
+    wrong_idp,
 )
-from hatidata_auth.plugins.validation import check_https_url, wrong_idp
 
 OKTA_HOST = re.compile(r"^[a-z0-9-]+\.(okta|oktapreview|okta-emea)\.com$")
 METADATA_PATH = re.compile(r"^/app/[A-Za-z0-9]+/sso/saml/metadata/?$")
@@ -32,6 +30,8 @@ class OktaPlugin(IdPPlugin):
     supports_scim = True
     metadata_source = "url"
     group_identifier_kind = "name"
+    idp_hosts = (r"(^|\.)(okta|oktapreview|okta-emea)\.com$",)
+    setup_guide = True
     example_metadata_url = "https://dev-2578259.okta.com/app/exkaell8gidiiUWrg5d7/sso/saml/metadata"
     example_entity_id = "http://www.okta.com/exkaell8gidiiUWrg5d7"
     example_sso_url = "https://dev-2578259.okta.com/app/hatidata/exkaell8gidiiUWrg5d7/sso/saml"
@@ -131,8 +131,4 @@ class OktaPlugin(IdPPlugin):
         warnings = () if OKTA_HOST.match(host) else (
             f"{host} is not an okta.com host; accepted as an Okta custom domain.",)
         return ValidationResult.success(url.strip(), warnings)
-
-    def create_blueprint(self) -> Blueprint:
-        """A printable setup guide for the customer's Okta administrator."""
-        return guide_blueprint(self, __name__)
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import re
 
-from flask import Blueprint
-
-from hatidata_auth.plugins import (
+from hatidata_auth.idp import (
+    CANONICAL_GROUPS,
     AttributeRequirement,
     ConsoleField,
     ConsoleStep,
@@ -16,10 +15,10 @@ from hatidata_auth.plugins import (
     RoleMappingPreset,
     SamlMetadata,
     ValidationResult,
-    guide_blueprint,
+    check_https_url,
+    host_of,
+    wrong_idp,
 )
-from hatidata_auth.plugins.base import CANONICAL_GROUPS, host_of
-from hatidata_auth.plugins.validation import check_https_url, wrong_idp
 
 ONELOGIN_HOST = re.compile(r"^([a-z0-9-]+)\.onelogin\.com$")
 METADATA_PATH = re.compile(r"^/saml/metadata/[0-9a-fA-F-]+/?$")
@@ -39,6 +38,8 @@ class OneLoginPlugin(IdPPlugin):
     metadata_source = "xml"
     metadata_sources = ("xml", "url")
     group_identifier_kind = "name"
+    idp_hosts = (r"(^|\.)onelogin\.com$",)
+    setup_guide = True
     example_metadata_url = "https://app.onelogin.com/saml/metadata/3f1a2b4c-5d6e-4f70-8a9b-0c1d2e3f4a5b"
     example_entity_id = "https://app.onelogin.com/saml/metadata/3f1a2b4c-5d6e-4f70-8a9b-0c1d2e3f4a5b"
     example_sso_url = "https://acme.onelogin.com/trust/saml2/http-post/sso/3f1a2b4c-5d6e-4f70-8a9b-0c1d2e3f4a5b"
@@ -166,7 +167,3 @@ class OneLoginPlugin(IdPPlugin):
                            for priority, (label, role) in enumerate(CANONICAL_GROUPS, start=1)),
             description="OneLogin Roles named like this, sent through the groups parameter (User Roles).",
         ),)
-
-    def create_blueprint(self) -> Blueprint:
-        """A printable setup guide for the customer's OneLogin administrator."""
-        return guide_blueprint(self, __name__)

@@ -12,7 +12,7 @@ import pytest
 from flask import Flask
 from werkzeug.serving import make_server
 
-from hatidata_auth.plugins.testing import saml_metadata
+from hatidata_auth.idp.testing import saml_metadata
 from tests.auth_support import sync_organizations
 from tests.sso_wizard_support import ENTRA_GROUPS
 

@@ -2,7 +2,7 @@
 
 Every loaded plugin must pass it. In an external plugin package::
 
-    from hatidata_auth.plugins.contract import IdPPluginContract
+    from hatidata_auth.idp.contract import IdPPluginContract
 
     class TestJumpCloudContract(IdPPluginContract):
         plugin_names = ["jumpcloud"]     # or leave unset: every installed plugin
@@ -20,7 +20,8 @@ from typing import Any, ClassVar
 
 import pytest
 
-from .base import IdPPlugin, class_problems, instance_problems
+from .base import IdPPlugin, class_problems, host_of, instance_problems
+from .hosts import guess_idp
 from .registry import check_blueprint, discover, load_plugin
 from .values import PLACEHOLDERS, HealthCheck, NormalizedProfile, SetupStatus
 
@@ -176,6 +177,14 @@ class IdPPluginContract:
             checks = idp_plugin.health_checks(status)
             assert checks
             assert all(isinstance(c, HealthCheck) and c.status in ("ok", "warn", "fail") for c in checks)
+
+    def test_example_urls_are_on_the_declared_hosts(self, idp_plugin: IdPPlugin) -> None:
+        # A plugin's own URLs must not read as another IdP's (nor its hosts be claimed by another plugin).
+        for url in (idp_plugin.example_metadata_url, idp_plugin.example_sso_url):
+            if url and idp_plugin.idp_hosts:
+                assert guess_idp(host_of(url)) == idp_plugin.display_name, f"{url} is not on idp_hosts"
+            elif url:
+                assert guess_idp(host_of(url)) in (None, idp_plugin.display_name), f"{url} is another IdP's"
 
     def test_blueprint_is_namespaced(self, idp_plugin: IdPPlugin) -> None:
         blueprint = idp_plugin.create_blueprint()

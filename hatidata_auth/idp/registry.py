@@ -148,17 +148,12 @@ def check_blueprint(plugin: IdPPlugin, blueprint: Blueprint) -> None:
 
 
 def load_plugins(app: Flask) -> PluginRegistry:
-    """Load the enabled IdP plugins, mount the setup wizard and each plugin's blueprint."""
-    from . import views
+    """Load the enabled IdP plugins into ``app.extensions``; raises :class:`PluginLoadError`.
 
+    It mounts no routes: ``hatidata_auth.sso_wizard.init_app`` mounts the wizard and the plugins' blueprints.
+    """
     registry = load_registry(app.config.get("HATIDATA_ENABLED_PLUGINS"), app.config.get("HATIDATA_LOCAL_PLUGINS"))
     app.extensions[EXTENSION_KEY] = registry
-    app.register_blueprint(views.bp)
-    for plugin in registry:
-        blueprint = plugin.create_blueprint()
-        if blueprint is not None:
-            check_blueprint(plugin, blueprint)
-            app.register_blueprint(blueprint)
     return registry
 
 

@@ -32,18 +32,16 @@ MODULE = '''"""{display_name}: an IdP plugin for HatiData Auth (see HatiData Aut
 
 from __future__ import annotations
 
-from flask import Blueprint
-
-from hatidata_auth.plugins import (
+from hatidata_auth.idp import (
     AttributeRequirement,
     ConsoleField,
     ConsoleStep,
     IdPPlugin,
     PluginWarning,
     ValidationResult,
-    guide_blueprint,
+    check_https_url,
+    wrong_idp,
 )
-from hatidata_auth.plugins.validation import check_https_url, wrong_idp
 
 
 class {cls}(IdPPlugin):
@@ -54,6 +52,10 @@ class {cls}(IdPPlugin):
     connection_types = {{"saml": "{connection_type}"}}
     metadata_source = "url"
     group_identifier_kind = "name"
+    # The hosts {display_name} serves, so other plugins' wizards recognize a pasted {display_name} URL.
+    idp_hosts = (r"(^|\\.){name}\\.example\\.com$",)
+    # A printable guide at /admin/sso/idp/{name}/guide, from templates/idp_{name}/guide.html.
+    setup_guide = True
     example_metadata_url = "https://{name}.example.com/saml/metadata"
     metadata_help = "Where the admin finds the SAML metadata URL in {display_name}."
     prerequisites = ("An administrator account in {display_name}.",)
@@ -85,10 +87,6 @@ class {cls}(IdPPlugin):
         if not checked[1].endswith("/saml/metadata"):
             return ValidationResult.failure("metadata_url", "A {display_name} metadata URL ends with /saml/metadata.")
         return ValidationResult.success(url.strip())
-
-    def create_blueprint(self) -> Blueprint:
-        """A printable setup guide."""
-        return guide_blueprint(self, __name__)
 '''
 
 GUIDE = '''{{% extends "sso_wizard/base.html" %}}
@@ -100,7 +98,7 @@ GUIDE = '''{{% extends "sso_wizard/base.html" %}}
 
 CONTRACT_TEST = '''"""Run HatiData Auth's plugin contract suite against this plugin."""
 
-from hatidata_auth.plugins.contract import IdPPluginContract
+from hatidata_auth.idp.contract import IdPPluginContract
 
 
 class Test{cls}Contract(IdPPluginContract):

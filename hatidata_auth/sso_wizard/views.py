@@ -23,15 +23,13 @@ from werkzeug.wrappers import Response
 
 from ..errors import AppError
 from ..extensions import db
+from ..idp import IdPPlugin, SetupStatus, get_registry
 from ..models import Organization, utcnow
 from ..requests import request_info
 from ..services import alerts, sso_setup
 from ..urls import external_url
 from . import steps as step_handlers
 from . import wizard
-from .base import IdPPlugin
-from .registry import get_registry
-from .values import SetupStatus
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_SP_BASE_URL = "https://auth.workos.com"

@@ -12,11 +12,10 @@ from werkzeug.datastructures import FileStorage
 from workos import WorkOSClient
 
 from ..context import Actor, RequestInfo
+from ..idp import IdPPlugin, SamlMetadata, ValidationResult
 from ..models import Organization, WizardProgress
 from ..services import role_mapping, sso_setup
 from . import wizard
-from .base import IdPPlugin
-from .values import SamlMetadata, ValidationResult
 
 ROLE_CHOICES = ("admin", "developer", "viewer")
 EXTRA_MAPPING_ROWS = 2

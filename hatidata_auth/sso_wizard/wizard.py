@@ -20,10 +20,9 @@ from sqlalchemy.orm import Session
 
 from ..context import NO_REQUEST, Actor, RequestInfo
 from ..errors import AppError
+from ..idp import IdPPlugin, WizardStep
 from ..models import WizardProgress, utcnow
 from ..services import audit
-from .base import IdPPlugin
-from .values import WizardStep
 
 
 class WizardRefused(AppError):

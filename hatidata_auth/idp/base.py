@@ -14,7 +14,8 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint
 
-from .validation import check_https_url, parse_saml_metadata, wrong_idp
+from .hosts import host_patterns_problem, register_hosts, wrong_idp
+from .validation import check_https_url, parse_saml_metadata
 from .values import (
     IDENTIFIER_KINDS,
     PROTOCOLS,
@@ -71,6 +72,12 @@ class IdPPlugin:
     metadata_sources: ClassVar[tuple[str, ...]] = ()
     #: What the IdP's SSO ``groups`` carry, one of ``name`` or ``object_id`` (a ``RoleMapping.identifier_kind``).
     group_identifier_kind: ClassVar[str] = "name"
+    #: Regular expressions (searched in the lower-cased host) of the hosts this IdP serves: they let every plugin
+    #: say "this is a <display_name> URL" when an admin pastes this IdP's URL into another IdP's wizard.
+    idp_hosts: ClassVar[tuple[str, ...]] = ()
+    #: The wizard serves a printable setup guide at ``/admin/sso/idp/<name>/guide``, from the plugin's own
+    #: ``idp_<name>/guide.html`` when it ships one, else the generic guide built from the metadata below.
+    setup_guide: ClassVar[bool] = False
 
     #: Examples the contract suite checks the validators against: a metadata URL this plugin accepts, and the
     #: entity ID and sign-in URL of metadata it accepts.
@@ -102,6 +109,9 @@ class IdPPlugin:
             problems = class_problems(cls)
             if problems:
                 raise PluginDefinitionError(f"IdP plugin {cls.__dict__['name']!r}: " + "; ".join(problems))
+        if "idp_hosts" in cls.__dict__ and isinstance(getattr(cls, "display_name", None), str) \
+                and not host_patterns_problem(cls.idp_hosts):
+            register_hosts(cls.display_name, cls.idp_hosts)
 
     # --- metadata helpers -------------------------------------------------------------------------------
 
@@ -322,6 +332,9 @@ def class_problems(cls: type[IdPPlugin]) -> list[str]:
         problems.append("metadata_sources may only hold 'url' and 'xml'")
     if cls.group_identifier_kind not in IDENTIFIER_KINDS:
         problems.append(f"group_identifier_kind must be one of {IDENTIFIER_KINDS}")
+    hosts_problem = host_patterns_problem(cls.idp_hosts)
+    if hosts_problem:
+        problems.append(hosts_problem)
     return problems
 
 

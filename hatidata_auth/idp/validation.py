@@ -147,29 +147,3 @@ def parse_saml_metadata(data: bytes, now: datetime, field: str = "metadata_file"
         warnings.append("The metadata also lists an expired certificate; it is ignored.")
     return ValidationResult.success(SamlMetadata(entity_id, sso_urls, tuple(valid)), tuple(warnings))
 
-
-_IDP_HOSTS = (
-    (re.compile(r"(^|\.)(okta|oktapreview|okta-emea)\.com$"), "Okta"),
-    (re.compile(r"^login\.(microsoftonline\.(com|us)|partner\.microsoftonline\.cn)$|^sts\.windows\.net$"),
-     "Microsoft Entra ID"),
-    (re.compile(r"^accounts\.google\.com$"), "Google Workspace"),
-    (re.compile(r"(^|\.)onelogin\.com$"), "OneLogin"),
-)
-
-
-def guess_idp(host: str) -> str | None:
-    """Which well-known IdP serves *host*, if any (to say "this is an Entra URL, not Okta's")."""
-    for pattern, name in _IDP_HOSTS:
-        if pattern.search(host.lower()):
-            return name
-    return None
-
-
-def wrong_idp(field: str, host: str, expected: str) -> ValidationResult | None:
-    """A failure when *host* belongs to another well-known IdP than *expected*."""
-    other = guess_idp(host)
-    if other and other != expected:
-        return ValidationResult.failure(
-            field, f"This is a {other} URL, not {expected}'s: choose {other} as your identity provider, "
-                   f"or paste the {expected} metadata URL.")
-    return None

@@ -1,26 +1,20 @@
-"""A ready-made plugin blueprint: a printable setup guide for the customer's IdP administrator."""
+"""The printable setup guide for a customer's IdP administrator, offered for plugins that set ``setup_guide``."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from flask import Blueprint, abort, render_template, request
 
-if TYPE_CHECKING:
-    from .base import IdPPlugin
+from ..idp import IdPPlugin
 
 
-def guide_blueprint(plugin: IdPPlugin, import_name: str) -> Blueprint:
-    """Return ``idp_<name>`` with ``GET /admin/sso/idp/<name>/guide``.
+def add_guide(plugin: IdPPlugin, blueprint: Blueprint) -> Blueprint:
+    """Add ``GET /admin/sso/idp/<name>/guide`` (endpoint ``idp_<name>.guide``) to the plugin's *blueprint*.
 
     It renders the plugin's own ``idp_<name>/guide.html`` when the plugin ships one, else the core's generic
     guide, which is built from the plugin's metadata (prerequisites, console steps, directory steps, warnings).
     """
     from .views import admin_only, sp_values_for
 
-    bp = plugin.make_blueprint(import_name)
-
-    @bp.get("/guide", endpoint="guide")
     @admin_only
     def guide() -> str:
         protocol = request.args.get("protocol", "saml")
@@ -30,4 +24,5 @@ def guide_blueprint(plugin: IdPPlugin, import_name: str) -> Blueprint:
                                plugin=plugin, protocol=protocol,
                                sp=sp_values_for(plugin))
 
-    return bp
+    blueprint.add_url_rule("/guide", endpoint="guide", view_func=guide, methods=["GET"])
+    return blueprint

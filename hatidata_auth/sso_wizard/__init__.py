@@ -1,0 +1,27 @@
+"""The SSO setup wizard (``/admin/sso/``): its views, steps, guide, service, templates and static files.
+
+It uses the IdP plugins only through the public API, ``hatidata_auth.idp``.
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from ..idp import PluginRegistry, check_blueprint
+from .guide import add_guide
+
+
+def init_app(app: Flask, registry: PluginRegistry) -> None:
+    """Mount the wizard blueprint ``sso_wizard``, then each plugin's ``idp_<name>`` blueprint (with the setup
+    guide when the plugin sets ``setup_guide``); raises ``PluginLoadError`` on a misnamed plugin blueprint."""
+    from .views import bp
+
+    app.register_blueprint(bp)
+    for plugin in registry:
+        blueprint = plugin.create_blueprint()
+        if blueprint is not None:
+            check_blueprint(plugin, blueprint)
+        if plugin.setup_guide:
+            blueprint = add_guide(plugin, blueprint or plugin.make_blueprint(type(plugin).__module__))
+        if blueprint is not None:
+            app.register_blueprint(blueprint)
