@@ -17,7 +17,7 @@ from workos.organization_membership import RoleSingle
 from hatidata_auth.extensions import db
 from hatidata_auth.models import WebhookEvent
 from hatidata_auth.services import reconcile
-from hatidata_auth.services.directory_sync import HANDLERS, handled_event_types, handler_for
+from hatidata_auth.services.events import HANDLERS, handled_event_types, handler_for
 from tests.support.servers import EmulatorControl
 
 INITECH = "org_01HTDQ8A300000000000000001"

@@ -35,16 +35,15 @@ from . import directory_people, domains, event_source, inbox, role_mapping
 from .demo_mappings import DEMO_GROUP_ROLES as DEMO_GROUP_ROLES
 from .demo_mappings import ensure_demo_mappings as ensure_demo_mappings
 from .directory_people import new_directory_person
-from .directory_sync import (
-    _LOOKUP,
-    EventContext,
-    _user_fields,
-    handled_event_types,
+from .events import EventContext, handled_event_types
+from .events.directory_state import LOOKUP as _LOOKUP
+from .events.directory_state import (
     set_group_membership,
     sync_member,
     upsert_directory_group,
     upsert_directory_user,
 )
+from .events.directory_state import user_fields as _user_fields
 
 EVENTS_CURSOR = "workos-events"
 
