@@ -120,7 +120,7 @@ def sync_cli() -> None:
 @with_appcontext
 def sync_poll(max_events: int) -> None:
     """Apply WorkOS events after the persisted cursor (ascending order)."""
-    from .services.reconcile import poll_events
+    from .services.events_poller import poll_events
 
     client = current_app.extensions["hatidata_workos"].client
     result = poll_events(db.session(), client, max_events=max_events)

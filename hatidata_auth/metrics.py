@@ -133,7 +133,7 @@ def status_label(status: int | str) -> str:
 
 def event_type_label(event_type: str | None) -> str:
     """An event type we apply, else ``other`` (a signed event can name any type)."""
-    from .services.directory_sync import handled_event_types
+    from .services.events import handled_event_types
 
     return event_type if event_type in set(handled_event_types()) else "other"
 

@@ -23,7 +23,7 @@ from hatidata_auth.models import (
     WebhookEvent,
     utcnow,
 )
-from hatidata_auth.services import reconcile, role_mapping
+from hatidata_auth.services import events_poller, reconcile, role_mapping
 from tests.support.dsync import member_roles, mirror_organizations, sign
 from tests.support.servers import EmulatorControl, LiveServer, http_json
 
@@ -317,18 +317,18 @@ def test_events_api_poller_is_idempotent_with_webhooks(db_session: Any, workos_c
     acme = orgs["acme.test"]
     emulator_control.ctl("POST", f"/directory_users/{ACME_DEV_USER}/deactivate")
     emulator_control.ctl("POST", f"/directory_groups/{ACME_ADMINS}/members/{ACME_DEV_USER}")
-    first = reconcile.poll_events(db_session, workos_client, page_size=2)
+    first = events_poller.poll_events(db_session, workos_client, page_size=2)
     assert first.processed >= 2
     assert first.failed == 0
     assert member_roles(db_session, acme.id)["dev@acme.test"][1] == "deprovisioned"
-    assert reconcile.get_cursor(db_session) == first.cursor
-    assert reconcile.poll_events(db_session, workos_client).processed == 0
+    assert events_poller.get_cursor(db_session) == first.cursor
+    assert events_poller.poll_events(db_session, workos_client).processed == 0
     # The same events arriving by webhook afterwards are duplicates.
     emulator_control.register_webhook(f"{live_app.url}/webhooks/workos", app.config["WORKOS_WEBHOOK_SECRET"])
     emulator_control.ctl("POST", f"/directory_users/{ACME_DEV_USER}/reactivate")
     emulator_control.flush()
     assert member_roles(db_session, acme.id)["dev@acme.test"] == ("admin", "active")
-    again = reconcile.poll_events(db_session, workos_client)
+    again = events_poller.poll_events(db_session, workos_client)
     assert again.duplicates >= 1
     assert again.applied == 0
 

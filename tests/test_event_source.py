@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from hatidata_auth.models import AuditEvent, Organization, WebhookEvent
-from hatidata_auth.services import reconcile
+from hatidata_auth.services import events_poller, reconcile
 from hatidata_auth.services.event_source import EventSource, belongs
 from tests.support.dsync import mirror_organizations, post_event
 from tests.support.servers import EmulatorControl
@@ -136,7 +136,7 @@ def test_the_poller_ignores_a_deleted_directorys_events_it_catches_up_on(
     lost = emulator_control.events()[start]
     assert lost["event"] == "dsync.user.created"
     _replace_directory(client, app, emulator_control, org)
-    result = reconcile.poll_events(db_session, workos_client)
+    result = events_poller.poll_events(db_session, workos_client)
     assert result.failed == 0
     row, audits = _stored(db_session, lost["id"])
     assert (row.source, row.status, row.last_error) == ("events_api", "ignored", "directory deleted")

@@ -16,8 +16,8 @@ from workos.organization_membership import RoleSingle
 
 from hatidata_auth.extensions import db
 from hatidata_auth.models import WebhookEvent
-from hatidata_auth.services import reconcile
-from hatidata_auth.services.directory_sync import HANDLERS, handled_event_types, handler_for
+from hatidata_auth.services import events_poller
+from hatidata_auth.services.events import HANDLERS, handled_event_types, handler_for
 from tests.support.servers import EmulatorControl
 
 INITECH = "org_01HTDQ8A300000000000000001"
@@ -95,7 +95,7 @@ def test_the_poller_receives_every_type_it_handles_and_no_other(app: Flask, emul
         unhandled = recorded_types - set(handled_event_types())
         assert unhandled, "the history must also hold types we do not handle (user.created, ...)"
 
-        result = reconcile.poll_events(db.session, workos, page_size=25)
+        result = events_poller.poll_events(db.session, workos, page_size=25)
         received = db.session.execute(select(WebhookEvent.event_id, WebhookEvent.event_type).where(
             WebhookEvent.source == "events_api")).all()
         db.session.remove()

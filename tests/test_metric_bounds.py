@@ -34,7 +34,7 @@ from hatidata_auth.metrics import (
     event_type_label,
     path_template,
 )
-from hatidata_auth.services.directory_sync import handled_event_types
+from hatidata_auth.services.events import handled_event_types
 
 SERIES = re.compile(r'^(hatidata_[a-z_]+?)(?:_total|_count|_bucket|_sum)?\{((?:[^"}]|"(?:[^"\\]|\\.)*")*)\}',
                     re.MULTILINE)

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, SessionEvents
 from hatidata_auth.context import Actor
 from hatidata_auth.extensions import db
 from hatidata_auth.models import AuthSession, utcnow
-from hatidata_auth.services import audit, directory_sync
+from hatidata_auth.services import audit, events
 from hatidata_auth.unit_of_work import INVALIDATOR, AppSession, NotAUnitOfWork, invalidate_after_commit
 from tests.api_support import Tenant, headers_for, make_tenant
 from tests.credential_support import new_session
@@ -125,10 +125,10 @@ def _via_api(method: str, path: Callable[[Tenant], str], body: dict[str, Any] | 
 
 def _session_revoked_event(app: Flask, tenant: Tenant) -> None:
     with app.app_context():
-        ctx = directory_sync.EventContext(session=db.session, client=app.extensions["hatidata_workos"].client,
+        ctx = events.EventContext(session=db.session, client=app.extensions["hatidata_workos"].client,
                                           event_id="event_quokka_revoked", event_type="session.revoked",
                                           event_time=utcnow())
-        directory_sync.on_session_revoked(ctx, {"id": tenant.ids["sid"]})
+        events.sessions.on_session_revoked(ctx, {"id": tenant.ids["sid"]})
         db.session.commit()
         db.session.remove()
 

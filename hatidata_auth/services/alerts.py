@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from ..models import Organization, OrganizationAlert, new_id
 
 if TYPE_CHECKING:
-    from .directory_sync import EventContext
+    from .events import EventContext
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ from ..models import DirectoryUser, Membership, Organization, User, new_id
 from .provisioning import invalidate_member_caches, set_access
 
 if TYPE_CHECKING:
-    from .directory_sync import EventContext
+    from .events import EventContext
 
 #: Directory user fields mirrored onto the person (``users``), shown by the members API.
 PERSON_FIELDS = ("email", "first_name", "last_name")

@@ -3,7 +3,7 @@
 A directory event (``dsync.*``) names a directory and an organization. It is applied only when that directory
 is a directory of that organization as WorkOS knows it: our mirror first (the organization's current
 ``directory_id`` and the ``known_directories`` it has had), then, for a directory the mirror does not know,
-``directory_sync.get_directory`` through the SDK, whose answer is remembered. Otherwise the event is refused:
+``client.directory_sync.get_directory`` through the SDK, whose answer is remembered. Otherwise the event is refused:
 stored in the inbox as ``ignored`` with the reason, audited once (no organization, bounded details), and
 neither organization is touched.
 
@@ -26,7 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ..models import KnownDirectory, Organization, utcnow
 from ..workos import WorkOSNotFound, translate_errors
-from .directory_sync import EventContext, PayloadError, resolve_organization
+from .events import EventContext, PayloadError, resolve_organization
 
 DIRECTORY_EVENT_PREFIX = "dsync."
 # Events whose data is the directory itself (its id is ``data.id``); the others name it in ``directory_id``.

@@ -26,7 +26,7 @@ from ..errors import is_connection_error
 from ..models import Organization, WebhookEvent, utcnow
 from ..workos import WorkOSClient
 from . import event_source
-from .directory_sync import EventContext, PayloadError, handler_for, parse_time
+from .events import EventContext, PayloadError, handler_for, parse_time
 
 log = logging.getLogger(__name__)
 

@@ -1,14 +1,12 @@
-"""Reconciliation: the Events API poller (persisted cursor, ascending order) and the full directory resync.
+"""The full directory resync (the Events API poller is :mod:`services.events_poller`).
 
-Both go through the same code as the webhooks: the poller feeds events into the inbox (so an event that
-also arrived by webhook is a duplicate and changes nothing), and the resync applies the directory's current
+It goes through the same code as the webhooks: it applies the directory's current
 users, groups and memberships through the same version-guarded upserts, then tombstones what WorkOS no longer
-lists. Both are idempotent.
+lists. It is idempotent.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -25,91 +23,24 @@ from ..models import (
     DirectoryUser,
     Membership,
     Organization,
-    SyncCursor,
     User,
     new_id,
     utcnow,
 )
 from ..workos import WorkOSClient
-from . import directory_people, domains, event_source, inbox, role_mapping
+from . import directory_people, domains, event_source, role_mapping
 from .demo_mappings import DEMO_GROUP_ROLES as DEMO_GROUP_ROLES
 from .demo_mappings import ensure_demo_mappings as ensure_demo_mappings
 from .directory_people import new_directory_person
-from .directory_sync import (
-    _LOOKUP,
-    EventContext,
-    _user_fields,
-    handled_event_types,
+from .events import EventContext
+from .events.directory_state import LOOKUP as _LOOKUP
+from .events.directory_state import (
     set_group_membership,
     sync_member,
     upsert_directory_group,
     upsert_directory_user,
 )
-
-EVENTS_CURSOR = "workos-events"
-
-
-# --- the Events API poller ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class PollResult:
-    """What one poll processed, and where the cursor now stands."""
-
-    processed: int
-    applied: int
-    duplicates: int
-    ignored: int
-    failed: int
-    cursor: str | None
-
-
-def _event_dict(event: Any) -> dict[str, Any]:
-    raw = event.to_dict() if hasattr(event, "to_dict") else dict(event)
-    # A JSON round trip keeps exactly what the inbox column can store.
-    return dict(json.loads(json.dumps(raw, default=str)))
-
-
-def poll_events(session: Session, client: WorkOSClient, *, cursor_name: str = EVENTS_CURSOR, page_size: int = 100,
-                max_events: int = 100_000, event_types: list[str] | None = None) -> PollResult:
-    """Fetch events after the persisted cursor (oldest first) and apply each through the inbox.
-
-    The cursor advances after every event, in its own small commit, so a crash repeats at most one event
-    (which the inbox then recognises as a duplicate). Failed events stay in the inbox for replay and do not
-    stop the cursor.
-    """
-    row = session.get(SyncCursor, cursor_name)
-    after = row.cursor if row else None
-    session.rollback()
-    counts = {"applied": 0, "duplicate": 0, "ignored": 0, "failed": 0}
-    processed = 0
-    types = event_types or handled_event_types()
-    events = client.events.list_events(events=types, limit=page_size, after=after, order="asc").auto_paging_iter()
-    for item in islice(events, max_events):
-        payload = _event_dict(item)
-        result = inbox.receive(session, client, payload, source="events_api")
-        counts[result.status] = counts.get(result.status, 0) + 1
-        after = payload["id"]
-        _save_cursor(session, cursor_name, after)
-        processed += 1
-    return PollResult(processed, counts["applied"], counts["duplicate"], counts["ignored"], counts["failed"], after)
-
-
-def _save_cursor(session: Session, name: str, value: str | None) -> None:
-    row = session.get(SyncCursor, name)
-    if row is None:
-        session.add(SyncCursor(name=name, cursor=value))
-    else:
-        row.cursor = value
-        row.updated_at = utcnow()
-    session.commit()
-
-
-def get_cursor(session: Session, name: str = EVENTS_CURSOR) -> str | None:
-    """The last event id the poller processed."""
-    row = session.get(SyncCursor, name)
-    return row.cursor if row else None
-
+from .events.directory_state import user_fields as _user_fields
 
 # --- the full resync ------------------------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from ..errors import error_response
 from ..extensions import csrf, db
 from ..requests import request_info
 from ..security_reports import report
-from ..services.directory_sync import PayloadError
+from ..services.events import PayloadError
 from ..services.inbox import error_summary, receive, validate_envelope
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")

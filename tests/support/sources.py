@@ -19,8 +19,8 @@ from hatidata_auth.models import (
     Organization,
     User,
 )
-from hatidata_auth.services.directory_sync import HANDLERS
 from hatidata_auth.services.event_source import is_directory_event
+from hatidata_auth.services.events import HANDLERS
 from tests.support.servers import EmulatorControl, http_json
 
 # Every directory event type we apply, from the dispatch table: a new type is covered (or fails) by itself.

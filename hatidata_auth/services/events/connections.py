@@ -8,27 +8,17 @@ connection's events, so any delivery order gives the same alerts.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import select
 
-from ..models import Organization
-from . import alerts
-
-if TYPE_CHECKING:
-    from .directory_sync import EventContext
-
-
-def _require(data: Any, *keys: str) -> dict[str, Any]:
-    from .directory_sync import _require as require
-
-    return require(data, *keys)
+from ...models import Organization
+from .. import alerts
+from .context import EventContext, parse_time, require, resolve_organization
+from .registry import handles
 
 
 def _organization(ctx: EventContext, connection_id: str, workos_organization_id: Any) -> Organization | None:
-    from .directory_sync import resolve_organization
-
     org = resolve_organization(ctx, workos_organization_id)
     if org is None:
         org = ctx.session.scalar(select(Organization).where(Organization.connection_id == connection_id))
@@ -42,11 +32,10 @@ def _apply_alerts(ctx: EventContext, org: Organization, connection_id: str, mess
         ctx.outcome = "applied"  # the connection's state was not ours to mirror, but its alerts changed
 
 
+@handles("connection.activated", "connection.deactivated", "connection.deleted")
 def on_connection(ctx: EventContext, data: dict[str, Any]) -> None:
     """``connection.activated|deactivated|deleted``: mirror the SSO connection's state; open or resolve alerts."""
-    from .directory_sync import parse_time
-
-    _require(data, "id")
+    require(data, "id")
     org = _organization(ctx, data["id"], data.get("organization_id"))
     if org is None:
         ctx.ignore("unknown organization")
@@ -82,9 +71,10 @@ def _mirror_state(ctx: EventContext, org: Organization, data: dict[str, Any], ve
                    details={"state": state, "connection_type": data.get("connection_type")})
 
 
+@handles("connection.saml_certificate_renewal_required", "connection.saml_certificate_renewed")
 def on_certificate(ctx: EventContext, data: dict[str, Any]) -> None:
     """SAML certificate renewal required (opens an alert for admins) or renewed (resolves it)."""
-    conn = _require(_require(data, "connection")["connection"], "id")
+    conn = require(require(data, "connection")["connection"], "id")
     org = _organization(ctx, conn["id"], conn.get("organization_id"))
     if org is None:
         ctx.ignore("unknown organization")
@@ -105,11 +95,3 @@ def on_certificate(ctx: EventContext, data: dict[str, Any]) -> None:
         ctx.record(ctx.event_type, organization_id=org.id, target_type="connection", target_id=conn["id"],
                    details={**details, "renewed_at": data.get("renewed_at")})
 
-
-HANDLERS: dict[str, Callable[[EventContext, dict[str, Any]], None]] = {
-    "connection.activated": on_connection,
-    "connection.deactivated": on_connection,
-    "connection.deleted": on_connection,
-    "connection.saml_certificate_renewal_required": on_certificate,
-    "connection.saml_certificate_renewed": on_certificate,
-}

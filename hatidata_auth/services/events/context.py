@@ -1,0 +1,135 @@
+"""What every event handler shares: the event being applied (:class:`EventContext`), payload checks, WorkOS
+timestamps, and finding the tenant an event is about.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ...context import NO_REQUEST, Actor, RequestInfo
+from ...models import Membership, Organization, User
+from ...workos import WorkOSClient, WorkOSNotFound
+from .. import audit, role_mapping
+from ..organizations import mirror_organization
+
+
+class PayloadError(ValueError):
+    """The event's data does not have the shape its type needs."""
+
+
+
+def parse_time(value: Any) -> datetime | None:
+    """Parse a WorkOS timestamp (``2024-01-15T09:00:00.000Z`` or ``2023-04-28 20:05:31.093``)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value
+    text = str(value).strip().replace(" ", "T", 1).replace("Z", "+00:00")
+    parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed
+
+
+@dataclass
+class EventContext:
+    """One event being applied: the session, the WorkOS client, who acts and the event's identity."""
+
+    session: Session
+    client: WorkOSClient | None
+    event_id: str | None
+    event_type: str
+    event_time: datetime
+    actor: Actor = field(default_factory=Actor.workos)
+    request: RequestInfo = NO_REQUEST
+    outcome: str = "applied"
+    note: str | None = None
+    organization: Organization | None = None
+    # Set by the last user upsert: whether anything that decides access (state, email, existence) or is mirrored
+    # onto the person (names) changed.
+    access_changed: bool = False
+    _mappings: dict[str, list[role_mapping.MappingSpec]] = field(default_factory=dict)
+    # Lookups already made in this unit of work (the resync preloads them a page at a time).
+    users_by_email: dict[str, User | None] = field(default_factory=dict)
+    memberships_by_user: dict[str, Membership | None] | None = None
+    # Users this unit of work has just created and that have no membership yet (none can exist: the row is
+    # not visible to any other transaction), so the membership lookup is skipped for them.
+    new_user_ids: set[str] = field(default_factory=set)
+
+    def record(self, action: str, *, organization_id: str | None, target_type: str | None = None,
+               target_id: str | None = None, details: dict[str, Any] | None = None,
+               outcome: str = "success") -> None:
+        """Audit one change caused by this event."""
+        audit.record(self.session, action=action, actor=self.actor, organization_id=organization_id,
+                     target_type=target_type, target_id=target_id, outcome=outcome, request=self.request,
+                     source_event_id=self.event_id, details=details)
+
+    def mappings(self, organization_id: str) -> list[role_mapping.MappingSpec]:
+        """The organization's role mappings, read once per event."""
+        if organization_id not in self._mappings:
+            self._mappings[organization_id] = role_mapping.list_mappings(self.session, organization_id)
+        return self._mappings[organization_id]
+
+    def ignore(self, note: str) -> None:
+        """Mark the event as acknowledged but not applied."""
+        self.outcome = "ignored"
+        self.note = note
+
+
+def require(data: Any, *keys: str) -> dict[str, Any]:
+    """*data* as an object holding every one of *keys*; raises :class:`PayloadError` otherwise."""
+    if not isinstance(data, dict):
+        raise PayloadError("data must be an object")
+    missing = [k for k in keys if k not in data]
+    if missing:
+        raise PayloadError(f"data lacks {', '.join(missing)}")
+    return data
+
+
+def find_organization(session: Session, workos_organization_id: str | None = None,
+                      directory_id: str | None = None) -> Organization | None:
+    """Our tenant for a WorkOS organization id (or, failing that, a directory id)."""
+    if workos_organization_id:
+        org = session.scalar(select(Organization).where(
+            Organization.workos_organization_id == workos_organization_id))
+        if org is not None:
+            return org
+    if directory_id:
+        return session.scalar(select(Organization).where(Organization.directory_id == directory_id).limit(1))
+    return None
+
+
+def resolve_organization(ctx: EventContext, workos_organization_id: str | None,
+                         directory_id: str | None = None) -> Organization | None:
+    """Find the tenant; mirror it from WorkOS first if we have never seen it."""
+    org = find_organization(ctx.session, workos_organization_id, directory_id)
+    if org is None and workos_organization_id and ctx.client is not None:
+        try:
+            mirror_organization(ctx.session, ctx.client, workos_organization_id, ctx.actor)
+        except WorkOSNotFound:  # WorkOS does not know it: unknown here too
+            return None
+        org = find_organization(ctx.session, workos_organization_id, directory_id)
+    ctx.organization = org
+    return org
+
+
+def directory_deleted(org: Organization, directory_id: str | None) -> bool:
+    """Whether *directory_id* is the organization's directory and WorkOS deleted it (final for that id)."""
+    return bool(directory_id) and org.directory_id == directory_id and org.directory_state == "deleted"
+
+
+def dsync_org(ctx: EventContext, data: dict[str, Any]) -> Organization | None:
+    """The tenant of a ``dsync.*`` object, or ``None`` (the event is then marked ignored on *ctx*)."""
+    org = resolve_organization(ctx, data.get("organization_id"), data.get("directory_id"))
+    if org is None:
+        ctx.ignore("unknown organization")
+        return None
+    if directory_deleted(org, data.get("directory_id")):
+        ctx.ignore("directory deleted")
+        return None
+    return org

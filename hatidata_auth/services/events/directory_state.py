@@ -1,0 +1,285 @@
+"""Directory state under the ordering rules: users, groups and group memberships applied from snapshots under
+their version guards, and a directory user's membership kept in line (:func:`sync_member`).
+
+Shared by the ``dsync.*`` handlers and the full resync (:mod:`services.reconcile`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from ...models import DirectoryGroup, DirectoryGroupMembership, DirectoryUser, Membership, Organization, new_id
+from .. import directory_people as people
+from .. import domains, role_mapping
+from ..provisioning import set_access
+from .context import EventContext, directory_deleted, parse_time, require
+
+DEPROVISIONED_STATES = ("inactive", "suspended")
+
+
+def user_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """The ``directory_users`` columns a WorkOS directory user object sets (email normalised, lower case)."""
+    email = data.get("email")
+    if not email:
+        for item in data.get("emails") or []:
+            if isinstance(item, dict) and item.get("primary") and item.get("value"):
+                email = item["value"]
+                break
+    return {
+        "directory_id": data["directory_id"],
+        "idp_id": None if data.get("idp_id") is None else str(data["idp_id"]),
+        "email": email.strip().lower() if isinstance(email, str) and email.strip() else None,
+        "first_name": data.get("first_name"),
+        "last_name": data.get("last_name"),
+        "state": data.get("state") or "active",
+        "attributes": data.get("custom_attributes") or {},
+    }
+
+
+LOOKUP: Any = object()  # "look the row up" (the default), as opposed to a row (or None) the caller preloaded
+
+
+def _insert_dialect(session: Session) -> Any:
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+def _locked_directory_user(ctx: EventContext, org: Organization, workos_id: str) -> DirectoryUser | None:
+    # FOR UPDATE: concurrent events for one user are applied one after the other, so the version guard
+    # compares against the committed state (no lost update when two workers race).
+    return ctx.session.scalar(select(DirectoryUser).where(DirectoryUser.organization_id == org.id,
+                                                         DirectoryUser.workos_id == workos_id).with_for_update())
+
+
+def _audit_directory_user(ctx: EventContext, org: Organization, du: DirectoryUser, action: str,
+                          changed_fields: list[str] | None = None) -> None:
+    details: dict[str, Any] = {"workos_id": du.workos_id, "email": du.email, "state": du.state}
+    if changed_fields is not None:
+        details["changed"] = changed_fields
+    ctx.record(action, organization_id=org.id, target_type="directory_user", target_id=du.workos_id,
+               details=details)
+
+
+def upsert_directory_user(ctx: EventContext, org: Organization, data: dict[str, Any], *,
+                          deleted: bool = False, existing: Any = LOOKUP,
+                          known_absent: bool = False) -> tuple[DirectoryUser | None, bool]:
+    """Apply a user snapshot (or a deletion) under the version guard; returns (row, changed).
+
+    *existing*: the stored row (or ``None``) when the caller has already loaded it (the resync does, a page
+    at a time); otherwise the row is read with ``FOR UPDATE`` and a new one is inserted with
+    ``ON CONFLICT DO NOTHING`` (a concurrent first event for the same user wins, this one then applies after it).
+    *known_absent*: this transaction has just looked the row up (with ``FOR UPDATE``) and found none, so the
+    insert is tried straight away (a concurrent insert since then is handled by the conflict path).
+    """
+    require(data, "id", "directory_id")
+    version = parse_time(data.get("updated_at")) or ctx.event_time
+    fields = user_fields(data)
+    if existing is LOOKUP:
+        du = None if known_absent else _locked_directory_user(ctx, org, data["id"])
+        if du is None:
+            values = {**fields, "organization_id": org.id, "workos_id": data["id"], "version_at": version,
+                      "deleted_at": ctx.event_time if deleted else None}
+            stmt = (_insert_dialect(ctx.session)(DirectoryUser).values(id=new_id("du"), **values)
+                    .on_conflict_do_nothing(index_elements=["organization_id", "workos_id"])
+                    .returning(DirectoryUser))
+            du = ctx.session.scalars(stmt).first()
+            if du is not None:
+                ctx.access_changed = True
+                _audit_directory_user(ctx, org, du, "directory_user.deleted" if deleted else "directory_user.created")
+                return du, True
+            du = _locked_directory_user(ctx, org, data["id"])  # created concurrently: apply on top of it
+    else:
+        du = existing
+    if du is not None and du.deleted_at is not None:
+        return du, False  # tombstone: never resurrected
+    if du is not None and du.version_at is not None and version < du.version_at and not deleted:
+        return du, False  # stale
+    created = du is None
+    if du is None:
+        du = DirectoryUser(id=new_id("du"), organization_id=org.id, workos_id=data["id"], **fields)
+        ctx.session.add(du)
+    before = {k: getattr(du, k) for k in fields} if not created else {}
+    if not deleted or created:
+        for key, value in fields.items():
+            if created or before[key] != value:
+                setattr(du, key, value)
+    new_version = max(version, du.version_at) if du.version_at else version
+    if du.version_at != new_version:
+        du.version_at = new_version
+    if deleted:
+        du.deleted_at = ctx.event_time
+    changed_fields = sorted(k for k in fields if before.get(k) != getattr(du, k))
+    changed = created or deleted or bool(changed_fields)
+    ctx.access_changed = created or deleted or any(before.get(k) != getattr(du, k)
+                                                   for k in ("state", *people.PERSON_FIELDS))
+    if changed:
+        action = "directory_user.deleted" if deleted else (
+            "directory_user.created" if created else "directory_user.updated")
+        _audit_directory_user(ctx, org, du, action, None if created or deleted else changed_fields)
+    return du, changed
+
+
+def sync_member(ctx: EventContext, org: Organization, du: DirectoryUser, *, reason: str,
+                groups: list[role_mapping.GroupRef] | None = None, repair_split: bool = False) -> None:
+    """Bring the directory user's membership in line: provision, recompute the role, or deprovision; mirror
+    the person (:mod:`services.directory_people`).
+
+    *groups*: the user's live groups when the caller knows them (the resync); read from the database otherwise.
+    *repair_split*: look for other memberships hanging on the directory user even in a batched unit of work.
+    """
+    session = ctx.session
+    wants_access = (du.deleted_at is None and du.state == "active" and org.status == "active"
+                    and not directory_deleted(org, du.directory_id))
+    refused: str | None = None
+    if wants_access and du.email and domains.foreign_owner(session, org.id, du.email) is not None:
+        # A directory speaks only for its organization: an email on a domain another organization verified
+        # is never linked to a person (who may have access there), and loses any access it had here.
+        refused = reason = "domain_verified_by_another_organization"
+    link = people.person_for(ctx, org, du) if wants_access and refused is None else None
+    if link is not None and link.refused:
+        refused = reason = link.refused
+    if refused is not None:
+        ctx.record("directory_user.link_refused", organization_id=org.id, target_type="directory_user",
+                   target_id=du.workos_id, outcome="failure", details={"email": du.email, "reason": refused})
+        wants_access = False
+    if not wants_access:
+        _deprovision_directory_user(ctx, org, du, reason)
+        return
+    assert link is not None
+    user = link.user
+    if user is None:
+        return
+    membership = people.membership_of(ctx, org, user.id)
+    if groups is None:
+        groups = role_mapping.directory_groups_of(session, org.id, du.workos_id)
+    # Without groups no mapping can match: the role mappings need not be read.
+    decision = role_mapping.resolve_role(groups, ctx.mappings(org.id) if groups else (), org.default_role)
+    if membership is None:
+        # The id is assigned here, so the row is inserted once, with its final role, when the event commits.
+        membership = Membership(id=new_id("mem"), organization_id=org.id, user_id=user.id, role=None,
+                                role_source=decision.source, source="directory", status="pending",
+                                directory_user_id=du.workos_id, details={})
+        session.add(membership)
+        if ctx.memberships_by_user is not None:
+            ctx.memberships_by_user[user.id] = membership
+    elif membership.source != "directory" or membership.directory_user_id != du.workos_id:
+        previous = {"source": membership.source, "directory_user_id": membership.directory_user_id}
+        membership.source = "directory"
+        membership.directory_user_id = du.workos_id
+        ctx.record("membership.directory_linked", organization_id=org.id, target_type="membership",
+                   target_id=membership.id, details={"user_id": user.id, "previous": previous,
+                                                     "directory_user_id": du.workos_id})
+    set_access(session, ctx.client, membership, role=decision.role, role_source=decision.source, active=True,
+               actor=ctx.actor, reason=reason, source_event_id=ctx.event_id, request=ctx.request,
+               details={"directory_user_id": du.workos_id, **role_mapping._decision_details(decision)})
+    # A batched unit of work (the resync) checks for splits only where it found one or the person changed.
+    if repair_split or link.relinked or ctx.memberships_by_user is None:
+        people.retire_other_memberships(ctx, org, du, keep=membership)
+    if link.freed_email:
+        for waiting in people.waiting_for(ctx, org, du, link.freed_email):
+            sync_member(ctx, org, waiting, reason="email_freed")
+
+
+def _deprovision_directory_user(ctx: EventContext, org: Organization, du: DirectoryUser, reason: str) -> None:
+    """Deprovision every membership hanging on the directory user (whatever person it is on now)."""
+    if du.user_id is None:
+        return  # never linked (or already unlinked when refused): no membership hangs on it
+    why = reason if du.deleted_at is None else "directory_user_deleted"
+    if reason == "domain_verified_by_another_organization":
+        du.user_id = None
+    elif du.deleted_at is None and du.state in DEPROVISIONED_STATES:
+        why = f"directory_user_{du.state}"
+    held = people.memberships_of_directory_user(ctx, org, du)
+    for membership in held:
+        set_access(ctx.session, ctx.client, membership, role=None, role_source="mapping", active=False,
+                   actor=ctx.actor, reason=why, source_event_id=ctx.event_id, request=ctx.request,
+                   details={"directory_user_id": du.workos_id})
+    keep = next((m for m in held if m.user_id == du.user_id), None) if len(held) > 1 else None
+    if keep is not None:  # a split: the directory user keeps its person's membership only
+        people.retire_other_memberships(ctx, org, du, keep=keep)
+
+
+def upsert_directory_group(ctx: EventContext, org: Organization, data: dict[str, Any], *,
+                           deleted: bool = False) -> tuple[DirectoryGroup | None, bool]:
+    """Apply a group snapshot (or deletion) under the version guard; returns (row, identity changed)."""
+    require(data, "id", "directory_id", "name")
+    version = parse_time(data.get("updated_at")) or ctx.event_time
+    group = ctx.session.scalar(select(DirectoryGroup).where(DirectoryGroup.organization_id == org.id,
+                                                            DirectoryGroup.workos_id == data["id"]))
+    if group is not None and group.deleted_at is not None:
+        return group, False
+    if group is not None and group.version_at is not None and version < group.version_at and not deleted:
+        return group, False
+    idp_id = None if data.get("idp_id") is None else str(data["idp_id"])
+    created = group is None
+    if group is None:
+        group = DirectoryGroup(organization_id=org.id, workos_id=data["id"], directory_id=data["directory_id"],
+                               idp_id=idp_id, name=data["name"])
+        ctx.session.add(group)
+    before = (group.name, group.idp_id)
+    if not deleted or created:
+        group.name, group.idp_id, group.directory_id = data["name"], idp_id, data["directory_id"]
+    group.version_at = max(version, group.version_at) if group.version_at else version
+    if deleted:
+        group.deleted_at = ctx.event_time
+    changed = created or deleted or before != (group.name, group.idp_id)
+    if changed:
+        ctx.session.flush()
+        action = "directory_group.deleted" if deleted else (
+            "directory_group.created" if created else "directory_group.updated")
+        details: dict[str, Any] = {"workos_id": group.workos_id, "name": group.name, "idp_id": group.idp_id}
+        if not created and not deleted and before[0] != group.name:
+            details["previous_name"] = before[0]
+        ctx.record(action, organization_id=org.id, target_type="directory_group", target_id=group.workos_id,
+                   details=details)
+    return group, changed
+
+
+
+def resync_group_members(ctx: EventContext, org: Organization, group_workos_id: str, reason: str) -> None:
+    """Recompute the membership of every directory user now in the group (after a rename or deletion)."""
+    user_ids = list(ctx.session.scalars(select(DirectoryGroupMembership.user_workos_id).where(
+        DirectoryGroupMembership.organization_id == org.id,
+        DirectoryGroupMembership.group_workos_id == group_workos_id,
+        DirectoryGroupMembership.present.is_(True))))
+    if not user_ids:
+        return
+    users = ctx.session.scalars(select(DirectoryUser).where(DirectoryUser.organization_id == org.id,
+                                                            DirectoryUser.workos_id.in_(user_ids)))
+    for du in users:
+        sync_member(ctx, org, du, reason=reason)
+
+
+def set_group_membership(ctx: EventContext, org: Organization, group_workos_id: str, user_workos_id: str,
+                         present: bool, version_at: datetime, version_event_id: str | None, *,
+                         existing: Any = LOOKUP) -> bool:
+    """Record that a user is (not) in a group, unless a newer fact is stored; returns whether it changed.
+
+    *existing*: the stored row (or ``None``) when the caller has already loaded it (the resync).
+    """
+    if existing is LOOKUP:
+        row = ctx.session.scalar(select(DirectoryGroupMembership).where(
+            DirectoryGroupMembership.organization_id == org.id,
+            DirectoryGroupMembership.group_workos_id == group_workos_id,
+            DirectoryGroupMembership.user_workos_id == user_workos_id))
+    else:
+        row = existing
+    if row is None:
+        row = DirectoryGroupMembership(organization_id=org.id, group_workos_id=group_workos_id,
+                                       user_workos_id=user_workos_id, present=present, version_at=version_at,
+                                       version_event_id=version_event_id)
+        ctx.session.add(row)
+        if existing is LOOKUP:
+            ctx.session.flush()
+        return True
+    if row.version_at is not None:
+        stored = (row.version_at, row.version_event_id or "")
+        if (version_at, version_event_id or "") < stored:
+            return False
+    changed = row.present != present
+    row.present, row.version_at, row.version_event_id = present, version_at, version_event_id
+    return changed

@@ -1,0 +1,63 @@
+"""``dsync.user.*``: directory users, versioned by ``updated_at``; a deletion leaves a final tombstone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from ...models import DirectoryUser, Organization
+from .context import EventContext, directory_deleted, dsync_org, require
+from .directory_state import sync_member, upsert_directory_user
+from .registry import handles
+
+
+def _org_and_locked_user(ctx: EventContext, data: dict[str, Any]) -> tuple[Organization, DirectoryUser] | None:
+    """The tenant and its stored directory user, the user row locked, in one statement (``None`` when either
+    is not stored yet: the caller then takes the general path)."""
+    workos_org_id = data.get("organization_id")
+    if not workos_org_id:
+        return None
+    row = ctx.session.execute(
+        select(Organization, DirectoryUser)
+        .join(DirectoryUser, DirectoryUser.organization_id == Organization.id)
+        .where(Organization.workos_organization_id == workos_org_id, DirectoryUser.workos_id == data["id"])
+        .with_for_update(of=DirectoryUser)
+    ).first()
+    return None if row is None else (row[0], row[1])
+
+
+@handles("dsync.user.created", "dsync.user.updated")
+def on_user_upsert(ctx: EventContext, data: dict[str, Any]) -> None:
+    """``dsync.user.created`` / ``dsync.user.updated``."""
+    require(data, "id", "directory_id", "state")
+    found = _org_and_locked_user(ctx, data)
+    if found is not None:  # the common case, an update of a known user: one round trip for both rows
+        org, existing = found
+        ctx.organization = org
+        if directory_deleted(org, data.get("directory_id")):
+            ctx.ignore("directory deleted")
+            return
+        du, changed = upsert_directory_user(ctx, org, data, existing=existing)
+    else:
+        org_or_none = dsync_org(ctx, data)
+        if org_or_none is None:
+            return
+        org = org_or_none
+        # The joined lookup above found no such user in the organization with this WorkOS id: skip looking again.
+        known_absent = bool(data.get("organization_id")) and org.workos_organization_id == data["organization_id"]
+        du, changed = upsert_directory_user(ctx, org, data, known_absent=known_absent)
+    if du is not None and changed and ctx.access_changed:  # a name change alone needs no access work
+        sync_member(ctx, org, du, reason=ctx.event_type)
+
+
+@handles("dsync.user.deleted")
+def on_user_deleted(ctx: EventContext, data: dict[str, Any]) -> None:
+    """``dsync.user.deleted``: tombstone and deprovision."""
+    require(data, "id", "directory_id")
+    org = dsync_org(ctx, data)
+    if org is None:
+        return
+    du, changed = upsert_directory_user(ctx, org, data, deleted=True)
+    if du is not None and changed:
+        sync_member(ctx, org, du, reason="directory_user_deleted")

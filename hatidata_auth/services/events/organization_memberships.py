@@ -1,0 +1,75 @@
+"""``organization_membership.*``: membership changes made on the WorkOS side (version-guarded by ``updated_at``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from ...models import Membership, User
+from .. import domains, role_mapping
+from ..provisioning import set_access
+from .context import EventContext, parse_time, require, resolve_organization
+from .registry import handles
+
+
+def _user_by_workos_id(ctx: EventContext, workos_user_id: str, organization_id: str) -> User | None:
+    user = ctx.session.scalar(select(User).where(User.workos_user_id == workos_user_id))
+    if user is not None or ctx.client is None:
+        return user
+    remote = ctx.client.user_management.get_user(workos_user_id)
+    email = str(remote.email).strip().lower()
+    user = None
+    if domains.foreign_owner(ctx.session, organization_id, email) is None:  # email links only on own domains
+        user = ctx.session.scalar(select(User).where(User.email == email).order_by(User.created_at).limit(1))
+    if user is None:
+        user = User(email=email, first_name=remote.first_name, last_name=remote.last_name)
+        ctx.session.add(user)
+    if user.workos_user_id is None:
+        user.workos_user_id = workos_user_id
+    ctx.session.flush()
+    return user
+
+
+@handles("organization_membership.created", "organization_membership.updated", "organization_membership.deleted")
+def on_organization_membership(ctx: EventContext, data: dict[str, Any]) -> None:
+    """``organization_membership.created|updated|deleted``: changes made on the WorkOS side."""
+    require(data, "id", "user_id", "organization_id")
+    org = resolve_organization(ctx, data["organization_id"])
+    if org is None:
+        ctx.ignore("unknown organization")
+        return
+    user = _user_by_workos_id(ctx, data["user_id"], org.id)
+    if user is None:
+        ctx.ignore("unknown user")
+        return
+    membership = ctx.session.scalar(select(Membership).where(Membership.organization_id == org.id,
+                                                             Membership.user_id == user.id))
+    role = (data.get("role") or {}).get("slug") if isinstance(data.get("role"), dict) else None
+    version = parse_time(data.get("updated_at")) or ctx.event_time
+    if membership is not None:
+        seen = parse_time((membership.details or {}).get("workos_version"))
+        if seen is not None and version < seen:
+            return
+    deleted = ctx.event_type.endswith("deleted")
+    if membership is None:
+        if deleted:
+            return
+        membership = Membership(organization_id=org.id, user_id=user.id, role=None, role_source="idp",
+                                source="sso", status="pending", workos_membership_id=data["id"])
+        ctx.session.add(membership)
+        ctx.session.flush()
+    membership.workos_membership_id = None if deleted else data["id"]
+    membership.details = {**(membership.details or {}), "workos_version": version.isoformat(),
+                          "workos_status": "deleted" if deleted else data.get("status")}
+    ctx.record(f"workos.{ctx.event_type}", organization_id=org.id, target_type="membership",
+               target_id=membership.id, details={"user_id": user.id, "role": role, "status": data.get("status"),
+                                                 "directory_managed": data.get("directory_managed")})
+    if membership.source == "directory":
+        return  # the directory and our mappings decide directory-managed members (documented overwrite rule)
+    active = not deleted and data.get("status", "active") == "active" and org.status == "active"
+    if role not in role_mapping.ROLE_RANK:
+        role = membership.role or org.default_role
+    set_access(ctx.session, ctx.client, membership, role=role, role_source="idp", active=active,
+               actor=ctx.actor, reason=ctx.event_type, source_event_id=ctx.event_id, request=ctx.request,
+               inactive_status="deprovisioned" if deleted else "inactive")

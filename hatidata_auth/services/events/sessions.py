@@ -1,0 +1,22 @@
+"""``session.revoked``: a session ended at WorkOS."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...unit_of_work import invalidate_after_commit
+from .. import sessions as sessions_service
+from .context import EventContext, require
+from .registry import handles
+
+
+@handles("session.revoked")
+def on_session_revoked(ctx: EventContext, data: dict[str, Any]) -> None:
+    """``session.revoked``: revoke our record and evict it from the cache (no call back to WorkOS)."""
+    require(data, "id")
+    done = bool(sessions_service.revoke_by_workos_session_id(
+        ctx.session, ctx.client, workos_session_id=data["id"], actor=ctx.actor, reason="revoked_at_workos",
+        source_event_id=ctx.event_id, call_workos=False))
+    invalidate_after_commit(ctx.session, "session", str(data["id"]))
+    if not done:
+        ctx.note = "no live local session"
