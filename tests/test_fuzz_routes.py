@@ -51,7 +51,7 @@ def _cursor(value: Any) -> str:
 
 
 huge_ints = st.sampled_from([10**18, 10**40, -(10**40), 2**63, -(2**63) - 1, 10**4000]) | st.integers()
-nasty_text = st.sampled_from(["\x00", "a\x00b", "\ud800", "x\udfffy", "", " ", "é", "𝕏", "x" * 70_000]) | st.text()
+nasty_text = st.sampled_from(["\x00", "a\x00b", "\ud800", "x\udfffy", "", " ", "é", "𝕏", "x" * 70_000]) | st.text()  # noqa: RUF001 - a deliberate look-alike
 json_scalars = (st.none() | st.booleans() | huge_ints | st.floats(allow_nan=False, allow_infinity=False)
                 | nasty_text)
 json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4)
