@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         env = {**os.environ, **secrets_env, "HATIDATA_ENV": "production", "HATIDATA_SETTINGS": str(settings),
                "PYTHONPATH": str(ROOT), "WEB_CONCURRENCY": "2", "PORT": str(port),
                "GUNICORN_ACCESS_LOG": "/dev/null", "HATIDATA_PUBLIC_URL": f"http://127.0.0.1:{port}"}
-        gunicorn = subprocess.Popen(  # noqa: S603
+        gunicorn = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "config" / "gunicorn.conf.py"),
              "hatidata_auth:create_app()"], env=env, cwd=str(ROOT), stdout=server_log, stderr=server_log)
         deadline = time.monotonic() + 30
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             returned = time.monotonic()
             delays.append(_until_rejected(port, trial_token, returned))
         delays.sort()
-        p99 = delays[min(len(delays) - 1, int(round(0.99 * (len(delays) - 1))))]
+        p99 = delays[min(len(delays) - 1, round(0.99 * (len(delays) - 1)))]
         print(f"revocation propagation over {len(delays)} trials: p50 {statistics.median(delays) * 1000:.1f} ms, "
               f"p99 {p99 * 1000:.1f} ms, max {delays[-1] * 1000:.1f} ms")
         ratio_s = statistics.mean(totals["session"]) / base

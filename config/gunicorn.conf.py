@@ -32,7 +32,7 @@ logconfig_dict = {
 
 # Prometheus multi-process mode: PROMETHEUS_MULTIPROC_DIR names a folder every worker writes its samples to;
 # it is emptied when the master starts, and a dead worker's live gauges are dropped.
-def on_starting(server):  # noqa: ANN001, ANN201 - gunicorn hook
+def on_starting(server):  # gunicorn hook
     folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if folder:
         os.makedirs(folder, exist_ok=True)
@@ -41,7 +41,7 @@ def on_starting(server):  # noqa: ANN001, ANN201 - gunicorn hook
                 os.remove(os.path.join(folder, name))
 
 
-def child_exit(server, worker):  # noqa: ANN001, ANN201 - gunicorn hook
+def child_exit(server, worker):  # gunicorn hook
     from hatidata_auth.metrics import mark_process_dead
 
     mark_process_dead(worker.pid)

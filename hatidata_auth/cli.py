@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 from flask import current_app
-from flask.cli import FlaskGroup, with_appcontext
+from flask.cli import with_appcontext
 
 from .context import Actor
 from .extensions import db
@@ -350,11 +350,3 @@ def audit_export(organization: str, since: str | None, until: str | None, fmt: s
     for chunk in writer(db.session(), _organization_ref(organization), flt):
         out.write(chunk)
     out.flush()
-
-
-def main() -> None:
-    """Entry point of the ``hatidata-auth`` console script."""
-    from .app import create_app
-
-    cli = FlaskGroup(create_app=lambda: create_app())
-    cli.main(prog_name="hatidata-auth")

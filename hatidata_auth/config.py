@@ -17,7 +17,7 @@ import os
 import secrets
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet
@@ -44,7 +44,7 @@ class BaseSettings:
     HATIDATA_ENV = "development"
     SECRET_KEY: str | None = None
     SQLALCHEMY_DATABASE_URI: str | None = None
-    SQLALCHEMY_ENGINE_OPTIONS: dict[str, Any] = {"pool_pre_ping": True}
+    SQLALCHEMY_ENGINE_OPTIONS: ClassVar[dict[str, Any]] = {"pool_pre_ping": True}
     SQLALCHEMY_TRACK_MODIFICATIONS = False
     REDIS_URL: str | None = None
     CACHE_TYPE = "SimpleCache"
@@ -273,7 +273,7 @@ def _loopback(host: str | None) -> bool:
         return False
 
 
-def validate_production(settings: Mapping[str, Any]) -> list[str]:
+def validate_production(settings: Mapping[str, Any]) -> list[str]:  # noqa: C901 - a flat list of independent production checks
     """Return every missing or weak production setting, each named with what to do."""
     problems: list[str] = []
     if not settings.get("SQLALCHEMY_DATABASE_URI"):

@@ -114,7 +114,7 @@ def _usable(rt: AuthRuntime, data: dict[str, Any]) -> bool:
     return True
 
 
-def rotate(rt: AuthRuntime, status: SessionStatus | None = None, *, organization_id: str | None = None,
+def rotate(rt: AuthRuntime, status: SessionStatus | None = None, *, organization_id: str | None = None,  # noqa: C901 - one branch per token state; security fixes in flight
            then: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Rotate the request's tokens at WorkOS (into *organization_id*, for a switch) and adopt the successor.
 

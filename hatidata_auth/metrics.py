@@ -23,6 +23,7 @@ from __future__ import annotations
 import hmac
 import os
 import time
+from collections.abc import Iterable
 from http import HTTPStatus
 from typing import Any
 
@@ -131,11 +132,17 @@ def status_label(status: int | str) -> str:
     return str(status) if str(status) in _STATUSES else "other"
 
 
+_EVENT_TYPES: set[str] = set()
+
+
+def label_event_types(types: Iterable[str]) -> None:
+    """Declare the event types worth their own label (the handler registry declares the types it applies)."""
+    _EVENT_TYPES.update(types)
+
+
 def event_type_label(event_type: str | None) -> str:
     """An event type we apply, else ``other`` (a signed event can name any type)."""
-    from .services.events import handled_event_types
-
-    return event_type if event_type in set(handled_event_types()) else "other"
+    return event_type if event_type in _EVENT_TYPES else "other"
 
 
 # --- WorkOS calls -------------------------------------------------------------------------------------------

@@ -251,7 +251,7 @@ class RevocationBus:
             self._thread.join(timeout=3)
         self._subscribed = False
 
-    def _run(self) -> None:
+    def _run(self) -> None:  # noqa: C901 - the listener's reconnect loop; to split with the unit-of-work rework (issue #12, item 3)
         import redis
 
         backoff = 0.1

@@ -97,5 +97,5 @@ def _run_invalidations(session: Session) -> None:
                 invalidator.invalidate_session(key)
             else:
                 invalidator.invalidate_api_key(key, key_hash)
-        except Exception:  # noqa: BLE001 - a cache outage must not turn a committed change into an error
+        except Exception:  # a cache outage must not turn a committed change into an error
             log.exception("invalidation of %s %s failed", kind, key)

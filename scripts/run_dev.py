@@ -32,7 +32,7 @@ def wait_for(url: str, what: str, proc: subprocess.Popen[bytes], timeout: float 
         if proc.poll() is not None:
             sys.exit(f"{what} exited with code {proc.returncode} while starting")
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - our own local URL
+            with urllib.request.urlopen(url, timeout=2) as response:  # our own local URL
                 if response.status == 200:
                     return
         except (urllib.error.URLError, ConnectionError, TimeoutError):
@@ -43,11 +43,11 @@ def wait_for(url: str, what: str, proc: subprocess.Popen[bytes], timeout: float 
 
 def emulator_call(base: str, method: str, path: str, body: dict[str, object]) -> dict[str, object]:
     """Call the emulator's control API."""
-    request = urllib.request.Request(  # noqa: S310 - our own local URL
+    request = urllib.request.Request(  # our own local URL
         f"{base}{path}", method=method, data=json.dumps(body).encode(),
         headers={"Authorization": f"Bearer {EMULATOR_API_KEY}", "Content-Type": "application/json"},
     )
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+    with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read() or b"{}")
 
 
@@ -88,7 +88,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(0)))
     try:
         print(f"==> starting the WorkOS emulator on {emulator_url}", flush=True)
-        emulator = subprocess.Popen(  # noqa: S603 - fixed argument list
+        emulator = subprocess.Popen(  # fixed argument list
             [PYTHON, "-m", "workos_emulator", "--host", host, "--port", str(emulator_port),
              "--data-dir", str(instance / "emulator")],
             cwd=ROOT, env=env,
@@ -101,7 +101,7 @@ def main() -> int:
                        cwd=ROOT, env=env, check=True)
 
         print(f"==> starting the app (gunicorn) on {app_url}", flush=True)
-        app = subprocess.Popen(  # noqa: S603 - fixed argument list
+        app = subprocess.Popen(  # fixed argument list
             [PYTHON, "-m", "gunicorn", "-c", str(ROOT / "config" / "gunicorn.conf.py"), "wsgi:app"],
             cwd=ROOT, env=env,
         )

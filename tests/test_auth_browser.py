@@ -10,7 +10,7 @@ import pytest
 from flask import Flask
 from werkzeug.serving import make_server
 
-from tests.test_embedded_example import dashboard as dashboard  # noqa: F401 - fixture
+from tests.test_embedded_example import dashboard as dashboard  # fixture
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -18,7 +18,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 
 
 @pytest.fixture
-def served(dashboard: Flask) -> Iterator[str]:  # noqa: F811
+def served(dashboard: Flask) -> Iterator[str]:
     server = make_server("127.0.0.1", 0, dashboard, threaded=True)
     dashboard.config["HATIDATA_PUBLIC_URL"] = f"http://127.0.0.1:{server.server_port}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)

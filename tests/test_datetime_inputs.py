@@ -31,7 +31,7 @@ def _has_room(value: datetime) -> bool:
     """Whether *value* converts to UTC and a day can be added to or taken from it (the oracle)."""
     try:
         utc = value.astimezone(UTC)
-        utc + timedelta(days=1), utc - timedelta(days=1)  # noqa: B018 - only whether it overflows matters
+        utc + timedelta(days=1), utc - timedelta(days=1)
     except OverflowError:
         return False
     return True

@@ -89,7 +89,7 @@ def _live_session(db_session: Any, org_id: str, email: str, sid: str) -> tuple[s
 def test_deprovision_and_reactivate_by_webhook(db_session: Any, orgs: dict[str, Any],
                                                webhooks: EmulatorControl) -> None:
     acme = orgs["acme.test"]
-    user_id, key_id = _live_session(db_session, acme.id, "dev@acme.test", "session_TESTDEPROV01")
+    _user_id, key_id = _live_session(db_session, acme.id, "dev@acme.test", "session_TESTDEPROV01")
     webhooks.ctl("POST", f"/directory_users/{ACME_DEV_USER}/deactivate")
     webhooks.flush()
     db_session.expire_all()
@@ -274,7 +274,7 @@ def _signed_post(live: LiveServer, app: Flask, payload: dict[str, Any]) -> tuple
 def test_organization_deleted_membership_session_and_authentication_events(
         db_session: Any, orgs: dict[str, Any], live_app: LiveServer, app: Flask) -> None:
     umbrella = orgs["umbrella.test"]
-    user_id, key_id = _live_session(db_session, umbrella.id, "viewer@umbrella.test", "session_TESTREVOKED1")
+    _user_id, key_id = _live_session(db_session, umbrella.id, "viewer@umbrella.test", "session_TESTREVOKED1")
     status, body = _signed_post(live_app, app, {
         "id": "event_SR1", "event": "session.revoked", "created_at": "2030-01-01T00:00:00.000Z",
         "data": {"object": "session", "id": "session_TESTREVOKED1", "user_id": "user_x",

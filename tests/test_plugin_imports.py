@@ -148,7 +148,7 @@ class PingTestPlugin(IdPPlugin):
 
     name = "pingtest"
     display_name = "Ping Test Identity"
-    connection_types = {"saml": "PingFederateSAML"}
+    connection_types = {"saml": "PingFederateSAML"}  # noqa: RUF012 - plugin metadata, as the IdPPlugin contract declares it
     metadata_source = "xml"
     idp_hosts = (r"(^|\.)pingtest\.example$",)
 

@@ -57,7 +57,7 @@ def workers(app: Flask, app_config: dict[str, Any], tmp_path: Path) -> Iterator[
     port = _free_port()
     env = {**os.environ, "HATIDATA_ENV": "testing", "HATIDATA_SETTINGS": str(settings),
            "HATIDATA_INSTANCE_PATH": str(tmp_path / "instance"), "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+    proc = subprocess.Popen(  # our own interpreter and arguments
         [sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", "--access-logfile", "/dev/null",
          "hatidata_auth:create_app()"], env=env, cwd=str(ROOT), stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE)

@@ -26,7 +26,7 @@ def _free_port() -> int:
 
 
 def _get(url: str) -> tuple[int, bytes]:
-    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - local test server
+    with urllib.request.urlopen(url, timeout=10) as response:  # local test server
         return response.status, response.read()
 
 
@@ -36,7 +36,7 @@ def _start(tmp_path: Path, app_port: int, emulator_port: int, **extra: str) -> t
     env.update(PORT=str(app_port), WORKOS_EMULATOR_PORT=str(emulator_port),
                HATIDATA_INSTANCE_PATH=str(tmp_path / "instance"), **extra)
     log = tmp_path / "run.log"
-    proc = subprocess.Popen(  # noqa: S603 - our own launcher
+    proc = subprocess.Popen(  # our own launcher
         [sys.executable, "scripts/run_dev.py"], cwd=ROOT, env=env, text=True,
         stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
     )
@@ -63,7 +63,7 @@ def test_make_run_brings_up_both_servers_and_ctrl_c_stops_them(tmp_path: Path) -
         status, body = _get(f"http://127.0.0.1:{app_port}/readyz")
         assert status == 200, body
         assert json.loads(body)["status"] == "ready"
-        status, index = _get(f"http://127.0.0.1:{emulator_port}/")
+        status, _index = _get(f"http://127.0.0.1:{emulator_port}/")
         assert status == 200
         for org_id in DEMO_ORGS:
             status, page = _get(f"http://127.0.0.1:{emulator_port}/login/{org_id}")
@@ -85,9 +85,9 @@ def test_make_run_brings_up_both_servers_and_ctrl_c_stops_them(tmp_path: Path) -
     proc, log = _start(tmp_path, app_port, emulator_port, WORKOS_EMULATOR_ACCESS_TOKEN_TTL="7")
     try:
         assert "0 organizations created" in log.read_text()
-        info = urllib.request.Request(f"http://127.0.0.1:{emulator_port}/_emulator/info",  # noqa: S310
+        info = urllib.request.Request(f"http://127.0.0.1:{emulator_port}/_emulator/info",
                                       headers={"Authorization": "Bearer sk_test_emulator"})
-        with urllib.request.urlopen(info, timeout=10) as response:  # noqa: S310 - local test server
+        with urllib.request.urlopen(info, timeout=10) as response:  # local test server
             assert json.loads(response.read())["access_token_ttl"] == 7
         assert "live 7 s" in log.read_text()
     finally:

@@ -175,7 +175,7 @@ def test_bad_metadata_is_refused_inline_and_nothing_is_saved(
 
 def test_oidc_secret_goes_to_workos_and_is_never_stored(app: Flask, client: FlaskClient, emulator: Any,
                                                          orgs: dict[str, str]) -> None:
-    secret = "oidc-secret-value-7f3a9c"  # noqa: S105
+    secret = "oidc-secret-value-7f3a9c"
     _admin(client, "admin@acme.test")
     wizard = Wizard(client, "okta")
     _first_steps(wizard, protocol="oidc")

@@ -20,7 +20,7 @@ LOCALS = st.sampled_from(["admin", "dev", "viewer", "Admin", "ceo"])
 TAGS = st.sampled_from(["", "+x", "+hatidata"])
 # Case variants, a trailing dot, full-width (NFKC-equivalent) letters, a subdomain, a Cyrillic look-alike.
 DOMAINS = st.sampled_from(["umbrella.test", "UMBRELLA.TEST", "Umbrella.Test.", "umbrella.test.",
-                           "ｕｍｂｒｅｌｌａ.test", "eu.umbrella.test", "umbr\u0435lla.test"])
+                           "ｕｍｂｒｅｌｌａ.test", "eu.umbrella.test", "umbr\u0435lla.test"])  # noqa: RUF001 - see above
 STEPS = st.lists(st.tuples(LOCALS, TAGS, DOMAINS, st.sampled_from(["directory", "directory+login"])),
                  min_size=1, max_size=3)
 
@@ -73,7 +73,7 @@ def test_initech_assertions_never_reach_umbrella(steps: list[tuple[str, str, str
         assert cross_linked(db_session, initech, umbrella) == []
 
 
-UNVERIFIED = st.sampled_from(["freelance.test", "Partners.Example", "contractors.invalid.", "ｆｒｅｅ.test",
+UNVERIFIED = st.sampled_from(["freelance.test", "Partners.Example", "contractors.invalid.", "ｆｒｅｅ.test",  # noqa: RUF001 - a deliberate look-alike
                               "eu.agency.test"])
 PEOPLE = st.tuples(st.from_regex(r"[a-z]{1,8}(\.[a-z]{1,6})?", fullmatch=True), TAGS, UNVERIFIED)
 

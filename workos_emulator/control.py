@@ -249,7 +249,7 @@ def create_directory(org_id: str) -> Any:
         org = emu.store.get("organizations", org_id, "Organization")
         now = iso()
         domains = emu.store.org_domains(org_id)
-        d = {"id": new_id("directory"), "organization_id": org_id, "external_key": token(12),
+        d: dict[str, Any] = {"id": new_id("directory"), "organization_id": org_id, "external_key": token(12),
              "type": opt_str(data, "type") or "generic scim v2.0", "state": "linked",
              "name": opt_str(data, "name") or f"{org['name']} directory",
              "domain": domains[0]["domain"] if domains else None, "created_at": now, "updated_at": now}

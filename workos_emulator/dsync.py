@@ -76,13 +76,13 @@ def create_user(emu: Emulator, directory_id: str, data: dict[str, Any], *, emit:
         return serialize.directory_user(store, u)
 
 
-def update_user(emu: Emulator, user_id: str, data: dict[str, Any]) -> Entity:
+def update_user(emu: Emulator, user_id: str, data: dict[str, Any]) -> Entity:  # noqa: C901 - mirrors WorkOS's field-by-field update semantics
     """Update attributes (and, with ``groups``, group membership) of a directory user."""
     store = emu.store
     with store.lock:
         u = store.get("directory_users", user_id, "DirectoryUser")
         previous: dict[str, Any] = {}
-        for field in USER_FIELDS + ("state",):
+        for field in (*USER_FIELDS, "state"):
             if field in data and data[field] != u.get(field):
                 if field == "state" and data[field] not in ("active", "suspended", "inactive"):
                     raise invalid_params("state must be active, suspended or inactive.", "state")

@@ -22,8 +22,9 @@ def login_candidates(store: Store, org_id: str | None) -> list[dict[str, Any]]:
     """Identities the simulated IdP of ``org_id`` offers (active directory users and active members)."""
     out: dict[str, dict[str, Any]] = {}
     if org_id is None:
-        for u in store.users.values():
-            out[u["email"].lower()] = _candidate(u["email"], u.get("first_name"), u.get("last_name"), u["id"])
+        for person in store.users.values():
+            out[person["email"].lower()] = _candidate(person["email"], person.get("first_name"),
+                                                      person.get("last_name"), person["id"])
         return sorted(out.values(), key=lambda c: c["email"])
     dir_ids = {d["id"] for d in store.org_directories(org_id)}
     blocked: set[str] = set()

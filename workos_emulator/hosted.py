@@ -31,10 +31,11 @@ def _idp_name(emu: Emulator, org_id: str | None, areq: AuthRequest | None = None
         conn = emu.store.org_connection(org_id)
     if conn is None:
         return (areq.provider if areq and areq.provider else None) or "Identity provider"
-    return IDP_NAMES.get(conn["connection_type"], conn["connection_type"])
+    kind: str = conn["connection_type"]
+    return IDP_NAMES.get(kind, kind)
 
 
-def begin_authorization(kind: str) -> Any:
+def begin_authorization(kind: str) -> Any:  # noqa: C901 - one branch per WorkOS authorization parameter rule
     """Handle ``/sso/authorize`` (``kind="sso"``) and ``/user_management/authorize`` (``"authkit"``)."""
     emu = emulator()
     args = request.args

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import request
+from werkzeug.exceptions import BadRequest
 
 from .errors import ApiError, invalid_params
 
@@ -17,7 +18,7 @@ def json_body(*, required: tuple[str, ...] = ()) -> dict[str, Any]:
     else:
         try:
             data = request.get_json(force=True, silent=False)
-        except Exception:  # werkzeug raises BadRequest
+        except BadRequest:
             raise ApiError(400, "Request body is not valid JSON.", "invalid_json") from None
     if not isinstance(data, dict):
         raise invalid_params("Request body must be a JSON object.", "body")

@@ -53,7 +53,9 @@ class SigningKey:
         cert: x509.Certificate | None = None
         if cert_path.exists():
             cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-            if cert.public_key().public_numbers() != self.private_key.public_key().public_numbers():
+            cert_key = cert.public_key()
+            if not isinstance(cert_key, rsa.RSAPublicKey) \
+                    or cert_key.public_numbers() != self.private_key.public_key().public_numbers():
                 cert = None
         if cert is None:
             cert = self._self_signed()

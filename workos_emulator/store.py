@@ -114,7 +114,7 @@ class Store:
         """The organization's first active (else any) SSO connection."""
         conns = [c for c in self.connections.values() if c.get("organization_id") == org_id]
         active = [c for c in conns if c["state"] == "active"]
-        return (active or conns or [None])[0]
+        return (active or conns)[0] if conns else None
 
     def org_directories(self, org_id: str) -> list[Entity]:
         """Directories of an organization."""

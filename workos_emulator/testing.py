@@ -37,7 +37,7 @@ class EmulatorServer:
         self.url = f"http://127.0.0.1:{self.port}"
         app_kwargs.setdefault("public_url", self.url)
         self.app: Flask = create_app(seed_path, data_dir=data_dir, **app_kwargs)
-        self._server.app = self.app  # type: ignore[attr-defined]
+        self._server.app = self.app
         self._thread: threading.Thread | None = None
 
     @property

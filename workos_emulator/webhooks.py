@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import json
 import random
 import threading
@@ -228,7 +229,7 @@ class WebhookDispatcher:
         except urllib.error.HTTPError as exc:
             exc.close()
             return exc.code, None
-        except Exception as exc:  # connection refused, timeout, ...
+        except (OSError, ValueError, http.client.HTTPException) as exc:  # refused, timeout, bad URL or reply
             return None, f"{type(exc).__name__}: {exc}"
 
     def _deliver(self, d: Delivery) -> None:

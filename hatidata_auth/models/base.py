@@ -50,7 +50,7 @@ class TenantMixin:
     """Marks a table that holds one organization's data: every query on it must filter by organization."""
 
     @declared_attr
-    def organization_id(cls) -> Mapped[str]:  # noqa: N805 - SQLAlchemy declared_attr
+    def organization_id(cls) -> Mapped[str]:  # SQLAlchemy declared_attr
         return mapped_column(
             String(40), ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False, index=True
         )

@@ -105,7 +105,7 @@ class JwksCache:
     def _refresh(self) -> None:
         try:
             document = self._fetch()
-        except Exception as exc:  # noqa: BLE001 - network, 5xx, parse errors: all mean "unavailable"
+        except Exception as exc:  # network, 5xx, parse errors: all mean "unavailable"
             raise KeysUnavailable(type(exc).__name__) from exc
         keys: dict[str, Any] = {}
         for jwk in document.get("keys") or []:
@@ -442,7 +442,7 @@ class Introspector:
         cache = self.shared_cache
         try:
             cache.set(key, STALE, timeout=STALE_SECONDS)
-        except Exception:  # noqa: BLE001 - the publish below still reaches the other processes
+        except Exception:  # the publish below still reaches the other processes
             log.exception("could not mark %s stale in the shared cache; will retry", key)
             # Until it goes through, other instances could still read the old entry once Redis is back.
             self.bus.retry_later(lambda: cache.set(key, STALE, timeout=STALE_SECONDS))

@@ -84,7 +84,7 @@ class ResyncReport:
         return {**asdict(self), "differences": self.differences}
 
 
-def full_resync(session: Session, client: WorkOSClient, *, organization_id: str, actor: Actor | None = None,
+def full_resync(session: Session, client: WorkOSClient, *, organization_id: str, actor: Actor | None = None,  # noqa: C901 - being split into named resync steps (issue #12, item 2)
                 page_size: int = 100) -> ResyncReport:
     """Make our mirror of the organization's directory equal WorkOS's, reporting each difference fixed.
 

@@ -168,7 +168,7 @@ def _index(mappings: Iterable[MappingSpec]) -> dict[tuple[str, str], MappingSpec
 
 
 def _sort_key(pair: tuple[GroupRef, MappingSpec]) -> tuple[int, int, str, str]:
-    group, mapping = pair
+    _group, mapping = pair
     return (ROLE_RANK.get(mapping.role, 0), mapping.priority, mapping.identifier_kind, mapping.group_identifier)
 
 
@@ -327,7 +327,7 @@ def _organization(session: Session, organization_id: str) -> Organization:
 
 
 def preview(session: Session, *, organization_id: str, specs: Sequence[MappingSpec],
-            default_role: str | None | _Unchanged = UNCHANGED) -> list[RoleChange]:
+            default_role: str | _Unchanged | None = UNCHANGED) -> list[RoleChange]:
     """Dry run: every directory-managed member whose role would change under *specs* (nothing is written)."""
     validate_specs(specs)
     org = _organization(session, organization_id)
@@ -403,7 +403,7 @@ def _decision_details(decision: RoleDecision) -> dict[str, Any]:
 
 
 def replace_mappings(session: Session, client: WorkOSClient, *, organization_id: str, specs: Sequence[MappingSpec],
-                     actor: Actor, default_role: str | None | _Unchanged = UNCHANGED,
+                     actor: Actor, default_role: str | _Unchanged | None = UNCHANGED,
                      request: RequestInfo = NO_REQUEST) -> RecomputeResult:
     """Replace the organization's whole mapping set (and optionally its default role), then recompute.
 

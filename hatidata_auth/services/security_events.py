@@ -99,7 +99,7 @@ def note(session: Session, cache: Any, *, kind: str, reason: str, sample: str = 
         count = int(cache.get(pending_key) or position)
         samples = [cache.get(f"{sample_prefix}{i}") for i in range(1, min(count, MAX_SAMPLES) + 1)]
         cache.dec(pending_key, count)
-    except Exception:  # noqa: BLE001 - a broken cache must neither fail the rejection nor lift the bound
+    except Exception:  # a broken cache must neither fail the rejection nor lift the bound
         log.warning("security event %s not audited: the cache is unavailable", kind, exc_info=True)
         return None
     kept = tuple(str(s) for s in samples if s) or (text,)

@@ -516,8 +516,8 @@ def session_view(record: AuthSession) -> dict[str, Any]:
 
 
 __all__ = [
-    "LoginDenied", "LoginResult", "RefreshFailed", "ServiceUnavailable", "SessionPolicy", "SsoRequired", "Tokens",
-    "Authentication", "apply_switch", "check_switch_target", "complete_login", "enforce_after_refresh",
+    "Authentication", "LoginDenied", "LoginResult", "RefreshFailed", "ServiceUnavailable", "SessionPolicy",
+    "SsoRequired", "Tokens", "apply_switch", "check_switch_target", "complete_login", "enforce_after_refresh",
     "ensure_organization", "find_organization_for_email",
     "list_sessions", "record_login_failure", "record_refresh", "refresh_tokens", "revoke_by_workos_session_id",
     "revoke_organization_sessions", "revoke_session", "revoke_user_sessions", "session_view",

@@ -74,7 +74,7 @@ def test_connections(workos: WorkOSClient, recorder: RecordingHTTPClient,
         organization_id=GLOBEX, name="Extra OIDC",
         protocol_options=CreateProtocolOptionsOIDC(oidc_options=CreateConnectionOIDCOptions(
             discovery_endpoint="https://idp.example/.well-known/openid-configuration", client_id="abc",
-            client_secret="very-secret")))  # noqa: S106
+            client_secret="very-secret")))
     raw = [ex for ex in recorder.exchanges if ex.method == "POST" and ex.path == "/connections"]
     assert all("very-secret" not in ex.content.decode() for ex in raw)
     assert oidc.connection_type.value == "GenericOIDC"

@@ -24,7 +24,7 @@ from .conftest import (
     Receiver,
 )
 
-SECRET = "whsec_test_secret_value"  # noqa: S105
+SECRET = "whsec_test_secret_value"
 
 
 def _register(http: httpx2.Client, receiver: Receiver, events: list[str] | None = None) -> None:

@@ -40,25 +40,25 @@ from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
 __all__ = [
-    "SPEC_PACKAGE",
-    "SPEC_VERSION",
-    "SPEC_MEMBER",
-    "TARBALL_INTEGRITY",
-    "TARBALL_SHA256",
-    "SPEC_SHA256",
     "DEFAULT_CACHE_DIR",
     "SDK_ONLY_OPERATIONS",
-    "SpecFetchError",
-    "SpecIntegrityError",
+    "SPEC_MEMBER",
+    "SPEC_PACKAGE",
+    "SPEC_SHA256",
+    "SPEC_VERSION",
+    "TARBALL_INTEGRITY",
+    "TARBALL_SHA256",
     "ContractViolation",
     "Exchange",
     "OpenAPIContract",
     "RecordingHTTPClient",
+    "SpecFetchError",
+    "SpecIntegrityError",
     "ensure_spec",
     "extract_spec",
-    "verify_tarball",
     "openapi_contract",
     "recording_http_client",
+    "verify_tarball",
 ]
 
 # ----------------------------------------------------------------------------------------------------
@@ -184,7 +184,7 @@ def ensure_spec(cache_dir: Path | None = None, *, npm: str | None = None) -> Pat
             "--pack-destination", tmp, "--ignore-scripts", "--silent",
         ]  # fmt: skip
         try:
-            proc = subprocess.run(  # noqa: S603 - fixed argv, no shell
+            proc = subprocess.run(  # fixed argv, no shell
                 cmd, cwd=tmp, capture_output=True, text=True, timeout=_NPM_TIMEOUT_S, check=False
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -319,7 +319,7 @@ class OpenAPIContract:
         """
         loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
         with open(path, "rb") as fh:
-            document = yaml.load(fh, Loader=loader)  # noqa: S506 - a SafeLoader
+            document = yaml.load(fh, Loader=loader)  # a SafeLoader
         if not isinstance(document, dict) or "paths" not in document:
             raise ValueError(f"{path} is not an OpenAPI document")
         contract = cls(document, source=str(path))

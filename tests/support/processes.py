@@ -80,7 +80,7 @@ class PrivatePostgres:
 
     def _run(self, *argv: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         command = ["runuser", "-u", "postgres", "--", *argv] if self._as_postgres else list(argv)
-        return subprocess.run(command, check=check, capture_output=True, text=True, timeout=timeout,  # noqa: S603
+        return subprocess.run(command, check=check, capture_output=True, text=True, timeout=timeout,
                               cwd=str(self.dir))
 
     def url(self, database: str = "postgres") -> str:
@@ -163,7 +163,7 @@ class PrivateRedis:
     def start(self) -> None:
         """Start and wait until it accepts connections."""
         assert self.binary is not None
-        self.proc = subprocess.Popen(  # noqa: S603 - our own arguments
+        self.proc = subprocess.Popen(  # our own arguments
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--daemonize", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port)
@@ -232,7 +232,7 @@ class AppProcess:
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         env.update({k: v for k, v in self.extra_env.items()})
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+        self.proc = subprocess.Popen(  # our own interpreter and arguments
             [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "config" / "gunicorn.conf.py"), "wsgi:app"],
             env=env, cwd=str(ROOT), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()

@@ -61,10 +61,10 @@ def http_json(method: str, url: str, body: Any = None, headers: dict[str, str] |
               timeout: float = 60.0, raw: bytes | None = None) -> tuple[int, Any]:
     """One JSON request with urllib; returns (status, parsed body or text)."""
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    req = urllib.request.Request(url, data=data, method=method,  # noqa: S310 - test servers on 127.0.0.1
+    req = urllib.request.Request(url, data=data, method=method,  # test servers on 127.0.0.1
                                  headers={"Content-Type": "application/json", **(headers or {})})
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             status, text = resp.status, resp.read().decode()
     except urllib.error.HTTPError as exc:
         status, text = exc.code, exc.read().decode()

@@ -112,7 +112,7 @@ def create_organization() -> Any:
                 raise ApiError(409, f"Domain {domain} is already used by another organization.",
                                "domain_already_exists")
         now = iso()
-        org = {
+        org: dict[str, Any] = {
             "id": new_id("org"),
             "name": name,
             "allow_profiles_outside_organization": bool(data.get("allow_profiles_outside_organization", False)),

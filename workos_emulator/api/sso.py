@@ -94,7 +94,7 @@ def create_connection() -> Any:
                 if c.get("organization_id") == org_id and c.get("external_id") == external_id:
                     return jsonify(serialize.connection(store, c)), 201
         now = iso()
-        conn = {
+        conn: dict[str, Any] = {
             "id": new_id("conn"),
             "organization_id": org_id,
             "connection_type": ctype,

@@ -104,7 +104,7 @@ def create_user() -> Any:
         if emu.store.user_by_email(email):
             raise ApiError(409, "A user with this email already exists.", "user_already_exists")
         now = iso()
-        user = {
+        user: dict[str, Any] = {
             "id": new_id("user"),
             "email": email,
             "email_verified": bool(data.get("email_verified", False)),
@@ -228,7 +228,7 @@ def create_membership() -> Any:
             raise ApiError(409, "The user is already a member of this organization.",
                            "organization_membership_already_exists")
         now = iso()
-        m = {
+        m: dict[str, Any] = {
             "id": new_id("om"),
             "user_id": user_id,
             "organization_id": org_id,

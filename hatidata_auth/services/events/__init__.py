@@ -18,6 +18,8 @@ with the WorkOS event id as ``source_event_id``.
 
 from __future__ import annotations
 
+from ... import metrics
+
 # Importing each family registers its handlers; this order is the Events API filter's order.
 from . import (
     authentication,
@@ -32,6 +34,9 @@ from . import (
 )
 from .context import EventContext, PayloadError, parse_time, resolve_organization
 from .registry import HANDLERS, DuplicateHandler, Handler, handled_event_types, handler_for, handles
+
+# Every family is registered by now: the types we apply are the only webhook event types with a label of their own.
+metrics.label_event_types(handled_event_types())
 
 __all__ = [
     "HANDLERS", "DuplicateHandler", "EventContext", "Handler", "PayloadError", "authentication", "connections",

@@ -64,7 +64,7 @@ def _audit_directory_user(ctx: EventContext, org: Organization, du: DirectoryUse
                details=details)
 
 
-def upsert_directory_user(ctx: EventContext, org: Organization, data: dict[str, Any], *,
+def upsert_directory_user(ctx: EventContext, org: Organization, data: dict[str, Any], *,  # noqa: C901 - one version-guarded upsert; to be split into named steps (issue #12)
                           deleted: bool = False, existing: Any = LOOKUP,
                           known_absent: bool = False) -> tuple[DirectoryUser | None, bool]:
     """Apply a user snapshot (or a deletion) under the version guard; returns (row, changed).
@@ -123,7 +123,7 @@ def upsert_directory_user(ctx: EventContext, org: Organization, data: dict[str, 
     return du, changed
 
 
-def sync_member(ctx: EventContext, org: Organization, du: DirectoryUser, *, reason: str,
+def sync_member(ctx: EventContext, org: Organization, du: DirectoryUser, *, reason: str,  # noqa: C901 - provision, recompute or deprovision; to be split (issue #12)
                 groups: list[role_mapping.GroupRef] | None = None, repair_split: bool = False) -> None:
     """Bring the directory user's membership in line: provision, recompute the role, or deprovision; mirror
     the person (:mod:`services.directory_people`).
