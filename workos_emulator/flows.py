@@ -269,6 +269,8 @@ def access_token(emu: Emulator, session: Entity, user: Entity, org_id: str | Non
         "jti": new_id("jti"),
         "iat": now,
         "exp": now + emu.config.access_token_ttl,
+        # when the user last authenticated (AuthKit; SDK 10.8 requires it): refreshes keep the sign-in's instant
+        "auth_time": int(session.get("_auth_time") or now),
     }
     if org_id:
         m = emu.store.membership(user["id"], org_id)
@@ -326,6 +328,7 @@ def authenticate_code(emu: Emulator, body: dict[str, Any], ip: str | None, ua: s
             "created_at": iso(now),
             "updated_at": iso(now),
             "_authentication_method": method,
+            "_auth_time": int(now.timestamp()),
         }
         if org_id is None:
             del session["organization_id"]
