@@ -158,7 +158,7 @@ WORKOS_PATH_WORDS = frozenset((
     "data-integrations", "data-key", "data_integration_configurations", "data_providers", "deactivate", "decrypt",
     "deny", "device", "directories", "directory_groups", "directory_users", "disable", "email_change",
     "email_verification", "enable", "enroll", "entries", "events", "expire", "exports", "external_id", "factors",
-    "feature-flags", "generate_link", "groups", "identities", "instances", "invitations", "invite", "it_contacts",
+    "feature-flags", "finish", "generate_link", "groups", "identities", "instances", "invitations", "invite", "it_contacts",
     "jwks", "jwt_template", "keys", "kv", "lists", "logout", "magic_auth", "metadata", "name", "oauth2",
     "organization", "organization-memberships", "organization_domains", "organization_memberships", "organizations",
     "password_reset", "passwordless", "permissions", "platform", "portal", "profile", "radar", "radar_challenges",
