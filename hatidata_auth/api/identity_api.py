@@ -5,6 +5,8 @@ Lists carry ``next_cursor`` for cursor pagination.
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import datetime
 from typing import Any
 
 from flask import Response, jsonify
@@ -158,9 +160,10 @@ def may_revoke(identity: Identity, session_user_id: str) -> bool:
     return identity.auth_type == "session" and identity.user_id is not None and identity.user_id == session_user_id
 
 
-def _session_json(identity: Identity, record: Any) -> dict[str, Any]:
-    view = session_service.session_view(record)
-    if not may_revoke(identity, record.user_id):
+def _session_json(identity: Identity, info: session_service.SessionInfo) -> dict[str, Any]:
+    view = {name: value.isoformat() if isinstance(value, datetime) else value
+            for name, value in dataclasses.asdict(info).items()}
+    if not may_revoke(identity, info.user_id):
         view["workos_session_id"] = None
     return view
 
