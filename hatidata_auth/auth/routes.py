@@ -121,10 +121,11 @@ def _rotate_csrf() -> None:
 def callback() -> BaseResponse:
     """Finish the login: check ``state``, exchange the code (PKCE), record the session, set the cookie.
 
-    Answers 302 to ``return_to`` with the session cookie; 400 ``login_failed`` (IdP error, bad or replayed
-    ``state``), 400 ``invalid_code``, 403 ``login_failed`` (no organization, WorkOS refused), 403
-    ``login_denied``, 403 ``sso_required`` (the organization does not accept this sign-in), 503
-    ``workos_unavailable``. Every failure is counted in the failed-login summary.
+    Answers 302 to ``return_to`` with the session cookie; 400 ``login_failed`` (the IdP's error), 400
+    ``invalid_state`` (missing, forged, expired, reused or another browser's), 400 ``invalid_code``, 403
+    ``login_failed`` (no organization, WorkOS refused), 403 ``login_denied`` (the WorkOS session is revoked), all
+    counted in the failed-login summary; 409 ``sso_required`` (audited ``auth.policy_refused``, the WorkOS session
+    revoked); 503 ``workos_unavailable``.
     """
     rt = runtime()
     client = rt.gateway.client
