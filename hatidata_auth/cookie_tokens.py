@@ -1,4 +1,5 @@
-"""The session cookie's tokens within a request, and their rotation at WorkOS (refresh, organization switch).
+"""The session cookie's tokens within a request, their rotation at WorkOS (refresh, organization switch), and
+the cookie itself (:func:`set_session_cookie`, :func:`clear_session_cookie`).
 
 Rules (see ``docs/auth.md``):
 

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from ..context import NO_REQUEST, Actor, RequestInfo
 from ..errors import AppError
-from ..models import AuthSession, Organization, utcnow
+from ..models import AuthSession, Membership, Organization, utcnow
 from ..unit_of_work import invalidate_after_commit
 from ..workos import WorkOSClient, WorkOSFailure, WorkOSNotFound, translate_errors
 from . import audit
@@ -166,6 +166,17 @@ def revoke_user_sessions(db: Session, workos_client: WorkOSClient | None, *, org
                                                    AuthSession.revoked_at.is_(None))).all()
     return revoke_records(db, workos_client, records, actor=actor, reason=reason,
                           source_event_id=source_event_id, request=request)
+
+
+def revoke_member_sessions(db: Session, workos_client: WorkOSClient | None, *, organization_id: str, user_id: str,
+                           actor: Actor, reason: str, request: RequestInfo = NO_REQUEST) -> int:
+    """:func:`revoke_user_sessions` for a member of the organization (any status); 404 for anyone else."""
+    member = db.scalar(select(Membership.id).where(Membership.organization_id == organization_id,
+                                                   Membership.user_id == user_id))
+    if member is None:
+        raise AppError("No such member.", status=404, code="not_found")
+    return revoke_user_sessions(db, workos_client, organization_id=organization_id, user_id=user_id, actor=actor,
+                                reason=reason, request=request)
 
 
 def revoke_organization_sessions(db: Session, workos_client: WorkOSClient | None, *, organization_id: str,
