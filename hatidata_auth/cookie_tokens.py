@@ -1,4 +1,5 @@
-"""The session cookie's tokens within a request, and their rotation at WorkOS (refresh, organization switch).
+"""The session cookie's tokens within a request, their rotation at WorkOS (refresh, organization switch), and
+the cookie itself (:func:`set_session_cookie`, :func:`clear_session_cookie`).
 
 Rules (see ``docs/auth.md``):
 
@@ -30,10 +31,12 @@ from .context import Actor
 from .extensions import db
 from .requests import request_info
 from .revocation_bus import LocalCache
-from .services import sessions as session_service
+from .services import session_refresh
 from .services.introspection import SessionStatus, TokenExpired, Unauthenticated, token_hash
 
 if TYPE_CHECKING:
+    from werkzeug.wrappers import Response as BaseResponse
+
     from .extension import AuthRuntime
 
 _HOLDER = "hatidata.cookie_data"
@@ -64,7 +67,7 @@ def unseal_cookie(rt: AuthRuntime, cookie: str) -> dict[str, Any]:
     return data
 
 
-def seal_tokens(rt: AuthRuntime, tokens: session_service.Tokens) -> str:
+def seal_tokens(rt: AuthRuntime, tokens: session_refresh.Tokens) -> str:
     """Seal tokens into a cookie value with the SDK."""
     return seal_session_from_auth_response(access_token=tokens.access_token, refresh_token=tokens.refresh_token,
                                            user=tokens.user, impersonator=tokens.impersonator,
@@ -143,18 +146,18 @@ def rotate(rt: AuthRuntime, status: SessionStatus | None = None, *, organization
             if organization_id is None and _usable(rt, current):
                 return current
         if not held:
-            raise session_service.RefreshFailed("Another refresh of this session is in progress; retry shortly.",
+            raise session_refresh.RefreshFailed("Another refresh of this session is in progress; retry shortly.",
                                                 transient=True, cause="refresh_in_progress")
         old_refresh_token = str(current["refresh_token"])
         try:
-            tokens = session_service.refresh_tokens(rt.gateway.client, refresh_token=old_refresh_token,
+            tokens = session_refresh.refresh_tokens(rt.gateway.client, refresh_token=old_refresh_token,
                                                     organization_id=organization_id, request=request_info())
-        except session_service.RefreshFailed as failure:
+        except session_refresh.RefreshFailed as failure:
             sealed = _latest(rt, old_refresh_token)  # rotated by a holder whose lock ran out meanwhile
             if sealed is not None and organization_id is None:
                 return _adopt(rt, sealed, status.remembered)
             if organization_id is None:
-                session_service.record_refresh(db.session(), workos_session_id=status.workos_session_id,
+                session_refresh.record_refresh(db.session(), workos_session_id=status.workos_session_id,
                                                actor=actor, request=request_info(), failure=failure)
                 db.session.commit()
             raise
@@ -164,13 +167,24 @@ def rotate(rt: AuthRuntime, status: SessionStatus | None = None, *, organization
         if then is not None:
             then(current)
     if organization_id is None:
-        session_service.record_refresh(db.session(), workos_session_id=status.workos_session_id, actor=actor,
+        session_refresh.record_refresh(db.session(), workos_session_id=status.workos_session_id, actor=actor,
                                        request=request_info())
         # A session is made again at every refresh: the organization's current SSO policy must accept it.
-        refusal = session_service.enforce_after_refresh(db.session(), rt.gateway.client,
+        refusal = session_refresh.enforce_after_refresh(db.session(), rt.gateway.client,
                                                         workos_session_id=status.workos_session_id,
                                                         request=request_info())
         db.session.commit()
         if refusal is not None:
             raise refusal
     return current
+
+
+def set_session_cookie(response: BaseResponse, rt: AuthRuntime, sealed: str, *, remembered: bool) -> None:
+    """Set the sealed session cookie: HttpOnly, SameSite=Lax, Secure unless in development/testing."""
+    response.set_cookie(rt.cookie_name, sealed, httponly=True, secure=rt.cookie_secure, samesite="Lax",
+                        path="/", max_age=rt.policy.remembered_ttl if remembered else None)
+
+
+def clear_session_cookie(response: BaseResponse, rt: AuthRuntime) -> None:
+    """Remove the session cookie."""
+    response.delete_cookie(rt.cookie_name, path="/", httponly=True, secure=rt.cookie_secure, samesite="Lax")

@@ -13,8 +13,8 @@ from typing import Any
 
 from flask import Flask, Response, request
 from limits import parse as parse_limit
-from werkzeug.wrappers import Response as BaseResponse
 
+from .cookie_tokens import clear_session_cookie, set_session_cookie
 from .errors import AppError, ServiceUnavailable, error_response
 from .extensions import cache, csrf, db, limiter
 from .identity import CookieSessions, TooManyAttempts
@@ -287,14 +287,3 @@ def _apply_cookie_changes(response: Response) -> Response:
     elif request.environ.get("hatidata.clear_cookie"):
         clear_session_cookie(response, rt)
     return response
-
-
-def set_session_cookie(response: BaseResponse, rt: AuthRuntime, sealed: str, *, remembered: bool) -> None:
-    """Set the sealed session cookie: HttpOnly, SameSite=Lax, Secure unless in development/testing."""
-    response.set_cookie(rt.cookie_name, sealed, httponly=True, secure=rt.cookie_secure, samesite="Lax",
-                        path="/", max_age=rt.policy.remembered_ttl if remembered else None)
-
-
-def clear_session_cookie(response: BaseResponse, rt: AuthRuntime) -> None:
-    """Remove the session cookie."""
-    response.delete_cookie(rt.cookie_name, path="/", httponly=True, secure=rt.cookie_secure, samesite="Lax")

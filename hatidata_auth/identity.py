@@ -28,7 +28,7 @@ from .errors import AppError
 from .extensions import csrf, db
 from .roles import permissions_for, role_at_least
 from .security_reports import report as report_failure
-from .services import sessions as session_service
+from .services import session_refresh
 from .services.api_keys import KEY_PREFIX, PUBLIC_PREFIX_CHARS, looks_like_key
 from .services.introspection import (
     SessionStatus,
@@ -192,7 +192,7 @@ def _refresh_cookie(rt: AuthRuntime, data: dict[str, Any]) -> dict[str, Any]:
         raise Unauthenticated("The session has ended.", reason="revoked")
     try:
         new_data = rotate(rt, status)
-    except session_service.RefreshFailed as failure:
+    except session_refresh.RefreshFailed as failure:
         if failure.transient:
             raise
         raise Unauthenticated("The session has ended; sign in again.", reason="refresh_rejected") from None

@@ -5,17 +5,17 @@ Lists carry ``next_cursor`` for cursor pagination.
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import datetime
 from typing import Any
 
 from flask import Response, jsonify
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
-from sqlalchemy import select
 
 from ..errors import AppError
 from ..extensions import db
 from ..identity import Identity, current_identity, runtime
-from ..models import Membership
 from ..requests import request_info
 from ..roles import ALL_PERMISSIONS
 from ..services import api_keys as key_service
@@ -158,9 +158,10 @@ def may_revoke(identity: Identity, session_user_id: str) -> bool:
     return identity.auth_type == "session" and identity.user_id is not None and identity.user_id == session_user_id
 
 
-def _session_json(identity: Identity, record: Any) -> dict[str, Any]:
-    view = session_service.session_view(record)
-    if not may_revoke(identity, record.user_id):
+def _session_json(identity: Identity, info: session_service.SessionInfo) -> dict[str, Any]:
+    view = {name: value.isoformat() if isinstance(value, datetime) else value
+            for name, value in dataclasses.asdict(info).items()}
+    if not may_revoke(identity, info.user_id):
         view["workos_session_id"] = None
     return view
 
@@ -216,15 +217,11 @@ def _reason(body: dict[str, Any] | None) -> str:
 @sessions_blp.arguments(ReasonSchema, required=False)
 @sessions_blp.response(200, RevokedCountSchema)
 def revoke_user_sessions(body: dict[str, Any], user_id: str) -> dict[str, Any]:
-    """Revoke every session of a member of the organization."""
+    """Revoke every session of a member of the organization; 404 for a user who is not one."""
     identity = current_identity
-    member = db.session.scalar(select(Membership.id).where(Membership.organization_id == identity.organization_id,
-                                                           Membership.user_id == user_id))
-    if member is None:
-        raise AppError("No such member.", status=404, code="not_found")
-    count = session_service.revoke_user_sessions(db.session(), runtime().gateway.client,
-                                                 organization_id=identity.organization_id, user_id=user_id,
-                                                 actor=identity.actor, reason=_reason(body), request=request_info())
+    count = session_service.revoke_member_sessions(db.session(), runtime().gateway.client,
+                                                   organization_id=identity.organization_id, user_id=user_id,
+                                                   actor=identity.actor, reason=_reason(body), request=request_info())
     _commit()
     return {"revoked": count}
 

@@ -2,28 +2,31 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, redirect, request, session
 from flask_wtf.csrf import generate_csrf
-from sqlalchemy import or_, select
 from werkzeug.wrappers import Response as BaseResponse
 
 from .. import security_reports
 from ..context import Actor
-from ..errors import AppError, ServiceUnavailable
-from ..extension import clear_session_cookie, set_session_cookie
+from ..cookie_tokens import clear_session_cookie, set_session_cookie
+from ..errors import AppError
 from ..extensions import db, limiter
 from ..identity import browser_session_required, current_identity, request_tokens, rotate, runtime, seal_tokens
-from ..models import Membership, Organization
+from ..models import Organization
 from ..requests import request_info
-from ..services import auth_policy
+from ..services import auth_policy, session_refresh
+from ..services import login as login_service
+from ..services import organizations as organizations_service
 from ..services import sessions as session_service
 from ..services.introspection import Unauthenticated
+from ..services.login import LoginFailed
 from ..urls import external_url, public_base
-from ..workos import OrganizationSelectionRequired, WorkOSFailure, WorkOSUnavailable, translate_errors
+from ..workos import WorkOSFailure
 from .flow import BROWSER_KEY, MAX_PENDING_LOGINS, InvalidState, LoginState, dump_state, load_state, pkce_pair
 from .flow import safe_return_to as safe_return_to
 
@@ -45,11 +48,6 @@ def _truthy(value: str | None) -> bool:
     return (value or "").lower() in ("1", "true", "yes", "on")
 
 
-def _find_org(value: str) -> Organization | None:
-    return db.session.scalar(select(Organization).where(
-        or_(Organization.id == value, Organization.workos_organization_id == value)))
-
-
 @bp.get("/login")
 @limiter.limit(_login_limit)
 def login() -> BaseResponse:
@@ -59,11 +57,11 @@ def login() -> BaseResponse:
     email = (request.args.get("email") or "").strip() or None
     org: Organization | None = None
     if request.args.get("organization_id"):
-        org = _find_org(request.args["organization_id"])
+        org = organizations_service.find_organization(db.session(), request.args["organization_id"])
         if org is None:
             raise AppError("Unknown organization.", status=400, code="unknown_organization")
     elif email:
-        org = session_service.find_organization_for_email(db.session(), email)
+        org = organizations_service.find_organization_for_email(db.session(), email)
     db.session.remove()
     state = LoginState(nonce=secrets.token_urlsafe(24), return_to=safe_return_to(request.args.get("return_to")),
                        remember=_truthy(request.args.get("remember")))
@@ -86,48 +84,13 @@ def login() -> BaseResponse:
     return redirect(url, code=302)
 
 
-def _fail(reason: str, message: str, status: int = 400, code: str = "login_failed", **details: Any) -> AppError:
-    session_service.record_login_failure(db.session(), security_reports.shared_cache(), reason=reason,
-                                         request=request_info(), details=details, window=security_reports.window())
+def _recorded(failure: LoginFailed) -> LoginFailed:
+    """Count and audit a failed sign-in (its own commit), then hand the failure back to be raised."""
+    login_service.record_login_failure(db.session(), security_reports.shared_cache(), reason=failure.reason,
+                                       request=request_info(), details=failure.sample,
+                                       window=security_reports.window())
     db.session.commit()
-    return AppError(message, status=status, code=code, details={"reason": reason})
-
-
-def _exchange_code(code: str, verifier: str) -> session_service.Tokens:
-    client = runtime().gateway.client
-    info = request_info()
-    try:
-        with translate_errors():
-            response = client.user_management.authenticate_with_code(
-                code=code, code_verifier=verifier, ip_address=info.ip_address, user_agent=info.user_agent)
-    except OrganizationSelectionRequired as exc:
-        if not exc.organization_ids or not exc.pending_authentication_token:
-            raise _fail("no_organization", "You are not a member of any organization.", 403) from exc
-        response = client.user_management.authenticate_with_organization_selection(
-            pending_authentication_token=exc.pending_authentication_token, organization_id=exc.organization_ids[0])
-    except WorkOSUnavailable as exc:
-        raise ServiceUnavailable("WorkOS is unreachable; retry the sign-in shortly.",
-                                 code="workos_unavailable", headers={"Retry-After": "5"}) from exc
-    except WorkOSFailure as exc:
-        if exc.http_status in (400, 401):
-            raise _fail("invalid_code", "The sign-in code is invalid or was already used; sign in again.",
-                        code="invalid_code", workos_code=exc.workos_code) from exc
-        raise _fail("workos_error", "WorkOS refused the sign-in.", 403, workos_code=exc.workos_code) from exc
-    tokens = session_service.Tokens.from_response(response)
-    if tokens.organization_id is None:
-        tokens = _pick_organization(tokens)
-    return tokens
-
-
-def _pick_organization(tokens: session_service.Tokens) -> session_service.Tokens:
-    """A login without an organization: continue in the user's first active organization."""
-    client = runtime().gateway.client
-    memberships = client.organization_membership.list_organization_memberships(
-        user_id=str(tokens.user["id"]), statuses=["active"], limit=10, order="asc").data
-    if not memberships:
-        raise _fail("no_organization", "You are not a member of any organization.", 403)
-    return session_service.refresh_tokens(client, refresh_token=tokens.refresh_token,
-                                          organization_id=memberships[0].organization_id, request=request_info())
+    return failure
 
 
 def _take_state(rt: Any) -> tuple[LoginState, str, str]:
@@ -156,44 +119,48 @@ def _rotate_csrf() -> None:
 
 @bp.get("/callback")
 def callback() -> BaseResponse:
-    """Finish the login: check ``state``, exchange the code (PKCE), record the session, set the cookie."""
+    """Finish the login: check ``state``, exchange the code (PKCE), record the session, set the cookie.
+
+    Answers 302 to ``return_to`` with the session cookie; 400 ``login_failed`` (the IdP's error), 400
+    ``invalid_state`` (missing, forged, expired, reused or another browser's), 400 ``invalid_code``, 403
+    ``login_failed`` (no organization, WorkOS refused), 403 ``login_denied`` (the WorkOS session is revoked), all
+    counted in the failed-login summary; 409 ``sso_required`` (audited ``auth.policy_refused``, the WorkOS session
+    revoked); 503 ``workos_unavailable``.
+    """
     rt = runtime()
+    client = rt.gateway.client
     if request.args.get("error"):
-        raise _fail("idp_error", "The sign-in was not completed.", 400, code="login_failed",
-                    error=request.args.get("error"), description=request.args.get("error_description"))
+        raise _recorded(LoginFailed("idp_error", "The sign-in was not completed.", error=request.args.get("error"),
+                                    description=request.args.get("error_description")))
     try:
         state, verifier, code = _take_state(rt)
     except InvalidState as exc:
-        _fail("invalid_state", exc.message)
+        _recorded(LoginFailed("invalid_state", exc.message))
         raise
-    tokens = _exchange_code(code, verifier)
-    claims = rt.verifier.verify(tokens.access_token)
-    authentication = auth_policy.authentication_of(db.session(), rt.gateway.client,
-                                                   method=tokens.authentication_method,
-                                                   workos_session_id=str(claims["sid"]),
-                                                   workos_organization_id=tokens.organization_id,
-                                                   issued_at=claims.get("iat"))
     try:
-        result = session_service.complete_login(db.session(), rt.gateway.client, tokens=tokens, claims=claims,
-                                                remember=state.remember, policy=rt.policy, request=request_info(),
-                                                authentication=authentication)
+        exchanged = login_service.exchange_code(db.session(), client, rt.verifier, code=code, code_verifier=verifier,
+                                                request=request_info())
+    except LoginFailed as exc:
+        _recorded(exc)
+        raise
+    try:
+        result = login_service.complete_login(db.session(), client, tokens=exchanged.tokens, claims=exchanged.claims,
+                                              remember=state.remember, policy=rt.policy, request=request_info(),
+                                              authentication=exchanged.authentication)
         db.session.commit()
     except auth_policy.SsoRequired:
         db.session.commit()  # the refusal's audit event; no session was recorded
-        _revoke_at_workos(str(claims["sid"]))
+        login_service.end_workos_session(client, exchanged.workos_session_id, why="refused")
         raise
-    except session_service.LoginDenied as exc:
+    except login_service.LoginDenied as exc:
         db.session.rollback()
-        try:
-            with translate_errors():
-                rt.gateway.client.user_management.revoke_session(session_id=str(claims["sid"]))
-        except WorkOSFailure:
-            log.warning("could not revoke the denied session at WorkOS")
-        raise _fail("denied", exc.message, 403, code="login_denied", email=tokens.user.get("email")) from exc
+        login_service.end_workos_session(client, exchanged.workos_session_id, why="denied")
+        raise _recorded(LoginFailed("denied", exc.message, status=403, code="login_denied",
+                                    email=exchanged.tokens.user.get("email"))) from exc
     try:
-        session_service.sync_user_memberships(db.session(), rt.gateway.client, user_id=result.user_id,
-                                              workos_user_id=str(tokens.user["id"]),
-                                              actor=Actor("user", result.user_id, result.email))
+        login_service.sync_user_memberships(db.session(), client, user_id=result.user_id,
+                                            workos_user_id=str(exchanged.tokens.user["id"]),
+                                            actor=Actor("user", result.user_id, result.email))
         db.session.commit()
     except WorkOSFailure:
         db.session.rollback()
@@ -201,16 +168,8 @@ def callback() -> BaseResponse:
     log.info("login %s user=%s org=%s", result.session_id, result.user_id, result.organization_id)
     _rotate_csrf()
     response = redirect(state.return_to, code=302)
-    set_session_cookie(response, rt, seal_tokens(rt, tokens), remembered=state.remember)
+    set_session_cookie(response, rt, seal_tokens(rt, exchanged.tokens), remembered=state.remember)
     return response
-
-
-def _revoke_at_workos(sid: str) -> None:
-    try:
-        with translate_errors():
-            runtime().gateway.client.user_management.revoke_session(session_id=sid)
-    except WorkOSFailure:
-        log.warning("could not revoke the refused session at WorkOS")
 
 
 @bp.post("/logout")
@@ -256,21 +215,11 @@ def csrf_token() -> Response:
 def organizations() -> Response:
     """The caller's organizations, the current one flagged; ``sign_in_required`` (with ``sign_in_reason`` and
     ``login_url``) marks those that do not accept how this session was authenticated (sign in there)."""
-    rows = db.session.execute(
-        select(Organization, Membership.role)
-        .join(Membership, Membership.organization_id == Organization.id)
-        .where(Membership.user_id == current_identity.user_id, Membership.status == "active",
-               Organization.status == "active")
-        .order_by(Organization.name)
-    ).all()
-    record = session_service.get_session(db.session(), organization_id=current_identity.organization_id,
-                                         session_id=current_identity.session_id or "")
-    reasons = auth_policy.sign_in_needed(db.session(), record, current_identity.email, [org for org, _ in rows])
-    data = [{"id": org.id, "name": org.name, "workos_organization_id": org.workos_organization_id, "role": role,
-             "sso_enforced": org.sso_enforced, "current": org.id == current_identity.organization_id,
-             "sign_in_required": reasons[org.id] is not None, "sign_in_reason": reasons[org.id],
-             "login_url": auth_policy.login_url(org.id)}
-            for org, role in rows]
+    identity = current_identity
+    choices = session_refresh.organization_choices(db.session(), user_id=identity.user_id,
+                                                   organization_id=identity.organization_id,
+                                                   session_id=identity.session_id, email=identity.email)
+    data = [dataclasses.asdict(choice) for choice in choices]
     return jsonify(data=data)
 
 
@@ -283,12 +232,12 @@ def switch_organization() -> BaseResponse:
     identity = current_identity
     data: dict[str, Any] = request.get_json(silent=True) or request.form.to_dict()
     target_id = str(data.get("organization_id") or "")
-    target = _find_org(target_id) if target_id else None
+    target = organizations_service.find_organization(db.session(), target_id) if target_id else None
     if target is None:
         raise AppError("Unknown organization.", status=404, code="not_found")
     assert identity.user_id is not None
     try:
-        membership = session_service.check_switch_target(db.session(), user_id=identity.user_id,
+        membership = session_refresh.check_switch_target(db.session(), user_id=identity.user_id,
                                                          current_organization_id=identity.organization_id,
                                                          target=target, session_id=identity.session_id,
                                                          request=request_info())
@@ -299,7 +248,7 @@ def switch_organization() -> BaseResponse:
 
     def apply(tokens: dict[str, Any]) -> None:  # committed before another request may use the new tokens
         claims = rt.verifier.verify(str(tokens["access_token"]))
-        session_service.apply_switch(db.session(), workos_session_id=str(claims["sid"]), target=target,
+        session_refresh.apply_switch(db.session(), workos_session_id=str(claims["sid"]), target=target,
                                      user_id=user_id, role=membership.role, actor=identity.actor,
                                      request=request_info())
         db.session.commit()
@@ -307,14 +256,11 @@ def switch_organization() -> BaseResponse:
     # The request's current tokens (refreshed already if the access token had expired) rotate into the target.
     try:
         rotate(rt, organization_id=target.workos_organization_id, then=apply)
-    except session_service.RefreshFailed as failure:
+    except session_refresh.RefreshFailed as failure:
         if failure.transient:
             raise
         # WorkOS refused only the move into the target: the current session and its cookie stay as they were.
-        raise AppError(f"WorkOS refused the switch to {target.name}; sign in to {target.name} instead.",
-                       status=409, code="switch_refused",
-                       details={"reason": "workos_refused", "cause": failure.cause, "organization_id": target.id,
-                                "login_url": auth_policy.login_url(target.id)}) from failure
+        raise session_refresh.SwitchRefused(target, failure) from failure
     return_to = data.get("return_to")
     response: BaseResponse
     if return_to is not None:

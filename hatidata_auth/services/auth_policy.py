@@ -28,6 +28,7 @@ from ..errors import AppError, ServiceUnavailable
 from ..models import AuthSession, Organization, User
 from ..workos import WorkOSClient, WorkOSFailure, translate_errors
 from . import audit, domains
+from .organizations import ensure_organization
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +98,6 @@ def authentication_of(db: Session, client: WorkOSClient, *, method: str | None, 
                                  code="workos_unavailable", headers={"Retry-After": "5"}) from exc
     if sso is None:
         return Authentication(name)
-    from .sessions import ensure_organization  # sessions builds on this module
-
     workos_org = getattr(sso, "organization_id", None)
     org_id = ensure_organization(db, client, str(workos_org)).id if workos_org else None
     return Authentication(name, org_id, getattr(sso, "connection_id", None))

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from ..context import Actor
@@ -105,6 +105,35 @@ def mirror_organization(session: Session, client: WorkOSClient, workos_organizat
                   if isinstance(workos_organization, str) else workos_organization)
     org, outcome = _upsert(session, workos_org.id, organization_fields(client, workos_org), actor)
     return Mirrored(org.id, workos_org.id, workos_org.name, outcome)
+
+
+def ensure_organization(session: Session, client: WorkOSClient, workos_organization_id: str) -> Organization:
+    """Our tenant for a WorkOS organization, mirrored from WorkOS on first sight."""
+    org = session.scalar(select(Organization).where(Organization.workos_organization_id == workos_organization_id))
+    if org is not None:
+        return org
+    mirrored = mirror_organization(session, client, workos_organization_id, Actor.system())
+    org = session.get(Organization, mirrored.organization_id)
+    assert org is not None
+    return org
+
+
+def find_organization(session: Session, value: str) -> Organization | None:
+    """The tenant named by our id or by its WorkOS organization id."""
+    return session.scalar(select(Organization).where(
+        or_(Organization.id == value, Organization.workos_organization_id == value)))
+
+
+def find_organization_for_email(session: Session, email: str) -> Organization | None:
+    """Home-realm discovery: the active organization that owns the email's domain."""
+    domain = email.strip().lower().rpartition("@")[2]
+    if not domain:
+        return None
+    for org in session.scalars(select(Organization).where(Organization.status == "active",
+                                                          Organization.deleted_at.is_(None))):
+        if domain in {d.lower() for d in org.domains or []}:
+            return org
+    return None
 
 
 @translate_errors()

@@ -1,0 +1,296 @@
+"""Logging in: the code exchange at WorkOS, the organization choice, the user, membership and session records.
+
+The views parse the callback and set the cookie; this module decides. Functions here flush but do not commit:
+the caller commits the login together with its audit events.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..context import NO_REQUEST, Actor, RequestInfo
+from ..errors import AppError, ServiceUnavailable
+from ..models import ROLES, AuthSession, Membership, Organization, User, utcnow
+from ..unit_of_work import invalidate_after_commit
+from ..workos import OrganizationSelectionRequired, WorkOSClient, WorkOSFailure, WorkOSUnavailable, translate_errors
+from . import audit, auth_policy, domains, provisioning, security_events
+from .auth_policy import Authentication
+from .organizations import ensure_organization
+from .session_refresh import Tokens, refresh_tokens
+from .sessions import SessionPolicy
+
+if TYPE_CHECKING:
+    from .introspection import TokenVerifier
+
+log = logging.getLogger(__name__)
+
+
+class LoginDenied(AppError):
+    """The identity provider vouched for the user, but HatiData does not let them in."""
+
+    status = 403
+    code = "login_denied"
+
+
+class LoginFailed(AppError):
+    """The sign-in did not complete; ``reason`` names why in the failed-login summary, ``sample`` holds the
+    (untrusted) details it keeps."""
+
+    def __init__(self, reason: str, message: str, *, status: int = 400, code: str = "login_failed",
+                 **sample: Any) -> None:
+        super().__init__(message, status=status, code=code, details={"reason": reason})
+        self.reason = reason
+        self.sample = sample
+
+
+@dataclass(frozen=True, slots=True)
+class LoginResult:
+    """A completed login."""
+
+    session_id: str
+    workos_session_id: str
+    user_id: str
+    email: str
+    organization_id: str
+    role: str | None
+    remembered: bool
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Exchanged:
+    """A sign-in code exchanged at WorkOS: the tokens, their verified claims and how WorkOS authenticated them."""
+
+    tokens: Tokens
+    claims: dict[str, Any]
+    authentication: Authentication
+
+    @property
+    def workos_session_id(self) -> str:
+        """WorkOS's id of the session the exchange opened."""
+        return str(self.claims["sid"])
+
+
+# --- the code exchange -------------------------------------------------------------------------------------
+
+
+def exchange_code(db: Session, client: WorkOSClient, verifier: TokenVerifier, *, code: str, code_verifier: str,
+                  request: RequestInfo = NO_REQUEST) -> Exchanged:
+    """Exchange the callback's *code* (PKCE *code_verifier*) for tokens in an organization, verify them and
+    read how WorkOS authenticated them.
+
+    Raises :class:`LoginFailed` (a used or invalid code, no organization, WorkOS refusing) and
+    :class:`ServiceUnavailable` (WorkOS unreachable). Reading the authentication may mirror the organization
+    that vouched for it (flushed, not committed).
+    """
+    try:
+        with translate_errors():
+            response = client.user_management.authenticate_with_code(
+                code=code, code_verifier=code_verifier, ip_address=request.ip_address, user_agent=request.user_agent)
+    except OrganizationSelectionRequired as exc:
+        if not exc.organization_ids or not exc.pending_authentication_token:
+            raise LoginFailed("no_organization", "You are not a member of any organization.", status=403) from exc
+        response = client.user_management.authenticate_with_organization_selection(
+            pending_authentication_token=exc.pending_authentication_token, organization_id=exc.organization_ids[0])
+    except WorkOSUnavailable as exc:
+        raise ServiceUnavailable("WorkOS is unreachable; retry the sign-in shortly.",
+                                 code="workos_unavailable", headers={"Retry-After": "5"}) from exc
+    except WorkOSFailure as exc:
+        if exc.http_status in (400, 401):
+            raise LoginFailed("invalid_code", "The sign-in code is invalid or was already used; sign in again.",
+                              code="invalid_code", workos_code=exc.workos_code) from exc
+        raise LoginFailed("workos_error", "WorkOS refused the sign-in.", status=403,
+                          workos_code=exc.workos_code) from exc
+    tokens = Tokens.from_response(response)
+    if tokens.organization_id is None:
+        tokens = choose_organization(client, tokens, request=request)
+    claims = verifier.verify(tokens.access_token)
+    authentication = auth_policy.authentication_of(db, client, method=tokens.authentication_method,
+                                                   workos_session_id=str(claims["sid"]),
+                                                   workos_organization_id=tokens.organization_id,
+                                                   issued_at=claims.get("iat"))
+    return Exchanged(tokens, claims, authentication)
+
+
+def choose_organization(client: WorkOSClient, tokens: Tokens, *, request: RequestInfo = NO_REQUEST) -> Tokens:
+    """A login without an organization: continue in the user's first active organization."""
+    memberships = client.organization_membership.list_organization_memberships(
+        user_id=str(tokens.user["id"]), statuses=["active"], limit=10, order="asc").data
+    if not memberships:
+        raise LoginFailed("no_organization", "You are not a member of any organization.", status=403)
+    return refresh_tokens(client, refresh_token=tokens.refresh_token,
+                          organization_id=memberships[0].organization_id, request=request)
+
+
+def end_workos_session(client: WorkOSClient, workos_session_id: str, *, why: str) -> None:
+    """End at WorkOS a session we did not let in (*why*: ``denied`` or ``refused``); a failure is only logged."""
+    try:
+        with translate_errors():
+            client.user_management.revoke_session(session_id=workos_session_id)
+    except WorkOSFailure:
+        log.warning("could not revoke the %s session at WorkOS", why)
+
+
+# --- completing the login ----------------------------------------------------------------------------------
+
+
+def _upsert_user(db: Session, org: Organization, user: dict[str, Any], now: datetime) -> User:
+    workos_user_id = str(user["id"])
+    email = str(user.get("email") or "").lower()
+    record = db.scalar(select(User).where(User.workos_user_id == workos_user_id))
+    # Linking by email is a claim about the domain: only when no other organization verified it.
+    if record is None and email and domains.foreign_owner(db, org.id, email) is None:
+        record = db.scalar(select(User).where(User.workos_user_id.is_(None), User.email == email))
+    if record is None:
+        record = User(workos_user_id=workos_user_id, email=email)
+        db.add(record)
+    record.workos_user_id = workos_user_id
+    record.email = email or record.email
+    record.first_name = user.get("first_name")
+    record.last_name = user.get("last_name")
+    record.last_login_at = now
+    db.flush()
+    return record
+
+
+def _upsert_membership(db: Session, client: WorkOSClient, org: Organization, user: User,
+                       claimed_role: str | None, request: RequestInfo) -> Membership:
+    membership = db.scalar(select(Membership).where(Membership.organization_id == org.id,
+                                                    Membership.user_id == user.id))
+    if membership is None:
+        membership = Membership(organization_id=org.id, user_id=user.id, source="sso", status="pending",
+                                role=None, role_source="idp")
+        db.add(membership)
+        db.flush()
+    elif membership.status != "active":
+        raise LoginDenied(f"Your membership of {org.name} is {membership.status}.",
+                          details={"membership_status": membership.status})
+    if membership.status == "active" and membership.role_source in ("mapping", "manual"):
+        return membership  # the directory's mappings or an admin decide this member's role, not the IdP
+    role: str | None
+    if claimed_role in ROLES:
+        role, source = claimed_role, "idp"
+    elif membership.role is not None:
+        role, source = membership.role, str(membership.role_source or "idp")
+    else:
+        role, source = org.default_role, "default"
+    provisioning.set_access(db, client, membership, role=role, role_source=source, active=True,
+                            actor=Actor("user", user.id, user.email), reason="login", request=request)
+    if membership.status != "active":
+        raise LoginDenied(f"{org.name} grants no role to new members.",
+                          details={"membership_status": membership.status})
+    db.flush()
+    return membership
+
+
+def complete_login(
+    db: Session,
+    client: WorkOSClient,
+    *,
+    tokens: Tokens,
+    claims: dict[str, Any],
+    remember: bool,
+    policy: SessionPolicy,
+    request: RequestInfo = NO_REQUEST,
+    now: datetime | None = None,
+    authentication: Authentication | None = None,
+) -> LoginResult:
+    """Upsert the user and membership, record the session and audit the login (caller commits).
+
+    *claims* are the verified claims of ``tokens.access_token`` (``sid``, ``org_id``, ``role``); *authentication*
+    is how WorkOS authenticated it (:func:`auth_policy.authentication_of`; default: the method, no connection).
+    Raises :class:`LoginDenied` when the organization or the membership is not active, and
+    :class:`~hatidata_auth.services.auth_policy.SsoRequired` (audited, nothing else written: commit it) when the
+    organization does not accept the authentication.
+    """
+    now = now or utcnow()
+    workos_org_id = tokens.organization_id or claims.get("org_id")
+    if not workos_org_id:
+        raise LoginDenied("You are not a member of any organization.")
+    org = ensure_organization(db, client, str(workos_org_id))
+    if org.status != "active" or org.deleted_at is not None:
+        raise LoginDenied(f"{org.name} is not active.")
+    auth = authentication or Authentication((tokens.authentication_method or "unknown").lower()[:32])
+    email = str(tokens.user.get("email") or "").lower()
+    auth_policy.check(db, org, auth, email=email, actor=Actor("user", None, email), action="login",
+                      request=request)
+    user = _upsert_user(db, org, tokens.user, now)
+    membership = _upsert_membership(db, client, org, user, claims.get("role"), request)
+    ttl = policy.ttl(org, remember)
+    sid = str(claims["sid"])
+    record = db.scalar(select(AuthSession).where(AuthSession.workos_session_id == sid))
+    if record is None:
+        record = AuthSession(workos_session_id=sid, organization_id=org.id, user_id=user.id)
+        db.add(record)
+    record.organization_id = org.id
+    record.user_id = user.id
+    record.auth_method = auth.method
+    record.auth_organization_id = auth.organization_id
+    record.auth_connection_id = auth.connection_id
+    record.ip_address = request.ip_address
+    record.user_agent = (request.user_agent or None) and request.user_agent[:512]
+    record.remembered = remember
+    record.last_seen_at = now
+    record.expires_at = now + timedelta(seconds=ttl)
+    db.flush()
+    audit.record(db, action="auth.login.succeeded", actor=Actor("user", user.id, user.email),
+                 organization_id=org.id, target_type="session", target_id=record.id, request=request,
+                 details={"session_id": record.id, "remembered": remember, "auth_method": record.auth_method,
+                          "auth_organization_id": auth.organization_id, "auth_connection_id": auth.connection_id,
+                          "role": membership.role})
+    invalidate_after_commit(db, "session", sid)
+    return LoginResult(session_id=record.id, workos_session_id=sid, user_id=user.id, email=user.email,
+                       organization_id=org.id, role=membership.role, remembered=remember,
+                       expires_at=record.expires_at)
+
+
+@translate_errors()
+def sync_user_memberships(db: Session, client: WorkOSClient, *, user_id: str, workos_user_id: str,
+                          actor: Actor | None = None) -> int:
+    """Mirror the user's other active WorkOS memberships (so they can switch organization); returns how many
+    were created. Memberships we already hold keep their role and status (directory sync owns them)."""
+    created = 0
+    page = client.organization_membership.list_organization_memberships(user_id=workos_user_id,
+                                                                        statuses=["active"], limit=100)
+    for item in page.data:
+        org = ensure_organization(db, client, item.organization_id)
+        exists = db.scalar(select(Membership.id).where(Membership.organization_id == org.id,
+                                                       Membership.user_id == user_id))
+        if exists is not None:
+            continue
+        slug = getattr(getattr(item, "role", None), "slug", None)
+        role, source = (slug, "idp") if slug in ROLES else (org.default_role, "default")
+        membership = Membership(organization_id=org.id, user_id=user_id, source="sso", status="pending", role=None,
+                                role_source=source, workos_membership_id=item.id)
+        db.add(membership)
+        db.flush()
+        audit.record(db, action="membership.created", actor=actor or Actor.workos(), organization_id=org.id,
+                     target_type="membership", target_id=membership.id,
+                     details={"user_id": user_id, "role": role, "source": "login"})
+        provisioning.set_access(db, client, membership, role=role, role_source=source, active=True,
+                                actor=actor or Actor.workos(), reason="login")
+        created += 1
+    return created
+
+
+def record_login_failure(db: Session, cache: Any, *, reason: str, email: str | None = None,
+                         organization_id: str | None = None, request: RequestInfo = NO_REQUEST,
+                         details: dict[str, Any] | None = None, window: int = security_events.DEFAULT_WINDOW,
+                         clock: Callable[[], float] = time.time) -> None:
+    """Count a failed login and audit it as a rate-limited summary (caller commits).
+
+    *details* (attacker-supplied text included) become a cleaned, cut sample; *organization_id* only when
+    trusted. See :func:`~hatidata_auth.services.security_events.note` for *cache*, *window* and *clock*.
+    """
+    security_events.note(db, cache, kind="login_failure", reason=reason,
+                         sample=security_events.describe(details or {}), organization_id=organization_id,
+                         actor=Actor("user", None, security_events.clean(email, 320) or None), request=request,
+                         window=window, clock=clock)
