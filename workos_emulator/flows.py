@@ -195,7 +195,7 @@ def build_profile(
     last = (du or user or {}).get("last_name")
     idp_id = du["idp_id"] if du else (user["id"] if user else email)
     group_claims = idp.profile_groups(conn_type, groups)
-    key = (conn_id, email.lower())
+    key = store.profile_key(conn_id, email)
     prof_id = store.profiles.get(key) or new_id("prof")
     store.profiles[key] = prof_id
     role_slug = idp.role_for_groups([g["name"] for g in groups])

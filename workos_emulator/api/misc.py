@@ -51,10 +51,10 @@ def list_events() -> Any:
     with emu.store.lock:
         items = []
         for ev in emu.store.events:
-            p = ev.payload
+            p = ev["payload"]
             if p["event"] not in wanted:
                 continue
-            if org_id and ev.organization_id != org_id:
+            if org_id and ev["organization_id"] != org_id:
                 continue
             created = parse_iso(p["created_at"]) if (start or end) else None
             if start and created and created < start:
