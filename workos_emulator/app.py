@@ -66,12 +66,14 @@ def create_app(
     app.extensions[EXTENSION_KEY] = emu
 
     from .api import register_api
+    from .continuations import bp as continuations_bp
     from .control import bp as control_bp
     from .hosted import bp as hosted_bp
 
     register_api(app)
     app.register_blueprint(hosted_bp)
     app.register_blueprint(control_bp)
+    app.register_blueprint(continuations_bp)
 
     @app.before_request
     def _before() -> Any:

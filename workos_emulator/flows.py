@@ -271,7 +271,12 @@ def access_token(emu: Emulator, session: Entity, user: Entity, org_id: str | Non
         "exp": now + emu.config.access_token_ttl,
         # when the user last authenticated (AuthKit; SDK 10.8 requires it): refreshes keep the sign-in's instant
         "auth_time": int(session.get("_auth_time") or now),
+        # the application the token was minted for, as AuthKit's tokens carry it
+        "aud": session.get("_client_id") or emu.config.client_id,
+        "client_id": session.get("_client_id") or emu.config.client_id,
     }
+    if session.get("_impersonator"):  # RFC 8693 actor claim: the impersonator's email in the nested sub
+        claims["act"] = {"sub": session["_impersonator"]["email"]}
     if org_id:
         m = emu.store.membership(user["id"], org_id)
         slug = m["role_slug"] if m else "viewer"
@@ -295,6 +300,8 @@ def _issue(emu: Emulator, session: Entity, user: Entity, org_id: str | None) -> 
         "refresh_token": rt,
         "authentication_method": session.get("_authentication_method") or "SSO",
     }
+    if session.get("_impersonator"):
+        out["impersonator"] = dict(session["_impersonator"])
     if org_id:
         out["organization_id"] = org_id
     return out
@@ -309,6 +316,8 @@ def authenticate_code(emu: Emulator, body: dict[str, Any], ip: str | None, ua: s
         if user is None:
             raise oauth_error("invalid_grant", "The user no longer exists.")
         org_id = record.get("organization_id")
+        if org_id is None:
+            require_organization(emu, user, record)
         if org_id:
             m = store.membership(user["id"], org_id)
             if m is None or m["status"] != "active":
@@ -329,6 +338,8 @@ def authenticate_code(emu: Emulator, body: dict[str, Any], ip: str | None, ua: s
             "updated_at": iso(now),
             "_authentication_method": method,
             "_auth_time": int(now.timestamp()),
+            "_client_id": record.get("client_id") or emu.config.client_id,
+            "_impersonator": record.get("impersonator"),
         }
         if org_id is None:
             del session["organization_id"]
@@ -339,6 +350,23 @@ def authenticate_code(emu: Emulator, body: dict[str, Any], ip: str | None, ua: s
         if method == "SSO":
             emit_sso_succeeded(emu, session, user, org_id, record.get("connection_id"))
         return _issue(emu, session, user, org_id)
+
+
+def require_organization(emu: Emulator, user: Entity, record: Entity) -> None:
+    """A sign-in without an organization by a member of several: 403 ``organization_selection_required``
+    with a pending authentication token (completed by the ``organization-selection`` grant)."""
+    orgs = [emu.store.organizations[m["organization_id"]] for m in emu.store.user_memberships(user["id"])
+            if m["organization_id"] in emu.store.organizations]
+    if len(orgs) < 2:
+        return
+    pending = token(24)
+    emu.store.pending_authentications[pending] = {
+        "kind": "organization_selection", "user_id": user["id"], "expires": time.time() + emu.config.code_ttl,
+        "record": {k: v for k, v in record.items() if k not in ("code_challenge", "code_challenge_method")},
+    }
+    raise ApiError(403, "The user must choose an organization to finish their authentication.",
+                   "organization_selection_required", pending_authentication_token=pending,
+                   organizations=[{"id": o["id"], "name": o["name"]} for o in orgs], user=serialize.user(user))
 
 
 def emit_sso_succeeded(emu: Emulator, session: Entity, user: Entity, org_id: str | None,

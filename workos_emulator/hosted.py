@@ -80,8 +80,13 @@ def begin_authorization(kind: str) -> Any:  # noqa: C901 - one branch per WorkOS
         pinned = flows.request_org(store, areq)
         hint = (areq.login_hint or "").strip()
         if hint:
+            user = store.user_by_email(hint)
             if pinned or areq.provider:
                 targets: list[str | None] = [pinned]
+            elif kind == "authkit" and user is not None and len(store.user_memberships(user["id"])) > 1:
+                # AuthKit authenticates the user first; which of several organizations is the API client's
+                # choice (organization_selection_required on the code exchange).
+                targets = [None]
             else:
                 targets = list(flows.orgs_for_email(store, hint))
             for target in targets:

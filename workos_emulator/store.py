@@ -72,6 +72,9 @@ class Store:
     logout_tokens: dict[str, Entity] = field(default_factory=dict)
     portal_links: dict[str, Entity] = field(default_factory=dict)
     application: Entity = field(default_factory=dict)
+    # pending authentication token -> {"kind": "organization_selection" | "email_verification", "user_id",
+    # "expires" (epoch seconds), ...}
+    pending_authentications: dict[str, Entity] = field(default_factory=dict)
 
     # ---- lookups -------------------------------------------------------------------------------
     @staticmethod
