@@ -12,6 +12,7 @@ from . import flows
 from .errors import ApiError, invalid_params
 from .http import json_body, opt_str, require_str
 from .ids import token
+from .pending import take_pending
 from .state import Emulator, emulator
 from .store import Entity
 
@@ -32,10 +33,7 @@ def authenticate_organization_selection(emu: Emulator, body: dict[str, Any], ip:
             raise invalid_params("pending_authentication_token is required.", "pending_authentication_token")
         if not isinstance(org_id, str) or not org_id:
             raise invalid_params("organization_id is required.", "organization_id")
-        pending = store.pending_authentications.get(pending_token)
-        if pending is None or pending["kind"] != "organization_selection" or pending["expires"] < time.time():
-            raise ApiError(400, "The pending authentication token is invalid or has expired.",
-                           "invalid_pending_authentication_token")
+        pending = take_pending(emu, pending_token, "organization_selection")
         membership = store.membership(pending["user_id"], org_id)
         if membership is None or membership["status"] != "active":
             raise ApiError(400, f"The user is not a member of organization '{org_id}'.", "invalid_organization_id")

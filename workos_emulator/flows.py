@@ -13,6 +13,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from . import idp, serialize
 from .errors import ApiError, oauth_error
 from .ids import iso, new_id, token, utcnow
+from .pending import require_organization
 from .state import Emulator
 from .store import AuthRequest, Entity, Store
 
@@ -350,23 +351,6 @@ def authenticate_code(emu: Emulator, body: dict[str, Any], ip: str | None, ua: s
         if method == "SSO":
             emit_sso_succeeded(emu, session, user, org_id, record.get("connection_id"))
         return _issue(emu, session, user, org_id)
-
-
-def require_organization(emu: Emulator, user: Entity, record: Entity) -> None:
-    """A sign-in without an organization by a member of several: 403 ``organization_selection_required``
-    with a pending authentication token (completed by the ``organization-selection`` grant)."""
-    orgs = [emu.store.organizations[m["organization_id"]] for m in emu.store.user_memberships(user["id"])
-            if m["organization_id"] in emu.store.organizations]
-    if len(orgs) < 2:
-        return
-    pending = token(24)
-    emu.store.pending_authentications[pending] = {
-        "kind": "organization_selection", "user_id": user["id"], "expires": time.time() + emu.config.code_ttl,
-        "record": {k: v for k, v in record.items() if k not in ("code_challenge", "code_challenge_method")},
-    }
-    raise ApiError(403, "The user must choose an organization to finish their authentication.",
-                   "organization_selection_required", pending_authentication_token=pending,
-                   organizations=[{"id": o["id"], "name": o["name"]} for o in orgs], user=serialize.user(user))
 
 
 def emit_sso_succeeded(emu: Emulator, session: Entity, user: Entity, org_id: str | None,
