@@ -49,6 +49,14 @@ def _start(tmp_path: Path, app_port: int, emulator_port: int, **extra: str) -> t
     return proc, log
 
 
+def _emulator_api(port: int, method: str, path: str, body: dict[str, object] | None = None) -> dict[str, object]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", method=method, data=json.dumps(body).encode() if body else None,
+        headers={"Authorization": "Bearer sk_test_emulator", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:  # local test server
+        return dict(json.loads(response.read()))
+
+
 def _stop(proc: subprocess.Popen[str]) -> int:
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
     return proc.wait(timeout=30)
@@ -73,6 +81,10 @@ def test_make_run_brings_up_both_servers_and_ctrl_c_stops_them(tmp_path: Path) -
         assert f"http://127.0.0.1:{app_port}" in output
         assert "admin@acme.test" in output
         assert "consultant@partners.test" in output
+        # What the SSO wizard does: a connection created through the API, whose id the app then holds.
+        connection = _emulator_api(emulator_port, "POST", "/connections", {
+            "organization_id": DEMO_ORGS[1], "name": "Created before the restart",
+            "saml_options": {"idp_metadata_url": "https://idp.example/metadata"}})
     finally:
         code = _stop(proc)
     assert code == 0
@@ -90,5 +102,8 @@ def test_make_run_brings_up_both_servers_and_ctrl_c_stops_them(tmp_path: Path) -
         with urllib.request.urlopen(info, timeout=10) as response:  # local test server
             assert json.loads(response.read())["access_token_ttl"] == 7
         assert "live 7 s" in log.read_text()
+        # The emulator kept its state in the instance folder: WorkOS never forgets a connection.
+        kept = _emulator_api(emulator_port, "GET", f"/connections/{connection['id']}")
+        assert kept["name"] == "Created before the restart"
     finally:
         assert _stop(proc) == 0

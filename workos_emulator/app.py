@@ -47,7 +47,7 @@ def create_app(
     webhook_retry_base: float = 0.5,
     webhook_max_attempts: int = 8,
 ) -> Flask:
-    """Build the emulator app, loading ``seed_path`` and the persisted signing key from ``data_dir``."""
+    """Build the emulator app: state saved in ``data_dir`` (else ``seed_path``) and the persisted signing key."""
     app = Flask("workos_emulator")
     app.json.sort_keys = False  # type: ignore[attr-defined]
     config = EmulatorConfig(
@@ -61,16 +61,19 @@ def create_app(
         refresh_grace_seconds=refresh_grace_seconds,
     )
     emu = Emulator(config, WebhookSettings(retry_base_s=webhook_retry_base, max_attempts=webhook_max_attempts))
-    apply_seed(emu.store, load_seed_file(seed_path))
+    with emu.store.lock:
+        emu.persistence.load_or_seed(emu.store, lambda store: apply_seed(store, load_seed_file(seed_path)))
     app.extensions[EXTENSION_KEY] = emu
 
     from .api import register_api
+    from .continuations import bp as continuations_bp
     from .control import bp as control_bp
     from .hosted import bp as hosted_bp
 
     register_api(app)
     app.register_blueprint(hosted_bp)
     app.register_blueprint(control_bp)
+    app.register_blueprint(continuations_bp)
 
     @app.before_request
     def _before() -> Any:
@@ -95,6 +98,8 @@ def create_app(
 
     @app.after_request
     def _after(resp: Response) -> Response:
+        with emu.store.lock:  # saved before the response leaves: a restart right after it forgets nothing
+            emu.persistence.save(emu.store)
         resp.headers["x-request-id"] = getattr(g, "request_id", None) or str(uuid.uuid4())
         return resp
 
@@ -117,7 +122,7 @@ def create_app(
 
 
 def reset(app: Flask) -> None:
-    """Reload the seed into a fresh store (the signing key is kept)."""
+    """Reload the seed into a fresh store and save it (the signing key is kept)."""
     emu: Emulator = app.extensions[EXTENSION_KEY]
     with emu.store.lock:
         from .store import Store
@@ -127,6 +132,7 @@ def reset(app: Flask) -> None:
         for name in Store.__dataclass_fields__:
             if name != "lock":
                 setattr(emu.store, name, getattr(fresh, name))
+        emu.persistence.save(emu.store)
     emu.dispatcher.clear()
     emu.dispatcher.update(**emu.initial_webhook_settings)
     emu.faults.clear()

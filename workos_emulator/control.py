@@ -387,7 +387,7 @@ def all_events() -> Any:
     """Every recorded event (no filter required), oldest first."""
     emu = emulator()
     with emu.store.lock:
-        return jsonify({"data": [serialize.snapshot(e.payload) for e in emu.store.events]})
+        return jsonify({"data": [serialize.snapshot(e["payload"]) for e in emu.store.events]})
 
 
 @bp.post("/events")

@@ -19,6 +19,26 @@ def _user_payload(store: Store, u: Entity) -> Entity:
     return serialize.directory_user(store, u, with_groups=False)
 
 
+_NOT_ATTRIBUTES = frozenset({"object", "id", "directory_id", "organization_id", "created_at", "updated_at", "groups"})
+_NESTED = ("raw_attributes", "custom_attributes")
+
+
+def previous_attributes(before: Entity, after: Entity) -> Entity:
+    """``previous_attributes`` as WorkOS documents it: the old value of each changed root attribute (``emails``
+    included), and for raw and custom attributes only their changed keys, a newly added one as ``None``."""
+    out: Entity = {}
+    for key in sorted(set(before) | set(after)):
+        if key in _NOT_ATTRIBUTES or key in _NESTED or before.get(key) == after.get(key):
+            continue
+        out[key] = before.get(key)
+    for key in _NESTED:
+        old, new = before.get(key) or {}, after.get(key) or {}
+        changed = {k: old.get(k) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
+        if changed:
+            out[key] = changed
+    return out
+
+
 def _resolve_group(store: Store, directory_id: str, ref: str) -> Entity:
     """A group of the directory by id, idp_id or name."""
     g = store.directory_groups.get(ref)
@@ -81,6 +101,7 @@ def update_user(emu: Emulator, user_id: str, data: dict[str, Any]) -> Entity:  #
     store = emu.store
     with store.lock:
         u = store.get("directory_users", user_id, "DirectoryUser")
+        before = serialize.snapshot(_user_payload(store, u))
         previous: dict[str, Any] = {}
         for field in (*USER_FIELDS, "state"):
             if field in data and data[field] != u.get(field):
@@ -98,7 +119,8 @@ def update_user(emu: Emulator, user_id: str, data: dict[str, Any]) -> Entity:  #
             u["emails"] = [{"primary": True, "type": "work", "value": u["email"]}] if u["email"] else []
         if previous:
             serialize.touch(u)
-            emu.emit("dsync.user.updated", {**_user_payload(store, u), "previous_attributes": previous})
+            after = _user_payload(store, u)
+            emu.emit("dsync.user.updated", {**after, "previous_attributes": previous_attributes(before, after)})
         if "groups" in data:
             wanted = [_resolve_group(store, u["directory_id"], str(r)) for r in data["groups"] or []]
             current = {g["id"] for g in store.groups_of(user_id)}

@@ -13,6 +13,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from . import idp, serialize
 from .errors import ApiError, oauth_error
 from .ids import iso, new_id, token, utcnow
+from .pending import require_organization
 from .state import Emulator
 from .store import AuthRequest, Entity, Store
 
@@ -195,7 +196,7 @@ def build_profile(
     last = (du or user or {}).get("last_name")
     idp_id = du["idp_id"] if du else (user["id"] if user else email)
     group_claims = idp.profile_groups(conn_type, groups)
-    key = (conn_id, email.lower())
+    key = store.profile_key(conn_id, email)
     prof_id = store.profiles.get(key) or new_id("prof")
     store.profiles[key] = prof_id
     role_slug = idp.role_for_groups([g["name"] for g in groups])
@@ -271,7 +272,12 @@ def access_token(emu: Emulator, session: Entity, user: Entity, org_id: str | Non
         "exp": now + emu.config.access_token_ttl,
         # when the user last authenticated (AuthKit; SDK 10.8 requires it): refreshes keep the sign-in's instant
         "auth_time": int(session.get("_auth_time") or now),
+        # the application the token was minted for, as AuthKit's tokens carry it
+        "aud": session.get("_client_id") or emu.config.client_id,
+        "client_id": session.get("_client_id") or emu.config.client_id,
     }
+    if session.get("_impersonator"):  # RFC 8693 actor claim: the impersonator's email in the nested sub
+        claims["act"] = {"sub": session["_impersonator"]["email"]}
     if org_id:
         m = emu.store.membership(user["id"], org_id)
         slug = m["role_slug"] if m else "viewer"
@@ -295,6 +301,8 @@ def _issue(emu: Emulator, session: Entity, user: Entity, org_id: str | None) -> 
         "refresh_token": rt,
         "authentication_method": session.get("_authentication_method") or "SSO",
     }
+    if session.get("_impersonator"):
+        out["impersonator"] = dict(session["_impersonator"])
     if org_id:
         out["organization_id"] = org_id
     return out
@@ -309,6 +317,8 @@ def authenticate_code(emu: Emulator, body: dict[str, Any], ip: str | None, ua: s
         if user is None:
             raise oauth_error("invalid_grant", "The user no longer exists.")
         org_id = record.get("organization_id")
+        if org_id is None:
+            require_organization(emu, user, record)
         if org_id:
             m = store.membership(user["id"], org_id)
             if m is None or m["status"] != "active":
@@ -329,6 +339,8 @@ def authenticate_code(emu: Emulator, body: dict[str, Any], ip: str | None, ua: s
             "updated_at": iso(now),
             "_authentication_method": method,
             "_auth_time": int(now.timestamp()),
+            "_client_id": record.get("client_id") or emu.config.client_id,
+            "_impersonator": record.get("impersonator"),
         }
         if org_id is None:
             del session["organization_id"]

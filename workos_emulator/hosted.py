@@ -76,12 +76,17 @@ def begin_authorization(kind: str) -> Any:  # noqa: C901 - one branch per WorkOS
             provider=provider if provider and provider != "authkit" else None,
             login_hint=args.get("login_hint"), nonce=args.get("nonce"), created_at=time.time(),
         )
-        store.auth_requests[areq.id] = areq
+        store.auth_requests[areq.id] = areq.to_dict()
         pinned = flows.request_org(store, areq)
         hint = (areq.login_hint or "").strip()
         if hint:
+            user = store.user_by_email(hint)
             if pinned or areq.provider:
                 targets: list[str | None] = [pinned]
+            elif kind == "authkit" and user is not None and len(store.user_memberships(user["id"])) > 1:
+                # AuthKit authenticates the user first; which of several organizations is the API client's
+                # choice (organization_selection_required on the code exchange).
+                targets = [None]
             else:
                 targets = list(flows.orgs_for_email(store, hint))
             for target in targets:
@@ -94,7 +99,8 @@ def begin_authorization(kind: str) -> Any:  # noqa: C901 - one branch per WorkOS
 
 def _get_areq(areq_id: str) -> AuthRequest:
     emu = emulator()
-    areq = emu.store.auth_requests.get(areq_id)
+    stored = emu.store.auth_requests.get(areq_id)
+    areq = AuthRequest.from_dict(stored) if stored is not None else None
     if areq is None or time.time() - areq.created_at > AUTH_REQUEST_TTL:
         raise ApiError(400, "This sign-in request has expired or was already used. Start again.",
                        "invalid_authorization_request")
@@ -197,7 +203,7 @@ def org_login(org_id: str) -> Any:
             id=new_id("areq"), kind="authkit", client_id=emu.config.client_id, redirect_uri=redirect_uri,
             state=request.args.get("state"), organization_id=org_id, created_at=time.time(),
         )
-        emu.store.auth_requests[areq.id] = areq
+        emu.store.auth_requests[areq.id] = areq.to_dict()
     return _picker(emu, areq, org_id)
 
 

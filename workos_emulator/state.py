@@ -11,8 +11,9 @@ from flask import current_app, request
 from .faults import FaultRegistry
 from .ids import iso, new_id
 from .keys import SigningKey
+from .persistence import StatePersistence, seed_digest
 from .serialize import snapshot
-from .store import Store, StoredEvent
+from .store import Store
 from .webhooks import WebhookDispatcher, WebhookSettings
 
 EXTENSION_KEY = "workos_emulator"
@@ -39,6 +40,7 @@ class Emulator:
     def __init__(self, config: EmulatorConfig, webhook_settings: WebhookSettings | None = None) -> None:
         self.config = config
         self.store = Store()
+        self.persistence = StatePersistence(config.data_dir, seed_digest(config.seed_path))
         self.keys = SigningKey(config.data_dir)
         self.initial_webhook_settings = dict((webhook_settings or WebhookSettings()).to_dict())
         self.dispatcher = WebhookDispatcher(webhook_settings)
@@ -65,7 +67,7 @@ class Emulator:
             }
             if organization_id is None:
                 organization_id = data.get("organization_id")
-            self.store.events.append(StoredEvent(payload, organization_id))
+            self.store.events.append({"payload": payload, "organization_id": organization_id})
             for ep in self.store.webhook_endpoints.values():
                 if ep["status"] != "enabled":
                     continue
@@ -76,8 +78,10 @@ class Emulator:
             return payload
 
     def shutdown(self) -> None:
-        """Stop background threads."""
+        """Stop background threads and close the state file."""
         self.dispatcher.stop()
+        with self.store.lock:
+            self.persistence.close()
 
 
 def emulator() -> Emulator:

@@ -1,22 +1,18 @@
-"""In-memory state of the emulator. All access goes through ``Store.lock`` (one re-entrant lock)."""
+"""State of the emulator. All access goes through ``Store.lock`` (one re-entrant lock).
+
+Every field but ``lock`` holds plain JSON data (dicts with string keys, lists, strings, numbers, booleans,
+``None``): ``persistence.py`` saves the fields generically, so a new field needs no code there.
+"""
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .errors import not_found
 
 Entity = dict[str, Any]
-
-
-@dataclass
-class StoredEvent:
-    """A recorded WorkOS event plus the organization it belongs to (for the ``organization_id`` filter)."""
-
-    payload: Entity
-    organization_id: str | None
 
 
 @dataclass
@@ -37,6 +33,15 @@ class AuthRequest:
     nonce: str | None = None
     created_at: float = 0.0
 
+    def to_dict(self) -> Entity:
+        """The plain form kept in ``Store.auth_requests``."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Entity) -> AuthRequest:
+        """Rebuild from :meth:`to_dict`."""
+        return cls(**data)
+
 
 @dataclass
 class Store:
@@ -56,18 +61,27 @@ class Store:
     sessions: dict[str, Entity] = field(default_factory=dict)
     roles: dict[str, Entity] = field(default_factory=dict)  # slug -> role
     webhook_endpoints: dict[str, Entity] = field(default_factory=dict)
-    events: list[StoredEvent] = field(default_factory=list)
-    profiles: dict[tuple[str, str], str] = field(default_factory=dict)  # (connection id, email) -> prof id
+    # {"payload": event, "organization_id": str | None} (the organization for the ``organization_id`` filter)
+    events: list[Entity] = field(default_factory=list)
+    profiles: dict[str, str] = field(default_factory=dict)  # profile_key(connection id, email) -> prof id
     profile_data: dict[str, Entity] = field(default_factory=dict)  # prof id -> last profile
-    auth_requests: dict[str, AuthRequest] = field(default_factory=dict)
+    auth_requests: dict[str, Entity] = field(default_factory=dict)  # id -> AuthRequest.to_dict()
     codes: dict[str, Entity] = field(default_factory=dict)
     refresh_tokens: dict[str, Entity] = field(default_factory=dict)
     sso_access_tokens: dict[str, str] = field(default_factory=dict)  # token -> prof id
     logout_tokens: dict[str, Entity] = field(default_factory=dict)
     portal_links: dict[str, Entity] = field(default_factory=dict)
     application: Entity = field(default_factory=dict)
+    # pending authentication token -> {"kind": "organization_selection" | "email_verification", "user_id",
+    # "expires" (epoch seconds), ...}
+    pending_authentications: dict[str, Entity] = field(default_factory=dict)
 
     # ---- lookups -------------------------------------------------------------------------------
+    @staticmethod
+    def profile_key(connection_id: str, email: str) -> str:
+        """Key of ``profiles``: one profile id per connection and (lower-cased) email."""
+        return f"{connection_id} {email.lower()}"
+
     def get(self, collection: str, entity_id: str, kind: str) -> Entity:
         """Return ``getattr(self, collection)[entity_id]`` or raise a 404 ``entity_not_found``."""
         item = getattr(self, collection).get(entity_id)

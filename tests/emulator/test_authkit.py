@@ -176,7 +176,7 @@ def test_jwt_verifies_against_jwks(emu: EmulatorServer, workos: WorkOSClient) ->
     auth = workos.user_management.authenticate_with_code(code=_login(workos, "admin@acme.test", ACME))
     jwks_client = jwt.PyJWKClient(workos.user_management.get_jwks_url())
     key = jwks_client.get_signing_key_from_jwt(auth.access_token)
-    claims = jwt.decode(auth.access_token, key.key, algorithms=["RS256"], issuer=emu.url)
+    claims = jwt.decode(auth.access_token, key.key, algorithms=["RS256"], issuer=emu.url, audience=CLIENT_ID)
     assert claims["sub"] == auth.user.id
     assert claims["org_id"] == ACME
     assert claims["role"] == "admin"

@@ -158,7 +158,10 @@ def test_control_api_emits_every_dsync_event(http: httpx2.Client, workos: WorkOS
     assert all(type(e).__name__ != "EventSchemaUnknown" for e in events)
     updated = [e for e in events if e.event == "dsync.user.updated"]
     assert updated[0].data.email == "all2@acme.test"
-    assert updated[0].data.previous_attributes == {"email": "all@acme.test"}
+    # As WorkOS documents it: changed root attributes (emails too) and only the changed raw/custom keys.
+    old_emails = [{"primary": True, "type": "work", "value": "all@acme.test"}]
+    assert updated[0].data.previous_attributes == {"email": "all@acme.test", "emails": old_emails,
+                                                   "raw_attributes": {"emails": old_emails}}
     added = next(e for e in events if e.event == "dsync.group.user_added")
     assert added.data.directory_id == ACME_DIR
     assert added.data.group.name == "Temp"
@@ -201,9 +204,13 @@ def test_events_cursor_semantics(http: httpx2.Client, workos: WorkOSClient) -> N
                                        organization_id=ids[0], order="asc")
     assert [e.event for e in by_org.data] == ["organization.created", "organization.updated"]
     assert workos.events.list_events(events=["organization.created"], organization_id=GLOBEX).data == []
-    missing = http.get("/events")
-    assert missing.status_code == 422
-    assert missing.json()["errors"][0]["field"] == "events"
+    # Spec 0.61.0: `events` is optional; without it every type is listed (an empty `events=` stays a 422).
+    unfiltered = http.get("/events", params={"order": "asc", "limit": 100})
+    assert unfiltered.status_code == 200
+    assert {"organization.created", "organization.updated"} <= {e["event"] for e in unfiltered.json()["data"]}
+    empty = http.get("/events", params={"events": ""})
+    assert empty.status_code == 422
+    assert empty.json()["errors"][0]["field"] == "events"
 
 
 def test_bulk_create(http: httpx2.Client, workos: WorkOSClient) -> None:

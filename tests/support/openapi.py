@@ -1,14 +1,20 @@
-"""Contract checks against WorkOS's published OpenAPI spec (npm ``@workos/openapi-spec``, pinned).
+"""Contract checks against WorkOS's published OpenAPI spec.
+
+The contract is spec 0.61.0, vendored in ``tests/support/workos-openapi/`` with its MIT licence (no network
+needed); npm only publishes ``@workos/openapi-spec@0.1.0``, which is still fetched (``npm pack``, pinned,
+cached) for the operations listed in :data:`LEGACY_OPERATIONS` that 0.61.0 lacks (none today).
 
 Public API
 ----------
-* :func:`ensure_spec` -- path of the pinned spec YAML; fetched with ``npm pack`` into ``<repo>/.cache`` on
+* :func:`vendored_spec` -- path of the vendored 0.61.0 YAML, checked against :data:`VENDORED_SPEC_SHA256`.
+* :func:`ensure_spec` -- path of the npm 0.1.0 spec YAML; fetched with ``npm pack`` into ``<repo>/.cache`` on
   first use and verified against pinned hashes.
 * :class:`OpenAPIContract` -- ``load(path)``, ``match(method, url_path)``,
   ``validate(method, url_path, status, body)``; raises :class:`ContractViolation` (an ``AssertionError``).
 * :class:`RecordingHTTPClient` -- an ``httpx2.Client`` to pass as ``WorkOSClient(http_client=...)``; it
   records every exchange as an :class:`Exchange`; ``assert_all_valid(contract)`` checks them all.
-* pytest fixtures ``openapi_contract`` (session) and ``recording_http_client`` (function); enable them with
+* pytest fixtures ``openapi_contract`` (0.61.0 + supplements, session), ``legacy_openapi_contract`` (npm 0.1.0,
+  session) and ``recording_http_client`` (function); enable them with
   ``pytest_plugins = ["tests.support.openapi"]`` in ``tests/conftest.py``.
 """
 
@@ -41,6 +47,7 @@ from referencing.jsonschema import DRAFT202012
 
 __all__ = [
     "DEFAULT_CACHE_DIR",
+    "LEGACY_OPERATIONS",
     "SDK_ONLY_OPERATIONS",
     "SPEC_MEMBER",
     "SPEC_PACKAGE",
@@ -48,6 +55,9 @@ __all__ = [
     "SPEC_VERSION",
     "TARBALL_INTEGRITY",
     "TARBALL_SHA256",
+    "VENDORED_SPEC",
+    "VENDORED_SPEC_SHA256",
+    "VENDORED_SPEC_VERSION",
     "ContractViolation",
     "Exchange",
     "OpenAPIContract",
@@ -56,8 +66,11 @@ __all__ = [
     "SpecIntegrityError",
     "ensure_spec",
     "extract_spec",
+    "legacy_openapi_contract",
+    "load_contract",
     "openapi_contract",
     "recording_http_client",
+    "vendored_spec",
     "verify_tarball",
 ]
 
@@ -80,6 +93,15 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CACHE_DIR = REPO_ROOT / ".cache" / "openapi" / f"workos-openapi-spec-{SPEC_VERSION}"
 _SPEC_FILENAME = "open-api-spec.yaml"
 _NPM_TIMEOUT_S = 180
+
+VENDORED_SPEC_VERSION = "0.61.0"
+#: WorkOS's OpenAPI spec 0.61.0 (MIT, ``LICENSE.txt`` beside it), vendored so that CI needs no network.
+VENDORED_SPEC = REPO_ROOT / "tests" / "support" / "workos-openapi" / f"open-api-spec-{VENDORED_SPEC_VERSION}.yaml"
+VENDORED_SPEC_SHA256 = "c9420d984c7da98316220445d45a446f64e159f99b1c9b477dfce5a0893f8d1b"
+#: Operations taken from the npm 0.1.0 spec because 0.61.0 lacks them. Empty: 0.61.0 documents every
+#: operation 0.1.0 does (checked by ``tests/support/test_openapi_contract.py``); add ``(METHOD, template)``
+#: pairs here if a future vendored spec drops one the emulator serves.
+LEGACY_OPERATIONS: tuple[tuple[str, str], ...] = ()
 
 
 class SpecFetchError(RuntimeError):
@@ -158,6 +180,13 @@ def extract_spec(
             os.unlink(tmp_name)
         raise
     return dest
+
+
+def vendored_spec() -> Path:
+    """Path of the vendored 0.61.0 spec; :class:`SpecIntegrityError` if it was modified."""
+    if _sha256_file(VENDORED_SPEC) != VENDORED_SPEC_SHA256:
+        raise SpecIntegrityError(f"{VENDORED_SPEC}: sha256 mismatch (expected {VENDORED_SPEC_SHA256})")
+    return VENDORED_SPEC
 
 
 def ensure_spec(cache_dir: Path | None = None, *, npm: str | None = None) -> Path:
@@ -290,9 +319,12 @@ class OpenAPIContract:
 
     SPEC_URI = "urn:workos:openapi-spec"
 
-    def __init__(self, document: Mapping[str, Any], *, source: str = "<memory>") -> None:
+    def __init__(
+        self, document: Mapping[str, Any], *, source: str = "<memory>", name: str = f"{SPEC_PACKAGE}@{SPEC_VERSION}"
+    ) -> None:
         self.document: dict[str, Any] = _unshare(document)
         self.source = source
+        self.name = name
         self._routes: dict[tuple[str, str], _Route] = {}
         self._lock = threading.Lock()
         self._validators: dict[tuple[str, str, str], jsonschema.protocols.Validator] = {}
@@ -310,7 +342,11 @@ class OpenAPIContract:
     # -- construction ---
     @classmethod
     def load(
-        cls, path: Path | str, *, supplements: Mapping[tuple[str, str], Mapping[str, Any]] | None = None
+        cls,
+        path: Path | str,
+        *,
+        supplements: Mapping[tuple[str, str], Mapping[str, Any]] | None = None,
+        name: str = f"{SPEC_PACKAGE}@{SPEC_VERSION}",
     ) -> OpenAPIContract:
         """Parse the YAML at ``path`` (C loader when available) and index its operations.
 
@@ -322,7 +358,7 @@ class OpenAPIContract:
             document = yaml.load(fh, Loader=loader)  # a SafeLoader
         if not isinstance(document, dict) or "paths" not in document:
             raise ValueError(f"{path} is not an OpenAPI document")
-        contract = cls(document, source=str(path))
+        contract = cls(document, source=str(path), name=name)
         for (method, template), responses in (supplements or {}).items():
             if (method.upper(), template) not in contract._routes:
                 contract.add_operation(method, template, responses)
@@ -416,7 +452,7 @@ class OpenAPIContract:
         )
 
     def _spec_name(self) -> str:
-        return f"the WorkOS OpenAPI spec ({SPEC_PACKAGE}@{SPEC_VERSION})"
+        return f"the WorkOS OpenAPI spec ({self.name})"
 
     # -- validation ---
     @staticmethod
@@ -698,9 +734,32 @@ class RecordingHTTPClient(httpx2.Client):
 # ----------------------------------------------------------------------------------------------------
 
 
+def load_contract() -> OpenAPIContract:
+    """Spec 0.61.0 plus :data:`LEGACY_OPERATIONS` (from 0.1.0) plus :data:`SDK_ONLY_OPERATIONS`."""
+    contract = OpenAPIContract.load(
+        vendored_spec(), supplements=SDK_ONLY_OPERATIONS, name=f"WorkOS OpenAPI {VENDORED_SPEC_VERSION}"
+    )
+    if LEGACY_OPERATIONS:
+        legacy = OpenAPIContract.load(ensure_spec())
+        for method, template in LEGACY_OPERATIONS:
+            operation = legacy.operations[(method, template)]
+            responses = {
+                status: ((r.get("content") or {}).get(_JSON_CONTENT) or {}).get("schema")
+                for status, r in (operation.get("responses") or {}).items()
+            }
+            contract.add_operation(method, template, responses)
+    return contract
+
+
 @pytest.fixture(scope="session")
 def openapi_contract() -> OpenAPIContract:
-    """The pinned WorkOS OpenAPI contract (spec + :data:`SDK_ONLY_OPERATIONS`), loaded once per session."""
+    """The WorkOS OpenAPI contract (see :func:`load_contract`), loaded once per session."""
+    return load_contract()
+
+
+@pytest.fixture(scope="session")
+def legacy_openapi_contract() -> OpenAPIContract:
+    """The npm ``@workos/openapi-spec@0.1.0`` contract (for the fetch/integrity helpers' own tests)."""
     return OpenAPIContract.load(ensure_spec(), supplements=SDK_ONLY_OPERATIONS)
 
 

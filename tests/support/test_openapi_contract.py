@@ -19,8 +19,11 @@ from workos.common.models.organization_domain import OrganizationDomain
 from workos.organizations.models.organization import Organization
 
 from tests.support.openapi import (
+    LEGACY_OPERATIONS,
     SPEC_MEMBER,
     SPEC_SHA256,
+    VENDORED_SPEC,
+    VENDORED_SPEC_VERSION,
     ContractViolation,
     Exchange,
     OpenAPIContract,
@@ -29,6 +32,7 @@ from tests.support.openapi import (
     SpecIntegrityError,
     ensure_spec,
     extract_spec,
+    vendored_spec,
     verify_tarball,
 )
 
@@ -73,13 +77,29 @@ def org_list(*orgs: dict[str, Any]) -> dict[str, Any]:
 # --- fetching / integrity ------------------------------------------------------------------------------------
 
 
-def test_ensure_spec_returns_verified_cached_file(openapi_contract: OpenAPIContract) -> None:
+def test_ensure_spec_returns_verified_cached_file(legacy_openapi_contract: OpenAPIContract) -> None:
     path = ensure_spec()
     assert path.name == "open-api-spec.yaml"
     assert path.parent.name == "workos-openapi-spec-0.1.0"
     assert path.parent.parent.parent.name == ".cache"
-    assert openapi_contract.source == str(path)
-    assert len(openapi_contract.document["paths"]) == 120
+    assert legacy_openapi_contract.source == str(path)
+    assert len(legacy_openapi_contract.document["paths"]) == 120
+
+
+def test_contract_is_the_vendored_spec_and_covers_the_legacy_one(
+    openapi_contract: OpenAPIContract, legacy_openapi_contract: OpenAPIContract
+) -> None:
+    assert openapi_contract.source == str(vendored_spec())
+    assert VENDORED_SPEC.name == f"open-api-spec-{VENDORED_SPEC_VERSION}.yaml"
+    assert (VENDORED_SPEC.parent / "LICENSE.txt").read_text().startswith("MIT")
+    legacy_only = set(legacy_openapi_contract.operations) - set(openapi_contract.operations)
+    assert legacy_only == set(LEGACY_OPERATIONS)
+
+
+def test_vendored_spec_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("tests.support.openapi.VENDORED_SPEC_SHA256", "0" * 64)
+    with pytest.raises(SpecIntegrityError, match="sha256 mismatch"):
+        vendored_spec()
 
 
 def _make_tarball(path: Path, content: bytes) -> Path:
@@ -269,7 +289,8 @@ def test_error_bodies_are_validated(openapi_contract: OpenAPIContract) -> None:
         openapi_contract.validate("GET", "/organizations/org_1", 404, {"code": "entity_not_found"})
 
 
-def test_refs_resolve_across_nested_schemas(openapi_contract: OpenAPIContract) -> None:
+def test_refs_resolve_across_nested_schemas(legacy_openapi_contract: OpenAPIContract) -> None:
+    # The schema names below are 0.1.0's (0.61.0 renamed some and made membership ``roles`` required).
     user = {
         "object": "user",
         "id": "user_1",
@@ -284,11 +305,11 @@ def test_refs_resolve_across_nested_schemas(openapi_contract: OpenAPIContract) -
         "updated_at": "2024-05-01T12:30:00.000Z",
     }
     auth = {"user": user, "access_token": "at", "refresh_token": "rt"}
-    openapi_contract.validate("POST", "/user_management/authenticate", 200, auth)
+    legacy_openapi_contract.validate("POST", "/user_management/authenticate", 200, auth)
     broken = copy.deepcopy(auth)
     broken["user"]["email_verified"] = "yes"
     with pytest.raises(ContractViolation) as info:
-        openapi_contract.validate("POST", "/user_management/authenticate", 200, broken)
+        legacy_openapi_contract.validate("POST", "/user_management/authenticate", 200, broken)
     # UserlandAuthenticateResponse -> $ref UserlandUser: the schema path names the referenced component.
     assert info.value.json_path == "$.user.email_verified"
     assert info.value.schema_path == "#/components/schemas/UserlandUser/properties/email_verified/type"
@@ -306,10 +327,10 @@ def test_refs_resolve_across_nested_schemas(openapi_contract: OpenAPIContract) -
         "role": {"slug": "member"},
         "user": user,
     }
-    openapi_contract.validate("GET", "/user_management/organization_memberships/om_1", 200, membership)
+    legacy_openapi_contract.validate("GET", "/user_management/organization_memberships/om_1", 200, membership)
     membership["role"] = {"name": "member"}
     with pytest.raises(ContractViolation) as info:
-        openapi_contract.validate("GET", "/user_management/organization_memberships/om_1", 200, membership)
+        legacy_openapi_contract.validate("GET", "/user_management/organization_memberships/om_1", 200, membership)
     assert info.value.json_path == "$.role"
     assert info.value.schema_path == "#/components/schemas/SlimRole/required"
 

@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, redirect, render_template, request
 
 from .. import flows, serialize
+from ..continuations import ORGANIZATION_SELECTION_GRANT, authenticate_organization_selection
 from ..errors import ApiError, invalid_params, oauth_error
 from ..hosted import begin_authorization
 from ..http import csv_arg, json_body, opt_str, require_str
@@ -34,6 +35,8 @@ def authenticate() -> Any:
         out = flows.authenticate_code(emu, data, request.remote_addr, request.headers.get("User-Agent"))
     elif grant == "refresh_token":
         out = flows.authenticate_refresh(emu, data)
+    elif grant == ORGANIZATION_SELECTION_GRANT:
+        out = authenticate_organization_selection(emu, data, request.remote_addr, request.headers.get("User-Agent"))
     elif not grant:
         raise invalid_params("grant_type is required.", "grant_type")
     else:
@@ -56,7 +59,12 @@ def list_sessions(user_id: str) -> Any:
 def revoke_session() -> Any:
     """``POST /user_management/sessions/revoke`` ``{session_id}``."""
     data = json_body()
-    flows.revoke_session(emulator(), require_str(data, "session_id"))
+    emu = emulator()
+    session_id = require_str(data, "session_id")
+    with emu.store.lock:
+        if session_id not in emu.store.sessions:  # spec 0.61.0: 200 or 400 {message}
+            raise ApiError(400, f"Session not found: '{session_id}'.", "session_not_found")
+        flows.revoke_session(emu, session_id)
     return Response(status=200)
 
 
@@ -67,7 +75,10 @@ def logout() -> Any:
     session_id = request.args.get("session_id")
     if not session_id:
         raise invalid_params("session_id is required.", "session_id")
-    flows.revoke_session(emu, session_id)
+    with emu.store.lock:
+        if session_id not in emu.store.sessions:  # spec 0.61.0: 200, 302 or 422 {message}
+            raise ApiError(422, f"Session not found: '{session_id}'.", "session_not_found")
+        flows.revoke_session(emu, session_id)
     return_to = request.args.get("return_to") or emu.store.application.get("logout_redirect_uri")
     if return_to:
         return redirect(return_to, code=302)

@@ -1,0 +1,108 @@
+"""Emulator state survives a restart of the emulator process (SQLite in its data folder); reset reseeds."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+from workos import WorkOSClient
+from workos.sso import CreateProtocolOptionsSAML
+from workos.sso.models import CreateConnectionSAMLOptions
+
+from tests.support.processes import ROOT, free_port, wait_for_port
+from workos_emulator.persistence import STATE_FILE, store_field_names
+from workos_emulator.store import Store
+from workos_emulator.testing import EmulatorServer
+
+from .conftest import API_KEY, CLIENT_ID, GLOBEX, REDIRECT_URI
+from .helpers import code_from, follow_authorize
+
+
+@contextmanager
+def emulator_process(data_dir: Path) -> Iterator[WorkOSClient]:
+    """``python -m workos_emulator`` (demo seed) on a free port with ``data_dir``; an SDK client for it."""
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workos_emulator", "--port", str(port), "--data-dir", str(data_dir)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for_port(port)
+        with WorkOSClient(api_key=API_KEY, client_id=CLIENT_ID, base_url=f"http://127.0.0.1:{port}",
+                          max_retries=0) as client:
+            yield client
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+
+
+def _saml() -> CreateProtocolOptionsSAML:
+    return CreateProtocolOptionsSAML(
+        saml_options=CreateConnectionSAMLOptions(idp_metadata_url="https://idp.example/metadata"))
+
+
+def test_a_restarted_process_keeps_what_the_api_created(tmp_path: Path) -> None:
+    data_dir = tmp_path / "emu"
+    with emulator_process(data_dir) as workos:
+        conn = workos.sso.create_connection(organization_id=GLOBEX, name="Wizard SAML", protocol_options=_saml())
+        org = workos.organizations.create_organization(name="Persisted", domains=["persisted.test"])
+        url = workos.user_management.get_authorization_url(
+            redirect_uri=REDIRECT_URI, provider="authkit", organization_id=GLOBEX, login_hint="admin@globex.test")
+        code, _ = code_from(follow_authorize(url).headers["location"])
+        auth = workos.user_management.authenticate_with_code(code=code)
+        events_before = [e.id for e in workos.events.list_events(events=["organization.created"]).data]
+    assert (data_dir / STATE_FILE).is_file()
+
+    with emulator_process(data_dir) as workos:
+        assert workos.sso.get_connection(conn.id).name == "Wizard SAML"
+        assert workos.organizations.get_organization(org.id).domains[0].domain == "persisted.test"
+        assert [e.id for e in workos.events.list_events(events=["organization.created"]).data] == events_before
+        refreshed = workos.user_management.authenticate_with_refresh_token(refresh_token=auth.refresh_token)
+        assert refreshed.user.id == auth.user.id
+        assert workos.user_management.list_sessions(auth.user.id).data[0].status.value == "active"
+
+
+def test_reset_and_a_fresh_data_folder_start_from_the_seed(tmp_path: Path) -> None:
+    data_dir = str(tmp_path / "emu")
+    with EmulatorServer(data_dir=data_dir) as first:
+        workos = WorkOSClient(api_key=API_KEY, client_id=CLIENT_ID, base_url=first.url, max_retries=0)
+        seeded = {o.id for o in workos.organizations.list_organizations(limit=100).data}
+        org = workos.organizations.create_organization(name="Gone after reset")
+        workos.close()
+    with EmulatorServer(data_dir=data_dir) as second:
+        workos = WorkOSClient(api_key=API_KEY, client_id=CLIENT_ID, base_url=second.url, max_retries=0)
+        assert org.id in {o.id for o in workos.organizations.list_organizations(limit=100).data}
+        second.reset()  # the same as POST /_emulator/reset
+        assert {o.id for o in workos.organizations.list_organizations(limit=100).data} == seeded
+        workos.close()
+    with EmulatorServer(data_dir=data_dir) as third:
+        assert org.id not in third.emulator.store.organizations
+    with EmulatorServer(data_dir=str(tmp_path / "fresh")) as fresh:
+        assert set(fresh.emulator.store.organizations) == seeded
+
+
+def test_state_of_another_seed_is_not_loaded(tmp_path: Path) -> None:
+    data_dir = str(tmp_path / "emu")
+    with EmulatorServer(data_dir=data_dir) as demo:
+        assert demo.emulator.store.organizations
+    with EmulatorServer(seed_path="", data_dir=data_dir) as empty:
+        assert empty.emulator.store.organizations == {}
+
+
+def test_every_store_field_is_persisted_as_json(tmp_path: Path) -> None:
+    assert set(store_field_names()) == set(Store.__dataclass_fields__) - {"lock"}
+    data_dir = str(tmp_path / "emu")
+    with EmulatorServer(data_dir=data_dir) as emu:
+        workos = WorkOSClient(api_key=API_KEY, client_id=CLIENT_ID, base_url=emu.url, max_retries=0)
+        workos.organizations.create_organization(name="Any")
+        workos.close()
+    with closing(sqlite3.connect(Path(data_dir) / STATE_FILE)) as db:
+        saved = {name for (name,) in db.execute("SELECT name FROM store_fields")}
+    assert saved == set(store_field_names())
