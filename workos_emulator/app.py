@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 
 from .errors import ApiError, unauthorized
 from .seed import apply_seed, load_seed_file
+from .seed_passwords import apply_seed_passwords
 from .state import EXTENSION_KEY, Emulator, EmulatorConfig
 from .webhooks import WebhookSettings
 
@@ -61,16 +62,22 @@ def create_app(
         refresh_grace_seconds=refresh_grace_seconds,
     )
     emu = Emulator(config, WebhookSettings(retry_base_s=webhook_retry_base, max_attempts=webhook_max_attempts))
-    apply_seed(emu.store, load_seed_file(seed_path))
+    seed = load_seed_file(seed_path)
+    apply_seed(emu.store, seed)
+    apply_seed_passwords(emu.store, seed, config.data_dir)
     app.extensions[EXTENSION_KEY] = emu
 
     from .api import register_api
+    from .api.authkit_methods import control_bp as authkit_control_bp
     from .control import bp as control_bp
     from .hosted import bp as hosted_bp
+    from .hosted_authkit import bp as hosted_authkit_bp
 
     register_api(app)
     app.register_blueprint(hosted_bp)
+    app.register_blueprint(hosted_authkit_bp)
     app.register_blueprint(control_bp)
+    app.register_blueprint(authkit_control_bp)
 
     @app.before_request
     def _before() -> Any:
@@ -123,7 +130,9 @@ def reset(app: Flask) -> None:
         from .store import Store
 
         fresh = Store()
-        apply_seed(fresh, load_seed_file(emu.config.seed_path))
+        seed = load_seed_file(emu.config.seed_path)
+        apply_seed(fresh, seed)
+        apply_seed_passwords(fresh, seed, emu.config.data_dir)
         for name in Store.__dataclass_fields__:
             if name != "lock":
                 setattr(emu.store, name, getattr(fresh, name))

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, redirect, render_template, request
 
-from .. import flows, serialize
+from .. import authkit, flows, serialize
 from ..errors import ApiError, invalid_params, oauth_error
 from ..hosted import begin_authorization
 from ..http import csv_arg, json_body, opt_str, require_str
@@ -14,6 +14,7 @@ from ..ids import iso, new_id
 from ..pagination import paginate
 from ..state import emulator
 from ..store import Entity
+from . import authkit_methods
 
 bp = Blueprint("user_management", __name__, url_prefix="/user_management")
 
@@ -26,7 +27,8 @@ def authorize() -> Any:
 
 @bp.post("/authenticate")
 def authenticate() -> Any:
-    """``POST /user_management/authenticate`` (``authorization_code`` and ``refresh_token`` grants)."""
+    """``POST /user_management/authenticate`` (``authorization_code``, ``refresh_token``, and AuthKit's own
+    ``password``, Magic Auth and email-verification grants)."""
     emu = emulator()
     data = request.form.to_dict() if request.form else json_body()
     grant = data.get("grant_type")
@@ -34,6 +36,8 @@ def authenticate() -> Any:
         out = flows.authenticate_code(emu, data, request.remote_addr, request.headers.get("User-Agent"))
     elif grant == "refresh_token":
         out = flows.authenticate_refresh(emu, data)
+    elif grant in authkit_methods.GRANTS:
+        out = authkit_methods.authenticate(emu, grant, data, request.remote_addr, request.headers.get("User-Agent"))
     elif not grant:
         raise invalid_params("grant_type is required.", "grant_type")
     else:
@@ -118,6 +122,8 @@ def create_user() -> Any:
             "created_at": now,
             "updated_at": now,
         }
+        if data.get("password") is not None:
+            authkit.set_password(emu.store, user["id"], require_str(data, "password"))
         emu.store.users[user["id"]] = user
         out = serialize.user(user)
         emu.emit("user.created", out)
@@ -148,6 +154,8 @@ def update_user(user_id: str) -> Any:
             user["email_verified"] = bool(data["email_verified"])
         if "metadata" in data:
             user["metadata"] = dict(data.get("metadata") or {})
+        if data.get("password") is not None:
+            authkit.set_password(emu.store, user_id, require_str(data, "password"))
         serialize.touch(user)
         out = serialize.user(user)
         emu.emit("user.updated", out)
@@ -166,6 +174,7 @@ def delete_user(user_id: str) -> Any:
         for mid in [k for k, m in store.memberships.items() if m["user_id"] == user_id]:
             del store.memberships[mid]
         del store.users[user_id]
+        store.passwords.pop(user_id, None)
         emu.emit("user.deleted", serialize.user(user))
     return Response(status=200)
 
