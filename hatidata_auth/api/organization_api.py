@@ -11,7 +11,7 @@ from sqlalchemy import select
 from ..errors import AppError, ServiceUnavailable
 from ..extensions import db
 from ..identity import current_identity, runtime
-from ..models import ROLES, Organization, WebhookEvent
+from ..models import ROLES, SIGN_IN_METHODS, Organization, WebhookEvent
 from ..requests import request_info
 from ..services import admin, audit, inbox, reconcile
 from ..services import role_mapping as mapping_service
@@ -51,6 +51,8 @@ class SettingsSchema(Schema):
     domains = fields.List(fields.String(), required=True)
     status = fields.String(required=True)
     sso_enforced = fields.Boolean(required=True)
+    auth_methods = fields.List(fields.String(), required=True,
+                               metadata={"description": "Sign-in methods allowed here (SSO only while enforced)."})
     default_role = fields.String(allow_none=True, required=True)
     session_policy = fields.Nested(SessionPolicySchema, required=True)
     session_cache_ttl = fields.Integer(allow_none=True, required=True)
@@ -59,6 +61,9 @@ class SettingsSchema(Schema):
 
 class SettingsPatchSchema(Schema):
     sso_enforced = fields.Boolean()
+    auth_methods = fields.List(fields.String(validate=validate.OneOf(SIGN_IN_METHODS)), allow_none=True,
+                               validate=validate.Length(min=1),
+                               metadata={"description": "Allowed sign-in methods; null: every method."})
     default_role = fields.String(allow_none=True, validate=ROLE_OR_NONE,
                                  metadata={"description": "Role of members in no mapped group; null: no access."})
     session_policy = fields.Nested(SessionPolicySchema)
@@ -79,12 +84,13 @@ def get_settings() -> dict[str, Any]:
 @org_blp.arguments(SettingsPatchSchema)
 @org_blp.response(200, SettingsSchema)
 def update_settings(body: dict[str, Any]) -> dict[str, Any]:
-    """Change session policy, cache TTL, SSO enforcement or the default role (audited)."""
+    """Change session policy, cache TTL, SSO enforcement, allowed sign-in methods or the default role (audited)."""
     identity = current_identity
     session = db.session()
     changes: dict[str, Any] = {}
-    if "sso_enforced" in body:
-        changes["sso_enforced"] = body["sso_enforced"]
+    for key in ("sso_enforced", "auth_methods"):
+        if key in body:
+            changes[key] = body[key]
     if "session_cache_ttl" in body:
         changes["session_cache_ttl"] = body["session_cache_ttl"]
     policy = body.get("session_policy") or {}
