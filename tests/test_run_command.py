@@ -16,7 +16,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_ORGS = ("org_01HTDQ8A100000000000000001", "org_01HTDQ8A200000000000000001",
-             "org_01HTDQ8A300000000000000001", "org_01HTDQ8A400000000000000001")
+             "org_01HTDQ8A300000000000000001", "org_01HTDQ8A400000000000000001", "org_01HTDQ8A500000000000000001")
+
+
+def _owner_password(emulator_port: int) -> str:
+    request = urllib.request.Request(f"http://127.0.0.1:{emulator_port}/_emulator/seed_passwords",
+                                     headers={"Authorization": "Bearer sk_test_emulator"})
+    with urllib.request.urlopen(request, timeout=10) as response:  # local test server
+        return str(json.loads(response.read())["owner@hooli.test"])
 
 
 def _free_port() -> int:
@@ -73,6 +80,9 @@ def test_make_run_brings_up_both_servers_and_ctrl_c_stops_them(tmp_path: Path) -
         assert f"http://127.0.0.1:{app_port}" in output
         assert "admin@acme.test" in output
         assert "consultant@partners.test" in output
+        password = _owner_password(emulator_port)
+        assert f"owner@hooli.test           password: {password}" in output
+        assert "member@hooli.test" in output
     finally:
         code = _stop(proc)
     assert code == 0
@@ -90,5 +100,6 @@ def test_make_run_brings_up_both_servers_and_ctrl_c_stops_them(tmp_path: Path) -
         with urllib.request.urlopen(info, timeout=10) as response:  # local test server
             assert json.loads(response.read())["access_token_ttl"] == 7
         assert "live 7 s" in log.read_text()
+        assert _owner_password(emulator_port) == password  # generated once per data folder
     finally:
         assert _stop(proc) == 0
