@@ -203,6 +203,7 @@ def test_rate_limits(workos: WorkOSClient, recorder: RecordingHTTPClient, contra
     # The magic_auth 429 is WorkOS's generic rate-limit body; spec 0.61.0 only lists daily_quota_exceeded there.
     magic_429 = [ex for ex in recorder.exchanges if ex.status == 429 and ex.path == "/user_management/magic_auth"]
     assert len(magic_429) == 1
+    assert all(ex.headers["Retry-After"] == "60" for ex in recorder.exchanges if ex.status == 429)
     assert _validate(recorder, contract, skip_path="/user_management/magic_auth") >= 15
 
 
