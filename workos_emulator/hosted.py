@@ -116,12 +116,27 @@ def _idp_picker(emu: Emulator, areq: AuthRequest, org_id: str | None) -> bool:
     return not authkit_methods_offered(emu, areq, org_id) or emu.store.org_connection(org_id or "") is not None
 
 
+def _authkit_only(emu: Emulator, areq: AuthRequest, email: str) -> bool:
+    """A user AuthKit must authenticate itself (a password, or only organizations without SSO): the
+    organization-less picker never signs them in."""
+    store = emu.store
+    if areq.kind != "authkit":
+        return False
+    user = store.user_by_email(email)
+    if user is not None and user["id"] in store.passwords:
+        return True
+    orgs = flows.orgs_for_email(store, email)
+    return bool(orgs) and not any(authkit.sso_connections(store, "", o) for o in orgs)
+
+
 def _picker(emu: Emulator, areq: AuthRequest, org_id: str | None, email: str | None = None,
             error: str | None = None) -> Response:
     with emu.store.lock:
         org = emu.store.organizations.get(org_id or "")
         methods = authkit_methods_offered(emu, areq, org_id)
         candidates = flows.login_candidates(emu.store, org_id) if _idp_picker(emu, areq, org_id) else None
+        if candidates and org_id is None:
+            candidates = [c for c in candidates if not _authkit_only(emu, areq, c["email"])]
         idp_name = _idp_name(emu, org_id, areq)
     return Response(render_template("picker.html", areq=areq, org=org, org_key=org_id or NO_ORG,
                                     candidates=candidates, idp_name=idp_name, email=(email or "").lower(),
@@ -172,7 +187,8 @@ def idp_submit(areq_id: str, org_id: str) -> Any:
     target = None if org_id == NO_ORG else org_id
     with emu.store.lock:
         # Without an IdP to play, AuthKit authenticates the user itself (password or code): no picking.
-        if not email or not _idp_picker(emu, areq, target) or flows.find_candidate(emu.store, target, email) is None:
+        if not email or not _idp_picker(emu, areq, target) or flows.find_candidate(emu.store, target, email) is None \
+                or (target is None and _authkit_only(emu, areq, email)):
             return Response(render_template("message.html", title="Sign-in failed",
                                             message=f"{email or 'This user'} cannot sign in here."), status=403)
         url = flows.complete_login(emu, areq, target, email)

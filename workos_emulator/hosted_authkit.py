@@ -82,9 +82,11 @@ def verify_submit(areq_id: str, org_id: str) -> Any:
     """The email-verification code: completes the sign-in that asked for it."""
     emu, areq = _areq_and_org(areq_id, org_id)
     pending_token = request.form.get("pending_authentication_token") or ""
-    email = (request.form.get("email") or "").strip()
     ip, ua = request.remote_addr, request.headers.get("User-Agent")
     with emu.store.lock:
+        pending_user = emu.store.users.get((emu.store.pending_authentications.get(pending_token) or {}).get(
+            "user_id") or "")
+        email = pending_user["email"] if pending_user else (request.form.get("email") or "").strip()
         refusal = _guard(emu, areq, org_id, email)
         if refusal is not None:
             return refusal

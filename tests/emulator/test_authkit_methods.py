@@ -279,3 +279,40 @@ def test_hosted_sso_organization_never_offers_a_password(emu: EmulatorServer, ht
         refused = browser.post(emu.url + path, data=form)
         assert refused.status_code == 403, path
     assert http.get("/_emulator/magic_auth", params={"email": "admin@acme.test"}).json()["data"] == []
+
+
+def test_hosted_email_verification_step(emu: EmulatorServer, workos: WorkOSClient, http: httpx2.Client,
+                                        browser: httpx2.Client) -> None:
+    user = workos.user_management.create_user(email="new@hooli.test",
+                                              password=PasswordPlaintext(password="s3cret-enough"))
+    http.post("/user_management/organization_memberships", json={"user_id": user.id, "organization_id": HOOLI})
+    page = _org_page(emu, browser, HOOLI)
+    step = browser.post(emu.url + _action(page, "/password/"),
+                        data={"email": "new@hooli.test", "password": "s3cret-enough"})
+    assert step.status_code == 200
+    assert "Verify your email" in step.text
+    code = _sent(http, "email_verification", "new@hooli.test")["code"]
+    form = {"pending_authentication_token": re.search(r'name="pending_authentication_token" value="([^"]+)"',
+                                                      step.text).group(1),  # type: ignore[union-attr]
+            "email": "admin@acme.test", "code": code}  # the token's user counts, not the form's email
+    done = browser.post(emu.url + _action(step.text, "/verify/"), data=form)
+    assert done.status_code == 302, done.text
+    auth = workos.user_management.authenticate_with_code(code=code_from(done.headers["location"])[0])
+    assert auth.user.email == "new@hooli.test"
+    assert auth.user.email_verified is True
+    assert auth.authentication_method is not None
+    assert auth.authentication_method.value == "Password"
+
+
+def test_the_organization_less_picker_never_skips_authkit_methods(emu: EmulatorServer, browser: httpx2.Client,
+                                                                  workos: WorkOSClient) -> None:
+    url = workos.user_management.get_authorization_url(redirect_uri=REDIRECT_URI, provider="authkit")
+    page = browser.get(url)
+    areq = re.search(r"/hosted/(areq_[A-Za-z0-9]+)/email", page.text).group(1)  # type: ignore[union-attr]
+    picker = browser.get(f"{emu.url}/hosted/{areq}/idp/-")
+    assert "admin@acme.test" in picker.text
+    assert OWNER not in picker.text
+    assert MEMBER not in picker.text
+    for email in (OWNER, MEMBER):
+        assert browser.post(f"{emu.url}/hosted/{areq}/idp/-", data={"email": email}).status_code == 403
+    assert browser.post(f"{emu.url}/hosted/{areq}/idp/-", data={"email": "admin@acme.test"}).status_code == 302
