@@ -51,6 +51,14 @@ def emulator_call(base: str, method: str, path: str, body: dict[str, object]) ->
         return json.loads(response.read() or b"{}")
 
 
+def seed_passwords(base: str) -> dict[str, str]:
+    """The passwords the emulator generated for the demo's password users (once per data folder)."""
+    request = urllib.request.Request(f"{base}/_emulator/seed_passwords",  # our own local URL
+                                     headers={"Authorization": f"Bearer {EMULATOR_API_KEY}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return {str(k): str(v) for k, v in json.loads(response.read() or b"{}").items()}
+
+
 def main() -> int:
     """Run both servers until Ctrl-C."""
     host = "127.0.0.1"
@@ -110,6 +118,7 @@ def main() -> int:
 
         emulator_call(emulator_url, "POST", "/_emulator/webhook_endpoints",
                       {"endpoint_url": f"{app_url}/webhooks/workos", "secret": webhook_secret})
+        owner_password = seed_passwords(emulator_url).get("owner@hooli.test", "(none)")
         print(f"""
 HatiData Auth is running.
   app:             {app_url}            (health: {app_url}/healthz, readiness: {app_url}/readyz)
@@ -118,9 +127,14 @@ HatiData Auth is running.
   access tokens:   live {token_ttl} s, then the app refreshes them (WORKOS_EMULATOR_ACCESS_TOKEN_TTL)
   webhooks:        {app_url}/webhooks/workos is registered with the emulator
 
-Demo logins (pick the user on the emulator's login page; no passwords):
-""" + "\n".join(f"  {d:14} admin@{d}  dev@{d}  viewer@{d}" for d in DEMO_DOMAINS) + """
+Demo logins with SSO (pick the user on the emulator's IdP page; no passwords):
+""" + "\n".join(f"  {d:14} admin@{d}  dev@{d}  viewer@{d}" for d in DEMO_DOMAINS) + f"""
   consultant@partners.test   (member of Acme Corp and Globex)
+Hooli (hooli.test) has no SSO: AuthKit's own sign-in methods.
+  owner@hooli.test           password: {owner_password}   (admin; generated once for this data folder)
+  member@hooli.test          "Email me a code"; the emulator sends no email, read the code with
+                             curl -H 'Authorization: Bearer {EMULATOR_API_KEY}' \\
+                               '{emulator_url}/_emulator/magic_auth?email=member@hooli.test'
 
 Press Ctrl-C to stop both servers.
 """, flush=True)

@@ -171,23 +171,23 @@ def test_trigger_refuses_update_and_delete(app: Flask) -> None:
 
 
 def test_create_organization_and_grant_first_admin(app: Flask, emulator: Any) -> None:
-    result = _cli(app, "create-organization", "Hooli", "--domain", "hooli.test")
+    result = _cli(app, "create-organization", "Pied Piper", "--domain", "piedpiper.test")
     assert result.exit_code == 0, result.output
     with app.app_context():
-        org = db.session.scalar(select(Organization).where(Organization.name == "Hooli"))
+        org = db.session.scalar(select(Organization).where(Organization.name == "Pied Piper"))
         assert org is not None
-        assert org.domains == ["hooli.test"]
+        assert org.domains == ["piedpiper.test"]
         assert org.workos_organization_id
         org_id = org.id
         db.session.remove()
     listed = _cli(app, "list-organizations")
     assert org_id in listed.output
-    granted = _cli(app, "grant-admin", "hooli.test", "Gavin@Hooli.test")
+    granted = _cli(app, "grant-admin", "piedpiper.test", "Richard@PiedPiper.test")
     assert granted.exit_code == 0, granted.output
-    again = _cli(app, "grant-admin", org_id, "gavin@hooli.test")
+    again = _cli(app, "grant-admin", org_id, "richard@piedpiper.test")
     assert again.exit_code == 0
     with app.app_context():
-        user = db.session.scalar(select(User).where(User.email == "gavin@hooli.test"))
+        user = db.session.scalar(select(User).where(User.email == "richard@piedpiper.test"))
         assert user is not None
         membership = db.session.scalar(select(Membership).where(Membership.user_id == user.id))
         assert membership is not None

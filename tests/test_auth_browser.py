@@ -58,3 +58,62 @@ def test_login_through_hosted_page_sets_a_safe_cookie(served: str, emulator: Any
             assert page.url.startswith(f"{emulator.url}/user_management/authorize")
         finally:
             browser.close()
+
+
+def _control(emulator: Any, path: str, **params: str) -> Any:
+    import httpx2
+
+    response = httpx2.get(f"{emulator.url}/_emulator/{path}", params=params,
+                          headers={"Authorization": "Bearer sk_test_emulator"}, timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _hosted_sign_in_page(sync_api: Any, p: Any, served: str, emulator: Any, email: str) -> tuple[Any, Any]:
+    browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+    page = browser.new_context().new_page()
+    page.goto(f"{served}/")
+    page.wait_for_url(f"{emulator.url}/**")
+    page.fill("#email", email)
+    page.click("button[type=submit]")
+    page.wait_for_load_state()
+    return browser, page
+
+
+def test_hooli_signs_in_with_a_password_and_with_a_magic_code(served: str, emulator: Any) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    password = _control(emulator, "seed_passwords")["owner@hooli.test"]
+    with sync_api.sync_playwright() as p:
+        browser, page = _hosted_sign_in_page(sync_api, p, served, emulator, "owner@hooli.test")
+        try:
+            assert page.locator("button[value='owner@hooli.test']").count() == 0  # no IdP picker: no SSO
+            assert page.input_value("#password-email") == "owner@hooli.test"
+            page.fill("#password", password)
+            page.click("#password-sign-in button[type=submit]")
+            page.wait_for_url(f"{served}/")
+            assert "Signed in as owner@hooli.test (admin)" in page.inner_text("#who")
+        finally:
+            browser.close()
+        browser, page = _hosted_sign_in_page(sync_api, p, served, emulator, "member@hooli.test")
+        try:
+            page.click("#magic-auth button[type=submit]")
+            page.wait_for_selector("#code")
+            code = _control(emulator, "magic_auth", email="member@hooli.test")["data"][0]["code"]
+            page.fill("#code", code)
+            page.click("button[type=submit]")
+            page.wait_for_url(f"{served}/")
+            assert "Signed in as member@hooli.test (viewer)" in page.inner_text("#who")
+        finally:
+            browser.close()
+
+
+def test_an_sso_organization_is_never_offered_a_password(served: str, emulator: Any) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser, page = _hosted_sign_in_page(sync_api, p, served, emulator, "dev@acme.test")
+        try:
+            page.wait_for_selector("button[value='dev@acme.test']")  # the simulated Okta picker
+            assert page.locator("input[type=password]").count() == 0
+            assert "Email me a code" not in page.content()
+        finally:
+            browser.close()

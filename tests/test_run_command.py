@@ -16,7 +16,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_ORGS = ("org_01HTDQ8A100000000000000001", "org_01HTDQ8A200000000000000001",
-             "org_01HTDQ8A300000000000000001", "org_01HTDQ8A400000000000000001")
+             "org_01HTDQ8A300000000000000001", "org_01HTDQ8A400000000000000001", "org_01HTDQ8A500000000000000001")
+
+
+def _owner_password(emulator_port: int) -> str:
+    request = urllib.request.Request(f"http://127.0.0.1:{emulator_port}/_emulator/seed_passwords",
+                                     headers={"Authorization": "Bearer sk_test_emulator"})
+    with urllib.request.urlopen(request, timeout=10) as response:  # local test server
+        return str(json.loads(response.read())["owner@hooli.test"])
 
 
 def _free_port() -> int:
@@ -85,6 +92,9 @@ def test_make_run_brings_up_both_servers_and_ctrl_c_stops_them(tmp_path: Path) -
         connection = _emulator_api(emulator_port, "POST", "/connections", {
             "organization_id": DEMO_ORGS[1], "name": "Created before the restart",
             "saml_options": {"idp_metadata_url": "https://idp.example/metadata"}})
+        password = _owner_password(emulator_port)
+        assert f"owner@hooli.test           password: {password}" in output
+        assert "member@hooli.test" in output
     finally:
         code = _stop(proc)
     assert code == 0
@@ -105,5 +115,6 @@ def test_make_run_brings_up_both_servers_and_ctrl_c_stops_them(tmp_path: Path) -
         # The emulator kept its state in the instance folder: WorkOS never forgets a connection.
         kept = _emulator_api(emulator_port, "GET", f"/connections/{connection['id']}")
         assert kept["name"] == "Created before the restart"
+        assert _owner_password(emulator_port) == password  # generated once per data folder
     finally:
         assert _stop(proc) == 0

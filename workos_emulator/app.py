@@ -12,7 +12,9 @@ from werkzeug.exceptions import HTTPException
 
 from .errors import ApiError, unauthorized
 from .seed import apply_seed, load_seed_file
+from .seed_passwords import apply_seed_passwords
 from .state import EXTENSION_KEY, Emulator, EmulatorConfig
+from .store import Store
 from .webhooks import WebhookSettings
 
 #: Paths reachable without ``Authorization: Bearer <api key>`` (browser flows, JWKS, token endpoints).
@@ -61,19 +63,30 @@ def create_app(
         refresh_grace_seconds=refresh_grace_seconds,
     )
     emu = Emulator(config, WebhookSettings(retry_base_s=webhook_retry_base, max_attempts=webhook_max_attempts))
+    seed = load_seed_file(seed_path)
+
+    def fill(store: Store) -> None:
+        apply_seed(store, seed)
+        apply_seed_passwords(store, seed, config.data_dir)
+
     with emu.store.lock:
-        emu.persistence.load_or_seed(emu.store, lambda store: apply_seed(store, load_seed_file(seed_path)))
+        # saved state wins over the seed: a password changed through the API survives a restart
+        emu.persistence.load_or_seed(emu.store, fill)
     app.extensions[EXTENSION_KEY] = emu
 
     from .api import register_api
+    from .api.authkit_methods import control_bp as authkit_control_bp
     from .continuations import bp as continuations_bp
     from .control import bp as control_bp
     from .hosted import bp as hosted_bp
+    from .hosted_authkit import bp as hosted_authkit_bp
 
     register_api(app)
     app.register_blueprint(hosted_bp)
+    app.register_blueprint(hosted_authkit_bp)
     app.register_blueprint(control_bp)
     app.register_blueprint(continuations_bp)
+    app.register_blueprint(authkit_control_bp)
 
     @app.before_request
     def _before() -> Any:
@@ -104,8 +117,8 @@ def create_app(
         return resp
 
     @app.errorhandler(ApiError)
-    def _api_error(exc: ApiError) -> tuple[Response, int]:
-        return jsonify(exc.body()), exc.status
+    def _api_error(exc: ApiError) -> tuple[Response, int, dict[str, str]]:
+        return jsonify(exc.body()), exc.status, exc.headers
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> tuple[Response, int]:
@@ -128,7 +141,9 @@ def reset(app: Flask) -> None:
         from .store import Store
 
         fresh = Store()
-        apply_seed(fresh, load_seed_file(emu.config.seed_path))
+        seed = load_seed_file(emu.config.seed_path)
+        apply_seed(fresh, seed)
+        apply_seed_passwords(fresh, seed, emu.config.data_dir)
         for name in Store.__dataclass_fields__:
             if name != "lock":
                 setattr(emu.store, name, getattr(fresh, name))

@@ -14,6 +14,8 @@ class ApiError(Exception):
         self.message = message
         self.code = code
         self.extra = extra
+        # a rate limit's window (authkit.py: 60 s)
+        self.headers: dict[str, str] = {"Retry-After": "60"} if status == 429 else {}
 
     def body(self) -> dict[str, Any]:
         """Return the JSON body for this error."""

@@ -95,8 +95,10 @@ def request_org(store: Store, areq: AuthRequest) -> str | None:
 
 
 # ---- completing a login --------------------------------------------------------------------------------
-def complete_login(emu: Emulator, areq: AuthRequest, org_id: str | None, email: str) -> str:
-    """Issue a code for ``email`` in ``org_id`` and return the ``redirect_uri?code=..&state=..`` URL."""
+def complete_login(emu: Emulator, areq: AuthRequest, org_id: str | None, email: str,
+                   method: str | None = None) -> str:
+    """Issue a code for ``email`` in ``org_id`` and return the ``redirect_uri?code=..&state=..`` URL; *method*
+    (``Password``, ``MagicAuth``) when AuthKit itself authenticated the user rather than the org's IdP."""
     store = emu.store
     with store.lock:
         cand = find_candidate(store, org_id, email)
@@ -122,7 +124,9 @@ def complete_login(emu: Emulator, areq: AuthRequest, org_id: str | None, email: 
             record["user_id"] = user["id"]
             # An organization's IdP (its connection) vouched for the user: SSO. Without one the hosted page
             # stands for AuthKit's own password form.
-            record["authentication_method"] = "SSO" if conn is not None else "Password"
+            if method is not None:
+                conn = None
+            record["authentication_method"] = method or ("SSO" if conn is not None else "Password")
             record["connection_id"] = conn["id"] if conn is not None else None
         store.codes[code] = record
         store.auth_requests.pop(areq.id, None)

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint, Response, redirect, render_template, request, url_for
 
-from . import flows
+from . import authkit, flows
 from .errors import ApiError, invalid_params, oauth_error
 from .ids import new_id
 from .state import Emulator, emulator
@@ -90,7 +90,7 @@ def begin_authorization(kind: str) -> Any:  # noqa: C901 - one branch per WorkOS
             else:
                 targets = list(flows.orgs_for_email(store, hint))
             for target in targets:
-                if flows.find_candidate(store, target, hint):
+                if _idp_picker(emu, areq, target) and flows.find_candidate(store, target, hint):
                     return redirect(flows.complete_login(emu, areq, target, hint), code=302)
     if pinned or (kind == "sso" and areq.provider):
         return _picker(emu, areq, pinned, hint or None)
@@ -112,13 +112,41 @@ def _email_page(areq: AuthRequest, email: str = "", error: str | None = None) ->
     return Response(html, status=200 if error is None else 422)
 
 
-def _picker(emu: Emulator, areq: AuthRequest, org_id: str | None, email: str | None = None) -> Response:
+def authkit_methods_offered(emu: Emulator, areq: AuthRequest, org_id: str | None) -> bool:
+    """Password and "email me a code" for an organization without an active SSO connection (AuthKit only)."""
+    return areq.kind == "authkit" and bool(org_id) and not authkit.sso_connections(emu.store, "", org_id)
+
+
+def _idp_picker(emu: Emulator, areq: AuthRequest, org_id: str | None) -> bool:
+    """Whether the page plays the organization's IdP (its connection, if any, or AuthKit without one)."""
+    return not authkit_methods_offered(emu, areq, org_id) or emu.store.org_connection(org_id or "") is not None
+
+
+def _authkit_only(emu: Emulator, areq: AuthRequest, email: str) -> bool:
+    """A user AuthKit must authenticate itself (a password, or only organizations without SSO): the
+    organization-less picker never signs them in."""
+    store = emu.store
+    if areq.kind != "authkit":
+        return False
+    user = store.user_by_email(email)
+    if user is not None and user["id"] in store.passwords:
+        return True
+    orgs = flows.orgs_for_email(store, email)
+    return bool(orgs) and not any(authkit.sso_connections(store, "", o) for o in orgs)
+
+
+def _picker(emu: Emulator, areq: AuthRequest, org_id: str | None, email: str | None = None,
+            error: str | None = None) -> Response:
     with emu.store.lock:
         org = emu.store.organizations.get(org_id or "")
-        candidates = flows.login_candidates(emu.store, org_id)
+        methods = authkit_methods_offered(emu, areq, org_id)
+        candidates = flows.login_candidates(emu.store, org_id) if _idp_picker(emu, areq, org_id) else None
+        if candidates and org_id is None:
+            candidates = [c for c in candidates if not _authkit_only(emu, areq, c["email"])]
         idp_name = _idp_name(emu, org_id, areq)
     return Response(render_template("picker.html", areq=areq, org=org, org_key=org_id or NO_ORG,
-                                    candidates=candidates, idp_name=idp_name, email=(email or "").lower()))
+                                    candidates=candidates, idp_name=idp_name, email=(email or "").lower(),
+                                    authkit_methods=methods, error=error))
 
 
 @bp.get("/hosted/<areq_id>")
@@ -164,7 +192,9 @@ def idp_submit(areq_id: str, org_id: str) -> Any:
     email = (request.form.get("email") or "").strip()
     target = None if org_id == NO_ORG else org_id
     with emu.store.lock:
-        if not email or flows.find_candidate(emu.store, target, email) is None:
+        # Without an IdP to play, AuthKit authenticates the user itself (password or code): no picking.
+        if not email or not _idp_picker(emu, areq, target) or flows.find_candidate(emu.store, target, email) is None \
+                or (target is None and _authkit_only(emu, areq, email)):
             return Response(render_template("message.html", title="Sign-in failed",
                                             message=f"{email or 'This user'} cannot sign in here."), status=403)
         url = flows.complete_login(emu, areq, target, email)

@@ -72,9 +72,11 @@ class Store:
     logout_tokens: dict[str, Entity] = field(default_factory=dict)
     portal_links: dict[str, Entity] = field(default_factory=dict)
     application: Entity = field(default_factory=dict)
-    # pending authentication token -> {"kind": "organization_selection" | "email_verification", "user_id",
-    # "expires" (epoch seconds), ...}
-    pending_authentications: dict[str, Entity] = field(default_factory=dict)
+    # AuthKit's own methods (authkit.py): all plain JSON-able data so that persisting the Store covers them.
+    passwords: dict[str, str] = field(default_factory=dict)  # user id -> salted scrypt hash
+    magic_auths: dict[str, Entity] = field(default_factory=dict)  # magic_auth id -> code record
+    pending_authentications: dict[str, Entity] = field(default_factory=dict)  # token -> {"kind", "user_id", ...}
+    rate_limits: dict[str, list[float]] = field(default_factory=dict)  # "bucket:email" -> request times
 
     # ---- lookups -------------------------------------------------------------------------------
     @staticmethod

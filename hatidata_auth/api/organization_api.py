@@ -13,7 +13,7 @@ from marshmallow import Schema, fields, validate
 
 from ..extensions import db
 from ..identity import current_identity, runtime
-from ..models import ROLES
+from ..models import ROLES, SIGN_IN_METHODS
 from ..requests import request_info
 from ..services import admin
 from ..services import organization_admin as org_service
@@ -41,6 +41,8 @@ class SettingsSchema(Schema):
     domains = fields.List(fields.String(), required=True)
     status = fields.String(required=True)
     sso_enforced = fields.Boolean(required=True)
+    auth_methods = fields.List(fields.String(), required=True,
+                               metadata={"description": "Sign-in methods allowed here (SSO only while enforced)."})
     default_role = fields.String(allow_none=True, required=True)
     session_policy = fields.Nested(SessionPolicySchema, required=True)
     session_cache_ttl = fields.Integer(allow_none=True, required=True)
@@ -49,6 +51,9 @@ class SettingsSchema(Schema):
 
 class SettingsPatchSchema(Schema):
     sso_enforced = fields.Boolean()
+    auth_methods = fields.List(fields.String(validate=validate.OneOf(SIGN_IN_METHODS)), allow_none=True,
+                               validate=validate.Length(min=1),
+                               metadata={"description": "Allowed sign-in methods; null: every method."})
     default_role = fields.String(allow_none=True, validate=ROLE_OR_NONE,
                                  metadata={"description": "Role of members in no mapped group; null: no access."})
     session_policy = fields.Nested(SessionPolicySchema)
@@ -69,11 +74,12 @@ def get_settings() -> dict[str, Any]:
 @org_blp.arguments(SettingsPatchSchema)
 @org_blp.response(200, SettingsSchema)
 def update_settings(body: dict[str, Any]) -> dict[str, Any]:
-    """Change session policy, cache TTL, SSO enforcement or the default role (audited); 404 for a deleted
-    organization, 422 naming the fields at fault."""
+    """Change session policy, cache TTL, SSO enforcement, allowed sign-in methods or the default role
+    (audited); 404 for a deleted organization, 422 naming the fields at fault."""
     identity = current_identity
     policy = body.get("session_policy") or {}
-    changes: dict[str, Any] = {name: body[name] for name in ("sso_enforced", "session_cache_ttl", "default_role")
+    changes: dict[str, Any] = {name: body[name] for name in ("sso_enforced", "auth_methods", "session_cache_ttl",
+                                                                     "default_role")
                                if name in body}
     changes.update({f"session_{name}": policy[name] for name in ("active_ttl", "remembered_ttl") if name in policy})
     org = org_service.change_settings(db.session(), runtime().gateway.client,

@@ -8,12 +8,13 @@ from .base import TenantMixin, new_id, utcnow
 from .directory import DirectoryGroup, DirectoryGroupMembership, DirectoryUser, KnownDirectory, RoleMapping
 from .inbox import SyncCursor, WebhookEvent
 from .setup import OrganizationAlert, WizardProgress
-from .tenancy import MEMBERSHIP_SOURCES, MEMBERSHIP_STATUSES, ROLES, Membership, Organization, User
+from .tenancy import MEMBERSHIP_SOURCES, MEMBERSHIP_STATUSES, ROLES, SIGN_IN_METHODS, Membership, Organization, User
 
 __all__ = [
     "MEMBERSHIP_SOURCES",
     "MEMBERSHIP_STATUSES",
     "ROLES",
+    "SIGN_IN_METHODS",
     "ApiKey",
     "AuditChainHead",
     "AuditEvent",

@@ -14,6 +14,9 @@ from .base import TenantMixin, TimestampMixin, UTCDateTime, new_id
 ROLES = ("admin", "developer", "viewer")
 MEMBERSHIP_SOURCES = ("sso", "directory", "manual")
 MEMBERSHIP_STATUSES = ("active", "inactive", "pending", "deprovisioned")
+# Sign-in methods an organization may allow: WorkOS's ``authentication_method`` lower-cased, every ``*OAuth``
+# provider counted as "oauth".
+SIGN_IN_METHODS = ("sso", "password", "magicauth", "oauth", "passkey")
 
 
 class Organization(TimestampMixin, db.Model):  # type: ignore[name-defined]
@@ -29,6 +32,8 @@ class Organization(TimestampMixin, db.Model):  # type: ignore[name-defined]
     domain_states: Mapped[dict[str, dict[str, Any]]] = mapped_column(JSON, default=dict, nullable=False)
     status: Mapped[str] = mapped_column(String(16), default="active", nullable=False)
     sso_enforced: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    # The SIGN_IN_METHODS a session here may be authenticated by; None: every method (SSO enforcement: SSO only).
+    auth_methods: Mapped[list[str] | None] = mapped_column(JSON)
     # None means members in no mapped group get no access.
     default_role: Mapped[str | None] = mapped_column(String(32), default="viewer")
     session_active_ttl: Mapped[int | None] = mapped_column(Integer)

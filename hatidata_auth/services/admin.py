@@ -15,9 +15,9 @@ from sqlalchemy.orm import Session
 
 from ..context import NO_REQUEST, Actor, RequestInfo
 from ..errors import AppError
-from ..models import ROLES, Membership, Organization, User, utcnow
+from ..models import ROLES, SIGN_IN_METHODS, Membership, Organization, User, utcnow
 from ..workos import WorkOSClient
-from . import audit, organizations, provisioning
+from . import audit, auth_policy, organizations, provisioning
 
 
 class NotFound(AppError):
@@ -36,6 +36,7 @@ class Conflict(AppError):
 
 SETTINGS_FIELDS: tuple[str, ...] = (
     "session_active_ttl", "session_remembered_ttl", "session_cache_ttl", "sso_enforced", "default_role",
+    "auth_methods",
 )
 
 
@@ -88,11 +89,28 @@ def settings_view(org: Organization) -> dict[str, Any]:
         "domains": list(org.domains or []),
         "status": org.status,
         "sso_enforced": org.sso_enforced,
+        "auth_methods": auth_policy.allowed_methods(org),
         "default_role": org.default_role,
         "session_policy": {"active_ttl": org.session_active_ttl, "remembered_ttl": org.session_remembered_ttl},
         "session_cache_ttl": org.session_cache_ttl,
         "updated_at": org.updated_at.isoformat(),
     }
+
+
+def _check_auth_methods(org: Organization, changes: dict[str, Any]) -> None:
+    """``auth_methods``: a non-empty list of SIGN_IN_METHODS (stored in their order) or ``None`` (every method);
+    while the organization enforces SSO it allows SSO only, whatever is stored."""
+    if "auth_methods" not in changes:
+        return
+    methods = changes["auth_methods"]
+    if methods is not None:
+        if not methods or not set(methods) <= set(SIGN_IN_METHODS):
+            raise AppError("Unknown sign-in methods.", status=422, code="validation_error", details={
+                "fields": {"auth_methods": [f"A non-empty list of: {', '.join(SIGN_IN_METHODS)}, or null."]}})
+        methods = changes["auth_methods"] = [m for m in SIGN_IN_METHODS if m in methods]
+    if changes.get("sso_enforced", org.sso_enforced) and methods not in (None, ["sso"]):
+        raise AppError("An organization that enforces SSO allows SSO only.", status=422, code="validation_error",
+                       details={"fields": {"auth_methods": ["Must be [\"sso\"] (or null) while SSO is enforced."]}})
 
 
 def update_settings(session: Session, *, organization_id: str, changes: dict[str, Any], actor: Actor,
@@ -110,6 +128,7 @@ def update_settings(session: Session, *, organization_id: str, changes: dict[str
     if "default_role" in changes and changes["default_role"] not in (*ROLES, None):
         raise AppError("Unknown role.", status=422, code="validation_error",
                        details={"fields": {"default_role": [f"Must be one of: {', '.join(ROLES)} or null."]}})
+    _check_auth_methods(org, changes)
     diff = {k: {"from": getattr(org, k), "to": v} for k, v in changes.items() if getattr(org, k) != v}
     if not diff:
         return org

@@ -4,6 +4,7 @@ A session remembers how WorkOS authenticated it (``Authentication``: the method,
 connection that vouched). An organization accepts it when
 
 - it does not enforce SSO, or the method is SSO through *its own* connection; and
+- the method is one it allows (``Organization.auth_methods``; ``None`` allows every method); and
 - the method is not SSO through an organization's connection for an email on a domain another organization
   verified; and
 - SSO through another organization A's connection (or an unknown one) is accepted only when A verified the
@@ -25,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from ..context import NO_REQUEST, Actor, RequestInfo
 from ..errors import AppError, ServiceUnavailable
-from ..models import AuthSession, Organization, User
+from ..models import SIGN_IN_METHODS, AuthSession, Organization, User
 from ..workos import WorkOSClient, WorkOSFailure, translate_errors
 from . import audit, domains
 from .organizations import ensure_organization
@@ -103,19 +104,35 @@ def authentication_of(db: Session, client: WorkOSClient, *, method: str | None, 
     return Authentication(name, org_id, getattr(sso, "connection_id", None))
 
 
+def method_family(method: str) -> str:
+    """The :data:`~hatidata_auth.models.SIGN_IN_METHODS` entry of a session's method (``googleoauth`` ->
+    ``oauth``); a method outside them (``impersonation``, ``unknown``...) stands for itself."""
+    return "oauth" if method.endswith("oauth") else method
+
+
+def allowed_methods(org: Organization) -> list[str]:
+    """The sign-in methods *org* accepts: SSO only when it enforces SSO, else its setting (default: all)."""
+    if org.sso_enforced:
+        return ["sso"]
+    return list(org.auth_methods) if org.auth_methods is not None else list(SIGN_IN_METHODS)
+
+
 def refusal(db: Session, org: Organization, auth: Authentication, email: str | None) -> str | None:
     """Why *org* does not accept a session authenticated as *auth* for *email* (``None``: accepted).
 
     ``sso_enforced``: the organization enforces SSO and this is not SSO through its own connection;
     ``foreign_domain``: SSO vouched by an organization for an email on a domain another organization verified;
     ``foreign_identity_source``: SSO vouched by another (or an unknown) organization that has not verified the
-    email's domain, so is no authority for that address anywhere but in itself. Methods where WorkOS itself
-    verified the email (password, magic code, OAuth) are accepted unless SSO is enforced.
+    email's domain, so is no authority for that address anywhere but in itself; ``method_not_allowed``: the
+    organization's settings do not allow the method. Methods where WorkOS itself verified the email (password,
+    magic code, OAuth) are accepted when allowed and SSO is not enforced.
     """
     own = auth.method == "sso" and auth.organization_id == org.id and auth.connection_id is not None \
         and auth.connection_id == org.connection_id
     if org.sso_enforced and not own:
         return "sso_enforced"
+    if org.auth_methods is not None and method_family(auth.method) not in org.auth_methods:
+        return "method_not_allowed"
     if auth.method != "sso":
         return None
     owner = domains.verified_owner(db, email)
@@ -146,14 +163,16 @@ MESSAGES = {
                       "whose own sign-in you must use.",
     "foreign_identity_source": "{name} does not accept a sign-in vouched for by another organization's identity "
                                "provider for this email; sign in to {name} itself.",
+    "method_not_allowed": "{name} does not allow this sign-in method; sign in with one it allows.",
 }
 
 
 def refused(org: Organization, reason: str) -> SsoRequired:
     """The error telling the user to sign in through *org*'s own login."""
-    return SsoRequired(MESSAGES[reason].format(name=org.name),
-                       details={"reason": reason, "organization_id": org.id,
-                                "login_url": login_url(org.id)})
+    details: dict[str, Any] = {"reason": reason, "organization_id": org.id, "login_url": login_url(org.id)}
+    if reason == "method_not_allowed":
+        details["allowed_methods"] = allowed_methods(org)
+    return SsoRequired(MESSAGES[reason].format(name=org.name), details=details)
 
 
 def check(db: Session, org: Organization, auth: Authentication, *, email: str | None, actor: Actor,

@@ -61,6 +61,7 @@ def upgrade():
     sa.Column('domain_states', sa.JSON(), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('sso_enforced', sa.Boolean(), nullable=False),
+    sa.Column('auth_methods', sa.JSON(), nullable=True),
     sa.Column('default_role', sa.String(length=32), nullable=True),
     sa.Column('session_active_ttl', sa.Integer(), nullable=True),
     sa.Column('session_remembered_ttl', sa.Integer(), nullable=True),

@@ -40,17 +40,18 @@ def test_organizations_and_domains(workos: WorkOSClient, recorder: RecordingHTTP
     all_names = {o.name for o in page.auto_paging_iter()}
     assert {"Acme Corp", "Globex", "Initech", "Umbrella"} <= all_names
     assert [o.id for o in workos.organizations.list_organizations(domains=["acme.test"]).data] == [ACME]
-    org = workos.organizations.create_organization(name="Hooli", domains=["hooli.test"], metadata={"tier": "gold"},
-                                                   external_id="hooli")
-    assert org.domains[0].domain == "hooli.test"
+    org = workos.organizations.create_organization(name="Pied Piper", domains=["piedpiper.test"],
+                                                   metadata={"tier": "gold"},
+                                                   external_id="piedpiper")
+    assert org.domains[0].domain == "piedpiper.test"
     assert org.metadata == {"tier": "gold"}
-    assert workos.organizations.get_organization(org.id).name == "Hooli"
-    assert workos.organizations.get_organization_by_external_id("hooli").id == org.id
-    updated = workos.organizations.update_organization(org.id, name="Hooli XYZ")
-    assert updated.name == "Hooli XYZ"
+    assert workos.organizations.get_organization(org.id).name == "Pied Piper"
+    assert workos.organizations.get_organization_by_external_id("piedpiper").id == org.id
+    updated = workos.organizations.update_organization(org.id, name="Pied Piper Inc")
+    assert updated.name == "Pied Piper Inc"
     assert updated.updated_at >= org.updated_at
-    dom = workos.organization_domains.create_organization_domain(domain="hooli.example", organization_id=org.id)
-    assert workos.organization_domains.get_organization_domain(dom.id).domain == "hooli.example"
+    dom = workos.organization_domains.create_organization_domain(domain="piedpiper.example", organization_id=org.id)
+    assert workos.organization_domains.get_organization_domain(dom.id).domain == "piedpiper.example"
     verified = workos.organization_domains.verify_organization_domain(dom.id)
     assert str(verified.state.value if verified.state else "") == "verified"
     workos.organization_domains.delete_organization_domain(dom.id)

@@ -228,7 +228,7 @@ def test_bulk_create(http: httpx2.Client, workos: WorkOSClient) -> None:
 def test_reset_restores_seed(emu: EmulatorServer, http: httpx2.Client, workos: WorkOSClient) -> None:
     workos.organizations.create_organization(name="Temp")
     assert http.post("/_emulator/reset").status_code == 200
-    assert len(workos.organizations.list_organizations(limit=100).data) == 4
+    assert len(workos.organizations.list_organizations(limit=100).data) == 5  # the demo seed: 4 with SSO + Hooli
 
 
 GLOB_PATTERNS = st.builds(

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, redirect, render_template, request
 
-from .. import flows, serialize
+from .. import authkit, flows, serialize
 from ..continuations import ORGANIZATION_SELECTION_GRANT, authenticate_organization_selection
 from ..errors import ApiError, invalid_params, oauth_error
 from ..hosted import begin_authorization
@@ -15,6 +15,7 @@ from ..ids import iso, new_id
 from ..pagination import paginate
 from ..state import emulator
 from ..store import Entity
+from . import authkit_methods
 
 bp = Blueprint("user_management", __name__, url_prefix="/user_management")
 
@@ -27,7 +28,8 @@ def authorize() -> Any:
 
 @bp.post("/authenticate")
 def authenticate() -> Any:
-    """``POST /user_management/authenticate`` (``authorization_code`` and ``refresh_token`` grants)."""
+    """``POST /user_management/authenticate`` (``authorization_code``, ``refresh_token``, and AuthKit's own
+    ``password``, Magic Auth and email-verification grants)."""
     emu = emulator()
     data = request.form.to_dict() if request.form else json_body()
     grant = data.get("grant_type")
@@ -37,6 +39,8 @@ def authenticate() -> Any:
         out = flows.authenticate_refresh(emu, data)
     elif grant == ORGANIZATION_SELECTION_GRANT:
         out = authenticate_organization_selection(emu, data, request.remote_addr, request.headers.get("User-Agent"))
+    elif grant in authkit_methods.GRANTS:
+        out = authkit_methods.authenticate(emu, grant, data, request.remote_addr, request.headers.get("User-Agent"))
     elif not grant:
         raise invalid_params("grant_type is required.", "grant_type")
     else:
@@ -129,6 +133,8 @@ def create_user() -> Any:
             "created_at": now,
             "updated_at": now,
         }
+        if data.get("password") is not None:
+            authkit.set_password(emu.store, user["id"], require_str(data, "password"))
         emu.store.users[user["id"]] = user
         out = serialize.user(user)
         emu.emit("user.created", out)
@@ -159,6 +165,8 @@ def update_user(user_id: str) -> Any:
             user["email_verified"] = bool(data["email_verified"])
         if "metadata" in data:
             user["metadata"] = dict(data.get("metadata") or {})
+        if data.get("password") is not None:
+            authkit.set_password(emu.store, user_id, require_str(data, "password"))
         serialize.touch(user)
         out = serialize.user(user)
         emu.emit("user.updated", out)
@@ -177,6 +185,7 @@ def delete_user(user_id: str) -> Any:
         for mid in [k for k, m in store.memberships.items() if m["user_id"] == user_id]:
             del store.memberships[mid]
         del store.users[user_id]
+        store.passwords.pop(user_id, None)
         emu.emit("user.deleted", serialize.user(user))
     return Response(status=200)
 

@@ -1,0 +1,135 @@
+"""AuthKit's password, Magic Auth and email-verification grants, ``/user_management/magic_auth``, and the control
+routes that stand in for the emails WorkOS would send (``/_emulator/magic_auth``, ``/_emulator/email_verification``,
+``/_emulator/seed_passwords``)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from flask import Blueprint, jsonify, request
+
+from .. import authkit, flows, serialize
+from ..errors import ApiError, invalid_params, oauth_error
+from ..http import json_body, require_str
+from ..ids import iso, new_id, utcnow
+from ..seed_passwords import seed_passwords
+from ..state import Emulator, emulator
+from ..store import Entity
+
+bp = Blueprint("authkit_methods", __name__, url_prefix="/user_management")
+control_bp = Blueprint("authkit_control", __name__, url_prefix="/_emulator")
+
+PASSWORD_GRANT = "password"
+MAGIC_AUTH_GRANT = "urn:workos:oauth:grant-type:magic-auth:code"
+EMAIL_VERIFICATION_GRANT = "urn:workos:oauth:grant-type:email-verification:code"
+GRANTS = frozenset({PASSWORD_GRANT, MAGIC_AUTH_GRANT, EMAIL_VERIFICATION_GRANT})
+# The session's ``auth_method`` (spec enum) for each ``authentication_method``.
+SESSION_AUTH_METHOD = {authkit.PASSWORD: "password", authkit.MAGIC_AUTH: "magic_code"}
+
+
+def authenticate(emu: Emulator, grant: str, data: dict[str, Any], ip: str | None, ua: str | None) -> dict[str, Any]:
+    """``POST /user_management/authenticate`` for the three grants in :data:`GRANTS` (client secret required)."""
+    ip = data.get("ip_address") or ip
+    ua = data.get("user_agent") or ua
+    with emu.store.lock:
+        flows._check_client(emu, data, secret_required=True)
+        if grant == EMAIL_VERIFICATION_GRANT:
+            user, pending = authkit.verify_email(emu, require_str(data, "pending_authentication_token"),
+                                                 require_str(data, "code"), ip, ua)
+            method = pending.get("method") or authkit.PASSWORD
+            authkit.emit_result(emu, method, user["email"], user, ip, ua)
+            return new_session(emu, user, pending.get("organization_id"), method, ip, ua)
+        email = require_str(data, "email").strip()
+        if grant == PASSWORD_GRANT:
+            user = authkit.verify_password(emu, email, require_str(data, "password"), ip, ua)
+            return new_session(emu, user, None, authkit.PASSWORD, ip, ua)
+        user = authkit.verify_magic_code(emu, email, require_str(data, "code"), ip, ua)
+        return new_session(emu, user, None, authkit.MAGIC_AUTH, ip, ua)
+
+
+def _organization_of(emu: Emulator, user: Entity, org_id: str | None) -> str | None:
+    if org_id:
+        m = emu.store.membership(user["id"], org_id)
+        if m is None or m["status"] != "active":
+            raise ApiError(400, "The user is not an active member of the organization.",
+                           "organization_membership_not_found")
+        return org_id
+    orgs = [m["organization_id"] for m in emu.store.user_memberships(user["id"])]
+    return orgs[0] if len(orgs) == 1 else None
+
+
+def new_session(emu: Emulator, user: Entity, org_id: str | None, method: str, ip: str | None,
+                ua: str | None) -> dict[str, Any]:
+    """A session authenticated by *method* (``Password``/``MagicAuth``) in *org_id* (default: the user's only
+    active organization) and its AuthenticateResponse."""
+    store = emu.store
+    org_id = _organization_of(emu, user, org_id)
+    now = utcnow()
+    session: Entity = {
+        "id": new_id("session"), "user_id": user["id"], "organization_id": org_id, "ip_address": ip,
+        "user_agent": ua, "auth_method": SESSION_AUTH_METHOD.get(method, "unknown"), "status": "active",
+        "expires_at": iso(now + timedelta(seconds=emu.config.session_ttl)), "ended_at": None,
+        "created_at": iso(now), "updated_at": iso(now), "_authentication_method": method,
+        "_auth_time": int(now.timestamp()),
+    }
+    if org_id is None:
+        del session["organization_id"]
+    store.sessions[session["id"]] = session
+    user["last_sign_in_at"] = iso(now)
+    serialize.touch(user)
+    emu.emit("session.created", serialize.session(session), org_id)
+    return flows._issue(emu, session, user, org_id)
+
+
+@bp.post("/magic_auth")
+def create_magic_auth() -> Any:
+    """``POST /user_management/magic_auth`` ``{email}``: 201 MagicAuth (the code is also readable through
+    ``GET /_emulator/magic_auth?email=``); 400 ``authentication_method_not_allowed`` for an SSO-only email;
+    429 past 3 codes per 60 s per email."""
+    emu = emulator()
+    email = require_str(json_body(), "email").strip()
+    if "@" not in email:
+        raise invalid_params("email is invalid.", "email")
+    with emu.store.lock:
+        if authkit.sso_connections(emu.store, email):
+            raise oauth_error("authentication_method_not_allowed",
+                              "Magic Auth is not allowed for this user: their organization requires SSO.")
+        record = authkit.create_magic_auth(emu, email)
+        return jsonify(authkit.magic_auth_view(record)), 201
+
+
+@bp.get("/magic_auth/<magic_auth_id>")
+def get_magic_auth(magic_auth_id: str) -> Any:
+    """``GET /user_management/magic_auth/{id}``."""
+    emu = emulator()
+    with emu.store.lock:
+        return jsonify(authkit.magic_auth_view(emu.store.get("magic_auths", magic_auth_id, "MagicAuth")))
+
+
+def _codes(kind: str) -> Any:
+    email = request.args.get("email") or ""
+    if "@" not in email:
+        raise invalid_params("email is required.", "email")
+    emu = emulator()
+    with emu.store.lock:
+        return jsonify({"data": [c for c in authkit.sent_codes(emu.store, email) if c["kind"] == kind]})
+
+
+@control_bp.get("/magic_auth")
+def sent_magic_codes() -> Any:
+    """The Magic Auth codes the emulator would have emailed to ``?email=``, newest first."""
+    return _codes("magic_auth")
+
+
+@control_bp.get("/email_verification")
+def sent_verification_codes() -> Any:
+    """The email-verification codes pending for ``?email=``, newest first (with their pending token)."""
+    return _codes("email_verification")
+
+
+@control_bp.get("/seed_passwords")
+def get_seed_passwords() -> Any:
+    """The passwords generated for the seed's users in this data folder (``{email: password}``)."""
+    emu = emulator()
+    return jsonify(seed_passwords(emu.config.data_dir, emu.config.seed_path))
