@@ -36,6 +36,19 @@ PUBLIC_PREFIXES = (
 PRIVATE_PATHS = frozenset({"/sso/logout/authorize"})
 
 
+def _load_state(emu: Emulator, seed_path: str | None) -> None:
+    """The saved state of ``emu``'s data folder, else the seed (with its generated passwords), saved."""
+    seed = load_seed_file(seed_path)
+
+    def fill(store: Store) -> None:
+        apply_seed(store, seed)
+        apply_seed_passwords(store, seed, emu.config.data_dir)
+
+    with emu.store.lock:
+        # saved state wins over the seed: a password changed through the API survives a restart
+        emu.persistence.load_or_seed(emu.store, fill)
+
+
 def create_app(
     seed_path: str | None = None,
     *,
@@ -63,15 +76,7 @@ def create_app(
         refresh_grace_seconds=refresh_grace_seconds,
     )
     emu = Emulator(config, WebhookSettings(retry_base_s=webhook_retry_base, max_attempts=webhook_max_attempts))
-    seed = load_seed_file(seed_path)
-
-    def fill(store: Store) -> None:
-        apply_seed(store, seed)
-        apply_seed_passwords(store, seed, config.data_dir)
-
-    with emu.store.lock:
-        # saved state wins over the seed: a password changed through the API survives a restart
-        emu.persistence.load_or_seed(emu.store, fill)
+    _load_state(emu, seed_path)
     app.extensions[EXTENSION_KEY] = emu
 
     from .api import register_api
