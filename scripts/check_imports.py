@@ -37,7 +37,6 @@ KNOWN_CYCLES: dict[frozenset[str], str] = {
 OVERSIZED_ALLOWED: dict[str, str] = {
     "hatidata_auth/services/sessions.py": "login code exchange and session jobs being reshaped (issue #12, item 4)",
     "hatidata_auth/services/introspection.py": "five jobs being split (issue #12, Why)",
-    "hatidata_auth/services/role_mapping.py": "roles consolidated into one Role enum (issue #12, item 6)",
     "hatidata_auth/api/organization_api.py": "split by resource into thin views (issue #12, item 4)",
 }
 

@@ -14,10 +14,11 @@ from workos import WorkOSClient
 from ..context import Actor, RequestInfo
 from ..idp import IdPPlugin, SamlMetadata, ValidationResult
 from ..models import Organization, WizardProgress
+from ..roles import DEFAULT_ROLE, ROLES
 from ..services import role_mapping, sso_setup
 from . import wizard
 
-ROLE_CHOICES = ("admin", "developer", "viewer")
+ROLE_CHOICES = ROLES
 EXTRA_MAPPING_ROWS = 2
 
 
@@ -214,7 +215,7 @@ def _specs(ctx: StepContext, rows: list[dict[str, Any]]) -> tuple[list[role_mapp
 
 
 def _default_role(form: Form) -> tuple[str | None, str | None]:
-    value = form.get("default_role", "viewer")
+    value = form.get("default_role", DEFAULT_ROLE)
     if value == "none":
         return None, None
     if value not in ROLE_CHOICES:
@@ -229,7 +230,7 @@ def handle_role_mapping(ctx: StepContext, form: Form, files: Files) -> Outcome:
     default_role, problem = _default_role(form)
     if problem:
         errors["default_role"] = problem
-    render: dict[str, Any] = {"rows": rows, "default_role": form.get("default_role", "viewer")}
+    render: dict[str, Any] = {"rows": rows, "default_role": form.get("default_role", DEFAULT_ROLE)}
     if errors:
         return Outcome(errors=errors, render=render)
     lint = role_mapping.lint_specs(specs)
