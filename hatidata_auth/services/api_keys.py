@@ -11,7 +11,6 @@ reinstatement never yields a key whose scopes exceed the caller's permissions ri
 
 from __future__ import annotations
 
-import hmac
 import secrets
 import threading
 import time
@@ -103,11 +102,6 @@ def generate_secret() -> tuple[str, str]:
 def looks_like_key(value: str) -> bool:
     """Whether a bearer credential is shaped like one of our keys (not a JWT)."""
     return value.startswith(KEY_PREFIX) and 40 <= len(value) <= 128
-
-
-def hashes_match(secret: str, stored_hash: str) -> bool:
-    """Constant-time comparison of a presented secret with a stored hash."""
-    return hmac.compare_digest(token_hash(secret), stored_hash)
 
 
 def _key(db: Session, organization_id: str, key_id: str) -> ApiKey:

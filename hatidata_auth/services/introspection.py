@@ -28,7 +28,6 @@ from typing import Any
 import jwt
 from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session
-from workos import WorkOSClient
 
 from ..errors import AppError, ServiceUnavailable
 from ..models import ApiKey, AuthSession, Membership, Organization, User
@@ -77,17 +76,6 @@ def token_hash(token: str) -> str:
 
 
 # --- JWKS and JWT verification ------------------------------------------------------------------------------
-
-
-def workos_jwks_fetcher(client: WorkOSClient, client_id: str, timeout: float = 5.0) -> Callable[[], dict[str, Any]]:
-    """A fetcher of the JWKS document through the SDK (``GET /sso/jwks/{client_id}``)."""
-
-    def fetch() -> dict[str, Any]:
-        response = client.user_management.get_jwks(client_id, request_options={"max_retries": 0,
-                                                                               "timeout": timeout})
-        return response.to_dict()
-
-    return fetch
 
 
 class JwksCache:

@@ -55,7 +55,6 @@ class Outcome:
     data: dict[str, Any] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
     complete: bool = True
-    redirect: str | None = None
     render: dict[str, Any] = field(default_factory=dict)
 
 
