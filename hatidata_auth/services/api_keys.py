@@ -25,8 +25,9 @@ from ..context import NO_REQUEST, Actor, RequestInfo
 from ..errors import AppError
 from ..models import ApiKey, Membership, User, utcnow
 from ..roles import permissions_for, unknown_scopes
+from ..unit_of_work import invalidate_after_commit
 from . import audit
-from .introspection import invalidate_after_commit, token_hash
+from .credentials import token_hash
 
 KEY_PREFIX = "hd_live_"
 SECRET_BYTES = 32  # 256 bits
