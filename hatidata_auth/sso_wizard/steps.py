@@ -101,7 +101,8 @@ def _read_upload(files: Files) -> bytes | None:
     upload = files.get("metadata_file")
     if upload is None or not upload.filename:
         return None
-    return upload.read(1024 * 1024 + 1)
+    data: bytes = upload.read(1024 * 1024 + 1)
+    return data
 
 
 def handle_metadata(ctx: StepContext, form: Form, files: Files) -> Outcome:

@@ -280,6 +280,6 @@ def set_group_membership(ctx: EventContext, org: Organization, group_workos_id: 
         stored = (row.version_at, row.version_event_id or "")
         if (version_at, version_event_id or "") < stored:
             return False
-    changed = row.present != present
+    changed: bool = row.present != present
     row.present, row.version_at, row.version_event_id = present, version_at, version_event_id
     return changed
