@@ -1,7 +1,7 @@
 """Group-to-role mappings stored per organization: reading, dry runs, explanations and audited edits.
 
-Public API (used by directory sync, the admin API, the SSO wizard and the IdP plugins); the pure engine lives in
-:mod:`.role_rules` and its names are re-exported here:
+Public API (used by directory sync, the event handlers, the admin API and the SSO wizard); the pure engine is
+:mod:`.role_rules`, whose names are re-exported here:
 
 - Engine: :class:`MappingSpec`, :class:`GroupRef`, :func:`resolve_role`, :func:`resolve_role_from_profile_groups`,
   :func:`preset`, :func:`validate_specs`, :func:`lint_specs`.
