@@ -46,7 +46,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, profile: str | None =
 def trust_proxies(app: Flask) -> None:
     """Behind ``HATIDATA_TRUSTED_PROXIES`` reverse proxies, take client address, scheme and host from their
     ``X-Forwarded-*`` headers (only that many hops: a client cannot forge its address past them)."""
-    hops = int(app.config.get("HATIDATA_TRUSTED_PROXIES") or 0)
+    hops = int(app.config.get("HATIDATA_TRUSTED_PROXIES") or settings.DEFAULTS["HATIDATA_TRUSTED_PROXIES"])
     if hops > 0:
         from werkzeug.middleware.proxy_fix import ProxyFix
 

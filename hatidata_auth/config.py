@@ -2,7 +2,7 @@
 
 Settings are resolved in this order, later wins:
 
-1. the defaults of :class:`BaseSettings` and the chosen profile class;
+1. :data:`DEFAULTS` and what the chosen profile changes (:data:`PROFILE_SETTINGS`);
 2. the profile's settings file ``config/<profile>.py`` (plain ``KEY = value`` lines), if present;
 3. the file named by ``HATIDATA_SETTINGS`` (any profile), if set;
 4. environment variables (see :data:`ENV_SETTINGS`);
@@ -17,10 +17,12 @@ import os
 import secrets
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet
+
+from .workos import WORKOS_DEFAULTS
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PROFILES = ("development", "testing", "production")
@@ -38,84 +40,80 @@ class ConfigError(RuntimeError):
         super().__init__(f"HatiData Auth cannot start; fix these settings:\n{lines}")
 
 
-class BaseSettings:
-    """Defaults shared by every profile."""
-
-    HATIDATA_ENV = "development"
-    SECRET_KEY: str | None = None
-    SQLALCHEMY_DATABASE_URI: str | None = None
-    SQLALCHEMY_ENGINE_OPTIONS: ClassVar[dict[str, Any]] = {"pool_pre_ping": True}
-    SQLALCHEMY_TRACK_MODIFICATIONS = False
-    REDIS_URL: str | None = None
-    CACHE_TYPE = "SimpleCache"
-    CACHE_DEFAULT_TIMEOUT = 300
-    CACHE_KEY_PREFIX = "hatidata:"
-
-    WORKOS_API_KEY: str | None = None
-    WORKOS_CLIENT_ID: str | None = None
-    WORKOS_BASE_URL: str | None = None
-    WORKOS_WEBHOOK_SECRET: str | None = None
-    WORKOS_TIMEOUT = 10.0
-    WORKOS_MAX_RETRIES = 2
-    WORKOS_JWT_LEEWAY = 5.0
-    WORKOS_WEBHOOK_TOLERANCE = 180
-
-    HATIDATA_COOKIE_KEY: str | None = None
-    HATIDATA_COOKIE_NAME = "hatidata_session"
-    HATIDATA_SESSION_CACHE_TTL = 300
-    HATIDATA_SESSION_ACTIVE_TTL = 24 * 3600
-    HATIDATA_SESSION_REMEMBERED_TTL = 7 * 24 * 3600
-    HATIDATA_PUBLIC_URL: str | None = None
-    HATIDATA_ENABLED_PLUGINS: list[str] | None = None
-    HATIDATA_WEBHOOK_MAX_BYTES = 1024 * 1024
-    HATIDATA_TRUSTED_PROXIES = 0
-    HATIDATA_LOG_LEVEL = "INFO"
-    HATIDATA_METRICS_TOKEN: str | None = None
-    HATIDATA_SECURITY_SUMMARY_WINDOW = 60
-    HATIDATA_READINESS_CACHE_SECONDS = 5
-
-    SESSION_COOKIE_HTTPONLY = True
-    SESSION_COOKIE_SAMESITE = "Lax"
-    SESSION_COOKIE_SECURE = True
-    WTF_CSRF_TIME_LIMIT = 3600
-    RATELIMIT_STORAGE_URI = "memory://"
-    RATELIMIT_HEADERS_ENABLED = True
-
-
-class DevelopmentSettings(BaseSettings):
-    """The embedded default: SQLite under ``instance/``, a machine-wide file cache, the local emulator."""
-
-    HATIDATA_ENV = "development"
-    CACHE_TYPE = "FileSystemCache"
-    SESSION_COOKIE_SECURE = False
-    WORKOS_API_KEY = EMULATOR_API_KEY
-    WORKOS_CLIENT_ID = EMULATOR_CLIENT_ID
-    WORKOS_WEBHOOK_SECRET = "whsec_hatidata_development"  # noqa: S105 - a local-only default
-
-
-class TestingSettings(DevelopmentSettings):
-    """Used by the test suite; the fixtures point it at their own database, cache and emulator."""
-
-    HATIDATA_ENV = "testing"
-    TESTING = True
-    CACHE_TYPE = "SimpleCache"
-    WORKOS_MAX_RETRIES = 0
-    WTF_CSRF_ENABLED = True
-
-
-class ProductionSettings(BaseSettings):
-    """Everything must come from the environment or a settings file; see :func:`validate_production`."""
-
-    HATIDATA_ENV = "production"
-    CACHE_TYPE = "RedisCache"
-    SESSION_COOKIE_SECURE = True
-
-
-PROFILE_CLASSES: dict[str, type[BaseSettings]] = {
-    "development": DevelopmentSettings,
-    "testing": TestingSettings,
-    "production": ProductionSettings,
+DEFAULTS: dict[str, Any] = {
+    **WORKOS_DEFAULTS,  # WORKOS_TIMEOUT, WORKOS_MAX_RETRIES, WORKOS_JWT_LEEWAY, WORKOS_WEBHOOK_TOLERANCE
+    "HATIDATA_ENV": "development",
+    "SECRET_KEY": None,
+    "SQLALCHEMY_DATABASE_URI": None,
+    "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+    "SQLALCHEMY_TRACK_MODIFICATIONS": False,
+    "REDIS_URL": None,
+    "CACHE_TYPE": "SimpleCache",
+    "CACHE_DEFAULT_TIMEOUT": 300,
+    "CACHE_KEY_PREFIX": "hatidata:",
+    "WORKOS_API_KEY": None,
+    "WORKOS_CLIENT_ID": None,
+    "WORKOS_BASE_URL": None,
+    "WORKOS_WEBHOOK_SECRET": None,
+    "WORKOS_JWT_ISSUER": None,
+    "HATIDATA_COOKIE_KEY": None,
+    "HATIDATA_COOKIE_NAME": "hatidata_session",
+    "HATIDATA_SESSION_CACHE_TTL": 300,
+    "HATIDATA_SESSION_ACTIVE_TTL": 24 * 3600,
+    "HATIDATA_SESSION_REMEMBERED_TTL": 7 * 24 * 3600,
+    "HATIDATA_SESSION_TOUCH_INTERVAL": 60,
+    "HATIDATA_PUBLIC_URL": None,
+    "HATIDATA_ENABLED_PLUGINS": None,
+    "HATIDATA_LOGIN_STATE_TTL": 600,
+    "HATIDATA_LOGIN_RATE_LIMIT": "30 per minute",
+    "HATIDATA_API_KEY_FAILURE_RATE_LIMIT": "10 per minute",
+    "HATIDATA_API_KEY_PREFIX_FAILURE_RATE_LIMIT": "30 per minute",
+    "HATIDATA_API_KEY_ROTATION_GRACE": 24 * 3600,
+    "HATIDATA_API_KEY_USAGE_INTERVAL": 60,
+    "HATIDATA_REFRESH_SUCCESSOR_TTL": 60,
+    "HATIDATA_REFRESH_WAIT": 10,
+    "HATIDATA_REFRESH_LOCK_TTL": None,
+    "HATIDATA_TOKEN_CACHE_SIZE": 10_000,
+    "HATIDATA_JWKS_REFETCH_COOLDOWN": 10,
+    "HATIDATA_JWKS_LIFESPAN": 3600,
+    "HATIDATA_REVOCATION_CHANNEL": None,
+    "HATIDATA_WEBHOOK_MAX_BYTES": 1024 * 1024,
+    "HATIDATA_MAX_JSON_BYTES": 1024 * 1024,
+    "HATIDATA_MAX_JSON_DEPTH": 32,
+    "HATIDATA_TRUSTED_PROXIES": 0,
+    "HATIDATA_LOG_LEVEL": "INFO",
+    "HATIDATA_METRICS_TOKEN": None,
+    "HATIDATA_SECURITY_SUMMARY_WINDOW": 60,
+    "HATIDATA_READINESS_CACHE_SECONDS": 5,
+    "SESSION_COOKIE_HTTPONLY": True,
+    "SESSION_COOKIE_SAMESITE": "Lax",
+    "SESSION_COOKIE_SECURE": True,
+    "WTF_CSRF_TIME_LIMIT": 3600,
+    "RATELIMIT_STORAGE_URI": "memory://",
+    "RATELIMIT_HEADERS_ENABLED": True,
 }
+"""Every setting's default, the one table: profiles, the embedding extension and the code that reads a setting
+all take their defaults from here (the WorkOS client's own come from :data:`hatidata_auth.workos.WORKOS_DEFAULTS`,
+the lowest layer, which cannot import this module)."""
+
+_DEVELOPMENT: dict[str, Any] = {
+    # The embedded default: SQLite under ``instance/``, a machine-wide file cache, the local emulator.
+    "CACHE_TYPE": "FileSystemCache",
+    "SESSION_COOKIE_SECURE": False,
+    "WORKOS_API_KEY": EMULATOR_API_KEY,
+    "WORKOS_CLIENT_ID": EMULATOR_CLIENT_ID,
+    "WORKOS_WEBHOOK_SECRET": "whsec_hatidata_development",
+}
+
+PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
+    "development": _DEVELOPMENT,
+    # Used by the test suite; the fixtures point it at their own database, cache and emulator.
+    "testing": {**_DEVELOPMENT, "TESTING": True, "CACHE_TYPE": "SimpleCache", "WORKOS_MAX_RETRIES": 0,
+                "WTF_CSRF_ENABLED": True},
+    # Everything else must come from the environment or a settings file; see :func:`validate_production`.
+    "production": {"CACHE_TYPE": "RedisCache", "SESSION_COOKIE_SECURE": True},
+}
+"""What each profile changes from :data:`DEFAULTS`."""
 
 
 def _int(value: str) -> int:
@@ -199,8 +197,7 @@ def resolve(
 ) -> dict[str, Any]:
     """Return the merged settings for *profile* (see the module docstring for the order)."""
     environ = os.environ if environ is None else environ
-    cls = PROFILE_CLASSES[profile]
-    settings = {k: getattr(cls, k) for k in dir(cls) if k.isupper()}
+    settings = {**DEFAULTS, **PROFILE_SETTINGS[profile]}
     profile_file = config_dir() / f"{profile}.py"
     if profile_file.is_file():
         settings.update(read_settings_file(profile_file))

@@ -32,7 +32,8 @@ from .extensions import db
 from .requests import request_info
 from .revocation_bus import LocalCache
 from .services import session_refresh
-from .services.introspection import SessionStatus, TokenExpired, Unauthenticated, token_hash
+from .services.credential_status import SessionStatus
+from .services.credentials import TokenExpired, Unauthenticated, token_hash
 
 if TYPE_CHECKING:
     from werkzeug.wrappers import Response as BaseResponse

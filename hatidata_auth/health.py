@@ -19,6 +19,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, jsonify
 from sqlalchemy import text
 
+from .config import DEFAULTS
 from .extensions import cache, db
 
 bp = Blueprint("health", __name__)
@@ -117,7 +118,8 @@ def _workos_check(app: Flask) -> CachedCheck:
     found = app.extensions.get("hatidata_readiness_workos")
     if found is None:
         target = hashlib.sha256(str(app.config.get("WORKOS_BASE_URL")).encode()).hexdigest()[:16]
-        found = CachedCheck(_check_workos, interval=float(app.config.get("HATIDATA_READINESS_CACHE_SECONDS", 5)),
+        setting = "HATIDATA_READINESS_CACHE_SECONDS"
+        found = CachedCheck(_check_workos, interval=float(app.config.get(setting, DEFAULTS[setting])),
                             key=f"readyz:workos:{target}")
         app.extensions["hatidata_readiness_workos"] = found
     return found

@@ -9,7 +9,7 @@ from .extensions import db
 from .identity import current_identity, get_identity
 from .models import Membership, Organization
 from .services import alerts, auth_policy, sessions
-from .services.introspection import Unauthenticated
+from .services.credentials import Unauthenticated
 
 bp = Blueprint("home", __name__)
 

@@ -30,13 +30,8 @@ from .roles import permissions_for, role_at_least
 from .security_reports import report as report_failure
 from .services import session_refresh
 from .services.api_keys import KEY_PREFIX, PUBLIC_PREFIX_CHARS, looks_like_key
-from .services.introspection import (
-    SessionStatus,
-    TokenExpired,
-    Unauthenticated,
-    load_session_status,
-    token_hash,
-)
+from .services.credential_status import SessionStatus, load_session_status
+from .services.credentials import TokenExpired, Unauthenticated, token_hash
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session

@@ -28,10 +28,11 @@ from typing import Any
 
 from flask import Flask, request
 
+from .config import DEFAULTS
 from .errors import AppError
 
-MAX_JSON_DEPTH = 32
-MAX_JSON_BYTES = 1024 * 1024
+MAX_JSON_DEPTH: int = DEFAULTS["HATIDATA_MAX_JSON_DEPTH"]
+MAX_JSON_BYTES: int = DEFAULTS["HATIDATA_MAX_JSON_BYTES"]
 MAX_PATH_SEGMENT = 255
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 

@@ -21,6 +21,8 @@ from typing import Any
 
 from flask import Flask, g, has_request_context, request
 
+from .config import DEFAULTS
+
 _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 _SECRET_PATTERNS = [
@@ -93,7 +95,8 @@ def configure_logging(app: Flask | None = None, level: str | None = None) -> log
         handler.set_name(_HANDLER_NAME)
         handler.setFormatter(JsonFormatter())
         root.addHandler(handler)
-    name = level or (app.config.get("HATIDATA_LOG_LEVEL") if app is not None else None) or "INFO"
+    configured = app.config.get("HATIDATA_LOG_LEVEL") if app is not None else None
+    name = level or configured or DEFAULTS["HATIDATA_LOG_LEVEL"]
     root.setLevel(str(name).upper())
     if app is not None:
         # Flask's own default handler would print every app.logger record a second time, unformatted.

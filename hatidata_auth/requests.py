@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from flask import Flask, Response, current_app, g, request
 
+from .config import DEFAULTS
 from .context import RequestInfo
 
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
@@ -32,7 +33,7 @@ WORKOS_DEFAULT_ORIGIN = "https://api.workos.com"
 def _carries_credentials(response: Response) -> bool:
     if request.environ.get("hatidata.credential") or request.headers.get("Authorization"):
         return True
-    cookie = str(current_app.config.get("HATIDATA_COOKIE_NAME") or "hatidata_session")
+    cookie = str(current_app.config.get("HATIDATA_COOKIE_NAME") or DEFAULTS["HATIDATA_COOKIE_NAME"])
     if cookie in request.cookies:
         return True
     return any(value.startswith(f"{cookie}=") for value in response.headers.getlist("Set-Cookie"))

@@ -105,7 +105,6 @@ class RevocationBus:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._publisher: Any = None
-        self._listeners: list[Callable[[str, str], None]] = []
         # Invalidations that could not reach Redis; the listener thread retries them until they do, so a
         # revocation made while this process was cut off from Redis still reaches the others afterwards.
         self._retries: list[Callable[[], object]] = []
@@ -134,10 +133,6 @@ class RevocationBus:
             time.sleep(0.01)
         return self.local_enabled()
 
-    def add_listener(self, callback: Callable[[str, str], None]) -> None:
-        """Call ``callback(kind, key)`` on every eviction received (besides clearing the local caches)."""
-        self._listeners.append(callback)
-
     # --- eviction ------------------------------------------------------------------------------------
 
     def _bump(self) -> None:
@@ -155,11 +150,6 @@ class RevocationBus:
         else:
             self.sessions.clear()
             self.api_keys.clear()
-        for callback in list(self._listeners):
-            try:
-                callback(kind, key)
-            except Exception:  # pragma: no cover - a listener must never stop the bus
-                log.exception("revocation listener failed")
         self._bump()
 
     def clear(self) -> None:

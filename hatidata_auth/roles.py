@@ -1,11 +1,29 @@
-"""HatiData roles and the permissions each grants: the one place they are defined."""
+"""HatiData roles, their one ranking and the permissions each grants: the one place they are defined."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from enum import StrEnum
+from typing import TypeGuard
 
-ROLE_ORDER: tuple[str, ...] = ("viewer", "developer", "admin")
+
+class Role(StrEnum):
+    """The roles the product has, declared from weakest to strongest: the declaration order is the ranking."""
+
+    VIEWER = "viewer"
+    DEVELOPER = "developer"
+    ADMIN = "admin"
+
+
+# Plain strings, not members: these values go to the database, JSON and error messages.
+ROLE_ORDER: tuple[str, ...] = tuple(role.value for role in Role)
 """Roles from weakest to strongest: ``admin`` > ``developer`` > ``viewer``."""
+
+ROLES: tuple[str, ...] = tuple(reversed(ROLE_ORDER))
+"""Roles from strongest to weakest, the order they are listed to people (choices, error messages)."""
+
+DEFAULT_ROLE: str = Role.VIEWER.value
+"""The role of a new organization's members in no mapped group."""
 
 ALL_PERMISSIONS: frozenset[str] = frozenset({
     "members:read", "members:write", "sessions:read", "sessions:write", "keys:read", "keys:write",
@@ -14,10 +32,15 @@ ALL_PERMISSIONS: frozenset[str] = frozenset({
 """``keys:write`` acts on the caller's own keys; ``keys:manage`` (admins) on any member's key."""
 
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
-    "admin": ALL_PERMISSIONS,
-    "developer": frozenset({"keys:read", "keys:write", "data:read", "data:write", "sessions:read"}),
-    "viewer": frozenset({"data:read"}),
+    Role.ADMIN.value: ALL_PERMISSIONS,
+    Role.DEVELOPER.value: frozenset({"keys:read", "keys:write", "data:read", "data:write", "sessions:read"}),
+    Role.VIEWER.value: frozenset({"data:read"}),
 }
+
+
+def is_role(value: object) -> TypeGuard[str]:
+    """Whether *value* names a role."""
+    return isinstance(value, str) and value in ROLE_ORDER
 
 
 def permissions_for(role: str | None) -> frozenset[str]:

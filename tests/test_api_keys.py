@@ -14,7 +14,7 @@ from hatidata_auth.context import Actor
 from hatidata_auth.extensions import db
 from hatidata_auth.models import ApiKey, AuditEvent, utcnow
 from hatidata_auth.services import api_keys as key_service
-from hatidata_auth.services.introspection import token_hash
+from hatidata_auth.services.credentials import token_hash
 from tests.auth_support import csrf_headers, login, sync_organizations
 
 

@@ -19,7 +19,8 @@ from hatidata_auth.extensions import db
 from hatidata_auth.models import AuditEvent, AuthSession, Membership, Organization
 from hatidata_auth.services import admin
 from hatidata_auth.services import sessions as session_service
-from hatidata_auth.services.introspection import JwksCache, Unauthenticated
+from hatidata_auth.services.credentials import Unauthenticated
+from hatidata_auth.services.token_verifier import JwksCache
 from tests.auth_support import (
     ACME,
     GLOBEX,

@@ -127,3 +127,21 @@ def _as_settings(env: dict[str, str]) -> dict[str, str]:
     from hatidata_auth.config import ENV_SETTINGS
 
     return {ENV_SETTINGS[k][0]: v for k, v in env.items()}
+
+
+def test_defaults_live_in_one_table() -> None:
+    from hatidata_auth import extension
+    from hatidata_auth.config import DEFAULTS, PROFILE_SETTINGS, PROFILES, config_dir, read_settings_file
+    from hatidata_auth.workos import WORKOS_DEFAULTS
+
+    # The embedding extension's defaults and the WorkOS client's are the table's own values.
+    assert {key: DEFAULTS[key] for key in extension.DEFAULTS} == extension.DEFAULTS
+    assert {key: DEFAULTS[key] for key in WORKOS_DEFAULTS} == dict(WORKOS_DEFAULTS)
+    assert set(PROFILE_SETTINGS) == set(PROFILES)
+    for profile in PROFILES:
+        assert DEFAULTS.keys() <= resolve(profile, environ={}).keys()
+        # A settings file changes its profile; it never repeats a default.
+        path = config_dir() / f"{profile}.py"
+        written = read_settings_file(path) if path.is_file() else {}
+        base = {**DEFAULTS, **PROFILE_SETTINGS[profile]}
+        assert [key for key, value in written.items() if key in base and base[key] == value] == []

@@ -25,7 +25,7 @@ from hatidata_auth.extensions import db
 from hatidata_auth.models import ApiKey, Membership
 from hatidata_auth.roles import ALL_PERMISSIONS, ROLE_ORDER, key_permissions, permissions_for
 from hatidata_auth.services import provisioning
-from hatidata_auth.services.introspection import token_hash
+from hatidata_auth.services.credentials import token_hash
 from tests.api_support import make_tenant
 from tests.credential_support import bearer, member_role, new_session
 

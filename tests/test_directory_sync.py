@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import select
+from workos.organization_membership import RoleSingle
 
 from hatidata_auth.context import Actor
 from hatidata_auth.models import (
@@ -24,8 +26,10 @@ from hatidata_auth.models import (
     utcnow,
 )
 from hatidata_auth.services import events_poller, reconcile, role_mapping
+from tests.auth_support import login
 from tests.support.dsync import member_roles, mirror_organizations, sign
 from tests.support.servers import EmulatorControl, LiveServer, http_json
+from workos_emulator.idp import role_for_groups
 
 ACME_DIR = "directory_01HTDQ8D100000000000000001"
 ACME_ADMINS = "directory_group_01HTDQ8E100000000000000001"
@@ -216,19 +220,29 @@ def test_manual_role_on_directory_member_is_overwritten(db_session: Any, orgs: d
     assert member_roles(db_session, acme.id)["dev@acme.test"] == ("developer", "active")
 
 
-def test_sso_login_groups(db_session: Any, workos_client: Any, orgs: dict[str, Any]) -> None:
+def test_sso_login_groups(app: Flask, client: FlaskClient, db_session: Any, workos_client: Any,
+                          orgs: dict[str, Any]) -> None:
+    # The IdP's groups reach a login as WorkOS's role assignment (the access token's ``role`` claim); the login
+    # stores that role through provisioning.set_access, which audits the change.
     initech = orgs["initech.test"]
     user = User(email="sso.only@initech.test")
     db_session.add(user)
     db_session.flush()
     db_session.add(Membership(organization_id=initech.id, user_id=user.id, role="viewer", source="sso"))
+    user_id = user.id
     db_session.commit()
-    decision = role_mapping.apply_login_groups(db_session, workos_client, organization_id=initech.id,
-                                               user_id=user.id, profile_groups=["HatiData Admins", "Everyone"],
-                                               actor=Actor.system("test"))
-    db_session.commit()
-    assert decision.role == "admin"
+    workos_user = workos_client.user_management.create_user(email="sso.only@initech.test")
+    workos_client.organization_membership.create_organization_membership(
+        user_id=workos_user.id, organization_id=initech.workos_organization_id,
+        role=RoleSingle(role_slug=role_for_groups(["HatiData Admins", "Everyone"])))
+    assert login(client, "sso.only@initech.test", organization_id=initech.workos_organization_id).status_code == 302
+    decision = client.get("/api/v1/me").get_json()
+    assert decision["role"] == "admin"
     assert member_roles(db_session, initech.id)["sso.only@initech.test"] == ("admin", "active")
+    changed = db_session.scalars(select(AuditEvent).where(AuditEvent.organization_id == initech.id,
+                                                          AuditEvent.target_type == "membership")).all()
+    assert [(e.action, e.details["reason"], e.details["to"], e.details["role_source"]) for e in changed
+            if e.details.get("user_id") == user_id] == [("membership.role_changed", "login", "admin", "idp")]
 
 
 def test_connection_certificate_and_organization_events(db_session: Any, orgs: dict[str, Any],

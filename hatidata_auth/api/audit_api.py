@@ -17,8 +17,6 @@ from .common import Instant, PageArgsSchema, decode_cursor, encode_cursor, guard
 blp = Blueprint("audit-events", __name__, description="The tamper-evident audit log of the organization.")
 BLUEPRINTS = (blp,)
 
-OUTCOMES = ("success", "failure", "denied", "error")
-
 
 class ActorSchema(Schema):
     type = fields.String(required=True)

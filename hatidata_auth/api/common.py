@@ -148,8 +148,3 @@ def guard(blp: Blueprint, *permissions: str) -> Callable[[F], F]:
         return cast(F, blp.doc(**{"x-permissions": list(permissions), "description": description})(protected))
 
     return decorator
-
-
-def ok_schema(name: str, **extra: fields.Field) -> type[Schema]:
-    """A small ad-hoc response schema."""
-    return cast(type[Schema], Schema.from_dict(dict(extra), name=name))

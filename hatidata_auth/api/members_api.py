@@ -9,8 +9,9 @@ from marshmallow import Schema, fields, validate
 
 from ..extensions import db
 from ..identity import current_identity, runtime
-from ..models import ROLES, Membership
+from ..models import Membership
 from ..requests import request_info
+from ..roles import ROLES
 from ..services import admin
 from .common import PageArgsSchema, guard, page_schema, paginate_query, timestamp
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+# Roles are defined in ``hatidata_auth.roles``; re-exported because a role is what a membership column holds.
+from ..roles import ROLES
 from .access import ApiKey, AuthSession
 from .audit import AuditChainHead, AuditEvent
 from .base import TenantMixin, new_id, utcnow
 from .directory import DirectoryGroup, DirectoryGroupMembership, DirectoryUser, KnownDirectory, RoleMapping
 from .inbox import SyncCursor, WebhookEvent
 from .setup import OrganizationAlert, WizardProgress
-from .tenancy import MEMBERSHIP_SOURCES, MEMBERSHIP_STATUSES, ROLES, SIGN_IN_METHODS, Membership, Organization, User
+from .tenancy import MEMBERSHIP_SOURCES, MEMBERSHIP_STATUSES, SIGN_IN_METHODS, Membership, Organization, User
 
 __all__ = [
     "MEMBERSHIP_SOURCES",

@@ -9,9 +9,9 @@ from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Unique
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import db
+from ..roles import DEFAULT_ROLE
 from .base import TenantMixin, TimestampMixin, UTCDateTime, new_id
 
-ROLES = ("admin", "developer", "viewer")
 MEMBERSHIP_SOURCES = ("sso", "directory", "manual")
 MEMBERSHIP_STATUSES = ("active", "inactive", "pending", "deprovisioned")
 # Sign-in methods an organization may allow: WorkOS's ``authentication_method`` lower-cased, every ``*OAuth``
@@ -35,7 +35,7 @@ class Organization(TimestampMixin, db.Model):  # type: ignore[name-defined]
     # The SIGN_IN_METHODS a session here may be authenticated by; None: every method (SSO enforcement: SSO only).
     auth_methods: Mapped[list[str] | None] = mapped_column(JSON)
     # None means members in no mapped group get no access.
-    default_role: Mapped[str | None] = mapped_column(String(32), default="viewer")
+    default_role: Mapped[str | None] = mapped_column(String(32), default=DEFAULT_ROLE)
     session_active_ttl: Mapped[int | None] = mapped_column(Integer)
     session_remembered_ttl: Mapped[int | None] = mapped_column(Integer)
     session_cache_ttl: Mapped[int | None] = mapped_column(Integer)

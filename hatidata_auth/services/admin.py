@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 
 from ..context import NO_REQUEST, Actor, RequestInfo
 from ..errors import AppError
-from ..models import ROLES, SIGN_IN_METHODS, Membership, Organization, User, utcnow
+from ..models import SIGN_IN_METHODS, Membership, Organization, User, utcnow
+from ..roles import ROLES, Role
 from ..workos import WorkOSClient
 from . import audit, auth_policy, organizations, provisioning
 
@@ -253,7 +254,7 @@ def grant_admin(session: Session, *, organization_id: str, email: str, actor: Ac
         session.flush()
     membership = session.scalar(select(Membership).where(Membership.organization_id == org.id,
                                                          Membership.user_id == user.id))
-    if membership is not None and membership.role == "admin" and membership.status == "active":
+    if membership is not None and membership.role == Role.ADMIN and membership.status == "active":
         return membership
     details: dict[str, Any] = {"user_id": user.id, "email": email, "created": membership is None}
     if membership is None:
@@ -263,7 +264,7 @@ def grant_admin(session: Session, *, organization_id: str, email: str, actor: Ac
         session.flush()
     else:
         details["previous"] = {"role": membership.role, "status": membership.status}
-    provisioning.set_access(session, None, membership, role="admin", role_source="manual", active=True,
+    provisioning.set_access(session, None, membership, role=Role.ADMIN.value, role_source="manual", active=True,
                             actor=actor, reason="admin granted")
     audit.record(session, action="membership.admin_granted", actor=actor, organization_id=org.id,
                  target_type="membership", target_id=membership.id, details=details)

@@ -11,7 +11,6 @@ reinstatement never yields a key whose scopes exceed the caller's permissions ri
 
 from __future__ import annotations
 
-import hmac
 import secrets
 import threading
 import time
@@ -26,8 +25,9 @@ from ..context import NO_REQUEST, Actor, RequestInfo
 from ..errors import AppError
 from ..models import ApiKey, Membership, User, utcnow
 from ..roles import permissions_for, unknown_scopes
+from ..unit_of_work import invalidate_after_commit
 from . import audit
-from .introspection import invalidate_after_commit, token_hash
+from .credentials import token_hash
 
 KEY_PREFIX = "hd_live_"
 SECRET_BYTES = 32  # 256 bits
@@ -103,11 +103,6 @@ def generate_secret() -> tuple[str, str]:
 def looks_like_key(value: str) -> bool:
     """Whether a bearer credential is shaped like one of our keys (not a JWT)."""
     return value.startswith(KEY_PREFIX) and 40 <= len(value) <= 128
-
-
-def hashes_match(secret: str, stored_hash: str) -> bool:
-    """Constant-time comparison of a presented secret with a stored hash."""
-    return hmac.compare_digest(token_hash(secret), stored_hash)
 
 
 def _key(db: Session, organization_id: str, key_id: str) -> ApiKey:

@@ -9,9 +9,11 @@ from sqlalchemy.orm import Session
 
 from ..context import Actor
 from ..models import DirectoryGroup, Organization
+from ..roles import Role
 from . import role_mapping
 
-DEMO_GROUP_ROLES = {"HatiData Admins": "admin", "HatiData Developers": "developer", "HatiData Viewers": "viewer"}
+DEMO_GROUP_ROLES = {"HatiData Admins": Role.ADMIN.value, "HatiData Developers": Role.DEVELOPER.value,
+                    "HatiData Viewers": Role.VIEWER.value}
 
 
 def ensure_demo_mappings(session: Session, client: Any, *, organization_id: str, actor: Actor) -> bool:

@@ -16,7 +16,6 @@ from sqlalchemy.orm import Session
 from ..models import Organization
 
 VERIFIED_STATES = frozenset({"verified", "legacy_verified"})
-DOMAIN_STATES = ("pending", "verified", "failed", "unverified", "legacy_verified")
 
 
 def normalize_domain(value: str) -> str:
@@ -51,12 +50,6 @@ def domain_states(workos_domains: Any) -> dict[str, dict[str, Any]]:
             out[normalize_domain(domain)] = {"state": _field(item, "state"),
                                              "verification_strategy": _field(item, "verification_strategy")}
     return out
-
-
-def verified_domains(org: Organization) -> set[str]:
-    """The domains WorkOS reports as verified for *org*."""
-    return {d for d, info in (org.domain_states or {}).items()
-            if isinstance(info, dict) and info.get("state") in VERIFIED_STATES}
 
 
 def verified_owner(db: Session, email: str | None) -> str | None:

@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from .. import metrics
+from ..config import DEFAULTS
 from ..context import NO_REQUEST, Actor, RequestInfo
 from . import audit
 
@@ -39,7 +40,7 @@ KINDS: Mapping[str, str] = {
 UNKNOWN_ORGANIZATION = "unknown"
 SAMPLE_CHARS = 200
 MAX_SAMPLES = 3
-DEFAULT_WINDOW = 60
+DEFAULT_WINDOW: int = DEFAULTS["HATIDATA_SECURITY_SUMMARY_WINDOW"]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]+")
 

@@ -14,10 +14,11 @@ from workos import WorkOSClient
 from ..context import Actor, RequestInfo
 from ..idp import IdPPlugin, SamlMetadata, ValidationResult
 from ..models import Organization, WizardProgress
+from ..roles import DEFAULT_ROLE, ROLES
 from ..services import role_mapping, sso_setup
 from . import wizard
 
-ROLE_CHOICES = ("admin", "developer", "viewer")
+ROLE_CHOICES = ROLES
 EXTRA_MAPPING_ROWS = 2
 
 
@@ -54,7 +55,6 @@ class Outcome:
     data: dict[str, Any] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
     complete: bool = True
-    redirect: str | None = None
     render: dict[str, Any] = field(default_factory=dict)
 
 
@@ -101,7 +101,8 @@ def _read_upload(files: Files) -> bytes | None:
     upload = files.get("metadata_file")
     if upload is None or not upload.filename:
         return None
-    return upload.read(1024 * 1024 + 1)
+    data: bytes = upload.read(1024 * 1024 + 1)
+    return data
 
 
 def handle_metadata(ctx: StepContext, form: Form, files: Files) -> Outcome:
@@ -214,7 +215,7 @@ def _specs(ctx: StepContext, rows: list[dict[str, Any]]) -> tuple[list[role_mapp
 
 
 def _default_role(form: Form) -> tuple[str | None, str | None]:
-    value = form.get("default_role", "viewer")
+    value = form.get("default_role", DEFAULT_ROLE)
     if value == "none":
         return None, None
     if value not in ROLE_CHOICES:
@@ -229,7 +230,7 @@ def handle_role_mapping(ctx: StepContext, form: Form, files: Files) -> Outcome:
     default_role, problem = _default_role(form)
     if problem:
         errors["default_role"] = problem
-    render: dict[str, Any] = {"rows": rows, "default_role": form.get("default_role", "viewer")}
+    render: dict[str, Any] = {"rows": rows, "default_role": form.get("default_role", DEFAULT_ROLE)}
     if errors:
         return Outcome(errors=errors, render=render)
     lint = role_mapping.lint_specs(specs)

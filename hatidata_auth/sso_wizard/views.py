@@ -26,6 +26,7 @@ from ..extensions import db
 from ..idp import IdPPlugin, SetupStatus, get_registry
 from ..models import Organization, utcnow
 from ..requests import request_info
+from ..roles import Role
 from ..services import alerts, sso_setup
 from ..urls import external_url
 from . import steps as step_handlers
@@ -48,7 +49,7 @@ def admin_only(view: F) -> F:
             raise AppError("The SSO setup wizard is for signed-in admins only.", status=403, code="forbidden")
         return view(*args, **kwargs)
 
-    return require_role("admin")(cast(F, wrapped))
+    return require_role(Role.ADMIN)(cast(F, wrapped))
 
 
 def _identity() -> Any:

@@ -15,6 +15,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from workos.events.models import EventSchema
 
 from .. import metrics
+from ..config import DEFAULTS
 from ..errors import error_response
 from ..extensions import csrf, db
 from ..requests import request_info
@@ -44,7 +45,7 @@ def _read_body(limit: int) -> bytes | None:
 @bp.post("/workos")
 def workos_webhook() -> Any:
     """Receive one signed WorkOS event."""
-    limit = int(current_app.config.get("HATIDATA_WEBHOOK_MAX_BYTES", 1024 * 1024))
+    limit = int(current_app.config.get("HATIDATA_WEBHOOK_MAX_BYTES", DEFAULTS["HATIDATA_WEBHOOK_MAX_BYTES"]))
     body = _read_body(limit)
     if body is None:
         return error_response(413, "payload_too_large", f"The body exceeds {limit} bytes.")

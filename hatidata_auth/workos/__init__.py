@@ -16,9 +16,10 @@ from .errors import (
     translate,
     translate_errors,
 )
-from .gateway import WorkOSGateway, WorkOSSettings
+from .gateway import WORKOS_DEFAULTS, WorkOSGateway, WorkOSSettings
 
 __all__ = [
+    "WORKOS_DEFAULTS",
     "OrganizationSelectionRequired",
     "WorkOSClient",
     "WorkOSFailure",

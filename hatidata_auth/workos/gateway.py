@@ -11,6 +11,14 @@ from workos import WorkOSClient
 from .errors import translate_errors
 from .transport import InstrumentedBackend, instrumented_backend
 
+WORKOS_DEFAULTS: Mapping[str, Any] = {
+    "WORKOS_TIMEOUT": 10.0,
+    "WORKOS_MAX_RETRIES": 2,
+    "WORKOS_JWT_LEEWAY": 5.0,
+    "WORKOS_WEBHOOK_TOLERANCE": 180,
+}
+"""The client's setting defaults; part of ``hatidata_auth.config.DEFAULTS`` (this layer cannot import it)."""
+
 
 @dataclass(frozen=True, slots=True)
 class WorkOSSettings:
@@ -32,11 +40,11 @@ class WorkOSSettings:
             api_key=str(config["WORKOS_API_KEY"] or ""),
             client_id=str(config["WORKOS_CLIENT_ID"] or ""),
             base_url=config.get("WORKOS_BASE_URL") or None,
-            timeout=float(config.get("WORKOS_TIMEOUT", 10.0)),
-            max_retries=int(config.get("WORKOS_MAX_RETRIES", 2)),
-            jwt_leeway=float(config.get("WORKOS_JWT_LEEWAY", 5.0)),
+            timeout=float(config.get("WORKOS_TIMEOUT", WORKOS_DEFAULTS["WORKOS_TIMEOUT"])),
+            max_retries=int(config.get("WORKOS_MAX_RETRIES", WORKOS_DEFAULTS["WORKOS_MAX_RETRIES"])),
+            jwt_leeway=float(config.get("WORKOS_JWT_LEEWAY", WORKOS_DEFAULTS["WORKOS_JWT_LEEWAY"])),
             webhook_secret=config.get("WORKOS_WEBHOOK_SECRET") or None,
-            webhook_tolerance=int(config.get("WORKOS_WEBHOOK_TOLERANCE", 180)),
+            webhook_tolerance=int(config.get("WORKOS_WEBHOOK_TOLERANCE", WORKOS_DEFAULTS["WORKOS_WEBHOOK_TOLERANCE"])),
         )
 
 

@@ -95,7 +95,7 @@ def find_organization(session: Session, workos_organization_id: str | None = Non
                       directory_id: str | None = None) -> Organization | None:
     """Our tenant for a WorkOS organization id (or, failing that, a directory id)."""
     if workos_organization_id:
-        org = session.scalar(select(Organization).where(
+        org: Organization | None = session.scalar(select(Organization).where(
             Organization.workos_organization_id == workos_organization_id))
         if org is not None:
             return org

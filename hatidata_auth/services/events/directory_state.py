@@ -175,7 +175,7 @@ def sync_member(ctx: EventContext, org: Organization, du: DirectoryUser, *, reas
                                                      "directory_user_id": du.workos_id})
     set_access(session, ctx.client, membership, role=decision.role, role_source=decision.source, active=True,
                actor=ctx.actor, reason=reason, source_event_id=ctx.event_id, request=ctx.request,
-               details={"directory_user_id": du.workos_id, **role_mapping._decision_details(decision)})
+               details={"directory_user_id": du.workos_id, **role_mapping.decision_details(decision)})
     # A batched unit of work (the resync) checks for splits only where it found one or the person changed.
     if repair_split or link.relinked or ctx.memberships_by_user is None:
         people.retire_other_memberships(ctx, org, du, keep=membership)
@@ -280,6 +280,6 @@ def set_group_membership(ctx: EventContext, org: Organization, group_workos_id: 
         stored = (row.version_at, row.version_event_id or "")
         if (version_at, version_event_id or "") < stored:
             return False
-    changed = row.present != present
+    changed: bool = row.present != present
     row.present, row.version_at, row.version_event_id = present, version_at, version_event_id
     return changed

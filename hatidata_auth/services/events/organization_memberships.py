@@ -7,7 +7,8 @@ from typing import Any
 from sqlalchemy import select
 
 from ...models import Membership, User
-from .. import domains, role_mapping
+from ...roles import is_role
+from .. import domains
 from ..provisioning import set_access
 from .context import EventContext, parse_time, require, resolve_organization
 from .registry import handles
@@ -68,7 +69,7 @@ def on_organization_membership(ctx: EventContext, data: dict[str, Any]) -> None:
     if membership.source == "directory":
         return  # the directory and our mappings decide directory-managed members (documented overwrite rule)
     active = not deleted and data.get("status", "active") == "active" and org.status == "active"
-    if role not in role_mapping.ROLE_RANK:
+    if not is_role(role):
         role = membership.role or org.default_role
     set_access(ctx.session, ctx.client, membership, role=role, role_source="idp", active=active,
                actor=ctx.actor, reason=ctx.event_type, source_event_id=ctx.event_id, request=ctx.request,
