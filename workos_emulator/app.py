@@ -11,10 +11,8 @@ from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from .errors import ApiError, unauthorized
-from .seed import apply_seed, load_seed_file
-from .seed_passwords import apply_seed_passwords
+from .lifecycle import load_state, reset_emulator
 from .state import EXTENSION_KEY, Emulator, EmulatorConfig
-from .store import Store
 from .webhooks import WebhookSettings
 
 #: Paths reachable without ``Authorization: Bearer <api key>`` (browser flows, JWKS, token endpoints).
@@ -34,19 +32,6 @@ PUBLIC_PREFIXES = (
     "/static/",
 )
 PRIVATE_PATHS = frozenset({"/sso/logout/authorize"})
-
-
-def _load_state(emu: Emulator, seed_path: str | None) -> None:
-    """The saved state of ``emu``'s data folder, else the seed (with its generated passwords), saved."""
-    seed = load_seed_file(seed_path)
-
-    def fill(store: Store) -> None:
-        apply_seed(store, seed)
-        apply_seed_passwords(store, seed, emu.config.data_dir)
-
-    with emu.store.lock:
-        # saved state wins over the seed: a password changed through the API survives a restart
-        emu.persistence.load_or_seed(emu.store, fill)
 
 
 def create_app(
@@ -76,13 +61,14 @@ def create_app(
         refresh_grace_seconds=refresh_grace_seconds,
     )
     emu = Emulator(config, WebhookSettings(retry_base_s=webhook_retry_base, max_attempts=webhook_max_attempts))
-    _load_state(emu, seed_path)
+    load_state(emu, seed_path)
     app.extensions[EXTENSION_KEY] = emu
 
     from .api import register_api
     from .api.authkit_methods import control_bp as authkit_control_bp
     from .continuations import bp as continuations_bp
     from .control import bp as control_bp
+    from .control_directory import bp as control_directory_bp
     from .hosted import bp as hosted_bp
     from .hosted_authkit import bp as hosted_authkit_bp
 
@@ -90,6 +76,7 @@ def create_app(
     app.register_blueprint(hosted_bp)
     app.register_blueprint(hosted_authkit_bp)
     app.register_blueprint(control_bp)
+    app.register_blueprint(control_directory_bp)
     app.register_blueprint(continuations_bp)
     app.register_blueprint(authkit_control_bp)
 
@@ -141,18 +128,4 @@ def create_app(
 
 def reset(app: Flask) -> None:
     """Reload the seed into a fresh store and save it (the signing key is kept)."""
-    emu: Emulator = app.extensions[EXTENSION_KEY]
-    with emu.store.lock:
-        from .store import Store
-
-        fresh = Store()
-        seed = load_seed_file(emu.config.seed_path)
-        apply_seed(fresh, seed)
-        apply_seed_passwords(fresh, seed, emu.config.data_dir)
-        for name in Store.__dataclass_fields__:
-            if name != "lock":
-                setattr(emu.store, name, getattr(fresh, name))
-        emu.persistence.save(emu.store)
-    emu.dispatcher.clear()
-    emu.dispatcher.update(**emu.initial_webhook_settings)
-    emu.faults.clear()
+    reset_emulator(app.extensions[EXTENSION_KEY])

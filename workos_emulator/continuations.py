@@ -13,6 +13,7 @@ from .errors import ApiError, invalid_params
 from .http import json_body, opt_str, require_str
 from .ids import token
 from .pending import take_pending
+from .sessions import check_client, sign_in
 from .state import Emulator, emulator
 from .store import Entity
 
@@ -33,18 +34,18 @@ def authenticate_organization_selection(emu: Emulator, body: dict[str, Any], ip:
             raise invalid_params("pending_authentication_token is required.", "pending_authentication_token")
         if not isinstance(org_id, str) or not org_id:
             raise invalid_params("organization_id is required.", "organization_id")
+        check_client(emu, body, secret_required=True)
         pending = take_pending(emu, pending_token, "organization_selection")
         membership = store.membership(pending["user_id"], org_id)
         if membership is None or membership["status"] != "active":
             raise ApiError(400, f"The user is not a member of organization '{org_id}'.", "invalid_organization_id")
         del store.pending_authentications[pending_token]
-        # The first step's code was spent; a one-time internal code carries its record into the ordinary
-        # code exchange, so the session is made exactly as for a sign-in pinned to the organization.
-        code = token(24)
-        store.codes[code] = {**pending["record"], "organization_id": org_id, "expires": time.time() + 60}
-        exchange = {"client_id": body.get("client_id"), "client_secret": body.get("client_secret"), "code": code,
-                    "ip_address": body.get("ip_address"), "user_agent": body.get("user_agent")}
-        return flows.authenticate_code(emu, exchange, ip, ua)
+        user = store.users.get(pending["user_id"])
+        if user is None:
+            raise ApiError(400, "The pending authentication token is invalid or has expired.",
+                           "invalid_pending_authentication_token")
+        return sign_in(emu, user, org_id, pending["record"], body.get("ip_address") or ip,
+                       body.get("user_agent") or ua)
 
 
 def impersonation_code(emu: Emulator, user: Entity, impersonator: Entity, org_id: str | None,

@@ -1,5 +1,6 @@
 """Tokens and responses as WorkOS documents them (spec 0.61.0, SDK 10.8): audience, authentication method,
-impersonation, organization selection, ``previous_attributes`` and the spec's statuses."""
+impersonation, organization selection (after a code, a password, a magic code or an email verification),
+``previous_attributes`` and the spec's statuses."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import httpx2
 import jwt
 import pytest
 from workos import WorkOSClient
-from workos._errors import BadRequestError, OrganizationSelectionRequiredError
+from workos._errors import BadRequestError, EmailVerificationRequiredError, OrganizationSelectionRequiredError
+from workos.user_management import PasswordPlaintext
 
 from tests.support.openapi import OpenAPIContract, RecordingHTTPClient
 
@@ -145,4 +147,76 @@ def test_directory_user_update_reports_previous_attributes(
     assert set(previous) <= {"first_name", "name", "custom_attributes", "raw_attributes"}
     for key, value in previous.get("raw_attributes", {}).items():
         assert value == (before.raw_attributes or {}).get(key)
+    _validate(recorder, openapi_contract)
+
+
+HOOLI = "org_01HTDQ8A500000000000000001"
+
+
+def _member_of_two(workos: WorkOSClient, email: str, *, verified: bool = True) -> tuple[str, str]:
+    """A user with a password in Hooli and in a second organization without SSO: (user id, second org id)."""
+    other = workos.organizations.create_organization(name="Pied Piper", domains=["piedpiper.test"])
+    user = workos.user_management.create_user(email=email, email_verified=verified,
+                                              password=PasswordPlaintext(password="s3cret-enough"))
+    for org in (HOOLI, other.id):
+        workos.organization_membership.create_organization_membership(user_id=user.id, organization_id=org)
+    return user.id, other.id
+
+
+def _select(workos: WorkOSClient, error: OrganizationSelectionRequiredError, user_id: str, other: str,
+            method: str, session_method: str) -> None:
+    assert error.status_code == 403
+    assert error.code == "organization_selection_required"
+    assert error.user is not None
+    assert error.user["id"] == user_id
+    assert {o["id"] for o in error.organizations or []} == {HOOLI, other}
+    assert workos.user_management.list_sessions(user_id).data == []  # no session before the choice
+    auth = workos.user_management.authenticate_with_organization_selection(
+        pending_authentication_token=error.pending_authentication_token, organization_id=other)
+    assert auth.organization_id == other
+    assert auth.authentication_method is not None
+    assert auth.authentication_method.value == method
+    assert _claims(workos, auth.access_token)["org_id"] == other
+    refreshed = workos.user_management.authenticate_with_refresh_token(refresh_token=auth.refresh_token)
+    assert refreshed.authentication_method is not None
+    assert refreshed.authentication_method.value == method
+    sessions = workos.user_management.list_sessions(user_id).data
+    assert [(s.auth_method.value, s.organization_id) for s in sessions] == [(session_method, other)]
+
+
+def test_authkit_methods_ask_a_member_of_several_organizations_to_select_one(
+    workos: WorkOSClient, recorder: RecordingHTTPClient, openapi_contract: OpenAPIContract
+) -> None:
+    user_id, other = _member_of_two(workos, "two@piedpiper.test")
+    with pytest.raises(OrganizationSelectionRequiredError) as password:
+        workos.user_management.authenticate_with_password(email="two@piedpiper.test", password="s3cret-enough")
+    _select(workos, password.value, user_id, other, "Password", "password")
+    for session in workos.user_management.list_sessions(user_id).data:
+        workos.user_management.revoke_session(session_id=session.id)
+    sent = workos.user_management.create_magic_auth(email="two@piedpiper.test")
+    with pytest.raises(OrganizationSelectionRequiredError) as magic:
+        workos.user_management.authenticate_with_magic_auth(email="two@piedpiper.test", code=sent.code)
+    assert workos.user_management.list_sessions(user_id).data[0].status.value == "revoked"
+    auth = workos.user_management.authenticate_with_organization_selection(
+        pending_authentication_token=magic.value.pending_authentication_token, organization_id=HOOLI)
+    assert auth.authentication_method is not None
+    assert auth.authentication_method.value == "MagicAuth"
+    assert auth.organization_id == HOOLI
+    assert workos.user_management.list_sessions(user_id).data[0].auth_method.value == "magic_code"
+    _validate(recorder, openapi_contract)
+
+
+def test_email_verification_then_organization_selection(
+    workos: WorkOSClient, recorder: RecordingHTTPClient, openapi_contract: OpenAPIContract, http: httpx2.Client
+) -> None:
+    user_id, other = _member_of_two(workos, "fresh@piedpiper.test", verified=False)
+    with pytest.raises(EmailVerificationRequiredError) as verify:
+        workos.user_management.authenticate_with_password(email="fresh@piedpiper.test", password="s3cret-enough")
+    sent = http.get("/_emulator/email_verification", params={"email": "fresh@piedpiper.test"}).json()["data"][0]
+    with pytest.raises(OrganizationSelectionRequiredError) as select:
+        workos.user_management.authenticate_with_email_verification(
+            code=sent["code"], pending_authentication_token=verify.value.pending_authentication_token)
+    assert select.value.user is not None
+    assert select.value.user["email_verified"] is True
+    _select(workos, select.value, user_id, other, "Password", "password")
     _validate(recorder, openapi_contract)

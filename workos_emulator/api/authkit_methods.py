@@ -4,15 +4,13 @@ routes that stand in for the emails WorkOS would send (``/_emulator/magic_auth``
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from flask import Blueprint, jsonify, request
 
-from .. import authkit, flows, serialize
-from ..errors import ApiError, invalid_params, oauth_error
+from .. import authkit, sessions
+from ..errors import invalid_params, oauth_error
 from ..http import json_body, require_str
-from ..ids import iso, new_id, utcnow
 from ..seed_passwords import seed_passwords
 from ..state import Emulator, emulator
 from ..store import Entity
@@ -24,8 +22,6 @@ PASSWORD_GRANT = "password"
 MAGIC_AUTH_GRANT = "urn:workos:oauth:grant-type:magic-auth:code"
 EMAIL_VERIFICATION_GRANT = "urn:workos:oauth:grant-type:email-verification:code"
 GRANTS = frozenset({PASSWORD_GRANT, MAGIC_AUTH_GRANT, EMAIL_VERIFICATION_GRANT})
-# The session's ``auth_method`` (spec enum) for each ``authentication_method``.
-SESSION_AUTH_METHOD = {authkit.PASSWORD: "password", authkit.MAGIC_AUTH: "magic_code"}
 
 
 def authenticate(emu: Emulator, grant: str, data: dict[str, Any], ip: str | None, ua: str | None) -> dict[str, Any]:
@@ -33,53 +29,30 @@ def authenticate(emu: Emulator, grant: str, data: dict[str, Any], ip: str | None
     ip = data.get("ip_address") or ip
     ua = data.get("user_agent") or ua
     with emu.store.lock:
-        flows._check_client(emu, data, secret_required=True)
+        sessions.check_client(emu, data, secret_required=True)
         if grant == EMAIL_VERIFICATION_GRANT:
             user, pending = authkit.verify_email(emu, require_str(data, "pending_authentication_token"),
                                                  require_str(data, "code"), ip, ua)
             method = pending.get("method") or authkit.PASSWORD
             authkit.emit_result(emu, method, user["email"], user, ip, ua)
-            return new_session(emu, user, pending.get("organization_id"), method, ip, ua)
+            return _sign_in(emu, data, user, pending.get("organization_id"), method, ip, ua)
         email = require_str(data, "email").strip()
         if grant == PASSWORD_GRANT:
             user = authkit.verify_password(emu, email, require_str(data, "password"), ip, ua)
-            return new_session(emu, user, None, authkit.PASSWORD, ip, ua)
+            return _sign_in(emu, data, user, None, authkit.PASSWORD, ip, ua)
         user = authkit.verify_magic_code(emu, email, require_str(data, "code"), ip, ua)
-        return new_session(emu, user, None, authkit.MAGIC_AUTH, ip, ua)
+        return _sign_in(emu, data, user, None, authkit.MAGIC_AUTH, ip, ua)
 
 
-def _organization_of(emu: Emulator, user: Entity, org_id: str | None) -> str | None:
-    if org_id:
-        m = emu.store.membership(user["id"], org_id)
-        if m is None or m["status"] != "active":
-            raise ApiError(400, "The user is not an active member of the organization.",
-                           "organization_membership_not_found")
-        return org_id
-    orgs = [m["organization_id"] for m in emu.store.user_memberships(user["id"])]
-    return orgs[0] if len(orgs) == 1 else None
-
-
-def new_session(emu: Emulator, user: Entity, org_id: str | None, method: str, ip: str | None,
-                ua: str | None) -> dict[str, Any]:
-    """A session authenticated by *method* (``Password``/``MagicAuth``) in *org_id* (default: the user's only
-    active organization) and its AuthenticateResponse."""
-    store = emu.store
-    org_id = _organization_of(emu, user, org_id)
-    now = utcnow()
-    session: Entity = {
-        "id": new_id("session"), "user_id": user["id"], "organization_id": org_id, "ip_address": ip,
-        "user_agent": ua, "auth_method": SESSION_AUTH_METHOD.get(method, "unknown"), "status": "active",
-        "expires_at": iso(now + timedelta(seconds=emu.config.session_ttl)), "ended_at": None,
-        "created_at": iso(now), "updated_at": iso(now), "_authentication_method": method,
-        "_auth_time": int(now.timestamp()),
-    }
+def _sign_in(emu: Emulator, data: dict[str, Any], user: Entity, org_id: str | None, method: str, ip: str | None,
+             ua: str | None) -> dict[str, Any]:
+    """The session of a sign-in AuthKit authenticated by *method*, in *org_id*, else in the user's only active
+    organization; a member of several gets ``organization_selection_required``, as on the code exchange."""
     if org_id is None:
-        del session["organization_id"]
-    store.sessions[session["id"]] = session
-    user["last_sign_in_at"] = iso(now)
-    serialize.touch(user)
-    emu.emit("session.created", serialize.session(session), org_id)
-    return flows._issue(emu, session, user, org_id)
+        orgs = [m["organization_id"] for m in emu.store.user_memberships(user["id"])]
+        org_id = orgs[0] if len(orgs) == 1 else None
+    record = sessions.sign_in_record(emu, user, method, data.get("client_id"))
+    return sessions.sign_in(emu, user, org_id, record, ip, ua)
 
 
 @bp.post("/magic_auth")

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, redirect, render_template, request
 
-from .. import flows, serialize
+from .. import flows, serialize, sessions
 from ..errors import ApiError, invalid_params, oauth_error
 from ..hosted import begin_authorization
 from ..http import json_body, opt_str, require_str
@@ -161,7 +161,7 @@ def sso_token() -> Any:
     if data.get("grant_type", "authorization_code") != "authorization_code":
         raise oauth_error("unsupported_grant_type", "Only authorization_code is supported.")
     with emu.store.lock:
-        record = flows.take_code(emu, data, "sso")
+        record = sessions.take_code(emu, data, "sso")
         profile = emu.store.profile_data[record["profile_id"]]
         access = token(32)
         emu.store.sso_access_tokens[access] = profile["id"]

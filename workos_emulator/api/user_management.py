@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, redirect, render_template, request
 
-from .. import authkit, flows, serialize
+from .. import authkit, serialize, sessions
 from ..continuations import ORGANIZATION_SELECTION_GRANT, authenticate_organization_selection
 from ..errors import ApiError, invalid_params, oauth_error
 from ..hosted import begin_authorization
@@ -34,9 +34,9 @@ def authenticate() -> Any:
     data = request.form.to_dict() if request.form else json_body()
     grant = data.get("grant_type")
     if grant == "authorization_code":
-        out = flows.authenticate_code(emu, data, request.remote_addr, request.headers.get("User-Agent"))
+        out = sessions.authenticate_code(emu, data, request.remote_addr, request.headers.get("User-Agent"))
     elif grant == "refresh_token":
-        out = flows.authenticate_refresh(emu, data)
+        out = sessions.authenticate_refresh(emu, data)
     elif grant == ORGANIZATION_SELECTION_GRANT:
         out = authenticate_organization_selection(emu, data, request.remote_addr, request.headers.get("User-Agent"))
     elif grant in authkit_methods.GRANTS:
@@ -68,7 +68,7 @@ def revoke_session() -> Any:
     with emu.store.lock:
         if session_id not in emu.store.sessions:  # spec 0.61.0: 200 or 400 {message}
             raise ApiError(400, f"Session not found: '{session_id}'.", "session_not_found")
-        flows.revoke_session(emu, session_id)
+        sessions.revoke_session(emu, session_id)
     return Response(status=200)
 
 
@@ -82,7 +82,7 @@ def logout() -> Any:
     with emu.store.lock:
         if session_id not in emu.store.sessions:  # spec 0.61.0: 200, 302 or 422 {message}
             raise ApiError(422, f"Session not found: '{session_id}'.", "session_not_found")
-        flows.revoke_session(emu, session_id)
+        sessions.revoke_session(emu, session_id)
     return_to = request.args.get("return_to") or emu.store.application.get("logout_redirect_uri")
     if return_to:
         return redirect(return_to, code=302)
@@ -181,7 +181,7 @@ def delete_user(user_id: str) -> Any:
         store = emu.store
         user = store.get("users", user_id, "User")
         for s in [s for s in store.sessions.values() if s["user_id"] == user_id]:
-            flows.revoke_session(emu, s["id"])
+            sessions.revoke_session(emu, s["id"])
         for mid in [k for k, m in store.memberships.items() if m["user_id"] == user_id]:
             del store.memberships[mid]
         del store.users[user_id]
