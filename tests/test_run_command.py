@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import make_run
+
 DEMO_ORGS = ("org_01HTDQ8A100000000000000001", "org_01HTDQ8A200000000000000001",
              "org_01HTDQ8A300000000000000001", "org_01HTDQ8A400000000000000001", "org_01HTDQ8A500000000000000001")
 
@@ -37,42 +33,10 @@ def _get(url: str) -> tuple[int, bytes]:
         return response.status, response.read()
 
 
-def _start(tmp_path: Path, app_port: int, emulator_port: int, **extra: str) -> tuple[subprocess.Popen[str], Path]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TEST_", "HATIDATA_", "WORKOS_", "DATABASE_",
-                                                                      "REDIS_"))}
-    env.update(PORT=str(app_port), WORKOS_EMULATOR_PORT=str(emulator_port),
-               HATIDATA_INSTANCE_PATH=str(tmp_path / "instance"), **extra)
-    log = tmp_path / "run.log"
-    proc = subprocess.Popen(  # our own launcher
-        [sys.executable, "scripts/run_dev.py"], cwd=ROOT, env=env, text=True,
-        stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    deadline = time.monotonic() + 90
-    while "HatiData Auth is running" not in log.read_text():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"make run did not come up:\n{log.read_text()[-3000:]}")
-        time.sleep(0.3)
-    return proc, log
-
-
-def _emulator_api(port: int, method: str, path: str, body: dict[str, object] | None = None) -> dict[str, object]:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}", method=method, data=json.dumps(body).encode() if body else None,
-        headers={"Authorization": "Bearer sk_test_emulator", "Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:  # local test server
-        return dict(json.loads(response.read()))
-
-
-def _stop(proc: subprocess.Popen[str]) -> int:
-    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-    return proc.wait(timeout=30)
-
-
 @pytest.mark.slow
 def test_make_run_brings_up_both_servers_and_ctrl_c_stops_them(tmp_path: Path) -> None:
     app_port, emulator_port = _free_port(), _free_port()
-    proc, log = _start(tmp_path, app_port, emulator_port)
+    proc, log = make_run.start(tmp_path, app_port, emulator_port)
     try:
         assert _get(f"http://127.0.0.1:{app_port}/healthz")[0] == 200
         status, body = _get(f"http://127.0.0.1:{app_port}/readyz")
@@ -89,14 +53,14 @@ def test_make_run_brings_up_both_servers_and_ctrl_c_stops_them(tmp_path: Path) -
         assert "admin@acme.test" in output
         assert "consultant@partners.test" in output
         # What the SSO wizard does: a connection created through the API, whose id the app then holds.
-        connection = _emulator_api(emulator_port, "POST", "/connections", {
+        connection = make_run.emulator_api(emulator_port, "POST", "/connections", {
             "organization_id": DEMO_ORGS[1], "name": "Created before the restart",
             "saml_options": {"idp_metadata_url": "https://idp.example/metadata"}})
         password = _owner_password(emulator_port)
         assert f"owner@hooli.test           password: {password}" in output
         assert "member@hooli.test" in output
     finally:
-        code = _stop(proc)
+        code = make_run.stop(proc)
     assert code == 0
     for port in (app_port, emulator_port):
         with socket.socket() as sock:
@@ -104,7 +68,7 @@ def test_make_run_brings_up_both_servers_and_ctrl_c_stops_them(tmp_path: Path) -
 
     # Running it again on the same instance folder is idempotent: nothing is created twice. The emulator it
     # starts takes its access-token lifetime from the environment.
-    proc, log = _start(tmp_path, app_port, emulator_port, WORKOS_EMULATOR_ACCESS_TOKEN_TTL="7")
+    proc, log = make_run.start(tmp_path, app_port, emulator_port, WORKOS_EMULATOR_ACCESS_TOKEN_TTL="7")
     try:
         assert "0 organizations created" in log.read_text()
         info = urllib.request.Request(f"http://127.0.0.1:{emulator_port}/_emulator/info",
@@ -113,8 +77,8 @@ def test_make_run_brings_up_both_servers_and_ctrl_c_stops_them(tmp_path: Path) -
             assert json.loads(response.read())["access_token_ttl"] == 7
         assert "live 7 s" in log.read_text()
         # The emulator kept its state in the instance folder: WorkOS never forgets a connection.
-        kept = _emulator_api(emulator_port, "GET", f"/connections/{connection['id']}")
+        kept = make_run.emulator_api(emulator_port, "GET", f"/connections/{connection['id']}")
         assert kept["name"] == "Created before the restart"
         assert _owner_password(emulator_port) == password  # generated once per data folder
     finally:
-        assert _stop(proc) == 0
+        assert make_run.stop(proc) == 0
