@@ -28,13 +28,6 @@ def json_body(*, required: tuple[str, ...] = ()) -> dict[str, Any]:
     return data
 
 
-def form_or_json() -> dict[str, Any]:
-    """Body as a dict from either a form post or a JSON object."""
-    if request.form:
-        return request.form.to_dict()
-    return json_body()
-
-
 def require_str(data: dict[str, Any], name: str) -> str:
     """A required non-empty string field."""
     value = data.get(name)

@@ -178,11 +178,11 @@ def check_source(ctx: EventContext, source: EventSource, *, verify: bool = False
     """Decide whether *source* is a live directory of its organization (see the module docstring).
 
     *verify*: ask WorkOS even when our mirror knows the directory (the resync, which reads WorkOS anyway),
-    and let the SDK's ``NotFoundError`` for a directory WorkOS does not know propagate.
+    and let :class:`~hatidata_auth.workos.WorkOSNotFound` for a directory WorkOS does not know propagate.
 
     Refusals and ignores are audited and mark *ctx* ignored. A bound ``dsync.deleted`` leaves the tombstone,
-    a bound ``dsync.activated`` of a new directory remembers the one it replaces. Raises the SDK's errors
-    other than not-found (the caller's transaction fails and the event is retried).
+    a bound ``dsync.activated`` of a new directory remembers the one it replaces. Raises the other
+    :class:`~hatidata_auth.workos.WorkOSFailure` errors (the caller's transaction fails and the event is retried).
     """
     directory_id, claimed = source.directory_id, source.workos_organization_id
     if claimed is None:

@@ -9,13 +9,13 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 from werkzeug.datastructures import FileStorage
-from workos import WorkOSClient
 
 from ..context import Actor, RequestInfo
 from ..idp import IdPPlugin, SamlMetadata, ValidationResult
 from ..models import Organization, WizardProgress
 from ..roles import DEFAULT_ROLE, ROLES
 from ..services import role_mapping, sso_setup
+from ..workos import WorkOSClient
 from . import wizard
 
 ROLE_CHOICES = ROLES
