@@ -21,6 +21,7 @@ from sqlalchemy import text
 
 from .config import DEFAULTS
 from .extensions import cache, db
+from .workos import translate_errors
 
 bp = Blueprint("health", __name__)
 
@@ -49,9 +50,10 @@ def _check_cache() -> None:
 
 def _check_workos() -> None:
     gateway = current_app.extensions["hatidata_workos"]
-    gateway.client.organizations.list_organizations(
-        limit=1, request_options={"max_retries": 0, "timeout": 3}
-    )
+    with translate_errors():  # the answer names our WorkOSFailure subclass, never an SDK class
+        gateway.client.organizations.list_organizations(
+            limit=1, request_options={"max_retries": 0, "timeout": 3}
+        )
 
 
 class CachedCheck:
