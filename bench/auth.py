@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     from sqlalchemy.engine import make_url
 
     from hatidata_auth import create_app
-    from hatidata_auth.context import Actor
+    from hatidata_auth.causes import Actor
     from hatidata_auth.extensions import db
     from hatidata_auth.services import api_keys, organizations
     from hatidata_auth.services import sessions as session_service

@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one CLI flow (se
     from sqlalchemy.engine import make_url
 
     from hatidata_auth import create_app
-    from hatidata_auth.context import Actor
+    from hatidata_auth.causes import Actor
     from hatidata_auth.extensions import db
     from hatidata_auth.models import Membership, User, WebhookEvent
     from hatidata_auth.services import api_keys, organizations

@@ -27,9 +27,9 @@ from cryptography.fernet import InvalidToken
 from flask import request
 from workos.session import seal_session_from_auth_response, unseal_data
 
-from .context import Actor
+from .causes import Actor
 from .extensions import db
-from .requests import request_info
+from .request_hooks import request_info
 from .revocation_bus import LocalCache
 from .services import session_refresh
 from .services.credential_status import SessionStatus
@@ -38,7 +38,7 @@ from .services.credentials import TokenExpired, Unauthenticated, token_hash
 if TYPE_CHECKING:
     from werkzeug.wrappers import Response as BaseResponse
 
-    from .extension import AuthRuntime
+    from .embedding import AuthRuntime
 
 _HOLDER = "hatidata.cookie_data"
 _SET_COOKIE = "hatidata.set_cookie"

@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 from flask import current_app, redirect, request
 from werkzeug.local import LocalProxy
 
-from .context import Actor
+from .causes import Actor
 from .cookie_tokens import CookieSessions as CookieSessions
 from .cookie_tokens import request_tokens, rotate
 from .cookie_tokens import seal_tokens as seal_tokens
@@ -36,7 +36,7 @@ from .services.credentials import TokenExpired, Unauthenticated, token_hash
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from .extension import AuthRuntime
+    from .embedding import AuthRuntime
 
 F = TypeVar("F", bound=Callable[..., Any])
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
@@ -87,7 +87,7 @@ class TooManyAttempts(AppError):
 
 
 def runtime() -> AuthRuntime:
-    """The :class:`~hatidata_auth.extension.AuthRuntime` of the current app."""
+    """The :class:`~hatidata_auth.embedding.AuthRuntime` of the current app."""
     return cast("AuthRuntime", current_app.extensions["hatidata_auth"])
 
 

@@ -11,9 +11,9 @@ from typing import Any
 
 from flask import current_app
 
-from .context import Actor
+from .causes import Actor
 from .extensions import cache, db
-from .requests import request_info
+from .request_hooks import request_info
 from .services import security_events
 
 log = logging.getLogger(__name__)

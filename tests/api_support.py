@@ -13,7 +13,7 @@ from typing import Any
 from flask import Flask
 from sqlalchemy import select
 
-from hatidata_auth.context import Actor, RequestInfo
+from hatidata_auth.causes import Actor, RequestInfo
 from hatidata_auth.extensions import db
 from hatidata_auth.models import (
     ApiKey,

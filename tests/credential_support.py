@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask
 from sqlalchemy import select
 
-from hatidata_auth.context import Actor
+from hatidata_auth.causes import Actor
 from hatidata_auth.extensions import db
 from hatidata_auth.models import ApiKey, AuthSession, Membership, utcnow
 from hatidata_auth.services import api_keys as key_service

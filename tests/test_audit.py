@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from hatidata_auth.context import Actor, RequestInfo
+from hatidata_auth.causes import Actor, RequestInfo
 from hatidata_auth.models import AuditEvent, Organization
 from hatidata_auth.services import audit
 from hatidata_auth.unit_of_work import AppSession

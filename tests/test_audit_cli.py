@@ -14,10 +14,10 @@ from flask import Flask
 from sqlalchemy import select, text, update
 from sqlalchemy.exc import DBAPIError
 
-from hatidata_auth.context import Actor, RequestInfo
+from hatidata_auth.causes import Actor, RequestInfo
 from hatidata_auth.extensions import db
 from hatidata_auth.models import AuditEvent, Membership, Organization, User
-from hatidata_auth.services import audit, audit_log
+from hatidata_auth.services import audit, audit_queries
 from tests.audit_support import tampering
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -144,7 +144,7 @@ def test_export_streams_in_batches(app: Flask) -> None:
     """The export is a generator over a cursor: the first line comes before the range is read."""
     org_id = _org(app, "Acme", events=7)
     with app.app_context():
-        stream = audit_log.iter_events(db.session, org_id, batch=2)
+        stream = audit_queries.iter_events(db.session, org_id, batch=2)
         first = next(stream)
         assert first.seq == 1
         assert next(stream).seq == 2

@@ -28,7 +28,7 @@ WRITERS = 4
 def append_events(url: str, organization_ids: list[str], writer: int, plan: list[int], start_at: float) -> int:
     """In a writer process: one transaction per entry of *plan*, each appending that many events to every
     organization of *organization_ids* (several chains per transaction, as a bulk change does)."""
-    from hatidata_auth.context import Actor
+    from hatidata_auth.causes import Actor
     from hatidata_auth.services import audit as audit_service
 
     engine = create_engine(url)

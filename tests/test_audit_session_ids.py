@@ -17,11 +17,11 @@ from flask import Flask
 from sqlalchemy import select
 
 import hatidata_auth
-from hatidata_auth.context import Actor
+from hatidata_auth.causes import Actor
 from hatidata_auth.extensions import db
 from hatidata_auth.models import AuthSession, Organization, User
 from hatidata_auth.services import audit
-from hatidata_auth.services.audit_log import redacted
+from hatidata_auth.services.audit_queries import redacted
 from tests.auth_support import ACME, GLOBEX, csrf_headers, login, sync_organizations, workos_membership
 from tests.credential_support import bearer, new_key
 

@@ -14,11 +14,11 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from workos.session import seal_data, unseal_data
 
-from hatidata_auth.context import Actor
+from hatidata_auth.causes import Actor
 from hatidata_auth.extensions import db
 from hatidata_auth.models import AuditEvent, AuthSession, Membership, Organization
-from hatidata_auth.services import admin
 from hatidata_auth.services import sessions as session_service
+from hatidata_auth.services import tenant_admin
 from hatidata_auth.services.credentials import Unauthenticated
 from hatidata_auth.services.token_verifier import JwksCache
 from tests.auth_support import (
@@ -394,7 +394,7 @@ def test_organizations_and_switch(app: Flask, client: FlaskClient, orgs: dict[st
         membership = db.session.scalar(select(Membership).where(Membership.organization_id == orgs[ACME],
                                                                 Membership.user_id == user_id))
         assert membership is not None
-        admin.remove_member(db.session, app.extensions["hatidata_workos"].client, organization_id=orgs[ACME],
+        tenant_admin.remove_member(db.session, app.extensions["hatidata_workos"].client, organization_id=orgs[ACME],
                             membership_id=membership.id, actor=Actor.system("test"))
         db.session.commit()
         db.session.remove()

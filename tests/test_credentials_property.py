@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from hatidata_auth.context import Actor
+from hatidata_auth.causes import Actor
 from hatidata_auth.extensions import db
 from hatidata_auth.models import ApiKey, Membership
 from hatidata_auth.roles import ALL_PERMISSIONS, ROLE_ORDER, key_permissions, permissions_for

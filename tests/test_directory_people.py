@@ -10,7 +10,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import select
 
-from hatidata_auth.context import Actor
+from hatidata_auth.causes import Actor
 from hatidata_auth.models import AuditEvent, AuthSession, Membership, User
 from hatidata_auth.services import api_keys, reconcile
 from hatidata_auth.services.directory_people import MIRRORED_FIELDS

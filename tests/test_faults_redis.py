@@ -18,7 +18,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from hatidata_auth.context import Actor
+from hatidata_auth.causes import Actor
 from hatidata_auth.extensions import db
 from hatidata_auth.services import sessions as session_service
 from tests.auth_support import access_token, csrf_headers, login, sync_organizations

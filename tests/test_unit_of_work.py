@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session, SessionEvents
 
-from hatidata_auth.context import Actor
+from hatidata_auth.causes import Actor
 from hatidata_auth.extensions import db
 from hatidata_auth.models import AuthSession, utcnow
 from hatidata_auth.services import audit, events

@@ -16,7 +16,7 @@ from marshmallow import Schema, fields, validate
 from ..errors import AppError
 from ..extensions import db
 from ..identity import Identity, current_identity, runtime
-from ..requests import request_info
+from ..request_hooks import request_info
 from ..roles import ALL_PERMISSIONS
 from ..services import api_keys as key_service
 from ..services import sessions as session_service

@@ -10,7 +10,7 @@ from marshmallow import Schema, fields
 from ..extensions import db
 from ..identity import current_identity, runtime
 from ..models import WebhookEvent
-from ..requests import request_info
+from ..request_hooks import request_info
 from ..services import inbox_admin
 from .common import PageArgsSchema, guard, page_schema, paginate_query, timestamp
 

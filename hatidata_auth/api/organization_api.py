@@ -14,9 +14,9 @@ from marshmallow import Schema, fields, validate
 from ..extensions import db
 from ..identity import current_identity, runtime
 from ..models import ROLES, SIGN_IN_METHODS
-from ..requests import request_info
-from ..services import admin
+from ..request_hooks import request_info
 from ..services import organization_admin as org_service
+from ..services import tenant_admin
 from .common import guard, timestamp
 
 org_blp = Blueprint("organization", __name__, description="The caller's organization: settings, SSO, directory.")
@@ -66,7 +66,7 @@ class SettingsPatchSchema(Schema):
 @org_blp.response(200, SettingsSchema)
 def get_settings() -> dict[str, Any]:
     """The organization's settings."""
-    return admin.settings_view(admin.get_organization(db.session(), current_identity.organization_id))
+    return tenant_admin.settings_view(tenant_admin.get_organization(db.session(), current_identity.organization_id))
 
 
 @org_blp.route("/organization/settings", methods=["PATCH"])
@@ -86,7 +86,7 @@ def update_settings(body: dict[str, Any]) -> dict[str, Any]:
                                       organization_id=identity.organization_id, changes=changes,
                                       actor=identity.actor, request=request_info())
     db.session.commit()
-    return admin.settings_view(org)
+    return tenant_admin.settings_view(org)
 
 
 # --- SSO connection and directory -------------------------------------------------------------------------------

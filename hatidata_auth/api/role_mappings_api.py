@@ -10,7 +10,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 from ..extensions import db
 from ..identity import current_identity, runtime
 from ..models import ROLES
-from ..requests import request_info
+from ..request_hooks import request_info
 from ..services import mapping_admin
 from ..services import role_mapping as mapping_service
 from .common import PageArgsSchema, guard, page_schema, paginate_list

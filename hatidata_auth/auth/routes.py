@@ -12,13 +12,13 @@ from flask_wtf.csrf import generate_csrf
 from werkzeug.wrappers import Response as BaseResponse
 
 from .. import security_reports
-from ..context import Actor
+from ..causes import Actor
 from ..cookie_tokens import clear_session_cookie, set_session_cookie
 from ..errors import AppError
 from ..extensions import db, limiter
 from ..identity import browser_session_required, current_identity, request_tokens, rotate, runtime, seal_tokens
 from ..models import Organization
-from ..requests import request_info
+from ..request_hooks import request_info
 from ..services import auth_policy, session_refresh
 from ..services import login as login_service
 from ..services import organizations as organizations_service
@@ -267,4 +267,4 @@ def switch_organization() -> BaseResponse:
         response = redirect(safe_return_to(str(return_to)), code=303)
     else:
         response = jsonify(organization_id=target.id, name=target.name, role=membership.role)
-    return response  # the new cookie is set from the request's tokens (extension._apply_cookie_changes)
+    return response  # the new cookie is set from the request's tokens (embedding._apply_cookie_changes)

@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from .. import metrics
-from ..context import NO_REQUEST, Actor, RequestInfo
+from ..causes import NO_REQUEST, Actor, RequestInfo
 from ..models import AuditChainHead, AuditEvent, new_id, utcnow
 from ..unit_of_work import AppSession, unit_of_work
 

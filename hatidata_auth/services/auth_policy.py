@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from ..context import NO_REQUEST, Actor, RequestInfo
+from ..causes import NO_REQUEST, Actor, RequestInfo
 from ..errors import AppError, ServiceUnavailable
 from ..models import SIGN_IN_METHODS, AuthSession, Organization, User
 from ..workos import WorkOSClient, WorkOSFailure, translate_errors

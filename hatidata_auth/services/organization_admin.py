@@ -1,6 +1,6 @@
 """An organization as its admins manage it: settings changes, the SSO and directory status, an on-demand resync.
 
-Every function takes the organization's id (ours) and raises :class:`~hatidata_auth.services.admin.NotFound`
+Every function takes the organization's id (ours) and raises :class:`~hatidata_auth.services.tenant_admin.NotFound`
 for an unknown or deleted one.
 """
 
@@ -12,11 +12,11 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ..context import NO_REQUEST, Actor, RequestInfo
+from ..causes import NO_REQUEST, Actor, RequestInfo
 from ..errors import AppError, ServiceUnavailable
 from ..models import DirectoryGroup, DirectoryUser, Organization
 from ..workos import WorkOSClient, WorkOSNotFound, WorkOSUnavailable, translate_errors
-from . import admin, audit, reconcile
+from . import audit, reconcile, tenant_admin
 from . import role_mapping as mapping_service
 
 
@@ -61,11 +61,11 @@ class Resynced:
 
 def change_settings(session: Session, client: WorkOSClient, *, organization_id: str, changes: dict[str, Any],
                     actor: Actor, request: RequestInfo = NO_REQUEST) -> Organization:
-    """Apply settings *changes* (keys of :data:`~hatidata_auth.services.admin.SETTINGS_FIELDS`); both audited,
+    """Apply settings *changes* (keys of :data:`~hatidata_auth.services.tenant_admin.SETTINGS_FIELDS`); both audited,
     flushed, not committed. A ``default_role`` that differs goes through the role-mapping service, which
     recomputes the members in no mapped group in the same transaction."""
     settings = {name: value for name, value in changes.items() if name != "default_role"}
-    org = admin.update_settings(session, organization_id=organization_id, changes=settings, actor=actor,
+    org = tenant_admin.update_settings(session, organization_id=organization_id, changes=settings, actor=actor,
                                 request=request)
     if "default_role" in changes and changes["default_role"] != org.default_role:
         mapping_service.set_default_role(session, client, organization_id=org.id,
@@ -80,7 +80,7 @@ def _live_count(session: Session, model: type[DirectoryUser] | type[DirectoryGro
 
 def sso_status(session: Session, organization_id: str) -> SsoStatus:
     """The organization's SSO connection and directory, as last mirrored from WorkOS."""
-    org = admin.get_organization(session, organization_id)
+    org = tenant_admin.get_organization(session, organization_id)
     directory = None
     if org.directory_id:
         directory = DirectoryStatus(org.directory_id, org.directory_type, org.directory_state,
@@ -100,7 +100,7 @@ def resync_directory(session: Session, client: WorkOSClient, *, organization_id:
     Raises 409 ``directory_not_found`` when WorkOS does not know the directory and :class:`ServiceUnavailable`
     (``Retry-After: 30``) when WorkOS is unavailable; either way the resync's open transaction is rolled back.
     """
-    org = admin.get_organization(session, organization_id)
+    org = tenant_admin.get_organization(session, organization_id)
     org_id, directory_id = org.id, org.directory_id
     audit.record(session, action="directory.resync_requested", actor=actor, organization_id=org_id,
                  target_type="directory", target_id=directory_id, request=request)

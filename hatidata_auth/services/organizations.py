@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from ..context import Actor
+from ..causes import Actor
 from ..models import Organization, utcnow
 from ..workos import WorkOSClient, translate_errors
 from . import audit

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..context import NO_REQUEST, Actor, RequestInfo
+from ..causes import NO_REQUEST, Actor, RequestInfo
 from ..models import ROLES, ApiKey, AuthSession, Membership, utcnow
 from ..unit_of_work import invalidate_after_commit
 from ..workos import WorkOSClient

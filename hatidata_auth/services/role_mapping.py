@@ -25,7 +25,7 @@ from typing import Final
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
-from ..context import NO_REQUEST, Actor, RequestInfo
+from ..causes import NO_REQUEST, Actor, RequestInfo
 from ..errors import AppError
 from ..models import (
     DirectoryGroup,

@@ -25,8 +25,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from .. import metrics
+from ..causes import NO_REQUEST, Actor, RequestInfo
 from ..config import DEFAULTS
-from ..context import NO_REQUEST, Actor, RequestInfo
 from . import audit
 
 log = logging.getLogger(__name__)

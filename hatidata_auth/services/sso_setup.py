@@ -27,7 +27,7 @@ from workos.sso.models import (
     PatchConnectionStandardAttributes,
 )
 
-from ..context import NO_REQUEST, Actor, RequestInfo
+from ..causes import NO_REQUEST, Actor, RequestInfo
 from ..errors import AppError
 from ..idp import IdPPlugin, NormalizedProfile, SamlMetadata
 from ..models import Organization

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from werkzeug.datastructures import FileStorage
 from workos import WorkOSClient
 
-from ..context import Actor, RequestInfo
+from ..causes import Actor, RequestInfo
 from ..idp import IdPPlugin, SamlMetadata, ValidationResult
 from ..models import Organization, WizardProgress
 from ..roles import DEFAULT_ROLE, ROLES

@@ -25,7 +25,7 @@ from ..errors import AppError
 from ..extensions import db
 from ..idp import IdPPlugin, SetupStatus, get_registry
 from ..models import Organization, utcnow
-from ..requests import request_info
+from ..request_hooks import request_info
 from ..roles import Role
 from ..services import alerts, sso_setup
 from ..urls import external_url

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..context import NO_REQUEST, Actor, RequestInfo
+from ..causes import NO_REQUEST, Actor, RequestInfo
 from ..errors import AppError
 from ..idp import IdPPlugin, WizardStep
 from ..models import WizardProgress, utcnow

@@ -18,7 +18,7 @@ from .. import metrics
 from ..config import DEFAULTS
 from ..errors import error_response
 from ..extensions import csrf, db
-from ..requests import request_info
+from ..request_hooks import request_info
 from ..security_reports import report
 from ..services.events import PayloadError
 from ..services.inbox import error_summary, receive, validate_envelope

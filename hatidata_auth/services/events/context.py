@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ...context import NO_REQUEST, Actor, RequestInfo
+from ...causes import NO_REQUEST, Actor, RequestInfo
 from ...models import Membership, Organization, User
 from ...workos import WorkOSClient, WorkOSNotFound
 from .. import audit, role_mapping
