@@ -12,7 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from hatidata_auth.causes import Actor
+from hatidata_auth.causes import Actor, Cause
 from hatidata_auth.extensions import db
 from hatidata_auth.models import SIGN_IN_METHODS, AuditEvent, AuthSession
 from hatidata_auth.services import tenant_admin
@@ -119,7 +119,7 @@ def test_a_method_the_organization_does_not_allow_is_refused(app: Flask, client:
     orgs = sync_organizations(app)
     with app.app_context():
         tenant_admin.update_settings(db.session(), organization_id=orgs[HOOLI], changes={"auth_methods": ["magicauth"]},
-                              actor=Actor.system())
+                              cause=Cause.by(Actor.system()))
         db.session.commit()
         db.session.remove()
     refused = _password_login(client, emulator)

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from hatidata_auth.causes import Actor
+from hatidata_auth.causes import Actor, Cause
 from hatidata_auth.extensions import db
 from hatidata_auth.models import Membership
 from hatidata_auth.roles import ROLE_ORDER, permissions_for
@@ -42,7 +42,7 @@ def _setup(app: Flask, emulator: Any) -> dict[str, str]:
         caller = tenant_admin.grant_admin(session, organization_id=org.id, email="it-ops@umbrella.test",
                                    actor=Actor.system("test"))
         key = key_service.create_key(session, organization_id=org.id, owner_user_id=caller.user_id, name="ops",
-                                     scopes=sorted(permissions_for("admin")), actor=Actor.system("test"))
+                                     scopes=sorted(permissions_for("admin")), cause=Cause.by(Actor.system("test")))
         session.commit()
         out = {"org": org.id, "secret": key.secret, "caller": caller.id}
         session.remove()

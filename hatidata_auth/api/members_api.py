@@ -8,9 +8,8 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from ..extensions import db
-from ..identity import current_identity, runtime
+from ..identity import current_identity, request_cause, runtime
 from ..models import Membership
-from ..request_hooks import request_info
 from ..roles import ROLES
 from ..services import tenant_admin
 from .common import PageArgsSchema, guard, page_schema, paginate_query, timestamp
@@ -96,8 +95,8 @@ def change_member_role(body: dict[str, Any], member_id: str) -> dict[str, Any]:
     identity = current_identity
     membership, user = tenant_admin.change_member_role(db.session(), _client(),
                                                        organization_id=identity.organization_id,
-                                                       membership_id=member_id, role=body["role"], actor=identity.actor,
-                                                       request=request_info())
+                                                       membership_id=member_id, role=body["role"],
+                                                       cause=request_cause())
     db.session.commit()
     return tenant_admin.member_view(membership, user)
 
@@ -109,6 +108,6 @@ def remove_member(member_id: str) -> dict[str, Any]:
     """Remove a member's access: the membership is deprovisioned, their sessions revoked, their keys suspended."""
     identity = current_identity
     membership, user = tenant_admin.remove_member(db.session(), _client(), organization_id=identity.organization_id,
-                                           membership_id=member_id, actor=identity.actor, request=request_info())
+                                           membership_id=member_id, cause=request_cause())
     db.session.commit()
     return tenant_admin.member_view(membership, user)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from ..causes import NO_REQUEST, Actor, RequestInfo
+from ..causes import Cause
 from ..errors import AppError
 from ..models import WebhookEvent
 from ..workos import WorkOSClient
@@ -21,8 +21,7 @@ def failed_query(session: Session, organization_id: str) -> Select[tuple[Webhook
     return inbox.failed_of(tenant_admin.get_organization(session, organization_id))
 
 
-def replay(session: Session, client: WorkOSClient, *, organization_id: str, event_id: str, actor: Actor,
-           request: RequestInfo = NO_REQUEST) -> InboxResult:
+def replay(session: Session, client: WorkOSClient, *, organization_id: str, event_id: str, cause: Cause) -> InboxResult:
     """Apply a stored event of the organization again and audit ``webhook_event.replayed`` (caller commits);
     404 ``not_found`` for an event that is not the organization's."""
     org = tenant_admin.get_organization(session, organization_id)
@@ -30,9 +29,9 @@ def replay(session: Session, client: WorkOSClient, *, organization_id: str, even
     if row is None:
         raise AppError("No such event.", status=404, code="not_found")
     org_id = org.id
-    result = inbox.replay(session, client, event_id, actor=actor)
-    audit.record(session, action="webhook_event.replayed", actor=actor, organization_id=org_id,
-                 target_type="webhook_event", target_id=event_id[:64], request=request,
+    result = inbox.replay(session, client, event_id, cause=Cause.by(cause.actor))
+    audit.record(session, action="webhook_event.replayed", cause=cause, organization_id=org_id,
+                 target_type="webhook_event", target_id=event_id[:64],
                  outcome="success" if result.status != "failed" else "failure",
                  details={"status": result.status, "error": result.error})
     return result
