@@ -168,8 +168,8 @@ def rotate(rt: AuthRuntime, status: SessionStatus | None = None, *, organization
         if then is not None:
             then(current)
     if organization_id is None:
-        session_refresh.record_refresh(db.session(), workos_session_id=status.workos_session_id, cause=Cause.by(actor,
-                                                                                                                request_info()))
+        session_refresh.record_refresh(db.session(), workos_session_id=status.workos_session_id,
+                                       cause=Cause.by(actor, request_info()))
         # A session is made again at every refresh: the organization's current SSO policy must accept it.
         refusal = session_refresh.enforce_after_refresh(db.session(), rt.gateway.client,
                                                         workos_session_id=status.workos_session_id,

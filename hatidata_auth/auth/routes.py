@@ -204,7 +204,7 @@ def logout() -> BaseResponse:
                 actor = Actor("user", record.user_id, actor.email)
                 session_service.revoke_session(db.session(), rt.gateway.client,
                                                organization_id=record.organization_id, session_id=record.id,
-                                               cause=Cause(actor, request=request_info(), reason="logout"))
+                                               cause=Cause.by(actor, request_info(), reason="logout"))
                 db.session.commit()
             target = rt.gateway.client.user_management.get_logout_url(session_id=sid, return_to=home)
     response = redirect(target, code=303)

@@ -183,7 +183,7 @@ def _upsert_membership(db: Session, client: WorkOSClient, org: Organization, use
     else:
         role, source = org.default_role, "default"
     provisioning.set_access(db, client, membership, role=role, role_source=source, active=True,
-                            cause=Cause(Actor("user", user.id, user.email), request=request, reason="login"))
+                            cause=Cause.by(Actor("user", user.id, user.email), request, reason="login"))
     if membership.status != "active":
         raise LoginDenied(f"{org.name} grants no role to new members.",
                           details={"membership_status": membership.status})
@@ -275,7 +275,7 @@ def sync_user_memberships(db: Session, client: WorkOSClient, *, user_id: str, wo
                      target_type="membership", target_id=membership.id,
                      details={"user_id": user_id, "role": role, "source": "login"})
         provisioning.set_access(db, client, membership, role=role, role_source=source, active=True,
-                                cause=Cause(actor or Actor.workos(), reason="login"))
+                                cause=Cause.by(actor or Actor.workos(), reason="login"))
         created += 1
     return created
 

@@ -145,9 +145,8 @@ def enforce_after_refresh(db: Session, client: WorkOSClient | None, *, workos_se
     try:
         auth_policy.check_session(db, record, action="refresh", request=request)
     except SsoRequired as refusal:
-        revoke_records(db, client, [record], cause=Cause(Actor.system("policy"), request=request, source_event_id=None,
-                                                         reason=f"policy_refused:"
-                       f"{refusal.details.get('reason')}"))
+        revoke_records(db, client, [record], cause=Cause.by(Actor.system("policy"), request,
+                                                            reason=f"policy_refused:{refusal.details.get('reason')}"))
         return refusal
     return None
 

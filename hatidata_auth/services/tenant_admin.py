@@ -264,7 +264,7 @@ def grant_admin(session: Session, *, organization_id: str, email: str, actor: Ac
     else:
         details["previous"] = {"role": membership.role, "status": membership.status}
     provisioning.set_access(session, None, membership, role=Role.ADMIN.value, role_source="manual", active=True,
-                            cause=Cause(actor, reason="admin granted"))
+                            cause=Cause.by(actor, reason="admin granted"))
     audit.record(session, action="membership.admin_granted", cause=Cause.by(actor), organization_id=org.id,
                  target_type="membership", target_id=membership.id, details=details)
     session.flush()
