@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     from sqlalchemy.engine import make_url
 
     from hatidata_auth import create_app
-    from hatidata_auth.context import Actor
+    from hatidata_auth.causes import Actor, Cause
     from hatidata_auth.extensions import db
     from hatidata_auth.services import api_keys, organizations
     from hatidata_auth.services import sessions as session_service
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         with app.app_context():
             created = api_keys.create_key(db.session(), organization_id=me["organization_id"],
                                           owner_user_id=me["user_id"], name="bench-agent", scopes=["data:read"],
-                                          actor=Actor.system())
+                                          cause=Cause.by(Actor.system()))
             db.session.commit()
         assert _safe_status(port, "/api/v1/me", token) == 200, "session token rejected"
         assert _safe_status(port, "/api/v1/me", created.secret) == 200, "API key rejected"
@@ -190,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
             with app.app_context():
                 session_service.revoke_session(db.session(), app.extensions["hatidata_workos"].client,
                                                organization_id=trial_me["organization_id"],
-                                               session_id=trial_me["session_id"], actor=Actor.system(),
-                                               reason="bench")
+                                               session_id=trial_me["session_id"], cause=Cause(Actor.system(),
+                                                                                              reason="bench"))
                 db.session.commit()
             returned = time.monotonic()
             delays.append(_until_rejected(port, trial_token, returned))

@@ -172,7 +172,7 @@ def main() -> None:
     from flask_migrate import upgrade
 
     from hatidata_auth import create_app
-    from hatidata_auth.context import Actor
+    from hatidata_auth.causes import Actor
     from hatidata_auth.extensions import db
     from hatidata_auth.models import AuthSession, Organization, User, utcnow
     from hatidata_auth.services import reconcile

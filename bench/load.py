@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one CLI flow (se
     from sqlalchemy.engine import make_url
 
     from hatidata_auth import create_app
-    from hatidata_auth.context import Actor
+    from hatidata_auth.causes import Actor, Cause
     from hatidata_auth.extensions import db
     from hatidata_auth.models import Membership, User, WebhookEvent
     from hatidata_auth.services import api_keys, organizations
@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one CLI flow (se
                 assert membership is not None
                 created = api_keys.create_key(db.session(), organization_id=membership.organization_id,
                                               owner_user_id=user.id, name="load", scopes=["keys:read"],
-                                              actor=Actor.system())
+                                              cause=Cause.by(Actor.system()))
                 load.keys.append(created.secret)
             db.session.commit()
 

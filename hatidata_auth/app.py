@@ -15,7 +15,7 @@ from .errors import register_error_handlers
 from .extensions import cache, csrf, db, limiter, migrate
 from .idp import load_plugins
 from .logs import configure_logging
-from .requests import register_request_hooks
+from .request_hooks import register_request_hooks
 from .workos import WorkOSGateway, WorkOSSettings
 
 MIGRATIONS_DIR = settings.PROJECT_ROOT / "migrations"
@@ -89,7 +89,7 @@ def init_extensions(app: Flask) -> None:
 def register_blueprints(app: Flask) -> None:
     """Mount the core blueprints."""
     from . import health, home, webhooks
-    from .extension import HatiDataAuth
+    from .embedding import HatiDataAuth
 
     app.register_blueprint(health.bp)
     app.register_blueprint(home.bp)

@@ -6,7 +6,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from .context import Actor
+from .causes import Actor
 from .extensions import db
 from .workos import WorkOSClient
 
@@ -199,7 +199,7 @@ def list_idp_plugins() -> None:
 
 
 def _organization_ref(ref: str) -> str:
-    from .services.admin import find_organization
+    from .services.tenant_admin import find_organization
 
     org = find_organization(db.session(), ref)
     if org is None:
@@ -214,7 +214,7 @@ def _organization_ref(ref: str) -> str:
 def create_organization(name: str, domains: tuple[str, ...]) -> None:
     """Create an organization at WorkOS and its tenant here."""
     from .errors import AppError
-    from .services.admin import create_organization as create
+    from .services.tenant_admin import create_organization as create
 
     client = current_app.extensions["hatidata_workos"].client
     try:
@@ -232,7 +232,7 @@ def create_organization(name: str, domains: tuple[str, ...]) -> None:
 def grant_admin(organization: str, email: str) -> None:
     """Make EMAIL an admin of ORGANIZATION (our id, WorkOS id or domain); e.g. the first admin."""
     from .errors import AppError
-    from .services.admin import grant_admin as grant
+    from .services.tenant_admin import grant_admin as grant
 
     try:
         membership = grant(db.session(), organization_id=_organization_ref(organization), email=email,
@@ -264,7 +264,7 @@ def rotate_secret(which: str, endpoint_url: str | None, register: bool) -> None:
         click.echo(f"SECRET_KEY={secrets.token_urlsafe(48)}")
         click.echo("Set it on every worker and restart: CSRF tokens and pending login states are invalidated.")
         return
-    from .services.admin import new_webhook_secret
+    from .services.tenant_admin import new_webhook_secret
 
     secret = new_webhook_secret()
     base_url = str(current_app.config.get("WORKOS_BASE_URL") or "")
@@ -299,7 +299,7 @@ def audit_cli() -> None:
 @with_appcontext
 def audit_verify(organizations: tuple[str, ...]) -> None:
     """Verify hash chains; names the first broken link and exits 1 when one is broken."""
-    from .services.audit_log import verify_all
+    from .services.audit_queries import verify_all
 
     owners = [_organization_ref(ref) for ref in organizations] if organizations else None
     reports = verify_all(db.session(), owners)
@@ -342,7 +342,7 @@ def audit_export(organization: str, since: str | None, until: str | None, fmt: s
     """Stream an organization's events in a time range as NDJSON or CSV (chain order)."""
     from typing import Any, cast
 
-    from .services.audit_log import EXPORT_FORMATS, AuditFilter
+    from .services.audit_queries import EXPORT_FORMATS, AuditFilter
 
     flt = AuditFilter(since=cast(Any, _parse_time(since, "--since")), until=cast(Any, _parse_time(until, "--until")))
     writer, _ = EXPORT_FORMATS[fmt]

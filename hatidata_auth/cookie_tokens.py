@@ -27,9 +27,9 @@ from cryptography.fernet import InvalidToken
 from flask import request
 from workos.session import seal_session_from_auth_response, unseal_data
 
-from .context import Actor
+from .causes import Actor, Cause
 from .extensions import db
-from .requests import request_info
+from .request_hooks import request_info
 from .revocation_bus import LocalCache
 from .services import session_refresh
 from .services.credential_status import SessionStatus
@@ -38,7 +38,7 @@ from .services.credentials import TokenExpired, Unauthenticated, token_hash
 if TYPE_CHECKING:
     from werkzeug.wrappers import Response as BaseResponse
 
-    from .extension import AuthRuntime
+    from .embedding import AuthRuntime
 
 _HOLDER = "hatidata.cookie_data"
 _SET_COOKIE = "hatidata.set_cookie"
@@ -159,7 +159,7 @@ def rotate(rt: AuthRuntime, status: SessionStatus | None = None, *, organization
                 return _adopt(rt, sealed, status.remembered)
             if organization_id is None:
                 session_refresh.record_refresh(db.session(), workos_session_id=status.workos_session_id,
-                                               actor=actor, request=request_info(), failure=failure)
+                                               cause=Cause.by(actor, request_info()), failure=failure)
                 db.session.commit()
             raise
         sealed = seal_tokens(rt, tokens)
@@ -168,8 +168,8 @@ def rotate(rt: AuthRuntime, status: SessionStatus | None = None, *, organization
         if then is not None:
             then(current)
     if organization_id is None:
-        session_refresh.record_refresh(db.session(), workos_session_id=status.workos_session_id, actor=actor,
-                                       request=request_info())
+        session_refresh.record_refresh(db.session(), workos_session_id=status.workos_session_id,
+                                       cause=Cause.by(actor, request_info()))
         # A session is made again at every refresh: the organization's current SSO policy must accept it.
         refusal = session_refresh.enforce_after_refresh(db.session(), rt.gateway.client,
                                                         workos_session_id=status.workos_session_id,

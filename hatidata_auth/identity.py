@@ -19,13 +19,14 @@ from urllib.parse import urlencode
 from flask import current_app, redirect, request
 from werkzeug.local import LocalProxy
 
-from .context import Actor
+from .causes import Actor, Cause
 from .cookie_tokens import CookieSessions as CookieSessions
 from .cookie_tokens import request_tokens, rotate
 from .cookie_tokens import seal_tokens as seal_tokens
 from .cookie_tokens import unseal_cookie as unseal_cookie
 from .errors import AppError
 from .extensions import csrf, db
+from .request_hooks import request_info
 from .roles import permissions_for, role_at_least
 from .security_reports import report as report_failure
 from .services import session_refresh
@@ -36,7 +37,7 @@ from .services.credentials import TokenExpired, Unauthenticated, token_hash
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from .extension import AuthRuntime
+    from .embedding import AuthRuntime
 
 F = TypeVar("F", bound=Callable[..., Any])
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
@@ -87,7 +88,7 @@ class TooManyAttempts(AppError):
 
 
 def runtime() -> AuthRuntime:
-    """The :class:`~hatidata_auth.extension.AuthRuntime` of the current app."""
+    """The :class:`~hatidata_auth.embedding.AuthRuntime` of the current app."""
     return cast("AuthRuntime", current_app.extensions["hatidata_auth"])
 
 
@@ -104,6 +105,11 @@ def get_identity() -> Identity | None:
 
 
 current_identity: Identity = cast(Identity, LocalProxy(get_identity))
+
+
+def request_cause(*, reason: str | None = None) -> Cause:
+    """The cause of what a view changes: the current identity acting through the current request."""
+    return Cause.by(current_identity.actor, request_info(), reason=reason)
 
 
 def _resolve() -> Identity | None:

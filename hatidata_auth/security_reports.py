@@ -11,9 +11,9 @@ from typing import Any
 
 from flask import current_app
 
-from .context import Actor
+from .causes import Actor, Cause
 from .extensions import cache, db
-from .requests import request_info
+from .request_hooks import request_info
 from .services import security_events
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,8 @@ def report(kind: str, reason: str, sample: str = "", *, organization_id: str | N
     session = db.session()
     try:
         security_events.note(session, shared_cache(), kind=kind, reason=reason, sample=sample,
-                             organization_id=organization_id, actor=actor, request=request_info(),
+                             organization_id=organization_id,
+                             cause=Cause.by(actor or Actor(type="anonymous"), request_info()),
                              window=window(), target_type=target_type, target_id=target_id)
         session.commit()
     except Exception:  # an audit failure must not turn a rejection into an acceptance

@@ -13,7 +13,7 @@ from typing import Any
 from flask import Flask
 from sqlalchemy import select
 
-from hatidata_auth.context import Actor, RequestInfo
+from hatidata_auth.causes import Actor, Cause, RequestInfo
 from hatidata_auth.extensions import db
 from hatidata_auth.models import (
     ApiKey,
@@ -76,7 +76,7 @@ def make_tenant(app: Flask, name: str) -> Tenant:
             tenant.users[role] = membership.user_id
             created = key_service.create_key(session, organization_id=org.id, owner_user_id=membership.user_id,
                                              name=f"{role} key", scopes=sorted(permissions_for(role)),
-                                             actor=Actor("user", membership.user_id))
+                                             cause=Cause.by(Actor("user", membership.user_id)))
             tenant.keys[role] = created.secret
         directory_member = _member(session, org, f"synced@{slug}.test", "developer", source="directory")
         directory_member.role_source = "mapping"
@@ -91,14 +91,16 @@ def make_tenant(app: Flask, name: str) -> Tenant:
                               role="admin", priority=0)
         session.add(mapping)
         victim_key = key_service.create_key(session, organization_id=org.id, owner_user_id=victim.user_id,
-                                            name="victim key", scopes=["data:read"], actor=Actor.system())
+                                            name="victim key", scopes=["data:read"], cause=Cause.by(Actor.system()))
         session.flush()
         tenant.ids["session"] = record.id
         tenant.ids["mapping"] = mapping.id
         tenant.ids["key"] = victim_key.key.id
-        event = audit.record(session, action="test.seeded", actor=Actor.system("test"), organization_id=org.id,
-                             target_type="organization", target_id=org.id,
-                             request=RequestInfo(ip_address="10.0.0.1", user_agent="pytest", request_id="req-seed"))
+        event = audit.record(session, action="test.seeded", organization_id=org.id,
+                             cause=Cause.by(Actor.system("test"), RequestInfo(ip_address="10.0.0.1",
+                                                                              user_agent="pytest",
+                                                                              request_id="req-seed")),
+                             target_type="organization", target_id=org.id)
         tenant.ids["audit_event"] = event.public_id
         inbox_event = WebhookEvent(event_id=f"event_{slug}_failed", event_type="dsync.user.created",
                                    payload={"id": f"event_{slug}_failed", "event": "dsync.user.created",

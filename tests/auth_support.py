@@ -19,7 +19,7 @@ def sync_organizations(app: Flask) -> dict[str, str]:
     """Mirror the emulator's organizations; returns WorkOS org id -> our org id."""
     from sqlalchemy import select
 
-    from hatidata_auth.context import Actor
+    from hatidata_auth.causes import Actor
     from hatidata_auth.extensions import db
     from hatidata_auth.models import Organization
     from hatidata_auth.services import organizations

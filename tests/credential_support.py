@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask
 from sqlalchemy import select
 
-from hatidata_auth.context import Actor
+from hatidata_auth.causes import Actor, Cause
 from hatidata_auth.extensions import db
 from hatidata_auth.models import ApiKey, AuthSession, Membership, utcnow
 from hatidata_auth.services import api_keys as key_service
@@ -27,7 +27,7 @@ def new_key(app: Flask, organization_id: str, owner_user_id: str, scopes: list[s
     with app.app_context():
         created = key_service.create_key(db.session, organization_id=organization_id, owner_user_id=owner_user_id,
                                          name=f"key {uuid.uuid4().hex[:6]}", scopes=scopes,
-                                         actor=Actor("user", owner_user_id))
+                                         cause=Cause.by(Actor("user", owner_user_id)))
         db.session.commit()
         db.session.remove()
     return created.key.id, created.secret

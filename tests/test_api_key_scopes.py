@@ -10,7 +10,7 @@ from __future__ import annotations
 from flask import Flask
 from flask.testing import FlaskClient
 
-from hatidata_auth.context import Actor
+from hatidata_auth.causes import Actor, Cause
 from hatidata_auth.extensions import db
 from hatidata_auth.roles import permissions_for
 from hatidata_auth.services import api_keys as key_service
@@ -22,7 +22,7 @@ def _key_without(app: Flask, client: FlaskClient, tenant: Tenant, missing: str) 
     with app.app_context():
         created = key_service.create_key(
             db.session, organization_id=tenant.id, owner_user_id=tenant.users["admin"], name=f"no {missing}",
-            scopes=sorted(permissions_for("admin") - {missing}), actor=Actor("user", tenant.users["admin"]))
+            scopes=sorted(permissions_for("admin") - {missing}), cause=Cause.by(Actor("user", tenant.users["admin"])))
         db.session.commit()
     # First use records last_used_at (throttled afterwards), which is not a change made by the operations.
     assert client.get("/api/v1/me", headers={"Authorization": f"Bearer {created.secret}"}).status_code == 200

@@ -10,7 +10,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from hatidata_auth.context import Actor
+from hatidata_auth.causes import Actor, Cause
 from hatidata_auth.extensions import db
 from hatidata_auth.models import ApiKey, AuditEvent, utcnow
 from hatidata_auth.services import api_keys as key_service
@@ -159,7 +159,8 @@ def test_suspend_user_keys_and_reinstate(app: Flask, dev: FlaskClient) -> None:
     me = dev.get("/api/v1/me").get_json()
     with app.app_context():
         count = key_service.suspend_user_keys(db.session(), organization_id=me["organization_id"],
-                                              user_id=me["user_id"], actor=Actor.workos(), source_event_id="evt_1")
+                                              user_id=me["user_id"], cause=Cause(Actor.workos(),
+                                                                                 source_event_id="evt_1"))
         db.session.commit()
         events = db.session.scalars(select(AuditEvent).where(AuditEvent.action == "api_key.suspended")).all()
         assert {e.source_event_id for e in events} == {"evt_1"}

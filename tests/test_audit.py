@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from hatidata_auth.context import Actor, RequestInfo
+from hatidata_auth.causes import Actor, Cause, RequestInfo
 from hatidata_auth.models import AuditEvent, Organization
 from hatidata_auth.services import audit
 from hatidata_auth.unit_of_work import AppSession
@@ -24,9 +24,10 @@ def _org(db_session: Any, name: str) -> Organization:
 
 def _record_three(db_session: Any, org: Organization) -> None:
     for action in ("session.created", "api_key.created", "session.revoked"):
-        audit.record(db_session, action=action, actor=Actor(type="user", id="usr_1", email="a@x.test"),
-                     organization_id=org.id, target_type="session", target_id="ses_1",
-                     request=RequestInfo(ip_address="10.0.0.1", user_agent="pytest", request_id="r1"))
+        audit.record(db_session, action=action, cause=Cause.by(Actor(type="user", id="usr_1", email="a@x.test"),
+                                                               RequestInfo(ip_address="10.0.0.1", user_agent="pytest",
+                                                                           request_id="r1")),
+                     organization_id=org.id, target_type="session", target_id="ses_1")
     db_session.commit()
 
 
@@ -71,7 +72,7 @@ def test_deleted_event_is_detected(db_session: Any) -> None:
 def test_audit_event_rolls_back_with_its_change(db_session: Any) -> None:
     org = _org(db_session, "Acme")
     db_session.commit()
-    audit.record(db_session, action="organization.updated", actor=Actor.system(), organization_id=org.id)
+    audit.record(db_session, action="organization.updated", cause=Cause.by(Actor.system()), organization_id=org.id)
     org.name = "Acme 2"
     db_session.rollback()
     assert audit.count(db_session, org.id) == 0
@@ -92,7 +93,7 @@ def test_concurrent_appends_keep_one_unbroken_chain(app: Any, db_session: Any) -
             with app.app_context(), AppSession(db.engine) as session:
                 for i in range(15):
                     for j in range(1 + (n + i) % 3):  # one to three events per transaction
-                        audit.record(session, action="test.concurrent", actor=Actor.system(f"w{n}"),
+                        audit.record(session, action="test.concurrent", cause=Cause.by(Actor.system(f"w{n}")),
                                      organization_id=org_id, details={"writer": n, "txn": i, "event": j})
                     session.commit()
         except BaseException as exc:  # noqa: BLE001 - reported by the assertion below

@@ -14,10 +14,10 @@ from flask import Flask
 from sqlalchemy import select, text, update
 from sqlalchemy.exc import DBAPIError
 
-from hatidata_auth.context import Actor, RequestInfo
+from hatidata_auth.causes import Actor, Cause, RequestInfo
 from hatidata_auth.extensions import db
 from hatidata_auth.models import AuditEvent, Membership, Organization, User
-from hatidata_auth.services import audit, audit_log
+from hatidata_auth.services import audit, audit_queries
 from tests.audit_support import tampering
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -29,9 +29,10 @@ def _org(app: Flask, name: str, events: int = 4) -> str:
         db.session.add(org)
         db.session.flush()
         for i in range(events):
-            audit.record(db.session, action=f"test.action{i % 2}", actor=Actor("user", "usr_1", "a@x.test"),
+            audit.record(db.session, action=f"test.action{i % 2}",
+                         cause=Cause.by(Actor("user", "usr_1", "a@x.test"),
+                                        RequestInfo("10.0.0.1", "pytest, \"quoted\"", f"req-{i}")),
                          organization_id=org.id, target_type="session", target_id=f"ses_{i}",
-                         request=RequestInfo("10.0.0.1", "pytest, \"quoted\"", f"req-{i}"),
                          details={"i": i, "text": "comma, newline\nand ünïcode"}, at=T0 + timedelta(hours=i))
         db.session.commit()
         org_id = org.id
@@ -144,7 +145,7 @@ def test_export_streams_in_batches(app: Flask) -> None:
     """The export is a generator over a cursor: the first line comes before the range is read."""
     org_id = _org(app, "Acme", events=7)
     with app.app_context():
-        stream = audit_log.iter_events(db.session, org_id, batch=2)
+        stream = audit_queries.iter_events(db.session, org_id, batch=2)
         first = next(stream)
         assert first.seq == 1
         assert next(stream).seq == 2

@@ -28,7 +28,7 @@ WRITERS = 4
 def append_events(url: str, organization_ids: list[str], writer: int, plan: list[int], start_at: float) -> int:
     """In a writer process: one transaction per entry of *plan*, each appending that many events to every
     organization of *organization_ids* (several chains per transaction, as a bulk change does)."""
-    from hatidata_auth.context import Actor
+    from hatidata_auth.causes import Actor, Cause
     from hatidata_auth.services import audit as audit_service
 
     engine = create_engine(url)
@@ -39,7 +39,8 @@ def append_events(url: str, organization_ids: list[str], writer: int, plan: list
             for txn, size in enumerate(plan):
                 for organization_id in organization_ids:
                     for event in range(size):
-                        audit_service.record(session, action="test.concurrent", actor=Actor.system(f"w{writer}"),
+                        audit_service.record(session, action="test.concurrent",
+                                             cause=Cause.by(Actor.system(f"w{writer}")),
                                              organization_id=organization_id,
                                              details={"writer": writer, "txn": txn, "event": event})
                         written += 1

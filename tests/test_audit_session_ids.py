@@ -17,11 +17,11 @@ from flask import Flask
 from sqlalchemy import select
 
 import hatidata_auth
-from hatidata_auth.context import Actor
+from hatidata_auth.causes import Actor, Cause
 from hatidata_auth.extensions import db
 from hatidata_auth.models import AuthSession, Organization, User
 from hatidata_auth.services import audit
-from hatidata_auth.services.audit_log import redacted
+from hatidata_auth.services.audit_queries import redacted
 from tests.auth_support import ACME, GLOBEX, csrf_headers, login, sync_organizations, workos_membership
 from tests.credential_support import bearer, new_key
 
@@ -86,7 +86,8 @@ def scenario(app: Flask) -> dict[str, Any]:
         assert org is not None
         # A row as written before this rule: the WorkOS id in its details (its hash covers it; never rewritten).
         old_details = {"workos_session_id": old_sid, "nested": [{"workos_session_id": old_sid}]}
-        audit.record(db.session, action="auth.login.succeeded", actor=Actor("user", admin_id), organization_id=globex,
+        audit.record(db.session, action="auth.login.succeeded", cause=Cause.by(Actor("user", admin_id)),
+                     organization_id=globex,
                      target_type="session", target_id=viewer_session_id, details=old_details)
         db.session.commit()
         db.session.remove()

@@ -12,10 +12,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from hatidata_auth.context import Actor
+from hatidata_auth.causes import Actor, Cause
 from hatidata_auth.extensions import db
 from hatidata_auth.models import SIGN_IN_METHODS, AuditEvent, AuthSession
-from hatidata_auth.services import admin
+from hatidata_auth.services import tenant_admin
 from tests.api_support import Tenant, headers_for, make_tenant
 from tests.auth_support import callback_path, cookie_value, start_login, sync_organizations
 
@@ -118,8 +118,8 @@ def test_a_method_the_organization_does_not_allow_is_refused(app: Flask, client:
                                                              emulator: Any) -> None:
     orgs = sync_organizations(app)
     with app.app_context():
-        admin.update_settings(db.session(), organization_id=orgs[HOOLI], changes={"auth_methods": ["magicauth"]},
-                              actor=Actor.system())
+        tenant_admin.update_settings(db.session(), organization_id=orgs[HOOLI], changes={"auth_methods": ["magicauth"]},
+                              cause=Cause.by(Actor.system()))
         db.session.commit()
         db.session.remove()
     refused = _password_login(client, emulator)

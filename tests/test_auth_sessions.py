@@ -14,11 +14,11 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from workos.session import seal_data, unseal_data
 
-from hatidata_auth.context import Actor
+from hatidata_auth.causes import Actor, Cause
 from hatidata_auth.extensions import db
 from hatidata_auth.models import AuditEvent, AuthSession, Membership, Organization
-from hatidata_auth.services import admin
 from hatidata_auth.services import sessions as session_service
+from hatidata_auth.services import tenant_admin
 from hatidata_auth.services.credentials import Unauthenticated
 from hatidata_auth.services.token_verifier import JwksCache
 from tests.auth_support import (
@@ -315,7 +315,7 @@ def test_revoke_all_sessions_of_a_user_and_of_an_org(app: Flask, signed_in: Flas
     with app.app_context():
         count = session_service.revoke_organization_sessions(
             db.session(), app.extensions["hatidata_workos"].client, organization_id=orgs[ACME],
-            actor=Actor.system(), reason="incident")
+            cause=Cause(Actor.system(), reason="incident"))
         db.session.commit()
     assert count == 2  # the viewer's and the admin's
     assert viewer.get("/api/v1/me").status_code == 401
@@ -326,11 +326,11 @@ def test_revoke_by_workos_session_id_for_webhooks(app: Flask, signed_in: FlaskCl
     sid = _claims(app, signed_in)["sid"]
     with app.app_context():
         assert session_service.revoke_by_workos_session_id(
-            db.session(), app.extensions["hatidata_workos"].client, workos_session_id=sid, actor=Actor.workos(),
-            reason="session.revoked webhook", source_event_id="event_1", call_workos=False)
+            db.session(), app.extensions["hatidata_workos"].client, workos_session_id=sid,
+            cause=Cause.from_event("event_1", reason="session.revoked webhook"), call_workos=False)
         db.session.commit()
         assert not session_service.revoke_by_workos_session_id(
-            db.session(), None, workos_session_id="session_unknown", actor=Actor.workos(), reason="x")
+            db.session(), None, workos_session_id="session_unknown", cause=Cause(Actor.workos(), reason="x"))
         event = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "session.revoked"))
         assert event is not None
         assert event.source_event_id == "event_1"
@@ -394,8 +394,8 @@ def test_organizations_and_switch(app: Flask, client: FlaskClient, orgs: dict[st
         membership = db.session.scalar(select(Membership).where(Membership.organization_id == orgs[ACME],
                                                                 Membership.user_id == user_id))
         assert membership is not None
-        admin.remove_member(db.session, app.extensions["hatidata_workos"].client, organization_id=orgs[ACME],
-                            membership_id=membership.id, actor=Actor.system("test"))
+        tenant_admin.remove_member(db.session, app.extensions["hatidata_workos"].client, organization_id=orgs[ACME],
+                            membership_id=membership.id, cause=Cause.by(Actor.system("test")))
         db.session.commit()
         db.session.remove()
     assert client.get("/api/v1/me").status_code == 401
@@ -463,7 +463,7 @@ def test_membership_change_revokes_through_the_cache(app: Flask, signed_in: Flas
         membership.status = "deprovisioned"
         count = session_service.revoke_user_sessions(
             db.session(), app.extensions["hatidata_workos"].client, organization_id=me["organization_id"],
-            user_id=me["user_id"], actor=Actor.workos(), reason="deprovisioned", source_event_id="event_x")
+            user_id=me["user_id"], cause=Cause(Actor.workos(), source_event_id="event_x", reason="deprovisioned"))
         db.session.commit()
     assert count == 1
     assert signed_in.get("/api/v1/me").status_code == 401

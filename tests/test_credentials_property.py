@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from hatidata_auth.context import Actor
+from hatidata_auth.causes import Actor, Cause
 from hatidata_auth.extensions import db
 from hatidata_auth.models import ApiKey, Membership
 from hatidata_auth.roles import ALL_PERMISSIONS, ROLE_ORDER, key_permissions, permissions_for
@@ -93,8 +93,8 @@ class World:
                                                                     Membership.user_id == self.users[member]))
             assert membership is not None
             provisioning.set_access(db.session, self.app.extensions["hatidata_workos"].client, membership,
-                                    role=role, role_source="manual", active=active, actor=Actor.system("test"),
-                                    reason="property test")
+                                    role=role, role_source="manual", active=active, cause=Cause(Actor.system("test"),
+                                                                                                reason="property test"))
             db.session.commit()
             db.session.remove()
 

@@ -10,7 +10,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import select
 
-from hatidata_auth.context import Actor
+from hatidata_auth.causes import Actor, Cause
 from hatidata_auth.models import AuditEvent, AuthSession, Membership, User
 from hatidata_auth.services import api_keys, reconcile
 from hatidata_auth.services.directory_people import MIRRORED_FIELDS
@@ -234,7 +234,7 @@ def api_admin(app: Flask, db_session: Any) -> Callable[..., Any]:
                                                                Membership.status == "active"))
             created = api_keys.create_key(db_session, organization_id=org_id, owner_user_id=admin.user_id,
                                           name="mirror check", scopes=["members:read"],
-                                          actor=Actor("user", admin.user_id))
+                                          cause=Cause.by(Actor("user", admin.user_id)))
             db_session.commit()
             secrets[org_id] = created.secret
         response = client.get(path, headers={"Authorization": f"Bearer {secrets[org_id]}"})

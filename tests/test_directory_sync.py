@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from workos.organization_membership import RoleSingle
 
-from hatidata_auth.context import Actor
+from hatidata_auth.causes import Actor, Cause
 from hatidata_auth.models import (
     ApiKey,
     AuditEvent,
@@ -174,12 +174,12 @@ def test_directory_deletion_deactivates_everything(db_session: Any, orgs: dict[s
 def test_no_access_default(db_session: Any, workos_client: Any, orgs: dict[str, Any]) -> None:
     acme = orgs["acme.test"]
     result = role_mapping.set_default_role(db_session, workos_client, organization_id=acme.id, default_role=None,
-                                           actor=Actor.system("test"))
+                                           cause=Cause.by(Actor.system("test")))
     db_session.commit()
     assert result.changes == []  # everyone is in a mapped group
     specs = [s for s in role_mapping.list_mappings(db_session, acme.id) if s.role != "viewer"]
     role_mapping.replace_mappings(db_session, workos_client, organization_id=acme.id, specs=specs,
-                                  actor=Actor.system("test"))
+                                  cause=Cause.by(Actor.system("test")))
     db_session.commit()
     assert member_roles(db_session, acme.id)["viewer@acme.test"] == ("viewer", "inactive")
 
@@ -202,7 +202,7 @@ def test_preview_explain_and_bulk_recompute(db_session: Any, workos_client: Any,
     assert why.decision.mapping is not None
     assert why.decision.mapping.role == "developer"
     result = role_mapping.replace_mappings(db_session, workos_client, organization_id=acme.id, specs=proposal,
-                                           actor=Actor.system("test"))
+                                           cause=Cause.by(Actor.system("test")))
     db_session.commit()
     assert len(result.changes) == 3
     assert member_roles(db_session, acme.id)["dev@acme.test"] == ("admin", "active")
@@ -411,7 +411,7 @@ def test_a_directory_role_change_is_seen_at_once_by_sessions_and_keys(
     assert client.get("/api/v1/me").get_json()["role"] == "developer"  # the session's status is now cached
     user = db_session.scalar(select(User).where(User.email == "dev@acme.test"))
     created = api_keys.create_key(db_session, organization_id=acme.id, owner_user_id=user.id, name="agent",
-                                  scopes=["data:read"], actor=Actor.system("test"))
+                                  scopes=["data:read"], cause=Cause.by(Actor.system("test")))
     db_session.commit()
     key_headers = {"Authorization": f"Bearer {created.secret}"}
     assert app.test_client().get("/api/v1/me", headers=key_headers).get_json()["role"] == "developer"  # cached

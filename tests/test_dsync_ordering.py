@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from hatidata_auth.context import Actor
+from hatidata_auth.causes import Actor
 from hatidata_auth.models import DirectoryGroup, DirectoryGroupMembership, DirectoryUser, Membership, Organization
 from hatidata_auth.services import reconcile, role_mapping
 from tests.conftest import _empty_tables

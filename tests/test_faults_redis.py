@@ -18,7 +18,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from hatidata_auth.context import Actor
+from hatidata_auth.causes import Actor, Cause
 from hatidata_auth.extensions import db
 from hatidata_auth.services import sessions as session_service
 from tests.auth_support import access_token, csrf_headers, login, sync_organizations
@@ -81,7 +81,7 @@ def test_redis_down_keeps_serving_from_the_database_and_fails_closed(
         with app.app_context():
             session_service.revoke_session(db.session(), app.extensions["hatidata_workos"].client,
                                            organization_id=me["organization_id"], session_id=me["session_id"],
-                                           actor=Actor.system(), reason="test")
+                                           cause=Cause(Actor.system(), reason="test"))
             db.session.commit()
         assert burst(other.url, token, 32) == {401}
         assert client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401
@@ -90,7 +90,7 @@ def test_redis_down_keeps_serving_from_the_database_and_fails_closed(
             from hatidata_auth.services import api_keys as key_service
 
             key_service.revoke_key(db.session(), organization_id=me["organization_id"],
-                                   key_id=created["key"]["id"], actor=Actor.system(), reason="test")
+                                   key_id=created["key"]["id"], cause=Cause(Actor.system(), reason="test"))
             db.session.commit()
         assert burst(other.url, key, 32) <= {401, 429}  # 429: the failed-key limiter kicks in, also a refusal
 

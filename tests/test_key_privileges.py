@@ -9,7 +9,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from hatidata_auth.context import Actor
+from hatidata_auth.causes import Actor, Cause
 from hatidata_auth.extensions import db
 from hatidata_auth.roles import key_permissions, permissions_for
 from hatidata_auth.services import api_keys as key_service
@@ -26,7 +26,7 @@ def kestrel(app: Flask) -> Tenant:
 
 def _suspend(app: Flask, tenant: Tenant, key_id: str) -> None:
     with app.app_context():
-        key_service.suspend_key(db.session, organization_id=tenant.id, key_id=key_id, actor=Actor.system())
+        key_service.suspend_key(db.session, organization_id=tenant.id, key_id=key_id, cause=Cause.by(Actor.system()))
         db.session.commit()
         db.session.remove()
 

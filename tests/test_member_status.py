@@ -16,12 +16,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from hatidata_auth.context import Actor
+from hatidata_auth.causes import Actor, Cause
 from hatidata_auth.extensions import db
 from hatidata_auth.models import Membership
 from hatidata_auth.roles import ROLE_ORDER, permissions_for
-from hatidata_auth.services import admin, reconcile
 from hatidata_auth.services import api_keys as key_service
+from hatidata_auth.services import reconcile, tenant_admin
 from tests.conftest import _empty_tables
 from tests.support.dsync import mirror_organizations, post_event
 from tests.support.servers import EmulatorControl, http_json
@@ -39,10 +39,10 @@ def _setup(app: Flask, emulator: Any) -> dict[str, str]:
         org = mirror_organizations(session, client)["umbrella.test"]
         reconcile.full_resync(session, client, organization_id=org.id)
         reconcile.ensure_demo_mappings(session, client, organization_id=org.id, actor=Actor.system("test"))
-        caller = admin.grant_admin(session, organization_id=org.id, email="it-ops@umbrella.test",
+        caller = tenant_admin.grant_admin(session, organization_id=org.id, email="it-ops@umbrella.test",
                                    actor=Actor.system("test"))
         key = key_service.create_key(session, organization_id=org.id, owner_user_id=caller.user_id, name="ops",
-                                     scopes=sorted(permissions_for("admin")), actor=Actor.system("test"))
+                                     scopes=sorted(permissions_for("admin")), cause=Cause.by(Actor.system("test")))
         session.commit()
         out = {"org": org.id, "secret": key.secret, "caller": caller.id}
         session.remove()

@@ -17,7 +17,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from hatidata_auth.context import Actor
+from hatidata_auth.causes import Actor, Cause
 from hatidata_auth.extensions import db
 from hatidata_auth.revocation_bus import RevocationBus
 from hatidata_auth.services import sessions as session_service
@@ -100,7 +100,7 @@ def test_revocation_is_seen_by_every_worker_at_once(app: Flask, client: FlaskCli
     with app.app_context():
         session_service.revoke_session(db.session(), app.extensions["hatidata_workos"].client,
                                        organization_id=me["organization_id"], session_id=me["session_id"],
-                                       actor=Actor.system(), reason="test")
+                                       cause=Cause(Actor.system(), reason="test"))
         db.session.commit()
     started = time.monotonic()
     while set(_burst(workers, token, 16)) != {401}:

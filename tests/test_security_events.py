@@ -123,7 +123,7 @@ def test_every_callback_failure_is_counted_and_summarized(app: Flask, client: Fl
 
 def test_failed_keys_of_a_known_organization_are_summarized_under_it(app: Flask) -> None:
     """A revoked key's attempts are keyed by its (trusted) organization; unknown keys by "unknown"."""
-    from hatidata_auth.context import Actor
+    from hatidata_auth.causes import Actor, Cause
     from hatidata_auth.extensions import db
     from hatidata_auth.services import api_keys as key_service
     from tests.api_support import make_tenant
@@ -132,10 +132,10 @@ def test_failed_keys_of_a_known_organization_are_summarized_under_it(app: Flask)
     with app.app_context():
         created = key_service.create_key(db.session, organization_id=tenant.id,
                                          owner_user_id=tenant.users["developer"], name="soon revoked",
-                                         scopes=["data:read"], actor=Actor.system("test"))
+                                         scopes=["data:read"], cause=Cause.by(Actor.system("test")))
         db.session.commit()
         key_service.revoke_key(db.session, organization_id=tenant.id, key_id=created.key.id,
-                               actor=Actor.system("test"))
+                               cause=Cause.by(Actor.system("test")))
         db.session.commit()
         db.session.remove()
     client = app.test_client()

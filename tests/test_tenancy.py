@@ -17,7 +17,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from hatidata_auth.context import Actor
+from hatidata_auth.causes import Actor
 from hatidata_auth.extensions import db
 from hatidata_auth.models import AuditEvent, AuthSession, DirectoryUser, Membership, Organization
 from hatidata_auth.services import reconcile

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session, SessionEvents
 
-from hatidata_auth.context import Actor
+from hatidata_auth.causes import Actor, Cause
 from hatidata_auth.extensions import db
 from hatidata_auth.models import AuthSession, utcnow
 from hatidata_auth.services import audit, events
@@ -83,7 +83,7 @@ def test_work_queued_on_a_foreign_session_fails(app: Flask) -> None:
     """Audit events or invalidations queued on a session that would never run them raise at once."""
     with app.app_context(), Session(db.engine) as plain:
         with pytest.raises(NotAUnitOfWork):
-            audit.record(plain, action="test.queued", actor=Actor.system("host"), organization_id=None)
+            audit.record(plain, action="test.queued", cause=Cause.by(Actor.system("host")), organization_id=None)
         with pytest.raises(NotAUnitOfWork):
             invalidate_after_commit(plain, "session", "session_host_1")
     with app.app_context(), AppSession(db.engine) as without_invalidator, pytest.raises(NotAUnitOfWork):

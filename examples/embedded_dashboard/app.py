@@ -23,7 +23,7 @@ from typing import Any
 from flask import Flask, jsonify, render_template_string
 from flask.typing import ResponseReturnValue
 
-from hatidata_auth.extension import HatiDataAuth
+from hatidata_auth import HatiDataAuth
 from hatidata_auth.identity import current_identity, login_required, require_permission, require_role
 
 PAGE = """<!doctype html>

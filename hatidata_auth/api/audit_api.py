@@ -11,7 +11,7 @@ from marshmallow import Schema, fields, validate, validates_schema
 from ..errors import AppError
 from ..extensions import db
 from ..identity import current_identity
-from ..services import audit, audit_log
+from ..services import audit, audit_queries
 from .common import Instant, PageArgsSchema, decode_cursor, encode_cursor, guard, page_schema, timestamp
 
 blp = Blueprint("audit-events", __name__, description="The tamper-evident audit log of the organization.")
@@ -73,7 +73,7 @@ class AuditListArgs(PageArgsSchema, RangeArgs):
 
 
 class ExportArgs(RangeArgs):
-    format = fields.String(load_default="ndjson", validate=validate.OneOf(list(audit_log.EXPORT_FORMATS)))
+    format = fields.String(load_default="ndjson", validate=validate.OneOf(list(audit_queries.EXPORT_FORMATS)))
 
 
 class ChainSchema(Schema):
@@ -92,10 +92,10 @@ def _reveal() -> bool:
     return current_identity.has_permission("sessions:write")
 
 
-def _filter(args: dict[str, Any]) -> audit_log.AuditFilter:
+def _filter(args: dict[str, Any]) -> audit_queries.AuditFilter:
     keys = ("actor_id", "actor_type", "actor_email", "action", "target_type", "target_id", "outcome", "since",
             "until")
-    return audit_log.AuditFilter(**{k: args.get(k) for k in keys})
+    return audit_queries.AuditFilter(**{k: args.get(k) for k in keys})
 
 
 @blp.route("/audit-events", methods=["GET"])
@@ -105,10 +105,10 @@ def _filter(args: dict[str, Any]) -> audit_log.AuditFilter:
 def list_events(args: dict[str, Any]) -> dict[str, Any]:
     """Events, newest first, filtered by actor, action, target, outcome and time range."""
     before = decode_cursor(args.get("cursor"), int)
-    rows, next_seq = audit_log.page(db.session(), current_identity.organization_id, _filter(args),
+    rows, next_seq = audit_queries.page(db.session(), current_identity.organization_id, _filter(args),
                                     before_seq=before, limit=args["limit"])
     reveal = _reveal()
-    return {"data": [audit_log.event_view(e, reveal_session_ids=reveal) for e in rows],
+    return {"data": [audit_queries.event_view(e, reveal_session_ids=reveal) for e in rows],
             "next_cursor": None if next_seq is None else encode_cursor(next_seq)}
 
 
@@ -131,8 +131,8 @@ def verify() -> dict[str, Any]:
 }}})
 def export(args: dict[str, Any]) -> Response:
     """Stream the events of a time range as NDJSON (default) or CSV, without loading the range into memory."""
-    writer, mimetype = audit_log.EXPORT_FORMATS[args["format"]]
-    flt = audit_log.AuditFilter(since=args.get("since"), until=args.get("until"))
+    writer, mimetype = audit_queries.EXPORT_FORMATS[args["format"]]
+    flt = audit_queries.AuditFilter(since=args.get("since"), until=args.get("until"))
     organization_id = current_identity.organization_id
     rows = writer(db.session(), organization_id, flt, reveal_session_ids=_reveal())
     response = Response(stream_with_context(rows), mimetype=mimetype)
@@ -146,7 +146,7 @@ def export(args: dict[str, Any]) -> Response:
 @blp.response(200, AuditEventSchema)
 def get_event(event_id: str) -> dict[str, Any]:
     """One event."""
-    event = audit_log.get_event(db.session(), current_identity.organization_id, event_id)
+    event = audit_queries.get_event(db.session(), current_identity.organization_id, event_id)
     if event is None:
         raise AppError("No such audit event.", status=404, code="not_found")
-    return audit_log.event_view(event, reveal_session_ids=_reveal())
+    return audit_queries.event_view(event, reveal_session_ids=_reveal())

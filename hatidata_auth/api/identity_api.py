@@ -15,8 +15,7 @@ from marshmallow import Schema, fields, validate
 
 from ..errors import AppError
 from ..extensions import db
-from ..identity import Identity, current_identity, runtime
-from ..requests import request_info
+from ..identity import Identity, current_identity, request_cause, runtime
 from ..roles import ALL_PERMISSIONS
 from ..services import api_keys as key_service
 from ..services import sessions as session_service
@@ -203,7 +202,7 @@ def revoke_session(body: dict[str, Any], session_id: str) -> dict[str, Any]:
                        details={"missing_permissions": ["sessions:write"]})
     revoked = session_service.revoke_session(db.session(), runtime().gateway.client,
                                              organization_id=identity.organization_id, session_id=session_id,
-                                             actor=identity.actor, reason=_reason(body), request=request_info())
+                                             cause=request_cause(reason=_reason(body)))
     _commit()
     return {"revoked": revoked, "session_id": session_id}
 
@@ -221,7 +220,7 @@ def revoke_user_sessions(body: dict[str, Any], user_id: str) -> dict[str, Any]:
     identity = current_identity
     count = session_service.revoke_member_sessions(db.session(), runtime().gateway.client,
                                                    organization_id=identity.organization_id, user_id=user_id,
-                                                   actor=identity.actor, reason=_reason(body), request=request_info())
+                                                   cause=request_cause(reason=_reason(body)))
     _commit()
     return {"revoked": count}
 
@@ -235,8 +234,7 @@ def revoke_organization_sessions(body: dict[str, Any]) -> dict[str, Any]:
     identity = current_identity
     count = session_service.revoke_organization_sessions(db.session(), runtime().gateway.client,
                                                          organization_id=identity.organization_id,
-                                                         actor=identity.actor, reason=_reason(body),
-                                                         request=request_info())
+                                                         cause=request_cause(reason=_reason(body)))
     _commit()
     return {"revoked": count}
 
@@ -278,8 +276,7 @@ def create_key(body: dict[str, Any]) -> Response:
         raise AppError("API keys are created by a signed-in member.", status=403, code="forbidden")
     created = key_service.create_key(db.session(), organization_id=identity.organization_id,
                                      owner_user_id=identity.user_id, name=body["name"], scopes=body["scopes"],
-                                     actor=identity.actor, expires_at=body.get("expires_at"),
-                                     request=request_info())
+                                     cause=request_cause(), expires_at=body.get("expires_at"))
     _commit()
     return _no_store(CreatedKeySchema().dump({"secret": created.secret, "key": created.key.to_json()}), 201)
 
@@ -301,7 +298,7 @@ def revoke_key(body: dict[str, Any], key_id: str) -> dict[str, Any]:
     """Revoke a key (at once, everywhere): your own, or any member's with `keys:manage`."""
     identity = current_identity
     view = key_service.revoke_key(db.session(), organization_id=identity.organization_id, key_id=key_id,
-                                  actor=identity.actor, reason=(body or {}).get("reason"), request=request_info(),
+                                  cause=request_cause(reason=(body or {}).get("reason")),
                                   caller=_caller())
     _commit()
     return {"key": view.to_json()}
@@ -317,9 +314,9 @@ def rotate_key(body: dict[str, Any], key_id: str) -> Response:
     identity = current_identity
     grace = (body or {}).get("grace_seconds")
     created = key_service.rotate_key(db.session(), organization_id=identity.organization_id, key_id=key_id,
-                                     actor=identity.actor,
+                                     cause=request_cause(),
                                      grace_seconds=runtime().rotation_grace if grace is None else int(grace),
-                                     request=request_info(), caller=_caller())
+                                     caller=_caller())
     _commit()
     return _no_store(CreatedKeySchema().dump({"secret": created.secret, "key": created.key.to_json()}), 201)
 
@@ -331,7 +328,7 @@ def suspend_key(key_id: str) -> dict[str, Any]:
     """Suspend a key: your own, or any member's with `keys:manage`."""
     identity = current_identity
     view = key_service.suspend_key(db.session(), organization_id=identity.organization_id, key_id=key_id,
-                                   actor=identity.actor, request=request_info(), caller=_caller())
+                                   cause=request_cause(), caller=_caller())
     _commit()
     return {"key": view.to_json()}
 
@@ -343,6 +340,6 @@ def reinstate_key(key_id: str) -> dict[str, Any]:
     """Reinstate a suspended key (never one with a scope you lack)."""
     identity = current_identity
     view = key_service.reinstate_key(db.session(), organization_id=identity.organization_id, key_id=key_id,
-                                     actor=identity.actor, request=request_info(), caller=_caller())
+                                     cause=request_cause(), caller=_caller())
     _commit()
     return {"key": view.to_json()}

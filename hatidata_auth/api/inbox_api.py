@@ -8,9 +8,8 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
 from ..extensions import db
-from ..identity import current_identity, runtime
+from ..identity import current_identity, request_cause, runtime
 from ..models import WebhookEvent
-from ..requests import request_info
 from ..services import inbox_admin
 from .common import PageArgsSchema, guard, page_schema, paginate_query, timestamp
 
@@ -66,7 +65,7 @@ def replay_event(event_id: str) -> dict[str, Any]:
     that is not the organization's."""
     identity = current_identity
     result = inbox_admin.replay(db.session(), runtime().gateway.client, organization_id=identity.organization_id,
-                                event_id=event_id, actor=identity.actor, request=request_info())
+                                event_id=event_id, cause=request_cause())
     db.session.commit()
     return {"event_id": result.event_id, "event_type": result.event_type, "status": result.status,
             "error": result.error, "note": result.note}

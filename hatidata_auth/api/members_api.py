@@ -8,11 +8,10 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from ..extensions import db
-from ..identity import current_identity, runtime
+from ..identity import current_identity, request_cause, runtime
 from ..models import Membership
-from ..requests import request_info
 from ..roles import ROLES
-from ..services import admin
+from ..services import tenant_admin
 from .common import PageArgsSchema, guard, page_schema, paginate_query, timestamp
 
 members_blp = Blueprint("members", __name__, description="Members of the organization.")
@@ -72,11 +71,11 @@ MemberPage = page_schema(MemberSchema, "MemberPage")
 @members_blp.response(200, MemberPage)
 def list_members(args: dict[str, Any]) -> dict[str, Any]:
     """Members, filtered by role, status, source or email."""
-    flt = admin.MemberFilter(role=args.get("role"), status=args.get("status"), source=args.get("source"),
+    flt = tenant_admin.MemberFilter(role=args.get("role"), status=args.get("status"), source=args.get("source"),
                              email=args.get("email"))
-    rows, cursor = paginate_query(db.session(), admin.members_query(_org_id(), flt), Membership.id, args,
+    rows, cursor = paginate_query(db.session(), tenant_admin.members_query(_org_id(), flt), Membership.id, args,
                                   scalars=False)
-    return {"data": [admin.member_view(m, u) for m, u in rows], "next_cursor": cursor}
+    return {"data": [tenant_admin.member_view(m, u) for m, u in rows], "next_cursor": cursor}
 
 
 @members_blp.route("/members/<member_id>", methods=["GET"])
@@ -84,7 +83,7 @@ def list_members(args: dict[str, Any]) -> dict[str, Any]:
 @members_blp.response(200, MemberSchema)
 def get_member(member_id: str) -> dict[str, Any]:
     """One member."""
-    return admin.member_view(*admin.get_member(db.session(), _org_id(), member_id))
+    return tenant_admin.member_view(*tenant_admin.get_member(db.session(), _org_id(), member_id))
 
 
 @members_blp.route("/members/<member_id>", methods=["PATCH"])
@@ -94,11 +93,12 @@ def get_member(member_id: str) -> dict[str, Any]:
 def change_member_role(body: dict[str, Any], member_id: str) -> dict[str, Any]:
     """Change the role of a member the directory does not manage (409 for directory-managed members)."""
     identity = current_identity
-    membership, user = admin.change_member_role(db.session(), _client(), organization_id=identity.organization_id,
-                                                membership_id=member_id, role=body["role"], actor=identity.actor,
-                                                request=request_info())
+    membership, user = tenant_admin.change_member_role(db.session(), _client(),
+                                                       organization_id=identity.organization_id,
+                                                       membership_id=member_id, role=body["role"],
+                                                       cause=request_cause())
     db.session.commit()
-    return admin.member_view(membership, user)
+    return tenant_admin.member_view(membership, user)
 
 
 @members_blp.route("/members/<member_id>", methods=["DELETE"])
@@ -107,7 +107,7 @@ def change_member_role(body: dict[str, Any], member_id: str) -> dict[str, Any]:
 def remove_member(member_id: str) -> dict[str, Any]:
     """Remove a member's access: the membership is deprovisioned, their sessions revoked, their keys suspended."""
     identity = current_identity
-    membership, user = admin.remove_member(db.session(), _client(), organization_id=identity.organization_id,
-                                           membership_id=member_id, actor=identity.actor, request=request_info())
+    membership, user = tenant_admin.remove_member(db.session(), _client(), organization_id=identity.organization_id,
+                                           membership_id=member_id, cause=request_cause())
     db.session.commit()
-    return admin.member_view(membership, user)
+    return tenant_admin.member_view(membership, user)

@@ -12,11 +12,10 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from ..extensions import db
-from ..identity import current_identity, runtime
+from ..identity import current_identity, request_cause, runtime
 from ..models import ROLES, SIGN_IN_METHODS
-from ..requests import request_info
-from ..services import admin
 from ..services import organization_admin as org_service
+from ..services import tenant_admin
 from .common import guard, timestamp
 
 org_blp = Blueprint("organization", __name__, description="The caller's organization: settings, SSO, directory.")
@@ -66,7 +65,7 @@ class SettingsPatchSchema(Schema):
 @org_blp.response(200, SettingsSchema)
 def get_settings() -> dict[str, Any]:
     """The organization's settings."""
-    return admin.settings_view(admin.get_organization(db.session(), current_identity.organization_id))
+    return tenant_admin.settings_view(tenant_admin.get_organization(db.session(), current_identity.organization_id))
 
 
 @org_blp.route("/organization/settings", methods=["PATCH"])
@@ -84,9 +83,9 @@ def update_settings(body: dict[str, Any]) -> dict[str, Any]:
     changes.update({f"session_{name}": policy[name] for name in ("active_ttl", "remembered_ttl") if name in policy})
     org = org_service.change_settings(db.session(), runtime().gateway.client,
                                       organization_id=identity.organization_id, changes=changes,
-                                      actor=identity.actor, request=request_info())
+                                      cause=request_cause())
     db.session.commit()
-    return admin.settings_view(org)
+    return tenant_admin.settings_view(org)
 
 
 # --- SSO connection and directory -------------------------------------------------------------------------------
@@ -126,8 +125,7 @@ def trigger_resync() -> dict[str, Any]:
     503 with ``Retry-After`` when WorkOS is unavailable."""
     identity = current_identity
     done = org_service.resync_directory(db.session(), runtime().gateway.client,
-                                        organization_id=identity.organization_id, actor=identity.actor,
-                                        request=request_info())
+                                        organization_id=identity.organization_id, cause=request_cause())
     report = done.report
     return {"organization_id": done.organization_id, "directory_id": report.directory_id,
             "differences": report.differences, "report": report.to_dict()}

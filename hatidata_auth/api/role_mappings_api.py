@@ -8,9 +8,8 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from ..extensions import db
-from ..identity import current_identity, runtime
+from ..identity import current_identity, request_cause, runtime
 from ..models import ROLES
-from ..requests import request_info
 from ..services import mapping_admin
 from ..services import role_mapping as mapping_service
 from .common import PageArgsSchema, guard, page_schema, paginate_list
@@ -128,8 +127,7 @@ def create_mapping(body: dict[str, Any]) -> dict[str, Any]:
     identity = current_identity
     spec = _spec(body)
     result = mapping_service.add_mapping(db.session(), runtime().gateway.client,
-                                         organization_id=identity.organization_id, spec=spec, actor=identity.actor,
-                                         request=request_info())
+                                         organization_id=identity.organization_id, spec=spec, cause=request_cause())
     db.session.commit()
     return _result(result, spec.key)
 
@@ -143,8 +141,8 @@ def replace_mappings(body: dict[str, Any]) -> dict[str, Any]:
     identity = current_identity
     result = mapping_service.replace_mappings(db.session(), runtime().gateway.client,
                                               organization_id=identity.organization_id,
-                                              specs=[_spec(m) for m in body["mappings"]], actor=identity.actor,
-                                              request=request_info(), **_default_role(body))
+                                              specs=[_spec(m) for m in body["mappings"]], cause=request_cause(),
+                                              **_default_role(body))
     db.session.commit()
     return _result(result)
 
@@ -178,8 +176,7 @@ def update_mapping(body: dict[str, Any], mapping_id: str) -> dict[str, Any]:
     current = mapping_admin.get_mapping(db.session(), identity.organization_id, mapping_id)
     spec = mapping_admin.patched(current, role=body.get("role"), priority=body.get("priority"))
     result = mapping_service.add_mapping(db.session(), runtime().gateway.client,
-                                         organization_id=identity.organization_id, spec=spec, actor=identity.actor,
-                                         request=request_info())
+                                         organization_id=identity.organization_id, spec=spec, cause=request_cause())
     db.session.commit()
     return _result(result, spec.key)
 
@@ -194,8 +191,7 @@ def delete_mapping(mapping_id: str) -> dict[str, Any]:
     result = mapping_service.remove_mapping(db.session(), runtime().gateway.client,
                                             organization_id=identity.organization_id,
                                             identifier_kind=current.identifier_kind,
-                                            group_identifier=current.group_identifier, actor=identity.actor,
-                                            request=request_info())
+                                            group_identifier=current.group_identifier, cause=request_cause())
     db.session.commit()
     return _result(result)
 

@@ -12,13 +12,21 @@ from flask_wtf.csrf import generate_csrf
 from werkzeug.wrappers import Response as BaseResponse
 
 from .. import security_reports
-from ..context import Actor
+from ..causes import Actor, Cause
 from ..cookie_tokens import clear_session_cookie, set_session_cookie
 from ..errors import AppError
 from ..extensions import db, limiter
-from ..identity import browser_session_required, current_identity, request_tokens, rotate, runtime, seal_tokens
+from ..identity import (
+    browser_session_required,
+    current_identity,
+    request_cause,
+    request_tokens,
+    rotate,
+    runtime,
+    seal_tokens,
+)
 from ..models import Organization
-from ..requests import request_info
+from ..request_hooks import request_info
 from ..services import auth_policy, session_refresh
 from ..services import login as login_service
 from ..services import organizations as organizations_service
@@ -196,7 +204,7 @@ def logout() -> BaseResponse:
                 actor = Actor("user", record.user_id, actor.email)
                 session_service.revoke_session(db.session(), rt.gateway.client,
                                                organization_id=record.organization_id, session_id=record.id,
-                                               actor=actor, reason="logout", request=request_info())
+                                               cause=Cause.by(actor, request_info(), reason="logout"))
                 db.session.commit()
             target = rt.gateway.client.user_management.get_logout_url(session_id=sid, return_to=home)
     response = redirect(target, code=303)
@@ -249,8 +257,7 @@ def switch_organization() -> BaseResponse:
     def apply(tokens: dict[str, Any]) -> None:  # committed before another request may use the new tokens
         claims = rt.verifier.verify(str(tokens["access_token"]))
         session_refresh.apply_switch(db.session(), workos_session_id=str(claims["sid"]), target=target,
-                                     user_id=user_id, role=membership.role, actor=identity.actor,
-                                     request=request_info())
+                                     user_id=user_id, role=membership.role, cause=request_cause())
         db.session.commit()
 
     # The request's current tokens (refreshed already if the access token had expired) rotate into the target.
@@ -267,4 +274,4 @@ def switch_organization() -> BaseResponse:
         response = redirect(safe_return_to(str(return_to)), code=303)
     else:
         response = jsonify(organization_id=target.id, name=target.name, role=membership.role)
-    return response  # the new cookie is set from the request's tokens (extension._apply_cookie_changes)
+    return response  # the new cookie is set from the request's tokens (embedding._apply_cookie_changes)

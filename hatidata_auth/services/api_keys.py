@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from ..context import NO_REQUEST, Actor, RequestInfo
+from ..causes import Actor, Cause
 from ..errors import AppError
 from ..models import ApiKey, Membership, User, utcnow
 from ..roles import permissions_for, unknown_scopes
@@ -150,11 +150,9 @@ def _validate_scopes(db: Session, organization_id: str, owner_user_id: str, scop
     return sorted(set(scopes))
 
 
-def _audit(db: Session, action: str, key: ApiKey, actor: Actor, request: RequestInfo,
-           source_event_id: str | None = None, **details: Any) -> None:
-    audit.record(db, action=action, actor=actor, organization_id=key.organization_id, target_type="api_key",
-                 target_id=key.id, request=request, source_event_id=source_event_id,
-                 details={"name": key.name, "prefix": key.prefix, **details})
+def _audit(db: Session, action: str, key: ApiKey, cause: Cause, **details: Any) -> None:
+    audit.record(db, action=action, cause=cause, organization_id=key.organization_id, target_type="api_key",
+                 target_id=key.id, details={"name": key.name, "prefix": key.prefix, **details})
 
 
 def _insert(db: Session, *, organization_id: str, owner_user_id: str, name: str, scopes: list[str],
@@ -172,8 +170,7 @@ def _insert(db: Session, *, organization_id: str, owner_user_id: str, name: str,
 
 
 def create_key(db: Session, *, organization_id: str, owner_user_id: str, name: str, scopes: list[str],
-               actor: Actor, expires_at: datetime | None = None,
-               request: RequestInfo = NO_REQUEST) -> CreatedKey:
+               cause: Cause, expires_at: datetime | None = None) -> CreatedKey:
     """Create a key for an agent owned by a member; its scopes may not exceed the owner's role."""
     name = (name or "").strip()
     if not name or len(name) > 255:
@@ -183,7 +180,7 @@ def create_key(db: Session, *, organization_id: str, owner_user_id: str, name: s
     scopes = _validate_scopes(db, organization_id, owner_user_id, scopes)
     secret, key = _insert(db, organization_id=organization_id, owner_user_id=owner_user_id, name=name,
                           scopes=scopes, expires_at=expires_at)
-    _audit(db, "api_key.created", key, actor, request, scopes=scopes, owner_user_id=owner_user_id,
+    _audit(db, "api_key.created", key, cause, scopes=scopes, owner_user_id=owner_user_id,
            expires_at=expires_at.isoformat() if expires_at else None)
     return CreatedKey(secret=secret, key=ApiKeyView.of(key))
 
@@ -201,29 +198,29 @@ def get_key(db: Session, *, organization_id: str, key_id: str) -> ApiKeyView:
     return ApiKeyView.of(_key(db, organization_id, key_id))
 
 
-def revoke_key(db: Session, *, organization_id: str, key_id: str, actor: Actor, reason: str | None = None,
-               request: RequestInfo = NO_REQUEST, caller: Caller | None = None) -> ApiKeyView:
+def revoke_key(db: Session, *, organization_id: str, key_id: str, cause: Cause,
+               caller: Caller | None = None) -> ApiKeyView:
     """Revoke a key for good (idempotent); 403 when *caller* may not act on it."""
     key = _key(db, organization_id, key_id)
-    _authorize(key, actor, caller)
+    _authorize(key, cause.actor, caller)
     if key.status != "revoked":
         key.status = "revoked"
         key.revoked_at = utcnow()
-        key.revoked_by = str(actor.email or actor.id or actor.type)[:320]
+        key.revoked_by = str(cause.actor.email or cause.actor.id or cause.actor.type)[:320]
         db.flush()
-        _audit(db, "api_key.revoked", key, actor, request, reason=reason)
+        _audit(db, "api_key.revoked", key, cause, reason=cause.reason)
         invalidate_after_commit(db, "api_key", key.id, key.key_hash)
     return ApiKeyView.of(key)
 
 
-def rotate_key(db: Session, *, organization_id: str, key_id: str, actor: Actor, grace_seconds: int,
-               request: RequestInfo = NO_REQUEST, caller: Caller | None = None) -> CreatedKey:
+def rotate_key(db: Session, *, organization_id: str, key_id: str, cause: Cause, grace_seconds: int,
+               caller: Caller | None = None) -> CreatedKey:
     """Issue a replacement key; the old one stays valid for ``grace_seconds`` (0: revoked at once).
 
     403 when *caller* may not act on the key or lacks one of its scopes; 409 when it is not rotatable.
     """
     old = _key(db, organization_id, key_id)
-    _authorize(old, actor, caller, issues_key=True)
+    _authorize(old, cause.actor, caller, issues_key=True)
     if old.status != "active" or (old.grace_until is not None):
         raise AppError("Only an active key that was not rotated yet can be rotated.", status=409,
                        code="invalid_state", details={"status": old.status})
@@ -234,40 +231,39 @@ def rotate_key(db: Session, *, organization_id: str, key_id: str, actor: Actor, 
     now = utcnow()
     if grace_seconds <= 0:
         old.status, old.revoked_at = "revoked", now
-        old.revoked_by = str(actor.email or actor.id or actor.type)[:320]
+        old.revoked_by = str(cause.actor.email or cause.actor.id or cause.actor.type)[:320]
     else:
         old.grace_until = now + timedelta(seconds=grace_seconds)
     db.flush()
-    _audit(db, "api_key.rotated", old, actor, request, new_key_id=new.id, new_prefix=new.prefix,
+    _audit(db, "api_key.rotated", old, cause, new_key_id=new.id, new_prefix=new.prefix,
            grace_seconds=max(grace_seconds, 0))
-    _audit(db, "api_key.created", new, actor, request, scopes=list(new.scopes), rotated_from_id=old.id,
+    _audit(db, "api_key.created", new, cause, scopes=list(new.scopes), rotated_from_id=old.id,
            owner_user_id=new.owner_user_id)
     invalidate_after_commit(db, "api_key", old.id, old.key_hash)
     return CreatedKey(secret=secret, key=ApiKeyView.of(new))
 
 
-def suspend_key(db: Session, *, organization_id: str, key_id: str, actor: Actor,
-                source_event_id: str | None = None, request: RequestInfo = NO_REQUEST,
+def suspend_key(db: Session, *, organization_id: str, key_id: str, cause: Cause,
                 caller: Caller | None = None) -> ApiKeyView:
     """Suspend an active key (an admin may reinstate it); 403 when *caller* may not act on it."""
     key = _key(db, organization_id, key_id)
-    _authorize(key, actor, caller)
+    _authorize(key, cause.actor, caller)
     if key.status == "active":
         key.status = "suspended"
         db.flush()
-        _audit(db, "api_key.suspended", key, actor, request, source_event_id)
+        _audit(db, "api_key.suspended", key, cause)
         invalidate_after_commit(db, "api_key", key.id, key.key_hash)
     return ApiKeyView.of(key)
 
 
-def reinstate_key(db: Session, *, organization_id: str, key_id: str, actor: Actor,
-                  request: RequestInfo = NO_REQUEST, caller: Caller | None = None) -> ApiKeyView:
+def reinstate_key(db: Session, *, organization_id: str, key_id: str, cause: Cause,
+                  caller: Caller | None = None) -> ApiKeyView:
     """Reinstate a suspended key (its owner must be an active member again).
 
     403 unless *caller* holds ``keys:manage`` and every scope of the key; 409/422 for a wrong state or owner.
     """
     key = _key(db, organization_id, key_id)
-    _authorize(key, actor, caller, manage_only=True, issues_key=True)
+    _authorize(key, cause.actor, caller, manage_only=True, issues_key=True)
     if key.status != "suspended":
         raise AppError("Only a suspended key can be reinstated.", status=409, code="invalid_state",
                        details={"status": key.status})
@@ -276,20 +272,20 @@ def reinstate_key(db: Session, *, organization_id: str, key_id: str, actor: Acto
     _validate_scopes(db, organization_id, key.owner_user_id, list(key.scopes or []))
     key.status = "active"
     db.flush()
-    _audit(db, "api_key.reinstated", key, actor, request)
+    _audit(db, "api_key.reinstated", key, cause)
     invalidate_after_commit(db, "api_key", key.id, key.key_hash)
     return ApiKeyView.of(key)
 
 
-def suspend_user_keys(db: Session, *, organization_id: str, user_id: str, actor: Actor,
-                      source_event_id: str | None = None) -> int:
+def suspend_user_keys(db: Session, *, organization_id: str, user_id: str, cause: Cause) -> int:
     """Suspend every active key a user owns in an organization (deprovisioning); returns how many."""
     keys = db.scalars(select(ApiKey).where(ApiKey.organization_id == organization_id,
                                            ApiKey.owner_user_id == user_id, ApiKey.status == "active")).all()
     for key in keys:
         key.status = "suspended"
         db.flush()
-        _audit(db, "api_key.suspended", key, actor, NO_REQUEST, source_event_id, reason="owner deprovisioned")
+        _audit(db, "api_key.suspended", key, Cause.from_event(cause.source_event_id, actor=cause.actor),
+               reason="owner deprovisioned")
         invalidate_after_commit(db, "api_key", key.id, key.key_hash)
     return len(keys)
 

@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from .. import metrics
-from ..context import NO_REQUEST, Actor, RequestInfo
+from ..causes import Cause
 from ..models import AuditChainHead, AuditEvent, new_id, utcnow
 from ..unit_of_work import AppSession, unit_of_work
 
@@ -71,13 +71,11 @@ def record(
     session: Session,
     *,
     action: str,
-    actor: Actor,
+    cause: Cause,
     organization_id: str | None,
     target_type: str | None = None,
     target_id: str | None = None,
     outcome: str = "success",
-    request: RequestInfo = NO_REQUEST,
-    source_event_id: str | None = None,
     details: dict[str, Any] | None = None,
     at: datetime | None = None,
 ) -> AuditEvent:
@@ -91,17 +89,17 @@ def record(
     event = AuditEvent(
         public_id=new_id("evt"),
         organization_id=organization_id,
-        actor_type=actor.type,
-        actor_id=actor.id,
-        actor_email=actor.email,
+        actor_type=cause.actor.type,
+        actor_id=cause.actor.id,
+        actor_email=cause.actor.email,
         action=action,
         target_type=target_type,
         target_id=target_id,
         outcome=outcome,
-        ip_address=request.ip_address,
-        user_agent=(request.user_agent or None) and request.user_agent[:512],
-        request_id=request.request_id,
-        source_event_id=source_event_id,
+        ip_address=cause.request.ip_address,
+        user_agent=(cause.request.user_agent or None) and cause.request.user_agent[:512],
+        request_id=cause.request.request_id,
+        source_event_id=cause.source_event_id,
         details=details or {},
         created_at=at or utcnow(),
     )

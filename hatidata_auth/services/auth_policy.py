@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from ..context import NO_REQUEST, Actor, RequestInfo
+from ..causes import NO_REQUEST, Actor, Cause, RequestInfo
 from ..errors import AppError, ServiceUnavailable
 from ..models import SIGN_IN_METHODS, AuthSession, Organization, User
 from ..workos import WorkOSClient, WorkOSFailure, translate_errors
@@ -175,15 +175,15 @@ def refused(org: Organization, reason: str) -> SsoRequired:
     return SsoRequired(MESSAGES[reason].format(name=org.name), details=details)
 
 
-def check(db: Session, org: Organization, auth: Authentication, *, email: str | None, actor: Actor,
-          action: str, session_id: str | None = None, request: RequestInfo = NO_REQUEST) -> None:
+def check(db: Session, org: Organization, auth: Authentication, *, email: str | None, cause: Cause,
+          action: str, session_id: str | None = None) -> None:
     """Raise :class:`SsoRequired` (after auditing ``auth.policy_refused`` in *org*; the caller commits) when *org*
     does not accept *auth*; *action* names where (``login``, ``refresh``, ``switch``)."""
     reason = refusal(db, org, auth, email)
     if reason is None:
         return
-    audit.record(db, action="auth.policy_refused", actor=actor, organization_id=org.id, outcome="failure",
-                 target_type="session" if session_id else None, target_id=session_id, request=request,
+    audit.record(db, action="auth.policy_refused", cause=cause, organization_id=org.id, outcome="failure",
+                 target_type="session" if session_id else None, target_id=session_id,
                  details={"reason": reason, "at": action, "auth_method": auth.method,
                           "auth_organization_id": auth.organization_id, "auth_connection_id": auth.connection_id})
     raise refused(org, reason)
@@ -196,5 +196,6 @@ def check_session(db: Session, record: AuthSession, *, action: str, request: Req
     user = db.get(User, record.user_id)
     if org is None or user is None:
         raise AppError("The session has ended; sign in again.", status=401, code="unauthenticated")
-    check(db, org, Authentication.of(record), email=user.email, actor=Actor("user", user.id, user.email),
-          action=action, session_id=record.id, request=request)
+    check(db, org, Authentication.of(record), email=user.email, cause=Cause.by(Actor("user", user.id, user.email),
+                                                                               request),
+          action=action, session_id=record.id)

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..context import Actor
+from ..causes import Actor, Cause
 from ..models import DirectoryGroup, Organization
 from ..roles import Role
 from . import role_mapping
@@ -36,5 +36,5 @@ def ensure_demo_mappings(session: Session, client: Any, *, organization_id: str,
             specs.append(role_mapping.MappingSpec("name", group.name, role))
     if not specs:
         return False
-    role_mapping.replace_mappings(session, client, organization_id=organization_id, specs=specs, actor=actor)
+    role_mapping.replace_mappings(session, client, organization_id=organization_id, specs=specs, cause=Cause.by(actor))
     return True

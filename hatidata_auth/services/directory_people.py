@@ -193,8 +193,8 @@ def retire_other_memberships(ctx: EventContext, org: Organization, du: Directory
     for other in memberships_of_directory_user(ctx, org, du):
         if other.id == keep.id:
             continue
-        set_access(ctx.session, ctx.client, other, role=None, role_source="mapping", active=False, actor=ctx.actor,
-                   reason="directory_user_relinked", source_event_id=ctx.event_id, request=ctx.request,
+        set_access(ctx.session, ctx.client, other, role=None, role_source="mapping", active=False,
+                   cause=ctx.cause.with_reason("directory_user_relinked"),
                    details={"directory_user_id": du.workos_id})
         other.directory_user_id = None
         ctx.record("membership.directory_unlinked", organization_id=org.id, target_type="membership",

@@ -21,7 +21,7 @@ from sqlalchemy import ColumnElement, Select, and_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from ..context import NO_REQUEST, Actor, RequestInfo
+from ..causes import Actor, Cause
 from ..errors import is_connection_error
 from ..models import Organization, WebhookEvent, utcnow
 from ..workos import WorkOSClient
@@ -98,11 +98,11 @@ def _record_failure(session: Session, payload: dict[str, Any], source: str, erro
     session.execute(stmt)
 
 
-def _apply(session: Session, client: WorkOSClient, payload: dict[str, Any], request: RequestInfo,
-           actor: Actor) -> EventContext:
+def _apply(session: Session, client: WorkOSClient, payload: dict[str, Any], cause: Cause) -> EventContext:
     handler = handler_for(payload["event"])
     ctx = EventContext(session=session, client=client, event_id=payload["id"], event_type=payload["event"],
-                       event_time=parse_time(payload.get("created_at")) or utcnow(), actor=actor, request=request)
+                       event_time=parse_time(payload.get("created_at")) or utcnow(), actor=cause.actor,
+                       request=cause.request)
     if handler is None:
         ctx.ignore("event type not handled")
         return ctx
@@ -131,13 +131,14 @@ def error_summary(exc: BaseException, limit: int = ERROR_SUMMARY_CHARS) -> str:
 
 
 def receive(session: Session, client: WorkOSClient, payload: dict[str, Any], *, source: str = "webhook",
-            request: RequestInfo = NO_REQUEST, actor: Actor | None = None) -> InboxResult:
-    """Store and apply one verified event exactly once; commits (or rolls back and records the failure).
+            cause: Cause | None = None) -> InboxResult:
+    """Store and apply one verified event exactly once (by WorkOS unless *cause* says who); commits (or rolls back
+    and records the failure).
 
     Raises :class:`PayloadError` (nothing stored) when the envelope or the data has the wrong shape.
     """
     validate_envelope(payload)
-    actor = actor or Actor.workos()
+    cause = cause or Cause.by(Actor.workos())
     event_id, event_type = payload["id"], payload["event"]
     handled = handler_for(event_type) is not None
     now = utcnow()
@@ -154,7 +155,7 @@ def receive(session: Session, client: WorkOSClient, payload: dict[str, Any], *, 
         if not handled:
             session.commit()
             return InboxResult(event_id, event_type, "ignored", note="event type not handled")
-        ctx = _apply(session, client, payload, request, actor)
+        ctx = _apply(session, client, payload, cause)
         if ctx.outcome != "applied" or ctx.note:
             session.execute(update(WebhookEvent).where(WebhookEvent.event_id == event_id)
                             .values(status=ctx.outcome, last_error=ctx.note))
@@ -179,7 +180,7 @@ def receive(session: Session, client: WorkOSClient, payload: dict[str, Any], *, 
         return InboxResult(event_id, event_type, "failed", error=error)
 
 
-def replay(session: Session, client: WorkOSClient, event_id: str, *, actor: Actor | None = None) -> InboxResult:
+def replay(session: Session, client: WorkOSClient, event_id: str, *, cause: Cause | None = None) -> InboxResult:
     """Apply a stored event again (normally a ``failed`` one); duplicates of applied events change nothing."""
     row = session.scalar(select(WebhookEvent).where(WebhookEvent.event_id == event_id))
     if row is None:
@@ -187,7 +188,7 @@ def replay(session: Session, client: WorkOSClient, event_id: str, *, actor: Acto
     payload, source = dict(row.payload), row.source
     session.rollback()
     try:
-        return receive(session, client, payload, source=source, actor=actor or Actor.system("replay"))
+        return receive(session, client, payload, source=source, cause=cause or Cause.by(Actor.system("replay")))
     except PayloadError as exc:
         _record_failure(session, payload, source, error_summary(exc))
         session.commit()

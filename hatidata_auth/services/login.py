@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..context import NO_REQUEST, Actor, RequestInfo
+from ..causes import NO_REQUEST, Actor, Cause, RequestInfo
 from ..errors import AppError, ServiceUnavailable
 from ..models import ROLES, AuthSession, Membership, Organization, User, utcnow
 from ..unit_of_work import invalidate_after_commit
@@ -183,7 +183,7 @@ def _upsert_membership(db: Session, client: WorkOSClient, org: Organization, use
     else:
         role, source = org.default_role, "default"
     provisioning.set_access(db, client, membership, role=role, role_source=source, active=True,
-                            actor=Actor("user", user.id, user.email), reason="login", request=request)
+                            cause=Cause.by(Actor("user", user.id, user.email), request, reason="login"))
     if membership.status != "active":
         raise LoginDenied(f"{org.name} grants no role to new members.",
                           details={"membership_status": membership.status})
@@ -220,8 +220,7 @@ def complete_login(
         raise LoginDenied(f"{org.name} is not active.")
     auth = authentication or Authentication((tokens.authentication_method or "unknown").lower()[:32])
     email = str(tokens.user.get("email") or "").lower()
-    auth_policy.check(db, org, auth, email=email, actor=Actor("user", None, email), action="login",
-                      request=request)
+    auth_policy.check(db, org, auth, email=email, cause=Cause.by(Actor("user", None, email), request), action="login")
     user = _upsert_user(db, org, tokens.user, now)
     membership = _upsert_membership(db, client, org, user, claims.get("role"), request)
     ttl = policy.ttl(org, remember)
@@ -241,8 +240,8 @@ def complete_login(
     record.last_seen_at = now
     record.expires_at = now + timedelta(seconds=ttl)
     db.flush()
-    audit.record(db, action="auth.login.succeeded", actor=Actor("user", user.id, user.email),
-                 organization_id=org.id, target_type="session", target_id=record.id, request=request,
+    audit.record(db, action="auth.login.succeeded", cause=Cause.by(Actor("user", user.id, user.email), request),
+                 organization_id=org.id, target_type="session", target_id=record.id,
                  details={"session_id": record.id, "remembered": remember, "auth_method": record.auth_method,
                           "auth_organization_id": auth.organization_id, "auth_connection_id": auth.connection_id,
                           "role": membership.role})
@@ -272,11 +271,11 @@ def sync_user_memberships(db: Session, client: WorkOSClient, *, user_id: str, wo
                                 role_source=source, workos_membership_id=item.id)
         db.add(membership)
         db.flush()
-        audit.record(db, action="membership.created", actor=actor or Actor.workos(), organization_id=org.id,
+        audit.record(db, action="membership.created", cause=Cause.by(actor or Actor.workos()), organization_id=org.id,
                      target_type="membership", target_id=membership.id,
                      details={"user_id": user_id, "role": role, "source": "login"})
         provisioning.set_access(db, client, membership, role=role, role_source=source, active=True,
-                                actor=actor or Actor.workos(), reason="login")
+                                cause=Cause.by(actor or Actor.workos(), reason="login"))
         created += 1
     return created
 
@@ -292,5 +291,5 @@ def record_login_failure(db: Session, cache: Any, *, reason: str, email: str | N
     """
     security_events.note(db, cache, kind="login_failure", reason=reason,
                          sample=security_events.describe(details or {}), organization_id=organization_id,
-                         actor=Actor("user", None, security_events.clean(email, 320) or None), request=request,
+                         cause=Cause.by(Actor("user", None, security_events.clean(email, 320) or None), request),
                          window=window, clock=clock)

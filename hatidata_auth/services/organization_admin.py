@@ -1,6 +1,6 @@
 """An organization as its admins manage it: settings changes, the SSO and directory status, an on-demand resync.
 
-Every function takes the organization's id (ours) and raises :class:`~hatidata_auth.services.admin.NotFound`
+Every function takes the organization's id (ours) and raises :class:`~hatidata_auth.services.tenant_admin.NotFound`
 for an unknown or deleted one.
 """
 
@@ -12,11 +12,11 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ..context import NO_REQUEST, Actor, RequestInfo
+from ..causes import Cause
 from ..errors import AppError, ServiceUnavailable
 from ..models import DirectoryGroup, DirectoryUser, Organization
 from ..workos import WorkOSClient, WorkOSNotFound, WorkOSUnavailable, translate_errors
-from . import admin, audit, reconcile
+from . import audit, reconcile, tenant_admin
 from . import role_mapping as mapping_service
 
 
@@ -60,16 +60,15 @@ class Resynced:
 
 
 def change_settings(session: Session, client: WorkOSClient, *, organization_id: str, changes: dict[str, Any],
-                    actor: Actor, request: RequestInfo = NO_REQUEST) -> Organization:
-    """Apply settings *changes* (keys of :data:`~hatidata_auth.services.admin.SETTINGS_FIELDS`); both audited,
+                    cause: Cause) -> Organization:
+    """Apply settings *changes* (keys of :data:`~hatidata_auth.services.tenant_admin.SETTINGS_FIELDS`); both audited,
     flushed, not committed. A ``default_role`` that differs goes through the role-mapping service, which
     recomputes the members in no mapped group in the same transaction."""
     settings = {name: value for name, value in changes.items() if name != "default_role"}
-    org = admin.update_settings(session, organization_id=organization_id, changes=settings, actor=actor,
-                                request=request)
+    org = tenant_admin.update_settings(session, organization_id=organization_id, changes=settings, cause=cause)
     if "default_role" in changes and changes["default_role"] != org.default_role:
         mapping_service.set_default_role(session, client, organization_id=org.id,
-                                         default_role=changes["default_role"], actor=actor, request=request)
+                                         default_role=changes["default_role"], cause=cause)
     return org
 
 
@@ -80,7 +79,7 @@ def _live_count(session: Session, model: type[DirectoryUser] | type[DirectoryGro
 
 def sso_status(session: Session, organization_id: str) -> SsoStatus:
     """The organization's SSO connection and directory, as last mirrored from WorkOS."""
-    org = admin.get_organization(session, organization_id)
+    org = tenant_admin.get_organization(session, organization_id)
     directory = None
     if org.directory_id:
         directory = DirectoryStatus(org.directory_id, org.directory_type, org.directory_state,
@@ -92,22 +91,21 @@ def sso_status(session: Session, organization_id: str) -> SsoStatus:
     return SsoStatus(org.id, org.idp_plugin, org.sso_enforced, connection, directory)
 
 
-def resync_directory(session: Session, client: WorkOSClient, *, organization_id: str, actor: Actor,
-                     request: RequestInfo = NO_REQUEST) -> Resynced:
+def resync_directory(session: Session, client: WorkOSClient, *, organization_id: str, cause: Cause) -> Resynced:
     """Audit the request (committed first, so it stays whatever happens), then run a full resync from WorkOS,
     which commits as it goes.
 
     Raises 409 ``directory_not_found`` when WorkOS does not know the directory and :class:`ServiceUnavailable`
     (``Retry-After: 30``) when WorkOS is unavailable; either way the resync's open transaction is rolled back.
     """
-    org = admin.get_organization(session, organization_id)
+    org = tenant_admin.get_organization(session, organization_id)
     org_id, directory_id = org.id, org.directory_id
-    audit.record(session, action="directory.resync_requested", actor=actor, organization_id=org_id,
-                 target_type="directory", target_id=directory_id, request=request)
+    audit.record(session, action="directory.resync_requested", cause=cause, organization_id=org_id,
+                 target_type="directory", target_id=directory_id)
     session.commit()
     try:
         with translate_errors():
-            report = reconcile.full_resync(session, client, organization_id=org_id, actor=actor)
+            report = reconcile.full_resync(session, client, organization_id=org_id, actor=cause.actor)
     except WorkOSNotFound as exc:
         session.rollback()
         raise AppError("WorkOS does not know this organization's directory.", status=409,

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from ..context import Actor
+from ..causes import Actor, Cause
 from ..models import Organization, utcnow
 from ..workos import WorkOSClient, translate_errors
 from . import audit
@@ -76,7 +76,7 @@ def _upsert(session: Session, workos_org_id: str, fields: dict[str, Any], actor:
         org = Organization(workos_organization_id=workos_org_id, **fields)
         session.add(org)
         session.flush()
-        audit.record(session, action="organization.created", actor=actor, organization_id=org.id,
+        audit.record(session, action="organization.created", cause=Cause.by(actor), organization_id=org.id,
                      target_type="organization", target_id=org.id,
                      details={"workos_organization_id": workos_org_id, "name": org.name})
         return org, "created"
@@ -86,7 +86,7 @@ def _upsert(session: Session, workos_org_id: str, fields: dict[str, Any], actor:
     for key, value in fields.items():
         setattr(org, key, value)
     org.updated_at = utcnow()
-    audit.record(session, action="organization.updated", actor=actor, organization_id=org.id,
+    audit.record(session, action="organization.updated", cause=Cause.by(actor), organization_id=org.id,
                  target_type="organization", target_id=org.id,
                  details={"changed": sorted(changed)})
     return org, "updated"

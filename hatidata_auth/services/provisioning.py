@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..context import NO_REQUEST, Actor, RequestInfo
+from ..causes import Cause
 from ..models import ROLES, ApiKey, AuthSession, Membership, utcnow
 from ..unit_of_work import invalidate_after_commit
 from ..workos import WorkOSClient
@@ -48,28 +48,23 @@ def revoke_member_sessions(
     *,
     organization_id: str,
     user_id: str,
-    actor: Actor,
-    reason: str,
-    source_event_id: str | None = None,
-    request: RequestInfo = NO_REQUEST,
+    cause: Cause,
 ) -> int:
     """Revoke every live session of a user in one organization (here and at WorkOS, via
     ``services.sessions``, which evicts each from the cache once the transaction commits)."""
     from . import sessions as sessions_service
 
     return int(sessions_service.revoke_user_sessions(
-        session, client, organization_id=organization_id, user_id=user_id, actor=actor, reason=reason,
-        source_event_id=source_event_id, request=request,
+        session, client, organization_id=organization_id, user_id=user_id, cause=cause,
     ))
 
 
-def suspend_member_keys(session: Session, *, organization_id: str, user_id: str, actor: Actor,
-                        source_event_id: str | None = None) -> int:
+def suspend_member_keys(session: Session, *, organization_id: str, user_id: str, cause: Cause) -> int:
     """Suspend the active API keys a user owns in one organization (``services.api_keys``)."""
     from . import api_keys
 
     return int(api_keys.suspend_user_keys(session, organization_id=organization_id, user_id=user_id,
-                                          actor=actor, source_event_id=source_event_id))
+                                          cause=cause))
 
 
 def set_access(
@@ -80,10 +75,7 @@ def set_access(
     role: str | None,
     role_source: str,
     active: bool,
-    actor: Actor,
-    reason: str,
-    source_event_id: str | None = None,
-    request: RequestInfo = NO_REQUEST,
+    cause: Cause,
     inactive_status: str = "deprovisioned",
     details: dict[str, Any] | None = None,
 ) -> AccessChange | None:
@@ -111,16 +103,15 @@ def set_access(
     extra = dict(details or {})
 
     def record(action: str, info: dict[str, Any]) -> None:
-        audit.record(session, action=action, actor=actor, organization_id=membership.organization_id,
-                     target_type="membership", target_id=membership.id, source_event_id=source_event_id,
-                     request=request, details={**extra, "user_id": membership.user_id, "reason": reason, **info})
+        audit.record(session, action=action, cause=cause, organization_id=membership.organization_id,
+                     target_type="membership", target_id=membership.id,
+                     details={**extra, "user_id": membership.user_id, "reason": cause.reason, **info})
 
     if change.lost_access:
         revoked = revoke_member_sessions(session, client, organization_id=membership.organization_id,
-                                         user_id=membership.user_id, actor=actor, reason=reason,
-                                         source_event_id=source_event_id, request=request)
+                                         user_id=membership.user_id, cause=cause)
         suspended = suspend_member_keys(session, organization_id=membership.organization_id,
-                                        user_id=membership.user_id, actor=actor, source_event_id=source_event_id)
+                                        user_id=membership.user_id, cause=cause)
         record("membership.deprovisioned", {"status": new_status, "previous_role": old_role,
                                             "sessions_revoked": revoked, "keys_suspended": suspended})
     elif old_status != "active" and new_status == "active":

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..context import Actor
+from ..causes import Actor
 from ..models import (
     DirectoryGroup,
     DirectoryGroupMembership,

@@ -25,7 +25,7 @@ from typing import Final
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
-from ..context import NO_REQUEST, Actor, RequestInfo
+from ..causes import Cause
 from ..errors import AppError
 from ..models import (
     DirectoryGroup,
@@ -213,10 +213,10 @@ def explain(session: Session, *, organization_id: str, user_id: str) -> Explanat
 # --- recomputing and editing --------------------------------------------------------------------------------
 
 
-def recompute_organization(session: Session, client: WorkOSClient, *, organization_id: str, actor: Actor,
-                           reason: str = "role_mapping_changed", source_event_id: str | None = None,
-                           request: RequestInfo = NO_REQUEST) -> RecomputeResult:
+def recompute_organization(session: Session, client: WorkOSClient, *, organization_id: str,
+                           cause: Cause) -> RecomputeResult:
     """Recompute every directory-managed member's role in bulk (2 queries + one write per change)."""
+    cause = cause if cause.reason else cause.with_reason("role_mapping_changed")
     from .provisioning import set_access
 
     org = _organization(session, organization_id)
@@ -231,15 +231,13 @@ def recompute_organization(session: Session, client: WorkOSClient, *, organizati
         if org.status != "active":
             continue
         change = set_access(session, client, membership, role=decision.role, role_source=decision.source,
-                            active=True, actor=actor, reason=reason, source_event_id=source_event_id,
-                            request=request, details=decision_details(decision))
+                            active=True, cause=cause, details=decision_details(decision))
         if change is not None and change.from_role != change.to_role:
             changes.append(RoleChange(membership.user_id, email, change.from_role, change.to_role, decision))
     return RecomputeResult(len(members), changes)
 
 def replace_mappings(session: Session, client: WorkOSClient, *, organization_id: str, specs: Sequence[MappingSpec],
-                     actor: Actor, default_role: str | _Unchanged | None = UNCHANGED,
-                     request: RequestInfo = NO_REQUEST) -> RecomputeResult:
+                     cause: Cause, default_role: str | _Unchanged | None = UNCHANGED) -> RecomputeResult:
     """Replace the organization's whole mapping set (and optionally its default role), then recompute.
 
     The caller commits; the change, the recomputed roles and their audit events are one transaction.
@@ -266,33 +264,32 @@ def replace_mappings(session: Session, client: WorkOSClient, *, organization_id:
         default_role_valid(default_role)
         org.default_role = default_role
     session.flush()
-    audit.record(session, action="role_mapping.replaced", actor=actor, organization_id=organization_id,
-                 target_type="organization", target_id=organization_id, request=request,
+    audit.record(session, action="role_mapping.replaced", cause=cause, organization_id=organization_id,
+                 target_type="organization", target_id=organization_id,
                  details={"before": before, "after": [s.to_dict() for s in specs],
                           "default_role": org.default_role})
-    return recompute_organization(session, client, organization_id=organization_id, actor=actor, request=request)
+    return recompute_organization(session, client, organization_id=organization_id, cause=cause)
 
 
-def add_mapping(session: Session, client: WorkOSClient, *, organization_id: str, spec: MappingSpec, actor: Actor,
-                request: RequestInfo = NO_REQUEST) -> RecomputeResult:
+def add_mapping(session: Session, client: WorkOSClient, *, organization_id: str, spec: MappingSpec,
+                cause: Cause) -> RecomputeResult:
     """Add (or replace, by kind + identifier) one mapping, then recompute."""
     current = [s for s in list_mappings(session, organization_id) if s.key != spec.key]
     return replace_mappings(session, client, organization_id=organization_id, specs=[*current, spec],
-                            actor=actor, request=request)
+                            cause=cause)
 
 
 def remove_mapping(session: Session, client: WorkOSClient, *, organization_id: str, identifier_kind: str,
-                   group_identifier: str, actor: Actor, request: RequestInfo = NO_REQUEST) -> RecomputeResult:
+                   group_identifier: str, cause: Cause) -> RecomputeResult:
     """Remove one mapping, then recompute."""
     current = [s for s in list_mappings(session, organization_id)
                if s.key != (identifier_kind, group_identifier)]
-    return replace_mappings(session, client, organization_id=organization_id, specs=current, actor=actor,
-                            request=request)
+    return replace_mappings(session, client, organization_id=organization_id, specs=current, cause=cause)
 
 
 def set_default_role(session: Session, client: WorkOSClient, *, organization_id: str, default_role: str | None,
-                     actor: Actor, request: RequestInfo = NO_REQUEST) -> RecomputeResult:
+                     cause: Cause) -> RecomputeResult:
     """Change the role of members in no mapped group (``None``: no access), then recompute."""
     return replace_mappings(session, client, organization_id=organization_id,
-                            specs=list_mappings(session, organization_id), actor=actor,
-                            default_role=default_role, request=request)
+                            specs=list_mappings(session, organization_id), cause=cause,
+                            default_role=default_role)

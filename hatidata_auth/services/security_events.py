@@ -25,8 +25,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from .. import metrics
+from ..causes import Actor, Cause
 from ..config import DEFAULTS
-from ..context import NO_REQUEST, Actor, RequestInfo
 from . import audit
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def _keys(kind: str, organization_key: str) -> tuple[str, str]:
 
 
 def note(session: Session, cache: Any, *, kind: str, reason: str, sample: str = "",
-         organization_id: str | None = None, actor: Actor | None = None, request: RequestInfo = NO_REQUEST,
+         organization_id: str | None = None, cause: Cause | None = None,
          window: int = DEFAULT_WINDOW, clock: Callable[[], float] = time.time,
          target_type: str | None = None, target_id: str | None = None) -> Summary | None:
     """Count one unauthenticated failure and, if it is its window's first, add a summary row to *session*.
@@ -80,7 +80,8 @@ def note(session: Session, cache: Any, *, kind: str, reason: str, sample: str = 
     *kind* is one of :data:`KINDS` (``ValueError`` otherwise); *reason* a short code chosen by our code (a
     metric label); *sample* the attacker-supplied text (cleaned and cut here); *organization_id* only when it
     comes from a trusted source (our database, a verified WorkOS answer), else the key is ``unknown``;
-    *window* in seconds; *clock* returns epoch seconds. The caller commits. A cache failure skips the audit
+    *cause* the would-be actor (anonymous by default) and the request; *window* in seconds; *clock* returns epoch
+    seconds. The caller commits. A cache failure skips the audit
     row (the metric still counts): it never raises and never writes more than the bound.
     """
     if kind not in KINDS:
@@ -104,10 +105,11 @@ def note(session: Session, cache: Any, *, kind: str, reason: str, sample: str = 
         log.warning("security event %s not audited: the cache is unavailable", kind, exc_info=True)
         return None
     kept = tuple(str(s) for s in samples if s) or (text,)
-    info = dataclasses.replace(request, user_agent=clean(request.user_agent) or None)
-    audit.record(session, action=KINDS[kind], actor=actor or Actor(type="anonymous"),
+    cause = cause or Cause.by(Actor(type="anonymous"))
+    info = dataclasses.replace(cause.request, user_agent=clean(cause.request.user_agent) or None)
+    audit.record(session, action=KINDS[kind], cause=dataclasses.replace(cause, request=info),
                  organization_id=organization_id, target_type=target_type, target_id=target_id,
-                 outcome="failure", request=info,
+                 outcome="failure",
                  details={"summary": True, "kind": kind, "reason": reason, "count": count,
                           "window_seconds": window, "window_start": window_start, "samples": list(kept)})
     return Summary(kind, organization_key, window_start, count, kept)

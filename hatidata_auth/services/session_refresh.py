@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..context import NO_REQUEST, Actor, RequestInfo
+from ..causes import NO_REQUEST, Actor, Cause, RequestInfo
 from ..errors import AppError
 from ..models import AuthSession, Membership, Organization, utcnow
 from ..unit_of_work import invalidate_after_commit
@@ -114,18 +114,18 @@ def refresh_tokens(client: WorkOSClient, *, refresh_token: str, organization_id:
     return Tokens.from_response(response)
 
 
-def record_refresh(db: Session, *, workos_session_id: str, actor: Actor, request: RequestInfo = NO_REQUEST,
+def record_refresh(db: Session, *, workos_session_id: str, cause: Cause,
                    failure: RefreshFailed | None = None) -> None:
     """Audit a refresh; a terminal failure also ends our record of the session (caller commits)."""
     record = find_by_workos_session_id(db, workos_session_id)
     if record is None:
         return
     if failure is None:
-        audit.record(db, action="session.refreshed", actor=actor, organization_id=record.organization_id,
-                     target_type="session", target_id=record.id, request=request)
+        audit.record(db, action="session.refreshed", cause=cause, organization_id=record.organization_id,
+                     target_type="session", target_id=record.id)
         return
-    audit.record(db, action="session.refresh_failed", actor=actor, organization_id=record.organization_id,
-                 target_type="session", target_id=record.id, request=request, outcome="failure",
+    audit.record(db, action="session.refresh_failed", cause=cause, organization_id=record.organization_id,
+                 target_type="session", target_id=record.id, outcome="failure",
                  details={"cause": failure.cause, "transient": failure.transient})
     if not failure.transient and record.revoked_at is None:
         record.revoked_at = utcnow()
@@ -145,8 +145,8 @@ def enforce_after_refresh(db: Session, client: WorkOSClient | None, *, workos_se
     try:
         auth_policy.check_session(db, record, action="refresh", request=request)
     except SsoRequired as refusal:
-        revoke_records(db, client, [record], actor=Actor.system("policy"), reason=f"policy_refused:"
-                       f"{refusal.details.get('reason')}", source_event_id=None, request=request)
+        revoke_records(db, client, [record], cause=Cause.by(Actor.system("policy"), request,
+                                                            reason=f"policy_refused:{refusal.details.get('reason')}"))
         return refusal
     return None
 
@@ -190,7 +190,7 @@ def check_switch_target(db: Session, *, user_id: str, current_organization_id: s
 
 
 def apply_switch(db: Session, *, workos_session_id: str, target: Organization, user_id: str, role: str | None,
-                 actor: Actor, request: RequestInfo = NO_REQUEST) -> AuthSession:
+                 cause: Cause) -> AuthSession:
     """Move our session record to *target* after WorkOS refreshed it there, and audit it (caller commits)."""
     record = find_by_workos_session_id(db, workos_session_id)
     if record is None or record.revoked_at is not None:
@@ -200,10 +200,10 @@ def apply_switch(db: Session, *, workos_session_id: str, target: Organization, u
     db.flush()
     details = {"from_organization_id": previous, "to_organization_id": target.id, "role": role,
                "session_id": record.id}
-    audit.record(db, action="session.organization_switched", actor=actor, organization_id=target.id,
-                 target_type="session", target_id=record.id, request=request, details=details)
+    audit.record(db, action="session.organization_switched", cause=cause, organization_id=target.id,
+                 target_type="session", target_id=record.id, details=details)
     if previous != target.id:
-        audit.record(db, action="session.organization_switched", actor=actor, organization_id=previous,
-                     target_type="session", target_id=record.id, request=request, details=details)
+        audit.record(db, action="session.organization_switched", cause=cause, organization_id=previous,
+                     target_type="session", target_id=record.id, details=details)
     invalidate_after_commit(db, "session", workos_session_id)
     return record

@@ -16,7 +16,7 @@ from datetime import datetime
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from ..context import NO_REQUEST, Actor, RequestInfo
+from ..causes import Actor, Cause
 from ..errors import AppError
 from ..models import AuthSession, Membership, Organization, utcnow
 from ..unit_of_work import invalidate_after_commit
@@ -121,8 +121,7 @@ def _revoke_at_workos(client: WorkOSClient | None, workos_session_id: str) -> st
     return "revoked"
 
 
-def revoke_records(db: Session, client: WorkOSClient | None, records: Sequence[AuthSession], *, actor: Actor,
-                   reason: str, source_event_id: str | None, request: RequestInfo) -> int:
+def revoke_records(db: Session, client: WorkOSClient | None, records: Sequence[AuthSession], *, cause: Cause) -> int:
     """End each active one of *records* here and at WorkOS (without *client*: here only), audited; how many."""
     now = utcnow()
     count = 0
@@ -130,14 +129,13 @@ def revoke_records(db: Session, client: WorkOSClient | None, records: Sequence[A
         if record.revoked_at is not None:
             continue
         record.revoked_at = now
-        record.revoked_by = _actor_label(actor)
-        record.revoked_reason = reason[:255]
+        record.revoked_by = _actor_label(cause.actor)
+        record.revoked_reason = (cause.reason or "revoked")[:255]
         db.flush()
         workos_outcome = _revoke_at_workos(client, record.workos_session_id)
-        audit.record(db, action="session.revoked", actor=actor, organization_id=record.organization_id,
-                     target_type="session", target_id=record.id, request=request,
-                     source_event_id=source_event_id,
-                     details={"reason": reason, "user_id": record.user_id,
+        audit.record(db, action="session.revoked", cause=cause, organization_id=record.organization_id,
+                     target_type="session", target_id=record.id,
+                     details={"reason": cause.reason, "user_id": record.user_id,
                               "session_id": record.id, "workos": workos_outcome})
         invalidate_after_commit(db, "session", record.workos_session_id)
         count += 1
@@ -145,52 +143,45 @@ def revoke_records(db: Session, client: WorkOSClient | None, records: Sequence[A
 
 
 def revoke_session(db: Session, workos_client: WorkOSClient | None, *, organization_id: str, session_id: str,
-                   actor: Actor, reason: str, source_event_id: str | None = None,
-                   request: RequestInfo = NO_REQUEST) -> bool:
+                   cause: Cause) -> bool:
     """Revoke one session of an organization (by our id); returns whether it was active."""
     record = get_session(db, organization_id=organization_id, session_id=session_id)
     if record is None:
         raise AppError("No such session.", status=404, code="not_found")
-    return revoke_records(db, workos_client, [record], actor=actor, reason=reason,
-                          source_event_id=source_event_id, request=request) == 1
+    return revoke_records(db, workos_client, [record], cause=cause) == 1
 
 
 def revoke_user_sessions(db: Session, workos_client: WorkOSClient | None, *, organization_id: str, user_id: str,
-                         actor: Actor, reason: str, source_event_id: str | None = None,
-                         request: RequestInfo = NO_REQUEST) -> int:
+                         cause: Cause) -> int:
     """Revoke every active session of a user in an organization (here and at WorkOS), and every session that
     organization's sign-in produced, wherever it was switched to since; returns how many."""
     records = db.scalars(select(AuthSession).where(or_(AuthSession.organization_id == organization_id,
                                                        AuthSession.auth_organization_id == organization_id),
                                                    AuthSession.user_id == user_id,
                                                    AuthSession.revoked_at.is_(None))).all()
-    return revoke_records(db, workos_client, records, actor=actor, reason=reason,
-                          source_event_id=source_event_id, request=request)
+    return revoke_records(db, workos_client, records, cause=cause)
 
 
 def revoke_member_sessions(db: Session, workos_client: WorkOSClient | None, *, organization_id: str, user_id: str,
-                           actor: Actor, reason: str, request: RequestInfo = NO_REQUEST) -> int:
+                           cause: Cause) -> int:
     """:func:`revoke_user_sessions` for a member of the organization (any status); 404 for anyone else."""
     member = db.scalar(select(Membership.id).where(Membership.organization_id == organization_id,
                                                    Membership.user_id == user_id))
     if member is None:
         raise AppError("No such member.", status=404, code="not_found")
-    return revoke_user_sessions(db, workos_client, organization_id=organization_id, user_id=user_id, actor=actor,
-                                reason=reason, request=request)
+    return revoke_user_sessions(db, workos_client, organization_id=organization_id, user_id=user_id, cause=cause)
 
 
 def revoke_organization_sessions(db: Session, workos_client: WorkOSClient | None, *, organization_id: str,
-                                 actor: Actor, reason: str, source_event_id: str | None = None,
-                                 request: RequestInfo = NO_REQUEST) -> int:
+                                 cause: Cause) -> int:
     """Revoke every active session of an organization; returns how many."""
     records = db.scalars(select(AuthSession).where(AuthSession.organization_id == organization_id,
                                                    AuthSession.revoked_at.is_(None))).all()
-    return revoke_records(db, workos_client, records, actor=actor, reason=reason,
-                          source_event_id=source_event_id, request=request)
+    return revoke_records(db, workos_client, records, cause=cause)
 
 
 def revoke_by_workos_session_id(db: Session, workos_client: WorkOSClient | None, *, workos_session_id: str,
-                                actor: Actor, reason: str, source_event_id: str | None = None,
+                                cause: Cause,
                                 call_workos: bool = True) -> bool:
     """Revoke our record of a WorkOS session (e.g. on ``session.revoked``); returns whether it was active.
 
@@ -199,5 +190,4 @@ def revoke_by_workos_session_id(db: Session, workos_client: WorkOSClient | None,
     record = find_by_workos_session_id(db, workos_session_id)
     if record is None:
         return False
-    return revoke_records(db, workos_client if call_workos else None, [record], actor=actor, reason=reason,
-                          source_event_id=source_event_id, request=NO_REQUEST) == 1
+    return revoke_records(db, workos_client if call_workos else None, [record], cause=cause) == 1

@@ -27,7 +27,7 @@ from workos.sso.models import (
     PatchConnectionStandardAttributes,
 )
 
-from ..context import NO_REQUEST, Actor, RequestInfo
+from ..causes import Cause
 from ..errors import AppError
 from ..idp import IdPPlugin, NormalizedProfile, SamlMetadata
 from ..models import Organization
@@ -93,7 +93,7 @@ def _value(value: Any) -> str:
 
 
 def save_connection(session: Session, client: WorkOSClient, organization: Organization, plugin: IdPPlugin,
-                    protocol: str, sp: SpValues, actor: Actor, request: RequestInfo = NO_REQUEST, *,
+                    protocol: str, sp: SpValues, cause: Cause, *,
                     existing_id: str | None = None, metadata_url: str | None = None,
                     metadata: SamlMetadata | None = None, oidc: OidcSettings | None = None) -> ConnectionResult:
     """Create the organization's WorkOS connection for *plugin*, or update *existing_id*; audited."""
@@ -136,8 +136,8 @@ def save_connection(session: Session, client: WorkOSClient, organization: Organi
     if oidc:
         details.update(discovery_endpoint=oidc.discovery_endpoint, client_id=oidc.client_id)
     audit.record(session, action="sso.connection.created" if result.created else "sso.connection.updated",
-                 actor=actor, organization_id=organization.id, target_type="connection",
-                 target_id=result.connection_id, request=request, details=details)
+                 cause=cause, organization_id=organization.id, target_type="connection",
+                 target_id=result.connection_id, details=details)
     return result
 
 
@@ -251,7 +251,7 @@ def evaluate_profile(session: Session, organization: Organization, plugin: IdPPl
 
 
 def finish_test_login(session: Session, client: WorkOSClient, organization: Organization, plugin: IdPPlugin,
-                      protocol: str, code: str, actor: Actor, request: RequestInfo = NO_REQUEST) -> LoginCheckResult:
+                      protocol: str, code: str, cause: Cause) -> LoginCheckResult:
     """Exchange the test sign-in's code for its profile, evaluate it and audit the outcome (nothing else)."""
     try:
         with translate_errors():
@@ -262,9 +262,9 @@ def finish_test_login(session: Session, client: WorkOSClient, organization: Orga
     if raw.get("organization_id") and raw["organization_id"] != organization.workos_organization_id:
         raise SetupError("The test sign-in came from another organization.", status=403)
     result = evaluate_profile(session, organization, plugin, protocol, raw)
-    audit.record(session, action="sso.test_login", actor=actor, organization_id=organization.id,
+    audit.record(session, action="sso.test_login", cause=cause, organization_id=organization.id,
                  outcome="success" if result.ok else "failure", target_type="connection",
-                 target_id=raw.get("connection_id"), request=request,
+                 target_id=raw.get("connection_id"),
                  details={"plugin": plugin.name, "email": result.profile.email, "groups": list(result.profile.groups),
                           "role": result.role, "problems": [k for k, _ in result.problems]})
     return result
@@ -274,7 +274,7 @@ def finish_test_login(session: Session, client: WorkOSClient, organization: Orga
 
 
 def portal_link(session: Session, client: WorkOSClient, organization: Organization, intent: str, return_url: str,
-                actor: Actor, request: RequestInfo = NO_REQUEST) -> str:
+                cause: Cause) -> str:
     """A WorkOS Admin Portal link (``sso`` or ``dsync``) for the customer's IT team; audited."""
     if intent not in PORTAL_INTENTS:
         raise SetupError(f"intent must be one of {', '.join(PORTAL_INTENTS)}", status=400)
@@ -286,14 +286,14 @@ def portal_link(session: Session, client: WorkOSClient, organization: Organizati
                                                      intent=intent, return_url=return_url).link
     except WorkOSFailure as exc:
         raise SetupError(f"WorkOS refused the Admin Portal link: {exc.message}") from exc
-    audit.record(session, action="sso.admin_portal_link", actor=actor, organization_id=organization.id,
-                 target_type="organization", target_id=organization.id, request=request,
+    audit.record(session, action="sso.admin_portal_link", cause=cause, organization_id=organization.id,
+                 target_type="organization", target_id=organization.id,
                  details={"intent": intent})
     return link
 
 
 def activate(session: Session, client: WorkOSClient, organization: Organization, plugin: IdPPlugin,
-             enforce_sso: bool, actor: Actor, request: RequestInfo = NO_REQUEST) -> str:
+             enforce_sso: bool, cause: Cause) -> str:
     """Make *plugin*'s connection the organization's SSO, optionally enforcing SSO for its domains; audited."""
     if not organization.connection_id:
         raise SetupError("Create the connection before activating it.", status=409)
@@ -308,7 +308,7 @@ def activate(session: Session, client: WorkOSClient, organization: Organization,
     organization.idp_plugin = plugin.name
     organization.connection_state = state
     organization.sso_enforced = enforce_sso
-    audit.record(session, action="sso.activated", actor=actor, organization_id=organization.id,
-                 target_type="connection", target_id=organization.connection_id, request=request,
+    audit.record(session, action="sso.activated", cause=cause, organization_id=organization.id,
+                 target_type="connection", target_id=organization.connection_id,
                  details={"plugin": plugin.name, "enforce_sso": enforce_sso, "domains": list(organization.domains)})
     return state

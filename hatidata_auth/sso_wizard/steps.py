@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 from werkzeug.datastructures import FileStorage
 
-from ..context import Actor, RequestInfo
+from ..causes import Cause
 from ..idp import IdPPlugin, SamlMetadata, ValidationResult
 from ..models import Organization, WizardProgress
 from ..roles import DEFAULT_ROLE, ROLES
@@ -31,8 +31,7 @@ class StepContext:
     organization: Organization
     plugin: IdPPlugin
     progress: WizardProgress
-    actor: Actor
-    request: RequestInfo
+    cause: Cause
     now: datetime
     sp: sso_setup.SpValues
 
@@ -77,8 +76,8 @@ def handle_prerequisites(ctx: StepContext, form: Form, files: Files) -> Outcome:
     if outcome.errors:
         return outcome
     if protocol != ctx.protocol:
-        wizard.reset(ctx.session, ctx.plugin, ctx.progress, ctx.actor, ctx.request, protocol=protocol,
-                     reason="protocol_changed")
+        wizard.reset(ctx.session, ctx.plugin, ctx.progress, ctx.cause.with_reason("protocol_changed"),
+                     protocol=protocol)
     outcome.details = {"protocol": protocol}
     return outcome
 
@@ -152,7 +151,7 @@ def handle_metadata(ctx: StepContext, form: Form, files: Files) -> Outcome:
                      "certificates": [c.sha256_fingerprint for c in metadata.certificates]}
     try:
         conn = sso_setup.save_connection(
-            ctx.session, ctx.client, ctx.organization, ctx.plugin, ctx.protocol, ctx.sp, ctx.actor, ctx.request,
+            ctx.session, ctx.client, ctx.organization, ctx.plugin, ctx.protocol, ctx.sp, ctx.cause,
             existing_id=existing, metadata_url=metadata_url, metadata=metadata, oidc=oidc)
     except sso_setup.SetupError as exc:
         return Outcome(errors={"metadata_url" if metadata_url else "metadata_file" if metadata else
@@ -239,8 +238,7 @@ def handle_role_mapping(ctx: StepContext, form: Form, files: Files) -> Outcome:
                                        default_role=default_role)
         return Outcome(complete=False, render={**render, "preview": changes, "lint": lint})
     result = role_mapping.replace_mappings(ctx.session, ctx.client, organization_id=ctx.organization.id,
-                                           specs=specs, actor=ctx.actor, default_role=default_role,
-                                           request=ctx.request)
+                                           specs=specs, cause=ctx.cause, default_role=default_role)
     saved = [r for r in rows if r["identifier"].strip()]
     return Outcome(data={"mappings": saved, "mapping_lint": lint},
                    details={"mappings": len(specs), "roles_changed": len(result.changes)})
@@ -267,8 +265,7 @@ def handle_activate(ctx: StepContext, form: Form, files: Files) -> Outcome:
     """Activate the connection, optionally enforcing SSO for the organization's domains."""
     enforce = form.get("enforce_sso") == "yes"
     try:
-        state = sso_setup.activate(ctx.session, ctx.client, ctx.organization, ctx.plugin, enforce, ctx.actor,
-                                   ctx.request)
+        state = sso_setup.activate(ctx.session, ctx.client, ctx.organization, ctx.plugin, enforce, ctx.cause)
     except sso_setup.SetupError as exc:
         return Outcome(errors={"activate": exc.message})
     return Outcome(data={"activated": True, "enforce_sso": enforce}, details={"state": state, "enforce_sso": enforce})

@@ -21,11 +21,11 @@ from typing import Any, TypeVar, cast
 from flask import Blueprint, abort, current_app, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response
 
+from ..causes import Cause
 from ..errors import AppError
 from ..extensions import db
 from ..idp import IdPPlugin, SetupStatus, get_registry
 from ..models import Organization, utcnow
-from ..requests import request_info
 from ..roles import Role
 from ..services import alerts, sso_setup
 from ..urls import external_url
@@ -50,6 +50,12 @@ def admin_only(view: F) -> F:
         return view(*args, **kwargs)
 
     return require_role(Role.ADMIN)(cast(F, wrapped))
+
+
+def _cause() -> Cause:
+    from ..identity import request_cause
+
+    return request_cause()
 
 
 def _identity() -> Any:
@@ -95,11 +101,11 @@ def _context(plugin: IdPPlugin, org: Organization) -> step_handlers.StepContext:
     progress = wizard.get_progress(db.session(), org.id, plugin.name)
     if progress is None:
         raise wizard.WizardRefused(f"Start the {plugin.display_name} setup first.", code="wizard_not_started")
-    if wizard.refresh(db.session(), plugin, progress, _identity().actor, request_info()):
+    if wizard.refresh(db.session(), plugin, progress, _cause()):
         db.session.commit()
     return step_handlers.StepContext(
         session=db.session(), client=current_app.extensions["hatidata_workos"].client, organization=org,
-        plugin=plugin, progress=progress, actor=_identity().actor, request=request_info(), now=utcnow(),
+        plugin=plugin, progress=progress, cause=_cause(), now=utcnow(),
         sp=sso_setup.sp_values(sp_base_url(), str(progress.data["sp_key"])),
     )
 
@@ -138,7 +144,7 @@ def start() -> Response:
     """Start or resume the wizard of the chosen plugin."""
     plugin = _plugin(request.form.get("plugin", ""))
     org = _organization()
-    progress = wizard.start(db.session(), org.id, plugin, _identity().actor, request_info())
+    progress = wizard.start(db.session(), org.id, plugin, _cause())
     db.session.commit()
     return redirect(url_for(".step", plugin=plugin.name, key=progress.current_step))
 
@@ -156,7 +162,7 @@ def resume(plugin: str) -> Response:
 def reset(plugin: str) -> Response:
     """Start the wizard over (the connection, if any, is kept and updated by the metadata step)."""
     ctx = _context(_plugin(plugin), _organization())
-    wizard.reset(db.session(), ctx.plugin, ctx.progress, ctx.actor, ctx.request)
+    wizard.reset(db.session(), ctx.plugin, ctx.progress, ctx.cause)
     db.session.commit()
     return redirect(url_for(".step", plugin=plugin, key=ctx.progress.current_step))
 
@@ -207,7 +213,7 @@ def step(plugin: str, key: str) -> Any:
         if current.kind == "test_login":
             return _start_test_login(ctx, key)
         return _render(ctx, key, extra=outcome.render)
-    following = wizard.complete_step(db.session(), ctx.plugin, ctx.progress, key, ctx.actor, ctx.request,
+    following = wizard.complete_step(db.session(), ctx.plugin, ctx.progress, key, ctx.cause,
                                      data=outcome.data, details=outcome.details)
     db.session.commit()
     if following is None:
@@ -246,7 +252,7 @@ def test_login_callback(plugin: str) -> Any:
                        status=400)
     try:
         result = sso_setup.finish_test_login(db.session(), ctx.client, ctx.organization, ctx.plugin, ctx.state.protocol,
-                                             request.args.get("code", ""), ctx.actor, ctx.request)
+                                             request.args.get("code", ""), ctx.cause)
     except sso_setup.SetupError as exc:
         db.session.rollback()
         return _render(ctx, key, {"test_login": exc.message}, status=400)
@@ -264,7 +270,7 @@ def portal_link(plugin: str) -> Any:
     intent = request.form.get("intent", "sso")
     try:
         link = sso_setup.portal_link(db.session(), current_app.extensions["hatidata_workos"].client, org, intent,
-                                     external_url(".index"), _identity().actor, request_info())
+                                     external_url(".index"), _cause())
     except sso_setup.SetupError as exc:
         db.session.rollback()
         return render_template("sso_wizard/portal_link.html", plugin=p, link=None, error=exc.message,

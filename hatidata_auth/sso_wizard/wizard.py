@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..context import NO_REQUEST, Actor, RequestInfo
+from ..causes import Cause
 from ..errors import AppError
 from ..idp import IdPPlugin, WizardStep
 from ..models import WizardProgress, utcnow
@@ -88,8 +88,8 @@ def get_progress(session: Session, organization_id: str, plugin_name: str) -> Wi
                                                        WizardProgress.plugin == plugin_name))
 
 
-def start(session: Session, organization_id: str, plugin: IdPPlugin, actor: Actor,
-          request: RequestInfo = NO_REQUEST, protocol: str = "saml") -> WizardProgress:
+def start(session: Session, organization_id: str, plugin: IdPPlugin, cause: Cause,
+          protocol: str = "saml") -> WizardProgress:
     """Start (or resume) a plugin's wizard for an organization; the caller commits."""
     if protocol not in plugin.protocols:
         raise WizardRefused(f"{plugin.display_name} does not support {protocol.upper()}", code="bad_protocol")
@@ -99,14 +99,14 @@ def start(session: Session, organization_id: str, plugin: IdPPlugin, actor: Acto
     steps = plugin.wizard_steps(protocol)
     progress = WizardProgress(
         organization_id=organization_id, plugin=plugin.name, current_step=steps[0].key,
-        steps_hash=steps_hash(plugin, protocol), completed_steps=[], updated_by=actor.id,
+        steps_hash=steps_hash(plugin, protocol), completed_steps=[], updated_by=cause.actor.id,
         # The key fixes the WorkOS ACS URL and SP Entity ID shown to the admin before the connection exists.
         data={"protocol": protocol, "sp_key": secrets.token_hex(8)},
     )
     session.add(progress)
     session.flush()
-    audit.record(session, action="sso_wizard.started", actor=actor, organization_id=organization_id,
-                 target_type="wizard", target_id=progress.id, request=request,
+    audit.record(session, action="sso_wizard.started", cause=cause, organization_id=organization_id,
+                 target_type="wizard", target_id=progress.id,
                  details={"plugin": plugin.name, "protocol": protocol})
     return progress
 
@@ -119,18 +119,17 @@ def state(plugin: IdPPlugin, progress: WizardProgress) -> WizardState:
                        dict(progress.data or {}), progress.completed_at is not None)
 
 
-def refresh(session: Session, plugin: IdPPlugin, progress: WizardProgress, actor: Actor,
-            request: RequestInfo = NO_REQUEST) -> bool:
+def refresh(session: Session, plugin: IdPPlugin, progress: WizardProgress, cause: Cause) -> bool:
     """Restart a half-done setup whose plugin changed its steps; returns whether it was reset."""
     protocol = str(progress.data.get("protocol", "saml"))
     if protocol in plugin.protocols and progress.steps_hash == steps_hash(plugin, protocol):
         return False
-    reset(session, plugin, progress, actor, request, reason="steps_changed")
+    reset(session, plugin, progress, cause.with_reason("steps_changed"))
     return True
 
 
-def reset(session: Session, plugin: IdPPlugin, progress: WizardProgress, actor: Actor,
-          request: RequestInfo = NO_REQUEST, *, protocol: str | None = None, reason: str = "restarted") -> None:
+def reset(session: Session, plugin: IdPPlugin, progress: WizardProgress, cause: Cause, *,
+          protocol: str | None = None) -> None:
     """Start over at the first step (keeping the SP key, so the IdP app need not change)."""
     protocol = protocol or str(progress.data.get("protocol", "saml"))
     if protocol not in plugin.protocols:
@@ -142,11 +141,11 @@ def reset(session: Session, plugin: IdPPlugin, progress: WizardProgress, actor: 
     progress.completed_steps = []
     progress.steps_hash = steps_hash(plugin, protocol)
     progress.completed_at = None
-    progress.updated_by = actor.id
+    progress.updated_by = cause.actor.id
     progress.updated_at = utcnow()
-    audit.record(session, action="sso_wizard.reset", actor=actor, organization_id=progress.organization_id,
-                 target_type="wizard", target_id=progress.id, request=request,
-                 details={"plugin": plugin.name, "protocol": protocol, "reason": reason})
+    audit.record(session, action="sso_wizard.reset", cause=cause, organization_id=progress.organization_id,
+                 target_type="wizard", target_id=progress.id,
+                 details={"plugin": plugin.name, "protocol": protocol, "reason": cause.reason or "restarted"})
 
 
 def require_reachable(plugin: IdPPlugin, progress: WizardProgress, key: str) -> WizardStep:
@@ -169,8 +168,8 @@ def update_data(progress: WizardProgress, updates: Mapping[str, Any]) -> None:
     progress.data = data
 
 
-def complete_step(session: Session, plugin: IdPPlugin, progress: WizardProgress, key: str, actor: Actor,
-                  request: RequestInfo = NO_REQUEST, *, data: Mapping[str, Any] | None = None,
+def complete_step(session: Session, plugin: IdPPlugin, progress: WizardProgress, key: str, cause: Cause,
+                  *, data: Mapping[str, Any] | None = None,
                   details: Mapping[str, Any] | None = None) -> WizardStep | None:
     """Record step *key* as done (with its data), move the current step forward, audit; returns the next step."""
     step = require_reachable(plugin, progress, key)
@@ -186,10 +185,10 @@ def complete_step(session: Session, plugin: IdPPlugin, progress: WizardProgress,
         progress.current_step = following.key
     if following is None:
         progress.completed_at = utcnow()
-    progress.updated_by = actor.id
+    progress.updated_by = cause.actor.id
     progress.updated_at = utcnow()
-    audit.record(session, action="sso_wizard.step_completed", actor=actor, organization_id=progress.organization_id,
-                 target_type="wizard", target_id=progress.id, request=request,
+    audit.record(session, action="sso_wizard.step_completed", cause=cause, organization_id=progress.organization_id,
+                 target_type="wizard", target_id=progress.id,
                  details={"plugin": plugin.name, "step": step.key, "kind": step.kind, **(details or {})})
     return following
 

@@ -15,10 +15,11 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from workos.events.models import EventSchema
 
 from .. import metrics
+from ..causes import Actor, Cause
 from ..config import DEFAULTS
 from ..errors import error_response
 from ..extensions import csrf, db
-from ..requests import request_info
+from ..request_hooks import request_info
 from ..security_reports import report
 from ..services.events import PayloadError
 from ..services.inbox import error_summary, receive, validate_envelope
@@ -73,7 +74,8 @@ def workos_webhook() -> Any:
         return error_response(400, "malformed_event", "The event is not valid JSON of the expected shape.",
                               {"reason": error_summary(exc)})
     try:
-        result = receive(db.session(), client, payload, source="webhook", request=request_info())
+        result = receive(db.session(), client, payload, source="webhook",
+                         cause=Cause.by(Actor.workos(), request_info()))
     except PayloadError as exc:
         return error_response(400, "malformed_event", "The event data does not have the expected shape.",
                               {"reason": error_summary(exc)})

@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from hatidata_auth.context import Actor
+from hatidata_auth.causes import Actor
 from hatidata_auth.models import (
     AuditEvent,
     DirectoryGroup,

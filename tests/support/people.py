@@ -11,7 +11,7 @@ from flask import Flask
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from hatidata_auth.context import Actor
+from hatidata_auth.causes import Actor
 from hatidata_auth.models import ApiKey, AuthSession, DirectoryUser, Membership, Organization, User, utcnow
 from hatidata_auth.services import reconcile
 from tests.support.dsync import mirror_organizations, post_event

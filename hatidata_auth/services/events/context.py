@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ...context import NO_REQUEST, Actor, RequestInfo
+from ...causes import NO_REQUEST, Actor, Cause, RequestInfo
 from ...models import Membership, Organization, User
 from ...workos import WorkOSClient, WorkOSNotFound
 from .. import audit, role_mapping
@@ -61,13 +61,17 @@ class EventContext:
     # not visible to any other transaction), so the membership lookup is skipped for them.
     new_user_ids: set[str] = field(default_factory=set)
 
+    @property
+    def cause(self) -> Cause:
+        """Why this event's changes happen: its actor, its request (a replay's) and its id."""
+        return Cause(self.actor, self.request, self.event_id)
+
     def record(self, action: str, *, organization_id: str | None, target_type: str | None = None,
                target_id: str | None = None, details: dict[str, Any] | None = None,
                outcome: str = "success") -> None:
         """Audit one change caused by this event."""
-        audit.record(self.session, action=action, actor=self.actor, organization_id=organization_id,
-                     target_type=target_type, target_id=target_id, outcome=outcome, request=self.request,
-                     source_event_id=self.event_id, details=details)
+        audit.record(self.session, action=action, cause=self.cause, organization_id=organization_id,
+                     target_type=target_type, target_id=target_id, outcome=outcome, details=details)
 
     def mappings(self, organization_id: str) -> list[role_mapping.MappingSpec]:
         """The organization's role mappings, read once per event."""

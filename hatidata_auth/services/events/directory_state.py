@@ -174,7 +174,7 @@ def sync_member(ctx: EventContext, org: Organization, du: DirectoryUser, *, reas
                    target_id=membership.id, details={"user_id": user.id, "previous": previous,
                                                      "directory_user_id": du.workos_id})
     set_access(session, ctx.client, membership, role=decision.role, role_source=decision.source, active=True,
-               actor=ctx.actor, reason=reason, source_event_id=ctx.event_id, request=ctx.request,
+               cause=ctx.cause.with_reason(reason),
                details={"directory_user_id": du.workos_id, **role_mapping.decision_details(decision)})
     # A batched unit of work (the resync) checks for splits only where it found one or the person changed.
     if repair_split or link.relinked or ctx.memberships_by_user is None:
@@ -196,7 +196,7 @@ def _deprovision_directory_user(ctx: EventContext, org: Organization, du: Direct
     held = people.memberships_of_directory_user(ctx, org, du)
     for membership in held:
         set_access(ctx.session, ctx.client, membership, role=None, role_source="mapping", active=False,
-                   actor=ctx.actor, reason=why, source_event_id=ctx.event_id, request=ctx.request,
+                   cause=ctx.cause.with_reason(why),
                    details={"directory_user_id": du.workos_id})
     keep = next((m for m in held if m.user_id == du.user_id), None) if len(held) > 1 else None
     if keep is not None:  # a split: the directory user keeps its person's membership only

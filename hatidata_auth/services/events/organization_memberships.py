@@ -72,5 +72,5 @@ def on_organization_membership(ctx: EventContext, data: dict[str, Any]) -> None:
     if not is_role(role):
         role = membership.role or org.default_role
     set_access(ctx.session, ctx.client, membership, role=role, role_source="idp", active=active,
-               actor=ctx.actor, reason=ctx.event_type, source_event_id=ctx.event_id, request=ctx.request,
+               cause=ctx.cause.with_reason(ctx.event_type),
                inactive_status="deprovisioned" if deleted else "inactive")

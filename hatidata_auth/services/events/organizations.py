@@ -61,7 +61,6 @@ def on_organization_deleted(ctx: EventContext, data: dict[str, Any]) -> None:
                                                                 Membership.status == "active")))
     for membership in members:
         set_access(ctx.session, ctx.client, membership, role=None, role_source=membership.role_source,
-                   active=False, actor=ctx.actor, reason="organization_deleted", source_event_id=ctx.event_id,
-                   request=ctx.request)
+                   active=False, cause=ctx.cause.with_reason("organization_deleted"))
     ctx.record("organization.deleted", organization_id=org.id, target_type="organization", target_id=org.id,
                details={"memberships_deprovisioned": len(members)})

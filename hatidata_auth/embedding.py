@@ -14,11 +14,12 @@ from typing import Any
 from flask import Flask, Response, request
 from limits import parse as parse_limit
 
+from . import config
 from .cookie_tokens import clear_session_cookie, set_session_cookie
 from .errors import AppError, ServiceUnavailable, error_response
 from .extensions import cache, csrf, db, limiter
 from .identity import CookieSessions, TooManyAttempts
-from .requests import mark_private
+from .request_hooks import mark_private
 from .revocation_bus import RevocationBus
 from .services.api_keys import UsageRecorder
 from .services.introspection import Introspector, JwksCache, TokenVerifier, default_issuers
@@ -27,35 +28,20 @@ from .shared_lock import SharedLocks
 from .unit_of_work import INVALIDATOR
 from .workos import WorkOSGateway, WorkOSSettings
 
-DEFAULTS: dict[str, Any] = {
-    "HATIDATA_COOKIE_NAME": "hatidata_session",
-    "HATIDATA_SESSION_CACHE_TTL": 300,
-    "HATIDATA_SESSION_ACTIVE_TTL": 24 * 3600,
-    "HATIDATA_SESSION_REMEMBERED_TTL": 7 * 24 * 3600,
-    "HATIDATA_PUBLIC_URL": None,
-    "HATIDATA_LOGIN_STATE_TTL": 600,
-    "HATIDATA_LOGIN_RATE_LIMIT": "30 per minute",
-    "HATIDATA_API_KEY_FAILURE_RATE_LIMIT": "10 per minute",
-    "HATIDATA_API_KEY_PREFIX_FAILURE_RATE_LIMIT": "30 per minute",
-    "HATIDATA_API_KEY_ROTATION_GRACE": 24 * 3600,
-    "HATIDATA_API_KEY_USAGE_INTERVAL": 60,
-    "HATIDATA_SESSION_TOUCH_INTERVAL": 60,
-    "HATIDATA_REFRESH_SUCCESSOR_TTL": 60,
-    "HATIDATA_REFRESH_WAIT": 10,
-    "HATIDATA_REFRESH_LOCK_TTL": None,
-    "HATIDATA_TOKEN_CACHE_SIZE": 10_000,
-    "HATIDATA_JWKS_REFETCH_COOLDOWN": 10,
-    "HATIDATA_JWKS_LIFESPAN": 3600,
-    "HATIDATA_REVOCATION_CHANNEL": None,
-    "WORKOS_JWT_ISSUER": None,
-    "SESSION_COOKIE_SECURE": True,
-    "SESSION_COOKIE_HTTPONLY": True,
-    "SESSION_COOKIE_SAMESITE": "Lax",
-    "RATELIMIT_STORAGE_URI": "memory://",
-    "RATELIMIT_HEADERS_ENABLED": True,
-    "CACHE_TYPE": "SimpleCache",
-    "CACHE_KEY_PREFIX": "hatidata:",
-}
+EMBEDDED_SETTINGS: tuple[str, ...] = (
+    "HATIDATA_COOKIE_NAME", "HATIDATA_SESSION_CACHE_TTL", "HATIDATA_SESSION_ACTIVE_TTL",
+    "HATIDATA_SESSION_REMEMBERED_TTL", "HATIDATA_PUBLIC_URL", "HATIDATA_LOGIN_STATE_TTL",
+    "HATIDATA_LOGIN_RATE_LIMIT", "HATIDATA_API_KEY_FAILURE_RATE_LIMIT", "HATIDATA_API_KEY_PREFIX_FAILURE_RATE_LIMIT",
+    "HATIDATA_API_KEY_ROTATION_GRACE", "HATIDATA_API_KEY_USAGE_INTERVAL", "HATIDATA_SESSION_TOUCH_INTERVAL",
+    "HATIDATA_REFRESH_SUCCESSOR_TTL", "HATIDATA_REFRESH_WAIT", "HATIDATA_REFRESH_LOCK_TTL",
+    "HATIDATA_TOKEN_CACHE_SIZE", "HATIDATA_JWKS_REFETCH_COOLDOWN", "HATIDATA_JWKS_LIFESPAN",
+    "HATIDATA_REVOCATION_CHANNEL", "WORKOS_JWT_ISSUER", "SESSION_COOKIE_SECURE", "SESSION_COOKIE_HTTPONLY",
+    "SESSION_COOKIE_SAMESITE", "RATELIMIT_STORAGE_URI", "RATELIMIT_HEADERS_ENABLED", "CACHE_TYPE",
+    "CACHE_KEY_PREFIX",
+)
+"""The settings ``HatiDataAuth`` fills in on a host app that has not set them."""
+
+DEFAULTS: dict[str, Any] = {key: config.DEFAULTS[key] for key in EMBEDDED_SETTINGS}
 
 _PRIVATE_CACHES = {"SimpleCache", "simple", "NullCache", "null"}
 _BUSES: dict[tuple[str | None, str], RevocationBus] = {}

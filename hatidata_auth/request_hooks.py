@@ -11,8 +11,8 @@ from urllib.parse import urlsplit
 
 from flask import Flask, Response, current_app, g, request
 
+from .causes import RequestInfo
 from .config import DEFAULTS
-from .context import RequestInfo
 
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
 

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session
 
-from ..context import NO_REQUEST, Actor, RequestInfo
+from ..causes import Actor, Cause
 from ..errors import AppError
 from ..models import SIGN_IN_METHODS, Membership, Organization, User, utcnow
 from ..roles import ROLES, Role
@@ -114,8 +114,7 @@ def _check_auth_methods(org: Organization, changes: dict[str, Any]) -> None:
                        details={"fields": {"auth_methods": ["Must be [\"sso\"] (or null) while SSO is enforced."]}})
 
 
-def update_settings(session: Session, *, organization_id: str, changes: dict[str, Any], actor: Actor,
-                    request: RequestInfo = NO_REQUEST) -> Organization:
+def update_settings(session: Session, *, organization_id: str, changes: dict[str, Any], cause: Cause) -> Organization:
     """Apply settings changes (keys of :data:`SETTINGS_FIELDS`); audits ``organization.settings_updated``.
 
     A change of the default role only records the new default here; memberships are recomputed by the
@@ -136,8 +135,8 @@ def update_settings(session: Session, *, organization_id: str, changes: dict[str
     for key in diff:
         setattr(org, key, changes[key])
     org.updated_at = utcnow()
-    audit.record(session, action="organization.settings_updated", actor=actor, organization_id=org.id,
-                 target_type="organization", target_id=org.id, request=request, details={"changes": diff})
+    audit.record(session, action="organization.settings_updated", cause=cause, organization_id=org.id,
+                 target_type="organization", target_id=org.id, details={"changes": diff})
     session.flush()
     return org
 
@@ -207,7 +206,7 @@ def get_member(session: Session, organization_id: str, membership_id: str) -> tu
 
 
 def change_member_role(session: Session, client: WorkOSClient, *, organization_id: str, membership_id: str, role: str,
-                       actor: Actor, request: RequestInfo = NO_REQUEST) -> tuple[Membership, User]:
+                       cause: Cause) -> tuple[Membership, User]:
     """Set the role of a member the directory does not manage (role source ``manual``)."""
     membership, user = get_member(session, organization_id, membership_id)
     if role not in ROLES:
@@ -220,21 +219,21 @@ def change_member_role(session: Session, client: WorkOSClient, *, organization_i
     if membership.status != "active":
         raise Conflict(f"The membership is {membership.status}.", code="membership_inactive")
     provisioning.set_access(session, client, membership, role=role, role_source="manual", active=True,
-                            actor=actor, reason="role changed by an admin", request=request)
+                            cause=cause.with_reason("role changed by an admin"))
     session.flush()
     return membership, user
 
 
-def remove_member(session: Session, client: WorkOSClient, *, organization_id: str, membership_id: str, actor: Actor,
-                  request: RequestInfo = NO_REQUEST) -> tuple[Membership, User]:
+def remove_member(session: Session, client: WorkOSClient, *, organization_id: str, membership_id: str,
+                  cause: Cause) -> tuple[Membership, User]:
     """Remove a member's access (deprovisioned: sessions revoked, keys suspended); the row is kept."""
     membership, user = get_member(session, organization_id, membership_id)
-    if actor.type == "user" and actor.id == user.id:
+    if cause.actor.type == "user" and cause.actor.id == user.id:
         raise Conflict("You cannot remove yourself.", code="cannot_remove_self")
     if membership.status == "deprovisioned":
         return membership, user
     provisioning.set_access(session, client, membership, role=None, role_source=membership.role_source,
-                            active=False, actor=actor, reason="removed by an admin", request=request,
+                            active=False, cause=cause.with_reason("removed by an admin"),
                             inactive_status="deprovisioned")
     session.flush()
     return membership, user
@@ -265,8 +264,8 @@ def grant_admin(session: Session, *, organization_id: str, email: str, actor: Ac
     else:
         details["previous"] = {"role": membership.role, "status": membership.status}
     provisioning.set_access(session, None, membership, role=Role.ADMIN.value, role_source="manual", active=True,
-                            actor=actor, reason="admin granted")
-    audit.record(session, action="membership.admin_granted", actor=actor, organization_id=org.id,
+                            cause=Cause.by(actor, reason="admin granted"))
+    audit.record(session, action="membership.admin_granted", cause=Cause.by(actor), organization_id=org.id,
                  target_type="membership", target_id=membership.id, details=details)
     session.flush()
     return membership
