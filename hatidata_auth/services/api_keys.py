@@ -105,8 +105,14 @@ def looks_like_key(value: str) -> bool:
     return value.startswith(KEY_PREFIX) and 40 <= len(value) <= 128
 
 
-def _key(db: Session, organization_id: str, key_id: str) -> ApiKey:
-    key = db.scalar(select(ApiKey).where(ApiKey.organization_id == organization_id, ApiKey.id == key_id))
+def _key(db: Session, organization_id: str, key_id: str, *, for_update: bool = False) -> ApiKey:
+    """A key of the organization (404 otherwise). ``for_update``: under a row lock, re-read, as every status
+    transition reads it: a concurrent transition (a revocation racing a deprovisioning suspension) has committed
+    by the time the lock is granted, so a revoked key is never turned back into a suspended (reinstatable) one."""
+    query = select(ApiKey).where(ApiKey.organization_id == organization_id, ApiKey.id == key_id)
+    if for_update:
+        query = query.with_for_update().execution_options(populate_existing=True)
+    key = db.scalar(query)
     if key is None:
         raise AppError("No such API key.", status=404, code="not_found")
     return key
@@ -201,7 +207,7 @@ def get_key(db: Session, *, organization_id: str, key_id: str) -> ApiKeyView:
 def revoke_key(db: Session, *, organization_id: str, key_id: str, cause: Cause,
                caller: Caller | None = None) -> ApiKeyView:
     """Revoke a key for good (idempotent); 403 when *caller* may not act on it."""
-    key = _key(db, organization_id, key_id)
+    key = _key(db, organization_id, key_id, for_update=True)
     _authorize(key, cause.actor, caller)
     if key.status != "revoked":
         key.status = "revoked"
@@ -219,7 +225,7 @@ def rotate_key(db: Session, *, organization_id: str, key_id: str, cause: Cause, 
 
     403 when *caller* may not act on the key or lacks one of its scopes; 409 when it is not rotatable.
     """
-    old = _key(db, organization_id, key_id)
+    old = _key(db, organization_id, key_id, for_update=True)
     _authorize(old, cause.actor, caller, issues_key=True)
     if old.status != "active" or (old.grace_until is not None):
         raise AppError("Only an active key that was not rotated yet can be rotated.", status=409,
@@ -246,7 +252,7 @@ def rotate_key(db: Session, *, organization_id: str, key_id: str, cause: Cause, 
 def suspend_key(db: Session, *, organization_id: str, key_id: str, cause: Cause,
                 caller: Caller | None = None) -> ApiKeyView:
     """Suspend an active key (an admin may reinstate it); 403 when *caller* may not act on it."""
-    key = _key(db, organization_id, key_id)
+    key = _key(db, organization_id, key_id, for_update=True)
     _authorize(key, cause.actor, caller)
     if key.status == "active":
         key.status = "suspended"
@@ -262,7 +268,7 @@ def reinstate_key(db: Session, *, organization_id: str, key_id: str, cause: Caus
 
     403 unless *caller* holds ``keys:manage`` and every scope of the key; 409/422 for a wrong state or owner.
     """
-    key = _key(db, organization_id, key_id)
+    key = _key(db, organization_id, key_id, for_update=True)
     _authorize(key, cause.actor, caller, manage_only=True, issues_key=True)
     if key.status != "suspended":
         raise AppError("Only a suspended key can be reinstated.", status=409, code="invalid_state",
@@ -280,7 +286,8 @@ def reinstate_key(db: Session, *, organization_id: str, key_id: str, cause: Caus
 def suspend_user_keys(db: Session, *, organization_id: str, user_id: str, cause: Cause) -> int:
     """Suspend every active key a user owns in an organization (deprovisioning); returns how many."""
     keys = db.scalars(select(ApiKey).where(ApiKey.organization_id == organization_id,
-                                           ApiKey.owner_user_id == user_id, ApiKey.status == "active")).all()
+                                           ApiKey.owner_user_id == user_id, ApiKey.status == "active")
+                      .with_for_update().execution_options(populate_existing=True)).all()
     for key in keys:
         key.status = "suspended"
         db.flush()

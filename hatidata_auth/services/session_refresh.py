@@ -18,7 +18,7 @@ from ..unit_of_work import invalidate_after_commit
 from ..workos import WorkOSClient, WorkOSFailure, WorkOSNotFound, WorkOSRejected, WorkOSUnavailable, translate_errors
 from . import audit, auth_policy
 from .auth_policy import SsoRequired
-from .sessions import find_by_workos_session_id, get_session, revoke_records
+from .sessions import find_by_workos_session_id, get_session, lock_for_update, revoke_records
 
 
 class RefreshFailed(AppError):
@@ -127,7 +127,7 @@ def record_refresh(db: Session, *, workos_session_id: str, cause: Cause,
     audit.record(db, action="session.refresh_failed", cause=cause, organization_id=record.organization_id,
                  target_type="session", target_id=record.id, outcome="failure",
                  details={"cause": failure.cause, "transient": failure.transient})
-    if not failure.transient and record.revoked_at is None:
+    if not failure.transient and lock_for_update(db, record).revoked_at is None:
         record.revoked_at = utcnow()
         record.revoked_by = "workos"
         record.revoked_reason = f"refresh rejected by WorkOS ({failure.cause})"[:255]

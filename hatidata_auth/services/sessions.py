@@ -121,12 +121,24 @@ def _revoke_at_workos(client: WorkOSClient | None, workos_session_id: str) -> st
     return "revoked"
 
 
+def lock_for_update(db: Session, record: AuthSession) -> AuthSession:
+    """*record* re-read under a row lock (``SELECT ... FOR UPDATE``; SQLite serializes writers anyway).
+
+    Every state transition of a session reads its state this way first: a concurrent transaction that ended
+    it (an admin, a ``session.revoked`` webhook, a policy refusal) has committed by the time the lock is
+    granted, so its who and why are seen and never overwritten (no lost update).
+    """
+    locked = db.scalar(select(AuthSession).where(AuthSession.id == record.id).with_for_update()
+                       .execution_options(populate_existing=True))
+    return locked if locked is not None else record
+
+
 def revoke_records(db: Session, client: WorkOSClient | None, records: Sequence[AuthSession], *, cause: Cause) -> int:
     """End each active one of *records* here and at WorkOS (without *client*: here only), audited; how many."""
     now = utcnow()
     count = 0
     for record in records:
-        if record.revoked_at is not None:
+        if lock_for_update(db, record).revoked_at is not None:
             continue
         record.revoked_at = now
         record.revoked_by = _actor_label(cause.actor)

@@ -1,0 +1,127 @@
+"""Credential state transitions racing each other across database connections (PostgreSQL).
+
+Rule (docs/security.md, rule 1): a transition reads the record's state under a row lock, so the first of two
+concurrent transitions wins and the second sees it: a revocation's who and why are never overwritten, and a
+revoked key never becomes suspended (which an admin could reinstate). Each case holds the first transition's
+transaction open while the second one runs in another connection, then commits it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from hatidata_auth.causes import Actor, Cause
+from hatidata_auth.models import ApiKey, AuthSession, Membership, Organization, User, utcnow
+from hatidata_auth.services import api_keys, sessions
+from hatidata_auth.services.session_refresh import RefreshFailed, record_refresh
+from hatidata_auth.unit_of_work import INVALIDATOR, AppSession
+
+pytestmark = pytest.mark.postgres
+
+HOLD_SECONDS = 0.4
+
+
+def _setup(db_session: Any) -> tuple[str, str, str]:
+    org = Organization(name="Race Co", domains=["race-co.test"])
+    user = User(email="racer@race-co.test")
+    db_session.add_all([org, user])
+    db_session.flush()
+    db_session.add(Membership(organization_id=org.id, user_id=user.id, role="admin", status="active"))
+    db_session.add(AuthSession(organization_id=org.id, user_id=user.id, workos_session_id="session_race",
+                               expires_at=utcnow() + timedelta(hours=1)))
+    db_session.flush()
+    created = api_keys.create_key(db_session, organization_id=org.id, owner_user_id=user.id, name="agent",
+                                  scopes=["members:read"], cause=Cause.system("test"))
+    db_session.commit()
+    return org.id, user.id, created.key.id
+
+
+def _race(app: Any, first: Callable[[AppSession], object], second: Callable[[AppSession], object]) -> None:
+    """Run *first* and hold its transaction open while *second* runs in another connection; commit both."""
+    from hatidata_auth.extensions import db
+
+    held, errors = threading.Event(), []
+
+    def run(step: Callable[[AppSession], object], hold: bool) -> None:
+        try:
+            with app.app_context(), AppSession(db.engine, invalidator=app.extensions[INVALIDATOR]) as session:
+                step(session)
+                if hold:
+                    held.set()
+                    time.sleep(HOLD_SECONDS)
+                session.commit()
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+            held.set()
+
+    a = threading.Thread(target=run, args=(first, True))
+    a.start()
+    assert held.wait(10)
+    b = threading.Thread(target=run, args=(second, False))
+    b.start()
+    a.join(10)
+    b.join(10)
+    assert not errors, errors
+
+
+def _session(session: AppSession) -> AuthSession:
+    record = sessions.find_by_workos_session_id(session, "session_race")
+    assert record is not None
+    return record
+
+
+SESSION_ENDINGS: dict[str, Callable[[AppSession], object]] = {
+    "admin": lambda s: sessions.revoke_records(s, None, [_session(s)],
+                                               cause=Cause.by(Actor("user", "u1"), reason="admin")),
+    "webhook": lambda s: sessions.revoke_by_workos_session_id(
+        s, None, workos_session_id="session_race", cause=Cause.from_event("event_1", reason="revoked_at_workos",
+                                                                          actor=Actor.workos()), call_workos=False),
+    "refresh_rejected": lambda s: record_refresh(
+        s, workos_session_id="session_race", cause=Cause.system("refresh"),
+        failure=RefreshFailed("rejected", cause="invalid_grant", transient=False)),
+}
+
+
+@pytest.mark.parametrize("first", sorted(SESSION_ENDINGS))
+@pytest.mark.parametrize("second", sorted(SESSION_ENDINGS))
+def test_the_first_session_ending_wins(app: Any, db_session: Any, first: str, second: str) -> None:
+    _setup(db_session)
+    _race(app, SESSION_ENDINGS[first], SESSION_ENDINGS[second])
+    db_session.expire_all()
+    record = db_session.scalar(select(AuthSession).where(AuthSession.workos_session_id == "session_race"))
+    expected = {"admin": "admin", "webhook": "revoked_at_workos", "refresh_rejected": "refresh rejected"}[first]
+    assert record.revoked_at is not None
+    assert record.revoked_reason.startswith(expected), (first, second, record.revoked_reason)
+
+
+def _key_steps(org_id: str, user_id: str, key_id: str) -> dict[str, Callable[[AppSession], object]]:
+    admin = Cause.by(Actor.system("admin-1"), reason="admin")
+    return {
+        "revoke": lambda s: api_keys.revoke_key(s, organization_id=org_id, key_id=key_id, cause=admin),
+        "suspend": lambda s: api_keys.suspend_key(s, organization_id=org_id, key_id=key_id, cause=admin),
+        "deprovision": lambda s: api_keys.suspend_user_keys(s, organization_id=org_id, user_id=user_id,
+                                                            cause=Cause.from_event("event_2",
+                                                                                   actor=Actor.workos())),
+    }
+
+
+@pytest.mark.parametrize("first", ["revoke", "suspend", "deprovision"])
+@pytest.mark.parametrize("second", ["revoke", "suspend", "deprovision"])
+def test_a_revoked_key_stays_revoked(app: Any, db_session: Any, first: str, second: str) -> None:
+    org_id, user_id, key_id = _setup(db_session)
+    steps = _key_steps(org_id, user_id, key_id)
+    _race(app, steps[first], steps[second])
+    db_session.expire_all()
+    key = db_session.get(ApiKey, key_id)
+    if "revoke" in (first, second):
+        assert key.status == "revoked", (first, second, key.status)
+        assert key.revoked_by == "admin-1"
+    else:
+        assert key.status == "suspended"
