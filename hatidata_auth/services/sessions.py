@@ -137,7 +137,7 @@ def revoke_records(db: Session, client: WorkOSClient | None, records: Sequence[A
     """End each active one of *records* here and at WorkOS (without *client*: here only), audited; how many."""
     now = utcnow()
     count = 0
-    for record in records:
+    for record in sorted(records, key=lambda r: r.id):  # one lock order everywhere: no deadlock between two batches
         if lock_for_update(db, record).revoked_at is not None:
             continue
         record.revoked_at = now
