@@ -167,6 +167,24 @@ def test_a_rate_limited_login_is_a_503_to_retry(app: Flask, client: FlaskClient,
         assert "WorkOS is unreachable" in response.get_data(as_text=True)
 
 
+def test_a_rate_limited_organization_selection_is_a_503_to_retry(app: Flask, client: FlaskClient,
+                                                                  emulator: Any) -> None:
+    # consultant@ is in Acme and Globex: the code exchange answers organization_selection_required and the login
+    # continues with a second call, which is the one rate-limited (a delay-only fault lets the first one pass).
+    mirror_demo(app)
+    pending = callback_path(authorize(start_login(client, email="consultant@partners.test")))
+    _inject(emulator, method="POST", path="/user_management/authenticate", delay_ms=1)
+    _inject(emulator, method="POST", path="/user_management/authenticate", status=429)
+    response = client.get(pending, headers=BROWSER)
+    assert response.status_code == 503
+    assert response.headers["Retry-After"].isdigit()
+    assert "WorkOS is unreachable" in response.get_data(as_text=True)
+    assert cookie_value(client) is None
+    code, faults = http_json("GET", f"{emulator.url}/_emulator/faults", None, KEY)
+    assert code == 200
+    assert faults["data"] == []  # both calls were made: the second one met the 429
+
+
 def test_a_rate_limited_refresh_keeps_the_session(app: Flask, client: FlaskClient, emulator: Any) -> None:
     mirror_demo(app)
     assert login(client, "admin@umbrella.test").status_code == 302
