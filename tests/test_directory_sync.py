@@ -472,3 +472,11 @@ def test_a_repeated_resync_writes_nothing(db_session: Any, workos_client: Any, o
     before = counts()
     assert reconcile.full_resync(db_session, workos_client, organization_id=acme.id, page_size=2).differences == 0
     assert counts() == before
+
+
+def test_a_resync_reads_every_page_of_groups(db_session: Any, workos_client: Any, orgs: dict[str, Any]) -> None:
+    acme = orgs["acme.test"]
+    report = reconcile.full_resync(db_session, workos_client, organization_id=acme.id, page_size=1)
+    assert report.groups_seen == 3  # HatiData Admins, Developers and Viewers, one WorkOS page each
+    assert report.groups_deleted == 0
+    assert report.differences == 0
