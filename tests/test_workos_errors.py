@@ -21,8 +21,12 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from workos.session import seal_data, unseal_data
 
+from hatidata_auth.errors import ServiceUnavailable
 from hatidata_auth.extensions import db
 from hatidata_auth.models import AuthSession
+from hatidata_auth.services import login as login_service
+from hatidata_auth.services.login import LoginFailed
+from hatidata_auth.services.session_refresh import Tokens
 from hatidata_auth.workos import (
     WorkOSFailure,
     WorkOSGateway,
@@ -183,6 +187,17 @@ def test_a_rate_limited_organization_selection_is_a_503_to_retry(app: Flask, cli
     code, faults = http_json("GET", f"{emulator.url}/_emulator/faults", None, KEY)
     assert code == 200
     assert faults["data"] == []  # both calls were made: the second one met the 429
+
+
+@pytest.mark.parametrize(("status", "expected"), [(429, ServiceUnavailable), (503, ServiceUnavailable),
+                                                  (403, LoginFailed)])
+def test_a_failed_organization_listing_at_login_is_translated(emulator: Any, gateway: WorkOSGateway, status: int,
+                                                              expected: type[Exception]) -> None:
+    # A login that WorkOS answered without an organization lists the user's memberships to pick one.
+    tokens = Tokens("access", "refresh", {"id": "user_01HTDQ8G900000000000000001"}, None, "password")
+    _inject(emulator, method="GET", path="/user_management/organization_memberships", status=status)
+    with pytest.raises(expected):
+        login_service.choose_organization(gateway.client, tokens)
 
 
 def test_a_rate_limited_refresh_keeps_the_session(app: Flask, client: FlaskClient, emulator: Any) -> None:

@@ -98,8 +98,7 @@ def exchange_code(db: Session, client: WorkOSClient, verifier: TokenVerifier, *,
     try:
         response = _authenticate(client, code=code, code_verifier=code_verifier, request=request)
     except WorkOSUnavailable as exc:
-        raise ServiceUnavailable("WorkOS is unreachable; retry the sign-in shortly.",
-                                 code="workos_unavailable", headers={"Retry-After": "5"}) from exc
+        raise _retry_later() from exc
     except WorkOSFailure as exc:
         if exc.http_status in (400, 401):
             raise LoginFailed("invalid_code", "The sign-in code is invalid or was already used; sign in again.",
@@ -133,10 +132,25 @@ def _authenticate(client: WorkOSClient, *, code: str, code_verifier: str, reques
                 organization_id=exc.organization_ids[0])
 
 
+def _retry_later() -> ServiceUnavailable:
+    return ServiceUnavailable("WorkOS is unreachable; retry the sign-in shortly.", code="workos_unavailable",
+                              headers={"Retry-After": "5"})
+
+
 def choose_organization(client: WorkOSClient, tokens: Tokens, *, request: RequestInfo = NO_REQUEST) -> Tokens:
-    """A login without an organization: continue in the user's first active organization."""
-    memberships = client.organization_membership.list_organization_memberships(
-        user_id=str(tokens.user["id"]), statuses=["active"], limit=10, order="asc").data
+    """A login without an organization: continue in the user's first active organization.
+
+    Raises :class:`LoginFailed` (no active membership, WorkOS refusing the listing) and
+    :class:`ServiceUnavailable` (WorkOS unreachable), plus what :func:`refresh_tokens` raises."""
+    try:
+        with translate_errors():
+            memberships = client.organization_membership.list_organization_memberships(
+                user_id=str(tokens.user["id"]), statuses=["active"], limit=10, order="asc").data
+    except WorkOSUnavailable as exc:
+        raise _retry_later() from exc
+    except WorkOSFailure as exc:
+        raise LoginFailed("workos_error", "WorkOS refused the sign-in.", status=403,
+                          workos_code=exc.workos_code) from exc
     if not memberships:
         raise LoginFailed("no_organization", "You are not a member of any organization.", status=403)
     return refresh_tokens(client, refresh_token=tokens.refresh_token,
