@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask
 
 from . import config as settings
-from . import inputs, metrics, sso_wizard
+from . import inputs, metrics_views, sso_wizard
 from .errors import register_error_handlers
 from .extensions import cache, csrf, db, limiter, migrate
 from .idp import load_plugins
@@ -37,7 +37,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, profile: str | None =
     register_error_handlers(app)
     register_blueprints(app)
     sso_wizard.init_app(app, load_plugins(app))
-    metrics.init_app(app)
+    metrics_views.init_app(app)
     trust_proxies(app)
     register_cli(app)
     return app

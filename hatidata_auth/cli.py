@@ -43,12 +43,14 @@ def seed_demo() -> None:
 
 def _seed_demo_directories(client: WorkOSClient) -> None:
     """Full directory resync of every demo organization (plus default group mappings once); idempotent."""
+    from .idp import get_registry
     from .services.reconcile import ensure_demo_mappings, resync_all
 
     session = db.session()
+    plugins = get_registry(current_app)
     for report in resync_all(session, client, actor=Actor.system("seed")):
         if ensure_demo_mappings(session, client, organization_id=report.organization_id,
-                                actor=Actor.system("seed")):
+                                actor=Actor.system("seed"), plugins=plugins):
             session.commit()
         click.echo(f"directory {report.directory_id}: {report.users_seen} users, {report.groups_seen} groups, "
                    f"{report.differences} differences fixed")

@@ -17,11 +17,13 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify
+from redis.exceptions import RedisError
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
 from .config import DEFAULTS
 from .extensions import cache, db
-from .workos import translate_errors
+from .workos import WorkOSFailure
 
 bp = Blueprint("health", __name__)
 
@@ -41,29 +43,32 @@ def _check_database() -> None:
     db.session.execute(text("SELECT 1"))
 
 
+class CacheNotKept(Exception):
+    """The cache answered but did not keep a value."""
+
+
 def _check_cache() -> None:
     key = f"readyz:{uuid.uuid4().hex}"
     if not cache.set(key, "1", timeout=10) or cache.get(key) != "1":
-        raise RuntimeError("cache did not keep a value")
+        raise CacheNotKept("cache did not keep a value")
     cache.delete(key)
 
 
 def _check_workos() -> None:
-    gateway = current_app.extensions["hatidata_workos"]
-    with translate_errors():  # the answer names our WorkOSFailure subclass, never an SDK class
-        gateway.client.organizations.list_organizations(
-            limit=1, request_options={"max_retries": 0, "timeout": 3}
-        )
+    # The answer names our WorkOSFailure subclass, never an SDK class.
+    current_app.extensions["hatidata_workos"].ping(timeout=3)
 
 
 class CachedCheck:
-    """A check whose outcome (``"ok"`` or the exception's class name) is reused for *interval* seconds: by this
-    process (*clock*: monotonic seconds) and, through *shared* (a Flask-Caching cache) under *key*, by every
-    worker; a worker claims the run with ``add`` so that one call is made per interval. Never raises."""
+    """A check whose outcome (``"ok"`` or the class name of one of *errors*, the failures that mean "not
+    ready") is reused for *interval* seconds: by this process (*clock*: monotonic seconds) and, through *shared*
+    (a Flask-Caching cache) under *key*, by every worker; a worker claims the run with ``add`` so that one call
+    is made per interval. Raises only what is not one of *errors* (a bug)."""
 
     def __init__(self, check: Callable[[], None], *, interval: float, key: str,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.check, self.interval, self.key, self.clock = check, interval, key, clock
+                 clock: Callable[[], float] = time.monotonic,
+                 errors: tuple[type[Exception], ...] = (WorkOSFailure,)) -> None:
+        self.check, self.interval, self.key, self.clock, self.errors = check, interval, key, clock, errors
         self._lock = threading.Lock()
         self._kept: tuple[float, str] | None = None
 
@@ -85,7 +90,7 @@ class CachedCheck:
     def _run(self) -> str:
         try:
             self.check()
-        except Exception as exc:  # noqa: BLE001 - any failure makes the part not ready
+        except self.errors as exc:
             return type(exc).__name__
         return OK
 
@@ -127,7 +132,11 @@ def _workos_check(app: Flask) -> CachedCheck:
     return found
 
 
-CHECKS = {"database": _check_database, "cache": _check_cache}
+# Each local check with the failures that mean its part is not ready (anything else is a bug: a 500).
+CHECKS: dict[str, tuple[Callable[[], None], tuple[type[Exception], ...]]] = {
+    "database": (_check_database, (SQLAlchemyError,)),
+    "cache": (_check_cache, (RedisError, CacheNotKept)),
+}
 
 
 @bp.get("/readyz")
@@ -135,10 +144,10 @@ def readyz() -> tuple[Response, int]:
     """Database, cache and WorkOS are reachable; otherwise 503 naming what failed."""
     results: dict[str, Any] = {}
     failed: list[str] = []
-    for name, check in CHECKS.items():
+    for name, (check, errors) in CHECKS.items():
         try:
             check()
-        except Exception as exc:  # noqa: BLE001 - any failure makes the part not ready
+        except errors as exc:
             results[name] = {"ok": False, "error": type(exc).__name__}
             failed.append(name)
             if name == "database":

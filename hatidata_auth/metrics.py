@@ -1,4 +1,6 @@
-"""Prometheus metrics: every metric object lives here, with small functions other modules call.
+"""Prometheus metrics: every metric object lives here, with small functions other modules call (no Flask: the
+services and the WorkOS boundary import it; the request hooks and ``GET /metrics`` are in
+:mod:`~hatidata_auth.metrics_views`).
 
 ``GET /metrics`` serves them in the Prometheus text format. Under gunicorn with several workers set
 ``PROMETHEUS_MULTIPROC_DIR`` to an empty, writable folder (wiped before the master starts; see
@@ -7,7 +9,8 @@ aggregates all of them.
 
 What is measured, and where:
 
-- requests and latency by endpoint template (``init_app``'s request hooks; the URL rule, never the raw path);
+- requests and latency by endpoint template (``metrics_views.init_app``'s request hooks; the URL rule, never the
+  raw path);
 - logins (their failures one by one, with every other unauthenticated failure: :func:`security_event`),
   revocations and every audit action (a SQLAlchemy session hook counts the audit
   events of each *committed* transaction, so a rolled-back change is never counted);
@@ -20,23 +23,12 @@ What is measured, and where:
 
 from __future__ import annotations
 
-import hmac
 import os
-import time
 from collections.abc import Iterable
 from http import HTTPStatus
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, g, request
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    REGISTRY,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
-)
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import Counter, Histogram
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -65,9 +57,6 @@ WORKOS_ERRORS = Counter("hatidata_workos_errors_total",
                         ["method", "path", "kind"])
 
 _REVOKING_ACTIONS = {"session.revoked": "session", "api_key.revoked": "api_key", "api_key.suspended": "api_key"}
-
-bp = Blueprint("metrics", __name__)
-
 
 # --- functions other modules call ----------------------------------------------------------------------------
 
@@ -201,21 +190,10 @@ def instrument_cache_get(owner: Any, name: str, attribute: str = "get") -> None:
     setattr(owner, attribute, get)
 
 
-def instrument_auth_runtime(app: Flask) -> None:
-    """Count lookups in the auth caches (verified tokens, session and key status, the shared cache)."""
-    rt = app.extensions.get("hatidata_auth")
-    if rt is None:
-        return
-    instrument_cache_get(rt.verifier.cache, "tokens")
-    instrument_cache_get(rt.introspector.bus.sessions, "sessions_local")
-    instrument_cache_get(rt.introspector.bus.api_keys, "api_keys_local")
-    if rt.introspector.shared_cache is not None:
-        instrument_cache_get(rt.introspector.shared_cache, "shared")
-
-
 # --- audit events, counted once committed --------------------------------------------------------------------
 
-_PENDING = "hatidata_metrics_audit"
+PENDING_AUDIT = "hatidata_metrics_audit"
+"""The ``session.info`` key of the audit events a transaction wrote, counted once it commits."""
 
 
 def audit_written(session: Any, events: Any) -> None:
@@ -223,115 +201,7 @@ def audit_written(session: Any, events: Any) -> None:
     counted, like flushed ones, once the transaction commits."""
     found = [(e.action, e.outcome, e.details) for e in events]
     if found:
-        session.info.setdefault(_PENDING, []).extend(found)
-
-
-def _install_session_hooks() -> None:
-    from sqlalchemy import event
-    from sqlalchemy.orm import Session
-
-    from .models import AuditEvent
-    from .unit_of_work import AppSession
-
-    if getattr(_install_session_hooks, "done", False):
-        return
-
-    @event.listens_for(AppSession, "after_flush")
-    def _collect(session: Session, _ctx: Any) -> None:
-        found = [(e.action, e.outcome, e.details) for e in session.new if isinstance(e, AuditEvent)]
-        if found:
-            session.info.setdefault(_PENDING, []).extend(found)
-
-    @event.listens_for(AppSession, "after_commit")
-    def _count(session: Session) -> None:
-        for action, outcome, details in session.info.pop(_PENDING, ()):
-            audit_committed(str(action), str(outcome), details if isinstance(details, dict) else None)
-
-    @event.listens_for(AppSession, "after_rollback")
-    def _discard(session: Session) -> None:
-        session.info.pop(_PENDING, None)
-
-    _install_session_hooks.done = True  # type: ignore[attr-defined]
-
-
-# --- request hooks and the endpoint -------------------------------------------------------------------------
-
-
-def init_app(app: Flask) -> None:
-    """Time every request by its URL rule and mount ``GET /metrics``."""
-    _install_session_hooks()
-    app.register_blueprint(bp)
-    instrument_auth_runtime(app)
-
-    @app.before_request
-    def _start_timer() -> None:
-        g.metrics_started = time.perf_counter()
-
-    @app.after_request
-    def _observe(response: Response) -> Response:
-        started = g.pop("metrics_started", None)
-        if started is not None:
-            rule = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
-            elapsed = time.perf_counter() - started
-            method = method_label(request.method)
-            HTTP_REQUESTS.labels(method=method, endpoint=rule, status=status_label(response.status_code)).inc()
-            HTTP_LATENCY.labels(method=method, endpoint=rule).observe(elapsed)
-        return response
-
-
-def _inbox_backlog() -> GaugeMetricFamily:
-    from sqlalchemy import func, select
-
-    from .extensions import db
-    from .models import WebhookEvent
-
-    family = GaugeMetricFamily("hatidata_inbox_backlog", "Webhook events not applied yet (failed: kept for retry)",
-                               labels=["status"])
-    try:
-        rows = dict(db.session.execute(select(WebhookEvent.status, func.count())
-                                       .where(WebhookEvent.status.in_(("failed", "received")))
-                                       .group_by(WebhookEvent.status)).all())
-        for status in ("failed", "received"):
-            family.add_metric([status], float(rows.get(status, 0)))
-    except Exception:  # noqa: BLE001 - metrics must answer while the database is down
-        db.session.rollback()
-    finally:
-        db.session.remove()
-    return family
-
-
-class _Collected:
-    def __init__(self, families: list[Any]) -> None:
-        self.families = families
-
-    def collect(self) -> list[Any]:
-        return self.families
-
-
-def render() -> bytes:
-    """The metrics of this process (or of every worker in multi-process mode), plus the inbox backlog."""
-    if os.environ.get(MULTIPROC_ENV):
-        from prometheus_client import multiprocess
-
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        main = generate_latest(registry)
-    else:
-        main = generate_latest(REGISTRY)
-    extra = CollectorRegistry()
-    extra.register(_Collected([_inbox_backlog()]))
-    return main + generate_latest(extra)
-
-
-@bp.get("/metrics")
-def metrics_view() -> Response:
-    """Prometheus scrape endpoint; with ``HATIDATA_METRICS_TOKEN`` set it needs ``Authorization: Bearer``."""
-    token = current_app.config.get("HATIDATA_METRICS_TOKEN")
-    if token:
-        presented = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(presented.encode(), str(token).encode()):
-            return Response("unauthorized\n", status=401, mimetype="text/plain")
-    return Response(render(), content_type=CONTENT_TYPE_LATEST)
+        session.info.setdefault(PENDING_AUDIT, []).extend(found)
 
 
 def mark_process_dead(pid: int) -> None:
@@ -340,4 +210,3 @@ def mark_process_dead(pid: int) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(pid)
-

@@ -8,12 +8,13 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from flask import Flask
+from flask import Flask, current_app
 from flask.testing import FlaskClient
 from sqlalchemy import select
 from workos.organization_membership import RoleSingle
 
 from hatidata_auth.causes import Actor, Cause
+from hatidata_auth.idp import get_registry
 from hatidata_auth.models import (
     ApiKey,
     AuditEvent,
@@ -46,7 +47,7 @@ def orgs(db_session: Any, workos_client: Any) -> dict[str, Any]:
     found = mirror_organizations(db_session, workos_client)
     for report in reconcile.resync_all(db_session, workos_client):
         reconcile.ensure_demo_mappings(db_session, workos_client, organization_id=report.organization_id,
-                                       actor=Actor.system("test"))
+                                       actor=Actor.system("test"), plugins=get_registry(current_app))
         db_session.commit()
     return found
 
@@ -472,3 +473,27 @@ def test_a_repeated_resync_writes_nothing(db_session: Any, workos_client: Any, o
     before = counts()
     assert reconcile.full_resync(db_session, workos_client, organization_id=acme.id, page_size=2).differences == 0
     assert counts() == before
+
+
+def test_a_resync_reads_every_page_of_groups(db_session: Any, workos_client: Any, orgs: dict[str, Any]) -> None:
+    acme = orgs["acme.test"]
+    report = reconcile.full_resync(db_session, workos_client, organization_id=acme.id, page_size=1)
+    assert report.groups_seen == 3  # HatiData Admins, Developers and Viewers, one WorkOS page each
+    assert report.groups_deleted == 0
+    assert report.differences == 0
+
+
+def test_demo_mappings_key_groups_by_what_the_plugin_says_sso_groups_carry(app: Flask,
+                                                                          orgs: dict[str, Any]) -> None:
+    from hatidata_auth.services.demo_mappings import group_identifier_kind
+
+    plugins = get_registry(app)
+    assert group_identifier_kind(plugins, "azure scim v2.0") == "object_id"  # the Entra plugin declares it
+    assert group_identifier_kind(plugins, "okta scim v2.0") == "name"
+    assert group_identifier_kind(plugins, None) == "name"
+    assert group_identifier_kind((), "azure scim v2.0") == "name"  # no plugin serves it: names
+    with app.app_context():
+        from hatidata_auth.extensions import db
+
+        kinds = {m.identifier_kind for m in role_mapping.list_mappings(db.session, orgs["globex.test"].id)}
+        assert kinds == {"object_id"}

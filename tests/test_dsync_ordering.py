@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from hatidata_auth.causes import Actor
+from hatidata_auth.idp import get_registry
 from hatidata_auth.models import DirectoryGroup, DirectoryGroupMembership, DirectoryUser, Membership, Organization
 from hatidata_auth.services import reconcile, role_mapping
 from tests.conftest import _empty_tables
@@ -118,7 +119,8 @@ def test_shuffled_duplicated_delayed_histories_converge(ops: list[tuple[str, int
         workos_client = app.extensions["hatidata_workos"].client
         acme = mirror_organizations(session, workos_client)["acme.test"]
         reconcile.full_resync(session, workos_client, organization_id=acme.id)
-        reconcile.ensure_demo_mappings(session, workos_client, organization_id=acme.id, actor=Actor.system("t"))
+        reconcile.ensure_demo_mappings(session, workos_client, organization_id=acme.id, actor=Actor.system("t"),
+                                       plugins=get_registry(app))
         session.commit()
         org_id = acme.id
         start = len(control.events())

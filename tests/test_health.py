@@ -63,3 +63,20 @@ def test_unsafe_request_id_is_replaced(client: Any) -> None:
     response = client.get("/healthz", headers={"X-Request-ID": "bad id <script>"})
     assert response.headers["X-Request-ID"] != "bad id <script>"
     assert len(response.headers["X-Request-ID"]) == 32
+
+
+def test_a_cached_check_names_only_the_failures_it_expects() -> None:
+    from flask_caching.backends import SimpleCache
+
+    from hatidata_auth.health import CachedCheck
+    from hatidata_auth.workos import WorkOSUnavailable
+
+    def unavailable() -> None:
+        raise WorkOSUnavailable("down", reason="connection")
+
+    def bug() -> None:
+        raise KeyError("a bug, not a part that is down")
+
+    assert CachedCheck(unavailable, interval=0, key="readyz:t1").outcome(SimpleCache()) == "WorkOSUnavailable"
+    with pytest.raises(KeyError):
+        CachedCheck(bug, interval=0, key="readyz:t2").outcome(SimpleCache())

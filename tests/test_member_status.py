@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from hatidata_auth.causes import Actor, Cause
 from hatidata_auth.extensions import db
+from hatidata_auth.idp import get_registry
 from hatidata_auth.models import Membership
 from hatidata_auth.roles import ROLE_ORDER, permissions_for
 from hatidata_auth.services import api_keys as key_service
@@ -38,7 +39,8 @@ def _setup(app: Flask, emulator: Any) -> dict[str, str]:
         session, client = db.session, app.extensions["hatidata_workos"].client
         org = mirror_organizations(session, client)["umbrella.test"]
         reconcile.full_resync(session, client, organization_id=org.id)
-        reconcile.ensure_demo_mappings(session, client, organization_id=org.id, actor=Actor.system("test"))
+        reconcile.ensure_demo_mappings(session, client, organization_id=org.id, actor=Actor.system("test"),
+                                       plugins=get_registry(app))
         caller = tenant_admin.grant_admin(session, organization_id=org.id, email="it-ops@umbrella.test",
                                    actor=Actor.system("test"))
         key = key_service.create_key(session, organization_id=org.id, owner_user_id=caller.user_id, name="ops",

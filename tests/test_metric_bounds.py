@@ -169,7 +169,8 @@ def test_workers_sharing_a_cache_run_the_check_once_per_interval(steps: list[tup
     # Four workers (one check object each) and one shared cache; each worker's clock is the same fake one.
     shared, now, interval = SimpleCache(), [0.0], 5.0
     check = _Counted(ConnectionError("down") if failing else None)
-    workers = [CachedCheck(check, interval=interval, key="readyz:test", clock=lambda: now[0]) for _ in range(4)]
+    workers = [CachedCheck(check, interval=interval, key="readyz:test", clock=lambda: now[0],
+                           errors=(ConnectionError,)) for _ in range(4)]
     for worker, advance in steps:
         now[0] += advance
         assert workers[worker].outcome(shared) == ("ConnectionError" if failing else OK)

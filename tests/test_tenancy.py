@@ -13,12 +13,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import httpx2
 import jwt
 import pytest
-from flask import Flask
+from flask import Flask, current_app
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from hatidata_auth.causes import Actor
 from hatidata_auth.extensions import db
+from hatidata_auth.idp import get_registry
 from hatidata_auth.models import AuditEvent, AuthSession, DirectoryUser, Membership, Organization
 from hatidata_auth.services import reconcile
 from tests.auth_support import INITECH, authorize, callback_path, cookie_value, csrf_headers, forge_token, start_login
@@ -37,7 +38,7 @@ def orgs(db_session: Any, workos_client: Any) -> dict[str, str]:
     mirror_organizations(db_session, workos_client)
     for report in reconcile.resync_all(db_session, workos_client):
         reconcile.ensure_demo_mappings(db_session, workos_client, organization_id=report.organization_id,
-                                       actor=Actor.system("test"))
+                                       actor=Actor.system("test"), plugins=get_registry(current_app))
         db_session.commit()
     found = {str(o.workos_organization_id): o.id for o in db_session.scalars(select(Organization))}
     db_session.commit()

@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from hatidata_auth.models import AuditEvent, WebhookEvent
 from hatidata_auth.services import inbox
+from hatidata_auth.workos.webhooks import MalformedEvent, parse_event
 from tests.support.dsync import member_roles, mirror_organizations, post_event, sign, snapshot
 
 ACME_DIR = "directory_01HTDQ8D100000000000000001"
@@ -120,6 +121,20 @@ def test_malformed_events_are_400_and_change_nothing(body: str, client: FlaskCli
     assert response.status_code == 400, response.data
     assert response.json["error"]["code"] == "malformed_event"
     assert snapshot(db_session) == before
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"\xff", b"[]", b"[" * 100_000 + b"]" * 100_000,
+                                  json.dumps({"id": "event_X", "data": {}}).encode(),
+                                  json.dumps({"event": "dsync.user.created", "data": "x"}).encode()])
+def test_the_boundary_refuses_what_the_sdk_cannot_read_with_one_error(body: bytes) -> None:
+    with pytest.raises(MalformedEvent) as info:
+        parse_event(body)
+    assert isinstance(info.value.cause, Exception)
+
+
+def test_the_boundary_returns_the_event_it_read() -> None:
+    event = {"id": "event_X", "event": "some.future.event", "data": {}, "created_at": "2030-01-01T00:00:00Z"}
+    assert parse_event(json.dumps(event).encode()) == event
 
 
 def test_oversized_bodies_are_413(app_config: dict[str, Any], request: pytest.FixtureRequest) -> None:

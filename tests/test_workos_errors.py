@@ -21,8 +21,12 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from workos.session import seal_data, unseal_data
 
+from hatidata_auth.errors import ServiceUnavailable
 from hatidata_auth.extensions import db
 from hatidata_auth.models import AuthSession
+from hatidata_auth.services import login as login_service
+from hatidata_auth.services.login import LoginFailed
+from hatidata_auth.services.session_refresh import Tokens
 from hatidata_auth.workos import (
     WorkOSFailure,
     WorkOSGateway,
@@ -165,6 +169,35 @@ def test_a_rate_limited_login_is_a_503_to_retry(app: Flask, client: FlaskClient,
         assert response.status_code == 503
         assert response.headers["Retry-After"].isdigit()
         assert "WorkOS is unreachable" in response.get_data(as_text=True)
+
+
+def test_a_rate_limited_organization_selection_is_a_503_to_retry(app: Flask, client: FlaskClient,
+                                                                  emulator: Any) -> None:
+    # consultant@ is in Acme and Globex: the code exchange answers organization_selection_required and the login
+    # continues with a second call, which is the one rate-limited (a delay-only fault lets the first one pass).
+    mirror_demo(app)
+    pending = callback_path(authorize(start_login(client, email="consultant@partners.test")))
+    _inject(emulator, method="POST", path="/user_management/authenticate", delay_ms=1)
+    _inject(emulator, method="POST", path="/user_management/authenticate", status=429)
+    response = client.get(pending, headers=BROWSER)
+    assert response.status_code == 503
+    assert response.headers["Retry-After"].isdigit()
+    assert "WorkOS is unreachable" in response.get_data(as_text=True)
+    assert cookie_value(client) is None
+    code, faults = http_json("GET", f"{emulator.url}/_emulator/faults", None, KEY)
+    assert code == 200
+    assert faults["data"] == []  # both calls were made: the second one met the 429
+
+
+@pytest.mark.parametrize(("status", "expected"), [(429, ServiceUnavailable), (503, ServiceUnavailable),
+                                                  (403, LoginFailed)])
+def test_a_failed_organization_listing_at_login_is_translated(emulator: Any, gateway: WorkOSGateway, status: int,
+                                                              expected: type[Exception]) -> None:
+    # A login that WorkOS answered without an organization lists the user's memberships to pick one.
+    tokens = Tokens("access", "refresh", {"id": "user_01HTDQ8G900000000000000001"}, None, "password")
+    _inject(emulator, method="GET", path="/user_management/organization_memberships", status=status)
+    with pytest.raises(expected):
+        login_service.choose_organization(gateway.client, tokens)
 
 
 def test_a_rate_limited_refresh_keeps_the_session(app: Flask, client: FlaskClient, emulator: Any) -> None:

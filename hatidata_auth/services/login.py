@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
     from .introspection import TokenVerifier
 
 log = logging.getLogger(__name__)
+
+MAX_MIRRORED_MEMBERSHIPS = 1000
+"""How many of a user's WorkOS memberships a login mirrors at most (a bound on the pages it reads)."""
 
 
 class LoginDenied(AppError):
@@ -92,17 +96,9 @@ def exchange_code(db: Session, client: WorkOSClient, verifier: TokenVerifier, *,
     that vouched for it (flushed, not committed).
     """
     try:
-        with translate_errors():
-            response = client.user_management.authenticate_with_code(
-                code=code, code_verifier=code_verifier, ip_address=request.ip_address, user_agent=request.user_agent)
-    except OrganizationSelectionRequired as exc:
-        if not exc.organization_ids or not exc.pending_authentication_token:
-            raise LoginFailed("no_organization", "You are not a member of any organization.", status=403) from exc
-        response = client.user_management.authenticate_with_organization_selection(
-            pending_authentication_token=exc.pending_authentication_token, organization_id=exc.organization_ids[0])
+        response = _authenticate(client, code=code, code_verifier=code_verifier, request=request)
     except WorkOSUnavailable as exc:
-        raise ServiceUnavailable("WorkOS is unreachable; retry the sign-in shortly.",
-                                 code="workos_unavailable", headers={"Retry-After": "5"}) from exc
+        raise _retry_later() from exc
     except WorkOSFailure as exc:
         if exc.http_status in (400, 401):
             raise LoginFailed("invalid_code", "The sign-in code is invalid or was already used; sign in again.",
@@ -120,10 +116,41 @@ def exchange_code(db: Session, client: WorkOSClient, verifier: TokenVerifier, *,
     return Exchanged(tokens, claims, authentication)
 
 
+def _authenticate(client: WorkOSClient, *, code: str, code_verifier: str, request: RequestInfo) -> Any:
+    """The code exchange; a user of several organizations continues in the first one WorkOS lists. Both calls
+    raise our :class:`WorkOSFailure` subclasses."""
+    try:
+        with translate_errors():
+            return client.user_management.authenticate_with_code(
+                code=code, code_verifier=code_verifier, ip_address=request.ip_address, user_agent=request.user_agent)
+    except OrganizationSelectionRequired as exc:
+        if not exc.organization_ids or not exc.pending_authentication_token:
+            raise LoginFailed("no_organization", "You are not a member of any organization.", status=403) from exc
+        with translate_errors():
+            return client.user_management.authenticate_with_organization_selection(
+                pending_authentication_token=exc.pending_authentication_token,
+                organization_id=exc.organization_ids[0])
+
+
+def _retry_later() -> ServiceUnavailable:
+    return ServiceUnavailable("WorkOS is unreachable; retry the sign-in shortly.", code="workos_unavailable",
+                              headers={"Retry-After": "5"})
+
+
 def choose_organization(client: WorkOSClient, tokens: Tokens, *, request: RequestInfo = NO_REQUEST) -> Tokens:
-    """A login without an organization: continue in the user's first active organization."""
-    memberships = client.organization_membership.list_organization_memberships(
-        user_id=str(tokens.user["id"]), statuses=["active"], limit=10, order="asc").data
+    """A login without an organization: continue in the user's first active organization.
+
+    Raises :class:`LoginFailed` (no active membership, WorkOS refusing the listing) and
+    :class:`ServiceUnavailable` (WorkOS unreachable), plus what :func:`refresh_tokens` raises."""
+    try:
+        with translate_errors():
+            memberships = client.organization_membership.list_organization_memberships(
+                user_id=str(tokens.user["id"]), statuses=["active"], limit=10, order="asc").data
+    except WorkOSUnavailable as exc:
+        raise _retry_later() from exc
+    except WorkOSFailure as exc:
+        raise LoginFailed("workos_error", "WorkOS refused the sign-in.", status=403,
+                          workos_code=exc.workos_code) from exc
     if not memberships:
         raise LoginFailed("no_organization", "You are not a member of any organization.", status=403)
     return refresh_tokens(client, refresh_token=tokens.refresh_token,
@@ -253,13 +280,14 @@ def complete_login(
 
 @translate_errors()
 def sync_user_memberships(db: Session, client: WorkOSClient, *, user_id: str, workos_user_id: str,
-                          actor: Actor | None = None) -> int:
-    """Mirror the user's other active WorkOS memberships (so they can switch organization); returns how many
-    were created. Memberships we already hold keep their role and status (directory sync owns them)."""
+                          actor: Actor | None = None, page_size: int = 100) -> int:
+    """Mirror the user's other active WorkOS memberships (so they can switch organization), at most
+    :data:`MAX_MIRRORED_MEMBERSHIPS`, *page_size* per WorkOS page; returns how many were created. Memberships we
+    already hold keep their role and status (directory sync owns them)."""
     created = 0
-    page = client.organization_membership.list_organization_memberships(user_id=workos_user_id,
-                                                                        statuses=["active"], limit=100)
-    for item in page.data:
+    listed = client.organization_membership.list_organization_memberships(user_id=workos_user_id,
+                                                                          statuses=["active"], limit=page_size)
+    for item in islice(listed.auto_paging_iter(), MAX_MIRRORED_MEMBERSHIPS):
         org = ensure_organization(db, client, item.organization_id)
         exists = db.scalar(select(Membership.id).where(Membership.organization_id == org.id,
                                                        Membership.user_id == user_id))

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from itertools import islice
+from itertools import chain, islice
 from typing import Any
 
 from sqlalchemy import select
@@ -168,8 +168,8 @@ def mirror_groups(run: _Run, ctx: EventContext, org: Organization) -> None:
         DirectoryGroup.organization_id == org.id, DirectoryGroup.directory_id == run.directory_id,
         DirectoryGroup.deleted_at.is_(None)))}
     seen_groups: set[str] = set()
-    listed = run.client.directory_sync.list_groups(directory=run.directory_id, limit=100, order="asc")
-    for group in listed.auto_paging_iter():
+    listed = run.client.directory_sync.list_groups(directory=run.directory_id, limit=run.page_size, order="asc")
+    for group in chain.from_iterable(_pages(listed.auto_paging_iter(), run.page_size)):
         data = group.to_dict()
         if not run.keep(data):
             continue
@@ -368,7 +368,12 @@ def record_resync(run: _Run, started_clock: float) -> None:
 def _user_pages(client: WorkOSClient, directory_id: str, page_size: int) -> Any:
     """The directory's users, *page_size* at a time (a list each), oldest first."""
     users = client.directory_sync.list_users(directory=directory_id, limit=page_size, order="asc").auto_paging_iter()
-    while batch := list(islice(users, page_size)):
+    return _pages(users, page_size)
+
+
+def _pages(items: Iterator[Any], page_size: int) -> Iterator[list[Any]]:
+    """*items* (the SDK's ``auto_paging_iter()``) *page_size* at a time, each read with ``islice``."""
+    while batch := list(islice(items, page_size)):
         yield batch
 
 

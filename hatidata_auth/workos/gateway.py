@@ -82,10 +82,11 @@ class WorkOSGateway:
         return str(self.client.base_url)
 
     @translate_errors()
-    def ping(self) -> None:
-        """Make one cheap authenticated call; raises :class:`WorkOSFailure` (``WorkOSUnavailable`` when
-        WorkOS is unreachable)."""
-        self.client.organizations.list_organizations(limit=1)
+    def ping(self, *, timeout: float = 3.0) -> None:
+        """Make one cheap authenticated call, not retried, within *timeout* seconds; raises
+        :class:`WorkOSFailure` (``WorkOSUnavailable`` when WorkOS is unreachable or slow)."""
+        self.client.organizations.list_organizations(limit=1,
+                                                     request_options={"max_retries": 0, "timeout": timeout})
 
     def close(self) -> None:
         """Close the HTTP client, if one was built."""

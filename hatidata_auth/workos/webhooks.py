@@ -1,8 +1,13 @@
-"""Webhook signatures, checked with the SDK on the raw body."""
+"""Webhook signatures, checked with the SDK on the raw body, and the SDK's shape check of the event."""
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from workos import WorkOSClient
+from workos._errors import WorkOSError
+from workos.events.models import EventSchema
 
 
 class InvalidSignature(Exception):
@@ -28,3 +33,27 @@ def verify_signature(client: WorkOSClient, *, body: bytes, header: str, secret: 
         # The SDK's messages may quote the attacker's header in full: keep the class and a bounded message.
         message = str(exc.args[0]) if exc.args else ""
         raise InvalidSignature(f"{type(exc).__name__}: {message}"[:200]) from None
+
+
+class MalformedEvent(Exception):
+    """A (signed) body that is not a JSON object of a WorkOS event's shape; ``cause`` is what failed."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def parse_event(body: bytes) -> dict[str, Any]:
+    """The event *body* holds, as a dict, once the SDK's own shape check of known event types accepts it.
+
+    Raises :class:`MalformedEvent`: not JSON (or nested too deep to parse), not an object, or a shape the SDK
+    refuses (it raises ``WorkOSError`` or, on odd values, ``ValueError``, ``TypeError``, ``KeyError`` ...).
+    """
+    try:
+        payload = json.loads(body)
+        if not isinstance(payload, dict):
+            raise TypeError("the body must be a JSON object")
+        EventSchema.from_dict(payload)
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError, WorkOSError) as exc:
+        raise MalformedEvent(exc) from exc
+    return payload

@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from flask import Flask
+from flask import Flask, current_app
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hatidata_auth.causes import Actor
+from hatidata_auth.idp import get_registry
 from hatidata_auth.models import ApiKey, AuthSession, DirectoryUser, Membership, Organization, User, utcnow
 from hatidata_auth.services import reconcile
 from tests.support.dsync import mirror_organizations, post_event
@@ -63,7 +64,7 @@ def prepare(session: Session, workos_client: Any) -> dict[str, Organization]:
     orgs = mirror_organizations(session, workos_client)
     for report in reconcile.resync_all(session, workos_client):
         reconcile.ensure_demo_mappings(session, workos_client, organization_id=report.organization_id,
-                                       actor=Actor.system("test"))
+                                       actor=Actor.system("test"), plugins=get_registry(current_app))
         session.commit()
     return orgs
 
