@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from flask import Blueprint, render_template, request
-from sqlalchemy import select
 
 from .extensions import db
 from .identity import current_identity, get_identity
-from .models import Membership, Organization
-from .services import alerts, auth_policy, sessions
+from .services import alerts, session_refresh
 from .services.credentials import Unauthenticated
 
 bp = Blueprint("home", __name__)
@@ -24,19 +22,9 @@ def index() -> str:
     # The page speaks for the person across organizations: only their browser session, never a key or bearer.
     if identity is None or identity.auth_type != "session" or request.environ.get("hatidata.credential") != "cookie":
         return render_template("home.html", identity=None, organizations=[], alerts=[])
-    rows = db.session.execute(
-        select(Organization, Membership.role)
-        .join(Membership, Membership.organization_id == Organization.id)
-        .where(Membership.user_id == current_identity.user_id, Membership.status == "active",
-               Organization.status == "active")
-        .order_by(Organization.name)
-    ).all()
-    record = sessions.get_session(db.session(), organization_id=identity.organization_id,
-                                  session_id=identity.session_id or "")
-    reasons = auth_policy.sign_in_needed(db.session(), record, identity.email, [org for org, _ in rows])
-    organizations = [{"id": org.id, "name": org.name, "role": role, "current": org.id == identity.organization_id,
-                      "sign_in_required": reasons[org.id] is not None, "login_url": auth_policy.login_url(org.id)}
-                     for org, role in rows]
+    organizations = session_refresh.organization_choices(db.session(), user_id=current_identity.user_id,
+                                                         organization_id=identity.organization_id,
+                                                         session_id=identity.session_id, email=identity.email)
     # The same permission as GET /api/v1/organization/alerts: the admins who can act on them.
     open_alerts = (alerts.open_alerts(db.session(), identity.organization_id)
                    if identity.has_permission("sso:manage") else [])

@@ -9,9 +9,8 @@ from marshmallow import Schema, fields, validate
 
 from ..extensions import db
 from ..identity import current_identity
-from ..models import OrganizationAlert
 from ..services import alerts
-from .common import PageArgsSchema, guard, page_schema, paginate_query, timestamp
+from .common import PageArgsSchema, guard, page_body, page_request, page_schema, timestamp
 
 alerts_blp = Blueprint("alerts", __name__, description="Alerts about the organization's SSO connection.")
 BLUEPRINTS = (alerts_blp,)
@@ -54,6 +53,6 @@ AlertPage = page_schema(AlertSchema, "AlertPage")
 @alerts_blp.response(200, AlertPage)
 def list_alerts(args: dict[str, Any]) -> dict[str, Any]:
     """The organization's alerts (open ones by default), in id order."""
-    query = alerts.alerts_query(current_identity.organization_id, args["status"])
-    rows, cursor = paginate_query(db.session(), query, OrganizationAlert.id, args)
-    return {"data": [alerts.view(a).to_dict() for a in rows], "next_cursor": cursor}
+    page = alerts.alerts_page(db.session(), current_identity.organization_id, args["status"],
+                              page_request(args, alerts.PAGE_KEY))
+    return page_body(page, alerts.AlertView.to_dict)

@@ -10,19 +10,19 @@ from typing import Any, TypeVar, cast
 
 from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate
-from sqlalchemy import Integer
-from sqlalchemy.orm import Session
 
 from .. import inputs
 from ..errors import AppError
 from ..identity import login_required, require_permission
+from ..services import paging
 from .spec import ErrorSchema  # noqa: F401 - re-exported
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
-MAX_CURSOR_KEY = 255
+MAX_CURSOR_KEY = paging.MAX_KEY_LENGTH
 
 
 def timestamp(**kwargs: Any) -> fields.String:
@@ -90,14 +90,6 @@ def decode_cursor(cursor: str | None, kind: type[int] | type[str] | None = None,
         raise validation_error({"cursor": ["Not a valid cursor."]}, location="query") from exc
 
 
-def column_kind(key: Any) -> tuple[type[int] | type[str], int]:
-    """The Python type of a sort column and the longest string it holds (``MAX_CURSOR_KEY`` when unbounded)."""
-    column_type = key.type
-    if isinstance(column_type, Integer):
-        return int, MAX_CURSOR_KEY
-    return str, int(getattr(column_type, "length", None) or MAX_CURSOR_KEY)
-
-
 def validation_error(fields_: dict[str, list[str]], *, location: str = "json",
                      message: str = "The request is invalid.") -> AppError:
     """A 422 naming the fields at fault."""
@@ -105,23 +97,16 @@ def validation_error(fields_: dict[str, list[str]], *, location: str = "json",
                     details={"fields": fields_, "location": location})
 
 
-def paginate_query(session: Session, query: Any, key: Any, args: dict[str, Any], *,
-                   descending: bool = False, scalars: bool = True) -> tuple[list[Any], str | None]:
-    """One page of *query* ordered by the unique column *key*; returns the rows and the next cursor."""
-    kind, longest = column_kind(key)
-    after = decode_cursor(args.get("cursor"), kind, max_length=longest)
-    limit = int(args.get("limit") or DEFAULT_LIMIT)
-    if after is not None:
-        query = query.where(key < after if descending else key > after)
-    query = query.order_by(key.desc() if descending else key).limit(limit + 1)
-    rows = list(session.scalars(query) if scalars else session.execute(query).all())
-    more = len(rows) > limit
-    rows = rows[:limit]
-    if not more or not rows:
-        return rows, None
-    last = rows[-1]
-    value = getattr(last, key.key) if scalars else getattr(last[0], key.key)
-    return rows, encode_cursor(value)
+def page_request(args: dict[str, Any], kind: paging.KeyKind) -> paging.PageRequest:
+    """The page the arguments ask for, its cursor decoded as a key of *kind* (a 422 naming ``cursor`` otherwise)."""
+    after = decode_cursor(args.get("cursor"), kind.type, max_length=kind.longest)
+    return paging.PageRequest(after=after, limit=int(args.get("limit") or DEFAULT_LIMIT))
+
+
+def page_body(page: paging.Page[T], present: Callable[[T], Any]) -> dict[str, Any]:
+    """The ``{"data", "next_cursor"}`` envelope of a service's page, each item presented by *present*."""
+    return {"data": [present(item) for item in page.items],
+            "next_cursor": None if page.next_key is None else encode_cursor(page.next_key)}
 
 
 def paginate_list(items: Sequence[Any], key: Callable[[Any], str | int], args: dict[str, Any]) -> \

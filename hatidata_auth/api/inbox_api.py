@@ -9,9 +9,8 @@ from marshmallow import Schema, fields
 
 from ..extensions import db
 from ..identity import current_identity, request_cause, runtime
-from ..models import WebhookEvent
 from ..services import inbox_admin
-from .common import PageArgsSchema, guard, page_schema, paginate_query, timestamp
+from .common import PageArgsSchema, guard, page_body, page_request, page_schema, timestamp
 
 inbox_blp = Blueprint("webhook-inbox", __name__, description="WorkOS events that failed to apply.")
 BLUEPRINTS = (inbox_blp,)
@@ -39,7 +38,7 @@ class ReplaySchema(Schema):
 InboxPage = page_schema(InboxEventSchema, "InboxEventPage")
 
 
-def _inbox_view(row: WebhookEvent) -> dict[str, Any]:
+def _inbox_view(row: inbox_admin.FailedEvent) -> dict[str, Any]:
     return {"event_id": row.event_id, "event_type": row.event_type, "status": row.status, "source": row.source,
             "attempts": row.attempts, "last_error": row.last_error, "received_at": row.received_at.isoformat(),
             "event_created_at": None if row.event_created_at is None else row.event_created_at.isoformat()}
@@ -51,10 +50,9 @@ def _inbox_view(row: WebhookEvent) -> dict[str, Any]:
 @inbox_blp.response(200, InboxPage)
 def list_failed(args: dict[str, Any]) -> dict[str, Any]:
     """The organization's WorkOS events that failed to apply, in the order they arrived."""
-    session = db.session()
-    query = inbox_admin.failed_query(session, current_identity.organization_id)
-    page, cursor = paginate_query(session, query, WebhookEvent.id, args)
-    return {"data": [_inbox_view(r) for r in page], "next_cursor": cursor}
+    page = inbox_admin.failed_page(db.session(), current_identity.organization_id,
+                                   page_request(args, inbox_admin.PAGE_KEY))
+    return page_body(page, _inbox_view)
 
 
 @inbox_blp.route("/webhook-inbox/<event_id>/replay", methods=["POST"])

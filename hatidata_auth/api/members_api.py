@@ -11,13 +11,14 @@ from ..extensions import db
 from ..identity import current_identity, request_cause, runtime
 from ..models import Membership
 from ..roles import ROLES
-from ..services import tenant_admin
-from .common import PageArgsSchema, guard, page_schema, paginate_query, timestamp
+from ..services import paging, tenant_admin
+from .common import PageArgsSchema, guard, page_body, page_request, page_schema, timestamp
 
 members_blp = Blueprint("members", __name__, description="Members of the organization.")
 BLUEPRINTS = (members_blp,)
 
 MEMBER_STATUSES = ("active", "inactive", "pending", "deprovisioned")
+MEMBER_KEY = paging.key_kind(Membership.id)
 
 
 def _org_id() -> str:
@@ -73,9 +74,9 @@ def list_members(args: dict[str, Any]) -> dict[str, Any]:
     """Members, filtered by role, status, source or email."""
     flt = tenant_admin.MemberFilter(role=args.get("role"), status=args.get("status"), source=args.get("source"),
                              email=args.get("email"))
-    rows, cursor = paginate_query(db.session(), tenant_admin.members_query(_org_id(), flt), Membership.id, args,
-                                  scalars=False)
-    return {"data": [tenant_admin.member_view(m, u) for m, u in rows], "next_cursor": cursor}
+    page = paging.paginate(db.session(), tenant_admin.members_query(_org_id(), flt), Membership.id,
+                           page_request(args, MEMBER_KEY), lambda row: tenant_admin.member_view(*row), scalars=False)
+    return page_body(page, dict)
 
 
 @members_blp.route("/members/<member_id>", methods=["GET"])

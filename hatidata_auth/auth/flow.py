@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import secrets
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,13 +30,6 @@ def safe_return_to(value: str | None) -> str:
     if parts.scheme or parts.netloc or any(ord(c) < 32 for c in value):
         return "/"
     return value
-
-
-def pkce_pair() -> tuple[str, str]:
-    """A PKCE verifier and its S256 challenge."""
-    verifier = secrets.token_urlsafe(64)
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-    return verifier, challenge
 
 
 @dataclass(frozen=True, slots=True)

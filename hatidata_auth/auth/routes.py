@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 import secrets
 from typing import Any
 
@@ -12,7 +11,6 @@ from flask_wtf.csrf import generate_csrf
 from werkzeug.wrappers import Response as BaseResponse
 
 from .. import security_reports
-from ..causes import Actor, Cause
 from ..cookie_tokens import clear_session_cookie, set_session_cookie
 from ..errors import AppError
 from ..extensions import db, limiter
@@ -25,20 +23,16 @@ from ..identity import (
     runtime,
     seal_tokens,
 )
-from ..models import Organization
 from ..request_hooks import request_info
-from ..services import auth_policy, session_refresh
+from ..services import auth_policy, login_flow, session_refresh
 from ..services import login as login_service
 from ..services import organizations as organizations_service
-from ..services import sessions as session_service
 from ..services.introspection import Unauthenticated
 from ..services.login import LoginFailed
 from ..urls import external_url, public_base
-from ..workos import WorkOSFailure
-from .flow import BROWSER_KEY, MAX_PENDING_LOGINS, InvalidState, LoginState, dump_state, load_state, pkce_pair
+from .flow import BROWSER_KEY, MAX_PENDING_LOGINS, InvalidState, LoginState, dump_state, load_state
 from .flow import safe_return_to as safe_return_to
 
-log = logging.getLogger(__name__)
 bp = Blueprint("hatidata_auth", __name__, url_prefix="/auth")
 
 STATE_KEY = "auth:state:{}"
@@ -60,36 +54,24 @@ def _truthy(value: str | None) -> bool:
 @limiter.limit(_login_limit)
 def login() -> BaseResponse:
     """Start a login at WorkOS AuthKit (home-realm discovery by ``email``; SSO-enforcing orgs go straight to
-    their connection)."""
+    their connection).
+
+    Answers 302 to WorkOS (the PKCE verifier kept for the callback, the browser's pending logins noted); 400
+    ``unknown_organization`` for an ``organization_id`` we do not know; 429 past the login rate limit.
+    """
     rt = runtime()
     email = (request.args.get("email") or "").strip() or None
-    org: Organization | None = None
-    if request.args.get("organization_id"):
-        org = organizations_service.find_organization(db.session(), request.args["organization_id"])
-        if org is None:
-            raise AppError("Unknown organization.", status=400, code="unknown_organization")
-    elif email:
-        org = organizations_service.find_organization_for_email(db.session(), email)
-    db.session.remove()
     state = LoginState(nonce=secrets.token_urlsafe(24), return_to=safe_return_to(request.args.get("return_to")),
                        remember=_truthy(request.args.get("remember")))
-    verifier, challenge = pkce_pair()
-    rt.put(STATE_KEY.format(state.nonce), {"verifier": verifier}, rt.state_ttl)
+    authorization = login_flow.authorization_url(
+        db.session(), rt.gateway.client, redirect_uri=_redirect_uri(),
+        state=dump_state(str(current_app.secret_key or ""), state), email=email,
+        organization_id=request.args.get("organization_id") or None)
+    db.session.remove()
+    rt.put(STATE_KEY.format(state.nonce), {"verifier": authorization.code_verifier}, rt.state_ttl)
     pending = [n for n in session.get(BROWSER_KEY, []) if isinstance(n, str)][-(MAX_PENDING_LOGINS - 1):]
     session[BROWSER_KEY] = [*pending, state.nonce]
-    params: dict[str, Any] = {"redirect_uri": _redirect_uri(), "state": dump_state(str(current_app.secret_key or ""),
-                                                                                     state),
-                              "code_challenge": challenge, "code_challenge_method": "S256"}
-    if email:
-        params["login_hint"] = email
-    if org is not None and org.sso_enforced and org.connection_id:
-        params["connection_id"] = org.connection_id
-    elif org is not None and org.workos_organization_id:
-        params["organization_id"] = org.workos_organization_id
-    else:
-        params["provider"] = "authkit"
-    url = rt.gateway.client.user_management.get_authorization_url(**params)
-    return redirect(url, code=302)
+    return redirect(authorization.url, code=302)
 
 
 def _recorded(failure: LoginFailed) -> LoginFailed:
@@ -136,7 +118,6 @@ def callback() -> BaseResponse:
     revoked); 503 ``workos_unavailable``.
     """
     rt = runtime()
-    client = rt.gateway.client
     if request.args.get("error"):
         raise _recorded(LoginFailed("idp_error", "The sign-in was not completed.", error=request.args.get("error"),
                                     description=request.args.get("error_description")))
@@ -146,43 +127,25 @@ def callback() -> BaseResponse:
         _recorded(LoginFailed("invalid_state", exc.message))
         raise
     try:
-        exchanged = login_service.exchange_code(db.session(), client, rt.verifier, code=code, code_verifier=verifier,
-                                                request=request_info())
+        finished = login_flow.finish(db.session(), rt.gateway.client, rt.verifier, code=code, code_verifier=verifier,
+                                     remember=state.remember, policy=rt.policy, commit=db.session.commit,
+                                     request=request_info())
     except LoginFailed as exc:
         _recorded(exc)
         raise
-    try:
-        result = login_service.complete_login(db.session(), client, tokens=exchanged.tokens, claims=exchanged.claims,
-                                              remember=state.remember, policy=rt.policy, request=request_info(),
-                                              authentication=exchanged.authentication)
-        db.session.commit()
-    except auth_policy.SsoRequired:
-        db.session.commit()  # the refusal's audit event; no session was recorded
-        login_service.end_workos_session(client, exchanged.workos_session_id, why="refused")
-        raise
-    except login_service.LoginDenied as exc:
-        db.session.rollback()
-        login_service.end_workos_session(client, exchanged.workos_session_id, why="denied")
-        raise _recorded(LoginFailed("denied", exc.message, status=403, code="login_denied",
-                                    email=exchanged.tokens.user.get("email"))) from exc
-    try:
-        login_service.sync_user_memberships(db.session(), client, user_id=result.user_id,
-                                            workos_user_id=str(exchanged.tokens.user["id"]),
-                                            actor=Actor("user", result.user_id, result.email))
-        db.session.commit()
-    except WorkOSFailure:
-        db.session.rollback()
-        log.warning("could not mirror the other memberships of %s", result.user_id)
-    log.info("login %s user=%s org=%s", result.session_id, result.user_id, result.organization_id)
     _rotate_csrf()
     response = redirect(state.return_to, code=302)
-    set_session_cookie(response, rt, seal_tokens(rt, exchanged.tokens), remembered=state.remember)
+    set_session_cookie(response, rt, seal_tokens(rt, finished.tokens), remembered=state.remember)
     return response
 
 
 @bp.post("/logout")
 def logout() -> BaseResponse:
-    """Revoke the session here and at WorkOS, clear the cookie, continue at WorkOS's logout URL."""
+    """Revoke the session here and at WorkOS, clear the cookie, continue at WorkOS's logout URL.
+
+    Answers 303 to WorkOS's logout URL (a cookie whose tokens verify, even expired), else 303 home; the cookie
+    cleared either way. With a cookie: 400 ``bad_request`` without a valid CSRF token.
+    """
     from ..extensions import csrf
 
     rt = runtime()
@@ -198,15 +161,10 @@ def logout() -> BaseResponse:
             claims = None
         if claims is not None:
             sid = str(claims["sid"])
-            actor = Actor("user", None, (data.get("user") or {}).get("email"))
-            record = session_service.find_by_workos_session_id(db.session(), sid)
-            if record is not None:
-                actor = Actor("user", record.user_id, actor.email)
-                session_service.revoke_session(db.session(), rt.gateway.client,
-                                               organization_id=record.organization_id, session_id=record.id,
-                                               cause=Cause.by(actor, request_info(), reason="logout"))
+            if login_flow.sign_out(db.session(), rt.gateway.client, workos_session_id=sid,
+                                   email=(data.get("user") or {}).get("email"), request=request_info()):
                 db.session.commit()
-            target = rt.gateway.client.user_management.get_logout_url(session_id=sid, return_to=home)
+            target = login_flow.logout_url(rt.gateway.client, workos_session_id=sid, return_to=home)
     response = redirect(target, code=303)
     clear_session_cookie(response, rt)
     return response

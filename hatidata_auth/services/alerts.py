@@ -21,6 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from ..models import Organization, OrganizationAlert, new_id
+from . import paging
 
 if TYPE_CHECKING:
     from .events import EventContext
@@ -104,6 +105,15 @@ def alerts_query(organization_id: str, status: str = "open") -> Select[Organizat
     elif status == "resolved":
         query = query.where(OrganizationAlert.resolved_at.is_not(None))
     return query
+
+
+PAGE_KEY = paging.key_kind(OrganizationAlert.id)
+
+
+def alerts_page(session: Session, organization_id: str, status: str, page: paging.PageRequest) -> \
+        paging.Page[AlertView]:
+    """One page of the organization's alerts with *status* (see :func:`alerts_query`), in id order."""
+    return paging.paginate(session, alerts_query(organization_id, status), OrganizationAlert.id, page, view)
 
 
 def open_alerts(session: Session, organization_id: str, limit: int = 20) -> list[AlertView]:

@@ -5,6 +5,9 @@ The inbox itself (storing, applying and replaying events) is :mod:`~hatidata_aut
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
+
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
@@ -12,13 +15,41 @@ from ..causes import Cause
 from ..errors import AppError
 from ..models import WebhookEvent
 from ..workos import WorkOSClient
-from . import audit, inbox, tenant_admin
+from . import audit, inbox, paging, tenant_admin
 from .inbox import InboxResult
 
 
 def failed_query(session: Session, organization_id: str) -> Select[tuple[WebhookEvent]]:
     """The query of the organization's failed events (order and page it; filtered before either)."""
     return inbox.failed_of(tenant_admin.get_organization(session, organization_id))
+
+
+@dataclass(frozen=True, slots=True)
+class FailedEvent:
+    """A stored event that failed to apply, as the organization's admins see it."""
+
+    event_id: str
+    event_type: str
+    status: str
+    source: str
+    attempts: int
+    last_error: str | None
+    received_at: datetime
+    event_created_at: datetime | None
+
+
+PAGE_KEY = paging.key_kind(WebhookEvent.id)
+
+
+def _failed(row: WebhookEvent) -> FailedEvent:
+    return FailedEvent(event_id=row.event_id, event_type=row.event_type, status=row.status, source=row.source,
+                       attempts=row.attempts, last_error=row.last_error, received_at=row.received_at,
+                       event_created_at=row.event_created_at)
+
+
+def failed_page(session: Session, organization_id: str, page: paging.PageRequest) -> paging.Page[FailedEvent]:
+    """One page of the organization's failed events, in the order they arrived."""
+    return paging.paginate(session, failed_query(session, organization_id), WebhookEvent.id, page, _failed)
 
 
 def replay(session: Session, client: WorkOSClient, *, organization_id: str, event_id: str, cause: Cause) -> InboxResult:

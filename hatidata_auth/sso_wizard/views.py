@@ -65,7 +65,7 @@ def _identity() -> Any:
 
 
 def _organization() -> Organization:
-    org = db.session.get(Organization, _identity().organization_id)
+    org = wizard.organization(db.session(), _identity().organization_id)
     if org is None:
         abort(404)
     return org

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from ..causes import Cause
 from ..errors import AppError
 from ..idp import IdPPlugin, WizardStep
-from ..models import WizardProgress, utcnow
+from ..models import Organization, WizardProgress, utcnow
 from ..services import audit
 
 
@@ -80,6 +80,11 @@ class WizardState:
         """How much of the wizard is done."""
         done = sum(1 for s in self.steps if s.key in self.completed)
         return round(100 * done / len(self.steps))
+
+
+def organization(session: Session, organization_id: str) -> Organization | None:
+    """The tenant whose SSO the caller sets up: the caller's own organization (*organization_id*), by our id."""
+    return session.scalar(select(Organization).where(Organization.id == organization_id))
 
 
 def get_progress(session: Session, organization_id: str, plugin_name: str) -> WizardProgress | None:

@@ -1,0 +1,137 @@
+"""A browser sign-in as the ``/auth`` views run it: where to send the browser, finishing the callback, signing out.
+
+Built on :mod:`.login` (the code exchange and the records) and :mod:`.sessions` (revocation). The views keep
+the request's pieces (the signed ``state``, the cookie, the browser's pending logins); this module decides and
+talks to WorkOS. A login's transactions are the caller's: :func:`finish` commits through the ``commit`` it is
+given, at the points the login's audit trail and its revocations depend on.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.orm import Session
+
+from ..causes import NO_REQUEST, Actor, Cause, RequestInfo
+from ..errors import AppError
+from ..workos import WorkOSClient, WorkOSFailure
+from . import auth_policy, login, sessions
+from .login import LoginFailed, LoginResult
+from .organizations import find_organization, find_organization_for_email
+from .session_refresh import Tokens
+from .sessions import SessionPolicy
+
+if TYPE_CHECKING:
+    from .introspection import TokenVerifier
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Authorization:
+    """Where to send the browser to sign in, and the PKCE ``code_verifier`` to keep for the callback."""
+
+    url: str
+    code_verifier: str
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """A completed sign-in: the login recorded here and the tokens WorkOS issued for the cookie."""
+
+    result: LoginResult
+    tokens: Tokens
+
+
+def pkce_pair() -> tuple[str, str]:
+    """A PKCE verifier and its S256 challenge."""
+    verifier = secrets.token_urlsafe(64)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    return verifier, challenge
+
+
+def authorization_url(db: Session, client: WorkOSClient, *, redirect_uri: str, state: str,
+                      email: str | None = None, organization_id: str | None = None) -> Authorization:
+    """The WorkOS AuthKit URL a sign-in starts at: an SSO-enforcing organization's connection, else the
+    organization (named by *organization_id*, or owning *email*'s domain), else AuthKit (*email* as the hint).
+
+    Raises 400 ``unknown_organization`` for an *organization_id* we do not know.
+    """
+    if organization_id:
+        org = find_organization(db, organization_id)
+        if org is None:
+            raise AppError("Unknown organization.", status=400, code="unknown_organization")
+    else:
+        org = find_organization_for_email(db, email) if email else None
+    verifier, challenge = pkce_pair()
+    params: dict[str, Any] = {"redirect_uri": redirect_uri, "state": state, "code_challenge": challenge,
+                              "code_challenge_method": "S256"}
+    if email:
+        params["login_hint"] = email
+    if org is not None and org.sso_enforced and org.connection_id:
+        params["connection_id"] = org.connection_id
+    elif org is not None and org.workos_organization_id:
+        params["organization_id"] = org.workos_organization_id
+    else:
+        params["provider"] = "authkit"
+    return Authorization(client.user_management.get_authorization_url(**params), verifier)
+
+
+def finish(db: Session, client: WorkOSClient, verifier: TokenVerifier, *, code: str, code_verifier: str,
+           remember: bool, policy: SessionPolicy, commit: Callable[[], None],
+           request: RequestInfo = NO_REQUEST) -> Finished:
+    """Exchange the callback's code, record the login (committed), then mirror the user's other memberships
+    (committed apart: a failure there is only logged).
+
+    Raises :class:`LoginFailed` for the caller to count and audit (the code refused, no organization, WorkOS
+    refusing; ``denied``: we do not let the user in, the WorkOS session ended), :class:`auth_policy.SsoRequired`
+    (its audit event committed, the WorkOS session ended) and ``ServiceUnavailable`` (WorkOS unreachable).
+    """
+    exchanged = login.exchange_code(db, client, verifier, code=code, code_verifier=code_verifier, request=request)
+    try:
+        result = login.complete_login(db, client, tokens=exchanged.tokens, claims=exchanged.claims,
+                                      remember=remember, policy=policy, request=request,
+                                      authentication=exchanged.authentication)
+        commit()
+    except auth_policy.SsoRequired:
+        commit()  # the refusal's audit event; no session was recorded
+        login.end_workos_session(client, exchanged.workos_session_id, why="refused")
+        raise
+    except login.LoginDenied as exc:
+        db.rollback()
+        login.end_workos_session(client, exchanged.workos_session_id, why="denied")
+        raise LoginFailed("denied", exc.message, status=403, code="login_denied",
+                          email=exchanged.tokens.user.get("email")) from exc
+    try:
+        login.sync_user_memberships(db, client, user_id=result.user_id,
+                                    workos_user_id=str(exchanged.tokens.user["id"]),
+                                    actor=Actor("user", result.user_id, result.email))
+        commit()
+    except WorkOSFailure:
+        db.rollback()
+        log.warning("could not mirror the other memberships of %s", result.user_id)
+    log.info("login %s user=%s org=%s", result.session_id, result.user_id, result.organization_id)
+    return Finished(result, exchanged.tokens)
+
+
+def sign_out(db: Session, client: WorkOSClient, *, workos_session_id: str, email: str | None,
+             request: RequestInfo = NO_REQUEST) -> bool:
+    """Revoke (here and at WorkOS, audited ``logout``) our record of the WorkOS session, if we hold one;
+    returns whether we did (caller commits)."""
+    record = sessions.find_by_workos_session_id(db, workos_session_id)
+    if record is None:
+        return False
+    sessions.revoke_session(db, client, organization_id=record.organization_id, session_id=record.id,
+                            cause=Cause.by(Actor("user", record.user_id, email), request, reason="logout"))
+    return True
+
+
+def logout_url(client: WorkOSClient, *, workos_session_id: str, return_to: str) -> str:
+    """WorkOS's logout URL for the session, continuing at *return_to*."""
+    return client.user_management.get_logout_url(session_id=workos_session_id, return_to=return_to)
