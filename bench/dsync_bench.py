@@ -174,6 +174,7 @@ def main() -> None:
     from hatidata_auth import create_app
     from hatidata_auth.causes import Actor
     from hatidata_auth.extensions import db
+    from hatidata_auth.idp import get_registry
     from hatidata_auth.models import AuthSession, Organization, User, utcnow
     from hatidata_auth.services import reconcile
     from hatidata_auth.services.organizations import sync_from_workos
@@ -186,10 +187,11 @@ def main() -> None:
         with app.app_context():
             upgrade()
             client = app.extensions["hatidata_workos"].client
-            sync_from_workos(db.session, client, Actor.system("bench"))
-            for report in reconcile.resync_all(db.session, client):
-                reconcile.ensure_demo_mappings(db.session, client, organization_id=report.organization_id,
-                                               actor=Actor.system("bench"))
+            session = db.session()
+            sync_from_workos(session, client, Actor.system("bench"))
+            for report in reconcile.resync_all(session, client):
+                reconcile.ensure_demo_mappings(session, client, organization_id=report.organization_id,
+                                               actor=Actor.system("bench"), plugins=get_registry(app))
                 db.session.commit()
             acme_id = db.session.query(Organization.id).filter_by(workos_organization_id=ACME_ORG).scalar()
 
@@ -298,7 +300,7 @@ def main() -> None:
             tracemalloc.start()
         with app.app_context():
             started = time.perf_counter()
-            report = reconcile.full_resync(db.session, app.extensions["hatidata_workos"].client,
+            report = reconcile.full_resync(db.session(), app.extensions["hatidata_workos"].client,
                                            organization_id=acme_id)
             seconds = time.perf_counter() - started
         peak = tracemalloc.get_traced_memory()[1] if args.trace_memory else 0
