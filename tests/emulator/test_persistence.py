@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 
+import pytest
 from workos import WorkOSClient
 from workos.sso import CreateProtocolOptionsSAML
 from workos.sso.models import CreateConnectionSAMLOptions
@@ -88,11 +89,22 @@ def test_reset_and_a_fresh_data_folder_start_from_the_seed(tmp_path: Path) -> No
         assert set(fresh.emulator.store.organizations) == seeded
 
 
-def test_state_of_another_seed_is_not_loaded(tmp_path: Path) -> None:
+def test_a_changed_seed_keeps_the_saved_state_with_a_notice(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
     data_dir = str(tmp_path / "emu")
     with EmulatorServer(data_dir=data_dir) as demo:
-        assert demo.emulator.store.organizations
-    with EmulatorServer(seed_path="", data_dir=data_dir) as empty:
+        seeded = set(demo.emulator.store.organizations)
+        assert seeded
+    assert "seed file changed" not in capsys.readouterr().err
+    with EmulatorServer(seed_path="", data_dir=data_dir) as other:
+        assert set(other.emulator.store.organizations) == seeded  # WorkOS never forgets: state is the folder's
+        assert "seed file changed" in capsys.readouterr().err
+        other.reset()  # only a reset (or a fresh folder) applies the new seed
+        assert other.emulator.store.organizations == {}
+    with EmulatorServer(seed_path="", data_dir=data_dir) as again:
+        assert again.emulator.store.organizations == {}
+        assert "seed file changed" not in capsys.readouterr().err
+    with EmulatorServer(seed_path="", data_dir=str(tmp_path / "fresh")) as empty:
         assert empty.emulator.store.organizations == {}
 
 
