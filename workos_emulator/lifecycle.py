@@ -16,10 +16,14 @@ def load_state(emu: Emulator, seed_path: str | None) -> None:
         apply_seed(store, seed)
         apply_seed_passwords(store, seed, emu.config.data_dir)
 
-    with emu.store.lock:
-        # saved state wins over the seed: a password changed through the API survives a restart
-        emu.persistence.load_or_seed(emu.store, fill)
-        sync_seed_passwords(emu.store, seed, emu.config.data_dir)
+    try:
+        with emu.store.lock:
+            # saved state wins over the seed: a password changed through the API survives a restart
+            emu.persistence.load_or_seed(emu.store, fill)
+            sync_seed_passwords(emu.store, seed, emu.config.data_dir)
+    except Exception:
+        emu.shutdown()  # no thread nor open state file left behind by an emulator that never started
+        raise
 
 
 def reset_emulator(emu: Emulator) -> None:

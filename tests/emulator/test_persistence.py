@@ -118,3 +118,23 @@ def test_every_store_field_is_persisted_as_json(tmp_path: Path) -> None:
     with closing(sqlite3.connect(Path(data_dir) / STATE_FILE)) as db:
         saved = {name for (name,) in db.execute("SELECT name FROM store_fields")}
     assert saved == set(store_field_names())
+
+
+def test_a_state_file_of_the_wrong_shape_is_refused_at_start_naming_the_file(tmp_path: Path) -> None:
+    from workos_emulator import create_app, demo_seed_path
+    from workos_emulator.persistence import StateFileError
+
+    data_dir = tmp_path / "emu"
+    with EmulatorServer(data_dir=str(data_dir)):
+        pass
+    state = data_dir / STATE_FILE
+    for statement in ("UPDATE store_fields SET value = '[1, 2]' WHERE name = 'users'",
+                      "UPDATE store_fields SET value = '{\"u\": 5}' WHERE name = 'users'",
+                      "UPDATE store_fields SET value = 'not json' WHERE name = 'users'",
+                      "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', '99')"):
+        with closing(sqlite3.connect(state)) as db, db:
+            db.execute("DELETE FROM meta WHERE key = 'schema'")
+            db.execute("UPDATE store_fields SET value = '{}' WHERE name = 'users'")
+            db.execute(statement)
+        with pytest.raises(StateFileError, match=r"state\.sqlite3.*delete .*state\.sqlite3 or start with a fresh"):
+            create_app(demo_seed_path(), data_dir=str(data_dir))
