@@ -117,8 +117,6 @@ def authkit_methods_offered(emu: Emulator, areq: AuthRequest, org_id: str | None
     return areq.kind == "authkit" and bool(org_id) and not authkit.sso_connections(emu.store, "", org_id)
 
 
-
-
 def _picker(emu: Emulator, areq: AuthRequest, org_id: str | None, email: str | None = None,
             error: str | None = None) -> Response:
     with emu.store.lock:
