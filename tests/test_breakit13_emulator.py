@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
-import pytest
 
 HOOLI = "org_01HTDQ8A500000000000000001"
 ACME = "org_01HTDQ8A100000000000000001"
@@ -44,8 +43,6 @@ def _member_of(http: httpx2.Client, email: str, password: str | None, *orgs: str
     return str(user.json()["id"])
 
 
-@pytest.mark.xfail(strict=True, reason="break13 #2: wrong codes count only against the newest code; an older "
-                                       "unused code is still accepted after 5 wrong ones (authkit.verify_magic_code)")
 def test_five_wrong_codes_end_every_outstanding_code(emulator: Any) -> None:
     http = _api(emulator)
     email = "pat@hooli.test"
@@ -59,9 +56,6 @@ def test_five_wrong_codes_end_every_outstanding_code(emulator: Any) -> None:
     assert late.status_code == 400, "a code was accepted after 5 wrong codes (docs: too_many_attempts)"
 
 
-@pytest.mark.xfail(strict=True, reason="break13 #3: the password / Magic Auth grants check SSO by the email's domain "
-                                       "only; organization selection and a refresh switch then land in an org with "
-                                       "an active SSO connection (continuations / sessions.authenticate_refresh)")
 def test_a_password_or_code_sign_in_never_lands_in_an_organization_with_active_sso(emulator: Any) -> None:
     http = _api(emulator)
     email, password = "rio@freelance.example", "rio-password-42"
@@ -95,8 +89,6 @@ def _hosted_magic_action(emulator: Any) -> tuple[httpx2.Client, str]:
     return browser, next(a for a in re.findall(r'action="([^"]+)"', page.text) if "/magic/" in a)
 
 
-@pytest.mark.xfail(strict=True, reason="break13 #4: \"Email me a code\" answers 429 on the 4th request only for a "
-                                       "member: membership is enumerable (hosted_authkit.magic_send)")
 def test_email_me_a_code_reveals_no_membership(emulator: Any) -> None:
     _member_of(_api(emulator), "sam@hooli.test", None, HOOLI)
     browser, action = _hosted_magic_action(emulator)
@@ -105,9 +97,6 @@ def test_email_me_a_code_reveals_no_membership(emulator: Any) -> None:
     assert answers["sam@hooli.test"] == answers["nobody-here@hooli.test"], answers
 
 
-@pytest.mark.xfail(strict=True, reason="break13 #5: state.sqlite3 (password hashes, live magic codes, refresh "
-                                       "tokens) is created world-readable, unlike seed_passwords.json "
-                                       "(persistence.StatePersistence)")
 def test_the_state_file_is_owner_only(tmp_path: Path) -> None:
     from workos_emulator.testing import EmulatorServer
 
@@ -120,8 +109,6 @@ def test_the_state_file_is_owner_only(tmp_path: Path) -> None:
     assert not leaked, f"readable by other local users: {leaked}"
 
 
-@pytest.mark.xfail(strict=True, reason="break13 #6: a corrupted state.sqlite3 stops `python -m workos_emulator` with "
-                                       "a raw traceback (sqlite3.DatabaseError) naming neither the file nor a remedy")
 def test_a_corrupted_state_file_is_named_not_a_traceback(tmp_path: Path) -> None:
     data = tmp_path / "emu"
     data.mkdir()
@@ -134,9 +121,6 @@ def test_a_corrupted_state_file_is_named_not_a_traceback(tmp_path: Path) -> None
     assert "state.sqlite3" in out, out[-800:]
 
 
-@pytest.mark.xfail(strict=True, reason="break13 #7: with seed_passwords.json gone but state.sqlite3 kept, the control "
-                                       "API (and make run's banner) hands out a new password that the saved hash "
-                                       "refuses (seed_passwords.resolve regenerates; the store is not re-hashed)")
 def test_the_printed_seed_password_always_signs_in(tmp_path: Path) -> None:
     from workos_emulator.testing import EmulatorServer
 
@@ -151,9 +135,6 @@ def test_the_printed_seed_password_always_signs_in(tmp_path: Path) -> None:
     assert answer.status_code == 200, answer.text
 
 
-@pytest.mark.xfail(strict=True, reason="break13 #8: the email-verification grant is an authenticate call but is not "
-                                       "counted in the 10 per 60 s per email limit: 50 code guesses a minute "
-                                       "(authkit.verify_email never calls check_authenticate_rate)")
 def test_email_verification_guesses_count_against_the_authenticate_limit(emulator: Any) -> None:
     http = _api(emulator)
     email, password = "uma@unverified.example", "uma-password-7"

@@ -38,8 +38,6 @@ def _authorize(url: str) -> httpx2.Response:
         return browser.get(url)
 
 
-@pytest.mark.xfail(strict=True, reason="break13 #1: login_hint + provider=<OAuth> completes the organization-less "
-                                       "picker for a password user: no password asked (hosted.begin_authorization)")
 @pytest.mark.usefixtures("emulator")
 def test_a_rewritten_authorize_url_never_signs_in_a_password_user_without_the_password(
         app: Flask, client: FlaskClient) -> None:
@@ -54,8 +52,6 @@ def test_a_rewritten_authorize_url_never_signs_in_a_password_user_without_the_pa
     assert not signed_in, "an anonymous browser became owner@hooli.test (Hooli's admin) without a password"
 
 
-@pytest.mark.xfail(strict=True, reason="break13 #1: login_hint for a member of several organizations completes "
-                                       "the organization-less picker though the user has a password")
 def test_login_hint_never_skips_the_password_of_a_member_of_several_organizations(emulator: Any) -> None:
     http = httpx2.Client(base_url=emulator.url, headers=API, timeout=10)
     email = "quinn@contractors.example"

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from werkzeug.serving import run_simple
 
 from . import DEFAULT_API_KEY, DEFAULT_CLIENT_ID, create_app, demo_seed_path
+from .persistence import StateFileError
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -24,14 +26,18 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     ttl = int(os.environ.get("WORKOS_EMULATOR_ACCESS_TOKEN_TTL", "300"))
     public_url = args.public_url or f"http://{args.host}:{args.port}"
-    app = create_app(
-        args.seed or None,
-        data_dir=args.data_dir,
-        api_key=args.api_key,
-        client_id=args.client_id,
-        access_token_ttl=ttl,
-        public_url=public_url,
-    )
+    try:
+        app = create_app(
+            args.seed or None,
+            data_dir=args.data_dir,
+            api_key=args.api_key,
+            client_id=args.client_id,
+            access_token_ttl=ttl,
+            public_url=public_url,
+        )
+    except StateFileError as exc:  # one line naming the file and the remedy, not a traceback
+        print(f"workos_emulator: {exc}", file=sys.stderr, flush=True)
+        sys.exit(2)
     print(f"WorkOS emulator on {public_url} (client_id={args.client_id})", flush=True)
     run_simple(args.host, args.port, app, threaded=True, use_reloader=False)
 

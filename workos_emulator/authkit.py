@@ -23,6 +23,7 @@ from .store import Entity, Store
 
 PASSWORD = "Password"
 MAGIC_AUTH = "MagicAuth"
+AUTHKIT_METHODS = frozenset({PASSWORD, MAGIC_AUTH})  # methods where AuthKit checks the user's proof itself
 CODE_TTL = 600  # Magic Auth and email verification codes: 10 minutes, as WorkOS documents
 PENDING_TTL = 600
 MAX_CODE_ATTEMPTS = 5
@@ -105,6 +106,16 @@ def sso_connections(store: Store, email: str, org_id: str | None = None) -> list
             if c.get("organization_id") in orgs and c["state"] == "active"]
 
 
+def check_method_allowed(store: Store, method: str, email: str, org_id: str | None) -> None:
+    """The SSO-only rule for every grant that lands a sign-in in an organization (code exchange, selection,
+    refresh switch): a session AuthKit authenticated itself (:data:`AUTHKIT_METHODS`) never enters an
+    organization with an active connection, nor one while the email's domain belongs to such an organization."""
+    if method in AUTHKIT_METHODS and org_id:
+        conns = sso_connections(store, email, org_id)
+        if conns:
+            raise sso_required(email, conns)
+
+
 def sso_required(email: str, connection_ids: list[str]) -> ApiError:
     """400 ``sso_required`` naming the connections (spec 0.61.0 shape)."""
     err = oauth_error("sso_required", "The user must authenticate through SSO.")
@@ -179,6 +190,7 @@ def verify_email(emu: Emulator, pending_token: str, code: str, ip: str | None,
     if user is None:
         raise ApiError(400, "The pending authentication token is invalid or has expired.",
                        "invalid_pending_authentication_token")
+    check_authenticate_rate(store, user["email"])
     if pending["attempts"] >= MAX_CODE_ATTEMPTS:
         raise _fail(emu, "email_verification", user["email"], user, ip, ua,
                     ApiError(400, "Too many attempts for this code.", "one_time_code_too_many_attempts"))
@@ -225,6 +237,9 @@ def create_magic_auth(emu: Emulator, email: str) -> Entity:
                 "last_sign_in_at": None, "locale": None, "created_at": now, "updated_at": now}
         store.users[user["id"]] = user
         emu.emit("user.created", serialize.user(user))
+    for older in store.magic_auths.values():  # one live code per email, as WorkOS: a new code ends the others
+        if older["email"].lower() == user["email"].lower():
+            older["superseded"] = True
     now_dt = utcnow()
     record: Entity = {
         "id": new_id("magic_auth"), "user_id": user["id"], "email": user["email"], "code": _six_digits(),
@@ -252,6 +267,8 @@ def verify_magic_code(emu: Emulator, email: str, code: str, ip: str | None, ua: 
     if match is None:
         if latest is not None:
             latest["attempts"] += 1
+        error = ApiError(400, "The code is invalid.", "invalid_one_time_code")
+    elif match.get("superseded") and not match["used"]:
         error = ApiError(400, "The code is invalid.", "invalid_one_time_code")
     elif match["used"]:
         error = ApiError(400, "The code was already used.", "one_time_code_previously_used")

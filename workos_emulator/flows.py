@@ -7,7 +7,7 @@ import time
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from . import idp, serialize
+from . import authkit, idp, serialize
 from .errors import ApiError
 from .ids import iso, new_id, token
 from .state import Emulator
@@ -90,15 +90,52 @@ def request_org(store: Store, areq: AuthRequest) -> str | None:
     return None
 
 
+# ---- who a simulated IdP may vouch for ----------------------------------------------------------------------
+def plays_idp(store: Store, areq: AuthRequest, org_id: str | None) -> bool:
+    """Whether the hosted page may play an IdP for ``org_id``: the organization's connection (any state), an
+    OAuth provider or the organization-less picker; never for an AuthKit organization without a connection, where
+    AuthKit authenticates the user itself (password or code)."""
+    return areq.kind != "authkit" or not org_id or store.org_connection(org_id) is not None
+
+
+def authkit_only(store: Store, areq: AuthRequest, email: str) -> bool:
+    """A user AuthKit must authenticate itself: one with a password, or whose organizations all lack SSO."""
+    if areq.kind != "authkit":
+        return False
+    user = store.user_by_email(email)
+    if user is not None and user["id"] in store.passwords:
+        return True
+    orgs = orgs_for_email(store, email)
+    return bool(orgs) and not any(authkit.sso_connections(store, "", o) for o in orgs)
+
+
+def may_vouch(store: Store, areq: AuthRequest, org_id: str | None, email: str) -> bool:
+    """The one check before a code is issued without AuthKit's own proof (a password or a code): an IdP the page
+    plays vouches for a user it knows, and the organization-less picker never for a user AuthKit authenticates
+    itself. Every path that issues a code (picker, ``login_hint`` shortcut, organization-less picker) ends in
+    :func:`complete_login`, which applies it."""
+    return plays_idp(store, areq, org_id) and find_candidate(store, org_id, email) is not None and not (
+        org_id is None and authkit_only(store, areq, email))
+
+
+def _picker_method(areq: AuthRequest, conn: Entity | None) -> str:
+    """SSO when an organization's connection vouched; else the OAuth provider the picker played (no password
+    was checked, so never ``Password``)."""
+    if conn is not None:
+        return "SSO"
+    return areq.provider if areq.provider and areq.provider.endswith("OAuth") else "GoogleOAuth"
+
+
 # ---- completing a login --------------------------------------------------------------------------------
 def complete_login(emu: Emulator, areq: AuthRequest, org_id: str | None, email: str,
                    method: str | None = None) -> str:
     """Issue a code for ``email`` in ``org_id`` and return the ``redirect_uri?code=..&state=..`` URL; *method*
-    (``Password``, ``MagicAuth``) when AuthKit itself authenticated the user rather than the org's IdP."""
+    (``Password``, ``MagicAuth``) only after AuthKit itself checked the user's password or code; without it the
+    page played an IdP and :func:`may_vouch` must allow it (403 ``access_denied`` else)."""
     store = emu.store
     with store.lock:
         cand = find_candidate(store, org_id, email)
-        if cand is None:
+        if cand is None or (method is None and not may_vouch(store, areq, org_id, email)):
             raise ApiError(403, f"{email} cannot sign in to this organization.", "access_denied")
         code = token(24)
         record: dict[str, Any] = {
@@ -118,11 +155,9 @@ def complete_login(emu: Emulator, areq: AuthRequest, org_id: str | None, email: 
         else:
             user = ensure_user(emu, cand, org_id)
             record["user_id"] = user["id"]
-            # An organization's IdP (its connection) vouched for the user: SSO. Without one the hosted page
-            # stands for AuthKit's own password form.
             if method is not None:
                 conn = None
-            record["authentication_method"] = method or ("SSO" if conn is not None else "Password")
+            record["authentication_method"] = method or _picker_method(areq, conn)
             record["connection_id"] = conn["id"] if conn is not None else None
         store.codes[code] = record
         store.auth_requests.pop(areq.id, None)

@@ -90,7 +90,7 @@ def begin_authorization(kind: str) -> Any:  # noqa: C901 - one branch per WorkOS
             else:
                 targets = list(flows.orgs_for_email(store, hint))
             for target in targets:
-                if _idp_picker(emu, areq, target) and flows.find_candidate(store, target, hint):
+                if flows.may_vouch(store, areq, target, hint):
                     return redirect(flows.complete_login(emu, areq, target, hint), code=302)
     if pinned or (kind == "sso" and areq.provider):
         return _picker(emu, areq, pinned, hint or None)
@@ -117,32 +117,14 @@ def authkit_methods_offered(emu: Emulator, areq: AuthRequest, org_id: str | None
     return areq.kind == "authkit" and bool(org_id) and not authkit.sso_connections(emu.store, "", org_id)
 
 
-def _idp_picker(emu: Emulator, areq: AuthRequest, org_id: str | None) -> bool:
-    """Whether the page plays the organization's IdP (its connection, if any, or AuthKit without one)."""
-    return not authkit_methods_offered(emu, areq, org_id) or emu.store.org_connection(org_id or "") is not None
-
-
-def _authkit_only(emu: Emulator, areq: AuthRequest, email: str) -> bool:
-    """A user AuthKit must authenticate itself (a password, or only organizations without SSO): the
-    organization-less picker never signs them in."""
-    store = emu.store
-    if areq.kind != "authkit":
-        return False
-    user = store.user_by_email(email)
-    if user is not None and user["id"] in store.passwords:
-        return True
-    orgs = flows.orgs_for_email(store, email)
-    return bool(orgs) and not any(authkit.sso_connections(store, "", o) for o in orgs)
-
-
 def _picker(emu: Emulator, areq: AuthRequest, org_id: str | None, email: str | None = None,
             error: str | None = None) -> Response:
     with emu.store.lock:
         org = emu.store.organizations.get(org_id or "")
         methods = authkit_methods_offered(emu, areq, org_id)
-        candidates = flows.login_candidates(emu.store, org_id) if _idp_picker(emu, areq, org_id) else None
+        candidates = flows.login_candidates(emu.store, org_id) if flows.plays_idp(emu.store, areq, org_id) else None
         if candidates and org_id is None:
-            candidates = [c for c in candidates if not _authkit_only(emu, areq, c["email"])]
+            candidates = [c for c in candidates if not flows.authkit_only(emu.store, areq, c["email"])]
         idp_name = _idp_name(emu, org_id, areq)
     return Response(render_template("picker.html", areq=areq, org=org, org_key=org_id or NO_ORG,
                                     candidates=candidates, idp_name=idp_name, email=(email or "").lower(),
@@ -193,8 +175,7 @@ def idp_submit(areq_id: str, org_id: str) -> Any:
     target = None if org_id == NO_ORG else org_id
     with emu.store.lock:
         # Without an IdP to play, AuthKit authenticates the user itself (password or code): no picking.
-        if not email or not _idp_picker(emu, areq, target) or flows.find_candidate(emu.store, target, email) is None \
-                or (target is None and _authkit_only(emu, areq, email)):
+        if not email or not flows.may_vouch(emu.store, areq, target, email):
             return Response(render_template("message.html", title="Sign-in failed",
                                             message=f"{email or 'This user'} cannot sign in here."), status=403)
         url = flows.complete_login(emu, areq, target, email)

@@ -93,6 +93,8 @@ def verify_submit(areq_id: str, org_id: str) -> Any:
         try:
             user, pending = authkit.verify_email(emu, pending_token, (request.form.get("code") or "").strip(), ip, ua)
         except ApiError as exc:
+            if exc.status == 429:
+                return _error_page(areq, org_id, email, exc)
             return _code_page(areq, org_id, email=email, kind="email_verification", pending_token=pending_token,
                               error=exc.message)
         method = pending.get("method") or authkit.PASSWORD
@@ -110,11 +112,13 @@ def magic_send(areq_id: str, org_id: str) -> Any:
         refusal = _guard(emu, areq, org_id, email)
         if refusal is not None:
             return refusal
-        if "@" in email and flows.find_candidate(emu.store, org_id, email) is not None:
-            try:
+        try:
+            if "@" in email and flows.find_candidate(emu.store, org_id, email) is not None:
                 authkit.create_magic_auth(emu, email)
-            except ApiError as exc:
-                return _error_page(areq, org_id, email, exc)
+            elif "@" in email:  # the same limit for any email: a 429 must not tell members apart
+                authkit.check_magic_auth_rate(emu.store, email)
+        except ApiError as exc:
+            return _error_page(areq, org_id, email, exc)
     return _code_page(areq, org_id, email=email, kind="magic_auth")
 
 

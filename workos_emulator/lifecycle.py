@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .seed import apply_seed, load_seed_file
-from .seed_passwords import apply_seed_passwords
+from .seed_passwords import apply_seed_passwords, sync_seed_passwords
 from .state import Emulator
 from .store import Store
 
@@ -16,9 +16,14 @@ def load_state(emu: Emulator, seed_path: str | None) -> None:
         apply_seed(store, seed)
         apply_seed_passwords(store, seed, emu.config.data_dir)
 
-    with emu.store.lock:
-        # saved state wins over the seed: a password changed through the API survives a restart
-        emu.persistence.load_or_seed(emu.store, fill)
+    try:
+        with emu.store.lock:
+            # saved state wins over the seed: a password changed through the API survives a restart
+            emu.persistence.load_or_seed(emu.store, fill)
+            sync_seed_passwords(emu.store, seed, emu.config.data_dir)
+    except Exception:
+        emu.shutdown()  # no thread nor open state file left behind by an emulator that never started
+        raise
 
 
 def reset_emulator(emu: Emulator) -> None:
@@ -31,7 +36,7 @@ def reset_emulator(emu: Emulator) -> None:
         for name in Store.__dataclass_fields__:
             if name != "lock":
                 setattr(emu.store, name, getattr(fresh, name))
-        emu.persistence.save(emu.store)
+        emu.persistence.seeded(emu.store)
     emu.dispatcher.clear()
     emu.dispatcher.update(**emu.initial_webhook_settings)
     emu.faults.clear()

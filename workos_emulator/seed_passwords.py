@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from .authkit import hash_password
-from .seed import load_seed_file
 from .store import Store
 
 GENERATE = "generate"
@@ -30,23 +29,29 @@ def _load(path: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
 
-def resolve(data_dir: str, seed: dict[str, Any]) -> dict[str, str]:
-    """``{email: password}`` for every seed user with a ``password``, generating (and keeping) missing ones."""
+def _resolve(data_dir: str, seed: dict[str, Any]) -> tuple[dict[str, str], set[str]]:
+    """``{email: password}`` for every seed user with a ``password``, and the emails whose password was generated
+    just now (none was kept in the data folder)."""
     wanted = _wanted(seed)
     if not wanted:
-        return {}
+        return {}, set()
     path = Path(data_dir) / FILENAME
     kept = _load(path)
     out: dict[str, str] = {}
     for email, value in wanted.items():
         out[email] = (kept.get(email) or secrets.token_urlsafe(12)) if value == GENERATE else value
-    generated = {e: p for e, p in out.items() if wanted[e] == GENERATE}
-    if generated and generated != {e: kept.get(e) for e in generated}:
+    fresh = {e for e in out if wanted[e] == GENERATE and kept.get(e) != out[e]}
+    if fresh:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({**kept, **generated}, fh, indent=2)
-    return out
+            json.dump({**kept, **{e: out[e] for e in fresh}}, fh, indent=2)
+    return out, fresh
+
+
+def resolve(data_dir: str, seed: dict[str, Any]) -> dict[str, str]:
+    """``{email: password}`` for every seed user with a ``password``, generating (and keeping) missing ones."""
+    return _resolve(data_dir, seed)[0]
 
 
 def apply_seed_passwords(store: Store, seed: dict[str, Any], data_dir: str) -> None:
@@ -57,6 +62,12 @@ def apply_seed_passwords(store: Store, seed: dict[str, Any], data_dir: str) -> N
             store.passwords[user["id"]] = hash_password(password)
 
 
-def seed_passwords(data_dir: str, seed_path: str | None) -> dict[str, str]:
-    """The control API's view: ``{email: password}`` of the seed users that have one."""
-    return resolve(data_dir, load_seed_file(seed_path))
+def sync_seed_passwords(store: Store, seed: dict[str, Any], data_dir: str) -> dict[str, str]:
+    """The seed users' passwords, as the store accepts them: a password generated now (its file was deleted, the
+    saved state kept) replaces the forgotten one in ``store.passwords``, so the password shown always signs in."""
+    passwords, fresh = _resolve(data_dir, seed)
+    for email in fresh:
+        user = store.user_by_email(email)
+        if user is not None:
+            store.passwords[user["id"]] = hash_password(passwords[email])
+    return passwords

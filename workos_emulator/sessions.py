@@ -14,7 +14,7 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from . import serialize
+from . import authkit, serialize
 from .errors import oauth_error
 from .ids import iso, new_id, token, utcnow
 from .pending import require_organization
@@ -131,14 +131,15 @@ def sign_in(emu: Emulator, user: Entity, org_id: str | None, record: dict[str, A
     *record* says how the user signed in: ``authentication_method``, ``client_id``, ``connection_id`` and
     ``impersonator``."""
     store = emu.store
+    method = record.get("authentication_method") or "SSO"
     if org_id is None:
         require_organization(emu, user, record)
     else:
         m = store.membership(user["id"], org_id)
         if m is None or m["status"] != "active":
             raise oauth_error("invalid_grant", "The user is not an active member of the organization.")
+        authkit.check_method_allowed(store, method, user["email"], org_id)
     now = utcnow()
-    method = record.get("authentication_method") or "SSO"
     session: Entity = {
         "id": new_id("session"),
         "user_id": user["id"],
@@ -219,6 +220,9 @@ def authenticate_refresh(emu: Emulator, body: dict[str, Any]) -> dict[str, Any]:
                         f"User is not a member of organization '{org_id}'.",
                     )
                 raise oauth_error("invalid_grant", "The user is no longer a member of the organization.")
+        if body.get("organization_id") and org_id != rec["organization_id"]:
+            authkit.check_method_allowed(store, session.get("_authentication_method") or "SSO", user["email"],
+                                         org_id)
         rec["rotated_at"] = time.time()
         if org_id:
             session["organization_id"] = org_id

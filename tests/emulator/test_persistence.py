@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 
+import pytest
 from workos import WorkOSClient
 from workos.sso import CreateProtocolOptionsSAML
 from workos.sso.models import CreateConnectionSAMLOptions
@@ -88,11 +89,22 @@ def test_reset_and_a_fresh_data_folder_start_from_the_seed(tmp_path: Path) -> No
         assert set(fresh.emulator.store.organizations) == seeded
 
 
-def test_state_of_another_seed_is_not_loaded(tmp_path: Path) -> None:
+def test_a_changed_seed_keeps_the_saved_state_with_a_notice(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
     data_dir = str(tmp_path / "emu")
     with EmulatorServer(data_dir=data_dir) as demo:
-        assert demo.emulator.store.organizations
-    with EmulatorServer(seed_path="", data_dir=data_dir) as empty:
+        seeded = set(demo.emulator.store.organizations)
+        assert seeded
+    assert "seed file changed" not in capsys.readouterr().err
+    with EmulatorServer(seed_path="", data_dir=data_dir) as other:
+        assert set(other.emulator.store.organizations) == seeded  # WorkOS never forgets: state is the folder's
+        assert "seed file changed" in capsys.readouterr().err
+        other.reset()  # only a reset (or a fresh folder) applies the new seed
+        assert other.emulator.store.organizations == {}
+    with EmulatorServer(seed_path="", data_dir=data_dir) as again:
+        assert again.emulator.store.organizations == {}
+        assert "seed file changed" not in capsys.readouterr().err
+    with EmulatorServer(seed_path="", data_dir=str(tmp_path / "fresh")) as empty:
         assert empty.emulator.store.organizations == {}
 
 
@@ -106,3 +118,23 @@ def test_every_store_field_is_persisted_as_json(tmp_path: Path) -> None:
     with closing(sqlite3.connect(Path(data_dir) / STATE_FILE)) as db:
         saved = {name for (name,) in db.execute("SELECT name FROM store_fields")}
     assert saved == set(store_field_names())
+
+
+def test_a_state_file_of_the_wrong_shape_is_refused_at_start_naming_the_file(tmp_path: Path) -> None:
+    from workos_emulator import create_app, demo_seed_path
+    from workos_emulator.persistence import StateFileError
+
+    data_dir = tmp_path / "emu"
+    with EmulatorServer(data_dir=str(data_dir)):
+        pass
+    state = data_dir / STATE_FILE
+    for statement in ("UPDATE store_fields SET value = '[1, 2]' WHERE name = 'users'",
+                      "UPDATE store_fields SET value = '{\"u\": 5}' WHERE name = 'users'",
+                      "UPDATE store_fields SET value = 'not json' WHERE name = 'users'",
+                      "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', '99')"):
+        with closing(sqlite3.connect(state)) as db, db:
+            db.execute("DELETE FROM meta WHERE key = 'schema'")
+            db.execute("UPDATE store_fields SET value = '{}' WHERE name = 'users'")
+            db.execute(statement)
+        with pytest.raises(StateFileError, match=r"state\.sqlite3.*delete .*state\.sqlite3 or start with a fresh"):
+            create_app(demo_seed_path(), data_dir=str(data_dir))

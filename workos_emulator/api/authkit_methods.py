@@ -11,7 +11,8 @@ from flask import Blueprint, jsonify, request
 from .. import authkit, sessions
 from ..errors import invalid_params, oauth_error
 from ..http import json_body, require_str
-from ..seed_passwords import seed_passwords
+from ..seed import load_seed_file
+from ..seed_passwords import sync_seed_passwords
 from ..state import Emulator, emulator
 from ..store import Entity
 
@@ -105,4 +106,5 @@ def sent_verification_codes() -> Any:
 def get_seed_passwords() -> Any:
     """The passwords generated for the seed's users in this data folder (``{email: password}``)."""
     emu = emulator()
-    return jsonify(seed_passwords(emu.config.data_dir, emu.config.seed_path))
+    with emu.store.lock:
+        return jsonify(sync_seed_passwords(emu.store, load_seed_file(emu.config.seed_path), emu.config.data_dir))
