@@ -105,10 +105,9 @@ def _filter(args: dict[str, Any]) -> audit_queries.AuditFilter:
 def list_events(args: dict[str, Any]) -> dict[str, Any]:
     """Events, newest first, filtered by actor, action, target, outcome and time range."""
     before = decode_cursor(args.get("cursor"), int)
-    rows, next_seq = audit_queries.page(db.session(), current_identity.organization_id, _filter(args),
-                                    before_seq=before, limit=args["limit"])
-    reveal = _reveal()
-    return {"data": [audit_queries.event_view(e, reveal_session_ids=reveal) for e in rows],
+    views, next_seq = audit_queries.events_page(db.session(), current_identity.organization_id, _filter(args),
+                                                before_seq=before, limit=args["limit"], reveal_session_ids=_reveal())
+    return {"data": [view.to_json() for view in views],
             "next_cursor": None if next_seq is None else encode_cursor(next_seq)}
 
 
@@ -146,7 +145,8 @@ def export(args: dict[str, Any]) -> Response:
 @blp.response(200, AuditEventSchema)
 def get_event(event_id: str) -> dict[str, Any]:
     """One event."""
-    event = audit_queries.get_event(db.session(), current_identity.organization_id, event_id)
-    if event is None:
+    view = audit_queries.get_event_view(db.session(), current_identity.organization_id, event_id,
+                                        reveal_session_ids=_reveal())
+    if view is None:
         raise AppError("No such audit event.", status=404, code="not_found")
-    return audit_queries.event_view(event, reveal_session_ids=_reveal())
+    return view.to_json()

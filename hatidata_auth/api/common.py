@@ -6,6 +6,7 @@ import base64
 import binascii
 import json
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, TypeVar, cast
 
 from flask_smorest import Blueprint
@@ -25,9 +26,16 @@ MAX_LIMIT = 200
 MAX_CURSOR_KEY = paging.MAX_KEY_LENGTH
 
 
+class Timestamp(fields.String):
+    """An ISO 8601 timestamp: a service's ``datetime`` written with ``isoformat()``, a string as it is."""
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
+        return value.isoformat() if isinstance(value, datetime) else super()._serialize(value, attr, obj, **kwargs)
+
+
 def timestamp(**kwargs: Any) -> fields.String:
-    """An ISO 8601 timestamp the views already formatted."""
-    return fields.String(metadata={"format": "date-time"}, **kwargs)
+    """An ISO 8601 timestamp (:class:`Timestamp`)."""
+    return Timestamp(metadata={"format": "date-time"}, **kwargs)
 
 
 class Instant(fields.AwareDateTime):
@@ -103,9 +111,10 @@ def page_request(args: dict[str, Any], kind: paging.KeyKind) -> paging.PageReque
     return paging.PageRequest(after=after, limit=int(args.get("limit") or DEFAULT_LIMIT))
 
 
-def page_body(page: paging.Page[T], present: Callable[[T], Any]) -> dict[str, Any]:
-    """The ``{"data", "next_cursor"}`` envelope of a service's page, each item presented by *present*."""
-    return {"data": [present(item) for item in page.items],
+def page_body(page: paging.Page[T], present: Callable[[T], Any] | None = None) -> dict[str, Any]:
+    """The ``{"data", "next_cursor"}`` envelope of a service's page, each item presented by *present* (without
+    it, the items as they are: the response schema reads a frozen value's attributes)."""
+    return {"data": list(page.items) if present is None else [present(item) for item in page.items],
             "next_cursor": None if page.next_key is None else encode_cursor(page.next_key)}
 
 

@@ -193,8 +193,8 @@ def revoke_session(body: dict[str, Any], session_id: str) -> dict[str, Any]:
     """Revoke one session: your own, or any of the organization's with `sessions:write` (API keys: always)."""
     identity = current_identity
     _require_key_scope(identity, "sessions:write")
-    record = session_service.get_session(db.session(), organization_id=identity.organization_id,
-                                         session_id=session_id)
+    record = session_service.session_info(db.session(), organization_id=identity.organization_id,
+                                          session_id=session_id)
     if record is None:
         raise AppError("No such session.", status=404, code="not_found")
     if not may_revoke(identity, record.user_id):

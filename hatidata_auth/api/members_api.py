@@ -9,16 +9,14 @@ from marshmallow import Schema, fields, validate
 
 from ..extensions import db
 from ..identity import current_identity, request_cause, runtime
-from ..models import Membership
 from ..roles import ROLES
-from ..services import paging, tenant_admin
+from ..services import tenant_admin
 from .common import PageArgsSchema, guard, page_body, page_request, page_schema, timestamp
 
 members_blp = Blueprint("members", __name__, description="Members of the organization.")
 BLUEPRINTS = (members_blp,)
 
 MEMBER_STATUSES = ("active", "inactive", "pending", "deprovisioned")
-MEMBER_KEY = paging.key_kind(Membership.id)
 
 
 def _org_id() -> str:
@@ -73,42 +71,39 @@ MemberPage = page_schema(MemberSchema, "MemberPage")
 def list_members(args: dict[str, Any]) -> dict[str, Any]:
     """Members, filtered by role, status, source or email."""
     flt = tenant_admin.MemberFilter(role=args.get("role"), status=args.get("status"), source=args.get("source"),
-                             email=args.get("email"))
-    page = paging.paginate(db.session(), tenant_admin.members_query(_org_id(), flt), Membership.id,
-                           page_request(args, MEMBER_KEY), lambda row: tenant_admin.member_view(*row), scalars=False)
-    return page_body(page, dict)
+                                    email=args.get("email"))
+    page = tenant_admin.members_page(db.session(), _org_id(), flt, page_request(args, tenant_admin.MEMBER_PAGE_KEY))
+    return page_body(page)
 
 
 @members_blp.route("/members/<member_id>", methods=["GET"])
 @guard(members_blp, "members:read")
 @members_blp.response(200, MemberSchema)
-def get_member(member_id: str) -> dict[str, Any]:
+def get_member(member_id: str) -> tenant_admin.Member:
     """One member."""
-    return tenant_admin.member_view(*tenant_admin.get_member(db.session(), _org_id(), member_id))
+    return tenant_admin.get_member(db.session(), _org_id(), member_id)
 
 
 @members_blp.route("/members/<member_id>", methods=["PATCH"])
 @guard(members_blp, "members:write")
 @members_blp.arguments(MemberPatchSchema)
 @members_blp.response(200, MemberSchema)
-def change_member_role(body: dict[str, Any], member_id: str) -> dict[str, Any]:
+def change_member_role(body: dict[str, Any], member_id: str) -> tenant_admin.Member:
     """Change the role of a member the directory does not manage (409 for directory-managed members)."""
     identity = current_identity
-    membership, user = tenant_admin.change_member_role(db.session(), _client(),
-                                                       organization_id=identity.organization_id,
-                                                       membership_id=member_id, role=body["role"],
-                                                       cause=request_cause())
+    member = tenant_admin.change_member_role(db.session(), _client(), organization_id=identity.organization_id,
+                                             membership_id=member_id, role=body["role"], cause=request_cause())
     db.session.commit()
-    return tenant_admin.member_view(membership, user)
+    return member
 
 
 @members_blp.route("/members/<member_id>", methods=["DELETE"])
 @guard(members_blp, "members:write")
 @members_blp.response(200, MemberSchema)
-def remove_member(member_id: str) -> dict[str, Any]:
+def remove_member(member_id: str) -> tenant_admin.Member:
     """Remove a member's access: the membership is deprovisioned, their sessions revoked, their keys suspended."""
     identity = current_identity
-    membership, user = tenant_admin.remove_member(db.session(), _client(), organization_id=identity.organization_id,
-                                           membership_id=member_id, cause=request_cause())
+    member = tenant_admin.remove_member(db.session(), _client(), organization_id=identity.organization_id,
+                                        membership_id=member_id, cause=request_cause())
     db.session.commit()
-    return tenant_admin.member_view(membership, user)
+    return member

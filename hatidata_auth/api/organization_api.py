@@ -63,16 +63,16 @@ class SettingsPatchSchema(Schema):
 @org_blp.route("/organization/settings", methods=["GET"])
 @guard(org_blp)
 @org_blp.response(200, SettingsSchema)
-def get_settings() -> dict[str, Any]:
+def get_settings() -> tenant_admin.OrganizationSettings:
     """The organization's settings."""
-    return tenant_admin.settings_view(tenant_admin.get_organization(db.session(), current_identity.organization_id))
+    return tenant_admin.get_settings(db.session(), current_identity.organization_id)
 
 
 @org_blp.route("/organization/settings", methods=["PATCH"])
 @guard(org_blp, "sso:manage")
 @org_blp.arguments(SettingsPatchSchema)
 @org_blp.response(200, SettingsSchema)
-def update_settings(body: dict[str, Any]) -> dict[str, Any]:
+def update_settings(body: dict[str, Any]) -> tenant_admin.OrganizationSettings:
     """Change session policy, cache TTL, SSO enforcement, allowed sign-in methods or the default role
     (audited); 404 for a deleted organization, 422 naming the fields at fault."""
     identity = current_identity
@@ -81,11 +81,11 @@ def update_settings(body: dict[str, Any]) -> dict[str, Any]:
                                                                      "default_role")
                                if name in body}
     changes.update({f"session_{name}": policy[name] for name in ("active_ttl", "remembered_ttl") if name in policy})
-    org = org_service.change_settings(db.session(), runtime().gateway.client,
-                                      organization_id=identity.organization_id, changes=changes,
-                                      cause=request_cause())
+    settings = org_service.change_settings(db.session(), runtime().gateway.client,
+                                           organization_id=identity.organization_id, changes=changes,
+                                           cause=request_cause())
     db.session.commit()
-    return tenant_admin.settings_view(org)
+    return settings
 
 
 # --- SSO connection and directory -------------------------------------------------------------------------------

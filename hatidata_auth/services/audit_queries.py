@@ -100,27 +100,85 @@ def redacted(value: Any) -> Any:
     return value
 
 
-def event_view(event: AuditEvent, *, reveal_session_ids: bool = False) -> dict[str, Any]:
-    """The JSON view of an event (the API's and the NDJSON export's). ``details`` hide WorkOS session ids
-    unless *reveal_session_ids* (a reader who may revoke sessions); ``hash`` covers the stored details."""
+@dataclass(frozen=True, slots=True)
+class AuditEventView:
+    """An audit event as its reader may see it: ``details`` already redacted for that reader (:func:`event_view`);
+    ``hash`` covers the stored details."""
+
+    id: str
+    organization_id: str | None
+    seq: int
+    created_at: datetime
+    actor_type: str
+    actor_id: str | None
+    actor_email: str | None
+    action: str
+    target_type: str | None
+    target_id: str | None
+    outcome: str
+    ip_address: str | None
+    user_agent: str | None
+    request_id: str | None
+    source_event_id: str | None
+    details: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The event's JSON object: the API's, and one line of the NDJSON export (docs/audit.md)."""
+        return {
+            "id": self.id,
+            "organization_id": self.organization_id,
+            "seq": self.seq,
+            "created_at": self.created_at.isoformat(timespec="microseconds"),
+            "actor": {"type": self.actor_type, "id": self.actor_id, "email": self.actor_email},
+            "action": self.action,
+            "target": {"type": self.target_type, "id": self.target_id},
+            "outcome": self.outcome,
+            "ip_address": self.ip_address,
+            "user_agent": self.user_agent,
+            "request_id": self.request_id,
+            "source_event_id": self.source_event_id,
+            "details": self.details,
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        }
+
+    def csv_row(self) -> list[Any]:
+        """The event's row of the CSV export, in :data:`CSV_COLUMNS` order (``details`` as JSON)."""
+        return [
+            self.id, self.organization_id, self.seq, self.created_at.isoformat(timespec="microseconds"),
+            self.actor_type, self.actor_id, self.actor_email, self.action, self.target_type, self.target_id,
+            self.outcome, self.ip_address, self.user_agent, self.request_id, self.source_event_id,
+            json.dumps(self.details, sort_keys=True, ensure_ascii=False), self.prev_hash, self.hash,
+        ]
+
+
+def event_view(event: AuditEvent, *, reveal_session_ids: bool = False) -> AuditEventView:
+    """The one view of an event (the API's and the exports'). ``details`` hide WorkOS session ids unless
+    *reveal_session_ids* (a reader who may revoke sessions)."""
     details = event.details or {}
-    return {
-        "id": event.public_id,
-        "organization_id": event.organization_id,
-        "seq": event.seq,
-        "created_at": event.created_at.isoformat(timespec="microseconds"),
-        "actor": {"type": event.actor_type, "id": event.actor_id, "email": event.actor_email},
-        "action": event.action,
-        "target": {"type": event.target_type, "id": event.target_id},
-        "outcome": event.outcome,
-        "ip_address": event.ip_address,
-        "user_agent": event.user_agent,
-        "request_id": event.request_id,
-        "source_event_id": event.source_event_id,
-        "details": details if reveal_session_ids else redacted(details),
-        "prev_hash": event.prev_hash,
-        "hash": event.hash,
-    }
+    return AuditEventView(
+        id=event.public_id, organization_id=event.organization_id, seq=event.seq, created_at=event.created_at,
+        actor_type=event.actor_type, actor_id=event.actor_id, actor_email=event.actor_email, action=event.action,
+        target_type=event.target_type, target_id=event.target_id, outcome=event.outcome,
+        ip_address=event.ip_address, user_agent=event.user_agent, request_id=event.request_id,
+        source_event_id=event.source_event_id, details=details if reveal_session_ids else redacted(details),
+        prev_hash=event.prev_hash, hash=event.hash)
+
+
+def events_page(session: Session, organization_id: str, flt: AuditFilter | None, *, before_seq: int | None,
+                limit: int, reveal_session_ids: bool = False) -> tuple[list[AuditEventView], int | None]:
+    """:func:`page` as the reader may see it (:func:`event_view`)."""
+    rows, next_seq = page(session, organization_id, flt, before_seq=before_seq, limit=limit)
+    return [event_view(e, reveal_session_ids=reveal_session_ids) for e in rows], next_seq
+
+
+def get_event_view(session: Session, organization_id: str, public_id: str, *,
+                   reveal_session_ids: bool = False) -> AuditEventView | None:
+    """:func:`get_event` as the reader may see it (:func:`event_view`)."""
+    event = get_event(session, organization_id, public_id)
+    return None if event is None else event_view(event, reveal_session_ids=reveal_session_ids)
 
 
 def iter_events(session: Session, organization_id: str | None, flt: AuditFilter | None = None, *,
@@ -135,15 +193,15 @@ def iter_events(session: Session, organization_id: str | None, flt: AuditFilter 
 
 def export_ndjson(session: Session, organization_id: str | None, flt: AuditFilter | None = None, *,
                   reveal_session_ids: bool = False) -> Iterator[str]:
-    """One JSON object per line (:func:`event_view`), in chain order."""
+    """One JSON object per line (:meth:`AuditEventView.to_json`), in chain order."""
     for event in iter_events(session, organization_id, flt):
         view = event_view(event, reveal_session_ids=reveal_session_ids)
-        yield json.dumps(view, sort_keys=True, ensure_ascii=False, default=str) + "\n"
+        yield json.dumps(view.to_json(), sort_keys=True, ensure_ascii=False, default=str) + "\n"
 
 
 def export_csv(session: Session, organization_id: str | None, flt: AuditFilter | None = None, *,
                reveal_session_ids: bool = False) -> Iterator[str]:
-    """A header line, then one CSV row per event (:func:`event_view`), in chain order (``details`` as JSON)."""
+    """A header line, then one CSV row per event (:meth:`AuditEventView.csv_row`), in chain order."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
 
@@ -156,13 +214,7 @@ def export_csv(session: Session, organization_id: str | None, flt: AuditFilter |
     writer.writerow(CSV_COLUMNS)
     yield flush()
     for event in iter_events(session, organization_id, flt):
-        view = event_view(event, reveal_session_ids=reveal_session_ids)
-        writer.writerow([
-            view["id"], view["organization_id"], view["seq"], view["created_at"], event.actor_type,
-            event.actor_id, event.actor_email, event.action, event.target_type, event.target_id, event.outcome,
-            event.ip_address, event.user_agent, event.request_id, event.source_event_id,
-            json.dumps(view["details"], sort_keys=True, ensure_ascii=False), event.prev_hash, event.hash,
-        ])
+        writer.writerow(event_view(event, reveal_session_ids=reveal_session_ids).csv_row())
         yield flush()
 
 

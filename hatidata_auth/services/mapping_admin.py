@@ -60,6 +60,6 @@ def outcome(session: Session, organization_id: str, result: RecomputeResult,
 
 def explain_member(session: Session, *, organization_id: str, member_id: str) -> MemberRole:
     """Why a member of the organization has their role; 404 for an unknown member."""
-    membership, _user = tenant_admin.get_member(session, organization_id, member_id)
+    membership, _user = tenant_admin.load_member(session, organization_id, member_id)
     found = mapping_service.explain(session, organization_id=organization_id, user_id=membership.user_id)
     return MemberRole(membership.id, tenant_admin.effective_role(membership), found)

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from ..causes import Cause
 from ..errors import AppError, ServiceUnavailable
-from ..models import DirectoryGroup, DirectoryUser, Organization
+from ..models import DirectoryGroup, DirectoryUser
 from ..workos import WorkOSClient, WorkOSNotFound, WorkOSUnavailable, translate_errors
 from . import audit, reconcile, tenant_admin
 from . import role_mapping as mapping_service
@@ -60,16 +60,17 @@ class Resynced:
 
 
 def change_settings(session: Session, client: WorkOSClient, *, organization_id: str, changes: dict[str, Any],
-                    cause: Cause) -> Organization:
+                    cause: Cause) -> tenant_admin.OrganizationSettings:
     """Apply settings *changes* (keys of :data:`~hatidata_auth.services.tenant_admin.SETTINGS_FIELDS`); both audited,
-    flushed, not committed. A ``default_role`` that differs goes through the role-mapping service, which
-    recomputes the members in no mapped group in the same transaction."""
+    flushed, not committed; returns the settings as they now are. A ``default_role`` that differs goes through the
+    role-mapping service, which recomputes the members in no mapped group in the same transaction."""
     settings = {name: value for name, value in changes.items() if name != "default_role"}
     org = tenant_admin.update_settings(session, organization_id=organization_id, changes=settings, cause=cause)
     if "default_role" in changes and changes["default_role"] != org.default_role:
         mapping_service.set_default_role(session, client, organization_id=org.id,
                                          default_role=changes["default_role"], cause=cause)
-    return org
+    session.flush()
+    return tenant_admin.settings_view(org)
 
 
 def _live_count(session: Session, model: type[DirectoryUser] | type[DirectoryGroup], organization_id: str) -> int:

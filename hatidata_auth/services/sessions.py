@@ -87,6 +87,12 @@ def get_session(db: Session, *, organization_id: str, session_id: str) -> AuthSe
                                                AuthSession.id == session_id))
 
 
+def session_info(db: Session, *, organization_id: str, session_id: str) -> SessionInfo | None:
+    """One session of an organization, by our id, as a frozen value."""
+    record = get_session(db, organization_id=organization_id, session_id=session_id)
+    return None if record is None else SessionInfo.of(record)
+
+
 def find_by_workos_session_id(db: Session, workos_session_id: str) -> AuthSession | None:
     """Our record of a WorkOS session (the ``sid`` is globally unique and names its organization)."""
     return db.scalar(select(AuthSession).where(AuthSession.workos_session_id == workos_session_id))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, or_, select
@@ -18,7 +19,7 @@ from ..errors import AppError
 from ..models import SIGN_IN_METHODS, Membership, Organization, User, utcnow
 from ..roles import ROLES, Role
 from ..workos import WorkOSClient
-from . import audit, auth_policy, organizations, provisioning
+from . import audit, auth_policy, organizations, paging, provisioning
 
 
 class NotFound(AppError):
@@ -82,20 +83,43 @@ def create_organization(session: Session, client: WorkOSClient, *, name: str, do
     return org
 
 
-def settings_view(org: Organization) -> dict[str, Any]:
-    """The organization's settings as the API shows them."""
-    return {
-        "organization_id": org.id,
-        "name": org.name,
-        "domains": list(org.domains or []),
-        "status": org.status,
-        "sso_enforced": org.sso_enforced,
-        "auth_methods": auth_policy.allowed_methods(org),
-        "default_role": org.default_role,
-        "session_policy": {"active_ttl": org.session_active_ttl, "remembered_ttl": org.session_remembered_ttl},
-        "session_cache_ttl": org.session_cache_ttl,
-        "updated_at": org.updated_at.isoformat(),
-    }
+@dataclass(frozen=True, slots=True)
+class SessionPolicy:
+    """How long an organization's sessions last, in seconds (``None``: the default)."""
+
+    active_ttl: int | None
+    remembered_ttl: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class OrganizationSettings:
+    """An organization's settings as its admins see them (``auth_methods``: the methods it accepts now)."""
+
+    organization_id: str
+    name: str
+    domains: tuple[str, ...]
+    status: str
+    sso_enforced: bool
+    auth_methods: tuple[str, ...]
+    default_role: str | None
+    session_policy: SessionPolicy
+    session_cache_ttl: int | None
+    updated_at: datetime
+
+
+def settings_view(org: Organization) -> OrganizationSettings:
+    """The organization's settings as a frozen value."""
+    return OrganizationSettings(
+        organization_id=org.id, name=org.name, domains=tuple(org.domains or ()), status=org.status,
+        sso_enforced=org.sso_enforced, auth_methods=tuple(auth_policy.allowed_methods(org)),
+        default_role=org.default_role,
+        session_policy=SessionPolicy(org.session_active_ttl, org.session_remembered_ttl),
+        session_cache_ttl=org.session_cache_ttl, updated_at=org.updated_at)
+
+
+def get_settings(session: Session, organization_id: str) -> OrganizationSettings:
+    """An active organization's settings, or :class:`NotFound`."""
+    return settings_view(get_organization(session, organization_id))
 
 
 def _check_auth_methods(org: Organization, changes: dict[str, Any]) -> None:
@@ -179,17 +203,45 @@ def effective_role(membership: Membership) -> str | None:
     return membership.role if membership.status == "active" else None
 
 
-def member_view(membership: Membership, user: User) -> dict[str, Any]:
-    """A member as the API shows them: ``role`` is the role held now (``None`` unless ``status`` is
-    ``active``), ``last_role`` the last role assigned, kept while the membership is not active."""
-    return {
-        "id": membership.id, "organization_id": membership.organization_id, "user_id": user.id,
-        "email": user.email, "first_name": user.first_name, "last_name": user.last_name,
-        "role": effective_role(membership), "last_role": membership.role,
-        "role_source": membership.role_source, "source": membership.source,
-        "status": membership.status, "managed_by_directory": managed_by_directory(membership),
-        "created_at": membership.created_at.isoformat(), "updated_at": membership.updated_at.isoformat(),
-    }
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A member as admins see them: ``role`` is the role held now (``None`` unless ``status`` is ``active``),
+    ``last_role`` the last role assigned, kept while the membership is not active."""
+
+    id: str
+    organization_id: str
+    user_id: str
+    email: str
+    first_name: str | None
+    last_name: str | None
+    role: str | None
+    last_role: str | None
+    role_source: str
+    source: str
+    status: str
+    managed_by_directory: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+MEMBER_PAGE_KEY = paging.key_kind(Membership.id)
+
+
+def member_view(membership: Membership, user: User) -> Member:
+    """A membership and its user as a frozen :class:`Member`."""
+    return Member(
+        id=membership.id, organization_id=membership.organization_id, user_id=user.id, email=user.email,
+        first_name=user.first_name, last_name=user.last_name, role=effective_role(membership),
+        last_role=membership.role, role_source=membership.role_source, source=membership.source,
+        status=membership.status, managed_by_directory=managed_by_directory(membership),
+        created_at=membership.created_at, updated_at=membership.updated_at)
+
+
+def members_page(session: Session, organization_id: str, flt: MemberFilter | None,
+                 page: paging.PageRequest) -> paging.Page[Member]:
+    """One page of the organization's members, filtered, in id order."""
+    return paging.paginate(session, members_query(organization_id, flt), Membership.id, page,
+                           lambda row: member_view(*row), scalars=False)
 
 
 def managed_by_directory(membership: Membership) -> bool:
@@ -197,18 +249,23 @@ def managed_by_directory(membership: Membership) -> bool:
     return membership.source == "directory" or membership.role_source == "mapping"
 
 
-def get_member(session: Session, organization_id: str, membership_id: str) -> tuple[Membership, User]:
-    """One member of the organization, or :class:`NotFound`."""
+def load_member(session: Session, organization_id: str, membership_id: str) -> tuple[Membership, User]:
+    """One membership of the organization and its user (rows, for other services), or :class:`NotFound`."""
     row = session.execute(members_query(organization_id).where(Membership.id == membership_id)).first()
     if row is None:
         raise NotFound("No such member.")
     return row[0], row[1]
 
 
+def get_member(session: Session, organization_id: str, membership_id: str) -> Member:
+    """One member of the organization, or :class:`NotFound`."""
+    return member_view(*load_member(session, organization_id, membership_id))
+
+
 def change_member_role(session: Session, client: WorkOSClient, *, organization_id: str, membership_id: str, role: str,
-                       cause: Cause) -> tuple[Membership, User]:
+                       cause: Cause) -> Member:
     """Set the role of a member the directory does not manage (role source ``manual``)."""
-    membership, user = get_member(session, organization_id, membership_id)
+    membership, user = load_member(session, organization_id, membership_id)
     if role not in ROLES:
         raise AppError("Unknown role.", status=422, code="validation_error",
                        details={"fields": {"role": [f"Must be one of: {', '.join(ROLES)}."]}})
@@ -221,22 +278,22 @@ def change_member_role(session: Session, client: WorkOSClient, *, organization_i
     provisioning.set_access(session, client, membership, role=role, role_source="manual", active=True,
                             cause=cause.with_reason("role changed by an admin"))
     session.flush()
-    return membership, user
+    return member_view(membership, user)
 
 
 def remove_member(session: Session, client: WorkOSClient, *, organization_id: str, membership_id: str,
-                  cause: Cause) -> tuple[Membership, User]:
+                  cause: Cause) -> Member:
     """Remove a member's access (deprovisioned: sessions revoked, keys suspended); the row is kept."""
-    membership, user = get_member(session, organization_id, membership_id)
+    membership, user = load_member(session, organization_id, membership_id)
     if cause.actor.type == "user" and cause.actor.id == user.id:
         raise Conflict("You cannot remove yourself.", code="cannot_remove_self")
     if membership.status == "deprovisioned":
-        return membership, user
+        return member_view(membership, user)
     provisioning.set_access(session, client, membership, role=None, role_source=membership.role_source,
                             active=False, cause=cause.with_reason("removed by an admin"),
                             inactive_status="deprovisioned")
     session.flush()
-    return membership, user
+    return member_view(membership, user)
 
 
 def grant_admin(session: Session, *, organization_id: str, email: str, actor: Actor) -> Membership:
