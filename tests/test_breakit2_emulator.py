@@ -1,0 +1,46 @@
+"""Break-it round 2 (issue #13): the emulator's code exchange and organization selection, from outside (real
+HTTP, own organizations and users)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx2
+import pytest
+
+API = {"Authorization": "Bearer sk_test_emulator"}
+CLIENT_ID = "client_emulator"
+SELECT = "urn:workos:oauth:grant-type:organization-selection"
+
+
+def _api(emulator: Any) -> httpx2.Client:
+    return httpx2.Client(base_url=emulator.url, headers=API, timeout=10)
+
+
+def _created(response: httpx2.Response) -> dict[str, Any]:
+    assert response.status_code == 201, response.text
+    data: dict[str, Any] = response.json()
+    return data
+
+
+@pytest.mark.xfail(strict=True, reason="workos_emulator/sessions.py take_code: check_client(secret_required=not "
+                   "verifier) waives the client secret whenever any code_verifier is sent, and the verifier is "
+                   "only checked when the code had a code_challenge: a code issued without PKCE (impersonation, "
+                   "the hosted /login/<org> page) is redeemed by anyone with the public client id and a made-up "
+                   "verifier, no secret")
+def test_a_code_issued_without_pkce_needs_the_client_secret(emulator: Any) -> None:
+    with _api(emulator) as http:
+        org = _created(http.post("/organizations", json={"name": "Tamarind Freight"}))
+        user = _created(http.post("/user_management/users",
+                                  json={"email": "odile.marchetti@tamarind-freight.test", "email_verified": True}))
+        _created(http.post("/user_management/organization_memberships",
+                           json={"user_id": user["id"], "organization_id": org["id"], "role_slug": "viewer"}))
+        code = _created(http.post("/_emulator/impersonations",
+                                  json={"user_id": user["id"], "organization_id": org["id"],
+                                        "impersonator_email": "support@vendor.test"}))["code"]
+    # Whoever reads the code (a redirect URL in a log, a browser history) exchanges it without the secret.
+    stolen = httpx2.post(f"{emulator.url}/user_management/authenticate", timeout=10,
+                         json={"grant_type": "authorization_code", "client_id": CLIENT_ID, "code": code,
+                               "code_verifier": "made-up-verifier-" + "x" * 40})
+    assert stolen.status_code == 400, stolen.text[:300]
+    assert "access_token" not in stolen.text
