@@ -136,7 +136,7 @@ def test_a_refused_sign_in_of_a_known_member_names_the_member(
                    "token: the organization's admins never see their removed member's attempts")
 def test_a_denied_sign_in_is_audited_in_its_organization_naming_the_member(
         app: Flask, client: FlaskClient, emulator: Any) -> None:
-    from hatidata_auth.causes import Actor, Cause
+    from hatidata_auth.causes import Cause
     from hatidata_auth.models import Membership
     from hatidata_auth.services import tenant_admin
 
