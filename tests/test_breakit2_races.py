@@ -1,0 +1,97 @@
+"""Break-it round 2: a member removal racing a role change across two database connections (PostgreSQL).
+
+docs/security.md rule 1: a transition reads the record's state under a row lock, so the first of two concurrent
+transitions wins and the second sees it. ``tenant_admin.change_member_role`` refuses a membership that is not
+active (409 ``membership_inactive``); raced against ``remove_member`` it does not.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, cast
+
+import pytest
+from sqlalchemy import select
+
+from hatidata_auth.causes import Actor, Cause, RequestInfo
+from hatidata_auth.models import AuditEvent, Membership, Organization, User
+from hatidata_auth.services import tenant_admin
+from hatidata_auth.unit_of_work import INVALIDATOR, AppSession
+
+pytestmark = pytest.mark.postgres
+
+HOLD_SECONDS = 0.4
+NO_WORKOS = cast(Any, None)  # no session to revoke at WorkOS: the removal never calls it
+
+
+def _setup(db_session: Any) -> tuple[str, str, str]:
+    org = Organization(name="Brightwater Mills", domains=["brightwater-mills.test"])
+    admin_a, admin_b = User(email="ana.admin@brightwater-mills.test"), User(email="bo.admin@brightwater-mills.test")
+    member = User(email="casey.contractor@brightwater-mills.test")
+    db_session.add_all([org, admin_a, admin_b, member])
+    db_session.flush()
+    for user in (admin_a, admin_b):
+        db_session.add(Membership(organization_id=org.id, user_id=user.id, role="admin", status="active",
+                                  role_source="manual", source="manual"))
+    target = Membership(organization_id=org.id, user_id=member.id, role="viewer", status="active",
+                        role_source="manual", source="manual")
+    db_session.add(target)
+    db_session.commit()
+    return org.id, target.id, admin_a.id
+
+
+def _race(app: Any, first: Callable[[AppSession], object], second: Callable[[AppSession], object]) -> list[Any]:
+    """Run *first*, hold its transaction open while *second* runs in another connection; commit both."""
+    from hatidata_auth.extensions import db
+
+    held, errors = threading.Event(), []
+
+    def run(step: Callable[[AppSession], object], hold: bool) -> None:
+        try:
+            with app.app_context(), AppSession(db.engine, invalidator=app.extensions[INVALIDATOR]) as session:
+                step(session)
+                if hold:
+                    held.set()
+                    time.sleep(HOLD_SECONDS)
+                session.commit()
+        except BaseException as exc:  # noqa: BLE001 - the caller inspects what the second step raised
+            errors.append(exc)
+            held.set()
+
+    a = threading.Thread(target=run, args=(first, True))
+    a.start()
+    assert held.wait(10)
+    b = threading.Thread(target=run, args=(second, False))
+    b.start()
+    a.join(10)
+    b.join(10)
+    return errors
+
+
+@pytest.mark.xfail(strict=True, reason="tenant_admin.remove_member / change_member_role read the membership "
+                   "(get_member) without a row lock: a role change racing a removal passes the 'active' check on "
+                   "the stale row, then writes its role over the committed removal and audits "
+                   "membership.role_changed for a deprovisioned member (docs/security.md rule 1)")
+def test_a_role_change_racing_a_removal_sees_the_removal(app: Any, db_session: Any) -> None:
+    org_id, membership_id, admin_id = _setup(db_session)
+    ana = Cause.by(Actor("user", admin_id, "ana.admin@brightwater-mills.test"),
+                   RequestInfo("198.51.100.4", "breakit2", "req-remove"))
+    bo = Cause.by(Actor("user", "usr_bo", "bo.admin@brightwater-mills.test"),
+                  RequestInfo("198.51.100.5", "breakit2", "req-promote"))
+    errors = _race(
+        app,
+        lambda s: tenant_admin.remove_member(s, NO_WORKOS, organization_id=org_id, membership_id=membership_id,
+                                             cause=ana),
+        lambda s: tenant_admin.change_member_role(s, NO_WORKOS, organization_id=org_id,
+                                                  membership_id=membership_id, role="admin", cause=bo),
+    )
+    db_session.expire_all()
+    membership = db_session.get(Membership, membership_id)
+    assert membership.status == "deprovisioned"
+    assert membership.role == "viewer", "the removed member was promoted after the removal"
+    assert [getattr(e, "code", None) for e in errors] == ["membership_inactive"], errors
+    changed = db_session.scalars(select(AuditEvent).where(AuditEvent.target_id == membership_id,
+                                                          AuditEvent.action == "membership.role_changed")).all()
+    assert not changed
