@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from flask_smorest import Blueprint
@@ -107,20 +107,6 @@ def page_body(page: paging.Page[T], present: Callable[[T], Any]) -> dict[str, An
     """The ``{"data", "next_cursor"}`` envelope of a service's page, each item presented by *present*."""
     return {"data": [present(item) for item in page.items],
             "next_cursor": None if page.next_key is None else encode_cursor(page.next_key)}
-
-
-def paginate_list(items: Sequence[Any], key: Callable[[Any], str | int], args: dict[str, Any]) -> \
-        tuple[list[Any], str | None]:
-    """One page of an already ordered list (the service returns a bounded list), by a unique key."""
-    after = decode_cursor(args.get("cursor"))
-    limit = int(args.get("limit") or DEFAULT_LIMIT)
-    start = 0
-    if after is not None:
-        keys = [key(item) for item in items]
-        start = keys.index(after) + 1 if after in keys else len(items)
-    page = list(items[start:start + limit])
-    more = start + limit < len(items)
-    return page, (encode_cursor(key(page[-1])) if more and page else None)
 
 
 def guard(blp: Blueprint, *permissions: str) -> Callable[[F], F]:
