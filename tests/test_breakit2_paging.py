@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -41,9 +40,6 @@ def _all_pages(client: FlaskClient, tenant: Tenant, path: str, limit: int) -> li
             return seen
 
 
-@pytest.mark.xfail(strict=True, reason="sessions.list_sessions stops at .limit(500) and paginate_list pages that "
-                   "list: past 500 active sessions the last page answers next_cursor null, so a client paging "
-                   "to the end (to review or revoke them) never sees the rest and is told there is no more")
 def test_paging_sessions_reaches_every_active_session(app: Flask, client: FlaskClient, emulator: Any) -> None:
     tenant = make_tenant(app, "Ostrander")
     _add_sessions(app, tenant, 520)
@@ -51,10 +47,6 @@ def test_paging_sessions_reaches_every_active_session(app: Flask, client: FlaskC
     assert len(seen) == len(set(seen)) == 521
 
 
-@pytest.mark.xfail(strict=True, reason="api.common.paginate_list continues after the cursor's key only while that "
-                   "item is still in the list: when the last session of a page is revoked before the next page is "
-                   "read (revoking while paging), the next page is empty with next_cursor null, and a made-up or "
-                   "another organization's cursor is answered the same way instead of 422")
 def test_revoking_the_last_listed_session_does_not_end_the_listing(app: Flask, client: FlaskClient,
                                                                    emulator: Any) -> None:
     from sqlalchemy import update
@@ -70,3 +62,71 @@ def test_revoking_the_last_listed_session_does_not_end_the_listing(app: Flask, c
     rest = client.get("/api/v1/sessions", query_string={"limit": 1, "cursor": first["next_cursor"]},
                       headers=headers_for(tenant, "admin")).get_json()
     assert [item["id"] for item in rest["data"]], "three active sessions remain, the next page is empty"
+
+
+def _paged_lists(app: Flask) -> list[str]:
+    """Every list of ``/api/openapi.json`` that pages by cursor (a GET taking ``cursor``, no path parameter)."""
+    document = app.test_client().get("/api/openapi.json").get_json()
+    return sorted(path for path, item in document["paths"].items()
+                  if "{" not in path and any(p["name"] == "cursor" for p in item.get("get", {}).get("parameters", [])))
+
+
+def _walk(client: FlaskClient, tenant: Tenant, path: str, limit: int,
+          cursor: str | None = None) -> tuple[list[Any], list[Any]]:
+    """Every item from *cursor* on, and the key of each page's end (its decoded ``next_cursor``)."""
+    from hatidata_auth.api.common import decode_cursor
+
+    seen: list[Any] = []
+    keys: list[Any] = []
+    while True:
+        query: dict[str, Any] = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+        page = client.get(path, query_string=query, headers=headers_for(tenant, "admin"))
+        assert page.status_code == 200, (path, page.get_data(as_text=True))
+        body = page.get_json()
+        seen.extend(body["data"])
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return seen, keys
+        keys.append(decode_cursor(cursor))
+
+
+FIXTURE_HOLDS_ONE = {"/api/v1/webhook-inbox/failed", "/api/v1/organization/alerts"}  # make_tenant's single ones
+
+
+def test_every_paged_list_pages_by_key_refuses_tampered_cursors_and_survives_a_missing_item(
+        app: Flask, client: FlaskClient, emulator: Any) -> None:
+    from hatidata_auth.api.common import encode_cursor
+    from hatidata_auth.models import RoleMapping
+
+    tenant = make_tenant(app, "Quillfeather")
+    _add_sessions(app, tenant, 4)
+    with app.app_context():
+        db.session.add_all([RoleMapping(organization_id=tenant.id, identifier_kind="name", role="viewer",
+                                        group_identifier=f"Quillfeather Team {n}", priority=n) for n in range(3)])
+        db.session.commit()
+        db.session.remove()
+    lists = _paged_lists(app)
+    assert {"/api/v1/sessions", "/api/v1/api-keys", "/api/v1/role-mappings", "/api/v1/members"} <= set(lists)
+    for path in lists:
+        whole, _ = _walk(client, tenant, path, 100)
+        ones, keys = _walk(client, tenant, path, 1)
+        assert ones == whole, f"{path}: pages of one disagree with one page"
+        assert len(keys) == len(whole) - 1
+        assert len(whole) >= 2 or path in FIXTURE_HOLDS_ONE, f"{path}: too few items to page"
+        ascending = keys == sorted(keys)
+        assert ascending or keys == sorted(keys, reverse=True), f"{path}: not in key order"
+        wrong_type = [encode_cursor("x" if isinstance(keys[0], int) else 1)] if keys else []
+        for tampered in ("not a cursor!", encode_cursor(True), encode_cursor(1.5), encode_cursor([1]), "e30",
+                         *wrong_type):
+            answer = client.get(path, query_string={"cursor": tampered}, headers=headers_for(tenant, "admin"))
+            assert answer.status_code == 422, (path, tampered, answer.get_data(as_text=True))
+            assert "cursor" in answer.get_json()["error"]["details"]["fields"]
+        for index, before in enumerate(keys, start=1):
+            # a key no item has, between the items index-1 and index: a cursor whose item was deleted or revoked
+            if isinstance(before, str):
+                missing: Any = before + "0"
+            else:
+                missing = before + 1 if ascending else before - 1
+                if index == len(keys) or missing == keys[index]:
+                    continue
+            assert _walk(client, tenant, path, 1, encode_cursor(missing))[0] == whole[index:], (path, missing)

@@ -70,10 +70,6 @@ def _race(app: Any, first: Callable[[AppSession], object], second: Callable[[App
     return errors
 
 
-@pytest.mark.xfail(strict=True, reason="tenant_admin.remove_member / change_member_role read the membership "
-                   "(get_member) without a row lock: a role change racing a removal passes the 'active' check on "
-                   "the stale row, then writes its role over the committed removal and audits "
-                   "membership.role_changed for a deprovisioned member (docs/security.md rule 1)")
 def test_a_role_change_racing_a_removal_sees_the_removal(app: Any, db_session: Any) -> None:
     org_id, membership_id, admin_id = _setup(db_session)
     ana = Cause.by(Actor("user", admin_id, "ana.admin@brightwater-mills.test"),
@@ -95,3 +91,38 @@ def test_a_role_change_racing_a_removal_sees_the_removal(app: Any, db_session: A
     changed = db_session.scalars(select(AuditEvent).where(AuditEvent.target_id == membership_id,
                                                           AuditEvent.action == "membership.role_changed")).all()
     assert not changed
+
+
+def test_a_removal_racing_a_role_change_removes_the_changed_member(app: Any, db_session: Any) -> None:
+    org_id, membership_id, admin_id = _setup(db_session)
+    ana = Cause.by(Actor("user", admin_id, "ana.admin@brightwater-mills.test"))
+    errors = _race(
+        app,
+        lambda s: tenant_admin.change_member_role(s, NO_WORKOS, organization_id=org_id,
+                                                  membership_id=membership_id, role="developer", cause=ana),
+        lambda s: tenant_admin.remove_member(s, NO_WORKOS, organization_id=org_id, membership_id=membership_id,
+                                             cause=ana),
+    )
+    assert not errors, errors
+    db_session.expire_all()
+    membership = db_session.get(Membership, membership_id)
+    assert (membership.status, membership.role) == ("deprovisioned", "developer")
+    actions = db_session.scalars(select(AuditEvent.action).where(AuditEvent.target_id == membership_id)
+                                 .order_by(AuditEvent.seq)).all()
+    assert actions[0] == "membership.role_changed", actions
+    assert "membership.role_changed" not in actions[1:], actions
+
+
+def test_two_removals_racing_audit_one_removal(app: Any, db_session: Any) -> None:
+    org_id, membership_id, admin_id = _setup(db_session)
+    ana = Cause.by(Actor("user", admin_id, "ana.admin@brightwater-mills.test"))
+
+    def remove(s: AppSession) -> object:
+        return tenant_admin.remove_member(s, NO_WORKOS, organization_id=org_id, membership_id=membership_id,
+                                          cause=ana)
+
+    assert not _race(app, remove, remove)
+    db_session.expire_all()
+    before = db_session.scalars(select(AuditEvent.action).where(AuditEvent.target_id == membership_id)).all()
+    assert db_session.get(Membership, membership_id).status == "deprovisioned"
+    assert len(before) == len(set(before)), before

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
@@ -116,20 +116,6 @@ def page_body(page: paging.Page[T], present: Callable[[T], Any] | None = None) -
     it, the items as they are: the response schema reads a frozen value's attributes)."""
     return {"data": list(page.items) if present is None else [present(item) for item in page.items],
             "next_cursor": None if page.next_key is None else encode_cursor(page.next_key)}
-
-
-def paginate_list(items: Sequence[Any], key: Callable[[Any], str | int], args: dict[str, Any]) -> \
-        tuple[list[Any], str | None]:
-    """One page of an already ordered list (the service returns a bounded list), by a unique key."""
-    after = decode_cursor(args.get("cursor"))
-    limit = int(args.get("limit") or DEFAULT_LIMIT)
-    start = 0
-    if after is not None:
-        keys = [key(item) for item in items]
-        start = keys.index(after) + 1 if after in keys else len(items)
-    page = list(items[start:start + limit])
-    more = start + limit < len(items)
-    return page, (encode_cursor(key(page[-1])) if more and page else None)
 
 
 def guard(blp: Blueprint, *permissions: str) -> Callable[[F], F]:

@@ -19,7 +19,7 @@ from ..identity import Identity, current_identity, request_cause, runtime
 from ..roles import ALL_PERMISSIONS
 from ..services import api_keys as key_service
 from ..services import sessions as session_service
-from .common import Instant, PageArgsSchema, guard, page_schema, paginate_list, timestamp
+from .common import Instant, PageArgsSchema, guard, page_body, page_request, page_schema, timestamp
 
 me_blp = Blueprint("me", __name__, description="The caller's identity.")
 sessions_blp = Blueprint("sessions", __name__, description="Dashboard sessions: list and revoke.")
@@ -179,10 +179,10 @@ def list_sessions(args: dict[str, Any]) -> dict[str, Any]:
     user_id = args.get("user_id")
     if not identity.has_permission("sessions:read"):
         user_id = identity.user_id
-    records = session_service.list_sessions(db.session(), organization_id=identity.organization_id,
-                                            user_id=user_id, include_ended=args["include_ended"] == "1")
-    page, cursor = paginate_list(records, lambda r: r.id, args)
-    return {"data": [_session_json(identity, r) for r in page], "next_cursor": cursor}
+    page = session_service.sessions_page(db.session(), page_request(args, session_service.PAGE_KEY),
+                                         organization_id=identity.organization_id, user_id=user_id,
+                                         include_ended=args["include_ended"] == "1")
+    return page_body(page, lambda info: _session_json(identity, info))
 
 
 @sessions_blp.route("/sessions/<session_id>/revoke", methods=["POST"])
@@ -248,9 +248,9 @@ def revoke_organization_sessions(body: dict[str, Any]) -> dict[str, Any]:
 @keys_blp.response(200, ApiKeyPage)
 def list_keys(args: dict[str, Any]) -> dict[str, Any]:
     """The organization's API keys (never their secrets)."""
-    keys = key_service.list_keys(db.session(), organization_id=current_identity.organization_id)
-    page, cursor = paginate_list(keys, lambda k: k.id, args)
-    return {"data": [k.to_json() for k in page], "next_cursor": cursor}
+    page = key_service.keys_page(db.session(), page_request(args, key_service.PAGE_KEY),
+                                 organization_id=current_identity.organization_id)
+    return page_body(page, key_service.ApiKeyView.to_json)
 
 
 def _caller() -> key_service.Caller:

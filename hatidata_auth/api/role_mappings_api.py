@@ -12,7 +12,7 @@ from ..identity import current_identity, request_cause, runtime
 from ..models import ROLES
 from ..services import mapping_admin
 from ..services import role_mapping as mapping_service
-from .common import PageArgsSchema, guard, page_schema, paginate_list
+from .common import PageArgsSchema, guard, page_body, page_request, page_schema
 
 mappings_blp = Blueprint("role-mappings", __name__, description="IdP group to role mappings.")
 BLUEPRINTS = (mappings_blp,)
@@ -112,10 +112,10 @@ def _default_role(body: dict[str, Any]) -> dict[str, Any]:
 @mappings_blp.arguments(PageArgsSchema, location="query")
 @mappings_blp.response(200, MappingPage)
 def list_mappings(args: dict[str, Any]) -> dict[str, Any]:
-    """Mappings, strongest role then highest priority first."""
-    specs = mapping_service.list_mappings(db.session(), current_identity.organization_id)
-    page, cursor = paginate_list(specs, lambda s: s.id or "", args)
-    return {"data": [s.to_dict() for s in page], "next_cursor": cursor}
+    """Mappings, in id order (they apply strongest role then highest priority first)."""
+    page = mapping_service.mappings_page(db.session(), current_identity.organization_id,
+                                         page_request(args, mapping_service.PAGE_KEY))
+    return page_body(page, mapping_service.MappingSpec.to_dict)
 
 
 @mappings_blp.route("/role-mappings", methods=["POST"])

@@ -26,7 +26,7 @@ from ..errors import AppError
 from ..models import ApiKey, Membership, User, utcnow
 from ..roles import permissions_for, unknown_scopes
 from ..unit_of_work import invalidate_after_commit
-from . import audit
+from . import audit, paging
 from .credentials import token_hash
 
 KEY_PREFIX = "hd_live_"
@@ -191,12 +191,16 @@ def create_key(db: Session, *, organization_id: str, owner_user_id: str, name: s
     return CreatedKey(secret=secret, key=ApiKeyView.of(key))
 
 
-def list_keys(db: Session, *, organization_id: str, owner_user_id: str | None = None) -> list[ApiKeyView]:
-    """The keys of an organization (optionally of one owner), newest first."""
+PAGE_KEY = paging.key_kind(ApiKey.id)
+
+
+def keys_page(db: Session, page: paging.PageRequest, *, organization_id: str,
+              owner_user_id: str | None = None) -> paging.Page[ApiKeyView]:
+    """One page of the keys of an organization (optionally of one owner), in id order."""
     query = select(ApiKey).where(ApiKey.organization_id == organization_id)
     if owner_user_id is not None:
         query = query.where(ApiKey.owner_user_id == owner_user_id)
-    return [ApiKeyView.of(k) for k in db.scalars(query.order_by(ApiKey.created_at.desc()))]
+    return paging.paginate(db, query, ApiKey.id, page, ApiKeyView.of)
 
 
 def get_key(db: Session, *, organization_id: str, key_id: str) -> ApiKeyView:

@@ -52,24 +52,29 @@ def domain_states(workos_domains: Any) -> dict[str, dict[str, Any]]:
     return out
 
 
-def verified_owner(db: Session, email: str | None) -> str | None:
-    """Our id of the organization that verified the email's domain (or a parent domain of it), if any.
+def verified_owners(db: Session, email: str | None) -> tuple[str, ...]:
+    """Our ids of the live organizations that verified the email's domain (or a parent domain of it), oldest
+    first: pending or failed claims count for nobody.
 
     Domain ownership is global by nature, so this lookup reads every live organization's domains.
     """
     domain = email_domain(email)
     if not domain:
-        return None
+        return ()
     labels = domain.split(".")
     candidates = {".".join(labels[i:]) for i in range(len(labels) - 1)} or {domain}
     rows = db.execute(select(Organization.id, Organization.domain_states)
                       .where(Organization.deleted_at.is_(None), Organization.status != "deleted")
                       .order_by(Organization.created_at, Organization.id))
-    for org_id, states in rows:
-        for name, info in (states or {}).items():
-            if name in candidates and isinstance(info, dict) and info.get("state") in VERIFIED_STATES:
-                return str(org_id)
-    return None
+    return tuple(str(org_id) for org_id, states in rows
+                 if any(name in candidates and isinstance(info, dict) and info.get("state") in VERIFIED_STATES
+                        for name, info in (states or {}).items()))
+
+
+def verified_owner(db: Session, email: str | None) -> str | None:
+    """Our id of the (oldest) organization that verified the email's domain or a parent domain of it, if any."""
+    owners = verified_owners(db, email)
+    return owners[0] if owners else None
 
 
 def foreign_owner(db: Session, organization_id: str | None, email: str | None) -> str | None:

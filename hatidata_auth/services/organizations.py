@@ -16,7 +16,7 @@ from ..causes import Actor, Cause
 from ..models import Organization, utcnow
 from ..workos import WorkOSClient, translate_errors
 from . import audit
-from .domains import domain_states
+from .domains import domain_states, verified_owners
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,15 +125,16 @@ def find_organization(session: Session, value: str) -> Organization | None:
 
 
 def find_organization_for_email(session: Session, email: str) -> Organization | None:
-    """Home-realm discovery: the active organization that owns the email's domain."""
-    domain = email.strip().lower().rpartition("@")[2]
-    if not domain:
+    """Home-realm discovery: the active organization that alone verified the email's domain (or a parent of it).
+
+    Pending or failed domains route nobody, and neither does a domain two organizations verified: the sign-in is
+    then pinned to no organization (the policy trusts the same verified owner, ``domains.verified_owner``).
+    """
+    owners = verified_owners(session, email)
+    if len(owners) != 1:
         return None
-    for org in session.scalars(select(Organization).where(Organization.status == "active",
-                                                          Organization.deleted_at.is_(None))):
-        if domain in {d.lower() for d in org.domains or []}:
-            return org
-    return None
+    org = session.get(Organization, owners[0])
+    return org if org is not None and org.status == "active" and org.deleted_at is None else None
 
 
 @translate_errors()

@@ -37,7 +37,7 @@ from ..models import (
     User,
 )
 from ..workos import WorkOSClient
-from . import audit
+from . import audit, paging
 from .role_rules import (
     IDENTIFIER_KINDS,
     GroupRef,
@@ -111,7 +111,20 @@ class RecomputeResult:
 def list_mappings(session: Session, organization_id: str) -> list[MappingSpec]:
     """The organization's mappings, highest role then priority first."""
     rows = session.scalars(select(RoleMapping).where(RoleMapping.organization_id == organization_id))
-    return sort_specs(MappingSpec(r.identifier_kind, r.group_identifier, r.role, r.priority, r.id) for r in rows)
+    return sort_specs(_spec_of(r) for r in rows)
+
+
+PAGE_KEY = paging.key_kind(RoleMapping.id)
+
+
+def mappings_page(session: Session, organization_id: str, page: paging.PageRequest) -> paging.Page[MappingSpec]:
+    """One page of the organization's mappings, in id order (the resolution order is :func:`list_mappings`')."""
+    query = select(RoleMapping).where(RoleMapping.organization_id == organization_id)
+    return paging.paginate(session, query, RoleMapping.id, page, _spec_of)
+
+
+def _spec_of(row: RoleMapping) -> MappingSpec:
+    return MappingSpec(row.identifier_kind, row.group_identifier, row.role, row.priority, row.id)
 
 
 def directory_groups_of(session: Session, organization_id: str, user_workos_id: str) -> list[GroupRef]:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session
 
 from ..causes import Actor, Cause
@@ -21,7 +21,7 @@ from ..errors import AppError
 from ..models import AuthSession, Membership, Organization, utcnow
 from ..unit_of_work import invalidate_after_commit
 from ..workos import WorkOSClient, WorkOSFailure, WorkOSNotFound, translate_errors
-from . import audit
+from . import audit, paging
 
 log = logging.getLogger(__name__)
 
@@ -98,15 +98,25 @@ def find_by_workos_session_id(db: Session, workos_session_id: str) -> AuthSessio
     return db.scalar(select(AuthSession).where(AuthSession.workos_session_id == workos_session_id))
 
 
-def list_sessions(db: Session, *, organization_id: str, user_id: str | None = None,
-                  include_ended: bool = False) -> list[SessionInfo]:
-    """Sessions of an organization (optionally of one user), newest first."""
+def sessions_query(*, organization_id: str, user_id: str | None = None,
+                   include_ended: bool = False) -> Select[tuple[AuthSession]]:
+    """The sessions of an organization (optionally of one user), active only unless *include_ended*."""
     query = select(AuthSession).where(AuthSession.organization_id == organization_id)
     if user_id is not None:
         query = query.where(AuthSession.user_id == user_id)
     if not include_ended:
         query = query.where(AuthSession.revoked_at.is_(None), AuthSession.expires_at > utcnow())
-    return [SessionInfo.of(r) for r in db.scalars(query.order_by(AuthSession.created_at.desc()).limit(500))]
+    return query
+
+
+PAGE_KEY = paging.key_kind(AuthSession.id)
+
+
+def sessions_page(db: Session, page: paging.PageRequest, *, organization_id: str, user_id: str | None = None,
+                  include_ended: bool = False) -> paging.Page[SessionInfo]:
+    """One page of :func:`sessions_query`, in id order, uncapped: the listing reaches every session."""
+    query = sessions_query(organization_id=organization_id, user_id=user_id, include_ended=include_ended)
+    return paging.paginate(db, query, AuthSession.id, page, SessionInfo.of)
 
 
 # --- revocation --------------------------------------------------------------------------------------------

@@ -249,9 +249,16 @@ def managed_by_directory(membership: Membership) -> bool:
     return membership.source == "directory" or membership.role_source == "mapping"
 
 
-def load_member(session: Session, organization_id: str, membership_id: str) -> tuple[Membership, User]:
-    """One membership of the organization and its user (rows, for other services), or :class:`NotFound`."""
-    row = session.execute(members_query(organization_id).where(Membership.id == membership_id)).first()
+def load_member(session: Session, organization_id: str, membership_id: str, *,
+                for_update: bool = False) -> tuple[Membership, User]:
+    """One membership of the organization and its user (rows, for other services), or :class:`NotFound`;
+    *for_update*: the membership re-read under a row lock (``SELECT ... FOR UPDATE``), as every transition of it
+    reads it first, so a concurrent removal or role change has committed by then and is seen, never overwritten
+    (``sessions.lock_for_update``'s rule)."""
+    query = members_query(organization_id).where(Membership.id == membership_id)
+    if for_update:
+        query = query.with_for_update(of=Membership).execution_options(populate_existing=True)
+    row = session.execute(query).first()
     if row is None:
         raise NotFound("No such member.")
     return row[0], row[1]
@@ -265,7 +272,7 @@ def get_member(session: Session, organization_id: str, membership_id: str) -> Me
 def change_member_role(session: Session, client: WorkOSClient, *, organization_id: str, membership_id: str, role: str,
                        cause: Cause) -> Member:
     """Set the role of a member the directory does not manage (role source ``manual``)."""
-    membership, user = load_member(session, organization_id, membership_id)
+    membership, user = load_member(session, organization_id, membership_id, for_update=True)
     if role not in ROLES:
         raise AppError("Unknown role.", status=422, code="validation_error",
                        details={"fields": {"role": [f"Must be one of: {', '.join(ROLES)}."]}})
@@ -284,7 +291,7 @@ def change_member_role(session: Session, client: WorkOSClient, *, organization_i
 def remove_member(session: Session, client: WorkOSClient, *, organization_id: str, membership_id: str,
                   cause: Cause) -> Member:
     """Remove a member's access (deprovisioned: sessions revoked, keys suspended); the row is kept."""
-    membership, user = load_member(session, organization_id, membership_id)
+    membership, user = load_member(session, organization_id, membership_id, for_update=True)
     if cause.actor.type == "user" and cause.actor.id == user.id:
         raise Conflict("You cannot remove yourself.", code="cannot_remove_self")
     if membership.status == "deprovisioned":
