@@ -17,11 +17,13 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from importlib.metadata import entry_points
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 EMULATOR_API_KEY = "sk_test_emulator"
+PLUGIN_ENTRY_POINTS = "hatidata_auth.idp_plugins"  # hatidata_auth.idp.registry.ENTRY_POINT_GROUP
 DEMO_DOMAINS = ("acme.test", "globex.test", "initech.test", "umbrella.test")
 
 
@@ -57,6 +59,17 @@ def seed_passwords(base: str) -> dict[str, str]:
                                      headers={"Authorization": f"Bearer {EMULATOR_API_KEY}"})
     with urllib.request.urlopen(request, timeout=10) as response:
         return {str(k): str(v) for k, v in json.loads(response.read() or b"{}").items()}
+
+
+def register_redirect_uris(base: str, public_url: str) -> None:
+    """Register the app's callbacks (sign-in, each IdP plugin's wizard test sign-in) and its sign-out return at
+    its public URL, as an operator does in the WorkOS dashboard: WorkOS (and the emulator) sends a code only to a
+    registered redirect URI."""
+    public = public_url.rstrip("/")
+    plugins = sorted({ep.name for ep in entry_points(group=PLUGIN_ENTRY_POINTS)})
+    for uri in [f"{public}/auth/callback", *(f"{public}/admin/sso/{name}/test-login/callback" for name in plugins)]:
+        emulator_call(base, "POST", "/_emulator/redirect_uris", {"kind": "redirect", "uri": uri})
+    emulator_call(base, "POST", "/_emulator/redirect_uris", {"kind": "logout", "uri": f"{public}/"})
 
 
 def main() -> int:
@@ -118,6 +131,7 @@ def main() -> int:
 
         emulator_call(emulator_url, "POST", "/_emulator/webhook_endpoints",
                       {"endpoint_url": f"{app_url}/webhooks/workos", "secret": webhook_secret})
+        register_redirect_uris(emulator_url, env["HATIDATA_PUBLIC_URL"])
         owner_password = seed_passwords(emulator_url).get("owner@hooli.test", "(none)")
         print(f"""
 HatiData Auth is running.

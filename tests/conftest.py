@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 from cryptography.fernet import Fernet
 from flask import Flask
@@ -181,6 +182,7 @@ def app(app_config: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: P
     from hatidata_auth.extensions import cache, db
 
     application = create_app(app_config)
+    _register_redirect_uris(application)
     _empty_tables(application)
     with application.app_context():
         cache.clear()
@@ -189,6 +191,23 @@ def app(app_config: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: P
         db.session.remove()
         db.engine.dispose()
     application.extensions["hatidata_workos"].close()
+
+
+def _register_redirect_uris(app: Flask) -> None:
+    """Register the app's callbacks and its sign-out return at its public URL with the emulator, as an operator
+    does in the WorkOS dashboard (WorkOS sends a code only to a registered redirect URI)."""
+    from hatidata_auth.idp.registry import get_registry
+
+    public = str(app.config["HATIDATA_PUBLIC_URL"]).rstrip("/")
+    paths = [rule.rule for rule in app.url_map.iter_rules() if rule.rule.endswith("/callback")]
+    names = get_registry(app).names()
+    uris = [public + path.replace("<plugin>", name) for path in paths for name in names if "<plugin>" in path]
+    uris += [public + path for path in paths if "<" not in path]
+    with httpx2.Client(base_url=str(app.config["WORKOS_BASE_URL"]), timeout=10,
+                       headers={"Authorization": "Bearer sk_test_emulator"}) as http:
+        for kind, uri in [*(("redirect", u) for u in uris), ("logout", public + "/")]:
+            response = http.post("/_emulator/redirect_uris", json={"kind": kind, "uri": uri})
+            assert response.status_code in (200, 201), response.text
 
 
 @pytest.fixture

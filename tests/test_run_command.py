@@ -56,6 +56,11 @@ def test_make_run_brings_up_both_servers_and_ctrl_c_stops_them(tmp_path: Path) -
         connection = make_run.emulator_api(emulator_port, "POST", "/connections", {
             "organization_id": DEMO_ORGS[1], "name": "Created before the restart",
             "saml_options": {"idp_metadata_url": "https://idp.example/metadata"}})
+        # The app's callbacks and sign-out return are registered: WorkOS sends codes only there.
+        application = make_run.emulator_api(emulator_port, "GET", "/_emulator/info", None)["application"]
+        assert f"http://127.0.0.1:{app_port}/auth/callback" in application["redirect_uris"]
+        assert f"http://127.0.0.1:{app_port}/admin/sso/okta/test-login/callback" in application["redirect_uris"]
+        assert f"http://127.0.0.1:{app_port}/" in application["logout_redirect_uris"]
         password = _owner_password(emulator_port)
         assert f"owner@hooli.test           password: {password}" in output
         assert "member@hooli.test" in output

@@ -94,8 +94,9 @@ def check_magic_auth_rate(store: Store, email: str) -> None:
 
 # ---- which organizations enforce SSO ------------------------------------------------------------------------
 def sso_connections(store: Store, email: str, org_id: str | None = None) -> list[str]:
-    """Active connections that must authenticate *email*: those of the organization owning its domain, and of
-    *org_id* when given. An organization with an active SSO connection is SSO only (no password, no code)."""
+    """Active connections that must authenticate *email*: those of the organization owning its domain (verified:
+    a pending claim enforces nothing), and of *org_id* when given. An organization with an active SSO connection
+    is SSO only (no password, no code)."""
     orgs: list[str] = []
     owner = store.org_for_domain(email.rpartition("@")[2]) if "@" in email else None
     if owner is not None:

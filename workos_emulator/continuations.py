@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 
-from . import flows
+from . import flows, redirects
 from .errors import ApiError, invalid_params
 from .http import json_body, opt_str, require_str
 from .ids import token
@@ -80,6 +80,7 @@ def start_impersonation() -> Any:
         redirect_uri = opt_str(data, "redirect_uri") or (store.application.get("redirect_uris") or [""])[0]
         if not redirect_uri:
             raise invalid_params("redirect_uri is required.", "redirect_uri")
+        redirects.check_redirect_uri(store, redirect_uri)
         impersonator = {"email": email, "reason": opt_str(data, "reason")}
         code = impersonation_code(emu, user, impersonator, org_id, redirect_uri)
     return jsonify({"code": code, "redirect_url": flows.add_query(redirect_uri, code=code),

@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from . import serialize, sessions
+from . import redirects, serialize, sessions
 from .api.misc import EVENT_TYPE, _check_url, _events_list, upsert_endpoint
 from .api.organizations import update_org
 from .errors import ApiError, invalid_params
@@ -46,6 +46,17 @@ def info() -> Any:
         "access_token_ttl": emu.config.access_token_ttl,
         "application": emu.store.application,
     })
+
+
+@bp.post("/redirect_uris")
+def register_redirect_uri() -> Any:
+    """``{uri, kind?}``: register a redirect URI (``kind`` ``redirect``, the default) or a sign-out redirect
+    (``logout``), as the WorkOS dashboard does; 201 with the application, 200 when it was already registered."""
+    data = json_body()
+    emu = emulator()
+    with emu.store.lock:
+        added = redirects.register(emu.store, data.get("kind", "redirect"), data.get("uri"))
+        return jsonify(emu.store.application), 201 if added else 200
 
 
 # ---- webhooks ------------------------------------------------------------------------------------------

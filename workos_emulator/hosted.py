@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint, Response, redirect, render_template, request, url_for
 
-from . import authkit, flows
+from . import authkit, flows, redirects
 from .errors import ApiError, invalid_params, oauth_error
 from .ids import new_id
 from .state import Emulator, emulator
@@ -44,6 +44,7 @@ def begin_authorization(kind: str) -> Any:  # noqa: C901 - one branch per WorkOS
     redirect_uri = args.get("redirect_uri")
     if not redirect_uri:
         raise invalid_params("redirect_uri is required.", "redirect_uri")
+    redirects.check_redirect_uri(emu.store, redirect_uri)
     if args.get("response_type", "code") != "code":
         raise invalid_params("response_type must be 'code'.", "response_type")
     challenge = args.get("code_challenge")
@@ -210,6 +211,7 @@ def org_login(org_id: str) -> Any:
         redirect_uri = request.args.get("redirect_uri") or (emu.store.application.get("redirect_uris") or [""])[0]
         if not redirect_uri:
             raise invalid_params("redirect_uri is required.", "redirect_uri")
+        redirects.check_redirect_uri(emu.store, redirect_uri)
         areq = AuthRequest(
             id=new_id("areq"), kind="authkit", client_id=emu.config.client_id, redirect_uri=redirect_uri,
             state=request.args.get("state"), organization_id=org_id, created_at=time.time(),

@@ -36,6 +36,7 @@ class SigningKey:
         path.mkdir(parents=True, exist_ok=True)
         key_path, cert_path = path / KEY_FILE, path / CERT_FILE
         if key_path.exists():
+            os.chmod(key_path, 0o600)  # a key file left readable (older emulator, a copy) is tightened at start
             loaded = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
             assert isinstance(loaded, rsa.RSAPrivateKey)
             self.private_key = loaded
@@ -47,8 +48,11 @@ class SigningKey:
                 serialization.NoEncryption(),
             )
             tmp = key_path.with_suffix(".tmp")
-            tmp.write_bytes(pem)
-            os.chmod(tmp, 0o600)
+            tmp.unlink(missing_ok=True)
+            # created owner-only: the key is never readable by others, not even between a write and a chmod
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(pem)
             tmp.replace(key_path)
         cert: x509.Certificate | None = None
         if cert_path.exists():

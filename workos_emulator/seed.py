@@ -35,6 +35,8 @@ DEFAULT_ROLES: list[dict[str, Any]] = [
 DEFAULT_APPLICATION = {
     "redirect_uris": ["http://localhost:5000/auth/callback"],
     "logout_redirect_uri": "http://localhost:5000/",
+    "logout_redirect_uris": [],
+    "loopback_redirects": True,  # the development default (docs/emulator.md); a seed sets false for WorkOS's rule
 }
 
 

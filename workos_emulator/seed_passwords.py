@@ -36,6 +36,8 @@ def _resolve(data_dir: str, seed: dict[str, Any]) -> tuple[dict[str, str], set[s
     if not wanted:
         return {}, set()
     path = Path(data_dir) / FILENAME
+    if path.exists():
+        os.chmod(path, 0o600)  # tightened at start, as the state file and the signing key
     kept = _load(path)
     out: dict[str, str] = {}
     for email, value in wanted.items():

@@ -41,30 +41,37 @@ def check_client(emu: Emulator, body: dict[str, Any], *, secret_required: bool) 
     if secret is not None and secret != emu.config.api_key:
         raise oauth_error("invalid_client", "Invalid client secret.")
     if secret is None and secret_required:
-        raise oauth_error("invalid_client", "client_secret is required when no code_verifier is given.")
+        raise oauth_error("invalid_client", "client_secret is required for this code.")
 
 
 def take_code(emu: Emulator, body: dict[str, Any], kind: str) -> dict[str, Any]:
-    """Validate client + code (+PKCE) and consume the code (single use)."""
-    verifier = body.get("code_verifier")
-    check_client(emu, body, secret_required=not verifier)
+    """Validate client + code and consume the code (single use, spent by a failed attempt too). A code is
+    redeemed with the PKCE verifier of its challenge or, for a code issued without a challenge, with the client
+    secret: a verifier proves nothing for a code that has no challenge to match it against."""
+    if body.get("client_id") != emu.config.client_id:
+        raise oauth_error("invalid_client", "Invalid client ID.")
     code = body.get("code")
     if not isinstance(code, str) or not code:
         raise oauth_error("invalid_request", "code is required.")
     record = emu.store.codes.pop(code, None)
     if record is None or record["kind"] != kind:
         raise oauth_error("invalid_grant", "The code is invalid or has already been used.")
+    challenge = record.get("code_challenge")
+    check_client(emu, body, secret_required=not challenge)
     if record["expires"] < time.time():
         raise oauth_error("invalid_grant", "The code has expired.")
-    challenge = record.get("code_challenge")
     if challenge:
-        if not isinstance(verifier, str) or not verifier:
-            raise oauth_error("invalid_grant", "code_verifier is required for this code.")
-        digest = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-        expected = digest if (record.get("code_challenge_method") or "S256") == "S256" else verifier
-        if not hmac.compare_digest(expected, challenge):
-            raise oauth_error("invalid_grant", "code_verifier does not match the code_challenge.")
+        _check_verifier(body.get("code_verifier"), challenge, record.get("code_challenge_method") or "S256")
     return record
+
+
+def _check_verifier(verifier: Any, challenge: str, method: str) -> None:
+    if not isinstance(verifier, str) or not verifier:
+        raise oauth_error("invalid_grant", "code_verifier is required for this code.")
+    digest = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    expected = digest if method == "S256" else verifier
+    if not hmac.compare_digest(expected, challenge):
+        raise oauth_error("invalid_grant", "code_verifier does not match the code_challenge.")
 
 
 def access_token(emu: Emulator, session: Entity, user: Entity, org_id: str | None) -> str:

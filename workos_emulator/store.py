@@ -95,11 +95,13 @@ class Store:
         """Domains of an organization in creation order."""
         return [d for d in self.organization_domains.values() if d["organization_id"] == org_id]
 
-    def org_for_domain(self, domain: str) -> Entity | None:
-        """The organization owning ``domain`` (case-insensitive), if any."""
+    def org_for_domain(self, domain: str, *, verified_only: bool = True) -> Entity | None:
+        """The organization owning ``domain`` (case-insensitive), if any. Only a verified domain belongs to its
+        organization for sign-in (home-realm discovery, SSO enforcement), as WorkOS applies domain policies;
+        ``verified_only=False`` also finds a pending claim (a domain is claimed by one organization at a time)."""
         domain = domain.lower()
         for d in self.organization_domains.values():
-            if d["domain"].lower() == domain:
+            if d["domain"].lower() == domain and (d.get("state") == "verified" or not verified_only):
                 return self.organizations.get(d["organization_id"])
         return None
 

@@ -53,7 +53,7 @@ def _set_domains(store: Store, org_id: str, entries: list[tuple[str, str]]) -> N
         del store.organization_domains[d["id"]]
     existing = {d["domain"] for d in store.org_domains(org_id)}
     for domain, state in entries:
-        owner = store.org_for_domain(domain)
+        owner = store.org_for_domain(domain, verified_only=False)
         if owner is not None and owner["id"] != org_id:
             raise ApiError(409, f"Domain {domain} is already used by another organization.", "domain_already_exists")
         if domain not in existing:

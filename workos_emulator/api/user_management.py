@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, redirect, render_template, request
 
-from .. import authkit, serialize, sessions
+from .. import authkit, redirects, serialize, sessions
 from ..continuations import ORGANIZATION_SELECTION_GRANT, authenticate_organization_selection
 from ..errors import ApiError, invalid_params, oauth_error
 from ..hosted import begin_authorization
@@ -74,7 +74,8 @@ def revoke_session() -> Any:
 
 @bp.get("/sessions/logout")
 def logout() -> Any:
-    """``GET /user_management/sessions/logout?session_id&return_to``: revoke and redirect."""
+    """``GET /user_management/sessions/logout?session_id&return_to``: revoke and redirect to ``return_to`` (a
+    registered sign-out redirect, else 422 and nothing revoked) or the default sign-out redirect."""
     emu = emulator()
     session_id = request.args.get("session_id")
     if not session_id:
@@ -82,8 +83,11 @@ def logout() -> Any:
     with emu.store.lock:
         if session_id not in emu.store.sessions:  # spec 0.61.0: 200, 302 or 422 {message}
             raise ApiError(422, f"Session not found: '{session_id}'.", "session_not_found")
+        return_to = request.args.get("return_to")
+        if return_to:  # checked before the revocation: a refused logout changes nothing
+            redirects.check_return_to(emu.store, return_to)
         sessions.revoke_session(emu, session_id)
-    return_to = request.args.get("return_to") or emu.store.application.get("logout_redirect_uri")
+        return_to = return_to or emu.store.application.get("logout_redirect_uri")
     if return_to:
         return redirect(return_to, code=302)
     return Response(render_template("message.html", title="Signed out", message="You have been signed out."))
