@@ -65,11 +65,6 @@ def _audit(app: Flask, organization_id: str, action: str) -> list[AuditEvent]:
     return rows
 
 
-@pytest.mark.xfail(strict=True, reason="login_flow.finish mirrors the user's other memberships through "
-                   "login.sync_user_memberships(actor=...), which builds Cause.by(actor) without the request: "
-                   "membership.created / membership access rows written during the callback carry no ip, user "
-                   "agent or request id (docs/ENGINEERING.md: a service changing state for a request takes the "
-                   "request's cause)")
 def test_memberships_mirrored_at_login_are_audited_with_the_callback_request(
         app: Flask, client: FlaskClient, emulator: Any) -> None:
     zephyr = _organization(emulator, "Zephyr Widgets")
@@ -103,10 +98,6 @@ def test_home_realm_discovery_ignores_a_domain_nobody_verified(
     assert "connection_id" not in params
 
 
-@pytest.mark.xfail(strict=True, reason="login.complete_login audits a refused sign-in (auth_policy.check) with "
-                   "Actor('user', None, email) even for a member we already hold: the login's auth.policy_refused "
-                   "row has no actor id, while the refresh and switch refusals (check_session) name the user, so "
-                   "the member's refusals are missing from a search by actor")
 def test_a_refused_sign_in_of_a_known_member_names_the_member(
         app: Flask, client: FlaskClient, emulator: Any) -> None:
     from hatidata_auth.causes import Actor, Cause
@@ -129,11 +120,6 @@ def test_a_refused_sign_in_of_a_known_member_names_the_member(
     assert (row.actor_type, row.actor_id, row.actor_email) == ("user", first.actor_id, first.actor_email)
 
 
-@pytest.mark.xfail(strict=True, reason="routes._recorded / login.record_login_failure: a sign-in WorkOS vouched for "
-                   "but we deny (403 login_denied: the member was removed) is audited only as the global, "
-                   "anonymous failed-login summary (organization_id None, actor without id or email, the email "
-                   "only inside a sample) although the organization and the user are known from the verified "
-                   "token: the organization's admins never see their removed member's attempts")
 def test_a_denied_sign_in_is_audited_in_its_organization_naming_the_member(
         app: Flask, client: FlaskClient, emulator: Any) -> None:
     from hatidata_auth.causes import Cause
