@@ -71,6 +71,9 @@ def test_memberships_mirrored_at_login_are_audited_with_the_callback_request(
     quokka = _organization(emulator, "Quokka Labs")
     _user(emulator, "riley.okafor@independent-mail.test", zephyr, quokka)
     ours = sync_organizations(app)
+    with app.app_context():
+        before = set(db.session.scalars(select(AuditEvent.id).where(AuditEvent.organization_id == ours[quokka])))
+        db.session.remove()
     response = _password_sign_in(client, "riley.okafor@independent-mail.test", ours[zephyr])
     assert response.status_code == 302, response.get_data(as_text=True)
     [login] = _audit(app, ours[zephyr], "auth.login.succeeded")
@@ -80,6 +83,14 @@ def test_memberships_mirrored_at_login_are_audited_with_the_callback_request(
     for row in mirrored:
         assert (row.actor_type, row.actor_id) == ("user", login.actor_id)
         assert (row.user_agent, row.request_id, row.ip_address) == (AGENT, REQUEST_ID, login.ip_address)
+    with app.app_context():  # every row the mirror wrote (membership.created and the access it granted)
+        everything = list(db.session.scalars(select(AuditEvent).where(AuditEvent.organization_id == ours[quokka],
+                                                                      AuditEvent.id.not_in(before))))
+        db.session.remove()
+    assert len(everything) > len(mirrored)
+    for row in everything:
+        assert (row.actor_type, row.actor_id) == ("user", login.actor_id), row.action
+        assert (row.user_agent, row.request_id, row.ip_address) == (AGENT, REQUEST_ID, login.ip_address), row.action
 
 
 @pytest.mark.xfail(strict=True, reason="organizations.find_organization_for_email (home-realm discovery used by "
