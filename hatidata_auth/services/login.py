@@ -284,7 +284,7 @@ def complete_login(
 
 def signing_in(db: Session, user: dict[str, Any]) -> Actor:
     """Who WorkOS vouches is signing in: the person we hold for its WorkOS user id, else only the email."""
-    email = str(user.get("email") or "").lower()
+    email = str(user.get("email") or "").lower()[:320]
     known = db.execute(select(User.id, User.email).where(User.workos_user_id == str(user.get("id") or ""))).first()
     return Actor("user", known.id, known.email) if known is not None else Actor("user", None, email or None)
 
