@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
@@ -29,10 +28,6 @@ def _rows(app: Flask, organization_id: str, action: str) -> list[AuditEvent]:
     return rows
 
 
-@pytest.mark.xfail(strict=True, reason="api_keys.suspend_user_keys audits each api_key.suspended with "
-                   "Cause.from_event(cause.source_event_id, actor=cause.actor), dropping the cause's request: an "
-                   "admin's DELETE /api/v1/members/<id> writes membership.deprovisioned and session.revoked with "
-                   "the request, but the member's suspended keys without ip, user agent or request id")
 def test_keys_suspended_by_an_admin_removal_carry_the_removal_request(app: Flask, client: FlaskClient,
                                                                        emulator: Any) -> None:
     tenant = make_tenant(app, "Larkspur")
@@ -49,10 +44,6 @@ def test_keys_suspended_by_an_admin_removal_carry_the_removal_request(app: Flask
         assert (row.ip_address, row.user_agent, row.request_id) == (removed.ip_address, AGENT, REQUEST_ID)
 
 
-@pytest.mark.xfail(strict=True, reason="inbox_admin.replay hands inbox.replay Cause.by(cause.actor): the admin's "
-                   "request is dropped, so the changes a replay applies (membership.created, ...) are audited "
-                   "as the admin but without the replay request's ip, user agent or request id, while "
-                   "webhook_event.replayed itself carries them")
 def test_changes_applied_by_a_replay_carry_the_replay_request(app: Flask, db_session: Any,
                                                              workos_client: Any) -> None:
     from hatidata_auth.causes import Actor, Cause, RequestInfo

@@ -65,6 +65,34 @@ def _audit(app: Flask, organization_id: str, action: str) -> list[AuditEvent]:
     return rows
 
 
+def test_memberships_mirrored_at_login_are_audited_with_the_callback_request(
+        app: Flask, client: FlaskClient, emulator: Any) -> None:
+    zephyr = _organization(emulator, "Zephyr Widgets")
+    quokka = _organization(emulator, "Quokka Labs")
+    _user(emulator, "riley.okafor@independent-mail.test", zephyr, quokka)
+    ours = sync_organizations(app)
+    with app.app_context():
+        before = set(db.session.scalars(select(AuditEvent.id).where(AuditEvent.organization_id == ours[quokka])))
+        db.session.remove()
+    response = _password_sign_in(client, "riley.okafor@independent-mail.test", ours[zephyr])
+    assert response.status_code == 302, response.get_data(as_text=True)
+    [login] = _audit(app, ours[zephyr], "auth.login.succeeded")
+    assert (login.user_agent, login.request_id) == (AGENT, REQUEST_ID)  # the login itself is attributed
+    mirrored = _audit(app, ours[quokka], "membership.created")
+    assert mirrored, "the other membership is mirrored at login"
+    for row in mirrored:
+        assert (row.actor_type, row.actor_id) == ("user", login.actor_id)
+        assert (row.user_agent, row.request_id, row.ip_address) == (AGENT, REQUEST_ID, login.ip_address)
+    with app.app_context():  # every row the mirror wrote (membership.created and the access it granted)
+        everything = list(db.session.scalars(select(AuditEvent).where(AuditEvent.organization_id == ours[quokka],
+                                                                      AuditEvent.id.not_in(before))))
+        db.session.remove()
+    assert len(everything) > len(mirrored)
+    for row in everything:
+        assert (row.actor_type, row.actor_id) == ("user", login.actor_id), row.action
+        assert (row.user_agent, row.request_id, row.ip_address) == (AGENT, REQUEST_ID, login.ip_address), row.action
+
+
 def test_home_realm_discovery_ignores_a_domain_nobody_verified(
         app: Flask, client: FlaskClient, emulator: Any) -> None:
     claimer = str(_post(emulator, "/organizations", {
@@ -77,10 +105,6 @@ def test_home_realm_discovery_ignores_a_domain_nobody_verified(
     assert "connection_id" not in params
 
 
-@pytest.mark.xfail(strict=True, reason="login.complete_login audits a refused sign-in (auth_policy.check) with "
-                   "Actor('user', None, email) even for a member we already hold: the login's auth.policy_refused "
-                   "row has no actor id, while the refresh and switch refusals (check_session) name the user, so "
-                   "the member's refusals are missing from a search by actor")
 def test_a_refused_sign_in_of_a_known_member_names_the_member(
         app: Flask, client: FlaskClient, emulator: Any) -> None:
     from hatidata_auth.causes import Actor, Cause
@@ -103,11 +127,6 @@ def test_a_refused_sign_in_of_a_known_member_names_the_member(
     assert (row.actor_type, row.actor_id, row.actor_email) == ("user", first.actor_id, first.actor_email)
 
 
-@pytest.mark.xfail(strict=True, reason="routes._recorded / login.record_login_failure: a sign-in WorkOS vouched for "
-                   "but we deny (403 login_denied: the member was removed) is audited only as the global, "
-                   "anonymous failed-login summary (organization_id None, actor without id or email, the email "
-                   "only inside a sample) although the organization and the user are known from the verified "
-                   "token: the organization's admins never see their removed member's attempts")
 def test_a_denied_sign_in_is_audited_in_its_organization_naming_the_member(
         app: Flask, client: FlaskClient, emulator: Any) -> None:
     from hatidata_auth.causes import Cause

@@ -11,6 +11,7 @@ from flask_wtf.csrf import generate_csrf
 from werkzeug.wrappers import Response as BaseResponse
 
 from .. import security_reports
+from ..causes import Actor, Cause
 from ..cookie_tokens import clear_session_cookie, set_session_cookie
 from ..errors import AppError
 from ..extensions import db, limiter
@@ -75,10 +76,12 @@ def login() -> BaseResponse:
 
 
 def _recorded(failure: LoginFailed) -> LoginFailed:
-    """Count and audit a failed sign-in (its own commit), then hand the failure back to be raised."""
+    """Count and audit a failed sign-in (its own commit; in its organization, naming the person, when WorkOS
+    vouched for both), then hand the failure back to be raised."""
+    cause = Cause.by(failure.actor or Actor("user"), request_info())
     login_service.record_login_failure(db.session(), security_reports.shared_cache(), reason=failure.reason,
-                                       request=request_info(), details=failure.sample,
-                                       window=security_reports.window())
+                                       cause=cause, organization_id=failure.organization_id,
+                                       details=failure.sample, window=security_reports.window())
     db.session.commit()
     return failure
 

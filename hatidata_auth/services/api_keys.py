@@ -295,8 +295,7 @@ def suspend_user_keys(db: Session, *, organization_id: str, user_id: str, cause:
     for key in keys:
         key.status = "suspended"
         db.flush()
-        _audit(db, "api_key.suspended", key, Cause.from_event(cause.source_event_id, actor=cause.actor),
-               reason="owner deprovisioned")
+        _audit(db, "api_key.suspended", key, cause, reason="owner deprovisioned")
         invalidate_after_commit(db, "api_key", key.id, key.key_hash)
     return len(keys)
 

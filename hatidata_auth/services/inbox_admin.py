@@ -60,7 +60,7 @@ def replay(session: Session, client: WorkOSClient, *, organization_id: str, even
     if row is None:
         raise AppError("No such event.", status=404, code="not_found")
     org_id = org.id
-    result = inbox.replay(session, client, event_id, cause=Cause.by(cause.actor))
+    result = inbox.replay(session, client, event_id, cause=cause)
     audit.record(session, action="webhook_event.replayed", cause=cause, organization_id=org_id,
                  target_type="webhook_event", target_id=event_id[:64],
                  outcome="success" if result.status != "failed" else "failure",

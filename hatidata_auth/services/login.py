@@ -46,13 +46,16 @@ class LoginDenied(AppError):
 
 class LoginFailed(AppError):
     """The sign-in did not complete; ``reason`` names why in the failed-login summary, ``sample`` holds the
-    (untrusted) details it keeps."""
+    (untrusted) details it keeps. ``organization_id`` (ours) and ``actor`` are set only when WorkOS vouched for
+    them (a ``denied`` sign-in): the failure is then audited in that organization, naming the person."""
 
     def __init__(self, reason: str, message: str, *, status: int = 400, code: str = "login_failed",
-                 **sample: Any) -> None:
+                 organization_id: str | None = None, actor: Actor | None = None, **sample: Any) -> None:
         super().__init__(message, status=status, code=code, details={"reason": reason})
         self.reason = reason
         self.sample = sample
+        self.organization_id = organization_id
+        self.actor = actor
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +250,8 @@ def complete_login(
         raise LoginDenied(f"{org.name} is not active.")
     auth = authentication or Authentication((tokens.authentication_method or "unknown").lower()[:32])
     email = str(tokens.user.get("email") or "").lower()
-    auth_policy.check(db, org, auth, email=email, cause=Cause.by(Actor("user", None, email), request), action="login")
+    auth_policy.check(db, org, auth, email=email, action="login",
+                      cause=Cause.by(signing_in(db, tokens.user), request))
     user = _upsert_user(db, org, tokens.user, now)
     membership = _upsert_membership(db, client, org, user, claims.get("role"), request)
     ttl = policy.ttl(org, remember)
@@ -278,12 +282,21 @@ def complete_login(
                        expires_at=record.expires_at)
 
 
+def signing_in(db: Session, user: dict[str, Any]) -> Actor:
+    """Who WorkOS vouches is signing in: the person we hold for its WorkOS user id, else only the email."""
+    email = str(user.get("email") or "").lower()[:320]
+    known = db.execute(select(User.id, User.email).where(User.workos_user_id == str(user.get("id") or ""))).first()
+    return Actor("user", known.id, known.email) if known is not None else Actor("user", None, email or None)
+
+
 @translate_errors()
 def sync_user_memberships(db: Session, client: WorkOSClient, *, user_id: str, workos_user_id: str,
-                          actor: Actor | None = None, page_size: int = 100) -> int:
+                          cause: Cause | None = None, page_size: int = 100) -> int:
     """Mirror the user's other active WorkOS memberships (so they can switch organization), at most
     :data:`MAX_MIRRORED_MEMBERSHIPS`, *page_size* per WorkOS page; returns how many were created. Memberships we
-    already hold keep their role and status (directory sync owns them)."""
+    already hold keep their role and status (directory sync owns them). *cause*: the sign-in's (WorkOS's when
+    none)."""
+    cause = cause or Cause.by(Actor.workos())
     created = 0
     listed = client.organization_membership.list_organization_memberships(user_id=workos_user_id,
                                                                           statuses=["active"], limit=page_size)
@@ -299,25 +312,25 @@ def sync_user_memberships(db: Session, client: WorkOSClient, *, user_id: str, wo
                                 role_source=source, workos_membership_id=item.id)
         db.add(membership)
         db.flush()
-        audit.record(db, action="membership.created", cause=Cause.by(actor or Actor.workos()), organization_id=org.id,
+        audit.record(db, action="membership.created", cause=cause, organization_id=org.id,
                      target_type="membership", target_id=membership.id,
                      details={"user_id": user_id, "role": role, "source": "login"})
         provisioning.set_access(db, client, membership, role=role, role_source=source, active=True,
-                                cause=Cause.by(actor or Actor.workos(), reason="login"))
+                                cause=cause.with_reason("login"))
         created += 1
     return created
 
 
-def record_login_failure(db: Session, cache: Any, *, reason: str, email: str | None = None,
-                         organization_id: str | None = None, request: RequestInfo = NO_REQUEST,
+def record_login_failure(db: Session, cache: Any, *, reason: str, cause: Cause,
+                         organization_id: str | None = None,
                          details: dict[str, Any] | None = None, window: int = security_events.DEFAULT_WINDOW,
                          clock: Callable[[], float] = time.time) -> None:
     """Count a failed login and audit it as a rate-limited summary (caller commits).
 
+    *cause*: the callback's request and who tried (anonymous, or the person WorkOS vouched for: ``denied``);
     *details* (attacker-supplied text included) become a cleaned, cut sample; *organization_id* only when
     trusted. See :func:`~hatidata_auth.services.security_events.note` for *cache*, *window* and *clock*.
     """
     security_events.note(db, cache, kind="login_failure", reason=reason,
                          sample=security_events.describe(details or {}), organization_id=organization_id,
-                         cause=Cause.by(Actor("user", None, security_events.clean(email, 320) or None), request),
-                         window=window, clock=clock)
+                         cause=cause, window=window, clock=clock)

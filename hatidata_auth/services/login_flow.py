@@ -106,12 +106,16 @@ def finish(db: Session, client: WorkOSClient, verifier: TokenVerifier, *, code: 
     except login.LoginDenied as exc:
         db.rollback()
         login.end_workos_session(client, exchanged.workos_session_id, why="denied")
+        workos_org_id = exchanged.tokens.organization_id or exchanged.claims.get("org_id")
+        org = find_organization(db, str(workos_org_id)) if workos_org_id else None
         raise LoginFailed("denied", exc.message, status=403, code="login_denied",
+                          organization_id=org.id if org is not None else None,
+                          actor=login.signing_in(db, exchanged.tokens.user),
                           email=exchanged.tokens.user.get("email")) from exc
     try:
         login.sync_user_memberships(db, client, user_id=result.user_id,
                                     workos_user_id=str(exchanged.tokens.user["id"]),
-                                    actor=Actor("user", result.user_id, result.email))
+                                    cause=Cause.by(Actor("user", result.user_id, result.email), request))
         commit()
     except WorkOSFailure:
         db.rollback()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...causes import Cause
 from ...unit_of_work import invalidate_after_commit
 from .. import sessions as sessions_service
 from .context import EventContext, require
@@ -17,7 +16,7 @@ def on_session_revoked(ctx: EventContext, data: dict[str, Any]) -> None:
     require(data, "id")
     done = bool(sessions_service.revoke_by_workos_session_id(
         ctx.session, ctx.client, workos_session_id=data["id"],
-        cause=Cause.from_event(ctx.event_id, reason="revoked_at_workos", actor=ctx.actor), call_workos=False))
+        cause=ctx.cause.with_reason("revoked_at_workos"), call_workos=False))
     invalidate_after_commit(ctx.session, "session", str(data["id"]))
     if not done:
         ctx.note = "no live local session"
