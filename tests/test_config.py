@@ -130,12 +130,12 @@ def _as_settings(env: dict[str, str]) -> dict[str, str]:
 
 
 def test_defaults_live_in_one_table() -> None:
-    from hatidata_auth import extension
+    from hatidata_auth import embedding
     from hatidata_auth.config import DEFAULTS, PROFILE_SETTINGS, PROFILES, config_dir, read_settings_file
     from hatidata_auth.workos import WORKOS_DEFAULTS
 
     # The embedding extension's defaults and the WorkOS client's are the table's own values.
-    assert {key: DEFAULTS[key] for key in extension.DEFAULTS} == extension.DEFAULTS
+    assert {key: DEFAULTS[key] for key in embedding.DEFAULTS} == embedding.DEFAULTS
     assert {key: DEFAULTS[key] for key in WORKOS_DEFAULTS} == dict(WORKOS_DEFAULTS)
     assert set(PROFILE_SETTINGS) == set(PROFILES)
     for profile in PROFILES:
