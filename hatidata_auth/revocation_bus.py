@@ -45,15 +45,17 @@ class LocalCache(Generic[V]):
         self._lock = threading.Lock()
 
     def get(self, key: Hashable, now: float | None = None) -> V | None:
-        """The live value under *key*, or ``None``."""
-        item = self._data.get(key)
-        if item is None:
-            return None
-        if item[0] <= (time.monotonic() if now is None else now):
-            with self._lock:
-                self._data.pop(key, None)
-            return None
-        return item[1]
+        """The live value under *key* (now the most recently used entry), or ``None``."""
+        with self._lock:
+            item = self._data.get(key)
+            if item is None:
+                return None
+            if item[0] <= (time.monotonic() if now is None else now):
+                del self._data[key]
+                return None
+            # a hit makes the entry the last to be evicted: hot sessions stay cached under churn (LRU, not FIFO)
+            self._data.move_to_end(key)
+            return item[1]
 
     def set(self, key: Hashable, value: V, deadline: float) -> None:
         """Store *value* until *deadline* (monotonic seconds), evicting the oldest entries beyond ``maxsize``."""
