@@ -7,9 +7,6 @@ active (409 ``membership_inactive``); raced against ``remove_member`` it does no
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable
 from typing import Any, cast
 
 import pytest
@@ -18,11 +15,11 @@ from sqlalchemy import select
 from hatidata_auth.causes import Actor, Cause, RequestInfo
 from hatidata_auth.models import AuditEvent, Membership, Organization, User
 from hatidata_auth.services import tenant_admin
-from hatidata_auth.unit_of_work import INVALIDATOR, AppSession
+from hatidata_auth.unit_of_work import AppSession
+from tests.support.races import race
 
 pytestmark = pytest.mark.postgres
 
-HOLD_SECONDS = 0.4
 NO_WORKOS = cast(Any, None)  # no session to revoke at WorkOS: the removal never calls it
 
 
@@ -42,41 +39,13 @@ def _setup(db_session: Any) -> tuple[str, str, str]:
     return org.id, target.id, admin_a.id
 
 
-def _race(app: Any, first: Callable[[AppSession], object], second: Callable[[AppSession], object]) -> list[Any]:
-    """Run *first*, hold its transaction open while *second* runs in another connection; commit both."""
-    from hatidata_auth.extensions import db
-
-    held, errors = threading.Event(), []
-
-    def run(step: Callable[[AppSession], object], hold: bool) -> None:
-        try:
-            with app.app_context(), AppSession(db.engine, invalidator=app.extensions[INVALIDATOR]) as session:
-                step(session)
-                if hold:
-                    held.set()
-                    time.sleep(HOLD_SECONDS)
-                session.commit()
-        except BaseException as exc:  # noqa: BLE001 - the caller inspects what the second step raised
-            errors.append(exc)
-            held.set()
-
-    a = threading.Thread(target=run, args=(first, True))
-    a.start()
-    assert held.wait(10)
-    b = threading.Thread(target=run, args=(second, False))
-    b.start()
-    a.join(10)
-    b.join(10)
-    return errors
-
-
 def test_a_role_change_racing_a_removal_sees_the_removal(app: Any, db_session: Any) -> None:
     org_id, membership_id, admin_id = _setup(db_session)
     ana = Cause.by(Actor("user", admin_id, "ana.admin@brightwater-mills.test"),
                    RequestInfo("198.51.100.4", "breakit2", "req-remove"))
     bo = Cause.by(Actor("user", "usr_bo", "bo.admin@brightwater-mills.test"),
                   RequestInfo("198.51.100.5", "breakit2", "req-promote"))
-    errors = _race(
+    errors = race(
         app,
         lambda s: tenant_admin.remove_member(s, NO_WORKOS, organization_id=org_id, membership_id=membership_id,
                                              cause=ana),
@@ -96,7 +65,7 @@ def test_a_role_change_racing_a_removal_sees_the_removal(app: Any, db_session: A
 def test_a_removal_racing_a_role_change_removes_the_changed_member(app: Any, db_session: Any) -> None:
     org_id, membership_id, admin_id = _setup(db_session)
     ana = Cause.by(Actor("user", admin_id, "ana.admin@brightwater-mills.test"))
-    errors = _race(
+    errors = race(
         app,
         lambda s: tenant_admin.change_member_role(s, NO_WORKOS, organization_id=org_id,
                                                   membership_id=membership_id, role="developer", cause=ana),
@@ -121,7 +90,7 @@ def test_two_removals_racing_audit_one_removal(app: Any, db_session: Any) -> Non
         return tenant_admin.remove_member(s, NO_WORKOS, organization_id=org_id, membership_id=membership_id,
                                           cause=ana)
 
-    assert not _race(app, remove, remove)
+    assert not race(app, remove, remove)
     db_session.expire_all()
     before = db_session.scalars(select(AuditEvent.action).where(AuditEvent.target_id == membership_id)).all()
     assert db_session.get(Membership, membership_id).status == "deprovisioned"

@@ -8,8 +8,6 @@ transaction open while the second one runs in another connection, then commits i
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -21,11 +19,11 @@ from hatidata_auth.causes import Actor, Cause
 from hatidata_auth.models import ApiKey, AuthSession, Membership, Organization, User, utcnow
 from hatidata_auth.services import api_keys, sessions
 from hatidata_auth.services.session_refresh import RefreshFailed, record_refresh
-from hatidata_auth.unit_of_work import INVALIDATOR, AppSession
+from hatidata_auth.unit_of_work import AppSession
+from tests.support.races import race
 
 pytestmark = pytest.mark.postgres
 
-HOLD_SECONDS = 0.4
 
 
 def _setup(db_session: Any) -> tuple[str, str, str]:
@@ -44,30 +42,7 @@ def _setup(db_session: Any) -> tuple[str, str, str]:
 
 
 def _race(app: Any, first: Callable[[AppSession], object], second: Callable[[AppSession], object]) -> None:
-    """Run *first* and hold its transaction open while *second* runs in another connection; commit both."""
-    from hatidata_auth.extensions import db
-
-    held, errors = threading.Event(), []
-
-    def run(step: Callable[[AppSession], object], hold: bool) -> None:
-        try:
-            with app.app_context(), AppSession(db.engine, invalidator=app.extensions[INVALIDATOR]) as session:
-                step(session)
-                if hold:
-                    held.set()
-                    time.sleep(HOLD_SECONDS)
-                session.commit()
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
-            errors.append(exc)
-            held.set()
-
-    a = threading.Thread(target=run, args=(first, True))
-    a.start()
-    assert held.wait(10)
-    b = threading.Thread(target=run, args=(second, False))
-    b.start()
-    a.join(10)
-    b.join(10)
+    errors = race(app, first, second)
     assert not errors, errors
 
 
