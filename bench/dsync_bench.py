@@ -1,16 +1,27 @@
-"""Directory-sync benchmark (not a timed test): ``.venv/bin/python bench/dsync_bench.py [--events N]``.
+"""Directory-sync benchmark (not a timed test): ``.venv/bin/python -m bench.dsync_bench [--events N]``.
 
 Needs PostgreSQL (``BENCH_DATABASE_URL``, default ``postgresql+psycopg://postgres@127.0.0.1:5432/test``; a
 private database is created next to it and dropped afterwards) and optionally Redis (``BENCH_REDIS_URL``).
 
-1. Webhook throughput: gunicorn with 2 sync workers; signed ``dsync.user.*`` events for many users with 10%
-   duplicates in shuffled order, sent by concurrent keep-alive clients. Reports events/s and p50/p99 latency
-   (target: >= 300 events/s).
-2. Deactivation to rejection: each deactivation webhook revokes the user's live session before it answers,
-   so the time from arrival to the session being rejected is the webhook's latency (plus the post-commit
-   cache eviction); reports p50/p99 and checks the session rows (target p99 < 1 s).
+0. Baselines measured in the same run, under the same gunicorn settings (2 sync workers, access log off) and on
+   the same database: the load generator alone (the same signed requests as ``GET /healthz``), and the minimal
+   pipeline (``bench/minimal_pipeline.py``: HMAC check + one inbox insert + one guarded upsert + one audit insert,
+   the practical ceiling of a signed webhook on this machine).
+1. Webhook throughput: signed ``dsync.user.*`` events for many users with 10% duplicates in shuffled order,
+   sent by concurrent keep-alive clients, first to the minimal pipeline, then to the app. Reports the app's
+   *acknowledged* events/s (answers received) and *applied* events/s (until the inbox is drained: no row of
+   ``webhook_events`` is left outside ``applied``/``ignored``/``failed``/``duplicate``, polled every 20 ms; equal
+   to acknowledged while the view applies inline) as ratios to the minimal pipeline's events/s
+   (targets: >= 0.8 and >= 0.6), with p50/p99 latency.
+2. Deactivation to rejection, under that load: while the app's run is in flight, a probe sends one deactivation
+   at a time for a user holding a live session and polls the session row until it is revoked (the post-commit
+   cache eviction in every worker is ``bench/auth.py``'s revocation figure); reports p50/p99 (target p99 <= 1 s).
 3. Full resync of a 10,000-user, 200-group directory from the emulator, in process: seconds and peak
    memory (target < 60 s and < 300 MB).
+
+Options: ``--events`` (6000), ``--users`` (1500), ``--concurrency`` (8), ``--probes`` (200 deactivations at
+most), ``--resync-users``, ``--resync-groups``, ``--skip-resync``, ``--wrk``/``--wrk-seconds``,
+``--trace-memory``.
 """
 
 from __future__ import annotations
@@ -22,7 +33,6 @@ import os
 import random
 import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,7 +45,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -150,7 +160,109 @@ def run_wrk(port: int, bodies: list[str], *, threads: int, connections: int, sec
 
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * p))] * 1000
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))] * 1000 if ordered else float("nan")
+
+
+# Rows still to be applied: anything but a final status (``received`` today; whatever an applier claims with).
+SETTLED = ("applied", "ignored", "failed", "duplicate")
+PENDING_SQL = text("SELECT 1 FROM webhook_events WHERE status NOT IN ('applied', 'ignored', 'failed', 'duplicate') "
+                   "LIMIT 1")
+
+
+def start_server(spec: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """gunicorn with ``config/gunicorn.conf.py`` serving *spec* on ``env["PORT"]``, once ``/healthz`` answers."""
+    server = subprocess.Popen([str(ROOT / ".venv/bin/gunicorn"), "-c", "config/gunicorn.conf.py", spec],
+                              cwd=ROOT, env=env)
+    port = int(env["PORT"])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            c.request("GET", "/healthz")
+            if c.getresponse().status == 200:
+                return server
+        except OSError:
+            pass
+        time.sleep(0.1)
+    stop_server(server)
+    raise RuntimeError(f"gunicorn serving {spec} did not start")
+
+
+def stop_server(server: subprocess.Popen[bytes]) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+def server_env(database_url: str, emulator_url: str, instance: Path) -> dict[str, str]:
+    """The environment both servers run with (the same gunicorn settings; a fresh port each time)."""
+    env = {**os.environ, "HATIDATA_ENV": "development", "DATABASE_URL": database_url,
+           "WORKOS_BASE_URL": emulator_url, "WORKOS_WEBHOOK_SECRET": SECRET, "WEB_CONCURRENCY": "2",
+           "PORT": str(free_port()), "GUNICORN_ACCESS_LOG": "/dev/null", "HATIDATA_INSTANCE_PATH": str(instance)}
+    if os.environ.get("BENCH_REDIS_URL"):
+        env["REDIS_URL"] = os.environ["BENCH_REDIS_URL"]
+    return env
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def seconds_until_drained(engine: Engine, since: float, timeout: float = 600.0) -> float:
+    """Seconds from *since* (a ``perf_counter``) until no inbox row is pending (polled every 20 ms)."""
+    deadline = time.perf_counter() + timeout
+    with engine.connect() as conn:
+        while time.perf_counter() < deadline:
+            if conn.execute(PENDING_SQL).first() is None:
+                return time.perf_counter() - since
+            conn.rollback()
+            time.sleep(0.02)
+    raise RuntimeError(f"the inbox did not drain within {timeout:.0f} s")
+
+
+class DeactivationProbe(threading.Thread):
+    """Sends one deactivation at a time (while *running* is set) and times it until the session row is revoked."""
+
+    def __init__(self, port: int, engine: Engine, targets: list[tuple[int, str]]) -> None:
+        super().__init__(daemon=True)
+        self.port, self.engine, self.targets = port, engine, targets
+        self.running = threading.Event()
+        self.running.set()
+        self.delays: list[float] = []
+        self.statuses: dict[int, int] = {}
+
+    def run(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        check = text("SELECT revoked_at IS NOT NULL FROM auth_sessions WHERE workos_session_id = :sid")
+        with self.engine.connect() as db_conn:
+            for n, session_id in self.targets:
+                if not self.running.is_set():
+                    break
+                body = json.dumps(user_payload(n, 3000, "inactive"), separators=(",", ":"))
+                started = time.perf_counter()
+                conn.request("POST", "/webhooks/workos", body=body,
+                             headers={"Content-Type": "application/json", "WorkOS-Signature": sign(SECRET, body)})
+                response = conn.getresponse()
+                response.read()
+                self.statuses[response.status] = self.statuses.get(response.status, 0) + 1
+                while time.perf_counter() - started < 10:
+                    revoked = db_conn.execute(check, {"sid": session_id}).scalar()
+                    db_conn.rollback()
+                    if revoked:
+                        self.delays.append(time.perf_counter() - started)
+                        break
+                    time.sleep(0.005)
+                else:
+                    self.delays.append(float("inf"))
+                time.sleep(0.02)
+        conn.close()
 
 
 def main() -> None:
@@ -158,6 +270,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=6000)
     parser.add_argument("--users", type=int, default=1500)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--probes", type=int, default=200)
     parser.add_argument("--resync-users", type=int, default=10000)
     parser.add_argument("--resync-groups", type=int, default=200)
     parser.add_argument("--skip-resync", action="store_true")
@@ -171,6 +284,7 @@ def main() -> None:
 
     from flask_migrate import upgrade
 
+    from bench.minimal_pipeline import create_tables
     from hatidata_auth import create_app
     from hatidata_auth.causes import Actor
     from hatidata_auth.extensions import db
@@ -181,7 +295,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp, private_database(base) as database_url, \
             EmulatorServer(data_dir=tmp) as emulator:
-        os.environ["HATIDATA_INSTANCE_PATH"] = str(Path(tmp) / "instance")
+        instance = Path(tmp) / "instance"
+        os.environ["HATIDATA_INSTANCE_PATH"] = str(instance)
         config = app_config(database_url, emulator.url)
         app = create_app(config)
         with app.app_context():
@@ -194,48 +309,87 @@ def main() -> None:
                                                actor=Actor.system("bench"), plugins=get_registry(app))
                 db.session.commit()
             acme_id = db.session.query(Organization.id).filter_by(workos_organization_id=ACME_ORG).scalar()
+        probe_engine = create_engine(database_url, pool_size=2)
+        create_tables(probe_engine)
 
-        env = {**os.environ, "HATIDATA_ENV": "development", "DATABASE_URL": database_url,
-               "WORKOS_BASE_URL": emulator.url, "WORKOS_WEBHOOK_SECRET": SECRET, "WEB_CONCURRENCY": "2",
-               "PORT": str(18000 + random.randint(0, 999)), "GUNICORN_ACCESS_LOG": "/dev/null",
-               "HATIDATA_INSTANCE_PATH": str(Path(tmp) / "instance")}
-        if os.environ.get("BENCH_REDIS_URL"):
-            env["REDIS_URL"] = os.environ["BENCH_REDIS_URL"]
-        port = int(env["PORT"])
-        server = subprocess.Popen([str(ROOT / ".venv/bin/gunicorn"), "-c", "config/gunicorn.conf.py", "wsgi:app"],
-                                  cwd=ROOT, env=env)
+        # The same bodies for both servers (each has its own inbox): creates then updates for many users,
+        # 10% duplicates, shuffled.
+        per_user = max(1, args.events // args.users)
+        events = [user_payload(n, v) for n in range(args.users) for v in range(per_user)]
+        bodies = [json.dumps(e, separators=(",", ":")) for e in events]
+        bodies += random.sample(bodies, len(bodies) // 10)
+        random.shuffle(bodies)
+
+        # 0. the minimal pipeline: the physical baseline.
+        env = server_env(database_url, emulator.url, instance)
+        server = start_server("bench.minimal_pipeline:app", env)
         try:
-            for _ in range(100):
-                try:
-                    c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-                    c.request("GET", "/healthz")
-                    c.getresponse().read()
-                    break
-                except OSError:
-                    time.sleep(0.1)
-            # 1. throughput: creates then updates for many users, 10% duplicates, shuffled.
-            per_user = max(1, args.events // args.users)
-            events = [user_payload(n, v) for n in range(args.users) for v in range(per_user)]
-            bodies = [json.dumps(e, separators=(",", ":")) for e in events]
-            bodies += random.sample(bodies, len(bodies) // 10)
-            random.shuffle(bodies)
-            # 0. the generator alone: the same signed requests against the bare health route.
+            port = int(env["PORT"])
+            send_all(port, bodies[:200], args.concurrency)  # warm-up (also part of the state)
+            min_elapsed, min_lat, min_status = send_all(port, bodies[200:], args.concurrency)
+        finally:
+            stop_server(server)
+        min_rate = len(min_lat) / min_elapsed
+        print(f"[minimal pipeline] {len(min_lat)} events in {min_elapsed:.2f}s = {min_rate:.0f} events/s; "
+              f"p50 {pct(min_lat, .5):.1f} ms, p99 {pct(min_lat, .99):.1f} ms; statuses {min_status}")
+
+        env = server_env(database_url, emulator.url, instance)
+        port = int(env["PORT"])
+        server = start_server("wsgi:app", env)
+        try:
+            # 0b. the generator alone: the same signed requests against the app's bare health route.
             base_elapsed, base_lat, base_status = send_all(port, bodies[:3000], args.concurrency, path="/healthz")
             base_rate = len(base_lat) / base_elapsed
             print(f"[generator] {len(base_lat)} signed GET /healthz in {base_elapsed:.2f}s = {base_rate:.0f} req/s "
                   f"({args.concurrency} keep-alive clients); p50 {pct(base_lat, .5):.1f} ms, "
-                  f"p99 {pct(base_lat, .99):.1f} ms; statuses {base_status}")
+                  f"p99 {pct(base_lat, .99):.1f} ms; statuses {base_status}; the minimal pipeline is "
+                  f"{min_rate / base_rate:.2f} of it")
+
+            # The probe's users (outside the load's range) exist and hold live sessions before the load starts.
+            probe_users = list(range(900_000, 900_000 + args.probes))
+            send_all(port, [json.dumps(user_payload(n, 0), separators=(",", ":")) for n in probe_users],
+                     args.concurrency)
+            seconds_until_drained(probe_engine, time.perf_counter())
+            targets: list[tuple[int, str]] = []
+            with app.app_context():
+                by_email = {u.email: u for u in db.session.query(User).filter(
+                    User.email.in_([f"bench{n}@acme.test" for n in probe_users]))}
+                for n in probe_users:
+                    user = by_email[f"bench{n}@acme.test"]
+                    db.session.add(AuthSession(organization_id=acme_id, workos_session_id=f"session_probe_{n}",
+                                               user_id=user.id, expires_at=utcnow() + timedelta(hours=1)))
+                    targets.append((n, f"session_probe_{n}"))
+                db.session.commit()
+
+            # 1. throughput, with the deactivation probe running alongside.
             send_all(port, bodies[:200], args.concurrency)  # warm-up (also part of the state)
+            seconds_until_drained(probe_engine, time.perf_counter())
+            probe = DeactivationProbe(port, probe_engine, targets)
             cpu_before = resource.getrusage(resource.RUSAGE_SELF)
+            started = time.perf_counter()
+            probe.start()
             elapsed, latencies, statuses = send_all(port, bodies[200:], args.concurrency)
+            probe.running.clear()
+            applied_seconds = seconds_until_drained(probe_engine, started)
             cpu_after = resource.getrusage(resource.RUSAGE_SELF)
+            probe.join()
             generator_cpu = (cpu_after.ru_utime - cpu_before.ru_utime + cpu_after.ru_stime - cpu_before.ru_stime)
             rate = len(latencies) / elapsed
-            print(f"[webhooks] {len(latencies)} events in {elapsed:.2f}s = {rate:.0f} events/s "
-                  f"(10% duplicates, shuffled, {args.concurrency} clients, 2 gunicorn workers); "
-                  f"p50 {pct(latencies, .5):.1f} ms, p99 {pct(latencies, .99):.1f} ms; statuses {statuses}; "
-                  f"ratio to the generator-alone baseline {rate / base_rate:.2f}; the generator used "
+            applied_rate = len(latencies) / max(applied_seconds, elapsed)
+            print(f"[webhooks] {len(latencies)} events (10% duplicates, shuffled, {args.concurrency} clients, "
+                  f"2 gunicorn workers): acknowledged in {elapsed:.2f}s = {rate:.0f} events/s, applied (inbox "
+                  f"drained) in {applied_seconds:.2f}s = {applied_rate:.0f} events/s; p50 {pct(latencies, .5):.1f} ms, "
+                  f"p99 {pct(latencies, .99):.1f} ms; statuses {statuses}; the generator used "
                   f"{100 * generator_cpu / elapsed:.0f}% of one core")
+            print(f"[ratios to the minimal pipeline] acknowledged {rate / min_rate:.2f} (target >= 0.80), "
+                  f"applied {applied_rate / min_rate:.2f} (target >= 0.60); to the generator alone "
+                  f"{rate / base_rate:.2f}")
+            with app.app_context():
+                live = db.session.query(AuthSession).filter(AuthSession.workos_session_id.in_(
+                    [sid for _, sid in targets[:len(probe.delays)]]), AuthSession.revoked_at.is_(None)).count()
+            print(f"[deprovision under load] {len(probe.delays)} deactivations, one at a time during the run: "
+                  f"arrival->session revoked p50 {pct(probe.delays, .5):.1f} ms, p99 {pct(probe.delays, .99):.1f} ms "
+                  f"(target <= 1000 ms); sessions still live: {live}; statuses {probe.statuses}")
 
             if args.wrk and shutil.which("wrk"):
                 # 1b. the same mix with wrk (no Python client in the way): bare route first, then webhooks
@@ -253,27 +407,9 @@ def main() -> None:
                       f"{hooks['rate']:.0f} events/s; p50 {hooks['p50_us'] / 1000:.1f} ms, "
                       f"p99 {hooks['p99_us'] / 1000:.1f} ms; statuses {hooks['statuses']}; "
                       f"socket errors {hooks['socket_errors']}; ratio to bare {hooks['rate'] / bare['rate']:.2f}")
-
-            # 2. deactivation -> session rejected.
-            with app.app_context():
-                users = db.session.query(User).filter(User.email.like("bench%@acme.test")).limit(200).all()
-                for user in users:
-                    db.session.add(AuthSession(organization_id=acme_id, workos_session_id=f"session_bench_{user.id}",
-                                               user_id=user.id, expires_at=utcnow() + timedelta(hours=1)))
-                db.session.commit()
-                emails = [u.email for u in users]
-            deact = [json.dumps(user_payload(int(e[5:].split("@")[0]), 3000, "inactive"), separators=(",", ":"))
-                     for e in emails]
-            _, deact_lat, deact_status = send_all(port, deact, 4)
-            with app.app_context():
-                live = db.session.query(AuthSession).filter(AuthSession.workos_session_id.like("session_bench_%"),
-                                                            AuthSession.revoked_at.is_(None)).count()
-            print(f"[deprovision] {len(deact_lat)} deactivations: arrival->session revoked p50 "
-                  f"{pct(deact_lat, .5):.1f} ms, p99 {pct(deact_lat, .99):.1f} ms; sessions still live: {live}; "
-                  f"statuses {deact_status}")
         finally:
-            server.terminate()
-            server.wait(timeout=10)
+            stop_server(server)
+            probe_engine.dispose()
 
         if args.skip_resync:
             return
@@ -311,7 +447,6 @@ def main() -> None:
               + (f"peak traced Python memory {peak / 2**20:.0f} MB; " if args.trace_memory else "")
               + f"process max RSS {rss_after:.0f} MB (before {rss_before:.0f} MB; includes the in-process emulator)")
         print(json.dumps({k: v for k, v in report.to_dict().items() if k != "examples"}))
-        statistics.mean([1.0])
 
 
 if __name__ == "__main__":
