@@ -112,6 +112,26 @@ def inbox_replay(event_id: str | None, all_failed: bool) -> None:
         raise click.exceptions.Exit(1)
 
 
+@inbox_cli.command("expire")
+@click.option("--older-than-days", type=click.IntRange(min=1),
+              help="Retention in days (default: HATIDATA_INBOX_RETENTION_DAYS).")
+@with_appcontext
+def inbox_expire(older_than_days: int | None) -> None:
+    """Delete applied, ignored and duplicate events older than the retention (never failed ones); audited."""
+    from .causes import Cause
+    from .config import DEFAULTS
+    from .services.inbox_retention import InvalidRetention, expire
+
+    days = older_than_days or int(current_app.config.get("HATIDATA_INBOX_RETENTION_DAYS",
+                                                         DEFAULTS["HATIDATA_INBOX_RETENTION_DAYS"]))
+    try:
+        report = expire(db.session(), retention_days=days, cause=Cause.system("inbox retention", name="cli"))
+    except InvalidRetention as exc:
+        raise click.ClickException(f"{exc.message} (HATIDATA_INBOX_RETENTION_DAYS={days})") from exc
+    click.echo(f"{report.deleted} event(s) settled before {report.cutoff:%Y-%m-%d %H:%M:%S} UTC deleted "
+               f"({report.retention_days} days' retention, {report.chunks} chunk(s))")
+
+
 @hatidata_cli.group("sync")
 def sync_cli() -> None:
     """Reconciliation with WorkOS (Events API poller, full directory resync)."""
