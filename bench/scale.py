@@ -1,0 +1,189 @@
+"""How cost grows with work (not a timed test): ``.venv/bin/python -m bench.scale [--curve webhooks] [--large]``.
+
+Needs PostgreSQL (``BENCH_DATABASE_URL``, default ``postgresql+psycopg://postgres@127.0.0.1:5432/test``; a
+private database is created next to it and dropped afterwards). Each curve prints its points as ratios to its
+first point, measured in the same run; the absolute figures are printed only beside them.
+
+``webhooks`` (:func:`webhook_curve`): the app under gunicorn (``config/gunicorn.conf.py``, 2 sync workers, as
+``bench/dsync_bench.py``) receives the same mix of signed ``dsync.user.*`` events (new users, then updates, 10%
+duplicates, shuffled) with an empty inbox, then with the inbox pre-filled to 10% of ``--rows`` and to ``--rows``
+settled events (100,000 by default, 1,000,000 with ``--large``; ``INSERT … SELECT generate_series`` then
+``VACUUM ANALYZE``). Reports acknowledged events/s (answers received) and applied events/s (until no inbox row is
+left to apply) at each size, as ratios to the empty inbox (target: flat, 1.00 within noise). Options:
+``--events`` (3000 per point), ``--users`` (750), ``--concurrency`` (8), ``--compare-indexes`` (one more point at
+the largest size with the inbox's indexes of before migration 0002 put back: their cost, before/after in one run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, text
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.dsync_bench import (  # noqa: E402
+    app_config,
+    pct,
+    private_database,
+    seconds_until_drained,
+    send_all,
+    server_env,
+    start_server,
+    stop_server,
+    user_payload,
+)
+from workos_emulator.testing import EmulatorServer  # noqa: E402
+
+# A settled event about as large as a real dsync.user.updated one (~700 bytes of JSON).
+FILL_SQL = """
+INSERT INTO webhook_events (event_id, event_type, organization_id, payload, event_created_at, received_at, status,
+                            source, attempts, applied_at, created_at, updated_at)
+SELECT 'event_fill_' || g, 'dsync.user.updated', NULL,
+       json_build_object('id', 'event_fill_' || g, 'event', 'dsync.user.updated',
+                         'created_at', '2029-01-01T00:00:00.000Z',
+                         'data', json_build_object('object', 'directory_user', 'id', 'directory_user_fill_' || g,
+                                                   'directory_id', 'directory_fill', 'organization_id', 'org_fill',
+                                                   'email', 'fill' || g || '@fill.test', 'first_name', 'Fill',
+                                                   'last_name', repeat('x', 300), 'state', 'active',
+                                                   'custom_attributes', json_build_object())),
+       now() - interval '1 day', now() - interval '1 day', 'applied', 'webhook', 1, now() - interval '1 day',
+       now() - interval '1 day', now() - interval '1 day'
+FROM generate_series(CAST(:start AS bigint), CAST(:stop AS bigint)) AS g
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class CurvePoint:
+    """One point of a curve: the work size and the figures measured at it."""
+
+    size: int
+    acknowledged: float  # events/s
+    applied: float  # events/s
+    p99_ms: float
+    label: str = ""
+
+
+def _bodies(phase: int, events: int, users: int) -> list[str]:
+    """The same mix for every point, for users no other point touches."""
+    per_user = max(1, events // users)
+    payloads = [user_payload(phase * 100_000 + n, v) for n in range(users) for v in range(per_user)]
+    bodies = [json.dumps(p, separators=(",", ":")) for p in payloads]
+    bodies += random.sample(bodies, len(bodies) // 10)
+    random.shuffle(bodies)
+    return bodies
+
+
+# The inbox's indexes before migration 0002 (the last point of ``--compare-indexes`` puts them back).
+OLD_INDEXES = ("DROP INDEX ix_webhook_events_open",
+               "CREATE INDEX ix_webhook_events_event_type ON webhook_events (event_type)",
+               "CREATE INDEX ix_webhook_events_organization_id ON webhook_events (organization_id)",
+               "CREATE INDEX ix_webhook_events_status ON webhook_events (status)")
+
+
+def webhook_curve(database_url: str, emulator_url: str, instance: Path, sizes: list[int], *, events: int,
+                  users: int, concurrency: int, compare_indexes: bool = False) -> list[CurvePoint]:
+    """Events/s of the app at each inbox size in *sizes* (ascending; the inbox is filled up to each in turn);
+    with *compare_indexes*, one more point at the last size with the inbox's indexes of before migration 0002."""
+    engine = create_engine(database_url)
+    env = server_env(database_url, emulator_url, instance)
+    port = int(env["PORT"])
+    server = start_server("wsgi:app", env)
+    points: list[CurvePoint] = []
+    filled = 0
+    try:
+        send_all(port, _bodies(99, 300, 100), concurrency)  # warm-up: connections, caches, the organization
+        seconds_until_drained(engine, time.perf_counter())
+        for phase, size in enumerate(sizes):
+            if size > filled:
+                started = time.perf_counter()
+                with engine.begin() as conn:
+                    conn.execute(text(FILL_SQL), {"start": filled + 1, "stop": size})
+                with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                    conn.execute(text("VACUUM ANALYZE webhook_events"))
+                print(f"  (inbox filled to {size:,} settled rows in {time.perf_counter() - started:.1f}s)")
+                filled = size
+            points.append(_measure(engine, port, _bodies(phase, events, users), concurrency, size))
+        if compare_indexes:
+            with engine.begin() as conn:
+                for statement in OLD_INDEXES:
+                    conn.execute(text(statement))
+            points.append(_measure(engine, port, _bodies(len(sizes), events, users), concurrency, filled,
+                                   "the indexes before 0002"))
+    finally:
+        stop_server(server)
+        engine.dispose()
+    return points
+
+
+def _measure(engine: Engine, port: int, bodies: list[str], concurrency: int, size: int,
+             label: str = "") -> CurvePoint:
+    started = time.perf_counter()
+    elapsed, latencies, statuses = send_all(port, bodies, concurrency)
+    applied_seconds = max(seconds_until_drained(engine, started), elapsed)
+    assert set(statuses) == {200}, statuses
+    return CurvePoint(size, len(latencies) / elapsed, len(latencies) / applied_seconds, pct(latencies, .99), label)
+
+
+def print_curve(title: str, points: list[CurvePoint]) -> None:
+    """Each point as ratios to the first one (the absolute figures beside them)."""
+    first = points[0]
+    print(title)
+    for p in points:
+        print(f"  {p.size:>10,} rows: acknowledged {p.acknowledged / first.acknowledged:5.2f}, applied "
+              f"{p.applied / first.applied:5.2f} of the empty inbox  ({p.acknowledged:.0f} / {p.applied:.0f} "
+              f"events/s, p99 {p.p99_ms:.0f} ms) {p.label}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--curve", choices=["webhooks"], action="append",
+                        help="curves to measure (repeatable; default: all)")
+    parser.add_argument("--large", action="store_true", help="fill the inbox to 1,000,000 rows (default 100,000)")
+    parser.add_argument("--rows", type=int, help="fill the inbox to this many rows (overrides --large)")
+    parser.add_argument("--events", type=int, default=3000)
+    parser.add_argument("--users", type=int, default=750)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--compare-indexes", action="store_true",
+                        help="webhooks: one more point at the largest size with the indexes of before migration 0002")
+    args = parser.parse_args()
+    curves = args.curve or ["webhooks"]
+    base = os.environ.get("BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+    from flask_migrate import upgrade
+
+    from hatidata_auth import create_app
+    from hatidata_auth.causes import Actor
+    from hatidata_auth.extensions import db
+    from hatidata_auth.services.organizations import sync_from_workos
+
+    with tempfile.TemporaryDirectory() as tmp, private_database(base) as database_url, \
+            EmulatorServer(data_dir=tmp) as emulator:
+        instance = Path(tmp) / "instance"
+        os.environ["HATIDATA_INSTANCE_PATH"] = str(instance)
+        app = create_app(app_config(database_url, emulator.url))
+        with app.app_context():
+            upgrade()
+            sync_from_workos(db.session(), app.extensions["hatidata_workos"].client, Actor.system("bench"))
+            db.session.commit()
+            db.engine.dispose()
+        if "webhooks" in curves:
+            rows = args.rows or (1_000_000 if args.large else 100_000)
+            points = webhook_curve(database_url, emulator.url, instance, [0, rows // 10, rows], events=args.events,
+                                   users=args.users, concurrency=args.concurrency,
+                                   compare_indexes=args.compare_indexes)
+            print_curve(f"[webhooks vs inbox size] {args.events} events per point (10% duplicates, "
+                        f"{args.concurrency} clients, 2 gunicorn workers)", points)
+
+
+if __name__ == "__main__":
+    main()
