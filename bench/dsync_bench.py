@@ -20,8 +20,9 @@ private database is created next to it and dropped afterwards) and optionally Re
    memory (target < 60 s and < 300 MB).
 
 Options: ``--events`` (6000), ``--users`` (1500), ``--concurrency`` (8), ``--probes`` (200 deactivations at
-most), ``--resync-users``, ``--resync-groups``, ``--skip-resync``, ``--wrk``/``--wrk-seconds``,
-``--trace-memory``.
+most), ``--rounds`` (1: more repeat the minimal-then-app pair with new events and print each round's ratios and
+their median, against the drift of a shared machine), ``--resync-users``, ``--resync-groups``, ``--skip-resync``,
+``--wrk``/``--wrk-seconds``, ``--trace-memory``.
 """
 
 from __future__ import annotations
@@ -265,12 +266,41 @@ class DeactivationProbe(threading.Thread):
         conn.close()
 
 
+def mixed_bodies(users: int, per_user: int, offset: int = 0) -> list[str]:
+    """Signed-to-be bodies: creates then updates for *users* users (ids from *offset*), 10% duplicates, shuffled."""
+    events = [user_payload(offset + n, v) for n in range(users) for v in range(per_user)]
+    bodies = [json.dumps(e, separators=(",", ":")) for e in events]
+    bodies += random.sample(bodies, len(bodies) // 10)
+    random.shuffle(bodies)
+    return bodies
+
+
+def one_round(spec: str, env: dict[str, str], bodies: list[str], concurrency: int,
+              engine: Engine | None) -> tuple[float, float]:
+    """Serve *spec*, warm it up with the first 200 bodies, send the rest: (acknowledged, applied) events/s; applied
+    waits for the inbox to drain when *engine* is given (the app), else equals acknowledged (inline)."""
+    server = start_server(spec, env)
+    try:
+        port = int(env["PORT"])
+        send_all(port, bodies[:200], concurrency)
+        if engine is not None:
+            seconds_until_drained(engine, time.perf_counter())
+        started = time.perf_counter()
+        elapsed, latencies, _ = send_all(port, bodies[200:], concurrency)
+        applied = max(seconds_until_drained(engine, started), elapsed) if engine is not None else elapsed
+    finally:
+        stop_server(server)
+    return len(latencies) / elapsed, len(latencies) / applied
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=6000)
     parser.add_argument("--users", type=int, default=1500)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--probes", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat minimal pipeline then app this often (new events each time); ratios per round")
     parser.add_argument("--resync-users", type=int, default=10000)
     parser.add_argument("--resync-groups", type=int, default=200)
     parser.add_argument("--skip-resync", action="store_true")
@@ -315,10 +345,7 @@ def main() -> None:
         # The same bodies for both servers (each has its own inbox): creates then updates for many users,
         # 10% duplicates, shuffled.
         per_user = max(1, args.events // args.users)
-        events = [user_payload(n, v) for n in range(args.users) for v in range(per_user)]
-        bodies = [json.dumps(e, separators=(",", ":")) for e in events]
-        bodies += random.sample(bodies, len(bodies) // 10)
-        random.shuffle(bodies)
+        bodies = mixed_bodies(args.users, per_user)
 
         # 0. the minimal pipeline: the physical baseline.
         env = server_env(database_url, emulator.url, instance)
@@ -409,7 +436,24 @@ def main() -> None:
                       f"socket errors {hooks['socket_errors']}; ratio to bare {hooks['rate'] / bare['rate']:.2f}")
         finally:
             stop_server(server)
-            probe_engine.dispose()
+
+        # 1c. more rounds: the machine's other load drifts; each round is a pair measured back to back.
+        ratios = [(rate / min_rate, applied_rate / min_rate)]
+        for r in range(1, args.rounds):
+            round_bodies = mixed_bodies(args.users, per_user, offset=(r + 1) * 1_000_000)
+            minimal, _ = one_round("bench.minimal_pipeline:app", server_env(database_url, emulator.url, instance),
+                                   round_bodies, args.concurrency, None)
+            acked, applied = one_round("wsgi:app", server_env(database_url, emulator.url, instance), round_bodies,
+                                       args.concurrency, probe_engine)
+            ratios.append((acked / minimal, applied / minimal))
+            print(f"[round {r + 1}] minimal {minimal:.0f} events/s; app acknowledged {acked / minimal:.2f}, "
+                  f"applied {applied / minimal:.2f} of it")
+        if len(ratios) > 1:
+            acks, applies = [a for a, _ in ratios], [b for _, b in ratios]
+            print(f"[ratios over {len(ratios)} rounds] acknowledged median {sorted(acks)[len(acks) // 2]:.2f} "
+                  f"(min {min(acks):.2f}, max {max(acks):.2f}), applied median "
+                  f"{sorted(applies)[len(applies) // 2]:.2f} (min {min(applies):.2f}, max {max(applies):.2f})")
+        probe_engine.dispose()
 
         if args.skip_resync:
             return
