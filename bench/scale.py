@@ -9,9 +9,15 @@ first point, measured in the same run; the absolute figures are printed only bes
 duplicates, shuffled) with an empty inbox, then with the inbox pre-filled to 10% of ``--rows`` and to ``--rows``
 settled events (100,000 by default, 1,000,000 with ``--large``; ``INSERT … SELECT generate_series`` then
 ``VACUUM ANALYZE``). Reports acknowledged events/s (answers received) and applied events/s (until no inbox row is
-left to apply) at each size, as ratios to the empty inbox (target: flat, 1.00 within noise). Options:
-``--events`` (3000 per point), ``--users`` (750), ``--concurrency`` (8), ``--compare-indexes`` (one more point at
-the largest size with the inbox's indexes of before migration 0002 put back: their cost, before/after in one run).
+left to apply) at each size, as ratios to the empty inbox (target: flat, 1.00 within noise).
+
+``retention`` (:func:`retention_curve`): ``hatidata inbox expire``'s service, in process, on an inbox of 10% of
+``--rows`` then ``--rows`` events past a 30-day retention (plus a tenth as many recent ones, one in a thousand
+failed): time per expired row as a ratio to the smaller inbox (target: flat).
+
+Options: ``--events`` (3000 per point), ``--users`` (750), ``--concurrency`` (8), ``--compare-indexes`` (one more
+point at the largest size with the inbox's indexes of before migration 0002 put back: their cost, before/after in
+one run).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from flask import Flask
 from sqlalchemy import Engine, create_engine, text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +51,8 @@ from bench.dsync_bench import (  # noqa: E402
 )
 from workos_emulator.testing import EmulatorServer  # noqa: E402
 
-# A settled event about as large as a real dsync.user.updated one (~700 bytes of JSON).
+# Events about as large as a real dsync.user.updated one (~700 bytes of JSON), received *age_days* ago, settled
+# (one in a thousand failed).
 FILL_SQL = """
 INSERT INTO webhook_events (event_id, event_type, organization_id, payload, event_created_at, received_at, status,
                             source, attempts, applied_at, created_at, updated_at)
@@ -56,8 +64,9 @@ SELECT 'event_fill_' || g, 'dsync.user.updated', NULL,
                                                    'email', 'fill' || g || '@fill.test', 'first_name', 'Fill',
                                                    'last_name', repeat('x', 300), 'state', 'active',
                                                    'custom_attributes', json_build_object())),
-       now() - interval '1 day', now() - interval '1 day', 'applied', 'webhook', 1, now() - interval '1 day',
-       now() - interval '1 day', now() - interval '1 day'
+       now() - make_interval(days => :age_days), now() - make_interval(days => :age_days),
+       CASE WHEN g % 1000 = 0 THEN 'failed' ELSE 'applied' END, 'webhook', 1, now() - make_interval(days => :age_days),
+       now() - make_interval(days => :age_days), now() - make_interval(days => :age_days)
 FROM generate_series(CAST(:start AS bigint), CAST(:stop AS bigint)) AS g
 """
 
@@ -106,10 +115,7 @@ def webhook_curve(database_url: str, emulator_url: str, instance: Path, sizes: l
         for phase, size in enumerate(sizes):
             if size > filled:
                 started = time.perf_counter()
-                with engine.begin() as conn:
-                    conn.execute(text(FILL_SQL), {"start": filled + 1, "stop": size})
-                with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                    conn.execute(text("VACUUM ANALYZE webhook_events"))
+                fill(engine, filled + 1, size, age_days=1)
                 print(f"  (inbox filled to {size:,} settled rows in {time.perf_counter() - started:.1f}s)")
                 filled = size
             points.append(_measure(engine, port, _bodies(phase, events, users), concurrency, size))
@@ -122,6 +128,37 @@ def webhook_curve(database_url: str, emulator_url: str, instance: Path, sizes: l
     finally:
         stop_server(server)
         engine.dispose()
+    return points
+
+
+def fill(engine: Engine, start: int, stop: int, *, age_days: int) -> None:
+    """Insert the events ``event_fill_<start>`` to ``event_fill_<stop>`` (:data:`FILL_SQL`), then ``VACUUM ANALYZE``."""
+    with engine.begin() as conn:
+        conn.execute(text(FILL_SQL), {"start": start, "stop": stop, "age_days": age_days})
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE webhook_events"))
+
+
+def retention_curve(app: Flask, sizes: list[int]) -> list[tuple[int, int, float]]:
+    """``hatidata inbox expire``'s cost per expired row by inbox size: for each size, an inbox of that many events
+    40 days old plus a tenth as many from yesterday, expired with a 30-day retention; returns (size, deleted,
+    seconds) per size."""
+    from hatidata_auth.causes import Cause
+    from hatidata_auth.extensions import db
+    from hatidata_auth.services.inbox_retention import expire
+
+    points = []
+    with app.app_context():
+        engine = db.engine
+        for size in sizes:
+            with engine.begin() as conn:
+                conn.execute(text("DELETE FROM webhook_events"))
+            fill(engine, 1, size, age_days=40)
+            fill(engine, size + 1, size + size // 10, age_days=1)
+            started = time.perf_counter()
+            report = expire(db.session(), retention_days=30, cause=Cause.system("bench"))
+            points.append((size, report.deleted, time.perf_counter() - started))
+            db.session.remove()
     return points
 
 
@@ -146,7 +183,7 @@ def print_curve(title: str, points: list[CurvePoint]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--curve", choices=["webhooks"], action="append",
+    parser.add_argument("--curve", choices=["webhooks", "retention"], action="append",
                         help="curves to measure (repeatable; default: all)")
     parser.add_argument("--large", action="store_true", help="fill the inbox to 1,000,000 rows (default 100,000)")
     parser.add_argument("--rows", type=int, help="fill the inbox to this many rows (overrides --large)")
@@ -156,7 +193,7 @@ def main() -> None:
     parser.add_argument("--compare-indexes", action="store_true",
                         help="webhooks: one more point at the largest size with the indexes of before migration 0002")
     args = parser.parse_args()
-    curves = args.curve or ["webhooks"]
+    curves = args.curve or ["webhooks", "retention"]
     base = os.environ.get("BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
     from flask_migrate import upgrade
@@ -183,6 +220,14 @@ def main() -> None:
                                    compare_indexes=args.compare_indexes)
             print_curve(f"[webhooks vs inbox size] {args.events} events per point (10% duplicates, "
                         f"{args.concurrency} clients, 2 gunicorn workers)", points)
+        if "retention" in curves:
+            rows = args.rows or (1_000_000 if args.large else 100_000)
+            expiries = retention_curve(app, [rows // 10, rows])
+            first_cost = expiries[0][2] / max(1, expiries[0][1])
+            print("[inbox expire vs inbox size] 30-day retention; time per expired row, ratio to the smaller inbox")
+            for size, deleted, seconds in expiries:
+                print(f"  {size:>10,} old rows: {seconds / max(1, deleted) / first_cost:5.2f}  ({deleted:,} deleted "
+                      f"in {seconds:.1f}s)")
 
 
 if __name__ == "__main__":
