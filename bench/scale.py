@@ -9,7 +9,8 @@ first point, measured in the same run; the absolute figures are printed only bes
 duplicates, shuffled) with an empty inbox, then with the inbox pre-filled to 10% of ``--rows`` and to ``--rows``
 settled events (100,000 by default, 1,000,000 with ``--large``; ``INSERT … SELECT generate_series`` then
 ``VACUUM ANALYZE``). Reports acknowledged events/s (answers received) and applied events/s (until no inbox row is
-left to apply) at each size, as ratios to the empty inbox (target: flat, 1.00 within noise).
+left to apply) and CPU milliseconds per event (gunicorn workers + database backends, read from ``/proc``; steadier
+than events/s on a machine other jobs share) at each size, as ratios to the empty inbox (target: flat).
 
 ``retention`` (:func:`retention_curve`): ``hatidata inbox expire``'s service, in process, on an inbox of 10% of
 ``--rows`` then ``--rows`` events past a 30-day retention (plus a tenth as many recent ones, one in a thousand
@@ -33,13 +34,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flask import Flask
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.dsync_bench import (  # noqa: E402
+    CpuMeter,
     app_config,
+    bench_engine,
     pct,
     private_database,
     seconds_until_drained,
@@ -79,6 +82,8 @@ class CurvePoint:
     acknowledged: float  # events/s
     applied: float  # events/s
     p99_ms: float
+    app_cpu_ms: float  # per event, gunicorn workers
+    db_cpu_ms: float  # per event, database backends
     label: str = ""
 
 
@@ -103,7 +108,7 @@ def webhook_curve(database_url: str, emulator_url: str, instance: Path, sizes: l
                   users: int, concurrency: int, compare_indexes: bool = False) -> list[CurvePoint]:
     """Events/s of the app at each inbox size in *sizes* (ascending; the inbox is filled up to each in turn);
     with *compare_indexes*, one more point at the last size with the inbox's indexes of before migration 0002."""
-    engine = create_engine(database_url)
+    engine = bench_engine(database_url)
     env = server_env(database_url, emulator_url, instance)
     port = int(env["PORT"])
     server = start_server("wsgi:app", env)
@@ -118,12 +123,12 @@ def webhook_curve(database_url: str, emulator_url: str, instance: Path, sizes: l
                 fill(engine, filled + 1, size, age_days=1)
                 print(f"  (inbox filled to {size:,} settled rows in {time.perf_counter() - started:.1f}s)")
                 filled = size
-            points.append(_measure(engine, port, _bodies(phase, events, users), concurrency, size))
+            points.append(_measure(engine, server.pid, port, _bodies(phase, events, users), concurrency, size))
         if compare_indexes:
             with engine.begin() as conn:
                 for statement in OLD_INDEXES:
                     conn.execute(text(statement))
-            points.append(_measure(engine, port, _bodies(len(sizes), events, users), concurrency, filled,
+            points.append(_measure(engine, server.pid, port, _bodies(len(sizes), events, users), concurrency, filled,
                                    "the indexes before 0002"))
     finally:
         stop_server(server)
@@ -162,23 +167,30 @@ def retention_curve(app: Flask, sizes: list[int]) -> list[tuple[int, int, float]
     return points
 
 
-def _measure(engine: Engine, port: int, bodies: list[str], concurrency: int, size: int,
+def _measure(engine: Engine, server_pid: int, port: int, bodies: list[str], concurrency: int, size: int,
              label: str = "") -> CurvePoint:
+    meter = CpuMeter(server_pid, engine)
     started = time.perf_counter()
     elapsed, latencies, statuses = send_all(port, bodies, concurrency)
     applied_seconds = max(seconds_until_drained(engine, started), elapsed)
+    app_cpu, db_cpu = meter.used()
     assert set(statuses) == {200}, statuses
-    return CurvePoint(size, len(latencies) / elapsed, len(latencies) / applied_seconds, pct(latencies, .99), label)
+    n = len(latencies)
+    return CurvePoint(size, n / elapsed, n / applied_seconds, pct(latencies, .99), 1000 * app_cpu / n,
+                      1000 * db_cpu / n, label)
 
 
 def print_curve(title: str, points: list[CurvePoint]) -> None:
-    """Each point as ratios to the first one (the absolute figures beside them)."""
+    """Each point as ratios to the first one (the absolute figures beside them). Throughput drifts with the load
+    of other jobs on the machine; CPU per event (app + database) is the steadier measure of the work."""
     first = points[0]
+    first_cpu = first.app_cpu_ms + first.db_cpu_ms
     print(title)
     for p in points:
         print(f"  {p.size:>10,} rows: acknowledged {p.acknowledged / first.acknowledged:5.2f}, applied "
-              f"{p.applied / first.applied:5.2f} of the empty inbox  ({p.acknowledged:.0f} / {p.applied:.0f} "
-              f"events/s, p99 {p.p99_ms:.0f} ms) {p.label}")
+              f"{p.applied / first.applied:5.2f}, CPU per event {(p.app_cpu_ms + p.db_cpu_ms) / first_cpu:5.2f} of "
+              f"the empty inbox  ({p.acknowledged:.0f} / {p.applied:.0f} events/s, p99 {p.p99_ms:.0f} ms, "
+              f"{p.app_cpu_ms:.2f} + {p.db_cpu_ms:.2f} ms CPU) {p.label}")
 
 
 def main() -> None:
