@@ -65,7 +65,7 @@ def measure(port: int, raws: list[bytes], duration: float, clients: int) -> tupl
 
 def warm(port: int, raws: list[bytes], workers: int, clients: int) -> None:
     """Request every credential often enough that each worker has most likely seen each one."""
-    passes = 3 * workers if len(raws) > 1 else 50
+    passes = 2 * workers if len(raws) > 1 else 50
     out: Any = mp.Queue()
     procs = [mp.Process(target=_warm_worker, args=(port, raws[i::clients], passes, out)) for i in range(clients)]
     for p in procs:

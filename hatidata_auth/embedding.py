@@ -24,6 +24,7 @@ from .request_hooks import mark_private
 from .revocation_bus import RevocationBus
 from .services.api_keys import UsageRecorder
 from .services.introspection import Introspector, JwksCache, TokenVerifier, default_issuers
+from .services.last_seen import LastSeenWriter, redis_claimer
 from .services.sessions import SessionPolicy
 from .shared_lock import SharedLocks
 from .unit_of_work import INVALIDATOR
@@ -106,10 +107,12 @@ class AuthRuntime:
         self.bus = bus_for(config.get("REDIS_URL") or None, channel, log_path=revocation_log_path(config),
                            maxsize=status_size)
         shared = None if str(config.get("CACHE_TYPE")) in _PRIVATE_CACHES else _BackendProxy(self)
+        self.last_seen = LastSeenWriter(self._engine, interval=float(config["HATIDATA_SESSION_TOUCH_INTERVAL"]),
+                                        claim=self._claimer(config))
         self.introspector = Introspector(bus=self.bus, shared_cache=shared,
                                          cache_ttl=int(config["HATIDATA_SESSION_CACHE_TTL"]),
                                          active_ttl=int(config["HATIDATA_SESSION_ACTIVE_TTL"]),
-                                         touch_interval=float(config["HATIDATA_SESSION_TOUCH_INTERVAL"]))
+                                         last_seen=self.last_seen)
         settings: WorkOSSettings = self.gateway.settings
         issuer_setting = config.get("WORKOS_JWT_ISSUER")
         base_url = settings.base_url or "https://api.workos.com"
@@ -136,6 +139,22 @@ class AuthRuntime:
                                       or settings.timeout * (settings.max_retries + 1) + 10)
         self.key_failure_limit = parse_limit(str(config["HATIDATA_API_KEY_FAILURE_RATE_LIMIT"]))
         self.key_prefix_failure_limit = parse_limit(str(config["HATIDATA_API_KEY_PREFIX_FAILURE_RATE_LIMIT"]))
+
+    def _engine(self) -> Any:
+        with self._app.app_context():
+            return db.engine
+
+    def _claimer(self, settings: Any) -> Any:
+        if not settings.get("REDIS_URL"):
+            return None
+        proxy = self
+
+        def claim(session_ids: list[str], seconds: int) -> set[str]:
+            backend = proxy.backend
+            found = redis_claimer(backend._write_client, backend._get_prefix())
+            return found(session_ids, seconds)
+
+        return claim
 
     # --- the cache backend, usable without an app context ------------------------------------------------
 
@@ -233,6 +252,19 @@ class _BackendProxy:
 
     def delete(self, key: str) -> Any:
         return self._runtime.backend.delete(key)
+
+    def extend(self, key: str, seconds: int, *, unless: Any) -> bool:
+        """Give a Redis entry *seconds* more to live, unless it holds *unless*; other caches: nothing."""
+        backend = self._runtime.backend
+        client = getattr(backend, "_write_client", None)
+        if client is None:
+            return False
+        return bool(client.eval(_EXTEND, 1, f"{backend._get_prefix()}{key}", backend.serializer.dumps(unless),
+                                seconds))
+
+
+_EXTEND = ("local v = redis.call('get', KEYS[1]) if not v or v == ARGV[1] then return 0 end "
+           "return redis.call('expire', KEYS[1], ARGV[2])")
 
 
 class HatiDataAuth:
