@@ -46,10 +46,10 @@ _MAX_CHAIN = 8  # successors followed at most (each rotation of the session adds
 
 
 class CookieSessions:
-    """Unsealed cookies (by hash), per process."""
+    """Unsealed cookies (by hash), per process, at most *maxsize*."""
 
-    def __init__(self) -> None:
-        self.unsealed: LocalCache[dict[str, Any]] = LocalCache(10_000)
+    def __init__(self, maxsize: int = 10_000) -> None:
+        self.unsealed: LocalCache[dict[str, Any]] = LocalCache(maxsize)
 
 
 def unseal_cookie(rt: AuthRuntime, cookie: str) -> dict[str, Any]:

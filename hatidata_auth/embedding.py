@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, request
@@ -23,6 +24,7 @@ from .request_hooks import mark_private
 from .revocation_bus import RevocationBus
 from .services.api_keys import UsageRecorder
 from .services.introspection import Introspector, JwksCache, TokenVerifier, default_issuers
+from .services.last_seen import LastSeenWriter, redis_claimer
 from .services.sessions import SessionPolicy
 from .shared_lock import SharedLocks
 from .unit_of_work import INVALIDATOR
@@ -34,7 +36,8 @@ EMBEDDED_SETTINGS: tuple[str, ...] = (
     "HATIDATA_LOGIN_RATE_LIMIT", "HATIDATA_API_KEY_FAILURE_RATE_LIMIT", "HATIDATA_API_KEY_PREFIX_FAILURE_RATE_LIMIT",
     "HATIDATA_API_KEY_ROTATION_GRACE", "HATIDATA_API_KEY_USAGE_INTERVAL", "HATIDATA_SESSION_TOUCH_INTERVAL",
     "HATIDATA_REFRESH_SUCCESSOR_TTL", "HATIDATA_REFRESH_WAIT", "HATIDATA_REFRESH_LOCK_TTL",
-    "HATIDATA_TOKEN_CACHE_SIZE", "HATIDATA_JWKS_REFETCH_COOLDOWN", "HATIDATA_JWKS_LIFESPAN",
+    "HATIDATA_EXPECTED_LIVE_SESSIONS", "HATIDATA_TOKEN_CACHE_SIZE", "HATIDATA_JWKS_REFETCH_COOLDOWN",
+    "HATIDATA_JWKS_LIFESPAN",
     "HATIDATA_REVOCATION_CHANNEL", "WORKOS_JWT_ISSUER", "SESSION_COOKIE_SECURE", "SESSION_COOKIE_HTTPONLY",
     "SESSION_COOKIE_SAMESITE", "RATELIMIT_STORAGE_URI", "RATELIMIT_HEADERS_ENABLED", "CACHE_TYPE",
     "CACHE_KEY_PREFIX",
@@ -44,17 +47,43 @@ EMBEDDED_SETTINGS: tuple[str, ...] = (
 DEFAULTS: dict[str, Any] = {key: config.DEFAULTS[key] for key in EMBEDDED_SETTINGS}
 
 _PRIVATE_CACHES = {"SimpleCache", "simple", "NullCache", "null"}
-_BUSES: dict[tuple[str | None, str], RevocationBus] = {}
+_FILE_CACHES = {"FileSystemCache", "filesystem"}
+_BUSES: dict[tuple[str | None, str, Path | None], RevocationBus] = {}
 _BUSES_LOCK = threading.Lock()
 
 
-def bus_for(redis_url: str | None, channel: str) -> RevocationBus:
-    """The process-wide bus for one Redis URL and channel (shared by every app in the process)."""
+def bus_for(redis_url: str | None, channel: str, *, log_path: Path | None = None,
+            maxsize: int = 10_000) -> RevocationBus:
+    """The process-wide bus for one Redis URL and channel, or (without Redis) one revocation log file, shared by
+    every app in the process; *maxsize* (entries per in-process cache) is the first caller's."""
+    key = (redis_url, channel, None if redis_url else log_path)
     with _BUSES_LOCK:
-        bus = _BUSES.get((redis_url, channel))
+        bus = _BUSES.get(key)
         if bus is None:
-            bus = _BUSES[(redis_url, channel)] = RevocationBus(redis_url, channel=channel)
+            bus = _BUSES[key] = RevocationBus(redis_url, channel=channel, log_path=log_path, maxsize=maxsize)
         return bus
+
+
+def revocation_log_path(settings: Any) -> Path | None:
+    """Where the processes sharing a file cache tell each other of evictions: beside the cache's folder, so the
+    log reaches exactly the processes whose cached values it invalidates. ``None`` with Redis (the bus is Redis's)
+    or with a cache private to the process."""
+    if (settings.get("REDIS_URL") or str(settings.get("CACHE_TYPE")) not in _FILE_CACHES
+            or not settings.get("CACHE_DIR")):
+        return None
+    folder = Path(str(settings["CACHE_DIR"]))
+    return folder.with_name(folder.name + "-revocations.log")
+
+
+def cache_sizes(settings: Any) -> tuple[int, int]:
+    """``(status entries, token entries)`` per in-process cache, sized from ``HATIDATA_EXPECTED_LIVE_SESSIONS``
+    (a quarter of headroom): each live session has one status, and around a refresh two access tokens and two
+    cookies. ``HATIDATA_TOKEN_CACHE_SIZE``, when set, fixes the token caches' size instead."""
+    expected = int(settings.get("HATIDATA_EXPECTED_LIVE_SESSIONS")
+                   or config.DEFAULTS["HATIDATA_EXPECTED_LIVE_SESSIONS"])
+    tokens = settings.get("HATIDATA_TOKEN_CACHE_SIZE")
+    status_size = max(1_000, expected + expected // 4)
+    return status_size, int(tokens) if tokens else 2 * status_size
 
 
 class AuthRuntime:
@@ -74,12 +103,16 @@ class AuthRuntime:
         self._backend: Any = None
         self._app = app
         channel = config.get("HATIDATA_REVOCATION_CHANNEL") or f"{config.get('CACHE_KEY_PREFIX') or ''}revocations"
-        self.bus = bus_for(config.get("REDIS_URL") or None, channel)
+        status_size, token_size = cache_sizes(config)
+        self.bus = bus_for(config.get("REDIS_URL") or None, channel, log_path=revocation_log_path(config),
+                           maxsize=status_size)
         shared = None if str(config.get("CACHE_TYPE")) in _PRIVATE_CACHES else _BackendProxy(self)
+        self.last_seen = LastSeenWriter(self._engine, interval=float(config["HATIDATA_SESSION_TOUCH_INTERVAL"]),
+                                        claim=self._claimer(config))
         self.introspector = Introspector(bus=self.bus, shared_cache=shared,
                                          cache_ttl=int(config["HATIDATA_SESSION_CACHE_TTL"]),
                                          active_ttl=int(config["HATIDATA_SESSION_ACTIVE_TTL"]),
-                                         touch_interval=float(config["HATIDATA_SESSION_TOUCH_INTERVAL"]))
+                                         last_seen=self.last_seen)
         settings: WorkOSSettings = self.gateway.settings
         issuer_setting = config.get("WORKOS_JWT_ISSUER")
         base_url = settings.base_url or "https://api.workos.com"
@@ -95,9 +128,9 @@ class AuthRuntime:
         self.jwks = JwksCache(fetch, lifespan=float(config["HATIDATA_JWKS_LIFESPAN"]),
                               refetch_cooldown=float(config["HATIDATA_JWKS_REFETCH_COOLDOWN"]))
         self.verifier = TokenVerifier(self.jwks, client_id=settings.client_id, issuers=issuers,
-                                      leeway=settings.jwt_leeway, maxsize=int(config["HATIDATA_TOKEN_CACHE_SIZE"]))
+                                      leeway=settings.jwt_leeway, maxsize=token_size)
         self.usage = UsageRecorder(float(config["HATIDATA_API_KEY_USAGE_INTERVAL"]))
-        self.cookies = CookieSessions()
+        self.cookies = CookieSessions(token_size)
         self.locks = SharedLocks(lambda: self.backend)
         self.successor_ttl = int(config["HATIDATA_REFRESH_SUCCESSOR_TTL"])
         self.refresh_wait = float(config["HATIDATA_REFRESH_WAIT"])
@@ -106,6 +139,22 @@ class AuthRuntime:
                                       or settings.timeout * (settings.max_retries + 1) + 10)
         self.key_failure_limit = parse_limit(str(config["HATIDATA_API_KEY_FAILURE_RATE_LIMIT"]))
         self.key_prefix_failure_limit = parse_limit(str(config["HATIDATA_API_KEY_PREFIX_FAILURE_RATE_LIMIT"]))
+
+    def _engine(self) -> Any:
+        with self._app.app_context():
+            return db.engine
+
+    def _claimer(self, settings: Any) -> Any:
+        if not settings.get("REDIS_URL"):
+            return None
+        proxy = self
+
+        def claim(session_ids: list[str], seconds: int) -> set[str]:
+            backend = proxy.backend
+            found = redis_claimer(backend._write_client, backend._get_prefix())
+            return found(session_ids, seconds)
+
+        return claim
 
     # --- the cache backend, usable without an app context ------------------------------------------------
 
@@ -203,6 +252,19 @@ class _BackendProxy:
 
     def delete(self, key: str) -> Any:
         return self._runtime.backend.delete(key)
+
+    def extend(self, key: str, seconds: int, *, unless: Any) -> bool:
+        """Give a Redis entry *seconds* more to live, unless it holds *unless*; other caches: nothing."""
+        backend = self._runtime.backend
+        client = getattr(backend, "_write_client", None)
+        if client is None:
+            return False
+        return bool(client.eval(_EXTEND, 1, f"{backend._get_prefix()}{key}", backend.serializer.dumps(unless),
+                                seconds))
+
+
+_EXTEND = ("local v = redis.call('get', KEYS[1]) if not v or v == ARGV[1] then return 0 end "
+           "return redis.call('expire', KEYS[1], ARGV[2])")
 
 
 class HatiDataAuth:

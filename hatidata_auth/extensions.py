@@ -51,10 +51,36 @@ limiter = Limiter(key_func=_client_address)
 
 # Paths that carry no rate limit: skip Flask-Limiter's per-request limit lookup (the webhook hot path).
 _UNLIMITED_PREFIXES = ("/webhooks/", "/healthz", "/readyz")
+UNLIMITED_ENDPOINTS = "hatidata_unlimited_endpoints"
+"""``app.extensions`` key: endpoint -> whether no rate limit applies to it (decided once per endpoint)."""
+
+
+def endpoint_unlimited(app: Any, endpoint: str, blueprint: str | None) -> bool:
+    """Whether no rate limit can apply to *endpoint*: none of its own, of its blueprint, by default, for the
+    whole application or as a meta limit (a host app's ``RATELIMIT_DEFAULT`` keeps every route limited)."""
+    from flask_limiter.util import get_qualified_name
+
+    manager = limiter.limit_manager
+    view = app.view_functions.get(endpoint)
+    return not (manager.application_limits or manager.default_limits or app.config.get("RATELIMIT_META")
+                or manager.has_hints(endpoint) or (view is not None and manager.decorated_limits(
+                    get_qualified_name(view))) or (blueprint and manager.blueprint_limits(app, blueprint)))
 
 
 @limiter.request_filter
 def _unlimited_path() -> bool:
+    # Flask-Limiter resolves a request's limits anew on every request (about a tenth of an authenticated API
+    # call's cost); an endpoint without any limit is decided once.
     from flask import request
 
-    return request.path.startswith(_UNLIMITED_PREFIXES)
+    if request.path.startswith(_UNLIMITED_PREFIXES):
+        return True
+    endpoint = request.endpoint
+    if endpoint is None:
+        return False
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    known: dict[str, bool] = app.extensions.setdefault(UNLIMITED_ENDPOINTS, {})
+    unlimited = known.get(endpoint)
+    if unlimited is None:
+        unlimited = known[endpoint] = endpoint_unlimited(app, endpoint, request.blueprint)
+    return unlimited

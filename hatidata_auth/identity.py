@@ -165,7 +165,7 @@ def _from_session_claims(rt: AuthRuntime, claims: dict[str, Any]) -> Identity:
         if status is None or not status.active or token_org != status.workos_organization_id:
             raise Unauthenticated("The token is for another organization than the session.", reason="organization")
     if rt.introspector.should_touch(status):
-        status = rt.introspector.touch(_lazy_db(), status)
+        status = rt.introspector.touch(status)
     return _session_identity(status)
 
 

@@ -10,8 +10,12 @@ is subscribed to the Redis channel :data:`CHANNEL`, on which every revocation is
   database (fail closed: a revocation can never be missed because a message was lost);
 - on (re)subscription the in-process caches are cleared, because messages may have been missed.
 
-Without Redis there is no bus: :meth:`local_enabled` is always false and callers read the shared cache
-(FileSystemCache in development) or the database on every request.
+Without Redis, a bus given a ``log_path`` (the embedded profile: FileSystemCache) tells the processes of this
+machine through a :class:`~hatidata_auth.revocation_log.RevocationLog` instead: :meth:`publish` appends to it and
+:meth:`local_enabled` first applies what other processes appended since this one last looked (a read of shared
+memory per request, a locked read only when something changed), so a revocation is seen by the next request of
+every worker. Without Redis or a log (a private SimpleCache) :meth:`local_enabled` is always false and callers
+read the database on every request.
 
 A per-process *epoch* is bumped on every eviction; a reader that loaded a value from the shared cache or the
 database only stores it in memory if the epoch did not change meanwhile, so a revocation that raced with the
@@ -26,7 +30,10 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from pathlib import Path
 from typing import Any, Generic, TypeVar
+
+from .revocation_log import RevocationLog
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +99,11 @@ class RevocationBus:
     """Owns this process's in-process status caches and their Redis pub/sub invalidation."""
 
     def __init__(self, redis_url: str | None, *, channel: str = CHANNEL, maxsize: int = 10_000,
-                 liveness: float = 5.0, ping_interval: float = 1.0) -> None:
+                 liveness: float = 5.0, ping_interval: float = 1.0, log_path: Path | None = None) -> None:
         self.redis_url = redis_url
+        self.log = RevocationLog(log_path) if redis_url is None and log_path is not None else None
+        self._log_seen: int | None = None
+        self._log_lock = threading.Lock()
         self.channel = channel
         self.liveness = liveness
         self.ping_interval = ping_interval
@@ -120,11 +130,31 @@ class RevocationBus:
         return self._epoch
 
     def local_enabled(self) -> bool:
-        """Whether in-process entries may be trusted now (subscribed and heard from Redis recently)."""
+        """Whether in-process entries may be trusted now: subscribed and heard from Redis recently, or (without
+        Redis) the revocation log read and applied up to its head."""
         if self.redis_url is None:
-            return False
+            return self.log is not None and self._apply_log()
         self.ensure_started()
         return self._subscribed and time.monotonic() - self._last_heard < self.liveness
+
+    def _apply_log(self) -> bool:
+        assert self.log is not None
+        try:
+            # A forked child inherits its parent's caches together with the position they are good up to.
+            if self.log.head() == self._log_seen:
+                return True
+            with self._log_lock:
+                head, entries = self.log.read_since(self._log_seen or 0)
+                if self._log_seen is None or entries is None:
+                    self.clear()  # first look in this process, or fell too far behind: nothing cached is known good
+                else:
+                    for kind, key in entries:
+                        self.evict(kind, key)
+                self._log_seen = head
+            return True
+        except OSError as exc:
+            log.warning("revocation log %s unreadable, reading the database instead: %s", self.log.path, exc)
+            return False
 
     def wait_until_ready(self, timeout: float = 5.0) -> bool:
         """Block until the subscription is live (tests and start-up); returns whether it is."""
@@ -165,7 +195,7 @@ class RevocationBus:
         """
         self.evict(kind, key)
         if self.redis_url is None:
-            return False
+            return self._append_log(kind, key)
         for attempt in range(2):
             try:
                 self._send(kind, key)
@@ -178,6 +208,17 @@ class RevocationBus:
                     log.error("could not publish revocation %s:%s, will retry: %s", kind, key, exc)
                     self.retry_later(lambda: self._send(kind, key))
         return False
+
+    def _append_log(self, kind: str, key: str) -> bool:
+        if self.log is None:
+            return False
+        try:
+            self.log.append(kind, key)
+        except OSError:
+            # The others keep what they cached until its TTL: say so loudly, there is no retry without Redis.
+            log.exception("could not append revocation %s:%s to %s", kind, key, self.log.path)
+            return False
+        return True
 
     def _send(self, kind: str, key: str) -> None:
         self._publisher_client().publish(self.channel, f"{kind}:{key}")

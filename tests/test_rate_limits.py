@@ -46,3 +46,42 @@ def test_failed_api_key_attempts_are_limited(limited_app: Flask) -> None:
     assert response.get_json()["error"]["code"] == "too_many_requests"
     # other addresses are unaffected
     assert client.get("/api/v1/me", headers=bad, environ_base={"REMOTE_ADDR": "10.0.0.7"}).status_code == 401
+
+
+def test_only_endpoints_without_any_limit_skip_the_limit_lookup(limited_app: Flask) -> None:
+    """Every route: the per-endpoint shortcut skips Flask-Limiter exactly where it would find no limit."""
+    from flask_limiter.util import get_qualified_name
+
+    from hatidata_auth.extensions import endpoint_unlimited, limiter
+
+    manager = limiter.limit_manager
+    with limited_app.test_request_context():
+        for rule in limited_app.url_map.iter_rules():
+            blueprint = rule.endpoint.rpartition(".")[0] or None
+            view = limited_app.view_functions[rule.endpoint]
+            defaults, decorated = manager.resolve_limits(limited_app, rule.endpoint, blueprint,
+                                                         get_qualified_name(view), in_middleware=False)
+            assert endpoint_unlimited(limited_app, rule.endpoint, blueprint) == (not defaults and not decorated), \
+                rule.endpoint
+        login = next(r.endpoint for r in limited_app.url_map.iter_rules() if r.rule == "/auth/login")
+        assert not endpoint_unlimited(limited_app, login, login.rpartition(".")[0])
+
+
+def test_a_host_default_limit_still_applies_to_every_api_route(app_config: dict[str, Any],
+                                                               monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    from hatidata_auth import create_app
+
+    monkeypatch.setenv("HATIDATA_INSTANCE_PATH", str(tmp_path / "instance"))
+    app_config.update(RATELIMIT_DEFAULT="2 per minute", RATELIMIT_STORAGE_URI="memory://")
+    application = create_app(app_config)
+    try:
+        client = application.test_client()
+        for path in ("/api/v1/me", "/api/openapi.json"):
+            statuses = [client.get(path).status_code for _ in range(3)]
+            assert statuses[-1] == 429, (path, statuses)
+    finally:
+        from hatidata_auth.extensions import limiter
+
+        # Flask-Limiter's extension object is process-wide and keeps the defaults of the last app that set some.
+        limiter.limit_manager.set_default_limits([])
+        application.extensions["hatidata_workos"].close()

@@ -3,7 +3,10 @@
 Session and API-key status comes from three layers: this process's memory (only while the revocation bus is live,
 see :mod:`hatidata_auth.revocation_bus`), the shared cache (Redis in production, the file cache in development; TTL
 ``HATIDATA_SESSION_CACHE_TTL`` or the organization's ``session_cache_ttl``) and the database
-(:mod:`.credential_status`). :meth:`Introspector.invalidate_session` / :meth:`Introspector.invalidate_api_key` evict
+(:mod:`.credential_status`). A shared entry found live is extended to its full TTL (never a stale marker), so a
+session in use is not reloaded from the database every TTL; its last-seen writes go through
+:mod:`.last_seen` (batched, off the request path, once per interval across processes).
+:meth:`Introspector.invalidate_session` / :meth:`Introspector.invalidate_api_key` evict
 at once in this process, mark the shared entry stale and publish the eviction to every other process. The app's
 introspector is its cache invalidator: :func:`hatidata_auth.unit_of_work.invalidate_after_commit` queues an eviction
 for when the transaction commits. Access tokens are verified by :mod:`.token_verifier`; the errors and
@@ -15,13 +18,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from ..models import AuthSession
 from ..revocation_bus import RevocationBus
 from ..unit_of_work import invalidate_after_commit
 from .credential_status import (
@@ -33,6 +33,7 @@ from .credential_status import (
     status_to_dict,
 )
 from .credentials import KeysUnavailable, TokenExpired, Unauthenticated, token_hash
+from .last_seen import LastSeenWriter
 from .token_verifier import JwksCache, TokenVerifier, default_issuers
 
 __all__ = [
@@ -50,20 +51,20 @@ STALE_SECONDS = 10
 class Introspector:
     """Session and API-key status through memory, the shared cache and the database.
 
-    ``shared_cache`` is a Flask-Caching ``Cache`` (or anything with ``get``/``set``/``add``/``delete``), or
-    ``None`` when the configured cache is private to the process (SimpleCache): then every lookup that the
-    revocation bus cannot answer goes to the database.
+    ``shared_cache`` is a Flask-Caching ``Cache`` (or anything with ``get``/``set``/``add``/``delete``, and
+    optionally ``extend(key, seconds, unless=value)``), or ``None`` when the configured cache is private to the
+    process (SimpleCache): then every lookup that the revocation bus cannot answer goes to the database.
+    ``last_seen`` writes sessions' last-seen times (see :mod:`.last_seen`).
     """
 
     def __init__(self, *, bus: RevocationBus, shared_cache: Any | None, cache_ttl: int, active_ttl: int,
-                 touch_interval: float = 60.0, clock: Callable[[], float] = time.time) -> None:
+                 last_seen: LastSeenWriter, clock: Callable[[], float] = time.time) -> None:
         self.bus = bus
         self.shared_cache = shared_cache
         self.cache_ttl = cache_ttl
         self.active_ttl = active_ttl
-        self.touch_interval = touch_interval
+        self.last_seen = last_seen
         self.clock = clock
-        self._touched: dict[str, float] = {}
 
     # --- sessions --------------------------------------------------------------------------------------
 
@@ -80,6 +81,7 @@ class Introspector:
         shared = self._shared_get(key)
         if isinstance(shared, dict) and shared.get("expires_at", 0) > self.clock():
             status = SessionStatus(**shared)
+            self._shared_extend(key, status.cache_ttl)
         else:
             status = load_session_status(db, workos_session_id, default_cache_ttl=self.cache_ttl,
                                          active_ttl=self.active_ttl)
@@ -91,32 +93,15 @@ class Introspector:
 
     def should_touch(self, status: SessionStatus) -> bool:
         """Whether the session's last-seen time (and sliding expiry) is due to be written."""
-        now = self.clock()
-        last = max(status.last_seen_at or 0.0, self._touched.get(status.session_id, 0.0))
-        return now - last >= self.touch_interval
+        return self.last_seen.due(status)
 
-    def touch(self, db: Session, status: SessionStatus) -> SessionStatus:
-        """Record use of a session (at most once per ``touch_interval`` per process), sliding its expiry."""
-        now = self.clock()
-        self._touched[status.session_id] = now
-        if len(self._touched) > 50_000:
-            self._touched.clear()
-        values: dict[str, Any] = {"last_seen_at": datetime.fromtimestamp(now, UTC)}
-        expires_at = status.expires_at
-        if status.sliding_ttl is not None:
-            expires_at = max(expires_at, now + status.sliding_ttl)
-            values["expires_at"] = datetime.fromtimestamp(expires_at, UTC)
-        db.execute(update(AuthSession).where(AuthSession.id == status.session_id,
-                                             AuthSession.organization_id == status.organization_id,
-                                             AuthSession.revoked_at.is_(None)).values(**values))
-        db.commit()
-        fresh = SessionStatus(**{**status_to_dict(status), "last_seen_at": now, "expires_at": expires_at})
+    def touch(self, status: SessionStatus) -> SessionStatus:
+        """Record use of a session, sliding its expiry: queued for the last-seen writer (no database or network
+        round trip here); returns the status as it now is, kept in this process's memory."""
         epoch = self.bus.epoch
+        fresh = self.last_seen.note(status)
         if self.bus.local_enabled() and self.bus.epoch == epoch:
             self.bus.sessions.set(status.workos_session_id, fresh, time.monotonic() + fresh.cache_ttl)
-        key = f"auth:ses:{status.workos_session_id}"
-        if self._shared_get(key) != STALE:
-            self._shared_set(key, status_to_dict(fresh), fresh.cache_ttl, replace=True)
         return fresh
 
     # --- API keys --------------------------------------------------------------------------------------
@@ -192,6 +177,15 @@ class Introspector:
         except Exception:  # noqa: BLE001 - a broken cache means: ask the database
             log.warning("shared cache unavailable for %s", key)
             return None
+
+    def _shared_extend(self, key: str, ttl: int) -> None:
+        extend = getattr(self.shared_cache, "extend", None)
+        if extend is None:
+            return
+        try:
+            extend(key, ttl, unless=STALE)
+        except Exception:  # noqa: BLE001 - the entry then lives its first TTL out
+            log.warning("shared cache unavailable for %s", key)
 
     def _shared_set(self, key: str, value: Any, ttl: int, *, replace: bool = False) -> None:
         if self.shared_cache is None:

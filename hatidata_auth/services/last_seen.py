@@ -1,0 +1,152 @@
+"""Sessions' last-seen time and sliding expiry, written off the request path in batches, once per interval across
+every process.
+
+A request whose session is due (:meth:`LastSeenWriter.due`: not seen for ``interval`` seconds, by the status it
+holds or by this process) only notes it (:meth:`LastSeenWriter.note`, a dictionary write). A background thread per
+process flushes the notes every ``flush_every`` seconds: with a claimer (Redis: ``SET NX EX interval`` per
+session, pipelined) only the sessions no other process claimed within the interval go on, and one transaction
+updates them all, each row only if no process wrote it within the interval (the condition holds the throttle
+across processes without Redis too). A note not yet flushed when the process dies is lost: the session's
+last-seen time is then up to ``flush_every`` seconds older than it could be.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine, and_, bindparam, or_, update
+
+from ..models import AuthSession
+from .credential_status import SessionStatus
+
+log = logging.getLogger(__name__)
+
+Claimer = Callable[[list[str], int], set[str]]
+"""``claim(session ids, seconds)``: the ids this process may write now (claimed for *seconds* everywhere)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """One pending write: the session (id, organization) was used at ``at`` (epoch s), sliding to ``expires_at``."""
+
+    session_id: str
+    organization_id: str
+    at: float
+    expires_at: float | None
+
+
+class LastSeenWriter:
+    """Pending last-seen writes of this process and the thread that flushes them.
+
+    *engine* returns the database engine (looked up lazily, in the flush thread); *claim*, when given, throttles
+    across processes before the database does.
+    """
+
+    def __init__(self, engine: Callable[[], Engine], *, interval: float, flush_every: float = 1.0,
+                 claim: Claimer | None = None, clock: Callable[[], float] = time.time) -> None:
+        self._engine = engine
+        self.interval = interval
+        self.flush_every = flush_every
+        self._claim = claim
+        self.clock = clock
+        self._pending: dict[str, Seen] = {}
+        self._noted: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+        self._thread: threading.Thread | None = None
+
+    def due(self, status: SessionStatus) -> bool:
+        """Whether the session's last-seen time is due to be written."""
+        last = max(status.last_seen_at or 0.0, self._noted.get(status.session_id, 0.0))
+        return self.clock() - last >= self.interval
+
+    def note(self, status: SessionStatus) -> SessionStatus:
+        """Queue the write for the flush thread; returns the status as it will be (seen now, expiry slid)."""
+        now = self.clock()
+        expires_at = status.expires_at
+        if status.sliding_ttl is not None:
+            expires_at = max(expires_at, now + status.sliding_ttl)
+        with self._lock:
+            if self._pid != os.getpid():  # a forked child: no thread, and its parent's notes are the parent's
+                self._pid, self._thread, self._pending = os.getpid(), None, {}
+            if len(self._noted) > 200_000:  # bounded: forgetting only means a session may be noted again
+                self._noted.clear()
+            self._noted[status.session_id] = now
+            self._pending[status.session_id] = Seen(status.session_id, status.organization_id, now,
+                                                    expires_at if status.sliding_ttl is not None else None)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="hatidata-last-seen", daemon=True)
+                self._thread.start()
+        return replace(status, last_seen_at=now, expires_at=expires_at)
+
+    @property
+    def pending(self) -> int:
+        """How many writes wait for the next flush."""
+        return len(self._pending)
+
+    def flush(self) -> int:
+        """Write what is pending now (the flush thread calls it; tests may too); returns the rows written."""
+        with self._lock:
+            batch, self._pending = list(self._pending.values()), {}
+        if not batch:
+            return 0
+        if self._claim is not None:
+            try:
+                mine = self._claim([seen.session_id for seen in batch], max(1, int(self.interval)))
+                batch = [seen for seen in batch if seen.session_id in mine]
+            except Exception:  # noqa: BLE001 - without the claim the database condition still throttles
+                log.warning("last-seen claim unavailable; relying on the database condition")
+        return self._write(batch) if batch else 0
+
+    def _write(self, batch: Iterable[Seen]) -> int:
+        rows = [{"sid": s.session_id, "org": s.organization_id, "at": datetime.fromtimestamp(s.at, UTC),
+                 "before": datetime.fromtimestamp(s.at - self.interval, UTC),
+                 "exp": None if s.expires_at is None else datetime.fromtimestamp(s.expires_at, UTC)}
+                for s in batch]
+        condition = and_(AuthSession.id == bindparam("sid"), AuthSession.organization_id == bindparam("org"),
+                         AuthSession.revoked_at.is_(None),
+                         or_(AuthSession.last_seen_at.is_(None), AuthSession.last_seen_at < bindparam("before")))
+        sliding = [r for r in rows if r["exp"] is not None]
+        fixed = [r for r in rows if r["exp"] is None]
+        written = 0
+        with self._engine().begin() as conn:
+            if sliding:
+                written += conn.execute(update(AuthSession).where(condition).values(
+                    last_seen_at=bindparam("at"), expires_at=bindparam("exp")), sliding).rowcount
+            if fixed:
+                written += conn.execute(update(AuthSession).where(condition).values(
+                    last_seen_at=bindparam("at")), fixed).rowcount
+        return written
+
+    # --- the flush thread -------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        # Runs while there is something to write: an idle process (or app) keeps no thread.
+        while True:
+            time.sleep(self.flush_every)
+            try:
+                self.flush()
+            except Exception:  # a database hiccup loses one batch of last-seen times, no more
+                log.exception("could not write last-seen times")
+            with self._lock:
+                if not self._pending:
+                    self._thread = None
+                    return
+
+
+def redis_claimer(client: object, prefix: str) -> Claimer:
+    """Claims through Redis: ``SET <prefix>seen:<id> 1 NX EX seconds`` for each id, in one pipeline."""
+
+    def claim(session_ids: list[str], seconds: int) -> set[str]:
+        pipe = client.pipeline(transaction=False)  # type: ignore[attr-defined]
+        for sid in session_ids:
+            pipe.set(f"{prefix}seen:{sid}", b"1", nx=True, ex=seconds)
+        return {sid for sid, won in zip(session_ids, pipe.execute(), strict=True) if won}
+
+    return claim

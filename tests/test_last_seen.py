@@ -1,0 +1,135 @@
+"""Last-seen writes: off the request path, batched, and at most once per interval per session across processes."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+
+from hatidata_auth.extensions import db
+from hatidata_auth.models import AuthSession
+from hatidata_auth.services.credential_status import load_session_status
+from hatidata_auth.services.last_seen import LastSeenWriter
+from tests.auth_support import login, sync_organizations
+
+INTERVAL = 60.0
+
+
+@pytest.fixture
+def signed_in(app: Flask, client: FlaskClient) -> FlaskClient:
+    sync_organizations(app)
+    assert login(client, "admin@acme.test").status_code == 302
+    return client
+
+
+class Clock:
+    """A clock the test moves."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _status(app: Flask) -> Any:
+    with app.app_context():
+        sid = db.session.scalar(select(AuthSession.workos_session_id))
+        return load_session_status(db.session(), str(sid), default_cache_ttl=300, active_ttl=86400)
+
+
+def _stored(app: Flask) -> tuple[datetime | None, datetime]:
+    with app.app_context():
+        db.session.expire_all()
+        row = db.session.execute(select(AuthSession.last_seen_at, AuthSession.expires_at)).one()
+        return row[0], row[1]
+
+
+def _engine(app: Flask) -> Any:
+    def engine() -> Any:
+        with app.app_context():
+            return db.engine
+
+    return engine
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(uses=st.lists(st.tuples(st.integers(min_value=0, max_value=2), st.floats(min_value=0, max_value=150)),
+                     min_size=1, max_size=12))
+def test_processes_write_a_session_at_most_once_per_interval(app: Flask, signed_in: FlaskClient,
+                                                             uses: list[tuple[int, float]]) -> None:
+    """Three writers (processes, each throttling only itself) note uses of one session at rising times and flush
+    after each: the row changes at most once per interval, and the sliding expiry follows every change."""
+    start = _status(app)
+    base = max(start.last_seen_at or 0.0, datetime.now(UTC).timestamp()) + INTERVAL
+    clocks = [Clock(base) for _ in range(3)]
+    writers = [LastSeenWriter(_engine(app), interval=INTERVAL, clock=clock) for clock in clocks]
+    status = replace(start, last_seen_at=None)
+    written: list[float] = []
+    elapsed = 0.0
+    for writer_index, step in sorted(uses, key=lambda u: u[1]):
+        elapsed = max(elapsed, step)
+        for clock in clocks:
+            clock.now = base + elapsed
+        writer = writers[writer_index]
+        if writer.due(status):
+            writer.note(status)
+        writer.flush()
+        seen, expires = _stored(app)
+        assert seen is not None
+        at = seen.replace(tzinfo=UTC).timestamp() if seen.tzinfo is None else seen.timestamp()
+        if not written or at != written[-1]:
+            written.append(at)
+            assert abs((expires.replace(tzinfo=UTC) if expires.tzinfo is None else expires).timestamp()
+                       - (at + start.sliding_ttl)) < 1.0
+    assert all(b - a >= INTERVAL for a, b in itertools.pairwise(written))
+
+
+def test_a_request_writes_nothing_itself_and_the_flush_writes_it(app: Flask, signed_in: FlaskClient) -> None:
+    runtime = app.extensions["hatidata_auth"]
+    with app.app_context():
+        db.session.execute(AuthSession.__table__.update().values(last_seen_at=None))
+        db.session.commit()
+    runtime.last_seen.flush()
+    assert signed_in.get("/api/v1/me").status_code == 200
+    assert _stored(app)[0] is None  # queued, not written by the request
+    assert runtime.last_seen.pending == 1
+    runtime.last_seen.flush()
+    assert _stored(app)[0] is not None
+
+
+def test_a_revoked_session_is_not_written(app: Flask, signed_in: FlaskClient) -> None:
+    status = _status(app)
+    with app.app_context():
+        db.session.execute(AuthSession.__table__.update().values(last_seen_at=None, revoked_at=datetime.now(UTC)))
+        db.session.commit()
+    writer = LastSeenWriter(_engine(app), interval=INTERVAL)
+    writer.note(status)
+    writer.flush()
+    assert _stored(app)[0] is None
+
+
+def test_the_claim_lets_one_process_write(app: Flask, signed_in: FlaskClient) -> None:
+    claimed: set[str] = set()
+
+    def claim(ids: list[str], seconds: int) -> set[str]:
+        mine = {i for i in ids if i not in claimed}
+        claimed.update(mine)
+        return mine
+
+    status = _status(app)
+    with app.app_context():
+        db.session.execute(AuthSession.__table__.update().values(last_seen_at=None))
+        db.session.commit()
+    first, second = (LastSeenWriter(_engine(app), interval=INTERVAL, claim=claim) for _ in range(2))
+    first.note(status)
+    second.note(status)
+    assert second.flush() == 0 or first.flush() == 0
