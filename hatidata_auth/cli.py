@@ -112,6 +112,35 @@ def inbox_replay(event_id: str | None, all_failed: bool) -> None:
         raise click.exceptions.Exit(1)
 
 
+@inbox_cli.command("work")
+@click.option("--threads", type=click.IntRange(min=1), help="Applier threads (default: 2 on PostgreSQL, 1 on SQLite).")
+@click.option("--drain", is_flag=True, help="Apply every pending event, then exit.")
+@with_appcontext
+def inbox_work(threads: int | None, drain: bool) -> None:
+    """Apply stored events until stopped (SIGTERM or Ctrl-C), for deployments with separate applier workers."""
+    import signal
+    import threading
+
+    from . import inbox_runtime
+    from .services import inbox_worker
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    if drain:
+        client = app.extensions["hatidata_workos"].client
+        applied = inbox_worker.drain(db.session(), client, limit=int(app.config["HATIDATA_INBOX_BATCH"]))
+        click.echo(f"{applied} event(s) claimed; {inbox_worker.pending(db.session())} pending")
+        return
+    pool = inbox_runtime.make_pool(app, threads or inbox_runtime.default_threads(app))
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    pool.start()
+    click.echo(f"inbox appliers running ({threads or inbox_runtime.default_threads(app)} threads); SIGTERM stops")
+    while not stopping.wait(1.0):
+        pass
+    pool.stop()
+
+
 @hatidata_cli.group("sync")
 def sync_cli() -> None:
     """Reconciliation with WorkOS (Events API poller, full directory resync)."""

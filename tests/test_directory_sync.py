@@ -425,7 +425,7 @@ def test_a_directory_role_change_is_seen_at_once_by_sessions_and_keys(
 
 def test_an_older_connection_event_does_not_overwrite_newer_state(client: Any, app: Flask, db_session: Any,
                                                                   orgs: dict[str, Any]) -> None:
-    from tests.support.dsync import post_event
+    from tests.support.dsync import deliver
 
     acme = orgs["acme.test"]
 
@@ -444,13 +444,12 @@ def test_an_older_connection_event_does_not_overwrite_newer_state(client: Any, a
 
     newer = connection_event("event_CONNV2", "deactivated", "inactive", "2030-01-02T00:00:00.000Z")
     older = connection_event("event_CONNV1", "activated", "active", "2030-01-01T12:00:00.000Z")
-    response = post_event(client, app, newer)
-    assert response.get_json().get("status") == "applied", response.get_json()
+    assert deliver(client, app, newer) == "applied"
     assert state() == "inactive"
-    assert post_event(client, app, older).get_json()["status"] == "applied"  # acknowledged, but stale
+    assert deliver(client, app, older) == "applied"  # acknowledged, but stale
     assert state() == "inactive"
     again = connection_event("event_CONNV3", "activated", "active", "2030-01-03T00:00:00.000Z")
-    assert post_event(client, app, again).get_json()["status"] == "applied"
+    assert deliver(client, app, again) == "applied"
     assert state() == "active"
     actions = db_session.scalars(select(AuditEvent.action).where(AuditEvent.organization_id == acme.id,
                                                                  AuditEvent.target_type == "connection")).all()
