@@ -56,6 +56,19 @@ def post_event(client: FlaskClient, app: Flask, payload: dict[str, Any] | str, *
     return response
 
 
+def wait_applied(app: Flask, timeout: float = 30.0) -> None:
+    """Wait until no event of the inbox is ``received`` (applier threads of other processes apply them)."""
+    from hatidata_auth.extensions import db
+    from hatidata_auth.services import inbox_worker
+
+    deadline = time.monotonic() + timeout
+    with app.app_context():
+        while (waiting := inbox_worker.pending(db.session())) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        db.session.remove()
+    assert not waiting, f"{waiting} event(s) still waiting for an applier after {timeout}s"
+
+
 def deliver(client: FlaskClient, app: Flask, payload: dict[str, Any]) -> str:
     """POST a signed event (it must be acknowledged) and apply the inbox; returns what became of the event:
     ``duplicate`` (the webhook's answer) or its stored status (``applied``, ``ignored``, ``failed``)."""
