@@ -4,11 +4,12 @@ Needs PostgreSQL (``BENCH_DATABASE_URL``, default ``postgresql+psycopg://postgre
 private database is created next to it and dropped afterwards) and optionally Redis (``BENCH_REDIS_URL``).
 
 1. Webhook throughput: gunicorn with 2 sync workers; signed ``dsync.user.*`` events for many users with 10%
-   duplicates in shuffled order, sent by concurrent keep-alive clients. Reports events/s and p50/p99 latency
-   (target: >= 300 events/s).
-2. Deactivation to rejection: each deactivation webhook revokes the user's live session before it answers,
-   so the time from arrival to the session being rejected is the webhook's latency (plus the post-commit
-   cache eviction); reports p50/p99 and checks the session rows (target p99 < 1 s).
+   duplicates in shuffled order, sent by concurrent keep-alive clients. Reports acknowledged events/s and
+   p50/p99 latency, then applied events/s (from the first request until the inbox holds nothing ``received``:
+   the appliers' backlog drained), each as a ratio to the generator alone against ``/healthz``.
+2. Deactivation to rejection: one deactivation webhook at a time; the time from sending it until its user's
+   session row is revoked (polled every 2 ms; the cache eviction follows the same commit). Reports p50/p99,
+   idle (``--deactivations``) and while a second client keeps sending webhooks (target p99 < 1 s).
 3. Full resync of a 10,000-user, 200-group directory from the emulator, in process: seconds and peak
    memory (target < 60 s and < 300 MB).
 """
@@ -148,6 +149,80 @@ def run_wrk(port: int, bodies: list[str], *, threads: int, connections: int, sec
     return result
 
 
+def _received(database_url: str) -> int:
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(text("SELECT count(*) FROM webhook_events WHERE status = 'received'")).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def wait_drained(database_url: str, timeout: float = 600) -> float:
+    """Wait until the inbox holds nothing ``received`` (the appliers caught up); returns the seconds waited."""
+    started = time.perf_counter()
+    while _received(database_url) and time.perf_counter() - started < timeout:
+        time.sleep(0.02)
+    return time.perf_counter() - started
+
+
+def deactivation_latencies(port: int, database_url: str, bodies: list[str], sessions: list[str]) -> list[float]:
+    """Send each deactivation alone and time it until its session row is revoked."""
+    engine = create_engine(database_url)
+    out: list[float] = []
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        with engine.connect() as db_conn:
+            for body, session_id in zip(bodies, sessions, strict=True):
+                started = time.perf_counter()
+                conn.request("POST", "/webhooks/workos", body=body,
+                             headers={"Content-Type": "application/json", "WorkOS-Signature": sign(SECRET, body)})
+                conn.getresponse().read()
+                while time.perf_counter() - started < 30:
+                    revoked = db_conn.execute(text("SELECT revoked_at FROM auth_sessions WHERE workos_session_id = :s"),
+                                              {"s": session_id}).scalar()
+                    db_conn.rollback()
+                    if revoked is not None:
+                        break
+                    time.sleep(0.002)
+                out.append(time.perf_counter() - started)
+    finally:
+        conn.close()
+        engine.dispose()
+    return out
+
+
+@contextmanager
+def background_load(port: int, bodies: list[str], concurrency: int) -> Iterator[list[int]]:
+    """Keep sending *bodies* (in a loop) from *concurrency* clients while the block runs; yields the count sent."""
+    stop = threading.Event()
+    sent = [0]
+    lock = threading.Lock()
+
+    def worker(offset: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        i = offset
+        while not stop.is_set() and i < len(bodies):
+            body = bodies[i]
+            conn.request("POST", "/webhooks/workos", body=body,
+                         headers={"Content-Type": "application/json", "WorkOS-Signature": sign(SECRET, body)})
+            conn.getresponse().read()
+            i += concurrency
+            with lock:
+                sent[0] += 1
+        conn.close()
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(concurrency)]
+    for t in threads:
+        t.start()
+    try:
+        yield sent
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))] * 1000
@@ -161,6 +236,7 @@ def main() -> None:
     parser.add_argument("--resync-users", type=int, default=10000)
     parser.add_argument("--resync-groups", type=int, default=200)
     parser.add_argument("--skip-resync", action="store_true")
+    parser.add_argument("--deactivations", type=int, default=100)
     parser.add_argument("--wrk", action="store_true",
                         help="also measure with wrk (pre-signed requests, 2 threads) if it is installed")
     parser.add_argument("--wrk-seconds", type=int, default=20)
@@ -226,9 +302,11 @@ def main() -> None:
                   f"({args.concurrency} keep-alive clients); p50 {pct(base_lat, .5):.1f} ms, "
                   f"p99 {pct(base_lat, .99):.1f} ms; statuses {base_status}")
             send_all(port, bodies[:200], args.concurrency)  # warm-up (also part of the state)
+            wait_drained(database_url)
             cpu_before = resource.getrusage(resource.RUSAGE_SELF)
             elapsed, latencies, statuses = send_all(port, bodies[200:], args.concurrency)
             cpu_after = resource.getrusage(resource.RUSAGE_SELF)
+            applied_elapsed = elapsed + wait_drained(database_url)
             generator_cpu = (cpu_after.ru_utime - cpu_before.ru_utime + cpu_after.ru_stime - cpu_before.ru_stime)
             rate = len(latencies) / elapsed
             print(f"[webhooks] {len(latencies)} events in {elapsed:.2f}s = {rate:.0f} events/s "
@@ -236,6 +314,10 @@ def main() -> None:
                   f"p50 {pct(latencies, .5):.1f} ms, p99 {pct(latencies, .99):.1f} ms; statuses {statuses}; "
                   f"ratio to the generator-alone baseline {rate / base_rate:.2f}; the generator used "
                   f"{100 * generator_cpu / elapsed:.0f}% of one core")
+            applied_rate = len(latencies) / applied_elapsed
+            print(f"[applied] the same events applied (inbox drained) {applied_elapsed:.2f}s after the first was "
+                  f"sent = {applied_rate:.0f} events/s; ratio to the generator-alone baseline "
+                  f"{applied_rate / base_rate:.2f}")
 
             if args.wrk and shutil.which("wrk"):
                 # 1b. the same mix with wrk (no Python client in the way): bare route first, then webhooks
@@ -264,13 +346,20 @@ def main() -> None:
                 emails = [u.email for u in users]
             deact = [json.dumps(user_payload(int(e[5:].split("@")[0]), 3000, "inactive"), separators=(",", ":"))
                      for e in emails]
-            _, deact_lat, deact_status = send_all(port, deact, 4)
+            sessions = [f"session_bench_{u.id}" for u in users]
+            half = min(len(deact), args.deactivations) // 2
+            idle = deactivation_latencies(port, database_url, deact[:half], sessions[:half])
+            load_bodies = [json.dumps(user_payload(n + 200_000, v), separators=(",", ":"))
+                           for n in range(args.users) for v in range(per_user)]
+            with background_load(port, load_bodies, 4) as sent:
+                busy = deactivation_latencies(port, database_url, deact[half:2 * half], sessions[half:2 * half])
+            wait_drained(database_url)
             with app.app_context():
-                live = db.session.query(AuthSession).filter(AuthSession.workos_session_id.like("session_bench_%"),
+                live = db.session.query(AuthSession).filter(AuthSession.workos_session_id.in_(sessions[:2 * half]),
                                                             AuthSession.revoked_at.is_(None)).count()
-            print(f"[deprovision] {len(deact_lat)} deactivations: arrival->session revoked p50 "
-                  f"{pct(deact_lat, .5):.1f} ms, p99 {pct(deact_lat, .99):.1f} ms; sessions still live: {live}; "
-                  f"statuses {deact_status}")
+            print(f"[deprovision] {len(idle)} deactivations, idle: sent->session revoked p50 {pct(idle, .5):.1f} ms, "
+                  f"p99 {pct(idle, .99):.1f} ms; {len(busy)} under load ({sent[0]} other webhooks meanwhile): "
+                  f"p50 {pct(busy, .5):.1f} ms, p99 {pct(busy, .99):.1f} ms; sessions still live: {live}")
         finally:
             server.terminate()
             server.wait(timeout=10)

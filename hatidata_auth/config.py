@@ -80,7 +80,7 @@ DEFAULTS: dict[str, Any] = {
     "HATIDATA_WEBHOOK_MAX_BYTES": 1024 * 1024,
     # Applier threads per process (None: 2 on PostgreSQL, 1 on SQLite, none under TESTING; 0: none).
     "HATIDATA_INBOX_APPLIERS": None,
-    "HATIDATA_INBOX_BATCH": 100,
+    "HATIDATA_INBOX_BATCH": 20,
     "HATIDATA_INBOX_POLL_INTERVAL": 1.0,
     "HATIDATA_MAX_JSON_BYTES": 1024 * 1024,
     "HATIDATA_MAX_JSON_DEPTH": 32,

@@ -115,6 +115,27 @@ def test_events_of_one_entity_apply_in_event_order_whatever_the_delivery_order(
     assert {r.attempts for r in _rows(app, applied).values()} == {1}
 
 
+def test_events_that_revoke_access_are_claimed_before_a_backlog_but_never_before_their_entitys_older_events(
+        app: Flask, synced: dict[str, str]) -> None:
+    backlog = [user_event(f"L{i}{uuid.uuid4().hex[:6].upper()}", i) for i in range(4)]
+    waiting = f"W{uuid.uuid4().hex[:8].upper()}"
+    older_of_waiting = user_event(waiting, 5)
+    deactivations = [user_event(f"D{uuid.uuid4().hex[:8].upper()}", 10, state="inactive"),
+                     user_event(waiting, 11, state="suspended")]
+    _store(app, [*backlog, older_of_waiting, *deactivations])
+    with app.app_context():
+        session = db.session()
+        first = inbox_worker.claim(session, limit=1)
+        session.rollback()
+        order = [e.event_id for e in inbox_worker.claim(session, limit=10)]
+        session.rollback()
+        db.session.remove()
+    assert [e.event_id for e in first] == [deactivations[0]["id"]]
+    assert order[0] == deactivations[0]["id"]  # and applied first in its batch
+    assert deactivations[1]["id"] not in order  # behind its own older event
+    assert older_of_waiting["id"] in order
+
+
 def test_a_failing_event_is_rolled_back_alone_and_the_batch_commits(
         app: Flask, synced: dict[str, str]) -> None:
     with app.app_context():

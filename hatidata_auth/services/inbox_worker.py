@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select, update
+from sqlalchemy import Select, and_, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..causes import Actor, Cause
@@ -37,7 +37,7 @@ from .inbox import INBOX_CHANNEL, InboxResult, apply_event, error_summary
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH = 100
+DEFAULT_BATCH = 20
 MAX_TRANSIENT_ATTEMPTS = 5
 RETRY_DELAY = timedelta(seconds=5)
 """After a transient failure (WorkOS unreachable) an event waits this long before the next try; the events of its
@@ -68,6 +68,27 @@ class BatchReport:
         return sum(1 for r in self.results if r.status == status)
 
 
+REVOKING_EVENTS = ("dsync.user.deleted", "dsync.deleted", "dsync.group.user_removed", "organization.deleted",
+                   "organization_membership.deleted", "session.revoked", "connection.deactivated")
+"""Event types that take access away: claimed before the others (with ``dsync.user.updated`` to a state other
+than ``active``), so a backlog never delays a deprovisioning. Order within an entity key is unchanged."""
+
+
+def revokes_access(event_type: str, payload: dict[str, Any]) -> bool:
+    """Whether the event takes access away (the Python twin of the claim's ordering)."""
+    if event_type in REVOKING_EVENTS:
+        return True
+    data = payload.get("data")
+    return event_type == "dsync.user.updated" and isinstance(data, dict) and data.get("state") != "active"
+
+
+def _revoking() -> Any:
+    t = WebhookEvent.__table__
+    state = t.c.payload[("data", "state")].as_string()
+    return case((or_(t.c.event_type.in_(REVOKING_EVENTS),
+                     and_(t.c.event_type == "dsync.user.updated", state != "active")), 0), else_=1)
+
+
 def _heads(now_due: Any) -> Select[Any]:
     """The oldest pending event of each entity key that is due: not waiting after a transient failure (which left
     its error), or waiting since before *now_due*."""
@@ -83,22 +104,24 @@ def _heads(now_due: Any) -> Select[Any]:
 
 
 def claim(session: Session, limit: int = DEFAULT_BATCH) -> list[Claimed]:
-    """Take up to *limit* due events, the oldest pending one of each entity key, oldest first; they stay
+    """Take up to *limit* due events, the oldest pending one of each entity key, those revoking access first, then
+    oldest first; they stay
     claimed until *session*'s transaction ends (the caller commits their outcome, or rolls them back)."""
     t = WebhookEvent.__table__
     now = utcnow()
     due = now - RETRY_DELAY  # a retried event's updated_at is its last attempt
-    when = func.coalesce(t.c.event_created_at, t.c.received_at)
+    order = (_revoking(), func.coalesce(t.c.event_created_at, t.c.received_at), t.c.id)
     heads = _heads(due)
     if session.get_bind().dialect.name == "postgresql":
         picked = (select(t.c.id).where(t.c.id.in_(heads), t.c.status == "received")
-                  .order_by(when, t.c.id).limit(limit).with_for_update(skip_locked=True))
+                  .order_by(*order).limit(limit).with_for_update(skip_locked=True))
     else:
-        picked = select(t.c.id).where(t.c.id.in_(heads)).order_by(when, t.c.id).limit(limit)
+        picked = select(t.c.id).where(t.c.id.in_(heads)).order_by(*order).limit(limit)
     stmt = (update(t).where(t.c.id.in_(picked.scalar_subquery())).values(attempts=t.c.attempts + 1, updated_at=now)
             .returning(t.c.id, t.c.event_id, t.c.event_type, t.c.payload, t.c.attempts, t.c.event_created_at,
                        t.c.received_at))
-    rows = sorted(session.execute(stmt).all(), key=lambda r: (parse_time(r.event_created_at) or r.received_at, r.id))
+    rows = sorted(session.execute(stmt).all(), key=lambda r: (not revokes_access(r.event_type, r.payload),
+                                                              parse_time(r.event_created_at) or r.received_at, r.id))
     return [Claimed(r.id, r.event_id, r.event_type, dict(r.payload), r.attempts) for r in rows]
 
 
