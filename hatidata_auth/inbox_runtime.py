@@ -48,18 +48,20 @@ def listen_dsn(app: Flask) -> str | None:
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def run_batch(app: Flask) -> int:
-    """Apply one batch in an app context; returns how many events it claimed."""
+def run_batch(app: Flask, revoking_only: bool = False) -> int:
+    """Apply one batch in an app context (only events that take access away with *revoking_only*); returns how
+    many events it claimed."""
     limit = int(app.config.get("HATIDATA_INBOX_BATCH") or DEFAULTS["HATIDATA_INBOX_BATCH"])
     with app.app_context():
         client = app.extensions["hatidata_workos"].client
-        return apply_batch(db.session(), client, limit=limit).claimed
+        return apply_batch(db.session(), client, limit=limit, revoking_only=revoking_only).claimed
 
 
 def make_pool(app: Flask, threads: int) -> ApplierPool:
     """An applier pool of *threads* threads for *app* (not started)."""
     poll = float(app.config.get("HATIDATA_INBOX_POLL_INTERVAL") or DEFAULTS["HATIDATA_INBOX_POLL_INTERVAL"])
-    return ApplierPool(lambda: run_batch(app), threads=threads, poll_interval=poll, listen_dsn=listen_dsn(app))
+    return ApplierPool(lambda revoking_only: run_batch(app, revoking_only), threads=threads, poll_interval=poll,
+                       listen_dsn=listen_dsn(app))
 
 
 def init_app(app: Flask) -> None:

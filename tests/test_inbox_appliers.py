@@ -134,6 +134,12 @@ def test_events_that_revoke_access_are_claimed_before_a_backlog_but_never_before
     assert order[0] == deactivations[0]["id"]  # and applied first in its batch
     assert deactivations[1]["id"] not in order  # behind its own older event
     assert older_of_waiting["id"] in order
+    with app.app_context():
+        session = db.session()
+        urgent = [e.event_id for e in inbox_worker.claim(session, limit=10, revoking_only=True)]
+        session.rollback()
+        db.session.remove()
+    assert urgent == [deactivations[0]["id"]]  # the deprovisioning thread's claim
 
 
 def test_a_failing_event_is_rolled_back_alone_and_the_batch_commits(

@@ -103,20 +103,22 @@ def _heads(now_due: Any) -> Select[Any]:
     return select(ranked.c.id).where(ranked.c.rank == 1, due)
 
 
-def claim(session: Session, limit: int = DEFAULT_BATCH) -> list[Claimed]:
+def claim(session: Session, limit: int = DEFAULT_BATCH, *, revoking_only: bool = False) -> list[Claimed]:
     """Take up to *limit* due events, the oldest pending one of each entity key, those revoking access first, then
     oldest first; they stay
-    claimed until *session*'s transaction ends (the caller commits their outcome, or rolls them back)."""
+    claimed until *session*'s transaction ends (the caller commits their outcome, or rolls them back). With
+    *revoking_only*, only events that take access away (the pool's deprovisioning thread)."""
     t = WebhookEvent.__table__
     now = utcnow()
     due = now - RETRY_DELAY  # a retried event's updated_at is its last attempt
     order = (_revoking(), func.coalesce(t.c.event_created_at, t.c.received_at), t.c.id)
     heads = _heads(due)
+    wanted = [t.c.id.in_(heads), *([_revoking() == 0] if revoking_only else [])]
     if session.get_bind().dialect.name == "postgresql":
-        picked = (select(t.c.id).where(t.c.id.in_(heads), t.c.status == "received")
+        picked = (select(t.c.id).where(*wanted, t.c.status == "received")
                   .order_by(*order).limit(limit).with_for_update(skip_locked=True))
     else:
-        picked = select(t.c.id).where(t.c.id.in_(heads)).order_by(*order).limit(limit)
+        picked = select(t.c.id).where(*wanted).order_by(*order).limit(limit)
     stmt = (update(t).where(t.c.id.in_(picked.scalar_subquery())).values(attempts=t.c.attempts + 1, updated_at=now)
             .returning(t.c.id, t.c.event_id, t.c.event_type, t.c.payload, t.c.attempts, t.c.event_created_at,
                        t.c.received_at))
@@ -155,14 +157,14 @@ def apply_one(session: Session, client: WorkOSClient, event: Claimed, cause: Cau
 
 
 def apply_batch(session: Session, client: WorkOSClient, *, limit: int = DEFAULT_BATCH,
-                cause: Cause | None = None) -> BatchReport:
+                cause: Cause | None = None, revoking_only: bool = False) -> BatchReport:
     """Claim and apply one batch in one transaction (committed; rolled back on a database error, which is raised).
 
     Each event acts as WorkOS unless *cause* says who.
     """
     cause = cause or Cause.by(Actor.workos())
     try:
-        events = claim(session, limit)
+        events = claim(session, limit, revoking_only=revoking_only)
         if not events:
             session.rollback()
             return BatchReport(0)
@@ -194,13 +196,15 @@ def pending(session: Session) -> int:
 
 class ApplierPool:
     """Applier threads of one process: each runs *run_batch* (which returns how many events it claimed) until it
-    claims nothing, then sleeps until woken or *poll_interval* seconds pass.
+    claims nothing, then sleeps until woken or *poll_interval* seconds pass. One more thread runs
+    ``run_batch(True)``: it claims only events that take access away, so a deprovisioning never waits for the
+    batches in progress.
 
     *listen_dsn* (a libpq connection string) adds a thread that ``LISTEN``\\ s on the inbox channel and wakes
     them on every ``NOTIFY``.
     """
 
-    def __init__(self, run_batch: Callable[[], int], *, threads: int, poll_interval: float = 1.0,
+    def __init__(self, run_batch: Callable[[bool], int], *, threads: int, poll_interval: float = 1.0,
                  listen_dsn: str | None = None, name: str = "inbox-applier") -> None:
         self._run_batch = run_batch
         self._count = threads
@@ -208,6 +212,7 @@ class ApplierPool:
         self._listen_dsn = listen_dsn
         self._name = name
         self._wake = threading.Event()
+        self._wake_urgent = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -222,7 +227,7 @@ class ApplierPool:
         with self._lock:
             if self._threads or self._count <= 0:
                 return
-            targets: list[Callable[[], None]] = [self._loop] * self._count
+            targets: list[Callable[[], None]] = [self._loop] * self._count + [self._urgent_loop]
             if self._listen_dsn:
                 targets.append(self._listen)
             for i, target in enumerate(targets):
@@ -233,25 +238,30 @@ class ApplierPool:
     def wake(self) -> None:
         """Events may be waiting: wake the sleeping appliers."""
         self._wake.set()
+        self._wake_urgent.set()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Ask the threads to stop and wait up to *timeout* seconds for each (a batch in progress finishes)."""
         self._stop.set()
-        self._wake.set()
+        self.wake()
         for thread in self._threads:
             thread.join(timeout)
 
-    def _loop(self) -> None:
+    def _loop(self, revoking_only: bool = False) -> None:
+        wake = self._wake_urgent if revoking_only else self._wake
         while not self._stop.is_set():
-            self._wake.clear()
+            wake.clear()
             try:
-                claimed = self._run_batch()
+                claimed = self._run_batch(revoking_only)
             except Exception:
                 log.exception("inbox applier batch failed; retrying in %ss", self._poll)
                 self._stop.wait(self._poll)
                 continue
             if not claimed:
-                self._wake.wait(self._poll)
+                wake.wait(self._poll)
+
+    def _urgent_loop(self) -> None:
+        self._loop(revoking_only=True)
 
     def _listen(self) -> None:
         import psycopg
@@ -260,10 +270,10 @@ class ApplierPool:
             try:
                 with psycopg.connect(self._listen_dsn or "", autocommit=True) as conn:
                     conn.execute(f"LISTEN {INBOX_CHANNEL}")
-                    self._wake.set()  # catch up on what arrived while nobody listened
+                    self.wake()  # catch up on what arrived while nobody listened
                     while not self._stop.is_set():
                         for _ in conn.notifies(timeout=1.0):
-                            self._wake.set()
+                            self.wake()
             except psycopg.Error as exc:
                 log.warning("inbox LISTEN connection lost (%s); polling every %ss until it is back", exc, self._poll)
                 self._stop.wait(self._poll)
