@@ -86,7 +86,8 @@ def _audit_by_event(app: Flask) -> Counter[tuple[str, str, str | None]]:
     return Counter((str(e), str(a), t) for e, a, t in rows)
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data())
 def test_events_of_one_entity_apply_in_event_order_whatever_the_delivery_order(
         app: Flask, synced: dict[str, str], data: st.DataObject) -> None:
