@@ -45,3 +45,15 @@ def child_exit(server, worker):  # gunicorn hook
     from hatidata_auth.metrics import mark_process_dead
 
     mark_process_dead(worker.pid)
+
+
+def post_worker_init(worker):  # gunicorn hook: the inbox appliers start in each worker, after the fork
+    from hatidata_auth.inbox_runtime import start
+
+    start(worker.wsgi)
+
+
+def worker_exit(server, worker):  # gunicorn hook
+    from hatidata_auth.inbox_runtime import stop
+
+    stop(worker.wsgi)

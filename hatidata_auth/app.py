@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask
 
 from . import config as settings
-from . import inputs, metrics_views, sso_wizard
+from . import inbox_runtime, inputs, metrics_views, sso_wizard
 from .errors import register_error_handlers
 from .extensions import cache, csrf, db, limiter, migrate
 from .idp import load_plugins
@@ -39,6 +39,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, profile: str | None =
     sso_wizard.init_app(app, load_plugins(app))
     metrics_views.init_app(app)
     trust_proxies(app)
+    inbox_runtime.init_app(app)  # the inbox appliers, started with the first request (never in a CLI command)
     register_cli(app)
     return app
 

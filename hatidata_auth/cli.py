@@ -7,6 +7,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from .causes import Actor
+from .cli_inbox import inbox_cli
 from .extensions import db
 from .workos import WorkOSClient
 
@@ -67,69 +68,6 @@ def list_organizations() -> None:
     for org in db.session.scalars(select(Organization).order_by(Organization.name)):
         click.echo(f"{org.id}  {org.workos_organization_id or '-':32}  {org.name}  "
                    f"[{', '.join(org.domains)}]  {org.status}")
-
-
-@hatidata_cli.group("inbox")
-def inbox_cli() -> None:
-    """The inbox of WorkOS events (webhooks and Events API)."""
-
-
-@inbox_cli.command("list-failed")
-@click.option("--limit", default=100, show_default=True)
-@with_appcontext
-def inbox_list_failed(limit: int) -> None:
-    """List events that failed to apply, oldest first."""
-    from .services import inbox
-
-    rows = inbox.list_failed(db.session(), limit)
-    for row in rows:
-        error = (row.last_error or "").splitlines()[0] if row.last_error else ""
-        click.echo(f"{row.event_id}  {row.event_type:40}  attempts={row.attempts}  {row.received_at:%Y-%m-%d %H:%M:%S}"
-                   f"  {error}")
-    click.echo(f"{len(rows)} failed event(s)")
-
-
-@inbox_cli.command("replay")
-@click.argument("event_id", required=False)
-@click.option("--all-failed", is_flag=True, help="Replay every failed event.")
-@with_appcontext
-def inbox_replay(event_id: str | None, all_failed: bool) -> None:
-    """Apply a stored event again (EVENT_ID), or every failed one (--all-failed)."""
-    from .services import inbox
-
-    if bool(event_id) == all_failed:
-        raise click.UsageError("give exactly one of EVENT_ID or --all-failed")
-    client = current_app.extensions["hatidata_workos"].client
-    session = db.session()
-    try:
-        results = (inbox.replay_failed(session, client) if all_failed
-                   else [inbox.replay(session, client, event_id or "")])
-    except LookupError as exc:
-        raise click.ClickException(str(exc)) from exc
-    for result in results:
-        click.echo(f"{result.event_id}  {result.event_type:40}  {result.status}  {result.error or ''}")
-    if any(r.status == "failed" for r in results):
-        raise click.exceptions.Exit(1)
-
-
-@inbox_cli.command("expire")
-@click.option("--older-than-days", type=click.IntRange(min=1),
-              help="Retention in days (default: HATIDATA_INBOX_RETENTION_DAYS).")
-@with_appcontext
-def inbox_expire(older_than_days: int | None) -> None:
-    """Delete applied, ignored and duplicate events older than the retention (never failed ones); audited."""
-    from .causes import Cause
-    from .config import DEFAULTS
-    from .services.inbox_retention import InvalidRetention, expire
-
-    days = older_than_days or int(current_app.config.get("HATIDATA_INBOX_RETENTION_DAYS",
-                                                         DEFAULTS["HATIDATA_INBOX_RETENTION_DAYS"]))
-    try:
-        report = expire(db.session(), retention_days=days, cause=Cause.system("inbox retention", name="cli"))
-    except InvalidRetention as exc:
-        raise click.ClickException(f"{exc.message} (HATIDATA_INBOX_RETENTION_DAYS={days})") from exc
-    click.echo(f"{report.deleted} event(s) settled before {report.cutoff:%Y-%m-%d %H:%M:%S} UTC deleted "
-               f"({report.retention_days} days' retention, {report.chunks} chunk(s))")
 
 
 @hatidata_cli.group("sync")
@@ -372,3 +310,6 @@ def audit_export(organization: str, since: str | None, until: str | None, fmt: s
     for chunk in writer(db.session(), _organization_ref(organization), flt):
         out.write(chunk)
     out.flush()
+
+
+hatidata_cli.add_command(inbox_cli)

@@ -14,7 +14,15 @@ from sqlalchemy import select
 from hatidata_auth.models import AuditEvent, WebhookEvent
 from hatidata_auth.services import inbox
 from hatidata_auth.workos.webhooks import MalformedEvent, parse_event
-from tests.support.dsync import member_roles, mirror_organizations, post_event, sign, snapshot
+from tests.support.dsync import (
+    drain_inbox,
+    inbox_status,
+    member_roles,
+    mirror_organizations,
+    post_event,
+    sign,
+    snapshot,
+)
 
 ACME_DIR = "directory_01HTDQ8D100000000000000001"
 ACME_ORG = "org_01HTDQ8A100000000000000001"
@@ -41,7 +49,7 @@ def test_a_signed_event_is_stored_and_applied_once(client: FlaskClient, app: Fla
     payload = user_event("event_T1")
     first = post_event(client, app, payload)
     assert first.status_code == 200, first.json
-    assert first.json["status"] == "applied"
+    assert first.json == {"event_id": "event_T1", "status": "received"}
     roles = member_roles(db_session, orgs["acme.test"].id)
     assert roles["new.person@acme.test"] == ("viewer", "active")  # the default role, no mapped group
     before = snapshot(db_session)
@@ -108,19 +116,47 @@ def test_tolerance_is_configurable(app_config: dict[str, Any], request: pytest.F
     json.dumps({"id": "event_X", "event": "dsync.user.created"}),
     json.dumps({"id": "event_X", "event": "dsync.user.created", "data": [], "created_at": "2030-01-01T00:00:00Z"}),
     json.dumps({"id": 5, "event": "dsync.user.created", "data": {}, "created_at": "2030-01-01T00:00:00Z"}),
-    json.dumps({"id": "event_X", "event": "dsync.user.created", "data": {"id": "x"},
-                "created_at": "2030-01-01T00:00:00Z"}),
-    json.dumps({"id": "event_X", "event": "dsync.group.user_added", "data": {"user": {}},
-                "created_at": "2030-01-01T00:00:00Z"}),
     json.dumps({"id": "event_X", "event": "dsync.user.created", "data": {}, "created_at": "yesterday"}),
 ])
-def test_malformed_events_are_400_and_change_nothing(body: str, client: FlaskClient, app: Flask, db_session: Any,
-                                                     orgs: dict[str, Any]) -> None:
+def test_malformed_envelopes_are_400_and_change_nothing(body: str, client: FlaskClient, app: Flask,
+                                                        db_session: Any, orgs: dict[str, Any]) -> None:
     before = snapshot(db_session)
     response = post_event(client, app, body)
     assert response.status_code == 400, response.data
     assert response.json["error"]["code"] == "malformed_event"
     assert snapshot(db_session) == before
+
+
+@pytest.mark.parametrize("body", [
+    json.dumps({"id": "event_BAD", "event": "dsync.user.created", "data": {"id": "x"},
+                "created_at": "2030-01-01T00:00:00Z"}),
+    json.dumps({"id": "event_BAD", "event": "dsync.group.user_added", "data": {"user": {}},
+                "created_at": "2030-01-01T00:00:00Z"}),
+    json.dumps({"id": "event_BAD", "event": "dsync.user.updated",
+                "data": {"object": "directory_user", "id": "directory_user_X", "directory_id": ACME_DIR},
+                "created_at": "2030-01-01T00:00:00Z"}),
+    json.dumps({"id": "event_BAD", "event": "connection.activated", "data": {"id": 5},
+                "created_at": "2030-01-01T00:00:00Z"}),
+])
+def test_bad_event_data_is_refused_or_acknowledged_then_fails_alone(
+        body: str, client: FlaskClient, app: Flask, db_session: Any, orgs: dict[str, Any]) -> None:
+    """Data the SDK cannot read is a 400 (nothing stored); data only a handler refuses is acknowledged, then
+    recorded failed (or ignored) by the applier: either way nothing else changes."""
+    before = snapshot(db_session)
+    response = post_event(client, app, body)
+    after = snapshot(db_session)
+    if response.status_code == 400:
+        assert response.json["error"]["code"] == "malformed_event"
+        assert after == before
+        return
+    assert response.status_code == 200, response.data
+    assert response.json == {"event_id": "event_BAD", "status": "received"}
+    row = db_session.scalar(select(WebhookEvent).where(WebhookEvent.event_id == "event_BAD"))
+    assert row.status in ("failed", "ignored"), (row.status, row.last_error)
+    assert row.last_error
+    assert after["webhook_events"] == before["webhook_events"] + 1
+    assert {k: v for k, v in after.items() if k not in ("webhook_events", "audit_events")} == \
+        {k: v for k, v in before.items() if k not in ("webhook_events", "audit_events")}
 
 
 @pytest.mark.parametrize("body", [b"{not json", b"\xff", b"[]", b"[" * 100_000 + b"]" * 100_000,
@@ -154,12 +190,12 @@ def test_unknown_event_types_are_stored_and_ignored(client: FlaskClient, app: Fl
                "created_at": "2030-01-01T00:00:00.000Z"}
     response = post_event(client, app, payload)
     assert response.status_code == 200
-    assert response.json["status"] == "ignored"
+    assert response.json["status"] == "received"
     row = db_session.scalar(select(WebhookEvent).where(WebhookEvent.event_id == "event_U1"))
     assert row.status == "ignored"
 
 
-def test_a_failing_event_is_kept_as_failed_answers_5xx_and_replays(
+def test_a_failing_event_is_acknowledged_kept_as_failed_and_replays(
         client: FlaskClient, app: Flask, db_session: Any, orgs: dict[str, Any], workos_client: Any) -> None:
     payload = user_event("event_F1")
     from hatidata_auth.models import Membership
@@ -170,7 +206,8 @@ def test_a_failing_event_is_kept_as_failed_answers_5xx_and_replays(
     db_session.commit()
     before_audit = snapshot(db_session)["audit_events"]
     response = post_event(client, app, payload)
-    assert response.status_code == 500
+    assert response.status_code == 200
+    assert response.json["status"] == "received"
     row = db_session.scalar(select(WebhookEvent).where(WebhookEvent.event_id == "event_F1"))
     assert row.status == "failed"
     assert "superuser" in (row.last_error or "")
@@ -190,3 +227,23 @@ def test_a_failing_event_is_kept_as_failed_answers_5xx_and_replays(
     row = db_session.scalar(select(WebhookEvent).where(WebhookEvent.event_id == "event_F1"))
     assert row.status == "applied"
     assert row.attempts == 2
+
+
+def test_a_redelivered_failed_event_is_queued_again_and_applied_once(
+        client: FlaskClient, app: Flask, db_session: Any, orgs: dict[str, Any]) -> None:
+    org = orgs["acme.test"]
+    org.default_role = "superuser"
+    db_session.commit()
+    payload = user_event("event_F2")
+    post_event(client, app, payload)
+    assert inbox_status(db_session, "event_F2") == "failed"
+    org = db_session.get(type(org), org.id)
+    org.default_role = "viewer"
+    db_session.commit()
+    again = post_event(client, app, payload, drain=False)  # WorkOS delivers it again
+    assert again.json == {"event_id": "event_F2", "status": "received"}
+    assert inbox_status(db_session, "event_F2") == "received"
+    assert drain_inbox(app) == 1
+    assert inbox_status(db_session, "event_F2") == "applied"
+    assert member_roles(db_session, org.id)["new.person@acme.test"] == ("viewer", "active")
+    assert post_event(client, app, payload).json["status"] == "duplicate"

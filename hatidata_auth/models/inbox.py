@@ -42,6 +42,9 @@ class WebhookEvent(TimestampMixin, db.Model):  # type: ignore[name-defined]
     attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
     last_error: Mapped[str | None] = mapped_column(Text)
     applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # What the event is about ("user:<directory user id>", "group:<id>", "directory:<id>", ...): the appliers
+    # apply the events of one key in order, one at a time (services.inbox.entity_key).
+    entity_key: Mapped[str | None] = mapped_column(String(160))
 
 
 class SyncCursor(TimestampMixin, db.Model):  # type: ignore[name-defined]

@@ -112,6 +112,19 @@ def pending(session: Session) -> list[AuditEvent]:
     return list(session.info.get(_PENDING_KEY) or [])
 
 
+def pending_count(session: Session) -> int:
+    """How many audit events *session*'s transaction holds so far: a mark for :func:`discard_after`."""
+    return len(session.info.get(_PENDING_KEY) or [])
+
+
+def discard_after(session: Session, mark: int) -> None:
+    """Drop the audit events recorded after *mark* (:func:`pending_count`): the work they describe was rolled
+    back to a savepoint."""
+    events = session.info.get(_PENDING_KEY)
+    if events:
+        del events[mark:]
+
+
 def _take_write_lock(session: Session, key: str) -> None:
     """Serialize appends on SQLite, which ignores ``FOR UPDATE``: write before reading the head.
 

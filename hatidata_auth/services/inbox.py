@@ -1,11 +1,15 @@
 """The durable inbox of WorkOS events (webhooks and the Events API share it).
 
-Each event is stored under its unique WorkOS event id with ``INSERT … ON CONFLICT DO NOTHING`` in the same
-transaction that applies it, together with its audit events: either all of it commits or none of it. A
-duplicate (the insert hit the unique id) is acknowledged without any change. If applying fails, the
-transaction rolls back and the event is stored again, alone, as ``failed`` with its error; the webhook answers
-5xx so WorkOS retries, and a retry (or ``hatidata inbox replay``) claims the failed row atomically and applies
-it once.
+Webhooks are acknowledged, then applied: :func:`store` keeps the verified event with one statement (status
+``received``) and the appliers (:mod:`~hatidata_auth.services.inbox_worker`) apply it later with
+:func:`apply_event`, in batches and in order per :func:`entity_key`.
+
+The Events API poller and replays apply at once with :func:`receive`: the event is stored under its unique
+WorkOS event id with ``INSERT … ON CONFLICT DO NOTHING`` in the same transaction that applies it, together with
+its audit events: either all of it commits or none of it. A duplicate (the insert hit the unique id) is
+acknowledged without any change. If applying fails, the transaction rolls back and the event is stored again,
+alone, as ``failed`` with its error; a retry (or ``hatidata inbox replay``) claims the failed row atomically and
+applies it once.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -60,6 +64,83 @@ def validate_envelope(payload: Any) -> dict[str, Any]:
     return payload
 
 
+INBOX_CHANNEL = "hatidata_inbox"
+"""The PostgreSQL ``NOTIFY`` channel :func:`store` signals on; the appliers ``LISTEN`` to it."""
+
+_DIRECTORY_OBJECT_EVENTS = ("dsync.activated", "dsync.deleted")
+_KEY_MAX = 160
+
+
+def _ref(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def entity_key(payload: dict[str, Any]) -> str:
+    """What the event is about, the unit of order of the appliers: ``directory:<id>`` (``dsync.activated`` and
+    ``dsync.deleted``), ``user:<directory user id>`` (user events and group membership events, which decide
+    that user's access), ``group:<id>`` (group events), ``<family>:<data.id>`` for other types with an id, else
+    ``event:<event id>`` (no order with any other event). At most 160 characters."""
+    event_type, data = str(payload["event"]), payload["data"]
+    ref: str | None
+    if event_type in _DIRECTORY_OBJECT_EVENTS:
+        kind, ref = "directory", _ref(data.get("id"))
+    elif event_type.startswith("dsync.user."):
+        kind, ref = "user", _ref(data.get("id"))
+    elif event_type.startswith("dsync.group.user_"):
+        user = data.get("user")
+        kind, ref = "user", _ref(user.get("id")) if isinstance(user, dict) else None
+    elif event_type.startswith("dsync.group."):
+        kind, ref = "group", _ref(data.get("id"))
+    else:
+        kind, ref = event_type.rsplit(".", 1)[0], _ref(data.get("id"))
+    if ref is None:
+        return f"event:{payload['id']}"[:_KEY_MAX]
+    return f"{kind}:{ref}"[:_KEY_MAX]
+
+
+def _workos_organization(payload: dict[str, Any]) -> str | None:
+    data = payload["data"]
+    if str(payload["event"]).startswith("organization."):
+        return _ref(data.get("id"))
+    return _ref(data.get("organization_id"))
+
+
+def store(session: Session, payload: dict[str, Any], *, source: str = "webhook") -> str:
+    """Keep a verified event (envelope checked with :func:`validate_envelope`) for the appliers; commits.
+
+    Returns ``"received"`` (stored with status ``received``, or ``ignored`` when no handler takes its type; a
+    known ``failed`` event is queued again) or ``"duplicate"`` (a known event otherwise: nothing changes). One
+    statement: the insert, our tenant (looked up from the WorkOS organization the event names, in the same
+    statement) and, on PostgreSQL, the ``NOTIFY`` that wakes the appliers when the transaction commits.
+    """
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    now = utcnow()
+    table = WebhookEvent.__table__
+    workos_org = _workos_organization(payload)
+    tenant = (select(Organization.id).where(Organization.workos_organization_id == workos_org).scalar_subquery()
+              if workos_org else None)
+    handled = handler_for(payload["event"]) is not None
+    stmt = insert(table).values(
+        event_id=payload["id"], event_type=payload["event"], payload=payload, organization_id=tenant,
+        event_created_at=parse_time(payload.get("created_at")), received_at=now,
+        status="received" if handled else "ignored", source=source, attempts=0,
+        last_error=None if handled else "event type not handled", entity_key=entity_key(payload),
+        created_at=now, updated_at=now,
+    ).on_conflict_do_update(
+        index_elements=["event_id"], set_={"status": "received", "last_error": None, "updated_at": now},
+        where=table.c.status == "failed",
+    ).returning(table.c.id)
+    if dialect == "postgresql":
+        stored = stmt.cte("stored")
+        query = select(func.pg_notify(INBOX_CHANNEL, "")).select_from(stored)
+        row = session.execute(query).first()
+    else:
+        row = session.execute(stmt).first()
+    session.commit()
+    return "duplicate" if row is None else "received"
+
+
 def _insert(session: Session, values: dict[str, Any]) -> bool:
     """Store the event, or claim it if it failed before; returns whether this delivery should apply it.
 
@@ -98,7 +179,9 @@ def _record_failure(session: Session, payload: dict[str, Any], source: str, erro
     session.execute(stmt)
 
 
-def _apply(session: Session, client: WorkOSClient, payload: dict[str, Any], cause: Cause) -> EventContext:
+def apply_event(session: Session, client: WorkOSClient, payload: dict[str, Any], cause: Cause) -> EventContext:
+    """Apply one stored event with its type's handler in *session*'s transaction (the caller commits or rolls
+    back); the context says the outcome. Raises what the handler raises (:class:`PayloadError` for bad data)."""
     handler = handler_for(payload["event"])
     ctx = EventContext(session=session, client=client, event_id=payload["id"], event_type=payload["event"],
                        event_time=parse_time(payload.get("created_at")) or utcnow(), actor=cause.actor,
@@ -144,7 +227,7 @@ def receive(session: Session, client: WorkOSClient, payload: dict[str, Any], *, 
     now = utcnow()
     try:
         inserted = _insert(session, {
-            "event_id": event_id, "event_type": event_type, "payload": payload,
+            "event_id": event_id, "event_type": event_type, "payload": payload, "entity_key": entity_key(payload),
             "event_created_at": parse_time(payload.get("created_at")), "received_at": now,
             "status": "applied" if handled else "ignored", "source": source, "attempts": 1,
             "applied_at": now if handled else None, "created_at": now, "updated_at": now,
@@ -155,7 +238,7 @@ def receive(session: Session, client: WorkOSClient, payload: dict[str, Any], *, 
         if not handled:
             session.commit()
             return InboxResult(event_id, event_type, "ignored", note="event type not handled")
-        ctx = _apply(session, client, payload, cause)
+        ctx = apply_event(session, client, payload, cause)
         if ctx.outcome != "applied" or ctx.note:
             session.execute(update(WebhookEvent).where(WebhookEvent.event_id == event_id)
                             .values(status=ctx.outcome, last_error=ctx.note))
@@ -228,8 +311,6 @@ def replay_failed(session: Session, client: WorkOSClient, *, limit: int = 1000) 
 
 def counts(session: Session) -> dict[str, int]:
     """Events per status."""
-    from sqlalchemy import func
-
     rows = session.execute(select(WebhookEvent.status, func.count()).group_by(WebhookEvent.status))
     return {status: int(n) for status, n in rows}
 

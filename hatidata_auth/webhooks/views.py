@@ -1,9 +1,12 @@
-"""The WorkOS webhook endpoint: size limit, signature check on the raw body, shape check, then the inbox.
+"""The WorkOS webhook endpoint: size limit, signature check on the raw body, envelope check, then the inbox.
 
-Answers: 200 applied / ignored / duplicate; 400 malformed JSON or wrong shape (nothing stored); 401 bad,
-missing or stale signature (nothing stored; counted, and audited as a rate-limited summary without organization:
-:mod:`~hatidata_auth.services.security_events`); 413 body over
-``HATIDATA_WEBHOOK_MAX_BYTES``; 500 applying failed (stored as failed, WorkOS retries).
+The event is acknowledged once stored (one statement); the appliers (:mod:`~hatidata_auth.services.inbox_worker`)
+apply it afterwards. Answers: 200 ``{"event_id", "status": "received"}`` (stored for the appliers, or a known
+failed event queued again) or ``{"event_id", "status": "duplicate"}`` (known already: nothing changes); 400
+malformed JSON or envelope (nothing stored; a well-formed envelope whose data a handler refuses is stored and
+recorded ``failed`` by the applier); 401 bad, missing or stale signature (nothing stored; counted, and audited as
+a rate-limited summary without organization: :mod:`~hatidata_auth.services.security_events`); 413 body over
+``HATIDATA_WEBHOOK_MAX_BYTES``; 503 the database is unreachable (nothing stored, WorkOS retries).
 """
 
 from __future__ import annotations
@@ -12,15 +15,13 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from .. import metrics
-from ..causes import Actor, Cause
+from .. import inbox_runtime, metrics
 from ..config import DEFAULTS
 from ..errors import error_response
 from ..extensions import csrf, db
-from ..request_hooks import request_info
 from ..security_reports import report
 from ..services.events import PayloadError
-from ..services.inbox import error_summary, receive, validate_envelope
+from ..services.inbox import error_summary, store, validate_envelope
 from ..workos.webhooks import InvalidSignature, MalformedEvent, parse_event, verify_signature
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
@@ -72,14 +73,8 @@ def workos_webhook() -> Any:
         return _malformed(exc.cause)
     except PayloadError as exc:
         return _malformed(exc)
-    try:
-        result = receive(db.session(), client, payload, source="webhook",
-                         cause=Cause.by(Actor.workos(), request_info()))
-    except PayloadError as exc:
-        return error_response(400, "malformed_event", "The event data does not have the expected shape.",
-                              {"reason": error_summary(exc)})
-    metrics.webhook_event(result.event_type, result.status)
-    if result.status == "failed":
-        return error_response(500, "event_failed", "The event could not be applied; it is kept for retry.",
-                              {"event_id": result.event_id})
-    return jsonify({"event_id": result.event_id, "status": result.status})
+    status = store(db.session(), payload, source="webhook")
+    metrics.webhook_event(payload["event"], status)
+    if status == "received":
+        inbox_runtime.wake(current_app)
+    return jsonify({"event_id": payload["id"], "status": status})

@@ -33,13 +33,66 @@ def sign(secret: str, body: str, timestamp_ms: int | None = None) -> str:
     return f"t={ts}, v1={digest}"
 
 
+def drain_inbox(app: Flask) -> int:
+    """Run the inbox applier synchronously until no event is due (what the applier threads do in a deployment);
+    returns how many events it claimed."""
+    from hatidata_auth.extensions import db
+    from hatidata_auth.services import inbox_worker
+
+    with app.app_context():
+        return inbox_worker.drain(db.session(), app.extensions["hatidata_workos"].client)
+
+
 def post_event(client: FlaskClient, app: Flask, payload: dict[str, Any] | str, *,
-               secret: str | None = None, timestamp_ms: int | None = None) -> Any:
-    """POST a signed event to the webhook route through the test client."""
+               secret: str | None = None, timestamp_ms: int | None = None, drain: bool = True) -> Any:
+    """POST a signed event to the webhook route through the test client, then (unless *drain* is false) apply
+    what the inbox holds, so the event's effects are visible when this returns; returns the webhook's answer."""
     body = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
     signature = sign(secret or app.config["WORKOS_WEBHOOK_SECRET"], body, timestamp_ms)
-    return client.post("/webhooks/workos", data=body, headers={"WorkOS-Signature": signature,
-                                                               "Content-Type": "application/json"})
+    response = client.post("/webhooks/workos", data=body, headers={"WorkOS-Signature": signature,
+                                                                   "Content-Type": "application/json"})
+    if drain:
+        drain_inbox(app)
+    return response
+
+
+def wait_applied(app: Flask, timeout: float = 30.0) -> None:
+    """Wait until no event of the inbox is ``received`` (applier threads of other processes apply them)."""
+    from hatidata_auth.extensions import db
+    from hatidata_auth.services import inbox_worker
+
+    deadline = time.monotonic() + timeout
+    with app.app_context():
+        while (waiting := inbox_worker.pending(db.session())) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        db.session.remove()
+    assert not waiting, f"{waiting} event(s) still waiting for an applier after {timeout}s"
+
+
+def deliver(client: FlaskClient, app: Flask, payload: dict[str, Any]) -> str:
+    """POST a signed event (it must be acknowledged) and apply the inbox; returns what became of the event:
+    ``duplicate`` (the webhook's answer) or its stored status (``applied``, ``ignored``, ``failed``)."""
+    response = post_event(client, app, payload)
+    assert response.status_code == 200, response.get_json()
+    answer = response.get_json()
+    assert answer["event_id"] == payload["id"], answer
+    if answer["status"] == "duplicate":
+        return "duplicate"
+    assert answer["status"] == "received", answer
+    from hatidata_auth.extensions import db
+
+    with app.app_context():
+        status = db.session.scalar(select(WebhookEvent.status).where(WebhookEvent.event_id == payload["id"]))
+    assert status is not None
+    return status
+
+
+def inbox_status(session: Session, event_id: str) -> str | None:
+    """The stored status of an event (``None``: not stored)."""
+    session.expire_all()
+    status = session.scalar(select(WebhookEvent.status).where(WebhookEvent.event_id == event_id))
+    session.rollback()
+    return status
 
 
 def mirror_organizations(session: Session, workos_client: Any) -> dict[str, Organization]:

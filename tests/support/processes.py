@@ -283,5 +283,6 @@ def app_settings(app_config: dict[str, Any], **overrides: Any) -> dict[str, Any]
     keys = ("SQLALCHEMY_DATABASE_URI", "SECRET_KEY", "HATIDATA_COOKIE_KEY", "WORKOS_BASE_URL", "CACHE_KEY_PREFIX",
             "WORKOS_WEBHOOK_SECRET", "REDIS_URL", "CACHE_TYPE", "CACHE_DIR")
     values = {k: app_config[k] for k in keys if app_config.get(k) is not None}
+    values["HATIDATA_INBOX_APPLIERS"] = 1  # the testing profile runs none unless asked: these serve webhooks
     values.update(overrides)
     return values

@@ -125,8 +125,26 @@ def emulator_control(emulator: Any) -> EmulatorControl:
     return EmulatorControl(emulator.url)
 
 
+class DrainingControl(EmulatorControl):
+    """The control API of an emulator delivering to *app*: :meth:`flush` also applies what the app's inbox holds
+    (the app acknowledges webhooks and applies them later; the tests have no applier threads)."""
+
+    def __init__(self, base_url: str, app: Flask) -> None:
+        super().__init__(base_url)
+        self.app = app
+
+    def flush(self, timeout: float = 60) -> Any:
+        """Wait until queued deliveries are sent, then apply them."""
+        from tests.support.dsync import drain_inbox
+
+        sent = super().flush(timeout)
+        drain_inbox(self.app)
+        return sent
+
+
 @pytest.fixture
-def webhooks(emulator_control: EmulatorControl, live_app: LiveServer, app: Flask) -> EmulatorControl:
-    """The control API, with the live app registered as the webhook endpoint."""
-    emulator_control.register_webhook(f"{live_app.url}/webhooks/workos", app.config["WORKOS_WEBHOOK_SECRET"])
-    return emulator_control
+def webhooks(emulator: Any, live_app: LiveServer, app: Flask) -> EmulatorControl:
+    """The control API, with the live app registered as the webhook endpoint (``flush`` applies the inbox)."""
+    control = DrainingControl(emulator.url, app)
+    control.register_webhook(f"{live_app.url}/webhooks/workos", app.config["WORKOS_WEBHOOK_SECRET"])
+    return control

@@ -1,0 +1,99 @@
+"""The inbox appliers of one app process: an :class:`~hatidata_auth.services.inbox_worker.ApplierPool` bound to
+the app (each batch in an app context, with ``db.session`` and the WorkOS client).
+
+Settings: ``HATIDATA_INBOX_APPLIERS`` threads per process (unset: 2 on PostgreSQL, 1 on SQLite, none under
+``TESTING``; 0: none, for deployments that run ``hatidata inbox work`` instead), ``HATIDATA_INBOX_BATCH`` events
+per transaction, ``HATIDATA_INBOX_POLL_INTERVAL`` seconds between polls when no wake-up comes. The threads start
+with the first request or gunicorn's ``post_worker_init`` (never in a CLI command, never before a fork).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from .config import DEFAULTS
+from .extensions import db
+from .services.inbox_worker import ApplierPool, apply_batch
+
+EXTENSION = "hatidata_inbox_appliers"
+
+
+def applier_threads(app: Flask) -> int:
+    """How many applier threads this process runs (``HATIDATA_INBOX_APPLIERS``, or the default)."""
+    configured = app.config.get("HATIDATA_INBOX_APPLIERS")
+    if configured is not None:
+        return max(0, int(configured))
+    if app.config.get("TESTING"):
+        return 0
+    return default_threads(app)
+
+
+def default_threads(app: Flask) -> int:
+    """2 applier threads on PostgreSQL, 1 on SQLite (whose writers take turns anyway)."""
+    return 2 if _is_postgresql(app) else 1
+
+
+def _is_postgresql(app: Flask) -> bool:
+    return str(app.config.get("SQLALCHEMY_DATABASE_URI") or "").startswith("postgresql")
+
+
+def listen_dsn(app: Flask) -> str | None:
+    """The libpq connection string of the app's PostgreSQL database (``None`` for another database)."""
+    if not _is_postgresql(app):
+        return None
+    with app.app_context():
+        url = db.engine.url
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def run_batch(app: Flask, revoking_only: bool = False) -> int:
+    """Apply one batch in an app context (only events that take access away with *revoking_only*); returns how
+    many events it claimed."""
+    limit = int(app.config.get("HATIDATA_INBOX_BATCH") or DEFAULTS["HATIDATA_INBOX_BATCH"])
+    with app.app_context():
+        client = app.extensions["hatidata_workos"].client
+        return apply_batch(db.session(), client, limit=limit, revoking_only=revoking_only).claimed
+
+
+def make_pool(app: Flask, threads: int) -> ApplierPool:
+    """An applier pool of *threads* threads for *app* (not started)."""
+    poll = float(app.config.get("HATIDATA_INBOX_POLL_INTERVAL") or DEFAULTS["HATIDATA_INBOX_POLL_INTERVAL"])
+    return ApplierPool(lambda revoking_only: run_batch(app, revoking_only), threads=threads, poll_interval=poll,
+                       listen_dsn=listen_dsn(app))
+
+
+def init_app(app: Flask) -> None:
+    """Give *app* its applier pool, started on the first request (when any threads are configured)."""
+    threads = applier_threads(app)
+    if threads <= 0:
+        return
+    pool = make_pool(app, threads)
+    app.extensions[EXTENSION] = pool
+
+    @app.before_request
+    def _start_appliers() -> None:
+        if not pool.running:
+            pool.start()
+
+
+def start(app: Any) -> None:
+    """Start *app*'s appliers now if it has any (gunicorn's ``post_worker_init`` calls this)."""
+    pool = getattr(app, "extensions", {}).get(EXTENSION)
+    if pool is not None:
+        pool.start()
+
+
+def stop(app: Any) -> None:
+    """Stop *app*'s appliers (a batch in progress finishes)."""
+    pool = getattr(app, "extensions", {}).get(EXTENSION)
+    if pool is not None:
+        pool.stop()
+
+
+def wake(app: Flask) -> None:
+    """An event was stored: wake this process's appliers (others are woken by ``NOTIFY`` or poll)."""
+    pool = app.extensions.get(EXTENSION)
+    if pool is not None:
+        pool.wake()

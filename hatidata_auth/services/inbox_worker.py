@@ -1,0 +1,279 @@
+"""The appliers: they apply the events the webhook stored (status ``received``) in batches, in order per entity.
+
+A batch is one transaction: :func:`claim` takes up to *limit* events, each the oldest pending event of its
+:func:`~hatidata_auth.services.inbox.entity_key` (by event time, then arrival), so the events of one directory
+user, group or directory never overtake each other and never run in two appliers at once. On PostgreSQL the
+claim locks the rows with ``FOR UPDATE SKIP LOCKED``: appliers in any number of processes share the inbox, and
+a crashed applier's rows are unlocked by its rollback and claimed again. On SQLite the claim is an ``UPDATE``,
+which takes the database's write lock: appliers take turns. Each event is applied by the inbox's handlers under
+a savepoint, with its audit events; a failing event is rolled back alone and recorded ``failed`` with its error
+summary (a transient WorkOS outage keeps it ``received`` for a later attempt, at most
+:data:`MAX_TRANSIENT_ATTEMPTS`), the rest of the batch commits.
+
+:class:`ApplierPool` runs appliers as threads, woken by PostgreSQL ``LISTEN`` (``NOTIFY`` is sent by
+:func:`~hatidata_auth.services.inbox.store`'s transaction), by :meth:`ApplierPool.wake` in the same process, or
+else every *poll_interval* seconds. Nothing here knows Flask: the pool is given the function that runs a batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Select, and_, case, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from ..causes import Actor, Cause
+from ..errors import is_connection_error
+from ..models import WebhookEvent, utcnow
+from ..workos import WorkOSClient, WorkOSUnavailable
+from . import audit
+from .events import parse_time
+from .inbox import INBOX_CHANNEL, InboxResult, apply_event, error_summary
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH = 20
+MAX_TRANSIENT_ATTEMPTS = 5
+RETRY_DELAY = timedelta(seconds=5)
+"""After a transient failure (WorkOS unreachable) an event waits this long before the next try; the events of its
+entity key wait behind it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """One event taken by a batch."""
+
+    id: int
+    event_id: str
+    event_type: str
+    payload: dict[str, Any]
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class BatchReport:
+    """What one batch did: the events it claimed and each one's result (``applied``, ``ignored``, ``failed``, or
+    ``received`` when a transient failure left it for a later attempt)."""
+
+    claimed: int
+    results: tuple[InboxResult, ...] = ()
+
+    def count(self, status: str) -> int:
+        """How many events of the batch ended with *status*."""
+        return sum(1 for r in self.results if r.status == status)
+
+
+REVOKING_EVENTS = ("dsync.user.deleted", "dsync.deleted", "dsync.group.user_removed", "organization.deleted",
+                   "organization_membership.deleted", "session.revoked", "connection.deactivated")
+"""Event types that take access away: claimed before the others (with ``dsync.user.updated`` to a state other
+than ``active``), so a backlog never delays a deprovisioning. Order within an entity key is unchanged."""
+
+
+def revokes_access(event_type: str, payload: dict[str, Any]) -> bool:
+    """Whether the event takes access away (the Python twin of the claim's ordering)."""
+    if event_type in REVOKING_EVENTS:
+        return True
+    data = payload.get("data")
+    return event_type == "dsync.user.updated" and isinstance(data, dict) and data.get("state") != "active"
+
+
+def _revoking() -> Any:
+    t = WebhookEvent.__table__
+    state = t.c.payload[("data", "state")].as_string()
+    return case((or_(t.c.event_type.in_(REVOKING_EVENTS),
+                     and_(t.c.event_type == "dsync.user.updated", state != "active")), 0), else_=1)
+
+
+def _heads(now_due: Any) -> Select[Any]:
+    """The oldest pending event of each entity key that is due: not waiting after a transient failure (which left
+    its error), or waiting since before *now_due*."""
+    t = WebhookEvent.__table__
+    when = func.coalesce(t.c.event_created_at, t.c.received_at)
+    ranked = select(
+        t.c.id, t.c.last_error, t.c.updated_at, when.label("at"),
+        func.row_number().over(partition_by=func.coalesce(t.c.entity_key, t.c.event_id),
+                               order_by=(when, t.c.id)).label("rank"),
+    ).where(t.c.status == "received").subquery()
+    due = or_(ranked.c.last_error.is_(None), ranked.c.updated_at <= now_due)
+    return select(ranked.c.id).where(ranked.c.rank == 1, due)
+
+
+def claim(session: Session, limit: int = DEFAULT_BATCH, *, revoking_only: bool = False) -> list[Claimed]:
+    """Take up to *limit* due events, the oldest pending one of each entity key, those revoking access first, then
+    oldest first; they stay
+    claimed until *session*'s transaction ends (the caller commits their outcome, or rolls them back). With
+    *revoking_only*, only events that take access away (the pool's deprovisioning thread)."""
+    t = WebhookEvent.__table__
+    now = utcnow()
+    due = now - RETRY_DELAY  # a retried event's updated_at is its last attempt
+    order = (_revoking(), func.coalesce(t.c.event_created_at, t.c.received_at), t.c.id)
+    heads = _heads(due)
+    wanted = [t.c.id.in_(heads), *([_revoking() == 0] if revoking_only else [])]
+    if session.get_bind().dialect.name == "postgresql":
+        picked = (select(t.c.id).where(*wanted, t.c.status == "received")
+                  .order_by(*order).limit(limit).with_for_update(skip_locked=True))
+    else:
+        picked = select(t.c.id).where(*wanted).order_by(*order).limit(limit)
+    stmt = (update(t).where(t.c.id.in_(picked.scalar_subquery())).values(attempts=t.c.attempts + 1, updated_at=now)
+            .returning(t.c.id, t.c.event_id, t.c.event_type, t.c.payload, t.c.attempts, t.c.event_created_at,
+                       t.c.received_at))
+    rows = sorted(session.execute(stmt).all(), key=lambda r: (not revokes_access(r.event_type, r.payload),
+                                                              parse_time(r.event_created_at) or r.received_at, r.id))
+    return [Claimed(r.id, r.event_id, r.event_type, dict(r.payload), r.attempts) for r in rows]
+
+
+def _finish(session: Session, event: Claimed, status: str, error: str | None) -> None:
+    now = utcnow()
+    session.execute(update(WebhookEvent.__table__).where(WebhookEvent.__table__.c.id == event.id).values(
+        status=status, last_error=error, updated_at=now, applied_at=now if status == "applied" else None))
+
+
+def apply_one(session: Session, client: WorkOSClient, event: Claimed, cause: Cause) -> InboxResult:
+    """Apply one claimed event under a savepoint and record its outcome in the inbox (the caller commits)."""
+    mark = audit.pending_count(session)
+    savepoint = session.begin_nested()
+    try:
+        ctx = apply_event(session, client, event.payload, cause)
+        savepoint.commit()
+    except Exception as exc:
+        savepoint.rollback()
+        audit.discard_after(session, mark)
+        if is_connection_error(exc):
+            raise  # the database is gone: the whole batch rolls back and stays pending
+        error = error_summary(exc)
+        transient = isinstance(exc, WorkOSUnavailable) and event.attempts < MAX_TRANSIENT_ATTEMPTS
+        log.warning("applying WorkOS event %s (%s) failed: %s", event.event_id, event.event_type, error,
+                    exc_info=not transient and exc)
+        status = "received" if transient else "failed"
+        _finish(session, event, status, error)
+        return InboxResult(event.event_id, event.event_type, status, error=error)
+    _finish(session, event, ctx.outcome, ctx.note)
+    return InboxResult(event.event_id, event.event_type, ctx.outcome, note=ctx.note)
+
+
+def apply_batch(session: Session, client: WorkOSClient, *, limit: int = DEFAULT_BATCH,
+                cause: Cause | None = None, revoking_only: bool = False) -> BatchReport:
+    """Claim and apply one batch in one transaction (committed; rolled back on a database error, which is raised).
+
+    Each event acts as WorkOS unless *cause* says who.
+    """
+    cause = cause or Cause.by(Actor.workos())
+    try:
+        events = claim(session, limit, revoking_only=revoking_only)
+        if not events:
+            session.rollback()
+            return BatchReport(0)
+        results = tuple(apply_one(session, client, event, cause) for event in events)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    return BatchReport(len(events), results)
+
+
+def drain(session: Session, client: WorkOSClient, *, limit: int = DEFAULT_BATCH, max_batches: int = 10_000) -> int:
+    """Apply batches until none is due (or *max_batches*); returns how many events were claimed in all."""
+    total = 0
+    for _ in range(max_batches):
+        report = apply_batch(session, client, limit=limit)
+        if not report.claimed:
+            break
+        total += report.claimed
+    return total
+
+
+def pending(session: Session) -> int:
+    """How many events wait for an applier (status ``received``)."""
+    n = session.scalar(select(func.count()).select_from(WebhookEvent).where(WebhookEvent.status == "received"))
+    session.rollback()
+    return int(n or 0)
+
+
+class ApplierPool:
+    """Applier threads of one process: each runs *run_batch* (which returns how many events it claimed) until it
+    claims nothing, then sleeps until woken or *poll_interval* seconds pass. One more thread runs
+    ``run_batch(True)``: it claims only events that take access away, so a deprovisioning never waits for the
+    batches in progress.
+
+    *listen_dsn* (a libpq connection string) adds a thread that ``LISTEN``\\ s on the inbox channel and wakes
+    them on every ``NOTIFY``.
+    """
+
+    def __init__(self, run_batch: Callable[[bool], int], *, threads: int, poll_interval: float = 1.0,
+                 listen_dsn: str | None = None, name: str = "inbox-applier") -> None:
+        self._run_batch = run_batch
+        self._count = threads
+        self._poll = poll_interval
+        self._listen_dsn = listen_dsn
+        self._name = name
+        self._wake = threading.Event()
+        self._wake_urgent = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    @property
+    def running(self) -> bool:
+        """Whether the threads have been started (and not stopped)."""
+        return bool(self._threads) and not self._stop.is_set()
+
+    def start(self) -> None:
+        """Start the threads (once; later calls do nothing)."""
+        with self._lock:
+            if self._threads or self._count <= 0:
+                return
+            targets: list[Callable[[], None]] = [self._loop] * self._count + [self._urgent_loop]
+            if self._listen_dsn:
+                targets.append(self._listen)
+            for i, target in enumerate(targets):
+                thread = threading.Thread(target=target, name=f"{self._name}-{i}", daemon=True)
+                self._threads.append(thread)
+                thread.start()
+
+    def wake(self) -> None:
+        """Events may be waiting: wake the sleeping appliers."""
+        self._wake.set()
+        self._wake_urgent.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask the threads to stop and wait up to *timeout* seconds for each (a batch in progress finishes)."""
+        self._stop.set()
+        self.wake()
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def _loop(self, revoking_only: bool = False) -> None:
+        wake = self._wake_urgent if revoking_only else self._wake
+        while not self._stop.is_set():
+            wake.clear()
+            try:
+                claimed = self._run_batch(revoking_only)
+            except Exception:
+                log.exception("inbox applier batch failed; retrying in %ss", self._poll)
+                self._stop.wait(self._poll)
+                continue
+            if not claimed:
+                wake.wait(self._poll)
+
+    def _urgent_loop(self) -> None:
+        self._loop(revoking_only=True)
+
+    def _listen(self) -> None:
+        import psycopg
+
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self._listen_dsn or "", autocommit=True) as conn:
+                    conn.execute(f"LISTEN {INBOX_CHANNEL}")
+                    self.wake()  # catch up on what arrived while nobody listened
+                    while not self._stop.is_set():
+                        for _ in conn.notifies(timeout=1.0):
+                            self.wake()
+            except psycopg.Error as exc:
+                log.warning("inbox LISTEN connection lost (%s); polling every %ss until it is back", exc, self._poll)
+                self._stop.wait(self._poll)
