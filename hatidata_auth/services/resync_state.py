@@ -1,0 +1,123 @@
+"""What the full resync (:mod:`services.reconcile`) reads and writes a page at a time, in set operations.
+
+Per page of listed users: :class:`PageHeld` (their group memberships and access, two queries through the
+``(organization_id, user_workos_id)`` and ``(organization_id, directory_user_id)`` indexes), one multi-row upsert
+of the memberships that changed (:func:`write_group_memberships`, ``INSERT ... ON CONFLICT DO UPDATE`` under the
+version guard), one ``UPDATE`` marking them seen by the run (:func:`mark_seen`). After the last page,
+:func:`unseen_users` reads what the run did not see, a chunk at a time. The run's position is a
+:class:`~hatidata_auth.models.ResyncCursor` (:func:`open_cursor`), saved with each page, so a crashed resync resumes
+after its last committed page.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from ..models import DirectoryGroupMembership, DirectoryUser, Membership, ResyncCursor, new_id
+
+#: (role, status, source) of the membership hanging on a directory user.
+Access = tuple[str | None, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class PageHeld:
+    """What we hold for one page of listed users.
+
+    *memberships*: ``{user WorkOS id: {group WorkOS id: present}}``; *access*: ``{directory user WorkOS id:
+    (role, status, source)}`` of the memberships carrying it.
+    """
+
+    memberships: dict[str, dict[str, bool]]
+    access: dict[str, Access]
+
+    @classmethod
+    def load(cls, session: Session, organization_id: str, user_ids: list[str]) -> PageHeld:
+        """Two queries for the page (none for an empty one)."""
+        memberships: dict[str, dict[str, bool]] = defaultdict(dict)
+        access: dict[str, Access] = {}
+        if user_ids:
+            for uid, gid, present in session.execute(
+                    select(DirectoryGroupMembership.user_workos_id, DirectoryGroupMembership.group_workos_id,
+                           DirectoryGroupMembership.present)
+                    .where(DirectoryGroupMembership.organization_id == organization_id,
+                           DirectoryGroupMembership.user_workos_id.in_(user_ids))):
+                memberships[uid][gid] = present
+            for du_id, role, status, source in session.execute(
+                    select(Membership.directory_user_id, Membership.role, Membership.status, Membership.source)
+                    .where(Membership.organization_id == organization_id,
+                           Membership.directory_user_id.in_(user_ids))):
+                access[str(du_id)] = (role, status, source)
+        return cls(dict(memberships), access)
+
+
+def write_group_memberships(session: Session, organization_id: str, changes: list[tuple[str, str, bool]],
+                            version_at: datetime) -> None:
+    """Upsert ``(group WorkOS id, user WorkOS id, present)`` rows in one statement, versioned *version_at*.
+
+    A stored row keeps a newer fact (a webhook applied after the run started): the update applies only where the
+    stored ``(version_at, version_event_id)`` is not after ``(version_at, "")``, the guard of
+    ``events.directory_state.set_group_membership``.
+    """
+    if not changes:
+        return
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    stmt = insert(DirectoryGroupMembership)
+    table = DirectoryGroupMembership.__table__
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["organization_id", "group_workos_id", "user_workos_id"],
+        set_={"present": stmt.excluded.present, "version_at": stmt.excluded.version_at, "version_event_id": None},
+        where=or_(table.c.version_at.is_(None), table.c.version_at < stmt.excluded.version_at,
+                  and_(table.c.version_at == stmt.excluded.version_at,
+                       func.coalesce(table.c.version_event_id, "") == "")))
+    # One compiled statement executed over the page's rows (the driver batches them): a literal multi-row VALUES
+    # would be compiled and parsed anew for every page.
+    session.execute(stmt, [{"organization_id": organization_id, "group_workos_id": gid, "user_workos_id": uid,
+                            "present": present, "version_at": version_at, "version_event_id": None}
+                           for gid, uid, present in changes])
+
+
+def mark_seen(session: Session, organization_id: str, user_ids: list[str], run_id: str) -> None:
+    """Record that the run saw these users listed (one ``UPDATE``; ``updated_at`` is left alone)."""
+    if user_ids:
+        session.execute(update(DirectoryUser).where(DirectoryUser.organization_id == organization_id,
+                                                    DirectoryUser.workos_id.in_(user_ids))
+                        .values(resync_run_id=run_id, updated_at=DirectoryUser.updated_at)
+                        .execution_options(synchronize_session=False))
+
+
+def unseen_users(session: Session, organization_id: str, directory_id: str, run_id: str, started: datetime,
+                 after: str, limit: int) -> list[DirectoryUser]:
+    """Up to *limit* live users of the directory, after the WorkOS id *after*, that the run did not see listed.
+
+    Users created after the run started (by a webhook, while it ran) are not its to judge.
+    """
+    return list(session.scalars(select(DirectoryUser).where(
+        DirectoryUser.organization_id == organization_id, DirectoryUser.directory_id == directory_id,
+        DirectoryUser.deleted_at.is_(None), DirectoryUser.created_at < started, DirectoryUser.workos_id > after,
+        or_(DirectoryUser.resync_run_id.is_(None), DirectoryUser.resync_run_id != run_id))
+        .order_by(DirectoryUser.workos_id).limit(limit)))
+
+
+def open_cursor(session: Session, organization_id: str, directory_id: str, started: datetime) -> ResyncCursor:
+    """The directory's unfinished run, else a new one (added, not committed)."""
+    cursor = session.scalar(select(ResyncCursor).where(ResyncCursor.organization_id == organization_id,
+                                                       ResyncCursor.directory_id == directory_id))
+    if cursor is None:
+        cursor = ResyncCursor(organization_id=organization_id, directory_id=directory_id,
+                              run_id=new_id("resync")[:64], started_at=started, after_user_id=None, report={})
+        session.add(cursor)
+    return cursor
+
+
+def restore_counts(target: Any, saved: dict[str, Any]) -> None:
+    """Copy the counters (and examples) a cursor saved back onto a report."""
+    for key, value in saved.items():
+        if hasattr(target, key) and key not in ("organization_id", "directory_id", "seconds"):
+            setattr(target, key, value)
