@@ -8,12 +8,14 @@ from flask import Blueprint, Response, jsonify, request
 
 from .. import dsync, serialize
 from ..pagination import paginate, paginate_collection
+from ..persistence import read_only
 from ..state import emulator
 
 bp = Blueprint("directory_sync", __name__)
 
 
 @bp.get("/directories")
+@read_only
 def list_directories() -> Any:
     """``GET /directories`` (filters: ``organization_id``, ``domain``, ``search``)."""
     emu = emulator()
@@ -33,6 +35,7 @@ def list_directories() -> Any:
 
 
 @bp.get("/directories/<directory_id>")
+@read_only
 def get_directory(directory_id: str) -> Any:
     """``GET /directories/{id}``."""
     emu = emulator()
@@ -48,6 +51,7 @@ def delete_directory(directory_id: str) -> Any:
 
 
 @bp.get("/directory_users")
+@read_only
 def list_directory_users() -> Any:
     """``GET /directory_users`` (``directory`` or ``group`` filter; also ``email``/``idp_id``)."""
     emu = emulator()
@@ -76,6 +80,7 @@ def list_directory_users() -> Any:
 
 
 @bp.get("/directory_users/<user_id>")
+@read_only
 def get_directory_user(user_id: str) -> Any:
     """``GET /directory_users/{id}``."""
     emu = emulator()
@@ -85,6 +90,7 @@ def get_directory_user(user_id: str) -> Any:
 
 
 @bp.get("/directory_groups")
+@read_only
 def list_directory_groups() -> Any:
     """``GET /directory_groups`` (``directory`` or ``user`` filter)."""
     emu = emulator()
@@ -105,6 +111,7 @@ def list_directory_groups() -> Any:
 
 
 @bp.get("/directory_groups/<group_id>")
+@read_only
 def get_directory_group(group_id: str) -> Any:
     """``GET /directory_groups/{id}``."""
     emu = emulator()
