@@ -212,16 +212,17 @@ def mirror_user_pages(run: _Run, held: _Held) -> None:
         ctx.verified_domains = domains.VerifiedDomains.load(session)
         datas = [d for d in (u.to_dict() for u in page) if run.keep(d)]
         ids = [d["id"] for d in datas]
-        stored = {du.workos_id: du for du in session.scalars(select(DirectoryUser).where(
-            DirectoryUser.organization_id == org.id, DirectoryUser.workos_id.in_(ids)))} if ids else {}
+        stored = {du.workos_id: du for du in session.scalars(resync_state.page_lookup(
+            session, DirectoryUser, DirectoryUser.organization_id, org.id, DirectoryUser.workos_id, ids,
+            unique=True))} if ids else {}
         links = directory_people.PageLinks.load(session, org.id, stored.values())
         held.page, held.changes = resync_state.PageHeld.load(session, org.id, ids), []
         prepare_people(run, ctx, org, datas, stored, held.org_active)
-        for data in datas:
-            mirror_user(run, held, ctx, org, data, stored.get(data["id"]), links)
+        seen = [mirror_user(run, held, ctx, org, data, stored.get(data["id"]), links) for data in datas]
         run.report.users_seen += len(datas)
         resync_state.write_group_memberships(session, org.id, held.changes, run.started)
-        resync_state.mark_seen(session, org.id, ids, run.run_id)
+        session.flush()
+        resync_state.mark_seen(session, [du for du in seen if du is not None], run.run_id)
         cursor = _cursor(run)
         cursor.after_user_id = page[-1].id
         cursor.report = _saved(run.report)
@@ -256,14 +257,14 @@ def prepare_people(run: _Run, ctx: EventContext, org: Organization, datas: list[
 
 
 def mirror_user(run: _Run, held: _Held, ctx: EventContext, org: Organization, data: dict[str, Any],
-                existing: DirectoryUser | None, links: directory_people.PageLinks) -> None:
-    """Apply one listed user, its group memberships and its access; repair what differed."""
+                existing: DirectoryUser | None, links: directory_people.PageLinks) -> DirectoryUser | None:
+    """Apply one listed user, its group memberships and its access; repair what differed; returns its row."""
     report, uid = run.report, data["id"]
     wanted = {g["id"] for g in data.pop("groups", None) or []}
     existed = existing is not None and existing.deleted_at is None and existing.directory_id == run.directory_id
     row, changed = upsert_directory_user(ctx, org, data, existing=existing)
     if row is None or row.deleted_at is not None:
-        return
+        return row
     if changed:
         if existed:
             report.users_updated += 1
@@ -285,6 +286,7 @@ def mirror_user(run: _Run, held: _Held, ctx: EventContext, org: Organization, da
         report.note(f"person of {row.email or uid} differed ({split})")
     if changed or groups_changed or drifted or split:
         sync_member(ctx, org, row, reason="resync", groups=user_groups, repair_split=bool(split))
+    return row
 
 
 def reconcile_memberships(run: _Run, held: _Held, uid: str, wanted: set[str]) -> bool:

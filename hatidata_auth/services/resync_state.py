@@ -16,14 +16,35 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import ARRAY, Select, String, and_, func, literal, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import QueryableAttribute, Session, aliased
 
 from ..models import DirectoryGroupMembership, DirectoryUser, Membership, ResyncCursor, new_id
 
 #: (role, status, source) of the membership hanging on a directory user.
 Access = tuple[str | None, str, str]
+
+
+def page_lookup(session: Session, what: Any, organization: QueryableAttribute[str], organization_id: str,
+                key: QueryableAttribute[Any], keys: list[str], *, unique: bool) -> Select[Any]:
+    """``SELECT what WHERE organization = :organization_id AND key IN keys``, planned as one index lookup per key.
+
+    On PostgreSQL it is written as a lateral join over ``unnest(:keys)`` whose inner query has equality on both
+    columns (``LIMIT 1`` for a *unique* key, ``OFFSET 0`` otherwise, so it is not flattened): the planner cannot
+    turn it into a scan of the whole organization filtered by the keys, the plan it picks for ``key IN (...)``
+    when the table has no statistics (a fresh database), which made each page cost the organization's size.
+    One array parameter also gives every page the same statement text (prepared once). *what* is a mapped class
+    (rows come back as its instances) or a tuple of columns.
+    """
+    entity = isinstance(what, type)
+    columns = (what,) if entity else tuple(what)
+    if session.get_bind().dialect.name != "postgresql":
+        return select(*columns).where(organization == organization_id, key.in_(keys))
+    keyed = func.unnest(literal(keys, ARRAY(String))).table_valued("key").render_derived()
+    inner = select(*columns).where(organization == organization_id, key == keyed.c.key)
+    lateral = (inner.limit(1) if unique else inner.offset(0)).lateral()
+    return select(aliased(what, lateral) if entity else lateral).select_from(keyed).join(lateral, true())
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,16 +64,16 @@ class PageHeld:
         memberships: dict[str, dict[str, bool]] = defaultdict(dict)
         access: dict[str, Access] = {}
         if user_ids:
-            for uid, gid, present in session.execute(
-                    select(DirectoryGroupMembership.user_workos_id, DirectoryGroupMembership.group_workos_id,
-                           DirectoryGroupMembership.present)
-                    .where(DirectoryGroupMembership.organization_id == organization_id,
-                           DirectoryGroupMembership.user_workos_id.in_(user_ids))):
+            dgm = DirectoryGroupMembership
+            for uid, gid, present in session.execute(page_lookup(
+                    session, (dgm.user_workos_id, dgm.group_workos_id, dgm.present), dgm.organization_id,
+                    organization_id, dgm.user_workos_id, user_ids, unique=False)):
                 memberships[uid][gid] = present
-            for du_id, role, status, source in session.execute(
-                    select(Membership.directory_user_id, Membership.role, Membership.status, Membership.source)
-                    .where(Membership.organization_id == organization_id,
-                           Membership.directory_user_id.in_(user_ids))):
+            rows: Any = session.execute(page_lookup(
+                    session, (Membership.directory_user_id, Membership.role, Membership.status, Membership.source),
+                    Membership.organization_id, organization_id, Membership.directory_user_id, user_ids,
+                    unique=False))
+            for du_id, role, status, source in rows:
                 access[str(du_id)] = (role, status, source)
         return cls(dict(memberships), access)
 
@@ -83,11 +104,10 @@ def write_group_memberships(session: Session, organization_id: str, changes: lis
                            for gid, uid, present in changes])
 
 
-def mark_seen(session: Session, organization_id: str, user_ids: list[str], run_id: str) -> None:
-    """Record that the run saw these users listed (one ``UPDATE``; ``updated_at`` is left alone)."""
-    if user_ids:
-        session.execute(update(DirectoryUser).where(DirectoryUser.organization_id == organization_id,
-                                                    DirectoryUser.workos_id.in_(user_ids))
+def mark_seen(session: Session, rows: list[DirectoryUser], run_id: str) -> None:
+    """Record that the run saw these users listed: one ``UPDATE`` by primary key (``updated_at`` left alone)."""
+    if rows:
+        session.execute(update(DirectoryUser).where(DirectoryUser.id.in_([du.id for du in rows]))
                         .values(resync_run_id=run_id, updated_at=DirectoryUser.updated_at)
                         .execution_options(synchronize_session=False))
 
