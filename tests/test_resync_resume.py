@@ -7,6 +7,7 @@ The crash is real: a database trigger refuses to insert one directory user, so t
 from __future__ import annotations
 
 from collections import Counter
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -22,8 +23,9 @@ from hatidata_auth.models import (
     Organization,
     ResyncCursor,
     User,
+    utcnow,
 )
-from hatidata_auth.services import reconcile
+from hatidata_auth.services import reconcile, resync_state
 from tests.support.dsync import mirror_organizations
 
 ACME_DIR = "directory_01HTDQ8D100000000000000001"
@@ -149,4 +151,21 @@ def test_a_resync_retires_only_what_it_did_not_see(db_session: Any, workos_clien
         DirectoryUser.organization_id == acme))}
     assert after[ghost.workos_id] is not None
     assert all(after[d.workos_id] is None for d in live)
+    db_session.rollback()
+
+
+def test_a_stale_cursor_is_abandoned_for_a_new_run(db_session: Any, workos_client: Any) -> None:
+    acme = mirror_organizations(db_session, workos_client)["acme.test"].id
+    org = db_session.get(Organization, acme)
+    listed = [u.id for u in workos_client.directory_sync.list_users(directory=ACME_DIR, limit=100,
+                                                                     order="asc").auto_paging_iter()]
+    old = utcnow() - resync_state.RESUME_WITHIN - timedelta(minutes=1)
+    db_session.add(ResyncCursor(organization_id=acme, directory_id=org.directory_id, run_id="resync_stale",
+                                started_at=old, after_user_id=listed[-1], report={"users_seen": 99},
+                                created_at=old, updated_at=old))
+    db_session.commit()
+    report = reconcile.full_resync(db_session, workos_client, organization_id=acme, page_size=PAGE)
+    assert report.users_seen == len(listed)  # every user, from the first page
+    assert report.users_created == len(listed)
+    assert db_session.scalar(select(ResyncCursor.id).where(ResyncCursor.organization_id == acme)) is None
     db_session.rollback()

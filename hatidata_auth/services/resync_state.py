@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ARRAY, Select, String, and_, func, literal, or_, select, true, update
@@ -21,6 +21,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import QueryableAttribute, Session, aliased
 
 from ..models import DirectoryGroupMembership, DirectoryUser, Membership, ResyncCursor, new_id
+
+#: How long an unfinished run may be resumed after its last committed page. Older, it is abandoned and a new run
+#: starts: the run versions its membership facts at its start, which a stale run would date too far back.
+RESUME_WITHIN = timedelta(hours=1)
 
 #: (role, status, source) of the membership hanging on a directory user.
 Access = tuple[str | None, str, str]
@@ -126,9 +130,14 @@ def unseen_users(session: Session, organization_id: str, directory_id: str, run_
 
 
 def open_cursor(session: Session, organization_id: str, directory_id: str, started: datetime) -> ResyncCursor:
-    """The directory's unfinished run, else a new one (added, not committed)."""
+    """The directory's unfinished run (its last page committed within :data:`RESUME_WITHIN` of *started*), else
+    a new one (added, not committed)."""
     cursor = session.scalar(select(ResyncCursor).where(ResyncCursor.organization_id == organization_id,
                                                        ResyncCursor.directory_id == directory_id))
+    if cursor is not None and cursor.updated_at < started - RESUME_WITHIN:
+        session.delete(cursor)
+        session.flush()
+        cursor = None
     if cursor is None:
         cursor = ResyncCursor(organization_id=organization_id, directory_id=directory_id,
                               run_id=new_id("resync")[:64], started_at=started, after_user_id=None, report={})
