@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ARRAY, Select, String, and_, func, literal, or_, select, true, update
+from sqlalchemy import ARRAY, Select, String, and_, bindparam, func, literal, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import QueryableAttribute, Session, aliased
 
@@ -109,11 +109,16 @@ def write_group_memberships(session: Session, organization_id: str, changes: lis
 
 
 def mark_seen(session: Session, rows: list[DirectoryUser], run_id: str) -> None:
-    """Record that the run saw these users listed: one ``UPDATE`` by primary key (``updated_at`` left alone)."""
+    """Record that the run saw these users listed (``updated_at`` left alone).
+
+    One single-row ``UPDATE`` by primary key executed over the page (the driver pipelines them): an ``id IN (...)``
+    may be planned as a scan of the table when its statistics are stale, a primary-key equality never is.
+    """
     if rows:
-        session.execute(update(DirectoryUser).where(DirectoryUser.id.in_([du.id for du in rows]))
-                        .values(resync_run_id=run_id, updated_at=DirectoryUser.updated_at)
-                        .execution_options(synchronize_session=False))
+        table = DirectoryUser.__table__
+        session.execute(update(table).where(table.c.id == bindparam("seen_id"))
+                        .values(resync_run_id=run_id, updated_at=table.c.updated_at),
+                        [{"seen_id": du.id} for du in rows])
 
 
 def unseen_users(session: Session, organization_id: str, directory_id: str, run_id: str, started: datetime,
