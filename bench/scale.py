@@ -195,17 +195,30 @@ def print_curve(title: str, points: list[CurvePoint]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--curve", choices=["webhooks", "retention"], action="append",
+    parser.add_argument("--curve", choices=["webhooks", "retention", "resync"], action="append",
                         help="curves to measure (repeatable; default: all)")
-    parser.add_argument("--large", action="store_true", help="fill the inbox to 1,000,000 rows (default 100,000)")
+    parser.add_argument("--large", action="store_true",
+                        help="fill the inbox to 1,000,000 rows (default 100,000); resync: also 30,000 users")
     parser.add_argument("--rows", type=int, help="fill the inbox to this many rows (overrides --large)")
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--users", type=int, default=750)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--compare-indexes", action="store_true",
                         help="webhooks: one more point at the largest size with the indexes of before migration 0002")
+    parser.add_argument("--sizes", default="2000,10000", help="resync: directory sizes in users")
+    parser.add_argument("--baseline", help="resync: a checkout of other code to measure in the same run")
+    parser.add_argument("--analyze", choices=["both", "with", "without"], default="both",
+                        help="resync: with and/or without ANALYZE before it")
     args = parser.parse_args()
-    curves = args.curve or ["webhooks", "retention"]
+    curves = args.curve or ["webhooks", "retention", "resync"]
+    if "resync" in curves:
+        from bench.scale_resync import resync_curve
+
+        resync_curve([int(x) for x in args.sizes.split(",")] + ([30_000] if args.large else []),
+                     baseline=args.baseline, modes={"both": [False, True], "with": [True], "without": [False]}[
+                         args.analyze])
+        if curves == ["resync"]:
+            return
     base = os.environ.get("BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
     from flask_migrate import upgrade

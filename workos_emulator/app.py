@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 
 from .errors import ApiError, unauthorized
 from .lifecycle import load_state, reset_emulator
+from .persistence import READ_ONLY
 from .state import EXTENSION_KEY, Emulator, EmulatorConfig
 from .webhooks import WebhookSettings
 
@@ -103,8 +104,7 @@ def create_app(
 
     @app.after_request
     def _after(resp: Response) -> Response:
-        with emu.store.lock:  # saved before the response leaves: a restart right after it forgets nothing
-            emu.persistence.save(emu.store)
+        _save(app, emu)
         resp.headers["x-request-id"] = getattr(g, "request_id", None) or str(uuid.uuid4())
         return resp
 
@@ -124,6 +124,15 @@ def create_app(
         return jsonify({"message": f"Internal emulator error: {exc}", "code": "server_error"}), 500
 
     return app
+
+
+def _save(app: Flask, emu: Emulator) -> None:
+    """Save the store before the response leaves (a restart right after it forgets nothing), unless the request's
+    view is marked read-only (``persistence.read_only``)."""
+    if getattr(app.view_functions.get(request.endpoint or ""), READ_ONLY, False):
+        return
+    with emu.store.lock:
+        emu.persistence.save(emu.store)
 
 
 def reset(app: Flask) -> None:

@@ -7,7 +7,14 @@ from ..roles import ROLES
 from .access import ApiKey, AuthSession
 from .audit import AuditChainHead, AuditEvent
 from .base import TenantMixin, new_id, utcnow
-from .directory import DirectoryGroup, DirectoryGroupMembership, DirectoryUser, KnownDirectory, RoleMapping
+from .directory import (
+    DirectoryGroup,
+    DirectoryGroupMembership,
+    DirectoryUser,
+    KnownDirectory,
+    ResyncCursor,
+    RoleMapping,
+)
 from .inbox import SyncCursor, WebhookEvent
 from .setup import OrganizationAlert, WizardProgress
 from .tenancy import MEMBERSHIP_SOURCES, MEMBERSHIP_STATUSES, SIGN_IN_METHODS, Membership, Organization, User
@@ -28,6 +35,7 @@ __all__ = [
     "Membership",
     "Organization",
     "OrganizationAlert",
+    "ResyncCursor",
     "RoleMapping",
     "SyncCursor",
     "TenantMixin",

@@ -47,10 +47,18 @@ class TimestampMixin:
 
 
 class TenantMixin:
-    """Marks a table that holds one organization's data: every query on it must filter by organization."""
+    """Marks a table that holds one organization's data: every query on it must filter by organization.
+
+    A table whose unique constraint or index already leads with ``organization_id`` sets
+    ``__tenant_index__ = False``: a single-column index beside it is maintained on every write for nothing, and
+    without statistics the planner may pick it over the composite one (issue #14).
+    """
+
+    __tenant_index__ = True
 
     @declared_attr
     def organization_id(cls) -> Mapped[str]:  # SQLAlchemy declared_attr
         return mapped_column(
-            String(40), ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False, index=True
+            String(40), ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False,
+            index=cls.__tenant_index__,
         )

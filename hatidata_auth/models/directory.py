@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import db
@@ -17,6 +17,7 @@ class DirectoryUser(TenantMixin, TimestampMixin, db.Model):  # type: ignore[name
 
     __tablename__ = "directory_users"
     __table_args__ = (UniqueConstraint("organization_id", "workos_id", name="uq_directory_user_workos"),)
+    __tenant_index__ = False
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("du"))
     workos_id: Mapped[str] = mapped_column(String(64), nullable=False)
@@ -31,6 +32,8 @@ class DirectoryUser(TenantMixin, TimestampMixin, db.Model):  # type: ignore[name
     # Version of the state we hold (the object's updated_at, then the event time); a tombstone when deleted.
     version_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The full resync that last saw WorkOS list this user: what a finished run did not see is gone.
+    resync_run_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class DirectoryGroup(TenantMixin, TimestampMixin, db.Model):  # type: ignore[name-defined]
@@ -38,6 +41,7 @@ class DirectoryGroup(TenantMixin, TimestampMixin, db.Model):  # type: ignore[nam
 
     __tablename__ = "directory_groups"
     __table_args__ = (UniqueConstraint("organization_id", "workos_id", name="uq_directory_group_workos"),)
+    __tenant_index__ = False
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("dg"))
     workos_id: Mapped[str] = mapped_column(String(64), nullable=False)
@@ -56,13 +60,17 @@ class DirectoryGroupMembership(TenantMixin, db.Model):  # type: ignore[name-defi
     """
 
     __tablename__ = "directory_group_memberships"
+    # Looked up by (organization, group) through the unique constraint and by (organization, user) through the
+    # index: every query names the organization, so neither id needs an index of its own.
     __table_args__ = (
         UniqueConstraint("organization_id", "group_workos_id", "user_workos_id", name="uq_dgm_group_user"),
+        Index("ix_dgm_org_user", "organization_id", "user_workos_id"),
     )
+    __tenant_index__ = False
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    group_workos_id: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
-    user_workos_id: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    group_workos_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    user_workos_id: Mapped[str] = mapped_column(String(64), nullable=False)
     present: Mapped[bool] = mapped_column(Boolean, default=True, nullable=False)
     version_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # Tie-break for events of the same millisecond: WorkOS event ids are time-ordered ULIDs.
@@ -78,6 +86,7 @@ class KnownDirectory(TenantMixin, TimestampMixin, db.Model):  # type: ignore[nam
 
     __tablename__ = "known_directories"
     __table_args__ = (UniqueConstraint("organization_id", "directory_id", name="uq_known_directory"),)
+    __tenant_index__ = False
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     directory_id: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
@@ -92,6 +101,7 @@ class RoleMapping(TenantMixin, TimestampMixin, db.Model):  # type: ignore[name-d
     __table_args__ = (
         UniqueConstraint("organization_id", "identifier_kind", "group_identifier", name="uq_role_mapping_group"),
     )
+    __tenant_index__ = False
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("rmap"))
     # "name" (display name), "object_id" (e.g. an Entra GUID) or "directory_group_id".
@@ -99,3 +109,23 @@ class RoleMapping(TenantMixin, TimestampMixin, db.Model):  # type: ignore[name-d
     group_identifier: Mapped[str] = mapped_column(String(255), nullable=False)
     role: Mapped[str] = mapped_column(String(32), nullable=False)
     priority: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+
+
+class ResyncCursor(TenantMixin, TimestampMixin, db.Model):  # type: ignore[name-defined]
+    """Where an unfinished full resync of a directory stands: the run, the last user committed, its report.
+
+    Written with each committed page of users and deleted when the run finishes; a resync that finds one resumes
+    after ``after_user_id`` under the same ``run_id`` (see ``services/reconcile.py``).
+    """
+
+    __tablename__ = "resync_cursors"
+    __table_args__ = (UniqueConstraint("organization_id", "directory_id", name="uq_resync_cursor"),)
+    __tenant_index__ = False
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    directory_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    run_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    # The WorkOS id of the last user of the last committed page (the list's ``after`` cursor); None: none yet.
+    after_user_id: Mapped[str | None] = mapped_column(String(64))
+    report: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=False)

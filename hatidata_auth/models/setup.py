@@ -17,6 +17,7 @@ class WizardProgress(TenantMixin, TimestampMixin, db.Model):  # type: ignore[nam
 
     __tablename__ = "wizard_progress"
     __table_args__ = (UniqueConstraint("organization_id", "plugin", name="uq_wizard_org_plugin"),)
+    __tenant_index__ = False
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("wiz"))
     plugin: Mapped[str] = mapped_column(String(64), nullable=False)
@@ -38,6 +39,7 @@ class OrganizationAlert(TenantMixin, TimestampMixin, db.Model):  # type: ignore[
         UniqueConstraint("organization_id", "kind", "target_id", name="uq_organization_alert_target"),
         Index("ix_organization_alerts_open", "organization_id", "resolved_at"),
     )
+    __tenant_index__ = False
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("alert"))
     kind: Mapped[str] = mapped_column(String(64), nullable=False)

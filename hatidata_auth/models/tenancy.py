@@ -70,7 +70,11 @@ class Membership(TenantMixin, TimestampMixin, db.Model):  # type: ignore[name-de
     """A user's membership of one organization, with the role HatiData grants there."""
 
     __tablename__ = "memberships"
-    __table_args__ = (UniqueConstraint("organization_id", "user_id", name="uq_membership_org_user"),)
+    __table_args__ = (
+        UniqueConstraint("organization_id", "user_id", name="uq_membership_org_user"),
+        Index("ix_memberships_org_directory_user", "organization_id", "directory_user_id"),
+    )
+    __tenant_index__ = False
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("mem"))
     user_id: Mapped[str] = mapped_column(String(40), ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
@@ -80,7 +84,7 @@ class Membership(TenantMixin, TimestampMixin, db.Model):  # type: ignore[name-de
     source: Mapped[str] = mapped_column(String(16), default="manual", nullable=False)
     status: Mapped[str] = mapped_column(String(16), default="active", nullable=False)
     workos_membership_id: Mapped[str | None] = mapped_column(String(64), index=True)
-    directory_user_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    directory_user_id: Mapped[str | None] = mapped_column(String(64))
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=False)
 
 

@@ -23,13 +23,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..models import DirectoryUser, Membership, Organization, User, new_id
 from .provisioning import invalidate_member_caches, set_access
+from .resync_state import page_lookup
 
 if TYPE_CHECKING:
     from .events import EventContext
@@ -229,8 +230,10 @@ class PageLinks:
         memberships: dict[str, list[str]] = defaultdict(list)
         ids = [du.workos_id for du in rows]
         if ids:
-            for du_id, user_id in session.execute(select(Membership.directory_user_id, Membership.user_id).where(
-                    Membership.organization_id == organization_id, Membership.directory_user_id.in_(ids))):
+            found: Any = session.execute(page_lookup(
+                session, (Membership.directory_user_id, Membership.user_id), Membership.organization_id,
+                organization_id, Membership.directory_user_id, ids, unique=False))
+            for du_id, user_id in found:
                 memberships[str(du_id)].append(user_id)
         user_ids = {du.user_id for du in rows if du.user_id}
         people = {u.id: u for u in session.scalars(select(User).where(User.id.in_(user_ids)))} if user_ids else {}

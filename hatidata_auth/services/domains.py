@@ -8,6 +8,7 @@ vouches for an email on a domain another organization verified (see ``docs/auth.
 from __future__ import annotations
 
 import unicodedata
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -52,23 +53,58 @@ def domain_states(workos_domains: Any) -> dict[str, dict[str, Any]]:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class VerifiedDomains:
+    """Every live organization's verified domains, read in one query: ``owners`` answers from memory.
+
+    *by_domain*: ``{normalized domain: organization ids that verified it}``; *rank*: ``{organization id: age
+    rank}``, oldest first. A unit of work that asks for many emails (the resync, a group's members) loads it once
+    (``EventContext.foreign_owner``).
+    """
+
+    by_domain: dict[str, tuple[str, ...]]
+    rank: dict[str, int]
+
+    @classmethod
+    def load(cls, db: Session) -> VerifiedDomains:
+        """One query over the live organizations."""
+        rows = db.execute(select(Organization.id, Organization.domain_states)
+                          .where(Organization.deleted_at.is_(None), Organization.status != "deleted")
+                          .order_by(Organization.created_at, Organization.id))
+        by_domain: dict[str, list[str]] = {}
+        rank: dict[str, int] = {}
+        for org_id, states in rows:
+            rank[str(org_id)] = len(rank)
+            for name, info in (states or {}).items():
+                if isinstance(info, dict) and info.get("state") in VERIFIED_STATES:
+                    by_domain.setdefault(name, []).append(str(org_id))
+        return cls({name: tuple(ids) for name, ids in by_domain.items()}, rank)
+
+    def owners(self, email: str | None) -> tuple[str, ...]:
+        """Our ids of the organizations that verified the email's domain or a parent domain of it, oldest first."""
+        domain = email_domain(email)
+        if not domain:
+            return ()
+        labels = domain.split(".")
+        candidates = [".".join(labels[i:]) for i in range(len(labels) - 1)] or [domain]
+        found = {org_id for name in candidates for org_id in self.by_domain.get(name, ())}
+        return tuple(sorted(found, key=self.rank.__getitem__))
+
+    def foreign_owner(self, organization_id: str | None, email: str | None) -> str | None:
+        """The organization other than *organization_id* that verified the email's domain, if any."""
+        owners = self.owners(email)
+        return owners[0] if owners and owners[0] != organization_id else None
+
+
 def verified_owners(db: Session, email: str | None) -> tuple[str, ...]:
     """Our ids of the live organizations that verified the email's domain (or a parent domain of it), oldest
     first: pending or failed claims count for nobody.
 
     Domain ownership is global by nature, so this lookup reads every live organization's domains.
     """
-    domain = email_domain(email)
-    if not domain:
+    if not email_domain(email):
         return ()
-    labels = domain.split(".")
-    candidates = {".".join(labels[i:]) for i in range(len(labels) - 1)} or {domain}
-    rows = db.execute(select(Organization.id, Organization.domain_states)
-                      .where(Organization.deleted_at.is_(None), Organization.status != "deleted")
-                      .order_by(Organization.created_at, Organization.id))
-    return tuple(str(org_id) for org_id, states in rows
-                 if any(name in candidates and isinstance(info, dict) and info.get("state") in VERIFIED_STATES
-                        for name, info in (states or {}).items()))
+    return VerifiedDomains.load(db).owners(email)
 
 
 def verified_owner(db: Session, email: str | None) -> str | None:

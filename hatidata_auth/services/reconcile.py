@@ -5,12 +5,16 @@ users, groups and memberships through the same version-guarded upserts, then tom
 lists. It is idempotent. :func:`full_resync` runs named steps: :func:`mirror_groups`, :func:`load_held`,
 :func:`mirror_user_pages` (per page :func:`prepare_people`, then per user :func:`mirror_user` with
 :func:`reconcile_memberships` and :func:`access_drifted`), :func:`retire_missing_users`, :func:`record_resync`.
+
+One pass over WorkOS's pages, each a unit of work whose reads and writes are set operations on that page alone
+(:mod:`services.resync_state`): nothing is loaded for the whole organization, so time and memory per user stay
+flat as the directory grows. The run's cursor is saved with each page: a resync that crashed resumes after its last
+committed page (same run id, same counters, no audit event twice).
 """
 
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -21,29 +25,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..causes import Actor
-from ..models import (
-    DirectoryGroup,
-    DirectoryGroupMembership,
-    DirectoryUser,
-    Membership,
-    Organization,
-    User,
-    new_id,
-    utcnow,
-)
+from ..models import DirectoryGroup, DirectoryUser, Membership, Organization, ResyncCursor, User, new_id, utcnow
 from ..workos import WorkOSClient
-from . import directory_people, domains, event_source, role_mapping
+from . import directory_people, domains, event_source, resync_state, role_mapping
 from .demo_mappings import DEMO_GROUP_ROLES as DEMO_GROUP_ROLES
 from .demo_mappings import ensure_demo_mappings as ensure_demo_mappings
 from .directory_people import new_directory_person
 from .events import EventContext
-from .events.directory_state import LOOKUP as _LOOKUP
-from .events.directory_state import (
-    set_group_membership,
-    sync_member,
-    upsert_directory_group,
-    upsert_directory_user,
-)
+from .events.directory_state import sync_member, upsert_directory_group, upsert_directory_user
 from .events.directory_state import user_fields as _user_fields
 
 # --- the full resync ------------------------------------------------------------------------------------------
@@ -117,15 +106,15 @@ class _Run:
 
 @dataclass
 class _Held:
-    """What we hold once the groups are mirrored, loaded once for the user pages."""
+    """What the user pages share, loaded once the groups are mirrored (the live groups are bounded by the
+    directory's groups, not its users); *page* holds the current page's rows."""
 
-    memberships: dict[str, dict[str, bool]]
     live_groups: dict[str, role_mapping.GroupRef]
-    access: dict[str | None, tuple[str | None, str, str]]
-    local_users: dict[str, tuple[str, str | None]]
     index: dict[tuple[str, str], role_mapping.MappingSpec]
     default_role: str | None
     org_active: bool
+    page: resync_state.PageHeld = field(default_factory=lambda: resync_state.PageHeld({}, {}))
+    changes: list[tuple[str, str, bool]] = field(default_factory=list)
 
 
 def full_resync(session: Session, client: WorkOSClient, *, organization_id: str, actor: Actor | None = None,
@@ -133,8 +122,9 @@ def full_resync(session: Session, client: WorkOSClient, *, organization_id: str,
     """Make our mirror of the organization's directory equal WorkOS's, reporting each difference fixed.
 
     Reads the directory list endpoints page by page (groups first, then users with their groups), loads what
-    we hold for each page of users in a few queries, commits every page, and tombstones users and groups
-    WorkOS no longer lists.
+    we hold for each page of users in a few queries, commits every page with the run's cursor, and tombstones
+    users and groups WorkOS no longer lists. An unfinished run of the directory (a crash) is resumed after its last
+    committed page, its report continued.
     """
     started_clock = time.monotonic()
     org = session.get(Organization, organization_id)
@@ -143,26 +133,30 @@ def full_resync(session: Session, client: WorkOSClient, *, organization_id: str,
     report = ResyncReport(organization_id, org.directory_id)
     if not org.directory_id or org.directory_state == "deleted":
         return report
+    cursor = resync_state.open_cursor(session, org.id, org.directory_id, utcnow())
+    resync_state.restore_counts(report, cursor.report)
     run = _Run(session, client, organization_id, org.directory_id, actor or Actor.system("resync"), page_size,
-               report)
+               report, started=cursor.started_at, run_id=cursor.run_id)
     ctx = run.context()
     keep = event_source.resync_guard(ctx, event_source.EventSource(run.directory_id, org.workos_organization_id),
                                      report)
     if keep is None:
+        if cursor in session.new:  # a refused directory starts no run
+            session.expunge(cursor)
         session.commit()  # the refusal's audit event
         return report
     run.keep = keep
     mirror_groups(run, ctx, org)
     held = load_held(run)
-    seen_users = mirror_user_pages(run, held)
-    report.users_seen = len(seen_users)
-    retire_missing_users(run, sorted(set(held.local_users) - seen_users), held)
+    mirror_user_pages(run, held)
+    retire_missing_users(run)
     record_resync(run, started_clock)
     return report
 
 
 def mirror_groups(run: _Run, ctx: EventContext, org: Organization) -> None:
-    """Apply every group WorkOS lists, tombstone the ones it no longer lists, and commit."""
+    """Apply every group WorkOS lists, tombstone the ones it no longer lists, and commit (with the run's cursor:
+    a resumed run lists the groups again, finding nothing more to do)."""
     report, session = run.report, run.session
     local_groups = {g.workos_id: g for g in session.scalars(select(DirectoryGroup).where(
         DirectoryGroup.organization_id == org.id, DirectoryGroup.directory_id == run.directory_id,
@@ -191,50 +185,48 @@ def mirror_groups(run: _Run, ctx: EventContext, org: Organization) -> None:
                                               "idp_id": group.idp_id}, deleted=True)
             report.groups_deleted += 1
             report.note(f"group {group.name!r} no longer exists")
+    _cursor(run).report = _saved(report)
     session.commit()
 
 
 def load_held(run: _Run) -> _Held:
-    """Load what we hold now (group memberships, live groups, access, directory users, mappings), once."""
+    """Load what every page shares (live groups, mappings, the organization's default and status), once."""
     session, org = run.session, run.organization()
-    memberships: dict[str, dict[str, bool]] = defaultdict(dict)
-    for user_workos_id, group_workos_id, present in session.execute(
-            select(DirectoryGroupMembership.user_workos_id, DirectoryGroupMembership.group_workos_id,
-                   DirectoryGroupMembership.present)
-            .where(DirectoryGroupMembership.organization_id == org.id)):
-        memberships[user_workos_id][group_workos_id] = present
     live_groups = {g.workos_id: role_mapping.GroupRef(g.name, g.idp_id, g.workos_id)
                    for g in session.scalars(select(DirectoryGroup).where(DirectoryGroup.organization_id == org.id,
                                                                         DirectoryGroup.deleted_at.is_(None)))}
-    access = {directory_user_id: (role, status, source) for directory_user_id, role, status, source in session.execute(
-        select(Membership.directory_user_id, Membership.role, Membership.status, Membership.source)
-        .where(Membership.organization_id == org.id, Membership.directory_user_id.is_not(None)))}
-    local_users = {workos_id: (state, email) for workos_id, state, email in session.execute(
-        select(DirectoryUser.workos_id, DirectoryUser.state, DirectoryUser.email)
-        .where(DirectoryUser.organization_id == org.id, DirectoryUser.directory_id == run.directory_id,
-               DirectoryUser.deleted_at.is_(None)))}
     index = {m.key: m for m in role_mapping.list_mappings(session, org.id)}
-    return _Held(memberships, live_groups, access, local_users, index, org.default_role, org.status == "active")
+    return _Held(live_groups, index, org.default_role, org.status == "active")
 
 
-def mirror_user_pages(run: _Run, held: _Held) -> set[str]:
-    """Apply WorkOS's users page by page, one unit of work (and one commit) per page; return the ids seen."""
-    seen_users: set[str] = set()
-    for page in _user_pages(run.client, run.directory_id, run.page_size):
+def mirror_user_pages(run: _Run, held: _Held) -> None:
+    """Apply WorkOS's users page by page from the run's cursor, one unit of work (and one commit, with the
+    cursor) per page."""
+    session = run.session
+    cursor = _cursor(run)
+    for page in _user_pages(run.client, run.directory_id, run.page_size, cursor.after_user_id):
         org = run.organization()
         ctx = run.context()
-        # One page, one unit of work: its rows are loaded in three queries, its changes are flushed together
-        # (batched INSERTs, one chained audit write) and committed at the end of the page.
+        # One page, one unit of work: its rows are loaded in a few queries, its changes are flushed together
+        # (batched INSERTs, one membership upsert, one chained audit write) and committed with the cursor.
+        ctx.verified_domains = domains.VerifiedDomains.load(session)
         datas = [d for d in (u.to_dict() for u in page) if run.keep(d)]
-        stored = {du.workos_id: du for du in run.session.scalars(select(DirectoryUser).where(
-            DirectoryUser.organization_id == org.id, DirectoryUser.workos_id.in_([d["id"] for d in datas])))}
-        links = directory_people.PageLinks.load(run.session, org.id, stored.values())
+        ids = [d["id"] for d in datas]
+        stored = {du.workos_id: du for du in session.scalars(resync_state.page_lookup(
+            session, DirectoryUser, DirectoryUser.organization_id, org.id, DirectoryUser.workos_id, ids,
+            unique=True))} if ids else {}
+        links = directory_people.PageLinks.load(session, org.id, stored.values())
+        held.page, held.changes = resync_state.PageHeld.load(session, org.id, ids), []
         prepare_people(run, ctx, org, datas, stored, held.org_active)
-        for data in datas:
-            seen_users.add(data["id"])
-            mirror_user(run, held, ctx, org, data, stored.get(data["id"]), links)
-        run.session.commit()
-    return seen_users
+        seen = [mirror_user(run, held, ctx, org, data, stored.get(data["id"]), links) for data in datas]
+        run.report.users_seen += len(datas)
+        resync_state.write_group_memberships(session, org.id, held.changes, run.started)
+        session.flush()
+        resync_state.mark_seen(session, [du for du in seen if du is not None], run.run_id)
+        cursor = _cursor(run)
+        cursor.after_user_id = page[-1].id
+        cursor.report = _saved(run.report)
+        session.commit()
 
 
 def prepare_people(run: _Run, ctx: EventContext, org: Organization, datas: list[dict[str, Any]],
@@ -258,22 +250,21 @@ def prepare_people(run: _Run, ctx: EventContext, org: Organization, datas: list[
     for data in datas:
         email = upsert_email(data)
         if email in emails and email in unlinked and users_by_email[email] is None and \
-                (data.get("state") or "active") == "active" and \
-                domains.foreign_owner(session, org.id, email) is None:
+                (data.get("state") or "active") == "active" and ctx.foreign_owner(org.id, email) is None:
             person = new_directory_person(ctx, org.id, email, data.get("first_name"), data.get("last_name"))
             ctx.memberships_by_user[person.id] = None  # a new person has no membership yet
     session.flush()
 
 
 def mirror_user(run: _Run, held: _Held, ctx: EventContext, org: Organization, data: dict[str, Any],
-                existing: DirectoryUser | None, links: directory_people.PageLinks) -> None:
-    """Apply one listed user, its group memberships and its access; repair what differed."""
+                existing: DirectoryUser | None, links: directory_people.PageLinks) -> DirectoryUser | None:
+    """Apply one listed user, its group memberships and its access; repair what differed; returns its row."""
     report, uid = run.report, data["id"]
     wanted = {g["id"] for g in data.pop("groups", None) or []}
-    existed = uid in held.local_users
+    existed = existing is not None and existing.deleted_at is None and existing.directory_id == run.directory_id
     row, changed = upsert_directory_user(ctx, org, data, existing=existing)
     if row is None or row.deleted_at is not None:
-        return
+        return row
     if changed:
         if existed:
             report.users_updated += 1
@@ -281,46 +272,39 @@ def mirror_user(run: _Run, held: _Held, ctx: EventContext, org: Organization, da
         else:
             report.users_created += 1
             report.note(f"user {row.email or uid} was missing")
-    groups_changed = reconcile_memberships(run, ctx, org, uid, wanted, held.memberships.get(uid, {}))
+    groups_changed = reconcile_memberships(run, held, uid, wanted)
     user_groups = [held.live_groups[g] for g in sorted(wanted) if g in held.live_groups]
     drifted = False
     if not changed and not groups_changed and row.email:
         drifted = access_drifted(held, row, user_groups)
         if drifted:
             report.access_repaired += 1
-            report.note(f"access of {row.email} differed ({held.access.get(uid)})")
+            report.note(f"access of {row.email} differed ({held.page.access.get(uid)})")
     split = links.differs(row, active=row.state == "active" and held.org_active)
     if split and not changed:
         report.people_repaired += 1
         report.note(f"person of {row.email or uid} differed ({split})")
     if changed or groups_changed or drifted or split:
         sync_member(ctx, org, row, reason="resync", groups=user_groups, repair_split=bool(split))
+    return row
 
 
-def reconcile_memberships(run: _Run, ctx: EventContext, org: Organization, uid: str, wanted: set[str],
-                          held: dict[str, bool]) -> bool:
-    """Add the user's listed groups we lack and remove the ones no longer listed; whether anything changed."""
-    changed = False
-    for gid in sorted(wanted):
-        if not held.get(gid):
-            set_group_membership(ctx, org, gid, uid, True, run.started, None,
-                                 existing=None if gid not in held else _LOOKUP)
-            run.report.memberships_added += 1
-            changed = True
-            held[gid] = True
-    for gid, present in list(held.items()):
-        if present and gid not in wanted:
-            set_group_membership(ctx, org, gid, uid, False, run.started, None)
-            run.report.memberships_removed += 1
-            changed = True
-            held[gid] = False
-    return changed
+def reconcile_memberships(run: _Run, held: _Held, uid: str, wanted: set[str]) -> bool:
+    """Queue the user's listed groups we lack and the ones no longer listed for the page's upsert (written by
+    ``resync_state.write_group_memberships``); whether anything changed."""
+    mine = held.page.memberships.get(uid, {})
+    added = [gid for gid in sorted(wanted) if not mine.get(gid)]
+    removed = [gid for gid, present in mine.items() if present and gid not in wanted]
+    held.changes.extend([(gid, uid, True) for gid in added] + [(gid, uid, False) for gid in removed])
+    run.report.memberships_added += len(added)
+    run.report.memberships_removed += len(removed)
+    return bool(added or removed)
 
 
 def access_drifted(held: _Held, row: DirectoryUser, user_groups: list[role_mapping.GroupRef]) -> bool:
     """Whether the member's stored access differs from what their groups and the mappings give."""
     expected = role_mapping.resolve_role(user_groups, held.index, held.default_role)
-    have = held.access.get(row.workos_id)
+    have = held.page.access.get(row.workos_id)
     if row.state == "active" and held.org_active:
         want_status = "active" if expected.role is not None else "inactive"
         return have is None or have[1] != want_status or have[2] != "directory" or (
@@ -328,47 +312,62 @@ def access_drifted(held: _Held, row: DirectoryUser, user_groups: list[role_mappi
     return have is not None and have[1] == "active"
 
 
-def retire_missing_users(run: _Run, gone: list[str], held: _Held) -> None:
-    """Tombstone the users WorkOS no longer lists, a page at a time (one commit each)."""
-    session = run.session
-    for start in range(0, len(gone), run.page_size):
-        chunk = gone[start:start + run.page_size]
+def retire_missing_users(run: _Run) -> None:
+    """Tombstone the users the run did not see listed, a page at a time (one commit each)."""
+    session, after = run.session, ""
+    while True:
         org = run.organization()
         ctx = run.context()
-        rows = {du.workos_id: du for du in session.scalars(select(DirectoryUser).where(
-            DirectoryUser.organization_id == org.id, DirectoryUser.workos_id.in_(chunk)))}
-        person_ids = [du.user_id for du in rows.values() if du.user_id]
+        rows = resync_state.unseen_users(session, org.id, run.directory_id, run.run_id, run.started, after,
+                                         run.page_size)
+        if not rows:
+            return
+        after = rows[-1].workos_id
+        person_ids = [du.user_id for du in rows if du.user_id]
         ctx.memberships_by_user = dict.fromkeys(person_ids)
         if person_ids:
             for membership in session.scalars(select(Membership).where(
                     Membership.organization_id == org.id, Membership.user_id.in_(person_ids))):
                 ctx.memberships_by_user[membership.user_id] = membership
-        for uid in chunk:
-            user_state, email = held.local_users[uid]
+        for du in rows:
+            uid, email = du.workos_id, du.email
             row, changed = upsert_directory_user(ctx, org, {"id": uid, "directory_id": run.directory_id,
-                                                            "email": email, "state": user_state}, deleted=True,
-                                                 existing=rows.get(uid))
+                                                            "email": email, "state": du.state}, deleted=True,
+                                                 existing=du)
             if row is not None and changed:
                 sync_member(ctx, org, row, reason="resync_user_gone")
                 run.report.users_deleted += 1
                 run.report.note(f"user {email or uid} no longer exists")
+        _cursor(run).report = _saved(run.report)
         session.commit()
 
 
 def record_resync(run: _Run, started_clock: float) -> None:
-    """Audit the run with its report, and commit."""
+    """Audit the run with its report, close its cursor, and commit."""
     org = run.organization()
     run.report.seconds = round(time.monotonic() - started_clock, 3)
     run.context().record("directory.resynced", organization_id=org.id, target_type="directory",
                          target_id=run.directory_id,
                          details={k: v for k, v in run.report.to_dict().items() if k not in ("organization_id",)})
+    run.session.delete(_cursor(run))
     run.session.commit()
 
 
-def _user_pages(client: WorkOSClient, directory_id: str, page_size: int) -> Any:
-    """The directory's users, *page_size* at a time (a list each), oldest first."""
-    users = client.directory_sync.list_users(directory=directory_id, limit=page_size, order="asc").auto_paging_iter()
-    return _pages(users, page_size)
+def _cursor(run: _Run) -> ResyncCursor:
+    """The run's cursor row (reloaded after a commit)."""
+    return resync_state.open_cursor(run.session, run.organization_id, run.directory_id, run.started)
+
+
+def _saved(report: ResyncReport) -> dict[str, Any]:
+    """The report's counters and examples, as the cursor keeps them."""
+    return {k: v for k, v in asdict(report).items() if k not in ("organization_id", "directory_id", "seconds")}
+
+
+def _user_pages(client: WorkOSClient, directory_id: str, page_size: int, after: str | None) -> Any:
+    """The directory's users after the WorkOS id *after* (from the start with ``None``), *page_size* at a time
+    (a list each), oldest first."""
+    listed = client.directory_sync.list_users(directory=directory_id, limit=page_size, order="asc", after=after)
+    return _pages(listed.auto_paging_iter(), page_size)
 
 
 def _pages(items: Iterator[Any], page_size: int) -> Iterator[list[Any]]:

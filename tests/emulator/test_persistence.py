@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -17,7 +18,7 @@ from workos.sso import CreateProtocolOptionsSAML
 from workos.sso.models import CreateConnectionSAMLOptions
 
 from tests.support.processes import ROOT, free_port, wait_for_port
-from workos_emulator.persistence import STATE_FILE, store_field_names
+from workos_emulator.persistence import READ_ONLY, STATE_FILE, store_field_names
 from workos_emulator.store import Store
 from workos_emulator.testing import EmulatorServer
 
@@ -138,3 +139,34 @@ def test_a_state_file_of_the_wrong_shape_is_refused_at_start_naming_the_file(tmp
             db.execute(statement)
         with pytest.raises(StateFileError, match=r"state\.sqlite3.*delete .*state\.sqlite3 or start with a fresh"):
             create_app(demo_seed_path(), data_dir=str(data_dir))
+
+
+def test_every_read_only_view_leaves_the_store_as_it_was(emu: EmulatorServer) -> None:
+    """A view marked ``read_only`` skips the save, so it must never change the store: each is called (with every
+    filter it takes) and the store's JSON compared before and after."""
+    app = emu.app
+    marked = {rule.rule for rule in app.url_map.iter_rules()
+              if getattr(app.view_functions[rule.endpoint], READ_ONLY, False)}
+    assert marked  # the directory reads are marked
+    samples = {"<directory_id>": "directory_01HTDQ8D100000000000000001",
+               "<user_id>": "directory_user_01HTDQ8F100000000000000001",
+               "<group_id>": "directory_group_01HTDQ8E100000000000000001"}
+    queries = ["", "?limit=1&order=asc", "?order=desc&after=directory_user_01HTDQ8F100000000000000009",
+               "?directory=directory_01HTDQ8D100000000000000001&limit=2",
+               "?group=directory_group_01HTDQ8E100000000000000001",
+               "?user=directory_user_01HTDQ8F100000000000000001", "?organization_id=nope&before=x"]
+    store = emu.emulator.store
+
+    def snapshot() -> dict[str, str]:
+        with store.lock:
+            return {name: json.dumps(getattr(store, name), sort_keys=True) for name in store_field_names()}
+
+    client = app.test_client()
+    for rule in sorted(marked):
+        path = rule
+        for placeholder, value in samples.items():
+            path = path.replace(placeholder, value)
+        for query in queries:
+            before = snapshot()
+            client.get(path + query, headers={"Authorization": "Bearer sk_test_emulator"})
+            assert snapshot() == before, path + query

@@ -7,13 +7,15 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from .. import dsync, serialize
-from ..pagination import paginate
+from ..pagination import paginate, paginate_collection
+from ..persistence import read_only
 from ..state import emulator
 
 bp = Blueprint("directory_sync", __name__)
 
 
 @bp.get("/directories")
+@read_only
 def list_directories() -> Any:
     """``GET /directories`` (filters: ``organization_id``, ``domain``, ``search``)."""
     emu = emulator()
@@ -33,6 +35,7 @@ def list_directories() -> Any:
 
 
 @bp.get("/directories/<directory_id>")
+@read_only
 def get_directory(directory_id: str) -> Any:
     """``GET /directories/{id}``."""
     emu = emulator()
@@ -48,6 +51,7 @@ def delete_directory(directory_id: str) -> Any:
 
 
 @bp.get("/directory_users")
+@read_only
 def list_directory_users() -> Any:
     """``GET /directory_users`` (``directory`` or ``group`` filter; also ``email``/``idp_id``)."""
     emu = emulator()
@@ -59,22 +63,24 @@ def list_directory_users() -> Any:
         store = emu.store
         if directory:
             store.get("directories", directory, "Directory")
+
+        def wanted(u: dict[str, Any]) -> bool:
+            return ((not directory or u["directory_id"] == directory)
+                    and (not email or (u.get("email") or "").lower() == email)
+                    and (not idp_id or u["idp_id"] == idp_id))
+
+        def render(u: dict[str, Any]) -> dict[str, Any]:
+            return serialize.directory_user(store, u)
+
         if group:
             store.get("directory_groups", group, "DirectoryGroup")
             pool = [store.directory_users[u] for u in store.group_members.get(group, {}) if u in store.directory_users]
-        else:
-            pool = list(store.directory_users.values())
-        items = [
-            u
-            for u in pool
-            if (not directory or u["directory_id"] == directory)
-            and (not email or (u.get("email") or "").lower() == email)
-            and (not idp_id or u["idp_id"] == idp_id)
-        ]
-        return jsonify(paginate(items, lambda u: serialize.directory_user(store, u)))
+            return jsonify(paginate([u for u in pool if wanted(u)], render))
+        return jsonify(paginate_collection(store.directory_users, render, wanted))
 
 
 @bp.get("/directory_users/<user_id>")
+@read_only
 def get_directory_user(user_id: str) -> Any:
     """``GET /directory_users/{id}``."""
     emu = emulator()
@@ -84,6 +90,7 @@ def get_directory_user(user_id: str) -> Any:
 
 
 @bp.get("/directory_groups")
+@read_only
 def list_directory_groups() -> Any:
     """``GET /directory_groups`` (``directory`` or ``user`` filter)."""
     emu = emulator()
@@ -93,16 +100,18 @@ def list_directory_groups() -> Any:
         store = emu.store
         if directory:
             store.get("directories", directory, "Directory")
+
+        def wanted(g: dict[str, Any]) -> bool:
+            return not directory or g["directory_id"] == directory
+
         if user:
             store.get("directory_users", user, "DirectoryUser")
-            pool = store.groups_of(user)
-        else:
-            pool = list(store.directory_groups.values())
-        items = [g for g in pool if not directory or g["directory_id"] == directory]
-        return jsonify(paginate(items, serialize.directory_group))
+            return jsonify(paginate([g for g in store.groups_of(user) if wanted(g)], serialize.directory_group))
+        return jsonify(paginate_collection(store.directory_groups, serialize.directory_group, wanted))
 
 
 @bp.get("/directory_groups/<group_id>")
+@read_only
 def get_directory_group(group_id: str) -> Any:
     """``GET /directory_groups/{id}``."""
     emu = emulator()

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from ...causes import NO_REQUEST, Actor, Cause, RequestInfo
 from ...models import Membership, Organization, User
 from ...workos import WorkOSClient, WorkOSNotFound
-from .. import audit, role_mapping
+from .. import audit, domains, role_mapping
 from ..organizations import mirror_organization
 
 
@@ -60,6 +60,8 @@ class EventContext:
     # Users this unit of work has just created and that have no membership yet (none can exist: the row is
     # not visible to any other transaction), so the membership lookup is skipped for them.
     new_user_ids: set[str] = field(default_factory=set)
+    # Domain ownership read once for the whole unit of work (the resync sets it per page); None: ask each time.
+    verified_domains: domains.VerifiedDomains | None = None
 
     @property
     def cause(self) -> Cause:
@@ -78,6 +80,12 @@ class EventContext:
         if organization_id not in self._mappings:
             self._mappings[organization_id] = role_mapping.list_mappings(self.session, organization_id)
         return self._mappings[organization_id]
+
+    def foreign_owner(self, organization_id: str, email: str | None) -> str | None:
+        """The organization other than *organization_id* that verified the email's domain, if any."""
+        if self.verified_domains is not None:
+            return self.verified_domains.foreign_owner(organization_id, email)
+        return domains.foreign_owner(self.session, organization_id, email)
 
     def ignore(self, note: str) -> None:
         """Mark the event as acknowledged but not applied."""

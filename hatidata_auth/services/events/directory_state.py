@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from ...models import DirectoryGroup, DirectoryGroupMembership, DirectoryUser, Membership, Organization, new_id
 from .. import directory_people as people
-from .. import domains, role_mapping
+from .. import role_mapping
 from ..provisioning import set_access
 from .context import EventContext, directory_deleted, parse_time, require
 
@@ -135,7 +135,7 @@ def sync_member(ctx: EventContext, org: Organization, du: DirectoryUser, *, reas
     wants_access = (du.deleted_at is None and du.state == "active" and org.status == "active"
                     and not directory_deleted(org, du.directory_id))
     refused: str | None = None
-    if wants_access and du.email and domains.foreign_owner(session, org.id, du.email) is not None:
+    if wants_access and du.email and ctx.foreign_owner(org.id, du.email) is not None:
         # A directory speaks only for its organization: an email on a domain another organization verified
         # is never linked to a person (who may have access there), and loses any access it had here.
         refused = reason = "domain_verified_by_another_organization"

@@ -1,0 +1,157 @@
+"""What the full resync (:mod:`services.reconcile`) reads and writes a page at a time, in set operations.
+
+Per page of listed users: :class:`PageHeld` (their group memberships and access, two queries through the
+``(organization_id, user_workos_id)`` and ``(organization_id, directory_user_id)`` indexes), one multi-row upsert
+of the memberships that changed (:func:`write_group_memberships`, ``INSERT ... ON CONFLICT DO UPDATE`` under the
+version guard), one ``UPDATE`` marking them seen by the run (:func:`mark_seen`). After the last page,
+:func:`unseen_users` reads what the run did not see, a chunk at a time. The run's position is a
+:class:`~hatidata_auth.models.ResyncCursor` (:func:`open_cursor`), saved with each page, so a crashed resync resumes
+after its last committed page.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ARRAY, Select, String, and_, bindparam, func, literal, or_, select, true, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import QueryableAttribute, Session, aliased
+
+from ..models import DirectoryGroupMembership, DirectoryUser, Membership, ResyncCursor, new_id
+
+#: How long an unfinished run may be resumed after its last committed page. Older, it is abandoned and a new run
+#: starts: the run versions its membership facts at its start, which a stale run would date too far back.
+RESUME_WITHIN = timedelta(hours=1)
+
+#: (role, status, source) of the membership hanging on a directory user.
+Access = tuple[str | None, str, str]
+
+
+def page_lookup(session: Session, what: Any, organization: QueryableAttribute[str], organization_id: str,
+                key: QueryableAttribute[Any], keys: list[str], *, unique: bool) -> Select[Any]:
+    """``SELECT what WHERE organization = :organization_id AND key IN keys``, planned as one index lookup per key.
+
+    On PostgreSQL it is written as a lateral join over ``unnest(:keys)`` whose inner query has equality on both
+    columns (``LIMIT 1`` for a *unique* key, ``OFFSET 0`` otherwise, so it is not flattened): the planner cannot
+    turn it into a scan of the whole organization filtered by the keys, the plan it picks for ``key IN (...)``
+    when the table has no statistics (a fresh database), which made each page cost the organization's size.
+    One array parameter also gives every page the same statement text (prepared once). *what* is a mapped class
+    (rows come back as its instances) or a tuple of columns.
+    """
+    entity = isinstance(what, type)
+    columns = (what,) if entity else tuple(what)
+    if session.get_bind().dialect.name != "postgresql":
+        return select(*columns).where(organization == organization_id, key.in_(keys))
+    keyed = func.unnest(literal(keys, ARRAY(String))).table_valued("key").render_derived()
+    inner = select(*columns).where(organization == organization_id, key == keyed.c.key)
+    lateral = (inner.limit(1) if unique else inner.offset(0)).lateral()
+    return select(aliased(what, lateral) if entity else lateral).select_from(keyed).join(lateral, true())
+
+
+@dataclass(frozen=True, slots=True)
+class PageHeld:
+    """What we hold for one page of listed users.
+
+    *memberships*: ``{user WorkOS id: {group WorkOS id: present}}``; *access*: ``{directory user WorkOS id:
+    (role, status, source)}`` of the memberships carrying it.
+    """
+
+    memberships: dict[str, dict[str, bool]]
+    access: dict[str, Access]
+
+    @classmethod
+    def load(cls, session: Session, organization_id: str, user_ids: list[str]) -> PageHeld:
+        """Two queries for the page (none for an empty one)."""
+        memberships: dict[str, dict[str, bool]] = defaultdict(dict)
+        access: dict[str, Access] = {}
+        if user_ids:
+            dgm = DirectoryGroupMembership
+            for uid, gid, present in session.execute(page_lookup(
+                    session, (dgm.user_workos_id, dgm.group_workos_id, dgm.present), dgm.organization_id,
+                    organization_id, dgm.user_workos_id, user_ids, unique=False)):
+                memberships[uid][gid] = present
+            rows: Any = session.execute(page_lookup(
+                    session, (Membership.directory_user_id, Membership.role, Membership.status, Membership.source),
+                    Membership.organization_id, organization_id, Membership.directory_user_id, user_ids,
+                    unique=False))
+            for du_id, role, status, source in rows:
+                access[str(du_id)] = (role, status, source)
+        return cls(dict(memberships), access)
+
+
+def write_group_memberships(session: Session, organization_id: str, changes: list[tuple[str, str, bool]],
+                            version_at: datetime) -> None:
+    """Upsert ``(group WorkOS id, user WorkOS id, present)`` rows in one statement, versioned *version_at*.
+
+    A stored row keeps a newer fact (a webhook applied after the run started): the update applies only where the
+    stored ``(version_at, version_event_id)`` is not after ``(version_at, "")``, the guard of
+    ``events.directory_state.set_group_membership``.
+    """
+    if not changes:
+        return
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    stmt = insert(DirectoryGroupMembership)
+    table = DirectoryGroupMembership.__table__
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["organization_id", "group_workos_id", "user_workos_id"],
+        set_={"present": stmt.excluded.present, "version_at": stmt.excluded.version_at, "version_event_id": None},
+        where=or_(table.c.version_at.is_(None), table.c.version_at < stmt.excluded.version_at,
+                  and_(table.c.version_at == stmt.excluded.version_at,
+                       func.coalesce(table.c.version_event_id, "") == "")))
+    # One compiled statement executed over the page's rows (the driver batches them): a literal multi-row VALUES
+    # would be compiled and parsed anew for every page.
+    session.execute(stmt, [{"organization_id": organization_id, "group_workos_id": gid, "user_workos_id": uid,
+                            "present": present, "version_at": version_at, "version_event_id": None}
+                           for gid, uid, present in changes])
+
+
+def mark_seen(session: Session, rows: list[DirectoryUser], run_id: str) -> None:
+    """Record that the run saw these users listed (``updated_at`` left alone).
+
+    One single-row ``UPDATE`` by primary key executed over the page (the driver pipelines them): an ``id IN (...)``
+    may be planned as a scan of the table when its statistics are stale, a primary-key equality never is.
+    """
+    if rows:
+        table = DirectoryUser.__table__
+        session.execute(update(table).where(table.c.id == bindparam("seen_id"))
+                        .values(resync_run_id=run_id, updated_at=table.c.updated_at),
+                        [{"seen_id": du.id} for du in rows])
+
+
+def unseen_users(session: Session, organization_id: str, directory_id: str, run_id: str, started: datetime,
+                 after: str, limit: int) -> list[DirectoryUser]:
+    """Up to *limit* live users of the directory, after the WorkOS id *after*, that the run did not see listed.
+
+    Users created after the run started (by a webhook, while it ran) are not its to judge.
+    """
+    return list(session.scalars(select(DirectoryUser).where(
+        DirectoryUser.organization_id == organization_id, DirectoryUser.directory_id == directory_id,
+        DirectoryUser.deleted_at.is_(None), DirectoryUser.created_at < started, DirectoryUser.workos_id > after,
+        or_(DirectoryUser.resync_run_id.is_(None), DirectoryUser.resync_run_id != run_id))
+        .order_by(DirectoryUser.workos_id).limit(limit)))
+
+
+def open_cursor(session: Session, organization_id: str, directory_id: str, started: datetime) -> ResyncCursor:
+    """The directory's unfinished run (its last page committed within :data:`RESUME_WITHIN` of *started*), else
+    a new one (added, not committed)."""
+    cursor = session.scalar(select(ResyncCursor).where(ResyncCursor.organization_id == organization_id,
+                                                       ResyncCursor.directory_id == directory_id))
+    if cursor is not None and cursor.updated_at < started - RESUME_WITHIN:
+        session.delete(cursor)
+        session.flush()
+        cursor = None
+    if cursor is None:
+        cursor = ResyncCursor(organization_id=organization_id, directory_id=directory_id,
+                              run_id=new_id("resync")[:64], started_at=started, after_user_id=None, report={})
+        session.add(cursor)
+    return cursor
+
+
+def restore_counts(target: Any, saved: dict[str, Any]) -> None:
+    """Copy the counters (and examples) a cursor saved back onto a report."""
+    for key, value in saved.items():
+        if hasattr(target, key) and key not in ("organization_id", "directory_id", "seconds"):
+            setattr(target, key, value)

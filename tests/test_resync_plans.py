@@ -1,0 +1,59 @@
+"""The resync's per-page lookups are one index lookup per key on PostgreSQL, whatever the table statistics say.
+
+Planned with ``key IN (...)`` on a table without statistics (a fresh database, a first sync), PostgreSQL scanned the
+whole organization through the composite index's first column and filtered the keys, so every page cost the size of
+the organization. ``resync_state.page_lookup`` leaves it no such plan: every lookup the resync makes per page is
+checked here, with the statistics dropped and the generic plan forced (what psycopg's prepared statements get).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from hatidata_auth.models import DirectoryGroupMembership, DirectoryUser, Membership, Organization
+from hatidata_auth.services.resync_state import page_lookup
+
+pytestmark = pytest.mark.postgres
+
+LOOKUPS: dict[str, tuple[Any, Any, Any, bool]] = {
+    "directory users of the page": (DirectoryUser, DirectoryUser.organization_id, DirectoryUser.workos_id, True),
+    "their group memberships": ((DirectoryGroupMembership.user_workos_id, DirectoryGroupMembership.group_workos_id),
+                                DirectoryGroupMembership.organization_id, DirectoryGroupMembership.user_workos_id,
+                                False),
+    "their access": ((Membership.directory_user_id, Membership.role), Membership.organization_id,
+                     Membership.directory_user_id, False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LOOKUPS))
+def test_each_page_lookup_is_an_index_lookup_per_key_without_statistics(db_session: Any, name: str) -> None:
+    what, organization, key, unique = LOOKUPS[name]
+    org = Organization(name="Plans")
+    db_session.add(org)
+    db_session.flush()
+    db_session.execute(text(
+        "INSERT INTO directory_users (id, organization_id, workos_id, directory_id, email, state, attributes, "
+        "created_at, updated_at) SELECT 'du_plan_' || g, :org, 'directory_user_' || lpad(g::text, 6, '0'), 'dir', "
+        "'p' || g || '@plans.test', 'active', '{}', now(), now() FROM generate_series(1, 3000) g"), {"org": org.id})
+    db_session.execute(text(
+        "INSERT INTO directory_group_memberships (organization_id, group_workos_id, user_workos_id, present) "
+        "SELECT :org, 'group_' || (g % 50), 'directory_user_' || lpad(g::text, 6, '0'), true "
+        "FROM generate_series(1, 3000) g"), {"org": org.id})
+    for table in ("directory_users", "directory_group_memberships", "memberships"):
+        db_session.execute(text("DELETE FROM pg_statistic WHERE starelid = CAST(:t AS regclass)"), {"t": table})
+    db_session.execute(text("SET LOCAL plan_cache_mode = force_generic_plan"))
+    keys = [f"directory_user_{n:06d}" for n in range(1000, 1100)]
+    stmt = page_lookup(db_session, what, organization, org.id, key, keys, unique=unique)
+    compiled = stmt.compile(bind=db_session.get_bind())
+    conn = db_session.connection()
+    plan = "\n".join(row[0] for row in conn.exec_driver_sql("EXPLAIN " + str(compiled), compiled.params))
+    column = key.property.columns[0].name
+    assert "Index Cond" in plan, plan
+    assert f"{column})::text = " in plan, plan  # the key is in the index condition, with the organization
+    assert "ANY" not in plan, plan  # no scan of the organization filtered by the page's keys
+    expected = {"directory users of the page": 100, "their group memberships": 100, "their access": 0}
+    assert len(db_session.execute(stmt).all()) == expected[name]
+    db_session.rollback()
