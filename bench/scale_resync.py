@@ -20,7 +20,6 @@ and the smallest (target: within 20 %); the 10,000-user total (target: at most 2
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
