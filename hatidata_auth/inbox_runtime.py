@@ -9,13 +9,19 @@ with the first request or gunicorn's ``post_worker_init`` (never in a CLI comman
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flask import Flask
+from sqlalchemy.exc import SQLAlchemyError
 
+from .causes import Cause
 from .config import DEFAULTS
 from .extensions import db
-from .services.inbox_worker import ApplierPool, apply_batch
+from .services.inbox import entity_key
+from .services.inbox_worker import ApplierPool, apply_batch, apply_entity_now, revokes_access
+
+log = logging.getLogger(__name__)
 
 EXTENSION = "hatidata_inbox_appliers"
 
@@ -97,3 +103,21 @@ def wake(app: Flask) -> None:
     pool = app.extensions.get(EXTENSION)
     if pool is not None:
         pool.wake()
+
+
+def acknowledged(app: Flask, payload: dict[str, Any], cause: Cause) -> None:
+    """A webhook stored *payload* for the appliers: an event that takes access away (a deactivated or deleted
+    directory user, a removed group member, a deleted organization, ...) is applied now, in this request, after
+    its entity's older pending events (:func:`~hatidata_auth.services.inbox_worker.apply_entity_now`), so that
+    deprovisioning never waits behind a backlog; every other event is left to the appliers, which are woken.
+
+    The event is stored (committed) before this runs: a failure here is logged and left to the appliers, never
+    turned into an error answer (WorkOS would deliver again what is already kept)."""
+    if revokes_access(str(payload["event"]), payload):
+        client = app.extensions["hatidata_workos"].client
+        try:
+            apply_entity_now(db.session(), client, str(payload["id"]), entity_key(payload), cause=cause)
+        except SQLAlchemyError:
+            log.warning("applying WorkOS event %s at once failed; the appliers will apply it", payload["id"],
+                        exc_info=True)
+    wake(app)

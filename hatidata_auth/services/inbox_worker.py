@@ -89,30 +89,31 @@ def _revoking() -> Any:
                      and_(t.c.event_type == "dsync.user.updated", state != "active")), 0), else_=1)
 
 
-def _heads(now_due: Any) -> Select[Any]:
-    """The oldest pending event of each entity key that is due: not waiting after a transient failure (which left
-    its error), or waiting since before *now_due*."""
+def _heads(now_due: Any, entity_key: str | None = None) -> Select[Any]:
+    """The oldest pending event of each entity key (or of *entity_key* alone) that is due: not waiting after a
+    transient failure (which left its error), or waiting since before *now_due*."""
     t = WebhookEvent.__table__
     when = func.coalesce(t.c.event_created_at, t.c.received_at)
     ranked = select(
         t.c.id, t.c.last_error, t.c.updated_at, when.label("at"),
         func.row_number().over(partition_by=func.coalesce(t.c.entity_key, t.c.event_id),
                                order_by=(when, t.c.id)).label("rank"),
-    ).where(t.c.status == "received").subquery()
+    ).where(t.c.status == "received", *([t.c.entity_key == entity_key] if entity_key else [])).subquery()
     due = or_(ranked.c.last_error.is_(None), ranked.c.updated_at <= now_due)
     return select(ranked.c.id).where(ranked.c.rank == 1, due)
 
 
-def claim(session: Session, limit: int = DEFAULT_BATCH, *, revoking_only: bool = False) -> list[Claimed]:
+def claim(session: Session, limit: int = DEFAULT_BATCH, *, revoking_only: bool = False,
+          entity_key: str | None = None) -> list[Claimed]:
     """Take up to *limit* due events, the oldest pending one of each entity key, those revoking access first, then
-    oldest first; they stay
-    claimed until *session*'s transaction ends (the caller commits their outcome, or rolls them back). With
-    *revoking_only*, only events that take access away (the pool's deprovisioning thread)."""
+    oldest first; they stay claimed until *session*'s transaction ends (the caller commits their outcome, or rolls
+    them back). With *revoking_only*, only events that take access away (the pool's deprovisioning thread); with
+    *entity_key*, only the head of that key (:func:`apply_entity_now`)."""
     t = WebhookEvent.__table__
     now = utcnow()
     due = now - RETRY_DELAY  # a retried event's updated_at is its last attempt
     order = (_revoking(), func.coalesce(t.c.event_created_at, t.c.received_at), t.c.id)
-    heads = _heads(due)
+    heads = _heads(due, entity_key)
     wanted = [t.c.id.in_(heads), *([_revoking() == 0] if revoking_only else [])]
     if session.get_bind().dialect.name == "postgresql":
         picked = (select(t.c.id).where(*wanted, t.c.status == "received")
@@ -157,14 +158,14 @@ def apply_one(session: Session, client: WorkOSClient, event: Claimed, cause: Cau
 
 
 def apply_batch(session: Session, client: WorkOSClient, *, limit: int = DEFAULT_BATCH,
-                cause: Cause | None = None, revoking_only: bool = False) -> BatchReport:
+                cause: Cause | None = None, revoking_only: bool = False, entity_key: str | None = None) -> BatchReport:
     """Claim and apply one batch in one transaction (committed; rolled back on a database error, which is raised).
 
     Each event acts as WorkOS unless *cause* says who.
     """
     cause = cause or Cause.by(Actor.workos())
     try:
-        events = claim(session, limit, revoking_only=revoking_only)
+        events = claim(session, limit, revoking_only=revoking_only, entity_key=entity_key)
         if not events:
             session.rollback()
             return BatchReport(0)
@@ -174,6 +175,29 @@ def apply_batch(session: Session, client: WorkOSClient, *, limit: int = DEFAULT_
         session.rollback()
         raise
     return BatchReport(len(events), results)
+
+
+APPLY_NOW_MAX = 10
+"""How many events of its entity :func:`apply_entity_now` applies at most before (and with) the one it was given."""
+
+
+def apply_entity_now(session: Session, client: WorkOSClient, event_id: str, entity_key: str, *,
+                     cause: Cause) -> InboxResult | None:
+    """Apply the pending events of *entity_key* in order, up to and including the stored event *event_id*, in the
+    caller's thread: a deprovisioning acknowledged by the webhook request never waits behind a backlog of other
+    entities' events. Order is kept: an older pending event of the same entity is applied first.
+
+    Returns the event's result, or ``None`` when an applier holds the entity's head (``SKIP LOCKED``: it applies
+    it), the event is not due, or more than :data:`APPLY_NOW_MAX` older events are ahead of it; the appliers then
+    apply it as any other. Raises what :func:`apply_batch` raises (a database error)."""
+    for _ in range(APPLY_NOW_MAX):
+        report = apply_batch(session, client, limit=1, cause=cause, entity_key=entity_key)
+        if not report.claimed:
+            return None
+        for result in report.results:
+            if result.event_id == event_id:
+                return result
+    return None
 
 
 def drain(session: Session, client: WorkOSClient, *, limit: int = DEFAULT_BATCH, max_batches: int = 10_000) -> int:

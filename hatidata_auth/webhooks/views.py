@@ -1,11 +1,14 @@
 """The WorkOS webhook endpoint: size limit, signature check on the raw body, envelope check, then the inbox.
 
 The event is acknowledged once stored (one statement); the appliers (:mod:`~hatidata_auth.services.inbox_worker`)
-apply it afterwards. Answers: 200 ``{"event_id", "status": "received"}`` (stored for the appliers, or a known
-failed event queued again) or ``{"event_id", "status": "duplicate"}`` (known already: nothing changes); 400
-malformed JSON or envelope (nothing stored; a well-formed envelope whose data a handler refuses is stored and
-recorded ``failed`` by the applier); 401 bad, missing or stale signature (nothing stored; counted, and audited as
-a rate-limited summary without organization: :mod:`~hatidata_auth.services.security_events`); 413 body over
+apply it afterwards, except an event that takes access away, which this request applies before it answers
+(after its entity's older pending events: :func:`~hatidata_auth.inbox_runtime.acknowledged`).
+
+Answers: 200 ``{"event_id", "status": "received"}`` (stored for the appliers, or a known failed event queued
+again) or ``{"event_id", "status": "duplicate"}`` (known already: nothing changes); 400 malformed JSON or envelope
+(nothing stored; a well-formed envelope whose data a handler refuses is stored and recorded ``failed`` by the
+applier); 401 bad, missing or stale signature (nothing stored; counted, and audited as a rate-limited summary
+without organization: :mod:`~hatidata_auth.services.security_events`); 413 body over
 ``HATIDATA_WEBHOOK_MAX_BYTES``; 503 the database is unreachable (nothing stored, WorkOS retries).
 """
 
@@ -16,9 +19,11 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from .. import inbox_runtime, metrics
+from ..causes import Actor, Cause
 from ..config import DEFAULTS
 from ..errors import error_response
 from ..extensions import csrf, db
+from ..request_hooks import request_info
 from ..security_reports import report
 from ..services.events import PayloadError
 from ..services.inbox import error_summary, store, validate_envelope
@@ -76,5 +81,5 @@ def workos_webhook() -> Any:
     status = store(db.session(), payload, source="webhook")
     metrics.webhook_event(payload["event"], status)
     if status == "received":
-        inbox_runtime.wake(current_app)
+        inbox_runtime.acknowledged(current_app, payload, Cause.by(Actor.workos(), request_info()))
     return jsonify({"event_id": payload["id"], "status": status})
