@@ -1,0 +1,164 @@
+"""Break-it round 14: faults found in the acknowledged-then-applied inbox, the revocation log and their neighbours.
+
+Every test here is a fault that is still present: it is marked ``xfail(strict=True)`` so that the fix turns it
+into an unexpected pass (and the marker must then go).
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from hatidata_auth.extensions import db
+from hatidata_auth.models import WebhookEvent
+from hatidata_auth.revocation_bus import RevocationBus
+from hatidata_auth.services import inbox, inbox_worker
+from tests.support.dsync import post_event
+from tests.test_inbox_appliers import user_event
+
+
+@pytest.fixture
+def synced(app: Flask) -> None:
+    from tests.support.dsync import mirror_organizations
+
+    with app.app_context():
+        mirror_organizations(db.session, app.extensions["hatidata_workos"].client)
+        db.session.commit()
+        db.session.remove()
+
+
+def _row(app: Flask, event_id: str) -> tuple[str, str | None]:
+    with app.app_context():
+        status, key = db.session.execute(select(WebhookEvent.status, WebhookEvent.entity_key)
+                                         .where(WebhookEvent.event_id == event_id)).one()
+        db.session.remove()
+    return status, key
+
+
+def _revoking(kind: str, user: str) -> dict[str, Any]:
+    if kind == "deactivated":
+        return user_event(user, 10, state="inactive")
+    payload = user_event(user, 10)
+    payload["event"] = "dsync.user.deleted"
+    payload["data"]["state"] = "inactive"
+    return payload
+
+
+# --- 1. a failure recorded by the apply-at-once path loses the event's entity key ---------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="inbox._record_failure inserts the failed row without entity_key (nor "
+                   "organization_id); when WorkOS redelivers it, store() queues it again with entity_key NULL: "
+                   "the acknowledging request's apply_entity_now (filtered on entity_key) never finds it, so the "
+                   "deprovisioning waits for the appliers, which apply it outside its user's order")
+@settings(max_examples=4, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(kind=st.sampled_from(["deactivated", "deleted"]))
+def test_a_deprovisioning_that_failed_on_the_poller_path_is_applied_by_the_webhook_that_redelivers_it(
+        app: Flask, synced: None, kind: str) -> None:
+    user = f"X{uuid.uuid4().hex[:8].upper()}"
+    post_event(app.test_client(), app, user_event(user, 1))  # the user exists and is active
+    payload = _revoking(kind, user)
+    with app.app_context():
+        # What inbox.receive does when applying fails (e.g. WorkOS unreachable in event_source.bind): the
+        # transaction is rolled back and the failure recorded alone.
+        inbox._record_failure(db.session(), payload, "events_api", "WorkOSUnavailable: connection refused")
+        db.session.commit()
+        db.session.remove()
+    answer = post_event(app.test_client(), app, payload, drain=False)  # WorkOS delivers the webhook
+    assert answer.status_code == 200
+    assert answer.json["status"] == "received"
+    status, key = _row(app, payload["id"])
+    assert status == "applied"  # applied by the acknowledging request, as every other deprovisioning
+    assert key == inbox.entity_key(payload)
+
+
+# --- 2. an older event of an entity is claimed while an applier holds a newer one ---------------------------------
+
+
+@pytest.mark.postgres
+@pytest.mark.xfail(strict=True, reason="inbox_worker._heads ranks an entity's pending events by event time only: "
+                   "an older event stored after an applier claimed a newer one of the same entity becomes the head "
+                   "(rank 1, unlocked) and a second applier claims it, so two appliers apply one entity at once "
+                   "and out of order (the docstring promises 'never run in two appliers at once')")
+def test_an_entity_held_by_one_applier_is_not_claimed_by_another_when_an_older_event_arrives(
+        app: Flask, synced: None) -> None:
+    user = f"Y{uuid.uuid4().hex[:8].upper()}"
+    newer, older = user_event(user, 20), user_event(user, 5)
+    with app.app_context():
+        engine = db.engine
+        writer, first, second = Session(engine), Session(engine), Session(engine)
+        try:
+            inbox.store(writer, newer)
+            held = inbox_worker.claim(first, limit=10, entity_key=inbox.entity_key(newer))
+            assert [e.event_id for e in held] == [newer["id"]]  # applier 1 holds the user's only event
+            inbox.store(writer, older)  # WorkOS delivers an older event of the same user late
+            taken = inbox_worker.claim(second, limit=10)  # applier 2, meanwhile
+            assert [e.event_id for e in taken if e.payload["data"]["id"] == newer["data"]["id"]] == []
+        finally:
+            second.rollback()
+            first.rollback()
+            for session in (writer, first, second):
+                session.close()
+
+
+# --- 3. the revocation log followed by a mapping of a file that is no longer the log ------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="RevocationLog maps the file once per process and never checks that the "
+                   "path still names it: after the log is removed (tmp cleaner, operator), new processes append "
+                   "to a new file while old ones read the orphaned mapping, whose head never moves, so "
+                   "RevocationBus.local_enabled keeps trusting their cached (revoked) sessions")
+def test_a_revocation_reaches_a_process_whose_log_file_was_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "cache-revocations.log"
+    old_worker, new_worker = RevocationBus(None, log_path=path), RevocationBus(None, log_path=path)
+    try:
+        assert old_worker.local_enabled()
+        old_worker.sessions.set("session_A", "active", 1e18)
+        assert old_worker.local_enabled()
+        path.unlink()
+        assert new_worker.local_enabled()
+        new_worker.publish("session", "session_A")  # revoked in a worker started after the removal
+        old_worker.local_enabled()
+        assert old_worker.sessions.get("session_A") is None
+    finally:
+        for bus in (old_worker, new_worker):
+            assert bus.log is not None
+            bus.log.close()
+
+
+@pytest.mark.xfail(strict=True, reason="a log recreated in place (a process that finds another size or magic "
+                   "zeroes it) restarts seq at 0; a reader only detects it while head < its last seen position, "
+                   "so once as many entries were appended again, head equals what it saw and every revocation in "
+                   "between is skipped (RevocationBus._apply_log's fast path compares the count only)")
+def test_a_reader_notices_a_log_recreated_in_place_even_after_it_caught_up(tmp_path: Path) -> None:
+    path = tmp_path / "cache-revocations.log"
+    reader, writer = RevocationBus(None, log_path=path), RevocationBus(None, log_path=path)
+    try:
+        for n in range(3):
+            writer.publish("session", f"old_{n}")
+        assert reader.local_enabled()  # seen = 3
+        reader.sessions.set("session_B", "active", 1e18)
+        assert writer.log is not None
+        writer.log.close()
+        path.write_bytes(b"garbage")  # e.g. an older release's log with another size
+        recreator = RevocationBus(None, log_path=path)
+        recreator.local_enabled()  # zeroes the file: seq 0
+        for n in range(2):
+            recreator.publish("session", f"other_{n}")
+        recreator.publish("session", "session_B")  # head is 3 again
+        reader.local_enabled()
+        assert reader.sessions.get("session_B") is None
+        assert recreator.log is not None
+        recreator.log.close()
+    finally:
+        assert reader.log is not None
+        reader.log.close()
