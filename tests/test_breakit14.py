@@ -162,3 +162,52 @@ def test_a_reader_notices_a_log_recreated_in_place_even_after_it_caught_up(tmp_p
     finally:
         assert reader.log is not None
         reader.log.close()
+
+
+# --- 4. a shared status entry of a session in use never expires -------------------------------------------------
+
+
+@pytest.mark.redis
+@pytest.mark.xfail(strict=True, reason="Introspector.session_status extends the shared (Redis) entry to a full "
+                   "TTL on every hit (_shared_extend): a session in use is never reloaded from the database, so a "
+                   "revocation whose stale-marking or publish did not reach Redis (docs/auth.md: kept 'until the "
+                   "retry lands or the cache TTL ends, whichever is first') is honoured only when the session "
+                   "itself expires; the cache TTL no longer bounds staleness")
+def test_a_revocation_missed_by_the_cache_is_honoured_within_the_cache_ttl(
+        app_config: dict[str, Any], request: pytest.FixtureRequest) -> None:
+    import time
+    from datetime import UTC, datetime
+
+    from sqlalchemy import update
+
+    from hatidata_auth.models import AuthSession, Organization
+    from tests.auth_support import login, sync_organizations
+
+    ttl = 2
+    app_config["HATIDATA_SESSION_CACHE_TTL"] = ttl
+    app: Flask = request.getfixturevalue("app")
+    sync_organizations(app)
+    with app.app_context():
+        db.session.execute(update(Organization).values(session_cache_ttl=ttl))
+        db.session.commit()
+        db.session.remove()
+    client = app.test_client()
+    assert login(client, "admin@acme.test").status_code == 302
+    rt = app.extensions["hatidata_auth"]
+    session_id = client.get("/api/v1/me").get_json()["session_id"]
+    rt.backend._write_client.delete(*rt.backend._write_client.keys(f"{rt.backend._get_prefix()}auth:ses:*"))
+    rt.bus.clear()
+    assert client.get("/api/v1/me").status_code == 200  # the shared entry holds "active"
+    with app.app_context():
+        # The revocation is committed, but its stale-marking and publish never reached Redis (a partition).
+        db.session.execute(update(AuthSession).where(AuthSession.id == session_id)
+                           .values(revoked_at=datetime.now(UTC)))
+        db.session.commit()
+        db.session.remove()
+    answers = []
+    deadline = time.monotonic() + 3 * ttl
+    while time.monotonic() < deadline:
+        rt.bus.clear()  # no in-process answer: every request reads the shared entry
+        answers.append(client.get("/api/v1/me").status_code)
+        time.sleep(0.5)
+    assert answers[-1] == 401, answers
