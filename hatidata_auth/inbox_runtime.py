@@ -105,18 +105,26 @@ def wake(app: Flask) -> None:
         pool.wake()
 
 
+PERSONAL_KEYS = frozenset({"user", "organization_membership", "session"})
+"""Entity kinds (``services.inbox.entity_key``) of one person: bounded work, applied in the acknowledging request."""
+
+
 def acknowledged(app: Flask, payload: dict[str, Any], cause: Cause) -> None:
-    """A webhook stored *payload* for the appliers: an event that takes access away (a deactivated or deleted
-    directory user, a removed group member, a deleted organization, ...) is applied now, in this request, after
-    its entity's older pending events (:func:`~hatidata_auth.services.inbox_worker.apply_entity_now`), so that
-    deprovisioning never waits behind a backlog; every other event is left to the appliers, which are woken.
+    """A webhook stored *payload* for the appliers: an event that takes access away from one person (a deactivated
+    or deleted directory user, a removed group member, a deactivated membership, a revoked session) is applied now,
+    in this request, after that person's older pending events
+    (:func:`~hatidata_auth.services.inbox_worker.apply_entity_now`), so that deprovisioning never waits behind a
+    backlog. Events that take access away from many (a group, directory, connection or organization: work that
+    grows with its members) are claimed first by the appliers but never applied in the request. Every other
+    event is left to the appliers, which are woken.
 
     The event is stored (committed) before this runs: a failure here is logged and left to the appliers, never
     turned into an error answer (WorkOS would deliver again what is already kept)."""
-    if revokes_access(str(payload["event"]), payload):
+    key = entity_key(payload)
+    if revokes_access(str(payload["event"]), payload) and key.split(":", 1)[0] in PERSONAL_KEYS:
         client = app.extensions["hatidata_workos"].client
         try:
-            apply_entity_now(db.session(), client, str(payload["id"]), entity_key(payload), cause=cause)
+            apply_entity_now(db.session(), client, str(payload["id"]), key, cause=cause)
         except SQLAlchemyError:
             log.warning("applying WorkOS event %s at once failed; the appliers will apply it", payload["id"],
                         exc_info=True)

@@ -55,10 +55,6 @@ def _revoking(kind: str, user: str) -> dict[str, Any]:
 # --- 1. a failure recorded by the apply-at-once path loses the event's entity key ---------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="inbox._record_failure inserts the failed row without entity_key (nor "
-                   "organization_id); when WorkOS redelivers it, store() queues it again with entity_key NULL: "
-                   "the acknowledging request's apply_entity_now (filtered on entity_key) never finds it, so the "
-                   "deprovisioning waits for the appliers, which apply it outside its user's order")
 @settings(max_examples=4, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(kind=st.sampled_from(["deactivated", "deleted"]))
@@ -85,10 +81,6 @@ def test_a_deprovisioning_that_failed_on_the_poller_path_is_applied_by_the_webho
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(strict=True, reason="inbox_worker._heads ranks an entity's pending events by event time only: "
-                   "an older event stored after an applier claimed a newer one of the same entity becomes the head "
-                   "(rank 1, unlocked) and a second applier claims it, so two appliers apply one entity at once "
-                   "and out of order (the docstring promises 'never run in two appliers at once')")
 def test_an_entity_held_by_one_applier_is_not_claimed_by_another_when_an_older_event_arrives(
         app: Flask, synced: None) -> None:
     user = f"Y{uuid.uuid4().hex[:8].upper()}"
@@ -216,12 +208,6 @@ def test_a_revocation_missed_by_the_cache_is_honoured_within_the_cache_ttl(
 # --- 5. events that take access away but are not on the list of REVOKING_EVENTS -----------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="inbox_worker.REVOKING_EVENTS is a hand-kept list of types, not what the "
-                   "handlers do: organization_membership.updated to a non-active status deactivates the member "
-                   "(events/organization_memberships.py: set_access(active=False)) yet is neither applied by the "
-                   "acknowledging request nor claimed first, so the member keeps access behind the appliers' "
-                   "backlog (likewise dsync.group.deleted, whose members lose the group's role, and "
-                   "connection.deleted)")
 def test_a_membership_deactivated_on_the_workos_side_is_refused_when_the_webhook_is_acknowledged(
         app: Flask, db_session: Any, workos_client: Any) -> None:
     from workos.organization_membership import RoleSingle
@@ -261,8 +247,6 @@ def test_a_membership_deactivated_on_the_workos_side_is_refused_when_the_webhook
     assert at_answer == 401  # ...but only once an applier gets to it
 
 
-@pytest.mark.xfail(strict=True, reason="see above: the rule 'applied at acknowledgement' is decided by "
-                   "inbox_worker.revokes_access, which misses these types that take access away")
 @pytest.mark.parametrize(("event_type", "state"), [("organization_membership.updated", "inactive"),
                                                  ("dsync.group.deleted", None), ("connection.deleted", None)])
 def test_every_type_that_takes_access_away_counts_as_revoking(event_type: str, state: str | None) -> None:

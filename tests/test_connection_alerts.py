@@ -24,7 +24,7 @@ from hatidata_auth.models import OrganizationAlert
 from hatidata_auth.services import alerts
 from tests.auth_support import login, sync_organizations
 from tests.conftest import _empty_tables
-from tests.support.dsync import deliver, mirror_organizations, sign
+from tests.support.dsync import deliver, drain_inbox, mirror_organizations, sign
 from tests.support.servers import EmulatorControl, LiveServer, http_json
 
 CONNECTIONS = {"initech.test": "conn_01HTDQ8C300000000000000001", "umbrella.test": "conn_01HTDQ8C400000000000000001"}
@@ -238,5 +238,6 @@ def test_concurrent_deliveries_of_one_connections_events_converge(app: Flask, em
     for t in threads:
         t.join()
     assert results == [200] * 36
+    drain_inbox(app)  # acknowledged by the live server; applied by the appliers (here, this drain)
     assert stored_open(app) == expected_open(events) == {
         ("saml_certificate_renewal", CONNECTIONS["initech.test"]), ("connection_inactive", CONNECTIONS["initech.test"])}

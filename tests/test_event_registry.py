@@ -79,7 +79,7 @@ def _import_file(path: Path) -> Any:
 def test_a_second_handler_for_a_type_fails_at_import_naming_both(event_type: str, tmp_path: Path) -> None:
     plugin = tmp_path / "late_handlers.py"
     plugin.write_text("from hatidata_auth.services.events import handles\n\n\n"
-                      f"@handles('organization.never_sent', {event_type!r})\n"
+                      f"@handles('organization.never_sent', {event_type!r}, revokes=False)\n"
                       "def shadow(ctx, data):\n    pass\n", encoding="utf-8")
     original = HANDLERS[event_type]
     before = dict(HANDLERS)
@@ -112,9 +112,9 @@ def test_registering_succeeds_exactly_when_no_type_is_taken(batches: list[list[s
         clash = any(t in expected for t in types) or len(set(types)) < len(types)
         if clash:
             with pytest.raises(DuplicateHandler, match=f"handler_{number}"):
-                registry.handles(*types)(handler)
+                registry.handles(*types, revokes=False)(handler)
         else:
-            assert registry.handles(*types)(handler) is handler
+            assert registry.handles(*types, revokes=False)(handler) is handler
             expected.update(dict.fromkeys(types, handler))
         assert dict(registry) == expected
         assert list(registry) == list(expected)
@@ -122,4 +122,9 @@ def test_registering_succeeds_exactly_when_no_type_is_taken(batches: list[list[s
 
 def test_handles_needs_a_type() -> None:
     with pytest.raises(ValueError, match="at least one"):
-        EventRegistry().handles()
+        EventRegistry().handles(revokes=False)
+
+
+def test_a_handler_must_say_whether_it_takes_access_away() -> None:
+    with pytest.raises(TypeError, match="revokes"):
+        EventRegistry().handles("dsync.user.created")  # type: ignore[call-arg]

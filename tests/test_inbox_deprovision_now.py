@@ -18,6 +18,7 @@ from hatidata_auth.causes import Actor, Cause
 from hatidata_auth.extensions import db
 from hatidata_auth.models import WebhookEvent
 from hatidata_auth.services import inbox, inbox_worker
+from hatidata_auth.services.events import HANDLERS
 from tests.support.dsync import post_event
 from tests.test_inbox_appliers import ACME_DIR, ACME_ORG, user_event
 
@@ -75,7 +76,8 @@ def test_a_deactivation_is_applied_by_its_own_request_after_its_users_older_even
 
 def _minimal(event_type: str) -> dict[str, Any]:
     ref = uuid.uuid4().hex[:10].upper()
-    data: dict[str, Any] = {"id": f"obj_{ref}", "directory_id": ACME_DIR, "organization_id": ACME_ORG}
+    data: dict[str, Any] = {"id": f"obj_{ref}", "directory_id": ACME_DIR, "organization_id": ACME_ORG,
+                            "state": "inactive", "status": "inactive"}
     if event_type.startswith("dsync.group.user_"):
         data = {"directory_id": ACME_DIR, "organization_id": ACME_ORG,
                 "user": {"id": f"directory_user_{ref}"}, "group": {"id": f"directory_group_{ref}"}}
@@ -83,18 +85,39 @@ def _minimal(event_type: str) -> dict[str, Any]:
             "created_at": "2030-01-01T00:00:00.000Z", "data": data}
 
 
-@pytest.mark.parametrize("event_type", inbox_worker.REVOKING_EVENTS)
-def test_every_event_type_that_takes_access_away_is_decided_at_acknowledgement(
+REVOKING = [t for t in HANDLERS.revoking_types() if HANDLERS.revokes(t, _minimal(t)["data"])]
+
+
+@pytest.mark.parametrize("event_type", REVOKING)
+def test_every_event_type_that_takes_access_away_is_urgent_and_about_one_person_decided_at_acknowledgement(
         app: Flask, synced: None, event_type: str) -> None:
     # The webhook view checks each type's shape with the SDK first; here the rule of what is applied at once is
-    # held over every type, whatever its data.
+    # held over every type its handler declares as taking access away, whatever its data.
     revoking, other = _minimal(event_type), user_event(f"O{uuid.uuid4().hex[:8].upper()}", 1)
-    assert inbox_worker.revokes_access(event_type, revoking)
+    personal = inbox.entity_key(revoking).split(":", 1)[0] in inbox_runtime.PERSONAL_KEYS
     with app.test_request_context("/webhooks/workos", method="POST"):
-        for payload in (revoking, other):
+        for payload in (other, revoking):
             assert inbox.store(db.session(), payload) == "received"
             inbox_runtime.acknowledged(app, payload, Cause.by(Actor.workos()))
         db.session.remove()
     rows = _statuses(app, [revoking["id"], other["id"]])
-    assert rows[revoking["id"]][0] != "received"  # applied, ignored or failed: decided before the answer
     assert rows[other["id"]][0] == "received"  # left to the appliers
+    if personal:
+        assert rows[revoking["id"]][0] != "received"  # applied, ignored or failed: decided before the answer
+        return
+    assert rows[revoking["id"]][0] == "received"  # work that grows with members: never in the request...
+    with app.app_context():
+        first = inbox_worker.claim(db.session(), limit=1)
+        db.session.rollback()
+        db.session.remove()
+    assert [e.event_id for e in first] == [revoking["id"]]  # ...but claimed before the older backlog
+
+
+def test_every_handler_declares_whether_it_takes_access_away() -> None:
+    for event_type in HANDLERS:
+        assert isinstance(HANDLERS.revokes(event_type, {"state": "inactive", "status": "inactive"}), bool)
+    assert {"dsync.user.deleted", "dsync.group.user_removed", "dsync.group.deleted", "dsync.deleted",
+            "organization.deleted", "organization_membership.deleted", "session.revoked", "connection.deactivated",
+            "connection.deleted"} <= set(HANDLERS.revoking_types())
+    assert not HANDLERS.revokes("dsync.user.updated", {"state": "active"})
+    assert HANDLERS.revokes("dsync.user.updated", {"state": "suspended"})

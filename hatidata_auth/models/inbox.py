@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Index, Integer, String, Text, text
+from sqlalchemy import JSON, Boolean, Index, Integer, String, Text, false, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import db
@@ -45,6 +45,9 @@ class WebhookEvent(TimestampMixin, db.Model):  # type: ignore[name-defined]
     # What the event is about ("user:<directory user id>", "group:<id>", "directory:<id>", ...): the appliers
     # apply the events of one key in order, one at a time (services.inbox.entity_key).
     entity_key: Mapped[str | None] = mapped_column(String(160))
+    # Whether applying it can take access away (its handler's declaration, services.events.registry): claimed
+    # before any other event.
+    revokes: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false(), nullable=False)
 
 
 class SyncCursor(TimestampMixin, db.Model):  # type: ignore[name-defined]

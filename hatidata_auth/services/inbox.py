@@ -30,7 +30,7 @@ from ..errors import is_connection_error
 from ..models import Organization, WebhookEvent, utcnow
 from ..workos import WorkOSClient
 from . import event_source
-from .events import EventContext, PayloadError, handler_for, parse_time
+from .events import HANDLERS, EventContext, PayloadError, handler_for, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,22 @@ def _workos_organization(payload: dict[str, Any]) -> str | None:
     return _ref(data.get("organization_id"))
 
 
+def _derived(payload: dict[str, Any]) -> dict[str, Any]:
+    """The columns every write of an event row derives from its payload (the one place they are computed, so that no
+    insert path leaves out the order key, the tenant or the urgency)."""
+    workos_org = _workos_organization(payload)
+    tenant = (select(Organization.id).where(Organization.workos_organization_id == workos_org).scalar_subquery()
+              if workos_org else None)
+    return {"event_id": payload["id"], "event_type": payload["event"], "payload": payload, "organization_id": tenant,
+            "event_created_at": parse_time(payload.get("created_at")), "entity_key": entity_key(payload),
+            "revokes": HANDLERS.revokes(str(payload["event"]), payload["data"])}
+
+
+def _rederived(stmt: Any) -> dict[str, Any]:
+    """On a conflict, the derived columns are taken again from the new row (an older row may predate them)."""
+    return {name: stmt.excluded[name] for name in ("organization_id", "entity_key", "revokes")}
+
+
 def store(session: Session, payload: dict[str, Any], *, source: str = "webhook") -> str:
     """Keep a verified event (envelope checked with :func:`validate_envelope`) for the appliers; commits.
 
@@ -117,18 +133,14 @@ def store(session: Session, payload: dict[str, Any], *, source: str = "webhook")
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     now = utcnow()
     table = WebhookEvent.__table__
-    workos_org = _workos_organization(payload)
-    tenant = (select(Organization.id).where(Organization.workos_organization_id == workos_org).scalar_subquery()
-              if workos_org else None)
     handled = handler_for(payload["event"]) is not None
-    stmt = insert(table).values(
-        event_id=payload["id"], event_type=payload["event"], payload=payload, organization_id=tenant,
-        event_created_at=parse_time(payload.get("created_at")), received_at=now,
-        status="received" if handled else "ignored", source=source, attempts=0,
-        last_error=None if handled else "event type not handled", entity_key=entity_key(payload),
-        created_at=now, updated_at=now,
-    ).on_conflict_do_update(
-        index_elements=["event_id"], set_={"status": "received", "last_error": None, "updated_at": now},
+    row_insert = insert(table).values(
+        **_derived(payload), status="received" if handled else "ignored", source=source, attempts=0,
+        last_error=None if handled else "event type not handled", received_at=now, created_at=now, updated_at=now,
+    )
+    stmt = row_insert.on_conflict_do_update(
+        index_elements=["event_id"], set_={"status": "received", "last_error": None, "updated_at": now,
+                                           **_rederived(row_insert)},
         where=table.c.status == "failed",
     ).returning(table.c.id)
     if dialect == "postgresql":
@@ -152,10 +164,11 @@ def _insert(session: Session, values: dict[str, Any]) -> bool:
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     now = values["updated_at"]
     table = WebhookEvent.__table__  # Core, not the ORM bulk-insert path
-    stmt = insert(table).values(**values).on_conflict_do_update(
+    stmt = insert(table).values(**values)
+    stmt = stmt.on_conflict_do_update(
         index_elements=["event_id"],
         set_={"status": values["status"], "attempts": table.c.attempts + 1, "applied_at": values["applied_at"],
-              "last_error": None, "updated_at": now},
+              "last_error": None, "updated_at": now, **_rederived(stmt)},
         where=table.c.status == "failed",
     )
     result = session.execute(stmt.returning(table.c.id))
@@ -166,15 +179,14 @@ def _record_failure(session: Session, payload: dict[str, Any], source: str, erro
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     now = utcnow()
-    stmt = insert(WebhookEvent).values(
-        event_id=payload["id"], event_type=payload["event"], payload=payload,
-        event_created_at=parse_time(payload.get("created_at")), received_at=now, status="failed",
-        source=source, attempts=1, last_error=error, created_at=now, updated_at=now,
-    )
+    table = WebhookEvent.__table__
+    stmt = insert(table).values(**_derived(payload), received_at=now, status="failed", source=source, attempts=1,
+                                last_error=error, created_at=now, updated_at=now)
     stmt = stmt.on_conflict_do_update(
         index_elements=["event_id"],
-        set_={"status": "failed", "attempts": WebhookEvent.attempts + 1, "last_error": error, "updated_at": now},
-        where=WebhookEvent.status.in_(("failed", "received")),
+        set_={"status": "failed", "attempts": table.c.attempts + 1, "last_error": error, "updated_at": now,
+              **_rederived(stmt)},
+        where=table.c.status.in_(("failed", "received")),
     )
     session.execute(stmt)
 
@@ -227,10 +239,9 @@ def receive(session: Session, client: WorkOSClient, payload: dict[str, Any], *, 
     now = utcnow()
     try:
         inserted = _insert(session, {
-            "event_id": event_id, "event_type": event_type, "payload": payload, "entity_key": entity_key(payload),
-            "event_created_at": parse_time(payload.get("created_at")), "received_at": now,
-            "status": "applied" if handled else "ignored", "source": source, "attempts": 1,
-            "applied_at": now if handled else None, "created_at": now, "updated_at": now,
+            **_derived(payload), "received_at": now, "status": "applied" if handled else "ignored",
+            "source": source, "attempts": 1, "applied_at": now if handled else None, "created_at": now,
+            "updated_at": now,
         })
         if not inserted:  # known id, and not a failed one this delivery could claim: a duplicate
             session.rollback()

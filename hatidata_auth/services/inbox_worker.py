@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, case, func, or_, select, update
+from sqlalchemy import Select, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..causes import Actor, Cause
@@ -32,7 +32,7 @@ from ..errors import is_connection_error
 from ..models import WebhookEvent, utcnow
 from ..workos import WorkOSClient, WorkOSUnavailable
 from . import audit
-from .events import parse_time
+from .events import HANDLERS, parse_time
 from .inbox import INBOX_CHANNEL, InboxResult, apply_event, error_summary
 
 log = logging.getLogger(__name__)
@@ -68,25 +68,15 @@ class BatchReport:
         return sum(1 for r in self.results if r.status == status)
 
 
-REVOKING_EVENTS = ("dsync.user.deleted", "dsync.deleted", "dsync.group.user_removed", "organization.deleted",
-                   "organization_membership.deleted", "session.revoked", "connection.deactivated")
-"""Event types that take access away: claimed before the others (with ``dsync.user.updated`` to a state other
-than ``active``), so a backlog never delays a deprovisioning. Order within an entity key is unchanged."""
-
-
 def revokes_access(event_type: str, payload: dict[str, Any]) -> bool:
-    """Whether the event takes access away (the Python twin of the claim's ordering)."""
-    if event_type in REVOKING_EVENTS:
-        return True
+    """Whether the event can take access away, as its handler declared (``services.events.registry``); stored
+    with the event (``webhook_events.revokes``) when it is written."""
     data = payload.get("data")
-    return event_type == "dsync.user.updated" and isinstance(data, dict) and data.get("state") != "active"
+    return HANDLERS.revokes(event_type, data if isinstance(data, dict) else {})
 
 
 def _revoking() -> Any:
-    t = WebhookEvent.__table__
-    state = t.c.payload[("data", "state")].as_string()
-    return case((or_(t.c.event_type.in_(REVOKING_EVENTS),
-                     and_(t.c.event_type == "dsync.user.updated", state != "active")), 0), else_=1)
+    return case((WebhookEvent.__table__.c.revokes.is_(True), 0), else_=1)
 
 
 def _heads(now_due: Any, entity_key: str | None = None) -> Select[Any]:
@@ -115,15 +105,25 @@ def claim(session: Session, limit: int = DEFAULT_BATCH, *, revoking_only: bool =
     order = (_revoking(), func.coalesce(t.c.event_created_at, t.c.received_at), t.c.id)
     heads = _heads(due, entity_key)
     wanted = [t.c.id.in_(heads), *([_revoking() == 0] if revoking_only else [])]
+    picked: Any
     if session.get_bind().dialect.name == "postgresql":
-        picked = (select(t.c.id).where(*wanted, t.c.status == "received")
-                  .order_by(*order).limit(limit).with_for_update(skip_locked=True))
+        candidates = session.scalars(select(t.c.id).where(*wanted, t.c.status == "received")
+                                     .order_by(*order).limit(limit).with_for_update(skip_locked=True)).all()
+        if not candidates:
+            return []
+        # The row lock alone does not hold an entity: an older event of it stored after this batch's claim ranks
+        # first, unlocked. A transaction-level advisory lock per entity key does, until this batch ends.
+        key = func.coalesce(t.c.entity_key, t.c.event_id)
+        picked = session.scalars(select(t.c.id).where(
+            t.c.id.in_(candidates), func.pg_try_advisory_xact_lock(func.hashtextextended(key, 0)))).all()
+        if not picked:
+            return []
     else:
-        picked = select(t.c.id).where(*wanted).order_by(*order).limit(limit)
-    stmt = (update(t).where(t.c.id.in_(picked.scalar_subquery())).values(attempts=t.c.attempts + 1, updated_at=now)
+        picked = select(t.c.id).where(*wanted).order_by(*order).limit(limit).scalar_subquery()
+    stmt = (update(t).where(t.c.id.in_(picked)).values(attempts=t.c.attempts + 1, updated_at=now)
             .returning(t.c.id, t.c.event_id, t.c.event_type, t.c.payload, t.c.attempts, t.c.event_created_at,
-                       t.c.received_at))
-    rows = sorted(session.execute(stmt).all(), key=lambda r: (not revokes_access(r.event_type, r.payload),
+                       t.c.received_at, t.c.revokes))
+    rows = sorted(session.execute(stmt).all(), key=lambda r: (not r.revokes,
                                                               parse_time(r.event_created_at) or r.received_at, r.id))
     return [Claimed(r.id, r.event_id, r.event_type, dict(r.payload), r.attempts) for r in rows]
 

@@ -1,4 +1,5 @@
-"""inbox entity key: what an event is about, so that the appliers apply one entity's events in order
+"""inbox entity key and revokes: what an event is about (the appliers apply one entity's events in order) and
+whether it can take access away (claimed first)
 
 Revision ID: 0003_inbox_entity_key
 Revises: 0002_inbox_indexes
@@ -19,8 +20,10 @@ depends_on = None
 def upgrade():
     with op.batch_alter_table('webhook_events', schema=None) as batch_op:
         batch_op.add_column(sa.Column('entity_key', sa.String(length=160), nullable=True))
+        batch_op.add_column(sa.Column('revokes', sa.Boolean(), server_default=sa.false(), nullable=False))
 
 
 def downgrade():
     with op.batch_alter_table('webhook_events', schema=None) as batch_op:
+        batch_op.drop_column('revokes')
         batch_op.drop_column('entity_key')

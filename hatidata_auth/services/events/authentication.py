@@ -23,7 +23,7 @@ AUTHENTICATION_EVENT_TYPES: tuple[str, ...] = (
 )
 
 
-@handles(*AUTHENTICATION_EVENT_TYPES)
+@handles(*AUTHENTICATION_EVENT_TYPES, revokes=False)
 def on_authentication(ctx: EventContext, data: dict[str, Any]) -> None:
     """``authentication.*``: record in the audit log with the source details."""
     if not isinstance(data, dict):

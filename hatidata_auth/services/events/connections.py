@@ -32,7 +32,8 @@ def _apply_alerts(ctx: EventContext, org: Organization, connection_id: str, mess
         ctx.outcome = "applied"  # the connection's state was not ours to mirror, but its alerts changed
 
 
-@handles("connection.activated", "connection.deactivated", "connection.deleted")
+@handles("connection.activated", "connection.deactivated", "connection.deleted",
+         revokes=lambda t, d: t != "connection.activated")
 def on_connection(ctx: EventContext, data: dict[str, Any]) -> None:
     """``connection.activated|deactivated|deleted``: mirror the SSO connection's state; open or resolve alerts."""
     require(data, "id")
@@ -71,7 +72,7 @@ def _mirror_state(ctx: EventContext, org: Organization, data: dict[str, Any], ve
                    details={"state": state, "connection_type": data.get("connection_type")})
 
 
-@handles("connection.saml_certificate_renewal_required", "connection.saml_certificate_renewed")
+@handles("connection.saml_certificate_renewal_required", "connection.saml_certificate_renewed", revokes=False)
 def on_certificate(ctx: EventContext, data: dict[str, Any]) -> None:
     """SAML certificate renewal required (opens an alert for admins) or renewed (resolves it)."""
     conn = require(require(data, "connection")["connection"], "id")

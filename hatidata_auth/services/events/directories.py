@@ -15,7 +15,7 @@ from .directory_state import sync_member
 from .registry import handles
 
 
-@handles("dsync.activated")
+@handles("dsync.activated", revokes=False)
 def on_directory_activated(ctx: EventContext, data: dict[str, Any]) -> None:
     """``dsync.activated``: the organization's directory is linked."""
     require(data, "id")
@@ -34,7 +34,7 @@ def on_directory_activated(ctx: EventContext, data: dict[str, Any]) -> None:
                    details={"type": org.directory_type, "name": data.get("name")})
 
 
-@handles("dsync.deleted")
+@handles("dsync.deleted", revokes=True)
 def on_directory_deleted(ctx: EventContext, data: dict[str, Any]) -> None:
     """``dsync.deleted``: one event for the whole directory; deactivate everything it owned."""
     require(data, "id")

@@ -9,7 +9,7 @@ from .directory_state import resync_group_members, upsert_directory_group
 from .registry import handles
 
 
-@handles("dsync.group.created", "dsync.group.updated")
+@handles("dsync.group.created", "dsync.group.updated", revokes=lambda t, d: t.endswith(".updated"))
 def on_group_upsert(ctx: EventContext, data: dict[str, Any]) -> None:
     """``dsync.group.created`` / ``dsync.group.updated`` (a rename recomputes every member's role)."""
     org = dsync_org(ctx, require(data, "id", "directory_id", "name"))
@@ -20,7 +20,7 @@ def on_group_upsert(ctx: EventContext, data: dict[str, Any]) -> None:
         resync_group_members(ctx, org, group.workos_id, reason=ctx.event_type)
 
 
-@handles("dsync.group.deleted")
+@handles("dsync.group.deleted", revokes=True)
 def on_group_deleted(ctx: EventContext, data: dict[str, Any]) -> None:
     """``dsync.group.deleted``: tombstone; members lose what the group gave them."""
     org = dsync_org(ctx, require(data, "id", "directory_id", "name"))

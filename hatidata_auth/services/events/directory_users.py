@@ -27,7 +27,7 @@ def _org_and_locked_user(ctx: EventContext, data: dict[str, Any]) -> tuple[Organ
     return None if row is None else (row[0], row[1])
 
 
-@handles("dsync.user.created", "dsync.user.updated")
+@handles("dsync.user.created", "dsync.user.updated", revokes=lambda t, d: d.get("state") != "active")
 def on_user_upsert(ctx: EventContext, data: dict[str, Any]) -> None:
     """``dsync.user.created`` / ``dsync.user.updated``."""
     require(data, "id", "directory_id", "state")
@@ -51,7 +51,7 @@ def on_user_upsert(ctx: EventContext, data: dict[str, Any]) -> None:
         sync_member(ctx, org, du, reason=ctx.event_type)
 
 
-@handles("dsync.user.deleted")
+@handles("dsync.user.deleted", revokes=True)
 def on_user_deleted(ctx: EventContext, data: dict[str, Any]) -> None:
     """``dsync.user.deleted``: tombstone and deprovision."""
     require(data, "id", "directory_id")

@@ -20,7 +20,7 @@ from .directory_state import (
 from .registry import handles
 
 
-@handles("dsync.group.user_added", "dsync.group.user_removed")
+@handles("dsync.group.user_added", "dsync.group.user_removed", revokes=lambda t, d: t.endswith("removed"))
 def on_group_membership(ctx: EventContext, data: dict[str, Any]) -> None:
     """``dsync.group.user_added`` / ``dsync.group.user_removed``."""
     require(data, "user", "group")

@@ -32,7 +32,9 @@ def _user_by_workos_id(ctx: EventContext, workos_user_id: str, organization_id: 
     return user
 
 
-@handles("organization_membership.created", "organization_membership.updated", "organization_membership.deleted")
+# A change may lower the role or deactivate: every change counts (a creation only adds).
+@handles("organization_membership.created", "organization_membership.updated", "organization_membership.deleted",
+         revokes=lambda t, d: not t.endswith(".created"))
 def on_organization_membership(ctx: EventContext, data: dict[str, Any]) -> None:
     """``organization_membership.created|updated|deleted``: changes made on the WorkOS side."""
     require(data, "id", "user_id", "organization_id")

@@ -13,7 +13,7 @@ from .context import EventContext, find_organization, parse_time, require, resol
 from .registry import handles
 
 
-@handles("organization.updated")
+@handles("organization.updated", revokes=False)
 def on_organization_updated(ctx: EventContext, data: dict[str, Any]) -> None:
     """``organization.updated``: name and domains (version-guarded by ``updated_at``)."""
     require(data, "id", "name")
@@ -45,7 +45,7 @@ def on_organization_updated(ctx: EventContext, data: dict[str, Any]) -> None:
                    details={"changed": changed})
 
 
-@handles("organization.deleted")
+@handles("organization.deleted", revokes=True)
 def on_organization_deleted(ctx: EventContext, data: dict[str, Any]) -> None:
     """``organization.deleted``: the tenant loses all access."""
     require(data, "id")

@@ -1,4 +1,5 @@
-"""Which handler applies which WorkOS event type: each handler declares its types with :func:`handles`.
+"""Which handler applies which WorkOS event type: each handler declares its types with :func:`handles`, and
+whether an event can take access away (``revokes=``, required: a new handler cannot forget to say it).
 
 A type has exactly one handler. Registering a second one for the same type raises
 :class:`DuplicateHandler` when the second module is imported, naming both handlers, so a clash never
@@ -14,6 +15,9 @@ from typing import Any
 from .context import EventContext
 
 Handler = Callable[[EventContext, dict[str, Any]], None]
+Revokes = bool | Callable[[str, Mapping[str, Any]], bool]
+"""``True``/``False``, or ``(event type, data) -> bool`` when it depends on the event (a user updated to a state
+other than ``active``)."""
 
 
 class DuplicateHandler(RuntimeError):
@@ -29,9 +33,13 @@ class EventRegistry(Mapping[str, Handler]):
 
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
+        self._revokes: dict[str, Revokes] = {}
 
-    def handles(self, *event_types: str) -> Callable[[Handler], Handler]:
-        """Decorator: register the handler for each of *event_types* (at least one).
+    def handles(self, *event_types: str, revokes: Revokes) -> Callable[[Handler], Handler]:
+        """Decorator: register the handler for each of *event_types* (at least one), with whether applying such an
+        event can take access away (deactivate or delete a member, lower a role, revoke a session or key):
+        those are claimed before any other and, when they concern one person, applied by the request that
+        acknowledges them (:func:`hatidata_auth.inbox_runtime.acknowledged`).
 
         Raises :class:`DuplicateHandler` if a type already has a handler (or is named twice here); nothing
         is registered then.
@@ -48,9 +56,19 @@ class EventRegistry(Mapping[str, Handler]):
                     raise DuplicateHandler(f"{event_type!r} is handled by both {_name(other)} and {_name(handler)}")
             for event_type in event_types:
                 self._handlers[event_type] = handler
+                self._revokes[event_type] = revokes
             return handler
 
         return register
+
+    def revokes(self, event_type: str, data: Mapping[str, Any]) -> bool:
+        """Whether this event can take access away, as its handler declared (``False`` for unhandled types)."""
+        declared = self._revokes.get(event_type, False)
+        return declared(event_type, data) if callable(declared) else declared
+
+    def revoking_types(self) -> list[str]:
+        """The types that can take access away (declared ``True`` or by a predicate)."""
+        return [event_type for event_type, declared in self._revokes.items() if declared is not False]
 
     def __getitem__(self, event_type: str) -> Handler:
         return self._handlers[event_type]

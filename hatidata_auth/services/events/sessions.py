@@ -10,7 +10,7 @@ from .context import EventContext, require
 from .registry import handles
 
 
-@handles("session.revoked")
+@handles("session.revoked", revokes=True)
 def on_session_revoked(ctx: EventContext, data: dict[str, Any]) -> None:
     """``session.revoked``: revoke our record and evict it from the cache (no call back to WorkOS)."""
     require(data, "id")
