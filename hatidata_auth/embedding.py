@@ -31,7 +31,8 @@ from .unit_of_work import INVALIDATOR
 from .workos import WorkOSGateway, WorkOSSettings
 
 EMBEDDED_SETTINGS: tuple[str, ...] = (
-    "HATIDATA_COOKIE_NAME", "HATIDATA_SESSION_CACHE_TTL", "HATIDATA_SESSION_ACTIVE_TTL",
+    "HATIDATA_COOKIE_NAME", "HATIDATA_SESSION_CACHE_TTL", "HATIDATA_SESSION_CACHE_MAX_AGE",
+    "HATIDATA_SESSION_ACTIVE_TTL",
     "HATIDATA_SESSION_REMEMBERED_TTL", "HATIDATA_PUBLIC_URL", "HATIDATA_LOGIN_STATE_TTL",
     "HATIDATA_LOGIN_RATE_LIMIT", "HATIDATA_API_KEY_FAILURE_RATE_LIMIT", "HATIDATA_API_KEY_PREFIX_FAILURE_RATE_LIMIT",
     "HATIDATA_API_KEY_ROTATION_GRACE", "HATIDATA_API_KEY_USAGE_INTERVAL", "HATIDATA_SESSION_TOUCH_INTERVAL",
@@ -111,6 +112,7 @@ class AuthRuntime:
                                         claim=self._claimer(config))
         self.introspector = Introspector(bus=self.bus, shared_cache=shared,
                                          cache_ttl=int(config["HATIDATA_SESSION_CACHE_TTL"]),
+                                         max_age=int(config["HATIDATA_SESSION_CACHE_MAX_AGE"]),
                                          active_ttl=int(config["HATIDATA_SESSION_ACTIVE_TTL"]),
                                          last_seen=self.last_seen)
         settings: WorkOSSettings = self.gateway.settings

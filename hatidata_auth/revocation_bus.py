@@ -102,7 +102,7 @@ class RevocationBus:
                  liveness: float = 5.0, ping_interval: float = 1.0, log_path: Path | None = None) -> None:
         self.redis_url = redis_url
         self.log = RevocationLog(log_path) if redis_url is None and log_path is not None else None
-        self._log_seen: int | None = None
+        self._log_seen: bytes | None = None
         self._log_lock = threading.Lock()
         self.channel = channel
         self.liveness = liveness
@@ -140,17 +140,19 @@ class RevocationBus:
     def _apply_log(self) -> bool:
         assert self.log is not None
         try:
-            # A forked child inherits its parent's caches together with the position they are good up to.
-            if self.log.head() == self._log_seen:
+            # Unchanged header bytes (magic, seq, generation) of a log whose identity is rechecked every few ms:
+            # nothing appended to the live log since. A forked child inherits its parent's caches with this position.
+            if self.log.header() == self._log_seen:
                 return True
             with self._log_lock:
-                head, entries = self.log.read_since(self._log_seen or 0)
-                if self._log_seen is None or entries is None:
-                    self.clear()  # first look in this process, or fell too far behind: nothing cached is known good
+                header, entries = self.log.read_after(self._log_seen)
+                if entries is None:
+                    # first look in this process, fell too far behind, or another log: nothing cached is known good
+                    self.clear()
                 else:
                     for kind, key in entries:
                         self.evict(kind, key)
-                self._log_seen = head
+                self._log_seen = header
             return True
         except OSError as exc:
             log.warning("revocation log %s unreadable, reading the database instead: %s", self.log.path, exc)

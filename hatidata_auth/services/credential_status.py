@@ -35,6 +35,8 @@ class SessionStatus:
     last_seen_at: float | None
     cache_ttl: int
     sliding_ttl: int | None
+    loaded_at: float = 0.0
+    """Wall-clock seconds when read from the database (0: unknown, as old as can be); see the cache's max age."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +57,8 @@ class ApiKeyStatus:
     grace_until: float | None
     cache_ttl: int
     permissions: frozenset[str] = field(default_factory=frozenset)
+    loaded_at: float = 0.0
+    """As :attr:`SessionStatus.loaded_at`."""
 
     def usable(self, now: float) -> bool:
         """Active, owned by an active member, not expired, and (after a rotation) within its grace period."""

@@ -4,7 +4,10 @@ Session and API-key status comes from three layers: this process's memory (only 
 see :mod:`hatidata_auth.revocation_bus`), the shared cache (Redis in production, the file cache in development; TTL
 ``HATIDATA_SESSION_CACHE_TTL`` or the organization's ``session_cache_ttl``) and the database
 (:mod:`.credential_status`). A shared entry found live is extended to its full TTL (never a stale marker), so a
-session in use is not reloaded from the database every TTL; its last-seen writes go through
+session in use is not reloaded from the database every TTL; but a cached status is never older than a bound: no
+layer answers with, or renews past, a status read from the database more than ``max_age`` seconds ago
+(``HATIDATA_SESSION_CACHE_MAX_AGE``), so a revocation whose invalidation was lost is honoured within that bound.
+Its last-seen writes go through
 :mod:`.last_seen` (batched, off the request path, once per interval across processes).
 :meth:`Introspector.invalidate_session` / :meth:`Introspector.invalidate_api_key` evict
 at once in this process, mark the shared entry stale and publish the eviction to every other process. The app's
@@ -18,6 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -54,17 +58,27 @@ class Introspector:
     ``shared_cache`` is a Flask-Caching ``Cache`` (or anything with ``get``/``set``/``add``/``delete``, and
     optionally ``extend(key, seconds, unless=value)``), or ``None`` when the configured cache is private to the
     process (SimpleCache): then every lookup that the revocation bus cannot answer goes to the database.
-    ``last_seen`` writes sessions' last-seen times (see :mod:`.last_seen`).
+    ``last_seen`` writes sessions' last-seen times (see :mod:`.last_seen`). ``max_age`` (seconds) bounds how long
+    after its database read a status may still be answered from memory or the shared cache.
     """
 
     def __init__(self, *, bus: RevocationBus, shared_cache: Any | None, cache_ttl: int, active_ttl: int,
-                 last_seen: LastSeenWriter, clock: Callable[[], float] = time.time) -> None:
+                 last_seen: LastSeenWriter, max_age: int = 3600, clock: Callable[[], float] = time.time) -> None:
         self.bus = bus
         self.shared_cache = shared_cache
         self.cache_ttl = cache_ttl
         self.active_ttl = active_ttl
         self.last_seen = last_seen
+        self.max_age = max_age
         self.clock = clock
+
+    def _young(self, loaded_at: float) -> bool:
+        return loaded_at + self.max_age > self.clock()
+
+    def _lifetime(self, loaded_at: float, ttl: int) -> int:
+        """Whole seconds a status read from the database at *loaded_at* may still be cached: at most *ttl*, never
+        past ``loaded_at + max_age`` (0: reload it)."""
+        return max(0, min(ttl, int(loaded_at + self.max_age - self.clock())))
 
     # --- sessions --------------------------------------------------------------------------------------
 
@@ -73,23 +87,31 @@ class Introspector:
         use_local = self.bus.local_enabled()
         if use_local:
             hit = self.bus.sessions.get(workos_session_id)
-            if hit is not None and (hit.expires_at > self.clock() or not hit.active):
+            if hit is not None and (hit.expires_at > self.clock() or not hit.active) and self._young(hit.loaded_at):
                 return hit  # type: ignore[no-any-return,unused-ignore]
         epoch = self.bus.epoch
         status: SessionStatus | None = None
         key = f"auth:ses:{workos_session_id}"
         shared = self._shared_get(key)
-        if isinstance(shared, dict) and shared.get("expires_at", 0) > self.clock():
+        if (isinstance(shared, dict) and shared.get("expires_at", 0) > self.clock()
+                and (renewal := self._lifetime(float(shared.get("loaded_at") or 0), int(shared["cache_ttl"])))):
             status = SessionStatus(**shared)
-            self._shared_extend(key, status.cache_ttl)
+            self._shared_extend(key, renewal)
         else:
             status = load_session_status(db, workos_session_id, default_cache_ttl=self.cache_ttl,
                                          active_ttl=self.active_ttl)
-            if status is not None and shared != STALE:
-                self._shared_set(key, status_to_dict(status), status.cache_ttl, replace=isinstance(shared, dict))
+            if status is not None:
+                status = replace(status, loaded_at=self.clock())
+                if shared != STALE and (ttl := self._lifetime(status.loaded_at, status.cache_ttl)):
+                    self._shared_set(key, status_to_dict(status), ttl, replace=isinstance(shared, dict))
         if status is not None and use_local and self.bus.epoch == epoch:
-            self.bus.sessions.set(workos_session_id, status, time.monotonic() + status.cache_ttl)
+            self._keep_session(status)
         return status
+
+    def _keep_session(self, status: SessionStatus) -> None:
+        lifetime = self._lifetime(status.loaded_at, status.cache_ttl)
+        if lifetime:
+            self.bus.sessions.set(status.workos_session_id, status, time.monotonic() + lifetime)
 
     def should_touch(self, status: SessionStatus) -> bool:
         """Whether the session's last-seen time (and sliding expiry) is due to be written."""
@@ -101,7 +123,7 @@ class Introspector:
         epoch = self.bus.epoch
         fresh = self.last_seen.note(status)
         if self.bus.local_enabled() and self.bus.epoch == epoch:
-            self.bus.sessions.set(status.workos_session_id, fresh, time.monotonic() + fresh.cache_ttl)
+            self._keep_session(fresh)
         return fresh
 
     # --- API keys --------------------------------------------------------------------------------------
@@ -111,20 +133,24 @@ class Introspector:
         use_local = self.bus.local_enabled()
         if use_local:
             hit = self.bus.api_keys.get(key_hash)
-            if hit is not None:
+            if hit is not None and self._young(hit.loaded_at):
                 return hit  # type: ignore[no-any-return,unused-ignore]
         epoch = self.bus.epoch
         key = f"auth:key:{key_hash}"
         shared = self._shared_get(key)
-        if isinstance(shared, dict):
+        if isinstance(shared, dict) and self._lifetime(float(shared.get("loaded_at") or 0), int(shared["cache_ttl"])):
             status: ApiKeyStatus | None = api_key_from_dict(shared)
         else:
             status = load_api_key_status(db, key_hash, default_cache_ttl=self.cache_ttl)
-            if status is not None and shared != STALE:
-                self._shared_set(key, status_to_dict(status), status.cache_ttl)
-                self._shared_set(f"auth:keyid:{status.key_id}", key_hash, status.cache_ttl, replace=True)
+            if status is not None:
+                status = replace(status, loaded_at=self.clock())
+                if shared != STALE and (ttl := self._lifetime(status.loaded_at, status.cache_ttl)):
+                    self._shared_set(key, status_to_dict(status), ttl, replace=isinstance(shared, dict))
+                    self._shared_set(f"auth:keyid:{status.key_id}", key_hash, ttl, replace=True)
         if status is not None and use_local and self.bus.epoch == epoch:
-            self.bus.api_keys.set(key_hash, status, time.monotonic() + status.cache_ttl)
+            lifetime = self._lifetime(status.loaded_at, status.cache_ttl)
+            if lifetime:
+                self.bus.api_keys.set(key_hash, status, time.monotonic() + lifetime)
         return status
 
     # --- invalidation ------------------------------------------------------------------------------------
