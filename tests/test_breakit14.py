@@ -1,7 +1,7 @@
 """Break-it round 14: faults found in the acknowledged-then-applied inbox, the revocation log and their neighbours.
 
-Every test here is a fault that is still present: it is marked ``xfail(strict=True)`` so that the fix turns it
-into an unexpected pass (and the marker must then go).
+Every test here was a fault found by a break-it round (a strict xfail until its fix); each is now a regression
+test of the rule that was broken (docs/directory-sync.md, docs/auth.md).
 """
 
 from __future__ import annotations
@@ -252,7 +252,7 @@ def test_a_revocation_missed_by_the_cache_is_honoured_within_the_cache_max_age(
     assert answers[-1][1] == 401, answers
 
 
-# --- 5. events that take access away but are not on the list of REVOKING_EVENTS -----------------------------------
+# --- 5. events that take access away but were not on a hand-kept list of revoking types -----------------------------------
 
 
 def test_a_membership_deactivated_on_the_workos_side_is_refused_when_the_webhook_is_acknowledged(
