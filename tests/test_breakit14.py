@@ -252,7 +252,7 @@ def test_a_revocation_missed_by_the_cache_is_honoured_within_the_cache_max_age(
     assert answers[-1][1] == 401, answers
 
 
-# --- 5. events that take access away but were not on a hand-kept list of revoking types -----------------------------------
+# --- 5. events that take access away but were not on a hand-kept list of revoking types ----------------------
 
 
 def test_a_membership_deactivated_on_the_workos_side_is_refused_when_the_webhook_is_acknowledged(
