@@ -23,18 +23,13 @@ from hatidata_auth.models import WebhookEvent
 from hatidata_auth.revocation_bus import RevocationBus
 from hatidata_auth.revocation_log import IDENTITY_INTERVAL
 from hatidata_auth.services import inbox, inbox_worker
-from tests.support.dsync import post_event
+from tests.support.dsync import mirror_all, post_event
 from tests.test_inbox_appliers import user_event
 
 
 @pytest.fixture
 def synced(app: Flask) -> None:
-    from tests.support.dsync import mirror_organizations
-
-    with app.app_context():
-        mirror_organizations(db.session, app.extensions["hatidata_workos"].client)
-        db.session.commit()
-        db.session.remove()
+    mirror_all(app)
 
 
 def _row(app: Flask, event_id: str) -> tuple[str, str | None]:

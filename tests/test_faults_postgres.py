@@ -12,7 +12,6 @@ import os
 import signal
 import time
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import create_engine, select, text
 
 from hatidata_auth.extensions import db
-from hatidata_auth.models import AuditEvent, DirectoryUser, WebhookEvent
+from hatidata_auth.models import DirectoryUser, WebhookEvent
 from tests.auth_support import csrf_headers, login, sync_organizations
-from tests.support.dsync import drain_inbox, wait_applied
+from tests.support.dsync import audit_by_event, drain_inbox, wait_applied
 from tests.support.processes import (
     AppProcess,
     PrivatePostgres,
@@ -74,14 +73,6 @@ def _inbox(app: Flask) -> list[tuple[str, str, int]]:
         rows = db.session.execute(select(WebhookEvent.event_id, WebhookEvent.status, WebhookEvent.attempts)).all()
         db.session.remove()
     return [(str(a), str(b), int(c)) for a, b, c in rows]
-
-
-def _audit_by_event(app: Flask) -> Counter[tuple[str, str, str | None]]:
-    with app.app_context():
-        rows = db.session.execute(select(AuditEvent.source_event_id, AuditEvent.action, AuditEvent.target_id)
-                                  .where(AuditEvent.source_event_id.is_not(None))).all()
-        db.session.remove()
-    return Counter((str(e), str(a), t) for e, a, t in rows)
 
 
 def test_postgres_down_answers_503_and_loses_no_webhook(
@@ -145,7 +136,7 @@ def test_postgres_down_answers_503_and_loses_no_webhook(
     assert len(inbox) == len({event_id for event_id, _, _ in inbox})
     assert len(inbox) >= 3
     assert all(status in ("applied", "ignored") for _, status, _ in inbox)
-    audit = _audit_by_event(app)
+    audit = audit_by_event(app)
     assert audit
     assert max(audit.values()) == 1, f"an event was applied more than once: {audit}"
     with app.app_context():
@@ -214,5 +205,5 @@ def test_worker_killed_while_applying_a_webhook_applies_it_once(
     assert len(rows) == 1, rows
     assert rows[0][1] in ("applied", "ignored"), rows
     assert users == 1
-    audit = _audit_by_event(app)
+    audit = audit_by_event(app)
     assert max(audit.values()) == 1, audit

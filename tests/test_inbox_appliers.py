@@ -13,7 +13,6 @@ import sys
 import threading
 import time
 import uuid
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +25,9 @@ from sqlalchemy import create_engine, select, text
 
 from hatidata_auth import inbox_runtime
 from hatidata_auth.extensions import db
-from hatidata_auth.models import AuditEvent, Organization, WebhookEvent
+from hatidata_auth.models import Organization, WebhookEvent
 from hatidata_auth.services import inbox, inbox_worker
-from tests.support.dsync import member_roles, mirror_organizations, sign, wait_applied
+from tests.support.dsync import audit_by_event, member_roles, mirror_all, sign, wait_applied
 from tests.support.processes import ROOT, AppProcess, app_settings
 
 ACME_DIR = "directory_01HTDQ8D100000000000000001"
@@ -54,12 +53,7 @@ def user_event(user: str, n: int, *, directory: str = ACME_DIR, organization: st
 @pytest.fixture
 def synced(app: Flask) -> dict[str, str]:
     """Our organization ids by domain."""
-    with app.app_context():
-        orgs = mirror_organizations(db.session, app.extensions["hatidata_workos"].client)
-        ids = {domain: org.id for domain, org in orgs.items()}
-        db.session.commit()
-        db.session.remove()
-    return ids
+    return mirror_all(app)
 
 
 def _store(app: Flask, events: list[dict[str, Any]]) -> list[str]:
@@ -76,14 +70,6 @@ def _rows(app: Flask, event_ids: list[str]) -> dict[str, WebhookEvent]:
         db.session.expunge_all()
         db.session.remove()
     return rows
-
-
-def _audit_by_event(app: Flask) -> Counter[tuple[str, str, str | None]]:
-    with app.app_context():
-        rows = db.session.execute(select(AuditEvent.source_event_id, AuditEvent.action, AuditEvent.target_id)
-                                  .where(AuditEvent.source_event_id.is_not(None))).all()
-        db.session.remove()
-    return Counter((str(e), str(a), t) for e, a, t in rows)
 
 
 @settings(max_examples=12, deadline=None,
@@ -163,7 +149,7 @@ def test_a_failing_event_is_rolled_back_alone_and_the_batch_commits(
     assert rows[events[1]["id"]].status == "failed"
     assert (rows[events[1]["id"]].last_error or "").startswith("ValueError: ")
     assert "superuser" in (rows[events[1]["id"]].last_error or "")
-    audited = {event_id for event_id, _, _ in _audit_by_event(app)}
+    audited = {event_id for event_id, _, _ in audit_by_event(app)}
     assert events[1]["id"] not in audited  # its audit events were rolled back with it
     assert {events[0]["id"], events[2]["id"]} <= audited
     with app.app_context():
@@ -210,7 +196,7 @@ def test_two_appliers_share_the_inbox_and_apply_each_event_once_in_order(
         ordered = [rows[e["id"]].applied_at for e in history if e["data"]["id"] == f"directory_user_{user}"]
         assert ordered == sorted(ordered)
         assert len(set(ordered)) == len(ordered)
-    assert max(_audit_by_event(app).values()) == 1
+    assert max(audit_by_event(app).values()) == 1
 
 
 # --- an applier process killed mid-batch ----------------------------------------------------------------------
@@ -291,7 +277,7 @@ def test_an_applier_killed_mid_batch_loses_nothing_and_applies_nothing_twice(
     engine.dispose()
     assert second.returncode == 0
     assert {r.attempts for r in _rows(app, ids).values()} == {1}
-    audit = _audit_by_event(app)
+    audit = audit_by_event(app)
     assert max(audit.values()) == 1, audit
     assert set(ids) <= {event_id for event_id, _, _ in audit}
     with app.app_context():

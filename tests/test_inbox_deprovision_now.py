@@ -19,7 +19,7 @@ from hatidata_auth.extensions import db
 from hatidata_auth.models import WebhookEvent
 from hatidata_auth.services import inbox, inbox_worker
 from hatidata_auth.services.events import HANDLERS
-from tests.support.dsync import post_event
+from tests.support.dsync import mirror_all, post_event
 from tests.test_inbox_appliers import ACME_DIR, ACME_ORG, user_event
 
 
@@ -40,12 +40,7 @@ def _statuses(app: Flask, event_ids: list[str]) -> dict[str, tuple[str, Any]]:
 
 @pytest.fixture
 def synced(app: Flask) -> None:
-    from tests.support.dsync import mirror_organizations
-
-    with app.app_context():
-        mirror_organizations(db.session, app.extensions["hatidata_workos"].client)
-        db.session.commit()
-        db.session.remove()
+    mirror_all(app)
 
 
 @settings(max_examples=8, deadline=None,

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections import Counter
 from typing import Any
 
 from flask import Flask
@@ -125,3 +126,26 @@ def member_roles(session: Session, organization_id: str) -> dict[str, tuple[str 
     out = {email: (role, status) for email, role, status in rows}
     session.rollback()
     return out
+
+
+def mirror_all(app: Flask) -> dict[str, str]:
+    """Mirror the emulator's organizations in their own transaction; returns our organization ids by domain."""
+    from hatidata_auth.extensions import db
+
+    with app.app_context():
+        orgs = mirror_organizations(db.session(), app.extensions["hatidata_workos"].client)
+        ids = {domain: org.id for domain, org in orgs.items()}
+        db.session.commit()
+        db.session.remove()
+    return ids
+
+
+def audit_by_event(app: Flask) -> Counter[tuple[str, str, str | None]]:
+    """``(source event id, action, target id)`` -> how many audit rows, over every row a WorkOS event caused."""
+    from hatidata_auth.extensions import db
+
+    with app.app_context():
+        rows = db.session.execute(select(AuditEvent.source_event_id, AuditEvent.action, AuditEvent.target_id)
+                                  .where(AuditEvent.source_event_id.is_not(None))).all()
+        db.session.remove()
+    return Counter((str(e), str(a), t) for e, a, t in rows)
