@@ -15,8 +15,10 @@ from sqlalchemy import func, select
 
 from hatidata_auth.causes import Actor, Cause
 from hatidata_auth.idp import GENERIC_FIXES, SIGN_IN_REASONS, get_registry
-from hatidata_auth.models import AuditEvent, SignInAttempt
+from hatidata_auth.models import AuditEvent, Organization, SignInAttempt
 from hatidata_auth.services import auth_policy, paging, sign_in_attempts, sign_in_retention
+from hatidata_auth.services.events import EventContext, handler_for
+from hatidata_auth.services.events.authentication import AUTHENTICATION_EVENT_TYPES
 from hatidata_auth.services.sign_in_attempts import Seen
 from tests.auth_support import ACME, GLOBEX, sync_organizations
 
@@ -278,3 +280,20 @@ def test_a_reveal_is_audited_naming_the_attempts(app: Flask, db_session: Any, or
         AuditEvent.action == "sign_in_attempts.attributes_revealed")).all()
     assert [(e.organization_id, e.details["attempt_ids"], e.actor_email) for e in events] == [
         (acme, [row.id], "admin@acme.test")]
+
+
+@pytest.mark.parametrize("event_type", sorted(AUTHENTICATION_EVENT_TYPES))
+def test_every_authentication_event_type_through_the_handler(app: Flask, db_session: Any, orgs: dict[str, str],
+                                                             event_type: str) -> None:
+    acme = db_session.get(Organization, orgs[ACME])
+    data = _event("access_denied" if event_type.endswith("_failed") else None, session_id="sess_x")
+    data["sso"]["organization_id"] = acme.workos_organization_id
+    handler_for(event_type)(EventContext(db_session, None, "event_x", event_type, NOW), data)
+    db_session.commit()
+    rows = _page(db_session, acme.id)
+    ends_an_attempt = {"authentication.sso_succeeded": "success", "authentication.sso_failed": "failure",
+                       "authentication.sso_timed_out": "failure"}
+    assert [r.outcome for r in rows] == ([ends_an_attempt[event_type]] if event_type in ends_an_attempt else [])
+    if event_type == "authentication.sso_failed":
+        assert rows[0].reason == "not_assigned_to_app"
+        assert rows[0].sources == ("event",)
