@@ -159,3 +159,24 @@ def test_the_sign_ins_page_explains_and_reveals_on_request(app: Flask, client: F
     index = admin.get("/admin/sso/").get_data(as_text=True)
     assert 'id="health-last-sign-in"><time' in index
     assert "/admin/sso/sign-ins/" in index
+
+
+def test_a_sign_in_we_refuse_after_workos_let_it_through_stays_one_failure(app: Flask, client: FlaskClient,
+                                                                            emulator: Any,
+                                                                            orgs: dict[str, str]) -> None:
+    from hatidata_auth.models import Membership, User
+
+    _signed_in(app, "dev@acme.test")
+    with app.app_context():
+        user_id = db.session.scalar(select(User.id).where(User.email == "dev@acme.test"))
+        db.session.execute(update(Membership).where(Membership.user_id == user_id, Membership.organization_id ==
+                                                    orgs[ACME]).values(status="suspended"))
+        db.session.commit()
+    refused = login(app.test_client(), "dev@acme.test")
+    assert refused.status_code == 403
+    _deliver_events(emulator, client, app, "authentication.sso_succeeded")
+    admin = _signed_in(app, "admin@acme.test")
+    dev = admin.get(API, query_string={"email": "dev@acme.test"}).get_json()["data"]
+    assert [(a["outcome"], a["reason"], a["sources"]) for a in dev] == [
+        ("failure", "not_a_member", ["callback", "event"]), ("success", None, ["callback", "event"])]
+    assert "suspended" in dev[0]["error_message"]
