@@ -8,6 +8,7 @@ from flask.cli import with_appcontext
 
 from .causes import Actor
 from .cli_inbox import inbox_cli
+from .cli_sign_ins import sign_ins_cli
 from .extensions import db
 from .workos import WorkOSClient
 
@@ -313,3 +314,4 @@ def audit_export(organization: str, since: str | None, until: str | None, fmt: s
 
 
 hatidata_cli.add_command(inbox_cli)
+hatidata_cli.add_command(sign_ins_cli)

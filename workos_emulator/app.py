@@ -72,6 +72,7 @@ def create_app(
     from .control_directory import bp as control_directory_bp
     from .hosted import bp as hosted_bp
     from .hosted_authkit import bp as hosted_authkit_bp
+    from .idp_failures import bp as idp_failures_bp
 
     register_api(app)
     app.register_blueprint(hosted_bp)
@@ -80,6 +81,7 @@ def create_app(
     app.register_blueprint(control_directory_bp)
     app.register_blueprint(continuations_bp)
     app.register_blueprint(authkit_control_bp)
+    app.register_blueprint(idp_failures_bp)
 
     @app.before_request
     def _before() -> Any:

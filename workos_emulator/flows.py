@@ -7,7 +7,7 @@ import time
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from . import authkit, idp, serialize
+from . import authkit, idp, idp_failures, serialize
 from .errors import ApiError
 from .ids import iso, new_id, token
 from .state import Emulator
@@ -137,6 +137,13 @@ def complete_login(emu: Emulator, areq: AuthRequest, org_id: str | None, email: 
         cand = find_candidate(store, org_id, email)
         if cand is None or (method is None and not may_vouch(store, areq, org_id, email)):
             raise ApiError(403, f"{email} cannot sign in to this organization.", "access_denied")
+        conn = store.connections.get(areq.connection_id or "") or (
+            store.org_connection(org_id) if org_id else None
+        )
+        refused = idp_failures.refusal(emu, conn if method is None else None, org_id, email)
+        if refused is not None:
+            store.auth_requests.pop(areq.id, None)
+            return add_query(areq.redirect_uri, error=refused[0], error_description=refused[1], state=areq.state)
         code = token(24)
         record: dict[str, Any] = {
             "kind": areq.kind,
@@ -147,11 +154,10 @@ def complete_login(emu: Emulator, areq: AuthRequest, org_id: str | None, email: 
             "organization_id": org_id,
             "expires": time.time() + emu.config.code_ttl,
         }
-        conn = store.connections.get(areq.connection_id or "") or (
-            store.org_connection(org_id) if org_id else None
-        )
         if areq.kind == "sso":
-            record["profile_id"] = build_profile(store, conn, org_id, cand, areq.provider)["id"]
+            profile = build_profile(store, conn, org_id, cand, areq.provider)
+            idp_failures.strip_attribute(emu, profile)
+            record["profile_id"] = profile["id"]
         else:
             user = ensure_user(emu, cand, org_id)
             record["user_id"] = user["id"]

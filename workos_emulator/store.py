@@ -77,6 +77,7 @@ class Store:
     magic_auths: dict[str, Entity] = field(default_factory=dict)  # magic_auth id -> code record
     pending_authentications: dict[str, Entity] = field(default_factory=dict)  # token -> {"kind", "user_id", ...}
     rate_limits: dict[str, list[float]] = field(default_factory=dict)  # "bucket:email" -> request times
+    sign_in_failures: dict[str, Entity] = field(default_factory=dict)  # email -> idp_failures failure
 
     # ---- lookups -------------------------------------------------------------------------------
     @staticmethod

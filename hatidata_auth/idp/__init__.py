@@ -19,6 +19,7 @@ from .registry import (
     load_plugins,
 )
 from .scaffold import scaffold_plugin
+from .sign_in import GENERIC_FIXES, SIGN_IN_REASONS
 from .validation import check_https_url, is_guid, parse_saml_metadata, query_param, validate_guid
 from .values import (
     AttributeMap,
@@ -41,7 +42,9 @@ from .values import (
 __all__ = [
     "CANONICAL_GROUPS",
     "ENTRY_POINT_GROUP",
+    "GENERIC_FIXES",
     "ROLES",
+    "SIGN_IN_REASONS",
     "AttributeMap",
     "AttributeRequirement",
     "CertificateInfo",

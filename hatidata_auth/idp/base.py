@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint
 
 from .hosts import host_patterns_problem, register_hosts, wrong_idp
+from .sign_in import GENERIC_FIXES, SIGN_IN_REASONS
 from .validation import check_https_url, parse_saml_metadata
 from .values import (
     IDENTIFIER_KINDS,
@@ -102,6 +103,8 @@ class IdPPlugin:
     advice: ClassVar[Mapping[str, str]] = {}
     #: Known traps, shown on the steps they concern.
     known_traps: ClassVar[tuple[PluginWarning, ...]] = ()
+    #: How to fix a failed sign-in, per reason of :data:`~hatidata_auth.idp.SIGN_IN_REASONS`, in the IdP's words.
+    sign_in_fixes: ClassVar[Mapping[str, str]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -282,6 +285,16 @@ class IdPPlugin:
             ))
         return tuple(checks)
 
+    def sign_in_fix(self, reason: str, protocol: str = "saml", attribute: str | None = None) -> str:
+        """How an admin fixes a sign-in that failed for *reason* (missing *attribute*, a profile field such as
+        ``email``): the attribute's own advice, else :attr:`sign_in_fixes`, else the generic fix."""
+        if reason == "missing_attribute" and attribute:
+            for requirement in self.attribute_requirements(protocol):
+                if attribute in (requirement.field, requirement.idp_attribute) and requirement.advice:
+                    return f"{requirement.idp_attribute or requirement.field} is missing. {requirement.advice}"
+        known = reason if reason in SIGN_IN_REASONS else "unknown"
+        return self.sign_in_fixes.get(known) or GENERIC_FIXES[known]
+
     def create_blueprint(self) -> Blueprint | None:
         """An optional blueprint named ``idp_<name>`` (templates under ``idp_<name>/``); the default has none."""
         return None
@@ -367,6 +380,9 @@ def instance_problems(plugin: IdPPlugin) -> list[str]:
     for source in plugin.accepted_metadata_sources:
         if source == "url" and type(plugin).validate_metadata_url is IdPPlugin.validate_metadata_url:
             problems.append("metadata by URL needs validate_metadata_url")
+    unknown_reasons = sorted(set(plugin.sign_in_fixes) - set(SIGN_IN_REASONS))
+    if unknown_reasons:
+        problems.append(f"sign_in_fixes names unknown reasons {unknown_reasons}")
     for trap in plugin.warnings():
         if trap.step is not None and trap.step not in STEP_KINDS:
             problems.append(f"warning {trap.key!r} names unknown step kind {trap.step!r}")

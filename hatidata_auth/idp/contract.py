@@ -23,6 +23,7 @@ import pytest
 from .base import IdPPlugin, class_problems, host_of, instance_problems
 from .hosts import guess_idp
 from .registry import check_blueprint, discover, load_plugin
+from .sign_in import SIGN_IN_REASONS
 from .values import PLACEHOLDERS, HealthCheck, NormalizedProfile, SetupStatus
 
 _PLACEHOLDER = re.compile(r"{([a-z_]+)}")
@@ -185,6 +186,18 @@ class IdPPluginContract:
                 assert guess_idp(host_of(url)) == idp_plugin.display_name, f"{url} is not on idp_hosts"
             elif url:
                 assert guess_idp(host_of(url)) in (None, idp_plugin.display_name), f"{url} is another IdP's"
+
+    def test_every_sign_in_failure_has_a_fix(self, idp_plugin: IdPPlugin) -> None:
+        # The sign-ins page shows a fix for every reason, and an unknown reason falls back to ``unknown``'s.
+        for protocol in idp_plugin.protocols:
+            for reason in (*SIGN_IN_REASONS, "not_a_reason"):
+                fix = idp_plugin.sign_in_fix(reason, protocol)
+                assert isinstance(fix, str), (protocol, reason)
+                assert fix.strip(), (protocol, reason)
+            for requirement in idp_plugin.attribute_requirements(protocol):
+                fix = idp_plugin.sign_in_fix("missing_attribute", protocol, requirement.field)
+                assert (requirement.idp_attribute or requirement.field) in fix, (protocol, requirement.field)
+        assert not set(idp_plugin.sign_in_fixes) - set(SIGN_IN_REASONS)
 
     def test_blueprint_is_namespaced(self, idp_plugin: IdPPlugin) -> None:
         blueprint = idp_plugin.create_blueprint()

@@ -17,6 +17,7 @@ from .directory import (
 )
 from .inbox import SyncCursor, WebhookEvent
 from .setup import OrganizationAlert, WizardProgress
+from .sign_ins import SignInAttempt
 from .tenancy import MEMBERSHIP_SOURCES, MEMBERSHIP_STATUSES, SIGN_IN_METHODS, Membership, Organization, User
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "OrganizationAlert",
     "ResyncCursor",
     "RoleMapping",
+    "SignInAttempt",
     "SyncCursor",
     "TenantMixin",
     "User",

@@ -22,7 +22,7 @@ from ..errors import AppError, ServiceUnavailable
 from ..models import ROLES, AuthSession, Membership, Organization, User, utcnow
 from ..unit_of_work import invalidate_after_commit
 from ..workos import OrganizationSelectionRequired, WorkOSClient, WorkOSFailure, WorkOSUnavailable, translate_errors
-from . import audit, auth_policy, domains, provisioning, security_events
+from . import audit, auth_policy, domains, provisioning, security_events, sign_in_attempts
 from .auth_policy import Authentication
 from .organizations import ensure_organization
 from .session_refresh import Tokens, refresh_tokens
@@ -250,8 +250,13 @@ def complete_login(
         raise LoginDenied(f"{org.name} is not active.")
     auth = authentication or Authentication((tokens.authentication_method or "unknown").lower()[:32])
     email = str(tokens.user.get("email") or "").lower()
-    auth_policy.check(db, org, auth, email=email, action="login",
-                      cause=Cause.by(signing_in(db, tokens.user), request))
+    try:
+        auth_policy.check(db, org, auth, email=email, action="login",
+                          cause=Cause.by(signing_in(db, tokens.user), request))
+    except auth_policy.SsoRequired as refused:
+        _note_sso_attempt(db, org, auth, tokens, sid=str(claims["sid"]), request=request,
+                          refusal=str(refused.details.get("reason")))
+        raise
     user = _upsert_user(db, org, tokens.user, now)
     membership = _upsert_membership(db, client, org, user, claims.get("role"), request)
     ttl = policy.ttl(org, remember)
@@ -276,10 +281,26 @@ def complete_login(
                  details={"session_id": record.id, "remembered": remember, "auth_method": record.auth_method,
                           "auth_organization_id": auth.organization_id, "auth_connection_id": auth.connection_id,
                           "role": membership.role})
+    _note_sso_attempt(db, org, auth, tokens, sid=sid, request=request)
     invalidate_after_commit(db, "session", sid)
     return LoginResult(session_id=record.id, workos_session_id=sid, user_id=user.id, email=user.email,
                        organization_id=org.id, role=membership.role, remembered=remember,
                        expires_at=record.expires_at)
+
+
+def _note_sso_attempt(db: Session, org: Organization, auth: Authentication, tokens: Tokens, *, sid: str,
+                      request: RequestInfo, refusal: str | None = None) -> None:
+    """Keep an SSO sign-in (or our *refusal* of it) for the organization's sign-ins page, in the transaction of
+    its audit event."""
+    if auth.method != "sso":
+        return
+    user = tokens.user
+    sign_in_attempts.record_callback(db, sign_in_attempts.Seen(
+        organization_id=org.id, kind="sign_in", outcome="failure" if refusal else "success",
+        reason=sign_in_attempts.refusal_reason(refusal) if refusal else None, error_code=refusal,
+        email=str(user.get("email") or "") or None, connection_id=auth.connection_id, workos_session_id=sid,
+        idp_plugin=org.idp_plugin, ip_address=request.ip_address,
+        attributes={k: user.get(k) for k in ("email", "first_name", "last_name")}))
 
 
 def signing_in(db: Session, user: dict[str, Any]) -> Actor:

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from ..causes import NO_REQUEST, Actor, Cause, RequestInfo
 from ..errors import AppError
 from ..workos import WorkOSClient, WorkOSFailure
-from . import auth_policy, login, sessions
+from . import auth_policy, login, sessions, sign_in_attempts
 from .login import LoginFailed, LoginResult
 from .organizations import find_organization, find_organization_for_email
 from .session_refresh import Tokens
@@ -108,6 +108,13 @@ def finish(db: Session, client: WorkOSClient, verifier: TokenVerifier, *, code: 
         login.end_workos_session(client, exchanged.workos_session_id, why="denied")
         workos_org_id = exchanged.tokens.organization_id or exchanged.claims.get("org_id")
         org = find_organization(db, str(workos_org_id)) if workos_org_id else None
+        if org is not None and exchanged.authentication.method == "sso":  # committed with the failure summary
+            sign_in_attempts.record_callback(db, sign_in_attempts.Seen(
+                organization_id=org.id, kind="sign_in", outcome="failure", reason="not_a_member", error_code="denied",
+                error_message=exc.message, email=exchanged.tokens.user.get("email"),
+                connection_id=exchanged.authentication.connection_id,
+                workos_session_id=exchanged.workos_session_id, idp_plugin=org.idp_plugin,
+                ip_address=request.ip_address))
         raise LoginFailed("denied", exc.message, status=403, code="login_denied",
                           organization_id=org.id if org is not None else None,
                           actor=login.signing_in(db, exchanged.tokens.user),

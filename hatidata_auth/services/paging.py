@@ -52,12 +52,13 @@ def key_kind(column: InstrumentedAttribute[Any]) -> KeyKind:
 
 
 def paginate(session: Session, query: Select[*tuple[Any, ...]], key: InstrumentedAttribute[Any],
-             page: PageRequest, mapper: Callable[[Any], T], *, scalars: bool = True) -> Page[T]:
-    """One page of *query* ordered by the unique column *key*, each row (the first entity when *scalars*, the
-    whole row otherwise) made a value by *mapper*."""
+             page: PageRequest, mapper: Callable[[Any], T], *, scalars: bool = True,
+             descending: bool = False) -> Page[T]:
+    """One page of *query* ordered by the unique column *key* (highest first when *descending*), each row (the
+    first entity when *scalars*, the whole row otherwise) made a value by *mapper*."""
     if page.after is not None:
-        query = query.where(key > page.after)
-    query = query.order_by(key).limit(page.limit + 1)
+        query = query.where(key < page.after if descending else key > page.after)
+    query = query.order_by(key.desc() if descending else key).limit(page.limit + 1)
     rows = list(session.scalars(query) if scalars else session.execute(query).all())
     more = len(rows) > page.limit
     rows = rows[:page.limit]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
+from datetime import datetime
 from functools import wraps
 from typing import Any, TypeVar, cast
 
@@ -27,7 +28,7 @@ from ..extensions import db
 from ..idp import IdPPlugin, SetupStatus, get_registry
 from ..models import Organization, utcnow
 from ..roles import Role
-from ..services import alerts, sso_setup
+from ..services import sign_in_attempts, sso_health, sso_setup
 from ..urls import external_url
 from . import steps as step_handlers
 from . import wizard
@@ -110,32 +111,36 @@ def _context(plugin: IdPPlugin, org: Organization) -> step_handlers.StepContext:
     )
 
 
-def _status(plugin: IdPPlugin | None, org: Organization, data: dict[str, Any]) -> list[Any]:
-    if plugin is None:
-        return []
+def _status(plugin: IdPPlugin | None, org: Organization, data: dict[str, Any]) -> \
+        tuple[list[Any], sso_health.ConnectionHealth]:
+    """The plugin's health checks and the connection's health, from the certificate expiry the wizard holds."""
     expiry = (data.get("metadata") or {}).get("certificate_not_after")
-    from datetime import datetime
-
+    health = sso_health.connection_health(db.session(), org,
+                                          metadata_not_after=datetime.fromisoformat(expiry) if expiry else None)
+    if plugin is None:
+        return [], health
     status = SetupStatus(now=utcnow(), connection_id=org.connection_id, connection_state=org.connection_state,
                          directory_id=org.directory_id, directory_state=org.directory_state,
-                         certificate_not_after=datetime.fromisoformat(expiry) if expiry else None,
+                         certificate_not_after=health.certificate_not_after,
                          last_test_login_ok=(data.get("test_login") or {}).get("ok"))
-    return list(plugin.health_checks(status))
+    return list(plugin.health_checks(status)), health
 
 
 @bp.get("/")
 @admin_only
 def index() -> str:
-    """Choose an identity provider; see the current setup's progress and health."""
+    """Choose an identity provider; see the current setup's progress and the connection's health (state, last
+    successful sign-in, certificate expiry, open alerts, directory state and last event). Answers 200; 403 for
+    a non-admin or an API caller; 404 without an organization."""
     org = _organization()
     registry = get_registry(current_app)
     progress = {p.name: wizard.get_progress(db.session(), org.id, p.name) for p in registry}
     active = registry.get(org.idp_plugin or "")
     active_progress = progress.get(active.name) if active else None
     active_data = dict(active_progress.data) if active_progress else {}
+    checks, health = _status(active, org, active_data)
     return render_template("sso_wizard/index.html", plugins=list(registry), progress=progress, org=org,
-                           active=active, health=_status(active, org, active_data),
-                           alerts=alerts.open_alerts(db.session(), org.id))
+                           active=active, health=checks, connection=health, alerts=health.open_alerts)
 
 
 @bp.post("/start")
@@ -246,7 +251,12 @@ def test_login_callback(plugin: str) -> Any:
     if not expected or not secrets.compare_digest(expected, given):
         return _render(ctx, key, {"test_login": "This test sign-in was not started here (state mismatch); start "
                                                 "it again."}, status=400)
+    connection_id = ctx.progress.data.get("connection_id")
     if request.args.get("error"):
+        sign_in_attempts.record_test_refusal(
+            db.session(), organization_id=ctx.organization.id, plugin=plugin, connection_id=connection_id,
+            error=request.args["error"], description=request.args.get("error_description"), cause=ctx.cause)
+        db.session.commit()
         return _render(ctx, key, {"test_login": f"The IdP refused the sign-in: "
                                                 f"{request.args.get('error_description') or request.args['error']}"},
                        status=400)
@@ -256,7 +266,13 @@ def test_login_callback(plugin: str) -> Any:
     except sso_setup.SetupError as exc:
         db.session.rollback()
         return _render(ctx, key, {"test_login": exc.message}, status=400)
-    wizard.update_data(ctx.progress, {"test_login": result.as_dict()})
+    summary = result.as_dict()
+    missing = next((c["idp_attribute"] for c in summary["checks"] if c["required"] and not c["present"]), None)
+    sign_in_attempts.record_test_result(
+        db.session(), organization_id=ctx.organization.id, plugin=plugin, connection_id=connection_id,
+        profile={k: summary[k] for k in ("email", "idp_id", "first_name", "last_name", "groups")},
+        missing=missing, role=result.role, cause=ctx.cause)
+    wizard.update_data(ctx.progress, {"test_login": summary})
     db.session.commit()
     return redirect(url_for(".step", plugin=plugin, key=key))
 

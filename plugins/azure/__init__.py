@@ -127,6 +127,14 @@ class AzurePlugin(IdPPlugin):
         "unmapped_groups": "Entra sends group Object IDs (GUIDs), not names: map the Object IDs shown here.",
         "no_role": "The user is in none of the mapped groups: assign one of the HatiData groups to them.",
     }
+    sign_in_fixes = {
+        "not_assigned_to_app": "Assign the user in the Microsoft Entra admin center: Enterprise applications → "
+                               "HatiData → Users and groups → Add user/group (Entra answers AADSTS50105 until then).",
+        "certificate_expired": "In Entra: Enterprise applications → HatiData → Single sign-on → SAML Certificates → "
+                               "Edit → New Certificate, make it active, then give the wizard the metadata URL again.",
+        "idp_error": "Entra's sign-in logs (Enterprise applications → HatiData → Sign-in logs) show the AADSTS code "
+                     "of the refusal.",
+    }
     known_traps = (
         PluginWarning("entra-overage", "With “All groups”, a user in more than 150 groups (SAML; 200 for OIDC) "
                       "gets no groups claim at all, only a groups.link. Emit “Groups assigned to the "

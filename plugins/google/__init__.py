@@ -94,6 +94,15 @@ class GooglePlugin(IdPPlugin):
         "no_role": "The user is in none of the mapped groups: add them to a HatiData group in Google.",
         "oidc_no_groups": "Google OIDC sends no groups: roles come from the directory sync or the default role.",
     }
+    sign_in_fixes = {
+        "not_assigned_to_app": "In the Google Admin console: Apps → Web and mobile apps → HatiData → User access: "
+                               "turn the app ON for the user's organizational unit or group (allow up to 24 hours).",
+        "certificate_expired": "In the Google Admin console: Apps → Web and mobile apps → HatiData → Service "
+                               "provider details → Manage certificates → Add certificate, then upload the new "
+                               "IdP metadata file in the wizard.",
+        "idp_error": "The Google Admin console's SAML log events (Reporting → Audit and investigation → SAML log "
+                     "events) name the refusal.",
+    }
     known_traps = (
         PluginWarning("google-75-groups", "Google sends at most 75 group names in the SAML response, and a "
                       "renamed group must be re-entered under Group membership.", step="console"),

@@ -104,6 +104,14 @@ class OktaPlugin(IdPPlugin):
                            "built-in group; do not map it).",
         "no_role": "The user is in none of the mapped groups: add them to a HatiData group in Okta.",
     }
+    sign_in_fixes = {
+        "not_assigned_to_app": "Assign the user to the HatiData app in Okta: Applications → Applications → HatiData → "
+                               "Assignments → Assign → Assign to People (or to one of their Groups).",
+        "certificate_expired": "In Okta: Applications → HatiData → Sign On → SAML Signing Certificates → Generate "
+                               "new certificate and activate it, then give the wizard the new metadata URL.",
+        "idp_error": "Okta's System Log (Reports → System Log), filtered on the user and the HatiData app, names "
+                     "why Okta refused.",
+    }
     known_traps = (
         PluginWarning("okta-everyone", "A group filter of Matches regex “.*” also sends Okta's built-in "
                       "Everyone group (every user is in it). Use Starts with “HatiData ” instead, and never map "

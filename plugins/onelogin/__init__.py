@@ -112,6 +112,13 @@ class OneLoginPlugin(IdPPlugin):
                            "with MemberOf they are AD group names. Map those exact values.",
         "no_role": "The user has none of the mapped roles: give them a HatiData role in OneLogin.",
     }
+    sign_in_fixes = {
+        "not_assigned_to_app": "Give the user the HatiData app in OneLogin: Users → the user → Applications → +, or "
+                               "add them to a Role that has the HatiData app.",
+        "certificate_expired": "In OneLogin: Security → Certificates → New, select it under Applications → HatiData "
+                               "→ SSO → X.509 Certificate, then upload the new SAML metadata file in the wizard.",
+        "idp_error": "OneLogin's Activity → Events, filtered on the user, names why OneLogin refused.",
+    }
     known_traps = (
         PluginWarning("onelogin-group-removal", "Removing a group from the SCIM app sends no group-deleted or "
                       "user-removed event; users provisioned only through it become inactive. Clean up users first.",

@@ -6,7 +6,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from ...models import AuthSession, Membership, User
+from ...models import AuthSession, Membership, Organization, User
+from .. import sign_in_attempts
 from .context import EventContext, PayloadError, find_organization
 from .registry import handles
 
@@ -29,6 +30,7 @@ def on_authentication(ctx: EventContext, data: dict[str, Any]) -> None:
     if not isinstance(data, dict):
         raise PayloadError("data must be an object")
     org_id: str | None = None
+    org: Organization | None = None
     sso: dict[str, Any] = data["sso"] if isinstance(data.get("sso"), dict) else {}
     workos_org_id = data.get("organization_id") or sso.get("organization_id")
     if workos_org_id:
@@ -55,6 +57,10 @@ def on_authentication(ctx: EventContext, data: dict[str, Any]) -> None:
                         "ip_address": data.get("ip_address"), "user_agent": data.get("user_agent"),
                         "workos_user_id": data.get("user_id"), "error": error,
                         "connection_id": sso.get("connection_id"), "session_id": session_id})
+    if org is not None:  # an SSO attempt belongs to the organization whose connection WorkOS names
+        sign_in_attempts.record_event(ctx.session, organization_id=org.id, event_id=ctx.event_id,
+                                      event_type=ctx.event_type, data=data, occurred_at=ctx.event_time,
+                                      idp_plugin=org.idp_plugin)
 
 
 # Every authentication event type WorkOS documents (spec 0.61.0, SDK 10.6 ``EventSchema``), named one by one:
