@@ -69,7 +69,7 @@ def test_failed_test_sign_ins_are_explained(app: Flask, client: Any, emulator: A
     _control(emulator, "POST", "/sign_in_failures", {"email": "dev@acme.test", "kind": "missing_attribute",
                                                      "attribute": "first_name"})
     with chromium() as browser:
-        context = browser.new_context(bypass_csp=True)  # axe-core is injected as an inline script
+        context = browser.new_context()
         page = context.new_page()
         page.set_default_timeout(15_000)
         try:
