@@ -240,7 +240,7 @@ def test_inline_errors_for_unticked_boxes(client: FlaskClient, orgs: dict[str, s
     wizard.start()
     response = wizard.post("prerequisites", {})
     assert response.status_code == 422
-    assert "Confirm you have these ready." in response.get_data(as_text=True)
+    assert "Tick “I have these ready” to go on." in response.get_data(as_text=True)
 
 
 def test_progress_is_shared_and_resumable(app: Flask, client: FlaskClient, orgs: dict[str, str]) -> None:

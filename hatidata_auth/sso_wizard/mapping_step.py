@@ -54,7 +54,7 @@ def _specs(ctx: StepContext, rows: list[dict[str, Any]]) -> tuple[list[role_mapp
     for i, row in filled:
         name = row["label"].strip() or row["identifier"].strip() or f"row {i + 1}"
         if row["role"] not in ROLE_CHOICES:
-            errors[f"rows-{i}-role"] = f"Choose a role for {name}."
+            errors[f"rows-{i}-role"] = f"Role of {name}: choose one."
             continue
         checked = ctx.plugin.validate_group_identifier(row["identifier"])
         if not checked.ok:
@@ -99,7 +99,9 @@ def handle_role_mapping(ctx: StepContext, form: Form, files: Files) -> Outcome:
     if problem:
         errors["default_role"] = problem
     found = synced(ctx)
-    render: dict[str, Any] = {"rows": rows, "default_role": form.get("default_role", DEFAULT_ROLE)}
+    # An empty submit still shows rows to fill in (the error summary links to the first one).
+    shown = rows or [{"label": "", "identifier": "", "role": ""} for _ in range(EXTRA_MAPPING_ROWS)]
+    render: dict[str, Any] = {"rows": shown, "default_role": form.get("default_role", DEFAULT_ROLE)}
     if errors:
         return Outcome(errors=errors, render=render)
     row_flags, flagged = _unmatched_errors(rows, specs, found)

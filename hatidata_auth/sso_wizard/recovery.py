@@ -41,6 +41,8 @@ class ConnectionCheck:
     offered_id: str | None = None
     #: Whether the wizard's connection is the organization's sign-in connection (else: not used until tested).
     in_use: bool = False
+    #: The connection found gone, until the metadata step saves a new one (the notice outlives the redirect).
+    gone_id: str | None = None
 
 
 def _value(value: object) -> str:
@@ -61,7 +63,7 @@ def _forget(session: Session, organization: Organization, plugin: IdPPlugin, pro
             connection_id: str, cause: Cause) -> None:
     state = wizard.state(plugin, progress)
     metadata_key = next((s.key for s in state.steps if s.kind == "metadata"), None)
-    wizard.update_data(progress, {"connection_id": None, "test_login": None, "existing_offered": None})
+    wizard.update_data(progress, {"connection_id": None, "test_login": None, "connection_gone": connection_id})
     if metadata_key is not None:
         wizard.reopen_from(plugin, progress, metadata_key)
     if organization.connection_id == connection_id:
@@ -90,14 +92,15 @@ def reconcile(session: Session, client: WorkOSClient, organization: Organization
     """
     stored = progress.data.get("connection_id")
     protocol = str(progress.data.get("protocol", "saml"))
+    gone = progress.data.get("connection_gone")
     try:
         if not stored:
-            return ConnectionCheck("none", offered_id=_offer(client, organization, plugin, protocol))
+            return ConnectionCheck("none", offered_id=_offer(client, organization, plugin, protocol), gone_id=gone)
         found = _connection(client, str(stored))
     except WorkOSFailure:
         return ConnectionCheck("unreachable", stored)
     if found is None:
         _forget(session, organization, plugin, progress, str(stored), cause)
-        return ConnectionCheck("gone", str(stored))
+        return ConnectionCheck("gone", str(stored), gone_id=str(stored))
     return ConnectionCheck("ok", str(stored), found[0], found[1], in_use=organization.connection_id == stored)
 

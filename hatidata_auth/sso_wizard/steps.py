@@ -11,6 +11,10 @@ from . import wizard
 from .mapping_step import ROLE_CHOICES, handle_role_mapping, mapping_rows
 from .step_context import Files, Form, Outcome, StepContext
 
+#: The metadata step's field labels, as the template shows them (an error names its field by its label).
+FIELD_LABELS = {"metadata_url": "Metadata URL", "metadata_file": "Metadata file (XML)",
+                "discovery_endpoint": "Discovery URL"}
+
 __all__ = ["HANDLERS", "ROLE_CHOICES", "Files", "Form", "Outcome", "StepContext", "mapping_rows"]
 
 
@@ -25,7 +29,7 @@ def handle_prerequisites(ctx: StepContext, form: Form, files: Files) -> Outcome:
     protocol = form.get("protocol") or ctx.protocol
     if protocol not in ctx.plugin.protocols:
         return Outcome(errors={"protocol": "Choose one of the offered protocols."})
-    outcome = _confirm(form, "Confirm you have these ready.")
+    outcome = _confirm(form, "Tick “I have these ready” to go on.")
     if outcome.errors:
         return outcome
     if protocol != ctx.protocol:
@@ -37,7 +41,7 @@ def handle_prerequisites(ctx: StepContext, form: Form, files: Files) -> Outcome:
 
 def handle_console(ctx: StepContext, form: Form, files: Files) -> Outcome:
     """The admin confirms the IdP app exists."""
-    return _confirm(form, f"Confirm you created the app in {ctx.plugin.display_name}.")
+    return _confirm(form, f"Tick “I created the app in {ctx.plugin.display_name}” to go on.")
 
 
 def handle_attributes(ctx: StepContext, form: Form, files: Files) -> Outcome:
@@ -45,9 +49,8 @@ def handle_attributes(ctx: StepContext, form: Form, files: Files) -> Outcome:
     required = [r for r in ctx.plugin.attribute_requirements(ctx.protocol) if r.required]
     missing = [r for r in required if form.get(f"attr_{r.field}") != "yes"]
     if missing:
-        return Outcome(errors={f"attr_{r.field}": f"{r.field}: configure {ctx.plugin.display_name}'s "
-                                                  f"“{r.idp_attribute or 'NameID'}”, then tick it."
-                               for r in missing})
+        return Outcome(errors={f"attr_{r.field}": f"Tick “{r.field} configured” once {ctx.plugin.display_name} "
+                                                  f"sends {r.idp_attribute or 'NameID'}." for r in missing})
     return Outcome(data={"attributes_confirmed": [r.field for r in required]})
 
 
@@ -155,8 +158,8 @@ def handle_metadata(ctx: StepContext, form: Form, files: Files) -> Outcome:
     if errors:
         return _metadata_failed(ctx, form, errors)
     if warnings and form.get("accept_warnings") != "yes":
-        return _metadata_failed(ctx, form, {"accept_warnings": "Check the warning about this metadata, then tick "
-                                                               "“Use it anyway” (or fix it)."},
+        return _metadata_failed(ctx, form, {"accept_warnings": "Read the warning about this metadata, then tick "
+                                                               "“I checked: use it anyway” (or fix it)."},
                                 {"pending_warnings": list(warnings)})
     try:
         conn = sso_setup.save_connection(
@@ -164,12 +167,12 @@ def handle_metadata(ctx: StepContext, form: Form, files: Files) -> Outcome:
             existing_id=existing, metadata_url=metadata_url, metadata=metadata, oidc=oidc)
     except sso_setup.SetupError as exc:
         field = "metadata_url" if metadata_url else "metadata_file" if metadata else "discovery_endpoint"
-        return _metadata_failed(ctx, form, {field: exc.message})
+        return _metadata_failed(ctx, form, {field: f"{FIELD_LABELS[field]}: {exc.message}"})
     if ctx.progress.data.get("test_login"):
         # New metadata makes an earlier test sign-in meaningless.
         wizard.reopen_from(ctx.plugin, ctx.progress, _key_of(ctx, "test_login") or ctx.progress.current_step)
     return Outcome(data={"metadata": saved, "connection_id": conn.connection_id, "metadata_warnings": list(warnings),
-                         "test_login": None},
+                         "test_login": None, "connection_gone": None},
                    details={"connection_id": conn.connection_id, "created": conn.created, "source": saved["source"],
                             "edited_existing": existing == ctx.organization.connection_id and existing is not None})
 
@@ -184,9 +187,9 @@ def handle_test_login(ctx: StepContext, form: Form, files: Files) -> Outcome:
         return Outcome(complete=False, data={"login_hint": form.get("login_hint", "").strip()[:320] or None})
     result = ctx.progress.data.get("test_login")
     if not result:
-        return Outcome(errors={"test_login": "Run a test sign-in first."})
+        return Outcome(errors={"test_login": "Test sign-in: run one first."})
     if not result.get("ok"):
-        return Outcome(errors={"test_login": "The last test sign-in had problems: fix them and test again."})
+        return Outcome(errors={"test_login": "Test sign-in: the last one had problems; fix them and test again."})
     return Outcome(details={"email": result.get("email"), "role": result.get("role")})
 
 
@@ -205,7 +208,7 @@ def handle_activate(ctx: StepContext, form: Form, files: Files) -> Outcome:
         state = sso_setup.activate(ctx.session, ctx.client, ctx.organization, ctx.plugin, connection_id, passed,
                                    enforce, ctx.cause)
     except sso_setup.SetupError as exc:
-        return Outcome(errors={"activate": exc.message})
+        return Outcome(errors={"activate": f"Activate: {exc.message}"})
     return Outcome(data={"activated": True, "enforce_sso": enforce}, details={"state": state, "enforce_sso": enforce})
 
 
