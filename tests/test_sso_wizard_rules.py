@@ -1,4 +1,4 @@
-"""Rules the wizard keeps for every plugin × protocol × step (issue 15, item 3), not per example:
+"""Rules the wizard keeps for every plugin x protocol x step (issue 15, item 3), not per example:
 
 - a failed submit answers 422 with an error summary whose every entry links to a control that exists and whose
   message names that control by its label (or its fieldset's legend);
