@@ -144,7 +144,8 @@ def test_connection_deleted_mid_setup_recovers(app: Flask, client: FlaskClient, 
     assert wizard.post("metadata", {"source": "url", "metadata_url": OKTA_URL,
                                     "connection_choice": "new"}).status_code == 302
     fresh = _progress(app, orgs[ACME])["data"]["connection_id"]
-    assert fresh and fresh != gone
+    assert fresh
+    assert fresh != gone
     assert "no longer exists" not in wizard.get("role-mapping").get_data(as_text=True)
     _finish(wizard)
     assert _org(app, orgs[ACME]).connection_id == fresh
