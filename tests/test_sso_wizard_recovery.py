@@ -231,3 +231,18 @@ def test_without_a_synced_directory_groups_are_typed(app: Flask, client: FlaskCl
     assert "No directory is synced yet" in page
     assert 'name="rows-0-group"' not in page
     assert wizard.post("role-mapping", mapping_form([("Ops", "Ops Team", "admin")])).status_code == 302
+
+
+def test_workos_activation_event_does_not_adopt_a_connection_in_setup(app: Flask, client: FlaskClient,
+                                                                      webhooks: EmulatorControl,
+                                                                      orgs: dict[str, str]) -> None:
+    wizard = _to_metadata(client)
+    assert wizard.post("metadata", {"source": "url", "metadata_url": OKTA_URL,
+                                    "connection_choice": "new"}).status_code == 302
+    new = _progress(app, orgs[ACME])["data"]["connection_id"]
+    webhooks.flush()  # WorkOS's connection.activated for the new connection, delivered and applied
+    assert any(e["event"] == "connection.activated" and e["data"]["id"] == new for e in webhooks.events())
+    assert _org(app, orgs[ACME]).connection_id == ACME_CONNECTION
+    _finish(wizard)
+    webhooks.flush()
+    assert _org(app, orgs[ACME]).connection_id == new
