@@ -246,3 +246,17 @@ def test_workos_activation_event_does_not_adopt_a_connection_in_setup(app: Flask
     _finish(wizard)
     webhooks.flush()
     assert _org(app, orgs[ACME]).connection_id == new
+
+
+def test_workos_unreachable_changes_nothing_and_says_so(app: Flask, client: FlaskClient, emulator: Any,
+                                                        orgs: dict[str, str]) -> None:
+    wizard = _to_metadata(client)
+    assert wizard.post("metadata", {"source": "url", "metadata_url": OKTA_URL,
+                                    "connection_choice": "new"}).status_code == 302
+    stored = _progress(app, orgs[ACME])["data"]["connection_id"]
+    control = EmulatorControl(emulator.url)
+    control.ctl("POST", "/faults", {"method": "GET", "path": f"/connections/{stored}", "status": 503, "count": 50})
+    page = wizard.get("role-mapping").get_data(as_text=True)
+    assert "WorkOS could not be reached to check the connection" in page
+    assert _progress(app, orgs[ACME])["data"]["connection_id"] == stored
+    assert "sso_wizard.connection_gone" not in [a for a, _, _ in _actions(app, orgs[ACME])]
