@@ -201,7 +201,7 @@ def _sign_in(page: Any, server: str, domain: str) -> None:
 @pytest.mark.parametrize("plugin", list(CASES))
 def test_wizard_in_the_browser(browser: Any, wizard_server: str, plugin: str, tmp_path: Path) -> None:
     case = CASES[plugin]
-    context = browser.new_context(bypass_csp=True)  # lets axe-core be injected; the app's CSP stays on
+    context = browser.new_context()
     page = context.new_page()
     page.set_default_timeout(15_000)
     check = Checker(page, plugin)
@@ -238,7 +238,7 @@ def test_wizard_in_the_browser(browser: Any, wizard_server: str, plugin: str, tm
 def test_wizard_recovers_when_the_connection_is_deleted_mid_setup(browser: Any, wizard_server: str, emulator: Any,
                                                                   tmp_path: Path) -> None:
     case = CASES["okta"]
-    context = browser.new_context(bypass_csp=True)  # lets axe-core be injected; the app's CSP stays on
+    context = browser.new_context()
     page = context.new_page()
     page.set_default_timeout(15_000)
     check = Checker(page, "okta-recovery")
@@ -281,7 +281,7 @@ def test_wizard_recovers_when_the_connection_is_deleted_mid_setup(browser: Any, 
 
 
 def test_other_wizard_pages_are_accessible(browser: Any, wizard_server: str) -> None:
-    context = browser.new_context(bypass_csp=True)  # lets axe-core be injected; the app's CSP stays on
+    context = browser.new_context()
     page = context.new_page()
     page.set_default_timeout(15_000)
     check = Checker(page, "pages")
