@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint lock bench clean-instance
+.PHONY: run test lint lock bench clean-instance screenshots
 
 # requirements.lock pins every package (runtime and dev) for reproducible installs; refresh it with `make lock`.
 $(STAMP): pyproject.toml requirements.lock
@@ -39,6 +39,11 @@ lock:
 BENCH ?= auth
 bench: $(STAMP)
 	$(PY) -m bench.$(BENCH) $(BENCH_ARGS)
+
+# Every SSO wizard page at 1280 px and 390 px, into .cache/screenshots/ (ignored) for review.
+screenshots: $(STAMP)
+	@bash scripts/ensure_test_tools.sh
+	$(PY) scripts/wizard_screenshots.py
 
 clean-instance:
 	rm -rf instance

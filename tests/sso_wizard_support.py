@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from html import unescape
+from html.parser import HTMLParser
 from io import BytesIO
 from typing import Any
 
@@ -72,3 +73,73 @@ def mapping_form(rows: list[tuple[str, str, str]], default_role: str = "viewer",
     for i, (label, identifier, role) in enumerate(rows):
         data.update({f"rows-{i}-label": label, f"rows-{i}-identifier": identifier, f"rows-{i}-role": role})
     return data
+
+
+class _Labels(HTMLParser):
+    """Each form control's label text (``<label for>``, or a fieldset's ``<legend>``) and the error summary."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.labels: dict[str, str] = {}
+        self.ids: set[str] = set()
+        self.errors: list[tuple[str, str]] = []
+        self._label: str | None = None
+        self._fieldsets: list[str | None] = []
+        self._legend: str | None = None
+        self._summary_link: str | None = None
+        self._text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if a.get("id"):
+            self.ids.add(str(a["id"]))
+        if tag == "label" and a.get("for"):
+            self._label, self._text = str(a["for"]), []
+        elif tag == "fieldset":
+            self._fieldsets.append(a.get("id"))
+        elif tag == "legend" and self._fieldsets and self._fieldsets[-1]:
+            self._legend, self._text = self._fieldsets[-1], []
+        elif tag == "a" and str(a.get("href", "")).startswith("#") and self._in_summary:
+            self._summary_link, self._text = str(a["href"])[1:], []
+        if tag == "div" and "error-summary" in str(a.get("class", "")):
+            self._in_summary = True
+
+    _in_summary = False
+
+    def handle_endtag(self, tag: str) -> None:
+        text = " ".join("".join(self._text).split())
+        if tag == "label" and self._label:
+            self.labels[self._label] = text
+            self._label = None
+        elif tag == "legend" and self._legend:
+            self.labels[self._legend] = text
+            self._legend = None
+        elif tag == "fieldset" and self._fieldsets:
+            self._fieldsets.pop()
+        elif tag == "a" and self._summary_link is not None:
+            self.errors.append((self._summary_link, text))
+            self._summary_link = None
+        elif tag == "div" and self._in_summary and self._summary_link is None:
+            self._in_summary = False
+
+    def handle_data(self, data: str) -> None:
+        self._text.append(data)
+
+
+def summary_errors(html: str) -> list[tuple[str, str, str | None, bool]]:
+    """The error summary's entries: (target id, message, the target's label or legend, whether the target exists)."""
+    parser = _Labels()
+    parser.feed(html)
+    return [(target, message, parser.labels.get(target), target in parser.ids) for target, message in parser.errors]
+
+
+def resync_directory(app: Any, organization_id: str) -> None:
+    """Mirror the organization's directory (users, groups) from the emulator, as an admin's resync does."""
+    from hatidata_auth.causes import Cause
+    from hatidata_auth.extensions import db
+    from hatidata_auth.services import organization_admin
+
+    with app.app_context():
+        organization_admin.resync_directory(db.session(), app.extensions["hatidata_workos"].client,
+                                            organization_id=organization_id, cause=Cause.system("test resync"))
+        db.session.remove()

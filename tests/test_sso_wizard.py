@@ -20,6 +20,7 @@ from tests.sso_wizard_support import ENTRA_GROUPS, UMBRELLA, Wizard, mapping_for
 OKTA_URL = "https://acme.okta.com/app/exkaell8gidiiUWrg5d7/sso/saml/metadata"
 ENTRA_URL = ("https://login.microsoftonline.com/9c2f6d41-6a7e-4c1b-8b4e-3f0a5c7d2e19/federationmetadata/"
              "2007-06/federationmetadata.xml?appid=2a1f6b0e-3c4d-4e5f-8a9b-0c1d2e3f4a5b")
+ACME_CONNECTION = "conn_01HTDQ8C100000000000000001"
 PRESET = [("HatiData Admins", "HatiData Admins", "admin"), ("HatiData Developers", "HatiData Developers", "developer"),
           ("HatiData Viewers", "HatiData Viewers", "viewer")]
 
@@ -65,9 +66,9 @@ def test_okta_wizard_end_to_end(app: Flask, client: FlaskClient, orgs: dict[str,
     assert "View IdP Metadata" in page
     assert wizard.post("metadata", {"source": "url", "metadata_url": OKTA_URL}).status_code == 302
     org = _org(app, orgs[ACME])
-    assert org.connection_id
+    assert org.connection_id == ACME_CONNECTION  # the organization's active connection, edited, not a second one
     assert org.connection_type == "OktaSAML"
-    assert org.idp_plugin == "okta"
+    assert org.idp_plugin is None  # until activation
     preview = wizard.post("role-mapping", mapping_form(PRESET, action="preview"))
     assert preview.status_code == 200
     assert "Dry run" in preview.get_data(as_text=True)
@@ -79,12 +80,13 @@ def test_okta_wizard_end_to_end(app: Flask, client: FlaskClient, orgs: dict[str,
     _finish(wizard)
     org = _org(app, orgs[ACME])
     assert org.sso_enforced is True
+    assert org.idp_plugin == "okta"
     with app.app_context():
         actions = db.session.scalars(select(AuditEvent.action).where(AuditEvent.organization_id == org.id)).all()
         progress = db.session.scalar(select(WizardProgress).where(WizardProgress.organization_id == org.id))
         assert progress.completed_at is not None
         mappings = db.session.scalars(select(RoleMapping).where(RoleMapping.organization_id == org.id)).all()
-    assert {"sso_wizard.started", "sso_wizard.step_completed", "sso.connection.created", "role_mapping.replaced",
+    assert {"sso_wizard.started", "sso_wizard.step_completed", "sso.connection.updated", "role_mapping.replaced",
             "sso.test_login", "sso.activated"} <= set(actions)
     assert actions.count("sso_wizard.step_completed") == 8
     assert {(m.identifier_kind, m.group_identifier, m.role) for m in mappings} == {
@@ -97,7 +99,7 @@ def test_entra_wizard_maps_object_ids(app: Flask, client: FlaskClient, orgs: dic
     _first_steps(wizard)
     assert wizard.post("metadata", {"source": "url", "metadata_url": ENTRA_URL}).status_code == 302
     page = wizard.get("role-mapping").get_data(as_text=True)
-    assert "Object ID (GUID)" in page
+    assert "Group (Object ID)" in page
     named = wizard.post("role-mapping", mapping_form([("HatiData Admins", "HatiData Admins", "admin")]))
     assert named.status_code == 422
     assert "is not a group object ID" in named.get_data(as_text=True)
@@ -186,8 +188,12 @@ def test_oidc_secret_goes_to_workos_and_is_never_stored(app: Flask, client: Flas
                                   "client_id": "0oa1", "client_secret": secret})
     assert ok.status_code == 302, ok.get_data(as_text=True)[:600]
     org = _org(app, orgs[ACME])
-    assert org.connection_type == "OktaOIDC"
-    stored = emulator.emulator.store.connections[org.connection_id]["_options"]["oidc"]
+    assert (org.connection_id, org.connection_type) == (ACME_CONNECTION, "OktaSAML")  # the new one is untested
+    with app.app_context():
+        created = db.session.scalar(select(WizardProgress).where(WizardProgress.organization_id == org.id))
+        connection_id = created.data["connection_id"]
+    assert emulator.emulator.store.connections[connection_id]["connection_type"] == "OktaOIDC"
+    stored = emulator.emulator.store.connections[connection_id]["_options"]["oidc"]
     assert stored["has_client_secret"] is True  # WorkOS received it
     with app.app_context():
         dump = json.dumps([p.data for p in db.session.scalars(select(WizardProgress))]
@@ -234,7 +240,7 @@ def test_inline_errors_for_unticked_boxes(client: FlaskClient, orgs: dict[str, s
     wizard.start()
     response = wizard.post("prerequisites", {})
     assert response.status_code == 422
-    assert "Confirm you have these ready." in response.get_data(as_text=True)
+    assert "Tick “I have these ready” to go on." in response.get_data(as_text=True)
 
 
 def test_progress_is_shared_and_resumable(app: Flask, client: FlaskClient, orgs: dict[str, str]) -> None:

@@ -42,11 +42,20 @@ def guess_idp(host: str) -> str | None:
     return None
 
 
+#: What the wizard's label calls each URL field: a message names the field as its label does.
+URL_FIELD_LABELS = {"metadata_url": "metadata URL", "discovery_endpoint": "discovery URL"}
+
+
+def url_label(field: str) -> str:
+    """How messages name the URL field *field* (its label, lower-cased as mid-sentence)."""
+    return URL_FIELD_LABELS.get(field, "URL")
+
+
 def wrong_idp(field: str, host: str, expected: str) -> ValidationResult | None:
     """A failure on *field* when *host* belongs to another known IdP than *expected* (a display name)."""
     other = guess_idp(host)
     if other and other != expected:
         return ValidationResult.failure(
             field, f"This is a {other} URL, not {expected}'s: choose {other} as your identity provider, "
-                   f"or paste the {expected} metadata URL.")
+                   f"or paste the {expected} {url_label(field)}.")
     return None

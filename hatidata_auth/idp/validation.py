@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from defusedxml import DefusedXmlException
 from defusedxml import ElementTree as SafeET
 
+from .hosts import url_label
 from .values import CertificateInfo, SamlMetadata, ValidationResult
 
 GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
@@ -46,15 +47,15 @@ def check_https_url(field: str, url: str, hosts: Iterable[str] | None = None,
     """Check *url* is an absolute HTTPS URL on an allowed host; returns ``(host, path)`` or a failure."""
     url = url.strip()
     if not url:
-        return ValidationResult.failure(field, "Enter the metadata URL.")
+        return ValidationResult.failure(field, f"Enter the {url_label(field)}.")
     try:
         parts = urlsplit(url)
     except ValueError:
         return ValidationResult.failure(field, "This is not a valid URL.")
     if parts.scheme != "https" or not parts.hostname:
-        return ValidationResult.failure(field, "The metadata URL must be an absolute https:// URL.")
+        return ValidationResult.failure(field, f"The {url_label(field)} must be an absolute https:// URL.")
     if parts.username or parts.password or parts.port not in (None, 443):
-        return ValidationResult.failure(field, "The metadata URL must not carry credentials or a port.")
+        return ValidationResult.failure(field, f"The {url_label(field)} must not carry credentials or a port.")
     host = parts.hostname.lower()
     allowed = {h.lower() for h in hosts or ()}
     if (allowed or host_pattern) and host not in allowed and not (host_pattern and host_pattern.match(host)):

@@ -122,10 +122,11 @@ def save_connection(session: Session, client: WorkOSClient, organization: Organi
     except WorkOSFailure as exc:  # WorkOS's message; never the secret
         raise SetupError(f"WorkOS refused the connection: {exc.message}") from exc
     result = ConnectionResult(conn.id, _value(conn.connection_type), _value(conn.state), existing_id is None)
-    organization.idp_plugin = plugin.name
-    organization.connection_id = result.connection_id
-    organization.connection_type = result.connection_type
-    organization.connection_state = result.state
+    # A new connection is not the organization's sign-in connection until a test sign-in through it passed and
+    # the admin activated it (activate); editing the one in use keeps our copy of its state current.
+    if existing_id and existing_id == organization.connection_id:
+        organization.connection_type = result.connection_type
+        organization.connection_state = result.state
     details: dict[str, Any] = {"plugin": plugin.name, "protocol": protocol, "connection_type": connection_type,
                                "metadata": "url" if metadata_url else "xml" if metadata else "oidc"}
     if metadata_url:
@@ -213,7 +214,8 @@ class LoginCheckResult:
         """A JSON-able summary kept in the wizard progress."""
         p = self.profile
         return {
-            "email": p.email, "idp_id": p.idp_id, "first_name": p.first_name, "last_name": p.last_name,
+            "email": p.email, "idp_id": p.idp_id, "connection_id": p.connection_id, "first_name": p.first_name,
+            "last_name": p.last_name,
             "groups": list(p.groups), "connection_type": p.connection_type, "groups_overage": p.groups_overage,
             "checks": [{"field": c.field, "idp_attribute": c.idp_attribute, "required": c.required,
                         "present": c.present, "advice": c.advice} for c in self.checks],
@@ -251,8 +253,11 @@ def evaluate_profile(session: Session, organization: Organization, plugin: IdPPl
 
 
 def finish_test_login(session: Session, client: WorkOSClient, organization: Organization, plugin: IdPPlugin,
-                      protocol: str, code: str, cause: Cause) -> LoginCheckResult:
-    """Exchange the test sign-in's code for its profile, evaluate it and audit the outcome (nothing else)."""
+                      protocol: str, code: str, cause: Cause, *, connection_id: str) -> LoginCheckResult:
+    """Exchange the test sign-in's code for its profile, evaluate it and audit the outcome (nothing else).
+
+    The sign-in must have come through *connection_id*, the connection being set up.
+    """
     try:
         with translate_errors():
             response = client.sso.get_profile_and_token(code=code)
@@ -261,6 +266,9 @@ def finish_test_login(session: Session, client: WorkOSClient, organization: Orga
     raw = response.profile.to_dict()
     if raw.get("organization_id") and raw["organization_id"] != organization.workos_organization_id:
         raise SetupError("The test sign-in came from another organization.", status=403)
+    if raw.get("connection_id") != connection_id:
+        raise SetupError("The test sign-in came through another connection, not the one being set up; start it "
+                         "again.", status=409)
     result = evaluate_profile(session, organization, plugin, protocol, raw)
     audit.record(session, action="sso.test_login", cause=cause, organization_id=organization.id,
                  outcome="success" if result.ok else "failure", target_type="connection",
@@ -293,22 +301,33 @@ def portal_link(session: Session, client: WorkOSClient, organization: Organizati
 
 
 def activate(session: Session, client: WorkOSClient, organization: Organization, plugin: IdPPlugin,
-             enforce_sso: bool, cause: Cause) -> str:
-    """Make *plugin*'s connection the organization's SSO, optionally enforcing SSO for its domains; audited."""
-    if not organization.connection_id:
+             connection_id: str | None, tested: bool, enforce_sso: bool, cause: Cause) -> str:
+    """Make *connection_id* the organization's SSO connection, optionally enforcing SSO for its domains; audited.
+
+    *tested*: a test sign-in through that very connection succeeded. Without one the connection is refused: an
+    untested connection never becomes the organization's sign-in connection.
+    """
+    if not connection_id:
         raise SetupError("Create the connection before activating it.", status=409)
+    if not tested:
+        raise SetupError("Run a test sign-in through this connection that succeeds before activating it.",
+                         status=409)
     try:
         with translate_errors():
-            conn = client.sso.get_connection(organization.connection_id)
+            conn = client.sso.get_connection(connection_id)
     except WorkOSFailure as exc:
         raise SetupError(f"WorkOS could not find the connection: {exc.message}") from exc
     state = _value(conn.state)
     if state != "active":
         raise SetupError(f"The WorkOS connection is {state}, not active: finish the IdP setup first.", status=409)
+    replaced = organization.connection_id if organization.connection_id != connection_id else None
     organization.idp_plugin = plugin.name
+    organization.connection_id = connection_id
+    organization.connection_type = _value(conn.connection_type)
     organization.connection_state = state
     organization.sso_enforced = enforce_sso
     audit.record(session, action="sso.activated", cause=cause, organization_id=organization.id,
-                 target_type="connection", target_id=organization.connection_id,
-                 details={"plugin": plugin.name, "enforce_sso": enforce_sso, "domains": list(organization.domains)})
+                 target_type="connection", target_id=connection_id,
+                 details={"plugin": plugin.name, "enforce_sso": enforce_sso, "domains": list(organization.domains),
+                          "replaced_connection_id": replaced})
     return state

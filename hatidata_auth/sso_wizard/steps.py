@@ -2,63 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy.orm import Session
-from werkzeug.datastructures import FileStorage
-
-from ..causes import Cause
-from ..idp import IdPPlugin, SamlMetadata, ValidationResult
-from ..models import Organization, WizardProgress
-from ..roles import DEFAULT_ROLE, ROLES
-from ..services import role_mapping, sso_setup
-from ..workos import WorkOSClient
+from ..idp import SamlMetadata, ValidationResult
+from ..services import sso_setup
 from . import wizard
+from .mapping_step import ROLE_CHOICES, handle_role_mapping, mapping_rows
+from .step_context import Files, Form, Outcome, StepContext
 
-ROLE_CHOICES = ROLES
-EXTRA_MAPPING_ROWS = 2
+#: The metadata step's field labels, as the template shows them (an error names its field by its label).
+FIELD_LABELS = {"metadata_url": "Metadata URL", "metadata_file": "Metadata file (XML)",
+                "discovery_endpoint": "Discovery URL"}
 
-
-@dataclass
-class StepContext:
-    """Everything a step handler may use; built by the view for one request."""
-
-    session: Session
-    client: WorkOSClient
-    organization: Organization
-    plugin: IdPPlugin
-    progress: WizardProgress
-    cause: Cause
-    now: datetime
-    sp: sso_setup.SpValues
-
-    @property
-    def state(self) -> wizard.WizardState:
-        """The current wizard state."""
-        return wizard.state(self.plugin, self.progress)
-
-    @property
-    def protocol(self) -> str:
-        """The protocol chosen on the first step."""
-        return self.state.protocol
-
-
-@dataclass
-class Outcome:
-    """The result of a submitted step: errors to show inline, or data to save and whether the step is done."""
-
-    errors: dict[str, str] = field(default_factory=dict)
-    data: dict[str, Any] = field(default_factory=dict)
-    details: dict[str, Any] = field(default_factory=dict)
-    complete: bool = True
-    render: dict[str, Any] = field(default_factory=dict)
-
-
-Form = Mapping[str, str]
-Files = Mapping[str, FileStorage]
+__all__ = ["HANDLERS", "ROLE_CHOICES", "Files", "Form", "Outcome", "StepContext", "mapping_rows"]
 
 
 def _confirm(form: Form, message: str) -> Outcome:
@@ -72,7 +29,7 @@ def handle_prerequisites(ctx: StepContext, form: Form, files: Files) -> Outcome:
     protocol = form.get("protocol") or ctx.protocol
     if protocol not in ctx.plugin.protocols:
         return Outcome(errors={"protocol": "Choose one of the offered protocols."})
-    outcome = _confirm(form, "Confirm you have these ready.")
+    outcome = _confirm(form, "Tick “I have these ready” to go on.")
     if outcome.errors:
         return outcome
     if protocol != ctx.protocol:
@@ -84,15 +41,16 @@ def handle_prerequisites(ctx: StepContext, form: Form, files: Files) -> Outcome:
 
 def handle_console(ctx: StepContext, form: Form, files: Files) -> Outcome:
     """The admin confirms the IdP app exists."""
-    return _confirm(form, f"Confirm you created the app in {ctx.plugin.display_name}.")
+    return _confirm(form, f"Tick “I created the app in {ctx.plugin.display_name}” to go on.")
 
 
 def handle_attributes(ctx: StepContext, form: Form, files: Files) -> Outcome:
     """Every required attribute must be ticked."""
     required = [r for r in ctx.plugin.attribute_requirements(ctx.protocol) if r.required]
-    missing = [r.field for r in required if form.get(f"attr_{r.field}") != "yes"]
+    missing = [r for r in required if form.get(f"attr_{r.field}") != "yes"]
     if missing:
-        return Outcome(errors={f"attr_{f}": "Configure this attribute, then tick it." for f in missing})
+        return Outcome(errors={f"attr_{r.field}": f"Tick “{r.field} configured” once {ctx.plugin.display_name} "
+                                                  f"sends {r.idp_attribute or 'NameID'}." for r in missing})
     return Outcome(data={"attributes_confirmed": [r.field for r in required]})
 
 
@@ -104,144 +62,123 @@ def _read_upload(files: Files) -> bytes | None:
     return data
 
 
+def _existing_id(ctx: StepContext, form: Form) -> str | None:
+    """The connection this submit updates: the wizard's own, else the organization's offered one unless the admin
+    chose a new connection."""
+    stored = ctx.progress.data.get("connection_id")
+    if stored:
+        return str(stored)
+    if ctx.connection.offered_id and form.get("connection_choice", "existing") != "new":
+        return ctx.connection.offered_id
+    return None
+
+
+def _oidc(ctx: StepContext, form: Form, existing: str | None) -> tuple[sso_setup.OidcSettings | None,
+                                                                        dict[str, Any], dict[str, str]]:
+    found = ctx.plugin.validate_oidc_discovery_url(form.get("discovery_endpoint", ""))
+    client_id = form.get("client_id", "").strip()
+    secret = form.get("client_secret", "")
+    errors = found.messages()
+    if not client_id:
+        errors["client_id"] = "Client ID: enter the client ID."
+    if not secret and not existing:
+        errors["client_secret"] = "Client secret: enter it (it goes to WorkOS, not kept here)."  # noqa: S105
+    if errors:
+        return None, {}, errors
+    saved = {"source": "oidc", "discovery_endpoint": found.value, "client_id": client_id}
+    return sso_setup.OidcSettings(found.value, client_id, secret), saved, {}
+
+
+def _source(ctx: StepContext, form: Form, files: Files) -> str:
+    """The chosen metadata source; when its input is empty but the other one was given, the one given."""
+    sources = ctx.plugin.accepted_metadata_sources
+    source = form.get("source") or sources[0]
+    has_file = bool(files.get("metadata_file") and files["metadata_file"].filename)
+    has_url = bool(form.get("metadata_url", "").strip())
+    if source == "url" and not has_url and has_file and "xml" in sources:
+        return "xml"
+    if source == "xml" and not has_file and has_url and "url" in sources:
+        return "url"
+    return source
+
+
+def _saml(ctx: StepContext, form: Form, files: Files) -> tuple[ValidationResult | None, str, dict[str, str]]:
+    source = _source(ctx, form, files)
+    if source not in ctx.plugin.accepted_metadata_sources:
+        return None, source, {"source": "Metadata: choose how to give it."}
+    if source == "url":
+        result = ctx.plugin.validate_metadata_url(form.get("metadata_url", ""))
+    else:
+        data = _read_upload(files)
+        if data is None:
+            return None, source, {"metadata_file": "Metadata file (XML): choose the file to upload."}
+        result = ctx.plugin.validate_metadata_xml(data, ctx.now)
+    return result, source, ({} if result.ok else result.messages())
+
+
+def _saml_saved(source: str, result: ValidationResult) -> tuple[str | None, SamlMetadata | None, dict[str, Any]]:
+    if source == "url":
+        return str(result.value), None, {"source": "url", "metadata_url": str(result.value)}
+    metadata = result.value
+    assert isinstance(metadata, SamlMetadata)
+    expiry = metadata.earliest_expiry
+    return None, metadata, {"source": "xml", "entity_id": metadata.entity_id, "sso_url": metadata.sso_urls[0],
+                            "certificate_not_after": expiry.isoformat() if expiry else None,
+                            "certificates": [c.sha256_fingerprint for c in metadata.certificates]}
+
+
+def _metadata_failed(ctx: StepContext, form: Form, errors: dict[str, str],
+                     render: dict[str, Any] | None = None) -> Outcome:
+    render = dict(render or {})
+    if ctx.protocol == "oidc" and form.get("client_secret"):
+        # The secret is never sent back to the browser: say so, so the admin knows to enter it again.
+        render["secret_cleared"] = True
+    return Outcome(errors=errors, render=render)
+
+
 def handle_metadata(ctx: StepContext, form: Form, files: Files) -> Outcome:
-    """Validate the metadata (or OIDC settings), then create or update the WorkOS connection."""
-    existing = ctx.progress.data.get("connection_id")
+    """Validate the metadata (or OIDC settings), then create or update the WorkOS connection.
+
+    Warnings from the validation are shown on the submit that produced them; the connection is saved once the
+    admin ticks that they checked them.
+    """
+    existing = _existing_id(ctx, form)
     metadata_url: str | None = None
     metadata: SamlMetadata | None = None
     oidc: sso_setup.OidcSettings | None = None
     warnings: tuple[str, ...] = ()
+    saved: dict[str, Any] = {}
     if ctx.protocol == "oidc":
-        found = ctx.plugin.validate_oidc_discovery_url(form.get("discovery_endpoint", ""))
-        client_id = form.get("client_id", "").strip()
-        secret = form.get("client_secret", "")
-        errors = found.messages()
-        if not client_id:
-            errors["client_id"] = "Enter the client ID."
-        if not secret and not existing:
-            errors["client_secret"] = "Enter the client secret (it goes to WorkOS, not kept here)."  # noqa: S105
-        if errors:
-            return Outcome(errors=errors)
-        oidc = sso_setup.OidcSettings(found.value, client_id, secret)
-        saved = {"source": "oidc", "discovery_endpoint": found.value, "client_id": client_id}
+        oidc, saved, errors = _oidc(ctx, form, existing)
     else:
-        source = form.get("source") or ctx.plugin.accepted_metadata_sources[0]
-        if source not in ctx.plugin.accepted_metadata_sources:
-            return Outcome(errors={"source": "Choose how to give the metadata."})
-        result: ValidationResult
-        if source == "url":
-            result = ctx.plugin.validate_metadata_url(form.get("metadata_url", ""))
-        else:
-            data = _read_upload(files)
-            if data is None:
-                return Outcome(errors={"metadata_file": "Choose the metadata file to upload."})
-            result = ctx.plugin.validate_metadata_xml(data, ctx.now)
-        if not result.ok:
-            return Outcome(errors=result.messages())
-        warnings = result.warnings
-        if source == "url":
-            metadata_url = str(result.value)
-            saved = {"source": "url", "metadata_url": metadata_url}
-        else:
-            metadata = result.value
-            assert isinstance(metadata, SamlMetadata)
-            expiry = metadata.earliest_expiry
-            saved = {"source": "xml", "entity_id": metadata.entity_id, "sso_url": metadata.sso_urls[0],
-                     "certificate_not_after": expiry.isoformat() if expiry else None,
-                     "certificates": [c.sha256_fingerprint for c in metadata.certificates]}
+        result, source, errors = _saml(ctx, form, files)
+        if not errors and result is not None:
+            warnings = result.warnings
+            metadata_url, metadata, saved = _saml_saved(source, result)
+    if errors:
+        return _metadata_failed(ctx, form, errors)
+    if warnings and form.get("accept_warnings") != "yes":
+        return _metadata_failed(ctx, form, {"accept_warnings": "Read the warning about this metadata, then tick "
+                                                               "“I checked: use it anyway” (or fix it)."},
+                                {"pending_warnings": list(warnings)})
     try:
         conn = sso_setup.save_connection(
             ctx.session, ctx.client, ctx.organization, ctx.plugin, ctx.protocol, ctx.sp, ctx.cause,
             existing_id=existing, metadata_url=metadata_url, metadata=metadata, oidc=oidc)
     except sso_setup.SetupError as exc:
-        return Outcome(errors={"metadata_url" if metadata_url else "metadata_file" if metadata else
-                               "discovery_endpoint": exc.message})
+        field = "metadata_url" if metadata_url else "metadata_file" if metadata else "discovery_endpoint"
+        return _metadata_failed(ctx, form, {field: f"{FIELD_LABELS[field]}: {exc.message}"})
     if ctx.progress.data.get("test_login"):
         # New metadata makes an earlier test sign-in meaningless.
         wizard.reopen_from(ctx.plugin, ctx.progress, _key_of(ctx, "test_login") or ctx.progress.current_step)
     return Outcome(data={"metadata": saved, "connection_id": conn.connection_id, "metadata_warnings": list(warnings),
-                         "test_login": None},
-                   details={"connection_id": conn.connection_id, "created": conn.created, "source": saved["source"]})
+                         "test_login": None, "connection_gone": None},
+                   details={"connection_id": conn.connection_id, "created": conn.created, "source": saved["source"],
+                            "edited_existing": existing == ctx.organization.connection_id and existing is not None})
 
 
 def _key_of(ctx: StepContext, kind: str) -> str | None:
     return next((s.key for s in ctx.state.steps if s.kind == kind), None)
-
-
-def mapping_rows(ctx: StepContext, form: Form | None = None) -> list[dict[str, Any]]:
-    """The rows of the mapping form: submitted, else saved, else the plugin's preset (plus blank rows)."""
-    if form is not None:
-        rows = []
-        i = 0
-        while f"rows-{i}-role" in form:
-            rows.append({"label": form.get(f"rows-{i}-label", "")[:255],
-                         "identifier": form.get(f"rows-{i}-identifier", ""),
-                         "role": form.get(f"rows-{i}-role", "")})
-            i += 1
-        return rows
-    saved = ctx.progress.data.get("mappings")
-    if saved:
-        rows = [dict(r) for r in saved]
-    else:
-        preset = ctx.plugin.role_mapping_presets()[0]
-        rows = [{"label": m.label, "identifier": m.identifier or "", "role": m.role} for m in preset.mappings]
-    rows += [{"label": "", "identifier": "", "role": ""} for _ in range(EXTRA_MAPPING_ROWS)]
-    return rows
-
-
-def _specs(ctx: StepContext, rows: list[dict[str, Any]]) -> tuple[list[role_mapping.MappingSpec], dict[str, str]]:
-    kind = ctx.plugin.role_mapping_presets()[0].identifier_kind
-    specs: list[role_mapping.MappingSpec] = []
-    errors: dict[str, str] = {}
-    seen: set[str] = set()
-    filled = [(i, r) for i, r in enumerate(rows) if r["identifier"].strip() or (r["label"].strip() and r["role"])]
-    for i, row in filled:
-        if row["role"] not in ROLE_CHOICES:
-            errors[f"rows-{i}-role"] = "Choose a role."
-            continue
-        checked = ctx.plugin.validate_group_identifier(row["identifier"])
-        if not checked.ok:
-            errors[f"rows-{i}-identifier"] = checked.errors[0].message
-            continue
-        if checked.value in seen:
-            errors[f"rows-{i}-identifier"] = "This group is mapped twice."
-            continue
-        seen.add(checked.value)
-        specs.append(role_mapping.MappingSpec(kind, checked.value, row["role"], priority=len(rows) - i))
-    if not filled:
-        errors["rows-0-identifier"] = "Map at least one group."
-    return specs, errors
-
-
-def _default_role(form: Form) -> tuple[str | None, str | None]:
-    value = form.get("default_role", DEFAULT_ROLE)
-    if value == "none":
-        return None, None
-    if value not in ROLE_CHOICES:
-        return None, "Choose the role of members in no mapped group."
-    return value, None
-
-
-def handle_role_mapping(ctx: StepContext, form: Form, files: Files) -> Outcome:
-    """Preview (dry run) or save the group -> role mappings."""
-    rows = mapping_rows(ctx, form)
-    specs, errors = _specs(ctx, rows)
-    default_role, problem = _default_role(form)
-    if problem:
-        errors["default_role"] = problem
-    render: dict[str, Any] = {"rows": rows, "default_role": form.get("default_role", DEFAULT_ROLE)}
-    if errors:
-        return Outcome(errors=errors, render=render)
-    lint = role_mapping.lint_specs(specs)
-    if form.get("action") == "preview":
-        changes = role_mapping.preview(ctx.session, organization_id=ctx.organization.id, specs=specs,
-                                       default_role=default_role)
-        return Outcome(complete=False, render={**render, "preview": changes, "lint": lint})
-    result = role_mapping.replace_mappings(ctx.session, ctx.client, organization_id=ctx.organization.id,
-                                           specs=specs, cause=ctx.cause, default_role=default_role)
-    saved = [r for r in rows if r["identifier"].strip()]
-    return Outcome(data={"mappings": saved, "mapping_lint": lint},
-                   details={"mappings": len(specs), "roles_changed": len(result.changes)})
 
 
 def handle_test_login(ctx: StepContext, form: Form, files: Files) -> Outcome:
@@ -250,9 +187,9 @@ def handle_test_login(ctx: StepContext, form: Form, files: Files) -> Outcome:
         return Outcome(complete=False, data={"login_hint": form.get("login_hint", "").strip()[:320] or None})
     result = ctx.progress.data.get("test_login")
     if not result:
-        return Outcome(errors={"test_login": "Run a test sign-in first."})
+        return Outcome(errors={"test_login": "Test sign-in: run one first."})
     if not result.get("ok"):
-        return Outcome(errors={"test_login": "The last test sign-in had problems: fix them and test again."})
+        return Outcome(errors={"test_login": "Test sign-in: the last one had problems; fix them and test again."})
     return Outcome(details={"email": result.get("email"), "role": result.get("role")})
 
 
@@ -264,10 +201,14 @@ def handle_directory(ctx: StepContext, form: Form, files: Files) -> Outcome:
 def handle_activate(ctx: StepContext, form: Form, files: Files) -> Outcome:
     """Activate the connection, optionally enforcing SSO for the organization's domains."""
     enforce = form.get("enforce_sso") == "yes"
+    connection_id = ctx.progress.data.get("connection_id")
+    tested = ctx.progress.data.get("test_login") or {}
+    passed = bool(tested.get("ok")) and tested.get("connection_id") == connection_id
     try:
-        state = sso_setup.activate(ctx.session, ctx.client, ctx.organization, ctx.plugin, enforce, ctx.cause)
+        state = sso_setup.activate(ctx.session, ctx.client, ctx.organization, ctx.plugin, connection_id, passed,
+                                   enforce, ctx.cause)
     except sso_setup.SetupError as exc:
-        return Outcome(errors={"activate": exc.message})
+        return Outcome(errors={"activate": f"Activate: {exc.message}"})
     return Outcome(data={"activated": True, "enforce_sso": enforce}, details={"state": state, "enforce_sso": enforce})
 
 

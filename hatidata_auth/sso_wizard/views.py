@@ -6,7 +6,8 @@ Routes:
 - ``POST /admin/sso/start``                             start or resume a plugin's wizard (form: ``plugin``)
 - ``GET  /admin/sso/<plugin>/wizard/``                  go to the current step
 - ``GET|POST /admin/sso/<plugin>/wizard/<step>``        show or submit a step
-- ``POST /admin/sso/<plugin>/wizard/reset``             start the wizard over
+- ``GET  /admin/sso/<plugin>/wizard/reset``             ask to confirm starting over
+- ``POST /admin/sso/<plugin>/wizard/reset``             start the wizard over (form: ``confirm=yes``)
 - ``GET  /admin/sso/<plugin>/test-login/callback``      where WorkOS returns a test sign-in
 - ``POST /admin/sso/<plugin>/portal-link``              generate an Admin Portal link (form: ``intent``)
 """
@@ -19,7 +20,7 @@ from datetime import datetime
 from functools import wraps
 from typing import Any, TypeVar, cast
 
-from flask import Blueprint, abort, current_app, redirect, render_template, request, session, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response
 
 from ..causes import Cause
@@ -30,8 +31,8 @@ from ..models import Organization, utcnow
 from ..roles import Role
 from ..services import sign_in_attempts, sso_health, sso_setup
 from ..urls import external_url
+from . import mapping_step, recovery, wizard
 from . import steps as step_handlers
-from . import wizard
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_SP_BASE_URL = "https://auth.workos.com"
@@ -104,10 +105,14 @@ def _context(plugin: IdPPlugin, org: Organization) -> step_handlers.StepContext:
         raise wizard.WizardRefused(f"Start the {plugin.display_name} setup first.", code="wizard_not_started")
     if wizard.refresh(db.session(), plugin, progress, _cause()):
         db.session.commit()
+    client = current_app.extensions["hatidata_workos"].client
+    check = recovery.reconcile(db.session(), client, org, plugin, progress, _cause())
+    if check.status == "gone":
+        db.session.commit()
     return step_handlers.StepContext(
-        session=db.session(), client=current_app.extensions["hatidata_workos"].client, organization=org,
+        session=db.session(), client=client, organization=org,
         plugin=plugin, progress=progress, cause=_cause(), now=utcnow(),
-        sp=sso_setup.sp_values(sp_base_url(), str(progress.data["sp_key"])),
+        sp=sso_setup.sp_values(sp_base_url(), str(progress.data["sp_key"])), connection=check,
     )
 
 
@@ -162,13 +167,21 @@ def resume(plugin: str) -> Response:
     return redirect(url_for(".step", plugin=plugin, key=ctx.progress.current_step))
 
 
-@bp.post("/<plugin>/wizard/reset")
+@bp.route("/<plugin>/wizard/reset", methods=["GET", "POST"])
 @admin_only
-def reset(plugin: str) -> Response:
-    """Start the wizard over (the connection, if any, is kept and updated by the metadata step)."""
+def reset(plugin: str) -> Any:
+    """GET: the confirmation page. POST with ``confirm=yes``: start over at the first step, forgetting the stored
+    connection id (the connection stays at WorkOS; the metadata step offers the organization's active one), then
+    redirect there with a notice; POST without it: the confirmation page again (422)."""
     ctx = _context(_plugin(plugin), _organization())
+    if request.method == "GET" or request.form.get("confirm") != "yes":
+        status = 422 if request.method == "POST" else 200
+        errors = {"confirm": "Tick “Yes, start over” to confirm."} if status == 422 else {}
+        return render_template("sso_wizard/reset.html", plugin=ctx.plugin, state=ctx.state, errors=errors,
+                               connection_id=ctx.progress.data.get("connection_id")), status
     wizard.reset(db.session(), ctx.plugin, ctx.progress, ctx.cause)
     db.session.commit()
+    flash(f"The {ctx.plugin.display_name} setup was started over.", "notice")
     return redirect(url_for(".step", plugin=plugin, key=ctx.progress.current_step))
 
 
@@ -181,14 +194,17 @@ def _render(ctx: step_handlers.StepContext, key: str, errors: dict[str, str] | N
             extra: dict[str, Any] | None = None, status: int = 200) -> tuple[str, int]:
     state = ctx.state
     step = state.step(key)
-    values: dict[str, Any] = {"rows": None, "default_role": ctx.organization.default_role or "none"}
+    values: dict[str, Any] = {"rows": None, "default_role": ctx.organization.default_role or "none",
+                              "synced_groups": ()}
     if step.kind == "role_mapping":
         values["rows"] = step_handlers.mapping_rows(ctx)
+        values["synced_groups"] = mapping_step.synced(ctx)
     values.update(extra or {})
     html = render_template(
         "sso_wizard/wizard.html", plugin=ctx.plugin, state=state, step=step, sp=ctx.sp.as_dict(),
         errors=errors or {}, form=request.form if request.method == "POST" else {}, org=ctx.organization,
-        data=state.data, warnings=[w for w in ctx.plugin.warnings(state.protocol) if w.step in (None, step.kind)],
+        data=state.data, connection=ctx.connection,
+        warnings=[w for w in ctx.plugin.warnings(state.protocol) if w.step in (None, step.kind)],
         step_template=step.template or f"sso_wizard/steps/{step.kind}.html", roles=step_handlers.ROLE_CHOICES,
         guide_url=_guide_url(ctx.plugin, state.protocol),
         **values,
@@ -229,7 +245,8 @@ def step(plugin: str, key: str) -> Any:
 def _start_test_login(ctx: step_handlers.StepContext, key: str) -> Any:
     connection_id = ctx.progress.data.get("connection_id")
     if not connection_id:
-        return _render(ctx, key, {"test_login": "Create the connection (Connect to WorkOS) first."}, status=422)
+        return _render(ctx, key, {"test_login": "Start test sign-in: there is no connection yet; submit the metadata "
+                                                "step first."}, status=422)
     state = secrets.token_urlsafe(24)
     session[f"sso_test_state:{ctx.plugin.name}"] = state
     url = sso_setup.build_test_login_url(
@@ -262,7 +279,8 @@ def test_login_callback(plugin: str) -> Any:
                        status=400)
     try:
         result = sso_setup.finish_test_login(db.session(), ctx.client, ctx.organization, ctx.plugin, ctx.state.protocol,
-                                             request.args.get("code", ""), ctx.cause)
+                                             request.args.get("code", ""), ctx.cause,
+                                             connection_id=str(ctx.progress.data.get("connection_id") or ""))
     except sso_setup.SetupError as exc:
         db.session.rollback()
         return _render(ctx, key, {"test_login": exc.message}, status=400)

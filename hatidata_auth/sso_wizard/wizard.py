@@ -129,19 +129,24 @@ def refresh(session: Session, plugin: IdPPlugin, progress: WizardProgress, cause
     protocol = str(progress.data.get("protocol", "saml"))
     if protocol in plugin.protocols and progress.steps_hash == steps_hash(plugin, protocol):
         return False
-    reset(session, plugin, progress, cause.with_reason("steps_changed"))
+    reset(session, plugin, progress, cause.with_reason("steps_changed"), keep_connection=True)
     return True
 
 
 def reset(session: Session, plugin: IdPPlugin, progress: WizardProgress, cause: Cause, *,
-          protocol: str | None = None) -> None:
-    """Start over at the first step (keeping the SP key, so the IdP app need not change)."""
+          protocol: str | None = None, keep_connection: bool = False) -> None:
+    """Start over at the first step (keeping the SP key, so the IdP app need not change).
+
+    The stored connection id is forgotten unless *keep_connection* (a changed step list is no reason to drop it);
+    the connection itself stays at WorkOS, and the metadata step offers the organization's active one again.
+    """
     protocol = protocol or str(progress.data.get("protocol", "saml"))
     if protocol not in plugin.protocols:
         protocol = "saml"
     steps = plugin.wizard_steps(protocol)
+    forgotten = None if keep_connection else progress.data.get("connection_id")
     progress.data = {"protocol": protocol, "sp_key": progress.data.get("sp_key") or secrets.token_hex(8),
-                     "connection_id": progress.data.get("connection_id")}
+                     "connection_id": progress.data.get("connection_id") if keep_connection else None}
     progress.current_step = steps[0].key
     progress.completed_steps = []
     progress.steps_hash = steps_hash(plugin, protocol)
@@ -150,7 +155,8 @@ def reset(session: Session, plugin: IdPPlugin, progress: WizardProgress, cause: 
     progress.updated_at = utcnow()
     audit.record(session, action="sso_wizard.reset", cause=cause, organization_id=progress.organization_id,
                  target_type="wizard", target_id=progress.id,
-                 details={"plugin": plugin.name, "protocol": protocol, "reason": cause.reason or "restarted"})
+                 details={"plugin": plugin.name, "protocol": protocol, "reason": cause.reason or "restarted",
+                          "forgotten_connection_id": forgotten})
 
 
 def require_reachable(plugin: IdPPlugin, progress: WizardProgress, key: str) -> WizardStep:

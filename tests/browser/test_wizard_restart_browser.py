@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from tests.browser.test_sso_wizard_browser import CASES, CHROMIUM_ARGS
+from tests.browser.test_sso_wizard_browser import CASES
 from tests.support import make_run
+from tests.support.browser import chromium
 from tests.support.processes import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -24,11 +25,8 @@ ADMIN = "admin@acme.test"
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    assert Path("/usr/bin/chromium").exists(), "Debian chromium is not installed: apt-get install chromium"
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+    with chromium() as instance:
         yield instance
-        instance.close()
 
 
 def _sign_in(page: Any, app_url: str, emulator_url: str) -> None:
@@ -66,6 +64,7 @@ def _create_connection_in_the_wizard(page: Any) -> None:
     page.click("button[value=next]")
     if page.locator("#source-url").count():
         page.check("#source-url")
+    page.check("#connection_choice-new")  # beside the organization's seeded connection, offered for editing
     page.fill("#metadata_url", str(CASES["okta"]["url"]))
     page.click("button[value=next]")
     expect(page.locator("h2#step-title")).to_contain_text("Map groups to roles")
