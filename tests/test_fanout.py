@@ -354,3 +354,55 @@ def test_any_chunk_size_gives_the_full_recompute(chunk: int, renames: int, app: 
             dict.fromkeys(_fan_memberships(app, fanco.id), 1))
         assert {role for role, _status in _access(app, fanco.id).values()} == {
             "admin" if name == "Fan Renamed" else "developer"}
+
+
+def test_an_organization_deletion_deprovisions_its_members_in_chunks(app: Flask, client: FlaskClient,
+                                                                     fanco: Tenant) -> None:
+    deleted = _event("organization.deleted", {
+        "object": "organization", "id": WORKOS_ORG, "name": "Fanco", "allow_profiles_outside_organization": False,
+        "domains": [], "metadata": {}, "external_id": None, "created_at": "2031-01-01T00:00:00.000Z",
+        "updated_at": _time()})
+    _ack(client, app, deleted)
+    _batch(app)
+    assert _jobs(app) == Counter({"received": 1})
+    drain_inbox(app)
+    with app.app_context():
+        statuses = Counter(db.session.scalars(select(Membership.status).where(
+            Membership.organization_id == fanco.id)).all())
+        every = set(db.session.scalars(select(Membership.id).where(Membership.organization_id == fanco.id)).all())
+        db.session.remove()
+    assert statuses == Counter({"deprovisioned": len(every)})
+    assert _audited(app, source_event_id=deleted["id"]) == Counter(dict.fromkeys(every, 1))
+
+
+def test_a_batch_takes_at_most_one_job(app: Flask, fanco: Tenant) -> None:
+    with app.app_context():
+        session = db.session()
+        for scope in ("organization", f"group:{GROUP}", f"directory:{DIRECTORY}"):
+            fanout_jobs.enqueue(session, fanout_jobs.Job(fanco.id, scope, "test", Cause.system("test")))
+        session.commit()
+        claimed = inbox_worker.claim(session, 20)
+        assert [c.source for c in claimed] == ["internal"]
+        session.rollback()
+        db.session.remove()
+
+
+def test_a_failed_job_is_replayed_by_the_appliers(app: Flask, client: FlaskClient, fanco: Tenant) -> None:
+    from hatidata_auth.services import inbox
+
+    _ack(client, app, _event("dsync.group.updated", _group("Fan Renamed")))
+    _batch(app)
+    with app.app_context():  # the job failed (say, a bug since fixed)
+        session = db.session()
+        job_id = session.scalar(select(WebhookEvent.event_id).where(WebhookEvent.source == "internal"))
+        session.execute(WebhookEvent.__table__.update().where(WebhookEvent.event_id == job_id)
+                        .values(status="failed", last_error="RuntimeError: boom"))
+        session.commit()
+        assert job_id is not None
+        result = inbox.replay(session, app.extensions["hatidata_workos"].client, job_id)
+        assert result.status == "received"  # queued again: the appliers apply it, in its chain's order
+        db.session.remove()
+    drain_inbox(app)
+    assert set(_access(app, fanco.id).values()) == {("developer", "active")}
+    assert _jobs(app) == Counter({"applied": -(-MEMBERS // CHUNK)})
+    _consistent(app, fanco.id)

@@ -1,13 +1,19 @@
 """Fan-out: work that touches every member of a group, a directory or an organization, a chunk per transaction.
 
-Rule: **no request and no single transaction recomputes more than one chunk of members** (``EventContext.fanout_chunk``,
-the setting ``HATIDATA_FANOUT_CHUNK``). :func:`fan_out` (a group renamed or deleted, a directory deleted) recomputes
-the members at once when they fit in one chunk; otherwise it queues a recompute job
+Rule: **no request and no single event or job recomputes more than one chunk of members**
+(``EventContext.fanout_chunk``, the setting ``HATIDATA_FANOUT_CHUNK``). :func:`fan_out` (a group renamed or deleted,
+a directory deleted, an organization deleted) recomputes the members at once when they fit in one chunk; otherwise
+it queues a recompute job
 (:mod:`services.fanout_jobs`) in the event's transaction. The appliers apply a job with :func:`apply_job` (the
 internal handler of :data:`~services.fanout_jobs.JOB_TYPE`): one chunk after its cursor, in order of a unique key,
 with its audit rows, and the next job (cursor advanced) in that same transaction. A recompute derives each member's
 access from the state stored now, so a chunk is idempotent and later events of the same members, applied between
 chunks, stay correct.
+
+Scopes: ``group:<id>`` (the group's present members, by directory user id), ``directory:<id>`` (the directory's
+users ever linked to a person, by directory user id) and ``organization`` (by membership id: every
+directory-managed member's role under the mappings, or, once the organization is deleted, every active member
+deprovisioned).
 """
 
 from __future__ import annotations
@@ -18,9 +24,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ...models import DirectoryGroupMembership, DirectoryUser, Organization, utcnow
+from ...models import DirectoryGroupMembership, DirectoryUser, Membership, Organization, utcnow
 from ...workos import WorkOSClient
 from .. import fanout_jobs, role_mapping
+from ..provisioning import set_access
 from .context import EventContext, PayloadError, parse_time
 from .directory_state import sync_member
 
@@ -55,17 +62,52 @@ def _sync(ctx: EventContext, org: Organization, keys: list[str], reason: str) ->
         sync_member(ctx, org, du, reason=reason)
 
 
+def _deprovision_all(ctx: EventContext, org: Organization, after: str | None, limit: int) -> tuple[int, str | None]:
+    """A deleted organization: deprovision at most *limit* of its active members after the membership id *after*;
+    returns how many and the cursor to continue from (``None``: none left)."""
+    query = select(Membership).where(Membership.organization_id == org.id, Membership.status == "active")
+    if after is not None:
+        query = query.where(Membership.id > after)
+    members = list(ctx.session.scalars(query.order_by(Membership.id).limit(limit + 1)))
+    more = len(members) > limit
+    members = members[:limit]
+    for membership in members:
+        set_access(ctx.session, ctx.client, membership, role=None, role_source=membership.role_source,
+                   active=False, cause=ctx.cause.with_reason("organization_deleted"))
+    return len(members), (members[-1].id if more else None)
+
+
+def _deleted(org: Organization) -> bool:
+    return org.status == "deleted" or org.deleted_at is not None
+
+
 def fan_out(ctx: EventContext, org: Organization, scope: str, reason: str) -> str | None:
-    """Recompute the members of *scope* (``group:<id>`` or ``directory:<id>``) now if they fit in one chunk, else
-    queue a recompute job; returns the job's id when one was queued."""
-    kind, ref = scope.split(":", 1)
-    keys = _member_keys(ctx, org, kind, ref, None, ctx.fanout_chunk + 1)
-    if len(keys) <= ctx.fanout_chunk:
-        _sync(ctx, org, keys, reason)
-        return None
+    """Recompute the members of *scope* (``group:<id>``, ``directory:<id>``, or ``organization`` once it is
+    deleted) now if they fit in one chunk, else queue a recompute job; returns the job's id when one was queued."""
+    chunk = ctx.fanout_chunk
+    if scope == "organization":
+        active = list(ctx.session.scalars(select(Membership.id).where(
+            Membership.organization_id == org.id, Membership.status == "active").limit(chunk + 1)))
+        if len(active) <= chunk:
+            _deprovision_all(ctx, org, None, chunk)
+            return None
+    else:
+        kind, ref = scope.split(":", 1)
+        keys = _member_keys(ctx, org, kind, ref, None, chunk + 1)
+        if len(keys) <= chunk:
+            _sync(ctx, org, keys, reason)
+            return None
     job_id = fanout_jobs.enqueue(ctx.session, fanout_jobs.Job(org.id, scope, reason, ctx.cause.with_reason(reason)))
     ctx.note = f"members recomputed in chunks by {job_id}"
     return job_id
+
+
+def _organization_chunk(ctx: EventContext, org: Organization, job: fanout_jobs.Job) -> tuple[int, str | None]:
+    if _deleted(org):
+        return _deprovision_all(ctx, org, job.cursor, ctx.fanout_chunk)
+    result, cursor = role_mapping.recompute_chunk(ctx.session, ctx.client, organization_id=org.id,
+                                                  cause=job.cause, after=job.cursor, limit=ctx.fanout_chunk)
+    return result.checked, cursor
 
 
 def apply_job(ctx: EventContext, data: dict[str, Any]) -> None:
@@ -76,16 +118,14 @@ def apply_job(ctx: EventContext, data: dict[str, Any]) -> None:
         raise PayloadError(str(exc)) from exc
     org = ctx.session.get(Organization, job.organization_id)
     ctx.organization = org
-    if org is None or org.deleted_at is not None:
+    if org is None:
         ctx.ignore("unknown organization")
         return
-    chunk = ctx.fanout_chunk
     cursor: str | None
     if job.kind == "organization":
-        result, cursor = role_mapping.recompute_chunk(ctx.session, ctx.client, organization_id=org.id,
-                                                      cause=job.cause, after=job.cursor, limit=chunk)
-        done = result.checked
+        done, cursor = _organization_chunk(ctx, org, job)
     else:
+        chunk = ctx.fanout_chunk
         keys = _member_keys(ctx, org, job.kind, job.ref or "", job.cursor, chunk + 1)
         cursor = keys[chunk - 1] if len(keys) > chunk else None
         keys = keys[:chunk]
