@@ -279,28 +279,67 @@ def test_a_members_own_event_between_chunks_keeps_the_newest_state(app: Flask, c
     _consistent(app, fanco.id)
 
 
-def test_a_mapping_edit_over_many_members_is_queued_by_the_api(app: Flask, client: FlaskClient,
+def _mapping_id(app: Flask, organization_id: str, group: str) -> str:
+    with app.app_context():
+        found = db.session.scalar(select(RoleMapping.id).where(RoleMapping.organization_id == organization_id,
+                                                               RoleMapping.group_identifier == group))
+        db.session.remove()
+    assert found is not None
+    return str(found)
+
+
+# Every route that edits what decides directory-managed roles: (method, path, body).
+EDITS: dict[str, tuple[str, str, dict[str, Any] | None]] = {
+    "replace": ("PUT", "/api/v1/role-mappings",
+                {"mappings": [{"identifier_kind": "name", "group_identifier": "Fan Group", "role": "viewer"}]}),
+    "add": ("POST", "/api/v1/role-mappings",
+            {"identifier_kind": "name", "group_identifier": "Fan Group", "role": "viewer"}),
+    "patch": ("PATCH", "/api/v1/role-mappings/{fan}", {"role": "developer"}),
+    "delete": ("DELETE", "/api/v1/role-mappings/{fan}", None),
+    "default_role": ("PATCH", "/api/v1/organization/settings", {"default_role": "developer"}),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(EDITS))
+def test_a_mapping_edit_over_many_members_is_queued_by_the_api(edit: str, app: Flask, client: FlaskClient,
                                                                fanco: Tenant) -> None:
-    body = {"mappings": [{"identifier_kind": "name", "group_identifier": "Fan Group", "role": "viewer"}]}
-    response = client.put("/api/v1/role-mappings", headers={**headers_for(fanco, "admin"),
-                                                             "X-Request-Id": "req-fanout-1"}, json=body)
-    assert response.status_code == 200, response.get_json()
+    method, path, body = EDITS[edit]
+    if edit == "default_role":  # the fan group's mapping goes first, so the default decides the members' role
+        with app.app_context():
+            db.session.execute(RoleMapping.__table__.delete().where(RoleMapping.group_identifier == "Fan Group"))
+            db.session.commit()
+            db.session.remove()
+    before = _access(app, fanco.id)
+    response = client.open(path.format(fan=_mapping_id(app, fanco.id, "Fan Group") if "{fan}" in path else ""),
+                           method=method, headers=headers_for(fanco, "admin"), json=body)
+    assert response.status_code in (200, 201), response.get_json()
     answer = response.get_json()
-    assert answer["recompute"]["status"] == "queued"
-    assert answer["recompute"]["job_id"].startswith(fanout_jobs.JOB_ID_PREFIX)
-    assert (answer["members_checked"], answer["role_changes"]) == (0, [])
-    assert set(_access(app, fanco.id).values()) == {("admin", "active")}  # nothing recomputed in the request
+    if edit != "default_role":
+        assert answer["recompute"]["status"] == "queued"
+        assert answer["recompute"]["job_id"].startswith(fanout_jobs.JOB_ID_PREFIX)
+        assert (answer["members_checked"], answer["role_changes"]) == (0, [])
+    assert _jobs(app) == Counter({"received": 1})
+    assert _access(app, fanco.id) == before  # nothing recomputed in the request
     drain_inbox(app)
-    assert set(_access(app, fanco.id).values()) == {("viewer", "active")}
+    after = _access(app, fanco.id)
     _consistent(app, fanco.id)
+    expected = {"replace": "viewer", "add": "viewer", "patch": "developer", "delete": "viewer",  # the default
+                "default_role": "developer"}
+    assert set(after.values()) == {(expected[edit], "active")}
     request_id = response.headers["X-Request-Id"]
-    assert _audited(app, request_id=request_id) == Counter(dict.fromkeys(_fan_memberships(app, fanco.id), 1))
+    with app.app_context():
+        changed = {m.id for m in db.session.scalars(select(Membership).where(
+            Membership.organization_id == fanco.id, Membership.directory_user_id.in_(
+                [du for du in after if after[du] != before[du]])))}
+        db.session.remove()
+    assert len(changed) == MEMBERS
+    assert _audited(app, request_id=request_id) == Counter(dict.fromkeys(changed, 1))
     with app.app_context():  # the job acts for the admin who made the edit, through that request: one cause
         causes = set(db.session.execute(select(AuditEvent.actor_type, AuditEvent.actor_id, AuditEvent.request_id)
                                         .where(AuditEvent.organization_id == fanco.id,
-                                               AuditEvent.actor_type != "system",  # the fixture's set-up
-                                               AuditEvent.action.in_(
-                                                   ("role_mapping.replaced", "membership.role_changed")))).all())
+                                               AuditEvent.actor_type != "system",  # not the fixture's set-up
+                                               AuditEvent.action.like("membership.%")
+                                               | AuditEvent.action.like("role_mapping.%"))).all())
         db.session.remove()
     assert len(causes) == 1
     assert next(iter(causes))[0::2] == ("api_key", request_id)
