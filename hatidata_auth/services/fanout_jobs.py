@@ -61,7 +61,7 @@ class Job:
     reason: str
     cause: Cause
     cursor: str | None = None
-    started_at: datetime | None = None  # when the first job of the chain was queued (keeps the chain in order)
+    started_at: datetime | None = None  # when the first job of the chain was queued (for operators)
 
     @property
     def kind(self) -> str:
@@ -109,16 +109,18 @@ def entity_key(job: Job) -> str:
 
 def enqueue(session: Session, job: Job) -> str:
     """Queue *job* in *session*'s transaction (the caller commits, with the work that made it necessary); returns
-    its event id. It takes access away when in doubt (``revokes``), so the appliers claim it first; its event time
-    is the chain's start, so the next chunk of a chain runs before a later chain of the same scope."""
+    its event id. It takes access away when in doubt (``revokes``), so the appliers claim it first. Its event time
+    is now: the next chunk of a chain queues behind the jobs and events already waiting (chains take turns, a
+    deletion never waits for a whole rename), and two chains of one scope may interleave, which is correct since
+    each chunk recomputes from the state stored when it runs."""
     now = utcnow()
     started = job.started_at or now
     job = replace(job, started_at=started)
     event_id = f"{JOB_ID_PREFIX}{uuid.uuid4().hex}"
-    payload = {"id": event_id, "event": JOB_TYPE, "created_at": started.isoformat(), "data": job.data()}
+    payload = {"id": event_id, "event": JOB_TYPE, "created_at": now.isoformat(), "data": job.data()}
     session.execute(insert(WebhookEvent.__table__).values(
         event_id=event_id, event_type=JOB_TYPE, organization_id=job.organization_id, payload=payload,
-        event_created_at=started, received_at=now, status="received", source=INTERNAL_SOURCE, attempts=0,
+        event_created_at=now, received_at=now, status="received", source=INTERNAL_SOURCE, attempts=0,
         entity_key=entity_key(job), revokes=True, created_at=now, updated_at=now))
     if session.get_bind().dialect.name == "postgresql":
         session.execute(select(func.pg_notify(INBOX_CHANNEL, "")))  # delivered when the transaction commits

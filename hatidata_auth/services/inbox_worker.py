@@ -81,16 +81,18 @@ def _revoking() -> Any:
     return case((WebhookEvent.__table__.c.revokes.is_(True), 0), else_=1)
 
 
-def _heads(now_due: Any, entity_key: str | None = None) -> Select[Any]:
+def _heads(now_due: Any, entity_key: str | None = None, *, internal_only: bool = False) -> Select[Any]:
     """The oldest pending event of each entity key (or of *entity_key* alone) that is due: not waiting after a
-    transient failure (which left its error), or waiting since before *now_due*."""
+    transient failure (which left its error), or waiting since before *now_due*. *internal_only*: among our own
+    jobs only (their keys are theirs alone, so their heads are the same)."""
     t = WebhookEvent.__table__
     when = func.coalesce(t.c.event_created_at, t.c.received_at)
     ranked = select(
         t.c.id, t.c.last_error, t.c.updated_at, when.label("at"),
         func.row_number().over(partition_by=func.coalesce(t.c.entity_key, t.c.event_id),
                                order_by=(when, t.c.id)).label("rank"),
-    ).where(t.c.status == "received", *([t.c.entity_key == entity_key] if entity_key else [])).subquery()
+    ).where(t.c.status == "received", *([t.c.entity_key == entity_key] if entity_key else []),
+            *([t.c.source == INTERNAL_SOURCE] if internal_only else [])).subquery()
     due = or_(ranked.c.last_error.is_(None), ranked.c.updated_at <= now_due)
     return select(ranked.c.id).where(ranked.c.rank == 1, due)
 
@@ -108,8 +110,10 @@ def claim(session: Session, limit: int = DEFAULT_BATCH, *, revoking_only: bool =
     order = (_revoking(), func.coalesce(t.c.event_created_at, t.c.received_at), t.c.id)
     heads = _heads(due, entity_key)
     wanted = [t.c.id.in_(heads), *([_revoking() == 0] if revoking_only else [])]
-    # At most one recompute job per batch: a job is one chunk of members, and a batch is one transaction.
-    first_job = select(t.c.id).where(*wanted, t.c.source == INTERNAL_SOURCE).order_by(*order).limit(1)
+    # At most one recompute job per batch: a job is one chunk of members, and a batch is one transaction. (On
+    # PostgreSQL the oldest due job may be one another applier holds: jobs then run one at a time, a throttle.)
+    first_job = (select(t.c.id).where(t.c.id.in_(_heads(due, entity_key, internal_only=True)))
+                 .order_by(*order).limit(1))
     wanted.append(or_(t.c.source != INTERNAL_SOURCE, t.c.id == first_job.scalar_subquery()))
     picked: Any
     if session.get_bind().dialect.name == "postgresql":
