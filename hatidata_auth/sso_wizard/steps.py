@@ -14,7 +14,7 @@ from ..causes import Cause
 from ..idp import IdPPlugin, SamlMetadata, ValidationResult
 from ..models import Organization, WizardProgress
 from ..roles import DEFAULT_ROLE, ROLES
-from ..services import role_mapping, sso_setup
+from ..services import fanout_jobs, role_mapping, sso_setup
 from ..workos import WorkOSClient
 from . import wizard
 
@@ -34,6 +34,7 @@ class StepContext:
     cause: Cause
     now: datetime
     sp: sso_setup.SpValues
+    fanout_chunk: int = fanout_jobs.DEFAULT_CHUNK  # HATIDATA_FANOUT_CHUNK: members the request may recompute
 
     @property
     def state(self) -> wizard.WizardState:
@@ -238,7 +239,8 @@ def handle_role_mapping(ctx: StepContext, form: Form, files: Files) -> Outcome:
                                        default_role=default_role)
         return Outcome(complete=False, render={**render, "preview": changes, "lint": lint})
     result = role_mapping.replace_mappings(ctx.session, ctx.client, organization_id=ctx.organization.id,
-                                           specs=specs, cause=ctx.cause, default_role=default_role)
+                                           specs=specs, cause=ctx.cause, default_role=default_role,
+                                           chunk=ctx.fanout_chunk)
     saved = [r for r in rows if r["identifier"].strip()]
     return Outcome(data={"mappings": saved, "mapping_lint": lint},
                    details={"mappings": len(specs), "roles_changed": len(result.changes)})

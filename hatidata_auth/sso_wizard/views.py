@@ -27,7 +27,7 @@ from ..extensions import db
 from ..idp import IdPPlugin, SetupStatus, get_registry
 from ..models import Organization, utcnow
 from ..roles import Role
-from ..services import alerts, sso_setup
+from ..services import alerts, fanout_jobs, sso_setup
 from ..urls import external_url
 from . import steps as step_handlers
 from . import wizard
@@ -107,6 +107,7 @@ def _context(plugin: IdPPlugin, org: Organization) -> step_handlers.StepContext:
         session=db.session(), client=current_app.extensions["hatidata_workos"].client, organization=org,
         plugin=plugin, progress=progress, cause=_cause(), now=utcnow(),
         sp=sso_setup.sp_values(sp_base_url(), str(progress.data["sp_key"])),
+        fanout_chunk=fanout_jobs.chunk_size(current_app.config.get("HATIDATA_FANOUT_CHUNK")),
     )
 
 
