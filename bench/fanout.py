@@ -159,6 +159,8 @@ def rename_round(env: dict[str, str], engine: Engine, organization_id: str, name
     server = start_server("wsgi:app", env)
     try:
         port = int(env["PORT"])
+        for v in range(1, 9):  # warm both workers (first request: connections, applier threads) first
+            post(port, user_payload(980_000 + v, 0))
         seconds_until_drained(engine, time.perf_counter())
         started = time.perf_counter()
         ack = post(port, rename_payload(name))

@@ -59,6 +59,7 @@ from .role_rules import (
 __all__ = [
     "IDENTIFIER_KINDS", "UNCHANGED", "Explanation", "GroupRef", "MappingError", "MappingSpec", "RecomputeResult",
     "RoleChange", "RoleDecision", "add_mapping", "decision_details", "default_role_valid", "directory_groups_of",
+    "directory_groups_of_users",
     "explain", "lint_specs", "list_mappings", "preset", "preview", "recompute_chunk", "recompute_organization",
     "remove_mapping", "replace_mappings", "resolve_role", "resolve_role_from_profile_groups", "set_default_role",
     "validate_specs",
@@ -168,6 +169,12 @@ def _all_directory_groups(session: Session, organization_id: str,
     for user_workos_id, name, idp_id, workos_id in rows:
         out[user_workos_id].append(GroupRef(name, idp_id, workos_id))
     return out
+
+
+def directory_groups_of_users(session: Session, organization_id: str,
+                              user_workos_ids: Sequence[str]) -> dict[str, list[GroupRef]]:
+    """The live groups of each of *user_workos_ids* in one query (a fan-out's chunk)."""
+    return _all_directory_groups(session, organization_id, user_workos_ids)
 
 
 def _directory_members(session: Session, organization_id: str, *, after: str | None = None,

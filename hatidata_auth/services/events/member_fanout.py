@@ -24,9 +24,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ...models import DirectoryGroupMembership, DirectoryUser, Membership, Organization, utcnow
+from ...models import DirectoryGroupMembership, DirectoryUser, Membership, Organization, User, utcnow
 from ...workos import WorkOSClient
-from .. import fanout_jobs, role_mapping
+from .. import domains, fanout_jobs, role_mapping
 from ..provisioning import set_access
 from .context import EventContext, PayloadError, parse_time
 from .directory_state import sync_member
@@ -53,13 +53,28 @@ def _member_keys(ctx: EventContext, org: Organization, kind: str, ref: str, afte
 
 
 def _sync(ctx: EventContext, org: Organization, keys: list[str], reason: str) -> None:
+    """Bring each directory user of *keys* in line (``sync_member``), with what they need read once for the chunk
+    (their people, memberships and groups, and domain ownership), as the resync reads a page."""
     if not keys:
         return
-    users = ctx.session.scalars(select(DirectoryUser).where(DirectoryUser.organization_id == org.id,
-                                                            DirectoryUser.workos_id.in_(keys))
-                                .order_by(DirectoryUser.workos_id))
-    for du in users:
-        sync_member(ctx, org, du, reason=reason)
+    users = list(ctx.session.scalars(select(DirectoryUser).where(DirectoryUser.organization_id == org.id,
+                                                                 DirectoryUser.workos_id.in_(keys))
+                                     .order_by(DirectoryUser.workos_id)))
+    person_ids = [du.user_id for du in users if du.user_id]
+    saved = (ctx.memberships_by_user, ctx.verified_domains)
+    ctx.verified_domains = domains.VerifiedDomains.load(ctx.session)
+    ctx.memberships_by_user = dict.fromkeys(person_ids)
+    if person_ids:
+        for membership in ctx.session.scalars(select(Membership).where(Membership.organization_id == org.id,
+                                                                       Membership.user_id.in_(person_ids))):
+            ctx.memberships_by_user[membership.user_id] = membership
+        ctx.session.scalars(select(User).where(User.id.in_(person_ids))).all()  # in the identity map from now on
+    groups = role_mapping.directory_groups_of_users(ctx.session, org.id, [du.workos_id for du in users])
+    try:
+        for du in users:
+            sync_member(ctx, org, du, reason=reason, groups=groups.get(du.workos_id, []))
+    finally:  # the event's own work after the fan-out (a membership event's user) looks up afresh
+        ctx.memberships_by_user, ctx.verified_domains = saved
 
 
 def _deprovision_all(ctx: EventContext, org: Organization, after: str | None, limit: int) -> tuple[int, str | None]:
