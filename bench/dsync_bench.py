@@ -22,7 +22,8 @@ private database is created next to it and dropped afterwards) and optionally Re
 Options: ``--events`` (6000), ``--users`` (1500), ``--concurrency`` (8), ``--probes`` (200 deactivations at
 most), ``--rounds`` (1: more repeat the minimal-then-app pair with new events and print each round's ratios and
 their median, against the drift of a shared machine), ``--resync-users``, ``--resync-groups``, ``--skip-resync``,
-``--wrk``/``--wrk-seconds``, ``--trace-memory``.
+``--wrk``/``--wrk-seconds``, ``--trace-memory``, ``--fanout N`` (only the fan-out benchmark, ``bench/fanout.py``:
+the rename of an N-member group, acknowledged and applied in chunks; with ``--fanout-chunk``, ``--compare-inline``).
 """
 
 from __future__ import annotations
@@ -378,7 +379,17 @@ def main() -> None:
     parser.add_argument("--wrk-seconds", type=int, default=20)
     parser.add_argument("--trace-memory", action="store_true",
                         help="also trace Python allocations during the resync (slows it down several times)")
+    parser.add_argument("--fanout", type=int, default=0,
+                        help="run only the fan-out benchmark: a rename of a group of this many members")
+    parser.add_argument("--fanout-chunk", type=int, default=None)
+    parser.add_argument("--compare-inline", action="store_true",
+                        help="with --fanout, also the same rename in one transaction")
     args = parser.parse_args()
+    if args.fanout:
+        from bench.fanout import run
+
+        run(args.fanout, args.fanout_chunk, args.compare_inline)
+        return
     base = os.environ.get("BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
     from flask_migrate import upgrade

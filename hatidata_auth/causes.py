@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,3 +72,13 @@ class Cause:
     def with_event(self, event_id: str | None) -> Cause:
         """The same cause, through the WorkOS event *event_id*."""
         return replace(self, source_event_id=event_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The cause as JSON-able data, for work stored now and done later (an inbox job); :meth:`from_dict`
+        reads it back whole."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Cause:
+        """The cause :meth:`to_dict` stored (raises ``KeyError`` / ``TypeError`` on another shape)."""
+        return cls(Actor(**data["actor"]), RequestInfo(**data["request"]), data["source_event_id"], data["reason"])

@@ -87,7 +87,8 @@ def inbox_work(threads: int | None, drain: bool) -> None:
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     if drain:
         client = app.extensions["hatidata_workos"].client
-        applied = inbox_worker.drain(db.session(), client, limit=int(app.config["HATIDATA_INBOX_BATCH"]))
+        applied = inbox_worker.drain(db.session(), client, limit=int(app.config["HATIDATA_INBOX_BATCH"]),
+                                     fanout_chunk=inbox_runtime.fanout_chunk(app))
         click.echo(f"{applied} event(s) claimed; {inbox_worker.pending(db.session())} pending")
         return
     pool = inbox_runtime.make_pool(app, threads or inbox_runtime.default_threads(app))

@@ -84,6 +84,9 @@ DEFAULTS: dict[str, Any] = {
     "HATIDATA_INBOX_APPLIERS": None,
     "HATIDATA_INBOX_BATCH": 20,
     "HATIDATA_INBOX_POLL_INTERVAL": 1.0,
+    # Members one transaction recomputes at most (a group rename or deletion, a directory deletion, a role-mapping
+    # edit): more are recomputed in chunks of this size by the appliers (docs/directory-sync.md, "Fan-out").
+    "HATIDATA_FANOUT_CHUNK": 500,
     "HATIDATA_MAX_JSON_BYTES": 1024 * 1024,
     "HATIDATA_MAX_JSON_DEPTH": 32,
     "HATIDATA_TRUSTED_PROXIES": 0,
@@ -164,6 +167,7 @@ ENV_SETTINGS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "HATIDATA_INBOX_APPLIERS": ("HATIDATA_INBOX_APPLIERS", _int),
     "HATIDATA_INBOX_BATCH": ("HATIDATA_INBOX_BATCH", _int),
     "HATIDATA_INBOX_POLL_INTERVAL": ("HATIDATA_INBOX_POLL_INTERVAL", _float),
+    "HATIDATA_FANOUT_CHUNK": ("HATIDATA_FANOUT_CHUNK", _int),
 }
 
 

@@ -3,7 +3,8 @@ the app (each batch in an app context, with ``db.session`` and the WorkOS client
 
 Settings: ``HATIDATA_INBOX_APPLIERS`` threads per process (unset: 2 on PostgreSQL, 1 on SQLite, none under
 ``TESTING``; 0: none, for deployments that run ``hatidata inbox work`` instead), ``HATIDATA_INBOX_BATCH`` events
-per transaction, ``HATIDATA_INBOX_POLL_INTERVAL`` seconds between polls when no wake-up comes. The threads start
+per transaction, ``HATIDATA_INBOX_POLL_INTERVAL`` seconds between polls when no wake-up comes,
+``HATIDATA_FANOUT_CHUNK`` members per recompute job (``services.fanout_jobs``). The threads start
 with the first request or gunicorn's ``post_worker_init`` (never in a CLI command, never before a fork).
 """
 
@@ -18,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from .causes import Cause
 from .config import DEFAULTS
 from .extensions import db
+from .services.fanout_jobs import chunk_size
 from .services.inbox import entity_key
 from .services.inbox_worker import ApplierPool, apply_batch, apply_entity_now, revokes_access
 
@@ -60,7 +62,13 @@ def run_batch(app: Flask, revoking_only: bool = False) -> int:
     limit = int(app.config.get("HATIDATA_INBOX_BATCH") or DEFAULTS["HATIDATA_INBOX_BATCH"])
     with app.app_context():
         client = app.extensions["hatidata_workos"].client
-        return apply_batch(db.session(), client, limit=limit, revoking_only=revoking_only).claimed
+        return apply_batch(db.session(), client, limit=limit, revoking_only=revoking_only,
+                           fanout_chunk=fanout_chunk(app)).claimed
+
+
+def fanout_chunk(app: Flask) -> int:
+    """``HATIDATA_FANOUT_CHUNK``: the members one transaction recomputes at most."""
+    return chunk_size(app.config.get("HATIDATA_FANOUT_CHUNK"))
 
 
 def make_pool(app: Flask, threads: int) -> ApplierPool:
@@ -124,7 +132,8 @@ def acknowledged(app: Flask, payload: dict[str, Any], cause: Cause) -> None:
     if revokes_access(str(payload["event"]), payload) and key.split(":", 1)[0] in PERSONAL_KEYS:
         client = app.extensions["hatidata_workos"].client
         try:
-            apply_entity_now(db.session(), client, str(payload["id"]), key, cause=cause)
+            apply_entity_now(db.session(), client, str(payload["id"]), key, cause=cause,
+                             fanout_chunk=fanout_chunk(app))
         except SQLAlchemyError:
             log.warning("applying WorkOS event %s at once failed; the appliers will apply it", payload["id"],
                         exc_info=True)

@@ -9,13 +9,14 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
+from flask import current_app
 from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate
 
 from .. import inputs
 from ..errors import AppError
 from ..identity import login_required, require_permission
-from ..services import paging
+from ..services import fanout_jobs, paging
 from .spec import ErrorSchema  # noqa: F401 - re-exported
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -128,3 +129,8 @@ def guard(blp: Blueprint, *permissions: str) -> Callable[[F], F]:
         return cast(F, blp.doc(**{"x-permissions": list(permissions), "description": description})(protected))
 
     return decorator
+
+
+def fanout_chunk() -> int:
+    """``HATIDATA_FANOUT_CHUNK``: the members a request may recompute; more are queued as a recompute job."""
+    return fanout_jobs.chunk_size(current_app.config.get("HATIDATA_FANOUT_CHUNK"))

@@ -16,7 +16,7 @@ from ..identity import current_identity, request_cause, runtime
 from ..models import ROLES, SIGN_IN_METHODS
 from ..services import organization_admin as org_service
 from ..services import tenant_admin
-from .common import guard, timestamp
+from .common import fanout_chunk, guard, timestamp
 
 org_blp = Blueprint("organization", __name__, description="The caller's organization: settings, SSO, directory.")
 BLUEPRINTS = (org_blp,)
@@ -74,7 +74,8 @@ def get_settings() -> tenant_admin.OrganizationSettings:
 @org_blp.response(200, SettingsSchema)
 def update_settings(body: dict[str, Any]) -> tenant_admin.OrganizationSettings:
     """Change session policy, cache TTL, SSO enforcement, allowed sign-in methods or the default role
-    (audited); 404 for a deleted organization, 422 naming the fields at fault."""
+    (audited); 404 for a deleted organization, 422 naming the fields at fault. A new default role recomputes the
+    members in the request when they fit in one chunk (``HATIDATA_FANOUT_CHUNK``), else a recompute job does."""
     identity = current_identity
     policy = body.get("session_policy") or {}
     changes: dict[str, Any] = {name: body[name] for name in ("sso_enforced", "auth_methods", "session_cache_ttl",
@@ -83,7 +84,7 @@ def update_settings(body: dict[str, Any]) -> tenant_admin.OrganizationSettings:
     changes.update({f"session_{name}": policy[name] for name in ("active_ttl", "remembered_ttl") if name in policy})
     settings = org_service.change_settings(db.session(), runtime().gateway.client,
                                            organization_id=identity.organization_id, changes=changes,
-                                           cause=request_cause())
+                                           cause=request_cause(), chunk=fanout_chunk())
     db.session.commit()
     return settings
 

@@ -12,7 +12,7 @@ from ..identity import current_identity, request_cause, runtime
 from ..models import ROLES
 from ..services import mapping_admin
 from ..services import role_mapping as mapping_service
-from .common import PageArgsSchema, guard, page_body, page_request, page_schema
+from .common import PageArgsSchema, fanout_chunk, guard, page_body, page_request, page_schema
 
 mappings_blp = Blueprint("role-mappings", __name__, description="IdP group to role mappings.")
 BLUEPRINTS = (mappings_blp,)
@@ -62,10 +62,22 @@ class RoleChangeSchema(Schema):
     reason = fields.Dict(allow_none=True)
 
 
+class RecomputeSchema(Schema):
+    status = fields.String(required=True, validate=validate.OneOf(("done", "queued")),
+                           metadata={"description": "`done`: every member was recomputed by this request "
+                                                    "(`members_checked`, `role_changes`); `queued`: the members "
+                                                    "are more than one chunk (`HATIDATA_FANOUT_CHUNK`), the "
+                                                    "appliers recompute them a chunk at a time, each change "
+                                                    "audited (`members_checked` 0, `role_changes` empty)."})
+    job_id = fields.String(allow_none=True, required=True,
+                           metadata={"description": "The recompute job (an inbox event id) when `queued`."})
+
+
 class MappingResultSchema(Schema):
     mapping = fields.Nested(MappingSchema, allow_none=True)
     members_checked = fields.Integer(required=True)
     role_changes = fields.List(fields.Nested(RoleChangeSchema), required=True)
+    recompute = fields.Nested(RecomputeSchema, required=True)
 
 
 class PreviewSchema(Schema):
@@ -100,7 +112,8 @@ def _change_view(change: mapping_service.RoleChange) -> dict[str, Any]:
 def _result(result: mapping_service.RecomputeResult, key: tuple[str, str] | None = None) -> dict[str, Any]:
     done = mapping_admin.outcome(db.session(), current_identity.organization_id, result, key)
     return {"mapping": None if done.mapping is None else done.mapping.to_dict(),
-            "members_checked": done.members_checked, "role_changes": [_change_view(c) for c in done.role_changes]}
+            "members_checked": done.members_checked, "role_changes": [_change_view(c) for c in done.role_changes],
+            "recompute": {"status": "queued" if done.queued_job else "done", "job_id": done.queued_job}}
 
 
 def _default_role(body: dict[str, Any]) -> dict[str, Any]:
@@ -123,11 +136,13 @@ def list_mappings(args: dict[str, Any]) -> dict[str, Any]:
 @mappings_blp.arguments(MappingInputSchema)
 @mappings_blp.response(201, MappingResultSchema)
 def create_mapping(body: dict[str, Any]) -> dict[str, Any]:
-    """Add a mapping (or replace the one for the same group); members' roles are recomputed."""
+    """Add a mapping (or replace the one for the same group); members' roles are recomputed (in the request up to one
+    chunk of members, ``recompute.status`` ``done``; above it by a queued job, ``queued``)."""
     identity = current_identity
     spec = _spec(body)
     result = mapping_service.add_mapping(db.session(), runtime().gateway.client,
-                                         organization_id=identity.organization_id, spec=spec, cause=request_cause())
+                                         organization_id=identity.organization_id, spec=spec, cause=request_cause(),
+                                         chunk=fanout_chunk())
     db.session.commit()
     return _result(result, spec.key)
 
@@ -137,12 +152,13 @@ def create_mapping(body: dict[str, Any]) -> dict[str, Any]:
 @mappings_blp.arguments(MappingSetSchema)
 @mappings_blp.response(200, MappingResultSchema)
 def replace_mappings(body: dict[str, Any]) -> dict[str, Any]:
-    """Replace the whole mapping set (and optionally the default role); members' roles are recomputed."""
+    """Replace the whole mapping set (and optionally the default role); members' roles are recomputed (in the
+    request up to one chunk of members, ``recompute.status`` ``done``; above it by a queued job, ``queued``)."""
     identity = current_identity
     result = mapping_service.replace_mappings(db.session(), runtime().gateway.client,
                                               organization_id=identity.organization_id,
                                               specs=[_spec(m) for m in body["mappings"]], cause=request_cause(),
-                                              **_default_role(body))
+                                              chunk=fanout_chunk(), **_default_role(body))
     db.session.commit()
     return _result(result)
 
@@ -171,12 +187,14 @@ def get_mapping(mapping_id: str) -> dict[str, Any]:
 @mappings_blp.arguments(MappingPatchSchema)
 @mappings_blp.response(200, MappingResultSchema)
 def update_mapping(body: dict[str, Any], mapping_id: str) -> dict[str, Any]:
-    """Change a mapping's role or priority (it keeps its id); members' roles are recomputed."""
+    """Change a mapping's role or priority (it keeps its id); members' roles are recomputed (in the request up to one
+    chunk of members, ``recompute.status`` ``done``; above it by a queued job, ``queued``)."""
     identity = current_identity
     current = mapping_admin.get_mapping(db.session(), identity.organization_id, mapping_id)
     spec = mapping_admin.patched(current, role=body.get("role"), priority=body.get("priority"))
     result = mapping_service.add_mapping(db.session(), runtime().gateway.client,
-                                         organization_id=identity.organization_id, spec=spec, cause=request_cause())
+                                         organization_id=identity.organization_id, spec=spec, cause=request_cause(),
+                                         chunk=fanout_chunk())
     db.session.commit()
     return _result(result, spec.key)
 
@@ -185,13 +203,15 @@ def update_mapping(body: dict[str, Any], mapping_id: str) -> dict[str, Any]:
 @guard(mappings_blp, "members:write")
 @mappings_blp.response(200, MappingResultSchema)
 def delete_mapping(mapping_id: str) -> dict[str, Any]:
-    """Remove a mapping; members' roles are recomputed."""
+    """Remove a mapping; members' roles are recomputed (in the request up to one
+    chunk of members, ``recompute.status`` ``done``; above it by a queued job, ``queued``)."""
     identity = current_identity
     current = mapping_admin.get_mapping(db.session(), identity.organization_id, mapping_id)
     result = mapping_service.remove_mapping(db.session(), runtime().gateway.client,
                                             organization_id=identity.organization_id,
                                             identifier_kind=current.identifier_kind,
-                                            group_identifier=current.group_identifier, cause=request_cause())
+                                            group_identifier=current.group_identifier, cause=request_cause(),
+                                            chunk=fanout_chunk())
     db.session.commit()
     return _result(result)
 

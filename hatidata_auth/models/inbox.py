@@ -11,6 +11,12 @@ from sqlalchemy.orm import Mapped, mapped_column
 from ..extensions import db
 from .base import TimestampMixin, UTCDateTime, utcnow
 
+INBOX_CHANNEL = "hatidata_inbox"
+"""The PostgreSQL ``NOTIFY`` channel a transaction that queues inbox work signals on; the appliers ``LISTEN``."""
+
+INTERNAL_SOURCE = "internal"
+"""``webhook_events.source`` of work we queue ourselves (``services.fanout_jobs``), never of a WorkOS event."""
+
 
 class WebhookEvent(TimestampMixin, db.Model):  # type: ignore[name-defined]
     """A WorkOS event received by webhook or fetched from the Events API, stored before it is applied."""
@@ -38,6 +44,7 @@ class WebhookEvent(TimestampMixin, db.Model):  # type: ignore[name-defined]
     received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
     # "received", "applied", "failed" or "ignored".
     status: Mapped[str] = mapped_column(String(16), default="received", nullable=False)
+    # "webhook", "events_api", ... or INTERNAL_SOURCE (our own queued work: services.fanout_jobs).
     source: Mapped[str] = mapped_column(String(16), default="webhook", nullable=False)
     attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
     last_error: Mapped[str | None] = mapped_column(Text)

@@ -28,9 +28,10 @@ from sqlalchemy.orm import Session
 from ..causes import Actor, Cause
 from ..errors import is_connection_error
 from ..models import Organization, WebhookEvent, utcnow
+from ..models.inbox import INBOX_CHANNEL, INTERNAL_SOURCE
 from ..workos import WorkOSClient
-from . import event_source
-from .events import HANDLERS, EventContext, PayloadError, handler_for, parse_time
+from . import event_source, fanout_jobs
+from .events import HANDLERS, EventContext, PayloadError, apply_internal, handler_for, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +58,14 @@ def validate_envelope(payload: Any) -> dict[str, Any]:
         raise PayloadError("event must be a string of 1-96 characters")
     if not isinstance(data, dict):
         raise PayloadError("data must be an object")
+    if fanout_jobs.is_internal(event_type, event_id):
+        raise PayloadError("the type or id belongs to our internal work (hatidata.*), which no event may carry")
     try:
         parse_time(payload.get("created_at"))
     except (TypeError, ValueError) as exc:
         raise PayloadError("created_at is not a timestamp") from exc
     return payload
 
-
-INBOX_CHANNEL = "hatidata_inbox"
-"""The PostgreSQL ``NOTIFY`` channel :func:`store` signals on; the appliers ``LISTEN`` to it."""
 
 _DIRECTORY_OBJECT_EVENTS = ("dsync.activated", "dsync.deleted")
 _KEY_MAX = 160
@@ -191,13 +191,20 @@ def _record_failure(session: Session, payload: dict[str, Any], source: str, erro
     session.execute(stmt)
 
 
-def apply_event(session: Session, client: WorkOSClient, payload: dict[str, Any], cause: Cause) -> EventContext:
+def apply_event(session: Session, client: WorkOSClient, payload: dict[str, Any], cause: Cause, *,
+                source: str = "webhook", fanout_chunk: int | None = None) -> EventContext:
     """Apply one stored event with its type's handler in *session*'s transaction (the caller commits or rolls
-    back); the context says the outcome. Raises what the handler raises (:class:`PayloadError` for bad data)."""
+    back); the context says the outcome. Raises what the handler raises (:class:`PayloadError` for bad data).
+
+    A row of our own internal work (*source* ``internal``, written only by ``fanout_jobs.enqueue``) goes to the
+    internal handlers and acts with the cause it stored; *fanout_chunk* is ``HATIDATA_FANOUT_CHUNK``."""
+    chunk = fanout_jobs.chunk_size(fanout_chunk)
+    if source == INTERNAL_SOURCE:
+        return apply_internal(session, client, payload, chunk)
     handler = handler_for(payload["event"])
     ctx = EventContext(session=session, client=client, event_id=payload["id"], event_type=payload["event"],
                        event_time=parse_time(payload.get("created_at")) or utcnow(), actor=cause.actor,
-                       request=cause.request)
+                       request=cause.request, fanout_chunk=chunk)
     if handler is None:
         ctx.ignore("event type not handled")
         return ctx
@@ -280,6 +287,13 @@ def replay(session: Session, client: WorkOSClient, event_id: str, *, cause: Caus
     if row is None:
         raise LookupError(f"no stored event {event_id}")
     payload, source = dict(row.payload), row.source
+    if source == INTERNAL_SOURCE:  # our own work: queued again for the appliers, which apply it in order
+        requeued = session.execute(update(WebhookEvent).where(WebhookEvent.id == row.id,
+                                                              WebhookEvent.status == "failed")
+                                   .values(status="received", last_error=None, updated_at=utcnow()))
+        session.commit()
+        status = "received" if getattr(requeued, "rowcount", 0) else "duplicate"
+        return InboxResult(event_id, str(payload.get("event")), status, note="queued for the appliers")
     session.rollback()
     try:
         return receive(session, client, payload, source=source, cause=cause or Cause.by(Actor.system("replay")))

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 from ..causes import Actor, Cause
 from ..errors import is_connection_error
 from ..models import WebhookEvent, utcnow
+from ..models.inbox import INTERNAL_SOURCE
 from ..workos import WorkOSClient, WorkOSUnavailable
 from . import audit
 from .events import HANDLERS, parse_time
@@ -53,6 +54,7 @@ class Claimed:
     event_type: str
     payload: dict[str, Any]
     attempts: int
+    source: str = "webhook"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,16 +81,18 @@ def _revoking() -> Any:
     return case((WebhookEvent.__table__.c.revokes.is_(True), 0), else_=1)
 
 
-def _heads(now_due: Any, entity_key: str | None = None) -> Select[Any]:
+def _heads(now_due: Any, entity_key: str | None = None, *, internal_only: bool = False) -> Select[Any]:
     """The oldest pending event of each entity key (or of *entity_key* alone) that is due: not waiting after a
-    transient failure (which left its error), or waiting since before *now_due*."""
+    transient failure (which left its error), or waiting since before *now_due*. *internal_only*: among our own
+    jobs only (their keys are theirs alone, so their heads are the same)."""
     t = WebhookEvent.__table__
     when = func.coalesce(t.c.event_created_at, t.c.received_at)
     ranked = select(
         t.c.id, t.c.last_error, t.c.updated_at, when.label("at"),
         func.row_number().over(partition_by=func.coalesce(t.c.entity_key, t.c.event_id),
                                order_by=(when, t.c.id)).label("rank"),
-    ).where(t.c.status == "received", *([t.c.entity_key == entity_key] if entity_key else [])).subquery()
+    ).where(t.c.status == "received", *([t.c.entity_key == entity_key] if entity_key else []),
+            *([t.c.source == INTERNAL_SOURCE] if internal_only else [])).subquery()
     due = or_(ranked.c.last_error.is_(None), ranked.c.updated_at <= now_due)
     return select(ranked.c.id).where(ranked.c.rank == 1, due)
 
@@ -98,13 +102,19 @@ def claim(session: Session, limit: int = DEFAULT_BATCH, *, revoking_only: bool =
     """Take up to *limit* due events, the oldest pending one of each entity key, those revoking access first, then
     oldest first; they stay claimed until *session*'s transaction ends (the caller commits their outcome, or rolls
     them back). With *revoking_only*, only events that take access away (the pool's deprovisioning thread); with
-    *entity_key*, only the head of that key (:func:`apply_entity_now`)."""
+    *entity_key*, only the head of that key (:func:`apply_entity_now`). At most one recompute job
+    (``services.fanout_jobs``) is taken per batch."""
     t = WebhookEvent.__table__
     now = utcnow()
     due = now - RETRY_DELAY  # a retried event's updated_at is its last attempt
     order = (_revoking(), func.coalesce(t.c.event_created_at, t.c.received_at), t.c.id)
     heads = _heads(due, entity_key)
     wanted = [t.c.id.in_(heads), *([_revoking() == 0] if revoking_only else [])]
+    # At most one recompute job per batch: a job is one chunk of members, and a batch is one transaction. (On
+    # PostgreSQL the oldest due job may be one another applier holds: jobs then run one at a time, a throttle.)
+    first_job = (select(t.c.id).where(t.c.id.in_(_heads(due, entity_key, internal_only=True)))
+                 .order_by(*order).limit(1))
+    wanted.append(or_(t.c.source != INTERNAL_SOURCE, t.c.id == first_job.scalar_subquery()))
     picked: Any
     if session.get_bind().dialect.name == "postgresql":
         candidates = session.scalars(select(t.c.id).where(*wanted, t.c.status == "received")
@@ -122,10 +132,10 @@ def claim(session: Session, limit: int = DEFAULT_BATCH, *, revoking_only: bool =
         picked = select(t.c.id).where(*wanted).order_by(*order).limit(limit).scalar_subquery()
     stmt = (update(t).where(t.c.id.in_(picked)).values(attempts=t.c.attempts + 1, updated_at=now)
             .returning(t.c.id, t.c.event_id, t.c.event_type, t.c.payload, t.c.attempts, t.c.event_created_at,
-                       t.c.received_at, t.c.revokes))
+                       t.c.received_at, t.c.revokes, t.c.source))
     rows = sorted(session.execute(stmt).all(), key=lambda r: (not r.revokes,
                                                               parse_time(r.event_created_at) or r.received_at, r.id))
-    return [Claimed(r.id, r.event_id, r.event_type, dict(r.payload), r.attempts) for r in rows]
+    return [Claimed(r.id, r.event_id, r.event_type, dict(r.payload), r.attempts, r.source) for r in rows]
 
 
 def _finish(session: Session, event: Claimed, status: str, error: str | None) -> None:
@@ -134,12 +144,13 @@ def _finish(session: Session, event: Claimed, status: str, error: str | None) ->
         status=status, last_error=error, updated_at=now, applied_at=now if status == "applied" else None))
 
 
-def apply_one(session: Session, client: WorkOSClient, event: Claimed, cause: Cause) -> InboxResult:
+def apply_one(session: Session, client: WorkOSClient, event: Claimed, cause: Cause, *,
+              fanout_chunk: int | None = None) -> InboxResult:
     """Apply one claimed event under a savepoint and record its outcome in the inbox (the caller commits)."""
     mark = audit.pending_count(session)
     savepoint = session.begin_nested()
     try:
-        ctx = apply_event(session, client, event.payload, cause)
+        ctx = apply_event(session, client, event.payload, cause, source=event.source, fanout_chunk=fanout_chunk)
         savepoint.commit()
     except Exception as exc:
         savepoint.rollback()
@@ -158,10 +169,13 @@ def apply_one(session: Session, client: WorkOSClient, event: Claimed, cause: Cau
 
 
 def apply_batch(session: Session, client: WorkOSClient, *, limit: int = DEFAULT_BATCH,
-                cause: Cause | None = None, revoking_only: bool = False, entity_key: str | None = None) -> BatchReport:
+                cause: Cause | None = None, revoking_only: bool = False, entity_key: str | None = None,
+                fanout_chunk: int | None = None) -> BatchReport:
     """Claim and apply one batch in one transaction (committed; rolled back on a database error, which is raised).
 
-    Each event acts as WorkOS unless *cause* says who.
+    Each event acts as WorkOS unless *cause* says who (a recompute job acts with the cause it stored). A recompute
+    job is claimed alone (:func:`claim`), so the transaction touches at most one chunk of its members
+    (*fanout_chunk*, ``HATIDATA_FANOUT_CHUNK``).
     """
     cause = cause or Cause.by(Actor.workos())
     try:
@@ -169,7 +183,7 @@ def apply_batch(session: Session, client: WorkOSClient, *, limit: int = DEFAULT_
         if not events:
             session.rollback()
             return BatchReport(0)
-        results = tuple(apply_one(session, client, event, cause) for event in events)
+        results = tuple(apply_one(session, client, event, cause, fanout_chunk=fanout_chunk) for event in events)
         session.commit()
     except BaseException:
         session.rollback()
@@ -182,7 +196,7 @@ APPLY_NOW_MAX = 10
 
 
 def apply_entity_now(session: Session, client: WorkOSClient, event_id: str, entity_key: str, *,
-                     cause: Cause) -> InboxResult | None:
+                     cause: Cause, fanout_chunk: int | None = None) -> InboxResult | None:
     """Apply the pending events of *entity_key* in order, up to and including the stored event *event_id*, in the
     caller's thread: a deprovisioning acknowledged by the webhook request never waits behind a backlog of other
     entities' events. Order is kept: an older pending event of the same entity is applied first.
@@ -191,7 +205,7 @@ def apply_entity_now(session: Session, client: WorkOSClient, event_id: str, enti
     it), the event is not due, or more than :data:`APPLY_NOW_MAX` older events are ahead of it; the appliers then
     apply it as any other. Raises what :func:`apply_batch` raises (a database error)."""
     for _ in range(APPLY_NOW_MAX):
-        report = apply_batch(session, client, limit=1, cause=cause, entity_key=entity_key)
+        report = apply_batch(session, client, limit=1, cause=cause, entity_key=entity_key, fanout_chunk=fanout_chunk)
         if not report.claimed:
             return None
         for result in report.results:
@@ -200,11 +214,12 @@ def apply_entity_now(session: Session, client: WorkOSClient, event_id: str, enti
     return None
 
 
-def drain(session: Session, client: WorkOSClient, *, limit: int = DEFAULT_BATCH, max_batches: int = 10_000) -> int:
+def drain(session: Session, client: WorkOSClient, *, limit: int = DEFAULT_BATCH, max_batches: int = 10_000,
+          fanout_chunk: int | None = None) -> int:
     """Apply batches until none is due (or *max_batches*); returns how many events were claimed in all."""
     total = 0
     for _ in range(max_batches):
-        report = apply_batch(session, client, limit=limit)
+        report = apply_batch(session, client, limit=limit, fanout_chunk=fanout_chunk)
         if not report.claimed:
             break
         total += report.claimed

@@ -19,11 +19,13 @@ from .role_mapping import Explanation, MappingSpec, RecomputeResult, RoleChange
 @dataclass(frozen=True, slots=True)
 class MappingOutcome:
     """A mapping change: the mapping as stored now (``None`` after a delete or a whole-set change), how many
-    members were checked and whose role changed."""
+    members were checked and whose role changed, or the recompute job queued for them (too many for one
+    transaction: ``members_checked`` is then 0 and ``role_changes`` empty)."""
 
     mapping: MappingSpec | None
     members_checked: int
     role_changes: tuple[RoleChange, ...]
+    queued_job: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +57,7 @@ def outcome(session: Session, organization_id: str, result: RecomputeResult,
     mapping = None
     if key is not None:
         mapping = next((m for m in mapping_service.list_mappings(session, organization_id) if m.key == key), None)
-    return MappingOutcome(mapping, result.checked, tuple(result.changes))
+    return MappingOutcome(mapping, result.checked, tuple(result.changes), result.queued_job)
 
 
 def explain_member(session: Session, *, organization_id: str, member_id: str) -> MemberRole:

@@ -16,7 +16,7 @@ from ..causes import Cause
 from ..errors import AppError, ServiceUnavailable
 from ..models import DirectoryGroup, DirectoryUser
 from ..workos import WorkOSClient, WorkOSNotFound, WorkOSUnavailable, translate_errors
-from . import audit, reconcile, tenant_admin
+from . import audit, fanout_jobs, reconcile, tenant_admin
 from . import role_mapping as mapping_service
 
 
@@ -60,15 +60,17 @@ class Resynced:
 
 
 def change_settings(session: Session, client: WorkOSClient, *, organization_id: str, changes: dict[str, Any],
-                    cause: Cause) -> tenant_admin.OrganizationSettings:
+                    cause: Cause, chunk: int = fanout_jobs.DEFAULT_CHUNK,
+                    ) -> tenant_admin.OrganizationSettings:
     """Apply settings *changes* (keys of :data:`~hatidata_auth.services.tenant_admin.SETTINGS_FIELDS`); both audited,
     flushed, not committed; returns the settings as they now are. A ``default_role`` that differs goes through the
-    role-mapping service, which recomputes the members in no mapped group in the same transaction."""
+    role-mapping service, which recomputes the members in no mapped group in the same transaction (or queues a
+    recompute job when they are more than *chunk*)."""
     settings = {name: value for name, value in changes.items() if name != "default_role"}
     org = tenant_admin.update_settings(session, organization_id=organization_id, changes=settings, cause=cause)
     if "default_role" in changes and changes["default_role"] != org.default_role:
         mapping_service.set_default_role(session, client, organization_id=org.id,
-                                         default_role=changes["default_role"], cause=cause)
+                                         default_role=changes["default_role"], cause=cause, chunk=chunk)
     session.flush()
     return tenant_admin.settings_view(org)
 

@@ -6,8 +6,9 @@ Public API (used by directory sync, the event handlers, the admin API and the SS
 - Engine: :class:`MappingSpec`, :class:`GroupRef`, :func:`resolve_role`, :func:`resolve_role_from_profile_groups`,
   :func:`preset`, :func:`validate_specs`, :func:`lint_specs`.
 - Reading: :func:`list_mappings`, :func:`directory_groups_of`.
-- Editing (recomputes every member in bulk, audited): :func:`replace_mappings`, :func:`add_mapping`,
-  :func:`remove_mapping`, :func:`set_default_role`, :func:`recompute_organization`.
+- Editing (recomputes every member, audited; above one chunk of members a recompute job the appliers apply in
+  chunks, ``services.fanout_jobs``): :func:`replace_mappings`, :func:`add_mapping`, :func:`remove_mapping`,
+  :func:`set_default_role`, :func:`recompute_organization`, :func:`recompute_chunk`.
 - Dry run and explanation: :func:`preview`, :func:`explain`.
 
 For directory-managed members the mapping always wins over a role set by hand (as WorkOS does: IdP role
@@ -37,7 +38,7 @@ from ..models import (
     User,
 )
 from ..workos import WorkOSClient
-from . import audit, paging
+from . import audit, fanout_jobs, paging
 from .role_rules import (
     IDENTIFIER_KINDS,
     GroupRef,
@@ -58,8 +59,10 @@ from .role_rules import (
 __all__ = [
     "IDENTIFIER_KINDS", "UNCHANGED", "Explanation", "GroupRef", "MappingError", "MappingSpec", "RecomputeResult",
     "RoleChange", "RoleDecision", "add_mapping", "decision_details", "default_role_valid", "directory_groups_of",
-    "explain", "lint_specs", "list_mappings", "preset", "preview", "recompute_organization", "remove_mapping",
-    "replace_mappings", "resolve_role", "resolve_role_from_profile_groups", "set_default_role", "validate_specs",
+    "directory_groups_of_users",
+    "explain", "lint_specs", "list_mappings", "preset", "preview", "recompute_chunk", "recompute_organization",
+    "remove_mapping", "replace_mappings", "resolve_role", "resolve_role_from_profile_groups", "set_default_role",
+    "validate_specs",
 ]
 
 
@@ -103,6 +106,9 @@ class RecomputeResult:
 
     checked: int = 0
     changes: list[RoleChange] = field(default_factory=list)
+    # Set when the members were too many for one transaction: the id of the recompute job the appliers apply
+    # (``checked`` and ``changes`` are then empty; the audit log records each change as it is made).
+    queued_job: str | None = None
 
 
 # --- reading ------------------------------------------------------------------------------------------------
@@ -142,9 +148,11 @@ def directory_groups_of(session: Session, organization_id: str, user_workos_id: 
     return [GroupRef(name, idp_id, workos_id) for name, idp_id, workos_id in rows]
 
 
-def _all_directory_groups(session: Session, organization_id: str) -> dict[str, list[GroupRef]]:
-    """Every directory user's live groups in one query: ``{user_workos_id: [GroupRef]}``."""
-    rows = session.execute(
+def _all_directory_groups(session: Session, organization_id: str,
+                          user_workos_ids: Sequence[str] | None = None) -> dict[str, list[GroupRef]]:
+    """Every directory user's (or those of *user_workos_ids*') live groups in one query:
+    ``{user_workos_id: [GroupRef]}``."""
+    query = (
         select(DirectoryGroupMembership.user_workos_id, DirectoryGroup.name, DirectoryGroup.idp_id,
                DirectoryGroup.workos_id)
         .join(DirectoryGroup, and_(
@@ -154,23 +162,39 @@ def _all_directory_groups(session: Session, organization_id: str) -> dict[str, l
                DirectoryGroupMembership.present.is_(True),
                DirectoryGroup.deleted_at.is_(None))
     )
+    if user_workos_ids is not None:
+        query = query.where(DirectoryGroupMembership.user_workos_id.in_(user_workos_ids))
+    rows = session.execute(query)
     out: dict[str, list[GroupRef]] = defaultdict(list)
     for user_workos_id, name, idp_id, workos_id in rows:
         out[user_workos_id].append(GroupRef(name, idp_id, workos_id))
     return out
 
 
-def _directory_members(session: Session, organization_id: str) -> list[tuple[Membership, DirectoryUser, str]]:
-    """Directory-managed memberships with their (live) directory user and the user's email."""
-    rows = session.execute(
+def directory_groups_of_users(session: Session, organization_id: str,
+                              user_workos_ids: Sequence[str]) -> dict[str, list[GroupRef]]:
+    """The live groups of each of *user_workos_ids* in one query (a fan-out's chunk)."""
+    return _all_directory_groups(session, organization_id, user_workos_ids)
+
+
+def _directory_members(session: Session, organization_id: str, *, after: str | None = None,
+                       limit: int | None = None) -> list[tuple[Membership, DirectoryUser, str]]:
+    """Directory-managed memberships with their (live) directory user and the user's email, in membership id
+    order (the recompute jobs' cursor), after *after* and at most *limit*."""
+    query = (
         select(Membership, DirectoryUser, User.email)
         .join(DirectoryUser, and_(DirectoryUser.organization_id == Membership.organization_id,
                                   DirectoryUser.workos_id == Membership.directory_user_id))
         .join(User, User.id == Membership.user_id)
         .where(Membership.organization_id == organization_id, Membership.source == "directory",
                DirectoryUser.deleted_at.is_(None), DirectoryUser.state == "active")
+        .order_by(Membership.id)
     )
-    return [(m, du, email) for m, du, email in rows]
+    if after is not None:
+        query = query.where(Membership.id > after)
+    if limit is not None:
+        query = query.limit(limit)
+    return [(m, du, email) for m, du, email in session.execute(query)]
 
 
 def _organization(session: Session, organization_id: str) -> Organization:
@@ -228,14 +252,32 @@ def explain(session: Session, *, organization_id: str, user_id: str) -> Explanat
 
 def recompute_organization(session: Session, client: WorkOSClient, *, organization_id: str,
                            cause: Cause) -> RecomputeResult:
-    """Recompute every directory-managed member's role in bulk (2 queries + one write per change)."""
+    """Recompute every directory-managed member's role at once (2 queries + one write per change). Only for
+    callers that know the organization is small: edits go through :func:`replace_mappings`, which queues a
+    chunked job above one chunk."""
+    return _recompute(session, client, organization_id, cause,
+                      _directory_members(session, organization_id))
+
+
+def recompute_chunk(session: Session, client: WorkOSClient | None, *, organization_id: str, cause: Cause,
+                    after: str | None, limit: int) -> tuple[RecomputeResult, str | None]:
+    """Recompute at most *limit* directory-managed members after the membership id *after*; returns what changed
+    and the cursor to continue from (``None``: none left)."""
+    members = _directory_members(session, organization_id, after=after, limit=limit + 1)
+    more = len(members) > limit
+    members = members[:limit]
+    result = _recompute(session, client, organization_id, cause, members)
+    return result, (members[-1][0].id if more else None)
+
+
+def _recompute(session: Session, client: WorkOSClient | None, organization_id: str, cause: Cause,
+               members: list[tuple[Membership, DirectoryUser, str]]) -> RecomputeResult:
     cause = cause if cause.reason else cause.with_reason("role_mapping_changed")
     from .provisioning import set_access
 
     org = _organization(session, organization_id)
     index = index_specs(list_mappings(session, organization_id))
-    groups = _all_directory_groups(session, organization_id)
-    members = _directory_members(session, organization_id)
+    groups = _all_directory_groups(session, organization_id, [du.workos_id for _m, du, _e in members])
     changes: list[RoleChange] = []
     for membership, du, email in members:
         if membership.status == "deprovisioned":
@@ -249,11 +291,27 @@ def recompute_organization(session: Session, client: WorkOSClient, *, organizati
             changes.append(RoleChange(membership.user_id, email, change.from_role, change.to_role, decision))
     return RecomputeResult(len(members), changes)
 
+
+def _recompute_or_queue(session: Session, client: WorkOSClient, organization_id: str, cause: Cause,
+                        chunk: int) -> RecomputeResult:
+    """At most one chunk in this transaction: recompute every member now when they fit in one chunk, else queue
+    a recompute job (``services.fanout_jobs``) the appliers apply a chunk at a time."""
+    members = _directory_members(session, organization_id, limit=chunk + 1)
+    if len(members) <= chunk:
+        return _recompute(session, client, organization_id, cause, members)
+    reason = cause.reason or "role_mapping_changed"
+    job = fanout_jobs.Job(organization_id, "organization", reason, cause.with_reason(reason))
+    return RecomputeResult(0, [], queued_job=fanout_jobs.enqueue(session, job))
+
+
 def replace_mappings(session: Session, client: WorkOSClient, *, organization_id: str, specs: Sequence[MappingSpec],
-                     cause: Cause, default_role: str | _Unchanged | None = UNCHANGED) -> RecomputeResult:
+                     cause: Cause, default_role: str | _Unchanged | None = UNCHANGED,
+                     chunk: int = fanout_jobs.DEFAULT_CHUNK) -> RecomputeResult:
     """Replace the organization's whole mapping set (and optionally its default role), then recompute.
 
-    The caller commits; the change, the recomputed roles and their audit events are one transaction.
+    The caller commits; the change, the recomputed roles and their audit events are one transaction when the
+    directory-managed members fit in one *chunk*; above that the transaction queues a recompute job instead
+    (``RecomputeResult.queued_job``) and the appliers recompute them a chunk at a time.
     """
     validate_specs(specs)
     org = _organization(session, organization_id)
@@ -281,28 +339,29 @@ def replace_mappings(session: Session, client: WorkOSClient, *, organization_id:
                  target_type="organization", target_id=organization_id,
                  details={"before": before, "after": [s.to_dict() for s in specs],
                           "default_role": org.default_role})
-    return recompute_organization(session, client, organization_id=organization_id, cause=cause)
+    return _recompute_or_queue(session, client, organization_id, cause, chunk)
 
 
 def add_mapping(session: Session, client: WorkOSClient, *, organization_id: str, spec: MappingSpec,
-                cause: Cause) -> RecomputeResult:
-    """Add (or replace, by kind + identifier) one mapping, then recompute."""
+                cause: Cause, chunk: int = fanout_jobs.DEFAULT_CHUNK) -> RecomputeResult:
+    """Add (or replace, by kind + identifier) one mapping, then recompute (or queue, see :func:`replace_mappings`)."""
     current = [s for s in list_mappings(session, organization_id) if s.key != spec.key]
     return replace_mappings(session, client, organization_id=organization_id, specs=[*current, spec],
-                            cause=cause)
+                            cause=cause, chunk=chunk)
 
 
 def remove_mapping(session: Session, client: WorkOSClient, *, organization_id: str, identifier_kind: str,
-                   group_identifier: str, cause: Cause) -> RecomputeResult:
-    """Remove one mapping, then recompute."""
+                   group_identifier: str, cause: Cause, chunk: int = fanout_jobs.DEFAULT_CHUNK) -> RecomputeResult:
+    """Remove one mapping, then recompute (or queue, see :func:`replace_mappings`)."""
     current = [s for s in list_mappings(session, organization_id)
                if s.key != (identifier_kind, group_identifier)]
-    return replace_mappings(session, client, organization_id=organization_id, specs=current, cause=cause)
+    return replace_mappings(session, client, organization_id=organization_id, specs=current, cause=cause,
+                            chunk=chunk)
 
 
 def set_default_role(session: Session, client: WorkOSClient, *, organization_id: str, default_role: str | None,
-                     cause: Cause) -> RecomputeResult:
-    """Change the role of members in no mapped group (``None``: no access), then recompute."""
+                     cause: Cause, chunk: int = fanout_jobs.DEFAULT_CHUNK) -> RecomputeResult:
+    """Change the role of members in no mapped group (``None``: no access), then recompute (or queue)."""
     return replace_mappings(session, client, organization_id=organization_id,
                             specs=list_mappings(session, organization_id), cause=cause,
-                            default_role=default_role)
+                            default_role=default_role, chunk=chunk)

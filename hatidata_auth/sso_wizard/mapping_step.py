@@ -116,7 +116,8 @@ def handle_role_mapping(ctx: StepContext, form: Form, files: Files) -> Outcome:
                                          "match no synced group”.")
         return Outcome(errors=row_flags, render=render)
     result = role_mapping.replace_mappings(ctx.session, ctx.client, organization_id=ctx.organization.id,
-                                           specs=specs, cause=ctx.cause, default_role=default_role)
+                                           specs=specs, cause=ctx.cause, default_role=default_role,
+                                           chunk=ctx.fanout_chunk)
     saved = [r for r in rows if r["identifier"].strip()]
     return Outcome(data={"mappings": saved, "mapping_lint": lint},
                    details={"mappings": len(specs), "roles_changed": len(result.changes),

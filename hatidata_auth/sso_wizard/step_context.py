@@ -13,7 +13,7 @@ from werkzeug.datastructures import FileStorage
 from ..causes import Cause
 from ..idp import IdPPlugin
 from ..models import Organization, WizardProgress
-from ..services import sso_setup
+from ..services import fanout_jobs, sso_setup
 from ..workos import WorkOSClient
 from . import wizard
 from .recovery import ConnectionCheck
@@ -33,6 +33,7 @@ class StepContext:
     sp: sso_setup.SpValues
     #: The wizard's connection as WorkOS saw it on this visit (:func:`.recovery.reconcile`).
     connection: ConnectionCheck = field(default_factory=lambda: ConnectionCheck("none"))
+    fanout_chunk: int = fanout_jobs.DEFAULT_CHUNK  # HATIDATA_FANOUT_CHUNK: members the request may recompute
 
     @property
     def state(self) -> wizard.WizardState:

@@ -29,7 +29,7 @@ from ..extensions import db
 from ..idp import IdPPlugin, SetupStatus, get_registry
 from ..models import Organization, utcnow
 from ..roles import Role
-from ..services import sign_in_attempts, sso_health, sso_setup
+from ..services import fanout_jobs, sign_in_attempts, sso_health, sso_setup
 from ..urls import external_url
 from . import mapping_step, recovery, wizard
 from . import steps as step_handlers
@@ -113,6 +113,7 @@ def _context(plugin: IdPPlugin, org: Organization) -> step_handlers.StepContext:
         session=db.session(), client=client, organization=org,
         plugin=plugin, progress=progress, cause=_cause(), now=utcnow(),
         sp=sso_setup.sp_values(sp_base_url(), str(progress.data["sp_key"])), connection=check,
+        fanout_chunk=fanout_jobs.chunk_size(current_app.config.get("HATIDATA_FANOUT_CHUNK")),
     )
 
 

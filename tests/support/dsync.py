@@ -41,7 +41,8 @@ def drain_inbox(app: Flask) -> int:
     from hatidata_auth.services import inbox_worker
 
     with app.app_context():
-        return inbox_worker.drain(db.session(), app.extensions["hatidata_workos"].client)
+        return inbox_worker.drain(db.session(), app.extensions["hatidata_workos"].client,
+                                  fanout_chunk=app.config.get("HATIDATA_FANOUT_CHUNK"))
 
 
 def post_event(client: FlaskClient, app: Flask, payload: dict[str, Any] | str, *,

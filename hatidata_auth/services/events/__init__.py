@@ -33,13 +33,15 @@ from . import (
     sessions,
 )
 from .context import EventContext, PayloadError, parse_time, resolve_organization
+from .member_fanout import INTERNAL_HANDLERS, apply_internal
 from .registry import HANDLERS, DuplicateHandler, Handler, handled_event_types, handler_for, handles
 
 # Every family is registered by now: the types we apply are the only webhook event types with a label of their own.
 metrics.label_event_types(handled_event_types())
 
 __all__ = [
-    "HANDLERS", "DuplicateHandler", "EventContext", "Handler", "PayloadError", "authentication", "connections",
+    "HANDLERS", "INTERNAL_HANDLERS", "DuplicateHandler", "EventContext", "Handler", "PayloadError",
+    "apply_internal", "authentication", "connections",
     "directories", "directory_groups", "directory_users", "group_memberships", "handled_event_types",
     "handler_for", "handles", "organization_memberships", "organizations", "parse_time", "resolve_organization",
     "sessions",

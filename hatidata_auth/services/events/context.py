@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from ...causes import NO_REQUEST, Actor, Cause, RequestInfo
 from ...models import Membership, Organization, User
 from ...workos import WorkOSClient, WorkOSNotFound
-from .. import audit, domains, role_mapping
+from .. import audit, domains, fanout_jobs, role_mapping
 from ..organizations import mirror_organization
 
 
@@ -62,6 +62,8 @@ class EventContext:
     new_user_ids: set[str] = field(default_factory=set)
     # Domain ownership read once for the whole unit of work (the resync sets it per page); None: ask each time.
     verified_domains: domains.VerifiedDomains | None = None
+    # Members one transaction recomputes at most (HATIDATA_FANOUT_CHUNK): more are queued as a recompute job.
+    fanout_chunk: int = fanout_jobs.DEFAULT_CHUNK
 
     @property
     def cause(self) -> Cause:

@@ -239,21 +239,6 @@ def upsert_directory_group(ctx: EventContext, org: Organization, data: dict[str,
     return group, changed
 
 
-
-def resync_group_members(ctx: EventContext, org: Organization, group_workos_id: str, reason: str) -> None:
-    """Recompute the membership of every directory user now in the group (after a rename or deletion)."""
-    user_ids = list(ctx.session.scalars(select(DirectoryGroupMembership.user_workos_id).where(
-        DirectoryGroupMembership.organization_id == org.id,
-        DirectoryGroupMembership.group_workos_id == group_workos_id,
-        DirectoryGroupMembership.present.is_(True))))
-    if not user_ids:
-        return
-    users = ctx.session.scalars(select(DirectoryUser).where(DirectoryUser.organization_id == org.id,
-                                                            DirectoryUser.workos_id.in_(user_ids)))
-    for du in users:
-        sync_member(ctx, org, du, reason=reason)
-
-
 def set_group_membership(ctx: EventContext, org: Organization, group_workos_id: str, user_workos_id: str,
                          present: bool, version_at: datetime, version_event_id: str | None, *,
                          existing: Any = LOOKUP) -> bool:

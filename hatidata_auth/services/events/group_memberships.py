@@ -10,13 +10,8 @@ from sqlalchemy import select
 
 from ...models import DirectoryUser
 from .context import EventContext, dsync_org, require
-from .directory_state import (
-    resync_group_members,
-    set_group_membership,
-    sync_member,
-    upsert_directory_group,
-    upsert_directory_user,
-)
+from .directory_state import set_group_membership, sync_member, upsert_directory_group, upsert_directory_user
+from .member_fanout import fan_out
 from .registry import handles
 
 
@@ -34,7 +29,7 @@ def on_group_membership(ctx: EventContext, data: dict[str, Any]) -> None:
     group_row, group_changed = upsert_directory_group(ctx, org, group)
     if group_row is not None and group_changed:
         # The snapshot may carry a rename whose own dsync.group.updated has not arrived yet.
-        resync_group_members(ctx, org, group_row.workos_id, reason="dsync.group.updated")
+        fan_out(ctx, org, f"group:{group_row.workos_id}", reason="dsync.group.updated")
     present = ctx.event_type.endswith("user_added")
     changed = set_group_membership(ctx, org, group["id"], user["id"], present, ctx.event_time, ctx.event_id)
     if changed:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from ...models import Membership
 from ..domains import domain_states
-from ..provisioning import set_access
 from .context import EventContext, find_organization, parse_time, require, resolve_organization
+from .member_fanout import fan_out
 from .registry import handles
 
 
@@ -47,7 +47,8 @@ def on_organization_updated(ctx: EventContext, data: dict[str, Any]) -> None:
 
 @handles("organization.deleted", revokes=True)
 def on_organization_deleted(ctx: EventContext, data: dict[str, Any]) -> None:
-    """``organization.deleted``: the tenant loses all access."""
+    """``organization.deleted``: the tenant loses all access (its members deprovisioned a chunk at a time when they
+    are more than one: :func:`~.member_fanout.fan_out`)."""
     require(data, "id")
     org = find_organization(ctx.session, data["id"])
     if org is None:
@@ -57,10 +58,8 @@ def on_organization_deleted(ctx: EventContext, data: dict[str, Any]) -> None:
         return
     org.status = "deleted"
     org.deleted_at = ctx.event_time
-    members = list(ctx.session.scalars(select(Membership).where(Membership.organization_id == org.id,
-                                                                Membership.status == "active")))
-    for membership in members:
-        set_access(ctx.session, ctx.client, membership, role=None, role_source=membership.role_source,
-                   active=False, cause=ctx.cause.with_reason("organization_deleted"))
+    active = int(ctx.session.scalar(select(func.count()).select_from(Membership).where(
+        Membership.organization_id == org.id, Membership.status == "active")) or 0)
     ctx.record("organization.deleted", organization_id=org.id, target_type="organization", target_id=org.id,
-               details={"memberships_deprovisioned": len(members)})
+               details={"memberships_deprovisioned": active})
+    fan_out(ctx, org, "organization", reason="organization_deleted")

@@ -1,0 +1,182 @@
+"""Fan-out: work that touches every member of a group, a directory or an organization, a chunk per transaction.
+
+Rule: **no request and no single event or job recomputes more than one chunk of members**
+(``EventContext.fanout_chunk``, the setting ``HATIDATA_FANOUT_CHUNK``). :func:`fan_out` (a group renamed or deleted,
+a directory deleted, an organization deleted) recomputes the members at once when they fit in one chunk; otherwise
+it queues a recompute job
+(:mod:`services.fanout_jobs`) in the event's transaction. The appliers apply a job with :func:`apply_job` (the
+internal handler of :data:`~services.fanout_jobs.JOB_TYPE`): one chunk after its cursor, in order of a unique key,
+with its audit rows, and the next job (cursor advanced) in that same transaction. A recompute derives each member's
+access from the state stored now, so a chunk is idempotent and later events of the same members, applied between
+chunks, stay correct.
+
+Scopes: ``group:<id>`` (the group's present members, by directory user id), ``directory:<id>`` (the directory's
+users ever linked to a person, by directory user id) and ``organization`` (by membership id: every
+directory-managed member's role under the mappings, or, once the organization is deleted, every active member
+deprovisioned).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ...models import DirectoryGroupMembership, DirectoryUser, Membership, Organization, User, utcnow
+from ...workos import WorkOSClient
+from .. import domains, fanout_jobs, role_mapping
+from ..provisioning import set_access
+from .context import EventContext, PayloadError, parse_time
+from .directory_state import sync_member
+
+InternalHandler = Callable[[EventContext, dict[str, Any]], None]
+
+
+def _member_keys(ctx: EventContext, org: Organization, kind: str, ref: str, after: str | None,
+                 limit: int) -> list[str]:
+    """The WorkOS ids of the directory users a group or directory fan-out touches, in order, after *after*."""
+    query: Any
+    if kind == "group":
+        column = DirectoryGroupMembership.user_workos_id
+        query = select(column).where(DirectoryGroupMembership.organization_id == org.id,
+                                     DirectoryGroupMembership.group_workos_id == ref,
+                                     DirectoryGroupMembership.present.is_(True))
+    else:  # a deleted directory: its users that were ever linked to a person (others hold no membership)
+        column = DirectoryUser.workos_id
+        query = select(column).where(DirectoryUser.organization_id == org.id, DirectoryUser.directory_id == ref,
+                                     DirectoryUser.user_id.is_not(None))
+    if after is not None:
+        query = query.where(column > after)
+    return list(ctx.session.scalars(query.order_by(column).limit(limit)))
+
+
+def _sync(ctx: EventContext, org: Organization, keys: list[str], reason: str) -> None:
+    """Bring each directory user of *keys* in line (``sync_member``), with what they need read once for the chunk
+    (their people, memberships and groups, and domain ownership), as the resync reads a page."""
+    if not keys:
+        return
+    users = list(ctx.session.scalars(select(DirectoryUser).where(DirectoryUser.organization_id == org.id,
+                                                                 DirectoryUser.workos_id.in_(keys))
+                                     .order_by(DirectoryUser.workos_id)))
+    person_ids = [du.user_id for du in users if du.user_id]
+    saved = (ctx.memberships_by_user, ctx.verified_domains)
+    ctx.verified_domains = domains.VerifiedDomains.load(ctx.session)
+    ctx.memberships_by_user = dict.fromkeys(person_ids)
+    if person_ids:
+        for membership in ctx.session.scalars(select(Membership).where(Membership.organization_id == org.id,
+                                                                       Membership.user_id.in_(person_ids))):
+            ctx.memberships_by_user[membership.user_id] = membership
+        ctx.session.scalars(select(User).where(User.id.in_(person_ids))).all()  # in the identity map from now on
+    groups = role_mapping.directory_groups_of_users(ctx.session, org.id, [du.workos_id for du in users])
+    try:
+        for du in users:
+            sync_member(ctx, org, du, reason=reason, groups=groups.get(du.workos_id, []))
+    finally:  # the event's own work after the fan-out (a membership event's user) looks up afresh
+        ctx.memberships_by_user, ctx.verified_domains = saved
+
+
+def _deprovision_all(ctx: EventContext, org: Organization, after: str | None, limit: int) -> tuple[int, str | None]:
+    """A deleted organization: deprovision at most *limit* of its active members after the membership id *after*;
+    returns how many and the cursor to continue from (``None``: none left)."""
+    query = select(Membership).where(Membership.organization_id == org.id, Membership.status == "active")
+    if after is not None:
+        query = query.where(Membership.id > after)
+    members = list(ctx.session.scalars(query.order_by(Membership.id).limit(limit + 1)))
+    more = len(members) > limit
+    members = members[:limit]
+    for membership in members:
+        set_access(ctx.session, ctx.client, membership, role=None, role_source=membership.role_source,
+                   active=False, cause=ctx.cause.with_reason("organization_deleted"))
+    return len(members), (members[-1].id if more else None)
+
+
+def _deleted(org: Organization) -> bool:
+    return org.status == "deleted" or org.deleted_at is not None
+
+
+def fan_out(ctx: EventContext, org: Organization, scope: str, reason: str) -> str | None:
+    """Recompute the members of *scope* (``group:<id>``, ``directory:<id>``, or ``organization`` once it is
+    deleted) now if they fit in one chunk, else queue a recompute job; returns the job's id when one was queued."""
+    chunk = ctx.fanout_chunk
+    if scope == "organization":
+        active = list(ctx.session.scalars(select(Membership.id).where(
+            Membership.organization_id == org.id, Membership.status == "active").limit(chunk + 1)))
+        if len(active) <= chunk:
+            _deprovision_all(ctx, org, None, chunk)
+            return None
+    else:
+        kind, ref = scope.split(":", 1)
+        keys = _member_keys(ctx, org, kind, ref, None, chunk + 1)
+        if len(keys) <= chunk:
+            _sync(ctx, org, keys, reason)
+            return None
+    job_id = fanout_jobs.enqueue(ctx.session, fanout_jobs.Job(org.id, scope, reason, ctx.cause.with_reason(reason)))
+    ctx.note = f"members recomputed in chunks by {job_id}"
+    return job_id
+
+
+def _organization_chunk(ctx: EventContext, org: Organization, job: fanout_jobs.Job) -> tuple[int, str | None]:
+    if _deleted(org):
+        return _deprovision_all(ctx, org, job.cursor, ctx.fanout_chunk)
+    result, cursor = role_mapping.recompute_chunk(ctx.session, ctx.client, organization_id=org.id,
+                                                  cause=job.cause, after=job.cursor, limit=ctx.fanout_chunk)
+    return result.checked, cursor
+
+
+def apply_job(ctx: EventContext, data: dict[str, Any]) -> None:
+    """A recompute job: one chunk of its members after its cursor, and the next job when more remain."""
+    try:
+        job = fanout_jobs.parse(data)
+    except fanout_jobs.JobError as exc:
+        raise PayloadError(str(exc)) from exc
+    org = ctx.session.get(Organization, job.organization_id)
+    ctx.organization = org
+    if org is None:
+        ctx.ignore("unknown organization")
+        return
+    cursor: str | None
+    if job.kind == "organization":
+        done, cursor = _organization_chunk(ctx, org, job)
+    else:
+        chunk = ctx.fanout_chunk
+        keys = _member_keys(ctx, org, job.kind, job.ref or "", job.cursor, chunk + 1)
+        cursor = keys[chunk - 1] if len(keys) > chunk else None
+        keys = keys[:chunk]
+        _sync(ctx, org, keys, job.reason)
+        done = len(keys)
+    if cursor is not None:
+        next_id = fanout_jobs.enqueue(ctx.session, job.after(cursor))
+        ctx.note = f"{done} member(s) after {job.cursor or 'the start'}; continued by {next_id}"
+
+
+INTERNAL_HANDLERS: dict[str, InternalHandler] = {fanout_jobs.JOB_TYPE: apply_job}
+"""Our own work types -> handler: apart from the WorkOS registry (``HANDLERS``), so no webhook, Events API filter
+or ``handled_event_types()`` ever names them."""
+
+
+def job_context(session: Session, client: WorkOSClient | None, payload: dict[str, Any],
+                fanout_chunk: int) -> EventContext:
+    """The context a stored job is applied in: the cause it continues (actor, request, WorkOS event), whole."""
+    try:
+        cause = fanout_jobs.parse(payload.get("data")).cause
+    except fanout_jobs.JobError as exc:
+        raise PayloadError(str(exc)) from exc
+    return EventContext(session=session, client=client, event_id=cause.source_event_id,
+                        event_type=str(payload.get("event")),
+                        event_time=parse_time(payload.get("created_at")) or utcnow(), actor=cause.actor,
+                        request=cause.request, fanout_chunk=fanout_chunk)
+
+
+def apply_internal(session: Session, client: WorkOSClient | None, payload: dict[str, Any],
+                   fanout_chunk: int) -> EventContext:
+    """Apply one stored internal work item (``source = 'internal'``) with its internal handler."""
+    ctx = job_context(session, client, payload, fanout_chunk)
+    handler = INTERNAL_HANDLERS.get(str(payload.get("event")))
+    if handler is None:
+        ctx.ignore("internal work type not handled")
+        return ctx
+    data = payload.get("data")
+    handler(ctx, data if isinstance(data, dict) else {})
+    return ctx

@@ -1,0 +1,127 @@
+"""Recompute jobs: fan-out work (many members' access) queued in the inbox and applied in chunks by the appliers.
+
+A job is a row of ``webhook_events`` with ``source = 'internal'`` and the type :data:`JOB_TYPE` (the internal
+namespace ``hatidata.``), so the appliers claim, order, retry, fail, replay and expire it as any event. Its payload
+says whose members (``organization_id``, our tenant id, and a scope: ``group:<WorkOS group id>``,
+``directory:<WorkOS directory id>`` or ``organization``), why (``reason`` and the whole ``cause`` it continues) and
+where it stands (``cursor``: the last member key done, ``None`` before the first chunk). Applying a job
+recomputes at most one chunk after the cursor and, when more remain, queues the next job (cursor advanced) in the
+same transaction: a crash between chunks loses nothing and redoes nothing.
+
+Only :func:`enqueue` writes such a row; a webhook or the Events API cannot (``inbox.validate_envelope`` refuses the
+namespace and the id prefix), and the appliers dispatch a row to the internal handlers only when its source is
+internal. This module is low in the layers (models and causes only), so the services that fan out (the role
+mappings, the directory handlers) can queue a job.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select
+from sqlalchemy.orm import Session
+
+from ..causes import Cause
+from ..config import DEFAULTS
+from ..models import WebhookEvent, utcnow
+from ..models.inbox import INBOX_CHANNEL, INTERNAL_SOURCE
+
+JOB_TYPE = "hatidata.recompute_members"
+INTERNAL_NAMESPACE = "hatidata."
+"""Event types under this prefix are ours; WorkOS names none so, and no webhook may use it."""
+JOB_ID_PREFIX = "hdjob_"
+DEFAULT_CHUNK: int = DEFAULTS["HATIDATA_FANOUT_CHUNK"]
+SCOPE_KINDS = ("group", "directory", "organization")
+
+
+def is_internal(event_type: Any, event_id: Any = None) -> bool:
+    """Whether an event type (or id) belongs to our internal work, which no webhook or Events API event may carry."""
+    return (isinstance(event_type, str) and event_type.startswith(INTERNAL_NAMESPACE)) or (
+        isinstance(event_id, str) and event_id.startswith(JOB_ID_PREFIX))
+
+
+def chunk_size(value: Any = None) -> int:
+    """A chunk size: *value* (a setting) when it is a positive integer, else :data:`DEFAULT_CHUNK`."""
+    try:
+        size = int(value) if value is not None else DEFAULT_CHUNK
+    except (TypeError, ValueError):
+        return DEFAULT_CHUNK
+    return size if size > 0 else DEFAULT_CHUNK
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One recompute job: the members of *scope* in our organization *organization_id*, after *cursor*."""
+
+    organization_id: str
+    scope: str
+    reason: str
+    cause: Cause
+    cursor: str | None = None
+    started_at: datetime | None = None  # when the first job of the chain was queued (for operators)
+
+    @property
+    def kind(self) -> str:
+        """``group``, ``directory`` or ``organization``."""
+        return self.scope.split(":", 1)[0]
+
+    @property
+    def ref(self) -> str | None:
+        """The WorkOS id of the group or directory (``None`` for the organization)."""
+        return self.scope.split(":", 1)[1] if ":" in self.scope else None
+
+    def after(self, cursor: str) -> Job:
+        """The next job of the chain: the same work after *cursor*."""
+        return replace(self, cursor=cursor)
+
+    def data(self) -> dict[str, Any]:
+        """The job's payload ``data``."""
+        return {"organization_id": self.organization_id, "scope": self.scope, "reason": self.reason,
+                "cause": self.cause.to_dict(), "cursor": self.cursor,
+                "started_at": None if self.started_at is None else self.started_at.isoformat()}
+
+
+class JobError(ValueError):
+    """A stored job's payload does not have the shape :meth:`Job.data` writes."""
+
+
+def parse(data: Any) -> Job:
+    """The job a payload's ``data`` describes; :class:`JobError` otherwise."""
+    try:
+        scope = str(data["scope"])
+        if scope.split(":", 1)[0] not in SCOPE_KINDS or (scope != "organization" and ":" not in scope):
+            raise JobError(f"unknown scope {scope!r}")
+        started = data.get("started_at")
+        return Job(str(data["organization_id"]), scope, str(data["reason"]), Cause.from_dict(data["cause"]),
+                   None if data.get("cursor") is None else str(data["cursor"]),
+                   None if started is None else datetime.fromisoformat(started))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise JobError(f"not a recompute job: {exc}") from exc
+
+
+def entity_key(job: Job) -> str:
+    """The inbox order key of a job's chain: its jobs run one after the other, never two at once."""
+    return f"fanout:{job.organization_id}:{job.scope}"[:160]
+
+
+def enqueue(session: Session, job: Job) -> str:
+    """Queue *job* in *session*'s transaction (the caller commits, with the work that made it necessary); returns
+    its event id. It takes access away when in doubt (``revokes``), so the appliers claim it first. Its event time
+    is now: the next chunk of a chain queues behind the jobs and events already waiting (chains take turns, a
+    deletion never waits for a whole rename), and two chains of one scope may interleave, which is correct since
+    each chunk recomputes from the state stored when it runs."""
+    now = utcnow()
+    started = job.started_at or now
+    job = replace(job, started_at=started)
+    event_id = f"{JOB_ID_PREFIX}{uuid.uuid4().hex}"
+    payload = {"id": event_id, "event": JOB_TYPE, "created_at": now.isoformat(), "data": job.data()}
+    session.execute(insert(WebhookEvent.__table__).values(
+        event_id=event_id, event_type=JOB_TYPE, organization_id=job.organization_id, payload=payload,
+        event_created_at=now, received_at=now, status="received", source=INTERNAL_SOURCE, attempts=0,
+        entity_key=entity_key(job), revokes=True, created_at=now, updated_at=now))
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_notify(INBOX_CHANNEL, "")))  # delivered when the transaction commits
+    return event_id
