@@ -28,12 +28,30 @@ PAGE = """<!doctype html>
 </html>
 """
 
-INIT = """window.addEventListener("load", function () {
+INIT = """// "Try it out" with the dashboard's session cookie: unsafe methods carry the CSRF token the API requires of
+// cookie callers (fetched fresh from /auth/csrf, bound to this browser's session); bearer callers ignore it.
+var UNSAFE = ["POST", "PUT", "PATCH", "DELETE"];
+
+function withCsrfToken(request) {
+  if (UNSAFE.indexOf(String(request.method || "GET").toUpperCase()) < 0) {
+    return request;
+  }
+  return fetch("/auth/csrf", {credentials: "same-origin", headers: {"Accept": "application/json"}})
+    .then(function (response) { return response.json(); })
+    .then(function (body) {
+      request.headers = request.headers || {};
+      request.headers["X-CSRFToken"] = body.csrf_token;
+      return request;
+    });
+}
+
+window.addEventListener("load", function () {
   window.ui = SwaggerUIBundle({
     url: "/api/openapi.json",
     dom_id: "#swagger-ui",
     deepLinking: true,
     withCredentials: true,
+    requestInterceptor: withCsrfToken,
     presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
     layout: "BaseLayout"
   });
