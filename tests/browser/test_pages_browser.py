@@ -67,8 +67,7 @@ def test_every_get_route_is_classified(app: Flask) -> None:
 
 
 def _context(browser: Any, url: str, email: str | None, width: int) -> Any:
-    # bypass_csp: the pages allow scripts from their own origin only; the test injects axe-core.
-    context = browser.new_context(viewport={"width": width, "height": 900}, bypass_csp=True)
+    context = browser.new_context(viewport={"width": width, "height": 900})
     if email:
         page = context.new_page()
         page.goto(f"{url}/auth/login?email={email}")
@@ -136,7 +135,7 @@ def test_after_a_failed_submit_focus_is_on_the_error_summary(served: str) -> Non
         _check(page, "the failed sign-out", 390)
         context.close()
 
-        signed_out = browser.new_context(viewport={"width": 390, "height": 900}, bypass_csp=True)
+        signed_out = browser.new_context(viewport={"width": 390, "height": 900})
         page = signed_out.new_page()
         page.goto(served + "/")
         page.click("button[type=submit]")  # no email: the browser keeps the form and points at the field
