@@ -196,8 +196,10 @@ def run_profile(profile: str, emulator: Any, args: argparse.Namespace) -> bool:
         served.stop()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    """The options (``BENCH_ARGS``); ``--duration`` is common to every benchmark (``bench/options.py``)."""
+    parser = argparse.ArgumentParser(prog="bench.auth", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", choices=("production", "embedded", "both"), default="both")
     parser.add_argument("--sessions", default="1", help="comma-separated counts of distinct live sessions")
     parser.add_argument("--expected-sessions", type=int, default=None,
@@ -210,6 +212,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL",
                                                                  "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
 
     from workos_emulator.testing import EmulatorServer

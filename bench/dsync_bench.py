@@ -22,8 +22,9 @@ private database is created next to it and dropped afterwards) and optionally Re
 Options: ``--events`` (6000), ``--users`` (1500), ``--concurrency`` (8), ``--probes`` (200 deactivations at
 most), ``--rounds`` (1: more repeat the minimal-then-app pair with new events and print each round's ratios and
 their median, against the drift of a shared machine), ``--resync-users``, ``--resync-groups``, ``--skip-resync``,
-``--wrk``/``--wrk-seconds``, ``--trace-memory``, ``--fanout N`` (only the fan-out benchmark, ``bench/fanout.py``:
-the rename of an N-member group, acknowledged and applied in chunks; with ``--fanout-chunk``, ``--compare-inline``).
+``--wrk``/``--wrk-seconds``, ``--trace-memory``, ``--duration`` (seconds each webhook round sends for at most),
+``--fanout N`` (only the fan-out benchmark, ``bench/fanout.py``: the rename of an N-member group, acknowledged and
+applied in chunks; with ``--fanout-chunk``, ``--compare-inline``).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.options import add_duration  # noqa: E402
 from tests.support.dsync import sign  # noqa: E402
 from workos_emulator.testing import EmulatorServer  # noqa: E402
 
@@ -97,9 +99,10 @@ def user_payload(n: int, version: int, state: str = "active") -> dict[str, Any]:
     }
 
 
-def send_all(port: int, bodies: list[str], concurrency: int, *,
-             path: str = "/webhooks/workos") -> tuple[float, list[float], dict[int, int]]:
-    """POST every body (signed just before sending) from *concurrency* keep-alive connections.
+def send_all(port: int, bodies: list[str], concurrency: int, *, path: str = "/webhooks/workos",
+             seconds: float | None = None) -> tuple[float, list[float], dict[int, int]]:
+    """POST every body (signed just before sending) from *concurrency* keep-alive connections; with *seconds*
+    (``--duration``), stop taking new bodies once that many seconds have passed.
 
     With ``path="/healthz"`` the same requests (signed the same way) go as ``GET`` to the bare health route:
     the load generator's own ceiling, measured in the same run as the baseline for the webhook figure.
@@ -109,6 +112,7 @@ def send_all(port: int, bodies: list[str], concurrency: int, *,
     statuses: dict[int, int] = {}
     lock = threading.Lock()
     cursor = iter(range(len(bodies)))
+    deadline = None if seconds is None else time.perf_counter() + seconds
 
     def worker() -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -116,7 +120,7 @@ def send_all(port: int, bodies: list[str], concurrency: int, *,
         codes: dict[int, int] = {}
         while True:
             with lock:
-                i = next(cursor, None)
+                i = None if deadline is not None and time.perf_counter() >= deadline else next(cursor, None)
             if i is None:
                 break
             body = bodies[i]
@@ -342,7 +346,7 @@ def mixed_bodies(users: int, per_user: int, offset: int = 0) -> list[str]:
 
 
 def one_round(spec: str, env: dict[str, str], bodies: list[str], concurrency: int, engine: Engine,
-              inline: bool) -> RoundResult:
+              inline: bool, seconds: float | None = None) -> RoundResult:
     """Serve *spec*, warm it up with the first 200 bodies, send the rest. Applied events/s wait for the inbox to
     drain unless the server applies *inline* (the minimal pipeline)."""
     server = start_server(spec, env)
@@ -353,7 +357,7 @@ def one_round(spec: str, env: dict[str, str], bodies: list[str], concurrency: in
             seconds_until_drained(engine, time.perf_counter())
         meter = CpuMeter(server.pid, engine)
         started = time.perf_counter()
-        elapsed, latencies, statuses = send_all(port, bodies[200:], concurrency)
+        elapsed, latencies, statuses = send_all(port, bodies[200:], concurrency, seconds=seconds)
         applied = elapsed if inline else max(seconds_until_drained(engine, started), elapsed)
         app_cpu, db_cpu = meter.used()
     finally:
@@ -363,8 +367,10 @@ def one_round(spec: str, env: dict[str, str], bodies: list[str], concurrency: in
                        elapsed)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
+def build_parser() -> argparse.ArgumentParser:
+    """The options (``BENCH_ARGS``), with ``--duration`` common to every benchmark (``bench/options.py``)."""
+    parser = argparse.ArgumentParser(prog="bench.dsync_bench")
+    add_duration(parser, "seconds each webhook round sends for at most (default: until every event is sent)")
     parser.add_argument("--events", type=int, default=6000)
     parser.add_argument("--users", type=int, default=1500)
     parser.add_argument("--concurrency", type=int, default=8)
@@ -384,7 +390,11 @@ def main() -> None:
     parser.add_argument("--fanout-chunk", type=int, default=None)
     parser.add_argument("--compare-inline", action="store_true",
                         help="with --fanout, also the same rename in one transaction")
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     if args.fanout:
         from bench.fanout import run
 
@@ -429,7 +439,7 @@ def main() -> None:
 
         # 0. the minimal pipeline: the physical baseline.
         minimal = one_round("bench.minimal_pipeline:app", server_env(database_url, emulator.url, instance), bodies,
-                            args.concurrency, probe_engine, inline=True)
+                            args.concurrency, probe_engine, inline=True, seconds=args.duration)
         min_rate = minimal.acknowledged
         print(f"[minimal pipeline] {len(minimal.latencies)} events in {minimal.elapsed:.2f}s = {min_rate:.0f} "
               f"events/s; p50 {pct(minimal.latencies, .5):.1f} ms, p99 {pct(minimal.latencies, .99):.1f} ms; "
@@ -472,7 +482,7 @@ def main() -> None:
             cpu_before = resource.getrusage(resource.RUSAGE_SELF)
             started = time.perf_counter()
             probe.start()
-            elapsed, latencies, statuses = send_all(port, bodies[200:], args.concurrency)
+            elapsed, latencies, statuses = send_all(port, bodies[200:], args.concurrency, seconds=args.duration)
             probe.running.clear()
             applied_seconds = seconds_until_drained(probe_engine, started)
             cpu_after = resource.getrusage(resource.RUSAGE_SELF)
@@ -527,9 +537,9 @@ def main() -> None:
         for r in range(1, args.rounds):
             round_bodies = mixed_bodies(args.users, per_user, offset=(r + 1) * 1_000_000)
             base_round = one_round("bench.minimal_pipeline:app", server_env(database_url, emulator.url, instance),
-                                   round_bodies, args.concurrency, probe_engine, inline=True)
+                                   round_bodies, args.concurrency, probe_engine, inline=True, seconds=args.duration)
             ours = one_round("wsgi:app", server_env(database_url, emulator.url, instance), round_bodies,
-                             args.concurrency, probe_engine, inline=False)
+                             args.concurrency, probe_engine, inline=False, seconds=args.duration)
             cpu_ratio = (base_round.app_cpu_ms + base_round.db_cpu_ms) / (ours.app_cpu_ms + ours.db_cpu_ms)
             ratios.append((ours.acknowledged / base_round.acknowledged, ours.applied / base_round.acknowledged,
                            cpu_ratio))

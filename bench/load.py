@@ -184,8 +184,10 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else 0.0
 
 
-def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one CLI flow (setup, phases, report); splitting it hides the sequence
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    """The options (``BENCH_ARGS``); ``--duration`` is common to every benchmark (``bench/options.py``)."""
+    parser = argparse.ArgumentParser(prog="bench.load", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=float(os.environ.get("BENCH_DURATION", "120")))
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
@@ -193,6 +195,11 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one CLI flow (se
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL",
                                                                  "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"))
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one CLI flow (setup, phases, report); splitting it hides the sequence
+    parser = build_parser()
     args = parser.parse_args(argv)
     for url in (args.database_url, args.redis_url):
         if "127.0.0.1" not in url and "localhost" not in url:

@@ -52,6 +52,7 @@ from bench.dsync_bench import (  # noqa: E402
     stop_server,
     user_payload,
 )
+from bench.options import add_duration  # noqa: E402
 from workos_emulator.testing import EmulatorServer  # noqa: E402
 
 # Events about as large as a real dsync.user.updated one (~700 bytes of JSON), received *age_days* ago, settled
@@ -105,7 +106,8 @@ OLD_INDEXES = ("DROP INDEX ix_webhook_events_open",
 
 
 def webhook_curve(database_url: str, emulator_url: str, instance: Path, sizes: list[int], *, events: int,
-                  users: int, concurrency: int, compare_indexes: bool = False) -> list[CurvePoint]:
+                  users: int, concurrency: int, compare_indexes: bool = False,
+                  seconds: float | None = None) -> list[CurvePoint]:
     """Events/s of the app at each inbox size in *sizes* (ascending; the inbox is filled up to each in turn);
     with *compare_indexes*, one more point at the last size with the inbox's indexes of before migration 0002."""
     engine = bench_engine(database_url)
@@ -123,13 +125,14 @@ def webhook_curve(database_url: str, emulator_url: str, instance: Path, sizes: l
                 fill(engine, filled + 1, size, age_days=1)
                 print(f"  (inbox filled to {size:,} settled rows in {time.perf_counter() - started:.1f}s)")
                 filled = size
-            points.append(_measure(engine, server.pid, port, _bodies(phase, events, users), concurrency, size))
+            points.append(_measure(engine, server.pid, port, _bodies(phase, events, users), concurrency, size,
+                                   seconds=seconds))
         if compare_indexes:
             with engine.begin() as conn:
                 for statement in OLD_INDEXES:
                     conn.execute(text(statement))
             points.append(_measure(engine, server.pid, port, _bodies(len(sizes), events, users), concurrency, filled,
-                                   "the indexes before 0002"))
+                                   "the indexes before 0002", seconds=seconds))
     finally:
         stop_server(server)
         engine.dispose()
@@ -168,10 +171,10 @@ def retention_curve(app: Flask, sizes: list[int]) -> list[tuple[int, int, float]
 
 
 def _measure(engine: Engine, server_pid: int, port: int, bodies: list[str], concurrency: int, size: int,
-             label: str = "") -> CurvePoint:
+             label: str = "", seconds: float | None = None) -> CurvePoint:
     meter = CpuMeter(server_pid, engine)
     started = time.perf_counter()
-    elapsed, latencies, statuses = send_all(port, bodies, concurrency)
+    elapsed, latencies, statuses = send_all(port, bodies, concurrency, seconds=seconds)
     applied_seconds = max(seconds_until_drained(engine, started), elapsed)
     app_cpu, db_cpu = meter.used()
     assert set(statuses) == {200}, statuses
@@ -193,8 +196,10 @@ def print_curve(title: str, points: list[CurvePoint]) -> None:
               f"{p.app_cpu_ms:.2f} + {p.db_cpu_ms:.2f} ms CPU) {p.label}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
+def build_parser() -> argparse.ArgumentParser:
+    """The options (``BENCH_ARGS``), with ``--duration`` common to every benchmark (``bench/options.py``)."""
+    parser = argparse.ArgumentParser(prog="bench.scale")
+    add_duration(parser, "webhooks: seconds each point sends for at most (default: every event)")
     parser.add_argument("--curve", choices=["webhooks", "retention", "resync"], action="append",
                         help="curves to measure (repeatable; default: all)")
     parser.add_argument("--large", action="store_true",
@@ -209,7 +214,11 @@ def main() -> None:
     parser.add_argument("--baseline", help="resync: a checkout of other code to measure in the same run")
     parser.add_argument("--analyze", choices=["both", "with", "without"], default="both",
                         help="resync: with and/or without ANALYZE before it")
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     curves = args.curve or ["webhooks", "retention", "resync"]
     if "resync" in curves:
         from bench.scale_resync import resync_curve
@@ -242,7 +251,7 @@ def main() -> None:
             rows = args.rows or (1_000_000 if args.large else 100_000)
             points = webhook_curve(database_url, emulator.url, instance, [0, rows // 10, rows], events=args.events,
                                    users=args.users, concurrency=args.concurrency,
-                                   compare_indexes=args.compare_indexes)
+                                   compare_indexes=args.compare_indexes, seconds=args.duration)
             print_curve(f"[webhooks vs inbox size] {args.events} events per point (10% duplicates, "
                         f"{args.concurrency} clients, 2 gunicorn workers)", points)
         if "retention" in curves:

@@ -9,13 +9,14 @@ from flask.cli import with_appcontext
 from .causes import Actor
 from .cli_inbox import inbox_cli
 from .cli_sign_ins import sign_ins_cli
+from .cli_support import WorkOSAwareGroup, unreachable_message
 from .extensions import db
 from .workos import WorkOSClient
 
 
-@click.group("hatidata")
+@click.group("hatidata", cls=WorkOSAwareGroup)
 def hatidata_cli() -> None:
-    """HatiData Auth administration."""
+    """HatiData Auth administration (also the top-level commands of the ``hatidata-auth`` console script)."""
 
 
 @hatidata_cli.command("sync-organizations")
@@ -234,10 +235,13 @@ def rotate_secret(which: str, endpoint_url: str | None, register: bool) -> None:
         import httpx2
 
         url = endpoint_url or str(current_app.config.get("HATIDATA_PUBLIC_URL") or "").rstrip("/") + "/webhooks/workos"
-        response = httpx2.post(f"{base_url.rstrip('/')}/_emulator/webhook_endpoints",
-                              json={"endpoint_url": url, "secret": secret},
-                              headers={"Authorization": f"Bearer {current_app.config.get('WORKOS_API_KEY')}"},
-                              timeout=10)
+        try:
+            response = httpx2.post(f"{base_url.rstrip('/')}/_emulator/webhook_endpoints",
+                                   json={"endpoint_url": url, "secret": secret},
+                                   headers={"Authorization": f"Bearer {current_app.config.get('WORKOS_API_KEY')}"},
+                                   timeout=10)
+        except httpx2.RequestError as exc:  # no answer (HTTPStatusError is not raised here)
+            raise click.ClickException(unreachable_message(base_url, type(exc).__name__)) from None
         if response.status_code >= 300:
             raise click.ClickException(f"the emulator refused the endpoint: {response.status_code} {response.text}")
         click.echo(f"registered the new secret with the emulator for {url}")

@@ -5,7 +5,8 @@ Settings are resolved in this order, later wins:
 1. :data:`DEFAULTS` and what the chosen profile changes (:data:`PROFILE_SETTINGS`);
 2. the profile's settings file ``config/<profile>.py`` (plain ``KEY = value`` lines), if present;
 3. the file named by ``HATIDATA_SETTINGS`` (any profile), if set;
-4. environment variables (see :data:`ENV_SETTINGS`);
+4. environment variables (see :data:`ENV_SETTINGS`; in development, ``WORKOS_EMULATOR_PORT`` without
+   ``WORKOS_BASE_URL`` points WorkOS at the emulator on that port, see :data:`EMULATOR_PORT_VAR`);
 5. the mapping passed to ``create_app(config=...)``.
 """
 
@@ -225,10 +226,24 @@ def resolve(
     if extra_file:
         settings.update(read_settings_file(Path(extra_file)))
     settings.update(from_environment(environ))
+    if profile == "development" and environ.get(EMULATOR_PORT_VAR) and not environ.get("WORKOS_BASE_URL"):
+        settings["WORKOS_BASE_URL"] = emulator_base_url(environ[EMULATOR_PORT_VAR])
     if overrides:
         settings.update(overrides)
     settings["HATIDATA_ENV"] = profile
     return settings
+
+
+EMULATOR_PORT_VAR = "WORKOS_EMULATOR_PORT"
+"""The port ``make run`` starts the emulator on (default 4100). In the development profile, without
+``WORKOS_BASE_URL``, the app and every CLI command talk to the emulator on this port, as ``make run`` does."""
+
+
+def emulator_base_url(port: str) -> str:
+    """The development emulator's URL on *port* (``WORKOS_EMULATOR_PORT``); a port that is not one is named."""
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError([f"{EMULATOR_PORT_VAR}={port!r} is not a TCP port"])
+    return f"http://127.0.0.1:{int(port)}"
 
 
 def fill_local_defaults(settings: dict[str, Any], instance_path: Path) -> None:

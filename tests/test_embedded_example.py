@@ -62,3 +62,26 @@ def test_dashboard_sessions_are_shared_with_the_service(app: Flask, dashboard: F
     assert service.post("/api/v1/organization/sessions/revoke", json={},
                         headers=csrf_headers(service)).get_json()["revoked"] == 1
     assert client.get("/admin").status_code == 401
+
+
+def test_a_viewer_at_admin_gets_a_page_and_an_api_caller_json(dashboard: Flask) -> None:
+    browser = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    client = dashboard.test_client()
+    assert client.get(callback_path(authorize(start_login(client, email="viewer@acme.test")))).status_code == 302
+    refused = client.get("/admin", headers=browser)
+    assert refused.status_code == 403
+    assert refused.mimetype == "text/html"
+    page = refused.get_data(as_text=True)
+    assert '<h1 id="refused">You do not have access to this page</h1>' in page
+    assert "viewer@acme.test with the viewer role" in page
+    assert 'href="/"' in page
+    assert "/auth/login" not in page  # signing in again would not make them an admin
+    assert client.get("/admin", headers={"Accept": "application/json"}).get_json()["error"]["code"] == "forbidden"
+    assert 'href="/admin"' not in client.get("/", headers=browser).get_data(as_text=True)
+
+    admin = dashboard.test_client()
+    assert admin.get(callback_path(authorize(start_login(admin, email="admin@acme.test")))).status_code == 302
+    allowed = admin.get("/admin", headers=browser)
+    assert allowed.status_code == 200
+    assert allowed.mimetype == "text/html"
+    assert "Only admins see this page" in allowed.get_data(as_text=True)

@@ -62,3 +62,64 @@ def test_admins_are_offered_the_sso_wizard(app: Flask, client: FlaskClient, emul
     sync_organizations(app)
     login(client, "admin@acme.test")
     assert "/admin/sso/" in client.get("/").get_data(as_text=True)
+
+
+def test_the_home_page_tells_a_person_who_where_how_and_until_when(app: Flask, client: FlaskClient,
+                                                                   emulator: Any) -> None:
+    sync_organizations(app)
+    login(client, "admin@acme.test", remember="1")
+    page = client.get("/").get_data(as_text=True)
+    assert '<dd id="who-name">Alice Anderson</dd>' in page
+    assert '<dd id="who-organization">Acme Corp</dd>' in page
+    assert '<dd id="who-role"><strong>admin</strong></dd>' in page
+    assert '<dd id="who-method">Single sign-on</dd>' in page
+    expires = re.search(r'<dd id="who-expires">(\d{4}-\d\d-\d\d \d\d:\d\d UTC)', page)
+    assert expires is not None
+    assert "you chose to stay signed in" in page
+
+
+def test_no_link_on_the_home_page_shows_json_to_a_person(app: Flask, client: FlaskClient, emulator: Any) -> None:
+    """Every link a signed-out or signed-in person (viewer or admin, with alerts) is offered opens a page."""
+    from hatidata_auth.errors import JSON_PATHS
+
+    sync_organizations(app)
+    pages = [client.get("/").get_data(as_text=True)]
+    for email in ("viewer@acme.test", "admin@acme.test"):
+        login(client, email)
+        pages.append(client.get("/").get_data(as_text=True))
+    for page in pages:
+        for href in re.findall(r'href="([^"]+)"', page):
+            if href.startswith("/api/docs"):
+                continue  # the interactive API documentation is a page, labelled as the API's
+            assert not href.startswith(JSON_PATHS), href
+            assert not href.startswith("/auth/organizations"), href
+
+
+def test_switching_and_signing_out_say_what_happened(app: Flask, client: FlaskClient, emulator: Any) -> None:
+    orgs = sync_organizations(app)
+    workos_membership(app, "dev@acme.test", GLOBEX, "viewer")
+    login(client, "dev@acme.test", organization_id=ACME)
+    page = client.get("/").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert token is not None
+    switched = client.post("/auth/switch-organization", data={"csrf_token": token.group(1),
+                                                              "organization_id": orgs[GLOBEX], "return_to": "/"})
+    assert switched.status_code == 303
+    page = client.get("/").get_data(as_text=True)
+    assert '<p class="flash success">You are now in Globex as viewer.</p>' in page
+    assert "You are now in" not in client.get("/").get_data(as_text=True)  # said once
+
+    # An API caller's switch (JSON, no return_to) gets JSON and leaves no message behind.
+    from tests.auth_support import csrf_headers
+
+    back = client.post("/auth/switch-organization", json={"organization_id": orgs[ACME]},
+                       headers=csrf_headers(client))
+    assert back.status_code == 200
+    assert "You are now in" not in client.get("/").get_data(as_text=True)
+
+    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/").get_data(as_text=True))
+    assert token is not None
+    assert client.post("/auth/logout", data={"csrf_token": token.group(1)}).status_code == 303
+    page = client.get("/").get_data(as_text=True)
+    assert '<p class="flash success">You are signed out.</p>' in page
+    assert "Sign in to HatiData" in page

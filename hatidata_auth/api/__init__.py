@@ -13,7 +13,7 @@ from flask import Flask, Response
 from werkzeug.exceptions import UnprocessableEntity
 
 from .. import inputs
-from ..errors import error_response
+from ..errors import error_response, html_error_page, wants_html
 from .spec import API_CONFIG
 
 
@@ -30,6 +30,9 @@ def _validation_error(exc: UnprocessableEntity) -> Response:
         else:
             fields["_body"] = errors
     details: dict[str, Any] = {"fields": fields}
+    if wants_html():  # a person, outside /api/: the page, naming the fields
+        names = ", ".join(sorted(fields)) or "the request"
+        return html_error_page(422, "validation_error", f"Check {names}.", details)
     if locations:
         details["location"] = locations[0] if len(locations) == 1 else locations
     return error_response(422, "validation_error", "The request is invalid.", details,

@@ -30,6 +30,10 @@ BLUEPRINTS = (me_blp, sessions_blp, keys_blp)
 # --- schemas --------------------------------------------------------------------------------------------------
 
 
+SCOPES = sorted(ALL_PERMISSIONS)
+"""What an API key may be scoped to: every permission (its effective ones are within its owner's role)."""
+
+
 class IdentitySchema(Schema):
     auth_type = fields.String(required=True, validate=validate.OneOf(["session", "api_key"]))
     user_id = fields.String(allow_none=True)
@@ -87,7 +91,7 @@ class ApiKeySchema(Schema):
     prefix = fields.String(required=True)
     organization_id = fields.String(required=True)
     owner_user_id = fields.String(allow_none=True)
-    scopes = fields.List(fields.String(), required=True)
+    scopes = fields.List(fields.String(validate=validate.OneOf(SCOPES)), required=True)
     status = fields.String(required=True, validate=validate.OneOf(["active", "suspended", "revoked"]))
     expires_at = timestamp(allow_none=True)
     last_used_at = timestamp(allow_none=True)
@@ -108,9 +112,11 @@ class CreatedKeySchema(Schema):
 
 class CreateKeySchema(Schema):
     name = fields.String(required=True, validate=validate.Length(min=1, max=255))
-    scopes = fields.List(fields.String(validate=validate.Length(max=64)), load_default=lambda: ["data:read"],
-                         metadata={"description": "Permissions, within the owner's role: "
-                                                  + ", ".join(sorted(ALL_PERMISSIONS))})
+    # An enum in the OpenAPI document (Swagger UI offers the values); an unknown one's 422 lists the valid ones.
+    scopes = fields.List(fields.String(validate=validate.OneOf(SCOPES, error="Unknown scope {input!r}; the valid "
+                                                                             "scopes are {choices}.")),
+                         load_default=lambda: ["data:read"],
+                         metadata={"description": "Permissions, within the owner's role: " + ", ".join(SCOPES)})
     expires_at = Instant(allow_none=True, load_default=None)
 
 

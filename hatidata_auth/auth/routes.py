@@ -6,7 +6,7 @@ import dataclasses
 import secrets
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, jsonify, redirect, request, session
+from flask import Blueprint, Response, current_app, flash, g, jsonify, redirect, request, session
 from flask_wtf.csrf import generate_csrf
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -147,7 +147,8 @@ def logout() -> BaseResponse:
     """Revoke the session here and at WorkOS, clear the cookie, continue at WorkOS's logout URL.
 
     Answers 303 to WorkOS's logout URL (a cookie whose tokens verify, even expired), else 303 home; the cookie
-    cleared either way. With a cookie: 400 ``bad_request`` without a valid CSRF token.
+    cleared either way, and "You are signed out." flashed for the page the browser lands on. With a cookie:
+    400 ``bad_request`` without a valid CSRF token.
     """
     from ..extensions import csrf
 
@@ -168,6 +169,7 @@ def logout() -> BaseResponse:
                                    email=(data.get("user") or {}).get("email"), request=request_info()):
                 db.session.commit()
             target = login_flow.logout_url(rt.gateway.client, workos_session_id=sid, return_to=home)
+    flash("You are signed out.", "success")
     response = redirect(target, code=303)
     clear_session_cookie(response, rt)
     return response
@@ -195,8 +197,15 @@ def organizations() -> Response:
 @bp.post("/switch-organization")
 @browser_session_required
 def switch_organization() -> BaseResponse:
-    """Refresh the session into another of the caller's organizations (audited). A switch WorkOS refuses
-    answers 409 ``switch_refused`` (``details.login_url``: the target's login); the current session stays."""
+    """Refresh the session into another of the caller's organizations (audited).
+
+    Answers 200 with the organization, or, given ``return_to`` (the browser form), 303 there with "You are now
+    in <organization> as <role>." flashed; 404 ``not_found`` for an organization we do not know; 403 ``forbidden``
+    when the caller is not an active member; 401 when the session has ended; 409 ``sso_required`` (audited) when
+    the target does not accept how this session signed in and 409 ``switch_refused`` when WorkOS refuses the
+    move (both with ``details.login_url``, the target's login; the current session stays); 503 when WorkOS is
+    unreachable.
+    """
     rt = runtime()
     identity = current_identity
     data: dict[str, Any] = request.get_json(silent=True) or request.form.to_dict()
@@ -232,6 +241,7 @@ def switch_organization() -> BaseResponse:
     return_to = data.get("return_to")
     response: BaseResponse
     if return_to is not None:
+        flash(f"You are now in {target.name} as {membership.role or 'a member without a role'}.", "success")
         response = redirect(safe_return_to(str(return_to)), code=303)
     else:
         response = jsonify(organization_id=target.id, name=target.name, role=membership.role)

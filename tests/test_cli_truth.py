@@ -1,0 +1,145 @@
+"""The CLI does what the README says (issue #15 item 9).
+
+* The ``hatidata-auth`` console script offers every ``flask --app wsgi hatidata …`` command at its top level.
+* Commands talk to ``WORKOS_BASE_URL`` (in development, to the emulator on ``WORKOS_EMULATOR_PORT``).
+* Every command that calls WorkOS, through either entry point, prints one line naming the URL and what to export,
+  and exits 1, when WorkOS is unreachable: no traceback. A new command that calls WorkOS must join the table.
+"""
+
+from __future__ import annotations
+
+import inspect
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+from click.testing import CliRunner, Result
+
+from hatidata_auth.__main__ import console_group
+from hatidata_auth.cli import hatidata_cli
+from hatidata_auth.config import ConfigError, resolve
+from tests.auth_support import sync_organizations
+from tests.support.processes import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Every command that calls WorkOS (or the emulator), with arguments that make it do so.
+WORKOS_COMMANDS: dict[str, list[str]] = {
+    "sync-organizations": [],
+    "seed-demo": [],
+    "sync poll": [],
+    "sync resync": [],
+    "create-organization": ["Newco", "--domain", "newco.test"],
+    "rotate-secret": ["webhook-secret", "--endpoint-url", "http://127.0.0.1:1/webhooks/workos"],
+    "inbox replay": ["--all-failed"],
+    "inbox work": ["--drain"],
+}
+# Commands of the table that may finish without calling WorkOS when there is nothing to do (empty inbox).
+MAY_NOT_CALL = {"inbox replay", "inbox work"}
+
+
+def _commands(group: click.Group, prefix: str = "") -> Iterator[tuple[str, click.Command]]:
+    for name, command in group.commands.items():
+        path = f"{prefix}{name}"
+        if isinstance(command, click.Group):
+            yield from _commands(command, path + " ")
+        else:
+            yield path, command
+
+
+def test_the_console_script_offers_every_hatidata_command() -> None:
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["hatidata-auth"] == "hatidata_auth.__main__:main"
+    console = console_group()
+    for name, command in hatidata_cli.commands.items():
+        assert console.commands[name] is command, name
+    assert "hatidata" not in console.commands  # Flask adds the app's group itself: `hatidata-auth hatidata …`
+
+
+def test_every_command_calling_workos_is_in_the_table() -> None:
+    for path, command in _commands(hatidata_cli):
+        source = inspect.getsource(command.callback) if command.callback else ""
+        if "hatidata_workos" in source or "WORKOS_BASE_URL" in source:
+            assert path in WORKOS_COMMANDS, f"{path} calls WorkOS: add it to WORKOS_COMMANDS"
+
+
+def test_development_talks_to_the_emulator_port_make_run_used() -> None:
+    assert resolve("development", environ={})["WORKOS_BASE_URL"] == "http://127.0.0.1:4100"
+    assert resolve("development", environ={"WORKOS_EMULATOR_PORT": "4242"})["WORKOS_BASE_URL"] == \
+        "http://127.0.0.1:4242"
+    both = {"WORKOS_EMULATOR_PORT": "4242", "WORKOS_BASE_URL": "http://127.0.0.1:5555"}
+    assert resolve("development", environ=both)["WORKOS_BASE_URL"] == "http://127.0.0.1:5555"
+    with pytest.raises(ConfigError, match="WORKOS_EMULATOR_PORT"):
+        resolve("development", environ={"WORKOS_EMULATOR_PORT": "http"})
+
+
+# These tests build their own apps, never the `app` fixture: pytest-flask would push that app's context, and
+# Flask's CLI runs its commands in an app context already pushed instead of the one it builds.
+
+
+@pytest.fixture
+def seeded(app_config: dict[str, Any], emulator: Any, monkeypatch: pytest.MonkeyPatch,
+           tmp_path: Path) -> dict[str, Any]:
+    """The test database with the demo organizations; yields the configuration (without WorkOS's URL)."""
+    from hatidata_auth import create_app
+
+    monkeypatch.setenv("HATIDATA_INSTANCE_PATH", str(tmp_path / "instance"))
+    seeder = create_app(app_config)
+    sync_organizations(seeder)
+    seeder.extensions["hatidata_workos"].close()
+    return {k: v for k, v in app_config.items() if k != "WORKOS_BASE_URL"}
+
+
+def _environment(config: dict[str, Any], base_url: str) -> dict[str, str]:
+    """What an operator exports to run the console script against the test database."""
+    env = {"HATIDATA_ENV": "testing", "DATABASE_URL": str(config["SQLALCHEMY_DATABASE_URI"]),
+           "SECRET_KEY": str(config["SECRET_KEY"]), "HATIDATA_COOKIE_KEY": str(config["HATIDATA_COOKIE_KEY"]),
+           "WORKOS_BASE_URL": base_url, "WORKOS_WEBHOOK_SECRET": str(config["WORKOS_WEBHOOK_SECRET"])}
+    if config.get("REDIS_URL"):
+        env["REDIS_URL"] = str(config["REDIS_URL"])
+    return env
+
+
+def _flask_cli(config: dict[str, Any], base_url: str, args: list[str]) -> Result:
+    """``flask --app wsgi hatidata ARGS`` on an app with *config* talking to *base_url*."""
+    from hatidata_auth import create_app
+
+    app = create_app({**config, "WORKOS_BASE_URL": base_url})
+    try:
+        return app.test_cli_runner().invoke(args=["hatidata", *args])
+    finally:
+        app.extensions["hatidata_workos"].close()
+
+
+def test_the_readme_command_lists_the_organizations(seeded: dict[str, Any], emulator: Any) -> None:
+    result = CliRunner().invoke(console_group(), ["list-organizations"], env=_environment(seeded, emulator.url))
+    assert result.exit_code == 0, result.output
+    assert "Acme Corp" in result.output
+    assert _flask_cli(seeded, emulator.url, ["list-organizations"]).output == result.output
+
+
+def _one_clear_line(result: Result, base_url: str) -> None:
+    assert not (result.exception and not isinstance(result.exception, SystemExit)), repr(result.exception)
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert "Traceback" not in result.output
+    assert lines[-1].startswith("Error: WorkOS is unreachable at " + base_url), result.output
+    assert "export WORKOS_BASE_URL=" in lines[-1]
+    assert "WORKOS_EMULATOR_PORT" in lines[-1]
+    assert sum(line.startswith("Error:") for line in lines) == 1
+
+
+@pytest.mark.parametrize("command", list(WORKOS_COMMANDS))
+def test_an_unreachable_workos_is_one_line_not_a_traceback(seeded: dict[str, Any], command: str) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    args = [*command.split(), *WORKOS_COMMANDS[command]]
+    results = [CliRunner().invoke(console_group(), args, env=_environment(seeded, dead)),
+               _flask_cli(seeded, dead, args)]
+    for result in results:
+        if command in MAY_NOT_CALL and result.exit_code == 0:
+            assert "Traceback" not in result.output
+            continue
+        _one_clear_line(result, dead)
