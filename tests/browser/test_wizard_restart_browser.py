@@ -36,7 +36,7 @@ def _sign_in(page: Any, app_url: str, emulator_url: str) -> None:
     page.goto(f"{app_url}/")
     page.fill("#email", ADMIN)
     page.click("button[type=submit]")
-    assert page.locator("#who").inner_text().startswith(ADMIN), page.url
+    assert page.locator("#who-email").inner_text() == ADMIN, page.url
     assert any(url.startswith(f"{emulator_url}/") for url in requested), requested  # the hosted login
 
 
