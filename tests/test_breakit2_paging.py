@@ -96,13 +96,17 @@ FIXTURE_HOLDS_ONE = {"/api/v1/webhook-inbox/failed", "/api/v1/organization/alert
 def test_every_paged_list_pages_by_key_refuses_tampered_cursors_and_survives_a_missing_item(
         app: Flask, client: FlaskClient, emulator: Any) -> None:
     from hatidata_auth.api.common import encode_cursor
-    from hatidata_auth.models import RoleMapping
+    from hatidata_auth.models import RoleMapping, SignInAttempt
 
     tenant = make_tenant(app, "Quillfeather")
     _add_sessions(app, tenant, 4)
     with app.app_context():
         db.session.add_all([RoleMapping(organization_id=tenant.id, identifier_kind="name", role="viewer",
                                         group_identifier=f"Quillfeather Team {n}", priority=n) for n in range(3)])
+        db.session.add_all([SignInAttempt(organization_id=tenant.id, kind="sign_in", outcome="failure",
+                                          reason="not_assigned_to_app", email=f"user{n}@quillfeather.test",
+                                          sources="event", occurred_at=utcnow() - timedelta(minutes=n))
+                            for n in range(3)])
         db.session.commit()
         db.session.remove()
     lists = _paged_lists(app)

@@ -83,11 +83,14 @@ def test_development_talks_to_the_emulator_port_make_run_used() -> None:
 @pytest.fixture
 def seeded(app_config: dict[str, Any], emulator: Any, monkeypatch: pytest.MonkeyPatch,
            tmp_path: Path) -> dict[str, Any]:
-    """The test database with the demo organizations; yields the configuration (without WorkOS's URL)."""
+    """The test database, emptied (other modules' rows would change what a command finds), with the demo
+    organizations; yields the configuration (without WorkOS's URL)."""
     from hatidata_auth import create_app
+    from tests.conftest import _empty_tables
 
     monkeypatch.setenv("HATIDATA_INSTANCE_PATH", str(tmp_path / "instance"))
     seeder = create_app(app_config)
+    _empty_tables(seeder)
     sync_organizations(seeder)
     seeder.extensions["hatidata_workos"].close()
     return {k: v for k, v in app_config.items() if k != "WORKOS_BASE_URL"}
