@@ -39,13 +39,23 @@ def _validation_error(exc: UnprocessableEntity) -> Response:
 def init_api(app: Flask) -> None:
     """Bind the API and register its blueprints (idempotent per app)."""
     from ..extensions import api, csrf
-    from . import alerts_api, audit_api, docs, identity_api, inbox_api, members_api, organization_api, role_mappings_api
+    from . import (
+        alerts_api,
+        audit_api,
+        docs,
+        identity_api,
+        inbox_api,
+        members_api,
+        organization_api,
+        policy_api,
+        role_mappings_api,
+    )
 
     for key, value in API_CONFIG.items():
         app.config.setdefault(key, value)
     api.init_app(app)
     for module in (identity_api, organization_api, role_mappings_api, inbox_api, members_api, alerts_api,
-                   audit_api):
+                   audit_api, policy_api):
         for blp in module.BLUEPRINTS:
             # CSRF is enforced per request by the identity layer (cookie callers only).
             csrf.exempt(blp)
