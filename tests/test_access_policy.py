@@ -330,3 +330,15 @@ def test_the_cached_policy_spares_the_database(app: Flask, admin: FlaskClient) -
     finally:
         event.remove(engine, "before_cursor_execute", seen)
     assert statements == []
+
+
+def test_a_key_cannot_shut_itself_out(app: Flask, admin: FlaskClient) -> None:
+    created = admin.post("/api/v1/api-keys", json={"name": "ops", "scopes": ["keys:manage", "keys:read"]},
+                         headers=csrf_headers(admin)).get_json()
+    path = f"/api/v1/api-keys/{created['key']['id']}/ip-allowlist"
+    agent = app.test_client()
+    bearer = {"Authorization": f"Bearer {created['secret']}"}
+    response = agent.put(path, json={"ip_allowlist": ["10.0.0.0/8"]}, headers=bearer)
+    assert response.status_code == 409
+    assert response.get_json()["error"]["code"] == "policy_lockout"
+    assert agent.put(path, json={"ip_allowlist": ["127.0.0.0/8"]}, headers=bearer).status_code == 200

@@ -54,8 +54,8 @@ def init_api(app: Flask) -> None:
     for key, value in API_CONFIG.items():
         app.config.setdefault(key, value)
     api.init_app(app)
-    for module in (identity_api, organization_api, role_mappings_api, inbox_api, members_api, alerts_api,
-                   audit_api, policy_api):
+    for module in (identity_api, policy_api, organization_api, role_mappings_api, inbox_api, members_api,
+                   alerts_api, audit_api):
         for blp in module.BLUEPRINTS:
             # CSRF is enforced per request by the identity layer (cookie callers only).
             csrf.exempt(blp)

@@ -58,6 +58,12 @@ class PolicyPatchSchema(Schema):
     step_up_window = _seconds("step_up_window", "Null: 600.", allow_none=True)
 
 
+def _caller() -> access_policy.Caller:
+    identity = current_identity
+    return access_policy.Caller(address=request.remote_addr, session_id=identity.session_id,
+                                api_key_id=identity.api_key_id)
+
+
 def _defaults() -> dict[str, int]:
     rt = runtime()
     return {"default_idle": rt.policy.active_ttl, "default_remembered": rt.policy.remembered_ttl}
@@ -80,11 +86,9 @@ def update_policy(body: dict[str, Any]) -> dict[str, Any]:
     second); 422 naming the field at fault; 409 ``policy_lockout`` when the change would end the caller's own
     access (an allowlist without their address, a method their session relies on); 404 for a deleted
     organization."""
-    identity = current_identity
-    caller = access_policy.Caller(address=request.remote_addr, session_id=identity.session_id,
-                                  api_key=identity.auth_type == "api_key")
-    policy = access_policy.update_policy(db.session(), organization_id=identity.organization_id, changes=body,
-                                         caller=caller, cause=request_cause(), **_defaults())
+    policy = access_policy.update_policy(db.session(), organization_id=current_identity.organization_id,
+                                         changes=body,
+                                         caller=_caller(), cause=request_cause(), **_defaults())
     db.session.commit()
     return policy.to_json()
 
@@ -107,8 +111,10 @@ class KeyAllowlistBodySchema(Schema):
 @policy_blp.response(200, KeyAllowlistBodySchema)
 def set_key_allowlist(body: dict[str, Any], key_id: str) -> dict[str, Any]:
     """Set or clear an API key's own IP allowlist (audited ``api_key.ip_allowlist_updated``; in force at
-    once everywhere); 404 for a key of another organization; 422 naming ``ip_allowlist``."""
+    once everywhere); 404 for a key of another organization; 422 naming ``ip_allowlist``; 409
+    ``policy_lockout`` when a key would shut itself out."""
     value = access_policy.set_key_allowlist(db.session(), organization_id=current_identity.organization_id,
-                                            key_id=key_id, allowlist=body["ip_allowlist"], cause=request_cause())
+                                            key_id=key_id, allowlist=body["ip_allowlist"], caller=_caller(),
+                                            cause=request_cause())
     db.session.commit()
     return {"key_id": key_id, "ip_allowlist": value}

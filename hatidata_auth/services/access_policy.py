@@ -209,12 +209,12 @@ def api_key_refusal(policy: AccessPolicy, key_allowlist: tuple[Network, ...], ad
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who asks for a change, to keep them from locking themselves out: their address, their session's id (ours;
-    ``None`` for an API key) and whether an API key is the credential."""
+    """Who asks for a change, to keep them from locking themselves out: their address, and their session's id
+    (ours) or their API key's id."""
 
     address: str | None
-    session_id: str | None
-    api_key: bool = False
+    session_id: str | None = None
+    api_key_id: str | None = None
 
 
 def _validated(org: Organization, changes: Mapping[str, Any]) -> dict[str, Any]:
@@ -258,7 +258,7 @@ def _caller_method(db: Session, organization_id: str, caller: Caller) -> str | N
 
 def _guard_lockout(after: AccessPolicy, caller: Caller, method: str | None) -> None:
     """Refuse a policy that would end the caller's own access (409 ``policy_lockout``, explained)."""
-    binds_caller = not caller.api_key or after.ip_allowlist_applies_to_api_keys
+    binds_caller = caller.api_key_id is None or after.ip_allowlist_applies_to_api_keys
     if binds_caller and not address_allowed(caller.address, after.ip_allowlist):
         raise PolicyLockout(
             f"The allowlist does not include your own address ({caller.address}): you would lose access. "
@@ -305,12 +305,17 @@ def update_policy(db: Session, *, organization_id: str, changes: Mapping[str, An
 
 
 def set_key_allowlist(db: Session, *, organization_id: str, key_id: str, allowlist: Iterable[Any] | None,
-                      cause: Cause) -> list[str] | None:
-    """Set (or with ``None`` clear) an API key's own allowlist; audited ``api_key.ip_allowlist_updated``."""
+                      caller: Caller, cause: Cause) -> list[str] | None:
+    """Set (or with ``None`` clear) an API key's own allowlist; audited ``api_key.ip_allowlist_updated``; 409
+    ``policy_lockout`` when the caller is that key and the list leaves out the caller's address."""
     key = db.get(ApiKey, key_id)
     if key is None or key.organization_id != organization_id:
         raise NotFound("No such API key.")
     value = parse_allowlist(allowlist)
+    if caller.api_key_id == key.id and not address_allowed(caller.address, networks(tuple(value or ()))):
+        raise PolicyLockout(f"The list does not include the address this key calls from ({caller.address}): the "
+                            "key would lose access.", details={"field": "ip_allowlist",
+                                                                "your_address": caller.address})
     if key.ip_allowlist != value:
         audit.record(db, action="api_key.ip_allowlist_updated", cause=cause, organization_id=organization_id,
                      target_type="api_key", target_id=key.id,
