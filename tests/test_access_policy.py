@@ -342,3 +342,51 @@ def test_a_key_cannot_shut_itself_out(app: Flask, admin: FlaskClient) -> None:
     assert response.status_code == 409
     assert response.get_json()["error"]["code"] == "policy_lockout"
     assert agent.put(path, json={"ip_allowlist": ["127.0.0.0/8"]}, headers=bearer).status_code == 200
+
+
+# --- the admin page ---------------------------------------------------------------------------------------------
+
+
+def _form(client: FlaskClient, **fields: str) -> Any:
+    page = client.get("/admin/policy")
+    token = page.get_data(as_text=True).split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    data = {"csrf_token": token, "idle_timeout": "86400", "remembered_lifetime": "604800", "absolute_lifetime": "",
+            "step_up_window": "600", **{f"method_{m}": "1" for m in ("sso", "password", "magicauth", "oauth",
+                                                                      "passkey")}, **fields}
+    return client.post("/admin/policy", data={k: v for k, v in data.items() if v is not None})
+
+
+def test_the_admin_page_saves_audits_and_refuses_a_lockout(app: Flask, admin: FlaskClient) -> None:
+    page = admin.get("/admin/policy")
+    assert page.status_code == 200
+    assert 'name="idle_timeout"' in page.get_data(as_text=True)
+    saved = _form(admin, idle_timeout="900", ip_allowlist="127.0.0.0/8\n2001:db8::/32\n")
+    assert saved.status_code == 303
+    assert saved.headers["Location"] == "/admin/policy?saved=1"
+    body = admin.get(POLICY).get_json()
+    assert body["idle_timeout"] == 900
+    assert body["ip_allowlist"] == ["127.0.0.0/8", "2001:db8::/32"]
+    assert body["remembered_lifetime"] == 7 * 24 * 3600
+    with app.app_context():
+        row = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "organization.policy_updated"))
+        assert row is not None
+        assert set(row.details["changes"]) == {"idle_timeout", "ip_allowlist"}  # the defaults were not pinned
+    locked = _form(admin, idle_timeout="900", ip_allowlist="10.0.0.0/8")
+    assert locked.status_code == 409
+    assert "your own address" in locked.get_data(as_text=True)
+    invalid = _form(admin, idle_timeout="ten minutes", step_up_window="5")
+    assert invalid.status_code == 422
+    assert 'id="idle_timeout-error"' in invalid.get_data(as_text=True)
+    assert admin.post("/admin/policy", data={"idle_timeout": "900"}).status_code == 400  # no CSRF token
+    assert admin.get(POLICY).get_json()["idle_timeout"] == 900
+
+
+def test_the_admin_page_is_for_admins_with_a_browser_session(app: Flask, admin: FlaskClient) -> None:
+    dev = app.test_client()
+    assert login(dev, "dev@acme.test").status_code == 302
+    assert dev.get("/admin/policy").status_code == 403
+    signed_out = app.test_client().get("/admin/policy", headers={"Accept": "text/html"})
+    assert signed_out.status_code == 302
+    assert signed_out.headers["Location"].startswith("/auth/login?")
+    bearer = app.test_client().get("/admin/policy", headers={"Authorization": f"Bearer {access_token(app, admin)}"})
+    assert bearer.status_code == 403
