@@ -11,7 +11,7 @@ from __future__ import annotations
 import hmac
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import wraps
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlencode
@@ -188,10 +188,9 @@ def _enforce_session_policy(rt: AuthRuntime, status: SessionStatus) -> SessionSt
     refusal = _policy_refusal(rt, status)
     if refusal == "session_idle_timeout":
         # The cached status may predate another worker's last-seen write: only the database may end it for idling.
-        fresh = load_session_status(_lazy_db(), status.workos_session_id, default_cache_ttl=rt.introspector.cache_ttl,
-                                    active_ttl=rt.introspector.active_ttl)
+        fresh = rt.introspector.reload_session(_lazy_db(), status.workos_session_id)
         if fresh is not None:
-            status = replace(fresh, loaded_at=status.loaded_at)
+            status = fresh
             refusal = _policy_refusal(rt, status)
     if refusal is None:
         return status

@@ -392,3 +392,34 @@ def test_the_admin_page_is_for_admins_with_a_browser_session(app: Flask, admin: 
     assert signed_out.headers["Location"].startswith("/auth/login?")
     bearer = app.test_client().get("/admin/policy", headers={"Authorization": f"Bearer {access_token(app, admin)}"})
     assert bearer.status_code == 403
+
+
+def test_use_seen_by_another_worker_keeps_the_session(app: Flask, admin: FlaskClient, clock: list[float]) -> None:
+    """This worker's cached last-seen time is old, another worker's write is newer: the session stays, and the
+    status read to decide it is kept, so the next request makes no SQL statement."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import update
+
+    from hatidata_auth.models import AuthSession
+
+    assert _patch(admin, {"idle_timeout": 600}).status_code == 200
+    assert _me(admin).status_code == 200
+    app.extensions["hatidata_auth"].last_seen.flush()
+    clock[0] += 601
+    with app.app_context():
+        db.session.execute(update(AuthSession).values(last_seen_at=datetime.fromtimestamp(clock[0] - 30, UTC)))
+        db.session.commit()
+        engine = db.engine
+    assert _me(admin).status_code == 200
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        assert _me(admin).status_code == 200
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert statements == []

@@ -116,6 +116,18 @@ class Introspector:
         if lifetime:
             self.bus.sessions.set(status.workos_session_id, status, time.monotonic() + lifetime)
 
+    def reload_session(self, db: Session, workos_session_id: str) -> SessionStatus | None:
+        """The session's status read from the database now (never a cache), kept in this process's memory: for a
+        decision a cached status may be too old for (its last-seen time, before ending it for idling)."""
+        epoch = self.bus.epoch
+        status = load_session_status(db, workos_session_id, default_cache_ttl=self.cache_ttl,
+                                     active_ttl=self.active_ttl)
+        if status is not None:
+            status = replace(status, loaded_at=self.clock())
+            if self.bus.local_enabled() and self.bus.epoch == epoch:
+                self._keep_session(status)
+        return status
+
     def should_touch(self, status: SessionStatus) -> bool:
         """Whether the session's last-seen time (and sliding expiry) is due to be written."""
         return self.last_seen.due(status)
