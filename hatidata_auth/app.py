@@ -89,7 +89,7 @@ def init_extensions(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """Mount the core blueprints."""
-    from . import health, home, webhooks
+    from . import health, home, policy_page, webhooks
     from .embedding import HatiDataAuth
 
     app.register_blueprint(health.bp)
@@ -97,6 +97,7 @@ def register_blueprints(app: Flask) -> None:
     # The login routes, the identity resolver and the documented /api/v1 API, as embedding apps get them.
     HatiDataAuth(app)
     app.register_blueprint(webhooks.bp)
+    app.register_blueprint(policy_page.bp)
 
 
 def register_cli(app: Flask) -> None:

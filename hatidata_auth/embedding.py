@@ -114,6 +114,7 @@ class AuthRuntime:
                                          cache_ttl=int(config["HATIDATA_SESSION_CACHE_TTL"]),
                                          max_age=int(config["HATIDATA_SESSION_CACHE_MAX_AGE"]),
                                          active_ttl=int(config["HATIDATA_SESSION_ACTIVE_TTL"]),
+                                         remembered_ttl=int(config["HATIDATA_SESSION_REMEMBERED_TTL"]),
                                          last_seen=self.last_seen)
         settings: WorkOSSettings = self.gateway.settings
         issuer_setting = config.get("WORKOS_JWT_ISSUER")

@@ -30,9 +30,10 @@ from .request_hooks import request_info
 from .roles import permissions_for, role_at_least
 from .security_reports import report as report_failure
 from .services import session_refresh
+from .services.access_policy import api_key_refusal, networks, session_refusal
 from .services.api_keys import KEY_PREFIX, PUBLIC_PREFIX_CHARS, looks_like_key
 from .services.credential_status import SessionStatus, load_session_status
-from .services.credentials import TokenExpired, Unauthenticated, token_hash
+from .services.credentials import AddressNotAllowed, SessionEnded, TokenExpired, Unauthenticated, token_hash
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -164,9 +165,42 @@ def _from_session_claims(rt: AuthRuntime, claims: dict[str, Any]) -> Identity:
                                      active_ttl=rt.introspector.active_ttl)
         if status is None or not status.active or token_org != status.workos_organization_id:
             raise Unauthenticated("The token is for another organization than the session.", reason="organization")
+    status = _enforce_session_policy(rt, status)
     if rt.introspector.should_touch(status):
         status = rt.introspector.touch(status)
     return _session_identity(status)
+
+
+_ENDED = {"session_idle_timeout": "The session ended after a period of inactivity; sign in again.",
+          "session_expired": "The session reached its organization's maximum lifetime; sign in again."}
+
+
+def _policy_refusal(rt: AuthRuntime, status: SessionStatus) -> str | None:
+    policy = rt.introspector.policy(_lazy_db(), status.organization_id)
+    if policy is None:
+        return None
+    return session_refusal(policy, created_at=status.created_at, last_seen_at=status.last_seen_at,
+                           remembered=status.remembered, address=request.remote_addr, now=rt.introspector.clock())
+
+
+def _enforce_session_policy(rt: AuthRuntime, status: SessionStatus) -> SessionStatus:
+    """The organization's access policy, from memory: 401 when it ended the session, 403 off its allowlist."""
+    refusal = _policy_refusal(rt, status)
+    if refusal == "session_idle_timeout":
+        # The cached status may predate another worker's last-seen write: only the database may end it for idling.
+        fresh = rt.introspector.reload_session(_lazy_db(), status.workos_session_id)
+        if fresh is not None:
+            status = fresh
+            refusal = _policy_refusal(rt, status)
+    if refusal is None:
+        return status
+    report_failure("access_policy", refusal, organization_id=status.organization_id,
+                   actor=Actor("user", status.user_id, status.email), target_type="session",
+                   target_id=status.session_id)
+    if refusal == "ip_not_allowed":
+        raise AddressNotAllowed("Your address is not in your organization's IP allowlist.",
+                                details={"address": request.remote_addr})
+    raise SessionEnded(refusal, _ENDED[refusal])
 
 
 def _session_identity(status: SessionStatus) -> Identity:
@@ -191,6 +225,7 @@ def _refresh_cookie(rt: AuthRuntime, data: dict[str, Any]) -> dict[str, Any]:
     status = rt.introspector.session_status(_lazy_db(), str(old_claims["sid"]))
     if status is None or not status.active or status.expires_at <= time.time():
         raise Unauthenticated("The session has ended.", reason="revoked")
+    status = _enforce_session_policy(rt, status)  # never refresh at WorkOS a session the policy ended
     try:
         new_data = rotate(rt, status)
     except session_refresh.RefreshFailed as failure:
@@ -208,6 +243,13 @@ def _from_api_key(rt: AuthRuntime, secret: str) -> Identity:
         report_failure("api_key", "invalid_key", organization_id=status.organization_id if status else None)
         rt.key_attempt_failed(secret[:KEY_PUBLIC_PREFIX_LEN])
         raise Unauthenticated("Invalid API key.", reason="api_key", clear_cookie=False)
+    policy = rt.introspector.policy(_lazy_db(), status.organization_id)
+    if policy is not None and api_key_refusal(policy, networks(status.ip_allowlist), request.remote_addr):
+        report_failure("access_policy", "ip_not_allowed", organization_id=status.organization_id,
+                       actor=Actor("api_key", status.key_id, status.owner_email), target_type="api_key",
+                       target_id=status.key_id)
+        raise AddressNotAllowed("This address is not in the API key's (or its organization's) IP allowlist.",
+                                details={"address": request.remote_addr})
     if rt.usage.due(status.key_id):
         rt.usage.write(_lazy_db(), organization_id=status.organization_id, key_id=status.key_id)
     return Identity(auth_type="api_key", user_id=status.owner_user_id, email=status.owner_email,

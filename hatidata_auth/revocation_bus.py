@@ -38,7 +38,7 @@ from .revocation_log import RevocationLog
 log = logging.getLogger(__name__)
 
 CHANNEL = "hatidata:revocations"
-KINDS = ("session", "api_key", "all")
+KINDS = ("session", "api_key", "all", "policy")
 
 V = TypeVar("V")
 
@@ -109,6 +109,8 @@ class RevocationBus:
         self.ping_interval = ping_interval
         self.sessions: LocalCache[Any] = LocalCache(maxsize)
         self.api_keys: LocalCache[Any] = LocalCache(maxsize)
+        # organization id -> its access policy (services.access_policy); evicted by kind "policy".
+        self.policies: LocalCache[Any] = LocalCache(maxsize)
         self._epoch = 0
         self._epoch_lock = threading.Lock()
         self._subscribed = False
@@ -174,16 +176,20 @@ class RevocationBus:
             self._epoch += 1
 
     def evict(self, kind: str, key: str) -> None:
-        """Evict one entry in this process (``kind``: ``session``, ``api_key`` or ``all``)."""
+        """Evict one entry in this process (``kind``: ``session``, ``api_key``, ``policy`` (an organization's
+        access policy) or ``all``)."""
         self._bump()
         if kind == "session":
             self.sessions.pop(key)
         elif kind == "api_key":
             self.api_keys.pop(key)
             self.api_keys.pop_where(lambda v: getattr(v, "key_id", None) == key)
+        elif kind == "policy":
+            self.policies.pop(key)
         else:
             self.sessions.clear()
             self.api_keys.clear()
+            self.policies.clear()
         self._bump()
 
     def clear(self) -> None:
@@ -272,6 +278,7 @@ class RevocationBus:
                 # A forked child inherits the parent's memory but not its thread or subscription.
                 self.sessions.clear()
                 self.api_keys.clear()
+                self.policies.clear()
                 self._publisher = None
                 self._subscribed = False
             self._pid = pid

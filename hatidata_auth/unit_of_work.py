@@ -39,6 +39,9 @@ class CacheInvalidator(Protocol):
     def invalidate_api_key(self, key_id: str, key_hash: str | None = None) -> None:
         """Evict one API key's status (by id, and by the hash of its secret when given)."""
 
+    def invalidate_policy(self, organization_id: str) -> None:
+        """Evict one organization's access policy."""
+
 
 class NotAUnitOfWork(TypeError):
     """Work was queued for commit on a session that would never do it (not an :class:`AppSession`, or one
@@ -70,8 +73,9 @@ def unit_of_work(session: Session | scoped_session[Any]) -> AppSession:
 
 
 def invalidate_after_commit(session: Session, kind: str, key: str, key_hash: str | None = None) -> None:
-    """Queue the eviction of a cached ``"session"`` (*key*: WorkOS session id) or ``"api_key"`` (*key*: key id,
-    *key_hash*: hash of its secret) for when *session*'s transaction ends; queued twice, it runs once.
+    """Queue the eviction of a cached ``"session"`` (*key*: WorkOS session id), ``"api_key"`` (*key*: key id,
+    *key_hash*: hash of its secret) or ``"policy"`` (*key*: organization id) for when *session*'s transaction
+    ends; queued twice, it runs once.
 
     Invalidating only after the commit matters: another process that reloads the entry from the database
     before the change is committed would cache the old state again. Raises :class:`NotAUnitOfWork` when
@@ -95,6 +99,8 @@ def _run_invalidations(session: Session) -> None:
         try:
             if kind == "session":
                 invalidator.invalidate_session(key)
+            elif kind == "policy":
+                invalidator.invalidate_policy(key)
             else:
                 invalidator.invalidate_api_key(key, key_hash)
         except Exception:  # a cache outage must not turn a committed change into an error

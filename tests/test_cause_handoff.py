@@ -108,6 +108,8 @@ def _actions(tenant: Tenant) -> list[tuple[str, str, dict[str, Any] | None, int]
     key, member = ids["key"], ids["member"]
     return [
         ("PATCH", "/api/v1/organization/settings", {"default_role": "developer"}, 200),
+        ("PATCH", "/api/v1/organization/policy", {"idle_timeout": 900, "ip_allowlist": ["127.0.0.0/8"]}, 200),
+        ("PUT", f"/api/v1/api-keys/{key}/ip-allowlist", {"ip_allowlist": ["127.0.0.1/32", "::1"]}, 200),
         ("POST", "/api/v1/role-mappings", {"identifier_kind": "name", "group_identifier": "Engineers",
                                            "role": "developer"}, 201),
         ("PATCH", "/api/v1/role-mappings/<Engineers>", {"priority": 5}, 200),

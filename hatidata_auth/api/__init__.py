@@ -50,6 +50,7 @@ def init_api(app: Flask) -> None:
         inbox_api,
         members_api,
         organization_api,
+        policy_api,
         role_mappings_api,
         sign_ins_api,
     )
@@ -57,8 +58,8 @@ def init_api(app: Flask) -> None:
     for key, value in API_CONFIG.items():
         app.config.setdefault(key, value)
     api.init_app(app)
-    for module in (identity_api, organization_api, role_mappings_api, inbox_api, members_api, alerts_api,
-                   audit_api, sign_ins_api):
+    for module in (identity_api, policy_api, organization_api, role_mappings_api, inbox_api, members_api,
+                   alerts_api, audit_api, sign_ins_api):
         for blp in module.BLUEPRINTS:
             # CSRF is enforced per request by the identity layer (cookie callers only).
             csrf.exempt(blp)

@@ -57,3 +57,5 @@ class ApiKey(TenantMixin, TimestampMixin, db.Model):  # type: ignore[name-define
     rotated_from_id: Mapped[str | None] = mapped_column(String(40))
     # After a rotation the old key stays valid until this moment.
     grace_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The client addresses this key may be used from (CIDR strings), in place of the organization's list.
+    ip_allowlist: Mapped[list[str] | None] = mapped_column(JSON)

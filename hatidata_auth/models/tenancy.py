@@ -39,6 +39,13 @@ class Organization(TimestampMixin, db.Model):  # type: ignore[name-defined]
     session_active_ttl: Mapped[int | None] = mapped_column(Integer)
     session_remembered_ttl: Mapped[int | None] = mapped_column(Integer)
     session_cache_ttl: Mapped[int | None] = mapped_column(Integer)
+    # Access policy (services/access_policy.py): seconds from sign-in a session may last whatever its refreshes
+    # (None: no limit beyond the others), the client addresses allowed (CIDR strings; None: any), whether that
+    # list binds API keys too, and the step-up window (s).
+    session_absolute_ttl: Mapped[int | None] = mapped_column(Integer)
+    ip_allowlist: Mapped[list[str] | None] = mapped_column(JSON)
+    ip_allowlist_api_keys: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    step_up_window: Mapped[int | None] = mapped_column(Integer)
     idp_plugin: Mapped[str | None] = mapped_column(String(64))
     connection_id: Mapped[str | None] = mapped_column(String(64), index=True)
     connection_type: Mapped[str | None] = mapped_column(String(64))

@@ -37,6 +37,8 @@ class SessionStatus:
     sliding_ttl: int | None
     loaded_at: float = 0.0
     """Wall-clock seconds when read from the database (0: unknown, as old as can be); see the cache's max age."""
+    created_at: float | None = None
+    """When the session was created (sign-in; its absolute lifetime runs from here); ``None``: not known."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,8 @@ class ApiKeyStatus:
     permissions: frozenset[str] = field(default_factory=frozenset)
     loaded_at: float = 0.0
     """As :attr:`SessionStatus.loaded_at`."""
+    ip_allowlist: tuple[str, ...] = ()
+    """The key's own CIDR allowlist (empty: the organization's policy decides)."""
 
     def usable(self, now: float) -> bool:
         """Active, owned by an active member, not expired, and (after a rotation) within its grace period."""
@@ -92,6 +96,7 @@ def load_session_status(db: Session, workos_session_id: str, *, default_cache_tt
         active=active, expires_at=record.expires_at.timestamp(), remembered=record.remembered,
         last_seen_at=_ts(record.last_seen_at), cache_ttl=int(org_cache_ttl or default_cache_ttl),
         sliding_ttl=None if record.remembered else int(org_active_ttl or active_ttl),
+        created_at=_ts(record.created_at),
     )
 
 
@@ -118,7 +123,7 @@ def load_api_key_status(db: Session, key_hash: str, *, default_cache_ttl: int) -
         owner_role=owner_role, scopes=tuple(key.scopes or ()), status=status,
         expires_at=_ts(key.expires_at), grace_until=_ts(key.grace_until),
         cache_ttl=int(org_cache_ttl or default_cache_ttl),
-        permissions=key_permissions(key.scopes or (), owner_role),
+        permissions=key_permissions(key.scopes or (), owner_role), ip_allowlist=tuple(key.ip_allowlist or ()),
     )
 
 
@@ -128,6 +133,7 @@ def status_to_dict(status: SessionStatus | ApiKeyStatus) -> dict[str, Any]:
     if isinstance(status, ApiKeyStatus):
         data["permissions"] = sorted(status.permissions)
         data["scopes"] = list(status.scopes)
+        data["ip_allowlist"] = list(status.ip_allowlist)
     return data
 
 
@@ -136,4 +142,5 @@ def api_key_from_dict(data: dict[str, Any]) -> ApiKeyStatus:
     data = dict(data)
     data["permissions"] = frozenset(data.get("permissions") or ())
     data["scopes"] = tuple(data.get("scopes") or ())
+    data["ip_allowlist"] = tuple(data.get("ip_allowlist") or ())
     return ApiKeyStatus(**data)

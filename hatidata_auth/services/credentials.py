@@ -20,6 +20,21 @@ class Unauthenticated(AppError):
         self.clear_cookie = clear_cookie
 
 
+class SessionEnded(Unauthenticated):
+    """The organization's access policy ended the session (``session_idle_timeout``, ``session_expired``)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message, reason=code)
+        self.code = code
+
+
+class AddressNotAllowed(AppError):
+    """The request comes from an address outside the organization's (or the key's) IP allowlist."""
+
+    status = 403
+    code = "ip_not_allowed"
+
+
 class TokenExpired(Unauthenticated):
     """A correctly signed access token whose ``exp`` has passed (a cookie session may refresh it)."""
 

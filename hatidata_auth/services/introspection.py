@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from ..revocation_bus import RevocationBus
 from ..unit_of_work import invalidate_after_commit
+from .access_policy import AccessPolicy, load_policy
 from .credential_status import (
     ApiKeyStatus,
     SessionStatus,
@@ -63,11 +64,13 @@ class Introspector:
     """
 
     def __init__(self, *, bus: RevocationBus, shared_cache: Any | None, cache_ttl: int, active_ttl: int,
-                 last_seen: LastSeenWriter, max_age: int = 3600, clock: Callable[[], float] = time.time) -> None:
+                 last_seen: LastSeenWriter, max_age: int = 3600, clock: Callable[[], float] = time.time,
+                 remembered_ttl: int = 7 * 24 * 3600) -> None:
         self.bus = bus
         self.shared_cache = shared_cache
         self.cache_ttl = cache_ttl
         self.active_ttl = active_ttl
+        self.remembered_ttl = remembered_ttl
         self.last_seen = last_seen
         self.max_age = max_age
         self.clock = clock
@@ -113,6 +116,18 @@ class Introspector:
         if lifetime:
             self.bus.sessions.set(status.workos_session_id, status, time.monotonic() + lifetime)
 
+    def reload_session(self, db: Session, workos_session_id: str) -> SessionStatus | None:
+        """The session's status read from the database now (never a cache), kept in this process's memory: for a
+        decision a cached status may be too old for (its last-seen time, before ending it for idling)."""
+        epoch = self.bus.epoch
+        status = load_session_status(db, workos_session_id, default_cache_ttl=self.cache_ttl,
+                                     active_ttl=self.active_ttl)
+        if status is not None:
+            status = replace(status, loaded_at=self.clock())
+            if self.bus.local_enabled() and self.bus.epoch == epoch:
+                self._keep_session(status)
+        return status
+
     def should_touch(self, status: SessionStatus) -> bool:
         """Whether the session's last-seen time (and sliding expiry) is due to be written."""
         return self.last_seen.due(status)
@@ -152,6 +167,26 @@ class Introspector:
             if lifetime:
                 self.bus.api_keys.set(key_hash, status, time.monotonic() + lifetime)
         return status
+
+    # --- access policies ---------------------------------------------------------------------------------
+
+    def policy(self, db: Session, organization_id: str) -> AccessPolicy | None:
+        """An organization's access policy: from this process's memory while the revocation bus (or log) is live,
+        which every policy change evicts; else from the database. Kept no longer than ``max_age``."""
+        use_local = self.bus.local_enabled()
+        if use_local:
+            hit = self.bus.policies.get(organization_id)
+            if hit is not None:
+                return hit  # type: ignore[no-any-return,unused-ignore]
+        epoch = self.bus.epoch
+        found = load_policy(db, organization_id, default_idle=self.active_ttl, default_remembered=self.remembered_ttl)
+        if found is not None and use_local and self.bus.epoch == epoch:
+            self.bus.policies.set(organization_id, found, time.monotonic() + self.max_age)
+        return found
+
+    def invalidate_policy(self, organization_id: str) -> None:
+        """Evict an organization's access policy at once, in this process and every other one."""
+        self.bus.publish("policy", organization_id)
 
     # --- invalidation ------------------------------------------------------------------------------------
 

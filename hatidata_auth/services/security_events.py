@@ -36,6 +36,7 @@ KINDS: Mapping[str, str] = {
     "webhook_signature": "webhook.signature_rejected",
     "login_failure": "auth.login.failed",
     "api_key": "auth.api_key.rejected",
+    "access_policy": "auth.access_policy.refused",
 }
 UNKNOWN_ORGANIZATION = "unknown"
 SAMPLE_CHARS = 200

@@ -122,7 +122,7 @@ def get_settings(session: Session, organization_id: str) -> OrganizationSettings
     return settings_view(get_organization(session, organization_id))
 
 
-def _check_auth_methods(org: Organization, changes: dict[str, Any]) -> None:
+def check_auth_methods(org: Organization, changes: dict[str, Any]) -> None:
     """``auth_methods``: a non-empty list of SIGN_IN_METHODS (stored in their order) or ``None`` (every method);
     while the organization enforces SSO it allows SSO only, whatever is stored."""
     if "auth_methods" not in changes:
@@ -152,7 +152,7 @@ def update_settings(session: Session, *, organization_id: str, changes: dict[str
     if "default_role" in changes and changes["default_role"] not in (*ROLES, None):
         raise AppError("Unknown role.", status=422, code="validation_error",
                        details={"fields": {"default_role": [f"Must be one of: {', '.join(ROLES)} or null."]}})
-    _check_auth_methods(org, changes)
+    check_auth_methods(org, changes)
     diff = {k: {"from": getattr(org, k), "to": v} for k, v in changes.items() if getattr(org, k) != v}
     if not diff:
         return org
