@@ -73,13 +73,6 @@ def test_a_chunk_applied_concurrently_with_a_members_group_removal_keeps_the_rem
     from hatidata_auth.services import inbox_worker, role_mapping
     from tests.test_fanout import CHUNK, DIRECTORY, GROUP, _access, _ack, _batch, _consistent, _event, _group, _user
 
-    with app.app_context():
-        dialect = db.engine.dialect.name
-    if dialect == "postgresql":
-        request.node.add_marker(pytest.mark.xfail(strict=True, reason=(
-            "a recompute chunk (entity fanout:…) and a member's own event (entity user:…) are applied concurrently; "
-            "member_fanout._sync reads the members and their groups without a lock and set_access writes the role "
-            "computed from that stale read over the group removal committed in between (lost update)")))
     victim = 3  # in the first chunk (directory_user_fan_000..), written after the chunk's read
     assert victim < CHUNK
     _ack(client, app, _event("dsync.group.updated", _group("Fan Renamed")))

@@ -17,6 +17,7 @@ mappings, the directory handlers) can queue a job.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -105,6 +106,28 @@ def parse(data: Any) -> Job:
 def entity_key(job: Job) -> str:
     """The inbox order key of a job's chain: its jobs run one after the other, never two at once."""
     return f"fanout:{job.organization_id}:{job.scope}"[:160]
+
+
+def member_key(directory_user_id: str) -> str:
+    """The inbox order key of one directory user's own events (``services.inbox.entity_key`` of ``dsync.user.*``
+    and ``dsync.group.user_*``): ``user:<directory user id>``, at most 160 characters."""
+    return f"user:{directory_user_id}"[:160]
+
+
+def hold_members(session: Session, directory_user_ids: Iterable[str]) -> None:
+    """Serialise a fan-out with the members' own events: on PostgreSQL, wait for and hold until *session*'s
+    transaction ends the advisory lock of each member's entity key (:func:`member_key`), the lock an applier's
+    claim and the webhook's in-request apply take (``pg_try_advisory_xact_lock``, ``services.inbox_worker``).
+    Call it **before** reading the members' state: a member's event claimed by another transaction is then
+    committed before this one reads, and one claimed after waits (its claim skips the held key) until this one
+    commits. Keys are taken in sorted order so that two fan-outs never wait on each other in a cycle; a cycle with
+    a batch that holds some members' keys from its claim is broken by PostgreSQL's deadlock detection, whose
+    error rolls that batch back whole (still pending, claimed again). SQLite needs nothing: its writers take
+    turns under the database's write lock."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    for key in sorted({member_key(ref) for ref in directory_user_ids}):
+        session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(key, 0))))
 
 
 def enqueue(session: Session, job: Job) -> str:

@@ -10,6 +10,13 @@ with its audit rows, and the next job (cursor advanced) in that same transaction
 access from the state stored now, so a chunk is idempotent and later events of the same members, applied between
 chunks, stay correct.
 
+Rule: **every change of one member's access is serialised with every other change of that member's access**,
+whichever path applies it (an applier's batch, the webhook's in-request apply, a fan-out chunk or a recompute
+job). A member's own events hold the member's entity key (``user:<directory user id>``) from their claim; every
+chunk here takes the same keys of the members it recomputes (:func:`~services.fanout_jobs.hold_members`)
+**before** it reads their state, so it never writes a role computed from a read that a member's event committed
+over in between. On SQLite the writers take turns under the database's write lock, which serialises them already.
+
 Scopes: ``group:<id>`` (the group's present members, by directory user id), ``directory:<id>`` (the directory's
 users ever linked to a person, by directory user id) and ``organization`` (by membership id: every
 directory-managed member's role under the mappings, or, once the organization is deleted, every active member
@@ -21,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
 from ...models import DirectoryGroupMembership, DirectoryUser, Membership, Organization, User, utcnow
@@ -54,19 +61,24 @@ def _member_keys(ctx: EventContext, org: Organization, kind: str, ref: str, afte
 
 def _sync(ctx: EventContext, org: Organization, keys: list[str], reason: str) -> None:
     """Bring each directory user of *keys* in line (``sync_member``), with what they need read once for the chunk
-    (their people, memberships and groups, and domain ownership), as the resync reads a page."""
+    (their people, memberships and groups, and domain ownership), as the resync reads a page. The members' keys
+    are held first (the module's rule), and what is read is read afresh (``populate_existing``: an object the
+    event loaded before the lock is not trusted)."""
     if not keys:
         return
+    fanout_jobs.hold_members(ctx.session, keys)
     users = list(ctx.session.scalars(select(DirectoryUser).where(DirectoryUser.organization_id == org.id,
                                                                  DirectoryUser.workos_id.in_(keys))
-                                     .order_by(DirectoryUser.workos_id)))
+                                     .order_by(DirectoryUser.workos_id)
+                                     .execution_options(populate_existing=True)))
     person_ids = [du.user_id for du in users if du.user_id]
     saved = (ctx.memberships_by_user, ctx.verified_domains)
     ctx.verified_domains = domains.VerifiedDomains.load(ctx.session)
     ctx.memberships_by_user = dict.fromkeys(person_ids)
     if person_ids:
         for membership in ctx.session.scalars(select(Membership).where(Membership.organization_id == org.id,
-                                                                       Membership.user_id.in_(person_ids))):
+                                                                       Membership.user_id.in_(person_ids))
+                                              .execution_options(populate_existing=True)):
             ctx.memberships_by_user[membership.user_id] = membership
         ctx.session.scalars(select(User).where(User.id.in_(person_ids))).all()  # in the identity map from now on
     groups = role_mapping.directory_groups_of_users(ctx.session, org.id, [du.workos_id for du in users])
@@ -77,13 +89,27 @@ def _sync(ctx: EventContext, org: Organization, keys: list[str], reason: str) ->
         ctx.memberships_by_user, ctx.verified_domains = saved
 
 
+def _hold_window(ctx: EventContext, query: Any) -> None:
+    """Hold the keys of the directory users *query* (their ids) selects, until it selects no other: the window a
+    chunk then reads is wholly held, even if a member's event changed it while we waited."""
+    held: set[str] = set()
+    while True:
+        refs = {ref for ref in ctx.session.scalars(query) if ref} - held
+        if not refs:
+            return
+        fanout_jobs.hold_members(ctx.session, refs)
+        held |= refs
+
+
 def _deprovision_all(ctx: EventContext, org: Organization, after: str | None, limit: int) -> tuple[int, str | None]:
     """A deleted organization: deprovision at most *limit* of its active members after the membership id *after*;
     returns how many and the cursor to continue from (``None``: none left)."""
     query = select(Membership).where(Membership.organization_id == org.id, Membership.status == "active")
     if after is not None:
         query = query.where(Membership.id > after)
-    members = list(ctx.session.scalars(query.order_by(Membership.id).limit(limit + 1)))
+    query = query.order_by(Membership.id).limit(limit + 1)
+    _hold_window(ctx, query.with_only_columns(Membership.directory_user_id))
+    members = list(ctx.session.scalars(query.execution_options(populate_existing=True)))
     more = len(members) > limit
     members = members[:limit]
     for membership in members:
@@ -120,6 +146,14 @@ def fan_out(ctx: EventContext, org: Organization, scope: str, reason: str) -> st
 def _organization_chunk(ctx: EventContext, org: Organization, job: fanout_jobs.Job) -> tuple[int, str | None]:
     if _deleted(org):
         return _deprovision_all(ctx, org, job.cursor, ctx.fanout_chunk)
+    # The window role_mapping.recompute_chunk reads (its directory-managed members after the cursor), ids only.
+    window = (select(Membership.directory_user_id)
+              .join(DirectoryUser, and_(DirectoryUser.organization_id == Membership.organization_id,
+                                        DirectoryUser.workos_id == Membership.directory_user_id))
+              .where(Membership.organization_id == org.id, Membership.source == "directory",
+                     DirectoryUser.deleted_at.is_(None), DirectoryUser.state == "active")
+              .order_by(Membership.id).limit(ctx.fanout_chunk + 1))
+    _hold_window(ctx, window if job.cursor is None else window.where(Membership.id > job.cursor))
     result, cursor = role_mapping.recompute_chunk(ctx.session, ctx.client, organization_id=org.id,
                                                   cause=job.cause, after=job.cursor, limit=ctx.fanout_chunk)
     return result.checked, cursor
