@@ -61,6 +61,7 @@ def _connection(client: WorkOSClient, connection_id: str) -> tuple[str, str] | N
 
 def _forget(session: Session, organization: Organization, plugin: IdPPlugin, progress: WizardProgress,
             connection_id: str, cause: Cause) -> None:
+    wizard.lock(session, progress)
     state = wizard.state(plugin, progress)
     metadata_key = next((s.key for s in state.steps if s.kind == "metadata"), None)
     wizard.update_data(progress, {"connection_id": None, "test_login": None, "connection_gone": connection_id})
