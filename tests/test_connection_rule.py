@@ -143,3 +143,48 @@ def test_may_adopt_is_the_rule(current: str | None, wizard_made: bool, state: st
     ours = {"conn_new"} if wizard_made else {"conn_other"}
     expected = current is None and not wizard_made and state == "active"
     assert may_adopt(current, "conn_new", state, ours) is expected
+
+
+def test_start_over_during_a_metadata_submit_keeps_the_created_connection_known(
+        app: Flask, emulator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The other writer of the wizard's data at the same time: it waits for the submit's lock and then keeps the id
+    # the submit stored, instead of writing back the data it read before (which would forget the connection).
+    import threading
+    import time
+
+    from tests.test_sso_wizard_recovery import _to_metadata
+
+    orgs = sync_organizations(app)
+    submitter, resetter = _to_metadata(app.test_client()), _to_metadata(app.test_client())
+    resetter.get("metadata")
+    creating = threading.Event()
+    original = sso_setup.save_connection
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        creating.set()
+        time.sleep(0.5)  # the reset's request arrives while the connection is being created
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(sso_setup, "save_connection", slow)
+    answers: dict[str, int] = {}
+
+    def submit() -> None:
+        answers["submit"] = submitter.post("metadata", {"source": "url", "metadata_url": OKTA_URL,
+                                                        "connection_choice": "new"}).status_code
+
+    def reset() -> None:
+        assert creating.wait(30)
+        answers["reset"] = resetter.client.post("/admin/sso/okta/wizard/reset",
+                                                data={"csrf_token": resetter.token, "confirm": "yes"}).status_code
+
+    threads = [threading.Thread(target=submit), threading.Thread(target=reset)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert answers == {"submit": 302, "reset": 302}
+    created = {c["id"] for c in emulator.emulator.store.connections.values() if c["organization_id"] == ACME} \
+        - {ACME_CONNECTION}
+    assert len(created) == 1
+    with app.app_context():
+        assert wizard_connection_ids(db.session, orgs[ACME]) == created

@@ -219,7 +219,21 @@ def handle_activate(ctx: StepContext, form: Form, files: Files) -> Outcome:
     return Outcome(data={"activated": True, "enforce_sso": enforce}, details={"state": state, "enforce_sso": enforce})
 
 
-HANDLERS: dict[str, Callable[[StepContext, Form, Files], Outcome]] = {
+Handler = Callable[[StepContext, Form, Files], Outcome]
+
+
+def _locked(handler: Handler) -> Handler:
+    """Every step submit holds the wizard's progress row first (``wizard.lock``), before anything it audits: the
+    order every writer of the row takes its locks in, so two submits never wait for each other in a circle."""
+    def run(ctx: StepContext, form: Form, files: Files) -> Outcome:
+        wizard.lock(ctx.session, ctx.progress)
+        return handler(ctx, form, files)
+
+    run.__doc__ = handler.__doc__
+    return run
+
+
+HANDLERS: dict[str, Handler] = {kind: _locked(handler) for kind, handler in {
     "prerequisites": handle_prerequisites,
     "console": handle_console,
     "attributes": handle_attributes,
@@ -228,4 +242,4 @@ HANDLERS: dict[str, Callable[[StepContext, Form, Files], Outcome]] = {
     "test_login": handle_test_login,
     "directory": handle_directory,
     "activate": handle_activate,
-}
+}.items()}
