@@ -22,9 +22,6 @@ def orgs(app: Flask) -> dict[str, str]:
     return sync_organizations(app)
 
 
-@pytest.mark.xfail(strict=True, reason="re-mirroring an organization (hatidata sync-organizations, the CLI's "
-                   "documented setup step) overwrites Organization.connection_id with WorkOS's oldest connection, "
-                   "undoing the wizard's tested activation (services/organizations.organization_fields)")
 def test_sync_organizations_keeps_the_connection_the_wizard_activated(app: Flask, client: FlaskClient,
                                                                       emulator: Any, orgs: dict[str, str]) -> None:
     wizard = _to_metadata(client)
@@ -38,10 +35,6 @@ def test_sync_organizations_keeps_the_connection_the_wizard_activated(app: Flask
     assert org.connection_id == new, f"sign-in (SSO enforced) now goes through {org.connection_id}, not {new}"
 
 
-@pytest.mark.xfail(strict=True, reason="after 'Start this setup over' forgets the wizard's untested connection, "
-                   "WorkOS's connection.activated for it makes it the organization's sign-in connection: the "
-                   "not-used-until-tested rule only looks at connection ids an unfinished wizard still holds "
-                   "(services/events/connections._in_setup)")
 def test_reset_then_workos_activation_does_not_adopt_the_untested_connection(
         app: Flask, client: FlaskClient, webhooks: EmulatorControl, orgs: dict[str, str]) -> None:
     wizard = _to_metadata(client)
@@ -201,10 +194,6 @@ def test_a_command_on_an_unmigrated_database_prints_one_line(command: list[str],
 
 # --- wizard: two admins (or two tabs) submit the metadata step at once ------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="two submits of the metadata step at once (two admins, or a double-submit) both "
-                   "read a wizard with no connection and each create one at WorkOS; the wizard keeps the last, the "
-                   "other is orphaned at WorkOS, forgotten by every wizard, and adopted as the sign-in connection by "
-                   "WorkOS's connection.activated (steps._existing_id reads progress without a lock)")
 def test_two_metadata_submits_at_once_create_one_connection(app: Flask, emulator: Any, orgs: dict[str, str],
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     import contextlib

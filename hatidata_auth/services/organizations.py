@@ -13,8 +13,8 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from ..causes import Actor, Cause
-from ..models import Organization, utcnow
-from ..workos import WorkOSClient, translate_errors
+from ..models import Organization, WizardProgress, utcnow
+from ..workos import WorkOSClient, WorkOSNotFound, translate_errors
 from . import audit
 from .domains import domain_states, verified_owners
 
@@ -49,19 +49,64 @@ def _enum_value(value: Any) -> str | None:
     return None if value is None else str(getattr(value, "value", value))
 
 
-def organization_fields(client: WorkOSClient, workos_org: Any) -> dict[str, Any]:
-    """Read an organization's name, domains, first SSO connection and first directory from WorkOS."""
+# The progress-data key listing every connection a setup wizard created, kept when the wizard is reset.
+CREATED_CONNECTIONS = "created_connection_ids"
+
+
+def wizard_connection_ids(session: Session, organization_id: str) -> set[str]:
+    """Every connection a setup wizard of the organization created or holds, finished, unfinished or reset."""
+    ids: set[str] = set()
+    for data in session.scalars(select(WizardProgress.data).where(WizardProgress.organization_id == organization_id)):
+        data = data or {}
+        ids.update(str(i) for i in data.get(CREATED_CONNECTIONS) or [])
+        if data.get("connection_id"):
+            ids.add(str(data["connection_id"]))
+    return ids
+
+
+def may_adopt(current_connection_id: str | None, connection_id: str, state: str | None, ours: set[str]) -> bool:
+    """Whether a connection WorkOS reports may become the organization's sign-in connection without our wizard.
+
+    The rule (docs/plugins.md, "not used until tested"): only a wizard activation after a passed test sign-in
+    through that connection (``sso_setup.activate``) makes a connection the sign-in connection, except that an
+    organization with no connection at all (never had one; a deleted one still counts as one) adopts an *active*
+    connection no wizard of ours created or holds (*ours*, :func:`wizard_connection_ids`): one set up outside
+    this app, e.g. in the WorkOS dashboard, before the organization was mirrored or with no wizard run.
+    """
+    return current_connection_id is None and state == "active" and connection_id not in ours
+
+
+def _connection_fields(session: Session, client: WorkOSClient, workos_org_id: str,
+                       org: Organization | None) -> dict[str, Any]:
+    """The sign-in connection's fields: the one we hold, refreshed from WorkOS (never replaced), or, with none,
+    the oldest connection :func:`may_adopt` allows."""
+    if org is not None and org.connection_id:
+        try:
+            with translate_errors():
+                conn = client.sso.get_connection(org.connection_id)
+        except WorkOSNotFound:
+            return {"connection_state": "deleted"}
+        return {"connection_type": _enum_value(conn.connection_type), "connection_state": _enum_value(conn.state)}
+    ours = wizard_connection_ids(session, org.id) if org is not None else set()
+    connections = client.sso.list_connections(organization_id=workos_org_id, limit=100, order="asc").data
+    for conn in connections:
+        if may_adopt(None, conn.id, _enum_value(conn.state), ours):
+            return {"connection_id": conn.id, "connection_type": _enum_value(conn.connection_type),
+                    "connection_state": _enum_value(conn.state)}
+    return {}
+
+
+def organization_fields(session: Session, client: WorkOSClient, workos_org: Any,
+                        org: Organization | None) -> dict[str, Any]:
+    """Read an organization's name, domains, sign-in connection (:func:`_connection_fields`) and first directory
+    from WorkOS; *org* is our tenant for it, ``None`` when not mirrored yet."""
     fields: dict[str, Any] = {
         "name": workos_org.name,
         "domains": sorted(d.domain for d in workos_org.domains or []),
         "domain_states": domain_states(workos_org.domains),
         "workos_updated_at": _as_dt(workos_org.updated_at),
     }
-    connections = client.sso.list_connections(organization_id=workos_org.id, limit=10, order="asc").data
-    if connections:
-        conn = connections[0]
-        fields.update(connection_id=conn.id, connection_type=_enum_value(conn.connection_type),
-                      connection_state=_enum_value(conn.state))
+    fields.update(_connection_fields(session, client, workos_org.id, org))
     directories = client.directory_sync.list_directories(organization_id=workos_org.id, limit=10, order="asc").data
     if directories:
         directory = directories[0]
@@ -70,8 +115,8 @@ def organization_fields(client: WorkOSClient, workos_org: Any) -> dict[str, Any]
     return fields
 
 
-def _upsert(session: Session, workos_org_id: str, fields: dict[str, Any], actor: Actor) -> tuple[Organization, str]:
-    org = session.scalar(select(Organization).where(Organization.workos_organization_id == workos_org_id))
+def _upsert(session: Session, workos_org_id: str, org: Organization | None, fields: dict[str, Any],
+            actor: Actor) -> tuple[Organization, str]:
     if org is None:
         org = Organization(workos_organization_id=workos_org_id, **fields)
         session.add(org)
@@ -96,14 +141,15 @@ def _upsert(session: Session, workos_org_id: str, fields: dict[str, Any], actor:
 def mirror_organization(session: Session, client: WorkOSClient, workos_organization: str | Any,
                         actor: Actor) -> Mirrored:
     """Create or update our tenant for one WorkOS organization (its id, read from WorkOS, or the SDK's
-    ``Organization`` already read), with its first connection and directory; audited, flushed, not committed.
+    ``Organization`` already read), with its sign-in connection and first directory; audited, flushed, not committed.
 
     Raises :class:`~hatidata_auth.workos.WorkOSNotFound` when WorkOS does not know the id, other
     :class:`~hatidata_auth.workos.WorkOSFailure` subclasses when WorkOS fails.
     """
     workos_org = (client.organizations.get_organization(workos_organization)
                   if isinstance(workos_organization, str) else workos_organization)
-    org, outcome = _upsert(session, workos_org.id, organization_fields(client, workos_org), actor)
+    org = session.scalar(select(Organization).where(Organization.workos_organization_id == workos_org.id))
+    org, outcome = _upsert(session, workos_org.id, org, organization_fields(session, client, workos_org, org), actor)
     return Mirrored(org.id, workos_org.id, workos_org.name, outcome)
 
 

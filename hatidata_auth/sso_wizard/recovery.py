@@ -61,11 +61,13 @@ def _connection(client: WorkOSClient, connection_id: str) -> tuple[str, str] | N
 
 def _forget(session: Session, organization: Organization, plugin: IdPPlugin, progress: WizardProgress,
             connection_id: str, cause: Cause) -> None:
-    state = wizard.state(plugin, progress)
-    metadata_key = next((s.key for s in state.steps if s.kind == "metadata"), None)
-    wizard.update_data(progress, {"connection_id": None, "test_login": None, "connection_gone": connection_id})
-    if metadata_key is not None:
-        wizard.reopen_from(plugin, progress, metadata_key)
+    wizard.lock(session, progress)
+    if progress.data.get("connection_id") == connection_id:  # not replaced meanwhile by a request holding the lock
+        state = wizard.state(plugin, progress)
+        metadata_key = next((s.key for s in state.steps if s.kind == "metadata"), None)
+        wizard.update_data(progress, {"connection_id": None, "test_login": None, "connection_gone": connection_id})
+        if metadata_key is not None:
+            wizard.reopen_from(plugin, progress, metadata_key)
     if organization.connection_id == connection_id:
         organization.connection_state = "deleted"
     audit.record(session, action="sso_wizard.connection_gone", cause=cause.with_reason("connection_not_found"),

@@ -7,6 +7,7 @@ from typing import Any
 
 from ..idp import SamlMetadata, ValidationResult
 from ..services import sso_setup
+from ..services.organizations import CREATED_CONNECTIONS
 from . import wizard
 from .mapping_step import ROLE_CHOICES, handle_role_mapping, mapping_rows
 from .step_context import Files, Form, Outcome, StepContext
@@ -161,6 +162,9 @@ def handle_metadata(ctx: StepContext, form: Form, files: Files) -> Outcome:
         return _metadata_failed(ctx, form, {"accept_warnings": "Read the warning about this metadata, then tick "
                                                                "“I checked: use it anyway” (or fix it)."},
                                 {"pending_warnings": list(warnings)})
+    # Two submits at once take turns; the second re-reads the wizard and updates the first's connection.
+    wizard.lock(ctx.session, ctx.progress)
+    existing = _existing_id(ctx, form)
     try:
         conn = sso_setup.save_connection(
             ctx.session, ctx.client, ctx.organization, ctx.plugin, ctx.protocol, ctx.sp, ctx.cause,
@@ -171,8 +175,11 @@ def handle_metadata(ctx: StepContext, form: Form, files: Files) -> Outcome:
     if ctx.progress.data.get("test_login"):
         # New metadata makes an earlier test sign-in meaningless.
         wizard.reopen_from(ctx.plugin, ctx.progress, _key_of(ctx, "test_login") or ctx.progress.current_step)
+    created = list(ctx.progress.data.get(CREATED_CONNECTIONS) or [])
+    if conn.created:
+        created.append(conn.connection_id)
     return Outcome(data={"metadata": saved, "connection_id": conn.connection_id, "metadata_warnings": list(warnings),
-                         "test_login": None, "connection_gone": None},
+                         "test_login": None, "connection_gone": None, CREATED_CONNECTIONS: created or None},
                    details={"connection_id": conn.connection_id, "created": conn.created, "source": saved["source"],
                             "edited_existing": existing == ctx.organization.connection_id and existing is not None})
 
@@ -212,7 +219,21 @@ def handle_activate(ctx: StepContext, form: Form, files: Files) -> Outcome:
     return Outcome(data={"activated": True, "enforce_sso": enforce}, details={"state": state, "enforce_sso": enforce})
 
 
-HANDLERS: dict[str, Callable[[StepContext, Form, Files], Outcome]] = {
+Handler = Callable[[StepContext, Form, Files], Outcome]
+
+
+def _locked(handler: Handler) -> Handler:
+    """Every step submit holds the wizard's progress row first (``wizard.lock``), before anything it audits: the
+    order every writer of the row takes its locks in, so two submits never wait for each other in a circle."""
+    def run(ctx: StepContext, form: Form, files: Files) -> Outcome:
+        wizard.lock(ctx.session, ctx.progress)
+        return handler(ctx, form, files)
+
+    run.__doc__ = handler.__doc__
+    return run
+
+
+HANDLERS: dict[str, Handler] = {kind: _locked(handler) for kind, handler in {
     "prerequisites": handle_prerequisites,
     "console": handle_console,
     "attributes": handle_attributes,
@@ -221,4 +242,4 @@ HANDLERS: dict[str, Callable[[StepContext, Form, Files], Outcome]] = {
     "test_login": handle_test_login,
     "directory": handle_directory,
     "activate": handle_activate,
-}
+}.items()}

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from ..causes import Cause
@@ -23,6 +23,7 @@ from ..errors import AppError
 from ..idp import IdPPlugin, WizardStep
 from ..models import Organization, WizardProgress, utcnow
 from ..services import audit
+from ..services.organizations import CREATED_CONNECTIONS
 
 
 class WizardRefused(AppError):
@@ -93,6 +94,21 @@ def get_progress(session: Session, organization_id: str, plugin_name: str) -> Wi
                                                        WizardProgress.plugin == plugin_name))
 
 
+def lock(session: Session, progress: WizardProgress) -> None:
+    """Hold *progress*'s row until the transaction ends, and re-read it (in place) under the lock.
+
+    Every writer of the wizard's connection ids takes it first, so two submits at once (two admins, a
+    double-submit) take turns and the second sees the first's connection instead of creating another.
+    PostgreSQL: ``SELECT … FOR UPDATE``. SQLite ignores that: a write first takes its database write lock
+    (the driver opens the transaction before an UPDATE, never before a SELECT), as ``services.audit`` does.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        table = WizardProgress.__table__
+        session.execute(update(table).where(table.c.id == progress.id).values(plugin=table.c.plugin))
+    session.scalar(select(WizardProgress).where(WizardProgress.id == progress.id).with_for_update()
+                   .execution_options(populate_existing=True))
+
+
 def start(session: Session, organization_id: str, plugin: IdPPlugin, cause: Cause,
           protocol: str = "saml") -> WizardProgress:
     """Start (or resume) a plugin's wizard for an organization; the caller commits."""
@@ -140,13 +156,16 @@ def reset(session: Session, plugin: IdPPlugin, progress: WizardProgress, cause: 
     The stored connection id is forgotten unless *keep_connection* (a changed step list is no reason to drop it);
     the connection itself stays at WorkOS, and the metadata step offers the organization's active one again.
     """
+    lock(session, progress)
     protocol = protocol or str(progress.data.get("protocol", "saml"))
     if protocol not in plugin.protocols:
         protocol = "saml"
     steps = plugin.wizard_steps(protocol)
     forgotten = None if keep_connection else progress.data.get("connection_id")
     progress.data = {"protocol": protocol, "sp_key": progress.data.get("sp_key") or secrets.token_hex(8),
-                     "connection_id": progress.data.get("connection_id") if keep_connection else None}
+                     "connection_id": progress.data.get("connection_id") if keep_connection else None,
+                     # Kept: a connection this wizard created is never adopted from WorkOS's events (docs/plugins.md).
+                     CREATED_CONNECTIONS: list(progress.data.get(CREATED_CONNECTIONS) or [])}
     progress.current_step = steps[0].key
     progress.completed_steps = []
     progress.steps_hash = steps_hash(plugin, protocol)
@@ -183,6 +202,7 @@ def complete_step(session: Session, plugin: IdPPlugin, progress: WizardProgress,
                   *, data: Mapping[str, Any] | None = None,
                   details: Mapping[str, Any] | None = None) -> WizardStep | None:
     """Record step *key* as done (with its data), move the current step forward, audit; returns the next step."""
+    lock(session, progress)  # merged into the data as it is now, not as this request first read it
     step = require_reachable(plugin, progress, key)
     current = state(plugin, progress)
     if data:

@@ -12,8 +12,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from ...models import Organization, WizardProgress
+from ...models import Organization
 from .. import alerts
+from ..organizations import may_adopt, wizard_connection_ids
 from .context import EventContext, parse_time, require, resolve_organization
 from .registry import handles
 
@@ -47,22 +48,17 @@ def on_connection(ctx: EventContext, data: dict[str, Any]) -> None:
     _apply_alerts(ctx, org, data["id"], message, {"connection_type": data.get("connection_type")})
 
 
-def _in_setup(ctx: EventContext, org: Organization, connection_id: str) -> bool:
-    """Whether an unfinished SSO wizard of *org* holds *connection_id*: it becomes the organization's sign-in
-    connection only when a test sign-in through it passed and an admin activated it (docs/plugins.md)."""
-    rows = ctx.session.scalars(select(WizardProgress).where(WizardProgress.organization_id == org.id,
-                                                            WizardProgress.completed_at.is_(None))).all()
-    return any((row.data or {}).get("connection_id") == connection_id for row in rows)
-
-
 def _mirror_state(ctx: EventContext, org: Organization, data: dict[str, Any], version: Any) -> None:
     state = "deleted" if ctx.event_type == "connection.deleted" else str(data.get("state") or "")
-    if org.connection_id not in (None, data["id"]) and ctx.event_type != "connection.activated":
-        ctx.ignore("not the organization's current connection")
-        return
-    if org.connection_id != data["id"] and _in_setup(ctx, org, data["id"]):
-        ctx.ignore("a connection being set up, not yet tested and activated")
-        return
+    if org.connection_id != data["id"]:
+        # Only a wizard activation after a passed test sign-in switches the sign-in connection; an event adopts
+        # one only for an organization with none, and never one a wizard of ours created (docs/plugins.md).
+        if ctx.event_type != "connection.activated" or org.connection_id is not None:
+            ctx.ignore("not the organization's sign-in connection")
+            return
+        if not may_adopt(org.connection_id, data["id"], state, wizard_connection_ids(ctx.session, org.id)):
+            ctx.ignore("not active, or a wizard of ours created it (used once tested and activated there)")
+            return
     if org.connection_id == data["id"] and org.connection_state == "deleted":
         ctx.ignore("connection deleted")
         return
