@@ -145,3 +145,26 @@ def test_a_members_event_acknowledged_while_a_chunk_holds_its_key_is_left_to_the
         holder.close()
     drain_inbox(app)
     assert _access(app, fanco.id)[victim][0] == default
+
+
+def test_a_mapping_edit_recomputed_in_the_request_holds_its_members_keys(app: Flask, fanco: Tenant) -> None:  # noqa: F811
+    """The in-request recompute of a mapping edit within one chunk is serialised with the members' own events like
+    a chunk: it holds each member's key before it reads them (on SQLite its transaction holds the write lock)."""
+    from hatidata_auth.services import role_mapping
+
+    with app.app_context():
+        session = db.session()
+        members = _window(session, fanco.id, "organization")
+        everyone = [du.workos_id for _m, du, _e in role_mapping._directory_members(session, fanco.id)]
+        spec = role_mapping.MappingSpec("name", "Fan Group", "admin", priority=1)
+        result = role_mapping.replace_mappings(session, app.extensions["hatidata_workos"].client,
+                                               organization_id=fanco.id, specs=[spec],
+                                               cause=Cause.by(Actor.workos()), chunk=len(everyone) + 1)
+        assert result.queued_job is None
+        assert result.checked == len(everyone) > len(members)  # more than one test chunk, all in the request
+        if session.get_bind().dialect.name == "postgresql":
+            held = _held_advisory_keys(session)
+            missing = [ref for ref in everyone if _hash(session, fanout_jobs.member_key(ref)) not in held]
+            assert not missing, f"the request recomputed without holding these members' keys: {missing}"
+        session.rollback()
+        db.session.remove()

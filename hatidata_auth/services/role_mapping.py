@@ -178,9 +178,9 @@ def directory_groups_of_users(session: Session, organization_id: str,
 
 
 def _directory_members(session: Session, organization_id: str, *, after: str | None = None,
-                       limit: int | None = None) -> list[tuple[Membership, DirectoryUser, str]]:
+                       limit: int | None = None, fresh: bool = False) -> list[tuple[Membership, DirectoryUser, str]]:
     """Directory-managed memberships with their (live) directory user and the user's email, in membership id
-    order (the recompute jobs' cursor), after *after* and at most *limit*."""
+    order (the recompute jobs' cursor), after *after* and at most *limit*; *fresh*: reload rows the session holds."""
     query = (
         select(Membership, DirectoryUser, User.email)
         .join(DirectoryUser, and_(DirectoryUser.organization_id == Membership.organization_id,
@@ -194,6 +194,8 @@ def _directory_members(session: Session, organization_id: str, *, after: str | N
         query = query.where(Membership.id > after)
     if limit is not None:
         query = query.limit(limit)
+    if fresh:
+        query = query.execution_options(populate_existing=True)
     return [(m, du, email) for m, du, email in session.execute(query)]
 
 
@@ -298,7 +300,12 @@ def _recompute_or_queue(session: Session, client: WorkOSClient, organization_id:
     a recompute job (``services.fanout_jobs``) the appliers apply a chunk at a time."""
     members = _directory_members(session, organization_id, limit=chunk + 1)
     if len(members) <= chunk:
-        return _recompute(session, client, organization_id, cause, members)
+        # Serialised with the members' own events like a fan-out chunk (services.fanout_jobs.hold_members): hold
+        # their keys, then read them again, so an event committed meanwhile is seen, not overwritten.
+        fanout_jobs.hold_members(session, [du.workos_id for _m, du, _e in members])
+        members = _directory_members(session, organization_id, limit=chunk + 1, fresh=True)
+        if len(members) <= chunk:
+            return _recompute(session, client, organization_id, cause, members)
     reason = cause.reason or "role_mapping_changed"
     job = fanout_jobs.Job(organization_id, "organization", reason, cause.with_reason(reason))
     return RecomputeResult(0, [], queued_job=fanout_jobs.enqueue(session, job))
