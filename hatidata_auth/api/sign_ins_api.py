@@ -73,17 +73,19 @@ def list_sign_in_attempts(args: dict[str, Any]) -> dict[str, Any]:
     return page_body(page)
 
 
-@sign_ins_blp.route("/organization/sign-in-attempts/<int:attempt_id>/reveal", methods=["POST"])
+@sign_ins_blp.route("/organization/sign-in-attempts/<attempt_id>/reveal", methods=["POST"])
 @guard(sign_ins_blp, "sso:manage")
 @sign_ins_blp.response(200, SignInAttemptSchema)
-def reveal_sign_in_attempt(attempt_id: int) -> Any:
+def reveal_sign_in_attempt(attempt_id: str) -> Any:
     """One attempt with its attribute values shown, the reveal audited ``sign_in_attempts.attributes_revealed``.
 
     Answers 200 with the attempt; 400 for a cookie caller without a valid ``X-CSRFToken``; 401 without
     credentials; 403 without ``sso:manage``; 404 for an attempt of another organization (or none).
     """
     org_id = current_identity.organization_id
-    shown = sign_in_attempts.reveal(db.session(), org_id, attempt_id,
+    # Any other id is answered like a missing one (never a routing 404 that tells the two apart).
+    number = int(attempt_id) if attempt_id.isascii() and attempt_id.isdigit() and len(attempt_id) <= 19 else 0
+    shown = sign_in_attempts.reveal(db.session(), org_id, number,
                                     sign_in_attempts.fixer(get_registry(current_app)), request_cause())
     if shown is None:
         raise AppError("No such sign-in attempt.", status=404, code="not_found")
