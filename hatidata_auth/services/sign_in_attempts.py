@@ -26,7 +26,6 @@ from sqlalchemy.orm import Session
 from ..causes import Cause
 from ..errors import AppError
 from ..idp import GENERIC_FIXES, SIGN_IN_REASONS, IdPPlugin
-from ..inputs import INT64_MAX, INT64_MIN
 from ..models import SignInAttempt, utcnow
 from . import audit, paging
 
@@ -351,8 +350,8 @@ def audit_reveal(session: Session, organization_id: str, attempt_ids: Iterable[i
 
 def find(session: Session, organization_id: str, attempt_id: int) -> SignInAttempt | None:
     """The organization's attempt *attempt_id* (``None`` for another organization's, or an id outside the
-    column's signed 64-bit range, which no attempt has)."""
-    if not INT64_MIN <= attempt_id <= INT64_MAX:
+    column's range, which no attempt has: never a database error)."""
+    if attempt_id <= 0 or not PAGE_KEY.holds(attempt_id):
         return None
     return session.scalar(select(SignInAttempt).where(SignInAttempt.organization_id == organization_id,
                                                       SignInAttempt.id == attempt_id))

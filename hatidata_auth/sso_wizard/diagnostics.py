@@ -18,7 +18,6 @@ from flask import Blueprint, abort, current_app, render_template, request, url_f
 from ..errors import AppError
 from ..extensions import db
 from ..idp import SIGN_IN_REASONS, get_registry
-from ..inputs import INT64_MAX
 from ..services import paging, sign_in_attempts
 from .views import _cause, _organization, admin_only
 
@@ -61,13 +60,14 @@ def _filters() -> dict[str, str | None]:
 
 
 def _after() -> int | None:
-    """The id the page starts below: the key :func:`_page` linked to, a positive signed 64-bit integer (the
-    column's range), else a 400 naming ``after`` -- never a database error."""
+    """The id the page starts below: the key :func:`_page` linked to, a positive whole number in the id column's
+    range (32-bit on PostgreSQL), else a 400 naming ``after`` -- never a database error."""
     after = request.values.get("after") or None
     if after is None:
         return None
-    if not (after.isascii() and after.isdigit() and len(after) <= 19 and 0 < int(after) <= INT64_MAX):
-        raise _invalid("after", f"a whole number from 1 to {INT64_MAX}")
+    largest = sign_in_attempts.PAGE_KEY.largest
+    if not (after.isascii() and after.isdigit() and len(after) <= 19 and 0 < int(after) <= largest):
+        raise _invalid("after", f"a whole number from 1 to {largest}")
     return int(after)
 
 
