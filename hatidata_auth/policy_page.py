@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, redirect, render_template, request
+from flask import Blueprint, abort, redirect, render_template, request
 from werkzeug.wrappers import Response
 
 from .errors import AppError
@@ -59,6 +59,8 @@ def policy_form() -> Response | tuple[str, int] | str:
     session = db.session()
     org_id = current_identity.organization_id
     if request.method == "GET":
+        if request.args.get("saved") not in (None, "1"):  # only the redirect after a save sets it
+            abort(400, description="The 'saved' parameter must be 1.")
         policy = access_policy.get_policy(session, org_id, **_defaults()).to_json()
         return render_template("admin_policy.html", policy=policy, methods=SIGN_IN_METHODS, errors={},
                                message=None, saved=request.args.get("saved") == "1", bounds=access_policy.BOUNDS)

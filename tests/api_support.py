@@ -6,6 +6,7 @@ switching to session cookies means changing :func:`headers_for` only.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -23,6 +24,7 @@ from hatidata_auth.models import (
     Organization,
     OrganizationAlert,
     RoleMapping,
+    SignInAttempt,
     User,
     WebhookEvent,
     utcnow,
@@ -113,8 +115,14 @@ def make_tenant(app: Flask, name: str) -> Tenant:
                                   target_id=org.connection_id, message=f"{name}'s certificate expires soon.",
                                   details={}, version_at=utcnow())
         session.add(alert)
+        # An id no other number on a page contains by chance (the isolation test looks for leaks by substring).
+        attempt = SignInAttempt(id=2**30 + zlib.crc32(slug.encode()) % 10**6, organization_id=org.id,
+                                kind="sign_in", outcome="failure", reason="not_assigned_to_app",
+                                sources="event", email=f"dev@{slug}.test", attributes={"email": f"dev@{slug}.test"})
+        session.add(attempt)
         session.commit()
         tenant.ids["alert"] = alert.id
+        tenant.ids["sign_in_attempt"] = str(attempt.id)
         tenant.ids["inbox_event"] = inbox_event.event_id
         session.remove()
     return tenant
@@ -128,7 +136,7 @@ def headers_for(tenant: Tenant, role: str) -> dict[str, str]:
 def snapshot(app: Flask, tenant: Tenant) -> dict[str, Any]:
     """Everything stored for one organization (to prove nothing changed)."""
     organization_id = tenant.id
-    tables = (Membership, AuthSession, ApiKey, RoleMapping)
+    tables = (Membership, AuthSession, ApiKey, RoleMapping, SignInAttempt)
     with app.app_context():
         session = db.session
         out: dict[str, Any] = {}

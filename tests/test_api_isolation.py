@@ -27,6 +27,7 @@ PARAMETER_IDS = {
     ("role-mappings", "mapping_id"): "mapping",
     ("audit-events", "event_id"): "audit_event",
     ("webhook-inbox", "event_id"): "inbox_event",
+    ("organization", "attempt_id"): "sign_in_attempt",
 }
 MISSING = "does_not_exist_0000000000000000"
 

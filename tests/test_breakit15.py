@@ -139,11 +139,6 @@ def test_a_chunk_applied_concurrently_with_a_members_group_removal_keeps_the_rem
 
 # --- sign-in diagnostics: the API's reveal is a state change on GET ----------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="GET /api/v1/organization/sign-in-attempts?reveal_attributes=true commits an "
-                   "audit event (sign_in_attempts.attributes_revealed) and shows the values on a GET, so a cross-site "
-                   "top-level link (SameSite=Lax sends the cookie) makes an admin's browser reveal and writes an "
-                   "audit row in the admin's name without a CSRF token (api/sign_ins_api.list_sign_in_attempts); the "
-                   "page's reveal is a POST with a CSRF token")
 def test_revealing_attribute_values_with_the_cookie_needs_a_csrf_token(app: Flask, client: FlaskClient,
                                                                         orgs: dict[str, str]) -> None:
     from sqlalchemy import func, select
@@ -166,11 +161,6 @@ def test_revealing_attribute_values_with_the_cookie_needs_a_csrf_token(app: Flas
 
 # --- CLI: a command run before the database is migrated ----------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="the console script run against a database that is not migrated yet (a new "
-                   "user running `hatidata-auth list-organizations` before `make run` / `db upgrade`) prints "
-                   "SQLAlchemy's traceback ('no such table: organizations') instead of one line saying what to run; "
-                   "cli_support.invoke_guarded turns only WorkOS failures into one line (issue 15 item 9's rule, "
-                   "applied to one dependency)")
 @pytest.mark.parametrize("command", [["list-organizations"], ["sign-ins", "expire"], ["inbox", "list-failed"],
                                      ["audit", "verify"]])
 def test_a_command_on_an_unmigrated_database_prints_one_line(command: list[str], tmp_path: Any) -> None:
@@ -237,9 +227,6 @@ def test_two_metadata_submits_at_once_create_one_connection(app: Flask, emulator
 
 # --- the sign-ins page: its paging parameter is not bounded -----------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="/admin/sso/sign-ins/?after=<a number past 64 bits> answers 500 (SQLite: "
-                   "OverflowError, PostgreSQL: DataError, bigint out of range): the page takes any string of digits "
-                   "as the key (diagnostics._page), where the API's cursor of the same list answers 422 for it")
 @pytest.mark.parametrize("after", [str(2**63), "9" * 30])
 def test_the_sign_ins_pages_after_parameter_never_gives_a_500(after: str, app: Flask, client: FlaskClient,
                                                               orgs: dict[str, str]) -> None:

@@ -146,3 +146,88 @@ def test_an_unreachable_workos_is_one_line_not_a_traceback(seeded: dict[str, Any
             assert "Traceback" not in result.output
             continue
         _one_clear_line(result, dead)
+
+
+# Arguments that make each command reach its first dependency (a command without an entry needs none).
+COMMAND_ARGS: dict[str, list[str]] = {
+    **WORKOS_COMMANDS,
+    "grant-admin": ["acme", "admin@acme.test"],
+    "audit export": ["--organization", "acme"],
+}
+# Commands that never open the database: they scaffold or list plugin files.
+NO_DATABASE = {"new-idp-plugin", "list-idp-plugins"}
+
+
+def _said(result: Result) -> list[str]:
+    """What the command printed, without the app's structured log lines."""
+    return [line for line in result.output.splitlines() if line.strip() and not line.startswith('{"ts": ')]
+
+
+def _unmigrated_environment(tmp_path: Path, workos_url: str, **extra: str) -> dict[str, str]:
+    """An operator's environment before `db upgrade`: a database file without any table."""
+    return {"HATIDATA_ENV": "development", "HATIDATA_INSTANCE_PATH": str(tmp_path / "instance"),
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'fresh.sqlite3'}", "WORKOS_BASE_URL": workos_url, **extra}
+
+
+def test_every_database_command_on_an_unmigrated_database_says_to_upgrade(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rule of cli_support: a missing dependency is one line and exit 1, for every command that opens the
+    database, through both entry points. WorkOS is unreachable too (a command must not change the shared
+    emulator): a command calling WorkOS first names WorkOS, every other one names the schema and the upgrade."""
+    monkeypatch.delenv("TEST_DATABASE_URL", raising=False)
+    dead = f"http://127.0.0.1:{free_port()}"
+    env = _unmigrated_environment(tmp_path, dead)
+    upgrade = []
+    for path, _command in _commands(hatidata_cli):
+        if path in NO_DATABASE:
+            continue
+        args = [*path.split(), *COMMAND_ARGS.get(path, [])]
+        for entry in (args, ["hatidata", *args]):  # `hatidata-auth X` and `hatidata-auth hatidata X`
+            result = CliRunner().invoke(console_group(), entry, env=env)
+            lines = _said(result)  # the log lines aside
+            assert "Traceback" not in result.output, (entry, result.output[-1500:])
+            assert (result.exit_code, len(lines)) == (1, 1), (entry, result.output[-1500:])
+            if path in WORKOS_COMMANDS and "WorkOS is unreachable" in lines[0]:
+                continue
+            assert "is not migrated" in lines[0], (entry, lines)
+            assert "flask --app wsgi db upgrade" in lines[0], (entry, lines)
+            upgrade.append(path)
+    assert {"list-organizations", "audit verify", "sign-ins expire", "inbox list-failed", "grant-admin",
+            "audit export", "inbox expire"} <= set(upgrade), upgrade
+
+
+def test_an_unreachable_database_or_redis_is_one_line(emulator: Any, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TEST_DATABASE_URL", raising=False)
+    dead = free_port()
+    env = _unmigrated_environment(tmp_path, emulator.url)
+    env["DATABASE_URL"] = f"postgresql+psycopg://postgres:s3cret@127.0.0.1:{dead}/nowhere"
+    for args in (["list-organizations"], ["audit", "verify"], ["sign-ins", "expire"]):
+        result = CliRunner().invoke(console_group(), args, env=env)
+        assert (result.exit_code, len(_said(result))) == (1, 1), result.output[-1500:]
+        assert f"the database at postgresql+psycopg://postgres:***@127.0.0.1:{dead}/nowhere is unreachable" \
+            in result.output
+        assert "s3cret" not in result.output  # the password is never printed
+
+
+def test_the_dependency_rule_classifies_each_failure() -> None:
+    """Each dependency's failure, as the drivers raise it, has its line; a fault that is no dependency is shown
+    as it is (the traceback a developer needs)."""
+    import redis
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+    from hatidata_auth.cli_support import dependency_message
+
+    class UndefinedTable(Exception):
+        sqlstate = "42P01"
+
+    class SyntaxProblem(Exception):
+        sqlstate = "42601"
+
+    ctx = click.Context(click.Command("x"))
+    assert "not migrated" in str(dependency_message(OperationalError("s", {}, Exception("no such table: x")), ctx))
+    assert "not migrated" in str(dependency_message(ProgrammingError("s", {}, UndefinedTable("relation")), ctx))
+    assert "unreachable" in str(dependency_message(OperationalError("s", {}, Exception("refused")), ctx))
+    assert "Redis is unreachable" in str(dependency_message(redis.exceptions.ConnectionError("refused"), ctx))
+    assert dependency_message(ProgrammingError("s", {}, SyntaxProblem("syntax")), ctx) is None
+    assert dependency_message(IntegrityError("s", {}, Exception("unique")), ctx) is None

@@ -14,7 +14,16 @@ from sqlalchemy import select, update
 
 from hatidata_auth.extensions import db
 from hatidata_auth.models import AuditEvent, Organization, SignInAttempt
-from tests.auth_support import ACME, GLOBEX, authorize, callback_path, login, start_login, sync_organizations
+from tests.auth_support import (
+    ACME,
+    GLOBEX,
+    authorize,
+    callback_path,
+    csrf_headers,
+    login,
+    start_login,
+    sync_organizations,
+)
 from tests.sso_wizard_support import csrf_from
 from tests.support.dsync import deliver
 
@@ -105,14 +114,21 @@ def test_paging_filters_and_reveal(app: Flask, client: FlaskClient, emulator: An
         answer = admin.get(API, query_string=bad)
         assert answer.status_code == 422, bad
         assert set(answer.get_json()["error"]["details"]["fields"]) == set(bad)
-    revealed = admin.get(API, query_string={"reveal_attributes": "true", "limit": 1}).get_json()["data"]
-    assert revealed[0]["attributes"]["email"] == "viewer@acme.test"
-    assert revealed[0]["attributes_revealed"] is True
+    newest = admin.get(API, query_string={"limit": 1}).get_json()["data"][0]
+    ignored = admin.get(API, query_string={"reveal_attributes": "true"}).get_json()["data"]  # a read never reveals
+    assert not any(a["attributes_revealed"] for a in ignored)
+    assert admin.post(f"{API}/{newest['id']}/reveal").status_code == 400  # a cookie caller needs the CSRF token
+    revealed = admin.post(f"{API}/{newest['id']}/reveal", headers=csrf_headers(admin))
+    assert revealed.status_code == 200, revealed.get_data(as_text=True)
+    assert revealed.get_json()["attributes"]["email"] == "viewer@acme.test"
+    assert revealed.get_json()["attributes_revealed"] is True
     with app.app_context():
         event = db.session.scalars(select(AuditEvent).where(
             AuditEvent.action == "sign_in_attempts.attributes_revealed")).one()
-        assert event.details == {"attempt_ids": [revealed[0]["id"]]}
+        assert event.details == {"attempt_ids": [newest["id"]]}
         assert event.actor_email == "admin@acme.test"
+    for missing in (0, 2**31, 2**63, 10**30):  # none, and past the column's range: 404, never a database error
+        assert admin.post(f"{API}/{missing}/reveal", headers=csrf_headers(admin)).status_code == 404, missing
 
 
 def test_only_admins_read_and_only_their_organizations_attempts(app: Flask, client: FlaskClient, emulator: Any,
@@ -134,6 +150,7 @@ def test_only_admins_read_and_only_their_organizations_attempts(app: Flask, clie
     token = csrf_from(page.get_data(as_text=True))
     for attempt_id in acme_ids:  # another organization's attempt cannot be revealed
         assert globex.post(f"/admin/sso/sign-ins/{attempt_id}/reveal", data={"csrf_token": token}).status_code == 404
+        assert globex.post(f"{API}/{attempt_id}/reveal", headers=csrf_headers(globex)).status_code == 404
 
 
 def test_the_sign_ins_page_explains_and_reveals_on_request(app: Flask, client: FlaskClient, emulator: Any,

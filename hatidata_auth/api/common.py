@@ -109,6 +109,8 @@ def validation_error(fields_: dict[str, list[str]], *, location: str = "json",
 def page_request(args: dict[str, Any], kind: paging.KeyKind) -> paging.PageRequest:
     """The page the arguments ask for, its cursor decoded as a key of *kind* (a 422 naming ``cursor`` otherwise)."""
     after = decode_cursor(args.get("cursor"), kind.type, max_length=kind.longest)
+    if after is not None and not kind.holds(after):  # past the column's range (PostgreSQL's INTEGER: 32-bit)
+        raise validation_error({"cursor": ["Not a valid cursor."]}, location="query")
     return paging.PageRequest(after=after, limit=int(args.get("limit") or DEFAULT_LIMIT))
 
 

@@ -8,6 +8,7 @@ from flask import current_app
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
+from ..errors import AppError
 from ..extensions import db
 from ..identity import current_identity, request_cause
 from ..idp import SIGN_IN_REASONS, get_registry
@@ -39,7 +40,8 @@ class SignInAttemptSchema(Schema):
                           metadata={"description": "Who saw it: our `callback`, WorkOS's `event`, or both."})
     missing_attribute = fields.String(allow_none=True, required=True)
     attributes = fields.Dict(required=True, metadata={
-        "description": "The attributes received; values are `[redacted]` unless `reveal_attributes=true`."})
+        "description": "The attributes received; values are `[redacted]` except in the answer of "
+                       "`POST /organization/sign-in-attempts/{attempt_id}/reveal`."})
     attributes_revealed = fields.Boolean(required=True)
     ip_address = fields.String(allow_none=True, required=True)
 
@@ -48,8 +50,6 @@ class SignInAttemptArgs(PageArgsSchema):
     reason = fields.String(load_default=None, validate=validate.OneOf(SIGN_IN_REASONS))
     outcome = fields.String(load_default=None, validate=validate.OneOf(sign_in_attempts.OUTCOMES))
     email = fields.String(load_default=None, validate=validate.Length(max=320))
-    reveal_attributes = fields.Boolean(load_default=False, metadata={
-        "description": "Show the attributes' values (audited `sign_in_attempts.attributes_revealed`)."})
 
 
 SignInAttemptPage = page_schema(SignInAttemptSchema, "SignInAttemptPage")
@@ -60,18 +60,34 @@ SignInAttemptPage = page_schema(SignInAttemptSchema, "SignInAttemptPage")
 @sign_ins_blp.arguments(SignInAttemptArgs, location="query")
 @sign_ins_blp.response(200, SignInAttemptPage)
 def list_sign_in_attempts(args: dict[str, Any]) -> dict[str, Any]:
-    """The organization's SSO sign-in attempts, newest first, kept 30 days.
+    """The organization's SSO sign-in attempts, newest first, kept 30 days, attribute values redacted.
 
     Answers 200 with a page; 401 without credentials; 403 without ``sso:manage``; 422 naming an invalid
-    ``reason``, ``outcome``, ``email``, ``limit`` or ``cursor``. With ``reveal_attributes=true`` the values are
-    shown and the reveal is audited (committed) naming the attempts of the page.
+    ``reason``, ``outcome``, ``email``, ``limit`` or ``cursor``. A read: it never
+    reveals values nor writes anything (reveal one attempt with ``POST …/{attempt_id}/reveal``).
+    """
+    page = sign_in_attempts.attempts_page(
+        db.session(), current_identity.organization_id, page_request(args, sign_in_attempts.PAGE_KEY),
+        sign_in_attempts.fixer(get_registry(current_app)), reason=args["reason"], outcome=args["outcome"],
+        email=args["email"])
+    return page_body(page)
+
+
+@sign_ins_blp.route("/organization/sign-in-attempts/<attempt_id>/reveal", methods=["POST"])
+@guard(sign_ins_blp, "sso:manage")
+@sign_ins_blp.response(200, SignInAttemptSchema)
+def reveal_sign_in_attempt(attempt_id: str) -> Any:
+    """One attempt with its attribute values shown, the reveal audited ``sign_in_attempts.attributes_revealed``.
+
+    Answers 200 with the attempt; 400 for a cookie caller without a valid ``X-CSRFToken``; 401 without
+    credentials; 403 without ``sso:manage``; 404 for an attempt of another organization (or none).
     """
     org_id = current_identity.organization_id
-    page = sign_in_attempts.attempts_page(
-        db.session(), org_id, page_request(args, sign_in_attempts.PAGE_KEY),
-        sign_in_attempts.fixer(get_registry(current_app)), reason=args["reason"], outcome=args["outcome"],
-        email=args["email"], reveal=bool(args["reveal_attributes"]))
-    if args["reveal_attributes"]:
-        sign_in_attempts.audit_reveal(db.session(), org_id, [a.id for a in page.items], request_cause())
-        db.session.commit()
-    return page_body(page)
+    # Any other id is answered like a missing one (never a routing 404 that tells the two apart).
+    number = int(attempt_id) if attempt_id.isascii() and attempt_id.isdigit() and len(attempt_id) <= 19 else 0
+    shown = sign_in_attempts.reveal(db.session(), org_id, number,
+                                    sign_in_attempts.fixer(get_registry(current_app)), request_cause())
+    if shown is None:
+        raise AppError("No such sign-in attempt.", status=404, code="not_found")
+    db.session.commit()
+    return shown

@@ -10,13 +10,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Integer, Select
+from sqlalchemy import BigInteger, Integer, Select, SmallInteger
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 T = TypeVar("T")
 Key = int | str
 
 MAX_KEY_LENGTH = 255
+# The largest value of each integer column type on every backend (PostgreSQL's INTEGER is 32-bit).
+INTEGER_LARGEST = {BigInteger: 2**63 - 1, SmallInteger: 2**15 - 1, Integer: 2**31 - 1}
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +27,15 @@ class KeyKind:
 
     type: type[int] | type[str]
     longest: int = MAX_KEY_LENGTH
+    largest: int = 2**63 - 1  # an integer key's highest value (its lowest: -largest - 1): the column's range
+
+    def holds(self, key: object) -> bool:
+        """Whether *key* is a value the column can hold, so comparing it cannot fail in the database."""
+        if isinstance(key, bool) or not isinstance(key, self.type):
+            return False
+        if isinstance(key, int):
+            return -self.largest - 1 <= key <= self.largest
+        return len(str(key)) <= self.longest
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +58,8 @@ def key_kind(column: InstrumentedAttribute[Any]) -> KeyKind:
     """The kind of key a sort column holds (``MAX_KEY_LENGTH`` for an unbounded string)."""
     column_type = column.type
     if isinstance(column_type, Integer):
-        return KeyKind(int)
+        largest = next(v for t, v in INTEGER_LARGEST.items() if isinstance(column_type, t))
+        return KeyKind(int, largest=largest)
     return KeyKind(str, int(getattr(column_type, "length", None) or MAX_KEY_LENGTH))
 
 

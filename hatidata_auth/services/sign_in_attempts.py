@@ -319,13 +319,23 @@ def attempts_query(organization_id: str, *, reason: str | None = None, outcome: 
 
 def attempts_page(session: Session, organization_id: str, page: paging.PageRequest, fix: Fixer, *,
                   reason: str | None = None, outcome: str | None = None, email: str | None = None,
-                  reveal: Iterable[int] | bool = False) -> paging.Page[AttemptView]:
-    """One page of the organization's attempts, newest first; attributes revealed for the ids in *reveal*
-    (``True``: all; audit that with :func:`audit_reveal`)."""
-    shown = set() if isinstance(reveal, bool) else set(reveal)
+                  reveal: Iterable[int] = ()) -> paging.Page[AttemptView]:
+    """One page of the organization's attempts, newest first; attributes revealed for the ids in *reveal*, which
+    the caller has audited with :func:`audit_reveal` in a POST (a read never reveals on its own)."""
+    shown = set(reveal)
     query = attempts_query(organization_id, reason=reason, outcome=outcome, email=email)
     return paging.paginate(session, query, SignInAttempt.id, page,
-                           lambda row: view(row, fix, reveal=reveal is True or row.id in shown), descending=True)
+                           lambda row: view(row, fix, reveal=row.id in shown), descending=True)
+
+
+def reveal(session: Session, organization_id: str, attempt_id: int, fix: Fixer, cause: Cause) -> AttemptView | None:
+    """The organization's attempt *attempt_id* with its attribute values shown, the reveal audited (caller
+    commits); ``None`` for another organization's. A state change: only ever on a POST (CSRF for cookies)."""
+    row = find(session, organization_id, attempt_id)
+    if row is None:
+        return None
+    audit_reveal(session, organization_id, [row.id], cause)
+    return view(row, fix, reveal=True)
 
 
 def audit_reveal(session: Session, organization_id: str, attempt_ids: Iterable[int], cause: Cause) -> None:
@@ -339,7 +349,10 @@ def audit_reveal(session: Session, organization_id: str, attempt_ids: Iterable[i
 
 
 def find(session: Session, organization_id: str, attempt_id: int) -> SignInAttempt | None:
-    """The organization's attempt *attempt_id* (``None`` for another organization's)."""
+    """The organization's attempt *attempt_id* (``None`` for another organization's, or an id outside the
+    column's range, which no attempt has: never a database error)."""
+    if attempt_id <= 0 or not PAGE_KEY.holds(attempt_id):
+        return None
     return session.scalar(select(SignInAttempt).where(SignInAttempt.organization_id == organization_id,
                                                       SignInAttempt.id == attempt_id))
 

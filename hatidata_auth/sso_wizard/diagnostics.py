@@ -4,7 +4,8 @@ failed and the fix in the IdP's own words. Thin views over :mod:`hatidata_auth.s
 Routes:
 
 - ``GET  /admin/sso/sign-ins/``               the attempts, newest first (``reason``, ``outcome``, ``email``,
-                                              ``after``: the id the next page starts below)
+                                              ``after``: the id the next page starts below;
+                                              an invalid one is a 400 page naming it)
 - ``POST /admin/sso/sign-ins/<id>/reveal``    the same page with one attempt's attribute values shown (audited)
 """
 
@@ -14,6 +15,7 @@ from typing import Any
 
 from flask import Blueprint, abort, current_app, render_template, request, url_for
 
+from ..errors import AppError
 from ..extensions import db
 from ..idp import SIGN_IN_REASONS, get_registry
 from ..services import paging, sign_in_attempts
@@ -22,6 +24,7 @@ from .views import _cause, _organization, admin_only
 bp = Blueprint("sso_sign_ins", __name__, url_prefix="/admin/sso/sign-ins", template_folder="templates")
 
 PAGE_SIZE = 50
+MAX_EMAIL = 320
 REASON_LABELS: dict[str, str] = {
     "not_assigned_to_app": "Not assigned to the app",
     "missing_attribute": "Missing attribute",
@@ -37,20 +40,42 @@ REASON_LABELS: dict[str, str] = {
 assert set(REASON_LABELS) == set(SIGN_IN_REASONS), "every reason needs a label"
 
 
+def _invalid(name: str, expected: str) -> AppError:
+    return AppError(f"The {name!r} parameter must be {expected}.", code="invalid_parameter",
+                    details={"fields": {name: [f"must be {expected}"]}})
+
+
 def _filters() -> dict[str, str | None]:
+    """The page's filters; an unknown ``reason`` or ``outcome`` or an overlong ``email`` is a 400 naming it."""
     reason = request.values.get("reason") or None
     outcome = request.values.get("outcome") or None
-    return {"reason": reason if reason in SIGN_IN_REASONS else None,
-            "outcome": outcome if outcome in sign_in_attempts.OUTCOMES else None,
-            "email": (request.values.get("email") or "").strip()[:320] or None}
+    email = (request.values.get("email") or "").strip() or None
+    if reason is not None and reason not in SIGN_IN_REASONS:
+        raise _invalid("reason", "one of " + ", ".join(SIGN_IN_REASONS))
+    if outcome is not None and outcome not in sign_in_attempts.OUTCOMES:
+        raise _invalid("outcome", "success or failure")
+    if email is not None and len(email) > MAX_EMAIL:
+        raise _invalid("email", f"at most {MAX_EMAIL} characters")
+    return {"reason": reason, "outcome": outcome, "email": email}
+
+
+def _after() -> int | None:
+    """The id the page starts below: the key :func:`_page` linked to, a positive whole number in the id column's
+    range (32-bit on PostgreSQL), else a 400 naming ``after`` -- never a database error."""
+    after = request.values.get("after") or None
+    if after is None:
+        return None
+    largest = sign_in_attempts.PAGE_KEY.largest
+    if not (after.isascii() and after.isdigit() and len(after) <= 19 and 0 < int(after) <= largest):
+        raise _invalid("after", f"a whole number from 1 to {largest}")
+    return int(after)
 
 
 def _page(reveal: set[int], status: int = 200) -> tuple[str, int]:
     org = _organization()
-    after = request.values.get("after", "")
     filters = _filters()
     page = sign_in_attempts.attempts_page(
-        db.session(), org.id, paging.PageRequest(int(after) if after.isdigit() else None, PAGE_SIZE),
+        db.session(), org.id, paging.PageRequest(_after(), PAGE_SIZE),
         sign_in_attempts.fixer(get_registry(current_app)), reveal=reveal, **filters)
     query: dict[str, Any] = {k: v for k, v in filters.items() if v}
     next_url = None if page.next_key is None else url_for(".sign_ins", after=page.next_key, **query)
@@ -72,8 +97,8 @@ def reveal(attempt_id: int) -> Any:
     """Show one attempt's attribute values, audited ``sign_in_attempts.attributes_revealed``; 200, 400 without a
     valid CSRF token, 403 for a non-admin, 404 for an attempt of another organization."""
     org = _organization()
-    if sign_in_attempts.find(db.session(), org.id, attempt_id) is None:
+    if sign_in_attempts.reveal(db.session(), org.id, attempt_id, sign_in_attempts.fixer(get_registry(current_app)),
+                               _cause()) is None:
         abort(404)
-    sign_in_attempts.audit_reveal(db.session(), org.id, [attempt_id], _cause())
     db.session.commit()
     return _page({attempt_id})
