@@ -23,7 +23,7 @@ from tests.support.servers import LiveServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-PAGES = {"/", "/api/docs"}
+PAGES = {"/", "/api/docs", "/admin/policy"}
 NOT_PAGES = {
     "/static/<path:filename>", "/healthz", "/readyz", "/metrics", "/auth/login", "/auth/callback", "/auth/csrf",
     "/auth/organizations", "/api/openapi.json", "/api/docs/init.js", "/api/docs/page.css", "/api/docs/assets/<name>",
