@@ -110,6 +110,7 @@ def _actions(tenant: Tenant) -> list[tuple[str, str, dict[str, Any] | None, int]
         ("PATCH", "/api/v1/organization/settings", {"default_role": "developer"}, 200),
         ("PATCH", "/api/v1/organization/policy", {"idle_timeout": 900, "ip_allowlist": ["127.0.0.0/8"]}, 200),
         ("PUT", f"/api/v1/api-keys/{key}/ip-allowlist", {"ip_allowlist": ["127.0.0.1/32", "::1"]}, 200),
+        ("POST", f"/api/v1/organization/sign-in-attempts/{ids['sign_in_attempt']}/reveal", None, 200),
         ("POST", "/api/v1/role-mappings", {"identifier_kind": "name", "group_identifier": "Engineers",
                                            "role": "developer"}, 201),
         ("PATCH", "/api/v1/role-mappings/<Engineers>", {"priority": 5}, 200),
@@ -156,7 +157,8 @@ def _shape(path: str) -> str:
 
 
 def test_the_actions_cover_every_state_changing_api_route(app: Flask) -> None:
-    tenant = Tenant("org", "workos", ids={k: f"<{k}>" for k in ("key", "member", "session", "user", "inbox_event")})
+    tenant = Tenant("org", "workos", ids={k: f"<{k}>" for k in ("key", "member", "session", "user", "inbox_event",
+                                                                "sign_in_attempt")})
     listed = {(method, _shape(path)) for method, path, _, _ in _actions(tenant)}
     routes = {(method, _shape(rule.rule)) for rule in app.url_map.iter_rules() if rule.rule.startswith("/api/v1/")
               for method in (rule.methods or set()) - {"GET", "HEAD", "OPTIONS"}}
