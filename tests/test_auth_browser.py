@@ -6,15 +6,15 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import playwright.sync_api as sync_api  # a locked dependency: missing is a failure, never a skip
 import pytest
 from flask import Flask
 from werkzeug.serving import make_server
 
+from tests.support.browser import CHROMIUM_ARGS
 from tests.test_embedded_example import dashboard as dashboard  # fixture
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 @pytest.fixture
@@ -29,7 +29,6 @@ def served(dashboard: Flask) -> Iterator[str]:
 
 
 def test_login_through_hosted_page_sets_a_safe_cookie(served: str, emulator: Any) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         try:
@@ -81,7 +80,6 @@ def _hosted_sign_in_page(sync_api: Any, p: Any, served: str, emulator: Any, emai
 
 
 def test_hooli_signs_in_with_a_password_and_with_a_magic_code(served: str, emulator: Any) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api")
     password = _control(emulator, "seed_passwords")["owner@hooli.test"]
     with sync_api.sync_playwright() as p:
         browser, page = _hosted_sign_in_page(sync_api, p, served, emulator, "owner@hooli.test")
@@ -108,7 +106,6 @@ def test_hooli_signs_in_with_a_password_and_with_a_magic_code(served: str, emula
 
 
 def test_an_sso_organization_is_never_offered_a_password(served: str, emulator: Any) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as p:
         browser, page = _hosted_sign_in_page(sync_api, p, served, emulator, "dev@acme.test")
         try:
