@@ -12,12 +12,13 @@ import re
 from typing import Any
 
 import pytest
-from flask import Flask, abort
+from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.exceptions import default_exceptions
 
-from hatidata_auth.errors import PAGES, AppError
+from hatidata_auth.errors import PAGES
 from tests.auth_support import ACME, GLOBEX, login, sync_organizations, workos_membership
+from tests.support.error_routes import APP_ERROR_MESSAGE, add_error_routes
 
 BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 API = {"Accept": "application/json"}
@@ -48,19 +49,7 @@ def _is_json_error(response: Any, status: int) -> dict[str, Any]:
 @pytest.fixture
 def raising_app(app: Flask) -> Flask:
     """The app with two routes raising any status: Werkzeug's exceptions and our ``AppError``."""
-    app.config["PROPAGATE_EXCEPTIONS"] = False  # a 500 is answered, as in production
-
-    def http_error(status: int) -> Any:
-        if status == 500:
-            raise RuntimeError("boom")
-        abort(status)
-
-    def app_error(status: int) -> Any:
-        raise AppError("The thing you asked for cannot be done.", status=status, code="some_code")
-
-    app.add_url_rule("/_test/http/<int:status>", view_func=http_error)
-    app.add_url_rule("/_test/app/<int:status>", view_func=app_error)
-    return app
+    return add_error_routes(app)
 
 
 @pytest.mark.parametrize("status", ERROR_STATUSES)
@@ -79,7 +68,7 @@ def test_every_http_status_has_a_page_for_people_and_json_for_callers(raising_ap
 def test_every_app_error_status_has_a_page_for_people_and_json_for_callers(raising_app: Flask, status: int) -> None:
     client = raising_app.test_client()
     text = _is_our_page(client.get(f"/_test/app/{status}", headers=BROWSER))
-    assert "The thing you asked for cannot be done." in text
+    assert APP_ERROR_MESSAGE in text
     error = _is_json_error(client.get(f"/_test/app/{status}", headers=API), status)
     assert error["code"] == "some_code"
 

@@ -13,12 +13,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from flask import Flask, abort
+from flask import Flask
 from werkzeug.exceptions import default_exceptions
 
-from hatidata_auth.errors import AppError
 from tests.auth_support import sync_organizations
 from tests.support.browser import assert_accessible, chromium
+from tests.support.error_routes import add_error_routes
 from tests.support.servers import LiveServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -43,18 +43,7 @@ def _get_rules(app: Flask) -> set[str]:
 def served(app: Flask) -> Iterator[str]:
     """The app over HTTP, with two routes raising every error status (the error pages, as a browser meets them)."""
     sync_organizations(app)
-    app.config["PROPAGATE_EXCEPTIONS"] = False
-
-    def http_error(status: int) -> Any:
-        if status == 500:
-            raise RuntimeError("a fault on our side")
-        abort(status)
-
-    def app_error(status: int) -> Any:
-        raise AppError("What the error itself says.", status=status, code="some_code")
-
-    app.add_url_rule("/_test/http/<int:status>", view_func=http_error)
-    app.add_url_rule("/_test/app/<int:status>", view_func=app_error)
+    add_error_routes(app)
     with LiveServer(app) as server:
         app.config["HATIDATA_PUBLIC_URL"] = server.url
         yield server.url
