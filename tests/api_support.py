@@ -156,3 +156,20 @@ def snapshot(app: Flask, tenant: Tenant) -> dict[str, Any]:
             AuditEvent.organization_id == organization_id).order_by(AuditEvent.seq.desc()).limit(1))
         session.remove()
     return out
+
+
+def sso_verified(app: Flask, tenant: Tenant, *, age: timedelta = timedelta(minutes=5)) -> str:
+    """Record that *tenant*'s admin signed in through its SSO connection *age* ago (what safe enforcement needs);
+    returns the session's id."""
+    with app.app_context():
+        org = db.session.get(Organization, tenant.id)
+        assert org is not None
+        record = AuthSession(organization_id=org.id, workos_session_id=f"session_sso_{tenant.id}_{age.seconds}",
+                             user_id=tenant.users["admin"], auth_method="sso", auth_organization_id=org.id,
+                             auth_connection_id=org.connection_id, expires_at=utcnow() + timedelta(hours=1))
+        record.created_at = utcnow() - age
+        db.session.add(record)
+        db.session.commit()
+        record_id = record.id
+        db.session.remove()
+    return record_id

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from hatidata_auth.extensions import db
 from hatidata_auth.models import AuditEvent, Membership, Organization
-from tests.api_support import Tenant, headers_for, make_tenant
+from tests.api_support import Tenant, headers_for, make_tenant, sso_verified
 from tests.auth_support import csrf_headers, login, sync_organizations
 
 
@@ -82,6 +82,7 @@ def test_settings_are_read_and_changed_with_an_audit_event(app: Flask, client: F
     forbidden = client.patch("/api/v1/organization/settings", headers=headers_for(acme, "developer"),
                              json={"sso_enforced": True})
     assert forbidden.status_code == 403
+    sso_verified(app, acme)  # safe enforcement: an admin signed in through SSO recently
     changed = client.patch("/api/v1/organization/settings", headers=_admin(acme), json={
         "sso_enforced": True, "session_cache_ttl": 60, "session_policy": {"active_ttl": 3600},
         "default_role": None})
@@ -170,6 +171,7 @@ def test_role_mappings_crud_preview_and_explain(app: Flask, client: FlaskClient,
 
 
 def test_audit_events_filter_paginate_verify_and_export(app: Flask, client: FlaskClient, acme: Tenant) -> None:
+    sso_verified(app, acme)
     client.patch("/api/v1/organization/settings", headers=_admin(acme), json={"sso_enforced": True})
     everything = client.get("/api/v1/audit-events?limit=200", headers=_admin(acme)).get_json()["data"]
     seqs = [e["seq"] for e in everything]

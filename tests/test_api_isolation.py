@@ -28,6 +28,7 @@ PARAMETER_IDS = {
     ("audit-events", "event_id"): "audit_event",
     ("webhook-inbox", "event_id"): "inbox_event",
     ("organization", "attempt_id"): "sign_in_attempt",
+    ("organization", "alert_id"): "alert",
 }
 MISSING = "does_not_exist_0000000000000000"
 

@@ -16,7 +16,7 @@ from hatidata_auth.causes import Actor, Cause
 from hatidata_auth.extensions import db
 from hatidata_auth.models import SIGN_IN_METHODS, AuditEvent, AuthSession
 from hatidata_auth.services import tenant_admin
-from tests.api_support import Tenant, headers_for, make_tenant
+from tests.api_support import Tenant, headers_for, make_tenant, sso_verified
 from tests.auth_support import callback_path, cookie_value, start_login, sync_organizations
 
 HOOLI = "org_01HTDQ8A500000000000000001"
@@ -47,6 +47,7 @@ def test_allowed_methods_are_read_and_changed_with_an_audit_event(app: Flask, cl
         assert refused.status_code == 422, bad
     assert client.patch(url, headers=adm, json={"auth_methods": None}).get_json()["auth_methods"] == list(
         SIGN_IN_METHODS)
+    sso_verified(app, tenant)  # safe enforcement: an admin signed in through SSO recently
     enforced = client.patch(url, headers=adm, json={"sso_enforced": True}).get_json()
     assert enforced["auth_methods"] == ["sso"]  # SSO-enforcing means SSO only
     conflict = client.patch(url, headers=adm, json={"auth_methods": ["sso", "password"]})

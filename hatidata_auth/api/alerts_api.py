@@ -8,7 +8,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from ..extensions import db
-from ..identity import current_identity
+from ..identity import current_identity, request_cause
 from ..services import alerts
 from .common import PageArgsSchema, guard, page_body, page_request, page_schema, timestamp
 
@@ -19,8 +19,9 @@ BLUEPRINTS = (alerts_blp,)
 class AlertSchema(Schema):
     id = fields.String(required=True)
     organization_id = fields.String(required=True)
-    kind = fields.String(required=True, metadata={"description": "`saml_certificate_renewal` or "
-                                                                 "`connection_inactive`."})
+    kind = fields.String(required=True, metadata={"description": "`saml_certificate_renewal`, "
+                                                                 "`connection_inactive`, `break_glass_used` or "
+                                                                 "`no_active_admin`."})
     target_type = fields.String(allow_none=True, required=True, metadata={"description": "e.g. `connection`."})
     target_id = fields.String(allow_none=True, required=True,
                               metadata={"description": "The WorkOS id of the object, e.g. `conn_01…`."})
@@ -56,3 +57,15 @@ def list_alerts(args: dict[str, Any]) -> dict[str, Any]:
     page = alerts.alerts_page(db.session(), current_identity.organization_id, args["status"],
                               page_request(args, alerts.PAGE_KEY))
     return page_body(page, alerts.AlertView.to_dict)
+
+
+@alerts_blp.route("/organization/alerts/<alert_id>/resolve", methods=["POST"])
+@guard(alerts_blp, "sso:manage")
+@alerts_blp.response(200, AlertSchema)
+def resolve_alert(alert_id: str) -> dict[str, Any]:
+    """Mark a ``break_glass_used`` alert reviewed (audited ``organization_alert.resolved``); 404 for an alert not
+    of this organization, 409 ``alert_not_resolvable`` for a kind that resolves when its cause ends."""
+    resolved = alerts.resolve_by_admin(db.session(), organization_id=current_identity.organization_id,
+                                       alert_id=alert_id, cause=request_cause())
+    db.session.commit()
+    return resolved.to_dict()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from flask import request
@@ -11,7 +12,7 @@ from marshmallow import Schema, fields, validate
 from ..extensions import db
 from ..identity import current_identity, request_cause, runtime
 from ..models import SIGN_IN_METHODS
-from ..services import access_policy
+from ..services import access_policy, break_glass, tenant_admin
 from .common import guard
 
 policy_blp = Blueprint("access-policy", __name__,
@@ -118,3 +119,55 @@ def set_key_allowlist(body: dict[str, Any], key_id: str) -> dict[str, Any]:
                                             cause=request_cause())
     db.session.commit()
     return {"key_id": key_id, "ip_allowlist": value}
+
+
+# --- break-glass accounts ---------------------------------------------------------------------------------------
+
+
+class BreakGlassMemberSchema(Schema):
+    id = fields.String(required=True, metadata={"description": "The membership id (as in /api/v1/members)."})
+    user_id = fields.String(required=True)
+    email = fields.String(required=True)
+    status = fields.String(required=True)
+    active = fields.Boolean(required=True, metadata={"description": "Whether the exemption applies now."})
+
+
+class BreakGlassSchema(Schema):
+    organization_id = fields.String(required=True)
+    max_members = fields.Integer(required=True)
+    members = fields.List(fields.Nested(BreakGlassMemberSchema), required=True)
+
+
+class BreakGlassPutSchema(Schema):
+    members = fields.List(fields.String(validate=validate.Length(min=1, max=320)), required=True,
+                          validate=validate.Length(max=break_glass.MAX_MEMBERS),
+                          metadata={"description": "Membership ids or emails of active members; [] for none."})
+
+
+def _break_glass_body(organization_id: str, found: list[break_glass.BreakGlassMember]) -> dict[str, Any]:
+    return {"organization_id": organization_id, "max_members": break_glass.MAX_MEMBERS,
+            "members": [dataclasses.asdict(m) for m in found]}
+
+
+@policy_blp.route("/organization/break-glass", methods=["GET"])
+@guard(policy_blp, "sso:manage")
+@policy_blp.response(200, BreakGlassSchema)
+def get_break_glass() -> dict[str, Any]:
+    """The members who may sign in without SSO while it is enforced."""
+    org = tenant_admin.get_organization(db.session(), current_identity.organization_id)
+    return _break_glass_body(org.id, break_glass.members(db.session(), org))
+
+
+@policy_blp.route("/organization/break-glass", methods=["PUT"])
+@guard(policy_blp, "sso:manage")
+@policy_blp.arguments(BreakGlassPutSchema)
+@policy_blp.response(200, BreakGlassSchema)
+def put_break_glass(body: dict[str, Any]) -> dict[str, Any]:
+    """Replace the break-glass members (audited ``organization.break_glass_updated``); members taken off lose their
+    non-SSO sessions at once; 422 ``validation_error`` naming ``members`` for an unknown or inactive member or
+    more than the maximum."""
+    session = db.session()
+    org = tenant_admin.get_organization(session, current_identity.organization_id)
+    found = break_glass.set_members(session, runtime().gateway.client, org, body["members"], cause=request_cause())
+    db.session.commit()
+    return _break_glass_body(org.id, found)

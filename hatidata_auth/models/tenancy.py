@@ -46,6 +46,9 @@ class Organization(TimestampMixin, db.Model):  # type: ignore[name-defined]
     ip_allowlist: Mapped[list[str] | None] = mapped_column(JSON)
     ip_allowlist_api_keys: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
     step_up_window: Mapped[int | None] = mapped_column(Integer)
+    # Break-glass accounts (services/break_glass.py): membership ids that may sign in without SSO while it is
+    # enforced. None: none.
+    break_glass_members: Mapped[list[str] | None] = mapped_column(JSON)
     idp_plugin: Mapped[str | None] = mapped_column(String(64))
     connection_id: Mapped[str | None] = mapped_column(String(64), index=True)
     connection_type: Mapped[str | None] = mapped_column(String(64))

@@ -20,8 +20,10 @@ from sqlalchemy import Select, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from ..models import Organization, OrganizationAlert, new_id
-from . import paging
+from ..causes import Cause
+from ..errors import AppError
+from ..models import Organization, OrganizationAlert, new_id, utcnow
+from . import audit, paging
 
 if TYPE_CHECKING:
     from .events import EventContext
@@ -198,3 +200,71 @@ def _transition(ctx: EventContext, org: Organization, kind: AlertKind, target_id
                details={"kind": kind.name, "target_type": kind.target_type, "target_id": target_id,
                         "was_open": was_open, "event_type": ctx.event_type})
     return True
+
+
+# --- alerts the application raises ----------------------------------------------------------------------------
+
+# Raised by this application, not by a WorkOS event: a break-glass sign-in (an admin resolves it once reviewed)
+# and an organization left without an active admin by its directory (resolved when an admin exists again).
+BREAK_GLASS_USED = "break_glass_used"
+NO_ACTIVE_ADMIN = "no_active_admin"
+RAISED_KINDS: frozenset[str] = frozenset({BREAK_GLASS_USED, NO_ACTIVE_ADMIN})
+ADMIN_RESOLVABLE: frozenset[str] = frozenset({BREAK_GLASS_USED})
+
+
+class AlertNotResolvable(AppError):
+    """Only alerts an admin reviews (a break-glass sign-in) are resolved by hand; the others by their cause."""
+
+    status = 409
+    code = "alert_not_resolvable"
+
+
+def raise_alert(session: Session, *, organization_id: str, kind: str, target_type: str, target_id: str,
+                message: str, details: dict[str, Any], cause: Cause, now: datetime | None = None) -> AlertView:
+    """Open (or update) the application-raised alert *kind* about *target_id*; audits
+    ``organization_alert.opened`` or ``organization_alert.updated`` in the caller's transaction."""
+    assert kind in RAISED_KINDS, kind
+    now = now or utcnow()
+    row = _locked(session, organization_id, kind, target_id)
+    was_open = row is not None and row.resolved_at is None
+    if row is None:
+        row = OrganizationAlert(organization_id=organization_id, kind=kind, target_type=target_type,
+                                target_id=target_id, message=message, details=details)
+        session.add(row)
+    row.message, row.details, row.version_at = message, details, now
+    row.resolved_at, row.resolution, row.updated_at = None, None, now
+    session.flush()
+    audit.record(session, action="organization_alert.updated" if was_open else "organization_alert.opened",
+                 cause=cause, organization_id=organization_id, target_type="organization_alert", target_id=row.id,
+                 details={"kind": kind, "target_type": target_type, "target_id": target_id, "was_open": was_open})
+    return view(row)
+
+
+def resolve_raised(session: Session, *, organization_id: str, kind: str, target_id: str, resolution: str,
+                   cause: Cause, now: datetime | None = None) -> bool:
+    """Resolve the open alert *kind* about *target_id* (audited ``organization_alert.resolved``); whether one was."""
+    row = _locked(session, organization_id, kind, target_id)
+    if row is None or row.resolved_at is not None:
+        return False
+    now = now or utcnow()
+    row.resolved_at, row.resolution, row.updated_at = now, resolution, now
+    audit.record(session, action="organization_alert.resolved", cause=cause, organization_id=organization_id,
+                 target_type="organization_alert", target_id=row.id,
+                 details={"kind": kind, "target_type": row.target_type, "target_id": target_id, "was_open": True,
+                          "resolution": resolution})
+    return True
+
+
+def resolve_by_admin(session: Session, *, organization_id: str, alert_id: str, cause: Cause) -> AlertView:
+    """An admin marks an alert of theirs reviewed (:data:`ADMIN_RESOLVABLE` kinds); 404 for another
+    organization's alert, 409 ``alert_not_resolvable`` for a kind its cause resolves."""
+    row = session.scalar(select(OrganizationAlert).where(OrganizationAlert.organization_id == organization_id,
+                                                         OrganizationAlert.id == alert_id))
+    if row is None:
+        raise AppError("No such alert.", status=404, code="not_found")
+    if row.kind not in ADMIN_RESOLVABLE:
+        raise AlertNotResolvable("This alert resolves when its cause ends.", details={"kind": row.kind})
+    resolve_raised(session, organization_id=organization_id, kind=row.kind, target_id=row.target_id or "",
+                   resolution="resolved_by_admin", cause=cause)
+    session.flush()
+    return view(row)

@@ -28,7 +28,7 @@ from ..causes import NO_REQUEST, Actor, Cause, RequestInfo
 from ..errors import AppError, ServiceUnavailable
 from ..models import SIGN_IN_METHODS, AuthSession, Organization, User
 from ..workos import WorkOSClient, WorkOSFailure, translate_errors
-from . import audit, domains
+from . import audit, break_glass, domains
 from .organizations import ensure_organization
 
 log = logging.getLogger(__name__)
@@ -117,20 +117,29 @@ def allowed_methods(org: Organization) -> list[str]:
     return list(org.auth_methods) if org.auth_methods is not None else list(SIGN_IN_METHODS)
 
 
+def own_sso(org: Organization, auth: Authentication) -> bool:
+    """Whether *auth* is SSO through *org*'s own current connection."""
+    return auth.method == "sso" and auth.organization_id == org.id and auth.connection_id is not None \
+        and auth.connection_id == org.connection_id
+
+
 def refusal(db: Session, org: Organization, auth: Authentication, email: str | None) -> str | None:
     """Why *org* does not accept a session authenticated as *auth* for *email* (``None``: accepted).
 
-    ``sso_enforced``: the organization enforces SSO and this is not SSO through its own connection;
+    ``sso_enforced``: the organization enforces SSO and this is not SSO through its own connection (accepted for
+    its break-glass members' non-SSO methods, whatever the allowed methods);
     ``foreign_domain``: SSO vouched by an organization for an email on a domain another organization verified;
     ``foreign_identity_source``: SSO vouched by another (or an unknown) organization that has not verified the
     email's domain, so is no authority for that address anywhere but in itself; ``method_not_allowed``: the
     organization's settings do not allow the method. Methods where WorkOS itself verified the email (password,
     magic code, OAuth) are accepted when allowed and SSO is not enforced.
     """
-    own = auth.method == "sso" and auth.organization_id == org.id and auth.connection_id is not None \
-        and auth.connection_id == org.connection_id
-    if org.sso_enforced and not own:
-        return "sso_enforced"
+    if org.sso_enforced and not own_sso(org, auth):
+        # A break-glass member (services/break_glass.py) may use a non-SSO method, one where WorkOS itself verified
+        # the email; SSO vouched by another connection stays refused (an IdP can assert any email).
+        if auth.method == "sso" or break_glass.exempt(db, org, email) is None:
+            return "sso_enforced"
+        return None
     if org.auth_methods is not None and method_family(auth.method) not in org.auth_methods:
         return "method_not_allowed"
     if auth.method != "sso":
@@ -178,9 +187,15 @@ def refused(org: Organization, reason: str) -> SsoRequired:
 def check(db: Session, org: Organization, auth: Authentication, *, email: str | None, cause: Cause,
           action: str, session_id: str | None = None) -> None:
     """Raise :class:`SsoRequired` (after auditing ``auth.policy_refused`` in *org*; the caller commits) when *org*
-    does not accept *auth*; *action* names where (``login``, ``refresh``, ``switch``)."""
+    does not accept *auth*; *action* names where (``login``, ``refresh``, ``switch``). A sign-in or switch a
+    break-glass exemption lets through is audited ``auth.break_glass_used`` and raises an alert."""
     reason = refusal(db, org, auth, email)
     if reason is None:
+        if action != "refresh" and org.sso_enforced and auth.method != "sso":
+            member = break_glass.exempt(db, org, email)
+            if member is not None:
+                break_glass.record_use(db, org, member, email=email, method=auth.method, action=action,
+                                       cause=cause, session_id=session_id)
         return
     audit.record(db, action="auth.policy_refused", cause=cause, organization_id=org.id, outcome="failure",
                  target_type="session" if session_id else None, target_id=session_id,

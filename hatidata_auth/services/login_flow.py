@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from ..causes import NO_REQUEST, Actor, Cause, RequestInfo
 from ..errors import AppError
 from ..workos import WorkOSClient, WorkOSFailure
-from . import auth_policy, login, sessions, sign_in_attempts
+from . import auth_policy, break_glass, login, sessions, sign_in_attempts
 from .login import LoginFailed, LoginResult
 from .organizations import find_organization, find_organization_for_email
 from .session_refresh import Tokens
@@ -58,8 +58,9 @@ def pkce_pair() -> tuple[str, str]:
 
 def authorization_url(db: Session, client: WorkOSClient, *, redirect_uri: str, state: str,
                       email: str | None = None, organization_id: str | None = None) -> Authorization:
-    """The WorkOS AuthKit URL a sign-in starts at: an SSO-enforcing organization's connection, else the
-    organization (named by *organization_id*, or owning *email*'s domain), else AuthKit (*email* as the hint).
+    """The WorkOS AuthKit URL a sign-in starts at: an SSO-enforcing organization's connection (unless *email* is
+    one of its break-glass members), else the organization (named by *organization_id*, or owning *email*'s
+    domain), else AuthKit (*email* as the hint).
 
     Raises 400 ``unknown_organization`` for an *organization_id* we do not know.
     """
@@ -74,7 +75,8 @@ def authorization_url(db: Session, client: WorkOSClient, *, redirect_uri: str, s
                               "code_challenge_method": "S256"}
     if email:
         params["login_hint"] = email
-    if org is not None and org.sso_enforced and org.connection_id:
+    # A break-glass member (services/break_glass.py) is sent to AuthKit's own methods, not to the connection.
+    if org is not None and org.sso_enforced and org.connection_id and break_glass.exempt(db, org, email) is None:
         params["connection_id"] = org.connection_id
     elif org is not None and org.workos_organization_id:
         params["organization_id"] = org.workos_organization_id

@@ -19,11 +19,13 @@ from sqlalchemy.orm import Session
 
 from ..causes import Cause
 from ..models import ROLES, ApiKey, AuthSession, Membership, utcnow
+from ..roles import Role
 from ..unit_of_work import invalidate_after_commit
 from ..workos import WorkOSClient
 from . import audit
 
 log = logging.getLogger(__name__)
+ADMIN = Role.ADMIN.value
 
 @dataclass(frozen=True, slots=True)
 class AccessChange:
@@ -123,6 +125,10 @@ def set_access(
         if old_status == "active" and new_status == "active" and old_role != new_role:
             invalidate_member_caches(session, organization_id=membership.organization_id,
                                      user_id=membership.user_id)
+    if ADMIN in (change.from_role, change.to_role) and change.from_role != change.to_role:
+        from . import last_admin
+
+        last_admin.reconcile(session, membership.organization_id, cause, membership)
     return change
 
 

@@ -311,6 +311,22 @@ def _recompute_or_queue(session: Session, client: WorkOSClient, organization_id:
     return RecomputeResult(0, [], queued_job=fanout_jobs.enqueue(session, job))
 
 
+def _keeps_an_admin(session: Session, organization_id: str, specs: Sequence[MappingSpec],
+                    default_role: str | _Unchanged | None) -> None:
+    """Refuse (409 ``last_admin``) mappings under which the dry run leaves no active admin."""
+    from . import last_admin
+
+    admins = last_admin.active_admin_ids(session, organization_id)
+    if not admins:
+        return
+    for change in preview(session, organization_id=organization_id, specs=specs, default_role=default_role):
+        if change.to_role == "admin":
+            admins.add(change.user_id)
+        elif change.from_role == "admin":
+            admins.discard(change.user_id)
+    last_admin.ensure_mapping_keeps_admin(session, organization_id, admins)
+
+
 def replace_mappings(session: Session, client: WorkOSClient, *, organization_id: str, specs: Sequence[MappingSpec],
                      cause: Cause, default_role: str | _Unchanged | None = UNCHANGED,
                      chunk: int = fanout_jobs.DEFAULT_CHUNK) -> RecomputeResult:
@@ -322,6 +338,7 @@ def replace_mappings(session: Session, client: WorkOSClient, *, organization_id:
     """
     validate_specs(specs)
     org = _organization(session, organization_id)
+    _keeps_an_admin(session, organization_id, specs, default_role)
     before = [s.to_dict() for s in list_mappings(session, organization_id)]
     # Upsert by (kind, identifier) so a mapping that stays keeps its id.
     existing = {(row.identifier_kind, row.group_identifier): row for row in session.scalars(

@@ -32,7 +32,7 @@ from ..errors import AppError
 from ..idp import IdPPlugin, NormalizedProfile, SamlMetadata
 from ..models import Organization
 from ..workos import WorkOSClient, WorkOSFailure, translate_errors
-from . import audit, role_mapping
+from . import audit, role_mapping, sso_enforcement
 
 PORTAL_INTENTS = ("sso", "dsync", "domain_verification")
 
@@ -312,6 +312,8 @@ def activate(session: Session, client: WorkOSClient, organization: Organization,
     if not tested:
         raise SetupError("Run a test sign-in through this connection that succeeds before activating it.",
                          status=409)
+    if enforce_sso and not organization.sso_enforced:
+        sso_enforcement.ensure_can_enforce(session, organization, connection_id=connection_id)
     try:
         with translate_errors():
             conn = client.sso.get_connection(connection_id)

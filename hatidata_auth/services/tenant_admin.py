@@ -19,7 +19,7 @@ from ..errors import AppError
 from ..models import SIGN_IN_METHODS, Membership, Organization, User, utcnow
 from ..roles import ROLES, Role
 from ..workos import WorkOSClient
-from . import audit, auth_policy, organizations, paging, provisioning
+from . import audit, auth_policy, last_admin, organizations, paging, provisioning, sso_enforcement
 
 
 class NotFound(AppError):
@@ -138,8 +138,12 @@ def check_auth_methods(org: Organization, changes: dict[str, Any]) -> None:
                        details={"fields": {"auth_methods": ["Must be [\"sso\"] (or null) while SSO is enforced."]}})
 
 
-def update_settings(session: Session, *, organization_id: str, changes: dict[str, Any], cause: Cause) -> Organization:
+def update_settings(session: Session, *, organization_id: str, changes: dict[str, Any], cause: Cause,
+                    now: datetime | None = None) -> Organization:
     """Apply settings changes (keys of :data:`SETTINGS_FIELDS`); audits ``organization.settings_updated``.
+
+    Turning SSO enforcement on needs a recent admin SSO sign-in (:func:`sso_enforcement.ensure_can_enforce`,
+    409 ``sso_enforcement_unverified``; *now*: the clock, for tests).
 
     A change of the default role only records the new default here; memberships are recomputed by the
     role-mapping service when it is called for it.
@@ -153,6 +157,8 @@ def update_settings(session: Session, *, organization_id: str, changes: dict[str
         raise AppError("Unknown role.", status=422, code="validation_error",
                        details={"fields": {"default_role": [f"Must be one of: {', '.join(ROLES)} or null."]}})
     check_auth_methods(org, changes)
+    if changes.get("sso_enforced") and not org.sso_enforced:
+        sso_enforcement.ensure_can_enforce(session, org, now=now)
     diff = {k: {"from": getattr(org, k), "to": v} for k, v in changes.items() if getattr(org, k) != v}
     if not diff:
         return org
@@ -282,6 +288,8 @@ def change_member_role(session: Session, client: WorkOSClient, *, organization_i
                                                              "role_source": membership.role_source})
     if membership.status != "active":
         raise Conflict(f"The membership is {membership.status}.", code="membership_inactive")
+    last_admin.ensure_remains(session, organization_id, membership, to_role=role, active=True,
+                              what="Changing the last admin's role")
     provisioning.set_access(session, client, membership, role=role, role_source="manual", active=True,
                             cause=cause.with_reason("role changed by an admin"))
     session.flush()
@@ -296,6 +304,8 @@ def remove_member(session: Session, client: WorkOSClient, *, organization_id: st
         raise Conflict("You cannot remove yourself.", code="cannot_remove_self")
     if membership.status == "deprovisioned":
         return member_view(membership, user)
+    last_admin.ensure_remains(session, organization_id, membership, to_role=None, active=False,
+                              what="Removing the last admin")
     provisioning.set_access(session, client, membership, role=None, role_source=membership.role_source,
                             active=False, cause=cause.with_reason("removed by an admin"),
                             inactive_status="deprovisioned")

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..roles import DEFAULT_ROLE, ROLES
-from ..services import role_mapping
+from ..services import last_admin, role_mapping
 from . import groups
 from .step_context import Files, Form, Outcome, StepContext
 
@@ -115,9 +115,12 @@ def handle_role_mapping(ctx: StepContext, form: Form, files: Files) -> Outcome:
         row_flags["accept_unmatched"] = ("Pick a synced group for each flagged row, or tick “Keep groups that "
                                          "match no synced group”.")
         return Outcome(errors=row_flags, render=render)
-    result = role_mapping.replace_mappings(ctx.session, ctx.client, organization_id=ctx.organization.id,
-                                           specs=specs, cause=ctx.cause, default_role=default_role,
-                                           chunk=ctx.fanout_chunk)
+    try:
+        result = role_mapping.replace_mappings(ctx.session, ctx.client, organization_id=ctx.organization.id,
+                                               specs=specs, cause=ctx.cause, default_role=default_role,
+                                               chunk=ctx.fanout_chunk)
+    except last_admin.LastAdmin as refused:
+        return Outcome(errors={"rows": f"Role mapping: {refused.message}"}, render=render)
     saved = [r for r in rows if r["identifier"].strip()]
     return Outcome(data={"mappings": saved, "mapping_lint": lint},
                    details={"mappings": len(specs), "roles_changed": len(result.changes),

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..idp import SamlMetadata, ValidationResult
-from ..services import sso_setup
+from ..services import sso_enforcement, sso_setup
 from ..services.organizations import CREATED_CONNECTIONS
 from . import wizard
 from .mapping_step import ROLE_CHOICES, handle_role_mapping, mapping_rows
@@ -214,7 +214,7 @@ def handle_activate(ctx: StepContext, form: Form, files: Files) -> Outcome:
     try:
         state = sso_setup.activate(ctx.session, ctx.client, ctx.organization, ctx.plugin, connection_id, passed,
                                    enforce, ctx.cause)
-    except sso_setup.SetupError as exc:
+    except (sso_setup.SetupError, sso_enforcement.EnforcementUnverified) as exc:
         return Outcome(errors={"activate": f"Activate: {exc.message}"})
     return Outcome(data={"activated": True, "enforce_sso": enforce}, details={"state": state, "enforce_sso": enforce})
 

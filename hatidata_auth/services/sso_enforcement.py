@@ -1,0 +1,89 @@
+"""Safe SSO enforcement: an organization may enforce SSO only once SSO is known to let an admin in.
+
+Turning ``sso_enforced`` on (the settings API, the SSO wizard's activation: every writer calls
+:func:`ensure_can_enforce`) needs an admin of the organization (an active membership with role ``admin`` now) to
+have signed in successfully through SSO *through the organization's current connection* within the last
+:data:`WINDOW`. Turning it off is always allowed.
+
+The evidence is the session record (``auth_sessions``), not the sign-in attempts: a session stores the
+authentication that :mod:`auth_policy` itself verified from WorkOS's ``authentication.sso_succeeded`` event (the
+organization and connection that vouched), for a user we resolved, and the same record is what enforcement then
+checks at every refresh. A sign-in attempt is a diagnostic row (kept for a limited time, possibly a test sign-in
+or one from the callback alone) and names an email, not a member. One exception: the SSO wizard's own test
+sign-in through the connection being activated (a successful ``test`` attempt whose email is a current admin's)
+counts too, since a connection cannot make sessions before it is the organization's.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..errors import AppError
+from ..models import AuthSession, Membership, Organization, SignInAttempt, User, utcnow
+from ..roles import Role
+
+WINDOW = timedelta(hours=24)
+
+
+class EnforcementUnverified(AppError):
+    """SSO cannot be enforced yet: no admin has proved recently that SSO lets them in."""
+
+    status = 409
+    code = "sso_enforcement_unverified"
+
+
+def verified_admin_sign_in(db: Session, organization_id: str, connection_id: str | None, *,
+                           now: datetime | None = None) -> AuthSession | None:
+    """The latest session that proves SSO works for the organization: created within :data:`WINDOW` before *now*
+    by a current admin of it, authenticated by SSO through *connection_id* (``None``: there is none)."""
+    if not connection_id:
+        return None
+    now = now or utcnow()
+    return db.scalar(
+        select(AuthSession)
+        .join(Membership, (Membership.user_id == AuthSession.user_id)
+              & (Membership.organization_id == organization_id))
+        .where(AuthSession.auth_method == "sso", AuthSession.auth_organization_id == organization_id,
+               AuthSession.auth_connection_id == connection_id, AuthSession.created_at > now - WINDOW,
+               AuthSession.created_at <= now, Membership.status == "active", Membership.role == Role.ADMIN.value)
+        .order_by(AuthSession.created_at.desc()).limit(1))
+
+
+def verified_admin_test(db: Session, organization_id: str, connection_id: str | None, *,
+                        now: datetime | None = None) -> SignInAttempt | None:
+    """The SSO wizard's latest successful test sign-in through *connection_id* within :data:`WINDOW` by a
+    current admin of the organization (``None``: there is none)."""
+    if not connection_id:
+        return None
+    now = now or utcnow()
+    admins = (select(User.email).join(Membership, Membership.user_id == User.id)
+              .where(Membership.organization_id == organization_id, Membership.status == "active",
+                     Membership.role == Role.ADMIN.value))
+    return db.scalar(
+        select(SignInAttempt)
+        .where(SignInAttempt.organization_id == organization_id, SignInAttempt.kind == "test",
+               SignInAttempt.outcome == "success", SignInAttempt.connection_id == connection_id,
+               SignInAttempt.occurred_at > now - WINDOW, SignInAttempt.occurred_at <= now,
+               SignInAttempt.email.in_(admins))
+        .order_by(SignInAttempt.occurred_at.desc()).limit(1))
+
+
+def ensure_can_enforce(db: Session, org: Organization, *, connection_id: str | None = None,
+                       now: datetime | None = None) -> None:
+    """Raise :class:`EnforcementUnverified` (409, with what to do) unless :func:`verified_admin_sign_in` finds a
+    proof for *org* through its connection (or *connection_id*, the one the caller is about to make its own)."""
+    connection = connection_id if connection_id is not None else org.connection_id
+    if verified_admin_sign_in(db, org.id, connection, now=now) is not None \
+            or verified_admin_test(db, org.id, connection, now=now) is not None:
+        return
+    raise EnforcementUnverified(
+        f"{org.name} cannot enforce SSO yet: no admin has signed in through its SSO connection in the last "
+        f"{int(WINDOW.total_seconds() // 3600)} hours. Sign in once through SSO as an admin "
+        f"(/auth/login?organization_id={org.id}), then turn enforcement on; this keeps a broken connection from "
+        "locking everyone out.",
+        details={"organization_id": org.id, "connection_id": connection,
+                 "window_seconds": int(WINDOW.total_seconds()),
+                 "login_url": f"/auth/login?organization_id={org.id}"})
