@@ -11,7 +11,7 @@ from .errors import AppError
 from .extensions import db
 from .identity import browser_session_required, current_identity, request_cause, runtime
 from .models import SIGN_IN_METHODS
-from .services import access_policy
+from .services import access_policy, break_glass, tenant_admin
 
 bp = Blueprint("policy_page", __name__)
 
@@ -49,6 +49,10 @@ def _changes(form: Any) -> tuple[dict[str, Any], dict[str, str]]:
     return changes, errors
 
 
+def _break_glass(session: Any, organization_id: str) -> list[break_glass.BreakGlassMember]:
+    return break_glass.members(session, tenant_admin.get_organization(session, organization_id))
+
+
 @bp.route("/admin/policy", methods=["GET", "POST"])
 @browser_session_required
 def policy_form() -> Response | tuple[str, int] | str:
@@ -63,7 +67,8 @@ def policy_form() -> Response | tuple[str, int] | str:
             abort(400, description="The 'saved' parameter must be 1.")
         policy = access_policy.get_policy(session, org_id, **_defaults()).to_json()
         return render_template("admin_policy.html", policy=policy, methods=SIGN_IN_METHODS, errors={},
-                               message=None, saved=request.args.get("saved") == "1", bounds=access_policy.BOUNDS)
+                               message=None, saved=request.args.get("saved") == "1", bounds=access_policy.BOUNDS,
+                               break_glass=_break_glass(session, org_id))
     changes, errors = _changes(request.form)
     current = access_policy.get_policy(session, org_id, **_defaults()).to_json()
     # Only what the admin changed: a default shown in the form is not pinned by saving it unchanged.
@@ -90,4 +95,5 @@ def policy_form() -> Response | tuple[str, int] | str:
     shown["ip_allowlist"] = shown["ip_allowlist"] or []
     shown["allowed_methods"] = list(SIGN_IN_METHODS) if shown["allowed_methods"] is None else shown["allowed_methods"]
     return render_template("admin_policy.html", policy=shown, methods=SIGN_IN_METHODS, errors=errors,
-                           message=message, saved=False, bounds=access_policy.BOUNDS), status
+                           message=message, saved=False, bounds=access_policy.BOUNDS,
+                           break_glass=_break_glass(session, org_id)), status

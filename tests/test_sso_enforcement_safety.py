@@ -18,7 +18,7 @@ from hatidata_auth.extensions import db
 from hatidata_auth.models import AuditEvent, AuthSession, Membership, Organization, OrganizationAlert, SignInAttempt
 from hatidata_auth.services import sso_enforcement, sso_setup
 from tests.api_support import Tenant, headers_for, make_tenant, sso_verified
-from tests.auth_support import callback_path, start_login, sync_organizations
+from tests.auth_support import callback_path, csrf_headers, login, start_login, sync_organizations
 from tests.test_auth_methods import HOOLI, MEMBER, OWNER, _action, _magic_login, _password_login
 
 SETTINGS = "/api/v1/organization/settings"
@@ -331,3 +331,13 @@ def test_a_break_glass_alert_is_resolved_by_an_admin_and_others_are_not(app: Fla
     assert certificate.status_code == 409
     assert certificate.get_json()["error"]["code"] == "alert_not_resolvable"
 
+
+
+def test_the_policy_page_lists_the_break_glass_members(app: Flask, client: FlaskClient) -> None:
+    sync_organizations(app)
+    assert login(client, "admin@acme.test").status_code == 302
+    assert "Break-glass accounts" in client.get("/admin/policy").get_data(as_text=True)
+    put = client.put(BREAK_GLASS, json={"members": ["admin@acme.test"]}, headers=csrf_headers(client))
+    assert put.status_code == 200, put.get_json()
+    assert "<li>admin@acme.test</li>" in client.get("/admin/policy").get_data(as_text=True)
+    assert client.put(BREAK_GLASS, json={"members": []}).status_code == 400  # a cookie write needs its CSRF token
