@@ -192,19 +192,21 @@ def _record_failure(session: Session, payload: dict[str, Any], source: str, erro
 
 
 def apply_event(session: Session, client: WorkOSClient, payload: dict[str, Any], cause: Cause, *,
-                source: str = "webhook", fanout_chunk: int | None = None) -> EventContext:
+                source: str = "webhook", fanout_chunk: int | None = None,
+                budget: fanout_jobs.MemberBudget | None = None) -> EventContext:
     """Apply one stored event with its type's handler in *session*'s transaction (the caller commits or rolls
     back); the context says the outcome. Raises what the handler raises (:class:`PayloadError` for bad data).
 
     A row of our own internal work (*source* ``internal``, written only by ``fanout_jobs.enqueue``) goes to the
-    internal handlers and acts with the cause it stored; *fanout_chunk* is ``HATIDATA_FANOUT_CHUNK``."""
+    internal handlers and acts with the cause it stored; *fanout_chunk* is ``HATIDATA_FANOUT_CHUNK``; *budget*,
+    what the caller's transaction may still recompute (an applier's batch shares one chunk)."""
     chunk = fanout_jobs.chunk_size(fanout_chunk)
     if source == INTERNAL_SOURCE:
-        return apply_internal(session, client, payload, chunk)
+        return apply_internal(session, client, payload, chunk, budget)
     handler = handler_for(payload["event"])
     ctx = EventContext(session=session, client=client, event_id=payload["id"], event_type=payload["event"],
                        event_time=parse_time(payload.get("created_at")) or utcnow(), actor=cause.actor,
-                       request=cause.request, fanout_chunk=chunk)
+                       request=cause.request, fanout_chunk=chunk, member_budget=budget)
     if handler is None:
         ctx.ignore("event type not handled")
         return ctx
