@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from ..causes import Cause
 from ..config import DEFAULTS
-from ..models import WebhookEvent, utcnow
+from ..models import Membership, WebhookEvent, utcnow
 from ..models.inbox import INBOX_CHANNEL, INTERNAL_SOURCE
 
 JOB_TYPE = "hatidata.recompute_members"
@@ -85,6 +85,22 @@ class Job:
                 "started_at": None if self.started_at is None else self.started_at.isoformat()}
 
 
+@dataclass(slots=True)
+class MemberBudget:
+    """The members one transaction may still recompute: one chunk for a whole applier batch, however many events
+    it holds (each fan-out spends what it recomputes; one that does not fit is queued as a job)."""
+
+    remaining: int
+
+    def allowance(self, chunk: int) -> int:
+        """How many members the next fan-out may recompute now: at most *chunk*, at most what is left."""
+        return max(0, min(chunk, self.remaining))
+
+    def spend(self, members: int) -> None:
+        """*members* were recomputed."""
+        self.remaining -= members
+
+
 class JobError(ValueError):
     """A stored job's payload does not have the shape :meth:`Job.data` writes."""
 
@@ -128,6 +144,33 @@ def hold_members(session: Session, directory_user_ids: Iterable[str]) -> None:
         return
     for key in sorted({member_key(ref) for ref in directory_user_ids}):
         session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(key, 0))))
+
+
+def hold_member_of(session: Session, organization_id: str, membership_id: str) -> None:
+    """Hold (as :func:`hold_members`) the key of the directory user the membership *membership_id* hangs on, if
+    any, **before** the caller loads the membership to change its access (an admin's removal): a member's event
+    then never reads the membership, lets the admin's change commit, and writes back what it read. Nothing to do
+    on SQLite, or for a membership no directory user backs."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    held: set[str] = set()
+    while True:  # until the membership's directory user is one we hold (a relink may move it meanwhile)
+        ref = session.scalar(select(Membership.directory_user_id).where(Membership.organization_id == organization_id,
+                                                                        Membership.id == membership_id))
+        if not ref or ref in held:
+            return
+        hold_members(session, [ref])
+        held.add(ref)
+
+
+def hold_membership(session: Session, membership: Membership) -> None:
+    """Hold the key of the directory user *membership* (loaded) hangs on, if any, then reload it: what was read
+    before the key was held is not trusted (a member's event may have committed over it). For writers that find
+    the membership by something else than its id (a sign-in, by person)."""
+    if session.get_bind().dialect.name != "postgresql" or not membership.directory_user_id:
+        return
+    hold_members(session, [membership.directory_user_id])
+    session.refresh(membership)
 
 
 def enqueue(session: Session, job: Job) -> str:

@@ -14,6 +14,7 @@ applies it once.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -105,15 +106,24 @@ def _workos_organization(payload: dict[str, Any]) -> str | None:
     return _ref(data.get("organization_id"))
 
 
-def _derived(payload: dict[str, Any]) -> dict[str, Any]:
+def _derived_values(payload: dict[str, Any]) -> dict[str, Any]:
     """The columns every write of an event row derives from its payload (the one place they are computed, so that no
-    insert path leaves out the order key, the tenant or the urgency)."""
-    workos_org = _workos_organization(payload)
-    tenant = (select(Organization.id).where(Organization.workos_organization_id == workos_org).scalar_subquery()
-              if workos_org else None)
-    return {"event_id": payload["id"], "event_type": payload["event"], "payload": payload, "organization_id": tenant,
-            "event_created_at": parse_time(payload.get("created_at")), "entity_key": entity_key(payload),
-            "revokes": HANDLERS.revokes(str(payload["event"]), payload["data"])}
+    insert path leaves out the order key, the tenant or the urgency); the tenant as the WorkOS organization id
+    (``workos_org``) it is looked up by."""
+    return {"event_id": payload["id"], "event_type": payload["event"], "payload": payload,
+            "workos_org": _workos_organization(payload), "event_created_at": parse_time(payload.get("created_at")),
+            "entity_key": entity_key(payload), "revokes": HANDLERS.revokes(str(payload["event"]), payload["data"])}
+
+
+def _tenant(workos_org: Any) -> Any:
+    return select(Organization.id).where(Organization.workos_organization_id == workos_org).scalar_subquery()
+
+
+def _derived(payload: dict[str, Any]) -> dict[str, Any]:
+    """:func:`_derived_values` as column values (the tenant looked up in the statement)."""
+    values = _derived_values(payload)
+    workos_org = values.pop("workos_org")
+    return {**values, "organization_id": _tenant(workos_org) if workos_org else None}
 
 
 def _rederived(stmt: Any) -> dict[str, Any]:
@@ -129,28 +139,37 @@ def store(session: Session, payload: dict[str, Any], *, source: str = "webhook")
     statement: the insert, our tenant (looked up from the WorkOS organization the event names, in the same
     statement) and, on PostgreSQL, the ``NOTIFY`` that wakes the appliers when the transaction commits.
     """
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    now = utcnow()
-    table = WebhookEvent.__table__
     handled = handler_for(payload["event"]) is not None
+    params = {**_derived_values(payload), "status": "received" if handled else "ignored", "source": source,
+              "last_error": None if handled else "event type not handled", "now": utcnow()}
+    row = session.execute(_store_statement(session.get_bind().dialect.name), params).first()
+    session.commit()
+    return "duplicate" if row is None else "received"
+
+
+_STORED = ("event_id", "event_type", "payload", "event_created_at", "entity_key", "revokes", "status", "source",
+           "last_error")
+
+
+@functools.cache
+def _store_statement(dialect: str) -> Any:
+    """:func:`store`'s statement, built once per dialect with bound parameters: building (and keying for the
+    compiled cache) a new statement per event cost more CPU than the insert itself (``bench/ack_profile.py``)."""
+    table = WebhookEvent.__table__
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    now = bindparam("now", type_=table.c.received_at.type)
     row_insert = insert(table).values(
-        **_derived(payload), status="received" if handled else "ignored", source=source, attempts=0,
-        last_error=None if handled else "event type not handled", received_at=now, created_at=now, updated_at=now,
-    )
+        **{name: bindparam(name, type_=table.c[name].type) for name in _STORED}, attempts=0, received_at=now,
+        created_at=now, updated_at=now,
+        organization_id=_tenant(bindparam("workos_org", type_=table.c.organization_id.type)))
     stmt = row_insert.on_conflict_do_update(
         index_elements=["event_id"], set_={"status": "received", "last_error": None, "updated_at": now,
                                            **_rederived(row_insert)},
         where=table.c.status == "failed",
     ).returning(table.c.id)
-    if dialect == "postgresql":
-        stored = stmt.cte("stored")
-        query = select(func.pg_notify(INBOX_CHANNEL, "")).select_from(stored)
-        row = session.execute(query).first()
-    else:
-        row = session.execute(stmt).first()
-    session.commit()
-    return "duplicate" if row is None else "received"
+    if dialect == "postgresql":  # the NOTIFY is delivered when the transaction commits
+        return select(func.pg_notify(INBOX_CHANNEL, "")).select_from(stmt.cte("stored"))
+    return stmt
 
 
 def _insert(session: Session, values: dict[str, Any]) -> bool:
@@ -192,19 +211,21 @@ def _record_failure(session: Session, payload: dict[str, Any], source: str, erro
 
 
 def apply_event(session: Session, client: WorkOSClient, payload: dict[str, Any], cause: Cause, *,
-                source: str = "webhook", fanout_chunk: int | None = None) -> EventContext:
+                source: str = "webhook", fanout_chunk: int | None = None,
+                budget: fanout_jobs.MemberBudget | None = None) -> EventContext:
     """Apply one stored event with its type's handler in *session*'s transaction (the caller commits or rolls
     back); the context says the outcome. Raises what the handler raises (:class:`PayloadError` for bad data).
 
     A row of our own internal work (*source* ``internal``, written only by ``fanout_jobs.enqueue``) goes to the
-    internal handlers and acts with the cause it stored; *fanout_chunk* is ``HATIDATA_FANOUT_CHUNK``."""
+    internal handlers and acts with the cause it stored; *fanout_chunk* is ``HATIDATA_FANOUT_CHUNK``; *budget*,
+    what the caller's transaction may still recompute (an applier's batch shares one chunk)."""
     chunk = fanout_jobs.chunk_size(fanout_chunk)
     if source == INTERNAL_SOURCE:
-        return apply_internal(session, client, payload, chunk)
+        return apply_internal(session, client, payload, chunk, budget)
     handler = handler_for(payload["event"])
     ctx = EventContext(session=session, client=client, event_id=payload["id"], event_type=payload["event"],
                        event_time=parse_time(payload.get("created_at")) or utcnow(), actor=cause.actor,
-                       request=cause.request, fanout_chunk=chunk)
+                       request=cause.request, fanout_chunk=chunk, member_budget=budget)
     if handler is None:
         ctx.ignore("event type not handled")
         return ctx

@@ -32,7 +32,7 @@ from ..errors import is_connection_error
 from ..models import WebhookEvent, utcnow
 from ..models.inbox import INTERNAL_SOURCE
 from ..workos import WorkOSClient, WorkOSUnavailable
-from . import audit
+from . import audit, fanout_jobs
 from .events import HANDLERS, parse_time
 from .inbox import INBOX_CHANNEL, InboxResult, apply_event, error_summary
 
@@ -145,12 +145,14 @@ def _finish(session: Session, event: Claimed, status: str, error: str | None) ->
 
 
 def apply_one(session: Session, client: WorkOSClient, event: Claimed, cause: Cause, *,
-              fanout_chunk: int | None = None) -> InboxResult:
-    """Apply one claimed event under a savepoint and record its outcome in the inbox (the caller commits)."""
+              fanout_chunk: int | None = None, budget: fanout_jobs.MemberBudget | None = None) -> InboxResult:
+    """Apply one claimed event under a savepoint and record its outcome in the inbox (the caller commits);
+    *budget*: the members the batch's transaction may still recompute."""
     mark = audit.pending_count(session)
     savepoint = session.begin_nested()
     try:
-        ctx = apply_event(session, client, event.payload, cause, source=event.source, fanout_chunk=fanout_chunk)
+        ctx = apply_event(session, client, event.payload, cause, source=event.source, fanout_chunk=fanout_chunk,
+                          budget=budget)
         savepoint.commit()
     except Exception as exc:
         savepoint.rollback()
@@ -174,8 +176,9 @@ def apply_batch(session: Session, client: WorkOSClient, *, limit: int = DEFAULT_
     """Claim and apply one batch in one transaction (committed; rolled back on a database error, which is raised).
 
     Each event acts as WorkOS unless *cause* says who (a recompute job acts with the cause it stored). A recompute
-    job is claimed alone (:func:`claim`), so the transaction touches at most one chunk of its members
-    (*fanout_chunk*, ``HATIDATA_FANOUT_CHUNK``).
+    job is claimed alone (:func:`claim`), and the batch's events share one chunk (*fanout_chunk*,
+    ``HATIDATA_FANOUT_CHUNK``) of members to recompute (``fanout_jobs.MemberBudget``): the transaction touches at
+    most one chunk of members in fan-outs, whatever the batch holds.
     """
     cause = cause or Cause.by(Actor.workos())
     try:
@@ -183,7 +186,9 @@ def apply_batch(session: Session, client: WorkOSClient, *, limit: int = DEFAULT_
         if not events:
             session.rollback()
             return BatchReport(0)
-        results = tuple(apply_one(session, client, event, cause, fanout_chunk=fanout_chunk) for event in events)
+        budget = fanout_jobs.MemberBudget(fanout_jobs.chunk_size(fanout_chunk))
+        results = tuple(apply_one(session, client, event, cause, fanout_chunk=fanout_chunk, budget=budget)
+                        for event in events)
         session.commit()
     except BaseException:
         session.rollback()

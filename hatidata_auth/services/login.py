@@ -22,7 +22,7 @@ from ..errors import AppError, ServiceUnavailable
 from ..models import ROLES, AuthSession, Membership, Organization, User, utcnow
 from ..unit_of_work import invalidate_after_commit
 from ..workos import OrganizationSelectionRequired, WorkOSClient, WorkOSFailure, WorkOSUnavailable, translate_errors
-from . import audit, auth_policy, domains, provisioning, security_events, sign_in_attempts
+from . import audit, auth_policy, domains, fanout_jobs, provisioning, security_events, sign_in_attempts
 from .auth_policy import Authentication
 from .organizations import ensure_organization
 from .session_refresh import Tokens, refresh_tokens
@@ -200,9 +200,11 @@ def _upsert_membership(db: Session, client: WorkOSClient, org: Organization, use
                                 role=None, role_source="idp")
         db.add(membership)
         db.flush()
-    elif membership.status != "active":
-        raise LoginDenied(f"Your membership of {org.name} is {membership.status}.",
-                          details={"membership_status": membership.status})
+    else:  # a member's directory events never write back over this sign-in's change, nor it over theirs
+        fanout_jobs.hold_membership(db, membership)
+        if membership.status != "active":
+            raise LoginDenied(f"Your membership of {org.name} is {membership.status}.",
+                              details={"membership_status": membership.status})
     if membership.status == "active" and membership.role_source in ("mapping", "manual"):
         return membership  # the directory's mappings or an admin decide this member's role, not the IdP
     role: str | None

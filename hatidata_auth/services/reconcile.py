@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from ..causes import Actor
 from ..models import DirectoryGroup, DirectoryUser, Membership, Organization, ResyncCursor, User, new_id, utcnow
 from ..workos import WorkOSClient
-from . import directory_people, domains, event_source, resync_state, role_mapping
+from . import directory_people, domains, event_source, fanout_jobs, resync_state, role_mapping
 from .demo_mappings import DEMO_GROUP_ROLES as DEMO_GROUP_ROLES
 from .demo_mappings import ensure_demo_mappings as ensure_demo_mappings
 from .directory_people import new_directory_person
@@ -115,6 +115,7 @@ class _Held:
     org_active: bool
     page: resync_state.PageHeld = field(default_factory=lambda: resync_state.PageHeld({}, {}))
     changes: list[tuple[str, str, bool]] = field(default_factory=list)
+    to_sync: list[tuple[DirectoryUser, bool]] = field(default_factory=list)  # (user, repair a split person)
 
 
 def full_resync(session: Session, client: WorkOSClient, *, organization_id: str, actor: Actor | None = None,
@@ -212,16 +213,18 @@ def mirror_user_pages(run: _Run, held: _Held) -> None:
         ctx.verified_domains = domains.VerifiedDomains.load(session)
         datas = [d for d in (u.to_dict() for u in page) if run.keep(d)]
         ids = [d["id"] for d in datas]
+        fanout_jobs.hold_members(session, ids)  # before anything of theirs is read (member_fanout.py's rule)
         stored = {du.workos_id: du for du in session.scalars(resync_state.page_lookup(
             session, DirectoryUser, DirectoryUser.organization_id, org.id, DirectoryUser.workos_id, ids,
             unique=True))} if ids else {}
         links = directory_people.PageLinks.load(session, org.id, stored.values())
-        held.page, held.changes = resync_state.PageHeld.load(session, org.id, ids), []
+        held.page, held.changes, held.to_sync = resync_state.PageHeld.load(session, org.id, ids), [], []
         prepare_people(run, ctx, org, datas, stored, held.org_active)
         seen = [mirror_user(run, held, ctx, org, data, stored.get(data["id"]), links) for data in datas]
         run.report.users_seen += len(datas)
         resync_state.write_group_memberships(session, org.id, held.changes, run.started)
         session.flush()
+        sync_page(ctx, org, held)
         resync_state.mark_seen(session, [du for du in seen if du is not None], run.run_id)
         cursor = _cursor(run)
         cursor.after_user_id = page[-1].id
@@ -285,8 +288,17 @@ def mirror_user(run: _Run, held: _Held, ctx: EventContext, org: Organization, da
         report.people_repaired += 1
         report.note(f"person of {row.email or uid} differed ({split})")
     if changed or groups_changed or drifted or split:
-        sync_member(ctx, org, row, reason="resync", groups=user_groups, repair_split=bool(split))
+        held.to_sync.append((row, bool(split)))
     return row
+
+
+def sync_page(ctx: EventContext, org: Organization, held: _Held) -> None:
+    """Bring the page's users that differed in line (``sync_member``) from their groups as stored once the page's
+    memberships are written: a membership event newer than the listing is kept by the write's guard, so by the role."""
+    ids = [du.workos_id for du, _ in held.to_sync]
+    groups = role_mapping.directory_groups_of_users(ctx.session, org.id, ids) if ids else {}
+    for du, split in held.to_sync:
+        sync_member(ctx, org, du, reason="resync", groups=groups.get(du.workos_id, []), repair_split=split)
 
 
 def reconcile_memberships(run: _Run, held: _Held, uid: str, wanted: set[str]) -> bool:
@@ -318,8 +330,8 @@ def retire_missing_users(run: _Run) -> None:
     while True:
         org = run.organization()
         ctx = run.context()
-        rows = resync_state.unseen_users(session, org.id, run.directory_id, run.run_id, run.started, after,
-                                         run.page_size)
+        rows = resync_state.held_unseen_users(session, org.id, run.directory_id, run.run_id, run.started, after,
+                                              run.page_size)
         if not rows:
             return
         after = rows[-1].workos_id
@@ -364,8 +376,7 @@ def _saved(report: ResyncReport) -> dict[str, Any]:
 
 
 def _user_pages(client: WorkOSClient, directory_id: str, page_size: int, after: str | None) -> Any:
-    """The directory's users after the WorkOS id *after* (from the start with ``None``), *page_size* at a time
-    (a list each), oldest first."""
+    """The directory's users after the WorkOS id *after* (``None``: all), *page_size* at a time, oldest first."""
     listed = client.directory_sync.list_users(directory=directory_id, limit=page_size, order="asc", after=after)
     return _pages(listed.auto_paging_iter(), page_size)
 

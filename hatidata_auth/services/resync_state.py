@@ -21,6 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import QueryableAttribute, Session, aliased
 
 from ..models import DirectoryGroupMembership, DirectoryUser, Membership, ResyncCursor, new_id
+from . import fanout_jobs
 
 #: How long an unfinished run may be resumed after its last committed page. Older, it is abandoned and a new run
 #: starts: the run versions its membership facts at its start, which a stale run would date too far back.
@@ -122,16 +123,31 @@ def mark_seen(session: Session, rows: list[DirectoryUser], run_id: str) -> None:
 
 
 def unseen_users(session: Session, organization_id: str, directory_id: str, run_id: str, started: datetime,
-                 after: str, limit: int) -> list[DirectoryUser]:
-    """Up to *limit* live users of the directory, after the WorkOS id *after*, that the run did not see listed.
+                 after: str, limit: int, *, fresh: bool = False) -> list[DirectoryUser]:
+    """Up to *limit* live users of the directory, after the WorkOS id *after*, that the run did not see listed
+    (*fresh*: reloaded over what the session holds of them).
 
     Users created after the run started (by a webhook, while it ran) are not its to judge.
     """
-    return list(session.scalars(select(DirectoryUser).where(
+    return list(session.scalars(select(DirectoryUser).execution_options(populate_existing=fresh).where(
         DirectoryUser.organization_id == organization_id, DirectoryUser.directory_id == directory_id,
         DirectoryUser.deleted_at.is_(None), DirectoryUser.created_at < started, DirectoryUser.workos_id > after,
         or_(DirectoryUser.resync_run_id.is_(None), DirectoryUser.resync_run_id != run_id))
         .order_by(DirectoryUser.workos_id).limit(limit)))
+
+
+def held_unseen_users(session: Session, organization_id: str, directory_id: str, run_id: str, started: datetime,
+                      after: str, limit: int) -> list[DirectoryUser]:
+    """:func:`unseen_users`, read once their keys are held (``fanout_jobs.hold_members``: read, hold, read afresh,
+    until the page holds no other user), so that retiring them never writes over a member's event."""
+    held: set[str] = set()
+    while True:
+        rows = unseen_users(session, organization_id, directory_id, run_id, started, after, limit, fresh=bool(held))
+        missing = {du.workos_id for du in rows} - held
+        if not missing or session.get_bind().dialect.name != "postgresql":
+            return rows
+        fanout_jobs.hold_members(session, missing)
+        held |= missing
 
 
 def open_cursor(session: Session, organization_id: str, directory_id: str, started: datetime) -> ResyncCursor:

@@ -19,7 +19,7 @@ from ..errors import AppError
 from ..models import SIGN_IN_METHODS, Membership, Organization, User, utcnow
 from ..roles import ROLES, Role
 from ..workos import WorkOSClient
-from . import audit, auth_policy, last_admin, organizations, paging, provisioning, sso_enforcement
+from . import audit, auth_policy, fanout_jobs, last_admin, organizations, paging, provisioning, sso_enforcement
 
 
 class NotFound(AppError):
@@ -278,6 +278,7 @@ def get_member(session: Session, organization_id: str, membership_id: str) -> Me
 def change_member_role(session: Session, client: WorkOSClient, *, organization_id: str, membership_id: str, role: str,
                        cause: Cause) -> Member:
     """Set the role of a member the directory does not manage (role source ``manual``)."""
+    fanout_jobs.hold_member_of(session, organization_id, membership_id)
     membership, user = load_member(session, organization_id, membership_id, for_update=True)
     if role not in ROLES:
         raise AppError("Unknown role.", status=422, code="validation_error",
@@ -298,7 +299,10 @@ def change_member_role(session: Session, client: WorkOSClient, *, organization_i
 
 def remove_member(session: Session, client: WorkOSClient, *, organization_id: str, membership_id: str,
                   cause: Cause) -> Member:
-    """Remove a member's access (deprovisioned: sessions revoked, keys suspended); the row is kept."""
+    """Remove a member's access (deprovisioned: sessions revoked, keys suspended); the row is kept. The member's
+    directory key is held first (``fanout_jobs.hold_member_of``): a directory event of the member never writes
+    back over the removal what it read before."""
+    fanout_jobs.hold_member_of(session, organization_id, membership_id)
     membership, user = load_member(session, organization_id, membership_id, for_update=True)
     if cause.actor.type == "user" and cause.actor.id == user.id:
         raise Conflict("You cannot remove yourself.", code="cannot_remove_self")

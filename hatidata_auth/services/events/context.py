@@ -64,6 +64,17 @@ class EventContext:
     verified_domains: domains.VerifiedDomains | None = None
     # Members one transaction recomputes at most (HATIDATA_FANOUT_CHUNK): more are queued as a recompute job.
     fanout_chunk: int = fanout_jobs.DEFAULT_CHUNK
+    # What the transaction's batch may still recompute (shared by its events); None: this event alone, one chunk.
+    member_budget: fanout_jobs.MemberBudget | None = None
+
+    def fanout_allowance(self) -> int:
+        """How many members a fan-out of this event may recompute in its transaction now."""
+        return self.fanout_chunk if self.member_budget is None else self.member_budget.allowance(self.fanout_chunk)
+
+    def spend_members(self, members: int) -> None:
+        """A fan-out recomputed *members* in this transaction."""
+        if self.member_budget is not None:
+            self.member_budget.spend(members)
 
     @property
     def cause(self) -> Cause:

@@ -1,7 +1,10 @@
 """Fan-out: work that touches every member of a group, a directory or an organization, a chunk per transaction.
 
 Rule: **no request and no single event or job recomputes more than one chunk of members**
-(``EventContext.fanout_chunk``, the setting ``HATIDATA_FANOUT_CHUNK``). :func:`fan_out` (a group renamed or deleted,
+(``EventContext.fanout_chunk``, the setting ``HATIDATA_FANOUT_CHUNK``), **nor does an applier's batch in all**:
+its events share one :class:`~services.fanout_jobs.MemberBudget` (``EventContext.fanout_allowance``), so a
+fan-out that no longer fits is queued as a job, and a job claimed after it recomputes only what is left (or, with
+nothing left, is queued again, its cursor unchanged). :func:`fan_out` (a group renamed or deleted,
 a directory deleted, an organization deleted) recomputes the members at once when they fit in one chunk; otherwise
 it queues a recompute job
 (:mod:`services.fanout_jobs`) in the event's transaction. The appliers apply a job with :func:`apply_job` (the
@@ -125,37 +128,39 @@ def _deleted(org: Organization) -> bool:
 def fan_out(ctx: EventContext, org: Organization, scope: str, reason: str) -> str | None:
     """Recompute the members of *scope* (``group:<id>``, ``directory:<id>``, or ``organization`` once it is
     deleted) now if they fit in one chunk, else queue a recompute job; returns the job's id when one was queued."""
-    chunk = ctx.fanout_chunk
+    limit = ctx.fanout_allowance()  # a chunk, less what the batch's earlier events recomputed
     if scope == "organization":
         active = list(ctx.session.scalars(select(Membership.id).where(
-            Membership.organization_id == org.id, Membership.status == "active").limit(chunk + 1)))
-        if len(active) <= chunk:
-            _deprovision_all(ctx, org, None, chunk)
+            Membership.organization_id == org.id, Membership.status == "active").limit(limit + 1)))
+        if len(active) <= limit:
+            ctx.spend_members(_deprovision_all(ctx, org, None, limit)[0])
             return None
     else:
         kind, ref = scope.split(":", 1)
-        keys = _member_keys(ctx, org, kind, ref, None, chunk + 1)
-        if len(keys) <= chunk:
+        keys = _member_keys(ctx, org, kind, ref, None, limit + 1)
+        if len(keys) <= limit:
             _sync(ctx, org, keys, reason)
+            ctx.spend_members(len(keys))
             return None
     job_id = fanout_jobs.enqueue(ctx.session, fanout_jobs.Job(org.id, scope, reason, ctx.cause.with_reason(reason)))
     ctx.note = f"members recomputed in chunks by {job_id}"
     return job_id
 
 
-def _organization_chunk(ctx: EventContext, org: Organization, job: fanout_jobs.Job) -> tuple[int, str | None]:
+def _organization_chunk(ctx: EventContext, org: Organization, job: fanout_jobs.Job,
+                        size: int) -> tuple[int, str | None]:
     if _deleted(org):
-        return _deprovision_all(ctx, org, job.cursor, ctx.fanout_chunk)
+        return _deprovision_all(ctx, org, job.cursor, size)
     # The window role_mapping.recompute_chunk reads (its directory-managed members after the cursor), ids only.
     window = (select(Membership.directory_user_id)
               .join(DirectoryUser, and_(DirectoryUser.organization_id == Membership.organization_id,
                                         DirectoryUser.workos_id == Membership.directory_user_id))
               .where(Membership.organization_id == org.id, Membership.source == "directory",
                      DirectoryUser.deleted_at.is_(None), DirectoryUser.state == "active")
-              .order_by(Membership.id).limit(ctx.fanout_chunk + 1))
+              .order_by(Membership.id).limit(size + 1))
     _hold_window(ctx, window if job.cursor is None else window.where(Membership.id > job.cursor))
     result, cursor = role_mapping.recompute_chunk(ctx.session, ctx.client, organization_id=org.id,
-                                                  cause=job.cause, after=job.cursor, limit=ctx.fanout_chunk)
+                                                  cause=job.cause, after=job.cursor, limit=size)
     return result.checked, cursor
 
 
@@ -171,15 +176,19 @@ def apply_job(ctx: EventContext, data: dict[str, Any]) -> None:
         ctx.ignore("unknown organization")
         return
     cursor: str | None
+    size = ctx.fanout_allowance()  # a chunk, less what the batch's inline fan-outs recomputed before it
+    if size <= 0:  # this batch recomputed a whole chunk already: the chain continues in a later batch
+        ctx.note = f"deferred (the batch's chunk is spent); continued by {fanout_jobs.enqueue(ctx.session, job)}"
+        return
     if job.kind == "organization":
-        done, cursor = _organization_chunk(ctx, org, job)
+        done, cursor = _organization_chunk(ctx, org, job, size)
     else:
-        chunk = ctx.fanout_chunk
-        keys = _member_keys(ctx, org, job.kind, job.ref or "", job.cursor, chunk + 1)
-        cursor = keys[chunk - 1] if len(keys) > chunk else None
-        keys = keys[:chunk]
+        keys = _member_keys(ctx, org, job.kind, job.ref or "", job.cursor, size + 1)
+        cursor = keys[size - 1] if len(keys) > size else None
+        keys = keys[:size]
         _sync(ctx, org, keys, job.reason)
         done = len(keys)
+    ctx.spend_members(done)
     if cursor is not None:
         next_id = fanout_jobs.enqueue(ctx.session, job.after(cursor))
         ctx.note = f"{done} member(s) after {job.cursor or 'the start'}; continued by {next_id}"
@@ -191,7 +200,7 @@ or ``handled_event_types()`` ever names them."""
 
 
 def job_context(session: Session, client: WorkOSClient | None, payload: dict[str, Any],
-                fanout_chunk: int) -> EventContext:
+                fanout_chunk: int, budget: fanout_jobs.MemberBudget | None = None) -> EventContext:
     """The context a stored job is applied in: the cause it continues (actor, request, WorkOS event), whole."""
     try:
         cause = fanout_jobs.parse(payload.get("data")).cause
@@ -200,13 +209,13 @@ def job_context(session: Session, client: WorkOSClient | None, payload: dict[str
     return EventContext(session=session, client=client, event_id=cause.source_event_id,
                         event_type=str(payload.get("event")),
                         event_time=parse_time(payload.get("created_at")) or utcnow(), actor=cause.actor,
-                        request=cause.request, fanout_chunk=fanout_chunk)
+                        request=cause.request, fanout_chunk=fanout_chunk, member_budget=budget)
 
 
 def apply_internal(session: Session, client: WorkOSClient | None, payload: dict[str, Any],
-                   fanout_chunk: int) -> EventContext:
+                   fanout_chunk: int, budget: fanout_jobs.MemberBudget | None = None) -> EventContext:
     """Apply one stored internal work item (``source = 'internal'``) with its internal handler."""
-    ctx = job_context(session, client, payload, fanout_chunk)
+    ctx = job_context(session, client, payload, fanout_chunk, budget)
     handler = INTERNAL_HANDLERS.get(str(payload.get("event")))
     if handler is None:
         ctx.ignore("internal work type not handled")
