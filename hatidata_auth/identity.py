@@ -25,7 +25,7 @@ from .cookie_tokens import CookieSessions as CookieSessions
 from .cookie_tokens import request_tokens, rotate
 from .cookie_tokens import seal_tokens as seal_tokens
 from .cookie_tokens import unseal_cookie as unseal_cookie
-from .errors import AppError
+from .errors import AppError, wants_html
 from .extensions import csrf, db
 from .request_hooks import request_info
 from .roles import permissions_for, role_at_least
@@ -284,10 +284,8 @@ def require_recent_authentication(identity: Identity | None = None) -> None:
     rt = runtime()
     policy = rt.introspector.policy(_lazy_db(), identity.organization_id)
     window = policy.step_up_window if policy is not None else step_up.DEFAULT_STEP_UP_WINDOW
-    here = request.full_path.rstrip("?") if request.query_string else request.path
     step_up.check(authenticated_at=identity.authenticated_at, window=window, now=rt.introspector.clock(),
-                  organization_id=identity.organization_id,
-                  return_to=here if request.method == "GET" and not request.path.startswith("/api/") else "/")
+                  organization_id=identity.organization_id, return_to=step_up.coming_back_to())
 
 
 def _step_up(permissions: tuple[str, ...] = ()) -> Any:
@@ -297,8 +295,8 @@ def _step_up(permissions: tuple[str, ...] = ()) -> Any:
     try:
         require_recent_authentication()
     except step_up.ReauthenticationRequired as exc:
-        if _wants_html():
-            return redirect(exc.details["reauthenticate_url"])
+        if wants_html():  # a page or a form post: to the re-authentication, then back to the page
+            return redirect(exc.details["reauthenticate_url"], code=302 if request.method == "GET" else 303)
         raise
     return None
 

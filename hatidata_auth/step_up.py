@@ -15,10 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
+
+from flask import request
 
 from .errors import AppError
 from .roles import ALL_PERMISSIONS, ROLE_PERMISSIONS, Role
+from .urls import public_base
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 DEFAULT_STEP_UP_WINDOW = 600
@@ -67,6 +70,19 @@ def reauthenticate_url(organization_id: str, return_to: str) -> str:
     *return_to* (``/auth/login`` checks it: no open redirect)."""
     return "/auth/login?" + urlencode({"organization_id": organization_id, "max_age": REAUTH_MAX_AGE,
                                        "return_to": return_to})
+
+
+def coming_back_to() -> str:
+    """Where this request's re-authentication returns: the page (a ``GET``), the page of ours a form was posted
+    from, else home (API callers' pages pass their own)."""
+    if request.path.startswith("/api/"):
+        return "/"
+    if request.method == "GET":
+        return request.full_path.rstrip("?") if request.query_string else request.path
+    referrer = urlsplit(request.referrer or "")
+    if referrer.scheme and f"{referrer.scheme}://{referrer.netloc}" == public_base():
+        return referrer.path + (f"?{referrer.query}" if referrer.query else "")
+    return "/"
 
 
 def check(*, authenticated_at: float | None, window: int, now: float, organization_id: str,

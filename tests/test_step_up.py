@@ -233,6 +233,19 @@ def test_a_page_sends_the_browser_to_re_authenticate_and_back(admin: FlaskClient
     assert parse_qs(urlsplit(location).query)["return_to"] == [page]
 
 
+@pytest.mark.parametrize(("referrer", "back_to"), [("{base}/admin/policy?tab=ip", "/admin/policy?tab=ip"),
+                                                   ("https://evil.test/admin/policy", "/"), (None, "/")])
+def test_a_form_post_goes_to_re_authenticate_then_back_to_its_page(
+        app: Flask, admin: FlaskClient, clock: list[float], referrer: str | None, back_to: str) -> None:
+    clock[0] = time.time() + WINDOW + 5
+    headers = {"Accept": "text/html", **csrf_headers(admin)}
+    if referrer is not None:
+        headers["Referer"] = referrer.format(base=app.config["HATIDATA_PUBLIC_URL"].rstrip("/"))
+    response = admin.post("/admin/policy", data={"idle_timeout": ""}, headers=headers)
+    assert response.status_code == 303
+    assert parse_qs(urlsplit(response.headers["Location"]).query)["return_to"] == [back_to]
+
+
 # --- the emulator: max_age and auth_time -------------------------------------------------------------------
 
 
