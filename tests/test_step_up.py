@@ -337,6 +337,7 @@ def _reauthenticate_url(admin: FlaskClient) -> str:
 
 def test_re_authentication_restores_access_at_once(app: Flask, admin: FlaskClient, clock: list[float]) -> None:
     clock[0] = time.time() + WINDOW + 5
+    replaced = access_token(app, admin)
     url = _reauthenticate_url(admin)
     with httpx2.Client(timeout=10) as http:
         page = _authorize(http, str(admin.get(url).headers["Location"]))
@@ -349,6 +350,18 @@ def test_re_authentication_restores_access_at_once(app: Flask, admin: FlaskClien
     assert admin.patch(POLICY, json={}, headers=csrf_headers(admin)).status_code == 200
     me = admin.get("/api/v1/me").get_json()
     assert me["email"] == "admin@acme.test"
+    # the session it replaced has ended (no orphaned live session), audited as such
+    assert app.test_client().get("/api/v1/me", headers=bearer(replaced)).status_code == 401
+    with app.app_context():
+        from sqlalchemy import select
+
+        from hatidata_auth.extensions import db
+        from hatidata_auth.models import AuditEvent
+
+        reasons = [e.details.get("reason") for e in db.session.scalars(select(AuditEvent)) if
+                   e.action == "session.revoked"]
+        db.session.remove()
+    assert "reauthenticated" in reasons, reasons
 
 
 def test_re_authentication_as_someone_else_is_refused(app: Flask, admin: FlaskClient, clock: list[float]) -> None:

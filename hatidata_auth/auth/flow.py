@@ -41,6 +41,7 @@ class LoginState:
     remember: bool
     # a re-authentication (step-up) of this (user id, organization id): the sign-in must be theirs, there
     reauthenticating: tuple[str, str] | None = None
+    replaces: str | None = None  # the session a re-authentication replaces (ended once the new one is recorded)
 
 
 def serializer(secret_key: str) -> URLSafeTimedSerializer:
@@ -53,6 +54,8 @@ def dump_state(secret_key: str, state: LoginState) -> str:
     data: dict[str, Any] = {"n": state.nonce, "r": state.return_to, "m": state.remember}
     if state.reauthenticating is not None:
         data["a"] = list(state.reauthenticating)
+    if state.replaces is not None:
+        data["s"] = state.replaces
     return serializer(secret_key).dumps(data)
 
 
@@ -69,4 +72,5 @@ def load_state(secret_key: str, value: str | None, max_age: int) -> LoginState:
     again = data.get("a")
     reauthenticating = (str(again[0]), str(again[1])) if isinstance(again, list) and len(again) == 2 else None
     return LoginState(nonce=data["n"], return_to=safe_return_to(data.get("r")), remember=bool(data.get("m")),
-                      reauthenticating=reauthenticating)
+                      reauthenticating=reauthenticating,
+                      replaces=str(data["s"]) if isinstance(data.get("s"), str) and reauthenticating else None)

@@ -61,15 +61,15 @@ def _max_age(value: str | None) -> int | None:
     return int(value)
 
 
-def _signed_in_as() -> tuple[str, str] | None:
-    """The browser's current (user, organization), for a re-authentication to stay within."""
+def _signed_in_as() -> tuple[tuple[str, str] | None, str | None]:
+    """The browser's current (user, organization), for a re-authentication to stay within, and its session."""
     try:
         identity = get_identity()
     except AppError:
-        return None
+        return None, None
     if identity is None or identity.auth_type != "session" or identity.user_id is None:
-        return None
-    return identity.user_id, identity.organization_id
+        return None, None
+    return (identity.user_id, identity.organization_id), identity.session_id
 
 
 @bp.get("/login")
@@ -89,9 +89,10 @@ def login() -> BaseResponse:
     rt = runtime()
     email = (request.args.get("email") or "").strip() or None
     max_age = _max_age(request.args.get("max_age"))
+    reauthenticating, replaces = _signed_in_as() if max_age is not None else (None, None)
     state = LoginState(nonce=secrets.token_urlsafe(24), return_to=safe_return_to(request.args.get("return_to")),
-                       remember=_truthy(request.args.get("remember")),
-                       reauthenticating=_signed_in_as() if max_age is not None else None)
+                       remember=_truthy(request.args.get("remember")), reauthenticating=reauthenticating,
+                       replaces=replaces)
     authorization = login_flow.authorization_url(
         db.session(), rt.gateway.client, redirect_uri=_redirect_uri(),
         state=dump_state(str(current_app.secret_key or ""), state), email=email,
@@ -171,6 +172,9 @@ def callback() -> BaseResponse:
         refusal = login_flow.refuse_reauthentication(db.session(), rt.gateway.client, result, request_info())
         db.session.commit()
         raise refusal
+    if state.replaces is not None and state.replaces != result.session_id:
+        login_flow.retire_replaced(db.session(), rt.gateway.client, result, state.replaces, request_info())
+        db.session.commit()
     _rotate_csrf()
     response = redirect(state.return_to, code=302)
     set_session_cookie(response, rt, seal_tokens(rt, finished.tokens), remembered=state.remember)

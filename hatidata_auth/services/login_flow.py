@@ -148,6 +148,20 @@ def refuse_reauthentication(db: Session, client: WorkOSClient, result: LoginResu
                     status=403, code="reauthentication_mismatch")
 
 
+def retire_replaced(db: Session, client: WorkOSClient, result: LoginResult, replaced_session_id: str,
+                    request: RequestInfo = NO_REQUEST) -> None:
+    """End the session a re-authentication replaced (its cookie now holds the new one; audited, reason
+    ``reauthenticated``; caller commits), so a step-up leaves no orphaned live session behind. A failure here is
+    only logged: the new session stands, and the old one still ends by its own limits."""
+    try:
+        sessions.revoke_session(db, client, organization_id=result.organization_id, session_id=replaced_session_id,
+                                cause=Cause.by(Actor("user", result.user_id, result.email), request,
+                                               reason="reauthenticated"))
+    except (AppError, WorkOSFailure):
+        db.rollback()
+        log.warning("could not end session %s replaced by a re-authentication", replaced_session_id)
+
+
 def sign_out(db: Session, client: WorkOSClient, *, workos_session_id: str, email: str | None,
              request: RequestInfo = NO_REQUEST) -> bool:
     """Revoke (here and at WorkOS, audited ``logout``) our record of the WorkOS session, if we hold one;
