@@ -19,12 +19,13 @@ from urllib.parse import urlencode
 from flask import current_app, redirect, request
 from werkzeug.local import LocalProxy
 
+from . import step_up
 from .causes import Actor, Cause
 from .cookie_tokens import CookieSessions as CookieSessions
 from .cookie_tokens import request_tokens, rotate
 from .cookie_tokens import seal_tokens as seal_tokens
 from .cookie_tokens import unseal_cookie as unseal_cookie
-from .errors import AppError
+from .errors import AppError, wants_html
 from .extensions import csrf, db
 from .request_hooks import request_info
 from .roles import permissions_for, role_at_least
@@ -59,6 +60,7 @@ class Identity:
     session_id: str | None
     api_key_id: str | None
     scopes: tuple[str, ...]
+    authenticated_at: float | None = None  # sessions: the access token's ``auth_time`` (the last active sign-in)
 
     def has_permission(self, *permissions: str) -> bool:
         """Whether every named permission is granted."""
@@ -168,7 +170,7 @@ def _from_session_claims(rt: AuthRuntime, claims: dict[str, Any]) -> Identity:
     status = _enforce_session_policy(rt, status)
     if rt.introspector.should_touch(status):
         status = rt.introspector.touch(status)
-    return _session_identity(status)
+    return _session_identity(status, claims.get("auth_time"))
 
 
 _ENDED = {"session_idle_timeout": "The session ended after a period of inactivity; sign in again.",
@@ -203,11 +205,13 @@ def _enforce_session_policy(rt: AuthRuntime, status: SessionStatus) -> SessionSt
     raise SessionEnded(refusal, _ENDED[refusal])
 
 
-def _session_identity(status: SessionStatus) -> Identity:
+def _session_identity(status: SessionStatus, auth_time: Any = None) -> Identity:
+    authenticated_at = float(auth_time) if isinstance(auth_time, int | float) and not isinstance(auth_time, bool) \
+        else None
     return Identity(auth_type="session", user_id=status.user_id, email=status.email,
                     organization_id=status.organization_id, role=status.role,
                     permissions=permissions_for(status.role), session_id=status.session_id, api_key_id=None,
-                    scopes=())
+                    scopes=(), authenticated_at=authenticated_at)
 
 
 def _from_cookie(rt: AuthRuntime) -> Identity:
@@ -271,6 +275,32 @@ def login_url(return_to: str | None = None) -> str:
     return "/auth/login?" + urlencode({"return_to": return_to or "/"})
 
 
+def require_recent_authentication(identity: Identity | None = None) -> None:
+    """401 ``reauthentication_required`` unless the caller's session signed in within its organization's
+    ``step_up_window`` (policy and clock from memory: ``rt.introspector``). API keys pass (see :mod:`.step_up`)."""
+    identity = identity or current_identity
+    if identity.auth_type == "api_key":
+        return
+    rt = runtime()
+    policy = rt.introspector.policy(_lazy_db(), identity.organization_id)
+    window = policy.step_up_window if policy is not None else step_up.DEFAULT_STEP_UP_WINDOW
+    step_up.check(authenticated_at=identity.authenticated_at, window=window, now=rt.introspector.clock(),
+                  organization_id=identity.organization_id, return_to=step_up.coming_back_to())
+
+
+def _step_up(permissions: tuple[str, ...] = ()) -> Any:
+    """Apply the step-up rule when the request is sensitive: ``None`` to go on, or the browser's redirect."""
+    if not step_up.is_sensitive(request.endpoint, request.method, permissions):
+        return None
+    try:
+        require_recent_authentication()
+    except step_up.ReauthenticationRequired as exc:
+        if wants_html():  # a page or a form post: to the re-authentication, then back to the page
+            return redirect(exc.details["reauthenticate_url"], code=302 if request.method == "GET" else 303)
+        raise
+    return None
+
+
 def _require_identity() -> Identity:
     identity = get_identity()
     if identity is None:
@@ -282,6 +312,11 @@ def _require_identity() -> Identity:
 
 def login_required(view: F) -> F:
     """Require any valid credential; browsers without one are sent to the login page."""
+    return _login_required(view, step_up_here=True)
+
+
+def _login_required(view: F, *, step_up_here: bool) -> F:
+    """:func:`login_required`; the guards built on it apply the step-up rule after their own checks instead."""
 
     @wraps(view)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
@@ -295,7 +330,7 @@ def login_required(view: F) -> F:
                     request.environ["hatidata.clear_cookie"] = True
                 return response
             raise
-        return view(*args, **kwargs)
+        return (_step_up() if step_up_here else None) or view(*args, **kwargs)
 
     return cast(F, wrapped)
 
@@ -313,9 +348,9 @@ def browser_session_required(view: F) -> F:
                            status=403, code="browser_session_required",
                            details={"credential": request.environ.get("hatidata.credential"),
                                     "auth_type": identity.auth_type})
-        return view(*args, **kwargs)
+        return _step_up() or view(*args, **kwargs)
 
-    return cast(F, login_required(cast(F, wrapped)))
+    return cast(F, _login_required(cast(F, wrapped), step_up_here=False))
 
 
 def require_role(minimum: str) -> Callable[[F], F]:
@@ -328,9 +363,9 @@ def require_role(minimum: str) -> Callable[[F], F]:
             if not role_at_least(identity.role, minimum):
                 raise AppError(f"This needs the {minimum} role.", status=403, code="forbidden",
                                details={"required_role": minimum})
-            return view(*args, **kwargs)
+            return _step_up() or view(*args, **kwargs)
 
-        return cast(F, login_required(cast(F, wrapped)))
+        return cast(F, _login_required(cast(F, wrapped), step_up_here=False))
 
     return decorator
 
@@ -346,8 +381,9 @@ def require_permission(*permissions: str) -> Callable[[F], F]:
             if missing:
                 raise AppError("You lack a permission this needs.", status=403, code="forbidden",
                                details={"missing_permissions": missing})
-            return view(*args, **kwargs)
+            return _step_up(permissions) or view(*args, **kwargs)
 
-        return cast(F, login_required(cast(F, wrapped)))
+        wrapped.hatidata_permissions = permissions  # type: ignore[attr-defined]
+        return cast(F, _login_required(cast(F, wrapped), step_up_here=False))
 
     return decorator

@@ -92,7 +92,9 @@ def query(url: str) -> dict[str, str]:
 def forge_token(emulator: Any, **claims: Any) -> str:
     """A JWT signed by the emulator's real key (to test claims our verifier must reject)."""
     now = int(time.time())
-    body = {"iss": emulator.url, "sub": "user_x", "sid": "session_x", "iat": now, "exp": now + 300, **claims}
+    # auth_time: WorkOS's tokens carry it (the last active sign-in); pass auth_time=None to leave it out
+    body = {"iss": emulator.url, "sub": "user_x", "sid": "session_x", "iat": now, "exp": now + 300, "auth_time": now,
+            **claims}
     return str(emulator.emulator.keys.sign({k: v for k, v in body.items() if v is not None}))
 
 

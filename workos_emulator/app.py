@@ -10,6 +10,7 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from . import authkit_session
 from .errors import ApiError, unauthorized
 from .lifecycle import load_state, reset_emulator
 from .persistence import READ_ONLY
@@ -106,6 +107,7 @@ def create_app(
 
     @app.after_request
     def _after(resp: Response) -> Response:
+        authkit_session.remember(emu, resp)  # before saving: the browser's AuthKit session is state too
         _save(app, emu)
         resp.headers["x-request-id"] = getattr(g, "request_id", None) or str(uuid.uuid4())
         return resp

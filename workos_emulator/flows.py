@@ -128,10 +128,13 @@ def _picker_method(areq: AuthRequest, conn: Entity | None) -> str:
 
 # ---- completing a login --------------------------------------------------------------------------------
 def complete_login(emu: Emulator, areq: AuthRequest, org_id: str | None, email: str,
-                   method: str | None = None) -> str:
+                   method: str | None = None, *, auth_time: int | None = None) -> str:
     """Issue a code for ``email`` in ``org_id`` and return the ``redirect_uri?code=..&state=..`` URL; *method*
     (``Password``, ``MagicAuth``) only after AuthKit itself checked the user's password or code; without it the
-    page played an IdP and :func:`may_vouch` must allow it (403 ``access_denied`` else)."""
+    page played an IdP and :func:`may_vouch` must allow it (403 ``access_denied`` else). *auth_time*: the instant
+    of the browser's last active authentication when AuthKit passed it through (``max_age``); else now."""
+    from . import authkit_session
+
     store = emu.store
     with store.lock:
         cand = find_candidate(store, org_id, email)
@@ -165,6 +168,8 @@ def complete_login(emu: Emulator, areq: AuthRequest, org_id: str | None, email: 
                 conn = None
             record["authentication_method"] = method or _picker_method(areq, conn)
             record["connection_id"] = conn["id"] if conn is not None else None
+            record["auth_time"] = auth_time if auth_time is not None else int(time.time())
+            authkit_session.authenticated(user["id"], method, record["auth_time"])
         store.codes[code] = record
         store.auth_requests.pop(areq.id, None)
     return add_query(areq.redirect_uri, code=code, state=areq.state)

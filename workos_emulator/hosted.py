@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint, Response, redirect, render_template, request, url_for
 
-from . import authkit, flows, redirects
+from . import authkit, authkit_session, flows, redirects
 from .errors import ApiError, invalid_params, oauth_error
 from .ids import new_id
 from .state import Emulator, emulator
@@ -60,6 +60,7 @@ def begin_authorization(kind: str) -> Any:  # noqa: C901 - one branch per WorkOS
     else:
         org_id, conn_id = args.get("organization_id"), args.get("connection_id")
         provider = args.get("provider")
+    max_age = authkit_session.parse_max_age(args.get("max_age")) if kind == "authkit" else None
     with emu.store.lock:
         store = emu.store
         if org_id:
@@ -75,12 +76,17 @@ def begin_authorization(kind: str) -> Any:  # noqa: C901 - one branch per WorkOS
             state=args.get("state"), code_challenge=challenge, code_challenge_method=method,
             organization_id=org_id, connection_id=conn_id,
             provider=provider if provider and provider != "authkit" else None,
-            login_hint=args.get("login_hint"), nonce=args.get("nonce"), created_at=time.time(),
+            login_hint=args.get("login_hint"), nonce=args.get("nonce"), created_at=time.time(), max_age=max_age,
         )
         store.auth_requests[areq.id] = areq.to_dict()
         pinned = flows.request_org(store, areq)
         hint = (areq.login_hint or "").strip()
-        if hint:
+        if max_age is not None:
+            # Recent enough: straight through; else the user signs in again on the page (no hint shortcut).
+            passed = authkit_session.pass_through(emu, areq, pinned)
+            if passed is not None:
+                return redirect(passed, code=302)
+        elif hint:
             user = store.user_by_email(hint)
             if pinned or areq.provider:
                 targets: list[str | None] = [pinned]

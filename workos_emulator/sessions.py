@@ -160,7 +160,8 @@ def sign_in(emu: Emulator, user: Entity, org_id: str | None, record: dict[str, A
         "created_at": iso(now),
         "updated_at": iso(now),
         "_authentication_method": method,
-        "_auth_time": int(now.timestamp()),
+        # the last *active* authentication: the sign-in's instant, or the one AuthKit passed through (max_age)
+        "_auth_time": int(record.get("auth_time") or now.timestamp()),
         "_client_id": record.get("client_id") or emu.config.client_id,
         "_impersonator": record.get("impersonator"),
     }

@@ -32,6 +32,7 @@ class AuthRequest:
     login_hint: str | None = None
     nonce: str | None = None
     created_at: float = 0.0
+    max_age: int | None = None  # AuthKit's ``max_age``: seconds since the last active authentication
 
     def to_dict(self) -> Entity:
         """The plain form kept in ``Store.auth_requests``."""
@@ -78,6 +79,8 @@ class Store:
     pending_authentications: dict[str, Entity] = field(default_factory=dict)  # token -> {"kind", "user_id", ...}
     rate_limits: dict[str, list[float]] = field(default_factory=dict)  # "bucket:email" -> request times
     sign_in_failures: dict[str, Entity] = field(default_factory=dict)  # email -> idp_failures failure
+    # the browser's AuthKit session (authkit_session.py): cookie token -> {"user_id", "auth_time", "method"}
+    browser_sessions: dict[str, Entity] = field(default_factory=dict)
 
     # ---- lookups -------------------------------------------------------------------------------
     @staticmethod

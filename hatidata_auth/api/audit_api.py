@@ -129,7 +129,8 @@ def verify() -> dict[str, Any]:
     "text/csv": {"schema": {"type": "string"}},
 }}})
 def export(args: dict[str, Any]) -> Response:
-    """Stream the events of a time range as NDJSON (default) or CSV, without loading the range into memory."""
+    """Stream the events of a time range as NDJSON (default) or CSV, without loading the range into memory. Needs
+    a sign-in within the organization's step-up window (else 401 `reauthentication_required`)."""
     writer, mimetype = audit_queries.EXPORT_FORMATS[args["format"]]
     flt = audit_queries.AuditFilter(since=args.get("since"), until=args.get("until"))
     organization_id = current_identity.organization_id

@@ -13,7 +13,7 @@ from flask import current_app
 from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate
 
-from .. import inputs
+from .. import inputs, step_up
 from ..errors import AppError
 from ..identity import login_required, require_permission
 from ..services import fanout_jobs, paging
@@ -128,6 +128,9 @@ def guard(blp: Blueprint, *permissions: str) -> Callable[[F], F]:
         protected = require_permission(*permissions)(view) if permissions else login_required(view)
         description = ("Requires " + ", ".join(f"`{p}`" for p in permissions) + "."
                        if permissions else "Any signed-in member or API key.")
+        if not step_up.SENSITIVE_PERMISSIONS.isdisjoint(permissions):
+            description += (" A change also needs a sign-in within the organization's step-up window (else 401 "
+                            "`reauthentication_required`); API keys act by their scopes.")
         return cast(F, blp.doc(**{"x-permissions": list(permissions), "description": description})(protected))
 
     return decorator

@@ -15,10 +15,11 @@ from marshmallow import Schema, fields, validate
 
 from ..errors import AppError
 from ..extensions import db
-from ..identity import Identity, current_identity, request_cause, runtime
+from ..identity import Identity, current_identity, request_cause, require_recent_authentication, runtime
 from ..roles import ALL_PERMISSIONS
 from ..services import api_keys as key_service
 from ..services import sessions as session_service
+from ..step_up import has_admin_scope
 from .common import Instant, PageArgsSchema, guard, page_body, page_request, page_schema, timestamp
 
 me_blp = Blueprint("me", __name__, description="The caller's identity.")
@@ -276,10 +277,13 @@ def _no_store(payload: dict[str, Any], status: int) -> Response:
 @keys_blp.arguments(CreateKeySchema)
 @keys_blp.response(201, CreatedKeySchema)
 def create_key(body: dict[str, Any]) -> Response:
-    """Create a key (signed-in members only); the secret is in this answer only."""
+    """Create a key (signed-in members only); the secret is in this answer only. A key with an admin scope needs a
+    recent sign-in (401 `reauthentication_required`)."""
     identity = current_identity
     if identity.auth_type != "session" or identity.user_id is None:
         raise AppError("API keys are created by a signed-in member.", status=403, code="forbidden")
+    if has_admin_scope(body["scopes"]):
+        require_recent_authentication(identity)
     created = key_service.create_key(db.session(), organization_id=identity.organization_id,
                                      owner_user_id=identity.user_id, name=body["name"], scopes=body["scopes"],
                                      cause=request_cause(), expires_at=body.get("expires_at"))
@@ -316,8 +320,12 @@ def revoke_key(body: dict[str, Any], key_id: str) -> dict[str, Any]:
 @keys_blp.response(201, CreatedKeySchema)
 def rotate_key(body: dict[str, Any], key_id: str) -> Response:
     """Issue a replacement (your own key, or any member's with `keys:manage`; never with a scope you lack);
-    the old key keeps working for `grace_seconds`."""
+    the old key keeps working for `grace_seconds`. A key with an admin scope needs a recent sign-in (401
+    `reauthentication_required`)."""
     identity = current_identity
+    if has_admin_scope(key_service.get_key(db.session(), organization_id=identity.organization_id,
+                                           key_id=key_id).scopes):
+        require_recent_authentication(identity)
     grace = (body or {}).get("grace_seconds")
     created = key_service.rotate_key(db.session(), organization_id=identity.organization_id, key_id=key_id,
                                      cause=request_cause(),

@@ -39,6 +39,9 @@ class LoginState:
     nonce: str
     return_to: str
     remember: bool
+    # a re-authentication (step-up) of this (user id, organization id): the sign-in must be theirs, there
+    reauthenticating: tuple[str, str] | None = None
+    replaces: str | None = None  # the session a re-authentication replaces (ended once the new one is recorded)
 
 
 def serializer(secret_key: str) -> URLSafeTimedSerializer:
@@ -48,7 +51,12 @@ def serializer(secret_key: str) -> URLSafeTimedSerializer:
 
 def dump_state(secret_key: str, state: LoginState) -> str:
     """Sign a state."""
-    return serializer(secret_key).dumps({"n": state.nonce, "r": state.return_to, "m": state.remember})
+    data: dict[str, Any] = {"n": state.nonce, "r": state.return_to, "m": state.remember}
+    if state.reauthenticating is not None:
+        data["a"] = list(state.reauthenticating)
+    if state.replaces is not None:
+        data["s"] = state.replaces
+    return serializer(secret_key).dumps(data)
 
 
 def load_state(secret_key: str, value: str | None, max_age: int) -> LoginState:
@@ -61,4 +69,8 @@ def load_state(secret_key: str, value: str | None, max_age: int) -> LoginState:
         raise InvalidState("The login state is invalid or expired; start again.") from exc
     if not isinstance(data, dict) or not isinstance(data.get("n"), str):
         raise InvalidState("The login state is invalid; start again.")
-    return LoginState(nonce=data["n"], return_to=safe_return_to(data.get("r")), remember=bool(data.get("m")))
+    again = data.get("a")
+    reauthenticating = (str(again[0]), str(again[1])) if isinstance(again, list) and len(again) == 2 else None
+    return LoginState(nonce=data["n"], return_to=safe_return_to(data.get("r")), remember=bool(data.get("m")),
+                      reauthenticating=reauthenticating,
+                      replaces=str(data["s"]) if isinstance(data.get("s"), str) and reauthenticating else None)

@@ -18,6 +18,7 @@ from ..extensions import db, limiter
 from ..identity import (
     browser_session_required,
     current_identity,
+    get_identity,
     request_cause,
     request_tokens,
     rotate,
@@ -51,23 +52,51 @@ def _truthy(value: str | None) -> bool:
     return (value or "").lower() in ("1", "true", "yes", "on")
 
 
+def _max_age(value: str | None) -> int | None:
+    if value is None:
+        return None
+    if not value.isascii() or not value.isdigit() or len(value) > 9:
+        raise AppError("max_age must be a whole number of seconds.", status=422, code="validation_error",
+                       details={"fields": {"max_age": ["Not a valid number of seconds."]}, "location": "query"})
+    return int(value)
+
+
+def _signed_in_as() -> tuple[tuple[str, str] | None, str | None]:
+    """The browser's current (user, organization), for a re-authentication to stay within, and its session."""
+    try:
+        identity = get_identity()
+    except AppError:
+        return None, None
+    if identity is None or identity.auth_type != "session" or identity.user_id is None:
+        return None, None
+    return (identity.user_id, identity.organization_id), identity.session_id
+
+
 @bp.get("/login")
 @limiter.limit(_login_limit)
 def login() -> BaseResponse:
     """Start a login at WorkOS AuthKit (home-realm discovery by ``email``; SSO-enforcing orgs go straight to
     their connection).
 
+    With ``max_age`` (step-up re-authentication) AuthKit authenticates the user again unless their last active
+    authentication is that recent; a browser that is signed in must come back as the same person in the same
+    organization (else the callback refuses, 403 ``reauthentication_mismatch``).
+
     Answers 302 to WorkOS (the PKCE verifier kept for the callback, the browser's pending logins noted); 400
-    ``unknown_organization`` for an ``organization_id`` we do not know; 429 past the login rate limit.
+    ``unknown_organization`` for an ``organization_id`` we do not know; 422 ``validation_error`` for a
+    ``max_age`` that is not a whole number of seconds; 429 past the login rate limit.
     """
     rt = runtime()
     email = (request.args.get("email") or "").strip() or None
+    max_age = _max_age(request.args.get("max_age"))
+    reauthenticating, replaces = _signed_in_as() if max_age is not None else (None, None)
     state = LoginState(nonce=secrets.token_urlsafe(24), return_to=safe_return_to(request.args.get("return_to")),
-                       remember=_truthy(request.args.get("remember")))
+                       remember=_truthy(request.args.get("remember")), reauthenticating=reauthenticating,
+                       replaces=replaces)
     authorization = login_flow.authorization_url(
         db.session(), rt.gateway.client, redirect_uri=_redirect_uri(),
         state=dump_state(str(current_app.secret_key or ""), state), email=email,
-        organization_id=request.args.get("organization_id") or None)
+        organization_id=request.args.get("organization_id") or None, max_age=max_age)
     db.session.remove()
     rt.put(STATE_KEY.format(state.nonce), {"verifier": authorization.code_verifier}, rt.state_ttl)
     pending = [n for n in session.get(BROWSER_KEY, []) if isinstance(n, str)][-(MAX_PENDING_LOGINS - 1):]
@@ -117,7 +146,9 @@ def callback() -> BaseResponse:
     Answers 302 to ``return_to`` with the session cookie; 400 ``login_failed`` (the IdP's error), 400
     ``invalid_state`` (missing, forged, expired, reused or another browser's), 400 ``invalid_code``, 403
     ``login_failed`` (no organization, WorkOS refused), 403 ``login_denied`` (the WorkOS session is revoked), all
-    counted in the failed-login summary; 409 ``sso_required`` (audited ``auth.policy_refused``, the WorkOS session
+    counted in the failed-login summary; 403 ``reauthentication_mismatch`` (a re-authentication that signed in
+    another person or organization; that new session revoked, the browser's own kept);
+    409 ``sso_required`` (audited ``auth.policy_refused``, the WorkOS session
     revoked); 503 ``workos_unavailable``.
     """
     rt = runtime()
@@ -136,6 +167,14 @@ def callback() -> BaseResponse:
     except LoginFailed as exc:
         _recorded(exc)
         raise
+    result = finished.result
+    if state.reauthenticating is not None and state.reauthenticating != (result.user_id, result.organization_id):
+        refusal = login_flow.refuse_reauthentication(db.session(), rt.gateway.client, result, request_info())
+        db.session.commit()
+        raise refusal
+    if state.replaces is not None and state.replaces != result.session_id:
+        login_flow.retire_replaced(db.session(), rt.gateway.client, result, state.replaces, request_info())
+        db.session.commit()
     _rotate_csrf()
     response = redirect(state.return_to, code=302)
     set_session_cookie(response, rt, seal_tokens(rt, finished.tokens), remembered=state.remember)

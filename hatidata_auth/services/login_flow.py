@@ -57,10 +57,14 @@ def pkce_pair() -> tuple[str, str]:
 
 
 def authorization_url(db: Session, client: WorkOSClient, *, redirect_uri: str, state: str,
-                      email: str | None = None, organization_id: str | None = None) -> Authorization:
+                      email: str | None = None, organization_id: str | None = None,
+                      max_age: int | None = None) -> Authorization:
     """The WorkOS AuthKit URL a sign-in starts at: an SSO-enforcing organization's connection (unless *email* is
     one of its break-glass members), else the organization (named by *organization_id*, or owning *email*'s
     domain), else AuthKit (*email* as the hint).
+
+    *max_age* (AuthKit's, seconds since the user last actively authenticated; ``0`` forces it) asks for a fresh
+    authentication: step-up re-authentication. The SDK's ``get_authorization_url`` passes it as is.
 
     Raises 400 ``unknown_organization`` for an *organization_id* we do not know.
     """
@@ -75,6 +79,8 @@ def authorization_url(db: Session, client: WorkOSClient, *, redirect_uri: str, s
                               "code_challenge_method": "S256"}
     if email:
         params["login_hint"] = email
+    if max_age is not None:
+        params["max_age"] = max_age
     # A break-glass member (services/break_glass.py) is sent to AuthKit's own methods, not to the connection.
     if org is not None and org.sso_enforced and org.connection_id and break_glass.exempt(db, org, email) is None:
         params["connection_id"] = org.connection_id
@@ -131,6 +137,31 @@ def finish(db: Session, client: WorkOSClient, verifier: TokenVerifier, *, code: 
         log.warning("could not mirror the other memberships of %s", result.user_id)
     log.info("login %s user=%s org=%s", result.session_id, result.user_id, result.organization_id)
     return Finished(result, exchanged.tokens)
+
+
+def refuse_reauthentication(db: Session, client: WorkOSClient, result: LoginResult,
+                            request: RequestInfo = NO_REQUEST) -> AppError:
+    """A re-authentication that signed in someone else, or elsewhere: end the session it created (audited,
+    caller commits) and return the 403 ``reauthentication_mismatch`` to raise; the caller's own session stays."""
+    sessions.revoke_session(db, client, organization_id=result.organization_id, session_id=result.session_id,
+                            cause=Cause.by(Actor("user", result.user_id, result.email), request,
+                                           reason="reauthentication_mismatch"))
+    return AppError("The sign-in was not the same person in the same organization; your session is unchanged.",
+                    status=403, code="reauthentication_mismatch")
+
+
+def retire_replaced(db: Session, client: WorkOSClient, result: LoginResult, replaced_session_id: str,
+                    request: RequestInfo = NO_REQUEST) -> None:
+    """End the session a re-authentication replaced (its cookie now holds the new one; audited, reason
+    ``reauthenticated``; caller commits), so a step-up leaves no orphaned live session behind. A failure here is
+    only logged: the new session stands, and the old one still ends by its own limits."""
+    try:
+        sessions.revoke_session(db, client, organization_id=result.organization_id, session_id=replaced_session_id,
+                                cause=Cause.by(Actor("user", result.user_id, result.email), request,
+                                               reason="reauthenticated"))
+    except (AppError, WorkOSFailure):
+        db.rollback()
+        log.warning("could not end session %s replaced by a re-authentication", replaced_session_id)
 
 
 def sign_out(db: Session, client: WorkOSClient, *, workos_session_id: str, email: str | None,
