@@ -128,6 +128,9 @@ def test_every_writer_of_a_members_access_holds_the_members_key(app: Flask, db_s
         membership_id = db_session.scalar(select(Membership.id).where(Membership.organization_id == acme,
                                                                       Membership.directory_user_id == victims[1]))
         assert membership_id is not None
+        # Another admin first: removing the group's last admin would be refused (services/last_admin.py).
+        tenant_admin.grant_admin(db_session, organization_id=acme, email="keeper@acme.test",
+                                 actor=Actor.system("test"))
         tenant_admin.remove_member(db_session, workos_client, organization_id=acme, membership_id=membership_id,
                                    cause=Cause.by(Actor.system("test")))
         db_session.commit()

@@ -33,7 +33,9 @@ class LastAdmin(AppError):
     code = "last_admin"
 
 
-def _lock_organization(session: Session, organization_id: str) -> None:
+def lock_organization(session: Session, organization_id: str) -> None:
+    """Lock the organization's row for the transaction (the last-admin check's lock). Writers that also hold
+    members' keys take this lock first: one order, so a mapping change and a member's removal cannot deadlock."""
     if session.get_bind().dialect.name == "sqlite":
         # SQLite has no row locks and pysqlite starts the transaction at the first write: a no-op write takes the
         # database's write lock now, so a concurrent check waits here and then counts the committed state.
@@ -63,7 +65,7 @@ def ensure_remains(session: Session, organization_id: str, membership: Membershi
         return
     if active and to_role == Role.ADMIN.value:
         return
-    _lock_organization(session, organization_id)
+    lock_organization(session, organization_id)
     others = session.scalar(select(func.count()).select_from(Membership).where(
         Membership.organization_id == organization_id, Membership.status == "active",
         Membership.role == Role.ADMIN.value, Membership.id != membership.id))
@@ -75,7 +77,7 @@ def ensure_mapping_keeps_admin(session: Session, organization_id: str, admins_af
                                what: str = "This mapping change") -> None:
     """Refuse (:class:`LastAdmin`) a mapping or default-role change after which *admins_after* (user ids, from the
     dry run) is empty while the organization has an active admin now."""
-    _lock_organization(session, organization_id)
+    lock_organization(session, organization_id)
     if active_admin_ids(session, organization_id) and not set(admins_after):
         raise _refuse(organization_id, what)
 

@@ -316,6 +316,9 @@ def _keeps_an_admin(session: Session, organization_id: str, specs: Sequence[Mapp
     """Refuse (409 ``last_admin``) mappings under which the dry run leaves no active admin."""
     from . import last_admin
 
+    # Locked before the dry run reads anyone's role: a concurrent removal of another admin either commits first
+    # (and the dry run sees it) or waits for this transaction.
+    last_admin.lock_organization(session, organization_id)
     admins = last_admin.active_admin_ids(session, organization_id)
     if not admins:
         return

@@ -278,6 +278,7 @@ def get_member(session: Session, organization_id: str, membership_id: str) -> Me
 def change_member_role(session: Session, client: WorkOSClient, *, organization_id: str, membership_id: str, role: str,
                        cause: Cause) -> Member:
     """Set the role of a member the directory does not manage (role source ``manual``)."""
+    last_admin.lock_organization(session, organization_id)  # before the member's key: one lock order
     fanout_jobs.hold_member_of(session, organization_id, membership_id)
     membership, user = load_member(session, organization_id, membership_id, for_update=True)
     if role not in ROLES:
@@ -302,6 +303,7 @@ def remove_member(session: Session, client: WorkOSClient, *, organization_id: st
     """Remove a member's access (deprovisioned: sessions revoked, keys suspended); the row is kept. The member's
     directory key is held first (``fanout_jobs.hold_member_of``): a directory event of the member never writes
     back over the removal what it read before."""
+    last_admin.lock_organization(session, organization_id)  # before the member's key: one lock order
     fanout_jobs.hold_member_of(session, organization_id, membership_id)
     membership, user = load_member(session, organization_id, membership_id, for_update=True)
     if cause.actor.type == "user" and cause.actor.id == user.id:
