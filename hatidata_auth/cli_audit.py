@@ -64,8 +64,8 @@ def work_command(once: bool) -> None:
     from . import audit_runtime
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
+    click.echo(json.dumps(audit_runtime.run_once(app), sort_keys=True))  # the first pass here: errors surface
     if once:
-        click.echo(json.dumps(audit_runtime.run_once(app), sort_keys=True))
         return
     worker = audit_runtime.AuditWorker(app, period=5.0)
     done = threading.Event()

@@ -29,6 +29,9 @@ def tampering(session: Any) -> Iterator[None]:
     session.commit()
 
 
+TARGET_TYPES = ("session", "api_key", "membership", "user", "role")
+
+
 def add_events(app: Any, organization_id: str, count: int, *, start: int = 0) -> None:
     """Append *count* events to the organization's chain (one transaction), with varied actors and targets."""
     from datetime import UTC, datetime, timedelta
@@ -41,9 +44,10 @@ def add_events(app: Any, organization_id: str, count: int, *, start: int = 0) ->
     with app.app_context():
         for i in range(start, start + count):
             audit.record(db.session, action=f"test.action{i % 3}",
-                         cause=Cause.by(Actor("user", f"usr_{i % 7}", f"u{i % 7}@x.test"),
+                         cause=Cause.by(Actor("api_key" if i % 10 == 3 else "user", f"usr_{i % 7}", f"u{i % 7}@x.test"),
                                         RequestInfo("10.0.0.1", "pytest", f"req-{i}")),
-                         organization_id=organization_id, target_type="session", target_id=f"ses_{i % 11}",
+                         organization_id=organization_id, target_type=TARGET_TYPES[i % 5],
+                         target_id=f"ses_{i % 11}",
                          outcome="failure" if i % 5 == 0 else "success", details={"i": i},
                          at=t0 + timedelta(seconds=i))
         db.session.commit()

@@ -28,6 +28,7 @@ PARAMETER_IDS = {
     ("audit-events", "event_id"): "audit_event",
     ("webhook-inbox", "event_id"): "inbox_event",
     ("organization", "attempt_id"): "sign_in_attempt",
+    ("audit-events", "job_id"): "audit_export",
 }
 MISSING = "does_not_exist_0000000000000000"
 

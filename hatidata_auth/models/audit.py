@@ -30,7 +30,7 @@ class AuditEvent(db.Model):  # type: ignore[name-defined]
         Index("ix_audit_org_actor_type_seq", "organization_id", "actor_type", "seq"),
         Index("ix_audit_org_actor_email_seq", "organization_id", "actor_email", "seq"),
         Index("ix_audit_org_action_seq", "organization_id", "action", "seq"),
-        Index("ix_audit_org_target_seq", "organization_id", "target_type", "target_id", "seq"),
+        Index("ix_audit_org_target_type_seq", "organization_id", "target_type", "seq"),
         Index("ix_audit_org_target_id_seq", "organization_id", "target_id", "seq"),
         Index("ix_audit_org_outcome_seq", "organization_id", "outcome", "seq"),
     )

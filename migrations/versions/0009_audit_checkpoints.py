@@ -23,7 +23,7 @@ FILTER_INDEXES = {
     'ix_audit_org_actor_type_seq': ['organization_id', 'actor_type', 'seq'],
     'ix_audit_org_actor_email_seq': ['organization_id', 'actor_email', 'seq'],
     'ix_audit_org_action_seq': ['organization_id', 'action', 'seq'],
-    'ix_audit_org_target_seq': ['organization_id', 'target_type', 'target_id', 'seq'],
+    'ix_audit_org_target_type_seq': ['organization_id', 'target_type', 'seq'],
     'ix_audit_org_target_id_seq': ['organization_id', 'target_id', 'seq'],
     'ix_audit_org_outcome_seq': ['organization_id', 'outcome', 'seq'],
 }
