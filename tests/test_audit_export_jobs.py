@@ -89,7 +89,7 @@ def test_a_chain_larger_than_one_request_exports_and_verifies_through_the_api(
     job = started.get_json()
     assert job["status"] == "pending"
     assert client.get(f"/api/v1/audit-events/exports/{job['id']}/download", headers=headers).status_code == 409
-    assert audit_runtime.run_once(app)["jobs"] == 1
+    assert audit_runtime.run_once(app)["jobs"] >= 1  # this one and any the fixture left pending
     status = client.get(f"/api/v1/audit-events/exports/{job['id']}", headers=headers).get_json()
     total = _total(app, acme.id)  # the request is audited (audit.export_requested)
     assert (status["status"], status["count"]) == ("done", total)
@@ -151,7 +151,8 @@ def test_a_job_exports_its_time_range_and_its_file_expires(app: Flask, acme: Ten
     assert records[-1]["count"] == 10
     assert [r["details"]["i"] for r in records if "type" not in r] == list(range(10, 20))
     retention = int(app.config["HATIDATA_AUDIT_EXPORT_RETENTION"])
-    assert audit_runtime.run_once(app, now=utcnow() + timedelta(seconds=retention + 60))["expired"] == 1
+    assert audit_runtime.run_once(app, now=utcnow() + timedelta(seconds=retention - 60))["expired"] == 0
+    assert audit_runtime.run_once(app, now=utcnow() + timedelta(seconds=retention + 60))["expired"] >= 1
     gone = client.get(f"/api/v1/audit-events/exports/{job['id']}/download", headers=headers)
     assert gone.status_code == 410
     assert client.get(f"/api/v1/audit-events/exports/{job['id']}", headers=headers).get_json()["status"] == "expired"
