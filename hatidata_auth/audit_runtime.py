@@ -131,3 +131,17 @@ def wake(app: Flask) -> None:
     worker = app.extensions.get(EXTENSION)
     if worker is not None:
         worker.wake()
+
+
+def start(app: Any) -> None:
+    """Start *app*'s audit worker now if it has one (gunicorn's ``post_worker_init``)."""
+    worker = getattr(app, "extensions", {}).get(EXTENSION)
+    if worker is not None:
+        worker.start()
+
+
+def stop(app: Any) -> None:
+    """Stop *app*'s audit worker (a pass in progress finishes)."""
+    worker = getattr(app, "extensions", {}).get(EXTENSION)
+    if worker is not None:
+        worker.stop()

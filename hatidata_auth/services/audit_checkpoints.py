@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from ..models import AuditChainHead, AuditCheckpoint, AuditEvent, utcnow
@@ -165,16 +166,16 @@ def advance(session: Session, organization_id: str, signer: Signer, *, every: in
     if report.last_seq > 0 and interval_due and (not marks or marks[-1][0] != report.last_seq):
         marks.append((report.last_seq, report.last_hash))
     floor = last.seq if last is not None else 0
-    made = []
-    for seq, chain_hash in marks:
-        if seq <= floor:
-            continue
-        row = AuditCheckpoint(organization_id=organization_id, seq=seq, hash=chain_hash, kid=signer.kid,
-                              signature=signer.sign(organization_id, seq, chain_hash), created_at=now)
-        session.add(row)
-        made.append(row)
-    session.flush()
-    return [view(r) for r in made]
+    made = [CheckpointView(organization_id, seq, chain_hash, signer.kid, signer.sign(organization_id, seq, chain_hash),
+                           now) for seq, chain_hash in marks if seq > floor]
+    rows = [{"organization_id": c.organization_id, "seq": c.seq, "hash": c.hash, "kid": c.kid,
+             "signature": c.signature, "created_at": c.created_at} for c in made]
+    if rows:
+        # Two processes' workers may sign the same point: the first one's row stands (same statement, same key).
+        insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+        session.execute(insert(AuditCheckpoint).values(rows)
+                        .on_conflict_do_nothing(index_elements=["organization_id", "seq"]))
+    return made
 
 
 def run(session: Session, signer: Signer | None, *, every: int, interval: float,
