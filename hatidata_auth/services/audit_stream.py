@@ -121,6 +121,12 @@ class _Checker:
         if self.trailer is not None:
             # A paged export has one trailer per part: the count is checked when the stream is one part.
             received = len(self.hashes)
+            count = self.trailer.get("count")
+            if self.trailers == 1 and isinstance(count, int) and count > received and self.first is not None \
+                    and self.trailer.get("final_hash") == self.prev:
+                begins = (self.expected or 1) - count
+                raise _Failed(f"event #{begins} is missing (the trailer counts {count} events ending with "
+                              f"#{(self.expected or 1) - 1}; the stream begins at #{self.first})")
             if (self.trailers == 1 and self.trailer.get("count") != received) or (
                     received and self.trailer.get("final_hash") != self.prev):
                 raise _Failed(f"the trailer names {self.trailer.get('count')} events ending with "
