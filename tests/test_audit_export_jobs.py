@@ -208,3 +208,18 @@ def test_every_filter_reads_its_composite_index(app: Flask, acme: Tenant) -> Non
     ranged = _plan(app, acme.id, audit_queries.AuditFilter(since=start, until=start + timedelta(days=1)))
     assert any(index in ranged for index in RANGE_INDEXES), ranged
     assert "Seq Scan" not in ranged
+
+
+def test_a_job_that_cannot_write_its_file_fails_and_says_so(app: Flask, acme: Tenant, tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    app.config["HATIDATA_AUDIT_EXPORT_DIR"] = str(blocker)
+    client, headers = app.test_client(), headers_for(acme, "admin")
+    job = client.post("/api/v1/audit-events/exports", json={}, headers=headers).get_json()
+    audit_runtime.run_once(app)
+    status = client.get(f"/api/v1/audit-events/exports/{job['id']}", headers=headers).get_json()
+    assert status["status"] == "failed"
+    assert status["error"].startswith(("NotADirectoryError", "FileExistsError"))
+    refused = client.get(f"/api/v1/audit-events/exports/{job['id']}/download", headers=headers)
+    assert refused.status_code == 409
+    assert refused.get_json()["error"]["details"] == {"status": "failed"}

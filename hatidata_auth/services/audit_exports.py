@@ -8,6 +8,7 @@ event they sign, so a job's file is a stream ``hatidata audit verify-stream`` ch
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -142,10 +143,10 @@ def run_job(session: Session, job_id: str, directory: Path, *, retention: int) -
     job.status = "running"
     session.commit()
     path = job_path(directory, job.organization_id, job.id)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     last_line = "{}"
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with tmp.open("w", encoding="utf-8") as out:
             for line in export_lines(session, job.organization_id, _filter_of(job),
                                      reveal_session_ids=job.reveal_session_ids, with_checkpoints=True):
@@ -153,6 +154,8 @@ def run_job(session: Session, job_id: str, directory: Path, *, retention: int) -
                 last_line = line
         os.replace(tmp, path)
     except (OSError, ValueError) as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
         session.rollback()
         job = session.get(AuditExportJob, job_id)
         assert job is not None
@@ -181,7 +184,8 @@ def expire(session: Session, directory: Path, *, now: datetime | None = None) ->
     jobs = session.scalars(select(AuditExportJob).where(AuditExportJob.status == "done",
                                                         AuditExportJob.expires_at <= now)).all()
     for job in jobs:
-        job_path(directory, job.organization_id, job.id).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            job_path(directory, job.organization_id, job.id).unlink()
         job.status = "expired"
     session.commit()
     return len(jobs)
