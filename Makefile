@@ -35,7 +35,7 @@ lock:
 	.cache/lock-venv/bin/pip-compile --quiet --upgrade --strip-extras --extra dev --no-emit-index-url --no-emit-find-links \
 		--output-file requirements.lock pyproject.toml
 
-# make bench BENCH=ack_profile|auth|dsync_bench|load|scale BENCH_ARGS="--duration 10"
+# make bench BENCH=ack_profile|auth|audit_scale|dsync_bench|load|scale BENCH_ARGS="--duration 10"
 BENCH ?= auth
 bench: $(STAMP)
 	$(PY) -m bench.$(BENCH) $(BENCH_ARGS)

@@ -47,13 +47,17 @@ def child_exit(server, worker):  # gunicorn hook
     mark_process_dead(worker.pid)
 
 
-def post_worker_init(worker):  # gunicorn hook: the inbox appliers start in each worker, after the fork
+def post_worker_init(worker):  # gunicorn hook: the appliers and the audit worker start in each worker, after the fork
+    from hatidata_auth import audit_runtime
     from hatidata_auth.inbox_runtime import start
 
     start(worker.wsgi)
+    audit_runtime.start(worker.wsgi)
 
 
 def worker_exit(server, worker):  # gunicorn hook
+    from hatidata_auth import audit_runtime
     from hatidata_auth.inbox_runtime import stop
 
     stop(worker.wsgi)
+    audit_runtime.stop(worker.wsgi)

@@ -9,8 +9,8 @@ from typing import Any
 
 from flask import Flask
 
+from . import audit_runtime, inbox_runtime, inputs, metrics_views, sso_wizard
 from . import config as settings
-from . import inbox_runtime, inputs, metrics_views, sso_wizard
 from .errors import register_error_handlers
 from .extensions import cache, csrf, db, limiter, migrate
 from .idp import load_plugins
@@ -40,6 +40,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, profile: str | None =
     metrics_views.init_app(app)
     trust_proxies(app)
     inbox_runtime.init_app(app)  # the inbox appliers, started with the first request (never in a CLI command)
+    audit_runtime.init_app(app)  # checkpoints and export jobs, the same way
     register_cli(app)
     return app
 

@@ -7,6 +7,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from .causes import Actor
+from .cli_audit import verify_stream_command, work_command
 from .cli_inbox import inbox_cli
 from .cli_sign_ins import sign_ins_cli
 from .cli_support import WorkOSAwareGroup, unreachable_message
@@ -261,18 +262,21 @@ def audit_cli() -> None:
 @audit_cli.command("verify")
 @click.option("--organization", "organizations", multiple=True,
               help="Our organization id, WorkOS id or domain (repeatable; default: every chain).")
+@click.option("--full", is_flag=True, help="Walk every chain from its first event, not its newest trusted checkpoint.")
 @with_appcontext
-def audit_verify(organizations: tuple[str, ...]) -> None:
-    """Verify hash chains; names the first broken link and exits 1 when one is broken."""
+def audit_verify(organizations: tuple[str, ...], full: bool) -> None:
+    """Verify hash chains (from the newest trusted signed checkpoint unless --full); names the first broken link
+    and exits 1 when one is broken."""
     from .services.audit_queries import verify_all
 
     owners = [_organization_ref(ref) for ref in organizations] if organizations else None
-    reports = verify_all(db.session(), owners)
+    reports = verify_all(db.session(), owners, full=full, signer=_audit_signer())
     broken = 0
     for report in reports:
         name = report.organization_id or "(no organization)"
         if report.ok:
-            click.echo(f"{name}: ok, {report.checked} events")
+            since = f" after checkpoint #{report.from_seq}" if report.from_seq else ""
+            click.echo(f"{name}: ok, {report.checked} events{since}")
         else:
             broken += 1
             click.echo(f"{name}: BROKEN at event #{report.first_broken_seq}: {report.problem} "
@@ -280,6 +284,12 @@ def audit_verify(organizations: tuple[str, ...]) -> None:
     click.echo(f"{len(reports)} chain(s) verified, {broken} broken")
     if broken:
         raise click.exceptions.Exit(1)
+
+
+def _audit_signer() -> object:
+    from . import audit_runtime
+
+    return audit_runtime.signer(current_app)
 
 
 def _parse_time(value: str | None, option: str) -> object:
@@ -317,5 +327,7 @@ def audit_export(organization: str, since: str | None, until: str | None, fmt: s
     out.flush()
 
 
+audit_cli.add_command(verify_stream_command)
+audit_cli.add_command(work_command)
 hatidata_cli.add_command(inbox_cli)
 hatidata_cli.add_command(sign_ins_cli)

@@ -98,6 +98,19 @@ DEFAULTS: dict[str, Any] = {
     "HATIDATA_INBOX_RETENTION_DAYS": 30,
     # Days SSO sign-in attempts are kept for the organization's admins (`hatidata sign-ins expire`).
     "HATIDATA_SIGN_IN_ATTEMPTS_RETENTION_DAYS": 30,
+    # The audit log at scale (docs/audit.md): the Ed25519 key signing checkpoints (development: generated into
+    # instance/audit-signing-key; production without it: no checkpoints), a checkpoint every N events and at least
+    # every INTERVAL seconds while events come, the seconds one request may spend reading the log (below
+    # gunicorn's worker timeout), the rows one synchronous export sends before its continuation, export jobs.
+    "HATIDATA_AUDIT_SIGNING_KEY": None,
+    "HATIDATA_AUDIT_CHECKPOINT_EVERY": 1000,
+    "HATIDATA_AUDIT_CHECKPOINT_INTERVAL": 60,
+    "HATIDATA_AUDIT_REQUEST_BUDGET": 20.0,
+    "HATIDATA_AUDIT_EXPORT_MAX_ROWS": 100_000,
+    "HATIDATA_AUDIT_EXPORT_DIR": None,
+    "HATIDATA_AUDIT_EXPORT_RETENTION": 24 * 3600,
+    # The audit worker thread (checkpoints, export jobs): None = on, off under TESTING; 0 = off.
+    "HATIDATA_AUDIT_WORKER": None,
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SAMESITE": "Lax",
     "SESSION_COOKIE_SECURE": True,
@@ -169,6 +182,14 @@ ENV_SETTINGS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "HATIDATA_INBOX_BATCH": ("HATIDATA_INBOX_BATCH", _int),
     "HATIDATA_INBOX_POLL_INTERVAL": ("HATIDATA_INBOX_POLL_INTERVAL", _float),
     "HATIDATA_FANOUT_CHUNK": ("HATIDATA_FANOUT_CHUNK", _int),
+    "HATIDATA_AUDIT_SIGNING_KEY": ("HATIDATA_AUDIT_SIGNING_KEY", str),
+    "HATIDATA_AUDIT_CHECKPOINT_EVERY": ("HATIDATA_AUDIT_CHECKPOINT_EVERY", _int),
+    "HATIDATA_AUDIT_CHECKPOINT_INTERVAL": ("HATIDATA_AUDIT_CHECKPOINT_INTERVAL", _float),
+    "HATIDATA_AUDIT_REQUEST_BUDGET": ("HATIDATA_AUDIT_REQUEST_BUDGET", _float),
+    "HATIDATA_AUDIT_EXPORT_MAX_ROWS": ("HATIDATA_AUDIT_EXPORT_MAX_ROWS", _int),
+    "HATIDATA_AUDIT_EXPORT_DIR": ("HATIDATA_AUDIT_EXPORT_DIR", str),
+    "HATIDATA_AUDIT_EXPORT_RETENTION": ("HATIDATA_AUDIT_EXPORT_RETENTION", _int),
+    "HATIDATA_AUDIT_WORKER": ("HATIDATA_AUDIT_WORKER", _int),
 }
 
 
@@ -263,6 +284,8 @@ def fill_local_defaults(settings: dict[str, Any], instance_path: Path) -> None:
         settings.setdefault("CACHE_DIR", str(instance_path / "cache"))
     if settings.get("REDIS_URL"):
         settings["CACHE_TYPE"] = "RedisCache"
+    if not settings.get("HATIDATA_AUDIT_SIGNING_KEY"):
+        settings["HATIDATA_AUDIT_SIGNING_KEY"] = _local_signing_key(instance_path)
     if settings.get("SECRET_KEY") and settings.get("HATIDATA_COOKIE_KEY"):
         return
     secrets_file = instance_path / "dev-secrets.json"
@@ -282,6 +305,22 @@ def fill_local_defaults(settings: dict[str, Any], instance_path: Path) -> None:
     settings.setdefault("SECRET_KEY", None)
     settings["SECRET_KEY"] = settings["SECRET_KEY"] or stored["SECRET_KEY"]
     settings["HATIDATA_COOKIE_KEY"] = settings.get("HATIDATA_COOKIE_KEY") or stored["HATIDATA_COOKIE_KEY"]
+
+
+def _local_signing_key(instance_path: Path) -> str:
+    """The development audit signing key, generated once into ``instance/audit-signing-key`` (mode 0600)."""
+    from .services.audit_signing import generate_key
+
+    path = instance_path / "audit-signing-key"
+    if not path.is_file():
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(generate_key())
+        tmp.chmod(0o600)
+        if path.exists():
+            tmp.unlink()
+        else:
+            os.replace(tmp, path)
+    return path.read_text().strip()
 
 
 def is_fernet_key(value: str | None) -> bool:

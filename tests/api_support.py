@@ -19,6 +19,7 @@ from hatidata_auth.extensions import db
 from hatidata_auth.models import (
     ApiKey,
     AuditEvent,
+    AuditExportJob,
     AuthSession,
     Membership,
     Organization,
@@ -27,6 +28,7 @@ from hatidata_auth.models import (
     SignInAttempt,
     User,
     WebhookEvent,
+    new_id,
     utcnow,
 )
 from hatidata_auth.roles import permissions_for
@@ -104,6 +106,9 @@ def make_tenant(app: Flask, name: str) -> Tenant:
                                                                               request_id="req-seed")),
                              target_type="organization", target_id=org.id)
         tenant.ids["audit_event"] = event.public_id
+        export = AuditExportJob(id=new_id("axp"), organization_id=org.id, status="pending", filters={})
+        session.add(export)
+        tenant.ids["audit_export"] = export.id
         inbox_event = WebhookEvent(event_id=f"event_{slug}_failed", event_type="dsync.user.created",
                                    payload={"id": f"event_{slug}_failed", "event": "dsync.user.created",
                                             "data": {"directory_id": org.directory_id,

@@ -204,7 +204,10 @@ def test_audit_events_filter_paginate_verify_and_export(app: Flask, client: Flas
     assert ndjson.mimetype == "application/x-ndjson"
     assert ndjson.is_streamed
     lines = [json.loads(line) for line in ndjson.get_data(as_text=True).splitlines()]
-    assert [e["seq"] for e in lines] == sorted(seqs)
+    *events, trailer = lines
+    assert [e["seq"] for e in events] == sorted(seqs)
+    assert trailer == {"type": "trailer", "count": len(events), "final_hash": events[-1]["hash"], "complete": True,
+                       "next_cursor": None, "checkpoint": None}
     csv_answer = client.get("/api/v1/audit-events/export?format=csv&since=2000-01-01T00:00:00Z",
                             headers=_admin(acme))
     assert csv_answer.mimetype == "text/csv"

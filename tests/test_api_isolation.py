@@ -29,6 +29,7 @@ PARAMETER_IDS = {
     ("webhook-inbox", "event_id"): "inbox_event",
     ("organization", "attempt_id"): "sign_in_attempt",
     ("organization", "alert_id"): "alert",
+    ("audit-events", "job_id"): "audit_export",
 }
 MISSING = "does_not_exist_0000000000000000"
 

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -153,6 +154,7 @@ COMMAND_ARGS: dict[str, list[str]] = {
     **WORKOS_COMMANDS,
     "grant-admin": ["acme", "admin@acme.test"],
     "audit export": ["--organization", "acme"],
+    "audit verify-stream": [os.devnull],
 }
 # Commands that never open the database: they scaffold or list plugin files.
 NO_DATABASE = {"new-idp-plugin", "list-idp-plugins"}

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, stream_with_context
+from flask import Response, current_app, stream_with_context
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate, validates_schema
 
+from .. import audit_runtime
+from ..config import DEFAULTS
 from ..errors import AppError
 from ..extensions import db
 from ..identity import current_identity
-from ..services import audit, audit_queries
+from ..services import audit_checkpoints, audit_exports, audit_queries, audit_signing
 from .common import Instant, PageArgsSchema, decode_cursor, encode_cursor, guard, page_schema, timestamp
 
 blp = Blueprint("audit-events", __name__, description="The tamper-evident audit log of the organization.")
@@ -74,14 +76,28 @@ class AuditListArgs(PageArgsSchema, RangeArgs):
 
 class ExportArgs(RangeArgs):
     format = fields.String(load_default="ndjson", validate=validate.OneOf(list(audit_queries.EXPORT_FORMATS)))
+    cursor = fields.String(metadata={"description": "NDJSON: the trailer's `next_cursor` of the previous part."})
+
+
+class VerifyArgs(Schema):
+    full = fields.Boolean(load_default=False, metadata={"description": "Walk from the first event, not from the "
+                                                                     "newest trusted checkpoint."})
+    cursor = fields.String(metadata={"description": "The `next_cursor` of an incomplete answer: continue there."})
 
 
 class ChainSchema(Schema):
     organization_id = fields.String(allow_none=True, required=True)
     ok = fields.Boolean(required=True)
-    checked = fields.Integer(required=True)
+    checked = fields.Integer(required=True, metadata={"description": "Events verified by this answer."})
     first_broken_seq = fields.Integer(allow_none=True, required=True)
     problem = fields.String(allow_none=True, required=True)
+    from_seq = fields.Integer(required=True, metadata={"description": "Verified the events after this one."})
+    checkpoint = fields.Dict(allow_none=True, required=True,
+                             metadata={"description": "The signed checkpoint it started from, if any."})
+    last_seq = fields.Integer(required=True)
+    complete = fields.Boolean(required=True, metadata={"description": "False: the request budget ran out."})
+    next_cursor = fields.String(allow_none=True, required=True,
+                                metadata={"description": "Pass as `cursor` to continue (with `complete` false)."})
 
 
 AuditPage = page_schema(AuditEventSchema, "AuditEventPage")
@@ -111,14 +127,39 @@ def list_events(args: dict[str, Any]) -> dict[str, Any]:
             "next_cursor": None if next_seq is None else encode_cursor(next_seq)}
 
 
+def _budget() -> float:
+    value = current_app.config.get("HATIDATA_AUDIT_REQUEST_BUDGET")
+    return float(DEFAULTS["HATIDATA_AUDIT_REQUEST_BUDGET"] if value is None else value)
+
+
+def _resume(cursor: str | None) -> tuple[int, str] | None:
+    value = decode_cursor(cursor, str)
+    if value is None:
+        return None
+    seq, _, chain_hash = value.partition(":")
+    if not seq.isdigit() or len(chain_hash) != 64:
+        raise AppError("The cursor is not a verification cursor.", status=422, code="validation_error",
+                       details={"fields": {"cursor": ["Not a verification cursor."]}})
+    return int(seq), chain_hash
+
+
 @blp.route("/audit-events/verify", methods=["GET"])
 @guard(blp, "audit:read")
+@blp.arguments(VerifyArgs, location="query")
 @blp.response(200, ChainSchema)
-def verify() -> dict[str, Any]:
-    """Verify the organization's hash chain; names the first broken link."""
-    report = audit.verify_organization(db.session(), current_identity.organization_id)
+def verify(args: dict[str, Any]) -> dict[str, Any]:
+    """Verify the organization's hash chain from its newest trusted signed checkpoint (`full`: from the first
+    event); names the first broken link. Past the request budget: `complete` false and a `next_cursor`."""
+    keys = audit_signing.public_keys(audit_signing.published_keys(db.session(), audit_runtime.signer(current_app)))
+    result = audit_checkpoints.verify(db.session(), current_identity.organization_id, keys, full=args["full"],
+                                      resume=_resume(args.get("cursor")), budget=_budget())
+    report = result.report
     return {"organization_id": report.organization_id, "ok": report.ok, "checked": report.checked,
-            "first_broken_seq": report.first_broken_seq, "problem": report.problem}
+            "first_broken_seq": report.first_broken_seq, "problem": report.problem, "from_seq": report.from_seq,
+            "checkpoint": result.checkpoint.to_json() if result.checkpoint else None, "last_seq": report.last_seq,
+            "complete": report.complete,
+            "next_cursor": None if report.complete or not report.ok
+            else encode_cursor(f"{report.last_seq}:{report.last_hash}")}
 
 
 @blp.route("/audit-events/export", methods=["GET"])
@@ -129,12 +170,26 @@ def verify() -> dict[str, Any]:
     "text/csv": {"schema": {"type": "string"}},
 }}})
 def export(args: dict[str, Any]) -> Response:
-    """Stream the events of a time range as NDJSON (default) or CSV, without loading the range into memory. Needs
-    a sign-in within the organization's step-up window (else 401 `reauthentication_required`)."""
+    """Stream the events of a time range as NDJSON (default) or CSV, without loading the range into memory.
+
+    NDJSON ends with a trailer line (count, final hash); past `HATIDATA_AUDIT_EXPORT_MAX_ROWS` rows or the request
+    budget the trailer says `complete: false` with a `next_cursor` for the next part. CSV has no trailer: a
+    range above the row budget is 413 `export_too_large` (use NDJSON or `POST /audit-events/exports`). Needs a sign-in within the organization's
+    step-up window (else 401 `reauthentication_required`)."""
     writer, mimetype = audit_queries.EXPORT_FORMATS[args["format"]]
     flt = audit_queries.AuditFilter(since=args.get("since"), until=args.get("until"))
     organization_id = current_identity.organization_id
-    rows = writer(db.session(), organization_id, flt, reveal_session_ids=_reveal())
+    max_rows = int(current_app.config.get("HATIDATA_AUDIT_EXPORT_MAX_ROWS")
+                   or DEFAULTS["HATIDATA_AUDIT_EXPORT_MAX_ROWS"])
+    if args["format"] == "ndjson":
+        rows = audit_exports.export_lines(db.session(), organization_id, flt, reveal_session_ids=_reveal(),
+                                          after_seq=decode_cursor(args.get("cursor"), int) or 0,
+                                          max_rows=max_rows, budget=_budget())
+    elif audit_queries.count_matching(db.session(), organization_id, flt, limit=max_rows + 1) > max_rows:
+        raise AppError(f"More than {max_rows} events: export them as NDJSON (paged by its trailer's cursor) or "
+                       "with POST /api/v1/audit-events/exports.", status=413, code="export_too_large")
+    else:
+        rows = writer(db.session(), organization_id, flt, reveal_session_ids=_reveal())
     response = Response(stream_with_context(rows), mimetype=mimetype)
     response.headers["Content-Disposition"] = f'attachment; filename="audit-{organization_id}.{args["format"]}"'
     response.headers["Cache-Control"] = "no-store"

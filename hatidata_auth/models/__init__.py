@@ -5,7 +5,7 @@ from __future__ import annotations
 # Roles are defined in ``hatidata_auth.roles``; re-exported because a role is what a membership column holds.
 from ..roles import ROLES
 from .access import ApiKey, AuthSession
-from .audit import AuditChainHead, AuditEvent
+from .audit import AuditChainHead, AuditCheckpoint, AuditEvent, AuditExportJob, AuditSigningKey
 from .base import TenantMixin, new_id, utcnow
 from .directory import (
     DirectoryGroup,
@@ -27,7 +27,10 @@ __all__ = [
     "SIGN_IN_METHODS",
     "ApiKey",
     "AuditChainHead",
+    "AuditCheckpoint",
     "AuditEvent",
+    "AuditExportJob",
+    "AuditSigningKey",
     "AuthSession",
     "DirectoryGroup",
     "DirectoryGroupMembership",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Index, Integer, String
+from sqlalchemy import JSON, BigInteger, Boolean, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import db
@@ -24,6 +24,15 @@ class AuditEvent(db.Model):  # type: ignore[name-defined]
     __table_args__ = (
         Index("ix_audit_org_seq", "organization_id", "seq", unique=True),
         Index("ix_audit_org_time", "organization_id", "created_at"),
+        # One per filter of the API (``audit_queries.filtered``), ending in ``seq``: a page reads its rows in
+        # index order (newest first) whatever the chain's length.
+        Index("ix_audit_org_actor_id_seq", "organization_id", "actor_id", "seq"),
+        Index("ix_audit_org_actor_type_seq", "organization_id", "actor_type", "seq"),
+        Index("ix_audit_org_actor_email_seq", "organization_id", "actor_email", "seq"),
+        Index("ix_audit_org_action_seq", "organization_id", "action", "seq"),
+        Index("ix_audit_org_target_type_seq", "organization_id", "target_type", "seq"),
+        Index("ix_audit_org_target_id_seq", "organization_id", "target_id", "seq"),
+        Index("ix_audit_org_outcome_seq", "organization_id", "outcome", "seq"),
     )
 
     id: Mapped[int] = mapped_column(
@@ -35,7 +44,7 @@ class AuditEvent(db.Model):  # type: ignore[name-defined]
     actor_type: Mapped[str] = mapped_column(String(16), nullable=False)
     actor_id: Mapped[str | None] = mapped_column(String(64))
     actor_email: Mapped[str | None] = mapped_column(String(320))
-    action: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    action: Mapped[str] = mapped_column(String(64), nullable=False)
     target_type: Mapped[str | None] = mapped_column(String(32))
     target_id: Mapped[str | None] = mapped_column(String(64))
     outcome: Mapped[str] = mapped_column(String(16), default="success", nullable=False)
@@ -61,3 +70,57 @@ class AuditChainHead(db.Model):  # type: ignore[name-defined]
     chain_key: Mapped[str] = mapped_column(String(40), primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
     hash: Mapped[str] = mapped_column(String(64), nullable=False)
+
+
+class AuditSigningKey(db.Model):  # type: ignore[name-defined]
+    """A public key that signs (or signed) audit checkpoints; kept after rotation so old checkpoints still verify.
+
+    ``kid`` is derived from the public key (:func:`hatidata_auth.services.audit_signing.key_id`); the private key
+    is never stored here (``HATIDATA_AUDIT_SIGNING_KEY``).
+    """
+
+    __tablename__ = "audit_signing_keys"
+
+    kid: Mapped[str] = mapped_column(String(40), primary_key=True)
+    algorithm: Mapped[str] = mapped_column(String(16), nullable=False, default="Ed25519")
+    public_key: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class AuditCheckpoint(db.Model):  # type: ignore[name-defined]
+    """A signed statement that one organization's chain had ``hash`` at ``seq`` (docs/audit.md, "Checkpoints")."""
+
+    __tablename__ = "audit_checkpoints"
+    __table_args__ = (Index("ix_audit_checkpoint_org_seq", "organization_id", "seq", unique=True),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    organization_id: Mapped[str] = mapped_column(String(40), nullable=False)
+    seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    kid: Mapped[str] = mapped_column(String(40), nullable=False)
+    signature: Mapped[str] = mapped_column(String(128), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+
+
+class AuditExportJob(db.Model):  # type: ignore[name-defined]
+    """A background export of one organization's events to a file under the instance folder."""
+
+    __tablename__ = "audit_export_jobs"
+    __table_args__ = (Index("ix_audit_export_org_created", "organization_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(String(40), nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="pending")
+    format: Mapped[str] = mapped_column(String(8), nullable=False, default="ndjson")
+    filters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=False)
+    reveal_session_ids: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    requested_by: Mapped[str | None] = mapped_column(String(64))
+    count: Mapped[int | None] = mapped_column(BigInteger)
+    final_hash: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(String(512))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -32,7 +33,7 @@ GENESIS_HASH = "0" * 64
 def canonical_json(event: AuditEvent) -> str:
     """Return the canonical JSON of the fields an event's hash covers."""
     created = event.created_at
-    body = {
+    return canonical_dumps({
         "public_id": event.public_id,
         "organization_id": event.organization_id,
         "seq": event.seq,
@@ -46,7 +47,11 @@ def canonical_json(event: AuditEvent) -> str:
         "source_event_id": event.source_event_id,
         "details": event.details,
         "created_at": created.isoformat(timespec="microseconds") if created else None,
-    }
+    })
+
+
+def canonical_dumps(body: dict[str, Any]) -> str:
+    """The canonical JSON text of an event's hashed fields (sorted keys, no spaces)."""
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
@@ -214,12 +219,16 @@ def _drop_pending(session: Session, transaction: Any) -> None:
 
 @dataclass(frozen=True, slots=True)
 class ChainReport:
-    """The result of verifying one organization's chain."""
+    """The result of verifying one organization's chain (or its events after ``from_seq``)."""
 
     organization_id: str | None
     checked: int
     first_broken_seq: int | None
     problem: str | None
+    from_seq: int = 0
+    last_seq: int = 0
+    last_hash: str = GENESIS_HASH
+    complete: bool = True  # False: the budget ran out; continue after (last_seq, last_hash)
 
     @property
     def ok(self) -> bool:
@@ -227,35 +236,52 @@ class ChainReport:
         return self.first_broken_seq is None
 
 
-def verify_chain(events: Iterable[AuditEvent], organization_id: str | None) -> ChainReport:
-    """Check events (in ``seq`` order) link up; name the first broken link."""
-    prev_hash = GENESIS_HASH
-    expected_seq = 1
+def verify_chain(events: Iterable[AuditEvent], organization_id: str | None, *, after_seq: int = 0,
+                 prev_hash: str = GENESIS_HASH, deadline: float | None = None,
+                 clock: Callable[[], float] = time.monotonic, check_every: int = 500,
+                 on_link: Callable[[int, str], None] | None = None) -> ChainReport:
+    """Check events (in ``seq`` order, those after *after_seq* whose predecessor hashed to *prev_hash*) link up;
+    name the first broken link. Past *deadline* (checked every *check_every* events, so every call progresses)
+    the report is incomplete and says where to continue."""
+    expected_seq = after_seq + 1
     checked = 0
     for event in events:
         if event.seq != expected_seq:
             return ChainReport(organization_id, checked, expected_seq,
-                               f"expected event #{expected_seq}, found #{event.seq} (missing or reordered)")
+                               f"expected event #{expected_seq}, found #{event.seq} (missing or reordered)",
+                               after_seq, expected_seq - 1, prev_hash)
         if event.prev_hash != prev_hash:
-            return ChainReport(organization_id, checked, event.seq, "prev_hash does not match the previous event")
+            return ChainReport(organization_id, checked, event.seq, "prev_hash does not match the previous event",
+                               after_seq, expected_seq - 1, prev_hash)
         if chain_hash(prev_hash, event) != event.hash:
-            return ChainReport(organization_id, checked, event.seq, "content does not match its hash (edited)")
+            return ChainReport(organization_id, checked, event.seq, "content does not match its hash (edited)",
+                               after_seq, expected_seq - 1, prev_hash)
         prev_hash = event.hash
         expected_seq += 1
         checked += 1
-    return ChainReport(organization_id, checked, None, None)
+        if on_link is not None:
+            on_link(event.seq, event.hash)
+        if deadline is not None and checked % check_every == 0 and clock() >= deadline:
+            return ChainReport(organization_id, checked, None, None, after_seq, expected_seq - 1, prev_hash,
+                               complete=False)
+    return ChainReport(organization_id, checked, None, None, after_seq, expected_seq - 1, prev_hash)
 
 
-def verify_organization(session: Session, organization_id: str | None) -> ChainReport:
-    """Verify one organization's chain, streaming it from the database."""
+def verify_organization(session: Session, organization_id: str | None, *, after_seq: int = 0,
+                        prev_hash: str = GENESIS_HASH, deadline: float | None = None,
+                        clock: Callable[[], float] = time.monotonic,
+                        on_link: Callable[[int, str], None] | None = None) -> ChainReport:
+    """Verify one organization's chain (after *after_seq*), streaming it from the database."""
     query = (
         select(AuditEvent)
         .where(AuditEvent.organization_id.is_(None) if organization_id is None
                else AuditEvent.organization_id == organization_id)
+        .where(AuditEvent.seq > after_seq)
         .order_by(AuditEvent.seq)
         .execution_options(yield_per=500)
     )
-    return verify_chain(session.scalars(query), organization_id)
+    return verify_chain(session.scalars(query), organization_id, after_seq=after_seq, prev_hash=prev_hash,
+                        deadline=deadline, clock=clock, on_link=on_link)
 
 
 def count(session: Session, organization_id: str | None = None, action: str | None = None) -> int:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from ..models import AuditEvent
@@ -66,6 +66,12 @@ def filtered(organization_id: str | None, flt: AuditFilter | None = None) -> Sel
     if flt.until is not None:
         query = query.where(AuditEvent.created_at < flt.until)
     return query
+
+
+def count_matching(session: Session, organization_id: str | None, flt: AuditFilter | None, *, limit: int) -> int:
+    """How many events match, counting at most *limit* (a bounded scan of the index)."""
+    ids = filtered(organization_id, flt).with_only_columns(AuditEvent.id).limit(limit).subquery()
+    return int(session.execute(select(func.count()).select_from(ids)).scalar_one())
 
 
 def page(session: Session, organization_id: str, flt: AuditFilter | None, *, before_seq: int | None,
@@ -227,7 +233,13 @@ def chain_owners(session: Session) -> list[str | None]:
     return sorted(rows, key=lambda v: (v is not None, v or ""))
 
 
-def verify_all(session: Session, organization_ids: Sequence[str | None] | None = None) -> list[audit.ChainReport]:
-    """Verify the named chains (default: every chain in the database)."""
+def verify_all(session: Session, organization_ids: Sequence[str | None] | None = None, *, full: bool = True,
+               signer: Any = None) -> list[audit.ChainReport]:
+    """Verify the named chains (default: every chain in the database): each from its newest trusted checkpoint
+    unless *full* (the events of no organization have no checkpoints)."""
+    from . import audit_checkpoints, audit_signing
+
     owners = list(organization_ids) if organization_ids is not None else chain_owners(session)
-    return [audit.verify_organization(session, org_id) for org_id in owners]
+    keys = {} if full else audit_signing.public_keys(audit_signing.published_keys(session, signer))
+    return [audit.verify_organization(session, org_id) if full or org_id is None
+            else audit_checkpoints.verify(session, org_id, keys).report for org_id in owners]

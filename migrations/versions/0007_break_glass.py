@@ -1,7 +1,7 @@
 """break-glass accounts per organization: the memberships that may sign in without SSO while it is enforced
 (issue #16, item 3)
 
-Revision ID: 0008_break_glass
+Revision ID: 0007_break_glass
 Revises: 0006_access_policy
 Create Date: 2026-12-01 00:40:00
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '0008_break_glass'
+revision = '0007_break_glass'
 down_revision = '0006_access_policy'
 branch_labels = None
 depends_on = None

@@ -1,0 +1,191 @@
+"""Exports of the audit log that survive any size: NDJSON ending with a trailer, paged by a continuation cursor
+within a request's budget, or written to a file by a background job (docs/audit.md, "Export at scale").
+
+The trailer (``{"type": "trailer", "count", "final_hash", "complete", "next_cursor", "checkpoint"}``) is always
+the last line: an export without it was cut. Checkpoint records (``{"type": "checkpoint", …}``) follow the
+event they sign, so a job's file is a stream ``hatidata audit verify-stream`` checks offline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..causes import Cause
+from ..models import AuditEvent, AuditExportJob, new_id, utcnow
+from . import audit, audit_checkpoints
+from .audit_queries import AuditFilter, event_view, filtered
+
+BUDGET_CHECK_EVERY = 500
+JOB_STATUSES = ("pending", "running", "done", "failed", "expired")
+
+
+def _line(value: dict[str, Any]) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str) + "\n"
+
+
+def export_lines(session: Session, organization_id: str, flt: AuditFilter, *, reveal_session_ids: bool = False,
+                 after_seq: int = 0, max_rows: int | None = None, budget: float | None = None,
+                 clock: Callable[[], float] = time.monotonic, with_checkpoints: bool = False) -> Iterator[str]:
+    """NDJSON lines of the matching events after *after_seq* in chain order, then the trailer. Past *max_rows*
+    rows or *budget* seconds (checked every :data:`BUDGET_CHECK_EVERY` rows) it stops early: the trailer says
+    ``complete: false`` and gives ``next_cursor`` (the last ``seq`` sent) to continue from."""
+    deadline = None if budget is None else clock() + budget
+    query = (filtered(organization_id, flt).where(AuditEvent.seq > after_seq).order_by(AuditEvent.seq)
+             .execution_options(yield_per=BUDGET_CHECK_EVERY))
+    pending = audit_checkpoints.checkpoints(session, organization_id, after_seq=after_seq) if with_checkpoints \
+        else []
+    count, last_seq, final_hash, signed = 0, after_seq, None, None
+    complete = True
+    for event in session.scalars(query):
+        yield _line(event_view(event, reveal_session_ids=reveal_session_ids).to_json())
+        count, last_seq, final_hash = count + 1, event.seq, event.hash
+        session.expunge(event)
+        while pending and pending[0].seq <= last_seq:
+            checkpoint = pending.pop(0)
+            if checkpoint.seq == last_seq and checkpoint.hash == final_hash:
+                signed = checkpoint
+                yield _line(checkpoint.to_json())
+        if (max_rows is not None and count >= max_rows) or (
+                deadline is not None and count % BUDGET_CHECK_EVERY == 0 and clock() >= deadline):
+            complete = False
+            break
+    yield _line(trailer(count, final_hash, complete=complete, next_cursor=None if complete else last_seq,
+                        checkpoint=signed))
+
+
+def trailer(count: int, final_hash: str | None, *, complete: bool, next_cursor: int | None,
+            checkpoint: audit_checkpoints.CheckpointView | None) -> dict[str, Any]:
+    """The last line of every NDJSON export."""
+    return {"type": "trailer", "count": count, "final_hash": final_hash, "complete": complete,
+            "next_cursor": next_cursor, "checkpoint": checkpoint.to_json() if checkpoint else None}
+
+
+@dataclass(frozen=True, slots=True)
+class ExportJobView:
+    """A job as ``GET /api/v1/audit-events/exports/{id}`` shows it."""
+
+    id: str
+    status: str
+    format: str
+    filters: dict[str, Any]
+    count: int | None
+    final_hash: str | None
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    expires_at: datetime | None
+
+    def to_json(self) -> dict[str, Any]:
+        def iso(value: datetime | None) -> str | None:
+            return value.isoformat() if value else None
+
+        return {"id": self.id, "status": self.status, "format": self.format, "filters": self.filters,
+                "count": self.count, "final_hash": self.final_hash, "error": self.error,
+                "created_at": iso(self.created_at), "finished_at": iso(self.finished_at),
+                "expires_at": iso(self.expires_at)}
+
+
+def _view(job: AuditExportJob) -> ExportJobView:
+    return ExportJobView(job.id, job.status, job.format, dict(job.filters or {}), job.count, job.final_hash,
+                         job.error, job.created_at, job.finished_at, job.expires_at)
+
+
+def create_job(session: Session, organization_id: str, flt: AuditFilter, *, reveal_session_ids: bool,
+               cause: Cause) -> ExportJobView:
+    """Queue an export of the organization's events in *flt*'s time range (audited, in the caller's
+    transaction; the caller commits, then wakes the worker)."""
+    filters = {k: v.isoformat() for k, v in (("since", flt.since), ("until", flt.until)) if v is not None}
+    job = AuditExportJob(id=new_id("axp"), organization_id=organization_id, status="pending", format="ndjson",
+                         filters=filters, reveal_session_ids=reveal_session_ids, requested_by=cause.actor.id)
+    session.add(job)
+    session.flush()
+    audit.record(session, action="audit.export_requested", cause=cause, organization_id=organization_id,
+                 target_type="audit_export", target_id=job.id, details={"filters": filters})
+    return _view(job)
+
+
+def get_job(session: Session, organization_id: str, job_id: str) -> ExportJobView | None:
+    """The organization's job (``None`` for another organization's)."""
+    job = session.scalar(select(AuditExportJob).where(AuditExportJob.organization_id == organization_id,
+                                                      AuditExportJob.id == job_id))
+    return None if job is None else _view(job)
+
+
+def job_path(directory: Path, organization_id: str, job_id: str) -> Path:
+    """Where a job's file lives (our own ids only: never a caller's path)."""
+    return directory / organization_id / f"{job_id}.ndjson"
+
+
+def _filter_of(job: AuditExportJob) -> AuditFilter:
+    filters = job.filters or {}
+    return AuditFilter(since=datetime.fromisoformat(filters["since"]) if filters.get("since") else None,
+                       until=datetime.fromisoformat(filters["until"]) if filters.get("until") else None)
+
+
+def run_job(session: Session, job_id: str, directory: Path, *, retention: int) -> ExportJobView | None:
+    """Write one pending job's file (temporary name, renamed when the trailer is written); ``None`` if the job is
+    not pending (another worker took it)."""
+    job = session.get(AuditExportJob, job_id, with_for_update=True)
+    if job is None or job.status != "pending":
+        session.rollback()
+        return None
+    job.status = "running"
+    session.commit()
+    path = job_path(directory, job.organization_id, job.id)
+    tmp = path.with_suffix(".tmp")
+    last_line = "{}"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tmp.open("w", encoding="utf-8") as out:
+            for line in export_lines(session, job.organization_id, _filter_of(job),
+                                     reveal_session_ids=job.reveal_session_ids, with_checkpoints=True):
+                out.write(line)
+                last_line = line
+        os.replace(tmp, path)
+    except (OSError, ValueError) as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        session.rollback()
+        job = session.get(AuditExportJob, job_id)
+        assert job is not None
+        job.status, job.error, job.finished_at = "failed", f"{type(exc).__name__}: {exc}"[:512], utcnow()
+        session.commit()
+        return _view(job)
+    job = session.get(AuditExportJob, job_id)
+    assert job is not None
+    now = utcnow()
+    last = json.loads(last_line)  # the trailer
+    job.status, job.count, job.final_hash = "done", last.get("count"), last.get("final_hash")
+    job.finished_at, job.expires_at = now, now + timedelta(seconds=retention)
+    session.commit()
+    return _view(job)
+
+
+def pending_jobs(session: Session) -> list[str]:
+    """Ids of the jobs waiting, oldest first."""
+    return list(session.scalars(select(AuditExportJob.id).where(AuditExportJob.status == "pending")
+                                .order_by(AuditExportJob.created_at)))
+
+
+def expire(session: Session, directory: Path, *, now: datetime | None = None) -> int:
+    """Delete the files of finished jobs past their retention (the row stays, ``expired``); returns how many."""
+    now = now or utcnow()
+    jobs = session.scalars(select(AuditExportJob).where(AuditExportJob.status == "done",
+                                                        AuditExportJob.expires_at <= now)).all()
+    for job in jobs:
+        with contextlib.suppress(OSError):
+            job_path(directory, job.organization_id, job.id).unlink()
+        job.status = "expired"
+    session.commit()
+    return len(jobs)
