@@ -174,8 +174,8 @@ def export(args: dict[str, Any]) -> Response:
 
     NDJSON ends with a trailer line (count, final hash); past `HATIDATA_AUDIT_EXPORT_MAX_ROWS` rows or the request
     budget the trailer says `complete: false` with a `next_cursor` for the next part. CSV has no trailer: a
-    range above the row budget is 413 `export_too_large` (use NDJSON or `POST /audit-events/exports`). Needs a sign-in within the organization's
-    step-up window (else 401 `reauthentication_required`)."""
+    range above the row budget is 413 `export_too_large` (use NDJSON or `POST /audit-events/exports`). Needs a
+    sign-in within the organization's step-up window (else 401 `reauthentication_required`)."""
     writer, mimetype = audit_queries.EXPORT_FORMATS[args["format"]]
     flt = audit_queries.AuditFilter(since=args.get("since"), until=args.get("until"))
     organization_id = current_identity.organization_id
