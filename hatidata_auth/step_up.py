@@ -33,8 +33,10 @@ mappings, member roles and removal, any member's keys, per-key allowlists) is se
 SENSITIVE_BLUEPRINTS: frozenset[str] = frozenset({"sso_wizard", "policy_page"})
 """Every route (pages included) of the SSO setup wizard and the access-policy page is sensitive."""
 
-SENSITIVE_ENDPOINTS: frozenset[str] = frozenset({"audit-events.export", "sso_sign_ins.reveal"})
-"""Reads that are sensitive all the same: the audit export, revealing a sign-in attempt's details."""
+SENSITIVE_ENDPOINTS: frozenset[str] = frozenset({"audit-events.export", "audit-exports.start_export",
+                                                 "audit-exports.download_export", "sso_sign_ins.reveal"})
+"""Sensitive whatever their method: the audit export (synchronous, or a job started and its file downloaded),
+revealing a sign-in attempt's details."""
 
 ADMIN_SCOPES: frozenset[str] = ALL_PERMISSIONS - ROLE_PERMISSIONS[Role.DEVELOPER.value]
 """Scopes only admins hold: creating or rotating a key that carries one is sensitive."""
