@@ -17,8 +17,9 @@ def test_models_and_migrations_agree(app: Flask) -> None:
 
 
 def test_every_tenant_table_carries_the_organization_id(app: Flask) -> None:
+    # audit_signing_keys: the deployment's checkpoint keys (public keys published to every organization).
     global_tables = {"organizations", "users", "audit_events", "audit_chain_heads", "webhook_events",
-                     "sync_cursors"}
+                     "sync_cursors", "audit_signing_keys"}
     for table in db.metadata.sorted_tables:
         if table.name in global_tables:
             continue
