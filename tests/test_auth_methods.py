@@ -56,9 +56,9 @@ def test_allowed_methods_are_read_and_changed_with_an_audit_event(app: Flask, cl
     assert client.patch(url, headers=adm, json={"auth_methods": ["sso"]}).status_code == 200
 
 
-def _hosted_page(client: FlaskClient, email: str) -> tuple[httpx2.Client, str]:
+def _hosted_page(client: FlaskClient, email: str, **params: Any) -> tuple[httpx2.Client, str]:
     browser = httpx2.Client(follow_redirects=False, timeout=10)
-    page = browser.get(start_login(client, email=email))
+    page = browser.get(start_login(client, email=email, **params))
     assert page.status_code == 200, page.text[:300]
     assert 'type="password"' in page.text  # Hooli has no SSO: the hosted page offers AuthKit's own methods
     return browser, page.text
@@ -68,10 +68,10 @@ def _action(page: str, fragment: str) -> str:
     return next(a for a in re.findall(r'action="([^"]+)"', page) if fragment in a)
 
 
-def _password_login(client: FlaskClient, emulator: Any) -> Any:
+def _password_login(client: FlaskClient, emulator: Any, **params: Any) -> Any:
     password = httpx2.get(f"{emulator.url}/_emulator/seed_passwords",
                           headers={"Authorization": "Bearer sk_test_emulator"}).json()[OWNER]
-    browser, page = _hosted_page(client, OWNER)
+    browser, page = _hosted_page(client, OWNER, **params)
     base = emulator.url
     try:
         done = browser.post(base + _action(page, "/password/"), data={"email": OWNER, "password": password})

@@ -229,14 +229,14 @@ def _membership_of(app: Flask, org_id: str, email: str) -> str:
     return str(membership_id)
 
 
-def _magic_login_as(client: FlaskClient, emulator: Any, *, hint: str, email: str) -> Any:
-    """A magic-code sign-in as *email* from the page a login hinted with *hint* starts at (AuthKit's page, or the
-    connection's when *hint* is not break-glass: then there is no form and the sign-in cannot be made here)."""
+def _magic_login_as(client: FlaskClient, emulator: Any, *, email: str) -> Any:
+    """A magic-code sign-in as *email* from the break-glass sign-in page (``/auth/login?break_glass=1``: the
+    organization's own methods, offered to anyone; the callback decides)."""
     browser = httpx2.Client(follow_redirects=False, timeout=10)
     try:
-        page = browser.get(start_login(client, email=hint))
-        if page.status_code != 200 or "/magic/" not in page.text:
-            return client.get("/auth/login", query_string={"email": hint})  # no AuthKit page: nothing to submit
+        page = browser.get(start_login(client, email=email, organization_id=HOOLI, break_glass=1))
+        assert page.status_code == 200, page.text[:300]
+        assert "/magic/" in page.text, page.text[:300]
         sent = browser.post(emulator.url + _action(page.text, "/magic/"), data={"email": email})
         code = httpx2.get(f"{emulator.url}/_emulator/magic_auth", params={"email": email},
                           headers={"Authorization": "Bearer sk_test_emulator"}).json()["data"][0]["code"]
@@ -265,14 +265,17 @@ def test_a_break_glass_member_signs_in_without_sso_audited_and_alerted(app: Flas
     owner = _membership_of(app, org_id, OWNER)
     _hooli(app, sso_enforced=True, auth_methods=["sso"], connection_id="conn_hooli_enforced",
            break_glass_members=[owner])
-    # A member who is not break-glass, reaching AuthKit's page through a break-glass hint, is refused at the
+    # The email hint alone never reveals who is break-glass: every email goes to the connection.
+    for hint in (OWNER, MEMBER, "nobody@hooli.test"):
+        assert "connection_id=conn_hooli_enforced" in start_login(app.test_client(), email=hint)
+    # A member who is not break-glass, on the break-glass sign-in page (offered to anyone), is refused at the
     # callback like any non-SSO sign-in.
-    refused = _magic_login_as(app.test_client(), emulator, hint=OWNER, email=MEMBER)
+    refused = _magic_login_as(app.test_client(), emulator, email=MEMBER)
     assert refused.status_code in (302, 409)
     assert [e.details["reason"] for e in _audited(app, org_id, "auth.policy_refused")] == ["sso_enforced"]
     # The break-glass owner signs in with a password: accepted, audited, alerted.
     glass = app.test_client()
-    accepted = _password_login(glass, emulator)
+    accepted = _password_login(glass, emulator, organization_id=HOOLI, break_glass=1)
     assert accepted.status_code == 302, accepted.get_data(as_text=True)
     assert glass.get("/api/v1/me").status_code == 200
     [used] = _audited(app, org_id, "auth.break_glass_used")
@@ -301,7 +304,7 @@ def test_a_break_glass_member_signs_in_without_sso_audited_and_alerted(app: Flas
     # Their sign-in now goes to the connection, and a magic code reaching the callback anyway is refused.
     assert "connection_id=conn_hooli_enforced" in start_login(app.test_client(), email=OWNER)
     _hooli(app, break_glass_members=[_membership_of(app, org_id, MEMBER)])
-    again = _magic_login_as(app.test_client(), emulator, hint=MEMBER, email=OWNER)
+    again = _magic_login_as(app.test_client(), emulator, email=OWNER)
     assert again.status_code in (302, 409)
     assert len(_audited(app, org_id, "auth.policy_refused")) == 2
     assert len(_audited(app, org_id, "auth.break_glass_used")) == 1

@@ -61,15 +61,16 @@ def _max_age(value: str | None) -> int | None:
     return int(value)
 
 
-def _signed_in_as() -> tuple[tuple[str, str] | None, str | None]:
-    """The browser's current (user, organization), for a re-authentication to stay within, and its session."""
+def _signed_in_as() -> tuple[tuple[str, str] | None, str | None, str | None]:
+    """The browser's current (user, organization), for a re-authentication to stay within, its session and its
+    email."""
     try:
         identity = get_identity()
     except AppError:
-        return None, None
+        return None, None, None
     if identity is None or identity.auth_type != "session" or identity.user_id is None:
-        return None, None
-    return (identity.user_id, identity.organization_id), identity.session_id
+        return None, None, None
+    return (identity.user_id, identity.organization_id), identity.session_id, identity.email
 
 
 @bp.get("/login")
@@ -78,9 +79,11 @@ def login() -> BaseResponse:
     """Start a login at WorkOS AuthKit (home-realm discovery by ``email``; SSO-enforcing orgs go straight to
     their connection).
 
-    With ``max_age`` (step-up re-authentication) AuthKit authenticates the user again unless their last active
-    authentication is that recent; a browser that is signed in must come back as the same person in the same
-    organization (else the callback refuses, 403 ``reauthentication_mismatch``).
+    With ``break_glass=1`` an SSO-enforcing organization's own non-SSO methods are offered (to anyone; the
+    callback accepts only its break-glass members). With ``max_age`` (step-up re-authentication) AuthKit
+    authenticates the user again unless their last active authentication is that recent; a browser that is signed
+    in must come back as the same person in the same organization (else the callback refuses, 403
+    ``reauthentication_mismatch``).
 
     Answers 302 to WorkOS (the PKCE verifier kept for the callback, the browser's pending logins noted); 400
     ``unknown_organization`` for an ``organization_id`` we do not know; 422 ``validation_error`` for a
@@ -89,14 +92,15 @@ def login() -> BaseResponse:
     rt = runtime()
     email = (request.args.get("email") or "").strip() or None
     max_age = _max_age(request.args.get("max_age"))
-    reauthenticating, replaces = _signed_in_as() if max_age is not None else (None, None)
+    reauthenticating, replaces, signed_in_email = _signed_in_as() if max_age is not None else (None, None, None)
     state = LoginState(nonce=secrets.token_urlsafe(24), return_to=safe_return_to(request.args.get("return_to")),
                        remember=_truthy(request.args.get("remember")), reauthenticating=reauthenticating,
                        replaces=replaces)
     authorization = login_flow.authorization_url(
         db.session(), rt.gateway.client, redirect_uri=_redirect_uri(),
         state=dump_state(str(current_app.secret_key or ""), state), email=email,
-        organization_id=request.args.get("organization_id") or None, max_age=max_age)
+        organization_id=request.args.get("organization_id") or None, max_age=max_age,
+        break_glass=_truthy(request.args.get("break_glass")), signed_in_email=signed_in_email)
     db.session.remove()
     rt.put(STATE_KEY.format(state.nonce), {"verifier": authorization.code_verifier}, rt.state_ttl)
     pending = [n for n in session.get(BROWSER_KEY, []) if isinstance(n, str)][-(MAX_PENDING_LOGINS - 1):]

@@ -21,7 +21,8 @@ from sqlalchemy.orm import Session
 from ..causes import NO_REQUEST, Actor, Cause, RequestInfo
 from ..errors import AppError
 from ..workos import WorkOSClient, WorkOSFailure
-from . import auth_policy, break_glass, login, sessions, sign_in_attempts
+from . import auth_policy, login, sessions, sign_in_attempts
+from . import break_glass as break_glass_members
 from .login import LoginFailed, LoginResult
 from .organizations import find_organization, find_organization_for_email
 from .session_refresh import Tokens
@@ -58,10 +59,15 @@ def pkce_pair() -> tuple[str, str]:
 
 def authorization_url(db: Session, client: WorkOSClient, *, redirect_uri: str, state: str,
                       email: str | None = None, organization_id: str | None = None,
-                      max_age: int | None = None) -> Authorization:
-    """The WorkOS AuthKit URL a sign-in starts at: an SSO-enforcing organization's connection (unless *email* is
-    one of its break-glass members), else the organization (named by *organization_id*, or owning *email*'s
-    domain), else AuthKit (*email* as the hint).
+                      max_age: int | None = None, break_glass: bool = False,
+                      signed_in_email: str | None = None) -> Authorization:
+    """The WorkOS AuthKit URL a sign-in starts at: an SSO-enforcing organization's connection, else the
+    organization (named by *organization_id*, or owning *email*'s domain), else AuthKit (*email* as the hint).
+
+    An SSO-enforcing organization's own non-SSO methods instead when *break_glass* is asked for (by anyone: the
+    callback accepts only its break-glass members, so the answer never tells who is one), or when the browser is
+    signed in as one of them (*signed_in_email*: their re-authentication). Never by the *email* hint alone, which
+    anyone can type: the redirect would reveal the list.
 
     *max_age* (AuthKit's, seconds since the user last actively authenticated; ``0`` forces it) asks for a fresh
     authentication: step-up re-authentication. The SDK's ``get_authorization_url`` passes it as is.
@@ -81,8 +87,9 @@ def authorization_url(db: Session, client: WorkOSClient, *, redirect_uri: str, s
         params["login_hint"] = email
     if max_age is not None:
         params["max_age"] = max_age
-    # A break-glass member (services/break_glass.py) is sent to AuthKit's own methods, not to the connection.
-    if org is not None and org.sso_enforced and org.connection_id and break_glass.exempt(db, org, email) is None:
+    own_methods = org is not None and (break_glass
+                                       or break_glass_members.exempt(db, org, signed_in_email) is not None)
+    if org is not None and org.sso_enforced and org.connection_id and not own_methods:
         params["connection_id"] = org.connection_id
     elif org is not None and org.workos_organization_id:
         params["organization_id"] = org.workos_organization_id
