@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 from typing import Any
 
+import httpx2
+import jwt
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -17,7 +20,7 @@ from hatidata_auth.idp import get_registry
 from hatidata_auth.models import AuditEvent, AuthSession, Organization, utcnow
 from hatidata_auth.services import auth_policy, last_admin, sso_enforcement, sso_setup, tenant_admin
 from tests.api_support import headers_for, make_tenant
-from tests.auth_support import ACME, sync_organizations
+from tests.auth_support import ACME, access_token, callback_path, csrf_headers, start_login, sync_organizations
 from tests.test_last_admin import _directory_admin, _second_admin
 from tests.test_sso_wizard_recovery import OKTA_URL, _connections_at_workos, _to_metadata
 
@@ -131,3 +134,28 @@ def test_a_pre_enforcement_session_kept_alive_by_break_glass_is_audited(app: Fla
                                                                 AuditEvent.action == "auth.break_glass_used")))
         db.session.remove()
     assert used, "the exemption kept a non-SSO session alive under enforcement without any audit"
+
+
+@pytest.mark.xfail(strict=True, reason="the absolute lifetime counts from the session row's created_at: /auth/login "
+                                       "with a large max_age (any caller may pass one) makes AuthKit pass the "
+                                       "browser straight through without an active authentication (auth_time "
+                                       "kept), and the new session starts a new absolute lifetime")
+def test_a_silent_re_login_does_not_restart_the_absolute_lifetime(app: Flask, client: FlaskClient,
+                                                                  emulator: Any) -> None:
+    sync_organizations(app)
+    with httpx2.Client(timeout=10) as http:
+        first = http.get(start_login(client, email="admin@acme.test"), follow_redirects=False)
+        assert client.get(callback_path(str(first.headers["location"]))).status_code == 302
+        limited = client.patch("/api/v1/organization/policy", json={"absolute_lifetime": 300},
+                               headers=csrf_headers(client))
+        assert limited.status_code == 200, limited.get_json()
+        with emulator.emulator.store.lock:  # the last active authentication was 400 s ago
+            for record in emulator.emulator.store.browser_sessions.values():
+                record["auth_time"] -= 400
+        again = http.get(start_login(client, email="admin@acme.test", max_age=100000), follow_redirects=False)
+        assert again.status_code == 302  # straight through: nobody authenticated
+        assert client.get(callback_path(str(again.headers["location"]))).status_code == 302
+    claims = jwt.decode(access_token(app, client), options={"verify_signature": False})
+    assert time.time() - claims["auth_time"] >= 400  # the token says so: no authentication since
+    me = client.get("/api/v1/me")
+    assert me.status_code == 401, me.get_json()
