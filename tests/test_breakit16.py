@@ -52,10 +52,6 @@ def test_replacing_the_connection_of_an_enforcing_org_needs_a_new_proof(app: Fla
         db.session.remove()
 
 
-@pytest.mark.xfail(strict=True, reason="role_mapping._keeps_an_admin computes the admins left after the mapping "
-                                       "change from a dry run made before last_admin locks the organization's row "
-                                       "and never recounts: a member demotion committed in between is not seen, "
-                                       "and the two changes together leave no active admin")
 def test_a_mapping_edit_and_a_concurrent_demotion_cannot_remove_the_last_two_admins(app: Flask,
                                                                                    client: FlaskClient) -> None:
     tenant = make_tenant(app, "Mixrace")
@@ -161,10 +157,6 @@ def test_a_silent_re_login_does_not_restart_the_absolute_lifetime(app: Flask, cl
     assert me.status_code == 401, me.get_json()
 
 
-@pytest.mark.xfail(strict=True, reason="step_up.reauthenticate_url carries no email, so /auth/login sends a "
-                                       "break-glass member of an SSO-enforcing org to the SSO connection "
-                                       "(login_flow.authorization_url exempts by email only): the member who "
-                                       "exists for when SSO is broken cannot step up through the given URL")
 def test_a_break_glass_member_re_authenticates_without_the_connection(app: Flask, client: FlaskClient) -> None:
     orgs = sync_organizations(app)
     assert login(client, "admin@acme.test").status_code == 302
