@@ -50,6 +50,12 @@ def _only_admins(app: Flask, org_id: str, emails: set[str]) -> None:
         db.session.remove()
 
 
+def _remove(url: str, start: threading.Barrier, answers: dict[str, Any], key: str, target: str) -> None:
+    with httpx2.Client(timeout=20) as http:
+        start.wait()
+        answers[target] = http.delete(f"{url}/api/v1/members/{target}", headers={"Authorization": f"Bearer {key}"})
+
+
 def test_two_admins_removing_each_other_at_once_leave_one(app: Flask, workers: str) -> None:
     org_id = sync_organizations(app)["org_01HTDQ8A500000000000000001"]
     for round_ in range(ROUNDS):
@@ -60,14 +66,8 @@ def test_two_admins_removing_each_other_at_once_leave_one(app: Flask, workers: s
         start = threading.Barrier(2)
         answers: dict[str, Any] = {}
 
-        def remove(key: str, target: str) -> None:
-            with httpx2.Client(timeout=20) as http:
-                start.wait()
-                answers[target] = http.delete(f"{workers}/api/v1/members/{target}",
-                                              headers={"Authorization": f"Bearer {key}"})
-
-        threads = [threading.Thread(target=remove, args=(first_key, second_id)),
-                   threading.Thread(target=remove, args=(second_key, first_id))]
+        threads = [threading.Thread(target=_remove, args=(workers, start, answers, first_key, second_id)),
+                   threading.Thread(target=_remove, args=(workers, start, answers, second_key, first_id))]
         for thread in threads:
             thread.start()
         for thread in threads:
