@@ -423,3 +423,18 @@ def test_use_seen_by_another_worker_keeps_the_session(app: Flask, admin: FlaskCl
     finally:
         event.remove(engine, "before_cursor_execute", seen)
     assert statements == []
+
+
+@given(st.integers(0, 10_000), st.integers(0, 10_000), st.integers(0, 20_000), st.integers(300, 5_000))
+def test_the_absolute_lifetime_counts_from_the_sign_in_whatever_the_session_row(
+        created: int, authenticated: int, elapsed: int, lifetime: int) -> None:
+    """A session row created later than its authentication (a login AuthKit passed through) ends when the
+    authentication is *lifetime* old; a missing ``auth_time`` falls back to the row."""
+    policy = AccessPolicy("org", idle_timeout=10**9, absolute_lifetime=lifetime, remembered_lifetime=7200,
+                          allowed_methods=("sso",), ip_allowlist=(), ip_allowlist_applies_to_api_keys=False,
+                          step_up_window=600)
+    now = max(created, authenticated) + elapsed
+    for auth_time, start in ((authenticated, min(created, authenticated)), (None, created)):
+        refusal = session_refusal(policy, created_at=created, last_seen_at=now, remembered=True, address=None,
+                                  now=now, authenticated_at=auth_time)
+        assert (refusal == "session_expired") == (now - start >= lifetime), (auth_time, start, now)
