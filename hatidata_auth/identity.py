@@ -167,33 +167,42 @@ def _from_session_claims(rt: AuthRuntime, claims: dict[str, Any]) -> Identity:
                                      active_ttl=rt.introspector.active_ttl)
         if status is None or not status.active or token_org != status.workos_organization_id:
             raise Unauthenticated("The token is for another organization than the session.", reason="organization")
-    status = _enforce_session_policy(rt, status)
+    status = _enforce_session_policy(rt, status, _auth_time(claims))
     if rt.introspector.should_touch(status):
         status = rt.introspector.touch(status)
-    return _session_identity(status, claims.get("auth_time"))
+    return _session_identity(status, _auth_time(claims))
 
 
 _ENDED = {"session_idle_timeout": "The session ended after a period of inactivity; sign in again.",
           "session_expired": "The session reached its organization's maximum lifetime; sign in again."}
 
 
-def _policy_refusal(rt: AuthRuntime, status: SessionStatus) -> str | None:
+def _auth_time(claims: dict[str, Any]) -> float | None:
+    """The token's ``auth_time`` (the last active sign-in), if it carries a number."""
+    value = claims.get("auth_time")
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _policy_refusal(rt: AuthRuntime, status: SessionStatus, authenticated_at: float | None) -> str | None:
     policy = rt.introspector.policy(_lazy_db(), status.organization_id)
     if policy is None:
         return None
     return session_refusal(policy, created_at=status.created_at, last_seen_at=status.last_seen_at,
-                           remembered=status.remembered, address=request.remote_addr, now=rt.introspector.clock())
+                           remembered=status.remembered, address=request.remote_addr, now=rt.introspector.clock(),
+                           authenticated_at=authenticated_at)
 
 
-def _enforce_session_policy(rt: AuthRuntime, status: SessionStatus) -> SessionStatus:
-    """The organization's access policy, from memory: 401 when it ended the session, 403 off its allowlist."""
-    refusal = _policy_refusal(rt, status)
+def _enforce_session_policy(rt: AuthRuntime, status: SessionStatus, authenticated_at: float | None
+                            ) -> SessionStatus:
+    """The organization's access policy, from memory: 401 when it ended the session, 403 off its allowlist. Past
+    the absolute lifetime ``details.login_url`` asks AuthKit for a fresh sign-in (``max_age=0``: no loop)."""
+    refusal = _policy_refusal(rt, status, authenticated_at)
     if refusal == "session_idle_timeout":
         # The cached status may predate another worker's last-seen write: only the database may end it for idling.
         fresh = rt.introspector.reload_session(_lazy_db(), status.workos_session_id)
         if fresh is not None:
             status = fresh
-            refusal = _policy_refusal(rt, status)
+            refusal = _policy_refusal(rt, status, authenticated_at)
     if refusal is None:
         return status
     report_failure("access_policy", refusal, organization_id=status.organization_id,
@@ -202,12 +211,12 @@ def _enforce_session_policy(rt: AuthRuntime, status: SessionStatus) -> SessionSt
     if refusal == "ip_not_allowed":
         raise AddressNotAllowed("Your address is not in your organization's IP allowlist.",
                                 details={"address": request.remote_addr})
-    raise SessionEnded(refusal, _ENDED[refusal])
+    login_url = step_up.reauthenticate_url(status.organization_id, step_up.coming_back_to()) \
+        if refusal == "session_expired" else None
+    raise SessionEnded(refusal, _ENDED[refusal], login_url=login_url)
 
 
-def _session_identity(status: SessionStatus, auth_time: Any = None) -> Identity:
-    authenticated_at = float(auth_time) if isinstance(auth_time, int | float) and not isinstance(auth_time, bool) \
-        else None
+def _session_identity(status: SessionStatus, authenticated_at: float | None = None) -> Identity:
     return Identity(auth_type="session", user_id=status.user_id, email=status.email,
                     organization_id=status.organization_id, role=status.role,
                     permissions=permissions_for(status.role), session_id=status.session_id, api_key_id=None,
@@ -229,7 +238,7 @@ def _refresh_cookie(rt: AuthRuntime, data: dict[str, Any]) -> dict[str, Any]:
     status = rt.introspector.session_status(_lazy_db(), str(old_claims["sid"]))
     if status is None or not status.active or status.expires_at <= time.time():
         raise Unauthenticated("The session has ended.", reason="revoked")
-    status = _enforce_session_policy(rt, status)  # never refresh at WorkOS a session the policy ended
+    status = _enforce_session_policy(rt, status, _auth_time(old_claims))  # never refresh an ended session
     try:
         new_data = rotate(rt, status)
     except session_refresh.RefreshFailed as failure:
@@ -290,7 +299,8 @@ def require_recent_authentication(identity: Identity | None = None) -> None:
 
 def _step_up(permissions: tuple[str, ...] = ()) -> Any:
     """Apply the step-up rule when the request is sensitive: ``None`` to go on, or the browser's redirect."""
-    if not step_up.is_sensitive(request.endpoint, request.method, permissions):
+    rule = request.url_rule.rule if request.url_rule is not None else None
+    if not step_up.is_sensitive(request.endpoint, request.method, permissions, rule):
         return None
     try:
         require_recent_authentication()
@@ -325,7 +335,7 @@ def _login_required(view: F, *, step_up_here: bool) -> F:
         except Unauthenticated as exc:
             if _wants_html():
                 path = request.full_path.rstrip("?") if request.query_string else request.path
-                response = redirect(login_url(path))
+                response = redirect((exc.details or {}).get("login_url") or login_url(path))
                 if exc.clear_cookie and request.environ.get("hatidata.credential") == "cookie":
                     request.environ["hatidata.clear_cookie"] = True
                 return response

@@ -33,6 +33,14 @@ mappings, member roles and removal, any member's keys, per-key allowlists) is se
 SENSITIVE_BLUEPRINTS: frozenset[str] = frozenset({"sso_wizard", "policy_page"})
 """Every route (pages included) of the SSO setup wizard and the access-policy page is sensitive."""
 
+SSO_SETUP_PREFIX = "/admin/sso"
+PLUGIN_BLUEPRINT_PREFIX = "idp_"
+"""SSO setup is sensitive whoever registers the route: every route under ``/admin/sso`` and every route of an IdP
+plugin's blueprint (``idp_<name>``, a name the registry enforces, whatever its URL prefix)."""
+
+READ_ONLY_BLUEPRINTS: frozenset[str] = frozenset({"sso_sign_ins"})
+"""Under ``/admin/sso`` but not setup: the sign-in diagnostics list (only its reveal is sensitive, above)."""
+
 SENSITIVE_ENDPOINTS: frozenset[str] = frozenset({"audit-events.export", "audit-exports.start_export",
                                                  "audit-exports.download_export", "sso_sign_ins.reveal"})
 """Sensitive whatever their method: the audit export (synchronous, or a job started and its file downloaded),
@@ -53,11 +61,18 @@ class ReauthenticationRequired(AppError):
     code = "reauthentication_required"
 
 
-def is_sensitive(endpoint: str | None, method: str, permissions: Iterable[str] = ()) -> bool:
-    """Whether a request to *endpoint* with *method*, guarded by *permissions*, needs a recent sign-in."""
+def is_sensitive(endpoint: str | None, method: str, permissions: Iterable[str] = (), rule: str | None = None
+                 ) -> bool:
+    """Whether a request to *endpoint* (URL rule *rule*) with *method*, guarded by *permissions*, needs a recent
+    sign-in."""
     if not endpoint:
         return False
-    if endpoint in SENSITIVE_ENDPOINTS or endpoint.rpartition(".")[0] in SENSITIVE_BLUEPRINTS:
+    blueprint = endpoint.rpartition(".")[0]
+    if endpoint in SENSITIVE_ENDPOINTS or blueprint in SENSITIVE_BLUEPRINTS \
+            or blueprint.startswith(PLUGIN_BLUEPRINT_PREFIX):
+        return True
+    if rule is not None and blueprint not in READ_ONLY_BLUEPRINTS \
+            and (rule == SSO_SETUP_PREFIX or rule.startswith(SSO_SETUP_PREFIX + "/")):
         return True
     return method.upper() not in SAFE_METHODS and not SENSITIVE_PERMISSIONS.isdisjoint(permissions)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from flask import Flask
@@ -423,3 +424,32 @@ def test_use_seen_by_another_worker_keeps_the_session(app: Flask, admin: FlaskCl
     finally:
         event.remove(engine, "before_cursor_execute", seen)
     assert statements == []
+
+
+@given(st.integers(0, 10_000), st.integers(0, 10_000), st.integers(0, 20_000), st.integers(300, 5_000))
+def test_the_absolute_lifetime_counts_from_the_sign_in_whatever_the_session_row(
+        created: int, authenticated: int, elapsed: int, lifetime: int) -> None:
+    """A session row created later than its authentication (a login AuthKit passed through) ends when the
+    authentication is *lifetime* old; a missing ``auth_time`` falls back to the row."""
+    policy = AccessPolicy("org", idle_timeout=10**9, absolute_lifetime=lifetime, remembered_lifetime=7200,
+                          allowed_methods=("sso",), ip_allowlist=(), ip_allowlist_applies_to_api_keys=False,
+                          step_up_window=600)
+    now = max(created, authenticated) + elapsed
+    for auth_time, start in ((authenticated, min(created, authenticated)), (None, created)):
+        refusal = session_refusal(policy, created_at=created, last_seen_at=now, remembered=True, address=None,
+                                  now=now, authenticated_at=auth_time)
+        assert (refusal == "session_expired") == (now - start >= lifetime), (auth_time, start, now)
+
+
+def test_a_page_past_the_lifetime_sends_the_browser_to_a_fresh_sign_in(admin: FlaskClient, clock: list[float]) -> None:
+    """Not to a plain login AuthKit could pass through on the same old authentication: ``max_age=0``."""
+    assert _patch(admin, {"absolute_lifetime": 300}).status_code == 200
+    clock[0] += 400
+    page = admin.get("/admin/policy", headers={"Accept": "text/html"})
+    assert page.status_code == 302
+    location = urlsplit(page.headers["Location"])
+    params = {k: v[0] for k, v in parse_qs(location.query).items()}
+    assert location.path == "/auth/login"
+    assert params["max_age"] == "0"
+    assert params["return_to"] == "/admin/policy"
+    assert params["organization_id"]

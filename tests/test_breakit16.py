@@ -6,6 +6,7 @@ import threading
 import time
 from datetime import timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 import jwt
@@ -23,6 +24,7 @@ from tests.api_support import headers_for, make_tenant
 from tests.auth_support import ACME, access_token, callback_path, csrf_headers, login, start_login, sync_organizations
 from tests.test_last_admin import _directory_admin, _second_admin
 from tests.test_sso_wizard_recovery import OKTA_URL, _connections_at_workos, _to_metadata
+from tests.test_step_up import _sign_in_on_page
 
 
 @pytest.mark.xfail(strict=True, reason="sso_setup.activate checks ensure_can_enforce only when enforcement is off: "
@@ -132,10 +134,6 @@ def test_a_pre_enforcement_session_kept_alive_by_break_glass_is_audited(app: Fla
     assert used, "the exemption kept a non-SSO session alive under enforcement without any audit"
 
 
-@pytest.mark.xfail(strict=True, reason="the absolute lifetime counts from the session row's created_at: /auth/login "
-                                       "with a large max_age (any caller may pass one) makes AuthKit pass the "
-                                       "browser straight through without an active authentication (auth_time "
-                                       "kept), and the new session starts a new absolute lifetime")
 def test_a_silent_re_login_does_not_restart_the_absolute_lifetime(app: Flask, client: FlaskClient,
                                                                   emulator: Any) -> None:
     sync_organizations(app)
@@ -148,13 +146,50 @@ def test_a_silent_re_login_does_not_restart_the_absolute_lifetime(app: Flask, cl
         with emulator.emulator.store.lock:  # the last active authentication was 400 s ago
             for record in emulator.emulator.store.browser_sessions.values():
                 record["auth_time"] -= 400
-        again = http.get(start_login(client, email="admin@acme.test", max_age=100000), follow_redirects=False)
+        # no organization named, so nothing bounds the caller's max_age: AuthKit passes the browser through
+        again = http.get(start_login(client, max_age=100000), follow_redirects=False)
         assert again.status_code == 302  # straight through: nobody authenticated
         assert client.get(callback_path(str(again.headers["location"]))).status_code == 302
-    claims = jwt.decode(access_token(app, client), options={"verify_signature": False})
-    assert time.time() - claims["auth_time"] >= 400  # the token says so: no authentication since
-    me = client.get("/api/v1/me")
-    assert me.status_code == 401, me.get_json()
+        claims = jwt.decode(access_token(app, client), options={"verify_signature": False})
+        assert time.time() - claims["auth_time"] >= 400  # the token says so: no authentication since
+        me = client.get("/api/v1/me")
+        assert me.status_code == 401, me.get_json()
+        assert me.get_json()["error"]["code"] == "session_expired"
+        # no sign-in loop: the answer's sign-in asks AuthKit for a fresh authentication, and then the user is in
+        login_url = me.get_json()["error"]["details"]["login_url"]
+        assert parse_qs(urlsplit(login_url).query)["max_age"] == ["0"]
+        page = http.get(start_url(client, login_url), follow_redirects=False)
+        assert page.status_code == 200  # the page: the user must sign in
+        assert "/idp/" in page.text
+        assert client.get(callback_path(_sign_in_on_page(http, page, "admin@acme.test"))).status_code == 302
+    assert client.get("/api/v1/me").status_code == 200
+
+
+def test_a_sign_in_to_an_organization_with_a_lifetime_never_passes_an_older_authentication(
+        app: Flask, client: FlaskClient, emulator: Any) -> None:
+    """Whatever ``max_age`` the caller asks (none, or larger), AuthKit is asked for one within the lifetime."""
+    sync_organizations(app)
+    with httpx2.Client(timeout=10) as http:
+        first = http.get(start_login(client, email="admin@acme.test"), follow_redirects=False)
+        assert client.get(callback_path(str(first.headers["location"]))).status_code == 302
+        assert client.patch("/api/v1/organization/policy", json={"absolute_lifetime": 300},
+                            headers=csrf_headers(client)).status_code == 200
+        with emulator.emulator.store.lock:
+            for record in emulator.emulator.store.browser_sessions.values():
+                record["auth_time"] -= 400
+        for asked in ({}, {"max_age": 100000}, {"max_age": 250}):
+            url = start_login(client, email="admin@acme.test", **asked)
+            assert int(parse_qs(urlsplit(url).query)["max_age"][0]) == min(300, asked.get("max_age", 300))
+            page = http.get(url, follow_redirects=False)
+            assert page.status_code == 200, (asked, page.status_code)
+            assert "/idp/" in page.text
+
+
+def start_url(client: FlaskClient, login_url: str) -> str:
+    """WorkOS's authorize URL for one of our ``/auth/login?…`` URLs."""
+    response = client.get(login_url)
+    assert response.status_code == 302, response.get_data(as_text=True)
+    return str(response.headers["Location"])
 
 
 def test_a_break_glass_member_re_authenticates_without_the_connection(app: Flask, client: FlaskClient) -> None:

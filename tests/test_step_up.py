@@ -14,13 +14,15 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 import httpx2
 import jwt
 import pytest
-from flask import Flask
+from flask import Blueprint, Flask
 from flask.testing import FlaskClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hatidata_auth import step_up
 from hatidata_auth.auth.flow import safe_return_to
+from hatidata_auth.sso_wizard.views import admin_only
+from plugins.okta import OktaPlugin
 from tests.auth_support import access_token, csrf_headers, login, start_login, sync_organizations
 from tests.credential_support import bearer
 
@@ -28,6 +30,28 @@ POLICY = "/api/v1/organization/policy"
 WINDOW = step_up.DEFAULT_STEP_UP_WINDOW
 SKIPPED_METHODS = {"HEAD", "OPTIONS"}
 PAGES = {"sso_wizard", "policy_page", "sso_sign_ins"}  # HTML blueprints (form posts carry a CSRF token)
+PROBE_PREFIX = "/admin/probe-idp"  # deliberately outside /admin/sso: the plugin convention alone must cover it
+
+
+class StepProbe(OktaPlugin):
+    """An IdP plugin that mounts its own setup routes (a page and a form post), as plugins may."""
+
+    name = "stepprobe"
+
+    def create_blueprint(self) -> Blueprint:
+        blueprint = Blueprint(self.blueprint_name, __name__, url_prefix=PROBE_PREFIX)
+
+        @admin_only
+        def connect() -> str:
+            return "connected"
+
+        blueprint.add_url_rule("/connect", endpoint="connect", view_func=connect, methods=["GET", "POST"])
+        return blueprint
+
+
+def _is_page(endpoint: str) -> bool:
+    blueprint = endpoint.rpartition(".")[0]
+    return blueprint in PAGES or blueprint.startswith(step_up.PLUGIN_BLUEPRINT_PREFIX)
 
 
 @pytest.fixture
@@ -36,7 +60,7 @@ def app_config(app_config: dict[str, Any], tmp_path: Any) -> dict[str, Any]:
     if not app_config.get("REDIS_URL"):
         app_config["CACHE_TYPE"] = "FileSystemCache"
         app_config["CACHE_DIR"] = str(tmp_path / "shared-cache")
-    return app_config
+    return {**app_config, "HATIDATA_LOCAL_PLUGINS": {"stepprobe": StepProbe}}
 
 
 @pytest.fixture
@@ -75,7 +99,8 @@ def _routes(app: Flask) -> list[tuple[str, str, str, bool]]:
         for argument, converter in rule._converters.items():
             path = re.sub(rf"<(?:[^:>]+:)?{argument}>", _sample(argument, converter), path)
         for method in sorted((rule.methods or set()) - SKIPPED_METHODS):
-            found.append((path, method, rule.endpoint, step_up.is_sensitive(rule.endpoint, method, permissions)))
+            found.append((path, method, rule.endpoint,
+                          step_up.is_sensitive(rule.endpoint, method, permissions, rule.rule)))
     return found
 
 
@@ -100,7 +125,9 @@ def test_the_class_holds_every_operation_the_issue_names(app: Flask) -> None:
                    ("/api/v1/role-mappings/step-up-probe", "DELETE"), ("/api/v1/members/step-up-probe", "PATCH"),
                    ("/api/v1/members/step-up-probe", "DELETE"), ("/api/v1/audit-events/export", "GET"),
                    ("/admin/policy", "GET"), ("/admin/policy", "POST"), ("/admin/sso/", "GET"),
-                   ("/admin/sso/start", "POST"), ("/admin/sso/okta/wizard/step-up-probe", "POST")]:
+                   ("/admin/sso/start", "POST"), ("/admin/sso/okta/wizard/step-up-probe", "POST"),
+                   ("/admin/sso/idp/okta/guide", "GET"), (f"{PROBE_PREFIX}/connect", "GET"),
+                   (f"{PROBE_PREFIX}/connect", "POST")]:
         assert needed in sensitive, needed
     for ordinary in [("/api/v1/me", "GET"), ("/api/v1/organization/policy", "GET"), ("/api/v1/members", "GET"),
                      ("/auth/logout", "POST"), ("/api/v1/api-keys", "GET")]:
@@ -120,7 +147,7 @@ def test_every_sensitive_route_refuses_an_old_sign_in(app: Flask, admin: FlaskCl
     assert len(routes) >= 20
     for path, method, endpoint, _ in routes:
         response = _call(client, path, method, headers)
-        if credential == "bearer" and endpoint.rpartition(".")[0] in PAGES:
+        if credential == "bearer" and _is_page(endpoint):
             # pages are for browser sessions: a bearer token may be refused there before the guard, never served
             assert response.status_code in (400, 401, 403), (endpoint, method, response.status_code)
             continue
@@ -244,6 +271,33 @@ def test_a_form_post_goes_to_re_authenticate_then_back_to_its_page(
     response = admin.post("/admin/policy", data={"idle_timeout": ""}, headers=headers)
     assert response.status_code == 303
     assert parse_qs(urlsplit(response.headers["Location"]).query)["return_to"] == [back_to]
+
+
+def test_every_sso_setup_route_is_sensitive_whoever_registers_it(app: Flask) -> None:
+    """SSO setup is the class, not a list of blueprints: every route under /admin/sso and every plugin blueprint's
+    route is sensitive, whatever its method; the read-only sign-in diagnostics only for the reveal."""
+    seen = {"plugin": 0, "setup": 0, "diagnostics": 0}
+    for path, method, endpoint, sensitive in _routes(app):
+        blueprint = endpoint.rpartition(".")[0]
+        if blueprint == "sso_sign_ins":
+            seen["diagnostics"] += 1
+            assert sensitive == (endpoint == "sso_sign_ins.reveal"), (path, method, endpoint)
+        elif blueprint.startswith("idp_") or path == "/admin/sso" or path.startswith("/admin/sso/"):
+            seen["plugin" if blueprint.startswith("idp_") else "setup"] += 1
+            assert sensitive, (path, method, endpoint)
+    assert seen["plugin"] >= 3, seen
+    assert seen["setup"] >= 5, seen
+    assert seen["diagnostics"] >= 2, seen
+
+
+@given(st.sampled_from(["GET", "POST", "PUT", "PATCH", "DELETE"]),
+       st.from_regex(r"/[a-z0-9_/-]{0,20}", fullmatch=True), st.from_regex(r"[a-z_]{1,12}", fullmatch=True))
+def test_a_route_under_the_sso_setup_prefix_is_sensitive_in_any_blueprint(method: str, tail: str,
+                                                                          blueprint: str) -> None:
+    endpoint = f"{blueprint}.view"
+    sensitive = step_up.is_sensitive(endpoint, method, (), "/admin/sso" + tail)
+    assert sensitive == (blueprint not in step_up.READ_ONLY_BLUEPRINTS)
+    assert step_up.is_sensitive(f"idp_{blueprint}.view", method, (), tail)
 
 
 # --- the emulator: max_age and auth_time -------------------------------------------------------------------

@@ -179,12 +179,17 @@ def get_policy(db: Session, organization_id: str, *, default_idle: int, default_
 
 
 def session_refusal(policy: AccessPolicy, *, created_at: float | None, last_seen_at: float | None,
-                    remembered: bool, address: str | None, now: float) -> str | None:
+                    remembered: bool, address: str | None, now: float,
+                    authenticated_at: float | None = None) -> str | None:
     """Why *policy* ends or refuses this session request (``None``: allowed): ``session_expired`` (past the
     absolute lifetime), ``session_idle_timeout`` (not remembered and unused for the idle timeout, from its last
-    seen time, else its creation) or ``ip_not_allowed``."""
-    if policy.absolute_lifetime is not None and created_at is not None \
-            and now - created_at >= policy.absolute_lifetime:
+    seen time, else its creation) or ``ip_not_allowed``.
+
+    The absolute lifetime counts from the sign-in: the earlier of the session's creation and *authenticated_at*
+    (the token's ``auth_time``, AuthKit's last active authentication). A login AuthKit passed straight through
+    creates a new session but no new authentication, so it never restarts the lifetime."""
+    started = min((t for t in (created_at, authenticated_at) if t is not None), default=None)
+    if policy.absolute_lifetime is not None and started is not None and now - started >= policy.absolute_lifetime:
         return "session_expired"
     last = last_seen_at or created_at
     if not remembered and last is not None and now - last >= policy.idle_timeout:

@@ -23,9 +23,11 @@ class Unauthenticated(AppError):
 class SessionEnded(Unauthenticated):
     """The organization's access policy ended the session (``session_idle_timeout``, ``session_expired``)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, *, login_url: str | None = None) -> None:
         super().__init__(message, reason=code)
         self.code = code
+        if login_url is not None:  # where to sign in again (``session_expired``: a fresh authentication)
+            self.details = {**(self.details or {}), "login_url": login_url}
 
 
 class AddressNotAllowed(AppError):

@@ -70,7 +70,10 @@ def authorization_url(db: Session, client: WorkOSClient, *, redirect_uri: str, s
     anyone can type: the redirect would reveal the list.
 
     *max_age* (AuthKit's, seconds since the user last actively authenticated; ``0`` forces it) asks for a fresh
-    authentication: step-up re-authentication. The SDK's ``get_authorization_url`` passes it as is.
+    authentication: step-up re-authentication. The SDK's ``get_authorization_url`` passes it as is. For an
+    organization with an absolute lifetime it is never larger than the lifetime (the lifetime itself when none is
+    asked): AuthKit then cannot pass the browser through on an authentication the lifetime has already ended, so
+    the new session is not born expired (no sign-in loop) and a caller's large ``max_age`` cannot stretch it.
 
     Raises 400 ``unknown_organization`` for an *organization_id* we do not know.
     """
@@ -85,6 +88,9 @@ def authorization_url(db: Session, client: WorkOSClient, *, redirect_uri: str, s
                               "code_challenge_method": "S256"}
     if email:
         params["login_hint"] = email
+    lifetime = org.session_absolute_ttl if org is not None else None
+    if lifetime is not None:
+        max_age = lifetime if max_age is None else min(max_age, lifetime)
     if max_age is not None:
         params["max_age"] = max_age
     own_methods = org is not None and (break_glass
