@@ -27,9 +27,6 @@ from tests.test_sso_wizard_recovery import OKTA_URL, _connections_at_workos, _to
 from tests.test_step_up import _sign_in_on_page
 
 
-@pytest.mark.xfail(strict=True, reason="sso_setup.activate checks ensure_can_enforce only when enforcement is off: "
-                                       "an org already enforcing SSO can switch to a new connection that no admin "
-                                       "has signed in through, and stays enforced on it (lock-out)")
 def test_replacing_the_connection_of_an_enforcing_org_needs_a_new_proof(app: Flask, client: FlaskClient,
                                                                         emulator: Any) -> None:
     orgs = sync_organizations(app)
@@ -99,10 +96,6 @@ def test_a_mapping_edit_and_a_concurrent_demotion_cannot_remove_the_last_two_adm
     assert edit.status_code == 409 or left, (edit.status_code, edit.get_json(), left)
 
 
-@pytest.mark.xfail(strict=True, reason="allowed_methods=['sso'] (policy PATCH; auth_methods on the settings PATCH "
-                                       "alike) makes the org SSO-only without ensure_can_enforce's proof and "
-                                       "without break-glass (break_glass.exempt needs sso_enforced); an API-key "
-                                       "caller has no session method, so the lock-out guard does not stop it either")
 def test_sso_only_methods_need_the_same_proof_as_sso_enforcement(app: Flask, client: FlaskClient) -> None:
     tenant = make_tenant(app, "Methods")  # nobody has signed in through its SSO connection
     response = client.patch("/api/v1/organization/policy", headers=headers_for(tenant, "admin"),
@@ -110,10 +103,6 @@ def test_sso_only_methods_need_the_same_proof_as_sso_enforcement(app: Flask, cli
     assert response.status_code == 409, response.get_json()
 
 
-@pytest.mark.xfail(strict=True, reason="auth_policy.check audits/alerts break-glass use only at login and switch: "
-                                       "a break-glass member's password session from before SSO was enforced goes "
-                                       "on being refreshed through the exemption and no auth.break_glass_used "
-                                       "event or alert is ever recorded for it")
 def test_a_pre_enforcement_session_kept_alive_by_break_glass_is_audited(app: Flask) -> None:
     tenant = make_tenant(app, "Preglass")
     with app.app_context():

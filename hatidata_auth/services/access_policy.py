@@ -31,7 +31,7 @@ from ..causes import Cause
 from ..errors import AppError
 from ..models import SIGN_IN_METHODS, ApiKey, AuthSession, Organization, utcnow
 from ..unit_of_work import INVALIDATOR, AppSession, invalidate_after_commit
-from . import audit
+from . import audit, sso_enforcement
 from .auth_policy import allowed_methods, method_family
 from .tenant_admin import NotFound, check_auth_methods, get_organization
 
@@ -222,8 +222,9 @@ class Caller:
     api_key_id: str | None = None
 
 
-def _validated(org: Organization, changes: Mapping[str, Any]) -> dict[str, Any]:
-    """Column -> value for *changes* (policy field -> value); a 422 naming the field at fault."""
+def _validated(db: Session, org: Organization, changes: Mapping[str, Any]) -> dict[str, Any]:
+    """Column -> value for *changes* (policy field -> value); a 422 naming the field at fault; 409
+    ``sso_enforcement_unverified`` when ``allowed_methods`` ``["sso"]`` would make SSO the only way in unproved."""
     unknown = sorted(set(changes) - set(FIELDS))
     if unknown:
         raise AppError("Unknown policy fields.", status=422, code="validation_error",
@@ -250,6 +251,7 @@ def _validated(org: Organization, changes: Mapping[str, Any]) -> dict[str, Any]:
             raise _invalid("allowed_methods", str((exc.details or {}).get("fields", {}).get("auth_methods", [
                 f"A non-empty list of: {', '.join(SIGN_IN_METHODS)}, or null."])[0])) from None
         columns["auth_methods"] = methods["auth_methods"]
+        sso_enforcement.ensure_can_change(db, org, {"auth_methods": columns["auth_methods"]})
     return columns
 
 
@@ -282,7 +284,7 @@ def update_policy(db: Session, *, organization_id: str, changes: Mapping[str, An
     when it would lock the caller out (409 ``policy_lockout``), audited ``organization.policy_updated`` with the
     changed fields' before and after, and evicted from every process's memory once committed."""
     org = get_organization(db, organization_id)
-    columns = _validated(org, changes)
+    columns = _validated(db, org, changes)
     fields_of = {column: name for name, column in _COLUMNS.items()}
     before = policy_of(org, default_idle=default_idle, default_remembered=default_remembered).to_json()
     diff = {column: value for column, value in columns.items() if getattr(org, column) != value}

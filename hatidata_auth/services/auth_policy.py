@@ -126,20 +126,22 @@ def own_sso(org: Organization, auth: Authentication) -> bool:
 def refusal(db: Session, org: Organization, auth: Authentication, email: str | None) -> str | None:
     """Why *org* does not accept a session authenticated as *auth* for *email* (``None``: accepted).
 
-    ``sso_enforced``: the organization enforces SSO and this is not SSO through its own connection (accepted for
-    its break-glass members' non-SSO methods, whatever the allowed methods);
+    A break-glass member's non-SSO method is accepted while SSO is the only way in
+    (:func:`~hatidata_auth.services.sso_enforcement.sso_only`), whatever the allowed methods;
+    ``sso_enforced``: the organization enforces SSO and this is not SSO through its own connection;
     ``foreign_domain``: SSO vouched by an organization for an email on a domain another organization verified;
     ``foreign_identity_source``: SSO vouched by another (or an unknown) organization that has not verified the
     email's domain, so is no authority for that address anywhere but in itself; ``method_not_allowed``: the
     organization's settings do not allow the method. Methods where WorkOS itself verified the email (password,
     magic code, OAuth) are accepted when allowed and SSO is not enforced.
     """
-    if org.sso_enforced and not own_sso(org, auth):
-        # A break-glass member (services/break_glass.py) may use a non-SSO method, one where WorkOS itself verified
-        # the email; SSO vouched by another connection stays refused (an IdP can assert any email).
-        if auth.method == "sso" or break_glass.exempt(db, org, email) is None:
-            return "sso_enforced"
+    if auth.method != "sso" and break_glass.exempt(db, org, email) is not None:
+        # While SSO is the only way in (enforced, or SSO the only allowed method), a break-glass member
+        # (services/break_glass.py) may use a non-SSO method, one where WorkOS itself verified the email; SSO
+        # vouched by another connection stays refused below (an IdP can assert any email).
         return None
+    if org.sso_enforced and not own_sso(org, auth):
+        return "sso_enforced"
     if org.auth_methods is not None and method_family(auth.method) not in org.auth_methods:
         return "method_not_allowed"
     if auth.method != "sso":
@@ -185,17 +187,19 @@ def refused(org: Organization, reason: str) -> SsoRequired:
 
 
 def check(db: Session, org: Organization, auth: Authentication, *, email: str | None, cause: Cause,
-          action: str, session_id: str | None = None) -> None:
+          action: str, session_id: str | None = None, session_started: datetime | None = None) -> None:
     """Raise :class:`SsoRequired` (after auditing ``auth.policy_refused`` in *org*; the caller commits) when *org*
     does not accept *auth*; *action* names where (``login``, ``refresh``, ``switch``). A sign-in or switch a
-    break-glass exemption lets through is audited ``auth.break_glass_used`` and raises an alert."""
+    break-glass exemption lets through is audited ``auth.break_glass_used`` and raises an alert; so is a refresh
+    of the session *session_id* (created at *session_started*) whose use was not audited yet."""
     reason = refusal(db, org, auth, email)
     if reason is None:
-        if action != "refresh" and org.sso_enforced and auth.method != "sso":
-            member = break_glass.exempt(db, org, email)
-            if member is not None:
-                break_glass.record_use(db, org, member, email=email, method=auth.method, action=action,
-                                       cause=cause, session_id=session_id)
+        member = break_glass.exempt(db, org, email) if auth.method != "sso" else None
+        if member is not None and (action != "refresh" or session_id is None or session_started is None
+                                   or not break_glass.use_audited(db, org, member, session_id=session_id,
+                                                                  since=session_started)):
+            break_glass.record_use(db, org, member, email=email, method=auth.method, action=action,
+                                   cause=cause, session_id=session_id)
         return
     audit.record(db, action="auth.policy_refused", cause=cause, organization_id=org.id, outcome="failure",
                  target_type="session" if session_id else None, target_id=session_id,
@@ -213,4 +217,4 @@ def check_session(db: Session, record: AuthSession, *, action: str, request: Req
         raise AppError("The session has ended; sign in again.", status=401, code="unauthenticated")
     check(db, org, Authentication.of(record), email=user.email, cause=Cause.by(Actor("user", user.id, user.email),
                                                                                request),
-          action=action, session_id=record.id)
+          action=action, session_id=record.id, session_started=record.created_at)

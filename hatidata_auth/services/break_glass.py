@@ -1,10 +1,15 @@
-"""Break-glass accounts: a few named members who may sign in without SSO while the organization enforces it.
+"""Break-glass accounts: a few named members who may sign in without SSO while SSO is the only way in.
+
+SSO is the only way in while the organization enforces it or allows SSO alone
+(:func:`~hatidata_auth.services.sso_enforcement.sso_only`); "enforces SSO" below means exactly that.
 
 An admin names them (``PUT /api/v1/organization/break-glass``, audited ``organization.break_glass_updated``); at
 most :data:`MAX_MEMBERS`, each a current active member. While SSO is enforced, ``auth_policy.refusal`` accepts a
 non-SSO sign-in, refresh or switch of one of them (the organization's allowed methods do not bind them either, as
-Stytch's ``is_breakglass`` members); each sign-in or switch that relies on it is audited ``auth.break_glass_used``
-and raises the ``break_glass_used`` alert (one per member; an admin resolves it once reviewed).
+Stytch's ``is_breakglass`` members); each sign-in or switch that relies on it, and the first refresh through it of
+a session not yet audited as a use (one that began before SSO became the only way in, say), is audited
+``auth.break_glass_used`` and raises the ``break_glass_used`` alert (one per member; an admin resolves it once
+reviewed).
 
 Removing a member from the list ends their non-SSO sessions in the organization at once (revoked here and at
 WorkOS), not at their next refresh. A member who stops being active loses the exemption with their access.
@@ -13,6 +18,7 @@ WorkOS), not at their next refresh. A member who stops being active loses the ex
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -20,11 +26,15 @@ from sqlalchemy.orm import Session
 
 from ..causes import Cause
 from ..errors import AppError
-from ..models import AuthSession, Membership, Organization, User
+from ..models import AuditEvent, AuthSession, Membership, Organization, User
 from ..workos import WorkOSClient
 from . import alerts, audit
+from .sso_enforcement import sso_only
 
 MAX_MEMBERS = 5
+# A sign-in's use is audited just before its session row is written (without the session's id): a use audited at
+# a sign-in this long before the session's creation, or after it, counts as that session's.
+LOGIN_SKEW = timedelta(minutes=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,18 +110,20 @@ def _end_non_sso_sessions(db: Session, client: WorkOSClient | None, org: Organiz
     records = list(db.scalars(select(AuthSession).where(
         AuthSession.organization_id == org.id, AuthSession.user_id.in_([m.user_id for m in removed]),
         AuthSession.revoked_at.is_(None))))
-    if not org.sso_enforced:
+    if not sso_only(org):
         return 0
-    own = [r for r in records if r.auth_method == "sso" and r.auth_organization_id == org.id
-           and r.auth_connection_id is not None and r.auth_connection_id == org.connection_id]
+    own = [r for r in records if r.auth_method == "sso" and (not org.sso_enforced or (
+        r.auth_organization_id == org.id and r.auth_connection_id is not None
+        and r.auth_connection_id == org.connection_id))]
     return revoke_records(db, client, [r for r in records if r not in own],
                           cause=cause.with_reason("removed from break-glass accounts"))
 
 
 def exempt(db: Session, org: Organization, email: str | None) -> Membership | None:
-    """The active break-glass membership of *email* in *org* while it enforces SSO (``None``: not exempt)."""
+    """The active break-glass membership of *email* in *org* while SSO is the only way in (``None``: not
+    exempt)."""
     ids = list(org.break_glass_members or [])
-    if not org.sso_enforced or not ids or not email:
+    if not ids or not email or not sso_only(org):
         return None
     return db.scalar(select(Membership).join(User, User.id == Membership.user_id).where(
         Membership.organization_id == org.id, Membership.id.in_(ids), Membership.status == "active",
@@ -129,3 +141,15 @@ def record_use(db: Session, org: Organization, membership: Membership, *, email:
                        target_id=membership.id,
                        message=f"{email} signed in with {method} (break-glass) while {org.name} enforces SSO.",
                        details=details, cause=cause)
+
+
+def use_audited(db: Session, org: Organization, membership: Membership, *, session_id: str,
+                since: datetime) -> bool:
+    """Whether a use of *membership*'s exemption was audited for the session *session_id* created at *since*: an
+    ``auth.break_glass_used`` event naming it, or a sign-in's own (:data:`LOGIN_SKEW`)."""
+    rows = db.scalars(select(AuditEvent.details).where(
+        AuditEvent.organization_id == org.id, AuditEvent.action == "auth.break_glass_used",
+        AuditEvent.target_id == membership.id, AuditEvent.created_at >= since - LOGIN_SKEW)
+        .order_by(AuditEvent.seq.desc()).limit(100))
+    return any(d.get("session_id") == session_id or (d.get("at") == "login" and d.get("session_id") is None)
+               for d in (row or {} for row in rows))

@@ -1,9 +1,12 @@
-"""Safe SSO enforcement: an organization may enforce SSO only once SSO is known to let an admin in.
+"""Safe SSO enforcement: SSO may become the only way into an organization only once SSO is known to let an admin in.
 
-Turning ``sso_enforced`` on (the settings API, the SSO wizard's activation: every writer calls
-:func:`ensure_can_enforce`) needs an admin of the organization (an active membership with role ``admin`` now) to
-have signed in successfully through SSO *through the organization's current connection* within the last
-:data:`WINDOW`. Turning it off is always allowed.
+SSO is the only way in (:func:`sso_only`, the one predicate) when the organization enforces SSO *or* its allowed
+methods are SSO alone. Any write that makes SSO through a connection C the only way in, and it was not already
+the only way in through C (enforcement or ``auth_methods == ["sso"]`` turned on, or the connection replaced while
+SSO-only; every writer calls :func:`ensure_can_change`: the settings API, the policy API, the SSO wizard's
+activation) needs an admin of the organization (an active membership with role ``admin`` now) to
+have signed in successfully through SSO *through that connection* within the last :data:`WINDOW`. Leaving
+SSO-only is always allowed.
 
 The evidence is the session record (``auth_sessions``), not the sign-in attempts: a session stores the
 authentication that :mod:`auth_policy` itself verified from WorkOS's ``authentication.sso_succeeded`` event (the
@@ -16,7 +19,9 @@ counts too, since a connection cannot make sessions before it is the organizatio
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -33,6 +38,14 @@ class EnforcementUnverified(AppError):
 
     status = 409
     code = "sso_enforcement_unverified"
+
+
+def sso_only(org: Organization, changes: Mapping[str, Any] | None = None) -> bool:
+    """Whether SSO is the only way into *org* (after *changes*, column -> value, when given): it enforces SSO, or
+    its allowed methods (``auth_methods``) are SSO alone. Break-glass members are exempt exactly then."""
+    after = changes or {}
+    methods = after.get("auth_methods", org.auth_methods)
+    return bool(after.get("sso_enforced", org.sso_enforced)) or (methods is not None and set(methods) == {"sso"})
 
 
 def verified_admin_sign_in(db: Session, organization_id: str, connection_id: str | None, *,
@@ -87,3 +100,17 @@ def ensure_can_enforce(db: Session, org: Organization, *, connection_id: str | N
         details={"organization_id": org.id, "connection_id": connection,
                  "window_seconds": int(WINDOW.total_seconds()),
                  "login_url": f"/auth/login?organization_id={org.id}"})
+
+
+def ensure_can_change(db: Session, org: Organization, changes: Mapping[str, Any], *,
+                      now: datetime | None = None) -> None:
+    """Raise :class:`EnforcementUnverified` when *changes* (column -> value among ``sso_enforced``,
+    ``auth_methods``, ``connection_id``) make SSO through a connection the only way into *org* (:func:`sso_only`)
+    and it was not already the only way in through that very connection, unless :func:`ensure_can_enforce` finds
+    the proof for it. Leaving SSO-only, or changing nothing of it, is always allowed."""
+    if not sso_only(org, changes):
+        return
+    connection = changes.get("connection_id", org.connection_id)
+    if sso_only(org) and connection == org.connection_id:
+        return
+    ensure_can_enforce(db, org, connection_id=connection, now=now)

@@ -312,8 +312,9 @@ def activate(session: Session, client: WorkOSClient, organization: Organization,
     if not tested:
         raise SetupError("Run a test sign-in through this connection that succeeds before activating it.",
                          status=409)
-    if enforce_sso and not organization.sso_enforced:
-        sso_enforcement.ensure_can_enforce(session, organization, connection_id=connection_id)
+    # SSO-only through a new connection (enforced, or SSO the only allowed method) needs a proof through it
+    sso_enforcement.ensure_can_change(session, organization,
+                                      {"sso_enforced": enforce_sso, "connection_id": connection_id})
     try:
         with translate_errors():
             conn = client.sso.get_connection(connection_id)

@@ -142,8 +142,8 @@ def update_settings(session: Session, *, organization_id: str, changes: dict[str
                     now: datetime | None = None) -> Organization:
     """Apply settings changes (keys of :data:`SETTINGS_FIELDS`); audits ``organization.settings_updated``.
 
-    Turning SSO enforcement on needs a recent admin SSO sign-in (:func:`sso_enforcement.ensure_can_enforce`,
-    409 ``sso_enforcement_unverified``; *now*: the clock, for tests).
+    Making SSO the only way in (enforcement, or ``auth_methods`` ``["sso"]``) needs a recent admin SSO sign-in
+    (:func:`sso_enforcement.ensure_can_change`, 409 ``sso_enforcement_unverified``; *now*: the clock, for tests).
 
     A change of the default role only records the new default here; memberships are recomputed by the
     role-mapping service when it is called for it.
@@ -157,8 +157,8 @@ def update_settings(session: Session, *, organization_id: str, changes: dict[str
         raise AppError("Unknown role.", status=422, code="validation_error",
                        details={"fields": {"default_role": [f"Must be one of: {', '.join(ROLES)} or null."]}})
     check_auth_methods(org, changes)
-    if changes.get("sso_enforced") and not org.sso_enforced:
-        sso_enforcement.ensure_can_enforce(session, org, now=now)
+    sso_enforcement.ensure_can_change(
+        session, org, {k: changes[k] for k in ("sso_enforced", "auth_methods") if k in changes}, now=now)
     diff = {k: {"from": getattr(org, k), "to": v} for k, v in changes.items() if getattr(org, k) != v}
     if not diff:
         return org
