@@ -88,6 +88,9 @@ DEFAULTS: dict[str, Any] = {
     # Members one transaction recomputes at most (a group rename or deletion, a directory deletion, a role-mapping
     # edit): more are recomputed in chunks of this size by the appliers (docs/directory-sync.md, "Fan-out").
     "HATIDATA_FANOUT_CHUNK": 500,
+    # OpenTelemetry traces (docs/deploy.md, "Traces"): None means on exactly when an OTLP endpoint is set
+    # (OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT); the other OTEL_* variables are the SDK's.
+    "HATIDATA_OTEL_ENABLED": None,
     "HATIDATA_MAX_JSON_BYTES": 1024 * 1024,
     "HATIDATA_MAX_JSON_DEPTH": 32,
     "HATIDATA_TRUSTED_PROXIES": 0,
@@ -137,6 +140,15 @@ def _float(value: str) -> float:
     return float(value)
 
 
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(value)
+
+
 def _csv(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
@@ -169,6 +181,7 @@ ENV_SETTINGS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "HATIDATA_INBOX_BATCH": ("HATIDATA_INBOX_BATCH", _int),
     "HATIDATA_INBOX_POLL_INTERVAL": ("HATIDATA_INBOX_POLL_INTERVAL", _float),
     "HATIDATA_FANOUT_CHUNK": ("HATIDATA_FANOUT_CHUNK", _int),
+    "HATIDATA_OTEL_ENABLED": ("HATIDATA_OTEL_ENABLED", _bool),
 }
 
 

@@ -29,6 +29,7 @@ from ..causes import Actor, Cause
 from ..errors import is_connection_error
 from ..models import Organization, WebhookEvent, utcnow
 from ..models.inbox import INBOX_CHANNEL, INTERNAL_SOURCE
+from ..trace_context import carrier
 from ..workos import WorkOSClient
 from . import event_source, fanout_jobs
 from .events import HANDLERS, EventContext, PayloadError, apply_internal, handler_for, parse_time
@@ -127,7 +128,8 @@ def store(session: Session, payload: dict[str, Any], *, source: str = "webhook")
     Returns ``"received"`` (stored with status ``received``, or ``ignored`` when no handler takes its type; a
     known ``failed`` event is queued again) or ``"duplicate"`` (a known event otherwise: nothing changes). One
     statement: the insert, our tenant (looked up from the WorkOS organization the event names, in the same
-    statement) and, on PostgreSQL, the ``NOTIFY`` that wakes the appliers when the transaction commits.
+    statement) and, on PostgreSQL, the ``NOTIFY`` that wakes the appliers when the transaction commits. With
+    traces on, the current trace context is kept with it: its application continues the webhook's trace.
     """
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
@@ -137,9 +139,11 @@ def store(session: Session, payload: dict[str, Any], *, source: str = "webhook")
     row_insert = insert(table).values(
         **_derived(payload), status="received" if handled else "ignored", source=source, attempts=0,
         last_error=None if handled else "event type not handled", received_at=now, created_at=now, updated_at=now,
+        trace_context=carrier(),
     )
     stmt = row_insert.on_conflict_do_update(
         index_elements=["event_id"], set_={"status": "received", "last_error": None, "updated_at": now,
+                                           "trace_context": row_insert.excluded.trace_context,
                                            **_rederived(row_insert)},
         where=table.c.status == "failed",
     ).returning(table.c.id)
