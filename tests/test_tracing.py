@@ -21,6 +21,7 @@ from hatidata_auth.models import WebhookEvent
 from tests.auth_support import login
 from tests.conftest import TEST_REDIS_URL
 from tests.support.dsync import post_event
+from tests.test_fanout import CHUNK, MEMBERS, _ack, _event, _group, fanco  # noqa: F401 - fanco is a fixture
 
 EXPORTER = InMemorySpanExporter()
 
@@ -34,7 +35,8 @@ def exporter() -> InMemorySpanExporter:
 @pytest.fixture
 def app_config(app_config: dict[str, Any], exporter: InMemorySpanExporter) -> dict[str, Any]:
     """The ``app`` of this module is traced, to the in-memory exporter."""
-    return {**app_config, "HATIDATA_OTEL_ENABLED": True, "HATIDATA_OTEL_SPAN_EXPORTER": exporter}
+    return {**app_config, "HATIDATA_OTEL_ENABLED": True, "HATIDATA_OTEL_SPAN_EXPORTER": exporter,
+            "HATIDATA_FANOUT_CHUNK": CHUNK}
 
 
 def _membership_event(workos_client: Any, org_id: str) -> dict[str, Any]:
@@ -129,6 +131,26 @@ def test_one_trace_runs_from_a_webhooks_arrival_to_its_application_by_an_applier
         assert row.status == "applied"
         assert row.trace_context
         assert row.trace_context["traceparent"].split("-")[1] == f"{trace_id:032x}"
+
+
+@pytest.mark.usefixtures("fanco")
+def test_fan_out_jobs_continue_the_trace_of_the_event_that_queued_them(app: Flask,
+                                                                       exporter: InMemorySpanExporter) -> None:
+    from hatidata_auth.services.fanout_jobs import JOB_TYPE
+
+    exporter.clear()
+    _ack(app.test_client(), app, _event("dsync.group.updated", _group("Fan Renamed")))
+    while _applier_batch(app):
+        pass
+    spans = exporter.get_finished_spans()
+
+    request_span = next(s for s in spans if s.kind == SpanKind.SERVER)
+    rename = next(s for s in spans if s.name == "inbox apply dsync.group.updated")
+    jobs = [s for s in spans if s.name == f"inbox apply {JOB_TYPE}"]
+    assert len(jobs) == -(-MEMBERS // CHUNK)
+    assert {s.context.trace_id for s in spans} == {request_span.context.trace_id}
+    assert _descends(rename, request_span, spans)
+    assert all(_descends(job, rename, spans) for job in jobs)  # each chunk queued by the previous one
 
 
 def test_a_workos_call_in_a_request_is_a_child_span_without_secrets(

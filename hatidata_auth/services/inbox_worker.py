@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -192,7 +193,7 @@ def apply_batch(session: Session, client: WorkOSClient, *, limit: int = DEFAULT_
     """
     cause = cause or Cause.by(Actor.workos())
     try:
-        with quiet():
+        with quiet() if tracer is not None else nullcontext():
             events = claim(session, limit, revoking_only=revoking_only, entity_key=entity_key)
         if not events:
             session.rollback()
