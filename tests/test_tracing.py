@@ -133,6 +133,25 @@ def test_one_trace_runs_from_a_webhooks_arrival_to_its_application_by_an_applier
         assert row.trace_context["traceparent"].split("-")[1] == f"{trace_id:032x}"
 
 
+def test_an_event_applied_in_the_acknowledging_request_is_traced_inside_it(
+        app: Flask, exporter: InMemorySpanExporter) -> None:
+    workos_client = app.extensions["hatidata_workos"].client
+    payload = _membership_event(workos_client, _initech(workos_client))
+    payload["event"] = "organization_membership.updated"  # takes access away: applied before the answer
+    payload["data"]["status"] = "inactive"
+    exporter.clear()
+
+    assert post_event(app.test_client(), app, payload, drain=False).status_code == 200
+    spans = exporter.get_finished_spans()
+
+    request_span = next(s for s in spans if s.kind == SpanKind.SERVER)
+    applied = next(s for s in spans if s.name == "inbox apply organization_membership.updated")
+    assert _descends(applied, request_span, spans)
+    assert applied.end_time is not None
+    assert request_span.end_time is not None
+    assert applied.end_time <= request_span.end_time
+
+
 @pytest.mark.usefixtures("fanco")
 def test_fan_out_jobs_continue_the_trace_of_the_event_that_queued_them(app: Flask,
                                                                        exporter: InMemorySpanExporter) -> None:
