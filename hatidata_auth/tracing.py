@@ -8,9 +8,9 @@ On, each app gets its own :class:`TracerProvider` (never the process-global one:
 embedding app may have its own), exporting over OTLP/HTTP in batches (the SDK's standard ``OTEL_*`` variables:
 endpoint, headers, service name, sampler; its batch processor restarts its thread in a forked gunicorn worker),
 or to ``HATIDATA_OTEL_SPAN_EXPORTER`` (a ``SpanExporter`` object, synchronously: the tests' in-memory exporter).
-Instrumented: the app's requests (span named by route template, with ``hatidata.request_id``), its SQLAlchemy
-engines, the cache's Redis clients, every WorkOS HTTP call (:mod:`hatidata_auth.workos.transport`), and the
-application of inbox events (:mod:`hatidata_auth.trace_context`). Each is done once per app or engine.
+Instrumented: the app's requests (span named by route template, with ``hatidata.request_id``, no query string),
+its SQLAlchemy engines, the cache's Redis clients, every WorkOS HTTP call (:mod:`hatidata_auth.workos.transport`),
+and the application of inbox events (:mod:`hatidata_auth.trace_context`). Each is done once per app or engine.
 """
 
 from __future__ import annotations
@@ -106,9 +106,27 @@ def _instrument_flask(app: Flask, provider: Any) -> None:
     def _annotate(_exc: BaseException | None) -> None:
         # Teardown hooks run last-registered first: the span is still open here.
         span = request.environ.get(_FLASK_SPAN_KEY)
+        if span is None or not span.is_recording():
+            return
         request_id = g.get("request_id")
-        if span is not None and request_id:
+        if request_id:
             span.set_attribute(REQUEST_ID_ATTRIBUTE, request_id)
+        _drop_query(span)
+
+
+_URL_ATTRIBUTES = ("http.target", "http.url", "url.full")
+
+
+def _drop_query(span: Any) -> None:
+    """No query string in the request span: the WSGI instrumentation records the request target with its query,
+    and ours carry one-time codes and signed state (``/auth/callback?code=...``)."""
+    attributes = getattr(span, "attributes", None) or {}
+    for key in _URL_ATTRIBUTES:
+        value = attributes.get(key)
+        if isinstance(value, str) and "?" in value:
+            span.set_attribute(key, value.split("?", 1)[0])
+    if attributes.get("url.query"):
+        span.set_attribute("url.query", "")
 
 
 def _instrument_engines(app: Flask, tracer_: Any) -> None:

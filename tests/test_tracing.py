@@ -8,6 +8,7 @@ import threading
 import uuid
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from flask import Flask
@@ -18,7 +19,7 @@ from sqlalchemy import select
 
 from hatidata_auth import inbox_runtime, tracing
 from hatidata_auth.models import WebhookEvent
-from tests.auth_support import login
+from tests.auth_support import authorize, callback_path, login, start_login
 from tests.conftest import TEST_REDIS_URL
 from tests.support.dsync import post_event
 from tests.test_fanout import CHUNK, MEMBERS, _ack, _event, _group, fanco  # noqa: F401 - fanco is a fixture
@@ -176,7 +177,9 @@ def test_a_workos_call_in_a_request_is_a_child_span_without_secrets(
         app: Flask, exporter: InMemorySpanExporter) -> None:
     client = app.test_client()
     exporter.clear()
-    assert login(client, "dev@acme.test").status_code == 302
+    location = authorize(start_login(client, email="dev@acme.test"))
+    query = parse_qs(urlsplit(location).query)
+    assert client.get(callback_path(location)).status_code == 302
     assert client.get("/api/v1/me").status_code == 200
     spans = exporter.get_finished_spans()
 
@@ -194,7 +197,7 @@ def test_a_workos_call_in_a_request_is_a_child_span_without_secrets(
     assert me.attributes["hatidata.request_id"] != callback.attributes["hatidata.request_id"]
     cookie = client.get_cookie(app.config["HATIDATA_COOKIE_NAME"])
     assert cookie is not None
-    secrets = [*_secrets(app), cookie.value]
+    secrets = [*_secrets(app), cookie.value, query["code"][0], query["state"][0]]
     _assert_no_secret(spans, secrets)
     redis_spans = [s for s in spans if (s.attributes or {}).get("db.system") == "redis"]
     assert bool(redis_spans) == bool(TEST_REDIS_URL)  # the cache's Redis, when the cache is Redis
