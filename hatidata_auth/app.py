@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Flask
 
-from . import audit_runtime, inbox_runtime, inputs, metrics_views, sso_wizard
+from . import audit_runtime, inbox_runtime, inputs, metrics_views, sso_wizard, tracing
 from . import config as settings
 from .errors import register_error_handlers
 from .extensions import cache, csrf, db, limiter, migrate
@@ -33,6 +33,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, profile: str | None =
     configure_logging(app)
     init_extensions(app)
     register_request_hooks(app)
+    tracing.init_app(app)  # OpenTelemetry traces, only when configured (off: nothing instrumented)
     inputs.init_app(app)  # every route: bounded JSON, storable values (before the API limits itself to /api/)
     register_error_handlers(app)
     register_blueprints(app)

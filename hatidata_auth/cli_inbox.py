@@ -81,14 +81,14 @@ def inbox_work(threads: int | None, drain: bool) -> None:
     import signal
     import threading
 
-    from . import inbox_runtime
+    from . import inbox_runtime, tracing
     from .services import inbox_worker
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     if drain:
         client = app.extensions["hatidata_workos"].client
         applied = inbox_worker.drain(db.session(), client, limit=int(app.config["HATIDATA_INBOX_BATCH"]),
-                                     fanout_chunk=inbox_runtime.fanout_chunk(app))
+                                     fanout_chunk=inbox_runtime.fanout_chunk(app), tracer=tracing.tracer(app))
         click.echo(f"{applied} event(s) claimed; {inbox_worker.pending(db.session())} pending")
         return
     pool = inbox_runtime.make_pool(app, threads or inbox_runtime.default_threads(app))

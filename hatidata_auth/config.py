@@ -88,6 +88,9 @@ DEFAULTS: dict[str, Any] = {
     # Members one transaction recomputes at most (a group rename or deletion, a directory deletion, a role-mapping
     # edit): more are recomputed in chunks of this size by the appliers (docs/directory-sync.md, "Fan-out").
     "HATIDATA_FANOUT_CHUNK": 500,
+    # OpenTelemetry traces (docs/deploy.md, "Traces"): None means on exactly when an OTLP endpoint is set
+    # (OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT); the other OTEL_* variables are the SDK's.
+    "HATIDATA_OTEL_ENABLED": None,
     "HATIDATA_MAX_JSON_BYTES": 1024 * 1024,
     "HATIDATA_MAX_JSON_DEPTH": 32,
     "HATIDATA_TRUSTED_PROXIES": 0,
@@ -150,46 +153,38 @@ def _float(value: str) -> float:
     return float(value)
 
 
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(value)
+
+
 def _csv(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
 # Environment variable -> (config key, parser). Environment variables override every file.
 ENV_SETTINGS: dict[str, tuple[str, Callable[[str], Any]]] = {
-    "SECRET_KEY": ("SECRET_KEY", str),
     "DATABASE_URL": ("SQLALCHEMY_DATABASE_URI", str),
-    "REDIS_URL": ("REDIS_URL", str),
-    "WORKOS_API_KEY": ("WORKOS_API_KEY", str),
-    "WORKOS_CLIENT_ID": ("WORKOS_CLIENT_ID", str),
-    "WORKOS_BASE_URL": ("WORKOS_BASE_URL", str),
-    "WORKOS_WEBHOOK_SECRET": ("WORKOS_WEBHOOK_SECRET", str),
-    "WORKOS_TIMEOUT": ("WORKOS_TIMEOUT", _float),
-    "WORKOS_MAX_RETRIES": ("WORKOS_MAX_RETRIES", _int),
-    "HATIDATA_COOKIE_KEY": ("HATIDATA_COOKIE_KEY", str),
-    "HATIDATA_SESSION_CACHE_TTL": ("HATIDATA_SESSION_CACHE_TTL", _int),
-    "HATIDATA_SESSION_CACHE_MAX_AGE": ("HATIDATA_SESSION_CACHE_MAX_AGE", _int),
-    "HATIDATA_EXPECTED_LIVE_SESSIONS": ("HATIDATA_EXPECTED_LIVE_SESSIONS", _int),
-    "HATIDATA_PUBLIC_URL": ("HATIDATA_PUBLIC_URL", str),
-    "HATIDATA_ENABLED_PLUGINS": ("HATIDATA_ENABLED_PLUGINS", _csv),
-    "HATIDATA_TRUSTED_PROXIES": ("HATIDATA_TRUSTED_PROXIES", _int),
-    "HATIDATA_LOG_LEVEL": ("HATIDATA_LOG_LEVEL", str),
-    "HATIDATA_METRICS_TOKEN": ("HATIDATA_METRICS_TOKEN", str),
-    "HATIDATA_SECURITY_SUMMARY_WINDOW": ("HATIDATA_SECURITY_SUMMARY_WINDOW", _int),
-    "HATIDATA_READINESS_CACHE_SECONDS": ("HATIDATA_READINESS_CACHE_SECONDS", _int),
-    "HATIDATA_INBOX_RETENTION_DAYS": ("HATIDATA_INBOX_RETENTION_DAYS", _int),
-    "HATIDATA_SIGN_IN_ATTEMPTS_RETENTION_DAYS": ("HATIDATA_SIGN_IN_ATTEMPTS_RETENTION_DAYS", _int),
-    "HATIDATA_INBOX_APPLIERS": ("HATIDATA_INBOX_APPLIERS", _int),
-    "HATIDATA_INBOX_BATCH": ("HATIDATA_INBOX_BATCH", _int),
-    "HATIDATA_INBOX_POLL_INTERVAL": ("HATIDATA_INBOX_POLL_INTERVAL", _float),
-    "HATIDATA_FANOUT_CHUNK": ("HATIDATA_FANOUT_CHUNK", _int),
-    "HATIDATA_AUDIT_SIGNING_KEY": ("HATIDATA_AUDIT_SIGNING_KEY", str),
-    "HATIDATA_AUDIT_CHECKPOINT_EVERY": ("HATIDATA_AUDIT_CHECKPOINT_EVERY", _int),
-    "HATIDATA_AUDIT_CHECKPOINT_INTERVAL": ("HATIDATA_AUDIT_CHECKPOINT_INTERVAL", _float),
-    "HATIDATA_AUDIT_REQUEST_BUDGET": ("HATIDATA_AUDIT_REQUEST_BUDGET", _float),
-    "HATIDATA_AUDIT_EXPORT_MAX_ROWS": ("HATIDATA_AUDIT_EXPORT_MAX_ROWS", _int),
-    "HATIDATA_AUDIT_EXPORT_DIR": ("HATIDATA_AUDIT_EXPORT_DIR", str),
-    "HATIDATA_AUDIT_EXPORT_RETENTION": ("HATIDATA_AUDIT_EXPORT_RETENTION", _int),
-    "HATIDATA_AUDIT_WORKER": ("HATIDATA_AUDIT_WORKER", _int),
+    # The rest are read into the config key of the same name.
+    **{name: (name, parser) for parser, names in (
+        (str, ("SECRET_KEY", "REDIS_URL", "WORKOS_API_KEY", "WORKOS_CLIENT_ID", "WORKOS_BASE_URL",
+                "WORKOS_WEBHOOK_SECRET", "HATIDATA_COOKIE_KEY", "HATIDATA_PUBLIC_URL", "HATIDATA_LOG_LEVEL",
+                "HATIDATA_METRICS_TOKEN", "HATIDATA_AUDIT_SIGNING_KEY", "HATIDATA_AUDIT_EXPORT_DIR")),
+        (_float, ("WORKOS_TIMEOUT", "HATIDATA_INBOX_POLL_INTERVAL", "HATIDATA_AUDIT_CHECKPOINT_INTERVAL",
+                "HATIDATA_AUDIT_REQUEST_BUDGET")),
+        (_int, ("WORKOS_MAX_RETRIES", "HATIDATA_SESSION_CACHE_TTL", "HATIDATA_SESSION_CACHE_MAX_AGE",
+                "HATIDATA_EXPECTED_LIVE_SESSIONS", "HATIDATA_TRUSTED_PROXIES", "HATIDATA_SECURITY_SUMMARY_WINDOW",
+                "HATIDATA_READINESS_CACHE_SECONDS", "HATIDATA_INBOX_RETENTION_DAYS",
+                "HATIDATA_SIGN_IN_ATTEMPTS_RETENTION_DAYS", "HATIDATA_INBOX_APPLIERS", "HATIDATA_INBOX_BATCH",
+                "HATIDATA_FANOUT_CHUNK", "HATIDATA_AUDIT_CHECKPOINT_EVERY", "HATIDATA_AUDIT_EXPORT_MAX_ROWS",
+                "HATIDATA_AUDIT_EXPORT_RETENTION", "HATIDATA_AUDIT_WORKER")),
+        (_csv, ("HATIDATA_ENABLED_PLUGINS",)),
+        (_bool, ("HATIDATA_OTEL_ENABLED",)),
+    ) for name in names},
 }
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from flask import Flask
 from sqlalchemy.exc import SQLAlchemyError
 
+from . import tracing
 from .causes import Cause
 from .config import DEFAULTS
 from .extensions import db
@@ -63,7 +64,7 @@ def run_batch(app: Flask, revoking_only: bool = False) -> int:
     with app.app_context():
         client = app.extensions["hatidata_workos"].client
         return apply_batch(db.session(), client, limit=limit, revoking_only=revoking_only,
-                           fanout_chunk=fanout_chunk(app)).claimed
+                           fanout_chunk=fanout_chunk(app), tracer=tracing.tracer(app)).claimed
 
 
 def fanout_chunk(app: Flask) -> int:
@@ -133,7 +134,7 @@ def acknowledged(app: Flask, payload: dict[str, Any], cause: Cause) -> None:
         client = app.extensions["hatidata_workos"].client
         try:
             apply_entity_now(db.session(), client, str(payload["id"]), key, cause=cause,
-                             fanout_chunk=fanout_chunk(app))
+                             fanout_chunk=fanout_chunk(app), tracer=tracing.tracer(app))
         except SQLAlchemyError:
             log.warning("applying WorkOS event %s at once failed; the appliers will apply it", payload["id"],
                         exc_info=True)

@@ -55,6 +55,9 @@ class WebhookEvent(TimestampMixin, db.Model):  # type: ignore[name-defined]
     # Whether applying it can take access away (its handler's declaration, services.events.registry): claimed
     # before any other event.
     revokes: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false(), nullable=False)
+    # The W3C trace context ({"traceparent", "tracestate"}) of the request or job that queued it, when traces
+    # are on: its application continues that trace (hatidata_auth.trace_context).
+    trace_context: Mapped[dict[str, str] | None] = mapped_column(JSON)
 
 
 class SyncCursor(TimestampMixin, db.Model):  # type: ignore[name-defined]

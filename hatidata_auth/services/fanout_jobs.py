@@ -29,6 +29,7 @@ from ..causes import Cause
 from ..config import DEFAULTS
 from ..models import Membership, WebhookEvent, utcnow
 from ..models.inbox import INBOX_CHANNEL, INTERNAL_SOURCE
+from ..trace_context import carrier
 
 JOB_TYPE = "hatidata.recompute_members"
 INTERNAL_NAMESPACE = "hatidata."
@@ -187,7 +188,8 @@ def enqueue(session: Session, job: Job) -> str:
     session.execute(insert(WebhookEvent.__table__).values(
         event_id=event_id, event_type=JOB_TYPE, organization_id=job.organization_id, payload=payload,
         event_created_at=now, received_at=now, status="received", source=INTERNAL_SOURCE, attempts=0,
-        entity_key=entity_key(job), revokes=True, created_at=now, updated_at=now))
+        entity_key=entity_key(job), revokes=True, created_at=now, updated_at=now,
+        trace_context=carrier()))
     if session.get_bind().dialect.name == "postgresql":
         session.execute(select(func.pg_notify(INBOX_CHANNEL, "")))  # delivered when the transaction commits
     return event_id

@@ -30,6 +30,7 @@ from ..causes import Actor, Cause
 from ..errors import is_connection_error
 from ..models import Organization, WebhookEvent, utcnow
 from ..models.inbox import INBOX_CHANNEL, INTERNAL_SOURCE
+from ..trace_context import carrier
 from ..workos import WorkOSClient
 from . import event_source, fanout_jobs
 from .events import HANDLERS, EventContext, PayloadError, apply_internal, handler_for, parse_time
@@ -137,18 +138,20 @@ def store(session: Session, payload: dict[str, Any], *, source: str = "webhook")
     Returns ``"received"`` (stored with status ``received``, or ``ignored`` when no handler takes its type; a
     known ``failed`` event is queued again) or ``"duplicate"`` (a known event otherwise: nothing changes). One
     statement: the insert, our tenant (looked up from the WorkOS organization the event names, in the same
-    statement) and, on PostgreSQL, the ``NOTIFY`` that wakes the appliers when the transaction commits.
+    statement) and, on PostgreSQL, the ``NOTIFY`` that wakes the appliers when the transaction commits. With
+    traces on, the current trace context is kept with it: its application continues the webhook's trace.
     """
     handled = handler_for(payload["event"]) is not None
     params = {**_derived_values(payload), "status": "received" if handled else "ignored", "source": source,
-              "last_error": None if handled else "event type not handled", "now": utcnow()}
+              "last_error": None if handled else "event type not handled", "trace_context": carrier(),
+              "now": utcnow()}
     row = session.execute(_store_statement(session.get_bind().dialect.name), params).first()
     session.commit()
     return "duplicate" if row is None else "received"
 
 
 _STORED = ("event_id", "event_type", "payload", "event_created_at", "entity_key", "revokes", "status", "source",
-           "last_error")
+           "last_error", "trace_context")
 
 
 @functools.cache
@@ -164,6 +167,7 @@ def _store_statement(dialect: str) -> Any:
         organization_id=_tenant(bindparam("workos_org", type_=table.c.organization_id.type)))
     stmt = row_insert.on_conflict_do_update(
         index_elements=["event_id"], set_={"status": "received", "last_error": None, "updated_at": now,
+                                           "trace_context": row_insert.excluded.trace_context,
                                            **_rederived(row_insert)},
         where=table.c.status == "failed",
     ).returning(table.c.id)

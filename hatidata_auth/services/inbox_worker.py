@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -31,6 +32,7 @@ from ..causes import Actor, Cause
 from ..errors import is_connection_error
 from ..models import WebhookEvent, utcnow
 from ..models.inbox import INTERNAL_SOURCE
+from ..trace_context import apply_span, quiet
 from ..workos import WorkOSClient, WorkOSUnavailable
 from . import audit, fanout_jobs
 from .events import HANDLERS, parse_time
@@ -55,6 +57,7 @@ class Claimed:
     payload: dict[str, Any]
     attempts: int
     source: str = "webhook"
+    trace_context: dict[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,10 +135,11 @@ def claim(session: Session, limit: int = DEFAULT_BATCH, *, revoking_only: bool =
         picked = select(t.c.id).where(*wanted).order_by(*order).limit(limit).scalar_subquery()
     stmt = (update(t).where(t.c.id.in_(picked)).values(attempts=t.c.attempts + 1, updated_at=now)
             .returning(t.c.id, t.c.event_id, t.c.event_type, t.c.payload, t.c.attempts, t.c.event_created_at,
-                       t.c.received_at, t.c.revokes, t.c.source))
+                       t.c.received_at, t.c.revokes, t.c.source, t.c.trace_context))
     rows = sorted(session.execute(stmt).all(), key=lambda r: (not r.revokes,
                                                               parse_time(r.event_created_at) or r.received_at, r.id))
-    return [Claimed(r.id, r.event_id, r.event_type, dict(r.payload), r.attempts, r.source) for r in rows]
+    return [Claimed(r.id, r.event_id, r.event_type, dict(r.payload), r.attempts, r.source, r.trace_context)
+            for r in rows]
 
 
 def _finish(session: Session, event: Claimed, status: str, error: str | None) -> None:
@@ -145,9 +149,19 @@ def _finish(session: Session, event: Claimed, status: str, error: str | None) ->
 
 
 def apply_one(session: Session, client: WorkOSClient, event: Claimed, cause: Cause, *,
-              fanout_chunk: int | None = None, budget: fanout_jobs.MemberBudget | None = None) -> InboxResult:
+              fanout_chunk: int | None = None, budget: fanout_jobs.MemberBudget | None = None,
+              tracer: Any = None) -> InboxResult:
     """Apply one claimed event under a savepoint and record its outcome in the inbox (the caller commits);
-    *budget*: the members the batch's transaction may still recompute."""
+    *budget*: the members the batch's transaction may still recompute; with *tracer*, in a span that continues the
+    trace of the request or job that queued it."""
+    attributes: dict[str, str | int] = {"hatidata.event_id": event.event_id, "hatidata.event_type": event.event_type,
+                  "hatidata.inbox.source": event.source, "hatidata.inbox.attempt": event.attempts}
+    with apply_span(tracer, f"inbox apply {event.event_type}", event.trace_context, attributes):
+        return _apply_one(session, client, event, cause, fanout_chunk, budget)
+
+
+def _apply_one(session: Session, client: WorkOSClient, event: Claimed, cause: Cause,
+               fanout_chunk: int | None, budget: fanout_jobs.MemberBudget | None) -> InboxResult:
     mark = audit.pending_count(session)
     savepoint = session.begin_nested()
     try:
@@ -172,22 +186,25 @@ def apply_one(session: Session, client: WorkOSClient, event: Claimed, cause: Cau
 
 def apply_batch(session: Session, client: WorkOSClient, *, limit: int = DEFAULT_BATCH,
                 cause: Cause | None = None, revoking_only: bool = False, entity_key: str | None = None,
-                fanout_chunk: int | None = None) -> BatchReport:
+                fanout_chunk: int | None = None, tracer: Any = None) -> BatchReport:
     """Claim and apply one batch in one transaction (committed; rolled back on a database error, which is raised).
 
     Each event acts as WorkOS unless *cause* says who (a recompute job acts with the cause it stored). A recompute
     job is claimed alone (:func:`claim`), and the batch's events share one chunk (*fanout_chunk*,
     ``HATIDATA_FANOUT_CHUNK``) of members to recompute (``fanout_jobs.MemberBudget``): the transaction touches at
-    most one chunk of members in fan-outs, whatever the batch holds.
+    most one chunk of members in fan-outs, whatever the batch holds. With *tracer*, each event is applied in its
+    span (:func:`apply_one`); the claim itself is not traced (most polls claim nothing).
     """
     cause = cause or Cause.by(Actor.workos())
     try:
-        events = claim(session, limit, revoking_only=revoking_only, entity_key=entity_key)
+        with quiet() if tracer is not None else nullcontext():
+            events = claim(session, limit, revoking_only=revoking_only, entity_key=entity_key)
         if not events:
             session.rollback()
             return BatchReport(0)
         budget = fanout_jobs.MemberBudget(fanout_jobs.chunk_size(fanout_chunk))
-        results = tuple(apply_one(session, client, event, cause, fanout_chunk=fanout_chunk, budget=budget)
+        results = tuple(apply_one(session, client, event, cause, fanout_chunk=fanout_chunk, budget=budget,
+                                  tracer=tracer)
                         for event in events)
         session.commit()
     except BaseException:
@@ -201,7 +218,7 @@ APPLY_NOW_MAX = 10
 
 
 def apply_entity_now(session: Session, client: WorkOSClient, event_id: str, entity_key: str, *,
-                     cause: Cause, fanout_chunk: int | None = None) -> InboxResult | None:
+                     cause: Cause, fanout_chunk: int | None = None, tracer: Any = None) -> InboxResult | None:
     """Apply the pending events of *entity_key* in order, up to and including the stored event *event_id*, in the
     caller's thread: a deprovisioning acknowledged by the webhook request never waits behind a backlog of other
     entities' events. Order is kept: an older pending event of the same entity is applied first.
@@ -210,7 +227,8 @@ def apply_entity_now(session: Session, client: WorkOSClient, event_id: str, enti
     it), the event is not due, or more than :data:`APPLY_NOW_MAX` older events are ahead of it; the appliers then
     apply it as any other. Raises what :func:`apply_batch` raises (a database error)."""
     for _ in range(APPLY_NOW_MAX):
-        report = apply_batch(session, client, limit=1, cause=cause, entity_key=entity_key, fanout_chunk=fanout_chunk)
+        report = apply_batch(session, client, limit=1, cause=cause, entity_key=entity_key, fanout_chunk=fanout_chunk,
+                             tracer=tracer)
         if not report.claimed:
             return None
         for result in report.results:
@@ -220,11 +238,11 @@ def apply_entity_now(session: Session, client: WorkOSClient, event_id: str, enti
 
 
 def drain(session: Session, client: WorkOSClient, *, limit: int = DEFAULT_BATCH, max_batches: int = 10_000,
-          fanout_chunk: int | None = None) -> int:
+          fanout_chunk: int | None = None, tracer: Any = None) -> int:
     """Apply batches until none is due (or *max_batches*); returns how many events were claimed in all."""
     total = 0
     for _ in range(max_batches):
-        report = apply_batch(session, client, limit=limit, fanout_chunk=fanout_chunk)
+        report = apply_batch(session, client, limit=limit, fanout_chunk=fanout_chunk, tracer=tracer)
         if not report.claimed:
             break
         total += report.claimed

@@ -59,12 +59,14 @@ class WorkOSGateway:
         self.settings = settings
         self._client: WorkOSClient | None = None
         self._backend: InstrumentedBackend | None = None
+        self.tracer: Any = None
+        """The app's tracer when traces are on (``hatidata_auth.tracing``): set before the client is built."""
 
     @property
     def client(self) -> WorkOSClient:
         """The shared SDK client (one per process)."""
         if self._client is None:
-            self._backend = instrumented_backend(float(int(self.settings.timeout)))
+            self._backend = instrumented_backend(float(int(self.settings.timeout)), self.tracer)
             self._client = WorkOSClient(
                 http_client=self._backend,
                 api_key=self.settings.api_key,
