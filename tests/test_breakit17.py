@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -39,7 +40,8 @@ def test_a_download_past_the_retention_is_gone_without_a_worker_pass(app: Flask,
     audit_runtime.run_once(app)
     with app.app_context():  # the retention passed; no worker pass since (worker off, lagging or crashed)
         job = db.session.get(AuditExportJob, job_id)
-        assert job is not None and job.status == "done"
+        assert job is not None
+        assert job.status == "done"
         job.expires_at = utcnow() - timedelta(seconds=1)
         db.session.commit()
         db.session.remove()
@@ -100,3 +102,43 @@ def test_a_forged_verify_cursor_is_a_validation_error(app: Flask, acme: Tenant, 
     answer = app.test_client().get(f"/api/v1/audit-events/verify?cursor={cursor}",
                                    headers=headers_for(acme, "admin"))
     assert answer.status_code == 422, answer.get_data(as_text=True)[:300]
+
+
+@pytest.mark.xfail(strict=True, reason="breakit17: verify-stream crashes (RecursionError traceback) on a deeply "
+                                       "nested JSON line instead of naming the line and exiting 1")
+def test_verify_stream_names_a_deeply_nested_line(app: Flask, tmp_path: Path) -> None:
+    path = tmp_path / "hostile.ndjson"
+    path.write_text("[" * 100_000 + "\n")
+    result = app.test_cli_runner().invoke(args=["hatidata", "audit", "verify-stream", str(path), "--keys",
+                                                str(_no_keys(tmp_path))])
+    assert result.exit_code == 1
+    assert "BROKEN: line 1" in result.output, (result.output, repr(result.exception))
+
+
+def _no_keys(tmp_path: Path) -> Path:
+    keys = tmp_path / "keys.json"
+    keys.write_text('{"data": []}')
+    return keys
+
+
+@pytest.mark.parametrize("state", ["deleted", "inactive"])
+@pytest.mark.xfail(strict=True, reason="breakit17 (#16): the enforcement proof ignores the connection's state: a "
+                                       "proof through a connection since deleted or deactivated turns SSO-only on "
+                                       "and locks every non-break-glass member out")
+def test_sso_only_is_refused_through_a_connection_that_no_longer_works(app: Flask, state: str) -> None:
+    from hatidata_auth.models import AuthSession, Organization
+
+    tenant = make_tenant(app, "Gone")
+    with app.app_context():
+        org = db.session.get(Organization, tenant.id)
+        assert org is not None
+        assert org.connection_id
+        db.session.add(AuthSession(workos_session_id="session_gone_proof", user_id=tenant.users["admin"],
+                                   auth_method="sso", auth_organization_id=org.id, organization_id=org.id,
+                                   auth_connection_id=org.connection_id, expires_at=utcnow() + timedelta(hours=1)))
+        org.connection_state = state  # connection.deleted / connection.deactivated applied after the proof
+        db.session.commit()
+        db.session.remove()
+    answer = app.test_client().patch("/api/v1/organization/settings", headers=headers_for(tenant, "admin"),
+                                     json={"sso_enforced": True})
+    assert answer.status_code == 409, answer.get_json()
