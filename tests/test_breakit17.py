@@ -142,3 +142,32 @@ def test_sso_only_is_refused_through_a_connection_that_no_longer_works(app: Flas
     answer = app.test_client().patch("/api/v1/organization/settings", headers=headers_for(tenant, "admin"),
                                      json={"sso_enforced": True})
     assert answer.status_code == 409, answer.get_json()
+
+
+@pytest.mark.xfail(strict=True, reason="breakit17: an export job's file keeps the redaction of whoever started it: "
+                                       "a reader without sessions:write downloads an admin's job and sees WorkOS "
+                                       "session ids every other read blanks for them")
+def test_a_job_file_is_redacted_for_the_reader_who_downloads_it(app: Flask, acme: Tenant) -> None:
+    from hatidata_auth.causes import Actor, Cause
+    from hatidata_auth.services import audit
+    from tests.credential_support import bearer, new_key
+
+    secret_sid = "session_01SECRETWORKOSSESSION"
+    with app.app_context():  # a row from before details named our own session id
+        audit.record(db.session, action="session.revoked", cause=Cause.by(Actor("user", tenant_user(acme))),
+                     organization_id=acme.id, details={"workos_session_id": secret_sid})
+        db.session.commit()
+        db.session.remove()
+    job_id = _job(app, acme)  # the admin may revoke sessions: the job reveals them
+    audit_runtime.run_once(app)
+    _, reader = new_key(app, acme.id, acme.users["admin"], ["audit:read"])
+    client = app.test_client()
+    synchronous = client.get("/api/v1/audit-events/export", headers=bearer(reader)).get_data(as_text=True)
+    assert secret_sid not in synchronous  # every other read blanks it for this reader
+    download = client.get(f"/api/v1/audit-events/exports/{job_id}/download", headers=bearer(reader))
+    assert download.status_code == 200
+    assert secret_sid not in download.get_data(as_text=True)
+
+
+def tenant_user(tenant: Tenant) -> str:
+    return tenant.users["admin"]
