@@ -171,3 +171,41 @@ def test_a_job_file_is_redacted_for_the_reader_who_downloads_it(app: Flask, acme
 
 def tenant_user(tenant: Tenant) -> str:
     return tenant.users["admin"]
+
+
+@pytest.mark.xfail(strict=True, reason="breakit17: verify trusts any public key in the audit_signing_keys table: an "
+                                       "attacker who can rewrite audit_events publishes a key of their own there, "
+                                       "re-signs the checkpoints, and verify (incremental and full) passes a "
+                                       "rewritten chain; the signing-keys route publishes the forged key to SIEMs")
+def test_a_key_the_deployment_never_held_cannot_vouch_for_a_rewritten_chain(app: Flask, acme: Tenant) -> None:
+    from sqlalchemy import select
+
+    from hatidata_auth.models import AuditCheckpoint, AuditEvent, AuditSigningKey
+    from hatidata_auth.services import audit, audit_signing
+    from tests.audit_support import tampering
+
+    app.config["HATIDATA_AUDIT_CHECKPOINT_EVERY"] = 10
+    audit_runtime.run_once(app)
+    mallory = audit_signing.load_signer(audit_signing.generate_key())
+    assert mallory is not None
+    with app.app_context(), tampering(db.session):  # as in test_a_rewritten_tail_contradicts_its_signed_checkpoint
+        rows = list(db.session.scalars(select(AuditEvent).where(AuditEvent.organization_id == acme.id,
+                                                                AuditEvent.seq >= 5).order_by(AuditEvent.seq)))
+        prev = db.session.scalar(select(AuditEvent.hash).where(AuditEvent.organization_id == acme.id,
+                                                               AuditEvent.seq == 4))
+        hashes = {}
+        for row in rows:
+            if row.seq == 5:
+                row.actor_email = "mallory@x.test"
+            row.prev_hash = prev
+            row.hash = prev = hashes[row.seq] = audit.chain_hash(prev, row)
+        db.session.add(AuditSigningKey(kid=mallory.kid, algorithm="Ed25519", public_key=mallory.public_key,
+                                       created_at=utcnow()))
+        for checkpoint in db.session.scalars(select(AuditCheckpoint).where(AuditCheckpoint.organization_id == acme.id)):
+            checkpoint.hash = hashes.get(checkpoint.seq, checkpoint.hash)
+            checkpoint.kid = mallory.kid
+            checkpoint.signature = mallory.sign(acme.id, checkpoint.seq, checkpoint.hash)
+    client = app.test_client()
+    for query in ("", "?full=true"):
+        report = client.get(f"/api/v1/audit-events/verify{query}", headers=headers_for(acme, "admin")).get_json()
+        assert not report["ok"], report
