@@ -8,6 +8,7 @@ import csv
 import io
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -246,3 +247,42 @@ def test_a_time_ranged_job_file_verifies_when_transactions_commit_out_of_order(
     path.write_text(body)
     result = app.test_cli_runner().invoke(args=["hatidata", "audit", "verify-stream", str(path)])
     assert result.exit_code == 0, (result.output, [json.loads(x).get("seq") for x in body.splitlines()])
+
+
+@pytest.mark.xfail(strict=True, reason="breakit17 (#16): the enforcement proof counts a session's creation, not its "
+                                       "authentication: a silent AuthKit pass-through of a days-old SSO sign-in "
+                                       "makes a new session that proves SSO 'works' now (the absolute-lifetime "
+                                       "fault of breakit16, in sso_enforcement.verified_admin_sign_in)")
+def test_a_silent_re_login_is_no_fresh_proof_that_sso_works(app: Flask, emulator: Any) -> None:
+    import httpx2
+    from sqlalchemy import select, update
+
+    from hatidata_auth.models import AuthSession, Organization
+    from hatidata_auth.services import sso_enforcement
+    from tests.auth_support import ACME, callback_path, start_login, sync_organizations
+
+    orgs = sync_organizations(app)
+    client = app.test_client()
+    with httpx2.Client(timeout=10) as http:
+        first = http.get(start_login(client, email="admin@acme.test"), follow_redirects=False)
+        assert client.get(callback_path(str(first.headers["location"]))).status_code == 302
+        two_days = 2 * 24 * 3600
+        with emulator.emulator.store.lock:  # the admin's last SSO authentication was two days ago
+            for record in emulator.emulator.store.browser_sessions.values():
+                record["auth_time"] -= two_days
+        with app.app_context():
+            db.session.execute(update(AuthSession).values(created_at=utcnow() - timedelta(seconds=two_days)))
+            db.session.commit()
+            db.session.remove()
+        again = http.get(start_login(client, organization_id=orgs[ACME], max_age=10 * two_days),
+                         follow_redirects=False)
+        assert again.status_code == 302  # AuthKit passed the browser straight through: nobody authenticated
+        assert client.get(callback_path(str(again.headers["location"]))).status_code == 302
+    with app.app_context():
+        org = db.session.get(Organization, orgs[ACME])
+        assert org is not None
+        methods = [(r.auth_method, r.auth_connection_id) for r in db.session.scalars(select(AuthSession))]
+        assert methods == [("sso", org.connection_id)] * 2, methods  # the pass-through is an SSO session too
+        with pytest.raises(sso_enforcement.EnforcementUnverified):
+            sso_enforcement.ensure_can_change(db.session, org, {"sso_enforced": True})
+        db.session.remove()
