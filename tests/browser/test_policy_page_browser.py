@@ -2,30 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from flask import Flask
-from werkzeug.serving import make_server
 
-from tests.auth_support import sync_organizations
 from tests.support.browser import assert_accessible, chromium
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-@pytest.fixture
-def server(app: Flask) -> Iterator[str]:
-    sync_organizations(app)
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    app.config["HATIDATA_PUBLIC_URL"] = f"http://127.0.0.1:{httpd.server_port}"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_port}"
-    httpd.shutdown()
-    thread.join(timeout=5)
 
 
 def _no_horizontal_scroll(page: Any) -> None:

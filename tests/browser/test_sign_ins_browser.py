@@ -5,34 +5,17 @@ connection health; axe-core reports no violation on either page."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
-from werkzeug.serving import make_server
 
-from tests.auth_support import sync_organizations
 from tests.support.browser import assert_accessible, chromium
 from tests.test_sign_ins_api import _control, _deliver_events
 from tests.test_sso_wizard import OKTA_URL
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-@pytest.fixture
-def server(app: Flask) -> Iterator[str]:
-    """The app served over real HTTP in a thread."""
-    sync_organizations(app)
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    app.config["HATIDATA_PUBLIC_URL"] = f"http://127.0.0.1:{httpd.server_port}"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_port}"
-    httpd.shutdown()
-    thread.join(timeout=5)
 
 
 def _to_the_test_step(page: Any, server: str) -> None:

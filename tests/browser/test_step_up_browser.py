@@ -4,32 +4,17 @@ and lands back on /admin/policy; the page it comes back to is axe-clean."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from flask import Flask
-from werkzeug.serving import make_server
 
 from hatidata_auth.step_up import DEFAULT_STEP_UP_WINDOW
-from tests.auth_support import sync_organizations
 from tests.support.browser import assert_accessible, chromium
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-@pytest.fixture
-def server(app: Flask) -> Iterator[str]:
-    sync_organizations(app)
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    app.config["HATIDATA_PUBLIC_URL"] = f"http://127.0.0.1:{httpd.server_port}"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_port}"
-    httpd.shutdown()
-    thread.join(timeout=5)
 
 
 @pytest.fixture
