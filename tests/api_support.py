@@ -178,3 +178,18 @@ def sso_verified(app: Flask, tenant: Tenant, *, age: timedelta = timedelta(minut
         record_id = record.id
         db.session.remove()
     return record_id
+
+
+def cursor_operations(document: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The GETs of an OpenAPI *document* taking a ``cursor`` (no path parameter), by kind: paged lists (they also
+    take ``limit`` and answer a JSON page) and continuations (the rest: a stream's or a long job's next part, e.g.
+    ``/audit-events/export``, ``/audit-events/verify``), which page by their own rules, not a list's."""
+    lists, continuations = [], []
+    for path, item in sorted(document["paths"].items()):
+        get = item.get("get", {})
+        names = {parameter["name"] for parameter in get.get("parameters", [])}
+        if "{" in path or "cursor" not in names:
+            continue
+        kinds = set(get.get("responses", {}).get("200", {}).get("content", {}))
+        (lists if "limit" in names and kinds == {"application/json"} else continuations).append(path)
+    return lists, continuations

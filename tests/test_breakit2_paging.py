@@ -11,7 +11,7 @@ from flask.testing import FlaskClient
 
 from hatidata_auth.extensions import db
 from hatidata_auth.models import AuthSession, utcnow
-from tests.api_support import Tenant, headers_for, make_tenant
+from tests.api_support import Tenant, cursor_operations, headers_for, make_tenant
 
 
 def _add_sessions(app: Flask, tenant: Tenant, count: int) -> None:
@@ -64,11 +64,9 @@ def test_revoking_the_last_listed_session_does_not_end_the_listing(app: Flask, c
     assert [item["id"] for item in rest["data"]], "three active sessions remain, the next page is empty"
 
 
-def _paged_lists(app: Flask) -> list[str]:
-    """Every list of ``/api/openapi.json`` that pages by cursor (a GET taking ``cursor``, no path parameter)."""
-    document = app.test_client().get("/api/openapi.json").get_json()
-    return sorted(path for path, item in document["paths"].items()
-                  if "{" not in path and any(p["name"] == "cursor" for p in item.get("get", {}).get("parameters", [])))
+def _cursor_operations(app: Flask) -> tuple[list[str], list[str]]:
+    """The paged lists of ``/api/openapi.json`` and its continuations (``api_support.cursor_operations``)."""
+    return cursor_operations(app.test_client().get("/api/openapi.json").get_json())
 
 
 def _walk(client: FlaskClient, tenant: Tenant, path: str, limit: int,
@@ -93,6 +91,15 @@ def _walk(client: FlaskClient, tenant: Tenant, path: str, limit: int,
 FIXTURE_HOLDS_ONE = {"/api/v1/webhook-inbox/failed", "/api/v1/organization/alerts"}  # make_tenant's single ones
 
 
+def _refuses_tampered_cursors(client: FlaskClient, tenant: Tenant, path: str, extra: list[str]) -> None:
+    from hatidata_auth.api.common import encode_cursor
+
+    for tampered in ("not a cursor!", encode_cursor(True), encode_cursor(1.5), encode_cursor([1]), "e30", *extra):
+        with client.get(path, query_string={"cursor": tampered}, headers=headers_for(tenant, "admin")) as answer:
+            assert answer.status_code == 422, (path, tampered, answer.get_data(as_text=True))
+            assert "cursor" in answer.get_json()["error"]["details"]["fields"]
+
+
 def test_every_paged_list_pages_by_key_refuses_tampered_cursors_and_survives_a_missing_item(
         app: Flask, client: FlaskClient, emulator: Any) -> None:
     from hatidata_auth.api.common import encode_cursor
@@ -109,8 +116,9 @@ def test_every_paged_list_pages_by_key_refuses_tampered_cursors_and_survives_a_m
                             for n in range(3)])
         db.session.commit()
         db.session.remove()
-    lists = _paged_lists(app)
+    lists, continuations = _cursor_operations(app)
     assert {"/api/v1/sessions", "/api/v1/api-keys", "/api/v1/role-mappings", "/api/v1/members"} <= set(lists)
+    assert {"/api/v1/audit-events/export", "/api/v1/audit-events/verify"} <= set(continuations)
     for path in lists:
         whole, _ = _walk(client, tenant, path, 100)
         ones, keys = _walk(client, tenant, path, 1)
@@ -120,11 +128,7 @@ def test_every_paged_list_pages_by_key_refuses_tampered_cursors_and_survives_a_m
         ascending = keys == sorted(keys)
         assert ascending or keys == sorted(keys, reverse=True), f"{path}: not in key order"
         wrong_type = [encode_cursor("x" if isinstance(keys[0], int) else 1)] if keys else []
-        for tampered in ("not a cursor!", encode_cursor(True), encode_cursor(1.5), encode_cursor([1]), "e30",
-                         *wrong_type):
-            answer = client.get(path, query_string={"cursor": tampered}, headers=headers_for(tenant, "admin"))
-            assert answer.status_code == 422, (path, tampered, answer.get_data(as_text=True))
-            assert "cursor" in answer.get_json()["error"]["details"]["fields"]
+        _refuses_tampered_cursors(client, tenant, path, wrong_type)
         for index, before in enumerate(keys, start=1):
             # a key no item has, between the items index-1 and index: a cursor whose item was deleted or revoked
             if isinstance(before, str):
@@ -134,3 +138,13 @@ def test_every_paged_list_pages_by_key_refuses_tampered_cursors_and_survives_a_m
                 if index == len(keys) or missing == keys[index]:
                     continue
             assert _walk(client, tenant, path, 1, encode_cursor(missing))[0] == whole[index:], (path, missing)
+
+
+def test_every_continuation_refuses_tampered_cursors(app: Flask, client: FlaskClient, emulator: Any) -> None:
+    """A continuation's cursor (a stream's next part, not a list's page) is refused by the same decoding rule;
+    its walk is tested by its own rule (``test_audit_export_jobs``: the export's trailer cursor continues it)."""
+    tenant = make_tenant(app, "Quillstream")
+    _, continuations = _cursor_operations(app)
+    assert continuations
+    for path in continuations:
+        _refuses_tampered_cursors(client, tenant, path, [])

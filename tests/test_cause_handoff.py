@@ -20,8 +20,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from hatidata_auth.causes import Cause
 from hatidata_auth.extensions import db
 from hatidata_auth.models import AuditEvent, AuthSession, RoleMapping, utcnow
+from hatidata_auth.services import alerts
 from tests.api_support import Tenant, headers_for, make_tenant
 
 PACKAGE = Path(__file__).resolve().parents[1] / "hatidata_auth"
@@ -129,6 +131,10 @@ def _actions(tenant: Tenant) -> list[tuple[str, str, dict[str, Any] | None, int]
         ("PATCH", f"/api/v1/members/{member}", {"role": "developer"}, 200),
         ("POST", f"/api/v1/webhook-inbox/{ids['inbox_event']}/replay", None, 200),
         ("POST", "/api/v1/organization/directory/resync", None, 409),
+        ("PUT", "/api/v1/organization/break-glass", {"members": [member]}, 200),
+        ("PUT", "/api/v1/organization/break-glass", {"members": []}, 200),
+        ("POST", f"/api/v1/organization/alerts/{ids['break_glass_alert']}/resolve", None, 200),
+        ("POST", "/api/v1/audit-events/exports", {}, 202),
         ("DELETE", f"/api/v1/members/{member}", None, 200),
     ]
 
@@ -158,7 +164,7 @@ def _shape(path: str) -> str:
 
 def test_the_actions_cover_every_state_changing_api_route(app: Flask) -> None:
     tenant = Tenant("org", "workos", ids={k: f"<{k}>" for k in ("key", "member", "session", "user", "inbox_event",
-                                                                "sign_in_attempt")})
+                                                                "sign_in_attempt", "break_glass_alert")})
     listed = {(method, _shape(path)) for method, path, _, _ in _actions(tenant)}
     routes = {(method, _shape(rule.rule)) for rule in app.url_map.iter_rules() if rule.rule.startswith("/api/v1/")
               for method in (rule.methods or set()) - {"GET", "HEAD", "OPTIONS"}}
@@ -172,6 +178,10 @@ def test_every_audit_row_of_an_admin_request_carries_its_request_and_actor(
         for user, n in ((tenant.ids["user"], 2), (tenant.users["developer"], 3)):
             db.session.add(AuthSession(organization_id=tenant.id, workos_session_id=f"session_handoff_{n}",
                                        user_id=user, expires_at=utcnow() + timedelta(hours=1)))
+        alert = alerts.raise_alert(db.session(), organization_id=tenant.id, kind=alerts.BREAK_GLASS_USED,
+                                   target_type="membership", target_id=tenant.ids["member"],
+                                   message="A break-glass sign-in.", details={}, cause=Cause.system("handoff"))
+        tenant.ids["break_glass_alert"] = alert.id
         db.session.commit()
         db.session.remove()
     for method, path, body, status in _actions(tenant):
