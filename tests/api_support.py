@@ -172,7 +172,7 @@ def sso_verified(app: Flask, tenant: Tenant, *, age: timedelta = timedelta(minut
         record = AuthSession(organization_id=org.id, workos_session_id=f"session_sso_{tenant.id}_{age.seconds}",
                              user_id=tenant.users["admin"], auth_method="sso", auth_organization_id=org.id,
                              auth_connection_id=org.connection_id, expires_at=utcnow() + timedelta(hours=1))
-        record.created_at = utcnow() - age
+        record.created_at = record.authenticated_at = utcnow() - age
         db.session.add(record)
         db.session.commit()
         record_id = record.id

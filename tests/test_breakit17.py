@@ -123,9 +123,6 @@ def _no_keys(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("state", ["deleted", "inactive"])
-@pytest.mark.xfail(strict=True, reason="breakit17 (#16): the enforcement proof ignores the connection's state: a "
-                                       "proof through a connection since deleted or deactivated turns SSO-only on "
-                                       "and locks every non-break-glass member out")
 def test_sso_only_is_refused_through_a_connection_that_no_longer_works(app: Flask, state: str) -> None:
     from hatidata_auth.models import AuthSession, Organization
 
@@ -249,10 +246,6 @@ def test_a_time_ranged_job_file_verifies_when_transactions_commit_out_of_order(
     assert result.exit_code == 0, (result.output, [json.loads(x).get("seq") for x in body.splitlines()])
 
 
-@pytest.mark.xfail(strict=True, reason="breakit17 (#16): the enforcement proof counts a session's creation, not its "
-                                       "authentication: a silent AuthKit pass-through of a days-old SSO sign-in "
-                                       "makes a new session that proves SSO 'works' now (the absolute-lifetime "
-                                       "fault of breakit16, in sso_enforcement.verified_admin_sign_in)")
 def test_a_silent_re_login_is_no_fresh_proof_that_sso_works(app: Flask, emulator: Any) -> None:
     import httpx2
     from sqlalchemy import select, update

@@ -25,6 +25,9 @@ class AuthSession(TenantMixin, TimestampMixin, db.Model):  # type: ignore[name-d
     # Who vouched for the sign-in: the organization and the SSO connection WorkOS reported (None: not SSO).
     auth_organization_id: Mapped[str | None] = mapped_column(String(40))
     auth_connection_id: Mapped[str | None] = mapped_column(String(64))
+    # When the user last actively authenticated (the access token's ``auth_time`` at sign-in; None: unknown). A
+    # sign-in AuthKit passed straight through makes a new row but keeps the old authentication time.
+    authenticated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     ip_address: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(String(512))
     remembered: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)

@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
@@ -272,6 +272,7 @@ def complete_login(
     record.auth_method = auth.method
     record.auth_organization_id = auth.organization_id
     record.auth_connection_id = auth.connection_id
+    record.authenticated_at = _authenticated_at(claims)
     record.ip_address = request.ip_address
     record.user_agent = (request.user_agent or None) and request.user_agent[:512]
     record.remembered = remember
@@ -288,6 +289,14 @@ def complete_login(
     return LoginResult(session_id=record.id, workos_session_id=sid, user_id=user.id, email=user.email,
                        organization_id=org.id, role=membership.role, remembered=remember,
                        expires_at=record.expires_at)
+
+
+def _authenticated_at(claims: dict[str, Any]) -> datetime | None:
+    """The token's ``auth_time`` (the user's last active authentication), if it carries a number."""
+    value = claims.get("auth_time")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return datetime.fromtimestamp(value, UTC)
 
 
 def _note_sso_attempt(db: Session, org: Organization, auth: Authentication, tokens: Tokens, *, sid: str,

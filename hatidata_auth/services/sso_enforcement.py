@@ -15,6 +15,16 @@ checks at every refresh. A sign-in attempt is a diagnostic row (kept for a limit
 or one from the callback alone) and names an email, not a member. One exception: the SSO wizard's own test
 sign-in through the connection being activated (a successful ``test`` attempt whose email is a current admin's)
 counts too, since a connection cannot make sessions before it is the organization's.
+
+The proof's time is the *authentication* time (``auth_sessions.authenticated_at``, the token's ``auth_time`` at
+sign-in), never the row's ``created_at`` alone: a sign-in AuthKit passed straight through makes a new row from a
+days-old authentication, which proves nothing about SSO now. As for the absolute lifetime
+(:func:`access_policy.session_refusal`), the earlier of the two counts. A row without it (from before it was
+recorded, or a token without ``auth_time``) is no proof: when the authentication happened is unknown, only that
+it was no later than the row. And the proof must go through a connection that works *now*: the organization's
+connection only while its mirrored ``connection_state`` is ``active`` (a proof from before a ``connection.deleted`` or
+``connection.deactivated`` never makes SSO the only way in); a connection the caller is about to make its own (the
+wizard's activation) is checked live at WorkOS by that caller before it is written.
 """
 
 from __future__ import annotations
@@ -50,8 +60,9 @@ def sso_only(org: Organization, changes: Mapping[str, Any] | None = None) -> boo
 
 def verified_admin_sign_in(db: Session, organization_id: str, connection_id: str | None, *,
                            now: datetime | None = None) -> AuthSession | None:
-    """The latest session that proves SSO works for the organization: created within :data:`WINDOW` before *now*
-    by a current admin of it, authenticated by SSO through *connection_id* (``None``: there is none)."""
+    """The latest session that proves SSO works for the organization: a current admin of it *authenticated* by SSO
+    through *connection_id* within :data:`WINDOW` before *now* (the earlier of ``authenticated_at`` and
+    ``created_at``; ``None``: there is none)."""
     if not connection_id:
         return None
     now = now or utcnow()
@@ -60,9 +71,12 @@ def verified_admin_sign_in(db: Session, organization_id: str, connection_id: str
         .join(Membership, (Membership.user_id == AuthSession.user_id)
               & (Membership.organization_id == organization_id))
         .where(AuthSession.auth_method == "sso", AuthSession.auth_organization_id == organization_id,
-               AuthSession.auth_connection_id == connection_id, AuthSession.created_at > now - WINDOW,
-               AuthSession.created_at <= now, Membership.status == "active", Membership.role == Role.ADMIN.value)
-        .order_by(AuthSession.created_at.desc()).limit(1))
+               AuthSession.auth_connection_id == connection_id,
+               # the earlier of the two is the sign-in: both within the window, both already past
+               AuthSession.authenticated_at > now - WINDOW, AuthSession.authenticated_at <= now,
+               AuthSession.created_at > now - WINDOW, AuthSession.created_at <= now,
+               Membership.status == "active", Membership.role == Role.ADMIN.value)
+        .order_by(AuthSession.authenticated_at.desc()).limit(1))
 
 
 def verified_admin_test(db: Session, organization_id: str, connection_id: str | None, *,
@@ -84,11 +98,27 @@ def verified_admin_test(db: Session, organization_id: str, connection_id: str | 
         .order_by(SignInAttempt.occurred_at.desc()).limit(1))
 
 
+def connection_works(org: Organization, connection_id: str | None) -> bool:
+    """Whether SSO through *connection_id* can let anyone into *org* now: the organization's own connection while
+    its mirrored state is ``active``; another one (about to become its own) is checked live by the caller."""
+    if not connection_id:
+        return False
+    return connection_id != org.connection_id or org.connection_state == "active"
+
+
 def ensure_can_enforce(db: Session, org: Organization, *, connection_id: str | None = None,
                        now: datetime | None = None) -> None:
     """Raise :class:`EnforcementUnverified` (409, with what to do) unless :func:`verified_admin_sign_in` finds a
-    proof for *org* through its connection (or *connection_id*, the one the caller is about to make its own)."""
+    proof for *org* through its connection (or *connection_id*, the one the caller is about to make its own) and
+    that connection works now (:func:`connection_works`)."""
     connection = connection_id if connection_id is not None else org.connection_id
+    if connection and not connection_works(org, connection):
+        raise EnforcementUnverified(
+            f"{org.name} cannot make SSO the only way in: its SSO connection is {org.connection_state or 'unknown'}, "
+            "not active. Activate a working connection (and sign in through it as an admin) first; this keeps a "
+            "broken connection from locking everyone out.",
+            details={"organization_id": org.id, "connection_id": connection,
+                     "connection_state": org.connection_state, "reason": "connection_not_active"})
     if verified_admin_sign_in(db, org.id, connection, now=now) is not None \
             or verified_admin_test(db, org.id, connection, now=now) is not None:
         return
@@ -99,7 +129,7 @@ def ensure_can_enforce(db: Session, org: Organization, *, connection_id: str | N
         "locking everyone out.",
         details={"organization_id": org.id, "connection_id": connection,
                  "window_seconds": int(WINDOW.total_seconds()),
-                 "login_url": f"/auth/login?organization_id={org.id}"})
+                 "login_url": f"/auth/login?organization_id={org.id}", "reason": "no_recent_admin_sign_in"})
 
 
 def ensure_can_change(db: Session, org: Organization, changes: Mapping[str, Any], *,
