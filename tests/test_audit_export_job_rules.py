@@ -82,6 +82,8 @@ def test_a_download_follows_the_retention_by_the_clock(app: Flask, acme: Tenant,
     assert answer.status_code == (200 if age < timedelta(0) else 410)
     if answer.status_code == 410:
         assert answer.get_json()["error"]["code"] == "export_expired"
+    status = app.test_client().get(f"/api/v1/audit-events/exports/{job['id']}", headers=headers).get_json()
+    assert status["status"] == ("done" if age < timedelta(0) else "expired")
 
 
 def test_a_running_job_is_retaken_only_past_its_lease(app: Flask, acme: Tenant) -> None:

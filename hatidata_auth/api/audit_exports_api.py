@@ -13,7 +13,6 @@ from .. import audit_runtime
 from ..errors import AppError
 from ..extensions import db
 from ..identity import current_identity, request_cause
-from ..models import utcnow
 from ..services import audit_exports, audit_signing
 from .audit_api import RangeArgs, _reveal
 from .common import guard, timestamp
@@ -87,7 +86,7 @@ def _job(job_id: str) -> audit_exports.ExportJobView:
 @guard(blp, "audit:read")
 @blp.response(200, ExportJobSchema)
 def get_export(job_id: str) -> dict[str, Any]:
-    """The job's status (404 for an unknown id or another organization's)."""
+    """The job's status (404 for an unknown id or another organization's); `expired` past the retention."""
     return _job(job_id).to_json()
 
 
@@ -100,7 +99,7 @@ def download_export(job_id: str) -> Response:
     the job's starter could see); 404 unknown, 409 `export_not_ready` while it runs (or failed), 410
     `export_expired` past the retention (by the clock, whether or not a worker pass deleted the file)."""
     job = _job(job_id)
-    if job.is_expired(utcnow()):
+    if job.status == "expired":
         raise AppError("The export's file expired; start a new export.", status=410, code="export_expired")
     if job.status != "done":
         raise AppError(f"The export is {job.status}.", status=409, code="export_not_ready",

@@ -9,6 +9,7 @@ event they sign, so a job's file is a stream ``hatidata audit verify-stream`` ch
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import time
@@ -142,11 +143,16 @@ def create_job(session: Session, organization_id: str, flt: AuditFilter, *, reve
     return _view(job), True
 
 
-def get_job(session: Session, organization_id: str, job_id: str) -> ExportJobView | None:
-    """The organization's job (``None`` for another organization's)."""
+def get_job(session: Session, organization_id: str, job_id: str, *,
+            now: datetime | None = None) -> ExportJobView | None:
+    """The organization's job (``None`` for another organization's); ``expired`` once past its retention by the
+    clock, before a worker pass deletes the file."""
     job = session.scalar(select(AuditExportJob).where(AuditExportJob.organization_id == organization_id,
                                                       AuditExportJob.id == job_id))
-    return None if job is None else _view(job)
+    if job is None:
+        return None
+    view = _view(job)
+    return dataclasses.replace(view, status="expired") if view.is_expired(now or utcnow()) else view
 
 
 def job_path(directory: Path, organization_id: str, job_id: str) -> Path:
