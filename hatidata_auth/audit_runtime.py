@@ -3,7 +3,8 @@ inbox appliers (started with the first request or gunicorn's ``post_worker_init`
 unless ``HATIDATA_AUDIT_WORKER`` says so; ``hatidata audit work`` runs the same pass from the command line).
 
 Settings: ``HATIDATA_AUDIT_SIGNING_KEY``, ``HATIDATA_AUDIT_CHECKPOINT_EVERY``, ``HATIDATA_AUDIT_CHECKPOINT_INTERVAL``,
-``HATIDATA_AUDIT_EXPORT_DIR``, ``HATIDATA_AUDIT_EXPORT_RETENTION``, ``HATIDATA_AUDIT_WORKER`` (docs/audit.md).
+``HATIDATA_AUDIT_EXPORT_DIR``, ``HATIDATA_AUDIT_EXPORT_RETENTION``, ``HATIDATA_AUDIT_EXPORT_MAX_JOBS``,
+``HATIDATA_AUDIT_EXPORT_LEASE``, ``HATIDATA_AUDIT_WORKER`` (docs/audit.md).
 """
 
 from __future__ import annotations
@@ -48,8 +49,9 @@ def export_dir(app: Flask) -> Path:
 
 
 def run_once(app: Flask, *, now: datetime | None = None) -> dict[str, int]:
-    """One pass: due checkpoints of every chain, then every pending export job (each after a checkpoint of its
-    organization's head, so its trailer carries a signature), then expired files. Returns what it did."""
+    """One pass: due checkpoints of every chain, then every export job waiting or orphaned (running past its
+    lease: its worker died), each after a checkpoint of its organization's head so its trailer carries a
+    signature, then expired files. *now* (default the clock) is the pass's time. Returns what it did."""
     every = int(setting(app, "HATIDATA_AUDIT_CHECKPOINT_EVERY"))
     interval = float(setting(app, "HATIDATA_AUDIT_CHECKPOINT_INTERVAL"))
     key = signer(app)
@@ -57,14 +59,15 @@ def run_once(app: Flask, *, now: datetime | None = None) -> dict[str, int]:
         session = db.session()
         made = audit_checkpoints.run(session, key, every=every, interval=interval, now=now)
         jobs = 0
-        for job_id in audit_exports.pending_jobs(session):
+        for job_id in audit_exports.active_jobs(session, now=now):
             job = session.get(AuditExportJob, job_id)
             if key is not None and job is not None:
                 made += len(audit_checkpoints.advance(session, job.organization_id, key, every=every, interval=0,
                                                       now=now))
                 session.commit()
             if audit_exports.run_job(session, job_id, export_dir(app),
-                                     retention=int(setting(app, "HATIDATA_AUDIT_EXPORT_RETENTION"))):
+                                     retention=int(setting(app, "HATIDATA_AUDIT_EXPORT_RETENTION")),
+                                     lease=float(setting(app, "HATIDATA_AUDIT_EXPORT_LEASE")), now=now):
                 jobs += 1
         expired = audit_exports.expire(session, export_dir(app), now=now)
         db.session.remove()

@@ -112,6 +112,9 @@ DEFAULTS: dict[str, Any] = {
     "HATIDATA_AUDIT_EXPORT_MAX_ROWS": 100_000,
     "HATIDATA_AUDIT_EXPORT_DIR": None,
     "HATIDATA_AUDIT_EXPORT_RETENTION": 24 * 3600,
+    # Export jobs one organization may have pending or running at once; seconds a worker holds a job it took.
+    "HATIDATA_AUDIT_EXPORT_MAX_JOBS": 3,
+    "HATIDATA_AUDIT_EXPORT_LEASE": 3600,
     # The audit worker thread (checkpoints, export jobs): None = on, off under TESTING; 0 = off.
     "HATIDATA_AUDIT_WORKER": None,
     "SESSION_COOKIE_HTTPONLY": True,
@@ -181,7 +184,8 @@ ENV_SETTINGS: dict[str, tuple[str, Callable[[str], Any]]] = {
                 "HATIDATA_READINESS_CACHE_SECONDS", "HATIDATA_INBOX_RETENTION_DAYS",
                 "HATIDATA_SIGN_IN_ATTEMPTS_RETENTION_DAYS", "HATIDATA_INBOX_APPLIERS", "HATIDATA_INBOX_BATCH",
                 "HATIDATA_FANOUT_CHUNK", "HATIDATA_AUDIT_CHECKPOINT_EVERY", "HATIDATA_AUDIT_EXPORT_MAX_ROWS",
-                "HATIDATA_AUDIT_EXPORT_RETENTION", "HATIDATA_AUDIT_WORKER")),
+                "HATIDATA_AUDIT_EXPORT_RETENTION", "HATIDATA_AUDIT_EXPORT_MAX_JOBS", "HATIDATA_AUDIT_EXPORT_LEASE",
+                "HATIDATA_AUDIT_WORKER")),
         (_csv, ("HATIDATA_ENABLED_PLUGINS",)),
         (_bool, ("HATIDATA_OTEL_ENABLED",)),
     ) for name in names},

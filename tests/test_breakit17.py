@@ -34,8 +34,6 @@ def _job(app: Flask, tenant: Tenant) -> str:
     return str(answer.get_json()["id"])
 
 
-@pytest.mark.xfail(strict=True, reason="breakit17: the download serves a file past its retention until a worker "
-                                       "pass expires it (the route never compares expires_at)")
 def test_a_download_past_the_retention_is_gone_without_a_worker_pass(app: Flask, acme: Tenant) -> None:
     job_id = _job(app, acme)
     audit_runtime.run_once(app)
@@ -51,8 +49,6 @@ def test_a_download_past_the_retention_is_gone_without_a_worker_pass(app: Flask,
     assert answer.status_code == 410
 
 
-@pytest.mark.xfail(strict=True, reason="breakit17: a job whose worker died after marking it running stays "
-                                       "running forever (nothing retries or fails a stale running job)")
 def test_a_job_orphaned_by_a_crashed_worker_is_recovered(app: Flask, acme: Tenant) -> None:
     job_id = _job(app, acme)
     with app.app_context():  # what run_job commits before writing the file; then the process was killed
@@ -67,8 +63,6 @@ def test_a_job_orphaned_by_a_crashed_worker_is_recovered(app: Flask, acme: Tenan
     assert status["status"] in ("done", "failed", "pending")
 
 
-@pytest.mark.xfail(strict=True, reason="breakit17: export jobs are unbounded per organization: every POST queues "
-                                       "another full-chain file (disk and worker time exhaustion)")
 def test_an_organization_cannot_queue_unbounded_export_jobs(app: Flask, acme: Tenant) -> None:
     client, headers = app.test_client(), headers_for(acme, "admin")
     answers = [client.post("/api/v1/audit-events/exports", json={}, headers=headers).status_code for _ in range(50)]
@@ -142,9 +136,6 @@ def test_sso_only_is_refused_through_a_connection_that_no_longer_works(app: Flas
     assert answer.status_code == 409, answer.get_json()
 
 
-@pytest.mark.xfail(strict=True, reason="breakit17: an export job's file keeps the redaction of whoever started it: "
-                                       "a reader without sessions:write downloads an admin's job and sees WorkOS "
-                                       "session ids every other read blanks for them")
 def test_a_job_file_is_redacted_for_the_reader_who_downloads_it(app: Flask, acme: Tenant) -> None:
     from hatidata_auth.causes import Actor, Cause
     from hatidata_auth.services import audit

@@ -59,14 +59,20 @@ def signing_keys() -> dict[str, Any]:
 @guard(blp, "audit:read")
 @blp.arguments(RangeArgs, location="json")
 @blp.response(202, ExportJobSchema)
-def start_export(args: dict[str, Any]) -> dict[str, Any]:
-    """Queue an NDJSON export of a time range (202); poll its status, then download the file. Audited."""
+@blp.alt_response(200, schema=ExportJobSchema, description="An identical job (same range, same reveal level) was "
+                  "already pending: that job, nothing queued.")
+@blp.alt_response(429, description="`too_many_export_jobs`: the organization has `HATIDATA_AUDIT_EXPORT_MAX_JOBS` "
+                  "jobs pending or running.")
+def start_export(args: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """Queue an NDJSON export of a time range (202, audited); 200 with the identical pending job instead of a
+    second one; 429 `too_many_export_jobs` past the organization's limit. Poll its status, then download."""
     flt = audit_exports.AuditFilter(since=args.get("since"), until=args.get("until"))
-    job = audit_exports.create_job(db.session(), current_identity.organization_id, flt,
-                                   reveal_session_ids=_reveal(), cause=request_cause())
+    job, created = audit_exports.create_job(
+        db.session(), current_identity.organization_id, flt, reveal_session_ids=_reveal(), cause=request_cause(),
+        max_jobs=int(audit_runtime.setting(current_app, "HATIDATA_AUDIT_EXPORT_MAX_JOBS")))
     db.session.commit()
     audit_runtime.wake(current_app)
-    return job.to_json()
+    return job.to_json(), 202 if created else 200
 
 
 def _job(job_id: str) -> audit_exports.ExportJobView:
@@ -80,7 +86,7 @@ def _job(job_id: str) -> audit_exports.ExportJobView:
 @guard(blp, "audit:read")
 @blp.response(200, ExportJobSchema)
 def get_export(job_id: str) -> dict[str, Any]:
-    """The job's status (404 for an unknown id or another organization's)."""
+    """The job's status (404 for an unknown id or another organization's); `expired` past the retention."""
     return _job(job_id).to_json()
 
 
@@ -89,8 +95,9 @@ def get_export(job_id: str) -> dict[str, Any]:
 @blp.doc(responses={"200": {"description": "The NDJSON file, ending with its trailer.",
                             "content": {"application/x-ndjson": {"schema": {"type": "string"}}}}})
 def download_export(job_id: str) -> Response:
-    """The finished job's file; 404 unknown, 409 `export_not_ready` while it runs (or failed), 410
-    `export_expired` past the retention."""
+    """The finished job's file, redacted for this reader (WorkOS session ids only with `sessions:write`, whatever
+    the job's starter could see); 404 unknown, 409 `export_not_ready` while it runs (or failed), 410
+    `export_expired` past the retention (by the clock, whether or not a worker pass deleted the file)."""
     job = _job(job_id)
     if job.status == "expired":
         raise AppError("The export's file expired; start a new export.", status=410, code="export_expired")
@@ -100,7 +107,12 @@ def download_export(job_id: str) -> Response:
     path = audit_exports.job_path(audit_runtime.export_dir(current_app), current_identity.organization_id, job.id)
     if not path.is_file():
         raise AppError("The export's file expired; start a new export.", status=410, code="export_expired")
-    response = send_file(path, mimetype="application/x-ndjson", as_attachment=True,
-                         download_name=f"audit-{current_identity.organization_id}-{job.id}.ndjson")
+    name = f"audit-{current_identity.organization_id}-{job.id}.ndjson"
+    if job.reveal_session_ids and not _reveal():
+        lines = audit_exports.file_lines(path, written_revealing=True, reveal_session_ids=False)
+        response = Response(lines, mimetype="application/x-ndjson",
+                            headers={"Content-Disposition": f"attachment; filename={name}"})
+    else:
+        response = send_file(path, mimetype="application/x-ndjson", as_attachment=True, download_name=name)
     response.headers["Cache-Control"] = "no-store"
     return response

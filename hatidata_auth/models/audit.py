@@ -106,7 +106,11 @@ class AuditCheckpoint(db.Model):  # type: ignore[name-defined]
 
 
 class AuditExportJob(db.Model):  # type: ignore[name-defined]
-    """A background export of one organization's events to a file under the instance folder."""
+    """A background export of one organization's events to a file under the instance folder.
+
+    A worker takes a job with a conditional UPDATE (``pending``, or ``running`` past ``lease_until``) and stamps it
+    with its own ``claim``: a worker that died leaves a lease that expires, and only the claim's holder finishes.
+    """
 
     __tablename__ = "audit_export_jobs"
     __table_args__ = (Index("ix_audit_export_org_created", "organization_id", "created_at"),)
@@ -124,3 +128,6 @@ class AuditExportJob(db.Model):  # type: ignore[name-defined]
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    claim: Mapped[str | None] = mapped_column(String(40))

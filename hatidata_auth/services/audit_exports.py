@@ -9,6 +9,7 @@ event they sign, so a job's file is a stream ``hatidata audit verify-stream`` ch
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import time
@@ -18,16 +19,19 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from ..causes import Cause
+from ..errors import AppError
 from ..models import AuditEvent, AuditExportJob, new_id, utcnow
 from . import audit, audit_checkpoints
-from .audit_queries import AuditFilter, event_view, filtered
+from .audit_queries import AuditFilter, event_view, filtered, redacted
 
 BUDGET_CHECK_EVERY = 500
 JOB_STATUSES = ("pending", "running", "done", "failed", "expired")
+ACTIVE_STATUSES = ("pending", "running")
 
 
 def _line(value: dict[str, Any]) -> str:
@@ -73,7 +77,8 @@ def trailer(count: int, final_hash: str | None, *, complete: bool, next_cursor: 
 
 @dataclass(frozen=True, slots=True)
 class ExportJobView:
-    """A job as ``GET /api/v1/audit-events/exports/{id}`` shows it."""
+    """A job as ``GET /api/v1/audit-events/exports/{id}`` shows it (``reveal_session_ids``: the level its file was
+    written with, not shown)."""
 
     id: str
     status: str
@@ -85,6 +90,7 @@ class ExportJobView:
     created_at: datetime
     finished_at: datetime | None
     expires_at: datetime | None
+    reveal_session_ids: bool = False
 
     def to_json(self) -> dict[str, Any]:
         def iso(value: datetime | None) -> str | None:
@@ -95,36 +101,78 @@ class ExportJobView:
                 "created_at": iso(self.created_at), "finished_at": iso(self.finished_at),
                 "expires_at": iso(self.expires_at)}
 
+    def is_expired(self, now: datetime) -> bool:
+        """Past its retention, whether or not a worker pass deleted the file yet."""
+        return self.status == "expired" or (self.expires_at is not None and self.expires_at <= now)
+
+
+class TooManyExportJobs(AppError):
+    status = 429
+    code = "too_many_export_jobs"
+
 
 def _view(job: AuditExportJob) -> ExportJobView:
     return ExportJobView(job.id, job.status, job.format, dict(job.filters or {}), job.count, job.final_hash,
-                         job.error, job.created_at, job.finished_at, job.expires_at)
+                         job.error, job.created_at, job.finished_at, job.expires_at, job.reveal_session_ids)
 
 
 def create_job(session: Session, organization_id: str, flt: AuditFilter, *, reveal_session_ids: bool,
-               cause: Cause) -> ExportJobView:
+               cause: Cause, max_jobs: int) -> tuple[ExportJobView, bool]:
     """Queue an export of the organization's events in *flt*'s time range (audited, in the caller's
-    transaction; the caller commits, then wakes the worker)."""
+    transaction; the caller commits, then wakes the worker). Returns the job and whether it is new: an identical
+    pending job (same range, same reveal level) is returned instead of a second one; past *max_jobs* pending or
+    running jobs of the organization, :class:`TooManyExportJobs`."""
     filters = {k: v.isoformat() for k, v in (("since", flt.since), ("until", flt.until)) if v is not None}
+    active = session.scalars(select(AuditExportJob).where(AuditExportJob.organization_id == organization_id,
+                                                          AuditExportJob.status.in_(ACTIVE_STATUSES))).all()
+    for job in active:
+        if job.status == "pending" and dict(job.filters or {}) == filters \
+                and job.reveal_session_ids == reveal_session_ids:
+            return _view(job), False
+    if len(active) >= max_jobs:
+        raise TooManyExportJobs(
+            f"The organization already has {len(active)} export jobs pending or running (at most {max_jobs}); "
+            "download or wait for one of them, then start another.",
+            details={"active": len(active), "limit": max_jobs})
     job = AuditExportJob(id=new_id("axp"), organization_id=organization_id, status="pending", format="ndjson",
                          filters=filters, reveal_session_ids=reveal_session_ids, requested_by=cause.actor.id)
     session.add(job)
     session.flush()
     audit.record(session, action="audit.export_requested", cause=cause, organization_id=organization_id,
                  target_type="audit_export", target_id=job.id, details={"filters": filters})
-    return _view(job)
+    return _view(job), True
 
 
-def get_job(session: Session, organization_id: str, job_id: str) -> ExportJobView | None:
-    """The organization's job (``None`` for another organization's)."""
+def get_job(session: Session, organization_id: str, job_id: str, *,
+            now: datetime | None = None) -> ExportJobView | None:
+    """The organization's job (``None`` for another organization's); ``expired`` once past its retention by the
+    clock, before a worker pass deletes the file."""
     job = session.scalar(select(AuditExportJob).where(AuditExportJob.organization_id == organization_id,
                                                       AuditExportJob.id == job_id))
-    return None if job is None else _view(job)
+    if job is None:
+        return None
+    view = _view(job)
+    return dataclasses.replace(view, status="expired") if view.is_expired(now or utcnow()) else view
 
 
 def job_path(directory: Path, organization_id: str, job_id: str) -> Path:
     """Where a job's file lives (our own ids only: never a caller's path)."""
     return directory / organization_id / f"{job_id}.ndjson"
+
+
+def file_lines(path: Path, *, written_revealing: bool, reveal_session_ids: bool) -> Iterator[str]:
+    """The lines of a job's file as a reader with *reveal_session_ids* may see them: a file written revealing
+    WorkOS session ids has them blanked again (event lines only; ``hash`` covers the stored details, as in every
+    redacted read)."""
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            if not written_revealing or reveal_session_ids:
+                yield line
+                continue
+            value = json.loads(line)
+            if "type" not in value and isinstance(value.get("details"), dict):
+                value["details"] = redacted(value["details"])
+            yield _line(value)
 
 
 def _filter_of(job: AuditExportJob) -> AuditFilter:
@@ -133,17 +181,39 @@ def _filter_of(job: AuditExportJob) -> AuditFilter:
                        until=datetime.fromisoformat(filters["until"]) if filters.get("until") else None)
 
 
-def run_job(session: Session, job_id: str, directory: Path, *, retention: int) -> ExportJobView | None:
-    """Write one pending job's file (temporary name, renamed when the trailer is written); ``None`` if the job is
-    not pending (another worker took it)."""
-    job = session.get(AuditExportJob, job_id, with_for_update=True)
-    if job is None or job.status != "pending":
-        session.rollback()
-        return None
-    job.status = "running"
+def _claimable(now: datetime) -> ColumnElement[bool]:
+    """A job a worker may take: waiting, or running under a lease that ran out (its worker died)."""
+    return or_(AuditExportJob.status == "pending",
+               and_(AuditExportJob.status == "running",
+                    or_(AuditExportJob.lease_until.is_(None), AuditExportJob.lease_until <= now)))
+
+
+def _settle(session: Session, job_id: str, claim: str, **values: Any) -> bool:
+    """Finish the job only if this worker still holds its claim (another may have taken it past the lease)."""
+    done = session.execute(update(AuditExportJob).where(AuditExportJob.id == job_id, AuditExportJob.claim == claim)
+                           .values(lease_until=None, **values).execution_options(synchronize_session=False))
     session.commit()
+    return bool(getattr(done, "rowcount", 0))
+
+
+def run_job(session: Session, job_id: str, directory: Path, *, retention: int, lease: float = 3600,
+            now: datetime | None = None) -> ExportJobView | None:
+    """Take one claimable job and write its file (temporary name of this claim, renamed when the trailer is
+    written); ``None`` if another worker holds it. The claim is a conditional UPDATE checked by its row count
+    (no ``FOR UPDATE``, which SQLite ignores); any exception fails the job and removes the temporary file."""
+    now = now or utcnow()
+    claim = new_id("clm")
+    taken = session.execute(update(AuditExportJob).where(AuditExportJob.id == job_id, _claimable(now))
+                            .values(status="running", claim=claim, started_at=now,
+                                    lease_until=now + timedelta(seconds=lease))
+                            .execution_options(synchronize_session=False))
+    session.commit()
+    if getattr(taken, "rowcount", 0) != 1:
+        return None
+    job = session.get(AuditExportJob, job_id, populate_existing=True)
+    assert job is not None
     path = job_path(directory, job.organization_id, job.id)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(f"{job.id}.{claim}.tmp")
     last_line = "{}"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -153,28 +223,22 @@ def run_job(session: Session, job_id: str, directory: Path, *, retention: int) -
                 out.write(line)
                 last_line = line
         os.replace(tmp, path)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever broke the pass, the job must not stay running
         with contextlib.suppress(OSError):
             tmp.unlink()
         session.rollback()
-        job = session.get(AuditExportJob, job_id)
-        assert job is not None
-        job.status, job.error, job.finished_at = "failed", f"{type(exc).__name__}: {exc}"[:512], utcnow()
-        session.commit()
-        return _view(job)
-    job = session.get(AuditExportJob, job_id)
-    assert job is not None
-    now = utcnow()
+        _settle(session, job_id, claim, status="failed", error=f"{type(exc).__name__}: {exc}"[:512],
+                finished_at=now)
+        return get_job(session, job.organization_id, job_id)
     last = json.loads(last_line)  # the trailer
-    job.status, job.count, job.final_hash = "done", last.get("count"), last.get("final_hash")
-    job.finished_at, job.expires_at = now, now + timedelta(seconds=retention)
-    session.commit()
-    return _view(job)
+    _settle(session, job_id, claim, status="done", count=last.get("count"), final_hash=last.get("final_hash"),
+            finished_at=now, expires_at=now + timedelta(seconds=retention))
+    return get_job(session, job.organization_id, job_id)
 
 
-def pending_jobs(session: Session) -> list[str]:
-    """Ids of the jobs waiting, oldest first."""
-    return list(session.scalars(select(AuditExportJob.id).where(AuditExportJob.status == "pending")
+def active_jobs(session: Session, *, now: datetime | None = None) -> list[str]:
+    """Ids of the jobs a worker may take (pending, or running past their lease), oldest first."""
+    return list(session.scalars(select(AuditExportJob.id).where(_claimable(now or utcnow()))
                                 .order_by(AuditExportJob.created_at)))
 
 
