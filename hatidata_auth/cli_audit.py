@@ -41,9 +41,9 @@ def _keys_from(path: str | None) -> dict[str, str]:
 def verify_stream_command(file: Any, keys_file: str | None) -> None:
     """Check a received NDJSON audit stream offline: links, hashes, gaps and signed checkpoints; names the first
     bad event and exits 1."""
-    from .services.audit_stream import verify_stream
+    from .services.audit_stream import bounded_lines, verify_stream
 
-    report = verify_stream(file, _keys_from(keys_file))
+    report = verify_stream(bounded_lines(file), _keys_from(keys_file))
     if not report.ok:
         click.echo(f"BROKEN: {report.problem}")
         raise click.exceptions.Exit(1)

@@ -151,13 +151,25 @@ class AuditEventView:
         }
 
     def csv_row(self) -> list[Any]:
-        """The event's row of the CSV export, in :data:`CSV_COLUMNS` order (``details`` as JSON)."""
-        return [
+        """The event's row of the CSV export, in :data:`CSV_COLUMNS` order (``details`` as JSON); every text cell
+        passes :func:`csv_cell`."""
+        return [csv_cell(value) for value in (
             self.id, self.organization_id, self.seq, self.created_at.isoformat(timespec="microseconds"),
             self.actor_type, self.actor_id, self.actor_email, self.action, self.target_type, self.target_id,
             self.outcome, self.ip_address, self.user_agent, self.request_id, self.source_event_id,
             json.dumps(self.details, sort_keys=True, ensure_ascii=False), self.prev_hash, self.hash,
-        ]
+        )]
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet will not run: text starting with ``= + - @``, tab or CR gets a leading ``'``
+    (OWASP CSV injection); numbers stay numbers."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 def event_view(event: AuditEvent, *, reveal_session_ids: bool = False) -> AuditEventView:
