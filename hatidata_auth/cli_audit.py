@@ -13,17 +13,14 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from .extensions import db
-
 
 def _keys_from(path: str | None) -> dict[str, str]:
     from . import audit_runtime
     from .services import audit_signing
 
-    if path is None:  # this deployment's published keys
-        with current_app.app_context():
-            keys = audit_signing.published_keys(db.session(), audit_runtime.signer(current_app))
-        return audit_signing.public_keys(keys)
+    if path is None:  # the keys this deployment's configuration trusts
+        return audit_signing.trusted_keys(audit_runtime.signer(current_app),
+                                          current_app.config.get("HATIDATA_AUDIT_TRUSTED_KEYS"))
     try:
         with open(path, encoding="utf-8") as handle:
             data: Any = json.load(handle)

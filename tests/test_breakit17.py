@@ -168,10 +168,6 @@ def tenant_user(tenant: Tenant) -> str:
     return tenant.users["admin"]
 
 
-@pytest.mark.xfail(strict=True, reason="breakit17: verify trusts any public key in the audit_signing_keys table: an "
-                                       "attacker who can rewrite audit_events publishes a key of their own there, "
-                                       "re-signs the checkpoints, and verify (incremental and full) passes a "
-                                       "rewritten chain; the signing-keys route publishes the forged key to SIEMs")
 def test_a_key_the_deployment_never_held_cannot_vouch_for_a_rewritten_chain(app: Flask, acme: Tenant) -> None:
     from sqlalchemy import select
 

@@ -152,7 +152,8 @@ def _resume(cursor: str | None) -> tuple[int, str] | None:
 def verify(args: dict[str, Any]) -> dict[str, Any]:
     """Verify the organization's hash chain from its newest trusted signed checkpoint (`full`: from the first
     event); names the first broken link. Past the request budget: `complete` false and a `next_cursor`."""
-    keys = audit_signing.public_keys(audit_signing.published_keys(db.session(), audit_runtime.signer(current_app)))
+    keys = audit_signing.trusted_keys(audit_runtime.signer(current_app),
+                                      current_app.config.get("HATIDATA_AUDIT_TRUSTED_KEYS"))
     result = audit_checkpoints.verify(db.session(), current_identity.organization_id, keys, full=args["full"],
                                       resume=_resume(args.get("cursor")), budget=_budget())
     report = result.report
