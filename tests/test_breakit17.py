@@ -202,9 +202,6 @@ def test_a_key_the_deployment_never_held_cannot_vouch_for_a_rewritten_chain(app:
         assert not report["ok"], report
 
 
-@pytest.mark.xfail(strict=True, reason="breakit17: seq is taken at commit but created_at at record time, so a "
-                                       "time-ranged export job skips a seq inside its range when a transaction "
-                                       "committed late; its file then fails verify-stream (event #n is missing)")
 def test_a_time_ranged_job_file_verifies_when_transactions_commit_out_of_order(
         app: Flask, acme: Tenant, tmp_path: Path) -> None:
     import json
