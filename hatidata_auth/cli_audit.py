@@ -13,17 +13,14 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from .extensions import db
-
 
 def _keys_from(path: str | None) -> dict[str, str]:
     from . import audit_runtime
     from .services import audit_signing
 
-    if path is None:  # this deployment's published keys
-        with current_app.app_context():
-            keys = audit_signing.published_keys(db.session(), audit_runtime.signer(current_app))
-        return audit_signing.public_keys(keys)
+    if path is None:  # the keys this deployment's configuration trusts
+        return audit_signing.trusted_keys(audit_runtime.signer(current_app),
+                                          current_app.config.get("HATIDATA_AUDIT_TRUSTED_KEYS"))
     try:
         with open(path, encoding="utf-8") as handle:
             data: Any = json.load(handle)
@@ -41,9 +38,9 @@ def _keys_from(path: str | None) -> dict[str, str]:
 def verify_stream_command(file: Any, keys_file: str | None) -> None:
     """Check a received NDJSON audit stream offline: links, hashes, gaps and signed checkpoints; names the first
     bad event and exits 1."""
-    from .services.audit_stream import verify_stream
+    from .services.audit_stream import bounded_lines, verify_stream
 
-    report = verify_stream(file, _keys_from(keys_file))
+    report = verify_stream(bounded_lines(file), _keys_from(keys_file))
     if not report.ok:
         click.echo(f"BROKEN: {report.problem}")
         raise click.exceptions.Exit(1)

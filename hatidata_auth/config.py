@@ -106,6 +106,9 @@ DEFAULTS: dict[str, Any] = {
     # every INTERVAL seconds while events come, the seconds one request may spend reading the log (below
     # gunicorn's worker timeout), the rows one synchronous export sends before its continuation, export jobs.
     "HATIDATA_AUDIT_SIGNING_KEY": None,
+    # Previous signing keys' public halves (base64url, comma-separated) whose checkpoints still verify: trust is
+    # anchored in the configuration, never in the audit_signing_keys table.
+    "HATIDATA_AUDIT_TRUSTED_KEYS": (),
     "HATIDATA_AUDIT_CHECKPOINT_EVERY": 1000,
     "HATIDATA_AUDIT_CHECKPOINT_INTERVAL": 60,
     "HATIDATA_AUDIT_REQUEST_BUDGET": 20.0,
@@ -186,7 +189,7 @@ ENV_SETTINGS: dict[str, tuple[str, Callable[[str], Any]]] = {
                 "HATIDATA_FANOUT_CHUNK", "HATIDATA_AUDIT_CHECKPOINT_EVERY", "HATIDATA_AUDIT_EXPORT_MAX_ROWS",
                 "HATIDATA_AUDIT_EXPORT_RETENTION", "HATIDATA_AUDIT_EXPORT_MAX_JOBS", "HATIDATA_AUDIT_EXPORT_LEASE",
                 "HATIDATA_AUDIT_WORKER")),
-        (_csv, ("HATIDATA_ENABLED_PLUGINS",)),
+        (_csv, ("HATIDATA_ENABLED_PLUGINS", "HATIDATA_AUDIT_TRUSTED_KEYS")),
         (_bool, ("HATIDATA_OTEL_ENABLED",)),
     ) for name in names},
 }

@@ -195,10 +195,18 @@ def test_rotation_keeps_old_keys_published_and_their_checkpoints_trusted(
         app: Flask, app_config: dict[str, Any], acme: Tenant, small_every: None) -> None:
     add_events(app, acme.id, 10)
     audit_runtime.run_once(app, now=NOW)
-    first_kid = audit_runtime.signer(app).kid  # type: ignore[union-attr]
+    first = audit_runtime.signer(app)
+    assert first is not None
+    first_kid = first.kid
     rotated = audit_signing.load_signer(audit_signing.generate_key())
     assert rotated is not None
     app.extensions[audit_runtime.SIGNER] = rotated
+    # Until the configuration names the old public key, its database row vouches for nothing.
+    listed = app.test_client().get("/api/v1/audit-events/signing-keys",
+                                   headers=headers_for(acme, "admin")).get_json()["data"]
+    assert [k["kid"] for k in listed] == [rotated.kid]
+    assert "no trusted key signed" in _verify(app, acme)["problem"]
+    app.config["HATIDATA_AUDIT_TRUSTED_KEYS"] = [first.public_key]
     keys = app.test_client().get("/api/v1/audit-events/signing-keys", headers=headers_for(acme, "admin"))
     assert keys.status_code == 200
     listed = keys.get_json()["data"]

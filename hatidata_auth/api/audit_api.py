@@ -13,6 +13,7 @@ from ..config import DEFAULTS
 from ..errors import AppError
 from ..extensions import db
 from ..identity import current_identity
+from ..inputs import INT64_MAX
 from ..services import audit_checkpoints, audit_exports, audit_queries, audit_signing
 from .common import Instant, PageArgsSchema, decode_cursor, encode_cursor, guard, page_schema, timestamp
 
@@ -137,7 +138,8 @@ def _resume(cursor: str | None) -> tuple[int, str] | None:
     if value is None:
         return None
     seq, _, chain_hash = value.partition(":")
-    if not seq.isdigit() or len(chain_hash) != 64:
+    # ASCII digits only (str.isdigit() accepts "²", which int() refuses) and within the 64-bit seq column.
+    if not (seq.isascii() and seq.isdigit() and len(seq) <= 19 and int(seq) <= INT64_MAX) or len(chain_hash) != 64:
         raise AppError("The cursor is not a verification cursor.", status=422, code="validation_error",
                        details={"fields": {"cursor": ["Not a verification cursor."]}})
     return int(seq), chain_hash
@@ -150,7 +152,8 @@ def _resume(cursor: str | None) -> tuple[int, str] | None:
 def verify(args: dict[str, Any]) -> dict[str, Any]:
     """Verify the organization's hash chain from its newest trusted signed checkpoint (`full`: from the first
     event); names the first broken link. Past the request budget: `complete` false and a `next_cursor`."""
-    keys = audit_signing.public_keys(audit_signing.published_keys(db.session(), audit_runtime.signer(current_app)))
+    keys = audit_signing.trusted_keys(audit_runtime.signer(current_app),
+                                      current_app.config.get("HATIDATA_AUDIT_TRUSTED_KEYS"))
     result = audit_checkpoints.verify(db.session(), current_identity.organization_id, keys, full=args["full"],
                                       resume=_resume(args.get("cursor")), budget=_budget())
     report = result.report

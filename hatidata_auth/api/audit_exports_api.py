@@ -51,7 +51,8 @@ class ExportJobSchema(Schema):
 @blp.response(200, SigningKeysSchema)
 def signing_keys() -> dict[str, Any]:
     """The Ed25519 public keys that sign checkpoints, current first; retired keys stay listed."""
-    keys = audit_signing.published_keys(db.session(), audit_runtime.signer(current_app))
+    keys = audit_signing.published_keys(db.session(), audit_runtime.signer(current_app),
+                                        current_app.config.get("HATIDATA_AUDIT_TRUSTED_KEYS"))
     return {"data": [k.to_json() for k in keys]}
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -87,10 +87,12 @@ class VerifyResult:
 def verify(session: Session, organization_id: str, keys: dict[str, str], *, full: bool = False,
            resume: tuple[int, str] | None = None, budget: float | None = None,
            clock: Callable[[], float] = time.monotonic,
-           on_link: Callable[[int, str], None] | None = None) -> VerifyResult:
+           on_link: Callable[[int, str], None] | None = None, untrusted_breaks: bool = True) -> VerifyResult:
     """Verify the organization's chain: from the newest trusted checkpoint (only the new events), from the first
     event when *full*, or from *resume* ``(seq, hash)`` (a continuation). Past *budget* seconds the report is
-    incomplete (``complete`` false) and names where to continue."""
+    incomplete (``complete`` false) and names where to continue. *keys* are the trusted ones
+    (:func:`audit_signing.trusted_keys`): a walked checkpoint none of them signed breaks the chain there unless
+    not *untrusted_breaks*."""
     start: CheckpointView | None = None
     after_seq, prev_hash = 0, audit.GENESIS_HASH
     if resume is not None:
@@ -101,15 +103,19 @@ def verify(session: Session, organization_id: str, keys: dict[str, str], *, full
             after_seq, prev_hash = start.seq, start.hash
     deadline = None if budget is None else clock() + budget
     # A later signed checkpoint the stored chain no longer matches proves a rewrite, even one whose links hold.
-    signed = {c.seq: c.hash for c in checkpoints(session, organization_id, after_seq=after_seq)
-              if c.kid in keys and audit_signing.verify_signature(keys[c.kid], organization_id, c.seq, c.hash,
-                                                                 c.signature)}
+    signed: dict[int, str | None] = {}
+    for c in checkpoints(session, organization_id, after_seq=after_seq):
+        if c.kid in keys and audit_signing.verify_signature(keys[c.kid], organization_id, c.seq, c.hash,
+                                                            c.signature):
+            signed[c.seq] = c.hash
+        elif untrusted_breaks:  # a checkpoint no trusted key signed is a forgery (or an unconfigured old key)
+            signed[c.seq] = None
     walked = [0]
 
     def check(seq: int, chain_hash: str) -> None:
         walked[0] += 1
         if signed.get(seq, chain_hash) != chain_hash:
-            raise _Rewritten(seq)
+            raise _Rewritten(seq, signed[seq] is None)
         if on_link is not None:
             on_link(seq, chain_hash)
 
@@ -117,16 +123,17 @@ def verify(session: Session, organization_id: str, keys: dict[str, str], *, full
         report = audit.verify_organization(session, organization_id, after_seq=after_seq, prev_hash=prev_hash,
                                            deadline=deadline, clock=clock, on_link=check)
     except _Rewritten as exc:
-        report = audit.ChainReport(organization_id, walked[0] - 1, exc.seq,
-                                   "differs from the signed checkpoint at this event (the chain was rewritten)",
-                                   after_seq, exc.seq - 1)
+        problem = ("has a checkpoint no trusted key signed (a forged checkpoint, or a previous key missing "
+                   "from HATIDATA_AUDIT_TRUSTED_KEYS)" if exc.untrusted
+                   else "differs from the signed checkpoint at this event (the chain was rewritten)")
+        report = audit.ChainReport(organization_id, walked[0] - 1, exc.seq, problem, after_seq, exc.seq - 1)
     return VerifyResult(report, start)
 
 
 class _Rewritten(Exception):
-    def __init__(self, seq: int) -> None:
+    def __init__(self, seq: int, untrusted: bool) -> None:
         super().__init__(seq)
-        self.seq = seq
+        self.seq, self.untrusted = seq, untrusted
 
 
 def _due(head_seq: int, last: AuditCheckpoint | None, *, every: int, interval: float, now: datetime) -> bool:
@@ -138,7 +145,7 @@ def _due(head_seq: int, last: AuditCheckpoint | None, *, every: int, interval: f
 
 
 def advance(session: Session, organization_id: str, signer: Signer, *, every: int, interval: float,
-            now: datetime | None = None) -> list[CheckpointView]:
+            now: datetime | None = None, previous: Iterable[str] | str | None = ()) -> list[CheckpointView]:
     """Make the organization's due checkpoints (in the caller's transaction): one at each multiple of *every*
     passed since the last one, and one at the head when *interval* seconds went by since the last. Nothing is
     signed when the events since the last trusted checkpoint do not verify (logged)."""
@@ -149,14 +156,15 @@ def advance(session: Session, organization_id: str, signer: Signer, *, every: in
     if not _due(head_seq, last, every=every, interval=interval, now=now):
         return []
     audit_signing.register(session, signer, now=now)
-    keys = audit_signing.public_keys(audit_signing.published_keys(session))
+    keys = audit_signing.trusted_keys(signer, previous)
     marks: list[tuple[int, str]] = []
 
     def mark(seq: int, chain_hash: str) -> None:
         if seq % every == 0:
             marks.append((seq, chain_hash))
 
-    result = verify(session, organization_id, keys, on_link=mark)
+    # Checkpoints of a previous key the worker was not told about are skipped, not fatal: the readers report them.
+    result = verify(session, organization_id, keys, on_link=mark, untrusted_breaks=False)
     report = result.report
     if not report.ok:
         log.error("audit chain of %s is broken at #%s (%s): no checkpoint signed", organization_id,

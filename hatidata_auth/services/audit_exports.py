@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, false, func, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -38,15 +38,29 @@ def _line(value: dict[str, Any]) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str) + "\n"
 
 
+def _seq_range(session: Session, organization_id: str, flt: AuditFilter) -> list[Any]:
+    """A time range as the smallest contiguous ``seq`` range holding every event created in it (first to last
+    ``seq`` with ``since <= created_at < until``): ``seq`` is taken at commit, ``created_at`` at record time, so
+    filtering each event by time would leave a late-committed event out of the middle of the file and break its
+    chain."""
+    if flt.since is None and flt.until is None:
+        return []
+    in_range = filtered(organization_id, flt).with_only_columns(func.min(AuditEvent.seq), func.max(AuditEvent.seq))
+    first, last = session.execute(in_range).one()
+    return [false()] if first is None else [AuditEvent.seq.between(first, last)]
+
+
 def export_lines(session: Session, organization_id: str, flt: AuditFilter, *, reveal_session_ids: bool = False,
                  after_seq: int = 0, max_rows: int | None = None, budget: float | None = None,
                  clock: Callable[[], float] = time.monotonic, with_checkpoints: bool = False) -> Iterator[str]:
-    """NDJSON lines of the matching events after *after_seq* in chain order, then the trailer. Past *max_rows*
+    """NDJSON lines of the events of the time range (:func:`_seq_range`) after *after_seq* in chain order, then the
+    trailer. Past *max_rows*
     rows or *budget* seconds (checked every :data:`BUDGET_CHECK_EVERY` rows) it stops early: the trailer says
     ``complete: false`` and gives ``next_cursor`` (the last ``seq`` sent) to continue from."""
     deadline = None if budget is None else clock() + budget
-    query = (filtered(organization_id, flt).where(AuditEvent.seq > after_seq).order_by(AuditEvent.seq)
-             .execution_options(yield_per=BUDGET_CHECK_EVERY))
+    query = (filtered(organization_id, None).where(AuditEvent.seq > after_seq, *_seq_range(session, organization_id,
+                                                                                      flt))
+             .order_by(AuditEvent.seq).execution_options(yield_per=BUDGET_CHECK_EVERY))
     pending = audit_checkpoints.checkpoints(session, organization_id, after_seq=after_seq) if with_checkpoints \
         else []
     count, last_seq, final_hash, signed = 0, after_seq, None, None

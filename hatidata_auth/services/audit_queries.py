@@ -151,13 +151,33 @@ class AuditEventView:
         }
 
     def csv_row(self) -> list[Any]:
-        """The event's row of the CSV export, in :data:`CSV_COLUMNS` order (``details`` as JSON)."""
+        """The event's row of the CSV export, in :data:`CSV_COLUMNS` order (``details`` as JSON); every text cell
+        passes :func:`csv_cell` in :func:`csv_line`."""
         return [
             self.id, self.organization_id, self.seq, self.created_at.isoformat(timespec="microseconds"),
             self.actor_type, self.actor_id, self.actor_email, self.action, self.target_type, self.target_id,
             self.outcome, self.ip_address, self.user_agent, self.request_id, self.source_event_id,
             json.dumps(self.details, sort_keys=True, ensure_ascii=False), self.prev_hash, self.hash,
         ]
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet will not run: text starting with ``= + - @``, tab or CR gets a leading ``'``
+    (OWASP CSV injection); numbers stay numbers."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def csv_line(cells: Sequence[Any]) -> str:
+    """One CSV record (RFC 4180: CRLF ends it, so a CR or LF inside a cell is quoted and never splits the row),
+    each cell through :func:`csv_cell`."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerow([csv_cell(cell) for cell in cells])
+    return buffer.getvalue()
 
 
 def event_view(event: AuditEvent, *, reveal_session_ids: bool = False) -> AuditEventView:
@@ -208,20 +228,9 @@ def export_ndjson(session: Session, organization_id: str | None, flt: AuditFilte
 def export_csv(session: Session, organization_id: str | None, flt: AuditFilter | None = None, *,
                reveal_session_ids: bool = False) -> Iterator[str]:
     """A header line, then one CSV row per event (:meth:`AuditEventView.csv_row`), in chain order."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-
-    def flush() -> str:
-        value = buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-        return value
-
-    writer.writerow(CSV_COLUMNS)
-    yield flush()
+    yield csv_line(CSV_COLUMNS)
     for event in iter_events(session, organization_id, flt):
-        writer.writerow(event_view(event, reveal_session_ids=reveal_session_ids).csv_row())
-        yield flush()
+        yield csv_line(event_view(event, reveal_session_ids=reveal_session_ids).csv_row())
 
 
 EXPORT_FORMATS = {"ndjson": (export_ndjson, "application/x-ndjson"), "csv": (export_csv, "text/csv")}
@@ -234,12 +243,12 @@ def chain_owners(session: Session) -> list[str | None]:
 
 
 def verify_all(session: Session, organization_ids: Sequence[str | None] | None = None, *, full: bool = True,
-               signer: Any = None) -> list[audit.ChainReport]:
+               signer: Any = None, previous: Sequence[str] | str | None = ()) -> list[audit.ChainReport]:
     """Verify the named chains (default: every chain in the database): each from its newest trusted checkpoint
     unless *full* (the events of no organization have no checkpoints)."""
     from . import audit_checkpoints, audit_signing
 
     owners = list(organization_ids) if organization_ids is not None else chain_owners(session)
-    keys = {} if full else audit_signing.public_keys(audit_signing.published_keys(session, signer))
+    keys = {} if full else audit_signing.trusted_keys(signer, previous)
     return [audit.verify_organization(session, org_id) if full or org_id is None
             else audit_checkpoints.verify(session, org_id, keys).report for org_id in owners]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -136,12 +137,46 @@ def register(session: Session, signer: Signer, *, now: datetime | None = None) -
     session.flush()
 
 
-def published_keys(session: Session, signer: Signer | None = None) -> list[PublishedKey]:
-    """Every public key that signed a checkpoint (newest first), and the current one even before it has."""
+class InvalidTrustedKey(AppError):
+    """An entry of ``HATIDATA_AUDIT_TRUSTED_KEYS`` is not an Ed25519 public key."""
+
+    def __init__(self) -> None:
+        super().__init__("HATIDATA_AUDIT_TRUSTED_KEYS holds an entry that is not an Ed25519 public key (32 bytes "
+                         "base64url).", status=500, code="invalid_trusted_key")
+
+
+def trusted_keys(signer: Signer | None, previous: Iterable[str] | str | None = ()) -> dict[str, str]:
+    """``kid`` -> public key of every key the deployment's configuration holds: the current signing key's and the
+    previous public keys of ``HATIDATA_AUDIT_TRUSTED_KEYS`` (base64url, comma-separated). Trust is anchored here,
+    outside the database: a key that is only a row of ``audit_signing_keys`` vouches for nothing."""
+    entries = previous.split(",") if isinstance(previous, str) else list(previous or ())
+    keys: dict[str, str] = {}
+    for entry in (e.strip() for e in entries):
+        if not entry:
+            continue
+        try:
+            raw = unb64url(entry)
+            Ed25519PublicKey.from_public_bytes(raw)
+        except ValueError:
+            raise InvalidTrustedKey() from None
+        keys[key_id(raw)] = b64url(raw)
+    if signer is not None:
+        keys[signer.kid] = signer.public_key
+    return keys
+
+
+def published_keys(session: Session, signer: Signer | None = None,
+                   previous: Iterable[str] | str | None = ()) -> list[PublishedKey]:
+    """The trusted keys (:func:`trusted_keys`), current first then newest first, with their dates from
+    ``audit_signing_keys`` when they signed there; a row naming a key the configuration does not hold is left out."""
+    trusted = trusted_keys(signer, previous)
     rows = session.scalars(select(AuditSigningKey).order_by(AuditSigningKey.created_at.desc())).all()
-    keys = [PublishedKey(r.kid, r.algorithm, r.public_key, r.created_at, r.retired_at) for r in rows]
-    if signer is not None and all(k.kid != signer.kid for k in keys):
-        keys.insert(0, PublishedKey(signer.kid, ALGORITHM, signer.public_key, None, None))
+    keys = [PublishedKey(r.kid, r.algorithm, r.public_key, r.created_at, r.retired_at) for r in rows
+            if trusted.get(r.kid) == r.public_key]
+    keys += [PublishedKey(kid, ALGORITHM, public, None, None) for kid, public in trusted.items()
+             if all(k.kid != kid for k in keys)]
+    if signer is not None:
+        keys.sort(key=lambda k: k.kid != signer.kid)
     return keys
 
 

@@ -5,12 +5,17 @@ events, repeated deliveries de-duplicated by ``seq``. The first problem is named
 from __future__ import annotations
 
 import hashlib
-import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
+from .. import inputs
 from . import audit, audit_signing
+
+# A line is one event (details within the API's JSON bounds) or a checkpoint or trailer: anything longer or deeper
+# is hostile input, named by its line number, never parsed into a traceback or unbounded memory.
+MAX_LINE = 4 * inputs.MAX_JSON_BYTES
+MAX_DEPTH = inputs.MAX_JSON_DEPTH + 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +139,40 @@ class _Checker:
                               f"event #{(self.expected or 1) - 1}")
 
 
+def bounded_lines(handle: IO[str], limit: int = MAX_LINE) -> Iterator[str]:
+    """The lines of *handle*, each read with at most *limit* + 1 characters: a longer line arrives cut (without its
+    newline) and :func:`verify_stream` names it."""
+    while line := handle.readline(limit + 1):
+        yield line
+        if len(line) > limit:
+            return
+
+
+def _parse(number: int, line: str) -> dict[str, Any]:
+    if len(line.rstrip("\r\n")) > MAX_LINE:
+        raise _Failed(f"line {number} is longer than {MAX_LINE} characters")
+    try:
+        item = inputs.load_json(line.encode("utf-8", "surrogatepass"), max_depth=MAX_DEPTH)
+    except inputs.InvalidJSON as exc:
+        raise _Failed(f"line {number} is not JSON ({exc.message})") from None
+    if not isinstance(item, dict):
+        raise _Failed(f"line {number} is not a JSON object")
+    return item
+
+
+def _dispatch(checker: _Checker, number: int, item: dict[str, Any]) -> None:
+    kind = item.get("type", "event")
+    if kind == "event":
+        checker.event(item)
+    elif kind == "checkpoint":
+        checker.checkpoint(item)
+    elif kind == "trailer":
+        checker.trailer = item
+        checker.trailers += 1
+    else:
+        raise _Failed(f"line {number}: unknown record type {kind!r}")
+
+
 def verify_stream(lines: Iterable[str], keys: dict[str, str]) -> StreamReport:
     """Verify a received stream with the published public keys (``kid`` -> base64url)."""
     checker = _Checker(keys)
@@ -142,22 +181,11 @@ def verify_stream(lines: Iterable[str], keys: dict[str, str]) -> StreamReport:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
+            item = _parse(number, line)
             try:
-                item = json.loads(line)
-            except ValueError:
-                raise _Failed(f"line {number} is not JSON") from None
-            if not isinstance(item, dict):
-                raise _Failed(f"line {number} is not a JSON object")
-            kind = item.get("type", "event")
-            if kind == "event":
-                checker.event(item)
-            elif kind == "checkpoint":
-                checker.checkpoint(item)
-            elif kind == "trailer":
-                checker.trailer = item
-                checker.trailers += 1
-            else:
-                raise _Failed(f"line {number}: unknown record type {kind!r}")
+                _dispatch(checker, number, item)
+            except (ValueError, TypeError, KeyError) as exc:  # e.g. a lone surrogate that cannot be hashed
+                raise _Failed(f"line {number} is not a well-formed record ({type(exc).__name__})") from None
         checker.end()
     except _Failed as failure:
         problem = str(failure)
