@@ -57,13 +57,14 @@ def run_once(app: Flask, *, now: datetime | None = None) -> dict[str, int]:
     key = signer(app)
     with app.app_context():
         session = db.session()
-        made = audit_checkpoints.run(session, key, every=every, interval=interval, now=now)
+        trusted = app.config.get("HATIDATA_AUDIT_TRUSTED_KEYS")
+        made = audit_checkpoints.run(session, key, every=every, interval=interval, now=now, previous=trusted)
         jobs = 0
         for job_id in audit_exports.active_jobs(session, now=now):
             job = session.get(AuditExportJob, job_id)
             if key is not None and job is not None:
                 made += len(audit_checkpoints.advance(session, job.organization_id, key, every=every, interval=0,
-                                                      now=now))
+                                                      now=now, previous=trusted))
                 session.commit()
             if audit_exports.run_job(session, job_id, export_dir(app),
                                      retention=int(setting(app, "HATIDATA_AUDIT_EXPORT_RETENTION")),

@@ -270,7 +270,8 @@ def audit_verify(organizations: tuple[str, ...], full: bool) -> None:
     from .services.audit_queries import verify_all
 
     owners = [_organization_ref(ref) for ref in organizations] if organizations else None
-    reports = verify_all(db.session(), owners, full=full, signer=_audit_signer())
+    reports = verify_all(db.session(), owners, full=full, signer=_audit_signer(),
+                         previous=current_app.config.get("HATIDATA_AUDIT_TRUSTED_KEYS"))
     broken = 0
     for report in reports:
         name = report.organization_id or "(no organization)"

@@ -215,6 +215,9 @@ def test_rotation_keeps_old_keys_published_and_their_checkpoints_trusted(
     report = _verify(app, acme)
     assert report["ok"]
     assert report["checkpoint"]["kid"] == first_kid
+    # The CLI's incremental verify trusts the same configured keys.
+    cli = app.test_cli_runner().invoke(args=["hatidata", "audit", "verify", "--organization", acme.id])
+    assert cli.exit_code == 0, cli.output
     add_events(app, acme.id, 10, start=10)
     audit_runtime.run_once(app, now=NOW + timedelta(minutes=5))
     listed = app.test_client().get("/api/v1/audit-events/signing-keys",

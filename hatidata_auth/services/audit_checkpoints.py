@@ -187,15 +187,16 @@ def advance(session: Session, organization_id: str, signer: Signer, *, every: in
 
 
 def run(session: Session, signer: Signer | None, *, every: int, interval: float,
-        now: datetime | None = None) -> int:
+        now: datetime | None = None, previous: Iterable[str] | str | None = ()) -> int:
     """One pass of the checkpoint worker over every organization's chain, one transaction each; returns how many
-    checkpoints it made (none without a signing key)."""
+    checkpoints it made (none without a signing key). *previous*: ``HATIDATA_AUDIT_TRUSTED_KEYS``."""
     if signer is None:
         return 0
     keys = [k for k in session.scalars(select(AuditChainHead.chain_key)) if k != "-"]
     session.rollback()
     made = 0
     for organization_id in sorted(keys):
-        made += len(advance(session, organization_id, signer, every=every, interval=interval, now=now))
+        made += len(advance(session, organization_id, signer, every=every, interval=interval, now=now,
+                            previous=previous))
         session.commit()
     return made
