@@ -44,6 +44,9 @@ def verify_stream_command(file: Any, keys_file: str | None) -> None:
     if not report.ok:
         click.echo(f"BROKEN: {report.problem}")
         raise click.exceptions.Exit(1)
+    if not report.events:
+        click.echo("ok: the stream holds no events" + ("" if report.trailer is None else "; trailer matches"))
+        return
     unsigned = (report.last_seq or 0) - (report.last_checkpoint_seq or (report.first_seq or 1) - 1)
     click.echo(f"ok: events #{report.first_seq}..#{report.last_seq} ({report.events} events, {report.duplicates} "
                f"repeated deliveries ignored), {report.checkpoints} signed checkpoint(s) verified"

@@ -251,6 +251,11 @@ def _verify_stream(app: Flask, tmp_path: Path, lines: list[str]) -> Any:
     return app.test_cli_runner().invoke(args=["hatidata", "audit", "verify-stream", str(path)])
 
 
+def test_an_empty_stream_says_so(app: Flask, tmp_path: Path) -> None:
+    result = _verify_stream(app, tmp_path, [])
+    assert (result.exit_code, result.output.strip()) == (0, "ok: the stream holds no events")
+
+
 @pytest.fixture
 def stream(app: Flask, small_every: None) -> tuple[str, list[str]]:
     org_id = new_org(app, "Acme")

@@ -156,8 +156,9 @@ COMMAND_ARGS: dict[str, list[str]] = {
     "audit export": ["--organization", "acme"],
     "audit verify-stream": [os.devnull],
 }
-# Commands that never open the database: they scaffold or list plugin files.
-NO_DATABASE = {"new-idp-plugin", "list-idp-plugins"}
+# Commands that never open the database: they scaffold or list plugin files, or check a received audit stream
+# offline (its keys come from the configuration or a file, never from a database row).
+NO_DATABASE = {"new-idp-plugin", "list-idp-plugins", "audit verify-stream"}
 
 
 def _said(result: Result) -> list[str]:
