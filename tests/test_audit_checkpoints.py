@@ -5,6 +5,7 @@ chain), incremental verification from the newest trusted one, key rotation, and 
 from __future__ import annotations
 
 import json
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,11 @@ from flask import Flask
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from hatidata_auth import audit_runtime
 from hatidata_auth.extensions import db
-from hatidata_auth.models import AuditCheckpoint, AuditEvent
+from hatidata_auth.models import AuditCheckpoint, AuditEvent, AuditSigningKey
 from hatidata_auth.services import audit, audit_exports, audit_signing
 from hatidata_auth.services.audit_queries import AuditFilter
 from tests.api_support import Tenant, headers_for, make_tenant
@@ -249,6 +251,36 @@ def _verify_stream(app: Flask, tmp_path: Path, lines: list[str]) -> Any:
     path = tmp_path / "stream.ndjson"
     path.write_text("".join(lines))
     return app.test_cli_runner().invoke(args=["hatidata", "audit", "verify-stream", str(path)])
+
+
+def test_two_workers_registering_one_key_at_once_both_succeed(app: Flask) -> None:
+    """Every worker process registers the key it signs with; the second of two concurrent registrations (which
+    found no row before the first committed) changes nothing instead of failing."""
+    signer = audit_signing.load_signer(audit_signing.generate_key())
+    assert signer is not None
+    errors: list[BaseException] = []
+    with app.app_context():
+        first, second = Session(db.engine), Session(db.engine)
+        assert second.get(AuditSigningKey, signer.kid) is None  # the second has looked before the first commits
+        audit_signing.register(first, signer)
+
+        def register_second() -> None:
+            try:
+                audit_signing.register(second, signer)
+                second.commit()
+            except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+                errors.append(exc)
+
+        thread = threading.Thread(target=register_second)
+        thread.start()
+        first.commit()
+        thread.join(timeout=30)
+        first.close()
+        second.close()
+        rows = db.session.scalars(select(AuditSigningKey).where(AuditSigningKey.kid == signer.kid)).all()
+        db.session.remove()
+    assert errors == []
+    assert len(rows) == 1
 
 
 def test_an_empty_stream_says_so(app: Flask, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from ..errors import AppError
@@ -133,7 +134,10 @@ def register(session: Session, signer: Signer, *, now: datetime | None = None) -
     now = now or utcnow()
     table = AuditSigningKey.__table__
     session.execute(update(table).where(table.c.retired_at.is_(None)).values(retired_at=now))
-    session.add(AuditSigningKey(kid=signer.kid, algorithm=ALGORITHM, public_key=signer.public_key, created_at=now))
+    # Every worker process registers the key it signs with: the first insert wins, the others change nothing.
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    session.execute(insert(table).values(kid=signer.kid, algorithm=ALGORITHM, public_key=signer.public_key,
+                                         created_at=now).on_conflict_do_nothing(index_elements=["kid"]))
     session.flush()
 
 
