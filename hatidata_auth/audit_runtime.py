@@ -4,7 +4,8 @@ unless ``HATIDATA_AUDIT_WORKER`` says so; ``hatidata audit work`` runs the same 
 
 Settings: ``HATIDATA_AUDIT_SIGNING_KEY``, ``HATIDATA_AUDIT_CHECKPOINT_EVERY``, ``HATIDATA_AUDIT_CHECKPOINT_INTERVAL``,
 ``HATIDATA_AUDIT_EXPORT_DIR``, ``HATIDATA_AUDIT_EXPORT_RETENTION``, ``HATIDATA_AUDIT_EXPORT_MAX_JOBS``,
-``HATIDATA_AUDIT_EXPORT_LEASE``, ``HATIDATA_AUDIT_WORKER`` (docs/audit.md).
+``HATIDATA_AUDIT_EXPORT_LEASE``, ``HATIDATA_AUDIT_WORKER``, the ``HATIDATA_AUDIT_STREAM*`` settings of the sinks
+(:func:`stream_policy`; docs/audit.md).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from .config import DEFAULTS
 from .extensions import db
 from .models import AuditExportJob
-from .services import audit_checkpoints, audit_exports
+from .services import audit_checkpoints, audit_exports, audit_sinks
 from .services.audit_signing import Signer, load_signer
 
 log = logging.getLogger(__name__)
@@ -48,10 +49,29 @@ def export_dir(app: Flask) -> Path:
     return Path(configured) if configured else Path(app.instance_path) / "audit-exports"
 
 
+def stream_policy(app: Flask) -> audit_sinks.Policy:
+    """How this app delivers audit streams (``HATIDATA_AUDIT_STREAM_*``)."""
+    return audit_sinks.Policy(
+        batch=max(1, int(setting(app, "HATIDATA_AUDIT_STREAM_BATCH"))),
+        max_attempts=max(1, int(setting(app, "HATIDATA_AUDIT_STREAM_MAX_ATTEMPTS"))),
+        backoff=float(setting(app, "HATIDATA_AUDIT_STREAM_BACKOFF")),
+        backoff_max=float(setting(app, "HATIDATA_AUDIT_STREAM_BACKOFF_MAX")),
+        timeout=float(setting(app, "HATIDATA_AUDIT_STREAM_TIMEOUT")),
+        lease=float(setting(app, "HATIDATA_AUDIT_STREAM_LEASE")),
+        allow_loopback=bool(setting(app, "HATIDATA_AUDIT_STREAM_ALLOW_LOOPBACK_HTTP")),
+        ca_bundle=app.config.get("HATIDATA_AUDIT_STREAM_CA_BUNDLE") or None)
+
+
+def seal_key(app: Flask) -> str:
+    """The key sinks' secrets are sealed with (derived from ``HATIDATA_COOKIE_KEY``)."""
+    return str(app.config["HATIDATA_COOKIE_KEY"])
+
+
 def run_once(app: Flask, *, now: datetime | None = None) -> dict[str, int]:
-    """One pass: due checkpoints of every chain, then every export job waiting or orphaned (running past its
-    lease: its worker died), each after a checkpoint of its organization's head so its trailer carries a
-    signature, then expired files. *now* (default the clock) is the pass's time. Returns what it did."""
+    """One pass: due checkpoints of every chain, then every due audit stream (its batches after its cursor, with
+    the checkpoints just signed), then every export job waiting or orphaned (running past its lease: its worker
+    died), each after a checkpoint of its organization's head so its trailer carries a signature, then expired
+    files. *now* (default the clock) is the pass's time. Returns what it did."""
     every = int(setting(app, "HATIDATA_AUDIT_CHECKPOINT_EVERY"))
     interval = float(setting(app, "HATIDATA_AUDIT_CHECKPOINT_INTERVAL"))
     key = signer(app)
@@ -59,6 +79,8 @@ def run_once(app: Flask, *, now: datetime | None = None) -> dict[str, int]:
         session = db.session()
         trusted = app.config.get("HATIDATA_AUDIT_TRUSTED_KEYS")
         made = audit_checkpoints.run(session, key, every=every, interval=interval, now=now, previous=trusted)
+        streamed = sum(r.delivered for r in audit_sinks.run(session, seal_key=seal_key(app),
+                                                            policy=stream_policy(app), now=now))
         jobs = 0
         for job_id in audit_exports.active_jobs(session, now=now):
             job = session.get(AuditExportJob, job_id)
@@ -72,7 +94,7 @@ def run_once(app: Flask, *, now: datetime | None = None) -> dict[str, int]:
                 jobs += 1
         expired = audit_exports.expire(session, export_dir(app), now=now)
         db.session.remove()
-    return {"checkpoints": made, "jobs": jobs, "expired": expired}
+    return {"checkpoints": made, "streamed": streamed, "jobs": jobs, "expired": expired}
 
 
 class AuditWorker:

@@ -118,8 +118,13 @@ DEFAULTS: dict[str, Any] = {
     # Export jobs one organization may have pending or running at once; seconds a worker holds a job it took.
     "HATIDATA_AUDIT_EXPORT_MAX_JOBS": 3,
     "HATIDATA_AUDIT_EXPORT_LEASE": 3600,
-    # The audit worker thread (checkpoints, export jobs): None = on, off under TESTING; 0 = off.
+    # The audit worker thread (checkpoints, export jobs, streams): None = on, off under TESTING; 0 = off.
     "HATIDATA_AUDIT_WORKER": None,
+    # Audit streams (docs/audit.md, "Streaming to a SIEM": sinks per organization, batch, attempts, backoff).
+    "HATIDATA_AUDIT_STREAMS_MAX": 5, "HATIDATA_AUDIT_STREAM_BATCH": 500, "HATIDATA_AUDIT_STREAM_MAX_ATTEMPTS": 8,
+    "HATIDATA_AUDIT_STREAM_BACKOFF": 5.0, "HATIDATA_AUDIT_STREAM_BACKOFF_MAX": 3600.0,
+    "HATIDATA_AUDIT_STREAM_TIMEOUT": 10.0, "HATIDATA_AUDIT_STREAM_LEASE": 300,
+    "HATIDATA_AUDIT_STREAM_ALLOW_LOOPBACK_HTTP": False, "HATIDATA_AUDIT_STREAM_CA_BUNDLE": None,
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SAMESITE": "Lax",
     "SESSION_COOKIE_SECURE": True,
@@ -138,6 +143,7 @@ _DEVELOPMENT: dict[str, Any] = {
     "WORKOS_API_KEY": EMULATOR_API_KEY,
     "WORKOS_CLIENT_ID": EMULATOR_CLIENT_ID,
     "WORKOS_WEBHOOK_SECRET": "whsec_hatidata_development",
+    "HATIDATA_AUDIT_STREAM_ALLOW_LOOPBACK_HTTP": True,
 }
 
 PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
@@ -149,14 +155,6 @@ PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
     "production": {"CACHE_TYPE": "RedisCache", "SESSION_COOKIE_SECURE": True},
 }
 """What each profile changes from :data:`DEFAULTS`."""
-
-
-def _int(value: str) -> int:
-    return int(value)
-
-
-def _float(value: str) -> float:
-    return float(value)
 
 
 def _bool(value: str) -> bool:
@@ -179,18 +177,21 @@ ENV_SETTINGS: dict[str, tuple[str, Callable[[str], Any]]] = {
     **{name: (name, parser) for parser, names in (
         (str, ("SECRET_KEY", "REDIS_URL", "WORKOS_API_KEY", "WORKOS_CLIENT_ID", "WORKOS_BASE_URL",
                 "WORKOS_WEBHOOK_SECRET", "HATIDATA_COOKIE_KEY", "HATIDATA_PUBLIC_URL", "HATIDATA_LOG_LEVEL",
-                "HATIDATA_METRICS_TOKEN", "HATIDATA_AUDIT_SIGNING_KEY", "HATIDATA_AUDIT_EXPORT_DIR")),
-        (_float, ("WORKOS_TIMEOUT", "HATIDATA_INBOX_POLL_INTERVAL", "HATIDATA_AUDIT_CHECKPOINT_INTERVAL",
-                "HATIDATA_AUDIT_REQUEST_BUDGET")),
-        (_int, ("WORKOS_MAX_RETRIES", "HATIDATA_SESSION_CACHE_TTL", "HATIDATA_SESSION_CACHE_MAX_AGE",
+                "HATIDATA_METRICS_TOKEN", "HATIDATA_AUDIT_SIGNING_KEY", "HATIDATA_AUDIT_EXPORT_DIR",
+                "HATIDATA_AUDIT_STREAM_CA_BUNDLE")),
+        (float, ("WORKOS_TIMEOUT", "HATIDATA_INBOX_POLL_INTERVAL", "HATIDATA_AUDIT_CHECKPOINT_INTERVAL",
+                "HATIDATA_AUDIT_REQUEST_BUDGET", "HATIDATA_AUDIT_STREAM_BACKOFF", "HATIDATA_AUDIT_STREAM_BACKOFF_MAX",
+                "HATIDATA_AUDIT_STREAM_TIMEOUT")),
+        (int, ("WORKOS_MAX_RETRIES", "HATIDATA_SESSION_CACHE_TTL", "HATIDATA_SESSION_CACHE_MAX_AGE",
                 "HATIDATA_EXPECTED_LIVE_SESSIONS", "HATIDATA_TRUSTED_PROXIES", "HATIDATA_SECURITY_SUMMARY_WINDOW",
                 "HATIDATA_READINESS_CACHE_SECONDS", "HATIDATA_INBOX_RETENTION_DAYS",
                 "HATIDATA_SIGN_IN_ATTEMPTS_RETENTION_DAYS", "HATIDATA_INBOX_APPLIERS", "HATIDATA_INBOX_BATCH",
                 "HATIDATA_FANOUT_CHUNK", "HATIDATA_AUDIT_CHECKPOINT_EVERY", "HATIDATA_AUDIT_EXPORT_MAX_ROWS",
                 "HATIDATA_AUDIT_EXPORT_RETENTION", "HATIDATA_AUDIT_EXPORT_MAX_JOBS", "HATIDATA_AUDIT_EXPORT_LEASE",
-                "HATIDATA_AUDIT_WORKER")),
+                "HATIDATA_AUDIT_WORKER", "HATIDATA_AUDIT_STREAMS_MAX", "HATIDATA_AUDIT_STREAM_BATCH",
+                "HATIDATA_AUDIT_STREAM_MAX_ATTEMPTS", "HATIDATA_AUDIT_STREAM_LEASE")),
         (_csv, ("HATIDATA_ENABLED_PLUGINS", "HATIDATA_AUDIT_TRUSTED_KEYS")),
-        (_bool, ("HATIDATA_OTEL_ENABLED",)),
+        (_bool, ("HATIDATA_OTEL_ENABLED", "HATIDATA_AUDIT_STREAM_ALLOW_LOOPBACK_HTTP")),
     ) for name in names},
 }
 

@@ -18,7 +18,9 @@ What is measured, and where:
 - the inbox backlog (events ``failed``/``received``, read from the database at scrape time);
 - cache lookups by cache and result (:func:`cache_lookup`; the hit ratio is ``hits / (hits + misses)``);
 - WorkOS calls: latency and errors by method and path template (:class:`~hatidata_auth.workos.transport.
-  InstrumentedBackend`, the SDK's HTTP backend built by :class:`~hatidata_auth.workos.WorkOSGateway`).
+  InstrumentedBackend`, the SDK's HTTP backend built by :class:`~hatidata_auth.workos.WorkOSGateway`);
+- audit streams: batches and lines by sink kind and outcome, and the lag of a confirmed batch
+  (:func:`audit_stream`).
 """
 
 from __future__ import annotations
@@ -56,9 +58,32 @@ WORKOS_ERRORS = Counter("hatidata_workos_errors_total",
                         "WorkOS API calls that failed (kind: connect, timeout, transport, http_4xx, http_5xx)",
                         ["method", "path", "kind"])
 
+AUDIT_STREAM_EVENTS = Counter("hatidata_audit_stream_events_total",
+                              "Audit stream lines (events and checkpoints) delivered or failed, by sink kind",
+                              ["kind", "outcome"])
+AUDIT_STREAM_DELIVERIES = Counter("hatidata_audit_stream_deliveries_total",
+                                  "Audit stream batches, by sink kind and outcome (delivered, failed, dead_letter)",
+                                  ["kind", "outcome"])
+AUDIT_STREAM_LAG = Histogram("hatidata_audit_stream_lag_seconds",
+                             "Age of the newest event of a confirmed batch when its sink confirmed it, by sink kind",
+                             ["kind"], buckets=(0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 86400.0))
+STREAM_KINDS = frozenset({"https", "splunk_hec", "datadog", "syslog_tls"})
+STREAM_OUTCOMES = frozenset({"delivered", "failed", "dead_letter"})
+
 _REVOKING_ACTIONS = {"session.revoked": "session", "api_key.revoked": "api_key", "api_key.suspended": "api_key"}
 
 # --- functions other modules call ----------------------------------------------------------------------------
+
+
+def audit_stream(kind: str, outcome: str, lines: int, lag: float | None = None) -> None:
+    """One audit stream batch: *lines* delivered or failed (labels: the kind and outcome only, never an
+    organization or a sink id; unknown values collapse to ``other``)."""
+    kind = kind if kind in STREAM_KINDS else "other"
+    outcome = outcome if outcome in STREAM_OUTCOMES else "other"
+    AUDIT_STREAM_DELIVERIES.labels(kind=kind, outcome=outcome).inc()
+    AUDIT_STREAM_EVENTS.labels(kind=kind, outcome="delivered" if outcome == "delivered" else "failed").inc(lines)
+    if lag is not None:
+        AUDIT_STREAM_LAG.labels(kind=kind).observe(max(lag, 0.0))
 
 
 def webhook_event(event_type: str, outcome: str) -> None:

@@ -33,6 +33,10 @@ mappings, member roles and removal, any member's keys, per-key allowlists) is se
 SENSITIVE_BLUEPRINTS: frozenset[str] = frozenset({"sso_wizard", "policy_page"})
 """Every route (pages included) of the SSO setup wizard and the access-policy page is sensitive."""
 
+SENSITIVE_WRITE_BLUEPRINTS: frozenset[str] = frozenset({"audit-streams"})
+"""Every change (any method but the safe ones) of these is sensitive: an audit stream receives the whole audit log,
+so creating, re-pointing, re-keying, enabling, retrying or deleting one needs a recent sign-in."""
+
 SSO_SETUP_PREFIX = "/admin/sso"
 PLUGIN_BLUEPRINT_PREFIX = "idp_"
 """SSO setup is sensitive whoever registers the route: every route under ``/admin/sso`` and every route of an IdP
@@ -74,7 +78,9 @@ def is_sensitive(endpoint: str | None, method: str, permissions: Iterable[str] =
     if rule is not None and blueprint not in READ_ONLY_BLUEPRINTS \
             and (rule == SSO_SETUP_PREFIX or rule.startswith(SSO_SETUP_PREFIX + "/")):
         return True
-    return method.upper() not in SAFE_METHODS and not SENSITIVE_PERMISSIONS.isdisjoint(permissions)
+    if method.upper() in SAFE_METHODS:
+        return False
+    return blueprint in SENSITIVE_WRITE_BLUEPRINTS or not SENSITIVE_PERMISSIONS.isdisjoint(permissions)
 
 
 def has_admin_scope(scopes: Iterable[str]) -> bool:

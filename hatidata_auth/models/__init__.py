@@ -6,6 +6,7 @@ from __future__ import annotations
 from ..roles import ROLES
 from .access import ApiKey, AuthSession
 from .audit import AuditChainHead, AuditCheckpoint, AuditEvent, AuditExportJob, AuditSigningKey
+from .audit_streams import STREAM_KINDS, STREAM_STATES, AuditStream
 from .base import TenantMixin, new_id, utcnow
 from .directory import (
     DirectoryGroup,
@@ -25,12 +26,15 @@ __all__ = [
     "MEMBERSHIP_STATUSES",
     "ROLES",
     "SIGN_IN_METHODS",
+    "STREAM_KINDS",
+    "STREAM_STATES",
     "ApiKey",
     "AuditChainHead",
     "AuditCheckpoint",
     "AuditEvent",
     "AuditExportJob",
     "AuditSigningKey",
+    "AuditStream",
     "AuthSession",
     "DirectoryGroup",
     "DirectoryGroupMembership",

@@ -1,0 +1,137 @@
+"""Where an audit sink may deliver: the endpoint rules of each kind, checked when a sink is configured and again,
+after name resolution, before every delivery (docs/audit.md, "Streaming to a SIEM").
+
+- ``https``, ``splunk_hec``, ``datadog``: an absolute ``https://`` URL of at most 2,048 characters, no user name or
+  password (credentials are the sink's sealed secret), no fragment. ``splunk_hec`` and ``datadog`` take the
+  service's base URL (a path of ``/`` or the protocol's own path, which is then fixed:
+  ``/services/collector/event``, ``/api/v2/logs``).
+- ``syslog_tls``: ``host:port`` (``[v6]:port``), always TLS.
+- Never loopback, link-local (cloud metadata), multicast, reserved or unspecified addresses, whether written
+  literally or resolved from a name; private networks (an on-premises SIEM) are allowed.
+  ``HATIDATA_AUDIT_STREAM_ALLOW_LOOPBACK_HTTP`` (development, tests) allows loopback, and ``http://`` to it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from ..errors import AppError
+
+MAX_ENDPOINT = 2048
+FIXED_PATHS = {"splunk_hec": "/services/collector/event", "datadog": "/api/v2/logs"}
+_HOST = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}"
+                   r"[A-Za-z0-9])?)*\.?$")
+
+
+class InvalidEndpoint(AppError):
+    """An endpoint the sink's kind does not accept (422 naming ``endpoint``)."""
+
+    status = 422
+    code = "validation_error"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"endpoint: {reason}", details={"fields": {"endpoint": [reason]}, "location": "json"})
+
+
+class ForbiddenAddress(Exception):
+    """A delivery's host resolved to an address sinks may not reach (delivery fails; the sink retries)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A checked endpoint: what is stored (``value``) and where it connects."""
+
+    value: str
+    host: str
+    port: int
+    tls: bool
+
+
+def _literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+def address_allowed(address: ipaddress.IPv4Address | ipaddress.IPv6Address, *, allow_loopback: bool) -> bool:
+    """Whether a sink may connect to *address* (private networks yes; loopback only with the setting)."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.is_loopback:
+        return allow_loopback
+    return not (address.is_link_local or address.is_multicast or address.is_reserved or address.is_unspecified)
+
+
+def _is_loopback_name(host: str) -> bool:
+    literal = _literal(host)
+    return host.lower().rstrip(".") == "localhost" if literal is None else literal.is_loopback
+
+
+def _check_host(host: str, *, allow_loopback: bool) -> None:
+    literal = _literal(host)
+    if literal is None:
+        if not _HOST.match(host):
+            raise InvalidEndpoint("the host is not a valid host name or address")
+        if host.lower().rstrip(".") == "localhost" and not allow_loopback:
+            raise InvalidEndpoint("loopback hosts are not allowed")
+    elif not address_allowed(literal, allow_loopback=allow_loopback):
+        raise InvalidEndpoint("the address is loopback, link-local, multicast or reserved")
+
+
+def _url(kind: str, raw: str, *, allow_loopback: bool) -> Endpoint:
+    try:
+        parts = urlsplit(raw)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidEndpoint("not a valid URL") from exc
+    host = parts.hostname or ""
+    if not host:
+        raise InvalidEndpoint("an absolute https:// URL is required")
+    plain_ok = allow_loopback and _is_loopback_name(host)
+    if parts.scheme != "https" and not (parts.scheme == "http" and plain_ok):
+        raise InvalidEndpoint("the URL must use https://")
+    if parts.username is not None or parts.password is not None:
+        raise InvalidEndpoint("credentials do not belong in the URL; use the secret")
+    if parts.fragment:
+        raise InvalidEndpoint("the URL must not have a fragment")
+    _check_host(host, allow_loopback=allow_loopback)
+    value = raw
+    if kind in FIXED_PATHS:
+        if parts.path not in ("", "/", FIXED_PATHS[kind]) or parts.query:
+            raise InvalidEndpoint(f"give the service's base URL (the path is {FIXED_PATHS[kind]})")
+        value = f"{parts.scheme}://{parts.netloc}{FIXED_PATHS[kind]}"
+    return Endpoint(value, host, port or (443 if parts.scheme == "https" else 80), parts.scheme == "https")
+
+
+def _host_port(raw: str, *, allow_loopback: bool) -> Endpoint:
+    host, sep, port_text = raw.rpartition(":")
+    if not sep or not port_text.isascii() or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise InvalidEndpoint("syslog_tls takes host:port (a port from 1 to 65535)")
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if ":" in bare and _literal(bare) is None:
+        raise InvalidEndpoint("an IPv6 address is written [address]:port")
+    _check_host(bare, allow_loopback=allow_loopback)
+    return Endpoint(raw, bare, int(port_text), True)
+
+
+def parse(kind: str, raw: str, *, allow_loopback: bool = False) -> Endpoint:
+    """The checked endpoint of a sink of *kind*; :class:`InvalidEndpoint` (422) otherwise."""
+    if not raw or len(raw) > MAX_ENDPOINT or not raw.isascii() or any(c.isspace() or ord(c) < 32 for c in raw):
+        raise InvalidEndpoint(f"1 to {MAX_ENDPOINT} printable ASCII characters, no spaces")
+    if kind == "syslog_tls":
+        return _host_port(raw, allow_loopback=allow_loopback)
+    return _url(kind, raw, allow_loopback=allow_loopback)
+
+
+def check_resolved(endpoint: Endpoint, *, allow_loopback: bool) -> None:
+    """Resolve the endpoint's host and refuse it if any address is one sinks may not reach
+    (:class:`ForbiddenAddress`; ``OSError`` when it does not resolve)."""
+    for *_, sockaddr in socket.getaddrinfo(endpoint.host, endpoint.port, type=socket.SOCK_STREAM):
+        address = ipaddress.ip_address(str(sockaddr[0]).split("%")[0])
+        if not address_allowed(address, allow_loopback=allow_loopback):
+            raise ForbiddenAddress(f"{endpoint.host} resolves to an address sinks may not reach")
