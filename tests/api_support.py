@@ -20,6 +20,7 @@ from hatidata_auth.models import (
     ApiKey,
     AuditEvent,
     AuditExportJob,
+    AuditStream,
     AuthSession,
     Membership,
     Organization,
@@ -125,7 +126,13 @@ def make_tenant(app: Flask, name: str) -> Tenant:
                                 kind="sign_in", outcome="failure", reason="not_assigned_to_app",
                                 sources="event", email=f"dev@{slug}.test", attributes={"email": f"dev@{slug}.test"})
         session.add(attempt)
+        # paused: a worker pass in any test never reaches for this made-up host
+        stream = AuditStream(id=new_id("ast"), organization_id=org.id, name=f"{name} SIEM", kind="syslog_tls",
+                             endpoint=f"siem.{slug}.test:6514", enabled=False, state="paused", cursor=0,
+                             attempts=0, delivered_events=0)
+        session.add(stream)
         session.commit()
+        tenant.ids["audit_stream"] = stream.id
         tenant.ids["alert"] = alert.id
         tenant.ids["sign_in_attempt"] = str(attempt.id)
         tenant.ids["inbox_event"] = inbox_event.event_id

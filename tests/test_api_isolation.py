@@ -30,6 +30,7 @@ PARAMETER_IDS = {
     ("organization", "attempt_id"): "sign_in_attempt",
     ("organization", "alert_id"): "alert",
     ("audit-events", "job_id"): "audit_export",
+    ("organization", "stream_id"): "audit_stream",
 }
 MISSING = "does_not_exist_0000000000000000"
 

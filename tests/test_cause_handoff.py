@@ -135,6 +135,11 @@ def _actions(tenant: Tenant) -> list[tuple[str, str, dict[str, Any] | None, int]
         ("PUT", "/api/v1/organization/break-glass", {"members": []}, 200),
         ("POST", f"/api/v1/organization/alerts/{ids['break_glass_alert']}/resolve", None, 200),
         ("POST", "/api/v1/audit-events/exports", {}, 202),
+        ("POST", "/api/v1/organization/audit-streams", {"name": "SIEM", "kind": "syslog_tls",
+                                                        "endpoint": "siem.handoff.test:6514"}, 201),
+        ("PATCH", f"/api/v1/organization/audit-streams/{ids['audit_stream']}", {"name": "renamed"}, 200),
+        ("POST", f"/api/v1/organization/audit-streams/{ids['audit_stream']}/retry", None, 409),  # paused
+        ("DELETE", f"/api/v1/organization/audit-streams/{ids['audit_stream']}", None, 204),
         ("DELETE", f"/api/v1/members/{member}", None, 200),
     ]
 
@@ -164,7 +169,8 @@ def _shape(path: str) -> str:
 
 def test_the_actions_cover_every_state_changing_api_route(app: Flask) -> None:
     tenant = Tenant("org", "workos", ids={k: f"<{k}>" for k in ("key", "member", "session", "user", "inbox_event",
-                                                                "sign_in_attempt", "break_glass_alert")})
+                                                                "sign_in_attempt", "break_glass_alert",
+                                                                "audit_stream")})
     listed = {(method, _shape(path)) for method, path, _, _ in _actions(tenant)}
     routes = {(method, _shape(rule.rule)) for rule in app.url_map.iter_rules() if rule.rule.startswith("/api/v1/")
               for method in (rule.methods or set()) - {"GET", "HEAD", "OPTIONS"}}

@@ -127,10 +127,14 @@ def test_the_class_holds_every_operation_the_issue_names(app: Flask) -> None:
                    ("/admin/policy", "GET"), ("/admin/policy", "POST"), ("/admin/sso/", "GET"),
                    ("/admin/sso/start", "POST"), ("/admin/sso/okta/wizard/step-up-probe", "POST"),
                    ("/admin/sso/idp/okta/guide", "GET"), (f"{PROBE_PREFIX}/connect", "GET"),
-                   (f"{PROBE_PREFIX}/connect", "POST")]:
+                   (f"{PROBE_PREFIX}/connect", "POST"), ("/api/v1/organization/audit-streams", "POST"),
+                   ("/api/v1/organization/audit-streams/step-up-probe", "PATCH"),
+                   ("/api/v1/organization/audit-streams/step-up-probe", "DELETE"),
+                   ("/api/v1/organization/audit-streams/step-up-probe/retry", "POST")]:
         assert needed in sensitive, needed
     for ordinary in [("/api/v1/me", "GET"), ("/api/v1/organization/policy", "GET"), ("/api/v1/members", "GET"),
-                     ("/auth/logout", "POST"), ("/api/v1/api-keys", "GET")]:
+                     ("/auth/logout", "POST"), ("/api/v1/api-keys", "GET"),
+                     ("/api/v1/organization/audit-streams", "GET")]:
         assert ordinary not in sensitive, ordinary
 
 
