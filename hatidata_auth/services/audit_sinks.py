@@ -42,16 +42,18 @@ DATADOG_MAX_ENTRIES = 1000  # Datadog's limit per request
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """How sinks are delivered to (the ``HATIDATA_AUDIT_STREAM_*`` settings)."""
+    """How sinks are delivered to (the ``HATIDATA_AUDIT_STREAM_*`` settings, read by
+    ``audit_runtime.stream_policy``): events per batch, failures before ``dead_letter``, the backoff's first delay
+    and cap (s), one delivery's timeout (s), the lease (s), loopback allowed, the CA bundle (PEM path)."""
 
-    batch: int = 500
-    max_attempts: int = 8
-    backoff: float = 5.0
-    backoff_max: float = 3600.0
-    timeout: float = 10.0
-    lease: float = 300.0
-    allow_loopback: bool = False
-    ca_bundle: str | None = None
+    batch: int
+    max_attempts: int
+    backoff: float
+    backoff_max: float
+    timeout: float
+    lease: float
+    allow_loopback: bool
+    ca_bundle: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +174,7 @@ def deliver_stream(session: Session, stream_id: str, *, seal_key: str, policy: P
                                   reveal_session_ids=row.reveal_session_ids)
         if not lines:
             break
+        session.commit()  # no transaction stays open while the sink answers
         try:
             deliver(target, lines, now=clock)
         except DeliveryFailed as exc:
