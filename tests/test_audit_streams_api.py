@@ -9,11 +9,13 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from hatidata_auth.extensions import db
-from hatidata_auth.models import AuditEvent, AuditStream
-from hatidata_auth.services import secret_seal
+from hatidata_auth.models import STREAM_KINDS, AuditEvent, AuditStream
+from hatidata_auth.services import audit_sink_endpoints, secret_seal
 from hatidata_auth.services.audit_stream_admin import PURPOSE
 from tests.api_support import Tenant, headers_for, make_tenant
 
@@ -90,18 +92,21 @@ def test_secrets_are_sealed_and_a_generated_one_is_shown_once(app: Flask, tenant
         secret_seal.unseal(app.config["HATIDATA_COOKIE_KEY"], "another-purpose", row.secret_sealed)
 
 
-BAD_ENDPOINTS = [
-    ("https", "http://siem.acme.test/in"), ("https", "ftp://siem.acme.test/in"), ("https", "siem.acme.test"),
-    ("https", "https://user:pw@siem.acme.test/in"), ("https", "https://siem.acme.test/in#x"),
-    ("https", "https://127.0.0.1/in"), ("https", "https://localhost/in"), ("https", "https://169.254.169.254/x"),
-    ("https", "https://[::1]/in"), ("https", "https://[::ffff:169.254.169.254]/in"), ("https", "https://0.0.0.0/"),
-    ("https", "https://224.0.0.1/"), ("https", "https://siem.acme.test/" + "a" * 2048),
-    ("https", "https://siem acme.test/"), ("https", "https://siem.acme.test:99999/"),
-    ("splunk_hec", "https://splunk.acme.test/other/path"), ("datadog", "https://intake.test/api/v1/input"),
-    ("datadog", "https://intake.test/?dd-api-key=leak"),
-    ("syslog_tls", "siem.acme.test"), ("syslog_tls", "siem.acme.test:0"), ("syslog_tls", "siem.acme.test:http"),
-    ("syslog_tls", "127.0.0.1:6514"), ("syslog_tls", "::1:6514"), ("syslog_tls", "https://siem.acme.test:6514"),
+URL_KINDS = ("https", "splunk_hec", "datadog")
+BAD_URLS = [
+    "http://siem.acme.test/", "ftp://siem.acme.test/", "siem.acme.test", "https://user:pw@siem.acme.test/",
+    "https://:pw@siem.acme.test/", "https://siem.acme.test/#x", "https://127.0.0.1/", "https://localhost/",
+    "https://LOCALHOST./", "https://169.254.169.254/", "https://[::1]/", "https://[::ffff:169.254.169.254]/",
+    "https://[fe80::1]/", "https://0.0.0.0/", "https://224.0.0.1/", "https://240.0.0.1/", "https://siem acme.test/",
+    "https://siem.acme.test:99999/", "https://siem.acme.test/" + "a" * 2048, "https://sïem.acme.test/", "https://",
 ]
+BAD_HOST_PORTS = ["siem.acme.test", "siem.acme.test:0", "siem.acme.test:http", "siem.acme.test:65536",
+                  "127.0.0.1:6514", "localhost:6514", "[::1]:6514", "::1:6514", "169.254.169.254:6514",
+                  "0.0.0.0:6514", "https://siem.acme.test:6514", "siem_acme.test:6514", ":6514"]
+BAD_ENDPOINTS = [*((kind, url) for kind in URL_KINDS for url in BAD_URLS),
+                 ("splunk_hec", "https://splunk.acme.test/other/path"), ("datadog", "https://intake.test/api/v1/x"),
+                 ("datadog", "https://intake.test/?dd-api-key=leak"),
+                 *(("syslog_tls", endpoint) for endpoint in BAD_HOST_PORTS)]
 
 
 @pytest.mark.parametrize(("kind", "endpoint"), BAD_ENDPOINTS)
@@ -115,6 +120,31 @@ def test_a_bad_endpoint_is_a_422_naming_it(app: Flask, tenants: tuple[Tenant, Te
     assert response.get_json()["error"]["code"] == "validation_error"
     assert "endpoint" in response.get_json()["error"]["details"]["fields"]
     assert _actions(app, acme) == []
+
+
+@given(kind=st.sampled_from(STREAM_KINDS), raw=st.text(max_size=80) | st.from_regex(
+    r"\Ahttps?://[a-z0-9.:\[\]@%-]{0,30}(/[ -~]{0,20})?\Z") | st.from_regex(r"\A[a-z0-9.:\[\]-]{0,30}:[0-9a-z]{0,6}\Z"))
+def test_any_endpoint_is_accepted_or_refused_by_name_never_an_error(kind: str, raw: str) -> None:
+    try:
+        result: Any = audit_sink_endpoints.parse(kind, raw)
+    except audit_sink_endpoints.InvalidEndpoint as refused:
+        result = refused
+    if isinstance(result, audit_sink_endpoints.InvalidEndpoint):
+        assert (result.status, list(result.details["fields"])) == (422, ["endpoint"])
+        return
+    assert result.tls
+    if kind != "syslog_tls":
+        assert result.value.startswith("https://")
+        assert "@" not in result.value.split("/")[2]
+    literal = audit_sink_endpoints._literal(result.host)
+    assert literal is None or audit_sink_endpoints.address_allowed(literal, allow_loopback=False)
+
+
+def test_a_name_resolving_to_a_forbidden_address_is_refused_at_delivery() -> None:
+    endpoint = audit_sink_endpoints.Endpoint("https://localhost/", "localhost", 443, True)
+    with pytest.raises(audit_sink_endpoints.ForbiddenAddress):
+        audit_sink_endpoints.check_resolved(endpoint, allow_loopback=False)
+    audit_sink_endpoints.check_resolved(endpoint, allow_loopback=True)
 
 
 @pytest.mark.parametrize(("kind", "body", "field"), [
