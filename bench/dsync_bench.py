@@ -55,6 +55,7 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import appliers as bench_appliers  # noqa: E402
 from bench.options import add_duration  # noqa: E402
 from tests.support.dsync import sign  # noqa: E402
 from workos_emulator.testing import EmulatorServer  # noqa: E402
@@ -295,13 +296,14 @@ class CpuMeter:
     CPU per event is the figure that stays comparable on a machine other jobs share (throughput drifts with
     their load; the work done per event does not)."""
 
-    def __init__(self, server_pid: int, engine: Engine) -> None:
-        self.server_pid, self.engine = server_pid, engine
+    def __init__(self, server_pid: int, engine: Engine, others: list[int] | None = None) -> None:
+        self.server_pid, self.engine, self.others = server_pid, engine, others or []
         self.start = self._read()
 
     def _pids(self) -> tuple[list[int], list[int]]:
         children = Path(f"/proc/{self.server_pid}/task/{self.server_pid}/children")
         workers = [int(x) for x in children.read_text().split()] if children.exists() else []
+        workers += self.others  # a separate applier process
         with self.engine.connect() as conn:
             backends = list(conn.execute(text(
                 "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name <> :me"),
@@ -346,22 +348,30 @@ def mixed_bodies(users: int, per_user: int, offset: int = 0) -> list[str]:
 
 
 def one_round(spec: str, env: dict[str, str], bodies: list[str], concurrency: int, engine: Engine,
-              inline: bool, seconds: float | None = None) -> RoundResult:
+              inline: bool, seconds: float | None = None, appliers: tuple[str, int] = ("threads", 0)) -> RoundResult:
     """Serve *spec*, warm it up with the first 200 bodies, send the rest. Applied events/s wait for the inbox to
-    drain unless the server applies *inline* (the minimal pipeline)."""
-    server = start_server(spec, env)
-    try:
-        port = int(env["PORT"])
-        send_all(port, bodies[:200], concurrency)
-        if not inline:
-            seconds_until_drained(engine, time.perf_counter())
-        meter = CpuMeter(server.pid, engine)
-        started = time.perf_counter()
-        elapsed, latencies, statuses = send_all(port, bodies[200:], concurrency, seconds=seconds)
-        applied = elapsed if inline else max(seconds_until_drained(engine, started), elapsed)
-        app_cpu, db_cpu = meter.used()
-    finally:
-        stop_server(server)
+    drain unless the server applies *inline* (the minimal pipeline); *appliers*: ``(mode, niceness)``
+    (``bench/appliers.py``)."""
+    mode = "threads" if inline else appliers[0]
+    server = start_server(spec, bench_appliers.server_env(env, mode))
+    with bench_appliers.separate(env, mode, appliers[1]) as others:
+        try:
+            return _measure(server, env, bodies, concurrency, engine, inline, seconds, others)
+        finally:
+            stop_server(server)
+
+
+def _measure(server: subprocess.Popen[bytes], env: dict[str, str], bodies: list[str], concurrency: int,
+             engine: Engine, inline: bool, seconds: float | None, others: list[int]) -> RoundResult:
+    port = int(env["PORT"])
+    send_all(port, bodies[:200], concurrency)
+    if not inline:
+        seconds_until_drained(engine, time.perf_counter())
+    meter = CpuMeter(server.pid, engine, others)
+    started = time.perf_counter()
+    elapsed, latencies, statuses = send_all(port, bodies[200:], concurrency, seconds=seconds)
+    applied = elapsed if inline else max(seconds_until_drained(engine, started), elapsed)
+    app_cpu, db_cpu = meter.used()
     n = len(latencies)
     return RoundResult(n / elapsed, n / applied, 1000 * app_cpu / n, 1000 * db_cpu / n, latencies, statuses,
                        elapsed)
@@ -390,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fanout-chunk", type=int, default=None)
     parser.add_argument("--compare-inline", action="store_true",
                         help="with --fanout, also the same rename in one transaction")
+    bench_appliers.add_options(parser)
     return parser
 
 
@@ -448,7 +459,9 @@ def main(argv: list[str] | None = None) -> None:
 
         env = server_env(database_url, emulator.url, instance)
         port = int(env["PORT"])
-        server = start_server("wsgi:app", env)
+        server = start_server("wsgi:app", bench_appliers.server_env(env, args.appliers))
+        separate = bench_appliers.separate(env, args.appliers, args.applier_nice)
+        others = separate.__enter__()
         try:
             # 0b. the generator alone: the same signed requests against the app's bare health route.
             base_elapsed, base_lat, base_status = send_all(port, bodies[:3000], args.concurrency, path="/healthz")
@@ -478,7 +491,7 @@ def main(argv: list[str] | None = None) -> None:
             send_all(port, bodies[:200], args.concurrency)  # warm-up (also part of the state)
             seconds_until_drained(probe_engine, time.perf_counter())
             probe = DeactivationProbe(port, probe_engine, targets)
-            meter = CpuMeter(server.pid, probe_engine)
+            meter = CpuMeter(server.pid, probe_engine, others)
             cpu_before = resource.getrusage(resource.RUSAGE_SELF)
             started = time.perf_counter()
             probe.start()
@@ -494,7 +507,8 @@ def main(argv: list[str] | None = None) -> None:
             rate = len(latencies) / elapsed
             applied_rate = len(latencies) / max(applied_seconds, elapsed)
             print(f"[webhooks] {len(latencies)} events (10% duplicates, shuffled, {args.concurrency} clients, "
-                  f"2 gunicorn workers): acknowledged in {elapsed:.2f}s = {rate:.0f} events/s, applied (inbox "
+                  f"2 gunicorn workers, appliers: {args.appliers}): acknowledged in {elapsed:.2f}s = {rate:.0f} "
+                  f"events/s, applied (inbox "
                   f"drained) in {applied_seconds:.2f}s = {applied_rate:.0f} events/s; p50 {pct(latencies, .5):.1f} ms, "
                   f"p99 {pct(latencies, .99):.1f} ms; statuses {statuses}; the generator used "
                   f"{100 * generator_cpu / elapsed:.0f}% of one core")
@@ -530,6 +544,7 @@ def main(argv: list[str] | None = None) -> None:
                       f"socket errors {hooks['socket_errors']}; ratio to bare {hooks['rate'] / bare['rate']:.2f}")
         finally:
             stop_server(server)
+            separate.__exit__(None, None, None)
 
         # 1c. more rounds: the machine's other load drifts; each round is a pair measured back to back.
         ratios = [(rate / min_rate, applied_rate / min_rate,
@@ -539,7 +554,8 @@ def main(argv: list[str] | None = None) -> None:
             base_round = one_round("bench.minimal_pipeline:app", server_env(database_url, emulator.url, instance),
                                    round_bodies, args.concurrency, probe_engine, inline=True, seconds=args.duration)
             ours = one_round("wsgi:app", server_env(database_url, emulator.url, instance), round_bodies,
-                             args.concurrency, probe_engine, inline=False, seconds=args.duration)
+                             args.concurrency, probe_engine, inline=False, seconds=args.duration,
+                             appliers=(args.appliers, args.applier_nice))
             cpu_ratio = (base_round.app_cpu_ms + base_round.db_cpu_ms) / (ours.app_cpu_ms + ours.db_cpu_ms)
             ratios.append((ours.acknowledged / base_round.acknowledged, ours.applied / base_round.acknowledged,
                            cpu_ratio))

@@ -12,6 +12,10 @@ One ``before_request`` hook (:func:`check_request_input`) refuses what no view a
 * a path segment (a URL variable such as ``<key_id>``) longer than :data:`MAX_PATH_SEGMENT` characters or holding
   a NUL character or a lone surrogate (404: no resource has such an identifier).
 
+A view marked with :func:`checks_own_body` (the WorkOS webhook, which must check a signature on the raw body
+first) gets its body unread and applies the same JSON rules itself with :func:`load_storable_json`, so bytes from
+an unauthenticated sender are never parsed.
+
 The JSON checks run on the parsed value with an explicit stack, so no input depth reaches Python's recursion
 limit; once a body passed, every later parser (webargs, ``request.get_json``) sees bounded, storable data.
 """
@@ -52,6 +56,10 @@ class InvalidJSON(AppError):
 
     status = 400
     code = "invalid_json"
+
+
+class NotJSON(InvalidJSON):
+    """A syntax error or invalid UTF-8 (within the depth bound): ``__cause__`` is the parser's error."""
 
 
 class PayloadTooLarge(AppError):
@@ -106,7 +114,7 @@ def load_json(data: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
     """Parse strict UTF-8 JSON no deeper than *max_depth*; raises :class:`InvalidJSON`."""
     value = _parse(data, max_depth)
     if isinstance(value, MalformedJSON):
-        raise InvalidJSON("The body is not valid UTF-8 JSON.") from value.error
+        raise NotJSON("The body is not valid UTF-8 JSON.") from value.error
     return value
 
 
@@ -212,6 +220,33 @@ def _refuse(fields: dict[str, list[str]], location: str) -> UnstorableValue:
     return UnstorableValue("The request is invalid.", details={"fields": fields, "location": location})
 
 
+_OWN_BODY = "_hatidata_checks_own_body"
+
+
+def checks_own_body(view: Any) -> Any:
+    """Mark *view* as checking its JSON body itself (with :func:`load_storable_json`): the hook leaves it unread."""
+    setattr(view, _OWN_BODY, True)
+    return view
+
+
+def load_storable_json(data: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """:func:`load_json` plus the hook's value rules: raises :class:`NotJSON` (a syntax error or invalid UTF-8),
+    :class:`InvalidJSON` (too deep, a number that is not finite) or :class:`UnstorableValue` (a NUL, a lone
+    surrogate, an integer past 64 bits; 422 naming the fields, ``location`` ``json``)."""
+    value = load_json(data, max_depth=max_depth)
+    fields = bad_json_fields(value)
+    if fields:
+        raise UnstorableValue("The request is invalid.", details={"fields": fields, "location": "json"})
+    return value
+
+
+def _checks_own_body() -> bool:
+    from flask import current_app
+
+    view = current_app.view_functions.get(request.endpoint or "")
+    return bool(getattr(view, _OWN_BODY, False))
+
+
 def check_request_input() -> None:
     """Refuse input that no view or column can take (see the module docstring); raises an :class:`AppError`."""
     from flask import current_app
@@ -227,7 +262,7 @@ def check_request_input() -> None:
     query = _bad_pairs(request.args.items(multi=True))
     if query:
         raise _refuse(query, "query")
-    if request.is_json:
+    if request.is_json and not _checks_own_body():
         _check_json_body()
     elif request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
         form = _bad_pairs(request.form.items(multi=True))

@@ -20,8 +20,8 @@ from ..causes import Actor, Cause
 from ..errors import AppError
 from ..models import AuthSession, Membership, Organization, utcnow
 from ..unit_of_work import invalidate_after_commit
-from ..workos import WorkOSClient, WorkOSFailure, WorkOSNotFound, translate_errors
-from . import audit, paging
+from ..workos import WorkOSClient, WorkOSFailure, WorkOSNotFound, WorkOSUnavailable, translate_errors
+from . import audit, paging, workos_revocations
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,9 @@ def sessions_page(db: Session, page: paging.PageRequest, *, organization_id: str
 # --- revocation --------------------------------------------------------------------------------------------
 
 
-def _revoke_at_workos(client: WorkOSClient | None, workos_session_id: str) -> str:
+def revoke_at_workos(client: WorkOSClient | None, workos_session_id: str, *, raise_unavailable: bool = False) -> str:
+    """End one session at WorkOS: ``"revoked"``, ``"not_found"``, ``"skipped"`` (no client) or ``"failed:<error>"``
+    (logged); with *raise_unavailable*, WorkOS unreachable raises ``WorkOSUnavailable`` (for a retried job)."""
     if client is None:
         return "skipped"
     try:
@@ -131,6 +133,11 @@ def _revoke_at_workos(client: WorkOSClient | None, workos_session_id: str) -> st
                                                   request_options={"max_retries": 1})
     except WorkOSNotFound:
         return "not_found"
+    except WorkOSUnavailable:
+        if raise_unavailable:
+            raise
+        log.warning("WorkOS did not revoke session %s: unavailable", workos_session_id)
+        return f"failed:{WorkOSUnavailable.__name__}"
     except (WorkOSFailure, OSError) as exc:
         log.warning("WorkOS did not revoke session %s: %s", workos_session_id, exc)
         return f"failed:{type(exc).__name__}"
@@ -150,7 +157,10 @@ def lock_for_update(db: Session, record: AuthSession) -> AuthSession:
 
 
 def revoke_records(db: Session, client: WorkOSClient | None, records: Sequence[AuthSession], *, cause: Cause) -> int:
-    """End each active one of *records* here and at WorkOS (without *client*: here only), audited; how many."""
+    """End each active one of *records* here and at WorkOS (without *client*: here only), audited; how many.
+
+    At WorkOS at once (the outcome in the audit event's ``workos``), or, inside an applier's transaction
+    (``workos_revocations.deferred_in``), queued for the appliers (``workos``: ``queued``)."""
     now = utcnow()
     count = 0
     for record in sorted(records, key=lambda r: r.id):  # one lock order everywhere: no deadlock between two batches
@@ -160,7 +170,13 @@ def revoke_records(db: Session, client: WorkOSClient | None, records: Sequence[A
         record.revoked_by = _actor_label(cause.actor)
         record.revoked_reason = (cause.reason or "revoked")[:255]
         db.flush()
-        workos_outcome = _revoke_at_workos(client, record.workos_session_id)
+        if client is not None and workos_revocations.is_deferred(db):
+            workos_revocations.queue(db, organization_id=record.organization_id, session_id=record.id,
+                                     workos_session_id=record.workos_session_id, user_id=record.user_id,
+                                     cause=cause)
+            workos_outcome = "queued"
+        else:
+            workos_outcome = revoke_at_workos(client, record.workos_session_id)
         audit.record(db, action="session.revoked", cause=cause, organization_id=record.organization_id,
                      target_type="session", target_id=record.id,
                      details={"reason": cause.reason, "user_id": record.user_id,

@@ -7,9 +7,12 @@ apply it afterwards, except an event that takes access away, which this request 
 Answers: 200 ``{"event_id", "status": "received"}`` (stored for the appliers, or a known failed event queued
 again) or ``{"event_id", "status": "duplicate"}`` (known already: nothing changes); 400 malformed JSON or envelope
 (nothing stored; a well-formed envelope whose data a handler refuses is stored and recorded ``failed`` by the
-applier); 401 bad, missing or stale signature (nothing stored; counted, and audited as a rate-limited summary
-without organization: :mod:`~hatidata_auth.services.security_events`); 413 body over
-``HATIDATA_WEBHOOK_MAX_BYTES``; 503 the database is unreachable (nothing stored, WorkOS retries).
+applier), or JSON nested deeper than ``HATIDATA_MAX_JSON_DEPTH`` or holding a number that is not finite
+(``invalid_json``); 422 a signed body holding a NUL, a lone surrogate or an integer past 64 bits
+(``validation_error`` naming the fields); 401 bad, missing or stale signature, checked before any byte of the body is
+parsed (nothing stored; counted, and audited as a rate-limited summary without organization:
+:mod:`~hatidata_auth.services.security_events`); 413 body over ``HATIDATA_WEBHOOK_MAX_BYTES``; 503 the database is
+unreachable (nothing stored, WorkOS retries).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from .. import inbox_runtime, metrics
+from .. import inbox_runtime, inputs, metrics
 from ..causes import Actor, Cause
 from ..config import DEFAULTS
 from ..errors import error_response
@@ -53,6 +56,7 @@ def _read_body(limit: int) -> bytes | None:
 
 
 @bp.post("/workos")
+@inputs.checks_own_body  # the signature is checked on the raw body before any byte of it is parsed
 def workos_webhook() -> Any:
     """Receive one signed WorkOS event."""
     limit = int(current_app.config.get("HATIDATA_WEBHOOK_MAX_BYTES", DEFAULTS["HATIDATA_WEBHOOK_MAX_BYTES"]))
@@ -72,8 +76,13 @@ def workos_webhook() -> Any:
                          tolerance=gateway.settings.webhook_tolerance)
     except InvalidSignature as exc:
         return _reject_signature(exc.reason)
+    depth = int(current_app.config.get("HATIDATA_MAX_JSON_DEPTH") or inputs.MAX_JSON_DEPTH)
     try:
-        payload = validate_envelope(parse_event(body))
+        parsed = inputs.load_storable_json(body, max_depth=depth)
+    except inputs.NotJSON as exc:
+        return _malformed(exc.__cause__ or exc)
+    try:
+        payload = validate_envelope(parse_event(parsed))
     except MalformedEvent as exc:
         return _malformed(exc.cause)
     except PayloadError as exc:

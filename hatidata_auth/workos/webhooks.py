@@ -43,14 +43,15 @@ class MalformedEvent(Exception):
         self.cause = cause
 
 
-def parse_event(body: bytes) -> dict[str, Any]:
-    """The event *body* holds, as a dict, once the SDK's own shape check of known event types accepts it.
+def parse_event(body: bytes | Any) -> dict[str, Any]:
+    """The event *body* holds (raw bytes, or the value already parsed from them), as a dict, once the SDK's own
+    shape check of known event types accepts it.
 
     Raises :class:`MalformedEvent`: not JSON (or nested too deep to parse), not an object, or a shape the SDK
     refuses (it raises ``WorkOSError`` or, on odd values, ``ValueError``, ``TypeError``, ``KeyError`` ...).
     """
     try:
-        payload = json.loads(body)
+        payload = json.loads(body) if isinstance(body, bytes | bytearray | str) else body
         if not isinstance(payload, dict):
             raise TypeError("the body must be a JSON object")
         EventSchema.from_dict(payload)

@@ -34,12 +34,14 @@ from typing import Any
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
+from ...causes import Cause
 from ...models import DirectoryGroupMembership, DirectoryUser, Membership, Organization, User, utcnow
 from ...workos import WorkOSClient
-from .. import domains, fanout_jobs, role_mapping
+from .. import domains, fanout_jobs, role_mapping, workos_revocations
 from ..provisioning import set_access
 from .context import EventContext, PayloadError, parse_time
 from .directory_state import sync_member
+from .session_jobs import apply_revocation
 
 InternalHandler = Callable[[EventContext, dict[str, Any]], None]
 
@@ -194,7 +196,8 @@ def apply_job(ctx: EventContext, data: dict[str, Any]) -> None:
         ctx.note = f"{done} member(s) after {job.cursor or 'the start'}; continued by {next_id}"
 
 
-INTERNAL_HANDLERS: dict[str, InternalHandler] = {fanout_jobs.JOB_TYPE: apply_job}
+INTERNAL_HANDLERS: dict[str, InternalHandler] = {fanout_jobs.JOB_TYPE: apply_job,
+                                                 workos_revocations.JOB_TYPE: apply_revocation}
 """Our own work types -> handler: apart from the WorkOS registry (``HANDLERS``), so no webhook, Events API filter
 or ``handled_event_types()`` ever names them."""
 
@@ -203,9 +206,9 @@ def job_context(session: Session, client: WorkOSClient | None, payload: dict[str
                 fanout_chunk: int, budget: fanout_jobs.MemberBudget | None = None) -> EventContext:
     """The context a stored job is applied in: the cause it continues (actor, request, WorkOS event), whole."""
     try:
-        cause = fanout_jobs.parse(payload.get("data")).cause
-    except fanout_jobs.JobError as exc:
-        raise PayloadError(str(exc)) from exc
+        cause = Cause.from_dict(payload["data"]["cause"])
+    except (KeyError, TypeError) as exc:
+        raise PayloadError(f"internal work without its cause: {exc}") from exc
     return EventContext(session=session, client=client, event_id=cause.source_event_id,
                         event_type=str(payload.get("event")),
                         event_time=parse_time(payload.get("created_at")) or utcnow(), actor=cause.actor,

@@ -1,0 +1,73 @@
+"""WorkOS's side of a session revocation, done after the applier's transaction instead of inside it.
+
+A session is ended here first (``services.sessions.revoke_records``: the row, its audit event, the cache
+eviction after commit): that is what rejects it in every worker. Ending it at WorkOS as well is one HTTP call per
+session. In a request (an admin's revocation, a policy refusal) the call is made at once and its outcome kept in the
+``session.revoked`` audit event. In an inbox applier's transaction (a directory deactivation, a removed member, a
+fan-out chunk deprovisioning many) it is queued instead: one internal inbox row per session (:data:`JOB_TYPE`,
+written in the same transaction, so it exists exactly when the revocation committed), applied later by the
+appliers with retries, and audited as ``session.revoked_at_workos``. The applier never holds a person's locks, or
+makes the deprovisioning webhook wait, across WorkOS's latency.
+
+This module is low in the layers (models and causes only): ``services.sessions`` queues, the internal handler in
+``services.events.session_jobs`` applies.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import func, insert, select
+from sqlalchemy.orm import Session
+
+from ..causes import Cause
+from ..models import WebhookEvent, utcnow
+from ..models.inbox import INBOX_CHANNEL, INTERNAL_SOURCE
+from ..trace_context import carrier
+from .fanout_jobs import JOB_ID_PREFIX
+
+JOB_TYPE = "hatidata.revoke_workos_session"
+_DEFER = "hatidata_defer_workos_revocations"
+
+
+@contextmanager
+def deferred_in(session: Session) -> Iterator[None]:
+    """While the block runs, sessions revoked in *session* are ended at WorkOS later (:func:`queue`), not at once."""
+    before = session.info.get(_DEFER, False)
+    session.info[_DEFER] = True
+    try:
+        yield
+    finally:
+        session.info[_DEFER] = before
+
+
+def is_deferred(session: Session) -> bool:
+    """Whether WorkOS revocations made in *session* now are queued (inside :func:`deferred_in`)."""
+    return bool(session.info.get(_DEFER, False))
+
+
+def queue(session: Session, *, organization_id: str, session_id: str, workos_session_id: str, user_id: str,
+          cause: Cause) -> str:
+    """Queue the WorkOS revocation of one session in *session*'s transaction; returns the job's event id. Its
+    entity key is the WorkOS session: two revocations of one session never run at once."""
+    now = utcnow()
+    event_id = f"{JOB_ID_PREFIX}{uuid.uuid4().hex}"
+    data = {"organization_id": organization_id, "session_id": session_id, "workos_session_id": workos_session_id,
+            "user_id": user_id, "cause": cause.to_dict()}
+    payload = {"id": event_id, "event": JOB_TYPE, "created_at": now.isoformat(), "data": data}
+    session.execute(insert(WebhookEvent.__table__).values(
+        event_id=event_id, event_type=JOB_TYPE, organization_id=organization_id, payload=payload,
+        event_created_at=now, received_at=now, status="received", source=INTERNAL_SOURCE, attempts=0,
+        entity_key=f"workos_session:{workos_session_id}"[:160], revokes=False, created_at=now, updated_at=now,
+        trace_context=carrier()))
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_notify(INBOX_CHANNEL, "")))  # delivered when the transaction commits
+    return event_id
+
+
+def parse(data: Any) -> dict[str, str]:
+    """The stored job's fields (:func:`queue` wrote them); raises ``KeyError``/``TypeError`` on another shape."""
+    return {name: str(data[name]) for name in ("organization_id", "session_id", "workos_session_id", "user_id")}
