@@ -9,11 +9,12 @@ from typing import Any
 from sqlalchemy import text
 
 TRIGGER = "audit_events_append_only"
+GUARDED = {"audit_events": TRIGGER, "audit_checkpoints": "audit_checkpoints_append_only"}
 
 
 @contextmanager
 def tampering(session: Any) -> Iterator[None]:
-    """Let *session* update or delete audit events until the block ends (then commit).
+    """Let *session* update or delete audit events and checkpoints until the block ends (then commit).
 
     On PostgreSQL the append-only trigger is disabled and re-enabled inside the same transaction
     (``ALTER TABLE`` is transactional there), as an attacker who owns the table could do; on SQLite there
@@ -21,11 +22,13 @@ def tampering(session: Any) -> Iterator[None]:
     """
     postgres = session.get_bind().dialect.name == "postgresql"
     if postgres:
-        session.execute(text(f"ALTER TABLE audit_events DISABLE TRIGGER {TRIGGER}"))
+        for table, trigger in GUARDED.items():
+            session.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER {trigger}"))
     yield
     session.flush()
     if postgres:
-        session.execute(text(f"ALTER TABLE audit_events ENABLE TRIGGER {TRIGGER}"))
+        for table, trigger in GUARDED.items():
+            session.execute(text(f"ALTER TABLE {table} ENABLE TRIGGER {trigger}"))
     session.commit()
 
 

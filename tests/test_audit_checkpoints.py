@@ -14,7 +14,8 @@ import pytest
 from flask import Flask
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from hatidata_auth import audit_runtime
@@ -125,6 +126,22 @@ def test_no_checkpoint_seals_a_broken_chain(app: Flask, small_every: None) -> No
                            .values(actor_email="mallory@x.test"))
     audit_runtime.run_once(app, now=NOW)
     assert _checkpoints(app, org_id) == []
+
+
+@pytest.mark.postgres
+def test_checkpoints_are_append_only_on_postgresql(app: Flask, small_every: None) -> None:
+    org_id = new_org(app, "Acme")
+    add_events(app, org_id, 12)
+    audit_runtime.run_once(app, now=NOW)
+    table = AuditCheckpoint.__table__
+    with app.app_context(), db.engine.connect() as conn:
+        for statement in (update(table).where(table.c.organization_id == org_id).values(hash="0" * 64),
+                          table.delete().where(table.c.organization_id == org_id),
+                          text("TRUNCATE audit_checkpoints")):
+            with pytest.raises(DBAPIError, match="append-only"):
+                conn.execute(statement)
+            conn.rollback()
+    assert _checkpoints(app, org_id) == [10, 12]
 
 
 # --- incremental verification -------------------------------------------------------------------------------
