@@ -42,7 +42,8 @@ def test_both_certificates_are_trusted_until_the_old_one_is_deleted(workos: Work
     new = workos.sso.create_connection_saml_idp_signing_cert(GLOBEX_CONN, value=new_pem)
     assert workos.sso.create_connection_saml_idp_signing_cert(GLOBEX_CONN, value=new_pem).id == new.id
     assert [c.id for c in workos.sso.list_connection_saml_idp_signing_certs(GLOBEX_CONN).data] == [old.id, new.id]
-    assert new.not_after is not None and new.not_after > datetime.now(UTC) + timedelta(days=390)
+    assert new.not_after is not None
+    assert new.not_after > datetime.now(UTC) + timedelta(days=390)
     switched = http.put(f"/_emulator/connections/{GLOBEX_CONN}/idp_signing", json={"certificate_id": new.id})
     assert switched.status_code == 200
     assert "code" in sign_in(http)
