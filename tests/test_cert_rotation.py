@@ -132,3 +132,37 @@ def test_a_test_sign_in_through_another_connection_retires_nothing(app: Flask, d
     assert cert_rotation.current(db_session, globex.id, GLOBEX_CONN).state == "switched"
     others = mirror_organizations(db_session, workos_client)
     assert cert_rotation.current(db_session, others["acme.test"].id, GLOBEX_CONN) is None
+
+
+def test_concurrent_starts_add_one_certificate_and_one_rotation(app: Flask, db_session: Any, workos_client: Any,
+                                                                globex: Any) -> None:
+    import threading
+
+    from hatidata_auth.extensions import db
+    from hatidata_auth.models import CertificateRotation, Organization
+
+    _, new_b64 = pem_and_b64(400, "new.globex.test")
+    metadata = parsed(app, new_b64)
+    org_id = globex.id
+    db_session.remove()
+    start = threading.Barrier(3)
+    answers: list[Any] = []
+
+    def run() -> None:
+        with app.app_context():
+            start.wait()
+            org = db.session.get(Organization, org_id)
+            answers.append(cert_rotation.start(db.session(), workos_client, org, metadata, "xml", CAUSE))
+            db.session.commit()
+            db.session.remove()
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(answers) == 3
+    assert len({a.new_certificate_id for a in answers}) == 1
+    assert len(db_session.scalars(select(CertificateRotation)).all()) == 1
+    assert actions(db_session, org_id) == ["sso.certificate_rotation.started"]
+    assert len(workos_client.sso.list_connection_saml_idp_signing_certs(GLOBEX_CONN).data) == 2

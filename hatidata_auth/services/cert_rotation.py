@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from ..causes import Cause
@@ -101,7 +101,13 @@ def current(session: Session, organization_id: str, connection_id: str | None) -
 
 
 def _locked(session: Session, organization_id: str, connection_id: str) -> CertificateRotation | None:
-    # FOR UPDATE: two admins (or a double submit) step one rotation one after the other.
+    # FOR UPDATE on the organization, then the rotation: two admins (or a double submit) step one rotation one
+    # after the other, the first start included (there is no rotation row to lock yet).
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(Organization.id).where(Organization.id == organization_id).with_for_update())
+    else:  # SQLite has no row lock: a no-op write takes the database's write lock until commit
+        session.execute(update(Organization).where(Organization.id == organization_id)
+                        .values(updated_at=Organization.updated_at))
     return session.scalar(select(CertificateRotation).where(
         CertificateRotation.organization_id == organization_id,
         CertificateRotation.connection_id == connection_id).with_for_update())
