@@ -30,6 +30,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from flask import Blueprint, Response, jsonify
 
+from . import idp_failures
 from .errors import ApiError, invalid_params
 from .http import json_body, opt_str
 from .ids import iso, new_id, utcnow
@@ -113,13 +114,7 @@ def verify(emu: Emulator, conn: Entity | None, org_id: str | None, email: str) -
             cert["_verified"] += 1
             cert["_last_verified_at"] = iso(now)
             return None
-    user = emu.store.user_by_email(email)
-    emu.emit("authentication.sso_failed", {
-        "type": "sso", "status": "failed", "ip_address": None, "user_agent": None,
-        "user_id": user["id"] if user else None, "email": email,
-        "sso": {"organization_id": org_id, "connection_id": conn["id"], "session_id": None},
-        "error": {"code": "invalid_saml_response", "message": REFUSAL},
-    }, org_id)
+    idp_failures.emit_sso_failed(emu, conn, org_id, email, "invalid_saml_response", REFUSAL)
     return "server_error", REFUSAL
 
 
