@@ -113,7 +113,8 @@ def _locked(session: Session, organization_id: str, connection_id: str) -> Certi
         CertificateRotation.connection_id == connection_id).with_for_update())
 
 
-def _connection_id(organization: Organization) -> str:
+def connection_of(organization: Organization) -> str:
+    """The organization's SSO connection id; 409 ``no_connection`` without one."""
     if not organization.connection_id:
         raise RotationError("This organization has no SSO connection to rotate.", code="no_connection")
     return organization.connection_id
@@ -144,7 +145,7 @@ def start(session: Session, client: WorkOSClient, organization: Organization, me
     422 ``no_new_certificate``) and ``WorkOSFailure``; audits ``sso.certificate_rotation.started``.
     """
     now = now or utcnow()
-    connection_id = _connection_id(organization)
+    connection_id = connection_of(organization)
     row = _locked(session, organization.id, connection_id)
     if row is not None and row.state != "retired":
         fingerprints = {c.sha256_fingerprint.replace(":", "").lower() for c in metadata.certificates}
@@ -171,7 +172,7 @@ def start(session: Session, client: WorkOSClient, organization: Organization, me
 
 
 def _in_progress(session: Session, organization: Organization) -> CertificateRotation:
-    row = _locked(session, organization.id, _connection_id(organization))
+    row = _locked(session, organization.id, connection_of(organization))
     if row is None:
         raise RotationError("Start a certificate rotation first.", code="no_rotation", status=404)
     return row

@@ -24,17 +24,17 @@ from typing import Any
 
 from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
 
+from ..errors import AppError
 from ..extensions import db
 from ..idp import IdPPlugin, SamlMetadata, get_registry
 from ..models import Organization, utcnow
-from ..services import cert_rotation, metadata_fetch, sign_in_attempts, sso_setup
+from ..services import cert_rotation, rotation_metadata, sign_in_attempts, sso_setup
 from ..services.cert_rotation import RotationError
 from ..urls import external_url
 from .views import _cause, _organization, admin_only
 
 bp = Blueprint("sso_rotation", __name__, url_prefix="/admin/sso/rotation", template_folder="templates")
 STATE_KEY = "sso_rotation_state"
-MAX_UPLOAD = metadata_fetch.MAX_BYTES
 
 
 def _client() -> Any:
@@ -42,12 +42,7 @@ def _client() -> Any:
 
 
 def _plugin_of(org: Organization) -> IdPPlugin | None:
-    """The organization's plugin: the one its setup activated, else the one whose WorkOS connection type it has."""
-    registry = get_registry(current_app)
-    found = registry.get(org.idp_plugin or "")
-    if found is None and org.connection_type:
-        found = next((p for p in registry if org.connection_type in p.connection_types.values()), None)
-    return found
+    return rotation_metadata.plugin_for(get_registry(current_app), org)
 
 
 def _page(org: Organization, errors: dict[str, str] | None = None, status: int = 200) -> tuple[str, int]:
@@ -68,39 +63,17 @@ def page() -> tuple[str, int]:
 
 def _metadata(org: Organization) -> tuple[SamlMetadata, str]:
     """The uploaded or fetched metadata, checked by the organization's plugin; raises RotationError (422)."""
-    plugin = _plugin_of(org)
-    if plugin is None:
-        raise RotationError("This organization's identity provider is not known.", code="no_plugin")
     upload = request.files.get("metadata_file")
-    url = (request.form.get("metadata_url") or "").strip()
-    if upload is not None and upload.filename:
-        data, source, field = upload.read(MAX_UPLOAD + 1), "xml", "metadata_file"
-        if len(data) > MAX_UPLOAD:
-            raise RotationError("The metadata file is too large.", status=422, details={"field": field})
-    elif url:
-        checked = plugin.validate_metadata_url(url)
-        if not checked.ok:
-            raise RotationError(next(iter(checked.messages().values())), status=422,
-                                details={"field": "metadata_url"})
-        try:
-            data = metadata_fetch.fetch(str(checked.value))
-        except metadata_fetch.MetadataFetchError as exc:
-            raise RotationError(exc.message, status=422, details={"field": "metadata_url"}) from exc
-        source, field = "url", "metadata_url"
-    else:
-        raise RotationError("Upload the new metadata file or give its URL.", status=422,
-                            details={"field": "metadata_file"})
-    result = plugin.validate_metadata_xml(data, utcnow())
-    if not result.ok or not isinstance(result.value, SamlMetadata):
-        raise RotationError(next(iter(result.messages().values()), "Invalid metadata."), status=422,
-                            details={"field": field})
-    return result.value, source
+    xml = upload.read(rotation_metadata.MAX_BYTES + 1) if upload is not None and upload.filename else None
+    return rotation_metadata.read(_plugin_of(org), xml=xml, url=(request.form.get("metadata_url") or "").strip(),
+                                  now=utcnow())
 
 
-def _refused(org: Organization, exc: RotationError) -> tuple[str, int]:
+def _refused(org: Organization, exc: AppError, field: str | None = None) -> tuple[str, int]:
+    """The page again with *exc*'s message at its field (*field*, else the one it names, else ``rotation``)."""
     db.session.rollback()
-    field = str((exc.details or {}).get("field") or "rotation")
-    return _page(org, {field: exc.message}, exc.status)
+    fields = [field] if field else list((exc.details or {}).get("fields") or ["rotation"])
+    return _page(org, {str(name): exc.message for name in fields}, exc.status)
 
 
 @bp.post("/start")
@@ -111,6 +84,7 @@ def start() -> Any:
 
     org = _organization()
     try:
+        cert_rotation.connection_of(org)
         metadata, source = _metadata(org)
         cert_rotation.start(db.session(), _client(), org, metadata, source, _cause())
     except RotationError as exc:
@@ -170,8 +144,8 @@ def callback() -> Any:
     try:
         cert_rotation.finish_test_sign_in(db.session(), _client(), org, request.args.get("code", ""), _cause())
     except RotationError as exc:
-        return _refused(org, RotationError(exc.message, status=exc.status, details={"field": "test"}))
+        return _refused(org, exc, "test")
     except WorkOSFailure as exc:  # removing the old certificate failed: nothing is committed, the test can be rerun
-        return _refused(org, RotationError(f"WorkOS refused: {exc.message}", status=502, details={"field": "test"}))
+        return _refused(org, RotationError(f"WorkOS refused: {exc.message}", status=502), "test")
     db.session.commit()
     return redirect(url_for(".page"), 303)
