@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx2
@@ -33,3 +34,15 @@ def sso_code(emulator_url: str, email: str, connection_id: str = GLOBEX_CONN) ->
         "connection": connection_id, "login_hint": email}, follow_redirects=False)
     assert answer.status_code == 302, answer.text
     return parse_qs(urlsplit(answer.headers["location"]).query)
+
+
+def signed_in_globex_admin(app: Any, client: Any) -> Any:
+    """Globex mirrored, its connection trusting one old certificate (20 days left), *client* signed in as its
+    admin (recently: the step-up window holds)."""
+    from tests.auth_support import login, sync_organizations
+
+    sync_organizations(app)
+    old_pem, _ = pem_and_b64(20, "old.globex.test")
+    app.extensions["hatidata_workos"].client.sso.create_connection_saml_idp_signing_cert(GLOBEX_CONN, value=old_pem)
+    assert login(client, "admin@globex.test").status_code == 302
+    return client

@@ -9,19 +9,15 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.auth_support import csrf_headers, login, sync_organizations
-from tests.rotation_support import GLOBEX_CONN, metadata_with, pem_and_b64
+from tests.auth_support import csrf_headers, login
+from tests.rotation_support import GLOBEX_CONN, metadata_with, pem_and_b64, signed_in_globex_admin
 
 PATH = "/api/v1/organization/sso/certificate-rotation"
 
 
 @pytest.fixture
 def globex_admin(app: Flask, client: FlaskClient, emulator: Any) -> FlaskClient:
-    sync_organizations(app)
-    old_pem, _ = pem_and_b64(20, "old.globex.test")
-    app.extensions["hatidata_workos"].client.sso.create_connection_saml_idp_signing_cert(GLOBEX_CONN, value=old_pem)
-    assert login(client, "admin@globex.test").status_code == 302
-    return client
+    return signed_in_globex_admin(app, client)
 
 
 def test_start_read_and_switch(globex_admin: FlaskClient) -> None:

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from hatidata_auth.extensions import db
 from hatidata_auth.models import CertificateRotation, Organization, SignInAttempt
 from tests.auth_support import GLOBEX, csrf_headers, login, sync_organizations
-from tests.rotation_support import GLOBEX_CONN, metadata_with, pem_and_b64
+from tests.rotation_support import GLOBEX_CONN, metadata_with, pem_and_b64, signed_in_globex_admin
 from tests.support.servers import EmulatorControl
 
 PAGE = "/admin/sso/rotation/"
@@ -25,11 +25,7 @@ PAGE = "/admin/sso/rotation/"
 
 @pytest.fixture
 def admin(app: Flask, client: FlaskClient, emulator: Any) -> FlaskClient:
-    sync_organizations(app)
-    old_pem, _ = pem_and_b64(20, "old.globex.test")
-    app.extensions["hatidata_workos"].client.sso.create_connection_saml_idp_signing_cert(GLOBEX_CONN, value=old_pem)
-    assert login(client, "admin@globex.test").status_code == 302
-    return client
+    return signed_in_globex_admin(app, client)
 
 
 def post(client: FlaskClient, path: str, data: dict[str, Any] | None = None) -> Any:
