@@ -10,6 +10,7 @@ from .causes import Actor
 from .cli_audit import verify_stream_command, work_command
 from .cli_inbox import inbox_cli
 from .cli_sign_ins import sign_ins_cli
+from .cli_sso import sso_cli
 from .cli_support import WorkOSAwareGroup, unreachable_message
 from .extensions import db
 from .workos import WorkOSClient
@@ -332,3 +333,4 @@ audit_cli.add_command(verify_stream_command)
 audit_cli.add_command(work_command)
 hatidata_cli.add_command(inbox_cli)
 hatidata_cli.add_command(sign_ins_cli)
+hatidata_cli.add_command(sso_cli)

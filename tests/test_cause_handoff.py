@@ -131,6 +131,9 @@ def _actions(tenant: Tenant) -> list[tuple[str, str, dict[str, Any] | None, int]
         ("PATCH", f"/api/v1/members/{member}", {"role": "developer"}, 200),
         ("POST", f"/api/v1/webhook-inbox/{ids['inbox_event']}/replay", None, 200),
         ("POST", "/api/v1/organization/directory/resync", None, 409),
+        # Refused before any change (the rotation's own audit rows: tests/test_cert_rotation.py)
+        ("POST", "/api/v1/organization/sso/certificate-rotation", {"metadata_xml": "<x/>"}, 422),
+        ("POST", "/api/v1/organization/sso/certificate-rotation/switched", None, 404),
         ("PUT", "/api/v1/organization/break-glass", {"members": [member]}, 200),
         ("PUT", "/api/v1/organization/break-glass", {"members": []}, 200),
         ("POST", f"/api/v1/organization/alerts/{ids['break_glass_alert']}/resolve", None, 200),

@@ -37,9 +37,10 @@ WORKOS_COMMANDS: dict[str, list[str]] = {
     "rotate-secret": ["webhook-secret", "--endpoint-url", "http://127.0.0.1:1/webhooks/workos"],
     "inbox replay": ["--all-failed"],
     "inbox work": ["--drain"],
+    "sso forecast-certificates": [],
 }
 # Commands of the table that may finish without calling WorkOS when there is nothing to do (empty inbox).
-MAY_NOT_CALL = {"inbox replay", "inbox work"}
+MAY_NOT_CALL = {"inbox replay", "inbox work", "sso forecast-certificates"}
 
 
 def _commands(group: click.Group, prefix: str = "") -> Iterator[tuple[str, click.Command]]:

@@ -29,7 +29,7 @@ from tests.credential_support import bearer
 POLICY = "/api/v1/organization/policy"
 WINDOW = step_up.DEFAULT_STEP_UP_WINDOW
 SKIPPED_METHODS = {"HEAD", "OPTIONS"}
-PAGES = {"sso_wizard", "policy_page", "sso_sign_ins"}  # HTML blueprints (form posts carry a CSRF token)
+PAGES = {"sso_wizard", "policy_page", "sso_sign_ins", "sso_rotation"}  # HTML blueprints (form posts carry a CSRF token)
 PROBE_PREFIX = "/admin/probe-idp"  # deliberately outside /admin/sso: the plugin convention alone must cover it
 
 

@@ -74,6 +74,8 @@ def create_app(
     from .hosted import bp as hosted_bp
     from .hosted_authkit import bp as hosted_authkit_bp
     from .idp_failures import bp as idp_failures_bp
+    from .signing_certs import bp as signing_certs_bp
+    from .signing_certs import control_bp as signing_control_bp
 
     register_api(app)
     app.register_blueprint(hosted_bp)
@@ -83,6 +85,8 @@ def create_app(
     app.register_blueprint(continuations_bp)
     app.register_blueprint(authkit_control_bp)
     app.register_blueprint(idp_failures_bp)
+    app.register_blueprint(signing_certs_bp)
+    app.register_blueprint(signing_control_bp)
 
     @app.before_request
     def _before() -> Any:

@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from . import redirects, serialize, sessions
+from . import redirects, serialize, sessions, signing_certs
 from .api.misc import EVENT_TYPE, _check_url, _events_list, upsert_endpoint
 from .api.organizations import update_org
 from .errors import ApiError, invalid_params
@@ -199,7 +199,8 @@ def delete_connection(conn_id: str) -> Any:
 
 @bp.post("/connections/<conn_id>/certificate")
 def certificate_event(conn_id: str) -> Any:
-    """``{"kind": "renewed"|"renewal_required", "days_until_expiry"?: int}``: SAML certificate events."""
+    """``{"kind": "renewed"|"renewal_required", "days_until_expiry"?: int}``: SAML certificate events; without
+    ``days_until_expiry`` a connection holding certificates warns of the one the IdP signs with."""
     emu = emulator()
     data = json_body()
     kind = data.get("kind", "renewal_required")
@@ -215,6 +216,11 @@ def certificate_event(conn_id: str) -> Any:
     with emu.store.lock:
         conn = emu.store.get("connections", conn_id, "Connection")
         expiry = utcnow() + timedelta(days=days if kind == "renewal_required" else 365)
+        held = signing_certs.signing_certificate(conn)
+        if held is not None and kind == "renewal_required" and "days_until_expiry" not in data:
+            # The certificate the IdP signs with, as WorkOS warns of the one in use.
+            expiry = signing_certs.expiry(held)
+            days = (expiry - utcnow()).days
         payload: dict[str, Any] = {
             "connection": {"id": conn["id"], "organization_id": conn.get("organization_id")},
             "certificate": {"certificate_type": "ResponseSigning", "expiry_date": iso(expiry),

@@ -7,7 +7,7 @@ import time
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from . import authkit, idp, idp_failures, serialize
+from . import authkit, idp, idp_failures, serialize, signing_certs
 from .errors import ApiError
 from .ids import iso, new_id, token
 from .state import Emulator
@@ -144,6 +144,8 @@ def complete_login(emu: Emulator, areq: AuthRequest, org_id: str | None, email: 
             store.org_connection(org_id) if org_id else None
         )
         refused = idp_failures.refusal(emu, conn if method is None else None, org_id, email)
+        if refused is None and method is None:
+            refused = signing_certs.verify(emu, conn, org_id, email)
         if refused is not None:
             store.auth_requests.pop(areq.id, None)
             return add_query(areq.redirect_uri, error=refused[0], error_description=refused[1], state=areq.state)

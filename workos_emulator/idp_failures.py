@@ -81,14 +81,20 @@ def refusal(emu: Emulator, conn: Entity | None, org_id: str | None, email: str) 
     if conn is None or failure is None or failure["kind"] != "not_assigned":
         return None
     message = NOT_ASSIGNED_WORDS.get(str(conn.get("connection_type")), DEFAULT_NOT_ASSIGNED)
+    emit_sso_failed(emu, conn, org_id, email, "access_denied", message)
+    return "access_denied", message
+
+
+def emit_sso_failed(emu: Emulator, conn: Entity, org_id: str | None, email: str, code: str, message: str) -> None:
+    """Record ``authentication.sso_failed`` for *email*'s sign-in through *conn* (WorkOS's ``error.code`` and
+    ``error.message``)."""
     user = emu.store.user_by_email(email)
     emu.emit("authentication.sso_failed", {
         "type": "sso", "status": "failed", "ip_address": None, "user_agent": None,
         "user_id": user["id"] if user else None, "email": email,
         "sso": {"organization_id": org_id, "connection_id": conn["id"], "session_id": None},
-        "error": {"code": "access_denied", "message": message},
+        "error": {"code": code, "message": message},
     }, org_id)
-    return "access_denied", message
 
 
 def strip_attribute(emu: Emulator, profile: Entity) -> None:

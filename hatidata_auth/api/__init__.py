@@ -47,6 +47,7 @@ def init_api(app: Flask) -> None:
         audit_api,
         audit_exports_api,
         audit_streams_api,
+        cert_rotation_api,
         docs,
         identity_api,
         inbox_api,
@@ -61,7 +62,7 @@ def init_api(app: Flask) -> None:
         app.config.setdefault(key, value)
     api.init_app(app)
     for module in (identity_api, policy_api, organization_api, role_mappings_api, inbox_api, members_api,
-                   alerts_api, audit_api, audit_exports_api, audit_streams_api, sign_ins_api):
+                   alerts_api, audit_api, audit_exports_api, audit_streams_api, sign_ins_api, cert_rotation_api):
         for blp in module.BLUEPRINTS:
             # CSRF is enforced per request by the identity layer (cookie callers only).
             csrf.exempt(blp)

@@ -20,6 +20,8 @@ class AlertSchema(Schema):
     id = fields.String(required=True)
     organization_id = fields.String(required=True)
     kind = fields.String(required=True, metadata={"description": "`saml_certificate_renewal`, "
+                                                                 "`saml_certificate_expiry` (a held certificate "
+                                                                 "within 90, 30 or 7 days of expiry), "
                                                                  "`connection_inactive`, `break_glass_used` or "
                                                                  "`no_active_admin`."})
     target_type = fields.String(allow_none=True, required=True, metadata={"description": "e.g. `connection`."})
@@ -34,7 +36,8 @@ class AlertSchema(Schema):
     resolved_at = timestamp(allow_none=True, required=True)
     resolution = fields.String(allow_none=True, required=True,
                                metadata={"description": "The event type that ended its cause, e.g. "
-                                                        "`connection.saml_certificate_renewed`."})
+                                                        "`connection.saml_certificate_renewed`, or "
+                                                        "`certificate_rotated` / `certificate_retired`."})
     source_event_id = fields.String(allow_none=True, required=True)
     created_at = timestamp(required=True)
     updated_at = timestamp(required=True)

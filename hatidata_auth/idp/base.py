@@ -94,6 +94,8 @@ class IdPPlugin:
     #: Console instructions for the SAML app, then for the OIDC app.
     saml_console_steps: ClassVar[tuple[ConsoleStep, ...]] = ()
     oidc_console_steps: ClassVar[tuple[ConsoleStep, ...]] = ()
+    #: How to rotate the SAML signing certificate in the IdP's console (shown by the "Rotate certificate" flow).
+    rotation_steps: ClassVar[tuple[ConsoleStep, ...]] = ()
     #: Directory-sync setup instructions.
     directory_steps: ClassVar[tuple[ConsoleStep, ...]] = ()
     #: The attributes (SAML) / claims (OIDC) the IdP sends, with advice when one is missing.

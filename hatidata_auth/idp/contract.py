@@ -24,7 +24,7 @@ from .base import IdPPlugin, class_problems, host_of, instance_problems
 from .hosts import guess_idp
 from .registry import check_blueprint, discover, load_plugin
 from .sign_in import SIGN_IN_REASONS
-from .values import PLACEHOLDERS, HealthCheck, NormalizedProfile, SetupStatus
+from .values import PLACEHOLDERS, ConsoleStep, HealthCheck, NormalizedProfile, SetupStatus
 
 _PLACEHOLDER = re.compile(r"{([a-z_]+)}")
 
@@ -198,6 +198,12 @@ class IdPPluginContract:
                 fix = idp_plugin.sign_in_fix("missing_attribute", protocol, requirement.field)
                 assert (requirement.idp_attribute or requirement.field) in fix, (protocol, requirement.field)
         assert not set(idp_plugin.sign_in_fixes) - set(SIGN_IN_REASONS)
+
+    def test_saml_plugins_give_certificate_rotation_steps(self, idp_plugin: IdPPlugin) -> None:
+        # The "Rotate certificate" flow shows these in the IdP's words; without them an admin is left guessing.
+        if "saml" in idp_plugin.protocols:
+            assert idp_plugin.rotation_steps, "a SAML plugin must give rotation_steps"
+            assert all(isinstance(s, ConsoleStep) and s.action.strip() for s in idp_plugin.rotation_steps)
 
     def test_blueprint_is_namespaced(self, idp_plugin: IdPPlugin) -> None:
         blueprint = idp_plugin.create_blueprint()

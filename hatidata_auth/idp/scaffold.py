@@ -66,6 +66,11 @@ class {cls}(IdPPlugin):
         )),
         ConsoleStep("Send the attributes email, firstName, lastName and groups; assign the users."),
     )
+    rotation_steps = (
+        ConsoleStep("In {display_name}, create the application's new signing certificate and download the new "
+                    "metadata."),
+        ConsoleStep("Make the new certificate the one {display_name} signs with."),
+    )
     saml_attributes = (
         AttributeRequirement("email", "email", advice="Map the user's email to the attribute email."),
         AttributeRequirement("first_name", "firstName", advice="Map the first name to firstName."),

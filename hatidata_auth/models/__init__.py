@@ -17,7 +17,7 @@ from .directory import (
     RoleMapping,
 )
 from .inbox import SyncCursor, WebhookEvent
-from .setup import OrganizationAlert, WizardProgress
+from .setup import CertificateRotation, OrganizationAlert, WizardProgress
 from .sign_ins import SignInAttempt
 from .tenancy import MEMBERSHIP_SOURCES, MEMBERSHIP_STATUSES, SIGN_IN_METHODS, Membership, Organization, User
 
@@ -36,6 +36,7 @@ __all__ = [
     "AuditSigningKey",
     "AuditStream",
     "AuthSession",
+    "CertificateRotation",
     "DirectoryGroup",
     "DirectoryGroupMembership",
     "DirectoryUser",

@@ -55,3 +55,28 @@ class OrganizationAlert(TenantMixin, TimestampMixin, db.Model):  # type: ignore[
     # Version guard: (event time, event id) of the last event applied; WorkOS event ids are time-ordered.
     version_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     version_event_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class CertificateRotation(TenantMixin, TimestampMixin, db.Model):  # type: ignore[name-defined]
+    """A SAML signing-certificate rotation of one connection: ``both_trusted`` (the new certificate added beside
+    the old ones) → ``switched`` (the admin says the IdP signs with the new one) → ``retired`` (a test sign-in
+    passed, the old certificates were removed at WorkOS). One row per connection; a new rotation reuses it."""
+
+    __tablename__ = "certificate_rotations"
+    __table_args__ = (UniqueConstraint("organization_id", "connection_id", name="uq_certificate_rotation_conn"),)
+    __tenant_index__ = False
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("rot"))
+    connection_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    # WorkOS's id of the new certificate, its SHA-256 fingerprint (hex) and expiry.
+    new_certificate_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    new_fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)
+    new_not_after: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # WorkOS ids of the certificates the rotation retires.
+    old_certificate_ids: Mapped[list[str]] = mapped_column(JSON, default=list, nullable=False)
+    metadata_source: Mapped[str] = mapped_column(String(8), nullable=False)
+    switched_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The email of the test sign-in that proved the switch.
+    verified_by: Mapped[str | None] = mapped_column(String(320))

@@ -208,7 +208,9 @@ def _transition(ctx: EventContext, org: Organization, kind: AlertKind, target_id
 # and an organization left without an active admin by its directory (resolved when an admin exists again).
 BREAK_GLASS_USED = "break_glass_used"
 NO_ACTIVE_ADMIN = "no_active_admin"
-RAISED_KINDS: frozenset[str] = frozenset({BREAK_GLASS_USED, NO_ACTIVE_ADMIN})
+# A SAML signing certificate within 90/30/7 days of expiry (services/cert_forecasts.py; resolved when retired).
+CERTIFICATE_EXPIRY = "saml_certificate_expiry"
+RAISED_KINDS: frozenset[str] = frozenset({BREAK_GLASS_USED, NO_ACTIVE_ADMIN, CERTIFICATE_EXPIRY})
 ADMIN_RESOLVABLE: frozenset[str] = frozenset({BREAK_GLASS_USED})
 
 

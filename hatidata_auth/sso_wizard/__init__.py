@@ -12,14 +12,17 @@ from .guide import add_guide
 
 
 def init_app(app: Flask, registry: PluginRegistry) -> None:
-    """Mount the wizard blueprint ``sso_wizard`` and the sign-ins page ``sso_sign_ins``, then each plugin's
-    ``idp_<name>`` blueprint (with the setup guide when the plugin sets ``setup_guide``); raises
+    """Mount the wizard blueprint ``sso_wizard``, the sign-ins page ``sso_sign_ins`` and the certificate
+    rotation ``sso_rotation``, then each plugin's ``idp_<name>`` blueprint (with the setup guide when the
+    plugin sets ``setup_guide``); raises
     ``PluginLoadError`` on a misnamed plugin blueprint."""
     from .diagnostics import bp as sign_ins_bp
+    from .rotation import bp as rotation_bp
     from .views import bp
 
     app.register_blueprint(bp)
     app.register_blueprint(sign_ins_bp)
+    app.register_blueprint(rotation_bp)
     for plugin in registry:
         blueprint = plugin.create_blueprint()
         if blueprint is not None:

@@ -80,6 +80,13 @@ class AzurePlugin(IdPPlugin):
         ConsoleStep("Add a group claim → “Groups assigned to the application”, source attribute Group ID → Save."),
         ConsoleStep("Users and groups → Add user/group → assign the three HatiData groups."),
     )
+    rotation_steps = (
+        ConsoleStep("Entra admin center → Enterprise applications → your HatiData app → Single sign-on → SAML "
+                    "Certificates → Edit → Add a certificate (New Certificate → Save); it is added inactive."),
+        ConsoleStep("Download the new Federation Metadata XML (or copy the App Federation Metadata URL) and give it "
+                    "to this page."),
+        ConsoleStep("After this page trusts both certificates: on the new certificate, ⋯ → Make certificate active."),
+    )
     oidc_console_steps = (
         ConsoleStep("Entra admin center → Identity → Applications → App registrations → New registration "
                     "(single tenant)."),

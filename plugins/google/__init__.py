@@ -59,6 +59,12 @@ class GooglePlugin(IdPPlugin):
         )),
         ConsoleStep("User access → ON for the organizational units (or groups) that use HatiData."),
     )
+    rotation_steps = (
+        ConsoleStep("Google Admin console → Apps → Web and mobile apps → your HatiData app → Service provider "
+                    "details → Manage certificates → Add certificate."),
+        ConsoleStep("Download the new metadata (Download metadata → IdP metadata) and upload it to this page."),
+        ConsoleStep("After this page trusts both certificates: select the new certificate for the app and save."),
+    )
     oidc_console_steps = (
         ConsoleStep("Google Cloud Console → your project → Google Auth Platform → Get started; Audience Internal."),
         ConsoleStep("Clients → Create client → Web application; Authorized redirect URIs:", (

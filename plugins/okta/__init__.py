@@ -61,6 +61,13 @@ class OktaPlugin(IdPPlugin):
         ConsoleStep("Feedback: “I'm an Okta customer adding an internal app” → Finish."),
         ConsoleStep("Assignments tab → Assign to People / Assign to Groups: only assigned users can sign in."),
     )
+    rotation_steps = (
+        ConsoleStep("Admin Console → Applications → your HatiData app → Sign On tab → SAML Signing Certificates → "
+                    "Generate new certificate (the current one stays active)."),
+        ConsoleStep("On the new certificate's row: Actions → View IdP metadata; save it as a file or copy its URL, "
+                    "and give it to this page."),
+        ConsoleStep("After this page trusts both certificates: Actions → Activate on the new certificate."),
+    )
     oidc_console_steps = (
         ConsoleStep("Applications → Create App Integration → OIDC - OpenID Connect → Web Application."),
         ConsoleStep("Sign-in redirect URIs → Add URI:",

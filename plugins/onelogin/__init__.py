@@ -71,6 +71,13 @@ class OneLoginPlugin(IdPPlugin):
         ConsoleStep("SSO tab → More Actions → SAML Metadata: keep the downloaded file for the next steps."),
         ConsoleStep("Users → give the HatiData roles to the right people and the app to them."),
     )
+    rotation_steps = (
+        ConsoleStep("OneLogin Administration → Security → Certificates → New: create the new certificate."),
+        ConsoleStep("Applications → your HatiData app → SSO → download the SAML metadata signed with the new "
+                    "certificate (More Actions → SAML Metadata after choosing it) and give it to this page."),
+        ConsoleStep("After this page trusts both certificates: SSO tab → X.509 Certificate → Change → choose the "
+                    "new certificate → Save (the app's certificate changes)."),
+    )
     oidc_console_steps = (
         ConsoleStep("Applications → Add App → “OpenId Connect (OIDC)”."),
         ConsoleStep("Configuration tab → Redirect URI's (HTTPS; changes can take 10 minutes):", (

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, redirect, render_template, request
 
-from .. import flows, serialize, sessions
+from .. import flows, serialize, sessions, signing_certs
 from ..errors import ApiError, invalid_params, oauth_error
 from ..hosted import begin_authorization
 from ..http import json_body, opt_str, require_str
@@ -85,6 +85,8 @@ def create_connection() -> Any:
     if inferred is None:
         raise invalid_params("saml_options or oidc_options is required.", "saml_options", "oidc_options")
     ctype = opt_str(data, "connection_type") or inferred
+    pems = (data.get("saml_options") or {}).get("idp_signing_certs")
+    certs = [signing_certs.parse_pem(p) for p in pems] if isinstance(pems, list) else []
     external_id = opt_str(data, "external_id")
     with emu.store.lock:
         store = emu.store
@@ -106,6 +108,8 @@ def create_connection() -> Any:
             "updated_at": now,
             "_options": options,
         }
+        for cert in certs:
+            signing_certs.add(conn, cert)
         store.connections[conn["id"]] = conn
         emu.emit("connection.activated", serialize.connection_event(store, conn), org_id)
         return jsonify(serialize.connection(store, conn)), 201
