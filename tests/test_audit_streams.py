@@ -248,6 +248,8 @@ def test_backoff_then_dead_letter_then_retry_resumes_from_the_cursor(app: Flask,
                                                            AuditEvent.action == "audit_stream.dead_lettered")).all()
         assert [(r.target_id, r.outcome, r.details["attempts"]) for r in rows] == [(stream["id"], "failure", 3)]
         db.session.remove()
+    alert = _dead_letter_alerts(app, acme)
+    assert [(a["target_id"], a["details"]["attempts"]) for a in alert] == [(stream["id"], 3)]  # the admin is told
     before = len(https_sink.requests)
     audit_runtime.run_once(app, now=now + timedelta(days=1))  # dead letters wait for an admin
     assert len(https_sink.requests) == before
@@ -260,6 +262,13 @@ def test_backoff_then_dead_letter_then_retry_resumes_from_the_cursor(app: Flask,
     assert (final["state"], final["cursor"]) == ("active", _head(app, acme.id))
     seqs = [r["seq"] for r in https_sink.records() if "type" not in r]
     assert list(dict.fromkeys(seqs)) == list(range(1, final["cursor"] + 1))
+    assert _dead_letter_alerts(app, acme) == []  # resolved by the first delivery after the retry
+
+
+def _dead_letter_alerts(app: Flask, tenant: Tenant) -> list[dict[str, Any]]:
+    answer = app.test_client().get("/api/v1/organization/alerts", headers=headers_for(tenant, "admin"))
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    return [a for a in answer.get_json()["data"] if a["kind"] == "audit_stream_dead_letter"]
 
 
 @given(attempts=st.integers(1, 60), jitter=st.floats(0, 0.999999))

@@ -22,8 +22,10 @@ class AlertSchema(Schema):
     kind = fields.String(required=True, metadata={"description": "`saml_certificate_renewal`, "
                                                                  "`saml_certificate_expiry` (a held certificate "
                                                                  "within 90, 30 or 7 days of expiry), "
-                                                                 "`connection_inactive`, `break_glass_used` or "
-                                                                 "`no_active_admin`."})
+                                                                 "`connection_inactive`, `break_glass_used`, "
+                                                                 "`no_active_admin` or `audit_stream_dead_letter` "
+                                                                 "(a SIEM sink stopped after too many failed "
+                                                                 "deliveries)."})
     target_type = fields.String(allow_none=True, required=True, metadata={"description": "e.g. `connection`."})
     target_id = fields.String(allow_none=True, required=True,
                               metadata={"description": "The WorkOS id of the object, e.g. `conn_01…`."})

@@ -210,7 +210,11 @@ BREAK_GLASS_USED = "break_glass_used"
 NO_ACTIVE_ADMIN = "no_active_admin"
 # A SAML signing certificate within 90/30/7 days of expiry (services/cert_forecasts.py; resolved when retired).
 CERTIFICATE_EXPIRY = "saml_certificate_expiry"
-RAISED_KINDS: frozenset[str] = frozenset({BREAK_GLASS_USED, NO_ACTIVE_ADMIN, CERTIFICATE_EXPIRY})
+# An audit stream stopped after too many failed deliveries (services/audit_sinks.py; resolved when a batch is
+# delivered again after an admin's retry, or when the stream is deleted).
+AUDIT_STREAM_DEAD_LETTER = "audit_stream_dead_letter"
+RAISED_KINDS: frozenset[str] = frozenset({BREAK_GLASS_USED, NO_ACTIVE_ADMIN, CERTIFICATE_EXPIRY,
+                                          AUDIT_STREAM_DEAD_LETTER})
 ADMIN_RESOLVABLE: frozenset[str] = frozenset({BREAK_GLASS_USED})
 
 

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from .. import metrics
 from ..causes import Cause
 from ..models import AuditEvent, AuditStream, new_id, utcnow
-from . import audit, audit_checkpoints, secret_seal
+from . import alerts, audit, audit_checkpoints, secret_seal
 from .audit_queries import event_view
 from .audit_sink_endpoints import parse
 from .audit_sink_wire import DeliveryFailed, Line, Target, deliver
@@ -146,6 +146,12 @@ def _fail(session: Session, row: AuditStream, claim: str, error: str, lines: int
                      cause=Cause.system("audit stream delivery failed too often"),
                      organization_id=row.organization_id, target_type="audit_stream", target_id=row.id,
                      outcome="failure", details={"attempts": attempts, "cursor": cursor, "error": error})
+        alerts.raise_alert(session, organization_id=row.organization_id, kind=alerts.AUDIT_STREAM_DEAD_LETTER,
+                           target_type="audit_stream", target_id=row.id,
+                           message=f"The audit stream {row.name!r} stopped after {attempts} failed deliveries: "
+                                   "fix the receiver, then retry the stream.",
+                           details={"attempts": attempts, "cursor": cursor, "error": error[:512]},
+                           cause=Cause.system("audit stream delivery failed too often"), now=now)
     session.commit()
     metrics.audit_stream(row.kind, state if dead else "failed", lines)
     return state
@@ -164,6 +170,7 @@ def deliver_stream(session: Session, stream_id: str, *, seal_key: str, policy: P
     assert row is not None
     # the row is read once and never assigned to: progress is written by _settle under the claim only
     delivered, cursor = 0, row.cursor
+    recovering = row.last_error is not None
     size = min(policy.batch, DATADOG_MAX_ENTRIES // 2) if row.kind == "datadog" else policy.batch
     try:
         target = _target(row, seal_key, policy)
@@ -186,6 +193,11 @@ def deliver_stream(session: Session, stream_id: str, *, seal_key: str, policy: P
                        delivered_events=AuditStream.delivered_events + len(lines)):
             session.rollback()
             return SinkReport(stream_id, delivered, "lost_lease")
+        if recovering:  # the first delivery after failures ends a dead-letter alert, if one is open
+            alerts.resolve_raised(session, organization_id=row.organization_id, kind=alerts.AUDIT_STREAM_DEAD_LETTER,
+                                  target_id=row.id, resolution="delivered",
+                                  cause=Cause.system("audit stream delivered again"), now=now)
+            recovering = False
         session.commit()
         metrics.audit_stream(row.kind, "delivered", len(lines), lag=clock() - newest)
         delivered, cursor = delivered + len(lines), last

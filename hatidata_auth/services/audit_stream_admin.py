@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from ..causes import Cause
 from ..errors import AppError
 from ..models import STREAM_KINDS, AuditChainHead, AuditStream, new_id
-from . import audit, secret_seal
+from . import alerts, audit, secret_seal
 from .audit_sink_endpoints import parse
 from .tenant_admin import Conflict, NotFound
 
@@ -200,6 +200,8 @@ def delete_stream(session: Session, organization_id: str, stream_id: str, *, cau
     session.flush()
     audit.record(session, action="audit_stream.deleted", cause=cause, organization_id=organization_id,
                  target_type="audit_stream", target_id=stream_id, details=details)
+    alerts.resolve_raised(session, organization_id=organization_id, kind=alerts.AUDIT_STREAM_DEAD_LETTER,
+                          target_id=stream_id, resolution="audit_stream.deleted", cause=cause)
 
 
 def retry_stream(session: Session, organization_id: str, stream_id: str, *, cause: Cause) -> StreamView:
