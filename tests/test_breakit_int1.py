@@ -1,0 +1,185 @@
+"""Break-it findings on the integration branch (audit streams, webhook body rules, WorkOS revocation jobs): each
+test states a fault and is marked ``xfail(strict=True)`` until the product is fixed. Both backends."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import func, select
+
+from hatidata_auth import audit_runtime
+from hatidata_auth.extensions import db
+from hatidata_auth.models import AuditStream
+from tests.api_support import Tenant, headers_for, make_tenant
+
+STREAMS = "/api/v1/organization/audit-streams"
+
+
+@pytest.fixture
+def acme(app: Flask) -> Tenant:
+    app.config["HATIDATA_AUDIT_STREAM_ALLOW_LOOPBACK_HTTP"] = False  # production's rule
+    return make_tenant(app, "Acme")
+
+
+def _count(app: Flask, tenant: Tenant) -> int:
+    with app.app_context():
+        found = db.session.scalar(select(func.count()).select_from(AuditStream)
+                                  .where(AuditStream.organization_id == tenant.id))
+        db.session.remove()
+    return int(found or 0)
+
+
+@pytest.mark.xfail(strict=True, reason="the configuration check takes a host of digits or hex as a name: a loopback "
+                                       "address in decimal, hex, octal or short form is accepted (201) and only "
+                                       "refused at every delivery")
+@pytest.mark.parametrize("endpoint", ["https://2130706433/hook", "https://0x7f000001/hook",
+                                      "https://0177.0.0.1/hook", "https://127.1/hook"])
+def test_a_loopback_address_in_a_numeric_form_is_refused_when_the_sink_is_configured(
+        app: Flask, acme: Tenant, endpoint: str) -> None:
+    response = app.test_client().post(STREAMS, json={"name": "n", "kind": "https", "endpoint": endpoint},
+                                      headers=headers_for(acme, "admin"))
+    assert response.status_code == 422, response.get_json()
+
+
+@pytest.mark.xfail(strict=True, reason="the per-organization limit is a count then an insert with no lock: "
+                                       "concurrent creates all pass HATIDATA_AUDIT_STREAMS_MAX")
+def test_concurrent_creates_never_pass_the_per_organization_limit(app: Flask, acme: Tenant) -> None:
+    app.config["HATIDATA_AUDIT_STREAMS_MAX"] = 2  # the tenant has one (paused) sink already
+    barrier = threading.Barrier(8)
+    codes: list[int] = []
+
+    def create(n: int) -> None:
+        client = app.test_client()
+        barrier.wait()
+        codes.append(client.post(STREAMS, json={"name": f"s{n}", "kind": "https",
+                                                 "endpoint": f"https://siem{n}.acme.test/hook"},
+                                  headers=headers_for(acme, "admin")).status_code)
+
+    threads = [threading.Thread(target=create, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert _count(app, acme) <= 2, codes
+
+
+@pytest.fixture
+def listener() -> Iterator[tuple[int, list[str]]]:
+    """A TCP listener on loopback recording who connected (an internal service an attacker aims a sink at)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.settimeout(0.2)
+    seen: list[str] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, peer = server.accept()
+            except OSError:
+                continue
+            seen.append(peer[0])
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1], seen
+    stop.set()
+    thread.join()
+    server.close()
+
+
+REBIND_SINKS = {"https": ("https://rebind.attacker.test:{port}/hook", None),
+                "splunk_hec": ("https://rebind.attacker.test:{port}", "hec-token-0123456789abcdef"),
+                "datadog": ("https://rebind.attacker.test:{port}", "dd-api-key-0123456789abcdef"),
+                "syslog_tls": ("rebind.attacker.test:{port}", None)}
+
+
+@pytest.mark.xfail(strict=True, reason="SSRF by DNS rebinding: check_resolved resolves the host, then the HTTP "
+                                       "client / socket.create_connection resolve it again and connect unchecked")
+@pytest.mark.parametrize("kind", sorted(REBIND_SINKS))
+def test_a_name_rebinding_to_loopback_after_the_check_is_never_connected_to(
+        app: Flask, acme: Tenant, listener: tuple[int, list[str]], monkeypatch: pytest.MonkeyPatch,
+        kind: str) -> None:
+    """The host is resolved once by ``check_resolved`` and again by the HTTP client: a name that answers a public
+    address first and loopback next (DNS rebinding, TTL 0) reaches an internal service."""
+    port, seen = listener
+    app.config["HATIDATA_AUDIT_STREAM_TIMEOUT"] = 1.0
+    endpoint, secret = REBIND_SINKS[kind]
+    body = {"name": "rebind", "kind": kind, "endpoint": endpoint.format(port=port),
+            **({"secret": secret} if secret else {})}
+    created = app.test_client().post(STREAMS, json=body, headers=headers_for(acme, "admin"))
+    assert created.status_code == 201, created.get_json()
+    real = socket.getaddrinfo
+    answers = iter(["93.184.216.34"])
+
+    def rebinding(host: Any, port_: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != "rebind.attacker.test":
+            return real(host, port_, *args, **kwargs)
+        address = next(answers, "127.0.0.1")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, int(port_)))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    audit_runtime.run_once(app)
+    assert seen == []
+
+
+def _create(app: Flask, tenant: Tenant, name: str, endpoint: str) -> str:
+    response = app.test_client().post(STREAMS, json={"name": name, "kind": "https", "endpoint": endpoint},
+                                      headers=headers_for(tenant, "admin"))
+    assert response.status_code == 201, response.get_json()
+    return str(response.get_json()["id"])
+
+
+@pytest.mark.xfail(strict=True, reason="run() claims every sink of a pass with the pass's start time: a sink "
+                                       "reached after HATIDATA_AUDIT_STREAM_LEASE seconds of slow sinks is claimed "
+                                       "with a lease already expired, so a second worker delivers it concurrently")
+def test_a_sink_being_delivered_is_never_due_for_another_worker(
+        app: Flask, acme: Tenant, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlalchemy.orm import Session
+
+    from hatidata_auth.models import utcnow
+    from hatidata_auth.services import audit_sinks
+
+    app.config["HATIDATA_AUDIT_STREAM_LEASE"] = 1
+    first, second = _create(app, acme, "first", "https://a.acme.test/hook"), \
+        _create(app, acme, "second", "https://b.acme.test/hook")
+    due_while_delivered: list[str] = []
+
+    def slow_sink(target: Any, lines: Any, **kwargs: Any) -> None:  # a receiver taking longer than the lease
+        delivering = {"a.acme.test": first, "b.acme.test": second}[target.endpoint.host]
+        with Session(db.engine) as other_worker:
+            if delivering in audit_sinks.due_streams(other_worker, now=utcnow()):
+                due_while_delivered.append(delivering)
+        threading.Event().wait(1.3)
+
+    monkeypatch.setattr(audit_sinks, "deliver", slow_sink)
+    audit_runtime.run_once(app)
+    assert due_while_delivered == []
+
+
+@pytest.mark.xfail(strict=True, reason="a sink paused (PATCH enabled=false) while a batch is in flight ends "
+                                       "enabled=false but state 'active': the worker's settle overwrites 'paused'")
+def test_a_sink_paused_during_a_delivery_stays_paused(app: Flask, acme: Tenant,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from hatidata_auth.services import audit_sinks
+
+    stream = _create(app, acme, "sink", "https://a.acme.test/hook")
+    paused: list[int] = []
+
+    def pause_meanwhile(target: Any, lines: Any, **kwargs: Any) -> None:
+        if not paused:
+            paused.append(app.test_client().patch(f"{STREAMS}/{stream}", json={"enabled": False},
+                                                  headers=headers_for(acme, "admin")).status_code)
+
+    monkeypatch.setattr(audit_sinks, "deliver", pause_meanwhile)
+    audit_runtime.run_once(app)
+    assert paused == [200]
+    shown = app.test_client().get(f"{STREAMS}/{stream}", headers=headers_for(acme, "admin")).get_json()
+    assert (shown["enabled"], shown["state"]) == (False, "paused")
