@@ -347,3 +347,84 @@ def test_the_stream_carries_the_checkpoint_signed_after_its_events_were_delivere
         db.session.remove()
     assert head in signed  # it was signed...
     assert head in streamed_checkpoints, (head, streamed_checkpoints)
+
+
+class _HostileReceiver:
+    """A plain-HTTP receiver on loopback (allowed in development) owned by a tenant that means harm: it answers
+    every POST with ``answer`` (status line, headers, then body chunks sent ``drip`` seconds apart)."""
+
+    def __init__(self, body_chunks: list[bytes], drip: float = 0.0) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        chunks, pause = body_chunks, drip
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(sum(len(c) for c in chunks)))
+                self.end_headers()
+                try:
+                    for chunk in chunks:
+                        self.wfile.write(chunk)
+                        self.wfile.flush()
+                        threading.Event().wait(pause)
+                except OSError:
+                    pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _hec_sink(app: Flask, tenant: Tenant, url: str) -> str:
+    app.config["HATIDATA_AUDIT_STREAM_ALLOW_LOOPBACK_HTTP"] = True
+    response = app.test_client().post(STREAMS, json={"name": "hostile", "kind": "splunk_hec", "endpoint": url,
+                                                     "secret": "hec-token-0123456789abcdef"},
+                                      headers=headers_for(tenant, "admin"))
+    assert response.status_code == 201, response.get_json()
+    return str(response.get_json()["id"])
+
+
+@pytest.mark.xfail(strict=True, reason="a Splunk HEC answer nested deeper than the recursion limit raises "
+                                       "RecursionError out of the delivery (only ValueError/AttributeError are "
+                                       "caught): the pass aborts, and AuditWorker._loop, which catches only "
+                                       "SQLAlchemyError/OSError, dies, stopping checkpoints, streams and exports "
+                                       "of every organization")
+def test_a_sink_answering_deeply_nested_json_only_fails_its_own_delivery(app: Flask, acme: Tenant) -> None:
+    receiver = _HostileReceiver([b"[" * 200_000 + b"]" * 200_000])
+    try:
+        stream = _hec_sink(app, acme, receiver.url)
+        audit_runtime.run_once(app)
+    finally:
+        receiver.stop()
+    shown = app.test_client().get(f"{STREAMS}/{stream}", headers=headers_for(acme, "admin")).get_json()
+    assert shown["state"] == "retrying"
+
+
+@pytest.mark.xfail(strict=True, reason="HATIDATA_AUDIT_STREAM_TIMEOUT bounds each read, not a delivery: a sink "
+                                       "that trickles its answer holds the single audit worker (every "
+                                       "organization's streams, checkpoints and exports) as long as it likes")
+def test_a_sink_trickling_its_answer_is_cut_at_the_delivery_timeout(app: Flask, acme: Tenant) -> None:
+    import time
+
+    app.config["HATIDATA_AUDIT_STREAM_TIMEOUT"] = 1.0
+    receiver = _HostileReceiver([b" "] * 12 + [b'{"text": "Success", "code": 0}'], drip=0.5)
+    try:
+        _hec_sink(app, acme, receiver.url)
+        started = time.monotonic()
+        audit_runtime.run_once(app)
+        elapsed = time.monotonic() - started
+    finally:
+        receiver.stop()
+    assert elapsed < 4.0, elapsed
