@@ -18,6 +18,9 @@ from hatidata_auth.extensions import db
 from hatidata_auth.models import AuditStream
 from tests.api_support import Tenant, headers_for, make_tenant
 
+# the emulator-backed fixtures of the revocation-job suite, shared rather than copied
+from tests.test_workos_revocation_jobs import control, resynced  # noqa: F401
+
 STREAMS = "/api/v1/organization/audit-streams"
 
 
@@ -227,40 +230,17 @@ def test_an_unsigned_webhook_of_any_content_type_is_refused_unread(app: Flask, c
     assert (answer.status_code, answer.get_json()["error"]["code"]) == (401, "invalid_signature")
 
 
-@pytest.fixture
-def control(emulator: Any) -> Any:
-    from tests.support.servers import EmulatorControl
-
-    return EmulatorControl(emulator.url)
-
-
-@pytest.fixture
-def mirrored(db_session: Any, workos_client: Any) -> None:
-    """The demo organizations mirrored and resynced with their role mappings (as test_workos_revocation_jobs)."""
-    from flask import current_app
-
-    from hatidata_auth.causes import Actor
-    from hatidata_auth.idp import get_registry
-    from hatidata_auth.services import reconcile
-    from tests.support.dsync import mirror_organizations
-
-    mirror_organizations(db_session, workos_client)
-    for report in reconcile.resync_all(db_session, workos_client):
-        reconcile.ensure_demo_mappings(db_session, workos_client, organization_id=report.organization_id,
-                                       actor=Actor.system("test"), plugins=get_registry(current_app))
-        db_session.commit()
-
-
 @pytest.mark.xfail(strict=True, reason="inbox.receive (the Events API poller, a replayed WorkOS event) applies a "
                                        "deprovisioning outside workos_revocations.deferred_in: it still calls "
                                        "WorkOS once per session inside the transaction holding the person's locks")
+@pytest.mark.usefixtures("resynced")
 def test_a_deprovisioning_polled_from_the_events_api_queues_its_workos_revocations(
-        app: Flask, mirrored: None, control: Any) -> None:
+        app: Flask, request: pytest.FixtureRequest) -> None:
     from hatidata_auth.services import inbox
     from tests.test_workos_revocation_jobs import _audit, _deprovisioning_event, _signed_in
 
     client, _ = _signed_in(app)
-    event = _deprovisioning_event(control, "deactivate")
+    event = _deprovisioning_event(request.getfixturevalue("control"), "deactivate")
     with app.app_context():
         result = inbox.receive(db.session(), app.extensions["hatidata_workos"].client, event, source="events_api")
         db.session.remove()
@@ -274,21 +254,22 @@ def test_a_deprovisioning_polled_from_the_events_api_queues_its_workos_revocatio
 @pytest.mark.xfail(strict=True, reason="a deprovisioning applied by inbox.receive (Events API poller, replay) while "
                                        "WorkOS is down records workos 'failed:WorkOSUnavailable' and queues nothing: "
                                        "the session is revoked here and never at WorkOS")
+@pytest.mark.usefixtures("resynced")
 def test_a_polled_deprovisioning_during_a_workos_outage_still_ends_the_session_at_workos(
-        app: Flask, mirrored: None, control: Any, emulator: Any) -> None:
+        app: Flask, request: pytest.FixtureRequest, emulator: Any) -> None:
     from hatidata_auth.services import inbox
     from tests.auth_support import add_fault
     from tests.support.dsync import drain_inbox
     from tests.test_workos_revocation_jobs import _deprovisioning_event, _signed_in, _workos_status
 
     client, sid = _signed_in(app)
-    event = _deprovisioning_event(control, "deactivate")
+    event = _deprovisioning_event(request.getfixturevalue("control"), "deactivate")
     add_fault(emulator, "POST", "/user_management/sessions/revoke", 503)
     with app.app_context():
         inbox.receive(db.session(), app.extensions["hatidata_workos"].client, event, source="events_api")
         db.session.remove()
     assert client.get("/api/v1/me").status_code == 401
-    control.ctl("DELETE", "/faults")
+    request.getfixturevalue("control").ctl("DELETE", "/faults")
     drain_inbox(app)
     assert _workos_status(app, sid) == "revoked"
 
