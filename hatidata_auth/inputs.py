@@ -224,7 +224,8 @@ _OWN_BODY = "_hatidata_checks_own_body"
 
 
 def checks_own_body(view: Any) -> Any:
-    """Mark *view* as checking its JSON body itself (with :func:`load_storable_json`): the hook leaves it unread."""
+    """Mark *view* as checking its body itself (JSON with :func:`load_storable_json`): the hook leaves the body
+    unread, whatever its content type (headers, query and path are still checked)."""
     setattr(view, _OWN_BODY, True)
     return view
 
@@ -262,7 +263,9 @@ def check_request_input() -> None:
     query = _bad_pairs(request.args.items(multi=True))
     if query:
         raise _refuse(query, "query")
-    if request.is_json and not _checks_own_body():
+    if _checks_own_body():
+        return  # its body is read only after the view authenticated it (whatever its content type)
+    if request.is_json:
         _check_json_body()
     elif request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
         form = _bad_pairs(request.form.items(multi=True))

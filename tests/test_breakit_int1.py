@@ -217,9 +217,6 @@ def test_a_read_only_audit_key_cannot_change_the_sinks(app: Flask, acme: Tenant,
     assert answer.status_code == 403, answer.get_data(as_text=True)
 
 
-@pytest.mark.xfail(strict=True, reason="POST /webhooks/workos is exempt from the input hook's JSON parse only: "
-                                       "a form or multipart body from an unauthenticated sender is still parsed "
-                                       "(422 naming its fields) before the signature is checked")
 @pytest.mark.parametrize(("content_type", "body"), [
     ("application/x-www-form-urlencoded", b"a=%00"),
     ("multipart/form-data; boundary=XX", b'--XX\r\nContent-Disposition: form-data; name="a"\r\n\r\n\x00\r\n--XX--\r\n'),
@@ -230,9 +227,6 @@ def test_an_unsigned_webhook_of_any_content_type_is_refused_unread(app: Flask, c
     assert (answer.status_code, answer.get_json()["error"]["code"]) == (401, "invalid_signature")
 
 
-@pytest.mark.xfail(strict=True, reason="inbox.receive (the Events API poller, a replayed WorkOS event) applies a "
-                                       "deprovisioning outside workos_revocations.deferred_in: it still calls "
-                                       "WorkOS once per session inside the transaction holding the person's locks")
 @pytest.mark.usefixtures("resynced")
 def test_a_deprovisioning_polled_from_the_events_api_queues_its_workos_revocations(
         app: Flask, request: pytest.FixtureRequest) -> None:
@@ -251,9 +245,6 @@ def test_a_deprovisioning_polled_from_the_events_api_queues_its_workos_revocatio
     assert set(revoked) == {"queued"}
 
 
-@pytest.mark.xfail(strict=True, reason="a deprovisioning applied by inbox.receive (Events API poller, replay) while "
-                                       "WorkOS is down records workos 'failed:WorkOSUnavailable' and queues nothing: "
-                                       "the session is revoked here and never at WorkOS")
 @pytest.mark.usefixtures("resynced")
 def test_a_polled_deprovisioning_during_a_workos_outage_still_ends_the_session_at_workos(
         app: Flask, request: pytest.FixtureRequest, emulator: Any) -> None:

@@ -54,8 +54,8 @@ def _signature(secret: str, body: bytes) -> str:
     return f"t={stamp.decode()}, v1={hmac.new(secret.encode(), stamp + b'.' + body, hashlib.sha256).hexdigest()}"
 
 
-def _post(app: Flask, body: bytes, signature: str | None) -> Any:
-    headers = {"Content-Type": "application/json", **({"WorkOS-Signature": signature} if signature else {})}
+def _post(app: Flask, body: bytes, signature: str | None, content_type: str = "application/json") -> Any:
+    headers = {"Content-Type": content_type, **({"WorkOS-Signature": signature} if signature else {})}
     return app.test_client().post("/webhooks/workos", data=body, headers=headers)
 
 
@@ -80,12 +80,15 @@ def parses(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(case=HOSTILE, forged=st.sampled_from([None, "t=1, v1=00", "garbage", "t=99999999999999, v1=abc"]))
+@given(case=HOSTILE, forged=st.sampled_from([None, "t=1, v1=00", "garbage", "t=99999999999999, v1=abc"]),
+       content_type=st.sampled_from(["application/json", "application/x-www-form-urlencoded",
+                                     "multipart/form-data; boundary=XX", "text/plain", "application/cloudevents+json"]))
 def test_an_unsigned_body_is_401_and_never_parsed(app: Flask, db_session: Any, parses: list[bytes],
-                                                  case: tuple[bytes, int, str], forged: str | None) -> None:
+                                                  case: tuple[bytes, int, str], forged: str | None,
+                                                  content_type: str) -> None:
     body = case[0]
     before, parses[:] = _stored(db_session), []
-    response = _post(app, body, forged)
+    response = _post(app, body + b"&a=%00" if "form" in content_type else body, forged, content_type)
     assert response.status_code == 401, response.get_data(as_text=True)
     assert response.json["error"]["code"] == "invalid_signature"
     assert parses == []

@@ -32,7 +32,7 @@ from ..models import Organization, WebhookEvent, utcnow
 from ..models.inbox import INBOX_CHANNEL, INTERNAL_SOURCE
 from ..trace_context import carrier
 from ..workos import WorkOSClient
-from . import event_source, fanout_jobs
+from . import event_source, fanout_jobs, workos_revocations
 from .events import HANDLERS, EventContext, PayloadError, apply_internal, handler_for, parse_time
 
 log = logging.getLogger(__name__)
@@ -222,7 +222,15 @@ def apply_event(session: Session, client: WorkOSClient, payload: dict[str, Any],
 
     A row of our own internal work (*source* ``internal``, written only by ``fanout_jobs.enqueue``) goes to the
     internal handlers and acts with the cause it stored; *fanout_chunk* is ``HATIDATA_FANOUT_CHUNK``; *budget*,
-    what the caller's transaction may still recompute (an applier's batch shares one chunk)."""
+    what the caller's transaction may still recompute (an applier's batch shares one chunk). Sessions it ends are
+    ended at WorkOS afterwards, by a queued job (``services.workos_revocations``), whoever applies it: an applier,
+    the acknowledging webhook, the Events API poller, a replay."""
+    with workos_revocations.deferred_in(session):  # no WorkOS revocation inside an event's transaction
+        return _apply_event(session, client, payload, cause, source, fanout_chunk, budget)
+
+
+def _apply_event(session: Session, client: WorkOSClient, payload: dict[str, Any], cause: Cause, source: str,
+                 fanout_chunk: int | None, budget: fanout_jobs.MemberBudget | None) -> EventContext:
     chunk = fanout_jobs.chunk_size(fanout_chunk)
     if source == INTERNAL_SOURCE:
         return apply_internal(session, client, payload, chunk, budget)

@@ -34,7 +34,7 @@ from ..models import WebhookEvent, utcnow
 from ..models.inbox import INTERNAL_SOURCE
 from ..trace_context import apply_span, quiet
 from ..workos import WorkOSClient, WorkOSUnavailable
-from . import audit, fanout_jobs, workos_revocations
+from . import audit, fanout_jobs
 from .events import HANDLERS, parse_time
 from .inbox import INBOX_CHANNEL, InboxResult, apply_event, error_summary
 
@@ -203,10 +203,9 @@ def apply_batch(session: Session, client: WorkOSClient, *, limit: int = DEFAULT_
             session.rollback()
             return BatchReport(0)
         budget = fanout_jobs.MemberBudget(fanout_jobs.chunk_size(fanout_chunk))
-        with workos_revocations.deferred_in(session):  # no WorkOS call while the batch holds its locks
-            results = tuple(apply_one(session, client, event, cause, fanout_chunk=fanout_chunk, budget=budget,
-                                      tracer=tracer)
-                            for event in events)
+        results = tuple(apply_one(session, client, event, cause, fanout_chunk=fanout_chunk, budget=budget,
+                                  tracer=tracer)
+                        for event in events)
         session.commit()
     except BaseException:
         session.rollback()
