@@ -284,3 +284,15 @@ def test_a_late_warning_older_than_the_rotation_does_not_reopen_the_alert(
     deliver(webhook, app, late)  # delayed in WorkOS's retry queue
     db_session.expire_all()
     assert not cert_rotation.open_renewal_alert(db_session, globex_org.id, GLOBEX_CONN)
+
+
+# ---- emulator control API ------------------------------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason="PUT /_emulator/connections/{id}/idp_signing with a bad `pem` answers a 422 "
+                   "naming the field `value` (the WorkOS create route's), not `pem`, the field the caller sent")
+@pytest.mark.parametrize("pem", [5, "-----BEGIN CERTIFICATE-----\nzz\n-----END CERTIFICATE-----\n"])
+def test_the_control_api_names_the_pem_field_it_refuses(emulator: Any, pem: Any) -> None:
+    answer = httpx2.put(f"{emulator.url}/_emulator/connections/{GLOBEX_CONN}/idp_signing", json={"pem": pem},
+                        headers={"Authorization": "Bearer sk_test_emulator"})
+    assert answer.status_code == 422, answer.text
+    assert [e["field"] for e in answer.json()["errors"]] == ["pem"], answer.text
