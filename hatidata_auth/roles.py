@@ -27,9 +27,11 @@ DEFAULT_ROLE: str = Role.VIEWER.value
 
 ALL_PERMISSIONS: frozenset[str] = frozenset({
     "members:read", "members:write", "sessions:read", "sessions:write", "keys:read", "keys:write",
-    "keys:manage", "sso:manage", "audit:read", "data:read", "data:write",
+    "keys:manage", "sso:manage", "audit:read", "audit:manage", "data:read", "data:write",
 })
-"""``keys:write`` acts on the caller's own keys; ``keys:manage`` (admins) on any member's key."""
+"""``keys:write`` acts on the caller's own keys; ``keys:manage`` (admins) on any member's key. ``audit:read`` reads
+the audit log and the audit streams; ``audit:manage`` (admins) creates, changes, retries and deletes the streams, so
+a key that pulls the log cannot re-point or remove the sinks that copy it."""
 
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     Role.ADMIN.value: ALL_PERMISSIONS,

@@ -26,9 +26,9 @@ from .urls import public_base
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 DEFAULT_STEP_UP_WINDOW = 600
 
-SENSITIVE_PERMISSIONS: frozenset[str] = frozenset({"sso:manage", "members:write", "keys:manage"})
+SENSITIVE_PERMISSIONS: frozenset[str] = frozenset({"sso:manage", "members:write", "keys:manage", "audit:manage"})
 """A request that changes something and needs one of these (SSO and organization settings, access policy, role
-mappings, member roles and removal, any member's keys, per-key allowlists) is sensitive."""
+mappings, member roles and removal, any member's keys, per-key allowlists, audit streams) is sensitive."""
 
 SENSITIVE_BLUEPRINTS: frozenset[str] = frozenset({"sso_wizard", "policy_page"})
 """Every route (pages included) of the SSO setup wizard and the access-policy page is sensitive."""

@@ -247,7 +247,7 @@ def test_keys_with_admin_scopes_need_a_recent_sign_in_and_then_act_on_their_scop
 
 def test_admin_scopes_are_the_ones_only_admins_hold() -> None:
     assert {"members:read", "members:write", "sessions:write", "keys:manage", "sso:manage",
-                                    "audit:read"} == step_up.ADMIN_SCOPES
+                                    "audit:read", "audit:manage"} == step_up.ADMIN_SCOPES
 
 
 # --- pages -----------------------------------------------------------------------------------------------------

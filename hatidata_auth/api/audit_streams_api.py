@@ -1,8 +1,11 @@
 """``/api/v1/organization/audit-streams``: the organization's audit sinks (HTTPS webhook, Splunk HEC, Datadog,
 syslog over TLS) that receive its audit chain with signed checkpoints (docs/audit.md, "Streaming to a SIEM").
 
-Reading needs ``audit:read``; every change is also sensitive (a recent sign-in, :mod:`hatidata_auth.step_up`): a
-sink receives the whole audit log.
+Reading needs ``audit:read``; every change (create, change, delete, retry) needs ``audit:read`` and ``audit:manage``
+(admins only): a key given to a SIEM to pull the log cannot re-point, pause or delete the sinks that copy it, and a
+key that may not read the log cannot aim a sink at it. Every change is also sensitive (a recent sign-in,
+:mod:`hatidata_auth.step_up`): a sink receives the whole audit log. Every route answers 401 without credentials
+and 403 ``forbidden`` naming the missing permissions.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from .common import guard, timestamp
 
 blp = Blueprint("audit-streams", __name__, description="Sinks that receive the organization's audit log.")
 BLUEPRINTS = (blp,)
+
+MANAGE = ("audit:read", "audit:manage")
+"""What every change needs: reading the log it copies, and managing the sinks."""
 
 NAME = validate.Length(min=1, max=100)
 ENDPOINT = validate.Length(min=1, max=2048)
@@ -99,13 +105,14 @@ def list_streams() -> dict[str, Any]:
 
 
 @blp.route("/organization/audit-streams", methods=["POST"])
-@guard(blp, "audit:read")
+@guard(blp, *MANAGE)
 @blp.arguments(StreamCreateSchema)
 @blp.response(201, CreatedSchema)
 @blp.alt_response(409, description="`too_many_audit_streams`: the organization has `HATIDATA_AUDIT_STREAMS_MAX`.")
 def create_stream(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
     """Add a sink (201, audited `audit_stream.created`); 422 `validation_error` naming `endpoint` (not https, a
-    credential in the URL, a forbidden address…), `secret` or `kind`; 409 `too_many_audit_streams`."""
+    credential in the URL, a forbidden address…), `secret` or `kind`; 409 `too_many_audit_streams` (creates of one
+    organization are serialized, so concurrent ones never pass the limit)."""
     created = audit_stream_admin.create_stream(
         db.session(), current_identity.organization_id, name=body["name"], kind=body["kind"],
         endpoint=body["endpoint"], secret=body.get("secret"), start=body["start"], enabled=body["enabled"],
@@ -127,7 +134,7 @@ def get_stream(stream_id: str) -> dict[str, Any]:
 
 
 @blp.route("/organization/audit-streams/<stream_id>", methods=["PATCH"])
-@guard(blp, "audit:read")
+@guard(blp, *MANAGE)
 @blp.arguments(StreamPatchSchema)
 @blp.response(200, StreamSchema)
 def update_stream(body: dict[str, Any], stream_id: str) -> dict[str, Any]:
@@ -142,7 +149,7 @@ def update_stream(body: dict[str, Any], stream_id: str) -> dict[str, Any]:
 
 
 @blp.route("/organization/audit-streams/<stream_id>", methods=["DELETE"])
-@guard(blp, "audit:read")
+@guard(blp, *MANAGE)
 @blp.response(204)
 def delete_stream(stream_id: str) -> None:
     """Remove a sink (204, audited `audit_stream.deleted`); 404 unknown."""
@@ -152,7 +159,7 @@ def delete_stream(stream_id: str) -> None:
 
 
 @blp.route("/organization/audit-streams/<stream_id>/retry", methods=["POST"])
-@guard(blp, "audit:read")
+@guard(blp, *MANAGE)
 @blp.response(200, StreamSchema)
 def retry_stream(stream_id: str) -> dict[str, Any]:
     """Resume a `dead_letter` (or `retrying`) sink now from its cursor (audited `audit_stream.retried`); 404

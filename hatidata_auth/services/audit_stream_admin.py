@@ -19,6 +19,7 @@ from ..errors import AppError
 from ..models import STREAM_KINDS, AuditChainHead, AuditStream, new_id
 from . import alerts, audit, secret_seal
 from .audit_sink_endpoints import parse
+from .last_admin import lock_organization
 from .tenant_admin import Conflict, NotFound
 
 PURPOSE = "audit-stream"
@@ -127,7 +128,8 @@ def create_stream(session: Session, organization_id: str, *, name: str, kind: st
                   limit: int, allow_loopback: bool, cause: Cause) -> Created:
     """Add a sink (audited ``audit_stream.created``). An ``https`` sink without a secret gets a generated one,
     returned once. *start* ``beginning`` streams the whole chain, ``now`` only events after the current head.
-    :class:`TooManyStreams` past *limit* sinks; 422 for a bad endpoint or secret."""
+    :class:`TooManyStreams` past *limit* sinks, counted under the organization's lock (creates of one organization
+    run one after the other, so concurrent ones never pass *limit*); 422 for a bad endpoint or secret."""
     if kind not in STREAM_KINDS:
         raise AppError(f"kind must be one of {', '.join(STREAM_KINDS)}.", status=422, code="validation_error",
                        details={"fields": {"kind": ["unknown kind"]}, "location": "json"})
@@ -139,6 +141,9 @@ def create_stream(session: Session, organization_id: str, *, name: str, kind: st
     if secret is None and kind in SECRET_KINDS:
         raise AppError(f"A {kind} sink needs its {SECRET_KINDS[kind]}.", status=422, code="validation_error",
                        details={"fields": {"secret": ["required"]}, "location": "json"})
+    # count then insert is a race unless creates are serialized: lock the organization row (SQLite: take the
+    # database's write lock) before counting; the lock lasts until the caller commits.
+    lock_organization(session, organization_id)
     count = session.scalar(select(func.count()).select_from(AuditStream)
                            .where(AuditStream.organization_id == organization_id)) or 0
     if count >= limit:
