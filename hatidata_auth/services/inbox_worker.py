@@ -17,6 +17,7 @@ else every *poll_interval* seconds. Nothing here knows Flask: the pool is given 
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Select, case, func, or_, select, update
+from sqlalchemy import Select, bindparam, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..causes import Actor, Cause
@@ -144,8 +145,16 @@ def claim(session: Session, limit: int = DEFAULT_BATCH, *, revoking_only: bool =
 
 def _finish(session: Session, event: Claimed, status: str, error: str | None) -> None:
     now = utcnow()
-    session.execute(update(WebhookEvent.__table__).where(WebhookEvent.__table__.c.id == event.id).values(
-        status=status, last_error=error, updated_at=now, applied_at=now if status == "applied" else None))
+    session.execute(_finish_statement(), {"event_row": event.id, "status": status, "last_error": error,
+                                          "updated_at": now, "applied_at": now if status == "applied" else None})
+
+
+@functools.cache
+def _finish_statement() -> Any:
+    # Built once (bound parameters): a reused statement keeps its cache key; per event only the values bind.
+    t = WebhookEvent.__table__
+    return update(t).where(t.c.id == bindparam("event_row", type_=t.c.id.type)).values(
+        {name: bindparam(name, type_=t.c[name].type) for name in ("status", "last_error", "updated_at", "applied_at")})
 
 
 def apply_one(session: Session, client: WorkOSClient, event: Claimed, cause: Cause, *,

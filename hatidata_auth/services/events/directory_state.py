@@ -6,10 +6,11 @@ Shared by the ``dsync.*`` handlers and the full resync (:mod:`services.reconcile
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -48,11 +49,18 @@ def _insert_dialect(session: Session) -> Any:
     return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
-def _locked_directory_user(ctx: EventContext, org: Organization, workos_id: str) -> DirectoryUser | None:
-    # FOR UPDATE: concurrent events for one user are applied one after the other, so the version guard
-    # compares against the committed state (no lost update when two workers race).
-    return ctx.session.scalar(select(DirectoryUser).where(DirectoryUser.organization_id == org.id,
-                                                         DirectoryUser.workos_id == workos_id).with_for_update())
+def locked_directory_user(ctx: EventContext, org: Organization, workos_id: str) -> DirectoryUser | None:
+    """The stored directory user, its row locked (``FOR UPDATE``): concurrent events for one user are applied one
+    after the other, so the version guard compares against the committed state (no lost update when two workers
+    race)."""
+    return ctx.session.scalar(_locked_directory_user_statement(), {"organization_id": org.id, "workos_id": workos_id})
+
+
+@functools.cache
+def _locked_directory_user_statement() -> Select[DirectoryUser]:
+    # Built once (bound parameters): a reused statement keeps its cache key; per event only the values bind.
+    return select(DirectoryUser).where(DirectoryUser.organization_id == bindparam("organization_id"),
+                                       DirectoryUser.workos_id == bindparam("workos_id")).with_for_update()
 
 
 def _audit_directory_user(ctx: EventContext, org: Organization, du: DirectoryUser, action: str,
@@ -79,7 +87,7 @@ def upsert_directory_user(ctx: EventContext, org: Organization, data: dict[str, 
     version = parse_time(data.get("updated_at")) or ctx.event_time
     fields = user_fields(data)
     if existing is LOOKUP:
-        du = None if known_absent else _locked_directory_user(ctx, org, data["id"])
+        du = None if known_absent else locked_directory_user(ctx, org, data["id"])
         if du is None:
             values = {**fields, "organization_id": org.id, "workos_id": data["id"], "version_at": version,
                       "deleted_at": ctx.event_time if deleted else None}
@@ -91,7 +99,7 @@ def upsert_directory_user(ctx: EventContext, org: Organization, data: dict[str, 
                 ctx.access_changed = True
                 _audit_directory_user(ctx, org, du, "directory_user.deleted" if deleted else "directory_user.created")
                 return du, True
-            du = _locked_directory_user(ctx, org, data["id"])  # created concurrently: apply on top of it
+            du = locked_directory_user(ctx, org, data["id"])  # created concurrently: apply on top of it
     else:
         du = existing
     if du is not None and du.deleted_at is not None:
