@@ -63,6 +63,10 @@ class EventContext:
     # Users this unit of work has just created and that have no membership yet (none can exist: the row is
     # not visible to any other transaction), so the membership lookup is skipped for them.
     new_user_ids: set[str] = field(default_factory=set)
+    # Directory users (WorkOS ids) this unit of work has just inserted: no membership can carry their id yet but
+    # the one it links (directory user rows are never deleted, so no earlier row had the id), so the search for
+    # other memberships hanging on them is skipped.
+    new_directory_user_ids: set[str] = field(default_factory=set)
     # Domain ownership read once for the whole unit of work (the resync sets it per page); None: ask each time.
     verified_domains: domains.VerifiedDomains | None = None
     # Members one transaction recomputes at most (HATIDATA_FANOUT_CHUNK): more are queued as a recompute job.

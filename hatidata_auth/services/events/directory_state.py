@@ -97,6 +97,7 @@ def upsert_directory_user(ctx: EventContext, org: Organization, data: dict[str, 
             du = ctx.session.scalars(stmt).first()
             if du is not None:
                 ctx.access_changed = True
+                ctx.new_directory_user_ids.add(du.workos_id)
                 _audit_directory_user(ctx, org, du, "directory_user.deleted" if deleted else "directory_user.created")
                 return du, True
             du = locked_directory_user(ctx, org, data["id"])  # created concurrently: apply on top of it
@@ -110,6 +111,7 @@ def upsert_directory_user(ctx: EventContext, org: Organization, data: dict[str, 
     if du is None:
         du = DirectoryUser(id=new_id("du"), organization_id=org.id, workos_id=data["id"], **fields)
         ctx.session.add(du)
+        ctx.new_directory_user_ids.add(du.workos_id)
     before = {k: getattr(du, k) for k in fields} if not created else {}
     if not deleted or created:
         for key, value in fields.items():
@@ -185,7 +187,9 @@ def sync_member(ctx: EventContext, org: Organization, du: DirectoryUser, *, reas
                cause=ctx.cause.with_reason(reason),
                details={"directory_user_id": du.workos_id, **role_mapping.decision_details(decision)})
     # A batched unit of work (the resync) checks for splits only where it found one or the person changed.
-    if repair_split or link.relinked or ctx.memberships_by_user is None:
+    # A directory user this unit of work inserted has no other membership to retire (``new_directory_user_ids``).
+    if repair_split or link.relinked or (ctx.memberships_by_user is None
+                                         and du.workos_id not in ctx.new_directory_user_ids):
         people.retire_other_memberships(ctx, org, du, keep=membership)
     if link.freed_email:
         for waiting in people.waiting_for(ctx, org, du, link.freed_email):
