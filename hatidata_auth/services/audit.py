@@ -214,17 +214,19 @@ def flush_pending(session: Session) -> int:
 @functools.cache
 def _cte_statement(events: int, chains: int) -> Any:
     """The PostgreSQL statement that inserts *events* audit rows and moves *chains* heads, with bound parameters
-    ``e<i>_<column>`` and ``h<j>_key`` / ``h<j>_seq`` / ``h<j>_hash``: one multi-row INSERT, the head updates in
-    CTEs. Reused as one object, it keeps its cache key, so neither building nor keying is paid again; its text
-    stays under psycopg's cached-query length (4 KiB) up to about eight rows, so it is not parsed again either."""
+    ``e<i>_<column>`` and ``h<j>_key`` / ``h<j>_seq`` / ``h<j>_hash``. Reused as one object, it keeps its cache
+    key, so neither building nor keying is paid again. Each event is a single-row INSERT in its own CTE: a
+    multi-row VALUES is compiled again on every call, even with bound parameters."""
     table, heads_table = AuditEvent.__table__, AuditChainHead.__table__
-    rows = [{c: bindparam(f"e{i}_{c}", type_=table.c[c].type) for c in _AUDIT_COLUMNS} for i in range(events)]
+    rows = [postgresql.insert(table).values({c: bindparam(f"e{i}_{c}", type_=table.c[c].type)
+                                             for c in _AUDIT_COLUMNS}) for i in range(events)]
     head_updates = [update(heads_table)
                     .where(heads_table.c.chain_key == bindparam(f"h{j}_key", type_=heads_table.c.chain_key.type))
                     .values(seq=bindparam(f"h{j}_seq", type_=heads_table.c.seq.type),
                             hash=bindparam(f"h{j}_hash", type_=heads_table.c.hash.type)) for j in range(chains)]
-    return postgresql.insert(table).values(rows).add_cte(*(u.cte(f"audit_head_{j}")
-                                                           for j, u in enumerate(head_updates)))
+    ctes = [row.cte(f"audit_event_{i}") for i, row in enumerate(rows[:-1])]
+    ctes += [u.cte(f"audit_head_{j}") for j, u in enumerate(head_updates)]
+    return rows[-1].add_cte(*ctes)
 
 
 @sa_event.listens_for(AppSession, "before_commit")
