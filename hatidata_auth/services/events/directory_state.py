@@ -12,7 +12,6 @@ from typing import Any
 
 from sqlalchemy import Select, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
 
 from ...models import DirectoryGroup, DirectoryGroupMembership, DirectoryUser, Membership, Organization, new_id
 from .. import directory_people as people
@@ -45,10 +44,6 @@ def user_fields(data: dict[str, Any]) -> dict[str, Any]:
 LOOKUP: Any = object()  # "look the row up" (the default), as opposed to a row (or None) the caller preloaded
 
 
-def _insert_dialect(session: Session) -> Any:
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-
-
 def locked_directory_user(ctx: EventContext, org: Organization, workos_id: str) -> DirectoryUser | None:
     """The stored directory user, its row locked (``FOR UPDATE``): concurrent events for one user are applied one
     after the other, so the version guard compares against the committed state (no lost update when two workers
@@ -61,6 +56,20 @@ def _locked_directory_user_statement() -> Select[DirectoryUser]:
     # Built once (bound parameters): a reused statement keeps its cache key; per event only the values bind.
     return select(DirectoryUser).where(DirectoryUser.organization_id == bindparam("organization_id"),
                                        DirectoryUser.workos_id == bindparam("workos_id")).with_for_update()
+
+
+_INSERTED = ("id", "directory_id", "idp_id", "email", "first_name", "last_name", "state", "attributes",
+             "organization_id", "workos_id", "version_at", "deleted_at")
+
+
+@functools.cache
+def _insert_directory_user_statement(dialect: str) -> Any:
+    """``INSERT … ON CONFLICT DO NOTHING RETURNING`` of a directory user, built once per dialect with bound
+    parameters (:data:`_INSERTED`, the keys of :func:`user_fields` and the row's identity and version)."""
+    table = DirectoryUser.__table__
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return (insert(DirectoryUser).values({name: bindparam(name, type_=table.c[name].type) for name in _INSERTED})
+            .on_conflict_do_nothing(index_elements=["organization_id", "workos_id"]).returning(DirectoryUser))
 
 
 def _audit_directory_user(ctx: EventContext, org: Organization, du: DirectoryUser, action: str,
@@ -91,10 +100,8 @@ def upsert_directory_user(ctx: EventContext, org: Organization, data: dict[str, 
         if du is None:
             values = {**fields, "organization_id": org.id, "workos_id": data["id"], "version_at": version,
                       "deleted_at": ctx.event_time if deleted else None}
-            stmt = (_insert_dialect(ctx.session)(DirectoryUser).values(id=new_id("du"), **values)
-                    .on_conflict_do_nothing(index_elements=["organization_id", "workos_id"])
-                    .returning(DirectoryUser))
-            du = ctx.session.scalars(stmt).first()
+            stmt = _insert_directory_user_statement(ctx.session.get_bind().dialect.name)
+            du = ctx.session.scalars(stmt, {"id": new_id("du"), **values}).first()
             if du is not None:
                 ctx.access_changed = True
                 ctx.new_directory_user_ids.add(du.workos_id)
