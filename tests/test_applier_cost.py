@@ -15,8 +15,9 @@ from tests.support.dsync import audit_by_event, member_roles, mirror_all
 from tests.test_inbox_appliers import GLOBEX_DIR, GLOBEX_ORG, user_event
 
 STATEMENTS_PER_NEW_USER = {"postgresql": 15, "sqlite": 18}
-"""Measured 14.3 on PostgreSQL with the claim's share (17.2 before the tenant and the chain's head were read once per
-event and batch); SQLite writes the audit rows with the ORM and takes its write lock with one more UPDATE: 17.6."""
+"""Measured 13.3 on PostgreSQL with the claim's share (17.2 before the tenant and the chain's head were read once per
+event and batch, and the outcomes written once per batch); SQLite writes the audit rows with the ORM and takes its
+write lock with one more UPDATE."""
 
 
 def test_a_batch_of_new_users_costs_a_bounded_number_of_statements_and_keeps_every_chain(app: Flask) -> None:
