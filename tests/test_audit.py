@@ -109,3 +109,27 @@ def test_concurrent_appends_keep_one_unbroken_chain(app: Any, db_session: Any) -
     report = audit.verify_organization(db_session, org_id)
     assert report.ok, report
     assert report.checked == expected
+
+
+@pytest.mark.parametrize("rolled_back", [(), (1,), (0, 2), (0, 1, 2, 3)])
+def test_savepoints_of_one_transaction_extend_one_chain(db_session: Any, rolled_back: tuple[int, ...]) -> None:
+    """An applier's batch writes each event's audit rows when its savepoint commits (the transaction keeps the
+    head it moved, locked): savepoints rolled back in between, even after writing, leave one unbroken chain."""
+    org = _org(db_session, "Acme")
+    db_session.commit()
+    kept = 0
+    for n in range(4):
+        savepoint = db_session.begin_nested()
+        for i in range(1 + n % 2):
+            audit.record(db_session, action="test.savepoint", cause=Cause.from_event(f"evt_{n}", reason="test"),
+                         organization_id=org.id, details={"event": n, "row": i})
+        if n not in rolled_back:
+            savepoint.commit()
+            kept += 1 + n % 2
+            continue
+        audit.flush_pending(db_session)  # written, then undone with the savepoint
+        savepoint.rollback()
+    db_session.commit()
+    report = audit.verify_organization(db_session, org.id)
+    assert report.ok, report
+    assert report.checked == kept == audit.count(db_session, org.id)

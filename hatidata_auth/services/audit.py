@@ -9,6 +9,7 @@ write to the head before reading it), so appends from any number of threads and 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -17,8 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy import event as sa_event
-from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -61,6 +62,7 @@ def chain_hash(prev_hash: str, event: AuditEvent) -> str:
 
 
 _PENDING_KEY = "hatidata_audit_pending"
+_HEADS_KEY = "hatidata_audit_heads"  # {chain key: (seq, hash)} this transaction holds locked and wrote last
 _CTE_MAX_ROWS = 50  # above this many events per transaction, the ORM's batched INSERT compiles faster
 _NO_ORG_KEY = "-"  # chain key of the events that belong to no organization (organization ids never look like this)
 
@@ -143,6 +145,11 @@ def _take_write_lock(session: Session, key: str) -> None:
 
 
 def _head_for_update(session: Session, key: str) -> tuple[int, str]:
+    held = session.info.get(_HEADS_KEY)
+    if held and key in held:
+        # This transaction locked and moved the head already (an earlier event of an applier's batch, each under
+        # its savepoint): the lock is held until the transaction ends, so no one else moved it since.
+        return held[key]
     if session.get_bind().dialect.name == "sqlite":
         _take_write_lock(session, key)
     query = select(AuditChainHead.seq, AuditChainHead.hash).where(AuditChainHead.chain_key == key).with_for_update()
@@ -183,27 +190,43 @@ def flush_pending(session: Session) -> int:
             event.seq, event.prev_hash = seq, prev_hash
             event.hash = prev_hash = chain_hash(prev_hash, event)
         heads[key] = (seq, prev_hash)
-    heads_table = AuditChainHead.__table__
-    head_updates = [update(heads_table).where(heads_table.c.chain_key == key).values(seq=seq, hash=head_hash)
-                    for key, (seq, head_hash) in heads.items()]
     if session.get_bind().dialect.name != "postgresql" or len(events) > _CTE_MAX_ROWS:
         session.add_all(events)  # batched by the ORM (insertmanyvalues), then one UPDATE per head
         session.flush()
-        for stmt in head_updates:
-            session.execute(stmt)
-        return len(events)
-    # PostgreSQL, a few events (a webhook, an API call): one statement that inserts the events and moves the
-    # heads (data-modifying CTEs), so the whole audit trail of the transaction costs one round trip after the
-    # lock. Each event is a single-row INSERT (a multi-row VALUES has no cache key and would be compiled
-    # again on every call); the statement's shape depends only on the number of events and chains, so its
-    # compiled form is cached.
-    table = AuditEvent.__table__  # Core, not the ORM bulk path: nothing is read back
-    rows = [postgresql.insert(table).values({c: getattr(event, c) for c in _AUDIT_COLUMNS}) for event in events]
-    ctes = [row.cte(f"audit_event_{i}") for i, row in enumerate(rows[:-1])]
-    ctes += [u.cte(f"audit_head_{i}") for i, u in enumerate(head_updates)]
-    session.execute(rows[-1].add_cte(*ctes))
-    metrics.audit_written(session, events)  # the ORM's after_flush hook does not see a Core INSERT
+        heads_table = AuditChainHead.__table__
+        for key, (seq, head_hash) in heads.items():
+            session.execute(update(heads_table).where(heads_table.c.chain_key == key).values(seq=seq, hash=head_hash))
+    else:
+        # PostgreSQL, a few events (a webhook, an API call, one event of an applier's batch): one statement that
+        # inserts the events and moves the heads (data-modifying CTEs), so the whole audit trail costs one round
+        # trip after the lock. The statement is built once per (events, chains) with bound parameters
+        # (:func:`_cte_statement`): building it from the values cost more CPU than everything else the audit does.
+        params: dict[str, Any] = {f"e{i}_{c}": getattr(event, c) for i, event in enumerate(events)
+                                  for c in _AUDIT_COLUMNS}
+        for j, (key, (seq, head_hash)) in enumerate(heads.items()):
+            params.update({f"h{j}_key": key, f"h{j}_seq": seq, f"h{j}_hash": head_hash})
+        session.execute(_cte_statement(len(events), len(heads)), params)
+        metrics.audit_written(session, events)  # the ORM's after_flush hook does not see a Core INSERT
+    session.info.setdefault(_HEADS_KEY, {}).update(heads)
     return len(events)
+
+
+@functools.cache
+def _cte_statement(events: int, chains: int) -> Any:
+    """The PostgreSQL statement that inserts *events* audit rows and moves *chains* heads, with bound parameters
+    ``e<i>_<column>`` and ``h<j>_key`` / ``h<j>_seq`` / ``h<j>_hash``. Reused as one object, it keeps its cache
+    key, so neither building nor keying is paid again. Each event is a single-row INSERT in its own CTE: a
+    multi-row VALUES is compiled again on every call, even with bound parameters."""
+    table, heads_table = AuditEvent.__table__, AuditChainHead.__table__
+    rows = [postgresql.insert(table).values({c: bindparam(f"e{i}_{c}", type_=table.c[c].type)
+                                             for c in _AUDIT_COLUMNS}) for i in range(events)]
+    head_updates = [update(heads_table)
+                    .where(heads_table.c.chain_key == bindparam(f"h{j}_key", type_=heads_table.c.chain_key.type))
+                    .values(seq=bindparam(f"h{j}_seq", type_=heads_table.c.seq.type),
+                            hash=bindparam(f"h{j}_hash", type_=heads_table.c.hash.type)) for j in range(chains)]
+    ctes = [row.cte(f"audit_event_{i}") for i, row in enumerate(rows[:-1])]
+    ctes += [u.cte(f"audit_head_{j}") for j, u in enumerate(head_updates)]
+    return rows[-1].add_cte(*ctes)
 
 
 @sa_event.listens_for(AppSession, "before_commit")
@@ -215,6 +238,13 @@ def _write_pending_on_commit(session: Session) -> None:
 def _drop_pending(session: Session, transaction: Any) -> None:
     if transaction.parent is None:  # the outermost transaction ended (committed or rolled back)
         session.info.pop(_PENDING_KEY, None)
+        session.info.pop(_HEADS_KEY, None)
+
+
+@sa_event.listens_for(AppSession, "after_soft_rollback")
+def _forget_heads(session: Session, previous_transaction: Any) -> None:
+    # Any rollback, a savepoint's included, may have undone a head this transaction moved: read it again.
+    session.info.pop(_HEADS_KEY, None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,12 +20,13 @@ Rules (issue #11):
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import Session
 
 from ..models import DirectoryUser, Membership, Organization, User, new_id
@@ -95,8 +96,7 @@ def membership_of(ctx: EventContext, org: Organization, user_id: str) -> Members
         return cache[user_id]
     if new_user:
         return None
-    membership = ctx.session.scalar(select(Membership).where(Membership.organization_id == org.id,
-                                                            Membership.user_id == user_id))
+    membership = ctx.session.scalar(_statements().membership_of, {"organization_id": org.id, "user_id": user_id})
     if cache is not None:
         cache[user_id] = membership
     return membership
@@ -104,9 +104,29 @@ def membership_of(ctx: EventContext, org: Organization, user_id: str) -> Members
 
 def memberships_of_directory_user(ctx: EventContext, org: Organization, du: DirectoryUser) -> list[Membership]:
     """Every membership of *org* that hangs on the directory user (one, unless a split is being repaired)."""
-    return list(ctx.session.scalars(select(Membership).where(Membership.organization_id == org.id,
-                                                             Membership.directory_user_id == du.workos_id)
-                                    .order_by(Membership.created_at, Membership.id)))
+    return list(ctx.session.scalars(_statements().of_directory_user,
+                                    {"organization_id": org.id, "directory_user_id": du.workos_id}))
+
+
+@dataclass(frozen=True, slots=True)
+class _Statements:
+    """The per-event lookups, built once with bound parameters (:func:`_statements`)."""
+
+    membership_of: Select[Membership]
+    of_directory_user: Select[Membership]
+    person_by_email: Select[User]
+
+
+@functools.cache
+def _statements() -> _Statements:
+    # A statement object reused keeps its cache key: per event only the values bind (building and keying a new
+    # statement per call cost more CPU than running it).
+    org = Membership.organization_id == bindparam("organization_id")
+    return _Statements(
+        membership_of=select(Membership).where(org, Membership.user_id == bindparam("user_id")),
+        of_directory_user=select(Membership).where(org, Membership.directory_user_id == bindparam("directory_user_id"))
+        .order_by(Membership.created_at, Membership.id),
+        person_by_email=select(User).where(User.email == bindparam("email")).order_by(User.created_at).limit(1))
 
 
 def person_for(ctx: EventContext, org: Organization, du: DirectoryUser) -> PersonLink:
@@ -121,7 +141,7 @@ def person_for(ctx: EventContext, org: Organization, du: DirectoryUser) -> Perso
     if du.email in ctx.users_by_email:
         user = ctx.users_by_email[du.email]
     else:
-        user = ctx.session.scalar(select(User).where(User.email == du.email).order_by(User.created_at).limit(1))
+        user = ctx.session.scalar(_statements().person_by_email, {"email": du.email})
     if user is not None and user.id not in ctx.new_user_ids and _held_by_other_directory_user(ctx, org, du, user):
         return PersonLink(None, refused=EMAIL_HELD)
     if user is None:

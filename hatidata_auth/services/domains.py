@@ -53,6 +53,12 @@ def domain_states(workos_domains: Any) -> dict[str, dict[str, Any]]:
     return out
 
 
+# Built once (no parameters): a reused statement keeps its cache key, so each load only runs it.
+_LIVE_DOMAINS = (select(Organization.id, Organization.domain_states)
+                 .where(Organization.deleted_at.is_(None), Organization.status != "deleted")
+                 .order_by(Organization.created_at, Organization.id))
+
+
 @dataclass(frozen=True, slots=True)
 class VerifiedDomains:
     """Every live organization's verified domains, read in one query: ``owners`` answers from memory.
@@ -68,9 +74,7 @@ class VerifiedDomains:
     @classmethod
     def load(cls, db: Session) -> VerifiedDomains:
         """One query over the live organizations."""
-        rows = db.execute(select(Organization.id, Organization.domain_states)
-                          .where(Organization.deleted_at.is_(None), Organization.status != "deleted")
-                          .order_by(Organization.created_at, Organization.id))
+        rows = db.execute(_LIVE_DOMAINS)
         by_domain: dict[str, list[str]] = {}
         rank: dict[str, int] = {}
         for org_id, states in rows:

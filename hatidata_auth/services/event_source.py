@@ -17,11 +17,13 @@ the full resync checks its directory with :func:`check_source` and each listed o
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import Row, Select, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..models import KnownDirectory, Organization, utcnow
@@ -117,14 +119,30 @@ def _ignore_deleted(ctx: EventContext, org: Organization, directory_id: str, del
 def _locked_organization(ctx: EventContext, workos_organization_id: str) -> Organization | None:
     # A directory deletion locks the organization exclusively, every other directory event shares the lock:
     # an event of a directory being deleted is applied wholly before the deletion or seen as stale after it.
-    return ctx.session.scalar(select(Organization).where(
-        Organization.workos_organization_id == workos_organization_id)
-        .with_for_update(read=ctx.event_type not in _DIRECTORY_CHANGES))
+    org: Organization | None = ctx.session.scalar(_organization_statement(ctx.event_type not in _DIRECTORY_CHANGES),
+                                                  {"workos_organization_id": workos_organization_id})
+    if org is not None:  # the handler's lookups of this tenant reuse the row (``EventContext.locked_organizations``)
+        ctx.locked_organizations[workos_organization_id] = org
+    return org
 
 
-def _known(ctx: EventContext, org: Organization, directory_id: str) -> KnownDirectory | None:
-    return ctx.session.scalar(select(KnownDirectory).where(KnownDirectory.organization_id == org.id,
-                                                           KnownDirectory.directory_id == directory_id))
+@functools.cache
+def _organization_statement(shared: bool) -> Select[Organization]:
+    # Built once (bound parameters): a statement object reused keeps its cache key, per event only the values bind.
+    return (select(Organization).where(Organization.workos_organization_id == bindparam("workos_organization_id"))
+            .with_for_update(read=shared))
+
+
+@functools.cache
+def _known_statement() -> Select[datetime | None, str | None]:
+    return select(KnownDirectory.deleted_at, KnownDirectory.deleted_by_event_id).where(
+        KnownDirectory.organization_id == bindparam("organization_id"),
+        KnownDirectory.directory_id == bindparam("directory_id"))
+
+
+def _known(ctx: EventContext, org: Organization, directory_id: str) -> Row[datetime | None, str | None] | None:
+    """Whether the organization has had the directory (``None``: never), and if deleted, when and by which event."""
+    return ctx.session.execute(_known_statement(), {"organization_id": org.id, "directory_id": directory_id}).first()
 
 
 def _remember(ctx: EventContext, org: Organization, directory_id: str, *, deleted: bool = False) -> None:

@@ -17,6 +17,7 @@ else every *poll_interval* seconds. Nothing here knows Flask: the pool is given 
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Select, case, func, or_, select, update
+from sqlalchemy import Select, bindparam, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..causes import Actor, Cause
@@ -142,10 +143,26 @@ def claim(session: Session, limit: int = DEFAULT_BATCH, *, revoking_only: bool =
             for r in rows]
 
 
-def _finish(session: Session, event: Claimed, status: str, error: str | None) -> None:
+def _outcome(event: Claimed, result: InboxResult) -> dict[str, Any]:
+    """The parameters of :func:`_finish_statement` that record *result* as the event's outcome, now."""
     now = utcnow()
-    session.execute(update(WebhookEvent.__table__).where(WebhookEvent.__table__.c.id == event.id).values(
-        status=status, last_error=error, updated_at=now, applied_at=now if status == "applied" else None))
+    return {"event_row": event.id, "status": result.status,
+            "last_error": result.error if result.error is not None else result.note, "updated_at": now,
+            "applied_at": now if result.status == "applied" else None}
+
+
+def _finish(session: Session, outcomes: list[dict[str, Any]]) -> None:
+    """Record the outcomes (:func:`_outcome`) of a batch's events: one execution, whatever their number."""
+    if outcomes:
+        session.execute(_finish_statement(), outcomes)
+
+
+@functools.cache
+def _finish_statement() -> Any:
+    # Built once (bound parameters): a reused statement keeps its cache key; per event only the values bind.
+    t = WebhookEvent.__table__
+    return update(t).where(t.c.id == bindparam("event_row", type_=t.c.id.type)).values(
+        {name: bindparam(name, type_=t.c[name].type) for name in ("status", "last_error", "updated_at", "applied_at")})
 
 
 def apply_one(session: Session, client: WorkOSClient, event: Claimed, cause: Cause, *,
@@ -154,6 +171,13 @@ def apply_one(session: Session, client: WorkOSClient, event: Claimed, cause: Cau
     """Apply one claimed event under a savepoint and record its outcome in the inbox (the caller commits);
     *budget*: the members the batch's transaction may still recompute; with *tracer*, in a span that continues the
     trace of the request or job that queued it."""
+    result = _traced(session, client, event, cause, fanout_chunk, budget, tracer)
+    _finish(session, [_outcome(event, result)])
+    return result
+
+
+def _traced(session: Session, client: WorkOSClient, event: Claimed, cause: Cause, fanout_chunk: int | None,
+            budget: fanout_jobs.MemberBudget | None, tracer: Any) -> InboxResult:
     attributes: dict[str, str | int] = {"hatidata.event_id": event.event_id, "hatidata.event_type": event.event_type,
                   "hatidata.inbox.source": event.source, "hatidata.inbox.attempt": event.attempts}
     with apply_span(tracer, f"inbox apply {event.event_type}", event.trace_context, attributes):
@@ -162,6 +186,7 @@ def apply_one(session: Session, client: WorkOSClient, event: Claimed, cause: Cau
 
 def _apply_one(session: Session, client: WorkOSClient, event: Claimed, cause: Cause,
                fanout_chunk: int | None, budget: fanout_jobs.MemberBudget | None) -> InboxResult:
+    """Apply the event under a savepoint; its outcome is for the caller to record (:func:`_finish`)."""
     mark = audit.pending_count(session)
     savepoint = session.begin_nested()
     try:
@@ -177,10 +202,7 @@ def _apply_one(session: Session, client: WorkOSClient, event: Claimed, cause: Ca
         transient = isinstance(exc, WorkOSUnavailable) and event.attempts < MAX_TRANSIENT_ATTEMPTS
         log.warning("applying WorkOS event %s (%s) failed: %s", event.event_id, event.event_type, error,
                     exc_info=not transient and exc)
-        status = "received" if transient else "failed"
-        _finish(session, event, status, error)
-        return InboxResult(event.event_id, event.event_type, status, error=error)
-    _finish(session, event, ctx.outcome, ctx.note)
+        return InboxResult(event.event_id, event.event_type, "received" if transient else "failed", error=error)
     return InboxResult(event.event_id, event.event_type, ctx.outcome, note=ctx.note)
 
 
@@ -203,14 +225,17 @@ def apply_batch(session: Session, client: WorkOSClient, *, limit: int = DEFAULT_
             session.rollback()
             return BatchReport(0)
         budget = fanout_jobs.MemberBudget(fanout_jobs.chunk_size(fanout_chunk))
-        results = tuple(apply_one(session, client, event, cause, fanout_chunk=fanout_chunk, budget=budget,
-                                  tracer=tracer)
-                        for event in events)
+        results, outcomes = [], []
+        for event in events:
+            result = _traced(session, client, event, cause, fanout_chunk, budget, tracer)
+            results.append(result)
+            outcomes.append(_outcome(event, result))
+        _finish(session, outcomes)  # the outcomes of the whole batch in one execution (one round trip)
         session.commit()
     except BaseException:
         session.rollback()
         raise
-    return BatchReport(len(events), results)
+    return BatchReport(len(events), tuple(results))
 
 
 APPLY_NOW_MAX = 10

@@ -50,6 +50,9 @@ class EventContext:
     outcome: str = "applied"
     note: str | None = None
     organization: Organization | None = None
+    # Tenants this event has read with a lock (the directory event's binding), by WorkOS organization id: later
+    # lookups by that id reuse the row, which the session's identity map would return unchanged anyway.
+    locked_organizations: dict[str, Organization] = field(default_factory=dict)
     # Set by the last user upsert: whether anything that decides access (state, email, existence) or is mirrored
     # onto the person (names) changed.
     access_changed: bool = False
@@ -60,6 +63,10 @@ class EventContext:
     # Users this unit of work has just created and that have no membership yet (none can exist: the row is
     # not visible to any other transaction), so the membership lookup is skipped for them.
     new_user_ids: set[str] = field(default_factory=set)
+    # Directory users (WorkOS ids) this unit of work has just inserted: no membership can carry their id yet but
+    # the one it links (directory user rows are never deleted, so no earlier row had the id), so the search for
+    # other memberships hanging on them is skipped.
+    new_directory_user_ids: set[str] = field(default_factory=set)
     # Domain ownership read once for the whole unit of work (the resync sets it per page); None: ask each time.
     verified_domains: domains.VerifiedDomains | None = None
     # Members one transaction recomputes at most (HATIDATA_FANOUT_CHUNK): more are queued as a recompute job.
@@ -131,8 +138,10 @@ def find_organization(session: Session, workos_organization_id: str | None = Non
 
 def resolve_organization(ctx: EventContext, workos_organization_id: str | None,
                          directory_id: str | None = None) -> Organization | None:
-    """Find the tenant; mirror it from WorkOS first if we have never seen it."""
-    org = find_organization(ctx.session, workos_organization_id, directory_id)
+    """Find the tenant (the row this event locked, if it did); mirror it from WorkOS first if we have never seen it."""
+    org = ctx.locked_organizations.get(workos_organization_id) if workos_organization_id else None
+    if org is None:
+        org = find_organization(ctx.session, workos_organization_id, directory_id)
     if org is None and workos_organization_id and ctx.client is not None:
         try:
             mirror_organization(ctx.session, ctx.client, workos_organization_id, ctx.actor)

@@ -6,12 +6,12 @@ Shared by the ``dsync.*`` handlers and the full resync (:mod:`services.reconcile
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
 
 from ...models import DirectoryGroup, DirectoryGroupMembership, DirectoryUser, Membership, Organization, new_id
 from .. import directory_people as people
@@ -44,15 +44,32 @@ def user_fields(data: dict[str, Any]) -> dict[str, Any]:
 LOOKUP: Any = object()  # "look the row up" (the default), as opposed to a row (or None) the caller preloaded
 
 
-def _insert_dialect(session: Session) -> Any:
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+def locked_directory_user(ctx: EventContext, org: Organization, workos_id: str) -> DirectoryUser | None:
+    """The stored directory user, its row locked (``FOR UPDATE``): concurrent events for one user are applied one
+    after the other, so the version guard compares against the committed state (no lost update when two workers
+    race)."""
+    return ctx.session.scalar(_locked_directory_user_statement(), {"organization_id": org.id, "workos_id": workos_id})
 
 
-def _locked_directory_user(ctx: EventContext, org: Organization, workos_id: str) -> DirectoryUser | None:
-    # FOR UPDATE: concurrent events for one user are applied one after the other, so the version guard
-    # compares against the committed state (no lost update when two workers race).
-    return ctx.session.scalar(select(DirectoryUser).where(DirectoryUser.organization_id == org.id,
-                                                         DirectoryUser.workos_id == workos_id).with_for_update())
+@functools.cache
+def _locked_directory_user_statement() -> Select[DirectoryUser]:
+    # Built once (bound parameters): a reused statement keeps its cache key; per event only the values bind.
+    return select(DirectoryUser).where(DirectoryUser.organization_id == bindparam("organization_id"),
+                                       DirectoryUser.workos_id == bindparam("workos_id")).with_for_update()
+
+
+_INSERTED = ("id", "directory_id", "idp_id", "email", "first_name", "last_name", "state", "attributes",
+             "organization_id", "workos_id", "version_at", "deleted_at")
+
+
+@functools.cache
+def _insert_directory_user_statement(dialect: str) -> Any:
+    """``INSERT … ON CONFLICT DO NOTHING RETURNING`` of a directory user, built once per dialect with bound
+    parameters (:data:`_INSERTED`, the keys of :func:`user_fields` and the row's identity and version)."""
+    table = DirectoryUser.__table__
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return (insert(DirectoryUser).values({name: bindparam(name, type_=table.c[name].type) for name in _INSERTED})
+            .on_conflict_do_nothing(index_elements=["organization_id", "workos_id"]).returning(DirectoryUser))
 
 
 def _audit_directory_user(ctx: EventContext, org: Organization, du: DirectoryUser, action: str,
@@ -79,19 +96,18 @@ def upsert_directory_user(ctx: EventContext, org: Organization, data: dict[str, 
     version = parse_time(data.get("updated_at")) or ctx.event_time
     fields = user_fields(data)
     if existing is LOOKUP:
-        du = None if known_absent else _locked_directory_user(ctx, org, data["id"])
+        du = None if known_absent else locked_directory_user(ctx, org, data["id"])
         if du is None:
             values = {**fields, "organization_id": org.id, "workos_id": data["id"], "version_at": version,
                       "deleted_at": ctx.event_time if deleted else None}
-            stmt = (_insert_dialect(ctx.session)(DirectoryUser).values(id=new_id("du"), **values)
-                    .on_conflict_do_nothing(index_elements=["organization_id", "workos_id"])
-                    .returning(DirectoryUser))
-            du = ctx.session.scalars(stmt).first()
+            stmt = _insert_directory_user_statement(ctx.session.get_bind().dialect.name)
+            du = ctx.session.scalars(stmt, {"id": new_id("du"), **values}).first()
             if du is not None:
                 ctx.access_changed = True
+                ctx.new_directory_user_ids.add(du.workos_id)
                 _audit_directory_user(ctx, org, du, "directory_user.deleted" if deleted else "directory_user.created")
                 return du, True
-            du = _locked_directory_user(ctx, org, data["id"])  # created concurrently: apply on top of it
+            du = locked_directory_user(ctx, org, data["id"])  # created concurrently: apply on top of it
     else:
         du = existing
     if du is not None and du.deleted_at is not None:
@@ -102,6 +118,7 @@ def upsert_directory_user(ctx: EventContext, org: Organization, data: dict[str, 
     if du is None:
         du = DirectoryUser(id=new_id("du"), organization_id=org.id, workos_id=data["id"], **fields)
         ctx.session.add(du)
+        ctx.new_directory_user_ids.add(du.workos_id)
     before = {k: getattr(du, k) for k in fields} if not created else {}
     if not deleted or created:
         for key, value in fields.items():
@@ -177,7 +194,9 @@ def sync_member(ctx: EventContext, org: Organization, du: DirectoryUser, *, reas
                cause=ctx.cause.with_reason(reason),
                details={"directory_user_id": du.workos_id, **role_mapping.decision_details(decision)})
     # A batched unit of work (the resync) checks for splits only where it found one or the person changed.
-    if repair_split or link.relinked or ctx.memberships_by_user is None:
+    # A directory user this unit of work inserted has no other membership to retire (``new_directory_user_ids``).
+    if repair_split or link.relinked or (ctx.memberships_by_user is None
+                                         and du.workos_id not in ctx.new_directory_user_ids):
         people.retire_other_memberships(ctx, org, du, keep=membership)
     if link.freed_email:
         for waiting in people.waiting_for(ctx, org, du, link.freed_email):

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from ...models import DirectoryUser, Organization
 from .context import EventContext, directory_deleted, dsync_org, require
-from .directory_state import sync_member, upsert_directory_user
+from .directory_state import locked_directory_user, sync_member, upsert_directory_user
 from .registry import handles
 
 
@@ -18,6 +18,10 @@ def _org_and_locked_user(ctx: EventContext, data: dict[str, Any]) -> tuple[Organ
     workos_org_id = data.get("organization_id")
     if not workos_org_id:
         return None
+    org = ctx.locked_organizations.get(workos_org_id)
+    if org is not None:  # the binding has locked the tenant's row already: only the user's is left to lock
+        du = locked_directory_user(ctx, org, data["id"])
+        return None if du is None else (org, du)
     row = ctx.session.execute(
         select(Organization, DirectoryUser)
         .join(DirectoryUser, DirectoryUser.organization_id == Organization.id)
