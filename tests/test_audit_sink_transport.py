@@ -153,3 +153,15 @@ def test_a_hec_answer_over_64_kib_fails_the_delivery(serve: Callable[..., _Serve
     server = serve(_endless_answer)
     with pytest.raises(DeliveryFailed, match="64 KiB"):
         deliver(_target("splunk_hec", server.port), LINES)
+
+
+@pytest.mark.parametrize("kind", ["splunk_hec", "datadog"])
+def test_a_secret_with_a_line_break_never_reaches_the_wire(serve: Callable[..., _Server], kind: str) -> None:
+    received: list[bytes] = []
+    server = serve(lambda conn: received.append(conn.recv(65536)))
+    target = _target(kind, server.port)
+    hostile = Target(kind, target.endpoint, "org_1", "token\r\nX-Injected: 1", TIMEOUT, None, allow_loopback=True)
+    with pytest.raises(DeliveryFailed, match="control character"):
+        deliver(hostile, LINES)
+    server.close()
+    assert b"X-Injected" not in b"".join(received)

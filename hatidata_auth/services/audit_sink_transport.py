@@ -158,6 +158,8 @@ def _request_head(endpoint: Endpoint, body: bytes, headers: dict[str, str]) -> b
     fields = {"Host": host if endpoint.port == default_port else f"{host}:{endpoint.port}",
               "User-Agent": "hatidata-auth", "Accept": "*/*", "Connection": "close",
               "Content-Length": str(len(body)), **headers}
+    if any(not value.isprintable() for value in fields.values()):  # a secret must not add headers or a request
+        raise DeliveryFailed("a header (the secret) holds a control character")
     lines = [f"POST {target} HTTP/1.1", *(f"{name}: {value}" for name, value in fields.items())]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
@@ -166,9 +168,10 @@ def post(endpoint: Endpoint, addresses: list[str], deadline: Deadline, context: 
          body: bytes, headers: dict[str, str]) -> Answer:
     """``POST`` *body* to the endpoint's URL over a connection to a checked address; the answer, or
     :class:`DeliveryFailed` (the error names neither the URL nor a header)."""
+    request = _request_head(endpoint, body, headers) + body
     try:
         with connect(endpoint, addresses, deadline, context) as sock:
-            send_all(sock, _request_head(endpoint, body, headers) + body, deadline)
+            send_all(sock, request, deadline)
             response = http.client.HTTPResponse(_ResponseSource(sock, deadline), method="POST")  # type: ignore[arg-type]
             try:
                 response.begin()
