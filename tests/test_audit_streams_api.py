@@ -99,10 +99,15 @@ BAD_URLS = [
     "https://LOCALHOST./", "https://169.254.169.254/", "https://[::1]/", "https://[::ffff:169.254.169.254]/",
     "https://[fe80::1]/", "https://0.0.0.0/", "https://224.0.0.1/", "https://240.0.0.1/", "https://siem acme.test/",
     "https://siem.acme.test:99999/", "https://siem.acme.test/" + "a" * 2048, "https://sïem.acme.test/", "https://",
+    # addresses in the forms inet_aton reads (decimal, hex, octal, short), and numeric hosts that are no address
+    "https://2130706433/", "https://0x7f000001/", "https://0177.0.0.1/", "https://127.1/", "https://127.0.1./",
+    "https://2852039166/", "https://0xa9fea9fe/", "https://169.254.43518/", "https://0/", "https://999.1/",
+    "https://08.1/", "https://siem.acme.0x/",
 ]
 BAD_HOST_PORTS = ["siem.acme.test", "siem.acme.test:0", "siem.acme.test:http", "siem.acme.test:65536",
                   "127.0.0.1:6514", "localhost:6514", "[::1]:6514", "::1:6514", "169.254.169.254:6514",
-                  "0.0.0.0:6514", "https://siem.acme.test:6514", "siem_acme.test:6514", ":6514"]
+                  "0.0.0.0:6514", "https://siem.acme.test:6514", "siem_acme.test:6514", ":6514",
+                  "2130706433:6514", "0x7f.1:6514", "0177.1:6514", "169.254.43518:6514", "999.1:6514"]
 BAD_ENDPOINTS = [*((kind, url) for kind in URL_KINDS for url in BAD_URLS),
                  ("splunk_hec", "https://splunk.acme.test/other/path"), ("datadog", "https://intake.test/api/v1/x"),
                  ("datadog", "https://intake.test/?dd-api-key=leak"),

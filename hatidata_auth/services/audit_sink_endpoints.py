@@ -7,7 +7,9 @@ after name resolution, before every delivery (docs/audit.md, "Streaming to a SIE
   ``/services/collector/event``, ``/api/v2/logs``).
 - ``syslog_tls``: ``host:port`` (``[v6]:port``), always TLS.
 - Never loopback, link-local (cloud metadata), multicast, reserved or unspecified addresses, whether written
-  literally or resolved from a name; private networks (an on-premises SIEM) are allowed.
+  literally (in any form ``inet_aton`` reads: ``2130706433``, ``0x7f000001``, ``0177.0.0.1``, ``127.1``) or
+  resolved from a name; private networks (an on-premises SIEM) are allowed. A host whose last label is a number
+  is an IPv4 address and must parse as one.
   ``HATIDATA_AUDIT_STREAM_ALLOW_LOOPBACK_HTTP`` (development, tests) allows loopback, and ``http://`` to it.
 """
 
@@ -51,11 +53,23 @@ class Endpoint:
     tls: bool
 
 
+_NUMBER = re.compile(r"^(?:0[xX][0-9A-Fa-f]*|[0-9]+)$")
+
+
 def _literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address *host* names literally, read as resolvers read it (``inet_aton``'s decimal, octal, hex and
+    short IPv4 forms too); ``None`` for a name. :class:`InvalidEndpoint` for a numeric host that is no address."""
     try:
         return ipaddress.ip_address(host.strip("[]"))
     except ValueError:
+        pass
+    labels = host.split(".")
+    if not _NUMBER.match(labels[-1] or (labels[-2] if len(labels) > 1 else "")):
         return None
+    try:  # the last label is a number: a resolver reads the host as an IPv4 address, never as a name
+        return ipaddress.IPv4Address(socket.inet_aton(host.removesuffix(".")))
+    except OSError:
+        raise InvalidEndpoint("the host is not a valid host name or address") from None
 
 
 def address_allowed(address: ipaddress.IPv4Address | ipaddress.IPv6Address, *, allow_loopback: bool) -> bool:
@@ -128,10 +142,18 @@ def parse(kind: str, raw: str, *, allow_loopback: bool = False) -> Endpoint:
     return _url(kind, raw, allow_loopback=allow_loopback)
 
 
-def check_resolved(endpoint: Endpoint, *, allow_loopback: bool) -> None:
-    """Resolve the endpoint's host and refuse it if any address is one sinks may not reach
-    (:class:`ForbiddenAddress`; ``OSError`` when it does not resolve)."""
+def check_resolved(endpoint: Endpoint, *, allow_loopback: bool) -> list[str]:
+    """Resolve the endpoint's host once and return its addresses (in the resolver's order, the ones a delivery
+    connects to); :class:`ForbiddenAddress` if any is one sinks may not reach, ``OSError`` when it does not
+    resolve."""
+    addresses: list[str] = []
     for *_, sockaddr in socket.getaddrinfo(endpoint.host, endpoint.port, type=socket.SOCK_STREAM):
-        address = ipaddress.ip_address(str(sockaddr[0]).split("%")[0])
+        text = str(sockaddr[0])
+        address = ipaddress.ip_address(text.split("%")[0])
         if not address_allowed(address, allow_loopback=allow_loopback):
             raise ForbiddenAddress(f"{endpoint.host} resolves to an address sinks may not reach")
+        if text not in addresses:
+            addresses.append(text)
+    if not addresses:
+        raise OSError(f"{endpoint.host} has no address")
+    return addresses

@@ -12,6 +12,9 @@ docs/audit.md "Stream format") delivered to one sink, confirmed or raising :clas
   (facility 13 "log audit", severity 6, ``APP-NAME`` hatidata-auth, ``MSGID`` event or checkpoint, ``MSG`` the
   line) with octet-counting framing (RFC 6587 / RFC 5425); confirmed by the server's TLS ``close_notify`` after
   the batch (syslog has no acknowledgement; a server that closes cleanly has read everything before it).
+
+Every kind connects only to the addresses checked for the delivery, within one deadline (``Target.timeout``, s),
+and reads at most 64 KiB of an answer (``audit_sink_transport``).
 """
 
 from __future__ import annotations
@@ -27,19 +30,24 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx2
-
-from .audit_sink_endpoints import Endpoint, ForbiddenAddress, check_resolved
+from .audit_sink_endpoints import Endpoint
+from .audit_sink_transport import (
+    Answer,
+    Deadline,
+    DeliveryFailed,
+    close_notified,
+    connect,
+    failure,
+    pinned_addresses,
+    post,
+    send_all,
+)
 
 SIGNATURE_HEADER = "HatiData-Signature"
 SOURCE = "hatidata-auth"
 SOURCETYPE = "hatidata:audit"
 SYSLOG_PRI = 13 * 8 + 6  # facility 13 (log audit), severity 6 (informational)
-MAX_ERROR = 300
-
-
-class DeliveryFailed(Exception):
-    """The sink did not confirm the batch; the message is safe to store and show (no secret, bounded)."""
+__all__ = ["DeliveryFailed", "Line", "Target", "deliver", "signature_header"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,68 +119,75 @@ def _tls_context(target: Target) -> ssl.SSLContext:
     return context
 
 
-def _post(target: Target, body: bytes, headers: dict[str, str]) -> httpx2.Response:
-    verify: ssl.SSLContext | bool = _tls_context(target) if target.endpoint.tls else True
-    try:
-        with httpx2.Client(timeout=target.timeout, verify=verify, follow_redirects=False, trust_env=False) as client:
-            return client.post(target.endpoint.value, content=body, headers=headers)
-    except httpx2.HTTPError as exc:
-        raise DeliveryFailed(f"{type(exc).__name__}: {exc}"[:MAX_ERROR]) from None
+def _post(target: Target, addresses: list[str], deadline: Deadline, body: bytes, headers: dict[str, str]
+          ) -> Answer:
+    context = _tls_context(target) if target.endpoint.tls else None
+    return post(target.endpoint, addresses, deadline, context, body, headers)
 
 
-def _send_https(target: Target, lines: Sequence[Line], now: Callable[[], float]) -> None:
+def _send_https(target: Target, lines: Sequence[Line], now: Callable[[], float], addresses: list[str],
+                deadline: Deadline) -> None:
     body = ndjson_body(lines)
     headers = {"Content-Type": "application/x-ndjson"}
     if target.secret:
         headers[SIGNATURE_HEADER] = signature_header(target.secret, body, int(now() * 1000))
-    response = _post(target, body, headers)
-    if not 200 <= response.status_code < 300:
-        raise DeliveryFailed(f"HTTP {response.status_code}")
+    answer = _post(target, addresses, deadline, body, headers)
+    if not 200 <= answer.status < 300:
+        raise DeliveryFailed(f"HTTP {answer.status}")
 
 
-def _send_hec(target: Target, lines: Sequence[Line], now: Callable[[], float]) -> None:
-    response = _post(target, hec_body(lines), {"Authorization": f"Splunk {target.secret or ''}",
-                                               "Content-Type": "application/json"})
+def _hec_code(answer: Answer) -> int | None:
+    """The ``code`` of a HEC answer (``{"text", "code"}`` on success and failure alike); ``None`` if it has none."""
+    if answer.cut:
+        return None
     try:
-        code = response.json().get("code")  # HEC answers {"text", "code"} on success and failure alike
-    except (ValueError, AttributeError):
-        code = None
-    code = code if isinstance(code, int) else None
-    if response.status_code != 200 or code != 0:
-        raise DeliveryFailed(f"HTTP {response.status_code}" + (f" (HEC code {code})" if code is not None else ""))
+        code = json.loads(answer.body).get("code")
+    except (ValueError, AttributeError, RecursionError):  # a hostile answer may nest past the recursion limit
+        return None
+    return code if isinstance(code, int) and not isinstance(code, bool) else None
 
 
-def _send_datadog(target: Target, lines: Sequence[Line], now: Callable[[], float]) -> None:
-    response = _post(target, datadog_body(lines, target.organization_id),
-                     {"DD-API-KEY": target.secret or "", "Content-Type": "application/json"})
-    if response.status_code != 202:
-        raise DeliveryFailed(f"HTTP {response.status_code}")
+def _send_hec(target: Target, lines: Sequence[Line], now: Callable[[], float], addresses: list[str],
+              deadline: Deadline) -> None:
+    answer = _post(target, addresses, deadline, hec_body(lines),
+                   {"Authorization": f"Splunk {target.secret or ''}", "Content-Type": "application/json"})
+    code = _hec_code(answer)
+    if answer.status != 200 or code != 0:
+        raise DeliveryFailed(f"HTTP {answer.status}" + (f" (HEC code {code})" if code is not None else "")
+                             + (" (answer over 64 KiB)" if answer.cut else ""))
 
 
-def _send_syslog(target: Target, lines: Sequence[Line], now: Callable[[], float]) -> None:
+def _send_datadog(target: Target, lines: Sequence[Line], now: Callable[[], float], addresses: list[str],
+                  deadline: Deadline) -> None:
+    answer = _post(target, addresses, deadline, datadog_body(lines, target.organization_id),
+                   {"DD-API-KEY": target.secret or "", "Content-Type": "application/json"})
+    if answer.status != 202:
+        raise DeliveryFailed(f"HTTP {answer.status}")
+
+
+def _send_syslog(target: Target, lines: Sequence[Line], now: Callable[[], float], addresses: list[str],
+                 deadline: Deadline) -> None:
     hostname = _hostname()
     payload = b"".join(syslog_frame(line, hostname) for line in lines)
     try:
-        raw = socket.create_connection((target.endpoint.host, target.endpoint.port), timeout=target.timeout)
-        with _tls_context(target).wrap_socket(raw, server_hostname=target.endpoint.host) as tls:
-            tls.sendall(payload)
-            tls.unwrap()  # waits for the server's close_notify: it has read the whole batch
+        with connect(target.endpoint, addresses, deadline, _tls_context(target)) as tls:
+            assert isinstance(tls, ssl.SSLSocket)
+            send_all(tls, payload, deadline)
+            close_notified(tls, deadline)  # the server's close_notify: it has read the whole batch
     except (OSError, ssl.SSLError) as exc:
-        raise DeliveryFailed(f"{type(exc).__name__}: {exc}"[:MAX_ERROR]) from None
+        raise failure(exc, deadline) from None
 
 
-SENDERS: dict[str, Callable[[Target, Sequence[Line], Callable[[], float]], None]] = {
+Sender = Callable[[Target, Sequence[Line], Callable[[], float], list[str], Deadline], None]
+SENDERS: dict[str, Sender] = {
     "https": _send_https, "splunk_hec": _send_hec, "datadog": _send_datadog, "syslog_tls": _send_syslog,
 }
 
 
 def deliver(target: Target, lines: Sequence[Line], *, now: Callable[[], float] = time.time) -> None:
-    """Send *lines* to the sink and return once it confirmed them; :class:`DeliveryFailed` otherwise (the address
-    is checked after resolution first)."""
-    try:
-        check_resolved(target.endpoint, allow_loopback=target.allow_loopback)
-    except ForbiddenAddress as exc:
-        raise DeliveryFailed(str(exc)[:MAX_ERROR]) from None
-    except OSError as exc:
-        raise DeliveryFailed(f"{target.endpoint.host} does not resolve ({type(exc).__name__})") from None
-    SENDERS[target.kind](target, lines, now)
+    """Send *lines* to the sink and return once it confirmed them, within ``target.timeout`` seconds in all;
+    :class:`DeliveryFailed` otherwise. The host is resolved once, every address checked, and only those addresses
+    are connected to."""
+    deadline = Deadline(target.timeout)
+    addresses = pinned_addresses(target.endpoint, allow_loopback=target.allow_loopback)
+    SENDERS[target.kind](target, lines, now, addresses, deadline)
