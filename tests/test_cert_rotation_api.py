@@ -40,7 +40,7 @@ def test_start_read_and_switch(globex_admin: FlaskClient) -> None:
     ({}, {"metadata_xml", "metadata_url"}),
     ({"metadata_xml": "<x/>", "metadata_url": "https://login.microsoftonline.com/m.xml"},
      {"metadata_xml", "metadata_url"}),
-    ({"metadata_xml": "<not xml"}, {"metadata_file"}),
+    ({"metadata_xml": "<not xml"}, {"metadata_xml"}),
     ({"metadata_url": "https://127.0.0.1/metadata.xml"}, {"metadata_url"}),
     ({"metadata_url": "http://login.microsoftonline.com/m.xml"}, {"metadata_url"}),
 ])
