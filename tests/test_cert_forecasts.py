@@ -12,7 +12,7 @@ from flask import Flask
 from sqlalchemy import select
 
 from hatidata_auth.causes import Cause
-from hatidata_auth.models import AuditEvent, OrganizationAlert
+from hatidata_auth.models import AuditEvent, OrganizationAlert, utcnow
 from hatidata_auth.services import cert_forecasts
 from tests.rotation_support import GLOBEX_CONN, pem_and_b64
 from tests.support.dsync import mirror_organizations
@@ -21,7 +21,7 @@ CAUSE = Cause.system("test")
 
 
 @pytest.mark.parametrize(("days_left", "expected"), [(400, None), (91, None), (90, 90), (31, 90), (30, 30),
-                                                     (8, 30), (7, 7), (0, 7), (-3, 7)])
+                                                     (8, 30), (7, 7), (1, 7), (0, 0), (-3, 0)])
 def test_threshold(days_left: int, expected: int | None) -> None:
     from hatidata_auth.models import utcnow
 
@@ -83,3 +83,47 @@ def test_the_command_forecasts_every_connected_organization(app: Flask, db_sessi
     assert expiry_alerts(db_session, org.id) == [(cert.id, 30, True)]
     again = app.test_cli_runner().invoke(args=["hatidata", "sso", "forecast-certificates"])
     assert "0 forecast(s) raised" in again.output
+
+
+UNREADABLE = "-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n"  # base64 DER, not a certificate
+
+
+def hold_unreadable(emulator: Any, connection_id: str, days: int) -> str:
+    """Make WorkOS hold a certificate `cryptography` cannot parse (WorkOS accepts some it refuses), expiring in
+    *days*; its id."""
+    from workos_emulator.ids import iso
+
+    emu = emulator.emulator
+    with emu.store.lock:
+        conn = emu.store.get("connections", connection_id, "Connection")
+        entity = {"object": "saml_idp_signing_certificate", "id": "cert_unreadable", "value": UNREADABLE,
+                  "not_before": iso(utcnow() - timedelta(days=1)), "not_after": iso(utcnow() + timedelta(days=days)),
+                  "created_at": iso(), "_fingerprint": "unreadable", "_verified": 0, "_last_verified_at": None}
+        conn.setdefault("_certs", []).append(entity)
+    return "cert_unreadable"
+
+
+def test_an_unreadable_certificate_is_forecast_from_workos_expiry(app: Flask, db_session: Any, workos_client: Any,
+                                                                   emulator: Any) -> None:
+    org = mirror_organizations(db_session, workos_client)["globex.test"]
+    db_session.commit()
+    cert_id = hold_unreadable(emulator, GLOBEX_CONN, 20)
+    result = app.test_cli_runner().invoke(args=["hatidata", "sso", "forecast-certificates"])
+    assert result.exit_code == 0, result.output
+    db_session.expire_all()
+    alert = db_session.scalar(select(OrganizationAlert).where(OrganizationAlert.target_id == cert_id))
+    assert (alert.organization_id, alert.details["threshold_days"], alert.details["fingerprint"]) == (org.id, 30, None)
+    assert "cannot read" in alert.message
+
+
+def test_an_expired_certificate_is_forecast_as_expired_once(app: Flask, db_session: Any,
+                                                            workos_client: Any) -> None:
+    org = mirror_organizations(db_session, workos_client)["globex.test"]
+    pem, _ = pem_and_b64(100, "old.globex.test")
+    cert = workos_client.sso.create_connection_saml_idp_signing_cert(GLOBEX_CONN, value=pem)
+    assert cert.not_after is not None
+    first = cert_forecasts.forecast(db_session, workos_client, org, CAUSE, cert.not_after + timedelta(seconds=1))
+    again = cert_forecasts.forecast(db_session, workos_client, org, CAUSE, cert.not_after + timedelta(days=3))
+    db_session.commit()
+    assert (first.raised, again.raised) == ((cert.id,), ())
+    assert expiry_alerts(db_session, org.id) == [(cert.id, 0, True)]

@@ -40,7 +40,7 @@ def test_start_read_and_switch(globex_admin: FlaskClient) -> None:
     ({}, {"metadata_xml", "metadata_url"}),
     ({"metadata_xml": "<x/>", "metadata_url": "https://login.microsoftonline.com/m.xml"},
      {"metadata_xml", "metadata_url"}),
-    ({"metadata_xml": "<not xml"}, {"metadata_file"}),
+    ({"metadata_xml": "<not xml"}, {"metadata_xml"}),
     ({"metadata_url": "https://127.0.0.1/metadata.xml"}, {"metadata_url"}),
     ({"metadata_url": "http://login.microsoftonline.com/m.xml"}, {"metadata_url"}),
 ])
@@ -69,3 +69,15 @@ def test_callers_reach_only_their_own_organization(app: Flask, globex_admin: Fla
     no_csrf = globex_admin.post(f"{PATH}/switched")
     assert no_csrf.status_code in (400, 403)
     assert globex_admin.get(PATH).get_json()["state"] == "both_trusted"
+
+
+def test_a_held_certificate_cryptography_cannot_read_is_rotated_out(globex_admin: FlaskClient,
+                                                                     emulator: Any) -> None:
+    from tests.test_cert_forecasts import hold_unreadable
+
+    unreadable = hold_unreadable(emulator, GLOBEX_CONN, 20)
+    _, new_b64 = pem_and_b64(400, "new.globex.test")
+    started = globex_admin.post(PATH, json={"metadata_xml": metadata_with(new_b64).decode()},
+                                headers=csrf_headers(globex_admin))
+    assert started.status_code == 201, started.get_json()
+    assert unreadable in started.get_json()["old_certificate_ids"]

@@ -43,14 +43,15 @@ control_bp = Blueprint("signing_control", __name__, url_prefix="/_emulator")
 REFUSAL = "The SAML response was signed with a certificate that is expired or not trusted by the connection."
 
 
-def parse_pem(value: Any) -> x509.Certificate:
-    """The X.509 certificate in *value* (PEM); 422 ``invalid_request_parameters`` otherwise."""
+def parse_pem(value: Any, field: str = "value") -> x509.Certificate:
+    """The X.509 certificate in *value* (PEM); 422 ``invalid_request_parameters`` naming *field* (the field the
+    caller sent it in: ``value`` on WorkOS's routes, ``pem`` on the control API) otherwise."""
     if not isinstance(value, str) or "BEGIN CERTIFICATE" not in value:
-        raise invalid_params("value must be a PEM-encoded X.509 certificate.", "value")
+        raise invalid_params(f"{field} must be a PEM-encoded X.509 certificate.", field)
     try:
         return x509.load_pem_x509_certificate(value.encode())
     except ValueError:
-        raise invalid_params("value is not a valid X.509 certificate.", "value") from None
+        raise invalid_params(f"{field} is not a valid X.509 certificate.", field) from None
 
 
 def fingerprint(cert: x509.Certificate) -> str:
@@ -191,5 +192,5 @@ def set_signing(conn_id: str) -> Any:
                 raise invalid_params("certificate_id is not a certificate of this connection.", "certificate_id")
             conn["_idp_signing"] = found["_fingerprint"]
         else:
-            conn["_idp_signing"] = fingerprint(parse_pem(data.get("pem")))
+            conn["_idp_signing"] = fingerprint(parse_pem(data.get("pem"), "pem"))
         return jsonify(_signing_view(conn))

@@ -90,7 +90,8 @@ def start_rotation(body: dict[str, Any]) -> tuple[cert_rotation.RotationView, in
     before = cert_rotation.current(db.session(), org.id, cert_rotation.connection_of(org))
     xml = body["metadata_xml"].encode() if "metadata_xml" in body else None
     metadata, source = rotation_metadata.read(rotation_metadata.plugin_for(get_registry(current_app), org),
-                                              xml=xml, url=body.get("metadata_url"), now=utcnow())
+                                              xml=xml, url=body.get("metadata_url"), now=utcnow(),
+                                              xml_field="metadata_xml")
     client = current_app.extensions["hatidata_workos"].client
     rotation = cert_rotation.start(db.session(), client, org, metadata, source, request_cause())
     db.session.commit()

@@ -1,12 +1,13 @@
-"""Expiry forecasts of the SAML signing certificates a connection holds: alerts 90, 30 and 7 days ahead.
+"""Expiry forecasts of the SAML signing certificates a connection holds: alerts 90, 30 and 7 days ahead, and when
+it has expired.
 
 One ``saml_certificate_expiry`` alert per certificate (its target is WorkOS's certificate id). A run opens it
-when the certificate is within 90 days of expiry and updates it when it crosses 30 and then 7 days; a run that
+when the certificate is within 90 days of expiry and updates it when it crosses 30 and then 7 days, and once more
+when it has expired (threshold 0: the message then says it has expired, never "expires in N days"); a run that
 finds the same threshold changes nothing, so a forecast is raised once per threshold crossing, however often it
 runs. The alert is resolved when the certificate is no longer held (a rotation retired it, or it was removed at
 WorkOS). Run by ``flask --app wsgi hatidata sso forecast-certificates`` (a cron job, daily); the clock is an
-argument so tests inject one.
-"""
+argument so tests inject one."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ from ..workos import WorkOSClient
 from . import alerts
 from .cert_rotation import EXPIRY_KIND, HeldCertificate, held_certificates
 
-THRESHOLDS = (90, 30, 7)
-"""Days before expiry at which a forecast is raised, widest first."""
+THRESHOLDS = (90, 30, 7, 0)
+"""Days before expiry at which a forecast is raised, widest first; ``0``: the certificate has expired."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,10 +48,15 @@ def threshold(not_after: datetime | None, now: datetime) -> int | None:
 
 def _message(cert: HeldCertificate, days: int, now: datetime) -> str:
     assert cert.not_after is not None
+    # An unreadable certificate is forecast from the expiry WorkOS gives; the note says why it has no fingerprint.
+    note = "" if cert.fingerprint else " (HatiData cannot read this certificate; check it in the WorkOS dashboard)"
+    if days == 0:
+        return (f"A SAML signing certificate of your SSO connection has expired ({cert.not_after:%Y-%m-%d}){note}: "
+                "sign-ins it verified now fail. Rotate the certificate from the SSO page.")
     left = (cert.not_after - now).days
-    when = "has expired" if left < 0 else f"expires in {left} days"
-    return (f"A SAML signing certificate of your SSO connection {when} ({cert.not_after:%Y-%m-%d}; within "
-            f"{days} days). Rotate the certificate from the SSO page before it expires.")
+    return (f"A SAML signing certificate of your SSO connection expires in {left} day(s) "
+            f"({cert.not_after:%Y-%m-%d}; within {days} days){note}. Rotate the certificate from the SSO page "
+            "before it expires.")
 
 
 def forecast(session: Session, client: WorkOSClient, organization: Organization, cause: Cause,

@@ -46,10 +46,11 @@ class RotationError(AppError):
 
 @dataclass(frozen=True, slots=True)
 class HeldCertificate:
-    """A signing certificate WorkOS holds for the connection; ``not_after`` aware UTC (``None``: WorkOS gave none)."""
+    """A signing certificate WorkOS holds for the connection; ``not_after`` aware UTC (``None``: WorkOS gave none);
+    ``fingerprint`` SHA-256 hex, ``None`` when ``cryptography`` cannot read the PEM WorkOS holds (unreadable)."""
 
     id: str
-    fingerprint: str
+    fingerprint: str | None
     not_after: datetime | None
 
 
@@ -88,7 +89,16 @@ def held_certificates(client: WorkOSClient, connection_id: str) -> tuple[HeldCer
     """The signing certificates WorkOS holds for *connection_id*, oldest first; raises ``WorkOSFailure``."""
     with translate_errors():
         listed = client.sso.list_connection_saml_idp_signing_certs(connection_id).data
-    return tuple(HeldCertificate(c.id, _fingerprint(c.value), c.not_after) for c in listed)
+    return tuple(HeldCertificate(c.id, _readable_fingerprint(c.value), c.not_after) for c in listed)
+
+
+def _readable_fingerprint(pem: str) -> str | None:
+    # WorkOS may hold a certificate that cryptography refuses (e.g. a negative serial number): it is still held,
+    # forecast by WorkOS's not_after and retired by a rotation, but matches no metadata certificate.
+    try:
+        return _fingerprint(pem)
+    except ValueError:
+        return None
 
 
 def current(session: Session, organization_id: str, connection_id: str | None) -> RotationView | None:

@@ -27,18 +27,22 @@ def _refused(message: str, field: str) -> RotationError:
 
 
 def read(plugin: IdPPlugin | None, *, xml: bytes | None, url: str | None, now: datetime,
-         fetch: Callable[[str], bytes] = metadata_fetch.fetch) -> tuple[SamlMetadata, str]:
+         fetch: Callable[[str], bytes] = metadata_fetch.fetch,
+         xml_field: str = "metadata_file") -> tuple[SamlMetadata, str]:
     """``(metadata, source)`` from *xml* (a file's bytes, at most :data:`MAX_BYTES`) or else *url* (checked by the
     plugin, then fetched by :func:`metadata_fetch.fetch`); source ``xml`` or ``url``.
 
-    Raises :class:`RotationError` 422 ``invalid_metadata`` whose ``details.fields`` names ``metadata_file`` /
+    *xml_field* is the name under which the caller received *xml* (the pages' upload ``metadata_file``, the API's
+    ``metadata_xml``): errors are reported under the field the caller used.
+
+    Raises :class:`RotationError` 422 ``invalid_metadata`` whose ``details.fields`` names *xml_field* /
     ``metadata_url`` (nothing given, too large, refused by the plugin, unreachable or private URL), 409
     ``no_plugin`` when the organization's IdP is not known.
     """
     if plugin is None:
         raise RotationError("This organization's identity provider is not known.", code="no_plugin")
     if xml:
-        data, source, field = xml, "xml", "metadata_file"
+        data, source, field = xml, "xml", xml_field
         if len(data) > MAX_BYTES:
             raise _refused(f"The metadata file is larger than {MAX_BYTES // 1024} KiB.", field)
     elif url:
@@ -51,7 +55,7 @@ def read(plugin: IdPPlugin | None, *, xml: bytes | None, url: str | None, now: d
         except metadata_fetch.MetadataFetchError as exc:
             raise _refused(exc.message, field) from exc
     else:
-        raise _refused("Upload the new metadata file or give its URL.", "metadata_file")
+        raise _refused("Upload the new metadata file or give its URL.", xml_field)
     result = plugin.validate_metadata_xml(data, now)
     if not result.ok or not isinstance(result.value, SamlMetadata):
         raise _refused(next(iter(result.messages().values()), "The metadata is not valid."), field)
