@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
-from sqlalchemy.exc import SQLAlchemyError
 
 from .config import DEFAULTS
 from .extensions import db
@@ -71,29 +70,37 @@ def run_once(app: Flask, *, now: datetime | None = None) -> dict[str, int]:
     """One pass: due checkpoints of every chain, then every due audit stream (its batches after its cursor, with
     the checkpoints just signed), then every export job waiting or orphaned (running past its lease: its worker
     died), each after a checkpoint of its organization's head so its trailer carries a signature, then expired
-    files. *now* (default the clock) is the pass's time. Returns what it did."""
+    files. *now* (default the clock) is the pass's time. Returns what it did. A sink's failure fails that sink
+    only (``audit_sinks.run``); anything else a pass raises ends the pass (the worker's loop logs it and goes on).
+    """
     every = int(setting(app, "HATIDATA_AUDIT_CHECKPOINT_EVERY"))
     interval = float(setting(app, "HATIDATA_AUDIT_CHECKPOINT_INTERVAL"))
     key = signer(app)
     with app.app_context():
-        session = db.session()
-        trusted = app.config.get("HATIDATA_AUDIT_TRUSTED_KEYS")
-        made = audit_checkpoints.run(session, key, every=every, interval=interval, now=now, previous=trusted)
-        streamed = sum(r.delivered for r in audit_sinks.run(session, seal_key=seal_key(app),
-                                                            policy=stream_policy(app), now=now))
-        jobs = 0
-        for job_id in audit_exports.active_jobs(session, now=now):
-            job = session.get(AuditExportJob, job_id)
-            if key is not None and job is not None:
-                made += len(audit_checkpoints.advance(session, job.organization_id, key, every=every, interval=0,
-                                                      now=now, previous=trusted))
-                session.commit()
-            if audit_exports.run_job(session, job_id, export_dir(app),
-                                     retention=int(setting(app, "HATIDATA_AUDIT_EXPORT_RETENTION")),
-                                     lease=float(setting(app, "HATIDATA_AUDIT_EXPORT_LEASE")), now=now):
-                jobs += 1
-        expired = audit_exports.expire(session, export_dir(app), now=now)
-        db.session.remove()
+        try:
+            return _pass(app, key, every=every, interval=interval, now=now)
+        finally:
+            db.session.remove()
+
+
+def _pass(app: Flask, key: Signer | None, *, every: int, interval: float, now: datetime | None) -> dict[str, int]:
+    session = db.session()
+    trusted = app.config.get("HATIDATA_AUDIT_TRUSTED_KEYS")
+    made = audit_checkpoints.run(session, key, every=every, interval=interval, now=now, previous=trusted)
+    streamed = sum(r.delivered for r in audit_sinks.run(session, seal_key=seal_key(app),
+                                                        policy=stream_policy(app), now=now))
+    jobs = 0
+    for job_id in audit_exports.active_jobs(session, now=now):
+        job = session.get(AuditExportJob, job_id)
+        if key is not None and job is not None:
+            made += len(audit_checkpoints.advance(session, job.organization_id, key, every=every, interval=0,
+                                                  now=now, previous=trusted))
+            session.commit()
+        if audit_exports.run_job(session, job_id, export_dir(app),
+                                 retention=int(setting(app, "HATIDATA_AUDIT_EXPORT_RETENTION")),
+                                 lease=float(setting(app, "HATIDATA_AUDIT_EXPORT_LEASE")), now=now):
+            jobs += 1
+    expired = audit_exports.expire(session, export_dir(app), now=now)
     return {"checkpoints": made, "streamed": streamed, "jobs": jobs, "expired": expired}
 
 
@@ -129,7 +136,7 @@ class AuditWorker:
         while not self._stop.is_set():
             try:
                 run_once(self.app)
-            except (SQLAlchemyError, OSError):
+            except Exception:  # the worker serves every organization: no pass may end it
                 log.warning("audit worker pass failed; retrying", exc_info=True)
             self._wake.wait(self.period)
             self._wake.clear()

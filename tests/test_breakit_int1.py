@@ -136,9 +136,6 @@ def _create(app: Flask, tenant: Tenant, name: str, endpoint: str) -> str:
     return str(response.get_json()["id"])
 
 
-@pytest.mark.xfail(strict=True, reason="run() claims every sink of a pass with the pass's start time: a sink "
-                                       "reached after HATIDATA_AUDIT_STREAM_LEASE seconds of slow sinks is claimed "
-                                       "with a lease already expired, so a second worker delivers it concurrently")
 def test_a_sink_being_delivered_is_never_due_for_another_worker(
         app: Flask, acme: Tenant, monkeypatch: pytest.MonkeyPatch) -> None:
     from sqlalchemy.orm import Session
@@ -163,8 +160,6 @@ def test_a_sink_being_delivered_is_never_due_for_another_worker(
     assert due_while_delivered == []
 
 
-@pytest.mark.xfail(strict=True, reason="a sink paused (PATCH enabled=false) while a batch is in flight ends "
-                                       "enabled=false but state 'active': the worker's settle overwrites 'paused'")
 def test_a_sink_paused_during_a_delivery_stays_paused(app: Flask, acme: Tenant,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     from hatidata_auth.services import audit_sinks
@@ -280,9 +275,6 @@ def test_a_token_in_the_endpoint_query_is_never_logged(app: Flask, acme: Tenant,
     assert RECEIVER_TOKEN not in caplog.text
 
 
-@pytest.mark.xfail(strict=True, reason="a checkpoint signed after its events were delivered (the once-a-minute "
-                                       "one at the head of a quiet chain) has seq <= the sink's cursor and is "
-                                       "never streamed: the delivered tail is never covered by a checkpoint")
 def test_the_stream_carries_the_checkpoint_signed_after_its_events_were_delivered(
         app: Flask, acme: Tenant, monkeypatch: pytest.MonkeyPatch) -> None:
     from datetime import UTC, datetime, timedelta

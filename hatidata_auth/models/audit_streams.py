@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import BigInteger, Boolean, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -14,6 +15,10 @@ STREAM_KINDS = ("https", "splunk_hec", "datadog", "syslog_tls")
 STREAM_STATES = ("active", "retrying", "dead_letter", "paused")
 
 
+def _starting_cursor(context: Any) -> int:
+    return int(context.get_current_parameters().get("cursor") or 0)
+
+
 class AuditStream(TenantMixin, db.Model):  # type: ignore[name-defined]
     """One sink of an organization's audit chain (docs/audit.md, "Streaming to a SIEM").
 
@@ -21,7 +26,8 @@ class AuditStream(TenantMixin, db.Model):  # type: ignore[name-defined]
     ``secret_sealed`` is the HMAC secret, HEC token or Datadog API key sealed with the deployment's key (never
     returned, never logged; ``secret_hint`` is its last four characters). A worker takes the sink with a
     conditional UPDATE stamping ``claim`` and ``lease_until`` (like export jobs): a worker that died leaves a lease
-    that expires.
+    that expires. ``checkpoint_seq`` is the ``seq`` of the newest checkpoint the sink received (at creation: its
+    cursor, nothing before the stream is sent): a checkpoint signed after its events were delivered is sent later.
     """
 
     __tablename__ = "audit_streams"
@@ -44,6 +50,7 @@ class AuditStream(TenantMixin, db.Model):  # type: ignore[name-defined]
     last_error: Mapped[str | None] = mapped_column(String(512))
     last_delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     delivered_events: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    checkpoint_seq: Mapped[int] = mapped_column(BigInteger, nullable=False, default=_starting_cursor)
     claim: Mapped[str | None] = mapped_column(String(40))
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)

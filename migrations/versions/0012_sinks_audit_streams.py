@@ -34,6 +34,7 @@ def upgrade():
         sa.Column('last_error', sa.String(length=512), nullable=True),
         sa.Column('last_delivered_at', sa.DateTime(timezone=True), nullable=True),
         sa.Column('delivered_events', sa.BigInteger(), nullable=False),
+        sa.Column('checkpoint_seq', sa.BigInteger(), nullable=False),
         sa.Column('claim', sa.String(length=40), nullable=True),
         sa.Column('lease_until', sa.DateTime(timezone=True), nullable=True),
         sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
