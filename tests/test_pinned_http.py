@@ -82,7 +82,7 @@ def test_it_connects_to_the_pinned_address_and_tls_names_the_host(monkeypatch: p
 
     monkeypatch.setattr(socket, "getaddrinfo", no_lookup_of_the_name)
     with serve_once(answer_ok, server) as (port, seen):
-        transport = PinnedTransport("127.0.0.1", time.monotonic() + 5, ssl_context=client_context)
+        transport = PinnedTransport(["127.0.0.1"], time.monotonic() + 5, ssl_context=client_context)
         with httpx2.Client(transport=transport, trust_env=False) as client:
             answer = client.get(f"https://localhost:{port}/metadata")
         assert (answer.status_code, answer.text) == (200, "ok")
@@ -94,10 +94,21 @@ def test_a_certificate_that_does_not_cover_the_host_name_is_refused(tls: Any) ->
     server, client_context, names = tls
     # The certificate covers 127.0.0.1, the address connected to, but not idp.example, the name asked for.
     with serve_once(answer_ok, server) as (port, _):
-        transport = PinnedTransport("127.0.0.1", time.monotonic() + 5, ssl_context=client_context)
+        transport = PinnedTransport(["127.0.0.1"], time.monotonic() + 5, ssl_context=client_context)
         with httpx2.Client(transport=transport, trust_env=False) as client, pytest.raises(httpx2.ConnectError):
             client.get(f"https://idp.example:{port}/metadata")
     assert names == ["idp.example"]
+
+
+def test_a_refused_address_moves_on_to_the_next_checked_one() -> None:
+    with serve_once(answer_ok) as (port, seen):  # listening on 127.0.0.1 only: 127.0.0.2 refuses
+        transport = PinnedTransport(["127.0.0.2", "127.0.0.1"], time.monotonic() + 5)
+        with httpx2.Client(transport=transport, trust_env=False) as client:
+            assert client.get(f"http://idp.example:{port}/metadata").text == "ok"
+    assert f"Host: idp.example:{port}" in seen[0]
+    with httpx2.Client(transport=PinnedTransport(["127.0.0.2"], time.monotonic() + 5), trust_env=False) as client, \
+            pytest.raises(httpx2.ConnectError):
+        client.get(f"http://idp.example:{port}/metadata")
 
 
 def test_one_deadline_bounds_the_whole_answer() -> None:
@@ -112,7 +123,7 @@ def test_one_deadline_bounds_the_whole_answer() -> None:
 
     with serve_once(drip) as (port, _):
         started = time.monotonic()
-        transport = PinnedTransport("127.0.0.1", started + 0.6)
+        transport = PinnedTransport(["127.0.0.1"], started + 0.6)
         with httpx2.Client(transport=transport, trust_env=False, timeout=5) as client, \
                 pytest.raises(httpx2.ReadTimeout):
             client.get(f"http://idp.example:{port}/metadata").read()

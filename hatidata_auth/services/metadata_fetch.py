@@ -36,12 +36,12 @@ class MetadataFetchError(AppError):
 
 
 def resolve(host: str, port: int) -> list[str]:
-    """Every address *host* resolves to (the system resolver)."""
+    """Every address *host* resolves to (the system resolver, in its order of preference)."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
         raise MetadataFetchError(f"The metadata host {host} does not resolve.") from exc
-    return sorted({str(info[4][0]) for info in infos})
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))  # the resolver's order, without repeats
 
 
 def check_public(host: str, port: int, resolver: Resolver = resolve) -> list[str]:
@@ -62,7 +62,8 @@ def check_public(host: str, port: int, resolver: Resolver = resolve) -> list[str
 def fetch(url: str, *, resolver: Resolver = resolve, transport: httpx2.BaseTransport | None = None) -> bytes:
     """The body of ``GET url`` (https only, public addresses only, no redirects, bounded in time and size).
 
-    Connects to the first checked address of the URL's host (*transport*, a test seam, replaces the network).
+    Connects only to the checked addresses of the URL's host, in the resolver's order (*transport*, a test seam,
+    replaces the network).
     Raises :class:`MetadataFetchError` (422) naming what went wrong, a timeout after :data:`TIMEOUT_S` seconds
     in all included.
     """
@@ -78,7 +79,7 @@ def fetch(url: str, *, resolver: Resolver = resolve, transport: httpx2.BaseTrans
     body = bytearray()
     try:
         with httpx2.Client(timeout=TIMEOUT_S, follow_redirects=False, trust_env=False,
-                           transport=transport or PinnedTransport(addresses[0], deadline)) as client, \
+                           transport=transport or PinnedTransport(addresses, deadline)) as client, \
                 client.stream("GET", url, headers={"Accept": "application/samlmetadata+xml, application/xml"}) \
                 as answer:
             if answer.status_code != 200:
