@@ -69,9 +69,6 @@ def test_a_test_sign_in_verified_by_the_old_certificate_does_not_retire_it(
 
 # ---- SSRF through the metadata URL ---------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="metadata_fetch checks the addresses of one DNS lookup, then httpx2 resolves "
-                   "the name again to connect (DNS rebinding): a name that answers public then 127.0.0.1 reaches "
-                   "this server's own network (Okta custom domains accept any host)")
 def test_the_metadata_fetch_connects_only_to_the_address_it_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -110,18 +107,12 @@ def test_the_metadata_fetch_connects_only_to_the_address_it_checked(monkeypatch:
     assert reached == [], "the fetch connected to 127.0.0.1 after checking a public address"
 
 
-@pytest.mark.xfail(strict=True, reason="check_public trusts ipaddress.is_global, which calls NAT64 addresses "
-                   "(64:ff9b::/96, 64:ff9b:1::/48) global: on an IPv6-only host with NAT64 they reach private "
-                   "IPv4 and the cloud metadata service")
 @pytest.mark.parametrize("address", ["64:ff9b::a9fe:a9fe", "64:ff9b::a00:1", "64:ff9b:1::7f00:1"])
 def test_nat64_forms_of_private_addresses_are_refused(address: str) -> None:
     with pytest.raises(metadata_fetch.MetadataFetchError):
         metadata_fetch.check_public("idp.example", 443, lambda host, port: [address])
 
 
-@pytest.mark.xfail(strict=True, reason="TIMEOUT_S bounds each read, not the whole answer: an IdP host that drips a "
-                   "byte just under the timeout holds a worker for up to MAX_BYTES x TIMEOUT_S (the module "
-                   "docstring promises 'read for at most TIMEOUT_S seconds')")
 def test_a_slow_metadata_answer_is_cut_at_the_time_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(metadata_fetch, "TIMEOUT_S", 0.5)
 
@@ -201,8 +192,6 @@ BAD_PORTS = ["https://login.microsoftonline.com:abc/contoso.com/federationmetada
              "https://login.microsoftonline.com:99999/contoso.com/federationmetadata/2007-06/federationmetadata.xml"]
 
 
-@pytest.mark.xfail(strict=True, reason="a metadata URL with a non-numeric or out-of-range port raises ValueError "
-                   "from urlsplit().port in check_https_url (outside its try): 500 on the API and on the page")
 @pytest.mark.parametrize("url", BAD_PORTS)
 @pytest.mark.parametrize("route", ["api", "page"])
 def test_a_metadata_url_with_a_bad_port_is_a_422(app: Flask, globex_admin: FlaskClient, url: str,

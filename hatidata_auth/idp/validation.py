@@ -44,17 +44,22 @@ def validate_guid(field: str, value: str, what: str = "group object ID") -> Vali
 
 def check_https_url(field: str, url: str, hosts: Iterable[str] | None = None,
                     host_pattern: re.Pattern[str] | None = None) -> tuple[str, str] | ValidationResult:
-    """Check *url* is an absolute HTTPS URL on an allowed host; returns ``(host, path)`` or a failure."""
+    """Check *url* is an absolute HTTPS URL on an allowed host; returns ``(host, path)`` or a failure.
+
+    Never raises on bad input: an unparsable URL or port (``:abc``, ``:99999``) is a failure naming *field*.
+    """
     url = url.strip()
     if not url:
         return ValidationResult.failure(field, f"Enter the {url_label(field)}.")
     try:
         parts = urlsplit(url)
+        port = parts.port  # reads the port: a non-numeric or out-of-range one raises ValueError here
     except ValueError:
-        return ValidationResult.failure(field, "This is not a valid URL.")
+        return ValidationResult.failure(field,
+                                        f"The {url_label(field)} is not a valid URL: check its host and port.")
     if parts.scheme != "https" or not parts.hostname:
         return ValidationResult.failure(field, f"The {url_label(field)} must be an absolute https:// URL.")
-    if parts.username or parts.password or parts.port not in (None, 443):
+    if parts.username or parts.password or port not in (None, 443):
         return ValidationResult.failure(field, f"The {url_label(field)} must not carry credentials or a port.")
     host = parts.hostname.lower()
     allowed = {h.lower() for h in hosts or ()}
