@@ -46,3 +46,14 @@ def signed_in_globex_admin(app: Any, client: Any) -> Any:
     app.extensions["hatidata_workos"].client.sso.create_connection_saml_idp_signing_cert(GLOBEX_CONN, value=old_pem)
     assert login(client, "admin@globex.test").status_code == 302
     return client
+
+
+def open_test_window(db_session: Any, workos_client: Any, org: Any, cause: Any) -> None:
+    """What ``POST /admin/sso/rotation/test`` does before the redirect: keep the old certificates' PEMs (committed),
+    then set them aside at WorkOS so only the new certificate verifies the test sign-in."""
+    from hatidata_auth.services import rotation_proof
+
+    rotation_proof.begin_test_sign_in(db_session, workos_client, org, cause)
+    db_session.commit()
+    rotation_proof.set_aside_old(db_session, workos_client, org)
+    db_session.commit()

@@ -19,9 +19,16 @@ from sqlalchemy import select
 
 from hatidata_auth.causes import Cause
 from hatidata_auth.models import OrganizationAlert
-from hatidata_auth.services import cert_forecasts, cert_rotation, metadata_fetch
+from hatidata_auth.services import cert_forecasts, cert_rotation, metadata_fetch, rotation_proof
 from tests.auth_support import csrf_headers
-from tests.rotation_support import GLOBEX_CONN, metadata_with, pem_and_b64, signed_in_globex_admin, sso_code
+from tests.rotation_support import (
+    GLOBEX_CONN,
+    metadata_with,
+    open_test_window,
+    pem_and_b64,
+    signed_in_globex_admin,
+    sso_code,
+)
 from tests.support.dsync import mirror_organizations
 from tests.support.servers import EmulatorControl
 from tests.test_cert_rotation import parsed
@@ -43,9 +50,6 @@ def globex_org(app: Flask, db_session: Any, workos_client: Any, emulator: Any) -
 
 # ---- state machine: the proof that the IdP switched ---------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="the old certificate is retired on any successful test sign-in after the "
-                   "admin clicks 'switched', even one the OLD certificate verified: an early click locks every "
-                   "user out (issue #17 wants a sign-in verified by the new certificate)")
 def test_a_test_sign_in_verified_by_the_old_certificate_does_not_retire_it(
         app: Flask, db_session: Any, workos_client: Any, emulator: Any, globex_org: Any) -> None:
     _, new_b64 = pem_and_b64(400, "new.globex.test")
@@ -59,7 +63,7 @@ def test_a_test_sign_in_verified_by_the_old_certificate_does_not_retire_it(
                                                                    GLOBEX_CONN).new_fingerprint
     code = sso_code(emulator.url, "dev@globex.test")["code"][0]  # verified by the OLD certificate
     try:
-        cert_rotation.finish_test_sign_in(db_session, workos_client, globex_org, code, CAUSE)
+        rotation_proof.finish_test_sign_in(db_session, workos_client, globex_org, code, CAUSE)
         db_session.commit()
     except cert_rotation.RotationError:
         db_session.rollback()
@@ -208,9 +212,6 @@ def test_a_metadata_url_with_a_bad_port_is_a_422(app: Flask, globex_admin: Flask
 
 # ---- state machine: dead ends --------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="a rotation cannot be cancelled or corrected: after the wrong metadata is "
-                   "uploaded, every start answers 409 rotation_in_progress and the only way out is to mark it "
-                   "switched and retire the certificate the IdP really uses, leaving the wrong one trusted")
 def test_a_rotation_started_with_the_wrong_metadata_can_be_corrected(globex_admin: FlaskClient) -> None:
     _, wrong_b64 = pem_and_b64(400, "another-app.globex.test")
     _, right_b64 = pem_and_b64(400, "new.globex.test")
@@ -226,9 +227,6 @@ def test_a_rotation_started_with_the_wrong_metadata_can_be_corrected(globex_admi
     assert right.get_json()["state"] == "both_trusted"
 
 
-@pytest.mark.xfail(strict=True, reason="when WorkOS already trusts the IdP's new certificate (added in WorkOS's "
-                   "dashboard, or by its metadata refresh) start answers 422 no_new_certificate, so the old "
-                   "certificate can never be retired through the flow nor the renewal alert resolved")
 def test_a_new_certificate_already_trusted_at_workos_can_still_be_rotated_to(app: Flask, globex_admin: FlaskClient,
                                                                              emulator: Any) -> None:
     new_pem, new_b64 = pem_and_b64(400, "new.globex.test")
@@ -241,10 +239,6 @@ def test_a_new_certificate_already_trusted_at_workos_can_still_be_rotated_to(app
 
 # ---- alert lifecycle -----------------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="retiring resolves the renewal alert without moving its event version, so a "
-                   "connection.saml_certificate_renewal_required created before the rotation but delivered after "
-                   "it reopens the alert about the certificate just retired (services/alerts.py promises a "
-                   "warning older than the renewal cannot reopen it)")
 def test_a_late_warning_older_than_the_rotation_does_not_reopen_the_alert(
         app: Flask, db_session: Any, workos_client: Any, emulator: Any, globex_org: Any) -> None:
     from tests.support.dsync import deliver
@@ -263,8 +257,10 @@ def test_a_late_warning_older_than_the_rotation_does_not_reopen_the_alert(
     db_session.commit()
     control.ctl("PUT", f"/connections/{GLOBEX_CONN}/idp_signing", {"pem": new_pem})
     cert_rotation.mark_switched(db_session, globex_org, CAUSE)
+    db_session.commit()
+    open_test_window(db_session, workos_client, globex_org, CAUSE)
     code = sso_code(emulator.url, "dev@globex.test")["code"][0]
-    assert cert_rotation.finish_test_sign_in(db_session, workos_client, globex_org, code, CAUSE).state == "retired"
+    assert rotation_proof.finish_test_sign_in(db_session, workos_client, globex_org, code, CAUSE).state == "retired"
     db_session.commit()
     assert not cert_rotation.open_renewal_alert(db_session, globex_org.id, GLOBEX_CONN)
     deliver(webhook, app, late)  # delayed in WorkOS's retry queue

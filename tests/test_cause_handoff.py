@@ -134,6 +134,7 @@ def _actions(tenant: Tenant) -> list[tuple[str, str, dict[str, Any] | None, int]
         # Refused before any change (the rotation's own audit rows: tests/test_cert_rotation.py)
         ("POST", "/api/v1/organization/sso/certificate-rotation", {"metadata_xml": "<x/>"}, 422),
         ("POST", "/api/v1/organization/sso/certificate-rotation/switched", None, 404),
+        ("DELETE", "/api/v1/organization/sso/certificate-rotation", None, 404),
         ("PUT", "/api/v1/organization/break-glass", {"members": [member]}, 200),
         ("PUT", "/api/v1/organization/break-glass", {"members": []}, 200),
         ("POST", f"/api/v1/organization/alerts/{ids['break_glass_alert']}/resolve", None, 200),

@@ -15,8 +15,8 @@ from sqlalchemy import select
 from hatidata_auth.causes import Cause
 from hatidata_auth.idp import SamlMetadata, get_registry
 from hatidata_auth.models import AuditEvent, OrganizationAlert
-from hatidata_auth.services import cert_rotation
-from tests.rotation_support import GLOBEX_CONN, metadata_with, pem_and_b64, sso_code
+from hatidata_auth.services import cert_rotation, rotation_proof
+from tests.rotation_support import GLOBEX_CONN, metadata_with, open_test_window, pem_and_b64, sso_code
 from tests.support.dsync import mirror_organizations
 from tests.support.servers import EmulatorControl
 
@@ -64,8 +64,9 @@ def test_rotation_retires_the_old_certificate_with_no_failed_sign_in(app: Flask,
     assert "code" in sso_code(emulator.url, "dev@globex.test")  # verified by the new one: no failure
     assert cert_rotation.mark_switched(db_session, globex, CAUSE).state == "switched"
     db_session.commit()
+    open_test_window(db_session, workos_client, globex, CAUSE)
     code = sso_code(emulator.url, "dev@globex.test")["code"][0]
-    done = cert_rotation.finish_test_sign_in(db_session, workos_client, globex, code, CAUSE)
+    done = rotation_proof.finish_test_sign_in(db_session, workos_client, globex, code, CAUSE)
     db_session.commit()
     assert (done.state, done.verified_by) == ("retired", "dev@globex.test")
     held = [c.id for c in workos_client.sso.list_connection_saml_idp_signing_certs(GLOBEX_CONN).data]
@@ -77,11 +78,12 @@ def test_rotation_retires_the_old_certificate_with_no_failed_sign_in(app: Flask,
     counts = {c["id"]: c["verified_sign_ins"] for c in signing["certificates"]}
     assert counts == {started.new_certificate_id: 2}  # the test sign-in was verified by the new certificate
     assert actions(db_session, globex.id) == ["sso.certificate_rotation.started", "sso.certificate_rotation.switched",
+                                              "sso.certificate_rotation.test_started",
                                               "sso.certificate_rotation.verified", "sso.certificate_rotation.retired"]
     # Repeats change nothing and write nothing.
-    again = cert_rotation.finish_test_sign_in(db_session, workos_client, globex, code, CAUSE)
+    again = rotation_proof.finish_test_sign_in(db_session, workos_client, globex, code, CAUSE)
     assert again == done
-    assert len(actions(db_session, globex.id)) == 4
+    assert len(actions(db_session, globex.id)) == 5
 
 
 def test_repeating_the_start_answers_the_same_rotation(app: Flask, db_session: Any, workos_client: Any,
@@ -112,7 +114,7 @@ def test_steps_out_of_order_and_old_metadata_are_refused(app: Flask, db_session:
     cert_rotation.start(db_session, workos_client, globex, parsed(app, new_b64), "xml", CAUSE)
     code = sso_code(emulator.url, "dev@globex.test")["code"][0]
     with pytest.raises(cert_rotation.RotationError) as early:
-        cert_rotation.finish_test_sign_in(db_session, workos_client, globex, code, CAUSE)
+        rotation_proof.finish_test_sign_in(db_session, workos_client, globex, code, CAUSE)
     assert early.value.code == "rotation_not_switched"
     assert len(workos_client.sso.list_connection_saml_idp_signing_certs(GLOBEX_CONN).data) == 2
 
@@ -126,7 +128,7 @@ def test_a_test_sign_in_through_another_connection_retires_nothing(app: Flask, d
     db_session.commit()
     foreign = sso_code(emulator.url, "admin@acme.test", "conn_01HTDQ8C100000000000000001")["code"][0]
     with pytest.raises(cert_rotation.RotationError):
-        cert_rotation.finish_test_sign_in(db_session, workos_client, globex, foreign, CAUSE)
+        rotation_proof.finish_test_sign_in(db_session, workos_client, globex, foreign, CAUSE)
     db_session.rollback()
     assert len(workos_client.sso.list_connection_saml_idp_signing_certs(GLOBEX_CONN).data) == 2
     assert cert_rotation.current(db_session, globex.id, GLOBEX_CONN).state == "switched"

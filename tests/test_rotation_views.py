@@ -86,7 +86,7 @@ def test_the_old_certificate_again_and_a_private_url_are_refused(app: Flask, adm
     old_b64 = "".join(held[0].value.strip().splitlines()[1:-1])
     stale = upload(admin, metadata_with(old_b64))
     assert stale.status_code == 422
-    assert "no certificate the connection does not already trust" in stale.get_data(as_text=True)
+    assert "no certificate newer than the ones the connection trusts" in stale.get_data(as_text=True)
     private = post(admin, "start", {"metadata_url": "https://127.0.0.1/metadata.xml"})
     assert private.status_code == 422
     assert rotations(app) == []
@@ -129,7 +129,8 @@ def test_a_refused_test_sign_in_is_recorded_and_retires_nothing(app: Flask, admi
     failed = follow_test(admin, emulator, "dev@globex.test")
     assert failed.status_code == 400
     assert "expired or not trusted" in failed.get_data(as_text=True)
-    assert rotations(app) == [(GLOBEX_CONN, "switched")]
+    assert "still signs with the old certificate" in failed.get_data(as_text=True)
+    assert rotations(app) == [(GLOBEX_CONN, "both_trusted")]  # the old certificate was restored at once
     with app.app_context():
         org_id = db.session.scalar(select(Organization.id).where(Organization.workos_organization_id == GLOBEX))
         reasons = [a.reason for a in db.session.scalars(select(SignInAttempt).where(

@@ -6,7 +6,9 @@ Answers: ``GET`` 200 the rotation, 404 ``no_rotation``; ``POST`` (start) 201 the
 certificate is already being rotated in), 422 ``invalid_metadata`` naming ``metadata_xml`` / ``metadata_url``
 (both or neither given, bad metadata, a refused or unreachable URL) or ``no_new_certificate``, 409
 ``no_connection`` / ``rotation_in_progress`` / ``no_plugin``; ``POST …/switched`` 200, 404 ``no_rotation``, 409
-``rotation_finished``. Every route needs ``sso:manage`` (and, for a change, a recent sign-in).
+``rotation_finished``; ``DELETE`` (cancel) 204, 404 ``no_rotation``, 409 ``rotation_finished``, 502 WorkOS
+refused. Every route needs ``sso:manage`` (and, for a change, a recent sign-in). Each route first restores old
+certificates a test sign-in left set aside past ``cert_rotation.TEST_WINDOW``.
 """
 
 from __future__ import annotations
@@ -56,6 +58,10 @@ class StartSchema(Schema):
                                                           "bounds, never from a private network."})
 
 
+def _client() -> Any:
+    return current_app.extensions["hatidata_workos"].client
+
+
 def _organization() -> Organization:
     org = db.session.get(Organization, current_identity.organization_id)
     if org is None:
@@ -69,6 +75,8 @@ def _organization() -> Organization:
 def get_rotation() -> cert_rotation.RotationView:
     """The connection's rotation; 404 ``no_rotation`` when none was started."""
     org = _organization()
+    if cert_rotation.restore_abandoned(db.session(), _client(), org, request_cause()) is not None:
+        db.session.commit()
     found = cert_rotation.current(db.session(), org.id, org.connection_id)
     if found is None:
         raise cert_rotation.RotationError("No certificate rotation was started.", status=404, code="no_rotation")
@@ -92,8 +100,7 @@ def start_rotation(body: dict[str, Any]) -> tuple[cert_rotation.RotationView, in
     metadata, source = rotation_metadata.read(rotation_metadata.plugin_for(get_registry(current_app), org),
                                               xml=xml, url=body.get("metadata_url"), now=utcnow(),
                                               xml_field="metadata_xml")
-    client = current_app.extensions["hatidata_workos"].client
-    rotation = cert_rotation.start(db.session(), client, org, metadata, source, request_cause())
+    rotation = cert_rotation.start(db.session(), _client(), org, metadata, source, request_cause())
     db.session.commit()
     return rotation, 200 if before == rotation else 201
 
@@ -107,3 +114,14 @@ def switched() -> cert_rotation.RotationView:
     rotation = cert_rotation.mark_switched(db.session(), _organization(), request_cause())
     db.session.commit()
     return rotation
+
+
+@rotation_blp.route(PATH, methods=["DELETE"])
+@guard(rotation_blp, "sso:manage")
+@rotation_blp.response(204)
+def cancel_rotation() -> None:
+    """Cancel the rotation (not ``retired``; e.g. started with the wrong metadata): the new certificate is
+    removed at WorkOS when the rotation added it, certificates set aside for a test sign-in are restored, and a
+    new rotation can start. Audited ``sso.certificate_rotation.cancelled``."""
+    cert_rotation.cancel(db.session(), _client(), _organization(), request_cause())
+    db.session.commit()

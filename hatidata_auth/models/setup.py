@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Index, String, Text, UniqueConstraint, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import db
@@ -80,3 +80,10 @@ class CertificateRotation(TenantMixin, TimestampMixin, db.Model):  # type: ignor
     retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # The email of the test sign-in that proved the switch.
     verified_by: Mapped[str | None] = mapped_column(String(320))
+    # Whether the rotation added the new certificate at WorkOS (False: WorkOS already trusted it); a cancel
+    # removes only a certificate the rotation added.
+    added_new_certificate: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True, server_default=true())
+    # The test sign-in's window: when the old certificates were set aside at WorkOS (so only the new one verifies
+    # the test sign-in) and their public PEMs, ``[{"id", "fingerprint", "pem"}]``, restored if it fails.
+    test_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    set_aside: Mapped[list[dict[str, str]] | None] = mapped_column(JSON)

@@ -248,12 +248,18 @@ def raise_alert(session: Session, *, organization_id: str, kind: str, target_typ
 
 def resolve_raised(session: Session, *, organization_id: str, kind: str, target_id: str, resolution: str,
                    cause: Cause, now: datetime | None = None) -> bool:
-    """Resolve the open alert *kind* about *target_id* (audited ``organization_alert.resolved``); whether one was."""
+    """Resolve the open alert *kind* about *target_id* (audited ``organization_alert.resolved``); whether one was.
+
+    The resolution is a version like an event's, at *now*: an event about the alert created before it (a WorkOS
+    warning delayed in its retry queue) is older, so it cannot reopen what this resolved; a later one can.
+    """
     row = _locked(session, organization_id, kind, target_id)
     if row is None or row.resolved_at is not None:
         return False
     now = now or utcnow()
     row.resolved_at, row.resolution, row.updated_at = now, resolution, now
+    if row.version_at is None or now > row.version_at:
+        row.version_at, row.version_event_id = now, None
     audit.record(session, action="organization_alert.resolved", cause=cause, organization_id=organization_id,
                  target_type="organization_alert", target_id=row.id,
                  details={"kind": kind, "target_type": row.target_type, "target_id": target_id, "was_open": True,

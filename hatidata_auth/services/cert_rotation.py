@@ -3,23 +3,26 @@
 The states of one connection's rotation (a :class:`~hatidata_auth.models.CertificateRotation` row, locked for
 every step, so repeats and concurrent requests apply one after the other):
 
-1. :func:`start`: the IdP's new metadata (an uploaded file, or a URL fetched by :mod:`.metadata_fetch`) names a
-   certificate WorkOS does not hold yet; it is added beside the old ones (WorkOS's
-   ``POST /connections/{id}/saml_idp_signing_certs``), so both verify sign-ins: ``both_trusted``.
-2. :func:`mark_switched`: the admin made the new certificate the IdP's active one: ``switched``.
-3. :func:`finish_test_sign_in`: a test sign-in through the connection succeeded after the switch: the old
-   certificates are removed at WorkOS, the connection's ``saml_certificate_renewal`` alert and the expiry
-   forecasts of the removed certificates are resolved: ``retired``.
+1. :func:`start`: the IdP's new metadata (an uploaded file, or a URL fetched by :mod:`.metadata_fetch`) names the
+   new certificate; it is added beside the old ones (WorkOS's ``POST /connections/{id}/saml_idp_signing_certs``),
+   or, when WorkOS already trusts it (added in WorkOS's dashboard, or by its metadata refresh), nothing is added,
+   so both verify sign-ins: ``both_trusted``.
+2. :func:`mark_switched`: the admin says the new certificate is the IdP's active one: ``switched``.
+3. The proof (:mod:`.rotation_proof`): WorkOS does not say which certificate verified a sign-in, so for the test
+   sign-in the old certificates are set aside at WorkOS (their public PEMs kept on the row) and only the new one
+   verifies it. It succeeds: the old ones stay removed, the renewal alert and their expiry forecasts are resolved
+   (``retired``). It fails, is abandoned past :data:`TEST_WINDOW`, or the rotation is cancelled: the old ones are
+   restored at WorkOS at once (:func:`restore_set_aside`) and the rotation is back to ``both_trusted``.
 
-WorkOS does not tell which certificate verified a sign-in, so step 3's proof is a successful sign-in after the
-admin's switch; the emulator counts sign-ins per certificate (``GET /_emulator/connections/{id}/idp_signing``)
-so tests check that proof held. Every step is audited in the caller's transaction; the caller commits.
+:func:`cancel` ends a rotation that is not ``retired`` (wrong metadata): the certificate it added is removed at
+WorkOS and the row deleted, so a new one can start. Every step is audited in the caller's transaction; the caller
+commits.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -29,12 +32,17 @@ from ..causes import Cause
 from ..errors import AppError
 from ..idp import CertificateInfo, SamlMetadata
 from ..models import CertificateRotation, Organization, OrganizationAlert, utcnow
-from ..workos import WorkOSClient, WorkOSFailure, WorkOSNotFound, translate_errors
+from ..workos import WorkOSClient, WorkOSNotFound, WorkOSRejected, translate_errors
 from . import alerts, audit
 
 STATES = ("both_trusted", "switched", "retired")
 RENEWAL_KIND = "saml_certificate_renewal"
 EXPIRY_KIND = alerts.CERTIFICATE_EXPIRY
+# How long the old certificates may stay set aside for a test sign-in before any request restores them: a real
+# user's sign-in in this window fails only if the IdP did not switch.
+TEST_WINDOW = timedelta(minutes=10)
+STILL_OLD = ("Your identity provider still signs with the old certificate: the old certificate is trusted again. "
+             "Make the new certificate the active one in your identity provider, then confirm and test again.")
 
 
 class RotationError(AppError):
@@ -47,11 +55,13 @@ class RotationError(AppError):
 @dataclass(frozen=True, slots=True)
 class HeldCertificate:
     """A signing certificate WorkOS holds for the connection; ``not_after`` aware UTC (``None``: WorkOS gave none);
-    ``fingerprint`` SHA-256 hex, ``None`` when ``cryptography`` cannot read the PEM WorkOS holds (unreadable)."""
+    ``fingerprint`` SHA-256 hex, ``None`` when ``cryptography`` cannot read the PEM WorkOS holds (unreadable);
+    ``pem`` its public PEM."""
 
     id: str
     fingerprint: str | None
     not_after: datetime | None
+    pem: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,13 +79,15 @@ class RotationView:
     switched_at: datetime | None
     retired_at: datetime | None
     verified_by: str | None
+    test_started_at: datetime | None = None  # the old certificates are set aside for a test sign-in since then
+    notice: str | None = None  # why the last step put the old certificates back (not stored)
 
 
-def view(row: CertificateRotation) -> RotationView:
-    """The admin view of one rotation row."""
+def view(row: CertificateRotation, notice: str | None = None) -> RotationView:
+    """The admin view of one rotation row (*notice*: what the step that produced it tells the admin)."""
     return RotationView(row.id, row.connection_id, row.state, row.new_certificate_id, row.new_fingerprint,
                         row.new_not_after, tuple(row.old_certificate_ids or ()), row.metadata_source,
-                        row.switched_at, row.retired_at, row.verified_by)
+                        row.switched_at, row.retired_at, row.verified_by, row.test_started_at, notice)
 
 
 def _fingerprint(pem: str) -> str:
@@ -89,7 +101,13 @@ def held_certificates(client: WorkOSClient, connection_id: str) -> tuple[HeldCer
     """The signing certificates WorkOS holds for *connection_id*, oldest first; raises ``WorkOSFailure``."""
     with translate_errors():
         listed = client.sso.list_connection_saml_idp_signing_certs(connection_id).data
-    return tuple(HeldCertificate(c.id, _readable_fingerprint(c.value), c.not_after) for c in listed)
+    return tuple(HeldCertificate(c.id, _readable_fingerprint(c.value), c.not_after, c.value) for c in listed)
+
+
+def certificate_key(fingerprint: str | None, pem: str) -> str:
+    """What identifies a held certificate across its removal and re-addition (WorkOS gives it a new id): its
+    fingerprint, or its PEM text when ``cryptography`` cannot read it."""
+    return fingerprint or pem.strip()
 
 
 def _readable_fingerprint(pem: str) -> str | None:
@@ -130,17 +148,33 @@ def connection_of(organization: Organization) -> str:
     return organization.connection_id
 
 
-def _newest(metadata: SamlMetadata, held: tuple[HeldCertificate, ...], now: datetime) -> CertificateInfo:
-    known = {h.fingerprint for h in held}
-    fresh = [c for c in metadata.certificates if c.sha256_fingerprint.replace(":", "").lower() not in known
-             and c.not_after > now]
-    if not fresh:
-        raise RotationError("This metadata holds no certificate the connection does not already trust: download "
-                            "the metadata of the new certificate.", code="no_new_certificate", status=422)
-    return max(fresh, key=lambda c: c.not_after)
+def _plain(fingerprint: str) -> str:
+    return fingerprint.replace(":", "").lower()
 
 
-def _audit(session: Session, cause: Cause, row: CertificateRotation, action: str, **details: Any) -> None:
+def _newest(metadata: SamlMetadata, held: tuple[HeldCertificate, ...],
+            now: datetime) -> tuple[CertificateInfo, HeldCertificate | None]:
+    """The certificate to rotate to and WorkOS's copy of it (``None``: WorkOS does not hold it yet).
+
+    The newest unexpired certificate of *metadata* WorkOS does not hold; else one it holds already, if WorkOS
+    holds others and it outlives each of them (retiring them never shortens the connection's trust).
+    """
+    fresh = [c for c in metadata.certificates if c.not_after > now]
+    by_fingerprint = {h.fingerprint: h for h in held}
+    unheld = [c for c in fresh if _plain(c.sha256_fingerprint) not in by_fingerprint]
+    if unheld:
+        return max(unheld, key=lambda c: c.not_after), None
+    for cert in sorted(fresh, key=lambda c: c.not_after, reverse=True):
+        mine = by_fingerprint[_plain(cert.sha256_fingerprint)]
+        others = [h for h in held if h.id != mine.id]
+        if others and all(h.not_after is None or h.not_after < cert.not_after for h in others):
+            return cert, mine
+    raise RotationError("This metadata holds no certificate newer than the ones the connection trusts: download "
+                        "the metadata of the new certificate.", code="no_new_certificate", status=422)
+
+
+def audit_step(session: Session, cause: Cause, row: CertificateRotation, action: str, **details: Any) -> None:
+    """Audit ``sso.certificate_rotation.<action>`` of *row* (its id and state in the details)."""
     audit.record(session, action=f"sso.certificate_rotation.{action}", cause=cause,
                  organization_id=row.organization_id, target_type="connection", target_id=row.connection_id,
                  details={"rotation_id": row.id, "state": row.state, **details})
@@ -151,33 +185,37 @@ def start(session: Session, client: WorkOSClient, organization: Organization, me
     """Trust the newest certificate of *metadata* beside the connection's current ones (``both_trusted``).
 
     *source*: ``xml`` or ``url``. Repeating it with metadata whose new certificate is already being rotated in
-    answers the same rotation. Raises :class:`RotationError` (409 ``no_connection`` / ``rotation_in_progress``,
-    422 ``no_new_certificate``) and ``WorkOSFailure``; audits ``sso.certificate_rotation.started``.
+    answers the same rotation. A new certificate WorkOS already trusts is not added again (a :func:`cancel`
+    then leaves it). Raises :class:`RotationError` (409 ``no_connection`` / ``rotation_in_progress``, 422
+    ``no_new_certificate``) and ``WorkOSFailure``; audits ``sso.certificate_rotation.started``.
     """
     now = now or utcnow()
     connection_id = connection_of(organization)
     row = _locked(session, organization.id, connection_id)
     if row is not None and row.state != "retired":
-        fingerprints = {c.sha256_fingerprint.replace(":", "").lower() for c in metadata.certificates}
+        fingerprints = {_plain(c.sha256_fingerprint) for c in metadata.certificates}
         if row.new_fingerprint in fingerprints:
             return view(row)
-        raise RotationError("A rotation of this connection is in progress: finish it first.",
+        raise RotationError("A rotation of this connection is in progress: finish or cancel it first.",
                             code="rotation_in_progress")
     held = held_certificates(client, connection_id)
-    new = _newest(metadata, held, now)
-    with translate_errors():
-        created = client.sso.create_connection_saml_idp_signing_cert(connection_id, value=new.pem)
+    new, trusted = _newest(metadata, held, now)
+    if trusted is None:
+        with translate_errors():
+            new_id = client.sso.create_connection_saml_idp_signing_cert(connection_id, value=new.pem).id
+    else:
+        new_id = trusted.id
     if row is None:
         row = CertificateRotation(organization_id=organization.id, connection_id=connection_id)
         session.add(row)
-    row.state, row.new_certificate_id, row.new_fingerprint = "both_trusted", created.id, _fingerprint(new.pem)
-    row.new_not_after, row.metadata_source = new.not_after, source
-    row.old_certificate_ids = [h.id for h in held if h.id != created.id]
-    row.switched_at = row.retired_at = row.verified_by = None
+    row.state, row.new_certificate_id, row.new_fingerprint = "both_trusted", new_id, _fingerprint(new.pem)
+    row.new_not_after, row.metadata_source, row.added_new_certificate = new.not_after, source, trusted is None
+    row.old_certificate_ids = [h.id for h in held if h.id != new_id]
+    row.switched_at = row.retired_at = row.verified_by = row.test_started_at = row.set_aside = None
     session.flush()
-    _audit(session, cause, row, "started", new_certificate_id=created.id, new_fingerprint=row.new_fingerprint,
+    audit_step(session, cause, row, "started", new_certificate_id=new_id, new_fingerprint=row.new_fingerprint,
            new_not_after=new.not_after.isoformat(), old_certificate_ids=list(row.old_certificate_ids),
-           metadata_source=source)
+           metadata_source=source, already_trusted=trusted is not None)
     return view(row)
 
 
@@ -200,66 +238,91 @@ def mark_switched(session: Session, organization: Organization, cause: Cause, *,
         raise RotationError("This rotation is finished.", code="rotation_finished")
     if row.state == "both_trusted":
         row.state, row.switched_at = "switched", now or utcnow()
-        _audit(session, cause, row, "switched")
+        audit_step(session, cause, row, "switched")
     return view(row)
 
 
-def connection_for_test(session: Session, organization: Organization) -> str:
-    """The connection a rotation's test sign-in must go through (409 unless the rotation is ``switched``)."""
+def in_progress(session: Session, organization: Organization) -> CertificateRotation:
+    """The organization's rotation row, locked (404 ``no_rotation`` when none was started)."""
+    return _in_progress(session, organization)
+
+
+def restore_set_aside(session: Session, client: WorkOSClient, row: CertificateRotation, cause: Cause,
+                      reason: str) -> None:
+    """Trust the certificates set aside for a test sign-in again and put *row* back to ``both_trusted``.
+
+    Idempotent: a certificate WorkOS holds again (same fingerprint) is not added twice, so a restore that failed
+    half-way is rerun whole. One that expired meanwhile (WorkOS refuses it) is not restored. Raises
+    ``WorkOSFailure`` (nothing in *session* changed then); audits ``sso.certificate_rotation.test_failed``.
+    """
+    held = {certificate_key(h.fingerprint, h.pem): h.id for h in held_certificates(client, row.connection_id)}
+    restored: list[str] = []
+    expired: list[str] = []
+    for cert in row.set_aside or []:
+        cert_id = held.get(certificate_key(cert["fingerprint"], cert["pem"]))
+        if cert_id is None:
+            try:
+                with translate_errors():
+                    cert_id = client.sso.create_connection_saml_idp_signing_cert(row.connection_id,
+                                                                                 value=cert["pem"]).id
+            except WorkOSRejected:
+                expired.append(cert["id"])
+                continue
+        restored.append(cert_id)
+    row.old_certificate_ids = restored
+    row.state, row.switched_at, row.test_started_at, row.set_aside = "both_trusted", None, None, None
+    audit_step(session, cause, row, "test_failed", reason=reason, restored_certificate_ids=restored,
+           not_restored_certificate_ids=expired)
+
+
+def window_over(row: CertificateRotation, now: datetime) -> bool:
+    """Whether *row*'s old certificates are set aside for a test sign-in since longer than :data:`TEST_WINDOW`."""
+    return row.test_started_at is not None and now - row.test_started_at > TEST_WINDOW
+
+
+def restore_abandoned(session: Session, client: WorkOSClient, organization: Organization, cause: Cause, *,
+                      now: datetime | None = None) -> RotationView | None:
+    """Restore the old certificates of a test sign-in abandoned past :data:`TEST_WINDOW` (any request may call
+    it; the caller commits). Answers the rotation with a ``notice`` when it restored, else ``None``; raises
+    ``WorkOSFailure``."""
+    now = now or utcnow()
+    found = current(session, organization.id, organization.connection_id)
+    if found is None or found.test_started_at is None or now - found.test_started_at <= TEST_WINDOW:
+        return None  # the common case reads only: no lock taken
     row = _in_progress(session, organization)
-    if row.state != "switched":
-        raise RotationError("Run the test sign-in after the IdP signs with the new certificate.",
-                            code="rotation_not_switched")
-    return row.connection_id
+    if not window_over(row, now):
+        return None
+    restore_set_aside(session, client, row, cause, "test_sign_in_abandoned")
+    return view(row, f"The test sign-in did not come back within {int(TEST_WINDOW.total_seconds() // 60)} "
+                     f"minutes. {STILL_OLD}")
 
 
-def finish_test_sign_in(session: Session, client: WorkOSClient, organization: Organization, code: str,
-                        cause: Cause, *, now: datetime | None = None) -> RotationView:
-    """Exchange the test sign-in's *code*; when it came through the rotated connection after the switch, remove
-    the old certificates at WorkOS and resolve the renewal alert and their expiry forecasts (``retired``).
+def cancel(session: Session, client: WorkOSClient, organization: Organization, cause: Cause) -> RotationView:
+    """End a rotation that is not ``retired`` (e.g. started with the wrong metadata) so another can start.
 
-    A repeat after ``retired`` answers the rotation. Raises :class:`RotationError` (409 not switched / another
-    connection, 403 another organization, 502 WorkOS refused the code); audits
-    ``sso.certificate_rotation.verified`` and ``.retired``.
+    Certificates set aside for a test sign-in are restored first; the new certificate is removed at WorkOS only
+    when the rotation added it (a 404 there counts as removed), then the row is deleted. Answers the rotation as
+    it was. Raises :class:`RotationError` (404 ``no_rotation``, 409 ``rotation_finished``) and ``WorkOSFailure``
+    (nothing changed here then); audits ``sso.certificate_rotation.cancelled``.
     """
     row = _in_progress(session, organization)
     if row.state == "retired":
-        return view(row)
-    if row.state != "switched":
-        raise RotationError("Run the test sign-in after the IdP signs with the new certificate.",
-                            code="rotation_not_switched")
-    try:
-        with translate_errors():
-            profile = client.sso.get_profile_and_token(code=code).profile.to_dict()
-    except WorkOSFailure as exc:
-        raise RotationError(f"WorkOS refused the test sign-in: {exc.message}", status=502,
-                            code="test_sign_in_failed") from exc
-    if profile.get("organization_id") not in (None, organization.workos_organization_id):
-        raise RotationError("The test sign-in came from another organization.", status=403)
-    if profile.get("connection_id") != row.connection_id:
-        raise RotationError("The test sign-in came through another connection; start it again.")
-    row.verified_by = str(profile.get("email") or "")[:320] or None
-    _audit(session, cause, row, "verified", email=row.verified_by)
-    _retire(session, client, row, cause, now or utcnow())
-    return view(row)
-
-
-def _retire(session: Session, client: WorkOSClient, row: CertificateRotation, cause: Cause, now: datetime) -> None:
-    removed: list[str] = []
-    for cert_id in row.old_certificate_ids or []:
+        raise RotationError("This rotation is finished: its old certificates are already removed.",
+                            code="rotation_finished")
+    if row.test_started_at is not None:
+        restore_set_aside(session, client, row, cause, "rotation_cancelled")
+    cancelled = view(row)
+    if row.added_new_certificate:
         try:
             with translate_errors():
-                client.sso.delete_connection_saml_idp_signing_cert(row.connection_id, cert_id)
+                client.sso.delete_connection_saml_idp_signing_cert(row.connection_id, row.new_certificate_id)
         except WorkOSNotFound:
             pass  # already removed (a repeat after a crash, or by hand in WorkOS's dashboard)
-        removed.append(cert_id)
-    row.state, row.retired_at = "retired", now
-    _audit(session, cause, row, "retired", removed_certificate_ids=removed)
-    alerts.resolve_raised(session, organization_id=row.organization_id, kind=RENEWAL_KIND,
-                          target_id=row.connection_id, resolution="certificate_rotated", cause=cause, now=now)
-    for cert_id in removed:
-        alerts.resolve_raised(session, organization_id=row.organization_id, kind=EXPIRY_KIND, target_id=cert_id,
-                              resolution="certificate_retired", cause=cause, now=now)
+    audit_step(session, cause, row, "cancelled", new_certificate_id=row.new_certificate_id,
+           new_certificate_removed=row.added_new_certificate)
+    session.delete(row)
+    session.flush()
+    return cancelled
 
 
 def open_renewal_alert(session: Session, organization_id: str, connection_id: str | None) -> bool:
