@@ -281,9 +281,14 @@ def pending(session: Session) -> int:
     return int(n or 0)
 
 
+WAKE_COALESCE = 0.05
+"""Seconds an applier that was idle waits after its wake-up before it claims (see :class:`ApplierPool`)."""
+
+
 class ApplierPool:
     """Applier threads of one process: each runs *run_batch* (which returns how many events it claimed) until it
-    claims nothing, then sleeps until woken or *poll_interval* seconds pass. One more thread runs
+    claims nothing, then sleeps until woken or *poll_interval* seconds pass; woken, it waits
+    :data:`WAKE_COALESCE` more, so the wake-ups of a burst cost one claim. One more thread runs
     ``run_batch(True)``: it claims only events that take access away, so a deprovisioning never waits for the
     batches in progress.
 
@@ -344,8 +349,10 @@ class ApplierPool:
                 log.exception("inbox applier batch failed; retrying in %ss", self._poll)
                 self._stop.wait(self._poll)
                 continue
-            if not claimed:
-                wake.wait(self._poll)
+            if not claimed and wake.wait(self._poll):
+                # Caught up and woken: let a burst of NOTIFYs (one per stored event) gather, so that it
+                # costs one claim per thread, not one per event (a claim ranks the whole backlog).
+                self._stop.wait(WAKE_COALESCE)
 
     def _urgent_loop(self) -> None:
         self._loop(revoking_only=True)
