@@ -67,7 +67,8 @@ def register_redirect_uris(base: str, public_url: str) -> None:
     registered redirect URI."""
     public = public_url.rstrip("/")
     plugins = sorted({ep.name for ep in entry_points(group=PLUGIN_ENTRY_POINTS)})
-    for uri in [f"{public}/auth/callback", *(f"{public}/admin/sso/{name}/test-login/callback" for name in plugins)]:
+    for uri in [f"{public}/auth/callback", f"{public}/admin/sso/rotation/callback",
+                *(f"{public}/admin/sso/{name}/test-login/callback" for name in plugins)]:
         emulator_call(base, "POST", "/_emulator/redirect_uris", {"kind": "redirect", "uri": uri})
     emulator_call(base, "POST", "/_emulator/redirect_uris", {"kind": "logout", "uri": f"{public}/"})
 
@@ -141,7 +142,7 @@ HatiData Auth is running.
   access tokens:   live {token_ttl} s, then the app refreshes them (WORKOS_EMULATOR_ACCESS_TOKEN_TTL)
   webhooks:        {app_url}/webhooks/workos is registered with the emulator
 
-Demo logins with SSO (pick the user on the emulator's IdP page; no passwords):
+Demo logins with SSO (type the email on the sign-in page: the emulator's IdP signs that user in; no passwords):
 """ + "\n".join(f"  {d:14} admin@{d}  dev@{d}  viewer@{d}" for d in DEMO_DOMAINS) + f"""
   consultant@partners.test   (member of Acme Corp and Globex)
 Hooli (hooli.test) has no SSO: AuthKit's own sign-in methods.

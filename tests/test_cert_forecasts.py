@@ -127,3 +127,22 @@ def test_an_expired_certificate_is_forecast_as_expired_once(app: Flask, db_sessi
     db_session.commit()
     assert (first.raised, again.raised) == ((cert.id,), ())
     assert expiry_alerts(db_session, org.id) == [(cert.id, 0, True)]
+
+
+def test_retiring_resolves_the_forecasts_of_every_certificate_no_longer_held(app: Flask, db_session: Any,
+                                                                             workos_client: Any) -> None:
+    """A restore after a failed test sign-in gives the old certificate a new id: its forecast names the first id,
+    and is resolved with the rest when the rotation retires (services.rotation_proof uses resolve_unheld)."""
+    org = mirror_organizations(db_session, workos_client)["globex.test"]
+    kept_pem, _ = pem_and_b64(60, "kept.globex.test")
+    gone_pem, _ = pem_and_b64(50, "gone.globex.test")
+    kept = workos_client.sso.create_connection_saml_idp_signing_cert(GLOBEX_CONN, value=kept_pem)
+    gone = workos_client.sso.create_connection_saml_idp_signing_cert(GLOBEX_CONN, value=gone_pem)
+    cert_forecasts.forecast(db_session, workos_client, org, CAUSE, utcnow())
+    db_session.commit()
+    assert [(t, open_) for t, _, open_ in expiry_alerts(db_session, org.id)] == sorted([(kept.id, True),
+                                                                                        (gone.id, True)])
+    workos_client.sso.delete_connection_saml_idp_signing_cert(GLOBEX_CONN, gone.id)
+    assert cert_forecasts.resolve_unheld(db_session, org.id, {kept.id}, CAUSE, utcnow()) == [gone.id]
+    db_session.commit()
+    assert {t: open_ for t, _, open_ in expiry_alerts(db_session, org.id)} == {kept.id: True, gone.id: False}

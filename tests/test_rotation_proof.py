@@ -78,6 +78,23 @@ def test_an_early_switch_click_restores_the_old_certificate_at_once(app: Flask, 
     assert signing["signing_fingerprint"] in fingerprints(app)
 
 
+def test_a_callback_that_does_not_match_the_test_restores_the_old_certificate_at_once(
+        app: Flask, admin: FlaskClient, emulator: Any) -> None:
+    before = fingerprints(app)
+    _, new_b64 = pem_and_b64(400, "new.globex.test")
+    assert upload(admin, metadata_with(new_b64)).status_code == 303
+    assert post(admin, "switched").status_code == 303
+    started = post(admin, "test", {"login_hint": "dev@globex.test"})
+    assert started.status_code == 302
+    assert not before < fingerprints(app)  # the old certificate is set aside for the test
+    stray = admin.get("/admin/sso/rotation/callback?state=not-the-one&code=x", headers={"Accept": "text/html"})
+    assert stray.status_code == 400
+    assert "state mismatch" in stray.get_data(as_text=True)
+    assert rotations(app) == [(GLOBEX_CONN, "both_trusted")]
+    assert before < fingerprints(app)  # trusted again at once, not after the window
+    assert "code" in sso_code(emulator.url, "dev@globex.test")
+
+
 def under_test(app: Flask, db_session: Any, workos_client: Any, org: Any) -> set[str]:
     """Rotate *org* to a new certificate, say it switched and start the test sign-in; the old fingerprints."""
     old = fingerprints(app)

@@ -108,7 +108,8 @@ def _url(kind: str, raw: str, *, allow_loopback: bool) -> Endpoint:
         raise InvalidEndpoint("an absolute https:// URL is required")
     plain_ok = allow_loopback and _is_loopback_name(host)
     if parts.scheme != "https" and not (parts.scheme == "http" and plain_ok):
-        raise InvalidEndpoint("the URL must use https://")
+        raise InvalidEndpoint("the URL must use https://" + (" (http:// is accepted only to a loopback address here)"
+                                                              if allow_loopback else ""))
     if parts.username is not None or parts.password is not None:
         raise InvalidEndpoint("credentials do not belong in the URL; use the secret")
     if parts.fragment:

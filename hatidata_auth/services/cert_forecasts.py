@@ -81,7 +81,22 @@ def forecast(session: Session, client: WorkOSClient, organization: Organization,
                                     "fingerprint": cert.fingerprint, "expiry_date": cert.not_after.isoformat()},
                            cause=cause, now=now)
         raised.append(cert.id)
-    resolved = [target for target in open_rows if target and alerts.resolve_raised(
-        session, organization_id=organization.id, kind=EXPIRY_KIND, target_id=target,
-        resolution="certificate_retired", cause=cause, now=now)]
+    resolved = _resolve(session, organization.id, list(open_rows), cause, now)
     return ForecastRun(organization.id, tuple(raised), tuple(resolved))
+
+
+def resolve_unheld(session: Session, organization_id: str, held_ids: set[str], cause: Cause,
+                   now: datetime) -> list[str]:
+    """Resolve the organization's open expiry forecasts about certificates WorkOS no longer holds (a rotation
+    retired them; a restore gave a certificate a new id); returns their targets."""
+    targets = session.scalars(select(OrganizationAlert.target_id).where(
+        OrganizationAlert.organization_id == organization_id, OrganizationAlert.kind == EXPIRY_KIND,
+        OrganizationAlert.resolved_at.is_(None))).all()
+    return _resolve(session, organization_id, [t for t in targets if t and t not in held_ids], cause, now)
+
+
+def _resolve(session: Session, organization_id: str, targets: list[str | None], cause: Cause,
+             now: datetime) -> list[str]:
+    return [target for target in targets if target and alerts.resolve_raised(
+        session, organization_id=organization_id, kind=EXPIRY_KIND, target_id=target,
+        resolution="certificate_retired", cause=cause, now=now)]

@@ -174,9 +174,11 @@ def _newest(metadata: SamlMetadata, held: tuple[HeldCertificate, ...],
 
 
 def audit_step(session: Session, cause: Cause, row: CertificateRotation, action: str, **details: Any) -> None:
-    """Audit ``sso.certificate_rotation.<action>`` of *row* (its id and state in the details)."""
+    """Audit ``sso.certificate_rotation.<action>`` of *row* (its id and state in the details); a failed test
+    sign-in is recorded with outcome ``failure``."""
     audit.record(session, action=f"sso.certificate_rotation.{action}", cause=cause,
                  organization_id=row.organization_id, target_type="connection", target_id=row.connection_id,
+                 outcome="failure" if action == "test_failed" else "success",
                  details={"rotation_id": row.id, "state": row.state, **details})
 
 

@@ -30,9 +30,8 @@ from sqlalchemy.orm import Session
 from ..causes import Cause
 from ..models import CertificateRotation, Organization, utcnow
 from ..workos import WorkOSClient, WorkOSFailure, WorkOSNotFound, translate_errors
-from . import alerts
+from . import alerts, cert_forecasts
 from .cert_rotation import (
-    EXPIRY_KIND,
     RENEWAL_KIND,
     STILL_OLD,
     RotationError,
@@ -107,7 +106,7 @@ def fail_test_sign_in(session: Session, client: WorkOSClient, organization: Orga
     if row.state != "switched" or row.test_started_at is None:
         return view(row)
     restore_set_aside(session, client, row, cause, reason[:200])
-    return view(row, f"The test sign-in failed: {reason[:200]}. {STILL_OLD}")
+    return view(row, f"The test sign-in failed: {reason[:200].rstrip('. ')}. {STILL_OLD}")
 
 
 def finish_test_sign_in(session: Session, client: WorkOSClient, organization: Organization, code: str,
@@ -165,6 +164,7 @@ def _retire(session: Session, client: WorkOSClient, row: CertificateRotation, ca
     audit_step(session, cause, row, "retired", removed_certificate_ids=removed)
     alerts.resolve_raised(session, organization_id=row.organization_id, kind=RENEWAL_KIND,
                           target_id=row.connection_id, resolution="certificate_rotated", cause=cause, now=now)
-    for cert_id in removed:
-        alerts.resolve_raised(session, organization_id=row.organization_id, kind=EXPIRY_KIND, target_id=cert_id,
-                              resolution="certificate_retired", cause=cause, now=now)
+    # The forecasts of every certificate no longer held, not only of the ids removed now: a restore after a
+    # failed test sign-in gave the old certificates new ids, and their forecasts still name the first ones.
+    held = {h.id for h in held_certificates(client, row.connection_id)}
+    cert_forecasts.resolve_unheld(session, row.organization_id, held, cause, now)

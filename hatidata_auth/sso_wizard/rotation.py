@@ -177,7 +177,13 @@ def callback() -> Any:
     org = _organization()
     expected = session.pop(STATE_KEY, None)
     if not expected or not secrets.compare_digest(expected, request.args.get("state", "")):
-        return _page(org, {"test": "This test sign-in was not started here (state mismatch); start it again."}, 400)
+        # Whatever came back, a test left waiting must not keep the old certificates set aside: restore them now.
+        try:
+            return _put_back(org, "its answer does not match the test started in this browser (state mismatch); "
+                                  "start it again", 400)
+        except RotationError:
+            return _page(org, {"test": "This test sign-in was not started here (state mismatch); start it again."},
+                         400)
     if request.args.get("error"):
         sign_in_attempts.record_test_refusal(
             db.session(), organization_id=org.id, plugin=getattr(_plugin_of(org), "name", ""),
