@@ -172,8 +172,7 @@ def revoke_records(db: Session, client: WorkOSClient | None, records: Sequence[A
         db.flush()
         if client is not None and workos_revocations.is_deferred(db):
             workos_revocations.queue(db, organization_id=record.organization_id, session_id=record.id,
-                                     workos_session_id=record.workos_session_id, user_id=record.user_id,
-                                     cause=cause)
+                                     user_id=record.user_id, cause=cause)
             workos_outcome = "queued"
         else:
             workos_outcome = revoke_at_workos(client, record.workos_session_id)

@@ -49,19 +49,19 @@ def is_deferred(session: Session) -> bool:
     return bool(session.info.get(_DEFER, False))
 
 
-def queue(session: Session, *, organization_id: str, session_id: str, workos_session_id: str, user_id: str,
-          cause: Cause) -> str:
-    """Queue the WorkOS revocation of one session in *session*'s transaction; returns the job's event id. Its
-    entity key is the WorkOS session: two revocations of one session never run at once."""
+def queue(session: Session, *, organization_id: str, session_id: str, user_id: str, cause: Cause) -> str:
+    """Queue the WorkOS revocation of our session *session_id* in *session*'s transaction; returns the job's
+    event id. The job names our session only (its WorkOS id is read from the session row when it runs, so no
+    WorkOS session id is copied anywhere); two revocations of one session never run at once (entity key)."""
     now = utcnow()
     event_id = f"{JOB_ID_PREFIX}{uuid.uuid4().hex}"
-    data = {"organization_id": organization_id, "session_id": session_id, "workos_session_id": workos_session_id,
-            "user_id": user_id, "cause": cause.to_dict()}
+    data = {"organization_id": organization_id, "session_id": session_id, "user_id": user_id,
+            "cause": cause.to_dict()}
     payload = {"id": event_id, "event": JOB_TYPE, "created_at": now.isoformat(), "data": data}
     session.execute(insert(WebhookEvent.__table__).values(
         event_id=event_id, event_type=JOB_TYPE, organization_id=organization_id, payload=payload,
         event_created_at=now, received_at=now, status="received", source=INTERNAL_SOURCE, attempts=0,
-        entity_key=f"workos_session:{workos_session_id}"[:160], revokes=False, created_at=now, updated_at=now,
+        entity_key=f"workos_revocation:{session_id}"[:160], revokes=False, created_at=now, updated_at=now,
         trace_context=carrier()))
     if session.get_bind().dialect.name == "postgresql":
         session.execute(select(func.pg_notify(INBOX_CHANNEL, "")))  # delivered when the transaction commits
@@ -70,4 +70,4 @@ def queue(session: Session, *, organization_id: str, session_id: str, workos_ses
 
 def parse(data: Any) -> dict[str, str]:
     """The stored job's fields (:func:`queue` wrote them); raises ``KeyError``/``TypeError`` on another shape."""
-    return {name: str(data[name]) for name in ("organization_id", "session_id", "workos_session_id", "user_id")}
+    return {name: str(data[name]) for name in ("organization_id", "session_id", "user_id")}
