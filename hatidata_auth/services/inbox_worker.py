@@ -230,8 +230,11 @@ def apply_batch(session: Session, client: WorkOSClient, *, limit: int = DEFAULT_
             result = _traced(session, client, event, cause, fanout_chunk, budget, tracer)
             results.append(result)
             outcomes.append(_outcome(event, result))
-        _finish(session, outcomes)  # the outcomes of the whole batch in one execution (one round trip)
-        session.commit()
+        # The outcomes of the whole batch in one execution (one round trip), outside any event's span: not traced,
+        # like the claim, so that every span of an application belongs to the trace of the event it applies.
+        with quiet() if tracer is not None else nullcontext():
+            _finish(session, outcomes)
+            session.commit()
     except BaseException:
         session.rollback()
         raise
