@@ -97,6 +97,8 @@ BAD_URLS = [
     "http://siem.acme.test/", "ftp://siem.acme.test/", "siem.acme.test", "https://user:pw@siem.acme.test/",
     "https://:pw@siem.acme.test/", "https://siem.acme.test/#x", "https://127.0.0.1/", "https://localhost/",
     "https://LOCALHOST./", "https://169.254.169.254/", "https://[::1]/", "https://[::ffff:169.254.169.254]/",
+    # IPv6 forms carrying a forbidden IPv4 address (NAT64, 6to4) and the local-use NAT64 prefix
+    "https://[64:ff9b::7f00:1]/", "https://[2002:a9fe:a9fe::1]/", "https://[64:ff9b:1::a00:1]/",
     "https://[fe80::1]/", "https://0.0.0.0/", "https://224.0.0.1/", "https://240.0.0.1/", "https://siem acme.test/",
     "https://siem.acme.test:99999/", "https://siem.acme.test/" + "a" * 2048, "https://sïem.acme.test/", "https://",
     # addresses in the forms inet_aton reads (decimal, hex, octal, short), and numeric hosts that are no address

@@ -21,6 +21,7 @@ import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from .. import net_policy
 from ..errors import AppError
 
 MAX_ENDPOINT = 2048
@@ -73,9 +74,14 @@ def _literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 
 def address_allowed(address: ipaddress.IPv4Address | ipaddress.IPv6Address, *, allow_loopback: bool) -> bool:
-    """Whether a sink may connect to *address* (private networks yes; loopback only with the setting)."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    """Whether a sink may connect to *address* (private networks yes; loopback only with the setting). An IPv6
+    address carrying an IPv4 one (NAT64, IPv4-mapped, 6to4, Teredo: ``net_policy.embedded_ipv4``) is judged by it."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address in net_policy.NAT64_LOCAL_USE:
+            return False
+        carried = net_policy.embedded_ipv4(address)
+        if carried:
+            return all(address_allowed(v4, allow_loopback=allow_loopback) for v4 in carried)
     if address.is_loopback:
         return allow_loopback
     return not (address.is_link_local or address.is_multicast or address.is_reserved or address.is_unspecified)
