@@ -3,11 +3,14 @@
 
 * page and filter latency (newest page of 50, each filter the API offers) as ratios to a baseline measured in the
   same run: a primary-key lookup of one event;
-* export throughput (events/s of the NDJSON export with its trailer) and the time of an incremental verify
-  (after a signed checkpoint) against a full walk.
+* export throughput (events/s of the NDJSON export with its trailer) of ``--export-events`` events from the middle
+  of the chain (a time range), and verification: incremental (the events after the newest signed checkpoint) against
+  a full walk (events/s, bounded by ``--duration`` seconds).
 
-``--duration`` bounds the export measurement (seconds; default: the whole chain). Run:
-``make bench BENCH=audit_scale BENCH_ARGS="--events 100000"``.
+``--seeder copy`` (default) writes the chain with ``COPY`` and stores a signed checkpoint every 1,000 events, as the
+checkpoint worker would have (``bench/audit_seed.py``: 10M events in minutes); ``--seeder orm`` appends through
+``services.audit.record`` in transactions of 5,000 and lets the checkpoint worker walk the chain once. Run:
+``make bench BENCH=audit_scale BENCH_ARGS="--events 10000000 --export-events 1000000 --duration 60"``.
 """
 
 from __future__ import annotations
@@ -31,7 +34,10 @@ FILTERS = {"actor_id": "usr_3", "actor_type": "api_key", "actor_email": "u3@x.te
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=100_000, help="events in the organization's chain")
-    add_duration(parser, "seconds the export is measured for (default: the whole chain)")
+    parser.add_argument("--export-events", type=int, default=None,
+                        help="events the export covers, from the middle of the chain (default: the whole chain)")
+    parser.add_argument("--seeder", choices=("copy", "orm"), default="copy", help="how the chain is written")
+    add_duration(parser, "seconds the export and the full verification walk may take at most (default: no bound)")
     return parser
 
 
@@ -63,14 +69,16 @@ def seed(session: object, organization_id: str, events: int) -> None:
         session.commit()  # type: ignore[attr-defined]
 
 
-def run(events: int, duration: float | None) -> None:
+def run(events: int, duration: float | None, export_events: int | None, seeder: str) -> None:
     from flask_migrate import upgrade
     from sqlalchemy import select, text
 
+    from bench import audit_seed
+    from bench.audit_seed import T0
     from hatidata_auth import audit_runtime, create_app
     from hatidata_auth.extensions import db
     from hatidata_auth.models import AuditEvent, Organization
-    from hatidata_auth.services import audit_checkpoints, audit_exports, audit_queries, audit_signing
+    from hatidata_auth.services import audit_checkpoints, audit_queries, audit_signing
 
     base = os.environ.get("BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
     with tempfile.TemporaryDirectory() as tmp, private_database(base) as database_url:
@@ -84,9 +92,16 @@ def run(events: int, duration: float | None) -> None:
             session.add(org)
             session.commit()
             org_id = org.id
+            signer = audit_runtime.signer(app)
+            assert signer is not None
             started = time.perf_counter()
-            seed(session, org_id, events)
-            print(f"[seed] {events} events in {time.perf_counter() - started:.1f} s")
+            if seeder == "copy":
+                audit_seed.seed(session, org_id, events, signer=signer,
+                                progress=lambda n: print(f"[seed] {n} events", flush=True) if n % 1_000_000 == 0
+                                else None)
+            else:
+                seed(session, org_id, events)
+            print(f"[seed] {events} events ({seeder}) in {time.perf_counter() - started:.1f} s", flush=True)
             session.execute(text("ANALYZE audit_events"))
             session.commit()
             middle = session.scalar(select(AuditEvent.id).where(AuditEvent.seq == events // 2))
@@ -98,41 +113,67 @@ def run(events: int, duration: float | None) -> None:
             baseline = _median_ms(by_key)
             print(f"[baseline] primary-key lookup of one event: {baseline:.2f} ms (median of 30)")
 
-            def page_of(**values: str) -> Callable[[], object]:
+            def page_of(**values: object) -> Callable[[], object]:
                 flt = audit_queries.AuditFilter(**values)  # type: ignore[arg-type]
                 return lambda: audit_queries.page(session, org_id, flt, before_seq=None, limit=50)
 
+            middle_time = T0 + timedelta(seconds=events // 2)
+            hour = {"since": middle_time, "until": middle_time + timedelta(hours=1)}
+            hard = [  # filters whose matches are rare or absent: a scan must not walk the chain to find them
+                ("no match: actor_email", page_of(actor_email="nobody@x.test")),
+                ("no match: actor_type=api_key & outcome=failure", page_of(actor_type="api_key", outcome="failure")),
+                ("an hour mid-chain & action", page_of(action="bench.action1", **hour)),
+                ("an hour mid-chain, no match", page_of(actor_type="api_key", outcome="failure",
+                                                        **hour)),
+            ]
             for label, call in [("newest page", page_of()), *((f"filter {k}", page_of(**{k: v}))
-                                                             for k, v in FILTERS.items())]:
+                                                             for k, v in FILTERS.items()), *hard]:
                 ms = _median_ms(call)
                 print(f"[page] {label}: {ms:.2f} ms = {ms / baseline:.1f} x baseline")
-            count, started = 0, time.perf_counter()
-            deadline = None if duration is None else started + duration
-            for _ in audit_exports.export_lines(session, org_id, audit_queries.AuditFilter()):
-                count += 1
-                if deadline is not None and count % 1000 == 0 and time.perf_counter() > deadline:
-                    break
-            elapsed = time.perf_counter() - started
-            print(f"[export] {count} lines in {elapsed:.1f} s = {count / elapsed:.0f} events/s "
-                  f"({elapsed / max(count, 1) * 1e6 / (baseline * 1000):.3f} x baseline per event)")
-            signer = audit_runtime.signer(app)
-            assert signer is not None
+            _export(session, org_id, events, export_events, duration, baseline)
             started = time.perf_counter()
             made = audit_checkpoints.run(session, signer, every=1000, interval=60)
-            print(f"[checkpoint] first pass (walks the chain, signs {made}): {time.perf_counter() - started:.1f} s")
+            print(f"[checkpoint] worker pass (signs {made}): {time.perf_counter() - started:.1f} s")
             keys = audit_signing.public_keys(audit_signing.published_keys(session, signer))
             seed(session, org_id, 100)
-            full = _median_ms(lambda: audit_checkpoints.verify(session, org_id, keys, full=True), repeat=1)
+            started = time.perf_counter()
+            full = audit_checkpoints.verify(session, org_id, keys, full=True, budget=duration)
+            walked = time.perf_counter() - started
+            assert full.report.ok, full.report
             incremental = _median_ms(lambda: audit_checkpoints.verify(session, org_id, keys), repeat=5)
-            print(f"[verify] full walk {full:.0f} ms; incremental (100 events after the checkpoint) "
-                  f"{incremental:.1f} ms = {incremental / baseline:.1f} x baseline, {full / incremental:.0f} x faster")
+            rate = full.report.checked / walked
+            print(f"[verify] full walk: {full.report.checked} events in {walked:.1f} s = {rate:.0f} events/s "
+                  f"({'complete' if full.report.complete else 'cut by --duration'}; the whole chain would take "
+                  f"{(events + 100) / rate:.0f} s); incremental (100 events after the newest checkpoint) "
+                  f"{incremental:.1f} ms = {incremental / baseline:.1f} x baseline")
             db.session.remove()
             db.engine.dispose()
 
 
+def _export(session: object, org_id: str, events: int, export_events: int | None, duration: float | None,
+            baseline: float) -> None:
+    """Export *export_events* events from the middle of the chain (a time range: events are a second apart)."""
+    from bench.audit_seed import T0
+    from hatidata_auth.services import audit_exports, audit_queries
+
+    flt = audit_queries.AuditFilter()
+    if export_events is not None and export_events < events:
+        first = (events - export_events) // 2
+        flt = audit_queries.AuditFilter(since=T0 + timedelta(seconds=first),
+                                        until=T0 + timedelta(seconds=first + export_events))
+    count, started = 0, time.perf_counter()
+    trailer = ""
+    for line in audit_exports.export_lines(session, org_id, flt, budget=duration):  # type: ignore[arg-type]
+        count += 1
+        trailer = line
+    elapsed = time.perf_counter() - started
+    print(f"[export] {count - 1} events + trailer in {elapsed:.1f} s = {count / elapsed:.0f} events/s "
+          f"({elapsed / max(count, 1) * 1e6 / (baseline * 1000):.3f} x baseline per event); trailer: {trailer[:160]}")
+
+
 def main() -> None:
     args = build_parser().parse_args()
-    run(args.events, args.duration)
+    run(args.events, args.duration, args.export_events, args.seeder)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -74,16 +75,65 @@ def count_matching(session: Session, organization_id: str | None, flt: AuditFilt
     return int(session.execute(select(func.count()).select_from(ids)).scalar_one())
 
 
+# A page scans the chain downwards in ``seq`` windows, the first of PAGE_WINDOW seqs, each twice the last, and
+# stops when the page is full, at the chain's start, or past PAGE_BUDGET seconds (after one window at least): a
+# filter whose matches are rare or absent costs a bounded part of the chain per request, never a walk of it.
+PAGE_WINDOW = 4096
+PAGE_BUDGET = 0.025
+# A time range holding fewer events than this is turned into its exact ``seq`` range first (through the
+# ``(organization_id, created_at)`` index); a larger one is only a filter of the scan.
+TIME_RANGE_PROBE = 10_000
+
+
 def page(session: Session, organization_id: str, flt: AuditFilter | None, *, before_seq: int | None,
-         limit: int) -> tuple[list[AuditEvent], int | None]:
-    """Newest-first page of events; returns the events and the ``seq`` to continue before (or ``None``)."""
-    query = filtered(organization_id, flt)
+         limit: int, budget: float = PAGE_BUDGET,
+         clock: Callable[[], float] = time.monotonic) -> tuple[list[AuditEvent], int | None]:
+    """Newest-first page of at most *limit* events with ``seq`` below *before_seq*; returns the events and the
+    ``seq`` to continue before (``None``: no older event matches).
+
+    Past *budget* seconds (:data:`PAGE_BUDGET`) the page may hold fewer than *limit* events, even none, with a
+    ``seq`` to continue before: following it yields exactly the matching events, each once, newest first."""
+    flt = flt or AuditFilter()
+    deadline = clock() + budget
+    bounds = _seq_bounds(session, organization_id, flt)
+    if bounds is None:
+        return [], None
+    low, top = bounds
     if before_seq is not None:
-        query = query.where(AuditEvent.seq < before_seq)
-    rows = list(session.scalars(query.order_by(AuditEvent.seq.desc()).limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, (rows[-1].seq if more and rows else None)
+        top = min(top, before_seq - 1)
+    rows: list[AuditEvent] = []
+    window = PAGE_WINDOW
+    while top >= low:
+        bottom = max(low, top - window + 1)
+        query = (filtered(organization_id, flt).where(AuditEvent.seq.between(bottom, top))
+                 .order_by(AuditEvent.seq.desc()).limit(limit + 1 - len(rows)))
+        rows.extend(session.scalars(query))
+        if len(rows) > limit:
+            return rows[:limit], rows[limit - 1].seq
+        top, window = bottom - 1, window * 2
+        if top >= low and clock() >= deadline:
+            return rows, top + 1
+    return rows, None
+
+
+def _seq_bounds(session: Session, organization_id: str, flt: AuditFilter) -> tuple[int, int] | None:
+    """The inclusive ``seq`` range that can hold *flt*'s events (``None``: none can): the chain's, narrowed to a
+    time range's exact ``seq`` range when that range holds fewer than :data:`TIME_RANGE_PROBE` events."""
+    chain = filtered(organization_id, None).with_only_columns(AuditEvent.seq)
+    first = session.scalar(chain.order_by(AuditEvent.seq).limit(1))
+    if first is None:
+        return None
+    last = int(session.scalar(chain.order_by(AuditEvent.seq.desc()).limit(1)) or first)
+    if flt.since is None and flt.until is None:
+        return int(first), last
+    in_range = filtered(organization_id, AuditFilter(since=flt.since, until=flt.until))
+    probe = in_range.with_only_columns(AuditEvent.seq).limit(TIME_RANGE_PROBE).subquery()
+    low, high, count = session.execute(select(func.min(probe.c.seq), func.max(probe.c.seq), func.count())).one()
+    if count == 0:
+        return None
+    if count < TIME_RANGE_PROBE:
+        return int(low), int(high)
+    return int(first), last
 
 
 def get_event(session: Session, organization_id: str, public_id: str) -> AuditEvent | None:
