@@ -55,7 +55,8 @@ def event(organization_id: str, seq: int) -> _Event:
     """The *seq*-th bench event (1-based), as ``audit_scale.seed`` records its ``seq - 1``-th."""
     i = seq - 1
     target_type = ("session", "api_key", "membership", "user", "role")[i % 5]
-    return _Event(f"evt_bench{seq:012d}", organization_id, seq, "api_key" if i % 10 == 3 else "user", f"usr_{i % 7}",
+    return _Event(f"evt_b{organization_id[-10:]}{seq:012d}", organization_id, seq,
+                  "api_key" if i % 10 == 3 else "user", f"usr_{i % 7}",
                   f"u{i % 7}@x.test", f"bench.action{i % 3}", target_type, f"ses_{i % 11}",
                   "failure" if i % 5 == 0 else "success", "10.0.0.1", "bench", f"r{i}", None,
                   {"i": i}, T0 + timedelta(seconds=i))

@@ -101,7 +101,10 @@ class ChainSchema(Schema):
                                 metadata={"description": "Pass as `cursor` to continue (with `complete` false)."})
 
 
-AuditPage = page_schema(AuditEventSchema, "AuditEventPage")
+AuditPage = page_schema(AuditEventSchema, "AuditEventPage", next_cursor=(
+    "Pass as `cursor` for the next page; `null` only on the last page. A page may hold fewer than `limit` events, "
+    "even none, while `next_cursor` is set: each page scans a bounded part of the log (`HATIDATA_AUDIT_PAGE_BUDGET`), "
+    "so keep following `next_cursor` until it is `null`."))
 
 
 def _reveal() -> bool:
@@ -120,17 +123,21 @@ def _filter(args: dict[str, Any]) -> audit_queries.AuditFilter:
 @blp.arguments(AuditListArgs, location="query")
 @blp.response(200, AuditPage)
 def list_events(args: dict[str, Any]) -> dict[str, Any]:
-    """Events, newest first, filtered by actor, action, target, outcome and time range."""
+    """Events, newest first, filtered by actor, action, target, outcome and time range.
+
+    A page may hold fewer than `limit` events, even none, and still have a `next_cursor`: when matches are rare,
+    each page scans a bounded part of the log. Follow `next_cursor` until it is `null`."""
     before = decode_cursor(args.get("cursor"), int)
     views, next_seq = audit_queries.events_page(db.session(), current_identity.organization_id, _filter(args),
-                                                before_seq=before, limit=args["limit"], reveal_session_ids=_reveal())
+                                                before_seq=before, limit=args["limit"], reveal_session_ids=_reveal(),
+                                                budget=_budget("HATIDATA_AUDIT_PAGE_BUDGET"))
     return {"data": [view.to_json() for view in views],
             "next_cursor": None if next_seq is None else encode_cursor(next_seq)}
 
 
-def _budget() -> float:
-    value = current_app.config.get("HATIDATA_AUDIT_REQUEST_BUDGET")
-    return float(DEFAULTS["HATIDATA_AUDIT_REQUEST_BUDGET"] if value is None else value)
+def _budget(name: str = "HATIDATA_AUDIT_REQUEST_BUDGET") -> float:
+    value = current_app.config.get(name)
+    return float(DEFAULTS[name] if value is None else value)
 
 
 def _resume(cursor: str | None) -> tuple[int, str] | None:

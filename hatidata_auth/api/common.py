@@ -60,13 +60,13 @@ class PageArgsSchema(Schema):
                            metadata={"description": "``next_cursor`` of the previous page."})
 
 
-def page_schema(item: type[Schema], name: str) -> type[Schema]:
-    """A ``{"data": [item], "next_cursor"}`` envelope schema for *item*."""
+def page_schema(item: type[Schema], name: str, next_cursor: str | None = None) -> type[Schema]:
+    """A ``{"data": [item], "next_cursor"}`` envelope schema for *item* (*next_cursor*: its description, when the
+    list's paging needs more words than the default)."""
     return cast(type[Schema], Schema.from_dict({
         "data": fields.List(fields.Nested(item), required=True),
-        "next_cursor": fields.String(required=True, allow_none=True,
-                                     metadata={"description": "Pass as ``cursor`` for the next page; "
-                                                              "``null`` on the last page."}),
+        "next_cursor": fields.String(required=True, allow_none=True, metadata={
+            "description": next_cursor or "Pass as ``cursor`` for the next page; ``null`` on the last page."}),
     }, name=name))
 
 

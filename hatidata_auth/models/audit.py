@@ -23,7 +23,8 @@ class AuditEvent(db.Model):  # type: ignore[name-defined]
     __tablename__ = "audit_events"
     __table_args__ = (
         Index("ix_audit_org_seq", "organization_id", "seq", unique=True),
-        Index("ix_audit_org_time", "organization_id", "created_at"),
+        # ``seq`` last: a time range's seq range (``audit_queries._seq_bounds``) is read from the index alone.
+        Index("ix_audit_org_time", "organization_id", "created_at", "seq"),
         # One per filter of the API (``audit_queries.filtered``), ending in ``seq``: a page reads its rows in
         # index order (newest first) whatever the chain's length.
         Index("ix_audit_org_actor_id_seq", "organization_id", "actor_id", "seq"),

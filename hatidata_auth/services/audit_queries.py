@@ -86,15 +86,16 @@ TIME_RANGE_PROBE = 10_000
 
 
 def page(session: Session, organization_id: str, flt: AuditFilter | None, *, before_seq: int | None,
-         limit: int, budget: float = PAGE_BUDGET,
+         limit: int, budget: float | None = None,
          clock: Callable[[], float] = time.monotonic) -> tuple[list[AuditEvent], int | None]:
     """Newest-first page of at most *limit* events with ``seq`` below *before_seq*; returns the events and the
     ``seq`` to continue before (``None``: no older event matches).
 
-    Past *budget* seconds (:data:`PAGE_BUDGET`) the page may hold fewer than *limit* events, even none, with a
+    Past *budget* seconds (default :data:`PAGE_BUDGET`; ``HATIDATA_AUDIT_PAGE_BUDGET``) the page may hold fewer
+    than *limit* events, even none, with a
     ``seq`` to continue before: following it yields exactly the matching events, each once, newest first."""
     flt = flt or AuditFilter()
-    deadline = clock() + budget
+    deadline = clock() + (PAGE_BUDGET if budget is None else budget)
     bounds = _seq_bounds(session, organization_id, flt)
     if bounds is None:
         return [], None
@@ -127,7 +128,10 @@ def _seq_bounds(session: Session, organization_id: str, flt: AuditFilter) -> tup
     if flt.since is None and flt.until is None:
         return int(first), last
     in_range = filtered(organization_id, AuditFilter(since=flt.since, until=flt.until))
-    probe = in_range.with_only_columns(AuditEvent.seq).limit(TIME_RANGE_PROBE).subquery()
+    # In time order: the probe reads the first entries of the range in ``ix_audit_org_time`` and stops at the
+    # limit (unordered, PostgreSQL may scan the table up to the limit's match).
+    probe = (in_range.with_only_columns(AuditEvent.seq).order_by(AuditEvent.created_at)
+             .limit(TIME_RANGE_PROBE).subquery())
     low, high, count = session.execute(select(func.min(probe.c.seq), func.max(probe.c.seq), func.count())).one()
     if count == 0:
         return None
@@ -244,9 +248,10 @@ def event_view(event: AuditEvent, *, reveal_session_ids: bool = False) -> AuditE
 
 
 def events_page(session: Session, organization_id: str, flt: AuditFilter | None, *, before_seq: int | None,
-                limit: int, reveal_session_ids: bool = False) -> tuple[list[AuditEventView], int | None]:
+                limit: int, reveal_session_ids: bool = False,
+                budget: float | None = None) -> tuple[list[AuditEventView], int | None]:
     """:func:`page` as the reader may see it (:func:`event_view`)."""
-    rows, next_seq = page(session, organization_id, flt, before_seq=before_seq, limit=limit)
+    rows, next_seq = page(session, organization_id, flt, before_seq=before_seq, limit=limit, budget=budget)
     return [event_view(e, reveal_session_ids=reveal_session_ids) for e in rows], next_seq
 
 
