@@ -16,6 +16,8 @@ than events/s on a machine other jobs share) at each size, as ratios to the empt
 ``--rows`` then ``--rows`` events past a 30-day retention (plus a tenth as many recent ones, one in a thousand
 failed): time per expired row as a ratio to the smaller inbox (target: flat).
 
+``resync`` and ``claims``: ``bench/scale_resync.py`` and ``bench/scale_claims.py``.
+
 Options: ``--events`` (3000 per point), ``--users`` (750), ``--concurrency`` (8), ``--compare-indexes`` (one more
 point at the largest size with the inbox's indexes of before migration 0002 put back: their cost, before/after in
 one run).
@@ -98,9 +100,9 @@ def _bodies(phase: int, events: int, users: int) -> list[str]:
     return bodies
 
 
-# The inbox's indexes before migration 0002 (the last point of ``--compare-indexes`` puts them back).
-OLD_INDEXES = ("DROP INDEX ix_webhook_events_open",
-               "CREATE INDEX ix_webhook_events_event_type ON webhook_events (event_type)",
+# The inbox's full indexes of before migration 0002 (the last point of ``--compare-indexes`` puts them back beside
+# the partial ones).
+OLD_INDEXES = ("CREATE INDEX ix_webhook_events_event_type ON webhook_events (event_type)",
                "CREATE INDEX ix_webhook_events_organization_id ON webhook_events (organization_id)",
                "CREATE INDEX ix_webhook_events_status ON webhook_events (status)")
 
@@ -200,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The options (``BENCH_ARGS``), with ``--duration`` common to every benchmark (``bench/options.py``)."""
     parser = argparse.ArgumentParser(prog="bench.scale")
     add_duration(parser, "webhooks: seconds each point sends for at most (default: every event)")
-    parser.add_argument("--curve", choices=["webhooks", "retention", "resync"], action="append",
+    parser.add_argument("--curve", choices=["webhooks", "retention", "resync", "claims"], action="append",
                         help="curves to measure (repeatable; default: all)")
     parser.add_argument("--large", action="store_true",
                         help="fill the inbox to 1,000,000 rows (default 100,000); resync: also 30,000 users")
@@ -211,23 +213,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--compare-indexes", action="store_true",
                         help="webhooks: one more point at the largest size with the indexes of before migration 0002")
     parser.add_argument("--sizes", default="2000,10000", help="resync: directory sizes in users")
-    parser.add_argument("--baseline", help="resync: a checkout of other code to measure in the same run")
+    parser.add_argument("--baseline", help="resync, claims: a checkout of other code to measure in the same run")
     parser.add_argument("--analyze", choices=["both", "with", "without"], default="both",
-                        help="resync: with and/or without ANALYZE before it")
+                        help="resync, claims: with and/or without ANALYZE before it")
+    parser.add_argument("--backlog", type=int, default=100_000, help="claims: the large pending backlog")
+    parser.add_argument("--applied", type=int, default=1_000_000,
+                        help="claims: settled rows beside the backlog at the last points (0: none)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    curves = args.curve or ["webhooks", "retention", "resync"]
+    curves = args.curve or ["webhooks", "retention", "resync", "claims"]
+    modes = {"both": [False, True], "with": [True], "without": [False]}[args.analyze]
     if "resync" in curves:
         from bench.scale_resync import resync_curve
 
         resync_curve([int(x) for x in args.sizes.split(",")] + ([30_000] if args.large else []),
-                     baseline=args.baseline, modes={"both": [False, True], "with": [True], "without": [False]}[
-                         args.analyze])
-        if curves == ["resync"]:
-            return
+                     baseline=args.baseline, modes=modes)
+    if "claims" in curves:
+        from bench.scale_claims import claims_curve
+
+        claims_curve(backlog=args.backlog, applied=args.applied, baseline=args.baseline, modes=modes)
+    if not {"webhooks", "retention"} & set(curves):
+        return
     base = os.environ.get("BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
     from flask_migrate import upgrade

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from ..causes import Actor, Cause
 from ..errors import is_connection_error
 from ..models import Organization, WebhookEvent, utcnow
-from ..models.inbox import INBOX_CHANNEL, INTERNAL_SOURCE
+from ..models.inbox import INBOX_CHANNEL, INTERNAL_SOURCE, status_is
 from ..trace_context import carrier
 from ..workos import WorkOSClient
 from . import event_source, fanout_jobs, workos_revocations
@@ -351,12 +351,12 @@ def concerning(org: Organization) -> ColumnElement[bool]:
 
 def failed_of(org: Organization) -> Select[tuple[WebhookEvent]]:
     """The query of *org*'s failed events (order and limit it; filtered before either)."""
-    return select(WebhookEvent).where(WebhookEvent.status == "failed", concerning(org))
+    return select(WebhookEvent).where(status_is("failed"), concerning(org))
 
 
 def list_failed(session: Session, limit: int = 100) -> Sequence[WebhookEvent]:
     """Failed events of every organization, oldest first (operators: the CLI and ``replay_failed``)."""
-    return session.scalars(select(WebhookEvent).where(WebhookEvent.status == "failed")
+    return session.scalars(select(WebhookEvent).where(status_is("failed"))
                            .order_by(WebhookEvent.received_at, WebhookEvent.id).limit(limit)).all()
 
 
