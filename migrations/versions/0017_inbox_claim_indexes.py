@@ -1,8 +1,8 @@
 """inbox claim indexes: a claim reads the pending events in claim order and probes each one's entity key, instead
 of ranking the whole backlog (issue #14); the open-events index gives way to a failed-events one
 
-Revision ID: 0016_inbox_claim_indexes
-Revises: 0015_rotation_test_window
+Revision ID: 0017_inbox_claim_indexes
+Revises: 0016_audit_time_seq_index
 Create Date: 2026-12-01 08:30:00
 
 """
@@ -11,8 +11,8 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '0016_inbox_claim_indexes'
-down_revision = '0015_rotation_test_window'
+revision = '0017_inbox_claim_indexes'
+down_revision = '0016_audit_time_seq_index'
 branch_labels = None
 depends_on = None
 
