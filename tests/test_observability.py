@@ -63,12 +63,12 @@ def captured() -> Iterator[_Capture]:
 
 
 def test_json_log_lines_carry_the_request_id(app: Flask, client: FlaskClient, captured: _Capture) -> None:
-    @app.get("/_log_probe")
+    @app.get("/_test/log_probe")
     def probe() -> str:
         logging.getLogger("hatidata_auth.probe").info("probe", extra={"tenant": "acme"})
         return "ok"
 
-    response = client.get("/_log_probe", headers={"X-Request-ID": "req-12345678"})
+    response = client.get("/_test/log_probe", headers={"X-Request-ID": "req-12345678"})
     assert response.headers["X-Request-ID"] == "req-12345678"
     lines = [json.loads(line) for line in captured.formatted.getvalue().splitlines()]
     probe_line = next(line for line in lines if line["logger"] == "hatidata_auth.probe")
@@ -194,7 +194,7 @@ def test_trusted_proxy_headers(app_config: dict[str, Any], tmp_path: Any, monkey
     def build(hops: int) -> Flask:
         application = create_app({**app_config, "HATIDATA_TRUSTED_PROXIES": hops})
 
-        @application.get("/_whoami")
+        @application.get("/_test/whoami")
         def whoami() -> str:
             seen.update(addr=str(request.remote_addr), scheme=request.scheme, host=request.host)
             return "ok"
@@ -203,8 +203,8 @@ def test_trusted_proxy_headers(app_config: dict[str, Any], tmp_path: Any, monkey
 
     headers = {"X-Forwarded-For": "6.6.6.6, 203.0.113.7", "X-Forwarded-Proto": "https",
                "X-Forwarded-Host": "auth.example.test"}
-    build(1).test_client().get("/_whoami", headers=headers)
+    build(1).test_client().get("/_test/whoami", headers=headers)
     assert seen == {"addr": "203.0.113.7", "scheme": "https", "host": "auth.example.test"}  # only the last hop
-    build(0).test_client().get("/_whoami", headers=headers)
+    build(0).test_client().get("/_test/whoami", headers=headers)
     assert seen["addr"] == "127.0.0.1"
     assert seen["scheme"] == "http"
