@@ -133,3 +133,29 @@ def test_savepoints_of_one_transaction_extend_one_chain(db_session: Any, rolled_
     report = audit.verify_organization(db_session, org.id)
     assert report.ok, report
     assert report.checked == kept == audit.count(db_session, org.id)
+
+
+@pytest.mark.parametrize("per_org", [1, audit._CTE_MAX_ROWS, audit._CTE_MAX_ROWS + 1, 4 * audit._CTE_MAX_ROWS])
+def test_one_transaction_of_any_size_writes_every_event_in_one_chain(db_session: Any, per_org: int) -> None:
+    """However many events a transaction records (a webhook's few, a resync page's hundreds, written another
+    way), every one is stored as recorded, chained after the organization's earlier events."""
+    acme, globex = _org(db_session, "Acme"), _org(db_session, "Globex")
+    _record_three(db_session, acme)
+    cause = Cause.by(Actor(type="user", id="usr_9", email="b@x.test"), RequestInfo(ip_address="10.0.0.9",
+                                                                                    user_agent="pytest",
+                                                                                    request_id="r9"))
+    recorded = [audit.record(db_session, action="test.bulk", cause=cause, organization_id=org.id,
+                             target_type="user", target_id=f"usr_{n}", details={"n": n, "org": org.name})
+                for n in range(per_org) for org in (acme, globex)]
+    db_session.commit()
+    for org, before in ((acme, 3), (globex, 0)):
+        report = audit.verify_organization(db_session, org.id)
+        assert report.ok, report
+        assert report.checked == before + per_org == audit.count(db_session, org.id)
+    stored = {e.public_id: e for e in db_session.scalars(select(AuditEvent).where(AuditEvent.action == "test.bulk"))}
+    assert set(stored) == {e.public_id for e in recorded}
+    for event in recorded:
+        row = stored[event.public_id]
+        assert (row.organization_id, row.target_id, row.details, row.actor_email, row.ip_address, row.request_id,
+                row.seq, row.hash) == (event.organization_id, event.target_id, event.details, "b@x.test",
+                                       "10.0.0.9", "r9", event.seq, event.hash)

@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from hatidata_auth.models import DirectoryGroupMembership, DirectoryUser, Membership, Organization
+from hatidata_auth.models import DirectoryGroup, DirectoryGroupMembership, DirectoryUser, Membership, Organization, User
+from hatidata_auth.services import resync_state
 from hatidata_auth.services.resync_state import page_lookup
+from hatidata_auth.services.role_rules import GroupRef
 
 pytestmark = pytest.mark.postgres
 
@@ -57,3 +59,59 @@ def test_each_page_lookup_is_an_index_lookup_per_key_without_statistics(db_sessi
     expected = {"directory users of the page": 100, "their group memberships": 100, "their access": 0}
     assert len(db_session.execute(stmt).all()) == expected[name]
     db_session.rollback()
+
+
+def _without_statistics(db_session: Any, org: Organization) -> None:
+    """3,000 people, directory users (each in a group) and 50 groups of *org*, their statistics deleted, and
+    generic plans forced."""
+    db_session.execute(text(
+        "INSERT INTO users (id, email, first_name, last_name, created_at, updated_at) SELECT 'usr_plan_' || g, "
+        "'p' || g || '@plans.test', 'P', 'Plan', now(), now() FROM generate_series(1, 3000) g"))
+    db_session.execute(text(
+        "INSERT INTO directory_users (id, organization_id, workos_id, directory_id, email, state, attributes, "
+        "created_at, updated_at) SELECT 'du_plan_' || g, :org, 'directory_user_' || lpad(g::text, 6, '0'), 'dir', "
+        "'p' || g || '@plans.test', 'active', '{}', now(), now() FROM generate_series(1, 3000) g"), {"org": org.id})
+    db_session.execute(text(
+        "INSERT INTO directory_groups (id, organization_id, workos_id, directory_id, name, created_at, updated_at) "
+        "SELECT 'dg_plan_' || g, :org, 'group_' || g, 'dir', 'Group ' || g, now(), now() "
+        "FROM generate_series(0, 49) g"), {"org": org.id})
+    db_session.execute(text(
+        "INSERT INTO directory_group_memberships (organization_id, group_workos_id, user_workos_id, present) "
+        "SELECT :org, 'group_' || (g % 50), 'directory_user_' || lpad(g::text, 6, '0'), true "
+        "FROM generate_series(1, 3000) g"), {"org": org.id})
+    for table in ("users", "directory_users", "directory_groups", "directory_group_memberships", "memberships"):
+        db_session.execute(text("DELETE FROM pg_statistic WHERE starelid = CAST(:t AS regclass)"), {"t": table})
+    db_session.execute(text("SET LOCAL plan_cache_mode = force_generic_plan"))
+
+
+def _plan(db_session: Any, stmt: Any) -> str:
+    compiled = stmt.compile(bind=db_session.get_bind())
+    rows = db_session.connection().exec_driver_sql("EXPLAIN " + str(compiled), compiled.params)
+    return "\n".join(row[0] for row in rows)
+
+
+def test_the_pages_people_and_groups_are_index_lookups_per_key_without_statistics(db_session: Any) -> None:
+    """The people a page's emails name (a table of no tenant) and the groups of a page's users: one index lookup
+    per key, and what they find is right."""
+    org = Organization(name="Plans")
+    db_session.add(org)
+    db_session.flush()
+    _without_statistics(db_session, org)
+    emails = [f"p{n}@plans.test" for n in range(1000, 1100)]
+    people = page_lookup(db_session, User, None, None, User.email, emails, unique=False)
+    plan = _plan(db_session, people)
+    assert "email)::text = " in plan, plan  # an index condition on the key
+    assert "ANY" not in plan, plan
+    assert sorted(u.email for u in db_session.scalars(people)) == sorted(emails)
+    groups = page_lookup(db_session, (DirectoryGroup.workos_id, DirectoryGroup.name), DirectoryGroup.organization_id,
+                         org.id, DirectoryGroup.workos_id, [f"group_{n}" for n in range(50)], unique=True,
+                         where=(DirectoryGroup.deleted_at.is_(None),))
+    plan = _plan(db_session, groups)
+    assert "workos_id)::text = " in plan, plan
+    assert "ANY" not in plan, plan
+    users = [f"directory_user_{n:06d}" for n in range(1000, 1100)]
+    found = resync_state.groups_of_users(db_session, org.id, users)
+    assert found == {u: [GroupRef(f"Group {int(u[-6:]) % 50}", None, f"group_{int(u[-6:]) % 50}")] for u in users}
+    db_session.rollback()
+
+

@@ -242,10 +242,10 @@ def prepare_people(run: _Run, ctx: EventContext, org: Organization, datas: list[
     # A linked directory user keeps its person whatever its email does: no new person for its new email.
     unlinked = {upsert_email(d) for d in datas if d["id"] not in stored or not stored[d["id"]].user_id}
     users_by_email: dict[str, User | None] = dict.fromkeys(emails)
-    if emails:
-        for found in session.scalars(select(User).where(User.email.in_(emails)).order_by(User.created_at)):
-            if users_by_email.get(found.email) is None:
-                users_by_email[found.email] = found
+    found = session.scalars(resync_state.page_lookup(session, User, None, None, User.email, sorted(emails),
+                                                     unique=False)).all() if emails else []
+    for person in sorted(found, key=lambda u: u.created_at, reverse=True):  # an email's oldest person is kept
+        users_by_email[person.email] = person
     ctx.users_by_email = users_by_email
     ctx.memberships_by_user = {}
     if not org_active:

@@ -2,8 +2,9 @@
 
 Per page of listed users: :class:`PageHeld` (their group memberships and access, two queries through the
 ``(organization_id, user_workos_id)`` and ``(organization_id, directory_user_id)`` indexes), one multi-row upsert
-of the memberships that changed (:func:`write_group_memberships`, ``INSERT ... ON CONFLICT DO UPDATE`` under the
-version guard), one ``UPDATE`` marking them seen by the run (:func:`mark_seen`). After the last page,
+of the memberships that changed (:func:`write_group_memberships`, ``INSERT ... SELECT FROM unnest(...) ON CONFLICT
+DO UPDATE`` under the version guard), the live groups of the users that differed (:func:`groups_of_users`), one
+``UPDATE`` per user marking them seen by the run (:func:`mark_seen`, pipelined). After the last page,
 :func:`unseen_users` reads what the run did not see, a chunk at a time. The run's position is a
 :class:`~hatidata_auth.models.ResyncCursor` (:func:`open_cursor`), saved with each page, so a crashed resync resumes
 after its last committed page.
@@ -12,16 +13,18 @@ after its last committed page.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ARRAY, Select, String, and_, bindparam, func, literal, or_, select, true, update
+from sqlalchemy import ARRAY, Boolean, Select, String, and_, bindparam, func, literal, null, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import QueryableAttribute, Session, aliased
 
-from ..models import DirectoryGroupMembership, DirectoryUser, Membership, ResyncCursor, new_id
+from ..models import DirectoryGroup, DirectoryGroupMembership, DirectoryUser, Membership, ResyncCursor, new_id
 from . import fanout_jobs
+from .role_rules import GroupRef
 
 #: How long an unfinished run may be resumed after its last committed page. Older, it is abandoned and a new run
 #: starts: the run versions its membership facts at its start, which a stale run would date too far back.
@@ -31,8 +34,9 @@ RESUME_WITHIN = timedelta(hours=1)
 Access = tuple[str | None, str, str]
 
 
-def page_lookup(session: Session, what: Any, organization: QueryableAttribute[str], organization_id: str,
-                key: QueryableAttribute[Any], keys: list[str], *, unique: bool) -> Select[Any]:
+def page_lookup(session: Session, what: Any, organization: QueryableAttribute[str] | None, organization_id: str | None,
+                key: QueryableAttribute[Any], keys: list[str], *, unique: bool,
+                where: tuple[Any, ...] = ()) -> Select[Any]:
     """``SELECT what WHERE organization = :organization_id AND key IN keys``, planned as one index lookup per key.
 
     On PostgreSQL it is written as a lateral join over ``unnest(:keys)`` whose inner query has equality on both
@@ -40,14 +44,16 @@ def page_lookup(session: Session, what: Any, organization: QueryableAttribute[st
     turn it into a scan of the whole organization filtered by the keys, the plan it picks for ``key IN (...)``
     when the table has no statistics (a fresh database), which made each page cost the organization's size.
     One array parameter also gives every page the same statement text (prepared once). *what* is a mapped class
-    (rows come back as its instances) or a tuple of columns.
+    (rows come back as its instances) or a tuple of columns; *where*: more conditions of the inner query;
+    *organization* ``None``: a table of no tenant (the people, ``users``), looked up by *key* alone.
     """
     entity = isinstance(what, type)
     columns = (what,) if entity else tuple(what)
+    tenant = () if organization is None else (organization == organization_id,)
     if session.get_bind().dialect.name != "postgresql":
-        return select(*columns).where(organization == organization_id, key.in_(keys))
+        return select(*columns).where(*tenant, key.in_(keys), *where)
     keyed = func.unnest(literal(keys, ARRAY(String))).table_valued("key").render_derived()
-    inner = select(*columns).where(organization == organization_id, key == keyed.c.key)
+    inner = select(*columns).where(*tenant, key == keyed.c.key, *where)
     lateral = (inner.limit(1) if unique else inner.offset(0)).lateral()
     return select(aliased(what, lateral) if entity else lateral).select_from(keyed).join(lateral, true())
 
@@ -83,6 +89,30 @@ class PageHeld:
         return cls(dict(memberships), access)
 
 
+def groups_of_users(session: Session, organization_id: str,
+                    user_workos_ids: Sequence[str]) -> dict[str, list[GroupRef]]:
+    """The live groups of each of *user_workos_ids* (``{user_workos_id: [GroupRef]}``) in two queries, an index
+    lookup per key (:func:`page_lookup`): their present group memberships, then those groups by key (a join let a
+    planner without statistics read every group of the organization for every user)."""
+    dgm = DirectoryGroupMembership
+    out: dict[str, list[GroupRef]] = defaultdict(list)
+    if not user_workos_ids:
+        return out
+    pairs: Any = session.execute(page_lookup(
+        session, (dgm.user_workos_id, dgm.group_workos_id), dgm.organization_id, organization_id,
+        dgm.user_workos_id, list(user_workos_ids), unique=False, where=(dgm.present.is_(True),))).all()
+    groups: Any = session.execute(page_lookup(
+        session, (DirectoryGroup.workos_id, DirectoryGroup.name, DirectoryGroup.idp_id),
+        DirectoryGroup.organization_id, organization_id, DirectoryGroup.workos_id,
+        sorted({gid for _uid, gid in pairs}), unique=True, where=(DirectoryGroup.deleted_at.is_(None),))) \
+        if pairs else ()
+    live = {workos_id: GroupRef(name, idp_id, workos_id) for workos_id, name, idp_id in groups}
+    for user_workos_id, group_workos_id in pairs:
+        if group_workos_id in live:
+            out[user_workos_id].append(live[group_workos_id])
+    return out
+
+
 def write_group_memberships(session: Session, organization_id: str, changes: list[tuple[str, str, bool]],
                             version_at: datetime) -> None:
     """Upsert ``(group WorkOS id, user WorkOS id, present)`` rows in one statement, versioned *version_at*.
@@ -93,27 +123,43 @@ def write_group_memberships(session: Session, organization_id: str, changes: lis
     """
     if not changes:
         return
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    stmt = insert(DirectoryGroupMembership)
     table = DirectoryGroupMembership.__table__
-    stmt = stmt.on_conflict_do_update(
+    rows = {(gid, uid): present for gid, uid, present in changes}  # a statement may not update a row twice
+    if session.get_bind().dialect.name == "postgresql":
+        # One statement whatever the page holds: the rows travel as three arrays, unnested by the server (an
+        # executemany pays the driver's and a round trip's overhead per row).
+        arrays = func.unnest(literal([g for g, _ in rows], ARRAY(String)), literal([u for _, u in rows], ARRAY(String)),
+                             literal(list(rows.values()), ARRAY(Boolean))).table_valued("g", "u", "p").render_derived()
+        pg_stmt = postgresql.insert(DirectoryGroupMembership).from_select(
+            ["organization_id", "group_workos_id", "user_workos_id", "present", "version_at", "version_event_id"],
+            select(literal(organization_id, String), arrays.c.g, arrays.c.u, arrays.c.p,
+                   literal(version_at, table.c.version_at.type), null()))
+        session.execute(_guarded(pg_stmt, table))
+        return
+    stmt = _guarded(sqlite.insert(DirectoryGroupMembership), table)
+    # One compiled statement executed over the page's rows (the driver batches them): a literal multi-row VALUES
+    # would be compiled and parsed anew for every page.
+    session.execute(stmt, [{"organization_id": organization_id, "group_workos_id": gid, "user_workos_id": uid,
+                            "present": present, "version_at": version_at, "version_event_id": None}
+                           for (gid, uid), present in rows.items()])
+
+
+def _guarded(stmt: Any, table: Any) -> Any:
+    """*stmt* (a dialect's INSERT of group memberships) updating a stored row only where it holds no newer fact."""
+    return stmt.on_conflict_do_update(
         index_elements=["organization_id", "group_workos_id", "user_workos_id"],
         set_={"present": stmt.excluded.present, "version_at": stmt.excluded.version_at, "version_event_id": None},
         where=or_(table.c.version_at.is_(None), table.c.version_at < stmt.excluded.version_at,
                   and_(table.c.version_at == stmt.excluded.version_at,
                        func.coalesce(table.c.version_event_id, "") == "")))
-    # One compiled statement executed over the page's rows (the driver batches them): a literal multi-row VALUES
-    # would be compiled and parsed anew for every page.
-    session.execute(stmt, [{"organization_id": organization_id, "group_workos_id": gid, "user_workos_id": uid,
-                            "present": present, "version_at": version_at, "version_event_id": None}
-                           for gid, uid, present in changes])
 
 
 def mark_seen(session: Session, rows: list[DirectoryUser], run_id: str) -> None:
     """Record that the run saw these users listed (``updated_at`` left alone).
 
     One single-row ``UPDATE`` by primary key executed over the page (the driver pipelines them): an ``id IN (...)``
-    may be planned as a scan of the table when its statistics are stale, a primary-key equality never is.
+    may be planned as a scan of the table when its statistics are stale, a primary-key equality never is (so may
+    an ``UPDATE ... FROM unnest(:ids)``: without statistics PostgreSQL 15 hashed the whole table against the page).
     """
     if rows:
         table = DirectoryUser.__table__

@@ -39,7 +39,7 @@ from ..models import (
     User,
 )
 from ..workos import WorkOSClient
-from . import audit, fanout_jobs, paging
+from . import audit, fanout_jobs, paging, resync_state
 from .role_rules import (
     IDENTIFIER_KINDS,
     GroupRef,
@@ -153,10 +153,8 @@ def _groups_of_statement() -> Select[str, str | None, str]:
                    DirectoryGroup.deleted_at.is_(None)))
 
 
-def _all_directory_groups(session: Session, organization_id: str,
-                          user_workos_ids: Sequence[str] | None = None) -> dict[str, list[GroupRef]]:
-    """Every directory user's (or those of *user_workos_ids*') live groups in one query:
-    ``{user_workos_id: [GroupRef]}``."""
+def _all_directory_groups(session: Session, organization_id: str) -> dict[str, list[GroupRef]]:
+    """Every directory user's live groups in one query: ``{user_workos_id: [GroupRef]}``."""
     query = (
         select(DirectoryGroupMembership.user_workos_id, DirectoryGroup.name, DirectoryGroup.idp_id,
                DirectoryGroup.workos_id)
@@ -167,19 +165,17 @@ def _all_directory_groups(session: Session, organization_id: str,
                DirectoryGroupMembership.present.is_(True),
                DirectoryGroup.deleted_at.is_(None))
     )
-    if user_workos_ids is not None:
-        query = query.where(DirectoryGroupMembership.user_workos_id.in_(user_workos_ids))
-    rows = session.execute(query)
     out: dict[str, list[GroupRef]] = defaultdict(list)
-    for user_workos_id, name, idp_id, workos_id in rows:
+    for user_workos_id, name, idp_id, workos_id in session.execute(query):
         out[user_workos_id].append(GroupRef(name, idp_id, workos_id))
     return out
 
 
 def directory_groups_of_users(session: Session, organization_id: str,
                               user_workos_ids: Sequence[str]) -> dict[str, list[GroupRef]]:
-    """The live groups of each of *user_workos_ids* in one query (a fan-out's chunk)."""
-    return _all_directory_groups(session, organization_id, user_workos_ids)
+    """The live groups of each of *user_workos_ids* (a fan-out's chunk, a resync page): ``{user_workos_id:
+    [GroupRef]}``, read by ``resync_state.groups_of_users`` (an index lookup per key whatever the statistics)."""
+    return resync_state.groups_of_users(session, organization_id, user_workos_ids)
 
 
 def _directory_members(session: Session, organization_id: str, *, after: str | None = None,
@@ -284,7 +280,7 @@ def _recompute(session: Session, client: WorkOSClient | None, organization_id: s
 
     org = _organization(session, organization_id)
     index = index_specs(list_mappings(session, organization_id))
-    groups = _all_directory_groups(session, organization_id, [du.workos_id for _m, du, _e in members])
+    groups = resync_state.groups_of_users(session, organization_id, [du.workos_id for _m, du, _e in members])
     changes: list[RoleChange] = []
     for membership, du, email in members:
         if membership.status == "deprovisioned":
