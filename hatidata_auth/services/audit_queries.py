@@ -81,7 +81,7 @@ def count_matching(session: Session, organization_id: str | None, flt: AuditFilt
 PAGE_WINDOW = 4096
 PAGE_BUDGET = 0.025
 # A time range holding fewer events than this is turned into its exact ``seq`` range first (through the
-# ``(organization_id, created_at)`` index); a larger one is only a filter of the scan.
+# ``(organization_id, created_at, seq)`` index); a larger one is only a filter of the scan.
 TIME_RANGE_PROBE = 10_000
 
 
@@ -92,8 +92,8 @@ def page(session: Session, organization_id: str, flt: AuditFilter | None, *, bef
     ``seq`` to continue before (``None``: no older event matches).
 
     Past *budget* seconds (default :data:`PAGE_BUDGET`; ``HATIDATA_AUDIT_PAGE_BUDGET``) the page may hold fewer
-    than *limit* events, even none, with a
-    ``seq`` to continue before: following it yields exactly the matching events, each once, newest first."""
+    than *limit* events, even none, with a ``seq`` to continue before: following it yields exactly the matching
+    events, each once, newest first."""
     flt = flt or AuditFilter()
     deadline = clock() + (PAGE_BUDGET if budget is None else budget)
     bounds = _seq_bounds(session, organization_id, flt)
