@@ -83,6 +83,9 @@ def init_extensions(app: Flask) -> None:
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True, compare_type=True)
+    from .embedding import size_shared_cache
+
+    size_shared_cache(app.config)
     cache.init_app(app)
     csrf.init_app(app)
     limiter.init_app(app)

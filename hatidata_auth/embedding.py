@@ -87,6 +87,19 @@ def cache_sizes(settings: Any) -> tuple[int, int]:
     return status_size, int(tokens) if tokens else 2 * status_size
 
 
+def size_shared_cache(settings: Any) -> None:
+    """Give a cachelib cache (the file cache of ``make run``, SimpleCache) room for the expected live sessions,
+    unless ``CACHE_THRESHOLD`` is set: four times the status caches' size (per session its status and, for
+    ``HATIDATA_REFRESH_SUCCESSOR_TTL`` after a refresh, its successor; per API key its status and its id).
+
+    Call before the cache is bound. Past its threshold a file cache scans its whole folder on every write and
+    drops the entries closest to expiry first (refresh successors, login states), so a cache smaller than the
+    live sessions turns every status reload into a folder scan and refuses a cookie refreshed in another worker.
+    """
+    if str(settings.get("CACHE_TYPE")) in _FILE_CACHES | _PRIVATE_CACHES:
+        settings.setdefault("CACHE_THRESHOLD", 4 * cache_sizes(settings)[0])
+
+
 class AuthRuntime:
     """Everything the auth routes and the resolver need, per app (``app.extensions['hatidata_auth']``)."""
 
@@ -291,6 +304,7 @@ class HatiDataAuth:
 
             db.init_app(app)
         if cache not in (app.extensions.get("cache") or {}):
+            size_shared_cache(app.config)
             cache.init_app(app)
         if "csrf" not in app.extensions:
             csrf.init_app(app)
