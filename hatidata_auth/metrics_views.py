@@ -28,11 +28,13 @@ bp = Blueprint("metrics", __name__)
 
 
 def instrument_auth_runtime(app: Flask) -> None:
-    """Count lookups in the auth caches (verified tokens, session and key status, the shared cache)."""
+    """Count lookups in the auth caches (verified tokens, unsealed cookies, session and key status, the shared
+    cache)."""
     rt = app.extensions.get("hatidata_auth")
     if rt is None:
         return
     metrics.instrument_cache_get(rt.verifier.cache, "tokens")
+    metrics.instrument_cache_get(rt.cookies.unsealed, "cookies")
     metrics.instrument_cache_get(rt.introspector.bus.sessions, "sessions_local")
     metrics.instrument_cache_get(rt.introspector.bus.api_keys, "api_keys_local")
     if rt.introspector.shared_cache is not None:
