@@ -10,10 +10,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import case, delete, func, insert, or_, select, update
+from sqlalchemy import case, delete, func, insert, or_, select, text, update
 
 from hatidata_auth.extensions import db
 from hatidata_auth.models import WebhookEvent
@@ -125,3 +126,35 @@ def test_claims_take_the_ranked_heads_and_apply_each_key_in_order(
         session.execute(delete(T))
         session.commit()
         db.session.remove()
+
+
+def _settings(session: Any) -> dict[str, str]:
+    return {name: setting for name, setting in session.execute(text("SELECT name, setting FROM pg_settings"))}
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("session_sort", ["on", "off"])
+@pytest.mark.parametrize("variant", ["batch", "revoking_only", "entity_key"])
+def test_a_claim_leaves_the_transactions_settings_as_it_found_them(app: Flask, session_sort: str,
+                                                                   variant: str) -> None:
+    """The claim plans its candidate query with sorting off for that statement only: whatever the session had set
+    before, the rest of the batch's transaction plans with it (a sort left disabled gave every later sorted query of
+    the batch a cost past ``jit_above_cost``, and each was JIT-compiled)."""
+    with app.app_context():
+        session = db.session()
+        session.execute(delete(T))
+        _seed(session, [{"job": False, "key": k, "created": k, "received": k, "revokes": True, "retry": "none"}
+                        for k in range(3)], inbox_worker.utcnow())
+        session.execute(text(f"SET enable_sort = {session_sort}"))
+        try:
+            before = _settings(session)
+            claimed = claim(session, 2, revoking_only=variant == "revoking_only",
+                            entity_key="user:a" if variant == "entity_key" else None)
+            assert claimed, "nothing to claim: the test proves nothing"
+            assert _settings(session) == before
+            session.rollback()
+        finally:
+            session.execute(text("RESET enable_sort"))
+            session.execute(delete(T))
+            session.commit()
+            db.session.remove()

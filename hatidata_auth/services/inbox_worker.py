@@ -155,7 +155,11 @@ def _unsorted(session: Session, only_ordered: bool, query: Any) -> list[int]:
     testing every event (600 ms per claim at 100,000 pending events)."""
     if not only_ordered:
         return list(session.scalars(query))
-    before = session.scalar(text("SELECT current_setting('enable_sort') FROM set_config('enable_sort', 'off', true)"))
+    # Read before setting: in one statement, current_setting() already sees set_config()'s new value, and the
+    # "restored" setting stayed off for the rest of the batch: every sorted query of it then carried the disabled
+    # sort's cost (1e10), past ``jit_above_cost``, and was JIT-compiled (about 300 ms each).
+    before = session.scalar(text("SELECT current_setting('enable_sort')"))
+    session.execute(text("SELECT set_config('enable_sort', 'off', true)"))
     ids = list(session.scalars(query))
     # The setting is the transaction's (``true``): an error rolls it back with the rest.
     session.execute(text("SELECT set_config('enable_sort', :before, true)"), {"before": before})
