@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import String, bindparam, func, literal_column, or_, select, text, update
+from sqlalchemy import Integer, String, bindparam, func, literal_column, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from ..causes import Actor, Cause
@@ -93,11 +93,12 @@ def _head(t: Any) -> Any:
                       .order_by(claim_time(first), first.c.id).limit(1).scalar_subquery())
 
 
-def _heads(t: Any, now_due: Any, entity_key: str | None = None) -> list[Any]:
-    """SQL conditions: the event is pending, the head of its entity key (or of *entity_key*, exactly), and due:
-    not waiting after a transient failure (which left its error), or waiting since before *now_due*."""
+def _heads(t: Any, now_due: Any, entity_key: Any = None) -> list[Any]:
+    """SQL conditions: the event is pending, the head of its entity key (or of *entity_key*, exactly, a bound
+    parameter), and due: not waiting after a transient failure (which left its error), or waiting since before
+    *now_due*."""
     # A key is matched as the index holds it (coalesce), and as stored: an event id is never an entity key.
-    of_key = [entity(t) == entity_key, t.c.entity_key == entity_key] if entity_key else []
+    of_key = [entity(t) == entity_key, t.c.entity_key == entity_key] if entity_key is not None else []
     return [status_is("received", t), *of_key, _head(t), or_(t.c.last_error.is_(None), t.c.updated_at <= now_due)]
 
 
@@ -113,54 +114,73 @@ def claim(session: Session, limit: int = DEFAULT_BATCH, *, revoking_only: bool =
     (``ix_webhook_events_claim_order``) until *limit* heads are found, each tested by one index probe; only the
     events read past add to it (heads not due or locked by another applier, their keys' later events, and the
     revoking events that wait behind an older event of their key, read before any other)."""
-    t = WebhookEvent.__table__
     now = utcnow()
-    due = now - RETRY_DELAY  # a retried event's updated_at is its last attempt
-    order = (t.c.revokes.desc(), claim_time(t), t.c.id)
-    heads = _heads(t, due, entity_key)
-    wanted = [*heads, *([t.c.revokes.is_(True)] if revoking_only else [])]
-    # At most one recompute job per batch: a job is one chunk of members, and a batch is one transaction. (On
-    # PostgreSQL the oldest due job may be one another applier holds: jobs then run one at a time, a throttle.)
-    job = WebhookEvent.__table__.alias("job")
-    first_job = (select(job.c.id).where(*_heads(job, due, entity_key), job.c.source == literal_column(
-        f"'{INTERNAL_SOURCE}'", String)).order_by(job.c.revokes.desc(), claim_time(job), job.c.id).limit(1))
-    wanted.append(or_(t.c.source != INTERNAL_SOURCE, t.c.id == first_job.scalar_subquery()))
+    params = {"due": now - RETRY_DELAY, "limit": limit, "key": entity_key}  # a retried event's updated_at: its last try
+    postgres = session.get_bind().dialect.name == "postgresql"
+    candidates_query, lock_query, take = _claim_statements(postgres, revoking_only, entity_key is not None)
     picked: Any
-    if session.get_bind().dialect.name == "postgresql":
-        candidates = _unsorted(session, entity_key is None, select(t.c.id).where(*wanted).order_by(*order)
-                               .limit(limit).with_for_update(skip_locked=True))
+    if postgres:
+        candidates = _unsorted(session, entity_key is None, candidates_query, params)
         if not candidates:
             return []
         # The row lock alone does not hold an entity: an older event of it stored after this batch's claim comes
         # first, unlocked. A transaction-level advisory lock per entity key does, until this batch ends.
-        picked = session.scalars(select(t.c.id).where(
-            t.c.id.in_(candidates), func.pg_try_advisory_xact_lock(func.hashtextextended(entity(t), 0)))).all()
+        picked = session.scalars(lock_query, {"candidates": candidates}).all()
         if not picked:
             return []
+        rows = session.execute(take, {"picked": picked, "now": now}).all()
     else:
-        picked = select(t.c.id).where(*wanted).order_by(*order).limit(limit).scalar_subquery()
-    stmt = (update(t).where(t.c.id.in_(picked)).values(attempts=t.c.attempts + 1, updated_at=now)
-            .returning(t.c.id, t.c.event_id, t.c.event_type, t.c.payload, t.c.attempts, t.c.event_created_at,
-                       t.c.received_at, t.c.revokes, t.c.source, t.c.trace_context))
-    rows = sorted(session.execute(stmt).all(), key=lambda r: (not r.revokes,
-                                                              parse_time(r.event_created_at) or r.received_at, r.id))
+        rows = session.execute(take, {**params, "now": now}).all()
+    rows = sorted(rows, key=lambda r: (not r.revokes, parse_time(r.event_created_at) or r.received_at, r.id))
     return [Claimed(r.id, r.event_id, r.event_type, dict(r.payload), r.attempts, r.source, r.trace_context)
             for r in rows]
 
 
-def _unsorted(session: Session, only_ordered: bool, query: Any) -> list[int]:
+@functools.cache
+def _claim_statements(postgres: bool, revoking_only: bool, by_key: bool) -> tuple[Any, Any, Any]:
+    """:func:`claim`'s statements for one variant, built once with bound parameters (``due``, ``limit``, ``key``;
+    ``candidates``; ``picked`` or, on SQLite, the candidates' parameters; ``now``): building them on every claim
+    cost about 1 ms of CPU, more than a claim's queries. Returns (candidates, advisory lock, update-returning)."""
+    t = WebhookEvent.__table__
+    due = bindparam("due", type_=t.c.updated_at.type)
+    key = bindparam("key", type_=t.c.entity_key.type) if by_key else None
+    order = (t.c.revokes.desc(), claim_time(t), t.c.id)
+    wanted = [*_heads(t, due, key), *([t.c.revokes.is_(True)] if revoking_only else [])]
+    # At most one recompute job per batch: a job is one chunk of members, and a batch is one transaction. (On
+    # PostgreSQL the oldest due job may be one another applier holds: jobs then run one at a time, a throttle.)
+    job = WebhookEvent.__table__.alias("job")
+    first_job = (select(job.c.id).where(*_heads(job, due, key), job.c.source == literal_column(
+        f"'{INTERNAL_SOURCE}'", String)).order_by(job.c.revokes.desc(), claim_time(job), job.c.id).limit(1))
+    wanted.append(or_(t.c.source != INTERNAL_SOURCE, t.c.id == first_job.scalar_subquery()))
+    candidates = select(t.c.id).where(*wanted).order_by(*order).limit(bindparam("limit", type_=Integer))
+    lock = None
+    if postgres:
+        candidates = candidates.with_for_update(skip_locked=True)
+        lock = select(t.c.id).where(t.c.id.in_(bindparam("candidates", expanding=True)),
+                                    func.pg_try_advisory_xact_lock(func.hashtextextended(entity(t), 0)))
+        picked: Any = bindparam("picked", expanding=True)
+    else:
+        picked = candidates.scalar_subquery()
+    take = (update(t).where(t.c.id.in_(picked))
+            .values(attempts=t.c.attempts + 1, updated_at=bindparam("now", type_=t.c.updated_at.type))
+            .returning(t.c.id, t.c.event_id, t.c.event_type, t.c.payload, t.c.attempts, t.c.event_created_at,
+                       t.c.received_at, t.c.revokes, t.c.source, t.c.trace_context))
+    return candidates, lock, take
+
+
+def _unsorted(session: Session, only_ordered: bool, query: Any, params: dict[str, Any]) -> list[int]:
     """Run *query* (ids) on PostgreSQL; with *only_ordered*, planned without sorting, so it reads an index in its
     order and stops at its LIMIT. Without statistics (a fresh database, ``ANALYZE`` not yet run) the planner
     takes ``status = 'received'`` and the head test for a handful of rows and sorted the whole backlog after
     testing every event (600 ms per claim at 100,000 pending events)."""
     if not only_ordered:
-        return list(session.scalars(query))
+        return list(session.scalars(query, params))
     # Read before setting: in one statement, current_setting() already sees set_config()'s new value, and the
     # "restored" setting stayed off for the rest of the batch: every sorted query of it then carried the disabled
     # sort's cost (1e10), past ``jit_above_cost``, and was JIT-compiled (about 300 ms each).
     before = session.scalar(text("SELECT current_setting('enable_sort')"))
     session.execute(text("SELECT set_config('enable_sort', 'off', true)"))
-    ids = list(session.scalars(query))
+    ids = list(session.scalars(query, params))
     # The setting is the transaction's (``true``): an error rolls it back with the rest.
     session.execute(text("SELECT set_config('enable_sort', :before, true)"), {"before": before})
     return ids
