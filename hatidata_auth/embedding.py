@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, request
+from flask_caching.backends import FileSystemCache, NullCache, SimpleCache
 from limits import parse as parse_limit
+from werkzeug.utils import import_string
 
 from . import config
 from .cookie_tokens import clear_session_cookie, set_session_cookie
@@ -47,10 +49,22 @@ EMBEDDED_SETTINGS: tuple[str, ...] = (
 
 DEFAULTS: dict[str, Any] = {key: config.DEFAULTS[key] for key in EMBEDDED_SETTINGS}
 
-_PRIVATE_CACHES = {"SimpleCache", "simple", "NullCache", "null"}
-_FILE_CACHES = {"FileSystemCache", "filesystem"}
 _BUSES: dict[tuple[str | None, str, Path | None], RevocationBus] = {}
 _BUSES_LOCK = threading.Lock()
+
+
+def cache_kind(settings: Any) -> str:
+    """What ``CACHE_TYPE`` names, spelled as Flask-Caching takes it (a backend's class name, or the import path of a
+    class): ``"file"`` (a ``FileSystemCache``, shared by the processes on its folder), ``"private"`` (a
+    ``SimpleCache`` or ``NullCache``, the process's own) or ``"other"`` (Redis, Memcached, a factory, not found)."""
+    name = str(settings.get("CACHE_TYPE") or "")
+    try:
+        found = import_string(name if "." in name else f"flask_caching.backends.{name}")
+    except (ImportError, ValueError):  # not found, or no name at all
+        return "other"
+    if isinstance(found, type) and issubclass(found, FileSystemCache):
+        return "file"
+    return "private" if isinstance(found, type) and issubclass(found, SimpleCache | NullCache) else "other"
 
 
 def bus_for(redis_url: str | None, channel: str, *, log_path: Path | None = None,
@@ -69,7 +83,7 @@ def revocation_log_path(settings: Any) -> Path | None:
     """Where the processes sharing a file cache tell each other of evictions: beside the cache's folder, so the
     log reaches exactly the processes whose cached values it invalidates. ``None`` with Redis (the bus is Redis's)
     or with a cache private to the process."""
-    if (settings.get("REDIS_URL") or str(settings.get("CACHE_TYPE")) not in _FILE_CACHES
+    if (settings.get("REDIS_URL") or cache_kind(settings) != "file"
             or not settings.get("CACHE_DIR")):
         return None
     folder = Path(str(settings["CACHE_DIR"]))
@@ -96,7 +110,7 @@ def size_shared_cache(settings: Any) -> None:
     drops the entries closest to expiry first (refresh successors, login states), so a cache smaller than the
     live sessions turns every status reload into a folder scan and refuses a cookie refreshed in another worker.
     """
-    if str(settings.get("CACHE_TYPE")) in _FILE_CACHES | _PRIVATE_CACHES:
+    if cache_kind(settings) in ("file", "private"):
         settings.setdefault("CACHE_THRESHOLD", 4 * cache_sizes(settings)[0])
 
 
@@ -120,7 +134,7 @@ class AuthRuntime:
         status_size, token_size = cache_sizes(config)
         self.bus = bus_for(config.get("REDIS_URL") or None, channel, log_path=revocation_log_path(config),
                            maxsize=status_size)
-        shared = None if str(config.get("CACHE_TYPE")) in _PRIVATE_CACHES else _BackendProxy(self)
+        shared = None if cache_kind(config) == "private" else _BackendProxy(self)
         self.last_seen = LastSeenWriter(self._engine, interval=float(config["HATIDATA_SESSION_TOUCH_INTERVAL"]),
                                         claim=self._claimer(config))
         self.introspector = Introspector(bus=self.bus, shared_cache=shared,

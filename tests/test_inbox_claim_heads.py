@@ -1,8 +1,9 @@
 """The appliers' claim takes exactly the heads the ranking definition gives (issue #14): for random interleavings of
 events over a few entity keys, with random event and arrival times (ties included), missing event times, revoking
-and internal events and retry states, every claim (any batch size, ``revoking_only``, ``entity_key``) takes the
-same events as the former query, which ranked the whole backlog with ``row_number()`` (kept here as the oracle),
-and repeated claims with commits apply each key's events in order, one at a time.
+and internal events and retry states, every claim (any batch size, ``revoking_only``, ``entity_key`` with or
+without ``up_to``) takes the same events as the former query, which ranked the whole backlog with ``row_number()``
+(kept here as the oracle; ``up_to`` applied on its answer), and repeated claims with commits apply each key's
+events in order, one at a time.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ step_strategy = st.fixed_dictionaries({
     "variant": st.sampled_from(["batch", "batch", "revoking_only", "entity_key"]),
     "key": st.integers(0, len(KEYS) - 1),
     "transient": st.sets(st.integers(0, 5), max_size=2),  # which claimed events fail transiently
+    "up_to": st.one_of(st.none(), st.integers(0, 24)),  # with entity_key: not after that event of the key (24: none)
 })
 
 
@@ -100,14 +102,21 @@ def test_claims_take_the_ranked_heads_and_apply_each_key_in_order(
         session.execute(delete(T))
         session.commit()
         stored = _seed(session, events, inbox_worker.utcnow())
+        rows = list(stored)  # row ids in the order stored: event_prop_<n> is rows[n]
         taken: dict[str, list[int]] = {}
         for step in steps:
             key = KEYS[step["key"]] or "user:a"
             entity_key = key if step["variant"] == "entity_key" else None
             revoking_only = step["variant"] == "revoking_only"
+            of_key = [row for row in rows if stored[row][0] == entity_key]
+            bounded = entity_key is not None and step["up_to"] is not None
+            row = of_key[step["up_to"] % len(of_key)] if bounded and step["up_to"] < 24 and of_key else None
+            up_to = f"event_prop_{rows.index(row) if row else 'none'}" if bounded else None
             expected = _oracle(session, inbox_worker.utcnow(), step["limit"], revoking_only, entity_key)
+            if up_to is not None:  # the key's head, if it does not come after that event (claim time, then id)
+                expected = [i for i in expected if row is not None and (stored[i][1], i) <= (stored[row][1], row)]
             session.rollback()
-            claimed = claim(session, step["limit"], revoking_only=revoking_only, entity_key=entity_key)
+            claimed = claim(session, step["limit"], revoking_only=revoking_only, entity_key=entity_key, up_to=up_to)
             assert [c.id for c in claimed] == expected, (step, events)
             keys = [stored[c.id][0] for c in claimed]
             assert len(set(keys)) == len(keys), "two events of one key in one batch"

@@ -23,42 +23,28 @@ import threading
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Integer, String, bindparam, func, literal_column, or_, select, text, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from ..causes import Actor, Cause
 from ..errors import is_connection_error
 from ..models import WebhookEvent, utcnow
-from ..models.inbox import INTERNAL_SOURCE, claim_time, entity, status_is
+from ..models.inbox import status_is
 from ..trace_context import apply_span, quiet
 from ..workos import WorkOSClient, WorkOSUnavailable
 from . import audit, fanout_jobs
-from .events import HANDLERS, parse_time
+from .events import HANDLERS
 from .inbox import INBOX_CHANNEL, InboxResult, apply_event, error_summary
+from .inbox_claim import DEFAULT_BATCH, MAX_CLAIM, RETRY_DELAY, Claimed, claim
+
+__all__ = ["DEFAULT_BATCH", "MAX_CLAIM", "MAX_TRANSIENT_ATTEMPTS", "RETRY_DELAY", "ApplierPool", "BatchReport",
+           "Claimed", "apply_batch", "apply_entity_now", "apply_one", "claim", "drain", "pending", "revokes_access"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH = 20
 MAX_TRANSIENT_ATTEMPTS = 5
-RETRY_DELAY = timedelta(seconds=5)
-"""After a transient failure (WorkOS unreachable) an event waits this long before the next try; the events of its
-entity key wait behind it."""
-
-
-@dataclass(frozen=True, slots=True)
-class Claimed:
-    """One event taken by a batch."""
-
-    id: int
-    event_id: str
-    event_type: str
-    payload: dict[str, Any]
-    attempts: int
-    source: str = "webhook"
-    trace_context: dict[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,111 +65,6 @@ def revokes_access(event_type: str, payload: dict[str, Any]) -> bool:
     with the event (``webhook_events.revokes``) when it is written."""
     data = payload.get("data")
     return HANDLERS.revokes(event_type, data if isinstance(data, dict) else {})
-
-
-def _head(t: Any) -> Any:
-    """SQL condition: the event of *t* is the head of its entity key: no older pending event of its key (by event
-    time, then id), i.e. it is the first of its key in ``ix_webhook_events_pending_key``: one probe of that
-    index, whatever the backlog."""
-    # Not ``NOT EXISTS (an older one)``: PostgreSQL flattens that into an anti join, and without statistics (a
-    # fresh database) it joined every candidate to a scan of the whole backlog (32 ms per claim at 1,000 events,
-    # 37,611 rows filtered). A scalar subquery with LIMIT stays a per-row probe on both databases.
-    first = WebhookEvent.__table__.alias("first_of_key")
-    return t.c.id == (select(first.c.id).where(status_is("received", first), entity(first) == entity(t))
-                      .order_by(claim_time(first), first.c.id).limit(1).scalar_subquery())
-
-
-def _heads(t: Any, now_due: Any, entity_key: Any = None) -> list[Any]:
-    """SQL conditions: the event is pending, the head of its entity key (or of *entity_key*, exactly, a bound
-    parameter), and due: not waiting after a transient failure (which left its error), or waiting since before
-    *now_due*."""
-    # A key is matched as the index holds it (coalesce), and as stored: an event id is never an entity key.
-    of_key = [entity(t) == entity_key, t.c.entity_key == entity_key] if entity_key is not None else []
-    return [status_is("received", t), *of_key, _head(t), or_(t.c.last_error.is_(None), t.c.updated_at <= now_due)]
-
-
-def claim(session: Session, limit: int = DEFAULT_BATCH, *, revoking_only: bool = False,
-          entity_key: str | None = None) -> list[Claimed]:
-    """Take up to *limit* due events, the oldest pending one of each entity key, those revoking access first, then
-    oldest first; they stay claimed until *session*'s transaction ends (the caller commits their outcome, or rolls
-    them back). With *revoking_only*, only events that take access away (the pool's deprovisioning thread); with
-    *entity_key*, only the head of that key (:func:`apply_entity_now`). At most one recompute job
-    (``services.fanout_jobs``) is taken per batch.
-
-    The cost does not grow with the backlog: the pending events are read in claim order
-    (``ix_webhook_events_claim_order``) until *limit* heads are found, each tested by one index probe; only the
-    events read past add to it (heads not due or locked by another applier, their keys' later events, and the
-    revoking events that wait behind an older event of their key, read before any other)."""
-    now = utcnow()
-    params = {"due": now - RETRY_DELAY, "limit": limit, "key": entity_key}  # a retried event's updated_at: its last try
-    postgres = session.get_bind().dialect.name == "postgresql"
-    candidates_query, lock_query, take = _claim_statements(postgres, revoking_only, entity_key is not None)
-    picked: Any
-    if postgres:
-        candidates = _unsorted(session, entity_key is None, candidates_query, params)
-        if not candidates:
-            return []
-        # The row lock alone does not hold an entity: an older event of it stored after this batch's claim comes
-        # first, unlocked. A transaction-level advisory lock per entity key does, until this batch ends.
-        picked = session.scalars(lock_query, {"candidates": candidates}).all()
-        if not picked:
-            return []
-        rows = session.execute(take, {"picked": picked, "now": now}).all()
-    else:
-        rows = session.execute(take, {**params, "now": now}).all()
-    rows = sorted(rows, key=lambda r: (not r.revokes, parse_time(r.event_created_at) or r.received_at, r.id))
-    return [Claimed(r.id, r.event_id, r.event_type, dict(r.payload), r.attempts, r.source, r.trace_context)
-            for r in rows]
-
-
-@functools.cache
-def _claim_statements(postgres: bool, revoking_only: bool, by_key: bool) -> tuple[Any, Any, Any]:
-    """:func:`claim`'s statements for one variant, built once with bound parameters (``due``, ``limit``, ``key``;
-    ``candidates``; ``picked`` or, on SQLite, the candidates' parameters; ``now``): building them on every claim
-    cost about 1 ms of CPU, more than a claim's queries. Returns (candidates, advisory lock, update-returning)."""
-    t = WebhookEvent.__table__
-    due = bindparam("due", type_=t.c.updated_at.type)
-    key = bindparam("key", type_=t.c.entity_key.type) if by_key else None
-    order = (t.c.revokes.desc(), claim_time(t), t.c.id)
-    wanted = [*_heads(t, due, key), *([t.c.revokes.is_(True)] if revoking_only else [])]
-    # At most one recompute job per batch: a job is one chunk of members, and a batch is one transaction. (On
-    # PostgreSQL the oldest due job may be one another applier holds: jobs then run one at a time, a throttle.)
-    job = WebhookEvent.__table__.alias("job")
-    first_job = (select(job.c.id).where(*_heads(job, due, key), job.c.source == literal_column(
-        f"'{INTERNAL_SOURCE}'", String)).order_by(job.c.revokes.desc(), claim_time(job), job.c.id).limit(1))
-    wanted.append(or_(t.c.source != INTERNAL_SOURCE, t.c.id == first_job.scalar_subquery()))
-    candidates = select(t.c.id).where(*wanted).order_by(*order).limit(bindparam("limit", type_=Integer))
-    lock = None
-    if postgres:
-        candidates = candidates.with_for_update(skip_locked=True)
-        lock = select(t.c.id).where(t.c.id.in_(bindparam("candidates", expanding=True)),
-                                    func.pg_try_advisory_xact_lock(func.hashtextextended(entity(t), 0)))
-        picked: Any = bindparam("picked", expanding=True)
-    else:
-        picked = candidates.scalar_subquery()
-    take = (update(t).where(t.c.id.in_(picked))
-            .values(attempts=t.c.attempts + 1, updated_at=bindparam("now", type_=t.c.updated_at.type))
-            .returning(t.c.id, t.c.event_id, t.c.event_type, t.c.payload, t.c.attempts, t.c.event_created_at,
-                       t.c.received_at, t.c.revokes, t.c.source, t.c.trace_context))
-    return candidates, lock, take
-
-
-def _unsorted(session: Session, only_ordered: bool, query: Any, params: dict[str, Any]) -> list[int]:
-    """Run *query* (ids) on PostgreSQL; with *only_ordered*, planned without sorting, so it reads an index in its
-    order and stops at its LIMIT. Without statistics (a fresh database, ``ANALYZE`` not yet run) the planner
-    takes ``status = 'received'`` and the head test for a handful of rows and sorted the whole backlog after
-    testing every event (600 ms per claim at 100,000 pending events)."""
-    if not only_ordered:
-        return list(session.scalars(query, params))
-    # Read before setting: in one statement, current_setting() already sees set_config()'s new value, and the
-    # "restored" setting stayed off for the rest of the batch: every sorted query of it then carried the disabled
-    # sort's cost (1e10), past ``jit_above_cost``, and was JIT-compiled (about 300 ms each).
-    before = session.scalar(text("SELECT current_setting('enable_sort')"))
-    session.execute(text("SELECT set_config('enable_sort', 'off', true)"))
-    ids = list(session.scalars(query, params))
-    # The setting is the transaction's (``true``): an error rolls it back with the rest.
-    session.execute(text("SELECT set_config('enable_sort', :before, true)"), {"before": before})
-    return ids
 
 
 def _outcome(event: Claimed, result: InboxResult) -> dict[str, Any]:
@@ -251,19 +132,20 @@ def _apply_one(session: Session, client: WorkOSClient, event: Claimed, cause: Ca
 
 def apply_batch(session: Session, client: WorkOSClient, *, limit: int = DEFAULT_BATCH,
                 cause: Cause | None = None, revoking_only: bool = False, entity_key: str | None = None,
-                fanout_chunk: int | None = None, tracer: Any = None) -> BatchReport:
+                up_to: str | None = None, fanout_chunk: int | None = None, tracer: Any = None) -> BatchReport:
     """Claim and apply one batch in one transaction (committed; rolled back on a database error, which is raised).
 
     Each event acts as WorkOS unless *cause* says who (a recompute job acts with the cause it stored). A recompute
     job is claimed alone (:func:`claim`), and the batch's events share one chunk (*fanout_chunk*,
     ``HATIDATA_FANOUT_CHUNK``) of members to recompute (``fanout_jobs.MemberBudget``): the transaction touches at
     most one chunk of members in fan-outs, whatever the batch holds. With *tracer*, each event is applied in its
-    span (:func:`apply_one`); the claim itself is not traced (most polls claim nothing).
+    span (:func:`apply_one`); the claim itself is not traced (most polls claim nothing). *revoking_only*,
+    *entity_key* and *up_to* choose the events as :func:`claim` does.
     """
     cause = cause or Cause.by(Actor.workos())
     try:
         with quiet() if tracer is not None else nullcontext():
-            events = claim(session, limit, revoking_only=revoking_only, entity_key=entity_key)
+            events = claim(session, limit, revoking_only=revoking_only, entity_key=entity_key, up_to=up_to)
         if not events:
             session.rollback()
             return BatchReport(0)
@@ -295,11 +177,12 @@ def apply_entity_now(session: Session, client: WorkOSClient, event_id: str, enti
     entities' events. Order is kept: an older pending event of the same entity is applied first.
 
     Returns the event's result, or ``None`` when an applier holds the entity's head (``SKIP LOCKED``: it applies
-    it), the event is not due, or more than :data:`APPLY_NOW_MAX` older events are ahead of it; the appliers then
-    apply it as any other. Raises what :func:`apply_batch` raises (a database error)."""
+    it) or has applied the event already (the key's later events are then left to the appliers), the event is not
+    due, or more than :data:`APPLY_NOW_MAX` older events are ahead of it; the appliers then apply it as any other.
+    Raises what :func:`apply_batch` raises (a database error)."""
     for _ in range(APPLY_NOW_MAX):
-        report = apply_batch(session, client, limit=1, cause=cause, entity_key=entity_key, fanout_chunk=fanout_chunk,
-                             tracer=tracer)
+        report = apply_batch(session, client, limit=1, cause=cause, entity_key=entity_key, up_to=event_id,
+                             fanout_chunk=fanout_chunk, tracer=tracer)
         if not report.claimed:
             return None
         for result in report.results:
