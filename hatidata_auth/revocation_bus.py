@@ -42,6 +42,7 @@ CHANNEL = "hatidata:revocations"
 KINDS = ("session", "api_key", "all", "policy")
 __all__ = ["CHANNEL", "KINDS", "LocalCache", "RevocationBus"]
 
+
 class RevocationBus:
     """Owns this process's in-process status caches and their Redis pub/sub invalidation."""
 
