@@ -1,7 +1,7 @@
 """Authentication throughput and revocation propagation, measured against a baseline in the same run.
 
     python -m bench.auth [--profile production|embedded|both] [--sessions 1,100,10000] [--duration 5]
-        [--clients 4] [--rounds 2] [--trials 20] [--workers 2] [--expected-sessions N]
+        [--clients 4] [--rounds 2] [--trials 20] [--workers 2] [--expected-sessions N] [--cache-ttl 5]
         [--database-url postgresql+psycopg://postgres@127.0.0.1:5432/test] [--redis-url redis://127.0.0.1:6379/0]
 
 Starts the WorkOS emulator (in this process) and, per profile, gunicorn (``--workers`` sync workers):
@@ -18,6 +18,11 @@ database and signed by the emulator's key for an hour, every one requested by ev
 consecutive requests are refused). It prints each ratio to the baseline, the ratio with the most sessions
 against the one with the fewest, and whether the targets are met: cookie and bearer at least 0.9 of ``/healthz``,
 the ratio with the most sessions within 10 % of the fewest, revocation p99 at most 1 s.
+
+``--cache-ttl S`` sets the servers' ``HATIDATA_SESSION_CACHE_TTL`` (default 300 s, longer than a run's phases): a
+few seconds make the phases outlive the status and unsealed-cookie entries, so what a TTL costs a credential in use
+(renewed on hits, or reloaded from the shared cache) shows in the ratios. A credential is kept in memory only while
+each worker sees it again within half the TTL: with N sessions cycled by the bench, about N x workers / (req/s).
 """
 
 from __future__ import annotations
@@ -171,10 +176,10 @@ def run_profile(profile: str, emulator: Any, args: argparse.Namespace) -> bool:
     """Measure one profile for every session count; whether its targets are met."""
     counts = sorted({int(n) for n in args.sessions.split(",")})
     served = serve(profile, emulator.url, workers=args.workers, database_url=args.database_url,
-                   redis_url=args.redis_url, expected_sessions=args.expected_sessions)
+                   redis_url=args.redis_url, expected_sessions=args.expected_sessions, cache_ttl=args.cache_ttl)
     try:
         print(f"{profile}: gunicorn {args.workers} workers, {args.clients} clients, {args.duration:.0f} s x "
-              f"{args.rounds} rounds per kind", flush=True)
+              f"{args.rounds} rounds per kind, status cache TTL {args.cache_ttl or 'default'}", flush=True)
         ratios: dict[int, dict[str, float]] = {}
         for count in counts:
             print(f"  {count} live session(s)", flush=True)
@@ -206,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sessions", default="1", help="comma-separated counts of distinct live sessions")
     parser.add_argument("--expected-sessions", type=int, default=None,
                         help="HATIDATA_EXPECTED_LIVE_SESSIONS for the server (default: the app's)")
+    parser.add_argument("--cache-ttl", type=int, default=None,
+                        help="HATIDATA_SESSION_CACHE_TTL (seconds) for the servers (default: the app's, 300)")
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--trials", type=int, default=20)

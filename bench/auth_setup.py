@@ -85,8 +85,9 @@ class Served:
 
 
 def serve(profile: str, emulator_url: str, *, workers: int, database_url: str, redis_url: str,
-          expected_sessions: int | None) -> Served:
-    """Start *profile* (``production``: PostgreSQL + Redis; ``embedded``: ``make run``'s SQLite + file cache)."""
+          expected_sessions: int | None, cache_ttl: int | None = None) -> Served:
+    """Start *profile* (``production``: PostgreSQL + Redis; ``embedded``: ``make run``'s SQLite + file cache), its
+    status cache TTL *cache_ttl* seconds when given."""
     from cryptography.fernet import Fernet
     from flask_migrate import upgrade
     from sqlalchemy import create_engine, text
@@ -109,6 +110,8 @@ def serve(profile: str, emulator_url: str, *, workers: int, database_url: str, r
     env.pop("DATABASE_URL", None)
     if expected_sessions:
         env["HATIDATA_EXPECTED_LIVE_SESSIONS"] = str(expected_sessions)
+    if cache_ttl:
+        env["HATIDATA_SESSION_CACHE_TTL"] = str(cache_ttl)
     settings = folder / "settings.py"
     settings.write_text("HATIDATA_API_KEY_FAILURE_RATE_LIMIT = '100000 per minute'\n")
     local: dict[str, Any] = {"WORKOS_API_KEY": API_KEY, "WORKOS_CLIENT_ID": CLIENT_ID,

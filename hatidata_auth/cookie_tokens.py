@@ -23,14 +23,15 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import jwt
 from cryptography.fernet import InvalidToken
 from flask import request
 from workos.session import seal_session_from_auth_response, unseal_data
 
 from .causes import Actor, Cause
 from .extensions import db
+from .local_cache import LocalCache
 from .request_hooks import request_info
-from .revocation_bus import LocalCache
 from .services import session_refresh
 from .services.credential_status import SessionStatus
 from .services.credentials import TokenExpired, Unauthenticated, token_hash
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from werkzeug.wrappers import Response as BaseResponse
 
     from .embedding import AuthRuntime
+    from .revocation_bus import RevocationBus
 
 _HOLDER = "hatidata.cookie_data"
 _SET_COOKIE = "hatidata.set_cookie"
@@ -46,10 +48,35 @@ _MAX_CHAIN = 8  # successors followed at most (each rotation of the session adds
 
 
 class CookieSessions:
-    """Unsealed cookies (by hash), per process, at most *maxsize*."""
+    """Unsealed cookies (by hash), per process, at most *maxsize*: each kept *ttl* seconds, renewed by hits while in
+    use, never past its access token's ``exp``, and evicted with its session's status by *bus* (a revocation, or
+    everything when a message may have been missed). Only a memo of the unsealing: whether the session is still
+    good is always asked of the introspector next."""
 
-    def __init__(self, maxsize: int = 10_000) -> None:
+    def __init__(self, maxsize: int = 10_000, *, ttl: int = 300, bus: RevocationBus | None = None) -> None:
+        self.ttl = ttl
+        self.bus = bus
         self.unsealed: LocalCache[dict[str, Any]] = LocalCache(maxsize)
+        if bus is not None:
+            bus.follow_sessions(self.unsealed)
+
+    def keep(self, digest: bytes, data: dict[str, Any], epoch: int | None) -> None:
+        """Memoise *data*, unsealed from the cookie hashing to *digest* while the bus's epoch was *epoch* (an
+        eviction since: not kept, it may have been this session's). A token without ``exp`` and ``sid`` is not
+        kept: it could outlive its token or miss its session's eviction."""
+        if self.bus is not None and self.bus.epoch != epoch:
+            return
+        try:
+            claims = jwt.decode(str(data["access_token"]), options={"verify_signature": False})
+        except jwt.PyJWTError:
+            return
+        exp, sid = claims.get("exp"), claims.get("sid")
+        if not isinstance(exp, int | float) or isinstance(exp, bool) or not isinstance(sid, str):
+            return
+        now = time.monotonic()
+        until = now + exp - time.time()
+        if until > now:
+            self.unsealed.set(digest, data, now + self.ttl, renew=self.ttl, until=until, tag=sid)
 
 
 def unseal_cookie(rt: AuthRuntime, cookie: str) -> dict[str, Any]:
@@ -58,13 +85,14 @@ def unseal_cookie(rt: AuthRuntime, cookie: str) -> dict[str, Any]:
     data = rt.cookies.unsealed.get(digest)
     if data is not None:
         return data
+    epoch = rt.bus.epoch
     try:
         data = unseal_data(cookie, rt.cookie_key)
     except (InvalidToken, ValueError, TypeError) as exc:
         raise Unauthenticated("The session cookie is invalid.", reason="cookie") from exc
     if not isinstance(data, dict) or not data.get("access_token") or not data.get("refresh_token"):
         raise Unauthenticated("The session cookie is invalid.", reason="cookie")
-    rt.cookies.unsealed.set(digest, data, time.monotonic() + 300)
+    rt.cookies.keep(digest, data, epoch)
     return data
 
 

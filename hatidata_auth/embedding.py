@@ -160,7 +160,7 @@ class AuthRuntime:
         self.verifier = TokenVerifier(self.jwks, client_id=settings.client_id, issuers=issuers,
                                       leeway=settings.jwt_leeway, maxsize=token_size)
         self.usage = UsageRecorder(float(config["HATIDATA_API_KEY_USAGE_INTERVAL"]))
-        self.cookies = CookieSessions(token_size)
+        self.cookies = CookieSessions(token_size, ttl=int(config["HATIDATA_SESSION_CACHE_TTL"]), bus=self.bus)
         self.locks = SharedLocks(lambda: self.backend)
         self.successor_ttl = int(config["HATIDATA_REFRESH_SUCCESSOR_TTL"])
         self.refresh_wait = float(config["HATIDATA_REFRESH_WAIT"])

@@ -28,71 +28,19 @@ import logging
 import os
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Hashable
+import weakref
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any
 
+from .local_cache import LocalCache
 from .revocation_log import RevocationLog
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "hatidata:revocations"
 KINDS = ("session", "api_key", "all", "policy")
-
-V = TypeVar("V")
-
-
-class LocalCache(Generic[V]):
-    """A bounded, thread-safe, in-process LRU with a deadline per entry (``time.monotonic()``)."""
-
-    def __init__(self, maxsize: int = 10_000) -> None:
-        self.maxsize = maxsize
-        self._data: OrderedDict[Hashable, tuple[float, V]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Hashable, now: float | None = None) -> V | None:
-        """The live value under *key* (now the most recently used entry), or ``None``."""
-        with self._lock:
-            item = self._data.get(key)
-            if item is None:
-                return None
-            if item[0] <= (time.monotonic() if now is None else now):
-                del self._data[key]
-                return None
-            # a hit makes the entry the last to be evicted: hot sessions stay cached under churn (LRU, not FIFO)
-            self._data.move_to_end(key)
-            return item[1]
-
-    def set(self, key: Hashable, value: V, deadline: float) -> None:
-        """Store *value* until *deadline* (monotonic seconds), evicting the oldest entries beyond ``maxsize``."""
-        with self._lock:
-            self._data[key] = (deadline, value)
-            self._data.move_to_end(key)
-            while len(self._data) > self.maxsize:
-                self._data.popitem(last=False)
-
-    def pop(self, key: Hashable) -> V | None:
-        """Remove and return the value under *key*."""
-        with self._lock:
-            item = self._data.pop(key, None)
-        return None if item is None else item[1]
-
-    def pop_where(self, predicate: Callable[[V], bool]) -> int:
-        """Remove every entry whose value matches; returns how many."""
-        with self._lock:
-            keys = [k for k, (_, v) in self._data.items() if predicate(v)]
-            for k in keys:
-                del self._data[k]
-        return len(keys)
-
-    def clear(self) -> None:
-        """Forget everything."""
-        with self._lock:
-            self._data.clear()
-
-    def __len__(self) -> int:
-        return len(self._data)
+__all__ = ["CHANNEL", "KINDS", "LocalCache", "RevocationBus"]
 
 
 class RevocationBus:
@@ -111,6 +59,8 @@ class RevocationBus:
         self.api_keys: LocalCache[Any] = LocalCache(maxsize)
         # organization id -> its access policy (services.access_policy); evicted by kind "policy".
         self.policies: LocalCache[Any] = LocalCache(maxsize)
+        # Caches of values tied to a session (unsealed cookies), their entries tagged with its id: see follow_sessions.
+        self._session_followers: weakref.WeakSet[LocalCache[Any]] = weakref.WeakSet()
         self._epoch = 0
         self._epoch_lock = threading.Lock()
         self._subscribed = False
@@ -169,6 +119,11 @@ class RevocationBus:
             time.sleep(0.01)
         return self.local_enabled()
 
+    def follow_sessions(self, cache: LocalCache[Any]) -> None:
+        """Evict *cache*'s entries tagged with a WorkOS session id with that session's status, and all of them
+        when every entry is evicted (a missed message); held weakly."""
+        self._session_followers.add(cache)
+
     # --- eviction ------------------------------------------------------------------------------------
 
     def _bump(self) -> None:
@@ -181,6 +136,8 @@ class RevocationBus:
         self._bump()
         if kind == "session":
             self.sessions.pop(key)
+            for follower in list(self._session_followers):
+                follower.pop_tag(key)
         elif kind == "api_key":
             self.api_keys.pop(key)
             self.api_keys.pop_where(lambda v: getattr(v, "key_id", None) == key)
@@ -190,6 +147,8 @@ class RevocationBus:
             self.sessions.clear()
             self.api_keys.clear()
             self.policies.clear()
+            for follower in list(self._session_followers):
+                follower.clear()
         self._bump()
 
     def clear(self) -> None:

@@ -1,21 +1,74 @@
-"""The shared (Redis) status entry of a session in use lives on: extended on a hit, never as a stale marker."""
+"""The status of a credential in use lives on in every layer: the shared (Redis) entry is extended on a hit (never
+a stale marker), the in-process one renewed on a hit once half its TTL is gone; none past the max age."""
 
 from __future__ import annotations
 
+import hashlib
 import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import event
 
 from hatidata_auth.services.introspection import STALE, token_hash
-from tests.auth_support import csrf_headers, login, sync_organizations
+from tests.auth_support import access_token, cookie_value, csrf_headers, login, sync_organizations
 
-pytestmark = pytest.mark.redis
+PROFILES = pytest.mark.parametrize("app_config", ["file_cache", pytest.param("redis", marks=pytest.mark.redis)],
+                                   indirect=True)
 
 
+@pytest.fixture
+def app_config(request: pytest.FixtureRequest, app_config: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+    """Redis unless a test asks for ``make run``'s file cache (the in-process layer then follows the revocation
+    log); no last-seen writes (not what is counted here)."""
+    if getattr(request, "param", "redis") == "file_cache":
+        app_config.pop("REDIS_URL", None)
+        app_config["CACHE_TYPE"] = "FileSystemCache"
+        app_config["CACHE_DIR"] = str(tmp_path / "shared-cache")
+    app_config["HATIDATA_SESSION_TOUCH_INTERVAL"] = 3600
+    return app_config
+
+
+@pytest.fixture
+def status_reads(app: Flask) -> Iterator[list[str]]:
+    """Every SELECT of a session's or API key's status the app sends to its database from now on."""
+    from hatidata_auth.extensions import db
+
+    found: list[str] = []
+    with app.app_context():
+        engine = db.engine
+
+    def note(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and ("FROM auth_sessions" in statement
+                                                                 or "FROM api_keys" in statement):
+            found.append(statement)
+
+    event.listen(engine, "before_cursor_execute", note)
+    yield found
+    event.remove(engine, "before_cursor_execute", note)
+
+
+class _CountingCache:
+    """The introspector's shared cache, counting reads (to tell an in-process answer from a shared one)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.reads = inner, 0
+
+    def get(self, key: str) -> Any:
+        self.reads += 1
+        return self.inner.get(key)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@pytest.mark.redis
 def test_extend_gives_a_live_entry_a_full_ttl_and_leaves_a_stale_marker_alone(app: Flask) -> None:
     rt = app.extensions["hatidata_auth"]
     proxy, backend = rt.introspector.shared_cache, rt.backend
@@ -29,6 +82,7 @@ def test_extend_gives_a_live_entry_a_full_ttl_and_leaves_a_stale_marker_alone(ap
     assert not proxy.extend("auth:ses:missing", 300, unless=STALE)
 
 
+@pytest.mark.redis
 def test_a_session_read_from_the_shared_entry_extends_it(app: Flask, client: FlaskClient) -> None:
     sync_organizations(app)
     assert login(client, "admin@acme.test").status_code == 302
@@ -50,9 +104,14 @@ def test_a_session_read_from_the_shared_entry_extends_it(app: Flask, client: Fla
     assert backend._write_client.ttl(key) > 200
 
 
-def test_no_layer_answers_with_a_status_older_than_the_max_age(app: Flask, client: FlaskClient) -> None:
-    """Sessions and API keys, whatever the pace of use: renewed on hits, never past ``max_age`` since the database
-    read (the clock is the introspector's, so hours pass while the Redis entries, in real time, stay live)."""
+@PROFILES
+def test_no_layer_answers_with_a_status_older_than_the_max_age(app: Flask, client: FlaskClient,
+                                                               status_reads: list[str]) -> None:
+    """Sessions and API keys, whatever the pace of use, on both profiles: renewed on hits in every layer, never past
+    ``max_age`` since the database read; and one read again within half its TTL (its in-process entry not
+    forgotten) before that bound is answered from this process's memory, asking neither the shared cache nor the
+    database. The introspector's clocks (wall and monotonic) are faked, so hours pass while the shared entries, in
+    real time, stay live."""
     from hatidata_auth.extensions import db
     from hatidata_auth.models import AuthSession
 
@@ -61,37 +120,103 @@ def test_no_layer_answers_with_a_status_older_than_the_max_age(app: Flask, clien
     me = client.get("/api/v1/me").get_json()
     created = client.post("/api/v1/api-keys", json={"name": "age"}, headers=csrf_headers(client)).get_json()
     rt = app.extensions["hatidata_auth"]
-    introspector, redis, prefix = rt.introspector, rt.backend._write_client, rt.backend._get_prefix()
+    assert rt.bus.wait_until_ready()
+    introspector = rt.introspector
+    redis = rt.backend._write_client if app.config.get("REDIS_URL") else None
     with app.app_context():
         sid = db.session.get(AuthSession, me["session_id"]).workos_session_id
         db.session.remove()
     key_hash = token_hash(created["secret"])
-    now = [time.time()]
-    real_clock, introspector.clock = introspector.clock, lambda: now[0]
-    max_age = introspector.max_age
+    start, start_mono = time.time(), time.monotonic()
+    now, mono = [start], [start_mono]
+    clocks = introspector.clock, introspector.monotonic, introspector.shared_cache, introspector.max_age
+    introspector.clock, introspector.monotonic = (lambda: now[0]), (lambda: mono[0])
+    shared = introspector.shared_cache = _CountingCache(introspector.shared_cache)
+    introspector.max_age = max_age = 3 * introspector.cache_ttl  # a few renewals reach the bound
+    ttl = introspector.cache_ttl
+    waits = st.one_of(st.integers(0, ttl // 2 - 1), st.integers(0, max_age // 2))  # kept in use, or long idles
 
-    @settings(max_examples=30, deadline=None)
-    @given(steps=st.lists(st.tuples(st.sampled_from(["session", "api_key"]), st.integers(0, max_age // 2),
-                                    st.booleans()), min_size=1, max_size=15))
+    @settings(max_examples=60, deadline=None)
+    @given(steps=st.lists(st.tuples(st.sampled_from(["session", "api_key"]), waits,
+                                    st.sampled_from([False, False, False, True])), min_size=1, max_size=20))
+    # in use past its TTL (renewed in memory), then up to the bound (reloaded)
+    @example(steps=[("session", 0, False)] + [("session", ttl // 2 - 1, False)] * 8)
+    @example(steps=[("api_key", 0, False)] + [("api_key", ttl // 2 - 1, False)] * 8)
     def uses(steps: list[tuple[str, int, bool]]) -> None:
+        now[0], mono[0] = start, start_mono  # within the session's lifetime: hours at most per example
+        rt.bus.clear()
+        last: dict[str, tuple[float, float]] = {}  # kind -> (read at, loaded_at of the answer)
         for kind, wait, forget in steps:
             now[0] += wait
+            mono[0] += wait
             if forget:
                 rt.bus.clear()  # the shared entry answers, not this process's memory
+                last.clear()
+            before = (len(status_reads), shared.reads)
             with app.app_context():
                 if kind == "session":
                     status = introspector.session_status(db.session, sid)
-                    entry = f"{prefix}auth:ses:{sid}"
                 else:
                     status = introspector.api_key_status(db.session, key_hash)  # type: ignore[assignment]
                 db.session.remove()
             assert status is not None
             left = status.loaded_at + max_age - now[0]
             assert left > 0
-            if forget and kind == "session":  # read through the shared entry, renewed: never past the bound
-                assert redis.ttl(entry) <= left + 1
+            if redis is not None and forget and kind == "session":  # read through the shared entry, renewed:
+                assert redis.ttl(f"{rt.backend._get_prefix()}auth:ses:{sid}") <= left + 1  # never past the bound
+            previous = last.get(kind)
+            # 1 s of slack: a lifetime is whole seconds when first stored
+            if previous is not None and now[0] - previous[0] < ttl / 2 and now[0] < previous[1] + max_age - 1:
+                assert (len(status_reads), shared.reads) == before, "renewed in memory: no other layer asked"
+                assert status.loaded_at == previous[1]
+            last[kind] = (now[0], status.loaded_at)
 
     try:
         uses()
     finally:
-        introspector.clock = real_clock
+        introspector.clock, introspector.monotonic, introspector.shared_cache, introspector.max_age = clocks
+
+
+@PROFILES
+def test_a_session_in_use_past_its_ttl_is_not_reloaded_before_the_max_age(request: pytest.FixtureRequest,
+                                                                         app_config: dict[str, Any]) -> None:
+    """In real time, by cookie and by bearer token, a request every 50 ms: no status read from the shared cache's
+    TTL (2 s) on, until the max age (6 s) since the database read; then one reload. The unsealed cookie is kept
+    the whole time (renewed on its hits, its token lives far longer)."""
+    ttl, max_age = 2, 6
+    app_config.update(HATIDATA_SESSION_CACHE_TTL=ttl, HATIDATA_SESSION_CACHE_MAX_AGE=max_age)
+    app: Flask = request.getfixturevalue("app")
+    client: FlaskClient = request.getfixturevalue("client")
+    reads: list[str] = request.getfixturevalue("status_reads")
+    from hatidata_auth.extensions import db
+    from hatidata_auth.models import AuthSession
+
+    sync_organizations(app)
+    assert login(client, "dev@acme.test").status_code == 302
+    rt = app.extensions["hatidata_auth"]
+    assert rt.bus.wait_until_ready()
+    bearer = {"Authorization": f"Bearer {access_token(app, client)}"}
+    other = app.test_client()
+    me = client.get("/api/v1/me").get_json()
+    with app.app_context():
+        sid = db.session.get(AuthSession, me["session_id"]).workos_session_id
+        db.session.remove()
+    rt.backend.delete(f"auth:ses:{sid}")
+    rt.bus.clear()  # from the database, now
+    reads.clear()
+    loaded = time.time()
+    assert client.get("/api/v1/me").status_code == 200
+    assert len(reads) == 1
+    memo = rt.cookies.unsealed.get(hashlib.sha256((cookie_value(client) or "").encode()).digest())
+    assert memo is not None
+    reads.clear()
+    while time.time() < loaded + max_age - 0.5:  # three TTLs
+        assert client.get("/api/v1/me").status_code == 200
+        assert other.get("/api/v1/me", headers=bearer).status_code == 200
+        assert reads == [], f"reloaded {time.time() - loaded:.1f} s after the database read"
+        time.sleep(0.05)
+    assert rt.cookies.unsealed.get(hashlib.sha256((cookie_value(client) or "").encode()).digest()) is memo
+    while time.time() < loaded + max_age + 1.5:
+        assert client.get("/api/v1/me").status_code == 200
+        time.sleep(0.05)
+    assert len(reads) == 1  # past the bound: read from the database again, once, then renewed anew

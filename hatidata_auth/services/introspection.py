@@ -3,8 +3,9 @@
 Session and API-key status comes from three layers: this process's memory (only while the revocation bus is live,
 see :mod:`hatidata_auth.revocation_bus`), the shared cache (Redis in production, the file cache in development; TTL
 ``HATIDATA_SESSION_CACHE_TTL`` or the organization's ``session_cache_ttl``) and the database
-(:mod:`.credential_status`). A shared entry found live is extended to its full TTL (never a stale marker), so a
-session in use is not reloaded from the database every TTL; but a cached status is never older than a bound: no
+(:mod:`.credential_status`). A shared entry found live is extended to its full TTL (never a stale marker), and an
+in-process one by a hit that finds less than half its TTL left, so a credential in use is not reloaded from the
+shared cache or the database every TTL; but a cached status is never older than a bound: no
 layer answers with, or renews past, a status read from the database more than ``max_age`` seconds ago
 (``HATIDATA_SESSION_CACHE_MAX_AGE``), so a revocation whose invalidation was lost is honoured within that bound.
 Its last-seen writes go through
@@ -26,6 +27,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from ..local_cache import LocalCache
 from ..revocation_bus import RevocationBus
 from ..unit_of_work import invalidate_after_commit
 from .access_policy import AccessPolicy, load_policy
@@ -60,12 +62,13 @@ class Introspector:
     optionally ``extend(key, seconds, unless=value)``), or ``None`` when the configured cache is private to the
     process (SimpleCache): then every lookup that the revocation bus cannot answer goes to the database.
     ``last_seen`` writes sessions' last-seen times (see :mod:`.last_seen`). ``max_age`` (seconds) bounds how long
-    after its database read a status may still be answered from memory or the shared cache.
+    after its database read a status may still be answered from memory or the shared cache. ``clock`` is wall-clock
+    seconds (``loaded_at``), ``monotonic`` the in-process entries' deadlines.
     """
 
     def __init__(self, *, bus: RevocationBus, shared_cache: Any | None, cache_ttl: int, active_ttl: int,
                  last_seen: LastSeenWriter, max_age: int = 3600, clock: Callable[[], float] = time.time,
-                 remembered_ttl: int = 7 * 24 * 3600) -> None:
+                 remembered_ttl: int = 7 * 24 * 3600, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.bus = bus
         self.shared_cache = shared_cache
         self.cache_ttl = cache_ttl
@@ -74,6 +77,7 @@ class Introspector:
         self.last_seen = last_seen
         self.max_age = max_age
         self.clock = clock
+        self.monotonic = monotonic
 
     def _young(self, loaded_at: float) -> bool:
         return loaded_at + self.max_age > self.clock()
@@ -83,13 +87,22 @@ class Introspector:
         past ``loaded_at + max_age`` (0: reload it)."""
         return max(0, min(ttl, int(loaded_at + self.max_age - self.clock())))
 
+    def _keep(self, cache: LocalCache[Any], key: str, status: SessionStatus | ApiKeyStatus) -> None:
+        """Keep *status* in this process for its TTL, renewed by hits while in use (see :class:`LocalCache`), never
+        past ``max_age`` after its database read."""
+        left = status.loaded_at + self.max_age - self.clock()
+        lifetime = min(status.cache_ttl, int(left))
+        if lifetime > 0:
+            now = self.monotonic()
+            cache.set(key, status, now + lifetime, renew=status.cache_ttl, until=now + left)
+
     # --- sessions --------------------------------------------------------------------------------------
 
     def session_status(self, db: Session, workos_session_id: str) -> SessionStatus | None:
         """The status of a session, from the fastest layer that may be trusted."""
         use_local = self.bus.local_enabled()
         if use_local:
-            hit = self.bus.sessions.get(workos_session_id)
+            hit = self.bus.sessions.get(workos_session_id, self.monotonic())
             if hit is not None and (hit.expires_at > self.clock() or not hit.active) and self._young(hit.loaded_at):
                 return hit  # type: ignore[no-any-return,unused-ignore]
         epoch = self.bus.epoch
@@ -112,9 +125,7 @@ class Introspector:
         return status
 
     def _keep_session(self, status: SessionStatus) -> None:
-        lifetime = self._lifetime(status.loaded_at, status.cache_ttl)
-        if lifetime:
-            self.bus.sessions.set(status.workos_session_id, status, time.monotonic() + lifetime)
+        self._keep(self.bus.sessions, status.workos_session_id, status)
 
     def reload_session(self, db: Session, workos_session_id: str) -> SessionStatus | None:
         """The session's status read from the database now (never a cache), kept in this process's memory: for a
@@ -147,7 +158,7 @@ class Introspector:
         """The status of the API key whose secret hashes to *key_hash*."""
         use_local = self.bus.local_enabled()
         if use_local:
-            hit = self.bus.api_keys.get(key_hash)
+            hit = self.bus.api_keys.get(key_hash, self.monotonic())
             if hit is not None and self._young(hit.loaded_at):
                 return hit  # type: ignore[no-any-return,unused-ignore]
         epoch = self.bus.epoch
@@ -163,9 +174,7 @@ class Introspector:
                     self._shared_set(key, status_to_dict(status), ttl, replace=isinstance(shared, dict))
                     self._shared_set(f"auth:keyid:{status.key_id}", key_hash, ttl, replace=True)
         if status is not None and use_local and self.bus.epoch == epoch:
-            lifetime = self._lifetime(status.loaded_at, status.cache_ttl)
-            if lifetime:
-                self.bus.api_keys.set(key_hash, status, time.monotonic() + lifetime)
+            self._keep(self.bus.api_keys, key_hash, status)
         return status
 
     # --- access policies ---------------------------------------------------------------------------------
@@ -181,7 +190,7 @@ class Introspector:
         epoch = self.bus.epoch
         found = load_policy(db, organization_id, default_idle=self.active_ttl, default_remembered=self.remembered_ttl)
         if found is not None and use_local and self.bus.epoch == epoch:
-            self.bus.policies.set(organization_id, found, time.monotonic() + self.max_age)
+            self.bus.policies.set(organization_id, found, self.monotonic() + self.max_age)
         return found
 
     def invalidate_policy(self, organization_id: str) -> None:

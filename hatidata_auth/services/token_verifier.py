@@ -17,7 +17,7 @@ from typing import Any
 
 import jwt
 
-from ..revocation_bus import LocalCache
+from ..local_cache import LocalCache
 from .credentials import KeysUnavailable, TokenExpired, Unauthenticated
 
 log = logging.getLogger(__name__)
