@@ -5,6 +5,13 @@ to the minimal pipeline (``bench/minimal_pipeline.py``) and to our ``POST /webho
 off, on the same private PostgreSQL database (``BENCH_DATABASE_URL``). Prints the CPU seconds per request of each
 (``time.process_time``: this process's CPU, what a gunicorn worker spends), their ratio measured in the same run,
 and the app's top functions by cumulative CPU time under ``cProfile`` (``--top``).
+
+``--apply``: the appliers instead (issue #14). The events are posted with the appliers off, then drained in this
+process by ``inbox_worker.drain`` (batches of ``--batch`` events), first as ``dsync.user.created`` of new users, then
+as ``dsync.user.updated`` of the same users; prints the applier's CPU seconds per applied event of each, as a ratio
+to the minimal pipeline's CPU per request measured in the same round (the minimal pipeline does all of its work
+per request; ``minimal/applier`` is the applied events/s one core sustains relative to it), and the profile of a
+drain of created events.
 """
 
 from __future__ import annotations
@@ -29,13 +36,14 @@ from bench.options import add_duration
 from hatidata_auth import create_app
 from hatidata_auth.causes import Actor
 from hatidata_auth.extensions import db
+from hatidata_auth.services import inbox_worker
 from hatidata_auth.services.organizations import sync_from_workos
 from tests.support.dsync import sign
 from workos_emulator.testing import EmulatorServer
 
 
-def _bodies(count: int, offset: int) -> list[str]:
-    return [json.dumps(user_payload(offset + n, 0), separators=(",", ":")) for n in range(count)]
+def _bodies(count: int, offset: int, version: int = 0) -> list[str]:
+    return [json.dumps(user_payload(offset + n, version), separators=(",", ":")) for n in range(count)]
 
 
 def _post_all(client: Any, bodies: list[str], duration: float | None = None) -> float:
@@ -57,7 +65,41 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--events", type=int, default=1500, help="events per measured round (3 rounds each)")
     parser.add_argument("--top", type=int, default=30, help="functions listed from the profile")
     add_duration(parser, "seconds each measured round (and the profiled one) posts for at most")
+    parser.add_argument("--apply", action="store_true", help="profile the appliers (drain) instead of the webhook")
+    parser.add_argument("--batch", type=int, default=inbox_worker.DEFAULT_BATCH, help="events per applier batch")
     return parser
+
+
+def _drain(app: Any, ours: Any, bodies: list[str], batch: int, profiler: cProfile.Profile | None = None) -> float:
+    """Post *bodies* (appliers off), then apply them all in this process; CPU seconds per applied event."""
+    _post_all(ours, bodies)
+    with app.app_context():
+        client = app.extensions["hatidata_workos"].client
+        start = time.process_time()
+        if profiler is not None:
+            profiler.enable()
+        applied = inbox_worker.drain(db.session(), client, limit=batch)
+        if profiler is not None:
+            profiler.disable()
+        cpu = time.process_time() - start
+        db.session.remove()
+    assert applied == len(bodies), f"applied {applied} of {len(bodies)} events"
+    return cpu / applied
+
+
+def _apply_rounds(app: Any, minimal: Any, ours: Any, args: argparse.Namespace) -> cProfile.Profile:
+    n = args.events
+    _drain(app, ours, _bodies(min(200, n), 900_000), args.batch)  # warm: statements compiled, caches filled
+    for r in range(3):  # interleaved with the baseline, against the drift of a shared machine
+        base = _post_all(minimal, _bodies(n, 600_000 + r * n), args.duration)
+        created = _drain(app, ours, _bodies(n, r * n), args.batch)
+        updated = _drain(app, ours, _bodies(n, r * n, version=1), args.batch)
+        print(f"round {r}: minimal {base * 1e3:.3f} ms CPU/request; applier created {created * 1e3:.3f} ms CPU/event "
+              f"(minimal/applier {base / created:.2f}), updated {updated * 1e3:.3f} ms (minimal/applier "
+              f"{base / updated:.2f})", flush=True)
+    profiler = cProfile.Profile(time.process_time)
+    _drain(app, ours, _bodies(n, 500_000), args.batch, profiler)
+    return profiler
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -78,20 +120,25 @@ def main(argv: list[str] | None = None) -> None:
         ours = app.test_client()
         warm = min(200, args.events)
         _post_all(minimal, _bodies(warm, 900_000))
-        _post_all(ours, _bodies(warm, 900_000))
-        for r in range(3):  # interleaved, against the drift of a shared machine
-            base = _post_all(minimal, _bodies(args.events, r * args.events), args.duration)
-            mine = _post_all(ours, _bodies(args.events, r * args.events), args.duration)
-            print(f"round {r}: minimal {base * 1e3:.3f} ms CPU/request, ours {mine * 1e3:.3f} ms; "
-                  f"ours/minimal CPU {mine / base:.2f} (throughput ratio {base / mine:.2f})")
-        profiler = cProfile.Profile(time.process_time)  # CPU time: a wait for PostgreSQL costs the worker none
-        bodies = _bodies(args.events, 500_000)
-        profiler.enable()
-        _post_all(ours, bodies, args.duration)
-        profiler.disable()
+        profiler = _apply_rounds(app, minimal, ours, args) if args.apply else _ack_rounds(minimal, ours, args)
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(args.top)
         print(out.getvalue())
+
+
+def _ack_rounds(minimal: Any, ours: Any, args: argparse.Namespace) -> cProfile.Profile:
+    _post_all(ours, _bodies(min(200, args.events), 900_000))
+    for r in range(3):  # interleaved, against the drift of a shared machine
+        base = _post_all(minimal, _bodies(args.events, r * args.events), args.duration)
+        mine = _post_all(ours, _bodies(args.events, r * args.events), args.duration)
+        print(f"round {r}: minimal {base * 1e3:.3f} ms CPU/request, ours {mine * 1e3:.3f} ms; "
+              f"ours/minimal CPU {mine / base:.2f} (throughput ratio {base / mine:.2f})")
+    profiler = cProfile.Profile(time.process_time)  # CPU time: a wait for PostgreSQL costs the worker none
+    bodies = _bodies(args.events, 500_000)
+    profiler.enable()
+    _post_all(ours, bodies, args.duration)
+    profiler.disable()
+    return profiler
 
 
 if __name__ == "__main__":

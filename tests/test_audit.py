@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import Any
 
@@ -111,13 +112,30 @@ def test_concurrent_appends_keep_one_unbroken_chain(app: Any, db_session: Any) -
     assert report.checked == expected
 
 
+@pytest.mark.parametrize("deferred", [False, True])
 @pytest.mark.parametrize("rolled_back", [(), (1,), (0, 2), (0, 1, 2, 3)])
-def test_savepoints_of_one_transaction_extend_one_chain(db_session: Any, rolled_back: tuple[int, ...]) -> None:
-    """An applier's batch writes each event's audit rows when its savepoint commits (the transaction keeps the
-    head it moved, locked): savepoints rolled back in between, even after writing, leave one unbroken chain."""
+def test_savepoints_of_one_transaction_extend_one_chain(db_session: Any, rolled_back: tuple[int, ...],
+                                                        deferred: bool) -> None:
+    """Savepoints write their audit rows when they commit (the transaction keeps the head it moved, locked), or
+    (*deferred*, an applier's batch) leave them pending for the outer commit: savepoints rolled back in between,
+    even after writing (which writes the pending events of the savepoints before it too), drop only their own
+    events and leave one unbroken chain."""
     org = _org(db_session, "Acme")
     db_session.commit()
-    kept = 0
+    kept = sum(1 + n % 2 for n in range(4) if n not in rolled_back)
+    with audit.deferred(db_session) if deferred else contextlib.nullcontext():
+        _savepoints(db_session, org, rolled_back, deferred)
+        db_session.commit()
+    report = audit.verify_organization(db_session, org.id)
+    assert report.ok, report
+    assert report.checked == kept == audit.count(db_session, org.id)
+    assert sorted(e.details["event"] for e in db_session.scalars(select(AuditEvent).where(
+        AuditEvent.organization_id == org.id)).all()) == sorted(n for n in range(4) if n not in rolled_back
+                                                                for _ in range(1 + n % 2))
+
+
+def _savepoints(db_session: Any, org: Organization, rolled_back: tuple[int, ...], deferred: bool) -> None:
+    """Four savepoints recording 1, 2, 1, 2 events; those in *rolled_back* write theirs, then roll back."""
     for n in range(4):
         savepoint = db_session.begin_nested()
         for i in range(1 + n % 2):
@@ -125,14 +143,11 @@ def test_savepoints_of_one_transaction_extend_one_chain(db_session: Any, rolled_
                          organization_id=org.id, details={"event": n, "row": i})
         if n not in rolled_back:
             savepoint.commit()
-            kept += 1 + n % 2
+            kept_so_far = sum(1 + k % 2 for k in range(n + 1) if k not in rolled_back)
+            assert len(audit.pending(db_session)) == (kept_so_far if deferred else 0)
             continue
         audit.flush_pending(db_session)  # written, then undone with the savepoint
         savepoint.rollback()
-    db_session.commit()
-    report = audit.verify_organization(db_session, org.id)
-    assert report.ok, report
-    assert report.checked == kept == audit.count(db_session, org.id)
 
 
 @pytest.mark.parametrize("per_org", [1, audit._CTE_MAX_ROWS, audit._CTE_MAX_ROWS + 1, 4 * audit._CTE_MAX_ROWS])

@@ -13,7 +13,8 @@ import functools
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -61,8 +62,12 @@ def chain_hash(prev_hash: str, event: AuditEvent) -> str:
     return hashlib.sha256((prev_hash + canonical_json(event)).encode()).hexdigest()
 
 
+# The transaction's audit events in the order recorded, and how many of them (a prefix) are written.
 _PENDING_KEY = "hatidata_audit_pending"
+_WRITTEN_KEY = "hatidata_audit_written"
 _HEADS_KEY = "hatidata_audit_heads"  # {chain key: (seq, hash)} this transaction holds locked and wrote last
+_MARKS_KEY = "hatidata_audit_savepoints"  # {open savepoint: (events recorded, events written) when it began}
+_DEFER_KEY = "hatidata_audit_deferred"  # set: a savepoint's commit leaves the events pending (:func:`deferred`)
 _CTE_MAX_ROWS = 50  # above this many events per transaction, the ORM's batched INSERT compiles faster
 _NO_ORG_KEY = "-"  # chain key of the events that belong to no organization (organization ids never look like this)
 
@@ -116,7 +121,7 @@ def record(
 
 def pending(session: Session) -> list[AuditEvent]:
     """Audit events recorded in *session*'s current transaction and not yet written."""
-    return list(session.info.get(_PENDING_KEY) or [])
+    return list((session.info.get(_PENDING_KEY) or [])[session.info.get(_WRITTEN_KEY, 0):])
 
 
 def pending_count(session: Session) -> int:
@@ -126,10 +131,26 @@ def pending_count(session: Session) -> int:
 
 def discard_after(session: Session, mark: int) -> None:
     """Drop the audit events recorded after *mark* (:func:`pending_count`): the work they describe was rolled
-    back to a savepoint."""
+    back to a savepoint. (A savepoint's rollback does this by itself: :func:`_undo_savepoint`.)"""
     events = session.info.get(_PENDING_KEY)
     if events:
         del events[mark:]
+        session.info[_WRITTEN_KEY] = min(session.info.get(_WRITTEN_KEY, 0), mark)
+
+
+@contextmanager
+def deferred(session: Session) -> Iterator[None]:
+    """Within the block, a savepoint's commit leaves its audit events pending: all the transaction's events are
+    chained and written at its outer commit, in one statement and under one lock of each chain head (an
+    applier's batch: each event under its savepoint). A savepoint rolled back still drops its own events.
+
+    Leave every savepoint opened in the block closed before the outer commit: SQLAlchemy fires the outer
+    ``before_commit`` first when it commits a transaction with savepoints still open."""
+    session.info[_DEFER_KEY] = True
+    try:
+        yield
+    finally:
+        session.info.pop(_DEFER_KEY, None)
 
 
 def _take_write_lock(session: Session, key: str) -> None:
@@ -175,9 +196,15 @@ def _head_for_update(session: Session, key: str) -> tuple[int, str]:
 
 def flush_pending(session: Session) -> int:
     """Chain and write the transaction's pending audit events now (normally done at commit); returns how many."""
-    events = session.info.pop(_PENDING_KEY, None)
+    recorded: list[AuditEvent] = session.info.get(_PENDING_KEY) or []
+    events = recorded[session.info.get(_WRITTEN_KEY, 0):]
     if not events:
         return 0
+    if unit_of_work(session).in_nested_transaction():
+        session.info[_WRITTEN_KEY] = len(recorded)  # a savepoint rolled back after this write resets it
+    else:  # no savepoint is open that could undo the write: the written events need no keeping
+        del recorded[:]
+        session.info.pop(_MARKS_KEY, None)
     session.flush()  # the change itself first, so the chain lock is held only for the audit rows
     by_chain: dict[str, list[AuditEvent]] = {}
     for event in events:
@@ -239,20 +266,40 @@ def _cte_statement(events: int, chains: int) -> Any:
 
 @sa_event.listens_for(AppSession, "before_commit")
 def _write_pending_on_commit(session: Session) -> None:
-    flush_pending(session)
+    # SQLAlchemy fires before_commit for a savepoint's commit (release) too.
+    if not (session.info.get(_DEFER_KEY) and unit_of_work(session).in_nested_transaction()):
+        flush_pending(session)
+
+
+@sa_event.listens_for(AppSession, "after_transaction_create")
+def _mark_savepoint(session: Session, transaction: Any) -> None:
+    if transaction.nested:
+        session.info.setdefault(_MARKS_KEY, {})[transaction] = (pending_count(session),
+                                                                session.info.get(_WRITTEN_KEY, 0))
 
 
 @sa_event.listens_for(AppSession, "after_transaction_end")
 def _drop_pending(session: Session, transaction: Any) -> None:
     if transaction.parent is None:  # the outermost transaction ended (committed or rolled back)
-        session.info.pop(_PENDING_KEY, None)
-        session.info.pop(_HEADS_KEY, None)
+        for key in (_PENDING_KEY, _WRITTEN_KEY, _HEADS_KEY, _MARKS_KEY):
+            session.info.pop(key, None)
 
 
 @sa_event.listens_for(AppSession, "after_soft_rollback")
-def _forget_heads(session: Session, previous_transaction: Any) -> None:
+def _undo_savepoint(session: Session, previous_transaction: Any) -> None:
     # Any rollback, a savepoint's included, may have undone a head this transaction moved: read it again.
     session.info.pop(_HEADS_KEY, None)
+    mark = (session.info.get(_MARKS_KEY) or {}).pop(previous_transaction, None)
+    if mark is None:
+        return
+    recorded, written = mark
+    # The savepoint's own events go with its work; events recorded before it and written inside it (an explicit
+    # flush_pending) lost their rows: pending again, chained anew at the next write.
+    discard_after(session, recorded)
+    if session.info.get(_WRITTEN_KEY, 0) > written:
+        for event in session.info[_PENDING_KEY][written:]:
+            event.id = None  # its row was rolled back: the next insert numbers it again
+        session.info[_WRITTEN_KEY] = written
 
 
 @dataclass(frozen=True, slots=True)

@@ -119,8 +119,13 @@ def _ignore_deleted(ctx: EventContext, org: Organization, directory_id: str, del
 def _locked_organization(ctx: EventContext, workos_organization_id: str) -> Organization | None:
     # A directory deletion locks the organization exclusively, every other directory event shares the lock:
     # an event of a directory being deleted is applied wholly before the deletion or seen as stale after it.
-    org: Organization | None = ctx.session.scalar(_organization_statement(ctx.event_type not in _DIRECTORY_CHANGES),
-                                                  {"workos_organization_id": workos_organization_id})
+    exclusive = ctx.event_type in _DIRECTORY_CHANGES
+    org = ctx.scope.locked_organization(workos_organization_id, exclusive) if ctx.scope is not None else None
+    if org is None:  # not held by this transaction's batch yet (``events.batch_scope``): lock it now
+        org = ctx.session.scalar(_organization_statement(not exclusive),
+                                 {"workos_organization_id": workos_organization_id})
+        if org is not None and ctx.scope is not None:
+            ctx.scope.hold(workos_organization_id, org, exclusive)
     if org is not None:  # the handler's lookups of this tenant reuse the row (``EventContext.locked_organizations``)
         ctx.locked_organizations[workos_organization_id] = org
     return org

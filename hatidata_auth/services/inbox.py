@@ -34,6 +34,7 @@ from ..trace_context import carrier
 from ..workos import WorkOSClient
 from . import event_source, fanout_jobs, workos_revocations
 from .events import HANDLERS, EventContext, PayloadError, apply_internal, handler_for, parse_time
+from .events.batch_scope import EventScope
 
 log = logging.getLogger(__name__)
 
@@ -216,28 +217,30 @@ def _record_failure(session: Session, payload: dict[str, Any], source: str, erro
 
 def apply_event(session: Session, client: WorkOSClient, payload: dict[str, Any], cause: Cause, *,
                 source: str = "webhook", fanout_chunk: int | None = None,
-                budget: fanout_jobs.MemberBudget | None = None) -> EventContext:
+                budget: fanout_jobs.MemberBudget | None = None, scope: EventScope | None = None) -> EventContext:
     """Apply one stored event with its type's handler in *session*'s transaction (the caller commits or rolls
     back); the context says the outcome. Raises what the handler raises (:class:`PayloadError` for bad data).
 
     A row of our own internal work (*source* ``internal``, written only by ``fanout_jobs.enqueue``) goes to the
     internal handlers and acts with the cause it stored; *fanout_chunk* is ``HATIDATA_FANOUT_CHUNK``; *budget*,
-    what the caller's transaction may still recompute (an applier's batch shares one chunk). Sessions it ends are
+    what the caller's transaction may still recompute (an applier's batch shares one chunk); *scope*, what the
+    applier's batch has established in its transaction (``events.batch_scope``). Sessions it ends are
     ended at WorkOS afterwards, by a queued job (``services.workos_revocations``), whoever applies it: an applier,
     the acknowledging webhook, the Events API poller, a replay."""
     with workos_revocations.deferred_in(session):  # no WorkOS revocation inside an event's transaction
-        return _apply_event(session, client, payload, cause, source, fanout_chunk, budget)
+        return _apply_event(session, client, payload, cause, source, fanout_chunk, budget, scope)
 
 
 def _apply_event(session: Session, client: WorkOSClient, payload: dict[str, Any], cause: Cause, source: str,
-                 fanout_chunk: int | None, budget: fanout_jobs.MemberBudget | None) -> EventContext:
+                 fanout_chunk: int | None, budget: fanout_jobs.MemberBudget | None,
+                 scope: EventScope | None) -> EventContext:
     chunk = fanout_jobs.chunk_size(fanout_chunk)
     if source == INTERNAL_SOURCE:
         return apply_internal(session, client, payload, chunk, budget)
     handler = handler_for(payload["event"])
     ctx = EventContext(session=session, client=client, event_id=payload["id"], event_type=payload["event"],
                        event_time=parse_time(payload.get("created_at")) or utcnow(), actor=cause.actor,
-                       request=cause.request, fanout_chunk=chunk, member_budget=budget)
+                       request=cause.request, fanout_chunk=chunk, member_budget=budget, scope=scope)
     if handler is None:
         ctx.ignore("event type not handled")
         return ctx

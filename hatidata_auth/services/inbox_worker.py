@@ -8,7 +8,9 @@ a crashed applier's rows are unlocked by its rollback and claimed again. On SQLi
 which takes the database's write lock: appliers take turns. Each event is applied by the inbox's handlers under
 a savepoint, with its audit events; a failing event is rolled back alone and recorded ``failed`` with its error
 summary (a transient WorkOS outage keeps it ``received`` for a later attempt, at most
-:data:`MAX_TRANSIENT_ATTEMPTS`), the rest of the batch commits.
+:data:`MAX_TRANSIENT_ATTEMPTS`), the rest of the batch commits. What is the same for every event of a batch is
+established once per batch (``events.batch_scope``: the tenants' row locks, the verified domains, the role
+mappings), and the batch's audit events are chained and written at its commit (``audit.deferred``).
 
 :class:`ApplierPool` runs appliers as threads, woken by PostgreSQL ``LISTEN`` (``NOTIFY`` is sent by
 :func:`~hatidata_auth.services.inbox.store`'s transaction), by :meth:`ApplierPool.wake` in the same process, or
@@ -36,6 +38,7 @@ from ..trace_context import apply_span, quiet
 from ..workos import WorkOSClient, WorkOSUnavailable
 from . import audit, fanout_jobs
 from .events import HANDLERS
+from .events.batch_scope import BatchScope
 from .inbox import INBOX_CHANNEL, InboxResult, apply_event, error_summary
 from .inbox_claim import DEFAULT_BATCH, MAX_CLAIM, RETRY_DELAY, Claimed, claim
 
@@ -95,31 +98,32 @@ def apply_one(session: Session, client: WorkOSClient, event: Claimed, cause: Cau
     """Apply one claimed event under a savepoint and record its outcome in the inbox (the caller commits);
     *budget*: the members the batch's transaction may still recompute; with *tracer*, in a span that continues the
     trace of the request or job that queued it."""
-    result = _traced(session, client, event, cause, fanout_chunk, budget, tracer)
+    result = _traced(session, client, event, cause, fanout_chunk, budget, tracer, BatchScope())
     _finish(session, [_outcome(event, result)])
     return result
 
 
 def _traced(session: Session, client: WorkOSClient, event: Claimed, cause: Cause, fanout_chunk: int | None,
-            budget: fanout_jobs.MemberBudget | None, tracer: Any) -> InboxResult:
+            budget: fanout_jobs.MemberBudget | None, tracer: Any, scope: BatchScope) -> InboxResult:
     attributes: dict[str, str | int] = {"hatidata.event_id": event.event_id, "hatidata.event_type": event.event_type,
                   "hatidata.inbox.source": event.source, "hatidata.inbox.attempt": event.attempts}
     with apply_span(tracer, f"inbox apply {event.event_type}", event.trace_context, attributes):
-        return _apply_one(session, client, event, cause, fanout_chunk, budget)
+        return _apply_one(session, client, event, cause, fanout_chunk, budget, scope)
 
 
-def _apply_one(session: Session, client: WorkOSClient, event: Claimed, cause: Cause,
-               fanout_chunk: int | None, budget: fanout_jobs.MemberBudget | None) -> InboxResult:
-    """Apply the event under a savepoint; its outcome is for the caller to record (:func:`_finish`)."""
-    mark = audit.pending_count(session)
+def _apply_one(session: Session, client: WorkOSClient, event: Claimed, cause: Cause, fanout_chunk: int | None,
+               budget: fanout_jobs.MemberBudget | None, scope: BatchScope) -> InboxResult:
+    """Apply the event under a savepoint; its outcome is for the caller to record (:func:`_finish`). What the event
+    established joins *scope* only if its savepoint commits; a rollback also drops its audit events (``audit``)."""
+    staged = scope.event(session)
     savepoint = session.begin_nested()
     try:
         ctx = apply_event(session, client, event.payload, cause, source=event.source, fanout_chunk=fanout_chunk,
-                          budget=budget)
+                          budget=budget, scope=staged)
         savepoint.commit()
+        scope.promote(staged)
     except Exception as exc:
         savepoint.rollback()
-        audit.discard_after(session, mark)
         if is_connection_error(exc):
             raise  # the database is gone: the whole batch rolls back and stays pending
         error = error_summary(exc)
@@ -149,12 +153,12 @@ def apply_batch(session: Session, client: WorkOSClient, *, limit: int = DEFAULT_
         if not events:
             session.rollback()
             return BatchReport(0)
-        budget = fanout_jobs.MemberBudget(fanout_jobs.chunk_size(fanout_chunk))
+        budget, scope = fanout_jobs.MemberBudget(fanout_jobs.chunk_size(fanout_chunk)), BatchScope()
         results, outcomes = [], []
-        for event in events:
-            result = _traced(session, client, event, cause, fanout_chunk, budget, tracer)
-            results.append(result)
-            outcomes.append(_outcome(event, result))
+        with audit.deferred(session):  # audit rows written at the batch's commit: one statement, one head lock
+            for event in events:
+                results.append(_traced(session, client, event, cause, fanout_chunk, budget, tracer, scope))
+                outcomes.append(_outcome(event, results[-1]))
         # The outcomes of the whole batch in one execution (one round trip), outside any event's span: not traced,
         # like the claim, so that every span of an application belongs to the trace of the event it applies.
         with quiet() if tracer is not None else nullcontext():

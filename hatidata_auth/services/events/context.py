@@ -16,6 +16,7 @@ from ...models import Membership, Organization, User
 from ...workos import WorkOSClient, WorkOSNotFound
 from .. import audit, domains, fanout_jobs, role_mapping
 from ..organizations import mirror_organization
+from .batch_scope import EventScope
 
 
 class PayloadError(ValueError):
@@ -73,6 +74,9 @@ class EventContext:
     fanout_chunk: int = fanout_jobs.DEFAULT_CHUNK
     # What the transaction's batch may still recompute (shared by its events); None: this event alone, one chunk.
     member_budget: fanout_jobs.MemberBudget | None = None
+    # What the applier's batch has established in its transaction (locked tenants, verified domains, role mappings)
+    # and what this event adds to it; None: this event alone.
+    scope: EventScope | None = None
 
     def fanout_allowance(self) -> int:
         """How many members a fan-out of this event may recompute in its transaction now."""
@@ -96,7 +100,9 @@ class EventContext:
                      target_type=target_type, target_id=target_id, outcome=outcome, details=details)
 
     def mappings(self, organization_id: str) -> list[role_mapping.MappingSpec]:
-        """The organization's role mappings, read once per event."""
+        """The organization's role mappings, read once per event (once per batch: :mod:`.batch_scope`)."""
+        if self.scope is not None:
+            return self.scope.mappings(organization_id)
         if organization_id not in self._mappings:
             self._mappings[organization_id] = role_mapping.list_mappings(self.session, organization_id)
         return self._mappings[organization_id]
@@ -105,6 +111,9 @@ class EventContext:
         """The organization other than *organization_id* that verified the email's domain, if any."""
         if self.verified_domains is not None:
             return self.verified_domains.foreign_owner(organization_id, email)
+        if self.scope is not None:
+            return self.scope.verified_domains().foreign_owner(organization_id, email) if domains.email_domain(
+                email) else None
         return domains.foreign_owner(self.session, organization_id, email)
 
     def ignore(self, note: str) -> None:
