@@ -11,6 +11,8 @@ HatiData Auth keeps its own sessions free of our listeners.
 - after rollback: the queued invalidations run too (evicting more than needed is harmless); audit events and
   metrics are dropped.
 
+Both run when the outermost transaction ends: a savepoint's release or rollback (an applier's event) runs none.
+
 This module imports nothing from ``hatidata_auth``: every layer may use it.
 """
 
@@ -91,6 +93,10 @@ def invalidate_after_commit(session: Session, kind: str, key: str, key_hash: str
 @event.listens_for(AppSession, "after_commit")
 @event.listens_for(AppSession, "after_rollback")
 def _run_invalidations(session: Session) -> None:
+    if session.in_nested_transaction():
+        # A savepoint was released or rolled back (SQLAlchemy fires these for savepoints too): the change is not
+        # committed yet, and evicting now would let another process reload and answer with the state before it.
+        return
     pending = session.info.pop(_INVALIDATIONS, None)
     if not pending:
         return

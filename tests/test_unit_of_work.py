@@ -116,6 +116,32 @@ def test_each_queued_invalidation_runs_once_per_transaction(
         engine.dispose()
 
 
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(steps=st.lists(st.tuples(_QUEUED, st.sampled_from(["outer", "savepoint_commit", "savepoint_rollback"])),
+                      min_size=1, max_size=5), commit=st.booleans())
+def test_no_invalidation_runs_before_the_outermost_transaction_ends(
+        steps: list[tuple[list[tuple[str, str, str | None]], str]], commit: bool) -> None:
+    """Work queued inside savepoints (an applier's event each) runs when the batch's transaction ends, never when
+    a savepoint is released or rolled back (SQLAlchemy fires ``after_commit``/``after_rollback`` for those too): a
+    process that reloaded the entry between the two would read the state from before the change committed."""
+    engine = create_engine("sqlite://")
+    counting = CountingInvalidator(None)
+    try:
+        with AppSession(engine, invalidator=counting) as session:
+            session.execute(text("SELECT 1"))
+            for queued, where in steps:
+                savepoint = session.begin_nested() if where != "outer" else None
+                for kind, key, key_hash in queued:
+                    invalidate_after_commit(session, kind, key, key_hash)
+                if savepoint is not None:
+                    savepoint.commit() if where == "savepoint_commit" else savepoint.rollback()
+                assert counting.calls == Counter()
+            session.commit() if commit else session.rollback()
+            assert counting.calls == Counter({(kind, key): 1 for queued, _ in steps for kind, key, _ in queued})
+    finally:
+        engine.dispose()
+
+
 def _via_api(method: str, path: Callable[[Tenant], str], body: dict[str, Any] | None = None) -> Any:
     def run(app: Flask, tenant: Tenant) -> None:
         response = app.test_client().open(path(tenant), method=method, json=body, headers=headers_for(tenant, "admin"))
