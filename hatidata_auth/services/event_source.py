@@ -134,8 +134,10 @@ def _locked_organization(ctx: EventContext, workos_organization_id: str) -> Orga
 @functools.cache
 def _organization_statement(shared: bool) -> Select[Organization]:
     # Built once (bound parameters): a statement object reused keeps its cache key, per event only the values bind.
+    # populate_existing: the row an earlier event of the batch loaded (unlocked, or under a lock its rolled-back
+    # savepoint released) may have been changed by another transaction since; the lock's read is what counts.
     return (select(Organization).where(Organization.workos_organization_id == bindparam("workos_organization_id"))
-            .with_for_update(read=shared))
+            .with_for_update(read=shared).execution_options(populate_existing=True))
 
 
 @functools.cache
