@@ -65,6 +65,19 @@ class LocalCache(Generic[V]):
                 if item[4] is not None:
                     self._untag(oldest, item[4])
 
+    def replace(self, key: Hashable, old: V, value: V, deadline: float, *, renew: float = 0.0,
+                until: float = math.inf) -> bool:
+        """Store *value* as :meth:`set` does (keeping the entry's tag), only if the live entry under *key* still holds
+        *old*; returns whether it did. For a value derived from one read earlier: an eviction since (the entry gone,
+        or reloaded as another value) must not be undone."""
+        with self._lock:
+            item = self._data.get(key)
+            if item is None or item[1] != old:
+                return False
+            self._data[key] = (min(deadline, until), value, renew, until, item[4])
+            self._data.move_to_end(key)
+            return True
+
     def pop(self, key: Hashable) -> V | None:
         """Remove and return the value under *key*."""
         with self._lock:

@@ -87,14 +87,19 @@ class Introspector:
         past ``loaded_at + max_age`` (0: reload it)."""
         return max(0, min(ttl, int(loaded_at + self.max_age - self.clock())))
 
-    def _keep(self, cache: LocalCache[Any], key: str, status: SessionStatus | ApiKeyStatus) -> None:
+    def _keep(self, cache: LocalCache[Any], key: str, status: SessionStatus | ApiKeyStatus,
+              replacing: SessionStatus | None = None) -> None:
         """Keep *status* in this process for its TTL, renewed by hits while in use (see :class:`LocalCache`), never
-        past ``max_age`` after its database read."""
+        past ``max_age`` after its database read; with *replacing*, only in place of that entry (still held)."""
         left = status.loaded_at + self.max_age - self.clock()
         lifetime = min(status.cache_ttl, int(left))
-        if lifetime > 0:
-            now = self.monotonic()
+        now = self.monotonic()
+        if lifetime <= 0:
+            return
+        if replacing is None:
             cache.set(key, status, now + lifetime, renew=status.cache_ttl, until=now + left)
+        else:
+            cache.replace(key, replacing, status, now + lifetime, renew=status.cache_ttl, until=now + left)
 
     # --- sessions --------------------------------------------------------------------------------------
 
@@ -145,11 +150,11 @@ class Introspector:
 
     def touch(self, status: SessionStatus) -> SessionStatus:
         """Record use of a session, sliding its expiry: queued for the last-seen writer (no database or network
-        round trip here); returns the status as it now is, kept in this process's memory."""
-        epoch = self.bus.epoch
+        round trip here); returns the status as it now is, kept in this process's memory in place of *status*
+        only: *status* was read before this call, and an eviction since (a revocation) must not be undone."""
         fresh = self.last_seen.note(status)
-        if self.bus.local_enabled() and self.bus.epoch == epoch:
-            self._keep_session(fresh)
+        if self.bus.local_enabled():
+            self._keep(self.bus.sessions, status.workos_session_id, fresh, replacing=status)
         return fresh
 
     # --- API keys --------------------------------------------------------------------------------------
