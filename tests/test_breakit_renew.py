@@ -63,3 +63,59 @@ def test_a_last_seen_touch_racing_a_revocation_does_not_bring_the_active_status_
         rt.introspector.touch(status)  # the same request, after the eviction: its last-seen note
         db.session.remove()
     assert probe.get("/api/v1/me", headers=headers).status_code == 401
+
+
+@pytest.mark.parametrize("credential", ["cookie", "bearer", "api_key"])
+def test_a_revocation_whose_invalidation_was_lost_is_honoured_within_the_max_age_under_continuous_use(
+        app_config: dict[str, Any], request: pytest.FixtureRequest, credential: str) -> None:
+    """The revocation is committed but never evicted nor published (a lost message): memory, the shared cache and
+    the cookie memo are all renewed by a hit every 0.2 s, yet none answers from a status read more than max_age
+    ago (+1 s: whole-second TTLs). Refused: 401, then 429 once the failed attempts are rate-limited."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import update
+
+    from hatidata_auth.models import ApiKey, AuthSession, Organization
+
+    ttl, max_age = 2, 3
+    app_config["HATIDATA_SESSION_CACHE_TTL"] = ttl
+    app_config["HATIDATA_SESSION_CACHE_MAX_AGE"] = max_age
+    app: Flask = request.getfixturevalue("app")
+    sync_organizations(app)
+    with app.app_context():
+        db.session.execute(update(Organization).values(session_cache_ttl=ttl))
+        db.session.commit()
+        db.session.remove()
+    rt = app.extensions["hatidata_auth"]
+    client = app.test_client()
+    assert login(client, "dev@acme.test").status_code == 302
+    session_id = client.get("/api/v1/me").get_json()["session_id"]
+    headers: dict[str, str] = {}
+    probe = client
+    if credential != "cookie":
+        probe = app.test_client()
+        if credential == "bearer":
+            headers = {"Authorization": f"Bearer {access_token(app, client)}"}
+        else:
+            created = client.post("/api/v1/api-keys", json={"name": "agent"},
+                                  headers=csrf_headers(client)).get_json()
+            headers = {"Authorization": f"Bearer {created['secret']}"}
+    rt.bus.wait_until_ready()
+    rt.bus.clear()
+    loaded = time.monotonic()
+    assert probe.get("/api/v1/me", headers=headers).status_code == 200  # read from the database now
+    with app.app_context():
+        if credential == "api_key":
+            db.session.execute(update(ApiKey).where(ApiKey.id == created["key"]["id"])
+                               .values(status="revoked", revoked_at=datetime.now(UTC)))
+        else:
+            db.session.execute(update(AuthSession).where(AuthSession.id == session_id)
+                               .values(revoked_at=datetime.now(UTC)))
+        db.session.commit()
+        db.session.remove()
+    answers = []
+    while time.monotonic() < loaded + 2 * max_age:
+        answers.append((round(time.monotonic() - loaded, 2), probe.get("/api/v1/me", headers=headers).status_code))
+        time.sleep(0.2)
+    shown = " ".join(f"{age}:{code}" for age, code in answers)
+    assert all(code in (401, 429) for age, code in answers if age > max_age + 1), shown
