@@ -8,14 +8,18 @@ and no layer answers with a status read from the database more than ``HATIDATA_S
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
 from flask import Flask
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hatidata_auth.extensions import db
+from hatidata_auth.local_cache import LocalCache
 from tests.auth_support import access_token, csrf_headers, login, sync_organizations
 
 
@@ -119,3 +123,46 @@ def test_a_revocation_whose_invalidation_was_lost_is_honoured_within_the_max_age
         time.sleep(0.2)
     shown = " ".join(f"{age}:{code}" for age, code in answers)
     assert all(code in (401, 429) for age, code in answers if age > max_age + 1), shown
+
+
+TAG_OPS = st.lists(st.tuples(st.sampled_from(["set", "get", "pop", "pop_tag", "replace"]),
+                             st.sampled_from("abcd"), st.sampled_from(["s1", "s2", None])), max_size=50)
+
+
+@settings(max_examples=600, deadline=None)
+@given(maxsize=st.integers(1, 5), operations=TAG_OPS)
+def test_tagged_entries_go_with_their_tag_and_an_evicted_entry_is_never_replaced_back(
+        maxsize: int, operations: list[tuple[str, str, str | None]]) -> None:
+    """The bookkeeping a session's eviction relies on (its memoised cookies tagged with its id), against a model: after
+    ``pop_tag(t)`` no entry stored under *t* remains, whatever sets, re-tags, LRU evictions and replaces came before;
+    ``replace`` only ever changes an entry still holding the value it was derived from."""
+    cache: LocalCache[str] = LocalCache(maxsize)
+    model: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
+    for n, (op, key, tag) in enumerate(operations):
+        if op == "set":
+            cache.set(key, f"v{n}", 1e18, renew=5.0, tag=tag)
+            model[key] = (f"v{n}", tag)
+            model.move_to_end(key)
+            while len(model) > maxsize:
+                model.popitem(last=False)
+        elif op == "get":
+            assert cache.get(key, now=0.0) == (model[key][0] if key in model else None)
+            if key in model:
+                model.move_to_end(key)
+        elif op == "pop":
+            cache.pop(key)
+            model.pop(key, None)
+        elif op == "pop_tag" and tag is not None:
+            cache.pop_tag(tag)
+            for gone in [k for k, (_, t) in model.items() if t == tag]:
+                del model[gone]
+        elif op == "replace":
+            old = model[key][0] if key in model and tag == "s1" else f"stale{n}"  # s1: derived from the live value
+            done = cache.replace(key, old, f"r{n}", 1e18, renew=5.0)
+            assert done == (key in model and model[key][0] == old)
+            if done:
+                model[key] = (f"r{n}", model[key][1])
+                model.move_to_end(key)
+        assert len(cache) == len(model)
+        for k in "abcd":
+            assert (cache.deadline(k) is not None) == (k in model)

@@ -192,3 +192,29 @@ def test_an_api_key_revoked_while_hit_is_refused_by_every_worker_within_a_second
         time.sleep(2.5)
     assert _accepted_after(hammer.seen["key"], moment) == []
     assert 200 not in _burst(server.url, key, 4 * WORKERS)
+
+
+def test_a_member_removed_while_hit_is_refused_by_every_worker_within_a_second_on_every_credential(
+        app: Flask, server: AppProcess) -> None:
+    client = app.test_client()
+    assert login(client, "dev@acme.test").status_code == 302
+    created = client.post("/api/v1/api-keys", json={"name": "agent"}, headers=csrf_headers(client)).get_json()
+    credentials = {"cookie": {"Cookie": f"hatidata_session={cookie_value(client)}"},
+                   "bearer": {"Authorization": f"Bearer {access_token(app, client)}"},
+                   "key": {"Authorization": f"Bearer {created['secret']}"}}
+    admin = _admin_headers(app)
+    with httpx2.Client(timeout=10) as c:
+        found = c.get(f"{server.url}/api/v1/members", params={"email": "dev@acme.test"}, headers=admin).json()
+    member_id = found["data"][0]["id"]
+    with Hammer(server.url, credentials, threads=1) as hammer:
+        time.sleep(3 * TTL)
+        for name in credentials:
+            assert {code for _, code in hammer.seen[name]} == {200}, name
+        with httpx2.Client(timeout=10) as c:
+            removed = c.delete(f"{server.url}/api/v1/members/{member_id}", headers=admin)
+        assert removed.status_code == 200, removed.text
+        moment = time.monotonic()
+        time.sleep(2.5)
+    for name in credentials:
+        assert _accepted_after(hammer.seen[name], moment) == [], name
+        assert 200 not in _burst(server.url, credentials[name]), name
