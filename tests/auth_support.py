@@ -15,6 +15,14 @@ GLOBEX = "org_01HTDQ8A200000000000000001"
 INITECH = "org_01HTDQ8A300000000000000001"
 
 
+def use_file_cache(app_config: dict[str, Any], folder: Any) -> dict[str, Any]:
+    """*app_config* on ``make run``'s cache profile: the file cache in *folder* (with its revocation log), no Redis."""
+    app_config.pop("REDIS_URL", None)
+    app_config["CACHE_TYPE"] = "FileSystemCache"
+    app_config["CACHE_DIR"] = str(folder)
+    return app_config
+
+
 def sync_organizations(app: Flask) -> dict[str, str]:
     """Mirror the emulator's organizations; returns WorkOS org id -> our org id."""
     from sqlalchemy import select

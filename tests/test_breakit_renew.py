@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from hatidata_auth.extensions import db
 from hatidata_auth.local_cache import LocalCache
-from tests.auth_support import access_token, csrf_headers, login, sync_organizations
+from tests.auth_support import access_token, csrf_headers, login, sync_organizations, use_file_cache
 
 
 @pytest.fixture(params=["embedded", "suite"])
@@ -28,9 +28,7 @@ def app_config(app_config: dict[str, Any], tmp_path: Path, request: pytest.Fixtu
     """``embedded``: the file cache and its revocation log, no Redis; ``suite``: the suite's backends (Redis and its
     bus when ``TEST_REDIS_URL`` is set)."""
     if request.param == "embedded":
-        app_config.pop("REDIS_URL", None)
-        app_config["CACHE_TYPE"] = "FileSystemCache"
-        app_config["CACHE_DIR"] = str(tmp_path / "shared-cache")
+        use_file_cache(app_config, tmp_path / "shared-cache")
     return app_config
 
 

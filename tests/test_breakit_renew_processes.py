@@ -21,7 +21,15 @@ from workos.session import seal_data, unseal_data
 
 from hatidata_auth.extensions import db
 from hatidata_auth.models import Organization
-from tests.auth_support import access_token, cookie_value, csrf_headers, forge_token, login, sync_organizations
+from tests.auth_support import (
+    access_token,
+    cookie_value,
+    csrf_headers,
+    forge_token,
+    login,
+    sync_organizations,
+    use_file_cache,
+)
 from tests.support.processes import AppProcess, app_settings
 
 pytestmark = pytest.mark.slow
@@ -32,9 +40,7 @@ TTL = 1
 @pytest.fixture(params=["embedded", "suite"])
 def app_config(app_config: dict[str, Any], tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, Any]:
     if request.param == "embedded":
-        app_config.pop("REDIS_URL", None)
-        app_config["CACHE_TYPE"] = "FileSystemCache"
-        app_config["CACHE_DIR"] = str(tmp_path / "shared-cache")
+        use_file_cache(app_config, tmp_path / "shared-cache")
     app_config["HATIDATA_SESSION_CACHE_TTL"] = TTL
     return app_config
 

@@ -27,7 +27,7 @@ from workos.session import seal_session_from_auth_response
 from hatidata_auth.embedding import cache_sizes
 from hatidata_auth.extensions import db
 from hatidata_auth.models import AuthSession
-from tests.auth_support import access_token, login, sync_organizations
+from tests.auth_support import access_token, login, sync_organizations, use_file_cache
 
 pytestmark = pytest.mark.slow
 EXPECTED = 1_200  # past the status caches' floor (1,000) and past cachelib's default file-cache threshold (500)
@@ -37,9 +37,7 @@ EXPECTED = 1_200  # past the status caches' floor (1,000) and past cachelib's de
 def app_config(request: pytest.FixtureRequest, app_config: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
     """Each profile with an in-process layer, sized for :data:`EXPECTED` live sessions; no last-seen writes."""
     if request.param == "file_cache":
-        app_config.pop("REDIS_URL", None)
-        app_config["CACHE_TYPE"] = "FileSystemCache"
-        app_config["CACHE_DIR"] = str(tmp_path / "shared-cache")
+        use_file_cache(app_config, tmp_path / "shared-cache")
     app_config["HATIDATA_EXPECTED_LIVE_SESSIONS"] = EXPECTED
     app_config["HATIDATA_SESSION_TOUCH_INTERVAL"] = 3600  # the writes are not what is counted here
     return app_config

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from hatidata_auth.cookie_tokens import CookieSessions
 from hatidata_auth.revocation_bus import RevocationBus
-from tests.auth_support import cookie_value, csrf_headers, login, sync_organizations
+from tests.auth_support import cookie_value, csrf_headers, login, sync_organizations, use_file_cache
 
 
 def _data(exp: float | None, sid: str | None = "session_1") -> dict[str, Any]:
@@ -84,9 +84,7 @@ def test_a_token_without_exp_or_session_is_not_memoised_nor_one_unsealed_across_
 def app_config(request: pytest.FixtureRequest, app_config: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
     """Each profile with an in-process layer."""
     if request.param == "file_cache":
-        app_config.pop("REDIS_URL", None)
-        app_config["CACHE_TYPE"] = "FileSystemCache"
-        app_config["CACHE_DIR"] = str(tmp_path / "shared-cache")
+        use_file_cache(app_config, tmp_path / "shared-cache")
     return app_config
 
 
