@@ -1,11 +1,12 @@
 """The applier's batch scope (issue #14): what a batch establishes once (tenant row locks, verified domains, role
 mappings) and its audit rows written at the batch's commit change no outcome.
 
-Property: any history of directory user, group membership, organization (domains, a first mirror, deletion) events,
-refused payloads and events that fail after writing included, ends in the same directory users, memberships, roles,
-people, inbox statuses and audit trail (each chain verifies; the same actions per event) whether the appliers apply
-it one event per transaction or in batches of up to 20. The events are stored a group at a time, each group holding
-one event per entity key, so that both runs apply them in the same order (a batch claims one event per key).
+Property: any history of directory user, group membership, organization (domains, a first mirror, deletion) and
+directory deletion events, refused payloads and events that fail after writing included, ends in the same directory
+users, memberships, roles, people, inbox statuses and audit trail (each chain verifies; the same actions per event)
+whether the appliers apply it one event per transaction or in batches of up to 20. The events are stored a group at
+a time, each group holding one event per entity key, so that both runs apply them in the same order (a batch claims
+one event per key).
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ step = st.one_of(
     st.tuples(st.just("domains"), st.sampled_from((ACME, GLOBEX)), st.sampled_from(((), ("shared.test",))),
               st.just(False)),  # who owns the shared domain, back and forth
     st.tuples(st.just("org_deleted"), st.just(GLOBEX)),
+    st.tuples(st.just("directory_deleted"), orgs),  # its users' later events are ignored (known directories)
 )
 
 
@@ -118,6 +120,10 @@ def _event(spec: tuple[Any, ...]) -> dict[str, Any]:
         return _membership(spec[1], spec[2])
     if kind == "domains":
         return _organization(spec[1], spec[2], broken=spec[3] and spec[1] != INITECH)
+    if kind == "directory_deleted":
+        data = {"object": "directory", "id": DIRECTORIES[spec[1]], "organization_id": spec[1], "state": "deleting",
+                "type": "okta scim v2.0", "name": "Directory"}
+        return _envelope("dsync.deleted", data, _stamp())
     return _envelope("organization.deleted", {"object": "organization", "id": spec[1], "name": "Globex"}, _stamp())
 
 
@@ -263,3 +269,13 @@ def test_a_failed_domain_change_in_a_batch_leaves_no_trace_for_the_next_event(ap
                       _user(ACME, 2, "shared.test"))
     assert [status for status, _e in state["inbox"].values()].count("failed") == 1
     assert (_linked(state, ACME, "A1"), _linked(state, ACME, "A2")) == ("ua1@shared.test", "ua2@shared.test")
+
+
+def test_a_directory_deleted_in_a_batch_is_seen_by_the_next_event_of_that_directory(app: Flask) -> None:
+    """A1's suspension binds Acme's directory; the directory's deletion comes next (both revoke access, so both come
+    first); A2's event after them in the same batch is ignored, not applied to a deleted directory."""
+    before = (_user(ACME, 1, "acme.test"),)
+    state = _scenario(app, _user(ACME, 1, "acme.test", "suspended"), _event(("directory_deleted", ACME)),
+                      _user(ACME, 2, "acme.test"), before=before)
+    assert ("directory_user_A2" not in {workos_id for _org, workos_id in state["directory_users"]})
+    assert sorted(status for status, _e in state["inbox"].values()) == ["applied", "applied", "applied", "ignored"]

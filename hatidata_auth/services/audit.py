@@ -68,7 +68,7 @@ _WRITTEN_KEY = "hatidata_audit_written"
 _HEADS_KEY = "hatidata_audit_heads"  # {chain key: (seq, hash)} this transaction holds locked and wrote last
 _MARKS_KEY = "hatidata_audit_savepoints"  # {open savepoint: (events recorded, events written) when it began}
 _DEFER_KEY = "hatidata_audit_deferred"  # set: a savepoint's commit leaves the events pending (:func:`deferred`)
-_CTE_MAX_ROWS = 50  # above this many events per transaction, the ORM's batched INSERT compiles faster
+_CTE_MAX_ROWS = 50  # above this many events per transaction, one executemany compiles faster than the CTE
 _NO_ORG_KEY = "-"  # chain key of the events that belong to no organization (organization ids never look like this)
 
 
@@ -218,16 +218,13 @@ def flush_pending(session: Session) -> int:
             event.hash = prev_hash = chain_hash(prev_hash, event)
         heads[key] = (seq, prev_hash)
     if session.get_bind().dialect.name != "postgresql" or len(events) > _CTE_MAX_ROWS:
-        if len(events) > _CTE_MAX_ROWS:
-            # Many events (a resync page): one compiled INSERT executed over them (prepared and pipelined by
-            # psycopg). The ORM's batched INSERT needs RETURNING, so it renders a statement of thousands of
-            # parameters that the driver parses anew for every batch (a third of a resync page's time).
-            session.execute(insert(AuditEvent.__table__), [{c: getattr(event, c) for c in _AUDIT_COLUMNS}
-                                                           for event in events])
-            metrics.audit_written(session, events)
-        else:
-            session.add_all(events)  # batched by the ORM (insertmanyvalues), then one UPDATE per head
-            session.flush()
+        # SQLite, or many events (a resync page): one compiled INSERT executed over them (prepared and pipelined
+        # by psycopg; one executemany on SQLite). The ORM's batched INSERT needs RETURNING: it renders a statement
+        # of thousands of parameters that psycopg parses anew for every batch (a third of a resync page's time),
+        # and on SQLite it sent one INSERT per event.
+        session.execute(insert(AuditEvent.__table__), [{c: getattr(event, c) for c in _AUDIT_COLUMNS}
+                                                       for event in events])
+        metrics.audit_written(session, events)
         heads_table = AuditChainHead.__table__
         for key, (seq, head_hash) in heads.items():
             session.execute(update(heads_table).where(heads_table.c.chain_key == key).values(seq=seq, hash=head_hash))

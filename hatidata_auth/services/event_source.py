@@ -148,8 +148,16 @@ def _known_statement() -> Select[datetime | None, str | None]:
 
 
 def _known(ctx: EventContext, org: Organization, directory_id: str) -> Row[datetime | None, str | None] | None:
-    """Whether the organization has had the directory (``None``: never), and if deleted, when and by which event."""
-    return ctx.session.execute(_known_statement(), {"organization_id": org.id, "directory_id": directory_id}).first()
+    """Whether the organization has had the directory (``None``: never), and if deleted, when and by which event;
+    read once per applier's batch while it holds the organization's row (``events.batch_scope``)."""
+    def load() -> Row[datetime | None, str | None] | None:
+        params = {"organization_id": org.id, "directory_id": directory_id}
+        return ctx.session.execute(_known_statement(), params).first()
+
+    if ctx.scope is None:
+        return load()
+    known: Row[datetime | None, str | None] | None = ctx.scope.known_directory(org.id, directory_id, load)
+    return known
 
 
 def _remember(ctx: EventContext, org: Organization, directory_id: str, *, deleted: bool = False) -> None:

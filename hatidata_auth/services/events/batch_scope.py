@@ -2,7 +2,8 @@
 
 An applier applies up to 20 events in one transaction, each under its savepoint. Much of what an event reads is
 the same for every event of the batch: the lock on its organization's row, every organization's verified domains
-(``domains.VerifiedDomains``), the organization's role mappings. :class:`BatchScope` keeps them for the
+(``domains.VerifiedDomains``), the organization's role mappings, whether the organization has had the event's
+directory (``known_directories``). :class:`BatchScope` keeps them for the
 transaction, and each event gets an :class:`EventScope` that reads through it:
 
 - What an event establishes is staged in its :class:`EventScope` and joins the batch only when the event's
@@ -13,7 +14,9 @@ transaction, and each event gets an :class:`EventScope` that reads through it:
   by the ORM or by a Core statement, in this event or an earlier one (rolled back or not), is counted
   (:func:`writes`), and an entry read before the count moved is read again.
 - Role mappings are kept only for an organization whose row this transaction holds locked: a mapping edit locks
-  that row first (``role_mapping.replace_mappings``), so none can commit while the batch holds it.
+  that row first (``role_mapping.replace_mappings``), so none can commit while the batch holds it. Known
+  directories likewise: a directory is marked deleted only under its organization's exclusive lock
+  (``services.event_source``), and a write to ``known_directories`` in this session is counted as above.
 
 Verified domains are those of every organization, most of them not locked by the batch: an edit committed by
 another transaction while the batch runs is seen by the batch's next transaction (as if the batch had run a few
@@ -22,18 +25,19 @@ milliseconds earlier), the way the resync reads them once per page.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from itertools import chain
 from typing import Any
 
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session, object_session
 
-from ...models import Organization, RoleMapping
+from ...models import KnownDirectory, Organization, RoleMapping
 from ...unit_of_work import AppSession, unit_of_work
 from .. import domains, role_mapping
 
 _WRITES_KEY = "hatidata_batch_scope_writes"  # {table name: writes counted in this session}
-_WATCHED = {Organization.__table__.name: Organization, RoleMapping.__table__.name: RoleMapping}
+_WATCHED = {model.__table__.name: model for model in (Organization, RoleMapping, KnownDirectory)}
 
 
 def writes(session: Session, model: type[Any]) -> int:
@@ -75,7 +79,7 @@ class BatchScope:
     """What the batch's transaction has established so far (only events whose savepoint committed added to it);
     made by the applier for one transaction and dropped with it."""
 
-    __slots__ = ("_domains", "_locked", "_mappings")
+    __slots__ = ("_domains", "_known", "_locked", "_mappings")
 
     def __init__(self) -> None:
         # WorkOS organization id -> (row, locked exclusively, organizations' write count when read)
@@ -83,6 +87,8 @@ class BatchScope:
         self._domains: tuple[int, domains.VerifiedDomains] | None = None
         # organization id -> (role mappings' write count when read, mappings, its row locked before the read)
         self._mappings: dict[str, tuple[int, list[role_mapping.MappingSpec], bool]] = {}
+        # (organization id, directory id) -> (known directories' write count when read, the row or None, locked)
+        self._known: dict[tuple[str, str], tuple[int, Any, bool]] = {}
 
     def event(self, session: Session) -> EventScope:
         """A scope for the next event, reading through this one."""
@@ -97,13 +103,14 @@ class BatchScope:
             self._domains = scope._domains
         self._mappings.update((org_id, (seen, specs, True)) for org_id, (seen, specs, locked)
                               in scope._mappings.items() if locked)
+        self._known.update((key, entry) for key, entry in scope._known.items() if entry[2])
 
 
 class EventScope:
     """One event's view of its batch: what the batch established, plus what this event has established itself
     (joined to the batch by :meth:`BatchScope.promote` when its savepoint commits)."""
 
-    __slots__ = ("_batch", "_domains", "_locked", "_mappings", "_session")
+    __slots__ = ("_batch", "_domains", "_known", "_locked", "_mappings", "_session")
 
     def __init__(self, session: Session, batch: BatchScope | None = None) -> None:
         self._session = session
@@ -111,6 +118,7 @@ class EventScope:
         self._locked: dict[str, tuple[Organization, bool, int]] = {}
         self._domains: tuple[int, domains.VerifiedDomains] | None = None
         self._mappings: dict[str, tuple[int, list[role_mapping.MappingSpec], bool]] = {}
+        self._known: dict[tuple[str, str], tuple[int, Any, bool]] = {}
 
     def locked_organization(self, workos_organization_id: str, exclusive: bool) -> Organization | None:
         """The organization's row if this transaction holds it locked (*exclusive*: ``FOR UPDATE``, else at least
@@ -150,3 +158,18 @@ class EventScope:
         specs = role_mapping.list_mappings(session, organization_id)
         self._mappings[organization_id] = (writes(session, RoleMapping), specs, locked)
         return specs
+
+    def known_directory(self, organization_id: str, directory_id: str, load: Callable[[], Any]) -> Any:
+        """What ``known_directories`` holds of the pair (*load* reads it: a row, or ``None``): read once per event,
+        and once per batch while this transaction holds the organization's row locked (taken before the read) and
+        writes no known directory."""
+        key = (organization_id, directory_id)
+        session = self._session
+        cached = self._known.get(key) or self._batch._known.get(key)
+        if (cached is not None and cached[0] == writes(session, KnownDirectory)
+                and not _unflushed(session, KnownDirectory)):
+            return cached[1]
+        locked = self.holds(organization_id)
+        row = load()
+        self._known[key] = (writes(session, KnownDirectory), row, locked)
+        return row
