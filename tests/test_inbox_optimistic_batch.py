@@ -129,3 +129,46 @@ def test_the_known_directory_is_read_once_per_batch_and_again_after_a_write(app:
         assert loads == ["x", "x", "y", "z", "z"]
         session.rollback()
         db.session.remove()
+
+
+def _as(payload: dict[str, Any], event_type: str) -> dict[str, Any]:
+    return {**payload, "id": f"{payload['id']}{event_type[-7:]}", "event": event_type}
+
+
+@pytest.mark.parametrize(("before", "after"), [
+    (("acme.test", "active", False), ("acme.test", "suspended", False)),
+    (("acme.test", "active", False), ("shared.test", "active", False)),
+    (("acme.test", "suspended", False), ("acme.test", "active", False)),
+    (("acme.test", "active", True), ("acme.test", "active", False)),  # a tombstone is never resurrected
+])
+def test_a_created_event_of_a_stored_user_ends_as_an_updated_event_would(
+        app: Flask, monkeypatch: pytest.MonkeyPatch, before: tuple[str, str, bool],
+        after: tuple[str, str, bool]) -> None:
+    """``dsync.user.created`` tries the insert first (no lookup) when its tenant's row is held: for a user already
+    stored (a replay, a resync, or events out of order) its conflict path must end exactly as ``updated`` does."""
+    from hatidata_auth.services.events import directory_users
+    from tests.test_inbox_batch_scope import _state
+
+    looked_up: list[str] = []
+    lookup = directory_users._org_and_locked_user
+
+    def spy(ctx: Any, data: dict[str, Any]) -> Any:
+        looked_up.append(data["id"])
+        return lookup(ctx, data)
+
+    monkeypatch.setattr(directory_users, "_org_and_locked_user", spy)
+    first = _user(ACME, 1, before[0], before[1], deleted=before[2])
+    # A2 and A3 come first in their batches (A3 older and revoking, as A1's snapshot may be): Acme's row is held
+    others = _user(ACME, 2, "acme.test"), _user(ACME, 3, "acme.test", "suspended")
+    later = _user(ACME, 1, after[0], after[1])
+    ends = {}
+    for event_type in ("dsync.user.updated", "dsync.user.created"):
+        _prepare(app)
+        _apply_batch(app, [others[0], first])
+        looked_up.clear()
+        _apply_batch(app, [others[1], _as(later, event_type)])
+        assert ("directory_user_A1" in looked_up) == (event_type == "dsync.user.updated")
+        state = _state(app)
+        ends[event_type] = (state["directory_users"], state["memberships"], state["people"],
+                            sorted(action for _e, action, *_r in state["audit"]))
+    assert ends["dsync.user.created"] == ends["dsync.user.updated"]

@@ -35,7 +35,10 @@ def _org_and_locked_user(ctx: EventContext, data: dict[str, Any]) -> tuple[Organ
 def on_user_upsert(ctx: EventContext, data: dict[str, Any]) -> None:
     """``dsync.user.created`` / ``dsync.user.updated``."""
     require(data, "id", "directory_id", "state")
-    found = _org_and_locked_user(ctx, data)
+    # A created user is new as a rule: with its tenant's row held already, the insert is tried first (a user stored
+    # before, by a replay or a resync, is then locked and updated by its conflict path), which saves the lookup.
+    expect_new = ctx.event_type == "dsync.user.created" and data.get("organization_id") in ctx.locked_organizations
+    found = None if expect_new else _org_and_locked_user(ctx, data)
     if found is not None:  # the common case, an update of a known user: one round trip for both rows
         org, existing = found
         ctx.organization = org
@@ -48,7 +51,8 @@ def on_user_upsert(ctx: EventContext, data: dict[str, Any]) -> None:
         if org_or_none is None:
             return
         org = org_or_none
-        # The joined lookup above found no such user in the organization with this WorkOS id: skip looking again.
+        # The joined lookup above found no such user in the organization with this WorkOS id (or, for a created user,
+        # the insert is tried first): skip looking again.
         known_absent = bool(data.get("organization_id")) and org.workos_organization_id == data["organization_id"]
         du, changed = upsert_directory_user(ctx, org, data, known_absent=known_absent)
     if du is not None and changed and ctx.access_changed:  # a name change alone needs no access work
