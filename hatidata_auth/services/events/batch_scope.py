@@ -1,14 +1,16 @@
 """What an applier's batch has established in its transaction, shared by the batch's events.
 
-An applier applies up to 20 events in one transaction, each under its savepoint. Much of what an event reads is
+An applier applies up to 20 events in one transaction, under one savepoint for the batch, or each under its own
+when one fails (``inbox_worker._optimistic``). Much of what an event reads is
 the same for every event of the batch: the lock on its organization's row, every organization's verified domains
 (``domains.VerifiedDomains``), the organization's role mappings, whether the organization has had the event's
 directory (``known_directories``). :class:`BatchScope` keeps them for the
 transaction, and each event gets an :class:`EventScope` that reads through it:
 
 - What an event establishes is staged in its :class:`EventScope` and joins the batch only when the event's
-  savepoint commits (:meth:`BatchScope.promote`): a rolled-back savepoint releases the row locks taken in it, and
-  what was read in it may have been changed by the work rolled back.
+  savepoint commits, or, under the batch's single savepoint, when the event returns (:meth:`BatchScope.promote`;
+  that savepoint rolled back, the whole :class:`BatchScope` is dropped): a rolled-back savepoint releases the row
+  locks taken in it, and what was read in it may have been changed by the work rolled back.
 - A cached value is used only while nothing it derives from has changed in this session, flushed or not: any write
   to ``organizations`` (an organization's domains, status, directory, a mirrored new one) or ``role_mappings``,
   by the ORM or by a Core statement, in this event or an earlier one (rolled back or not), is counted
@@ -95,7 +97,8 @@ class BatchScope:
         return EventScope(session, self)
 
     def promote(self, scope: EventScope) -> None:
-        """The event of *scope* committed its savepoint: what it established is the transaction's."""
+        """The event of *scope* committed its savepoint (or returned, under the batch's single savepoint): what it
+        established is the transaction's."""
         for key, (org, exclusive, seen) in scope._locked.items():
             held = self._locked.get(key)
             self._locked[key] = (org, exclusive or (held is not None and held[1]), seen)
