@@ -4,7 +4,8 @@ In one process, with Flask's test client (no HTTP server, no other process): sig
 to the minimal pipeline (``bench/minimal_pipeline.py``) and to our ``POST /webhooks/workos`` with the appliers
 off, on the same private PostgreSQL database (``BENCH_DATABASE_URL``). Prints the CPU seconds per request of each
 (``time.process_time``: this process's CPU, what a gunicorn worker spends), their ratio measured in the same run,
-and the app's top functions by cumulative CPU time under ``cProfile`` (``--top``).
+and the app's top functions by cumulative CPU time under ``cProfile`` (``--top``; ``--save FILE`` also writes the
+profile in ``pstats`` format, to read with ``pstats.Stats(FILE).print_callees(...)``).
 
 ``--apply``: the appliers instead (issue #14). The events are posted with the appliers off, then drained in this
 process by ``inbox_worker.drain`` (batches of ``--batch`` events), first as ``dsync.user.created`` of new users, then
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_duration(parser, "seconds each measured round (and the profiled one) posts for at most")
     parser.add_argument("--apply", action="store_true", help="profile the appliers (drain) instead of the webhook")
     parser.add_argument("--batch", type=int, default=inbox_worker.DEFAULT_BATCH, help="events per applier batch")
+    parser.add_argument("--save", metavar="FILE", help="also write the profile to FILE (pstats format)")
     return parser
 
 
@@ -121,6 +123,8 @@ def main(argv: list[str] | None = None) -> None:
         warm = min(200, args.events)
         _post_all(minimal, _bodies(warm, 900_000))
         profiler = _apply_rounds(app, minimal, ours, args) if args.apply else _ack_rounds(minimal, ours, args)
+        if args.save:
+            profiler.dump_stats(args.save)
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(args.top)
         print(out.getvalue())

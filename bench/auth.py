@@ -12,17 +12,24 @@ Starts the WorkOS emulator (in this process) and, per profile, gunicorn (``--wor
 
 For each profile and each ``--sessions`` count N it measures, alternating ``--rounds`` times, requests/s of
 ``GET /healthz`` (the unauthenticated baseline of the same app) and ``GET /api/v1/me`` by session **cookie**, by
-**bearer** access token (both cycling over N distinct live sessions, minted straight into the
-database and signed by the emulator's key for an hour, every one requested by every worker before the measure), and by
-**API key** (one key); then the revocation propagation (``--trials``: from the revoke call returning until 20
-consecutive requests are refused). It prints each ratio to the baseline, the ratio with the most sessions
-against the one with the fewest, and whether the targets are met: cookie and bearer at least 0.9 of ``/healthz``,
-the ratio with the most sessions within 10 % of the fewest, revocation p99 at most 1 s.
+**bearer** access token (both cycling over N distinct live sessions, minted straight into the database and signed
+by the emulator's key for an hour), and by **API key** (one key); then the revocation propagation (``--trials``:
+from the revoke call returning until 20 consecutive requests are refused). It prints how long minting, warming
+and measuring took, each ratio to the baseline, the ratio with the most sessions against the one with the
+fewest, and whether the targets are met: cookie and bearer at least 0.9 of ``/healthz``, the ratio with the most
+sessions within 10 % of the fewest, revocation p99 at most 1 s.
+
+What is measured is the steady state where every worker holds every session in its in-process caches. Before the
+measure, each session's cookie and then its token run exactly once through each worker's app, on a private port
+per worker (``bench/auth_warm.py``: N x 2 x workers requests, every answer must be a 200); after it, each
+worker's live entries of its status, unsealed-cookie and verified-token caches are counted, and (unless
+``--cache-ttl`` is given) a count below N fails the run.
 
 ``--cache-ttl S`` sets the servers' ``HATIDATA_SESSION_CACHE_TTL`` (default 300 s, longer than a run's phases): a
 few seconds make the phases outlive the status and unsealed-cookie entries, so what a TTL costs a credential in use
 (renewed on hits, or reloaded from the shared cache) shows in the ratios. A credential is kept in memory only while
 each worker sees it again within half the TTL: with N sessions cycled by the bench, about N x workers / (req/s).
+The warm-up and the measure together must then fit in the TTL (the counts after the measure show whether they did).
 """
 
 from __future__ import annotations
@@ -36,6 +43,8 @@ import time
 from typing import Any
 
 from bench.auth_setup import API_KEY, CLIENT_ID, Served, live_sessions, login, raw, request, safe_status, serve
+from bench.auth_warm import BATCH, live_counts, warm_workers
+from hatidata_auth.config import DEFAULTS
 
 KINDS = ("baseline", "cookie", "bearer", "api_key")
 
@@ -68,11 +77,10 @@ def measure(port: int, raws: list[bytes], duration: float, clients: int) -> tupl
     return sum(r[0] for r in results) / elapsed, sum(r[1] for r in results)
 
 
-def warm(port: int, raws: list[bytes], workers: int, clients: int) -> None:
-    """Request every credential often enough that each worker has most likely seen each one."""
-    passes = 2 * workers if len(raws) > 1 else 50
+def warm(port: int, data: bytes, clients: int, passes: int = 50) -> None:
+    """Send one credential *passes* times from each of *clients* processes through gunicorn's socket."""
     out: Any = mp.Queue()
-    procs = [mp.Process(target=_warm_worker, args=(port, raws[i::clients], passes, out)) for i in range(clients)]
+    procs = [mp.Process(target=_warm_worker, args=(port, data, passes, out)) for _ in range(clients)]
     for p in procs:
         p.start()
     for _ in procs:
@@ -81,10 +89,9 @@ def warm(port: int, raws: list[bytes], workers: int, clients: int) -> None:
         p.join()
 
 
-def _warm_worker(port: int, raws: list[bytes], passes: int, out: Any) -> None:
+def _warm_worker(port: int, data: bytes, passes: int, out: Any) -> None:
     for _ in range(passes):
-        for data in raws:
-            request(port, data)
+        request(port, data)
     out.put(None)
 
 
@@ -113,10 +120,22 @@ def credentials(served: Served, emulator: Any, count: int) -> dict[str, list[byt
     return found
 
 
-def throughput(served: Served, raws: dict[str, list[bytes]], args: argparse.Namespace) -> dict[str, float]:
-    """Mean req/s of each kind over ``--rounds`` alternating rounds."""
-    for kind in KINDS:
-        warm(served.port, raws[kind], args.workers, args.clients)
+def throughput(served: Served, raws: dict[str, list[bytes]], args: argparse.Namespace) -> tuple[dict[str, float],
+                                                                                          bool]:
+    """Mean req/s of each kind over ``--rounds`` alternating rounds, and whether every worker still held every
+    session in its in-process caches after them."""
+    started = warmed = time.monotonic()
+    for kind in ("baseline", "api_key"):
+        warm(served.port, raws[kind][0], args.clients)
+    # each session's cookie then its token, in batches, once in every worker (bench.auth_warm)
+    count = len(raws["cookie"])
+    both = [raw for offset in range(0, count, BATCH)
+            for kind in ("cookie", "bearer") for raw in raws[kind][offset:offset + BATCH]]
+    statuses, cpus = warm_workers(served.warm_ports, both)
+    print(f"    warmed {len(both)} requests x {len(served.warm_ports)} workers in {time.monotonic() - started:.1f} s,"
+          f" worker CPU {', '.join(f'{cpu:.1f}' for cpu in cpus)} s (statuses {dict(statuses)})", flush=True)
+    assert set(statuses) == {200}, f"warm-up refused: {dict(statuses)}"
+    started = time.monotonic()
     totals: dict[str, list[float]] = {kind: [] for kind in KINDS}
     errors = dict.fromkeys(KINDS, 0)
     for _ in range(args.rounds):
@@ -124,11 +143,21 @@ def throughput(served: Served, raws: dict[str, list[bytes]], args: argparse.Name
             rps, bad = measure(served.port, raws[kind], args.duration, args.clients)
             totals[kind].append(rps)
             errors[kind] += bad
+    live = live_counts(served.warm_ports)
+    held = all(entries >= count for worker in live for entries in worker.values())
+    print(f"    measured in {time.monotonic() - started:.1f} s; live cache entries per worker after it: {live} "
+          f"({'every' if held else 'NOT every'} worker holds all {count} sessions)", flush=True)
+    ttl = args.cache_ttl or DEFAULTS["HATIDATA_SESSION_CACHE_TTL"]
+    if not held and time.monotonic() - warmed > ttl:
+        print(f"    the warm-up and the measure outlasted the status cache TTL ({ttl} s): entries warmed first expired"
+              f" before the measure ended (a longer --cache-ttl keeps them)", flush=True)
+    # a --cache-ttl shorter than the phase asks for entries to expire: a count below N is then the point
+    held = held or (args.cache_ttl is not None and args.cache_ttl < time.monotonic() - warmed)
     means = {kind: statistics.mean(values) for kind, values in totals.items()}
     for kind in KINDS:
         print(f"    {kind:9s} {means[kind]:8.0f} req/s  ratio {means[kind] / means['baseline']:5.2f}  "
               f"non-2xx {errors[kind]}", flush=True)
-    return means
+    return means, held
 
 
 def propagation(served: Served, trials: int) -> float:
@@ -181,12 +210,16 @@ def run_profile(profile: str, emulator: Any, args: argparse.Namespace) -> bool:
         print(f"{profile}: gunicorn {args.workers} workers, {args.clients} clients, {args.duration:.0f} s x "
               f"{args.rounds} rounds per kind, status cache TTL {args.cache_ttl or 'default'}", flush=True)
         ratios: dict[int, dict[str, float]] = {}
+        steady = True
         for count in counts:
             print(f"  {count} live session(s)", flush=True)
+            started = time.monotonic()
             raws = credentials(served, emulator.emulator, count)
-            means = throughput(served, raws, args)
+            print(f"    minted in {time.monotonic() - started:.1f} s", flush=True)
+            means, held = throughput(served, raws, args)
+            steady = steady and held
             ratios[count] = {kind: means[kind] / means["baseline"] for kind in KINDS}
-        ok = all(ratios[c][k] >= 0.9 for c in counts for k in ("cookie", "bearer"))
+        ok = steady and all(ratios[c][k] >= 0.9 for c in counts for k in ("cookie", "bearer"))
         if len(counts) > 1:
             few, many = ratios[counts[0]], ratios[counts[-1]]
             for kind in ("cookie", "bearer"):

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from bench.auth_warm import worker_ports
+
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "sk_bench_" + "b" * 24
 CLIENT_ID = "client_emulator"
@@ -72,6 +74,7 @@ class Served:
     process: subprocess.Popen[bytes]
     folder: Path
     cleanup: list[Any] = field(default_factory=list)
+    warm_ports: list[int] = field(default_factory=list)  # each worker's private warm-up port (bench.auth_warm)
 
     def stop(self) -> None:
         """Stop gunicorn, then run the profile's cleanups (drop the private database)."""
@@ -105,7 +108,7 @@ def serve(profile: str, emulator_url: str, *, workers: int, database_url: str, r
     env = {**os.environ, "PYTHONPATH": str(ROOT), "WEB_CONCURRENCY": str(workers), "PORT": str(port),
            "GUNICORN_ACCESS_LOG": "/dev/null", "HATIDATA_PUBLIC_URL": public_url, "WORKOS_API_KEY": API_KEY,
            "WORKOS_CLIENT_ID": CLIENT_ID, "WORKOS_BASE_URL": emulator_url,
-           "HATIDATA_INSTANCE_PATH": str(folder / "instance")}
+           "HATIDATA_INSTANCE_PATH": str(folder / "instance"), "BENCH_WARM_DIR": str(folder / "warm")}
     env.pop("REDIS_URL", None)
     env.pop("DATABASE_URL", None)
     if expected_sessions:
@@ -150,9 +153,10 @@ def serve(profile: str, emulator_url: str, *, workers: int, database_url: str, r
         upgrade()
         organizations.sync_from_workos(db.session(), app.extensions["hatidata_workos"].client, Actor.system())
         db.session.commit()
+    (folder / "warm").mkdir()
     log = (folder / "gunicorn.log").open("w")  # a pipe nobody reads would fill up and block the workers
     process = subprocess.Popen(  # our own interpreter and arguments
-        [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "config" / "gunicorn.conf.py"), "wsgi:app"],
+        [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "bench" / "auth_gunicorn.py"), "wsgi:app"],
         env=env, cwd=str(ROOT), stdout=log, stderr=log)
     served = Served(profile, port, app, process, folder, cleanup)
     deadline = time.monotonic() + 30
@@ -161,6 +165,7 @@ def serve(profile: str, emulator_url: str, *, workers: int, database_url: str, r
             served.stop()
             raise RuntimeError("gunicorn did not start: " + (folder / "gunicorn.log").read_text()[-4000:])
         time.sleep(0.2)
+    served.warm_ports = worker_ports(folder / "warm", workers)
     return served
 
 

@@ -209,10 +209,30 @@ def server_env(database_url: str, emulator_url: str, instance: Path) -> dict[str
     """The environment both servers run with (the same gunicorn settings; a fresh port each time)."""
     env = {**os.environ, "HATIDATA_ENV": "development", "DATABASE_URL": database_url,
            "WORKOS_BASE_URL": emulator_url, "WORKOS_WEBHOOK_SECRET": SECRET, "WEB_CONCURRENCY": "2",
-           "PORT": str(free_port()), "GUNICORN_ACCESS_LOG": "/dev/null", "HATIDATA_INSTANCE_PATH": str(instance)}
+           "PORT": str(free_port()), "GUNICORN_ACCESS_LOG": "/dev/null", "HATIDATA_INSTANCE_PATH": str(instance),
+           "PROMETHEUS_MULTIPROC_DIR": str(instance / "metrics")}  # every worker's (and applier's) samples at once
     if os.environ.get("BENCH_REDIS_URL"):
         env["REDIS_URL"] = os.environ["BENCH_REDIS_URL"]
     return env
+
+
+def batches(port: int) -> tuple[float, float]:
+    """The appliers' batches so far (``hatidata_inbox_batch_events`` of the batch threads, all processes): (events,
+    batches)."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("GET", "/metrics")
+    values = {"sum": 0.0, "count": 0.0}
+    for line in c.getresponse().read().decode().splitlines():
+        for part in values:
+            if line.startswith(f'hatidata_inbox_batch_events_{part}{{thread="batch"}}'):
+                values[part] += float(line.rsplit(" ", 1)[1])
+    return values["sum"], values["count"]
+
+
+def batch_figure(before: tuple[float, float], after: tuple[float, float]) -> str:
+    """The mean batch between two :func:`batches` readings, as printed."""
+    events, count = after[0] - before[0], after[1] - before[1]
+    return f"{events / count:.1f} events per batch ({count:.0f} batches)" if count else "no batch"
 
 
 def free_port() -> int:
@@ -336,6 +356,7 @@ class RoundResult:
     latencies: list[float]
     statuses: dict[int, int]
     elapsed: float
+    batches: str = ""
 
 
 def mixed_bodies(users: int, per_user: int, offset: int = 0) -> list[str]:
@@ -368,13 +389,14 @@ def _measure(server: subprocess.Popen[bytes], env: dict[str, str], bodies: list[
     if not inline:
         seconds_until_drained(engine, time.perf_counter())
     meter = CpuMeter(server.pid, engine, others)
+    before = (0.0, 0.0) if inline else batches(port)
     started = time.perf_counter()
     elapsed, latencies, statuses = send_all(port, bodies[200:], concurrency, seconds=seconds)
     applied = elapsed if inline else max(seconds_until_drained(engine, started), elapsed)
     app_cpu, db_cpu = meter.used()
     n = len(latencies)
     return RoundResult(n / elapsed, n / applied, 1000 * app_cpu / n, 1000 * db_cpu / n, latencies, statuses,
-                       elapsed)
+                       elapsed, "" if inline else batch_figure(before, batches(port)))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -493,6 +515,7 @@ def main(argv: list[str] | None = None) -> None:
             probe = DeactivationProbe(port, probe_engine, targets)
             meter = CpuMeter(server.pid, probe_engine, others)
             cpu_before = resource.getrusage(resource.RUSAGE_SELF)
+            batches_before = batches(port)
             started = time.perf_counter()
             probe.start()
             elapsed, latencies, statuses = send_all(port, bodies[200:], args.concurrency, seconds=args.duration)
@@ -501,6 +524,7 @@ def main(argv: list[str] | None = None) -> None:
             cpu_after = resource.getrusage(resource.RUSAGE_SELF)
             probe.join()
             app_cpu, db_cpu = meter.used()
+            batch_mean = batch_figure(batches_before, batches(port))
             handled = len(latencies) + len(probe.delays)
             app_cpu_ms, db_cpu_ms = 1000 * app_cpu / handled, 1000 * db_cpu / handled
             generator_cpu = (cpu_after.ru_utime - cpu_before.ru_utime + cpu_after.ru_stime - cpu_before.ru_stime)
@@ -511,7 +535,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"events/s, applied (inbox "
                   f"drained) in {applied_seconds:.2f}s = {applied_rate:.0f} events/s; p50 {pct(latencies, .5):.1f} ms, "
                   f"p99 {pct(latencies, .99):.1f} ms; statuses {statuses}; the generator used "
-                  f"{100 * generator_cpu / elapsed:.0f}% of one core")
+                  f"{100 * generator_cpu / elapsed:.0f}% of one core; appliers' batches: {batch_mean}")
             print(f"[ratios to the minimal pipeline] acknowledged {rate / min_rate:.2f} (target >= 0.80), "
                   f"applied {applied_rate / min_rate:.2f} (target >= 0.60); to the generator alone "
                   f"{rate / base_rate:.2f}")
@@ -561,7 +585,8 @@ def main(argv: list[str] | None = None) -> None:
                            cpu_ratio))
             print(f"[round {r + 1}] minimal {base_round.acknowledged:.0f} events/s; app acknowledged "
                   f"{ratios[-1][0]:.2f}, applied {ratios[-1][1]:.2f} of it; CPU per event: minimal's is "
-                  f"{cpu_ratio:.2f} of ours ({ours.app_cpu_ms:.2f} + {ours.db_cpu_ms:.2f} ms)")
+                  f"{cpu_ratio:.2f} of ours ({ours.app_cpu_ms:.2f} + {ours.db_cpu_ms:.2f} ms); appliers' batches: "
+                  f"{ours.batches}")
         if len(ratios) > 1:
             for i, name in enumerate(("acknowledged", "applied", "CPU per event (minimal / ours)")):
                 values = sorted(r[i] for r in ratios)

@@ -59,5 +59,7 @@ def worker_exit(server, worker):  # gunicorn hook
     from hatidata_auth import audit_runtime
     from hatidata_auth.inbox_runtime import stop
 
-    stop(worker.wsgi)
-    audit_runtime.stop(worker.wsgi)
+    app = getattr(worker, "wsgi", None)  # None: stopped while still loading the app (Ctrl-C during a boot)
+    if app is not None:
+        stop(app)
+        audit_runtime.stop(app)

@@ -1,9 +1,10 @@
-"""The inbox appliers of one app process: an :class:`~hatidata_auth.services.inbox_worker.ApplierPool` bound to
+"""The inbox appliers of one app process: an :class:`~hatidata_auth.services.applier_pool.ApplierPool` bound to
 the app (each batch in an app context, with ``db.session`` and the WorkOS client).
 
-Settings: ``HATIDATA_INBOX_APPLIERS`` threads per process (unset: 2 on PostgreSQL, 1 on SQLite, none under
-``TESTING``; 0: none, for deployments that run ``hatidata inbox work`` instead), ``HATIDATA_INBOX_BATCH`` events
-per transaction, ``HATIDATA_INBOX_POLL_INTERVAL`` seconds between polls when no wake-up comes,
+Settings: ``HATIDATA_INBOX_APPLIERS`` threads per process (unset: 1, none under ``TESTING``; 0: none, for
+deployments that run ``hatidata inbox work`` instead), ``HATIDATA_INBOX_BATCH`` events per transaction,
+``HATIDATA_INBOX_POLL_INTERVAL`` seconds between polls when no wake-up comes,
+``HATIDATA_INBOX_LINGER`` seconds an applier waits after a short batch (``services.applier_pool.Linger``; 0: never),
 ``HATIDATA_FANOUT_CHUNK`` members per recompute job (``services.fanout_jobs``). The threads start
 with the first request or gunicorn's ``post_worker_init`` (never in a CLI command, never before a fork).
 """
@@ -11,18 +12,21 @@ with the first request or gunicorn's ``post_worker_init`` (never in a CLI comman
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from flask import Flask
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import tracing
+from . import metrics, tracing
 from .causes import Cause
 from .config import DEFAULTS
 from .extensions import db
+from .services.applier_pool import ApplierPool
 from .services.fanout_jobs import chunk_size
 from .services.inbox import entity_key
-from .services.inbox_worker import ApplierPool, apply_batch, apply_entity_now, revokes_access
+from .services.inbox_claim import waiting_behind
+from .services.inbox_worker import apply_batch, apply_entity_now, revokes_access
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +40,15 @@ def applier_threads(app: Flask) -> int:
         return max(0, int(configured))
     if app.config.get("TESTING"):
         return 0
-    return default_threads(app)
+    # One per app process: each gunicorn worker runs one, and with the linger a lone thread fills its batches
+    # (20 events a batch under bench.dsync_bench's load, against 6-8 with two threads a process, which split the
+    # arriving events between them; a batch's fixed cost is then shared by fewer events).
+    return 1
 
 
 def default_threads(app: Flask) -> int:
-    """2 applier threads on PostgreSQL, 1 on SQLite (whose writers take turns anyway)."""
+    """Applier threads of a separate ``hatidata inbox work`` process: 2 on PostgreSQL (the only appliers: a batch
+    waiting on WorkOS does not hold up the rest), 1 on SQLite (whose writers take turns anyway)."""
     return 2 if _is_postgresql(app) else 1
 
 
@@ -60,11 +68,32 @@ def listen_dsn(app: Flask) -> str | None:
 def run_batch(app: Flask, revoking_only: bool = False) -> int:
     """Apply one batch in an app context (only events that take access away with *revoking_only*); returns how
     many events it claimed."""
-    limit = int(app.config.get("HATIDATA_INBOX_BATCH") or DEFAULTS["HATIDATA_INBOX_BATCH"])
     with app.app_context():
         client = app.extensions["hatidata_workos"].client
-        return apply_batch(db.session(), client, limit=limit, revoking_only=revoking_only,
-                           fanout_chunk=fanout_chunk(app), tracer=tracing.tracer(app)).claimed
+        report = apply_batch(db.session(), client, limit=batch_size(app), revoking_only=revoking_only,
+                             fanout_chunk=fanout_chunk(app), tracer=tracing.tracer(app))
+    _last_batch.rows = report.rows
+    if report.claimed:
+        metrics.inbox_batch(report.claimed, revoking_only=revoking_only)
+    return report.claimed
+
+
+_last_batch = threading.local()  # .rows: the inbox rows of this thread's last batch (for events_behind)
+
+
+def events_behind(app: Flask) -> bool:
+    """Whether events are pending on the entity keys of the calling thread's last :func:`run_batch` (the pool asks
+    before it lingers: the next batch takes them at once, one per key, however long it waits)."""
+    rows = getattr(_last_batch, "rows", ())
+    if not rows:
+        return False
+    with app.app_context():
+        return waiting_behind(db.session(), rows)
+
+
+def batch_size(app: Flask) -> int:
+    """``HATIDATA_INBOX_BATCH``: the events one applier transaction takes at most."""
+    return int(app.config.get("HATIDATA_INBOX_BATCH") or DEFAULTS["HATIDATA_INBOX_BATCH"])
 
 
 def fanout_chunk(app: Flask) -> int:
@@ -75,8 +104,11 @@ def fanout_chunk(app: Flask) -> int:
 def make_pool(app: Flask, threads: int) -> ApplierPool:
     """An applier pool of *threads* threads for *app* (not started)."""
     poll = float(app.config.get("HATIDATA_INBOX_POLL_INTERVAL") or DEFAULTS["HATIDATA_INBOX_POLL_INTERVAL"])
+    linger = app.config.get("HATIDATA_INBOX_LINGER")
     return ApplierPool(lambda revoking_only: run_batch(app, revoking_only), threads=threads, poll_interval=poll,
-                       listen_dsn=listen_dsn(app))
+                       listen_dsn=listen_dsn(app), batch=batch_size(app),
+                       linger=float(DEFAULTS["HATIDATA_INBOX_LINGER"] if linger is None else linger),
+                       behind=lambda: events_behind(app))
 
 
 def init_app(app: Flask) -> None:

@@ -15,6 +15,7 @@ What is measured, and where:
   revocations and every audit action (a SQLAlchemy session hook counts the audit
   events of each *committed* transaction, so a rolled-back change is never counted);
 - webhook events by type and outcome (:func:`webhook_event`, called by the webhook view);
+- the appliers' batch sizes (:func:`inbox_batch`, ``hatidata_inbox_batch_events``);
 - the inbox backlog (events ``failed``/``received``, read from the database at scrape time);
 - cache lookups by cache and result (:func:`cache_lookup`; the hit ratio is ``hits / (hits + misses)``);
 - WorkOS calls: latency and errors by method and path template (:class:`~hatidata_auth.workos.transport.
@@ -67,6 +68,9 @@ AUDIT_STREAM_DELIVERIES = Counter("hatidata_audit_stream_deliveries_total",
 AUDIT_STREAM_LAG = Histogram("hatidata_audit_stream_lag_seconds",
                              "Age of the newest event of a confirmed batch when its sink confirmed it, by sink kind",
                              ["kind"], buckets=(0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 86400.0))
+INBOX_BATCH = Histogram("hatidata_inbox_batch_events",
+                        "Events per applier batch that took any, by thread (batch; revoking: the deprovisioning one)",
+                        ["thread"], buckets=(1, 2, 3, 5, 8, 13, 20, 50, 100, 200, 500))
 STREAM_KINDS = frozenset({"https", "splunk_hec", "datadog", "syslog_tls"})
 STREAM_OUTCOMES = frozenset({"delivered", "failed", "dead_letter"})
 
@@ -84,6 +88,27 @@ def audit_stream(kind: str, outcome: str, lines: int, lag: float | None = None) 
     AUDIT_STREAM_EVENTS.labels(kind=kind, outcome="delivered" if outcome == "delivered" else "failed").inc(lines)
     if lag is not None:
         AUDIT_STREAM_LAG.labels(kind=kind).observe(max(lag, 0.0))
+
+
+_HTTP_SERIES: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+
+def http_request(method: str, endpoint: str, status: str, seconds: float) -> None:
+    """Count one answered request and observe its latency in *seconds*; *method* and *status* are labels
+    (:func:`method_label`, :func:`status_label`), *endpoint* the URL rule. The series of each label set are looked
+    up once per process (``labels()`` costs about four times the increment and the observation together)."""
+    key = (method, endpoint, status)
+    series = _HTTP_SERIES.get(key)
+    if series is None:
+        series = _HTTP_SERIES.setdefault(key, (HTTP_REQUESTS.labels(method=method, endpoint=endpoint, status=status),
+                                               HTTP_LATENCY.labels(method=method, endpoint=endpoint)))
+    series[0].inc()
+    series[1].observe(seconds)
+
+
+def inbox_batch(events: int, *, revoking_only: bool = False) -> None:
+    """One applier batch that claimed *events* events (its size: the fixed cost of a batch is shared by them)."""
+    INBOX_BATCH.labels(thread="revoking" if revoking_only else "batch").observe(events)
 
 
 def webhook_event(event_type: str, outcome: str) -> None:

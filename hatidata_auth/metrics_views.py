@@ -80,10 +80,8 @@ def init_app(app: Flask) -> None:
         if started is not None:
             rule = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
             elapsed = time.perf_counter() - started
-            method = metrics.method_label(request.method)
-            metrics.HTTP_REQUESTS.labels(method=method, endpoint=rule,
-                                         status=metrics.status_label(response.status_code)).inc()
-            metrics.HTTP_LATENCY.labels(method=method, endpoint=rule).observe(elapsed)
+            metrics.http_request(metrics.method_label(request.method), rule,
+                                 metrics.status_label(response.status_code), elapsed)
         return response
 
 

@@ -10,6 +10,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, current_app, g, request
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
+from flask.wrappers import Request
 
 from .causes import RequestInfo
 from .config import DEFAULTS
@@ -31,10 +33,11 @@ WORKOS_DEFAULT_ORIGIN = "https://api.workos.com"
 
 
 def _carries_credentials(response: Response) -> bool:
-    if request.environ.get("hatidata.credential") or request.headers.get("Authorization"):
+    environ = request.environ
+    if environ.get("hatidata.credential") or environ.get("HTTP_AUTHORIZATION"):
         return True
     cookie = str(current_app.config.get("HATIDATA_COOKIE_NAME") or DEFAULTS["HATIDATA_COOKIE_NAME"])
-    if cookie in request.cookies:
+    if environ.get("HTTP_COOKIE") and cookie in request.cookies:  # no Cookie header: nothing to parse
         return True
     return any(value.startswith(f"{cookie}=") for value in response.headers.getlist("Set-Cookie"))
 
@@ -63,8 +66,34 @@ def form_action_sources(config: Mapping[str, Any]) -> str:
     return " ".join(dict.fromkeys(sources))
 
 
+SECURITY_HEADERS = (("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "DENY"),
+                    ("Referrer-Policy", "same-origin"))
+HSTS = ("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+
+
+def add_missing(response: Response, headers: list[tuple[str, str]]) -> None:
+    """Add each of *headers* (name, value) that *response* does not carry yet (a view's own value wins), reading
+    the response's headers once (``Headers.setdefault`` scans them two or three times per name)."""
+    present = {name.lower() for name, _ in response.headers}
+    for name, value in headers:
+        if name.lower() not in present:
+            response.headers.add(name, value)
+
+
+class CookieSessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie session, opened as Flask opens it but without building the cookie's signer for a
+    request that carries no session cookie (webhooks, bearer and API-key calls, health checks): Flask builds it
+    on every request, about a tenth of a cookie-less request's framework cost."""
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if app.secret_key and not request.cookies.get(self.get_cookie_name(app)):
+            return self.session_class()
+        return super().open_session(app, request)
+
+
 def register_request_hooks(app: Flask) -> None:
-    """Assign request ids and add security headers."""
+    """Assign request ids and add security headers; open Flask's session cookie only when there is one."""
+    app.session_interface = CookieSessionInterface()
     csp = ("default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self'; img-src 'self' data:; "
            f"frame-ancestors 'none'; form-action {form_action_sources(app.config)}")
 
@@ -76,12 +105,10 @@ def register_request_hooks(app: Flask) -> None:
 
     @app.after_request
     def add_headers(response: Response) -> Response:
-        response.headers.setdefault("X-Request-ID", g.get("request_id", ""))
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
+        wanted = [("X-Request-ID", g.get("request_id", "")), *SECURITY_HEADERS]
         if response.mimetype == "text/html":
-            response.headers.setdefault("Content-Security-Policy", csp)
+            wanted.append(("Content-Security-Policy", csp))
         if app.config.get("SESSION_COOKIE_SECURE"):
-            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+            wanted.append(HSTS)
+        add_missing(response, wanted)
         return response

@@ -75,6 +75,9 @@ def register_redirect_uris(base: str, public_url: str) -> None:
 
 def main() -> int:
     """Run both servers until Ctrl-C."""
+    # Ctrl-C stops both servers whatever this process inherited: a shell starts a background job (`make run &`,
+    # CI's side-by-side runs) with SIGINT ignored, and the servers would then stop while this launcher went on.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     host = "127.0.0.1"
     emulator_port = int(os.environ.get("WORKOS_EMULATOR_PORT", "4100"))
     app_port = int(os.environ.get("PORT", "8000"))

@@ -135,7 +135,10 @@ def _key_operation(world: World, operation: str, caller: tuple[str, Any], index:
     target = world.keys[index % len(world.keys)]
     _, scopes = world.stored(target)
     own = acting_as == target.owner and operation != "reinstate"
-    permitted = "keys:manage" in held or (own and "keys:write" in held)
+    # The routes' rule (their x-permissions): revoke, rotate and suspend need `keys:write`, and `keys:manage` as well
+    # for another member's key; reinstate needs `keys:manage`. A key scoped to `keys:manage` alone reinstates only.
+    needed = {"keys:manage"} if operation == "reinstate" else {"keys:write"} | (set() if own else {"keys:manage"})
+    permitted = needed <= held
     within = set(scopes) <= held if operation in ("rotate", "reinstate") else True
     body = {"grace_seconds": 0} if operation == "rotate" else {}
     response = world.client.post(f"/api/v1/api-keys/{target.id}/{operation}", json=body, headers=bearer(credential))

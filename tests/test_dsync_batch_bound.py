@@ -16,11 +16,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
+from hatidata_auth.causes import Cause
 from hatidata_auth.extensions import db
 from hatidata_auth.models import DirectoryGroup, DirectoryGroupMembership, WebhookEvent
-from hatidata_auth.services import inbox_worker
+from hatidata_auth.services import inbox_worker, role_mapping
 from hatidata_auth.services.events import member_fanout
 from tests.api_support import Tenant
 from tests.support.dsync import drain_inbox
@@ -40,6 +41,27 @@ from tests.test_fanout import (  # noqa: F401 - app_config and fanco are fixture
 
 SMALL = range(1, CHUNK + 1)  # "Small k" has the first k members: every size up to one chunk
 _names = itertools.count(1)
+
+
+def _waiting(app: Flask) -> list[Any]:
+    with app.app_context():
+        rows = db.session.execute(select(WebhookEvent.event_id, WebhookEvent.status).where(
+            WebhookEvent.status.in_(("received", "failed")),
+            WebhookEvent.event_id != "event_fanco_failed")).all()  # the fixture's own failed event aside
+        db.session.remove()
+    return list(rows)
+
+
+def _settle(app: Flask, organization_id: str) -> None:
+    """Undo what a failed example leaves to the next one's whole-inbox and whole-organization checks: its pending
+    events and jobs forgotten, every member's role recomputed."""
+    event_ids = [event_id for event_id, _ in _waiting(app)]
+    with app.app_context():
+        db.session.execute(delete(WebhookEvent).where(WebhookEvent.event_id.in_(event_ids)))
+        role_mapping.recompute_organization(db.session, app.extensions["hatidata_workos"].client,
+                                            organization_id=organization_id, cause=Cause.system("test"))
+        db.session.commit()
+        db.session.remove()
 
 
 def _small_id(k: int) -> str:
@@ -86,29 +108,32 @@ def test_a_batch_recomputes_at_most_one_chunk_of_members(renamed: list[int], job
         batches[-1] += len(keys)
         sync(ctx, org, keys, reason)
 
-    monkeypatch.setattr(inbox_worker, "claim", counting_claim)
-    monkeypatch.setattr(member_fanout, "_sync", counting_sync)
-    if job_pending:  # a rename of the big group (more than a chunk): its first job waits in the inbox
-        _ack(client, app, _event("dsync.group.updated", _group(f"Fan {next(_names)}")))
-        _batch(app, limit=1)
-    last: dict[int, str] = {}
-    for k in renamed:
-        last[k] = f"Small {k} v{next(_names)}"
-        _ack(client, app, _event("dsync.group.updated", _small(k, last[k])))
-    _batch(app, limit=limit)
-    drain_inbox(app)
-    monkeypatch.undo()
+    try:
+        monkeypatch.setattr(inbox_worker, "claim", counting_claim)
+        monkeypatch.setattr(member_fanout, "_sync", counting_sync)
+        if job_pending:  # a rename of the big group (more than a chunk): its first job waits in the inbox
+            _ack(client, app, _event("dsync.group.updated", _group(f"Fan {next(_names)}")))
+            _batch(app, limit=1)
+        last: dict[int, str] = {}
+        for k in renamed:
+            last[k] = f"Small {k} v{next(_names)}"
+            _ack(client, app, _event("dsync.group.updated", _small(k, last[k])))
+        _batch(app, limit=limit)
+        drain_inbox(app)
+        monkeypatch.undo()
 
-    assert max(batches) <= CHUNK, batches  # the property: no batch recomputed more than one chunk
-    if renamed or job_pending:
-        assert sum(batches) > 0  # the renames did recompute members
-    with app.app_context():
-        stored = dict(db.session.execute(select(DirectoryGroup.workos_id, DirectoryGroup.name).where(
-            DirectoryGroup.organization_id == smallco.id)).all())
-        waiting = db.session.execute(select(WebhookEvent.event_id, WebhookEvent.status).where(
-            WebhookEvent.status.in_(("received", "failed")),
-            WebhookEvent.event_id != "event_fanco_failed")).all()  # the fixture's own failed event aside
-        db.session.remove()
-    assert not waiting, waiting  # everything applied (jobs deferred by a spent batch included)
+        assert max(batches) <= CHUNK, batches  # the property: no batch recomputed more than one chunk
+        if renamed or job_pending:
+            assert sum(batches) > 0  # the renames did recompute members
+        with app.app_context():
+            stored = dict(db.session.execute(select(DirectoryGroup.workos_id, DirectoryGroup.name).where(
+                DirectoryGroup.organization_id == smallco.id)).all())
+            db.session.remove()
+        waiting = _waiting(app)
+        assert not waiting, waiting  # everything applied (jobs deferred by a spent batch included)
+    except BaseException:
+        monkeypatch.undo()
+        _settle(app, smallco.id)
+        raise
     assert {_small_id(k): name for k, name in last.items()}.items() <= stored.items()  # per-group order kept
     _consistent(app, smallco.id)  # every member's role as a full recompute gives

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask
@@ -127,13 +128,15 @@ def _event(spec: tuple[Any, ...]) -> dict[str, Any]:
     return _envelope("organization.deleted", {"object": "organization", "id": spec[1], "name": "Globex"}, _stamp())
 
 
-def _groups(specs: list[list[tuple[Any, ...]]]) -> list[list[dict[str, Any]]]:
-    """The events, a group per list, each group keeping the first event of each entity key."""
+def _groups(specs: list[list[tuple[Any, ...]]],
+            make: Callable[[tuple[Any, ...]], dict[str, Any]] | None = None) -> list[list[dict[str, Any]]]:
+    """The events (each built by *make*, :func:`_event` by default), a group per list, each group keeping the first
+    event of each entity key."""
     out = []
     for group in specs:
         events: dict[str, dict[str, Any]] = {}
         for spec in group:
-            event = _event(spec)
+            event = (make or _event)(spec)
             events.setdefault(entity_key(event), event)
         out.append(list(events.values()))
     return out
@@ -200,6 +203,10 @@ def _state(app: Flask) -> dict[str, Any]:
 # The sequence that needs the cache invalidated, which random draws seldom line up in one batch:
 @example(specs=[[("user", ACME, 1, "shared.test", "active"), ("domains", GLOBEX, ("shared.test",), False),
                  ("user", ACME, 2, "shared.test", "active")]], batch=20)
+# A failed batch applied again event by event (found by this property): the organization's deletion, flushed in the
+# failed attempt, then read again through a new object that SQLAlchemy did not expire on the rollback.
+@example(specs=[[("user", ACME, 0, "acme.test", "active"), ("org_deleted", GLOBEX),
+                 ("deleted", GLOBEX, 0, "globex.test"), ("domains", ACME, (), True)]], batch=5)
 @given(specs=st.lists(st.lists(step, min_size=6, max_size=20), min_size=1, max_size=3),
        batch=st.integers(2, 20))
 def test_batches_end_as_one_event_per_transaction_does(app: Flask, specs: list[list[tuple[Any, ...]]],

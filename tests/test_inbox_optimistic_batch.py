@@ -9,6 +9,7 @@ nothing behind (no row, no audit event, no outcome) across event types."""
 
 from __future__ import annotations
 
+import gc
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
@@ -172,3 +173,38 @@ def test_a_created_event_of_a_stored_user_ends_as_an_updated_event_would(
         ends[event_type] = (state["directory_users"], state["memberships"], state["people"],
                             sorted(action for _e, action, *_r in state["audit"]))
     assert ends["dsync.user.created"] == ends["dsync.user.updated"]
+
+
+def test_a_rolled_back_savepoint_leaves_no_object_with_its_values(app: Flask) -> None:
+    """The rule behind ``inbox_worker.roll_back``: after a savepoint's rollback, no object of the session holds a
+    value the rollback undid, even one loaded again (a new object) after the object that changed the row was
+    garbage-collected. SQLAlchemy alone expires only the objects it saw change, by weak reference."""
+    _prepare(app)
+    with app.app_context():
+        session = db.session()
+
+        def reload() -> Organization:
+            org = session.scalar(select(Organization).where(Organization.workos_organization_id == GLOBEX))
+            assert org is not None
+            return org
+
+        seen = []
+        for rollback in (lambda sp: sp.rollback(), lambda sp: inbox_worker.roll_back(session, sp)):
+            session.expire_all()
+            savepoint = session.begin_nested()
+            changed = reload()
+            changed.status = "deleted"
+            session.flush()
+            del changed
+            gc.collect()  # the changed object is gone; the row is read again through a new one, held
+            again = reload()
+            assert again.status == "deleted"
+            rollback(savepoint)
+            seen.append(reload().status)
+            assert session.scalar(select(Organization.status).where(
+                Organization.workos_organization_id == GLOBEX)) == "active"
+            del again
+        # SQLAlchemy's rollback alone kept the undone value (so the hazard is real here); roll_back does not.
+        assert seen == ["deleted", "active"]
+        session.rollback()
+        db.session.remove()

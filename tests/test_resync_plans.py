@@ -115,3 +115,64 @@ def test_the_pages_people_and_groups_are_index_lookups_per_key_without_statistic
     db_session.rollback()
 
 
+
+
+def _seen_plan(conn: Any) -> str:
+    return "\n".join(row[0] for row in conn.exec_driver_sql("EXPLAIN EXECUTE hd_seen('run', 'du_plan_2500')"))
+
+
+def test_a_resync_page_plans_its_statements_for_the_tables_as_they_are_now(db_session: Any) -> None:
+    """The cause: a statement prepared on the server (psycopg does so from its sixth execution) while its table was
+    empty keeps the generic plan made then, a sequential scan even for a primary-key equality, as the table grows.
+    The rule: a resync page plans each statement anew (``resync_state.plan_each_statement``), so the seen-marker
+    ``UPDATE`` of a grown table is an index scan; the setting ends with the page's transaction."""
+    org = Organization(name="Plans")
+    db_session.add(org)
+    db_session.flush()
+    conn = db_session.connection()
+    # An empty table with the statistics of one, as on a first sync (rolled back with the test's transaction).
+    conn.exec_driver_sql("TRUNCATE directory_users")
+    conn.exec_driver_sql("ANALYZE directory_users")
+    conn.exec_driver_sql("PREPARE hd_seen(varchar, varchar) AS UPDATE directory_users SET resync_run_id = $1, "
+                         "updated_at = directory_users.updated_at WHERE directory_users.id = $2")
+    try:
+        for _ in range(6):  # five custom plans, then the generic one, kept
+            conn.exec_driver_sql("EXECUTE hd_seen('run', 'du_none')")
+        db_session.execute(text(
+            "INSERT INTO directory_users (id, organization_id, workos_id, directory_id, email, state, attributes, "
+            "created_at, updated_at) SELECT 'du_plan_' || g, :org, 'directory_user_' || lpad(g::text, 6, '0'), "
+            "'dir', 'p' || g || '@plans.test', 'active', '{}', now(), now() FROM generate_series(1, 5000) g"),
+            {"org": org.id})
+        kept = _seen_plan(conn)
+        assert "Seq Scan on directory_users" in kept, kept  # the plan of the empty table, still used
+        resync_state.plan_each_statement(db_session)
+        assert conn.exec_driver_sql("SHOW plan_cache_mode").scalar() == "force_custom_plan"
+        fresh = _seen_plan(conn)
+        assert "Index Scan using directory_users_pkey" in fresh, fresh
+    finally:
+        conn.exec_driver_sql("DEALLOCATE hd_seen")
+    db_session.rollback()
+    assert db_session.connection().exec_driver_sql("SHOW plan_cache_mode").scalar() == "auto"
+    db_session.rollback()
+
+
+def test_every_page_of_a_resync_plans_its_statements_anew(app: Any, db_session: Any, workos_client: Any,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from hatidata_auth.services import reconcile
+    from tests.support.dsync import mirror_organizations
+
+    modes: list[str] = []
+    mark_seen = resync_state.mark_seen
+
+    def spying(session: Any, rows: Any, run_id: str) -> None:
+        modes.append(session.connection().exec_driver_sql("SHOW plan_cache_mode").scalar())
+        mark_seen(session, rows, run_id)
+
+    monkeypatch.setattr(resync_state, "mark_seen", spying)
+    acme = mirror_organizations(db_session, workos_client)["acme.test"]
+    report = reconcile.full_resync(db_session, workos_client, organization_id=acme.id, page_size=2)
+    assert report.users_seen >= 4
+    assert len(modes) >= 2, modes  # one per page
+    assert set(modes) == {"force_custom_plan"}, modes
+    assert db_session.connection().exec_driver_sql("SHOW plan_cache_mode").scalar() == "auto"  # ends with a page
+    db_session.rollback()

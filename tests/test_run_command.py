@@ -66,7 +66,7 @@ def test_make_run_brings_up_both_servers_and_ctrl_c_stops_them(tmp_path: Path) -
         assert "member@hooli.test" in output
     finally:
         code = make_run.stop(proc)
-    assert code == 0
+    assert code == 0, log.read_text()[-3000:]
     for port in (app_port, emulator_port):
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still open after Ctrl-C"

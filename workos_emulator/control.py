@@ -245,17 +245,23 @@ def patch_organization(org_id: str) -> Any:
 @bp.post("/organization_domains/<domain_id>/state")
 def set_domain_state(domain_id: str) -> Any:
     """Set a domain's verification ``state`` (``pending``, ``verified`` or ``failed``), as the DNS check or the
-    Admin Portal's ``domain_verification`` flow would; emits ``organization_domain.*`` and ``organization.updated``."""
+    Admin Portal's ``domain_verification`` flow would; emits ``organization_domain.*`` and ``organization.updated``.
+    ``failed`` takes an optional ``reason`` (:data:`FAILURE_REASONS`): WorkOS's ``verification_failed`` event
+    carries ``{"reason", "organization_domain"}``, the other two the domain itself."""
     emu = emulator()
-    state = json_body().get("state")
+    body = json_body()
+    state, reason = body.get("state"), body.get("reason", FAILURE_REASONS[0])
     if state not in DOMAIN_EVENTS:
         raise ApiError(422, f"state must be one of {sorted(DOMAIN_EVENTS)}.", "invalid_request_parameters")
+    if reason not in FAILURE_REASONS:
+        raise ApiError(422, f"reason must be one of {list(FAILURE_REASONS)}.", "invalid_request_parameters")
     with emu.store.lock:
         d = emu.store.get("organization_domains", domain_id, "OrganizationDomain")
         d["state"] = state
         serialize.touch(d)
         out = serialize.organization_domain(d)
-        emu.emit(DOMAIN_EVENTS[state], out, d["organization_id"])
+        data = {"reason": reason, "organization_domain": out} if state == "failed" else out
+        emu.emit(DOMAIN_EVENTS[state], data, d["organization_id"])
         org = emu.store.get("organizations", d["organization_id"], "Organization")
         serialize.touch(org)
         emu.emit("organization.updated", serialize.organization(emu.store, org), org["id"])
@@ -264,6 +270,8 @@ def set_domain_state(domain_id: str) -> Any:
 
 DOMAIN_EVENTS = {"pending": "organization_domain.updated", "verified": "organization_domain.verified",
                  "failed": "organization_domain.verification_failed"}
+FAILURE_REASONS = ("domain_verification_period_expired", "domain_verified_by_other_organization")
+"""WorkOS's reasons for ``organization_domain.verification_failed`` (OpenAPI 0.61.0), the first the default."""
 
 
 # ---- sessions ------------------------------------------------------------------------------------------

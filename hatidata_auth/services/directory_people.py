@@ -8,7 +8,8 @@ Rules (issue #11):
   membership, sessions and API keys stay the person's and a later deactivation ends all of them.
 - **Never merge two people silently.** If the new email belongs to another existing person, the directory user
   is refused (``directory_user.link_refused``, reason ``email_held_by_another_person``): its membership is
-  deprovisioned and the link is kept, so it is retried when the email is freed (or at the next resync).
+  deprovisioned and the link is kept, so it is retried when the email is freed (by a job of its own queued by
+  the freeing transaction, :mod:`services.freed_email_jobs`) or at the next resync.
   A person who is also a member of another organization is not rewritten by this organization's directory: this
   organization's directory user moves to a person for the new email (``directory_user.relinked``) and the old
   person's membership here is deprovisioned.
@@ -26,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Select, bindparam, select
+from sqlalchemy import Select, bindparam, or_, select, text
 from sqlalchemy.orm import Session
 
 from ..models import DirectoryUser, Membership, Organization, User, new_id
@@ -102,6 +103,18 @@ def membership_of(ctx: EventContext, org: Organization, user_id: str) -> Members
     return membership
 
 
+def membership_and_hanging(ctx: EventContext, org: Organization, user_id: str,
+                           du: DirectoryUser) -> tuple[Membership | None, list[Membership]]:
+    """The person's membership of *org* (:func:`membership_of`) and every membership of *org* hanging on the
+    directory user (:func:`memberships_of_directory_user`, for :func:`retire_other_memberships`), in one query.
+    Only for a unit of work without a membership cache (the appliers)."""
+    ctx.new_user_ids.discard(user_id)
+    rows = list(ctx.session.scalars(_statements().of_person_or_directory_user, {
+        "organization_id": org.id, "user_id": user_id, "directory_user_id": du.workos_id}))
+    membership = next((m for m in rows if m.user_id == user_id), None)
+    return membership, [m for m in rows if m.directory_user_id == du.workos_id]
+
+
 def memberships_of_directory_user(ctx: EventContext, org: Organization, du: DirectoryUser) -> list[Membership]:
     """Every membership of *org* that hangs on the directory user (one, unless a split is being repaired)."""
     return list(ctx.session.scalars(_statements().of_directory_user,
@@ -114,6 +127,7 @@ class _Statements:
 
     membership_of: Select[Membership]
     of_directory_user: Select[Membership]
+    of_person_or_directory_user: Select[Membership]
     person_by_email: Select[User]
 
 
@@ -125,6 +139,9 @@ def _statements() -> _Statements:
     return _Statements(
         membership_of=select(Membership).where(org, Membership.user_id == bindparam("user_id")),
         of_directory_user=select(Membership).where(org, Membership.directory_user_id == bindparam("directory_user_id"))
+        .order_by(Membership.created_at, Membership.id),
+        of_person_or_directory_user=select(Membership).where(org, or_(
+            Membership.user_id == bindparam("user_id"), Membership.directory_user_id == bindparam("directory_user_id")))
         .order_by(Membership.created_at, Membership.id),
         person_by_email=select(User).where(User.email == bindparam("email")).order_by(User.created_at).limit(1))
 
@@ -143,7 +160,11 @@ def person_for(ctx: EventContext, org: Organization, du: DirectoryUser) -> Perso
     else:
         user = ctx.session.scalar(_statements().person_by_email, {"email": du.email})
     if user is not None and user.id not in ctx.new_user_ids and _held_by_other_directory_user(ctx, org, du, user):
-        return PersonLink(None, refused=EMAIL_HELD)
+        if not _hold_email(ctx, du.email):
+            return PersonLink(None, refused=EMAIL_HELD)
+        user = ctx.session.scalar(_statements().person_by_email, {"email": du.email})  # as freed meanwhile
+        if user is not None and _held_by_other_directory_user(ctx, org, du, user):
+            return PersonLink(None, refused=EMAIL_HELD)
     if user is None:
         user = new_directory_person(ctx, du.organization_id, du.email, du.first_name, du.last_name)
         ctx.session.flush()  # the membership row refers to it (no ORM relationship orders the two inserts)
@@ -167,7 +188,9 @@ def _follow(ctx: EventContext, org: Organization, du: DirectoryUser, user: User)
     if not du.email or user.email == du.email:
         _mirror_names(ctx, org, du, user)
         return PersonLink(user)
-    holder = ctx.session.scalar(select(User.id).where(User.email == du.email, User.id != user.id).limit(1))
+    holder = _holder(ctx, du.email, user)
+    if holder is not None and _hold_email(ctx, du.email):
+        holder = _holder(ctx, du.email, user)  # as freed meanwhile
     if holder is not None:
         return PersonLink(user, refused=EMAIL_HELD)
     if _member_elsewhere(ctx, org, user):
@@ -191,6 +214,29 @@ def _follow(ctx: EventContext, org: Organization, du: DirectoryUser, user: User)
     return PersonLink(user, freed_email=old)
 
 
+def _holder(ctx: EventContext, email: str, user: User) -> str | None:
+    return ctx.session.scalar(select(User.id).where(User.email == email, User.id != user.id).limit(1))
+
+
+EMAIL_LOCK = text("SELECT pg_advisory_xact_lock(1162693632, hashtext(:email))")
+"""An email's lock: the two-key form (class ``0x454D4C00``, "EML"), a lock space apart from the one-key locks of
+entity keys (``inbox_claim``, ``fanout_jobs``), which an event's key such as ``email:<address>`` could otherwise
+share."""
+
+
+def _hold_email(ctx: EventContext, email: str) -> bool:
+    """Before a refusal (*email* held) and before looking for the users waiting for a freed *email*: hold, until
+    the transaction ends, the email's advisory lock (PostgreSQL; ``False`` on SQLite, whose writers take turns),
+    then read again. Without it the two crossed: the applier freeing the email looked for its waiting users
+    before the refused user's event committed, that event had seen the email still held (the freeing not yet
+    committed), and the user stayed refused while its email was free (``tests/test_breakswap_email_cycle.py``).
+    With it, whichever holds the lock second reads what the first committed."""
+    if ctx.session.get_bind().dialect.name != "postgresql":
+        return False
+    ctx.session.execute(EMAIL_LOCK, {"email": email})
+    return True
+
+
 def _member_elsewhere(ctx: EventContext, org: Organization, user: User) -> bool:
     # Deliberately across organizations: whether rewriting this person would change what another tenant sees.
     return ctx.session.scalar(select(Membership.id).where(Membership.user_id == user.id,
@@ -208,10 +254,12 @@ def _mirror_names(ctx: EventContext, org: Organization, du: DirectoryUser, user:
                details={"changed": changed, "directory_user_id": du.workos_id, "source": "directory"})
 
 
-def retire_other_memberships(ctx: EventContext, org: Organization, du: DirectoryUser, keep: Membership) -> int:
-    """Deprovision and unlink every other membership of *org* hanging on the directory user; returns how many."""
+def retire_other_memberships(ctx: EventContext, org: Organization, du: DirectoryUser, keep: Membership,
+                             hanging: list[Membership] | None = None) -> int:
+    """Deprovision and unlink every other membership of *org* hanging on the directory user (*hanging*, when the
+    caller has read them: :func:`membership_and_hanging`); returns how many."""
     count = 0
-    for other in memberships_of_directory_user(ctx, org, du):
+    for other in memberships_of_directory_user(ctx, org, du) if hanging is None else hanging:
         if other.id == keep.id:
             continue
         set_access(ctx.session, ctx.client, other, role=None, role_source="mapping", active=False,
@@ -226,10 +274,19 @@ def retire_other_memberships(ctx: EventContext, org: Organization, du: Directory
 
 
 def waiting_for(ctx: EventContext, org: Organization, du: DirectoryUser, email: str) -> list[DirectoryUser]:
-    """Live directory users of *org* (other than *du*) whose email is *email*: they may link now it is free."""
-    return list(ctx.session.scalars(select(DirectoryUser).where(
+    """Live directory users of *org* (other than *du*) whose email is *email*, by WorkOS id: they may link now
+    that *du*'s transaction frees it.
+
+    The email's lock is held first (:func:`_hold_email`), then they are read: a user refused for the email by a
+    transaction in progress is then found, once that transaction commits. They are not synced here, nor their
+    entity keys taken: the caller queues a job per user under that user's own key
+    (:mod:`services.freed_email_jobs`), so the freeing transaction never waits for another member's key (a cascade
+    of freed emails around a ring of users was a livelock of deadlocks when it did)."""
+    query = select(DirectoryUser).where(
         DirectoryUser.organization_id == org.id, DirectoryUser.email == email,
-        DirectoryUser.workos_id != du.workos_id, DirectoryUser.deleted_at.is_(None))))
+        DirectoryUser.workos_id != du.workos_id, DirectoryUser.deleted_at.is_(None)).order_by(DirectoryUser.workos_id)
+    _hold_email(ctx, email)  # a refusal of this email in progress commits first: it is found
+    return list(ctx.session.scalars(query))
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,8 @@ where it stands (``cursor``: the last member key done, ``None`` before the first
 recomputes at most one chunk after the cursor and, when more remain, queues the next job (cursor advanced) in the
 same transaction: a crash between chunks loses nothing and redoes nothing.
 
-Only :func:`enqueue` writes such a row; a webhook or the Events API cannot (``inbox.validate_envelope`` refuses the
+Only :func:`insert_job` writes such a row (for every internal type: these jobs, the WorkOS revocations, the
+freed-email links); a webhook or the Events API cannot (``inbox.validate_envelope`` refuses the
 namespace and the id prefix), and the appliers dispatch a row to the internal handlers only when its source is
 internal. This module is low in the layers (models and causes only), so the services that fan out (the role
 mappings, the directory handlers) can queue a job.
@@ -188,16 +189,28 @@ def enqueue(session: Session, job: Job) -> str:
     is now: the next chunk of a chain queues behind the jobs and events already waiting (chains take turns, a
     deletion never waits for a whole rename), and two chains of one scope may interleave, which is correct since
     each chunk recomputes from the state stored when it runs."""
+    job = replace(job, started_at=job.started_at or utcnow())
+    return insert_job(session, JOB_TYPE, organization_id=job.organization_id, data=job.data(),
+                      entity_key=entity_key(job), revokes=True)
+
+
+def insert_job(session: Session, job_type: str, *, organization_id: str, data: dict[str, Any], entity_key: str,
+               revokes: bool, not_before: datetime | None = None) -> str:
+    """Write one internal work item (type *job_type*, in :data:`INTERNAL_NAMESPACE`) in *session*'s transaction:
+    a ``webhook_events`` row with ``source = 'internal'``, an id with :data:`JOB_ID_PREFIX`, the order key
+    *entity_key* (at most 160 characters kept), its event time (its place in claim order) now, or *not_before*
+    when that is later, and a ``pg_notify`` that wakes the appliers when the transaction commits (PostgreSQL).
+    Returns its event id. The only writer of internal rows (the queues of :mod:`services.fanout_jobs`,
+    :mod:`services.workos_revocations`, :mod:`services.freed_email_jobs`)."""
+    assert job_type.startswith(INTERNAL_NAMESPACE), job_type
     now = utcnow()
-    started = job.started_at or now
-    job = replace(job, started_at=started)
+    at = max(now, not_before) if not_before is not None else now
     event_id = f"{JOB_ID_PREFIX}{uuid.uuid4().hex}"
-    payload = {"id": event_id, "event": JOB_TYPE, "created_at": now.isoformat(), "data": job.data()}
+    payload = {"id": event_id, "event": job_type, "created_at": at.isoformat(), "data": data}
     session.execute(insert(WebhookEvent.__table__).values(
-        event_id=event_id, event_type=JOB_TYPE, organization_id=job.organization_id, payload=payload,
-        event_created_at=now, received_at=now, status="received", source=INTERNAL_SOURCE, attempts=0,
-        entity_key=entity_key(job), revokes=True, created_at=now, updated_at=now,
-        trace_context=carrier()))
+        event_id=event_id, event_type=job_type, organization_id=organization_id, payload=payload,
+        event_created_at=at, received_at=now, status="received", source=INTERNAL_SOURCE, attempts=0,
+        entity_key=entity_key[:160], revokes=revokes, created_at=now, updated_at=now, trace_context=carrier()))
     if session.get_bind().dialect.name == "postgresql":
         session.execute(select(func.pg_notify(INBOX_CHANNEL, "")))  # delivered when the transaction commits
     return event_id

@@ -221,7 +221,7 @@ def apply_event(session: Session, client: WorkOSClient, payload: dict[str, Any],
     """Apply one stored event with its type's handler in *session*'s transaction (the caller commits or rolls
     back); the context says the outcome. Raises what the handler raises (:class:`PayloadError` for bad data).
 
-    A row of our own internal work (*source* ``internal``, written only by ``fanout_jobs.enqueue``) goes to the
+    A row of our own internal work (*source* ``internal``, written only by ``fanout_jobs.insert_job``) goes to the
     internal handlers and acts with the cause it stored; *fanout_chunk* is ``HATIDATA_FANOUT_CHUNK``; *budget*,
     what the caller's transaction may still recompute (an applier's batch shares one chunk); *scope*, what the
     applier's batch has established in its transaction (``events.batch_scope``). Sessions it ends are

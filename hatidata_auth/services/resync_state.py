@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ARRAY, Boolean, Select, String, and_, bindparam, func, literal, null, or_, select, true, update
+from sqlalchemy import text as sql_text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import QueryableAttribute, Session, aliased
 
@@ -154,12 +155,27 @@ def _guarded(stmt: Any, table: Any) -> Any:
                        func.coalesce(table.c.version_event_id, "") == "")))
 
 
+def plan_each_statement(session: Session) -> None:
+    """Plan every statement of the session's current transaction for the tables as they are now (PostgreSQL:
+    ``SET LOCAL plan_cache_mode = force_custom_plan``; nothing elsewhere).
+
+    psycopg prepares a statement on the server from its sixth execution, and PostgreSQL then keeps the generic
+    plan it made for that connection until the table's statistics change. A first resync fills the directory
+    tables in one burst: a plan made while they were nearly empty stayed a sequential scan as they grew, even for a
+    primary-key ``UPDATE`` (``mark_seen``; 2,144 of them over 2 ms in a 2,000 + 6,000-user run, every one a
+    ``Seq Scan``), so the run's time per user grew with the directory. A custom plan costs a planning per statement,
+    far less than one scan of a grown table."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(sql_text("SET LOCAL plan_cache_mode = force_custom_plan"))
+
+
 def mark_seen(session: Session, rows: list[DirectoryUser], run_id: str) -> None:
     """Record that the run saw these users listed (``updated_at`` left alone).
 
     One single-row ``UPDATE`` by primary key executed over the page (the driver pipelines them): an ``id IN (...)``
-    may be planned as a scan of the table when its statistics are stale, a primary-key equality never is (so may
-    an ``UPDATE ... FROM unnest(:ids)``: without statistics PostgreSQL 15 hashed the whole table against the page).
+    may be planned as a scan of the table when its statistics are stale, a primary-key equality is not, once it is
+    planned for the table as it is (:func:`plan_each_statement`; so may an ``UPDATE ... FROM unnest(:ids)``:
+    without statistics PostgreSQL 15 hashed the whole table against the page).
     """
     if rows:
         table = DirectoryUser.__table__

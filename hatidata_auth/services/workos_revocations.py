@@ -15,19 +15,14 @@ This module is low in the layers (models and causes only): ``services.sessions``
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from ..causes import Cause
-from ..models import WebhookEvent, utcnow
-from ..models.inbox import INBOX_CHANNEL, INTERNAL_SOURCE
-from ..trace_context import carrier
-from .fanout_jobs import JOB_ID_PREFIX
+from .fanout_jobs import insert_job
 
 JOB_TYPE = "hatidata.revoke_workos_session"
 _DEFER = "hatidata_defer_workos_revocations"
@@ -53,19 +48,10 @@ def queue(session: Session, *, organization_id: str, session_id: str, user_id: s
     """Queue the WorkOS revocation of our session *session_id* in *session*'s transaction; returns the job's
     event id. The job names our session only (its WorkOS id is read from the session row when it runs, so no
     WorkOS session id is copied anywhere); two revocations of one session never run at once (entity key)."""
-    now = utcnow()
-    event_id = f"{JOB_ID_PREFIX}{uuid.uuid4().hex}"
     data = {"organization_id": organization_id, "session_id": session_id, "user_id": user_id,
             "cause": cause.to_dict()}
-    payload = {"id": event_id, "event": JOB_TYPE, "created_at": now.isoformat(), "data": data}
-    session.execute(insert(WebhookEvent.__table__).values(
-        event_id=event_id, event_type=JOB_TYPE, organization_id=organization_id, payload=payload,
-        event_created_at=now, received_at=now, status="received", source=INTERNAL_SOURCE, attempts=0,
-        entity_key=f"workos_revocation:{session_id}"[:160], revokes=False, created_at=now, updated_at=now,
-        trace_context=carrier()))
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(select(func.pg_notify(INBOX_CHANNEL, "")))  # delivered when the transaction commits
-    return event_id
+    return insert_job(session, JOB_TYPE, organization_id=organization_id, data=data,
+                      entity_key=f"workos_revocation:{session_id}", revokes=False)
 
 
 def parse(data: Any) -> dict[str, str]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from hatidata_auth.causes import Actor
@@ -43,6 +43,17 @@ def drain_inbox(app: Flask) -> int:
     with app.app_context():
         return inbox_worker.drain(db.session(), app.extensions["hatidata_workos"].client,
                                   fanout_chunk=app.config.get("HATIDATA_FANOUT_CHUNK"))
+
+
+def forget_events(app: Flask, event_ids: list[str]) -> None:
+    """Delete these inbox rows: a property example that failed leaves none of its events pending for the next
+    example, which would claim or count them."""
+    from hatidata_auth.extensions import db
+
+    with app.app_context():
+        db.session.execute(delete(WebhookEvent).where(WebhookEvent.event_id.in_(event_ids)))
+        db.session.commit()
+        db.session.remove()
 
 
 def post_event(client: FlaskClient, app: Flask, payload: dict[str, Any] | str, *,

@@ -25,8 +25,9 @@ def start(tmp_path: Path, app_port: int, emulator_port: int, **extra: str) -> tu
     env.update(PORT=str(app_port), WORKOS_EMULATOR_PORT=str(emulator_port),
                HATIDATA_INSTANCE_PATH=str(tmp_path / "instance"), **extra)
     log = tmp_path / "run.log"
+    # Started with SIGINT ignored, as a shell starts a background job: Ctrl-C must stop it all the same.
     proc = subprocess.Popen(  # our own launcher
-        [sys.executable, "scripts/run_dev.py"], cwd=ROOT, env=env, text=True,
+        ["bash", "-c", 'trap "" INT; exec "$0" scripts/run_dev.py', sys.executable], cwd=ROOT, env=env, text=True,
         stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
     )
     deadline = time.monotonic() + 90

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -133,11 +134,21 @@ class DrainingControl(EmulatorControl):
         super().__init__(base_url)
         self.app = app
 
-    def flush(self, timeout: float = 60) -> Any:
-        """Wait until queued deliveries are sent, then apply them."""
+    def flush(self, timeout: float = 60, *, strict: bool = True) -> Any:
+        """Wait until queued deliveries are sent, then apply them. *strict*: every delivery must have been
+        accepted at its first attempt; one the app answered otherwise fails the test at once (an event the app
+        cannot read is a fidelity fault of the emulator or of the app, never a reason to wait out the retries)."""
         from tests.support.dsync import drain_inbox
 
-        sent = super().flush(timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            sent = super().flush(min(1.0, max(0.0, deadline - time.monotonic())))
+            refused = [d for d in self.deliveries() if any(
+                h.get("status_code") is None or not 200 <= h["status_code"] < 300 for h in d.get("history", ()))]
+            if strict and refused:
+                raise AssertionError(f"the app refused webhook deliveries: {refused}")
+            if sent.get("drained") or time.monotonic() >= deadline:
+                break
         drain_inbox(self.app)
         return sent
 

@@ -60,6 +60,9 @@ class EventContext:
     _mappings: dict[str, list[role_mapping.MappingSpec]] = field(default_factory=dict)
     # Lookups already made in this unit of work (the resync preloads them a page at a time).
     users_by_email: dict[str, User | None] = field(default_factory=dict)
+    # Persons read with their directory user's lock (``directory_state.locked_directory_user``), held here: the
+    # session's identity map keeps only what is referenced, and ``Session.get`` then finds them without a query.
+    people_read: list[User] = field(default_factory=list)
     memberships_by_user: dict[str, Membership | None] | None = None
     # Users this unit of work has just created and that have no membership yet (none can exist: the row is
     # not visible to any other transaction), so the membership lookup is skipped for them.

@@ -13,9 +13,9 @@ from typing import Any
 from sqlalchemy import Select, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ...models import DirectoryGroup, DirectoryGroupMembership, DirectoryUser, Membership, Organization, new_id
+from ...models import DirectoryGroup, DirectoryGroupMembership, DirectoryUser, Membership, Organization, User, new_id
 from .. import directory_people as people
-from .. import role_mapping
+from .. import freed_email_jobs, role_mapping
 from ..provisioning import set_access
 from .context import EventContext, directory_deleted, parse_time, require
 
@@ -47,15 +47,23 @@ LOOKUP: Any = object()  # "look the row up" (the default), as opposed to a row (
 def locked_directory_user(ctx: EventContext, org: Organization, workos_id: str) -> DirectoryUser | None:
     """The stored directory user, its row locked (``FOR UPDATE``): concurrent events for one user are applied one
     after the other, so the version guard compares against the committed state (no lost update when two workers
-    race)."""
-    return ctx.session.scalar(_locked_directory_user_statement(), {"organization_id": org.id, "workos_id": workos_id})
+    race). Its linked person is read by the same statement (not locked): the session then has it, and
+    ``directory_people.person_for`` finds it without a query of its own."""
+    row = ctx.session.execute(_locked_directory_user_statement(),
+                              {"organization_id": org.id, "workos_id": workos_id}).first()
+    if row is None:
+        return None
+    if row[1] is not None:
+        ctx.people_read.append(row[1])
+    return row[0]
 
 
 @functools.cache
-def _locked_directory_user_statement() -> Select[DirectoryUser]:
+def _locked_directory_user_statement() -> Select[DirectoryUser, User]:
     # Built once (bound parameters): a reused statement keeps its cache key; per event only the values bind.
-    return select(DirectoryUser).where(DirectoryUser.organization_id == bindparam("organization_id"),
-                                       DirectoryUser.workos_id == bindparam("workos_id")).with_for_update()
+    return (select(DirectoryUser, User).outerjoin(User, User.id == DirectoryUser.user_id)
+            .where(DirectoryUser.organization_id == bindparam("organization_id"),
+                   DirectoryUser.workos_id == bindparam("workos_id")).with_for_update(of=DirectoryUser))
 
 
 _INSERTED = ("id", "directory_id", "idp_id", "email", "first_name", "last_name", "state", "attributes",
@@ -143,7 +151,9 @@ def upsert_directory_user(ctx: EventContext, org: Organization, data: dict[str, 
 def sync_member(ctx: EventContext, org: Organization, du: DirectoryUser, *, reason: str,  # noqa: C901 - provision, recompute or deprovision; to be split (issue #12)
                 groups: list[role_mapping.GroupRef] | None = None, repair_split: bool = False) -> None:
     """Bring the directory user's membership in line: provision, recompute the role, or deprovision; mirror
-    the person (:mod:`services.directory_people`).
+    the person (:mod:`services.directory_people`). When that takes an email off the person, the organization's
+    directory users waiting for it are not synced here: one job each is queued in this transaction under that
+    user's entity key (:mod:`services.freed_email_jobs`), so this transaction holds no other member's key.
 
     *groups*: the user's live groups when the caller knows them (the resync); read from the database otherwise.
     *repair_split*: look for other memberships hanging on the directory user even in a batched unit of work.
@@ -170,7 +180,15 @@ def sync_member(ctx: EventContext, org: Organization, du: DirectoryUser, *, reas
     user = link.user
     if user is None:
         return
-    membership = people.membership_of(ctx, org, user.id)
+    # A batched unit of work (the resync) checks for splits only where it found one or the person changed.
+    # A directory user this unit of work inserted has no other membership to retire (``new_directory_user_ids``).
+    check_split = repair_split or link.relinked or (ctx.memberships_by_user is None
+                                                    and du.workos_id not in ctx.new_directory_user_ids)
+    hanging: list[Membership] | None = None
+    if check_split and ctx.memberships_by_user is None:  # both lookups in one query
+        membership, hanging = people.membership_and_hanging(ctx, org, user.id, du)
+    else:
+        membership = people.membership_of(ctx, org, user.id)
     if groups is None:
         groups = role_mapping.directory_groups_of(session, org.id, du.workos_id)
     # Without groups no mapping can match: the role mappings need not be read.
@@ -193,14 +211,12 @@ def sync_member(ctx: EventContext, org: Organization, du: DirectoryUser, *, reas
     set_access(session, ctx.client, membership, role=decision.role, role_source=decision.source, active=True,
                cause=ctx.cause.with_reason(reason),
                details={"directory_user_id": du.workos_id, **role_mapping.decision_details(decision)})
-    # A batched unit of work (the resync) checks for splits only where it found one or the person changed.
-    # A directory user this unit of work inserted has no other membership to retire (``new_directory_user_ids``).
-    if repair_split or link.relinked or (ctx.memberships_by_user is None
-                                         and du.workos_id not in ctx.new_directory_user_ids):
-        people.retire_other_memberships(ctx, org, du, keep=membership)
+    if check_split:
+        people.retire_other_memberships(ctx, org, du, keep=membership, hanging=hanging)
     if link.freed_email:
         for waiting in people.waiting_for(ctx, org, du, link.freed_email):
-            sync_member(ctx, org, waiting, reason="email_freed")
+            freed_email_jobs.queue(session, freed_email_jobs.FreedEmailJob(
+                org.id, waiting.workos_id, link.freed_email, ctx.cause.with_reason(freed_email_jobs.REASON)))
 
 
 def _deprovision_directory_user(ctx: EventContext, org: Organization, du: DirectoryUser, reason: str) -> None:
