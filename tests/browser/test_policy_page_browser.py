@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.browser import assert_accessible, chromium
+from tests.support.browser import assert_accessible, chromium, click_and_wait
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -26,18 +26,18 @@ def test_policy_page_in_the_browser(server: str) -> None:
         _no_horizontal_scroll(page)
         page.fill("#idle_timeout", "1800")
         page.fill("#ip_allowlist", "127.0.0.0/8\n::1/128")
-        page.click("text=Save policy")
+        click_and_wait(page, "text=Save policy")
         assert page.url.endswith("/admin/policy?saved=1"), page.url
         assert page.locator("[role=status]").inner_text().startswith("Saved")
         assert page.input_value("#idle_timeout") == "1800"
         assert_accessible(page)
         page.fill("#ip_allowlist", "10.0.0.0/8")
-        page.click("text=Save policy")
+        click_and_wait(page, "text=Save policy")
         assert "your own address" in page.locator("[role=alert]").inner_text()
         assert_accessible(page)  # the error state too
         _no_horizontal_scroll(page)
         page.fill("#ip_allowlist", "not a network")
-        page.click("text=Save policy")
+        click_and_wait(page, "text=Save policy")
         assert page.locator("#ip_allowlist").get_attribute("aria-invalid") == "true"
         assert_accessible(page)
         context.close()

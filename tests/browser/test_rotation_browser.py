@@ -17,7 +17,7 @@ from sqlalchemy import select
 from hatidata_auth.extensions import db
 from hatidata_auth.models import OrganizationAlert
 from tests.rotation_support import GLOBEX_CONN, metadata_with, pem_and_b64, sso_code
-from tests.support.browser import assert_accessible, chromium
+from tests.support.browser import assert_accessible, chromium, click_and_wait
 from tests.support.dsync import deliver
 from tests.support.servers import EmulatorControl
 
@@ -80,14 +80,14 @@ def test_rotate_globex_certificate_with_no_failed_sign_in(browser: Any, server: 
     try:
         page.goto(f"{server}/auth/login?email=admin@globex.test&return_to=/admin/sso/")
         assert page.url.endswith("/admin/sso/"), page.url
-        page.click("#alerts .rotate-link")  # from the alert
+        click_and_wait(page, "#alerts .rotate-link")  # from the alert
         assert page.inner_text("#rotation-state") == "not started"
         assert page.is_visible("#rotation-alert")
         assert "Make certificate active" in page.inner_text("main")  # Entra's own steps
         check(page)
         page.set_input_files("#metadata_file", files=[{"name": "globex.xml", "mimeType": "application/xml",
                                                        "buffer": metadata_with(new_b64)}])
-        page.click("#rotation-start")
+        click_and_wait(page, "#rotation-start")
         assert page.get_attribute("#rotation-state", "data-state") == "both_trusted"
         check(page)
 
@@ -95,7 +95,7 @@ def test_rotate_globex_certificate_with_no_failed_sign_in(browser: Any, server: 
         users.wait_for(5)
         control.ctl("PUT", f"/connections/{GLOBEX_CONN}/idp_signing", {"pem": new_pem})  # the IdP switches
         users.wait_for(5)
-        page.click("#rotation-switched")
+        click_and_wait(page, "#rotation-switched")
         assert page.get_attribute("#rotation-state", "data-state") == "switched"
         check(page)
         page.fill("#login_hint", "dev@globex.test")

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from tests.support.browser import assert_accessible, chromium
+from tests.support.browser import assert_accessible, chromium, click_and_wait
 from tests.test_sign_ins_api import _control, _deliver_events
 from tests.test_sso_wizard import OKTA_URL
 
@@ -22,22 +22,22 @@ def _to_the_test_step(page: Any, server: str) -> None:
     page.goto(f"{server}/auth/login?email=admin@acme.test&return_to=/admin/sso/")
     assert page.url.endswith("/admin/sso/"), page.url
     page.check("#plugin-okta")
-    page.click("text=Start or resume setup")
+    click_and_wait(page, "text=Start or resume setup")
     if page.locator("#protocol-saml").count():
         page.check("#protocol-saml")
     page.check("#confirm")
-    page.click("button[value=next]")
+    click_and_wait(page, "button[value=next]")
     page.check("#confirm")
-    page.click("button[value=next]")
+    click_and_wait(page, "button[value=next]")
     for box in page.locator("input[type=checkbox][name^=attr_]").all():
         box.check()
-    page.click("button[value=next]")
+    click_and_wait(page, "button[value=next]")
     if page.locator("#source-url").count():
         page.check("#source-url")
     page.fill("#metadata_url", OKTA_URL)
-    page.click("button[value=next]")
-    page.click("button[value=preview]")
-    page.click("button[value=next]")
+    click_and_wait(page, "button[value=next]")
+    click_and_wait(page, "button[value=preview]")
+    click_and_wait(page, "button[value=next]")
 
 
 def _test_sign_in(page: Any, email: str) -> None:

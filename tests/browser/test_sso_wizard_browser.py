@@ -24,7 +24,7 @@ from werkzeug.serving import make_server
 from hatidata_auth.idp.testing import saml_metadata
 from tests.auth_support import sync_organizations
 from tests.sso_wizard_support import ENTRA_GROUPS, resync_directory
-from tests.support.browser import assert_accessible, chromium
+from tests.support.browser import assert_accessible, chromium, click_and_wait
 from tests.support.servers import EmulatorControl
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -103,7 +103,7 @@ def _focus_on_error_summary(page: Any) -> None:
 
 
 def _next(page: Any) -> None:
-    page.click("button[value=next]")
+    click_and_wait(page, "button[value=next]")
 
 
 def _first_steps(page: Any, check: Checker) -> None:
@@ -170,7 +170,7 @@ def _role_mapping(page: Any, check: Checker, plugin: str) -> None:
     check("role mapping error")
     page.select_option("#rows-2-group", ids["viewer"])
     page.fill("#rows-2-identifier", "")
-    page.click("button[value=preview]")
+    click_and_wait(page, "button[value=preview]")
     assert page.locator("#preview-h").is_visible()
     check("role mapping preview")
     _next(page)
@@ -232,7 +232,7 @@ def test_wizard_in_the_browser(browser: Any, wizard_server: str, plugin: str, tm
         assert page.evaluate("document.activeElement.className") == "skip"
         check("index")
         page.check(f"#plugin-{plugin}")
-        page.click("text=Start or resume setup")
+        click_and_wait(page, "text=Start or resume setup")
         _first_steps(page, check)
         _metadata(page, check, case)
         _role_mapping(page, check, plugin)
@@ -240,11 +240,11 @@ def test_wizard_in_the_browser(browser: Any, wizard_server: str, plugin: str, tm
         page.goto(f"{wizard_server}/admin/sso/{plugin}/wizard/reset")
         assert "setup over?" in page.inner_text("h1")
         check("reset confirmation")
-        page.click("button[type=submit]")  # not ticked: asked again
+        click_and_wait(page, "button[type=submit]")  # not ticked: asked again
         _focus_on_error_summary(page)
         check("reset confirmation error")
         page.check("#confirm")
-        page.click("button[type=submit]")
+        click_and_wait(page, "button[type=submit]")
         assert "was started over" in page.inner_text("main")
         check("after reset")
     except Exception:
@@ -265,7 +265,7 @@ def test_wizard_recovers_when_the_connection_is_deleted_mid_setup(browser: Any, 
     try:
         _sign_in(page, wizard_server, str(case["domain"]))
         page.check("#plugin-okta")
-        page.click("text=Start or resume setup")
+        click_and_wait(page, "text=Start or resume setup")
         page.check("#protocol-saml")
         page.check("#confirm")
         _next(page)
@@ -308,7 +308,7 @@ def test_other_wizard_pages_are_accessible(browser: Any, wizard_server: str) -> 
     try:
         _sign_in(page, wizard_server, "globex.test")
         page.check("#plugin-azure")
-        page.click("text=Start or resume setup")
+        click_and_wait(page, "text=Start or resume setup")
         page.goto(f"{wizard_server}/admin/sso/idp/azure/guide")
         check("guide")
         page.goto(f"{wizard_server}/admin/sso/")

@@ -14,7 +14,7 @@ from playwright.sync_api import expect
 
 from tests.browser.test_sso_wizard_browser import CASES
 from tests.support import make_run
-from tests.support.browser import chromium
+from tests.support.browser import chromium, click_and_wait
 from tests.support.processes import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -43,7 +43,7 @@ def _sign_in(page: Any, app_url: str, emulator_url: str) -> None:
 def _open_wizard(page: Any, app_url: str) -> None:
     page.goto(f"{app_url}/admin/sso/")
     page.check("#plugin-okta")
-    page.click("text=Start or resume setup")
+    click_and_wait(page, "text=Start or resume setup")
 
 
 def _connection_ids(emulator_port: int) -> set[str]:
@@ -56,24 +56,24 @@ def _connection_ids(emulator_port: int) -> set[str]:
 def _create_connection_in_the_wizard(page: Any) -> None:
     page.check("#protocol-saml")
     page.check("#confirm")
-    page.click("button[value=next]")
+    click_and_wait(page, "button[value=next]")
     page.check("#confirm")
-    page.click("button[value=next]")
+    click_and_wait(page, "button[value=next]")
     for box in page.locator("input[type=checkbox][name^=attr_]").all():
         box.check()
-    page.click("button[value=next]")
+    click_and_wait(page, "button[value=next]")
     if page.locator("#source-url").count():
         page.check("#source-url")
     page.check("#connection_choice-new")  # beside the organization's seeded connection, offered for editing
     page.fill("#metadata_url", str(CASES["okta"]["url"]))
-    page.click("button[value=next]")
+    click_and_wait(page, "button[value=next]")
     expect(page.locator("h2#step-title")).to_contain_text("Map groups to roles")
 
 
 def _finish_the_wizard(page: Any, connection_id: str) -> None:
-    page.click("button[value=preview]")
+    click_and_wait(page, "button[value=preview]")
     expect(page.locator("#preview-h")).to_be_visible()
-    page.click("button[value=next]")
+    click_and_wait(page, "button[value=next]")
 
     requested: list[str] = []
     page.on("request", lambda request: requested.append(request.url))
@@ -85,14 +85,14 @@ def _finish_the_wizard(page: Any, connection_id: str) -> None:
     assert f"connection={connection_id}" in " ".join(requested), requested  # signed in through that connection
     assert f"Profile received for {ADMIN}" in page.inner_text("#result-h")
     assert page.inner_text("#test-login-role strong") == "admin"
-    page.click("button[value=next]")
+    click_and_wait(page, "button[value=next]")
 
     directory = page.locator("h2#step-title", has_text="Directory sync")
     directory.or_(page.locator("#enforce_sso")).first.wait_for()  # the step after the test, once it has loaded
     if directory.count():
-        page.click("button[value=next]")
+        click_and_wait(page, "button[value=next]")
     page.check("#enforce_sso")
-    page.click("button[value=next]")
+    click_and_wait(page, "button[value=next]")
     expect(page.locator("main")).to_contain_text("Single sign-on is active and enforced")
 
 
@@ -118,7 +118,7 @@ def test_restart_of_make_run_keeps_the_wizard_created_connection(browser: Any, t
     finally:
         context.close()
         code = make_run.stop(proc)
-    assert code == 0
+    assert code == 0, _log.read_text()[-3000:]
 
     proc, _log = make_run.start(tmp_path, app_port, emulator_port)
     context = browser.new_context()  # a new browser: the admin signs in again

@@ -95,3 +95,16 @@ def assert_accessible(page: Any) -> None:
     """Fail naming every axe-core violation on *page*, with its URL."""
     violations = axe_violations(page)
     assert not violations, f"axe-core on {page.url}:\n" + "\n".join(violations)
+
+
+def click_and_wait(page: Any, selector: str) -> None:
+    """Click ``selector`` (a form's submit button or a link) and return once the page it leads to has loaded.
+
+    Playwright's ``click`` may return before the response has replaced the page, so a read right after it
+    (``locator(...).all()``, ``count()``, ``page.url``, an element both pages have) can still see the old page: a
+    wizard step's checkboxes read that way were never ticked and the step answered 422. Every click of the browser
+    tests that loads another page goes through here; one that stays on the page (the browser's own validation, a
+    script) does not, and waits for what it expects instead.
+    """
+    with page.expect_navigation(wait_until="load"):
+        page.click(selector)
