@@ -79,70 +79,76 @@ _REVOKING_ACTIONS = {"session.revoked": "session", "api_key.revoked": "api_key",
 # --- functions other modules call ----------------------------------------------------------------------------
 
 
+_SERIES: dict[tuple[Any, ...], Any] = {}
+
+
+def _series(metric: Any, *values: str) -> Any:
+    """*metric*'s series of the label *values* (in the metric's label order), looked up once per process:
+    ``labels()`` costs about four times an increment and an observation together, and the hottest requests count
+    several series (a cookie's three cache lookups). Every label value here comes from a bounded set (see
+    :func:`method_label` and below): each series lives until the process ends anyway."""
+    key = (metric, *values)
+    series = _SERIES.get(key)
+    if series is None:
+        series = _SERIES.setdefault(key, metric.labels(*values))
+    return series
+
+
 def audit_stream(kind: str, outcome: str, lines: int, lag: float | None = None) -> None:
     """One audit stream batch: *lines* delivered or failed (labels: the kind and outcome only, never an
     organization or a sink id; unknown values collapse to ``other``)."""
     kind = kind if kind in STREAM_KINDS else "other"
     outcome = outcome if outcome in STREAM_OUTCOMES else "other"
-    AUDIT_STREAM_DELIVERIES.labels(kind=kind, outcome=outcome).inc()
-    AUDIT_STREAM_EVENTS.labels(kind=kind, outcome="delivered" if outcome == "delivered" else "failed").inc(lines)
+    _series(AUDIT_STREAM_DELIVERIES, kind, outcome).inc()
+    _series(AUDIT_STREAM_EVENTS, kind, "delivered" if outcome == "delivered" else "failed").inc(lines)
     if lag is not None:
-        AUDIT_STREAM_LAG.labels(kind=kind).observe(max(lag, 0.0))
-
-
-_HTTP_SERIES: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        _series(AUDIT_STREAM_LAG, kind).observe(max(lag, 0.0))
 
 
 def http_request(method: str, endpoint: str, status: str, seconds: float) -> None:
     """Count one answered request and observe its latency in *seconds*; *method* and *status* are labels
-    (:func:`method_label`, :func:`status_label`), *endpoint* the URL rule. The series of each label set are looked
-    up once per process (``labels()`` costs about four times the increment and the observation together)."""
-    key = (method, endpoint, status)
-    series = _HTTP_SERIES.get(key)
-    if series is None:
-        series = _HTTP_SERIES.setdefault(key, (HTTP_REQUESTS.labels(method=method, endpoint=endpoint, status=status),
-                                               HTTP_LATENCY.labels(method=method, endpoint=endpoint)))
-    series[0].inc()
-    series[1].observe(seconds)
+    (:func:`method_label`, :func:`status_label`), *endpoint* the URL rule."""
+    _series(HTTP_REQUESTS, method, endpoint, status).inc()
+    _series(HTTP_LATENCY, method, endpoint).observe(seconds)
 
 
 def inbox_batch(events: int, *, revoking_only: bool = False) -> None:
     """One applier batch that claimed *events* events (its size: the fixed cost of a batch is shared by them)."""
-    INBOX_BATCH.labels(thread="revoking" if revoking_only else "batch").observe(events)
+    _series(INBOX_BATCH, "revoking" if revoking_only else "batch").observe(events)
 
 
 def webhook_event(event_type: str, outcome: str) -> None:
     """Count one webhook delivery (``applied``, ``ignored``, ``duplicate``, ``failed``, ``rejected`` ...)."""
-    WEBHOOK_EVENTS.labels(event_type=event_type_label(event_type), outcome=_label(outcome)).inc()
+    _series(WEBHOOK_EVENTS, event_type_label(event_type), _label(outcome)).inc()
 
 
 def login(outcome: str, reason: str | None = None) -> None:
     """Count one login (``succeeded`` or ``failed``, with the failure's reason)."""
-    LOGINS.labels(outcome=outcome).inc()
+    _series(LOGINS, outcome).inc()
     if outcome != "succeeded":
-        LOGIN_FAILURES.labels(reason=_label(reason or "unknown")).inc()
+        _series(LOGIN_FAILURES, _label(reason or "unknown")).inc()
 
 
 def security_event(kind: str, reason: str) -> None:
     """Count one unauthenticated failure (every one; the audit log keeps only rate-limited summaries)."""
-    SECURITY_EVENTS.labels(kind=_label(kind), reason=_label(reason)).inc()
+    _series(SECURITY_EVENTS, _label(kind), _label(reason)).inc()
     if kind == "login_failure":
         login("failed", reason)
 
 
 def revocation(kind: str) -> None:
     """Count one revoked session or API key."""
-    REVOCATIONS.labels(kind=kind).inc()
+    _series(REVOCATIONS, kind).inc()
 
 
 def cache_lookup(cache: str, hit: bool) -> None:
     """Count one cache lookup."""
-    CACHE_LOOKUPS.labels(cache=cache, result="hit" if hit else "miss").inc()
+    _series(CACHE_LOOKUPS, cache, "hit" if hit else "miss").inc()
 
 
 def audit_committed(action: str, outcome: str, details: dict[str, Any] | None) -> None:
     """Count one committed audit event, and the login / revocation it stands for."""
-    AUDIT_EVENTS.labels(action=_label(action), outcome=_label(outcome)).inc()
+    _series(AUDIT_EVENTS, _label(action), _label(outcome)).inc()
     if action == "auth.login.succeeded":
         login("succeeded")
     # Failed logins are counted one by one by security_event: their audit rows are rate-limited summaries.
