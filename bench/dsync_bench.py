@@ -171,10 +171,11 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))] * 1000 if ordered else float("nan")
 
 
-# Rows still to be applied: anything but a final status (``received`` today; whatever an applier claims with).
-SETTLED = ("applied", "ignored", "failed", "duplicate")
-PENDING_SQL = text("SELECT 1 FROM webhook_events WHERE status NOT IN ('applied', 'ignored', 'failed', 'duplicate') "
-                   "LIMIT 1")
+# Rows still to be applied: ``received``, the appliers' own definition of pending (``models.inbox``: the claim reads
+# its partial indexes). Polled every 20 ms, it must not grow with the inbox: ``status NOT IN (<the settled ones>)``
+# could use no index and scanned the whole table on every poll (10M rows: the poll's reads delayed the appliers and
+# the drain, applied events/s 0.68-0.73 of the empty inbox with the CPU per event unchanged).
+PENDING_SQL = text("SELECT 1 FROM webhook_events WHERE status = 'received' LIMIT 1")
 
 
 def start_server(spec: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
