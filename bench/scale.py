@@ -122,6 +122,7 @@ def webhook_curve(database_url: str, emulator_url: str, instance: Path, sizes: l
     try:
         send_all(port, _bodies(99, 300, 100), concurrency)  # warm-up: connections, caches, the organization
         seconds_until_drained(engine, time.perf_counter())
+        settle(engine)
         for phase, size in enumerate(sizes):
             if size > filled:
                 started = time.perf_counter()
@@ -149,6 +150,12 @@ def fill(engine: Engine, start: int, stop: int, *, age_days: int) -> None:
     empty inbox at 10M rows with the CPU per event unchanged), which measured the fill, not the inbox's size."""
     with engine.begin() as conn:
         conn.execute(text(FILL_SQL), {"start": start, "stop": stop, "age_days": age_days})
+    settle(engine)
+
+
+def settle(engine: Engine) -> None:
+    """``VACUUM ANALYZE`` the inbox and ``CHECKPOINT``: every point of the curve is measured from that state, the
+    empty inbox too (after the warm-up), so that no point alone runs without the inbox's statistics."""
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM ANALYZE webhook_events"))
         conn.execute(text("CHECKPOINT"))
