@@ -29,6 +29,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PROFILES = ("development", "testing", "production")
 
 EMULATOR_API_KEY = "sk_test_emulator"
+DEVELOPMENT_WEBHOOK_SECRET = "whsec_hatidata_development"  # noqa: S105 - make run's, public: production refuses it
 EMULATOR_CLIENT_ID = "client_emulator"
 
 
@@ -145,7 +146,7 @@ _DEVELOPMENT: dict[str, Any] = {
     "SESSION_COOKIE_SECURE": False,
     "WORKOS_API_KEY": EMULATOR_API_KEY,
     "WORKOS_CLIENT_ID": EMULATOR_CLIENT_ID,
-    "WORKOS_WEBHOOK_SECRET": "whsec_hatidata_development",
+    "WORKOS_WEBHOOK_SECRET": DEVELOPMENT_WEBHOOK_SECRET,
     "HATIDATA_AUDIT_STREAM_ALLOW_LOOPBACK_HTTP": True,
 }
 
@@ -274,12 +275,8 @@ def emulator_base_url(port: str) -> str:
 
 
 def fill_local_defaults(settings: dict[str, Any], instance_path: Path) -> None:
-    """Give development and testing what production must be told: a database, secrets, a cache folder and the
-    public URL.
-
-    Secrets are generated once and kept in ``instance/dev-secrets.json`` so that every worker process
-    and every restart agrees on them.
-    """
+    """Give development and testing what production must be told: a database, secrets (generated once into
+    ``instance/dev-secrets.json``, so that every worker and restart agrees on them), a cache folder, the public URL."""
     instance_path.mkdir(parents=True, exist_ok=True)
     if not settings.get("HATIDATA_PUBLIC_URL"):
         # Where `make run` serves; absolute URLs never come from the request's Host header.
@@ -350,8 +347,12 @@ def _loopback(host: str | None) -> bool:
         return False
 
 
+PUBLIC_VALUES = {"WORKOS_API_KEY": (EMULATOR_API_KEY, "the emulator's public test key"),
+                 "WORKOS_WEBHOOK_SECRET": (DEVELOPMENT_WEBHOOK_SECRET, "the development profile's public default")}
+
+
 def validate_production(settings: Mapping[str, Any]) -> list[str]:  # noqa: C901 - a flat list of independent production checks
-    """Return every missing or weak production setting, each named with what to do."""
+    """Every missing, weak or public (:data:`PUBLIC_VALUES`: in this repository) setting, named with what to do."""
     problems: list[str] = []
     if not settings.get("SQLALCHEMY_DATABASE_URI"):
         problems.append("DATABASE_URL is missing (a PostgreSQL URL, e.g. postgresql+psycopg://user@host/db)")
@@ -362,8 +363,6 @@ def validate_production(settings: Mapping[str, Any]) -> list[str]:  # noqa: C901
     api_key = settings.get("WORKOS_API_KEY")
     if not api_key:
         problems.append("WORKOS_API_KEY is missing")
-    elif api_key == EMULATOR_API_KEY:
-        problems.append("WORKOS_API_KEY is the emulator's public test key")
     if not settings.get("WORKOS_CLIENT_ID"):
         problems.append("WORKOS_CLIENT_ID is missing")
     webhook_secret = settings.get("WORKOS_WEBHOOK_SECRET")
@@ -397,4 +396,5 @@ def validate_production(settings: Mapping[str, Any]) -> list[str]:  # noqa: C901
         problems.append("SECRET_KEY is missing")
     elif len(str(secret_key)) < 32:
         problems.append("SECRET_KEY is weak (fewer than 32 characters)")
+    problems += [f"{name} is {what}" for name, (value, what) in PUBLIC_VALUES.items() if settings.get(name) == value]
     return problems

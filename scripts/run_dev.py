@@ -23,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 EMULATOR_API_KEY = "sk_test_emulator"
+DEV_WEBHOOK_SECRET = "whsec_hatidata_development"  # noqa: S105 - public: hatidata_auth.config.DEVELOPMENT_WEBHOOK_SECRET
 PLUGIN_ENTRY_POINTS = "hatidata_auth.idp_plugins"  # hatidata_auth.idp.registry.ENTRY_POINT_GROUP
 DEMO_DOMAINS = ("acme.test", "globex.test", "initech.test", "umbrella.test")
 
@@ -88,7 +89,10 @@ def main() -> int:
     env["WORKOS_BASE_URL"] = env.get("WORKOS_BASE_URL") or emulator_url
     env.setdefault("HATIDATA_PUBLIC_URL", app_url)
     env["PORT"] = str(app_port)
-    webhook_secret = env.setdefault("WORKOS_WEBHOOK_SECRET", "whsec_hatidata_development")
+    webhook_secret = env.setdefault("WORKOS_WEBHOOK_SECRET", DEV_WEBHOOK_SECRET)
+    # An operator's own secret is never printed; the development default is public anyway.
+    signed_with = (f"the development default {DEV_WEBHOOK_SECRET}" if webhook_secret == DEV_WEBHOOK_SECRET
+                   else "your WORKOS_WEBHOOK_SECRET")
     token_ttl = env.setdefault("WORKOS_EMULATOR_ACCESS_TOKEN_TTL", "300")
     if not token_ttl.isdigit() or int(token_ttl) < 1:
         sys.exit(f"WORKOS_EMULATOR_ACCESS_TOKEN_TTL={token_ttl!r} is not a positive number of seconds")
@@ -143,7 +147,8 @@ HatiData Auth is running.
   sign in:         {app_url}/             (enter a demo email; admins get the SSO setup wizard)
   WorkOS emulator: {emulator_url}            (hosted login pages for each demo organization)
   access tokens:   live {token_ttl} s, then the app refreshes them (WORKOS_EMULATOR_ACCESS_TOKEN_TTL)
-  webhooks:        {app_url}/webhooks/workos is registered with the emulator
+  webhooks:        {app_url}/webhooks/workos is registered with the emulator, signed with
+                   {signed_with}
 
 Demo logins with SSO (type the email on the sign-in page: the emulator's IdP signs that user in; no passwords):
 """ + "\n".join(f"  {d:14} admin@{d}  dev@{d}  viewer@{d}" for d in DEMO_DOMAINS) + f"""

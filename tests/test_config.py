@@ -8,7 +8,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from hatidata_auth import create_app
-from hatidata_auth.config import ConfigError, profile_name, resolve, validate_production
+from hatidata_auth.config import PROFILE_SETTINGS, ConfigError, profile_name, resolve, validate_production
 
 GOOD_PRODUCTION_ENV = {
     "DATABASE_URL": "postgresql+psycopg://hd@db.internal/hatidata",
@@ -89,6 +89,7 @@ def test_production_refuses_to_start_naming_every_missing_setting(monkeypatch: p
         ("HATIDATA_COOKIE_KEY", "a-32-character-password-is-not-ok", "not a Fernet key"),
         ("SECRET_KEY", "short", "weak"),
         ("WORKOS_WEBHOOK_SECRET", "abc", "weak"),
+        ("WORKOS_WEBHOOK_SECRET", "whsec_hatidata_development", "public default"),
         ("DATABASE_URL", "sqlite:////tmp/x.db", "SQLite"),
         ("WORKOS_API_KEY", "sk_test_emulator", "emulator"),
         ("HATIDATA_PUBLIC_URL", "http://auth.tenant-host.example", "https://"),
@@ -103,6 +104,18 @@ def test_production_refuses_weak_settings(var: str, value: str, complaint: str) 
     assert len(problems) == 1
     assert var in problems[0]
     assert complaint in problems[0]
+
+
+SECRETS = ("WORKOS_API_KEY", "WORKOS_WEBHOOK_SECRET", "HATIDATA_COOKIE_KEY", "SECRET_KEY", "HATIDATA_METRICS_TOKEN")
+SHIPPED = sorted({(name, str(values[name])) for profile, values in PROFILE_SETTINGS.items() if profile != "production"
+                  for name in SECRETS if values.get(name)})
+
+
+@pytest.mark.parametrize(("var", "value"), SHIPPED)
+def test_production_refuses_every_secret_value_this_code_ships(var: str, value: str) -> None:
+    """A secret another profile sets is public (it is in this repository): production names it as a problem."""
+    problems = validate_production({**_as_settings(GOOD_PRODUCTION_ENV), **_as_settings({var: value})})
+    assert [problem for problem in problems if var in problem], problems
 
 
 @pytest.mark.parametrize("url", ["https://auth.tenant-host.example", "http://127.0.0.1:8000", "http://127.9.9.9",
