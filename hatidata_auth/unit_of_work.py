@@ -19,6 +19,8 @@ This module imports nothing from ``hatidata_auth``: every layer may use it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from sqlalchemy import event
@@ -72,6 +74,24 @@ def unit_of_work(session: Session | scoped_session[Any]) -> AppSession:
         raise NotAUnitOfWork(f"{type(found).__name__} is not HatiData Auth's session: work queued for its commit "
                              "would never run (use db.session or hatidata_auth.unit_of_work.AppSession)")
     return found
+
+
+NO_AUTOFLUSH: Mapping[str, Any] = MappingProxyType({"autoflush": False})
+"""Execution options of a query that must not flush the session first (:func:`reads_flushed`)."""
+_DEFAULT: Mapping[str, Any] = MappingProxyType({})
+
+
+def reads_flushed(session: Session, *models: type[Any]) -> Mapping[str, Any]:
+    """The execution options for a query that reads only *models*' tables: no autoflush (:data:`NO_AUTOFLUSH`)
+    unless *session* holds unflushed changes of one of them (none: SQLAlchemy's default, flush first).
+
+    An applier's batch changes rows of one table in every event; flushing them before each event's next query
+    sent one statement per row, where the batch's commit sends one per table. A query that reads none of the
+    changed tables sees the same rows either way (objects the session holds keep their unflushed values)."""
+    pending = (session.new, session.dirty, session.deleted)
+    if any(isinstance(obj, models) for group in pending for obj in group):
+        return _DEFAULT
+    return NO_AUTOFLUSH
 
 
 def invalidate_after_commit(session: Session, kind: str, key: str, key_hash: str | None = None) -> None:

@@ -27,10 +27,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Select, bindparam, or_, select, text
+from sqlalchemy import Select, bindparam, insert, or_, select, text
 from sqlalchemy.orm import Session
 
-from ..models import DirectoryUser, Membership, Organization, User, new_id
+from ..models import DirectoryUser, Membership, Organization, User, new_id, utcnow
+from ..unit_of_work import NO_AUTOFLUSH, reads_flushed
 from .provisioning import invalidate_member_caches, set_access
 from .resync_state import page_lookup
 
@@ -78,13 +79,26 @@ def person_differs(du: DirectoryUser, user: User | None) -> bool:
 def new_directory_person(ctx: EventContext, organization_id: str, email: str, first_name: str | None,
                          last_name: str | None) -> User:
     """Add (not flush) the ``User`` a directory user's email maps to when none exists yet, audited."""
-    user = User(id=new_id("usr"), email=email, first_name=first_name, last_name=last_name)
-    ctx.session.add(user)
+    # Inserted now, by one statement that flushes nothing else: the membership row that refers to it may be
+    # added next (no ORM relationship orders the two inserts), and the batch's other pending rows wait for its
+    # commit (``unit_of_work.reads_flushed``).
+    now = utcnow()
+    user: User = ctx.session.scalars(_insert_person_statement(), {
+        "id": new_id("usr"), "email": email, "first_name": first_name, "last_name": last_name,
+        "created_at": now, "updated_at": now}, execution_options=NO_AUTOFLUSH).one()
     ctx.users_by_email[email] = user
     ctx.new_user_ids.add(user.id)
     ctx.record("user.created", organization_id=organization_id, target_type="user", target_id=user.id,
                details={"email": user.email, "source": "directory"})
     return user
+
+
+@functools.cache
+def _insert_person_statement() -> Any:
+    # Built once (bound parameters): a reused statement keeps its cache key; per person only the values bind.
+    table = User.__table__
+    return insert(User).values({name: bindparam(name, type_=table.c[name].type) for name in (
+        "id", "email", "first_name", "last_name", "created_at", "updated_at")}).returning(User)
 
 
 def membership_of(ctx: EventContext, org: Organization, user_id: str) -> Membership | None:
@@ -158,7 +172,8 @@ def person_for(ctx: EventContext, org: Organization, du: DirectoryUser) -> Perso
     if du.email in ctx.users_by_email:
         user = ctx.users_by_email[du.email]
     else:
-        user = ctx.session.scalar(_statements().person_by_email, {"email": du.email})
+        user = ctx.session.scalar(_statements().person_by_email, {"email": du.email},
+                                  execution_options=reads_flushed(ctx.session, User))
     if user is not None and user.id not in ctx.new_user_ids and _held_by_other_directory_user(ctx, org, du, user):
         if not _hold_email(ctx, du.email):
             return PersonLink(None, refused=EMAIL_HELD)
@@ -167,11 +182,10 @@ def person_for(ctx: EventContext, org: Organization, du: DirectoryUser) -> Perso
             return PersonLink(None, refused=EMAIL_HELD)
     if user is None:
         user = new_directory_person(ctx, du.organization_id, du.email, du.first_name, du.last_name)
-        ctx.session.flush()  # the membership row refers to it (no ORM relationship orders the two inserts)
     ctx.users_by_email[du.email] = user
     relinked = du.user_id is not None
     du.user_id = user.id
-    _mirror_names(ctx, org, du, user)
+    mirror_names(ctx, org, du, user)
     return PersonLink(user, relinked=relinked)
 
 
@@ -186,7 +200,7 @@ def _held_by_other_directory_user(ctx: EventContext, org: Organization, du: Dire
 
 def _follow(ctx: EventContext, org: Organization, du: DirectoryUser, user: User) -> PersonLink:
     if not du.email or user.email == du.email:
-        _mirror_names(ctx, org, du, user)
+        mirror_names(ctx, org, du, user)
         return PersonLink(user)
     holder = _holder(ctx, du.email, user)
     if holder is not None and _hold_email(ctx, du.email):
@@ -197,7 +211,6 @@ def _follow(ctx: EventContext, org: Organization, du: DirectoryUser, user: User)
         # This directory speaks only for this organization: the person other organizations see keeps their
         # email, and this directory user continues as a person of its own.
         person = new_directory_person(ctx, org.id, du.email, du.first_name, du.last_name)
-        ctx.session.flush()
         ctx.record("directory_user.relinked", organization_id=org.id, target_type="directory_user",
                    target_id=du.workos_id, details={"from_user_id": user.id, "to_user_id": person.id,
                                                     "email": du.email, "reason": "person_in_another_organization"})
@@ -210,7 +223,7 @@ def _follow(ctx: EventContext, org: Organization, du: DirectoryUser, user: User)
     ctx.record("user.email_changed", organization_id=org.id, target_type="user", target_id=user.id,
                details={"from": old, "to": du.email, "directory_user_id": du.workos_id, "source": "directory"})
     invalidate_member_caches(ctx.session, organization_id=org.id, user_id=user.id)
-    _mirror_names(ctx, org, du, user)
+    mirror_names(ctx, org, du, user)
     return PersonLink(user, freed_email=old)
 
 
@@ -243,7 +256,8 @@ def _member_elsewhere(ctx: EventContext, org: Organization, user: User) -> bool:
                                                           Membership.organization_id != org.id).limit(1)) is not None
 
 
-def _mirror_names(ctx: EventContext, org: Organization, du: DirectoryUser, user: User) -> None:
+def mirror_names(ctx: EventContext, org: Organization, du: DirectoryUser, user: User) -> None:
+    """Rewrite the person's names from the directory user's, audited (``user.updated``) when they differ."""
     changed = {f: [getattr(user, f), getattr(du, f)] for f in ("first_name", "last_name")
                if getattr(user, f) != getattr(du, f)}
     if not changed:

@@ -38,6 +38,7 @@ from ..models import (
     RoleMapping,
     User,
 )
+from ..unit_of_work import reads_flushed
 from ..workos import WorkOSClient
 from . import audit, fanout_jobs, paging, resync_state
 from .role_rules import (
@@ -137,7 +138,8 @@ def _spec_of(row: RoleMapping) -> MappingSpec:
 def directory_groups_of(session: Session, organization_id: str, user_workos_id: str) -> list[GroupRef]:
     """The live groups a directory user is in (memberships whose group is known and not deleted)."""
     rows = session.execute(_groups_of_statement(), {"organization_id": organization_id,
-                                                     "user_workos_id": user_workos_id})
+                                                     "user_workos_id": user_workos_id},
+                           execution_options=reads_flushed(session, DirectoryGroup, DirectoryGroupMembership))
     return [GroupRef(name, idp_id, workos_id) for name, idp_id, workos_id in rows]
 
 

@@ -57,6 +57,9 @@ class EventContext:
     # Set by the last user upsert: whether anything that decides access (state, email, existence) or is mirrored
     # onto the person (names) changed.
     access_changed: bool = False
+    # Set with it: whether what changed is only mirrored names (``first_name``, ``last_name``), which move no
+    # access: the handler then mirrors them without recomputing the membership (``mirror_settled_names``).
+    names_only: bool = False
     _mappings: dict[str, list[role_mapping.MappingSpec]] = field(default_factory=dict)
     # Lookups already made in this unit of work (the resync preloads them a page at a time).
     users_by_email: dict[str, User | None] = field(default_factory=dict)

@@ -14,12 +14,14 @@ from sqlalchemy import Select, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ...models import DirectoryGroup, DirectoryGroupMembership, DirectoryUser, Membership, Organization, User, new_id
+from ...unit_of_work import NO_AUTOFLUSH
 from .. import directory_people as people
 from .. import freed_email_jobs, role_mapping
 from ..provisioning import set_access
 from .context import EventContext, directory_deleted, parse_time, require
 
 DEPROVISIONED_STATES = ("inactive", "suspended")
+NAME_FIELDS = frozenset({"first_name", "last_name"})  # mirrored onto the person; they decide no access
 
 
 def user_fields(data: dict[str, Any]) -> dict[str, Any]:
@@ -49,8 +51,10 @@ def locked_directory_user(ctx: EventContext, org: Organization, workos_id: str) 
     after the other, so the version guard compares against the committed state (no lost update when two workers
     race). Its linked person is read by the same statement (not locked): the session then has it, and
     ``directory_people.person_for`` finds it without a query of its own."""
-    row = ctx.session.execute(_locked_directory_user_statement(),
-                              {"organization_id": org.id, "workos_id": workos_id}).first()
+    # Without autoflush: the row is found by its key, which never changes, and an object the session holds keeps
+    # its unflushed values; the batch's earlier events' changes are sent together at its commit.
+    row = ctx.session.execute(_locked_directory_user_statement(), {"organization_id": org.id, "workos_id": workos_id},
+                              execution_options=NO_AUTOFLUSH).first()
     if row is None:
         return None
     if row[1] is not None:
@@ -109,9 +113,9 @@ def upsert_directory_user(ctx: EventContext, org: Organization, data: dict[str, 
             values = {**fields, "organization_id": org.id, "workos_id": data["id"], "version_at": version,
                       "deleted_at": ctx.event_time if deleted else None}
             stmt = _insert_directory_user_statement(ctx.session.get_bind().dialect.name)
-            du = ctx.session.scalars(stmt, {"id": new_id("du"), **values}).first()
+            du = ctx.session.scalars(stmt, {"id": new_id("du"), **values}, execution_options=NO_AUTOFLUSH).first()
             if du is not None:
-                ctx.access_changed = True
+                ctx.access_changed, ctx.names_only = True, False
                 ctx.new_directory_user_ids.add(du.workos_id)
                 _audit_directory_user(ctx, org, du, "directory_user.deleted" if deleted else "directory_user.created")
                 return du, True
@@ -139,8 +143,9 @@ def upsert_directory_user(ctx: EventContext, org: Organization, data: dict[str, 
         du.deleted_at = ctx.event_time
     changed_fields = sorted(k for k in fields if before.get(k) != getattr(du, k))
     changed = created or deleted or bool(changed_fields)
-    ctx.access_changed = created or deleted or any(before.get(k) != getattr(du, k)
-                                                   for k in ("state", *people.PERSON_FIELDS))
+    moved = {k for k in ("state", *people.PERSON_FIELDS) if before.get(k) != getattr(du, k)}
+    ctx.access_changed = created or deleted or bool(moved)
+    ctx.names_only = not (created or deleted) and bool(moved) and moved <= NAME_FIELDS
     if changed:
         action = "directory_user.deleted" if deleted else (
             "directory_user.created" if created else "directory_user.updated")
@@ -217,6 +222,28 @@ def sync_member(ctx: EventContext, org: Organization, du: DirectoryUser, *, reas
         for waiting in people.waiting_for(ctx, org, du, link.freed_email):
             freed_email_jobs.queue(session, freed_email_jobs.FreedEmailJob(
                 org.id, waiting.workos_id, link.freed_email, ctx.cause.with_reason(freed_email_jobs.REASON)))
+
+
+def mirror_settled_names(ctx: EventContext, org: Organization, du: DirectoryUser) -> bool:
+    """Mirror a name change onto the directory user's person without recomputing its membership, when the link
+    is settled: the user is active and linked, its organization and directory live, no other organization verified
+    its email's domain, and its person already has its email (not refused, no email move pending). Returns whether
+    it did; otherwise the caller runs :func:`sync_member`, which also retries a refused link.
+
+    Sound because names decide nothing :func:`sync_member` computes (the role follows the groups and mappings, the
+    status the state, the person the email): for a settled link it would mirror the names and find the membership
+    as the last access-changing event, fan-out or resync left it. The person was read with the directory user's
+    lock (``locked_directory_user``): no query."""
+    if (du.user_id is None or du.deleted_at is not None or du.state != "active" or org.status != "active"
+            or directory_deleted(org, du.directory_id)):
+        return False
+    if du.email and ctx.foreign_owner(org.id, du.email) is not None:
+        return False
+    user = ctx.session.get(User, du.user_id)
+    if user is None or (du.email and user.email != du.email):
+        return False
+    people.mirror_names(ctx, org, du, user)
+    return True
 
 
 def _deprovision_directory_user(ctx: EventContext, org: Organization, du: DirectoryUser, reason: str) -> None:

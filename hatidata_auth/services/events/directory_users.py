@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from ...models import DirectoryUser, Organization
 from .context import EventContext, directory_deleted, dsync_org, require
-from .directory_state import locked_directory_user, sync_member, upsert_directory_user
+from .directory_state import locked_directory_user, mirror_settled_names, sync_member, upsert_directory_user
 from .registry import handles
 
 
@@ -55,7 +55,9 @@ def on_user_upsert(ctx: EventContext, data: dict[str, Any]) -> None:
         # the insert is tried first): skip looking again.
         known_absent = bool(data.get("organization_id")) and org.workos_organization_id == data["organization_id"]
         du, changed = upsert_directory_user(ctx, org, data, known_absent=known_absent)
-    if du is not None and changed and ctx.access_changed:  # a name change alone needs no access work
+    # A change of custom attributes alone needs no access work; one of names alone only their mirroring.
+    settled = du is not None and changed and ctx.names_only and mirror_settled_names(ctx, org, du)
+    if du is not None and changed and ctx.access_changed and not settled:
         sync_member(ctx, org, du, reason=ctx.event_type)
 
 

@@ -1,0 +1,56 @@
+"""The rule of ``unit_of_work.reads_flushed``: a query that skips the autoflush still sees every change the session
+holds of the tables it reads. The appliers skip the flush before their per-event lookups (an earlier event's rows
+of other tables wait for the batch's commit); a pending change of the very rows looked up must be flushed first."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import select
+
+from hatidata_auth.models import DirectoryGroupMembership, DirectoryUser, User
+from hatidata_auth.services import role_mapping
+from hatidata_auth.unit_of_work import NO_AUTOFLUSH, reads_flushed
+from tests.conftest import _empty_tables
+from tests.support.people import prepare
+
+
+def test_a_pending_change_of_the_tables_read_is_flushed_first(app: Flask, emulator: Any) -> None:
+    from hatidata_auth.extensions import db
+
+    emulator.reset()
+    _empty_tables(app)
+    with app.app_context():
+        session = db.session
+        org_id = prepare(session, app.extensions["hatidata_workos"].client)["acme.test"].id
+        row = session.scalars(select(DirectoryGroupMembership).where(
+            DirectoryGroupMembership.organization_id == org_id, DirectoryGroupMembership.present.is_(True))).first()
+        assert row is not None
+        before = role_mapping.directory_groups_of(session, org_id, row.user_workos_id)
+        assert row.group_workos_id in {g.workos_id for g in before}
+        assert reads_flushed(session, DirectoryGroupMembership) is NO_AUTOFLUSH  # nothing pending yet
+
+        row.present = False  # pending, not flushed
+        assert dict(reads_flushed(session, DirectoryGroupMembership)) == {}  # SQLAlchemy's default: flush first
+        after = role_mapping.directory_groups_of(session, org_id, row.user_workos_id)
+        assert row.group_workos_id not in {g.workos_id for g in after}
+        session.rollback()
+
+
+def test_a_pending_change_of_other_tables_is_left_for_the_commit(app: Flask, emulator: Any) -> None:
+    from hatidata_auth.extensions import db
+
+    emulator.reset()
+    _empty_tables(app)
+    with app.app_context():
+        session = db.session
+        org_id = prepare(session, app.extensions["hatidata_workos"].client)["acme.test"].id
+        du = session.scalars(select(DirectoryUser).where(DirectoryUser.organization_id == org_id,
+                                                         DirectoryUser.user_id.is_not(None))).first()
+        assert du is not None
+        du.first_name = "Pending"
+        assert reads_flushed(session, User, DirectoryGroupMembership) is NO_AUTOFLUSH
+        role_mapping.directory_groups_of(session, org_id, du.workos_id)
+        assert du in session.dirty  # not flushed by the lookup: sent with the transaction's other changes
+        session.rollback()
