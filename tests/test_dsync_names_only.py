@@ -1,5 +1,7 @@
 """Property: a change of a directory user's names alone, mirrored without recomputing the membership
-(``directory_state.mirror_settled_names``), leaves exactly what the full recompute (``sync_member``) leaves.
+(``directory_state.mirror_settled_names``), leaves exactly what the full recompute (``sync_member``) leaves,
+after any directory history and after any change an admin made by hand to the membership (the overwrite rule:
+the directory wins at its next event).
 
 For any directory history (renames among email changes, deactivations, deletions and group changes; its events
 shuffled and duplicated, stored first and then applied by the appliers in batches, so that events of one batch
@@ -18,7 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
+from hatidata_auth.causes import Actor, Cause
 from hatidata_auth.models import DirectoryUser, Membership, User
+from hatidata_auth.services import tenant_admin
 from hatidata_auth.services.events import directory_users
 from tests.conftest import _empty_tables
 from tests.support.dsync import audit_by_event, drain_inbox, post_event
@@ -102,6 +106,61 @@ def test_names_only_fast_path_equals_the_full_recompute(ops: list[tuple[str, int
         full = _apply(app, emulator, delivered)
     assert fast[0] == full[0]
     assert fast[1] == full[1]
+
+
+def _hand_made(writer: str, session: Any, workos: Any, org_id: str, membership_id: str, email: str) -> None:
+    """A writer other than the directory changes a directory-managed member (``tenant_admin``'s, as the API and
+    the CLI call them)."""
+    cause = Cause.by(Actor.system("test"))
+    if writer == "remove":
+        tenant_admin.remove_member(session, workos, organization_id=org_id, membership_id=membership_id, cause=cause)
+    else:
+        tenant_admin.grant_admin(session, organization_id=org_id, email=email, actor=Actor.system("test"))
+
+
+def _rename_after(app: Flask, emulator: Any, writer: str) -> tuple[Any, ...]:
+    from hatidata_auth.extensions import db
+
+    emulator.reset()
+    _empty_tables(app)
+    control = EmulatorControl(emulator.url)
+    client = app.test_client()
+    with app.app_context():
+        workos = app.extensions["hatidata_workos"].client
+        org_id = prepare(db.session, workos)["acme.test"].id
+        du, membership = db.session.execute(
+            select(DirectoryUser, Membership).join(Membership, Membership.user_id == DirectoryUser.user_id)
+            .where(DirectoryUser.organization_id == org_id, Membership.organization_id == org_id,
+                   Membership.status == "active", Membership.role != "admin",
+                   Membership.directory_user_id == DirectoryUser.workos_id)
+            .order_by(DirectoryUser.workos_id)).first()
+        workos_id, user_id, membership_id = du.workos_id, du.user_id, membership.id
+        email = db.session.get(User, user_id).email
+        db.session.rollback()
+        _hand_made(writer, db.session, workos, org_id, membership_id, email)
+        db.session.commit()
+        start = len(control.events())
+        control.ctl("PATCH", f"/directory_users/{workos_id}", {"first_name": "Tomasz", "last_name": "Wren"})
+        for event in control.events()[start:]:
+            assert post_event(client, app, event).status_code == 200
+        db.session.expire_all()
+        after = db.session.get(Membership, membership_id)
+        person = db.session.get(User, user_id)
+        state = (after.role, after.role_source, after.status, person.first_name, person.last_name)
+        db.session.rollback()
+    return state
+
+
+@pytest.mark.parametrize("writer", ["remove", "grant_admin"])
+def test_a_rename_after_a_hand_made_change_equals_the_full_recompute(app: Flask, emulator: Any,
+                                                                     writer: str) -> None:
+    """Found by a break-it review: the shortcut kept a role set by hand where the full recompute applies the
+    overwrite rule. The membership must be settled too (active, the directory's, its role from the mappings)."""
+    fast = _rename_after(app, emulator, writer)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(directory_users, "mirror_settled_names", lambda *_args: False)
+        full = _rename_after(app, emulator, writer)
+    assert fast == full
 
 
 def test_a_rename_of_a_settled_user_reads_no_membership(app: Flask, emulator: Any) -> None:

@@ -31,7 +31,7 @@ from sqlalchemy import Select, bindparam, insert, or_, select, text
 from sqlalchemy.orm import Session
 
 from ..models import DirectoryUser, Membership, Organization, User, new_id, utcnow
-from ..unit_of_work import NO_AUTOFLUSH, reads_flushed
+from ..unit_of_work import attach_inserted, reads_flushed
 from .provisioning import invalidate_member_caches, set_access
 from .resync_state import page_lookup
 
@@ -83,9 +83,10 @@ def new_directory_person(ctx: EventContext, organization_id: str, email: str, fi
     # added next (no ORM relationship orders the two inserts), and the batch's other pending rows wait for its
     # commit (``unit_of_work.reads_flushed``).
     now = utcnow()
-    user: User = ctx.session.scalars(_insert_person_statement(), {
-        "id": new_id("usr"), "email": email, "first_name": first_name, "last_name": last_name,
-        "created_at": now, "updated_at": now}, execution_options=NO_AUTOFLUSH).one()
+    values = {"id": new_id("usr"), "workos_user_id": None, "email": email, "first_name": first_name,
+              "last_name": last_name, "last_login_at": None, "created_at": now, "updated_at": now}
+    ctx.session.connection().execute(_insert_person_statement(), values)  # the session's would flush first
+    user = attach_inserted(ctx.session, User, values)
     ctx.users_by_email[email] = user
     ctx.new_user_ids.add(user.id)
     ctx.record("user.created", organization_id=organization_id, target_type="user", target_id=user.id,
@@ -97,8 +98,7 @@ def new_directory_person(ctx: EventContext, organization_id: str, email: str, fi
 def _insert_person_statement() -> Any:
     # Built once (bound parameters): a reused statement keeps its cache key; per person only the values bind.
     table = User.__table__
-    return insert(User).values({name: bindparam(name, type_=table.c[name].type) for name in (
-        "id", "email", "first_name", "last_name", "created_at", "updated_at")}).returning(User)
+    return insert(table).values({column.name: bindparam(column.name, type_=column.type) for column in table.c})
 
 
 def membership_of(ctx: EventContext, org: Organization, user_id: str) -> Membership | None:

@@ -66,6 +66,9 @@ class EventContext:
     # Persons read with their directory user's lock (``directory_state.locked_directory_user``), held here: the
     # session's identity map keeps only what is referenced, and ``Session.get`` then finds them without a query.
     people_read: list[User] = field(default_factory=list)
+    # The same statement's membership of the person in the organization, by directory user (WorkOS id): ``None``
+    # when it found none; absent when not read that way.
+    linked_memberships: dict[str, Membership | None] = field(default_factory=dict)
     memberships_by_user: dict[str, Membership | None] | None = None
     # Users this unit of work has just created and that have no membership yet (none can exist: the row is
     # not visible to any other transaction), so the membership lookup is skipped for them.

@@ -10,11 +10,20 @@ import functools
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, bindparam, select
+from sqlalchemy import Select, and_, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ...models import DirectoryGroup, DirectoryGroupMembership, DirectoryUser, Membership, Organization, User, new_id
-from ...unit_of_work import NO_AUTOFLUSH
+from ...models import (
+    DirectoryGroup,
+    DirectoryGroupMembership,
+    DirectoryUser,
+    Membership,
+    Organization,
+    User,
+    new_id,
+    utcnow,
+)
+from ...unit_of_work import NO_AUTOFLUSH, attach_inserted
 from .. import directory_people as people
 from .. import freed_email_jobs, role_mapping
 from ..provisioning import set_access
@@ -49,39 +58,40 @@ LOOKUP: Any = object()  # "look the row up" (the default), as opposed to a row (
 def locked_directory_user(ctx: EventContext, org: Organization, workos_id: str) -> DirectoryUser | None:
     """The stored directory user, its row locked (``FOR UPDATE``): concurrent events for one user are applied one
     after the other, so the version guard compares against the committed state (no lost update when two workers
-    race). Its linked person is read by the same statement (not locked): the session then has it, and
-    ``directory_people.person_for`` finds it without a query of its own."""
+    race). Its linked person and that person's membership of *org* are read by the same statement (not locked):
+    the session then has the person, and ``directory_people.person_for`` finds it without a query of its own;
+    the membership is kept in ``ctx.linked_memberships`` for :func:`mirror_settled_names`."""
     # Without autoflush: the row is found by its key, which never changes, and an object the session holds keeps
-    # its unflushed values; the batch's earlier events' changes are sent together at its commit.
+    # its unflushed values; the batch's earlier events' changes are sent together at its commit. A membership
+    # added and not flushed yet is not found: the caller then takes the general path, which flushes.
     row = ctx.session.execute(_locked_directory_user_statement(), {"organization_id": org.id, "workos_id": workos_id},
                               execution_options=NO_AUTOFLUSH).first()
     if row is None:
         return None
     if row[1] is not None:
         ctx.people_read.append(row[1])
+    ctx.linked_memberships[workos_id] = row[2]
     return row[0]
 
 
 @functools.cache
-def _locked_directory_user_statement() -> Select[DirectoryUser, User]:
+def _locked_directory_user_statement() -> Select[DirectoryUser, User, Membership]:
     # Built once (bound parameters): a reused statement keeps its cache key; per event only the values bind.
-    return (select(DirectoryUser, User).outerjoin(User, User.id == DirectoryUser.user_id)
+    return (select(DirectoryUser, User, Membership).outerjoin(User, User.id == DirectoryUser.user_id)
+            .outerjoin(Membership, and_(Membership.organization_id == DirectoryUser.organization_id,
+                                        Membership.user_id == DirectoryUser.user_id))
             .where(DirectoryUser.organization_id == bindparam("organization_id"),
                    DirectoryUser.workos_id == bindparam("workos_id")).with_for_update(of=DirectoryUser))
 
 
-_INSERTED = ("id", "directory_id", "idp_id", "email", "first_name", "last_name", "state", "attributes",
-             "organization_id", "workos_id", "version_at", "deleted_at")
-
-
 @functools.cache
 def _insert_directory_user_statement(dialect: str) -> Any:
-    """``INSERT … ON CONFLICT DO NOTHING RETURNING`` of a directory user, built once per dialect with bound
-    parameters (:data:`_INSERTED`, the keys of :func:`user_fields` and the row's identity and version)."""
+    """``INSERT … ON CONFLICT DO NOTHING RETURNING id`` of a directory user (every column), built once per dialect
+    with bound parameters; run on the session's connection, it flushes nothing (``unit_of_work.attach_inserted``)."""
     table = DirectoryUser.__table__
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return (insert(DirectoryUser).values({name: bindparam(name, type_=table.c[name].type) for name in _INSERTED})
-            .on_conflict_do_nothing(index_elements=["organization_id", "workos_id"]).returning(DirectoryUser))
+    return (insert(table).values({column.name: bindparam(column.name, type_=column.type) for column in table.c})
+            .on_conflict_do_nothing(index_elements=["organization_id", "workos_id"]).returning(table.c.id))
 
 
 def _audit_directory_user(ctx: EventContext, org: Organization, du: DirectoryUser, action: str,
@@ -110,10 +120,13 @@ def upsert_directory_user(ctx: EventContext, org: Organization, data: dict[str, 
     if existing is LOOKUP:
         du = None if known_absent else locked_directory_user(ctx, org, data["id"])
         if du is None:
-            values = {**fields, "organization_id": org.id, "workos_id": data["id"], "version_at": version,
-                      "deleted_at": ctx.event_time if deleted else None}
+            now = utcnow()
+            values = {**fields, "id": new_id("du"), "organization_id": org.id, "workos_id": data["id"],
+                      "version_at": version, "deleted_at": ctx.event_time if deleted else None, "user_id": None,
+                      "resync_run_id": None, "created_at": now, "updated_at": now}
             stmt = _insert_directory_user_statement(ctx.session.get_bind().dialect.name)
-            du = ctx.session.scalars(stmt, {"id": new_id("du"), **values}, execution_options=NO_AUTOFLUSH).first()
+            inserted = ctx.session.connection().execute(stmt, values).first()  # the session's would flush first
+            du = None if inserted is None else attach_inserted(ctx.session, DirectoryUser, values)
             if du is not None:
                 ctx.access_changed, ctx.names_only = True, False
                 ctx.new_directory_user_ids.add(du.workos_id)
@@ -230,12 +243,21 @@ def mirror_settled_names(ctx: EventContext, org: Organization, du: DirectoryUser
     its email's domain, and its person already has its email (not refused, no email move pending). Returns whether
     it did; otherwise the caller runs :func:`sync_member`, which also retries a refused link.
 
+    The membership must be settled too: the person's membership of the organization, active, managed by this
+    directory user, its role from the mappings or the default role. One an admin changed by hand (a role set
+    by hand, a removal) takes the full recompute, which applies the overwrite rule (the directory wins at its next
+    event) exactly as before.
+
     Sound because names decide nothing :func:`sync_member` computes (the role follows the groups and mappings, the
-    status the state, the person the email): for a settled link it would mirror the names and find the membership
-    as the last access-changing event, fan-out or resync left it. The person was read with the directory user's
-    lock (``locked_directory_user``): no query."""
+    status the state, the person the email): for a settled link and membership it would mirror the names and
+    leave the membership as the last access-changing event, fan-out or resync left it. The person and the
+    membership were read with the directory user's lock (``locked_directory_user``): no query."""
     if (du.user_id is None or du.deleted_at is not None or du.state != "active" or org.status != "active"
             or directory_deleted(org, du.directory_id)):
+        return False
+    membership = ctx.linked_memberships.get(du.workos_id)
+    if (membership is None or membership.status != "active" or membership.source != "directory"
+            or membership.directory_user_id != du.workos_id or membership.role_source not in ("mapping", "default")):
         return False
     if du.email and ctx.foreign_owner(org.id, du.email) is not None:
         return False
