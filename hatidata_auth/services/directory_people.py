@@ -78,7 +78,8 @@ def person_differs(du: DirectoryUser, user: User | None) -> bool:
 
 def new_directory_person(ctx: EventContext, organization_id: str, email: str, first_name: str | None,
                          last_name: str | None) -> User:
-    """Add (not flush) the ``User`` a directory user's email maps to when none exists yet, audited."""
+    """Insert the ``User`` a directory user's email maps to when none exists yet (now, one statement that flushes
+    nothing), audited; returns it as the session holds it."""
     # Inserted now, by one statement that flushes nothing else: the membership row that refers to it may be
     # added next (no ORM relationship orders the two inserts), and the batch's other pending rows wait for its
     # commit (``unit_of_work.reads_flushed``).
