@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Flask
 
-from . import audit_runtime, db_ping, inbox_runtime, inputs, metrics_views, sso_wizard, tracing
+from . import audit_runtime, inbox_runtime, inputs, metrics_views, sso_wizard, tracing
 from . import config as settings
 from .errors import register_error_handlers
 from .extensions import cache, csrf, db, limiter, migrate
@@ -82,8 +82,6 @@ def init_extensions(app: Flask) -> None:
     from . import models  # noqa: F401 - registers the tables on the metadata
 
     db.init_app(app)
-    with app.app_context():
-        db_ping.init_app(db.engines, app.config)  # pooled connections pinged only after sitting idle
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True, compare_type=True)
     from .embedding import size_shared_cache
 
