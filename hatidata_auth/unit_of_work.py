@@ -13,6 +13,10 @@ HatiData Auth keeps its own sessions free of our listeners.
 
 Both run when the outermost transaction ends: a savepoint's release or rollback (an applier's event) runs none.
 
+What a query flushes first: :func:`reads_flushed` lets a query skip SQLAlchemy's autoflush when the session holds
+no pending change of the tables it reads, and :func:`attach_inserted` puts a row inserted by a Core statement into
+the session as loaded (an applier's batch then sends its pending rows at its commit, a statement per table).
+
 This module imports nothing from ``hatidata_auth``: every layer may use it.
 """
 

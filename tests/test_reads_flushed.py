@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from flask import Flask
 from sqlalchemy import select
 
 from hatidata_auth.models import DirectoryGroupMembership, DirectoryUser, User
 from hatidata_auth.services import role_mapping
-from hatidata_auth.unit_of_work import NO_AUTOFLUSH, reads_flushed
+from hatidata_auth.unit_of_work import NO_AUTOFLUSH, attach_inserted, reads_flushed
 from tests.conftest import _empty_tables
 from tests.support.people import prepare
 
@@ -54,3 +55,15 @@ def test_a_pending_change_of_other_tables_is_left_for_the_commit(app: Flask, emu
         role_mapping.directory_groups_of(session, org_id, du.workos_id)
         assert du in session.dirty  # not flushed by the lookup: sent with the transaction's other changes
         session.rollback()
+
+
+def test_attach_inserted_refuses_a_row_missing_a_mapped_column(app: Flask) -> None:
+    """A missing column would be expired on the object and read back by a query at its first use."""
+    from hatidata_auth.extensions import db
+
+    with app.app_context():
+        with pytest.raises(ValueError, match="User row lacks last_login_at, workos_user_id"):
+            attach_inserted(db.session, User, {"id": "usr_x", "email": "ada@example.test", "first_name": None,
+                                               "last_name": None, "created_at": None, "updated_at": None})
+        assert not db.session.new
+        db.session.rollback()
