@@ -60,11 +60,12 @@ def _state(session: Any, org_id: str) -> dict[str, Any]:
         held.setdefault(m.directory_user_id or f"person:{people[m.user_id][0]}", []).append(
             (people[m.user_id], m.role, m.role_source, m.status, m.source))
     users = {du.workos_id: (du.email, du.first_name, du.last_name, du.state, du.deleted_at is not None,
-                            people.get(du.user_id) if du.user_id else None, sorted(held.get(du.workos_id, [])))
+                            people.get(du.user_id) if du.user_id else None,
+                            sorted(held.get(du.workos_id, []), key=repr))
              for du in session.scalars(select(DirectoryUser).where(DirectoryUser.organization_id == org_id))}
     session.rollback()
-    return {"directory_users": users, "people": sorted(people.values()),
-            "unlinked": sorted((k, sorted(v)) for k, v in held.items() if k.startswith("person:"))}
+    return {"directory_users": users, "people": sorted(people.values(), key=repr),  # names may be None
+            "unlinked": sorted((k, sorted(v, key=repr)) for k, v in held.items() if k.startswith("person:"))}
 
 
 def _apply(app: Flask, emulator: Any, events: list[dict[str, Any]]) -> tuple[dict[str, Any], Counter[Any]]:
