@@ -122,7 +122,7 @@ def test_a_slow_metadata_answer_is_cut_at_the_time_limit(monkeypatch: pytest.Mon
 
     class Drip(httpx2.SyncByteStream):
         def __iter__(self) -> Iterator[bytes]:
-            for _ in range(5):
+            for _ in range(25):
                 time.sleep(0.4)  # each read is within the per-read timeout
                 yield b" "
 
@@ -131,7 +131,7 @@ def test_a_slow_metadata_answer_is_cut_at_the_time_limit(monkeypatch: pytest.Mon
     with pytest.raises(metadata_fetch.MetadataFetchError):
         metadata_fetch.fetch("https://idp.example/app/exk1/sso/saml/metadata",
                              resolver=lambda host, port: [PUBLIC], transport=transport)
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 5.0  # cut at 0.5 s, not after the 10 s drip, with room for a loaded CI
 
 
 # ---- the API's error shape -----------------------------------------------------------------------------------------

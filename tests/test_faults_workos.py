@@ -112,7 +112,7 @@ def test_workos_down_error_page_sessions_survive_refresh_is_transient(
         db.session.remove()
 
 
-@pytest.mark.parametrize(("status", "delay_ms"), [(500, 0), (503, 0), (None, 2500)])
+@pytest.mark.parametrize(("status", "delay_ms"), [(500, 0), (503, 0), (None, 8000)])
 def test_workos_5xx_or_slow_during_login_shows_an_error_page(
     app: Flask, client: FlaskClient, own_emulator: Any, status: int | None, delay_ms: int,
 ) -> None:
@@ -127,8 +127,10 @@ def test_workos_5xx_or_slow_during_login_shows_an_error_page(
                            {"Authorization": "Bearer sk_test_emulator"})
     assert code == 201, body
     started = time.monotonic()
+    # A slow WorkOS would still answer with success: an error page at all means the app gave up at WORKOS_TIMEOUT
+    # (1 s) instead of waiting. The wall-clock bound only has to tell 1 s from 8 s on a loaded CI machine.
     _assert_error_page(client.get(pending, headers=BROWSER), "WorkOS")
-    assert time.monotonic() - started < 2.4  # bounded by WORKOS_TIMEOUT, not by WorkOS
+    assert time.monotonic() - started < 6.0
 
 
 def test_refresh_rejected_by_workos_is_terminal(app: Flask, client: FlaskClient, own_emulator: Any) -> None:

@@ -104,13 +104,13 @@ def test_a_rate_limit_is_transient_with_its_retry_hint(emulator: Any, gateway: W
 
 
 def test_a_slow_workos_is_unavailable(emulator: Any, gateway: WorkOSGateway) -> None:
-    _inject(emulator, method="GET", path="/organizations", delay_ms=1800)
+    _inject(emulator, method="GET", path="/organizations", delay_ms=8000)
     started = time.monotonic()
     with pytest.raises(WorkOSUnavailable) as info, translate_errors():
         gateway.client.organizations.list_organizations(limit=1)
     assert info.value.reason == "timeout"
     assert info.value.http_status is None
-    assert time.monotonic() - started < 1.7
+    assert time.monotonic() - started < 5.0  # cut at the 1 s timeout, not the 8 s answer, with room for a loaded CI
 
 
 def test_an_unreachable_workos_is_unavailable() -> None:
