@@ -16,7 +16,11 @@ Rules (issue #11):
 - **One membership per directory user**: any other membership in the organization carrying the same
   ``directory_user_id`` is deprovisioned and unlinked (``membership.directory_unlinked``).
 - **Mirrored attributes follow the IdP** (:data:`MIRRORED_FIELDS`): the person's email and names are rewritten
-  from an active directory user at every change and resync (``user.updated``).
+  from an active directory user at every change and resync (``user.updated``), **where the directory speaks for
+  the person**: the names only while the person is a member of no other organization, or when the directory's
+  organization verified the email's domain (:func:`speaks_for_names`). Otherwise one tenant's IdP would rename
+  the person every other tenant sees, and two directories listing one person would rename it in turn at every
+  event and resync; the person keeps its names and each organization's directory user keeps its own.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from ..models import DirectoryUser, Membership, Organization, User, new_id, utcnow
 from ..unit_of_work import attach_inserted, reads_flushed
+from .domains import VerifiedDomains
 from .provisioning import invalidate_member_caches, set_access
 from .resync_state import page_lookup
 
@@ -70,10 +75,11 @@ class PersonLink:
     freed_email: str | None = None
 
 
-def person_differs(du: DirectoryUser, user: User | None) -> bool:
-    """Whether the person's mirrored fields differ from the directory user's."""
+def person_differs(du: DirectoryUser, user: User | None, *, names: bool = True) -> bool:
+    """Whether the person's mirrored fields differ from the directory user's (the names only when *names*: the
+    directory speaks for them, :func:`speaks_for_names`)."""
     return user is not None and any(getattr(user, f) != getattr(du, f) for f in PERSON_FIELDS
-                                    if f != "email" or du.email)
+                                    if (f != "email" or du.email) and (names or f == "email"))
 
 
 def new_directory_person(ctx: EventContext, organization_id: str, email: str, first_name: str | None,
@@ -144,6 +150,7 @@ class _Statements:
     of_directory_user: Select[Membership]
     of_person_or_directory_user: Select[Membership]
     person_by_email: Select[User]
+    member_elsewhere: Select[str]
 
 
 @functools.cache
@@ -158,7 +165,10 @@ def _statements() -> _Statements:
         of_person_or_directory_user=select(Membership).where(org, or_(
             Membership.user_id == bindparam("user_id"), Membership.directory_user_id == bindparam("directory_user_id")))
         .order_by(Membership.created_at, Membership.id),
-        person_by_email=select(User).where(User.email == bindparam("email")).order_by(User.created_at).limit(1))
+        person_by_email=select(User).where(User.email == bindparam("email")).order_by(User.created_at).limit(1),
+        member_elsewhere=select(Membership.id).where(Membership.user_id == bindparam("user_id"),
+                                                     Membership.organization_id != bindparam("organization_id"))
+        .limit(1))
 
 
 def person_for(ctx: EventContext, org: Organization, du: DirectoryUser) -> PersonLink:
@@ -253,15 +263,25 @@ def _hold_email(ctx: EventContext, email: str) -> bool:
 
 def _member_elsewhere(ctx: EventContext, org: Organization, user: User) -> bool:
     # Deliberately across organizations: whether rewriting this person would change what another tenant sees.
-    return ctx.session.scalar(select(Membership.id).where(Membership.user_id == user.id,
-                                                          Membership.organization_id != org.id).limit(1)) is not None
+    if user.id in ctx.new_user_ids:
+        return False  # created by this unit of work: no other transaction can have given it a membership
+    return ctx.session.scalar(_statements().member_elsewhere, {"user_id": user.id, "organization_id": org.id},
+                              execution_options=reads_flushed(ctx.session, Membership)) is not None
+
+
+def speaks_for_names(ctx: EventContext, org: Organization, user: User) -> bool:
+    """Whether *org*'s directory may write *user*'s names: its organization verified the email's domain (the
+    authority for the address, as for sign-ins: docs/security.md), or the person is a member of no other
+    organization. One query (the memberships elsewhere) unless the domain decides."""
+    return ctx.owns_domain(org.id, user.email) or not _member_elsewhere(ctx, org, user)
 
 
 def mirror_names(ctx: EventContext, org: Organization, du: DirectoryUser, user: User) -> None:
-    """Rewrite the person's names from the directory user's, audited (``user.updated``) when they differ."""
+    """Rewrite the person's names from the directory user's, audited (``user.updated``), when they differ and
+    the directory speaks for them (:func:`speaks_for_names`)."""
     changed = {f: [getattr(user, f), getattr(du, f)] for f in ("first_name", "last_name")
                if getattr(user, f) != getattr(du, f)}
-    if not changed:
+    if not changed or not speaks_for_names(ctx, org, user):
         return
     for name, (_, value) in changed.items():
         setattr(user, name, value)
@@ -309,15 +329,18 @@ class PageLinks:
     """What a resync page's stored directory users hang on: their memberships' people, and their people.
 
     *memberships*: ``{directory user WorkOS id: [user ids of the memberships carrying it]}``;
-    *people*: ``{user id: User}`` of the linked people.
+    *people*: ``{user id: User}`` of the linked people; *names_kept*: the user ids of those whose names the
+    directory does not speak for (:func:`speaks_for_names`).
     """
 
     memberships: dict[str, list[str]] = field(default_factory=dict)
     people: dict[str, User] = field(default_factory=dict)
+    names_kept: frozenset[str] = frozenset()
 
     @classmethod
-    def load(cls, session: Session, organization_id: str, stored: Iterable[DirectoryUser]) -> PageLinks:
-        """Two queries for the page."""
+    def load(cls, session: Session, organization_id: str, stored: Iterable[DirectoryUser],
+             verified: VerifiedDomains) -> PageLinks:
+        """Three queries for the page (*verified*: every organization's verified domains, read for the page)."""
         rows = list(stored)
         memberships: dict[str, list[str]] = defaultdict(list)
         ids = [du.workos_id for du in rows]
@@ -329,7 +352,11 @@ class PageLinks:
                 memberships[str(du_id)].append(user_id)
         user_ids = {du.user_id for du in rows if du.user_id}
         people = {u.id: u for u in session.scalars(select(User).where(User.id.in_(user_ids)))} if user_ids else {}
-        return cls(dict(memberships), people)
+        shared = set(session.scalars(select(Membership.user_id).distinct().where(
+            Membership.user_id.in_(user_ids), Membership.organization_id != organization_id))) if user_ids else set()
+        kept = frozenset(user_id for user_id in shared if user_id in people
+                         and (verified.owners(people[user_id].email) or (None,))[0] != organization_id)
+        return cls(dict(memberships), people, kept)
 
     def differs(self, du: DirectoryUser, *, active: bool) -> str | None:
         """How the directory user's link differs from the rule (``None`` when it does not): a split (several
@@ -339,6 +366,7 @@ class PageLinks:
             return f"{len(held)} memberships"
         if held and du.user_id and held[0] != du.user_id:
             return "membership on another person"
-        if active and du.user_id and person_differs(du, self.people.get(du.user_id)):
+        if active and du.user_id and person_differs(du, self.people.get(du.user_id),
+                                                    names=du.user_id not in self.names_kept):
             return "person's attributes"
         return None

@@ -217,7 +217,7 @@ def mirror_user_pages(run: _Run, held: _Held) -> None:
         stored = {du.workos_id: du for du in session.scalars(resync_state.page_lookup(
             session, DirectoryUser, DirectoryUser.organization_id, org.id, DirectoryUser.workos_id, ids,
             unique=True))} if ids else {}
-        links = directory_people.PageLinks.load(session, org.id, stored.values())
+        links = directory_people.PageLinks.load(session, org.id, stored.values(), ctx.verified_domains)
         held.page, held.changes, held.to_sync = resync_state.PageHeld.load(session, org.id, ids), [], []
         prepare_people(run, ctx, org, datas, stored, held.org_active)
         seen = [mirror_user(run, held, ctx, org, data, stored.get(data["id"]), links) for data in datas]

@@ -125,6 +125,19 @@ class EventContext:
                 email) else None
         return domains.foreign_owner(self.session, organization_id, email)
 
+    def owns_domain(self, organization_id: str, email: str | None) -> bool:
+        """Whether *organization_id* is the organization (the oldest, if several) that verified the email's domain:
+        the authority for the address (:mod:`services.domains`)."""
+        if not domains.email_domain(email):
+            return False
+        if self.verified_domains is not None:
+            owners = self.verified_domains.owners(email)
+        elif self.scope is not None:
+            owners = self.scope.verified_domains().owners(email)
+        else:
+            owners = domains.verified_owners(self.session, email)
+        return bool(owners) and owners[0] == organization_id
+
     def ignore(self, note: str) -> None:
         """Mark the event as acknowledged but not applied."""
         self.outcome = "ignored"
