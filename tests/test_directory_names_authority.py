@@ -1,5 +1,6 @@
-"""A directory writes a person's names only where it speaks for the person (``directory_people.speaks_for_names``):
-its organization verified the email's domain, or the person is a member of no other organization.
+"""A directory writes a person's names only where it speaks for the person (``directory_names.speaks_for_names``):
+its organization verified the email's domain, or every other organization that still has the person as a live
+member lists it with the same names (none: the person is this organization's alone).
 
 Before, every directory listing a person renamed it: one tenant's IdP changed the name every other tenant sees
 (a member list, the person's own profile), and two directories listing one person with different names renamed it
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
@@ -70,9 +71,11 @@ def world(app: Flask, emulator: Any) -> Any:
 @pytest.mark.parametrize("how", DELIVERIES)
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                  HealthCheck.too_slow])
-@given(acme_names=names, globex_names=names)
-def test_a_person_of_two_organizations_keeps_its_names(how: str, acme_names: tuple[str, str],
-                                                       globex_names: tuple[str, str], world: Any) -> None:
+@given(acme_names=names, other_names=names, agree=st.booleans())
+def test_a_person_of_two_organizations_is_renamed_only_when_both_agree(
+        how: str, acme_names: tuple[str, str], other_names: tuple[str, str], agree: bool, world: Any) -> None:
+    globex_names = acme_names if agree else other_names
+    assume(agree or acme_names != other_names)
     session, workos_client, orgs, replay = world()
     acme, globex = orgs["acme.test"].id, orgs["globex.test"].id
     _, person = person_of(session, acme, SHARED_IN_ACME)
@@ -82,9 +85,11 @@ def test_a_person_of_two_organizations_keeps_its_names(how: str, acme_names: tup
     _apply(how, replay, session, workos_client, acme)
     _apply(how, replay, session, workos_client, globex)
 
+    expected = acme_names if agree else before
     session.expire_all()
-    assert _names(session.get(User, person.id)) == before
-    assert _renames_of(session, person.id) == []
+    assert _names(session.get(User, person.id)) == expected
+    # The first directory's rename waits for the second's; a disagreement renames nobody.
+    assert _renames_of(session, person.id) == ([globex] if agree and expected != before else [])
     # Each organization's directory user holds what its own directory says.
     assert (directory_user(session, acme, SHARED_IN_ACME).first_name,
             directory_user(session, acme, SHARED_IN_ACME).last_name) == acme_names
@@ -95,7 +100,7 @@ def test_a_person_of_two_organizations_keeps_its_names(how: str, acme_names: tup
         report = reconcile.full_resync(session, workos_client, organization_id=org_id)
         assert report.differences == 0, report.examples
     session.expire_all()
-    assert _names(session.get(User, person.id)) == before
+    assert _names(session.get(User, person.id)) == expected
 
 
 @pytest.mark.parametrize("how", DELIVERIES)

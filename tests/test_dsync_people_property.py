@@ -1,7 +1,7 @@
 """Property: after any directory history with email, name and attribute changes (its events shuffled,
 duplicated, some missed and then repaired by a full resync), each live directory user maps to exactly one
 membership whose person mirrors the directory (its names only where the directory speaks for them:
-``directory_people.speaks_for_names``), and a deactivated or deleted one holds no access, no live session
+``directory_names.speaks_for_names``), and a deactivated or deleted one holds no access, no live session
 and no usable key, including those made before its email changed."""
 
 from __future__ import annotations

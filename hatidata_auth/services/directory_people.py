@@ -16,11 +16,8 @@ Rules (issue #11):
 - **One membership per directory user**: any other membership in the organization carrying the same
   ``directory_user_id`` is deprovisioned and unlinked (``membership.directory_unlinked``).
 - **Mirrored attributes follow the IdP** (:data:`MIRRORED_FIELDS`): the person's email and names are rewritten
-  from an active directory user at every change and resync (``user.updated``), **where the directory speaks for
-  the person**: the names only while the person is a member of no other organization, or when the directory's
-  organization verified the email's domain (:func:`speaks_for_names`). Otherwise one tenant's IdP would rename
-  the person every other tenant sees, and two directories listing one person would rename it in turn at every
-  event and resync; the person keeps its names and each organization's directory user keeps its own.
+  from an active directory user at every change and resync (``user.updated``), the names only where the directory
+  speaks for the person (:mod:`.directory_names`).
 """
 
 from __future__ import annotations
@@ -36,6 +33,7 @@ from sqlalchemy.orm import Session
 
 from ..models import DirectoryUser, Membership, Organization, User, new_id, utcnow
 from ..unit_of_work import attach_inserted, reads_flushed
+from .directory_names import mirror_names, names_agree, names_elsewhere
 from .domains import VerifiedDomains
 from .provisioning import invalidate_member_caches, set_access
 from .resync_state import page_lookup
@@ -77,7 +75,7 @@ class PersonLink:
 
 def person_differs(du: DirectoryUser, user: User | None, *, names: bool = True) -> bool:
     """Whether the person's mirrored fields differ from the directory user's (the names only when *names*: the
-    directory speaks for them, :func:`speaks_for_names`)."""
+    directory speaks for them, :func:`.directory_names.speaks_for_names`)."""
     return user is not None and any(getattr(user, f) != getattr(du, f) for f in PERSON_FIELDS
                                     if (f != "email" or du.email) and (names or f == "email"))
 
@@ -263,30 +261,8 @@ def _hold_email(ctx: EventContext, email: str) -> bool:
 
 def _member_elsewhere(ctx: EventContext, org: Organization, user: User) -> bool:
     # Deliberately across organizations: whether rewriting this person would change what another tenant sees.
-    if user.id in ctx.new_user_ids:
-        return False  # created by this unit of work: no other transaction can have given it a membership
-    return ctx.session.scalar(_statements().member_elsewhere, {"user_id": user.id, "organization_id": org.id},
-                              execution_options=reads_flushed(ctx.session, Membership)) is not None
-
-
-def speaks_for_names(ctx: EventContext, org: Organization, user: User) -> bool:
-    """Whether *org*'s directory may write *user*'s names: its organization verified the email's domain (the
-    authority for the address, as for sign-ins: docs/security.md), or the person is a member of no other
-    organization. One query (the memberships elsewhere) unless the domain decides."""
-    return ctx.owns_domain(org.id, user.email) or not _member_elsewhere(ctx, org, user)
-
-
-def mirror_names(ctx: EventContext, org: Organization, du: DirectoryUser, user: User) -> None:
-    """Rewrite the person's names from the directory user's, audited (``user.updated``), when they differ and
-    the directory speaks for them (:func:`speaks_for_names`)."""
-    changed = {f: [getattr(user, f), getattr(du, f)] for f in ("first_name", "last_name")
-               if getattr(user, f) != getattr(du, f)}
-    if not changed or not speaks_for_names(ctx, org, user):
-        return
-    for name, (_, value) in changed.items():
-        setattr(user, name, value)
-    ctx.record("user.updated", organization_id=org.id, target_type="user", target_id=user.id,
-               details={"changed": changed, "directory_user_id": du.workos_id, "source": "directory"})
+    return ctx.session.scalar(_statements().member_elsewhere,
+                              {"user_id": user.id, "organization_id": org.id}) is not None
 
 
 def retire_other_memberships(ctx: EventContext, org: Organization, du: DirectoryUser, keep: Membership,
@@ -329,13 +305,13 @@ class PageLinks:
     """What a resync page's stored directory users hang on: their memberships' people, and their people.
 
     *memberships*: ``{directory user WorkOS id: [user ids of the memberships carrying it]}``;
-    *people*: ``{user id: User}`` of the linked people; *names_kept*: the user ids of those whose names the
-    directory does not speak for (:func:`speaks_for_names`).
+    *people*: ``{user id: User}`` of the linked people; *names_elsewhere*: for those whose email's domain the
+    organization did not verify, the names other organizations list them with (:mod:`.directory_names`).
     """
 
     memberships: dict[str, list[str]] = field(default_factory=dict)
     people: dict[str, User] = field(default_factory=dict)
-    names_kept: frozenset[str] = frozenset()
+    names_elsewhere: dict[str, list[tuple[str | None, str | None]]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, session: Session, organization_id: str, stored: Iterable[DirectoryUser],
@@ -352,11 +328,13 @@ class PageLinks:
                 memberships[str(du_id)].append(user_id)
         user_ids = {du.user_id for du in rows if du.user_id}
         people = {u.id: u for u in session.scalars(select(User).where(User.id.in_(user_ids)))} if user_ids else {}
-        shared = set(session.scalars(select(Membership.user_id).distinct().where(
-            Membership.user_id.in_(user_ids), Membership.organization_id != organization_id))) if user_ids else set()
-        kept = frozenset(user_id for user_id in shared if user_id in people
-                         and (verified.owners(people[user_id].email) or (None,))[0] != organization_id)
-        return cls(dict(memberships), people, kept)
+        elsewhere: dict[str, list[tuple[str | None, str | None]]] = defaultdict(list)
+        if user_ids:
+            for user_id, first, last in session.execute(names_elsewhere().where(
+                    Membership.user_id.in_(user_ids), Membership.organization_id != organization_id)):
+                if user_id in people and (verified.owners(people[user_id].email) or (None,))[0] != organization_id:
+                    elsewhere[user_id].append((first, last))
+        return cls(dict(memberships), people, dict(elsewhere))
 
     def differs(self, du: DirectoryUser, *, active: bool) -> str | None:
         """How the directory user's link differs from the rule (``None`` when it does not): a split (several
@@ -366,7 +344,7 @@ class PageLinks:
             return f"{len(held)} memberships"
         if held and du.user_id and held[0] != du.user_id:
             return "membership on another person"
-        if active and du.user_id and person_differs(du, self.people.get(du.user_id),
-                                                    names=du.user_id not in self.names_kept):
+        if active and du.user_id and person_differs(du, self.people.get(du.user_id), names=names_agree(
+                du, self.names_elsewhere.get(du.user_id, ()))):
             return "person's attributes"
         return None

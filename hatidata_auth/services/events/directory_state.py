@@ -24,8 +24,8 @@ from ...models import (
     utcnow,
 )
 from ...unit_of_work import NO_AUTOFLUSH, attach_inserted
+from .. import directory_names, freed_email_jobs, role_mapping
 from .. import directory_people as people
-from .. import freed_email_jobs, role_mapping
 from ..provisioning import set_access
 from .context import EventContext, directory_deleted, parse_time, require
 
@@ -264,7 +264,7 @@ def mirror_settled_names(ctx: EventContext, org: Organization, du: DirectoryUser
     user = ctx.session.get(User, du.user_id)
     if user is None or (du.email and user.email != du.email):
         return False
-    people.mirror_names(ctx, org, du, user)
+    directory_names.mirror_names(ctx, org, du, user)
     return True
 
 

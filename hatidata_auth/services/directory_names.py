@@ -1,0 +1,81 @@
+"""Whose directory writes a person's names.
+
+A person (``users``) is one row for every organization it belongs to; each organization's directory user holds
+its own directory's names. **A directory writes the person's names only where it speaks for the person**: its
+organization verified the email's domain (the authority for the address, as for sign-ins and links:
+:mod:`services.domains`), or every other organization that still has the person as a live member
+(:data:`LIVE_MEMBERSHIP`, the organization live) lists it in its directory with the same names (none: the person
+is this organization's alone). Otherwise one tenant's IdP renamed the person every other tenant sees, and two
+directories listing one person with different names renamed it in turn at every event and resync. Directories
+that agree rename the person whatever order their events take; a membership elsewhere that was let go
+(deprovisioned, inactive, its organization deleted) holds nothing. The events (:func:`mirror_names`, from
+``directory_people``) and the resync (``directory_people.PageLinks``) apply the one rule.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Select, and_, bindparam, select
+
+from ..models import DirectoryUser, Membership, Organization, User
+from ..unit_of_work import reads_flushed
+
+if TYPE_CHECKING:
+    from .events import EventContext
+
+LIVE_MEMBERSHIP = ("active", "pending")
+"""The statuses of a membership whose organization still shows the person as its member (a deprovisioned or
+inactive one was let go)."""
+
+
+def names_elsewhere() -> Select[str, str | None, str | None]:
+    """The person's live memberships in live organizations as ``(user id, first name, last name)``, the names its
+    directory user holds there (``None`` for a membership no directory manages); the caller adds which people and
+    which organization is "here"."""
+    return (select(Membership.user_id, DirectoryUser.first_name, DirectoryUser.last_name)
+            .join(Organization, Organization.id == Membership.organization_id)
+            .outerjoin(DirectoryUser, and_(DirectoryUser.organization_id == Membership.organization_id,
+                                           DirectoryUser.workos_id == Membership.directory_user_id))
+            .where(Membership.status.in_(LIVE_MEMBERSHIP), Organization.status == "active",
+                   Organization.deleted_at.is_(None)))
+
+
+@functools.cache
+def _of_person() -> Select[str, str | None, str | None]:
+    # Built once with bound parameters: a reused statement keeps its cache key.
+    return names_elsewhere().where(Membership.user_id == bindparam("user_id"),
+                                   Membership.organization_id != bindparam("organization_id"))
+
+
+def names_agree(du: DirectoryUser, elsewhere: Iterable[tuple[str | None, str | None]]) -> bool:
+    """Whether every other organization's names of the person (:func:`names_elsewhere`) are *du*'s."""
+    return all(names == (du.first_name, du.last_name) for names in elsewhere)
+
+
+def speaks_for_names(ctx: EventContext, org: Organization, du: DirectoryUser, user: User) -> bool:
+    """Whether *org*'s directory may write *du*'s names onto *user* (the module's rule). One query unless the
+    domain decides."""
+    if ctx.owns_domain(org.id, user.email):
+        return True
+    if user.id in ctx.new_user_ids:
+        return True  # created by this unit of work: no other transaction can have given it a membership
+    rows = ctx.session.execute(_of_person(), {"user_id": user.id, "organization_id": org.id},
+                               execution_options=reads_flushed(ctx.session, Membership, DirectoryUser,
+                                                               Organization))
+    return names_agree(du, [(first, last) for _, first, last in rows])
+
+
+def mirror_names(ctx: EventContext, org: Organization, du: DirectoryUser, user: User) -> None:
+    """Rewrite the person's names from the directory user's, audited (``user.updated``), when they differ and
+    the directory speaks for them (:func:`speaks_for_names`)."""
+    changed = {f: [getattr(user, f), getattr(du, f)] for f in ("first_name", "last_name")
+               if getattr(user, f) != getattr(du, f)}
+    if not changed or not speaks_for_names(ctx, org, du, user):
+        return
+    for name, (_, value) in changed.items():
+        setattr(user, name, value)
+    ctx.record("user.updated", organization_id=org.id, target_type="user", target_id=user.id,
+               details={"changed": changed, "directory_user_id": du.workos_id, "source": "directory"})

@@ -1,0 +1,198 @@
+"""Real-world sequences around the names rule (``directory_names.speaks_for_names``): a membership elsewhere that
+was let go (deactivated, deleted, its organization deleted, a WorkOS membership added and removed) no longer holds
+the names; directories that agree rename the person whatever order their events or resyncs take; a missed rename
+repaired by a resync ends where the delivered one does; resyncs in turn find nothing. Found by a break-it review of
+the first version, which counted every membership row elsewhere (rows are kept when deprovisioned)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import select
+
+from hatidata_auth.models import Membership, Organization, User
+from hatidata_auth.services import reconcile
+from tests.conftest import _empty_tables
+from tests.support.dsync import deliver
+from tests.support.people import Replay, person_of, prepare
+from tests.support.servers import EmulatorControl, http_json
+
+ACME_DIR = "directory_01HTDQ8D100000000000000001"
+GLOBEX_DIR = "directory_01HTDQ8D200000000000000001"
+SHARED_IN_ACME = "directory_user_01HTDQ8F100000000000000009"
+SHARED_IN_GLOBEX = "directory_user_01HTDQ8F200000000000000009"
+
+
+@pytest.fixture
+def world(app: Flask, emulator: Any) -> Any:
+    from hatidata_auth.extensions import db
+
+    with app.app_context():
+        emulator.reset()
+        _empty_tables(app)
+        session = db.session
+        workos_client = app.extensions["hatidata_workos"].client
+        yield session, workos_client, prepare(session, workos_client), Replay(EmulatorControl(emulator.url), app)
+        db.session.rollback()
+
+
+def _names(session: Any, user_id: str) -> tuple[str | None, str | None]:
+    session.expire_all()
+    user = session.get(User, user_id)
+    return user.first_name, user.last_name
+
+
+def _status(session: Any, org_id: str, user_id: str) -> str | None:
+    session.expire_all()
+    return session.scalar(select(Membership.status).where(Membership.organization_id == org_id,
+                                                          Membership.user_id == user_id))
+
+
+# --- A membership elsewhere that was let go holds nothing ------------------------------------------------------
+
+@pytest.mark.parametrize("how_acme_lets_go", ["deactivate", "delete", "acme_deleted"])
+def test_once_acme_lets_the_consultant_go_globex_renames_it(how_acme_lets_go: str, world: Any) -> None:
+    session, client, orgs, replay = world
+    acme, globex = orgs["acme.test"].id, orgs["globex.test"].id
+    _, person = person_of(session, globex, SHARED_IN_GLOBEX)
+    if how_acme_lets_go == "deactivate":
+        replay.ctl("POST", f"/directory_users/{SHARED_IN_ACME}/deactivate")
+    elif how_acme_lets_go == "delete":
+        replay.ctl("DELETE", f"/directory_users/{SHARED_IN_ACME}")
+    else:
+        workos_acme = session.get(Organization, acme).workos_organization_id
+        replay.ctl("POST", "/events", {"event": "organization.deleted", "organization_id": workos_acme,
+                                       "data": client.organizations.get_organization(workos_acme).to_dict()})
+    replay.deliver()
+    assert _status(session, acme, person.id) != "active"  # Acme no longer gives this person anything
+
+    replay.ctl("PATCH", f"/directory_users/{SHARED_IN_GLOBEX}", {"first_name": "Renamed", "last_name": "ByGlobex"})
+    replay.deliver()
+    # Globex is now the only organization the person is a member of: its directory speaks for the names.
+    assert _names(session, person.id) == ("Renamed", "ByGlobex")
+
+
+def test_a_resync_keeps_the_rename_of_a_person_let_go_elsewhere(world: Any) -> None:
+    """Acme's IdP deletes the consultant (Acme's membership row kept, deprovisioned); Globex renames, its resync
+    keeps the rename."""
+    session, client, orgs, replay = world
+    _acme, globex = orgs["acme.test"].id, orgs["globex.test"].id
+    _, person = person_of(session, globex, SHARED_IN_GLOBEX)
+    replay.ctl("DELETE", f"/directory_users/{SHARED_IN_ACME}")
+    replay.deliver()
+    replay.ctl("PATCH", f"/directory_users/{SHARED_IN_GLOBEX}", {"first_name": "New", "last_name": "Name"})
+    replay.deliver()
+    report = reconcile.full_resync(session, client, organization_id=globex)
+    assert _names(session, person.id) == ("New", "Name"), report.examples
+
+
+# --- Directories that agree rename the person ------------------------------------------------------------------
+
+def test_both_directories_agree_on_a_rename(world: Any) -> None:
+    session, client, orgs, replay = world
+    acme, globex = orgs["acme.test"].id, orgs["globex.test"].id
+    _, person = person_of(session, globex, SHARED_IN_GLOBEX)
+    for du in (SHARED_IN_ACME, SHARED_IN_GLOBEX):
+        replay.ctl("PATCH", f"/directory_users/{du}", {"first_name": "Casey", "last_name": "Married-Name"})
+    replay.deliver()
+    for org_id in (acme, globex):
+        reconcile.full_resync(session, client, organization_id=org_id)
+    # Every organization the person belongs to says the same name; nobody else sees the person.
+    assert _names(session, person.id) == ("Casey", "Married-Name")
+
+
+# --- Sequences: a second resync must find nothing -------------------------------------------------------------
+
+@pytest.mark.parametrize("how", ["webhooks", "resync"])
+def test_sole_member_renamed_then_joins_elsewhere_then_renamed(how: str, world: Any) -> None:
+    """A person of Acme only (unverified domain) is renamed; then Globex's directory lists it too, with other names;
+    then Acme renames again. Nobody speaks for the names while the two disagree; resyncs in turn find nothing."""
+    session, client, orgs, replay = world
+    acme, globex = orgs["acme.test"].id, orgs["globex.test"].id
+
+    def apply(org_id: str) -> None:
+        if how == "webhooks":
+            replay.deliver()
+        else:
+            replay.miss()
+            reconcile.full_resync(session, client, organization_id=org_id)
+
+    a = replay.ctl("POST", f"/directories/{ACME_DIR}/users", {"email": "imani@partners.test", "first_name": "Imani",
+                                                              "last_name": "A0", "groups": ["HatiData Viewers"]})
+    apply(acme)
+    _, person = person_of(session, acme, a["id"])
+    replay.ctl("PATCH", f"/directory_users/{a['id']}", {"last_name": "A1"})
+    apply(acme)
+    assert _names(session, person.id) == ("Imani", "A1")
+    g = replay.ctl("POST", f"/directories/{GLOBEX_DIR}/users", {"email": "imani@partners.test", "first_name": "Imani",
+                                                                "last_name": "G0", "groups": ["HatiData Viewers"]})
+    apply(globex)
+    _, gperson = person_of(session, globex, g["id"])
+    assert gperson.id == person.id
+    assert _names(session, person.id) == ("Imani", "A1")  # Globex does not speak
+    replay.ctl("PATCH", f"/directory_users/{a['id']}", {"last_name": "A2"})
+    apply(acme)
+    assert _names(session, person.id) == ("Imani", "A1")  # nor Acme, while Globex says G0
+    for org_id in (acme, globex, acme, globex):
+        report = reconcile.full_resync(session, client, organization_id=org_id)
+        assert report.differences == 0, report.examples
+
+
+def test_a_membership_elsewhere_added_and_removed_at_workos_holds_nothing(world: Any) -> None:
+    """Imani is Globex's only (partners.test, verified by nobody). Initech adds her at WorkOS and removes her a
+    moment later: Globex's directory still renames her (a let-go membership elsewhere does not count)."""
+    session, _client, orgs, replay = world
+    globex = orgs["globex.test"].id
+    initech = orgs["initech.test"]
+    g = replay.ctl("POST", f"/directories/{GLOBEX_DIR}/users", {"email": "imani@partners.test", "first_name": "Imani",
+                                                                "last_name": "Okafor", "groups": ["HatiData Viewers"]})
+    replay.deliver()
+    _, person = person_of(session, globex, g["id"])
+    ctl = replay.control
+
+    def api(method: str, path: str, body: Any = None) -> Any:
+        return http_json(method, f"{ctl.base_url}/user_management{path}", body, ctl.headers)[1]
+
+    def deliver_all() -> list[tuple[str, str]]:
+        return [(e["event"], deliver(replay.client, replay.app, e)) for e in replay.new_events()]
+
+    wuser = api("POST", "/users", {"email": "imani@partners.test"})
+    om = api("POST", "/organization_memberships", {"user_id": wuser["id"],
+                                                   "organization_id": initech.workos_organization_id})
+    assert ("organization_membership.created", "applied") in deliver_all()
+    assert _status(session, initech.id, person.id) == "active"
+    api("DELETE", f"/organization_memberships/{om['id']}")
+    assert ("organization_membership.deleted", "applied") in deliver_all()
+    assert _status(session, initech.id, person.id) not in (None, "active")  # Initech gives her nothing
+
+    replay.ctl("PATCH", f"/directory_users/{g['id']}", {"last_name": "Okafor-Reyes"})
+    replay.deliver()
+    assert _names(session, person.id) == ("Imani", "Okafor-Reyes")
+
+
+@pytest.mark.parametrize("acme_rename", ["delivered", "missed_then_resync"])
+def test_a_missed_rename_repaired_by_resync_ends_as_the_delivered_one(acme_rename: str, world: Any) -> None:
+    """Imani is Acme's only; Acme renames her (t1), then Globex's directory lists her with the new name (t2).
+    Delivered, the rename applies (she was Acme's only at t1); missed and repaired by Acme's resync after t2, it
+    applies too (Globex agrees)."""
+    session, client, orgs, replay = world
+    acme = orgs["acme.test"].id
+    a = replay.ctl("POST", f"/directories/{ACME_DIR}/users", {"email": "imani@partners.test", "first_name": "Imani",
+                                                              "last_name": "Okafor", "groups": ["HatiData Viewers"]})
+    replay.deliver()
+    _, person = person_of(session, acme, a["id"])
+    replay.ctl("PATCH", f"/directory_users/{a['id']}", {"last_name": "Okafor-Reyes"})  # t1
+    if acme_rename == "delivered":
+        replay.deliver()
+    else:
+        replay.miss()
+    replay.ctl("POST", f"/directories/{GLOBEX_DIR}/users", {"email": "imani@partners.test", "first_name": "Imani",
+                                                            "last_name": "Okafor-Reyes",
+                                                            "groups": ["HatiData Viewers"]})  # t2
+    replay.deliver()
+    if acme_rename == "missed_then_resync":
+        report = reconcile.full_resync(session, client, organization_id=acme)
+        assert report.differences == 1, report.examples  # it saw the missed rename...
+    assert _names(session, person.id) == ("Imani", "Okafor-Reyes")  # ...and repaired it
