@@ -42,6 +42,10 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 # A NUL (no PostgreSQL text column stores it) or a UTF-16 surrogate half (not encodable as UTF-8).
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# What a JSON text must hold for its value to hold an unstorable string or integer: a NUL or surrogate can only be
+# written as a \u escape (strict UTF-8 decoding refuses encoded surrogates, strict JSON raw control characters),
+# an integer past 64 bits takes at least 19 digits. A text without any is storable without walking its value.
+_MAYBE_UNSTORABLE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])|[0-9]{19}")
 NUL_MESSAGE = "Must not contain NUL characters."
 SURROGATE_MESSAGE = "Must not contain unpaired surrogates."
 _INSTALLED = "hatidata_input_limits"
@@ -142,7 +146,9 @@ def _parse(data: bytes, max_depth: int) -> Any:
         return MalformedJSON(exc)
     except ValueError as exc:  # NaN/Infinity, a float that overflows, an integer past the digit limit
         raise InvalidJSON("The body holds a number that is not finite or too long.") from exc
-    if _depth_exceeds(value, max_depth):
+    # A value nests no deeper than its text has brackets (those in strings only add to the count): most bodies need
+    # no walk.
+    if text.count("{") + text.count("[") > max_depth and _depth_exceeds(value, max_depth):
         raise too_deep
     return value
 
@@ -235,7 +241,7 @@ def load_storable_json(data: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
     :class:`InvalidJSON` (too deep, a number that is not finite) or :class:`UnstorableValue` (a NUL, a lone
     surrogate, an integer past 64 bits; 422 naming the fields, ``location`` ``json``)."""
     value = load_json(data, max_depth=max_depth)
-    fields = bad_json_fields(value)
+    fields = bad_json_fields(value) if _MAYBE_UNSTORABLE.search(data) else None
     if fields:
         raise UnstorableValue("The request is invalid.", details={"fields": fields, "location": "json"})
     return value

@@ -85,3 +85,36 @@ def test_a_host_default_limit_still_applies_to_every_api_route(app_config: dict[
         # Flask-Limiter's extension object is process-wide and keeps the defaults of the last app that set some.
         limiter.limit_manager.set_default_limits([])
         application.extensions["hatidata_workos"].close()
+
+
+def test_a_request_no_limit_applies_to_skips_the_limiters_check_unless_a_meta_limit_is_set(
+        limited_app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shortcut of ``extensions._Limiter``: where the request filter answers "no limit", Flask-Limiter's own
+    check (which would resolve and evaluate an empty list) is not run; a meta limit, which applies even there,
+    keeps it."""
+    from flask_limiter import Limiter
+
+    from hatidata_auth.extensions import limiter
+
+    checked: list[str] = []
+    original = Limiter._check_request_limit
+
+    def spy(self: Any, *args: Any, **kwargs: Any) -> None:
+        from flask import request
+
+        checked.append(request.path)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Limiter, "_check_request_limit", spy)
+    client = limited_app.test_client()
+    client.get("/healthz")
+    client.post("/webhooks/workos", data="{}")
+    client.get("/auth/login")
+    assert set(checked) == {"/auth/login"}  # its before_request hook and its decorated limit
+    checked.clear()
+
+    monkeypatch.setattr(Limiter, "_check_request_limit", lambda self, *args, **kwargs: checked.append("meta"))
+    monkeypatch.setattr(limiter, "_meta_limits", [["a meta limit"]])
+    with limited_app.test_request_context("/webhooks/workos", method="POST"):
+        limiter._check_request_limit()
+    assert checked == ["meta"]

@@ -146,7 +146,8 @@ def store(session: Session, payload: dict[str, Any], *, source: str = "webhook")
     params = {**_derived_values(payload), "status": "received" if handled else "ignored", "source": source,
               "last_error": None if handled else "event type not handled", "trace_context": carrier(),
               "now": utcnow()}
-    row = session.execute(_store_statement(session.get_bind().dialect.name), params).first()
+    # On the session's connection: a Core statement, no ORM execution state to build (nothing is pending to flush).
+    row = session.connection().execute(_store_statement(session.get_bind().dialect.name), params).first()
     session.commit()
     return "duplicate" if row is None else "received"
 
