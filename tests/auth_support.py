@@ -67,6 +67,23 @@ def login(client: FlaskClient, email: str, **params: Any) -> Any:
     return client.get(callback_path(location))
 
 
+def password_login(client: FlaskClient, emulator_url: str, email: str, **params: Any) -> Any:
+    """Sign in with a seeded password on AuthKit's hosted page (an organization without SSO, the demo's Hooli);
+    returns the callback's response."""
+    import re
+
+    password = httpx2.get(f"{emulator_url}/_emulator/seed_passwords",
+                          headers={"Authorization": "Bearer sk_test_emulator"}).json()[email]
+    with httpx2.Client(follow_redirects=False, timeout=10) as browser:
+        page = browser.get(start_login(client, email=email, **params))
+        assert page.status_code == 200, page.text[:300]
+        assert 'type="password"' in page.text  # no SSO: the hosted page offers AuthKit's own methods
+        action = next(a for a in re.findall(r'action="([^"]+)"', page.text) if "/password/" in a)
+        done = browser.post(emulator_url + action, data={"email": email, "password": password})
+    assert done.status_code == 302, done.text[:300]
+    return client.get(callback_path(done.headers["location"]))
+
+
 def cookie_value(client: FlaskClient, name: str = "hatidata_session") -> str | None:
     """The value of a cookie in the test client's jar."""
     cookie = client.get_cookie(name)

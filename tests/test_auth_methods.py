@@ -17,7 +17,7 @@ from hatidata_auth.extensions import db
 from hatidata_auth.models import SIGN_IN_METHODS, AuditEvent, AuthSession
 from hatidata_auth.services import tenant_admin
 from tests.api_support import Tenant, headers_for, make_tenant, sso_verified
-from tests.auth_support import callback_path, cookie_value, start_login, sync_organizations
+from tests.auth_support import callback_path, cookie_value, password_login, start_login, sync_organizations
 
 HOOLI = "org_01HTDQ8A500000000000000001"
 OWNER = "owner@hooli.test"
@@ -68,19 +68,6 @@ def _action(page: str, fragment: str) -> str:
     return next(a for a in re.findall(r'action="([^"]+)"', page) if fragment in a)
 
 
-def _password_login(client: FlaskClient, emulator: Any, **params: Any) -> Any:
-    password = httpx2.get(f"{emulator.url}/_emulator/seed_passwords",
-                          headers={"Authorization": "Bearer sk_test_emulator"}).json()[OWNER]
-    browser, page = _hosted_page(client, OWNER, **params)
-    base = emulator.url
-    try:
-        done = browser.post(base + _action(page, "/password/"), data={"email": OWNER, "password": password})
-    finally:
-        browser.close()
-    assert done.status_code == 302, done.text[:300]
-    return client.get(callback_path(done.headers["location"]))
-
-
 def _magic_login(client: FlaskClient, emulator: Any) -> Any:
     browser, page = _hosted_page(client, MEMBER)
     base = emulator.url
@@ -106,7 +93,7 @@ def _session_methods(app: Flask) -> list[str]:
 def test_password_and_magic_code_sessions_record_their_method(app: Flask, client: FlaskClient,
                                                               emulator: Any) -> None:
     sync_organizations(app)
-    response = _password_login(client, emulator)
+    response = password_login(client, emulator.url, OWNER)
     assert response.status_code == 302, response.get_data(as_text=True)
     assert cookie_value(client)
     other = app.test_client()
@@ -123,7 +110,7 @@ def test_a_method_the_organization_does_not_allow_is_refused(app: Flask, client:
                               cause=Cause.by(Actor.system()))
         db.session.commit()
         db.session.remove()
-    refused = _password_login(client, emulator)
+    refused = password_login(client, emulator.url, OWNER)
     assert refused.status_code == 409, refused.get_data(as_text=True)
     error = refused.get_json()["error"]
     assert (error["code"], error["details"]["reason"]) == ("sso_required", "method_not_allowed")

@@ -12,8 +12,9 @@ import pytest
 from flask import Flask
 from sqlalchemy import select
 
-from hatidata_auth.models import Membership, Organization, User
+from hatidata_auth.models import DirectoryUser, Membership, Organization, User
 from hatidata_auth.services import reconcile
+from tests.auth_support import login, password_login
 from tests.conftest import _empty_tables
 from tests.support.dsync import deliver
 from tests.support.people import Replay, person_of, prepare
@@ -196,3 +197,43 @@ def test_a_missed_rename_repaired_by_resync_ends_as_the_delivered_one(acme_renam
         report = reconcile.full_resync(session, client, organization_id=acme)
         assert report.differences == 1, report.examples  # it saw the missed rename...
     assert _names(session, person.id) == ("Imani", "Okafor-Reyes")  # ...and repaired it
+
+
+# --- A sign-in leaves a listed person's names to the directories -----------------------------------------------
+
+@pytest.mark.parametrize("how", ["webhooks", "resync"])
+def test_a_sign_in_does_not_undo_a_directory_rename(how: str, world: Any) -> None:
+    """Acme's directory renames a member; the member signs in, and WorkOS's user record still holds the old names.
+    Before, the sign-in wrote them back and every resync after a sign-in found the person differing again."""
+    session, client, orgs, replay = world
+    acme = orgs["acme.test"].id
+    uid = session.scalar(select(DirectoryUser.workos_id).where(DirectoryUser.organization_id == acme,
+                                                               DirectoryUser.email == "dev@acme.test"))
+    person_id = person_of(session, acme, uid)[1].id
+    replay.ctl("PATCH", f"/directory_users/{uid}", {"first_name": "Dara", "last_name": "Quill"})
+    if how == "webhooks":
+        replay.deliver()
+    else:
+        replay.miss()
+        reconcile.full_resync(session, client, organization_id=acme)
+    assert _names(session, person_id) == ("Dara", "Quill")
+    session.commit()
+
+    assert login(replay.app.test_client(), "dev@acme.test").status_code == 302
+    assert _names(session, person_id) == ("Dara", "Quill")
+    report = reconcile.full_resync(session, client, organization_id=acme)
+    assert report.differences == 0, report.examples
+
+
+def test_a_sign_in_names_a_person_no_directory_lists(world: Any) -> None:
+    """Hooli has no directory: its members' names are WorkOS's user record's, taken at each sign-in."""
+    session, _client, _orgs, replay = world
+    ctl = replay.control
+    assert password_login(replay.app.test_client(), ctl.base_url, "owner@hooli.test").status_code == 302
+    person = session.scalar(select(User).where(User.email == "owner@hooli.test"))
+    assert person is not None
+    status, found = http_json("GET", f"{ctl.base_url}/user_management/users?email=owner@hooli.test", None,
+                              ctl.headers)
+    assert status == 200, found
+    record = found["data"][0]
+    assert _names(session, person.id) == (record["first_name"], record["last_name"])

@@ -9,7 +9,8 @@ is this organization's alone). Otherwise one tenant's IdP renamed the person eve
 directories listing one person with different names renamed it in turn at every event and resync. Directories
 that agree rename the person whatever order their events take; a membership elsewhere that was let go
 (deprovisioned, inactive, its organization deleted) holds nothing. The events (:func:`mirror_names`, from
-``directory_people``) and the resync (``directory_people.PageLinks``) apply the one rule.
+``directory_people``) and the resync (``directory_people.PageLinks``) apply the one rule; a sign-in leaves the
+names of a person a directory lists to the directories (:func:`listed_by_a_directory`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Select, and_, bindparam, select
+from sqlalchemy.orm import Session
 
 from ..models import DirectoryUser, Membership, Organization, User
 from ..unit_of_work import reads_flushed
@@ -79,3 +81,20 @@ def mirror_names(ctx: EventContext, org: Organization, du: DirectoryUser, user: 
         setattr(user, name, value)
     ctx.record("user.updated", organization_id=org.id, target_type="user", target_id=user.id,
                details={"changed": changed, "directory_user_id": du.workos_id, "source": "directory"})
+
+
+def listed_by_a_directory(session: Session, user_id: str | None) -> bool:
+    """Whether a live organization's directory lists the person as a live member: its names are then the
+    directories' (the rule above), and a sign-in does not overwrite them with those of WorkOS's user record
+    (``login._upsert_user``), which would undo each directory write until the next event or resync."""
+    if user_id is None:
+        return False
+    return session.scalar(_listed().limit(1), {"user_id": user_id}) is not None
+
+
+@functools.cache
+def _listed() -> Select[str]:
+    return (select(Membership.id).join(Organization, Organization.id == Membership.organization_id)
+            .where(Membership.user_id == bindparam("user_id"), Membership.directory_user_id.is_not(None),
+                   Membership.status.in_(LIVE_MEMBERSHIP), Organization.status == "active",
+                   Organization.deleted_at.is_(None)))

@@ -22,7 +22,16 @@ from ..errors import AppError, ServiceUnavailable
 from ..models import ROLES, AuthSession, Membership, Organization, User, utcnow
 from ..unit_of_work import invalidate_after_commit
 from ..workos import OrganizationSelectionRequired, WorkOSClient, WorkOSFailure, WorkOSUnavailable, translate_errors
-from . import audit, auth_policy, domains, fanout_jobs, provisioning, security_events, sign_in_attempts
+from . import (
+    audit,
+    auth_policy,
+    directory_names,
+    domains,
+    fanout_jobs,
+    provisioning,
+    security_events,
+    sign_in_attempts,
+)
 from .auth_policy import Authentication
 from .organizations import ensure_organization
 from .session_refresh import Tokens, refresh_tokens
@@ -184,8 +193,9 @@ def _upsert_user(db: Session, org: Organization, user: dict[str, Any], now: date
         db.add(record)
     record.workos_user_id = workos_user_id
     record.email = email or record.email
-    record.first_name = user.get("first_name")
-    record.last_name = user.get("last_name")
+    if not directory_names.listed_by_a_directory(db, record.id):  # the directories speak for a person they list
+        record.first_name = user.get("first_name")
+        record.last_name = user.get("last_name")
     record.last_login_at = now
     db.flush()
     return record
