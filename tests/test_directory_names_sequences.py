@@ -6,6 +6,8 @@ the first version, which counted every membership row elsewhere (rows are kept w
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from typing import Any
 
 import pytest
@@ -13,7 +15,7 @@ from flask import Flask
 from sqlalchemy import select
 
 from hatidata_auth.models import DirectoryUser, Membership, Organization, User
-from hatidata_auth.services import reconcile
+from hatidata_auth.services import directory_names, inbox, inbox_worker, reconcile
 from tests.auth_support import login, password_login
 from tests.conftest import _empty_tables
 from tests.support.dsync import deliver
@@ -237,3 +239,111 @@ def test_a_sign_in_names_a_person_no_directory_lists(world: Any) -> None:
     assert status == 200, found
     record = found["data"][0]
     assert _names(session, person.id) == (record["first_name"], record["last_name"])
+
+
+# --- A membership no directory manages keeps the names --------------------------------------------------------
+
+@pytest.mark.parametrize("how", ["webhooks", "resync"])
+def test_a_directory_without_names_does_not_blank_a_person_another_tenant_added(how: str, world: Any) -> None:
+    """Initech has the person by a WorkOS membership (no directory of its own lists it): Globex's IdP dropping the
+    names does not "agree" with a membership that has none (found by a break-it review)."""
+    session, client, orgs, replay = world
+    globex, initech = orgs["globex.test"].id, orgs["initech.test"]
+    g = replay.ctl("POST", f"/directories/{GLOBEX_DIR}/users", {"email": "wren.abara@partners.test",
+                                                                "first_name": "Wren", "last_name": "Abara",
+                                                                "groups": ["HatiData Viewers"]})
+    replay.deliver()
+    person_id = person_of(session, globex, g["id"])[1].id
+    ctl = replay.control
+    workos_user = http_json("POST", f"{ctl.base_url}/user_management/users", {"email": "wren.abara@partners.test"},
+                            ctl.headers)[1]
+    http_json("POST", f"{ctl.base_url}/user_management/organization_memberships",
+              {"user_id": workos_user["id"], "organization_id": initech.workos_organization_id}, ctl.headers)
+    for event in replay.new_events():
+        deliver(replay.client, replay.app, event)
+    assert _status(session, initech.id, person_id) == "active"
+
+    replay.ctl("PATCH", f"/directory_users/{g['id']}", {"first_name": None, "last_name": None})
+    if how == "webhooks":
+        replay.deliver()
+    else:
+        replay.miss()
+        reconcile.full_resync(session, client, organization_id=globex)
+    assert _names(session, person_id) == ("Wren", "Abara")
+
+
+# --- Directories agreeing at once, in two transactions ----------------------------------------------------------
+
+def test_two_directories_agreeing_at_once_rename_the_person(world: Any, app: Flask,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two appliers apply Acme's and Globex's agreeing renames at once (different entity keys). Each used to read
+    the other's old names and neither wrote (PostgreSQL; found by a break-it review): the person's names lock makes
+    the second read what the first committed. Each transaction is held after its decision until both decided or 5 s
+    passed (the second is then waiting for the lock). On SQLite the two run one after the other."""
+    from hatidata_auth.extensions import db
+
+    session, client, orgs, replay = world
+    acme = orgs["acme.test"].id
+    person_id = person_of(session, orgs["globex.test"].id, SHARED_IN_GLOBEX)[1].id
+    concurrent = session.get_bind().dialect.name == "postgresql"  # SQLite's writers take turns: one at a time
+    for directory_user_id in (SHARED_IN_ACME, SHARED_IN_GLOBEX):
+        replay.ctl("PATCH", f"/directory_users/{directory_user_id}", {"first_name": "Casey", "last_name": "Lindqvist"})
+    events = replay.new_events()
+    for event in events:
+        inbox.store(db.session(), event)
+    db.session.remove()
+
+    decided = threading.Barrier(2)
+    original = directory_names.speaks_for_names
+
+    def held(ctx: Any, org: Any, du: Any, user: Any) -> bool:
+        answer = original(ctx, org, du, user)
+        with contextlib.suppress(threading.BrokenBarrierError):
+            decided.wait(5)
+        return answer
+
+    monkeypatch.setattr(directory_names, "speaks_for_names", held)
+    errors: list[BaseException] = []
+
+    def applier(key: str) -> None:
+        with app.app_context():
+            try:
+                assert inbox_worker.apply_batch(db.session(), client, limit=1, entity_key=key).claimed
+            except BaseException as exc:  # noqa: BLE001 - reported by the test
+                errors.append(exc)
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=applier, args=(inbox.entity_key(event),)) for event in events]
+    for thread in threads:
+        thread.start()
+        if not concurrent:
+            thread.join(30)
+    for thread in threads:
+        thread.join(30)
+    assert not errors, errors
+    monkeypatch.setattr(directory_names, "speaks_for_names", original)
+    assert _names(session, person_id) == ("Casey", "Lindqvist")
+    report = reconcile.full_resync(session, client, organization_id=acme)
+    assert report.differences == 0, report.examples
+
+
+@pytest.mark.parametrize("how", ["deactivate", "delete"])
+def test_a_rename_held_back_lands_at_the_next_resync_once_the_other_lets_go(how: str, world: Any) -> None:
+    """Acme renames the shared person while Globex lists other names: held back. Globex then lets the person go;
+    the let-go itself renames nobody (documented), Acme's next resync does, and the one after finds nothing."""
+    session, client, orgs, replay = world
+    acme = orgs["acme.test"].id
+    person_id = person_of(session, acme, SHARED_IN_ACME)[1].id
+    replay.ctl("PATCH", f"/directory_users/{SHARED_IN_ACME}", {"first_name": "Casey", "last_name": "Oyelaran"})
+    replay.deliver()
+    assert _names(session, person_id) == ("Casey", "Morgan")
+    if how == "deactivate":
+        replay.ctl("POST", f"/directory_users/{SHARED_IN_GLOBEX}/deactivate")
+    else:
+        replay.ctl("DELETE", f"/directory_users/{SHARED_IN_GLOBEX}")
+    replay.deliver()
+    first = reconcile.full_resync(session, client, organization_id=acme)
+    assert _names(session, person_id) == ("Casey", "Oyelaran"), first.examples
+    again = reconcile.full_resync(session, client, organization_id=acme)
+    assert again.differences == 0, again.examples

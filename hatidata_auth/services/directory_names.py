@@ -8,7 +8,9 @@ organization verified the email's domain (the authority for the address, as for 
 is this organization's alone). Otherwise one tenant's IdP renamed the person every other tenant sees, and two
 directories listing one person with different names renamed it in turn at every event and resync. Directories
 that agree rename the person whatever order their events take; a membership elsewhere that was let go
-(deprovisioned, inactive, its organization deleted) holds nothing. The events (:func:`mirror_names`, from
+(deprovisioned, inactive, its organization deleted) holds nothing; one that no directory of its organization lists
+has no names to agree with. A rename held back is applied by the renaming directory user's next event or resync,
+not by the other organization letting the person go. The events (:func:`mirror_names`, from
 ``directory_people``) and the resync (``directory_people.PageLinks``) apply the one rule; a sign-in leaves the
 names of a person a directory lists to the directories (:func:`listed_by_a_directory`).
 """
@@ -19,7 +21,7 @@ import functools
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Select, and_, bindparam, select
+from sqlalchemy import Select, and_, bindparam, select, text
 from sqlalchemy.orm import Session
 
 from ..models import DirectoryUser, Membership, Organization, User
@@ -33,28 +35,45 @@ LIVE_MEMBERSHIP = ("active", "pending")
 inactive one was let go)."""
 
 
-def names_elsewhere() -> Select[str, str | None, str | None]:
-    """The person's live memberships in live organizations as ``(user id, first name, last name)``, the names its
-    directory user holds there (``None`` for a membership no directory manages); the caller adds which people and
-    which organization is "here"."""
-    return (select(Membership.user_id, DirectoryUser.first_name, DirectoryUser.last_name)
+Names = tuple[str | None, str | None] | None
+"""A person's names as one organization lists them: its live directory user's ``(first, last)``, or ``None`` when no
+directory of that organization lists the person (a membership added by hand or by a sign-in): no names to agree
+with."""
+
+
+def names_elsewhere() -> Select[str, str | None, str | None, str | None]:
+    """The person's live memberships in live organizations as ``(user id, directory user row id, first name, last
+    name)``, the names its live directory user holds there (the row id ``None`` for a membership no directory
+    manages: :func:`listed_names`); the caller adds which people and which organization is "here"."""
+    return (select(Membership.user_id, DirectoryUser.id, DirectoryUser.first_name, DirectoryUser.last_name)
             .join(Organization, Organization.id == Membership.organization_id)
             .outerjoin(DirectoryUser, and_(DirectoryUser.organization_id == Membership.organization_id,
-                                           DirectoryUser.workos_id == Membership.directory_user_id))
+                                           DirectoryUser.workos_id == Membership.directory_user_id,
+                                           DirectoryUser.deleted_at.is_(None)))
             .where(Membership.status.in_(LIVE_MEMBERSHIP), Organization.status == "active",
                    Organization.deleted_at.is_(None)))
 
 
+def listed_names(directory_user_id: str | None, first: str | None, last: str | None) -> Names:
+    """One row of :func:`names_elsewhere` as :data:`Names`."""
+    return None if directory_user_id is None else (first, last)
+
+
 @functools.cache
-def _of_person() -> Select[str, str | None, str | None]:
+def _of_person() -> Select[str, str | None, str | None, str | None]:
     # Built once with bound parameters: a reused statement keeps its cache key.
     return names_elsewhere().where(Membership.user_id == bindparam("user_id"),
                                    Membership.organization_id != bindparam("organization_id"))
 
 
-def names_agree(du: DirectoryUser, elsewhere: Iterable[tuple[str | None, str | None]]) -> bool:
-    """Whether every other organization's names of the person (:func:`names_elsewhere`) are *du*'s."""
-    return all(names == (du.first_name, du.last_name) for names in elsewhere)
+def names_agree(du: DirectoryUser, elsewhere: Iterable[Names]) -> bool:
+    """Whether every other organization lists the person (:func:`names_elsewhere`) with *du*'s names."""
+    return all(names is not None and names == (du.first_name, du.last_name) for names in elsewhere)
+
+
+PERSON_NAMES_LOCK = text("SELECT pg_advisory_xact_lock(1347308800, hashtext(:user_id))")
+"""A person's names lock: the two-key form (class ``0x504E4D00``, "PNM"), apart from the email locks
+(``directory_people.EMAIL_LOCK``) and the one-key entity locks."""
 
 
 def speaks_for_names(ctx: EventContext, org: Organization, du: DirectoryUser, user: User) -> bool:
@@ -64,10 +83,14 @@ def speaks_for_names(ctx: EventContext, org: Organization, du: DirectoryUser, us
         return True
     if user.id in ctx.new_user_ids:
         return True  # created by this unit of work: no other transaction can have given it a membership
+    if ctx.session.get_bind().dialect.name == "postgresql":
+        # Two directories agreeing at once, in two transactions, each read the other's old names and neither wrote:
+        # the second now waits for the first and reads what it committed (SQLite's writers take turns anyway).
+        ctx.session.execute(PERSON_NAMES_LOCK, {"user_id": user.id})
     rows = ctx.session.execute(_of_person(), {"user_id": user.id, "organization_id": org.id},
                                execution_options=reads_flushed(ctx.session, Membership, DirectoryUser,
                                                                Organization))
-    return names_agree(du, [(first, last) for _, first, last in rows])
+    return names_agree(du, [listed_names(row_id, first, last) for _, row_id, first, last in rows])
 
 
 def mirror_names(ctx: EventContext, org: Organization, du: DirectoryUser, user: User) -> None:

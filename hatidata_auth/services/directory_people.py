@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from ..models import DirectoryUser, Membership, Organization, User, new_id, utcnow
 from ..unit_of_work import attach_inserted, reads_flushed
-from .directory_names import mirror_names, names_agree, names_elsewhere
+from .directory_names import Names, listed_names, mirror_names, names_agree, names_elsewhere
 from .domains import VerifiedDomains
 from .provisioning import invalidate_member_caches, set_access
 from .resync_state import page_lookup
@@ -311,7 +311,7 @@ class PageLinks:
 
     memberships: dict[str, list[str]] = field(default_factory=dict)
     people: dict[str, User] = field(default_factory=dict)
-    names_elsewhere: dict[str, list[tuple[str | None, str | None]]] = field(default_factory=dict)
+    names_elsewhere: dict[str, list[Names]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, session: Session, organization_id: str, stored: Iterable[DirectoryUser],
@@ -328,12 +328,12 @@ class PageLinks:
                 memberships[str(du_id)].append(user_id)
         user_ids = {du.user_id for du in rows if du.user_id}
         people = {u.id: u for u in session.scalars(select(User).where(User.id.in_(user_ids)))} if user_ids else {}
-        elsewhere: dict[str, list[tuple[str | None, str | None]]] = defaultdict(list)
+        elsewhere: dict[str, list[Names]] = defaultdict(list)
         if user_ids:
-            for user_id, first, last in session.execute(names_elsewhere().where(
+            for user_id, row_id, first, last in session.execute(names_elsewhere().where(
                     Membership.user_id.in_(user_ids), Membership.organization_id != organization_id)):
                 if user_id in people and (verified.owners(people[user_id].email) or (None,))[0] != organization_id:
-                    elsewhere[user_id].append((first, last))
+                    elsewhere[user_id].append(listed_names(row_id, first, last))
         return cls(dict(memberships), people, dict(elsewhere))
 
     def differs(self, du: DirectoryUser, *, active: bool) -> str | None:
