@@ -63,10 +63,17 @@ class _Limiter(Limiter):
 # Storage: RATELIMIT_STORAGE_URI (Redis in production, memory:// elsewhere).
 limiter = _Limiter(key_func=_client_address)
 
-# Paths that carry no rate limit: skip Flask-Limiter's per-request limit lookup (the webhook hot path).
-_UNLIMITED_PREFIXES = ("/webhooks/", "/healthz", "/readyz")
+_NEVER_LIMITED = "_hatidata_never_rate_limited"
 UNLIMITED_ENDPOINTS = "hatidata_unlimited_endpoints"
 """``app.extensions`` key: endpoint -> whether no rate limit applies to it (decided once per endpoint)."""
+
+
+def never_rate_limited(view: Any) -> Any:
+    """Mark one of our views as never rate limited, whatever limits a host application sets by default (the
+    WorkOS webhook, which WorkOS retries, and the health checks). A host's own routes, whatever their paths, keep
+    their limits."""
+    setattr(view, _NEVER_LIMITED, True)
+    return view
 
 
 def endpoint_unlimited(app: Any, endpoint: str, blueprint: str | None) -> bool:
@@ -87,8 +94,6 @@ def _unlimited_path() -> bool:
     # call's cost); an endpoint without any limit is decided once.
     from flask import request
 
-    if request.path.startswith(_UNLIMITED_PREFIXES):
-        return True
     endpoint = request.endpoint
     if endpoint is None:
         return False
@@ -96,5 +101,6 @@ def _unlimited_path() -> bool:
     known: dict[str, bool] = app.extensions.setdefault(UNLIMITED_ENDPOINTS, {})
     unlimited = known.get(endpoint)
     if unlimited is None:
-        unlimited = known[endpoint] = endpoint_unlimited(app, endpoint, request.blueprint)
+        unlimited = known[endpoint] = (getattr(app.view_functions.get(endpoint), _NEVER_LIMITED, False)
+                                       or endpoint_unlimited(app, endpoint, request.blueprint))
     return unlimited

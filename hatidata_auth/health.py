@@ -22,7 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from .config import DEFAULTS
-from .extensions import cache, db
+from .extensions import cache, db, never_rate_limited
 from .workos import WorkOSFailure
 
 bp = Blueprint("health", __name__)
@@ -34,6 +34,7 @@ _POLL_SECONDS = 0.05
 
 
 @bp.get("/healthz")
+@never_rate_limited
 def healthz() -> Response:
     """The process is up."""
     return jsonify(status="ok")
@@ -140,6 +141,7 @@ CHECKS: dict[str, tuple[Callable[[], None], tuple[type[Exception], ...]]] = {
 
 
 @bp.get("/readyz")
+@never_rate_limited
 def readyz() -> tuple[Response, int]:
     """Database, cache and WorkOS are reachable; otherwise 503 naming what failed."""
     results: dict[str, Any] = {}

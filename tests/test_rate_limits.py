@@ -79,6 +79,9 @@ def test_a_host_default_limit_still_applies_to_every_api_route(app_config: dict[
         for path in ("/api/v1/me", "/api/openapi.json"):
             statuses = [client.get(path).status_code for _ in range(3)]
             assert statuses[-1] == 429, (path, statuses)
+        # Ours that are never limited (extensions.never_rate_limited): the health checks and the WorkOS webhook.
+        assert {client.get("/healthz").status_code for _ in range(4)} == {200}
+        assert 429 not in {client.post("/webhooks/workos", data="{}").status_code for _ in range(4)}
     finally:
         from hatidata_auth.extensions import limiter
 
@@ -118,3 +121,30 @@ def test_a_request_no_limit_applies_to_skips_the_limiters_check_unless_a_meta_li
     with limited_app.test_request_context("/webhooks/workos", method="POST"):
         limiter._check_request_limit()
     assert checked == ["meta"]
+
+
+@pytest.mark.parametrize("path", ["/webhooks/stripe", "/healthzone", "/readyz-report"])
+def test_an_embedding_hosts_own_routes_keep_their_limits_whatever_their_paths(path: str,
+                                                                               app_config: dict[str, Any]) -> None:
+    """Only our own views are never limited (marked, not matched by path): a host's ``/webhooks/...`` or
+    ``/healthz...`` route keeps its own limit and the host's default (found by a break-it review)."""
+    from hatidata_auth.embedding import HatiDataAuth
+    from hatidata_auth.extensions import limiter
+
+    config = {k: v for k, v in app_config.items() if k != "HATIDATA_ENV"}
+    config.update(TESTING=True, RATELIMIT_DEFAULT="2 per minute", RATELIMIT_STORAGE_URI="memory://")
+    host = Flask("host")
+    host.config.update(config)
+    HatiDataAuth(host)
+
+    @host.get(path)
+    @limiter.limit("1 per minute")
+    def own() -> str:
+        return "ok"
+
+    try:
+        client = host.test_client()
+        assert [client.get(path).status_code for _ in range(2)] == [200, 429]
+    finally:
+        limiter.limit_manager.set_default_limits([])
+        host.extensions["hatidata_workos"].close()

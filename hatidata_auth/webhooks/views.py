@@ -25,7 +25,7 @@ from .. import inbox_runtime, inputs, metrics
 from ..causes import Actor, Cause
 from ..config import DEFAULTS
 from ..errors import error_response
-from ..extensions import csrf, db
+from ..extensions import csrf, db, never_rate_limited
 from ..request_hooks import request_info
 from ..security_reports import report
 from ..services.events import PayloadError
@@ -57,6 +57,7 @@ def _read_body(limit: int) -> bytes | None:
 
 @bp.post("/workos")
 @inputs.checks_own_body  # the signature is checked on the raw body before any byte of it is parsed
+@never_rate_limited  # WorkOS retries what it cannot deliver: a limit would only delay events
 def workos_webhook() -> Any:
     """Receive one signed WorkOS event."""
     limit = int(current_app.config.get("HATIDATA_WEBHOOK_MAX_BYTES", DEFAULTS["HATIDATA_WEBHOOK_MAX_BYTES"]))
