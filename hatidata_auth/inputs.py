@@ -295,8 +295,12 @@ def _check_json_body() -> None:
     depth = int(current_app.config.get("HATIDATA_MAX_JSON_DEPTH") or MAX_JSON_DEPTH)
     value = _parse(data, depth)
     if isinstance(value, MalformedJSON):
-        return
-    fields = bad_json_fields(value)
+        if isinstance(value.error, UnicodeDecodeError):
+            # Not left to the view: Flask's get_json decodes bytes as JSON's detected encoding with surrogatepass
+            # (UTF-16, UTF-32, an encoded surrogate), which would hand the view values this hook never checked.
+            raise NotJSON("The body is not valid UTF-8 JSON.") from value.error
+        return  # a syntax error: each view answers it its own way
+    fields = bad_json_fields(value) if _MAYBE_UNSTORABLE.search(data) else None
     if fields:
         raise UnstorableValue("The request is invalid.", details={"fields": fields, "location": "json"})
 

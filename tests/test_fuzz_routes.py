@@ -219,6 +219,10 @@ SEEDS: tuple[tuple[str, str, bytes, str], ...] = (
     ("%ff", "cursor=" + _cursor(10**20), b"\xff\xfe{}", "application/json"),
     ("e", "since=0001-01-01T00:00:00%2B13:00&until=9999-12-31T23:59:59-13:00",
      b'{"expires_at": "9999-12-31T23:59:59-13:30", "name": "n", "scopes": ["data:read"]}', "application/json"),
+    # Bodies that are not UTF-8 (an encoded surrogate; UTF-16 with a NUL): Flask's get_json would decode them.
+    ("y", "", b'{"organization_id": "o\xed\xa0\x80", "name": "\xed\xb0\x81"}', "application/json"),
+    ("w", "", '{"organization_id": "o\x00", "name": "n\x00", "role": "admin"}'.encode("utf-16"),
+     "application/json"),
 )
 # Odd headers sent with the seeds (credentials stay the caller's): every route meets each of them.
 SEED_HEADERS: tuple[dict[str, str], ...] = (
@@ -228,6 +232,8 @@ SEED_HEADERS: tuple[dict[str, str], ...] = (
     {"WorkOS-Signature": "x" * 9000, "X-Forwarded-For": "1.1.1.1, \x00, ::, " * 300},
     {"WorkOS-Signature": "t=-" + "1" * 5000 + ", v1=", "X-Request-ID": "é\x00" * 2000},
     {"WorkOS-Signature": f"t={10**30}, v1={'0' * 64}", "X-Forwarded-Host": "[::1]:99999999999"},
+    {"WorkOS-Signature": "t=0, v1=", "X-Forwarded-For": "::ffff:1.2.3.4"},
+    {"X-Request-ID": "r" * 64},
 )
 
 
