@@ -99,7 +99,12 @@ def _signed_in(app: Flask, credentials: Credentials) -> bool:
 
 
 def _fuzz(operation: Any, mode: GenerationMode, credentials: Credentials, statuses: list[int]) -> int:
-    """Run *operation*'s cases of *mode*, appending each status to *statuses*; returns how many were sent."""
+    """Run *operation*'s cases of *mode*, appending each status to *statuses*; returns how many were sent.
+
+    A cookie caller's schema-conforming cases go without the ``Authorization`` header schemathesis generates for
+    ``bearerAuth``: a malformed bearer token is refused before the cookie is looked at, and such cases, most of
+    them, tested only the refusal (which the negative cases still do); how many got through then depended on the
+    day's generated values."""
     sent = 0
 
     @given(case=operation.as_strategy(generation_mode=mode))
@@ -108,6 +113,8 @@ def _fuzz(operation: Any, mode: GenerationMode, credentials: Credentials, status
     def run(case: Any) -> None:
         nonlocal sent
         sent += 1
+        if credentials[1] and mode is GenerationMode.POSITIVE and case.headers:
+            case.headers = {k: v for k, v in case.headers.items() if k.lower() != "authorization"}
         try:
             response = case.call_and_validate(headers=credentials[0], cookies=credentials[1], checks=CHECKS[mode])
             statuses.append(response.status_code)
