@@ -50,9 +50,9 @@ class _Limiter(Limiter):
     """Flask-Limiter's limiter, without its per-request work where no limit can apply.
 
     Its request filter (:func:`_unlimited_path`) makes it resolve an empty list of limits, yet it still evaluated
-    that list and the exemptions on every request: about a tenth of an acknowledged webhook's CPU
-    (``bench/ack_profile.py``). With no meta limit configured (which would apply even there), such a request now
-    skips the check, as the filter already answered it."""
+    that list and the exemptions on every request: a few per cent of an acknowledged webhook's time under
+    ``bench/ack_profile.py``'s profile. With no meta limit configured (which would apply even there), such a request
+    now skips the check, as the filter already answered it."""
 
     def _check_request_limit(self, callable_name: str | None = None, in_middleware: bool = True) -> None:
         if not self._meta_limits and _unlimited_path():
