@@ -18,8 +18,8 @@ from hatidata_auth.extensions import db
 from hatidata_auth.models import AuditEvent, AuthSession, Membership, Organization, OrganizationAlert, SignInAttempt
 from hatidata_auth.services import sso_enforcement, sso_setup
 from tests.api_support import Tenant, headers_for, make_tenant, sso_verified
-from tests.auth_support import callback_path, csrf_headers, login, start_login, sync_organizations
-from tests.test_auth_methods import HOOLI, MEMBER, OWNER, _action, _magic_login, _password_login
+from tests.auth_support import callback_path, csrf_headers, login, password_login, start_login, sync_organizations
+from tests.test_auth_methods import HOOLI, MEMBER, OWNER, _action, _magic_login
 
 SETTINGS = "/api/v1/organization/settings"
 BREAK_GLASS = "/api/v1/organization/break-glass"
@@ -260,7 +260,7 @@ def _alerts(app: Flask, org_id: str) -> list[OrganizationAlert]:
 def test_a_break_glass_member_signs_in_without_sso_audited_and_alerted(app: Flask, client: FlaskClient,
                                                                       emulator: Any) -> None:
     org_id = _hooli(app)
-    assert _password_login(client, emulator).status_code == 302  # the owner's membership exists now
+    assert password_login(client, emulator.url, OWNER).status_code == 302  # the owner's membership exists now
     assert _magic_login(app.test_client(), emulator).status_code == 302
     owner = _membership_of(app, org_id, OWNER)
     _hooli(app, sso_enforced=True, auth_methods=["sso"], connection_id="conn_hooli_enforced",
@@ -275,7 +275,7 @@ def test_a_break_glass_member_signs_in_without_sso_audited_and_alerted(app: Flas
     assert [e.details["reason"] for e in _audited(app, org_id, "auth.policy_refused")] == ["sso_enforced"]
     # The break-glass owner signs in with a password: accepted, audited, alerted.
     glass = app.test_client()
-    accepted = _password_login(glass, emulator, organization_id=HOOLI, break_glass=1)
+    accepted = password_login(glass, emulator.url, OWNER, organization_id=HOOLI, break_glass=1)
     assert accepted.status_code == 302, accepted.get_data(as_text=True)
     assert glass.get("/api/v1/me").status_code == 200
     [used] = _audited(app, org_id, "auth.break_glass_used")
