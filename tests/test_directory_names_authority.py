@@ -34,14 +34,6 @@ names = st.tuples(st.text(st.characters(whitelist_categories=("Lu", "Ll")), min_
                   st.text(st.characters(whitelist_categories=("Lu", "Ll")), min_size=1, max_size=12))
 
 
-def _apply(how: str, replay: Replay, session: Any, workos_client: Any, org_id: str) -> None:
-    if how == "webhooks":
-        replay.deliver()
-    else:
-        replay.miss()
-        reconcile.full_resync(session, workos_client, organization_id=org_id)
-
-
 def _names(user: User) -> tuple[str | None, str | None]:
     return user.first_name, user.last_name
 
@@ -82,8 +74,8 @@ def test_a_person_of_two_organizations_is_renamed_only_when_both_agree(
     before = _names(person)
     for directory_user_id, (first, last) in ((SHARED_IN_ACME, acme_names), (SHARED_IN_GLOBEX, globex_names)):
         replay.ctl("PATCH", f"/directory_users/{directory_user_id}", {"first_name": first, "last_name": last})
-    _apply(how, replay, session, workos_client, acme)
-    _apply(how, replay, session, workos_client, globex)
+    replay.apply(how, session, workos_client, acme)
+    replay.apply(how, session, workos_client, globex)
 
     expected = acme_names if agree else before
     session.expire_all()
@@ -118,7 +110,7 @@ def test_the_domains_organization_renames_its_member_who_belongs_elsewhere_too(
     session.commit()
 
     replay.ctl("PATCH", f"/directory_users/{uid}", {"first_name": new_names[0], "last_name": new_names[1]})
-    _apply(how, replay, session, workos_client, acme)
+    replay.apply(how, session, workos_client, acme)
 
     session.expire_all()
     assert _names(session.get(User, person.id)) == new_names  # Acme verified acme.test: it speaks for the address
@@ -137,7 +129,7 @@ def test_a_person_of_one_organization_follows_its_directory(how: str, world: Any
     replay.deliver()
     _, person = person_of(session, acme, created["id"])
     replay.ctl("PATCH", f"/directory_users/{created['id']}", {"first_name": "Imani", "last_name": "Okafor-Reyes"})
-    _apply(how, replay, session, workos_client, acme)
+    replay.apply(how, session, workos_client, acme)
 
     session.expire_all()
     assert _names(session.get(User, person.id)) == ("Imani", "Okafor-Reyes")  # nobody else sees this person

@@ -115,28 +115,21 @@ def test_sole_member_renamed_then_joins_elsewhere_then_renamed(how: str, world: 
     session, client, orgs, replay = world
     acme, globex = orgs["acme.test"].id, orgs["globex.test"].id
 
-    def apply(org_id: str) -> None:
-        if how == "webhooks":
-            replay.deliver()
-        else:
-            replay.miss()
-            reconcile.full_resync(session, client, organization_id=org_id)
-
     a = replay.ctl("POST", f"/directories/{ACME_DIR}/users", {"email": "imani@partners.test", "first_name": "Imani",
                                                               "last_name": "A0", "groups": ["HatiData Viewers"]})
-    apply(acme)
+    replay.apply(how, session, client, acme)
     _, person = person_of(session, acme, a["id"])
     replay.ctl("PATCH", f"/directory_users/{a['id']}", {"last_name": "A1"})
-    apply(acme)
+    replay.apply(how, session, client, acme)
     assert _names(session, person.id) == ("Imani", "A1")
     g = replay.ctl("POST", f"/directories/{GLOBEX_DIR}/users", {"email": "imani@partners.test", "first_name": "Imani",
                                                                 "last_name": "G0", "groups": ["HatiData Viewers"]})
-    apply(globex)
+    replay.apply(how, session, client, globex)
     _, gperson = person_of(session, globex, g["id"])
     assert gperson.id == person.id
     assert _names(session, person.id) == ("Imani", "A1")  # Globex does not speak
     replay.ctl("PATCH", f"/directory_users/{a['id']}", {"last_name": "A2"})
-    apply(acme)
+    replay.apply(how, session, client, acme)
     assert _names(session, person.id) == ("Imani", "A1")  # nor Acme, while Globex says G0
     for org_id in (acme, globex, acme, globex):
         report = reconcile.full_resync(session, client, organization_id=org_id)
@@ -213,11 +206,7 @@ def test_a_sign_in_does_not_undo_a_directory_rename(how: str, world: Any) -> Non
                                                                DirectoryUser.email == "dev@acme.test"))
     person_id = person_of(session, acme, uid)[1].id
     replay.ctl("PATCH", f"/directory_users/{uid}", {"first_name": "Dara", "last_name": "Quill"})
-    if how == "webhooks":
-        replay.deliver()
-    else:
-        replay.miss()
-        reconcile.full_resync(session, client, organization_id=acme)
+    replay.apply(how, session, client, acme)
     assert _names(session, person_id) == ("Dara", "Quill")
     session.commit()
 
@@ -264,11 +253,7 @@ def test_a_directory_without_names_does_not_blank_a_person_another_tenant_added(
     assert _status(session, initech.id, person_id) == "active"
 
     replay.ctl("PATCH", f"/directory_users/{g['id']}", {"first_name": None, "last_name": None})
-    if how == "webhooks":
-        replay.deliver()
-    else:
-        replay.miss()
-        reconcile.full_resync(session, client, organization_id=globex)
+    replay.apply(how, session, client, globex)
     assert _names(session, person_id) == ("Wren", "Abara")
 
 

@@ -56,6 +56,15 @@ class Replay:
         self.missed.extend(events)
         return len(events)
 
+    def apply(self, how: str, session: Session, workos_client: Any, organization_id: str) -> None:
+        """Deliver the new events as signed webhooks (*how* ``"webhooks"``), or miss them and run the organization's
+        full resync (``"resync"``)."""
+        if how == "webhooks":
+            self.deliver()
+        else:
+            self.miss()
+            reconcile.full_resync(session, workos_client, organization_id=organization_id)
+
 
 def prepare(session: Session, workos_client: Any) -> dict[str, Organization]:
     """The demo organizations mirrored, resynced and with the demo mappings."""
