@@ -332,7 +332,7 @@ class PageLinks:
         if user_ids:
             for user_id, row_id, first, last in session.execute(names_elsewhere().where(
                     Membership.user_id.in_(user_ids), Membership.organization_id != organization_id)):
-                if user_id in people and (verified.owners(people[user_id].email) or (None,))[0] != organization_id:
+                if user_id in people and not verified.owns(organization_id, people[user_id].email):
                     elsewhere[user_id].append(listed_names(row_id, first, last))
         return cls(dict(memberships), people, dict(elsewhere))
 

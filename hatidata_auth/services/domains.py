@@ -99,6 +99,12 @@ class VerifiedDomains:
         owners = self.owners(email)
         return owners[0] if owners and owners[0] != organization_id else None
 
+    def owns(self, organization_id: str, email: str | None) -> bool:
+        """Whether *organization_id* is the organization (the oldest, if several) that verified the email's domain:
+        the authority for the address."""
+        owners = self.owners(email)
+        return bool(owners) and owners[0] == organization_id
+
 
 def verified_owners(db: Session, email: str | None) -> tuple[str, ...]:
     """Our ids of the live organizations that verified the email's domain (or a parent domain of it), oldest

@@ -118,25 +118,24 @@ class EventContext:
 
     def foreign_owner(self, organization_id: str, email: str | None) -> str | None:
         """The organization other than *organization_id* that verified the email's domain, if any."""
-        if self.verified_domains is not None:
-            return self.verified_domains.foreign_owner(organization_id, email)
-        if self.scope is not None:
-            return self.scope.verified_domains().foreign_owner(organization_id, email) if domains.email_domain(
-                email) else None
-        return domains.foreign_owner(self.session, organization_id, email)
+        found = self._verified_domains(email)
+        return None if found is None else found.foreign_owner(organization_id, email)
 
     def owns_domain(self, organization_id: str, email: str | None) -> bool:
         """Whether *organization_id* is the organization (the oldest, if several) that verified the email's domain:
         the authority for the address (:mod:`services.domains`)."""
-        if not domains.email_domain(email):
-            return False
+        found = self._verified_domains(email)
+        return found is not None and found.owns(organization_id, email)
+
+    def _verified_domains(self, email: str | None) -> domains.VerifiedDomains | None:
+        # The unit of work's, else the batch's (read once), else read now; None for an email without a domain.
         if self.verified_domains is not None:
-            owners = self.verified_domains.owners(email)
-        elif self.scope is not None:
-            owners = self.scope.verified_domains().owners(email)
-        else:
-            owners = domains.verified_owners(self.session, email)
-        return bool(owners) and owners[0] == organization_id
+            return self.verified_domains
+        if not domains.email_domain(email):
+            return None
+        if self.scope is not None:
+            return self.scope.verified_domains()
+        return domains.VerifiedDomains.load(self.session)
 
     def ignore(self, note: str) -> None:
         """Mark the event as acknowledged but not applied."""
