@@ -11,7 +11,7 @@ import pytest
 from flask import Flask
 from werkzeug.serving import make_server
 
-from tests.support.browser import CHROMIUM_ARGS
+from tests.support.browser import CHROMIUM_ARGS, click_and_wait
 from tests.test_embedded_example import dashboard as dashboard  # fixture
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -37,10 +37,9 @@ def test_login_through_hosted_page_sets_a_safe_cookie(served: str, emulator: Any
             page.goto(f"{served}/")  # not signed in: sent to /auth/login, then to the emulator
             page.wait_for_url(f"{emulator.url}/**")
             page.fill("#email", "dev@acme.test")
-            page.click("button[type=submit]")
-            page.wait_for_load_state()
+            click_and_wait(page, "button[type=submit]")
             if page.url.startswith(emulator.url):  # the simulated IdP's account picker
-                page.click("button[value='dev@acme.test']")
+                click_and_wait(page, "button[value='dev@acme.test']")
             page.wait_for_url(f"{served}/")
             assert "Signed in as dev@acme.test (developer)" in page.inner_text("#who")
             cookies = {c["name"]: c for c in context.cookies(served)}
@@ -50,8 +49,7 @@ def test_login_through_hosted_page_sets_a_safe_cookie(served: str, emulator: Any
             assert session["secure"] is False  # testing profile; production sets Secure
             assert session["expires"] == -1  # not remembered: ends with the browser
             assert page.evaluate("document.cookie").find("hatidata_session") == -1  # invisible to scripts
-            page.click("#logout")
-            page.wait_for_load_state()
+            click_and_wait(page, "#logout")
             assert "hatidata_session" not in {c["name"] for c in context.cookies(served)}
             page.goto(f"{served}/data")  # signed out: back to the sign-in page
             assert page.url.startswith(f"{emulator.url}/user_management/authorize")
@@ -74,8 +72,7 @@ def _hosted_sign_in_page(sync_api: Any, p: Any, served: str, emulator: Any, emai
     page.goto(f"{served}/")
     page.wait_for_url(f"{emulator.url}/**")
     page.fill("#email", email)
-    page.click("button[type=submit]")
-    page.wait_for_load_state()
+    click_and_wait(page, "button[type=submit]")
     return browser, page
 
 

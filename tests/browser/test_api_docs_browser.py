@@ -30,11 +30,11 @@ def test_try_it_out_posts_with_the_cookie_session(app: Flask, emulator: Any) -> 
         page.on("request", lambda r: sent.append(r.headers) if r.method == "POST" and "/api-keys" in r.url else None)
 
         operation = page.locator(".opblock-post").filter(has=page.locator('[data-path="/api/v1/api-keys"]')).first
-        operation.locator(".opblock-summary").click()
-        operation.locator("button.try-out__btn").click()
+        operation.locator(".opblock-summary").click()  # stays on the page
+        operation.locator("button.try-out__btn").click()  # stays on the page
         body = operation.locator("textarea.body-param__text")
         body.fill(json.dumps({"name": "from swagger", "scopes": ["data:read"]}))
-        operation.locator("button.execute").click()
+        operation.locator("button.execute").click()  # stays on the page: the response is awaited below
         status = operation.locator(".live-responses-table .response .response-col_status").first
         status.wait_for()
         assert status.inner_text().strip() == "201", operation.locator(".live-responses-table").inner_text()

@@ -127,6 +127,6 @@ def test_after_a_failed_submit_focus_is_on_the_error_summary(served: str) -> Non
         signed_out = browser.new_context(viewport={"width": 390, "height": 900})
         page = signed_out.new_page()
         page.goto(served + "/")
-        page.click("button[type=submit]")  # no email: the browser keeps the form and points at the field
+        page.click("button[type=submit]")  # stays on the page: no email, the browser points at the field
         assert page.evaluate("document.activeElement.id") == "email"
         signed_out.close()

@@ -42,8 +42,7 @@ def _to_the_test_step(page: Any, server: str) -> None:
 
 def _test_sign_in(page: Any, email: str) -> None:
     page.fill("#login_hint", email)
-    page.click("#start-test-login")
-    page.wait_for_load_state()
+    click_and_wait(page, "#start-test-login")
 
 
 def test_failed_test_sign_ins_are_explained(app: Flask, client: Any, emulator: Any, server: str,
@@ -74,14 +73,14 @@ def test_failed_test_sign_ins_are_explained(app: Flask, client: Any, emulator: A
             assert "[redacted]" in missing.inner_text()
             assert_accessible(page)
 
-            missing.get_by_role("button", name="Reveal").click()
+            click_and_wait(page, missing.get_by_role("button", name="Reveal"))
             missing = page.locator("li.attempt[data-reason=missing_attribute]")
             assert "dev@acme.test" in missing.locator(".attributes").inner_text()
             assert missing.get_by_role("button", name="Reveal").count() == 0
             assert_accessible(page)
 
             page.select_option("#filter-reason", "not_assigned_to_app")
-            page.get_by_role("button", name="Filter").click()
+            click_and_wait(page, page.get_by_role("button", name="Filter"))
             assert page.locator("li.attempt").count() == 1
 
             page.goto(f"{server}/admin/sso/")
@@ -90,7 +89,7 @@ def test_failed_test_sign_ins_are_explained(app: Flask, client: Any, emulator: A
             assert page.locator("#health-directory code").count() == 1
             assert page.inner_text("#health-alerts").startswith("none")
             assert_accessible(page)
-            page.click("#sign-ins-link")
+            click_and_wait(page, "#sign-ins-link")
             assert page.url.endswith("/admin/sso/sign-ins/")
         except Exception:
             page.screenshot(path=str(tmp_path / "sign-ins.png"))

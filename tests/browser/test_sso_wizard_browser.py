@@ -313,7 +313,7 @@ def test_other_wizard_pages_are_accessible(browser: Any, wizard_server: str) -> 
         check("guide")
         page.goto(f"{wizard_server}/admin/sso/")
         page.select_option("#portal-intent", "dsync")
-        page.click("text=Generate Admin Portal link")
+        click_and_wait(page, "text=Generate Admin Portal link")
         assert "/portal/" in page.inner_text("#portal-link")
         check("portal link")
     finally:

@@ -12,7 +12,7 @@ import pytest
 from flask import Flask
 
 from hatidata_auth.step_up import DEFAULT_STEP_UP_WINDOW
-from tests.support.browser import assert_accessible, chromium
+from tests.support.browser import assert_accessible, chromium, click_and_wait
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -41,7 +41,7 @@ def test_an_old_sign_in_re_authenticates_and_comes_back(server: str, clock: list
         assert "max_age=0" in page.url
         # (WorkOS's page, played by the emulator: axe checks only our own pages)
         clock[0] = time.time() + 5  # the sign-in that follows is the recent one
-        page.click("button[value='admin@acme.test']")
+        click_and_wait(page, "button[value='admin@acme.test']")
         assert page.url == f"{server}/admin/policy", page.url
         assert page.locator("#idle_timeout").is_visible()
         assert_accessible(page)

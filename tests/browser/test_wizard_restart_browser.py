@@ -35,7 +35,7 @@ def _sign_in(page: Any, app_url: str, emulator_url: str) -> None:
     page.on("request", lambda request: requested.append(request.url))
     page.goto(f"{app_url}/")
     page.fill("#email", ADMIN)
-    page.click("button[type=submit]")
+    click_and_wait(page, "button[type=submit]")
     assert page.locator("#who-email").inner_text() == ADMIN, page.url
     assert any(url.startswith(f"{emulator_url}/") for url in requested), requested  # the hosted login
 

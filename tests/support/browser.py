@@ -97,8 +97,9 @@ def assert_accessible(page: Any) -> None:
     assert not violations, f"axe-core on {page.url}:\n" + "\n".join(violations)
 
 
-def click_and_wait(page: Any, selector: str) -> None:
-    """Click ``selector`` (a form's submit button or a link) and return once the page it leads to has loaded.
+def click_and_wait(page: Any, selector: Any) -> None:
+    """Click ``selector`` (a CSS/text selector or a Playwright ``Locator``: a form's submit button or a link) and
+    return once the page it leads to has loaded.
 
     Playwright's ``click`` may return before the response has replaced the page, so a read right after it
     (``locator(...).all()``, ``count()``, ``page.url``, an element both pages have) can still see the old page: a
@@ -107,4 +108,7 @@ def click_and_wait(page: Any, selector: str) -> None:
     script) does not, and waits for what it expects instead.
     """
     with page.expect_navigation(wait_until="load"):
-        page.click(selector)
+        if isinstance(selector, str):
+            page.click(selector)
+        else:
+            selector.click()
