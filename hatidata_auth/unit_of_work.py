@@ -22,7 +22,6 @@ This module imports nothing from ``hatidata_auth``: every layer may use it.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -102,9 +101,14 @@ def reads_flushed(session: Session, *models: type[Any]) -> Mapping[str, Any]:
     return NO_AUTOFLUSH
 
 
-@functools.cache
+_COLUMN_KEYS: dict[type[Any], frozenset[str]] = {}
+
+
 def _column_keys(model: type[Any]) -> frozenset[str]:
-    return frozenset(attr.key for attr in sa_inspect(model).column_attrs)
+    keys = _COLUMN_KEYS.get(model)
+    if keys is None:
+        keys = _COLUMN_KEYS[model] = frozenset(attr.key for attr in sa_inspect(model).column_attrs)
+    return keys
 
 
 def built_from_values(model: type[_T], values: Mapping[str, Any]) -> _T:
