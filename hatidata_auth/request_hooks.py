@@ -29,6 +29,7 @@ def request_info() -> RequestInfo:
 
 
 PRIVATE_VARY = ("Cookie", "Authorization")
+_PRIVATE_VARY_HEADER = ", ".join(PRIVATE_VARY)
 WORKOS_DEFAULT_ORIGIN = "https://api.workos.com"
 
 
@@ -47,8 +48,12 @@ def mark_private(response: Response) -> Response:
     that presented a credential (session cookie, JWT or API key) or that sets or clears the session cookie: no
     browser or shared cache may keep or hand on a caller's data."""
     if _carries_credentials(response):
-        response.headers["Cache-Control"] = "no-store"
-        response.vary.update(PRIVATE_VARY)
+        headers = response.headers
+        headers["Cache-Control"] = "no-store"
+        if "Vary" in headers:
+            response.vary.update(PRIVATE_VARY)
+        else:  # the usual case, set as the merge would set it without parsing and rewriting a header set
+            headers["Vary"] = _PRIVATE_VARY_HEADER
     return response
 
 
