@@ -11,6 +11,8 @@ graceful_timeout = 10
 _access_log = os.environ.get("GUNICORN_ACCESS_LOG", "-")
 _access_off = _access_log in ("", "off", "/dev/null")
 accesslog = None if _access_off else _access_log
+# With the access log off, no request builds its line (gunicorn would, for a logger with no handler).
+logger_class = "hatidata_auth.gunicorn_logger.AccessLogger"
 # Never log query strings with secrets: the access log shows method, path and status only.
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(L)ss rid=%({x-request-id}o)s'
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")

@@ -49,6 +49,7 @@ _MAYBE_UNSTORABLE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])|[0-9]{19}")
 NUL_MESSAGE = "Must not contain NUL characters."
 SURROGATE_MESSAGE = "Must not contain unpaired surrogates."
 _INSTALLED = "hatidata_input_limits"
+_BODY_HEADERS = frozenset({"CONTENT_TYPE", "CONTENT_LENGTH"})  # the two headers WSGI keeps without HTTP_
 # One day inside the calendar Python and the databases share, so that comparing or adding a day never overflows.
 INSTANT_MIN = datetime.min.replace(tzinfo=UTC) + timedelta(days=1)
 INSTANT_MAX = datetime.max.replace(tzinfo=UTC) - timedelta(days=1)
@@ -264,11 +265,17 @@ def check_request_input() -> None:
     for value in (request.view_args or {}).values():
         if isinstance(value, str) and (len(value) > MAX_PATH_SEGMENT or unstorable(value)):
             raise AppError("No such resource.", status=404, code="not_found")
-    if any("\x00" in value for _, value in request.headers.items()):
+    environ = request.environ
+    # The environ's header entries, read as they are: what request.headers would yield, without building it.
+    if any(isinstance(value, str) and "\x00" in value for key, value in environ.items()
+           if key.startswith("HTTP_") or key in _BODY_HEADERS):
         raise AppError("A header holds a NUL character.", status=400, code="bad_request")
-    query = _bad_pairs(request.args.items(multi=True))
-    if query:
-        raise _refuse(query, "query")
+    if environ.get("QUERY_STRING"):
+        query = _bad_pairs(request.args.items(multi=True))
+        if query:
+            raise _refuse(query, "query")
+    if not environ.get("CONTENT_TYPE"):
+        return  # neither JSON nor a form: no body is parsed from it
     if _checks_own_body():
         return  # its body is read only after the view authenticated it (whatever its content type)
     if request.is_json:

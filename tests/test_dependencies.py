@@ -18,9 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ("hatidata_auth", "workos_emulator", "plugins", "migrations")
 LOCAL = {"hatidata_auth", "workos_emulator", "plugins", "examples", "tests"}
-# Used without an import: gunicorn serves the app (config/gunicorn.conf.py), psycopg is the driver SQLAlchemy
-# loads for postgresql+psycopg:// URLs.
-USED_WITHOUT_IMPORT = {"gunicorn", "psycopg"}
+# Used without an import: psycopg is the driver SQLAlchemy loads for postgresql+psycopg:// URLs.
+USED_WITHOUT_IMPORT = {"psycopg"}
 
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
 
