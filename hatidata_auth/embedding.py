@@ -22,6 +22,7 @@ from .cookie_tokens import clear_session_cookie, set_session_cookie
 from .errors import AppError, ServiceUnavailable, error_response
 from .extensions import cache, csrf, db, limiter
 from .identity import CookieSessions, TooManyAttempts
+from .local_cache import LocalCache
 from .request_hooks import mark_private
 from .revocation_bus import RevocationBus
 from .services.api_keys import UsageRecorder
@@ -161,6 +162,8 @@ class AuthRuntime:
                                       leeway=settings.jwt_leeway, maxsize=token_size)
         self.usage = UsageRecorder(float(config["HATIDATA_API_KEY_USAGE_INTERVAL"]))
         self.cookies = CookieSessions(token_size, ttl=int(config["HATIDATA_SESSION_CACHE_TTL"]), bus=self.bus)
+        # /api/v1/me's rendered bodies by identity value (api.identity_api._me_body): one per session in use
+        self.me_bodies: LocalCache[bytes] = LocalCache(status_size)
         self.locks = SharedLocks(lambda: self.backend)
         self.successor_ttl = int(config["HATIDATA_REFRESH_SUCCESSOR_TTL"])
         self.refresh_wait = float(config["HATIDATA_REFRESH_WAIT"])

@@ -4,8 +4,9 @@ production one (Redis).
 
 N sessions are requested in the same order pass after pass, the order in which an LRU smaller than N never hits.
 Each session presents two access tokens (its cookie's and another as bearer: around a refresh a session has two).
-After the first pass no request reads the database, and a process that has lost its in-process caches (a new
-worker) answers every session from the shared cache: it reads only its organization's access policy.
+After the first pass no request reads the database nor renders ``/api/v1/me``'s body again, and a process that
+has lost its in-process caches (a new worker) answers every session from the shared cache: it reads only its
+organization's access policy.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import event, insert
 from workos.session import seal_session_from_auth_response
 
+from hatidata_auth.api import identity_api
 from hatidata_auth.embedding import cache_sizes
 from hatidata_auth.extensions import db
 from hatidata_auth.models import AuthSession
@@ -94,7 +96,7 @@ def _one_pass(app: Flask, sessions: list[tuple[str, str]]) -> None:
 
 
 def test_the_expected_live_sessions_are_all_kept_in_memory(app: Flask, client: FlaskClient, emulator: Any,
-                                                           reads: list[str]) -> None:
+                                                           reads: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     sync_organizations(app)
     assert login(client, "dev@acme.test").status_code == 302
     sessions = _live_sessions(app, emulator, client, EXPECTED)
@@ -107,11 +109,16 @@ def test_the_expected_live_sessions_are_all_kept_in_memory(app: Flask, client: F
     assert len(rt.bus.sessions) >= EXPECTED
     assert len(rt.verifier.cache) >= 2 * EXPECTED
     assert len(rt.cookies.unsealed) >= EXPECTED
+    assert len(rt.me_bodies) >= EXPECTED  # each session's identity, rendered once
 
-    for _ in range(2):  # every cache hits: not one database read
+    rendered: list[object] = []
+    render = identity_api.jsonify
+    monkeypatch.setattr(identity_api, "jsonify", lambda *a, **k: rendered.append(a) or render(*a, **k))
+    for _ in range(2):  # every cache hits: not one database read, not one body rendered again
         reads.clear()
         _one_pass(app, sessions)
         assert reads == []
+    assert rendered == []
 
     rt.bus.clear()  # a new worker: nothing in process memory, every status in the shared cache
     reads.clear()

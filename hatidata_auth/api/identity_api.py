@@ -6,7 +6,7 @@ Lists carry ``next_cursor`` for cursor pagination.
 from __future__ import annotations
 
 import dataclasses
-import functools
+import math
 from datetime import datetime
 from typing import Any, cast
 
@@ -17,6 +17,7 @@ from marshmallow import Schema, fields, validate
 from ..errors import AppError
 from ..extensions import db
 from ..identity import Identity, current_identity, get_identity, request_cause, require_recent_authentication, runtime
+from ..local_cache import LocalCache
 from ..roles import ALL_PERMISSIONS
 from ..services import api_keys as key_service
 from ..services import sessions as session_service
@@ -149,17 +150,23 @@ def me() -> Response:
     provider = current_app.json
     rendering = (type(provider), getattr(provider, "compact", None), getattr(provider, "sort_keys", None),
                  getattr(provider, "ensure_ascii", None), current_app.debug)
-    return current_app.response_class(_me_body(identity, rendering),
+    return current_app.response_class(_me_body(runtime().me_bodies, identity, rendering),
                                       mimetype=getattr(provider, "mimetype", "application/json"))
 
 
-@functools.lru_cache(maxsize=4096)
-def _me_body(identity: Identity, rendering: tuple[Any, ...]) -> bytes:
+def _me_body(bodies: LocalCache[bytes], identity: Identity, rendering: tuple[Any, ...]) -> bytes:
     """``jsonify(identity.to_json())``'s body, rendered once per identity (a frozen value) and way of rendering
     (*rendering*: the JSON provider's class and settings, and the debug flag it indents under; values, never the
-    provider itself, which would keep every app a test process builds alive): an identity's view never changes,
-    and rendering it was half of the route's own CPU."""
-    return cast(bytes, jsonify(identity.to_json()).get_data())
+    provider itself, which would keep every app a test process builds alive), kept in *bodies* (the app's LRU,
+    sized from the expected live sessions like the status caches: each session has its own identity, and a
+    smaller cache than the sessions in use renders every body again): an identity's view never changes, and
+    rendering it was half of the route's own CPU."""
+    key = (identity, rendering)
+    body = bodies.get(key)
+    if body is None:
+        body = cast(bytes, jsonify(identity.to_json()).get_data())
+        bodies.set(key, body, math.inf)
+    return body
 
 
 # --- sessions ---------------------------------------------------------------------------------------------------
