@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, ForeignKey, String
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import db
@@ -15,6 +15,11 @@ class AuthSession(TenantMixin, TimestampMixin, db.Model):  # type: ignore[name-d
     """Our record of one WorkOS session (``sid``): who, where from, until when, and whether revoked."""
 
     __tablename__ = "auth_sessions"
+    # A row by its key within its tenant (the last-seen writes, revocations) is an index lookup under any plan: a
+    # single-column organization_id index beside the primary key wins a generic plan's tie without statistics,
+    # and each lookup then scans the organization's every session (see TenantMixin).
+    __tenant_index__ = False
+    __table_args__ = (Index("ix_auth_sessions_organization_id_id", "organization_id", "id"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("ses"))
     workos_session_id: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
@@ -42,6 +47,8 @@ class ApiKey(TenantMixin, TimestampMixin, db.Model):  # type: ignore[name-define
     """An agent API key (``hd_live_…``); only its hash and a short public prefix are stored."""
 
     __tablename__ = "api_keys"
+    __tenant_index__ = False  # as auth_sessions: a key by its id within its tenant is an index lookup under any plan
+    __table_args__ = (Index("ix_api_keys_organization_id_id", "organization_id", "id"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("key"))
     name: Mapped[str] = mapped_column(String(255), nullable=False)
