@@ -19,7 +19,7 @@ from tests.support.processes import ROOT, AppProcess, app_settings
 
 # Run apart: gunicorn's logger applies the config's logconfig_dict to the process's logging.
 BUILT = """
-import os, runpy, sys
+import os, runpy, socket, sys
 from datetime import timedelta
 from types import SimpleNamespace
 from gunicorn.config import Config
@@ -27,6 +27,12 @@ settings = runpy.run_path(os.path.join({root!r}, "config", "gunicorn.conf.py"))
 cfg = Config()
 for name in ("accesslog", "access_log_format", "logconfig_dict", "logger_class"):
     cfg.set(name, settings[name])
+statsd = None
+if os.environ.get("STATSD") == "on":  # gunicorn's --statsd-host, at a UDP socket of ours
+    statsd = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    statsd.bind(("127.0.0.1", 0))
+    statsd.settimeout(5)
+    cfg.set("statsd_host", "127.0.0.1:%d" % statsd.getsockname()[1])
 log = cfg.logger_class(cfg)
 built = []
 atoms = log.atoms
@@ -35,17 +41,31 @@ environ = {{"REQUEST_METHOD": "GET", "RAW_URI": "/healthz", "SERVER_PROTOCOL": "
 response = SimpleNamespace(status="200 OK", headers=[("X-Request-ID", "r1")], sent=2)
 for _ in range(3):
     log.access(response, SimpleNamespace(headers=[("HOST", "x")]), environ, timedelta(microseconds=5))
-print(type(log).__name__, len(built))
+metrics = set()
+while statsd is not None and "gunicorn.request.status.200" not in metrics:
+    metrics.add(statsd.recv(512).decode().split(":")[0])
+print(type(log).__name__, len(built), ",".join(sorted(m for m in metrics if m.startswith("gunicorn.request"))))
 """
+
+
+def _built(setting: str, statsd: str = "off") -> list[str]:
+    done = subprocess.run([sys.executable, "-c", BUILT.format(root=str(ROOT))], capture_output=True, text=True,
+                          env={**os.environ, "GUNICORN_ACCESS_LOG": setting, "STATSD": statsd}, cwd=str(ROOT),
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split("\n")[0].split(" ")
 
 
 @pytest.mark.parametrize(("setting", "lines"), [("off", 0), ("/dev/null", 0), ("", 0), ("-", 3)])
 def test_a_line_is_built_only_when_the_access_log_is_on(setting: str, lines: int) -> None:
-    done = subprocess.run([sys.executable, "-c", BUILT.format(root=str(ROOT))], capture_output=True, text=True,
-                          env={**os.environ, "GUNICORN_ACCESS_LOG": setting}, cwd=str(ROOT), timeout=60,
-                          check=False)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split("\n")[0] == f"AccessLogger {lines}"
+    assert _built(setting) == ["AccessLogger", str(lines), ""]
+
+
+@pytest.mark.parametrize(("setting", "lines"), [("off", 0), ("-", 3)])
+def test_statsd_still_gets_every_request_with_the_access_log_on_or_off(setting: str, lines: int) -> None:
+    # gunicorn switches to its statsd logger for --statsd-host only while logger_class is its default
+    assert _built(setting, statsd="on") == [
+        "AccessStatsd", str(lines), "gunicorn.request.duration,gunicorn.request.status.200,gunicorn.requests"]
 
 
 def _access_lines(text: str, path: str) -> list[dict[str, Any]]:
