@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from ..models import DirectoryUser, Membership, Organization, User, new_id, utcnow
 from ..unit_of_work import attach_inserted, reads_flushed
-from .directory_names import Names, listed_names, mirror_names, names_agree, names_elsewhere
+from .directory_names import Names, mirror_names, names_agree, names_listed_elsewhere
 from .domains import VerifiedDomains
 from .provisioning import invalidate_member_caches, set_access
 from .resync_state import page_lookup
@@ -316,7 +316,8 @@ class PageLinks:
     @classmethod
     def load(cls, session: Session, organization_id: str, stored: Iterable[DirectoryUser],
              verified: VerifiedDomains) -> PageLinks:
-        """Three queries for the page (*verified*: every organization's verified domains, read for the page)."""
+        """Three queries for the page, two more for people who are members elsewhere (*verified*: every
+        organization's verified domains, read for the page)."""
         rows = list(stored)
         memberships: dict[str, list[str]] = defaultdict(list)
         ids = [du.workos_id for du in rows]
@@ -327,14 +328,12 @@ class PageLinks:
             for du_id, user_id in found:
                 memberships[str(du_id)].append(user_id)
         user_ids = {du.user_id for du in rows if du.user_id}
-        people = {u.id: u for u in session.scalars(select(User).where(User.id.in_(user_ids)))} if user_ids else {}
-        elsewhere: dict[str, list[Names]] = defaultdict(list)
-        if user_ids:
-            for user_id, row_id, first, last in session.execute(names_elsewhere().where(
-                    Membership.user_id.in_(user_ids), Membership.organization_id != organization_id)):
-                if user_id in people and not verified.owns(organization_id, people[user_id].email):
-                    elsewhere[user_id].append(listed_names(row_id, first, last))
-        return cls(dict(memberships), people, dict(elsewhere))
+        people = {u.id: u for u in session.scalars(page_lookup(session, User, None, None, User.id, sorted(user_ids),
+                                                               unique=True))} if user_ids else {}
+        elsewhere = {user_id: names for user_id, names in names_listed_elsewhere(
+            session, organization_id, user_ids).items()
+            if user_id in people and not verified.owns(organization_id, people[user_id].email)}
+        return cls(dict(memberships), people, elsewhere)
 
     def differs(self, du: DirectoryUser, *, active: bool) -> str | None:
         """How the directory user's link differs from the rule (``None`` when it does not): a split (several
