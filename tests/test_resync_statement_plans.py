@@ -80,6 +80,23 @@ def _reads_an_organization(plan: str, tables_of: dict[str, str]) -> str | None:
     return None
 
 
+def _replanned(session: Any, statements: Any) -> list[str]:
+    """Each of *statements* (``(SQL, parameters)``) planned as a generic and as a custom plan: the lines that read an
+    organization (:func:`_reads_an_organization`), each with its mode and statement."""
+    conn = session.connection()
+    tables_of = dict(conn.exec_driver_sql("SELECT indexname, tablename FROM pg_indexes WHERE schemaname = "
+                                          "current_schema()").all())
+    offending = []
+    for mode in ("force_generic_plan", "force_custom_plan"):
+        conn.exec_driver_sql(f"SET LOCAL plan_cache_mode = {mode}")
+        for statement, parameters in statements:
+            plan = "\n".join(row[0] for row in conn.exec_driver_sql("EXPLAIN " + statement, parameters or {}))
+            line = _reads_an_organization(plan, tables_of)
+            if line is not None:
+                offending.append(f"{mode}: {line}\n  {' '.join(statement.split())[:1200]}")
+    return sorted(set(offending))
+
+
 def test_every_statement_of_a_resync_reads_by_key_without_statistics(app: Any, db_session: Any, emulator: Any,
                                                                       workos_client: Any) -> None:
     """A run reads what every page shares once (the organization's groups, its mappings: bounded, read whole);
@@ -116,19 +133,9 @@ def test_every_statement_of_a_resync_reads_by_key_without_statistics(app: Any, d
                 planned[shape] = (statement, values)
     assert len(planned) > 5, planned  # the pages' lookups, marks and writes
     _fill(db_session, acme.id, 20000)
-    conn = db_session.connection()
-    tables_of = dict(conn.exec_driver_sql("SELECT indexname, tablename FROM pg_indexes WHERE schemaname = "
-                                          "current_schema()").all())
-    offending = []
-    for mode in ("force_generic_plan", "force_custom_plan"):
-        conn.exec_driver_sql(f"SET LOCAL plan_cache_mode = {mode}")
-        for statement, parameters in planned.values():
-            plan = "\n".join(row[0] for row in conn.exec_driver_sql("EXPLAIN " + statement, parameters or {}))
-            line = _reads_an_organization(plan, tables_of)
-            if line is not None:
-                offending.append(f"{mode}: {line}\n  {' '.join(statement.split())[:1200]}")
+    offending = _replanned(db_session, planned.values())
     db_session.rollback()
-    assert not offending, "\n".join(sorted(set(offending)))
+    assert not offending, "\n".join(offending)
 
 
 def test_a_persons_names_elsewhere_are_found_by_the_person(db_session: Any) -> None:
@@ -164,9 +171,6 @@ def test_a_persons_names_elsewhere_are_found_by_the_person(db_session: Any) -> N
     assert directory_names.names_listed_elsewhere(db_session, here.id, []) == {}
 
     _fill(db_session, here.id, 3000)
-    conn = db_session.connection()
-    tables_of = dict(conn.exec_driver_sql("SELECT indexname, tablename FROM pg_indexes WHERE schemaname = "
-                                          "current_schema()").all())
     sent: list[tuple[str, Any]] = []
 
     def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
@@ -179,9 +183,72 @@ def test_a_persons_names_elsewhere_are_found_by_the_person(db_session: Any) -> N
         directory_names.listed_by_a_directory(db_session, p[0])
     finally:
         event.remove(db_session.get_bind(), "before_cursor_execute", capture)
-    for mode in ("force_generic_plan", "force_custom_plan"):
-        conn.exec_driver_sql(f"SET LOCAL plan_cache_mode = {mode}")
-        for statement, parameters in sent:
-            plan = "\n".join(row[0] for row in conn.exec_driver_sql("EXPLAIN " + statement, parameters or {}))
-            assert _reads_an_organization(plan, tables_of) is None, plan
+    offending = _replanned(db_session, sent)
     db_session.rollback()
+    assert not offending, "\n".join(offending)
+
+
+ACME = "org_01HTDQ8A100000000000000001"
+ADMINS = "directory_group_01HTDQ8E100000000000000001"  # the demo seed's "HatiData Admins" of Acme
+
+
+def _user_event(n: int, kind: str, stamp: int, **data: Any) -> dict[str, Any]:
+    at = f"2030-01-01T00:{stamp // 60:02d}:{stamp % 60:02d}.000Z"
+    user = {"object": "directory_user", "id": f"directory_user_plan{n}", "directory_id": ACME_DIR,
+            "organization_id": ACME, "idp_id": f"plan{n}", "email": f"plan{n}@acme.test", "first_name": "Plan",
+            "last_name": str(n), "state": "active", "custom_attributes": {}, "raw_attributes": {},
+            "created_at": "2030-01-01T00:00:00.000Z", "updated_at": at, **data}
+    return {"id": f"event_plan_{n}_{stamp}", "event": f"dsync.user.{kind}", "created_at": at, "data": user}
+
+
+def _group_event(n: int, added: bool, stamp: int) -> dict[str, Any]:
+    at = f"2030-01-01T00:{stamp // 60:02d}:{stamp % 60:02d}.000Z"
+    group = {"object": "directory_group", "id": ADMINS, "directory_id": ACME_DIR, "organization_id": ACME,
+             "name": "HatiData Admins", "idp_id": "HatiData Admins", "created_at": "2030-01-01T00:00:00.000Z",
+             "updated_at": "2030-01-01T00:00:00.000Z"}
+    member = _user_event(n, "updated", stamp)["data"]
+    return {"id": f"event_plan_g{n}_{stamp}", "event": f"dsync.group.user_{'added' if added else 'removed'}",
+            "created_at": at, "data": {"directory_id": ACME_DIR, "organization_id": ACME, "user": member,
+                                       "group": group}}
+
+
+def test_every_statement_the_appliers_send_reads_by_key_without_statistics(app: Any, db_session: Any,
+                                                                           workos_client: Any) -> None:
+    """The events' side of the rule: each statement the appliers sent for a history of directory events (users
+    created, renamed, moved to another email, added to and removed from a group, deactivated, deleted), replanned on
+    a large organization without statistics, reads the organization's large tables by key."""
+    from tests.support.dsync import deliver
+
+    acme = mirror_organizations(db_session, workos_client)["acme.test"]
+    db_session.commit()
+    client = app.test_client()
+    history = [
+        *(_user_event(n, "created", n) for n in range(1, 5)),
+        _user_event(1, "updated", 10, first_name="Renamed"),
+        _user_event(2, "updated", 11, email="plan2.moved@acme.test"),
+        _group_event(1, True, 12), _group_event(3, True, 13),
+        _user_event(3, "updated", 14, state="inactive"),
+        _group_event(1, False, 15),
+        _user_event(4, "deleted", 16),
+    ]
+    sent: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, many: bool) -> None:
+        sent.append((statement, parameters[0] if many and parameters else parameters))
+
+    engine = db_session.get_bind()
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        outcomes = [deliver(client, app, payload) for payload in history]
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    assert outcomes == ["applied"] * len(history), outcomes
+    planned: dict[str, tuple[str, Any]] = {}
+    for statement, parameters in sent:
+        if statement.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE", "WITH")) \
+                and "pg_advisory" not in statement:
+            planned.setdefault(_shape(statement), (statement, parameters or {}))
+    _fill(db_session, acme.id, 20000)
+    offending = _replanned(db_session, planned.values())
+    db_session.rollback()
+    assert not offending, "\n".join(offending)

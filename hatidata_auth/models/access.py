@@ -19,13 +19,14 @@ class AuthSession(TenantMixin, TimestampMixin, db.Model):  # type: ignore[name-d
     # single-column organization_id index beside the primary key wins a generic plan's tie without statistics,
     # and each lookup then scans the organization's every session (see TenantMixin).
     __tenant_index__ = False
-    __table_args__ = (Index("ix_auth_sessions_organization_id_id", "organization_id", "id"),)
+    # A person's sessions in one organization (deprovisioning revokes them) by both keys: with the user alone
+    # indexed, a plan without statistics read them through the organization's index, every session of it.
+    __table_args__ = (Index("ix_auth_sessions_organization_id_id", "organization_id", "id"),
+                      Index("ix_auth_sessions_user_organization", "user_id", "organization_id"))
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("ses"))
     workos_session_id: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
-    user_id: Mapped[str] = mapped_column(
-        String(40), ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
-    )
+    user_id: Mapped[str] = mapped_column(String(40), ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
     auth_method: Mapped[str] = mapped_column(String(32), default="sso", nullable=False)
     # Who vouched for the sign-in: the organization and the SSO connection WorkOS reported (None: not SSO).
     auth_organization_id: Mapped[str | None] = mapped_column(String(40))

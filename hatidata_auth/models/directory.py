@@ -16,14 +16,17 @@ class DirectoryUser(TenantMixin, TimestampMixin, db.Model):  # type: ignore[name
     """A user as the customer's directory (SCIM or Google) describes them."""
 
     __tablename__ = "directory_users"
-    __table_args__ = (UniqueConstraint("organization_id", "workos_id", name="uq_directory_user_workos"),)
+    # An email's directory users in one organization (a freed email's waiters) by both keys: with the email alone
+    # indexed, a plan without statistics walked the organization's users in workos_id order to find them.
+    __table_args__ = (UniqueConstraint("organization_id", "workos_id", name="uq_directory_user_workos"),
+                      Index("ix_directory_users_email_organization", "email", "organization_id"))
     __tenant_index__ = False
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("du"))
     workos_id: Mapped[str] = mapped_column(String(64), nullable=False)
     directory_id: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
     idp_id: Mapped[str | None] = mapped_column(String(255))
-    email: Mapped[str | None] = mapped_column(String(320), index=True)
+    email: Mapped[str | None] = mapped_column(String(320))
     first_name: Mapped[str | None] = mapped_column(String(255))
     last_name: Mapped[str | None] = mapped_column(String(255))
     state: Mapped[str] = mapped_column(String(16), default="active", nullable=False)

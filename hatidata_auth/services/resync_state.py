@@ -12,6 +12,7 @@ after its last committed page.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -112,6 +113,28 @@ def groups_of_users(session: Session, organization_id: str,
         if group_workos_id in live:
             out[user_workos_id].append(live[group_workos_id])
     return out
+
+
+@functools.cache  # built once per dialect, bound parameters: a reused statement keeps its cache key
+def groups_of_user_statement(dialect: str) -> Select[str, str | None, str]:
+    """The live groups of one directory user (``:organization_id``, ``:user_workos_id``) as ``(name, idp_id,
+    workos_id)`` rows: what an event reads (``role_mapping.directory_groups_of``)."""
+    dgm = DirectoryGroupMembership
+    of_user = (dgm.organization_id == bindparam("organization_id"), dgm.user_workos_id == bindparam("user_workos_id"),
+               dgm.present.is_(True))
+    if dialect != "postgresql":
+        return (select(DirectoryGroup.name, DirectoryGroup.idp_id, DirectoryGroup.workos_id)
+                .join(dgm, and_(dgm.organization_id == DirectoryGroup.organization_id,
+                                dgm.group_workos_id == DirectoryGroup.workos_id))
+                .where(*of_user, DirectoryGroup.deleted_at.is_(None)))
+    # The user's group memberships, then each one's group by its key (a lateral lookup): joined plainly, a plan
+    # made without statistics read the organization's every group and probed each for the user.
+    group = (select(DirectoryGroup.name, DirectoryGroup.idp_id, DirectoryGroup.workos_id)
+             .where(DirectoryGroup.organization_id == dgm.organization_id,
+                    DirectoryGroup.workos_id == dgm.group_workos_id, DirectoryGroup.deleted_at.is_(None))
+             .limit(1).lateral())
+    return select(group.c.name, group.c.idp_id, group.c.workos_id).select_from(dgm).join(group, true()) \
+        .where(*of_user)
 
 
 def write_group_memberships(session: Session, organization_id: str, changes: list[tuple[str, str, bool]],

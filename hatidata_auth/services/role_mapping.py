@@ -18,13 +18,12 @@ membership (its ``role`` claim), stored and audited by ``services.sessions`` thr
 
 from __future__ import annotations
 
-import functools
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from sqlalchemy import Select, and_, bindparam, select
+from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
 from ..causes import Cause
@@ -137,22 +136,10 @@ def _spec_of(row: RoleMapping) -> MappingSpec:
 
 def directory_groups_of(session: Session, organization_id: str, user_workos_id: str) -> list[GroupRef]:
     """The live groups a directory user is in (memberships whose group is known and not deleted)."""
-    rows = session.execute(_groups_of_statement(), {"organization_id": organization_id,
-                                                     "user_workos_id": user_workos_id},
+    rows = session.execute(resync_state.groups_of_user_statement(session.get_bind().dialect.name),
+                           {"organization_id": organization_id, "user_workos_id": user_workos_id},
                            execution_options=reads_flushed(session, DirectoryGroup, DirectoryGroupMembership))
     return [GroupRef(name, idp_id, workos_id) for name, idp_id, workos_id in rows]
-
-
-@functools.cache  # built once, bound parameters: a reused statement keeps its cache key
-def _groups_of_statement() -> Select[str, str | None, str]:
-    return (select(DirectoryGroup.name, DirectoryGroup.idp_id, DirectoryGroup.workos_id)
-            .join(DirectoryGroupMembership, and_(
-                DirectoryGroupMembership.organization_id == DirectoryGroup.organization_id,
-                DirectoryGroupMembership.group_workos_id == DirectoryGroup.workos_id))
-            .where(DirectoryGroupMembership.organization_id == bindparam("organization_id"),
-                   DirectoryGroupMembership.user_workos_id == bindparam("user_workos_id"),
-                   DirectoryGroupMembership.present.is_(True),
-                   DirectoryGroup.deleted_at.is_(None)))
 
 
 def _all_directory_groups(session: Session, organization_id: str) -> dict[str, list[GroupRef]]:
