@@ -21,12 +21,11 @@ import functools
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Select, bindparam, select, text
+from sqlalchemy import ARRAY, Select, String, and_, bindparam, func, select, text, true
 from sqlalchemy.orm import Session
 
 from ..models import DirectoryUser, Membership, Organization, User
 from ..unit_of_work import reads_flushed
-from .resync_state import page_lookup
 
 if TYPE_CHECKING:
     from .events import EventContext
@@ -47,44 +46,51 @@ def names_listed_elsewhere(session: Session, organization_id: str, user_ids: Ite
     """For each of the people *user_ids*, the names every other live organization where it is a live member
     (:data:`LIVE_MEMBERSHIP`) lists it with (:data:`Names`); a person with no such membership is absent.
 
-    Found by the person, never by the organization: the person's memberships by ``user_id`` one index lookup per
-    person (``resync_state.page_lookup``), then only for those found their organizations and directory users by
-    key. A join filtered by ``user_id IN (...)``, planned without statistics (a fresh database, a first resync),
-    scanned the memberships of every organization for each page, so each page cost the organization's size
-    (14 ms a page at 100,000 members, 0.2 ms of a no-op resync's 0.7 ms per user). Two queries more only for
-    people with memberships elsewhere."""
-    options = dict(execution_options or {})
+    Found by the person, never by the organization: the person's memberships by ``user_id``, one index lookup per
+    person, then each one's organization and directory user by key. A join filtered by ``user_id IN (...)``,
+    planned without statistics (a fresh database, a first resync), scanned the memberships of every organization
+    for each page, so each page cost the organization's size (14 ms a page at 100,000 members, 0.2 ms of a no-op
+    resync's 0.7 ms per user). One statement: on PostgreSQL lateral lookups over ``unnest(:keys)`` (as
+    ``resync_state.page_lookup``); on SQLite the plain join."""
     keys = sorted(set(user_ids))
     if not keys:
         return {}
-    held: Any = session.execute(page_lookup(
-        session, (Membership.user_id, Membership.organization_id, Membership.directory_user_id), None, None,
-        Membership.user_id, keys, unique=False, where=(Membership.organization_id != organization_id,
-                                                       Membership.status.in_(LIVE_MEMBERSHIP))),
-        execution_options=options).all()
-    if not held:
-        return {}
-    live = set(session.scalars(select(Organization.id).where(
-        Organization.id.in_(sorted({org for _, org, _ in held})), Organization.status == "active",
-        Organization.deleted_at.is_(None)), execution_options=options))
-    listed: dict[tuple[str, str], tuple[str | None, str | None]] = {}
-    for org in sorted(live):
-        refs = sorted({ref for _, o, ref in held if o == org and ref})
-        if refs:
-            rows: Any = session.execute(page_lookup(
-                session, (DirectoryUser.workos_id, DirectoryUser.first_name, DirectoryUser.last_name),
-                DirectoryUser.organization_id, org, DirectoryUser.workos_id, refs, unique=True,
-                where=(DirectoryUser.deleted_at.is_(None),)), execution_options=options)
-            listed.update(((org, ref), (first, last)) for ref, first, last in rows)
     out: dict[str, list[Names]] = {}
-    for user_id, org, ref in held:
-        if org in live:
-            out.setdefault(user_id, []).append(listed.get((org, ref)) if ref else None)
+    for user_id, row_id, first, last in session.execute(
+            _elsewhere(session.get_bind().dialect.name), {"keys": keys, "organization_id": organization_id},
+            execution_options=dict(execution_options or {})):
+        out.setdefault(user_id, []).append(None if row_id is None else (first, last))
     return out
 
 
+@functools.cache  # built once per dialect, bound parameters: a reused statement keeps its cache key
+def _elsewhere(dialect: str) -> Select[str, str | None, str | None, str | None]:
+    """One statement: the people's live memberships elsewhere by person, each one's organization by its key and
+    its directory user by (organization, WorkOS id)."""
+    live = (Membership.organization_id != bindparam("organization_id"), Membership.status.in_(LIVE_MEMBERSHIP))
+    org_live = (Organization.status == "active", Organization.deleted_at.is_(None))
+    if dialect != "postgresql":
+        return (select(Membership.user_id, DirectoryUser.id, DirectoryUser.first_name, DirectoryUser.last_name)
+                .join(Organization, Organization.id == Membership.organization_id)
+                .outerjoin(DirectoryUser, and_(DirectoryUser.organization_id == Membership.organization_id,
+                                               DirectoryUser.workos_id == Membership.directory_user_id,
+                                               DirectoryUser.deleted_at.is_(None)))
+                .where(Membership.user_id.in_(bindparam("keys", expanding=True)), *live, *org_live))
+    keyed = func.unnest(bindparam("keys", type_=ARRAY(String))).table_valued("key").render_derived()
+    held = (select(Membership.user_id, Membership.organization_id, Membership.directory_user_id)
+            .where(Membership.user_id == keyed.c.key, *live).offset(0).lateral())
+    org = (select(Organization.id).where(Organization.id == held.c.organization_id, *org_live)
+           .limit(1).lateral())
+    du = (select(DirectoryUser.id, DirectoryUser.first_name, DirectoryUser.last_name)
+          .where(DirectoryUser.organization_id == held.c.organization_id,
+                 DirectoryUser.workos_id == held.c.directory_user_id, DirectoryUser.deleted_at.is_(None))
+          .limit(1).lateral())
+    return (select(held.c.user_id, du.c.id, du.c.first_name, du.c.last_name).select_from(keyed)
+            .join(held, true()).join(org, true()).outerjoin(du, true()))
+
+
 def names_agree(du: DirectoryUser, elsewhere: Iterable[Names]) -> bool:
-    """Whether every other organization lists the person (:func:`names_elsewhere`) with *du*'s names."""
+    """Whether every other organization lists the person (:func:`names_listed_elsewhere`) with *du*'s names."""
     return all(names is not None and names == (du.first_name, du.last_name) for names in elsewhere)
 
 

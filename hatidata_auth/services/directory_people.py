@@ -316,8 +316,7 @@ class PageLinks:
     @classmethod
     def load(cls, session: Session, organization_id: str, stored: Iterable[DirectoryUser],
              verified: VerifiedDomains) -> PageLinks:
-        """Three queries for the page, two more for people who are members elsewhere (*verified*: every
-        organization's verified domains, read for the page)."""
+        """Three queries for the page (*verified*: every organization's verified domains, read for the page)."""
         rows = list(stored)
         memberships: dict[str, list[str]] = defaultdict(list)
         ids = [du.workos_id for du in rows]
