@@ -29,6 +29,7 @@ from .services.api_keys import UsageRecorder
 from .services.introspection import Introspector, JwksCache, TokenVerifier, default_issuers
 from .services.last_seen import LastSeenWriter, redis_claimer
 from .services.sessions import SessionPolicy
+from .session_checks import IdentityMemo
 from .shared_lock import SharedLocks
 from .unit_of_work import INVALIDATOR
 from .workos import WorkOSGateway, WorkOSSettings
@@ -164,6 +165,10 @@ class AuthRuntime:
         self.cookies = CookieSessions(token_size, ttl=int(config["HATIDATA_SESSION_CACHE_TTL"]), bus=self.bus)
         # /api/v1/me's rendered bodies by identity value (api.identity_api._me_body): one per session in use
         self.me_bodies: LocalCache[bytes] = LocalCache(status_size)
+        # identities resolved from session credentials, while nothing they were decided from changed: two per
+        # session around a refresh, like the token caches
+        self.identities = IdentityMemo(self.bus, self.introspector, maxsize=token_size,
+                                       ttl=int(config["HATIDATA_SESSION_CACHE_TTL"]) / 2)
         self.locks = SharedLocks(lambda: self.backend)
         self.successor_ttl = int(config["HATIDATA_REFRESH_SUCCESSOR_TTL"])
         self.refresh_wait = float(config["HATIDATA_REFRESH_WAIT"])

@@ -31,10 +31,11 @@ from .request_hooks import request_info
 from .roles import permissions_for, role_at_least
 from .security_reports import report as report_failure
 from .services import session_refresh
-from .services.access_policy import api_key_refusal, networks, session_refusal
+from .services.access_policy import api_key_refusal, networks
 from .services.api_keys import KEY_PREFIX, PUBLIC_PREFIX_CHARS, looks_like_key
 from .services.credential_status import SessionStatus, load_session_status
-from .services.credentials import AddressNotAllowed, SessionEnded, TokenExpired, Unauthenticated, token_hash
+from .services.credentials import AddressNotAllowed, TokenExpired, Unauthenticated, token_hash
+from .session_checks import allowed_until, enforce_session_policy
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -126,17 +127,26 @@ def _resolve() -> Identity | None:
         request.environ["hatidata.credential"] = "bearer"
         if looks_like_key(credential):
             return _from_api_key(rt, credential)
+        memo = rt.identities.key(b"b", credential)
+        remembered = rt.identities.get(memo, request.remote_addr)
+        if remembered is not None:
+            return cast(Identity, remembered)
+        epoch = rt.identities.epoch()
         try:
             claims = rt.verifier.verify(credential)
         except Unauthenticated as exc:
             exc.clear_cookie = False
             raise
-        return _from_session_claims(rt, claims)
+        return _from_session_claims(rt, claims, (memo, epoch))
     cookie = request.cookies.get(rt.cookie_name)
     if cookie:
         request.environ["hatidata.credential"] = "cookie"
+        memo = rt.identities.key(b"c", cookie)
+        remembered = rt.identities.get(memo, request.remote_addr)
+        if remembered is not None:
+            return cast(Identity, remembered)
         try:
-            return _from_cookie(rt)
+            return _from_cookie(rt, (memo, rt.identities.epoch()))
         except Unauthenticated as exc:
             if exc.clear_cookie:
                 request.environ["hatidata.clear_cookie"] = True
@@ -153,7 +163,10 @@ def _lazy_db() -> Session:
     return cast("Session", db.session)
 
 
-def _from_session_claims(rt: AuthRuntime, claims: dict[str, Any]) -> Identity:
+def _from_session_claims(rt: AuthRuntime, claims: dict[str, Any],
+                         memo: tuple[bytes, int | None] | None = None) -> Identity:
+    """The identity of verified *claims*; with *memo* (its key, and the bus epoch read before the credential
+    was), remembered for the credential's next requests (:mod:`.session_checks`)."""
     status = rt.introspector.session_status(_lazy_db(), str(claims["sid"]))
     if status is None or not status.active:
         raise Unauthenticated("The session has ended.", reason="revoked")
@@ -167,53 +180,21 @@ def _from_session_claims(rt: AuthRuntime, claims: dict[str, Any]) -> Identity:
                                      active_ttl=rt.introspector.active_ttl)
         if status is None or not status.active or token_org != status.workos_organization_id:
             raise Unauthenticated("The token is for another organization than the session.", reason="organization")
-    status = _enforce_session_policy(rt, status, _auth_time(claims))
+    authenticated_at = _auth_time(claims)
+    status, policy = enforce_session_policy(rt, _lazy_db(), status, authenticated_at)
     if rt.introspector.should_touch(status):
         status = rt.introspector.touch(status)
-    return _session_identity(status, _auth_time(claims))
-
-
-_ENDED = {"session_idle_timeout": "The session ended after a period of inactivity; sign in again.",
-          "session_expired": "The session reached its organization's maximum lifetime; sign in again."}
+    identity = _session_identity(status, authenticated_at)
+    if memo is not None:
+        until = allowed_until(rt.introspector, float(claims["exp"]), status, policy, authenticated_at)
+        rt.identities.keep(memo[0], memo[1], identity, status, until, request.remote_addr)
+    return identity
 
 
 def _auth_time(claims: dict[str, Any]) -> float | None:
     """The token's ``auth_time`` (the last active sign-in), if it carries a number."""
     value = claims.get("auth_time")
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def _policy_refusal(rt: AuthRuntime, status: SessionStatus, authenticated_at: float | None) -> str | None:
-    policy = rt.introspector.policy(_lazy_db(), status.organization_id)
-    if policy is None:
-        return None
-    return session_refusal(policy, created_at=status.created_at, last_seen_at=status.last_seen_at,
-                           remembered=status.remembered, address=request.remote_addr, now=rt.introspector.clock(),
-                           authenticated_at=authenticated_at)
-
-
-def _enforce_session_policy(rt: AuthRuntime, status: SessionStatus, authenticated_at: float | None
-                            ) -> SessionStatus:
-    """The organization's access policy, from memory: 401 when it ended the session, 403 off its allowlist. Past
-    the absolute lifetime ``details.login_url`` asks AuthKit for a fresh sign-in (``max_age=0``: no loop)."""
-    refusal = _policy_refusal(rt, status, authenticated_at)
-    if refusal == "session_idle_timeout":
-        # The cached status may predate another worker's last-seen write: only the database may end it for idling.
-        fresh = rt.introspector.reload_session(_lazy_db(), status.workos_session_id)
-        if fresh is not None:
-            status = fresh
-            refusal = _policy_refusal(rt, status, authenticated_at)
-    if refusal is None:
-        return status
-    report_failure("access_policy", refusal, organization_id=status.organization_id,
-                   actor=Actor("user", status.user_id, status.email), target_type="session",
-                   target_id=status.session_id)
-    if refusal == "ip_not_allowed":
-        raise AddressNotAllowed("Your address is not in your organization's IP allowlist.",
-                                details={"address": request.remote_addr})
-    login_url = step_up.reauthenticate_url(status.organization_id, step_up.coming_back_to()) \
-        if refusal == "session_expired" else None
-    raise SessionEnded(refusal, _ENDED[refusal], login_url=login_url)
 
 
 def _session_identity(status: SessionStatus, authenticated_at: float | None = None) -> Identity:
@@ -223,14 +204,14 @@ def _session_identity(status: SessionStatus, authenticated_at: float | None = No
                     scopes=(), authenticated_at=authenticated_at)
 
 
-def _from_cookie(rt: AuthRuntime) -> Identity:
+def _from_cookie(rt: AuthRuntime, memo: tuple[bytes, int | None]) -> Identity:
     data = request_tokens(rt)
     assert data is not None  # the caller saw the cookie
     try:
         claims = rt.verifier.verify(str(data["access_token"]))
     except TokenExpired:
-        claims = _refresh_cookie(rt, data)
-    return _from_session_claims(rt, claims)
+        return _from_session_claims(rt, _refresh_cookie(rt, data))  # the old cookie's successor: not remembered
+    return _from_session_claims(rt, claims, memo)
 
 
 def _refresh_cookie(rt: AuthRuntime, data: dict[str, Any]) -> dict[str, Any]:
@@ -238,7 +219,8 @@ def _refresh_cookie(rt: AuthRuntime, data: dict[str, Any]) -> dict[str, Any]:
     status = rt.introspector.session_status(_lazy_db(), str(old_claims["sid"]))
     if status is None or not status.active or status.expires_at <= time.time():
         raise Unauthenticated("The session has ended.", reason="revoked")
-    status = _enforce_session_policy(rt, status, _auth_time(old_claims))  # never refresh an ended session
+    # never refresh an ended session
+    status, _policy = enforce_session_policy(rt, _lazy_db(), status, _auth_time(old_claims))
     try:
         new_data = rotate(rt, status)
     except session_refresh.RefreshFailed as failure:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -214,6 +215,17 @@ def _register_redirect_uris(app: Flask) -> None:
 def _emulator_http(base_url: str) -> httpx2.Client:
     """One kept-alive client per emulator for the session: a new client per test cost ~0.1 s of every setup."""
     return httpx2.Client(base_url=base_url, timeout=10, headers={"Authorization": "Bearer sk_test_emulator"})
+
+
+@pytest.fixture
+def clock(app: Flask) -> Iterator[list[float]]:
+    """The introspector's and the last-seen writer's clock (epoch seconds), moved by the test (no sleeps)."""
+    rt = app.extensions["hatidata_auth"]
+    now = [time.time()]
+    saved = rt.introspector.clock, rt.last_seen.clock
+    rt.introspector.clock = rt.last_seen.clock = lambda: now[0]
+    yield now
+    rt.introspector.clock, rt.last_seen.clock = saved
 
 
 @pytest.fixture

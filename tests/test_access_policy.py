@@ -4,7 +4,6 @@ IP allowlists (IPv4 and IPv6, per-key overrides), the lock-out guard, audit, ten
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -39,19 +38,6 @@ def admin(app: Flask, client: FlaskClient) -> FlaskClient:
     sync_organizations(app)
     assert login(client, "admin@acme.test").status_code == 302
     return client
-
-
-@pytest.fixture
-def clock(app: Flask) -> Iterator[list[float]]:
-    """The introspector's and the last-seen writer's clock, moved by the test (no sleeps)."""
-    rt = app.extensions["hatidata_auth"]
-    import time
-
-    now = [time.time()]
-    saved = rt.introspector.clock, rt.last_seen.clock
-    rt.introspector.clock = rt.last_seen.clock = lambda: now[0]
-    yield now
-    rt.introspector.clock, rt.last_seen.clock = saved
 
 
 def _patch(client: FlaskClient, body: dict[str, Any], address: str = "127.0.0.1") -> Any:

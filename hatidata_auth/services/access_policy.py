@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -197,6 +198,21 @@ def session_refusal(policy: AccessPolicy, *, created_at: float | None, last_seen
     if not address_allowed(address, policy.ip_allowlist):
         return "ip_not_allowed"
     return None
+
+
+def session_allowed_until(policy: AccessPolicy, *, created_at: float | None, last_seen_at: float | None,
+                          remembered: bool, authenticated_at: float | None = None) -> float:
+    """The instant (epoch seconds) from which :func:`session_refusal`'s rules of time (the absolute lifetime, the
+    idle timeout) refuse this session, the same arguments otherwise: before it, they refuse it at no instant at
+    which they did not refuse it already; ``math.inf`` when neither applies."""
+    ends = []
+    started = min((t for t in (created_at, authenticated_at) if t is not None), default=None)
+    if policy.absolute_lifetime is not None and started is not None:
+        ends.append(started + policy.absolute_lifetime)
+    last = last_seen_at or created_at
+    if not remembered and last is not None:
+        ends.append(last + policy.idle_timeout)
+    return min(ends, default=math.inf)
 
 
 def api_key_refusal(policy: AccessPolicy, key_allowlist: tuple[Network, ...], address: str | None) -> str | None:
