@@ -134,7 +134,7 @@ DEFAULTS: dict[str, Any] = {
     "SESSION_COOKIE_SECURE": True,
     "WTF_CSRF_TIME_LIMIT": 3600,
     "RATELIMIT_STORAGE_URI": "memory://",
-    "RATELIMIT_HEADERS_ENABLED": True,
+    "RATELIMIT_HEADERS_ENABLED": True, "RATELIMIT_ENABLED": True,  # each app its own: Flask-Limiter's is shared
 }
 """Every setting's default, the one table: profiles, the embedding extension and the code that reads a setting
 all take their defaults from here (the WorkOS client's own come from :data:`hatidata_auth.workos.WORKOS_DEFAULTS`,

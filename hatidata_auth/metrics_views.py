@@ -28,11 +28,12 @@ bp = Blueprint("metrics", __name__)
 
 
 def instrument_auth_runtime(app: Flask) -> None:
-    """Count lookups in the auth caches (verified tokens, unsealed cookies, session and key status, the shared
-    cache)."""
+    """Count lookups in the auth caches (the identity memo, verified tokens, unsealed cookies, session and key
+    status, the shared cache)."""
     rt = app.extensions.get("hatidata_auth")
     if rt is None:
         return
+    metrics.instrument_cache_get(rt.identities, "identities")
     metrics.instrument_cache_get(rt.verifier.cache, "tokens")
     metrics.instrument_cache_get(rt.cookies.unsealed, "cookies")
     metrics.instrument_cache_get(rt.introspector.bus.sessions, "sessions_local")

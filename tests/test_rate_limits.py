@@ -67,6 +67,26 @@ def test_only_endpoints_without_any_limit_skip_the_limit_lookup(limited_app: Fla
         assert not endpoint_unlimited(limited_app, login, login.rpartition(".")[0])
 
 
+def test_an_app_without_rate_limits_leaves_the_next_apps_limits_on(app_config: dict[str, Any],
+                                                                   monkeypatch: pytest.MonkeyPatch,
+                                                                   tmp_path: Any) -> None:
+    """Flask-Limiter's extension object is shared by every app of the process and keeps the last app's
+    ``RATELIMIT_ENABLED`` as the default of the next: each app sets its own (``config.DEFAULTS``)."""
+    from hatidata_auth import create_app
+
+    monkeypatch.setenv("HATIDATA_INSTANCE_PATH", str(tmp_path / "instance"))
+    unlimited = create_app({**app_config, "RATELIMIT_ENABLED": False})
+    unlimited.extensions["hatidata_workos"].close()
+    application = create_app({**app_config, "HATIDATA_LOGIN_RATE_LIMIT": "1 per minute",
+                              "RATELIMIT_STORAGE_URI": "memory://"})
+    try:
+        client = application.test_client()
+        statuses = [client.get("/auth/login", headers={"Accept": "application/json"}).status_code for _ in range(2)]
+        assert statuses == [302, 429]
+    finally:
+        application.extensions["hatidata_workos"].close()
+
+
 def test_a_host_default_limit_still_applies_to_every_api_route(app_config: dict[str, Any],
                                                                monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     from hatidata_auth import create_app
