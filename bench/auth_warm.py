@@ -102,10 +102,11 @@ def _run(app: Any, raw: str) -> int:
 
 
 def live_entries(app: Any) -> dict[str, int]:
-    """Live (unexpired) entries of this process's session status, unsealed-cookie and verified-token caches."""
+    """Live (unexpired) entries of this process's session status, unsealed-cookie, verified-token and identity
+    (the memo: one per cookie and one per token) caches."""
     runtime = app.extensions["hatidata_auth"]
     caches = {"status": runtime.bus.sessions, "unsealed": runtime.cookies.unsealed,
-              "verified": runtime.verifier.cache}
+              "verified": runtime.verifier.cache, "identities": runtime.identities.cache}
     now = time.monotonic()
     counts = {}
     for name, cache in caches.items():
