@@ -45,7 +45,7 @@ def test_each_request_runs_once_in_the_worker_and_its_caches_then_hold_the_sessi
         assert cpus[0] > 0
         [after] = live_counts(ports)
         assert after == live_entries(app)
-        assert after == {"status": 1, "unsealed": 1, "verified": 1}
+        assert after == {"status": 1, "unsealed": 1, "verified": 1, "identities": 2}  # the cookie and the token
     finally:
         stop(ports[0])
     thread.join(5)
