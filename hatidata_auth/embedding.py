@@ -168,7 +168,7 @@ class AuthRuntime:
         # identities resolved from session credentials, while nothing they were decided from changed: two per
         # session around a refresh, like the token caches
         self.identities = IdentityMemo(self.bus, self.introspector, maxsize=token_size,
-                                       ttl=int(config["HATIDATA_SESSION_CACHE_TTL"]) / 2)
+                                       ttl=int(config["HATIDATA_SESSION_CACHE_TTL"]) / 3)
         self.locks = SharedLocks(lambda: self.backend)
         self.successor_ttl = int(config["HATIDATA_REFRESH_SUCCESSOR_TTL"])
         self.refresh_wait = float(config["HATIDATA_REFRESH_WAIT"])

@@ -15,7 +15,8 @@ can have changed:
 - the request comes from the address it was resolved for (the IP allowlist);
 - the session's last-seen time is not due (the full path notes it and remembers the touched status).
 
-An entry also lapses after half the status TTL, so the full path still renews the layers beneath it the way their
+An entry also lapses after a third of the status TTL, so the full path reaches the status entry while less than half
+of it is left and renews it (and the layers beneath) the way their
 own hits did. Only identities are remembered: a refusal is decided again each time.
 """
 
@@ -152,4 +153,4 @@ class IdentityMemo:
         if epoch is None or self.bus.epoch != epoch:
             return
         self.cache.set(key, Remembered(identity, status, epoch, until, address),
-                       time.monotonic() + min(self.ttl, status.cache_ttl / 2))
+                       time.monotonic() + min(self.ttl, status.cache_ttl / 3))
