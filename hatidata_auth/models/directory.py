@@ -19,7 +19,8 @@ class DirectoryUser(TenantMixin, TimestampMixin, db.Model):  # type: ignore[name
     # An email's directory users in one organization (a freed email's waiters) by both keys: with the email alone
     # indexed, a plan without statistics walked the organization's users in workos_id order to find them.
     __table_args__ = (UniqueConstraint("organization_id", "workos_id", name="uq_directory_user_workos"),
-                      Index("ix_directory_users_email_organization", "email", "organization_id"))
+                      Index("ix_directory_users_email_organization", "email", "organization_id"),
+                      Index("ix_directory_users_id_organization_id", "id", "organization_id"))
     __tenant_index__ = False
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("du"))
@@ -43,7 +44,8 @@ class DirectoryGroup(TenantMixin, TimestampMixin, db.Model):  # type: ignore[nam
     """A group in the customer's directory."""
 
     __tablename__ = "directory_groups"
-    __table_args__ = (UniqueConstraint("organization_id", "workos_id", name="uq_directory_group_workos"),)
+    __table_args__ = (UniqueConstraint("organization_id", "workos_id", name="uq_directory_group_workos"),
+                      Index("ix_directory_groups_id_organization_id", "id", "organization_id"))
     __tenant_index__ = False
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("dg"))
@@ -68,6 +70,7 @@ class DirectoryGroupMembership(TenantMixin, db.Model):  # type: ignore[name-defi
     __table_args__ = (
         UniqueConstraint("organization_id", "group_workos_id", "user_workos_id", name="uq_dgm_group_user"),
         Index("ix_dgm_org_user", "organization_id", "user_workos_id"),
+        Index("ix_directory_group_memberships_id_organization_id", "id", "organization_id"),
     )
     __tenant_index__ = False
 
@@ -88,7 +91,8 @@ class KnownDirectory(TenantMixin, TimestampMixin, db.Model):  # type: ignore[nam
     """
 
     __tablename__ = "known_directories"
-    __table_args__ = (UniqueConstraint("organization_id", "directory_id", name="uq_known_directory"),)
+    __table_args__ = (UniqueConstraint("organization_id", "directory_id", name="uq_known_directory"),
+                      Index("ix_known_directories_id_organization_id", "id", "organization_id"))
     __tenant_index__ = False
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -103,6 +107,7 @@ class RoleMapping(TenantMixin, TimestampMixin, db.Model):  # type: ignore[name-d
     __tablename__ = "role_mappings"
     __table_args__ = (
         UniqueConstraint("organization_id", "identifier_kind", "group_identifier", name="uq_role_mapping_group"),
+        Index("ix_role_mappings_id_organization_id", "id", "organization_id"),
     )
     __tenant_index__ = False
 
@@ -122,7 +127,8 @@ class ResyncCursor(TenantMixin, TimestampMixin, db.Model):  # type: ignore[name-
     """
 
     __tablename__ = "resync_cursors"
-    __table_args__ = (UniqueConstraint("organization_id", "directory_id", name="uq_resync_cursor"),)
+    __table_args__ = (UniqueConstraint("organization_id", "directory_id", name="uq_resync_cursor"),
+                      Index("ix_resync_cursors_id_organization_id", "id", "organization_id"))
     __tenant_index__ = False
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

@@ -16,7 +16,8 @@ class WizardProgress(TenantMixin, TimestampMixin, db.Model):  # type: ignore[nam
     """Where an organization is in an IdP plugin's setup wizard; shared by all its admins."""
 
     __tablename__ = "wizard_progress"
-    __table_args__ = (UniqueConstraint("organization_id", "plugin", name="uq_wizard_org_plugin"),)
+    __table_args__ = (UniqueConstraint("organization_id", "plugin", name="uq_wizard_org_plugin"),
+                      Index("ix_wizard_progress_id_organization_id", "id", "organization_id"))
     __tenant_index__ = False
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("wiz"))
@@ -38,6 +39,7 @@ class OrganizationAlert(TenantMixin, TimestampMixin, db.Model):  # type: ignore[
     __table_args__ = (
         UniqueConstraint("organization_id", "kind", "target_id", name="uq_organization_alert_target"),
         Index("ix_organization_alerts_open", "organization_id", "resolved_at"),
+        Index("ix_organization_alerts_id_organization_id", "id", "organization_id"),
     )
     __tenant_index__ = False
 
@@ -63,7 +65,8 @@ class CertificateRotation(TenantMixin, TimestampMixin, db.Model):  # type: ignor
     passed, the old certificates were removed at WorkOS). One row per connection; a new rotation reuses it."""
 
     __tablename__ = "certificate_rotations"
-    __table_args__ = (UniqueConstraint("organization_id", "connection_id", name="uq_certificate_rotation_conn"),)
+    __table_args__ = (UniqueConstraint("organization_id", "connection_id", name="uq_certificate_rotation_conn"),
+                      Index("ix_certificate_rotations_id_organization_id", "id", "organization_id"))
     __tenant_index__ = False
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("rot"))

@@ -21,6 +21,7 @@ class SignInAttempt(TenantMixin, db.Model):  # type: ignore[name-defined]
         Index("ix_sign_in_attempts_org_session", "organization_id", "workos_session_id"),
         # Retention deletes by age across organizations.
         Index("ix_sign_in_attempts_occurred_at", "occurred_at"),
+        Index("ix_sign_in_attempts_id_organization_id", "id", "organization_id"),
     )
     __tenant_index__ = False
 

@@ -83,6 +83,7 @@ class Membership(TenantMixin, TimestampMixin, db.Model):  # type: ignore[name-de
     __table_args__ = (
         UniqueConstraint("organization_id", "user_id", name="uq_membership_org_user"),
         Index("ix_memberships_org_directory_user", "organization_id", "directory_user_id"),
+        Index("ix_memberships_id_organization_id", "id", "organization_id"),
     )
     __tenant_index__ = False
 
