@@ -15,9 +15,10 @@ can have changed:
 - the request comes from the address it was resolved for (the IP allowlist);
 - the session's last-seen time is not due (the full path notes it and remembers the touched status).
 
-An entry also lapses after a third of the status TTL, so the full path reaches the status entry while less than half
-of it is left and renews it (and the layers beneath) the way their
-own hits did. Only identities are remembered: a refusal is decided again each time.
+An entry also lapses after a third of the status TTL, so the full path reaches the session's status entry at least
+once while less than half of its TTL is left, and renews it (and the layers beneath) the way their own hits did
+(kept half the TTL, the next full path could come just after the status entry had lapsed). Only identities are
+remembered: a refusal is decided again each time.
 """
 
 from __future__ import annotations
