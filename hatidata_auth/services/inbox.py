@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, bindparam, func, or_, select, update
+from sqlalchemy import ColumnElement, Engine, Select, and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -146,9 +146,17 @@ def store(session: Session, payload: dict[str, Any], *, source: str = "webhook")
     params = {**_derived_values(payload), "status": "received" if handled else "ignored", "source": source,
               "last_error": None if handled else "event type not handled", "trace_context": carrier(),
               "now": utcnow()}
-    # On the session's connection: a Core statement, no ORM execution state to build (nothing is pending to flush).
-    row = session.connection().execute(_store_statement(session.get_bind().dialect.name), params).first()
-    session.commit()
+    bind = session.get_bind()
+    statement = _store_statement(bind.dialect.name)
+    if isinstance(bind, Engine) and bind.dialect.name == "postgresql" and not session.in_transaction():
+        # The one statement is its own transaction (autocommit), on a connection of its own outside the session:
+        # no BEGIN and COMMIT round trips (two of the four) and none of the session's transaction bookkeeping.
+        # Its NOTIFY is delivered when it ends.
+        with bind.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            row = connection.execute(statement, params).first()
+    else:  # on the session's connection: a Core statement, no ORM execution state to build
+        row = session.connection().execute(statement, params).first()
+        session.commit()
     return "duplicate" if row is None else "received"
 
 

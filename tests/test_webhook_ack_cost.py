@@ -1,0 +1,96 @@
+"""What acknowledging a webhook costs the database (issue #14): one statement, and on PostgreSQL no transaction
+around it (the statement commits itself: no BEGIN and COMMIT round trips), whatever the event."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import create_engine, event, select, text
+
+from hatidata_auth.extensions import db
+from hatidata_auth.models import WebhookEvent
+from tests.support.dsync import mirror_organizations, post_event
+from tests.test_webhooks import user_event
+
+EVENTS = {
+    "a new user": lambda n: user_event(f"event_ACK{n}"),
+    "a known failed event's redelivery": lambda n: user_event(f"event_ACK{n}"),
+    "an event type no handler takes": lambda n: {"id": f"event_ACK{n}", "event": "brand_new.thing_happened",
+                                                 "created_at": "2030-01-01T00:00:01.000Z", "data": {"id": "x"}},
+}
+
+
+def _acknowledge(client: FlaskClient, app: Flask, payload: dict[str, Any]) -> tuple[Any, Counter[str]]:
+    """POST *payload* (appliers not run) counting what SQLAlchemy sends: statements by verb, commits, rollbacks."""
+    sent: Counter[str] = Counter()
+
+    def statement(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
+        sent[sql.split(None, 1)[0].upper()] += 1
+
+    def commit(conn: Any) -> None:
+        sent["commit"] += 1
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", statement)
+    event.listen(engine, "commit", commit)
+    try:
+        response = post_event(client, app, payload, drain=False)
+    finally:
+        event.remove(engine, "before_cursor_execute", statement)
+        event.remove(engine, "commit", commit)
+    return response, sent
+
+
+@pytest.mark.parametrize("case", sorted(EVENTS))
+def test_an_acknowledgement_is_one_statement_committing_itself(case: str, client: FlaskClient, app: Flask,
+                                                               db_session: Any, workos_client: Any,
+                                                               app_config: dict[str, Any]) -> None:
+    mirror_organizations(db_session, workos_client)
+    db_session.commit()
+    payload = EVENTS[case](len(case))
+    if case.startswith("a known failed"):
+        post_event(client, app, payload, drain=False)
+        db_session.execute(WebhookEvent.__table__.update().where(WebhookEvent.event_id == payload["id"])
+                           .values(status="failed"))
+        db_session.commit()
+    response, sent = _acknowledge(client, app, payload)
+    assert response.status_code == 200, response.json
+    assert response.json == {"event_id": payload["id"], "status": "received"}
+    dialect = db_session.get_bind().dialect.name
+    statements = {verb: n for verb, n in sent.items() if verb not in ("commit",)}
+    assert sum(statements.values()) == 1, sent
+    # PostgreSQL: the statement is its own transaction (no COMMIT sent); SQLite: the session's one commit.
+    assert sent["commit"] == (0 if dialect == "postgresql" else 1), sent
+    # Committed when the answer leaves: another connection sees the row as the appliers will.
+    other = create_engine(app_config["SQLALCHEMY_DATABASE_URI"])
+    try:
+        with other.connect() as conn:
+            status = conn.scalar(select(WebhookEvent.status).where(WebhookEvent.event_id == payload["id"]))
+            assert status == ("ignored" if "no handler" in case else "received")
+            if dialect == "postgresql":
+                assert conn.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'"
+                                        " AND datname = current_database()")) == 0
+    finally:
+        other.dispose()
+
+
+def test_a_duplicate_is_one_statement_and_changes_nothing(client: FlaskClient, app: Flask, db_session: Any,
+                                                          workos_client: Any) -> None:
+    mirror_organizations(db_session, workos_client)
+    db_session.commit()
+    payload = user_event("event_ACKDUP")
+    post_event(client, app, payload)
+    before = db_session.execute(select(WebhookEvent.status, WebhookEvent.attempts, WebhookEvent.updated_at)
+                                .where(WebhookEvent.event_id == payload["id"])).one()
+    db_session.commit()
+    response, sent = _acknowledge(client, app, payload)
+    assert response.json == {"event_id": payload["id"], "status": "duplicate"}
+    assert sum(n for verb, n in sent.items() if verb != "commit") == 1, sent
+    after = db_session.execute(select(WebhookEvent.status, WebhookEvent.attempts, WebhookEvent.updated_at)
+                               .where(WebhookEvent.event_id == payload["id"])).one()
+    assert after == before
