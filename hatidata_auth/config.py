@@ -82,11 +82,11 @@ DEFAULTS: dict[str, Any] = {
     "HATIDATA_JWKS_LIFESPAN": 3600,
     "HATIDATA_REVOCATION_CHANNEL": None,
     "HATIDATA_WEBHOOK_MAX_BYTES": 1024 * 1024,
-    # Applier threads per app process (None: 1, none under TESTING; 0: none, for `hatidata inbox work`).
-    "HATIDATA_INBOX_APPLIERS": None,
+    "HATIDATA_INBOX_APPLIERS": None,  # threads per app process (None: 1, none under TESTING; 0: for `inbox work`)
     "HATIDATA_INBOX_BATCH": 20,
     "HATIDATA_INBOX_POLL_INTERVAL": 1.0,
     "HATIDATA_INBOX_LINGER": 0.05,  # seconds an applier waits after a short batch (services.applier_pool.Linger)
+    "HATIDATA_INBOX_GIVE_WAY": 5.0,  # seconds a web process's applier gives way to its requests (applier_pool.GiveWay)
     # Members one transaction recomputes at most (a group rename or deletion, a directory deletion, a role-mapping
     # edit): more are recomputed in chunks of this size by the appliers (docs/directory-sync.md, "Fan-out").
     "HATIDATA_FANOUT_CHUNK": 500,
@@ -183,7 +183,7 @@ ENV_SETTINGS: dict[str, tuple[str, Callable[[str], Any]]] = {
                 "WORKOS_WEBHOOK_SECRET", "HATIDATA_COOKIE_KEY", "HATIDATA_PUBLIC_URL", "HATIDATA_LOG_LEVEL",
                 "HATIDATA_METRICS_TOKEN", "HATIDATA_AUDIT_SIGNING_KEY", "HATIDATA_AUDIT_EXPORT_DIR",
                 "HATIDATA_AUDIT_STREAM_CA_BUNDLE")),
-        (float, ("WORKOS_TIMEOUT", "HATIDATA_INBOX_POLL_INTERVAL", "HATIDATA_INBOX_LINGER",
+        (float, ("WORKOS_TIMEOUT", "HATIDATA_INBOX_POLL_INTERVAL", "HATIDATA_INBOX_LINGER", "HATIDATA_INBOX_GIVE_WAY",
                 "HATIDATA_AUDIT_CHECKPOINT_INTERVAL", "HATIDATA_AUDIT_REQUEST_BUDGET", "HATIDATA_AUDIT_PAGE_BUDGET",
                 "HATIDATA_AUDIT_STREAM_BACKOFF", "HATIDATA_AUDIT_STREAM_BACKOFF_MAX", "HATIDATA_AUDIT_STREAM_TIMEOUT")),
         (int, ("WORKOS_MAX_RETRIES", "HATIDATA_SESSION_CACHE_TTL", "HATIDATA_SESSION_CACHE_MAX_AGE",

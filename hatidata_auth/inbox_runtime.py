@@ -5,6 +5,9 @@ Settings: ``HATIDATA_INBOX_APPLIERS`` threads per process (unset: 1, none under 
 deployments that run ``hatidata inbox work`` instead), ``HATIDATA_INBOX_BATCH`` events per transaction,
 ``HATIDATA_INBOX_POLL_INTERVAL`` seconds between polls when no wake-up comes,
 ``HATIDATA_INBOX_LINGER`` seconds an applier waits after a short batch (``services.applier_pool.Linger``; 0: never),
+``HATIDATA_INBOX_GIVE_WAY`` seconds at most an applier thread of a web process waits for a pause in its requests
+before it claims, per backlog (``services.applier_pool.GiveWay``; 0: never; the requests are counted by a WSGI
+middleware, :class:`CountRequests`),
 ``HATIDATA_FANOUT_CHUNK`` members per recompute job (``services.fanout_jobs``). The threads start
 with the first request or gunicorn's ``post_worker_init`` (never in a CLI command, never before a fork).
 """
@@ -22,7 +25,7 @@ from . import metrics, tracing
 from .causes import Cause
 from .config import DEFAULTS
 from .extensions import db
-from .services.applier_pool import ApplierPool
+from .services.applier_pool import ApplierPool, RequestGauge
 from .services.fanout_jobs import chunk_size
 from .services.inbox import entity_key
 from .services.inbox_claim import waiting_behind
@@ -31,6 +34,22 @@ from .services.inbox_worker import apply_batch, apply_entity_now, revokes_access
 log = logging.getLogger(__name__)
 
 EXTENSION = "hatidata_inbox_appliers"
+GAUGE = "hatidata_request_gauge"
+
+
+class CountRequests:
+    """WSGI middleware: each request through *wsgi_app* entered and left on *gauge* (whatever it answers or
+    raises), so that the process's appliers can give way to its requests."""
+
+    def __init__(self, wsgi_app: Any, gauge: RequestGauge) -> None:
+        self.wsgi_app, self.gauge = wsgi_app, gauge
+
+    def __call__(self, environ: Any, start_response: Any) -> Any:
+        self.gauge.enter()
+        try:
+            return self.wsgi_app(environ, start_response)
+        finally:
+            self.gauge.leave()
 
 
 def applier_threads(app: Flask) -> int:
@@ -105,10 +124,13 @@ def make_pool(app: Flask, threads: int) -> ApplierPool:
     """An applier pool of *threads* threads for *app* (not started)."""
     poll = float(app.config.get("HATIDATA_INBOX_POLL_INTERVAL") or DEFAULTS["HATIDATA_INBOX_POLL_INTERVAL"])
     linger = app.config.get("HATIDATA_INBOX_LINGER")
+    give_way = app.config.get("HATIDATA_INBOX_GIVE_WAY")
     return ApplierPool(lambda revoking_only: run_batch(app, revoking_only), threads=threads, poll_interval=poll,
                        listen_dsn=listen_dsn(app), batch=batch_size(app),
                        linger=float(DEFAULTS["HATIDATA_INBOX_LINGER"] if linger is None else linger),
-                       behind=lambda: events_behind(app))
+                       behind=lambda: events_behind(app), gauge=app.extensions.get(GAUGE),
+                       give_way=float(DEFAULTS["HATIDATA_INBOX_GIVE_WAY"] if give_way is None else give_way),
+                       on_give_way=metrics.inbox_gave_way)
 
 
 def init_app(app: Flask) -> None:
@@ -116,6 +138,8 @@ def init_app(app: Flask) -> None:
     threads = applier_threads(app)
     if threads <= 0:
         return
+    gauge = app.extensions[GAUGE] = RequestGauge()  # a separate `inbox work` process has none: no requests
+    app.wsgi_app = CountRequests(app.wsgi_app, gauge)  # type: ignore[method-assign]
     pool = make_pool(app, threads)
     app.extensions[EXTENSION] = pool
 
@@ -139,11 +163,21 @@ def stop(app: Any) -> None:
         pool.stop()
 
 
-def wake(app: Flask) -> None:
-    """An event was stored: wake this process's appliers (others are woken by ``NOTIFY`` or poll)."""
+def wake(app: Flask, revoking: bool = True) -> None:
+    """An event was stored: wake this process's appliers (its revoking thread only if *revoking*: the event may take
+    access away). Other processes' appliers are woken by ``NOTIFY`` when this one runs none (:func:`wakes_itself`),
+    else they poll."""
     pool = app.extensions.get(EXTENSION)
     if pool is not None:
-        pool.wake()
+        pool.wake(revoking)
+
+
+def wakes_itself(app: Flask) -> bool:
+    """Whether this process runs appliers (started) that :func:`wake` wakes: its webhooks then store events
+    without a ``NOTIFY`` (``services.inbox.store``). One per event woke every listening process and cost the
+    database a signal to each; their appliers take such an event at their next poll if this one's are busy."""
+    pool = app.extensions.get(EXTENSION)
+    return pool is not None and pool.running
 
 
 PERSONAL_KEYS = frozenset({"user", "organization_membership", "session"})
@@ -162,7 +196,8 @@ def acknowledged(app: Flask, payload: dict[str, Any], cause: Cause) -> None:
     The event is stored (committed) before this runs: a failure here is logged and left to the appliers, never
     turned into an error answer (WorkOS would deliver again what is already kept)."""
     key = entity_key(payload)
-    if revokes_access(str(payload["event"]), payload) and key.split(":", 1)[0] in PERSONAL_KEYS:
+    revoking = revokes_access(str(payload["event"]), payload)
+    if revoking and key.split(":", 1)[0] in PERSONAL_KEYS:
         client = app.extensions["hatidata_workos"].client
         try:
             apply_entity_now(db.session(), client, str(payload["id"]), key, cause=cause,
@@ -170,4 +205,4 @@ def acknowledged(app: Flask, payload: dict[str, Any], cause: Cause) -> None:
         except SQLAlchemyError:
             log.warning("applying WorkOS event %s at once failed; the appliers will apply it", payload["id"],
                         exc_info=True)
-    wake(app)
+    wake(app, revoking)

@@ -71,6 +71,9 @@ AUDIT_STREAM_LAG = Histogram("hatidata_audit_stream_lag_seconds",
 INBOX_BATCH = Histogram("hatidata_inbox_batch_events",
                         "Events per applier batch that took any, by thread (batch; revoking: the deprovisioning one)",
                         ["thread"], buckets=(1, 2, 3, 5, 8, 13, 20, 50, 100, 200, 500))
+INBOX_GAVE_WAY = Counter("hatidata_inbox_gave_way_seconds_total",
+                         "Seconds applier threads of web processes waited for a pause in the requests before a claim, "
+                         "by thread (batch: the revoking one never waits)", ["thread"])
 STREAM_KINDS = frozenset({"https", "splunk_hec", "datadog", "syslog_tls"})
 STREAM_OUTCOMES = frozenset({"delivered", "failed", "dead_letter"})
 
@@ -115,6 +118,11 @@ def http_request(method: str, endpoint: str, status: str, seconds: float) -> Non
 def inbox_batch(events: int, *, revoking_only: bool = False) -> None:
     """One applier batch that claimed *events* events (its size: the fixed cost of a batch is shared by them)."""
     _series(INBOX_BATCH, "revoking" if revoking_only else "batch").observe(events)
+
+
+def inbox_gave_way(seconds: float) -> None:
+    """An applier thread waited *seconds* for a pause in its process's requests (``applier_pool.GiveWay``)."""
+    _series(INBOX_GAVE_WAY, "batch").inc(seconds)
 
 
 def webhook_event(event_type: str, outcome: str) -> None:

@@ -6,13 +6,17 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import psycopg
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, event, select, text
 
+from hatidata_auth import inbox_runtime
 from hatidata_auth.extensions import db
 from hatidata_auth.models import WebhookEvent
+from hatidata_auth.models.inbox import INBOX_CHANNEL
+from hatidata_auth.services.applier_pool import ApplierPool
 from tests.support.dsync import mirror_organizations, post_event
 from tests.test_webhooks import user_event
 
@@ -94,3 +98,33 @@ def test_a_duplicate_is_one_statement_and_changes_nothing(client: FlaskClient, a
     after = db_session.execute(select(WebhookEvent.status, WebhookEvent.attempts, WebhookEvent.updated_at)
                                .where(WebhookEvent.event_id == payload["id"])).one()
     assert after == before
+
+
+@pytest.mark.postgres
+def test_a_webhook_notifies_other_processes_only_when_its_own_has_no_appliers(
+        client: FlaskClient, app: Flask, db_session: Any, workos_client: Any, app_config: dict[str, Any]) -> None:
+    """A process running appliers wakes them itself; a NOTIFY per event would wake every listening process and cost
+    the database a signal to each. A process without (``HATIDATA_INBOX_APPLIERS=0`` beside ``inbox work``)
+    notifies, or the separate appliers would wait for their poll."""
+    mirror_organizations(db_session, workos_client)
+    db_session.commit()
+    with app.app_context():
+        dsn = inbox_runtime.listen_dsn(app)
+    assert dsn is not None
+    pool = ApplierPool(lambda revoking_only: 0, threads=1, poll_interval=30)
+    with psycopg.connect(dsn, autocommit=True) as listener:
+        listener.execute(f"LISTEN {INBOX_CHANNEL}")
+        heard = []
+        for n, own_appliers in enumerate((False, True, False)):
+            if own_appliers:
+                app.extensions[inbox_runtime.EXTENSION] = pool
+                pool.start()
+            try:
+                response = post_event(client, app, user_event(f"event_NOTIFY{n}"), drain=False)
+            finally:
+                if own_appliers:
+                    pool.stop()
+                    del app.extensions[inbox_runtime.EXTENSION]
+            assert response.json["status"] == "received"
+            heard.append(sum(1 for _ in listener.notifies(timeout=0.5)))
+    assert heard == [1, 0, 1]

@@ -1,20 +1,22 @@
 """Applier threads of one process (:class:`ApplierPool`): they run the inbox's batches
 (:func:`~hatidata_auth.services.inbox_worker.apply_batch`), woken by PostgreSQL ``LISTEN`` (``NOTIFY`` is sent by
 :func:`~hatidata_auth.services.inbox.store`'s transaction), by :meth:`ApplierPool.wake` in the same process, or else
-every *poll_interval* seconds, and pause after a short batch so that the next one is bigger (:class:`Linger`).
-Nothing here knows Flask: the pool is given the function that runs a batch.
+every *poll_interval* seconds, and pause after a short batch so that the next one is bigger (:class:`Linger`). In a
+web process they give way to its requests for a while (:class:`GiveWay`, fed by a :class:`RequestGauge`). Nothing
+here knows Flask: the pool is given the function that runs a batch.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from ..models.inbox import INBOX_CHANNEL
 from .inbox_claim import DEFAULT_BATCH
 
-__all__ = ["LINGER", "LINGER_BACKOFF_MAX", "WAKE_COALESCE", "ApplierPool", "Linger"]
+__all__ = ["LINGER", "LINGER_BACKOFF_MAX", "WAKE_COALESCE", "ApplierPool", "GiveWay", "Linger", "RequestGauge"]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,74 @@ class Linger:
         return self.seconds
 
 
+QUIET_AFTER = 0.005
+"""Seconds after a request ends that its process still counts as serving (a keep-alive client's next request is
+usually this close behind; :class:`RequestGauge`)."""
+GIVE_WAY_STEP = 0.05
+"""Seconds between two looks at the gauge while an applier gives way."""
+
+
+class RequestGauge:
+    """Whether the process is serving requests: how many are in flight and when the last one ended. Thread-safe;
+    *clock* is :func:`time.monotonic`."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._ended = float("-inf")
+
+    def enter(self) -> None:
+        """A request started."""
+        with self._lock:
+            self._in_flight += 1
+
+    def leave(self) -> None:
+        """A request ended (one :meth:`enter` each)."""
+        with self._lock:
+            self._in_flight -= 1
+            self._ended = self._clock()
+
+    def busy(self) -> bool:
+        """A request is in flight, or one ended less than :data:`QUIET_AFTER` seconds ago."""
+        with self._lock:
+            return self._in_flight > 0 or self._clock() - self._ended < QUIET_AFTER
+
+
+class GiveWay:
+    """How long an applier thread of a web process waits for a pause in its requests before it claims: while the
+    *gauge* says busy, at most *seconds* in all from the moment it first gave way until it finds the inbox empty
+    (:meth:`caught_up`). An acknowledgement costs one insert and an applied event several statements: on a busy
+    machine the acknowledgements of a burst go first, and events wait at most *seconds* longer to be applied (a
+    longer burst is then applied alongside, as without giving way). Events that take access away are never
+    held: the request applies a person's (``inbox_runtime.acknowledged``) and the revoking thread does not give
+    way. *seconds* 0: never wait. One per thread: not thread-safe."""
+
+    def __init__(self, gauge: RequestGauge | None, seconds: float, clock: Callable[[], float] = time.monotonic,
+                 step: float = GIVE_WAY_STEP) -> None:
+        self._gauge, self._seconds, self._clock, self._step = gauge, seconds, clock, step
+        self._since: float | None = None  # when this thread first gave way since it last caught up
+
+    def wait(self, stop: threading.Event) -> float:
+        """Wait while the gauge says busy, within what is left of the allowance; returns the seconds waited."""
+        if self._gauge is None or self._seconds <= 0:
+            return 0.0
+        started = self._clock()
+        while self._gauge.busy() and not stop.is_set():
+            now = self._clock()
+            if self._since is None:
+                self._since = now
+            left = self._since + self._seconds - now
+            if left <= 0:
+                break
+            stop.wait(min(self._step, left))
+        return self._clock() - started
+
+    def caught_up(self) -> None:
+        """The inbox had nothing for this thread: the next backlog gets the whole allowance."""
+        self._since = None
+
+
 CONFLICTS = {"40P01": "deadlock detected", "40001": "serialization failure"}
 """The SQLSTATEs with which PostgreSQL rolls back a transaction to break a conflict with another (a fan-out or a
 resync page holding members' keys may cross a batch holding some of them from its claim). Not the freed-email
@@ -101,12 +171,18 @@ class ApplierPool:
 
     *listen_dsn* (a libpq connection string) adds a thread that ``LISTEN``\\ s on the inbox channel and wakes
     them on every ``NOTIFY``.
+
+    With a *gauge* (the process's requests), a thread other than the revoking one gives way to them for at most
+    *give_way* seconds per backlog (:class:`GiveWay`); *on_give_way* is told each wait's seconds.
     """
 
     def __init__(self, run_batch: Callable[[bool], int], *, threads: int, poll_interval: float = 1.0,
                  listen_dsn: str | None = None, name: str = "inbox-applier", batch: int = DEFAULT_BATCH,
-                 linger: float = 0.0, behind: Callable[[], bool] | None = None) -> None:
+                 linger: float = 0.0, behind: Callable[[], bool] | None = None,
+                 gauge: RequestGauge | None = None, give_way: float = 0.0,
+                 on_give_way: Callable[[float], None] | None = None) -> None:
         self._run_batch = run_batch
+        self._gauge, self._give_way, self._on_give_way = gauge, give_way, on_give_way
         self._behind = behind
         self._count = threads
         self._poll = poll_interval
@@ -138,10 +214,12 @@ class ApplierPool:
                 self._threads.append(thread)
                 thread.start()
 
-    def wake(self) -> None:
-        """Events may be waiting: wake the sleeping appliers."""
+    def wake(self, revoking: bool = True) -> None:
+        """Events may be waiting: wake the sleeping appliers (the revoking thread too unless *revoking* is false:
+        none of them takes access away)."""
         self._wake.set()
-        self._wake_urgent.set()
+        if revoking:
+            self._wake_urgent.set()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Ask the threads to stop and wait up to *timeout* seconds for each (a batch in progress finishes)."""
@@ -154,8 +232,12 @@ class ApplierPool:
         wake = self._wake_urgent if revoking_only else self._wake
         linger = Linger(0.0 if revoking_only else self._linger, self._batch,
                         None if revoking_only or self._behind is None else self._behind_or_not)
+        give_way = GiveWay(None if revoking_only else self._gauge, self._give_way)
         conflicts = 0
         while not self._stop.is_set():
+            waited = give_way.wait(self._stop)
+            if waited and self._on_give_way is not None:
+                self._on_give_way(waited)
             wake.clear()
             try:
                 claimed = self._run_batch(revoking_only)
@@ -174,6 +256,8 @@ class ApplierPool:
                 self._stop.wait(self._poll)
                 continue
             conflicts = 0
+            if not claimed:
+                give_way.caught_up()
             pause = linger.after(claimed)
             if pause:
                 self._stop.wait(pause)
@@ -202,7 +286,14 @@ class ApplierPool:
                     conn.execute(f"LISTEN {INBOX_CHANNEL}")
                     self.wake()  # catch up on what arrived while nobody listened
                     while not self._stop.is_set():
-                        for _ in conn.notifies(timeout=1.0):
+                        if next(conn.notifies(timeout=1.0, stop_after=1), None) is None:
+                            continue
+                        # A burst sends a NOTIFY per stored event: woken once, the appliers take what arrived
+                        # meanwhile in one claim, and this thread does not take the interpreter from the
+                        # requests once per event; what arrived while it waited wakes them once more.
+                        self.wake()
+                        self._stop.wait(WAKE_COALESCE)
+                        if sum(1 for _ in conn.notifies(timeout=0)):
                             self.wake()
             except psycopg.Error as exc:
                 log.warning("inbox LISTEN connection lost (%s); polling every %ss until it is back", exc, self._poll)

@@ -133,21 +133,23 @@ def _rederived(stmt: Any) -> dict[str, Any]:
     return {name: stmt.excluded[name] for name in ("organization_id", "entity_key", "revokes")}
 
 
-def store(session: Session, payload: dict[str, Any], *, source: str = "webhook") -> str:
+def store(session: Session, payload: dict[str, Any], *, source: str = "webhook", notify: bool = True) -> str:
     """Keep a verified event (envelope checked with :func:`validate_envelope`) for the appliers; commits.
 
     Returns ``"received"`` (stored with status ``received``, or ``ignored`` when no handler takes its type; a
     known ``failed`` event is queued again) or ``"duplicate"`` (a known event otherwise: nothing changes). One
     statement: the insert, our tenant (looked up from the WorkOS organization the event names, in the same
-    statement) and, on PostgreSQL, the ``NOTIFY`` that wakes the appliers when the transaction commits. With
-    traces on, the current trace context is kept with it: its application continues the webhook's trace.
+    statement) and, on PostgreSQL with *notify*, the ``NOTIFY`` that wakes other processes' appliers when the
+    transaction commits (a caller whose own process runs appliers wakes them itself and passes ``False``: a
+    ``NOTIFY`` per event cost the listening processes and the database more than the insert). With traces on,
+    the current trace context is kept with it: its application continues the webhook's trace.
     """
     handled = handler_for(payload["event"]) is not None
     params = {**_derived_values(payload), "status": "received" if handled else "ignored", "source": source,
               "last_error": None if handled else "event type not handled", "trace_context": carrier(),
               "now": utcnow()}
     bind = session.get_bind()
-    statement = _store_statement(bind.dialect.name)
+    statement = _store_statement(bind.dialect.name, notify)
     if isinstance(bind, Engine) and bind.dialect.name == "postgresql" and not session.in_transaction():
         # The one statement is its own transaction (autocommit), on a connection of its own outside the session:
         # no BEGIN and COMMIT round trips (two of the four) and none of the session's transaction bookkeeping.
@@ -165,9 +167,10 @@ _STORED = ("event_id", "event_type", "payload", "event_created_at", "entity_key"
 
 
 @functools.cache
-def _store_statement(dialect: str) -> Any:
-    """:func:`store`'s statement, built once per dialect with bound parameters: building (and keying for the
-    compiled cache) a new statement per event cost more CPU than the insert itself (``bench/ack_profile.py``)."""
+def _store_statement(dialect: str, notify: bool = True) -> Any:
+    """:func:`store`'s statement, built once per dialect (and with or without the ``NOTIFY``) with bound parameters:
+    building (and keying for the compiled cache) a new statement per event cost more CPU than the insert itself
+    (``bench/ack_profile.py``)."""
     table = WebhookEvent.__table__
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     now = bindparam("now", type_=table.c.received_at.type)
@@ -181,7 +184,7 @@ def _store_statement(dialect: str) -> Any:
                                            **_rederived(row_insert)},
         where=table.c.status == "failed",
     ).returning(table.c.id)
-    if dialect == "postgresql":  # the NOTIFY is delivered when the transaction commits
+    if dialect == "postgresql" and notify:  # the NOTIFY is delivered when the transaction commits
         return select(func.pg_notify(INBOX_CHANNEL, "")).select_from(stmt.cte("stored"))
     return stmt
 

@@ -88,7 +88,7 @@ def workos_webhook() -> Any:
         return _malformed(exc.cause)
     except PayloadError as exc:
         return _malformed(exc)
-    status = store(db.session(), payload, source="webhook")
+    status = store(db.session(), payload, source="webhook", notify=not inbox_runtime.wakes_itself(current_app))
     metrics.webhook_event(payload["event"], status)
     if status == "received":
         inbox_runtime.acknowledged(current_app, payload, Cause.by(Actor.workos(), request_info()))
