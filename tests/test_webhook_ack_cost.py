@@ -128,3 +128,27 @@ def test_a_webhook_notifies_other_processes_only_when_its_own_has_no_appliers(
             assert response.json["status"] == "received"
             heard.append(sum(1 for _ in listener.notifies(timeout=0.5)))
     assert heard == [1, 0, 1]
+
+
+@pytest.mark.postgres
+def test_the_acknowledgements_connection_goes_back_to_the_pool_transactional(
+        client: FlaskClient, app: Flask, db_session: Any, workos_client: Any) -> None:
+    """The autocommit the insert runs in ends with it: every connection the pool hands out after an acknowledgement
+    is transactional, so the next request's writes are atomic."""
+    mirror_organizations(db_session, workos_client)
+    db_session.commit()
+    returned: list[bool] = []  # each checkout: whether the connection came in autocommit
+
+    def checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        returned.append(bool(dbapi_connection.autocommit))
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "checkout", checkout)
+    try:
+        for n in range(3):
+            assert post_event(client, app, user_event(f"event_POOL{n}"), drain=False).json["status"] == "received"
+    finally:
+        event.remove(engine, "checkout", checkout)
+    assert returned
+    assert not any(returned), returned
