@@ -43,13 +43,17 @@ def _old_heads(now_due: Any, entity_key: str | None, *, internal_only: bool = Fa
 
 
 def _oracle(session: Any, now: datetime, limit: int, revoking_only: bool, entity_key: str | None) -> list[int]:
-    """The ids the former claim took, in claim order."""
+    """The ids the former claim took, in claim order (revoking only: the heads of the keys holding a pending
+    revoking event)."""
     due = now - RETRY_DELAY
     revoking = case((T.c.revokes.is_(True), 0), else_=1)
     order = (revoking, func.coalesce(T.c.event_created_at, T.c.received_at), T.c.id)
     first_job = (select(T.c.id).where(T.c.id.in_(_old_heads(due, entity_key, internal_only=True)))
                  .order_by(*order).limit(1))
-    wanted = [T.c.id.in_(_old_heads(due, entity_key)), *([revoking == 0] if revoking_only else []),
+    key, r = func.coalesce(T.c.entity_key, T.c.event_id), T.alias("r")
+    revoking_keys = select(func.coalesce(r.c.entity_key, r.c.event_id)).where(r.c.status == "received",
+                                                                              r.c.revokes.is_(True))
+    wanted = [T.c.id.in_(_old_heads(due, entity_key)), *([key.in_(revoking_keys)] if revoking_only else []),
               or_(T.c.source != INTERNAL_SOURCE, T.c.id == first_job.scalar_subquery())]
     return list(session.scalars(select(T.c.id).where(*wanted, T.c.status == "received")
                                 .order_by(*order).limit(limit)))

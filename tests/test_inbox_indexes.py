@@ -98,16 +98,18 @@ def test_claims_read_the_claim_indexes_with_literal_statuses(app: Flask, stateme
     with app.app_context():
         inbox_worker.claim(db.session(), 20, **variant)
         db.session.rollback()
-        # On PostgreSQL the first statement picks the candidates; on SQLite it is the claiming UPDATE.
-        sql, params = next((sql, params) for sql, params in statements if "UPDATE" in sql)
+        # On PostgreSQL the first statement picks the candidates (a revoking claim's, the heads of the keys with a
+        # revoking event: there are none here, so it stops there); on SQLite it is the claiming UPDATE.
+        heads_first = bool(variant.get("revoking_only")) and db.engine.dialect.name == "postgresql"
+        sql, params = next((sql, params) for sql, params in statements if "UPDATE" in sql or heads_first)
         assert "status = 'received'" in sql, sql
-        assert "'internal'" in sql, sql
+        assert "'internal'" in sql or heads_first, sql
         with db.engine.connect() as conn:
             plan = _plan(conn, sql, params, ordered="entity_key" not in variant)
         first = "ix_webhook_events_pending_key" if variant.get("entity_key") else "ix_webhook_events_claim_order"
         assert first in plan, plan
         assert "ix_webhook_events_pending_key" in plan, plan
-        assert "ix_webhook_events_internal_order" in plan or variant.get("entity_key"), plan
+        assert "ix_webhook_events_internal_order" in plan or variant.get("entity_key") or heads_first, plan
 
 
 def test_the_failed_list_and_the_gauges_read_the_partial_indexes(app: Flask,

@@ -105,7 +105,8 @@ def test_a_webhook_notifies_other_processes_only_when_its_own_has_no_appliers(
         client: FlaskClient, app: Flask, db_session: Any, workos_client: Any, app_config: dict[str, Any]) -> None:
     """A process running appliers wakes them itself; a NOTIFY per event would wake every listening process and cost
     the database a signal to each. A process without (``HATIDATA_INBOX_APPLIERS=0`` beside ``inbox work``)
-    notifies, or the separate appliers would wait for their poll."""
+    notifies, or the separate appliers would wait for their poll; and an event that may take access away always
+    does."""
     mirror_organizations(db_session, workos_client)
     db_session.commit()
     with app.app_context():
@@ -115,19 +116,21 @@ def test_a_webhook_notifies_other_processes_only_when_its_own_has_no_appliers(
     with psycopg.connect(dsn, autocommit=True) as listener:
         listener.execute(f"LISTEN {INBOX_CHANNEL}")
         heard = []
-        for n, own_appliers in enumerate((False, True, False)):
+        cases = ((False, "active"), (True, "active"), (False, "active"), (True, "inactive"))
+        for n, (own_appliers, state) in enumerate(cases):
             if own_appliers:
                 app.extensions[inbox_runtime.EXTENSION] = pool
                 pool.start()
             try:
-                response = post_event(client, app, user_event(f"event_NOTIFY{n}"), drain=False)
+                response = post_event(client, app, user_event(f"event_NOTIFY{n}", state=state), drain=False)
             finally:
                 if own_appliers:
                     pool.stop()
                     del app.extensions[inbox_runtime.EXTENSION]
             assert response.json["status"] == "received"
             heard.append(sum(1 for _ in listener.notifies(timeout=0.5)))
-    assert heard == [1, 0, 1]
+    # A deactivation is announced even so: every process's deprovisioning thread wakes for it.
+    assert heard == [1, 0, 1, 1]
 
 
 @pytest.mark.postgres

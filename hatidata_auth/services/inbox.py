@@ -141,7 +141,8 @@ def store(session: Session, payload: dict[str, Any], *, source: str = "webhook",
     statement: the insert, our tenant (looked up from the WorkOS organization the event names, in the same
     statement) and, on PostgreSQL with *notify*, the ``NOTIFY`` that wakes other processes' appliers when the
     transaction commits (a caller whose own process runs appliers wakes them itself and passes ``False``: a
-    ``NOTIFY`` per event cost the listening processes and the database more than the insert). With traces on,
+    ``NOTIFY`` per event cost the listening processes and the database more than the insert; an event that may take
+    access away notifies whatever *notify* says). With traces on,
     the current trace context is kept with it: its application continues the webhook's trace.
     """
     handled = handler_for(payload["event"]) is not None
@@ -149,7 +150,8 @@ def store(session: Session, payload: dict[str, Any], *, source: str = "webhook",
               "last_error": None if handled else "event type not handled", "trace_context": carrier(),
               "now": utcnow()}
     bind = session.get_bind()
-    statement = _store_statement(bind.dialect.name, notify)
+    # An event that may take access away is always announced: every process's deprovisioning thread wakes for it.
+    statement = _store_statement(bind.dialect.name, notify or bool(params["revokes"]))
     if isinstance(bind, Engine) and bind.dialect.name == "postgresql" and not session.in_transaction():
         # The one statement is its own transaction (autocommit), on a connection of its own outside the session:
         # no BEGIN and COMMIT round trips (two of the four) and none of the session's transaction bookkeeping.

@@ -51,9 +51,45 @@ def _head(t: Any) -> Any:
     # Not ``NOT EXISTS (an older one)``: PostgreSQL flattens that into an anti join, and without statistics (a
     # fresh database) it joined every candidate to a scan of the whole backlog (32 ms per claim at 1,000 events,
     # 37,611 rows filtered). A scalar subquery with LIMIT stays a per-row probe on both databases.
+    return t.c.id == _head_of_key(t)
+
+
+def _head_of_key(t: Any) -> Any:
+    """SQL scalar: the id of the head of the entity key of the event of *t* (one probe of the pending-key index)."""
     first = WebhookEvent.__table__.alias("first_of_key")
-    return t.c.id == (select(first.c.id).where(status_is("received", first), entity(first) == entity(t))
-                      .order_by(claim_time(first), first.c.id).limit(1).scalar_subquery())
+    return (select(first.c.id).where(status_is("received", first), entity(first) == entity(t))
+            .order_by(claim_time(first), first.c.id).limit(1).scalar_subquery())
+
+
+REVOKING_SCAN = 10
+"""A revoking claim of *limit* events reads at most this many times *limit* pending revoking events for their
+heads (a mass deprovisioning is claimed a window at a time, not read whole by every claim)."""
+
+
+def _revoking_heads(session: Session, limit: int) -> list[int]:
+    """The heads of :func:`_heads_of_revoking_keys` for the first ``REVOKING_SCAN * limit`` pending revoking events
+    in claim order (PostgreSQL)."""
+    heads = session.scalars(_revoking_heads_statement(), {"scan": min(limit * REVOKING_SCAN, MAX_CLAIM)})
+    return [i for i in heads.unique() if i is not None]
+
+
+@functools.cache
+def _revoking_heads_statement() -> Any:
+    return _heads_of_revoking_keys(in_claim_order=True)
+
+
+def _heads_of_revoking_keys(in_claim_order: bool = False) -> Any:
+    """SQL: the ids of the heads of the entity keys that hold a pending event taking access away. The revoking
+    thread claims these, not only revoking heads: an event that takes access away behind an older one of its key
+    (a connection deactivated after its activation, an organization deleted after an update) would otherwise
+    wait for the batch appliers to reach that older one. Read from the revoking events (the claim index's first
+    column), a probe of the pending-key index each: the backlog of other keys is never read."""
+    revoking = WebhookEvent.__table__.alias("revoking")
+    heads = select(_head_of_key(revoking)).where(status_is("received", revoking), revoking.c.revokes.is_(True))
+    if in_claim_order:  # at most *scan* of them
+        heads = heads.order_by(revoking.c.revokes.desc(), claim_time(revoking), revoking.c.id).limit(
+            bindparam("scan", type_=Integer))
+    return heads
 
 
 def _heads(t: Any, now_due: Any, entity_key: Any = None) -> list[Any]:
@@ -78,7 +114,8 @@ def claim(session: Session, limit: int = DEFAULT_BATCH, *, revoking_only: bool =
           entity_key: str | None = None, up_to: str | None = None) -> list[Claimed]:
     """Take up to *limit* due events, the oldest pending one of each entity key, those revoking access first, then
     oldest first; they stay claimed until *session*'s transaction ends (the caller commits their outcome, or rolls
-    them back). With *revoking_only*, only events that take access away (the pool's deprovisioning thread); with
+    them back). With *revoking_only*, only the heads of the keys that hold an event taking access away (the pool's
+    deprovisioning thread: such an event behind an older one of its key is reached through it); with
     *entity_key*, only the head of that key, and with *up_to* (an event id) only if it is not after that stored
     event (``inbox_worker.apply_entity_now``: once an applier applied that event, the key's later ones are the
     appliers'). At most one recompute job (``services.fanout_jobs``) is taken per batch. A *limit* of zero or less
@@ -87,7 +124,8 @@ def claim(session: Session, limit: int = DEFAULT_BATCH, *, revoking_only: bool =
     The cost does not grow with the backlog: the pending events are read in claim order
     (``ix_webhook_events_claim_order``) until *limit* heads are found, each tested by one index probe; only the
     events read past add to it (heads not due or locked by another applier, their keys' later events, and the
-    revoking events that wait behind an older event of their key, read before any other)."""
+    revoking events that wait behind an older event of their key, read before any other). A *revoking_only* claim
+    reads the revoking events and one probe each (:func:`_heads_of_revoking_keys`)."""
     if limit <= 0:  # SQLite reads a negative LIMIT as none, PostgreSQL refuses it
         return []
     now = utcnow()
@@ -98,8 +136,17 @@ def claim(session: Session, limit: int = DEFAULT_BATCH, *, revoking_only: bool =
     statements = _claim_statements(postgres, revoking_only, by_key, by_key and up_to is not None)
     candidates_query, lock_query, take = statements
     picked: Any
-    if postgres:
+    if postgres and revoking_only:
+        params["heads"] = _revoking_heads(session, min(limit, MAX_CLAIM))
+        if not params["heads"]:
+            return []
+        # The few heads free to take, sorted here: ordered in SQL, the planner read the whole backlog in claim order
+        # to find them.
+        found = session.execute(candidates_query, params).all()
+        candidates = [r.id for r in sorted(found, key=lambda r: (not r.revokes, r.at, r.id))][:min(limit, MAX_CLAIM)]
+    elif postgres:
         candidates = _unsorted(session, entity_key is None, candidates_query, params)
+    if postgres:
         if not candidates:
             return []
         # The row lock alone does not hold an entity: an older event of it stored after this batch's claim comes
@@ -125,7 +172,11 @@ def _claim_statements(postgres: bool, revoking_only: bool, by_key: bool, up_to: 
     due = bindparam("due", type_=t.c.updated_at.type)
     key = bindparam("key", type_=t.c.entity_key.type) if by_key else None
     order = (t.c.revokes.desc(), claim_time(t), t.c.id)
-    wanted = [*_heads(t, due, key), *([t.c.revokes.is_(True)] if revoking_only else []),
+    # PostgreSQL: the heads are read first (:func:`_revoking_heads`) and given as a list, unordered (the claim
+    # sorts what it takes): as a subquery, or ordered, the planner read the whole backlog in claim order to test
+    # each event against them.
+    heads = bindparam("heads", expanding=True) if postgres else _heads_of_revoking_keys()
+    wanted = [*_heads(t, due, key), *([t.c.id.in_(heads)] if revoking_only else []),
               *([_not_after(t, bindparam("up_to", type_=t.c.event_id.type))] if up_to else [])]
     # At most one recompute job per batch: a job is one chunk of members, and a batch is one transaction. (On
     # PostgreSQL the oldest due job may be one another applier holds: jobs then run one at a time, a throttle.)
@@ -133,7 +184,10 @@ def _claim_statements(postgres: bool, revoking_only: bool, by_key: bool, up_to: 
     first_job = (select(job.c.id).where(*_heads(job, due, key), job.c.source == literal_column(
         f"'{INTERNAL_SOURCE}'", String)).order_by(job.c.revokes.desc(), claim_time(job), job.c.id).limit(1))
     wanted.append(or_(t.c.source != INTERNAL_SOURCE, t.c.id == first_job.scalar_subquery()))
-    candidates = select(t.c.id).where(*wanted).order_by(*order).limit(bindparam("limit", type_=Integer))
+    if postgres and revoking_only:  # sorted by :func:`claim`, which takes the first *limit*
+        candidates = select(t.c.id, t.c.revokes, claim_time(t).label("at")).where(*wanted)
+    else:
+        candidates = select(t.c.id).where(*wanted).order_by(*order).limit(bindparam("limit", type_=Integer))
     lock = None
     if postgres:
         candidates = candidates.with_for_update(skip_locked=True)
