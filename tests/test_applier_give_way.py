@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import threading
+import socket
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +161,7 @@ def _wait_for(condition: Any, timeout: float = 5.0) -> None:
 
 def test_the_batch_thread_gives_way_and_the_deprovisioning_thread_never_does() -> None:
     gauge = RequestGauge()
-    pool, calls = _recording_pool(gauge, give_way=0.6)
+    pool, calls = _recording_pool(gauge, give_way=1.2)
     pool.start()
     try:
         _wait_for(lambda: calls[True] and calls[False])  # each thread's first claim, at start
@@ -170,8 +171,8 @@ def test_the_batch_thread_gives_way_and_the_deprovisioning_thread_never_does() -
         pool.wake()
         _wait_for(lambda: len(calls[True]) > first[True] and len(calls[False]) > first[False])
         revoking, batch = calls[True][first[True]] - woken, calls[False][first[False]] - woken
-        assert revoking < 0.5, revoking
-        assert 0.55 <= batch < 2.0, batch  # it waited out its allowance, the request still in flight
+        assert revoking < 1.0, revoking
+        assert 1.15 <= batch < 3.0, batch  # it waited out its allowance, the request still in flight
     finally:
         gauge.leave()
         pool.stop()
@@ -199,13 +200,17 @@ def test_a_wake_for_events_that_take_no_access_away_leaves_the_deprovisioning_th
 # --- gunicorn: real requests, real appliers ---------------------------------------------------------------------
 
 
-def _applied_after(app: Any, secret: str, server: Any, payload: dict[str, Any]) -> float:
-    """POST *payload* to *server* and return the seconds until its row is no longer pending."""
+def _post(server: Any, secret: str, payload: dict[str, Any]) -> None:
     body = json.dumps(payload, separators=(",", ":"))
-    posted = time.monotonic()
     response = httpx2.post(f"{server.url}/webhooks/workos", content=body, timeout=30,
                            headers={"WorkOS-Signature": sign(secret, body), "Content-Type": "application/json"})
     assert response.status_code == 200, response.text
+
+
+def _applied_after(app: Any, secret: str, server: Any, payload: dict[str, Any]) -> float:
+    """POST *payload* to *server* and return the seconds until its row is no longer pending."""
+    posted = time.monotonic()
+    _post(server, secret, payload)
     with app.app_context():
         while time.monotonic() - posted < 30:
             status = db.session.scalar(select(WebhookEvent.status).where(WebhookEvent.event_id == payload["id"]))
@@ -216,33 +221,55 @@ def _applied_after(app: Any, secret: str, server: Any, payload: dict[str, Any]) 
     raise AssertionError(f"{payload['id']} not applied after 30 s")
 
 
+@contextlib.contextmanager
+def _a_request_in_flight(server: Any) -> Iterator[None]:
+    """A request the server is serving all along: a webhook whose body is still on its way (one of the worker's
+    threads waits for it), so the worker's gauge says busy however the machine schedules other requests."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as held:
+        held.sendall(b"POST /webhooks/workos HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 4096\r\n\r\n{")
+        time.sleep(0.3)  # the worker has taken it
+        yield
+
+
+def _connection_events(organization: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A connection's activation and then its deactivation (one entity key: the second waits behind the first)."""
+    connection = f"conn_{uuid.uuid4().hex[:20].upper()}"
+    data = {"object": "connection", "id": connection, "organization_id": organization,
+            "connection_type": "OktaSAML", "name": "Okta", "created_at": "2030-01-01T00:00:00.000Z",
+            "external_key": "k", "domains": []}
+    activated = {"id": f"event_{uuid.uuid4().hex[:24].upper()}", "event": "connection.activated",
+                 "created_at": "2030-01-01T00:00:01.000Z",
+                 "data": {**data, "state": "active", "status": "linked", "updated_at": "2030-01-01T00:00:01.000Z"}}
+    deactivated = {"id": f"event_{uuid.uuid4().hex[:24].upper()}", "event": "connection.deactivated",
+                   "created_at": "2030-01-01T00:00:02.000Z",
+                   "data": {**data, "state": "inactive", "status": "unlinked",
+                            "updated_at": "2030-01-01T00:00:02.000Z"}}
+    return activated, deactivated
+
+
 @pytest.mark.slow
-def test_under_a_steady_load_an_event_waits_the_allowance_at_most_and_at_once_when_quiet(
+def test_while_a_request_is_in_flight_events_wait_the_allowance_and_deprovisionings_do_not(
         app: Any, app_config: dict[str, Any], tmp_path: Path) -> None:
+    """One gunicorn worker (4 threads) serving a request all along: an ordinary event waits about the allowance
+    and no longer; a connection deactivated just after its activation does not wait it (the deprovisioning thread
+    takes the activation, its key's head, then the deactivation: a break-it review measured 1.9-5.1 s before);
+    and with nothing in flight an event is applied at once."""
     mirror_all(app)
-    give_way = 1.5
-    settings_ = app_settings(app_config, HATIDATA_INBOX_APPLIERS=1, HATIDATA_INBOX_POLL_INTERVAL=30,
-                             HATIDATA_INBOX_GIVE_WAY=give_way)
+    give_way = 4.0
+    # No poll: a thread gives way from the wake-up of the event measured, not from a poll before it.
+    settings_ = app_settings(app_config, HATIDATA_INBOX_APPLIERS=1, HATIDATA_INBOX_GIVE_WAY=give_way,
+                             HATIDATA_INBOX_POLL_INTERVAL=60)
     secret = app.config["WORKOS_WEBHOOK_SECRET"]
-    with AppProcess(settings_, tmp_path / "gunicorn", workers=2, name="give-way") as server:
-        assert _applied_after(app, secret, server, user_event(f"Q{uuid.uuid4().hex[:8]}", 1)) < give_way
-        stop = threading.Event()
-
-        def load() -> None:
-            with httpx2.Client(timeout=10) as client:
-                while not stop.is_set():
-                    client.get(f"{server.url}/healthz")
-
-        threads = [threading.Thread(target=load) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        try:
-            time.sleep(0.5)
-            waits = [_applied_after(app, secret, server, user_event(f"L{n}{uuid.uuid4().hex[:8]}", 1))
-                     for n in range(3)]
-        finally:
-            stop.set()
-            for thread in threads:
-                thread.join()
-    # Each within the allowance, a wake-up's coalescing and a batch (loaded machine: a generous margin).
-    assert max(waits) < give_way + 2.5, waits
+    organization = "org_01HTDQ8A100000000000000001"
+    with AppProcess(settings_, tmp_path / "gunicorn", workers=1, threads=4, name="give-way") as server:
+        assert _applied_after(app, secret, server, user_event(f"Q{uuid.uuid4().hex[:8]}", 1)) < give_way / 2
+        with _a_request_in_flight(server):
+            ordinary = _applied_after(app, secret, server, user_event(f"L{uuid.uuid4().hex[:8]}", 1))
+            revoking = []
+            for _ in range(3):
+                activated, deactivated = _connection_events(organization)
+                _post(server, secret, activated)
+                revoking.append(_applied_after(app, secret, server, deactivated))
+    assert give_way * 0.8 <= ordinary < give_way + 2.0, ordinary
+    assert max(revoking) < give_way / 2, revoking
