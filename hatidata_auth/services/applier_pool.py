@@ -113,9 +113,10 @@ class GiveWay:
     *gauge* says busy, at most *seconds* in all from the moment it first gave way until it finds the inbox empty
     (:meth:`caught_up`). An acknowledgement costs one insert and an applied event several statements: on a busy
     machine the acknowledgements of a burst go first, and events wait at most *seconds* longer to be applied (a
-    longer burst is then applied alongside, as without giving way). Events that take access away are never
-    held: the request applies a person's (``inbox_runtime.acknowledged``) and the revoking thread does not give
-    way. *seconds* 0: never wait. One per thread: not thread-safe."""
+    longer burst is then applied alongside, as without giving way). Events declared as taking access away are not
+    held: the request applies a person's (``inbox_runtime.acknowledged``), and the revoking thread, which does not
+    give way, takes the head of every key holding one (``inbox_claim.claim``). *seconds* 0: never wait. One per
+    thread: not thread-safe."""
 
     def __init__(self, gauge: RequestGauge | None, seconds: float, clock: Callable[[], float] = time.monotonic,
                  step: float = GIVE_WAY_STEP) -> None:
@@ -170,7 +171,7 @@ class ApplierPool:
     batches in progress (it never lingers).
 
     *listen_dsn* (a libpq connection string) adds a thread that ``LISTEN``\\ s on the inbox channel and wakes
-    them on every ``NOTIFY``.
+    them on a ``NOTIFY`` (then once more for those that came in the next :data:`WAKE_COALESCE` seconds).
 
     With a *gauge* (the process's requests), a thread other than the revoking one gives way to them for at most
     *give_way* seconds per backlog (:class:`GiveWay`); *on_give_way* is told each wait's seconds.

@@ -142,8 +142,8 @@ def store(session: Session, payload: dict[str, Any], *, source: str = "webhook",
     statement) and, on PostgreSQL with *notify*, the ``NOTIFY`` that wakes other processes' appliers when the
     transaction commits (a caller whose own process runs appliers wakes them itself and passes ``False``: a
     ``NOTIFY`` per event cost the listening processes and the database more than the insert; an event that may take
-    access away notifies whatever *notify* says). With traces on,
-    the current trace context is kept with it: its application continues the webhook's trace.
+    access away notifies whatever *notify* says). With traces on, the current trace context is kept with it: its
+    application continues the webhook's trace.
     """
     handled = handler_for(payload["event"]) is not None
     params = {**_derived_values(payload), "status": "received" if handled else "ignored", "source": source,

@@ -141,7 +141,7 @@ def claim(session: Session, limit: int = DEFAULT_BATCH, *, revoking_only: bool =
         if not params["heads"]:
             return []
         # The few heads free to take, sorted here: ordered in SQL, the planner read the whole backlog in claim order
-        # to find them.
+        # to find them. Those past *limit* stay locked until this batch ends (the next one takes them).
         found = session.execute(candidates_query, params).all()
         candidates = [r.id for r in sorted(found, key=lambda r: (not r.revokes, r.at, r.id))][:min(limit, MAX_CLAIM)]
     elif postgres:
