@@ -101,10 +101,11 @@ def runtime() -> AuthRuntime:
 
 def get_identity() -> Identity | None:
     """The caller's identity (resolved once per request), or ``None`` when no credential was presented."""
-    found = request.environ.get("hatidata.identity", _MISSING)
+    environ = request.environ
+    found = environ.get("hatidata.identity", _MISSING)
     if found is _MISSING:
         found = _resolve()
-        request.environ["hatidata.identity"] = found
+        environ["hatidata.identity"] = found
     return cast("Identity | None", found)
 
 
@@ -118,17 +119,19 @@ def request_cause(*, reason: str | None = None) -> Cause:
 
 def _resolve() -> Identity | None:
     rt = runtime()
-    header = request.headers.get("Authorization")
+    req = request._get_current_object()  # type: ignore[attr-defined]  # read once: the hottest path
+    environ = req.environ
+    header = environ.get("HTTP_AUTHORIZATION")  # request.headers' value, without building the header view
     if header:
         scheme, _, credential = header.partition(" ")
         credential = credential.strip()
         if scheme.lower() != "bearer" or not credential:
             raise Unauthenticated("Use 'Authorization: Bearer <token>'.", reason="malformed", clear_cookie=False)
-        request.environ["hatidata.credential"] = "bearer"
+        environ["hatidata.credential"] = "bearer"
         if looks_like_key(credential):
             return _from_api_key(rt, credential)
         memo = rt.identities.key(b"b", credential)
-        remembered = rt.identities.get(memo, request.remote_addr)
+        remembered = rt.identities.get(memo, req.remote_addr)
         if remembered is not None:
             return cast(Identity, remembered)
         epoch = rt.identities.epoch()
@@ -138,18 +141,18 @@ def _resolve() -> Identity | None:
             exc.clear_cookie = False
             raise
         return _from_session_claims(rt, claims, (memo, epoch))
-    cookie = request.cookies.get(rt.cookie_name)
+    cookie = req.cookies.get(rt.cookie_name) if environ.get("HTTP_COOKIE") else None
     if cookie:
-        request.environ["hatidata.credential"] = "cookie"
+        environ["hatidata.credential"] = "cookie"
         memo = rt.identities.key(b"c", cookie)
-        remembered = rt.identities.get(memo, request.remote_addr)
+        remembered = rt.identities.get(memo, req.remote_addr)
         if remembered is not None:
             return cast(Identity, remembered)
         try:
             return _from_cookie(rt, (memo, rt.identities.epoch()))
         except Unauthenticated as exc:
             if exc.clear_cookie:
-                request.environ["hatidata.clear_cookie"] = True
+                environ["hatidata.clear_cookie"] = True
             raise
     return None
 
@@ -281,8 +284,10 @@ def require_recent_authentication(identity: Identity | None = None) -> None:
 
 def _step_up(permissions: tuple[str, ...] = ()) -> Any:
     """Apply the step-up rule when the request is sensitive: ``None`` to go on, or the browser's redirect."""
-    rule = request.url_rule.rule if request.url_rule is not None else None
-    if not step_up.is_sensitive(request.endpoint, request.method, permissions, rule):
+    req = request._get_current_object()  # type: ignore[attr-defined]
+    url_rule = req.url_rule
+    if not step_up.is_sensitive(req.endpoint, req.method, permissions,
+                                url_rule.rule if url_rule is not None else None):
         return None
     try:
         require_recent_authentication()
@@ -297,7 +302,8 @@ def _require_identity() -> Identity:
     identity = get_identity()
     if identity is None:
         raise Unauthenticated("Authentication required.", reason="missing", clear_cookie=False)
-    if request.environ.get("hatidata.credential") == "cookie" and request.method not in SAFE_METHODS:
+    req = request._get_current_object()  # type: ignore[attr-defined]
+    if req.environ.get("hatidata.credential") == "cookie" and req.method not in SAFE_METHODS:
         csrf.protect()
     return identity
 

@@ -34,11 +34,12 @@ WORKOS_DEFAULT_ORIGIN = "https://api.workos.com"
 
 
 def _carries_credentials(response: Response) -> bool:
-    environ = request.environ
+    req = request._get_current_object()  # type: ignore[attr-defined]
+    environ = req.environ
     if environ.get("hatidata.credential") or environ.get("HTTP_AUTHORIZATION"):
         return True
     cookie = str(current_app.config.get("HATIDATA_COOKIE_NAME") or DEFAULTS["HATIDATA_COOKIE_NAME"])
-    if environ.get("HTTP_COOKIE") and cookie in request.cookies:  # no Cookie header: nothing to parse
+    if environ.get("HTTP_COOKIE") and cookie in req.cookies:  # no Cookie header: nothing to parse
         return True
     return any(value.startswith(f"{cookie}=") for value in response.headers.getlist("Set-Cookie"))
 
@@ -49,11 +50,15 @@ def mark_private(response: Response) -> Response:
     browser or shared cache may keep or hand on a caller's data."""
     if _carries_credentials(response):
         headers = response.headers
-        headers["Cache-Control"] = "no-store"
-        if "Vary" in headers:
+        present = {name.lower() for name, _ in headers}  # read once (each test or set scans them all)
+        if "cache-control" in present:
+            headers["Cache-Control"] = "no-store"
+        else:
+            headers.add("Cache-Control", "no-store")
+        if "vary" in present:
             response.vary.update(PRIVATE_VARY)
         else:  # the usual case, set as the merge would set it without parsing and rewriting a header set
-            headers["Vary"] = _PRIVATE_VARY_HEADER
+            headers.add("Vary", _PRIVATE_VARY_HEADER)
     return response
 
 

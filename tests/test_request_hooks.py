@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
-from hatidata_auth.request_hooks import HSTS, SECURITY_HEADERS, CookieSessionInterface, add_missing
+from hatidata_auth.request_hooks import HSTS, SECURITY_HEADERS, CookieSessionInterface, add_missing, mark_private
 from tests.auth_support import login, sync_organizations
 from tests.test_no_leaks import _get_routes
 
@@ -76,6 +76,22 @@ def test_an_answer_to_any_presented_credential_is_never_cached(app: Flask, heade
         assert (response.headers.get("Cache-Control") == "no-store") is private, (path, headers, cookies)
         if private:
             assert {"Cookie", "Authorization"} <= set(response.vary), path
+
+
+@settings(max_examples=80, deadline=None)
+@given(cache=st.none() | st.sampled_from(["public, max-age=60", "private", "no-cache"]),
+       vary=st.none() | st.lists(st.sampled_from(["Accept", "Origin", "Cookie", "accept-encoding"]), min_size=1,
+                                 max_size=3),
+       casing=st.sampled_from([str.lower, str.upper, str]),
+       credential=st.sampled_from([{"HTTP_AUTHORIZATION": "Bearer x"}, {"HTTP_COOKIE": "hatidata_session=s"}]))
+def test_a_credentialed_answer_is_private_whatever_headers_the_view_set(
+        cache: str | None, vary: list[str] | None, casing: Any, credential: dict[str, str]) -> None:
+    own = ([(casing("Cache-Control"), cache)] if cache else []) + ([(casing("Vary"), ", ".join(vary))] if vary else [])
+    with Flask(__name__).test_request_context("/healthz", environ_base=credential):
+        response = mark_private(Response("x", headers=own))
+    assert response.headers.getlist("Cache-Control") == ["no-store"]
+    assert _count(response, "Vary") == 1
+    assert {v.lower() for v in response.vary} == {v.lower() for v in (vary or [])} | {"cookie", "authorization"}
 
 
 def _session_app(interface: SecureCookieSessionInterface, secret: str | None) -> Flask:

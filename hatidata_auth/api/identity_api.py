@@ -147,11 +147,12 @@ def me() -> Response:
     # Already in the documented shape: answering it directly skips a marshmallow dump on the hottest route.
     identity = get_identity()
     assert identity is not None  # the guard let the request through
-    provider = current_app.json
+    app = current_app._get_current_object()  # type: ignore[attr-defined]  # once: the hottest route
+    provider = app.json
     rendering = (type(provider), getattr(provider, "compact", None), getattr(provider, "sort_keys", None),
-                 getattr(provider, "ensure_ascii", None), current_app.debug)
-    return current_app.response_class(_me_body(runtime().me_bodies, identity, rendering),
-                                      mimetype=getattr(provider, "mimetype", "application/json"))
+                 getattr(provider, "ensure_ascii", None), app.debug)
+    return app.response_class(_me_body(app.extensions["hatidata_auth"].me_bodies, identity, rendering),
+                              mimetype=getattr(provider, "mimetype", "application/json"))
 
 
 def _me_body(bodies: LocalCache[bytes], identity: Identity, rendering: tuple[Any, ...]) -> bytes:
