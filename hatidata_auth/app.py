@@ -6,7 +6,9 @@ import os
 from collections.abc import Callable, Mapping
 from inspect import iscoroutinefunction
 from pathlib import Path
+from types import FunctionType, MethodType
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from flask import Flask
 
@@ -27,22 +29,22 @@ class HatiDataFlask(Flask):
 
     Flask calls :meth:`ensure_sync` (its documented override point) for every hook and view of every request, and
     it asks ``inspect.iscoroutinefunction`` each time: 17 times for an API call, about 4 % of a request's CPU under
-    a profiler. The answer for a function never changes, so it is kept, for at most :attr:`SYNC_CHECKED_MAX`
-    functions (the registered hooks, views and handlers; a callable that cannot be a key is asked every time).
-    A coroutine function is handed to :meth:`async_to_sync` as Flask does.
+    a profiler. The answer for a plain function or a bound method is kept, by weak reference (a callable made per
+    request, such as an ``after_this_request`` closure or a class-based view's bound method, is dropped with its
+    request and holds nothing alive), for at most :attr:`SYNC_CHECKED_MAX` live ones. Any other callable is asked
+    every time, as Flask asks; a coroutine function is handed to :meth:`async_to_sync` as Flask does.
     """
 
     SYNC_CHECKED_MAX = 4096
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._sync_checked: dict[Callable[..., Any], bool] = {}
+        self._sync_checked: WeakKeyDictionary[Callable[..., Any], bool] = WeakKeyDictionary()
 
     def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
-        try:
-            coroutine = self._sync_checked.get(func)
-        except TypeError:  # unhashable
+        if type(func) not in (FunctionType, MethodType):  # identity-compared callables only
             return super().ensure_sync(func)
+        coroutine = self._sync_checked.get(func)
         if coroutine is None:
             coroutine = iscoroutinefunction(func)
             if len(self._sync_checked) < self.SYNC_CHECKED_MAX:

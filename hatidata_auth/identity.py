@@ -121,7 +121,7 @@ def _resolve() -> Identity | None:
     rt = runtime()
     req = request._get_current_object()  # type: ignore[attr-defined]  # read once: the hottest path
     environ = req.environ
-    header = environ.get("HTTP_AUTHORIZATION")  # request.headers' value, without building the header view
+    header = req.headers.get("Authorization")  # through the request class (a host app's may supply it)
     if header:
         scheme, _, credential = header.partition(" ")
         credential = credential.strip()
@@ -141,7 +141,7 @@ def _resolve() -> Identity | None:
             exc.clear_cookie = False
             raise
         return _from_session_claims(rt, claims, (memo, epoch))
-    cookie = req.cookies.get(rt.cookie_name) if environ.get("HTTP_COOKIE") else None
+    cookie = req.cookies.get(rt.cookie_name)
     if cookie:
         environ["hatidata.credential"] = "cookie"
         memo = rt.identities.key(b"c", cookie)

@@ -4,7 +4,6 @@ authenticated responses."""
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,6 +14,7 @@ from flask.wrappers import Request
 
 from .causes import RequestInfo
 from .config import DEFAULTS
+from .random_ids import uuid4_hex
 
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
 
@@ -111,7 +111,7 @@ def register_request_hooks(app: Flask) -> None:
     def assign_request_id() -> None:
         incoming = request.headers.get("X-Request-ID", "")
         # Only accept an upstream id of a safe shape: it ends up in logs and audit events.
-        g.request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        g.request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid4_hex()
 
     @app.after_request
     def add_headers(response: Response) -> Response:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 
 from sqlalchemy import DateTime, ForeignKey, String, TypeDecorator
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
+
+from ..random_ids import uuid4_hex
 
 
 def utcnow() -> datetime:
@@ -16,8 +17,8 @@ def utcnow() -> datetime:
 
 
 def new_id(prefix: str) -> str:
-    """Return a new public identifier such as ``org_3f2a…`` (prefix + 128 random bits)."""
-    return f"{prefix}_{uuid.uuid4().hex}"
+    """Return a new public identifier such as ``org_3f2a…`` (prefix + a version-4 UUID's 32 hex digits)."""
+    return f"{prefix}_{uuid4_hex()}"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
