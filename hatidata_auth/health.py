@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .config import DEFAULTS
 from .extensions import cache, db, never_rate_limited
+from .random_ids import uuid4_hex
 from .workos import WorkOSFailure
 
 bp = Blueprint("health", __name__)
@@ -49,7 +49,7 @@ class CacheNotKept(Exception):
 
 
 def _check_cache() -> None:
-    key = f"readyz:{uuid.uuid4().hex}"
+    key = f"readyz:{uuid4_hex()}"
     if not cache.set(key, "1", timeout=10) or cache.get(key) != "1":
         raise CacheNotKept("cache did not keep a value")
     cache.delete(key)

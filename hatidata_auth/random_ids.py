@@ -5,7 +5,8 @@ lock. In a process whose background threads (appliers, revocation listener, audi
 request ids and row ids made that way cost 15-30 µs of the process's CPU per request, against 0.45 µs for the same
 read alone (measured 2026-12-04, issue #14). :func:`uuid4_hex` draws the same 16 random bytes from a block of
 :data:`BLOCK` bytes read with one ``os.urandom`` call, under a lock; a forked child starts with an empty block (and
-a new lock), so no two processes hand out the same bytes.
+a new lock), so no two processes hand out the same bytes. Every random id of the app comes from here (row ids,
+request ids, fan-out job ids, the readiness probe's key); secrets still come from :mod:`secrets`.
 """
 
 from __future__ import annotations

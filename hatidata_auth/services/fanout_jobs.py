@@ -17,7 +17,6 @@ mappings, the directory handlers) can queue a job.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -30,6 +29,7 @@ from ..causes import Cause
 from ..config import DEFAULTS
 from ..models import Membership, WebhookEvent, utcnow
 from ..models.inbox import INBOX_CHANNEL, INTERNAL_SOURCE
+from ..random_ids import uuid4_hex
 from ..trace_context import carrier
 
 JOB_TYPE = "hatidata.recompute_members"
@@ -205,7 +205,7 @@ def insert_job(session: Session, job_type: str, *, organization_id: str, data: d
     assert job_type.startswith(INTERNAL_NAMESPACE), job_type
     now = utcnow()
     at = max(now, not_before) if not_before is not None else now
-    event_id = f"{JOB_ID_PREFIX}{uuid.uuid4().hex}"
+    event_id = f"{JOB_ID_PREFIX}{uuid4_hex()}"
     payload = {"id": event_id, "event": job_type, "created_at": at.isoformat(), "data": data}
     session.execute(insert(WebhookEvent.__table__).values(
         event_id=event_id, event_type=job_type, organization_id=organization_id, payload=payload,
