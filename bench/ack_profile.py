@@ -9,7 +9,8 @@ profile in ``pstats`` format, to read with ``pstats.Stats(FILE).print_callees(..
 
 ``--apply``: the appliers instead (issue #14). The events are posted with the appliers off, then drained in this
 process by ``inbox_worker.drain`` (batches of ``--batch`` events), first as ``dsync.user.created`` of new users, then
-as ``dsync.user.updated`` of the same users; prints the applier's CPU seconds per applied event of each, as a ratio
+as ``dsync.user.updated`` of the same users; prints the applier's CPU seconds and SQL statements per applied event
+of each (the statements do not depend on the machine's load), the CPU as a ratio
 to the minimal pipeline's CPU per request measured in the same round (the minimal pipeline does all of its work
 per request; ``minimal/applier`` is the applied events/s one core sustains relative to it), and the profile of a
 drain of created events.
@@ -30,6 +31,7 @@ from typing import Any
 
 from flask_migrate import upgrade
 from sqlalchemy import create_engine
+from sqlalchemy import event as sa_event
 
 from bench import minimal_pipeline
 from bench.dsync_bench import SECRET, app_config, private_database, user_payload
@@ -72,21 +74,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _drain(app: Any, ours: Any, bodies: list[str], batch: int, profiler: cProfile.Profile | None = None) -> float:
-    """Post *bodies* (appliers off), then apply them all in this process; CPU seconds per applied event."""
+def _drain(app: Any, ours: Any, bodies: list[str], batch: int,
+           profiler: cProfile.Profile | None = None) -> tuple[float, float]:
+    """Post *bodies* (appliers off), then apply them all in this process; CPU seconds and SQL statements (every
+    execution sent to the database, an ``executemany`` counting once) per applied event."""
     _post_all(ours, bodies)
+    statements = [0]
+
+    def count(*_args: Any) -> None:
+        statements[0] += 1
+
     with app.app_context():
         client = app.extensions["hatidata_workos"].client
-        start = time.process_time()
-        if profiler is not None:
-            profiler.enable()
-        applied = inbox_worker.drain(db.session(), client, limit=batch)
-        if profiler is not None:
-            profiler.disable()
-        cpu = time.process_time() - start
+        sa_event.listen(db.engine, "before_cursor_execute", count)
+        try:
+            start = time.process_time()
+            if profiler is not None:
+                profiler.enable()
+            applied = inbox_worker.drain(db.session(), client, limit=batch)
+            if profiler is not None:
+                profiler.disable()
+            cpu = time.process_time() - start
+        finally:
+            sa_event.remove(db.engine, "before_cursor_execute", count)
         db.session.remove()
     assert applied == len(bodies), f"applied {applied} of {len(bodies)} events"
-    return cpu / applied
+    return cpu / applied, statements[0] / applied
 
 
 def _apply_rounds(app: Any, minimal: Any, ours: Any, args: argparse.Namespace) -> cProfile.Profile:
@@ -94,11 +107,12 @@ def _apply_rounds(app: Any, minimal: Any, ours: Any, args: argparse.Namespace) -
     _drain(app, ours, _bodies(min(200, n), 900_000), args.batch)  # warm: statements compiled, caches filled
     for r in range(3):  # interleaved with the baseline, against the drift of a shared machine
         base = _post_all(minimal, _bodies(n, 600_000 + r * n), args.duration)
-        created = _drain(app, ours, _bodies(n, r * n), args.batch)
-        updated = _drain(app, ours, _bodies(n, r * n, version=1), args.batch)
+        created, created_sql = _drain(app, ours, _bodies(n, r * n), args.batch)
+        updated, updated_sql = _drain(app, ours, _bodies(n, r * n, version=1), args.batch)
         print(f"round {r}: minimal {base * 1e3:.3f} ms CPU/request; applier created {created * 1e3:.3f} ms CPU/event "
-              f"(minimal/applier {base / created:.2f}), updated {updated * 1e3:.3f} ms (minimal/applier "
-              f"{base / updated:.2f})", flush=True)
+              f"(minimal/applier {base / created:.2f}, {created_sql:.2f} statements/event), updated "
+              f"{updated * 1e3:.3f} ms (minimal/applier {base / updated:.2f}, {updated_sql:.2f} statements/event)",
+              flush=True)
     profiler = cProfile.Profile(time.process_time)
     _drain(app, ours, _bodies(n, 500_000), args.batch, profiler)
     return profiler

@@ -95,10 +95,14 @@ def reads_flushed(session: Session, *models: type[Any]) -> Mapping[str, Any]:
     An applier's batch changes rows of one table in every event; flushing them before each event's next query
     sent one statement per row, where the batch's commit sends one per table. A query that reads none of the
     changed tables sees the same rows either way (objects the session holds keep their unflushed values)."""
+    return _DEFAULT if holds_unflushed(session, *models) else NO_AUTOFLUSH
+
+
+def holds_unflushed(session: Session, *models: type[Any]) -> bool:
+    """Whether *session* holds changes of *models*' rows not flushed yet (new, changed or deleted objects): a
+    statement sent on ``session.connection()`` does not see them."""
     pending = (session.new, session.dirty, session.deleted)
-    if any(isinstance(obj, models) for group in pending for obj in group):
-        return _DEFAULT
-    return NO_AUTOFLUSH
+    return any(isinstance(obj, models) for group in pending for obj in group)
 
 
 _COLUMN_KEYS: dict[type[Any], frozenset[str]] = {}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -17,6 +17,9 @@ from ...workos import WorkOSClient, WorkOSNotFound
 from .. import audit, domains, fanout_jobs, role_mapping
 from ..organizations import mirror_organization
 from .batch_scope import EventScope
+
+if TYPE_CHECKING:
+    from .directory_insert import InsertedUser
 
 
 class PayloadError(ValueError):
@@ -70,6 +73,9 @@ class EventContext:
     # when it found none; absent when not read that way.
     linked_memberships: dict[str, Membership | None] = field(default_factory=dict)
     memberships_by_user: dict[str, Membership | None] | None = None
+    # What the insert of a directory user (WorkOS id) found in the same statement (``directory_state.InsertedUser``),
+    # until its handler takes it.
+    inserted_users: dict[str, InsertedUser] = field(default_factory=dict)
     # Users this unit of work has just created and that have no membership yet (none can exist: the row is
     # not visible to any other transaction), so the membership lookup is skipped for them.
     new_user_ids: set[str] = field(default_factory=set)

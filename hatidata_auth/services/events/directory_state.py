@@ -11,7 +11,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, and_, bindparam, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from ...models import (
     DirectoryGroup,
@@ -23,11 +22,12 @@ from ...models import (
     new_id,
     utcnow,
 )
-from ...unit_of_work import NO_AUTOFLUSH, attach_inserted
+from ...unit_of_work import NO_AUTOFLUSH
 from .. import directory_names, freed_email_jobs, role_mapping
 from .. import directory_people as people
 from ..provisioning import set_access
 from .context import EventContext, directory_deleted, parse_time, require
+from .directory_insert import insert_directory_user
 
 DEPROVISIONED_STATES = ("inactive", "suspended")
 NAME_FIELDS = frozenset({"first_name", "last_name"})  # mirrored onto the person; they decide no access
@@ -84,16 +84,6 @@ def _locked_directory_user_statement() -> Select[DirectoryUser, User, Membership
                    DirectoryUser.workos_id == bindparam("workos_id")).with_for_update(of=DirectoryUser))
 
 
-@functools.cache
-def _insert_directory_user_statement(dialect: str) -> Any:
-    """``INSERT … ON CONFLICT DO NOTHING RETURNING id`` of a directory user (every column), built once per dialect
-    with bound parameters; run on the session's connection, it flushes nothing (``unit_of_work.attach_inserted``)."""
-    table = DirectoryUser.__table__
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return (insert(table).values({column.name: bindparam(column.name, type_=column.type) for column in table.c})
-            .on_conflict_do_nothing(index_elements=["organization_id", "workos_id"]).returning(table.c.id))
-
-
 def _audit_directory_user(ctx: EventContext, org: Organization, du: DirectoryUser, action: str,
                           changed_fields: list[str] | None = None) -> None:
     details: dict[str, Any] = {"workos_id": du.workos_id, "email": du.email, "state": du.state}
@@ -124,9 +114,7 @@ def upsert_directory_user(ctx: EventContext, org: Organization, data: dict[str, 
             values = {**fields, "id": new_id("du"), "organization_id": org.id, "workos_id": data["id"],
                       "version_at": version, "deleted_at": ctx.event_time if deleted else None, "user_id": None,
                       "resync_run_id": None, "created_at": now, "updated_at": now}
-            stmt = _insert_directory_user_statement(ctx.session.get_bind().dialect.name)
-            inserted = ctx.session.connection().execute(stmt, values).first()  # the session's would flush first
-            du = None if inserted is None else attach_inserted(ctx.session, DirectoryUser, values)
+            du = insert_directory_user(ctx, values)
             if du is not None:
                 ctx.access_changed, ctx.names_only = True, False
                 ctx.new_directory_user_ids.add(du.workos_id)

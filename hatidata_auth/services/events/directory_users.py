@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from ...models import DirectoryUser, Organization
 from .context import EventContext, directory_deleted, dsync_org, require
+from .directory_insert import inserted_user
 from .directory_state import locked_directory_user, mirror_settled_names, sync_member, upsert_directory_user
 from .registry import handles
 
@@ -58,7 +59,13 @@ def on_user_upsert(ctx: EventContext, data: dict[str, Any]) -> None:
     # A change of custom attributes alone needs no access work; one of names alone only their mirroring.
     settled = du is not None and changed and ctx.names_only and mirror_settled_names(ctx, org, du)
     if du is not None and changed and ctx.access_changed and not settled:
-        sync_member(ctx, org, du, reason=ctx.event_type)
+        # A directory user this event has just inserted: its insert found whether a person holds its email and
+        # whether it is in a live group, and nothing was written since (the two lookups are saved).
+        inserted = inserted_user(ctx, du)
+        if inserted is not None and inserted.no_person and du.email and du.email not in ctx.users_by_email:
+            ctx.users_by_email[du.email] = None
+        no_group = inserted is not None and inserted.no_group
+        sync_member(ctx, org, du, reason=ctx.event_type, groups=[] if no_group else None)
 
 
 @handles("dsync.user.deleted", revokes=True)
