@@ -26,8 +26,9 @@ chain's head were read once per event and batch, and the outcomes written once p
 
 STATEMENTS_PER_UPDATED_USER = {"postgresql": 3.25, "sqlite": 3.25}
 """A name change of a known, linked user, with the batch's share: measured 2.7 on PostgreSQL and 2.4 on SQLite on
-2026-12-04 (6.4 and 6.0 when last recorded here, by commits since not measured here; 8.4 and 8.0 before the directory user's lock read its person in the same statement, and the person's membership
-and the memberships hanging on the directory user were read by one query)."""
+2026-12-04 (6.4 and 6.0 when last recorded here, by commits since not measured here; 8.4 and 8.0 before the
+directory user's lock read its person in the same statement, and the person's membership and the memberships
+hanging on the directory user were read by one query)."""
 
 
 def _statements_of_one_batch(app: Flask, events: list[dict[str, Any]]) -> tuple[Counter[str], Any, str]:
