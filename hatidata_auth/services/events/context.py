@@ -73,7 +73,7 @@ class EventContext:
     # when it found none; absent when not read that way.
     linked_memberships: dict[str, Membership | None] = field(default_factory=dict)
     memberships_by_user: dict[str, Membership | None] | None = None
-    # What the insert of a directory user (WorkOS id) found in the same statement (``directory_state.InsertedUser``),
+    # What the insert of a directory user (WorkOS id) found in the same statement (``directory_insert.InsertedUser``),
     # until its handler takes it.
     inserted_users: dict[str, InsertedUser] = field(default_factory=dict)
     # Users this unit of work has just created and that have no membership yet (none can exist: the row is
