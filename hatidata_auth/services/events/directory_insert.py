@@ -1,9 +1,9 @@
 """The insert of a new directory user, which also answers the lookups its sync makes next (issue #14).
 
 ``events.directory_state.upsert_directory_user`` inserts a directory user it has not stored yet with one statement
-on the session's connection (:func:`insert_directory_user`); the same statement says whether a person holds its
-email and whether it is in a live group (:class:`InsertedUser`), which the ``dsync.user.*`` handler passes to
-``directory_state.sync_member`` instead of asking again.
+on the session's connection (:func:`insert_directory_user`); on SQLite the same statement says whether a person
+holds its email and whether it is in a live group (:class:`InsertedUser`), which the ``dsync.user.*`` handler passes
+to ``directory_state.sync_member`` instead of asking again. On PostgreSQL the handler asks (see the statement).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, exists, select, true
+from sqlalchemy import bindparam, exists, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ...models import DirectoryGroup, DirectoryGroupMembership, DirectoryUser, User
@@ -25,27 +25,29 @@ def _insert_directory_user_statement(dialect: str) -> Any:
     """``INSERT … ON CONFLICT DO NOTHING RETURNING`` of a directory user (every column), built once per dialect
     with bound parameters; run on the session's connection, it flushes nothing (``unit_of_work.attach_inserted``).
 
-    It returns the row's id and, in the same round trip, what ``directory_state.sync_member`` would read next for
-    the new directory user (:class:`InsertedUser`): whether no person holds its email and whether it is in no live
-    group (group memberships may be stored before their user)."""
+    On SQLite it returns the row's id and, in the same round trip, what ``directory_state.sync_member`` would read
+    next for the new directory user (:class:`InsertedUser`): whether no person holds its email and whether it is in
+    no live group (group memberships may be stored before their user). SQLite runs one writing transaction at a time,
+    so nothing another transaction commits can come between the statement's reads and its write.
+
+    On PostgreSQL it returns the id only: under READ COMMITTED the ``RETURNING`` clause reads the snapshot taken when
+    the statement started, and an insert that waited on another transaction's uncommitted row of the same key (then
+    rolled back) would report a state older than the commits made while it waited (a person a login created, a
+    group created: ``tests/test_inserted_user_race.py``), where the lookups in later statements see them."""
     table = DirectoryUser.__table__
+    values = {column.name: bindparam(column.name, type_=column.type) for column in table.c}
+    if dialect == "postgresql":
+        return (postgresql.insert(table).values(values)
+                .on_conflict_do_nothing(index_elements=["organization_id", "workos_id"]).returning(table.c.id))
     users, dgm, groups = User.__table__, DirectoryGroupMembership.__table__, DirectoryGroup.__table__
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     no_person = ~exists().where(users.c.email == bindparam("email", type_=table.c.email.type))
     org_id = bindparam("organization_id", type_=table.c.organization_id.type)
     of_user = (dgm.c.organization_id == org_id,
                dgm.c.user_workos_id == bindparam("workos_id", type_=table.c.workos_id.type), dgm.c.present.is_(True))
-    if dialect == "postgresql":  # each membership's group probed by its key (a lateral lookup), as
-        # ``resync_state.groups_of_user_statement`` does: as a plain semi-join, a plan made without statistics read
-        # the organization's every group
-        group = (select(groups.c.workos_id).where(
-            groups.c.organization_id == dgm.c.organization_id, groups.c.workos_id == dgm.c.group_workos_id,
-            groups.c.deleted_at.is_(None)).limit(1).lateral())
-        no_group = ~exists(select(group.c.workos_id).select_from(dgm).join(group, true()).where(*of_user))
-    else:  # SQLite's RETURNING names columns unqualified: no subquery may refer to an outer one
-        no_group = ~exists().where(groups.c.organization_id == org_id, groups.c.deleted_at.is_(None),
-                                   groups.c.workos_id.in_(select(dgm.c.group_workos_id).where(*of_user)))
-    return (insert(table).values({column.name: bindparam(column.name, type_=column.type) for column in table.c})
+    # SQLite's RETURNING names columns unqualified: no subquery may refer to an outer one
+    no_group = ~exists().where(groups.c.organization_id == org_id, groups.c.deleted_at.is_(None),
+                               groups.c.workos_id.in_(select(dgm.c.group_workos_id).where(*of_user)))
+    return (sqlite.insert(table).values(values)
             .on_conflict_do_nothing(index_elements=["organization_id", "workos_id"])
             .returning(table.c.id, no_person.label("no_person"), no_group.label("no_group")))
 
@@ -79,11 +81,12 @@ def inserted_user(ctx: EventContext, du: DirectoryUser) -> InsertedUser | None:
 def insert_directory_user(ctx: EventContext, values: dict[str, Any]) -> DirectoryUser | None:
     """Insert a directory user with *values* (every column) unless its ``(organization_id, workos_id)`` is stored
     (``None`` then: a concurrent first event won); the row as the session holds it, what the insert found kept for
-    :func:`inserted_user`. Flushes nothing (``unit_of_work.attach_inserted``)."""
-    stmt = _insert_directory_user_statement(ctx.session.get_bind().dialect.name)
-    inserted = ctx.session.connection().execute(stmt, values).first()  # the session's would flush first
-    if inserted is None:
+    :func:`inserted_user` (on SQLite). Flushes nothing (``unit_of_work.attach_inserted``)."""
+    dialect = ctx.session.get_bind().dialect.name
+    inserted = ctx.session.connection().execute(_insert_directory_user_statement(dialect), values).first()
+    if inserted is None:  # (the session's execute would have flushed first)
         return None
     du = attach_inserted(ctx.session, DirectoryUser, values)
-    _note_inserted(ctx, du, inserted)
+    if dialect != "postgresql":  # PostgreSQL's insert answers nothing (see the statement)
+        _note_inserted(ctx, du, inserted)
     return du

@@ -1,0 +1,155 @@
+"""A directory user's insert that waited (PostgreSQL, issue #14): the applier's ``INSERT … ON CONFLICT DO NOTHING``
+of a new user waits on another transaction's uncommitted row of the same (organization, WorkOS id), which then rolls
+back. What is committed meanwhile must count: a person a login created with the user's email (one person per email),
+a group created or deleted (the role of the user's live groups).
+
+Found by a break-it review: answering the person and group lookups in the insert's own ``RETURNING`` clause read the
+snapshot of the statement's start, older than those commits (``events.directory_insert``, SQLite only since).
+Each test fails with that answer used on PostgreSQL."""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import select, text
+
+from hatidata_auth.extensions import db
+from hatidata_auth.models import (
+    DirectoryGroup,
+    DirectoryGroupMembership,
+    DirectoryUser,
+    Membership,
+    Organization,
+    User,
+    new_id,
+    utcnow,
+)
+from hatidata_auth.services import inbox, inbox_worker
+from tests.test_inbox_batch_scope import ACME, ADMINS, DIRECTORIES, _prepare
+
+pytestmark = pytest.mark.postgres
+EMAIL = "pat@shared.test"
+USER = "directory_user_RACE1"
+
+
+def _user_created(n: int) -> dict[str, Any]:
+    stamp = f"2030-03-01T00:00:{n:02d}.000Z"
+    return {"id": f"event_RACE{n:04d}", "event": "dsync.user.created", "created_at": stamp,
+            "data": {"object": "directory_user", "id": USER, "directory_id": DIRECTORIES[ACME],
+                     "organization_id": ACME, "idp_id": "r1", "email": EMAIL, "first_name": "P", "last_name": "R",
+                     "state": "active", "custom_attributes": {}, "raw_attributes": {},
+                     "created_at": stamp, "updated_at": stamp}}
+
+
+def _blocked_insert(org_id: str) -> Any:
+    """Another transaction inserts the same directory user and keeps its transaction open."""
+    conn = db.engine.connect()
+    conn.execute(DirectoryUser.__table__.insert().values(
+        id=new_id("du"), organization_id=org_id, workos_id=USER, directory_id=DIRECTORIES[ACME], state="active",
+        attributes={}, created_at=utcnow(), updated_at=utcnow()))
+    return conn
+
+
+def _wait_for_lock_wait() -> None:
+    for _ in range(100):
+        with db.engine.connect() as c:
+            n = c.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                              "AND query ILIKE 'INSERT INTO directory_users%'"))
+        if n:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the applier's insert never waited")
+
+
+def _run(app: Flask, meanwhile: Any) -> None:
+    with app.app_context():
+        org_id = db.session.scalar(select(Organization.id).where(Organization.workos_organization_id == ACME))
+        inbox.store(db.session(), _user_created(1))
+        db.session.remove()
+        other = _blocked_insert(org_id)
+        errors: list[BaseException] = []
+
+        def applier() -> None:
+            try:
+                with app.app_context():
+                    inbox_worker.apply_batch(db.session(), app.extensions["hatidata_workos"].client, limit=20)
+                    db.session.remove()
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+
+        t = threading.Thread(target=applier)
+        t.start()
+        _wait_for_lock_wait()
+        meanwhile(org_id)  # committed while the applier's insert waits
+        other.rollback()  # the concurrent insert is abandoned: the applier's insert goes ahead
+        other.close()
+        t.join(30)
+        assert not errors, errors
+
+
+def test_a_person_committed_while_the_insert_waited_is_found(app: Flask) -> None:
+    _prepare(app)
+
+    def login(_org_id: str) -> None:
+        s = db.session()
+        s.add(User(email=EMAIL, workos_user_id="user_login_1"))
+        s.commit()
+        db.session.remove()
+
+    _run(app, login)
+    with app.app_context():
+        people = list(db.session.scalars(select(User.id).where(User.email == EMAIL)))
+        assert len(people) == 1, f"{len(people)} persons hold {EMAIL}"
+
+
+def test_a_group_deleted_while_the_insert_waited_gives_no_role(app: Flask) -> None:
+    _prepare(app)
+    with app.app_context():
+        s = db.session()
+        org_id = s.scalar(select(Organization.id).where(Organization.workos_organization_id == ACME))
+        s.add(DirectoryGroup(organization_id=org_id, workos_id=ADMINS, directory_id=DIRECTORIES[ACME],
+                             name="HatiData Admins", idp_id="HatiData Admins"))
+        s.add(DirectoryGroupMembership(organization_id=org_id, group_workos_id=ADMINS, user_workos_id=USER,
+                                       present=True))
+        s.commit()
+        db.session.remove()
+
+    def delete_group(org_id: str) -> None:
+        s = db.session()
+        g = s.scalar(select(DirectoryGroup).where(DirectoryGroup.organization_id == org_id))
+        g.deleted_at = utcnow()
+        s.commit()
+        db.session.remove()
+
+    _run(app, delete_group)
+    with app.app_context():
+        roles = [(m.role, m.status) for m in db.session.scalars(select(Membership))]
+        assert roles == [("viewer", "active")], roles
+
+
+def test_a_group_created_while_the_insert_waited_gives_its_role(app: Flask) -> None:
+    """The user's group membership was stored before its group (membership events may come first); the group is
+    created (dsync.group.created committed by another applier) while the user's insert waits."""
+    _prepare(app)
+    with app.app_context():
+        s = db.session()
+        org_id = s.scalar(select(Organization.id).where(Organization.workos_organization_id == ACME))
+        s.add(DirectoryGroupMembership(organization_id=org_id, group_workos_id=ADMINS, user_workos_id=USER,
+                                       present=True))
+        s.commit()
+        db.session.remove()
+
+    def create_group(org_id: str) -> None:
+        s = db.session()
+        s.add(DirectoryGroup(organization_id=org_id, workos_id=ADMINS, directory_id=DIRECTORIES[ACME],
+                             name="HatiData Admins", idp_id="HatiData Admins"))
+        s.commit()
+        db.session.remove()
+
+    _run(app, create_group)
+    with app.app_context():
+        roles = [(m.role, m.status) for m in db.session.scalars(select(Membership))]
+        assert roles == [("admin", "active")], roles
