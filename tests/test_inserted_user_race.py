@@ -105,17 +105,33 @@ def test_a_person_committed_while_the_insert_waited_is_found(app: Flask) -> None
         assert len(people) == 1, f"{len(people)} persons hold {EMAIL}"
 
 
-def test_a_group_deleted_while_the_insert_waited_gives_no_role(app: Flask) -> None:
-    _prepare(app)
+def _admins(org_id: str) -> DirectoryGroup:
+    return DirectoryGroup(organization_id=org_id, workos_id=ADMINS, directory_id=DIRECTORIES[ACME],
+                          name="HatiData Admins", idp_id="HatiData Admins")
+
+
+def _stored_before(app: Flask, *, group: bool) -> None:
+    """The user's membership of Acme's admins stored before the user (membership events may come first), and the
+    group itself when *group*."""
     with app.app_context():
         s = db.session()
         org_id = s.scalar(select(Organization.id).where(Organization.workos_organization_id == ACME))
-        s.add(DirectoryGroup(organization_id=org_id, workos_id=ADMINS, directory_id=DIRECTORIES[ACME],
-                             name="HatiData Admins", idp_id="HatiData Admins"))
+        if group:
+            s.add(_admins(org_id))
         s.add(DirectoryGroupMembership(organization_id=org_id, group_workos_id=ADMINS, user_workos_id=USER,
                                        present=True))
         s.commit()
         db.session.remove()
+
+
+def _roles(app: Flask) -> list[tuple[str | None, str]]:
+    with app.app_context():
+        return [(m.role, m.status) for m in db.session.scalars(select(Membership))]
+
+
+def test_a_group_deleted_while_the_insert_waited_gives_no_role(app: Flask) -> None:
+    _prepare(app)
+    _stored_before(app, group=True)
 
     def delete_group(org_id: str) -> None:
         s = db.session()
@@ -125,31 +141,19 @@ def test_a_group_deleted_while_the_insert_waited_gives_no_role(app: Flask) -> No
         db.session.remove()
 
     _run(app, delete_group)
-    with app.app_context():
-        roles = [(m.role, m.status) for m in db.session.scalars(select(Membership))]
-        assert roles == [("viewer", "active")], roles
+    assert _roles(app) == [("viewer", "active")]
 
 
 def test_a_group_created_while_the_insert_waited_gives_its_role(app: Flask) -> None:
-    """The user's group membership was stored before its group (membership events may come first); the group is
-    created (dsync.group.created committed by another applier) while the user's insert waits."""
+    """The group is created (``dsync.group.created`` committed by another applier) while the user's insert waits."""
     _prepare(app)
-    with app.app_context():
-        s = db.session()
-        org_id = s.scalar(select(Organization.id).where(Organization.workos_organization_id == ACME))
-        s.add(DirectoryGroupMembership(organization_id=org_id, group_workos_id=ADMINS, user_workos_id=USER,
-                                       present=True))
-        s.commit()
-        db.session.remove()
+    _stored_before(app, group=False)
 
     def create_group(org_id: str) -> None:
         s = db.session()
-        s.add(DirectoryGroup(organization_id=org_id, workos_id=ADMINS, directory_id=DIRECTORIES[ACME],
-                             name="HatiData Admins", idp_id="HatiData Admins"))
+        s.add(_admins(org_id))
         s.commit()
         db.session.remove()
 
     _run(app, create_group)
-    with app.app_context():
-        roles = [(m.role, m.status) for m in db.session.scalars(select(Membership))]
-        assert roles == [("admin", "active")], roles
+    assert _roles(app) == [("admin", "active")]
