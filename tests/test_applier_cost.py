@@ -14,9 +14,9 @@ from hatidata_auth.services import audit, inbox, inbox_worker
 from tests.support.dsync import audit_by_event, member_roles, mirror_all
 from tests.test_inbox_appliers import GLOBEX_DIR, GLOBEX_ORG, user_event
 
-STATEMENTS_PER_NEW_USER = {"postgresql": 6.75, "sqlite": 4.75}
-"""Measured 6.42 on PostgreSQL with the claim's share, 4.33 on SQLite (6.33 before the directory user's insert
-answered, on SQLite only, whether a person holds its email and whether it is in a live group; 7.75 and 7.67 when
+STATEMENTS_PER_NEW_USER = {"postgresql": 4.75, "sqlite": 4.75}
+"""Measured 4.42 on PostgreSQL with the claim's share, 4.33 on SQLite (6.42 and 6.33 before the directory user's
+insert answered whether a person holds its email and whether it is in a live group; 7.75 and 7.67 when
 last recorded here, by commits since not measured here; 11.25 and 14.1 before the batch was applied
 under one savepoint, the known directories read once per batch, a created user inserted without a lookup first and
 SQLite's audit rows written in one executemany; 13.3 on PostgreSQL before the batch scope read the tenant's lock and

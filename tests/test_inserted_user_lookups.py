@@ -4,8 +4,8 @@ holds its email and whether it is in a live group (``directory_insert.InsertedUs
 Rules tested:
 - What the insert reports is what the lookups find (the plain queries, after a flush), over random stored people,
   groups and group memberships, with random unflushed changes pending, which the insert cannot see: it then reports
-  nothing (property). SQLite only: on PostgreSQL the insert answers nothing (``tests/test_inserted_user_race.py``
-  shows why), which the property checks there too.
+  nothing (property). On both databases: on PostgreSQL the answers come from VOLATILE functions, whose fresh
+  snapshot ``tests/test_inserted_user_race.py`` checks.
 - Its answer is used only before anything else is written: an event that inserts a directory user and then writes
   a group membership or a person (``dsync.group.user_added`` carrying a user snapshot, a batch of several users with
   one email) ends with the role of its groups and one person per email, for every event type that inserts one, in
@@ -115,9 +115,6 @@ def test_what_the_insert_reports_is_what_the_lookups_find(db_session: Any, w: di
         assert du is not None
         assert changed
         reported = inserted_user(ctx, du)
-        if session.get_bind().dialect.name == "postgresql":
-            assert reported is None  # its insert answers nothing: tests/test_inserted_user_race.py
-            return
         assert reported is not None
         assert inserted_user(ctx, du) is None  # handed out once
         nothing_pending = not w["pending"]

@@ -3,9 +3,10 @@ of a new user waits on another transaction's uncommitted row of the same (organi
 back. What is committed meanwhile must count: a person a login created with the user's email (one person per email),
 a group created or deleted (the role of the user's live groups).
 
-Found by a break-it review: answering the person and group lookups in the insert's own ``RETURNING`` clause read the
-snapshot of the statement's start, older than those commits (``events.directory_insert``, SQLite only since).
-Each test fails with that answer used on PostgreSQL."""
+Found by a break-it review: answering the person and group lookups with subqueries in the insert's own ``RETURNING``
+clause read the snapshot of the statement's start, older than those commits. Each test fails with that answer (and
+with the functions declared STABLE); the insert now asks VOLATILE functions, whose queries take a fresh snapshot
+(``events.directory_insert``, migration 0021)."""
 from __future__ import annotations
 
 import threading

@@ -6,6 +6,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask import Flask
+from sqlalchemy import text
 
 from hatidata_auth.extensions import db
 
@@ -30,3 +31,14 @@ def test_every_tenant_table_carries_the_organization_id(app: Flask) -> None:
             continue
         assert "organization_id" in table.c, f"{table.name} holds tenant data but has no organization_id"
         assert not table.c.organization_id.nullable, f"{table.name}.organization_id may be empty"
+
+
+@pytest.mark.postgres
+def test_the_directory_user_insert_functions_take_a_fresh_snapshot(app: Flask) -> None:
+    # events.directory_insert: STABLE would read the calling statement's snapshot (tests/test_inserted_user_race.py)
+    with app.app_context(), db.engine.connect() as conn:
+        found = dict(conn.execute(text(
+            "SELECT proname, provolatile FROM pg_proc WHERE proname IN "
+            "('directory_user_no_person', 'directory_user_no_live_group')")).all())
+    assert found == {"directory_user_no_person": "v", "directory_user_no_live_group": "v"}
+

@@ -1,9 +1,9 @@
 """The insert of a new directory user, which also answers the lookups its sync makes next (issue #14).
 
 ``events.directory_state.upsert_directory_user`` inserts a directory user it has not stored yet with one statement
-on the session's connection (:func:`insert_directory_user`); on SQLite the same statement says whether a person
-holds its email and whether it is in a live group (:class:`InsertedUser`), which the ``dsync.user.*`` handler passes
-to ``directory_state.sync_member`` instead of asking again. On PostgreSQL the handler asks (see the statement).
+on the session's connection (:func:`insert_directory_user`); the same statement says whether a person holds its
+email and whether it is in a live group (:class:`InsertedUser`), which the ``dsync.user.*`` handler passes to
+``directory_state.sync_member`` instead of asking again.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, exists, select
+from sqlalchemy import Boolean, bindparam, exists, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ...models import DirectoryGroup, DirectoryGroupMembership, DirectoryUser, User
@@ -25,20 +25,24 @@ def _insert_directory_user_statement(dialect: str) -> Any:
     """``INSERT … ON CONFLICT DO NOTHING RETURNING`` of a directory user (every column), built once per dialect
     with bound parameters; run on the session's connection, it flushes nothing (``unit_of_work.attach_inserted``).
 
-    On SQLite it returns the row's id and, in the same round trip, what ``directory_state.sync_member`` would read
-    next for the new directory user (:class:`InsertedUser`): whether no person holds its email and whether it is in
-    no live group (group memberships may be stored before their user). SQLite runs one writing transaction at a time,
-    so nothing another transaction commits can come between the statement's reads and its write.
+    It returns the row's id and, in the same round trip, what ``directory_state.sync_member`` would read next for the
+    new directory user (:class:`InsertedUser`): whether no person holds its email and whether it is in no live group
+    (group memberships may be stored before their user).
 
-    On PostgreSQL it returns the id only: under READ COMMITTED the ``RETURNING`` clause reads the snapshot taken when
-    the statement started, and an insert that waited on another transaction's uncommitted row of the same key (then
-    rolled back) would report a state older than the commits made while it waited (a person a login created, a
-    group created: ``tests/test_inserted_user_race.py``), where the lookups in later statements see them."""
+    On PostgreSQL both are asked of VOLATILE functions (migration 0021), whose queries take a fresh snapshot: under
+    READ COMMITTED the ``RETURNING`` clause's own expressions read the snapshot taken when the statement started, and
+    an insert that waited on another transaction's uncommitted row of the same key (then rolled back) would report a
+    state older than the commits made while it waited (a person a login created, a group created:
+    ``tests/test_inserted_user_race.py``). SQLite runs one writing transaction at a time, so plain subqueries do."""
     table = DirectoryUser.__table__
     values = {column.name: bindparam(column.name, type_=column.type) for column in table.c}
     if dialect == "postgresql":
         return (postgresql.insert(table).values(values)
-                .on_conflict_do_nothing(index_elements=["organization_id", "workos_id"]).returning(table.c.id))
+                .on_conflict_do_nothing(index_elements=["organization_id", "workos_id"])
+                .returning(table.c.id,
+                           func.directory_user_no_person(values["email"], type_=Boolean).label("no_person"),
+                           func.directory_user_no_live_group(values["organization_id"], values["workos_id"],
+                                                             type_=Boolean).label("no_group")))
     users, dgm, groups = User.__table__, DirectoryGroupMembership.__table__, DirectoryGroup.__table__
     no_person = ~exists().where(users.c.email == bindparam("email", type_=table.c.email.type))
     org_id = bindparam("organization_id", type_=table.c.organization_id.type)
@@ -81,12 +85,11 @@ def inserted_user(ctx: EventContext, du: DirectoryUser) -> InsertedUser | None:
 def insert_directory_user(ctx: EventContext, values: dict[str, Any]) -> DirectoryUser | None:
     """Insert a directory user with *values* (every column) unless its ``(organization_id, workos_id)`` is stored
     (``None`` then: a concurrent first event won); the row as the session holds it, what the insert found kept for
-    :func:`inserted_user` (on SQLite). Flushes nothing (``unit_of_work.attach_inserted``)."""
+    :func:`inserted_user`. Flushes nothing (``unit_of_work.attach_inserted``)."""
     dialect = ctx.session.get_bind().dialect.name
     inserted = ctx.session.connection().execute(_insert_directory_user_statement(dialect), values).first()
     if inserted is None:  # (the session's execute would have flushed first)
         return None
     du = attach_inserted(ctx.session, DirectoryUser, values)
-    if dialect != "postgresql":  # PostgreSQL's insert answers nothing (see the statement)
-        _note_inserted(ctx, du, inserted)
+    _note_inserted(ctx, du, inserted)
     return du
