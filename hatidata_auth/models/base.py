@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
+import psycopg
+from psycopg.types.array import ListBinaryDumper
 from sqlalchemy import DateTime, ForeignKey, String, TypeDecorator
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
@@ -38,6 +43,41 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class _BinaryList(list[Any]):
+    """A list psycopg sends in its binary array format (registered below)."""
+
+    __slots__ = ()
+
+
+# psycopg's documented adaptation hook: its global adapters map, copied by every connection made after, so it is
+# registered when the models are imported, before the app makes any connection.
+psycopg.adapters.register_dumper(_BinaryList, ListBinaryDumper)
+
+
+class BinaryArray(TypeDecorator[list[Any]]):
+    """A PostgreSQL array of *item_type* that psycopg sends in binary format: a bound parameter holding a whole
+    batch as one array per column (``unnest``). Text format escapes every element in Python: about 4 µs per string,
+    5.5 ms for a batch of 60 audit rows, against about 1 ms in binary (issue #14). The values and the casts are the
+    same as ``postgresql.ARRAY``'s; with another driver it is ``postgresql.ARRAY``."""
+
+    impl = postgresql.ARRAY
+    cache_ok = True
+
+    def __init__(self, item_type: Any) -> None:
+        super().__init__(item_type)
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        process = super().bind_processor(dialect)
+        if dialect.driver != "psycopg":
+            return process
+
+        def binary(value: Any) -> Any:
+            value = process(value) if process is not None else value
+            return None if value is None else _BinaryList(value)
+
+        return binary
 
 
 class TimestampMixin:

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from .. import metrics
 from ..causes import Cause
 from ..models import AuditChainHead, AuditEvent, new_id, utcnow
+from ..models.base import BinaryArray
 from ..unit_of_work import AppSession, built_from_values, unit_of_work
 
 GENESIS_HASH = "0" * 64
@@ -240,11 +241,12 @@ def flush_pending(session: Session) -> int:
 
 
 def _array_of(column: Any) -> Any:
-    """The PostgreSQL array type a column's values are sent as: ``VARCHAR[]`` for a ``VARCHAR(n)``, since an explicit
-    cast to ``VARCHAR(n)`` would truncate an over-long value silently (and break its hash), while the INSERT's
-    assignment to the column refuses it, as a bound parameter would."""
+    """The PostgreSQL array type a column's values are sent as, in binary format (``models.base.BinaryArray``):
+    ``VARCHAR[]`` for a ``VARCHAR(n)``, since an explicit cast to ``VARCHAR(n)`` would truncate an over-long value
+    silently (and break its hash), while the INSERT's assignment to the column refuses it, as a bound parameter
+    would."""
     item = column.type
-    return postgresql.ARRAY(String() if isinstance(item, String) else item)
+    return BinaryArray(String() if isinstance(item, String) else item)
 
 
 @functools.cache
