@@ -1,7 +1,8 @@
 """A directory user's insert that waited (PostgreSQL, issue #14): the applier's ``INSERT … ON CONFLICT DO NOTHING``
 of a new user waits on another transaction's uncommitted row of the same (organization, WorkOS id), which then rolls
 back. What is committed meanwhile must count: a person a login created with the user's email (one person per email),
-a group created or deleted (the role of the user's live groups).
+a group created or deleted (the role of the user's live groups). And the applier may wait after its insert too:
+linking a stored person may wait on that person's names lock; a group committed during that wait must count.
 
 Found by a break-it review: answering the person and group lookups with subqueries in the insert's own ``RETURNING``
 clause read the snapshot of the statement's start, older than those commits. Each test fails with that answer (and
@@ -29,6 +30,7 @@ from hatidata_auth.models import (
     utcnow,
 )
 from hatidata_auth.services import inbox, inbox_worker
+from hatidata_auth.services.directory_names import PERSON_NAMES_LOCK
 from tests.test_inbox_batch_scope import ACME, ADMINS, DIRECTORIES, _prepare
 
 pytestmark = pytest.mark.postgres
@@ -54,11 +56,12 @@ def _blocked_insert(org_id: str) -> Any:
     return conn
 
 
-def _wait_for_lock_wait() -> None:
+def _wait_for_lock_wait(query: str = "INSERT INTO directory_users%") -> None:
+    """Until a statement whose text starts like *query* (an ``ILIKE`` pattern) waits on a lock."""
     for _ in range(100):
         with db.engine.connect() as c:
             n = c.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                              "AND query ILIKE 'INSERT INTO directory_users%'"))
+                              "AND query ILIKE :query"), {"query": query})
         if n:
             return
         time.sleep(0.05)
@@ -157,4 +160,49 @@ def test_a_group_created_while_the_insert_waited_gives_its_role(app: Flask) -> N
         db.session.remove()
 
     _run(app, create_group)
+    assert _roles(app) == [("admin", "active")]
+
+
+def test_a_group_created_while_the_applier_waits_on_the_names_lock_gives_its_role(app: Flask) -> None:
+    """The user's email names a stored person whose names differ (a sign-in) and whose domain the organization has
+    not verified: ``directory_names.speaks_for_names`` takes the person's names lock, held by another transaction
+    (another organization's applier mirroring names onto that person). While the applier waits there, the user's
+    group is created and committed. Found by a break-it review: the insert's "in no live group", read before the
+    wait, gave the default role; that answer is now used only where the sync creates the person."""
+    _prepare(app)
+    _stored_before(app, group=False)
+    with app.app_context():
+        s = db.session()
+        person = User(email=EMAIL, workos_user_id="user_login_1", first_name="Old", last_name="Name")
+        s.add(person)
+        s.commit()
+        person_id = person.id
+        org_id = s.scalar(select(Organization.id).where(Organization.workos_organization_id == ACME))
+        inbox.store(s, _user_created(1))
+        db.session.remove()
+        holder = db.engine.connect()
+        holder.execute(PERSON_NAMES_LOCK, {"user_id": person_id})
+        errors: list[BaseException] = []
+
+        def applier() -> None:
+            try:
+                with app.app_context():
+                    inbox_worker.apply_batch(db.session(), app.extensions["hatidata_workos"].client, limit=20)
+                    db.session.remove()
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+
+        t = threading.Thread(target=applier)
+        t.start()
+        try:
+            _wait_for_lock_wait("%pg_advisory_xact_lock(1347308800%")  # directory_names.PERSON_NAMES_LOCK
+            s = db.session()
+            s.add(_admins(org_id))
+            s.commit()
+            db.session.remove()
+        finally:
+            holder.rollback()
+            holder.close()
+            t.join(30)
+        assert not errors, errors
     assert _roles(app) == [("admin", "active")]

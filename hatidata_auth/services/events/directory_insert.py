@@ -62,8 +62,10 @@ class InsertedUser:
 
     *no_person*: no person held its email; *no_group*: it was in no live group. Each is ``False`` when unknown:
     the session held unflushed changes of the tables it reads, which a statement on the connection does not see.
-    True only until the transaction writes those tables again: :func:`inserted_user` hands it out once, to the
-    ``dsync.user.*`` handler, which syncs the member before writing anything else."""
+    True only until the transaction writes those tables again, or waits on a lock (under READ COMMITTED, what another
+    transaction commits meanwhile counts): :func:`inserted_user` hands it out once, to the ``dsync.user.*`` handler,
+    which syncs the member before writing anything else, and uses *no_group* only where that sync creates the
+    person (linking a stored one may first wait on its names or email lock)."""
 
     no_person: bool
     no_group: bool

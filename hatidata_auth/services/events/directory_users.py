@@ -59,12 +59,17 @@ def on_user_upsert(ctx: EventContext, data: dict[str, Any]) -> None:
     # A change of custom attributes alone needs no access work; one of names alone only their mirroring.
     settled = du is not None and changed and ctx.names_only and mirror_settled_names(ctx, org, du)
     if du is not None and changed and ctx.access_changed and not settled:
-        # A directory user this event has just inserted: on SQLite its insert found whether a person holds its email
-        # and whether it is in a live group, and nothing was written since (the two lookups are saved).
+        # A directory user this event has just inserted: its insert found whether a person holds its email and
+        # whether it is in a live group, and nothing was written since (the two lookups are saved). The group answer
+        # only where the sync creates the person: linking a stored one may first wait on a lock (its names, its
+        # email), and a group committed during that wait must count (tests/test_inserted_user_race.py).
         inserted = inserted_user(ctx, du)
-        if inserted is not None and inserted.no_person and du.email and du.email not in ctx.users_by_email:
-            ctx.users_by_email[du.email] = None
-        no_group = inserted is not None and inserted.no_group
+        email = du.email
+        creates_person = (inserted is not None and inserted.no_person and bool(email)
+                          and email not in ctx.users_by_email)
+        if creates_person and email:
+            ctx.users_by_email[email] = None
+        no_group = creates_person and inserted is not None and inserted.no_group
         sync_member(ctx, org, du, reason=ctx.event_type, groups=[] if no_group else None)
 
 
