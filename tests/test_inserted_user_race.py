@@ -68,24 +68,30 @@ def _wait_for_lock_wait(query: str = "INSERT INTO directory_users%") -> None:
     raise AssertionError("the applier's insert never waited")
 
 
+def _applying(app: Flask) -> tuple[threading.Thread, list[BaseException]]:
+    """An applier's batch started on a thread of its own, and the errors it raises."""
+    errors: list[BaseException] = []
+
+    def applier() -> None:
+        try:
+            with app.app_context():
+                inbox_worker.apply_batch(db.session(), app.extensions["hatidata_workos"].client, limit=20)
+                db.session.remove()
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    t = threading.Thread(target=applier)
+    t.start()
+    return t, errors
+
+
 def _run(app: Flask, meanwhile: Any) -> None:
     with app.app_context():
         org_id = db.session.scalar(select(Organization.id).where(Organization.workos_organization_id == ACME))
         inbox.store(db.session(), _user_created(1))
         db.session.remove()
         other = _blocked_insert(org_id)
-        errors: list[BaseException] = []
-
-        def applier() -> None:
-            try:
-                with app.app_context():
-                    inbox_worker.apply_batch(db.session(), app.extensions["hatidata_workos"].client, limit=20)
-                    db.session.remove()
-            except BaseException as exc:  # noqa: BLE001
-                errors.append(exc)
-
-        t = threading.Thread(target=applier)
-        t.start()
+        t, errors = _applying(app)
         _wait_for_lock_wait()
         meanwhile(org_id)  # committed while the applier's insert waits
         other.rollback()  # the concurrent insert is abandoned: the applier's insert goes ahead
@@ -182,18 +188,7 @@ def test_a_group_created_while_the_applier_waits_on_the_names_lock_gives_its_rol
         db.session.remove()
         holder = db.engine.connect()
         holder.execute(PERSON_NAMES_LOCK, {"user_id": person_id})
-        errors: list[BaseException] = []
-
-        def applier() -> None:
-            try:
-                with app.app_context():
-                    inbox_worker.apply_batch(db.session(), app.extensions["hatidata_workos"].client, limit=20)
-                    db.session.remove()
-            except BaseException as exc:  # noqa: BLE001
-                errors.append(exc)
-
-        t = threading.Thread(target=applier)
-        t.start()
+        t, errors = _applying(app)
         try:
             _wait_for_lock_wait("%pg_advisory_xact_lock(1347308800%")  # directory_names.PERSON_NAMES_LOCK
             s = db.session()
