@@ -65,9 +65,6 @@ class BinaryArray(TypeDecorator[list[Any]]):
     impl = postgresql.ARRAY
     cache_ok = True
 
-    def __init__(self, item_type: Any) -> None:
-        super().__init__(item_type)
-
     def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
         process = super().bind_processor(dialect)
         if dialect.driver != "psycopg":
