@@ -368,7 +368,7 @@ def test_an_emails_lock_never_shares_a_lock_with_an_entity_key(app: Flask) -> No
     and the email's two-key lock are apart, and the email's lock is one lock whatever transaction asks for it."""
     from sqlalchemy import text
 
-    from hatidata_auth.services.directory_people import EMAIL_LOCK
+    from hatidata_auth.services.person_email import EMAIL_LOCK
 
     with app.app_context():
         engine = db.engine

@@ -56,16 +56,17 @@ def _blocked_insert(org_id: str) -> Any:
     return conn
 
 
-def _wait_for_lock_wait(query: str = "INSERT INTO directory_users%") -> None:
-    """Until a statement whose text starts like *query* (an ``ILIKE`` pattern) waits on a lock."""
+def _wait_for_lock_wait(query: str = "INSERT INTO directory_users%", event: str = "%") -> None:
+    """Until a statement whose text starts like *query* (an ``ILIKE`` pattern) waits on a lock of a kind like
+    *event* (``advisory``, ``transactionid``, ...)."""
     for _ in range(100):
         with db.engine.connect() as c:
             n = c.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                              "AND query ILIKE :query"), {"query": query})
+                              "AND query ILIKE :query AND wait_event LIKE :event"), {"query": query, "event": event})
         if n:
             return
         time.sleep(0.05)
-    raise AssertionError("the applier's insert never waited")
+    raise AssertionError(f"no statement like {query!r} waited on a lock like {event!r}")
 
 
 def _applying(app: Flask) -> tuple[threading.Thread, list[BaseException]]:

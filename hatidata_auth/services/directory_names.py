@@ -96,7 +96,7 @@ def names_agree(du: DirectoryUser, elsewhere: Iterable[Names]) -> bool:
 
 PERSON_NAMES_LOCK = text("SELECT pg_advisory_xact_lock(1347308800, hashtext(:user_id))")
 """A person's names lock: the two-key form (class ``0x504E4D00``, "PNM"), apart from the email locks
-(``directory_people.EMAIL_LOCK``) and the one-key entity locks."""
+(``person_email.EMAIL_LOCK``) and the one-key entity locks."""
 
 
 def speaks_for_names(ctx: EventContext, org: Organization, du: DirectoryUser, user: User) -> bool:
@@ -131,7 +131,7 @@ def mirror_names(ctx: EventContext, org: Organization, du: DirectoryUser, user: 
 def listed_by_a_directory(session: Session, user_id: str | None) -> bool:
     """Whether a live organization's directory lists the person as a live member: its names are then the
     directories' (the rule above), and a sign-in does not overwrite them with those of WorkOS's user record
-    (``login._upsert_user``), which would undo each directory write until the next event or resync."""
+    (``sign_in_person.upsert``), which would undo each directory write until the next event or resync."""
     if user_id is None:
         return False
     return session.scalar(_listed().limit(1), {"user_id": user_id}) is not None

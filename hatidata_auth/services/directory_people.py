@@ -28,13 +28,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Select, bindparam, insert, or_, select, text
+from sqlalchemy import Select, bindparam, insert, or_, select
 from sqlalchemy.orm import Session
 
 from ..models import DirectoryUser, Membership, Organization, User, new_id, utcnow
 from ..unit_of_work import attach_inserted, reads_flushed
 from .directory_names import Names, mirror_names, names_agree, names_listed_elsewhere
 from .domains import VerifiedDomains
+from .person_email import hold_email, hold_emails
 from .provisioning import invalidate_member_caches, set_access
 from .resync_state import page_lookup
 
@@ -97,6 +98,15 @@ def new_directory_person(ctx: EventContext, organization_id: str, email: str, fi
     ctx.record("user.created", organization_id=organization_id, target_type="user", target_id=user.id,
                details={"email": user.email, "source": "directory"})
     return user
+
+
+def people_by_email(session: Session, emails: Iterable[str], into: dict[str, User | None]) -> None:
+    """Set ``into[email]`` to the person of each email of *emails* that has one (its oldest), in one query."""
+    wanted = sorted(set(emails))
+    found = session.scalars(page_lookup(session, User, None, None, User.email, wanted, unique=False)).all() \
+        if wanted else []
+    for person in sorted(found, key=lambda u: u.created_at, reverse=True):  # an email's oldest person is kept
+        into[person.email] = person
 
 
 @functools.cache
@@ -189,6 +199,8 @@ def person_for(ctx: EventContext, org: Organization, du: DirectoryUser) -> Perso
         user = ctx.session.scalar(_statements().person_by_email, {"email": du.email})  # as freed meanwhile
         if user is not None and _held_by_other_directory_user(ctx, org, du, user):
             return PersonLink(None, refused=EMAIL_HELD)
+    if user is None and _hold_email(ctx, du.email):  # one person per email: the look that creates is the locked one
+        user = ctx.session.scalar(_statements().person_by_email, {"email": du.email})
     if user is None:
         user = new_directory_person(ctx, du.organization_id, du.email, du.first_name, du.last_name)
     ctx.users_by_email[du.email] = user
@@ -211,9 +223,8 @@ def _follow(ctx: EventContext, org: Organization, du: DirectoryUser, user: User)
     if not du.email or user.email == du.email:
         mirror_names(ctx, org, du, user)
         return PersonLink(user)
+    _hold_email(ctx, du.email)  # the email moves onto a person or a new one: looked for under its lock
     holder = _holder(ctx, du.email, user)
-    if holder is not None and _hold_email(ctx, du.email):
-        holder = _holder(ctx, du.email, user)  # as freed meanwhile
     if holder is not None:
         return PersonLink(user, refused=EMAIL_HELD)
     if _member_elsewhere(ctx, org, user):
@@ -240,22 +251,30 @@ def _holder(ctx: EventContext, email: str, user: User) -> str | None:
     return ctx.session.scalar(select(User.id).where(User.email == email, User.id != user.id).limit(1))
 
 
-EMAIL_LOCK = text("SELECT pg_advisory_xact_lock(1162693632, hashtext(:email))")
-"""An email's lock: the two-key form (class ``0x454D4C00``, "EML"), a lock space apart from the one-key locks of
-entity keys (``inbox_claim``, ``fanout_jobs``), which an event's key such as ``email:<address>`` could otherwise
-share."""
-
-
 def _hold_email(ctx: EventContext, email: str) -> bool:
-    """Before a refusal (*email* held) and before looking for the users waiting for a freed *email*: hold, until
-    the transaction ends, the email's advisory lock (PostgreSQL; ``False`` on SQLite, whose writers take turns),
-    then read again. Without it the two crossed: the applier freeing the email looked for its waiting users
-    before the refused user's event committed, that event had seen the email still held (the freeing not yet
-    committed), and the user stayed refused while its email was free (``tests/test_breakswap_email_cycle.py``).
-    With it, whichever holds the lock second reads what the first committed."""
-    if ctx.session.get_bind().dialect.name != "postgresql":
+    """Hold, until the transaction ends, the email's advisory lock (:mod:`.person_email`); ``True`` when taken now
+    (read again what decides: a look made earlier may be older than another transaction's commit), ``False`` on
+    SQLite, whose writers take turns, and when this unit of work already holds it (its looks since are current).
+
+    Taken before creating a person or moving an email onto one (one person per email), before a refusal (*email*
+    held) and before looking for the users waiting for a freed *email*. Without it the last two crossed: the
+    applier freeing the email looked for its waiting users before the refused user's event committed, that event
+    had seen the email still held (the freeing not yet committed), and the user stayed refused while its email was
+    free (``tests/test_breakswap_email_cycle.py``). With it, whichever holds the lock second reads what the first
+    committed."""
+    if email in ctx.held_emails or not hold_email(ctx.session, email):
         return False
-    ctx.session.execute(EMAIL_LOCK, {"email": email})
+    ctx.held_emails.add(email)
+    return True
+
+
+def hold_page_emails(ctx: EventContext, organization_id: str, emails: Iterable[str]) -> bool:
+    """:func:`_hold_email` for every email of *emails* not held yet, in one statement after the organization's row
+    (a resync page's new people: ``person_email``'s lock order); ``True`` when any was taken now."""
+    wanted = set(emails) - ctx.held_emails
+    if not hold_emails(ctx.session, wanted, organization_id=organization_id):
+        return False
+    ctx.held_emails |= wanted
     return True
 
 

@@ -25,12 +25,11 @@ from ..workos import OrganizationSelectionRequired, WorkOSClient, WorkOSFailure,
 from . import (
     audit,
     auth_policy,
-    directory_names,
-    domains,
     fanout_jobs,
     provisioning,
     security_events,
     sign_in_attempts,
+    sign_in_person,
 )
 from .auth_policy import Authentication
 from .organizations import ensure_organization
@@ -181,26 +180,6 @@ def end_workos_session(client: WorkOSClient, workos_session_id: str, *, why: str
 # --- completing the login ----------------------------------------------------------------------------------
 
 
-def _upsert_user(db: Session, org: Organization, user: dict[str, Any], now: datetime) -> User:
-    workos_user_id = str(user["id"])
-    email = str(user.get("email") or "").lower()
-    record = db.scalar(select(User).where(User.workos_user_id == workos_user_id))
-    # Linking by email is a claim about the domain: only when no other organization verified it.
-    if record is None and email and domains.foreign_owner(db, org.id, email) is None:
-        record = db.scalar(select(User).where(User.workos_user_id.is_(None), User.email == email))
-    if record is None:
-        record = User(workos_user_id=workos_user_id, email=email)
-        db.add(record)
-    record.workos_user_id = workos_user_id
-    record.email = email or record.email
-    if not directory_names.listed_by_a_directory(db, record.id):  # the directories speak for a person they list
-        record.first_name = user.get("first_name")
-        record.last_name = user.get("last_name")
-    record.last_login_at = now
-    db.flush()
-    return record
-
-
 def _upsert_membership(db: Session, client: WorkOSClient, org: Organization, user: User,
                        claimed_role: str | None, request: RequestInfo) -> Membership:
     membership = db.scalar(select(Membership).where(Membership.organization_id == org.id,
@@ -269,7 +248,7 @@ def complete_login(
         _note_sso_attempt(db, org, auth, tokens, sid=str(claims["sid"]), request=request,
                           refusal=str(refused.details.get("reason")))
         raise
-    user = _upsert_user(db, org, tokens.user, now)
+    user = sign_in_person.upsert(db, org, tokens.user, now, request)
     membership = _upsert_membership(db, client, org, user, claims.get("role"), request)
     ttl = policy.ttl(org, remember)
     sid = str(claims["sid"])

@@ -30,7 +30,6 @@ from ..workos import WorkOSClient
 from . import directory_people, domains, event_source, fanout_jobs, resync_state, role_mapping
 from .demo_mappings import DEMO_GROUP_ROLES as DEMO_GROUP_ROLES
 from .demo_mappings import ensure_demo_mappings as ensure_demo_mappings
-from .directory_people import new_directory_person
 from .events import EventContext
 from .events.directory_state import sync_member, upsert_directory_group, upsert_directory_user
 from .events.directory_state import user_fields as _user_fields
@@ -242,19 +241,20 @@ def prepare_people(run: _Run, ctx: EventContext, org: Organization, datas: list[
     # A linked directory user keeps its person whatever its email does: no new person for its new email.
     unlinked = {upsert_email(d) for d in datas if d["id"] not in stored or not stored[d["id"]].user_id}
     users_by_email: dict[str, User | None] = dict.fromkeys(emails)
-    found = session.scalars(resync_state.page_lookup(session, User, None, None, User.email, sorted(emails),
-                                                     unique=False)).all() if emails else []
-    for person in sorted(found, key=lambda u: u.created_at, reverse=True):  # an email's oldest person is kept
-        users_by_email[person.email] = person
+    directory_people.people_by_email(session, emails, users_by_email)
     ctx.users_by_email = users_by_email
     ctx.memberships_by_user = {}
     if not org_active:
         return
-    for data in datas:
-        email = upsert_email(data)
-        if email in emails and email in unlinked and users_by_email[email] is None and \
-                (data.get("state") or "active") == "active" and ctx.foreign_owner(org.id, email) is None:
-            person = new_directory_person(ctx, org.id, email, data.get("first_name"), data.get("last_name"))
+    creating = [(e, d) for d in datas for e in [upsert_email(d)] if e and e in emails and e in unlinked
+                and users_by_email[e] is None and (d.get("state") or "active") == "active"
+                and ctx.foreign_owner(org.id, e) is None]
+    if directory_people.hold_page_emails(ctx, org.id, {e for e, _ in creating}):  # one person per email: looked again
+        directory_people.people_by_email(session, {e for e, _ in creating}, users_by_email)
+    for email, data in creating:
+        if users_by_email[email] is None:
+            person = directory_people.new_directory_person(ctx, org.id, email, data.get("first_name"),
+                                                           data.get("last_name"))
             ctx.memberships_by_user[person.id] = None  # a new person has no membership yet
     session.flush()
 

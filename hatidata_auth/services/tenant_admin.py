@@ -20,6 +20,7 @@ from ..models import SIGN_IN_METHODS, Membership, Organization, User, utcnow
 from ..roles import ROLES, Role
 from ..workos import WorkOSClient
 from . import audit, auth_policy, fanout_jobs, last_admin, organizations, paging, provisioning, sso_enforcement
+from .person_email import hold_email
 
 
 class NotFound(AppError):
@@ -326,7 +327,10 @@ def grant_admin(session: Session, *, organization_id: str, email: str, actor: Ac
     if "@" not in email:
         raise AppError("Not an email address.", status=422, code="validation_error",
                        details={"fields": {"email": ["Not a valid email address."]}})
-    user = session.scalar(select(User).where(User.email == email).order_by(User.created_at))
+    by_email = select(User).where(User.email == email).order_by(User.created_at).limit(1)
+    user = session.scalar(by_email)
+    if user is None and hold_email(session, email, organization_id=org.id):  # one person per email: look again, locked
+        user = session.scalar(by_email)
     if user is None:
         user = User(email=email)
         session.add(user)

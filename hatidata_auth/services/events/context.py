@@ -83,6 +83,9 @@ class EventContext:
     # the one it links (directory user rows are never deleted, so no earlier row had the id), so the search for
     # other memberships hanging on them is skipped.
     new_directory_user_ids: set[str] = field(default_factory=set)
+    # Emails whose lock (``services.person_email``) this unit of work holds: a look for their person made since is
+    # current, none needs taking again.
+    held_emails: set[str] = field(default_factory=set)
     # Domain ownership read once for the whole unit of work (the resync sets it per page); None: ask each time.
     verified_domains: domains.VerifiedDomains | None = None
     # Members one transaction recomputes at most (HATIDATA_FANOUT_CHUNK): more are queued as a recompute job.

@@ -69,6 +69,7 @@ def on_user_upsert(ctx: EventContext, data: dict[str, Any]) -> None:
                           and email not in ctx.users_by_email)
         if creates_person and email:
             ctx.users_by_email[email] = None
+            ctx.held_emails.add(email)  # the insert's function looked under the email's lock (migration 0022)
         no_group = creates_person and inserted is not None and inserted.no_group
         sync_member(ctx, org, du, reason=ctx.event_type, groups=[] if no_group else None)
 

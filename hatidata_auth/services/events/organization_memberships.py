@@ -8,21 +8,25 @@ from sqlalchemy import select
 
 from ...models import Membership, User
 from ...roles import is_role
-from .. import domains
+from .. import domains, person_email
 from ..provisioning import set_access
 from .context import EventContext, parse_time, require, resolve_organization
 from .registry import handles
 
 
 def _user_by_workos_id(ctx: EventContext, workos_user_id: str, organization_id: str) -> User | None:
-    user = ctx.session.scalar(select(User).where(User.workos_user_id == workos_user_id))
+    by_id = select(User).where(User.workos_user_id == workos_user_id)
+    user = ctx.session.scalar(by_id)
     if user is not None or ctx.client is None:
         return user
     remote = ctx.client.user_management.get_user(workos_user_id)
     email = str(remote.email).strip().lower()
-    user = None
-    if domains.foreign_owner(ctx.session, organization_id, email) is None:  # email links only on own domains
-        user = ctx.session.scalar(select(User).where(User.email == email).order_by(User.created_at).limit(1))
+    linkable = domains.foreign_owner(ctx.session, organization_id, email) is None  # email links only on own domains
+    by_email = select(User).where(User.email == email).order_by(User.created_at).limit(1)
+    user = ctx.session.scalar(by_email) if linkable else None
+    if user is None and person_email.hold_email(ctx.session, email, organization_id=organization_id):
+        # One person per email (and per WorkOS user): the look that decides to create is made under the lock.
+        user = ctx.session.scalar(by_id) or (ctx.session.scalar(by_email) if linkable else None)
     if user is None:
         user = User(email=email, first_name=remote.first_name, last_name=remote.last_name)
         ctx.session.add(user)

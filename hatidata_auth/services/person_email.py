@@ -1,0 +1,79 @@
+"""One person per email across the writers of ``users``: the email's advisory lock.
+
+``users.email`` is not unique, by design in two cases: a sign-in whose email's domain another organization verified
+gets a person of its own (:mod:`services.domains`), and a person a WorkOS user claimed is never handed to another
+WorkOS user with the same email (one deleted and invited again, say), who gets a person of its own. Elsewhere an
+email names one person, and every writer that may create a person for an email (a sign-in, a directory user's event
+or resync page, a WorkOS ``organization_membership`` event, the ``grant-admin`` command) or move an email onto a
+person (a directory user's email change, a sign-in whose email WorkOS changed) keeps it so:
+
+    take the email's lock (:func:`hold_email`), then look for its person, and create (or move the email) only if
+    none is found.
+
+The lock is held until the transaction ends, so whoever takes it second reads what the first committed. A person
+found before the lock may be used as it is (a person is never deleted); only the look that decides to create must
+come after it. Without the lock a sign-in and the applier each found no person and each created one, and the
+directory's membership and the sign-in's hung on two people (``tests/test_person_email_race.py``).
+
+Lock order: the organization, then the email. A writer that will insert a membership (a sign-in, ``grant-admin``,
+a resync page, an ``organization_membership`` event) passes its organization, whose row is locked ``FOR KEY SHARE``
+before the email (as the membership's foreign key would lock it later): an applier holding the row exclusively (a
+directory's activation or deletion in its batch) and waiting for the email's lock otherwise deadlocked with it
+(break-it review). Directory events hold their organization's row from their binding on.
+
+On SQLite, whose writers take turns, nothing is locked unless *organization_id* is given: then a no-op write of the
+organization's row takes the database's write lock (pysqlite begins a transaction at the first write, so a look
+made before any write is outside the turn), as ``last_admin.lock_organization`` does."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import bindparam, select, text, update
+from sqlalchemy.orm import Session
+
+from ..models import Organization
+
+EMAIL_LOCK = text("SELECT pg_advisory_xact_lock(1162693632, hashtext(:email))")
+"""An email's lock: the two-key form (class ``0x454D4C00``, "EML"), a lock space apart from the one-key locks of
+entity keys (``inbox_claim``, ``fanout_jobs``), which an event's key such as ``email:<address>`` could otherwise
+share. Migration 0022's ``directory_user_no_person`` takes the same lock."""
+
+_EMAILS_LOCK = text("SELECT count(pg_advisory_xact_lock(1162693632, hashtext(e))) "
+                    "FROM (SELECT unnest(CAST(:emails AS varchar[])) AS e ORDER BY 1) AS emails")
+_KEY_SHARE = select(Organization.id).where(Organization.id == bindparam("organization_id")) \
+    .with_for_update(read=True, key_share=True)
+_SQLITE_TURN = update(Organization).where(Organization.id == bindparam("organization_id")) \
+    .values(id=Organization.id)
+
+
+def locks_emails(session: Session) -> bool:
+    """Whether the session's database takes email locks (PostgreSQL)."""
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def hold_email(session: Session, email: str, *, organization_id: str | None = None) -> bool:
+    """Hold *email*'s lock until the transaction ends, after *organization_id*'s row (the module's lock order);
+    ``True`` when taken (look for its person again now). ``False`` for no email, and on SQLite without
+    *organization_id*."""
+    return hold_emails(session, [email], organization_id=organization_id)
+
+
+def hold_emails(session: Session, emails: Iterable[str], *, organization_id: str | None = None) -> bool:
+    """:func:`hold_email` for every email of *emails*, in one statement and in sorted order (two writers locking
+    the same emails never deadlock each other); ``True`` when taken, ``False`` when none is given."""
+    wanted = sorted({e for e in emails if e})
+    if not wanted:
+        return False
+    if not locks_emails(session):
+        if organization_id is None:
+            return False
+        session.execute(_SQLITE_TURN, {"organization_id": organization_id})
+        return True
+    if organization_id is not None:
+        session.execute(_KEY_SHARE, {"organization_id": organization_id})
+    if len(wanted) == 1:
+        session.execute(EMAIL_LOCK, {"email": wanted[0]})
+    else:
+        session.execute(_EMAILS_LOCK, {"emails": wanted})
+    return True

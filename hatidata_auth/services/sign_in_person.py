@@ -1,0 +1,66 @@
+"""The person a sign-in is (``services.login``): found by WorkOS user id or linked by email, else created, under the
+one-person-per-email rule of :mod:`.person_email`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..causes import NO_REQUEST, Actor, Cause, RequestInfo
+from ..models import Organization, User
+from . import audit, directory_names, domains, person_email
+
+
+def upsert(db: Session, org: Organization, user: dict[str, Any], now: datetime,
+           request: RequestInfo = NO_REQUEST) -> User:
+    """The person signing in to *org* as the WorkOS *user* (``id``, ``email``, names), created when none is found
+    (flushed): theirs by WorkOS id, else the unclaimed person their email names on a domain no other organization
+    verified. Their names follow WorkOS unless a directory lists them; an email WorkOS changed moves onto them
+    (:func:`_move_email`)."""
+    workos_user_id = str(user["id"])
+    email = str(user.get("email") or "").lower()
+    by_id = select(User).where(User.workos_user_id == workos_user_id)
+    unclaimed = select(User).where(User.workos_user_id.is_(None), User.email == email)
+    # Linking by email is a claim about the domain: only when no other organization verified it.
+    linkable = bool(email) and domains.foreign_owner(db, org.id, email) is None
+    record = db.scalar(by_id)
+    if record is None and linkable:
+        record = db.scalar(unclaimed)
+    if record is None and person_email.hold_email(db, email, organization_id=org.id):
+        # One person per email (and per WorkOS user): the look that decides to create is made under the lock.
+        record = db.scalar(by_id) or (db.scalar(unclaimed) if linkable else None)
+    if record is None:
+        record = User(workos_user_id=workos_user_id, email=email)
+        db.add(record)
+    elif email and record.email != email:
+        _move_email(db, org, record, email, linkable=linkable, request=request)
+    record.workos_user_id = workos_user_id
+    if not directory_names.listed_by_a_directory(db, record.id):  # the directories speak for a person they list
+        record.first_name = user.get("first_name")
+        record.last_name = user.get("last_name")
+    record.last_login_at = now
+    db.flush()
+    return record
+
+
+def _move_email(db: Session, org: Organization, record: User, email: str, *, linkable: bool,
+                request: RequestInfo) -> None:
+    """WorkOS changed the signing-in user's email: move it onto their person (audited), unless another person holds
+    it on a domain no other organization verified (one person per email; two people are never merged): the person
+    then keeps the old email (``user.email_change_refused``)."""
+    holder = None
+    if linkable and person_email.hold_email(db, email, organization_id=org.id):
+        holder = db.scalar(select(User.id).where(User.email == email, User.id != record.id).limit(1))
+    cause = Cause.by(Actor("user", record.id, record.email), request, reason="login")
+    details = {"from": record.email, "to": email, "source": "sign_in"}
+    if holder is not None:
+        audit.record(db, action="user.email_change_refused", cause=cause, organization_id=org.id,
+                     target_type="user", target_id=record.id, outcome="failure",
+                     details={**details, "reason": "email_held_by_another_person", "held_by_user_id": holder})
+        return
+    record.email = email
+    audit.record(db, action="user.email_changed", cause=cause, organization_id=org.id, target_type="user",
+                 target_id=record.id, details=details)

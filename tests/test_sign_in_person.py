@@ -1,0 +1,114 @@
+"""The person a sign-in is (``services.sign_in_person``), on every database: one person per email
+(``services.person_email``), and its two exceptions. The races are in ``tests/test_person_email_race.py``."""
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from flask import Flask
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import OperationalError
+
+from hatidata_auth.extensions import db
+from hatidata_auth.models import AuditEvent, Organization, User, utcnow
+from hatidata_auth.services import person_email, sign_in_person
+from tests.test_inbox_batch_scope import ACME, _prepare
+
+EMAIL = "amara.lind@contractors.test"  # a domain no organization verified
+
+
+@pytest.fixture
+def acme(app: Flask) -> Organization:
+    _prepare(app)
+    with app.app_context():
+        org = db.session.scalar(select(Organization).where(Organization.workos_organization_id == ACME))
+        assert org is not None
+        db.session.expunge(org)
+        return org
+
+
+def _sign_in(org: Organization, workos_user_id: str, email: str) -> User:
+    person = sign_in_person.upsert(db.session(), org, {"id": workos_user_id, "email": email}, utcnow())
+    db.session.commit()
+    return person
+
+
+def _actions(action: str) -> list[AuditEvent]:
+    return list(db.session.scalars(select(AuditEvent).where(AuditEvent.action == action)))
+
+
+def _holders(email: str) -> int:
+    return int(db.session.scalar(select(func.count()).select_from(User).where(User.email == email)) or 0)
+
+
+def test_an_email_workos_changed_moves_onto_the_person_audited(app: Flask, acme: Organization) -> None:
+    with app.app_context():
+        first = _sign_in(acme, "user_SIP_move", f"before.{EMAIL}")
+        again = _sign_in(acme, "user_SIP_move", EMAIL)
+        assert again.id == first.id
+        assert again.email == EMAIL
+        [changed] = _actions("user.email_changed")
+        assert changed.target_id == first.id
+        assert changed.details["from"] == f"before.{EMAIL}"
+        assert changed.details["to"] == EMAIL
+
+
+def test_an_email_another_person_holds_stays_theirs(app: Flask, acme: Organization) -> None:
+    """Two people are never merged: the person keeps the old email, and the refusal is audited."""
+    with app.app_context():
+        db.session.add(User(email=EMAIL))  # a directory's person, say
+        db.session.commit()
+        person = _sign_in(acme, "user_SIP_held", f"before.{EMAIL}")
+        person = _sign_in(acme, "user_SIP_held", EMAIL)
+        assert person.email == f"before.{EMAIL}"
+        assert _holders(EMAIL) == 1
+        [refused] = _actions("user.email_change_refused")
+        assert refused.outcome == "failure"
+        assert refused.details["reason"] == "email_held_by_another_person"
+
+
+def test_an_email_on_another_organization_s_domain_is_a_person_of_its_own(app: Flask, acme: Organization) -> None:
+    """The first exception: Globex verified globex.test, so signing in to Acme with it neither links to nor is kept
+    from Globex's person."""
+    email = "omar.haddad@globex.test"
+    with app.app_context():
+        db.session.add(User(email=email))
+        db.session.commit()
+        person = _sign_in(acme, "user_SIP_foreign", email)
+        assert person.email == email
+        assert _holders(email) == 2
+
+
+def test_a_second_workos_user_with_the_email_is_a_person_of_its_own(app: Flask, acme: Organization) -> None:
+    """The second exception: a person a WorkOS user claimed is never handed to another (deleted at WorkOS and
+    invited again, say)."""
+    with app.app_context():
+        first = _sign_in(acme, "user_SIP_one", EMAIL)
+        second = _sign_in(acme, "user_SIP_two", EMAIL)
+        assert second.id != first.id
+        assert db.session.get(User, first.id).workos_user_id == "user_SIP_one"
+
+
+def test_holding_an_email_for_an_organization_keeps_other_writers_out(app: Flask, acme: Organization) -> None:
+    """What the look after :func:`person_email.hold_email` relies on, per database: on PostgreSQL the email's lock
+    (and the organization's row, key-shared); on SQLite the database's write lock (pysqlite begins a transaction at
+    the first write only, so without it a look would run outside the writer's turn)."""
+    with app.app_context():
+        session = db.session()
+        assert person_email.hold_email(session, EMAIL, organization_id=acme.id)
+        with db.engine.connect() as other:
+            if other.dialect.name == "postgresql":
+                assert not other.scalar(text("SELECT pg_try_advisory_xact_lock(1162693632, hashtext(:e))"),
+                                        {"e": EMAIL})
+                with pytest.raises(OperationalError):
+                    other.execute(text("SELECT id FROM organizations WHERE id = :id FOR UPDATE NOWAIT"),
+                                  {"id": acme.id})
+            else:
+                raw = other.connection.dbapi_connection
+                assert isinstance(raw, sqlite3.Connection)
+                raw.execute("PRAGMA busy_timeout = 0")
+                with pytest.raises(sqlite3.OperationalError, match="locked"):
+                    raw.execute("BEGIN IMMEDIATE")
+            other.rollback()
+        session.rollback()
+        assert not person_email.hold_email(session, "", organization_id=acme.id)
