@@ -10,8 +10,10 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import OperationalError
 
 from hatidata_auth.extensions import db
-from hatidata_auth.models import AuditEvent, Organization, User, utcnow
-from hatidata_auth.services import person_email, sign_in_person
+from hatidata_auth.models import AuditEvent, Membership, Organization, User, utcnow
+from hatidata_auth.services import inbox, inbox_worker, person_email, sign_in_person
+from tests.support.people import Replay
+from tests.support.servers import EmulatorControl, http_json
 from tests.test_inbox_batch_scope import ACME, _prepare
 
 EMAIL = "amara.lind@contractors.test"  # a domain no organization verified
@@ -89,13 +91,52 @@ def test_a_second_workos_user_with_the_email_is_a_person_of_its_own(app: Flask, 
         assert db.session.get(User, first.id).workos_user_id == "user_SIP_one"
 
 
+def test_a_person_a_directory_lists_keeps_the_directory_s_email(app: Flask, acme: Organization) -> None:
+    """The directory speaks for the email (and names) of a person it lists: WorkOS's older email at a sign-in does not
+    flip it back until the next resync (break-it review)."""
+    with app.app_context():
+        person = _sign_in(acme, "user_SIP_listed", EMAIL)
+        db.session.add(Membership(organization_id=acme.id, user_id=person.id, source="directory", status="active",
+                                  role="viewer", role_source="mapping", directory_user_id="directory_user_SIP1"))
+        db.session.commit()
+        person = _sign_in(acme, "user_SIP_listed", f"older.{EMAIL}")
+        assert person.email == EMAIL
+        assert not _actions("user.email_changed")
+
+
+def test_an_organization_membership_event_never_hands_over_a_claimed_person(
+        app: Flask, acme: Organization, emulator_control: EmulatorControl) -> None:
+    """WorkOS's second user with the email of a person its first user claimed gets a person of its own, as at a
+    sign-in: before, the event gave the first user's person the second user's membership (break-it review)."""
+    replay = Replay(emulator_control, app)
+    api = f"{emulator_control.base_url}/user_management"
+    with app.app_context():
+        first = _sign_in(acme, "user_SIP_first_claimant", EMAIL).id
+    second = http_json("POST", f"{api}/users", {"email": EMAIL}, emulator_control.headers)[1]
+    http_json("POST", f"{api}/organization_memberships", {"user_id": second["id"], "organization_id": ACME},
+              emulator_control.headers)
+    with app.app_context():
+        for payload in replay.new_events():
+            if payload["event"].startswith("organization_membership."):
+                inbox.store(db.session(), payload)
+        inbox_worker.drain(db.session(), app.extensions["hatidata_workos"].client)
+        theirs = db.session.scalar(select(User).where(User.workos_user_id == second["id"]))
+        assert theirs is not None
+        assert theirs.id != first
+        assert db.session.scalar(select(Membership.user_id).where(Membership.organization_id == acme.id,
+                                                                  Membership.status == "active")) == theirs.id
+
+
 def test_holding_an_email_for_an_organization_keeps_other_writers_out(app: Flask, acme: Organization) -> None:
     """What the look after :func:`person_email.hold_email` relies on, per database: on PostgreSQL the email's lock
     (and the organization's row, key-shared); on SQLite the database's write lock (pysqlite begins a transaction at
     the first write only, so without it a look would run outside the writer's turn)."""
     with app.app_context():
         session = db.session()
+        stamp = text("SELECT updated_at FROM organizations WHERE id = :id")
+        before = session.scalar(stamp, {"id": acme.id})
         assert person_email.hold_email(session, EMAIL, organization_id=acme.id)
+        assert session.scalar(stamp, {"id": acme.id}) == before  # the turn is taken without changing the row
         with db.engine.connect() as other:
             if other.dialect.name == "postgresql":
                 assert not other.scalar(text("SELECT pg_try_advisory_xact_lock(1162693632, hashtext(:e))"),

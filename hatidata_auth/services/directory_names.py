@@ -129,7 +129,7 @@ def mirror_names(ctx: EventContext, org: Organization, du: DirectoryUser, user: 
 
 
 def listed_by_a_directory(session: Session, user_id: str | None) -> bool:
-    """Whether a live organization's directory lists the person as a live member: its names are then the
+    """Whether a live organization's directory lists the person as a live member: its names (and email) are the
     directories' (the rule above), and a sign-in does not overwrite them with those of WorkOS's user record
     (``sign_in_person.upsert``), which would undo each directory write until the next event or resync."""
     if user_id is None:

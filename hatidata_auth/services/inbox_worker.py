@@ -35,7 +35,7 @@ from ..models import WebhookEvent, utcnow
 from ..models.inbox import status_is
 from ..trace_context import apply_span, quiet
 from ..workos import WorkOSClient, WorkOSUnavailable
-from . import audit, fanout_jobs
+from . import audit, event_source, fanout_jobs
 from .events import HANDLERS
 from .events.batch_scope import BatchScope
 from .inbox import InboxResult, apply_event, error_summary
@@ -199,6 +199,7 @@ def apply_batch(session: Session, client: WorkOSClient, *, limit: int = DEFAULT_
         if not events:
             session.rollback()
             return BatchReport(0)
+        event_source.lock_directory_changes_first(session, [event.payload for event in events])
         with audit.deferred(session):  # audit rows written at the batch's commit: one statement, one head lock
             results = _optimistic(session, client, events, cause, fanout_chunk, tracer) if len(events) > 1 else None
             if results is None:  # an event failed (or the batch is one event): each event under its savepoint

@@ -15,11 +15,13 @@ found before the lock may be used as it is (a person is never deleted); only the
 come after it. Without the lock a sign-in and the applier each found no person and each created one, and the
 directory's membership and the sign-in's hung on two people (``tests/test_person_email_race.py``).
 
-Lock order: the organization, then the email. A writer that will insert a membership (a sign-in, ``grant-admin``,
-a resync page, an ``organization_membership`` event) passes its organization, whose row is locked ``FOR KEY SHARE``
-before the email (as the membership's foreign key would lock it later): an applier holding the row exclusively (a
-directory's activation or deletion in its batch) and waiting for the email's lock otherwise deadlocked with it
-(break-it review). Directory events hold their organization's row from their binding on.
+Lock order: a member's key, then the organization, then the email. The appliers hold their events' entity keys
+from the claim, then their organizations' rows (an applier's batch locks those it changes exclusively before any
+event: ``event_source.lock_directory_changes_first``), then emails. The other writers follow it: a sign-in first
+holds the key of the directory user its membership hangs on (``sign_in_person.upsert``), and every writer that will
+insert a membership (a sign-in, ``grant-admin``, a resync page, an ``organization_membership`` event) passes its
+organization, whose row is locked ``FOR KEY SHARE`` before the email (as the membership's foreign key would lock it
+later). Each crossing of two orders was a deadlock found by a break-it review, a sign-in its victim (a 503).
 
 On SQLite, whose writers take turns, nothing is locked unless *organization_id* is given: then a no-op write of the
 organization's row takes the database's write lock (pysqlite begins a transaction at the first write, so a look
@@ -44,7 +46,7 @@ _EMAILS_LOCK = text("SELECT count(pg_advisory_xact_lock(1162693632, hashtext(e))
 _KEY_SHARE = select(Organization.id).where(Organization.id == bindparam("organization_id")) \
     .with_for_update(read=True, key_share=True)
 _SQLITE_TURN = update(Organization).where(Organization.id == bindparam("organization_id")) \
-    .values(id=Organization.id)
+    .values(id=Organization.id, updated_at=Organization.updated_at)  # no column changes (onupdate is not applied)
 
 
 def locks_emails(session: Session) -> bool:

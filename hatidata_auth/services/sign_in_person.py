@@ -10,35 +10,45 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..causes import NO_REQUEST, Actor, Cause, RequestInfo
-from ..models import Organization, User
-from . import audit, directory_names, domains, person_email
+from ..models import Membership, Organization, User
+from . import audit, directory_names, domains, fanout_jobs, person_email, provisioning
 
 
 def upsert(db: Session, org: Organization, user: dict[str, Any], now: datetime,
            request: RequestInfo = NO_REQUEST) -> User:
     """The person signing in to *org* as the WorkOS *user* (``id``, ``email``, names), created when none is found
     (flushed): theirs by WorkOS id, else the unclaimed person their email names on a domain no other organization
-    verified. Their names follow WorkOS unless a directory lists them; an email WorkOS changed moves onto them
-    (:func:`_move_email`)."""
+    verified. A directory that lists the person speaks for their names and email; otherwise both follow WorkOS (an
+    email WorkOS changed moves onto them: :func:`_move_email`).
+
+    Locks in the order the appliers take them (``services.person_email``): the key of the directory user the
+    person's membership of *org* hangs on (an applier holds it from its claim), then the organization's row, then
+    the email; only then is the person written."""
     workos_user_id = str(user["id"])
-    email = str(user.get("email") or "").lower()
+    email = str(user.get("email") or "").strip().lower()
     by_id = select(User).where(User.workos_user_id == workos_user_id)
     unclaimed = select(User).where(User.workos_user_id.is_(None), User.email == email)
     # Linking by email is a claim about the domain: only when no other organization verified it.
     linkable = bool(email) and domains.foreign_owner(db, org.id, email) is None
     record = db.scalar(by_id)
-    if record is None and linkable:
+    if record is not None:
+        membership = db.scalar(select(Membership).where(Membership.organization_id == org.id,
+                                                        Membership.user_id == record.id))
+        if membership is not None:
+            fanout_jobs.hold_membership(db, membership)
+    elif linkable:
         record = db.scalar(unclaimed)
     if record is None and person_email.hold_email(db, email, organization_id=org.id):
         # One person per email (and per WorkOS user): the look that decides to create is made under the lock.
         record = db.scalar(by_id) or (db.scalar(unclaimed) if linkable else None)
+    listed = record is not None and directory_names.listed_by_a_directory(db, record.id)
     if record is None:
         record = User(workos_user_id=workos_user_id, email=email)
         db.add(record)
-    elif email and record.email != email:
+    elif email and record.email != email and not listed:
         _move_email(db, org, record, email, linkable=linkable, request=request)
     record.workos_user_id = workos_user_id
-    if not directory_names.listed_by_a_directory(db, record.id):  # the directories speak for a person they list
+    if not listed:
         record.first_name = user.get("first_name")
         record.last_name = user.get("last_name")
     record.last_login_at = now
@@ -48,9 +58,12 @@ def upsert(db: Session, org: Organization, user: dict[str, Any], now: datetime,
 
 def _move_email(db: Session, org: Organization, record: User, email: str, *, linkable: bool,
                 request: RequestInfo) -> None:
-    """WorkOS changed the signing-in user's email: move it onto their person (audited), unless another person holds
-    it on a domain no other organization verified (one person per email; two people are never merged): the person
-    then keeps the old email (``user.email_change_refused``)."""
+    """WorkOS changed the signing-in user's email: move it onto their person (audited, their cached session and key
+    status evicted), unless another person holds it on a domain no other organization verified (one person per
+    email; two people are never merged): the person then keeps the old email (``user.email_change_refused``).
+
+    A directory user refused for the old email (held by this person) is not retried here: the next resync links it
+    (the directory's own email changes queue a job per waiting user: ``services.freed_email_jobs``)."""
     holder = None
     if linkable and person_email.hold_email(db, email, organization_id=org.id):
         holder = db.scalar(select(User.id).where(User.email == email, User.id != record.id).limit(1))
@@ -64,3 +77,4 @@ def _move_email(db: Session, org: Organization, record: User, email: str, *, lin
     record.email = email
     audit.record(db, action="user.email_changed", cause=cause, organization_id=org.id, target_type="user",
                  target_id=record.id, details=details)
+    provisioning.invalidate_member_caches(db, organization_id=org.id, user_id=record.id)

@@ -22,7 +22,9 @@ def _user_by_workos_id(ctx: EventContext, workos_user_id: str, organization_id: 
     remote = ctx.client.user_management.get_user(workos_user_id)
     email = str(remote.email).strip().lower()
     linkable = domains.foreign_owner(ctx.session, organization_id, email) is None  # email links only on own domains
-    by_email = select(User).where(User.email == email).order_by(User.created_at).limit(1)
+    # A person another WorkOS user claimed is never handed over (as at a sign-in: ``services.person_email``).
+    by_email = select(User).where(User.email == email, User.workos_user_id.is_(None)).order_by(User.created_at) \
+        .limit(1)
     user = ctx.session.scalar(by_email) if linkable else None
     if user is None and person_email.hold_email(ctx.session, email, organization_id=organization_id):
         # One person per email (and per WorkOS user): the look that decides to create is made under the lock.
