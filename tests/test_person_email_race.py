@@ -25,7 +25,15 @@ from sqlalchemy.engine import Connection
 from hatidata_auth.causes import NO_REQUEST, Actor
 from hatidata_auth.extensions import db
 from hatidata_auth.models import AuditEvent, DirectoryUser, Membership, Organization, User, new_id, utcnow
-from hatidata_auth.services import inbox, inbox_worker, login, reconcile, sign_in_person, tenant_admin
+from hatidata_auth.services import (
+    db_conflicts,
+    inbox,
+    inbox_worker,
+    login,
+    reconcile,
+    sign_in_person,
+    tenant_admin,
+)
 from hatidata_auth.services.person_email import EMAIL_LOCK
 from tests.support.people import Replay
 from tests.support.servers import EmulatorControl, http_json
@@ -244,29 +252,45 @@ def test_a_batch_locks_its_directory_changes_before_any_email(app: Flask) -> Non
         assert len(list(db.session.scalars(select(User.id).where(User.email == EMAIL)))) == 1
 
 
-def test_a_sign_in_takes_its_member_s_key_before_writing_the_person(app: Flask) -> None:
-    """The person's membership hangs on a directory user whose event an applier holds (its key, from the claim) and
-    that writes the person (its names): the sign-in waits for that key before it writes the person, as the
-    appliers' order has it. Before, it wrote the person first (its last sign-in time) and then waited for the key
-    while the applier waited for the person's row: a deadlock (break-it review)."""
-    _prepare(app)
-    org = _acme(app)
+MEMBER_KEY = text("SELECT pg_advisory_xact_lock(hashtextextended('user:directory_user_PEML1', 0))")
+
+
+def _member(app: Flask, org: Organization, workos_user_id: str | None) -> str:
+    """A person (claimed by *workos_user_id*, or a directory's unclaimed one) whose membership of *org* hangs on the
+    directory user ``directory_user_PEML1``; returns the person's id."""
     with app.app_context():
-        person = User(email=EMAIL, workos_user_id="user_PEML_member")
+        person = User(email=EMAIL, workos_user_id=workos_user_id)
         db.session.add(person)
         db.session.flush()
         db.session.add(Membership(organization_id=org.id, user_id=person.id, source="directory", status="active",
                                   role="viewer", role_source="mapping", directory_user_id="directory_user_PEML1"))
         db.session.commit()
         person_id = person.id
-        applier = db.engine.connect()
-        applier.execute(text("SELECT pg_advisory_xact_lock(hashtextextended('user:directory_user_PEML1', 0))"))
+        db.session.remove()
+        return person_id
 
-        def sign_in() -> None:
-            s = db.session()
-            signed_in = sign_in_person.upsert(s, org, {"id": "user_PEML_member", "email": EMAIL}, utcnow())
-            login._upsert_membership(s, app.extensions["hatidata_workos"].client, s.merge(org), signed_in, None,
-                                     NO_REQUEST)
+
+def _signs_in(app: Flask, org: Organization, workos_user_id: str) -> Callable[[], None]:
+    def sign_in() -> None:
+        s = db.session()
+        person = sign_in_person.upsert(s, org, {"id": workos_user_id, "email": EMAIL}, utcnow())
+        login._upsert_membership(s, app.extensions["hatidata_workos"].client, s.merge(org), person, None, NO_REQUEST)
+    return sign_in
+
+
+@pytest.mark.parametrize("claimed", [True, False], ids=["found_by_workos_id", "found_by_email"])
+def test_a_sign_in_takes_its_member_s_key_before_writing_the_person(app: Flask, claimed: bool) -> None:
+    """The person's membership hangs on a directory user whose event an applier holds (its key, from the claim) and
+    that writes the person (its names): the sign-in waits for that key before it writes the person. Before, it
+    wrote the person first (its last sign-in time, its WorkOS id) and then waited for the key while the applier
+    waited for the person's row: a deadlock (break-it reviews; a directory's person signing in for the first time is
+    found by email)."""
+    _prepare(app)
+    org = _acme(app)
+    person_id = _member(app, org, "user_PEML_member" if claimed else None)
+    with app.app_context():
+        applier = db.engine.connect()
+        applier.execute(MEMBER_KEY)
 
         def applier_writes_the_person() -> None:
             _wait_for_lock_wait("%", event="advisory")
@@ -276,7 +300,60 @@ def test_a_sign_in_takes_its_member_s_key_before_writing_the_person(app: Flask) 
             applier.commit()
             applier.close()
 
-        _crossing(app, sign_in, applier_writes_the_person, release)
+        _crossing(app, _signs_in(app, org, "user_PEML_member"), applier_writes_the_person, release)
+
+
+def test_a_sign_in_takes_the_organization_before_its_member_s_key(app: Flask) -> None:
+    """An admin's removal of the member (``tenant_admin.remove_member``: the organization ``FOR UPDATE``, then the
+    member's key) while the member signs in: the sign-in key-shares the organization first, so it waits for the
+    admin before taking the key. Before, it held the key and then waited for the organization (its session's
+    foreign key) while the admin waited for the key (third break-it review)."""
+    _prepare(app)
+    org = _acme(app)
+    _member(app, org, "user_PEML_member")
+    with app.app_context():
+        admin = db.engine.connect()
+        admin.execute(select(Organization.id).where(Organization.id == org.id).with_for_update())
+
+        def admin_takes_the_key() -> None:
+            _wait_for_lock_wait("%")
+            admin.execute(MEMBER_KEY)
+
+        def release() -> None:
+            admin.commit()
+            admin.close()
+
+        _crossing(app, _signs_in(app, org, "user_PEML_member"), admin_takes_the_key, release)
+
+
+def test_a_sign_in_that_loses_a_deadlock_runs_again(app: Flask) -> None:
+    """The crossing no single order avoids: an applier's batch holds a member's key from its claim and then locks the
+    organization exclusively (a directory's activation in the same batch) while that member signs in (the
+    organization key-shared, then waiting for the key). PostgreSQL rolls back the sign-in, which waited first, and
+    the sign-in runs again (``db_conflicts.retrying``): it succeeds."""
+    _prepare(app)
+    org = _acme(app)
+    person_id = _member(app, org, "user_PEML_member")
+    sign_in = _signs_in(app, org, "user_PEML_member")
+    with app.app_context():
+        applier = db.engine.connect()
+        applier.execute(MEMBER_KEY)
+
+        def signs_in_committed() -> None:
+            sign_in()
+            db.session.commit()
+
+        def applier_locks_the_organization() -> None:
+            _wait_for_lock_wait("%", event="advisory")
+            applier.execute(select(Organization.id).where(Organization.id == org.id).with_for_update())
+
+        def release() -> None:
+            applier.commit()
+            applier.close()
+
+        _crossing(app, lambda: db_conflicts.retrying(db.session(), signs_in_committed, what="a sign-in"),
+                  applier_locks_the_organization, release)
+        assert db.session.get(User, person_id).last_login_at is not None
 
 
 def test_the_grant_admin_command(app: Flask) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import re
 from pathlib import Path
 
 import hatidata_auth
@@ -33,24 +34,27 @@ MOVERS = {
 }
 
 
+Function = ast.FunctionDef | ast.AsyncFunctionDef
+
+
 @functools.cache
-def _functions() -> tuple[tuple[str, ast.FunctionDef, str], ...]:
-    """Every function of the package: its module's dotted name, its node and its source."""
+def _functions() -> tuple[tuple[str, Function, str], ...]:
+    """Every function of the package (``async`` ones too): its module's dotted name, its node and its source."""
     root = Path(hatidata_auth.__file__).parent
     found = []
     for path in root.rglob("*.py"):
         module = ".".join(("hatidata_auth", *path.relative_to(root).with_suffix("").parts)).removesuffix(".__init__")
         found += [(module, node, ast.unparse(node)) for node in ast.walk(ast.parse(path.read_text()))
-                  if isinstance(node, ast.FunctionDef)]
+                  if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)]
     return tuple(found)
 
 
-def _calls(node: ast.FunctionDef) -> list[tuple[str, list[str], ast.Call]]:
+def _calls(node: Function) -> list[tuple[str, list[str], ast.Call]]:
     return [(ast.unparse(c.func), [ast.unparse(a) for a in c.args], c) for c in ast.walk(node)
             if isinstance(c, ast.Call)]
 
 
-def _users_names(node: ast.FunctionDef) -> set[str]:
+def _users_names(node: Function) -> set[str]:
     """``User``, ``User.__table__`` and the local names the function binds to the latter (``t = User.__table__``,
     ``a, t = X, User.__table__``)."""
     names = {"User", "User.__table__"}
@@ -64,20 +68,33 @@ def _users_names(node: ast.FunctionDef) -> set[str]:
     return names
 
 
+def _sql(args: list[str]) -> str:
+    """The first argument as SQL text, folded: lower case, no quotes, single spaces."""
+    return re.sub(r"\s+", " ", args[0].lower().replace('"', "").replace("\\", "")) if args else ""
+
+
 def _creates(name: str, args: list[str], users: set[str]) -> bool:
     return (name == "User" or name == "User.__table__.insert"
             or (name.split(".")[-1] == "insert" and bool(set(args) & users))
             or (name.split(".")[-1] in ("bulk_insert_mappings", "bulk_save_objects") and bool(args)
                 and args[0] == "User")
-            or (name == "text" and bool(args) and "insert into users" in args[0].lower()))
+            or (name == "text" and "insert into users" in _sql(args)))
 
 
-def _moves(name: str, args: list[str], call: ast.Call, source: str) -> bool:
+def _moves(name: str, args: list[str], call: ast.Call, source: str, users: set[str]) -> bool:
+    """A call that may write ``users.email``: ``setattr`` of ``"email"``, a Core or ORM-bulk update of the table
+    (an alias included) naming an email, ``bulk_update_mappings(User, …)``, SQL text updating it. (A ``setattr``
+    whose attribute name is a variable is not seen: none writes a person today.)"""
     if name == "setattr" and len(args) > 1 and args[1] in ("'email'", '"email"'):
         return True
-    touches_users = "update(User" in source or "User.__table__.update" in source
-    return touches_users and name.split(".")[-1] == "values" and (
-        any(k.arg == "email" for k in call.keywords) or any("'email'" in a or '"email"' in a for a in args))
+    if name.split(".")[-1] == "bulk_update_mappings" and args and args[0] == "User":
+        return True
+    if name == "text" and re.search(r"update users set .*email", _sql(args)):
+        return True
+    updates_users = any(f"update({u})" in source or f"{u}.update(" in source for u in users)
+    names_email = any(k.arg == "email" for k in call.keywords) or any(
+        "'email'" in a or '"email"' in a for a in args)
+    return updates_users and names_email and name.split(".")[-1] in ("values", "execute")
 
 
 def creators() -> set[tuple[str, str]]:
@@ -102,7 +119,7 @@ def email_movers() -> set[tuple[str, str]]:
                        else [stmt.target] if isinstance(stmt, ast.AnnAssign | ast.AugAssign) else [])
             if any(isinstance(t, ast.Attribute) and t.attr == "email" for t in targets):
                 found.add((module, node.name))
-        if any(_moves(name, args, call, source) for name, args, call in _calls(node)):
+        if any(_moves(name, args, call, source, _users_names(node)) for name, args, call in _calls(node)):
             found.add((module, node.name))
     return found
 
@@ -137,15 +154,22 @@ def test_the_scan_sees_every_way_it_looks_for() -> None:
         "def j():\n    setattr(u, 'email', e)": "moves",
         "def k():\n    s.execute(update(User).where(User.id == i).values(email=e))": "moves",
         "def l():\n    s.execute(update(User).where(User.id == i).values({'email': e}))": "moves",
+        "def m():\n    t = User.__table__\n    s.execute(update(t).values(email=e))": "moves",
+        "def n():\n    s.execute(update(User), [{'id': i, 'email': e}])": "moves",
+        "def o():\n    s.execute(text('UPDATE  \"users\" SET email = :e'))": "moves",
+        "def p():\n    s.bulk_update_mappings(User, rows)": "moves",
+        "def q():\n    s.execute(text('INSERT INTO \"users\"  (id) VALUES (1)'))": "creates",
+        "async def r():\n    u.email = e": "moves",
+        "def t():\n    s.execute(update(User).values(last_login_at=n))": "neither",
     }
     for code, kind in samples.items():
         node = ast.parse(code).body[0]
-        assert isinstance(node, ast.FunctionDef)
+        assert isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
         source = ast.unparse(node)
         calls = _calls(node)
         created = any(_creates(name, args, _users_names(node)) for name, args, _c in calls)
         moved = any(isinstance(t, ast.Attribute) and t.attr == "email"
                     for s in ast.walk(node) for t in (s.targets if isinstance(s, ast.Assign) else
                                                      [s.target] if isinstance(s, ast.AnnAssign | ast.AugAssign) else [])
-                    ) or any(_moves(name, args, call, source) for name, args, call in calls)
+                    ) or any(_moves(name, args, call, source, _users_names(node)) for name, args, call in calls)
         assert (created, moved) == (kind == "creates", kind == "moves"), code

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 from ..models.inbox import INBOX_CHANNEL
+from .db_conflicts import conflict
 from .inbox_claim import DEFAULT_BATCH
 
 __all__ = ["LINGER", "LINGER_BACKOFF_MAX", "WAKE_COALESCE", "ApplierPool", "GiveWay", "Linger", "RequestGauge"]
@@ -143,22 +144,9 @@ class GiveWay:
         self._since = None
 
 
-CONFLICTS = {"40P01": "deadlock detected", "40001": "serialization failure"}
-"""The SQLSTATEs with which PostgreSQL rolls back a transaction to break a conflict with another (a fan-out or a
-resync page holding members' keys may cross a batch holding some of them from its claim). Not the freed-email
-path: there a transaction holds only its own entity key (and the email's lock), and the users waiting for the
-email are linked by jobs under their own keys (``services.freed_email_jobs``); when the freeing transaction took
-their keys itself, an immediate retry of a rotation's ring of deadlocks met the same ring again (a livelock)."""
-
-
 CONFLICT_RETRIES = 3
 """Conflicts in a row an applier retries at once; past them it waits the poll interval (a conflict that comes back
 at once every time is no passing one: a hot loop of claims and warnings otherwise)."""
-
-
-def conflict(exc: BaseException) -> str | None:
-    """What conflict the database broke by rolling back the batch that raised *exc* (``None``: another error)."""
-    return CONFLICTS.get(str(getattr(getattr(exc, "orig", None), "sqlstate", None)))
 
 
 class ApplierPool:

@@ -40,7 +40,7 @@ def lock_organization(session: Session, organization_id: str) -> None:
         # SQLite has no row locks and pysqlite starts the transaction at the first write: a no-op write takes the
         # database's write lock now, so a concurrent check waits here and then counts the committed state.
         session.execute(update(Organization).where(Organization.id == organization_id)
-                        .values(id=Organization.id))
+                        .values(id=Organization.id, updated_at=Organization.updated_at))  # changes no column
         return
     session.execute(select(Organization.id).where(Organization.id == organization_id).with_for_update())
 

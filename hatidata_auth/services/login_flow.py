@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from ..causes import NO_REQUEST, Actor, Cause, RequestInfo
 from ..errors import AppError
 from ..workos import WorkOSClient, WorkOSFailure
-from . import auth_policy, login, sessions, sign_in_attempts
+from . import auth_policy, db_conflicts, login, sessions, sign_in_attempts
 from . import break_glass as break_glass_members
 from .login import LoginFailed, LoginResult
 from .organizations import find_organization, find_organization_for_email
@@ -107,19 +107,26 @@ def authorization_url(db: Session, client: WorkOSClient, *, redirect_uri: str, s
 def finish(db: Session, client: WorkOSClient, verifier: TokenVerifier, *, code: str, code_verifier: str,
            remember: bool, policy: SessionPolicy, commit: Callable[[], None],
            request: RequestInfo = NO_REQUEST) -> Finished:
-    """Exchange the callback's code, record the login (committed), then mirror the user's other memberships
-    (committed apart: a failure there is only logged).
+    """Exchange the callback's code, record the login (committed; run again when the database rolled it back to
+    break a deadlock: :func:`db_conflicts.retrying`), then mirror the user's other memberships (committed apart: a
+    failure there is only logged).
 
     Raises :class:`LoginFailed` for the caller to count and audit (the code refused, no organization, WorkOS
     refusing; ``denied``: we do not let the user in, the WorkOS session ended), :class:`auth_policy.SsoRequired`
     (its audit event committed, the WorkOS session ended) and ``ServiceUnavailable`` (WorkOS unreachable).
     """
     exchanged = login.exchange_code(db, client, verifier, code=code, code_verifier=code_verifier, request=request)
-    try:
-        result = login.complete_login(db, client, tokens=exchanged.tokens, claims=exchanged.claims,
-                                      remember=remember, policy=policy, request=request,
-                                      authentication=exchanged.authentication)
+
+    def record() -> LoginResult:
+        recorded = login.complete_login(db, client, tokens=exchanged.tokens, claims=exchanged.claims,
+                                        remember=remember, policy=policy, request=request,
+                                        authentication=exchanged.authentication)
         commit()
+        return recorded
+
+    try:
+        # A sign-in may cross an applier's batch (its keys taken before its organizations): the loser runs again.
+        result = db_conflicts.retrying(db, record, what="a sign-in's transaction")
     except auth_policy.SsoRequired:
         commit()  # the refusal's audit event; no session was recorded
         login.end_workos_session(client, exchanged.workos_session_id, why="refused")

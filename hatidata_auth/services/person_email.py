@@ -15,13 +15,17 @@ found before the lock may be used as it is (a person is never deleted); only the
 come after it. Without the lock a sign-in and the applier each found no person and each created one, and the
 directory's membership and the sign-in's hung on two people (``tests/test_person_email_race.py``).
 
-Lock order: a member's key, then the organization, then the email. The appliers hold their events' entity keys
-from the claim, then their organizations' rows (an applier's batch locks those it changes exclusively before any
-event: ``event_source.lock_directory_changes_first``), then emails. The other writers follow it: a sign-in first
-holds the key of the directory user its membership hangs on (``sign_in_person.upsert``), and every writer that will
-insert a membership (a sign-in, ``grant-admin``, a resync page, an ``organization_membership`` event) passes its
+Lock order: the organization, then members' keys, then emails. The writers that wait for them follow it: a
+sign-in key-shares its organization's row, then holds the key of the directory user its membership hangs on
+(``sign_in_person.upsert``); the admin paths lock the organization before the member's key
+(``last_admin.lock_organization``); a fan-out runs under its organization's row; an applier's batch locks the
+organizations whose directory it changes exclusively before any of its events
+(``event_source.lock_directory_changes_first``); every writer that will insert a membership passes its
 organization, whose row is locked ``FOR KEY SHARE`` before the email (as the membership's foreign key would lock it
-later). Each crossing of two orders was a deadlock found by a break-it review, a sign-in its victim (a 503).
+later). Each crossing of two orders was a deadlock found by a break-it review, a sign-in its victim (a 503). One
+crossing no order removes: an applier holds its events' keys from its claim (never waiting for them) before it
+locks their organizations. PostgreSQL rolls back one of the two, and the loser runs again: the batch by its pool,
+a sign-in's transaction by ``db_conflicts.retrying``.
 
 On SQLite, whose writers take turns, nothing is locked unless *organization_id* is given: then a no-op write of the
 organization's row takes the database's write lock (pysqlite begins a transaction at the first write, so a look
@@ -54,6 +58,15 @@ def locks_emails(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
+def hold_organization(session: Session, organization_id: str) -> None:
+    """Lock the organization's row ``FOR KEY SHARE`` (PostgreSQL: what a membership's insert would take, blocking
+    only an exclusive holder) or, on SQLite, take the database's write turn with a write that changes no column."""
+    if locks_emails(session):
+        session.execute(_KEY_SHARE, {"organization_id": organization_id})
+    else:
+        session.execute(_SQLITE_TURN, {"organization_id": organization_id})
+
+
 def hold_email(session: Session, email: str, *, organization_id: str | None = None) -> bool:
     """Hold *email*'s lock until the transaction ends, after *organization_id*'s row (the module's lock order);
     ``True`` when taken (look for its person again now). ``False`` for no email, and on SQLite without
@@ -67,13 +80,12 @@ def hold_emails(session: Session, emails: Iterable[str], *, organization_id: str
     wanted = sorted({e for e in emails if e})
     if not wanted:
         return False
-    if not locks_emails(session):
-        if organization_id is None:
-            return False
-        session.execute(_SQLITE_TURN, {"organization_id": organization_id})
-        return True
     if organization_id is not None:
-        session.execute(_KEY_SHARE, {"organization_id": organization_id})
+        hold_organization(session, organization_id)
+    elif not locks_emails(session):
+        return False
+    if not locks_emails(session):
+        return True
     if len(wanted) == 1:
         session.execute(EMAIL_LOCK, {"email": wanted[0]})
     else:

@@ -21,26 +21,24 @@ def upsert(db: Session, org: Organization, user: dict[str, Any], now: datetime,
     verified. A directory that lists the person speaks for their names and email; otherwise both follow WorkOS (an
     email WorkOS changed moves onto them: :func:`_move_email`).
 
-    Locks in the order the appliers take them (``services.person_email``): the key of the directory user the
-    person's membership of *org* hangs on (an applier holds it from its claim), then the organization's row, then
-    the email; only then is the person written."""
+    Locks in the order of the other writers that wait for them (``services.person_email``): the organization's row
+    (key-shared), the key of the directory user the person's membership of *org* hangs on, the email; only then is
+    the person written."""
     workos_user_id = str(user["id"])
     email = str(user.get("email") or "").strip().lower()
     by_id = select(User).where(User.workos_user_id == workos_user_id)
     unclaimed = select(User).where(User.workos_user_id.is_(None), User.email == email)
     # Linking by email is a claim about the domain: only when no other organization verified it.
     linkable = bool(email) and domains.foreign_owner(db, org.id, email) is None
+    person_email.hold_organization(db, org.id)
     record = db.scalar(by_id)
-    if record is not None:
-        membership = db.scalar(select(Membership).where(Membership.organization_id == org.id,
-                                                        Membership.user_id == record.id))
-        if membership is not None:
-            fanout_jobs.hold_membership(db, membership)
-    elif linkable:
+    if record is None and linkable:
         record = db.scalar(unclaimed)
-    if record is None and person_email.hold_email(db, email, organization_id=org.id):
+    if record is None and person_email.hold_email(db, email):
         # One person per email (and per WorkOS user): the look that decides to create is made under the lock.
         record = db.scalar(by_id) or (db.scalar(unclaimed) if linkable else None)
+    if record is not None:
+        _hold_member(db, org, record)
     listed = record is not None and directory_names.listed_by_a_directory(db, record.id)
     if record is None:
         record = User(workos_user_id=workos_user_id, email=email)
@@ -56,16 +54,27 @@ def upsert(db: Session, org: Organization, user: dict[str, Any], now: datetime,
     return record
 
 
+def _hold_member(db: Session, org: Organization, person: User) -> None:
+    # An applier holds the key of the directory user from its claim and may write the person: wait for it before
+    # writing the person (the other way round, each waited for the other).
+    membership = db.scalar(select(Membership).where(Membership.organization_id == org.id,
+                                                    Membership.user_id == person.id))
+    if membership is not None:
+        fanout_jobs.hold_membership(db, membership)
+
+
 def _move_email(db: Session, org: Organization, record: User, email: str, *, linkable: bool,
                 request: RequestInfo) -> None:
     """WorkOS changed the signing-in user's email: move it onto their person (audited, their cached session and key
-    status evicted), unless another person holds it on a domain no other organization verified (one person per
-    email; two people are never merged): the person then keeps the old email (``user.email_change_refused``).
+    status evicted in every organization), unless another person holds it on a domain no other organization
+    verified (one person per email; two people are never merged): the person then keeps the old email
+    (``user.email_change_refused``).
 
     A directory user refused for the old email (held by this person) is not retried here: the next resync links it
     (the directory's own email changes queue a job per waiting user: ``services.freed_email_jobs``)."""
     holder = None
-    if linkable and person_email.hold_email(db, email, organization_id=org.id):
+    if linkable:  # looked for under the email's lock (on SQLite, in the write turn the sign-in took first)
+        person_email.hold_email(db, email)
         holder = db.scalar(select(User.id).where(User.email == email, User.id != record.id).limit(1))
     cause = Cause.by(Actor("user", record.id, record.email), request, reason="login")
     details = {"from": record.email, "to": email, "source": "sign_in"}
@@ -77,4 +86,5 @@ def _move_email(db: Session, org: Organization, record: User, email: str, *, lin
     record.email = email
     audit.record(db, action="user.email_changed", cause=cause, organization_id=org.id, target_type="user",
                  target_id=record.id, details=details)
-    provisioning.invalidate_member_caches(db, organization_id=org.id, user_id=record.id)
+    for organization_id in set(db.scalars(select(Membership.organization_id).where(Membership.user_id == record.id))):
+        provisioning.invalidate_member_caches(db, organization_id=organization_id, user_id=record.id)

@@ -1,0 +1,51 @@
+"""Transactions PostgreSQL rolls back to break a conflict with another, and running one again.
+
+Writers that wait for locks in different orders can wait for each other; PostgreSQL then rolls one back (SQLSTATE
+``40P01``, after ``deadlock_timeout``) and the other goes on. The orders are as consistent as the work allows
+(``services.person_email``), but an applier holds its events' keys from its claim before it locks their
+organizations, where the writers that wait for keys lock the organization first. So the loser is run again: an
+applier's batch by its pool (``services.applier_pool``), a sign-in's transaction by :func:`retrying`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+from sqlalchemy.orm import Session
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+CONFLICTS = {"40P01": "deadlock detected", "40001": "serialization failure"}
+"""The SQLSTATEs with which PostgreSQL rolls back a transaction to break a conflict with another (a fan-out or a
+resync page holding members' keys may cross a batch holding some of them from its claim). Not the freed-email
+path: there a transaction holds only its own entity key (and the email's lock), and the users waiting for the
+email are linked by jobs under their own keys (``services.freed_email_jobs``); when the freeing transaction took
+their keys itself, an immediate retry of a rotation's ring of deadlocks met the same ring again (a livelock)."""
+
+ATTEMPTS = 3
+"""Times :func:`retrying` runs a transaction the database keeps rolling back to break conflicts."""
+
+
+def conflict(exc: BaseException) -> str | None:
+    """What conflict the database broke by rolling back the transaction that raised *exc* (``None``: another
+    error)."""
+    return CONFLICTS.get(str(getattr(getattr(exc, "orig", None), "sqlstate", None)))
+
+
+def retrying(session: Session, work: Callable[[], T], *, what: str, attempts: int = ATTEMPTS) -> T:
+    """Run *work* (which ends by committing *session*'s transaction) and return what it returns; when the database
+    rolled it back to break a conflict, roll the session back and run it again, at most *attempts* times in all
+    (logged as a warning, naming *what*). Raises what *work* raises otherwise, and the last conflict."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return work()
+        except Exception as exc:
+            why = conflict(exc)
+            if why is None or attempt == attempts:
+                raise
+            session.rollback()
+            log.warning("%s rolled back by the database (%s); running it again (attempt %d of %d)", what, why,
+                        attempt + 1, attempts)
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
