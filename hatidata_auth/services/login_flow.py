@@ -147,11 +147,14 @@ def finish(db: Session, client: WorkOSClient, verifier: TokenVerifier, *, code: 
                           organization_id=org.id if org is not None else None,
                           actor=login.signing_in(db, exchanged.tokens.user),
                           email=exchanged.tokens.user.get("email")) from exc
-    try:
+    def mirror_memberships() -> None:
         login.sync_user_memberships(db, client, user_id=result.user_id,
                                     workos_user_id=str(exchanged.tokens.user["id"]),
                                     cause=Cause.by(Actor("user", result.user_id, result.email), request))
         commit()
+
+    try:
+        db_conflicts.retrying(db, mirror_memberships, what="a sign-in's mirroring of its other memberships")
     except WorkOSFailure:
         db.rollback()
         log.warning("could not mirror the other memberships of %s", result.user_id)
