@@ -45,9 +45,10 @@ def lock_directory_changes_first(session: Session, payloads: Iterable[dict[str, 
     of the organizations whose directory one of them changes (``dsync.activated``, ``dsync.deleted``), as their
     binding would later (PostgreSQL; nothing on SQLite, whose writers take turns).
 
-    The lock order of ``services.person_email`` (the organization, then the email): an earlier event of the batch
-    took a new person's email lock, the directory change then waited for its organization's row, which a first
-    sign-in held key-shared while it waited for that email: a deadlock that failed the sign-in (break-it review)."""
+    The lock order of ``services.person_email`` (the organization, then keys, then emails): an earlier event of the
+    batch took a new person's email lock, the directory change then waited for its organization's row, which a
+    first sign-in held key-shared while it waited for that email: a deadlock that failed the sign-in (break-it
+    review)."""
     wanted = sorted({str(p["data"]["organization_id"]) for p in payloads
                      if p.get("event") in _DIRECTORY_CHANGES and isinstance(p.get("data"), dict)
                      and p["data"].get("organization_id")})

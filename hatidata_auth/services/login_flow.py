@@ -147,6 +147,7 @@ def finish(db: Session, client: WorkOSClient, verifier: TokenVerifier, *, code: 
                           organization_id=org.id if org is not None else None,
                           actor=login.signing_in(db, exchanged.tokens.user),
                           email=exchanged.tokens.user.get("email")) from exc
+
     def mirror_memberships() -> None:
         login.sync_user_memberships(db, client, user_id=result.user_id,
                                     workos_user_id=str(exchanged.tokens.user["id"]),

@@ -82,10 +82,8 @@ def hold_emails(session: Session, emails: Iterable[str], *, organization_id: str
         return False
     if organization_id is not None:
         hold_organization(session, organization_id)
-    elif not locks_emails(session):
-        return False
     if not locks_emails(session):
-        return True
+        return organization_id is not None  # SQLite: the write turn is what was taken
     if len(wanted) == 1:
         session.execute(EMAIL_LOCK, {"email": wanted[0]})
     else:
