@@ -9,7 +9,10 @@ directory's membership and a sign-in's hung on two people (found by a break-it r
 The writers: a sign-in (``sign_in_person.upsert``), the ``grant-admin`` command, a WorkOS ``organization_membership``
 event, a directory user's first event (the insert's function, migration 0022), a stored directory user's activation
 (``directory_people.person_for``), and a resync page (``reconcile.prepare_people``). The last test crosses two
-real writers: a sign-in in progress and the applier."""
+real writers: a sign-in in progress and the applier. The lock-order tests cross a sign-in with an applier or an
+admin holding the locks the other order would take (each a deadlock found by a break-it review), and the last
+crossing no order removes, whose loser runs again (``db_conflicts.retrying``). ``tests/test_person_writers.py``
+lists every writer."""
 from __future__ import annotations
 
 import threading
