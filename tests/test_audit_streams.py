@@ -223,7 +223,11 @@ def test_backoff_then_dead_letter_then_retry_resumes_from_the_cursor(app: Flask,
     app.config["HATIDATA_AUDIT_STREAM_BACKOFF"] = 10.0
     stream = _create(app, acme, "datadog", {"endpoint": https_sink.url, "secret": https_sink.DD_KEY})
     https_sink.die_after = 14  # one batch confirmed, the second cut, then the receiver fails
+    # A failure is timed at the pass's *now* plus the real seconds the pass took to reach it (a loaded machine's
+    # milliseconds), so each delay is allowed what its pass took.
+    started = time.monotonic()
     audit_runtime.run_once(app, now=T0)
+    took = [time.monotonic() - started]
     https_sink.die_after, https_sink.answer_status = None, 503
     now, delays = T0, []
     for _ in range(2):
@@ -235,9 +239,11 @@ def test_backoff_then_dead_letter_then_retry_resumes_from_the_cursor(app: Flask,
         audit_runtime.run_once(app, now=due - timedelta(seconds=1))  # not yet due: untouched
         assert len(https_sink.requests) == before
         now = due
+        started = time.monotonic()
         audit_runtime.run_once(app, now=now)
-    assert 5 <= delays[0] < 10  # 10 s, jitter in [0.5, 1)
-    assert 10 <= delays[1] < 20  # doubled
+        took.append(time.monotonic() - started)
+    assert 5 <= delays[0] < 10 + took[0]  # 10 s, jitter in [0.5, 1)
+    assert 10 <= delays[1] < 20 + took[1]  # doubled
     dead = _stream(app, acme, stream["id"])
     assert (dead["state"], dead["attempts"], dead["next_attempt_at"], dead["last_error"]) == \
         ("dead_letter", 3, None, "HTTP 503")
