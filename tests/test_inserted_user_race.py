@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -69,21 +70,28 @@ def _wait_for_lock_wait(query: str = "INSERT INTO directory_users%", event: str 
     raise AssertionError(f"no statement like {query!r} waited on a lock like {event!r}")
 
 
-def _applying(app: Flask) -> tuple[threading.Thread, list[BaseException]]:
-    """An applier's batch started on a thread of its own, and the errors it raises."""
+def _started(app: Flask, work: Callable[[], Any]) -> tuple[threading.Thread, list[BaseException]]:
+    """*work* (then a commit) started on a thread of its own, in an app context, and the errors it raises."""
     errors: list[BaseException] = []
 
-    def applier() -> None:
+    def run() -> None:
         try:
             with app.app_context():
-                inbox_worker.apply_batch(db.session(), app.extensions["hatidata_workos"].client, limit=20)
+                work()
+                db.session.commit()
                 db.session.remove()
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
-    t = threading.Thread(target=applier)
-    t.start()
-    return t, errors
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, errors
+
+
+def _applying(app: Flask) -> tuple[threading.Thread, list[BaseException]]:
+    """An applier's batch started on a thread of its own, and the errors it raises."""
+    return _started(app, lambda: inbox_worker.apply_batch(db.session(), app.extensions["hatidata_workos"].client,
+                                                           limit=20))
 
 
 def _run(app: Flask, meanwhile: Any) -> None:

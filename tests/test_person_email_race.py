@@ -15,7 +15,6 @@ crossing no order removes, whose loser runs again (``db_conflicts.retrying``). `
 lists every writer."""
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -41,7 +40,7 @@ from hatidata_auth.services.person_email import EMAIL_LOCK
 from tests.support.people import Replay
 from tests.support.servers import EmulatorControl, http_json
 from tests.test_inbox_batch_scope import ACME, DIRECTORIES, _prepare
-from tests.test_inserted_user_race import _wait_for_lock_wait
+from tests.test_inserted_user_race import _started, _wait_for_lock_wait
 
 pytestmark = pytest.mark.postgres
 EMAIL = "rafael.osei@partners.test"  # a domain no organization verified: every writer may link by it
@@ -84,24 +83,6 @@ def _held_person(email: str, workos_user_id: str | None = None) -> tuple[Connect
     conn.execute(User.__table__.insert().values(id=person_id, email=email, workos_user_id=workos_user_id,
                                                 created_at=utcnow(), updated_at=utcnow()))
     return conn, person_id
-
-
-def _started(app: Flask, work: Callable[[], Any]) -> tuple[threading.Thread, list[BaseException]]:
-    """*work* (then a commit) started on a thread of its own, in an app context, and the errors it raises."""
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            with app.app_context():
-                work()
-                db.session.commit()
-                db.session.remove()
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread, errors
 
 
 def _crossing(app: Flask, work: Callable[[], Any], wait: Callable[[], None], release: Callable[[], None]) -> None:

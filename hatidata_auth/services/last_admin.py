@@ -16,14 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ..causes import Cause
 from ..errors import AppError
 from ..models import Membership, Organization, User
 from ..roles import Role
-from . import alerts
+from . import alerts, person_email
 
 
 class LastAdmin(AppError):
@@ -39,8 +39,7 @@ def lock_organization(session: Session, organization_id: str) -> None:
     if session.get_bind().dialect.name == "sqlite":
         # SQLite has no row locks and pysqlite starts the transaction at the first write: a no-op write takes the
         # database's write lock now, so a concurrent check waits here and then counts the committed state.
-        session.execute(update(Organization).where(Organization.id == organization_id)
-                        .values(id=Organization.id, updated_at=Organization.updated_at))  # changes no column
+        person_email.hold_organization(session, organization_id)
         return
     session.execute(select(Organization.id).where(Organization.id == organization_id).with_for_update())
 
