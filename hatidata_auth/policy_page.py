@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, abort, redirect, render_template, request
 from werkzeug.wrappers import Response
 
+from .conflict_reruns import rerun_on_conflict
 from .errors import AppError
 from .extensions import db
 from .identity import browser_session_required, current_identity, request_cause, runtime
@@ -55,6 +56,7 @@ def _break_glass(session: Any, organization_id: str) -> list[break_glass.BreakGl
 
 @bp.route("/admin/policy", methods=["GET", "POST"])
 @browser_session_required
+@rerun_on_conflict
 def policy_form() -> Response | tuple[str, int] | str:
     """GET: the form with the policy in force (admins only: 403 otherwise; signed out: to the login page).
     POST (CSRF): apply it like ``PATCH /api/v1/organization/policy`` and redirect back (``?saved=1``); 422 with

@@ -14,6 +14,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate
 
 from .. import inputs, step_up
+from ..conflict_reruns import rerun_on_conflict
 from ..errors import AppError
 from ..identity import login_required, require_permission
 from ..services import fanout_jobs, paging
@@ -122,9 +123,11 @@ def page_body(page: paging.Page[T], present: Callable[[T], Any] | None = None) -
 
 
 def guard(blp: Blueprint, *permissions: str) -> Callable[[F], F]:
-    """Require a caller holding every permission (API keys: within their scopes); documents it."""
+    """Require a caller holding every permission (API keys: within their scopes); documents it. A write runs again
+    when the database rolls it back to break a lock conflict (``conflict_reruns.rerun_on_conflict``)."""
 
     def decorator(view: F) -> F:
+        view = rerun_on_conflict(view)
         protected = require_permission(*permissions)(view) if permissions else login_required(view)
         description = ("Requires " + ", ".join(f"`{p}`" for p in permissions) + "."
                        if permissions else "Any signed-in member or API key.")

@@ -24,6 +24,7 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from werkzeug.wrappers import Response
 
 from ..causes import Cause
+from ..conflict_reruns import rerun_on_conflict
 from ..errors import AppError
 from ..extensions import db
 from ..idp import IdPPlugin, SetupStatus, get_registry
@@ -42,14 +43,17 @@ bp = Blueprint("sso_wizard", __name__, url_prefix="/admin/sso", template_folder=
 
 
 def admin_only(view: F) -> F:
-    """Only a signed-in (browser session) admin of the organization may use the wizard."""
+    """Only a signed-in (browser session) admin of the organization may use the wizard. A write runs again when the
+    database rolls it back to break a lock conflict (``conflict_reruns``: a mapping step holds members' keys)."""
     from ..identity import current_identity, require_role
 
-    @wraps(view)
+    rerun = rerun_on_conflict(view)
+
+    @wraps(rerun)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         if current_identity.auth_type != "session":
             raise AppError("The SSO setup wizard is for signed-in admins only.", status=403, code="forbidden")
-        return view(*args, **kwargs)
+        return rerun(*args, **kwargs)
 
     return require_role(Role.ADMIN)(cast(F, wrapped))
 
