@@ -16,7 +16,10 @@ For each profile and each ``--sessions`` count N it measures, alternating ``--ro
 by the emulator's key for an hour), and by **API key** (one key); then the revocation propagation (``--trials``:
 from the revoke call returning until 20 consecutive requests are refused). It prints how long minting, warming
 and measuring took, each ratio to the baseline, the ratio with the most sessions against the one with the
-fewest, and whether the targets are met: cookie and bearer at least 0.9 of ``/healthz``, the ratio with the most
+fewest, and the CPU milliseconds per request of the gunicorn workers (as a ratio to the baseline's, measured in
+the same round) and of the load generator (cycling over N large cookies costs it more with N, and it shares the
+machine: the server's CPU per request tells the server's growth apart from the generator's), and whether the
+targets are met: cookie and bearer at least 0.9 of ``/healthz``, the ratio with the most
 sessions within 10 % of the fewest, revocation p99 at most 1 s.
 
 What is measured is the steady state where every worker holds every session in its in-process caches. Before the
@@ -38,12 +41,16 @@ import argparse
 import itertools
 import multiprocessing as mp
 import os
+import resource
 import statistics
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bench.auth_setup import API_KEY, CLIENT_ID, Served, live_sessions, login, raw, request, safe_status, serve
 from bench.auth_warm import BATCH, live_counts, warm_workers
+from bench.dsync_bench import cpu_seconds
 from hatidata_auth.config import DEFAULTS
 
 KINDS = ("baseline", "cookie", "bearer", "api_key")
@@ -62,11 +69,30 @@ def _load_worker(port: int, raws: list[bytes], offset: int, duration: float, out
     out.put((ok, bad))
 
 
-def measure(port: int, raws: list[bytes], duration: float, clients: int) -> tuple[float, int]:
-    """Requests/s (2xx only) with *clients* closed-loop processes cycling over *raws*; (rps, non-2xx count)."""
+@dataclass(frozen=True, slots=True)
+class Measured:
+    """One kind's run: requests/s (2xx only), non-2xx answers, and CPU milliseconds per request of the gunicorn
+    workers (the server's cost of the request) and of the load generator's processes."""
+
+    rps: float
+    bad: int
+    server_ms: float
+    generator_ms: float
+
+
+def _workers_cpu(server_pid: int) -> float:
+    """CPU seconds the gunicorn master's workers have used (``/proc``), summed."""
+    children = Path(f"/proc/{server_pid}/task/{server_pid}/children")
+    pids = [int(x) for x in children.read_text().split()] if children.exists() else []
+    return sum(cpu_seconds(pid) for pid in pids)
+
+
+def measure(port: int, raws: list[bytes], duration: float, clients: int, server_pid: int) -> Measured:
+    """*clients* closed-loop processes cycling over *raws* for *duration* seconds against *port*."""
     out: Any = mp.Queue()
     step = max(1, len(raws) // clients)
     procs = [mp.Process(target=_load_worker, args=(port, raws, i * step, duration, out)) for i in range(clients)]
+    server_before, children_before = _workers_cpu(server_pid), resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     for p in procs:
         p.start()
@@ -74,7 +100,11 @@ def measure(port: int, raws: list[bytes], duration: float, clients: int) -> tupl
     for p in procs:
         p.join()
     elapsed = time.monotonic() - started
-    return sum(r[0] for r in results) / elapsed, sum(r[1] for r in results)
+    server, children = _workers_cpu(server_pid) - server_before, resource.getrusage(resource.RUSAGE_CHILDREN)
+    generator = (children.ru_utime - children_before.ru_utime) + (children.ru_stime - children_before.ru_stime)
+    answered = max(1, sum(r[0] + r[1] for r in results))
+    return Measured(sum(r[0] for r in results) / elapsed, sum(r[1] for r in results), 1000 * server / answered,
+                    1000 * generator / answered)
 
 
 def warm(port: int, data: bytes, clients: int, passes: int = 50) -> None:
@@ -137,12 +167,14 @@ def throughput(served: Served, raws: dict[str, list[bytes]], args: argparse.Name
     assert set(statuses) == {200}, f"warm-up refused: {dict(statuses)}"
     started = time.monotonic()
     totals: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    cpu: dict[str, list[tuple[float, float]]] = {kind: [] for kind in KINDS}
     errors = dict.fromkeys(KINDS, 0)
     for _ in range(args.rounds):
         for kind in KINDS:
-            rps, bad = measure(served.port, raws[kind], args.duration, args.clients)
-            totals[kind].append(rps)
-            errors[kind] += bad
+            found = measure(served.port, raws[kind], args.duration, args.clients, served.process.pid)
+            totals[kind].append(found.rps)
+            cpu[kind].append((found.server_ms, found.generator_ms))
+            errors[kind] += found.bad
     live = live_counts(served.warm_ports)
     held = all(entries >= count for worker in live for entries in worker.values())
     print(f"    measured in {time.monotonic() - started:.1f} s; live cache entries per worker after it: {live} "
@@ -154,9 +186,13 @@ def throughput(served: Served, raws: dict[str, list[bytes]], args: argparse.Name
     # a --cache-ttl shorter than the phase asks for entries to expire: a count below N is then the point
     held = held or (args.cache_ttl is not None and args.cache_ttl < time.monotonic() - warmed)
     means = {kind: statistics.mean(values) for kind, values in totals.items()}
+    server_ms = {kind: statistics.mean(s for s, _ in values) for kind, values in cpu.items()}
     for kind in KINDS:
+        generator_ms = statistics.mean(g for _, g in cpu[kind])
         print(f"    {kind:9s} {means[kind]:8.0f} req/s  ratio {means[kind] / means['baseline']:5.2f}  "
-              f"non-2xx {errors[kind]}", flush=True)
+              f"non-2xx {errors[kind]}  CPU per request: server {server_ms[kind] / server_ms['baseline']:5.2f} of "
+              f"the baseline's, generator {generator_ms:.3f} ms", flush=True)
+    means.update({f"{kind}_cpu": server_ms[kind] / server_ms["baseline"] for kind in KINDS})
     return means, held
 
 
@@ -219,12 +255,16 @@ def run_profile(profile: str, emulator: Any, args: argparse.Namespace) -> bool:
             means, held = throughput(served, raws, args)
             steady = steady and held
             ratios[count] = {kind: means[kind] / means["baseline"] for kind in KINDS}
+            ratios[count].update({f"{kind}_cpu": means[f"{kind}_cpu"] for kind in KINDS})
         ok = steady and all(ratios[c][k] >= 0.9 for c in counts for k in ("cookie", "bearer"))
         if len(counts) > 1:
             few, many = ratios[counts[0]], ratios[counts[-1]]
             for kind in ("cookie", "bearer"):
                 change = many[kind] / few[kind]
-                print(f"  {kind}: ratio with {counts[-1]} sessions / with {counts[0]}: {change:.2f}", flush=True)
+                cpu_change = few[f"{kind}_cpu"] / many[f"{kind}_cpu"]
+                print(f"  {kind}: ratio with {counts[-1]} sessions / with {counts[0]}: {change:.2f} (server CPU per "
+                      f"request relative to the baseline's, with {counts[0]} / with {counts[-1]}: {cpu_change:.2f})",
+                      flush=True)
                 ok = ok and change >= 0.9
         p99 = propagation(served, args.trials) if args.trials else 0.0
         ok = ok and p99 <= 1.0

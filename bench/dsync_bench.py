@@ -302,7 +302,7 @@ def bench_engine(database_url: str) -> Engine:
     return create_engine(database_url, pool_size=2, connect_args={"application_name": BENCH_APPLICATION})
 
 
-def _cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds *pid* has used (``/proc/<pid>/stat``); 0 once it is gone."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -333,8 +333,8 @@ class CpuMeter:
 
     def _read(self) -> dict[tuple[str, int], float]:
         workers, backends = self._pids()
-        return {**{("app", pid): _cpu_seconds(pid) for pid in workers},
-                **{("db", pid): _cpu_seconds(pid) for pid in backends}}
+        return {**{("app", pid): cpu_seconds(pid) for pid in workers},
+                **{("db", pid): cpu_seconds(pid) for pid in backends}}
 
     def used(self) -> tuple[float, float]:
         """(app, database) CPU seconds since the meter was made (processes started since count whole)."""

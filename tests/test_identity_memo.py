@@ -86,7 +86,7 @@ def test_a_second_request_is_answered_from_the_memo(app: Flask, client: FlaskCli
         assert resolutions == [sid], "the second request resolved the session again"
 
 
-def test_an_eviction_another_address_a_due_last_seen_or_a_dead_bus_resolves_again(
+def test_an_eviction_another_address_or_a_dead_bus_resolves_again_a_due_last_seen_is_noted(
         app: Flask, client: FlaskClient, resolutions: list[str], clock: list[float],
         monkeypatch: pytest.MonkeyPatch) -> None:
     sync_organizations(app)
@@ -103,9 +103,12 @@ def test_an_eviction_another_address_a_due_last_seen_or_a_dead_bus_resolves_agai
         assert resolutions == [sid], "the memo answered another address"
     _me(client, ADDRESSES[0], token)
     resolutions.clear()
-    clock[0] = time.time() + rt.last_seen.interval  # the last-seen time is due: the full path notes it
+    clock[0] = time.time() + rt.last_seen.interval  # the last-seen time is due: the memo notes it, as the full path
     assert _me(client, ADDRESSES[0], token)[0] == 200
-    assert resolutions == [sid]
+    assert resolutions == [], "a due last-seen time resolved the session again"
+    remembered = rt.identities.cache.get(rt.identities.key(b"b", token))
+    assert remembered.status.last_seen_at == clock[0], "the memo answered without noting the session's use"
+    assert not rt.last_seen.due(remembered.status)
     monkeypatch.setattr(rt.bus, "local_enabled", lambda: False)
     resolutions.clear()
     _me(client, ADDRESSES[0], token)
