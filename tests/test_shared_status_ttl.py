@@ -213,6 +213,8 @@ def test_a_session_in_use_past_its_ttl_is_not_reloaded_before_the_max_age(reques
     while time.time() < loaded + max_age - 0.5:  # three TTLs
         assert client.get("/api/v1/me").status_code == 200
         assert other.get("/api/v1/me", headers=bearer).status_code == 200
+        if time.time() >= loaded + max_age:  # a slow machine took this pair past the bound: a reload is due
+            break
         assert reads == [], f"reloaded {time.time() - loaded:.1f} s after the database read"
         time.sleep(0.05)
     assert rt.cookies.unsealed.get(hashlib.sha256((cookie_value(client) or "").encode()).digest()) is memo
