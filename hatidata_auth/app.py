@@ -11,8 +11,10 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 from flask import Flask
+from sqlalchemy import event
+from sqlalchemy.orm import Session
 
-from . import audit_runtime, inbox_runtime, inputs, metrics_views, sso_wizard, tracing
+from . import audit_runtime, inbox_runtime, inputs, lasting_effects, metrics_views, sso_wizard, tracing
 from . import config as settings
 from .errors import register_error_handlers
 from .extensions import cache, csrf, db, limiter, migrate
@@ -113,6 +115,8 @@ def init_extensions(app: Flask) -> None:
     from . import models  # noqa: F401 - registers the tables on the metadata
 
     db.init_app(app)
+    if not event.contains(Session, "after_commit", lasting_effects.note_commit):  # every session's, once
+        event.listen(Session, "after_commit", lasting_effects.note_commit)  # a view that committed is not rerun
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True, compare_type=True)
     from .embedding import size_shared_cache
 

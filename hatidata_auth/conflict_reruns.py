@@ -4,10 +4,14 @@ An admin's change that holds the organization and then members' keys (a removal,
 ``services.last_admin``, ``services.fanout_jobs.hold_members``) can cross an applier's batch that holds some of
 those keys from its claim and then shares the organization's lock. PostgreSQL breaks the cycle by rolling one of
 them back (``services.db_conflicts``); the applier's pool runs its batch again, and a view wrapped here runs again
-too (at most ``db_conflicts.ATTEMPTS`` times in all) instead of answering 503. Running a view again is sound
-because a write view commits once, at its end: what the rolled-back attempt wrote, audited or queued is gone with
-it (``unit_of_work``), and its WorkOS calls are idempotent. Safe methods (``GET``, ``HEAD``, ``OPTIONS``) are
-passed through untouched.
+too (at most ``db_conflicts.ATTEMPTS`` times in all) instead of answering 503.
+
+The rule: a view runs again only when nothing of its attempt outlived the rollback (``lasting_effects``). A view
+that commits once, at its end, loses all it wrote, audited or queued with the rollback (``unit_of_work``); one
+that committed a first step (an audit event before paging a resync, a stored event before its replay's audit) or
+sent WorkOS a write (a new connection, a certificate added to one) would do it twice, so its conflict answers 503
+``service_unavailable`` with ``Retry-After`` as before. Uploaded files are rewound for the next attempt. Safe
+methods (``GET``, ``HEAD``, ``OPTIONS``) are passed through untouched.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any, TypeVar, cast
 
 from flask import request
 
+from . import lasting_effects
 from .extensions import db
 from .services import db_conflicts
 
@@ -30,14 +35,25 @@ looks for along every write route's chain of wrapped views)."""
 
 def rerun_on_conflict(view: F) -> F:
     """*view*, run again (after a rollback of the request's session) when the database rolled its transaction back
-    to break a deadlock or a serialization failure; the last conflict propagates (503 ``service_unavailable``)."""
+    to break a deadlock or a serialization failure and the attempt neither committed nor sent WorkOS a write; the
+    last conflict, or one after such an effect, propagates (503 ``service_unavailable``)."""
 
     @wraps(view)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         if request.method in SAFE_METHODS:
             return view(*args, **kwargs)
-        return db_conflicts.retrying(db.session(), lambda: view(*args, **kwargs),
-                                     what=f"{request.method} {request.path}")
+        start, attempts = lasting_effects.mark(), 0
+
+        def attempt() -> Any:
+            nonlocal attempts
+            if attempts:
+                for upload in request.files.values():
+                    upload.stream.seek(0)
+            attempts += 1
+            return view(*args, **kwargs)
+
+        return db_conflicts.retrying(db.session(), attempt, what=f"{request.method} {request.path}",
+                                     lasted=lambda: lasting_effects.since(start))
 
     setattr(wrapped, MARK, True)
     return cast(F, wrapped)

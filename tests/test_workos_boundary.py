@@ -140,11 +140,12 @@ def test_the_boundary_is_the_lowest_layer() -> None:
     imported = set().union(*(_app_imports(p) for p in BOUNDARY.glob("*.py")))
     assert imported  # the package does build on errors and metrics
     outside = {m for m in imported if not m.startswith("hatidata_auth.workos")}
-    assert outside <= {"hatidata_auth.errors", "hatidata_auth.metrics"}
+    assert outside <= {"hatidata_auth.errors", "hatidata_auth.metrics", "hatidata_auth.lasting_effects"}
 
 
-def test_the_metrics_the_boundary_builds_on_import_no_flask_and_nothing_of_the_app() -> None:
-    tree = ast.parse((BOUNDARY.parent / "metrics.py").read_text(encoding="utf-8"))
+@pytest.mark.parametrize("module", ["metrics.py", "lasting_effects.py"])
+def test_what_the_boundary_builds_on_imports_no_flask_and_nothing_of_the_app(module: str) -> None:
+    tree = ast.parse((BOUNDARY.parent / module).read_text(encoding="utf-8"))
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {("." * n.level) + (n.module or "") for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert not {m for m in imported if m.startswith((".", "hatidata_auth", "flask", "sqlalchemy"))}, imported

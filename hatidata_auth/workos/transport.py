@@ -1,5 +1,6 @@
-"""The SDK's HTTP backend, wrapped to time every WorkOS call and count its failures (Prometheus) and, when traces
-are on, to record a client span per call.
+"""The SDK's HTTP backend, wrapped to time every WorkOS call and count its failures (Prometheus), to note every
+write (``lasting_effects``: a view that sent one is not run again) and, when traces are on, to record a client
+span per call.
 
 The SDK talks HTTP through ``httpx2``, which OpenTelemetry's httpx instrumentation does not patch: the span is
 made here. Its attributes hold the method, the path template (``/organizations/{id}``: no ids, no query, so no
@@ -15,6 +16,7 @@ from urllib.parse import urlsplit
 
 from workos._http import TransportConnectError, TransportTimeout, resolve_sync_backend
 
+from ..lasting_effects import note_outside_write
 from ..metrics import WORKOS_ERRORS, WORKOS_LATENCY, method_label, path_template
 
 
@@ -52,6 +54,7 @@ class InstrumentedBackend:
 
     def _request(self, method: str, url: str, *, headers: dict[str, str], content: bytes | None,
                  timeout: float) -> Any:
+        note_outside_write(method)
         path = path_template(url)
         started = time.perf_counter()
         try:
