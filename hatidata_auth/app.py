@@ -12,7 +12,6 @@ from weakref import WeakKeyDictionary
 
 from flask import Flask
 from sqlalchemy import event
-from sqlalchemy.orm import Session
 
 from . import audit_runtime, inbox_runtime, inputs, lasting_effects, metrics_views, sso_wizard, tracing
 from . import config as settings
@@ -21,6 +20,7 @@ from .extensions import cache, csrf, db, limiter, migrate
 from .idp import load_plugins
 from .logs import configure_logging
 from .request_hooks import register_request_hooks
+from .unit_of_work import AppSession
 from .workos import WorkOSGateway, WorkOSSettings
 
 MIGRATIONS_DIR = settings.PROJECT_ROOT / "migrations"
@@ -115,8 +115,8 @@ def init_extensions(app: Flask) -> None:
     from . import models  # noqa: F401 - registers the tables on the metadata
 
     db.init_app(app)
-    if not event.contains(Session, "after_commit", lasting_effects.note_commit):  # every session's, once
-        event.listen(Session, "after_commit", lasting_effects.note_commit)  # a view that committed is not rerun
+    if not event.contains(AppSession, "after_commit", lasting_effects.note_commit):  # our sessions', once
+        event.listen(AppSession, "after_commit", lasting_effects.note_commit)  # a view that committed is not rerun
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True, compare_type=True)
     from .embedding import size_shared_cache
 

@@ -4,7 +4,8 @@ Both are counted per context (a request's thread), so that a view the database r
 conflict is run again only when nothing of its attempt outlived the rollback (``conflict_reruns``): a view that
 committed a first step (an audit event, a stored webhook event) or asked WorkOS to create, change or delete
 something would do it twice. Nothing of the app, Flask or SQLAlchemy here: the WorkOS transport (the lowest layer)
-notes its writes, and the app factory has every SQLAlchemy session note its commits (:func:`note_commit`).
+notes its writes, and the app factory has every session of ours (``unit_of_work.AppSession``) note its commits
+(:func:`note_commit`).
 """
 
 from __future__ import annotations
@@ -50,5 +51,5 @@ def note_outside_write(method: str) -> None:
 
 def note_commit(session: Any) -> None:
     """Count a committed transaction (SQLAlchemy's ``after_commit`` session event: the app factory listens with it
-    on every session)."""
+    on ``unit_of_work.AppSession``)."""
     _commits.set(_commits.get() + 1)

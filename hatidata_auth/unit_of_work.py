@@ -9,9 +9,12 @@ HatiData Auth keeps its own sessions free of our listeners.
   queued with :func:`invalidate_after_commit` run, each ``(kind, key)`` once, through the session's
   :class:`CacheInvalidator` (the app's introspector, put in ``session.info`` when the session is made);
 - after rollback: the queued invalidations run too (evicting more than needed is harmless); audit events and
-  metrics are dropped.
+  metrics are dropped;
+- when a transaction ends without committing (rolled back, closed, or its commit failed), the undos registered
+  with :func:`undo_unless_committed` run, newest first: a change made outside the database (a certificate WorkOS
+  now trusts) that only this transaction's rows record is taken back with them.
 
-Both run when the outermost transaction ends: a savepoint's release or rollback (an applier's event) runs none.
+All run when the outermost transaction ends: a savepoint's release or rollback (an applier's event) runs none.
 
 What a query flushes first: :func:`reads_flushed` lets a query skip SQLAlchemy's autoflush when the session holds
 no pending change of the tables it reads, and :func:`attach_inserted` puts a row inserted by a Core statement into
@@ -23,7 +26,7 @@ This module imports nothing from ``hatidata_auth``: every layer may use it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Protocol, TypeVar
 
@@ -38,6 +41,7 @@ INVALIDATOR = "hatidata_invalidator"
 """The key of the session's :class:`CacheInvalidator` in ``session.info`` and in ``app.extensions``."""
 
 _INVALIDATIONS = "hatidata_pending_invalidations"
+_UNDOS = "hatidata_undos_unless_committed"
 _T = TypeVar("_T")
 
 
@@ -185,3 +189,29 @@ def _run_invalidations(session: Session) -> None:
                 invalidator.invalidate_api_key(key, key_hash)
         except Exception:  # a cache outage must not turn a committed change into an error
             log.exception("invalidation of %s %s failed", kind, key)
+
+
+def undo_unless_committed(session: Session, what: str, undo: Callable[[], None]) -> None:
+    """Run *undo* if *session*'s transaction ends without committing (rolled back, closed, or its commit failed),
+    newest first; drop it when the transaction commits. For a change made outside the database that only this
+    transaction's rows record (left in place, no row would know of it). *what* names the change in the error
+    logged when *undo* fails (never raised: the rollback's own cause is what the caller sees). Raises
+    :class:`NotAUnitOfWork` for a session that is not an :class:`AppSession`."""
+    unit_of_work(session).info.setdefault(_UNDOS, []).append((what, undo))
+
+
+@event.listens_for(AppSession, "after_commit")
+def _drop_undos(session: Session) -> None:
+    if not session.in_nested_transaction():
+        session.info.pop(_UNDOS, None)
+
+
+@event.listens_for(AppSession, "after_transaction_end")
+def _run_undos(session: Session, transaction: Any) -> None:
+    if transaction.parent is not None:  # a savepoint: the outer transaction may still commit
+        return
+    for what, undo in reversed(session.info.pop(_UNDOS, [])):
+        try:
+            undo()
+        except Exception:
+            log.exception("could not undo %s after its transaction ended uncommitted", what)

@@ -6,7 +6,9 @@ Found by a break-it review of the rerun: a certificate rotation's start added th
 rerun found it trusted and recorded that the rotation had not added it (a cancel would have left it trusted); the
 wizard's metadata step created a second connection; a resync and a replay audited twice. The rule is checked on a
 bare route for each kind of effect, and on those four routes with a conflict at their first commit after an
-effect (as PostgreSQL's driver raises it)."""
+effect (as PostgreSQL's driver raises it), with the admin's retry after the 503: the certificate the rolled-back
+start had added is removed again and the connection the wizard had created is deleted again
+(``unit_of_work.undo_unless_committed``): the retry does the step once."""
 
 from __future__ import annotations
 
@@ -155,8 +157,16 @@ def test_a_rotation_that_added_a_certificate_is_not_run_again(app: Flask, client
                         json={"metadata_xml": metadata_with(new_b64).decode()}, headers=csrf_headers(admin))
     assert conflict_after_an_effect[1:] == ["/api/v1/organization/sso/certificate-rotation"]
     assert answer.status_code == 503, answer.get_json()
-    assert len(sso.list_connection_saml_idp_signing_certs(GLOBEX_CONN).data) == held + 1  # type: ignore[attr-defined]
+    # Its row rolled back, the certificate it added is removed again: a retry adds it, and a cancel removes it.
+    assert len(sso.list_connection_saml_idp_signing_certs(GLOBEX_CONN).data) == held  # type: ignore[attr-defined]
     assert _audits(app, "sso.certificate_rotation.started") == 0
+    again = admin.post("/api/v1/organization/sso/certificate-rotation",
+                       json={"metadata_xml": metadata_with(new_b64).decode()}, headers=csrf_headers(admin))
+    assert again.status_code == 201, again.get_json()
+    assert len(sso.list_connection_saml_idp_signing_certs(GLOBEX_CONN).data) == held + 1  # type: ignore[attr-defined]
+    assert admin.delete("/api/v1/organization/sso/certificate-rotation", headers=csrf_headers(admin)).status_code \
+        == 204
+    assert len(sso.list_connection_saml_idp_signing_certs(GLOBEX_CONN).data) == held  # type: ignore[attr-defined]
 
 
 def test_a_wizard_step_that_created_a_connection_is_not_run_again(app: Flask, client: FlaskClient,
@@ -168,15 +178,18 @@ def test_a_wizard_step_that_created_a_connection_is_not_run_again(app: Flask, cl
     sso = app.extensions["hatidata_workos"].client.sso
     for connection in sso.list_connections(organization_id=_workos_id(app, orgs[INITECH])).data:
         sso.delete_connection(connection.id)  # the step creates the connection (as for a first setup)
-    before: set[str] = set()
     entity = "https://accounts.google.com/o/saml2?idpid=C07654321"
     conflict_after_an_effect.append("armed")
     answer = wizard.post("metadata", {"source": "xml"},
                          file=saml_metadata(entity, "https://accounts.google.com/o/saml2/idp?idpid=C07654321"))
     assert conflict_after_an_effect[1:] == ["/admin/sso/google/wizard/metadata"]
     assert answer.status_code == 503
-    after = {c.id for c in sso.list_connections(organization_id=_workos_id(app, orgs[INITECH])).data}
-    assert len(after - before) == 1, "one attempt, one connection"
+    # The connection only the rolled-back rows named is deleted again: the retry's is the organization's only one.
+    assert [c.id for c in sso.list_connections(organization_id=_workos_id(app, orgs[INITECH])).data] == []
+    retried = wizard.post("metadata", {"source": "xml"},
+                          file=saml_metadata(entity, "https://accounts.google.com/o/saml2/idp?idpid=C07654321"))
+    assert retried.status_code == 302
+    assert len(sso.list_connections(organization_id=_workos_id(app, orgs[INITECH])).data) == 1
 
 
 def _workos_id(app: Flask, org_id: str) -> str:

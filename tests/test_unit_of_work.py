@@ -13,14 +13,20 @@ from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.orm import Session, SessionEvents
 
 from hatidata_auth.causes import Actor, Cause
 from hatidata_auth.extensions import db
 from hatidata_auth.models import AuthSession, utcnow
 from hatidata_auth.services import audit, events
-from hatidata_auth.unit_of_work import INVALIDATOR, AppSession, NotAUnitOfWork, invalidate_after_commit
+from hatidata_auth.unit_of_work import (
+    INVALIDATOR,
+    AppSession,
+    NotAUnitOfWork,
+    invalidate_after_commit,
+    undo_unless_committed,
+)
 from tests.api_support import Tenant, headers_for, make_tenant
 from tests.credential_support import new_session
 
@@ -184,6 +190,58 @@ REVOCATIONS: dict[str, tuple[Callable[[Flask, Tenant], None], Callable[[Tenant],
     "a member's role changed": (_via_api("PATCH", lambda t: f"/api/v1/members/{t.ids['member']}",
                                          {"role": "developer"}), _member_keys),
 }
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(st.tuples(st.integers(0, 3), st.sampled_from(["outer", "savepoint_commit",
+                                                                    "savepoint_rollback"])), min_size=1, max_size=5),
+       end=st.sampled_from(["commit", "rollback", "close", "failed_commit"]), failing=st.booleans())
+def test_undos_run_once_newest_first_when_the_transaction_ends_uncommitted(
+        steps: list[tuple[int, str]], end: str, failing: bool, caplog: pytest.LogCaptureFixture) -> None:
+    """Undos registered anywhere in a transaction (savepoints included, released or rolled back) run when the
+    outermost transaction ends without committing, each once, newest first, and never before; a commit drops them.
+    One that fails is logged by name and the others still run."""
+    caplog.clear()
+    engine = create_engine("sqlite://")
+    ran: list[int] = []
+
+    def undo(n: int) -> None:
+        ran.append(n)
+        if failing and n == 0:
+            raise RuntimeError("WorkOS is down")
+
+    registered: list[int] = []
+    try:
+        with AppSession(engine) as session:
+            session.execute(text("SELECT 1"))
+            for count, where in steps:
+                savepoint = session.begin_nested() if where != "outer" else None
+                for _ in range(count):
+                    n = len(registered)
+                    undo_unless_committed(session, f"change {n}", lambda n=n: undo(n))  # type: ignore[misc]
+                    registered.append(n)
+                if savepoint is not None:
+                    savepoint.commit() if where == "savepoint_commit" else savepoint.rollback()
+                assert ran == []
+            if end == "failed_commit":
+                def refuse(_session: Session) -> None:
+                    raise RuntimeError("the database broke a conflict")
+
+                event.listen(session, "before_commit", refuse)
+                with pytest.raises(RuntimeError):
+                    session.commit()
+                assert ran == []
+                session.rollback()
+            else:
+                getattr(session, end)()
+            assert ran == ([] if end == "commit" else list(reversed(registered)))
+            session.execute(text("SELECT 1"))
+            session.rollback()  # the next transaction has none of them
+            assert ran == ([] if end == "commit" else list(reversed(registered)))
+    finally:
+        engine.dispose()
+    logged = any("could not undo change 0" in r.getMessage() for r in caplog.records)
+    assert logged == (failing and end != "commit" and 0 in registered)
 
 
 @pytest.mark.parametrize("revocation", sorted(REVOCATIONS))

@@ -32,6 +32,7 @@ from ..causes import Cause
 from ..errors import AppError
 from ..idp import CertificateInfo, SamlMetadata
 from ..models import CertificateRotation, Organization, OrganizationAlert, utcnow
+from ..unit_of_work import undo_unless_committed
 from ..workos import WorkOSClient, WorkOSNotFound, WorkOSRejected, translate_errors
 from . import alerts, audit
 
@@ -188,8 +189,10 @@ def start(session: Session, client: WorkOSClient, organization: Organization, me
 
     *source*: ``xml`` or ``url``. Repeating it with metadata whose new certificate is already being rotated in
     answers the same rotation. A new certificate WorkOS already trusts is not added again (a :func:`cancel`
-    then leaves it). Raises :class:`RotationError` (409 ``no_connection`` / ``rotation_in_progress``, 422
-    ``no_new_certificate``) and ``WorkOSFailure``; audits ``sso.certificate_rotation.started``.
+    then leaves it); one it adds is removed again if the caller's transaction ends uncommitted
+    (``unit_of_work.undo_unless_committed``). Raises :class:`RotationError` (409 ``no_connection`` /
+    ``rotation_in_progress``, 422 ``no_new_certificate``) and ``WorkOSFailure``; audits
+    ``sso.certificate_rotation.started``.
     """
     now = now or utcnow()
     connection_id = connection_of(organization)
@@ -205,6 +208,10 @@ def start(session: Session, client: WorkOSClient, organization: Organization, me
     if trusted is None:
         with translate_errors():
             new_id = client.sso.create_connection_saml_idp_signing_cert(connection_id, value=new.pem).id
+        # Recorded only by this transaction's row: left trusted without it, a retry would find it trusted already
+        # and record that the rotation had not added it (a cancel would then leave it).
+        undo_unless_committed(session, f"the certificate {new_id} added to {connection_id}",
+                              lambda: _remove(client, connection_id, new_id))
     else:
         new_id = trusted.id
     if row is None:
@@ -315,16 +322,20 @@ def cancel(session: Session, client: WorkOSClient, organization: Organization, c
         restore_set_aside(session, client, row, cause, "rotation_cancelled")
     cancelled = view(row)
     if row.added_new_certificate:
-        try:
-            with translate_errors():
-                client.sso.delete_connection_saml_idp_signing_cert(row.connection_id, row.new_certificate_id)
-        except WorkOSNotFound:
-            pass  # already removed (a repeat after a crash, or by hand in WorkOS's dashboard)
+        _remove(client, row.connection_id, row.new_certificate_id)
     audit_step(session, cause, row, "cancelled", new_certificate_id=row.new_certificate_id,
            new_certificate_removed=row.added_new_certificate)
     session.delete(row)
     session.flush()
     return cancelled
+
+
+def _remove(client: WorkOSClient, connection_id: str, certificate_id: str) -> None:
+    try:
+        with translate_errors():
+            client.sso.delete_connection_saml_idp_signing_cert(connection_id, certificate_id)
+    except WorkOSNotFound:
+        pass  # already removed (a repeat after a crash, or by hand in WorkOS's dashboard)
 
 
 def open_renewal_alert(session: Session, organization_id: str, connection_id: str | None) -> bool:

@@ -37,23 +37,25 @@ def conflict(exc: BaseException) -> str | None:
 def retrying(session: Session, work: Callable[[], T], *, what: str, attempts: int = ATTEMPTS,
              lasted: Callable[[], tuple[str, ...]] | None = None) -> T:
     """Run *work* (which ends by committing *session*'s transaction) and return what it returns; when the database
-    rolled it back to break a conflict, roll the session back and run it again, at most *attempts* times in all
-    (logged as a warning, naming *what*). *lasted*, asked after a conflict, names what the attempt did that the
-    rollback did not undo (``lasting_effects.since``); when it names anything, *work* is not run again (logged).
-    Raises what *work* raises otherwise, and the last conflict."""
+    rolled it back to break a conflict, roll the session back (also when it is not run again) and run it again, at
+    most *attempts* times in all (logged as a warning, naming *what*). *lasted*, asked after a conflict, names
+    what the attempt did that the rollback did not undo (``lasting_effects.since``); when it names anything,
+    *work* is not run again (logged). Raises what *work* raises otherwise, and the last conflict."""
     for attempt in range(1, attempts + 1):
         try:
             return work()
         except Exception as exc:
             why = conflict(exc)
-            if why is None or attempt == attempts:
+            if why is None:
+                raise
+            session.rollback()  # now, whatever comes next: what is undone on a rollback is undone before the answer
+            if attempt == attempts:
                 raise
             kept = lasted() if lasted is not None else ()
             if kept:
                 log.warning("%s rolled back by the database (%s); not run again: it %s first", what, why,
                             " and ".join(kept))
                 raise
-            session.rollback()
             log.warning("%s rolled back by the database (%s); running it again (attempt %d of %d)", what, why,
                         attempt + 1, attempts)
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises

@@ -31,7 +31,8 @@ from ..causes import Cause
 from ..errors import AppError
 from ..idp import IdPPlugin, NormalizedProfile, SamlMetadata
 from ..models import Organization
-from ..workos import WorkOSClient, WorkOSFailure, translate_errors
+from ..unit_of_work import undo_unless_committed
+from ..workos import WorkOSClient, WorkOSFailure, WorkOSNotFound, translate_errors
 from . import audit, role_mapping, sso_enforcement
 
 PORTAL_INTENTS = ("sso", "dsync", "domain_verification")
@@ -96,7 +97,8 @@ def save_connection(session: Session, client: WorkOSClient, organization: Organi
                     protocol: str, sp: SpValues, cause: Cause, *,
                     existing_id: str | None = None, metadata_url: str | None = None,
                     metadata: SamlMetadata | None = None, oidc: OidcSettings | None = None) -> ConnectionResult:
-    """Create the organization's WorkOS connection for *plugin*, or update *existing_id*; audited."""
+    """Create the organization's WorkOS connection for *plugin*, or update *existing_id*; audited. A connection
+    it creates is deleted again if the caller's transaction ends uncommitted (``unit_of_work``)."""
     if not organization.workos_organization_id:
         raise SetupError("This organization is not linked to a WorkOS organization.", status=409)
     connection_type = plugin.connection_types[protocol]
@@ -122,6 +124,9 @@ def save_connection(session: Session, client: WorkOSClient, organization: Organi
     except WorkOSFailure as exc:  # WorkOS's message; never the secret
         raise SetupError(f"WorkOS refused the connection: {exc.message}") from exc
     result = ConnectionResult(conn.id, _value(conn.connection_type), _value(conn.state), existing_id is None)
+    if result.created:  # only this transaction's rows name it: without them, a retry would create another
+        undo_unless_committed(session, f"the connection {conn.id} created for {organization.id}",
+                              lambda: _delete_connection(client, conn.id))
     # A new connection is not the organization's sign-in connection until a test sign-in through it passed and
     # the admin activated it (activate); editing the one in use keeps our copy of its state current.
     if existing_id and existing_id == organization.connection_id:
@@ -140,6 +145,14 @@ def save_connection(session: Session, client: WorkOSClient, organization: Organi
                  cause=cause, organization_id=organization.id, target_type="connection",
                  target_id=result.connection_id, details=details)
     return result
+
+
+def _delete_connection(client: WorkOSClient, connection_id: str) -> None:
+    try:
+        with translate_errors():
+            client.sso.delete_connection(connection_id)
+    except WorkOSNotFound:
+        pass  # already gone
 
 
 def _oidc_fields(sp: SpValues, oidc: OidcSettings | None) -> dict[str, Any]:
