@@ -22,7 +22,7 @@ import jwt
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import event, insert
+from sqlalchemy import insert
 from workos.session import seal_session_from_auth_response
 
 from hatidata_auth.api import identity_api
@@ -30,6 +30,7 @@ from hatidata_auth.embedding import cache_sizes
 from hatidata_auth.extensions import db
 from hatidata_auth.models import AuthSession
 from tests.auth_support import access_token, login, sync_organizations, use_file_cache
+from tests.sql_support import sent_statements
 
 pytestmark = pytest.mark.slow
 EXPECTED = 1_200  # past the status caches' floor (1,000) and past cachelib's default file-cache threshold (500)
@@ -48,17 +49,8 @@ def app_config(request: pytest.FixtureRequest, app_config: dict[str, Any], tmp_p
 @pytest.fixture
 def reads(app: Flask) -> Iterator[list[str]]:
     """Every SELECT the app sends to its database from now on."""
-    found: list[str] = []
-    with app.app_context():
-        engine = db.engine
-
-    def note(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
-            found.append(statement)
-
-    event.listen(engine, "before_cursor_execute", note)
-    yield found
-    event.remove(engine, "before_cursor_execute", note)
+    with sent_statements(app, lambda statement: statement.lstrip().upper().startswith("SELECT")) as found:
+        yield found
 
 
 def _live_sessions(app: Flask, emulator: Any, client: FlaskClient, count: int) -> list[tuple[str, str]]:

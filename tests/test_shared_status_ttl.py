@@ -14,10 +14,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import event
 
 from hatidata_auth.services.introspection import STALE, token_hash
 from tests.auth_support import access_token, cookie_value, csrf_headers, login, sync_organizations
+from tests.sql_support import sent_statements
 
 PROFILES = pytest.mark.parametrize("app_config", ["file_cache", pytest.param("redis", marks=pytest.mark.redis)],
                                    indirect=True)
@@ -38,20 +38,12 @@ def app_config(request: pytest.FixtureRequest, app_config: dict[str, Any], tmp_p
 @pytest.fixture
 def status_reads(app: Flask) -> Iterator[list[str]]:
     """Every SELECT of a session's or API key's status the app sends to its database from now on."""
-    from hatidata_auth.extensions import db
+    def keep(statement: str) -> bool:
+        return statement.lstrip().upper().startswith("SELECT") and ("FROM auth_sessions" in statement
+                                                                    or "FROM api_keys" in statement)
 
-    found: list[str] = []
-    with app.app_context():
-        engine = db.engine
-
-    def note(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and ("FROM auth_sessions" in statement
-                                                                 or "FROM api_keys" in statement):
-            found.append(statement)
-
-    event.listen(engine, "before_cursor_execute", note)
-    yield found
-    event.remove(engine, "before_cursor_execute", note)
+    with sent_statements(app, keep) as found:
+        yield found
 
 
 class _CountingCache:

@@ -36,7 +36,7 @@ from ..models.inbox import status_is
 from ..trace_context import apply_span, quiet
 from ..workos import WorkOSClient, WorkOSUnavailable
 from . import audit, event_source, fanout_jobs
-from .events import HANDLERS
+from .events import HANDLERS, batch_users
 from .events.batch_scope import BatchScope
 from .inbox import InboxResult, apply_event, error_summary
 from .inbox_claim import DEFAULT_BATCH, MAX_CLAIM, RETRY_DELAY, Claimed, claim
@@ -159,7 +159,8 @@ def _optimistic(session: Session, client: WorkOSClient, events: list[Claimed], c
     Sound because an event's savepoint only matters when the event fails: a batch that fails nowhere commits
     exactly what the event-by-event path would. The cost of a failure is the batch's work done twice; what an
     event asked of WorkOS is asked again (WorkOS's calls made by handlers are idempotent)."""
-    budget, scope = fanout_jobs.MemberBudget(fanout_jobs.chunk_size(fanout_chunk)), BatchScope()
+    budget = fanout_jobs.MemberBudget(fanout_jobs.chunk_size(fanout_chunk))
+    scope = BatchScope(batch_users.wanted(event.payload for event in events))
     savepoint = session.begin_nested()
     results = []
     try:
@@ -203,7 +204,8 @@ def apply_batch(session: Session, client: WorkOSClient, *, limit: int = DEFAULT_
         with audit.deferred(session):  # audit rows written at the batch's commit: one statement, one head lock
             results = _optimistic(session, client, events, cause, fanout_chunk, tracer) if len(events) > 1 else None
             if results is None:  # an event failed (or the batch is one event): each event under its savepoint
-                budget, scope = fanout_jobs.MemberBudget(fanout_jobs.chunk_size(fanout_chunk)), BatchScope()
+                budget = fanout_jobs.MemberBudget(fanout_jobs.chunk_size(fanout_chunk))
+                scope = BatchScope(batch_users.wanted(event.payload for event in events))
                 results = [_traced(session, client, event, cause, fanout_chunk, budget, tracer, scope)
                            for event in events]
         outcomes = [_outcome(event, result) for event, result in zip(events, results, strict=True)]

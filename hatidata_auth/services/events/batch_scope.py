@@ -27,7 +27,7 @@ milliseconds earlier), the way the resync reads them once per page.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from itertools import chain
 from typing import Any
 
@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session, object_session
 from ...models import KnownDirectory, Organization, RoleMapping
 from ...unit_of_work import AppSession, unit_of_work
 from .. import domains, role_mapping
+from . import batch_users
 
 _WRITES_KEY = "hatidata_batch_scope_writes"  # {table name: writes counted in this session}
 _WATCHED = {model.__table__.name: model for model in (Organization, RoleMapping, KnownDirectory)}
@@ -81,9 +82,13 @@ class BatchScope:
     """What the batch's transaction has established so far (only events whose savepoint committed added to it);
     made by the applier for one transaction and dropped with it."""
 
-    __slots__ = ("_domains", "_known", "_locked", "_mappings")
+    __slots__ = ("_domains", "_known", "_locked", "_mappings", "_users", "_wanted")
 
-    def __init__(self) -> None:
+    def __init__(self, wanted: Mapping[str, frozenset[str]] | None = None) -> None:
+        # WorkOS organization id -> the directory users the batch's events look up there (``batch_users.wanted``)
+        self._wanted = wanted or {}
+        # organization id -> its wanted directory users, locked and read (``batch_users.lock_and_read``)
+        self._users: dict[str, dict[str, batch_users.LockedUser]] = {}
         # WorkOS organization id -> (row, locked exclusively, organizations' write count when read)
         self._locked: dict[str, tuple[Organization, bool, int]] = {}
         self._domains: tuple[int, domains.VerifiedDomains] | None = None
@@ -107,13 +112,14 @@ class BatchScope:
         self._mappings.update((org_id, (seen, specs, True)) for org_id, (seen, specs, locked)
                               in scope._mappings.items() if locked)
         self._known.update((key, entry) for key, entry in scope._known.items() if entry[2])
+        self._users.update(scope._users)
 
 
 class EventScope:
     """One event's view of its batch: what the batch established, plus what this event has established itself
     (joined to the batch by :meth:`BatchScope.promote` when its savepoint commits)."""
 
-    __slots__ = ("_batch", "_domains", "_known", "_locked", "_mappings", "_session")
+    __slots__ = ("_batch", "_domains", "_known", "_locked", "_mappings", "_session", "_users")
 
     def __init__(self, session: Session, batch: BatchScope | None = None) -> None:
         self._session = session
@@ -122,6 +128,7 @@ class EventScope:
         self._domains: tuple[int, domains.VerifiedDomains] | None = None
         self._mappings: dict[str, tuple[int, list[role_mapping.MappingSpec], bool]] = {}
         self._known: dict[tuple[str, str], tuple[int, Any, bool]] = {}
+        self._users: dict[str, dict[str, batch_users.LockedUser]] = {}
 
     def locked_organization(self, workos_organization_id: str, exclusive: bool) -> Organization | None:
         """The organization's row if this transaction holds it locked (*exclusive*: ``FOR UPDATE``, else at least
@@ -176,3 +183,19 @@ class EventScope:
         row = load()
         self._known[key] = (writes(session, KnownDirectory), row, locked)
         return row
+
+    def locked_user(self, organization: Organization, workos_id: str) -> batch_users.LockedUser | None:
+        """The directory user *workos_id* of *organization* as the batch locked and read it with the others its
+        events look up there (the first call for the organization reads them all), if it is one of them, this
+        transaction holds the organization's row locked, and what was read is still current; else ``None``
+        (read it alone)."""
+        names = self._batch._wanted.get(organization.workos_organization_id or "")
+        if not names or workos_id not in names or not self.holds(organization.id):
+            return None
+        read = self._users.get(organization.id)
+        if read is None:
+            read = self._batch._users.get(organization.id)
+        if read is None:
+            read = self._users[organization.id] = batch_users.lock_and_read(self._session, organization.id, names)
+        entry = read.get(workos_id)
+        return entry if entry is not None and batch_users.current(self._session, entry) else None

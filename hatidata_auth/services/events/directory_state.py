@@ -10,7 +10,7 @@ import functools
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, select
+from sqlalchemy import Select, bindparam, select
 
 from ...models import (
     DirectoryGroup,
@@ -26,6 +26,7 @@ from ...unit_of_work import NO_AUTOFLUSH
 from .. import directory_names, freed_email_jobs, role_mapping
 from .. import directory_people as people
 from ..provisioning import set_access
+from . import batch_users
 from .context import EventContext, directory_deleted, parse_time, require
 from .directory_insert import insert_directory_user
 
@@ -61,6 +62,12 @@ def locked_directory_user(ctx: EventContext, org: Organization, workos_id: str) 
     race). Its linked person and that person's membership of *org* are read by the same statement (not locked):
     the session then has the person, and ``directory_people.person_for`` finds it without a query of its own;
     the membership is kept in ``ctx.linked_memberships`` for :func:`mirror_settled_names`."""
+    batched = ctx.scope.locked_user(org, workos_id) if ctx.scope is not None else None
+    if batched is not None:  # locked and read with the batch's other users of the organization (``batch_users``)
+        if batched.person is not None:
+            ctx.people_read.append(batched.person)
+        ctx.linked_memberships[workos_id] = batched.membership
+        return batched.directory_user
     # Without autoflush: the row is found by its key, which never changes, and an object the session holds keeps
     # its unflushed values; the batch's earlier events' changes are sent together at its commit. A membership
     # added and not flushed yet is not found: the caller then takes the general path, which flushes.
@@ -77,11 +84,9 @@ def locked_directory_user(ctx: EventContext, org: Organization, workos_id: str) 
 @functools.cache
 def _locked_directory_user_statement() -> Select[DirectoryUser, User, Membership]:
     # Built once (bound parameters): a reused statement keeps its cache key; per event only the values bind.
-    return (select(DirectoryUser, User, Membership).outerjoin(User, User.id == DirectoryUser.user_id)
-            .outerjoin(Membership, and_(Membership.organization_id == DirectoryUser.organization_id,
-                                        Membership.user_id == DirectoryUser.user_id))
-            .where(DirectoryUser.organization_id == bindparam("organization_id"),
-                   DirectoryUser.workos_id == bindparam("workos_id")).with_for_update(of=DirectoryUser))
+    return (batch_users.with_people().where(DirectoryUser.organization_id == bindparam("organization_id"),
+                                            DirectoryUser.workos_id == bindparam("workos_id"))
+            .with_for_update(of=DirectoryUser))
 
 
 def _audit_directory_user(ctx: EventContext, org: Organization, du: DirectoryUser, action: str,
