@@ -12,6 +12,13 @@ that committed a first step (an audit event before paging a resync, a stored eve
 sent WorkOS a write (a new connection, a certificate added to one) would do it twice, so its conflict answers 503
 ``service_unavailable`` with ``Retry-After`` as before. Uploaded files are rewound for the next attempt. Safe
 methods (``GET``, ``HEAD``, ``OPTIONS``) are passed through untouched.
+
+A rerun is authorized again: the transaction that won the conflict may have been the one revoking the caller (its
+key, its session, its membership, a role that held a permission). The caller was authorized once, before the first
+attempt; a rerun goes on only while its credential grants, by the database's committed rows
+(``credential_status.grant_now``, no cache), the same organization and permissions; else 503 too, and the client's
+retry is authorized anew (401 or 403). No wider than any request in flight: one authorized before a revocation
+commits may still finish after it.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from flask import request
 
 from . import lasting_effects
 from .extensions import db
-from .services import db_conflicts
+from .services import credential_status, db_conflicts
 
 F = TypeVar("F", bound=Callable[..., Any])
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -52,11 +59,29 @@ def rerun_on_conflict(view: F) -> F:
             attempts += 1
             return view(*args, **kwargs)
 
-        return db_conflicts.retrying(db.session(), attempt, what=f"{request.method} {request.path}",
-                                     lasted=lambda: lasting_effects.since(start))
+        def lasted() -> tuple[str, ...]:
+            done = tuple(f"it {what} first" for what in lasting_effects.since(start))
+            return done or _caller_changed()
+
+        return db_conflicts.retrying(db.session(), attempt, what=f"{request.method} {request.path}", lasted=lasted)
 
     setattr(wrapped, MARK, True)
     return cast(F, wrapped)
+
+
+def _caller_changed() -> tuple[str, ...]:
+    """``("its caller's credential no longer grants what it did",)`` when the identity the request was authorized
+    with no longer matches its credential's committed rows (read after the rollback); else ``()``."""
+    from .identity import Identity, runtime
+
+    identity = request.environ.get("hatidata.identity")
+    if not isinstance(identity, Identity):
+        return ()
+    grant = credential_status.grant_now(db.session(), session_id=identity.session_id,
+                                        api_key_id=identity.api_key_id, now=runtime().introspector.clock())
+    if grant == (identity.organization_id, identity.permissions):
+        return ()
+    return ("its caller's credential no longer grants what it did",)
 
 
 def reruns_on_conflict(view: Callable[..., Any]) -> bool:

@@ -11,6 +11,8 @@ from flask import Flask, Response, g, jsonify, render_template, request
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
+from .services import db_conflicts
+
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 5
@@ -156,10 +158,12 @@ def register_error_handlers(app: Flask) -> None:
     def handle_unavailable(exc: Exception) -> Response:
         if not is_connection_error(exc):
             raise exc
-        log.warning("dependency unavailable on %s %s: %s", request.method, request.path,
-                    type(exc).__name__)
+        crossed = db_conflicts.conflict(exc)
+        log.warning("%s on %s %s: %s", "rolled back by the database" if crossed else "dependency unavailable",
+                    request.method, request.path, crossed or type(exc).__name__)
         headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
-        message = "A backing service is unreachable; retry shortly."
+        message = ("The change crossed a concurrent one and was rolled back; retry shortly." if crossed
+                   else "A backing service is unreachable; retry shortly.")
         if wants_html():
             response = html_error_page(503, "service_unavailable", None)
             response.headers.update(headers)

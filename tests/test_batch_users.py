@@ -82,3 +82,25 @@ def test_an_entry_is_not_used_once_its_persons_membership_was_written(app: Flask
         session.rollback()
         db.session.remove()
     assert _state(app)
+
+
+def test_a_person_both_directories_list_is_read_the_same_batched_or_not(app: Flask,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Acme's A0 and Globex's G0 are one person (one email); Acme's A1 fills the batch's read. The batch updates
+    A1, suspends G0 (the person's Globex membership is written) and moves A0 to another email (the person is
+    left to G0): A0's entry, read before, no longer says what a read would, and the event reads again."""
+    before = (_user(ACME, 0, "shared.test", person="p0"), _user(ACME, 1, "own"),
+              _user(GLOBEX, 0, "shared.test", person="p0"))
+    batch = (_user(ACME, 1, "own", "suspended"), _user(GLOBEX, 0, "shared.test", "suspended", person="p0"),
+             _user(ACME, 0, "shared.test", person="p0moved"))
+    batched = _scenario(app, *batch, before=before)
+    with monkeypatch.context() as patched:
+        patched.setattr(batch_users, "wanted", lambda payloads: {})
+        assert _scenario(app, *batch, before=before) == batched, "the same outcome, read one by one"
+    _scenario(app, before=before)
+    shared = _state(app)["directory_users"]
+    assert shared[(ACME, "directory_user_A0")][3] == shared[(GLOBEX, "directory_user_G0")][3] == "p0@shared.test"
+    users = batched["directory_users"]
+    assert users[(ACME, "directory_user_A0")][0] == "p0moved@shared.test"
+    assert users[(GLOBEX, "directory_user_G0")][1] == "suspended"
+    assert users[(ACME, "directory_user_A1")][1] == "suspended"

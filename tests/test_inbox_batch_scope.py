@@ -50,13 +50,15 @@ def _envelope(event_type: str, data: dict[str, Any], stamp: str) -> dict[str, An
 
 
 def _user(org: str, user: int, domain: str, state: str = "active", *, refused: bool = False,
-          deleted: bool = False) -> dict[str, Any]:
+          deleted: bool = False, person: str | None = None) -> dict[str, Any]:
+    """A directory user's event; its email is ``u<a|g><user>@<domain>``, or ``<person>@<domain>`` (one person's
+    address, whichever organization's directory lists it)."""
     stamp = _stamp()
     tag = "A" if org == ACME else "G"
     domain = OWN[org] if domain == "own" else domain
     data: dict[str, Any] = {
         "object": "directory_user", "id": f"directory_user_{tag}{user}", "directory_id": DIRECTORIES[org],
-        "organization_id": org, "idp_id": f"{tag}{user}", "email": f"u{tag.lower()}{user}@{domain}",
+        "organization_id": org, "idp_id": f"{tag}{user}", "email": f"{person or f'u{tag.lower()}{user}'}@{domain}",
         "first_name": "U", "last_name": stamp, "state": state, "custom_attributes": {}, "raw_attributes": {},
         "created_at": "2030-01-01T00:00:00.000Z", "updated_at": stamp}
     if refused:
@@ -99,6 +101,8 @@ domains = st.sampled_from(DOMAINS)
 emails = st.sampled_from(("own", "shared.test", "shared.test", "initech.test", "acme.test", "globex.test"))
 step = st.one_of(
     st.tuples(st.just("user"), orgs, users, emails, st.sampled_from(("active", "active", "suspended"))),
+    # one person listed by both directories (their users share the person until an email moves one away)
+    st.tuples(st.just("person"), orgs, users, emails, st.sampled_from(("p0", "p1"))),
     st.tuples(st.just("deleted"), orgs, users, emails),
     st.tuples(st.just("refused"), orgs, users, emails),
     st.tuples(st.just("member"), users, st.booleans()),
@@ -115,6 +119,8 @@ def _event(spec: tuple[Any, ...]) -> dict[str, Any]:
     kind = spec[0]
     if kind == "user":
         return _user(spec[1], spec[2], spec[3], spec[4])
+    if kind == "person":
+        return _user(spec[1], spec[2], spec[3], person=spec[4])
     if kind in ("deleted", "refused"):
         return _user(spec[1], spec[2], spec[3], deleted=kind == "deleted", refused=kind == "refused")
     if kind == "member":

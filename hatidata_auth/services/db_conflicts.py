@@ -39,8 +39,9 @@ def retrying(session: Session, work: Callable[[], T], *, what: str, attempts: in
     """Run *work* (which ends by committing *session*'s transaction) and return what it returns; when the database
     rolled it back to break a conflict, roll the session back (also when it is not run again) and run it again, at
     most *attempts* times in all (logged as a warning, naming *what*). *lasted*, asked after a conflict, names
-    what the attempt did that the rollback did not undo (``lasting_effects.since``); when it names anything,
-    *work* is not run again (logged). Raises what *work* raises otherwise, and the last conflict."""
+    why *work* may not run again (what its attempt did that the rollback did not undo: ``lasting_effects.since``;
+    its caller's grant gone); when it names anything, *work* is not run again (logged). Raises what *work* raises
+    otherwise, and the last conflict."""
     for attempt in range(1, attempts + 1):
         try:
             return work()
@@ -53,8 +54,7 @@ def retrying(session: Session, work: Callable[[], T], *, what: str, attempts: in
                 raise
             kept = lasted() if lasted is not None else ()
             if kept:
-                log.warning("%s rolled back by the database (%s); not run again: it %s first", what, why,
-                            " and ".join(kept))
+                log.warning("%s rolled back by the database (%s); not run again: %s", what, why, "; ".join(kept))
                 raise
             log.warning("%s rolled back by the database (%s); running it again (attempt %d of %d)", what, why,
                         attempt + 1, attempts)

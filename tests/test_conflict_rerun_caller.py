@@ -1,0 +1,158 @@
+"""A write run again after a lock conflict is authorized again: it goes on only while its caller's credential
+grants, by the committed rows, what it granted when the request was authorized (``conflict_reruns``).
+
+Found by a break-it review: an admin's API key changed a member's role; the first attempt lost a deadlock to the
+transaction that removed that admin (keys suspended, membership deprovisioned), and the rerun, with the identity
+resolved before the first attempt, promoted the member anyway. Here the winner commits each way a grant can end
+or narrow (credential revoked, member removed or demoted, organization suspended), for an API key and a browser
+session, between the first attempt and the rerun: the change answers 503 and the member keeps their role; a
+change that leaves the caller's grant alone is run again (200)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg.errors
+import pytest
+from flask import Flask, g, has_request_context
+from flask.testing import FlaskClient
+from sqlalchemy import event, select, update
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import ORMExecuteState, Session
+
+from hatidata_auth import lasting_effects
+from hatidata_auth.extensions import db
+from hatidata_auth.models import ApiKey, AuthSession, Membership, Organization, User, utcnow
+from tests.api_support import Tenant, headers_for, make_tenant
+from tests.auth_support import ACME, csrf_headers, login, sync_organizations
+
+Winner = Callable[[Session, "Caller"], None]
+
+
+class Caller:
+    """Who changes the target's role, and how they authenticate."""
+
+    def __init__(self, organization_id: str, user_id: str, *, key_id: str | None = None,
+                 session_id: str | None = None) -> None:
+        self.organization_id, self.user_id, self.key_id, self.session_id = organization_id, user_id, key_id, session_id
+
+
+def _revoke_credential(s: Session, caller: Caller) -> None:
+    if caller.key_id is not None:
+        s.execute(update(ApiKey).where(ApiKey.id == caller.key_id).values(status="revoked"))
+    else:
+        s.execute(update(AuthSession).where(AuthSession.id == caller.session_id).values(revoked_at=utcnow()))
+
+
+def _membership(caller: Caller) -> Any:
+    return update(Membership).where(Membership.organization_id == caller.organization_id,
+                                    Membership.user_id == caller.user_id)
+
+
+WINNERS: dict[str, Winner] = {
+    "credential revoked": _revoke_credential,
+    "member deprovisioned": lambda s, c: s.execute(_membership(c).values(status="deprovisioned")),
+    "member demoted": lambda s, c: s.execute(_membership(c).values(role="developer")),
+    "organization suspended": lambda s, c: s.execute(
+        update(Organization).where(Organization.id == c.organization_id).values(status="suspended")),
+}
+
+
+@pytest.fixture
+def conflict_won_by(app: Flask, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
+    """Once armed (append the winner and its caller), the first ORM statement of a rerun view's first attempt
+    lets the winner commit (another thread, its own session) and raises the deadlock PostgreSQL's driver raises."""
+    armed: list[Any] = []
+    mark = lasting_effects.mark
+
+    def marked() -> lasting_effects.Mark:
+        g.rerun_view_started = True
+        return mark()
+
+    def first_statement(state: ORMExecuteState) -> None:
+        if len(armed) == 2 and has_request_context() and g.get("rerun_view_started"):
+            winner, caller = armed
+            armed.append("won")
+            thread = threading.Thread(target=_commit_in_app, args=(app, lambda s: winner(s, caller)))
+            thread.start()
+            thread.join()
+            raise OperationalError("SELECT", {}, psycopg.errors.DeadlockDetected("the database broke a conflict"))
+
+    monkeypatch.setattr(lasting_effects, "mark", marked)
+    event.listen(Session, "do_orm_execute", first_statement)
+    yield armed
+    event.remove(Session, "do_orm_execute", first_statement)
+
+
+def _commit_in_app(app: Flask, change: Callable[[Session], None]) -> None:
+    with app.app_context():
+        change(db.session())
+        db.session.commit()
+        db.session.remove()
+
+
+def _role(app: Flask, membership_id: str) -> str | None:
+    with app.app_context():
+        found = db.session.get(Membership, membership_id)
+        role = found.role if found is not None else None
+        db.session.remove()
+    return role
+
+
+def _key_caller(app: Flask, tenant: Tenant) -> Caller:
+    with app.app_context():
+        key_id = db.session.scalar(select(ApiKey.id).where(ApiKey.organization_id == tenant.id,
+                                                           ApiKey.owner_user_id == tenant.users["admin"]))
+        db.session.remove()
+    assert key_id is not None
+    return Caller(tenant.id, tenant.users["admin"], key_id=key_id)
+
+
+def _session_caller(app: Flask, client: FlaskClient) -> tuple[Caller, str]:
+    """*client* signed in as ACME's admin; the caller, and a manual viewer of ACME to promote."""
+    orgs = sync_organizations(app)
+    assert login(client, "admin@acme.test").status_code == 302
+    with app.app_context():
+        s = db.session()
+        admin = s.scalars(select(User).where(User.email == "admin@acme.test")).one()
+        session_id = s.scalars(select(AuthSession.id).where(AuthSession.user_id == admin.id)
+                               .order_by(AuthSession.created_at.desc())).first()
+        target = User(email="promoted@acme.test", workos_user_id="user_rerun_promoted")
+        s.add(target)
+        s.flush()
+        membership = Membership(organization_id=orgs[ACME], user_id=target.id, role="viewer",
+                                role_source="manual", source="manual", status="active")
+        s.add(membership)
+        s.commit()
+        caller, target_id = Caller(orgs[ACME], admin.id, session_id=session_id), membership.id
+        s.close()
+        db.session.remove()
+    return caller, target_id
+
+
+@pytest.mark.parametrize("credential", ["api_key", "session"])
+@pytest.mark.parametrize("winner", [*sorted(WINNERS), None])
+def test_a_rerun_goes_on_only_while_its_caller_holds_the_same_grant(
+        app: Flask, client: FlaskClient, emulator: Any, conflict_won_by: list[Any], credential: str,
+        winner: str | None) -> None:
+    if credential == "api_key":
+        tenant = make_tenant(app, "Rerunco")
+        caller, target, headers = _key_caller(app, tenant), tenant.members["viewer"], headers_for(tenant, "admin")
+    else:
+        caller, target = _session_caller(app, client)
+        headers = csrf_headers(client)
+    unrelated: Winner = lambda s, c: s.execute(  # noqa: E731 - a change of another member only
+        update(Membership).where(Membership.id == target).values(updated_at=utcnow()))
+    conflict_won_by.extend([WINNERS[winner] if winner else unrelated, caller])
+    answer = client.patch(f"/api/v1/members/{target}", json={"role": "admin"}, headers=headers)
+    assert conflict_won_by[2:] == ["won"], "the first attempt met the conflict"
+    if winner is None:
+        assert answer.status_code == 200, answer.get_json()
+        assert _role(app, target) == "admin"
+    else:
+        assert answer.status_code == 503, answer.get_json()
+        assert answer.get_json()["error"]["message"].startswith("The change crossed a concurrent one")
+        assert answer.headers["Retry-After"]
+        assert _role(app, target) == "viewer"
