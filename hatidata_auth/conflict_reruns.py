@@ -16,9 +16,9 @@ methods (``GET``, ``HEAD``, ``OPTIONS``) are passed through untouched.
 A rerun is authorized again: the transaction that won the conflict may have been the one revoking the caller (its
 key, its session, its membership, a role that held a permission). The caller was authorized once, before the first
 attempt; a rerun goes on only while its credential grants, by the database's committed rows
-(``credential_status.grant_now``, no cache), the same organization and permissions; else 503 too, and the client's
-retry is authorized anew (401 or 403). No wider than any request in flight: one authorized before a revocation
-commits may still finish after it.
+(``caller_grants.grant_now``, no cache, its rows locked against a winner yet to commit), the same organization and
+permissions to the request's address under the organization's access policy; else 503 too, and the client's retry
+is authorized anew (401 or 403). The step-up window of a sensitive route is not asked again.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from flask import request
 
 from . import lasting_effects
 from .extensions import db
-from .services import credential_status, db_conflicts
+from .services import caller_grants, db_conflicts
 
 F = TypeVar("F", bound=Callable[..., Any])
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -71,14 +71,19 @@ def rerun_on_conflict(view: F) -> F:
 
 def _caller_changed() -> tuple[str, ...]:
     """``("its caller's credential no longer grants what it did",)`` when the identity the request was authorized
-    with no longer matches its credential's committed rows (read after the rollback); else ``()``."""
+    with no longer matches its credential's rows, locked and read after the rollback
+    (``caller_grants.grant_now``: the locks last until the rerun's first commit); else ``()``."""
     from .identity import Identity, runtime
 
     identity = request.environ.get("hatidata.identity")
     if not isinstance(identity, Identity):
         return ()
-    grant = credential_status.grant_now(db.session(), session_id=identity.session_id,
-                                        api_key_id=identity.api_key_id, now=runtime().introspector.clock())
+    introspector = runtime().introspector
+    grant = caller_grants.grant_now(
+        db.session(), organization_id=identity.organization_id, user_id=identity.user_id,
+        session_id=identity.session_id, api_key_id=identity.api_key_id, address=request.remote_addr,
+        now=introspector.clock(), authenticated_at=identity.authenticated_at,
+        default_idle=introspector.active_ttl, default_remembered=introspector.remembered_ttl)
     if grant == (identity.organization_id, identity.permissions):
         return ()
     return ("its caller's credential no longer grants what it did",)

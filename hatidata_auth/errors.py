@@ -165,7 +165,7 @@ def register_error_handlers(app: Flask) -> None:
         message = ("The change crossed a concurrent one and was rolled back; retry shortly." if crossed
                    else "A backing service is unreachable; retry shortly.")
         if wants_html():
-            response = html_error_page(503, "service_unavailable", None)
+            response = html_error_page(503, "service_unavailable", message if crossed else None)
             response.headers.update(headers)
             return response
         return error_response(503, "service_unavailable", message, headers=headers)

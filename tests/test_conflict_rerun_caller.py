@@ -6,11 +6,15 @@ transaction that removed that admin (keys suspended, membership deprovisioned), 
 resolved before the first attempt, promoted the member anyway. Here the winner commits each way a grant can end
 or narrow (credential revoked, member removed or demoted, organization suspended), for an API key and a browser
 session, between the first attempt and the rerun: the change answers 503 and the member keeps their role; a
-change that leaves the caller's grant alone is run again (200)."""
+change that leaves the caller's grant alone is run again (200). The winner also narrows the access policy (an IP
+allowlist without the caller's address). A second review found the first fix's read too early: PostgreSQL rolls the
+loser back while the winner has yet to commit; on PostgreSQL the winner also commits only after the rollback, having
+locked the organization and written its change first, as a real winner does (``caller_grants``)."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -57,14 +61,24 @@ WINNERS: dict[str, Winner] = {
     "member demoted": lambda s, c: s.execute(_membership(c).values(role="developer")),
     "organization suspended": lambda s, c: s.execute(
         update(Organization).where(Organization.id == c.organization_id).values(status="suspended")),
+    "caller's address not allowed": lambda s, c: s.execute(
+        update(Organization).where(Organization.id == c.organization_id)
+        .values(ip_allowlist=["192.0.2.0/24"], ip_allowlist_api_keys=True)),
 }
 
 
-@pytest.fixture
-def conflict_won_by(app: Flask, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
+@pytest.fixture(params=["commits first", "commits after the rollback", "writes rows only, commits after"])
+def conflict_won_by(request: pytest.FixtureRequest, app: Flask, monkeypatch: pytest.MonkeyPatch
+                    ) -> Iterator[list[Any]]:
     """Once armed (append the winner and its caller), the first ORM statement of a rerun view's first attempt
-    lets the winner commit (another thread, its own session) and raises the deadlock PostgreSQL's driver raises."""
+    raises the deadlock PostgreSQL's driver raises, the winner (another thread, its own session) having locked the
+    organization (or not) and written its change; it commits before, or (PostgreSQL) only after, the loser's
+    rollback."""
+    after, lock_organization = request.param != "commits first", request.param != "writes rows only, commits after"
+    if after and db_url_is_sqlite(app):
+        pytest.skip("SQLite never rolls a writer back to break a conflict")  # covered by the PostgreSQL run
     armed: list[Any] = []
+    threads: list[threading.Thread] = []
     mark = lasting_effects.mark
 
     def marked() -> lasting_effects.Mark:
@@ -75,21 +89,41 @@ def conflict_won_by(app: Flask, monkeypatch: pytest.MonkeyPatch) -> Iterator[lis
         if len(armed) == 2 and has_request_context() and g.get("rerun_view_started"):
             winner, caller = armed
             armed.append("won")
-            thread = threading.Thread(target=_commit_in_app, args=(app, lambda s: winner(s, caller)))
+            written = threading.Event()
+            thread = threading.Thread(target=_win, args=(app, lambda s: winner(s, caller), caller, written, after,
+                                                         lock_organization))
             thread.start()
-            thread.join()
+            threads.append(thread)
+            assert written.wait(10)
+            if not after:
+                thread.join()
             raise OperationalError("SELECT", {}, psycopg.errors.DeadlockDetected("the database broke a conflict"))
 
     monkeypatch.setattr(lasting_effects, "mark", marked)
     event.listen(Session, "do_orm_execute", first_statement)
     yield armed
     event.remove(Session, "do_orm_execute", first_statement)
+    for thread in threads:
+        thread.join(10)
 
 
-def _commit_in_app(app: Flask, change: Callable[[Session], None]) -> None:
+def db_url_is_sqlite(app: Flask) -> bool:
+    return str(app.config["SQLALCHEMY_DATABASE_URI"]).startswith("sqlite")
+
+
+def _win(app: Flask, change: Callable[[Session], None], caller: Caller, written: threading.Event,
+         after: bool, lock_organization: bool) -> None:
+    """The winner: the organization locked (as an admin's change locks it; else only the rows it writes), the
+    change written, then committed; with *after*, only a while after it said it had written."""
     with app.app_context():
-        change(db.session())
-        db.session.commit()
+        s = db.session()
+        if lock_organization:
+            s.execute(select(Organization.id).where(Organization.id == caller.organization_id).with_for_update())
+        change(s)
+        written.set()
+        if after:
+            time.sleep(0.5)  # the loser's rollback and its rerun's check come meanwhile
+        s.commit()
         db.session.remove()
 
 
@@ -156,3 +190,22 @@ def test_a_rerun_goes_on_only_while_its_caller_holds_the_same_grant(
         assert answer.get_json()["error"]["message"].startswith("The change crossed a concurrent one")
         assert answer.headers["Retry-After"]
         assert _role(app, target) == "viewer"
+
+
+@pytest.mark.parametrize("accept", ["application/json", "text/html"])
+def test_a_conflict_that_outlasts_the_reruns_says_so(app: Flask, accept: str) -> None:
+    from hatidata_auth.conflict_reruns import rerun_on_conflict
+
+    attempts: list[int] = []
+
+    def view() -> Any:
+        attempts.append(1)
+        raise OperationalError("COMMIT", {}, psycopg.errors.SerializationFailure("could not serialize access"))
+
+    rerun = rerun_on_conflict(view)
+    app.extensions["csrf"].exempt(rerun)  # a bare route: no browser session to forge
+    app.add_url_rule("/test-only/always-crossed", "test_only_always_crossed", rerun, methods=["POST"])
+    answer = app.test_client().post("/test-only/always-crossed", headers={"Accept": accept})
+    assert (answer.status_code, len(attempts)) == (503, 3)
+    assert answer.headers["Retry-After"]
+    assert "The change crossed a concurrent one" in answer.get_data(as_text=True)

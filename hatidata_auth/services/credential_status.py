@@ -11,7 +11,7 @@ from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
 from ..models import ApiKey, AuthSession, Membership, Organization, User
-from ..roles import key_permissions, permissions_for
+from ..roles import key_permissions
 
 
 def _ts(value: datetime | None) -> float | None:
@@ -125,25 +125,6 @@ def load_api_key_status(db: Session, key_hash: str, *, default_cache_ttl: int) -
         cache_ttl=int(org_cache_ttl or default_cache_ttl),
         permissions=key_permissions(key.scopes or (), owner_role), ip_allowlist=tuple(key.ip_allowlist or ()),
     )
-
-
-def grant_now(db: Session, *, session_id: str | None, api_key_id: str | None,
-              now: float) -> tuple[str, frozenset[str]] | None:
-    """The organization id and the permissions a session (by our id) or an API key (by its id) grants as the
-    database's committed rows say now, never a cache; ``None`` when it grants nothing (revoked, expired, unknown,
-    its member or organization no longer active). *now*: Unix seconds. For a decision a cached status may be too
-    old for: a write run again after a lock conflict that another transaction may have won by revoking its
-    caller (``conflict_reruns``)."""
-    if api_key_id is not None:
-        key_hash = db.scalar(select(ApiKey.key_hash).where(ApiKey.id == api_key_id))
-        key = load_api_key_status(db, key_hash, default_cache_ttl=0) if key_hash else None
-        return (key.organization_id, key.permissions) if key is not None and key.usable(now) else None
-    workos_session_id = db.scalar(select(AuthSession.workos_session_id).where(AuthSession.id == session_id))
-    status = (load_session_status(db, workos_session_id, default_cache_ttl=0, active_ttl=0)
-              if workos_session_id else None)
-    if status is None or not status.active or status.expires_at <= now:
-        return None
-    return status.organization_id, permissions_for(status.role)
 
 
 def status_to_dict(status: SessionStatus | ApiKeyStatus) -> dict[str, Any]:
