@@ -1,10 +1,11 @@
 """The lookups by person answer what the plain joins answer (the definition), in one statement.
 
-``directory_names.names_listed_elsewhere`` against the plain join of memberships, organizations and directory users,
-and ``role_mapping.directory_groups_of`` (``resync_state.groups_of_user_statement``) against the plain join of
-group memberships and groups (the statements before issue #14's lookups by key, which planners without statistics
-ran as scans of the organization: ``tests/test_resync_statement_plans.py``), over random small data, with random
-unflushed changes pending when the lookup runs (the events' ``reads_flushed`` options): the plain join is run after
+``directory_names.names_listed_elsewhere`` (and ``listed_by_a_directory``, the sign-in's side of the same rule)
+against the plain join of memberships, organizations and directory users, and ``role_mapping.directory_groups_of``
+(``resync_state.groups_of_user_statement``) against the plain join of group memberships and groups (the statements
+before issue #14's lookups by key, which planners without statistics ran as scans of the organization:
+``tests/test_resync_statement_plans.py``), over random small data, with random unflushed changes pending when the
+lookup runs (the events' ``reads_flushed`` options): the plain join is run after
 an explicit flush, so it reads the truth the lookup must have seen.
 """
 
@@ -27,7 +28,7 @@ from hatidata_auth.models import (
     utcnow,
 )
 from hatidata_auth.services import role_mapping
-from hatidata_auth.services.directory_names import LIVE_MEMBERSHIP, names_listed_elsewhere
+from hatidata_auth.services.directory_names import LIVE_MEMBERSHIP, listed_by_a_directory, names_listed_elsewhere
 from hatidata_auth.unit_of_work import reads_flushed
 
 STATUSES = ("active", "pending", "deprovisioned", "inactive")
@@ -150,6 +151,12 @@ def test_names_listed_elsewhere_is_the_plain_join(db_session: Any, w: dict[str, 
         session.flush()
         joined = _joined_names_elsewhere(session, here, asked) if asked else {}
         assert _multiset(new) == _multiset(joined)
+        # A sign-in leaves a person's names to the directories exactly when some organization's directory lists it
+        # by the same rule (a tombstoned directory user lists nothing).
+        everywhere = _joined_names_elsewhere(session, "org_none", asked) if asked else {}
+        for user_id in asked:
+            listed = any(names is not None for names in everywhere.get(user_id, ()))
+            assert listed_by_a_directory(session, user_id) is listed, user_id
     finally:
         session.rollback()
 

@@ -10,7 +10,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import OperationalError
 
 from hatidata_auth.extensions import db
-from hatidata_auth.models import AuditEvent, Membership, Organization, User, utcnow
+from hatidata_auth.models import AuditEvent, DirectoryUser, Membership, Organization, User, utcnow
 from hatidata_auth.services import inbox, inbox_worker, person_email, sign_in_person
 from tests.support.people import Replay
 from tests.support.servers import EmulatorControl, http_json
@@ -95,13 +95,35 @@ def test_a_person_a_directory_lists_keeps_the_directory_s_email(app: Flask, acme
     """The directory speaks for the email (and names) of a person it lists: WorkOS's older email at a sign-in does not
     flip it back until the next resync (break-it review)."""
     with app.app_context():
-        person = _sign_in(acme, "user_SIP_listed", EMAIL)
-        db.session.add(Membership(organization_id=acme.id, user_id=person.id, source="directory", status="active",
-                                  role="viewer", role_source="mapping", directory_user_id="directory_user_SIP1"))
-        db.session.commit()
+        _listed(acme, _sign_in(acme, "user_SIP_listed", EMAIL))
         person = _sign_in(acme, "user_SIP_listed", f"older.{EMAIL}")
         assert person.email == EMAIL
         assert not _actions("user.email_changed")
+
+
+def test_a_tombstoned_directory_user_lists_nobody(app: Flask, acme: Organization) -> None:
+    """A deleted directory tombstones its users at once and deactivates its members a chunk at a time; a member not
+    yet deactivated is listed by no directory, so a sign-in writes the person's email and names (as
+    ``directory_names.names_listed_elsewhere`` counts it)."""
+    with app.app_context():
+        du = _listed(acme, _sign_in(acme, "user_SIP_tomb", EMAIL))
+        du.deleted_at = utcnow()
+        db.session.commit()
+        person = sign_in_person.upsert(db.session(), acme, {"id": "user_SIP_tomb", "email": f"new.{EMAIL}",
+                                                            "first_name": "Amara", "last_name": "Lind"}, utcnow())
+        db.session.commit()
+        assert (person.email, person.first_name, person.last_name) == (f"new.{EMAIL}", "Amara", "Lind")
+
+
+def _listed(org: Organization, person: User) -> DirectoryUser:
+    """*person* as a live member of *org* through a live directory user."""
+    du = DirectoryUser(organization_id=org.id, workos_id=f"directory_user_{person.id}", directory_id="directory_SIP",
+                       email=person.email, user_id=person.id)
+    db.session.add_all([du, Membership(organization_id=org.id, user_id=person.id, source="directory",
+                                       status="active", role="viewer", role_source="mapping",
+                                       directory_user_id=du.workos_id)])
+    db.session.commit()
+    return du
 
 
 def test_an_organization_membership_event_never_hands_over_a_claimed_person(

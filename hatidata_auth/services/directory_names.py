@@ -131,15 +131,16 @@ def mirror_names(ctx: EventContext, org: Organization, du: DirectoryUser, user: 
 def listed_by_a_directory(session: Session, user_id: str | None) -> bool:
     """Whether a live organization's directory lists the person as a live member: its names (and email) are the
     directories' (the rule above), and a sign-in does not overwrite them with those of WorkOS's user record
-    (``sign_in_person.upsert``), which would undo each directory write until the next event or resync."""
+    (``sign_in_person.upsert``), which would undo each directory write until the next event or resync.
+
+    Listed as :func:`names_listed_elsewhere` counts a listing: through a directory user that is not a tombstone. A
+    deleted directory's members stay live until their chunk of the fan-out deactivates them, and meanwhile no
+    directory speaks for their names: a sign-in writes them."""
     if user_id is None:
         return False
-    return session.scalar(_listed().limit(1), {"user_id": user_id}) is not None
+    listings = names_listed_elsewhere(session, EVERY_ORGANIZATION, [user_id]).get(user_id, ())
+    return any(names is not None for names in listings)
 
 
-@functools.cache
-def _listed() -> Select[str]:
-    return (select(Membership.id).join(Organization, Organization.id == Membership.organization_id)
-            .where(Membership.user_id == bindparam("user_id"), Membership.directory_user_id.is_not(None),
-                   Membership.status.in_(LIVE_MEMBERSHIP), Organization.status == "active",
-                   Organization.deleted_at.is_(None)))
+EVERY_ORGANIZATION = ""
+"""The *organization_id* of :func:`names_listed_elsewhere` that excludes none (no organization has an empty id)."""
