@@ -178,8 +178,8 @@ def test_a_sign_in_takes_the_organization_before_the_email(app: Flask) -> None:
 
         def sign_in() -> None:
             s = db.session()
-            person = sign_in_person.upsert(s, org, {"id": "user_PEML_order", "email": EMAIL}, utcnow())
-            login._upsert_membership(s, app.extensions["hatidata_workos"].client, s.merge(org), person, None,
+            signed_in = sign_in_person.upsert(s, org, {"id": "user_PEML_order", "email": EMAIL}, utcnow())
+            login._upsert_membership(s, app.extensions["hatidata_workos"].client, s.merge(org), signed_in, None,
                                      NO_REQUEST)
 
         def batch_reaches_the_email() -> None:
@@ -213,8 +213,8 @@ def test_a_batch_locks_its_directory_changes_before_any_email(app: Flask) -> Non
 
         def sign_in() -> None:
             s = db.session()
-            person = sign_in_person.upsert(s, org, {"id": "user_PEML_first", "email": EMAIL}, utcnow())
-            login._upsert_membership(s, app.extensions["hatidata_workos"].client, s.merge(org), person, None,
+            signed_in = sign_in_person.upsert(s, org, {"id": "user_PEML_first", "email": EMAIL}, utcnow())
+            login._upsert_membership(s, app.extensions["hatidata_workos"].client, s.merge(org), signed_in, None,
                                      NO_REQUEST)
 
         def both_waiting_or_through() -> None:
@@ -257,8 +257,9 @@ def _member(app: Flask, org: Organization, workos_user_id: str | None) -> str:
 def _signs_in(app: Flask, org: Organization, workos_user_id: str) -> Callable[[], None]:
     def sign_in() -> None:
         s = db.session()
-        person = sign_in_person.upsert(s, org, {"id": workos_user_id, "email": EMAIL}, utcnow())
-        login._upsert_membership(s, app.extensions["hatidata_workos"].client, s.merge(org), person, None, NO_REQUEST)
+        signed_in = sign_in_person.upsert(s, org, {"id": workos_user_id, "email": EMAIL}, utcnow())
+        login._upsert_membership(s, app.extensions["hatidata_workos"].client, s.merge(org), signed_in, None,
+                                 NO_REQUEST)
     return sign_in
 
 
@@ -399,9 +400,8 @@ def test_a_sign_in_in_progress_and_the_applier_end_with_one_person(app: Flask) -
     _store(app, [_dsync_user("dsync.user.created", 1, "active")])
     with app.app_context():
         signing_in = db.session()
-        person = sign_in_person.upsert(signing_in, signing_in.merge(org), {"id": "user_PEML_signin", "email": EMAIL},
-                                    utcnow())
-        person_id = person.id
+        person_id = sign_in_person.upsert(signing_in, signing_in.merge(org),
+                                          {"id": "user_PEML_signin", "email": EMAIL}, utcnow()).person.id
 
         def release() -> None:
             signing_in.commit()

@@ -9,9 +9,11 @@ from flask import Flask
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import OperationalError
 
+from hatidata_auth.causes import NO_REQUEST
 from hatidata_auth.extensions import db
 from hatidata_auth.models import AuditEvent, DirectoryUser, Membership, Organization, User, utcnow
-from hatidata_auth.services import inbox, inbox_worker, person_email, sign_in_person
+from hatidata_auth.services import inbox, inbox_worker, login, person_email, sign_in_person
+from tests.sql_support import sent_statements
 from tests.support.people import Replay
 from tests.support.servers import EmulatorControl, http_json
 from tests.test_inbox_batch_scope import ACME, _prepare
@@ -30,7 +32,7 @@ def acme(app: Flask) -> Organization:
 
 
 def _sign_in(org: Organization, workos_user_id: str, email: str) -> User:
-    person = sign_in_person.upsert(db.session(), org, {"id": workos_user_id, "email": email}, utcnow())
+    person = sign_in_person.upsert(db.session(), org, {"id": workos_user_id, "email": email}, utcnow()).person
     db.session.commit()
     return person
 
@@ -110,7 +112,8 @@ def test_a_tombstoned_directory_user_lists_nobody(app: Flask, acme: Organization
         du.deleted_at = utcnow()
         db.session.commit()
         person = sign_in_person.upsert(db.session(), acme, {"id": "user_SIP_tomb", "email": f"new.{EMAIL}",
-                                                            "first_name": "Amara", "last_name": "Lind"}, utcnow())
+                                                            "first_name": "Amara", "last_name": "Lind"},
+                                       utcnow()).person
         db.session.commit()
         assert (person.email, person.first_name, person.last_name) == (f"new.{EMAIL}", "Amara", "Lind")
 
@@ -175,3 +178,28 @@ def test_holding_an_email_for_an_organization_keeps_other_writers_out(app: Flask
             other.rollback()
         session.rollback()
         assert not person_email.hold_email(session, "", organization_id=acme.id)
+
+
+def test_a_members_sign_in_reads_the_membership_and_holds_its_key_once(app: Flask, acme: Organization) -> None:
+    """``sign_in_person.upsert`` reads the member's membership under its member key (the lock order) and hands it
+    on: the login writes that one, without a second look nor a second hold."""
+    def keep(statement: str) -> bool:
+        flat = " ".join(statement.split())
+        loads = flat.startswith("SELECT memberships.id, ") and " FROM memberships WHERE " in flat  # the whole row
+        return loads or "hashtextextended" in flat
+
+    with app.app_context():
+        _listed(acme, _sign_in(acme, "user_SIP_once", EMAIL))
+        db.session.remove()
+        with sent_statements(app, keep) as sent:
+            s = db.session()
+            signed_in = sign_in_person.upsert(s, s.merge(acme), {"id": "user_SIP_once", "email": EMAIL}, utcnow())
+            membership = login._upsert_membership(s, app.extensions["hatidata_workos"].client, s.merge(acme),
+                                                  signed_in, None, NO_REQUEST)
+            s.commit()
+        assert membership is signed_in.membership
+        holds = [statement for statement in sent if "hashtextextended" in statement]
+        postgres = db.engine.dialect.name == "postgresql"
+        assert len(holds) == (1 if postgres else 0), sent
+        # the look by person, and on PostgreSQL the reload once the key is held
+        assert len(sent) - len(holds) == (2 if postgres else 1), sent

@@ -25,7 +25,6 @@ from ..workos import OrganizationSelectionRequired, WorkOSClient, WorkOSFailure,
 from . import (
     audit,
     auth_policy,
-    fanout_jobs,
     provisioning,
     security_events,
     sign_in_attempts,
@@ -35,6 +34,7 @@ from .auth_policy import Authentication
 from .organizations import ensure_organization
 from .session_refresh import Tokens, refresh_tokens
 from .sessions import SessionPolicy
+from .sign_in_person import SigningIn
 
 if TYPE_CHECKING:
     from .introspection import TokenVerifier
@@ -180,17 +180,17 @@ def end_workos_session(client: WorkOSClient, workos_session_id: str, *, why: str
 # --- completing the login ----------------------------------------------------------------------------------
 
 
-def _upsert_membership(db: Session, client: WorkOSClient, org: Organization, user: User,
+def _upsert_membership(db: Session, client: WorkOSClient, org: Organization, signing_in: SigningIn,
                        claimed_role: str | None, request: RequestInfo) -> Membership:
-    membership = db.scalar(select(Membership).where(Membership.organization_id == org.id,
-                                                    Membership.user_id == user.id))
+    """The sign-in's membership of *org*: the one ``sign_in_person.upsert`` read under its member key (a member's
+    directory events never write back over this sign-in's change, nor it over theirs), else a new one."""
+    user, membership = signing_in.person, signing_in.membership
     if membership is None:
         membership = Membership(organization_id=org.id, user_id=user.id, source="sso", status="pending",
                                 role=None, role_source="idp")
         db.add(membership)
         db.flush()
-    else:  # a member's directory events never write back over this sign-in's change, nor it over theirs
-        fanout_jobs.hold_membership(db, membership)
+    else:
         if membership.status != "active":
             raise LoginDenied(f"Your membership of {org.name} is {membership.status}.",
                               details={"membership_status": membership.status})
@@ -248,8 +248,9 @@ def complete_login(
         _note_sso_attempt(db, org, auth, tokens, sid=str(claims["sid"]), request=request,
                           refusal=str(refused.details.get("reason")))
         raise
-    user = sign_in_person.upsert(db, org, tokens.user, now, request)
-    membership = _upsert_membership(db, client, org, user, claims.get("role"), request)
+    signed_in = sign_in_person.upsert(db, org, tokens.user, now, request)
+    user = signed_in.person
+    membership = _upsert_membership(db, client, org, signed_in, claims.get("role"), request)
     ttl = policy.ttl(org, remember)
     sid = str(claims["sid"])
     record = db.scalar(select(AuthSession).where(AuthSession.workos_session_id == sid))

@@ -3,6 +3,7 @@ one-person-per-email rule of :mod:`.person_email`."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -14,8 +15,17 @@ from ..models import Membership, Organization, User
 from . import audit, directory_names, domains, fanout_jobs, person_email, provisioning
 
 
+@dataclass(frozen=True)
+class SigningIn:
+    """The person a sign-in is, and their membership of the organization as read once its member key was held
+    (``None`` for a person new to it): the caller writes that membership without looking it up again."""
+
+    person: User
+    membership: Membership | None
+
+
 def upsert(db: Session, org: Organization, user: dict[str, Any], now: datetime,
-           request: RequestInfo = NO_REQUEST) -> User:
+           request: RequestInfo = NO_REQUEST) -> SigningIn:
     """The person signing in to *org* as the WorkOS *user* (``id``, ``email``, names), created when none is found
     (flushed): theirs by WorkOS id, else the unclaimed person their email names on a domain no other organization
     verified. A directory that lists the person speaks for their names and email; otherwise both follow WorkOS (an
@@ -23,7 +33,7 @@ def upsert(db: Session, org: Organization, user: dict[str, Any], now: datetime,
 
     Locks in the order of the other writers that wait for them (``services.person_email``): the organization's row
     (key-shared), the key of the directory user the person's membership of *org* hangs on, the email; only then is
-    the person written."""
+    the person written. That membership, read after its key was held, comes back with the person."""
     workos_user_id = str(user["id"])
     email = str(user.get("email") or "").strip().lower()
     by_id = select(User).where(User.workos_user_id == workos_user_id)
@@ -37,8 +47,7 @@ def upsert(db: Session, org: Organization, user: dict[str, Any], now: datetime,
     if record is None and person_email.hold_email(db, email):
         # One person per email (and per WorkOS user): the look that decides to create is made under the lock.
         record = db.scalar(by_id) or (db.scalar(unclaimed) if linkable else None)
-    if record is not None:
-        _hold_member(db, org, record)
+    membership = None if record is None else _held_membership(db, org, record)
     listed = record is not None and directory_names.listed_by_a_directory(db, record.id)
     if record is None:
         record = User(workos_user_id=workos_user_id, email=email)
@@ -51,16 +60,17 @@ def upsert(db: Session, org: Organization, user: dict[str, Any], now: datetime,
         record.last_name = user.get("last_name")
     record.last_login_at = now
     db.flush()
-    return record
+    return SigningIn(record, membership)
 
 
-def _hold_member(db: Session, org: Organization, person: User) -> None:
+def _held_membership(db: Session, org: Organization, person: User) -> Membership | None:
     # An applier holds the key of the directory user from its claim and may write the person: wait for it before
     # writing the person (the other way round, each waited for the other).
     membership = db.scalar(select(Membership).where(Membership.organization_id == org.id,
                                                     Membership.user_id == person.id))
     if membership is not None:
         fanout_jobs.hold_membership(db, membership)
+    return membership
 
 
 def _move_email(db: Session, org: Organization, record: User, email: str, *, linkable: bool,
