@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from hatidata_auth.extensions import db
 from hatidata_auth.models import (
@@ -25,7 +25,7 @@ from hatidata_auth.models import (
     User,
     utcnow,
 )
-from hatidata_auth.services import reconcile, resync_state
+from hatidata_auth.services import db_conflicts, reconcile, resync_state
 from tests.support.dsync import mirror_organizations
 
 ACME_DIR = "directory_01HTDQ8D100000000000000001"
@@ -169,3 +169,78 @@ def test_a_stale_cursor_is_abandoned_for_a_new_run(db_session: Any, workos_clien
     assert report.users_created == len(listed)
     assert db_session.scalar(select(ResyncCursor.id).where(ResyncCursor.organization_id == acme)) is None
     db_session.rollback()
+
+
+def _conflict_on(workos_id: str, times: int) -> tuple[str, ...]:
+    """The insert of *workos_id*'s directory user fails its first *times* tries with the SQLSTATE PostgreSQL rolls a
+    deadlock's loser back with (the count is a sequence: a rollback does not take it back)."""
+    assert workos_id.replace("_", "").isalnum()  # inlined into DDL below
+    return ("CREATE SEQUENCE hd_test_tries",
+            f"CREATE FUNCTION hd_test_conflict() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"IF NEW.workos_id = '{workos_id}' AND nextval('hd_test_tries') <= {times} THEN "
+            f"RAISE EXCEPTION 'injected deadlock' USING ERRCODE = '40P01'; END IF; RETURN NEW; END $$",
+            "CREATE TRIGGER hd_test_conflict BEFORE INSERT ON directory_users FOR EACH ROW "
+            "EXECUTE FUNCTION hd_test_conflict()")
+
+
+def _no_conflict() -> tuple[str, ...]:
+    return ("DROP TRIGGER IF EXISTS hd_test_conflict ON directory_users", "DROP FUNCTION IF EXISTS hd_test_conflict()",
+            "DROP SEQUENCE IF EXISTS hd_test_tries")
+
+
+@pytest.mark.postgres
+def test_a_page_that_loses_a_conflict_is_applied_again_at_every_page(db_session: Any, workos_client: Any,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """A page rolled back to break a deadlock (an applier's batch holding some of its member keys) is applied again
+    from the listing already read, its counters as the last commit left them: the run ends as an undisturbed one,
+    wherever the conflict lands (before, the resync stopped and the admin's request answered 503)."""
+    listed = [u.id for u in workos_client.directory_sync.list_users(directory=ACME_DIR, limit=100,
+                                                                     order="asc").auto_paging_iter()]
+    acme = mirror_organizations(db_session, workos_client)["acme.test"].id
+    uninterrupted = _report(reconcile.full_resync(db_session, workos_client, organization_id=acme,
+                                                  page_size=PAGE))
+    expected = _state(db_session, acme)
+    for position, victim in enumerate(listed):
+        _empty(db_session)
+        acme = mirror_organizations(db_session, workos_client)["acme.test"].id
+        _ddl(_conflict_on(victim, times=db_conflicts.ATTEMPTS - 1))
+        caplog.clear()
+        try:
+            report = reconcile.full_resync(db_session, workos_client, organization_id=acme, page_size=PAGE)
+        finally:
+            db_session.rollback()
+            _ddl(_no_conflict())
+        assert _report(report) == uninterrupted, f"conflict at user {position}"
+        assert _state(db_session, acme) == expected, f"conflict at user {position}"
+        again = [r.getMessage() for r in caplog.records if "a resync page rolled back" in r.getMessage()]
+        assert len(again) == db_conflicts.ATTEMPTS - 1, again
+        assert all("(deadlock detected); running it again" in message for message in again)
+
+
+@pytest.mark.postgres
+def test_a_page_that_keeps_losing_stops_the_run_where_the_next_resumes(db_session: Any, workos_client: Any) -> None:
+    """After ``db_conflicts.ATTEMPTS`` conflicts the page's conflict is raised (the request answers 503) and the
+    cursor keeps the pages committed before it: the next run resumes there and ends as an undisturbed one."""
+    listed = [u.id for u in workos_client.directory_sync.list_users(directory=ACME_DIR, limit=100,
+                                                                     order="asc").auto_paging_iter()]
+    acme = mirror_organizations(db_session, workos_client)["acme.test"].id
+    uninterrupted = _report(reconcile.full_resync(db_session, workos_client, organization_id=acme,
+                                                  page_size=PAGE))
+    expected = _state(db_session, acme)
+    _empty(db_session)
+    acme = mirror_organizations(db_session, workos_client)["acme.test"].id
+    _ddl(_conflict_on(listed[PAGE], times=db_conflicts.ATTEMPTS))  # the second page, every attempt
+    try:
+        with pytest.raises(OperationalError) as raised:
+            reconcile.full_resync(db_session, workos_client, organization_id=acme, page_size=PAGE)
+        assert db_conflicts.conflict(raised.value) == "deadlock detected"
+    finally:
+        db_session.rollback()
+        _ddl(_no_conflict())
+    cursor = db_session.scalar(select(ResyncCursor).where(ResyncCursor.organization_id == acme))
+    assert cursor is not None
+    assert cursor.after_user_id == listed[PAGE - 1]
+    db_session.rollback()
+    assert _report(reconcile.full_resync(db_session, workos_client, organization_id=acme,
+                                         page_size=PAGE)) == uninterrupted
+    assert _state(db_session, acme) == expected

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import chain, islice
 from typing import Any
@@ -27,53 +27,15 @@ from sqlalchemy.orm import Session
 from ..causes import Actor
 from ..models import DirectoryGroup, DirectoryUser, Membership, Organization, ResyncCursor, User, new_id, utcnow
 from ..workos import WorkOSClient
-from . import directory_people, domains, event_source, fanout_jobs, resync_state, role_mapping
+from . import db_conflicts, directory_people, domains, event_source, fanout_jobs, resync_state, role_mapping
 from .demo_mappings import DEMO_GROUP_ROLES as DEMO_GROUP_ROLES
 from .demo_mappings import ensure_demo_mappings as ensure_demo_mappings
 from .events import EventContext
 from .events.directory_state import sync_member, upsert_directory_group, upsert_directory_user
 from .events.directory_state import user_fields as _user_fields
+from .resync_report import ResyncReport as ResyncReport
 
 # --- the full resync ------------------------------------------------------------------------------------------
-
-
-@dataclass
-class ResyncReport:
-    """What a full resync found different from WorkOS, and fixed."""
-
-    organization_id: str
-    directory_id: str | None
-    users_seen: int = 0
-    groups_seen: int = 0
-    users_created: int = 0
-    users_updated: int = 0
-    users_deleted: int = 0
-    groups_created: int = 0
-    groups_updated: int = 0
-    groups_deleted: int = 0
-    memberships_added: int = 0
-    memberships_removed: int = 0
-    access_repaired: int = 0
-    objects_refused: int = 0  # listed objects of another directory or organization, not applied
-    people_repaired: int = 0
-    seconds: float = 0.0
-    examples: list[str] = field(default_factory=list)
-
-    @property
-    def differences(self) -> int:
-        """How many differences were found (and fixed)."""
-        return (self.users_created + self.users_updated + self.users_deleted + self.groups_created
-                + self.groups_updated + self.groups_deleted + self.memberships_added + self.memberships_removed
-                + self.access_repaired + self.people_repaired)
-
-    def note(self, text: str) -> None:
-        """Keep a few examples of what differed."""
-        if len(self.examples) < 20:
-            self.examples.append(text)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON view."""
-        return {**asdict(self), "differences": self.differences}
 
 
 @dataclass
@@ -185,7 +147,7 @@ def mirror_groups(run: _Run, ctx: EventContext, org: Organization) -> None:
                                               "idp_id": group.idp_id}, deleted=True)
             report.groups_deleted += 1
             report.note(f"group {group.name!r} no longer exists")
-    _cursor(run).report = _saved(report)
+    _cursor(run).report = report.saved()
     session.commit()
 
 
@@ -201,34 +163,50 @@ def load_held(run: _Run) -> _Held:
 
 def mirror_user_pages(run: _Run, held: _Held) -> None:
     """Apply WorkOS's users page by page from the run's cursor, one unit of work (and one commit, with the
-    cursor) per page."""
-    session = run.session
+    cursor) per page (:func:`mirror_page`).
+
+    A page the database rolls back to break a conflict with another writer (an applier's batch holds some of the
+    page's member keys from its claim) is applied again from the listing already read, its counters as the last
+    commit left them (``db_conflicts.retrying``; nothing of a page outlives its rollback: it writes to WorkOS
+    nothing), up to ``db_conflicts.ATTEMPTS`` times; then the conflict is raised and the next run resumes there."""
     cursor = _cursor(run)
     for page in _user_pages(run.client, run.directory_id, run.page_size, cursor.after_user_id):
-        resync_state.plan_each_statement(session)
-        org, ctx = run.organization(), run.context()
-        # One page, one unit of work: its rows are loaded in a few queries, its changes are flushed together
-        # (batched INSERTs, one membership upsert, one chained audit write) and committed with the cursor.
-        ctx.verified_domains = domains.VerifiedDomains.load(session)
-        datas = [d for d in (u.to_dict() for u in page) if run.keep(d)]
-        ids = [d["id"] for d in datas]
-        fanout_jobs.hold_members(session, ids)  # before anything of theirs is read (member_fanout.py's rule)
-        stored = {du.workos_id: du for du in session.scalars(resync_state.page_lookup(
-            session, DirectoryUser, DirectoryUser.organization_id, org.id, DirectoryUser.workos_id, ids,
-            unique=True))} if ids else {}
-        links = directory_people.PageLinks.load(session, org.id, stored.values(), ctx.verified_domains)
-        held.page, held.changes, held.to_sync = resync_state.PageHeld.load(session, org.id, ids), [], []
-        prepare_people(run, ctx, org, datas, stored, held.org_active)
-        seen = [mirror_user(run, held, ctx, org, data, stored.get(data["id"]), links) for data in datas]
-        run.report.users_seen += len(datas)
-        resync_state.write_group_memberships(session, org.id, held.changes, run.started)
-        session.flush()
-        sync_page(ctx, org, held)
-        resync_state.mark_seen(session, [du for du in seen if du is not None], run.run_id)
-        cursor = _cursor(run)
-        cursor.after_user_id = page[-1].id
-        cursor.report = _saved(run.report)
-        session.commit()
+        committed = run.report.saved()
+
+        def attempt(page: list[Any] = page, committed: dict[str, Any] = committed) -> None:
+            resync_state.restore_counts(run.report, committed)
+            mirror_page(run, held, page)
+
+        db_conflicts.retrying(run.session, attempt, what="a resync page")
+
+
+def mirror_page(run: _Run, held: _Held, page: list[Any]) -> None:
+    """Apply one page of WorkOS's users (SDK objects) and commit it with the run's cursor."""
+    session = run.session
+    resync_state.plan_each_statement(session)
+    org, ctx = run.organization(), run.context()
+    # One page, one unit of work: its rows are loaded in a few queries, its changes are flushed together
+    # (batched INSERTs, one membership upsert, one chained audit write) and committed with the cursor.
+    ctx.verified_domains = domains.VerifiedDomains.load(session)
+    datas = [d for d in (u.to_dict() for u in page) if run.keep(d)]
+    ids = [d["id"] for d in datas]
+    fanout_jobs.hold_members(session, ids)  # before anything of theirs is read (member_fanout.py's rule)
+    stored = {du.workos_id: du for du in session.scalars(resync_state.page_lookup(
+        session, DirectoryUser, DirectoryUser.organization_id, org.id, DirectoryUser.workos_id, ids,
+        unique=True))} if ids else {}
+    links = directory_people.PageLinks.load(session, org.id, stored.values(), ctx.verified_domains)
+    held.page, held.changes, held.to_sync = resync_state.PageHeld.load(session, org.id, ids), [], []
+    prepare_people(run, ctx, org, datas, stored, held.org_active)
+    seen = [mirror_user(run, held, ctx, org, data, stored.get(data["id"]), links) for data in datas]
+    run.report.users_seen += len(datas)
+    resync_state.write_group_memberships(session, org.id, held.changes, run.started)
+    session.flush()
+    sync_page(ctx, org, held)
+    resync_state.mark_seen(session, [du for du in seen if du is not None], run.run_id)
+    cursor = _cursor(run)
+    cursor.after_user_id = page[-1].id
+    cursor.report = run.report.saved()
+    session.commit()
 
 
 def prepare_people(run: _Run, ctx: EventContext, org: Organization, datas: list[dict[str, Any]],
@@ -350,7 +328,7 @@ def retire_missing_users(run: _Run) -> None:
                 sync_member(ctx, org, row, reason="resync_user_gone")
                 run.report.users_deleted += 1
                 run.report.note(f"user {email or uid} no longer exists")
-        _cursor(run).report = _saved(run.report)
+        _cursor(run).report = run.report.saved()
         session.commit()
 
 
@@ -368,11 +346,6 @@ def record_resync(run: _Run, started_clock: float) -> None:
 def _cursor(run: _Run) -> ResyncCursor:
     """The run's cursor row (reloaded after a commit)."""
     return resync_state.open_cursor(run.session, run.organization_id, run.directory_id, run.started)
-
-
-def _saved(report: ResyncReport) -> dict[str, Any]:
-    """The report's counters and examples, as the cursor keeps them."""
-    return {k: v for k, v in asdict(report).items() if k not in ("organization_id", "directory_id", "seconds")}
 
 
 def _user_pages(client: WorkOSClient, directory_id: str, page_size: int, after: str | None) -> Any:

@@ -12,6 +12,7 @@ after its last committed page.
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections import defaultdict
 from collections.abc import Sequence
@@ -252,7 +253,8 @@ def open_cursor(session: Session, organization_id: str, directory_id: str, start
 
 
 def restore_counts(target: Any, saved: dict[str, Any]) -> None:
-    """Copy the counters (and examples) a cursor saved back onto a report."""
+    """Copy the counters (and examples) a cursor saved back onto a report (copies: the report's later notes never
+    change *saved*, which a page run again restores from)."""
     for key, value in saved.items():
         if hasattr(target, key) and key not in ("organization_id", "directory_id", "seconds"):
-            setattr(target, key, value)
+            setattr(target, key, copy.deepcopy(value))
