@@ -63,6 +63,39 @@ def test_the_last_conflict_is_raised() -> None:
     assert calls["n"] == 3
 
 
+def test_a_conflict_the_check_before_a_rerun_meets_uses_an_attempt_and_the_check_is_asked_again() -> None:
+    """*lasted* takes locks (``caller_grants``), so it may be rolled back too: that conflict counts as an attempt,
+    and the work runs only after *lasted* answered (before, its conflict was raised at once: a 503)."""
+    session = _Session()
+    work, calls = _failing(1, _rolled_back())
+    checked, check = {"n": 0}, _failing(1, _rolled_back())[0]
+
+    def lasted() -> tuple[str, ...]:
+        checked["n"] += 1
+        check()
+        return ()
+
+    assert db_conflicts.retrying(session, work, what="test", lasted=lasted) == "done"  # type: ignore[arg-type]
+    assert (calls["n"], checked["n"], session.rollbacks) == (2, 2, 2)
+
+
+def test_a_check_that_names_a_reason_raises_the_conflict_without_running_again() -> None:
+    session = _Session()
+    work, calls = _failing(1, _rolled_back())
+    with pytest.raises(OperationalError):
+        db_conflicts.retrying(session, work, what="test", lasted=lambda: ("it committed first",))  # type: ignore[arg-type]
+    assert (calls["n"], session.rollbacks) == (1, 1)
+
+
+def test_conflicts_in_the_check_are_bounded_by_the_attempts() -> None:
+    session = _Session()
+    work, calls = _failing(1, _rolled_back())
+    always = _failing(99, _rolled_back())[0]
+    with pytest.raises(OperationalError):
+        db_conflicts.retrying(session, work, what="test", lasted=lambda: (always(), ())[1])  # type: ignore[arg-type]
+    assert (calls["n"], session.rollbacks) == (1, 3)
+
+
 @pytest.mark.parametrize("error", [_rolled_back("08006"), ValueError("not the database")], ids=["lost", "other"])
 def test_any_other_error_is_raised_at_once(error: Exception) -> None:
     session = _Session()

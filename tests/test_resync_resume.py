@@ -188,18 +188,22 @@ def _no_conflict() -> tuple[str, ...]:
             "DROP SEQUENCE IF EXISTS hd_test_tries")
 
 
+def _undisturbed(db_session: Any, workos_client: Any) -> tuple[list[str], dict[str, Any], dict[str, Any]]:
+    """Acme's listed users, and the report and state of a resync nothing disturbed."""
+    listed = [u.id for u in workos_client.directory_sync.list_users(directory=ACME_DIR, limit=100,
+                                                                     order="asc").auto_paging_iter()]
+    acme = mirror_organizations(db_session, workos_client)["acme.test"].id
+    uninterrupted = _report(reconcile.full_resync(db_session, workos_client, organization_id=acme, page_size=PAGE))
+    return listed, uninterrupted, _state(db_session, acme)
+
+
 @pytest.mark.postgres
 def test_a_page_that_loses_a_conflict_is_applied_again_at_every_page(db_session: Any, workos_client: Any,
                                                                      caplog: pytest.LogCaptureFixture) -> None:
     """A page rolled back to break a deadlock (an applier's batch holding some of its member keys) is applied again
     from the listing already read, its counters as the last commit left them: the run ends as an undisturbed one,
     wherever the conflict lands (before, the resync stopped and the admin's request answered 503)."""
-    listed = [u.id for u in workos_client.directory_sync.list_users(directory=ACME_DIR, limit=100,
-                                                                     order="asc").auto_paging_iter()]
-    acme = mirror_organizations(db_session, workos_client)["acme.test"].id
-    uninterrupted = _report(reconcile.full_resync(db_session, workos_client, organization_id=acme,
-                                                  page_size=PAGE))
-    expected = _state(db_session, acme)
+    listed, uninterrupted, expected = _undisturbed(db_session, workos_client)
     for position, victim in enumerate(listed):
         _empty(db_session)
         acme = mirror_organizations(db_session, workos_client)["acme.test"].id
@@ -221,12 +225,7 @@ def test_a_page_that_loses_a_conflict_is_applied_again_at_every_page(db_session:
 def test_a_page_that_keeps_losing_stops_the_run_where_the_next_resumes(db_session: Any, workos_client: Any) -> None:
     """After ``db_conflicts.ATTEMPTS`` conflicts the page's conflict is raised (the request answers 503) and the
     cursor keeps the pages committed before it: the next run resumes there and ends as an undisturbed one."""
-    listed = [u.id for u in workos_client.directory_sync.list_users(directory=ACME_DIR, limit=100,
-                                                                     order="asc").auto_paging_iter()]
-    acme = mirror_organizations(db_session, workos_client)["acme.test"].id
-    uninterrupted = _report(reconcile.full_resync(db_session, workos_client, organization_id=acme,
-                                                  page_size=PAGE))
-    expected = _state(db_session, acme)
+    listed, uninterrupted, expected = _undisturbed(db_session, workos_client)
     _empty(db_session)
     acme = mirror_organizations(db_session, workos_client)["acme.test"].id
     _ddl(_conflict_on(listed[PAGE], times=db_conflicts.ATTEMPTS))  # the second page, every attempt

@@ -5,11 +5,12 @@ caller.
 A plain read right after the rollback is not enough: PostgreSQL rolls the loser back while the winner still holds
 its locks and has not committed, so the read sees the caller as it was; the rerun then waits for the winner on the
 organization's lock and writes after the revocation (a break-it review's repro). So the caller's rows are locked
-``FOR SHARE`` first, in the writers' order (the organization, then the member, then the key or session): a winner
-that has written one of them is waited for and its commit read; one that has not yet must wait for the rerun's
-commit, which is then ordered before it. The locks last until the rerun's first commit. A winner that took them in
-another order meets a deadlock, which PostgreSQL breaks again (the rerun's next attempt checks again). SQLite runs
-one writer at a time and never rolls one back to break a conflict, so nothing there reruns.
+first, in the writers' order (the organization ``FOR NO KEY UPDATE``, then the member, then the key or session ``FOR
+SHARE``): a winner that has written one of them is waited for and its commit read; one that has not yet must wait
+for the rerun's commit, which is then ordered before it. The locks last until the rerun's first commit. A winner
+that took them in another order meets a deadlock, which PostgreSQL breaks again; a conflict met by these locks uses
+an attempt and the next one checks again (``db_conflicts.retrying``). SQLite runs one writer at a time and never
+rolls one back to break a conflict, so nothing there reruns.
 """
 
 from __future__ import annotations
@@ -34,7 +35,10 @@ def grant_now(db: Session, *, organization_id: str, user_id: str | None, session
     on for the transaction (module docstring); ``None`` when it grants nothing: revoked, expired, unknown, its
     member or organization no longer active, or refused by the organization's access policy (IP allowlist, the
     key's own allowlist, a session's absolute lifetime or idle timeout, counted from *authenticated_at* too)."""
-    _lock(db, select(Organization.id).where(Organization.id == organization_id))
+    # FOR NO KEY UPDATE, not FOR SHARE: reruns in one organization would each share it, then deadlock upgrading it
+    # (``lock_organization``), and an applier's batch sharing it would be joined, then waited for while it writes
+    # the caller's rows we hold. Sign-ins' key-share locks still pass (a break-it review).
+    db.execute(select(Organization.id).where(Organization.id == organization_id).with_for_update(key_share=True))
     if user_id is not None:
         _lock(db, select(Membership.id).where(Membership.organization_id == organization_id,
                                               Membership.user_id == user_id))

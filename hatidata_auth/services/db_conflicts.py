@@ -38,24 +38,30 @@ def retrying(session: Session, work: Callable[[], T], *, what: str, attempts: in
              lasted: Callable[[], tuple[str, ...]] | None = None) -> T:
     """Run *work* (which ends by committing *session*'s transaction) and return what it returns; when the database
     rolled it back to break a conflict, roll the session back (also when it is not run again) and run it again, at
-    most *attempts* times in all (logged as a warning, naming *what*). *lasted*, asked after a conflict, names
-    why *work* may not run again (what its attempt did that the rollback did not undo: ``lasting_effects.since``;
-    its caller's grant gone); when it names anything, *work* is not run again (logged). Raises what *work* raises
-    otherwise, and the last conflict."""
+    most *attempts* times in all (logged as a warning, naming *what*). *lasted*, asked after a conflict and before
+    the next attempt, names why *work* may not run again (what its attempt did that the rollback did not undo:
+    ``lasting_effects.since``; its caller's grant gone); when it names anything, *work* is not run again (logged)
+    and the conflict is raised. A conflict *lasted* itself meets (its locks, ``caller_grants``) uses an attempt like
+    one of *work*'s, and *lasted* is asked again. Raises what *work* or *lasted* raise otherwise, and the last
+    conflict."""
+    last: Exception | None = None
     for attempt in range(1, attempts + 1):
         try:
+            if last is not None:
+                kept = lasted() if lasted is not None else ()
+                if kept:
+                    log.warning("%s rolled back by the database (%s); not run again: %s", what, conflict(last),
+                                "; ".join(kept))
+                    break
+                log.warning("%s rolled back by the database (%s); running it again (attempt %d of %d)", what,
+                            conflict(last), attempt, attempts)
             return work()
         except Exception as exc:
-            why = conflict(exc)
-            if why is None:
+            if conflict(exc) is None:
                 raise
             session.rollback()  # now, whatever comes next: what is undone on a rollback is undone before the answer
             if attempt == attempts:
                 raise
-            kept = lasted() if lasted is not None else ()
-            if kept:
-                log.warning("%s rolled back by the database (%s); not run again: %s", what, why, "; ".join(kept))
-                raise
-            log.warning("%s rolled back by the database (%s); running it again (attempt %d of %d)", what, why,
-                        attempt + 1, attempts)
-    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+            last = exc
+    assert last is not None  # the loop returns, raises, or breaks after a conflict
+    raise last
