@@ -18,7 +18,9 @@ key, its session, its membership, a role that held a permission). The caller was
 attempt; a rerun goes on only while its credential grants, by the database's committed rows
 (``caller_grants.grant_now``, no cache, its rows locked against a winner yet to commit), the same organization and
 permissions to the request's address under the organization's access policy; else 503 too, and the client's retry
-is authorized anew (401 or 403). The step-up window of a sensitive route is not asked again.
+is authorized anew (401 or 403). The request's own authorization counts as a use of its session (its idle timeout
+and sliding expiry run from then), as it does once its queued last-seen write lands (``services.last_seen``). The
+step-up window of a sensitive route is not asked again.
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ def _caller_changed() -> tuple[str, ...]:
         db.session(), organization_id=identity.organization_id, user_id=identity.user_id,
         session_id=identity.session_id, api_key_id=identity.api_key_id, address=request.remote_addr,
         now=introspector.clock(), authenticated_at=identity.authenticated_at,
+        seen_at=request.environ.get("hatidata.identity_at"),
         default_idle=introspector.active_ttl, default_remembered=introspector.remembered_ttl)
     if grant == (identity.organization_id, identity.permissions):
         return ()

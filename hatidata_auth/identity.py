@@ -106,6 +106,7 @@ def get_identity() -> Identity | None:
     if found is _MISSING:
         found = _resolve()
         environ["hatidata.identity"] = found
+        environ["hatidata.identity_at"] = runtime().introspector.clock()  # a use of the session: see conflict_reruns
     return cast("Identity | None", found)
 
 

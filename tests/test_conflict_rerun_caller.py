@@ -209,3 +209,72 @@ def test_a_conflict_that_outlasts_the_reruns_says_so(app: Flask, accept: str) ->
     assert (answer.status_code, len(attempts)) == (503, 3)
     assert answer.headers["Retry-After"]
     assert "The change crossed a concurrent one" in answer.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("lapsed", ["idle timeout", "sliding expiry"])
+def test_the_requests_own_use_of_its_session_counts_in_the_rerun_check(
+        app: Flask, client: FlaskClient, emulator: Any, lapsed: str) -> None:
+    """The request's authorization is a use of its session; its last-seen write is only queued (written off the
+    request path), so by the committed rows alone a session used within its idle timeout, or its sliding expiry,
+    of the rerun would look lapsed and be refused (a break-it review's L2). Counted from the request's use, it is
+    granted; a revocation still refuses it, and a use after *now* counts as one at *now*."""
+    from hatidata_auth.roles import permissions_for
+    from hatidata_auth.services import caller_grants
+
+    caller, _ = _session_caller(app, client)
+    now, idle = time.time(), 600
+    with app.app_context():
+        s = db.session()
+        values: dict[str, Any] = {"remembered": False, "last_seen_at": _utc(now - idle - 60)}
+        if lapsed == "sliding expiry":
+            values = {"remembered": False, "last_seen_at": _utc(now - 60), "expires_at": _utc(now - 1)}
+        s.execute(update(AuthSession).where(AuthSession.id == caller.session_id).values(**values))
+        s.commit()
+
+        def grant(seen_at: float | None) -> Any:
+            found = caller_grants.grant_now(
+                s, organization_id=caller.organization_id, user_id=caller.user_id, session_id=caller.session_id,
+                api_key_id=None, address="127.0.0.1", now=now, authenticated_at=None, default_idle=idle,
+                default_remembered=30 * 86400, seen_at=seen_at)
+            s.rollback()
+            return found
+
+        assert grant(None) is None, "by the committed rows alone the session has lapsed"
+        assert grant(now - 2) == (caller.organization_id, permissions_for("admin"))
+        assert grant(now - idle - 30) is None, "a use before the lapse does not extend it past now"
+        assert grant(now + idle * 10) == (caller.organization_id, permissions_for("admin"))
+        s.execute(update(AuthSession).where(AuthSession.id == caller.session_id).values(revoked_at=utcnow()))
+        s.commit()
+        assert grant(now - 2) is None, "a revoked session stays refused"
+        db.session.remove()
+
+
+def _utc(epoch: float) -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def test_a_rerun_check_counts_from_the_requests_authorization(
+        app: Flask, client: FlaskClient, emulator: Any, conflict_won_by: list[Any],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The view passes the instant the request was authorized (``hatidata.identity_at``) as its use."""
+    from hatidata_auth.services import caller_grants
+
+    caller, target = _session_caller(app, client)
+    asked: list[tuple[float | None, float]] = []
+    grant_now = caller_grants.grant_now
+
+    def spied(*args: Any, **kwargs: Any) -> Any:
+        asked.append((kwargs["seen_at"], kwargs["now"]))
+        return grant_now(*args, **kwargs)
+
+    monkeypatch.setattr(caller_grants, "grant_now", spied)
+    conflict_won_by.extend([lambda s, c: s.execute(
+        update(Membership).where(Membership.id == target).values(updated_at=utcnow())), caller])
+    before = time.time()
+    answer = client.patch(f"/api/v1/members/{target}", json={"role": "admin"}, headers=csrf_headers(client))
+    assert answer.status_code == 200, answer.get_json()
+    [(seen_at, now)] = asked
+    assert seen_at is not None
+    assert before <= seen_at <= now

@@ -29,12 +29,14 @@ Grant = tuple[str, frozenset[str]]
 
 def grant_now(db: Session, *, organization_id: str, user_id: str | None, session_id: str | None,
               api_key_id: str | None, address: str | None, now: float, authenticated_at: float | None,
-              default_idle: int, default_remembered: int) -> Grant | None:
+              default_idle: int, default_remembered: int, seen_at: float | None = None) -> Grant | None:
     """The organization and permissions a session (by our id) or an API key (by its id) of *user_id* in
     *organization_id* grants a request from *address* at *now* (Unix seconds), after locking the rows it depends
     on for the transaction (module docstring); ``None`` when it grants nothing: revoked, expired, unknown, its
     member or organization no longer active, or refused by the organization's access policy (IP allowlist, the
-    key's own allowlist, a session's absolute lifetime or idle timeout, counted from *authenticated_at* too)."""
+    key's own allowlist, a session's absolute lifetime or idle timeout, counted from *authenticated_at* too).
+    *seen_at* (epoch s) is the request's own use of the session: its idle timeout and sliding expiry run from it
+    at the latest, whether or not the last-seen write it queued has landed (``services.last_seen``)."""
     # FOR NO KEY UPDATE, not FOR SHARE: reruns in one organization would each share it, then deadlock upgrading it
     # (``lock_organization``), and an applier's batch sharing it would be joined, then waited for while it writes
     # the caller's rows we hold. Sign-ins' key-share locks still pass (a break-it review).
@@ -52,8 +54,10 @@ def grant_now(db: Session, *, organization_id: str, user_id: str | None, session
         return key.organization_id, key.permissions
     workos_session_id = db.scalar(select(AuthSession.workos_session_id).where(AuthSession.id == session_id)
                                   .with_for_update(read=True))
-    status = (load_session_status(db, workos_session_id, default_cache_ttl=0, active_ttl=0)
+    status = (load_session_status(db, workos_session_id, default_cache_ttl=0, active_ttl=default_idle)
               if workos_session_id else None)
+    if status is not None and seen_at is not None:
+        status = status.seen(min(seen_at, now))
     if status is None or not status.active or status.expires_at <= now or (
             policy is not None and session_refusal(
                 policy, created_at=status.created_at, last_seen_at=status.last_seen_at, remembered=status.remembered,

@@ -3,7 +3,7 @@ for the shared cache."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -39,6 +39,12 @@ class SessionStatus:
     """Wall-clock seconds when read from the database (0: unknown, as old as can be); see the cache's max age."""
     created_at: float | None = None
     """When the session was created (sign-in; its absolute lifetime runs from here); ``None``: not known."""
+
+    def seen(self, at: float) -> SessionStatus:
+        """This status as a use at *at* (epoch s) leaves it: seen then, and a sliding expiry slid to
+        ``at + sliding_ttl`` (never back)."""
+        expires_at = self.expires_at if self.sliding_ttl is None else max(self.expires_at, at + self.sliding_ttl)
+        return replace(self, last_seen_at=max(self.last_seen_at or 0.0, at), expires_at=expires_at)
 
 
 @dataclass(frozen=True, slots=True)

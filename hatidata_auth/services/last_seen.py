@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine, and_, bindparam, or_, update
@@ -69,9 +69,7 @@ class LastSeenWriter:
     def note(self, status: SessionStatus) -> SessionStatus:
         """Queue the write for the flush thread; returns the status as it will be (seen now, expiry slid)."""
         now = self.clock()
-        expires_at = status.expires_at
-        if status.sliding_ttl is not None:
-            expires_at = max(expires_at, now + status.sliding_ttl)
+        seen = status.seen(now)
         with self._lock:
             if self._pid != os.getpid():  # a forked child: no thread, and its parent's notes are the parent's
                 self._pid, self._thread, self._pending = os.getpid(), None, {}
@@ -79,11 +77,11 @@ class LastSeenWriter:
                 self._noted.clear()
             self._noted[status.session_id] = now
             self._pending[status.session_id] = Seen(status.session_id, status.organization_id, now,
-                                                    expires_at if status.sliding_ttl is not None else None)
+                                                    seen.expires_at if status.sliding_ttl is not None else None)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="hatidata-last-seen", daemon=True)
                 self._thread.start()
-        return replace(status, last_seen_at=now, expires_at=expires_at)
+        return seen
 
     @property
     def pending(self) -> int:
