@@ -26,3 +26,28 @@ def test_every_page_of_memberships_is_mirrored(db_session: Any, workos_client: A
     assert names == {"Acme Corp", "Globex"}
     assert login.sync_user_memberships(db_session, workos_client, user_id=user.id, workos_user_id=CONSULTANT,
                                        page_size=1) == 0
+
+
+def test_a_directory_members_default_role_outlasts_a_claimed_role(db_session: Any, workos_client: Any) -> None:
+    """A directory-managed member in no mapped group holds the organization's default role (the mappings'
+    configuration); WorkOS's claimed role at a sign-in does not replace it, as it does an SSO member's."""
+    from hatidata_auth.causes import NO_REQUEST
+    from hatidata_auth.models import utcnow
+    from hatidata_auth.services import sign_in_person
+    from tests.support.dsync import mirror_organizations
+
+    acme = mirror_organizations(db_session, workos_client)["acme.test"]
+    roles = {}
+    for source, workos_user in (("directory", "user_LM_dir"), ("sso", "user_LM_sso")):
+        person = User(email=f"{workos_user.lower()}@partners.test", workos_user_id=workos_user)
+        db_session.add(person)
+        db_session.flush()
+        db_session.add(Membership(organization_id=acme.id, user_id=person.id, source=source, status="active",
+                                  role="viewer", role_source="default",
+                                  directory_user_id="directory_user_LM" if source == "directory" else None))
+        db_session.commit()
+        signed_in = sign_in_person.upsert(db_session, acme, {"id": workos_user, "email": person.email}, utcnow())
+        membership = login._upsert_membership(db_session, workos_client, acme, signed_in, "admin", NO_REQUEST)
+        db_session.commit()
+        roles[source] = (membership.role, membership.role_source)
+    assert roles == {"directory": ("viewer", "default"), "sso": ("admin", "idp")}

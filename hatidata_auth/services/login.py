@@ -25,6 +25,7 @@ from ..workos import OrganizationSelectionRequired, WorkOSClient, WorkOSFailure,
 from . import (
     audit,
     auth_policy,
+    membership_rows,
     provisioning,
     security_events,
     sign_in_attempts,
@@ -182,20 +183,22 @@ def end_workos_session(client: WorkOSClient, workos_session_id: str, *, why: str
 
 def _upsert_membership(db: Session, client: WorkOSClient, org: Organization, signing_in: SigningIn,
                        claimed_role: str | None, request: RequestInfo) -> Membership:
-    """The sign-in's membership of *org*: the one ``sign_in_person.upsert`` read under its member key (a member's
-    directory events never write back over this sign-in's change, nor it over theirs), else a new one."""
-    user, membership = signing_in.person, signing_in.membership
-    if membership is None:
-        membership = Membership(organization_id=org.id, user_id=user.id, source="sso", status="pending",
-                                role=None, role_source="idp")
-        db.add(membership)
-        db.flush()
+    """The sign-in's membership of *org*: the one ``sign_in_person.upsert`` found under its member key (a member's
+    directory events never write back over this sign-in's change, nor it over theirs), locked and read again as
+    committed, else a new one, or the one another writer created meanwhile (``membership_rows``)."""
+    user = signing_in.person
+    if signing_in.membership is None:
+        membership, created = membership_rows.created_or_locked(
+            db, organization_id=org.id, user_id=user.id, source="sso", status="pending", role=None,
+            role_source="idp")
     else:
-        if membership.status != "active":
-            raise LoginDenied(f"Your membership of {org.name} is {membership.status}.",
-                              details={"membership_status": membership.status})
-    if membership.status == "active" and membership.role_source in ("mapping", "manual"):
-        return membership  # the directory's mappings or an admin decide this member's role, not the IdP
+        membership, created = membership_rows.locked(db, signing_in.membership), False
+    if not created and membership.status != "active":
+        raise LoginDenied(f"Your membership of {org.name} is {membership.status}.",
+                          details={"membership_status": membership.status})
+    if membership.status == "active" and (membership.role_source in ("mapping", "manual")
+                                          or membership.source == "directory"):
+        return membership  # the directory's mappings (or its default role) or an admin decide it, not the IdP
     role: str | None
     if claimed_role in ROLES:
         role, source = claimed_role, "idp"
@@ -330,10 +333,11 @@ def sync_user_memberships(db: Session, client: WorkOSClient, *, user_id: str, wo
             continue
         slug = getattr(getattr(item, "role", None), "slug", None)
         role, source = (slug, "idp") if slug in ROLES else (org.default_role, "default")
-        membership = Membership(organization_id=org.id, user_id=user_id, source="sso", status="pending", role=None,
-                                role_source=source, workos_membership_id=item.id)
-        db.add(membership)
-        db.flush()
+        membership, created_here = membership_rows.created_or_locked(
+            db, organization_id=org.id, user_id=user_id, source="sso", status="pending", role=None,
+            role_source=source, workos_membership_id=item.id)
+        if not created_here:  # another writer created it since the look: it decides
+            continue
         audit.record(db, action="membership.created", cause=cause, organization_id=org.id,
                      target_type="membership", target_id=membership.id,
                      details={"user_id": user_id, "role": role, "source": "login"})

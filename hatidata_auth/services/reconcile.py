@@ -24,10 +24,20 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from .. import lasting_effects
 from ..causes import Actor
 from ..models import DirectoryGroup, DirectoryUser, Membership, Organization, ResyncCursor, User, new_id, utcnow
 from ..workos import WorkOSClient
-from . import db_conflicts, directory_people, domains, event_source, fanout_jobs, resync_state, role_mapping
+from . import (
+    db_conflicts,
+    directory_people,
+    domains,
+    event_source,
+    fanout_jobs,
+    resync_state,
+    role_mapping,
+    workos_revocations,
+)
 from .demo_mappings import DEMO_GROUP_ROLES as DEMO_GROUP_ROLES
 from .demo_mappings import ensure_demo_mappings as ensure_demo_mappings
 from .events import EventContext
@@ -108,11 +118,14 @@ def full_resync(session: Session, client: WorkOSClient, *, organization_id: str,
         session.commit()  # the refusal's audit event
         return report
     run.keep = keep
-    mirror_groups(run, ctx, org)
-    held = load_held(run)
-    mirror_user_pages(run, held)
-    retire_missing_users(run)
-    record_resync(run, started_clock)
+    # Sessions it ends are ended at WorkOS by the appliers (queued with the page): a page the database rolls back
+    # has then asked WorkOS nothing, and is applied again (mirror_user_pages).
+    with workos_revocations.deferred_in(session):
+        mirror_groups(run, ctx, org)
+        held = load_held(run)
+        mirror_user_pages(run, held)
+        retire_missing_users(run)
+        record_resync(run, started_clock)
     return report
 
 
@@ -167,17 +180,22 @@ def mirror_user_pages(run: _Run, held: _Held) -> None:
 
     A page the database rolls back to break a conflict with another writer (an applier's batch holds some of the
     page's member keys from its claim) is applied again from the listing already read, its counters as the last
-    commit left them (``db_conflicts.retrying``; nothing of a page outlives its rollback: it writes to WorkOS
-    nothing), up to ``db_conflicts.ATTEMPTS`` times; then the conflict is raised and the next run resumes there."""
+    commit left them (``db_conflicts.retrying``), up to ``db_conflicts.ATTEMPTS`` times, unless the attempt did
+    what its rollback cannot undo (``lasting_effects``; the sessions a page ends are ended at WorkOS by the
+    appliers, queued with it: a break-it review found a page that asked WorkOS at once, then was run again); then
+    the conflict is raised and the next run resumes there."""
     cursor = _cursor(run)
     for page in _user_pages(run.client, run.directory_id, run.page_size, cursor.after_user_id):
-        committed = run.report.saved()
+        committed, start = run.report.saved(), lasting_effects.mark()
 
         def attempt(page: list[Any] = page, committed: dict[str, Any] = committed) -> None:
             resync_state.restore_counts(run.report, committed)
             mirror_page(run, held, page)
 
-        db_conflicts.retrying(run.session, attempt, what="a resync page")
+        def lasted(start: lasting_effects.Mark = start) -> tuple[str, ...]:
+            return tuple(f"it {what} first" for what in lasting_effects.since(start))
+
+        db_conflicts.retrying(run.session, attempt, what="a resync page", lasted=lasted)
 
 
 def mirror_page(run: _Run, held: _Held, page: list[Any]) -> None:

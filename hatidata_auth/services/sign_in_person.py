@@ -17,8 +17,9 @@ from . import audit, directory_names, domains, fanout_jobs, person_email, provis
 
 @dataclass(frozen=True)
 class SigningIn:
-    """The person a sign-in is, and their membership of the organization as read once its member key was held
-    (``None`` for a person new to it): the caller writes that membership without looking it up again."""
+    """The person a sign-in is, and their membership of the organization as found once its member key was held
+    (``None`` for a person new to it): the caller locks that row and reads it again before writing it
+    (``membership_rows``)."""
 
     person: User
     membership: Membership | None
@@ -33,7 +34,7 @@ def upsert(db: Session, org: Organization, user: dict[str, Any], now: datetime,
 
     Locks in the order of the other writers that wait for them (``services.person_email``): the organization's row
     (key-shared), the key of the directory user the person's membership of *org* hangs on, the email; only then is
-    the person written. That membership, read after its key was held, comes back with the person."""
+    the person written. That membership, found after its key was held, comes back with the person."""
     workos_user_id = str(user["id"])
     email = str(user.get("email") or "").strip().lower()
     by_id = select(User).where(User.workos_user_id == workos_user_id)
@@ -65,11 +66,12 @@ def upsert(db: Session, org: Organization, user: dict[str, Any], now: datetime,
 
 def _held_membership(db: Session, org: Organization, person: User) -> Membership | None:
     # An applier holds the key of the directory user from its claim and may write the person: wait for it before
-    # writing the person (the other way round, each waited for the other).
+    # writing the person (the other way round, each waited for the other). The membership is read again, locked,
+    # where the login writes it (``membership_rows.locked``).
     membership = db.scalar(select(Membership).where(Membership.organization_id == org.id,
                                                     Membership.user_id == person.id))
-    if membership is not None:
-        fanout_jobs.hold_membership(db, membership)
+    if membership is not None and membership.directory_user_id and db.get_bind().dialect.name == "postgresql":
+        fanout_jobs.hold_members(db, [membership.directory_user_id])
     return membership
 
 

@@ -19,7 +19,17 @@ from ..errors import AppError
 from ..models import SIGN_IN_METHODS, Membership, Organization, User, utcnow
 from ..roles import ROLES, Role
 from ..workos import WorkOSClient
-from . import audit, auth_policy, fanout_jobs, last_admin, organizations, paging, provisioning, sso_enforcement
+from . import (
+    audit,
+    auth_policy,
+    fanout_jobs,
+    last_admin,
+    membership_rows,
+    organizations,
+    paging,
+    provisioning,
+    sso_enforcement,
+)
 from .person_email import hold_email
 
 
@@ -336,16 +346,17 @@ def grant_admin(session: Session, *, organization_id: str, email: str, actor: Ac
         session.add(user)
         session.flush()
     membership = session.scalar(select(Membership).where(Membership.organization_id == org.id,
-                                                         Membership.user_id == user.id))
-    if membership is not None and membership.role == Role.ADMIN and membership.status == "active":
+                                                         Membership.user_id == user.id)
+                                .with_for_update().execution_options(populate_existing=True))
+    created = False
+    if membership is None:  # or the one a concurrent writer created meanwhile (membership_rows)
+        membership, created = membership_rows.created_or_locked(
+            session, organization_id=org.id, user_id=user.id, source="manual", status="pending", role=None,
+            role_source="manual")
+    if not created and membership.role == Role.ADMIN and membership.status == "active":
         return membership
-    details: dict[str, Any] = {"user_id": user.id, "email": email, "created": membership is None}
-    if membership is None:
-        membership = Membership(organization_id=org.id, user_id=user.id, source="manual", status="pending",
-                                role=None, role_source="manual")
-        session.add(membership)
-        session.flush()
-    else:
+    details: dict[str, Any] = {"user_id": user.id, "email": email, "created": created}
+    if not created:
         details["previous"] = {"role": membership.role, "status": membership.status}
     provisioning.set_access(session, None, membership, role=Role.ADMIN.value, role_source="manual", active=True,
                             cause=Cause.by(actor, reason="admin granted"))

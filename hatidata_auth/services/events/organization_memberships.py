@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from ...models import Membership, User
 from ...roles import is_role
-from .. import domains, person_email
+from .. import domains, membership_rows, person_email
 from ..provisioning import set_access
 from .context import EventContext, parse_time, require, resolve_organization
 from .registry import handles
@@ -52,8 +52,10 @@ def on_organization_membership(ctx: EventContext, data: dict[str, Any]) -> None:
     if user is None:
         ctx.ignore("unknown user")
         return
+    # Locked and read as committed: a sign-in may create or change it meanwhile (``membership_rows``).
     membership = ctx.session.scalar(select(Membership).where(Membership.organization_id == org.id,
-                                                             Membership.user_id == user.id))
+                                                             Membership.user_id == user.id)
+                                    .with_for_update().execution_options(populate_existing=True))
     role = (data.get("role") or {}).get("slug") if isinstance(data.get("role"), dict) else None
     version = parse_time(data.get("updated_at")) or ctx.event_time
     if membership is not None:
@@ -64,10 +66,12 @@ def on_organization_membership(ctx: EventContext, data: dict[str, Any]) -> None:
     if membership is None:
         if deleted:
             return
-        membership = Membership(organization_id=org.id, user_id=user.id, role=None, role_source="idp",
-                                source="sso", status="pending", workos_membership_id=data["id"])
-        ctx.session.add(membership)
-        ctx.session.flush()
+        membership, created = membership_rows.created_or_locked(
+            ctx.session, organization_id=org.id, user_id=user.id, role=None, role_source="idp", source="sso",
+            status="pending", workos_membership_id=data["id"])
+        seen = None if created else parse_time((membership.details or {}).get("workos_version"))
+        if seen is not None and version < seen:
+            return
     membership.workos_membership_id = None if deleted else data["id"]
     membership.details = {**(membership.details or {}), "workos_version": version.isoformat(),
                           "workos_status": "deleted" if deleted else data.get("status")}
