@@ -16,6 +16,11 @@ logger_class = "hatidata_auth.gunicorn_logger.AccessLogger"
 # Never log query strings with secrets: the access log shows method, path and status only.
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(L)ss rid=%({x-request-id}o)s'
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# gunicorn 27's control socket defaults to one fixed path in the home folder (~/.gunicorn/gunicorn.ctl): a second
+# instance on the machine (a test server, a benchmark, a second `make run`) takes it over and removes it when it
+# stops. Off unless GUNICORN_CONTROL_SOCKET names a path of this instance's own.
+control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET", "") or None
+control_socket_disable = control_socket is None
 
 # Structured logs: gunicorn's error and access logs go through the app's JSON formatter (request id included).
 logconfig_dict = {
