@@ -12,21 +12,23 @@ sign-in's insert first, uncommitted, while the event applies) is tested too."""
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from hatidata_auth.causes import NO_REQUEST
 from hatidata_auth.extensions import db
-from hatidata_auth.models import Membership, Organization, User, WebhookEvent, utcnow
+from hatidata_auth.models import DirectoryUser, Membership, Organization, User, WebhookEvent, utcnow
 from hatidata_auth.services import directory_names, inbox, inbox_worker, login, sign_in_person
 from tests.support.people import Replay
 from tests.support.servers import EmulatorControl, http_json
 from tests.test_inbox_batch_scope import ACME, _prepare
-from tests.test_inserted_user_race import _started
-from tests.test_person_email_race import _acme
+from tests.test_inserted_user_race import _started, _wait_for_lock_wait
+from tests.test_person_email_race import EMAIL as DIRECTORY_EMAIL
+from tests.test_person_email_race import _acme, _dsync_user
 
 pytestmark = pytest.mark.postgres  # SQLite runs one writer at a time, from the sign-in's first statement
 
@@ -172,3 +174,67 @@ def test_an_event_meets_a_sign_ins_uncommitted_membership(app: Flask, emulator_c
         m = db.session.scalars(select(Membership).where(Membership.organization_id == org.id)).one()
         assert (m.status, m.workos_membership_id) == ("active", events[0]["data"]["id"])
     assert set(statuses) == {"applied"}, statuses
+
+
+def test_a_directory_event_meeting_a_first_sign_ins_membership_is_applied_again(app: Flask) -> None:
+    """``dsync.user.created`` of a person whose first sign-in into the organization has inserted the membership,
+    uncommitted: the directory's insert waits for it, then breaks ``uq_membership_org_user`` (its batch's reads
+    predate the row). The event is not ``failed`` (a second review found it so, needing a replay): it stays
+    ``received``, and the next try, due after ``RETRY_DELAY``, links the sign-in's row to the directory user."""
+    _prepare(app)
+    org = _acme(app)
+    with app.app_context():  # the person exists (signed in elsewhere before): found by WorkOS id, no email lock
+        db.session.add(User(email=DIRECTORY_EMAIL, workos_user_id="user_MRR_dir", first_name="Rafael",
+                            last_name="Osei"))
+        db.session.commit()
+        db.session.remove()
+    inserted, go = threading.Event(), threading.Event()
+
+    def sign_in() -> None:
+        s = db.session()
+        signed = sign_in_person.upsert(s, s.merge(org), {"id": "user_MRR_dir", "email": DIRECTORY_EMAIL,
+                                                         "first_name": "Rafael", "last_name": "Osei"}, utcnow())
+        login._upsert_membership(s, app.extensions["hatidata_workos"].client, s.merge(org), signed, None,
+                                 NO_REQUEST)
+        inserted.set()
+        assert go.wait(30)
+
+    thread, errors = _started(app, sign_in)
+    assert inserted.wait(30)
+    event = _dsync_user("dsync.user.created", 1, "active")
+    with app.app_context():
+        inbox.store(db.session(), event)
+        db.session.remove()
+
+    def apply() -> None:
+        with app.app_context():
+            inbox_worker.drain(db.session(), app.extensions["hatidata_workos"].client, limit=50)
+            db.session.remove()
+
+    applier = threading.Thread(target=apply)
+    applier.start()
+    try:
+        with app.app_context():
+            _wait_for_lock_wait("INSERT INTO memberships%", event="transactionid")  # the applier's ORM insert waits
+    finally:
+        go.set()
+        thread.join(30)
+        applier.join(30)
+    assert not errors, errors
+    with app.app_context():
+        row = db.session.scalar(select(WebhookEvent).where(WebhookEvent.event_id == event["id"]))
+        m = db.session.scalars(select(Membership).where(Membership.organization_id == org.id)).one()
+        du = db.session.scalar(select(DirectoryUser).where(DirectoryUser.workos_id == "directory_user_PEML1"))
+        assert row is not None
+        assert (row.status, row.attempts) == ("received", 1), (row.status, row.last_error)
+        assert "uq_membership_org_user" in str(row.last_error)
+        db.session.execute(update(WebhookEvent).where(WebhookEvent.id == row.id).values(
+            updated_at=row.updated_at - inbox_worker.RETRY_DELAY - timedelta(seconds=1)))  # due again now
+        db.session.commit()
+        inbox_worker.drain(db.session(), app.extensions["hatidata_workos"].client, limit=50)
+        db.session.expire_all()
+        assert db.session.scalar(select(WebhookEvent.status).where(WebhookEvent.id == row.id)) == "applied"
+        m = db.session.scalars(select(Membership).where(Membership.organization_id == org.id)).one()
+        du = db.session.scalar(select(DirectoryUser).where(DirectoryUser.workos_id == "directory_user_PEML1"))
+        assert du is not None
+        assert (m.source, m.directory_user_id, du.user_id) == ("directory", "directory_user_PEML1", m.user_id)

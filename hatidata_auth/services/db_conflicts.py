@@ -28,6 +28,15 @@ ATTEMPTS = 3
 """Times :func:`retrying` runs a transaction the database keeps rolling back to break conflicts."""
 
 
+UNIQUE_VIOLATION = "23505"
+
+
+def created_meanwhile(exc: BaseException) -> bool:
+    """Whether *exc* is a unique violation: another transaction inserted the row first (committed while this
+    one's insert waited for it); a later try, its reads taken afresh, finds that row."""
+    return str(getattr(getattr(exc, "orig", None), "sqlstate", None)) == UNIQUE_VIOLATION
+
+
 def conflict(exc: BaseException) -> str | None:
     """What conflict the database broke by rolling back the transaction that raised *exc* (``None``: another
     error)."""

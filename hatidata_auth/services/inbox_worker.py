@@ -7,13 +7,13 @@ claim locks the rows with ``FOR UPDATE SKIP LOCKED``: appliers in any number of 
 a crashed applier's rows are unlocked by its rollback and claimed again. On SQLite the claim is an ``UPDATE``,
 which takes the database's write lock: appliers take turns. Each event is applied by the inbox's handlers under
 a savepoint, with its audit events; a failing event is rolled back alone and recorded ``failed`` with its error
-summary (a transient WorkOS outage keeps it ``received`` for a later attempt, at most
-:data:`MAX_TRANSIENT_ATTEMPTS`), the rest of the batch commits. A batch of several events is first applied
-optimistically, all of it under one savepoint (two statements per batch instead of two per event); only when an
-event fails is that savepoint rolled back and the batch applied again, event by event, each under its own. What is
-the same for every event of a batch is established once per batch (``events.batch_scope``: the tenants' row locks,
-the verified domains, the role mappings, the known directories), and the batch's audit events are chained and
-written at its commit (``audit.deferred``).
+summary (a transient WorkOS outage, or a row another transaction created first, keeps it ``received`` for a
+later attempt, at most :data:`MAX_TRANSIENT_ATTEMPTS`), the rest of the batch commits. A batch of several events is
+first applied optimistically, all of it under one savepoint (two statements per batch instead of two per event);
+only when an event fails is that savepoint rolled back and the batch applied again, event by event, each under its
+own. What is the same for every event of a batch is established once per batch (``events.batch_scope``: the
+tenants' row locks, the verified domains, the role mappings, the known directories), and the batch's audit events
+are chained and written at its commit (``audit.deferred``).
 
 :class:`~hatidata_auth.services.applier_pool.ApplierPool` runs appliers as threads. Nothing here knows Flask.
 """
@@ -35,7 +35,7 @@ from ..models import WebhookEvent, utcnow
 from ..models.inbox import status_is
 from ..trace_context import apply_span, quiet
 from ..workos import WorkOSClient, WorkOSUnavailable
-from . import audit, event_source, fanout_jobs
+from . import audit, db_conflicts, event_source, fanout_jobs
 from .events import HANDLERS, batch_users
 from .events.batch_scope import BatchScope
 from .inbox import InboxResult, apply_event, error_summary
@@ -143,7 +143,10 @@ def _apply_one(session: Session, client: WorkOSClient, event: Claimed, cause: Ca
         if is_connection_error(exc):
             raise  # the database is gone: the whole batch rolls back and stays pending
         error = error_summary(exc)
-        transient = isinstance(exc, WorkOSUnavailable) and event.attempts < MAX_TRANSIENT_ATTEMPTS
+        # A unique violation: a writer outside the batch (a sign-in) created the row first; the batch's reads (and
+        # caches) predate it, so the event is applied again by a later batch, which finds the row.
+        transient = (isinstance(exc, WorkOSUnavailable) or db_conflicts.created_meanwhile(exc)) \
+            and event.attempts < MAX_TRANSIENT_ATTEMPTS
         log.warning("applying WorkOS event %s (%s) failed: %s", event.event_id, event.event_type, error,
                     exc_info=not transient and exc)
         return InboxResult(event.event_id, event.event_type, "received" if transient else "failed", error=error)

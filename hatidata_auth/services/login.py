@@ -184,21 +184,21 @@ def end_workos_session(client: WorkOSClient, workos_session_id: str, *, why: str
 def _upsert_membership(db: Session, client: WorkOSClient, org: Organization, signing_in: SigningIn,
                        claimed_role: str | None, request: RequestInfo) -> Membership:
     """The sign-in's membership of *org*: the one ``sign_in_person.upsert`` found under its member key (a member's
-    directory events never write back over this sign-in's change, nor it over theirs), locked and read again as
-    committed, else a new one, or the one another writer created meanwhile (``membership_rows``)."""
+    directory events never write back over this sign-in's change, nor it over theirs), read again as committed and
+    locked before it is written, else a new one, or the one another writer created meanwhile
+    (``membership_rows``)."""
     user = signing_in.person
     if signing_in.membership is None:
         membership, created = membership_rows.created_or_locked(
             db, organization_id=org.id, user_id=user.id, source="sso", status="pending", role=None,
             role_source="idp")
     else:
-        membership, created = membership_rows.locked(db, signing_in.membership), False
-    if not created and membership.status != "active":
-        raise LoginDenied(f"Your membership of {org.name} is {membership.status}.",
-                          details={"membership_status": membership.status})
-    if membership.status == "active" and (membership.role_source in ("mapping", "manual")
-                                          or membership.source == "directory"):
-        return membership  # the directory's mappings (or its default role) or an admin decide it, not the IdP
+        membership, created = membership_rows.current(db, signing_in.membership), False
+        if _kept(org, membership):
+            return membership
+        membership = membership_rows.locked(db, membership)  # written below: asked again as it stands then
+    if not created and _kept(org, membership):
+        return membership
     role: str | None
     if claimed_role in ROLES:
         role, source = claimed_role, "idp"
@@ -213,6 +213,15 @@ def _upsert_membership(db: Session, client: WorkOSClient, org: Organization, sig
                           details={"membership_status": membership.status})
     db.flush()
     return membership
+
+
+def _kept(org: Organization, membership: Membership) -> bool:
+    """Whether a sign-in leaves *membership* (an existing one) as it is: the directory's mappings (or its default
+    role) or an admin decide its role, not the IdP's claim. Raises :class:`LoginDenied` when it is not active."""
+    if membership.status != "active":
+        raise LoginDenied(f"Your membership of {org.name} is {membership.status}.",
+                          details={"membership_status": membership.status})
+    return membership.role_source in ("mapping", "manual") or membership.source == "directory"
 
 
 def complete_login(

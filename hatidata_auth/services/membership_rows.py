@@ -7,7 +7,10 @@ the membership (its insert would break ``uq_membership_org_user``: a sign-in ans
 or removed the member (a sign-in wrote its role onto a deprovisioned row and audited a change that never took
 effect: a break-it review). So the row it writes is the one :func:`locked` or :func:`created_or_locked` hands
 out: on PostgreSQL its row lock waits for a writer yet to commit, and the committed row is read again over what
-the session held. SQLite runs one writer at a time, from its first statement, so what it read stays true.
+the session held; one that may leave the row alone reads it again first (:func:`current`) and locks it only to
+write it (a second review: a sign-in locking a member's row it then left alone deadlocked with a batch that held
+the row and went on to write the person). SQLite runs one writer at a time, from its first statement, so what it
+read stays true.
 """
 
 from __future__ import annotations
@@ -19,6 +22,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from ..models import Membership, new_id
+
+
+def current(session: Session, membership: Membership) -> Membership:
+    """*membership* (loaded) with its attributes read again as committed, no lock (PostgreSQL; as it is on
+    SQLite): for a writer that may leave it alone (a sign-in of a member whose role the directory or an admin
+    decides), which then takes no lock a batch holding the membership before the person could wait for."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.refresh(membership)
+    return membership
 
 
 def locked(session: Session, membership: Membership) -> Membership:

@@ -191,8 +191,12 @@ def check_switch_target(db: Session, *, user_id: str, current_organization_id: s
 
 def apply_switch(db: Session, *, workos_session_id: str, target: Organization, user_id: str, role: str | None,
                  cause: Cause) -> AuthSession:
-    """Move our session record to *target* after WorkOS refreshed it there, and audit it (caller commits)."""
+    """Move our session record to *target* after WorkOS refreshed it there, and audit it (caller commits); 401
+    ``unauthenticated`` when it has ended, read under its row lock (``sessions.lock_for_update``): a revocation
+    committed meanwhile (a resync ending it, its WorkOS end queued for its organization) is never moved on."""
     record = find_by_workos_session_id(db, workos_session_id)
+    if record is not None:
+        record = lock_for_update(db, record)
     if record is None or record.revoked_at is not None:
         raise AppError("The session has ended; sign in again.", status=401, code="unauthenticated")
     previous = record.organization_id

@@ -52,10 +52,8 @@ def on_organization_membership(ctx: EventContext, data: dict[str, Any]) -> None:
     if user is None:
         ctx.ignore("unknown user")
         return
-    # Locked and read as committed: a sign-in may create or change it meanwhile (``membership_rows``).
     membership = ctx.session.scalar(select(Membership).where(Membership.organization_id == org.id,
-                                                             Membership.user_id == user.id)
-                                    .with_for_update().execution_options(populate_existing=True))
+                                                             Membership.user_id == user.id))
     role = (data.get("role") or {}).get("slug") if isinstance(data.get("role"), dict) else None
     version = parse_time(data.get("updated_at")) or ctx.event_time
     if membership is not None:
