@@ -1,16 +1,16 @@
 """A person's membership of an organization as the writers that find it by the pair (organization, person) take it:
 locked and read as committed, or created unless another transaction created it first.
 
-Such a writer (a sign-in, a WorkOS ``organization_membership`` event, an admin's grant) holds no lock that the
-others take before their first look, so what it read may be stale by the time it writes: another may have created
-the membership (its insert would break ``uq_membership_org_user``: a sign-in answered 500 and an event failed),
-or removed the member (a sign-in wrote its role onto a deprovisioned row and audited a change that never took
-effect: a break-it review). So the row it writes is the one :func:`locked` or :func:`created_or_locked` hands
-out: on PostgreSQL its row lock waits for a writer yet to commit, and the committed row is read again over what
-the session held; one that may leave the row alone reads it again first (:func:`current`) and locks it only to
-write it (a second review: a sign-in locking a member's row it then left alone deadlocked with a batch that held
-the row and went on to write the person). SQLite runs one writer at a time, from its first statement, so what it
-read stays true.
+Such a writer (a sign-in, an admin's grant; a WorkOS ``organization_membership`` event when it creates the row)
+holds no lock that the others take before their first look, so what it read may be stale by the time it writes:
+another may have created the membership (its insert would break ``uq_membership_org_user``: a sign-in answered
+500 and an event failed), or removed the member (a sign-in wrote its role onto a deprovisioned row and audited a
+change that never took effect: a break-it review). So the row it writes is the one :func:`locked` or
+:func:`created_or_locked` hands out: on PostgreSQL its row lock waits for a writer yet to commit, and the committed
+row is read again over what the session held. One that may leave the row alone reads it again first
+(:func:`current`) and locks it only to write it (a second review: a sign-in locking a member's row it then left
+alone deadlocked with a batch that held the row and went on to write the person). SQLite runs one writer at a
+time, from its first statement, so what it read stays true.
 """
 
 from __future__ import annotations

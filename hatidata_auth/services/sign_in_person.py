@@ -18,7 +18,7 @@ from . import audit, directory_names, domains, fanout_jobs, person_email, provis
 @dataclass(frozen=True)
 class SigningIn:
     """The person a sign-in is, and their membership of the organization as found once its member key was held
-    (``None`` for a person new to it): the caller locks that row and reads it again before writing it
+    (``None`` for a person new to it): the caller reads that row again, and locks it before writing it
     (``membership_rows``)."""
 
     person: User
@@ -66,8 +66,8 @@ def upsert(db: Session, org: Organization, user: dict[str, Any], now: datetime,
 
 def _held_membership(db: Session, org: Organization, person: User) -> Membership | None:
     # An applier holds the key of the directory user from its claim and may write the person: wait for it before
-    # writing the person (the other way round, each waited for the other). The membership is read again, locked,
-    # where the login writes it (``membership_rows.locked``).
+    # writing the person (the other way round, each waited for the other). The login reads the membership again
+    # after the person is written, and locks it only to write it (``membership_rows``).
     membership = db.scalar(select(Membership).where(Membership.organization_id == org.id,
                                                     Membership.user_id == person.id))
     if membership is not None and membership.directory_user_id and db.get_bind().dialect.name == "postgresql":
