@@ -4,7 +4,8 @@ row either writes is the committed one, locked (``services.membership_rows``).
 From a break-it review of 932b339 (the sign-in wrote the membership it had read before writing the person): a
 first sign-in that met ``organization_membership.created`` (JIT: both come from one WorkOS action) broke
 ``uq_membership_org_user`` (the callback answered 500), and one that met ``organization_membership.deleted`` wrote
-its claimed role onto the deprovisioned row and audited a change that never took effect. Both sides are real code:
+its claimed role onto the deprovisioned row and audited a change that never took effect (a removal during a sign-in:
+``tests/test_sign_in_membership_lock.py``). Both sides are real code:
 the sign-in is ``sign_in_person.upsert`` + ``login._upsert_membership`` (what ``login.complete_login`` runs), the
 event is applied by the applier (``inbox_worker.drain``). The sign-in is paused right after its membership look
 (at ``directory_names.listed_by_a_directory``) so the interleaving is deterministic; the reverse order (the
@@ -100,49 +101,6 @@ def test_first_sign_in_meets_organization_membership_created(app: Flask, emulato
         n = db.session.scalar(select(func.count()).select_from(Membership).where(Membership.organization_id == org.id))
     assert n == 1
     assert not errors, f"sign-in failed: {errors!r}"
-
-
-def test_sign_in_meets_organization_membership_deleted(app: Flask, emulator_control: EmulatorControl,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """WorkOS removes the member (``organization_membership.deleted``: deprovisioned, sessions revoked) while their
-    sign-in is under way. Expected: the sign-in is refused (LoginDenied) or its session is revoked; the member holds
-    no live access."""
-    _prepare(app)
-    org = _acme(app)
-    workos_user_id, created = _workos_member(emulator_control, app)
-    _store_and_drain(app, created)
-    with app.app_context():
-        m = db.session.scalar(select(Membership).where(Membership.organization_id == org.id))
-        assert m is not None
-        assert (m.status, m.source) == ("active", "sso")
-        membership_workos_id, role_before = m.workos_membership_id, m.role
-        db.session.remove()
-    replay = Replay(emulator_control, app)
-    http_json("DELETE", f"{emulator_control.base_url}/user_management/organization_memberships/{membership_workos_id}",
-              None, emulator_control.headers)
-    deleted = [e for e in replay.new_events() if e["event"] == "organization_membership.deleted"]
-    assert deleted
-    reached, go = _paused_at_listing(monkeypatch)
-    result: dict[str, Any] = {}
-
-    def sign_in() -> None:
-        result["membership"] = _sign_in(app, org, workos_user_id, role="admin")
-        result["status_seen"] = result["membership"].status
-        result["role_seen"] = result["membership"].role
-
-    thread, errors = _started(app, sign_in)
-    try:
-        assert reached.wait(30)
-        _store_and_drain(app, deleted)
-    finally:
-        go.set()
-        thread.join(30)
-    with app.app_context():
-        m = db.session.scalar(select(Membership).where(Membership.organization_id == org.id))
-        stored = (m.status, m.role, m.role_source)
-    assert [type(e) for e in errors] == [login.LoginDenied], (errors, result, stored)
-    assert role_before != "admin"
-    assert stored == ("deprovisioned", role_before, "idp"), "the refused sign-in's claimed role was not written"
 
 
 def test_an_event_meets_a_sign_ins_uncommitted_membership(app: Flask, emulator_control: EmulatorControl) -> None:

@@ -183,20 +183,16 @@ def end_workos_session(client: WorkOSClient, workos_session_id: str, *, why: str
 
 def _upsert_membership(db: Session, client: WorkOSClient, org: Organization, signing_in: SigningIn,
                        claimed_role: str | None, request: RequestInfo) -> Membership:
-    """The sign-in's membership of *org*: the one ``sign_in_person.upsert`` found under its member key (a member's
-    directory events never write back over this sign-in's change, nor it over theirs), read again as committed and
-    locked before it is written, else a new one, or the one another writer created meanwhile
-    (``membership_rows``)."""
+    """The sign-in's membership of *org*: the one ``sign_in_person.upsert`` holds (its member key and its row: a
+    member's events never write back over this sign-in's change, nor it over theirs, and a deprovisioning waits for
+    the session it records), else a new one, or the one another writer created meanwhile (``membership_rows``)."""
     user = signing_in.person
     if signing_in.membership is None:
         membership, created = membership_rows.created_or_locked(
             db, organization_id=org.id, user_id=user.id, source="sso", status="pending", role=None,
             role_source="idp")
     else:
-        membership, created = membership_rows.current(db, signing_in.membership), False
-        if _kept(org, membership):
-            return membership
-        membership = membership_rows.locked(db, membership)  # written below: asked again as it stands then
+        membership, created = signing_in.membership, False  # held since before the person was written
     if not created and _kept(org, membership):
         return membership
     role: str | None

@@ -2,15 +2,15 @@
 locked and read as committed, or created unless another transaction created it first.
 
 Such a writer (a sign-in, an admin's grant; a WorkOS ``organization_membership`` event when it creates the row)
-holds no lock that the others take before their first look, so what it read may be stale by the time it writes:
-another may have created the membership (its insert would break ``uq_membership_org_user``: a sign-in answered
-500 and an event failed), or removed the member (a sign-in wrote its role onto a deprovisioned row and audited a
-change that never took effect: a break-it review). So the row it writes is the one :func:`locked` or
-:func:`created_or_locked` hands out: on PostgreSQL its row lock waits for a writer yet to commit, and the committed
-row is read again over what the session held. One that may leave the row alone reads it again first
-(:func:`current`) and locks it only to write it (a second review: a sign-in locking a member's row it then left
-alone deadlocked with a batch that held the row and went on to write the person). SQLite runs one writer at a
-time, from its first statement, so what it read stays true.
+holds no lock that the others take before their first look, so what it read may be stale by the time it acts on
+it: another may have created the membership (its insert would break ``uq_membership_org_user``: a sign-in answered
+500 and an event failed), or removed the member (a sign-in wrote its role onto a deprovisioned row, or recorded a
+session the removal never saw, which outlived it: break-it reviews). So the row it acts on is the one
+:func:`locked` or :func:`created_or_locked` hands out: on PostgreSQL its row lock waits for a writer yet to commit,
+the committed row is read again over what the session held, and a removal committed after waits for the holder
+(and then sees, and ends, the session a sign-in recorded). A sign-in takes it before it writes the person, in the
+order of the appliers' batches (a membership, then a person for a later event): taken after, it deadlocked with
+them. SQLite runs one writer at a time, from its first statement, so what it read stays true.
 """
 
 from __future__ import annotations
@@ -24,19 +24,10 @@ from sqlalchemy.orm import Session
 from ..models import Membership, new_id
 
 
-def current(session: Session, membership: Membership) -> Membership:
-    """*membership* (loaded) with its attributes read again as committed, no lock (PostgreSQL; as it is on
-    SQLite): for a writer that may leave it alone (a sign-in of a member whose role the directory or an admin
-    decides), which then takes no lock a batch holding the membership before the person could wait for."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.refresh(membership)
-    return membership
-
-
 def locked(session: Session, membership: Membership) -> Membership:
     """*membership* (loaded) with its row locked ``FOR UPDATE`` until the transaction ends and its attributes
-    read again as committed (PostgreSQL; as it is on SQLite). Call it after the person's row is written: the
-    writers that link a person write it before the membership."""
+    read again as committed (PostgreSQL; as it is on SQLite). A sign-in calls it before it writes the person, as
+    the appliers' batches hold a membership before they write a person for a later event."""
     if session.get_bind().dialect.name == "postgresql":
         session.refresh(membership, with_for_update=True)
     return membership

@@ -12,14 +12,13 @@ from sqlalchemy.orm import Session
 
 from ..causes import NO_REQUEST, Actor, Cause, RequestInfo
 from ..models import Membership, Organization, User
-from . import audit, directory_names, domains, fanout_jobs, person_email, provisioning
+from . import audit, directory_names, domains, fanout_jobs, membership_rows, person_email, provisioning
 
 
 @dataclass(frozen=True)
 class SigningIn:
-    """The person a sign-in is, and their membership of the organization as found once its member key was held
-    (``None`` for a person new to it): the caller reads that row again, and locks it before writing it
-    (``membership_rows``)."""
+    """The person a sign-in is, and their membership of the organization, held (its member key and its row lock)
+    and read before the person was written (``None`` for a person new to it): the caller uses it as it is."""
 
     person: User
     membership: Membership | None
@@ -33,8 +32,8 @@ def upsert(db: Session, org: Organization, user: dict[str, Any], now: datetime,
     email WorkOS changed moves onto them: :func:`_move_email`).
 
     Locks in the order of the other writers that wait for them (``services.person_email``): the organization's row
-    (key-shared), the key of the directory user the person's membership of *org* hangs on, the email; only then is
-    the person written. That membership, found after its key was held, comes back with the person."""
+    (key-shared), the key of the directory user the person's membership of *org* hangs on, the email, the
+    membership's row; only then is the person written. That membership comes back with the person."""
     workos_user_id = str(user["id"])
     email = str(user.get("email") or "").strip().lower()
     by_id = select(User).where(User.workos_user_id == workos_user_id)
@@ -65,14 +64,17 @@ def upsert(db: Session, org: Organization, user: dict[str, Any], now: datetime,
 
 
 def _held_membership(db: Session, org: Organization, person: User) -> Membership | None:
-    # An applier holds the key of the directory user from its claim and may write the person: wait for it before
-    # writing the person (the other way round, each waited for the other). The login reads the membership again
-    # after the person is written, and locks it only to write it (``membership_rows``).
+    # Held before the person is written, in the appliers' order: the key of the directory user it hangs on (an
+    # applier holds it from its claim, then writes the person), then its row (a batch writes a membership, then,
+    # for another event, the person). Its row lock lasts until the sign-in commits, so a deprovisioning waits for
+    # the session this sign-in records and ends it (``membership_rows``).
     membership = db.scalar(select(Membership).where(Membership.organization_id == org.id,
                                                     Membership.user_id == person.id))
-    if membership is not None and membership.directory_user_id and db.get_bind().dialect.name == "postgresql":
+    if membership is None:
+        return None
+    if membership.directory_user_id and db.get_bind().dialect.name == "postgresql":
         fanout_jobs.hold_members(db, [membership.directory_user_id])
-    return membership
+    return membership_rows.locked(db, membership)
 
 
 def _move_email(db: Session, org: Organization, record: User, email: str, *, linkable: bool,
