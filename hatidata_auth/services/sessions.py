@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, or_, select
+from sqlalchemy import ColumnElement, Select, or_, select
 from sqlalchemy.orm import Session
 
 from ..causes import Actor, Cause
@@ -197,12 +197,11 @@ def revoke_session(db: Session, workos_client: WorkOSClient | None, *, organizat
 def revoke_user_sessions(db: Session, workos_client: WorkOSClient | None, *, organization_id: str, user_id: str,
                          cause: Cause) -> int:
     """Revoke every active session of a user in an organization (here and at WorkOS), and every session that
-    organization's sign-in produced, wherever it was switched to since; returns how many."""
-    records = db.scalars(select(AuthSession).where(or_(AuthSession.organization_id == organization_id,
-                                                       AuthSession.auth_organization_id == organization_id),
-                                                   AuthSession.user_id == user_id,
-                                                   AuthSession.revoked_at.is_(None))).all()
-    return revoke_records(db, workos_client, records, cause=cause)
+    organization's sign-in produced, wherever it was switched to since; returns how many. The sessions are
+    selected and locked at once (:func:`_locked_where`)."""
+    return revoke_records(db, workos_client, _locked_where(
+        db, or_(AuthSession.organization_id == organization_id, AuthSession.auth_organization_id == organization_id),
+        AuthSession.user_id == user_id), cause=cause)
 
 
 def revoke_member_sessions(db: Session, workos_client: WorkOSClient | None, *, organization_id: str, user_id: str,
@@ -217,10 +216,21 @@ def revoke_member_sessions(db: Session, workos_client: WorkOSClient | None, *, o
 
 def revoke_organization_sessions(db: Session, workos_client: WorkOSClient | None, *, organization_id: str,
                                  cause: Cause) -> int:
-    """Revoke every active session of an organization; returns how many."""
-    records = db.scalars(select(AuthSession).where(AuthSession.organization_id == organization_id,
-                                                   AuthSession.revoked_at.is_(None))).all()
-    return revoke_records(db, workos_client, records, cause=cause)
+    """Revoke every active session of an organization; returns how many (selected and locked at once:
+    :func:`_locked_where`)."""
+    return revoke_records(db, workos_client, _locked_where(db, AuthSession.organization_id == organization_id),
+                          cause=cause)
+
+
+def _locked_where(db: Session, *conditions: ColumnElement[bool]) -> Sequence[AuthSession]:
+    """The live sessions meeting *conditions*, locked ``FOR UPDATE`` in id order (the order of
+    :func:`revoke_records`) by the statement that selects them. PostgreSQL checks *conditions* again on a row
+    another transaction changed while this one waited for it: a session a switch moved out of the organization
+    meanwhile is no longer selected, and one organization's revocation never ends (nor audits into the chain of)
+    a session that has become another's (a break-it review)."""
+    return db.scalars(select(AuthSession).where(*conditions, AuthSession.revoked_at.is_(None))
+                      .order_by(AuthSession.id).with_for_update()
+                      .execution_options(populate_existing=True)).all()
 
 
 def revoke_by_workos_session_id(db: Session, workos_client: WorkOSClient | None, *, workos_session_id: str,
