@@ -225,9 +225,10 @@ def revoke_organization_sessions(db: Session, workos_client: WorkOSClient | None
 def _locked_where(db: Session, *conditions: ColumnElement[bool]) -> Sequence[AuthSession]:
     """The live sessions meeting *conditions*, locked ``FOR UPDATE`` in id order (the order of
     :func:`revoke_records`) by the statement that selects them. PostgreSQL checks *conditions* again on a row
-    another transaction changed while this one waited for it: a session a switch moved out of the organization
-    meanwhile is no longer selected, and one organization's revocation never ends (nor audits into the chain of)
-    a session that has become another's (a break-it review)."""
+    another transaction changed while this one waited for it: a session that no longer meets them (a switch moved
+    it to another organization meanwhile, and its sign-in was not this organization's) is not ended (a break-it
+    review: A's removal ended, and audited into B's chain, a session of B's sign-in just switched back to B). One
+    that starts to meet them meanwhile (switched into the organization) is not found either."""
     return db.scalars(select(AuthSession).where(*conditions, AuthSession.revoked_at.is_(None))
                       .order_by(AuthSession.id).with_for_update()
                       .execution_options(populate_existing=True)).all()
