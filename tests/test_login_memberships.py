@@ -28,9 +28,9 @@ def test_every_page_of_memberships_is_mirrored(db_session: Any, workos_client: A
                                        page_size=1) == 0
 
 
-def test_a_directory_members_default_role_outlasts_a_claimed_role(db_session: Any, workos_client: Any) -> None:
-    """A directory-managed member in no mapped group holds the organization's default role (the mappings'
-    configuration); WorkOS's claimed role at a sign-in does not replace it, as it does an SSO member's."""
+def test_a_claimed_role_replaces_a_default_role_not_a_mapped_one(db_session: Any, workos_client: Any) -> None:
+    """WorkOS's claimed role at a sign-in replaces a directory member's default role (the IT admin the directory
+    provisioned before any group was mapped signs in as an admin to map them), never a mapped or a manual one."""
     from hatidata_auth.causes import NO_REQUEST
     from hatidata_auth.models import utcnow
     from hatidata_auth.services import sign_in_person
@@ -38,16 +38,17 @@ def test_a_directory_members_default_role_outlasts_a_claimed_role(db_session: An
 
     acme = mirror_organizations(db_session, workos_client)["acme.test"]
     roles = {}
-    for source, workos_user in (("directory", "user_LM_dir"), ("sso", "user_LM_sso")):
+    for role_source in ("default", "mapping", "manual"):
+        workos_user = f"user_LM_{role_source}"
         person = User(email=f"{workos_user.lower()}@partners.test", workos_user_id=workos_user)
         db_session.add(person)
         db_session.flush()
-        db_session.add(Membership(organization_id=acme.id, user_id=person.id, source=source, status="active",
-                                  role="viewer", role_source="default",
-                                  directory_user_id="directory_user_LM" if source == "directory" else None))
+        db_session.add(Membership(organization_id=acme.id, user_id=person.id, source="directory", status="active",
+                                  role="viewer", role_source=role_source,
+                                  directory_user_id=f"directory_user_LM_{role_source}"))
         db_session.commit()
         signed_in = sign_in_person.upsert(db_session, acme, {"id": workos_user, "email": person.email}, utcnow())
         membership = login._upsert_membership(db_session, workos_client, acme, signed_in, "admin", NO_REQUEST)
         db_session.commit()
-        roles[source] = (membership.role, membership.role_source)
-    assert roles == {"directory": ("viewer", "default"), "sso": ("admin", "idp")}
+        roles[role_source] = (membership.role, membership.role_source)
+    assert roles == {"default": ("admin", "idp"), "mapping": ("viewer", "mapping"), "manual": ("viewer", "manual")}

@@ -212,12 +212,13 @@ def _upsert_membership(db: Session, client: WorkOSClient, org: Organization, sig
 
 
 def _kept(org: Organization, membership: Membership) -> bool:
-    """Whether a sign-in leaves *membership* (an existing one) as it is: the directory's mappings (or its default
-    role) or an admin decide its role, not the IdP's claim. Raises :class:`LoginDenied` when it is not active."""
+    """Whether a sign-in leaves *membership* (an existing one) as it is: the directory's mappings or an admin
+    decide its role, not the IdP's claim (which decides a default one: a directory member in no mapped group, the
+    admin who has yet to map the groups among them). Raises :class:`LoginDenied` when it is not active."""
     if membership.status != "active":
         raise LoginDenied(f"Your membership of {org.name} is {membership.status}.",
                           details={"membership_status": membership.status})
-    return membership.role_source in ("mapping", "manual") or membership.source == "directory"
+    return membership.role_source in ("mapping", "manual")
 
 
 def complete_login(
