@@ -47,8 +47,9 @@ def test_a_removal_in_one_organization_spares_a_session_switched_to_another(app:
 
     def switch() -> None:
         s = db.session()
-        session_refresh.apply_switch(s, workos_session_id=SID, target=s.get(Organization, b.id), user_id=pid,
-                                     role="developer", cause=Cause.by(Actor("user", pid, "hop@partners.test")))
+        session_refresh.apply_switch(s, app.extensions["hatidata_workos"].client, workos_session_id=SID,
+                                     target=s.get(Organization, b.id), user_id=pid,
+                                     cause=Cause.by(Actor("user", pid, "hop@partners.test")))
         moved.set()
         assert go.wait(30)
 

@@ -74,8 +74,9 @@ def test_a_switch_crossing_a_resync_revocation_is_refused_and_the_session_ended_
 
     def switch() -> None:
         s = db.session()
-        session_refresh.apply_switch(s, workos_session_id="session_SSR_switch", target=s.get(Organization, globex),
-                                     user_id=user_id, role="viewer", cause=Cause.by(Actor("user", user_id, None)))
+        session_refresh.apply_switch(s, workos_client, workos_session_id="session_SSR_switch",
+                                     target=s.get(Organization, globex), user_id=user_id,
+                                     cause=Cause.by(Actor("user", user_id, None)))
 
     thread, errors = _started(app, switch)
     try:

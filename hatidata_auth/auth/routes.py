@@ -244,10 +244,11 @@ def switch_organization() -> BaseResponse:
 
     Answers 200 with the organization, or, given ``return_to`` (the browser form), 303 there with "You are now
     in <organization> as <role>." flashed; 404 ``not_found`` for an organization we do not know; 403 ``forbidden``
-    when the caller is not an active member; 401 when the session has ended; 409 ``sso_required`` (audited) when
-    the target does not accept how this session signed in and 409 ``switch_refused`` when WorkOS refuses the
-    move (both with ``details.login_url``, the target's login; the current session stays); 503 when WorkOS is
-    unreachable.
+    when the caller is not an active member; 401 when the session has ended, or when the membership ended while
+    WorkOS moved the session (the session is then ended: ``details.reason`` ``membership_ended``); 409
+    ``sso_required`` (audited) when the target does not accept how this session signed in and 409
+    ``switch_refused`` when WorkOS refuses the move (both with ``details.login_url``, the target's login; the
+    current session stays); 503 when WorkOS is unreachable.
     """
     rt = runtime()
     identity = current_identity
@@ -269,8 +270,12 @@ def switch_organization() -> BaseResponse:
 
     def apply(tokens: dict[str, Any]) -> None:  # committed before another request may use the new tokens
         claims = rt.verifier.verify(str(tokens["access_token"]))
-        session_refresh.apply_switch(db.session(), workos_session_id=str(claims["sid"]), target=target,
-                                     user_id=user_id, role=membership.role, cause=request_cause())
+        try:
+            session_refresh.apply_switch(db.session(), rt.gateway.client, workos_session_id=str(claims["sid"]),
+                                         target=target, user_id=user_id, cause=request_cause())
+        except session_refresh.SwitchTargetLost:
+            db.session.commit()  # the session it ended, and the audit events
+            raise
         db.session.commit()
 
     # The request's current tokens (refreshed already if the access token had expired) rotate into the target.

@@ -45,6 +45,18 @@ class SwitchRefused(AppError):
                                   "login_url": auth_policy.login_url(target.id)})
 
 
+class SwitchTargetLost(AppError):
+    """The caller's membership of the target ended while WorkOS moved the session there: the session was ended,
+    here and at WorkOS, as the removal would have ended it had the switch come first (audited: commit it)."""
+
+    status = 401
+    code = "unauthenticated"
+
+    def __init__(self, target: Organization) -> None:
+        super().__init__(f"Your membership of {target.name} ended during the switch; sign in again.",
+                         details={"reason": "membership_ended", "organization_id": target.id})
+
+
 @dataclass(frozen=True, slots=True)
 class Tokens:
     """Tokens WorkOS issued (a login or a refresh)."""
@@ -189,20 +201,39 @@ def check_switch_target(db: Session, *, user_id: str, current_organization_id: s
     return membership
 
 
-def apply_switch(db: Session, *, workos_session_id: str, target: Organization, user_id: str, role: str | None,
-                 cause: Cause) -> AuthSession:
-    """Move our session record to *target* after WorkOS refreshed it there, and audit it (caller commits); 401
-    ``unauthenticated`` when it has ended, read under its row lock (``sessions.lock_for_update``): a revocation
-    committed meanwhile (a resync ending it, its WorkOS end queued for its organization) is never moved on."""
+def apply_switch(db: Session, client: WorkOSClient | None, *, workos_session_id: str, target: Organization,
+                 user_id: str, cause: Cause) -> AuthSession:
+    """Move our session record to *target* after WorkOS refreshed it there, and audit it (caller commits).
+
+    Reads as a removal from *target* locks: the target membership's row (``FOR UPDATE``, read again over what the
+    check loaded; SQLite runs one writer at a time), then the session's (``sessions.lock_for_update``), and
+    decides on what they hold then:
+
+    - 401 ``unauthenticated`` when the session has ended (a revocation committed meanwhile, e.g. a resync ending
+      it with its WorkOS end queued for its organization, is never moved on);
+    - :class:`SwitchTargetLost` (401; the session ended here and at WorkOS, audited: commit it) when the member was
+      removed from *target*, or *target* left ``active``, after :func:`check_switch_target`: WorkOS already holds the
+      session in *target*, which the removal never saw (it would stay unended there, live again if the member is
+      re-added);
+    - otherwise the moved record; a removal committing after waits for this transaction and ends it.
+    """
+    membership = db.scalar(select(Membership).where(Membership.organization_id == target.id,
+                                                    Membership.user_id == user_id)
+                           .with_for_update().execution_options(populate_existing=True))
     record = find_by_workos_session_id(db, workos_session_id)
     if record is not None:
         record = lock_for_update(db, record)
     if record is None or record.revoked_at is not None:
         raise AppError("The session has ended; sign in again.", status=401, code="unauthenticated")
+    db.refresh(target)
+    if membership is None or membership.status != "active" or target.status != "active":
+        revoke_records(db, client, [record],
+                       cause=cause.with_reason("membership ended during an organization switch"))
+        raise SwitchTargetLost(target)
     previous = record.organization_id
     record.organization_id = target.id
     db.flush()
-    details = {"from_organization_id": previous, "to_organization_id": target.id, "role": role,
+    details = {"from_organization_id": previous, "to_organization_id": target.id, "role": membership.role,
                "session_id": record.id}
     audit.record(db, action="session.organization_switched", cause=cause, organization_id=target.id,
                  target_type="session", target_id=record.id, details=details)
