@@ -133,3 +133,78 @@ def test_the_claim_lets_one_process_write(app: Flask, signed_in: FlaskClient) ->
     first.note(status)
     second.note(status)
     assert second.flush() == 0 or first.flush() == 0
+
+
+def _session_statuses(app: Flask, ids: list[str]) -> list[Any]:
+    """Live sessions of the signed-in member with our ids *ids*, and their statuses."""
+    with app.app_context():
+        first = db.session.scalar(select(AuthSession))
+        assert first is not None
+        for sid in ids:
+            db.session.add(AuthSession(id=sid, workos_session_id=f"session_{sid}",
+                                       organization_id=first.organization_id, user_id=first.user_id,
+                                       auth_organization_id=first.organization_id,
+                                       expires_at=first.expires_at))
+        db.session.commit()
+        statuses = [load_session_status(db.session(), f"session_{sid}", default_cache_ttl=300, active_ttl=86400)
+                    for sid in ids]
+        db.session.remove()
+    return statuses
+
+
+def test_a_session_without_sliding_expiry_keeps_its_expiry(app: Flask, signed_in: FlaskClient) -> None:
+    fixed, sliding = _session_statuses(app, ["ses_lsw_fixed", "ses_lsw_sliding"])
+    assert sliding.sliding_ttl is not None
+    writer = LastSeenWriter(_engine(app), interval=INTERVAL)
+    writer.note(replace(fixed, sliding_ttl=None))
+    writer.note(sliding)
+    assert writer.flush() == 2
+    with app.app_context():
+        rows = {r.id: r for r in db.session.scalars(select(AuthSession).where(AuthSession.id.like("ses_lsw_%")))}
+        kept, slid = rows["ses_lsw_fixed"], rows["ses_lsw_sliding"]
+        assert kept.last_seen_at is not None
+        assert slid.last_seen_at is not None
+        assert _epoch(kept.expires_at) == pytest.approx(fixed.expires_at, abs=1)
+        assert _epoch(slid.expires_at) == pytest.approx(_epoch(slid.last_seen_at) + sliding.sliding_ttl, abs=1)
+
+
+def _epoch(at: datetime) -> float:
+    return (at.replace(tzinfo=UTC) if at.tzinfo is None else at).timestamp()
+
+
+@pytest.mark.postgres
+def test_a_flush_locks_sessions_in_the_order_revocations_do(app: Flask, signed_in: FlaskClient) -> None:
+    """A revocation locks sessions in id order (``sessions._locked_where``); the flush writes them in that order
+    too, so a revocation holding the first and then taking the second never meets a flush holding the second
+    (noted first) while it waits for the first: PostgreSQL aborted one of them as a deadlock."""
+    import threading
+
+    from sqlalchemy import text
+
+    from tests.test_inserted_user_race import _wait_for_lock_wait
+
+    low, high = _session_statuses(app, ["ses_lsw_a", "ses_lsw_b"])
+    writer = LastSeenWriter(_engine(app), interval=INTERVAL)
+    writer.note(high)  # noted first
+    writer.note(low)
+    outcome: list[Any] = []
+    with app.app_context():
+        revocation = db.engine.connect()
+        revocation.begin()
+        revocation.execute(text("SELECT id FROM auth_sessions WHERE id = 'ses_lsw_a' FOR UPDATE"))
+        flusher = threading.Thread(target=lambda: outcome.append(_flushed(writer)))
+        flusher.start()
+        _wait_for_lock_wait("UPDATE auth_sessions%")
+        revocation.execute(text("SET LOCAL lock_timeout = '5s'"))
+        revocation.execute(text("SELECT id FROM auth_sessions WHERE id = 'ses_lsw_b' FOR UPDATE"))
+        revocation.commit()
+        revocation.close()
+        flusher.join(30)
+    assert outcome == [2]
+
+
+def _flushed(writer: LastSeenWriter) -> Any:
+    try:
+        return writer.flush()
+    except Exception as exc:  # noqa: BLE001 - the outcome names the failure
+        return exc

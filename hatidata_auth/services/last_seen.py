@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, and_, bindparam, or_, update
+from sqlalchemy import Engine, and_, bindparam, func, or_, update
 
 from ..models import AuthSession
 from .credential_status import SessionStatus
@@ -103,24 +103,19 @@ class LastSeenWriter:
         return self._write(batch) if batch else 0
 
     def _write(self, batch: Iterable[Seen]) -> int:
-        rows = [{"sid": s.session_id, "org": s.organization_id, "at": datetime.fromtimestamp(s.at, UTC),
-                 "before": datetime.fromtimestamp(s.at - self.interval, UTC),
-                 "exp": None if s.expires_at is None else datetime.fromtimestamp(s.expires_at, UTC)}
-                for s in batch]
+        # One statement over the rows in id order, the order every revocation locks sessions in
+        # (sessions._locked_where, revoke_records): a batch in any other order deadlocked with one.
+        rows = sorted(({"sid": s.session_id, "org": s.organization_id, "at": datetime.fromtimestamp(s.at, UTC),
+                        "before": datetime.fromtimestamp(s.at - self.interval, UTC),
+                        "exp": None if s.expires_at is None else datetime.fromtimestamp(s.expires_at, UTC)}
+                       for s in batch), key=lambda row: row["sid"])
         condition = and_(AuthSession.id == bindparam("sid"), AuthSession.organization_id == bindparam("org"),
                          AuthSession.revoked_at.is_(None),
                          or_(AuthSession.last_seen_at.is_(None), AuthSession.last_seen_at < bindparam("before")))
-        sliding = [r for r in rows if r["exp"] is not None]
-        fixed = [r for r in rows if r["exp"] is None]
-        written = 0
+        slid = func.coalesce(bindparam("exp", type_=AuthSession.expires_at.type), AuthSession.expires_at)
         with self._engine().begin() as conn:
-            if sliding:
-                written += conn.execute(update(AuthSession).where(condition).values(
-                    last_seen_at=bindparam("at"), expires_at=bindparam("exp")), sliding).rowcount
-            if fixed:
-                written += conn.execute(update(AuthSession).where(condition).values(
-                    last_seen_at=bindparam("at")), fixed).rowcount
-        return written
+            return int(conn.execute(update(AuthSession).where(condition).values(
+                last_seen_at=bindparam("at"), expires_at=slid), rows).rowcount)
 
     # --- the flush thread -------------------------------------------------------------------------------------
 
