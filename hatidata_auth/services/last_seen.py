@@ -105,10 +105,10 @@ class LastSeenWriter:
     def _write(self, batch: Iterable[Seen]) -> int:
         # One statement over the rows in id order, the order every revocation locks sessions in
         # (sessions._locked_where, revoke_records): a batch in any other order deadlocked with one.
-        rows = sorted(({"sid": s.session_id, "org": s.organization_id, "at": datetime.fromtimestamp(s.at, UTC),
-                        "before": datetime.fromtimestamp(s.at - self.interval, UTC),
-                        "exp": None if s.expires_at is None else datetime.fromtimestamp(s.expires_at, UTC)}
-                       for s in batch), key=lambda row: row["sid"])
+        rows = [{"sid": s.session_id, "org": s.organization_id, "at": datetime.fromtimestamp(s.at, UTC),
+                 "before": datetime.fromtimestamp(s.at - self.interval, UTC),
+                 "exp": None if s.expires_at is None else datetime.fromtimestamp(s.expires_at, UTC)}
+                for s in sorted(batch, key=lambda seen: seen.session_id)]
         condition = and_(AuthSession.id == bindparam("sid"), AuthSession.organization_id == bindparam("org"),
                          AuthSession.revoked_at.is_(None),
                          or_(AuthSession.last_seen_at.is_(None), AuthSession.last_seen_at < bindparam("before")))
