@@ -62,11 +62,12 @@ def on_organization_membership(ctx: EventContext, data: dict[str, Any]) -> None:
             return
     deleted = ctx.event_type.endswith("deleted")
     if membership is None:
-        if deleted:
-            return
+        # A deletion of a membership we have no row of is kept as a deprovisioned one (its version with it): a first
+        # sign-in creating the row meanwhile is waited for and deprovisioned, one after it finds the row and is
+        # refused, and an older ``created``/``updated`` delivered late finds a newer version and changes nothing.
         membership, created = membership_rows.created_or_locked(
             ctx.session, organization_id=org.id, user_id=user.id, role=None, role_source="idp", source="sso",
-            status="pending", workos_membership_id=data["id"])
+            status="deprovisioned" if deleted else "pending", workos_membership_id=None if deleted else data["id"])
         seen = None if created else parse_time((membership.details or {}).get("workos_version"))
         if seen is not None and version < seen:
             return

@@ -1,0 +1,164 @@
+"""WorkOS ``organization_membership.*`` events in any order: the newest version decides, a deletion included.
+
+A deletion of a membership we had no row of was dropped, so the facts it carried were lost: an older ``created``
+or ``updated`` delivered after it (WorkOS does not promise order) made an active member of a person WorkOS had
+removed, and a first sign-in creating the membership while the deletion was applied recorded an active membership
+(and a session) that nothing ended (a break-it review, by reading). A deletion is now kept as a deprovisioned row
+with its version (``events.organization_memberships``, through ``membership_rows.created_or_locked``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from typing import Any
+
+import pytest
+from flask import Flask
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+
+from hatidata_auth.causes import NO_REQUEST
+from hatidata_auth.extensions import db
+from hatidata_auth.models import AuthSession, Membership, Organization, User, WebhookEvent, utcnow
+from hatidata_auth.services import login, sign_in_person
+from hatidata_auth.services.login import LoginDenied
+from tests.test_inbox_batch_scope import ACME, _envelope, _prepare
+from tests.test_membership_rows_race import _store_and_drain
+
+_people = itertools.count(1)
+# (type, version, role): one membership's history at WorkOS; a later version is a later change
+HISTORY = [("created", 1, "viewer"), ("updated", 2, "developer"), ("deleted", 3, None), ("created", 4, "viewer"),
+           ("updated", 5, "admin"), ("deleted", 6, None)]
+
+
+def _event(kind: str, version: int, role: str | None, workos_user_id: str, membership_id: str) -> dict[str, Any]:
+    stamp = f"2031-02-0{version}T00:00:00.000Z"
+    data: dict[str, Any] = {"object": "organization_membership", "id": membership_id, "user_id": workos_user_id,
+                            "organization_id": ACME, "status": "active", "created_at": "2031-02-01T00:00:00.000Z",
+                            "updated_at": stamp}
+    if role is not None:
+        data["role"] = {"slug": role}
+    return _envelope(f"organization_membership.{kind}", data, stamp)
+
+
+def _person(app: Flask) -> tuple[str, str]:
+    n = next(_people)
+    workos_user_id = f"user_OMO{n:06d}"
+    with app.app_context():
+        user = User(email=f"omo{n}@partners.test", workos_user_id=workos_user_id)
+        db.session.add(user)
+        db.session.commit()
+        user_id = user.id
+        db.session.remove()
+    return workos_user_id, user_id
+
+
+def _deliver(app: Flask, events: list[dict[str, Any]]) -> None:
+    """Each event stored and applied before the next arrives (the order is the delivery's, not the versions')."""
+    for payload in events:
+        _store_and_drain(app, [payload])
+
+
+def _membership(app: Flask, user_id: str) -> Membership | None:
+    with app.app_context():
+        m = db.session.scalar(select(Membership).join(Organization, Organization.id == Membership.organization_id)
+                              .where(Organization.workos_organization_id == ACME, Membership.user_id == user_id))
+        db.session.expunge_all()
+        return m
+
+
+@pytest.fixture
+def acme_prepared(app: Flask) -> Flask:
+    _prepare(app)
+    return app
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(delivered=st.lists(st.sampled_from(range(len(HISTORY))), min_size=1, max_size=8))
+def test_the_newest_event_decides_in_any_delivery_order(acme_prepared: Flask, delivered: list[int]) -> None:
+    """Any subset of one membership's history, delivered in any order with repeats (a retry re-sends the same
+    event): the membership is active, with the newest event's role, exactly when the newest is not a deletion."""
+    app = acme_prepared
+    workos_user_id, user_id = _person(app)
+    events = {i: _event(*HISTORY[i], workos_user_id, f"om_OMO_{user_id}") for i in set(delivered)}
+    _deliver(app, [events[i] for i in delivered])
+    kind, _, role = HISTORY[max(delivered)]
+    m = _membership(app, user_id)
+    if kind == "deleted":
+        assert m is None or m.status != "active", (delivered, m and (m.status, m.role))
+    else:
+        assert m is not None
+        assert (m.status, m.role) == ("active", role), delivered
+
+
+def test_a_deletion_of_an_unknown_membership_refuses_a_later_stale_sign_in(acme_prepared: Flask) -> None:
+    """WorkOS removed the member after it authenticated them; the deletion is applied before the sign-in writes
+    its membership: the sign-in is refused, as it is for any deprovisioned member."""
+    app = acme_prepared
+    workos_user_id, user_id = _person(app)
+    _deliver(app, [_event("deleted", 3, None, workos_user_id, f"om_OMO_{user_id}")])
+    with app.app_context():
+        s = db.session()
+        org = s.scalar(select(Organization).where(Organization.workos_organization_id == ACME))
+        assert org is not None
+        signed = sign_in_person.upsert(s, org, {"id": workos_user_id, "email": f"{user_id}@partners.test"},
+                                       utcnow())
+        with pytest.raises(LoginDenied):
+            login._upsert_membership(s, app.extensions["hatidata_workos"].client, org, signed, "developer",
+                                     NO_REQUEST)
+        s.rollback()
+    m = _membership(app, user_id)
+    assert m is not None
+    assert m.status == "deprovisioned"
+
+
+@pytest.mark.postgres
+def test_a_deletion_waits_for_a_first_sign_ins_membership_and_ends_its_session(acme_prepared: Flask) -> None:
+    """The first sign-in has inserted the membership and recorded its session, uncommitted, when the applier
+    applies ``organization_membership.deleted``: the deletion waits for the row, then deprovisions it and ends the
+    session (it was dropped: no row was visible)."""
+    from tests.test_inserted_user_race import _started, _wait_for_lock_wait
+
+    app = acme_prepared
+    workos_user_id, user_id = _person(app)
+    inserted, go = threading.Event(), threading.Event()
+    sid = f"session_OMO_{user_id}"
+
+    def sign_in() -> None:
+        s = db.session()
+        org = s.scalar(select(Organization).where(Organization.workos_organization_id == ACME))
+        assert org is not None
+        signed = sign_in_person.upsert(s, org, {"id": workos_user_id, "email": f"{user_id}@partners.test"},
+                                       utcnow())
+        m = login._upsert_membership(s, app.extensions["hatidata_workos"].client, org, signed, "developer",
+                                     NO_REQUEST)
+        s.add(AuthSession(workos_session_id=sid, organization_id=org.id, user_id=m.user_id,
+                          auth_organization_id=org.id, expires_at=utcnow().replace(year=2099)))
+        s.flush()
+        inserted.set()
+        assert go.wait(30)
+
+    thread, errors = _started(app, sign_in)
+    assert inserted.wait(30)
+    deletion = _event("deleted", 3, None, workos_user_id, f"om_OMO_{user_id}")
+    applier = threading.Thread(target=_deliver, args=(app, [deletion]))
+    applier.start()
+    try:
+        with app.app_context():
+            _wait_for_lock_wait("INSERT INTO memberships%", event="transactionid")  # waits for the sign-in's row
+    finally:
+        go.set()
+        thread.join(30)
+        applier.join(30)
+    assert errors == []
+    m = _membership(app, user_id)
+    assert m is not None
+    assert m.status == "deprovisioned"
+    with app.app_context():
+        record = db.session.scalar(select(AuthSession).where(AuthSession.workos_session_id == sid))
+        status = db.session.scalar(select(WebhookEvent.status).where(WebhookEvent.event_id == deletion["id"]))
+        assert record is not None
+        assert record.revoked_at is not None, "the session the sign-in recorded is ended"
+        assert status == "applied"
