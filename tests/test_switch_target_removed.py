@@ -87,7 +87,7 @@ def test_a_switch_with_its_membership_still_active_moves_the_session(app: Flask,
 
 
 @pytest.mark.postgres
-def test_a_switch_waits_for_a_removal_holding_the_target_membership(app: Flask) -> None:
+def test_a_switch_waits_for_a_removal_in_progress(app: Flask) -> None:
     orgs = sync_organizations(app)
     a, b = orgs[ACME], orgs[GLOBEX]
     sid = "session_STR_wait"
@@ -129,7 +129,7 @@ def test_a_switch_waits_for_a_removal_holding_the_target_membership(app: Flask) 
     switcher, switch_errors = _started(app, switch)
     try:
         with app.app_context():
-            _wait_for_lock_wait("SELECT memberships%FOR UPDATE%")  # the switch waits for the removal's row
+            _wait_for_lock_wait("SELECT organizations%FOR SHARE%")  # the switch waits for the removal's locks
     finally:
         go.set()
     for thread in (remover, switcher):
@@ -139,3 +139,45 @@ def test_a_switch_waits_for_a_removal_holding_the_target_membership(app: Flask) 
         record = db.session.scalar(select(AuthSession).where(AuthSession.workos_session_id == sid))
         assert record is not None
         assert (record.organization_id, record.revoked_at is not None) == (a, True)
+
+
+@pytest.mark.parametrize("removed", [False, True], ids=["still_member", "removed_meanwhile"])
+def test_a_move_the_database_rolled_back_is_run_again(app: Flask, client: FlaskClient,
+                                                       monkeypatch: pytest.MonkeyPatch, removed: bool) -> None:
+    """The move takes the organization's, the membership's and the session's rows: a batch deprovisioning the
+    member in two organizations can hold them in another order, and PostgreSQL rolls one of the two back (a
+    break-it review). WorkOS has moved the session already, so the switch runs its move again: once moved and
+    audited, or, the removal committed meanwhile, the session ended."""
+    from tests.test_conflict_rerun_effects import _deadlock
+
+    orgs = sync_organizations(app)
+    workos_membership(app, "dev@acme.test", GLOBEX, "viewer")
+    assert login(client, "dev@acme.test", organization_id=ACME).status_code == 302
+    user_id, real = client.get("/api/v1/me").get_json()["user_id"], session_refresh.apply_switch
+    calls: list[int] = []
+
+    def loses_once(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2 and removed:
+            _remove(app, orgs[GLOBEX], user_id)  # the batch the database let go on committed meanwhile
+        moved = real(*args, **kwargs)
+        if len(calls) == 1:
+            raise _deadlock()
+        return moved
+
+    monkeypatch.setattr(session_refresh, "apply_switch", loses_once)
+    switched = client.post("/auth/switch-organization", json={"organization_id": orgs[GLOBEX]},
+                           headers=csrf_headers(client))
+    assert len(calls) == 2
+    with app.app_context():
+        record = db.session.scalar(select(AuthSession).where(AuthSession.user_id == user_id))
+        moves = db.session.scalars(select(AuditEvent).where(AuditEvent.action == "session.organization_switched"))
+        assert record is not None
+        if removed:
+            assert switched.status_code == 401, switched.get_json()
+            assert (record.organization_id, record.revoked_at is not None) == (orgs[ACME], True)
+            assert list(moves) == []
+        else:
+            assert switched.status_code == 200, switched.get_json()
+            assert (record.organization_id, record.revoked_at) == (orgs[GLOBEX], None)
+            assert sorted(e.organization_id for e in moves) == sorted([orgs[ACME], orgs[GLOBEX]])

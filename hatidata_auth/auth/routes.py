@@ -26,7 +26,7 @@ from ..identity import (
     seal_tokens,
 )
 from ..request_hooks import request_info
-from ..services import auth_policy, login_flow, session_refresh
+from ..services import auth_policy, db_conflicts, login_flow, session_refresh
 from ..services import login as login_service
 from ..services import organizations as organizations_service
 from ..services.introspection import Unauthenticated
@@ -270,13 +270,20 @@ def switch_organization() -> BaseResponse:
 
     def apply(tokens: dict[str, Any]) -> None:  # committed before another request may use the new tokens
         claims = rt.verifier.verify(str(tokens["access_token"]))
-        try:
-            session_refresh.apply_switch(db.session(), rt.gateway.client, workos_session_id=str(claims["sid"]),
-                                         target=target, user_id=user_id, cause=request_cause())
-        except session_refresh.SwitchTargetLost:
-            db.session.commit()  # the session it ended, and the audit events
-            raise
-        db.session.commit()
+        lost: list[session_refresh.SwitchTargetLost] = []
+
+        def move() -> None:
+            try:
+                session_refresh.apply_switch(db.session(), rt.gateway.client, workos_session_id=str(claims["sid"]),
+                                             target=target, user_id=user_id, cause=request_cause())
+            except session_refresh.SwitchTargetLost as ended:
+                lost.append(ended)  # commit the session it ended, and the audit events
+            db.session.commit()
+
+        # WorkOS has moved the session: only our record is left to move, so a deadlock's loser runs it again
+        db_conflicts.retrying(db.session(), move, what="an organization switch's move")
+        if lost:
+            raise lost[0]
 
     # The request's current tokens (refreshed already if the access token had expired) rotate into the target.
     try:

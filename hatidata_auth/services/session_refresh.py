@@ -16,7 +16,7 @@ from ..errors import AppError
 from ..models import AuthSession, Membership, Organization, utcnow
 from ..unit_of_work import invalidate_after_commit
 from ..workos import WorkOSClient, WorkOSFailure, WorkOSNotFound, WorkOSRejected, WorkOSUnavailable, translate_errors
-from . import audit, auth_policy
+from . import audit, auth_policy, person_email
 from .auth_policy import SsoRequired
 from .sessions import find_by_workos_session_id, get_session, lock_for_update, revoke_records
 
@@ -205,18 +205,27 @@ def apply_switch(db: Session, client: WorkOSClient | None, *, workos_session_id:
                  user_id: str, cause: Cause) -> AuthSession:
     """Move our session record to *target* after WorkOS refreshed it there, and audit it (caller commits).
 
-    Reads as a removal from *target* locks: the target membership's row (``FOR UPDATE``, read again over what the
-    check loaded; SQLite runs one writer at a time), then the session's (``sessions.lock_for_update``), and
-    decides on what they hold then:
+    Takes its locks in a removal's order (organization, membership, sessions) and decides on what they hold then,
+    read again over what :func:`check_switch_target` loaded: *target*'s row ``FOR SHARE`` (a deletion's update
+    waits, or is waited for), the target membership's ``FOR UPDATE``, then the session's
+    (``sessions.lock_for_update``). On SQLite a write that changes nothing takes the database's write turn first
+    (reads before a transaction's first write see each commit as it lands). Answers:
 
     - 401 ``unauthenticated`` when the session has ended (a revocation committed meanwhile, e.g. a resync ending
       it with its WorkOS end queued for its organization, is never moved on);
     - :class:`SwitchTargetLost` (401; the session ended here and at WorkOS, audited: commit it) when the member was
-      removed from *target*, or *target* left ``active``, after :func:`check_switch_target`: WorkOS already holds the
-      session in *target*, which the removal never saw (it would stay unended there, live again if the member is
-      re-added);
-    - otherwise the moved record; a removal committing after waits for this transaction and ends it.
+      removed from *target*, or *target* left ``active``, after the check: WorkOS already holds the session in
+      *target*, which the removal never saw (it would stay unended there, live again if the member is re-added);
+    - otherwise the moved record; a removal or deletion committing after waits for this transaction and ends it.
+
+    Another transaction holding these rows in another order (an applier's batch deprovisioning the member in two
+    organizations) can meet it in a deadlock: PostgreSQL rolls one back, and the caller runs this again
+    (``db_conflicts.retrying``).
     """
+    if db.get_bind().dialect.name == "sqlite":
+        person_email.hold_organization(db, target.id)
+    db.scalar(select(Organization).where(Organization.id == target.id).with_for_update(read=True)
+              .execution_options(populate_existing=True))
     membership = db.scalar(select(Membership).where(Membership.organization_id == target.id,
                                                     Membership.user_id == user_id)
                            .with_for_update().execution_options(populate_existing=True))
@@ -225,7 +234,6 @@ def apply_switch(db: Session, client: WorkOSClient | None, *, workos_session_id:
         record = lock_for_update(db, record)
     if record is None or record.revoked_at is not None:
         raise AppError("The session has ended; sign in again.", status=401, code="unauthenticated")
-    db.refresh(target)
     if membership is None or membership.status != "active" or target.status != "active":
         revoke_records(db, client, [record],
                        cause=cause.with_reason("membership ended during an organization switch"))
