@@ -6,8 +6,9 @@ holds or by this process) only notes it (:meth:`LastSeenWriter.note`, a dictiona
 process flushes the notes every ``flush_every`` seconds: with a claimer (Redis: ``SET NX EX interval`` per
 session, pipelined) only the sessions no other process claimed within the interval go on, and one transaction
 updates them all, each row only if no process wrote it within the interval (the condition holds the throttle
-across processes without Redis too). A note not yet flushed when the process dies is lost: the session's
-last-seen time is then up to ``flush_every`` seconds older than it could be.
+across processes without Redis too). A note not yet flushed when the process dies is lost, and so is one whose
+row another transaction holds at the flush (PostgreSQL: ``SKIP LOCKED``; the flush never waits): the session's
+last-seen time is then older than it could be, until its next use notes it again.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, and_, bindparam, func, or_, update
+from sqlalchemy import Engine, and_, bindparam, func, or_, select, update
 
 from ..models import AuthSession
 from .credential_status import SessionStatus
@@ -103,17 +104,27 @@ class LastSeenWriter:
         return self._write(batch) if batch else 0
 
     def _write(self, batch: Iterable[Seen]) -> int:
-        # One statement over the rows in id order, the order every revocation locks sessions in
-        # (sessions._locked_where, revoke_records): a batch in any other order deadlocked with one.
-        rows = [{"sid": s.session_id, "org": s.organization_id, "at": datetime.fromtimestamp(s.at, UTC),
-                 "before": datetime.fromtimestamp(s.at - self.interval, UTC),
-                 "exp": None if s.expires_at is None else datetime.fromtimestamp(s.expires_at, UTC)}
-                for s in sorted(batch, key=lambda seen: seen.session_id)]
+        # Never waits for a row lock: revocations lock sessions in id order, but an applier's batch locks them in
+        # its events' order, so a flush that waited (in any order) could close a cycle with one (a break-it
+        # review) and lose its whole batch. A session another transaction holds is skipped instead: it is most
+        # likely being ended, and otherwise its next use notes it again.
+        ordered = sorted(batch, key=lambda seen: seen.session_id)
         condition = and_(AuthSession.id == bindparam("sid"), AuthSession.organization_id == bindparam("org"),
                          AuthSession.revoked_at.is_(None),
                          or_(AuthSession.last_seen_at.is_(None), AuthSession.last_seen_at < bindparam("before")))
         slid = func.coalesce(bindparam("exp", type_=AuthSession.expires_at.type), AuthSession.expires_at)
         with self._engine().begin() as conn:
+            if conn.dialect.name == "postgresql":
+                free = set(conn.scalars(select(AuthSession.id).where(
+                    AuthSession.id.in_([seen.session_id for seen in ordered]))
+                    .order_by(AuthSession.id).with_for_update(skip_locked=True)))
+                ordered = [seen for seen in ordered if seen.session_id in free]
+            rows = [{"sid": s.session_id, "org": s.organization_id, "at": datetime.fromtimestamp(s.at, UTC),
+                     "before": datetime.fromtimestamp(s.at - self.interval, UTC),
+                     "exp": None if s.expires_at is None else datetime.fromtimestamp(s.expires_at, UTC)}
+                    for s in ordered]
+            if not rows:
+                return 0
             return int(conn.execute(update(AuthSession).where(condition).values(
                 last_seen_at=bindparam("at"), expires_at=slid), rows).rowcount)
 
