@@ -38,6 +38,26 @@ def _user_by_workos_id(ctx: EventContext, workos_user_id: str, organization_id: 
     return user
 
 
+DELETED_IDS = "workos_deleted_ids"
+KEPT_DELETED_IDS = 20
+"""The WorkOS membership ids a row has seen deleted (the newest last, at most this many): WorkOS gives a member it
+adds again a new id, so an event of a deleted id is older news whatever its ``updated_at`` says."""
+
+
+def _superseded(membership: Membership, workos_membership_id: str, version: Any, deleted: bool) -> bool:
+    """Whether what the row holds is newer than the event: an older version; an equal one the row holds as a
+    deletion, for a ``created``/``updated`` (a deletion's payload is the membership as it was, so it may carry the
+    ``updated_at`` of the ``created`` it ends, and wins that tie in either delivery order); or a
+    ``created``/``updated`` of a membership id the row saw deleted."""
+    details = membership.details or {}
+    if not deleted and workos_membership_id in (details.get(DELETED_IDS) or []):
+        return True
+    seen = parse_time(details.get("workos_version"))
+    if seen is None or version > seen:
+        return False
+    return version < seen or (not deleted and details.get("workos_status") == "deleted")
+
+
 # A change may lower the role or deactivate: every change counts (a creation only adds).
 @handles("organization_membership.created", "organization_membership.updated", "organization_membership.deleted",
          revokes=lambda t, d: not t.endswith(".created"))
@@ -56,11 +76,9 @@ def on_organization_membership(ctx: EventContext, data: dict[str, Any]) -> None:
                                                              Membership.user_id == user.id))
     role = (data.get("role") or {}).get("slug") if isinstance(data.get("role"), dict) else None
     version = parse_time(data.get("updated_at")) or ctx.event_time
-    if membership is not None:
-        seen = parse_time((membership.details or {}).get("workos_version"))
-        if seen is not None and version < seen:
-            return
     deleted = ctx.event_type.endswith("deleted")
+    if membership is not None and _superseded(membership, data["id"], version, deleted):
+        return
     if membership is None:
         # A deletion of a membership we have no row of is kept as a deprovisioned one (its version with it): a first
         # sign-in creating the row meanwhile is waited for and deprovisioned, one after it finds the row and is
@@ -68,12 +86,14 @@ def on_organization_membership(ctx: EventContext, data: dict[str, Any]) -> None:
         membership, created = membership_rows.created_or_locked(
             ctx.session, organization_id=org.id, user_id=user.id, role=None, role_source="idp", source="sso",
             status="deprovisioned" if deleted else "pending", workos_membership_id=None if deleted else data["id"])
-        seen = None if created else parse_time((membership.details or {}).get("workos_version"))
-        if seen is not None and version < seen:
+        if not created and _superseded(membership, data["id"], version, deleted):
             return
+    details = {**(membership.details or {}), "workos_version": version.isoformat(),
+               "workos_status": "deleted" if deleted else data.get("status")}
+    if deleted:
+        details[DELETED_IDS] = [*(details.get(DELETED_IDS) or [])[-(KEPT_DELETED_IDS - 1):], data["id"]]
     membership.workos_membership_id = None if deleted else data["id"]
-    membership.details = {**(membership.details or {}), "workos_version": version.isoformat(),
-                          "workos_status": "deleted" if deleted else data.get("status")}
+    membership.details = details
     ctx.record(f"workos.{ctx.event_type}", organization_id=org.id, target_type="membership",
                target_id=membership.id, details={"user_id": user.id, "role": role, "status": data.get("status"),
                                                  "directory_managed": data.get("directory_managed")})
