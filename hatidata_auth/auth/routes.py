@@ -273,6 +273,7 @@ def switch_organization() -> BaseResponse:
         lost: list[session_refresh.SwitchTargetLost] = []
 
         def move() -> None:
+            lost.clear()  # what an attempt the database rolled back found is not this one's answer
             try:
                 session_refresh.apply_switch(db.session(), rt.gateway.client, workos_session_id=str(claims["sid"]),
                                              target=target, user_id=user_id, cause=request_cause())

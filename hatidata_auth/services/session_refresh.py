@@ -16,7 +16,7 @@ from ..errors import AppError
 from ..models import AuthSession, Membership, Organization, utcnow
 from ..unit_of_work import invalidate_after_commit
 from ..workos import WorkOSClient, WorkOSFailure, WorkOSNotFound, WorkOSRejected, WorkOSUnavailable, translate_errors
-from . import audit, auth_policy, person_email
+from . import audit, auth_policy, person_email, workos_revocations
 from .auth_policy import SsoRequired
 from .sessions import find_by_workos_session_id, get_session, lock_for_update, revoke_records
 
@@ -213,7 +213,8 @@ def apply_switch(db: Session, client: WorkOSClient | None, *, workos_session_id:
 
     - 401 ``unauthenticated`` when the session has ended (a revocation committed meanwhile, e.g. a resync ending
       it with its WorkOS end queued for its organization, is never moved on);
-    - :class:`SwitchTargetLost` (401; the session ended here and at WorkOS, audited: commit it) when the member was
+    - :class:`SwitchTargetLost` (401; the session ended here, its end at WorkOS queued for the appliers with this
+      transaction (``workos_revocations``), audited: commit it) when the member was
       removed from *target*, or *target* left ``active``, after the check: WorkOS already holds the session in
       *target*, which the removal never saw (it would stay unended there, live again if the member is re-added);
     - otherwise the moved record; a removal or deletion committing after waits for this transaction and ends it.
@@ -235,8 +236,9 @@ def apply_switch(db: Session, client: WorkOSClient | None, *, workos_session_id:
     if record is None or record.revoked_at is not None:
         raise AppError("The session has ended; sign in again.", status=401, code="unauthenticated")
     if membership is None or membership.status != "active" or target.status != "active":
-        revoke_records(db, client, [record],
-                       cause=cause.with_reason("membership ended during an organization switch"))
+        with workos_revocations.deferred_in(db):  # with this transaction: never asked twice, nor under these locks
+            revoke_records(db, client, [record],
+                           cause=cause.with_reason("membership ended during an organization switch"))
         raise SwitchTargetLost(target)
     previous = record.organization_id
     record.organization_id = target.id
