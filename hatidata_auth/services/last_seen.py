@@ -6,9 +6,9 @@ holds or by this process) only notes it (:meth:`LastSeenWriter.note`, a dictiona
 process flushes the notes every ``flush_every`` seconds: with a claimer (Redis: ``SET NX EX interval`` per
 session, pipelined) only the sessions no other process claimed within the interval go on, and one transaction
 updates them all, each row only if no process wrote it within the interval (the condition holds the throttle
-across processes without Redis too). A note not yet flushed when the process dies is lost, and so is one whose
-row another transaction holds at the flush (PostgreSQL: ``SKIP LOCKED``; the flush never waits): the session's
-last-seen time is then older than it could be, until its next use notes it again.
+across processes without Redis too). The flush never waits for a row (PostgreSQL: ``SKIP LOCKED``): a note whose
+row another transaction holds goes back for the next flush. A note not yet flushed when the process dies is lost:
+the session's last-seen time is then up to ``flush_every`` seconds older than it could be.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine, and_, bindparam, func, or_, select, update
@@ -40,6 +40,8 @@ class Seen:
     organization_id: str
     at: float
     expires_at: float | None
+    claimed: bool = False
+    """Put back by a flush that had claimed it (the claim holds for the interval: not asked again)."""
 
 
 class LastSeenWriter:
@@ -97,18 +99,25 @@ class LastSeenWriter:
             return 0
         if self._claim is not None:
             try:
-                mine = self._claim([seen.session_id for seen in batch], max(1, int(self.interval)))
-                batch = [seen for seen in batch if seen.session_id in mine]
+                mine = self._claim([seen.session_id for seen in batch if not seen.claimed], max(1, int(self.interval)))
+                batch = [seen for seen in batch if seen.claimed or seen.session_id in mine]
             except Exception:  # noqa: BLE001 - without the claim the database condition still throttles
                 log.warning("last-seen claim unavailable; relying on the database condition")
-        return self._write(batch) if batch else 0
+        if not batch:
+            return 0
+        written, held = self._write(batch)
+        if held:  # another transaction holds their rows: the next flush tries again (a newer note wins)
+            with self._lock:
+                for seen in held:
+                    self._pending[seen.session_id] = replace(self._pending.get(seen.session_id, seen), claimed=True)
+        return written
 
-    def _write(self, batch: Iterable[Seen]) -> int:
+    def _write(self, batch: Iterable[Seen]) -> tuple[int, list[Seen]]:
         # Never waits for a row lock: revocations lock sessions in id order, but an applier's batch locks them in
         # its events' order, so a flush that waited (in any order) could close a cycle with one (a break-it
-        # review) and lose its whole batch. A session another transaction holds is skipped instead: it is most
-        # likely being ended, and otherwise its next use notes it again.
-        ordered = sorted(batch, key=lambda seen: seen.session_id)
+        # review) and lose its whole batch. A session another transaction holds is handed back instead (most
+        # likely it is being ended, and the next flush finds it revoked).
+        ordered, held = sorted(batch, key=lambda seen: seen.session_id), []
         condition = and_(AuthSession.id == bindparam("sid"), AuthSession.organization_id == bindparam("org"),
                          AuthSession.revoked_at.is_(None),
                          or_(AuthSession.last_seen_at.is_(None), AuthSession.last_seen_at < bindparam("before")))
@@ -118,15 +127,16 @@ class LastSeenWriter:
                 free = set(conn.scalars(select(AuthSession.id).where(
                     AuthSession.id.in_([seen.session_id for seen in ordered]))
                     .order_by(AuthSession.id).with_for_update(skip_locked=True)))
+                held = [seen for seen in ordered if seen.session_id not in free]
                 ordered = [seen for seen in ordered if seen.session_id in free]
             rows = [{"sid": s.session_id, "org": s.organization_id, "at": datetime.fromtimestamp(s.at, UTC),
                      "before": datetime.fromtimestamp(s.at - self.interval, UTC),
                      "exp": None if s.expires_at is None else datetime.fromtimestamp(s.expires_at, UTC)}
                     for s in ordered]
             if not rows:
-                return 0
+                return 0, held
             return int(conn.execute(update(AuthSession).where(condition).values(
-                last_seen_at=bindparam("at"), expires_at=slid), rows).rowcount)
+                last_seen_at=bindparam("at"), expires_at=slid), rows).rowcount), held
 
     # --- the flush thread -------------------------------------------------------------------------------------
 
