@@ -23,6 +23,8 @@ from hatidata_auth.causes import NO_REQUEST
 from hatidata_auth.extensions import db
 from hatidata_auth.models import AuthSession, Membership, Organization, User, WebhookEvent, utcnow
 from hatidata_auth.services import login, sign_in_person
+from hatidata_auth.services.events.context import EventContext
+from hatidata_auth.services.events.organization_memberships import on_organization_membership
 from hatidata_auth.services.login import LoginDenied
 from tests.test_inbox_batch_scope import ACME, _envelope, _prepare
 from tests.test_membership_rows_race import _store_and_drain
@@ -171,3 +173,45 @@ def test_a_deletion_waits_for_a_first_sign_ins_membership_and_ends_its_session(a
         assert record is not None
         assert record.revoked_at is not None, "the session the sign-in recorded is ended"
         assert status == "applied"
+
+
+@pytest.mark.postgres
+def test_a_deletion_of_the_old_membership_racing_the_re_add_keeps_the_re_add(acme_prepared: Flask) -> None:
+    """The inbox keys these events by WorkOS membership id, so the deletion of the old membership and the re-add's
+    ``created`` (a new id) may be applied at once (a break-it review): the deletion, having read the row before the
+    re-add committed, wrote over it and locked the member out. The handler now locks the row before it compares:
+    the deletion waits, reads the re-add, and changes nothing."""
+    from hatidata_auth.services.inbox import entity_key
+    from tests.test_inserted_user_race import _started, _wait_for_lock_wait
+
+    app = acme_prepared
+    workos_user_id, user_id = _person(app)
+    created1, deleted1, created2 = (_event(*HISTORY[i], workos_user_id) for i in (0, 1, 2))
+    assert entity_key(deleted1) != entity_key(created2)  # not ordered with each other by the inbox
+    _deliver(app, [created1])
+    flushed, go = threading.Event(), threading.Event()
+
+    def apply(payload: dict[str, Any], pause: bool) -> None:
+        s = db.session()
+        ctx = EventContext(session=s, client=app.extensions["hatidata_workos"].client, event_id=payload["id"],
+                           event_type=payload["event"], event_time=utcnow())
+        on_organization_membership(ctx, payload["data"])
+        s.flush()
+        if pause:
+            flushed.set()
+            assert go.wait(30)
+
+    re_add, re_add_errors = _started(app, lambda: apply(created2, True))
+    assert flushed.wait(30)
+    deletion, deletion_errors = _started(app, lambda: apply(deleted1, False))
+    try:
+        with app.app_context():
+            _wait_for_lock_wait("SELECT memberships%FOR UPDATE%", event="transactionid")
+    finally:
+        go.set()
+        re_add.join(30)
+        deletion.join(30)
+    assert (re_add_errors, deletion_errors) == ([], [])
+    m = _membership(app, user_id)
+    assert m is not None
+    assert (m.status, m.role) == ("active", "viewer"), (m.status, m.details)

@@ -72,8 +72,12 @@ def on_organization_membership(ctx: EventContext, data: dict[str, Any]) -> None:
     if user is None:
         ctx.ignore("unknown user")
         return
+    # Locked before it is compared: events of one person's memberships are keyed by membership id, so a deletion
+    # and the re-add's ``created`` (a new id) may be applied at once; deciding on an unlocked read, the one that
+    # waited wrote over the other's committed change (a break-it review).
     membership = ctx.session.scalar(select(Membership).where(Membership.organization_id == org.id,
-                                                             Membership.user_id == user.id))
+                                                             Membership.user_id == user.id)
+                                    .with_for_update().execution_options(populate_existing=True))
     role = (data.get("role") or {}).get("slug") if isinstance(data.get("role"), dict) else None
     version = parse_time(data.get("updated_at")) or ctx.event_time
     deleted = ctx.event_type.endswith("deleted")
