@@ -223,3 +223,19 @@ def _flushed(writer: LastSeenWriter) -> Any:
         return writer.flush()
     except Exception as exc:  # noqa: BLE001 - the outcome names the failure
         return exc
+
+
+def test_a_note_of_a_session_row_gone_is_not_kept(app: Flask, signed_in: FlaskClient) -> None:
+    """A session row deleted since its note (an organization's or a person's deletion cascades) is not taken for
+    one another transaction holds: its note is not put back at every flush for ever (a break-it review)."""
+    from sqlalchemy import delete
+
+    [gone] = _session_statuses(app, ["ses_lsw_gone"])
+    with app.app_context():
+        db.session.execute(delete(AuthSession).where(AuthSession.id == "ses_lsw_gone"))
+        db.session.commit()
+        db.session.remove()
+    writer = LastSeenWriter(_engine(app), interval=INTERVAL)
+    writer.note(gone)
+    assert writer.flush() == 0
+    assert writer.pending == 0

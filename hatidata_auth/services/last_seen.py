@@ -107,9 +107,12 @@ class LastSeenWriter:
             return 0
         written, held = self._write(batch)
         if held:  # another transaction holds their rows: the next flush tries again (a newer note wins)
+            stale = self.clock() - self.interval  # its claim has expired: another process may note it now
             with self._lock:
                 for seen in held:
-                    self._pending[seen.session_id] = replace(self._pending.get(seen.session_id, seen), claimed=True)
+                    newer = self._pending.get(seen.session_id, seen)
+                    if newer.at > stale:
+                        self._pending[seen.session_id] = replace(newer, claimed=True)
         return written
 
     def _write(self, batch: Iterable[Seen]) -> tuple[int, list[Seen]]:
@@ -127,7 +130,10 @@ class LastSeenWriter:
                 free = set(conn.scalars(select(AuthSession.id).where(
                     AuthSession.id.in_([seen.session_id for seen in ordered]))
                     .order_by(AuthSession.id).with_for_update(skip_locked=True)))
-                held = [seen for seen in ordered if seen.session_id not in free]
+                others = [seen.session_id for seen in ordered if seen.session_id not in free]
+                present = set(conn.scalars(select(AuthSession.id).where(AuthSession.id.in_(others)))) \
+                    if others else set()
+                held = [seen for seen in ordered if seen.session_id in present]  # not a row deleted since
                 ordered = [seen for seen in ordered if seen.session_id in free]
             rows = [{"sid": s.session_id, "org": s.organization_id, "at": datetime.fromtimestamp(s.at, UTC),
                      "before": datetime.fromtimestamp(s.at - self.interval, UTC),
