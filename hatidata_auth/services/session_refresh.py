@@ -46,8 +46,9 @@ class SwitchRefused(AppError):
 
 
 class SwitchTargetLost(AppError):
-    """The caller's membership of the target ended while WorkOS moved the session there: the session was ended,
-    here and at WorkOS, as the removal would have ended it had the switch come first (audited: commit it)."""
+    """The caller's membership of the target ended while WorkOS moved the session there: the session was ended
+    here and its end at WorkOS queued, as the removal would have ended it had the switch come first (audited:
+    commit it)."""
 
     status = 401
     code = "unauthenticated"
@@ -214,9 +215,9 @@ def apply_switch(db: Session, client: WorkOSClient | None, *, workos_session_id:
     - 401 ``unauthenticated`` when the session has ended (a revocation committed meanwhile, e.g. a resync ending
       it with its WorkOS end queued for its organization, is never moved on);
     - :class:`SwitchTargetLost` (401; the session ended here, its end at WorkOS queued for the appliers with this
-      transaction (``workos_revocations``), audited: commit it) when the member was
-      removed from *target*, or *target* left ``active``, after the check: WorkOS already holds the session in
-      *target*, which the removal never saw (it would stay unended there, live again if the member is re-added);
+      transaction (``workos_revocations``), audited: commit it) when the member was removed from *target*, or
+      *target* left ``active``, after the check: WorkOS already holds the session in *target*, which the removal
+      never saw (it would stay unended there, live again if the member is re-added);
     - otherwise the moved record; a removal or deletion committing after waits for this transaction and ends it.
 
     Another transaction holding these rows in another order (an applier's batch deprovisioning the member in two
