@@ -48,8 +48,13 @@ def app_config(request: pytest.FixtureRequest, app_config: dict[str, Any], tmp_p
 
 @pytest.fixture
 def reads(app: Flask) -> Iterator[list[str]]:
-    """Every SELECT the app sends to its database from now on."""
-    with sent_statements(app, lambda statement: statement.lstrip().upper().startswith("SELECT")) as found:
+    """Every read the app sends to its database from now on: a SELECT, not the last-seen writer's lock of the rows
+    it writes (``FOR UPDATE SKIP LOCKED``, off the request path)."""
+    def read(statement: str) -> bool:
+        flat = statement.strip().upper()
+        return flat.startswith("SELECT") and not flat.endswith("FOR UPDATE SKIP LOCKED")
+
+    with sent_statements(app, read) as found:
         yield found
 
 

@@ -69,7 +69,15 @@ def test_the_last_seen_write_is_a_key_lookup_per_session(app: Any, db_session: A
 
     captured: list[str] = []
 
+    dialect = db_session.get_bind().dialect
+
+    def sql(statement: Any) -> str:
+        return str(statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True}))
+
     class Capture:
+        def __init__(self) -> None:
+            self.dialect = dialect
+
         def begin(self) -> Any:
             return self
 
@@ -79,8 +87,12 @@ def test_the_last_seen_write_is_a_key_lookup_per_session(app: Any, db_session: A
         def __exit__(self, *exc: object) -> None:
             return None
 
+        def scalars(self, statement: Any) -> list[str]:  # the rows' locks (PostgreSQL): nobody else holds them
+            captured.append(sql(statement))
+            return ["ses_1", "ses_2"]
+
         def execute(self, statement: Any, rows: Any) -> Any:
-            captured.append(str(statement.compile(dialect=db_session.get_bind().dialect)))
+            captured.append(sql(statement))
             return type("Done", (), {"rowcount": 0})()
 
     writer = LastSeenWriter(lambda: Capture(), interval=60)  # type: ignore[arg-type,return-value]
