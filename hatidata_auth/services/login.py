@@ -30,6 +30,7 @@ from . import (
     security_events,
     sign_in_attempts,
     sign_in_person,
+    workos_memberships,
 )
 from .auth_policy import Authentication
 from .organizations import ensure_organization
@@ -193,6 +194,9 @@ def _upsert_membership(db: Session, client: WorkOSClient, org: Organization, sig
             role_source="idp")
     else:
         membership, created = signing_in.membership, False  # held since before the person was written
+    if not created and membership.status != "active":  # WorkOS may have re-added them since the event we hold
+        workos_memberships.caught_up(db, client, org, user, membership,
+                                     cause=Cause.by(Actor("user", user.id, user.email), request))
     if not created and _kept(org, membership):
         return membership
     role: str | None
@@ -325,8 +329,8 @@ def sync_user_memberships(db: Session, client: WorkOSClient, *, user_id: str, wo
                           cause: Cause | None = None, page_size: int = 100) -> int:
     """Mirror the user's other active WorkOS memberships (so they can switch organization), at most
     :data:`MAX_MIRRORED_MEMBERSHIPS`, *page_size* per WorkOS page; returns how many were created. Memberships we
-    already hold keep their role and status (directory sync owns them). *cause*: the sign-in's (WorkOS's when
-    none)."""
+    already hold keep their role and status, unless WorkOS's events left one inactive and WorkOS lists it active
+    now with a newer version (``workos_memberships.from_listing``). *cause*: the sign-in's (WorkOS's when none)."""
     cause = cause or Cause.by(Actor.workos())
     created = 0
     listed = client.organization_membership.list_organization_memberships(user_id=workos_user_id,
@@ -336,6 +340,7 @@ def sync_user_memberships(db: Session, client: WorkOSClient, *, user_id: str, wo
         exists = db.scalar(select(Membership.id).where(Membership.organization_id == org.id,
                                                        Membership.user_id == user_id))
         if exists is not None:
+            _catch_up(db, client, org, exists, item, cause)
             continue
         slug = getattr(getattr(item, "role", None), "slug", None)
         role, source = (slug, "idp") if slug in ROLES else (org.default_role, "default")
@@ -351,6 +356,17 @@ def sync_user_memberships(db: Session, client: WorkOSClient, *, user_id: str, wo
                                 cause=cause.with_reason("login"))
         created += 1
     return created
+
+
+def _catch_up(db: Session, client: WorkOSClient, org: Organization, membership_id: str, item: Any,
+              cause: Cause) -> None:
+    """A membership WorkOS's events left inactive, listed active by WorkOS now (``workos_memberships``)."""
+    membership = db.get(Membership, membership_id)
+    if membership is None or membership.status == "active" or membership.source == "directory":
+        return
+    membership = membership_rows.locked(db, membership)
+    if membership.status != "active":
+        workos_memberships.from_listing(db, client, org, membership, item, cause=cause)
 
 
 def record_login_failure(db: Session, cache: Any, *, reason: str, cause: Cause,

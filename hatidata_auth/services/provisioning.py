@@ -69,6 +69,11 @@ def suspend_member_keys(session: Session, *, organization_id: str, user_id: str,
                                           cause=cause))
 
 
+REMOVED_HERE = "removed_here"
+"""``Membership.details`` key of an admin's removal (``services.workos_memberships.remove_here``): the WorkOS
+membership id it removed, or ``"*"``. Dropped when the member is active again, whoever made them so."""
+
+
 def set_access(
     session: Session,
     client: WorkOSClient | None,
@@ -100,6 +105,8 @@ def set_access(
         membership.role_source = role_source
     membership.status = new_status
     membership.updated_at = utcnow()
+    if new_status == "active" and REMOVED_HERE in (membership.details or {}):
+        membership.details = {k: v for k, v in membership.details.items() if k != REMOVED_HERE}
     change = AccessChange(membership.id, membership.user_id, old_role if old_status == "active" else None,
                           new_role if new_status == "active" else None, old_status, new_status)
     extra = dict(details or {})

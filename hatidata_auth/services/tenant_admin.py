@@ -29,6 +29,7 @@ from . import (
     paging,
     provisioning,
     sso_enforcement,
+    workos_memberships,
 )
 from .person_email import hold_email
 
@@ -323,6 +324,9 @@ def remove_member(session: Session, client: WorkOSClient, *, organization_id: st
         return member_view(membership, user)
     last_admin.ensure_remains(session, organization_id, membership, to_role=None, active=False,
                               what="Removing the last admin")
+    # WorkOS's later word on the membership removed does not undo the removal
+    workos_memberships.remove_here(client, get_organization(session, organization_id), user,
+                                   membership)
     provisioning.set_access(session, client, membership, role=None, role_source=membership.role_source,
                             active=False, cause=cause.with_reason("removed by an admin"),
                             inactive_status="deprovisioned")

@@ -217,11 +217,12 @@ def _role_from(data: dict[str, Any]) -> str | None:
 
 @bp.get("/organization_memberships")
 def list_memberships() -> Any:
-    """``GET /user_management/organization_memberships`` (``organization_id``, ``user_id``, ``statuses``)."""
+    """``GET /user_management/organization_memberships`` (``organization_id``, ``user_id``, ``statuses``: only
+    ``active`` ones when absent, as WorkOS's reference says)."""
     emu = emulator()
     org_id = request.args.get("organization_id")
     user_id = request.args.get("user_id")
-    statuses = set(csv_arg("statuses"))
+    statuses = set(csv_arg("statuses")) or {"active"}
     if not org_id and not user_id:
         raise ApiError(400, "Either organization_id or user_id is required.", "missing_user_id_or_organization_id")
     with emu.store.lock:
@@ -231,7 +232,7 @@ def list_memberships() -> Any:
             for m in store.memberships.values()
             if (not org_id or m["organization_id"] == org_id)
             and (not user_id or m["user_id"] == user_id)
-            and (not statuses or m["status"] in statuses)
+            and m["status"] in statuses
         ]
         return jsonify(paginate(items, lambda m: serialize.membership(store, m)))
 

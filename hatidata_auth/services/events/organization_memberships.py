@@ -7,9 +7,7 @@ from typing import Any
 from sqlalchemy import select
 
 from ...models import Membership, User
-from ...roles import is_role
-from .. import domains, membership_rows, person_email
-from ..provisioning import set_access
+from .. import domains, membership_rows, person_email, workos_memberships
 from .context import EventContext, parse_time, require, resolve_organization
 from .registry import handles
 
@@ -38,26 +36,6 @@ def _user_by_workos_id(ctx: EventContext, workos_user_id: str, organization_id: 
     return user
 
 
-DELETED_IDS = "workos_deleted_ids"
-KEPT_DELETED_IDS = 20
-"""The WorkOS membership ids a row has seen deleted (the newest last, at most this many): WorkOS gives a member it
-adds again a new id, so an event of a deleted id is older news whatever its ``updated_at`` says."""
-
-
-def _superseded(membership: Membership, workos_membership_id: str, version: Any, deleted: bool) -> bool:
-    """Whether what the row holds is newer than the event: an older version; an equal one the row holds as a
-    deletion, for a ``created``/``updated`` (a deletion's payload is the membership as it was, so it may carry the
-    ``updated_at`` of the ``created`` it ends, and wins that tie in either delivery order); or a
-    ``created``/``updated`` of a membership id the row saw deleted."""
-    details = membership.details or {}
-    if not deleted and workos_membership_id in (details.get(DELETED_IDS) or []):
-        return True
-    seen = parse_time(details.get("workos_version"))
-    if seen is None or version > seen:
-        return False
-    return version < seen or (not deleted and details.get("workos_status") == "deleted")
-
-
 # A change may lower the role or deactivate: every change counts (a creation only adds).
 @handles("organization_membership.created", "organization_membership.updated", "organization_membership.deleted",
          revokes=lambda t, d: not t.endswith(".created"))
@@ -81,31 +59,27 @@ def on_organization_membership(ctx: EventContext, data: dict[str, Any]) -> None:
     role = (data.get("role") or {}).get("slug") if isinstance(data.get("role"), dict) else None
     version = parse_time(data.get("updated_at")) or ctx.event_time
     deleted = ctx.event_type.endswith("deleted")
-    if membership is not None and _superseded(membership, data["id"], version, deleted):
+    created = ctx.event_type.endswith("created")
+
+    def old_news(m: Membership) -> bool:
+        return workos_memberships.superseded(m, data["id"], version, deleted=deleted, created=created)
+
+    if membership is not None and old_news(membership):
         return
     if membership is None:
         # A deletion of a membership we have no row of is kept as a deprovisioned one (its version with it): a first
         # sign-in creating the row meanwhile is waited for and deprovisioned, one after it finds the row and is
         # refused, and an older ``created``/``updated`` delivered late finds a newer version and changes nothing.
-        membership, created = membership_rows.created_or_locked(
+        membership, new = membership_rows.created_or_locked(
             ctx.session, organization_id=org.id, user_id=user.id, role=None, role_source="idp", source="sso",
             status="deprovisioned" if deleted else "pending", workos_membership_id=None if deleted else data["id"])
-        if not created and _superseded(membership, data["id"], version, deleted):
+        if not new and old_news(membership):
             return
-    details = {**(membership.details or {}), "workos_version": version.isoformat(),
-               "workos_status": "deleted" if deleted else data.get("status")}
-    if deleted:
-        details[DELETED_IDS] = [*(details.get(DELETED_IDS) or [])[-(KEPT_DELETED_IDS - 1):], data["id"]]
-    membership.workos_membership_id = None if deleted else data["id"]
-    membership.details = details
     ctx.record(f"workos.{ctx.event_type}", organization_id=org.id, target_type="membership",
                target_id=membership.id, details={"user_id": user.id, "role": role, "status": data.get("status"),
                                                  "directory_managed": data.get("directory_managed")})
-    if membership.source == "directory":
-        return  # the directory and our mappings decide directory-managed members (documented overwrite rule)
-    active = not deleted and data.get("status", "active") == "active" and org.status == "active"
-    if not is_role(role):
-        role = membership.role or org.default_role
-    set_access(ctx.session, ctx.client, membership, role=role, role_source="idp", active=active,
-               cause=ctx.cause.with_reason(ctx.event_type),
-               inactive_status="deprovisioned" if deleted else "inactive")
+    # The directory and our mappings decide directory-managed members (documented overwrite rule): ``apply`` then
+    # only records WorkOS's word.
+    workos_memberships.apply(ctx.session, ctx.client, org, membership, workos_membership_id=data["id"],
+                             version=version, status=data.get("status"), role=role, deleted=deleted,
+                             cause=ctx.cause.with_reason(ctx.event_type))

@@ -1,0 +1,312 @@
+"""WorkOS's present word on a membership at a sign-in, and an admin's removal against WorkOS's later word.
+
+Two faults of one rule, "the newest word on a membership decides, and nothing an event could not do"
+(``services.workos_memberships``, ``docs/directory-sync.md``):
+
+- A person WorkOS removed and added again (a new membership id) who signs in before the re-add's ``created`` event
+  is applied was refused: the row held the deletion (a break-it review). A sign-in now asks WorkOS for the
+  membership of a row WorkOS's events left inactive, and applies it when it is newer (here: whatever subset of the
+  history was applied, in any order).
+- An admin's removal here was undone by WorkOS's next ``organization_membership.updated`` of the same membership
+  (a role change at WorkOS; a break-it review, by reading). It now holds against that membership, and gives way to
+  a new one (WorkOS re-added the person) or to an admin here.
+
+All through the real SDK against the emulator; each WorkOS change is made through WorkOS's API.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any
+
+import pytest
+from flask import Flask
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+
+from hatidata_auth.causes import NO_REQUEST, Actor, Cause
+from hatidata_auth.extensions import db
+from hatidata_auth.models import AuditEvent, Membership, Organization, User, utcnow
+from hatidata_auth.services import login, sign_in_person, tenant_admin
+from hatidata_auth.services.login import LoginDenied
+from tests.support.people import Replay
+from tests.support.servers import EmulatorControl, http_json
+from tests.test_inbox_batch_scope import ACME, _prepare
+from tests.test_membership_rows_race import _store_and_drain
+
+_people = itertools.count(1)
+
+
+class WorkOS:
+    """One person at WorkOS (the emulator), changed through WorkOS's API; the events each change emitted."""
+
+    def __init__(self, control: EmulatorControl, app: Flask) -> None:
+        self.replay = Replay(control, app)
+        self.api = f"{control.base_url}/user_management"
+        self.headers = control.headers
+        self.email = f"word{next(_people)}.{time.monotonic_ns() % 10**9}@partners.test"
+        self.user_id = self._call("POST", "/users", {"email": self.email})["id"]
+        self.events: list[dict[str, Any]] = []
+        self.replay.new_events()
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        time.sleep(0.002)  # WorkOS's updated_at has millisecond resolution: keep each change its own version
+        status, data = http_json(method, self.api + path, body, self.headers)
+        assert status < 300, (status, data)
+        return data
+
+    def _emitted(self) -> None:
+        self.events += [e for e in self.replay.new_events() if e["event"].startswith("organization_membership.")]
+
+    def add(self, role: str = "viewer") -> str:
+        m = self._call("POST", "/organization_memberships", {"user_id": self.user_id, "organization_id": ACME,
+                                                            "role_slug": role})
+        self._emitted()
+        return str(m["id"])
+
+    def set_role(self, membership_id: str, role: str) -> None:
+        self._call("PUT", f"/organization_memberships/{membership_id}", {"role_slug": role})
+        self._emitted()
+
+    def remove(self, membership_id: str) -> None:
+        self._call("DELETE", f"/organization_memberships/{membership_id}")
+        self._emitted()
+
+
+def _acme(session: Any) -> Organization:
+    org = session.scalar(select(Organization).where(Organization.workos_organization_id == ACME))
+    assert org is not None
+    return org
+
+
+def _sign_in(app: Flask, person: WorkOS, role: str | None = None) -> Membership:
+    """The membership part of a sign-in into Acme (``login._upsert_membership``), committed (the membership as
+    it is then); raises :class:`LoginDenied` (rolled back) as the callback would refuse."""
+    with app.app_context():
+        s = db.session()
+        try:
+            org = _acme(s)
+            signed = sign_in_person.upsert(s, org, {"id": person.user_id, "email": person.email}, utcnow())
+            m = login._upsert_membership(s, app.extensions["hatidata_workos"].client, org, signed, role, NO_REQUEST)
+            s.commit()
+            s.refresh(m)
+            s.expunge_all()
+            return m
+        finally:
+            s.rollback()
+            db.session.remove()
+
+
+def _membership(app: Flask, person: WorkOS) -> Membership | None:
+    with app.app_context():
+        m = db.session.scalar(select(Membership).join(User, User.id == Membership.user_id)
+                              .where(User.workos_user_id == person.user_id,
+                                     Membership.organization_id == _acme(db.session).id))
+        db.session.expunge_all()
+        db.session.remove()
+        return m
+
+
+def _remove_here(app: Flask, person: WorkOS) -> None:
+    """An admin of Acme removes the person (``DELETE /api/v1/members/<id>``'s service)."""
+    m = _membership(app, person)
+    assert m is not None
+    with app.app_context():
+        tenant_admin.remove_member(db.session(), app.extensions["hatidata_workos"].client,
+                                   organization_id=m.organization_id, membership_id=m.id,
+                                   cause=Cause.by(Actor("user", "usr_word_admin", "it@acme.test")))
+        db.session.commit()
+        db.session.remove()
+
+
+@pytest.fixture
+def acme(app: Flask, emulator_control: EmulatorControl) -> tuple[Flask, EmulatorControl]:
+    _prepare(app)
+    return app, emulator_control
+
+
+# WorkOS's history: added (m1), removed, added again (m2, a new id), given another role. Event indexes below.
+HISTORY_EVENTS = 4
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(applied=st.lists(st.sampled_from(range(HISTORY_EVENTS)), unique=True),
+       late=st.permutations(range(HISTORY_EVENTS)))
+@example(applied=[0, 1], late=[0, 1, 2, 3])  # the issue's sequence: the deletion applied, the re-add not yet
+@example(applied=[1], late=[3, 2, 1, 0])  # only the deletion (a tombstone), the rest late and backwards
+@example(applied=[1, 3], late=[0, 1, 2, 3])  # the deletion and the re-add's update, not its created
+def test_a_re_added_member_signs_in_whatever_events_were_applied(acme: tuple[Flask, EmulatorControl],
+                                                                 applied: list[int], late: list[int]) -> None:
+    """WorkOS removed the person and added them again. Whichever of its events were applied (in any order) when
+    the person signs in, the sign-in is let in with WorkOS's present role, and the events delivered after it
+    (again in any order, the applied ones repeated) leave the member active with that role."""
+    app, control = acme
+    person = WorkOS(control, app)
+    first = person.add("viewer")
+    person.remove(first)
+    again = person.add("viewer")
+    person.set_role(again, "developer")
+    assert [e["event"].split(".")[1] for e in person.events] == ["created", "deleted", "created", "updated"]
+    _store_and_drain(app, [person.events[i] for i in applied])
+
+    m = _sign_in(app, person, "developer")  # AuthKit's token carries the present role
+    assert (m.status, m.role) == ("active", "developer"), applied
+
+    _store_and_drain(app, [person.events[i] for i in late])
+    m2 = _membership(app, person)
+    assert m2 is not None
+    assert (m2.status, m2.role) == ("active", "developer"), (applied, late, m2.details)
+
+
+def test_a_sign_in_after_a_removal_at_workos_stays_refused(acme: tuple[Flask, EmulatorControl]) -> None:
+    """The deletion applied, WorkOS lists no active membership: refused (the catch-up asked, found nothing newer),
+    and the refusal changed nothing."""
+    app, control = acme
+    person = WorkOS(control, app)
+    first = person.add()
+    person.remove(first)
+    _store_and_drain(app, person.events)
+    with pytest.raises(LoginDenied):
+        _sign_in(app, person, "viewer")
+    m = _membership(app, person)
+    assert m is not None
+    assert m.status == "deprovisioned"
+
+
+@pytest.mark.parametrize("known", [True, False], ids=["workos_id_known", "workos_id_unknown"])
+def test_an_admins_removal_holds_against_workos_changes_of_that_membership(acme: tuple[Flask, EmulatorControl],
+                                                                           known: bool) -> None:
+    """Removed by an admin here; WorkOS then changes the same membership (a role change): the person stays
+    removed, at a sign-in too. A new membership at WorkOS (removed there, added again) brings them back, by its
+    ``created`` event or by their sign-in before it. *known*: whether the row had learnt its WorkOS id (its
+    ``created`` event applied) before the removal."""
+    app, control = acme
+    person = WorkOS(control, app)
+    first = person.add("viewer")
+    _sign_in(app, person, "viewer")
+    if known:
+        _store_and_drain(app, person.events)
+    _remove_here(app, person)
+
+    person.set_role(first, "developer")
+    _store_and_drain(app, person.events[-1:])
+    m = _membership(app, person)
+    assert m is not None
+    assert m.status == "deprovisioned", m.details
+    with pytest.raises(LoginDenied):
+        _sign_in(app, person, "developer")  # WorkOS lists the membership, newer: the admin's removal still holds
+
+    person.remove(first)
+    again = person.add("admin")
+    m = _sign_in(app, person, "admin")  # before the re-add's events are applied
+    assert (m.status, m.role) == ("active", "admin")
+    _store_and_drain(app, person.events[-2:])
+    m = _membership(app, person)
+    assert m is not None
+    assert (m.status, m.role, m.workos_membership_id) == ("active", "admin", again)
+    assert "removed_here" not in m.details
+
+
+def test_an_admin_bringing_a_member_back_lifts_the_removal(acme: tuple[Flask, EmulatorControl]) -> None:
+    """An admin's removal, then an admin here makes the person a member again: WorkOS's changes of the membership
+    apply again (the removal's mark is gone)."""
+    app, control = acme
+    person = WorkOS(control, app)
+    first = person.add("viewer")
+    _sign_in(app, person, "viewer")
+    _store_and_drain(app, person.events)
+    _remove_here(app, person)
+    with app.app_context():
+        tenant_admin.grant_admin(db.session(), organization_id=_acme(db.session).id, email=person.email,
+                                 actor=Actor.system("test"))
+        db.session.commit()
+        db.session.remove()
+    m = _membership(app, person)
+    assert m is not None
+    assert (m.status, m.role) == ("active", "admin")
+    assert "removed_here" not in m.details
+    person.set_role(first, "developer")
+    _store_and_drain(app, person.events[-1:])
+    m = _membership(app, person)
+    assert m is not None
+    assert (m.status, m.role) == ("active", "developer")
+
+
+def test_the_catch_up_is_audited_with_the_membership_workos_listed(acme: tuple[Flask, EmulatorControl]) -> None:
+    """The reactivation a sign-in's catch-up makes is audited once (``membership.activated``), naming the WorkOS
+    membership it applied."""
+    app, control = acme
+    person = WorkOS(control, app)
+    person.remove(person.add())
+    again = person.add("viewer")
+    _store_and_drain(app, person.events[:2])
+    m = _sign_in(app, person, "viewer")
+    with app.app_context():
+        details = db.session.scalars(select(AuditEvent.details).where(
+            AuditEvent.action == "membership.activated", AuditEvent.target_id == m.id)).all()
+        db.session.remove()
+    caught = [d for d in details if d["reason"] == "workos_membership_active"]
+    assert [(d["workos_membership_id"], d["role"]) for d in caught] == [(again, "viewer")], details
+
+
+def test_a_sign_in_elsewhere_catches_up_the_memberships_it_mirrors(acme: tuple[Flask, EmulatorControl]) -> None:
+    """The sign-in's mirroring of the person's other memberships (``login.sync_user_memberships``) brings a row
+    WorkOS's events left deprovisioned up to WorkOS's re-add, so the person can switch into it."""
+    app, control = acme
+    person = WorkOS(control, app)
+    person.remove(person.add("viewer"))
+    person.add("developer")
+    _store_and_drain(app, person.events[:2])  # the deletion applied, the re-add not yet
+    m = _membership(app, person)
+    assert m is not None
+    assert m.status == "deprovisioned"
+    with app.app_context():
+        login.sync_user_memberships(db.session(), app.extensions["hatidata_workos"].client, user_id=m.user_id,
+                                    workos_user_id=person.user_id)
+        db.session.commit()
+        db.session.remove()
+    m = _membership(app, person)
+    assert m is not None
+    assert (m.status, m.role) == ("active", "developer")
+
+
+def test_workos_failing_a_removals_lookup_leaves_the_removal_standing(acme: tuple[Flask, EmulatorControl],
+                                                                       emulator: Any) -> None:
+    """WorkOS failing the listing an admin's removal of a row that never learnt its WorkOS id makes: the removal
+    lands (marked ``"*"``) and WorkOS's later ``updated`` of the membership does not undo it."""
+    from tests.auth_support import add_fault
+
+    app, control = acme
+    person = WorkOS(control, app)
+    first = person.add("viewer")
+    _sign_in(app, person, "viewer")
+    add_fault(emulator, "GET", "/user_management/organization_memberships", 503, count=1)
+    _remove_here(app, person)
+    m = _membership(app, person)
+    assert m is not None
+    assert (m.status, m.details["removed_here"]) == ("deprovisioned", "*")
+    person.set_role(first, "developer")
+    _store_and_drain(app, person.events[-1:])
+    m = _membership(app, person)
+    assert m is not None
+    assert m.status == "deprovisioned"
+
+
+def test_workos_failing_the_catch_up_refuses_the_sign_in(acme: tuple[Flask, EmulatorControl],
+                                                         emulator: Any) -> None:
+    """WorkOS failing the catch-up's listing: the sign-in is refused as before (``LoginDenied``: a 403, not an
+    error), and the next sign-in, WorkOS answering, is let in."""
+    from tests.auth_support import add_fault
+
+    app, control = acme
+    person = WorkOS(control, app)
+    person.remove(person.add("viewer"))
+    person.add("viewer")
+    _store_and_drain(app, person.events[:2])
+    add_fault(emulator, "GET", "/user_management/organization_memberships", 503, count=1)
+    with pytest.raises(LoginDenied):
+        _sign_in(app, person, "viewer")
+    m = _sign_in(app, person, "viewer")
+    assert m.status == "active"
