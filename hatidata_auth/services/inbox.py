@@ -81,8 +81,9 @@ def _ref(value: Any) -> str | None:
 def entity_key(payload: dict[str, Any]) -> str:
     """What the event is about, the unit of order of the appliers: ``directory:<id>`` (``dsync.activated`` and
     ``dsync.deleted``), ``user:<directory user id>`` (user events and group membership events, which decide
-    that user's access), ``group:<id>`` (group events), ``<family>:<data.id>`` for other types with an id, else
-    ``event:<event id>`` (no order with any other event). At most 160 characters."""
+    that user's access), ``group:<id>`` (group events), ``organization_membership:<organization id>/<user id>``
+    (one person's memberships of one organization, whatever their WorkOS ids), ``<family>:<data.id>`` for other
+    types with an id, else ``event:<event id>`` (no order with any other event). At most 160 characters."""
     event_type, data = str(payload["event"]), payload["data"]
     ref: str | None
     if event_type in _DIRECTORY_OBJECT_EVENTS:
@@ -94,6 +95,9 @@ def entity_key(payload: dict[str, Any]) -> str:
         kind, ref = "user", _ref(user.get("id")) if isinstance(user, dict) else None
     elif event_type.startswith("dsync.group."):
         kind, ref = "group", _ref(data.get("id"))
+    elif event_type.startswith("organization_membership."):  # not by id: a re-added member gets a new one
+        org, user = _ref(data.get("organization_id")), _ref(data.get("user_id"))
+        kind, ref = "organization_membership", f"{org}/{user}" if org and user else None
     else:
         kind, ref = event_type.rsplit(".", 1)[0], _ref(data.get("id"))
     if ref is None:

@@ -1,6 +1,6 @@
 """WorkOS's word on a person's membership of an organization, and what an admin's removal here keeps from it.
 
-Rules (``docs/directory-sync.md``, "organization_membership row"):
+Rules (``docs/directory-sync.md``, the ``organization_membership.*`` row of the events table):
 
 - **The newest word decides** (:func:`superseded`). WorkOS's ``organization_membership.*`` events carry the
   membership's ``updated_at``; the row keeps the newest it applied (``details.workos_version``) and the WorkOS ids it
