@@ -70,8 +70,9 @@ def suspend_member_keys(session: Session, *, organization_id: str, user_id: str,
 
 
 REMOVED_HERE = "removed_here"
-"""``Membership.details`` key of an admin's removal (``services.workos_memberships.remove_here``): the WorkOS
-membership id it removed, or ``"*"``. Dropped when the member is active again, whoever made them so."""
+"""``Membership.details`` key of an admin's removal (``services.workos_memberships.remove_here``): when
+(``at``) and the WorkOS membership id the row knew (``id``). Dropped when the member is active again, whoever made
+them so."""
 
 
 def set_access(

@@ -320,13 +320,16 @@ def remove_member(session: Session, client: WorkOSClient, *, organization_id: st
     membership, user = load_member(session, organization_id, membership_id, for_update=True)
     if cause.actor.type == "user" and cause.actor.id == user.id:
         raise Conflict("You cannot remove yourself.", code="cannot_remove_self")
-    if membership.status == "deprovisioned":
+    # WorkOS's later word on a membership it had made by now does not undo the removal
+    workos_memberships.remove_here(membership, now=utcnow())
+    if membership.status == "deprovisioned":  # access is gone already; the admin's decision is recorded
+        audit.record(session, action="membership.removal_recorded", cause=cause.with_reason("removed by an admin"),
+                     organization_id=organization_id, target_type="membership", target_id=membership.id,
+                     details={"user_id": user.id, "status": membership.status})
+        session.flush()
         return member_view(membership, user)
     last_admin.ensure_remains(session, organization_id, membership, to_role=None, active=False,
                               what="Removing the last admin")
-    # WorkOS's later word on the membership removed does not undo the removal
-    workos_memberships.remove_here(client, get_organization(session, organization_id), user,
-                                   membership)
     provisioning.set_access(session, client, membership, role=None, role_source=membership.role_source,
                             active=False, cause=cause.with_reason("removed by an admin"),
                             inactive_status="deprovisioned")

@@ -6,10 +6,12 @@ Rules (``docs/directory-sync.md``, the ``organization_membership.*`` row of the 
   membership's ``updated_at``; the row keeps the newest it applied (``details.workos_version``) and the WorkOS ids it
   saw deleted (``details.workos_deleted_ids``: WorkOS gives a member it adds again a new id, so news of a deleted id
   is old news). A deletion's payload is the membership as it was, so it wins a tie with the event it ends.
-- **An admin's removal here holds against that membership** (:func:`remove_here`): later changes WorkOS reports of
-  the membership the admin removed (a role change, say) do not bring the person back; a new membership does
-  (WorkOS re-added them: a new id), as does an admin here. When the row never learnt its WorkOS id, no change but
-  a ``created`` gets past the removal.
+- **An admin's removal here holds against every membership WorkOS had made before it** (:func:`remove_here`,
+  :func:`held_by_removal`): WorkOS's later changes of one (a role change, a late ``created``, a listing at a
+  sign-in) do not bring the person back. A membership WorkOS creates after the removal (it re-added the person) is a
+  new decision and is applied, as is an admin here making them a member again. The removal's time is ours and the
+  membership's ``created_at`` WorkOS's (clocks a few milliseconds apart at most, in practice); the removed id, when
+  the row knows it, is held whatever the clocks say.
 - **A sign-in is not refused on old news** (:func:`caught_up`): a row WorkOS's events made inactive is brought up to
   what WorkOS says now when it is newer (a re-added member signing in before the ``created`` event is applied).
   The rules above decide it, as they would decide the event: nothing an event could not do.
@@ -41,27 +43,31 @@ log = logging.getLogger(__name__)
 DELETED_IDS = "workos_deleted_ids"
 KEPT_DELETED_IDS = 20
 """The WorkOS membership ids a row has seen deleted (the newest last, at most this many)."""
-UNKNOWN_ID = "*"
-"""``details[REMOVED_HERE]`` of a removal that knew no WorkOS membership id."""
 
 
-def superseded(membership: Membership, workos_membership_id: str, version: datetime, *, deleted: bool,
-               created: bool = False) -> bool:
+def superseded(membership: Membership, workos_membership_id: str, version: datetime, *, deleted: bool) -> bool:
     """Whether what *membership* holds is newer than WorkOS's word (an event's, or WorkOS's present list's) of
     *workos_membership_id* at *version* (its ``updated_at``): an older version; an equal one the row holds as a
-    deletion, for a ``created``/``updated``; a ``created``/``updated`` of a membership id the row saw deleted, or
-    of the one an admin removed here (*created*: the word is a ``created`` event, which is all that gets past a
-    removal of an unknown id)."""
+    deletion, for a ``created``/``updated``; or a ``created``/``updated`` of a membership id the row saw deleted."""
     details = membership.details or {}
-    if not deleted:
-        removed = details.get(REMOVED_HERE)
-        if workos_membership_id in (details.get(DELETED_IDS) or []) or workos_membership_id == removed or (
-                removed == UNKNOWN_ID and not created):
-            return True
+    if not deleted and workos_membership_id in (details.get(DELETED_IDS) or []):
+        return True
     seen = parse_time(details.get("workos_version"))
     if seen is None or version > seen:
         return False
     return version < seen or (not deleted and details.get("workos_status") == "deleted")
+
+
+def held_by_removal(membership: Membership, workos_membership_id: str, created_at: datetime | None) -> bool:
+    """Whether an admin's removal here holds against WorkOS's word of *workos_membership_id* (created at
+    *created_at*, WorkOS's ``created_at``): the membership existed when the admin removed the person (or is the one
+    removed, or its creation time is unknown). A deletion is never held (it takes access, it gives none)."""
+    mark = (membership.details or {}).get(REMOVED_HERE)
+    if not isinstance(mark, dict):
+        return False
+    removed_at = parse_time(mark.get("at"))
+    return (workos_membership_id == mark.get("id") or created_at is None or removed_at is None
+            or created_at <= removed_at)
 
 
 def apply(session: Session, client: WorkOSClient | None, org: Organization, membership: Membership, *,
@@ -86,21 +92,12 @@ def apply(session: Session, client: WorkOSClient | None, org: Organization, memb
                inactive_status="deprovisioned" if deleted else "inactive", details=audit_details)
 
 
-def remove_here(client: WorkOSClient | None, org: Organization, person: User, membership: Membership) -> None:
-    """Mark an admin's removal of *membership* (before its ``set_access``) with the WorkOS membership it removes:
-    WorkOS's later changes of that one do not bring the person back (:func:`superseded`). A row that never learnt
-    its WorkOS id asks WorkOS (one list call); WorkOS unreachable, the mark is ``"*"`` (nothing but a ``created``
-    gets past it). Cleared when the member is active again."""
-    removed = membership.workos_membership_id
-    if removed is None and client is not None and person.workos_user_id and org.workos_organization_id:
-        try:
-            listed = _memberships(client, person.workos_user_id, org.workos_organization_id,
-                                  statuses=["active", "inactive", "pending"])
-        except WorkOSFailure as failure:
-            log.warning("could not ask WorkOS for the membership %s removes: %s", membership.id, failure)
-            listed = []
-        removed = listed[0].id if listed else None
-    membership.details = {**(membership.details or {}), REMOVED_HERE: removed or UNKNOWN_ID}
+def remove_here(membership: Membership, *, now: datetime) -> None:
+    """Mark an admin's removal of *membership* at *now* (before its ``set_access``; again when the member was
+    deprovisioned already: the admin's decision is the newest): WorkOS's later word on a membership it had made by
+    then does not bring the person back (:func:`held_by_removal`). Cleared when the member is active again."""
+    membership.details = {**(membership.details or {}),
+                          REMOVED_HERE: {"at": now.isoformat(), "id": membership.workos_membership_id}}
 
 
 def caught_up(session: Session, client: WorkOSClient | None, org: Organization, person: User,
@@ -115,7 +112,7 @@ def caught_up(session: Session, client: WorkOSClient | None, org: Organization, 
             or not person.workos_user_id or not org.workos_organization_id or not _answerable(membership)):
         return membership.status == "active"
     try:
-        listed = _memberships(client, person.workos_user_id, org.workos_organization_id, statuses=["active"])
+        listed = _active_memberships(client, person.workos_user_id, org.workos_organization_id)
     except WorkOSFailure as failure:
         log.warning("could not ask WorkOS for the memberships of %s: %s", person.id, failure)
         return False
@@ -129,13 +126,14 @@ def caught_up(session: Session, client: WorkOSClient | None, org: Organization, 
 def from_listing(session: Session, client: WorkOSClient | None, org: Organization, membership: Membership, item: Any,
                  *, cause: Cause) -> bool:
     """Apply WorkOS's listed membership *item* (an SDK ``OrganizationMembership``) to *membership* (held) when it is
-    active, newer than what the row holds from WorkOS's events, not the one an admin removed here, and WorkOS's to
+    active, newer than what the row holds from WorkOS's events, not held by an admin's removal here, and WorkOS's to
     answer (:func:`_answerable`); returns whether it was applied."""
     version = parse_time(getattr(item, "updated_at", None))
     seen = parse_time((membership.details or {}).get("workos_version"))
     # Newer news only: an equal version is what the row already holds (an admin's removal may have followed it).
     if (version is None or not _answerable(membership) or (seen is not None and version <= seen)
-            or getattr(item, "status", None) != "active" or superseded(membership, item.id, version, deleted=False)):
+            or getattr(item, "status", None) != "active" or superseded(membership, item.id, version, deleted=False)
+            or held_by_removal(membership, item.id, parse_time(getattr(item, "created_at", None)))):
         return False
     slug = getattr(getattr(item, "role", None), "slug", None)
     apply(session, client, org, membership, workos_membership_id=item.id, version=version, status="active",
@@ -146,18 +144,15 @@ def from_listing(session: Session, client: WorkOSClient | None, org: Organizatio
 
 def _answerable(membership: Membership) -> bool:
     """Whether WorkOS's present word can answer what left *membership* inactive: WorkOS's events (the row holds a
-    version of theirs), or an admin's removal of a membership WorkOS names (a new one is a new decision). Any
-    other (a directory's, an organization's deletion, an admin's removal of a membership no one could name) is
-    not WorkOS's to undo."""
+    version of theirs), or an admin's removal (a membership WorkOS made since is a new decision). Any other (a
+    directory's, an organization's deletion) is not WorkOS's to undo."""
     details = membership.details or {}
-    removed = details.get(REMOVED_HERE)
-    return parse_time(details.get("workos_version")) is not None or (removed is not None and removed != UNKNOWN_ID)
+    return parse_time(details.get("workos_version")) is not None or isinstance(details.get(REMOVED_HERE), dict)
 
 
 @translate_errors()
-def _memberships(client: WorkOSClient, workos_user_id: str, workos_organization_id: str,
-                 statuses: list[str]) -> list[Any]:
-    """WorkOS's memberships of the person in the organization (one at most, in WorkOS's model)."""
+def _active_memberships(client: WorkOSClient, workos_user_id: str, workos_organization_id: str) -> list[Any]:
+    """WorkOS's active memberships of the person in the organization (one at most, in WorkOS's model)."""
     listed = client.organization_membership.list_organization_memberships(
-        user_id=workos_user_id, organization_id=workos_organization_id, statuses=statuses, limit=10)
+        user_id=workos_user_id, organization_id=workos_organization_id, statuses=["active"], limit=10)
     return list(listed.data)

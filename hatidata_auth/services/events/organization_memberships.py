@@ -59,10 +59,11 @@ def on_organization_membership(ctx: EventContext, data: dict[str, Any]) -> None:
     role = (data.get("role") or {}).get("slug") if isinstance(data.get("role"), dict) else None
     version = parse_time(data.get("updated_at")) or ctx.event_time
     deleted = ctx.event_type.endswith("deleted")
-    created = ctx.event_type.endswith("created")
+    created_at = parse_time(data.get("created_at"))
 
     def old_news(m: Membership) -> bool:
-        return workos_memberships.superseded(m, data["id"], version, deleted=deleted, created=created)
+        return workos_memberships.superseded(m, data["id"], version, deleted=deleted) or (
+            not deleted and workos_memberships.held_by_removal(m, data["id"], created_at))
 
     if membership is not None and old_news(membership):
         return
