@@ -239,3 +239,36 @@ def test_a_note_of_a_session_row_gone_is_not_kept(app: Flask, signed_in: FlaskCl
     writer.note(gone)
     assert writer.flush() == 0
     assert writer.pending == 0
+
+
+def test_a_child_forked_while_the_lock_is_held_can_note() -> None:
+    """gunicorn forks its workers from a parent that may have run the writer: a child forked while another thread
+    held the writer's lock inherited it held, and its first request's note waited for ever (by reading; now the
+    lock is made anew in the child, with no pending notes and no thread of the parent's)."""
+    import os
+    import signal
+    import time
+
+    from hatidata_auth.services.credential_status import SessionStatus
+
+    writer = LastSeenWriter(lambda: None, interval=60, flush_every=3600)  # type: ignore[arg-type,return-value]  # never flushes
+    status = SessionStatus("ses_fork", "session_fork", "usr_fork", "fork@acme.test", "org_fork", None, "viewer",
+                           True, time.time() + 3600, False, None, 300, None)
+    writer.note(status)  # a parent's note pending, its flush thread running
+    assert writer._lock.acquire(timeout=5)
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: exit 0 once its note is taken, killed by the alarm if it waits
+            signal.alarm(10)
+            writer.note(replace(status, session_id="ses_fork_child"))
+            os._exit(0 if list(writer._pending) == ["ses_fork_child"] else 3)
+    finally:
+        writer._lock.release()
+    deadline = time.monotonic() + 20
+    while (done := os.waitpid(pid, os.WNOHANG)) == (0, 0) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done == (0, 0):
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    assert done[0] == pid, "the child's note waited for its parent's lock"
+    assert os.waitstatus_to_exitcode(done[1]) == 0, done

@@ -17,6 +17,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -44,6 +45,13 @@ class Seen:
     """Put back by a flush that had claimed it (the claim holds for the interval: not asked again)."""
 
 
+def _after_fork(ref: weakref.ref[LastSeenWriter]) -> None:
+    writer = ref()
+    if writer is not None:
+        writer._lock = threading.Lock()
+        writer._pid, writer._thread, writer._pending = os.getpid(), None, {}
+
+
 class LastSeenWriter:
     """Pending last-seen writes of this process and the thread that flushes them.
 
@@ -63,6 +71,9 @@ class LastSeenWriter:
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._thread: threading.Thread | None = None
+        # A child forked while another thread held the lock would inherit it held for ever.
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _after_fork(ref))
 
     def due(self, status: SessionStatus) -> bool:
         """Whether the session's last-seen time is due to be written."""
