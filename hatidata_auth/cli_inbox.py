@@ -19,9 +19,9 @@ def inbox_cli() -> None:
 @with_appcontext
 def inbox_list_failed(limit: int) -> None:
     """List events that failed to apply, oldest first."""
-    from .services import inbox
+    from .services import inbox_replay
 
-    rows = inbox.list_failed(db.session(), limit)
+    rows = inbox_replay.list_failed(db.session(), limit)
     for row in rows:
         error = (row.last_error or "").splitlines()[0] if row.last_error else ""
         click.echo(f"{row.event_id}  {row.event_type:40}  attempts={row.attempts}  {row.received_at:%Y-%m-%d %H:%M:%S}"
@@ -35,15 +35,15 @@ def inbox_list_failed(limit: int) -> None:
 @with_appcontext
 def inbox_replay(event_id: str | None, all_failed: bool) -> None:
     """Apply a stored event again (EVENT_ID), or every failed one (--all-failed)."""
-    from .services import inbox
+    from .services import inbox_replay as replaying
 
     if bool(event_id) == all_failed:
         raise click.UsageError("give exactly one of EVENT_ID or --all-failed")
     client = current_app.extensions["hatidata_workos"].client
     session = db.session()
     try:
-        results = (inbox.replay_failed(session, client) if all_failed
-                   else [inbox.replay(session, client, event_id or "")])
+        results = (replaying.replay_failed(session, client) if all_failed
+                   else [replaying.replay(session, client, event_id or "")])
     except LookupError as exc:
         raise click.ClickException(str(exc)) from exc
     for result in results:

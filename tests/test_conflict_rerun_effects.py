@@ -223,6 +223,42 @@ def test_a_replay_that_stored_its_event_is_not_run_again(app: Flask, client: Fla
                          headers=headers_for(tenant, "admin"))
     assert conflict_after_an_effect[1:] == [f"/api/v1/webhook-inbox/{tenant.ids['inbox_event']}/replay"]
     assert answer.status_code == 503, answer.get_json()
-    assert _audits(app, "webhook_event.replayed") == 0
+    # The replay's audit event commits with the outcome it records (it was left to the view's commit, which the
+    # conflict rolled back: a replay applied and never audited).
+    assert _audits(app, "webhook_event.replayed") == 1
     assert _count(app, select(func.count()).select_from(WebhookEvent)
                   .where(WebhookEvent.event_id == tenant.ids["inbox_event"])) == 1
+
+
+def test_a_replay_that_loses_its_one_commit_runs_again_and_is_audited_once(app: Flask, client: FlaskClient,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The replay's outcome and its audit event are one transaction: a conflict at its commit rolls back both, so
+    nothing outlived the attempt and the view runs again: applied once, audited once, answered 200."""
+    tenant = make_tenant(app, "ReplayedOnce")
+    path = f"/api/v1/webhook-inbox/{tenant.ids['inbox_event']}/replay"
+    hits: list[int] = []
+    mark = lasting_effects.mark
+
+    def marked() -> lasting_effects.Mark:  # where the view starts (after the sign-in checks' own commits)
+        g.effects_mark = mark()
+        return g.effects_mark
+
+    def before_commit(session: Session) -> None:  # the view's first commit: the replay's
+        if has_request_context() and request.path == path and "effects_mark" in g and not hits:
+            hits.append(1)
+            raise _deadlock()
+
+    monkeypatch.setattr(lasting_effects, "mark", marked)
+    event.listen(Session, "before_commit", before_commit)
+    try:
+        answer = client.post(path, headers=headers_for(tenant, "admin"))
+    finally:
+        event.remove(Session, "before_commit", before_commit)
+    assert hits == [1]
+    assert answer.status_code == 200, answer.get_json()
+    assert _audits(app, "webhook_event.replayed") == 1
+    with app.app_context():
+        row = db.session.scalar(select(WebhookEvent).where(WebhookEvent.event_id == tenant.ids["inbox_event"]))
+        assert row is not None
+        assert (row.status, row.attempts) == (answer.get_json()["status"], 2), "one attempt more than the stored one"
+        db.session.remove()

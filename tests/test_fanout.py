@@ -427,7 +427,7 @@ def test_a_batch_takes_at_most_one_job(app: Flask, fanco: Tenant) -> None:
 
 
 def test_a_failed_job_is_replayed_by_the_appliers(app: Flask, client: FlaskClient, fanco: Tenant) -> None:
-    from hatidata_auth.services import inbox
+    from hatidata_auth.services import inbox_replay
 
     _ack(client, app, _event("dsync.group.updated", _group("Fan Renamed")))
     _batch(app)
@@ -438,7 +438,7 @@ def test_a_failed_job_is_replayed_by_the_appliers(app: Flask, client: FlaskClien
                         .values(status="failed", last_error="RuntimeError: boom"))
         session.commit()
         assert job_id is not None
-        result = inbox.replay(session, app.extensions["hatidata_workos"].client, job_id)
+        result = inbox_replay.replay(session, app.extensions["hatidata_workos"].client, job_id)
         assert result.status == "received"  # queued again: the appliers apply it, in its chain's order
         db.session.remove()
     drain_inbox(app)

@@ -13,7 +13,7 @@ from flask import Flask
 from sqlalchemy import event, inspect, text
 
 from hatidata_auth.extensions import db
-from hatidata_auth.services import inbox, inbox_worker
+from hatidata_auth.services import inbox_replay, inbox_worker
 
 PARTIAL = {"ix_webhook_events_claim_order": "received", "ix_webhook_events_pending_key": "received",
            "ix_webhook_events_internal_order": "received", "ix_webhook_events_failed": "failed"}
@@ -117,7 +117,7 @@ def test_the_failed_list_and_the_gauges_read_the_partial_indexes(app: Flask,
     from hatidata_auth.metrics_views import _inbox_backlog
 
     with app.app_context():
-        inbox.list_failed(db.session())
+        inbox_replay.list_failed(db.session())
         db.session.rollback()
         _inbox_backlog()
         (failed_sql, failed_params), (gauge_sql, gauge_params) = statements

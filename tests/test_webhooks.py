@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from hatidata_auth.models import AuditEvent, WebhookEvent
-from hatidata_auth.services import inbox
+from hatidata_auth.services import inbox_replay
 from hatidata_auth.workos.webhooks import MalformedEvent, parse_event
 from tests.support.dsync import (
     drain_inbox,
@@ -214,13 +214,13 @@ def test_a_failing_event_is_acknowledged_kept_as_failed_and_replays(
     assert snapshot(db_session)["audit_events"] == before_audit
     assert db_session.scalar(select(Membership).where(Membership.organization_id == org.id,
                                                       Membership.directory_user_id == "directory_user_TEST1")) is None
-    assert [r.event_id for r in inbox.list_failed(db_session)] == ["event_F1"]
+    assert [r.event_id for r in inbox_replay.list_failed(db_session)] == ["event_F1"]
     db_session.rollback()
     # Fix the cause, then replay: applied exactly once.
     org = db_session.get(type(org), org.id)
     org.default_role = "viewer"
     db_session.commit()
-    result = inbox.replay(db_session, workos_client, "event_F1")
+    result = inbox_replay.replay(db_session, workos_client, "event_F1")
     assert result.status == "applied"
     assert member_roles(db_session, org.id)["new.person@acme.test"] == ("viewer", "active")
     assert post_event(client, app, payload).json["status"] == "duplicate"

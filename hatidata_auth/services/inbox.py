@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -48,6 +48,10 @@ class InboxResult:
     status: str
     error: str | None = None
     note: str | None = None
+
+
+OnResult = Callable[[InboxResult], None]
+"""Called with an event's result in the transaction that records it (:func:`receive`)."""
 
 
 def validate_envelope(payload: Any) -> dict[str, Any]:
@@ -217,7 +221,7 @@ def _insert(session: Session, values: dict[str, Any]) -> bool:
     return result.first() is not None
 
 
-def _record_failure(session: Session, payload: dict[str, Any], source: str, error: str) -> None:
+def record_failure(session: Session, payload: dict[str, Any], source: str, error: str) -> None:
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     now = utcnow()
@@ -287,12 +291,14 @@ def error_summary(exc: BaseException, limit: int = ERROR_SUMMARY_CHARS) -> str:
 
 
 def receive(session: Session, client: WorkOSClient, payload: dict[str, Any], *, source: str = "webhook",
-            cause: Cause | None = None) -> InboxResult:
+            cause: Cause | None = None, on_result: OnResult | None = None) -> InboxResult:
     """Store and apply one verified event exactly once (by WorkOS unless *cause* says who); commits (or rolls back
-    and records the failure).
+    and records the failure). *on_result* is called with the result in the transaction that records it, before its
+    commit (a replay's audit event); for a duplicate, after the rollback (the caller commits what it writes).
 
     Raises :class:`PayloadError` (nothing stored) when the envelope or the data has the wrong shape.
     """
+    done = on_result or (lambda result: None)
     validate_envelope(payload)
     cause = cause or Cause.by(Actor.workos())
     event_id, event_type = payload["id"], payload["event"]
@@ -306,16 +312,18 @@ def receive(session: Session, client: WorkOSClient, payload: dict[str, Any], *, 
         })
         if not inserted:  # known id, and not a failed one this delivery could claim: a duplicate
             session.rollback()
-            return InboxResult(event_id, event_type, "duplicate")
+            return _done(done, InboxResult(event_id, event_type, "duplicate"))
         if not handled:
+            result = _done(done, InboxResult(event_id, event_type, "ignored", note="event type not handled"))
             session.commit()
-            return InboxResult(event_id, event_type, "ignored", note="event type not handled")
+            return result
         ctx = apply_event(session, client, payload, cause)
         if ctx.outcome != "applied" or ctx.note:
             session.execute(update(WebhookEvent).where(WebhookEvent.event_id == event_id)
                             .values(status=ctx.outcome, last_error=ctx.note))
+        result = _done(done, InboxResult(event_id, event_type, ctx.outcome, note=ctx.note))
         session.commit()
-        return InboxResult(event_id, event_type, ctx.outcome, note=ctx.note)
+        return result
     except PayloadError:
         session.rollback()
         raise
@@ -326,35 +334,20 @@ def receive(session: Session, client: WorkOSClient, payload: dict[str, Any], *, 
         error = error_summary(exc)
         # The traceback goes to the server log only: tenants see the stored summary through the API.
         log.warning("applying WorkOS event %s (%s) failed: %s", event_id, event_type, error, exc_info=exc)
+        failed = InboxResult(event_id, event_type, "failed", error=error)
         try:
-            _record_failure(session, payload, source, error)
+            record_failure(session, payload, source, error)
+            done(failed)
             session.commit()
         except Exception:  # the database itself is down: WorkOS retries anyway
             session.rollback()
             log.exception("could not record the failure of event %s", event_id)
-        return InboxResult(event_id, event_type, "failed", error=error)
+        return failed
 
 
-def replay(session: Session, client: WorkOSClient, event_id: str, *, cause: Cause | None = None) -> InboxResult:
-    """Apply a stored event again (normally a ``failed`` one); duplicates of applied events change nothing."""
-    row = session.scalar(select(WebhookEvent).where(WebhookEvent.event_id == event_id))
-    if row is None:
-        raise LookupError(f"no stored event {event_id}")
-    payload, source = dict(row.payload), row.source
-    if source == INTERNAL_SOURCE:  # our own work: queued again for the appliers, which apply it in order
-        requeued = session.execute(update(WebhookEvent).where(WebhookEvent.id == row.id,
-                                                              WebhookEvent.status == "failed")
-                                   .values(status="received", last_error=None, updated_at=utcnow()))
-        session.commit()
-        status = "received" if getattr(requeued, "rowcount", 0) else "duplicate"
-        return InboxResult(event_id, str(payload.get("event")), status, note="queued for the appliers")
-    session.rollback()
-    try:
-        return receive(session, client, payload, source=source, cause=cause or Cause.by(Actor.system("replay")))
-    except PayloadError as exc:
-        _record_failure(session, payload, source, error_summary(exc))
-        session.commit()
-        return InboxResult(event_id, payload.get("event", "?"), "failed", error=error_summary(exc))
+def _done(on_result: OnResult, result: InboxResult) -> InboxResult:
+    on_result(result)
+    return result
 
 
 def concerning(org: Organization) -> ColumnElement[bool]:
@@ -373,19 +366,6 @@ def concerning(org: Organization) -> ColumnElement[bool]:
 def failed_of(org: Organization) -> Select[tuple[WebhookEvent]]:
     """The query of *org*'s failed events (order and limit it; filtered before either)."""
     return select(WebhookEvent).where(status_is("failed"), concerning(org))
-
-
-def list_failed(session: Session, limit: int = 100) -> Sequence[WebhookEvent]:
-    """Failed events of every organization, oldest first (operators: the CLI and ``replay_failed``)."""
-    return session.scalars(select(WebhookEvent).where(status_is("failed"))
-                           .order_by(WebhookEvent.received_at, WebhookEvent.id).limit(limit)).all()
-
-
-def replay_failed(session: Session, client: WorkOSClient, *, limit: int = 1000) -> list[InboxResult]:
-    """Replay every failed event, in the order they were received."""
-    ids = [row.event_id for row in list_failed(session, limit)]
-    session.rollback()
-    return [replay(session, client, event_id) for event_id in ids]
 
 
 def counts(session: Session) -> dict[str, int]:

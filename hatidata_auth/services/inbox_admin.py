@@ -15,7 +15,7 @@ from ..causes import Cause
 from ..errors import AppError
 from ..models import WebhookEvent
 from ..workos import WorkOSClient
-from . import audit, inbox, paging, tenant_admin
+from . import audit, inbox, inbox_replay, paging, tenant_admin
 from .inbox import InboxResult
 
 
@@ -53,16 +53,19 @@ def failed_page(session: Session, organization_id: str, page: paging.PageRequest
 
 
 def replay(session: Session, client: WorkOSClient, *, organization_id: str, event_id: str, cause: Cause) -> InboxResult:
-    """Apply a stored event of the organization again and audit ``webhook_event.replayed`` (caller commits);
-    404 ``not_found`` for an event that is not the organization's."""
+    """Apply a stored event of the organization again and audit ``webhook_event.replayed`` in the transaction that
+    records its outcome (committed here, but for a duplicate: the caller commits); 404 ``not_found`` for an event
+    that is not the organization's."""
     org = tenant_admin.get_organization(session, organization_id)
     row = session.scalar(select(WebhookEvent).where(WebhookEvent.event_id == event_id, inbox.concerning(org)))
     if row is None:
         raise AppError("No such event.", status=404, code="not_found")
     org_id = org.id
-    result = inbox.replay(session, client, event_id, cause=cause)
-    audit.record(session, action="webhook_event.replayed", cause=cause, organization_id=org_id,
-                 target_type="webhook_event", target_id=event_id[:64],
-                 outcome="success" if result.status != "failed" else "failure",
-                 details={"status": result.status, "error": result.error})
-    return result
+
+    def audited(result: InboxResult) -> None:  # in the transaction that records the replay's outcome
+        audit.record(session, action="webhook_event.replayed", cause=cause, organization_id=org_id,
+                     target_type="webhook_event", target_id=event_id[:64],
+                     outcome="success" if result.status != "failed" else "failure",
+                     details={"status": result.status, "error": result.error})
+
+    return inbox_replay.replay(session, client, event_id, cause=cause, on_result=audited)
