@@ -25,7 +25,7 @@ import pytest
 from flask import Flask
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from hatidata_auth.causes import NO_REQUEST, Actor, Cause
 from hatidata_auth.extensions import db
@@ -416,3 +416,28 @@ def test_removing_a_member_workos_removed_records_the_decision(acme: tuple[Flask
         actions = db.session.scalars(select(AuditEvent.action).where(AuditEvent.target_id == m.id)).all()
         db.session.remove()
     assert "membership.removal_recorded" in actions
+
+
+def test_the_mirroring_gives_nothing_back_in_an_organization_no_longer_active(acme: tuple[Flask, EmulatorControl]
+                                                                              ) -> None:
+    """WorkOS lists the person's re-added membership, but the organization is deleted here: the mirroring changes
+    nothing and audits nothing (it turned ``deprovisioned`` into ``inactive``, audited as a role change)."""
+    app, control = acme
+    person = WorkOS(control, app)
+    person.remove(person.add("viewer"))
+    person.add("viewer")
+    _store_and_drain(app, person.events[:2])
+    m = _membership(app, person)
+    assert m is not None
+    with app.app_context():
+        _acme(db.session).status = "deleted"
+        db.session.commit()
+        before = db.session.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.target_id == m.id))
+        login.sync_user_memberships(db.session(), app.extensions["hatidata_workos"].client, user_id=m.user_id,
+                                    workos_user_id=person.user_id)
+        db.session.commit()
+        after = db.session.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.target_id == m.id))
+        db.session.remove()
+    m = _membership(app, person)
+    assert m is not None
+    assert (m.status, after) == ("deprovisioned", before)

@@ -126,13 +126,15 @@ def caught_up(session: Session, client: WorkOSClient | None, org: Organization, 
 def from_listing(session: Session, client: WorkOSClient | None, org: Organization, membership: Membership, item: Any,
                  *, cause: Cause) -> bool:
     """Apply WorkOS's listed membership *item* (an SDK ``OrganizationMembership``) to *membership* (held) when it is
-    active, newer than what the row holds from WorkOS's events, not held by an admin's removal here, and WorkOS's to
-    answer (:func:`_answerable`); returns whether it was applied."""
+    active, newer than what the row holds from WorkOS's events, not held by an admin's removal here, WorkOS's to
+    answer (:func:`_answerable`), and *org* is active (nothing to give back otherwise); returns whether it was
+    applied."""
     version = parse_time(getattr(item, "updated_at", None))
     seen = parse_time((membership.details or {}).get("workos_version"))
     # Newer news only: an equal version is what the row already holds (an admin's removal may have followed it).
-    if (version is None or not _answerable(membership) or (seen is not None and version <= seen)
-            or getattr(item, "status", None) != "active" or superseded(membership, item.id, version, deleted=False)
+    if (version is None or org.status != "active" or not _answerable(membership)
+            or (seen is not None and version <= seen) or getattr(item, "status", None) != "active"
+            or superseded(membership, item.id, version, deleted=False)
             or held_by_removal(membership, item.id, parse_time(getattr(item, "created_at", None)))):
         return False
     slug = getattr(getattr(item, "role", None), "slug", None)
