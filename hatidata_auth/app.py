@@ -16,7 +16,7 @@ from sqlalchemy import event
 from . import audit_runtime, inbox_runtime, inputs, lasting_effects, metrics_views, sso_wizard, tracing
 from . import config as settings
 from .errors import register_error_handlers
-from .extensions import cache, csrf, db, limiter, migrate
+from .extensions import cache, csrf, db, engine_options, limiter, migrate
 from .idp import load_plugins
 from .logs import configure_logging
 from .request_hooks import register_request_hooks
@@ -107,6 +107,7 @@ def configure(app: Flask, overrides: Mapping[str, Any] | None, profile: str | No
             resolved["CACHE_REDIS_URL"] = resolved["REDIS_URL"]
     if resolved.get("CACHE_REDIS_URL"):
         resolved.setdefault("CACHE_OPTIONS", dict(settings.REDIS_CACHE_OPTIONS))
+    resolved["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(resolved)  # PostgreSQL's lock_timeout
     app.config.update(resolved)
 
 

@@ -48,6 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "SECRET_KEY": None,
     "SQLALCHEMY_DATABASE_URI": None,
     "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+    "HATIDATA_DB_LOCK_TIMEOUT": 20.0,  # seconds a statement waits for a PostgreSQL lock (0: for ever); extensions.py
     "SQLALCHEMY_TRACK_MODIFICATIONS": False,
     "REDIS_URL": None,
     "CACHE_TYPE": "SimpleCache",
@@ -183,8 +184,9 @@ ENV_SETTINGS: dict[str, tuple[str, Callable[[str], Any]]] = {
                 "WORKOS_WEBHOOK_SECRET", "HATIDATA_COOKIE_KEY", "HATIDATA_PUBLIC_URL", "HATIDATA_LOG_LEVEL",
                 "HATIDATA_METRICS_TOKEN", "HATIDATA_AUDIT_SIGNING_KEY", "HATIDATA_AUDIT_EXPORT_DIR",
                 "HATIDATA_AUDIT_STREAM_CA_BUNDLE")),
-        (float, ("WORKOS_TIMEOUT", "HATIDATA_INBOX_POLL_INTERVAL", "HATIDATA_INBOX_LINGER", "HATIDATA_INBOX_GIVE_WAY",
-                "HATIDATA_AUDIT_CHECKPOINT_INTERVAL", "HATIDATA_AUDIT_REQUEST_BUDGET", "HATIDATA_AUDIT_PAGE_BUDGET",
+        (float, ("WORKOS_TIMEOUT", "HATIDATA_DB_LOCK_TIMEOUT", "HATIDATA_INBOX_POLL_INTERVAL", "HATIDATA_INBOX_LINGER",
+                "HATIDATA_INBOX_GIVE_WAY", "HATIDATA_AUDIT_CHECKPOINT_INTERVAL", "HATIDATA_AUDIT_REQUEST_BUDGET",
+                "HATIDATA_AUDIT_PAGE_BUDGET",
                 "HATIDATA_AUDIT_STREAM_BACKOFF", "HATIDATA_AUDIT_STREAM_BACKOFF_MAX", "HATIDATA_AUDIT_STREAM_TIMEOUT")),
         (int, ("WORKOS_MAX_RETRIES", "HATIDATA_SESSION_CACHE_TTL", "HATIDATA_SESSION_CACHE_MAX_AGE",
                 "HATIDATA_EXPECTED_LIVE_SESSIONS", "HATIDATA_TRUSTED_PROXIES", "HATIDATA_SECURITY_SUMMARY_WINDOW",
@@ -305,8 +307,7 @@ def fill_local_defaults(settings: dict[str, Any], instance_path: Path) -> None:
         else:
             tmp.unlink()
             stored = json.loads(secrets_file.read_text())
-    settings.setdefault("SECRET_KEY", None)
-    settings["SECRET_KEY"] = settings["SECRET_KEY"] or stored["SECRET_KEY"]
+    settings["SECRET_KEY"] = settings.get("SECRET_KEY") or stored["SECRET_KEY"]
     settings["HATIDATA_COOKIE_KEY"] = settings.get("HATIDATA_COOKIE_KEY") or stored["HATIDATA_COOKIE_KEY"]
 
 
@@ -339,10 +340,8 @@ def is_fernet_key(value: str | None) -> bool:
 
 def _loopback(host: str | None) -> bool:
     """Whether *host* is this machine (as RFC 8252 allows plain-http redirect URIs only for loopback)."""
-    if host == "localhost":
-        return True
     try:
-        return ipaddress.ip_address(host or "").is_loopback
+        return host == "localhost" or ipaddress.ip_address(host or "").is_loopback
     except ValueError:
         return False
 

@@ -158,7 +158,7 @@ def register_error_handlers(app: Flask) -> None:
     def handle_unavailable(exc: Exception) -> Response:
         if not is_connection_error(exc):
             raise exc
-        crossed = db_conflicts.conflict(exc)
+        crossed = db_conflicts.conflict(exc) or ("lock timeout" if db_conflicts.waited_too_long(exc) else None)
         log.warning("%s on %s %s: %s", "rolled back by the database" if crossed else "dependency unavailable",
                     request.method, request.path, crossed or type(exc).__name__)
         headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}

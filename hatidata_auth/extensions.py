@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from flask import current_app, has_app_context
@@ -33,6 +34,21 @@ class FlaskAppSession(FlaskSession, AppSession):
 
 
 db = SQLAlchemy(model_class=Base, session_options={"class_": FlaskAppSession})
+
+
+def engine_options(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``SQLALCHEMY_ENGINE_OPTIONS`` of *config* with, on PostgreSQL, ``lock_timeout`` set on every connection from
+    ``HATIDATA_DB_LOCK_TIMEOUT`` (seconds; 0: none). A statement that waits longer for a lock fails (SQLSTATE
+    ``55P03``: its transaction rolled back, a request answered ``503`` with ``Retry-After``, an applier's batch
+    claimed again) instead of holding its worker until gunicorn's timeout kills it (30 s: the default stays
+    below)."""
+    options = dict(config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+    seconds = float(config.get("HATIDATA_DB_LOCK_TIMEOUT") or 0)
+    if seconds > 0 and str(config.get("SQLALCHEMY_DATABASE_URI") or "").startswith("postgresql"):
+        connect = dict(options.get("connect_args") or {})
+        connect["options"] = f"{connect.get('options') or ''} -c lock_timeout={max(1, round(seconds * 1000))}".strip()
+        options["connect_args"] = connect
+    return options
 migrate = Migrate()
 cache = Cache()
 csrf = CSRFProtect()

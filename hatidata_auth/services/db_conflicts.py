@@ -29,6 +29,14 @@ ATTEMPTS = 3
 
 
 UNIQUE_VIOLATION = "23505"
+LOCK_TIMEOUT = "55P03"
+"""A statement waited for a lock longer than ``lock_timeout`` (``HATIDATA_DB_LOCK_TIMEOUT``): not run again at once
+(it would wait as long again), answered 503 with ``Retry-After``."""
+
+
+def waited_too_long(exc: BaseException) -> bool:
+    """Whether *exc* is PostgreSQL's ``lock_timeout`` giving up a lock wait."""
+    return str(getattr(getattr(exc, "orig", None), "sqlstate", None)) == LOCK_TIMEOUT
 
 
 def created_meanwhile(exc: BaseException) -> bool:
