@@ -30,7 +30,7 @@ from sqlalchemy import func, select
 from hatidata_auth.causes import NO_REQUEST, Actor, Cause
 from hatidata_auth.extensions import db
 from hatidata_auth.models import AuditEvent, Membership, Organization, User, utcnow
-from hatidata_auth.services import login, sign_in_person, tenant_admin
+from hatidata_auth.services import login, sign_in_person, tenant_admin, workos_memberships
 from hatidata_auth.services.login import LoginDenied
 from tests.support.people import Replay
 from tests.support.servers import EmulatorControl, http_json
@@ -59,7 +59,8 @@ class WorkOS:
         return data
 
     def _emitted(self) -> None:
-        self.events += [e for e in self.replay.new_events() if e["event"].startswith("organization_membership.")]
+        self.events += [e for e in self.replay.new_events() if e["event"].startswith("organization_membership.")
+                        and e["data"].get("user_id") == self.user_id]
 
     def add(self, role: str = "viewer") -> str:
         m = self._call("POST", "/organization_memberships", {"user_id": self.user_id, "organization_id": ACME,
@@ -93,9 +94,10 @@ def _sign_in(app: Flask, person: WorkOS, role: str | None = None) -> Membership:
     with app.app_context():
         s = db.session()
         try:
-            org = _acme(s)
+            org, client = _acme(s), app.extensions["hatidata_workos"].client
+            listed = workos_memberships.listing_for_sign_in(s, client, org, person.user_id)  # as complete_login
             signed = sign_in_person.upsert(s, org, {"id": person.user_id, "email": person.email}, utcnow())
-            m = login._upsert_membership(s, app.extensions["hatidata_workos"].client, org, signed, role, NO_REQUEST)
+            m = login._upsert_membership(s, client, org, signed, role, NO_REQUEST, listed=listed)
             s.commit()
             s.refresh(m)
             s.expunge_all()
@@ -115,16 +117,32 @@ def _membership(app: Flask, person: WorkOS) -> Membership | None:
         return m
 
 
-def _remove_here(app: Flask, person: WorkOS) -> None:
-    """An admin of Acme removes the person (``DELETE /api/v1/members/<id>``'s service)."""
+def _remove_here(app: Flask, person: WorkOS, *, skew: float = 0.0) -> None:
+    """An admin of Acme removes the person (``DELETE /api/v1/members/<id>``'s service), now by our clock (*skew*
+    seconds off WorkOS's)."""
+    from datetime import timedelta
+
     m = _membership(app, person)
     assert m is not None
-    with app.app_context():
+    with app.app_context(), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tenant_admin, "utcnow", lambda: utcnow() + timedelta(seconds=skew))
         tenant_admin.remove_member(db.session(), app.extensions["hatidata_workos"].client,
                                    organization_id=m.organization_id, membership_id=m.id,
                                    cause=Cause.by(Actor("user", "usr_word_admin", "it@acme.test")))
         db.session.commit()
         db.session.remove()
+
+
+TOLERANCE = workos_memberships.CLOCK_TOLERANCE
+
+
+@pytest.fixture(autouse=True)
+def exact_clocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The emulator's clock is ours: "after the removal" means after it, to the millisecond (the drifting-clock
+    tests put the tolerance back)."""
+    from datetime import timedelta
+
+    monkeypatch.setattr(workos_memberships, "CLOCK_TOLERANCE", timedelta(0))
 
 
 @pytest.fixture
@@ -305,7 +323,7 @@ def _removed_before_workos_deletion(app: Flask, person: WorkOS) -> str:
     first = person.add("viewer")
     _sign_in(app, person, "viewer")
     person.remove(first)
-    _remove_here(app, person)
+    _remove_here(app, person)  # well before the re-add that follows
     m = _membership(app, person)
     assert m is not None
     assert m.status == "deprovisioned"
@@ -378,14 +396,19 @@ def test_a_removal_after_workos_re_added_the_person_holds(acme: tuple[Flask, Emu
     assert m.status == "deprovisioned", m.details
 
 
-def test_a_late_created_of_the_removed_membership_is_held(acme: tuple[Flask, EmulatorControl]) -> None:
+@pytest.mark.parametrize("skew", [0.0, -3.0, 3.0], ids=["same_clocks", "our_clock_behind", "our_clock_ahead"])
+def test_a_late_created_of_the_removed_membership_is_held(acme: tuple[Flask, EmulatorControl],
+                                                          monkeypatch: pytest.MonkeyPatch, skew: float) -> None:
     """Signed in before the membership's ``created`` was applied (the row never learnt its id), removed here; the
-    late ``created`` (and any change of that membership) does not bring the person back."""
+    late ``created`` (and any change of that membership) does not bring the person back, whichever way our clock
+    drifts from WorkOS's by a few seconds (with ours behind, the membership's created_at fell after the mark and
+    the person came back: helper-126)."""
+    monkeypatch.setattr(workos_memberships, "CLOCK_TOLERANCE", TOLERANCE)
     app, control = acme
     person = WorkOS(control, app)
     first = person.add("developer")
     _sign_in(app, person, "developer")
-    _remove_here(app, person)
+    _remove_here(app, person, skew=skew)
     person.set_role(first, "admin")
     _store_and_drain(app, person.events)
     m = _membership(app, person)
@@ -441,3 +464,202 @@ def test_the_mirroring_gives_nothing_back_in_an_organization_no_longer_active(ac
     m = _membership(app, person)
     assert m is not None
     assert (m.status, after) == ("deprovisioned", before)
+
+
+
+# --- helper-126's repros: timestamps without a zone, drifting clocks, WorkOS slow under the sign-in's locks -------
+
+
+@pytest.fixture
+def zoneless(monkeypatch: pytest.MonkeyPatch) -> None:
+    """WorkOS's listing answers timestamps without a zone (the SDK then gives naive datetimes)."""
+    import dataclasses
+
+    real = workos_memberships._active_memberships
+
+    def naive(*args: Any, **kwargs: Any) -> list[Any]:
+        return [dataclasses.replace(i, created_at=i.created_at.replace(tzinfo=None),
+                                    updated_at=i.updated_at.replace(tzinfo=None)) for i in real(*args, **kwargs)]
+
+    monkeypatch.setattr(workos_memberships, "_active_memberships", naive)
+
+
+def test_a_listing_without_time_zones_is_read_as_utc(acme: tuple[Flask, EmulatorControl], zoneless: None) -> None:
+    """A re-added member is let in and a removed one refused, whether or not WorkOS's timestamps carry a zone
+    (they crashed the sign-in: naive against aware)."""
+    app, control = acme
+    person = WorkOS(control, app)
+    person.remove(person.add("viewer"))
+    person.add("viewer")
+    _store_and_drain(app, person.events[:2])
+    assert _sign_in(app, person, "viewer").status == "active"
+    _remove_here(app, person)
+    with pytest.raises(LoginDenied):
+        _sign_in(app, person, "viewer")
+
+
+def test_a_re_add_past_the_clocks_tolerance_is_applied(acme: tuple[Flask, EmulatorControl],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the clocks' tolerance, a membership WorkOS creates after the removal is a new decision."""
+    monkeypatch.setattr(workos_memberships, "CLOCK_TOLERANCE", TOLERANCE)
+    app, control = acme
+    person = WorkOS(control, app)
+    first = person.add("viewer")
+    _sign_in(app, person, "viewer")
+    _store_and_drain(app, person.events)
+    _remove_here(app, person, skew=-(TOLERANCE.total_seconds() + 2))  # as if made that long before what follows
+    person.remove(first)
+    person.add("developer")
+    _store_and_drain(app, person.events[-2:])
+    m = _membership(app, person)
+    assert m is not None
+    assert (m.status, m.role) == ("active", "developer"), m.details
+
+
+def test_a_re_add_within_the_clocks_tolerance_is_held(acme: tuple[Flask, EmulatorControl],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Within the tolerance, a re-add is held: the documented cost of erring towards keeping a removed person out
+    when the clocks drift (an admin here lets them in)."""
+    monkeypatch.setattr(workos_memberships, "CLOCK_TOLERANCE", TOLERANCE)
+    app, control = acme
+    person = WorkOS(control, app)
+    first = person.add("viewer")
+    _sign_in(app, person, "viewer")
+    _store_and_drain(app, person.events)
+    _remove_here(app, person)
+    person.remove(first)
+    person.add("developer")
+    _store_and_drain(app, person.events[-2:])
+    m = _membership(app, person)
+    assert m is not None
+    assert m.status == "deprovisioned", m.details
+
+
+def test_an_event_an_admins_removal_holds_is_noted_in_the_inbox(acme: tuple[Flask, EmulatorControl]) -> None:
+    """WorkOS's change of a membership the admin removed changes nothing, and the inbox says why (it looked
+    applied)."""
+    from hatidata_auth.models import WebhookEvent
+
+    app, control = acme
+    person = WorkOS(control, app)
+    first = person.add("viewer")
+    _sign_in(app, person, "viewer")
+    _store_and_drain(app, person.events)
+    _remove_here(app, person)
+    person.set_role(first, "admin")
+    _store_and_drain(app, person.events[-1:])
+    with app.app_context():
+        row = db.session.scalar(select(WebhookEvent).where(WebhookEvent.event_id == person.events[-1]["id"]))
+        assert row is not None
+        assert (row.status, row.last_error) == ("ignored", "held by an admin's removal here")
+        db.session.remove()
+
+
+@pytest.mark.postgres
+def test_no_admin_change_waits_for_workos_behind_a_sign_in(acme: tuple[Flask, EmulatorControl], emulator: Any) -> None:
+    """A removed person's sign-in asks WorkOS (slow here: 3 s) before it takes its locks: an admin's change of
+    another member of the organization meanwhile does not wait for WorkOS (it waited for the sign-in's call)."""
+    import threading
+
+    import httpx2
+
+    app, control = acme
+    removed = WorkOS(control, app)
+    removed.add("viewer")
+    _sign_in(app, removed, "viewer")
+    _store_and_drain(app, removed.events)
+    _remove_here(app, removed)
+    other = WorkOS(control, app)
+    other.add("viewer")
+    target = _sign_in(app, other, "viewer")
+    answer = httpx2.post(f"{emulator.url}/_emulator/faults", json={
+        "method": "GET", "path": "/user_management/organization_memberships", "delay_ms": 3000, "count": 1},
+        headers={"Authorization": "Bearer sk_test_emulator"}, timeout=10)
+    assert answer.status_code == 201, answer.text
+    refused: list[Exception] = []
+
+    def sign_in() -> None:
+        try:
+            _sign_in(app, removed, "viewer")
+        except LoginDenied as exc:
+            refused.append(exc)
+
+    thread = threading.Thread(target=sign_in)
+    thread.start()
+    time.sleep(1.0)  # the sign-in is waiting for WorkOS
+    started = time.monotonic()
+    with app.app_context():
+        tenant_admin.change_member_role(db.session(), app.extensions["hatidata_workos"].client,
+                                        organization_id=target.organization_id, membership_id=target.id,
+                                        role="developer", cause=Cause.by(Actor("user", "usr_word_admin",
+                                                                                "it@acme.test")))
+        db.session.commit()
+        db.session.remove()
+    waited = time.monotonic() - started
+    thread.join(30)
+    assert len(refused) == 1
+    assert waited < 1.0, waited
+
+
+def _strip_mark(app: Flask, person: WorkOS) -> None:
+    """The row as a removal made before the mark existed left it."""
+    from hatidata_auth.models import Membership as Row
+
+    m = _membership(app, person)
+    assert m is not None
+    with app.app_context():
+        row = db.session.get(Row, m.id)
+        assert row is not None
+        row.details = {k: v for k, v in row.details.items() if k != "removed_here"}
+        db.session.commit()
+        db.session.remove()
+
+
+def test_the_migration_marks_the_removals_made_before_the_mark(acme: tuple[Flask, EmulatorControl]) -> None:
+    """Migration 0023 marks a member an admin removed last (the time of its audit event), and no other: a member
+    WorkOS removed, one an admin removed and made a member again. WorkOS's later change of the marked one is then
+    held (helper-126: a removal made before this version was undone by WorkOS's next role change)."""
+    import importlib.util
+
+    from hatidata_auth.app import MIGRATIONS_DIR
+
+    spec = importlib.util.spec_from_file_location("m0023", MIGRATIONS_DIR / "versions" / "0023_admin_removal_marks.py")
+    assert spec is not None
+    assert spec.loader is not None
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    app, control = acme
+    removed, by_workos, back = WorkOS(control, app), WorkOS(control, app), WorkOS(control, app)
+    first = removed.add("viewer")
+    for person in (removed, by_workos, back):
+        if person is not removed:
+            person.add("viewer")
+        _sign_in(app, person, "viewer")
+        _store_and_drain(app, person.events)
+    _remove_here(app, removed)
+    _remove_here(app, back)
+    with app.app_context():
+        tenant_admin.grant_admin(db.session(), organization_id=_acme(db.session).id, email=back.email,
+                                 actor=Actor.system("test"))
+        db.session.commit()
+        db.session.remove()
+    by_workos.remove(by_workos.events[0]["data"]["id"])
+    _store_and_drain(app, by_workos.events[-1:])
+    for person in (removed, by_workos, back):
+        _strip_mark(app, person)
+    with app.app_context(), db.engine.begin() as conn:
+        assert migration.mark_removals(conn) == 1
+    marks = {}
+    for name, person in (("removed", removed), ("by_workos", by_workos), ("back", back)):
+        m = _membership(app, person)
+        assert m is not None
+        marks[name] = m.details.get("removed_here")
+    assert marks["by_workos"] is None
+    assert marks["back"] is None
+    assert marks["removed"] is not None
+    assert marks["removed"]["id"] == first, (marks, first, [e["event"] for e in removed.events])
+    removed.set_role(first, "admin")
+    _store_and_drain(app, removed.events[-1:])
+    m = _membership(app, removed)
+    assert m is not None
+    assert m.status == "deprovisioned", m.details

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import islice
@@ -183,10 +183,12 @@ def end_workos_session(client: WorkOSClient, workos_session_id: str, *, why: str
 
 
 def _upsert_membership(db: Session, client: WorkOSClient, org: Organization, signing_in: SigningIn,
-                       claimed_role: str | None, request: RequestInfo) -> Membership:
+                       claimed_role: str | None, request: RequestInfo, *, listed: Sequence[Any] = ()) -> Membership:
     """The sign-in's membership of *org*: the one ``sign_in_person.upsert`` holds (its member key and its row: a
     member's events never write back over this sign-in's change, nor it over theirs, and a deprovisioning waits for
-    the session it records), else a new one, or the one another writer created meanwhile (``membership_rows``)."""
+    the session it records), else a new one, or the one another writer created meanwhile (``membership_rows``).
+    *listed*: WorkOS's active memberships of the person in *org*, asked before the locks
+    (``workos_memberships.listing_for_sign_in``), which may bring an inactive one up to date."""
     user = signing_in.person
     if signing_in.membership is None:
         membership, created = membership_rows.created_or_locked(
@@ -195,7 +197,7 @@ def _upsert_membership(db: Session, client: WorkOSClient, org: Organization, sig
     else:
         membership, created = signing_in.membership, False  # held since before the person was written
     if not created and membership.status != "active":  # WorkOS may have re-added them since the event we hold
-        workos_memberships.caught_up(db, client, org, user, membership,
+        workos_memberships.caught_up(db, client, org, membership, listed,
                                      cause=Cause.by(Actor("user", user.id, user.email), request))
     if not created and _kept(org, membership):
         return membership
@@ -261,9 +263,10 @@ def complete_login(
         _note_sso_attempt(db, org, auth, tokens, sid=str(claims["sid"]), request=request,
                           refusal=str(refused.details.get("reason")))
         raise
+    listed = workos_memberships.listing_for_sign_in(db, client, org, str(tokens.user.get("id") or ""))
     signed_in = sign_in_person.upsert(db, org, tokens.user, now, request)
     user = signed_in.person
-    membership = _upsert_membership(db, client, org, signed_in, claims.get("role"), request)
+    membership = _upsert_membership(db, client, org, signed_in, claims.get("role"), request, listed=listed)
     ttl = policy.ttl(org, remember)
     sid = str(claims["sid"])
     record = db.scalar(select(AuthSession).where(AuthSession.workos_session_id == sid))

@@ -23,9 +23,11 @@ records the change with its audit events.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..causes import Cause
@@ -43,6 +45,26 @@ log = logging.getLogger(__name__)
 DELETED_IDS = "workos_deleted_ids"
 KEPT_DELETED_IDS = 20
 """The WorkOS membership ids a row has seen deleted (the newest last, at most this many)."""
+CLOCK_TOLERANCE = timedelta(seconds=5)
+"""How far WorkOS's clock may run ahead of ours: a membership WorkOS created up to this long after an admin's removal
+(by the two clocks) is held as made before it. Erring this way keeps a removed person out when the clocks drift; a
+person WorkOS re-adds within it is let in by an admin here."""
+
+
+def when(value: Any) -> datetime | None:
+    """A WorkOS timestamp (a string, or a datetime the SDK parsed) as an aware UTC datetime; one without a zone is
+    UTC (as :func:`~hatidata_auth.services.events.context.parse_time` reads strings)."""
+    moment = parse_time(value)
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
+def removal_mark(membership: Membership) -> dict[str, Any] | None:
+    """The admin's removal *membership* carries (``{"at", "id"}``), or ``None``; a mark of the form a development
+    version wrote (the id alone) holds everything, its time unknown."""
+    mark = (membership.details or {}).get(REMOVED_HERE)
+    if isinstance(mark, str):
+        return {"at": None, "id": None if mark == "*" else mark}
+    return mark if isinstance(mark, dict) else None
 
 
 def superseded(membership: Membership, workos_membership_id: str, version: datetime, *, deleted: bool) -> bool:
@@ -52,7 +74,7 @@ def superseded(membership: Membership, workos_membership_id: str, version: datet
     details = membership.details or {}
     if not deleted and workos_membership_id in (details.get(DELETED_IDS) or []):
         return True
-    seen = parse_time(details.get("workos_version"))
+    seen = when(details.get("workos_version"))
     if seen is None or version > seen:
         return False
     return version < seen or (not deleted and details.get("workos_status") == "deleted")
@@ -60,14 +82,15 @@ def superseded(membership: Membership, workos_membership_id: str, version: datet
 
 def held_by_removal(membership: Membership, workos_membership_id: str, created_at: datetime | None) -> bool:
     """Whether an admin's removal here holds against WorkOS's word of *workos_membership_id* (created at
-    *created_at*, WorkOS's ``created_at``): the membership existed when the admin removed the person (or is the one
-    removed, or its creation time is unknown). A deletion is never held (it takes access, it gives none)."""
-    mark = (membership.details or {}).get(REMOVED_HERE)
-    if not isinstance(mark, dict):
+    *created_at*, WorkOS's ``created_at``): the membership existed when the admin removed the person (within
+    :data:`CLOCK_TOLERANCE`), or is the one removed, or its creation time is unknown. A deletion is never held (it
+    takes access, it gives none)."""
+    mark = removal_mark(membership)
+    if mark is None:
         return False
-    removed_at = parse_time(mark.get("at"))
-    return (workos_membership_id == mark.get("id") or created_at is None or removed_at is None
-            or created_at <= removed_at)
+    removed_at, created = when(mark.get("at")), when(created_at)
+    return (workos_membership_id == mark.get("id") or created is None or removed_at is None
+            or created <= removed_at + CLOCK_TOLERANCE)
 
 
 def apply(session: Session, client: WorkOSClient | None, org: Organization, membership: Membership, *,
@@ -100,27 +123,36 @@ def remove_here(membership: Membership, *, now: datetime) -> None:
                           REMOVED_HERE: {"at": now.isoformat(), "id": membership.workos_membership_id}}
 
 
-def caught_up(session: Session, client: WorkOSClient | None, org: Organization, person: User,
-              membership: Membership, *, cause: Cause) -> bool:
-    """At a sign-in, bring a *membership* WorkOS's events left inactive up to WorkOS's present word; returns
-    whether it is active now. *membership* is held (``FOR UPDATE``) by the caller.
-
-    Asks WorkOS (one list call) only for a row the directory does not manage and whose status WorkOS's word can
-    answer (:func:`_answerable`). WorkOS unreachable, or nothing newer: the row is left as it is (the sign-in is
-    refused, as before)."""
-    if (membership.status == "active" or membership.source == "directory" or client is None
-            or not person.workos_user_id or not org.workos_organization_id or not _answerable(membership)):
-        return membership.status == "active"
+def listing_for_sign_in(session: Session, client: WorkOSClient | None, org: Organization,
+                        workos_user_id: str) -> list[Any]:
+    """Before a sign-in takes its locks: WorkOS's active memberships of the person in *org* (one list call), when
+    their row there is inactive, not the directory's, and WorkOS's word can answer what left it so
+    (:func:`_answerable`); else, or when WorkOS does not answer, nothing (the sign-in is refused as before).
+    Asked before the locks so that no organization waits for WorkOS behind them (a break-it review);
+    :func:`caught_up` checks the answer again under them."""
+    if client is None or not workos_user_id or not org.workos_organization_id:
+        return []
+    membership = session.scalar(select(Membership).join(User, User.id == Membership.user_id).where(
+        Membership.organization_id == org.id, User.workos_user_id == workos_user_id))
+    if membership is None or membership.status == "active" or membership.source == "directory" \
+            or not _answerable(membership):
+        return []
     try:
-        listed = _active_memberships(client, person.workos_user_id, org.workos_organization_id)
+        return _active_memberships(client, workos_user_id, org.workos_organization_id)
     except WorkOSFailure as failure:
-        log.warning("could not ask WorkOS for the memberships of %s: %s", person.id, failure)
-        return False
-    for item in listed:
-        caught = from_listing(session, client, org, membership, item, cause=cause)
-        if caught:
-            return True
-    return False
+        log.warning("could not ask WorkOS for the memberships of %s: %s", membership.user_id, failure)
+        return []
+
+
+def caught_up(session: Session, client: WorkOSClient | None, org: Organization, membership: Membership,
+              listed: Sequence[Any], *, cause: Cause) -> bool:
+    """At a sign-in, bring a *membership* WorkOS's events (or an admin's removal) left inactive up to WorkOS's
+    present word *listed* (:func:`listing_for_sign_in`, asked before the locks); returns whether it is active now.
+    *membership* is held (``FOR UPDATE``) by the caller, and read again: each item is applied only as
+    :func:`from_listing` allows."""
+    if membership.status == "active" or membership.source == "directory":
+        return membership.status == "active"
+    return any(from_listing(session, client, org, membership, item, cause=cause) for item in listed)
 
 
 def from_listing(session: Session, client: WorkOSClient | None, org: Organization, membership: Membership, item: Any,
@@ -129,13 +161,13 @@ def from_listing(session: Session, client: WorkOSClient | None, org: Organizatio
     active, newer than what the row holds from WorkOS's events, not held by an admin's removal here, WorkOS's to
     answer (:func:`_answerable`), and *org* is active (nothing to give back otherwise); returns whether it was
     applied."""
-    version = parse_time(getattr(item, "updated_at", None))
-    seen = parse_time((membership.details or {}).get("workos_version"))
+    version = when(getattr(item, "updated_at", None))
+    seen = when((membership.details or {}).get("workos_version"))
     # Newer news only: an equal version is what the row already holds (an admin's removal may have followed it).
     if (version is None or org.status != "active" or not _answerable(membership)
             or (seen is not None and version <= seen) or getattr(item, "status", None) != "active"
             or superseded(membership, item.id, version, deleted=False)
-            or held_by_removal(membership, item.id, parse_time(getattr(item, "created_at", None)))):
+            or held_by_removal(membership, item.id, when(getattr(item, "created_at", None)))):
         return False
     slug = getattr(getattr(item, "role", None), "slug", None)
     apply(session, client, org, membership, workos_membership_id=item.id, version=version, status="active",
@@ -148,8 +180,7 @@ def _answerable(membership: Membership) -> bool:
     """Whether WorkOS's present word can answer what left *membership* inactive: WorkOS's events (the row holds a
     version of theirs), or an admin's removal (a membership WorkOS made since is a new decision). Any other (a
     directory's, an organization's deletion) is not WorkOS's to undo."""
-    details = membership.details or {}
-    return parse_time(details.get("workos_version")) is not None or isinstance(details.get(REMOVED_HERE), dict)
+    return when((membership.details or {}).get("workos_version")) is not None or removal_mark(membership) is not None
 
 
 @translate_errors()

@@ -59,11 +59,15 @@ def on_organization_membership(ctx: EventContext, data: dict[str, Any]) -> None:
     role = (data.get("role") or {}).get("slug") if isinstance(data.get("role"), dict) else None
     version = parse_time(data.get("updated_at")) or ctx.event_time
     deleted = ctx.event_type.endswith("deleted")
-    created_at = parse_time(data.get("created_at"))
+    created_at = workos_memberships.when(data.get("created_at"))
 
     def old_news(m: Membership) -> bool:
-        return workos_memberships.superseded(m, data["id"], version, deleted=deleted) or (
-            not deleted and workos_memberships.held_by_removal(m, data["id"], created_at))
+        if workos_memberships.superseded(m, data["id"], version, deleted=deleted):
+            return True
+        if not deleted and workos_memberships.held_by_removal(m, data["id"], created_at):
+            ctx.ignore("held by an admin's removal here")  # seen in the inbox, no change to audit
+            return True
+        return False
 
     if membership is not None and old_news(membership):
         return

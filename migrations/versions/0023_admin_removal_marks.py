@@ -1,0 +1,65 @@
+"""Admin removals made before the removal mark: each membership whose access an admin removed last (its latest
+``membership.deprovisioned`` audit event says ``removed by an admin``) and is still deprovisioned gets the mark
+``details.removed_here = {"at": that event's time, "id": the WorkOS membership id it knew}``
+(``services.workos_memberships``), so WorkOS's later word on a membership it had made by then does not bring the
+person back. Directory-managed members are not marked (the directory decides them). Data only; nothing to undo.
+
+Revision ID: 0023_admin_removal_marks
+Revises: 0022_no_person_email_lock
+Create Date: 2026-12-06 03:30:00
+
+"""
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from alembic import op
+
+# revision identifiers, used by Alembic.
+revision = '0023_admin_removal_marks'
+down_revision = '0022_no_person_email_lock'
+branch_labels = None
+depends_on = None
+
+REASON = "removed by an admin"
+memberships = sa.table("memberships", sa.column("id", sa.String), sa.column("status", sa.String),
+                       sa.column("source", sa.String), sa.column("workos_membership_id", sa.String),
+                       sa.column("details", sa.JSON))
+audit_events = sa.table("audit_events", sa.column("id", sa.BigInteger), sa.column("action", sa.String),
+                        sa.column("target_type", sa.String), sa.column("target_id", sa.String),
+                        sa.column("details", sa.JSON), sa.column("created_at", sa.DateTime(timezone=True)))
+
+
+def _aware(value):
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def mark_removals(conn) -> int:
+    """Mark every membership an admin removed last and that is still deprovisioned; returns how many."""
+    rows = conn.execute(
+        sa.select(memberships.c.id, memberships.c.workos_membership_id, memberships.c.details,
+                  audit_events.c.details.label("audit_details"), audit_events.c.created_at)
+        .join(audit_events, sa.and_(audit_events.c.target_type == "membership",
+                                    audit_events.c.target_id == memberships.c.id))
+        .where(memberships.c.status == "deprovisioned", memberships.c.source != "directory",
+               audit_events.c.action == "membership.deprovisioned")
+        .order_by(audit_events.c.id)).all()
+    latest = {row.id: row for row in rows}  # the last deprovisioning of each membership decides
+    marked = 0
+    for row in latest.values():
+        details = dict(row.details or {})
+        if (row.audit_details or {}).get("reason") != REASON or isinstance(details.get("removed_here"), dict):
+            continue
+        details["removed_here"] = {"at": _aware(row.created_at).isoformat(), "id": row.workos_membership_id}
+        conn.execute(memberships.update().where(memberships.c.id == row.id).values(details=details))
+        marked += 1
+    return marked
+
+
+def upgrade():
+    mark_removals(op.get_bind())
+
+
+def downgrade():
+    pass  # the marks only narrow what WorkOS's events may do; the schema is unchanged
