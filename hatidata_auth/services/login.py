@@ -332,8 +332,9 @@ def sync_user_memberships(db: Session, client: WorkOSClient, *, user_id: str, wo
                           cause: Cause | None = None, page_size: int = 100) -> int:
     """Mirror the user's other active WorkOS memberships (so they can switch organization), at most
     :data:`MAX_MIRRORED_MEMBERSHIPS`, *page_size* per WorkOS page; returns how many were created. Memberships we
-    already hold keep their role and status, unless WorkOS's events left one inactive and WorkOS lists it active
-    now with a newer version (``workos_memberships.from_listing``). *cause*: the sign-in's (WorkOS's when none)."""
+    already hold keep their role and status, unless WorkOS's events or an admin's removal left one inactive and
+    WorkOS's listing allows it back (``workos_memberships.from_listing``). *cause*: the sign-in's (WorkOS's when
+    none)."""
     cause = cause or Cause.by(Actor.workos())
     created = 0
     listed = client.organization_membership.list_organization_memberships(user_id=workos_user_id,
@@ -363,7 +364,8 @@ def sync_user_memberships(db: Session, client: WorkOSClient, *, user_id: str, wo
 
 def _catch_up(db: Session, client: WorkOSClient, org: Organization, membership_id: str, item: Any,
               cause: Cause) -> None:
-    """A membership WorkOS's events left inactive, listed active by WorkOS now (``workos_memberships``)."""
+    """A membership left inactive, listed active by WorkOS now: locked, read again, and brought up to date when
+    ``workos_memberships.from_listing`` allows."""
     membership = db.get(Membership, membership_id)
     if membership is None or membership.status == "active" or membership.source == "directory":
         return

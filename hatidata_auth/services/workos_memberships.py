@@ -10,11 +10,13 @@ Rules (``docs/directory-sync.md``, the ``organization_membership.*`` row of the 
   :func:`held_by_removal`): WorkOS's later changes of one (a role change, a late ``created``, a listing at a
   sign-in) do not bring the person back. A membership WorkOS creates after the removal (it re-added the person) is a
   new decision and is applied, as is an admin here making them a member again. The removal's time is ours and the
-  membership's ``created_at`` WorkOS's (clocks a few milliseconds apart at most, in practice); the removed id, when
-  the row knows it, is held whatever the clocks say.
-- **A sign-in is not refused on old news** (:func:`caught_up`): a row WorkOS's events made inactive is brought up to
-  what WorkOS says now when it is newer (a re-added member signing in before the ``created`` event is applied).
-  The rules above decide it, as they would decide the event: nothing an event could not do.
+  membership's ``created_at`` WorkOS's: one created up to :data:`CLOCK_TOLERANCE` after the removal is held too;
+  the removed id, when the row knows it, is held whatever the clocks say. Removals made before the mark existed
+  are marked by migration 0023.
+- **A sign-in is not refused on old news** (:func:`listing_for_sign_in`, :func:`caught_up`): a row WorkOS's events
+  (or an admin's removal) left inactive is brought up to what WorkOS says now when it is newer (a re-added member
+  signing in before the ``created`` event is applied). The rules above decide it, as they would decide the event:
+  nothing an event could not do.
 
 Functions here flush nothing and commit nothing: the caller's transaction holds the row (``FOR UPDATE``) and
 records the change with its audit events.
