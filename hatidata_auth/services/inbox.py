@@ -312,16 +312,16 @@ def receive(session: Session, client: WorkOSClient, payload: dict[str, Any], *, 
         })
         if not inserted:  # known id, and not a failed one this delivery could claim: a duplicate
             session.rollback()
-            return _done(done, InboxResult(event_id, event_type, "duplicate"))
+            return reported(done, InboxResult(event_id, event_type, "duplicate"))
         if not handled:
-            result = _done(done, InboxResult(event_id, event_type, "ignored", note="event type not handled"))
+            result = reported(done, InboxResult(event_id, event_type, "ignored", note="event type not handled"))
             session.commit()
             return result
         ctx = apply_event(session, client, payload, cause)
         if ctx.outcome != "applied" or ctx.note:
             session.execute(update(WebhookEvent).where(WebhookEvent.event_id == event_id)
                             .values(status=ctx.outcome, last_error=ctx.note))
-        result = _done(done, InboxResult(event_id, event_type, ctx.outcome, note=ctx.note))
+        result = reported(done, InboxResult(event_id, event_type, ctx.outcome, note=ctx.note))
         session.commit()
         return result
     except PayloadError:
@@ -345,7 +345,8 @@ def receive(session: Session, client: WorkOSClient, payload: dict[str, Any], *, 
         return failed
 
 
-def _done(on_result: OnResult, result: InboxResult) -> InboxResult:
+def reported(on_result: OnResult, result: InboxResult) -> InboxResult:
+    """*result*, once *on_result* has been told of it."""
     on_result(result)
     return result
 

@@ -16,7 +16,7 @@ from ..models.inbox import INTERNAL_SOURCE, status_is
 from ..workos import WorkOSClient
 from . import inbox
 from .events import PayloadError
-from .inbox import InboxResult, OnResult
+from .inbox import InboxResult, OnResult, reported
 
 
 def replay(session: Session, client: WorkOSClient, event_id: str, *, cause: Cause | None = None,
@@ -34,7 +34,7 @@ def replay(session: Session, client: WorkOSClient, event_id: str, *, cause: Caus
                                                               WebhookEvent.status == "failed")
                                    .values(status="received", last_error=None, updated_at=utcnow()))
         status = "received" if getattr(requeued, "rowcount", 0) else "duplicate"
-        result = _done(done, InboxResult(event_id, str(payload.get("event")), status,
+        result = reported(done, InboxResult(event_id, str(payload.get("event")), status,
                                          note="queued for the appliers"))
         session.commit()
         return result
@@ -45,7 +45,7 @@ def replay(session: Session, client: WorkOSClient, event_id: str, *, cause: Caus
     except PayloadError as exc:
         error = inbox.error_summary(exc)
         inbox.record_failure(session, payload, source, error)
-        result = _done(done, InboxResult(event_id, payload.get("event", "?"), "failed", error=error))
+        result = reported(done, InboxResult(event_id, payload.get("event", "?"), "failed", error=error))
         session.commit()
         return result
 
@@ -61,8 +61,3 @@ def replay_failed(session: Session, client: WorkOSClient, *, limit: int = 1000) 
     ids = [row.event_id for row in list_failed(session, limit)]
     session.rollback()
     return [replay(session, client, event_id) for event_id in ids]
-
-
-def _done(on_result: OnResult, result: InboxResult) -> InboxResult:
-    on_result(result)
-    return result
