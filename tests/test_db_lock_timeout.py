@@ -65,3 +65,68 @@ def test_a_request_behind_a_held_lock_answers_503_without_waiting_for_ever(app: 
     assert answer.headers.get("Retry-After")
     assert waited < 10, waited
     assert client.get("/api/v1/members", headers=headers_for(tenant, "admin")).status_code == 200
+
+
+def _holding_audit_chain(app: Flask, organization_id: str) -> tuple[Any, Any]:
+    """Another transaction holds the organization's audit chain head (the lock every audited change takes)."""
+    from hatidata_auth.causes import Actor, Cause
+    from hatidata_auth.services import audit
+
+    with app.app_context():
+        audit.record(db.session(), action="test.seeded", cause=Cause.by(Actor.system("test")),
+                     organization_id=organization_id, target_type="organization", target_id=organization_id)
+        db.session.commit()
+        holder = db.engine.connect()
+        holding = holder.begin()
+        holder.execute(text("SELECT * FROM audit_chain_heads WHERE chain_key = :k FOR UPDATE"), {"k": organization_id})
+        db.session.remove()
+    return holder, holding
+
+
+@pytest.mark.postgres
+def test_a_sign_in_whose_mirroring_waits_too_long_still_signs_in(app: Flask, client: FlaskClient) -> None:
+    """The sign-in has committed its session when the mirroring of the person's other memberships gives up on a
+    held lock (helper-127: the callback answered 503 without the cookie, over a session committed and never
+    ended): logged, and the sign-in completes."""
+    from tests.auth_support import ACME, GLOBEX, login, sync_organizations
+
+    orgs = sync_organizations(app)
+    holder, holding = _holding_audit_chain(app, orgs[GLOBEX])
+    try:
+        answer = login(client, "consultant@partners.test", organization_id=ACME)
+    finally:
+        holding.rollback()
+        holder.close()
+    assert answer.status_code == 302, answer.get_data(as_text=True)[:300]
+    assert client.get_cookie(app.config["HATIDATA_COOKIE_NAME"]) is not None
+
+
+@pytest.mark.postgres
+def test_a_replay_whose_outcome_cannot_be_recorded_answers_503(app: Flask, client: FlaskClient,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The replay's handler fails and recording the failure (with the replay's audit) gives up on a held lock:
+    503, nothing recorded (helper-127: 200 ``failed``, never audited, the attempt not counted)."""
+    from sqlalchemy import func, select
+
+    from hatidata_auth.models import AuditEvent
+    from hatidata_auth.services import inbox
+
+    tenant = make_tenant(app, "ReplayLock")
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("handler bug")
+
+    monkeypatch.setattr(inbox, "apply_event", broken)
+    holder, holding = _holding_audit_chain(app, tenant.id)
+    try:
+        answer = client.post(f"/api/v1/webhook-inbox/{tenant.ids['inbox_event']}/replay",
+                             headers=headers_for(tenant, "admin"))
+    finally:
+        holding.rollback()
+        holder.close()
+    with app.app_context():
+        audited = db.session.scalar(select(func.count()).select_from(AuditEvent)
+                                    .where(AuditEvent.action == "webhook_event.replayed"))
+        db.session.remove()
+    assert answer.status_code == 503, answer.get_json()
+    assert audited == 0

@@ -145,6 +145,17 @@ def exact_clocks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(workos_memberships, "CLOCK_TOLERANCE", timedelta(0))
 
 
+def _removed_member(app: Flask, control: EmulatorControl) -> tuple[WorkOS, str]:
+    """A person added at WorkOS, signed in, the membership's ``created`` applied, then removed here by an admin; the
+    person and the WorkOS membership id."""
+    person = WorkOS(control, app)
+    first = person.add("viewer")
+    _sign_in(app, person, "viewer")
+    _store_and_drain(app, person.events)
+    _remove_here(app, person)
+    return person, first
+
+
 @pytest.fixture
 def acme(app: Flask, emulator_control: EmulatorControl) -> tuple[Flask, EmulatorControl]:
     _prepare(app)
@@ -237,11 +248,7 @@ def test_an_admin_bringing_a_member_back_lifts_the_removal(acme: tuple[Flask, Em
     """An admin's removal, then an admin here makes the person a member again: WorkOS's changes of the membership
     apply again (the removal's mark is gone)."""
     app, control = acme
-    person = WorkOS(control, app)
-    first = person.add("viewer")
-    _sign_in(app, person, "viewer")
-    _store_and_drain(app, person.events)
-    _remove_here(app, person)
+    person, first = _removed_member(app, control)
     with app.app_context():
         tenant_admin.grant_admin(db.session(), organization_id=_acme(db.session).id, email=person.email,
                                  actor=Actor.system("test"))
@@ -522,11 +529,7 @@ def test_a_re_add_within_the_clocks_tolerance_is_held(acme: tuple[Flask, Emulato
     when the clocks drift (an admin here lets them in)."""
     monkeypatch.setattr(workos_memberships, "CLOCK_TOLERANCE", TOLERANCE)
     app, control = acme
-    person = WorkOS(control, app)
-    first = person.add("viewer")
-    _sign_in(app, person, "viewer")
-    _store_and_drain(app, person.events)
-    _remove_here(app, person)
+    person, first = _removed_member(app, control)
     person.remove(first)
     person.add("developer")
     _store_and_drain(app, person.events[-2:])
@@ -541,11 +544,7 @@ def test_an_event_an_admins_removal_holds_is_noted_in_the_inbox(acme: tuple[Flas
     from hatidata_auth.models import WebhookEvent
 
     app, control = acme
-    person = WorkOS(control, app)
-    first = person.add("viewer")
-    _sign_in(app, person, "viewer")
-    _store_and_drain(app, person.events)
-    _remove_here(app, person)
+    person, first = _removed_member(app, control)
     person.set_role(first, "admin")
     _store_and_drain(app, person.events[-1:])
     with app.app_context():
@@ -615,10 +614,8 @@ def _strip_mark(app: Flask, person: WorkOS) -> None:
         db.session.remove()
 
 
-def test_the_migration_marks_the_removals_made_before_the_mark(acme: tuple[Flask, EmulatorControl]) -> None:
-    """Migration 0023 marks a member an admin removed last (the time of its audit event), and no other: a member
-    WorkOS removed, one an admin removed and made a member again. WorkOS's later change of the marked one is then
-    held (helper-126: a removal made before this version was undone by WorkOS's next role change)."""
+def _migration() -> Any:
+    """Migration 0023's module (its ``mark_removals``)."""
     import importlib.util
 
     from hatidata_auth.app import MIGRATIONS_DIR
@@ -628,6 +625,14 @@ def test_the_migration_marks_the_removals_made_before_the_mark(acme: tuple[Flask
     assert spec.loader is not None
     migration = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(migration)
+    return migration
+
+
+def test_the_migration_marks_the_removals_made_before_the_mark(acme: tuple[Flask, EmulatorControl]) -> None:
+    """Migration 0023 marks a member an admin removed last (the time of its audit event), and no other: a member
+    WorkOS removed, one an admin removed and made a member again. WorkOS's later change of the marked one is then
+    held (helper-126: a removal made before this version was undone by WorkOS's next role change)."""
+    migration = _migration()
     app, control = acme
     removed, by_workos, back = WorkOS(control, app), WorkOS(control, app), WorkOS(control, app)
     first = removed.add("viewer")
@@ -663,3 +668,24 @@ def test_the_migration_marks_the_removals_made_before_the_mark(acme: tuple[Flask
     m = _membership(app, removed)
     assert m is not None
     assert m.status == "deprovisioned", m.details
+
+
+def test_the_migration_marks_a_removal_workos_deactivated_since(acme: tuple[Flask, EmulatorControl]) -> None:
+    """Before the mark, WorkOS's deactivation of a removed member's membership moved the row from ``deprovisioned``
+    to ``inactive``: still the admin's removal, marked (helper-127: it was left unmarked, and WorkOS's reactivation
+    brought the person back)."""
+    app, control = acme
+    person, first = _removed_member(app, control)
+    _strip_mark(app, person)  # a removal made before the mark
+    person.set_status(first, "deactivate")
+    _store_and_drain(app, person.events[-1:])
+    m = _membership(app, person)
+    assert m is not None
+    assert m.status == "inactive"
+    with app.app_context(), db.engine.begin() as conn:
+        assert _migration().mark_removals(conn) == 1
+    person.set_status(first, "reactivate")
+    _store_and_drain(app, person.events[-1:])
+    m = _membership(app, person)
+    assert m is not None
+    assert m.status == "inactive", m.details

@@ -294,7 +294,8 @@ def receive(session: Session, client: WorkOSClient, payload: dict[str, Any], *, 
             cause: Cause | None = None, on_result: OnResult | None = None) -> InboxResult:
     """Store and apply one verified event exactly once (by WorkOS unless *cause* says who); commits (or rolls back
     and records the failure). *on_result* is called with the result in the transaction that records it, before its
-    commit (a replay's audit event); for a duplicate, after the rollback (the caller commits what it writes).
+    commit (a replay's audit event); for a duplicate, after the rollback (the caller commits what it writes). With
+    *on_result*, a failure that cannot be recorded is raised (no redelivery would record it), not only logged.
 
     Raises :class:`PayloadError` (nothing stored) when the envelope or the data has the wrong shape.
     """
@@ -341,6 +342,8 @@ def receive(session: Session, client: WorkOSClient, payload: dict[str, Any], *, 
             session.commit()
         except Exception:  # the database itself is down: WorkOS retries anyway
             session.rollback()
+            if on_result is not None:
+                raise  # a replay is never sent again: its caller answers the error, nothing done or audited
             log.exception("could not record the failure of event %s", event_id)
         return failed
 

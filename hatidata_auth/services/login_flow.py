@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.orm import Session
 
 from ..causes import NO_REQUEST, Actor, Cause, RequestInfo
-from ..errors import AppError
+from ..errors import AppError, is_connection_error
 from ..workos import WorkOSClient, WorkOSFailure
 from . import auth_policy, db_conflicts, login, sessions, sign_in_attempts
 from . import break_glass as break_glass_members
@@ -156,9 +156,11 @@ def finish(db: Session, client: WorkOSClient, verifier: TokenVerifier, *, code: 
 
     try:
         db_conflicts.retrying(db, mirror_memberships, what="a sign-in's mirroring of its other memberships")
-    except WorkOSFailure:
+    except Exception as exc:  # the sign-in committed: a failure of its mirroring is only logged
+        if not (isinstance(exc, WorkOSFailure) or is_connection_error(exc)):
+            raise
         db.rollback()
-        log.warning("could not mirror the other memberships of %s", result.user_id)
+        log.warning("could not mirror the other memberships of %s: %s", result.user_id, type(exc).__name__)
     log.info("login %s user=%s org=%s", result.session_id, result.user_id, result.organization_id)
     return Finished(result, exchanged.tokens)
 
