@@ -63,7 +63,7 @@ def test_a_deprovisioning_that_failed_on_the_poller_path_is_applied_by_the_webho
     with app.app_context():
         # What inbox.receive does when applying fails (e.g. WorkOS unreachable in event_source.bind): the
         # transaction is rolled back and the failure recorded alone.
-        inbox._record_failure(db.session(), payload, "events_api", "WorkOSUnavailable: connection refused")
+        inbox.record_failure(db.session(), payload, "events_api", "WorkOSUnavailable: connection refused")
         db.session.commit()
         db.session.remove()
     answer = post_event(app.test_client(), app, payload, drain=False)  # WorkOS delivers the webhook
