@@ -130,3 +130,52 @@ def test_a_replay_whose_outcome_cannot_be_recorded_answers_503(app: Flask, clien
         db.session.remove()
     assert answer.status_code == 503, answer.get_json()
     assert audited == 0
+
+
+@pytest.mark.postgres
+def test_an_event_behind_a_held_lock_waits_alone_and_the_batch_goes_on(app: Flask, emulator_control: Any) -> None:
+    """Two WorkOS role changes in one applier batch; another transaction holds the first member's row. The first
+    event gives up on the lock and waits for a later batch (``received``, its error kept); the second is applied
+    (helper-127: the lock timeout rolled back the whole batch, and its other events were claimed again with the
+    stuck one for as long as the lock was held)."""
+    from sqlalchemy import select
+
+    from hatidata_auth.models import WebhookEvent
+    from hatidata_auth.services import inbox, inbox_worker
+    from tests.support.membership_word import WorkOS, membership_of, sign_in
+    from tests.test_inbox_batch_scope import _prepare
+    from tests.test_membership_rows_race import _store_and_drain
+
+    _prepare(app)
+    held, free = WorkOS(emulator_control, app), WorkOS(emulator_control, app)
+    for person in (held, free):
+        person.add("viewer")
+        sign_in(app, person, "viewer")
+        _store_and_drain(app, person.events)
+        person.set_role(person.events[0]["data"]["id"], "developer")
+    row = membership_of(app, held)
+    assert row is not None
+    with app.app_context():
+        holder = db.engine.connect()
+        holding = holder.begin()
+        holder.execute(text("SELECT id FROM memberships WHERE id = :id FOR UPDATE"), {"id": row.id})
+        try:
+            for person in (held, free):
+                inbox.store(db.session(), person.events[-1])
+            db.session.remove()
+            report = inbox_worker.apply_batch(db.session(), app.extensions["hatidata_workos"].client, limit=10)
+            db.session.remove()
+        finally:
+            holding.rollback()
+            holder.close()
+        stuck = db.session.scalar(select(WebhookEvent).where(WebhookEvent.event_id == held.events[-1]["id"]))
+        assert stuck is not None
+        assert stuck.status == "received", (stuck.status, stuck.last_error)
+        assert "LockNotAvailable" in (stuck.last_error or "") or "lock timeout" in (stuck.last_error or "")
+        db.session.remove()
+    assert report is not None
+    applied = membership_of(app, free)
+    waiting = membership_of(app, held)
+    assert applied is not None
+    assert waiting is not None
+    assert (applied.role, waiting.role) == ("developer", "viewer")

@@ -140,12 +140,13 @@ def _apply_one(session: Session, client: WorkOSClient, event: Claimed, cause: Ca
         scope.promote(staged)
     except Exception as exc:
         roll_back(session, savepoint)
-        if is_connection_error(exc):
+        waited = db_conflicts.waited_too_long(exc)  # a lock held elsewhere: this event only, the rest goes on
+        if is_connection_error(exc) and not waited:
             raise  # the database is gone: the whole batch rolls back and stays pending
         error = error_summary(exc)
         # A unique violation: a writer outside the batch (a sign-in) created the row first; the batch's reads (and
         # caches) predate it, so the event is applied again by a later batch, which finds the row.
-        transient = (isinstance(exc, WorkOSUnavailable) or db_conflicts.created_meanwhile(exc)) \
+        transient = (isinstance(exc, WorkOSUnavailable) or db_conflicts.created_meanwhile(exc) or waited) \
             and event.attempts < MAX_TRANSIENT_ATTEMPTS
         log.warning("applying WorkOS event %s (%s) failed: %s", event.event_id, event.event_type, error,
                     exc_info=not transient and exc)
@@ -177,7 +178,7 @@ def _optimistic(session: Session, client: WorkOSClient, events: list[Claimed], c
         savepoint.commit()
     except Exception as exc:
         roll_back(session, savepoint)
-        if is_connection_error(exc):
+        if is_connection_error(exc) and not db_conflicts.waited_too_long(exc):
             raise  # the database is gone: the whole batch rolls back and stays pending
         log.debug("an event of the batch failed (%s); applying the batch again event by event", error_summary(exc))
         return None
