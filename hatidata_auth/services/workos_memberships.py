@@ -100,8 +100,11 @@ def apply(session: Session, client: WorkOSClient | None, org: Organization, memb
           cause: Cause, audit_details: dict[str, Any] | None = None) -> None:
     """Record WorkOS's word (not :func:`superseded`: the caller checked) on *membership* and give it the access it
     grants: a deletion deprovisions, any other status than ``active`` deactivates, ``active`` in an active
-    organization reactivates with WorkOS's role (a role we do not know keeps the member's, else the organization's
-    default). Directory-managed members keep what the directory and our mappings decide; only the record changes."""
+    organization reactivates with WorkOS's role. A role we do not know keeps the member's only while the
+    membership goes on (:func:`_continues`); a membership WorkOS made anew (a re-add) starts at the organization's
+    default, so it never restores a role its predecessor held. Directory-managed members keep what the directory
+    and our mappings decide; only the record changes."""
+    continues = _continues(membership, workos_membership_id)
     details = {**(membership.details or {}), "workos_version": version.isoformat(),
                "workos_status": "deleted" if deleted else status}
     if deleted:
@@ -112,9 +115,17 @@ def apply(session: Session, client: WorkOSClient | None, org: Organization, memb
         return
     active = not deleted and (status or "active") == "active" and org.status == "active"
     if not is_role(role):
-        role = membership.role or org.default_role
+        role = (membership.role if continues else None) or org.default_role
     set_access(session, client, membership, role=role, role_source="idp", active=active, cause=cause,
                inactive_status="deprovisioned" if deleted else "inactive", details=audit_details)
+
+
+def _continues(membership: Membership, workos_membership_id: str) -> bool:
+    """Whether WorkOS's membership *workos_membership_id* is the one *membership* holds: the id the row knows, or,
+    when it knows none, a row that is active (made here: a sign-in's or an admin's grant). A deleted membership's
+    row knows no id and is not active, so a re-add is a new membership."""
+    known = membership.workos_membership_id
+    return known == workos_membership_id or (known is None and membership.status == "active")
 
 
 def remove_here(membership: Membership, *, now: datetime) -> None:

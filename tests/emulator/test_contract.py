@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from workos import WorkOSClient
+from workos import ConflictError, NotFoundError, UnprocessableEntityError, WorkOSClient
 from workos.organization_membership import RoleSingle
 from workos.sso import CreateProtocolOptionsOIDC, CreateProtocolOptionsSAML
 from workos.sso.models import CreateConnectionOIDCOptions, CreateConnectionSAMLOptions
@@ -133,6 +133,21 @@ def test_users_memberships_roles(workos: WorkOSClient, recorder: RecordingHTTPCl
     org_roles = workos.authorization.list_organization_roles(ACME)
     admin = next(r for r in org_roles.data if r.slug == "admin")
     assert {"members:write", "keys:write", "sso:manage"} <= set(admin.permissions)
+    made = workos.authorization.create_environment_role(slug="contractor", name="Contractor",
+                                                        description="Works on a project")
+    assert (made.slug, made.type, made.permissions) == ("contractor", "EnvironmentRole", [])
+    assert workos.authorization.get_environment_role("contractor").id == made.id
+    om = workos.organization_membership.create_organization_membership(
+        user_id=ACME_ADMIN_USER, organization_id=GLOBEX, role=RoleSingle(role_slug="contractor"))
+    assert om.role.slug == "contractor"
+    workos.organization_membership.delete_organization_membership(om.id)
+    with pytest.raises(ConflictError):
+        workos.authorization.create_environment_role(slug="contractor", name="Again")
+    for slug, name in (("Has Spaces", "Bad"), ("x" * 49, "Too long"), ("fine", "")):
+        with pytest.raises(UnprocessableEntityError):
+            workos.authorization.create_environment_role(slug=slug, name=name)
+    with pytest.raises(NotFoundError):
+        workos.authorization.get_environment_role("nobody")
     _validate(recorder, openapi_contract)
 
 

@@ -114,6 +114,50 @@ def list_environment_roles() -> Any:
         return jsonify({"object": "list", "data": [serialize.role(r) for r in emu.store.roles.values()]})
 
 
+@bp.get("/authorization/roles/<slug>")
+def get_environment_role(slug: str) -> Any:
+    """``GET /authorization/roles/{slug}``: 404 for a slug no role has."""
+    emu = emulator()
+    with emu.store.lock:
+        return jsonify(serialize.role(emu.store.get("roles", slug, "Role")))
+
+
+ROLE_SLUG = re.compile(r"[a-z0-9][a-z0-9_:-]*")
+
+
+def _limited(data: dict[str, Any], name: str, limit: int, *, required: bool) -> str | None:
+    value = require_str(data, name) if required else opt_str(data, name)
+    if value is not None and len(value) > limit:
+        raise invalid_params(f"{name} must be at most {limit} characters.", name)
+    return value
+
+
+@bp.post("/authorization/roles")
+def create_environment_role() -> Any:
+    """``POST /authorization/roles`` (``slug``, ``name``: at most 48 characters; ``description``: at most 150;
+    ``resource_type_slug``: ``organization`` when absent): 201 with the role; 409 ``role_slug_conflict`` for a slug
+    taken; 422 for a missing or malformed field."""
+    emu = emulator()
+    data = json_body()
+    slug = str(_limited(data, "slug", 48, required=True))
+    if not ROLE_SLUG.fullmatch(slug):
+        raise invalid_params("slug must be lowercase letters, digits, '-', '_' or ':'.", "slug")
+    name = _limited(data, "name", 48, required=True)
+    description = _limited(data, "description", 150, required=False)
+    resource_type = _limited(data, "resource_type_slug", 48, required=False) or "organization"
+    with emu.store.lock:
+        if slug in emu.store.roles:
+            raise ApiError(409, f"A role with slug '{slug}' already exists.", "role_slug_conflict")
+        now = iso()
+        role: Entity = {
+            "id": new_id("role"), "slug": slug, "name": name, "description": description,
+            "type": "EnvironmentRole", "resource_type_slug": resource_type, "permissions": [],
+            "created_at": now, "updated_at": now,
+        }
+        emu.store.roles[slug] = role
+        return jsonify(serialize.role(role)), 201
+
+
 @bp.get("/authorization/organizations/<org_id>/roles")
 def list_organization_roles(org_id: str) -> Any:
     """``GET /authorization/organizations/{id}/roles`` (environment roles apply to every organization)."""
