@@ -97,14 +97,15 @@ def held_by_removal(membership: Membership, workos_membership_id: str, created_a
 
 def apply(session: Session, client: WorkOSClient | None, org: Organization, membership: Membership, *,
           workos_membership_id: str, version: datetime, status: str | None, role: Any, deleted: bool,
-          cause: Cause, audit_details: dict[str, Any] | None = None) -> None:
+          cause: Cause, created_at: datetime | None = None, audit_details: dict[str, Any] | None = None) -> None:
     """Record WorkOS's word (not :func:`superseded`: the caller checked) on *membership* and give it the access it
     grants: a deletion deprovisions, any other status than ``active`` deactivates, ``active`` in an active
     organization reactivates with WorkOS's role. A role we do not know keeps the member's only while the
-    membership goes on (:func:`_continues`); a membership WorkOS made anew (a re-add) starts at the organization's
-    default, so it never restores a role its predecessor held. Directory-managed members keep what the directory
-    and our mappings decide; only the record changes."""
-    continues = _continues(membership, workos_membership_id)
+    membership goes on (:func:`continues`, *created_at* being WorkOS's ``created_at``); a membership WorkOS made
+    anew (a re-add) starts at the organization's default, active or not, so it never restores a role its
+    predecessor held. Directory-managed members keep what the directory and our mappings decide; only the record
+    changes."""
+    goes_on = continues(membership, workos_membership_id, created_at)
     details = {**(membership.details or {}), "workos_version": version.isoformat(),
                "workos_status": "deleted" if deleted else status}
     if deleted:
@@ -115,17 +116,27 @@ def apply(session: Session, client: WorkOSClient | None, org: Organization, memb
         return
     active = not deleted and (status or "active") == "active" and org.status == "active"
     if not is_role(role):
-        role = (membership.role if continues else None) or org.default_role
+        role = (membership.role if goes_on else None) or org.default_role
+    if not goes_on and not active and not deleted:
+        # Recorded dormant, under the new id: the predecessor's role would count as this membership's when it
+        # becomes active (a break-it review: an inactive or pending re-add, then reactivated, was an admin again).
+        membership.role = role
     set_access(session, client, membership, role=role, role_source="idp", active=active, cause=cause,
                inactive_status="deprovisioned" if deleted else "inactive", details=audit_details)
 
 
-def _continues(membership: Membership, workos_membership_id: str) -> bool:
-    """Whether WorkOS's membership *workos_membership_id* is the one *membership* holds: the id the row knows, or,
-    when it knows none, a row that is active (made here: a sign-in's or an admin's grant). A deleted membership's
-    row knows no id and is not active, so a re-add is a new membership."""
+def continues(membership: Membership, workos_membership_id: str, created_at: datetime | None) -> bool:
+    """Whether WorkOS's membership *workos_membership_id* (created at *created_at*, WorkOS's ``created_at``) is the
+    one *membership*'s role belongs to: the id the row knows; or, when it knows none, the row is active (a
+    sign-in's or an admin's grant here, which AuthKit's answer names no membership id for) and WorkOS made the
+    membership :data:`CLOCK_TOLERANCE` or more before the row's last change (``updated_at``, by our clock). A
+    deleted membership's row knows no id and is not active, and one WorkOS made since the grant is a re-add: each
+    is a new membership. Errs towards a new one (the default role) when the clocks cannot tell."""
     known = membership.workos_membership_id
-    return known == workos_membership_id or (known is None and membership.status == "active")
+    if known is not None or membership.status != "active":
+        return known == workos_membership_id
+    made, granted = when(created_at), when(membership.updated_at)
+    return made is not None and granted is not None and made + CLOCK_TOLERANCE <= granted
 
 
 def remove_here(membership: Membership, *, now: datetime) -> None:
@@ -185,6 +196,7 @@ def from_listing(session: Session, client: WorkOSClient | None, org: Organizatio
     slug = getattr(getattr(item, "role", None), "slug", None)
     apply(session, client, org, membership, workos_membership_id=item.id, version=version, status="active",
           role=slug, deleted=False, cause=cause.with_reason("workos_membership_active"),
+          created_at=when(getattr(item, "created_at", None)),
           audit_details={"workos_membership_id": item.id, "workos_version": version.isoformat()})
     return True
 

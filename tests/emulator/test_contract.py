@@ -143,7 +143,9 @@ def test_users_memberships_roles(workos: WorkOSClient, recorder: RecordingHTTPCl
     workos.organization_membership.delete_organization_membership(om.id)
     with pytest.raises(ConflictError):
         workos.authorization.create_environment_role(slug="contractor", name="Again")
-    for slug, name in (("Has Spaces", "Bad"), ("x" * 49, "Too long"), ("fine", "")):
+    created = workos.events.list_events(events=["role.created"]).data
+    assert [(e.data.slug, e.data.resource_type_slug) for e in created] == [("contractor", "organization")]
+    for slug, name in (("Has Spaces", "Bad"), ("x" * 49, "Too long"), ("fine", "n" * 49)):
         with pytest.raises(UnprocessableEntityError):
             workos.authorization.create_environment_role(slug=slug, name=name)
     with pytest.raises(NotFoundError):

@@ -135,8 +135,8 @@ def _limited(data: dict[str, Any], name: str, limit: int, *, required: bool) -> 
 @bp.post("/authorization/roles")
 def create_environment_role() -> Any:
     """``POST /authorization/roles`` (``slug``, ``name``: at most 48 characters; ``description``: at most 150;
-    ``resource_type_slug``: ``organization`` when absent): 201 with the role; 409 ``role_slug_conflict`` for a slug
-    taken; 422 for a missing or malformed field."""
+    ``resource_type_slug``: ``organization`` when absent): 201 with the role, and a ``role.created`` event; 409
+    ``role_slug_conflict`` for a slug taken; 422 for a missing or malformed field."""
     emu = emulator()
     data = json_body()
     slug = str(_limited(data, "slug", 48, required=True))
@@ -155,6 +155,8 @@ def create_environment_role() -> Any:
             "created_at": now, "updated_at": now,
         }
         emu.store.roles[slug] = role
+        emu.emit("role.created", {"object": "role", "slug": slug, "resource_type_slug": resource_type,
+                                  "permissions": [], "created_at": now, "updated_at": now})
         return jsonify(serialize.role(role)), 201
 
 
