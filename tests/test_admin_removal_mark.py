@@ -112,8 +112,8 @@ def test_an_admin_bringing_a_member_back_lifts_the_removal(acme: tuple[Flask, Em
 
 
 def _removed_before_workos_deletion(app: Flask, person: WorkOS) -> str:
-    """Added at WorkOS (X) and signed in, X's events not applied; WorkOS removes X; an admin here removes the
-    person before WorkOS's deletion is applied (the row never learnt X's id)."""
+    """Added at WorkOS (X) and signed in, X's events not applied (the row knows X's id from the sign-in alone);
+    WorkOS removes X; an admin here removes the person before WorkOS's deletion is applied."""
     first = person.add("viewer")
     sign_in(app, person, "viewer")
     person.remove(first)
@@ -121,7 +121,7 @@ def _removed_before_workos_deletion(app: Flask, person: WorkOS) -> str:
     m = membership_of(app, person)
     assert m is not None
     assert m.status == "deprovisioned"
-    assert m.details["removed_here"]["id"] is None
+    assert m.details["removed_here"]["id"] == first
     return first
 
 

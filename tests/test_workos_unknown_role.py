@@ -12,13 +12,18 @@ All through the real SDK against the emulator; each WorkOS change is made throug
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from flask import Flask
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import select
 
+from hatidata_auth.causes import Actor, Cause
 from hatidata_auth.extensions import db
-from hatidata_auth.services import workos_memberships
+from hatidata_auth.models import AuditEvent, OrganizationAlert
+from hatidata_auth.services import alerts, tenant_admin, workos_memberships
 from tests.support.membership_word import TOLERANCE, WorkOS, acme_org, membership_of, remove_here, sign_in
 from tests.support.servers import EmulatorControl, http_json
 from tests.test_inbox_batch_scope import _prepare
@@ -27,18 +32,30 @@ from tests.test_membership_rows_race import _store_and_drain
 UNKNOWN_SLUGS = st.sampled_from(["member", "contractor", "billing-admin", "admin-2"])
 
 
+def _environment_roles(control: EmulatorControl) -> None:
+    """The unknown slugs, made environment roles through WorkOS's roles API."""
+    for slug in ("member", "contractor", "billing-admin", "admin-2"):
+        status, body = http_json("POST", f"{control.base_url}/authorization/roles",
+                                 {"slug": slug, "name": slug.title()}, control.headers)
+        assert status in (201, 409), body
+
+
 @pytest.fixture
 def acme(app: Flask, emulator_control: EmulatorControl) -> tuple[Flask, EmulatorControl]:
-    """Acme with an admin, in an environment whose roles include the unknown slugs (made through WorkOS's roles
-    API)."""
+    """Acme with an admin, in an environment whose roles include the unknown slugs."""
     _prepare(app)
-    for slug in ("member", "contractor", "billing-admin", "admin-2"):
-        status, body = http_json("POST", f"{emulator_control.base_url}/authorization/roles",
-                                 {"slug": slug, "name": slug.title()}, emulator_control.headers)
-        assert status in (201, 409), body
+    _environment_roles(emulator_control)
     standing = WorkOS(emulator_control, app)  # another admin, so that removing one is not refused as the last
     standing.add("admin")
     sign_in(app, standing, "admin")
+    return app, emulator_control
+
+
+@pytest.fixture
+def bare_acme(app: Flask, emulator_control: EmulatorControl) -> tuple[Flask, EmulatorControl]:
+    """Acme with no admin yet, in the same environment."""
+    _prepare(app)
+    _environment_roles(emulator_control)
     return app, emulator_control
 
 
@@ -155,3 +172,94 @@ def test_an_invited_re_add_accepted_later_starts_at_the_default(acme: tuple[Flas
     m = membership_of(app, person)
     assert m is not None
     assert (m.status, m.role) == ("active", _default_role(app)), m.details
+
+
+# --- grants here that the rule keeps, and what a re-add seen inactive records (helper-129's repros) -------------
+
+
+def _grant_admin(app: Flask, email: str) -> None:
+    """``hatidata grant-admin``'s service: the organization's first admin, before WorkOS knows the person."""
+    with app.app_context():
+        s = db.session()
+        tenant_admin.grant_admin(s, organization_id=acme_org(s).id, email=email, actor=Actor.system("cli"))
+        s.commit()
+        db.session.remove()
+
+
+def test_a_grant_here_survives_the_first_workos_membership_with_a_role_we_do_not_know(
+        bare_acme: tuple[Flask, EmulatorControl]) -> None:
+    """``grant-admin`` made the person the first admin; WorkOS then adds them with its default slug (not ours):
+    their first and only membership, which the grant goes on under (a version with clocks reset it)."""
+    app, control = bare_acme
+    person = WorkOS(control, app)
+    _grant_admin(app, person.email)
+    person.add("member")
+    _store_and_drain(app, person.events)
+    m = membership_of(app, person)
+    assert m is not None
+    assert (m.status, m.role, m.role_source) == ("active", "admin", "manual"), m.details
+
+
+def test_an_admins_grant_here_survives_the_late_created_of_the_same_membership(
+        acme: tuple[Flask, EmulatorControl]) -> None:
+    """Added at WorkOS with a slug we do not know, signed in (the default role), made an admin here at once; the
+    same membership's late ``created`` keeps the grant."""
+    app, control = acme
+    person = WorkOS(control, app)
+    person.add("member")
+    m = sign_in(app, person, "member")
+    assert (m.role, m.workos_membership_id) == (_default_role(app), person.events[0]["data"]["id"])
+    with app.app_context():
+        tenant_admin.change_member_role(db.session(), app.extensions["hatidata_workos"].client,
+                                        organization_id=m.organization_id, membership_id=m.id, role="admin",
+                                        cause=Cause.by(Actor("user", "usr_role_admin", "it@acme.test")))
+        db.session.commit()
+        db.session.remove()
+    _store_and_drain(app, person.events)
+    m2 = membership_of(app, person)
+    assert m2 is not None
+    assert (m2.status, m2.role) == ("active", "admin"), m2.details
+
+
+def test_a_first_sign_in_workos_fails_to_list_for_still_signs_in(acme: tuple[Flask, EmulatorControl],
+                                                                 emulator: Any) -> None:
+    """WorkOS failing the first sign-in's listing: the sign-in is let in, its row knowing no WorkOS id (the
+    documented fallback: a grant here goes on under any membership while active)."""
+    from tests.auth_support import add_fault
+
+    app, control = acme
+    person = WorkOS(control, app)
+    person.add("developer")
+    add_fault(emulator, "GET", "/user_management/organization_memberships", 503, count=1)
+    m = sign_in(app, person, "developer")
+    assert (m.status, m.role, m.workos_membership_id) == ("active", "developer", None)
+
+
+def test_a_re_add_seen_pending_deprovisions_the_last_admin_audited_and_alerted(
+        bare_acme: tuple[Flask, EmulatorControl]) -> None:
+    """The only admin is removed at WorkOS and invited again with a slug we do not know; the invitation's pending
+    ``created`` arrives first: the deprovisioning is audited from ``admin`` and the organization is alerted that no
+    admin is left (a version wrote the new role before ``set_access`` and hid both)."""
+    app, control = bare_acme
+    person = WorkOS(control, app)
+    first = person.add("admin")
+    sign_in(app, person, "admin")
+    person.remove(first)
+    person.add("contractor")
+    created = {**person.events[-1], "data": {**person.events[-1]["data"], "status": "pending"}}
+    _store_and_drain(app, [created])
+    m = membership_of(app, person)
+    assert m is not None
+    assert (m.status, m.role) == ("inactive", _default_role(app))
+    with app.app_context():
+        s = db.session()
+        org = acme_org(s)
+        previous = s.scalars(select(AuditEvent.details["previous_role"].as_string()).where(
+            AuditEvent.organization_id == org.id, AuditEvent.action == "membership.deprovisioned",
+            AuditEvent.target_id == m.id)).all()
+        alert = s.scalar(select(OrganizationAlert.id).where(
+            OrganizationAlert.organization_id == org.id, OrganizationAlert.kind == alerts.NO_ACTIVE_ADMIN,
+            OrganizationAlert.resolved_at.is_(None)))
+        db.session.remove()
+    assert previous == ["admin"]
+    assert alert is not None

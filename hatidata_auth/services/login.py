@@ -188,7 +188,8 @@ def _upsert_membership(db: Session, client: WorkOSClient, org: Organization, sig
     member's events never write back over this sign-in's change, nor it over theirs, and a deprovisioning waits for
     the session it records), else a new one, or the one another writer created meanwhile (``membership_rows``).
     *listed*: WorkOS's active memberships of the person in *org*, asked before the locks
-    (``workos_memberships.listing_for_sign_in``), which may bring an inactive one up to date."""
+    (``workos_memberships.listing_for_sign_in``), which may bring an inactive one up to date, and name the
+    membership a new one is made from."""
     user = signing_in.person
     if signing_in.membership is None:
         membership, created = membership_rows.created_or_locked(
@@ -196,7 +197,9 @@ def _upsert_membership(db: Session, client: WorkOSClient, org: Organization, sig
             role_source="idp")
     else:
         membership, created = signing_in.membership, False  # held since before the person was written
-    if not created and membership.status != "active":  # WorkOS may have re-added them since the event we hold
+    if created:
+        workos_memberships.known_from_listing(membership, listed)
+    elif membership.status != "active":  # WorkOS may have re-added them since the event we hold
         workos_memberships.caught_up(db, client, org, membership, listed,
                                      cause=Cause.by(Actor("user", user.id, user.email), request))
     if not created and _kept(org, membership):

@@ -86,16 +86,19 @@ def set_access(
     cause: Cause,
     inactive_status: str = "deprovisioned",
     details: dict[str, Any] | None = None,
+    dormant_role: bool = False,
 ) -> AccessChange | None:
     """Give *membership* its role and status; deprovision or reactivate as needed; audit every change.
 
     A member is active only with a role: ``active=True`` with ``role=None`` (no mapped group and no default
-    role) leaves the membership ``inactive``. Returns ``None`` when nothing changed.
+    role) leaves the membership ``inactive``. A membership that is not active keeps its role, unless
+    *dormant_role*: then it holds *role* for when it is active again (a new WorkOS membership seen inactive).
+    Returns ``None`` when nothing changed.
     """
     if role is not None and role not in ROLES:
         raise ValueError(f"cannot grant unknown role {role!r}")
     new_status = "active" if active and role is not None else (inactive_status if not active else "inactive")
-    new_role = role if new_status == "active" else membership.role
+    new_role = role if new_status == "active" or dormant_role else membership.role
     old_role, old_status = membership.role, membership.status
     if old_role == new_role and old_status == new_status and (
         new_status != "active" or membership.role_source == role_source

@@ -97,15 +97,14 @@ def held_by_removal(membership: Membership, workos_membership_id: str, created_a
 
 def apply(session: Session, client: WorkOSClient | None, org: Organization, membership: Membership, *,
           workos_membership_id: str, version: datetime, status: str | None, role: Any, deleted: bool,
-          cause: Cause, created_at: datetime | None = None, audit_details: dict[str, Any] | None = None) -> None:
+          cause: Cause, audit_details: dict[str, Any] | None = None) -> None:
     """Record WorkOS's word (not :func:`superseded`: the caller checked) on *membership* and give it the access it
     grants: a deletion deprovisions, any other status than ``active`` deactivates, ``active`` in an active
-    organization reactivates with WorkOS's role. A role we do not know keeps the member's only while the
-    membership goes on (:func:`continues`, *created_at* being WorkOS's ``created_at``); a membership WorkOS made
-    anew (a re-add) starts at the organization's default, active or not, so it never restores a role its
-    predecessor held. Directory-managed members keep what the directory and our mappings decide; only the record
-    changes."""
-    goes_on = continues(membership, workos_membership_id, created_at)
+    organization reactivates with WorkOS's role. A role we do not know keeps the member's role (and how it was
+    decided) only while the membership goes on (:func:`continues`); a membership WorkOS made anew (a re-add)
+    starts at the organization's default, active or not, so it never restores a role its predecessor held.
+    Directory-managed members keep what the directory and our mappings decide; only the record changes."""
+    goes_on = continues(membership, workos_membership_id)
     details = {**(membership.details or {}), "workos_version": version.isoformat(),
                "workos_status": "deleted" if deleted else status}
     if deleted:
@@ -115,28 +114,36 @@ def apply(session: Session, client: WorkOSClient | None, org: Organization, memb
     if membership.source == "directory":
         return
     active = not deleted and (status or "active") == "active" and org.status == "active"
+    source = "idp"
     if not is_role(role):
-        role = (membership.role if goes_on else None) or org.default_role
-    if not goes_on and not active and not deleted:
-        # Recorded dormant, under the new id: the predecessor's role would count as this membership's when it
-        # becomes active (a break-it review: an inactive or pending re-add, then reactivated, was an admin again).
-        membership.role = role
-    set_access(session, client, membership, role=role, role_source="idp", active=active, cause=cause,
-               inactive_status="deprovisioned" if deleted else "inactive", details=audit_details)
+        kept = membership.role if goes_on else None
+        role, source = (kept, membership.role_source) if kept else (org.default_role, "default")
+    # A new membership seen inactive (pending, deactivated) holds its own role until it is active: the
+    # predecessor's would count as its own then (a break-it review: a re-add first seen inactive, then
+    # reactivated, was an admin again).
+    set_access(session, client, membership, role=role, role_source=source, active=active, cause=cause,
+               inactive_status="deprovisioned" if deleted else "inactive", details=audit_details,
+               dormant_role=not goes_on and not deleted)
 
 
-def continues(membership: Membership, workos_membership_id: str, created_at: datetime | None) -> bool:
-    """Whether WorkOS's membership *workos_membership_id* (created at *created_at*, WorkOS's ``created_at``) is the
-    one *membership*'s role belongs to: the id the row knows; or, when it knows none, the row is active (a
-    sign-in's or an admin's grant here, which AuthKit's answer names no membership id for) and WorkOS made the
-    membership :data:`CLOCK_TOLERANCE` or more before the row's last change (``updated_at``, by our clock). A
-    deleted membership's row knows no id and is not active, and one WorkOS made since the grant is a re-add: each
-    is a new membership. Errs towards a new one (the default role) when the clocks cannot tell."""
+def continues(membership: Membership, workos_membership_id: str) -> bool:
+    """Whether WorkOS's membership *workos_membership_id* is the one *membership*'s role belongs to: the id the row
+    knows, or, when it knows none, any while the row is active (a grant here: ``grant-admin``, an admin, a
+    sign-in that could not ask WorkOS). A deleted membership's row knows no id and is not active: a re-add is a
+    new membership. A sign-in that creates a row records the id of WorkOS's membership it is made from
+    (:func:`listing_for_sign_in`, :func:`known_from_listing`), so a re-add delivered before that membership's
+    events is a new one too."""
     known = membership.workos_membership_id
-    if known is not None or membership.status != "active":
-        return known == workos_membership_id
-    made, granted = when(created_at), when(membership.updated_at)
-    return made is not None and granted is not None and made + CLOCK_TOLERANCE <= granted
+    return known == workos_membership_id or (known is None and membership.status == "active")
+
+
+def known_from_listing(membership: Membership, listed: Sequence[Any]) -> None:
+    """A row a sign-in has just created (held) records the id of the membership it is made from: WorkOS's one
+    active membership of the person in the organization (*listed*, asked before the locks); nothing when WorkOS
+    did not answer or lists none or several."""
+    if membership.workos_membership_id is None and len(listed) == 1 \
+            and getattr(listed[0], "status", None) == "active":
+        membership.workos_membership_id = str(listed[0].id)
 
 
 def remove_here(membership: Membership, *, now: datetime) -> None:
@@ -150,21 +157,22 @@ def remove_here(membership: Membership, *, now: datetime) -> None:
 def listing_for_sign_in(session: Session, client: WorkOSClient | None, org: Organization,
                         workos_user_id: str) -> list[Any]:
     """Before a sign-in takes its locks: WorkOS's active memberships of the person in *org* (one list call), when
-    their row there is inactive, not the directory's, and WorkOS's word can answer what left it so
-    (:func:`_answerable`); else, or when WorkOS does not answer, nothing (the sign-in is refused as before).
+    they hold no row there (a first sign-in: the row records the membership's id, :func:`known_from_listing`), or
+    their row is inactive, not the directory's, and WorkOS's word can answer what left it so (:func:`_answerable`);
+    else, or when WorkOS does not answer, nothing (the sign-in is refused as before, or its row knows no id).
     Asked before the locks so that no organization waits for WorkOS behind them (a break-it review);
     :func:`caught_up` checks the answer again under them."""
     if client is None or not workos_user_id or not org.workos_organization_id:
         return []
     membership = session.scalar(select(Membership).join(User, User.id == Membership.user_id).where(
         Membership.organization_id == org.id, User.workos_user_id == workos_user_id))
-    if membership is None or membership.status == "active" or membership.source == "directory" \
-            or not _answerable(membership):
+    if membership is not None and (membership.status == "active" or membership.source == "directory"
+                                   or not _answerable(membership)):
         return []
     try:
         return _active_memberships(client, workos_user_id, org.workos_organization_id)
     except WorkOSFailure as failure:
-        log.warning("could not ask WorkOS for the memberships of %s: %s", membership.user_id, failure)
+        log.warning("could not ask WorkOS for the memberships of %s: %s", workos_user_id, failure)
         return []
 
 
@@ -196,7 +204,6 @@ def from_listing(session: Session, client: WorkOSClient | None, org: Organizatio
     slug = getattr(getattr(item, "role", None), "slug", None)
     apply(session, client, org, membership, workos_membership_id=item.id, version=version, status="active",
           role=slug, deleted=False, cause=cause.with_reason("workos_membership_active"),
-          created_at=when(getattr(item, "created_at", None)),
           audit_details={"workos_membership_id": item.id, "workos_version": version.isoformat()})
     return True
 

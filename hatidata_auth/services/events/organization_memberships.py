@@ -87,4 +87,4 @@ def on_organization_membership(ctx: EventContext, data: dict[str, Any]) -> None:
     # only records WorkOS's word.
     workos_memberships.apply(ctx.session, ctx.client, org, membership, workos_membership_id=data["id"],
                              version=version, status=data.get("status"), role=role, deleted=deleted,
-                             cause=ctx.cause.with_reason(ctx.event_type), created_at=created_at)
+                             cause=ctx.cause.with_reason(ctx.event_type))
