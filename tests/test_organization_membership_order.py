@@ -104,6 +104,22 @@ def test_the_newest_event_decides_in_any_delivery_order(acme_prepared: Flask, de
         assert (m.status, m.role) == ("active", role), delivered
 
 
+@pytest.mark.parametrize("order", [(0, 1), (1, 0)])
+def test_a_re_add_at_the_same_moment_as_the_deletion_it_follows_is_applied(acme_prepared: Flask,
+                                                                             order: tuple[int, int]) -> None:
+    """WorkOS deleted m1 and added m2 within one millisecond (equal ``updated_at``): in either delivery order the
+    member is active with m2's role. m2 is the newer (one membership per person and organization at WorkOS): a
+    tie between two memberships is not the tie of a deletion with the event it ends (it deprovisioned the re-added
+    person; a break-it review)."""
+    app = acme_prepared
+    workos_user_id, user_id = _person(app)
+    events = [_event("deleted", 1, 3, None, workos_user_id), _event("created", 2, 3, "developer", workos_user_id)]
+    _deliver(app, [events[i] for i in order])
+    m = _membership(app, user_id)
+    assert m is not None
+    assert (m.status, m.role) == ("active", "developer"), (order, m.details)
+
+
 def test_a_deletion_of_an_unknown_membership_refuses_a_later_stale_sign_in(acme_prepared: Flask) -> None:
     """WorkOS removed the member after it authenticated them; the deletion is applied before the sign-in writes
     its membership: the sign-in is refused, as it is for any deprovisioned member."""

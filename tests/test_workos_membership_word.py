@@ -33,7 +33,7 @@ from tests.support.membership_word import (
     remove_here,
     sign_in,
 )
-from tests.support.servers import EmulatorControl
+from tests.support.servers import EmulatorControl, http_json
 from tests.test_inbox_batch_scope import _prepare
 from tests.test_membership_rows_race import _store_and_drain
 
@@ -205,13 +205,22 @@ def test_a_listing_without_time_zones_is_read_as_utc(acme: tuple[Flask, Emulator
         sign_in(app, person, "viewer")
 
 
+def _slow_listing(emulator: Any) -> None:
+    """WorkOS's next answer to a list of memberships takes 3 s."""
+    import httpx2
+
+    answer = httpx2.post(f"{emulator.url}/_emulator/faults", json={
+        "method": "GET", "path": "/user_management/organization_memberships", "delay_ms": 3000, "count": 1},
+        headers={"Authorization": "Bearer sk_test_emulator"}, timeout=10)
+    assert answer.status_code == 201, answer.text
+
+
 @pytest.mark.postgres
 def test_no_admin_change_waits_for_workos_behind_a_sign_in(acme: tuple[Flask, EmulatorControl], emulator: Any) -> None:
     """A removed person's sign-in asks WorkOS (slow here: 3 s) before it takes its locks: an admin's change of
     another member of the organization meanwhile does not wait for WorkOS (it waited for the sign-in's call)."""
     import threading
 
-    import httpx2
 
     app, control = acme
     removed = WorkOS(control, app)
@@ -222,10 +231,7 @@ def test_no_admin_change_waits_for_workos_behind_a_sign_in(acme: tuple[Flask, Em
     other = WorkOS(control, app)
     other.add("viewer")
     target = sign_in(app, other, "viewer")
-    answer = httpx2.post(f"{emulator.url}/_emulator/faults", json={
-        "method": "GET", "path": "/user_management/organization_memberships", "delay_ms": 3000, "count": 1},
-        headers={"Authorization": "Bearer sk_test_emulator"}, timeout=10)
-    assert answer.status_code == 201, answer.text
+    _slow_listing(emulator)
     refused: list[Exception] = []
 
     def signing_in() -> None:
@@ -248,4 +254,53 @@ def test_no_admin_change_waits_for_workos_behind_a_sign_in(acme: tuple[Flask, Em
     waited = time.monotonic() - started
     thread.join(30)
     assert len(refused) == 1
+    assert waited < 1.0, waited
+
+
+@pytest.mark.postgres
+def test_a_first_sign_ins_listing_holds_no_write_of_its_organization(acme: tuple[Flask, EmulatorControl],
+                                                                      emulator: Any) -> None:
+    """A person's first sign-in into an organization not mirrored yet asks WorkOS (slow here: 3 s) before it
+    writes the organization's mirror: another transaction mirroring it meanwhile (a second person's sign-in, the
+    ``organization.created`` webhook) does not wait for WorkOS (it waited behind the uncommitted insert; a
+    break-it review)."""
+    import threading
+
+    from hatidata_auth.services.organizations import ensure_organization
+    from hatidata_auth.services.session_refresh import Tokens
+    from hatidata_auth.services.sessions import SessionPolicy
+
+    app, control = acme
+    client = app.extensions["hatidata_workos"].client
+    newco = client.organizations.create_organization(name="Newco Listing").id
+    person = WorkOS(control, app)
+    status, body = http_json("POST", f"{control.base_url}/user_management/organization_memberships",
+                             {"user_id": person.user_id, "organization_id": newco, "role_slug": "developer"},
+                             control.headers)
+    assert status == 201, body
+    _slow_listing(emulator)
+    signed: list[str] = []
+
+    def signing_in() -> None:
+        tokens = Tokens(access_token="x", refresh_token="y", user={"id": person.user_id, "email": person.email},
+                        organization_id=newco, authentication_method="Password")
+        with app.app_context():
+            result = login.complete_login(db.session(), client, tokens=tokens, claims={
+                "sid": f"session_first_{person.user_id}", "org_id": newco, "role": "developer"},
+                remember=False, policy=SessionPolicy())
+            db.session.commit()
+            signed.append(str(result.role))
+            db.session.remove()
+
+    thread = threading.Thread(target=signing_in)
+    thread.start()
+    time.sleep(1.0)  # the sign-in is waiting for WorkOS
+    started = time.monotonic()
+    with app.app_context():
+        ensure_organization(db.session(), client, newco)
+        db.session.commit()
+        db.session.remove()
+    waited = time.monotonic() - started
+    thread.join(30)
+    assert signed == ["developer"]
     assert waited < 1.0, waited

@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from hatidata_auth.causes import Actor, Cause
 from hatidata_auth.extensions import db
-from hatidata_auth.models import AuditEvent, OrganizationAlert
+from hatidata_auth.models import AuditEvent, Membership, OrganizationAlert
 from hatidata_auth.services import alerts, tenant_admin, workos_memberships
 from tests.support.membership_word import TOLERANCE, WorkOS, acme_org, membership_of, remove_here, sign_in
 from tests.support.servers import EmulatorControl, http_json
@@ -186,6 +186,16 @@ def _grant_admin(app: Flask, email: str) -> None:
         db.session.remove()
 
 
+def _made_admin_here(app: Flask, m: Membership) -> None:
+    """An admin of Acme makes the member an admin (``PATCH /api/v1/members/<id>``'s service)."""
+    with app.app_context():
+        tenant_admin.change_member_role(db.session(), app.extensions["hatidata_workos"].client,
+                                        organization_id=m.organization_id, membership_id=m.id, role="admin",
+                                        cause=Cause.by(Actor("user", "usr_role_admin", "it@acme.test")))
+        db.session.commit()
+        db.session.remove()
+
+
 def test_a_grant_here_survives_the_first_workos_membership_with_a_role_we_do_not_know(
         bare_acme: tuple[Flask, EmulatorControl]) -> None:
     """``grant-admin`` made the person the first admin; WorkOS then adds them with its default slug (not ours):
@@ -209,12 +219,7 @@ def test_an_admins_grant_here_survives_the_late_created_of_the_same_membership(
     person.add("member")
     m = sign_in(app, person, "member")
     assert (m.role, m.workos_membership_id) == (_default_role(app), person.events[0]["data"]["id"])
-    with app.app_context():
-        tenant_admin.change_member_role(db.session(), app.extensions["hatidata_workos"].client,
-                                        organization_id=m.organization_id, membership_id=m.id, role="admin",
-                                        cause=Cause.by(Actor("user", "usr_role_admin", "it@acme.test")))
-        db.session.commit()
-        db.session.remove()
+    _made_admin_here(app, m)
     _store_and_drain(app, person.events)
     m2 = membership_of(app, person)
     assert m2 is not None
@@ -263,3 +268,45 @@ def test_a_re_add_seen_pending_deprovisions_the_last_admin_audited_and_alerted(
         db.session.remove()
     assert previous == ["admin"]
     assert alert is not None
+
+
+# --- a sign-in's row made from WorkOS's present membership (helper-130's repros) ----------------------------------
+
+
+def test_a_sign_in_after_a_re_add_takes_the_re_adds_role_not_the_tokens(acme: tuple[Flask, EmulatorControl]
+                                                                         ) -> None:
+    """The token says admin (the code was exchanged under m1); WorkOS removed m1 and added m2 with a slug we do not
+    know before the sign-in asked it: the row is made from m2, with the default role, and m1's late events (m2's
+    ``created`` first) change nothing."""
+    app, control = acme
+    person = WorkOS(control, app)
+    first = person.add("admin")
+    person.remove(first)
+    again = person.add("member")
+    m = sign_in(app, person, "admin")
+    assert (m.role, m.workos_membership_id) == (_default_role(app), again)
+    created1, deleted1, created2 = person.events
+    for event in (created2, created1, deleted1):
+        _store_and_drain(app, [event])
+    m2 = membership_of(app, person)
+    assert m2 is not None
+    assert (m2.status, m2.role) == ("active", _default_role(app)), m2.details
+
+
+def test_the_events_a_sign_in_was_made_past_change_nothing(acme: tuple[Flask, EmulatorControl]) -> None:
+    """WorkOS deactivated and reactivated m1 before the first sign-in; the row is made from m1 at its newest
+    version, so m1's older events (the deactivation included) neither deactivate the member nor undo the admin's
+    grant made here since; and the same version delivered again is old news too."""
+    app, control = acme
+    person = WorkOS(control, app)
+    first = person.add("developer")
+    person.set_status(first, "deactivate")
+    person.set_status(first, "reactivate")
+    m = sign_in(app, person, "developer")
+    assert m.workos_membership_id == first
+    _made_admin_here(app, m)
+    for event in person.events:  # created, deactivated, reactivated (the version the row was made at)
+        _store_and_drain(app, [event])
+    m2 = membership_of(app, person)
+    assert m2 is not None
+    assert (m2.status, m2.role, m2.role_source) == ("active", "admin", "manual"), m2.details

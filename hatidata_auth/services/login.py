@@ -198,7 +198,7 @@ def _upsert_membership(db: Session, client: WorkOSClient, org: Organization, sig
     else:
         membership, created = signing_in.membership, False  # held since before the person was written
     if created:
-        workos_memberships.known_from_listing(membership, listed)
+        claimed_role = workos_memberships.made_from_listing(membership, listed) or claimed_role
     elif membership.status != "active":  # WorkOS may have re-added them since the event we hold
         workos_memberships.caught_up(db, client, org, membership, listed,
                                      cause=Cause.by(Actor("user", user.id, user.email), request))
@@ -254,6 +254,8 @@ def complete_login(
     workos_org_id = tokens.organization_id or claims.get("org_id")
     if not workos_org_id:
         raise LoginDenied("You are not a member of any organization.")
+    # Before anything is written (the organization's mirror included): nothing waits for WorkOS behind it.
+    listed = workos_memberships.listing_for_sign_in(db, client, str(workos_org_id), str(tokens.user.get("id") or ""))
     org = ensure_organization(db, client, str(workos_org_id))
     if org.status != "active" or org.deleted_at is not None:
         raise LoginDenied(f"{org.name} is not active.")
@@ -266,7 +268,6 @@ def complete_login(
         _note_sso_attempt(db, org, auth, tokens, sid=str(claims["sid"]), request=request,
                           refusal=str(refused.details.get("reason")))
         raise
-    listed = workos_memberships.listing_for_sign_in(db, client, org, str(tokens.user.get("id") or ""))
     signed_in = sign_in_person.upsert(db, org, tokens.user, now, request)
     user = signed_in.person
     membership = _upsert_membership(db, client, org, signed_in, claims.get("role"), request, listed=listed)

@@ -40,6 +40,8 @@ from .events.context import parse_time
 from .provisioning import REMOVED_HERE, set_access
 
 if TYPE_CHECKING:
+    from workos._types import RequestOptions
+
     from ..workos import WorkOSClient
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,11 @@ CLOCK_TOLERANCE = timedelta(seconds=5)
 """How far WorkOS's clock may run ahead of ours: a membership WorkOS created up to this long after an admin's removal
 (by the two clocks) is held as made before it. Erring this way keeps a removed person out when the clocks drift; a
 person WorkOS re-adds within it is let in by an admin here."""
+
+
+LISTING_OPTIONS: RequestOptions = {"max_retries": 0, "timeout": 5}
+"""The sign-in's list call (:func:`listing_for_sign_in`): one try of at most 5 s, the person waiting on it; a sign-in
+WorkOS does not answer goes on without it."""
 
 
 def when(value: Any) -> datetime | None:
@@ -71,15 +78,21 @@ def removal_mark(membership: Membership) -> dict[str, Any] | None:
 
 def superseded(membership: Membership, workos_membership_id: str, version: datetime, *, deleted: bool) -> bool:
     """Whether what *membership* holds is newer than WorkOS's word (an event's, or WorkOS's present list's) of
-    *workos_membership_id* at *version* (its ``updated_at``): an older version; an equal one the row holds as a
-    deletion, for a ``created``/``updated``; or a ``created``/``updated`` of a membership id the row saw deleted."""
+    *workos_membership_id* at *version* (its ``updated_at``): an older version; a ``created``/``updated`` of a
+    membership id the row saw deleted; or an equal version: a ``created``/``updated`` of the membership the row
+    holds at that version (already applied: applying it again would undo a change made here since), or a deletion
+    of another membership than the one the row holds (WorkOS made that one after it). A deletion wins a tie with
+    the membership it ends (its payload is the membership as it was)."""
     details = membership.details or {}
     if not deleted and workos_membership_id in (details.get(DELETED_IDS) or []):
         return True
     seen = when(details.get("workos_version"))
     if seen is None or version > seen:
         return False
-    return version < seen or (not deleted and details.get("workos_status") == "deleted")
+    if version < seen:
+        return True
+    known = membership.workos_membership_id
+    return known not in (None, workos_membership_id) if deleted else known == workos_membership_id
 
 
 def held_by_removal(membership: Membership, workos_membership_id: str, created_at: datetime | None) -> bool:
@@ -131,19 +144,29 @@ def continues(membership: Membership, workos_membership_id: str) -> bool:
     knows, or, when it knows none, any while the row is active (a grant here: ``grant-admin``, an admin, a
     sign-in that could not ask WorkOS). A deleted membership's row knows no id and is not active: a re-add is a
     new membership. A sign-in that creates a row records the id of WorkOS's membership it is made from
-    (:func:`listing_for_sign_in`, :func:`known_from_listing`), so a re-add delivered before that membership's
+    (:func:`listing_for_sign_in`, :func:`made_from_listing`), so a re-add delivered before that membership's
     events is a new one too."""
     known = membership.workos_membership_id
     return known == workos_membership_id or (known is None and membership.status == "active")
 
 
-def known_from_listing(membership: Membership, listed: Sequence[Any]) -> None:
-    """A row a sign-in has just created (held) records the id of the membership it is made from: WorkOS's one
-    active membership of the person in the organization (*listed*, asked before the locks); nothing when WorkOS
-    did not answer or lists none or several."""
-    if membership.workos_membership_id is None and len(listed) == 1 \
-            and getattr(listed[0], "status", None) == "active":
-        membership.workos_membership_id = str(listed[0].id)
+def made_from_listing(membership: Membership, listed: Sequence[Any]) -> str | None:
+    """A row a sign-in has just created (held) is made from WorkOS's one active membership of the person in the
+    organization (*listed*, asked before the sign-in wrote anything): it records the membership's id and version
+    (its events up to that version are old news: :func:`superseded`), and returns the membership's role slug,
+    which decides over the token's (WorkOS's present word: the person may have been removed and added again
+    since the code was exchanged). ``None`` (the token decides, the row knows no id) when WorkOS did not answer or
+    lists none or several."""
+    if membership.workos_membership_id is not None or len(listed) != 1:
+        return None
+    item = listed[0]
+    version = when(getattr(item, "updated_at", None))
+    if getattr(item, "status", None) != "active" or version is None:
+        return None
+    membership.workos_membership_id = str(item.id)
+    membership.details = {**(membership.details or {}), "workos_version": version.isoformat(),
+                          "workos_status": "active"}
+    return str(getattr(getattr(item, "role", None), "slug", None) or "")
 
 
 def remove_here(membership: Membership, *, now: datetime) -> None:
@@ -154,23 +177,25 @@ def remove_here(membership: Membership, *, now: datetime) -> None:
                           REMOVED_HERE: {"at": now.isoformat(), "id": membership.workos_membership_id}}
 
 
-def listing_for_sign_in(session: Session, client: WorkOSClient | None, org: Organization,
+def listing_for_sign_in(session: Session, client: WorkOSClient | None, workos_organization_id: str,
                         workos_user_id: str) -> list[Any]:
-    """Before a sign-in takes its locks: WorkOS's active memberships of the person in *org* (one list call), when
-    they hold no row there (a first sign-in: the row records the membership's id, :func:`known_from_listing`), or
-    their row is inactive, not the directory's, and WorkOS's word can answer what left it so (:func:`_answerable`);
-    else, or when WorkOS does not answer, nothing (the sign-in is refused as before, or its row knows no id).
-    Asked before the locks so that no organization waits for WorkOS behind them (a break-it review);
-    :func:`caught_up` checks the answer again under them."""
-    if client is None or not workos_user_id or not org.workos_organization_id:
+    """Before a sign-in writes anything (its organization's mirror included) or takes its locks: WorkOS's active
+    memberships of the person in the organization (one list call, :data:`LISTING_OPTIONS`), when they hold no
+    row there (a first sign-in: the new row is made from it, :func:`made_from_listing`), or their row is
+    inactive, not the directory's, and WorkOS's word can answer what left it so (:func:`_answerable`); else, or
+    when WorkOS does not answer, nothing (the sign-in is refused as before, or its row knows no id). Asked first
+    so that nothing waits for WorkOS behind the sign-in (a break-it review); :func:`caught_up` and
+    :func:`made_from_listing` check the answer again under the locks."""
+    if client is None or not workos_user_id or not workos_organization_id:
         return []
-    membership = session.scalar(select(Membership).join(User, User.id == Membership.user_id).where(
-        Membership.organization_id == org.id, User.workos_user_id == workos_user_id))
+    membership = session.scalar(select(Membership).join(User, User.id == Membership.user_id)
+                                .join(Organization, Organization.id == Membership.organization_id).where(
+        Organization.workos_organization_id == workos_organization_id, User.workos_user_id == workos_user_id))
     if membership is not None and (membership.status == "active" or membership.source == "directory"
                                    or not _answerable(membership)):
         return []
     try:
-        return _active_memberships(client, workos_user_id, org.workos_organization_id)
+        return _active_memberships(client, workos_user_id, workos_organization_id)
     except WorkOSFailure as failure:
         log.warning("could not ask WorkOS for the memberships of %s: %s", workos_user_id, failure)
         return []
@@ -219,5 +244,6 @@ def _answerable(membership: Membership) -> bool:
 def _active_memberships(client: WorkOSClient, workos_user_id: str, workos_organization_id: str) -> list[Any]:
     """WorkOS's active memberships of the person in the organization (one at most, in WorkOS's model)."""
     listed = client.organization_membership.list_organization_memberships(
-        user_id=workos_user_id, organization_id=workos_organization_id, statuses=["active"], limit=10)
+        user_id=workos_user_id, organization_id=workos_organization_id, statuses=["active"], limit=10,
+        request_options=LISTING_OPTIONS)
     return list(listed.data)

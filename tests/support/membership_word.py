@@ -79,7 +79,7 @@ def sign_in(app: Flask, person: WorkOS, role: str | None = None) -> Membership:
         s = db.session()
         try:
             org, client = acme_org(s), app.extensions["hatidata_workos"].client
-            listed = workos_memberships.listing_for_sign_in(s, client, org, person.user_id)  # as complete_login
+            listed = workos_memberships.listing_for_sign_in(s, client, ACME, person.user_id)  # as complete_login
             signed = sign_in_person.upsert(s, org, {"id": person.user_id, "email": person.email}, utcnow())
             m = login._upsert_membership(s, client, org, signed, role, NO_REQUEST, listed=listed)
             s.commit()
