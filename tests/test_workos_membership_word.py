@@ -30,11 +30,12 @@ from tests.support.membership_word import (
     WorkOS,
     acme_org,
     membership_of,
+    mirror,
     remove_here,
     sign_in,
 )
 from tests.support.servers import EmulatorControl, http_json
-from tests.test_inbox_batch_scope import _prepare
+from tests.test_inbox_batch_scope import ACME, _prepare
 from tests.test_membership_rows_race import _store_and_drain
 
 
@@ -120,11 +121,7 @@ def test_a_sign_in_elsewhere_catches_up_the_memberships_it_mirrors(acme: tuple[F
     m = membership_of(app, person)
     assert m is not None
     assert m.status == "deprovisioned"
-    with app.app_context():
-        login.sync_user_memberships(db.session(), app.extensions["hatidata_workos"].client, user_id=m.user_id,
-                                    workos_user_id=person.user_id)
-        db.session.commit()
-        db.session.remove()
+    mirror(app, person, m.user_id)
     m = membership_of(app, person)
     assert m is not None
     assert (m.status, m.role) == ("active", "developer")
@@ -303,4 +300,30 @@ def test_a_first_sign_ins_listing_holds_no_write_of_its_organization(acme: tuple
     waited = time.monotonic() - started
     thread.join(30)
     assert signed == ["developer"]
+    assert waited < 1.0, waited
+
+
+@pytest.mark.postgres
+def test_an_sso_first_sign_ins_listing_holds_no_write_of_its_organization(app: Flask, emulator: Any) -> None:
+    """The same through a whole SSO sign-in into an organization not mirrored yet, whose exchange mirrors the
+    organization that vouched for the authentication: the listing is asked before that (it was asked after, and
+    the other transaction waited for WorkOS and then broke the organization's unique key)."""
+    import threading
+
+    from hatidata_auth.services.organizations import ensure_organization
+    from tests.auth_support import login
+
+    _slow_listing(emulator)
+    answers: list[int] = []
+    thread = threading.Thread(target=lambda: answers.append(login(app.test_client(), "dev@acme.test").status_code))
+    thread.start()
+    time.sleep(1.5)  # the sign-in is waiting for WorkOS
+    started = time.monotonic()
+    with app.app_context():
+        ensure_organization(db.session(), app.extensions["hatidata_workos"].client, ACME)
+        db.session.commit()
+        db.session.remove()
+    waited = time.monotonic() - started
+    thread.join(30)
+    assert answers == [302]
     assert waited < 1.0, waited

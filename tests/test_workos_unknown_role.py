@@ -24,7 +24,7 @@ from hatidata_auth.causes import Actor, Cause
 from hatidata_auth.extensions import db
 from hatidata_auth.models import AuditEvent, Membership, OrganizationAlert
 from hatidata_auth.services import alerts, tenant_admin, workos_memberships
-from tests.support.membership_word import TOLERANCE, WorkOS, acme_org, membership_of, remove_here, sign_in
+from tests.support.membership_word import TOLERANCE, WorkOS, acme_org, membership_of, mirror, remove_here, sign_in
 from tests.support.servers import EmulatorControl, http_json
 from tests.test_inbox_batch_scope import _prepare
 from tests.test_membership_rows_race import _store_and_drain
@@ -306,6 +306,35 @@ def test_the_events_a_sign_in_was_made_past_change_nothing(acme: tuple[Flask, Em
     assert m.workos_membership_id == first
     _made_admin_here(app, m)
     for event in person.events:  # created, deactivated, reactivated (the version the row was made at)
+        _store_and_drain(app, [event])
+    m2 = membership_of(app, person)
+    assert m2 is not None
+    assert (m2.status, m2.role, m2.role_source) == ("active", "admin", "manual"), m2.details
+
+
+def test_a_mirrored_row_is_made_from_the_membership_workos_lists(acme: tuple[Flask, EmulatorControl]) -> None:
+    """The sign-in's mirroring of the person's other memberships makes its rows as a first sign-in does: the
+    listed membership's id and version, so its older events neither deactivate the member nor undo the admin's
+    grant made here since."""
+    from hatidata_auth.models import User
+
+    app, control = acme
+    person = WorkOS(control, app)
+    first = person.add("developer")
+    person.set_status(first, "deactivate")
+    person.set_status(first, "reactivate")
+    with app.app_context():
+        user = User(email=person.email, workos_user_id=person.user_id)
+        db.session.add(user)
+        db.session.commit()
+        user_id = user.id
+        db.session.remove()
+    mirror(app, person, user_id)
+    m = membership_of(app, person)
+    assert m is not None
+    assert (m.status, m.role, m.workos_membership_id) == ("active", "developer", first)
+    _made_admin_here(app, m)
+    for event in person.events:
         _store_and_drain(app, [event])
     m2 = membership_of(app, person)
     assert m2 is not None

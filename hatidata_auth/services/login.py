@@ -89,6 +89,8 @@ class Exchanged:
     tokens: Tokens
     claims: dict[str, Any]
     authentication: Authentication
+    listed: Sequence[Any] = ()
+    """``workos_memberships.listing_for_sign_in``'s answer, asked before anything was written."""
 
     @property
     def workos_session_id(self) -> str:
@@ -122,11 +124,14 @@ def exchange_code(db: Session, client: WorkOSClient, verifier: TokenVerifier, *,
     if tokens.organization_id is None:
         tokens = choose_organization(client, tokens, request=request)
     claims = verifier.verify(tokens.access_token)
+    # Before anything is written (the organization's mirror included): nothing waits for WorkOS behind it.
+    listed = workos_memberships.listing_for_sign_in(db, client, str(tokens.organization_id or claims.get("org_id")
+                                                                    or ""), str(tokens.user.get("id") or ""))
     authentication = auth_policy.authentication_of(db, client, method=tokens.authentication_method,
                                                    workos_session_id=str(claims["sid"]),
                                                    workos_organization_id=tokens.organization_id,
                                                    issued_at=claims.get("iat"))
-    return Exchanged(tokens, claims, authentication)
+    return Exchanged(tokens, claims, authentication, listed)
 
 
 def _authenticate(client: WorkOSClient, *, code: str, code_verifier: str, request: RequestInfo) -> Any:
@@ -241,12 +246,14 @@ def complete_login(
     request: RequestInfo = NO_REQUEST,
     now: datetime | None = None,
     authentication: Authentication | None = None,
+    listed: Sequence[Any] | None = None,
 ) -> LoginResult:
     """Upsert the user and membership, record the session and audit the login (caller commits).
 
     *claims* are the verified claims of ``tokens.access_token`` (``sid``, ``org_id``, ``role``); *authentication*
-    is how WorkOS authenticated it (:func:`auth_policy.authentication_of`; default: the method, no connection).
-    Raises :class:`LoginDenied` when the organization or the membership is not active, and
+    is how WorkOS authenticated it (:func:`auth_policy.authentication_of`; default: the method, no connection);
+    *listed*, WorkOS's memberships the exchange asked for (``Exchanged.listed``; ``None``: asked here). Raises
+    :class:`LoginDenied` when the organization or the membership is not active, and
     :class:`~hatidata_auth.services.auth_policy.SsoRequired` (audited, nothing else written: commit it) when the
     organization does not accept the authentication.
     """
@@ -254,8 +261,8 @@ def complete_login(
     workos_org_id = tokens.organization_id or claims.get("org_id")
     if not workos_org_id:
         raise LoginDenied("You are not a member of any organization.")
-    # Before anything is written (the organization's mirror included): nothing waits for WorkOS behind it.
-    listed = workos_memberships.listing_for_sign_in(db, client, str(workos_org_id), str(tokens.user.get("id") or ""))
+    if listed is None:  # else asked by the exchange (``Exchanged.listed``), before it wrote anything
+        listed = workos_memberships.listing_for_sign_in(db, client, str(workos_org_id), tokens.user.get("id") or "")
     org = ensure_organization(db, client, str(workos_org_id))
     if org.status != "active" or org.deleted_at is not None:
         raise LoginDenied(f"{org.name} is not active.")
@@ -350,13 +357,13 @@ def sync_user_memberships(db: Session, client: WorkOSClient, *, user_id: str, wo
         if exists is not None:
             _catch_up(db, client, org, exists, item, cause)
             continue
-        slug = getattr(getattr(item, "role", None), "slug", None)
-        role, source = (slug, "idp") if slug in ROLES else (org.default_role, "default")
         membership, created_here = membership_rows.created_or_locked(
             db, organization_id=org.id, user_id=user_id, source="sso", status="pending", role=None,
-            role_source=source, workos_membership_id=item.id)
+            role_source="idp")
         if not created_here:  # another writer created it since the look: it decides
             continue
+        slug = workos_memberships.made_from_listing(membership, [item])
+        role, source = (slug, "idp") if slug in ROLES else (org.default_role, "default")
         audit.record(db, action="membership.created", cause=cause, organization_id=org.id,
                      target_type="membership", target_id=membership.id,
                      details={"user_id": user_id, "role": role, "source": "login"})

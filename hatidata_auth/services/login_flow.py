@@ -120,7 +120,7 @@ def finish(db: Session, client: WorkOSClient, verifier: TokenVerifier, *, code: 
     def record() -> LoginResult:
         recorded = login.complete_login(db, client, tokens=exchanged.tokens, claims=exchanged.claims,
                                         remember=remember, policy=policy, request=request,
-                                        authentication=exchanged.authentication)
+                                        authentication=exchanged.authentication, listed=exchanged.listed)
         commit()
         return recorded
 

@@ -91,6 +91,15 @@ def sign_in(app: Flask, person: WorkOS, role: str | None = None) -> Membership:
             db.session.remove()
 
 
+def mirror(app: Flask, person: WorkOS, user_id: str) -> None:
+    """The sign-in's mirroring of the person's memberships (``login.sync_user_memberships``), committed."""
+    with app.app_context():
+        login.sync_user_memberships(db.session(), app.extensions["hatidata_workos"].client, user_id=user_id,
+                                    workos_user_id=person.user_id)
+        db.session.commit()
+        db.session.remove()
+
+
 def membership_of(app: Flask, person: WorkOS) -> Membership | None:
     with app.app_context():
         m = db.session.scalar(select(Membership).join(User, User.id == Membership.user_id)
