@@ -40,8 +40,6 @@ from .events.context import parse_time
 from .provisioning import REMOVED_HERE, set_access
 
 if TYPE_CHECKING:
-    from workos._types import RequestOptions
-
     from ..workos import WorkOSClient
 
 log = logging.getLogger(__name__)
@@ -55,9 +53,9 @@ CLOCK_TOLERANCE = timedelta(seconds=5)
 person WorkOS re-adds within it is let in by an admin here."""
 
 
-LISTING_OPTIONS: RequestOptions = {"max_retries": 0, "timeout": 5}
-"""The sign-in's list call (:func:`listing_for_sign_in`): one try of at most 5 s, the person waiting on it; a sign-in
-WorkOS does not answer goes on without it."""
+LISTING_TIMEOUT = 5.0
+"""Seconds the sign-in's list call (:func:`listing_for_sign_in`) waits, once (not retried): the person waits on it,
+and a sign-in WorkOS does not answer goes on without it."""
 
 
 def when(value: Any) -> datetime | None:
@@ -182,7 +180,7 @@ def remove_here(membership: Membership, *, now: datetime) -> None:
 def listing_for_sign_in(session: Session, client: WorkOSClient | None, workos_organization_id: str,
                         workos_user_id: str) -> list[Any]:
     """Before a sign-in writes anything (its organization's mirror included) or takes its locks: WorkOS's active
-    memberships of the person in the organization (one list call, :data:`LISTING_OPTIONS`), when they hold no
+    memberships of the person in the organization (one list call, :data:`LISTING_TIMEOUT`), when they hold no
     row there (a first sign-in: the new row is made from it, :func:`made_from_listing`), or their row is
     inactive, not the directory's, and WorkOS's word can answer what left it so (:func:`_answerable`); else, or
     when WorkOS does not answer, nothing (the sign-in is refused as before, or its row knows no id). Asked first
@@ -247,5 +245,5 @@ def _active_memberships(client: WorkOSClient, workos_user_id: str, workos_organi
     """WorkOS's active memberships of the person in the organization (one at most, in WorkOS's model)."""
     listed = client.organization_membership.list_organization_memberships(
         user_id=workos_user_id, organization_id=workos_organization_id, statuses=["active"], limit=10,
-        request_options=LISTING_OPTIONS)
+        request_options={"max_retries": 0, "timeout": LISTING_TIMEOUT})
     return list(listed.data)
