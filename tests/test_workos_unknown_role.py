@@ -24,39 +24,33 @@ from hatidata_auth.causes import Actor, Cause
 from hatidata_auth.extensions import db
 from hatidata_auth.models import AuditEvent, Membership, OrganizationAlert
 from hatidata_auth.services import alerts, tenant_admin, workos_memberships
-from tests.support.membership_word import TOLERANCE, WorkOS, acme_org, membership_of, mirror, remove_here, sign_in
-from tests.support.servers import EmulatorControl, http_json
-from tests.test_inbox_batch_scope import _prepare
+from tests.support.membership_word import (
+    TOLERANCE,
+    UNKNOWN_SLUGS,
+    WorkOS,
+    acme_org,
+    membership_of,
+    mirror,
+    prepared_acme,
+    remove_here,
+    sign_in,
+)
+from tests.support.servers import EmulatorControl
 from tests.test_membership_rows_race import _store_and_drain
 
-UNKNOWN_SLUGS = st.sampled_from(["member", "contractor", "billing-admin", "admin-2"])
-
-
-def _environment_roles(control: EmulatorControl) -> None:
-    """The unknown slugs, made environment roles through WorkOS's roles API."""
-    for slug in ("member", "contractor", "billing-admin", "admin-2"):
-        status, body = http_json("POST", f"{control.base_url}/authorization/roles",
-                                 {"slug": slug, "name": slug.title()}, control.headers)
-        assert status in (201, 409), body
+SLUGS = st.sampled_from(UNKNOWN_SLUGS)
 
 
 @pytest.fixture
 def acme(app: Flask, emulator_control: EmulatorControl) -> tuple[Flask, EmulatorControl]:
     """Acme with an admin, in an environment whose roles include the unknown slugs."""
-    _prepare(app)
-    _environment_roles(emulator_control)
-    standing = WorkOS(emulator_control, app)  # another admin, so that removing one is not refused as the last
-    standing.add("admin")
-    sign_in(app, standing, "admin")
-    return app, emulator_control
+    return prepared_acme(app, emulator_control, with_admin=True)
 
 
 @pytest.fixture
 def bare_acme(app: Flask, emulator_control: EmulatorControl) -> tuple[Flask, EmulatorControl]:
     """Acme with no admin yet, in the same environment."""
-    _prepare(app)
-    _environment_roles(emulator_control)
-    return app, emulator_control
+    return prepared_acme(app, emulator_control, with_admin=False)
 
 
 def _default_role(app: Flask) -> str:
@@ -69,7 +63,7 @@ def _default_role(app: Flask) -> str:
 
 @settings(max_examples=16, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(held=st.sampled_from(["admin", "developer"]), removed_by=st.sampled_from(["workos", "admin here"]),
-       arrives_by=st.sampled_from(["events", "sign-in"]), slug=UNKNOWN_SLUGS)
+       arrives_by=st.sampled_from(["events", "sign-in"]), slug=SLUGS)
 def test_a_re_add_with_a_role_we_do_not_know_starts_at_the_default(
         acme: tuple[Flask, EmulatorControl], monkeypatch: pytest.MonkeyPatch, held: str, removed_by: str,
         arrives_by: str, slug: str) -> None:
@@ -99,7 +93,7 @@ def test_a_re_add_with_a_role_we_do_not_know_starts_at_the_default(
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(held=st.sampled_from(["admin", "developer"]), slug=UNKNOWN_SLUGS)
+@given(held=st.sampled_from(["admin", "developer"]), slug=SLUGS)
 def test_a_role_we_do_not_know_keeps_the_role_of_the_membership_that_goes_on(
         acme: tuple[Flask, EmulatorControl], held: str, slug: str) -> None:
     """The same WorkOS membership changed to a role we do not know, or deactivated and reactivated with one: the
@@ -123,7 +117,7 @@ def test_a_role_we_do_not_know_keeps_the_role_of_the_membership_that_goes_on(
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(held=st.sampled_from(["admin", "developer"]), slug=UNKNOWN_SLUGS, cycled=st.booleans(),
+@given(held=st.sampled_from(["admin", "developer"]), slug=SLUGS, cycled=st.booleans(),
        order=st.permutations(range(5)))
 # Events: m1 created, m1 deleted, m2 created, (cycled) m2 deactivated, m2 reactivated.
 @example(held="admin", slug="member", cycled=False, order=[2, 0, 1, 3, 4])  # the re-add before the removal
@@ -339,3 +333,27 @@ def test_a_mirrored_row_is_made_from_the_membership_workos_lists(acme: tuple[Fla
     m2 = membership_of(app, person)
     assert m2 is not None
     assert (m2.status, m2.role, m2.role_source) == ("active", "admin", "manual"), m2.details
+
+
+def test_a_re_add_seen_pending_keeps_no_manual_source(acme: tuple[Flask, EmulatorControl]) -> None:
+    """Made admin here (``manual``) under m1; WorkOS removed m1 and invited the person again (m2 pending, then
+    active with a slug we do not know): the dormant default role comes with its own source, so the member is not a
+    ``manual`` viewer whom sign-ins would leave as an admin's decision (a break-it review)."""
+    app, control = acme
+    person = WorkOS(control, app)
+    first = person.add("developer")
+    _made_admin_here(app, sign_in(app, person, "developer"))
+    person.remove(first)
+    again = person.add("contractor")
+    person.set_role(again, "member")
+    created1, deleted1, created2, updated2 = person.events
+    for event in ({**created2, "data": {**created2["data"], "status": "pending"}}, updated2, created1, deleted1):
+        _store_and_drain(app, [event])
+    m = membership_of(app, person)
+    assert m is not None
+    with app.app_context():
+        sources = db.session.scalars(select(AuditEvent.details["role_source"].as_string()).where(
+            AuditEvent.action == "membership.activated", AuditEvent.target_id == m.id).order_by(AuditEvent.seq)).all()
+        db.session.remove()
+    assert (m.status, m.role, m.role_source) == ("active", _default_role(app), "default"), m.details
+    assert sources[-1] == "default", sources

@@ -107,8 +107,8 @@ def exchange_code(db: Session, client: WorkOSClient, verifier: TokenVerifier, *,
     read how WorkOS authenticated them.
 
     Raises :class:`LoginFailed` (a used or invalid code, no organization, WorkOS refusing) and
-    :class:`ServiceUnavailable` (WorkOS unreachable). Reading the authentication may mirror the organization
-    that vouched for it (flushed, not committed).
+    :class:`ServiceUnavailable` (WorkOS unreachable). Asks WorkOS for the membership a first sign-in is made from
+    (``Exchanged.listed``), then reading the authentication may mirror the organization that vouched for it.
     """
     try:
         response = _authenticate(client, code=code, code_verifier=code_verifier, request=request)
@@ -126,7 +126,7 @@ def exchange_code(db: Session, client: WorkOSClient, verifier: TokenVerifier, *,
     claims = verifier.verify(tokens.access_token)
     # Before anything is written (the organization's mirror included): nothing waits for WorkOS behind it.
     listed = workos_memberships.listing_for_sign_in(db, client, str(tokens.organization_id or claims.get("org_id")
-                                                                    or ""), str(tokens.user.get("id") or ""))
+                                                                    or ""), tokens.user)
     authentication = auth_policy.authentication_of(db, client, method=tokens.authentication_method,
                                                    workos_session_id=str(claims["sid"]),
                                                    workos_organization_id=tokens.organization_id,
@@ -204,9 +204,9 @@ def _upsert_membership(db: Session, client: WorkOSClient, org: Organization, sig
         membership, created = signing_in.membership, False  # held since before the person was written
     if created:
         claimed_role = workos_memberships.made_from_listing(membership, listed) or claimed_role
-    elif membership.status != "active":  # WorkOS may have re-added them since the event we hold
-        workos_memberships.caught_up(db, client, org, membership, listed,
-                                     cause=Cause.by(Actor("user", user.id, user.email), request))
+    elif membership.status != "active" and workos_memberships.caught_up(  # WorkOS re-added them since?
+            db, client, org, membership, listed, cause=Cause.by(Actor("user", user.id, user.email), request)):
+        return membership  # with WorkOS's present role, not the token's (exchanged under the old membership)
     if not created and _kept(org, membership):
         return membership
     role: str | None
@@ -262,7 +262,7 @@ def complete_login(
     if not workos_org_id:
         raise LoginDenied("You are not a member of any organization.")
     if listed is None:  # else asked by the exchange (``Exchanged.listed``), before it wrote anything
-        listed = workos_memberships.listing_for_sign_in(db, client, str(workos_org_id), tokens.user.get("id") or "")
+        listed = workos_memberships.listing_for_sign_in(db, client, str(workos_org_id), tokens.user)
     org = ensure_organization(db, client, str(workos_org_id))
     if org.status != "active" or org.deleted_at is not None:
         raise LoginDenied(f"{org.name} is not active.")

@@ -92,7 +92,8 @@ def set_access(
 
     A member is active only with a role: ``active=True`` with ``role=None`` (no mapped group and no default
     role) leaves the membership ``inactive``. A membership that is not active keeps its role, unless
-    *dormant_role*: then it holds *role* for when it is active again (a new WorkOS membership seen inactive).
+    *dormant_role*: then it holds *role* (and *role_source*) for when it is active again (a new WorkOS membership
+    seen inactive).
     Returns ``None`` when nothing changed.
     """
     if role is not None and role not in ROLES:
@@ -100,12 +101,11 @@ def set_access(
     new_status = "active" if active and role is not None else (inactive_status if not active else "inactive")
     new_role = role if new_status == "active" or dormant_role else membership.role
     old_role, old_status = membership.role, membership.status
-    if old_role == new_role and old_status == new_status and (
-        new_status != "active" or membership.role_source == role_source
-    ):
+    sourced = new_status == "active" or dormant_role  # the role set is *role*: so is how it was decided
+    if old_role == new_role and old_status == new_status and (not sourced or membership.role_source == role_source):
         return None
     membership.role = new_role
-    if new_status == "active":
+    if sourced:
         membership.role_source = role_source
     membership.status = new_status
     membership.updated_at = utcnow()

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from ..causes import Cause
@@ -178,21 +178,26 @@ def remove_here(membership: Membership, *, now: datetime) -> None:
 
 
 def listing_for_sign_in(session: Session, client: WorkOSClient | None, workos_organization_id: str,
-                        workos_user_id: str) -> list[Any]:
+                        person: dict[str, Any]) -> list[Any]:
     """Before a sign-in writes anything (its organization's mirror included) or takes its locks: WorkOS's active
-    memberships of the person in the organization (one list call, :data:`LISTING_TIMEOUT`), when they hold no
-    row there (a first sign-in: the new row is made from it, :func:`made_from_listing`), or their row is
-    inactive, not the directory's, and WorkOS's word can answer what left it so (:func:`_answerable`); else, or
-    when WorkOS does not answer, nothing (the sign-in is refused as before, or its row knows no id). Asked first
-    so that nothing waits for WorkOS behind the sign-in (a break-it review); :func:`caught_up` and
+    memberships of *person* (WorkOS's user: ``id``, ``email``) in the organization (one list call,
+    :data:`LISTING_TIMEOUT`), when they hold no row there (a first sign-in: the new row is made from it,
+    :func:`made_from_listing`), or their row is inactive, not the directory's, and WorkOS's word can answer what
+    left it so (:func:`_answerable`); nothing (no call) in an organization here that is not active, for a row that
+    is active or the directory's (their person found by WorkOS's id, or by email before their first sign-in), or
+    when WorkOS does not answer (the sign-in is refused as before, or its row knows no id). Asked first so that
+    nothing waits for WorkOS behind the sign-in (a break-it review); :func:`caught_up` and
     :func:`made_from_listing` check the answer again under the locks."""
+    workos_user_id, email = str(person.get("id") or ""), str(person.get("email") or "").strip().lower()
     if client is None or not workos_user_id or not workos_organization_id:
         return []
-    membership = session.scalar(select(Membership).join(User, User.id == Membership.user_id)
-                                .join(Organization, Organization.id == Membership.organization_id).where(
-        Organization.workos_organization_id == workos_organization_id, User.workos_user_id == workos_user_id))
-    if membership is not None and (membership.status == "active" or membership.source == "directory"
-                                   or not _answerable(membership)):
+    org = session.scalar(select(Organization).where(Organization.workos_organization_id == workos_organization_id))
+    if org is not None and (org.status != "active" or org.deleted_at is not None):
+        return []  # refused whatever WorkOS says
+    held = [] if org is None else session.scalars(select(Membership).join(User, User.id == Membership.user_id).where(
+        Membership.organization_id == org.id, or_(User.workos_user_id == workos_user_id,
+                                                  and_(User.workos_user_id.is_(None), User.email == email)))).all()
+    if any(m.status == "active" or m.source == "directory" or not _answerable(m) for m in held):
         return []
     try:
         return _active_memberships(client, workos_user_id, workos_organization_id)

@@ -66,6 +66,27 @@ class WorkOS:
         self._emitted()
 
 
+UNKNOWN_SLUGS = ("member", "contractor", "billing-admin", "admin-2")
+"""Role slugs WorkOS's environment has and we do not (made through WorkOS's roles API by :func:`prepared_acme`)."""
+
+
+def prepared_acme(app: Flask, control: EmulatorControl, *, with_admin: bool) -> tuple[Flask, EmulatorControl]:
+    """Acme mirrored (``tests.test_inbox_batch_scope._prepare``), the environment's roles including
+    :data:`UNKNOWN_SLUGS`, and, *with_admin*, an admin (so that removing one is not refused as the last)."""
+    from tests.test_inbox_batch_scope import _prepare
+
+    _prepare(app)
+    for slug in UNKNOWN_SLUGS:
+        status, body = http_json("POST", f"{control.base_url}/authorization/roles",
+                                 {"slug": slug, "name": slug.title()}, control.headers)
+        assert status in (201, 409), body
+    if with_admin:
+        standing = WorkOS(control, app)
+        standing.add("admin")
+        sign_in(app, standing, "admin")
+    return app, control
+
+
 def acme_org(session: Any) -> Organization:
     org = session.scalar(select(Organization).where(Organization.workos_organization_id == ACME))
     assert org is not None
@@ -79,7 +100,8 @@ def sign_in(app: Flask, person: WorkOS, role: str | None = None) -> Membership:
         s = db.session()
         try:
             org, client = acme_org(s), app.extensions["hatidata_workos"].client
-            listed = workos_memberships.listing_for_sign_in(s, client, ACME, person.user_id)  # as complete_login
+            listed = workos_memberships.listing_for_sign_in(s, client, ACME, {"id": person.user_id,
+                                                                              "email": person.email})
             signed = sign_in_person.upsert(s, org, {"id": person.user_id, "email": person.email}, utcnow())
             m = login._upsert_membership(s, client, org, signed, role, NO_REQUEST, listed=listed)
             s.commit()
