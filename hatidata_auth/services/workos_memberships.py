@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..causes import Cause
@@ -180,23 +180,23 @@ def remove_here(membership: Membership, *, now: datetime) -> None:
 def listing_for_sign_in(session: Session, client: WorkOSClient | None, workos_organization_id: str,
                         person: dict[str, Any]) -> list[Any]:
     """Before a sign-in writes anything (its organization's mirror included) or takes its locks: WorkOS's active
-    memberships of *person* (WorkOS's user: ``id``, ``email``) in the organization (one list call,
-    :data:`LISTING_TIMEOUT`), when they hold no row there (a first sign-in: the new row is made from it,
-    :func:`made_from_listing`), or their row is inactive, not the directory's, and WorkOS's word can answer what
-    left it so (:func:`_answerable`); nothing (no call) in an organization here that is not active, for a row that
-    is active or the directory's (their person found by WorkOS's id, or by email before their first sign-in), or
-    when WorkOS does not answer (the sign-in is refused as before, or its row knows no id). Asked first so that
+    memberships of *person* (WorkOS's user: ``id``) in the organization (one list call, :data:`LISTING_TIMEOUT`),
+    when they hold no row there by WorkOS's id (a first sign-in: the new row is made from it,
+    :func:`made_from_listing`; a person linked by email at their first sign-in is asked about too, since the link
+    is decided later), or their row is inactive, not the directory's, and WorkOS's word can answer what left it so
+    (:func:`_answerable`); nothing (no call) in an organization here that is not active, for a row that is active
+    or the directory's, or when WorkOS does not answer (the sign-in is refused as before, or its row knows no
+    id). Asked first so that
     nothing waits for WorkOS behind the sign-in (a break-it review); :func:`caught_up` and
     :func:`made_from_listing` check the answer again under the locks."""
-    workos_user_id, email = str(person.get("id") or ""), str(person.get("email") or "").strip().lower()
+    workos_user_id = str(person.get("id") or "")
     if client is None or not workos_user_id or not workos_organization_id:
         return []
     org = session.scalar(select(Organization).where(Organization.workos_organization_id == workos_organization_id))
     if org is not None and (org.status != "active" or org.deleted_at is not None):
         return []  # refused whatever WorkOS says
     held = [] if org is None else session.scalars(select(Membership).join(User, User.id == Membership.user_id).where(
-        Membership.organization_id == org.id, or_(User.workos_user_id == workos_user_id,
-                                                  and_(User.workos_user_id.is_(None), User.email == email)))).all()
+        Membership.organization_id == org.id, User.workos_user_id == workos_user_id)).all()
     if any(m.status == "active" or m.source == "directory" or not _answerable(m) for m in held):
         return []
     try:
@@ -214,7 +214,8 @@ def caught_up(session: Session, client: WorkOSClient | None, org: Organization, 
     :func:`from_listing` allows."""
     if membership.status == "active" or membership.source == "directory":
         return membership.status == "active"
-    return any(from_listing(session, client, org, membership, item, cause=cause) for item in listed)
+    applied = any(from_listing(session, client, org, membership, item, cause=cause) for item in listed)
+    return applied and membership.status == "active"  # applied without a role (no default role): still refused
 
 
 def from_listing(session: Session, client: WorkOSClient | None, org: Organization, membership: Membership, item: Any,
