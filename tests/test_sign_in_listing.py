@@ -51,18 +51,28 @@ def _question_and_answer(app: Flask, person: WorkOS, monkeypatch: pytest.MonkeyP
     return asked, listed
 
 
+def _removed_at_workos(app: Flask, control: EmulatorControl, role: str) -> WorkOS:
+    """A person added at WorkOS as *role*, signed in, then removed at WorkOS (every event applied: the row is
+    deprovisioned)."""
+    person = WorkOS(control, app)
+    first = person.add(role)
+    sign_in(app, person, role)
+    _store_and_drain(app, person.events)
+    person.remove(first)
+    _store_and_drain(app, person.events[-1:])
+    m = membership_of(app, person)
+    assert m is not None
+    assert m.status == "deprovisioned"
+    return person
+
+
 def test_a_sign_in_that_catches_up_a_re_add_takes_its_role_not_the_tokens(acme: tuple[Flask, EmulatorControl]
                                                                           ) -> None:
     """Signed in as admin before; removed at WorkOS (the deletion applied); added again (m2) with a slug we do not
     know; the code was exchanged under m1 (the token says admin). The catch-up makes the row m2's with the
     default role, and the token's role does not overwrite it (it did: a break-it review)."""
     app, control = acme
-    person = WorkOS(control, app)
-    first = person.add("admin")
-    sign_in(app, person, "admin")
-    _store_and_drain(app, person.events)
-    person.remove(first)
-    _store_and_drain(app, person.events[-1:])
+    person = _removed_at_workos(app, control, "admin")
     again = person.add("member")
     m = sign_in(app, person, "admin")
     assert (m.status, m.role, m.workos_membership_id) == ("active", _default_role(app), again), m.details
@@ -75,12 +85,7 @@ def test_a_catch_up_without_a_role_to_give_is_refused(acme: tuple[Flask, Emulato
     from hatidata_auth.services.login import LoginDenied
 
     app, control = acme
-    person = WorkOS(control, app)
-    first = person.add("developer")
-    sign_in(app, person, "developer")
-    _store_and_drain(app, person.events)
-    person.remove(first)
-    _store_and_drain(app, person.events[-1:])
+    person = _removed_at_workos(app, control, "developer")
     with app.app_context():
         acme_org(db.session).default_role = None
         db.session.commit()
