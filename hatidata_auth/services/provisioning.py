@@ -100,13 +100,12 @@ def set_access(
         raise ValueError(f"cannot grant unknown role {role!r}")
     new_status = "active" if active and role is not None else (inactive_status if not active else "inactive")
     new_role = role if new_status == "active" or dormant_role else membership.role
-    old_role, old_status = membership.role, membership.status
+    old_role, old_status, old_source = membership.role, membership.status, membership.role_source
     sourced = new_status == "active" or dormant_role  # the role set is *role*: so is how it was decided
-    if old_role == new_role and old_status == new_status and (not sourced or membership.role_source == role_source):
+    new_source = role_source if sourced else old_source
+    if old_role == new_role and old_status == new_status and old_source == new_source:
         return None
-    membership.role = new_role
-    if sourced:
-        membership.role_source = role_source
+    membership.role, membership.role_source = new_role, new_source
     membership.status = new_status
     membership.updated_at = utcnow()
     if new_status == "active" and REMOVED_HERE in (membership.details or {}):
@@ -130,9 +129,9 @@ def set_access(
     elif old_status != "active" and new_status == "active":
         record("membership.activated", {"role": new_role, "role_source": role_source,
                                         "previous_status": old_status})
-    elif old_role != new_role or membership.role_source != role_source or old_status != new_status:
-        record("membership.role_changed", {"from": old_role, "to": new_role, "role_source": role_source,
-                                           "status": new_status})
+    else:  # the role, how it was decided, or an inactive status changed
+        record("membership.role_changed", {"from": old_role, "to": new_role, "role_source": new_source,
+                                           "previous_role_source": old_source, "status": new_status})
         if old_status == "active" and new_status == "active" and old_role != new_role:
             invalidate_member_caches(session, organization_id=membership.organization_id,
                                      user_id=membership.user_id)
