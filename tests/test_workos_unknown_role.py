@@ -12,6 +12,7 @@ All through the real SDK against the emulator; each WorkOS change is made throug
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -202,6 +203,32 @@ def test_a_grant_here_survives_the_first_workos_membership_with_a_role_we_do_not
     m = membership_of(app, person)
     assert m is not None
     assert (m.status, m.role, m.role_source) == ("active", "admin", "manual"), m.details
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(3))))
+@pytest.mark.parametrize("re_add_slug", ["member", "developer"])
+def test_a_grant_here_removed_and_re_added_at_workos_ends_alike_in_any_delivery_order(
+        bare_acme: tuple[Flask, EmulatorControl], order: tuple[int, ...], re_add_slug: str) -> None:
+    """``grant-admin`` made the person the first admin; WorkOS added them (m1, a slug we do not know), removed
+    them and added them again (m2, *re_add_slug*). In every order of the three events the person ends as the re-add
+    makes them: the default role for a slug we do not know, WorkOS's role for ours. (m2's ``created`` delivered
+    first was taken as the grant's own membership, and the admin kept; m1's late deletion now ends that.)"""
+    app, control = bare_acme
+    person = WorkOS(control, app)
+    _grant_admin(app, person.email)
+    first = person.add("contractor")
+    person.remove(first)
+    again = person.add(re_add_slug)
+    events = person.events
+    assert len(events) == 3
+    for i in order:
+        _store_and_drain(app, [events[i]])
+    m = membership_of(app, person)
+    assert m is not None
+    expected = (_default_role(app), "default") if re_add_slug == "member" else ("developer", "idp")
+    assert (m.status, m.role, m.role_source, m.workos_membership_id) == ("active", *expected, again), \
+        (order, m.details)
+    assert workos_memberships.ADOPTED_ID not in (m.details or {}), m.details  # m2 is known as a re-add now
 
 
 def test_an_admins_grant_here_survives_the_late_created_of_the_same_membership(

@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DELETED_IDS = "workos_deleted_ids"
+ADOPTED_ID = "workos_adopted_id"
+"""The WorkOS membership id an active row that knew none took as its own (:func:`continues`), while it holds it."""
 KEPT_DELETED_IDS = 20
 """The WorkOS membership ids a row has seen deleted (the newest last, at most this many)."""
 CLOCK_TOLERANCE = timedelta(seconds=5)
@@ -120,6 +122,10 @@ def apply(session: Session, client: WorkOSClient | None, org: Organization, memb
     goes_on = continues(membership, workos_membership_id)
     details = {**(membership.details or {}), "workos_version": version.isoformat(),
                "workos_status": "deleted" if deleted else status}
+    if goes_on and membership.workos_membership_id is None and not deleted:
+        details[ADOPTED_ID] = workos_membership_id  # taken on trust: see predecessor_seen
+    elif details.get(ADOPTED_ID) != workos_membership_id or deleted:
+        details.pop(ADOPTED_ID, None)
     if deleted:
         details[DELETED_IDS] = [*(details.get(DELETED_IDS) or [])[-(KEPT_DELETED_IDS - 1):], workos_membership_id]
     membership.workos_membership_id = None if deleted else workos_membership_id
@@ -148,6 +154,36 @@ def continues(membership: Membership, workos_membership_id: str) -> bool:
     events is a new one too."""
     known = membership.workos_membership_id
     return known == workos_membership_id or (known is None and membership.status == "active")
+
+
+def predecessor_seen(membership: Membership, workos_membership_id: str) -> bool:
+    """Whether WorkOS's word on *workos_membership_id*, old news by its version (:func:`superseded`), is of a
+    membership before the one *membership* took on trust (an active row that knew no id: :func:`continues`): the
+    one taken was then a re-add, and the role kept for it its predecessor's. Delivered in order, the predecessor's
+    word is taken on trust instead (or its deletion deprovisions the row) and the re-add starts at the default role;
+    delivered after the re-add, it must come to the same (a break-it review: ``grant-admin``'s admin, removed and
+    re-added at WorkOS, stayed an admin). Word of the id the row holds, or of one it saw deleted, is not this."""
+    details = membership.details or {}
+    adopted = details.get(ADOPTED_ID)
+    return adopted is not None and adopted == membership.workos_membership_id != workos_membership_id \
+        and workos_membership_id not in (details.get(DELETED_IDS) or [])
+
+
+def restart(session: Session, client: WorkOSClient | None, org: Organization, membership: Membership, *,
+            deleted_id: str | None, cause: Cause) -> None:
+    """Apply late word of a membership before the one *membership* took on trust (:func:`predecessor_seen`; its
+    id *deleted_id* when the word is its deletion): give the membership the row holds the organization's default
+    role, as its ``created`` applied after the predecessor's word would have (a role WorkOS named, ``idp``, stays;
+    the status too), and take it as known. Directory-managed members keep what the directory decides."""
+    details = {k: v for k, v in (membership.details or {}).items() if k != ADOPTED_ID}
+    if deleted_id is not None:
+        details[DELETED_IDS] = [*(details.get(DELETED_IDS) or [])[-(KEPT_DELETED_IDS - 1):], deleted_id]
+    membership.details = details
+    if membership.source == "directory" or membership.role_source == "idp":
+        return
+    set_access(session, client, membership, role=org.default_role, role_source="default",
+               active=membership.status == "active", cause=cause, inactive_status=membership.status,
+               dormant_role=True)
 
 
 def made_from_listing(membership: Membership, listed: Sequence[Any]) -> str | None:

@@ -46,6 +46,7 @@ def on_organization_membership(ctx: EventContext, data: dict[str, Any]) -> None:
     if org is None:
         ctx.ignore("unknown organization")
         return
+    found = org  # for the closure below
     user = _user_by_workos_id(ctx, data["user_id"], org.id)
     if user is None:
         ctx.ignore("unknown user")
@@ -63,6 +64,11 @@ def on_organization_membership(ctx: EventContext, data: dict[str, Any]) -> None:
 
     def old_news(m: Membership) -> bool:
         if workos_memberships.superseded(m, data["id"], version, deleted=deleted):
+            if workos_memberships.predecessor_seen(m, data["id"]):
+                ctx.record(f"workos.{ctx.event_type}", organization_id=m.organization_id, target_type="membership",
+                           target_id=m.id, details={"user_id": m.user_id, "predecessor_of": m.workos_membership_id})
+                workos_memberships.restart(ctx.session, ctx.client, found, m, deleted_id=data["id"] if deleted
+                                           else None, cause=ctx.cause.with_reason(ctx.event_type))
             return True
         if not deleted and workos_memberships.held_by_removal(m, data["id"], created_at):
             ctx.ignore("held by an admin's removal here")  # seen in the inbox, no change to audit
