@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import select
 
 from hatidata_auth.models import Membership, Organization, User
-from hatidata_auth.services import login
+from hatidata_auth.services import sign_in_membership
 
 CONSULTANT = "user_01HTDQ8G900000000000000001"  # consultant@partners.test: a member of Acme and Globex
 
@@ -17,15 +17,15 @@ def test_every_page_of_memberships_is_mirrored(db_session: Any, workos_client: A
     db_session.add(user)
     db_session.flush()
 
-    created = login.sync_user_memberships(db_session, workos_client, user_id=user.id, workos_user_id=CONSULTANT,
-                                          page_size=1)
+    created = sign_in_membership.sync_user_memberships(db_session, workos_client, user_id=user.id,
+                                                       workos_user_id=CONSULTANT, page_size=1)
     db_session.commit()
 
     assert created == 2
     names = set(db_session.scalars(select(Organization.name).join(Membership).where(Membership.user_id == user.id)))
     assert names == {"Acme Corp", "Globex"}
-    assert login.sync_user_memberships(db_session, workos_client, user_id=user.id, workos_user_id=CONSULTANT,
-                                       page_size=1) == 0
+    assert sign_in_membership.sync_user_memberships(db_session, workos_client, user_id=user.id,
+                                                    workos_user_id=CONSULTANT, page_size=1) == 0
 
 
 def test_a_claimed_role_replaces_a_default_role_not_a_mapped_one(db_session: Any, workos_client: Any) -> None:
@@ -48,7 +48,7 @@ def test_a_claimed_role_replaces_a_default_role_not_a_mapped_one(db_session: Any
                                   directory_user_id=f"directory_user_LM_{role_source}"))
         db_session.commit()
         signed_in = sign_in_person.upsert(db_session, acme, {"id": workos_user, "email": person.email}, utcnow())
-        membership = login._upsert_membership(db_session, workos_client, acme, signed_in, "admin", NO_REQUEST)
+        membership = sign_in_membership.upsert(db_session, workos_client, acme, signed_in, "admin", NO_REQUEST)
         db_session.commit()
         roles[role_source] = (membership.role, membership.role_source)
     assert roles == {"default": ("admin", "idp"), "mapping": ("viewer", "mapping"), "manual": ("viewer", "manual")}

@@ -6,7 +6,7 @@ first sign-in that met ``organization_membership.created`` (JIT: both come from 
 ``uq_membership_org_user`` (the callback answered 500), and one that met ``organization_membership.deleted`` wrote
 its claimed role onto the deprovisioned row and audited a change that never took effect (a removal during a sign-in:
 ``tests/test_sign_in_membership_lock.py``). Both sides are real code:
-the sign-in is ``sign_in_person.upsert`` + ``login._upsert_membership`` (what ``login.complete_login`` runs), the
+the sign-in is ``sign_in_person.upsert`` + ``sign_in_membership.upsert`` (what ``login.complete_login`` runs), the
 event is applied by the applier (``inbox_worker.drain``). The sign-in is paused right after its membership look
 (at ``directory_names.listed_by_a_directory``) so the interleaving is deterministic; the reverse order (the
 sign-in's insert first, uncommitted, while the event applies) is tested too."""
@@ -23,7 +23,7 @@ from sqlalchemy import func, select, update
 from hatidata_auth.causes import NO_REQUEST
 from hatidata_auth.extensions import db
 from hatidata_auth.models import DirectoryUser, Membership, Organization, User, WebhookEvent, utcnow
-from hatidata_auth.services import directory_names, inbox, inbox_worker, login, sign_in_person
+from hatidata_auth.services import directory_names, inbox, inbox_worker, sign_in_membership, sign_in_person
 from tests.support.people import Replay
 from tests.support.servers import EmulatorControl, http_json
 from tests.test_inbox_batch_scope import ACME, _prepare
@@ -39,8 +39,8 @@ EMAIL = "nadia.brandt@partners.test"  # a domain no organization verified: both 
 def _sign_in(app: Flask, org: Organization, workos_user_id: str, role: str | None = None) -> Any:
     s = db.session()
     signed = sign_in_person.upsert(s, s.merge(org), {"id": workos_user_id, "email": EMAIL}, utcnow())
-    return login._upsert_membership(s, app.extensions["hatidata_workos"].client, s.merge(org), signed, role,
-                                    NO_REQUEST)
+    return sign_in_membership.upsert(s, app.extensions["hatidata_workos"].client, s.merge(org), signed, role,
+                                     NO_REQUEST)
 
 
 def _paused_at_listing(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
@@ -152,8 +152,8 @@ def test_a_directory_event_meeting_a_first_sign_ins_membership_is_applied_again(
         s = db.session()
         signed = sign_in_person.upsert(s, s.merge(org), {"id": "user_MRR_dir", "email": DIRECTORY_EMAIL,
                                                          "first_name": "Rafael", "last_name": "Osei"}, utcnow())
-        login._upsert_membership(s, app.extensions["hatidata_workos"].client, s.merge(org), signed, None,
-                                 NO_REQUEST)
+        sign_in_membership.upsert(s, app.extensions["hatidata_workos"].client, s.merge(org), signed, None,
+                                  NO_REQUEST)
         inserted.set()
         assert go.wait(30)
 

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from hatidata_auth.causes import NO_REQUEST
 from hatidata_auth.extensions import db
 from hatidata_auth.models import AuthSession, Membership, Organization, User, WebhookEvent, utcnow
-from hatidata_auth.services import login, sign_in_person
+from hatidata_auth.services import sign_in_membership, sign_in_person
 from hatidata_auth.services.events.context import EventContext
 from hatidata_auth.services.events.organization_memberships import on_organization_membership
 from hatidata_auth.services.login import LoginDenied
@@ -138,8 +138,8 @@ def test_a_deletion_of_an_unknown_membership_refuses_a_later_stale_sign_in(acme_
         signed = sign_in_person.upsert(s, org, {"id": workos_user_id, "email": f"{user_id}@partners.test"},
                                        utcnow())
         with pytest.raises(LoginDenied):
-            login._upsert_membership(s, app.extensions["hatidata_workos"].client, org, signed, "developer",
-                                     NO_REQUEST)
+            sign_in_membership.upsert(s, app.extensions["hatidata_workos"].client, org, signed, "developer",
+                                      NO_REQUEST)
         s.rollback()
     m = _membership(app, user_id)
     assert m is not None
@@ -164,8 +164,8 @@ def test_a_deletion_waits_for_a_first_sign_ins_membership_and_ends_its_session(a
         assert org is not None
         signed = sign_in_person.upsert(s, org, {"id": workos_user_id, "email": f"{user_id}@partners.test"},
                                        utcnow())
-        m = login._upsert_membership(s, app.extensions["hatidata_workos"].client, org, signed, "developer",
-                                     NO_REQUEST)
+        m = sign_in_membership.upsert(s, app.extensions["hatidata_workos"].client, org, signed, "developer",
+                                      NO_REQUEST)
         s.add(AuthSession(workos_session_id=sid, organization_id=org.id, user_id=m.user_id,
                           auth_organization_id=org.id, expires_at=utcnow().replace(year=2099)))
         s.flush()

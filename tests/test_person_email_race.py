@@ -31,8 +31,8 @@ from hatidata_auth.services import (
     db_conflicts,
     inbox,
     inbox_worker,
-    login,
     reconcile,
+    sign_in_membership,
     sign_in_person,
     tenant_admin,
 )
@@ -179,8 +179,8 @@ def test_a_sign_in_takes_the_organization_before_the_email(app: Flask) -> None:
         def sign_in() -> None:
             s = db.session()
             signed_in = sign_in_person.upsert(s, org, {"id": "user_PEML_order", "email": EMAIL}, utcnow())
-            login._upsert_membership(s, app.extensions["hatidata_workos"].client, s.merge(org), signed_in, None,
-                                     NO_REQUEST)
+            sign_in_membership.upsert(s, app.extensions["hatidata_workos"].client, s.merge(org), signed_in, None,
+                                      NO_REQUEST)
 
         def batch_reaches_the_email() -> None:
             _wait_for_lock_wait("%")
@@ -214,8 +214,8 @@ def test_a_batch_locks_its_directory_changes_before_any_email(app: Flask) -> Non
         def sign_in() -> None:
             s = db.session()
             signed_in = sign_in_person.upsert(s, org, {"id": "user_PEML_first", "email": EMAIL}, utcnow())
-            login._upsert_membership(s, app.extensions["hatidata_workos"].client, s.merge(org), signed_in, None,
-                                     NO_REQUEST)
+            sign_in_membership.upsert(s, app.extensions["hatidata_workos"].client, s.merge(org), signed_in, None,
+                                      NO_REQUEST)
 
         def both_waiting_or_through() -> None:
             for _ in range(40):  # the sign-in waits too (on the row or, before the fix, the email), or is through
@@ -258,8 +258,8 @@ def _signs_in(app: Flask, org: Organization, workos_user_id: str) -> Callable[[]
     def sign_in() -> None:
         s = db.session()
         signed_in = sign_in_person.upsert(s, org, {"id": workos_user_id, "email": EMAIL}, utcnow())
-        login._upsert_membership(s, app.extensions["hatidata_workos"].client, s.merge(org), signed_in, None,
-                                 NO_REQUEST)
+        sign_in_membership.upsert(s, app.extensions["hatidata_workos"].client, s.merge(org), signed_in, None,
+                                  NO_REQUEST)
     return sign_in
 
 

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from hatidata_auth.causes import NO_REQUEST
 from hatidata_auth.extensions import db
 from hatidata_auth.models import Membership, Organization, User, WebhookEvent, utcnow
-from hatidata_auth.services import inbox, inbox_worker, login, sign_in_person
+from hatidata_auth.services import inbox, inbox_worker, sign_in_membership, sign_in_person
 from tests.test_inbox_batch_scope import ACME, GLOBEX, _envelope, _prepare, _stamp, _user
 from tests.test_inserted_user_race import _started
 
@@ -90,8 +90,8 @@ def test_a_sign_in_waits_for_a_batch_holding_its_membership_without_a_deadlock(
     def sign_in() -> None:
         s = db.session()
         signed = sign_in_person.upsert(s, s.merge(acme), {"id": WORKOS_USER, "email": EMAIL}, utcnow())
-        login._upsert_membership(s, app.extensions["hatidata_workos"].client, s.merge(acme), signed, "developer",
-                                 NO_REQUEST)
+        sign_in_membership.upsert(s, app.extensions["hatidata_workos"].client, s.merge(acme), signed, "developer",
+                                  NO_REQUEST)
 
     thread, errors = _started(app, sign_in)
     try:

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from hatidata_auth.extensions import db
 from hatidata_auth.models import AuthSession, Membership, User
-from hatidata_auth.services import credential_status, inbox, inbox_worker, login
+from hatidata_auth.services import credential_status, inbox, inbox_worker, login, sign_in_membership
 from hatidata_auth.services.session_refresh import Tokens
 from hatidata_auth.services.sessions import SessionPolicy
 from tests.test_inbox_batch_scope import ACME, _envelope, _prepare, _stamp
@@ -62,7 +62,7 @@ def test_a_removal_during_a_sign_in_waits_for_it_and_ends_its_session(
         db.session.remove()
 
     decided, go = threading.Event(), threading.Event()
-    real = login._upsert_membership
+    real = sign_in_membership.upsert
 
     def paused(*args: Any, **kwargs: Any) -> Any:
         m = real(*args, **kwargs)
@@ -70,7 +70,7 @@ def test_a_removal_during_a_sign_in_waits_for_it_and_ends_its_session(
         assert go.wait(30)
         return m
 
-    monkeypatch.setattr(login, "_upsert_membership", paused)
+    monkeypatch.setattr(sign_in_membership, "upsert", paused)
     result: dict[str, Any] = {}
 
     def sign_in() -> None:

@@ -12,7 +12,7 @@ from sqlalchemy.exc import OperationalError
 from hatidata_auth.causes import NO_REQUEST
 from hatidata_auth.extensions import db
 from hatidata_auth.models import AuditEvent, DirectoryUser, Membership, Organization, User, utcnow
-from hatidata_auth.services import inbox, inbox_worker, login, person_email, sign_in_person
+from hatidata_auth.services import inbox, inbox_worker, person_email, sign_in_membership, sign_in_person
 from tests.sql_support import sent_statements
 from tests.support.people import Replay
 from tests.support.servers import EmulatorControl, http_json
@@ -194,8 +194,8 @@ def test_a_members_sign_in_reads_the_membership_and_holds_its_key_once(app: Flas
         with sent_statements(app, keep) as sent:
             s = db.session()
             signed_in = sign_in_person.upsert(s, s.merge(acme), {"id": "user_SIP_once", "email": EMAIL}, utcnow())
-            membership = login._upsert_membership(s, app.extensions["hatidata_workos"].client, s.merge(acme),
-                                                  signed_in, None, NO_REQUEST)
+            membership = sign_in_membership.upsert(s, app.extensions["hatidata_workos"].client, s.merge(acme),
+                                                   signed_in, None, NO_REQUEST)
             s.commit()
         assert membership is signed_in.membership
         holds = [statement for statement in sent if "hashtextextended" in statement]

@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 from hatidata_auth.causes import Actor, Cause
 from hatidata_auth.extensions import db
 from hatidata_auth.models import AuditEvent
-from hatidata_auth.services import login, tenant_admin, workos_memberships
+from hatidata_auth.services import login, sign_in_membership, tenant_admin, workos_memberships
 from hatidata_auth.services.login import LoginDenied
 from tests.support.membership_word import (
     WorkOS,
@@ -111,8 +111,8 @@ def test_the_catch_up_is_audited_with_the_membership_workos_listed(acme: tuple[F
 
 
 def test_a_sign_in_elsewhere_catches_up_the_memberships_it_mirrors(acme: tuple[Flask, EmulatorControl]) -> None:
-    """The sign-in's mirroring of the person's other memberships (``login.sync_user_memberships``) brings a row
-    WorkOS's events left deprovisioned up to WorkOS's re-add, so the person can switch into it."""
+    """The sign-in's mirroring of the person's other memberships (``sign_in_membership.sync_user_memberships``)
+    brings a row WorkOS's events left deprovisioned up to WorkOS's re-add, so the person can switch into it."""
     app, control = acme
     person = WorkOS(control, app)
     person.remove(person.add("viewer"))
@@ -160,8 +160,8 @@ def test_the_mirroring_gives_nothing_back_in_an_organization_no_longer_active(ac
         acme_org(db.session).status = "deleted"
         db.session.commit()
         before = db.session.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.target_id == m.id))
-        login.sync_user_memberships(db.session(), app.extensions["hatidata_workos"].client, user_id=m.user_id,
-                                    workos_user_id=person.user_id)
+        sign_in_membership.sync_user_memberships(db.session(), app.extensions["hatidata_workos"].client,
+                                                 user_id=m.user_id, workos_user_id=person.user_id)
         db.session.commit()
         after = db.session.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.target_id == m.id))
         db.session.remove()

@@ -1,6 +1,7 @@
 """Logging in: the code exchange at WorkOS, the organization choice, the user, membership and session records.
 
-The views parse the callback and set the cookie; this module decides. Functions here flush but do not commit:
+The views parse the callback and set the cookie; this module decides (the membership it signs into, and the
+mirror of the person's others: ``sign_in_membership``). Functions here flush but do not commit:
 the caller commits the login together with its audit events.
 """
 
@@ -11,7 +12,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -19,16 +19,15 @@ from sqlalchemy.orm import Session
 
 from ..causes import NO_REQUEST, Actor, Cause, RequestInfo
 from ..errors import AppError, ServiceUnavailable
-from ..models import ROLES, AuthSession, Membership, Organization, User, utcnow
+from ..models import AuthSession, Organization, User, utcnow
 from ..unit_of_work import invalidate_after_commit
 from ..workos import OrganizationSelectionRequired, WorkOSClient, WorkOSFailure, WorkOSUnavailable, translate_errors
 from . import (
     audit,
     auth_policy,
-    membership_rows,
-    provisioning,
     security_events,
     sign_in_attempts,
+    sign_in_membership,
     sign_in_person,
     workos_memberships,
 )
@@ -36,22 +35,12 @@ from .auth_policy import Authentication
 from .organizations import ensure_organization
 from .session_refresh import Tokens, refresh_tokens
 from .sessions import SessionPolicy
-from .sign_in_person import SigningIn
+from .sign_in_membership import LoginDenied as LoginDenied
 
 if TYPE_CHECKING:
     from .introspection import TokenVerifier
 
 log = logging.getLogger(__name__)
-
-MAX_MIRRORED_MEMBERSHIPS = 1000
-"""How many of a user's WorkOS memberships a login mirrors at most (a bound on the pages it reads)."""
-
-
-class LoginDenied(AppError):
-    """The identity provider vouched for the user, but HatiData does not let them in."""
-
-    status = 403
-    code = "login_denied"
 
 
 class LoginFailed(AppError):
@@ -187,54 +176,6 @@ def end_workos_session(client: WorkOSClient, workos_session_id: str, *, why: str
 # --- completing the login ----------------------------------------------------------------------------------
 
 
-def _upsert_membership(db: Session, client: WorkOSClient, org: Organization, signing_in: SigningIn,
-                       claimed_role: str | None, request: RequestInfo, *, listed: Sequence[Any] = ()) -> Membership:
-    """The sign-in's membership of *org*: the one ``sign_in_person.upsert`` holds (its member key and its row: a
-    member's events never write back over this sign-in's change, nor it over theirs, and a deprovisioning waits for
-    the session it records), else a new one, or the one another writer created meanwhile (``membership_rows``).
-    *listed*: WorkOS's active memberships of the person in *org*, asked before the locks
-    (``workos_memberships.listing_for_sign_in``), which may bring an inactive one up to date, and name the
-    membership a new one is made from."""
-    user = signing_in.person
-    if signing_in.membership is None:
-        membership, created = membership_rows.created_or_locked(
-            db, organization_id=org.id, user_id=user.id, source="sso", status="pending", role=None,
-            role_source="idp")
-    else:
-        membership, created = signing_in.membership, False  # held since before the person was written
-    if created:
-        claimed_role = workos_memberships.made_from_listing(membership, listed) or claimed_role
-    elif membership.status != "active" and workos_memberships.caught_up(  # WorkOS re-added them since?
-            db, client, org, membership, listed, cause=Cause.by(Actor("user", user.id, user.email), request)):
-        return membership  # with WorkOS's present role, not the token's (exchanged under the old membership)
-    if not created and _kept(org, membership):
-        return membership
-    role: str | None
-    if claimed_role in ROLES:
-        role, source = claimed_role, "idp"
-    elif membership.role is not None:
-        role, source = membership.role, str(membership.role_source or "idp")
-    else:
-        role, source = org.default_role, "default"
-    provisioning.set_access(db, client, membership, role=role, role_source=source, active=True,
-                            cause=Cause.by(Actor("user", user.id, user.email), request, reason="login"))
-    if membership.status != "active":
-        raise LoginDenied(f"{org.name} grants no role to new members.",
-                          details={"membership_status": membership.status})
-    db.flush()
-    return membership
-
-
-def _kept(org: Organization, membership: Membership) -> bool:
-    """Whether a sign-in leaves *membership* (an existing one) as it is: the directory's mappings or an admin
-    decide its role, not the IdP's claim (which decides a default one: a directory member in no mapped group, the
-    admin who has yet to map the groups among them). Raises :class:`LoginDenied` when it is not active."""
-    if membership.status != "active":
-        raise LoginDenied(f"Your membership of {org.name} is {membership.status}.",
-                          details={"membership_status": membership.status})
-    return membership.role_source in ("mapping", "manual")
-
-
 def complete_login(
     db: Session,
     client: WorkOSClient,
@@ -277,7 +218,7 @@ def complete_login(
         raise
     signed_in = sign_in_person.upsert(db, org, tokens.user, now, request)
     user = signed_in.person
-    membership = _upsert_membership(db, client, org, signed_in, claims.get("role"), request, listed=listed)
+    membership = sign_in_membership.upsert(db, client, org, signed_in, claims.get("role"), request, listed=listed)
     ttl = policy.ttl(org, remember)
     sid = str(claims["sid"])
     record = db.scalar(select(AuthSession).where(AuthSession.workos_session_id == sid))
@@ -336,53 +277,6 @@ def signing_in(db: Session, user: dict[str, Any]) -> Actor:
     email = str(user.get("email") or "").lower()[:320]
     known = db.execute(select(User.id, User.email).where(User.workos_user_id == str(user.get("id") or ""))).first()
     return Actor("user", known.id, known.email) if known is not None else Actor("user", None, email or None)
-
-
-@translate_errors()
-def sync_user_memberships(db: Session, client: WorkOSClient, *, user_id: str, workos_user_id: str,
-                          cause: Cause | None = None, page_size: int = 100) -> int:
-    """Mirror the user's other active WorkOS memberships (so they can switch organization), at most
-    :data:`MAX_MIRRORED_MEMBERSHIPS`, *page_size* per WorkOS page; returns how many were created. Memberships we
-    already hold keep their role and status, unless WorkOS's events or an admin's removal left one inactive and
-    WorkOS's listing allows it back (``workos_memberships.from_listing``). *cause*: the sign-in's (WorkOS's when
-    none)."""
-    cause = cause or Cause.by(Actor.workos())
-    created = 0
-    listed = client.organization_membership.list_organization_memberships(user_id=workos_user_id,
-                                                                          statuses=["active"], limit=page_size)
-    for item in islice(listed.auto_paging_iter(), MAX_MIRRORED_MEMBERSHIPS):
-        org = ensure_organization(db, client, item.organization_id)
-        exists = db.scalar(select(Membership.id).where(Membership.organization_id == org.id,
-                                                       Membership.user_id == user_id))
-        if exists is not None:
-            _catch_up(db, client, org, exists, item, cause)
-            continue
-        membership, created_here = membership_rows.created_or_locked(
-            db, organization_id=org.id, user_id=user_id, source="sso", status="pending", role=None,
-            role_source="idp")
-        if not created_here:  # another writer created it since the look: it decides
-            continue
-        slug = workos_memberships.made_from_listing(membership, [item])
-        role, source = (slug, "idp") if slug in ROLES else (org.default_role, "default")
-        audit.record(db, action="membership.created", cause=cause, organization_id=org.id,
-                     target_type="membership", target_id=membership.id,
-                     details={"user_id": user_id, "role": role, "source": "login"})
-        provisioning.set_access(db, client, membership, role=role, role_source=source, active=True,
-                                cause=cause.with_reason("login"))
-        created += 1
-    return created
-
-
-def _catch_up(db: Session, client: WorkOSClient, org: Organization, membership_id: str, item: Any,
-              cause: Cause) -> None:
-    """A membership left inactive, listed active by WorkOS now: locked, read again, and brought up to date when
-    ``workos_memberships.from_listing`` allows."""
-    membership = db.get(Membership, membership_id)
-    if membership is None or membership.status == "active" or membership.source == "directory":
-        return
-    membership = membership_rows.locked(db, membership)
-    if membership.status != "active":
-        workos_memberships.from_listing(db, client, org, membership, item, cause=cause)
 
 
 def record_login_failure(db: Session, cache: Any, *, reason: str, cause: Cause,

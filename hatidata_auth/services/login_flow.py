@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from ..causes import NO_REQUEST, Actor, Cause, RequestInfo
 from ..errors import AppError, is_connection_error
 from ..workos import WorkOSClient, WorkOSFailure
-from . import auth_policy, db_conflicts, login, sessions, sign_in_attempts
+from . import auth_policy, db_conflicts, login, sessions, sign_in_attempts, sign_in_membership
 from . import break_glass as break_glass_members
 from .login import LoginFailed, LoginResult
 from .organizations import find_organization, find_organization_for_email
@@ -149,9 +149,9 @@ def finish(db: Session, client: WorkOSClient, verifier: TokenVerifier, *, code: 
                           email=exchanged.tokens.user.get("email")) from exc
 
     def mirror_memberships() -> None:
-        login.sync_user_memberships(db, client, user_id=result.user_id,
-                                    workos_user_id=str(exchanged.tokens.user["id"]),
-                                    cause=Cause.by(Actor("user", result.user_id, result.email), request))
+        sign_in_membership.sync_user_memberships(db, client, user_id=result.user_id,
+                                                 workos_user_id=str(exchanged.tokens.user["id"]),
+                                                 cause=Cause.by(Actor("user", result.user_id, result.email), request))
         commit()
 
     try:

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from hatidata_auth.causes import NO_REQUEST, Actor, Cause
 from hatidata_auth.extensions import db
 from hatidata_auth.models import Membership, Organization, User, utcnow
-from hatidata_auth.services import login, sign_in_person, tenant_admin, workos_memberships
+from hatidata_auth.services import sign_in_membership, sign_in_person, tenant_admin, workos_memberships
 from tests.support.people import Replay
 from tests.support.servers import EmulatorControl, http_json
 from tests.test_inbox_batch_scope import ACME
@@ -94,7 +94,7 @@ def acme_org(session: Any) -> Organization:
 
 
 def sign_in(app: Flask, person: WorkOS, role: str | None = None) -> Membership:
-    """The membership part of a sign-in into Acme (``login._upsert_membership``), committed (the membership as
+    """The membership part of a sign-in into Acme (``sign_in_membership.upsert``), committed (the membership as
     it is then); raises :class:`LoginDenied` (rolled back) as the callback would refuse."""
     with app.app_context():
         s = db.session()
@@ -103,7 +103,7 @@ def sign_in(app: Flask, person: WorkOS, role: str | None = None) -> Membership:
             listed = workos_memberships.listing_for_sign_in(s, client, ACME, {"id": person.user_id,
                                                                               "email": person.email})
             signed = sign_in_person.upsert(s, org, {"id": person.user_id, "email": person.email}, utcnow())
-            m = login._upsert_membership(s, client, org, signed, role, NO_REQUEST, listed=listed)
+            m = sign_in_membership.upsert(s, client, org, signed, role, NO_REQUEST, listed=listed)
             s.commit()
             s.refresh(m)
             s.expunge_all()
@@ -114,10 +114,11 @@ def sign_in(app: Flask, person: WorkOS, role: str | None = None) -> Membership:
 
 
 def mirror(app: Flask, person: WorkOS, user_id: str) -> None:
-    """The sign-in's mirroring of the person's memberships (``login.sync_user_memberships``), committed."""
+    """The sign-in's mirroring of the person's memberships (``sign_in_membership.sync_user_memberships``),
+    committed."""
     with app.app_context():
-        login.sync_user_memberships(db.session(), app.extensions["hatidata_workos"].client, user_id=user_id,
-                                    workos_user_id=person.user_id)
+        sign_in_membership.sync_user_memberships(db.session(), app.extensions["hatidata_workos"].client,
+                                                 user_id=user_id, workos_user_id=person.user_id)
         db.session.commit()
         db.session.remove()
 
