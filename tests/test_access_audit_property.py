@@ -3,9 +3,10 @@
 A membership's access is its role, how that role was decided (``role_source``: what an admin, a directory group
 or the organization's default says) and its status. For any sequence of ``set_access`` calls, each call that
 changes any of the three returns the change and records exactly one ``membership.*`` audit event naming the
-membership, whose details say the new role source; each call that changes nothing returns ``None`` and records
-nothing. (A change of the role source alone, an admin's grant taken over by a directory group at the same role,
-was written without an event.)
+membership and its role and role source before and after (the role an inactive member holds for when it is active
+again included: a deactivation that gave a new membership its role recorded neither); each call that changes
+nothing returns ``None`` and records nothing. (A change of the role source alone, an admin's grant taken over by a
+directory group at the same role, was written without an event.)
 """
 
 from __future__ import annotations
@@ -66,8 +67,12 @@ def test_each_change_of_access_is_one_audit_event_and_no_change_is_none(
                 continue
             assert change is not None, (call, before, after)
             assert len(events) == 1, (call, before, after, [e.action for e in events])
-            if events[0].action != "membership.deprovisioned":
-                assert events[0].details["role_source"] == after[1], (call, before, after, events[0].details)
+            # Every event names the access before and after it (the role an inactive member holds included).
+            details = events[0].details
+            role = details["to"] if events[0].action == "membership.role_changed" else details["role"]
+            previous = details["from"] if events[0].action == "membership.role_changed" else details["previous_role"]
+            assert (previous, details["previous_role_source"]) == before[:2], (call, before, details)
+            assert (role, details["role_source"]) == after[:2], (call, before, after, details)
         db.session.commit()
         db.session.remove()
 

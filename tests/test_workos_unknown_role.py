@@ -228,7 +228,7 @@ def test_a_grant_here_removed_and_re_added_at_workos_ends_alike_in_any_delivery_
     expected = (_default_role(app), "default") if re_add_slug == "member" else ("developer", "idp")
     assert (m.status, m.role, m.role_source, m.workos_membership_id) == ("active", *expected, again), \
         (order, m.details)
-    assert workos_memberships.ADOPTED_ID not in (m.details or {}), m.details  # m2 is known as a re-add now
+    assert workos_memberships.TRUSTED not in (m.details or {}), m.details  # m2 is known as a re-add now
 
 
 def test_an_admins_grant_here_survives_the_late_created_of_the_same_membership(

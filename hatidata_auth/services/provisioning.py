@@ -125,10 +125,12 @@ def set_access(
         suspended = suspend_member_keys(session, organization_id=membership.organization_id,
                                         user_id=membership.user_id, cause=cause)
         record("membership.deprovisioned", {"status": new_status, "previous_role": old_role,
-                                            "sessions_revoked": revoked, "keys_suspended": suspended})
+                                            "previous_role_source": old_source, "role": new_role,
+                                            "role_source": new_source, "sessions_revoked": revoked,
+                                            "keys_suspended": suspended})
     elif old_status != "active" and new_status == "active":
-        record("membership.activated", {"role": new_role, "role_source": role_source,
-                                        "previous_status": old_status})
+        record("membership.activated", {"role": new_role, "role_source": new_source, "previous_status": old_status,
+                                        "previous_role": old_role, "previous_role_source": old_source})
     else:  # the role, how it was decided, or an inactive status changed
         record("membership.role_changed", {"from": old_role, "to": new_role, "role_source": new_source,
                                            "previous_role_source": old_source, "status": new_status})

@@ -45,8 +45,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DELETED_IDS = "workos_deleted_ids"
-ADOPTED_ID = "workos_adopted_id"
-"""The WorkOS membership id an active row that knew none took as its own (:func:`continues`), while it holds it."""
+TRUSTED = "workos_trusted"
+"""What an active row that knew no WorkOS membership id took on trust (:func:`continues`), while it holds it:
+``{"id": the membership's id, "role", "role_source": what the row held after it, "named": the latest role of ours
+WorkOS named for it, or None}`` (:func:`predecessor_seen`, :func:`restart`)."""
 KEPT_DELETED_IDS = 20
 """The WorkOS membership ids a row has seen deleted (the newest last, at most this many)."""
 CLOCK_TOLERANCE = timedelta(seconds=5)
@@ -115,17 +117,21 @@ def apply(session: Session, client: WorkOSClient | None, org: Organization, memb
           cause: Cause, audit_details: dict[str, Any] | None = None) -> None:
     """Record WorkOS's word (not :func:`superseded`: the caller checked) on *membership* and give it the access it
     grants: a deletion deprovisions, any other status than ``active`` deactivates, ``active`` in an active
-    organization reactivates with WorkOS's role. A role we do not know keeps the member's role (and how it was
+    organization reactivates with WorkOS's role (a membership not active holds a role of ours WorkOS names for
+    when it is active again). A role we do not know keeps the member's role (and how it was
     decided) only while the membership goes on (:func:`continues`); a membership WorkOS made anew (a re-add)
     starts at the organization's default, active or not, so it never restores a role its predecessor held.
     Directory-managed members keep what the directory and our mappings decide; only the record changes."""
     goes_on = continues(membership, workos_membership_id)
     details = {**(membership.details or {}), "workos_version": version.isoformat(),
                "workos_status": "deleted" if deleted else status}
-    if goes_on and membership.workos_membership_id is None and not deleted:
-        details[ADOPTED_ID] = workos_membership_id  # taken on trust: see predecessor_seen
-    elif details.get(ADOPTED_ID) != workos_membership_id or deleted:
-        details.pop(ADOPTED_ID, None)
+    trusted = details.pop(TRUSTED, None)
+    if goes_on and not deleted and (membership.workos_membership_id is None
+                                    or (trusted or {}).get("id") == workos_membership_id):
+        named = role if is_role(role) else (trusted or {}).get("named")
+        trusted = {"id": workos_membership_id, "named": named}  # completed below, once access is given
+    else:
+        trusted = None
     if deleted:
         details[DELETED_IDS] = [*(details.get(DELETED_IDS) or [])[-(KEPT_DELETED_IDS - 1):], workos_membership_id]
     membership.workos_membership_id = None if deleted else workos_membership_id
@@ -133,16 +139,20 @@ def apply(session: Session, client: WorkOSClient | None, org: Organization, memb
     if membership.source == "directory":
         return
     active = not deleted and (status or "active") == "active" and org.status == "active"
-    source = "idp"
-    if not is_role(role):
+    source, named = "idp", is_role(role)
+    if not named:
         kept = membership.role if goes_on else None
         role, source = (kept, membership.role_source) if kept else (org.default_role, "default")
     # A new membership seen inactive (pending, deactivated) holds its own role until it is active: the
     # predecessor's would count as its own then (a break-it review: a re-add first seen inactive, then
-    # reactivated, was an admin again).
+    # reactivated, was an admin again). So does one WorkOS names a role of ours for: dropped, its role depended
+    # on whether an older event of another membership had been delivered first (a break-it review).
     set_access(session, client, membership, role=role, role_source=source, active=active, cause=cause,
                inactive_status="deprovisioned" if deleted else "inactive", details=audit_details,
-               dormant_role=not goes_on and not deleted)
+               dormant_role=not deleted and (not goes_on or named))
+    if trusted is not None:
+        membership.details = {**(membership.details or {}), TRUSTED: {
+            **trusted, "role": membership.role, "role_source": membership.role_source}}
 
 
 def continues(membership: Membership, workos_membership_id: str) -> bool:
@@ -160,28 +170,35 @@ def predecessor_seen(membership: Membership, workos_membership_id: str) -> bool:
     """Whether WorkOS's word on *workos_membership_id*, old news by its version (:func:`superseded`), is of a
     membership before the one *membership* took on trust (an active row that knew no id: :func:`continues`): the
     one taken was then a re-add, and the role kept for it its predecessor's. Delivered in order, the predecessor's
-    word is taken on trust instead (or its deletion deprovisions the row) and the re-add starts at the default role;
-    delivered after the re-add, it must come to the same (a break-it review: ``grant-admin``'s admin, removed and
-    re-added at WorkOS, stayed an admin). Word of the id the row holds, or of one it saw deleted, is not this."""
+    word is taken on trust instead (or its deletion deprovisions the row) and the re-add starts at the role WorkOS
+    named for it, else the default; delivered after the re-add, it must come to the same (a break-it review:
+    ``grant-admin``'s admin, removed and re-added at WorkOS, stayed an admin). Word of the id the row holds, or of
+    one it saw deleted, is not this."""
     details = membership.details or {}
-    adopted = details.get(ADOPTED_ID)
-    return adopted is not None and adopted == membership.workos_membership_id != workos_membership_id \
+    trusted = details.get(TRUSTED)
+    return isinstance(trusted, dict) and trusted.get("id") == membership.workos_membership_id \
+        and membership.workos_membership_id != workos_membership_id \
         and workos_membership_id not in (details.get(DELETED_IDS) or [])
 
 
 def restart(session: Session, client: WorkOSClient | None, org: Organization, membership: Membership, *,
             deleted_id: str | None, cause: Cause) -> None:
     """Apply late word of a membership before the one *membership* took on trust (:func:`predecessor_seen`; its
-    id *deleted_id* when the word is its deletion): give the membership the row holds the organization's default
-    role, as its ``created`` applied after the predecessor's word would have (a role WorkOS named, ``idp``, stays;
-    the status too), and take it as known. Directory-managed members keep what the directory decides."""
-    details = {k: v for k, v in (membership.details or {}).items() if k != ADOPTED_ID}
+    id *deleted_id* when the word is its deletion): the membership the row holds is a re-add, known from now on,
+    and gets the role in-order delivery would have given it (the latest of ours WorkOS named for it, else the
+    organization's default), status unchanged; unless its role was decided since it was taken (an admin here,
+    WorkOS naming one of ours): that decision stands. Directory-managed members keep what the directory decides."""
+    details = dict(membership.details or {})
+    trusted = details.pop(TRUSTED, None) or {}
     if deleted_id is not None:
         details[DELETED_IDS] = [*(details.get(DELETED_IDS) or [])[-(KEPT_DELETED_IDS - 1):], deleted_id]
     membership.details = details
-    if membership.source == "directory" or membership.role_source == "idp":
+    if membership.source == "directory" \
+            or (membership.role, membership.role_source) != (trusted.get("role"), trusted.get("role_source")):
         return
-    set_access(session, client, membership, role=org.default_role, role_source="default",
+    named = trusted.get("named")
+    role, source = (named, "idp") if is_role(named) else (org.default_role, "default")
+    set_access(session, client, membership, role=role, role_source=source,
                active=membership.status == "active", cause=cause, inactive_status=membership.status,
                dormant_role=True)
 
