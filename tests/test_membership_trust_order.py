@@ -9,16 +9,19 @@ WorkOS, was an admin or the default role depending on the order WorkOS's events 
 Now the predecessor's late word makes the re-add what in-order delivery makes it (``predecessor_seen``,
 ``restart``): the role of ours WorkOS named for it, else the default; a decision made here since stands.
 
+A slug we do not know keeps the role the row holds when it arrives, so an older event of the same membership naming
+one of ours, delivered after it, was lost: a granted admin WorkOS made a developer stayed an admin. Such a late
+event now gives its role when nothing else decided the role since (``late_named_role``).
+
 The property: any subset of the person's history, delivered in any order with repeats, ends as the same subset
-delivered in the order it happened. Its histories have no slug we do not know after one we know within one
-membership: that a slug we do not know keeps the role the row holds when it arrives, so the membership's older
-role delivered after it is lost, is a limit of the rule documented in ``docs/directory-sync.md``.
+delivered in the order it happened.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from flask import Flask
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -37,8 +40,9 @@ from tests.test_organization_membership_order import _event as _active_event
 HISTORY = [("created", 1, 1, "member", "pending"), ("updated", 1, 2, "contractor", "active"),
            ("deleted", 1, 2, None, "active"),
            ("created", 2, 3, "contractor", "pending"), ("updated", 2, 4, "developer", "inactive"),
-           ("updated", 2, 5, "developer", "active"), ("deleted", 2, 5, None, "active"),
-           ("created", 3, 7, "member", "active")]
+           ("updated", 2, 5, "member", "active"), ("deleted", 2, 5, None, "active"),
+           ("created", 3, 7, "member", "active"), ("updated", 3, 8, "admin", "active"),
+           ("updated", 3, 9, "contractor", "active")]
 
 
 def _event(kind: str, membership: int, version: int, role: str | None, status: str,
@@ -109,6 +113,8 @@ def _same_end(app: Flask, got: tuple[Any, ...], want: tuple[Any, ...], what: Any
 @example(delivered=[4, 0, 5], default_role=None, start="grant-admin")  # the same, no default role
 @example(delivered=[7, 0, 2], default_role="viewer", start="sign-in")  # the token's admin, then the removal
 @example(delivered=[0, 4, 3], default_role="viewer", start="grant-admin")  # our role while inactive, then older
+@example(delivered=[9, 8], default_role="viewer", start="grant-admin")  # a slug not ours, then our older role
+@example(delivered=[5, 4], default_role="viewer", start="sign-in")  # the same, the membership inactive before
 def test_a_role_taken_on_trust_ends_alike_in_any_delivery_order(app: Flask, delivered: list[int],
                                                                 default_role: str | None, start: str) -> None:
     """*start*: how the row came to know no id; *default_role*: the organization's."""
@@ -145,3 +151,24 @@ def test_a_decision_here_after_the_re_add_stands_against_its_predecessors_late_w
         db.session.remove()
     _deliver(app, [_event(*HISTORY[6], workos_user_id), _event(*HISTORY[2], workos_user_id)])
     assert _state(app, user_id)[:3] == ("active", "developer", "manual")
+
+
+@pytest.mark.parametrize("late", [("deleted", 1, 2, None, "active"), ("updated", 3, 6, "admin", "active")],
+                         ids=["predecessor's deletion", "older role of ours"])
+def test_an_admins_removal_here_stands_against_late_word(app: Flask, late: tuple[Any, ...]) -> None:
+    """The re-add's ``created`` taken on trust, then an admin here removes the person: neither the predecessor's
+    late deletion nor an older event of the membership naming one of our roles lets them back."""
+    _prepare(app)
+    _granted_person(app)  # another admin
+    workos_user_id, user_id = _granted_person(app)
+    _deliver(app, [_event(*HISTORY[7], workos_user_id)])
+    with app.app_context():
+        s = db.session()
+        m = s.scalar(select(Membership).where(Membership.user_id == user_id))
+        assert m is not None
+        tenant_admin.remove_member(s, app.extensions["hatidata_workos"].client, organization_id=m.organization_id,
+                                   membership_id=m.id, cause=Cause.by(Actor("user", "usr_trust_admin", "it@acme.test")))
+        s.commit()
+        db.session.remove()
+    _deliver(app, [_event(*late, workos_user_id)])
+    assert _state(app, user_id)[0] == "deprovisioned"

@@ -45,6 +45,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DELETED_IDS = "workos_deleted_ids"
+HELD = "workos_held"
+"""``[role, role_source]`` as WorkOS's events (and :func:`restart`) last left the row: a role written since by anyone
+else (an admin here, a sign-in) is not theirs to take back (:func:`late_named_role`)."""
+NAMED_AT = "workos_named_at"
+"""``{"id", "at"}``: the membership and the version of WorkOS's latest event whose role of ours the row took."""
 TRUSTED = "workos_trusted"
 """What an active row that knew no WorkOS membership id took on trust (:func:`continues`), while it holds it:
 ``{"id": the membership's id, "role", "role_source": what the row held after it, "named": the latest role of ours
@@ -128,8 +133,8 @@ def apply(session: Session, client: WorkOSClient | None, org: Organization, memb
     trusted = details.pop(TRUSTED, None)
     if goes_on and not deleted and (membership.workos_membership_id is None
                                     or (trusted or {}).get("id") == workos_membership_id):
-        named = role if is_role(role) else (trusted or {}).get("named")
-        trusted = {"id": workos_membership_id, "named": named}  # completed below, once access is given
+        trusted = {"id": workos_membership_id,  # completed below, once access is given
+                   "named": role if is_role(role) else (trusted or {}).get("named")}
     else:
         trusted = None
     if deleted:
@@ -150,9 +155,19 @@ def apply(session: Session, client: WorkOSClient | None, org: Organization, memb
     set_access(session, client, membership, role=role, role_source=source, active=active, cause=cause,
                inactive_status="deprovisioned" if deleted else "inactive", details=audit_details,
                dormant_role=not deleted and (not goes_on or named))
+    _left_by_workos(membership, trusted=trusted,
+                    named_at={"id": workos_membership_id, "at": version.isoformat()} if named and not deleted else None)
+
+
+def _left_by_workos(membership: Membership, *, trusted: dict[str, Any] | None,
+                    named_at: dict[str, str] | None) -> None:
+    """Record the access WorkOS's word left *membership* with (:data:`HELD`, :data:`TRUSTED`, :data:`NAMED_AT`)."""
+    extra: dict[str, Any] = {HELD: [membership.role, membership.role_source]}
     if trusted is not None:
-        membership.details = {**(membership.details or {}), TRUSTED: {
-            **trusted, "role": membership.role, "role_source": membership.role_source}}
+        extra[TRUSTED] = {**trusted, "role": membership.role, "role_source": membership.role_source}
+    if named_at is not None:
+        extra[NAMED_AT] = named_at
+    membership.details = {**(membership.details or {}), **extra}
 
 
 def continues(membership: Membership, workos_membership_id: str) -> bool:
@@ -198,9 +213,50 @@ def restart(session: Session, client: WorkOSClient | None, org: Organization, me
         return
     named = trusted.get("named")
     role, source = (named, "idp") if is_role(named) else (org.default_role, "default")
-    set_access(session, client, membership, role=role, role_source=source,
-               active=membership.status == "active", cause=cause, inactive_status=membership.status,
-               dormant_role=True)
+    set_access(session, client, membership, role=role, role_source=source, active=_workos_active(org, membership),
+               cause=cause, inactive_status=_inactive_status(membership), dormant_role=True)
+    _left_by_workos(membership, trusted=None, named_at=None)
+
+
+def _workos_active(org: Organization, membership: Membership) -> bool:
+    """Whether WorkOS's latest word applied to *membership* lets it be active (given a role): never a row an admin
+    removed here or that was deprovisioned, whatever WorkOS says (only an event or a sign-in's catch-up decides
+    that, under :func:`held_by_removal`)."""
+    details = membership.details or {}
+    return details.get("workos_status") == "active" and org.status == "active" and REMOVED_HERE not in details \
+        and membership.status != "deprovisioned"
+
+
+def _inactive_status(membership: Membership) -> str:
+    return "inactive" if membership.status == "active" else str(membership.status)
+
+
+def late_named_role(membership: Membership, workos_membership_id: str, version: datetime, role: Any) -> bool:
+    """Whether WorkOS's event of the membership *membership* holds, older than the row's version (old news:
+    :func:`superseded`), names a role of ours (*role*) that in-order delivery would have left in place: no later
+    event named one of ours (:data:`NAMED_AT`), and since WorkOS's newer events, which only kept the row's role
+    (slugs we do not know), nothing else decided it (:data:`HELD`: an admin here, a sign-in). Applied late, it
+    gives that role (a break-it review: a granted admin WorkOS made a developer stayed an admin when the
+    developer event arrived after the next one, whose slug we do not know). Not for a row an admin removed here,
+    nor for a deleted membership or a directory-managed member."""
+    details = membership.details or {}
+    seen, named_at = when(details.get("workos_version")), details.get(NAMED_AT) or {}
+    later = when(named_at.get("at")) if named_at.get("id") == workos_membership_id else None
+    return is_role(role) and membership.source != "directory" \
+        and membership.workos_membership_id == workos_membership_id and seen is not None and version < seen \
+        and (later is None or later < version) and details.get(HELD) == [membership.role, membership.role_source] \
+        and REMOVED_HERE not in details and details.get("workos_status") != "deleted"
+
+
+def apply_late_role(session: Session, client: WorkOSClient | None, org: Organization, membership: Membership, *,
+                    version: datetime, role: str, cause: Cause) -> None:
+    """Give *membership* the role of ours a late event named (:func:`late_named_role`), with the status WorkOS's
+    latest word gives (held for when it is active again, when that is not active)."""
+    set_access(session, client, membership, role=role, role_source="idp", active=_workos_active(org, membership),
+               cause=cause, inactive_status=_inactive_status(membership), dormant_role=True)
+    trusted = (membership.details or {}).get(TRUSTED)
+    _left_by_workos(membership, trusted={**trusted, "named": role} if isinstance(trusted, dict) else None,
+                    named_at={"id": str(membership.workos_membership_id), "at": version.isoformat()})
 
 
 def made_from_listing(membership: Membership, listed: Sequence[Any]) -> str | None:

@@ -69,6 +69,11 @@ def on_organization_membership(ctx: EventContext, data: dict[str, Any]) -> None:
                            target_id=m.id, details={"user_id": m.user_id, "predecessor_of": m.workos_membership_id})
                 workos_memberships.restart(ctx.session, ctx.client, found, m, deleted_id=data["id"] if deleted
                                            else None, cause=ctx.cause.with_reason(ctx.event_type))
+            elif not deleted and workos_memberships.late_named_role(m, data["id"], version, role):
+                ctx.record(f"workos.{ctx.event_type}", organization_id=m.organization_id, target_type="membership",
+                           target_id=m.id, details={"user_id": m.user_id, "late_role": role})
+                workos_memberships.apply_late_role(ctx.session, ctx.client, found, m, version=version,
+                                                   role=str(role), cause=ctx.cause.with_reason(ctx.event_type))
             return True
         if not deleted and workos_memberships.held_by_removal(m, data["id"], created_at):
             ctx.ignore("held by an admin's removal here")  # seen in the inbox, no change to audit
