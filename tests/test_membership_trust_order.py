@@ -19,6 +19,8 @@ delivered in the order it happened.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -133,9 +135,9 @@ def test_a_role_taken_on_trust_ends_alike_in_any_delivery_order(app: Flask, deli
     _same_end(app, _state(app, user_id), _state(app, in_order_id), delivered)
 
 
-def test_a_decision_here_after_the_re_add_stands_against_its_predecessors_late_word(app: Flask) -> None:
-    """The re-add's ``created`` taken on trust, then an admin here makes the person a developer: the predecessor's
-    late deletion leaves the admin's decision (in order it would come after the default role too)."""
+def _decided_here_after_the_re_add(app: Flask, decide: Callable[..., Any]) -> tuple[str, str]:
+    """A granted person whose re-add's ``created`` was taken on trust, then *decide* (a ``tenant_admin`` service,
+    given the session, the client and the membership) by an admin here; the person's WorkOS and our user ids."""
     _prepare(app)
     _granted_person(app)  # another admin
     workos_user_id, user_id = _granted_person(app)
@@ -144,11 +146,18 @@ def test_a_decision_here_after_the_re_add_stands_against_its_predecessors_late_w
         s = db.session()
         m = s.scalar(select(Membership).where(Membership.user_id == user_id))
         assert m is not None
-        tenant_admin.change_member_role(s, app.extensions["hatidata_workos"].client, organization_id=m.organization_id,
-                                        membership_id=m.id, role="developer",
-                                        cause=Cause.by(Actor("user", "usr_trust_admin", "it@acme.test")))
+        decide(s, app.extensions["hatidata_workos"].client, organization_id=m.organization_id, membership_id=m.id,
+               cause=Cause.by(Actor("user", "usr_trust_admin", "it@acme.test")))
         s.commit()
         db.session.remove()
+    return workos_user_id, user_id
+
+
+def test_a_decision_here_after_the_re_add_stands_against_its_predecessors_late_word(app: Flask) -> None:
+    """The re-add's ``created`` taken on trust, then an admin here makes the person a developer: the predecessor's
+    late deletion leaves the admin's decision (in order it would come after the default role too)."""
+    workos_user_id, user_id = _decided_here_after_the_re_add(
+        app, functools.partial(tenant_admin.change_member_role, role="developer"))
     _deliver(app, [_event(*HISTORY[6], workos_user_id), _event(*HISTORY[2], workos_user_id)])
     assert _state(app, user_id)[:3] == ("active", "developer", "manual")
 
@@ -158,17 +167,6 @@ def test_a_decision_here_after_the_re_add_stands_against_its_predecessors_late_w
 def test_an_admins_removal_here_stands_against_late_word(app: Flask, late: tuple[Any, ...]) -> None:
     """The re-add's ``created`` taken on trust, then an admin here removes the person: neither the predecessor's
     late deletion nor an older event of the membership naming one of our roles lets them back."""
-    _prepare(app)
-    _granted_person(app)  # another admin
-    workos_user_id, user_id = _granted_person(app)
-    _deliver(app, [_event(*HISTORY[7], workos_user_id)])
-    with app.app_context():
-        s = db.session()
-        m = s.scalar(select(Membership).where(Membership.user_id == user_id))
-        assert m is not None
-        tenant_admin.remove_member(s, app.extensions["hatidata_workos"].client, organization_id=m.organization_id,
-                                   membership_id=m.id, cause=Cause.by(Actor("user", "usr_trust_admin", "it@acme.test")))
-        s.commit()
-        db.session.remove()
+    workos_user_id, user_id = _decided_here_after_the_re_add(app, tenant_admin.remove_member)
     _deliver(app, [_event(*late, workos_user_id)])
     assert _state(app, user_id)[0] == "deprovisioned"
