@@ -73,6 +73,7 @@ def test_each_change_of_access_is_one_audit_event_and_no_change_is_none(
             previous = details["from"] if events[0].action == "membership.role_changed" else details["previous_role"]
             assert (previous, details["previous_role_source"]) == before[:2], (call, before, details)
             assert (role, details["role_source"]) == after[:2], (call, before, after, details)
+            assert (details["previous_status"], details.get("status", "active")) == (before[2], after[2]), details
         db.session.commit()
         db.session.remove()
 

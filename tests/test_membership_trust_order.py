@@ -31,7 +31,7 @@ from sqlalchemy import select
 
 from hatidata_auth.causes import NO_REQUEST, Actor, Cause
 from hatidata_auth.extensions import db
-from hatidata_auth.models import Membership, Organization, utcnow
+from hatidata_auth.models import Membership, Organization, User, utcnow
 from hatidata_auth.services import role_mapping, sign_in_membership, sign_in_person, tenant_admin
 from tests.test_inbox_batch_scope import ACME, _prepare
 from tests.test_organization_membership_order import _deliver, _membership, _person
@@ -135,29 +135,71 @@ def test_a_role_taken_on_trust_ends_alike_in_any_delivery_order(app: Flask, deli
     _same_end(app, _state(app, user_id), _state(app, in_order_id), delivered)
 
 
-def _decided_here_after_the_re_add(app: Flask, decide: Callable[..., Any]) -> tuple[str, str]:
-    """A granted person whose re-add's ``created`` was taken on trust, then *decide* (a ``tenant_admin`` service,
-    given the session, the client and the membership) by an admin here; the person's WorkOS and our user ids."""
+def _decided_here_after_the_re_add(app: Flask, *decisions: Callable[..., Any], re_add: tuple[Any, ...] = HISTORY[7],
+                                   before: tuple[tuple[Any, ...], ...] = ()) -> tuple[str, str]:
+    """A granted person whose re-add's event (*re_add*, then *before*) was taken on trust, then each of *decisions*
+    (``tenant_admin`` services, given the session, the client and the membership) by an admin here; the person's
+    WorkOS and our user ids."""
     _prepare(app)
     _granted_person(app)  # another admin
     workos_user_id, user_id = _granted_person(app)
-    _deliver(app, [_event(*HISTORY[7], workos_user_id)])
-    with app.app_context():
-        s = db.session()
-        m = s.scalar(select(Membership).where(Membership.user_id == user_id))
-        assert m is not None
-        decide(s, app.extensions["hatidata_workos"].client, organization_id=m.organization_id, membership_id=m.id,
-               cause=Cause.by(Actor("user", "usr_trust_admin", "it@acme.test")))
-        s.commit()
-        db.session.remove()
+    _deliver(app, [_event(*e, workos_user_id) for e in (re_add, *before)])
+    for decide in decisions:
+        with app.app_context():
+            s = db.session()
+            m = s.scalar(select(Membership).where(Membership.user_id == user_id))
+            assert m is not None
+            client = app.extensions["hatidata_workos"].client
+            if decide is tenant_admin.grant_admin:
+                user = s.get(User, user_id)
+                assert user is not None
+                decide(s, organization_id=m.organization_id, email=user.email, actor=Actor.system("cli"))
+            else:
+                decide(s, client, organization_id=m.organization_id, membership_id=m.id,
+                       cause=Cause.by(Actor("user", "usr_trust_admin", "it@acme.test")))
+            s.commit()
+            db.session.remove()
     return workos_user_id, user_id
+
+
+def _role(role: str) -> Callable[..., Any]:
+    return functools.partial(tenant_admin.change_member_role, role=role)
+
+
+@pytest.mark.parametrize(("re_add", "decisions", "then", "expected"), [
+    # helper-135: WorkOS's word on the re-add after the decision made the decision look like the trusted role
+    (("created", 3, 7, "admin", "active"), ["viewer"], [("updated", 3, 8, "member", "active")], "viewer"),
+    (HISTORY[7], ["developer"], [("updated", 3, 8, "member", "active")], "developer"),
+    (HISTORY[7], ["developer", "admin"], [], "admin"),  # changed and changed back
+    (HISTORY[7], ["remove", "grant-admin"], [], "admin"),  # removed here and granted again
+], ids=["demoted, then WorkOS's word", "changed, then WorkOS's word", "changed back", "removed and granted again"])
+def test_every_decision_here_after_the_re_add_stands(app: Flask, re_add: tuple[Any, ...], decisions: list[str],
+                                                     then: list[tuple[Any, ...]], expected: str) -> None:
+    """Decisions here after the re-add was taken on trust, then WorkOS's word on the re-add and its predecessor's
+    late deletion: the last decision stands, as in order (where it comes after the re-add and its default)."""
+    made = [tenant_admin.remove_member if d == "remove" else tenant_admin.grant_admin if d == "grant-admin"
+            else _role(d) for d in decisions]
+    workos_user_id, user_id = _decided_here_after_the_re_add(app, *made, re_add=re_add)
+    _deliver(app, [_event(*e, workos_user_id) for e in (*then, HISTORY[2])])
+    assert _state(app, user_id)[:3] == ("active", expected, "manual")
+
+
+def test_an_older_role_of_ours_does_not_undo_a_decision_made_after_it(app: Flask) -> None:
+    """The re-add and its next event (a slug we do not know) applied, an admin here makes the person a viewer,
+    WorkOS's next event keeps it; then an event older than the decision naming admin arrives: in order it came
+    before the decision, so the viewer stands."""
+    workos_user_id, user_id = _decided_here_after_the_re_add(
+        app, _role("viewer"), re_add=("created", 3, 5, "member", "active"),
+        before=(("updated", 3, 7, "contractor", "active"),))
+    _deliver(app, [_event(*e, workos_user_id) for e in (("updated", 3, 8, "member", "active"),
+                                                          ("updated", 3, 6, "admin", "active"))])
+    assert _state(app, user_id)[:3] == ("active", "viewer", "manual")
 
 
 def test_a_decision_here_after_the_re_add_stands_against_its_predecessors_late_word(app: Flask) -> None:
     """The re-add's ``created`` taken on trust, then an admin here makes the person a developer: the predecessor's
     late deletion leaves the admin's decision (in order it would come after the default role too)."""
-    workos_user_id, user_id = _decided_here_after_the_re_add(
-        app, functools.partial(tenant_admin.change_member_role, role="developer"))
+    workos_user_id, user_id = _decided_here_after_the_re_add(app, _role("developer"))
     _deliver(app, [_event(*HISTORY[6], workos_user_id), _event(*HISTORY[2], workos_user_id)])
     assert _state(app, user_id)[:3] == ("active", "developer", "manual")
 

@@ -70,6 +70,9 @@ def suspend_member_keys(session: Session, *, organization_id: str, user_id: str,
 
 
 REMOVED_HERE = "removed_here"
+ACCESS_SEQ = "access_seq"
+"""``details`` key: how many changes of access :func:`set_access` has made to the membership (so a caller can tell
+whether anything else changed it since it last did: ``workos_memberships``)."""
 """``Membership.details`` key of an admin's removal (``services.workos_memberships.remove_here``): when
 (``at``) and the WorkOS membership id the row knew (``id``). Dropped when the member is active again, whoever made
 them so."""
@@ -108,8 +111,8 @@ def set_access(
     membership.role, membership.role_source = new_role, new_source
     membership.status = new_status
     membership.updated_at = utcnow()
-    if new_status == "active" and REMOVED_HERE in (membership.details or {}):
-        membership.details = {k: v for k, v in membership.details.items() if k != REMOVED_HERE}
+    kept = {k: v for k, v in (membership.details or {}).items() if not (new_status == "active" and k == REMOVED_HERE)}
+    membership.details = {**kept, ACCESS_SEQ: int(kept.get(ACCESS_SEQ) or 0) + 1}
     change = AccessChange(membership.id, membership.user_id, old_role if old_status == "active" else None,
                           new_role if new_status == "active" else None, old_status, new_status)
     extra = dict(details or {})
@@ -124,16 +127,17 @@ def set_access(
                                          user_id=membership.user_id, cause=cause)
         suspended = suspend_member_keys(session, organization_id=membership.organization_id,
                                         user_id=membership.user_id, cause=cause)
-        record("membership.deprovisioned", {"status": new_status, "previous_role": old_role,
-                                            "previous_role_source": old_source, "role": new_role,
-                                            "role_source": new_source, "sessions_revoked": revoked,
-                                            "keys_suspended": suspended})
+        record("membership.deprovisioned", {"status": new_status, "previous_status": old_status,
+                                            "previous_role": old_role, "previous_role_source": old_source,
+                                            "role": new_role, "role_source": new_source,
+                                            "sessions_revoked": revoked, "keys_suspended": suspended})
     elif old_status != "active" and new_status == "active":
         record("membership.activated", {"role": new_role, "role_source": new_source, "previous_status": old_status,
                                         "previous_role": old_role, "previous_role_source": old_source})
     else:  # the role, how it was decided, or an inactive status changed
         record("membership.role_changed", {"from": old_role, "to": new_role, "role_source": new_source,
-                                           "previous_role_source": old_source, "status": new_status})
+                                           "previous_role_source": old_source, "status": new_status,
+                                           "previous_status": old_status})
         if old_status == "active" and new_status == "active" and old_role != new_role:
             invalidate_member_caches(session, organization_id=membership.organization_id,
                                      user_id=membership.user_id)

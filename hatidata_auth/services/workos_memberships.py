@@ -37,7 +37,7 @@ from ..models import Membership, Organization, User
 from ..roles import is_role
 from ..workos import WorkOSFailure, translate_errors
 from .events.context import parse_time
-from .provisioning import REMOVED_HERE, set_access
+from .provisioning import ACCESS_SEQ, REMOVED_HERE, set_access
 
 if TYPE_CHECKING:
     from ..workos import WorkOSClient
@@ -46,13 +46,17 @@ log = logging.getLogger(__name__)
 
 DELETED_IDS = "workos_deleted_ids"
 HELD = "workos_held"
-"""``[role, role_source]`` as WorkOS's events (and :func:`restart`) last left the row: a role written since by anyone
-else (an admin here, a sign-in) is not theirs to take back (:func:`late_named_role`)."""
+"""The row's :data:`~.provisioning.ACCESS_SEQ` as WorkOS's word (an event, :func:`restart`) last left it: when it
+differs, something else (an admin here, a sign-in) decided the access since, and that decision is not WorkOS's older
+word's to take back (:func:`late_named_role`, :func:`restart`)."""
+DECIDED_AT = "decided_here_at"
+"""The ``workos_version`` the row held when something other than WorkOS's word last decided its access (seen at
+WorkOS's next word): WorkOS's events older than it came before that decision."""
 NAMED_AT = "workos_named_at"
 """``{"id", "at"}``: the membership and the version of WorkOS's latest event whose role of ours the row took."""
 TRUSTED = "workos_trusted"
-"""What an active row that knew no WorkOS membership id took on trust (:func:`continues`), while it holds it:
-``{"id": the membership's id, "role", "role_source": what the row held after it, "named": the latest role of ours
+"""What an active row that knew no WorkOS membership id took on trust (:func:`continues`), while it holds it and
+nothing but WorkOS's word decided its access since: ``{"id": the membership's id, "named": the latest role of ours
 WorkOS named for it, or None}`` (:func:`predecessor_seen`, :func:`restart`)."""
 KEPT_DELETED_IDS = 20
 """The WorkOS membership ids a row has seen deleted (the newest last, at most this many)."""
@@ -131,6 +135,9 @@ def apply(session: Session, client: WorkOSClient | None, org: Organization, memb
     details = {**(membership.details or {}), "workos_version": version.isoformat(),
                "workos_status": "deleted" if deleted else status}
     trusted = details.pop(TRUSTED, None)
+    if not _only_workos_since(membership):  # decided here since WorkOS's last word: that decision came after it
+        details[DECIDED_AT] = (membership.details or {}).get("workos_version")
+        trusted = None
     if goes_on and not deleted and (membership.workos_membership_id is None
                                     or (trusted or {}).get("id") == workos_membership_id):
         trusted = {"id": workos_membership_id,  # completed below, once access is given
@@ -162,9 +169,9 @@ def apply(session: Session, client: WorkOSClient | None, org: Organization, memb
 def _left_by_workos(membership: Membership, *, trusted: dict[str, Any] | None,
                     named_at: dict[str, str] | None) -> None:
     """Record the access WorkOS's word left *membership* with (:data:`HELD`, :data:`TRUSTED`, :data:`NAMED_AT`)."""
-    extra: dict[str, Any] = {HELD: [membership.role, membership.role_source]}
+    extra: dict[str, Any] = {HELD: (membership.details or {}).get(ACCESS_SEQ)}
     if trusted is not None:
-        extra[TRUSTED] = {**trusted, "role": membership.role, "role_source": membership.role_source}
+        extra[TRUSTED] = trusted
     if named_at is not None:
         extra[NAMED_AT] = named_at
     membership.details = {**(membership.details or {}), **extra}
@@ -208,14 +215,20 @@ def restart(session: Session, client: WorkOSClient | None, org: Organization, me
     if deleted_id is not None:
         details[DELETED_IDS] = [*(details.get(DELETED_IDS) or [])[-(KEPT_DELETED_IDS - 1):], deleted_id]
     membership.details = details
-    if membership.source == "directory" \
-            or (membership.role, membership.role_source) != (trusted.get("role"), trusted.get("role_source")):
+    if membership.source == "directory" or not _only_workos_since(membership):
         return
     named = trusted.get("named")
     role, source = (named, "idp") if is_role(named) else (org.default_role, "default")
     set_access(session, client, membership, role=role, role_source=source, active=_workos_active(org, membership),
                cause=cause, inactive_status=_inactive_status(membership), dormant_role=True)
     _left_by_workos(membership, trusted=None, named_at=None)
+
+
+def _only_workos_since(membership: Membership) -> bool:
+    """Whether nothing but WorkOS's word changed *membership*'s access since WorkOS's word last did (a row WorkOS
+    has not spoken of yet: whether anything did)."""
+    details = membership.details or {}
+    return details.get(HELD) == details.get(ACCESS_SEQ)
 
 
 def _workos_active(org: Organization, membership: Membership) -> bool:
@@ -242,10 +255,12 @@ def late_named_role(membership: Membership, workos_membership_id: str, version: 
     details = membership.details or {}
     seen, named_at = when(details.get("workos_version")), details.get(NAMED_AT) or {}
     later = when(named_at.get("at")) if named_at.get("id") == workos_membership_id else None
+    decided = when(details.get(DECIDED_AT))
     return is_role(role) and membership.source != "directory" \
         and membership.workos_membership_id == workos_membership_id and seen is not None and version < seen \
-        and (later is None or later < version) and details.get(HELD) == [membership.role, membership.role_source] \
-        and REMOVED_HERE not in details and details.get("workos_status") != "deleted"
+        and (later is None or later < version) and _only_workos_since(membership) \
+        and (decided is None or decided < version) and REMOVED_HERE not in details \
+        and details.get("workos_status") != "deleted"
 
 
 def apply_late_role(session: Session, client: WorkOSClient | None, org: Organization, membership: Membership, *,
