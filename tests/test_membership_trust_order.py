@@ -20,6 +20,7 @@ delivered in the order it happened.
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -212,3 +213,42 @@ def test_an_admins_removal_here_stands_against_late_word(app: Flask, late: tuple
     workos_user_id, user_id = _decided_here_after_the_re_add(app, tenant_admin.remove_member)
     _deliver(app, [_event(*late, workos_user_id)])
     assert _state(app, user_id)[0] == "deprovisioned"
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("demotion", [HISTORY[2], ("updated", 3, 8, "viewer", "active")],
+                         ids=["the predecessor's late deletion", "WorkOS naming viewer"])
+def test_an_events_demotion_racing_a_removal_here_of_the_other_admin_alerts(app: Flask,
+                                                                            demotion: tuple[Any, ...]) -> None:
+    """Two admins: an admin here removes one (uncommitted, the organization locked) while WorkOS's event demotes the
+    other: the event's count waits for the removal, so no admin is left and the ``no_active_admin`` alert is open
+    (helper-135: each transaction counted the other's admin, and neither alerted)."""
+    from hatidata_auth.models import OrganizationAlert
+    from hatidata_auth.services import alerts
+    from hatidata_auth.unit_of_work import AppSession
+
+    _prepare(app)
+    _, removed_id = _granted_person(app)
+    workos_user_id, demoted_id = _granted_person(app)
+    _deliver(app, [_event(*HISTORY[7], workos_user_id)])  # the demoted admin's re-add, taken on trust
+    with app.app_context():
+        other = AppSession(bind=db.engine)
+        removed = other.scalar(select(Membership).where(Membership.user_id == removed_id))
+        assert removed is not None
+        tenant_admin.remove_member(other, app.extensions["hatidata_workos"].client,
+                                   organization_id=removed.organization_id, membership_id=removed.id,
+                                   cause=Cause.by(Actor("user", "usr_trust_admin", "it@acme.test")))
+        event = threading.Thread(target=_deliver, args=(app, [_event(*demotion, workos_user_id)]))
+        event.start()
+        event.join(2)
+        waited = event.is_alive()
+        other.commit()
+        other.close()
+        event.join(30)
+    assert waited
+    assert _state(app, demoted_id)[:2] == ("active", "viewer")
+    with app.app_context():
+        open_alert = db.session.scalar(select(OrganizationAlert.id).where(
+            OrganizationAlert.kind == alerts.NO_ACTIVE_ADMIN, OrganizationAlert.resolved_at.is_(None)))
+        db.session.remove()
+    assert open_alert is not None

@@ -8,8 +8,8 @@ exists again. Writers an admin drives (member role change and removal, mapping a
 :func:`ensure_remains` / :func:`ensure_mapping_keeps_admin`, which refuse with 409 ``last_admin``.
 
 Two admins demoting each other at once: the check locks the organization's row (``SELECT ... FOR UPDATE``) before
-counting, so the second waits for the first to commit, then counts again and is refused. On SQLite a no-op
-write takes the database's write lock instead.
+counting, so the second waits for the first to commit, then counts again and is refused; :func:`reconcile` counts
+under the same lock. On SQLite a no-op write takes the database's write lock instead.
 """
 
 from __future__ import annotations
@@ -83,8 +83,13 @@ def ensure_mapping_keeps_admin(session: Session, organization_id: str, admins_af
 
 def reconcile(session: Session, organization_id: str, cause: Cause, changed: Membership | None = None) -> None:
     """Open the ``no_active_admin`` alert when the organization has no active admin, resolve it when it has one
-    (both audited); called after every change of an admin's role or status (*changed*: that membership)."""
+    (both audited); called after every change of an admin's role or status (*changed*: that membership). Counts
+    under the organization's lock, so a change made in another transaction that holds it (an admin's removal of
+    another admin) is committed and counted: each of the two counted the other's admin still there, and neither
+    alerted (a break-it review). A writer that holds a member's row first may deadlock with one holding the
+    organization first; PostgreSQL rolls one back and it is run again (``db_conflicts``)."""
     session.flush()
+    lock_organization(session, organization_id)
     if active_admin_ids(session, organization_id):
         alerts.resolve_raised(session, organization_id=organization_id, kind=alerts.NO_ACTIVE_ADMIN,
                               target_id=organization_id, resolution="admin_exists", cause=cause)
