@@ -89,7 +89,7 @@ def _signed_in_unlisted(app: Flask) -> tuple[str, str]:
     return workos_user_id, user_id
 
 
-STARTS = {"grant-admin": _granted_person, "sign-in": _signed_in_unlisted}
+STARTS = {"grant-admin": _granted_person, "sign-in": _signed_in_unlisted, "no row": _person}
 
 
 def _state(app: Flask, user_id: str) -> tuple[Any, ...]:
@@ -118,6 +118,7 @@ def _same_end(app: Flask, got: tuple[Any, ...], want: tuple[Any, ...], what: Any
 @example(delivered=[0, 4, 3], default_role="viewer", start="grant-admin")  # our role while inactive, then older
 @example(delivered=[9, 8], default_role="viewer", start="grant-admin")  # a slug not ours, then our older role
 @example(delivered=[5, 4], default_role="viewer", start="sign-in")  # the same, the membership inactive before
+@example(delivered=[3, 0], default_role="viewer", start="no row")  # a row made by a pending re-add
 def test_a_role_taken_on_trust_ends_alike_in_any_delivery_order(app: Flask, delivered: list[int],
                                                                 default_role: str | None, start: str) -> None:
     """*start*: how the row came to know no id; *default_role*: the organization's."""
@@ -134,6 +135,41 @@ def test_a_role_taken_on_trust_ends_alike_in_any_delivery_order(app: Flask, deli
     _deliver(app, [_event(*HISTORY[i], workos_user_id) for i in delivered])
     _deliver(app, [_event(*HISTORY[i], in_order_user) for i in sorted(set(delivered))])
     _same_end(app, _state(app, user_id), _state(app, in_order_id), delivered)
+
+
+@pytest.mark.parametrize("start", sorted(STARTS))
+def test_a_re_adds_created_tied_with_the_removal_stays_old_news_when_late(app: Flask, start: str) -> None:
+    """The removal and the re-add's ``created`` (naming admin) in one millisecond, then the re-add's update with a
+    slug we do not know: in order the tie keeps the ``created`` out and the update starts the re-add at the
+    default; delivered late, the ``created`` is old news too, not a late role of ours (helper-136)."""
+    _prepare(app)
+    history = [("deleted", 1, 3, None, "active"), ("created", 2, 3, "admin", "active"),
+               ("updated", 2, 4, "member", "active")]
+    workos_user_id, user_id = STARTS[start](app)
+    in_order_user, in_order_id = STARTS[start](app)
+    _deliver(app, [_event(*history[i], workos_user_id) for i in (0, 2, 1)])
+    _deliver(app, [_event(*e, in_order_user) for e in history])
+    _same_end(app, _state(app, user_id), _state(app, in_order_id), start)
+    assert _state(app, user_id)[1] != "admin"
+
+
+def test_the_same_deletion_again_does_not_undo_a_grant_made_after_it(app: Flask) -> None:
+    """WorkOS removed the person; ``grant-admin`` made them an admin here after; the same deletion delivered again
+    (another event id: a re-delivery) is old news (helper-136: a deletion won every tie, its own repeat too)."""
+    _prepare(app)
+    _granted_person(app)  # another admin
+    workos_user_id, user_id = _person(app)
+    _deliver(app, [_event(*e, workos_user_id) for e in (("created", 1, 1, "viewer", "active"),
+                                                         ("deleted", 1, 1, None, "active"))])
+    with app.app_context():
+        s = db.session()
+        user = s.get(User, user_id)
+        assert user is not None
+        tenant_admin.grant_admin(s, organization_id=_acme(s).id, email=user.email, actor=Actor.system("cli"))
+        s.commit()
+        db.session.remove()
+    _deliver(app, [_event("deleted", 1, 1, None, "active", workos_user_id)])
+    assert _state(app, user_id)[:2] == ("active", "admin")
 
 
 def _decided_here_after_the_re_add(app: Flask, *decisions: Callable[..., Any], re_add: tuple[Any, ...] = HISTORY[7],

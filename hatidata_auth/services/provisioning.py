@@ -70,12 +70,12 @@ def suspend_member_keys(session: Session, *, organization_id: str, user_id: str,
 
 
 REMOVED_HERE = "removed_here"
-ACCESS_SEQ = "access_seq"
-"""``details`` key: how many changes of access :func:`set_access` has made to the membership (so a caller can tell
-whether anything else changed it since it last did: ``workos_memberships``)."""
 """``Membership.details`` key of an admin's removal (``services.workos_memberships.remove_here``): when
 (``at``) and the WorkOS membership id the row knew (``id``). Dropped when the member is active again, whoever made
 them so."""
+ACCESS_SEQ = "access_seq"
+"""``details`` key: how many changes of access :func:`set_access` has made to the membership (so a caller can tell
+whether anything else changed it since it last did: ``workos_memberships``)."""
 
 
 def set_access(

@@ -49,6 +49,8 @@ HELD = "workos_held"
 """The row's :data:`~.provisioning.ACCESS_SEQ` as WorkOS's word (an event, :func:`restart`) last left it: when it
 differs, something else (an admin here, a sign-in) decided the access since, and that decision is not WorkOS's older
 word's to take back (:func:`late_named_role`, :func:`restart`)."""
+DELETED_AT = "workos_deleted_at"
+"""The version of the latest deletion the row applied: WorkOS's word not newer than it was, in order, old news."""
 DECIDED_AT = "decided_here_at"
 """The ``workos_version`` the row held when something other than WorkOS's word last decided its access (seen at
 WorkOS's next word): WorkOS's events older than it came before that decision."""
@@ -92,13 +94,17 @@ def superseded(membership: Membership, workos_membership_id: str, version: datet
     *workos_membership_id* at *version* (its ``updated_at``): an older version; a ``created``/``updated`` of a
     membership id the row saw deleted; or, at an equal version, a ``created``/``updated`` of the membership the
     row holds at it (applied already: again, it would undo a change made here since) or while the row holds a
-    deletion. A deletion wins every tie (its payload is the membership as it was)."""
+    deletion. A deletion wins every tie (its payload is the membership as it was), but the same one again, not
+    newer than the row, is old news."""
     details = membership.details or {}
-    if not deleted and workos_membership_id in (details.get(DELETED_IDS) or []):
+    seen_deleted = workos_membership_id in (details.get(DELETED_IDS) or [])
+    if not deleted and seen_deleted:
         return True
     seen = when(details.get("workos_version"))
     if seen is None or version > seen:
         return False
+    if deleted and seen_deleted:  # the same deletion again (a break-it review: it undid a grant made since)
+        return True
     if version < seen:
         return True
     # Two memberships at one version (a removal and a re-add within a millisecond) are not ordered: the deletion
@@ -146,6 +152,7 @@ def apply(session: Session, client: WorkOSClient | None, org: Organization, memb
         trusted = None
     if deleted:
         details[DELETED_IDS] = [*(details.get(DELETED_IDS) or [])[-(KEPT_DELETED_IDS - 1):], workos_membership_id]
+        details[DELETED_AT] = version.isoformat()
     membership.workos_membership_id = None if deleted else workos_membership_id
     membership.details = details
     if membership.source == "directory":
@@ -158,10 +165,11 @@ def apply(session: Session, client: WorkOSClient | None, org: Organization, memb
     # A new membership seen inactive (pending, deactivated) holds its own role until it is active: the
     # predecessor's would count as its own then (a break-it review: a re-add first seen inactive, then
     # reactivated, was an admin again). So does one WorkOS names a role of ours for: dropped, its role depended
-    # on whether an older event of another membership had been delivered first (a break-it review).
+    # on whether an older event of another membership had been delivered first (a break-it review). So does a row
+    # with no role to keep (made by this event: a break-it review found it holding none).
     set_access(session, client, membership, role=role, role_source=source, active=active, cause=cause,
                inactive_status="deprovisioned" if deleted else "inactive", details=audit_details,
-               dormant_role=not deleted and (not goes_on or named))
+               dormant_role=not deleted and (not goes_on or named or membership.role is None))
     _left_by_workos(membership, trusted=trusted,
                     named_at={"id": workos_membership_id, "at": version.isoformat()} if named and not deleted else None)
 
@@ -256,10 +264,14 @@ def late_named_role(membership: Membership, workos_membership_id: str, version: 
     seen, named_at = when(details.get("workos_version")), details.get(NAMED_AT) or {}
     later = when(named_at.get("at")) if named_at.get("id") == workos_membership_id else None
     decided = when(details.get(DECIDED_AT))
+    # In order, a word tied with a deletion came after it and was old news (a break-it review: a re-add's created
+    # in the deletion's millisecond, delivered late, made an admin).
+    deleted_at = when(details.get(DELETED_AT))
     return is_role(role) and membership.source != "directory" \
         and membership.workos_membership_id == workos_membership_id and seen is not None and version < seen \
         and (later is None or later < version) and _only_workos_since(membership) \
-        and (decided is None or decided < version) and REMOVED_HERE not in details \
+        and (decided is None or decided < version) and (deleted_at is None or deleted_at < version) \
+        and REMOVED_HERE not in details \
         and details.get("workos_status") != "deleted"
 
 
