@@ -216,8 +216,9 @@ def restart(session: Session, client: WorkOSClient | None, org: Organization, me
     """Apply late word of a membership before the one *membership* took on trust (:func:`predecessor_seen`; its
     id *deleted_id* when the word is its deletion): the membership the row holds is a re-add, known from now on,
     and gets the role in-order delivery would have given it (the latest of ours WorkOS named for it, else the
-    organization's default), status unchanged; unless its role was decided since it was taken (an admin here,
-    WorkOS naming one of ours): that decision stands. Directory-managed members keep what the directory decides."""
+    organization's default) with the status WorkOS's latest word gives (never reactivating a row removed here or
+    deprovisioned); unless something but WorkOS's word decided its access since (an admin here, a sign-in): that
+    decision stands. Directory-managed members keep what the directory decides."""
     details = dict(membership.details or {})
     trusted = details.pop(TRUSTED, None) or {}
     if deleted_id is not None:
