@@ -55,6 +55,11 @@ def _event(kind: str, membership: int, version: int, role: str | None, status: s
     return payload
 
 
+def _email(workos_user_id: str) -> str:
+    """The email ``_person`` gave the person of *workos_user_id*."""
+    return f"omo{int(workos_user_id.removeprefix('user_OMO'))}@partners.test"
+
+
 def _acme(s: Any) -> Organization:
     org = s.scalar(select(Organization).where(Organization.workos_organization_id == ACME))
     assert org is not None
@@ -66,7 +71,7 @@ def _granted_person(app: Flask) -> tuple[str, str]:
     workos_user_id, user_id = _person(app)
     with app.app_context():
         s = db.session()
-        email = f"omo{int(workos_user_id.removeprefix('user_OMO'))}@partners.test"
+        email = _email(workos_user_id)
         tenant_admin.grant_admin(s, organization_id=_acme(s).id, email=email, actor=Actor.system("cli"))
         s.commit()
         db.session.remove()
@@ -79,7 +84,7 @@ def _signed_in_unlisted(app: Flask) -> tuple[str, str]:
     with app.app_context():
         s = db.session()
         org = _acme(s)
-        email = f"omo{int(workos_user_id.removeprefix('user_OMO'))}@partners.test"
+        email = _email(workos_user_id)
         signed = sign_in_person.upsert(s, org, {"id": workos_user_id, "email": email}, utcnow())
         m = sign_in_membership.upsert(s, app.extensions["hatidata_workos"].client, org, signed, "admin", NO_REQUEST,
                                       listed=[])

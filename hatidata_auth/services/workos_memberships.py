@@ -151,7 +151,7 @@ def apply(session: Session, client: WorkOSClient | None, org: Organization, memb
     else:
         trusted = None
     if deleted:
-        details[DELETED_IDS] = [*(details.get(DELETED_IDS) or [])[-(KEPT_DELETED_IDS - 1):], workos_membership_id]
+        _note_deleted(details, workos_membership_id)
         details[DELETED_AT] = version.isoformat()
     membership.workos_membership_id = None if deleted else workos_membership_id
     membership.details = details
@@ -172,6 +172,11 @@ def apply(session: Session, client: WorkOSClient | None, org: Organization, memb
                dormant_role=not deleted and (not goes_on or named or membership.role is None))
     _left_by_workos(membership, trusted=trusted,
                     named_at={"id": workos_membership_id, "at": version.isoformat()} if named and not deleted else None)
+
+
+def _note_deleted(details: dict[str, Any], workos_membership_id: str) -> None:
+    """Add *workos_membership_id* to the ids *details* saw deleted (the newest last, :data:`KEPT_DELETED_IDS`)."""
+    details[DELETED_IDS] = [*(details.get(DELETED_IDS) or [])[-(KEPT_DELETED_IDS - 1):], workos_membership_id]
 
 
 def _left_by_workos(membership: Membership, *, trusted: dict[str, Any] | None,
@@ -222,7 +227,7 @@ def restart(session: Session, client: WorkOSClient | None, org: Organization, me
     details = dict(membership.details or {})
     trusted = details.pop(TRUSTED, None) or {}
     if deleted_id is not None:
-        details[DELETED_IDS] = [*(details.get(DELETED_IDS) or [])[-(KEPT_DELETED_IDS - 1):], deleted_id]
+        _note_deleted(details, deleted_id)
     membership.details = details
     if membership.source == "directory" or not _only_workos_since(membership):
         return
