@@ -17,6 +17,9 @@ Rules (``docs/directory-sync.md``, the ``organization_membership.*`` row of the 
   (or an admin's removal) left inactive is brought up to what WorkOS says now when it is newer (a re-added member
   signing in before the ``created`` event is applied). The rules above decide it, as they would decide the event:
   nothing an event could not do.
+- **Old news that in-order delivery would have applied** (a re-add's word before its predecessor's, an older event
+  naming a role of ours) is :mod:`~.workos_late_word`'s; the records it reads are kept here (:func:`apply`,
+  :func:`left_by_workos`).
 
 Functions here flush nothing and commit nothing: the caller's transaction holds the row (``FOR UPDATE``) and
 records the change with its audit events.
@@ -46,9 +49,9 @@ log = logging.getLogger(__name__)
 
 DELETED_IDS = "workos_deleted_ids"
 HELD = "workos_held"
-"""The row's :data:`~.provisioning.ACCESS_SEQ` as WorkOS's word (an event, :func:`restart`) last left it: when it
-differs, something else (an admin here, a sign-in) decided the access since, and that decision is not WorkOS's older
-word's to take back (:func:`late_named_role`, :func:`restart`)."""
+"""The row's :data:`~.provisioning.ACCESS_SEQ` as WorkOS's word (an event, :func:`~.workos_late_word.restart`) last left
+it: when it differs, something else (an admin here, a sign-in) decided the access since, and that decision is not
+WorkOS's older word's to take back (:func:`~.workos_late_word.late_named_role`, :func:`~.workos_late_word.restart`)."""
 DELETED_AT = "workos_deleted_at"
 """The version of the latest deletion the row applied: WorkOS's word not newer than it was, in order, old news."""
 DECIDED_AT = "decided_here_at"
@@ -59,7 +62,7 @@ NAMED_AT = "workos_named_at"
 TRUSTED = "workos_trusted"
 """What an active row that knew no WorkOS membership id took on trust (:func:`continues`), while it holds it and
 nothing but WorkOS's word decided its access since: ``{"id": the membership's id, "named": the latest role of ours
-WorkOS named for it, or None}`` (:func:`predecessor_seen`, :func:`restart`)."""
+WorkOS named for it, or None}`` (:func:`~.workos_late_word.predecessor_seen`, :func:`~.workos_late_word.restart`)."""
 KEPT_DELETED_IDS = 20
 """The WorkOS membership ids a row has seen deleted (the newest last, at most this many)."""
 CLOCK_TOLERANCE = timedelta(seconds=5)
@@ -141,7 +144,7 @@ def apply(session: Session, client: WorkOSClient | None, org: Organization, memb
     details = {**(membership.details or {}), "workos_version": version.isoformat(),
                "workos_status": "deleted" if deleted else status}
     trusted = details.pop(TRUSTED, None)
-    if not _only_workos_since(membership):  # decided here since WorkOS's last word: that decision came after it
+    if not only_workos_since(membership):  # decided here since WorkOS's last word: that decision came after it
         details[DECIDED_AT] = (membership.details or {}).get("workos_version")
         trusted = None
     if goes_on and not deleted and (membership.workos_membership_id is None
@@ -151,7 +154,7 @@ def apply(session: Session, client: WorkOSClient | None, org: Organization, memb
     else:
         trusted = None
     if deleted:
-        _note_deleted(details, workos_membership_id)
+        note_deleted(details, workos_membership_id)
         details[DELETED_AT] = version.isoformat()
     membership.workos_membership_id = None if deleted else workos_membership_id
     membership.details = details
@@ -170,17 +173,17 @@ def apply(session: Session, client: WorkOSClient | None, org: Organization, memb
     set_access(session, client, membership, role=role, role_source=source, active=active, cause=cause,
                inactive_status="deprovisioned" if deleted else "inactive", details=audit_details,
                dormant_role=not deleted and (not goes_on or named or membership.role is None))
-    _left_by_workos(membership, trusted=trusted,
-                    named_at={"id": workos_membership_id, "at": version.isoformat()} if named and not deleted else None)
+    left_by_workos(membership, trusted=trusted,
+                   named_at={"id": workos_membership_id, "at": version.isoformat()} if named and not deleted else None)
 
 
-def _note_deleted(details: dict[str, Any], workos_membership_id: str) -> None:
+def note_deleted(details: dict[str, Any], workos_membership_id: str) -> None:
     """Add *workos_membership_id* to the ids *details* saw deleted (the newest last, :data:`KEPT_DELETED_IDS`)."""
     details[DELETED_IDS] = [*(details.get(DELETED_IDS) or [])[-(KEPT_DELETED_IDS - 1):], workos_membership_id]
 
 
-def _left_by_workos(membership: Membership, *, trusted: dict[str, Any] | None,
-                    named_at: dict[str, str] | None) -> None:
+def left_by_workos(membership: Membership, *, trusted: dict[str, Any] | None,
+                   named_at: dict[str, str] | None) -> None:
     """Record the access WorkOS's word left *membership* with (:data:`HELD`, :data:`TRUSTED`, :data:`NAMED_AT`)."""
     extra: dict[str, Any] = {HELD: (membership.details or {}).get(ACCESS_SEQ)}
     if trusted is not None:
@@ -201,95 +204,11 @@ def continues(membership: Membership, workos_membership_id: str) -> bool:
     return known == workos_membership_id or (known is None and membership.status == "active")
 
 
-def predecessor_seen(membership: Membership, workos_membership_id: str) -> bool:
-    """Whether WorkOS's word on *workos_membership_id*, old news by its version (:func:`superseded`), is of a
-    membership before the one *membership* took on trust (an active row that knew no id: :func:`continues`): the
-    one taken was then a re-add, and the role kept for it its predecessor's. Delivered in order, the predecessor's
-    word is taken on trust instead (or its deletion deprovisions the row) and the re-add starts at the role WorkOS
-    named for it, else the default; delivered after the re-add, it must come to the same (a break-it review:
-    ``grant-admin``'s admin, removed and re-added at WorkOS, stayed an admin). Word of the id the row holds, or of
-    one it saw deleted, is not this."""
-    details = membership.details or {}
-    trusted = details.get(TRUSTED)
-    return isinstance(trusted, dict) and trusted.get("id") == membership.workos_membership_id \
-        and membership.workos_membership_id != workos_membership_id \
-        and workos_membership_id not in (details.get(DELETED_IDS) or [])
-
-
-def restart(session: Session, client: WorkOSClient | None, org: Organization, membership: Membership, *,
-            deleted_id: str | None, cause: Cause) -> None:
-    """Apply late word of a membership before the one *membership* took on trust (:func:`predecessor_seen`; its
-    id *deleted_id* when the word is its deletion): the membership the row holds is a re-add, known from now on,
-    and gets the role in-order delivery would have given it (the latest of ours WorkOS named for it, else the
-    organization's default) with the status WorkOS's latest word gives (never reactivating a row removed here or
-    deprovisioned); unless something but WorkOS's word decided its access since (an admin here, a sign-in): that
-    decision stands. Directory-managed members keep what the directory decides."""
-    details = dict(membership.details or {})
-    trusted = details.pop(TRUSTED, None) or {}
-    if deleted_id is not None:
-        _note_deleted(details, deleted_id)
-    membership.details = details
-    if membership.source == "directory" or not _only_workos_since(membership):
-        return
-    named = trusted.get("named")
-    role, source = (named, "idp") if is_role(named) else (org.default_role, "default")
-    set_access(session, client, membership, role=role, role_source=source, active=_workos_active(org, membership),
-               cause=cause, inactive_status=_inactive_status(membership), dormant_role=True)
-    _left_by_workos(membership, trusted=None, named_at=None)
-
-
-def _only_workos_since(membership: Membership) -> bool:
+def only_workos_since(membership: Membership) -> bool:
     """Whether nothing but WorkOS's word changed *membership*'s access since WorkOS's word last did (a row WorkOS
     has not spoken of yet: whether anything did)."""
     details = membership.details or {}
     return details.get(HELD) == details.get(ACCESS_SEQ)
-
-
-def _workos_active(org: Organization, membership: Membership) -> bool:
-    """Whether WorkOS's latest word applied to *membership* lets it be active (given a role): never a row an admin
-    removed here or that was deprovisioned, whatever WorkOS says (only an event or a sign-in's catch-up decides
-    that, under :func:`held_by_removal`)."""
-    details = membership.details or {}
-    return details.get("workos_status") == "active" and org.status == "active" and REMOVED_HERE not in details \
-        and membership.status != "deprovisioned"
-
-
-def _inactive_status(membership: Membership) -> str:
-    return "inactive" if membership.status == "active" else str(membership.status)
-
-
-def late_named_role(membership: Membership, workos_membership_id: str, version: datetime, role: Any) -> bool:
-    """Whether WorkOS's event of the membership *membership* holds, older than the row's version (old news:
-    :func:`superseded`), names a role of ours (*role*) that in-order delivery would have left in place: no later
-    event named one of ours (:data:`NAMED_AT`), and since WorkOS's newer events, which only kept the row's role
-    (slugs we do not know), nothing else decided it (:data:`HELD`: an admin here, a sign-in). Applied late, it
-    gives that role (a break-it review: a granted admin WorkOS made a developer stayed an admin when the
-    developer event arrived after the next one, whose slug we do not know). Not for a row an admin removed here,
-    nor for a deleted membership or a directory-managed member."""
-    details = membership.details or {}
-    seen, named_at = when(details.get("workos_version")), details.get(NAMED_AT) or {}
-    later = when(named_at.get("at")) if named_at.get("id") == workos_membership_id else None
-    decided = when(details.get(DECIDED_AT))
-    # In order, a word tied with a deletion came after it and was old news (a break-it review: a re-add's created
-    # in the deletion's millisecond, delivered late, made an admin).
-    deleted_at = when(details.get(DELETED_AT))
-    return is_role(role) and membership.source != "directory" \
-        and membership.workos_membership_id == workos_membership_id and seen is not None and version < seen \
-        and (later is None or later < version) and _only_workos_since(membership) \
-        and (decided is None or decided < version) and (deleted_at is None or deleted_at < version) \
-        and REMOVED_HERE not in details \
-        and details.get("workos_status") != "deleted"
-
-
-def apply_late_role(session: Session, client: WorkOSClient | None, org: Organization, membership: Membership, *,
-                    version: datetime, role: str, cause: Cause) -> None:
-    """Give *membership* the role of ours a late event named (:func:`late_named_role`), with the status WorkOS's
-    latest word gives (held for when it is active again, when that is not active)."""
-    set_access(session, client, membership, role=role, role_source="idp", active=_workos_active(org, membership),
-               cause=cause, inactive_status=_inactive_status(membership), dormant_role=True)
-    trusted = (membership.details or {}).get(TRUSTED)
-    _left_by_workos(membership, trusted={**trusted, "named": role} if isinstance(trusted, dict) else None,
-                    named_at={"id": str(membership.workos_membership_id), "at": version.isoformat()})
 
 
 def made_from_listing(membership: Membership, listed: Sequence[Any]) -> str | None:

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import select
 
 from ...models import Membership, User
-from .. import domains, membership_rows, person_email, workos_memberships
+from .. import domains, membership_rows, person_email, workos_late_word, workos_memberships
 from .context import EventContext, parse_time, require, resolve_organization
 from .registry import handles
 
@@ -64,15 +64,15 @@ def on_organization_membership(ctx: EventContext, data: dict[str, Any]) -> None:
 
     def old_news(m: Membership) -> bool:
         if workos_memberships.superseded(m, data["id"], version, deleted=deleted):
-            if workos_memberships.predecessor_seen(m, data["id"]):
+            if workos_late_word.predecessor_seen(m, data["id"]):
                 ctx.record(f"workos.{ctx.event_type}", organization_id=m.organization_id, target_type="membership",
                            target_id=m.id, details={"user_id": m.user_id, "predecessor_of": m.workos_membership_id})
-                workos_memberships.restart(ctx.session, ctx.client, found, m, deleted_id=data["id"] if deleted
+                workos_late_word.restart(ctx.session, ctx.client, found, m, deleted_id=data["id"] if deleted
                                            else None, cause=ctx.cause.with_reason(ctx.event_type))
-            elif not deleted and workos_memberships.late_named_role(m, data["id"], version, role):
+            elif not deleted and workos_late_word.late_named_role(m, data["id"], version, role):
                 ctx.record(f"workos.{ctx.event_type}", organization_id=m.organization_id, target_type="membership",
                            target_id=m.id, details={"user_id": m.user_id, "late_role": role})
-                workos_memberships.apply_late_role(ctx.session, ctx.client, found, m, version=version,
+                workos_late_word.apply_late_role(ctx.session, ctx.client, found, m, version=version,
                                                    role=str(role), cause=ctx.cause.with_reason(ctx.event_type))
             return True
         if not deleted and workos_memberships.held_by_removal(m, data["id"], created_at):
