@@ -205,6 +205,10 @@ def grant_admin(organization: str, email: str) -> None:
         raise click.ClickException(exc.message) from exc
     db.session.commit()
     click.echo(f"{email} is an admin of {membership.organization_id} (membership {membership.id})")
+    if membership.source == "directory":
+        click.echo(f"warning: the organization's directory provides {email}: its next event for them, resync or "
+                   "mapping change sets the role their groups map to (the overwrite rule, docs/directory-sync.md). "
+                   "To keep it, map one of their groups to admin.", err=True)
 
 
 @hatidata_cli.command("rotate-secret")

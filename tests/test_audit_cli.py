@@ -17,8 +17,9 @@ from sqlalchemy.exc import DBAPIError
 from hatidata_auth.causes import Actor, Cause, RequestInfo
 from hatidata_auth.extensions import db
 from hatidata_auth.models import AuditEvent, Membership, Organization, User
-from hatidata_auth.services import audit, audit_queries
+from hatidata_auth.services import audit, audit_queries, reconcile
 from tests.audit_support import tampering
+from tests.support.dsync import mirror_organizations
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -213,3 +214,19 @@ def test_rotate_secrets(app: Flask, emulator: Any) -> None:
     assert "registered the new secret with the emulator" in webhook.output
     secret = webhook.output.strip().splitlines()[-2].removeprefix("WORKOS_WEBHOOK_SECRET=")
     assert secret.startswith("whsec_")
+
+
+def test_grant_admin_warns_when_the_directory_provides_the_person(app: Flask, emulator: Any) -> None:
+    """A new user found the CLI's admin of a directory member silently undone by the next resync: the overwrite
+    rule keeps the directory's word, so the CLI says so (and says nothing for a person the directory lacks)."""
+    with app.app_context():
+        org = mirror_organizations(db.session, app.extensions["hatidata_workos"].client)["acme.test"]
+        reconcile.full_resync(db.session, app.extensions["hatidata_workos"].client, organization_id=org.id)
+        db.session.commit()
+        db.session.remove()
+    listed = _cli(app, "grant-admin", "acme.test", "dev@acme.test")
+    assert listed.exit_code == 0, listed.output
+    assert "warning: the organization's directory provides dev@acme.test" in listed.output
+    outside = _cli(app, "grant-admin", "acme.test", "auditor@acme.test")
+    assert outside.exit_code == 0, outside.output
+    assert "warning" not in outside.output

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from hatidata_auth.causes import Actor, Cause
-from hatidata_auth.models import DirectoryUser, Membership, User
-from hatidata_auth.services import tenant_admin
+from hatidata_auth.models import DirectoryUser, Membership, User, utcnow
+from hatidata_auth.services import provisioning, tenant_admin, workos_memberships
 from hatidata_auth.services.events import directory_users
 from tests.conftest import _empty_tables
 from tests.support.dsync import audit_by_event, drain_inbox, post_event
@@ -110,11 +110,16 @@ def test_names_only_fast_path_equals_the_full_recompute(ops: list[tuple[str, int
 
 
 def _hand_made(writer: str, session: Any, workos: Any, org_id: str, membership_id: str, email: str) -> None:
-    """A writer other than the directory changes a directory-managed member (``tenant_admin``'s, as the API and
-    the CLI call them)."""
+    """A writer other than the directory changes a directory-managed member: the CLI's admin grant, or a removal by
+    an admin (refused now, ``tenant_admin.remove_member``; databases keep the ones made before, written here as it
+    wrote them)."""
     cause = Cause.by(Actor.system("test"))
     if writer == "remove":
-        tenant_admin.remove_member(session, workos, organization_id=org_id, membership_id=membership_id, cause=cause)
+        membership = session.get(Membership, membership_id)
+        workos_memberships.remove_here(membership, now=utcnow())
+        provisioning.set_access(session, workos, membership, role=None, role_source=membership.role_source,
+                                active=False, cause=cause.with_reason("removed by an admin"),
+                                inactive_status="deprovisioned")
     else:
         tenant_admin.grant_admin(session, organization_id=org_id, email=email, actor=Actor.system("test"))
 

@@ -1,10 +1,11 @@
 """Every writer of a member's access holds that member's key (``user:<directory user id>``, the key the member's own
 events are claimed under) before it reads the member, the full resync included (``services/reconcile.py``: each
-page holds its users' keys, the retirement of unlisted users too), and an admin's removal and a sign-in as well.
+page holds its users' keys, the retirement of unlisted users too), and a sign-in as well (an admin's removal of a
+directory member is refused: the directory decides).
 
 On PostgreSQL the rule is checked on every flush that writes a directory-backed membership (``pg_locks``: the key
 is held by this transaction), over every writer we have: the resync (first mirror, drift repair, retirement), the
-appliers (a member's events, a fan-out chunk), an admin's removal. On SQLite a transaction that writes holds the
+appliers (a member's events, a fan-out chunk). On SQLite a transaction that writes holds the
 database's write lock, which serialises the writers already; the same paths run and must write.
 
 The interleaving: a ``dsync.group.user_removed`` of a user on a resync's page, delivered while the page is between
@@ -123,7 +124,7 @@ def test_every_writer_of_a_members_access_holds_the_members_key(app: Flask, db_s
         report = reconcile.full_resync(db_session, workos_client, organization_id=acme, page_size=2)
         assert report.access_repaired >= len(victims)
         assert report.users_deleted == 1
-        # A member's own event through the appliers, then an admin's removal of a directory member.
+        # A member's own event through the appliers; an admin's removal of a directory member is refused.
         post_event(app.test_client(), app, _removal(workos_client, group, victims[0], 1))
         membership_id = db_session.scalar(select(Membership.id).where(Membership.organization_id == acme,
                                                                       Membership.directory_user_id == victims[1]))
@@ -131,12 +132,13 @@ def test_every_writer_of_a_members_access_holds_the_members_key(app: Flask, db_s
         # Another admin first: removing the group's last admin would be refused (services/last_admin.py).
         tenant_admin.grant_admin(db_session, organization_id=acme, email="keeper@acme.test",
                                  actor=Actor.system("test"))
-        tenant_admin.remove_member(db_session, workos_client, organization_id=acme, membership_id=membership_id,
-                                   cause=Cause.by(Actor.system("test")))
-        db_session.commit()
+        with pytest.raises(tenant_admin.Conflict, match="directory"):  # the directory decides: refused
+            tenant_admin.remove_member(db_session, workos_client, organization_id=acme, membership_id=membership_id,
+                                       cause=Cause.by(Actor.system("test")))
+        db_session.rollback()
     assert set(victims) <= set(written)  # every path above did write these members
     assert _role(db_session, acme, victims[0]) == ("viewer", "active")
-    assert _role(db_session, acme, victims[1])[1] == "deprovisioned"
+    assert _role(db_session, acme, victims[1])[1] == "active"
 
 
 def test_a_members_removal_during_a_resync_page_is_not_overwritten(app: Flask, db_session: Session,

@@ -101,7 +101,8 @@ def change_member_role(body: dict[str, Any], member_id: str) -> tenant_admin.Mem
 @guard(members_blp, "members:write")
 @members_blp.response(200, MemberSchema)
 def remove_member(member_id: str) -> tenant_admin.Member:
-    """Remove a member's access: the membership is deprovisioned, their sessions revoked, their keys suspended."""
+    """Remove a member's access: the membership is deprovisioned, their sessions revoked, their keys suspended (409
+    ``managed_by_directory`` for a member the directory provides: remove them in the identity provider)."""
     identity = current_identity
     member = tenant_admin.remove_member(db.session(), _client(), organization_id=identity.organization_id,
                                         membership_id=member_id, cause=request_cause())

@@ -312,14 +312,23 @@ def change_member_role(session: Session, client: WorkOSClient, *, organization_i
 
 def remove_member(session: Session, client: WorkOSClient, *, organization_id: str, membership_id: str,
                   cause: Cause) -> Member:
-    """Remove a member's access (deprovisioned: sessions revoked, keys suspended); the row is kept. The member's
-    directory key is held first (``fanout_jobs.hold_member_of``): a directory event of the member never writes
-    back over the removal what it read before."""
+    """Remove a member's access (deprovisioned: sessions revoked, keys suspended); the row is kept. Raises
+    :class:`NotFound`, :class:`Conflict` (``cannot_remove_self``; ``managed_by_directory``: a member the directory
+    provides, whose access its next event or resync would give back; ``last_admin``). The member's directory key is
+    held first (``fanout_jobs.hold_member_of``): a directory event of the member never writes back over the removal
+    what it read before."""
     last_admin.lock_organization(session, organization_id)  # before the member's key: one lock order
     fanout_jobs.hold_member_of(session, organization_id, membership_id)
     membership, user = load_member(session, organization_id, membership_id, for_update=True)
     if cause.actor.type == "user" and cause.actor.id == user.id:
         raise Conflict("You cannot remove yourself.", code="cannot_remove_self")
+    if membership.source == "directory":
+        # The directory's next event or resync would give the access back (the overwrite rule): refused, not undone
+        raise Conflict("This member comes from the organization's directory, which decides their access: remove or "
+                       "suspend them in the identity provider (their access here ends as soon as it tells us). To "
+                       "cut it off now, revoke their sessions and suspend their API keys.",
+                       code="managed_by_directory", details={"source": membership.source,
+                                                             "role_source": membership.role_source})
     # WorkOS's later word on a membership it had made by now does not undo the removal
     workos_memberships.remove_here(membership, now=utcnow())
     if membership.status == "deprovisioned":  # access is gone already; the admin's decision is recorded
