@@ -134,12 +134,15 @@ def apply(session: Session, client: WorkOSClient | None, org: Organization, memb
           workos_membership_id: str, version: datetime, status: str | None, role: Any, deleted: bool,
           cause: Cause, audit_details: dict[str, Any] | None = None) -> None:
     """Record WorkOS's word (not :func:`superseded`: the caller checked) on *membership* and give it the access it
-    grants: a deletion deprovisions, any other status than ``active`` deactivates, ``active`` in an active
-    organization reactivates with WorkOS's role (a membership not active holds a role of ours WorkOS names for
-    when it is active again). A role we do not know keeps the member's role (and how it was
-    decided) only while the membership goes on (:func:`continues`); a membership WorkOS made anew (a re-add)
-    starts at the organization's default, active or not, so it never restores a role its predecessor held.
-    Directory-managed members keep what the directory and our mappings decide; only the record changes."""
+    grants: a deletion deprovisions, and so does any word in an organization deleted here (its members end
+    deprovisioned, holding the role they would have held, whichever of the two was applied first: a break-it
+    review); any other
+    status than ``active`` deactivates, ``active`` in an active organization reactivates with WorkOS's role (a
+    membership not active holds a role of ours WorkOS names for when it is active again). A role we do not know
+    keeps the member's role (and how it was decided) only while the membership goes on (:func:`continues`); a
+    membership WorkOS made anew (a re-add) starts at the organization's default, active or not, so it never
+    restores a role its predecessor held. Directory-managed members keep what the directory and our mappings
+    decide; only the record changes."""
     goes_on = continues(membership, workos_membership_id)
     details = {**(membership.details or {}), "workos_version": version.isoformat(),
                "workos_status": "deleted" if deleted else status}
@@ -160,7 +163,8 @@ def apply(session: Session, client: WorkOSClient | None, org: Organization, memb
     membership.details = details
     if membership.source == "directory":
         return
-    active = not deleted and (status or "active") == "active" and org.status == "active"
+    gone = org.status != "active" or org.deleted_at is not None  # deleted here: its members stay deprovisioned
+    active = not deleted and (status or "active") == "active" and not gone
     source, named = "idp", is_role(role)
     if not named:
         kept = membership.role if goes_on else None
@@ -171,7 +175,7 @@ def apply(session: Session, client: WorkOSClient | None, org: Organization, memb
     # on whether an older event of another membership had been delivered first (a break-it review). So does a row
     # with no role to keep (made by this event: a break-it review found it holding none).
     set_access(session, client, membership, role=role, role_source=source, active=active, cause=cause,
-               inactive_status="deprovisioned" if deleted else "inactive", details=audit_details,
+               inactive_status="deprovisioned" if deleted or gone else "inactive", details=audit_details,
                dormant_role=not deleted and (not goes_on or named or membership.role is None))
     left_by_workos(membership, trusted=trusted,
                    named_at={"id": workos_membership_id, "at": version.isoformat()} if named and not deleted else None)
