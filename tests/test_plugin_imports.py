@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import re
+import tomllib
 from collections.abc import Iterator
 from importlib import import_module
 from pathlib import Path
@@ -190,3 +191,24 @@ def test_the_guide_is_mounted_for_exactly_the_plugins_that_declare_it(app: objec
     assert isinstance(app, Flask)
     for plugin in get_registry(app):
         assert (f"{plugin.blueprint_name}.guide" in app.view_functions) == plugin.setup_guide, plugin.name
+
+
+@pytest.mark.parametrize("display_name", ["O'Reilly Identity (EU)", "Café SSO+", "Ping-One 2.0, Inc."])
+def test_every_display_name_the_scaffold_takes_gives_files_that_parse(tmp_path: Path, display_name: str) -> None:
+    """The display name is written into Python, TOML and HTML as it is: what the scaffold takes, they hold."""
+    written = scaffold_plugin(tmp_path, "awkward", display_name)
+    for path in written:
+        text = path.read_text()
+        if path.suffix == ".py":
+            compile(text, str(path), "exec")
+        elif path.suffix == ".toml":
+            assert tomllib.loads(text)["project"]["description"].startswith(display_name)
+    module = next(p for p in written if p.name == "__init__.py").read_text()
+    assert f'display_name = "{display_name}"' in module
+
+
+@pytest.mark.parametrize("display_name", ['Ping "One"', "a{b}", "Line\nbreak", "trailing\n", "x" * 61, "<b>", ""])
+def test_the_scaffold_refuses_a_display_name_its_files_cannot_hold(tmp_path: Path, display_name: str) -> None:
+    with pytest.raises(ValueError, match="display name"):
+        scaffold_plugin(tmp_path, "awkward", display_name)
+    assert not (tmp_path / "hatidata-idp-awkward").exists()

@@ -7,6 +7,9 @@ from pathlib import Path
 
 from .base import NAME_RE
 
+DISPLAY_NAME_RE = re.compile(r"\w[\w .,()'+-]{0,59}")
+"""What the generated files may hold as it is (a new user's ``Ping "One"`` made none of them parse)."""
+
 PYPROJECT = '''[build-system]
 requires = ["setuptools>=69"]
 build-backend = "setuptools.build_meta"
@@ -113,9 +116,14 @@ class Test{cls}Contract(IdPPluginContract):
 
 def scaffold_plugin(destination: Path, name: str, display_name: str, connection_type: str = "GenericSAML"
                     ) -> list[Path]:
-    """Write the package ``hatidata-idp-<name>`` under *destination*; returns the files written."""
+    """Write the package ``hatidata-idp-<name>`` under *destination*; returns the files written. Raises
+    :class:`ValueError` for a name that is not one, or a display name the generated files cannot hold as it is
+    (it is written into Python, TOML and HTML unquoted), and :class:`FileExistsError`."""
     if not NAME_RE.match(name):
         raise ValueError(f"{name!r} is not a plugin name (lower-case letters, digits, _)")
+    if not DISPLAY_NAME_RE.fullmatch(display_name):
+        raise ValueError(f"{display_name!r} is not a display name (letters, digits, spaces and . , ( ) - ' +; "
+                         "at most 60)")
     root = destination / f"hatidata-idp-{name}"
     if root.exists():
         raise FileExistsError(f"{root} already exists")
