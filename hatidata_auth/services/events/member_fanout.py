@@ -108,10 +108,9 @@ def _hold_window(ctx: EventContext, query: Any) -> None:
 
 
 def _deprovision_all(ctx: EventContext, org: Organization, after: str | None, limit: int) -> tuple[int, str | None]:
-    """A deleted organization: deprovision at most *limit* of its members after the membership id *after* (inactive
-    and pending ones too: WorkOS's word applied after the deletion deprovisions, so in either order they end
-    alike); returns how many and the cursor to continue from (``None``: none left)."""
-    query = select(Membership).where(Membership.organization_id == org.id, Membership.status != "deprovisioned")
+    """A deleted organization: deprovision at most *limit* of its active members after the membership id *after*;
+    returns how many and the cursor to continue from (``None``: none left)."""
+    query = select(Membership).where(Membership.organization_id == org.id, Membership.status == "active")
     if after is not None:
         query = query.where(Membership.id > after)
     query = query.order_by(Membership.id).limit(limit + 1)
