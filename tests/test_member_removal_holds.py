@@ -9,7 +9,8 @@ against what the directory and WorkOS say next (``services/workos_memberships.py
 Checked over every member of an organization with a directory and SSO, whatever made the member (the directory,
 the CLI's admin grant, of a person the directory lists too), then the directory's next word on every one of its
 users: a full resync and a rename of each at the IdP, delivered as signed webhooks. (The removal of a member
-WorkOS's memberships made holds against WorkOS's word: ``tests/test_admin_removal_mark.py``.)
+WorkOS's memberships made holds against WorkOS's word: ``tests/test_admin_removal_mark.py``. Not yet held: a member
+removed here before the directory first links them, taken over by its first word.)
 """
 
 from __future__ import annotations
