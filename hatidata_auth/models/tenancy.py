@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, Boolean, ColumnElement, ForeignKey, Index, Integer, String, UniqueConstraint, and_
+from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import db
@@ -61,6 +62,17 @@ class Organization(TimestampMixin, db.Model):  # type: ignore[name-defined]
     # The WorkOS object's updated_at we last applied: older events never overwrite newer state.
     workos_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    @hybrid_property
+    def live(self) -> bool:
+        """Whether the organization's members may hold access here: active and not deleted. The one rule every
+        reader of an organization's state uses (a ``bool`` on an instance, a SQL condition on the class)."""
+        return self.status == "active" and self.deleted_at is None
+
+    @live.inplace.expression
+    @classmethod
+    def _live_expression(cls) -> ColumnElement[bool]:
+        return and_(cls.status == "active", cls.deleted_at.is_(None))
 
 
 class User(TimestampMixin, db.Model):  # type: ignore[name-defined]

@@ -83,7 +83,7 @@ def load_session_status(db: Session, workos_session_id: str, *, default_cache_tt
                         active_ttl: int) -> SessionStatus | None:
     """Read one session's status from the database (``None`` when we never recorded it)."""
     row = db.execute(
-        select(AuthSession, User.email, Organization.workos_organization_id, Organization.status,
+        select(AuthSession, User.email, Organization.workos_organization_id, Organization.live,
                Organization.session_cache_ttl, Organization.session_active_ttl, Membership.role, Membership.status)
         .join(User, User.id == AuthSession.user_id)
         .join(Organization, Organization.id == AuthSession.organization_id)
@@ -94,8 +94,8 @@ def load_session_status(db: Session, workos_session_id: str, *, default_cache_tt
     ).first()
     if row is None:
         return None
-    record, email, workos_org_id, org_status, org_cache_ttl, org_active_ttl, role, membership_status = row
-    active = record.revoked_at is None and org_status == "active" and membership_status == "active"
+    record, email, workos_org_id, org_live, org_cache_ttl, org_active_ttl, role, membership_status = row
+    active = record.revoked_at is None and bool(org_live) and membership_status == "active"
     return SessionStatus(
         session_id=record.id, workos_session_id=record.workos_session_id, user_id=record.user_id, email=email,
         organization_id=record.organization_id, workos_organization_id=workos_org_id, role=role,
@@ -109,7 +109,7 @@ def load_session_status(db: Session, workos_session_id: str, *, default_cache_tt
 def load_api_key_status(db: Session, key_hash: str, *, default_cache_ttl: int) -> ApiKeyStatus | None:
     """Read one API key's status by the hash of its secret."""
     row = db.execute(
-        select(ApiKey, User.email, Membership.role, Membership.status, Organization.status,
+        select(ApiKey, User.email, Membership.role, Membership.status, Organization.live,
                Organization.session_cache_ttl)
         .join(Organization, Organization.id == ApiKey.organization_id)
         .outerjoin(User, User.id == ApiKey.owner_user_id)
@@ -120,9 +120,9 @@ def load_api_key_status(db: Session, key_hash: str, *, default_cache_ttl: int) -
     ).first()
     if row is None:
         return None
-    key, email, role, membership_status, org_status, org_cache_ttl = row
-    owner_role = role if membership_status == "active" and org_status == "active" else None
-    status = key.status if org_status == "active" else "suspended"
+    key, email, role, membership_status, org_live, org_cache_ttl = row
+    owner_role = role if membership_status == "active" and org_live else None
+    status = key.status if org_live else "suspended"
     return ApiKeyStatus(
         key_id=key.id, key_hash=key.key_hash, name=key.name, prefix=key.prefix,
         organization_id=key.organization_id, owner_user_id=key.owner_user_id, owner_email=email,

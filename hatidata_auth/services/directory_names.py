@@ -68,7 +68,7 @@ def _elsewhere(dialect: str) -> Select[str, str | None, str | None, str | None]:
     """One statement: the people's live memberships elsewhere by person, each one's organization by its key and
     its directory user by (organization, WorkOS id)."""
     live = (Membership.organization_id != bindparam("organization_id"), Membership.status.in_(LIVE_MEMBERSHIP))
-    org_live = (Organization.status == "active", Organization.deleted_at.is_(None))
+    org_live = (Organization.live,)
     if dialect != "postgresql":
         return (select(Membership.user_id, DirectoryUser.id, DirectoryUser.first_name, DirectoryUser.last_name)
                 .join(Organization, Organization.id == Membership.organization_id)

@@ -205,7 +205,7 @@ def complete_login(
     if listed is None:  # else asked by the exchange (``Exchanged.listed``), before it wrote anything
         listed = workos_memberships.listing_for_sign_in(db, client, str(workos_org_id), tokens.user)
     org = ensure_organization(db, client, str(workos_org_id))
-    if org.status != "active" or org.deleted_at is not None:
+    if not org.live:
         raise LoginDenied(f"{org.name} is not active.")
     auth = authentication or Authentication((tokens.authentication_method or "unknown").lower()[:32])
     email = str(tokens.user.get("email") or "").lower()

@@ -180,7 +180,7 @@ def find_organization_for_email(session: Session, email: str) -> Organization | 
     if len(owners) != 1:
         return None
     org = session.get(Organization, owners[0])
-    return org if org is not None and org.status == "active" and org.deleted_at is None else None
+    return org if org is not None and org.live else None
 
 
 @translate_errors()

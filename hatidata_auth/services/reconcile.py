@@ -171,7 +171,7 @@ def load_held(run: _Run) -> _Held:
                    for g in session.scalars(select(DirectoryGroup).where(DirectoryGroup.organization_id == org.id,
                                                                         DirectoryGroup.deleted_at.is_(None)))}
     index = {m.key: m for m in role_mapping.list_mappings(session, org.id)}
-    return _Held(live_groups, index, org.default_role, org.status == "active")
+    return _Held(live_groups, index, org.default_role, org.live)
 
 
 def mirror_user_pages(run: _Run, held: _Held) -> None:
@@ -386,6 +386,6 @@ def upsert_email(data: dict[str, Any]) -> str | None:
 def resync_all(session: Session, client: WorkOSClient, *, actor: Actor | None = None) -> list[ResyncReport]:
     """Resync every active organization that has a directory."""
     ids = list(session.scalars(select(Organization.id).where(Organization.directory_id.is_not(None),
-                                                             Organization.status == "active")))
+                                                             Organization.live)))
     session.rollback()
     return [full_resync(session, client, organization_id=org_id, actor=actor) for org_id in ids]

@@ -275,7 +275,7 @@ def _recompute(session: Session, client: WorkOSClient | None, organization_id: s
         if membership.status == "deprovisioned":
             continue
         decision = resolve_role(groups.get(du.workos_id, []), index, org.default_role)
-        if org.status != "active":
+        if not org.live:
             continue
         change = set_access(session, client, membership, role=decision.role, role_source=decision.source,
                             active=True, cause=cause, details=decision_details(decision))

@@ -173,7 +173,7 @@ def organization_choices(db: Session, *, user_id: str | None, organization_id: s
     rows = db.execute(
         select(Organization, Membership.role)
         .join(Membership, Membership.organization_id == Organization.id)
-        .where(Membership.user_id == user_id, Membership.status == "active", Organization.status == "active")
+        .where(Membership.user_id == user_id, Membership.status == "active", Organization.live)
         .order_by(Organization.name)
     ).all()
     record = get_session(db, organization_id=organization_id, session_id=session_id or "")

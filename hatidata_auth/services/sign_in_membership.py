@@ -98,7 +98,7 @@ def sync_user_memberships(db: Session, client: WorkOSClient, *, user_id: str, wo
                                                                           statuses=["active"], limit=page_size)
     for item in islice(listed.auto_paging_iter(), MAX_MIRRORED_MEMBERSHIPS):
         org = ensure_organization(db, client, item.organization_id)
-        if org.status != "active" or org.deleted_at is not None:
+        if not org.live:
             continue  # nothing to switch to (a break-it review: an active admin row in a deleted organization)
         exists = db.scalar(select(Membership.id).where(Membership.organization_id == org.id,
                                                        Membership.user_id == user_id))

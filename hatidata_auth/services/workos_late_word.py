@@ -75,7 +75,7 @@ def _workos_active(org: Organization, membership: Membership) -> bool:
     removed here or that was deprovisioned, whatever WorkOS says (only an event or a sign-in's catch-up decides
     that, under :func:`~.workos_memberships.held_by_removal`)."""
     details = membership.details or {}
-    return details.get("workos_status") == "active" and org.status == "active" and REMOVED_HERE not in details \
+    return details.get("workos_status") == "active" and org.live and REMOVED_HERE not in details \
         and membership.status != "deprovisioned"
 
 

@@ -163,7 +163,7 @@ def apply(session: Session, client: WorkOSClient | None, org: Organization, memb
     membership.details = details
     if membership.source == "directory":
         return
-    gone = org.status != "active" or org.deleted_at is not None  # deleted here: its members stay deprovisioned
+    gone = not org.live  # deleted here: its members stay deprovisioned
     active = not deleted and (status or "active") == "active" and not gone
     source, named = "idp", is_role(role)
     if not named:
@@ -258,7 +258,7 @@ def listing_for_sign_in(session: Session, client: WorkOSClient | None, workos_or
     if client is None or not workos_user_id or not workos_organization_id:
         return []
     org = session.scalar(select(Organization).where(Organization.workos_organization_id == workos_organization_id))
-    if org is not None and (org.status != "active" or org.deleted_at is not None):
+    if org is not None and not org.live:
         return []  # refused whatever WorkOS says
     held = [] if org is None else session.scalars(select(Membership).join(User, User.id == Membership.user_id).where(
         Membership.organization_id == org.id, User.workos_user_id == workos_user_id)).all()
@@ -292,7 +292,7 @@ def from_listing(session: Session, client: WorkOSClient | None, org: Organizatio
     version = when(getattr(item, "updated_at", None))
     seen = when((membership.details or {}).get("workos_version"))
     # Newer news only: an equal version is what the row already holds (an admin's removal may have followed it).
-    if (version is None or org.status != "active" or not _answerable(membership)
+    if (version is None or not org.live or not _answerable(membership)
             or (seen is not None and version <= seen) or getattr(item, "status", None) != "active"
             or superseded(membership, item.id, version, deleted=False)
             or held_by_removal(membership, item.id, when(getattr(item, "created_at", None)))):

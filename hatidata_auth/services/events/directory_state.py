@@ -170,7 +170,7 @@ def sync_member(ctx: EventContext, org: Organization, du: DirectoryUser, *, reas
     *repair_split*: look for other memberships hanging on the directory user even in a batched unit of work.
     """
     session = ctx.session
-    wants_access = (du.deleted_at is None and du.state == "active" and org.status == "active"
+    wants_access = (du.deleted_at is None and du.state == "active" and org.live
                     and not directory_deleted(org, du.directory_id))
     refused: str | None = None
     if wants_access and du.email and ctx.foreign_owner(org.id, du.email) is not None:
@@ -245,7 +245,7 @@ def mirror_settled_names(ctx: EventContext, org: Organization, du: DirectoryUser
     status the state, the person the email): for a settled link and membership it would mirror the names and
     leave the membership as the last access-changing event, fan-out or resync left it. The person and the
     membership were read with the directory user's lock (``locked_directory_user``): no query."""
-    if (du.user_id is None or du.deleted_at is not None or du.state != "active" or org.status != "active"
+    if (du.user_id is None or du.deleted_at is not None or du.state != "active" or not org.live
             or directory_deleted(org, du.directory_id)):
         return False
     membership = ctx.linked_memberships.get(du.workos_id)

@@ -125,7 +125,7 @@ def _deprovision_all(ctx: EventContext, org: Organization, after: str | None, li
 
 
 def _deleted(org: Organization) -> bool:
-    return org.status == "deleted" or org.deleted_at is not None
+    return not org.live
 
 
 def fan_out(ctx: EventContext, org: Organization, scope: str, reason: str) -> str | None:
