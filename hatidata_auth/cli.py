@@ -131,7 +131,8 @@ def sync_resync(organizations: tuple[str, ...]) -> None:
 @hatidata_cli.command("new-idp-plugin")
 @click.argument("name")
 @click.option("--display-name", required=True, help='Shown to admins, e.g. "JumpCloud".')
-@click.option("--connection-type", default="GenericSAML", show_default=True, help="The WorkOS SAML type.")
+@click.option("--connection-type", default="GenericSAML", show_default=True,
+              help="The WorkOS SAML connection type (e.g. OktaSAML).")
 @click.option("--dest", type=click.Path(file_okay=False), default=".", show_default=True)
 def new_idp_plugin(name: str, display_name: str, connection_type: str, dest: str) -> None:
     """Create a new IdP plugin package (entry point, plugin class, guide template, contract test)."""

@@ -37,6 +37,7 @@ from .values import (
     SetupStatus,
     ValidationResult,
     WizardStep,
+    workos_connection_types,
 )
 
 __all__ = [
@@ -75,5 +76,6 @@ __all__ = [
     "query_param",
     "scaffold_plugin",
     "validate_guid",
+    "workos_connection_types",
     "wrong_idp",
 ]

@@ -33,9 +33,10 @@ from .values import (
     SetupStatus,
     ValidationResult,
     WizardStep,
+    workos_connection_types,
 )
 
-NAME_RE = re.compile(r"^[a-z][a-z0-9_]{1,30}$")
+NAME_RE = re.compile(r"[a-z][a-z0-9_]{1,30}")  # with fullmatch: "$" would take a trailing newline
 ROLES = ("admin", "developer", "viewer")
 #: The groups every preset maps, highest priority first.
 CANONICAL_GROUPS = (("HatiData Admins", "admin"), ("HatiData Developers", "developer"), ("HatiData Viewers", "viewer"))
@@ -328,13 +329,16 @@ def class_problems(cls: type[IdPPlugin]) -> list[str]:
     """What is wrong with a plugin class's metadata (empty when it keeps the contract)."""
     problems: list[str] = []
     name = getattr(cls, "name", None)
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         problems.append("name must be lower-case letters, digits or _ (2-31 characters, starting with a letter)")
     if not isinstance(getattr(cls, "display_name", None), str) or not cls.display_name.strip():
         problems.append("display_name is required")
     types = dict(cls.connection_types or {})
     if not types or set(types) - set(PROTOCOLS):
         problems.append(f"connection_types must map some of {PROTOCOLS} to WorkOS connection types")
+    problems += [f"connection_types[{p!r}] {v!r} is not a WorkOS {p.upper()} connection type (one of "
+                 f"{', '.join(sorted(workos_connection_types(p)))})" for p, v in types.items()
+                 if p in PROTOCOLS and v not in workos_connection_types(p)]
     if cls.supports_oidc != ("oidc" in types):
         problems.append("supports_oidc must be True exactly when connection_types has an 'oidc' type")
     if cls.supports_scim and not cls.directory_type:

@@ -6,6 +6,8 @@ import re
 from pathlib import Path
 
 from .base import NAME_RE
+from .registry import discover
+from .values import workos_connection_types
 
 DISPLAY_NAME_RE = re.compile(r"\w[\w .,()'+-]{0,59}")
 """What the generated files may hold as it is (a new user's ``Ping "One"`` made none of them parse)."""
@@ -117,10 +119,19 @@ class Test{cls}Contract(IdPPluginContract):
 def scaffold_plugin(destination: Path, name: str, display_name: str, connection_type: str = "GenericSAML"
                     ) -> list[Path]:
     """Write the package ``hatidata-idp-<name>`` under *destination*; returns the files written. Raises
-    :class:`ValueError` for a name that is not one, or a display name the generated files cannot hold as it is
-    (it is written into Python, TOML and HTML unquoted), and :class:`FileExistsError`."""
-    if not NAME_RE.match(name):
-        raise ValueError(f"{name!r} is not a plugin name (lower-case letters, digits, _)")
+    :class:`ValueError` for what the plugin registry would refuse at start-up (a name that is not one, the name
+    of an installed plugin, a connection type that is not one of WorkOS's SAML types) or a display name the
+    generated files cannot hold as it is (it is written into Python, TOML and HTML unquoted), and
+    :class:`FileExistsError`."""
+    if not NAME_RE.fullmatch(name):
+        raise ValueError(f"{name!r} is not a plugin name (lower-case letters, digits, _; 2-31, a letter first)")
+    installed = discover().get(name)
+    if installed:
+        raise ValueError(f"an IdP plugin named {name!r} is already installed ({installed[0].origin}): the app "
+                         "would refuse to start with two; choose another name")
+    if connection_type not in workos_connection_types("saml"):
+        raise ValueError(f"{connection_type!r} is not a WorkOS SAML connection type (one of "
+                         f"{', '.join(sorted(workos_connection_types('saml')))})")
     if not DISPLAY_NAME_RE.fullmatch(display_name):
         raise ValueError(f"{display_name!r} is not a display name (letters, digits, spaces and . , ( ) - ' +; "
                          "at most 60)")

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from workos.types.sso import ConnectionsConnectionType
+
 #: The step kinds the wizard engine knows how to run, in their usual order.
 STEP_KINDS = (
     "prerequisites", "console", "attributes", "metadata", "role_mapping", "test_login", "directory", "activate",
@@ -16,6 +18,15 @@ IDENTIFIER_KINDS = ("name", "object_id", "directory_group_id")
 PROTOCOLS = ("saml", "oidc")
 #: Placeholders a console instruction may use; the wizard fills them from the connection being set up.
 PLACEHOLDERS = ("acs_url", "acs_url_regex", "sp_entity_id", "redirect_uri")
+
+
+def workos_connection_types(protocol: str) -> frozenset[str]:
+    """WorkOS's connection types of one of :data:`PROTOCOLS` (``"saml"`` → ``OktaSAML``, ``GenericSAML``, …;
+    ``"oidc"`` → ``OktaOIDC``, ``GenericOIDC``, …), from the SDK's ``ConnectionsConnectionType``: a type WorkOS adds
+    comes with the SDK. Empty for any other protocol."""
+    if protocol not in PROTOCOLS:
+        return frozenset()
+    return frozenset(t.value for t in ConnectionsConnectionType if t.value.lower().endswith(protocol))
 
 
 @dataclass(frozen=True, slots=True)
