@@ -13,7 +13,7 @@ from .cli_sign_ins import sign_ins_cli
 from .cli_sso import sso_cli
 from .cli_support import WorkOSAwareGroup, unreachable_message
 from .extensions import db
-from .workos import WorkOSClient
+from .workos import WorkOSClient, translate_errors
 
 
 @click.group("hatidata", cls=WorkOSAwareGroup)
@@ -241,7 +241,7 @@ def rotate_secret(which: str, endpoint_url: str | None, register: bool) -> None:
     if emulated and register:
         import httpx2
 
-        url = endpoint_url or str(current_app.config.get("HATIDATA_PUBLIC_URL") or "").rstrip("/") + "/webhooks/workos"
+        url = endpoint_url or _registered_endpoint(current_app.extensions["hatidata_workos"].client)
         try:
             response = httpx2.post(f"{base_url.rstrip('/')}/_emulator/webhook_endpoints",
                                    json={"endpoint_url": url, "secret": secret},
@@ -258,6 +258,21 @@ def rotate_secret(which: str, endpoint_url: str | None, register: bool) -> None:
     click.echo(f"WORKOS_WEBHOOK_SECRET={secret}")
     click.echo("Set it on every worker and restart; deliveries signed with the other secret in between fail "
                "and are retried by WorkOS (or recovered by `hatidata sync poll`).")
+
+
+def _registered_endpoint(client: WorkOSClient) -> str:
+    """The emulator's webhook endpoint a new secret goes to (``rotate-secret webhook-secret`` without
+    ``--endpoint-url``): the one registered for this app's ``HATIDATA_PUBLIC_URL``, else the only one registered.
+    Never a URL guessed from settings alone: the app's port in this shell may not be the running app's (a new
+    user's walk-through: the secret went to an endpoint nothing listens at and every delivery failed).
+    :class:`click.ClickException` when none or several are registered and none is this app's."""
+    with translate_errors():
+        urls = [ep.endpoint_url for ep in client.webhooks.list_webhook_endpoints(limit=100).auto_paging_iter()]
+    ours = str(current_app.config.get("HATIDATA_PUBLIC_URL") or "").rstrip("/") + "/webhooks/workos"
+    if ours in urls or len(urls) == 1:
+        return ours if ours in urls else urls[0]
+    raise click.ClickException(f"the emulator has {len(urls)} webhook endpoints ({', '.join(urls) or 'none'}) and "
+                               f"none is {ours}: name the app's with --endpoint-url")
 
 
 @hatidata_cli.group("audit")
