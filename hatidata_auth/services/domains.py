@@ -11,6 +11,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
+import idna
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -23,6 +24,23 @@ def normalize_domain(value: str) -> str:
     """The comparable form of a domain: NFKC-folded (full-width and other compatibility forms become their
     ASCII letters), case-folded, without surrounding whitespace or trailing dots."""
     return unicodedata.normalize("NFKC", value).casefold().strip().rstrip(".").strip()
+
+
+def parse_domain(value: str) -> str:
+    """A domain as an admin types it, in its stored form (:func:`normalize_domain`). :class:`ValueError` naming why
+    when it is not a DNS name of at least two labels: each label letters, digits and inner hyphens, at most 63
+    characters (IDNA 2008 with UTS #46 for non-ASCII names, by ``idna``), the last not all digits (an IP address),
+    no scheme, port, path, ``@`` or ``_``, at most 253 characters in its ASCII form."""
+    domain = normalize_domain(value)
+    try:
+        ascii_form = idna.encode(domain, uts46=True).decode("ascii")
+    except idna.IDNAError as exc:
+        raise ValueError(f"{value!r} is not a domain ({exc})") from None
+    labels = ascii_form.split(".")
+    if len(labels) < 2 or labels[-1].isdigit() or len(ascii_form) > 253:
+        raise ValueError(f"{value!r} is not a domain (a name such as example.com: two labels or more, "
+                         "not an IP address)")
+    return domain
 
 
 def email_domain(email: str | None) -> str:

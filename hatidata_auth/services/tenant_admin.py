@@ -31,6 +31,7 @@ from . import (
     sso_enforcement,
     workos_memberships,
 )
+from .domains import parse_domain
 from .person_email import hold_email
 
 
@@ -78,12 +79,18 @@ def find_organization(session: Session, ref: str) -> Organization | None:
 
 def create_organization(session: Session, client: WorkOSClient, *, name: str, domains: list[str],
                         actor: Actor) -> Organization:
-    """Create the organization at WorkOS, then its tenant here (audited ``organization.created``)."""
+    """Create the organization at WorkOS with *domains* verified, then its tenant here (audited
+    ``organization.created``). :class:`AppError` 422 ``validation_error`` for an empty name or a string that is
+    not a domain (:func:`~.domains.parse_domain`), before WorkOS is asked."""
     name = name.strip()
     if not name:
         raise AppError("An organization needs a name.", status=422, code="validation_error",
                        details={"fields": {"name": ["Missing data for required field."]}})
-    domains = sorted({d.strip().lower() for d in domains if d.strip()})
+    try:
+        domains = sorted({parse_domain(d) for d in domains})
+    except ValueError as exc:
+        raise AppError(str(exc), status=422, code="validation_error",
+                       details={"fields": {"domains": [str(exc)]}}) from None
     from workos.organizations.models.organization_domain_data import OrganizationDomainData
 
     workos_org = client.organizations.create_organization(

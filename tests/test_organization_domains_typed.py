@@ -1,0 +1,68 @@
+"""A domain an admin types is a DNS name, or refused before WorkOS is asked: ``create-organization --domain`` took
+any string as a verified domain (a new user's walk-through: ``--domain "acme corp"``, ``https://acme.test``). The
+rule (``domains.parse_domain``) as a property over any text, and the command over each kind of non-domain: exit 1,
+no organization at WorkOS or here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import idna
+import pytest
+from flask import Flask
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy import func, select
+
+from hatidata_auth.extensions import db
+from hatidata_auth.models import Organization
+from hatidata_auth.services.domains import email_domain, parse_domain
+from tests.test_audit_cli import _cli
+
+label = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?", fullmatch=True)
+names = st.builds(lambda labels, tld: ".".join([*labels, tld]), st.lists(label, min_size=1, max_size=4),
+                  st.from_regex(r"[a-z]{2,10}", fullmatch=True))
+anything = st.one_of(names, st.text(max_size=40), st.builds(lambda n, junk: n + junk, names,
+                                                           st.sampled_from([":8080", "/path", "..", " ", "_", "@"])))
+
+
+@given(anything)
+def test_a_domain_is_a_dns_name_and_matches_the_emails_on_it(value: str) -> None:
+    try:
+        domain = parse_domain(value)
+    except ValueError as exc:
+        assert repr(value) in str(exc)
+        return
+    ascii_form = idna.encode(domain, uts46=True).decode()
+    assert len(ascii_form.split(".")) >= 2
+    assert not ascii_form.split(".")[-1].isdigit()
+    assert email_domain(f"someone@{value}") == domain  # an email on it is matched to it as typed
+    assert parse_domain(domain) == domain
+
+
+@given(names)
+def test_every_dns_name_is_taken(value: str) -> None:
+    assert parse_domain(value.upper()) == value
+
+
+@pytest.mark.parametrize("value", ["acme corp", "https://acme.test", "acme.test:443", "acme.test/login", "acme",
+                                   "10.1.2.3", "a..test", "-acme.test", "it@acme.test", "acme_corp.test", ""])
+def test_create_organization_refuses_what_is_not_a_domain(app: Flask, emulator: Any, value: str) -> None:
+    before = len(emulator.emulator.store.organizations)
+    result = _cli(app, "create-organization", "Typo Inc", "--domain", "typo-inc.test", "--domain", value)
+    assert result.exit_code == 1, result.output
+    assert "is not a domain" in result.output
+    assert len(emulator.emulator.store.organizations) == before
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Organization)) == 0
+        db.session.remove()
+
+
+def test_a_typed_domain_is_stored_as_emails_are_compared(app: Flask, emulator: Any) -> None:
+    result = _cli(app, "create-organization", "Bücher", "--domain", " ＢÜCHER.test. ")
+    assert result.exit_code == 0, result.output
+    with app.app_context():
+        org = db.session.scalars(select(Organization)).one()
+        assert org.domains == ["bücher.test"]
+        assert email_domain("leser@BÜCHER.TEST") in org.domains
+        db.session.remove()
