@@ -84,6 +84,8 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg,unused-igno
 
 
 _HANDLER_NAME = "hatidata-json"
+#: The HTTP client libraries' loggers, held at WARNING (see :func:`configure_logging`).
+QUIET_LOGGERS = ("httpx2", "httpcore2", "httpx", "httpcore")
 
 
 def configure_logging(app: Flask | None = None, level: str | None = None) -> logging.Handler:
@@ -98,6 +100,11 @@ def configure_logging(app: Flask | None = None, level: str | None = None) -> log
     configured = app.config.get("HATIDATA_LOG_LEVEL") if app is not None else None
     name = level or configured or DEFAULTS["HATIDATA_LOG_LEVEL"]
     root.setLevel(str(name).upper())
+    for quiet in QUIET_LOGGERS if str(name).upper() != "DEBUG" else ():
+        # One INFO line per WorkOS call, its whole URL with query (an email, a user id): noise at best, personal
+        # data in the logs at worst; their warnings still pass. A level set for them explicitly stays.
+        if logging.getLogger(quiet).level == logging.NOTSET:
+            logging.getLogger(quiet).setLevel(logging.WARNING)
     if app is not None:
         # Flask's own default handler would print every app.logger record a second time, unformatted.
         from flask.logging import default_handler

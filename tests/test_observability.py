@@ -18,7 +18,7 @@ from sqlalchemy import select
 from workos.session import seal_data, unseal_data
 
 from hatidata_auth.extensions import db
-from hatidata_auth.logs import JsonFormatter, redact
+from hatidata_auth.logs import QUIET_LOGGERS, JsonFormatter, configure_logging, redact
 from hatidata_auth.metrics import path_template
 from hatidata_auth.models import AuditEvent
 from tests.auth_support import access_token, cookie_value, csrf_headers, forge_token, login, sync_organizations
@@ -208,3 +208,14 @@ def test_trusted_proxy_headers(app_config: dict[str, Any], tmp_path: Any, monkey
     build(0).test_client().get("/_test/whoami", headers=headers)
     assert seen["addr"] == "127.0.0.1"
     assert seen["scheme"] == "http"
+
+
+@pytest.mark.parametrize("level", ["INFO", "WARNING"])
+def test_a_workos_call_logs_no_line_with_its_url(app: Flask, emulator: Any, captured: _Capture, level: str) -> None:
+    """The HTTP client's INFO line per WorkOS call carried the whole URL with its query (an email): at every level
+    but DEBUG the HTTP client libraries log warnings only (a new user saw one line per call from the CLI)."""
+    configure_logging(app, level)
+    app.extensions["hatidata_workos"].client.user_management.list_users(email="quiet.person@acme.test")
+    assert "quiet.person" not in captured.formatted.getvalue()
+    assert not [r for r in captured.raw if "/user_management/users" in r]
+    assert all(logging.getLogger(name).getEffectiveLevel() >= logging.WARNING for name in QUIET_LOGGERS)
