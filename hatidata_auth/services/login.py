@@ -218,7 +218,8 @@ def complete_login(
         raise
     signed_in = sign_in_person.upsert(db, org, tokens.user, now, request)
     user = signed_in.person
-    membership = sign_in_membership.upsert(db, client, org, signed_in, claims.get("role"), request, listed=listed)
+    membership = sign_in_membership.upsert(db, client, org, signed_in, claims.get("role"), request, listed=listed,
+                                           issued_at=claims.get("iat"))
     ttl = policy.ttl(org, remember)
     sid = str(claims["sid"])
     record = db.scalar(select(AuthSession).where(AuthSession.workos_session_id == sid))

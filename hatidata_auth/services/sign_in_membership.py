@@ -37,13 +37,15 @@ class LoginDenied(AppError):
 
 
 def upsert(db: Session, client: WorkOSClient, org: Organization, signing_in: SigningIn,
-                       claimed_role: str | None, request: RequestInfo, *, listed: Sequence[Any] = ()) -> Membership:
+                       claimed_role: str | None, request: RequestInfo, *, listed: Sequence[Any] = (),
+                       issued_at: Any = None) -> Membership:
     """The sign-in's membership of *org*: the one ``sign_in_person.upsert`` holds (its member key and its row: a
     member's events never write back over this sign-in's change, nor it over theirs, and a deprovisioning waits for
     the session it records), else a new one, or the one another writer created meanwhile (``membership_rows``).
     *listed*: WorkOS's active memberships of the person in *org*, asked before the locks
     (``workos_memberships.listing_for_sign_in``), which may bring an inactive one up to date, and name the
-    membership a new one is made from."""
+    membership a new one is made from. *issued_at*: the token's ``iat``; a role claimed by a token that may be
+    older than WorkOS's word the row holds is not taken (``workos_memberships.claim_outdated``)."""
     user = signing_in.person
     if signing_in.membership is None:
         membership, created = membership_rows.created_or_locked(
@@ -58,6 +60,8 @@ def upsert(db: Session, client: WorkOSClient, org: Organization, signing_in: Sig
         return membership  # with WorkOS's present role, not the token's (exchanged under the old membership)
     if not created and _kept(org, membership):
         return membership
+    if not created and workos_memberships.claim_outdated(membership, issued_at):
+        claimed_role = None
     role: str | None
     if claimed_role in ROLES:
         role, source = claimed_role, "idp"

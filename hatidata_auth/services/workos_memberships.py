@@ -215,6 +215,17 @@ def only_workos_since(membership: Membership) -> bool:
     return details.get(HELD) == details.get(ACCESS_SEQ)
 
 
+def claim_outdated(membership: Membership, issued_at: Any) -> bool:
+    """Whether a sign-in token issued at *issued_at* (its JWT ``iat``, whole seconds) may be older than WorkOS's
+    word *membership* holds (``workos_version``, the membership's ``updated_at``): then the token's role claim is
+    old news (a demotion applied from its event before the sign-in that began under the old role) and the row's
+    role stands. In doubt (the same second) the row's word wins; unknown either way, the claim stands."""
+    seen = when((membership.details or {}).get("workos_version"))
+    if seen is None or not isinstance(issued_at, int | float) or isinstance(issued_at, bool):
+        return False
+    return seen.timestamp() >= issued_at
+
+
 def made_from_listing(membership: Membership, listed: Sequence[Any]) -> str | None:
     """A row a sign-in (or its mirroring) has just created, held, is made from WorkOS's one active membership of
     the person in the organization (*listed*, asked before the sign-in wrote anything): it records the membership's
