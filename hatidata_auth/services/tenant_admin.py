@@ -311,6 +311,7 @@ def change_member_role(session: Session, client: WorkOSClient, *, organization_i
         raise Conflict(f"The membership is {membership.status}.", code="membership_inactive")
     last_admin.ensure_remains(session, organization_id, membership, to_role=role, active=True,
                               what="Changing the last admin's role")
+    workos_memberships.decide_role_here(membership, now=utcnow())
     provisioning.set_access(session, client, membership, role=role, role_source="manual", active=True,
                             cause=cause.with_reason("role changed by an admin"))
     session.flush()
@@ -376,8 +377,9 @@ def grant_admin(session: Session, *, organization_id: str, email: str, actor: Ac
         membership, created = membership_rows.created_or_locked(
             session, organization_id=org.id, user_id=user.id, source="manual", status="pending", role=None,
             role_source="manual")
+    workos_memberships.decide_role_here(membership, now=utcnow())
     if not created and membership.role == Role.ADMIN and membership.status == "active":
-        return membership
+        return membership  # nothing changed, the decision is recorded
     details: dict[str, Any] = {"user_id": user.id, "email": email, "created": created}
     if not created:
         details["previous"] = {"role": membership.role, "status": membership.status}

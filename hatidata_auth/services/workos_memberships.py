@@ -57,6 +57,10 @@ DELETED_AT = "workos_deleted_at"
 DECIDED_AT = "decided_here_at"
 """The ``workos_version`` the row held when something other than WorkOS's word last decided its access (seen at
 WorkOS's next word): WorkOS's events older than it came before that decision."""
+ROLE_DECIDED = "role_decided_here_at"
+"""Our time of an admin's latest decision of the role here (a role change, ``grant-admin``): WorkOS's word of a
+version not after it came before that decision, which in order would have followed it, so its role does not replace
+the role decided (its status still applies): :func:`decide_role_here`."""
 NAMED_AT = "workos_named_at"
 """``{"id", "at"}``: the membership and the version of WorkOS's latest event whose role of ours the row took."""
 TRUSTED = "workos_trusted"
@@ -169,6 +173,9 @@ def apply(session: Session, client: WorkOSClient | None, org: Organization, memb
     if not named:
         kept = membership.role if goes_on else None
         role, source = (kept, membership.role_source) if kept else (org.default_role, "default")
+    decided = when(details.get(ROLE_DECIDED))
+    if not deleted and decided is not None and version <= decided and membership.role is not None:
+        role, source, named = membership.role, membership.role_source, False  # decided here after this word
     # A new membership seen inactive (pending, deactivated) holds its own role until it is active: the
     # predecessor's would count as its own then (a break-it review: a re-add first seen inactive, then
     # reactivated, was an admin again). So does one WorkOS names a role of ours for: dropped, its role depended
@@ -243,6 +250,12 @@ def made_from_listing(membership: Membership, listed: Sequence[Any]) -> str | No
         membership.details = {**(membership.details or {}), "workos_version": version.isoformat(),
                               "workos_status": "active"}
     return str(getattr(getattr(item, "role", None), "slug", None) or "")
+
+
+def decide_role_here(membership: Membership, *, now: datetime) -> None:
+    """Mark an admin's decision of *membership*'s role at *now* (:data:`ROLE_DECIDED`), also when the role was
+    already the one decided: WorkOS's word older than the decision, delivered after it, does not take it back."""
+    membership.details = {**(membership.details or {}), ROLE_DECIDED: now.isoformat()}
 
 
 def remove_here(membership: Membership, *, now: datetime) -> None:
