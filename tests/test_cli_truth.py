@@ -34,6 +34,7 @@ WORKOS_COMMANDS: dict[str, list[str]] = {
     "sync poll": [],
     "sync resync": [],
     "create-organization": ["Newco", "--domain", "newco.test"],
+    "grant-admin": ["hooli.test", "new.admin@hooli.test"],
     "rotate-secret": ["webhook-secret", "--endpoint-url", "http://127.0.0.1:1/webhooks/workos"],
     "inbox replay": ["--all-failed"],
     "inbox work": ["--drain"],

@@ -31,7 +31,11 @@ def test_a_domain_is_a_dns_name_and_matches_the_emails_on_it(value: str) -> None
     try:
         domain = parse_domain(value)
     except ValueError as exc:
-        assert repr(value) in str(exc)
+        refused: ValueError | None = exc
+    else:
+        refused = None
+    if refused is not None:
+        assert repr(value) in str(refused)
         return
     ascii_form = idna.encode(domain, uts46=True).decode()
     assert len(ascii_form.split(".")) >= 2
@@ -59,7 +63,7 @@ def test_create_organization_refuses_what_is_not_a_domain(app: Flask, emulator: 
 
 
 def test_a_typed_domain_is_stored_as_emails_are_compared(app: Flask, emulator: Any) -> None:
-    result = _cli(app, "create-organization", "Bücher", "--domain", " ＢÜCHER.test. ")
+    result = _cli(app, "create-organization", "Bücher", "--domain", " \uff22ÜCHER.test. ")  # a full-width B
     assert result.exit_code == 0, result.output
     with app.app_context():
         org = db.session.scalars(select(Organization)).one()

@@ -1,0 +1,85 @@
+"""``grant-admin`` makes WorkOS agree before it grants here, so the person it names can sign in: a new user's
+walk-through granted "the first admin" of an organization without SSO, and WorkOS, which knew no such user, let
+nobody sign in with that email. Now the person exists in WorkOS User Management and holds an active ``admin``
+membership of the organization (created, reactivated or given the role), then the grant here is made; run again,
+it writes nothing at WorkOS. The proof is a sign-in with a code by email on AuthKit's hosted page."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx2
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from tests.auth_support import callback_path, start_login, sync_organizations
+from tests.test_audit_cli import _cli
+
+HOOLI = "hooli.test"
+
+
+def _workos_members(emulator: Any, email: str) -> list[dict[str, Any]]:
+    store = emulator.emulator.store
+    users = [u["id"] for u in store.users.values() if u["email"] == email]
+    return [dict(m) for m in store.memberships.values() if m["user_id"] in users]
+
+
+def _sign_in_with_a_code(client: FlaskClient, emulator: Any, email: str) -> Any:
+    with httpx2.Client(follow_redirects=False, timeout=10) as browser:
+        page = browser.get(start_login(client, email=email))
+        assert page.status_code == 200, page.text[:300]
+        send = next(a for a in re.findall(r'action="([^"]+)"', page.text) if "/magic/" in a)
+        sent = browser.post(emulator.url + send, data={"email": email})
+        verify = next(a for a in re.findall(r'action="([^"]+)"', sent.text) if "/verify" in a)
+        codes = httpx2.get(f"{emulator.url}/_emulator/magic_auth", params={"email": email},
+                           headers={"Authorization": "Bearer sk_test_emulator"}).json()["data"]
+        assert codes, f"WorkOS sent {email} no code: it does not know them"
+        done = browser.post(emulator.url + verify.replace("&amp;", "&"),
+                            data={"email": email, "code": codes[0]["code"]})
+    assert done.status_code == 302, done.text[:300]
+    return client.get(callback_path(done.headers["location"]))
+
+
+def test_the_first_admin_of_an_organization_without_sso_signs_in(app: Flask, emulator: Any) -> None:
+    sync_organizations(app)
+    result = _cli(app, "grant-admin", HOOLI, "First.Boss@hooli.test")
+    assert result.exit_code == 0, result.output
+    assert "WorkOS: user" in result.output
+    assert "created, admin membership created" in result.output
+    members = _workos_members(emulator, "first.boss@hooli.test")
+    assert [(m["status"], m["role_slug"]) for m in members] == [("active", "admin")]
+    client = app.test_client()
+    assert _sign_in_with_a_code(client, emulator, "first.boss@hooli.test").status_code == 302
+    me = client.get("/api/v1/me").get_json()
+    assert (me["email"], me["role"]) == ("first.boss@hooli.test", "admin")
+    again = _cli(app, "grant-admin", HOOLI, "first.boss@hooli.test")
+    assert again.exit_code == 0, again.output
+    assert "found, admin membership kept" in again.output
+    assert _workos_members(emulator, "first.boss@hooli.test") == members  # nothing written at WorkOS
+
+
+@pytest.mark.parametrize(("setup", "said"), [("viewer", "role changed"), ("inactive", "reactivated")])
+def test_an_existing_workos_member_is_made_an_admin_there(app: Flask, emulator: Any, setup: str, said: str) -> None:
+    sync_organizations(app)
+    client = app.extensions["hatidata_workos"].client
+    email = "member@hooli.test"
+    [membership] = _workos_members(emulator, email)
+    assert (membership["status"], membership["role_slug"]) == ("active", "viewer")
+    if setup == "inactive":
+        client.organization_membership.deactivate_organization_membership(membership["id"])
+    result = _cli(app, "grant-admin", HOOLI, email)
+    assert result.exit_code == 0, result.output
+    assert f"found, admin membership {said}" in result.output
+    assert [(m["id"], m["status"], m["role_slug"]) for m in _workos_members(emulator, email)] == [
+        (membership["id"], "active", "admin")]
+
+
+def test_a_refused_email_writes_nothing_at_workos(app: Flask, emulator: Any) -> None:
+    sync_organizations(app)
+    before = len(emulator.emulator.store.users)
+    result = _cli(app, "grant-admin", HOOLI, "not-an-email")
+    assert result.exit_code == 1
+    assert "Not an email address" in result.output
+    assert len(emulator.emulator.store.users) == before
