@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from hatidata_auth.extensions import db
 from hatidata_auth.models import Organization
-from hatidata_auth.services.domains import email_domain, parse_domain
+from hatidata_auth.services.domains import email_domain, normalize_domain, parse_domain
 from tests.test_audit_cli import _cli
 
 label = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?", fullmatch=True)
@@ -49,8 +49,34 @@ def test_every_dns_name_is_taken(value: str) -> None:
     assert parse_domain(value.upper()) == value
 
 
+@given(st.one_of(anything, st.sampled_from(["bücher.test", "straße.de", "ὀδυσσεύς.gr", "dotcorp\u3002test",
+                                            "shy\u00adcorp.test"])))
+def test_every_spelling_of_one_domain_is_one_domain(value: str) -> None:
+    """A break-it review: ``bücher.test`` and ``xn--bcher-kva.test`` (one DNS name) were stored as two, each
+    verifiable by another organization; ``straße.de`` was stored as ``strasse.de`` (another domain); an
+    ideographic full stop or a soft hyphen was kept, so no email matched. Each spelling of an IDNA name (its
+    A-label, upper case, its Unicode form) is now stored alike, and that form is how emails on it are compared."""
+    try:
+        domain = parse_domain(value)
+    except ValueError:
+        return
+    ascii_form = idna.encode(domain, uts46=True).decode()
+    for spelling in (ascii_form, ascii_form.upper(), f"{domain}."):  # (upper-casing ß would spell another name)
+        assert parse_domain(spelling) == domain, spelling
+        assert email_domain(f"it@{spelling}") == domain, spelling
+    assert normalize_domain(domain) == domain
+
+
+@pytest.mark.parametrize(("typed", "stored"), [
+    ("straße.de", "straße.de"), ("xn--bcher-kva.test", "bücher.test"), ("ab--cd.test", "ab--cd.test"),
+    ("r3---sn-4g5e6nz7.googlevideo.com", "r3---sn-4g5e6nz7.googlevideo.com")])
+def test_real_names_are_taken_as_themselves(typed: str, stored: str) -> None:
+    assert parse_domain(typed) == stored
+
+
 @pytest.mark.parametrize("value", ["acme corp", "https://acme.test", "acme.test:443", "acme.test/login", "acme",
-                                   "10.1.2.3", "a..test", "-acme.test", "it@acme.test", "acme_corp.test", ""])
+                                   "10.1.2.3", "0x7f.0x1", "a..test", "-acme.test", "it@acme.test", "acme_corp.test",
+                                   "", "xn--zz.test"])
 def test_create_organization_refuses_what_is_not_a_domain(app: Flask, emulator: Any, value: str) -> None:
     before = len(emulator.emulator.store.organizations)
     result = _cli(app, "create-organization", "Typo Inc", "--domain", "typo-inc.test", "--domain", value)
@@ -70,3 +96,12 @@ def test_a_typed_domain_is_stored_as_emails_are_compared(app: Flask, emulator: A
         assert org.domains == ["bücher.test"]
         assert email_domain("leser@BÜCHER.TEST") in org.domains
         db.session.remove()
+
+
+def test_an_organization_is_found_by_any_spelling_of_its_domain(app: Flask, emulator: Any) -> None:
+    """``grant-admin`` by the domain the organization was created with, in another spelling (a break-it review:
+    ``straße.de`` and ``bücher.test.`` found nothing)."""
+    assert _cli(app, "create-organization", "Bücher", "--domain", "xn--bcher-kva.test").exit_code == 0
+    for spelling in ("bücher.test", "BÜCHER.test.", "xn--bcher-kva.test"):
+        result = _cli(app, "grant-admin", spelling, "leser@bücher.test")
+        assert result.exit_code == 0, (spelling, result.output)

@@ -7,6 +7,7 @@ vouches for an email on a domain another organization verified (see ``docs/auth.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass
 from typing import Any
@@ -21,23 +22,39 @@ VERIFIED_STATES = frozenset({"verified", "legacy_verified"})
 
 
 def normalize_domain(value: str) -> str:
-    """The comparable form of a domain: NFKC-folded (full-width and other compatibility forms become their
-    ASCII letters), case-folded, without surrounding whitespace or trailing dots."""
-    return unicodedata.normalize("NFKC", value).casefold().strip().rstrip(".").strip()
+    """The one comparable form of a domain, whoever spells it (an admin, WorkOS, an email address): NFKC-folded
+    (full-width and other compatibility forms become their ASCII letters), without surrounding whitespace or
+    trailing dots; an ASCII name lower-cased; any other (non-ASCII, or with a punycode ``xn--`` label) its IDNA
+    2008 Unicode form by UTS #46, so ``bücher.test``, ``BÜCHER.test`` and ``xn--bcher-kva.test`` are one domain
+    and ``straße.de`` stays itself (not ``strasse.de``, another domain). A name IDNA refuses keeps its NFKC,
+    case-folded form."""
+    folded = unicodedata.normalize("NFKC", value).strip().rstrip(".").strip()
+    if folded.isascii() and "xn--" not in folded.lower():
+        return folded.lower()
+    try:
+        return str(idna.decode(idna.encode(folded, uts46=True)))
+    except (idna.IDNAError, UnicodeError):
+        return folded.casefold()
+
+
+_LDH_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+_NUMERIC_LABEL = re.compile(r"[0-9]+|0x[0-9a-f]*")  # how a URL parser reads an IPv4 address's last part
 
 
 def parse_domain(value: str) -> str:
-    """A domain as an admin types it, in its stored form (:func:`normalize_domain`). :class:`ValueError` naming why
-    when it is not a DNS name of at least two labels: each label letters, digits and inner hyphens, at most 63
-    characters (IDNA 2008 with UTS #46 for non-ASCII names, by ``idna``), the last not all digits (an IP address),
-    no scheme, port, path, ``@`` or ``_``, at most 253 characters in its ASCII form."""
+    """A domain as an admin types it, in its stored form (:func:`normalize_domain`, the form emails on it are
+    compared in). :class:`ValueError` naming why when it is not a DNS name of at least two labels: ASCII labels of
+    letters, digits and inner hyphens, at most 63 characters; non-ASCII and ``xn--`` labels valid IDNA 2008 (by
+    ``idna``); the last not a number (an IP address: ``10.0.0.1``, ``0x7f.0x1``); no scheme, port, path, ``@`` or
+    ``_``; at most 253 characters in its ASCII form."""
     domain = normalize_domain(value)
+    labels = domain.split(".")
     try:
-        ascii_form = idna.encode(domain, uts46=True).decode("ascii")
-    except idna.IDNAError as exc:
+        ascii_labels = [label if _LDH_LABEL.fullmatch(label) and not label.startswith("xn--")
+                        else idna.encode(label, uts46=True).decode("ascii") for label in labels]
+    except (idna.IDNAError, UnicodeError) as exc:
         raise ValueError(f"{value!r} is not a domain ({exc})") from None
-    labels = ascii_form.split(".")
-    if len(labels) < 2 or labels[-1].isdigit() or len(ascii_form) > 253:
+    if len(labels) < 2 or _NUMERIC_LABEL.fullmatch(labels[-1]) or len(".".join(ascii_labels)) > 253:
         raise ValueError(f"{value!r} is not a domain (a name such as example.com: two labels or more, "
                          "not an IP address)")
     return domain

@@ -31,7 +31,7 @@ from . import (
     sso_enforcement,
     workos_memberships,
 )
-from .domains import parse_domain
+from .domains import normalize_domain, parse_domain
 from .person_email import hold_email
 
 
@@ -72,9 +72,9 @@ def find_organization(session: Session, ref: str) -> Organization | None:
                                                         Organization.workos_organization_id == ref)))
     if org is not None:
         return org
-    ref = ref.lower()
+    ref = normalize_domain(ref)  # as every domain is compared: the spelling it was typed or listed in is no matter
     return next((o for o in session.scalars(select(Organization).order_by(Organization.created_at))
-                 if ref in {d.lower() for d in o.domains or []}), None)
+                 if ref in {normalize_domain(d) for d in o.domains or []}), None)
 
 
 def create_organization(session: Session, client: WorkOSClient, *, name: str, domains: list[str],
