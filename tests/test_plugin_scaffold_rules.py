@@ -7,12 +7,13 @@ start (a break-it review)."""
 from __future__ import annotations
 
 import importlib.util
+import re
 import shutil
 import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from workos.types.sso import ConnectionsConnectionType
 
@@ -22,6 +23,7 @@ from hatidata_auth.idp.registry import PluginSource, discover, load_plugin
 from hatidata_auth.idp.scaffold import scaffold_plugin
 from hatidata_auth.idp.values import workos_connection_types
 
+PEP508_NAME = re.compile(r"[A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9]", re.IGNORECASE)
 WORKOS_TYPES = sorted(t.value for t in ConnectionsConnectionType)
 names = st.one_of(st.sampled_from(sorted(discover())), st.from_regex(r"[a-z][a-z0-9_]{0,33}\n?", fullmatch=True),
                   st.text(min_size=1, max_size=12))
@@ -42,6 +44,7 @@ def _plugin_class(written: list[Path], name: str) -> type[IdPPlugin]:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(name=names, connection_type=types)
+@example(name="acme_", connection_type="GenericSAML")
 def test_what_the_scaffold_takes_the_registry_loads(tmp_path: Path, name: str, connection_type: str) -> None:
     destination = tmp_path / "out"
     shutil.rmtree(destination, ignore_errors=True)
@@ -52,6 +55,7 @@ def test_what_the_scaffold_takes_the_registry_loads(tmp_path: Path, name: str, c
         assert list(destination.iterdir()) == []  # refused: nothing written
         return
     assert name not in discover()
+    assert PEP508_NAME.fullmatch(f"hatidata-idp-{name}")  # pip installs it (a break-it review: "acme_" it refused)
     cls = _plugin_class(written, name)
     assert class_problems(cls) == []
     assert load_plugin(PluginSource(name, "local registry", target=cls)).connection_types == {"saml": connection_type}
@@ -59,6 +63,7 @@ def test_what_the_scaffold_takes_the_registry_loads(tmp_path: Path, name: str, c
 
 @pytest.mark.parametrize(("name", "connection_type", "problem"), [
     ("acme\n", "GenericSAML", "not a plugin name"),
+    ("acme_", "GenericSAML", "not a plugin name"),
     (sorted(discover())[0], "GenericSAML", "already installed"),
     ("acme", "OktaOIDC", "not a WorkOS SAML connection type"),
     ("acme", "Acme", "not a WorkOS SAML connection type"),

@@ -36,7 +36,7 @@ from .values import (
     workos_connection_types,
 )
 
-NAME_RE = re.compile(r"[a-z][a-z0-9_]{1,30}")  # with fullmatch: "$" would take a trailing newline
+NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,29}[a-z0-9]")  # fullmatch ("$" takes a trailing newline); no "_" last
 ROLES = ("admin", "developer", "viewer")
 #: The groups every preset maps, highest priority first.
 CANONICAL_GROUPS = (("HatiData Admins", "admin"), ("HatiData Developers", "developer"), ("HatiData Viewers", "viewer"))
@@ -330,7 +330,7 @@ def class_problems(cls: type[IdPPlugin]) -> list[str]:
     problems: list[str] = []
     name = getattr(cls, "name", None)
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        problems.append("name must be lower-case letters, digits or _ (2-31 characters, starting with a letter)")
+        problems.append("name must be lower-case letters, digits or _ (2-31, a letter first, not _ last)")
     if not isinstance(getattr(cls, "display_name", None), str) or not cls.display_name.strip():
         problems.append("display_name is required")
     types = dict(cls.connection_types or {})

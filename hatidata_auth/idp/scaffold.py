@@ -124,7 +124,8 @@ def scaffold_plugin(destination: Path, name: str, display_name: str, connection_
     generated files cannot hold as it is (it is written into Python, TOML and HTML unquoted), and
     :class:`FileExistsError`."""
     if not NAME_RE.fullmatch(name):
-        raise ValueError(f"{name!r} is not a plugin name (lower-case letters, digits, _; 2-31, a letter first)")
+        raise ValueError(f"{name!r} is not a plugin name (lower-case letters, digits, _; 2-31, a letter first, "
+                         "not _ last: the package name hatidata-idp-<name> must be one)")
     installed = discover().get(name)
     if installed:
         raise ValueError(f"an IdP plugin named {name!r} is already installed ({installed[0].origin}): the app "
