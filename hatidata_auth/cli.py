@@ -11,9 +11,9 @@ from .cli_audit import verify_stream_command, work_command
 from .cli_inbox import inbox_cli
 from .cli_sign_ins import sign_ins_cli
 from .cli_sso import sso_cli
-from .cli_support import WorkOSAwareGroup, unreachable_message
+from .cli_support import WorkOSAwareGroup
 from .extensions import db
-from .workos import WorkOSClient, translate_errors
+from .workos import WorkOSClient
 
 
 @click.group("hatidata", cls=WorkOSAwareGroup)
@@ -249,18 +249,12 @@ def rotate_secret(which: str, endpoint_url: str | None, register: bool) -> None:
     base_url = str(current_app.config.get("WORKOS_BASE_URL") or "")
     emulated = bool(base_url) and "api.workos.com" not in base_url
     if emulated and register:
-        import httpx2
+        from .cli_webhook_secret import choose_endpoint, register_with_emulator
 
-        url = endpoint_url or _registered_endpoint(current_app.extensions["hatidata_workos"].client)
-        try:
-            response = httpx2.post(f"{base_url.rstrip('/')}/_emulator/webhook_endpoints",
-                                   json={"endpoint_url": url, "secret": secret},
-                                   headers={"Authorization": f"Bearer {current_app.config.get('WORKOS_API_KEY')}"},
-                                   timeout=10)
-        except httpx2.RequestError as exc:  # no answer (HTTPStatusError is not raised here)
-            raise click.ClickException(unreachable_message(base_url, type(exc).__name__)) from None
-        if response.status_code >= 300:
-            raise click.ClickException(f"the emulator refused the endpoint: {response.status_code} {response.text}")
+        endpoint = choose_endpoint(current_app.extensions["hatidata_workos"].client, named=endpoint_url,
+                                   public_url=str(current_app.config.get("HATIDATA_PUBLIC_URL") or ""))
+        register_with_emulator(base_url, str(current_app.config.get("WORKOS_API_KEY")), endpoint, secret)
+        url = endpoint.url
         click.echo(f"registered the new secret with the emulator for {url}")
     else:
         click.echo("WorkOS generates endpoint secrets itself: in the WorkOS dashboard, roll the endpoint's secret "
@@ -268,21 +262,6 @@ def rotate_secret(which: str, endpoint_url: str | None, register: bool) -> None:
     click.echo(f"WORKOS_WEBHOOK_SECRET={secret}")
     click.echo("Set it on every worker and restart; deliveries signed with the other secret in between fail "
                "and are retried by WorkOS (or recovered by `hatidata sync poll`).")
-
-
-def _registered_endpoint(client: WorkOSClient) -> str:
-    """The emulator's webhook endpoint a new secret goes to (``rotate-secret webhook-secret`` without
-    ``--endpoint-url``): the one registered for this app's ``HATIDATA_PUBLIC_URL``, else the only one registered.
-    Never a URL guessed from settings alone: the app's port in this shell may not be the running app's (a new
-    user's walk-through: the secret went to an endpoint nothing listens at and every delivery failed).
-    :class:`click.ClickException` when none or several are registered and none is this app's."""
-    with translate_errors():
-        urls = [ep.endpoint_url for ep in client.webhooks.list_webhook_endpoints(limit=100).auto_paging_iter()]
-    ours = str(current_app.config.get("HATIDATA_PUBLIC_URL") or "").rstrip("/") + "/webhooks/workos"
-    if ours in urls or len(urls) == 1:
-        return ours if ours in urls else urls[0]
-    raise click.ClickException(f"the emulator has {len(urls)} webhook endpoints ({', '.join(urls) or 'none'}) and "
-                               f"none is {ours}: name the app's with --endpoint-url")
 
 
 @hatidata_cli.group("audit")

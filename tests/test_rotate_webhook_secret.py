@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
+from tests.support.servers import LiveServer
 from tests.test_audit_cli import _cli
 
 ELSEWHERE = ["http://127.0.0.1:8123/webhooks/workos", "http://127.0.0.1:8124/webhooks/workos"]
@@ -21,13 +22,15 @@ def _endpoints(emulator: Any) -> dict[str, str]:
     return {ep["endpoint_url"]: ep["secret"] for ep in emulator.emulator.store.webhook_endpoints.values()}
 
 
-def _register(emulator: Any, urls: list[str]) -> None:
+def _register(emulator: Any, urls: list[str], *, disabled: tuple[str, ...] = (),
+              events: dict[str, list[str]] | None = None) -> None:
     emulator.emulator.store.webhook_endpoints.clear()
     for url in urls:
-        emulator.emulator.store.webhook_endpoints[url] = {"id": url, "endpoint_url": url, "secret": "whsec_old",
-                                                          "status": "enabled", "events": [],
-                                                          "created_at": "2026-01-01T00:00:00.000Z",
-                                                          "updated_at": "2026-01-01T00:00:00.000Z"}
+        emulator.emulator.store.webhook_endpoints[url] = {
+            "id": url, "endpoint_url": url, "secret": "whsec_old",
+            "status": "disabled" if url in disabled else "enabled", "events": (events or {}).get(url, []),
+            "created_at": "2026-01-01T00:00:00.000Z",
+            "updated_at": "2026-01-01T00:00:00.000Z"}
 
 
 def _new_secret(output: str) -> str:
@@ -55,7 +58,7 @@ def test_no_endpoint_is_guessed(app: Flask, emulator: Any, registered: list[str]
     _register(emulator, registered)
     result = _cli(app, "rotate-secret", "webhook-secret")
     assert result.exit_code == 1
-    assert "name the app's with --endpoint-url" in result.output
+    assert "name it with --endpoint-url" in result.output
     assert all(url in result.output for url in registered)
     assert "WORKOS_WEBHOOK_SECRET=" not in result.output
     assert _endpoints(emulator) == dict.fromkeys(registered, "whsec_old")
@@ -66,3 +69,29 @@ def test_an_endpoint_named_is_the_one_registered(app: Flask, emulator: Any) -> N
     result = _cli(app, "rotate-secret", "webhook-secret", "--endpoint-url", ELSEWHERE[1])
     assert result.exit_code == 0, result.output
     assert _endpoints(emulator) == {ELSEWHERE[0]: "whsec_old", ELSEWHERE[1]: _new_secret(result.output)}
+
+
+def test_the_endpoint_an_app_answers_at_wins_over_a_stale_one(app: Flask, emulator: Any) -> None:
+    """A stale endpoint of an earlier run (this shell's default URL) beside the running app's: the secret goes to
+    the one an app answers at (a break-it review: it went to the stale one, the shell's guess)."""
+    ours = f"{app.config['HATIDATA_PUBLIC_URL'].rstrip('/')}/webhooks/workos"
+    with LiveServer(app) as live:
+        running = f"{live.url}/webhooks/workos"
+        _register(emulator, [ours, running])
+        result = _cli(app, "rotate-secret", "webhook-secret")
+    assert result.exit_code == 0, result.output
+    assert _endpoints(emulator) == {ours: "whsec_old", running: _new_secret(result.output)}
+
+
+def test_a_disabled_endpoint_is_not_chosen_and_events_are_kept(app: Flask, emulator: Any) -> None:
+    """The emulator delivers to enabled endpoints only; the chosen one keeps its event filter and the disabled one
+    is left as it was (a break-it review: the command re-enabled a disabled endpoint and dropped its filter)."""
+    _register(emulator, ELSEWHERE, disabled=(ELSEWHERE[0],), events={ELSEWHERE[0]: ["dsync.*"],
+                                                                     ELSEWHERE[1]: ["dsync.user.created"]})
+    result = _cli(app, "rotate-secret", "webhook-secret")
+    assert result.exit_code == 0, result.output
+    store = {ep["endpoint_url"]: ep for ep in emulator.emulator.store.webhook_endpoints.values()}
+    assert (store[ELSEWHERE[0]]["status"], store[ELSEWHERE[0]]["events"], store[ELSEWHERE[0]]["secret"]) == (
+        "disabled", ["dsync.*"], "whsec_old")
+    assert (store[ELSEWHERE[1]]["status"], store[ELSEWHERE[1]]["events"]) == ("enabled", ["dsync.user.created"])
+    assert store[ELSEWHERE[1]]["secret"] == _new_secret(result.output)
