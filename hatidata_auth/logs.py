@@ -86,6 +86,7 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg,unused-igno
 _HANDLER_NAME = "hatidata-json"
 #: The HTTP client libraries' loggers, held at WARNING (see :func:`configure_logging`).
 QUIET_LOGGERS = ("httpx2", "httpcore2", "httpx", "httpcore")
+_QUIETED = "_hatidata_quieted"
 
 
 def configure_logging(app: Flask | None = None, level: str | None = None) -> logging.Handler:
@@ -100,11 +101,13 @@ def configure_logging(app: Flask | None = None, level: str | None = None) -> log
     configured = app.config.get("HATIDATA_LOG_LEVEL") if app is not None else None
     name = level or configured or DEFAULTS["HATIDATA_LOG_LEVEL"]
     root.setLevel(str(name).upper())
-    for quiet in QUIET_LOGGERS if str(name).upper() != "DEBUG" else ():
+    for quiet in map(logging.getLogger, QUIET_LOGGERS):
         # One INFO line per WorkOS call, its whole URL with query (an email, a user id): noise at best, personal
-        # data in the logs at worst; their warnings still pass. A level set for them explicitly stays.
-        if logging.getLogger(quiet).level == logging.NOTSET:
-            logging.getLogger(quiet).setLevel(logging.WARNING)
+        # data in the logs at worst. Held at WARNING or the root's level if higher, each time (DEBUG: inherited);
+        # a level someone else set on them stays.
+        if quiet.level == logging.NOTSET or getattr(quiet, _QUIETED, False):
+            quiet.setLevel(logging.NOTSET if root.level <= logging.DEBUG else max(logging.WARNING, root.level))
+            setattr(quiet, _QUIETED, True)
     if app is not None:
         # Flask's own default handler would print every app.logger record a second time, unformatted.
         from flask.logging import default_handler

@@ -219,3 +219,24 @@ def test_a_workos_call_logs_no_line_with_its_url(app: Flask, emulator: Any, capt
     assert "quiet.person" not in captured.formatted.getvalue()
     assert not [r for r in captured.raw if "/user_management/users" in r]
     assert all(logging.getLogger(name).getEffectiveLevel() >= logging.WARNING for name in QUIET_LOGGERS)
+
+
+def test_the_http_client_loggers_follow_the_level_each_time() -> None:
+    """A break-it review: the level set at INFO stayed at DEBUG (no HTTP lines), and pinning WARNING let their
+    warnings through a root at ERROR. Now they follow the configured level, and a level set by someone else
+    stays."""
+    configure_logging(None, "INFO")
+    try:
+        assert all(logging.getLogger(n).getEffectiveLevel() == logging.WARNING for n in QUIET_LOGGERS)
+        configure_logging(None, "DEBUG")
+        assert all(logging.getLogger(n).getEffectiveLevel() == logging.DEBUG for n in QUIET_LOGGERS)
+        configure_logging(None, "ERROR")
+        assert all(logging.getLogger(n).getEffectiveLevel() == logging.ERROR for n in QUIET_LOGGERS)
+        operator = logging.getLogger("httpcore")
+        vars(operator)["_hatidata_quieted"] = False  # as if never quieted: the operator set it
+        operator.setLevel(logging.INFO)
+        configure_logging(None, "WARNING")
+        assert operator.level == logging.INFO
+    finally:
+        logging.getLogger("httpcore").setLevel(logging.NOTSET)
+        configure_logging(None, "INFO")

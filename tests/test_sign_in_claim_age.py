@@ -52,8 +52,9 @@ def _sign_in(app: Flask, workos_user_id: str, user_id: str, claims: dict[str, An
     (DEMOTED_AT + 1, "admin", "admin"),  # issued after it: WorkOS promoted again, its event not here yet
     (DEMOTED_AT + 1, "viewer", "viewer"),
     (None, "admin", "admin"),  # no issue time: the claim stands, as before
+    (str(int(PROMOTED_AT + 3600)), "admin", "developer"),  # a numeric string, as the verifier takes it
 ])
-def test_a_claim_older_than_the_rows_word_leaves_its_role(acme_prepared: Flask, issued_at: float | None,
+def test_a_claim_older_than_the_rows_word_leaves_its_role(acme_prepared: Flask, issued_at: float | str | None,
                                                           claimed: str, expected: str) -> None:
     app = acme_prepared
     workos_user_id, user_id = _person(app)

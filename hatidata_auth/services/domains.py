@@ -90,7 +90,7 @@ def domain_states(workos_domains: Any) -> dict[str, dict[str, Any]]:
 
 # Built once (no parameters): a reused statement keeps its cache key, so each load only runs it.
 _LIVE_DOMAINS = (select(Organization.id, Organization.domain_states)
-                 .where(Organization.deleted_at.is_(None), Organization.status != "deleted")
+                 .where(Organization.live)
                  .order_by(Organization.created_at, Organization.id))
 
 

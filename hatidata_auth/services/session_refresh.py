@@ -193,7 +193,7 @@ def check_switch_target(db: Session, *, user_id: str, current_organization_id: s
     *session_id* (ours) was authenticated."""
     membership = db.scalar(select(Membership).where(Membership.organization_id == target.id,
                                                     Membership.user_id == user_id))
-    if membership is None or membership.status != "active" or target.status != "active":
+    if membership is None or membership.status != "active" or not target.live:
         raise AppError("You are not an active member of that organization.", status=403, code="forbidden")
     record = get_session(db, organization_id=current_organization_id, session_id=session_id or "")
     if record is None or record.user_id != user_id or record.revoked_at is not None:
@@ -236,7 +236,7 @@ def apply_switch(db: Session, client: WorkOSClient | None, *, workos_session_id:
         record = lock_for_update(db, record)
     if record is None or record.revoked_at is not None:
         raise AppError("The session has ended; sign in again.", status=401, code="unauthenticated")
-    if membership is None or membership.status != "active" or target.status != "active":
+    if membership is None or membership.status != "active" or not target.live:
         with workos_revocations.deferred_in(db):  # with this transaction: never asked twice, nor under these locks
             revoke_records(db, client, [record],
                            cause=cause.with_reason("membership ended during an organization switch"))

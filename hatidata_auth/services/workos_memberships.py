@@ -228,9 +228,11 @@ def claim_outdated(membership: Membership, issued_at: Any) -> bool:
     old news (a demotion applied from its event before the sign-in that began under the old role) and the row's
     role stands. In doubt (the same second) the row's word wins; unknown either way, the claim stands."""
     seen = when((membership.details or {}).get("workos_version"))
-    if seen is None or not isinstance(issued_at, int | float) or isinstance(issued_at, bool):
-        return False
-    return seen.timestamp() >= issued_at
+    try:  # as the verifier reads it (PyJWT takes a numeric string too)
+        issued = None if isinstance(issued_at, bool) or issued_at is None else float(issued_at)
+    except (TypeError, ValueError):
+        issued = None
+    return seen is not None and issued is not None and seen.timestamp() >= issued
 
 
 def made_from_listing(membership: Membership, listed: Sequence[Any]) -> str | None:
