@@ -7,6 +7,7 @@ vouches for an email on a domain another organization verified (see ``docs/auth.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from ..models import Organization
 VERIFIED_STATES = frozenset({"verified", "legacy_verified"})
 
 
+@functools.lru_cache(maxsize=4096)  # pure; a resync or a group's members repeat a few domains many times
 def normalize_domain(value: str) -> str:
     """The one comparable form of a domain, whoever spells it (an admin, WorkOS, an email address): NFKC-folded
     (full-width and other compatibility forms become their ASCII letters), without surrounding whitespace or
@@ -29,8 +31,9 @@ def normalize_domain(value: str) -> str:
     and ``straße.de`` stays itself (not ``strasse.de``, another domain). A name IDNA refuses keeps its NFKC,
     case-folded form."""
     folded = unicodedata.normalize("NFKC", value).strip().rstrip(".").strip()
-    if folded.isascii() and "xn--" not in folded.lower():
-        return folded.lower()
+    lowered = folded.lower()
+    if folded.isascii() and "xn--" not in lowered:
+        return lowered
     try:
         return str(idna.decode(idna.encode(folded, uts46=True)))
     except (idna.IDNAError, UnicodeError):
