@@ -197,15 +197,18 @@ def create_organization(name: str, domains: tuple[str, ...]) -> None:
 def grant_admin(organization: str, email: str) -> None:
     """Make EMAIL an admin of ORGANIZATION (our id, WorkOS id or domain); e.g. the first admin."""
     from .errors import AppError
-    from .models import Organization
+    from .services.tenant_admin import get_organization
     from .services.tenant_admin import grant_admin as grant
     from .services.workos_admin_grant import ensure_admin_at_workos
 
     organization_id = _organization_ref(organization)
     if "@" not in email:  # before WorkOS is asked (the grant checks it again)
         raise click.ClickException("Not an email address.")
-    org = db.session.get(Organization, organization_id)
-    if org is not None and org.workos_organization_id:  # WorkOS first: a person it does not know cannot sign in
+    try:
+        org = get_organization(db.session(), organization_id)  # refused before WorkOS is asked: a deleted one
+    except AppError as exc:
+        raise click.ClickException(exc.message) from exc
+    if org.workos_organization_id:  # WorkOS first: a person it does not know cannot sign in
         at = ensure_admin_at_workos(current_app.extensions["hatidata_workos"].client,
                                     workos_organization_id=org.workos_organization_id, email=email.strip().lower())
         click.echo(f"WorkOS: user {at.workos_user_id} {'created' if at.user_created else 'found'}, "

@@ -83,3 +83,49 @@ def test_a_refused_email_writes_nothing_at_workos(app: Flask, emulator: Any) -> 
     assert result.exit_code == 1
     assert "Not an email address" in result.output
     assert len(emulator.emulator.store.users) == before
+
+
+def test_a_deleted_organization_is_refused_before_workos_is_asked(app: Flask, emulator: Any) -> None:
+    """A break-it review: the grant in an organization deleted here was refused after WorkOS had made the person
+    an admin member there."""
+    from sqlalchemy import update
+
+    from hatidata_auth.extensions import db
+    from hatidata_auth.models import Organization, utcnow
+
+    sync_organizations(app)
+    with app.app_context():
+        db.session.execute(update(Organization).where(Organization.name == "Hooli")
+                           .values(status="deleted", deleted_at=utcnow()))
+        db.session.commit()
+        db.session.remove()
+    before = (len(emulator.emulator.store.users), len(emulator.emulator.store.memberships))
+    result = _cli(app, "grant-admin", HOOLI, "late.boss@hooli.test")
+    assert result.exit_code == 1, result.output
+    assert (len(emulator.emulator.store.users), len(emulator.emulator.store.memberships)) == before
+
+
+def test_a_pending_invitation_granted_stays_an_active_admin(app: Flask, emulator: Any) -> None:
+    """A break-it review: WorkOS's echo of the role change on a pending invitation, older than the grant here,
+    left the first admin inactive."""
+    from tests.test_membership_rows_race import _store_and_drain
+
+    sync_organizations(app)
+    email = "member@hooli.test"
+    [membership] = _workos_members(emulator, email)
+    emulator.emulator.store.memberships[membership["id"]]["status"] = "pending"
+    assert _cli(app, "grant-admin", HOOLI, email).exit_code == 0
+    events = app.extensions["hatidata_workos"].client.events.list_events(
+        events=["organization_membership.updated"], limit=100).data
+    assert events, "WorkOS echoed the role change"
+    _store_and_drain(app, [e.to_dict() for e in events])
+    with app.app_context():
+        from sqlalchemy import select
+
+        from hatidata_auth.extensions import db
+        from hatidata_auth.models import Membership, User
+
+        row = db.session.execute(select(Membership.status, Membership.role).join(User, User.id == Membership.user_id)
+                                 .where(User.email == email)).one()
+        db.session.remove()
+    assert tuple(row) == ("active", "admin")

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from hatidata_auth.extensions import db
 from hatidata_auth.models import Organization
-from hatidata_auth.services.domains import email_domain, normalize_domain, parse_domain
+from hatidata_auth.services.domains import VerifiedDomains, email_domain, normalize_domain, parse_domain
 from tests.test_audit_cli import _cli
 
 label = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?", fullmatch=True)
@@ -105,3 +105,18 @@ def test_an_organization_is_found_by_any_spelling_of_its_domain(app: Flask, emul
     for spelling in ("bücher.test", "BÜCHER.test.", "xn--bcher-kva.test"):
         result = _cli(app, "grant-admin", spelling, "leser@bücher.test")
         assert result.exit_code == 0, (spelling, result.output)
+
+
+@given(st.one_of(anything, st.text(alphabet=st.sampled_from("aß.\u3002\uff0e\uff61-xn-ü \u00ad"), max_size=16)))
+def test_normalizing_twice_changes_nothing(value: str) -> None:
+    assert normalize_domain(normalize_domain(value)) == normalize_domain(value)
+
+
+@pytest.mark.parametrize("stop", [".", "\u3002", "\uff0e", "\uff61"])
+def test_a_trailing_stop_of_any_kind_is_the_owners_domain(stop: str) -> None:
+    """A break-it review: ``ceo@acme.test。`` (an ideographic full stop last) matched no owner, so another
+    organization's SSO or directory could speak for it."""
+    owners = VerifiedDomains({"acme.test": ("org_acme",)}, {"org_acme": 0})
+    for email in (f"ceo@acme.test{stop}", f"ceo@sub.acme.test{stop}", f"ceo@ACME{stop}TEST{stop}"):
+        assert owners.owners(email) == ("org_acme",), email
+        assert owners.foreign_owner("org_other", email) == "org_acme"

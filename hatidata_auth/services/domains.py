@@ -30,7 +30,9 @@ def normalize_domain(value: str) -> str:
     2008 Unicode form by UTS #46, so ``bücher.test``, ``BÜCHER.test`` and ``xn--bcher-kva.test`` are one domain
     and ``straße.de`` stays itself (not ``strasse.de``, another domain). A name IDNA refuses keeps its NFKC,
     case-folded form."""
-    folded = unicodedata.normalize("NFKC", value).strip().rstrip(".").strip()
+    # An ideographic full stop is a dot to UTS #46 (NFKC maps the full-width and half-width ones to it): mapped
+    # first, so a trailing one is dropped as a trailing dot is (a break-it review: "acme.test。" matched no owner).
+    folded = unicodedata.normalize("NFKC", value).replace("\u3002", ".").strip().rstrip(".").strip()
     lowered = folded.lower()
     if folded.isascii() and "xn--" not in lowered:
         return lowered

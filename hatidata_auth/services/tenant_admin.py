@@ -377,7 +377,7 @@ def grant_admin(session: Session, *, organization_id: str, email: str, actor: Ac
         membership, created = membership_rows.created_or_locked(
             session, organization_id=org.id, user_id=user.id, source="manual", status="pending", role=None,
             role_source="manual")
-    workos_memberships.decide_role_here(membership, now=utcnow())
+    workos_memberships.decide_role_here(membership, now=utcnow(), grant=True)
     if not created and membership.role == Role.ADMIN and membership.status == "active":
         return membership  # nothing changed, the decision is recorded
     details: dict[str, Any] = {"user_id": user.id, "email": email, "created": created}
