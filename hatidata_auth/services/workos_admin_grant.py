@@ -1,4 +1,5 @@
-"""``grant-admin`` at WorkOS: the person a grant here makes an admin can sign in.
+"""An admin's decisions here, made at WorkOS too: ``grant-admin``'s person can sign in, and a role changed here is
+the role WorkOS's later word carries.
 
 A grant here alone made a row WorkOS knew nothing of: in an organization without SSO (AuthKit's own sign-in
 methods) WorkOS had no such user, so "the first admin" could not sign in at all (a new user's walk-through). The
@@ -10,13 +11,16 @@ the organization with the ``admin`` role. WorkOS's events of that membership the
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from workos.organization_membership import RoleSingle
 
 from ..roles import Role
-from ..workos import WorkOSClient, translate_errors
+from ..workos import WorkOSClient, WorkOSNotFound, WorkOSRejected, translate_errors
+
+log = logging.getLogger(__name__)
 
 MEMBERSHIP_STATUSES = ["active", "inactive", "pending"]
 
@@ -65,3 +69,20 @@ def _slug(membership: Any) -> str | None:
 
 def _value(status: Any) -> str:
     return str(getattr(status, "value", status))
+
+
+def set_role_at_workos(client: WorkOSClient, workos_membership_id: str, role: str) -> bool:
+    """Give WorkOS's membership *workos_membership_id* the *role* an admin set here, so that WorkOS's later word
+    (its next event of the membership, for a deactivation say, or a sign-in's token) carries it, not the role
+    before (a break-it review: a demoted admin was an admin again at WorkOS's next unrelated event). Returns
+    whether WorkOS took it: ``False`` (logged) when it refuses the slug (an environment without our roles: its
+    events then name a slug we do not know, which keeps the role set here) or no longer has the membership.
+    Raises :class:`~hatidata_auth.workos.WorkOSUnavailable`: the change is not made here either."""
+    try:
+        with translate_errors():
+            client.organization_membership.update_organization_membership(
+                workos_membership_id, role=RoleSingle(role_slug=role))
+    except (WorkOSRejected, WorkOSNotFound) as exc:
+        log.warning("WorkOS did not take the role %s for membership %s: %s", role, workos_membership_id, exc.reason)
+        return False
+    return True
