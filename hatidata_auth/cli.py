@@ -213,6 +213,9 @@ def grant_admin(organization: str, email: str) -> None:
                                     workos_organization_id=org.workos_organization_id, email=email.strip().lower())
         click.echo(f"WorkOS: user {at.workos_user_id} {'created' if at.user_created else 'found'}, "
                    f"admin membership {at.membership.replace('_', ' ')}")
+        if at.pending:
+            click.echo(f"note: {email}'s WorkOS membership is an invitation not accepted yet: they are an admin once "
+                       "they accept it (WorkOS then tells us)", err=True)
     try:
         membership = grant(db.session(), organization_id=organization_id, email=email, actor=Actor.system("cli"))
     except AppError as exc:

@@ -10,7 +10,7 @@ from typing import Any
 import idna
 import pytest
 from flask import Flask
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
@@ -107,7 +107,14 @@ def test_an_organization_is_found_by_any_spelling_of_its_domain(app: Flask, emul
         assert result.exit_code == 0, (spelling, result.output)
 
 
-@given(st.one_of(anything, st.text(alphabet=st.sampled_from("aß.\u3002\uff0e\uff61-xn-ü \u00ad"), max_size=16)))
+ODD = "aAß.\u3002\uff0e\uff61-xnü \u00ad\u200b\u3000\u0130"  # dots of every kind, ignored and case-odd letters
+
+
+@settings(max_examples=500)
+@given(st.one_of(anything, st.text(alphabet=st.sampled_from(ODD), max_size=16)))
+@example("a.test. .")  # a break-it review's: each normalized again lost one more trailing character
+@example("a.test.\u200b")
+@example("a.test\u3002\u3000.")
 def test_normalizing_twice_changes_nothing(value: str) -> None:
     assert normalize_domain(normalize_domain(value)) == normalize_domain(value)
 

@@ -10,7 +10,7 @@ from marshmallow import Schema, fields, validate
 from ..extensions import db
 from ..identity import current_identity, request_cause, runtime
 from ..roles import ROLES
-from ..services import tenant_admin
+from ..services import tenant_admin, workos_admin_grant
 from .common import PageArgsSchema, guard, page_body, page_request, page_schema, timestamp
 
 members_blp = Blueprint("members", __name__, description="Members of the organization.")
@@ -94,6 +94,8 @@ def change_member_role(body: dict[str, Any], member_id: str) -> tenant_admin.Mem
     member = tenant_admin.change_member_role(db.session(), _client(), organization_id=identity.organization_id,
                                              membership_id=member_id, role=body["role"], cause=request_cause())
     db.session.commit()
+    workos_admin_grant.push_role(db.session(), _client(), organization_id=identity.organization_id,
+                                 membership_id=member_id, role=body["role"])
     return member
 
 

@@ -32,16 +32,18 @@ def normalize_domain(value: str) -> str:
     case-folded form."""
     # An ideographic full stop is a dot to UTS #46 (NFKC maps the full-width and half-width ones to it): mapped
     # first, so a trailing one is dropped as a trailing dot is (a break-it review: "acme.test。" matched no owner).
-    folded = unicodedata.normalize("NFKC", value).replace("\u3002", ".").strip().rstrip(".").strip()
+    folded = _TRAILING.sub("", unicodedata.normalize("NFKC", value).replace("\u3002", ".").strip())
     lowered = folded.lower()
     if folded.isascii() and "xn--" not in lowered:
         return lowered
-    try:
-        return str(idna.decode(idna.encode(folded, uts46=True)))
+    try:  # UTS #46 drops what is ignored (a zero-width space, a soft hyphen): a trailing dot may be left last
+        return _TRAILING.sub("", str(idna.decode(idna.encode(folded, uts46=True))))
     except (idna.IDNAError, UnicodeError):
         return folded.casefold()
 
 
+_TRAILING = re.compile(r"[\s.\u00ad\u200b-\u200d\u2060\ufeff]+$")
+"""Trailing dots, spaces and the characters UTS #46 ignores, in any mix (stripped once, "a.test. ." kept a dot)."""
 _LDH_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _NUMERIC_LABEL = re.compile(r"[0-9]+|0x[0-9a-f]*")  # how a URL parser reads an IPv4 address's last part
 

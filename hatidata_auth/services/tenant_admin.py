@@ -29,7 +29,6 @@ from . import (
     paging,
     provisioning,
     sso_enforcement,
-    workos_admin_grant,
     workos_memberships,
 )
 from .domains import normalize_domain, parse_domain
@@ -297,8 +296,8 @@ def get_member(session: Session, organization_id: str, membership_id: str) -> Me
 
 def change_member_role(session: Session, client: WorkOSClient, *, organization_id: str, membership_id: str, role: str,
                        cause: Cause) -> Member:
-    """Set the role of a member the directory does not manage (role source ``manual``), at WorkOS too
-    (:func:`~.workos_admin_grant.set_role_at_workos`; WorkOS unavailable: nothing changed)."""
+    """Set the role of a member the directory does not manage (role source ``manual``). Once committed, the caller
+    makes it at WorkOS too (:func:`~.workos_admin_grant.push_role`)."""
     last_admin.lock_organization(session, organization_id)  # before the member's key: one lock order
     fanout_jobs.hold_member_of(session, organization_id, membership_id)
     membership, user = load_member(session, organization_id, membership_id, for_update=True)
@@ -316,8 +315,6 @@ def change_member_role(session: Session, client: WorkOSClient, *, organization_i
     workos_memberships.decide_role_here(membership, now=utcnow())
     provisioning.set_access(session, client, membership, role=role, role_source="manual", active=True,
                             cause=cause.with_reason("role changed by an admin"))
-    if membership.workos_membership_id:  # WorkOS's later word then carries it, not the role before
-        workos_admin_grant.set_role_at_workos(client, membership.workos_membership_id, role)
     session.flush()
     return member_view(membership, user)
 
@@ -381,7 +378,7 @@ def grant_admin(session: Session, *, organization_id: str, email: str, actor: Ac
         membership, created = membership_rows.created_or_locked(
             session, organization_id=org.id, user_id=user.id, source="manual", status="pending", role=None,
             role_source="manual")
-    workos_memberships.decide_role_here(membership, now=utcnow(), grant=True)
+    workos_memberships.decide_role_here(membership, now=utcnow())
     if not created and membership.role == Role.ADMIN and membership.status == "active":
         return membership  # nothing changed, the decision is recorded
     details: dict[str, Any] = {"user_id": user.id, "email": email, "created": created}

@@ -15,10 +15,13 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 from workos.organization_membership import RoleSingle
 
+from ..models import Membership
 from ..roles import Role
-from ..workos import WorkOSClient, WorkOSNotFound, WorkOSRejected, translate_errors
+from ..workos import WorkOSClient, WorkOSFailure, translate_errors
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,8 @@ class AtWorkOS:
     workos_user_id: str
     user_created: bool
     membership: str
+    pending: bool = False
+    """The membership is an invitation not accepted yet: WorkOS's word keeps them inactive here until it is."""
 
 
 @translate_errors()
@@ -60,7 +65,7 @@ def ensure_admin_at_workos(client: WorkOSClient, *, workos_organization_id: str,
         client.organization_membership.update_organization_membership(
             membership.id, role=RoleSingle(role_slug=Role.ADMIN.value))
         what = "reactivated" if what == "reactivated" else "role_changed"
-    return AtWorkOS(str(user.id), created, what)
+    return AtWorkOS(str(user.id), created, what, pending=_value(membership.status) == "pending")
 
 
 def _slug(membership: Any) -> str | None:
@@ -71,18 +76,27 @@ def _value(status: Any) -> str:
     return str(getattr(status, "value", status))
 
 
-def set_role_at_workos(client: WorkOSClient, workos_membership_id: str, role: str) -> bool:
-    """Give WorkOS's membership *workos_membership_id* the *role* an admin set here, so that WorkOS's later word
-    (its next event of the membership, for a deactivation say, or a sign-in's token) carries it, not the role
-    before (a break-it review: a demoted admin was an admin again at WorkOS's next unrelated event). Returns
-    whether WorkOS took it: ``False`` (logged) when it refuses the slug (an environment without our roles: its
-    events then name a slug we do not know, which keeps the role set here) or no longer has the membership.
-    Raises :class:`~hatidata_auth.workos.WorkOSUnavailable`: the change is not made here either."""
+def push_role(session: Session, client: WorkOSClient, *, organization_id: str, membership_id: str,
+              role: str) -> bool:
+    """Give WorkOS the *role* an admin set here, committed (``PATCH /members/{id}``), so that WorkOS's later word
+    (its next event of the membership, a deactivation say, or a sign-in's token) carries it, not the role before
+    (a break-it review: a demoted admin stayed an admin at WorkOS, and its next unrelated newer word gave the role
+    back here). After the commit: done inside the transaction, a rollback after it (a lock conflict) left WorkOS
+    with a change refused here, whose echo then landed past the last-admin guard (a break-it review). Returns
+    whether WorkOS took it; ``False`` (logged) when the row knows no WorkOS membership, WorkOS refuses the slug (an
+    environment without our roles: its events then name a slug we do not know, which keeps the role set here),
+    no longer holds the membership, or is unavailable (the change here stands; WorkOS's next word of a newer
+    version may then carry the old role)."""
+    workos_membership_id = session.scalar(select(Membership.workos_membership_id).where(
+        Membership.organization_id == organization_id, Membership.id == membership_id))
+    session.rollback()  # nothing read here is held while WorkOS answers
+    if not workos_membership_id:
+        return False
     try:
         with translate_errors():
             client.organization_membership.update_organization_membership(
                 workos_membership_id, role=RoleSingle(role_slug=role))
-    except (WorkOSRejected, WorkOSNotFound) as exc:
+    except WorkOSFailure as exc:
         log.warning("WorkOS did not take the role %s for membership %s: %s", role, workos_membership_id, exc.reason)
         return False
     return True

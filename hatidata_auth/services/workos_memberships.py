@@ -58,12 +58,12 @@ DECIDED_AT = "decided_here_at"
 """The ``workos_version`` the row held when something other than WorkOS's word last decided its access (seen at
 WorkOS's next word): WorkOS's events older than it came before that decision."""
 ROLE_DECIDED = "role_decided_here_at"
-"""Our time of an admin's latest role change here: WorkOS's word of a version not after it came before that change,
-which in order would have followed it, so its role does not replace the role decided; its status still applies (in
-order, a member WorkOS had deactivated could not have been changed): :func:`decide_role_here`."""
-GRANTED = "granted_here_at"
-"""Our time of the latest ``grant-admin`` of the row: it makes an active admin whatever the row was, so WorkOS's
-word of a version not after it changes nothing of the access, its status or deletion included."""
+"""Our time of an admin's latest decision of the role here (a role change, ``grant-admin``): WorkOS's word of a
+version not after it came before that decision, which in order would have followed it, so its role does not replace
+the role decided. Its status and a deletion still apply: taking access away is never held back (a deletion's
+version is the membership's last ``updated_at``, older than a decision made before the deletion itself; a break-it
+review), and WorkOS's status is the access it gives (a pending invitation is an admin once accepted):
+:func:`decide_role_here`."""
 DECIDED_HERE = "decided here"
 """:data:`HELD` once an admin decided here: never equal to the access sequence, so nothing but WorkOS's word did not
 decide since (:func:`only_workos_since`), even when the decision changed nothing."""
@@ -171,9 +171,8 @@ def apply(session: Session, client: WorkOSClient | None, org: Organization, memb
         details[DELETED_AT] = version.isoformat()
     membership.workos_membership_id = None if deleted else workos_membership_id
     membership.details = details
-    granted = when(details.get(GRANTED))
-    if membership.source == "directory" or (granted is not None and version <= granted):
-        return  # the directory decides; or a grant here came after this word, as it would have in order
+    if membership.source == "directory":
+        return
     gone = not org.live  # deleted here: its members stay deprovisioned
     active = not deleted and (status or "active") == "active" and not gone
     source, named = "idp", is_role(role)
@@ -261,12 +260,11 @@ def made_from_listing(membership: Membership, listed: Sequence[Any]) -> str | No
     return str(getattr(getattr(item, "role", None), "slug", None) or "")
 
 
-def decide_role_here(membership: Membership, *, now: datetime, grant: bool = False) -> None:
-    """Mark an admin's decision at *now*: of *membership*'s role (:data:`ROLE_DECIDED`), or with *grant* of its
-    whole access (:data:`GRANTED`), also when it changed nothing: WorkOS's word older than the decision, delivered
-    after it, does not take it back, nor does the late-word logic (:data:`DECIDED_HERE`)."""
-    membership.details = {**(membership.details or {}), GRANTED if grant else ROLE_DECIDED: now.isoformat(),
-                          HELD: DECIDED_HERE}
+def decide_role_here(membership: Membership, *, now: datetime) -> None:
+    """Mark an admin's decision of *membership*'s role at *now* (:data:`ROLE_DECIDED`), also when it changed nothing:
+    WorkOS's word older than the decision, delivered after it, does not take the role back, nor does the late-word
+    logic (:data:`DECIDED_HERE`)."""
+    membership.details = {**(membership.details or {}), ROLE_DECIDED: now.isoformat(), HELD: DECIDED_HERE}
 
 
 def remove_here(membership: Membership, *, now: datetime) -> None:
