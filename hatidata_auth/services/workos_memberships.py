@@ -65,8 +65,8 @@ version is the membership's last ``updated_at``, older than a decision made befo
 review), and WorkOS's status is the access it gives (a pending invitation is an admin once accepted):
 :func:`decide_role_here`."""
 DECIDED_HERE = "decided here"
-""":data:`HELD` once an admin decided here: never equal to the access sequence, so nothing but WorkOS's word did not
-decide since (:func:`only_workos_since`), even when the decision changed nothing."""
+""":data:`HELD` once an admin decided here: never equal to the access sequence, so :func:`only_workos_since` is false
+from then on (something other than WorkOS's word decided), even when the decision changed nothing."""
 NAMED_AT = "workos_named_at"
 """``{"id", "at"}``: the membership and the version of WorkOS's latest event whose role of ours the row took."""
 TRUSTED = "workos_trusted"
