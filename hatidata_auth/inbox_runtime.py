@@ -198,11 +198,17 @@ def acknowledged(app: Flask, payload: dict[str, Any], cause: Cause) -> None:
     key = entity_key(payload)
     revoking = revokes_access(str(payload["event"]), payload)
     if revoking and key.split(":", 1)[0] in PERSONAL_KEYS:
-        client = app.extensions["hatidata_workos"].client
-        try:
-            apply_entity_now(db.session(), client, str(payload["id"]), key, cause=cause,
-                             fanout_chunk=fanout_chunk(app), tracer=tracing.tracer(app))
-        except SQLAlchemyError:
-            log.warning("applying WorkOS event %s at once failed; the appliers will apply it", payload["id"],
-                        exc_info=True)
+        apply_now(app, str(payload["id"]), key, cause)
     wake(app, revoking)
+
+
+def apply_now(app: Flask, event_id: str, key: str, cause: Cause) -> None:
+    """Apply the stored (committed) event or job *event_id* of entity *key* in this request, after the key's older
+    pending events (:func:`~hatidata_auth.services.inbox_worker.apply_entity_now`). A database failure is logged and
+    the event left to the appliers, never turned into an error answer (what it applies is committed already)."""
+    client = app.extensions["hatidata_workos"].client
+    try:
+        apply_entity_now(db.session(), client, event_id, key, cause=cause, fanout_chunk=fanout_chunk(app),
+                         tracer=tracing.tracer(app))
+    except SQLAlchemyError:
+        log.warning("applying %s at once failed; the appliers will apply it", event_id, exc_info=True)

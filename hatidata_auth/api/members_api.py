@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import current_app
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
+from .. import inbox_runtime
 from ..extensions import db
 from ..identity import current_identity, request_cause, runtime
 from ..roles import ROLES
-from ..services import tenant_admin, workos_admin_grant
+from ..services import tenant_admin, workos_role_push
 from .common import PageArgsSchema, guard, page_body, page_request, page_schema, timestamp
 
 members_blp = Blueprint("members", __name__, description="Members of the organization.")
@@ -90,12 +92,14 @@ def get_member(member_id: str) -> tenant_admin.Member:
 @members_blp.response(200, MemberSchema)
 def change_member_role(body: dict[str, Any], member_id: str) -> tenant_admin.Member:
     """Change the role of a member the directory does not manage (409 for directory-managed members)."""
-    identity = current_identity
+    identity, cause = current_identity, request_cause()
     member = tenant_admin.change_member_role(db.session(), _client(), organization_id=identity.organization_id,
-                                             membership_id=member_id, role=body["role"], cause=request_cause())
+                                             membership_id=member_id, role=body["role"], cause=cause)
+    push = workos_role_push.queue(db.session(), organization_id=identity.organization_id, membership_id=member_id,
+                                  cause=cause)
     db.session.commit()
-    workos_admin_grant.push_role(db.session(), _client(), organization_id=identity.organization_id,
-                                 membership_id=member_id, role=body["role"])
+    if push is not None:  # made at WorkOS now; if WorkOS does not answer, the appliers retry
+        inbox_runtime.apply_now(current_app, push.event_id, push.entity_key, cause)
     return member
 
 

@@ -297,7 +297,7 @@ def get_member(session: Session, organization_id: str, membership_id: str) -> Me
 def change_member_role(session: Session, client: WorkOSClient, *, organization_id: str, membership_id: str, role: str,
                        cause: Cause) -> Member:
     """Set the role of a member the directory does not manage (role source ``manual``). Once committed, the caller
-    makes it at WorkOS too (:func:`~.workos_admin_grant.push_role`)."""
+    makes it at WorkOS too (:func:`~.workos_role_push.queue`)."""
     last_admin.lock_organization(session, organization_id)  # before the member's key: one lock order
     fanout_jobs.hold_member_of(session, organization_id, membership_id)
     membership, user = load_member(session, organization_id, membership_id, for_update=True)

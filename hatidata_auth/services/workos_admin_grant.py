@@ -1,5 +1,5 @@
-"""An admin's decisions here, made at WorkOS too: ``grant-admin``'s person can sign in, and a role changed here is
-the role WorkOS's later word carries.
+"""``grant-admin``'s decision, made at WorkOS first, so that its person can sign in (a role changed by ``PATCH`` is
+made at WorkOS by :mod:`.workos_role_push`).
 
 A grant here alone made a row WorkOS knew nothing of: in an organization without SSO (AuthKit's own sign-in
 methods) WorkOS had no such user, so "the first admin" could not sign in at all (a new user's walk-through). The
@@ -15,13 +15,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 from workos.organization_membership import RoleSingle
 
-from ..models import Membership
 from ..roles import Role
-from ..workos import WorkOSClient, WorkOSFailure, translate_errors
+from ..workos import WorkOSClient, translate_errors
 
 log = logging.getLogger(__name__)
 
@@ -74,29 +71,3 @@ def _slug(membership: Any) -> str | None:
 
 def _value(status: Any) -> str:
     return str(getattr(status, "value", status))
-
-
-def push_role(session: Session, client: WorkOSClient, *, organization_id: str, membership_id: str,
-              role: str) -> bool:
-    """Give WorkOS the *role* an admin set here, committed (``PATCH /members/{id}``), so that WorkOS's later word
-    (its next event of the membership, a deactivation say, or a sign-in's token) carries it, not the role before
-    (a break-it review: a demoted admin stayed an admin at WorkOS, and its next unrelated newer word gave the role
-    back here). After the commit: done inside the transaction, a rollback after it (a lock conflict) left WorkOS
-    with a change refused here, whose echo then landed past the last-admin guard (a break-it review). Returns
-    whether WorkOS took it; ``False`` (logged) when the row knows no WorkOS membership, WorkOS refuses the slug (an
-    environment without our roles: its events then name a slug we do not know, which keeps the role set here),
-    no longer holds the membership, or is unavailable (the change here stands; WorkOS's next word of a newer
-    version may then carry the old role)."""
-    workos_membership_id = session.scalar(select(Membership.workos_membership_id).where(
-        Membership.organization_id == organization_id, Membership.id == membership_id))
-    session.rollback()  # nothing read here is held while WorkOS answers
-    if not workos_membership_id:
-        return False
-    try:
-        with translate_errors():
-            client.organization_membership.update_organization_membership(
-                workos_membership_id, role=RoleSingle(role_slug=role))
-    except WorkOSFailure as exc:
-        log.warning("WorkOS did not take the role %s for membership %s: %s", role, workos_membership_id, exc.reason)
-        return False
-    return True

@@ -39,6 +39,7 @@ from ..causes import Cause
 from ..models import Membership, Organization, User
 from ..roles import is_role
 from ..workos import WorkOSFailure, translate_errors
+from . import workos_role_push
 from .events.context import parse_time
 from .provisioning import ACCESS_SEQ, REMOVED_HERE, set_access
 
@@ -180,8 +181,10 @@ def apply(session: Session, client: WorkOSClient | None, org: Organization, memb
         kept = membership.role if goes_on else None
         role, source = (kept, membership.role_source) if kept else (org.default_role, "default")
     decided = when(details.get(ROLE_DECIDED))
-    if not deleted and decided is not None and version <= decided and membership.role is not None:
-        role, source, named = membership.role, membership.role_source, False  # decided here after this word
+    held = (decided is not None and version <= decided) or workos_role_push.holds_role(membership,
+                                                                                      workos_membership_id)
+    if not deleted and held and membership.role is not None:  # decided here after this word, or not at WorkOS yet
+        role, source, named = membership.role, membership.role_source, False
     # A new membership seen inactive (pending, deactivated) holds its own role until it is active: the
     # predecessor's would count as its own then (a break-it review: a re-add first seen inactive, then
     # reactivated, was an admin again). So does one WorkOS names a role of ours for: dropped, its role depended

@@ -93,9 +93,10 @@ def acme_org(session: Any) -> Organization:
     return org
 
 
-def sign_in(app: Flask, person: WorkOS, role: str | None = None) -> Membership:
-    """The membership part of a sign-in into Acme (``sign_in_membership.upsert``), committed (the membership as
-    it is then); raises :class:`LoginDenied` (rolled back) as the callback would refuse."""
+def sign_in(app: Flask, person: WorkOS, role: str | None = None, *, issued_at: float | None = None) -> Membership:
+    """The membership part of a sign-in into Acme (``sign_in_membership.upsert``) whose token claims *role*, issued
+    at *issued_at* (its ``iat``; unknown by default), committed (the membership as it is then); raises
+    :class:`LoginDenied` (rolled back) as the callback would refuse."""
     with app.app_context():
         s = db.session()
         try:
@@ -103,7 +104,8 @@ def sign_in(app: Flask, person: WorkOS, role: str | None = None) -> Membership:
             listed = workos_memberships.listing_for_sign_in(s, client, ACME, {"id": person.user_id,
                                                                               "email": person.email})
             signed = sign_in_person.upsert(s, org, {"id": person.user_id, "email": person.email}, utcnow())
-            m = sign_in_membership.upsert(s, client, org, signed, role, NO_REQUEST, listed=listed)
+            m = sign_in_membership.upsert(s, client, org, signed, role, NO_REQUEST, listed=listed,
+                                          issued_at=issued_at)
             s.commit()
             s.refresh(m)
             s.expunge_all()

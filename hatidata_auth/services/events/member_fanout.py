@@ -37,11 +37,12 @@ from sqlalchemy.orm import Session
 from ...causes import Cause
 from ...models import DirectoryGroupMembership, DirectoryUser, Membership, Organization, User, utcnow
 from ...workos import WorkOSClient
-from .. import domains, fanout_jobs, freed_email_jobs, role_mapping, workos_revocations
+from .. import domains, fanout_jobs, freed_email_jobs, role_mapping, workos_revocations, workos_role_push
 from ..provisioning import set_access
 from .context import EventContext, PayloadError, parse_time
 from .directory_state import sync_member
 from .freed_email import apply_freed_email
+from .role_push import apply_role_push
 from .session_jobs import apply_revocation
 
 InternalHandler = Callable[[EventContext, dict[str, Any]], None]
@@ -199,7 +200,8 @@ def apply_job(ctx: EventContext, data: dict[str, Any]) -> None:
 
 INTERNAL_HANDLERS: dict[str, InternalHandler] = {fanout_jobs.JOB_TYPE: apply_job,
                                                  workos_revocations.JOB_TYPE: apply_revocation,
-                                                 freed_email_jobs.JOB_TYPE: apply_freed_email}
+                                                 freed_email_jobs.JOB_TYPE: apply_freed_email,
+                                                 workos_role_push.JOB_TYPE: apply_role_push}
 """Our own work types -> handler: apart from the WorkOS registry (``HANDLERS``), so no webhook, Events API filter
 or ``handled_event_types()`` ever names them."""
 

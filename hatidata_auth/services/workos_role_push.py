@@ -1,0 +1,92 @@
+"""A role an admin changes here is made at WorkOS by a queued job, and held here against WorkOS's word until it is.
+
+A role change (``PATCH /api/v1/members/{id}``) is committed here first; WorkOS's later word on the membership (its
+next event, a deactivation say, or a sign-in's token) carries WorkOS's role, so WorkOS must hold the role decided
+here or that word gives the old one back (a break-it review: a demoted admin stayed an admin at WorkOS). The call was
+made once, after the commit: with WorkOS unavailable it was lost, and WorkOS's next word of a newer version than the
+decision (an unrelated deactivation and reactivation) gave the demoted admin their role back.
+
+Now the change queues one internal inbox row (:data:`JOB_TYPE`) in its own transaction, so the job exists exactly when
+the change committed, and marks the membership (``details.role_push_pending``: the WorkOS membership and the
+decision's time). While the mark is on, WorkOS's word on that membership does not change the role here (its status
+and a deletion still apply: ``workos_memberships.apply``); the job, applied at once by the request and otherwise by
+the appliers with their retries (then ``failed``, replayable), gives WorkOS the membership's role as it stands here
+and lifts the mark, recording WorkOS's version after the change as the decision's (``details.role_decided_here_at``):
+WorkOS's word not newer than that came before WorkOS took the role. WorkOS refusing the role, or the membership
+being another one by then (WorkOS removed and re-added the person), lifts the mark with nothing changed at WorkOS;
+WorkOS's newer word then decides as before. Audited as ``membership.role_set_at_workos`` (details ``workos``: ``set``
+or ``failed:<error>``).
+
+This module is low in the layers (models and causes only); ``services.events.role_push`` applies the job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from ..causes import Cause
+from ..models import Membership, utcnow
+from .fanout_jobs import insert_job
+
+JOB_TYPE = "hatidata.push_workos_role"
+PENDING = "role_push_pending"
+"""``{"id", "at"}`` in a membership's details: the WorkOS membership an admin's role decision is still to be made at,
+and the decision's time (the job that carries it names the same time)."""
+KEY_KIND = "workos_role"
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedPush:
+    """A queued job: its inbox event id and entity key (``workos_role:<membership id>``: one membership's pushes in
+    order; not WorkOS's membership key, so WorkOS's events, a deactivation among them, never wait for WorkOS's API)."""
+
+    event_id: str
+    entity_key: str
+
+
+def queue(session: Session, *, organization_id: str, membership_id: str, cause: Cause) -> QueuedPush | None:
+    """Mark the membership *membership_id* of our organization *organization_id* (its role just decided here, in
+    *session*'s transaction, which holds its row) and queue the job in that transaction. ``None`` (nothing queued,
+    no mark) when the row is not there or knows no WorkOS membership: there is nothing at WorkOS to set."""
+    membership = session.get(Membership, membership_id)
+    if membership is None or membership.organization_id != organization_id:
+        return None
+    workos_membership_id = membership.workos_membership_id
+    if not workos_membership_id:
+        return None
+    at = utcnow().isoformat()
+    membership.details = {**(membership.details or {}), PENDING: {"id": workos_membership_id, "at": at}}
+    key = f"{KEY_KIND}:{membership.id}"
+    data = {"organization_id": membership.organization_id, "membership_id": membership.id, "at": at,
+            "cause": cause.to_dict()}
+    event_id = insert_job(session, JOB_TYPE, organization_id=membership.organization_id, data=data, entity_key=key,
+                          revokes=False)
+    return QueuedPush(event_id, key)
+
+
+def pending(membership: Membership) -> dict[str, Any] | None:
+    """The membership's mark (``{"id", "at"}``), or ``None``."""
+    mark = (membership.details or {}).get(PENDING)
+    return mark if isinstance(mark, dict) else None
+
+
+def holds_role(membership: Membership, workos_membership_id: str) -> bool:
+    """Whether a role decided here, not yet made at WorkOS, holds against WorkOS's word on *workos_membership_id*:
+    the mark names that membership (a re-add, another membership, starts as WorkOS says)."""
+    mark = pending(membership)
+    return mark is not None and mark.get("id") == workos_membership_id
+
+
+def lift(membership: Membership) -> None:
+    """Remove the mark."""
+    details = dict(membership.details or {})
+    details.pop(PENDING, None)
+    membership.details = details
+
+
+def parse(data: Any) -> dict[str, str]:
+    """The stored job's fields (:func:`queue` wrote them); raises ``KeyError``/``TypeError`` on another shape."""
+    return {name: str(data[name]) for name in ("organization_id", "membership_id", "at")}
