@@ -208,6 +208,7 @@ def grant_admin(organization: str, email: str) -> None:
         org = get_organization(db.session(), organization_id)  # refused before WorkOS is asked: a deleted one
     except AppError as exc:
         raise click.ClickException(exc.message) from exc
+    at = None
     if org.workos_organization_id:  # WorkOS first: a person it does not know cannot sign in
         at = ensure_admin_at_workos(current_app.extensions["hatidata_workos"].client,
                                     workos_organization_id=org.workos_organization_id, email=email.strip().lower())
@@ -217,7 +218,8 @@ def grant_admin(organization: str, email: str) -> None:
             click.echo(f"note: {email}'s WorkOS membership is an invitation not accepted yet: they are an admin once "
                        "they accept it (WorkOS then tells us)", err=True)
     try:
-        membership = grant(db.session(), organization_id=organization_id, email=email, actor=Actor.system("cli"))
+        membership = grant(db.session(), organization_id=organization_id, email=email, actor=Actor.system("cli"),
+                           workos_version=at.version if at else None)
     except AppError as exc:
         raise click.ClickException(exc.message) from exc
     db.session.commit()

@@ -132,3 +132,32 @@ def test_a_pending_invitation_granted_is_an_admin_once_accepted(app: Flask, emul
                                  .where(User.email == email)).one()
         db.session.remove()
     assert tuple(row) == ("inactive", "admin")
+
+
+def test_workos_word_before_the_grant_keeps_the_admin_whatever_our_clock(
+        app: Flask, emulator_control: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The grant's decision is not older than WorkOS's version once WorkOS made the person an admin: WorkOS's word
+    made before the grant, delivered after it, keeps the admin even when our clock is behind WorkOS's (it compared
+    WorkOS's versions with our clock only: a demotion made at WorkOS before the grant undid it)."""
+    from datetime import timedelta
+
+    from hatidata_auth.models import utcnow
+    from hatidata_auth.services import tenant_admin
+    from tests.support.membership_word import ACME, WorkOS, membership_of, prepared_acme, sign_in
+    from tests.test_membership_rows_race import _store_and_drain
+
+    app, control = prepared_acme(app, emulator_control, with_admin=True)
+    person = WorkOS(control, app)
+    first = person.add("viewer")
+    sign_in(app, person, "viewer")
+    _store_and_drain(app, person.events)
+    person.set_role(first, "developer")  # WorkOS's word before the grant, delivered after it
+    before_grant = list(person.events)
+    monkeypatch.setattr(tenant_admin, "utcnow", lambda: utcnow() - timedelta(seconds=60))  # our clock behind
+    result = _cli(app, "grant-admin", ACME, person.email)
+    assert result.exit_code == 0, result.output
+    assert "admin membership role changed" in result.output
+    _store_and_drain(app, before_grant)
+    after = membership_of(app, person)
+    assert after is not None
+    assert (after.status, after.role) == ("active", "admin"), after.details

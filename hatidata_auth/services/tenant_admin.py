@@ -355,8 +355,10 @@ def remove_member(session: Session, client: WorkOSClient, *, organization_id: st
     return member_view(membership, user)
 
 
-def grant_admin(session: Session, *, organization_id: str, email: str, actor: Actor) -> Membership:
-    """Make *email* an admin of the organization (the first admin, typically; from the CLI)."""
+def grant_admin(session: Session, *, organization_id: str, email: str, actor: Actor,
+                workos_version: datetime | None = None) -> Membership:
+    """Make *email* an admin of the organization (the first admin, typically; from the CLI); *workos_version*: the
+    WorkOS membership's version once WorkOS made them an admin (the decision is not older than it)."""
     org = get_organization(session, organization_id)
     email = email.strip().lower()
     if "@" not in email:
@@ -378,7 +380,7 @@ def grant_admin(session: Session, *, organization_id: str, email: str, actor: Ac
         membership, created = membership_rows.created_or_locked(
             session, organization_id=org.id, user_id=user.id, source="manual", status="pending", role=None,
             role_source="manual")
-    workos_memberships.decide_role_here(membership, now=utcnow())
+    workos_memberships.decide_role_here(membership, now=max(filter(None, (utcnow(), workos_version))))
     if not created and membership.role == Role.ADMIN and membership.status == "active":
         return membership  # nothing changed, the decision is recorded
     details: dict[str, Any] = {"user_id": user.id, "email": email, "created": created}

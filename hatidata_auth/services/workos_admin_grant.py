@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from workos.organization_membership import RoleSingle
 
 from ..roles import Role
 from ..workos import WorkOSClient, translate_errors
+from .workos_memberships import when
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,9 @@ class AtWorkOS:
     membership: str
     pending: bool = False
     """The membership is an invitation not accepted yet: WorkOS's word keeps them inactive here until it is."""
+    version: datetime | None = None
+    """The membership's ``updated_at`` at WorkOS once it agrees (WorkOS's clock; ``None`` when WorkOS gave none):
+    WorkOS's word not newer than it came before the grant (``tenant_admin.grant_admin``'s *workos_version*)."""
 
 
 @translate_errors()
@@ -50,19 +55,19 @@ def ensure_admin_at_workos(client: WorkOSClient, *, workos_organization_id: str,
     listed = client.organization_membership.list_organization_memberships(
         user_id=user.id, organization_id=workos_organization_id, statuses=MEMBERSHIP_STATUSES, limit=1).data
     if not listed:
-        client.organization_membership.create_organization_membership(
+        made = client.organization_membership.create_organization_membership(
             user_id=user.id, organization_id=workos_organization_id, role=RoleSingle(role_slug=Role.ADMIN.value))
-        return AtWorkOS(str(user.id), created, "created")
+        return AtWorkOS(str(user.id), created, "created", version=when(made.updated_at))
     membership: Any = listed[0]
-    what = "kept"
+    pending, what = _value(membership.status) == "pending", "kept"
     if _value(membership.status) == "inactive":  # a pending one becomes active when its invitation is accepted
-        client.organization_membership.reactivate_organization_membership(membership.id)
+        membership = client.organization_membership.reactivate_organization_membership(membership.id)
         what = "reactivated"
     if _slug(membership) != Role.ADMIN.value:
-        client.organization_membership.update_organization_membership(
+        membership = client.organization_membership.update_organization_membership(
             membership.id, role=RoleSingle(role_slug=Role.ADMIN.value))
         what = "reactivated" if what == "reactivated" else "role_changed"
-    return AtWorkOS(str(user.id), created, what, pending=_value(membership.status) == "pending")
+    return AtWorkOS(str(user.id), created, what, pending=pending, version=when(membership.updated_at))
 
 
 def _slug(membership: Any) -> str | None:
