@@ -197,6 +197,7 @@ def create_organization(name: str, domains: tuple[str, ...]) -> None:
 def grant_admin(organization: str, email: str) -> None:
     """Make EMAIL an admin of ORGANIZATION (our id, WorkOS id or domain); e.g. the first admin."""
     from .errors import AppError
+    from .services.domains import email_domain, foreign_owner
     from .services.tenant_admin import get_organization
     from .services.tenant_admin import grant_admin as grant
     from .services.workos_admin_grant import ensure_admin_at_workos
@@ -224,6 +225,10 @@ def grant_admin(organization: str, email: str) -> None:
         raise click.ClickException(exc.message) from exc
     db.session.commit()
     click.echo(f"{email} is an admin of {membership.organization_id} (membership {membership.id})")
+    other = foreign_owner(db.session(), membership.organization_id, email)
+    if other is not None:  # an operator's typo would give one tenant's admin to another tenant's person
+        click.echo(f"warning: {email_domain(email)} is a domain organization {other} verified: {email} is their "
+                   f"person, now also an admin of {membership.organization_id}", err=True)
     if membership.source == "directory":
         click.echo(f"warning: the organization's directory provides {email}: its next event for them, resync or "
                    "mapping change sets the role their groups map to (the overwrite rule, docs/directory-sync.md). "

@@ -48,6 +48,7 @@ def test_the_first_admin_of_an_organization_without_sso_signs_in(app: Flask, emu
     assert result.exit_code == 0, result.output
     assert "WorkOS: user" in result.output
     assert "created, admin membership created" in result.output
+    assert "warning" not in result.output
     members = _workos_members(emulator, "first.boss@hooli.test")
     assert [(m["status"], m["role_slug"]) for m in members] == [("active", "admin")]
     client = app.test_client()
@@ -161,3 +162,13 @@ def test_workos_word_before_the_grant_keeps_the_admin_whatever_our_clock(
     after = membership_of(app, person)
     assert after is not None
     assert (after.status, after.role) == ("active", "admin"), after.details
+
+
+def test_an_email_on_another_organizations_verified_domain_is_warned_about(app: Flask, emulator: Any) -> None:
+    """An operator's typo would give one tenant's admin to another tenant's person: the grant is made (an
+    operator may mean it) and says whose domain the email is on."""
+    sync_organizations(app)
+    result = _cli(app, "grant-admin", HOOLI, "Contractor@Acme.test")
+    assert result.exit_code == 0, result.output
+    assert "warning: acme.test is a domain organization org_" in result.output
+    assert "now also an admin of" in result.output
