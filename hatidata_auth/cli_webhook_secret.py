@@ -16,6 +16,7 @@ import click
 import httpx2
 
 from .cli_support import unreachable_message
+from .health import SERVICE
 from .workos import WorkOSClient, translate_errors
 
 PROBE_TIMEOUT = 1.0
@@ -31,11 +32,15 @@ class Endpoint:
 
 
 def _answers(url: str) -> bool:
+    """Whether HatiData Auth answers at *url*'s host: ``GET /healthz`` names it (another service answering
+    ``/healthz`` there is not the app: a break-it review)."""
     parts = urlsplit(url)
     try:
-        return httpx2.get(f"{parts.scheme}://{parts.netloc}/healthz", timeout=PROBE_TIMEOUT).status_code == 200
-    except httpx2.HTTPError:
+        answer = httpx2.get(f"{parts.scheme}://{parts.netloc}/healthz", timeout=PROBE_TIMEOUT)
+        body = answer.json() if answer.status_code == 200 else None
+    except (httpx2.HTTPError, ValueError):
         return False
+    return isinstance(body, dict) and body.get("service") == SERVICE
 
 
 def choose_endpoint(client: WorkOSClient, *, public_url: str, named: str | None) -> Endpoint:

@@ -33,11 +33,16 @@ CLAIM_WAIT_SECONDS = 3.5
 _POLL_SECONDS = 0.05
 
 
+SERVICE = "hatidata-auth"
+"""``/healthz``'s ``service``: what tells this app from another service answering ``/healthz`` at a URL
+(``cli_webhook_secret``'s probe)."""
+
+
 @bp.get("/healthz")
 @never_rate_limited
 def healthz() -> Response:
-    """The process is up."""
-    return jsonify(status="ok")
+    """The process is up: ``{"status": "ok", "service": SERVICE}``."""
+    return jsonify(status="ok", service=SERVICE)
 
 
 def _check_database() -> None:

@@ -20,7 +20,7 @@ def _closed_port() -> int:
 def test_healthz_answers_while_the_process_is_up(client: Any) -> None:
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.json == {"status": "ok"}
+    assert response.json == {"status": "ok", "service": "hatidata-auth"}
     assert response.headers["X-Request-ID"]
 
 

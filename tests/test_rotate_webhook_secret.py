@@ -83,6 +83,20 @@ def test_the_endpoint_an_app_answers_at_wins_over_a_stale_one(app: Flask, emulat
     assert _endpoints(emulator) == {ours: "whsec_old", running: _new_secret(result.output)}
 
 
+def test_another_service_answering_healthz_is_not_the_app(app: Flask, emulator: Any) -> None:
+    """An endpoint whose host runs some other service with a ``/healthz`` of its own is not where the app runs:
+    with no app answering, this app's endpoint gets the secret (the probe took any ``/healthz`` as the app)."""
+    other = Flask("other_service")
+    other.add_url_rule("/healthz", "healthz", lambda: {"status": "ok"})
+    ours = f"{app.config['HATIDATA_PUBLIC_URL'].rstrip('/')}/webhooks/workos"
+    with LiveServer(other) as live:
+        elsewhere = f"{live.url}/webhooks/workos"
+        _register(emulator, [ours, elsewhere])
+        result = _cli(app, "rotate-secret", "webhook-secret")
+    assert result.exit_code == 0, result.output
+    assert _endpoints(emulator) == {ours: _new_secret(result.output), elsewhere: "whsec_old"}
+
+
 def test_a_disabled_endpoint_is_not_chosen_and_events_are_kept(app: Flask, emulator: Any) -> None:
     """The emulator delivers to enabled endpoints only; the chosen one keeps its event filter and the disabled one
     is left as it was (a break-it review: the command re-enabled a disabled endpoint and dropped its filter)."""
