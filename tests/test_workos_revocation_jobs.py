@@ -1,7 +1,8 @@
 """No WorkOS call inside an applier's transaction (issue #14): a session ended by an applied event (a deactivated,
 suspended or deleted directory user, a deleted directory) is rejected at once, here; its end at WorkOS is queued in
 the same transaction and applied by the appliers afterwards (retried while WorkOS is down), audited as
-``session.revoked_at_workos``. A person's revocation (the API) still calls WorkOS at once (tests/test_auth_sessions)."""
+``session.revoked_at_workos``. A person's revocation (the API) still calls WorkOS at once (tests/test_auth_sessions),
+and queues the same job when WorkOS does not answer then (it was lost)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from hatidata_auth.extensions import db
 from hatidata_auth.idp import get_registry
 from hatidata_auth.models import AuditEvent, AuthSession, User, WebhookEvent
 from hatidata_auth.services import inbox_worker, reconcile, workos_revocations
-from tests.auth_support import add_fault, login
+from tests.auth_support import add_fault, csrf_headers, login
 from tests.support.dsync import drain_inbox, mirror_organizations, post_event
 from tests.support.servers import EmulatorControl
 
@@ -159,3 +160,25 @@ def test_no_job_is_queued_outside_an_applier(app: Flask, resynced: None) -> None
             WebhookEvent.event_type == workos_revocations.JOB_TYPE)) is None
         db.session.remove()
     assert [e.details["workos"] for e in _audit(app, "session.revoked")] == ["revoked"]
+
+
+def test_a_revocation_by_the_api_while_workos_is_down_is_ended_there_later(
+        app: Flask, resynced: None, control: EmulatorControl, emulator: Any) -> None:
+    """The sessions API ends the session at WorkOS at once; when WorkOS does not answer, the end at WorkOS is queued
+    for the appliers, not lost (it was recorded as failed and never tried again)."""
+    client, sid = _signed_in(app)
+    admin = app.test_client()
+    assert login(admin, "admin@acme.test").status_code == 302
+    session_id = client.get("/api/v1/me").json["session_id"]
+    add_fault(emulator, "POST", "/user_management/sessions/revoke", 503)
+    answer = admin.post(f"/api/v1/sessions/{session_id}/revoke", json={"reason": "lost laptop"},
+                        headers=csrf_headers(admin))
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    assert client.get("/api/v1/me").status_code == 401  # rejected here at once
+    [revoked] = [e for e in _audit(app, "session.revoked") if e.target_id == session_id]
+    assert revoked.details["workos"] == "queued"
+    assert _workos_status(app, sid) == "active"
+    control.ctl("DELETE", "/faults")
+    drain_inbox(app)
+    assert _workos_status(app, sid) == "revoked"
+    assert [e.details["workos"] for e in _audit(app, "session.revoked_at_workos")] == ["revoked"]

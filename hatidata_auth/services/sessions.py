@@ -122,6 +122,10 @@ def sessions_page(db: Session, page: paging.PageRequest, *, organization_id: str
 # --- revocation --------------------------------------------------------------------------------------------
 
 
+UNAVAILABLE = f"failed:{WorkOSUnavailable.__name__}"
+""":func:`revoke_at_workos`'s outcome when WorkOS did not answer."""
+
+
 def revoke_at_workos(client: WorkOSClient | None, workos_session_id: str, *, raise_unavailable: bool = False) -> str:
     """End one session at WorkOS: ``"revoked"``, ``"not_found"``, ``"skipped"`` (no client) or ``"failed:<error>"``
     (logged); with *raise_unavailable*, WorkOS unreachable raises ``WorkOSUnavailable`` (for a retried job)."""
@@ -137,7 +141,7 @@ def revoke_at_workos(client: WorkOSClient | None, workos_session_id: str, *, rai
         if raise_unavailable:
             raise
         log.warning("WorkOS did not revoke session %s: unavailable", workos_session_id)
-        return f"failed:{WorkOSUnavailable.__name__}"
+        return UNAVAILABLE
     except (WorkOSFailure, OSError) as exc:
         log.warning("WorkOS did not revoke session %s: %s", workos_session_id, exc)
         return f"failed:{type(exc).__name__}"
@@ -160,7 +164,8 @@ def revoke_records(db: Session, client: WorkOSClient | None, records: Sequence[A
     """End each active one of *records* here and at WorkOS (without *client*: here only), audited; how many.
 
     At WorkOS at once (the outcome in the audit event's ``workos``), or, inside an applier's transaction
-    (``workos_revocations.deferred_in``), queued for the appliers (``workos``: ``queued``)."""
+    (``workos_revocations.deferred_in``) and when WorkOS is unavailable at once, queued for the appliers, which
+    retry it (``workos``: ``queued``)."""
     now = utcnow()
     count = 0
     for record in sorted(records, key=lambda r: r.id):  # one lock order everywhere: no deadlock between two batches
@@ -176,6 +181,10 @@ def revoke_records(db: Session, client: WorkOSClient | None, records: Sequence[A
             workos_outcome = "queued"
         else:
             workos_outcome = revoke_at_workos(client, record.workos_session_id)
+            if workos_outcome == UNAVAILABLE:  # not lost: the appliers retry it (a break-it review's kind of fault)
+                workos_revocations.queue(db, organization_id=record.organization_id, session_id=record.id,
+                                         user_id=record.user_id, cause=cause)
+                workos_outcome = "queued"
         audit.record(db, action="session.revoked", cause=cause, organization_id=record.organization_id,
                      target_type="session", target_id=record.id,
                      details={"reason": cause.reason, "user_id": record.user_id,
