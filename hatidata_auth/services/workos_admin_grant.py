@@ -11,7 +11,6 @@ the organization with the ``admin`` role. WorkOS's events of that membership the
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,8 +20,6 @@ from workos.organization_membership import RoleSingle
 from ..roles import Role
 from ..workos import WorkOSClient, translate_errors
 from .workos_memberships import when
-
-log = logging.getLogger(__name__)
 
 MEMBERSHIP_STATUSES = ["active", "inactive", "pending"]
 
