@@ -85,6 +85,11 @@ def _jobs(app: Flask) -> list[WebhookEvent]:
 def _workos_back(app: Flask, control: EmulatorControl) -> None:
     """WorkOS answers again, and the jobs that waited out the outage are due (as ``RETRY_DELAY`` later)."""
     control.ctl("DELETE", "/faults")
+    _jobs_due(app)
+
+
+def _jobs_due(app: Flask) -> None:
+    """The role jobs waiting to be tried again are applied (as ``RETRY_DELAY`` later)."""
     with app.app_context():
         db.session.execute(update(WebhookEvent.__table__).where(
             WebhookEvent.event_type == workos_role_push.JOB_TYPE, WebhookEvent.status == "received").values(

@@ -35,7 +35,7 @@ from ..models import WebhookEvent, utcnow
 from ..models.inbox import status_is
 from ..trace_context import apply_span, quiet
 from ..workos import WorkOSClient, WorkOSUnavailable
-from . import audit, db_conflicts, event_source, fanout_jobs
+from . import audit, db_conflicts, event_source, fanout_jobs, workos_role_push
 from .events import HANDLERS, batch_users
 from .events.batch_scope import BatchScope
 from .inbox import InboxResult, apply_event, error_summary
@@ -150,6 +150,8 @@ def _apply_one(session: Session, client: WorkOSClient, event: Claimed, cause: Ca
             and event.attempts < MAX_TRANSIENT_ATTEMPTS
         log.warning("applying WorkOS event %s (%s) failed: %s", event.event_id, event.event_type, error,
                     exc_info=not transient and exc)
+        if not transient and event.event_type == workos_role_push.JOB_TYPE:
+            workos_role_push.give_up(session, event.payload, error)
         return InboxResult(event.event_id, event.event_type, "received" if transient else "failed", error=error)
     return InboxResult(event.event_id, event.event_type, ctx.outcome, note=ctx.note)
 

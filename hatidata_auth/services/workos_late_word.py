@@ -27,6 +27,7 @@ from ..causes import Cause
 from ..models import Membership, Organization
 from ..roles import is_role
 from . import workos_memberships as word  # the module: it imports the event handlers, which import this
+from . import workos_role_push
 from .provisioning import REMOVED_HERE, set_access
 
 if TYPE_CHECKING:
@@ -98,7 +99,12 @@ def late_named_role(membership: Membership, workos_membership_id: str, version: 
     # In order, a word tied with a deletion came after it and was old news (a break-it review: a re-add's created
     # in the deletion's millisecond, delivered late, made an admin).
     deleted_at = word.when(details.get(word.DELETED_AT))
+    # Nor a word not newer than an admin's decision of the role here, or made while WorkOS did not have it yet
+    # (a break-it review: the later of two such words held, the earlier, delivered after it, gave the role back).
+    role_decided = word.when(details.get(word.ROLE_DECIDED))
     return is_role(role) and membership.source != "directory" \
+        and (role_decided is None or role_decided < version) \
+        and not workos_role_push.holds_role(membership, workos_membership_id) \
         and membership.workos_membership_id == workos_membership_id and seen is not None and version < seen \
         and (later is None or later < version) and word.only_workos_since(membership) \
         and (decided is None or decided < version) and (deleted_at is None or deleted_at < version) \

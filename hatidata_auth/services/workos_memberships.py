@@ -184,6 +184,8 @@ def apply(session: Session, client: WorkOSClient | None, org: Organization, memb
     held = (decided is not None and version <= decided) or workos_role_push.holds_role(membership,
                                                                                       workos_membership_id)
     if not deleted and held and membership.role is not None:  # decided here after this word, or not at WorkOS yet
+        if workos_role_push.holds_role(membership, workos_membership_id):
+            workos_role_push.note_held(membership, version, role if named else None)
         role, source, named = membership.role, membership.role_source, False
     # A new membership seen inactive (pending, deactivated) holds its own role until it is active: the
     # predecessor's would count as its own then (a break-it review: a re-add first seen inactive, then

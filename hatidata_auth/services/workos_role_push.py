@@ -23,12 +23,15 @@ This module is low in the layers (models and causes only); ``services.events.rol
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..causes import Cause
 from ..models import Membership, utcnow
+from . import audit
 from .fanout_jobs import insert_job
 
 JOB_TYPE = "hatidata.push_workos_role"
@@ -36,6 +39,7 @@ PENDING = "role_push_pending"
 """``{"id", "at"}`` in a membership's details: the WorkOS membership an admin's role decision is still to be made at,
 and the decision's time (the job that carries it names the same time)."""
 KEY_KIND = "workos_role"
+GAVE_UP = "gave_up"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +79,53 @@ def pending(membership: Membership) -> dict[str, Any] | None:
 
 def holds_role(membership: Membership, workos_membership_id: str) -> bool:
     """Whether a role decided here, not yet made at WorkOS, holds against WorkOS's word on *workos_membership_id*:
-    the mark names that membership (a re-add, another membership, starts as WorkOS says)."""
+    the mark names that membership (a re-add, another membership, starts as WorkOS says), and its job has not
+    given up (:func:`give_up`)."""
     mark = pending(membership)
-    return mark is not None and mark.get("id") == workos_membership_id
+    return mark is not None and mark.get("id") == workos_membership_id and not mark.get(GAVE_UP)
+
+
+def note_held(membership: Membership, version: datetime, role: str | None) -> None:
+    """Keep WorkOS's word the mark held (its version, and the role of ours it named or ``None``), the newest only: one
+    made after WorkOS took the role (it raced the job) is given when the mark is lifted (:func:`newer_held`)."""
+    mark = pending(membership)
+    if mark is None:
+        return
+    held = mark.get("held") or {}
+    if held.get("at") is None or datetime.fromisoformat(held["at"]) < version:
+        membership.details = {**(membership.details or {}),
+                              PENDING: {**mark, "held": {"at": version.isoformat(), "role": role}}}
+
+
+def newer_held(mark: dict[str, Any], version: datetime) -> str | None:
+    """The role of ours named by WorkOS's word the mark held that is newer than *version* (WorkOS's own, once it
+    took the role): WorkOS decided again after it took it (a break-it review: such a word, applied while the job
+    waited for WorkOS's answer, was held and then lost). ``None`` when there is none."""
+    held = mark.get("held") or {}
+    at = datetime.fromisoformat(held["at"]) if held.get("at") else None  # written by note_held
+    role = held.get("role")
+    return str(role) if at is not None and at > version and role else None
+
+
+def give_up(session: Session, payload: dict[str, Any], error: str) -> None:
+    """The job of *payload* failed for good (its retries spent, or refused): its mark stops holding WorkOS's word
+    (a break-it review: a mark left on kept every later role change made at WorkOS off the row for ever), but stays
+    for a replay of the job (``inbox replay``), which sets the role then. Audited as
+    ``membership.role_set_at_workos`` (``workos``: ``gave_up:<error>``), in *session*'s transaction."""
+    try:
+        job, cause = parse(payload["data"]), Cause.from_dict(payload["data"]["cause"])
+    except (KeyError, TypeError, ValueError):
+        return
+    membership = session.scalars(select(Membership).where(Membership.id == job["membership_id"]).with_for_update()
+                                 .execution_options(populate_existing=True)).one_or_none()
+    mark = pending(membership) if membership is not None else None
+    if membership is None or mark is None or mark.get("at") != job["at"]:
+        return
+    membership.details = {**(membership.details or {}), PENDING: {**mark, GAVE_UP: True}}
+    audit.record(session, action="membership.role_set_at_workos", cause=cause, organization_id=job["organization_id"],
+                 target_type="membership", target_id=membership.id, outcome="failure",
+                 details={"role": membership.role, "workos_membership_id": mark.get("id"),
+                          "workos": f"gave_up:{error}"[:200]})
 
 
 def lift(membership: Membership) -> None:

@@ -12,14 +12,17 @@ from workos.organization_membership import RoleSingle
 from ...models import Membership
 from ...workos import WorkOSFailure, WorkOSUnavailable, translate_errors
 from .. import workos_memberships, workos_role_push
+from ..provisioning import set_access
 from .context import EventContext, PayloadError
 
 
 def apply_role_push(ctx: EventContext, data: dict[str, Any]) -> None:
     """Set the membership's role (as it stands here) at WorkOS, without holding its row across WorkOS's answer;
     ignored with a note when the row is gone, carries no mark of this decision (a newer one's job pushes), or
-    WorkOS's membership is another one by then (the mark is lifted). Raises :class:`PayloadError` on a payload of
-    another shape, ``WorkOSUnavailable`` when WorkOS does not answer."""
+    WorkOS's membership is another one by then, or the member was removed (the mark is lifted). Once WorkOS took
+    it, WorkOS's word the mark held meanwhile that is newer than WorkOS's version after the change is given (it raced
+    the job). Raises :class:`PayloadError` on a payload of another shape, ``WorkOSUnavailable`` when WorkOS does not
+    answer (the appliers retry; spent, ``workos_role_push.give_up``)."""
     try:
         job = workos_role_push.parse(data)
     except (KeyError, TypeError) as exc:
@@ -32,14 +35,19 @@ def apply_role_push(ctx: EventContext, data: dict[str, Any]) -> None:
     if mark is None or mark.get("at") != job["at"]:
         ctx.ignore("a newer role decision's job sets it" if mark else "set at WorkOS already")
         return
-    workos_membership_id, role = str(mark.get("id")), membership.role
-    if membership.workos_membership_id != workos_membership_id or role is None or ctx.client is None:
+    workos_membership_id, role, client = str(mark.get("id")), membership.role, ctx.client
+    gone = membership.workos_membership_id != workos_membership_id or role is None
+    if gone or client is None or membership.status == "deprovisioned":
+        # Removed here or by WorkOS: no role to give (a break-it review: a member promoted, then removed, was made
+        # an admin at WorkOS).
         _lift(ctx, membership, job, version=None)
-        ctx.ignore("the WorkOS membership decided for is gone")
+        ctx.ignore("the WorkOS membership decided for is gone" if gone else
+                   "no WorkOS client" if client is None else "the member was removed")
         return
+    assert role is not None
     try:
         with translate_errors():
-            at_workos = ctx.client.organization_membership.update_organization_membership(
+            at_workos = client.organization_membership.update_organization_membership(
                 workos_membership_id, role=RoleSingle(role_slug=role))
         outcome, version = "set", workos_memberships.when(getattr(at_workos, "updated_at", None))
     except WorkOSUnavailable:
@@ -48,7 +56,7 @@ def apply_role_push(ctx: EventContext, data: dict[str, Any]) -> None:
         outcome, version = f"failed:{exc.reason}", None
     _lift(ctx, membership, job, version=version)
     ctx.record("membership.role_set_at_workos", organization_id=job["organization_id"], target_type="membership",
-               target_id=membership.id, outcome="success" if version else "failure",
+               target_id=membership.id, outcome="success" if outcome == "set" else "failure",
                details={"role": role, "workos_membership_id": workos_membership_id, "workos": outcome})
 
 
@@ -65,3 +73,8 @@ def _lift(ctx: EventContext, membership: Membership, job: dict[str, str], *, ver
     if version is not None and (decided is None or version > decided):
         # WorkOS's word not newer than its own version after the change came before WorkOS took the role.
         locked.details = {**(locked.details or {}), decided_key: version.isoformat()}
+    newer = workos_role_push.newer_held(mark, version) if version is not None else None
+    if newer is not None and newer != locked.role:  # WorkOS decided again after it took the role
+        set_access(ctx.session, ctx.client, locked, role=newer, role_source="idp", active=locked.status == "active",
+                   cause=ctx.cause.with_reason("workos_word_after_the_role_was_set"),
+                   inactive_status=str(locked.status), dormant_role=locked.status != "active")
