@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 from flask import Flask
@@ -87,7 +88,7 @@ def test_spent_retries_stop_holding_workos_word_and_a_replay_sets_the_role(
         acme: tuple[Flask, EmulatorControl], emulator: object) -> None:
     app, control, person, first, m = _admin_during_outage(acme, emulator)
     assert _patch(app, m, "developer") == 200
-    _retry(app, inbox_worker.MAX_TRANSIENT_ATTEMPTS)
+    _retry(app, workos_role_push.ATTEMPTS - 1)  # the request's try was the first
     [job] = _jobs(app)
     assert job.status == "failed"
     assert [o.split(":")[0] for o in _set_at_workos(app)] == ["gave_up"]
@@ -101,6 +102,7 @@ def test_spent_retries_stop_holding_workos_word_and_a_replay_sets_the_role(
         replayed = inbox_replay.replay(db.session(), app.extensions["hatidata_workos"].client, job.event_id)
         db.session.remove()
     assert replayed.status == "received"
+    assert [j.attempts for j in _jobs(app)] == [0]  # a replay's tries start over (it had one only: helper-144)
     _store_and_drain(app, [])
     after = membership_of(app, person)
     assert after is not None
@@ -159,3 +161,65 @@ def test_a_member_removed_before_workos_answered_is_not_given_the_role_there(
     assert _at_workos(app, first) == "viewer"
     assert [j.status for j in _jobs(app)] == ["ignored"]
     assert _set_at_workos(app) == []
+
+
+def test_an_outage_longer_than_the_default_retries_still_holds(acme: tuple[Flask, EmulatorControl],
+                                                              emulator: object) -> None:
+    """Five tries (about 20 s of outage), then WorkOS's next word gave a demoted admin the role back (helper-144):
+    the job is tried for about two minutes (``workos_role_push.ATTEMPTS``) and holds meanwhile."""
+    app, control, person, first, m = _admin_during_outage(acme, emulator)
+    assert _patch(app, m, "viewer") == 200
+    _retry(app, inbox_worker.MAX_TRANSIENT_ATTEMPTS)
+    assert [j.status for j in _jobs(app)] == ["received"]
+    person.set_status(first, "deactivate")
+    person.set_status(first, "reactivate")
+    _store_and_drain(app, person.events[-2:])
+    assert _role(app, person) == ("active", "viewer")
+    _workos_back(app, control)
+    assert (_role(app, person), _at_workos(app, first)) == (("active", "viewer"), "viewer")
+
+
+@pytest.mark.parametrize("how", ["patch", "grant_admin"])
+def test_our_clock_ahead_does_not_hold_workos_later_change(acme: tuple[Flask, EmulatorControl],
+                                                          monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    """Once WorkOS has the role, the decision's time is WorkOS's version: with our clock a minute ahead, WorkOS's
+    demotion made after it was held (helper-144: the decision kept our later time)."""
+    from hatidata_auth.models import utcnow
+    from tests.support.membership_word import ACME
+    from tests.test_audit_cli import _cli
+
+    app, control = acme
+    person = WorkOS(control, app)
+    first = person.add("viewer")
+    m = sign_in(app, person, "viewer")
+    _store_and_drain(app, person.events)
+    monkeypatch.setattr(tenant_admin, "utcnow", lambda: utcnow() + timedelta(seconds=60))
+    if how == "patch":
+        assert _patch(app, m, "admin") == 200
+    else:
+        assert _cli(app, "grant-admin", ACME, person.email).exit_code == 0
+    assert _at_workos(app, first) == "admin"
+    person.set_role(first, "viewer")  # WorkOS's later word
+    _store_and_drain(app, person.events[-1:])
+    assert _role(app, person) == ("active", "viewer")
+
+
+def test_a_row_that_knows_no_workos_membership_is_set_at_workos_too(acme: tuple[Flask, EmulatorControl],
+                                                                   emulator: object) -> None:
+    """WorkOS did not answer the sign-in's listing, so the row knows no WorkOS membership: the demotion was
+    changed here only, and WorkOS's next word gave the admin back (helper-144). The job finds the person's
+    membership at WorkOS."""
+    from tests.auth_support import add_fault
+
+    app, control = acme
+    person = WorkOS(control, app)
+    first = person.add("admin")
+    add_fault(emulator, "GET", "/user_management/organization_memberships", 503, count=1)
+    m = sign_in(app, person, "admin")
+    assert (m.role, m.workos_membership_id) == ("admin", None)
+    assert _patch(app, m, "viewer") == 200
+    assert _at_workos(app, first) == "viewer"
+    person.set_status(first, "deactivate")
+    person.set_status(first, "reactivate")
+    _store_and_drain(app, person.events)
+    assert _role(app, person) == ("active", "viewer")

@@ -32,7 +32,7 @@ def replay(session: Session, client: WorkOSClient, event_id: str, *, cause: Caus
     if source == INTERNAL_SOURCE:  # our own work: queued again for the appliers, which apply it in order
         requeued = session.execute(update(WebhookEvent).where(WebhookEvent.id == row.id,
                                                               WebhookEvent.status == "failed")
-                                   .values(status="received", last_error=None, updated_at=utcnow()))
+                                   .values(status="received", last_error=None, attempts=0, updated_at=utcnow()))
         status = "received" if getattr(requeued, "rowcount", 0) else "duplicate"
         result = reported(done, InboxResult(event_id, str(payload.get("event")), status,
                                          note="queued for the appliers"))

@@ -47,6 +47,8 @@ __all__ = ["DEFAULT_BATCH", "MAX_CLAIM", "MAX_TRANSIENT_ATTEMPTS", "RETRY_DELAY"
 log = logging.getLogger(__name__)
 
 MAX_TRANSIENT_ATTEMPTS = 5
+TRANSIENT_ATTEMPTS = {workos_role_push.JOB_TYPE: workos_role_push.ATTEMPTS}
+"""Types tried more often than :data:`MAX_TRANSIENT_ATTEMPTS` while WorkOS is unavailable."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +149,7 @@ def _apply_one(session: Session, client: WorkOSClient, event: Claimed, cause: Ca
         # A unique violation: a writer outside the batch (a sign-in) created the row first; the batch's reads (and
         # caches) predate it, so the event is applied again by a later batch, which finds the row.
         transient = (isinstance(exc, WorkOSUnavailable) or db_conflicts.created_meanwhile(exc) or waited) \
-            and event.attempts < MAX_TRANSIENT_ATTEMPTS
+            and event.attempts < TRANSIENT_ATTEMPTS.get(event.event_type, MAX_TRANSIENT_ATTEMPTS)
         log.warning("applying WorkOS event %s (%s) failed: %s", event.event_id, event.event_type, error,
                     exc_info=not transient and exc)
         if not transient and event.event_type == workos_role_push.JOB_TYPE:

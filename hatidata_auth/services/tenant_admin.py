@@ -358,7 +358,7 @@ def remove_member(session: Session, client: WorkOSClient, *, organization_id: st
 def grant_admin(session: Session, *, organization_id: str, email: str, actor: Actor,
                 workos_version: datetime | None = None) -> Membership:
     """Make *email* an admin of the organization (the first admin, typically; from the CLI); *workos_version*: the
-    WorkOS membership's version once WorkOS made them an admin (the decision is not older than it)."""
+    WorkOS membership's version once WorkOS made them an admin, the decision's time (on WorkOS's clock)."""
     org = get_organization(session, organization_id)
     email = email.strip().lower()
     if "@" not in email:
@@ -380,7 +380,7 @@ def grant_admin(session: Session, *, organization_id: str, email: str, actor: Ac
         membership, created = membership_rows.created_or_locked(
             session, organization_id=org.id, user_id=user.id, source="manual", status="pending", role=None,
             role_source="manual")
-    workos_memberships.decide_role_here(membership, now=max(filter(None, (utcnow(), workos_version))))
+    workos_memberships.decide_role_here(membership, now=workos_version or utcnow())  # WorkOS's clock when known
     if not created and membership.role == Role.ADMIN and membership.status == "active":
         return membership  # nothing changed, the decision is recorded
     details: dict[str, Any] = {"user_id": user.id, "email": email, "created": created}

@@ -30,7 +30,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..causes import Cause
-from ..models import Membership, utcnow
+from ..models import Membership, Organization, User, utcnow
+from ..workos import WorkOSClient, translate_errors
 from . import audit
 from .fanout_jobs import insert_job
 
@@ -40,6 +41,10 @@ PENDING = "role_push_pending"
 and the decision's time (the job that carries it names the same time)."""
 KEY_KIND = "workos_role"
 GAVE_UP = "gave_up"
+ATTEMPTS = 24
+"""Tries (the request's, then the appliers' every ``RETRY_DELAY``, 5 s) before the job gives up: WorkOS down for
+about two minutes. Until then WorkOS's word keeps off the role, a decision here that it would undo (a break-it
+review: five tries, about 20 s of outage, then WorkOS's next word gave a demoted admin the role back)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,13 +59,16 @@ class QueuedPush:
 def queue(session: Session, *, organization_id: str, membership_id: str, cause: Cause) -> QueuedPush | None:
     """Mark the membership *membership_id* of our organization *organization_id* (its role just decided here, in
     *session*'s transaction, which holds its row) and queue the job in that transaction. ``None`` (nothing queued,
-    no mark) when the row is not there or knows no WorkOS membership: there is nothing at WorkOS to set."""
+    no mark) when the row is not there or the organization is not at WorkOS. A row that knows no WorkOS membership
+    (WorkOS did not answer its sign-in's listing) is marked for whichever WorkOS names first, and the job finds the
+    person's membership at WorkOS (:func:`find_at_workos`): the demotion was lost, and WorkOS's next word gave the
+    role back."""
     membership = session.get(Membership, membership_id)
-    if membership is None or membership.organization_id != organization_id:
+    org = session.get(Organization, organization_id)
+    if membership is None or membership.organization_id != organization_id or org is None \
+            or not org.workos_organization_id:
         return None
-    workos_membership_id = membership.workos_membership_id
-    if not workos_membership_id:
-        return None
+    workos_membership_id = membership.workos_membership_id  # none known: the job finds WorkOS's (a break-it review)
     at = utcnow().isoformat()
     membership.details = {**(membership.details or {}), PENDING: {"id": workos_membership_id, "at": at}}
     key = f"{KEY_KIND}:{membership.id}"
@@ -79,10 +87,23 @@ def pending(membership: Membership) -> dict[str, Any] | None:
 
 def holds_role(membership: Membership, workos_membership_id: str) -> bool:
     """Whether a role decided here, not yet made at WorkOS, holds against WorkOS's word on *workos_membership_id*:
-    the mark names that membership (a re-add, another membership, starts as WorkOS says), and its job has not
-    given up (:func:`give_up`)."""
+    the mark names that membership, or none (the row knew none), so a re-add, another membership, starts as WorkOS
+    says; and its job has not given up (:func:`give_up`)."""
     mark = pending(membership)
-    return mark is not None and mark.get("id") == workos_membership_id and not mark.get(GAVE_UP)
+    return mark is not None and mark.get("id") in (workos_membership_id, None) and not mark.get(GAVE_UP)
+
+
+def find_at_workos(session: Session, client: WorkOSClient, membership: Membership) -> str | None:
+    """The id of WorkOS's membership of *membership*'s person in its organization (any status), or ``None``
+    (the person or the organization unknown to WorkOS, or no membership). Raises ``WorkOSFailure``."""
+    user, org = session.get(User, membership.user_id), session.get(Organization, membership.organization_id)
+    if user is None or org is None or not user.workos_user_id or not org.workos_organization_id:
+        return None
+    with translate_errors():
+        listed = client.organization_membership.list_organization_memberships(
+            user_id=user.workos_user_id, organization_id=org.workos_organization_id,
+            statuses=["active", "inactive", "pending"], limit=1).data
+    return str(listed[0].id) if listed else None
 
 
 def note_held(membership: Membership, version: datetime, role: str | None) -> None:

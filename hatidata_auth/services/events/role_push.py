@@ -35,16 +35,20 @@ def apply_role_push(ctx: EventContext, data: dict[str, Any]) -> None:
     if mark is None or mark.get("at") != job["at"]:
         ctx.ignore("a newer role decision's job sets it" if mark else "set at WorkOS already")
         return
-    workos_membership_id, role, client = str(mark.get("id")), membership.role, ctx.client
-    gone = membership.workos_membership_id != workos_membership_id or role is None
-    if gone or client is None or membership.status == "deprovisioned":
+    role, client = membership.role, ctx.client
+    workos_membership_id = mark.get("id") or membership.workos_membership_id
+    if workos_membership_id is None and client is not None:  # the row knows none: WorkOS's of the person, if any
+        workos_membership_id = workos_role_push.find_at_workos(ctx.session, client, membership)
+    gone = workos_membership_id is None or role is None \
+        or (membership.workos_membership_id or workos_membership_id) != workos_membership_id
+    if gone or workos_membership_id is None or role is None or client is None \
+            or membership.status == "deprovisioned":
         # Removed here or by WorkOS: no role to give (a break-it review: a member promoted, then removed, was made
         # an admin at WorkOS).
         _lift(ctx, membership, job, version=None)
         ctx.ignore("the WorkOS membership decided for is gone" if gone else
                    "no WorkOS client" if client is None else "the member was removed")
         return
-    assert role is not None
     try:
         with translate_errors():
             at_workos = client.organization_membership.update_organization_membership(
@@ -68,11 +72,11 @@ def _lift(ctx: EventContext, membership: Membership, job: dict[str, str], *, ver
     if mark is None or mark.get("at") != job["at"]:
         return
     workos_role_push.lift(locked)
-    decided_key = workos_memberships.ROLE_DECIDED
-    decided = workos_memberships.when((locked.details or {}).get(decided_key))
-    if version is not None and (decided is None or version > decided):
-        # WorkOS's word not newer than its own version after the change came before WorkOS took the role.
-        locked.details = {**(locked.details or {}), decided_key: version.isoformat()}
+    if version is not None:
+        # WorkOS's word not newer than its own version after the change came before WorkOS took the role, and any
+        # newer one after: on WorkOS's clock, whichever way ours drifts (a break-it review: our time, ahead, held
+        # WorkOS's later demotion).
+        locked.details = {**(locked.details or {}), workos_memberships.ROLE_DECIDED: version.isoformat()}
     newer = workos_role_push.newer_held(mark, version) if version is not None else None
     if newer is not None and newer != locked.role:  # WorkOS decided again after it took the role
         set_access(ctx.session, ctx.client, locked, role=newer, role_source="idp", active=locked.status == "active",
