@@ -15,16 +15,20 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from flask import Flask
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from hatidata_auth.causes import Actor, Cause
 from hatidata_auth.extensions import db
 from hatidata_auth.models import Membership
 from hatidata_auth.services import inbox_replay, inbox_worker, tenant_admin, workos_role_push
+from tests.auth_support import add_fault
 from tests.support.membership_word import WorkOS, membership_of, prepared_acme, sign_in
 from tests.support.servers import EmulatorControl
 from tests.test_membership_rows_race import _store_and_drain
@@ -110,16 +114,34 @@ def test_spent_retries_stop_holding_workos_word_and_a_replay_sets_the_role(
     assert (after.role, _at_workos(app, first)) == ("admin", "admin")  # the role the row holds when it runs
 
 
-def test_workos_word_racing_the_job_is_given_when_the_mark_is_lifted(acme: tuple[Flask, EmulatorControl],
-                                                                      emulator: object) -> None:
-    """The job has set the role at WorkOS and waits for the row's lock to lift the mark; meanwhile WorkOS's
-    dashboard demotes the person and that word is applied (held by the mark): the lift gives it."""
-    app, control, person, first, m = _admin_during_outage(acme, emulator)
-    control.ctl("DELETE", "/faults")
-    person.set_role(first, "viewer")
-    _store_and_drain(app, person.events[-1:])
-    _outage(emulator, first)
-    assert _patch(app, m, "admin") == 200  # the job waits out the outage
+def _decided_while_workos_down(acme: tuple[Flask, EmulatorControl], emulator: object, row_knows: bool, held: str,
+                               decided: str) -> tuple[Flask, EmulatorControl, WorkOS, str]:
+    """A person WorkOS made *held*, signed in (the row knowing its WorkOS membership or, WorkOS not answering the
+    sign-in's listing, none), then given *decided* here while WorkOS does not answer the job."""
+    app, control = acme
+    person = WorkOS(control, app)
+    first = person.add(held)
+    if not row_knows:
+        add_fault(emulator, "GET", "/user_management/organization_memberships", 503, count=1)
+    m = sign_in(app, person, held)
+    assert (m.workos_membership_id is not None) == row_knows
+    if row_knows:
+        _outage(emulator, first)
+    else:
+        add_fault(emulator, "GET", "/user_management/organization_memberships", 503)
+    assert _patch(app, m, decided) == 200
+    return app, control, person, first
+
+
+def apply_now(app: Flask, holder: Session, payload: dict[str, Any]) -> None:
+    """Apply WorkOS's event *payload* in *holder*'s transaction."""
+    inbox_worker.apply_event(holder, app.extensions["hatidata_workos"].client, payload, Cause.by(Actor.workos()))
+
+
+def while_the_lift_waits(app: Flask, control: EmulatorControl, first: str, m: Membership,
+                         during: Callable[[Session], None]) -> None:
+    """WorkOS answers again; the job sets the role (``admin``) at WorkOS and waits for the row's lock, which
+    *during* runs under (its session holds it), then commits; the job then lifts the mark."""
     control.ctl("DELETE", "/faults")
     with app.app_context():
         holder = db.session()
@@ -130,12 +152,27 @@ def test_workos_word_racing_the_job_is_given_when_the_mark_is_lifted(acme: tuple
         while _at_workos(app, first) != "admin" and time.monotonic() < deadline:
             time.sleep(0.02)
         assert _at_workos(app, first) == "admin"  # set at WorkOS; the lift waits for the row
-        person.set_role(first, "viewer")  # WorkOS's dashboard, after WorkOS took the role
-        inbox_worker.apply_event(holder, app.extensions["hatidata_workos"].client, person.events[-1],
-                                 Cause.by(Actor.workos()))
+        during(holder)
         holder.commit()
         db.session.remove()
     job.join(30)
+
+
+def test_workos_word_racing_the_job_is_given_when_the_mark_is_lifted(acme: tuple[Flask, EmulatorControl],
+                                                                      emulator: object) -> None:
+    """The job has set the role at WorkOS and waits for the row's lock to lift the mark; meanwhile WorkOS's
+    dashboard demotes the person and that word is applied (held by the mark): the lift gives it."""
+    app, control, person, first, m = _admin_during_outage(acme, emulator)
+    control.ctl("DELETE", "/faults")
+    person.set_role(first, "viewer")
+    _store_and_drain(app, person.events[-1:])
+    _outage(emulator, first)
+    assert _patch(app, m, "admin") == 200  # the job waits out the outage
+    def dashboard(holder: Session) -> None:
+        person.set_role(first, "viewer")  # WorkOS's dashboard, after WorkOS took the role
+        apply_now(app, holder, person.events[-1])
+
+    while_the_lift_waits(app, control, first, m, dashboard)
     after = membership_of(app, person)
     assert after is not None
     assert workos_role_push.pending(after) is None
@@ -144,12 +181,9 @@ def test_workos_word_racing_the_job_is_given_when_the_mark_is_lifted(acme: tuple
 
 def test_a_member_removed_before_workos_answered_is_not_given_the_role_there(
         acme: tuple[Flask, EmulatorControl], emulator: object) -> None:
-    app, control = acme
-    person = WorkOS(control, app)
-    first = person.add("viewer")
-    m = sign_in(app, person, "viewer")
-    _outage(emulator, first)
-    assert _patch(app, m, "admin") == 200
+    app, control, person, first = _decided_while_workos_down(acme, emulator, True, "viewer", "admin")
+    m = membership_of(app, person)
+    assert m is not None
     with app.app_context():
         tenant_admin.remove_member(db.session(), app.extensions["hatidata_workos"].client,
                                    organization_id=m.organization_id, membership_id=m.id,

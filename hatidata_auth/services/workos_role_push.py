@@ -59,16 +59,16 @@ class QueuedPush:
 def queue(session: Session, *, organization_id: str, membership_id: str, cause: Cause) -> QueuedPush | None:
     """Mark the membership *membership_id* of our organization *organization_id* (its role just decided here, in
     *session*'s transaction, which holds its row) and queue the job in that transaction. ``None`` (nothing queued,
-    no mark) when the row is not there or the organization is not at WorkOS. A row that knows no WorkOS membership
-    (WorkOS did not answer its sign-in's listing) is marked for whichever WorkOS names first, and the job finds the
-    person's membership at WorkOS (:func:`find_at_workos`): the demotion was lost, and WorkOS's next word gave the
-    role back."""
+    no mark) when the row is not there or the organization is not at WorkOS. For a row that knows no WorkOS
+    membership (WorkOS did not answer its sign-in's listing) the job finds the person's membership at WorkOS
+    (:func:`find_at_workos`; a break-it review: the demotion was changed here only, and WorkOS's next word gave the
+    role back); its mark names none, so it holds nothing until then."""
     membership = session.get(Membership, membership_id)
     org = session.get(Organization, organization_id)
     if membership is None or membership.organization_id != organization_id or org is None \
             or not org.workos_organization_id:
         return None
-    workos_membership_id = membership.workos_membership_id  # none known: the job finds WorkOS's (a break-it review)
+    workos_membership_id = membership.workos_membership_id  # none known: the job looks (find_at_workos)
     at = utcnow().isoformat()
     membership.details = {**(membership.details or {}), PENDING: {"id": workos_membership_id, "at": at}}
     key = f"{KEY_KIND}:{membership.id}"
@@ -87,15 +87,20 @@ def pending(membership: Membership) -> dict[str, Any] | None:
 
 def holds_role(membership: Membership, workos_membership_id: str) -> bool:
     """Whether a role decided here, not yet made at WorkOS, holds against WorkOS's word on *workos_membership_id*:
-    the mark names that membership, or none (the row knew none), so a re-add, another membership, starts as WorkOS
-    says; and its job has not given up (:func:`give_up`)."""
+    the mark names that membership (a re-add, another membership, starts as WorkOS says; a mark that names none,
+    the row knowing none, holds nothing: a break-it review found it held a re-add's word and set the role on it),
+    and its job has not given up (:func:`give_up`)."""
     mark = pending(membership)
-    return mark is not None and mark.get("id") in (workos_membership_id, None) and not mark.get(GAVE_UP)
+    return mark is not None and mark.get("id") == workos_membership_id and not mark.get(GAVE_UP)
 
 
-def find_at_workos(session: Session, client: WorkOSClient, membership: Membership) -> str | None:
-    """The id of WorkOS's membership of *membership*'s person in its organization (any status), or ``None``
-    (the person or the organization unknown to WorkOS, or no membership). Raises ``WorkOSFailure``."""
+def find_at_workos(session: Session, client: WorkOSClient, membership: Membership, decided_at: datetime
+                   ) -> str | None:
+    """The id of WorkOS's membership of *membership*'s person in its organization (any status) made by the time of
+    the decision *decided_at* (WorkOS's ``created_at``, with no tolerance: a re-add made just after the decision,
+    by either clock, is not given a role the admin did not decide for it, a promotion included: a break-it review).
+    ``None`` when there is none, or the person or the organization is unknown to WorkOS. Raises
+    ``WorkOSFailure``."""
     user, org = session.get(User, membership.user_id), session.get(Organization, membership.organization_id)
     if user is None or org is None or not user.workos_user_id or not org.workos_organization_id:
         return None
@@ -103,14 +108,20 @@ def find_at_workos(session: Session, client: WorkOSClient, membership: Membershi
         listed = client.organization_membership.list_organization_memberships(
             user_id=user.workos_user_id, organization_id=org.workos_organization_id,
             statuses=["active", "inactive", "pending"], limit=1).data
-    return str(listed[0].id) if listed else None
+    if not listed:
+        return None
+    created = listed[0].created_at
+    created = datetime.fromisoformat(created.replace("Z", "+00:00")) if isinstance(created, str) else created
+    return str(listed[0].id) if created is None or created <= decided_at else None
 
 
 def note_held(membership: Membership, version: datetime, role: str | None) -> None:
-    """Keep WorkOS's word the mark held (its version, and the role of ours it named or ``None``), the newest only: one
-    made after WorkOS took the role (it raced the job) is given when the mark is lifted (:func:`newer_held`)."""
+    """Keep WorkOS's word the mark held that named a role of ours (its version and the role), the newest only: one
+    made after WorkOS took the role (it raced the job) is given when the mark is lifted (:func:`newer_held`). A word
+    naming none (a slug we do not know) keeps the role, as it would in order: it is not kept (a break-it review: it
+    replaced a held demotion, and the person stayed an admin)."""
     mark = pending(membership)
-    if mark is None:
+    if mark is None or role is None:
         return
     held = mark.get("held") or {}
     if held.get("at") is None or datetime.fromisoformat(held["at"]) < version:

@@ -7,7 +7,8 @@ from typing import Any
 from sqlalchemy import select
 
 from ...models import Membership, User
-from .. import domains, membership_rows, person_email, workos_late_word, workos_memberships
+from ...roles import is_role
+from .. import domains, membership_rows, person_email, workos_late_word, workos_memberships, workos_role_push
 from .context import EventContext, parse_time, require, resolve_organization
 from .registry import handles
 
@@ -69,6 +70,8 @@ def on_organization_membership(ctx: EventContext, data: dict[str, Any]) -> None:
                            target_id=m.id, details={"user_id": m.user_id, "predecessor_of": m.workos_membership_id})
                 workos_late_word.restart(ctx.session, ctx.client, found, m, deleted_id=data["id"] if deleted
                                            else None, cause=ctx.cause.with_reason(ctx.event_type))
+            elif not deleted and is_role(role) and workos_role_push.holds_role(m, data["id"]):
+                workos_role_push.note_held(m, version, str(role))  # old news, given at the lift if newer than it
             elif not deleted and workos_late_word.late_named_role(m, data["id"], version, role):
                 ctx.record(f"workos.{ctx.event_type}", organization_id=m.organization_id, target_type="membership",
                            target_id=m.id, details={"user_id": m.user_id, "late_role": role})

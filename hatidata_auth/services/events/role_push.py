@@ -4,6 +4,7 @@ appliers retry it (then keep it ``failed``, replayable, the mark still on)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -12,7 +13,7 @@ from workos.organization_membership import RoleSingle
 from ...models import Membership
 from ...workos import WorkOSFailure, WorkOSUnavailable, translate_errors
 from .. import workos_memberships, workos_role_push
-from ..provisioning import set_access
+from ..provisioning import REMOVED_HERE, set_access
 from .context import EventContext, PayloadError
 
 
@@ -36,9 +37,10 @@ def apply_role_push(ctx: EventContext, data: dict[str, Any]) -> None:
         ctx.ignore("a newer role decision's job sets it" if mark else "set at WorkOS already")
         return
     role, client = membership.role, ctx.client
-    workos_membership_id = mark.get("id") or membership.workos_membership_id
-    if workos_membership_id is None and client is not None:  # the row knows none: WorkOS's of the person, if any
-        workos_membership_id = workos_role_push.find_at_workos(ctx.session, client, membership)
+    workos_membership_id = mark.get("id")
+    if workos_membership_id is None and client is not None:  # the row knew none: WorkOS's of the person, if any
+        decided_at = datetime.fromisoformat(str(mark["at"]))
+        workos_membership_id = workos_role_push.find_at_workos(ctx.session, client, membership, decided_at)
     gone = workos_membership_id is None or role is None \
         or (membership.workos_membership_id or workos_membership_id) != workos_membership_id
     if gone or workos_membership_id is None or role is None or client is None \
@@ -78,7 +80,8 @@ def _lift(ctx: EventContext, membership: Membership, job: dict[str, str], *, ver
         # WorkOS's later demotion).
         locked.details = {**(locked.details or {}), workos_memberships.ROLE_DECIDED: version.isoformat()}
     newer = workos_role_push.newer_held(mark, version) if version is not None else None
-    if newer is not None and newer != locked.role:  # WorkOS decided again after it took the role
+    removed = locked.status == "deprovisioned" or REMOVED_HERE in (locked.details or {})
+    if newer is not None and newer != locked.role and not removed:  # WorkOS decided again after it took the role
         set_access(ctx.session, ctx.client, locked, role=newer, role_source="idp", active=locked.status == "active",
                    cause=ctx.cause.with_reason("workos_word_after_the_role_was_set"),
                    inactive_status=str(locked.status), dormant_role=locked.status != "active")
