@@ -10,14 +10,16 @@ Now the change queues one internal inbox row (:data:`JOB_TYPE`) in its own trans
 the change committed, and marks the membership (``details.role_push_pending``: the WorkOS membership and the
 decision's time). While the mark is on, WorkOS's word on that membership does not change the role here (its status
 and a deletion still apply: ``workos_memberships.apply``); the job, applied at once by the request and otherwise by
-the appliers with their retries (then ``failed``, replayable), gives WorkOS the membership's role as it stands here
-and lifts the mark, recording WorkOS's version after the change as the decision's (``details.role_decided_here_at``):
-WorkOS's word not newer than that came before WorkOS took the role. WorkOS refusing the role, or the membership
-being another one by then (WorkOS removed and re-added the person), lifts the mark with nothing changed at WorkOS;
-WorkOS's newer word then decides as before. Audited as ``membership.role_set_at_workos`` (details ``workos``: ``set``
-or ``failed:<error>``).
+the appliers with their retries (:data:`ATTEMPTS`, then :func:`give_up`; replayable), gives WorkOS the membership's
+role as it stands here and lifts the mark, recording WorkOS's version after the change as the decision's
+(``details.role_decided_here_at``): WorkOS's word not newer than that came before WorkOS took the role, and its word
+the mark held that is newer is given then (:func:`note_held`). WorkOS refusing the role, the membership being
+another one by then (WorkOS removed and re-added the person), or the member removed, lifts the mark with nothing
+changed at WorkOS; WorkOS's newer word then decides as before. Audited as ``membership.role_set_at_workos`` (details
+``workos``: ``set``, ``failed:<error>`` or ``gave_up:<error>``).
 
-This module is low in the layers (models and causes only); ``services.events.role_push`` applies the job.
+This module is low in the layers (models, causes, audit and the WorkOS client); ``services.events.role_push``
+applies the job.
 """
 
 from __future__ import annotations

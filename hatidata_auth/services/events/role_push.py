@@ -1,6 +1,7 @@
 """The internal handler of ``services.workos_role_push.JOB_TYPE``: give WorkOS the role an admin decided here, then
 lift the membership's mark (the rule in :mod:`services.workos_role_push`). WorkOS unreachable raises, so the
-appliers retry it (then keep it ``failed``, replayable, the mark still on)."""
+appliers retry it (``workos_role_push.ATTEMPTS`` tries, then ``failed`` and given up: the mark no longer holds, and
+a replay sets the role)."""
 
 from __future__ import annotations
 
