@@ -31,11 +31,15 @@ def acme(app: Flask, emulator_control: EmulatorControl) -> tuple[Flask, Emulator
     return prepared_acme(app, emulator_control, with_admin=True)
 
 
-def _admin_key(app: Flask) -> dict[str, str]:
+def _admin_key(app: Flask, *, other_than: str | None = None) -> dict[str, str]:
+    """A bearer key of an admin of Acme, not of membership *other_than* (a key of a member being demoted is
+    rightly refused once the demotion lands)."""
     with app.app_context():
         org = acme_org(db.session)
-        admin = db.session.scalars(select(Membership).where(Membership.organization_id == org.id,
-                                                            Membership.role == "admin")).first()
+        admins = select(Membership).where(Membership.organization_id == org.id, Membership.role == "admin")
+        if other_than is not None:
+            admins = admins.where(Membership.id != other_than)
+        admin = db.session.scalars(admins.order_by(Membership.created_at)).first()
         assert admin is not None
         created = key_service.create_key(db.session(), organization_id=org.id, owner_user_id=admin.user_id,
                                          name="it", scopes=sorted(permissions_for("admin")),
