@@ -91,14 +91,15 @@ def test_a_backlog_behind_one_key_is_not_slowed_by_lingers_while_other_events_tr
 
 def test_waiting_behind_says_whether_a_batchs_keys_still_hold_pending_events(app: Flask) -> None:
     """Both databases: after each batch, whether the keys it applied still hold pending events (the next batch
-    takes them at once: no linger), and not for keys it did not take."""
+    takes them at once: no linger), and not for keys it did not take. Each event applied in turn (no run of
+    snapshots applied as its newest: ``inbox_coalesce``), so that a key's backlog outlasts a batch."""
     mirror_all(app)
     hot, other = (f"W{uuid.uuid4().hex[:10].upper()}" for _ in range(2))
     _store(app, [user_event(hot, n) for n in range(3)] + [user_event(other, 0)])
     answers = []
     with app.app_context():
         client = app.extensions["hatidata_workos"].client
-        while (report := inbox_worker.apply_batch(db.session(), client, limit=20)).claimed:
+        while (report := inbox_worker.apply_batch(db.session(), client, limit=20, coalesce=False)).claimed:
             answers.append((report.claimed, inbox_claim.waiting_behind(db.session(), report.rows)))
             db.session.rollback()
         assert not inbox_claim.waiting_behind(db.session(), [])

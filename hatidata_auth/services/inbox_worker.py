@@ -35,7 +35,7 @@ from ..models import WebhookEvent, utcnow
 from ..models.inbox import status_is
 from ..trace_context import apply_span, quiet
 from ..workos import WorkOSClient, WorkOSUnavailable
-from . import audit, db_conflicts, event_source, fanout_jobs, workos_role_push
+from . import audit, db_conflicts, event_source, fanout_jobs, inbox_coalesce, workos_role_push
 from .events import HANDLERS, batch_users
 from .events.batch_scope import BatchScope
 from .inbox import InboxResult, apply_event, error_summary
@@ -72,12 +72,14 @@ def revokes_access(event_type: str, payload: dict[str, Any]) -> bool:
     return HANDLERS.revokes(event_type, data if isinstance(data, dict) else {})
 
 
-def _outcome(event: Claimed, result: InboxResult) -> dict[str, Any]:
-    """The parameters of :func:`_finish_statement` that record *result* as the event's outcome, now."""
+def _outcome(event: Claimed, result: InboxResult, tried: int = 0) -> dict[str, Any]:
+    """The parameters of :func:`_finish_statement` that record *result* as the event's outcome, now; *tried*: 1 for
+    an event applied without being claimed (the newest of a run, applied in place of its head), whose try then
+    counts in its ``attempts`` as a claim's does."""
     now = utcnow()
     return {"event_row": event.id, "status": result.status,
             "last_error": result.error if result.error is not None else result.note, "updated_at": now,
-            "applied_at": now if result.status == "applied" else None}
+            "applied_at": now if result.status == "applied" else None, "tried": tried}
 
 
 def _finish(session: Session, outcomes: list[dict[str, Any]]) -> None:
@@ -90,8 +92,10 @@ def _finish(session: Session, outcomes: list[dict[str, Any]]) -> None:
 def _finish_statement() -> Any:
     # Built once (bound parameters): a reused statement keeps its cache key; per event only the values bind.
     t = WebhookEvent.__table__
+    recorded = {name: bindparam(name, type_=t.c[name].type) for name in ("status", "last_error", "updated_at",
+                                                                         "applied_at")}
     return update(t).where(t.c.id == bindparam("event_row", type_=t.c.id.type)).values(
-        {name: bindparam(name, type_=t.c[name].type) for name in ("status", "last_error", "updated_at", "applied_at")})
+        {**recorded, "attempts": t.c.attempts + bindparam("tried", type_=t.c.attempts.type)})
 
 
 def apply_one(session: Session, client: WorkOSClient, event: Claimed, cause: Cause, *,
@@ -191,7 +195,8 @@ def _optimistic(session: Session, client: WorkOSClient, events: list[Claimed], c
 
 def apply_batch(session: Session, client: WorkOSClient, *, limit: int = DEFAULT_BATCH,
                 cause: Cause | None = None, revoking_only: bool = False, entity_key: str | None = None,
-                up_to: str | None = None, fanout_chunk: int | None = None, tracer: Any = None) -> BatchReport:
+                up_to: str | None = None, fanout_chunk: int | None = None, tracer: Any = None,
+                coalesce: bool = True) -> BatchReport:
     """Claim and apply one batch in one transaction (committed; rolled back on a database error, which is raised).
 
     Each event acts as WorkOS unless *cause* says who (a recompute job acts with the cause it stored). A recompute
@@ -199,7 +204,9 @@ def apply_batch(session: Session, client: WorkOSClient, *, limit: int = DEFAULT_
     ``HATIDATA_FANOUT_CHUNK``) of members to recompute (``fanout_jobs.MemberBudget``): the transaction touches at
     most one chunk of members in fan-outs, whatever the batch holds. With *tracer*, each event is applied in its
     span (:func:`apply_one`); the claim itself is not traced (most polls claim nothing). *revoking_only*,
-    *entity_key* and *up_to* choose the events as :func:`claim` does.
+    *entity_key* and *up_to* choose the events as :func:`claim` does. With *coalesce* (and no *up_to*), a claimed
+    head with a run of snapshots pending behind it is applied as the run's newest (``services.inbox_coalesce``);
+    the report then counts, and gives a result for, every event settled, the superseded ones included.
     """
     cause = cause or Cause.by(Actor.workos())
     try:
@@ -208,24 +215,47 @@ def apply_batch(session: Session, client: WorkOSClient, *, limit: int = DEFAULT_
         if not events:
             session.rollback()
             return BatchReport(0)
-        event_source.lock_directory_changes_first(session, [event.payload for event in events])
+        runs = inbox_coalesce.runs(session, events) if coalesce and up_to is None else {}
+        applied = [runs[event.id].newest if event.id in runs else event for event in events]
+        event_source.lock_directory_changes_first(session, [event.payload for event in applied])
         with audit.deferred(session):  # audit rows written at the batch's commit: one statement, one head lock
-            results = _optimistic(session, client, events, cause, fanout_chunk, tracer) if len(events) > 1 else None
+            results = _optimistic(session, client, applied, cause, fanout_chunk, tracer) if len(applied) > 1 else None
             if results is None:  # an event failed (or the batch is one event): each event under its savepoint
                 budget = fanout_jobs.MemberBudget(fanout_jobs.chunk_size(fanout_chunk))
-                scope = BatchScope(batch_users.wanted(event.payload for event in events))
+                scope = BatchScope(batch_users.wanted(event.payload for event in applied))
                 results = [_traced(session, client, event, cause, fanout_chunk, budget, tracer, scope)
-                           for event in events]
-        outcomes = [_outcome(event, result) for event, result in zip(events, results, strict=True)]
+                           for event in applied]
+        settled = _settled(events, applied, results, runs)
         # The outcomes of the whole batch in one execution (one round trip), outside any event's span: not traced,
         # like the claim, so that every span of an application belongs to the trace of the event it applies.
         with quiet() if tracer is not None else nullcontext():
-            _finish(session, outcomes)
+            _finish(session, [outcome for _row, _result, outcome in settled])
             session.commit()
     except BaseException:
         session.rollback()
         raise
-    return BatchReport(len(events), tuple(results), tuple(event.id for event in events))
+    done = [(row, result) for row, result, _outcome in settled if result is not None]
+    return BatchReport(len(done), tuple(result for _row, result in done), tuple(row for row, _result in done))
+
+
+def _settled(heads: list[Claimed], applied: list[Claimed], results: list[InboxResult],
+             runs: dict[int, inbox_coalesce.Run]) -> list[tuple[int, InboxResult | None, dict[str, Any]]]:
+    """(inbox row, its result, its outcome) of every event the batch settles: each applied one, and with it the
+    events of its run it supersedes (``services.inbox_coalesce``) once it was applied or ignored. When the newest
+    event of a run fails or stays pending, the head goes back to the queue (result ``None``) and nothing is
+    superseded."""
+    settled: list[tuple[int, InboxResult | None, dict[str, Any]]] = []
+    for head, event, result in zip(heads, applied, results, strict=True):
+        run = runs.get(head.id)
+        if run is not None and result.status not in ("applied", "ignored"):
+            settled.append((head.id, None, _outcome(head, InboxResult(head.event_id, head.event_type, "received"))))
+        elif run is not None:  # recorded in their order, before the newest (each ``applied_at`` in event order)
+            note = inbox_coalesce.superseded_note(event)
+            for old in run.superseded:
+                done = InboxResult(old.event_id, old.event_type, "applied", note=note)
+                settled.append((old.id, done, _outcome(old, done)))
+        settled.append((event.id, result, _outcome(event, result, tried=int(event is not head))))
+    return settled
 
 
 APPLY_NOW_MAX = 10

@@ -32,7 +32,8 @@ def _org_and_locked_user(ctx: EventContext, data: dict[str, Any]) -> tuple[Organ
     return None if row is None else (row[0], row[1])
 
 
-@handles("dsync.user.created", "dsync.user.updated", revokes=lambda t, d: d.get("state") != "active")
+@handles("dsync.user.created", "dsync.user.updated", revokes=lambda t, d: d.get("state") != "active",
+         snapshot=True)
 def on_user_upsert(ctx: EventContext, data: dict[str, Any]) -> None:
     """``dsync.user.created`` / ``dsync.user.updated``."""
     require(data, "id", "directory_id", "state")

@@ -34,12 +34,18 @@ class EventRegistry(Mapping[str, Handler]):
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
         self._revokes: dict[str, Revokes] = {}
+        self._snapshots: set[str] = set()
 
-    def handles(self, *event_types: str, revokes: Revokes) -> Callable[[Handler], Handler]:
+    def handles(self, *event_types: str, revokes: Revokes,
+                snapshot: bool = False) -> Callable[[Handler], Handler]:
         """Decorator: register the handler for each of *event_types* (at least one), with whether applying such an
         event can take access away (deactivate or delete a member, lower a role, revoke a session or key):
         those are claimed before any other and, when they concern one person, applied by the request that
         acknowledges them (:func:`hatidata_auth.inbox_runtime.acknowledged`).
+
+        *snapshot*: each event of these types carries its object's whole state, versioned by ``data.updated_at``,
+        and its handler reaches the same state from any older one, as delivery out of order requires: a run of
+        them pending on one entity key may be applied as its newest alone (``services.inbox_coalesce``).
 
         Raises :class:`DuplicateHandler` if a type already has a handler (or is named twice here); nothing
         is registered then.
@@ -57,6 +63,8 @@ class EventRegistry(Mapping[str, Handler]):
             for event_type in event_types:
                 self._handlers[event_type] = handler
                 self._revokes[event_type] = revokes
+                if snapshot:
+                    self._snapshots.add(event_type)
             return handler
 
         return register
@@ -65,6 +73,10 @@ class EventRegistry(Mapping[str, Handler]):
         """Whether this event can take access away, as its handler declared (``False`` for unhandled types)."""
         declared = self._revokes.get(event_type, False)
         return declared(event_type, data) if callable(declared) else declared
+
+    def snapshot(self, event_type: str) -> bool:
+        """Whether events of *event_type* are whole snapshots of their object (declared ``snapshot=True``)."""
+        return event_type in self._snapshots
 
     def revoking_types(self) -> list[str]:
         """The types that can take access away (declared ``True`` or by a predicate)."""

@@ -1,0 +1,168 @@
+"""Runs of snapshots: a backlog of one entity's whole-state events applied as its newest (issue #14).
+
+A burst of webhooks is acknowledged first and applied after (``applier_pool.GiveWay``), so a directory user updated
+several times during a burst has several snapshots pending on its entity key. Each ``dsync.user.updated`` carries
+the user's whole state, and its handler reaches the same state from any older one (delivery out of order already
+requires it: an older snapshot delivered later is stale). Applying every snapshot of the backlog in turn writes the
+row, its person and an audit event per snapshot; applying the newest alone writes what the last of them would have
+left, once.
+
+Rule: **a run of snapshots that differ in nothing that decides access is applied as its newest.** A run starts at
+the claimed head of an entity key and takes the key's next pending events, in claim order, while each is:
+
+- of a type whose handler declares it a snapshot (``handles(..., snapshot=True)``), from the same source, not
+  declared as taking access away, and never tried (a head tried before, after a transient failure or a replay, is
+  applied alone);
+- for the same directory and organization, with the same email (normalised), as the head: a move of the email
+  (onto another person's, or onto a domain another organization verified) can take access away, so it ends the run
+  and is applied in its turn;
+- versioned (``data.updated_at``, else the event's ``created_at``) no older than the event before it, so the last
+  event of the run is the state applying them in order would leave.
+
+An event that takes access away (a suspension), a group membership event of the user, or an internal job ends the
+run: it is applied in its order, never skipped. The newest event of the run is applied in place of the head; the
+head and the events between are recorded ``applied`` with the note ``superseded by <event id>`` in the same
+transaction, once the newest one is applied (or ignored). When it fails, or a transient failure leaves it pending,
+nothing is superseded: the head goes back to the queue and the next claim takes the run without that event.
+
+At most :data:`RUN_MAX` events follow a head in one run. On PostgreSQL the events of the runs are locked
+(``FOR UPDATE``) before they are used; no other applier can take them meanwhile, since they are not heads and the
+batch holds each key's advisory lock. Nothing here knows Flask.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Integer, bindparam, func, select
+from sqlalchemy.orm import Session
+
+from ..models import WebhookEvent
+from ..models.inbox import INTERNAL_SOURCE, claim_time, entity, status_is
+from .events import HANDLERS, parse_time
+from .inbox_claim import Claimed
+
+__all__ = ["RUN_MAX", "Run", "runs", "superseded_note"]
+
+RUN_MAX = 100
+"""At most this many pending events after a head are read for its run (a longer backlog is several runs)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """The head a batch claimed, the newest event of its run applied in its place, and the events between."""
+
+    head: Claimed
+    newest: Claimed
+    between: tuple[Claimed, ...]
+
+    @property
+    def superseded(self) -> tuple[Claimed, ...]:
+        """The events recorded as superseded by :attr:`newest` once it is applied: the head and those between."""
+        return (self.head, *self.between)
+
+
+def superseded_note(newest: Claimed) -> str:
+    """The note an event superseded by *newest* is recorded with."""
+    return f"superseded by {newest.event_id}"
+
+
+def _data(payload: dict[str, Any]) -> dict[str, Any]:
+    data = payload.get("data")
+    return data if isinstance(data, dict) else {}
+
+
+def _email(data: dict[str, Any]) -> str | None:
+    email = data.get("email")
+    return email.strip().lower() if isinstance(email, str) and email.strip() else None
+
+
+def _version(payload: dict[str, Any]) -> datetime | None:
+    return parse_time(_data(payload).get("updated_at")) or parse_time(payload.get("created_at"))
+
+
+def _starts_run(event: Claimed) -> bool:
+    # A head tried before (a transient failure, a replay) is applied alone, as it was claimed.
+    return (event.attempts == 1 and event.source != INTERNAL_SOURCE and HANDLERS.snapshot(event.event_type)
+            and not HANDLERS.revokes(event.event_type, _data(event.payload)) and _version(event.payload) is not None)
+
+
+def _joins(head: Claimed, before: Claimed, row: Any) -> bool:
+    """Whether the pending event *row* continues the run of *head* after *before*."""
+    if (row.source != head.source or row.revokes or row.attempts != 0 or row.last_error is not None
+            or not HANDLERS.snapshot(row.event_type) or not isinstance(row.payload, dict)):
+        return False
+    data, first = _data(row.payload), _data(head.payload)
+    if HANDLERS.revokes(row.event_type, data):
+        return False
+    if any(data.get(name) != first.get(name) for name in ("id", "directory_id", "organization_id")):
+        return False
+    if _email(data) != _email(first):
+        return False
+    version, previous = _version(row.payload), _version(before.payload)
+    return version is not None and previous is not None and version >= previous
+
+
+def runs(session: Session, heads: Sequence[Claimed]) -> dict[int, Run]:
+    """The runs of the claimed *heads* (the caller's transaction holds them and their keys), by head row id; a head
+    whose next pending event does not join it has none. No statement when no head can start a run; else one to
+    read the next events of their keys and, on PostgreSQL, one to lock those used."""
+    starting = [head for head in heads if _starts_run(head)]
+    if not starting:
+        return {}
+    rows = session.execute(_pending_statement(), {"heads": [head.id for head in starting], "run": RUN_MAX + 1}).all()
+    by_head: dict[int, list[Any]] = {}
+    for row in rows:
+        by_head.setdefault(row.head_id, []).append(row)
+    found: dict[int, Run] = {}
+    for head in starting:
+        between: list[Claimed] = []
+        before = head
+        for row in by_head.get(head.id, []):
+            if row.id == head.id:
+                continue
+            if not _joins(head, before, row):
+                break
+            before = Claimed(row.id, row.event_id, row.event_type, dict(row.payload), row.attempts, row.source,
+                             row.trace_context)
+            between.append(before)
+        if between:
+            found[head.id] = Run(head, between[-1], tuple(between[:-1]))
+    if found and session.get_bind().dialect.name == "postgresql":
+        found = _locked(session, found)
+    return found
+
+
+def _locked(session: Session, found: dict[int, Run]) -> dict[int, Run]:
+    """*found*, each run cut at its first event that is no longer pending once locked (``FOR UPDATE``)."""
+    wanted = [event.id for run in found.values() for event in (*run.between, run.newest)]
+    t = WebhookEvent.__table__
+    pending = set(session.scalars(select(t.c.id).where(t.c.id.in_(wanted), status_is("received", t))
+                                  .order_by(t.c.id).with_for_update()))
+    kept: dict[int, Run] = {}
+    for head_id, run in found.items():
+        events = [*run.between, run.newest]
+        cut = next((i for i, event in enumerate(events) if event.id not in pending), len(events))
+        if cut:
+            kept[head_id] = Run(run.head, events[cut - 1], tuple(events[:cut - 1]))
+    return kept
+
+
+@functools.cache
+def _pending_statement() -> Any:
+    """The first ``run`` pending events of each given head's entity key in claim order, the head first (a head is
+    the oldest pending event of its key); read through the pending-key index (``ix_webhook_events_pending_key``)."""
+    t = WebhookEvent.__table__
+    head = WebhookEvent.__table__.alias("head")
+    place = func.row_number().over(partition_by=head.c.id, order_by=(claim_time(t), t.c.id)).label("place")
+    ranked = (select(head.c.id.label("head_id"), t.c.id, t.c.event_id, t.c.event_type, t.c.payload, t.c.attempts,
+                     t.c.source, t.c.trace_context, t.c.revokes, t.c.last_error, place)
+              .join(t, entity(t) == entity(head))
+              .where(head.c.id.in_(bindparam("heads", expanding=True)), status_is("received", t))
+              .subquery("ranked"))
+    return (select(ranked).where(ranked.c.place <= bindparam("run", type_=Integer))
+            .order_by(ranked.c.head_id, ranked.c.place))

@@ -1,0 +1,187 @@
+"""A run of one directory user's snapshots pending together is applied as its newest (``services.inbox_coalesce``,
+issue #14): the state it leaves is the state applying every event in turn leaves, whatever the delivery order,
+the batch size and the mix (names, emails, suspensions); every event is settled once; only events that change
+nothing deciding access are superseded, and only by a newer event of their own key that was applied."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from flask import Flask
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+
+from hatidata_auth.extensions import db
+from hatidata_auth.models import DirectoryUser, Membership, User, WebhookEvent
+from hatidata_auth.services import inbox, inbox_coalesce, inbox_worker
+from hatidata_auth.services.inbox import InboxResult
+from tests.support.dsync import forget_events, mirror_all
+from tests.test_inbox_appliers import user_event
+
+STATES = ["active", "active", "active", "inactive"]
+
+
+@pytest.fixture
+def synced(app: Flask) -> dict[str, str]:
+    return mirror_all(app)
+
+
+def _history(tag: str, steps: list[tuple[str, int, int]]) -> list[dict[str, Any]]:
+    """The events of directory user *tag*, one per step (its state, which of two emails, how many steps its
+    object's ``updated_at`` lags behind the event's time: WorkOS's object version need not follow its events'
+    order), in event time order."""
+    events = []
+    for n, (state, email, lag) in enumerate(steps):
+        event = user_event(tag, n, state=state, event_id=f"event_{tag}_{n:03d}")
+        event["data"]["email"] = f"{tag.lower()}.{email}@acme.test"
+        event["data"]["first_name"] = f"Name{n}"
+        event["data"]["updated_at"] = user_event(tag, max(0, n - lag))["data"]["updated_at"]
+        events.append(event)
+    return events
+
+
+def _store(app: Flask, events: list[dict[str, Any]]) -> None:
+    with app.app_context():
+        for payload in events:
+            inbox.store(db.session(), payload)
+        db.session.remove()
+
+
+def _drain(app: Flask, limit: int, coalesce: bool) -> list[InboxResult]:
+    results: list[InboxResult] = []
+    with app.app_context():
+        client = app.extensions["hatidata_workos"].client
+        while (report := inbox_worker.apply_batch(db.session(), client, limit=limit, coalesce=coalesce)).claimed:
+            assert len(report.results) == report.claimed == len(report.rows)
+            results += report.results
+        db.session.remove()
+    return results
+
+
+def _state(app: Flask, tag: str) -> tuple[Any, ...]:
+    """What the events of *tag* left, its tag written as ``T``: the directory user and its person's membership."""
+    with app.app_context():
+        du = db.session.scalar(select(DirectoryUser).where(DirectoryUser.workos_id == f"directory_user_{tag}"))
+        assert du is not None
+        member = None
+        if du.user_id is not None:
+            person = db.session.get(User, du.user_id)
+            row = db.session.scalar(select(Membership).where(Membership.user_id == du.user_id,
+                                                             Membership.organization_id == du.organization_id))
+            member = (person.email if person else None, row.status if row else None, row.role if row else None)
+        state = (du.email, du.first_name, du.last_name, du.state, du.version_at, du.deleted_at, member)
+        db.session.remove()
+    return tuple(str(v).replace(tag.lower(), "t").replace(tag, "T") if v is not None else None for v in state)
+
+
+def _rows(app: Flask, event_ids: list[str]) -> dict[str, WebhookEvent]:
+    with app.app_context():
+        rows = {r.event_id: r for r in db.session.scalars(select(WebhookEvent)
+                                                          .where(WebhookEvent.event_id.in_(event_ids)))}
+        db.session.expunge_all()
+        db.session.remove()
+    return rows
+
+
+step = st.tuples(st.sampled_from(STATES), st.integers(0, 1), st.sampled_from([0, 0, 0, 1, 2]))
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_runs_leave_the_state_applying_each_event_leaves(app: Flask, synced: dict[str, str],
+                                                         data: st.DataObject) -> None:
+    users = data.draw(st.lists(st.lists(step, min_size=1, max_size=7), min_size=1, max_size=3))
+    order = data.draw(st.randoms(use_true_random=False))
+    limit = data.draw(st.integers(1, 5))
+    pairs = [(f"K{uuid.uuid4().hex[:8].upper()}", f"E{uuid.uuid4().hex[:8].upper()}") for _ in users]
+    histories = {tag: _history(tag, steps) for (a, b), steps in zip(pairs, users, strict=True) for tag in (a, b)}
+    everything = [e["id"] for events in histories.values() for e in events]
+    try:
+        for coalesce, tags in ((True, [a for a, _ in pairs]), (False, [b for _, b in pairs])):
+            delivery = [e for tag in tags for e in histories[tag]]
+            order.shuffle(delivery)
+            _store(app, delivery)
+            results = _drain(app, limit, coalesce)
+            assert sorted(r.event_id for r in results) == sorted(e["id"] for e in delivery)  # each settled once
+            assert {r.status for r in results} == {"applied"}
+        rows = _rows(app, everything)
+    finally:
+        forget_events(app, everything)
+    for a, b in pairs:
+        assert _state(app, a) == _state(app, b)
+    for a, _b in pairs:
+        events = histories[a]
+        place = {e["id"]: n for n, e in enumerate(events)}
+        for e in events:
+            note = rows[e["id"]].last_error
+            if note is None:
+                continue
+            newer = note.removeprefix("superseded by ")
+            assert place.get(newer, -1) > place[e["id"]], note  # by a newer event of its own key
+            assert (rows[newer].status, rows[newer].last_error) == ("applied", None)
+            assert all(between["data"]["email"] == e["data"]["email"]  # nothing deciding access in between
+                       and between["data"]["state"] == "active"
+                       for between in events[place[e["id"]]:place[newer] + 1])
+
+
+def test_a_run_ends_at_a_suspension_and_at_an_email_move(app: Flask, synced: dict[str, str]) -> None:
+    tag = f"R{uuid.uuid4().hex[:8].upper()}"
+    events = _history(tag, [("active", 0, 0), ("active", 0, 0), ("active", 0, 0), ("inactive", 0, 0),
+                            ("active", 0, 0), ("active", 0, 0), ("active", 1, 0), ("active", 1, 0)])
+    _store(app, list(reversed(events)))
+    results = _drain(app, 5, True)
+    notes = {r.event_id: r.note for r in results}
+    ids = [e["id"] for e in events]
+    assert [notes[i] for i in ids] == [f"superseded by {ids[2]}", f"superseded by {ids[2]}", None, None,
+                                       f"superseded by {ids[5]}", None, f"superseded by {ids[7]}", None]
+    assert _state(app, tag)[:4] == ("t.1@acme.test", "Name7", "7", "active")
+
+
+def test_a_run_ends_before_an_older_version(app: Flask, synced: dict[str, str]) -> None:
+    """The third event's object is older than the second's (its ``updated_at`` lags two steps): applied in turn it
+    is stale, so the run ends before it and the second event's state is the one left."""
+    tag = f"V{uuid.uuid4().hex[:8].upper()}"
+    events = _history(tag, [("active", 0, 0), ("active", 0, 0), ("active", 0, 2)])
+    _store(app, events)
+    results = _drain(app, 5, True)
+    ids = [e["id"] for e in events]
+    assert [{r.event_id: r.note for r in results}[i] for i in ids] == [f"superseded by {ids[1]}", None, None]
+    assert _state(app, tag)[1:3] == ("Name1", "1")
+
+
+@pytest.mark.postgres
+def test_when_the_newest_fails_nothing_is_superseded_and_the_rest_applies_in_turn(
+        app: Flask, synced: dict[str, str]) -> None:
+    """PostgreSQL refuses a first name longer than its column (SQLite stores it): the newest of the run fails. The
+    head, back in the queue, was tried once: it is applied alone, and the events between make a run of their own."""
+    tag = f"F{uuid.uuid4().hex[:8].upper()}"
+    events = _history(tag, [("active", 0, 0)] * 4)
+    events[3]["data"]["first_name"] = "x" * 300
+    _store(app, events)
+    results = _drain(app, 5, True)
+    by_id = {r.event_id: r for r in results}
+    ids = [e["id"] for e in events]
+    assert by_id[ids[3]].status == "failed"
+    assert [(by_id[i].status, by_id[i].note) for i in ids[:3]] == [
+        ("applied", None), ("applied", f"superseded by {ids[2]}"), ("applied", None)]
+    assert _state(app, tag)[1] == "Name2"
+    assert [r.attempts for r in map(_rows(app, ids).__getitem__, ids)] == [2, 1, 1, 1]  # the superseded one never tried
+
+
+def test_no_run_for_a_head_tried_before_or_without_followers(app: Flask, synced: dict[str, str]) -> None:
+    tag = f"N{uuid.uuid4().hex[:8].upper()}"
+    events = _history(tag, [("active", 0, 0)] * 2)
+    _store(app, events)
+    with app.app_context():
+        claimed = inbox_worker.claim(db.session(), 5)
+        (head,) = [c for c in claimed if c.event_id == events[0]["id"]]
+        assert set(inbox_coalesce.runs(db.session(), [head])) == {head.id}
+        tried = inbox_worker.Claimed(head.id, head.event_id, head.event_type, head.payload, 2, head.source)
+        assert inbox_coalesce.runs(db.session(), [tried]) == {}
+        db.session.rollback()
+        db.session.remove()
+    _drain(app, 5, True)
