@@ -87,7 +87,7 @@ DEFAULTS: dict[str, Any] = {
     "HATIDATA_INBOX_BATCH": 20,
     "HATIDATA_INBOX_POLL_INTERVAL": 1.0,
     "HATIDATA_INBOX_LINGER": 0.05,  # seconds an applier waits after a short batch (services.applier_pool.Linger)
-    "HATIDATA_INBOX_GIVE_WAY": 5.0,  # seconds a web process's applier gives way to its requests (applier_pool.GiveWay)
+    "HATIDATA_INBOX_GIVE_WAY": 30.0,  # seconds a web process's applier gives way to its requests (applier_pool.GiveWay)
     # Members one transaction recomputes at most (a group rename or deletion, a directory deletion, a role-mapping
     # edit): more are recomputed in chunks of this size by the appliers (docs/directory-sync.md, "Fan-out").
     "HATIDATA_FANOUT_CHUNK": 500,
