@@ -13,7 +13,8 @@ the claimed head of an entity key and takes the key's next pending events, in cl
 - of a type whose handler declares it a snapshot (``handles(..., snapshot=True)``), from the same source, not
   declared as taking access away, and never tried (a head tried before, after a transient failure or a replay, is
   applied alone);
-- for the same directory and organization, with the same email (normalised), as the head: a move of the email
+- for the same directory and organization, with the same email as the head (the one the handler reads: ``email``,
+  else the primary of ``emails``, normalised): a move of the email
   (onto another person's, or onto a domain another organization verified) can take access away, so it ends the run
   and is applied in its turn;
 - versioned (``data.updated_at``, else the event's ``created_at``) no older than the event before it, so the last
@@ -44,6 +45,7 @@ from sqlalchemy.orm import Session
 from ..models import WebhookEvent
 from ..models.inbox import INTERNAL_SOURCE, claim_time, entity, status_is
 from .events import HANDLERS, parse_time
+from .events.directory_state import directory_user_email
 from .inbox_claim import Claimed
 
 __all__ = ["RUN_MAX", "Run", "runs", "superseded_note"]
@@ -76,13 +78,13 @@ def _data(payload: dict[str, Any]) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _email(data: dict[str, Any]) -> str | None:
-    email = data.get("email")
-    return email.strip().lower() if isinstance(email, str) and email.strip() else None
-
-
 def _version(payload: dict[str, Any]) -> datetime | None:
-    return parse_time(_data(payload).get("updated_at")) or parse_time(payload.get("created_at"))
+    """The object's version as the handler reads it; ``None`` (no run) when a time does not parse: the handler
+    then fails that event alone, in its savepoint, as without runs."""
+    try:
+        return parse_time(_data(payload).get("updated_at")) or parse_time(payload.get("created_at"))
+    except (TypeError, ValueError):
+        return None
 
 
 def _starts_run(event: Claimed) -> bool:
@@ -101,7 +103,7 @@ def _joins(head: Claimed, before: Claimed, row: Any) -> bool:
         return False
     if any(data.get(name) != first.get(name) for name in ("id", "directory_id", "organization_id")):
         return False
-    if _email(data) != _email(first):
+    if directory_user_email(data) != directory_user_email(first):  # the email the handler reads
         return False
     version, previous = _version(row.payload), _version(before.payload)
     return version is not None and previous is not None and version >= previous

@@ -34,18 +34,24 @@ DEPROVISIONED_STATES = ("inactive", "suspended")
 NAME_FIELDS = frozenset({"first_name", "last_name"})  # mirrored onto the person; they decide no access
 
 
-def user_fields(data: dict[str, Any]) -> dict[str, Any]:
-    """The ``directory_users`` columns a WorkOS directory user object sets (email normalised, lower case)."""
+def directory_user_email(data: dict[str, Any]) -> str | None:
+    """The email of a WorkOS directory user object, normalised (lower case): its ``email``, else the primary of its
+    ``emails``; ``None`` without one."""
     email = data.get("email")
     if not email:
         for item in data.get("emails") or []:
             if isinstance(item, dict) and item.get("primary") and item.get("value"):
                 email = item["value"]
                 break
+    return email.strip().lower() if isinstance(email, str) and email.strip() else None
+
+
+def user_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """The ``directory_users`` columns a WorkOS directory user object sets (email normalised, lower case)."""
     return {
         "directory_id": data["directory_id"],
         "idp_id": None if data.get("idp_id") is None else str(data["idp_id"]),
-        "email": email.strip().lower() if isinstance(email, str) and email.strip() else None,
+        "email": directory_user_email(data),
         "first_name": data.get("first_name"),
         "last_name": data.get("last_name"),
         "state": data.get("state") or "active",
