@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, bindparam, func, select
+from sqlalchemy import Integer, bindparam, func, select, true
 from sqlalchemy.orm import Session
 
 from ..models import WebhookEvent
@@ -116,7 +116,9 @@ def runs(session: Session, heads: Sequence[Claimed]) -> dict[int, Run]:
     starting = [head for head in heads if _starts_run(head)]
     if not starting:
         return {}
-    rows = session.execute(_pending_statement(), {"heads": [head.id for head in starting], "run": RUN_MAX + 1}).all()
+    postgres = session.get_bind().dialect.name == "postgresql"
+    rows = session.execute(_pending_statement(postgres), {"heads": [head.id for head in starting],
+                                                          "run": RUN_MAX + 1}).all()
     by_head: dict[int, list[Any]] = {}
     for row in rows:
         by_head.setdefault(row.head_id, []).append(row)
@@ -134,7 +136,7 @@ def runs(session: Session, heads: Sequence[Claimed]) -> dict[int, Run]:
             between.append(before)
         if between:
             found[head.id] = Run(head, between[-1], tuple(between[:-1]))
-    if found and session.get_bind().dialect.name == "postgresql":
+    if found and postgres:
         found = _locked(session, found)
     return found
 
@@ -155,16 +157,26 @@ def _locked(session: Session, found: dict[int, Run]) -> dict[int, Run]:
 
 
 @functools.cache
-def _pending_statement() -> Any:
+def _pending_statement(postgres: bool) -> Any:
     """The first ``run`` pending events of each given head's entity key in claim order, the head first (a head is
-    the oldest pending event of its key); read through the pending-key index (``ix_webhook_events_pending_key``)."""
+    the oldest pending event of its key), with ``head_id`` and ``place``. On PostgreSQL a ``LATERAL`` subquery per
+    head reads the pending-key index (``ix_webhook_events_pending_key``) in order and stops at ``run`` rows,
+    whatever the key's backlog (ranking the key's events, it read all 1,500 pending of one user for each batch:
+    helper-147). SQLite (one applier, no ``LATERAL``) ranks the key's pending events with a window function."""
     t = WebhookEvent.__table__
     head = WebhookEvent.__table__.alias("head")
+    columns = (t.c.id, t.c.event_id, t.c.event_type, t.c.payload, t.c.attempts, t.c.source, t.c.trace_context,
+               t.c.revokes, t.c.last_error)
+    heads = head.c.id.in_(bindparam("heads", expanding=True))
+    run = bindparam("run", type_=Integer)
+    if postgres:
+        order = (claim_time(t), t.c.id)
+        following = (select(*columns, func.row_number().over(order_by=order).label("place"))
+                     .where(status_is("received", t), entity(t) == entity(head))
+                     .order_by(*order).limit(run).lateral("following"))
+        return (select(head.c.id.label("head_id"), following).select_from(head).join(following, true())
+                .where(heads).order_by(head.c.id, following.c.place))
     place = func.row_number().over(partition_by=head.c.id, order_by=(claim_time(t), t.c.id)).label("place")
-    ranked = (select(head.c.id.label("head_id"), t.c.id, t.c.event_id, t.c.event_type, t.c.payload, t.c.attempts,
-                     t.c.source, t.c.trace_context, t.c.revokes, t.c.last_error, place)
-              .join(t, entity(t) == entity(head))
-              .where(head.c.id.in_(bindparam("heads", expanding=True)), status_is("received", t))
-              .subquery("ranked"))
-    return (select(ranked).where(ranked.c.place <= bindparam("run", type_=Integer))
-            .order_by(ranked.c.head_id, ranked.c.place))
+    ranked = (select(head.c.id.label("head_id"), *columns, place).join(t, entity(t) == entity(head))
+              .where(heads, status_is("received", t)).subquery("ranked"))
+    return select(ranked).where(ranked.c.place <= run).order_by(ranked.c.head_id, ranked.c.place)
