@@ -130,11 +130,11 @@ def _hold_runs(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, thread
     return found, go
 
 
-def test_revoking_thread_racing_a_run_never_delays_or_loses_the_suspension(
-        app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
-    mirror_all(app)
-    tag = f"V{uuid.uuid4().hex[:8].upper()}"
-    events = [user_event(tag, 0), user_event(tag, 1), user_event(tag, 2), user_event(tag, 3, state="suspended")]
+def _batch_held_in_its_run(app: Flask, monkeypatch: pytest.MonkeyPatch, events: list[dict[str, Any]],
+                           ) -> tuple[threading.Thread, threading.Event, dict[str, Any]]:
+    """The user of *events* stored and applied as of its first event, the rest stored; a batch started in a thread
+    and held once its run is locked. Returns the thread, the event that lets it go on, and the dict that receives
+    its report under ``"batch"``."""
     with app.app_context():
         inbox.store(db.session(), events[0])
         inbox_worker.drain(db.session(), app.extensions["hatidata_workos"].client)
@@ -152,6 +152,15 @@ def test_revoking_thread_racing_a_run_never_delays_or_loses_the_suspension(
     held = threading.Thread(target=batch, name="held")
     held.start()
     assert found.wait(30)
+    return held, go, out
+
+
+def test_revoking_thread_racing_a_run_never_delays_or_loses_the_suspension(
+        app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    mirror_all(app)
+    tag = f"V{uuid.uuid4().hex[:8].upper()}"
+    events = [user_event(tag, 0), user_event(tag, 1), user_event(tag, 2), user_event(tag, 3, state="suspended")]
+    held, go, out = _batch_held_in_its_run(app, monkeypatch, events)
     with app.app_context():  # the deprovisioning thread meanwhile: the key is held
         out["revoking"] = inbox_worker.apply_batch(db.session(), app.extensions["hatidata_workos"].client,
                                                    revoking_only=True)
@@ -171,23 +180,7 @@ def test_apply_entity_now_racing_a_batch_that_holds_a_run(app: Flask, monkeypatc
     tag = f"N{uuid.uuid4().hex[:8].upper()}"
     events = [user_event(tag, 0), user_event(tag, 1), user_event(tag, 2)]
     late = user_event(tag, 3, state="suspended")
-    with app.app_context():
-        inbox.store(db.session(), events[0])
-        inbox_worker.drain(db.session(), app.extensions["hatidata_workos"].client)
-        for e in events[1:]:
-            inbox.store(db.session(), e)
-        db.session.remove()
-    found, go = _hold_runs(monkeypatch)
-    out: dict[str, Any] = {}
-
-    def batch() -> None:
-        with app.app_context():
-            out["batch"] = inbox_worker.apply_batch(db.session(), app.extensions["hatidata_workos"].client)
-            db.session.remove()
-
-    held = threading.Thread(target=batch, name="held")
-    held.start()
-    assert found.wait(30)
+    held, go, out = _batch_held_in_its_run(app, monkeypatch, events)
     with app.app_context():  # the webhook request of the suspension, stored and applied now
         inbox.store(db.session(), late)
         out["now"] = inbox_worker.apply_entity_now(db.session(), app.extensions["hatidata_workos"].client,
