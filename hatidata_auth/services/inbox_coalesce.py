@@ -24,9 +24,11 @@ An event that takes access away (a suspension), a group membership event of the 
 run: it is applied in its order, never skipped. The newest event of the run is applied in place of the head; the
 head and the events between are recorded ``applied`` with the note ``superseded by <event id>`` in the same
 transaction, once the newest one is applied (or ignored). When it fails, or a transient failure leaves it pending,
-nothing is superseded: the head goes back to the queue and the next claim takes the run without that event.
+nothing is superseded: the head goes back to the queue, is applied alone next (it counts as tried), and the events
+between form a run of their own without the one that failed.
 
-At most :data:`RUN_MAX` events follow a head in one run. On PostgreSQL the events of the runs are locked
+At most :data:`RUN_MAX` events follow a head in one run, read per head in claim order (never the key's whole
+backlog). On PostgreSQL the events of the runs are locked
 (``FOR UPDATE``) before they are used; no other applier can take them meanwhile, since they are not heads and the
 batch holds each key's advisory lock. Nothing here knows Flask.
 """
