@@ -12,7 +12,7 @@ import pytest
 from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from hatidata_auth.extensions import db
 from hatidata_auth.models import AuditEvent, DirectoryUser, Membership, User, WebhookEvent
@@ -248,30 +248,3 @@ def test_a_version_that_does_not_parse_fails_its_event_alone(
         db.session.remove()
     assert statuses == {bad["id"]: "failed", suspended["id"]: "applied"}
 
-
-@pytest.mark.postgres
-def test_a_run_reads_at_most_a_run_of_its_keys_backlog(app: Flask, synced: dict[str, str]) -> None:
-    """helper-147: ranking every pending event of the head's key read a user's whole backlog (1,500 rows) for each
-    batch, which drains such a key one event at a time when its runs are short: quadratic. Read per head, in the
-    pending-key index's order, it stops at a run's worth whatever the backlog (here 3 runs' worth, with ``ANALYZE``
-    run, as in production, and the plan's actual rows counted)."""
-    tag = f"L{uuid.uuid4().hex[:8].upper()}"
-    backlog = 3 * (inbox_coalesce.RUN_MAX + 1)
-    events = _history(tag, [("active", n % 2, 0) for n in range(backlog)])  # each run ends at the next email
-    _store(app, events)
-    with app.app_context():
-        s = db.session()
-        s.execute(text("ANALYZE webhook_events"))
-        head = s.scalar(select(WebhookEvent.id).where(WebhookEvent.event_id == events[0]["id"]))
-        statement = inbox_coalesce._pending_statement(True).params(heads=[head], run=inbox_coalesce.RUN_MAX + 1)
-        sql = str(statement.compile(s.get_bind(), compile_kwargs={"literal_binds": True})).replace("%%", "%")
-        plan = s.scalar(text(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}"))
-        s.rollback()
-        db.session.remove()
-
-    def scanned(node: dict[str, Any]) -> list[int]:
-        here = [node["Actual Rows"] * node.get("Actual Loops", 1)] if "Scan" in node["Node Type"] else []
-        return here + [n for child in node.get("Plans", []) for n in scanned(child)]
-
-    assert max(scanned(plan[0]["Plan"])) <= inbox_coalesce.RUN_MAX + 2  # the window reads a row ahead
-    _drain(app, 20, True)

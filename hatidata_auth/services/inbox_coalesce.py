@@ -27,10 +27,9 @@ transaction, once the newest one is applied (or ignored). When it fails, or a tr
 nothing is superseded: the head goes back to the queue, is applied alone next (it counts as tried), and the events
 between form a run of their own without the one that failed.
 
-At most :data:`RUN_MAX` events follow a head in one run, read per head in claim order (never the key's whole
-backlog). On PostgreSQL the events of the runs are locked
-(``FOR UPDATE``) before they are used; no other applier can take them meanwhile, since they are not heads and the
-batch holds each key's advisory lock. Nothing here knows Flask.
+At most :data:`RUN_MAX` events follow a head in one run, read per head in claim order. On PostgreSQL the events of
+the runs are locked (``FOR UPDATE``) before they are used; no other applier can take them meanwhile, since they are
+not heads and the batch holds each key's advisory lock. Nothing here knows Flask.
 """
 
 from __future__ import annotations
@@ -162,9 +161,11 @@ def _locked(session: Session, found: dict[int, Run]) -> dict[int, Run]:
 def _pending_statement(postgres: bool) -> Any:
     """The first ``run`` pending events of each given head's entity key in claim order, the head first (a head is
     the oldest pending event of its key), with ``head_id`` and ``place``. On PostgreSQL a ``LATERAL`` subquery per
-    head reads the pending-key index (``ix_webhook_events_pending_key``) in order and stops at ``run`` rows,
-    whatever the key's backlog (ranking the key's events, it read all 1,500 pending of one user for each batch:
-    helper-147). SQLite (one applier, no ``LATERAL``) ranks the key's pending events with a window function."""
+    head, planned as an ordered scan of the pending-key index (``ix_webhook_events_pending_key``), stops at ``run``
+    rows whatever the key's backlog (ranking the key's events read all 1,500 pending of one user for each batch:
+    helper-147). Statistics that make random reads dear can still plan a read and sort of the key's backlog (seen
+    once in CI); docs/directory-sync.md#runs says so. SQLite (one applier, no ``LATERAL``) ranks the key's pending
+    events with a window function."""
     t = WebhookEvent.__table__
     head = WebhookEvent.__table__.alias("head")
     columns = (t.c.id, t.c.event_id, t.c.event_type, t.c.payload, t.c.attempts, t.c.source, t.c.trace_context,
