@@ -15,12 +15,12 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from hatidata_auth.extensions import db
-from hatidata_auth.models import AuditEvent, DirectoryUser, Membership, User, WebhookEvent
-from hatidata_auth.services import inbox, inbox_coalesce, inbox_worker
+from hatidata_auth.models import AuditEvent, DirectoryUser, Membership, User
+from hatidata_auth.services import inbox_coalesce, inbox_worker
 from hatidata_auth.services.events.directory_state import directory_user_email
 from hatidata_auth.services.inbox import InboxResult
 from tests.support.dsync import forget_events, mirror_all
-from tests.test_inbox_appliers import user_event
+from tests.test_inbox_appliers import _rows, _store, user_event
 
 STATES = ["active", "active", "active", "inactive"]
 
@@ -45,13 +45,6 @@ def _history(tag: str, steps: list[tuple[str, int, int]]) -> list[dict[str, Any]
         event["data"]["updated_at"] = user_event(tag, max(0, n - lag))["data"]["updated_at"]
         events.append(event)
     return events
-
-
-def _store(app: Flask, events: list[dict[str, Any]]) -> None:
-    with app.app_context():
-        for payload in events:
-            inbox.store(db.session(), payload)
-        db.session.remove()
 
 
 def _drain(app: Flask, limit: int, coalesce: bool) -> list[InboxResult]:
@@ -79,15 +72,6 @@ def _state(app: Flask, tag: str) -> tuple[Any, ...]:
         state = (du.email, du.first_name, du.last_name, du.state, du.version_at, du.deleted_at, member)
         db.session.remove()
     return tuple(str(v).replace(tag.lower(), "t").replace(tag, "T") if v is not None else None for v in state)
-
-
-def _rows(app: Flask, event_ids: list[str]) -> dict[str, WebhookEvent]:
-    with app.app_context():
-        rows = {r.event_id: r for r in db.session.scalars(select(WebhookEvent)
-                                                          .where(WebhookEvent.event_id.in_(event_ids)))}
-        db.session.expunge_all()
-        db.session.remove()
-    return rows
 
 
 step = st.tuples(st.sampled_from(STATES), st.integers(0, 1), st.sampled_from([0, 0, 0, 1, 2]))

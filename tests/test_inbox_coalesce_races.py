@@ -21,17 +21,9 @@ from hatidata_auth.models import DirectoryUser, WebhookEvent
 from hatidata_auth.services import inbox, inbox_coalesce, inbox_worker
 from hatidata_auth.services.inbox import entity_key
 from tests.support.dsync import audit_by_event, mirror_all
-from tests.test_inbox_appliers import user_event
+from tests.test_inbox_appliers import _rows, user_event
 
 pytestmark = pytest.mark.postgres
-
-
-def _rows(app: Flask, ids: list[str]) -> dict[str, WebhookEvent]:
-    with app.app_context():
-        rows = {r.event_id: r for r in db.session.scalars(select(WebhookEvent).where(WebhookEvent.event_id.in_(ids)))}
-        db.session.expunge_all()
-        db.session.remove()
-    return rows
 
 
 def _du(app: Flask, tag: str) -> tuple[Any, ...]:
