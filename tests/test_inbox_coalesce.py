@@ -12,7 +12,7 @@ import pytest
 from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from hatidata_auth.extensions import db
 from hatidata_auth.models import AuditEvent, DirectoryUser, Membership, User
@@ -232,3 +232,31 @@ def test_a_version_that_does_not_parse_fails_its_event_alone(
         db.session.remove()
     assert statuses == {bad["id"]: "failed", suspended["id"]: "applied"}
 
+
+
+@pytest.mark.postgres
+def test_a_run_reads_at_most_a_run_of_its_keys_backlog(app: Flask, synced: dict[str, str]) -> None:
+    """helper-147: ranking every pending event of the head's key read a user's whole backlog (1,500 rows) for each
+    batch, which drains such a key one event at a time when its runs are short: quadratic. Read per head in the
+    pending-key index's order, with sorts off, it stops at a run's worth whatever the backlog (here 3 runs' worth)
+    and whatever the statistics: with ``random_page_cost`` raised, as under the statistics of one CI run, the
+    planner otherwise read the whole backlog by a sequential scan and sorted it. Counted: the entries read from
+    the pending-key index, none in that plan."""
+    tag = f"L{uuid.uuid4().hex[:8].upper()}"
+    backlog = 3 * (inbox_coalesce.RUN_MAX + 1)
+    events = _history(tag, [("active", n % 2, 0) for n in range(backlog)])  # each run ends at the next email
+    _store(app, events)
+    read = text("SELECT pg_stat_get_xact_tuples_returned('ix_webhook_events_pending_key'::regclass)")
+    with app.app_context():
+        s = db.session()
+        s.execute(text("ANALYZE webhook_events"))
+        s.execute(text("SET LOCAL random_page_cost = 40"))
+        (head,) = [c for c in inbox_worker.claim(s, 5) if c.event_id == events[0]["id"]]
+        before = s.scalar(read)
+        assert inbox_coalesce.runs(s, [head]) == {}  # the next event moves the email back
+        entries = s.scalar(read) - before
+        assert s.scalar(text("SELECT current_setting('enable_sort')")) == "on"  # put back for the rest of the batch
+        s.rollback()
+        db.session.remove()
+    assert 0 < entries <= inbox_coalesce.RUN_MAX + 3  # a run, the head and the row the window reads ahead
+    _drain(app, 50, True)

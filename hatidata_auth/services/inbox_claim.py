@@ -204,21 +204,28 @@ def _claim_statements(postgres: bool, revoking_only: bool, by_key: bool, up_to: 
 
 
 def _unsorted(session: Session, only_ordered: bool, query: Any, params: dict[str, Any]) -> list[int]:
-    """Run *query* (ids) on PostgreSQL; with *only_ordered*, planned without sorting, so it reads an index in its
-    order and stops at its LIMIT. Without statistics (a fresh database, ``ANALYZE`` not yet run) the planner
-    takes ``status = 'received'`` and the head test for a handful of rows and sorted the whole backlog after
-    testing every event (600 ms per claim at 100,000 pending events)."""
+    """Run *query* (ids) on PostgreSQL; with *only_ordered*, planned without sorting (:func:`unsorted_rows`).
+    Without statistics (a fresh database, ``ANALYZE`` not yet run) the planner took ``status = 'received'`` and
+    the head test for a handful of rows and sorted the whole backlog after testing every event (600 ms per claim
+    at 100,000 pending events)."""
     if not only_ordered:
         return list(session.scalars(query, params))
+    return [row[0] for row in unsorted_rows(session, query, params)]
+
+
+def unsorted_rows(session: Session, query: Any, params: dict[str, Any]) -> list[Any]:
+    """The rows of *query* on PostgreSQL, planned without sorting (``enable_sort`` off for this statement alone),
+    so each ``ORDER BY … LIMIT`` in it reads an index in its order and stops at its limit, whatever the statistics
+    say; *query* must not need a sort for anything else (an outer ``ORDER BY``: the caller sorts in Python)."""
     # Read before setting: in one statement, current_setting() already sees set_config()'s new value, and the
     # "restored" setting stayed off for the rest of the batch: every sorted query of it then carried the disabled
     # sort's cost (1e10), past ``jit_above_cost``, and was JIT-compiled (about 300 ms each).
     before = session.scalar(text("SELECT current_setting('enable_sort')"))
     session.execute(text("SELECT set_config('enable_sort', 'off', true)"))
-    ids = list(session.scalars(query, params))
+    rows = list(session.execute(query, params))
     # The setting is the transaction's (``true``): an error rolls it back with the rest.
     session.execute(text("SELECT set_config('enable_sort', :before, true)"), {"before": before})
-    return ids
+    return rows
 
 
 def waiting_behind(session: Session, rows: Sequence[int]) -> bool:

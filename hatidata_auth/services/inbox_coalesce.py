@@ -47,7 +47,7 @@ from ..models import WebhookEvent
 from ..models.inbox import INTERNAL_SOURCE, claim_time, entity, status_is
 from .events import HANDLERS, parse_time
 from .events.directory_state import directory_user_email
-from .inbox_claim import Claimed
+from .inbox_claim import Claimed, unsorted_rows
 
 __all__ = ["RUN_MAX", "Run", "runs", "superseded_note"]
 
@@ -113,15 +113,17 @@ def _joins(head: Claimed, before: Claimed, row: Any) -> bool:
 def runs(session: Session, heads: Sequence[Claimed]) -> dict[int, Run]:
     """The runs of the claimed *heads* (the caller's transaction holds them and their keys), by head row id; a head
     whose next pending event does not join it has none. No statement when no head can start a run; else one to
-    read the next events of their keys and, on PostgreSQL, one to lock those used."""
+    read the next events of their keys (on PostgreSQL planned without sorting: ``inbox_claim.unsorted_rows``)
+    and, on PostgreSQL, one to lock those used."""
     starting = [head for head in heads if _starts_run(head)]
     if not starting:
         return {}
     postgres = session.get_bind().dialect.name == "postgresql"
-    rows = session.execute(_pending_statement(postgres), {"heads": [head.id for head in starting],
-                                                          "run": RUN_MAX + 1}).all()
+    params = {"heads": [head.id for head in starting], "run": RUN_MAX + 1}
+    statement = _pending_statement(postgres)
+    rows = unsorted_rows(session, statement, params) if postgres else session.execute(statement, params).all()
     by_head: dict[int, list[Any]] = {}
-    for row in rows:
+    for row in sorted(rows, key=lambda r: (r.head_id, r.place)):
         by_head.setdefault(row.head_id, []).append(row)
     found: dict[int, Run] = {}
     for head in starting:
@@ -159,13 +161,13 @@ def _locked(session: Session, found: dict[int, Run]) -> dict[int, Run]:
 
 @functools.cache
 def _pending_statement(postgres: bool) -> Any:
-    """The first ``run`` pending events of each given head's entity key in claim order, the head first (a head is
-    the oldest pending event of its key), with ``head_id`` and ``place``. On PostgreSQL a ``LATERAL`` subquery per
-    head, planned as an ordered scan of the pending-key index (``ix_webhook_events_pending_key``), stops at ``run``
-    rows whatever the key's backlog (ranking the key's events read all 1,500 pending of one user for each batch:
-    helper-147). Statistics that make random reads dear can still plan a read and sort of the key's backlog (seen
-    once in CI); docs/directory-sync.md#runs says so. SQLite (one applier, no ``LATERAL``) ranks the key's pending
-    events with a window function."""
+    """The first ``run`` pending events of each given head's entity key, the head first (a head is the oldest
+    pending event of its key), with ``head_id`` and ``place`` (claim order within a head); unordered, the caller
+    sorts. On PostgreSQL a ``LATERAL`` subquery per head, run without sorting, is an ordered scan of the
+    pending-key index (``ix_webhook_events_pending_key``) that stops at ``run`` rows whatever the key's backlog
+    (ranking the key's events read all 1,500 pending of one user for each batch: helper-147; with sorts allowed,
+    statistics that make random reads dear planned a read and sort of the key's backlog, 303 rows in CI). SQLite
+    (one applier, no ``LATERAL``) ranks the key's pending events with a window function."""
     t = WebhookEvent.__table__
     head = WebhookEvent.__table__.alias("head")
     columns = (t.c.id, t.c.event_id, t.c.event_type, t.c.payload, t.c.attempts, t.c.source, t.c.trace_context,
@@ -177,9 +179,8 @@ def _pending_statement(postgres: bool) -> Any:
         following = (select(*columns, func.row_number().over(order_by=order).label("place"))
                      .where(status_is("received", t), entity(t) == entity(head))
                      .order_by(*order).limit(run).lateral("following"))
-        return (select(head.c.id.label("head_id"), following).select_from(head).join(following, true())
-                .where(heads).order_by(head.c.id, following.c.place))
+        return select(head.c.id.label("head_id"), following).select_from(head).join(following, true()).where(heads)
     place = func.row_number().over(partition_by=head.c.id, order_by=(claim_time(t), t.c.id)).label("place")
     ranked = (select(head.c.id.label("head_id"), *columns, place).join(t, entity(t) == entity(head))
               .where(heads, status_is("received", t)).subquery("ranked"))
-    return select(ranked).where(ranked.c.place <= run).order_by(ranked.c.head_id, ranked.c.place)
+    return select(ranked).where(ranked.c.place <= run)
