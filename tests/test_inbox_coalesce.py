@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 import pytest
+import sqlalchemy
 from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -172,6 +173,35 @@ def test_no_run_for_a_head_tried_before_or_without_followers(app: Flask, synced:
         tried = inbox_worker.Claimed(head.id, head.event_id, head.event_type, head.payload, 2, head.source)
         assert inbox_coalesce.runs(db.session(), [tried]) == {}
         db.session.rollback()
+        db.session.remove()
+    _drain(app, 5, True)
+
+
+@pytest.mark.postgres
+def test_a_head_with_nothing_behind_it_reads_no_run(app: Flask, synced: dict[str, str]) -> None:
+    """The claim says which heads had an event of their key pending behind them (``Claimed.followed``, probed in
+    the claim's own statement); for a batch with no backlog, runs cost no statement."""
+    alone, followed = (f"{c}{uuid.uuid4().hex[:8].upper()}" for c in "AF")
+    events = {tag: _history(tag, [("active", 0, 0)] * n) for tag, n in ((alone, 1), (followed, 2))}
+    _store(app, [*events[alone], *events[followed]])
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    with app.app_context():
+        s = db.session()
+        heads = {c.event_id: c for c in inbox_worker.claim(s, 5)}
+        first = {tag: heads[history[0]["id"]] for tag, history in events.items()}
+        assert (first[alone].followed, first[followed].followed) == (False, True)
+        sqlalchemy.event.listen(db.engine, "before_cursor_execute", record)
+        try:
+            assert inbox_coalesce.runs(s, [first[alone]]) == {}
+            assert not statements
+            assert set(inbox_coalesce.runs(s, list(first.values()))) == {first[followed].id}
+        finally:
+            sqlalchemy.event.remove(db.engine, "before_cursor_execute", record)
+        s.rollback()
         db.session.remove()
     _drain(app, 5, True)
 
