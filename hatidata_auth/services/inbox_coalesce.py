@@ -112,10 +112,10 @@ def _joins(head: Claimed, before: Claimed, row: Any) -> bool:
 
 def runs(session: Session, heads: Sequence[Claimed]) -> dict[int, Run]:
     """The runs of the claimed *heads* (the caller's transaction holds them and their keys), by head row id; a head
-    whose next pending event does not join it has none. No statement when no head can start a run (or none was
-    followed by a pending event of its key when claimed: ``Claimed.followed``); else one to
-    read the next events of their keys (on PostgreSQL planned without sorting: ``inbox_claim.unsorted_rows``)
-    and, on PostgreSQL, one to lock those used."""
+    whose next pending event does not join it has none. No statement when no head can start a run or none had a
+    pending event of its key behind it when claimed (``Claimed.followed``); else one to read the next events of
+    their keys (on PostgreSQL planned without sorting, ``inbox_claim.unsorted_rows``: three statements more) and,
+    on PostgreSQL, one to lock those used."""
     starting = [head for head in heads if head.followed and _starts_run(head)]
     if not starting:
         return {}
