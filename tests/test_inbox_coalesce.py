@@ -206,6 +206,50 @@ def test_a_head_with_nothing_behind_it_reads_no_run(app: Flask, synced: dict[str
     _drain(app, 5, True)
 
 
+@pytest.mark.postgres
+def test_the_claims_followed_probe_is_an_index_probe_whatever_the_statistics(
+        app: Flask, synced: dict[str, str]) -> None:
+    """helper-148: probed with ``LIMIT 1`` alone, ``followed`` was planned, with random reads made dear, as a
+    sequential scan expected to stop early; for a head with nothing behind it none does, so each claimed head read
+    the whole inbox (5 heads, 5,000 later events: 25,025 rows). Ordered as the pending-key index, it probes it:
+    the claim's own statement, explained as it ran."""
+    tag = f"P{uuid.uuid4().hex[:8].upper()}"
+    heads = [event for n in range(5) for event in _history(f"{tag}{n}", [("active", 0, 0)])]
+    _store(app, heads)
+    updates: list[tuple[str, Any]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        if statement.startswith("UPDATE webhook_events"):
+            updates.append((statement, parameters))
+
+    with app.app_context():
+        s = db.session()
+        s.execute(text("INSERT INTO webhook_events (event_id, event_type, payload, received_at, event_created_at,"
+                       " status, source, attempts, revokes, created_at, updated_at, entity_key)"
+                       " SELECT 'later_' || :tag || g, 'dsync.user.updated', '{}', now(), '2999-01-01', 'received',"
+                       " 'webhook', 0, false, now(), now(), :tag || (g % 1000) FROM generate_series(1, 5000) AS g"),
+                  {"tag": tag})  # other keys' backlog, after the heads in claim order
+        s.execute(text("ANALYZE webhook_events"))
+        s.execute(text("SET LOCAL random_page_cost = 40"))
+        sqlalchemy.event.listen(db.engine, "before_cursor_execute", record)
+        try:
+            claimed = inbox_worker.claim(s, len(heads))
+        finally:
+            sqlalchemy.event.remove(db.engine, "before_cursor_execute", record)
+        assert {(c.event_id, c.followed) for c in claimed} == {(e["id"], False) for e in heads}
+        ((statement, parameters),) = updates
+        plan = s.connection().exec_driver_sql(f"EXPLAIN (FORMAT JSON) {statement}", parameters).scalar()
+        s.rollback()
+        db.session.remove()
+
+    def nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
+        return [node, *(n for child in node.get("Plans", []) for n in nodes(child))]
+
+    (probe,) = [n for n in nodes(plan[0]["Plan"]) if n.get("Alias") == "other_of_key"]
+    assert probe["Node Type"] in {"Index Scan", "Index Only Scan"}
+    assert probe["Index Name"] == "ix_webhook_events_pending_key"
+
+
 def _actions(app: Flask, event_ids: list[str]) -> list[tuple[int, str]]:
     """(event index, action) of every audit row the events caused, sorted."""
     place = {e: n for n, e in enumerate(event_ids)}

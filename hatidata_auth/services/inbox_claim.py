@@ -211,9 +211,11 @@ def _followed(t: Any) -> Any:
     index, as :func:`_head_of_key`; an index probe in the claim's own statement costs less than the round trip it
     spares a batch with no backlog). PostgreSQL only: SQLite writes a ``RETURNING`` clause's columns unqualified,
     which inside a subquery name the subquery's own table."""
+    # Ordered as the index: with only LIMIT 1, statistics that make random reads dear planned a sequential scan
+    # expected to stop early, which read the whole table for every head with nothing behind it (helper-148).
     other = WebhookEvent.__table__.alias("other_of_key")
     return (select(other.c.id).where(status_is("received", other), entity(other) == entity(t), other.c.id != t.c.id)
-            .limit(1).scalar_subquery().is_not(None))
+            .order_by(claim_time(other), other.c.id).limit(1).scalar_subquery().is_not(None))
 
 
 def _unsorted(session: Session, only_ordered: bool, query: Any, params: dict[str, Any]) -> list[int]:
