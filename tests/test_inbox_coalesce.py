@@ -207,7 +207,7 @@ def test_a_head_with_nothing_behind_it_reads_no_run(app: Flask, synced: dict[str
 
 
 @pytest.mark.postgres
-def test_the_claims_followed_probe_is_an_index_probe_whatever_the_statistics(
+def test_the_claims_followed_probe_is_an_index_probe_when_random_reads_are_dear(
         app: Flask, synced: dict[str, str]) -> None:
     """helper-148: probed with ``LIMIT 1`` alone, ``followed`` was planned, with random reads made dear, as a
     sequential scan expected to stop early; for a head with nothing behind it none does, so each claimed head read
@@ -307,13 +307,12 @@ def test_a_version_that_does_not_parse_fails_its_event_alone(
     assert statuses == {bad["id"]: "failed", suspended["id"]: "applied"}
 
 
-
 @pytest.mark.postgres
 def test_a_run_reads_at_most_a_run_of_its_keys_backlog(app: Flask, synced: dict[str, str]) -> None:
     """helper-147: ranking every pending event of the head's key read a user's whole backlog (1,500 rows) for each
     batch, which drains such a key one event at a time when its runs are short: quadratic. Read per head in the
-    pending-key index's order, with sorts off, it stops at a run's worth whatever the backlog (here 3 runs' worth)
-    and whatever the statistics: with ``random_page_cost`` raised, as under the statistics of one CI run, the
+    pending-key index's order, with sorts off, it stops at a run's worth whatever the backlog (here 3 runs' worth),
+    also with ``random_page_cost`` raised, as under the statistics of one CI run, the
     planner otherwise read the whole backlog by a sequential scan and sorted it. Counted: the entries read from
     the pending-key index, none in that plan."""
     tag = f"L{uuid.uuid4().hex[:8].upper()}"
