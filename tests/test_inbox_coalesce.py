@@ -312,9 +312,9 @@ def test_a_run_reads_at_most_a_run_of_its_keys_backlog(app: Flask, synced: dict[
     """helper-147: ranking every pending event of the head's key read a user's whole backlog (1,500 rows) for each
     batch, which drains such a key one event at a time when its runs are short: quadratic. Read per head in the
     pending-key index's order, with sorts off, it stops at a run's worth whatever the backlog (here 3 runs' worth),
-    also with ``random_page_cost`` raised, as under the statistics of one CI run, the
-    planner otherwise read the whole backlog by a sequential scan and sorted it. Counted: the entries read from
-    the pending-key index, none in that plan."""
+    also with ``random_page_cost`` raised (as under the statistics of one CI run), where the planner otherwise
+    read the whole backlog by a sequential scan and sorted it. Counted: the entries read from the pending-key
+    index, none in that plan."""
     tag = f"L{uuid.uuid4().hex[:8].upper()}"
     backlog = 3 * (inbox_coalesce.RUN_MAX + 1)
     events = _history(tag, [("active", n % 2, 0) for n in range(backlog)])  # each run ends at the next email
