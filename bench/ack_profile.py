@@ -14,6 +14,12 @@ of each (the statements do not depend on the machine's load), the CPU as a ratio
 to the minimal pipeline's CPU per request measured in the same round (the minimal pipeline does all of its work
 per request; ``minimal/applier`` is the applied events/s one core sustains relative to it), and the profile of a
 drain of created events (``--profiled updated``: of their updates).
+
+``--deactivate``: the request that deprovisions (issue #14). Users are created and applied, each given a live
+session, then deactivated (``dsync.user.updated``, ``state: inactive``) with the appliers off, so each request
+applies its event before it answers (``inbox_runtime.acknowledged``); prints the CPU seconds and SQL statements per
+deactivating request as a ratio to an update's acknowledgement measured in the same round, and the profile of a
+round of deactivations.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import os
 import pstats
 import tempfile
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,19 +41,37 @@ from sqlalchemy import create_engine
 from sqlalchemy import event as sa_event
 
 from bench import minimal_pipeline
-from bench.dsync_bench import SECRET, app_config, private_database, user_payload
+from bench.dsync_bench import ACME_ORG, SECRET, app_config, private_database, user_payload
 from bench.options import add_duration
 from hatidata_auth import create_app
 from hatidata_auth.causes import Actor
 from hatidata_auth.extensions import db
+from hatidata_auth.models import AuthSession, Organization, User, utcnow
 from hatidata_auth.services import inbox_worker
 from hatidata_auth.services.organizations import sync_from_workos
 from tests.support.dsync import sign
 from workos_emulator.testing import EmulatorServer
 
 
-def _bodies(count: int, offset: int, version: int = 0) -> list[str]:
-    return [json.dumps(user_payload(offset + n, version), separators=(",", ":")) for n in range(count)]
+def _bodies(count: int, offset: int, version: int = 0, state: str = "active") -> list[str]:
+    return [json.dumps(user_payload(offset + n, version, state), separators=(",", ":")) for n in range(count)]
+
+
+class _Statements:
+    """Counts every execution sent through *engine* while entered (an ``executemany`` counting once)."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine, self.count = engine, 0
+
+    def _seen(self, *_args: Any) -> None:
+        self.count += 1
+
+    def __enter__(self) -> _Statements:
+        sa_event.listen(self.engine, "before_cursor_execute", self._seen)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        sa_event.remove(self.engine, "before_cursor_execute", self._seen)
 
 
 def _post_all(client: Any, bodies: list[str], duration: float | None = None) -> float:
@@ -69,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--top", type=int, default=30, help="functions listed from the profile")
     add_duration(parser, "seconds each measured round (and the profiled one) posts for at most")
     parser.add_argument("--apply", action="store_true", help="profile the appliers (drain) instead of the webhook")
+    parser.add_argument("--deactivate", action="store_true",
+                        help="profile deactivations applied in their requests instead")
     parser.add_argument("--batch", type=int, default=inbox_worker.DEFAULT_BATCH, help="events per applier batch")
     parser.add_argument("--profiled", choices=("created", "updated"), default="created",
                         help="with --apply: the drain profiled (created users, or updates of stored ones)")
@@ -81,15 +108,9 @@ def _drain(app: Any, ours: Any, bodies: list[str], batch: int,
     """Post *bodies* (appliers off), then apply them all in this process; CPU seconds and SQL statements (every
     execution sent to the database, an ``executemany`` counting once) per applied event."""
     _post_all(ours, bodies)
-    statements = [0]
-
-    def count(*_args: Any) -> None:
-        statements[0] += 1
-
     with app.app_context():
         client = app.extensions["hatidata_workos"].client
-        sa_event.listen(db.engine, "before_cursor_execute", count)
-        try:
+        with _Statements(db.engine) as statements:
             start = time.process_time()
             if profiler is not None:
                 profiler.enable()
@@ -97,11 +118,74 @@ def _drain(app: Any, ours: Any, bodies: list[str], batch: int,
             if profiler is not None:
                 profiler.disable()
             cpu = time.process_time() - start
-        finally:
-            sa_event.remove(db.engine, "before_cursor_execute", count)
         db.session.remove()
     assert applied == len(bodies), f"applied {applied} of {len(bodies)} events"
-    return cpu / applied, statements[0] / applied
+    return cpu / applied, statements.count / applied
+
+
+def _with_sessions(app: Any, offset: int, count: int) -> None:
+    """Give each of the users ``offset … offset + count - 1`` (created and applied) one live session."""
+    with app.app_context():
+        emails = [f"bench{offset + n}@acme.test" for n in range(count)]
+        users = db.session.query(User).filter(User.email.in_(emails)).all()
+        assert len(users) == count, f"{len(users)} of {count} users applied"
+        organization_id = db.session.query(Organization.id).filter_by(workos_organization_id=ACME_ORG).scalar()
+        for user in users:
+            db.session.add(AuthSession(organization_id=organization_id, workos_session_id=f"session_{user.id}",
+                                       user_id=user.id, expires_at=utcnow() + timedelta(hours=1)))
+        db.session.commit()
+        db.session.remove()
+
+
+def _deactivate(app: Any, ours: Any, offset: int, count: int,
+                profiler: cProfile.Profile | None = None) -> tuple[float, float]:
+    """CPU seconds and statements per request deactivating the users ``offset …`` (each holding a session),
+    applied in their requests (the appliers are off); checks that every session was revoked."""
+    with app.app_context(), _Statements(db.engine) as statements:
+        if profiler is not None:
+            profiler.enable()
+        cpu = _post_all(ours, _bodies(count, offset, version=2, state="inactive"))
+        if profiler is not None:
+            profiler.disable()
+    with app.app_context():
+        live = db.session.query(AuthSession).join(User, User.id == AuthSession.user_id).filter(
+            User.email.in_([f"bench{offset + n}@acme.test" for n in range(count)]),
+            AuthSession.revoked_at.is_(None)).count()
+        db.session.remove()
+    assert live == 0, f"{live} sessions left live: not applied in the request"
+    return cpu, statements.count / count
+
+
+def _drain_all(app: Any, batch: int) -> tuple[float, int, int]:
+    """Apply every due event and job (the deactivations' WorkOS revocations too); CPU seconds of this thread (not
+    the bundled emulator's, which answers WorkOS's calls from its own), statements and batches it took."""
+    with app.app_context(), _Statements(db.engine) as statements:
+        start, batches = time.thread_time(), 0
+        while inbox_worker.apply_batch(db.session(), app.extensions["hatidata_workos"].client, limit=batch).claimed:
+            batches += 1
+        cpu = time.thread_time() - start
+        db.session.remove()
+    return cpu, statements.count, batches
+
+
+def _deactivate_rounds(app: Any, ours: Any, args: argparse.Namespace) -> cProfile.Profile:
+    n, offset = args.events, 0
+    profiler = cProfile.Profile(time.process_time)
+    for r in range(4):  # the first warms (statements compiled, caches filled); the last is profiled
+        _post_all(ours, _bodies(n, offset))
+        _drain_all(app, args.batch)
+        _with_sessions(app, offset, n)
+        updated = _post_all(ours, _bodies(n, offset, version=1))  # acknowledged only: the appliers are off
+        _drain_all(app, args.batch)
+        cpu, statements = _deactivate(app, ours, offset, n, profiler if r == 3 else None)
+        jobs_cpu, jobs_sql, batches = _drain_all(app, args.batch)
+        if r:
+            print(f"round {r}: update acknowledged {updated * 1e3:.3f} ms CPU/request; deactivation applied in its "
+                  f"request {cpu * 1e3:.3f} ms ({cpu / updated:.1f}x, {statements:.1f} statements/request); the "
+                  f"jobs it queued: {jobs_cpu / n * 1e3:.3f} ms CPU per deactivation ({jobs_cpu / n / updated:.1f}x, "
+                  f"{jobs_sql / n:.1f} statements, {batches / n:.2f} batches)", flush=True)
+        offset += n
+    return profiler
 
 
 def _apply_rounds(app: Any, minimal: Any, ours: Any, args: argparse.Namespace) -> cProfile.Profile:
@@ -141,7 +225,12 @@ def main(argv: list[str] | None = None) -> None:
         ours = app.test_client()
         warm = min(200, args.events)
         _post_all(minimal, _bodies(warm, 900_000))
-        profiler = _apply_rounds(app, minimal, ours, args) if args.apply else _ack_rounds(minimal, ours, args)
+        if args.deactivate:
+            profiler = _deactivate_rounds(app, ours, args)
+        elif args.apply:
+            profiler = _apply_rounds(app, minimal, ours, args)
+        else:
+            profiler = _ack_rounds(minimal, ours, args)
         if args.save:
             profiler.dump_stats(args.save)
         out = io.StringIO()

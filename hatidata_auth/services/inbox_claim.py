@@ -228,15 +228,18 @@ def _unsorted(session: Session, only_ordered: bool, query: Any, params: dict[str
     return [row[0] for row in unsorted_rows(session, query, params)]
 
 
+_SORTS_OFF = text("SELECT was.before, set_config('enable_sort', 'off', true) "
+                  "FROM (SELECT current_setting('enable_sort') AS before OFFSET 0) AS was")
+
+
 def unsorted_rows(session: Session, query: Any, params: dict[str, Any]) -> list[Any]:
     """The rows of *query* on PostgreSQL, planned without sorting (``enable_sort`` off for this statement alone),
     so each ``ORDER BY … LIMIT`` in it reads an index in its order and stops at its limit, whatever the statistics
     say; *query* must not need a sort for anything else (an outer ``ORDER BY``: the caller sorts in Python)."""
-    # Read before setting: in one statement, current_setting() already sees set_config()'s new value, and the
-    # "restored" setting stayed off for the rest of the batch: every sorted query of it then carried the disabled
-    # sort's cost (1e10), past ``jit_above_cost``, and was JIT-compiled (about 300 ms each).
-    before = session.scalar(text("SELECT current_setting('enable_sort')"))
-    session.execute(text("SELECT set_config('enable_sort', 'off', true)"))
+    # Read before setting: read after, the "restored" setting stayed off for the rest of the batch: every sorted
+    # query of it then carried the disabled sort's cost (1e10), past ``jit_above_cost``, and was JIT-compiled (about
+    # 300 ms each). The fenced subquery (OFFSET 0) is a plan node of its own, run before the outer row's set_config.
+    before = session.scalar(_SORTS_OFF)
     rows = list(session.execute(query, params))
     # The setting is the transaction's (``true``): an error rolls it back with the rest.
     session.execute(text("SELECT set_config('enable_sort', :before, true)"), {"before": before})

@@ -160,8 +160,11 @@ def lock_for_update(db: Session, record: AuthSession) -> AuthSession:
     return locked if locked is not None else record
 
 
-def revoke_records(db: Session, client: WorkOSClient | None, records: Sequence[AuthSession], *, cause: Cause) -> int:
+def revoke_records(db: Session, client: WorkOSClient | None, records: Sequence[AuthSession], *, cause: Cause,
+                   locked: bool = False) -> int:
     """End each active one of *records* here and at WorkOS (without *client*: here only), audited; how many.
+    Each is re-read under its row lock first (:func:`lock_for_update`), unless *locked*: read under it already,
+    by this transaction, in id order (:func:`_locked_where`).
 
     At WorkOS at once (the outcome in the audit event's ``workos``), or, inside an applier's transaction
     (``workos_revocations.deferred_in``) and when WorkOS is unavailable at once, queued for the appliers, which
@@ -169,7 +172,7 @@ def revoke_records(db: Session, client: WorkOSClient | None, records: Sequence[A
     now = utcnow()
     count = 0
     for record in sorted(records, key=lambda r: r.id):  # one lock order everywhere: no deadlock between two batches
-        if lock_for_update(db, record).revoked_at is not None:
+        if (record if locked else lock_for_update(db, record)).revoked_at is not None:
             continue
         record.revoked_at = now
         record.revoked_by = _actor_label(cause.actor)
@@ -210,7 +213,7 @@ def revoke_user_sessions(db: Session, workos_client: WorkOSClient | None, *, org
     selected and locked at once (:func:`_locked_where`)."""
     return revoke_records(db, workos_client, _locked_where(
         db, or_(AuthSession.organization_id == organization_id, AuthSession.auth_organization_id == organization_id),
-        AuthSession.user_id == user_id), cause=cause)
+        AuthSession.user_id == user_id), cause=cause, locked=True)
 
 
 def revoke_member_sessions(db: Session, workos_client: WorkOSClient | None, *, organization_id: str, user_id: str,
@@ -228,7 +231,7 @@ def revoke_organization_sessions(db: Session, workos_client: WorkOSClient | None
     """Revoke every active session of an organization; returns how many (selected and locked at once:
     :func:`_locked_where`)."""
     return revoke_records(db, workos_client, _locked_where(db, AuthSession.organization_id == organization_id),
-                          cause=cause)
+                          cause=cause, locked=True)
 
 
 def _locked_where(db: Session, *conditions: ColumnElement[bool]) -> Sequence[AuthSession]:
