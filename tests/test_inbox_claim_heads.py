@@ -21,12 +21,15 @@ from hatidata_auth.extensions import db
 from hatidata_auth.models import WebhookEvent
 from hatidata_auth.models.inbox import INTERNAL_SOURCE
 from hatidata_auth.services import inbox_worker
+from hatidata_auth.services.inbox_claim import REVOCATIONS_PER_BATCH
 from hatidata_auth.services.inbox_worker import RETRY_DELAY, claim
+from hatidata_auth.services.workos_revocations import JOB_TYPE as REVOCATION_JOB
 
 T = WebhookEvent.__table__
 BASE = datetime(2030, 1, 1, tzinfo=UTC)
 KEYS = ("user:a", "user:b", "group:g", None)  # None: an event alone in its order (its key is its id)
 JOB_KEYS = ("fanout:x", "fanout:y")  # our own jobs' keys are theirs alone
+REVOCATION_KEYS = ("workos_revocation:s1", "workos_revocation:s2")  # one per session
 
 
 def _old_heads(now_due: Any, entity_key: str | None, *, internal_only: bool = False) -> Any:
@@ -50,17 +53,20 @@ def _oracle(session: Any, now: datetime, limit: int, revoking_only: bool, entity
     order = (revoking, func.coalesce(T.c.event_created_at, T.c.received_at), T.c.id)
     first_job = (select(T.c.id).where(T.c.id.in_(_old_heads(due, entity_key, internal_only=True)))
                  .order_by(*order).limit(1))
+    revocations = (select(T.c.id).where(T.c.id.in_(_old_heads(due, entity_key, internal_only=True)),
+                                        T.c.event_type == REVOCATION_JOB)
+                   .order_by(*order).limit(REVOCATIONS_PER_BATCH))
     key, r = func.coalesce(T.c.entity_key, T.c.event_id), T.alias("r")
     revoking_keys = select(func.coalesce(r.c.entity_key, r.c.event_id)).where(r.c.status == "received",
                                                                               r.c.revokes.is_(True))
     wanted = [T.c.id.in_(_old_heads(due, entity_key)), *([key.in_(revoking_keys)] if revoking_only else []),
-              or_(T.c.source != INTERNAL_SOURCE, T.c.id == first_job.scalar_subquery())]
+              or_(T.c.source != INTERNAL_SOURCE, T.c.id == first_job.scalar_subquery(), T.c.id.in_(revocations))]
     return list(session.scalars(select(T.c.id).where(*wanted, T.c.status == "received")
                                 .order_by(*order).limit(limit)))
 
 
 event_strategy = st.fixed_dictionaries({
-    "job": st.booleans(),
+    "job": st.sampled_from([False, True, "revocation"]),  # a recompute job, a WorkOS revocation
     "key": st.integers(0, len(KEYS) - 1),
     "created": st.one_of(st.none(), st.integers(0, 6)),  # minutes after BASE; few values: ties
     "received": st.integers(0, 6),
@@ -81,12 +87,13 @@ def _seed(session: Any, events: list[dict[str, Any]], now: datetime) -> dict[int
     stored = {}
     for n, e in enumerate(events):
         event_id = f"event_prop_{n}"
-        key = JOB_KEYS[e["key"] % 2] if e["job"] else KEYS[e["key"]]
+        key = (REVOCATION_KEYS if e["job"] == "revocation" else JOB_KEYS)[e["key"] % 2] if e["job"] else KEYS[e["key"]]
         created = None if e["created"] is None else BASE + timedelta(minutes=e["created"])
         received = BASE + timedelta(minutes=e["received"])
         waited = {"none": now, "due": now - timedelta(days=1), "waiting": now + timedelta(days=1)}[e["retry"]]
         row_id = session.execute(insert(T).values(
-            event_id=event_id, event_type="dsync.user.updated", payload={"id": event_id}, event_created_at=created,
+            event_id=event_id, event_type=REVOCATION_JOB if e["job"] == "revocation" else "dsync.user.updated",
+            payload={"id": event_id}, event_created_at=created,
             received_at=received, status="received", source=INTERNAL_SOURCE if e["job"] else "webhook",
             attempts=0, last_error=None if e["retry"] == "none" else "WorkOSUnavailable: down",
             entity_key=key, revokes=e["revokes"], created_at=now, updated_at=waited).returning(T.c.id)).scalar_one()

@@ -207,10 +207,12 @@ def insert_job(session: Session, job_type: str, *, organization_id: str, data: d
     at = max(now, not_before) if not_before is not None else now
     event_id = f"{JOB_ID_PREFIX}{uuid4_hex()}"
     payload = {"id": event_id, "event": job_type, "created_at": at.isoformat(), "data": data}
-    session.execute(insert(WebhookEvent.__table__).values(
+    row = insert(WebhookEvent.__table__).values(
         event_id=event_id, event_type=job_type, organization_id=organization_id, payload=payload,
         event_created_at=at, received_at=now, status="received", source=INTERNAL_SOURCE, attempts=0,
-        entity_key=entity_key[:160], revokes=revokes, created_at=now, updated_at=now, trace_context=carrier()))
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(select(func.pg_notify(INBOX_CHANNEL, "")))  # delivered when the transaction commits
+        entity_key=entity_key[:160], revokes=revokes, created_at=now, updated_at=now, trace_context=carrier())
+    if session.get_bind().dialect.name == "postgresql":  # one statement; the NOTIFY is delivered at the commit
+        session.execute(select(func.pg_notify(INBOX_CHANNEL, "")).add_cte(row.cte("job")))
+    else:
+        session.execute(row)
     return event_id

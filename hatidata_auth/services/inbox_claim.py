@@ -21,10 +21,15 @@ from sqlalchemy.orm import Session
 from ..models import WebhookEvent, utcnow
 from ..models.inbox import INTERNAL_SOURCE, claim_time, entity, status_is
 from .events import parse_time
+from .workos_revocations import JOB_TYPE as REVOCATION_JOB
 
 DEFAULT_BATCH = 20
 MAX_CLAIM = 2**31 - 1
 """The largest batch a claim takes (a larger *limit* is this one): the statements' ``LIMIT`` is an ``integer``."""
+REVOCATIONS_PER_BATCH = 16
+"""How many WorkOS session revocations (``services.workos_revocations``: one HTTP call each, made side by side by
+``services.events.session_jobs.revoked_together``) a batch takes at most, besides its one other job: one at a
+time, a mass deprovisioning's revocations took a batch (and WorkOS's latency) each."""
 RETRY_DELAY = timedelta(seconds=5)
 """After a transient failure (WorkOS unreachable) an event waits this long before the next try; the events of its
 entity key wait behind it."""
@@ -120,7 +125,8 @@ def claim(session: Session, limit: int = DEFAULT_BATCH, *, revoking_only: bool =
     deprovisioning thread: such an event behind an older one of its key is reached through it); with
     *entity_key*, only the head of that key, and with *up_to* (an event id) only if it is not after that stored
     event (``inbox_worker.apply_entity_now``: once an applier applied that event, the key's later ones are the
-    appliers'). At most one recompute job (``services.fanout_jobs``) is taken per batch. A *limit* of zero or less
+    appliers'). At most one recompute job (``services.fanout_jobs``) is taken per batch, and at most
+    :data:`REVOCATIONS_PER_BATCH` WorkOS session revocations. A *limit* of zero or less
     takes nothing; one past :data:`MAX_CLAIM` is that.
 
     The cost does not grow with the backlog: the pending events are read in claim order
@@ -185,7 +191,14 @@ def _claim_statements(postgres: bool, revoking_only: bool, by_key: bool, up_to: 
     job = WebhookEvent.__table__.alias("job")
     first_job = (select(job.c.id).where(*_heads(job, due, key), job.c.source == literal_column(
         f"'{INTERNAL_SOURCE}'", String)).order_by(job.c.revokes.desc(), claim_time(job), job.c.id).limit(1))
-    wanted.append(or_(t.c.source != INTERNAL_SOURCE, t.c.id == first_job.scalar_subquery()))
+    # WorkOS revocations are light (one HTTP call, made side by side with the batch's others) and never wait for one
+    # another (a key per session): up to a bound of them, the oldest due, whatever other job the batch takes.
+    revocation = WebhookEvent.__table__.alias("revocation")
+    revocations = (select(revocation.c.id).where(*_heads(revocation, due, key), revocation.c.source == literal_column(
+        f"'{INTERNAL_SOURCE}'", String), revocation.c.event_type == literal_column(f"'{REVOCATION_JOB}'", String))
+        .order_by(revocation.c.revokes.desc(), claim_time(revocation), revocation.c.id).limit(REVOCATIONS_PER_BATCH))
+    wanted.append(or_(t.c.source != INTERNAL_SOURCE, t.c.id == first_job.scalar_subquery(),
+                      t.c.id.in_(revocations)))
     if postgres and revoking_only:  # sorted by :func:`claim`, which takes the first *limit*
         candidates = select(t.c.id, t.c.revokes, claim_time(t).label("at")).where(*wanted)
     else:

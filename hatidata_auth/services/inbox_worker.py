@@ -32,11 +32,11 @@ from sqlalchemy.orm import Session
 from ..causes import Actor, Cause
 from ..errors import is_connection_error
 from ..models import WebhookEvent, utcnow
-from ..models.inbox import status_is
+from ..models.inbox import INTERNAL_SOURCE, status_is
 from ..trace_context import apply_span, quiet
 from ..workos import WorkOSClient, WorkOSUnavailable
 from . import audit, db_conflicts, event_source, fanout_jobs, inbox_coalesce, workos_role_push
-from .events import HANDLERS, batch_users
+from .events import HANDLERS, batch_users, session_jobs
 from .events.batch_scope import BatchScope
 from .inbox import InboxResult, apply_event, error_summary
 from .inbox_claim import DEFAULT_BATCH, MAX_CLAIM, RETRY_DELAY, Claimed, claim
@@ -218,7 +218,9 @@ def apply_batch(session: Session, client: WorkOSClient, *, limit: int = DEFAULT_
         runs = inbox_coalesce.runs(session, events) if coalesce and up_to is None else {}
         applied = [runs[event.id].newest if event.id in runs else event for event in events]
         event_source.lock_directory_changes_first(session, [event.payload for event in applied])
-        with audit.deferred(session):  # audit rows written at the batch's commit: one statement, one head lock
+        jobs = [(event.payload, event.trace_context) for event in applied if event.source == INTERNAL_SOURCE]
+        with audit.deferred(session), session_jobs.revoked_together(session, client, jobs, tracer):
+            # Audit rows are written at the batch's commit: one statement, one head lock.
             results = _optimistic(session, client, applied, cause, fanout_chunk, tracer) if len(applied) > 1 else None
             if results is None:  # an event failed (or the batch is one event): each event under its savepoint
                 budget = fanout_jobs.MemberBudget(fanout_jobs.chunk_size(fanout_chunk))
