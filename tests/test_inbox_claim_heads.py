@@ -15,7 +15,7 @@ import pytest
 from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import case, delete, func, insert, or_, select, text, update
+from sqlalchemy import case, delete, event, func, insert, or_, select, text, update
 
 from hatidata_auth.extensions import db
 from hatidata_auth.models import WebhookEvent
@@ -53,9 +53,9 @@ def _oracle(session: Any, now: datetime, limit: int, revoking_only: bool, entity
     order = (revoking, func.coalesce(T.c.event_created_at, T.c.received_at), T.c.id)
     first_job = (select(T.c.id).where(T.c.id.in_(_old_heads(due, entity_key, internal_only=True)))
                  .order_by(*order).limit(1))
-    revocations = (select(T.c.id).where(T.c.id.in_(_old_heads(due, entity_key, internal_only=True)),
+    revocations = (select(T.c.id).where(T.c.id.in_(_old_heads(due, None, internal_only=True)),
                                         T.c.event_type == REVOCATION_JOB)
-                   .order_by(*order).limit(REVOCATIONS_PER_BATCH))
+                   .order_by(*order).limit(0 if revoking_only or entity_key else REVOCATIONS_PER_BATCH))
     key, r = func.coalesce(T.c.entity_key, T.c.event_id), T.alias("r")
     revoking_keys = select(func.coalesce(r.c.entity_key, r.c.event_id)).where(r.c.status == "received",
                                                                               r.c.revokes.is_(True))
@@ -178,3 +178,41 @@ def test_a_claim_leaves_the_transactions_settings_as_it_found_them(app: Flask, s
             session.execute(delete(T))
             session.commit()
             db.session.remove()
+
+
+@pytest.mark.postgres
+def test_a_batch_claim_reads_its_candidates_neither_sorted_nor_jit_compiled(app: Flask) -> None:
+    """Seen from the connection as the candidates' statement is sent: sorts and JIT are off for it (each ``LIMIT``
+    subquery is costed by the rows it may read, and the estimate crossed ``jit_above_cost``: a claim then took
+    almost half a second compiling), and both are back as they were afterwards."""
+    seen: list[tuple[str, str]] = []
+
+    def note(_conn: Any, cursor: Any, statement: str, *_args: Any) -> None:
+        if "FOR UPDATE SKIP LOCKED" in statement:
+            seen.append(tuple(cursor.connection.execute(
+                "SELECT current_setting('enable_sort'), current_setting('jit')").fetchone()))
+
+    with app.app_context():
+        session = db.session()
+        session.execute(delete(T))
+        _seed(session, [{"job": job, "key": k, "created": k, "received": k, "revokes": False, "retry": "none"}
+                        for k, job in enumerate([False, True, "revocation"])], inbox_worker.utcnow())
+        session.execute(text("SET jit = on"))
+        engine = session.get_bind()
+        event.listen(engine, "before_cursor_execute", note)
+        try:
+            claimed = claim(session, 5)
+        finally:
+            event.remove(engine, "before_cursor_execute", note)
+        try:
+            assert len(claimed) == 3
+            assert seen[:1] == [("off", "off")]
+            assert session.execute(text("SELECT current_setting('enable_sort'), current_setting('jit')")).one() \
+                == ("on", "on")
+        finally:
+            session.rollback()
+            session.execute(text("RESET jit"))
+            session.execute(delete(T))
+            session.commit()
+            db.session.remove()
+

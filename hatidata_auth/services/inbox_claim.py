@@ -22,11 +22,12 @@ from ..models import WebhookEvent, utcnow
 from ..models.inbox import INTERNAL_SOURCE, claim_time, entity, status_is
 from .events import parse_time
 from .workos_revocations import JOB_TYPE as REVOCATION_JOB
+from .workos_revocations import PER_BATCH
 
 DEFAULT_BATCH = 20
 MAX_CLAIM = 2**31 - 1
 """The largest batch a claim takes (a larger *limit* is this one): the statements' ``LIMIT`` is an ``integer``."""
-REVOCATIONS_PER_BATCH = 16
+REVOCATIONS_PER_BATCH = PER_BATCH
 """How many WorkOS session revocations (``services.workos_revocations``: one HTTP call each, made side by side by
 ``services.events.session_jobs.revoked_together``) a batch takes at most, besides its one other job: one at a
 time, a mass deprovisioning's revocations took a batch (and WorkOS's latency) each."""
@@ -191,14 +192,19 @@ def _claim_statements(postgres: bool, revoking_only: bool, by_key: bool, up_to: 
     job = WebhookEvent.__table__.alias("job")
     first_job = (select(job.c.id).where(*_heads(job, due, key), job.c.source == literal_column(
         f"'{INTERNAL_SOURCE}'", String)).order_by(job.c.revokes.desc(), claim_time(job), job.c.id).limit(1))
-    # WorkOS revocations are light (one HTTP call, made side by side with the batch's others) and never wait for one
-    # another (a key per session): up to a bound of them, the oldest due, whatever other job the batch takes.
-    revocation = WebhookEvent.__table__.alias("revocation")
-    revocations = (select(revocation.c.id).where(*_heads(revocation, due, key), revocation.c.source == literal_column(
-        f"'{INTERNAL_SOURCE}'", String), revocation.c.event_type == literal_column(f"'{REVOCATION_JOB}'", String))
-        .order_by(revocation.c.revokes.desc(), claim_time(revocation), revocation.c.id).limit(REVOCATIONS_PER_BATCH))
-    wanted.append(or_(t.c.source != INTERNAL_SOURCE, t.c.id == first_job.scalar_subquery(),
-                      t.c.id.in_(revocations)))
+    jobs = [t.c.source != INTERNAL_SOURCE, t.c.id == first_job.scalar_subquery()]
+    if not (revoking_only or by_key):
+        # WorkOS revocations are light (one HTTP call, made side by side with the batch's others) and never wait for
+        # one another (a key per session): up to a bound of them, the oldest due, whatever other job the batch
+        # takes. Not for a revoking claim (none is revoking) nor one key's (one job is all a key has due).
+        revocation = WebhookEvent.__table__.alias("revocation")
+        of_type = [revocation.c.source == literal_column(f"'{INTERNAL_SOURCE}'", String),
+                   revocation.c.event_type == literal_column(f"'{REVOCATION_JOB}'", String)]
+        jobs.append(t.c.id.in_(
+            select(revocation.c.id).where(*_heads(revocation, due), *of_type)
+            .order_by(revocation.c.revokes.desc(), claim_time(revocation), revocation.c.id)
+            .limit(REVOCATIONS_PER_BATCH)))
+    wanted.append(or_(*jobs))
     if postgres and revoking_only:  # sorted by :func:`claim`, which takes the first *limit*
         candidates = select(t.c.id, t.c.revokes, claim_time(t).label("at")).where(*wanted)
     else:
@@ -241,21 +247,26 @@ def _unsorted(session: Session, only_ordered: bool, query: Any, params: dict[str
     return [row[0] for row in unsorted_rows(session, query, params)]
 
 
-_SORTS_OFF = text("SELECT was.before, set_config('enable_sort', 'off', true) "
-                  "FROM (SELECT current_setting('enable_sort') AS before OFFSET 0) AS was")
+_SORTS_OFF = text("SELECT was.sort, was.jit, set_config('enable_sort', 'off', true), set_config('jit', 'off', true) "
+                  "FROM (SELECT current_setting('enable_sort') AS sort, current_setting('jit') AS jit OFFSET 0) AS was")
+_RESTORED = text("SELECT set_config('enable_sort', :sort, true), set_config('jit', :jit, true)")
 
 
 def unsorted_rows(session: Session, query: Any, params: dict[str, Any]) -> list[Any]:
     """The rows of *query* on PostgreSQL, planned without sorting (``enable_sort`` off for this statement alone),
     so each ``ORDER BY … LIMIT`` in it reads an index in its order and stops at its limit, whatever the statistics
-    say; *query* must not need a sort for anything else (an outer ``ORDER BY``: the caller sorts in Python)."""
+    say; *query* must not need a sort for anything else (an outer ``ORDER BY``: the caller sorts in Python). Nor
+    JIT-compiled (``jit`` off as well): the planner costs each ``LIMIT`` subquery by the rows it may read, and with
+    the claim's WorkOS revocations' bound of 8 the estimate crossed ``jit_above_cost`` with a backlog of other jobs
+    (a break-it review: 472 ms per claim against 21.5 ms, almost all of it JIT; the run read likewise at
+    ``random_page_cost = 1000``, helper-148). A short read compiled is never repaid."""
     # Read before setting: read after, the "restored" setting stayed off for the rest of the batch: every sorted
     # query of it then carried the disabled sort's cost (1e10), past ``jit_above_cost``, and was JIT-compiled (about
     # 300 ms each). The fenced subquery (OFFSET 0) is a plan node of its own, run before the outer row's set_config.
-    before = session.scalar(_SORTS_OFF)
+    sort, jit = session.execute(_SORTS_OFF).one()[:2]
     rows = list(session.execute(query, params))
-    # The setting is the transaction's (``true``): an error rolls it back with the rest.
-    session.execute(text("SELECT set_config('enable_sort', :before, true)"), {"before": before})
+    # The settings are the transaction's (``true``): an error rolls them back with the rest.
+    session.execute(_RESTORED, {"sort": sort, "jit": jit})
     return rows
 
 

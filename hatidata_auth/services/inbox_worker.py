@@ -206,7 +206,9 @@ def apply_batch(session: Session, client: WorkOSClient, *, limit: int = DEFAULT_
     span (:func:`apply_one`); the claim itself is not traced (most polls claim nothing). *revoking_only*,
     *entity_key* and *up_to* choose the events as :func:`claim` does. With *coalesce* (and no *up_to*), a claimed
     head with a run of snapshots pending behind it is applied as the run's newest (``services.inbox_coalesce``);
-    the report then counts, and gives a result for, every event settled, the superseded ones included.
+    the report then counts, and gives a result for, every event settled, the superseded ones included. The batch's
+    WorkOS session revocations (up to ``inbox_claim.REVOCATIONS_PER_BATCH``) make their calls side by side first
+    (``session_jobs.revoked_together``).
     """
     cause = cause or Cause.by(Actor.workos())
     try:

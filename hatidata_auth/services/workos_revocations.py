@@ -25,6 +25,10 @@ from ..causes import Cause
 from .fanout_jobs import insert_job
 
 JOB_TYPE = "hatidata.revoke_workos_session"
+PER_BATCH = 8
+"""How many of these jobs one batch takes at most (``inbox_claim``), their calls all in flight at once
+(``services.events.session_jobs.revoked_together``): the batch waits for WorkOS about once, as with one job, with
+the keys of its other events held (a break-it review: 16 calls, 8 at a time, doubled a deprovisioning's wait)."""
 _DEFER = "hatidata_defer_workos_revocations"
 
 

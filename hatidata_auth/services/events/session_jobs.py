@@ -3,7 +3,7 @@ ended it, and audit the outcome (``session.revoked_at_workos``, details ``workos
 or ``failed:<error>``). WorkOS unreachable raises, so the appliers retry it (then keep it ``failed``, replayable).
 
 A batch holding several such jobs makes their calls side by side first (:func:`revoked_together`): the batch then
-waits for WorkOS about once, not once per job, with the entity keys of its other events held."""
+waits for WorkOS about once, as with one job, not once per job, with the entity keys of its other events held."""
 
 from __future__ import annotations
 
@@ -18,13 +18,11 @@ from sqlalchemy.orm import Session
 
 from ...models import AuthSession
 from ...trace_context import apply_span
-from ...workos import WorkOSClient, WorkOSUnavailable
+from ...workos import WorkOSClient
 from .. import workos_revocations
 from ..sessions import revoke_at_workos
 from .context import EventContext, PayloadError
 
-SIDE_BY_SIDE = 8
-"""How many WorkOS revocations of one batch are in flight at once (:func:`revoked_together`)."""
 _MADE = "hatidata_workos_revocations_made"
 Job = tuple[dict[str, Any], dict[str, str] | None]
 """An internal event of a batch: its payload, and the trace context stored with it."""
@@ -42,8 +40,8 @@ def apply_revocation(ctx: EventContext, data: dict[str, Any]) -> None:
         outcome = "skipped"  # the session row is gone (or not the job's organization's): nothing to name
     else:
         made = ctx.session.info.get(_MADE, {}).get((record.id, record.workos_session_id))
-        if isinstance(made, WorkOSUnavailable):
-            raise made
+        if isinstance(made, Exception):
+            raise made  # this job's failure, as when it calls alone; not asked again in this batch
         outcome = made or revoke_at_workos(ctx.client, record.workos_session_id, raise_unavailable=True)
     ctx.record("session.revoked_at_workos", organization_id=job["organization_id"], target_type="session",
                target_id=job["session_id"],
@@ -54,16 +52,17 @@ def apply_revocation(ctx: EventContext, data: dict[str, Any]) -> None:
 def revoked_together(session: Session, client: WorkOSClient | None, jobs: Iterable[Job],
                      tracer: Any = None) -> Iterator[None]:
     """While the block runs, the WorkOS revocation jobs among *jobs* (a batch's internal events: payload, stored
-    trace context) take the outcome of calls made now, at most :data:`SIDE_BY_SIDE` at once, instead of calling
-    WorkOS one after the other (:func:`apply_revocation`). Only for two or more, with a client: one job calls as it
-    is applied. A job whose session row is gone, or not its organization's, calls nothing here either (it is
-    ``skipped``). WorkOS unreachable for one is that job's failure (retried), as when it calls itself. With
-    *tracer*, each call is made in a span of the trace that queued its job."""
+    trace context) take the outcome of calls made now, all at once (a batch takes at most
+    ``workos_revocations.PER_BATCH``), instead of calling WorkOS one after the other (:func:`apply_revocation`).
+    Only for two or more, with a client: one job calls as it is applied. A job whose session row is gone, or not
+    its organization's, calls nothing here either (it is ``skipped``). What a call raises (WorkOS unreachable:
+    retried) is that job's failure, as when it calls itself. With *tracer*, each call is made in a span of the
+    trace that queued its job."""
     sessions = _targets(session, client, jobs)
     if client is None or len(sessions) < 2:
         yield
         return
-    with ThreadPoolExecutor(max_workers=min(SIDE_BY_SIDE, len(sessions))) as pool:
+    with ThreadPoolExecutor(max_workers=min(workos_revocations.PER_BATCH, len(sessions))) as pool:
         futures = {key: pool.submit(contextvars.copy_context().run, _revoke, client, key[1], stored, tracer)
                    for key, stored in sessions.items()}
     session.info[_MADE] = {key: future.result() for key, future in futures.items()}
@@ -94,13 +93,11 @@ def _targets(session: Session, client: WorkOSClient | None, jobs: Iterable[Job])
 
 
 def _revoke(client: WorkOSClient, workos_session_id: str, stored: dict[str, str] | None,
-            tracer: Any) -> str | WorkOSUnavailable | None:
-    """The call's outcome, or WorkOS unreachable (raised when its job is applied); ``None`` for an unforeseen
-    error: the job then calls again when applied, where its error is that event's failure alone, not the batch's."""
+            tracer: Any) -> str | Exception:
+    """The call's outcome, or what it raised (WorkOS unreachable, or unforeseen): raised when its job is applied,
+    that event's failure alone, not the batch's."""
     try:
         with apply_span(tracer, f"workos revoke {workos_revocations.JOB_TYPE}", stored, {}):
             return revoke_at_workos(client, workos_session_id, raise_unavailable=True)
-    except WorkOSUnavailable as exc:
+    except Exception as exc:  # noqa: BLE001 - see the docstring
         return exc
-    except Exception:  # noqa: BLE001 - see the docstring
-        return None
