@@ -141,3 +141,27 @@ def test_a_batch_takes_at_most_its_bound_of_revocations_the_oldest_first(app: Fl
         session.execute(delete(WebhookEvent.__table__))
         session.commit()
         db.session.remove()
+
+
+def test_a_batch_asks_workos_once_per_revocation_even_when_it_is_applied_again(
+        app: Flask, resynced: None, emulator: Any) -> None:  # noqa: F811 - fixtures
+    """One revocation with another event that fails: the batch, applied together and then event by event, asks
+    WorkOS once (helper-151: twice before, so the second answer could differ from the first). WorkOS fails that
+    call (and the client's one retry); a second call would succeed, so the job would be applied."""
+    from hatidata_auth.services.fanout_jobs import insert_job
+
+    sid = _signed_in_times(app, 1)[0]
+    with app.app_context():
+        row = db.session.scalar(select(AuthSession).where(AuthSession.workos_session_id == sid))
+        assert row is not None
+        workos_revocations.queue(db.session(), organization_id=row.organization_id, session_id=row.id,
+                                 user_id=row.user_id, cause=Cause.by(Actor.system("test"), reason="test"))
+        insert_job(db.session(), workos_revocations.JOB_TYPE, organization_id=row.organization_id,
+                   data={"organization_id": "x"}, entity_key="workos_revocation:broken", revokes=False)
+        db.session.commit()
+        db.session.remove()
+    add_fault(emulator, "POST", "/user_management/sessions/revoke", 503, count=2)
+    report = _one_batch(app)
+    assert sorted(r.status for r in report.results) == ["failed", "received"]
+    assert _workos_status(app, sid) == "active"
+    assert _audit(app, "session.revoked_at_workos") == []

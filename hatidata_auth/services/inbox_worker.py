@@ -221,7 +221,8 @@ def apply_batch(session: Session, client: WorkOSClient, *, limit: int = DEFAULT_
         applied = [runs[event.id].newest if event.id in runs else event for event in events]
         event_source.lock_directory_changes_first(session, [event.payload for event in applied])
         jobs = [(event.payload, event.trace_context) for event in applied if event.source == INTERNAL_SOURCE]
-        with audit.deferred(session), session_jobs.revoked_together(session, client, jobs, tracer):
+        together = session_jobs.revoked_together(session, client, jobs, tracer, alone=len(applied) == 1)
+        with audit.deferred(session), together:
             # Audit rows are written at the batch's commit: one statement, one head lock.
             results = _optimistic(session, client, applied, cause, fanout_chunk, tracer) if len(applied) > 1 else None
             if results is None:  # an event failed (or the batch is one event): each event under its savepoint

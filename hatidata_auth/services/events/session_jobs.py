@@ -50,16 +50,18 @@ def apply_revocation(ctx: EventContext, data: dict[str, Any]) -> None:
 
 @contextmanager
 def revoked_together(session: Session, client: WorkOSClient | None, jobs: Iterable[Job],
-                     tracer: Any = None) -> Iterator[None]:
+                     tracer: Any = None, *, alone: bool = False) -> Iterator[None]:
     """While the block runs, the WorkOS revocation jobs among *jobs* (a batch's internal events: payload, stored
     trace context) take the outcome of calls made now, all at once (a batch takes at most
     ``workos_revocations.PER_BATCH``), instead of calling WorkOS one after the other (:func:`apply_revocation`).
-    Only for two or more, with a client: one job calls as it is applied. A job whose session row is gone, or not
+    With a client, and for two or more, or one in a batch not *alone* (the batch may be applied twice, once
+    together and again event by event when an event fails: a call made up front is made once); a job alone calls
+    as it is applied. A job whose session row is gone, or not
     its organization's, calls nothing here either (it is ``skipped``). What a call raises (WorkOS unreachable:
     retried) is that job's failure, as when it calls itself. With *tracer*, each call is made in a span of the
     trace that queued its job."""
     sessions = _targets(session, client, jobs)
-    if client is None or len(sessions) < 2:
+    if client is None or len(sessions) < (1 if not alone else 2):
         yield
         return
     with ThreadPoolExecutor(max_workers=min(workos_revocations.PER_BATCH, len(sessions))) as pool:
@@ -84,7 +86,7 @@ def _targets(session: Session, client: WorkOSClient | None, jobs: Iterable[Job])
         except (KeyError, TypeError):
             continue  # refused when applied, as alone
         wanted[job["session_id"]] = (job["organization_id"], stored)
-    if client is None or len(wanted) < 2:
+    if client is None or not wanted:
         return {}
     rows = session.execute(select(AuthSession.id, AuthSession.workos_session_id, AuthSession.organization_id)
                            .where(AuthSession.id.in_(sorted(wanted))))
