@@ -56,12 +56,11 @@ def revoked_together(session: Session, client: WorkOSClient | None, jobs: Iterab
     ``workos_revocations.PER_BATCH``), instead of calling WorkOS one after the other (:func:`apply_revocation`).
     With a client, and for two or more, or one in a batch not *alone* (the batch may be applied twice, once
     together and again event by event when an event fails: a call made up front is made once); a job alone calls
-    as it is applied. A job whose session row is gone, or not
-    its organization's, calls nothing here either (it is ``skipped``). What a call raises (WorkOS unreachable:
-    retried) is that job's failure, as when it calls itself. With *tracer*, each call is made in a span of the
-    trace that queued its job."""
+    as it is applied. A job whose session row is gone, or not its organization's, calls nothing here either (it is
+    ``skipped``). What a call raises (WorkOS unreachable: retried) is that job's failure, as when it calls itself.
+    With *tracer*, each call is made in a span of the trace that queued its job."""
     sessions = _targets(session, client, jobs)
-    if client is None or len(sessions) < (1 if not alone else 2):
+    if client is None or len(sessions) < (2 if alone else 1):
         yield
         return
     with ThreadPoolExecutor(max_workers=min(workos_revocations.PER_BATCH, len(sessions))) as pool:
