@@ -138,24 +138,26 @@ def claim(session: Session, limit: int = DEFAULT_BATCH, *, revoking_only: bool =
     if limit <= 0:  # SQLite reads a negative LIMIT as none, PostgreSQL refuses it
         return []
     now = utcnow()
-    params = {"due": now - RETRY_DELAY, "limit": min(limit, MAX_CLAIM), "key": entity_key,
+    bound = min(limit, MAX_CLAIM)
+    params = {"due": now - RETRY_DELAY, "limit": bound, "key": entity_key,
               "up_to": up_to}  # due: a retried event's updated_at is its last try
     postgres = session.get_bind().dialect.name == "postgresql"
     by_key = entity_key is not None
     statements = _claim_statements(postgres, revoking_only, by_key, by_key and up_to is not None)
     candidates_query, lock_query, take = statements
-    picked: Any
-    if postgres and revoking_only:
-        params["heads"] = _revoking_heads(session, min(limit, MAX_CLAIM))
-        if not params["heads"]:
-            return []
-        # The few heads free to take, sorted here: ordered in SQL, the planner read the whole backlog in claim order
-        # to find them. Those past *limit* stay locked until this batch ends (the next one takes them).
-        found = session.execute(candidates_query, params).all()
-        candidates = [r.id for r in sorted(found, key=lambda r: (not r.revokes, r.at, r.id))][:min(limit, MAX_CLAIM)]
-    elif postgres:
-        candidates = _unsorted(session, entity_key is None, candidates_query, params)
-    if postgres:
+    if not postgres or by_key:  # one statement (on PostgreSQL, one key's claim: its advisory lock inside it)
+        rows = session.execute(take, {**params, "now": now}).all()
+    else:
+        if revoking_only:
+            params["heads"] = _revoking_heads(session, bound)
+            if not params["heads"]:
+                return []
+            # The few heads free to take, sorted here: ordered in SQL, the planner read the whole backlog in claim
+            # order to find them. Those past *limit* stay locked until this batch ends (the next one takes them).
+            found = session.execute(candidates_query, params).all()
+            candidates = [r.id for r in sorted(found, key=lambda r: (not r.revokes, r.at, r.id))][:bound]
+        else:
+            candidates = _unsorted(session, candidates_query, params)
         if not candidates:
             return []
         # The row lock alone does not hold an entity: an older event of it stored after this batch's claim comes
@@ -164,8 +166,6 @@ def claim(session: Session, limit: int = DEFAULT_BATCH, *, revoking_only: bool =
         if not picked:
             return []
         rows = session.execute(take, {"picked": picked, "now": now}).all()
-    else:
-        rows = session.execute(take, {**params, "now": now}).all()
     rows = sorted(rows, key=lambda r: (not r.revokes, parse_time(r.event_created_at) or r.received_at, r.id))
     return [Claimed(r.id, r.event_id, r.event_type, dict(r.payload), r.attempts, r.source, r.trace_context,
                     r.followed) for r in rows]
@@ -176,7 +176,8 @@ def _claim_statements(postgres: bool, revoking_only: bool, by_key: bool, up_to: 
     """:func:`claim`'s statements for one variant, built once with bound parameters (``due``, ``limit``, ``key``,
     ``up_to``;
     ``candidates``; ``picked`` or, on SQLite, the candidates' parameters; ``now``): building them on every claim
-    cost about 1 ms of CPU, more than a claim's queries. Returns (candidates, advisory lock, update-returning)."""
+    cost about 1 ms of CPU, more than a claim's queries. Returns (candidates, advisory lock, update-returning);
+    on PostgreSQL one key's update-returning holds the other two, which are then not run apart."""
     t = WebhookEvent.__table__
     due = bindparam("due", type_=t.c.updated_at.type)
     key = bindparam("key", type_=t.c.entity_key.type) if by_key else None
@@ -210,11 +211,20 @@ def _claim_statements(postgres: bool, revoking_only: bool, by_key: bool, up_to: 
     else:
         candidates = select(t.c.id).where(*wanted).order_by(*order).limit(bindparam("limit", type_=Integer))
     lock = None
-    if postgres:
+    picked: Any
+    if postgres and by_key:
+        # One key's claim (``inbox_worker.apply_entity_now``, in a request) is one statement, the queue's usual
+        # ``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED)``: a round trip each for the candidates and
+        # the lock cost a deprovisioning request two of its nineteen. Both steps are materialized, so the advisory
+        # lock is tried on the candidates' key only, after their rows are locked, as the three statements did.
+        found = candidates.with_for_update(skip_locked=True).cte("candidates").prefix_with("MATERIALIZED")
+        held = select(found.c.id).where(func.pg_try_advisory_xact_lock(func.hashtextextended(key, 0)))
+        picked = select(held.cte("picked").prefix_with("MATERIALIZED").c.id)
+    elif postgres:
         candidates = candidates.with_for_update(skip_locked=True)
         lock = select(t.c.id).where(t.c.id.in_(bindparam("candidates", expanding=True)),
                                     func.pg_try_advisory_xact_lock(func.hashtextextended(entity(t), 0)))
-        picked: Any = bindparam("picked", expanding=True)
+        picked = bindparam("picked", expanding=True)
     else:
         picked = candidates.scalar_subquery()
     take = (update(t).where(t.c.id.in_(picked))
@@ -237,13 +247,10 @@ def _followed(t: Any) -> Any:
             .order_by(claim_time(other), other.c.id).limit(1).scalar_subquery().is_not(None))
 
 
-def _unsorted(session: Session, only_ordered: bool, query: Any, params: dict[str, Any]) -> list[int]:
-    """Run *query* (ids) on PostgreSQL; with *only_ordered*, planned without sorting (:func:`unsorted_rows`).
-    Without statistics (a fresh database, ``ANALYZE`` not yet run) the planner took ``status = 'received'`` and
-    the head test for a handful of rows and sorted the whole backlog after testing every event (600 ms per claim
-    at 100,000 pending events)."""
-    if not only_ordered:
-        return list(session.scalars(query, params))
+def _unsorted(session: Session, query: Any, params: dict[str, Any]) -> list[int]:
+    """Run *query* (ids) on PostgreSQL planned without sorting (:func:`unsorted_rows`). Without statistics (a fresh
+    database, ``ANALYZE`` not yet run) the planner took ``status = 'received'`` and the head test for a handful of
+    rows and sorted the whole backlog after testing every event (600 ms per claim at 100,000 pending events)."""
     return [row[0] for row in unsorted_rows(session, query, params)]
 
 
