@@ -100,3 +100,14 @@ def test_a_keys_claim_that_finds_nothing_holds_no_lock(engine: Any) -> None:
         assert _advisory_locks(session) == 0
         session.rollback()
         holder.rollback()
+
+
+def test_a_revoking_claim_of_one_key_takes_its_head(engine: Any) -> None:
+    """Both choices at once (the key's head, if the key holds a revoking event) take the head, as each alone does
+    (a break-it review: the one-statement path ran without the revoking heads' list and raised)."""
+    with AppSession(engine) as session:
+        _store(session, "older", 1)
+        _store(session, "revoking", 2, revokes=True)
+        claimed = claim(session, 5, revoking_only=True, entity_key=KEY)
+        session.rollback()
+    assert [c.event_id for c in claimed] == ["event_onekey_older"]

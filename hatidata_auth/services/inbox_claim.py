@@ -145,7 +145,7 @@ def claim(session: Session, limit: int = DEFAULT_BATCH, *, revoking_only: bool =
     by_key = entity_key is not None
     statements = _claim_statements(postgres, revoking_only, by_key, by_key and up_to is not None)
     candidates_query, lock_query, take = statements
-    if not postgres or by_key:  # one statement (on PostgreSQL, one key's claim: its advisory lock inside it)
+    if not postgres or (by_key and not revoking_only):  # one statement (on PostgreSQL one key's: the lock in it)
         rows = session.execute(take, {**params, "now": now}).all()
     else:
         if revoking_only:
@@ -212,7 +212,7 @@ def _claim_statements(postgres: bool, revoking_only: bool, by_key: bool, up_to: 
         candidates = select(t.c.id).where(*wanted).order_by(*order).limit(bindparam("limit", type_=Integer))
     lock = None
     picked: Any
-    if postgres and by_key:
+    if postgres and by_key and not revoking_only:
         # One key's claim (``inbox_worker.apply_entity_now``, in a request) is one statement, the queue's usual
         # ``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED)``: a round trip each for the candidates and
         # the lock cost a deprovisioning request two of its nineteen. Both steps are materialized, so the advisory
