@@ -26,7 +26,7 @@ from hatidata_auth.models import (
     WebhookEvent,
     utcnow,
 )
-from hatidata_auth.services import events_poller, reconcile, role_mapping
+from hatidata_auth.services import events_poller, mapping_admin, reconcile, role_mapping
 from tests.auth_support import login
 from tests.support.dsync import drain_inbox, member_roles, mirror_organizations, sign
 from tests.support.servers import EmulatorControl, LiveServer, http_json
@@ -174,8 +174,8 @@ def test_directory_deletion_deactivates_everything(db_session: Any, orgs: dict[s
 
 def test_no_access_default(db_session: Any, workos_client: Any, orgs: dict[str, Any]) -> None:
     acme = orgs["acme.test"]
-    result = role_mapping.set_default_role(db_session, workos_client, organization_id=acme.id, default_role=None,
-                                           cause=Cause.by(Actor.system("test")))
+    result = mapping_admin.set_default_role(db_session, workos_client, organization_id=acme.id, default_role=None,
+                                            cause=Cause.by(Actor.system("test")))
     db_session.commit()
     assert result.changes == []  # everyone is in a mapped group
     specs = [s for s in role_mapping.list_mappings(db_session, acme.id) if s.role != "viewer"]

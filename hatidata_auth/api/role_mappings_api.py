@@ -140,9 +140,9 @@ def create_mapping(body: dict[str, Any]) -> dict[str, Any]:
     chunk of members, ``recompute.status`` ``done``; above it by a queued job, ``queued``)."""
     identity = current_identity
     spec = _spec(body)
-    result = mapping_service.add_mapping(db.session(), runtime().gateway.client,
-                                         organization_id=identity.organization_id, spec=spec, cause=request_cause(),
-                                         chunk=fanout_chunk())
+    result = mapping_admin.add_mapping(db.session(), runtime().gateway.client,
+                                       organization_id=identity.organization_id, spec=spec, cause=request_cause(),
+                                       chunk=fanout_chunk())
     db.session.commit()
     return _result(result, spec.key)
 
@@ -189,12 +189,11 @@ def get_mapping(mapping_id: str) -> dict[str, Any]:
 def update_mapping(body: dict[str, Any], mapping_id: str) -> dict[str, Any]:
     """Change a mapping's role or priority (it keeps its id); members' roles are recomputed (in the request up to one
     chunk of members, ``recompute.status`` ``done``; above it by a queued job, ``queued``)."""
-    identity = current_identity
-    current = mapping_admin.get_mapping(db.session(), identity.organization_id, mapping_id)
-    spec = mapping_admin.patched(current, role=body.get("role"), priority=body.get("priority"))
-    result = mapping_service.add_mapping(db.session(), runtime().gateway.client,
-                                         organization_id=identity.organization_id, spec=spec, cause=request_cause(),
-                                         chunk=fanout_chunk())
+    spec, result = mapping_admin.update_mapping(db.session(), runtime().gateway.client,
+                                                organization_id=current_identity.organization_id,
+                                                mapping_id=mapping_id, role=body.get("role"),
+                                                priority=body.get("priority"), cause=request_cause(),
+                                                chunk=fanout_chunk())
     db.session.commit()
     return _result(result, spec.key)
 
@@ -205,13 +204,9 @@ def update_mapping(body: dict[str, Any], mapping_id: str) -> dict[str, Any]:
 def delete_mapping(mapping_id: str) -> dict[str, Any]:
     """Remove a mapping; members' roles are recomputed (in the request up to one
     chunk of members, ``recompute.status`` ``done``; above it by a queued job, ``queued``)."""
-    identity = current_identity
-    current = mapping_admin.get_mapping(db.session(), identity.organization_id, mapping_id)
-    result = mapping_service.remove_mapping(db.session(), runtime().gateway.client,
-                                            organization_id=identity.organization_id,
-                                            identifier_kind=current.identifier_kind,
-                                            group_identifier=current.group_identifier, cause=request_cause(),
-                                            chunk=fanout_chunk())
+    result = mapping_admin.delete_mapping(db.session(), runtime().gateway.client,
+                                          organization_id=current_identity.organization_id, mapping_id=mapping_id,
+                                          cause=request_cause(), chunk=fanout_chunk())
     db.session.commit()
     return _result(result)
 

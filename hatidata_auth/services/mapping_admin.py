@@ -1,19 +1,24 @@
-"""Role mappings as the API manages them: one mapping by id, a change's outcome, why a member has their role.
+"""Role mappings as the API manages them: one mapping's edits, a mapping by id, a change's outcome, why a member has
+their role.
 
-The engine and its writes are :mod:`~hatidata_auth.services.role_mapping`; this module looks mappings up by id
-and gathers what a view shows after a change.
+The engine and its whole-set write are :mod:`~hatidata_auth.services.role_mapping`. An edit of one mapping (or of the
+default role) is applied to the set as it stands under the organization's lock (:func:`edit_mappings`), so two edits
+at once each keep the other's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from ..causes import Cause
 from ..errors import AppError
+from ..workos import WorkOSClient
+from . import fanout_jobs, tenant_admin
 from . import role_mapping as mapping_service
-from . import tenant_admin
-from .role_mapping import Explanation, MappingSpec, RecomputeResult, RoleChange
+from .role_mapping import UNCHANGED, Explanation, MappingSpec, RecomputeResult, RoleChange, Unchanged
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,10 +44,68 @@ class MemberRole:
 
 def get_mapping(session: Session, organization_id: str, mapping_id: str) -> MappingSpec:
     """One mapping of the organization by id; 404 ``not_found`` otherwise."""
-    found = next((m for m in mapping_service.list_mappings(session, organization_id) if m.id == mapping_id), None)
+    return _by_id(mapping_service.list_mappings(session, organization_id), mapping_id)
+
+
+def _by_id(mappings: list[MappingSpec], mapping_id: str) -> MappingSpec:
+    found = next((m for m in mappings if m.id == mapping_id), None)
     if found is None:
         raise AppError("No such role mapping.", status=404, code="not_found")
     return found
+
+
+def edit_mappings(session: Session, client: WorkOSClient, *, organization_id: str,
+                  edit: Callable[[list[MappingSpec]], list[MappingSpec]], cause: Cause,
+                  default_role: str | Unchanged | None = UNCHANGED,
+                  chunk: int = fanout_jobs.DEFAULT_CHUNK) -> RecomputeResult:
+    """Change the mapping set by *edit* (the set as it stands, highest role then priority first -> the set wanted),
+    then ``role_mapping.replace_mappings`` (recomputed, or queued above *chunk* members; audited; not committed).
+    The set is read under the organization's lock (``role_mapping.locked_mappings``): read before it, the later of
+    two edits at once wrote back the set it had read and undid the other (a break-it review: a removed mapping came
+    back with a concurrent priority change). *edit* may raise, e.g. 404 for a mapping deleted meanwhile."""
+    specs = edit(mapping_service.locked_mappings(session, organization_id))
+    return mapping_service.replace_mappings(session, client, organization_id=organization_id, specs=specs,
+                                            cause=cause, default_role=default_role, chunk=chunk)
+
+
+def add_mapping(session: Session, client: WorkOSClient, *, organization_id: str, spec: MappingSpec,
+                cause: Cause, chunk: int = fanout_jobs.DEFAULT_CHUNK) -> RecomputeResult:
+    """Add one mapping, or replace the one for the same group (kind + identifier), which keeps its id."""
+    return edit_mappings(session, client, organization_id=organization_id, cause=cause, chunk=chunk,
+                         edit=lambda current: [*(m for m in current if m.key != spec.key), spec])
+
+
+def update_mapping(session: Session, client: WorkOSClient, *, organization_id: str, mapping_id: str,
+                   role: str | None, priority: int | None, cause: Cause,
+                   chunk: int = fanout_jobs.DEFAULT_CHUNK) -> tuple[MappingSpec, RecomputeResult]:
+    """Change the role or priority of the mapping *mapping_id* as it stands (it keeps its id); the spec written and
+    the outcome. 404 ``not_found`` when the organization has no such mapping (also one deleted meanwhile)."""
+    written: list[MappingSpec] = []
+
+    def edit(current: list[MappingSpec]) -> list[MappingSpec]:
+        written.append(patched(_by_id(current, mapping_id), role=role, priority=priority))
+        return [written[0] if m.id == mapping_id else m for m in current]
+
+    result = edit_mappings(session, client, organization_id=organization_id, edit=edit, cause=cause, chunk=chunk)
+    return written[0], result
+
+
+def delete_mapping(session: Session, client: WorkOSClient, *, organization_id: str, mapping_id: str, cause: Cause,
+                   chunk: int = fanout_jobs.DEFAULT_CHUNK) -> RecomputeResult:
+    """Remove the mapping *mapping_id*; 404 ``not_found`` when the organization has no such mapping (also one
+    deleted meanwhile)."""
+    def edit(current: list[MappingSpec]) -> list[MappingSpec]:
+        gone = _by_id(current, mapping_id)
+        return [m for m in current if m.key != gone.key]
+
+    return edit_mappings(session, client, organization_id=organization_id, edit=edit, cause=cause, chunk=chunk)
+
+
+def set_default_role(session: Session, client: WorkOSClient, *, organization_id: str, default_role: str | None,
+                     cause: Cause, chunk: int = fanout_jobs.DEFAULT_CHUNK) -> RecomputeResult:
+    """Change the role of members in no mapped group (``None``: no access), keeping the mappings as they stand."""
+    return edit_mappings(session, client, organization_id=organization_id, cause=cause, chunk=chunk,
+                         default_role=default_role, edit=list)
 
 
 def patched(current: MappingSpec, *, role: str | None = None, priority: int | None = None) -> MappingSpec:

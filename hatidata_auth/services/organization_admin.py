@@ -16,8 +16,7 @@ from ..causes import Cause
 from ..errors import AppError, ServiceUnavailable
 from ..models import DirectoryGroup, DirectoryUser
 from ..workos import WorkOSClient, WorkOSNotFound, WorkOSUnavailable, translate_errors
-from . import audit, fanout_jobs, reconcile, tenant_admin
-from . import role_mapping as mapping_service
+from . import audit, fanout_jobs, mapping_admin, reconcile, tenant_admin
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +68,8 @@ def change_settings(session: Session, client: WorkOSClient, *, organization_id: 
     settings = {name: value for name, value in changes.items() if name != "default_role"}
     org = tenant_admin.update_settings(session, organization_id=organization_id, changes=settings, cause=cause)
     if "default_role" in changes and changes["default_role"] != org.default_role:
-        mapping_service.set_default_role(session, client, organization_id=org.id,
-                                         default_role=changes["default_role"], cause=cause, chunk=chunk)
+        mapping_admin.set_default_role(session, client, organization_id=org.id,
+                                       default_role=changes["default_role"], cause=cause, chunk=chunk)
     session.flush()
     return tenant_admin.settings_view(org)
 

@@ -5,10 +5,10 @@ Public API (used by directory sync, the event handlers, the admin API and the SS
 
 - Engine: :class:`MappingSpec`, :class:`GroupRef`, :func:`resolve_role`, :func:`resolve_role_from_profile_groups`,
   :func:`preset`, :func:`validate_specs`, :func:`lint_specs`.
-- Reading: :func:`list_mappings`, :func:`directory_groups_of`.
+- Reading: :func:`list_mappings`, :func:`locked_mappings`, :func:`directory_groups_of`.
 - Editing (recomputes every member, audited; above one chunk of members a recompute job the appliers apply in
-  chunks, ``services.fanout_jobs``): :func:`replace_mappings`, :func:`add_mapping`, :func:`remove_mapping`,
-  :func:`set_default_role`, :func:`recompute_organization`, :func:`recompute_chunk`.
+  chunks, ``services.fanout_jobs``): :func:`replace_mappings` (the whole set; one mapping or the default role:
+  ``services.mapping_admin``), :func:`recompute_organization`, :func:`recompute_chunk`.
 - Dry run and explanation: :func:`preview`, :func:`explain`.
 
 For directory-managed members the mapping always wins over a role set by hand (as WorkOS does: IdP role
@@ -59,20 +59,20 @@ from .role_rules import (
 
 __all__ = [
     "IDENTIFIER_KINDS", "UNCHANGED", "Explanation", "GroupRef", "MappingError", "MappingSpec", "RecomputeResult",
-    "RoleChange", "RoleDecision", "add_mapping", "decision_details", "default_role_valid", "directory_groups_of",
+    "RoleChange", "RoleDecision", "Unchanged", "decision_details", "default_role_valid", "directory_groups_of",
     "directory_groups_of_users",
-    "explain", "lint_specs", "list_mappings", "preset", "preview", "recompute_chunk", "recompute_organization",
-    "remove_mapping", "replace_mappings", "resolve_role", "resolve_role_from_profile_groups", "set_default_role",
+    "explain", "lint_specs", "list_mappings", "locked_mappings", "preset", "preview", "recompute_chunk",
+    "recompute_organization", "replace_mappings", "resolve_role", "resolve_role_from_profile_groups",
     "validate_specs",
 ]
 
 
-class _Unchanged:
+class Unchanged:
     def __repr__(self) -> str:
         return "UNCHANGED"
 
 
-UNCHANGED: Final = _Unchanged()
+UNCHANGED: Final = Unchanged()
 """Marker: keep the organization's current default role."""
 
 
@@ -200,11 +200,11 @@ def _organization(session: Session, organization_id: str) -> Organization:
 
 
 def preview(session: Session, *, organization_id: str, specs: Sequence[MappingSpec],
-            default_role: str | _Unchanged | None = UNCHANGED) -> list[RoleChange]:
+            default_role: str | Unchanged | None = UNCHANGED) -> list[RoleChange]:
     """Dry run: every directory-managed member whose role would change under *specs* (nothing is written)."""
     validate_specs(specs)
     org = _organization(session, organization_id)
-    new_default = org.default_role if isinstance(default_role, _Unchanged) else default_role
+    new_default = org.default_role if isinstance(default_role, Unchanged) else default_role
     default_role_valid(new_default)
     index = index_specs(specs)
     groups = _all_directory_groups(session, organization_id)
@@ -302,13 +302,12 @@ def _recompute_or_queue(session: Session, client: WorkOSClient, organization_id:
 
 
 def _keeps_an_admin(session: Session, organization_id: str, specs: Sequence[MappingSpec],
-                    default_role: str | _Unchanged | None) -> None:
-    """Refuse (409 ``last_admin``) mappings under which the dry run leaves no active admin."""
+                    default_role: str | Unchanged | None) -> None:
+    """Refuse (409 ``last_admin``) mappings under which the dry run leaves no active admin. The organization's row
+    is locked already (:func:`_locked_rows`): a concurrent removal of another admin committed first (and the dry run
+    sees it) or waits for this transaction."""
     from . import last_admin
 
-    # Locked before the dry run reads anyone's role: a concurrent removal of another admin either commits first
-    # (and the dry run sees it) or waits for this transaction.
-    last_admin.lock_organization(session, organization_id)
     admins = last_admin.active_admin_ids(session, organization_id)
     if not admins:
         return
@@ -321,7 +320,7 @@ def _keeps_an_admin(session: Session, organization_id: str, specs: Sequence[Mapp
 
 
 def replace_mappings(session: Session, client: WorkOSClient, *, organization_id: str, specs: Sequence[MappingSpec],
-                     cause: Cause, default_role: str | _Unchanged | None = UNCHANGED,
+                     cause: Cause, default_role: str | Unchanged | None = UNCHANGED,
                      chunk: int = fanout_jobs.DEFAULT_CHUNK) -> RecomputeResult:
     """Replace the organization's whole mapping set (and optionally its default role), then recompute.
 
@@ -330,12 +329,12 @@ def replace_mappings(session: Session, client: WorkOSClient, *, organization_id:
     (``RecomputeResult.queued_job``) and the appliers recompute them a chunk at a time.
     """
     validate_specs(specs)
+    rows = _locked_rows(session, organization_id)
     org = _organization(session, organization_id)
     _keeps_an_admin(session, organization_id, specs, default_role)
-    before = [s.to_dict() for s in list_mappings(session, organization_id)]
+    before = [s.to_dict() for s in sort_specs(_spec_of(row) for row in rows)]
     # Upsert by (kind, identifier) so a mapping that stays keeps its id.
-    existing = {(row.identifier_kind, row.group_identifier): row for row in session.scalars(
-        select(RoleMapping).where(RoleMapping.organization_id == organization_id))}
+    existing = {(row.identifier_kind, row.group_identifier): row for row in rows}
     wanted = index_specs(specs)
     for key, stale in existing.items():
         if key not in wanted:
@@ -348,7 +347,7 @@ def replace_mappings(session: Session, client: WorkOSClient, *, organization_id:
                                     priority=spec.priority))
         elif (row.role, row.priority) != (spec.role, spec.priority):
             row.role, row.priority = spec.role, spec.priority
-    if not isinstance(default_role, _Unchanged):
+    if not isinstance(default_role, Unchanged):
         default_role_valid(default_role)
         org.default_role = default_role
     session.flush()
@@ -359,26 +358,18 @@ def replace_mappings(session: Session, client: WorkOSClient, *, organization_id:
     return _recompute_or_queue(session, client, organization_id, cause, chunk)
 
 
-def add_mapping(session: Session, client: WorkOSClient, *, organization_id: str, spec: MappingSpec,
-                cause: Cause, chunk: int = fanout_jobs.DEFAULT_CHUNK) -> RecomputeResult:
-    """Add (or replace, by kind + identifier) one mapping, then recompute (or queue, see :func:`replace_mappings`)."""
-    current = [s for s in list_mappings(session, organization_id) if s.key != spec.key]
-    return replace_mappings(session, client, organization_id=organization_id, specs=[*current, spec],
-                            cause=cause, chunk=chunk)
+def locked_mappings(session: Session, organization_id: str) -> list[MappingSpec]:
+    """:func:`list_mappings` read under the organization's lock, the lock every mapping write takes first: what an
+    edit of one mapping changes (``services.mapping_admin``), as another edit committed it."""
+    return sort_specs(_spec_of(row) for row in _locked_rows(session, organization_id))
 
 
-def remove_mapping(session: Session, client: WorkOSClient, *, organization_id: str, identifier_kind: str,
-                   group_identifier: str, cause: Cause, chunk: int = fanout_jobs.DEFAULT_CHUNK) -> RecomputeResult:
-    """Remove one mapping, then recompute (or queue, see :func:`replace_mappings`)."""
-    current = [s for s in list_mappings(session, organization_id)
-               if s.key != (identifier_kind, group_identifier)]
-    return replace_mappings(session, client, organization_id=organization_id, specs=current, cause=cause,
-                            chunk=chunk)
+def _locked_rows(session: Session, organization_id: str) -> list[RoleMapping]:
+    """The organization's mapping rows as they stand once its row is locked (``last_admin.lock_organization``, the
+    lock every mapping write takes first), read afresh over any this session loaded before."""
+    from . import last_admin
 
-
-def set_default_role(session: Session, client: WorkOSClient, *, organization_id: str, default_role: str | None,
-                     cause: Cause, chunk: int = fanout_jobs.DEFAULT_CHUNK) -> RecomputeResult:
-    """Change the role of members in no mapped group (``None``: no access), then recompute (or queue)."""
-    return replace_mappings(session, client, organization_id=organization_id,
-                            specs=list_mappings(session, organization_id), cause=cause,
-                            default_role=default_role, chunk=chunk)
+    last_admin.lock_organization(session, organization_id)
+    session.get(Organization, organization_id, populate_existing=True)  # its default role, as it stands too
+    return list(session.scalars(select(RoleMapping).where(RoleMapping.organization_id == organization_id)
+                                .execution_options(populate_existing=True)))
