@@ -16,6 +16,11 @@ HatiData Auth keeps its own sessions free of our listeners.
 
 All run when the outermost transaction ends: a savepoint's release or rollback (an applier's event) runs none.
 
+Row locks on SQLite: SQLite has none, drops ``FOR UPDATE`` / ``FOR SHARE``, and pysqlite begins a transaction only at
+its first write, so a read meant to be locked saw the state before a concurrent writer's commit and acted on it. A
+read that locks rows therefore first takes the database's write turn (:func:`_write_turn_before_row_locks`), held
+until the transaction ends: it then reads what the previous writer committed, as PostgreSQL's lock waits for it.
+
 What a query flushes first: :func:`reads_flushed` lets a query skip SQLAlchemy's autoflush when the session holds
 no pending change of the tables it reads, and :func:`attach_inserted` puts a row inserted by a Core statement into
 the session as loaded (an applier's batch then sends its pending rows at its commit, a statement per table).
@@ -30,9 +35,9 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.orm import Session, make_transient_to_detached, scoped_session
+from sqlalchemy.orm import ORMExecuteState, Session, make_transient_to_detached, scoped_session
 from sqlalchemy.orm.attributes import instance_state
 
 log = logging.getLogger(__name__)
@@ -215,3 +220,22 @@ def _run_undos(session: Session, transaction: Any) -> None:
             undo()
         except Exception:
             log.exception("could not undo %s after its transaction ended uncommitted", what)
+
+
+# A write that changes nothing (and matches no row) still begins pysqlite's transaction and takes SQLite's write lock.
+_SQLITE_WRITE_TURN = text("UPDATE organizations SET id = id WHERE 0")
+
+
+@event.listens_for(AppSession, "do_orm_execute")
+def _write_turn_before_row_locks(state: ORMExecuteState) -> None:
+    """On SQLite, before a ``SELECT … FOR UPDATE`` (or ``FOR SHARE``) of a transaction that has not written yet, take
+    the database's write turn (module docstring): every state transition that reads under a row lock (a session
+    ended, a key revoked, suspended, reinstated or rotated, a last-admin count) is then serialized as on PostgreSQL
+    (a break-it review on ``make run``: two rotations of one key both issued a successor, and a revocation racing a
+    suspension left a revoked key suspended, which an admin could reinstate)."""
+    if not state.is_select or getattr(state.statement, "_for_update_arg", None) is None:
+        return
+    connection = state.session.connection()
+    if connection.dialect.name == "sqlite" and not getattr(connection.connection.dbapi_connection,
+                                                           "in_transaction", True):
+        connection.execute(_SQLITE_WRITE_TURN)

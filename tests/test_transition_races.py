@@ -1,9 +1,10 @@
-"""Credential state transitions racing each other across database connections (PostgreSQL).
+"""Credential state transitions racing each other across database connections (PostgreSQL and SQLite).
 
 Rule (docs/security.md, rule 1): a transition reads the record's state under a row lock, so the first of two
 concurrent transitions wins and the second sees it: a revocation's who and why are never overwritten, and a
-revoked key never becomes suspended (which an admin could reinstate). Each case holds the first transition's
-transaction open while the second one runs in another connection, then commits it.
+revoked key never becomes suspended (which an admin could reinstate), and a key is rotated once. Each case holds the
+first transition's transaction open while the second one runs in another connection, then commits it. On SQLite the
+row lock is the database's write turn, taken before the read (``unit_of_work._write_turn_before_row_locks``).
 """
 
 from __future__ import annotations
@@ -21,9 +22,6 @@ from hatidata_auth.services import api_keys, sessions
 from hatidata_auth.services.session_refresh import RefreshFailed, record_refresh
 from hatidata_auth.unit_of_work import AppSession
 from tests.support.races import race
-
-pytestmark = pytest.mark.postgres
-
 
 
 def _setup(db_session: Any) -> tuple[str, str, str]:
@@ -100,3 +98,15 @@ def test_a_revoked_key_stays_revoked(app: Any, db_session: Any, first: str, seco
         assert key.revoked_by == "admin-1"
     else:
         assert key.status == "suspended"
+
+
+def test_a_key_is_rotated_once(app: Any, db_session: Any) -> None:
+    """Two rotations of one key at once: one successor; the second sees the first's grace period and is refused."""
+    org_id, _user_id, key_id = _setup(db_session)
+    rotate: Callable[[AppSession], object] = lambda s: api_keys.rotate_key(  # noqa: E731 - one step, named
+        s, organization_id=org_id, key_id=key_id, cause=Cause.by(Actor.system("admin-1")), grace_seconds=60)
+    errors = race(app, rotate, rotate)
+    assert [getattr(e, "status", e) for e in errors] == [409]
+    db_session.expire_all()
+    successors = db_session.scalars(select(ApiKey).where(ApiKey.rotated_from_id == key_id)).all()
+    assert len(successors) == 1
