@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -42,6 +43,16 @@ def wait_for(url: str, what: str, proc: subprocess.Popen[bytes], timeout: float 
             pass
         time.sleep(0.2)
     sys.exit(f"{what} did not become ready at {url} within {timeout:.0f}s")
+
+
+def port_taken(host: str, port: int) -> bool:
+    """Whether another process listens on *host*:*port* (a bind without address reuse fails then)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
 
 
 def emulator_call(base: str, method: str, path: str, body: dict[str, object]) -> dict[str, object]:
@@ -98,6 +109,12 @@ def main() -> int:
         sys.exit(f"WORKOS_EMULATOR_ACCESS_TOKEN_TTL={token_ttl!r} is not a positive number of seconds")
     instance = Path(env.get("HATIDATA_INSTANCE_PATH") or ROOT / "instance")
     env["HATIDATA_INSTANCE_PATH"] = str(instance)
+    # Checked before anything starts: the readiness checks below would be answered by another instance's servers
+    # (a second `make run`), which printed the banner and seeded that instance before failing.
+    for name, port in (("WORKOS_EMULATOR_PORT", emulator_port), ("PORT", app_port)):
+        if port_taken(host, port):
+            sys.exit(f"port {port} on {host} ({name}) is in use, perhaps by another `make run`: stop it, or choose "
+                     f"free ports, e.g. PORT={app_port + 1} WORKOS_EMULATOR_PORT={emulator_port + 1} make run")
 
     print("==> migrating the embedded database", flush=True)
     subprocess.run([PYTHON, "-m", "flask", "--app", "wsgi", "db", "upgrade"], cwd=ROOT, env=env, check=True)

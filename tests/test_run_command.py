@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -87,3 +90,22 @@ def test_make_run_brings_up_both_servers_and_ctrl_c_stops_them(tmp_path: Path) -
         assert _owner_password(emulator_port) == password  # generated once per data folder
     finally:
         assert make_run.stop(proc) == 0
+
+
+@pytest.mark.parametrize("taken", ["PORT", "WORKOS_EMULATOR_PORT"])
+def test_make_run_on_a_taken_port_says_so_and_starts_nothing(tmp_path: Path, taken: str) -> None:
+    """A second `make run` (or anything else listening on one of its ports) is refused before anything starts: the
+    readiness checks would be answered by the other servers, and the launcher printed its banner and seeded them."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        ports = {"PORT": str(_free_port()), "WORKOS_EMULATOR_PORT": str(_free_port())}
+        ports[taken] = str(other.getsockname()[1])
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TEST_", "HATIDATA_", "WORKOS_"))}
+        done = subprocess.run([sys.executable, "scripts/run_dev.py"], cwd=make_run.ROOT, text=True, timeout=60,
+                              capture_output=True, env={**env, **ports,
+                                                        "HATIDATA_INSTANCE_PATH": str(tmp_path / "instance")})
+    assert done.returncode != 0
+    assert f"port {ports[taken]} on 127.0.0.1 ({taken}) is in use" in done.stderr
+    assert "HatiData Auth is running" not in done.stdout
+    assert not (tmp_path / "instance").exists()  # not even migrated
