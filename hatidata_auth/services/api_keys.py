@@ -287,10 +287,13 @@ def reinstate_key(db: Session, *, organization_id: str, key_id: str, cause: Caus
     return ApiKeyView.of(key)
 
 
-def suspend_user_keys(db: Session, *, organization_id: str, user_id: str, cause: Cause) -> int:
-    """Suspend every active key a user owns in an organization (deprovisioning); returns how many."""
+def suspend_user_keys(db: Session, *, organization_id: str, user_id: str, cause: Cause,
+                      created_by: datetime | None = None) -> int:
+    """Suspend every active key a user owns in an organization (deprovisioning), with *created_by* only those created
+    then or before; returns how many."""
+    created = [] if created_by is None else [ApiKey.created_at <= created_by]
     keys = db.scalars(select(ApiKey).where(ApiKey.organization_id == organization_id,
-                                           ApiKey.owner_user_id == user_id, ApiKey.status == "active")
+                                           ApiKey.owner_user_id == user_id, ApiKey.status == "active", *created)
                       .with_for_update().execution_options(populate_existing=True)).all()
     for key in keys:
         key.status = "suspended"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -67,6 +68,21 @@ def suspend_member_keys(session: Session, *, organization_id: str, user_id: str,
 
     return int(api_keys.suspend_user_keys(session, organization_id=organization_id, user_id=user_id,
                                           cause=cause))
+
+
+def end_credentials_before(session: Session, client: WorkOSClient | None, *, organization_id: str, user_id: str,
+                           by: datetime, cause: Cause) -> tuple[int, int]:
+    """What a deprovisioning ended, ended now though it changes no state (it was delivered after WorkOS's newer word,
+    which gave access back): the user's sessions in the organization begun *by* then and their active keys there
+    created by then (the caller allows for the clocks). Returns (sessions revoked, keys suspended)."""
+    from . import api_keys
+    from . import sessions as sessions_service
+
+    revoked = sessions_service.revoke_user_sessions(session, client, organization_id=organization_id,
+                                                    user_id=user_id, cause=cause, begun_by=by)
+    suspended = api_keys.suspend_user_keys(session, organization_id=organization_id, user_id=user_id, cause=cause,
+                                           created_by=by)
+    return int(revoked), int(suspended)
 
 
 REMOVED_HERE = "removed_here"

@@ -207,13 +207,14 @@ def revoke_session(db: Session, workos_client: WorkOSClient | None, *, organizat
 
 
 def revoke_user_sessions(db: Session, workos_client: WorkOSClient | None, *, organization_id: str, user_id: str,
-                         cause: Cause) -> int:
+                         cause: Cause, begun_by: datetime | None = None) -> int:
     """Revoke every active session of a user in an organization (here and at WorkOS), and every session that
-    organization's sign-in produced, wherever it was switched to since; returns how many. The sessions are
-    selected and locked at once (:func:`_locked_where`)."""
+    organization's sign-in produced, wherever it was switched to since; returns how many. With *begun_by*, only the
+    sessions created then or before. The sessions are selected and locked at once (:func:`_locked_where`)."""
+    begun = [] if begun_by is None else [AuthSession.created_at <= begun_by]
     return revoke_records(db, workos_client, _locked_where(
         db, or_(AuthSession.organization_id == organization_id, AuthSession.auth_organization_id == organization_id),
-        AuthSession.user_id == user_id), cause=cause, locked=True)
+        AuthSession.user_id == user_id, *begun), cause=cause, locked=True)
 
 
 def revoke_member_sessions(db: Session, workos_client: WorkOSClient | None, *, organization_id: str, user_id: str,

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -40,6 +40,7 @@ from ..models import Membership, Organization, User
 from ..roles import is_role
 from ..workos import WorkOSFailure, translate_errors
 from . import workos_role_push
+from .events import context as events_context
 from .events.context import parse_time
 from .provisioning import ACCESS_SEQ, REMOVED_HERE, set_access
 
@@ -76,7 +77,7 @@ nothing but WorkOS's word decided its access since: ``{"id": the membership's id
 WorkOS named for it, or None}`` (:func:`~.workos_late_word.predecessor_seen`, :func:`~.workos_late_word.restart`)."""
 KEPT_DELETED_IDS = 20
 """The WorkOS membership ids a row has seen deleted (the newest last, at most this many)."""
-CLOCK_TOLERANCE = timedelta(seconds=5)
+CLOCK_TOLERANCE = events_context.CLOCK_TOLERANCE
 """How far WorkOS's clock may run ahead of ours: a membership WorkOS created up to this long after an admin's removal
 (by the two clocks) is held as made before it. Erring this way keeps a removed person out when the clocks drift; a
 person WorkOS re-adds within it is let in by an admin here."""

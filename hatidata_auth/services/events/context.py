@@ -5,7 +5,7 @@ timestamps, and finding the tenant an event is about.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -25,6 +25,13 @@ if TYPE_CHECKING:
 class PayloadError(ValueError):
     """The event's data does not have the shape its type needs."""
 
+
+
+CLOCK_TOLERANCE = timedelta(seconds=5)
+"""How far WorkOS's clock and ours may drift apart where a decision compares them; each user errs on the side that
+keeps access away (``services.workos_memberships``: a membership WorkOS created up to this long after an admin's
+removal is held as made before it; ``directory_state``: a late deprovisioning ends the credentials made up to this
+long after it)."""
 
 
 def parse_time(value: Any) -> datetime | None:

@@ -25,9 +25,9 @@ from ...models import (
 from ...unit_of_work import NO_AUTOFLUSH
 from .. import directory_names, freed_email_jobs, role_mapping
 from .. import directory_people as people
-from ..provisioning import set_access
+from ..provisioning import end_credentials_before, set_access
 from . import batch_users
-from .context import EventContext, directory_deleted, parse_time, require
+from .context import CLOCK_TOLERANCE, EventContext, directory_deleted, parse_time, require
 from .directory_insert import insert_directory_user
 
 DEPROVISIONED_STATES = ("inactive", "suspended")
@@ -137,6 +137,8 @@ def upsert_directory_user(ctx: EventContext, org: Organization, data: dict[str, 
     if du is not None and du.deleted_at is not None:
         return du, False  # tombstone: never resurrected
     if du is not None and du.version_at is not None and version < du.version_at and not deleted:
+        if fields.get("state") != "active":
+            _late_deprovisioning(ctx, org, du, version, str(fields.get("state")))
         return du, False  # stale
     created = du is None
     if du is None:
@@ -284,6 +286,25 @@ def _deprovision_directory_user(ctx: EventContext, org: Organization, du: Direct
     keep = next((m for m in held if m.user_id == du.user_id), None) if len(held) > 1 else None
     if keep is not None:  # a split: the directory user keeps its person's membership only
         people.retire_other_memberships(ctx, org, du, keep=keep)
+
+
+def _late_deprovisioning(ctx: EventContext, org: Organization, du: DirectoryUser, version: datetime,
+                         state: str) -> None:
+    """A snapshot that takes access away, older than the row's (delivered after a newer one: suspended, then restored
+    at the IdP, the two delivered in reverse order) changes no state, yet ends what it ended in order: the sessions
+    begun and keys created by its time (``provisioning.end_credentials_before``), our clock against WorkOS's allowed
+    ``context.CLOCK_TOLERANCE``: drifting clocks end a credential too many, never one too few. Skipped as
+    stale, a session from before the suspension lived on (a break-it review)."""
+    if du.user_id is None:
+        return
+    why = f"directory_user_{state}_delivered_late"
+    revoked, suspended = end_credentials_before(ctx.session, ctx.client, organization_id=org.id, user_id=du.user_id,
+                                                by=version + CLOCK_TOLERANCE, cause=ctx.cause.with_reason(why))
+    if revoked or suspended:
+        ctx.record("directory_user.deprovisioned_late", organization_id=org.id, target_type="directory_user",
+                   target_id=du.workos_id, details={"user_id": du.user_id, "state": state, "reason": why,
+                                                    "version": version.isoformat(), "sessions_revoked": revoked,
+                                                    "keys_suspended": suspended})
 
 
 def upsert_directory_group(ctx: EventContext, org: Organization, data: dict[str, Any], *,
