@@ -102,7 +102,8 @@ class CookieSessionInterface(SecureCookieSessionInterface):
 
 
 def register_request_hooks(app: Flask) -> None:
-    """Assign request ids and add security headers; open Flask's session cookie only when there is one."""
+    """Assign request ids and add security headers; open Flask's session cookie only when there is one; end the
+    request's uncommitted transaction with it."""
     app.session_interface = CookieSessionInterface()
     csp = ("default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self'; img-src 'self' data:; "
            f"frame-ancestors 'none'; form-action {form_action_sources(app.config)}")
@@ -122,3 +123,13 @@ def register_request_hooks(app: Flask) -> None:
             wanted.append(HSTS)
         add_missing(response, wanted)
         return response
+
+    @app.teardown_request
+    def end_open_transaction(_error: BaseException | None) -> None:
+        # What a request did not commit (a refusal after a locking read) is rolled back as it ends, releasing its
+        # locks (on SQLite, the database's write turn) even where the application context outlives the request:
+        # an embedding host's, or a test's.
+        from .extensions import db
+
+        if db.session.registry.has():
+            db.session.rollback()

@@ -46,8 +46,10 @@ def wait_for(url: str, what: str, proc: subprocess.Popen[bytes], timeout: float 
 
 
 def port_taken(host: str, port: int) -> bool:
-    """Whether another process listens on *host*:*port* (a bind without address reuse fails then)."""
+    """Whether another process listens on *host*:*port*: a bind fails then. Address reuse is allowed, as gunicorn
+    allows it, so the connections a server just stopped left in TIME_WAIT do not count (a restart on the same port)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:

@@ -333,6 +333,7 @@ def replace_mappings(session: Session, client: WorkOSClient, *, organization_id:
     org = _organization(session, organization_id)
     _keeps_an_admin(session, organization_id, specs, default_role)
     before = [s.to_dict() for s in sort_specs(_spec_of(row) for row in rows)]
+    default_before = org.default_role
     # Upsert by (kind, identifier) so a mapping that stays keeps its id.
     existing = {(row.identifier_kind, row.group_identifier): row for row in rows}
     wanted = index_specs(specs)
@@ -354,7 +355,7 @@ def replace_mappings(session: Session, client: WorkOSClient, *, organization_id:
     audit.record(session, action="role_mapping.replaced", cause=cause, organization_id=organization_id,
                  target_type="organization", target_id=organization_id,
                  details={"before": before, "after": [s.to_dict() for s in specs],
-                          "default_role": org.default_role})
+                          "default_role": org.default_role, "previous_default_role": default_before})
     return _recompute_or_queue(session, client, organization_id, cause, chunk)
 
 
