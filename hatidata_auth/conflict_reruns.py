@@ -1,8 +1,9 @@
 """Write views that run again when the database rolled their transaction back to break a lock conflict.
 
-An admin's change that holds the organization and then members' keys (a removal, a role change, a mapping edit:
-``services.last_admin``, ``services.fanout_jobs.hold_members``) can cross an applier's batch that holds some of
-those keys from its claim and then shares the organization's lock. PostgreSQL breaks the cycle by rolling one of
+An admin's change that holds the organization and then a member's key (a removal, a role change:
+``services.last_admin``, ``services.fanout_jobs.hold_member_of``; a mapping edit takes keys without waiting,
+``fanout_jobs.try_hold_members``) can cross an applier's batch that holds that key from its claim and then
+shares the organization's lock. PostgreSQL breaks the cycle by rolling one of
 them back (``services.db_conflicts``); the applier's pool runs its batch again, and a view wrapped here runs again
 too (at most ``db_conflicts.ATTEMPTS`` times in all) instead of answering 503.
 

@@ -5,7 +5,8 @@ Every write route is checked for the rerun, the rerun itself on both databases w
 (the error PostgreSQL's driver raises), and on PostgreSQL the real crossing of each admin write that holds the
 organization and then a member's key (found by a break-it review of issue #14's work): an applier's batch holds the
 member's key from its claim, then shares the organization's lock the admin holds. PostgreSQL rolls back the admin's
-transaction, which waited first; it runs again and is answered 200."""
+transaction, which waited first; it runs again and is answered 200. A mapping edit no longer waits for a member's
+key there (it queues the recompute instead): ``tests/test_mapping_edit_member_keys.py``."""
 
 from __future__ import annotations
 
@@ -123,8 +124,6 @@ def _linked(app: Flask, tenant: Tenant) -> None:
 CROSSINGS = {
     "remove_member": ("DELETE", "/api/v1/members/{member}", None, f"{KEY}_V"),
     "change_member_role": ("PATCH", "/api/v1/members/{member}", {"role": "developer"}, f"{KEY}_V"),
-    "replace_mappings": ("PUT", "/api/v1/role-mappings", {"mappings": [
-        {"identifier_kind": "name", "group_identifier": "Rerun Admins", "role": "admin"}]}, f"{KEY}_D"),
 }
 
 

@@ -286,13 +286,14 @@ def _recompute(session: Session, client: WorkOSClient | None, organization_id: s
 
 def _recompute_or_queue(session: Session, client: WorkOSClient, organization_id: str, cause: Cause,
                         chunk: int) -> RecomputeResult:
-    """At most one chunk in this transaction: recompute every member now when they fit in one chunk, else queue
-    a recompute job (``services.fanout_jobs``) the appliers apply a chunk at a time."""
+    """At most one chunk in this transaction: recompute every member now when they fit in one chunk and no
+    member's event holds its key at this moment, else queue a recompute job (``services.fanout_jobs``) the appliers
+    apply a chunk at a time."""
     members = _directory_members(session, organization_id, limit=chunk + 1)
-    if len(members) <= chunk:
-        # Serialised with the members' own events like a fan-out chunk (services.fanout_jobs.hold_members): hold
-        # their keys, then read them again, so an event committed meanwhile is seen, not overwritten.
-        fanout_jobs.hold_members(session, [du.workos_id for _m, du, _e in members])
+    # Serialised with the members' own events like a fan-out chunk: their keys are held, then they are read again,
+    # so an event committed meanwhile is seen, not overwritten. Never waited for: the organization's row is held
+    # (its mappings' lock), which a member's event shares after holding its key (fanout_jobs.try_hold_members).
+    if len(members) <= chunk and fanout_jobs.try_hold_members(session, [du.workos_id for _m, du, _e in members]):
         members = _directory_members(session, organization_id, limit=chunk + 1, fresh=True)
         if len(members) <= chunk:
             return _recompute(session, client, organization_id, cause, members)
