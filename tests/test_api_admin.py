@@ -170,6 +170,26 @@ def test_role_mappings_crud_preview_and_explain(app: Flask, client: FlaskClient,
     assert len(_audited(app, acme.id, "role_mapping.replaced")) == 3
 
 
+def test_a_mapping_change_audits_the_set_as_stored_with_every_id(app: Flask, client: FlaskClient,
+                                                                 acme: Tenant) -> None:
+    """The audit event's ``after`` is the set as stored: an added mapping's id too (it was ``null``, the spec as
+    sent), for every write (a whole set with a new and a kept mapping, one added, one changed)."""
+    writes = [("PUT", "/api/v1/role-mappings", {"mappings": [
+                  {"identifier_kind": "name", "group_identifier": "Acme Admins", "role": "admin"},
+                  {"identifier_kind": "name", "group_identifier": "Audited Engineers", "role": "developer"}]}),
+              ("POST", "/api/v1/role-mappings",
+               {"identifier_kind": "name", "group_identifier": "Audited Viewers", "role": "viewer"}),
+              ("PATCH", "/api/v1/organization/settings", {"default_role": "viewer"})]
+    for method, path, body in writes:
+        assert client.open(path, method=method, headers=_admin(acme), json=body).status_code in (200, 201)
+        stored = client.get("/api/v1/role-mappings", headers=_admin(acme)).get_json()["data"]
+        latest = max(_audited(app, acme.id, "role_mapping.replaced"), key=lambda event: event.seq)
+        after = latest.details["after"]
+        assert all(m["id"] for m in after), after
+        assert sorted((m["id"], m["group_identifier"], m["role"]) for m in after) == \
+            sorted((m["id"], m["group_identifier"], m["role"]) for m in stored)
+
+
 def test_audit_events_filter_paginate_verify_and_export(app: Flask, client: FlaskClient, acme: Tenant) -> None:
     sso_verified(app, acme)
     client.patch("/api/v1/organization/settings", headers=_admin(acme), json={"sso_enforced": True})

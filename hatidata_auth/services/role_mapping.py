@@ -341,21 +341,24 @@ def replace_mappings(session: Session, client: WorkOSClient, *, organization_id:
     for key, stale in existing.items():
         if key not in wanted:
             session.delete(stale)
+    stored = []
     for key, spec in wanted.items():
         row = existing.get(key)
         if row is None:
-            session.add(RoleMapping(organization_id=organization_id, identifier_kind=spec.identifier_kind,
-                                    group_identifier=spec.group_identifier, role=spec.role,
-                                    priority=spec.priority))
+            row = RoleMapping(organization_id=organization_id, identifier_kind=spec.identifier_kind,
+                              group_identifier=spec.group_identifier, role=spec.role, priority=spec.priority)
+            session.add(row)
         elif (row.role, row.priority) != (spec.role, spec.priority):
             row.role, row.priority = spec.role, spec.priority
+        stored.append(row)
     if not isinstance(default_role, Unchanged):
         default_role_valid(default_role)
         org.default_role = default_role
     session.flush()
     audit.record(session, action="role_mapping.replaced", cause=cause, organization_id=organization_id,
                  target_type="organization", target_id=organization_id,
-                 details={"before": before, "after": [s.to_dict() for s in specs],
+                 details={"before": before,
+                          "after": [s.to_dict() for s in sort_specs(_spec_of(row) for row in stored)],
                           "default_role": org.default_role, "previous_default_role": default_before})
     return _recompute_or_queue(session, client, organization_id, cause, chunk)
 
