@@ -1,11 +1,12 @@
 """Write views that run again when the database rolled their transaction back to break a lock conflict.
 
-An admin's change that holds the organization and then a member's key (a removal, a role change:
-``services.last_admin``, ``services.fanout_jobs.hold_member_of``; a mapping edit takes keys without waiting,
-``fanout_jobs.try_hold_members``) can cross an applier's batch that holds that key from its claim and then
-shares the organization's lock. PostgreSQL breaks the cycle by rolling one of
-them back (``services.db_conflicts``); the applier's pool runs its batch again, and a view wrapped here runs again
-too (at most ``db_conflicts.ATTEMPTS`` times in all) instead of answering 503.
+Writers that wait for locks in different orders can wait for each other (``services.db_conflicts``): PostgreSQL
+breaks the cycle by rolling one of them back, the applier's pool runs its batch again, and a view wrapped here runs
+again too (at most ``db_conflicts.ATTEMPTS`` times in all) instead of answering 503. An admin's change that holds
+the organization and needs a member's key (a removal, a role change) takes the key without waiting and, when that
+member's event holds it, runs again after a pause (``db_conflicts.KeyHeld``): that event shares the organization's
+row after its claim took the key, so waiting closed a cycle (a mapping edit queues its recompute instead:
+``fanout_jobs.try_hold_members``; ``fanout_jobs.hold_member_of``).
 
 The rule: a view runs again only when nothing of its attempt outlived the rollback (``lasting_effects``). A view
 that commits once, at its end, loses all it wrote, audited or queued with the rollback (``unit_of_work``); one

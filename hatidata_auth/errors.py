@@ -171,6 +171,8 @@ def register_error_handlers(app: Flask) -> None:
         return error_response(503, "service_unavailable", message, headers=headers)
 
     app.register_error_handler(DBAPIError, handle_unavailable)
+    app.register_error_handler(db_conflicts.KeyHeld, lambda exc: handle_app_error(
+        ServiceUnavailable(exc.message, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})))
     try:
         import redis
 

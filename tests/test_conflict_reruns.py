@@ -4,14 +4,16 @@
 Every write route is checked for the rerun, the rerun itself on both databases with a conflict raised by the view
 (the error PostgreSQL's driver raises), and on PostgreSQL the real crossing of each admin write that holds the
 organization and then a member's key (found by a break-it review of issue #14's work): an applier's batch holds the
-member's key from its claim, then shares the organization's lock the admin holds. PostgreSQL rolls back the admin's
-transaction, which waited first; it runs again and is answered 200. A mapping edit no longer waits for a member's
-key there (it queues the recompute instead): ``tests/test_mapping_edit_member_keys.py``."""
+member's key from its claim, then shares the organization's lock the admin holds. The admin waited for the key
+until PostgreSQL rolled it back; now it never waits: it runs again after a pause (``db_conflicts.KeyHeld``), and is
+answered 200 once the applier has committed, or 503 when the key stays held past its pauses. A mapping edit no
+longer waits for a member's key there (it queues the recompute instead): ``tests/test_mapping_edit_member_keys.py``."""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -25,9 +27,9 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from hatidata_auth.conflict_reruns import rerun_on_conflict, reruns_on_conflict
 from hatidata_auth.extensions import db
 from hatidata_auth.models import DirectoryUser, Membership, Organization
+from hatidata_auth.services import db_conflicts
 from hatidata_auth.services.db_conflicts import ATTEMPTS
 from tests.api_support import Tenant, headers_for, make_tenant
-from tests.test_inserted_user_race import _wait_for_lock_wait
 
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 NOT_RERUN = {
@@ -127,18 +129,33 @@ CROSSINGS = {
 }
 
 
+def _met_a_held_key(caplog: pytest.LogCaptureFixture) -> bool:
+    return any(db_conflicts.KEY_HELD in r.getMessage() for r in caplog.records)
+
+
+def _until(done: Callable[[], bool], seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < deadline, "not seen in time"
+        time.sleep(0.01)
+
+
 @pytest.mark.postgres
 @pytest.mark.parametrize("name", sorted(CROSSINGS))
-def test_an_admin_write_that_crosses_an_applier_runs_again(app: Flask, name: str,
-                                                           caplog: pytest.LogCaptureFixture) -> None:
+def test_an_admin_write_that_meets_a_key_an_applier_holds_runs_again_without_waiting(
+        app: Flask, name: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The admin holds the organization's row and needs the member's key, which an applier's claim holds; the
+    applier shares that row next. Before, the admin waited for the key and the two waited for each other until
+    PostgreSQL rolled one back (a 503 after three tries under a storm). Now the admin gives up its transaction,
+    pauses holding nothing, and runs again: the applier's share of the row is granted, and once it commits the admin
+    is answered 200, with no deadlock at all."""
     method, path, body, key = CROSSINGS[name]
     tenant = make_tenant(app, "Rerun")
     _linked(app, tenant)
     answers: list[Any] = []
     with app.app_context():
         applier = db.engine.connect()
-        # The admin, who waits first, is the one PostgreSQL rolls back (its deadlock check runs first).
-        applier.execute(text("SET LOCAL deadlock_timeout = '10s'"))
+        applier.execute(text("SET LOCAL lock_timeout = '5s'"))  # waiting on the admin would fail, not hang
         applier.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": f"user:{key}"})
 
         def admin() -> None:
@@ -146,10 +163,10 @@ def test_an_admin_write_that_crosses_an_applier_runs_again(app: Flask, name: str
                                        headers=headers_for(tenant, "admin")))
 
         thread = threading.Thread(target=admin)
-        with caplog.at_level(logging.WARNING, "hatidata_auth.services.db_conflicts"):
+        with caplog.at_level(logging.INFO, "hatidata_auth.services.db_conflicts"):
             thread.start()
             try:
-                _wait_for_lock_wait("%", event="advisory")  # the admin holds the organization, waits for the key
+                _until(lambda: _met_a_held_key(caplog))  # the admin met the key, gave up, and pauses
                 applier.execute(select(Organization.id).where(Organization.id == tenant.id).with_for_update(read=True))
             finally:
                 applier.commit()
@@ -157,4 +174,29 @@ def test_an_admin_write_that_crosses_an_applier_runs_again(app: Flask, name: str
                 thread.join(30)
     assert answers
     assert answers[0].status_code == 200, answers[0].get_json()
-    assert any("rolled back by the database (deadlock detected)" in r.getMessage() for r in caplog.records)
+    assert not [r for r in caplog.records if "rolled back by the database" in r.getMessage()]
+
+
+@pytest.mark.postgres
+def test_an_admin_write_whose_key_stays_held_answers_503_after_its_pauses(app: Flask) -> None:
+    method, path, body, key = CROSSINGS["remove_member"]
+    tenant = make_tenant(app, "Rerun Held")
+    _linked(app, tenant)
+    with app.app_context():
+        applier = db.engine.connect()
+        applier.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": f"user:{key}"})
+        try:
+            started = time.monotonic()
+            response = app.test_client().open(path.format(member=tenant.ids["member"]), method=method, json=body,
+                                              headers=headers_for(tenant, "admin"))
+            took = time.monotonic() - started
+        finally:
+            applier.rollback()
+            applier.close()
+    assert response.status_code == 503, response.get_json()
+    assert response.headers["Retry-After"]
+    assert response.get_json()["error"]["code"] == "service_unavailable"
+    assert sum(db_conflicts.KEY_HELD_PAUSES) / 2 <= took < 30
+    with app.app_context():  # nothing of the attempts was kept: the member is still active
+        assert db.session.get(Membership, tenant.ids["member"]).status == "active"  # type: ignore[union-attr]
+        db.session.remove()

@@ -31,6 +31,7 @@ from ..models import Membership, WebhookEvent, utcnow
 from ..models.inbox import INBOX_CHANNEL, INTERNAL_SOURCE
 from ..random_ids import uuid4_hex
 from ..trace_context import carrier
+from . import db_conflicts
 
 JOB_TYPE = "hatidata.recompute_members"
 INTERNAL_NAMESPACE = "hatidata."
@@ -175,10 +176,13 @@ def try_hold_members(session: Session, directory_user_ids: Iterable[str]) -> boo
 
 
 def hold_member_of(session: Session, organization_id: str, membership_id: str) -> None:
-    """Hold (as :func:`hold_members`) the key of the directory user the membership *membership_id* hangs on, if
-    any, **before** the caller loads the membership to change its access (an admin's removal): a member's event
-    then never reads the membership, lets the admin's change commit, and writes back what it read. Nothing to do
-    on SQLite, or for a membership no directory user backs."""
+    """Take without waiting (:func:`try_hold_members`) the key of the directory user the membership
+    *membership_id* hangs on, if any, **before** the caller loads the membership to change its access (an admin's
+    removal): a member's event then never reads the membership, lets the admin's change commit, and writes back
+    what it read. Raises ``db_conflicts.KeyHeld`` when that member's event holds the key: the caller holds the
+    organization's row, which that event's transaction shares next, so it gives up its transaction and runs it
+    again after a pause (``db_conflicts.retrying``). Nothing to do on SQLite, or for a membership no directory
+    user backs."""
     if session.get_bind().dialect.name != "postgresql":
         return
     held: set[str] = set()
@@ -187,7 +191,8 @@ def hold_member_of(session: Session, organization_id: str, membership_id: str) -
                                                                         Membership.id == membership_id))
         if not ref or ref in held:
             return
-        hold_members(session, [ref])
+        if not try_hold_members(session, [ref]):
+            raise db_conflicts.KeyHeld()
         held.add(ref)
 
 
