@@ -34,9 +34,9 @@ class LastAdmin(AppError):
 
 
 def lock_organization(session: Session, organization_id: str) -> None:
-    """Lock the organization's row for the transaction (the last-admin check's lock). Writers that also hold
-    members' keys take this lock first: one order, so a mapping change and a member's removal cannot deadlock (a
-    mapping change only tries the keys: ``fanout_jobs.try_hold_members``)."""
+    """Lock the organization's row for the transaction (the last-admin check's lock). Writers that also need
+    members' keys take this lock first, then the keys without waiting for them (``fanout_jobs.try_hold_members``,
+    ``fanout_jobs.hold_member_of``): a member's event holds its key before it shares this row."""
     if session.get_bind().dialect.name == "sqlite":
         # SQLite has no row locks and pysqlite starts the transaction at the first write: a no-op write takes the
         # database's write lock now, so a concurrent check waits here and then counts the committed state.
