@@ -29,6 +29,9 @@ from ..unit_of_work import invalidate_after_commit
 from . import audit, paging
 from .credentials import token_hash
 
+CARRIED_BY_ROTATION = frozenset({"organization_id", "owner_user_id", "name", "scopes", "expires_at", "ip_allowlist"})
+"""The columns of ``api_keys`` a rotation's successor copies from the old key: what the key may do, for whom, until
+when and from where. Every other column is the successor's own (its id, secret, status, use and lifecycle)."""
 KEY_PREFIX = "hd_live_"
 SECRET_BYTES = 32  # 256 bits
 PUBLIC_PREFIX_CHARS = 8
@@ -139,13 +142,30 @@ def _authorize(key: ApiKey, actor: Actor, caller: Caller | None, *, manage_only:
                        details={"missing_permissions": beyond})
 
 
+def _owner_role(db: Session, organization_id: str, owner_user_id: str) -> str | None:
+    """The role of *owner_user_id*'s active membership in the organization (``None``: not an active member), read
+    under a shared lock on that membership until the transaction ends. Every path that issues a key or gives one
+    back (creation, rotation, reinstatement) reads it so, before it locks or writes the key: a removal or a
+    deprovisioning locks the membership, then suspends the owner's keys, so it either is seen here (committed
+    first) or waits for the new key and suspends it. Read without the lock, a key created while its owner was being
+    removed stayed active (a break-it review: 4 of 8 races on ``make run``)."""
+    return db.scalar(select(Membership.role).where(Membership.organization_id == organization_id,
+                                                   Membership.user_id == owner_user_id,
+                                                   Membership.status == "active").with_for_update(read=True))
+
+
+def _lock_owner_of(db: Session, organization_id: str, key_id: str) -> str | None:
+    """:func:`_owner_role` of the owner of the key *key_id* (404 for an unknown key), before the key's own lock: the
+    order of a removal (the membership, then the keys)."""
+    owner = _key(db, organization_id, key_id).owner_user_id
+    return None if owner is None else _owner_role(db, organization_id, owner)
+
+
 def _validate_scopes(db: Session, organization_id: str, owner_user_id: str, scopes: list[str]) -> list[str]:
     bad = unknown_scopes(scopes)
     if bad:
         raise AppError("Unknown scopes.", status=422, code="invalid_scopes", details={"unknown": bad})
-    role = db.scalar(select(Membership.role).where(Membership.organization_id == organization_id,
-                                                   Membership.user_id == owner_user_id,
-                                                   Membership.status == "active"))
+    role = _owner_role(db, organization_id, owner_user_id)
     if role is None:
         raise AppError("The owner is not an active member of the organization.", status=422,
                        code="invalid_owner")
@@ -162,14 +182,15 @@ def _audit(db: Session, action: str, key: ApiKey, cause: Cause, **details: Any) 
 
 
 def _insert(db: Session, *, organization_id: str, owner_user_id: str, name: str, scopes: list[str],
-            expires_at: datetime | None, rotated_from_id: str | None = None) -> tuple[str, ApiKey]:
+            expires_at: datetime | None, rotated_from_id: str | None = None,
+            ip_allowlist: list[str] | None = None) -> tuple[str, ApiKey]:
     while True:
         secret, prefix = generate_secret()
         if db.scalar(select(ApiKey.id).where(ApiKey.prefix == prefix)) is None:
             break
     key = ApiKey(organization_id=organization_id, owner_user_id=owner_user_id, name=name, prefix=prefix,
                  key_hash=token_hash(secret), scopes=scopes, status="active", expires_at=expires_at,
-                 rotated_from_id=rotated_from_id)
+                 rotated_from_id=rotated_from_id, ip_allowlist=ip_allowlist)
     db.add(key)
     db.flush()
     return secret, key
@@ -225,10 +246,14 @@ def revoke_key(db: Session, *, organization_id: str, key_id: str, cause: Cause,
 
 def rotate_key(db: Session, *, organization_id: str, key_id: str, cause: Cause, grace_seconds: int,
                caller: Caller | None = None) -> CreatedKey:
-    """Issue a replacement key; the old one stays valid for ``grace_seconds`` (0: revoked at once).
+    """Issue a replacement key; the old one stays valid for ``grace_seconds`` (0: revoked at once). The successor
+    carries every restriction of the old key (:data:`CARRIED_BY_ROTATION`: owner, name, scopes, expiry, IP
+    allowlist); an allowlist left behind let a key's holder lift an admin's restriction by rotating it.
 
-    403 when *caller* may not act on the key or lacks one of its scopes; 409 when it is not rotatable.
+    403 when *caller* may not act on the key or lacks one of its scopes; 409 when it is not rotatable; 422
+    ``invalid_owner`` when its owner is no longer an active member.
     """
+    owner_role = _lock_owner_of(db, organization_id, key_id)
     old = _key(db, organization_id, key_id, for_update=True)
     _authorize(old, cause.actor, caller, issues_key=True)
     if old.status != "active" or (old.grace_until is not None):
@@ -236,8 +261,11 @@ def rotate_key(db: Session, *, organization_id: str, key_id: str, cause: Cause, 
                        code="invalid_state", details={"status": old.status})
     if old.owner_user_id is None:
         raise AppError("The key has no owner; create a new one.", status=409, code="invalid_state")
+    if owner_role is None:
+        raise AppError("The owner is not an active member of the organization.", status=422, code="invalid_owner")
     secret, new = _insert(db, organization_id=organization_id, owner_user_id=old.owner_user_id, name=old.name,
-                          scopes=list(old.scopes or []), expires_at=old.expires_at, rotated_from_id=old.id)
+                          scopes=list(old.scopes or []), expires_at=old.expires_at, rotated_from_id=old.id,
+                          ip_allowlist=None if old.ip_allowlist is None else list(old.ip_allowlist))
     now = utcnow()
     if grace_seconds <= 0:
         old.status, old.revoked_at = "revoked", now
@@ -248,7 +276,7 @@ def rotate_key(db: Session, *, organization_id: str, key_id: str, cause: Cause, 
     _audit(db, "api_key.rotated", old, cause, new_key_id=new.id, new_prefix=new.prefix,
            grace_seconds=max(grace_seconds, 0))
     _audit(db, "api_key.created", new, cause, scopes=list(new.scopes), rotated_from_id=old.id,
-           owner_user_id=new.owner_user_id)
+           owner_user_id=new.owner_user_id, ip_allowlist=new.ip_allowlist)
     invalidate_after_commit(db, "api_key", old.id, old.key_hash)
     return CreatedKey(secret=secret, key=ApiKeyView.of(new))
 
@@ -272,6 +300,7 @@ def reinstate_key(db: Session, *, organization_id: str, key_id: str, cause: Caus
 
     403 unless *caller* holds ``keys:manage`` and every scope of the key; 409/422 for a wrong state or owner.
     """
+    _lock_owner_of(db, organization_id, key_id)
     key = _key(db, organization_id, key_id, for_update=True)
     _authorize(key, cause.actor, caller, manage_only=True, issues_key=True)
     if key.status != "suspended":
