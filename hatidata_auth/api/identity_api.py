@@ -124,7 +124,7 @@ class CreateKeySchema(Schema):
 
 
 class RotateKeySchema(Schema):
-    grace_seconds = fields.Integer(validate=validate.Range(min=0, max=30 * 24 * 3600), load_default=None,
+    grace_seconds = fields.Integer(strict=True, validate=validate.Range(min=0, max=30 * 24 * 3600), load_default=None,
                                    allow_none=True)
 
 

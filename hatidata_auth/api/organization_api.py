@@ -28,9 +28,9 @@ ROLE_OR_NONE = validate.OneOf([*ROLES, None])
 
 
 class SessionPolicySchema(Schema):
-    active_ttl = fields.Integer(allow_none=True, validate=validate.Range(min=300, max=90 * 24 * 3600),
+    active_ttl = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=300, max=90 * 24 * 3600),
                                 metadata={"description": "Seconds an idle session lasts (sliding); null: default."})
-    remembered_ttl = fields.Integer(allow_none=True, validate=validate.Range(min=300, max=365 * 24 * 3600),
+    remembered_ttl = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=300, max=365 * 24 * 3600),
                                     metadata={"description": "Seconds a remembered session lasts; null: default."})
 
 
@@ -56,7 +56,7 @@ class SettingsPatchSchema(Schema):
     default_role = fields.String(allow_none=True, validate=ROLE_OR_NONE,
                                  metadata={"description": "Role of members in no mapped group; null: no access."})
     session_policy = fields.Nested(SessionPolicySchema)
-    session_cache_ttl = fields.Integer(allow_none=True, validate=validate.Range(min=0, max=3600),
+    session_cache_ttl = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=0, max=3600),
                                        metadata={"description": "Seconds a session's status may be cached."})
 
 

@@ -26,7 +26,7 @@ class MappingSchema(Schema):
     identifier_kind = fields.String(required=True, validate=validate.OneOf(IDENTIFIER_KINDS))
     group_identifier = fields.String(required=True, validate=validate.Length(min=1, max=255))
     role = fields.String(required=True, validate=validate.OneOf(ROLES))
-    priority = fields.Integer(load_default=0, validate=validate.Range(min=-1000, max=1000))
+    priority = fields.Integer(strict=True, load_default=0, validate=validate.Range(min=-1000, max=1000))
 
 
 class MappingInputSchema(Schema):
@@ -35,12 +35,12 @@ class MappingInputSchema(Schema):
                                                              "`object_id` or WorkOS `directory_group_id`."})
     group_identifier = fields.String(required=True, validate=validate.Length(min=1, max=255))
     role = fields.String(required=True, validate=validate.OneOf(ROLES))
-    priority = fields.Integer(load_default=0, validate=validate.Range(min=-1000, max=1000))
+    priority = fields.Integer(strict=True, load_default=0, validate=validate.Range(min=-1000, max=1000))
 
 
 class MappingPatchSchema(Schema):
     role = fields.String(validate=validate.OneOf(ROLES))
-    priority = fields.Integer(validate=validate.Range(min=-1000, max=1000))
+    priority = fields.Integer(strict=True, validate=validate.Range(min=-1000, max=1000))
 
 
 class MappingSetSchema(Schema):
