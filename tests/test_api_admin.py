@@ -170,6 +170,21 @@ def test_role_mappings_crud_preview_and_explain(app: Flask, client: FlaskClient,
     assert len(_audited(app, acme.id, "role_mapping.replaced")) == 3
 
 
+@pytest.mark.parametrize("blank", ["", " ", "\t\n", "\u3000"])
+def test_a_blank_group_identifier_is_refused_by_name(client: FlaskClient, acme: Tenant, blank: str) -> None:
+    """A blank group (only spaces) is a 422 ``validation_error`` naming the field you sent, for one mapping and in a
+    whole set (it was ``invalid_role_mapping`` naming a position in the stored set: "#500: group_identifier ...")."""
+    one = {"identifier_kind": "name", "group_identifier": blank, "role": "viewer"}
+    for method, body, where in (("POST", one, lambda f: f["group_identifier"]),
+                                ("PUT", {"mappings": [one]}, lambda f: f["mappings"]["0"]["group_identifier"]),
+                                ("POST", {"mappings": [one]}, lambda f: f["mappings"]["0"]["group_identifier"])):
+        path = "/api/v1/role-mappings" + ("/preview" if method == "POST" and "mappings" in body else "")
+        response = client.open(path, method=method, json=body, headers=_admin(acme))
+        error = response.get_json()["error"]
+        assert (response.status_code, error["code"]) == (422, "validation_error"), (path, error)
+        assert where(error["details"]["fields"]), error
+
+
 def test_a_mapping_change_audits_the_set_as_stored_with_every_id(app: Flask, client: FlaskClient,
                                                                  acme: Tenant) -> None:
     """The audit event's ``after`` is the set as stored: an added mapping's id too (it was ``null``, the spec as

@@ -370,6 +370,25 @@ def test_logout_revokes_clears_and_redirects_to_workos(app: Flask, signed_in: Fl
 # --- organizations and switching --------------------------------------------------------------------------------
 
 
+def test_a_switch_with_a_malformed_body_is_refused_by_name(client: FlaskClient, orgs: dict[str, str]) -> None:
+    """``organization_id`` missing or not a non-empty string, or a ``return_to`` that is not one, is a 422 naming
+    the field (a list or a number was a 404 "Unknown organization"), and the session stays where it was."""
+    assert login(client, "dev@acme.test", organization_id=ACME).status_code == 302
+    bodies = [({}, "organization_id"), *(({"organization_id": bad}, "organization_id")
+                                         for bad in ("", None, [orgs[GLOBEX]], 7, {"id": orgs[GLOBEX]})),
+              ({"organization_id": orgs[GLOBEX], "return_to": ["/"]}, "return_to"),
+              ({"organization_id": orgs[GLOBEX], "return_to": 3}, "return_to")]
+    for body, field in bodies:
+        response = client.post("/auth/switch-organization", json=body, headers=csrf_headers(client))
+        error = (response.get_json() or {}).get("error", {})
+        assert (response.status_code, error.get("code")) == (422, "validation_error"), (body, response.get_json())
+        assert field in error["details"]["fields"], (body, error)
+    unknown = client.post("/auth/switch-organization", json={"organization_id": "org_unknown"},
+                          headers=csrf_headers(client))
+    assert unknown.status_code == 404
+    assert client.get("/api/v1/me").get_json()["organization_id"] == orgs[ACME]
+
+
 @pytest.mark.parametrize(("email", "home"), [("dev@acme.test", ACME), ("viewer@acme.test", ACME)])
 def test_organizations_and_switch(app: Flask, client: FlaskClient, orgs: dict[str, str], email: str,
                                   home: str) -> None:

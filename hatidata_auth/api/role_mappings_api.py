@@ -33,7 +33,8 @@ class MappingInputSchema(Schema):
     identifier_kind = fields.String(required=True, validate=validate.OneOf(IDENTIFIER_KINDS),
                                     metadata={"description": "How the group is named: display `name`, IdP "
                                                              "`object_id` or WorkOS `directory_group_id`."})
-    group_identifier = fields.String(required=True, validate=validate.Length(min=1, max=255))
+    group_identifier = fields.String(required=True, validate=[
+        validate.Length(min=1, max=255), validate.Regexp(r"\S", error="Must hold a character other than a space.")])
     role = fields.String(required=True, validate=validate.OneOf(ROLES))
     priority = fields.Integer(strict=True, load_default=0, validate=validate.Range(min=-1000, max=1000))
 

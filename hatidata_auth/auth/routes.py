@@ -243,7 +243,9 @@ def switch_organization() -> BaseResponse:
     """Refresh the session into another of the caller's organizations (audited).
 
     Answers 200 with the organization, or, given ``return_to`` (the browser form), 303 there with "You are now
-    in <organization> as <role>." flashed; 404 ``not_found`` for an organization we do not know; 403 ``forbidden``
+    in <organization> as <role>." flashed; 422 ``validation_error`` naming ``organization_id`` (missing, or not a
+    non-empty string) or ``return_to`` (not a non-empty string); 404 ``not_found`` for an organization we do not
+    know; 403 ``forbidden``
     when the caller is not an active member; 401 when the session has ended, or when the membership ended while
     WorkOS moved the session (the session is then ended: ``details.reason`` ``membership_ended``); 409
     ``sso_required`` (audited) when the target does not accept how this session signed in and 409
@@ -252,9 +254,15 @@ def switch_organization() -> BaseResponse:
     """
     rt = runtime()
     identity = current_identity
-    data: dict[str, Any] = request.get_json(silent=True) or request.form.to_dict()
-    target_id = str(data.get("organization_id") or "")
-    target = organizations_service.find_organization(db.session(), target_id) if target_id else None
+    data: Any = request.get_json(silent=True) or request.form.to_dict()
+    if not isinstance(data, dict):
+        data = {}
+    wrong = {name: ["Must be a non-empty string."] for name in ("organization_id", "return_to")
+             if not (isinstance(data.get(name), str) and data[name]) and (name == "organization_id" or name in data)}
+    if wrong:
+        raise AppError("Give organization_id, the id of one of your organizations.", status=422,
+                       code="validation_error", details={"fields": wrong})
+    target = organizations_service.find_organization(db.session(), data["organization_id"])
     if target is None:
         raise AppError("Unknown organization.", status=404, code="not_found")
     assert identity.user_id is not None
