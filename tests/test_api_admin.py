@@ -185,6 +185,14 @@ def test_a_blank_group_identifier_is_refused_by_name(client: FlaskClient, acme: 
         assert where(error["details"]["fields"]), error
 
 
+def test_an_edit_of_a_mapping_that_changes_nothing_is_refused(app: Flask, client: FlaskClient, acme: Tenant) -> None:
+    mapping = client.get("/api/v1/role-mappings", headers=_admin(acme)).get_json()["data"][0]
+    audited = len(_audited(app, acme.id, "role_mapping.replaced"))
+    response = client.patch(f"/api/v1/role-mappings/{mapping['id']}", json={}, headers=_admin(acme))
+    assert (response.status_code, response.get_json()["error"]["code"]) == (422, "validation_error")
+    assert len(_audited(app, acme.id, "role_mapping.replaced")) == audited
+
+
 def test_a_mapping_change_audits_the_set_as_stored_with_every_id(app: Flask, client: FlaskClient,
                                                                  acme: Tenant) -> None:
     """The audit event's ``after`` is the set as stored: an added mapping's id too (it was ``null``, the spec as

@@ -72,8 +72,15 @@ def example(schema: dict[str, Any], document: dict[str, Any]) -> Any:
 
 
 def _body(op: dict[str, Any], document: dict[str, Any]) -> Any:
+    """A minimal valid body: the required properties, or every property when none is required (a PATCH must
+    change something)."""
     content = (op.get("requestBody") or {}).get("content", {}).get("application/json")
-    return None if content is None else example(content["schema"], document)
+    if content is None:
+        return None
+    schema = _resolve(content["schema"], document)
+    if schema.get("required") or not schema.get("properties"):
+        return example(schema, document)
+    return example({**schema, "required": list(schema["properties"])}, document)
 
 
 def _url(path: str, ids: dict[str, str]) -> tuple[str, bool]:

@@ -43,6 +43,11 @@ class MappingPatchSchema(Schema):
     role = fields.String(validate=validate.OneOf(ROLES))
     priority = fields.Integer(strict=True, validate=validate.Range(min=-1000, max=1000))
 
+    @validates_schema
+    def something_to_change(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if not data:  # an edit of nothing was answered 200 and audited as a change of the set
+            raise ValidationError("Give role, priority or both.", field_name="_schema")
+
 
 class MappingSetSchema(Schema):
     mappings = fields.List(fields.Nested(MappingInputSchema), required=True, validate=validate.Length(max=500))
