@@ -219,3 +219,48 @@ def test_two_concurrent_demotions_of_the_two_last_admins_do_not_both_succeed(app
     with app.app_context():
         assert last_admin.active_admin_ids(db.session, tenant.id) == {tenant.users["developer"]}
         db.session.remove()
+
+
+@pytest.mark.postgres
+def test_two_directory_demotions_sharing_the_organization_both_apply_and_the_later_count_alerts(app: Flask) -> None:
+    """Two applier transactions each share the organization's row (as an event's binding does) and demote one of
+    the two admins. Both reconcile: before, each upgraded its share to ``FOR UPDATE`` and waited for the other's
+    share until PostgreSQL rolled one back (a deadlock, helper-155). Now the counts take the admins lock only: both
+    commit, and the later count sees both demotions and opens the alert."""
+    from hatidata_auth.services import provisioning
+
+    tenant = make_tenant(app, "Upgrade")
+    _second_admin(app, tenant)
+    both_shared = threading.Barrier(2, timeout=10)
+    errors: list[BaseException] = []
+
+    def demote(role: str) -> None:
+        with app.app_context():
+            try:
+                session = db.session()
+                session.execute(select(Organization.id).where(Organization.id == tenant.id)
+                                .with_for_update(read=True))
+                both_shared.wait()
+                membership = session.get(Membership, tenant.members[role])
+                assert membership is not None
+                provisioning.set_access(session, None, membership, role="viewer", role_source="mapping",
+                                        active=True, cause=Cause.system("dsync.group.user_removed"))
+                session.commit()
+            except BaseException as exc:  # noqa: BLE001 - reported to the test's thread
+                db.session.rollback()
+                errors.append(exc)
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=demote, args=(role,)) for role in ("admin", "developer")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors, errors
+    with app.app_context():
+        assert last_admin.active_admin_ids(db.session, tenant.id) == set()
+        db.session.remove()
+    alert = _alert(app, tenant.id)
+    assert alert is not None
+    assert alert.resolved_at is None

@@ -8,15 +8,17 @@ exists again. Writers an admin drives (member role change and removal, mapping a
 :func:`ensure_remains` / :func:`ensure_mapping_keeps_admin`, which refuse with 409 ``last_admin``.
 
 Two admins demoting each other at once: the check locks the organization's row (``SELECT ... FOR UPDATE``) before
-counting, so the second waits for the first to commit, then counts again and is refused; :func:`reconcile` counts
-under the same lock. On SQLite a no-op write takes the database's write lock instead.
+counting, so the second waits for the first to commit, then counts again and is refused. :func:`reconcile` counts
+under the organization's admins lock (:data:`ADMINS_LOCK`), which orders the counts only: each transaction that
+changed an admin counts after the earlier ones committed, so the last to count sees every change. On SQLite a
+no-op write takes the database's write lock instead of either.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from ..causes import Cause
@@ -24,6 +26,12 @@ from ..errors import AppError
 from ..models import Membership, Organization, User
 from ..roles import Role
 from . import alerts, person_email
+
+ADMINS_LOCK = text("SELECT pg_advisory_xact_lock(1094995278, hashtext(:organization_id))")
+"""The organization's admins lock (PostgreSQL, until the transaction ends), taken by :func:`reconcile` before it
+counts. Not the organization's row: the transactions that reconcile (an applier's batch, a sign-in) share that row
+already, and two of them each upgrading their share to an exclusive lock waited for each other until PostgreSQL
+rolled one back (a break-it review, under a storm of group-membership webhooks and recompute jobs)."""
 
 
 class LastAdmin(AppError):
@@ -85,12 +93,14 @@ def ensure_mapping_keeps_admin(session: Session, organization_id: str, admins_af
 def reconcile(session: Session, organization_id: str, cause: Cause, changed: Membership | None = None) -> None:
     """Open the ``no_active_admin`` alert when the organization has no active admin, resolve it when it has one
     (both audited); called after every change of an admin's role or status (*changed*: that membership). Counts
-    under the organization's lock, so a change made in another transaction that holds it (an admin's removal of
-    another admin) is committed and counted: each of the two counted the other's admin still there, and neither
-    alerted (a break-it review). A writer that holds a member's row first may deadlock with one holding the
-    organization first; PostgreSQL rolls one back and it is run again (``db_conflicts``)."""
+    under the organization's admins lock (:data:`ADMINS_LOCK`; SQLite: the write turn), so a change made by another
+    transaction that counted first is committed and counted: each of two changes counted the other's admin still
+    there, and neither alerted (a break-it review); the later count now sees both."""
     session.flush()
-    lock_organization(session, organization_id)
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(ADMINS_LOCK, {"organization_id": organization_id})
+    else:
+        lock_organization(session, organization_id)
     if active_admin_ids(session, organization_id):
         alerts.resolve_raised(session, organization_id=organization_id, kind=alerts.NO_ACTIVE_ADMIN,
                               target_id=organization_id, resolution="admin_exists", cause=cause)
