@@ -171,3 +171,58 @@ def test_a_rotation_carries_every_restriction_and_the_allowlist_still_binds(app:
     inside = app.test_client().get("/api/v1/me", headers={"Authorization": f"Bearer {secret}"},
                                    environ_base={"REMOTE_ADDR": "10.99.1.2"})
     assert (outside.status_code, inside.status_code) == (403, 200), (outside.get_json(), inside.get_json())
+
+
+def _admin_change(app: Flask, tenant: Tenant, held: threading.Event, release: threading.Event,
+                  errors: list[BaseException]) -> None:
+    """An admin's change of the owner (a removal or role change): the organization's row locked ``FOR UPDATE``,
+    *held* set, then, once *release* is set, the owner's membership locked; committed."""
+    from hatidata_auth.services import last_admin, tenant_admin
+
+    with app.app_context():
+        try:
+            session = db.session()
+            last_admin.lock_organization(session, tenant.id)
+            held.set()
+            release.wait(30)
+            tenant_admin.load_member(session, tenant.id, tenant.members["developer"], for_update=True)
+            session.commit()
+        except BaseException as exc:  # noqa: BLE001 - reported to the test's thread
+            db.session.rollback()
+            errors.append(exc)
+        finally:
+            held.set()
+            db.session.remove()
+
+
+@pytest.mark.parametrize("path", sorted(ISSUERS))
+def test_an_issuance_waits_behind_an_admin_holding_the_organization_without_a_deadlock(app: Flask,
+                                                                                      path: str) -> None:
+    """The admin holds the organization's row and will lock the owner's membership next; the issuance started
+    meanwhile waits for the row before it locks the membership (the order organization, membership, key). Taken
+    the other way, the issuance held the membership and its insert waited for the row: a deadlock (a break-it
+    review)."""
+    prepare, issue = ISSUERS[path]
+    tenant = make_tenant(app, f"Ordered {path}")
+    with app.app_context():
+        key = _key_of(tenant, "developer")
+        prepare(tenant, key)
+        db.session.remove()
+    errors: list[BaseException] = []
+    admin_held, admin_release = threading.Event(), threading.Event()
+    issued, issue_release = threading.Event(), threading.Event()
+    admin = threading.Thread(target=_admin_change, args=(app, tenant, admin_held, admin_release, errors))
+    issuer = threading.Thread(target=_issuer, args=(app, lambda session: issue(session, tenant, key), errors,
+                                                    issued, issue_release))
+    issue_release.set()  # the issuance commits as soon as it is done
+    try:
+        admin.start()
+        assert admin_held.wait(30)
+        issuer.start()
+        time.sleep(0.5)
+        assert not issued.is_set(), f"{path} did not wait for the admin holding the organization"
+    finally:
+        admin_release.set()
+        admin.join(30)
+        issuer.join(30)
+    assert not errors, errors

@@ -26,7 +26,7 @@ from ..errors import AppError
 from ..models import ApiKey, Membership, User, utcnow
 from ..roles import permissions_for, unknown_scopes
 from ..unit_of_work import invalidate_after_commit
-from . import audit, paging
+from . import audit, paging, person_email
 from .credentials import token_hash
 
 CARRIED_BY_ROTATION = frozenset({"organization_id", "owner_user_id", "name", "scopes", "expires_at", "ip_allowlist"})
@@ -148,7 +148,13 @@ def _owner_role(db: Session, organization_id: str, owner_user_id: str) -> str | 
     back (creation, rotation, reinstatement) reads it so, before it locks or writes the key: a removal or a
     deprovisioning locks the membership, then suspends the owner's keys, so it either is seen here (committed
     first) or waits for the new key and suspends it. Read without the lock, a key created while its owner was being
-    removed stayed active (a break-it review: 4 of 8 races on ``make run``)."""
+    removed stayed active (a break-it review: 4 of 8 races on ``make run``).
+
+    The organization's row is held ``FOR KEY SHARE`` first (``person_email.hold_organization``, what the key's
+    insert takes anyway): the order organization, membership, key of an admin's removal or role change, which
+    holds the row ``FOR UPDATE`` and then the membership; taken after the membership, the insert and that admin
+    waited for each other (a break-it review)."""
+    person_email.hold_organization(db, organization_id)
     return db.scalar(select(Membership.role).where(Membership.organization_id == organization_id,
                                                    Membership.user_id == owner_user_id,
                                                    Membership.status == "active").with_for_update(read=True))
