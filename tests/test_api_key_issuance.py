@@ -31,7 +31,7 @@ from hatidata_auth.causes import Actor, Cause
 from hatidata_auth.errors import AppError
 from hatidata_auth.extensions import db
 from hatidata_auth.models import ApiKey, Membership, utcnow
-from hatidata_auth.services import api_keys
+from hatidata_auth.services import api_keys, last_admin, tenant_admin
 from tests.api_support import Tenant, headers_for, make_tenant
 
 OWN_COLUMNS = frozenset({"id", "prefix", "key_hash", "status", "last_used_at", "revoked_at", "revoked_by",
@@ -77,14 +77,16 @@ def _removal(app: Flask, tenant: Tenant, held: threading.Event, release: threadi
         db.session.remove()
 
 
-def _issuer(app: Flask, work: Callable[[Session], Any], errors: list[BaseException], held: threading.Event,
-            release: threading.Event) -> None:
-    """*work* (an issuing path), then *held* set, and its commit once *release* is set; what it raised in *errors*."""
+def _held_transaction(app: Flask, before: Callable[[Session], Any], errors: list[BaseException],
+                      held: threading.Event, release: threading.Event,
+                      after: Callable[[Session], Any] = lambda session: None) -> None:
+    """*before*, then *held* set; once *release* is set, *after* and the commit; what it raised in *errors*."""
     with app.app_context():
         try:
-            work(db.session())
+            before(db.session())
             held.set()
             release.wait(30)
+            after(db.session())
             db.session.commit()
         except BaseException as exc:  # noqa: BLE001 - reported to the test's thread
             db.session.rollback()
@@ -110,7 +112,7 @@ def test_a_key_issued_while_its_owner_is_removed_never_outlives_the_removal(app:
         db.session.remove()
     events = {name: (threading.Event(), threading.Event()) for name in ("removal", "issuer")}
     threads = {"removal": threading.Thread(target=_removal, args=(app, tenant, *events["removal"])),
-               "issuer": threading.Thread(target=_issuer, args=(
+               "issuer": threading.Thread(target=_held_transaction, args=(
                    app, lambda session: issue(session, tenant, key), errors, *events["issuer"]))}
     second = "issuer" if first == "removal" else "removal"
     try:
@@ -173,28 +175,6 @@ def test_a_rotation_carries_every_restriction_and_the_allowlist_still_binds(app:
     assert (outside.status_code, inside.status_code) == (403, 200), (outside.get_json(), inside.get_json())
 
 
-def _admin_change(app: Flask, tenant: Tenant, held: threading.Event, release: threading.Event,
-                  errors: list[BaseException]) -> None:
-    """An admin's change of the owner (a removal or role change): the organization's row locked ``FOR UPDATE``,
-    *held* set, then, once *release* is set, the owner's membership locked; committed."""
-    from hatidata_auth.services import last_admin, tenant_admin
-
-    with app.app_context():
-        try:
-            session = db.session()
-            last_admin.lock_organization(session, tenant.id)
-            held.set()
-            release.wait(30)
-            tenant_admin.load_member(session, tenant.id, tenant.members["developer"], for_update=True)
-            session.commit()
-        except BaseException as exc:  # noqa: BLE001 - reported to the test's thread
-            db.session.rollback()
-            errors.append(exc)
-        finally:
-            held.set()
-            db.session.remove()
-
-
 @pytest.mark.parametrize("path", sorted(ISSUERS))
 def test_an_issuance_waits_behind_an_admin_holding_the_organization_without_a_deadlock(app: Flask,
                                                                                       path: str) -> None:
@@ -211,9 +191,12 @@ def test_an_issuance_waits_behind_an_admin_holding_the_organization_without_a_de
     errors: list[BaseException] = []
     admin_held, admin_release = threading.Event(), threading.Event()
     issued, issue_release = threading.Event(), threading.Event()
-    admin = threading.Thread(target=_admin_change, args=(app, tenant, admin_held, admin_release, errors))
-    issuer = threading.Thread(target=_issuer, args=(app, lambda session: issue(session, tenant, key), errors,
-                                                    issued, issue_release))
+    # An admin's change of the owner (a removal or role change): the organization's row, then the membership.
+    admin = threading.Thread(target=_held_transaction, args=(
+        app, lambda session: last_admin.lock_organization(session, tenant.id), errors, admin_held, admin_release,
+        lambda session: tenant_admin.load_member(session, tenant.id, tenant.members["developer"], for_update=True)))
+    issuer = threading.Thread(target=_held_transaction, args=(
+        app, lambda session: issue(session, tenant, key), errors, issued, issue_release))
     issue_release.set()  # the issuance commits as soon as it is done
     try:
         admin.start()
