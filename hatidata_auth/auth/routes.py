@@ -245,12 +245,11 @@ def switch_organization() -> BaseResponse:
     Answers 200 with the organization, or, given ``return_to`` (the browser form), 303 there with "You are now
     in <organization> as <role>." flashed; 422 ``validation_error`` naming ``organization_id`` (missing, or not a
     non-empty string) or ``return_to`` (not a non-empty string); 404 ``not_found`` for an organization we do not
-    know; 403 ``forbidden``
-    when the caller is not an active member; 401 when the session has ended, or when the membership ended while
-    WorkOS moved the session (the session is then ended: ``details.reason`` ``membership_ended``); 409
-    ``sso_required`` (audited) when the target does not accept how this session signed in and 409
-    ``switch_refused`` when WorkOS refuses the move (both with ``details.login_url``, the target's login; the
-    current session stays); 503 when WorkOS is unreachable.
+    know; 403 ``forbidden`` when the caller is not an active member; 401 when the session has ended, or when the
+    membership ended while WorkOS moved the session (the session is then ended: ``details.reason``
+    ``membership_ended``); 409 ``sso_required`` (audited) when the target does not accept how this session signed
+    in and 409 ``switch_refused`` when WorkOS refuses the move (both with ``details.login_url``, the target's
+    login; the current session stays); 503 when WorkOS is unreachable.
     """
     rt = runtime()
     identity = current_identity

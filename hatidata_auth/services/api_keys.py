@@ -162,7 +162,7 @@ def _owner_role(db: Session, organization_id: str, owner_user_id: str) -> str | 
 
 def _lock_owner_of(db: Session, organization_id: str, key_id: str) -> str | None:
     """:func:`_owner_role` of the owner of the key *key_id* (404 for an unknown key), before the key's own lock: the
-    order of a removal (the membership, then the keys)."""
+    order of a removal (the organization, the membership, then the keys)."""
     owner = _key(db, organization_id, key_id).owner_user_id
     return None if owner is None else _owner_role(db, organization_id, owner)
 
