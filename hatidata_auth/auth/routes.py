@@ -256,8 +256,9 @@ def switch_organization() -> BaseResponse:
     data: Any = request.get_json(silent=True) or request.form.to_dict()
     if not isinstance(data, dict):
         data = {}
-    wrong = {name: ["Must be a non-empty string."] for name in ("organization_id", "return_to")
-             if not (isinstance(data.get(name), str) and data[name]) and (name == "organization_id" or name in data)}
+    required_or_given = ["organization_id", *(["return_to"] if "return_to" in data else [])]
+    wrong = {name: ["Must be a non-empty string."] for name in required_or_given
+             if not isinstance(data.get(name), str) or not data[name]}
     if wrong:
         raise AppError("Give organization_id, the id of one of your organizations.", status=422,
                        code="validation_error", details={"fields": wrong})

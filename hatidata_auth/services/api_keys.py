@@ -167,11 +167,12 @@ def _lock_owner_of(db: Session, organization_id: str, key_id: str) -> str | None
     return None if owner is None else _owner_role(db, organization_id, owner)
 
 
-def _validate_scopes(db: Session, organization_id: str, owner_user_id: str, scopes: list[str]) -> list[str]:
+def _scopes_within(role: str | None, scopes: list[str]) -> list[str]:
+    """*scopes*, sorted and unique, when known and within *role* (the owner's, :func:`_owner_role`); 422
+    ``invalid_scopes`` or ``invalid_owner`` (``None``: not an active member) otherwise."""
     bad = unknown_scopes(scopes)
     if bad:
         raise AppError("Unknown scopes.", status=422, code="invalid_scopes", details={"unknown": bad})
-    role = _owner_role(db, organization_id, owner_user_id)
     if role is None:
         raise AppError("The owner is not an active member of the organization.", status=422,
                        code="invalid_owner")
@@ -210,7 +211,7 @@ def create_key(db: Session, *, organization_id: str, owner_user_id: str, name: s
         raise AppError("A key needs a name (1-255 characters).", status=422, code="invalid_name")
     if expires_at is not None and expires_at <= utcnow():
         raise AppError("expires_at must be in the future.", status=422, code="invalid_expiry")
-    scopes = _validate_scopes(db, organization_id, owner_user_id, scopes)
+    scopes = _scopes_within(_owner_role(db, organization_id, owner_user_id), scopes)
     secret, key = _insert(db, organization_id=organization_id, owner_user_id=owner_user_id, name=name,
                           scopes=scopes, expires_at=expires_at)
     _audit(db, "api_key.created", key, cause, scopes=scopes, owner_user_id=owner_user_id,
@@ -306,7 +307,7 @@ def reinstate_key(db: Session, *, organization_id: str, key_id: str, cause: Caus
 
     403 unless *caller* holds ``keys:manage`` and every scope of the key; 409/422 for a wrong state or owner.
     """
-    _lock_owner_of(db, organization_id, key_id)
+    owner_role = _lock_owner_of(db, organization_id, key_id)
     key = _key(db, organization_id, key_id, for_update=True)
     _authorize(key, cause.actor, caller, manage_only=True, issues_key=True)
     if key.status != "suspended":
@@ -314,7 +315,7 @@ def reinstate_key(db: Session, *, organization_id: str, key_id: str, cause: Caus
                        details={"status": key.status})
     if key.owner_user_id is None:
         raise AppError("The key has no owner.", status=409, code="invalid_state")
-    _validate_scopes(db, organization_id, key.owner_user_id, list(key.scopes or []))
+    _scopes_within(owner_role, list(key.scopes or []))
     key.status = "active"
     db.flush()
     _audit(db, "api_key.reinstated", key, cause)

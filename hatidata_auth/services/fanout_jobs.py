@@ -152,9 +152,14 @@ def hold_members(session: Session, directory_user_ids: Iterable[str]) -> None:
         # One statement for the whole set (a round trip per key cost a resync page 60 ms): the aggregate reads the
         # sorted subquery in order, so the locks are taken one after the other in the database's order of the keys,
         # the same order for every caller.
-        keyed = func.unnest(literal(keys, ARRAY(String))).table_valued("key").render_derived()
+        keyed = _keys_table(keys)
         ordered = select(keyed.c.key).order_by(keyed.c.key).subquery()
         session.execute(select(func.count(func.pg_advisory_xact_lock(func.hashtextextended(ordered.c.key, 0)))))
+
+
+def _keys_table(keys: list[str]) -> Any:
+    """*keys* as a one-column table (``key``) of a single statement: ``unnest`` of one array parameter."""
+    return func.unnest(literal(keys, ARRAY(String))).table_valued("key").render_derived()
 
 
 def try_hold_members(session: Session, directory_user_ids: Iterable[str]) -> bool:
@@ -170,7 +175,7 @@ def try_hold_members(session: Session, directory_user_ids: Iterable[str]) -> boo
     keys = sorted({member_key(ref) for ref in directory_user_ids})
     if not keys:
         return True
-    keyed = func.unnest(literal(keys, ARRAY(String))).table_valued("key").render_derived()
+    keyed = _keys_table(keys)
     taken = func.bool_and(func.pg_try_advisory_xact_lock(func.hashtextextended(keyed.c.key, 0)))
     return bool(session.scalar(select(taken)))
 
