@@ -194,21 +194,30 @@ def acknowledged(app: Flask, payload: dict[str, Any], cause: Cause) -> None:
     event is left to the appliers, which are woken.
 
     The event is stored (committed) before this runs: a failure here is logged and left to the appliers, never
-    turned into an error answer (WorkOS would deliver again what is already kept)."""
+    turned into an error answer (WorkOS would deliver again what is already kept). The revoking thread is woken
+    only for an event still pending: one settled here leaves it nothing to take (what such an event queues, a
+    WorkOS revocation, is the batch appliers'), and waking it cost a claim per deprovisioning."""
     key = entity_key(payload)
     revoking = revokes_access(str(payload["event"]), payload)
     if revoking and key.split(":", 1)[0] in PERSONAL_KEYS:
-        apply_now(app, str(payload["id"]), key, cause)
+        revoking = not apply_now(app, str(payload["id"]), key, cause)
     wake(app, revoking)
 
 
-def apply_now(app: Flask, event_id: str, key: str, cause: Cause) -> None:
+SETTLED = frozenset({"applied", "ignored", "duplicate", "failed"})
+"""Outcomes of an event that leave nothing pending (``received``: a transient failure, retried later)."""
+
+
+def apply_now(app: Flask, event_id: str, key: str, cause: Cause) -> bool:
     """Apply the stored (committed) event or job *event_id* of entity *key* in this request, after the key's older
-    pending events (:func:`~hatidata_auth.services.inbox_worker.apply_entity_now`). A database failure is logged and
-    the event left to the appliers, never turned into an error answer (what it applies is committed already)."""
+    pending events (:func:`~hatidata_auth.services.inbox_worker.apply_entity_now`); whether it is settled now
+    (:data:`SETTLED`). A database failure is logged and the event left to the appliers (``False``), never turned
+    into an error answer (what it applies is committed already)."""
     client = app.extensions["hatidata_workos"].client
     try:
-        apply_entity_now(db.session(), client, event_id, key, cause=cause, fanout_chunk=fanout_chunk(app),
-                         tracer=tracing.tracer(app))
+        result = apply_entity_now(db.session(), client, event_id, key, cause=cause, fanout_chunk=fanout_chunk(app),
+                                  tracer=tracing.tracer(app))
     except SQLAlchemyError:
         log.warning("applying %s at once failed; the appliers will apply it", event_id, exc_info=True)
+        return False
+    return result is not None and result.status in SETTLED

@@ -121,3 +121,52 @@ def test_every_handler_declares_whether_it_takes_access_away() -> None:
             "connection.deleted"} <= set(HANDLERS.revoking_types())
     assert not HANDLERS.revokes("dsync.user.updated", {"state": "active"})
     assert HANDLERS.revokes("dsync.user.updated", {"state": "suspended"})
+
+
+class _Wakes:
+    """Stands in for the app's applier pool (``inbox_runtime.EXTENSION``): records each wake's *revoking*."""
+
+    running = False
+
+    def __init__(self) -> None:
+        self.calls: list[bool] = []
+
+    def wake(self, revoking: bool = True) -> None:
+        self.calls.append(revoking)
+
+
+def _acknowledge(app: Flask, payload: dict[str, Any]) -> list[bool]:
+    wakes = _Wakes()
+    app.extensions[inbox_runtime.EXTENSION] = wakes
+    try:
+        with app.test_request_context("/webhooks/workos", method="POST"):
+            assert inbox.store(db.session(), payload) == "received"
+            inbox_runtime.acknowledged(app, payload, Cause.by(Actor.workos()))
+            db.session.remove()
+    finally:
+        del app.extensions[inbox_runtime.EXTENSION]
+    return wakes.calls
+
+
+@pytest.mark.parametrize("event_type", REVOKING)
+def test_the_revoking_thread_is_woken_for_a_revoking_event_only_while_it_is_pending(
+        app: Flask, synced: None, event_type: str) -> None:
+    payload = _minimal(event_type)
+    calls = _acknowledge(app, payload)
+    status = _statuses(app, [payload["id"]])[payload["id"]][0]
+    assert calls == [status == "received"]  # settled in the request: nothing left for it to take
+
+
+def test_a_deactivation_left_pending_behind_its_users_backlog_wakes_the_revoking_thread(
+        app: Flask, synced: None) -> None:
+    user = f"P{uuid.uuid4().hex[:8].upper()}"
+    earlier = [user_event(user, i) for i in range(inbox_worker.APPLY_NOW_MAX + 1)]
+    deactivation = user_event(user, 50, state="inactive")
+    _store(app, earlier)
+    assert _acknowledge(app, deactivation) == [True]
+    assert _statuses(app, [deactivation["id"]])[deactivation["id"]][0] == "received"
+    assert _acknowledge(app, user_event(f"Q{uuid.uuid4().hex[:8].upper()}", 1)) == [False]
+    with app.app_context():
+        inbox_worker.drain(db.session(), app.extensions["hatidata_workos"].client)
+        db.session.remove()
+    assert _statuses(app, [deactivation["id"]])[deactivation["id"]][0] == "applied"
