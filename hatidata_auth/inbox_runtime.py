@@ -27,7 +27,7 @@ from .config import DEFAULTS
 from .extensions import db
 from .services.applier_pool import ApplierPool, RequestGauge
 from .services.fanout_jobs import chunk_size
-from .services.inbox import entity_key
+from .services.inbox import about_one_person, entity_key
 from .services.inbox_claim import waiting_behind
 from .services.inbox_worker import apply_batch, apply_entity_now, revokes_access
 
@@ -180,10 +180,6 @@ def wakes_itself(app: Flask) -> bool:
     return pool is not None and pool.running
 
 
-PERSONAL_KEYS = frozenset({"user", "organization_membership", "session"})
-"""Entity kinds (``services.inbox.entity_key``) of one person: bounded work, applied in the acknowledging request."""
-
-
 def acknowledged(app: Flask, payload: dict[str, Any], cause: Cause) -> None:
     """A webhook stored *payload* for the appliers: an event that takes access away from one person (a deactivated
     or deleted directory user, a removed group member, a deactivated membership, a revoked session) is applied now,
@@ -199,7 +195,7 @@ def acknowledged(app: Flask, payload: dict[str, Any], cause: Cause) -> None:
     WorkOS revocation, is the batch appliers'), and waking it cost a claim per deprovisioning."""
     key = entity_key(payload)
     revoking = revokes_access(str(payload["event"]), payload)
-    if revoking and key.split(":", 1)[0] in PERSONAL_KEYS:
+    if revoking and about_one_person(key):
         revoking = not apply_now(app, str(payload["id"]), key, cause)
     wake(app, revoking)
 

@@ -94,7 +94,7 @@ def test_every_event_type_that_takes_access_away_is_urgent_and_about_one_person_
     # The webhook view checks each type's shape with the SDK first; here the rule of what is applied at once is
     # held over every type its handler declares as taking access away, whatever its data.
     revoking, other = _minimal(event_type), user_event(f"O{uuid.uuid4().hex[:8].upper()}", 1)
-    personal = inbox.entity_key(revoking).split(":", 1)[0] in inbox_runtime.PERSONAL_KEYS
+    personal = inbox.about_one_person(inbox.entity_key(revoking))
     with app.test_request_context("/webhooks/workos", method="POST"):
         for payload in (other, revoking):
             assert inbox.store(db.session(), payload) == "received"

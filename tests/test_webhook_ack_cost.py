@@ -3,6 +3,7 @@ around it (the statement commits itself: no BEGIN and COMMIT round trips), whate
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import Any
 
@@ -15,9 +16,12 @@ from sqlalchemy import create_engine, event, select, text
 from hatidata_auth import inbox_runtime
 from hatidata_auth.extensions import db
 from hatidata_auth.models import WebhookEvent
-from hatidata_auth.models.inbox import INBOX_CHANNEL
+from hatidata_auth.models.inbox import INBOX_CHANNEL, REVOKING_NOTE
+from hatidata_auth.services import inbox
 from hatidata_auth.services.applier_pool import ApplierPool
 from tests.support.dsync import mirror_organizations, post_event
+from tests.test_inbox_deprovision_now import REVOKING
+from tests.test_inbox_deprovision_now import _minimal as minimal_event
 from tests.test_webhooks import user_event
 
 EVENTS = {
@@ -105,20 +109,20 @@ def test_a_webhook_notifies_other_processes_only_when_its_own_has_no_appliers(
         client: FlaskClient, app: Flask, db_session: Any, workos_client: Any, app_config: dict[str, Any]) -> None:
     """A process running appliers wakes them itself; a NOTIFY per event would wake every listening process and cost
     the database a signal to each. A process without (``HATIDATA_INBOX_APPLIERS=0`` beside ``inbox work``)
-    notifies, or the separate appliers would wait for their poll; and an event that may take access away always
-    does."""
+    notifies, or the separate appliers would wait for their poll. A person's deactivation is applied by the request
+    that acknowledges it: with appliers of its own, nobody needs waking."""
     mirror_organizations(db_session, workos_client)
     db_session.commit()
     with app.app_context():
         dsn = inbox_runtime.listen_dsn(app)
     assert dsn is not None
-    pool = ApplierPool(lambda revoking_only: 0, threads=1, poll_interval=30)
     with psycopg.connect(dsn, autocommit=True) as listener:
         listener.execute(f"LISTEN {INBOX_CHANNEL}")
         heard = []
-        cases = ((False, "active"), (True, "active"), (False, "active"), (True, "inactive"))
+        cases = ((False, "active"), (True, "active"), (False, "active"), (True, "inactive"), (False, "inactive"))
         for n, (own_appliers, state) in enumerate(cases):
-            if own_appliers:
+            if own_appliers:  # a pool of its own each time: a stopped pool does not start again
+                pool = ApplierPool(lambda revoking_only: 0, threads=1, poll_interval=30)
                 app.extensions[inbox_runtime.EXTENSION] = pool
                 pool.start()
             try:
@@ -128,9 +132,30 @@ def test_a_webhook_notifies_other_processes_only_when_its_own_has_no_appliers(
                     pool.stop()
                     del app.extensions[inbox_runtime.EXTENSION]
             assert response.json["status"] == "received"
-            heard.append(sum(1 for _ in listener.notifies(timeout=0.5)))
-    # A deactivation is announced even so: every process's deprovisioning thread wakes for it.
-    assert heard == [1, 0, 1, 1]
+            heard.append([note.payload for note in listener.notifies(timeout=0.5)])
+    assert heard == [[""], [], [""], [], [REVOKING_NOTE]]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("event_type", REVOKING)
+def test_an_event_taking_access_away_from_many_is_announced_to_every_process_and_one_persons_is_not(
+        app: Flask, db_session: Any, workos_client: Any, event_type: str) -> None:
+    """Every process's deprovisioning thread wakes for a group's, directory's, connection's or organization's
+    (the appliers apply those); a person's is applied by the acknowledging request, which wakes its own process's
+    thread when it could not settle it (``tests/test_inbox_deprovision_now.py``)."""
+    mirror_organizations(db_session, workos_client)
+    db_session.commit()
+    payload = minimal_event(event_type)
+    with app.app_context():
+        dsn = inbox_runtime.listen_dsn(app)
+    assert dsn is not None
+    with psycopg.connect(dsn, autocommit=True) as listener:
+        listener.execute(f"LISTEN {INBOX_CHANNEL}")
+        with app.app_context():
+            assert inbox.store(db.session(), payload, notify=False) == "received"
+            db.session.remove()
+        heard = [note.payload for note in listener.notifies(timeout=0.5)]
+    assert heard == ([] if inbox.about_one_person(inbox.entity_key(payload)) else [REVOKING_NOTE])
 
 
 @pytest.mark.postgres
@@ -155,3 +180,38 @@ def test_the_acknowledgements_connection_goes_back_to_the_pool_transactional(
         event.remove(engine, "checkout", checkout)
     assert returned
     assert not any(returned), returned
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("note", ["", REVOKING_NOTE])
+def test_a_notify_wakes_the_deprovisioning_thread_only_for_work_that_takes_access_away(
+        app: Flask, note: str) -> None:
+    """Every queued job NOTIFYs (a person's WorkOS revocation after each deprovisioning among them): each woke
+    every process's deprovisioning thread for an empty claim."""
+    with app.app_context():
+        dsn = inbox_runtime.listen_dsn(app)
+    assert dsn is not None
+    claims: dict[bool, int] = {True: 0, False: 0}
+
+    def run_batch(revoking_only: bool) -> int:
+        claims[revoking_only] += 1
+        return 0
+
+    pool = ApplierPool(run_batch, threads=1, poll_interval=30, listen_dsn=dsn)
+    pool.start()
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not (claims[True] >= 2 and claims[False] >= 2):
+            time.sleep(0.05)  # each thread's claim at start, and the listener's catch-up wake once it listens
+        time.sleep(0.3)
+        before = dict(claims)
+        with psycopg.connect(dsn, autocommit=True) as sender:
+            sender.execute("SELECT pg_notify(%s, %s)", (INBOX_CHANNEL, note))
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and claims[False] == before[False]:
+            time.sleep(0.02)
+        time.sleep(0.3)
+    finally:
+        pool.stop()
+    assert claims[False] > before[False]
+    assert (claims[True] > before[True]) == (note == REVOKING_NOTE), (before, claims)

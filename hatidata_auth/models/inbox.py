@@ -14,6 +14,10 @@ from .base import TimestampMixin, UTCDateTime, utcnow
 INBOX_CHANNEL = "hatidata_inbox"
 """The PostgreSQL ``NOTIFY`` channel a transaction that queues inbox work signals on; the appliers ``LISTEN``."""
 
+REVOKING_NOTE = "revoking"
+"""The ``NOTIFY`` payload of work that may take access away (else ``""``): only it wakes the deprovisioning thread of
+every process (``services.applier_pool``)."""
+
 INTERNAL_SOURCE = "internal"
 """``webhook_events.source`` of work we queue ourselves (``services.fanout_jobs``), never of a WorkOS event."""
 

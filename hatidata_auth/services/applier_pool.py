@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from ..models.inbox import INBOX_CHANNEL
+from ..models.inbox import INBOX_CHANNEL, REVOKING_NOTE
 from .db_conflicts import conflict
 from .inbox_claim import DEFAULT_BATCH
 
@@ -275,15 +275,18 @@ class ApplierPool:
                     conn.execute(f"LISTEN {INBOX_CHANNEL}")
                     self.wake()  # catch up on what arrived while nobody listened
                     while not self._stop.is_set():
-                        if next(conn.notifies(timeout=1.0, stop_after=1), None) is None:
+                        note = next(conn.notifies(timeout=1.0, stop_after=1), None)
+                        if note is None:
                             continue
                         # A burst sends a NOTIFY per stored event: woken once, the appliers take what arrived
                         # meanwhile in one claim, and this thread does not take the interpreter from the
-                        # requests once per event; what arrived while it waited wakes them once more.
-                        self.wake()
+                        # requests once per event; what arrived while it waited wakes them once more. The
+                        # deprovisioning thread only for work that may take access away (REVOKING_NOTE).
+                        self.wake(note.payload == REVOKING_NOTE)
                         self._stop.wait(WAKE_COALESCE)
-                        if sum(1 for _ in conn.notifies(timeout=0)):
-                            self.wake()
+                        later = {n.payload for n in conn.notifies(timeout=0)}
+                        if later:
+                            self.wake(REVOKING_NOTE in later)
             except psycopg.Error as exc:
                 log.warning("inbox LISTEN connection lost (%s); polling every %ss until it is back", exc, self._poll)
                 self._stop.wait(self._poll)

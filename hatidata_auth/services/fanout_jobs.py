@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from ..causes import Cause
 from ..config import DEFAULTS
 from ..models import Membership, WebhookEvent, utcnow
-from ..models.inbox import INBOX_CHANNEL, INTERNAL_SOURCE
+from ..models.inbox import INBOX_CHANNEL, INTERNAL_SOURCE, REVOKING_NOTE
 from ..random_ids import uuid4_hex
 from ..trace_context import carrier
 from . import db_conflicts
@@ -240,7 +240,8 @@ def insert_job(session: Session, job_type: str, *, organization_id: str, data: d
         event_created_at=at, received_at=now, status="received", source=INTERNAL_SOURCE, attempts=0,
         entity_key=entity_key[:160], revokes=revokes, created_at=now, updated_at=now, trace_context=carrier())
     if session.get_bind().dialect.name == "postgresql":  # one statement; the NOTIFY is delivered at the commit
-        session.execute(select(func.pg_notify(INBOX_CHANNEL, "")).add_cte(row.cte("job")))
+        note = REVOKING_NOTE if revokes else ""
+        session.execute(select(func.pg_notify(INBOX_CHANNEL, note)).add_cte(row.cte("job")))
     else:
         session.execute(row)
     return event_id

@@ -22,14 +22,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, Select, and_, bindparam, func, or_, select, update
+from sqlalchemy import ColumnElement, Engine, Select, String, and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from ..causes import Actor, Cause
 from ..errors import is_connection_error
 from ..models import Organization, WebhookEvent, utcnow
-from ..models.inbox import INBOX_CHANNEL, INTERNAL_SOURCE, status_is
+from ..models.inbox import INBOX_CHANNEL, INTERNAL_SOURCE, REVOKING_NOTE, status_is
 from ..trace_context import carrier
 from ..workos import WorkOSClient
 from . import event_source, fanout_jobs, workos_revocations
@@ -80,6 +80,16 @@ _KEY_MAX = 160
 
 def _ref(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+PERSONAL_KEYS = frozenset({"user", "organization_membership", "session"})
+"""Entity kinds (:func:`entity_key`) of one person: bounded work. An event of one of them that takes access away is
+applied by the request that acknowledges it (``inbox_runtime.acknowledged``), not by an applier thread."""
+
+
+def about_one_person(key: str) -> bool:
+    """Whether the entity key *key* (:func:`entity_key`) is of one of the :data:`PERSONAL_KEYS`."""
+    return key.split(":", 1)[0] in PERSONAL_KEYS
 
 
 def entity_key(payload: dict[str, Any]) -> str:
@@ -150,16 +160,21 @@ def store(session: Session, payload: dict[str, Any], *, source: str = "webhook",
     statement) and, on PostgreSQL with *notify*, the ``NOTIFY`` that wakes other processes' appliers when the
     transaction commits (a caller whose own process runs appliers wakes them itself and passes ``False``: a
     ``NOTIFY`` per event cost the listening processes and the database more than the insert; an event that may take
-    access away notifies whatever *notify* says). With traces on, the current trace context is kept with it: its
-    application continues the webhook's trace.
+    access away from many, a group, a directory, a connection or an organization, notifies whatever *notify* says,
+    and one that takes it from one person is the acknowledging request's to apply: only *notify* decides). With
+    traces on, the current trace context is kept with it: its application continues the webhook's trace.
     """
     handled = handler_for(payload["event"]) is not None
     params = {**_derived_values(payload), "status": "received" if handled else "ignored", "source": source,
               "last_error": None if handled else "event type not handled", "trace_context": carrier(),
               "now": utcnow()}
     bind = session.get_bind()
-    # An event that may take access away is always announced: every process's deprovisioning thread wakes for it.
-    statement = _store_statement(bind.dialect.name, notify or bool(params["revokes"]))
+    # An event that may take access away from many is always announced: every process's deprovisioning thread wakes
+    # for it. One person's is applied by the acknowledging request, which wakes its own thread if it could not.
+    announce = notify or (bool(params["revokes"]) and not about_one_person(params["entity_key"]))
+    statement = _store_statement(bind.dialect.name, announce)
+    if announce:
+        params["note"] = REVOKING_NOTE if params["revokes"] else ""
     if isinstance(bind, Engine) and bind.dialect.name == "postgresql" and not session.in_transaction():
         # The one statement is its own transaction (autocommit), on a connection of its own outside the session:
         # no BEGIN and COMMIT round trips (two of the four) and none of the session's transaction bookkeeping.
@@ -195,7 +210,8 @@ def _store_statement(dialect: str, notify: bool = True) -> Any:
         where=table.c.status == "failed",
     ).returning(table.c.id)
     if dialect == "postgresql" and notify:  # the NOTIFY is delivered when the transaction commits
-        return select(func.pg_notify(INBOX_CHANNEL, "")).select_from(stmt.cte("stored"))
+        note = bindparam("note", type_=String)
+        return select(func.pg_notify(INBOX_CHANNEL, note)).select_from(stmt.cte("stored"))
     return stmt
 
 
