@@ -19,14 +19,16 @@ import threading
 from typing import Any
 
 from flask import Flask
+from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import metrics, tracing
 from .causes import Cause
 from .config import DEFAULTS
 from .extensions import db
+from .models.inbox import INBOX_CHANNEL, REVOKING_NOTE
 from .services.applier_pool import ApplierPool, RequestGauge
-from .services.fanout_jobs import chunk_size
+from .services.fanout_jobs import chunk_size, queued_revoking_job
 from .services.inbox import about_one_person, entity_key
 from .services.inbox_claim import waiting_behind
 from .services.inbox_worker import apply_batch, apply_entity_now, revokes_access
@@ -195,9 +197,29 @@ def acknowledged(app: Flask, payload: dict[str, Any], cause: Cause) -> None:
     WorkOS revocation, is the batch appliers'), and waking it cost a claim per deprovisioning."""
     key = entity_key(payload)
     revoking = revokes_access(str(payload["event"]), payload)
-    if revoking and about_one_person(key):
-        revoking = not apply_now(app, str(payload["id"]), key, cause)
-    wake(app, revoking)
+    if not (revoking and about_one_person(key)):
+        wake(app, revoking)
+        return
+    settled = False
+    try:
+        settled = apply_now(app, str(payload["id"]), key, cause)
+    finally:  # whatever apply_now raised (a Redis error it does not catch), the event is not lost to the poll
+        if not settled and wakes_itself(app):
+            announce_revoking(app)  # not announced when stored: every process's thread, as for a group's
+        wake(app, not settled or queued_revoking_job(db.session()))
+
+
+def announce_revoking(app: Flask) -> None:
+    """``NOTIFY`` every process's deprovisioning thread (PostgreSQL; nothing on SQLite), on a connection of its own
+    (the request's may be in a failed transaction). A failure is logged: the poll is the fallback."""
+    engine = db.engine
+    if engine.dialect.name != "postgresql":
+        return
+    try:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.execute(select(func.pg_notify(INBOX_CHANNEL, REVOKING_NOTE)))
+    except SQLAlchemyError:
+        log.warning("announcing a pending deprovisioning failed; the appliers' poll will find it", exc_info=True)
 
 
 SETTLED = frozenset({"applied", "ignored", "duplicate", "failed"})

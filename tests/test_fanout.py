@@ -39,6 +39,7 @@ from hatidata_auth.services import fanout_jobs, inbox_worker, role_mapping
 from hatidata_auth.services.events import HANDLERS, handled_event_types
 from tests.api_support import Tenant, headers_for, make_tenant
 from tests.support.dsync import drain_inbox, post_event
+from tests.test_inbox_deprovision_now import acknowledge_recording_wakes
 
 CHUNK = 7
 MEMBERS = 30
@@ -445,3 +446,19 @@ def test_a_failed_job_is_replayed_by_the_appliers(app: Flask, client: FlaskClien
     assert set(_access(app, fanco.id).values()) == {("developer", "active")}
     assert _jobs(app) == Counter({"applied": -(-MEMBERS // CHUNK)})
     _consistent(app, fanco.id)
+
+
+def test_a_settled_deprovisioning_that_queued_work_taking_access_away_wakes_the_revoking_thread(
+        app: Flask, fanco: Tenant) -> None:
+    """A member's removal from a group whose snapshot renames it is settled in its request, and the rename's fan-out
+    queues a recompute of the other members, which may take access away: the revoking thread is woken for it
+    (no NOTIFY does it on SQLite: helper-159)."""
+    removed = _event("dsync.group.user_removed", {"directory_id": DIRECTORY, "user": _user(3, "active"),
+                                                  "group": _group("Fan Renamed")})
+    assert acknowledge_recording_wakes(app, removed) == [True]
+    with app.app_context():
+        rows = db.session.execute(select(WebhookEvent.event_id, WebhookEvent.status, WebhookEvent.revokes,
+                                         WebhookEvent.source)).all()
+        db.session.remove()
+    assert [r.status for r in rows if r.event_id == removed["id"]] == ["applied"]
+    assert any(r.source == "internal" and r.status == "received" and r.revokes for r in rows)

@@ -123,20 +123,24 @@ def test_every_handler_declares_whether_it_takes_access_away() -> None:
     assert HANDLERS.revokes("dsync.user.updated", {"state": "suspended"})
 
 
-class _Wakes:
+class Wakes:
     """Stands in for the app's applier pool (``inbox_runtime.EXTENSION``): records each wake's *revoking*."""
 
-    running = False
-
-    def __init__(self) -> None:
+    def __init__(self, running: bool = False) -> None:
+        self.running = running  # whether it stands for a process's started appliers (inbox_runtime.wakes_itself)
         self.calls: list[bool] = []
 
     def wake(self, revoking: bool = True) -> None:
         self.calls.append(revoking)
 
 
-def _acknowledge(app: Flask, payload: dict[str, Any]) -> list[bool]:
-    wakes = _Wakes()
+_LAST_WAKES: list[bool] = []  # the wakes of the last _acknowledge, also when it raised
+
+
+def acknowledge_recording_wakes(app: Flask, payload: dict[str, Any]) -> list[bool]:
+    wakes = Wakes()
+    _LAST_WAKES[:] = []
+    wakes.calls = _LAST_WAKES
     app.extensions[inbox_runtime.EXTENSION] = wakes
     try:
         with app.test_request_context("/webhooks/workos", method="POST"):
@@ -152,7 +156,7 @@ def _acknowledge(app: Flask, payload: dict[str, Any]) -> list[bool]:
 def test_the_revoking_thread_is_woken_for_a_revoking_event_only_while_it_is_pending(
         app: Flask, synced: None, event_type: str) -> None:
     payload = _minimal(event_type)
-    calls = _acknowledge(app, payload)
+    calls = acknowledge_recording_wakes(app, payload)
     status = _statuses(app, [payload["id"]])[payload["id"]][0]
     assert calls == [status == "received"]  # settled in the request: nothing left for it to take
 
@@ -163,10 +167,26 @@ def test_a_deactivation_left_pending_behind_its_users_backlog_wakes_the_revoking
     earlier = [user_event(user, i) for i in range(inbox_worker.APPLY_NOW_MAX + 1)]
     deactivation = user_event(user, 50, state="inactive")
     _store(app, earlier)
-    assert _acknowledge(app, deactivation) == [True]
+    assert acknowledge_recording_wakes(app, deactivation) == [True]
     assert _statuses(app, [deactivation["id"]])[deactivation["id"]][0] == "received"
-    assert _acknowledge(app, user_event(f"Q{uuid.uuid4().hex[:8].upper()}", 1)) == [False]
+    assert acknowledge_recording_wakes(app, user_event(f"Q{uuid.uuid4().hex[:8].upper()}", 1)) == [False]
     with app.app_context():
         inbox_worker.drain(db.session(), app.extensions["hatidata_workos"].client)
         db.session.remove()
     assert _statuses(app, [deactivation["id"]])[deactivation["id"]][0] == "applied"
+
+
+def test_a_deprovisioning_that_fails_in_its_request_wakes_the_revoking_thread(
+        app: Flask, synced: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever the request's application raises (a Redis error it does not catch, say), the event is left to the
+    revoking thread, woken, not to the poll (helper-159)."""
+    def fails(*_args: Any, **_kwargs: Any) -> None:
+        raise ConnectionError("the shared cache went away")
+
+    monkeypatch.setattr(inbox_runtime, "apply_entity_now", fails)
+    deactivation = user_event(f"F{uuid.uuid4().hex[:8].upper()}", 1, state="inactive")
+    with pytest.raises(ConnectionError):
+        acknowledge_recording_wakes(app, deactivation)
+    assert _LAST_WAKES == [True]
+    assert _statuses(app, [deactivation["id"]])[deactivation["id"]][0] == "received"
+

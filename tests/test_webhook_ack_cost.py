@@ -14,13 +14,14 @@ from flask.testing import FlaskClient
 from sqlalchemy import create_engine, event, select, text
 
 from hatidata_auth import inbox_runtime
+from hatidata_auth.causes import Actor, Cause
 from hatidata_auth.extensions import db
 from hatidata_auth.models import WebhookEvent
 from hatidata_auth.models.inbox import INBOX_CHANNEL, REVOKING_NOTE
-from hatidata_auth.services import inbox
+from hatidata_auth.services import inbox, inbox_worker
 from hatidata_auth.services.applier_pool import ApplierPool
 from tests.support.dsync import mirror_organizations, post_event
-from tests.test_inbox_deprovision_now import REVOKING
+from tests.test_inbox_deprovision_now import REVOKING, Wakes
 from tests.test_inbox_deprovision_now import _minimal as minimal_event
 from tests.test_webhooks import user_event
 
@@ -183,11 +184,12 @@ def test_the_acknowledgements_connection_goes_back_to_the_pool_transactional(
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize("note", ["", REVOKING_NOTE])
+@pytest.mark.parametrize("notes", [("",), (REVOKING_NOTE,), ("", REVOKING_NOTE), (REVOKING_NOTE, "")])
 def test_a_notify_wakes_the_deprovisioning_thread_only_for_work_that_takes_access_away(
-        app: Flask, note: str) -> None:
+        app: Flask, notes: tuple[str, ...]) -> None:
     """Every queued job NOTIFYs (a person's WorkOS revocation after each deprovisioning among them): each woke
-    every process's deprovisioning thread for an empty claim."""
+    every process's deprovisioning thread for an empty claim. Notes sent in one transaction arrive in one read:
+    a revoking one behind a job's is heard too (a fan-out chunk queues both: helper-159)."""
     with app.app_context():
         dsn = inbox_runtime.listen_dsn(app)
     assert dsn is not None
@@ -205,8 +207,9 @@ def test_a_notify_wakes_the_deprovisioning_thread_only_for_work_that_takes_acces
             time.sleep(0.05)  # each thread's claim at start, and the listener's catch-up wake once it listens
         time.sleep(0.3)
         before = dict(claims)
-        with psycopg.connect(dsn, autocommit=True) as sender:
-            sender.execute("SELECT pg_notify(%s, %s)", (INBOX_CHANNEL, note))
+        with psycopg.connect(dsn) as sender:  # one transaction: delivered together at its commit
+            for note in notes:
+                sender.execute("SELECT pg_notify(%s, %s)", (INBOX_CHANNEL, note))
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and claims[False] == before[False]:
             time.sleep(0.02)
@@ -214,4 +217,39 @@ def test_a_notify_wakes_the_deprovisioning_thread_only_for_work_that_takes_acces
     finally:
         pool.stop()
     assert claims[False] > before[False]
-    assert (claims[True] > before[True]) == (note == REVOKING_NOTE), (before, claims)
+    assert (claims[True] > before[True]) == (REVOKING_NOTE in notes), (before, claims)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("held_up", [False, True])
+def test_a_persons_deprovisioning_left_pending_is_announced_to_every_process(
+        app: Flask, db_session: Any, workos_client: Any, held_up: bool) -> None:
+    """Not announced when stored (its request applies it), a person's revoking event the request could not settle
+    (here: more older events of the person ahead than it applies) is announced then, so that every process's
+    deprovisioning thread wakes for it, as for a group's; one settled is not."""
+    mirror_organizations(db_session, workos_client)
+    db_session.commit()
+    earlier = [user_event(f"event_ANN{int(held_up)}_{n}")
+               for n in range(inbox_worker.APPLY_NOW_MAX + 1 if held_up else 0)]
+    with app.app_context():
+        dsn = inbox_runtime.listen_dsn(app)
+        for payload in earlier:
+            inbox.store(db.session(), payload, notify=False)
+        db.session.remove()
+    assert dsn is not None
+    wakes = Wakes(running=True)  # the process runs appliers: the store announces nothing
+    app.extensions[inbox_runtime.EXTENSION] = wakes
+    deactivation = user_event(f"event_ANN{int(held_up)}_X", state="inactive", updated_at="2030-01-02T00:00:00.000Z")
+    try:
+        with psycopg.connect(dsn, autocommit=True) as listener:
+            listener.execute(f"LISTEN {INBOX_CHANNEL}")
+            with app.test_request_context("/webhooks/workos", method="POST"):
+                assert inbox.store(db.session(), deactivation, notify=False) == "received"
+                inbox_runtime.acknowledged(app, deactivation, Cause.by(Actor.workos()))
+                db.session.remove()
+            heard = [note.payload for note in listener.notifies(timeout=0.5)]
+    finally:
+        del app.extensions[inbox_runtime.EXTENSION]
+    revocations = [] if held_up else [""] * heard.count("")  # a settled one's WorkOS revocation jobs, if any
+    assert heard == ([REVOKING_NOTE] if held_up else revocations)
+    assert wakes.calls == [held_up]

@@ -275,14 +275,16 @@ class ApplierPool:
                     conn.execute(f"LISTEN {INBOX_CHANNEL}")
                     self.wake()  # catch up on what arrived while nobody listened
                     while not self._stop.is_set():
-                        note = next(conn.notifies(timeout=1.0, stop_after=1), None)
-                        if note is None:
+                        # Every note of the read that brings the first: stopped after one, the generator drops
+                        # the rest of its packet (a revoking note behind a job's "" one: helper-159).
+                        notes = {note.payload for note in conn.notifies(timeout=1.0, stop_after=1)}
+                        if not notes:
                             continue
                         # A burst sends a NOTIFY per stored event: woken once, the appliers take what arrived
                         # meanwhile in one claim, and this thread does not take the interpreter from the
                         # requests once per event; what arrived while it waited wakes them once more. The
                         # deprovisioning thread only for work that may take access away (REVOKING_NOTE).
-                        self.wake(note.payload == REVOKING_NOTE)
+                        self.wake(REVOKING_NOTE in notes)
                         self._stop.wait(WAKE_COALESCE)
                         later = {n.payload for n in conn.notifies(timeout=0)}
                         if later:

@@ -222,6 +222,17 @@ def enqueue(session: Session, job: Job) -> str:
                       entity_key=entity_key(job), revokes=True)
 
 
+QUEUED_REVOKING = "hatidata_queued_revoking_job"
+"""``Session.info`` key :func:`insert_job` sets when it queues a job that may take access away
+(:func:`queued_revoking_job`)."""
+
+
+def queued_revoking_job(session: Session) -> bool:
+    """Whether *session* queued a job that may take access away since the last call (which clears the mark): the
+    caller wakes the deprovisioning thread for it, which no ``NOTIFY`` does on SQLite (helper-159)."""
+    return bool(session.info.pop(QUEUED_REVOKING, False))
+
+
 def insert_job(session: Session, job_type: str, *, organization_id: str, data: dict[str, Any], entity_key: str,
                revokes: bool, not_before: datetime | None = None) -> str:
     """Write one internal work item (type *job_type*, in :data:`INTERNAL_NAMESPACE`) in *session*'s transaction:
@@ -239,6 +250,8 @@ def insert_job(session: Session, job_type: str, *, organization_id: str, data: d
         event_id=event_id, event_type=job_type, organization_id=organization_id, payload=payload,
         event_created_at=at, received_at=now, status="received", source=INTERNAL_SOURCE, attempts=0,
         entity_key=entity_key[:160], revokes=revokes, created_at=now, updated_at=now, trace_context=carrier())
+    if revokes:
+        session.info[QUEUED_REVOKING] = True
     if session.get_bind().dialect.name == "postgresql":  # one statement; the NOTIFY is delivered at the commit
         note = REVOKING_NOTE if revokes else ""
         session.execute(select(func.pg_notify(INBOX_CHANNEL, note)).add_cte(row.cte("job")))
