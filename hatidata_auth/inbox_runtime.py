@@ -26,10 +26,10 @@ from . import metrics, tracing
 from .causes import Cause
 from .config import DEFAULTS
 from .extensions import db
-from .models.inbox import INBOX_CHANNEL, REVOKING_NOTE
+from .models.inbox import INBOX_CHANNEL, REVOKING_NOTE, about_one_person
 from .services.applier_pool import ApplierPool, RequestGauge
 from .services.fanout_jobs import chunk_size, queued_revoking_job
-from .services.inbox import about_one_person, entity_key
+from .services.inbox import entity_key
 from .services.inbox_claim import waiting_behind
 from .services.inbox_worker import apply_batch, apply_entity_now, revokes_access
 
@@ -192,21 +192,20 @@ def acknowledged(app: Flask, payload: dict[str, Any], cause: Cause) -> None:
     event is left to the appliers, which are woken.
 
     The event is stored (committed) before this runs: a failure here is logged and left to the appliers, never
-    turned into an error answer (WorkOS would deliver again what is already kept). The revoking thread is woken
-    only for an event still pending: one settled here leaves it nothing to take (what such an event queues, a
-    WorkOS revocation, is the batch appliers'), and waking it cost a claim per deprovisioning."""
+    turned into an error answer (WorkOS would deliver again what is already kept). A person's event is not
+    announced when stored: settled here, it leaves no deprovisioning thread anything to take (what it queues, a
+    WorkOS revocation, is the batch appliers'; waking them cost an empty claim per process and deprovisioning), unless
+    it queued work taking access away (a rename's fan-out), for which this process's is woken; left pending, it
+    is announced to every process's and this one's is woken."""
     key = entity_key(payload)
     revoking = revokes_access(str(payload["event"]), payload)
     if not (revoking and about_one_person(key)):
         wake(app, revoking)
         return
-    settled = False
-    try:
-        settled = apply_now(app, str(payload["id"]), key, cause)
-    finally:  # whatever apply_now raised (a Redis error it does not catch), the event is not lost to the poll
-        if not settled and wakes_itself(app):
-            announce_revoking(app)  # not announced when stored: every process's thread, as for a group's
-        wake(app, not settled or queued_revoking_job(db.session()))
+    settled = apply_now(app, str(payload["id"]), key, cause)
+    wake(app, not settled or queued_revoking_job(db.session()))
+    if not settled:
+        announce_revoking(app)
 
 
 def announce_revoking(app: Flask) -> None:
@@ -229,13 +228,13 @@ SETTLED = frozenset({"applied", "ignored", "duplicate", "failed"})
 def apply_now(app: Flask, event_id: str, key: str, cause: Cause) -> bool:
     """Apply the stored (committed) event or job *event_id* of entity *key* in this request, after the key's older
     pending events (:func:`~hatidata_auth.services.inbox_worker.apply_entity_now`); whether it is settled now
-    (:data:`SETTLED`). A database failure is logged and the event left to the appliers (``False``), never turned
-    into an error answer (what it applies is committed already)."""
+    (:data:`SETTLED`). A failure (the database's, the shared cache's) is logged and the event left to the appliers
+    (``False``), never turned into an error answer (what it applies is committed already)."""
     client = app.extensions["hatidata_workos"].client
     try:
         result = apply_entity_now(db.session(), client, event_id, key, cause=cause, fanout_chunk=fanout_chunk(app),
                                   tracer=tracing.tracer(app))
-    except SQLAlchemyError:
+    except Exception:  # apply_batch rolled back: the stored event waits for the appliers
         log.warning("applying %s at once failed; the appliers will apply it", event_id, exc_info=True)
         return False
     return result is not None and result.status in SETTLED

@@ -20,6 +20,7 @@ from hatidata_auth.models import WebhookEvent
 from hatidata_auth.services import inbox, inbox_worker
 from hatidata_auth.services.events import HANDLERS
 from tests.support.dsync import forget_events, mirror_all, post_event
+from tests.support.wakes import acknowledge_recording_wakes
 from tests.test_inbox_appliers import ACME_DIR, ACME_ORG, user_event
 
 
@@ -123,35 +124,6 @@ def test_every_handler_declares_whether_it_takes_access_away() -> None:
     assert HANDLERS.revokes("dsync.user.updated", {"state": "suspended"})
 
 
-class Wakes:
-    """Stands in for the app's applier pool (``inbox_runtime.EXTENSION``): records each wake's *revoking*."""
-
-    def __init__(self, running: bool = False) -> None:
-        self.running = running  # whether it stands for a process's started appliers (inbox_runtime.wakes_itself)
-        self.calls: list[bool] = []
-
-    def wake(self, revoking: bool = True) -> None:
-        self.calls.append(revoking)
-
-
-_LAST_WAKES: list[bool] = []  # the wakes of the last _acknowledge, also when it raised
-
-
-def acknowledge_recording_wakes(app: Flask, payload: dict[str, Any]) -> list[bool]:
-    wakes = Wakes()
-    _LAST_WAKES[:] = []
-    wakes.calls = _LAST_WAKES
-    app.extensions[inbox_runtime.EXTENSION] = wakes
-    try:
-        with app.test_request_context("/webhooks/workos", method="POST"):
-            assert inbox.store(db.session(), payload) == "received"
-            inbox_runtime.acknowledged(app, payload, Cause.by(Actor.workos()))
-            db.session.remove()
-    finally:
-        del app.extensions[inbox_runtime.EXTENSION]
-    return wakes.calls
-
-
 @pytest.mark.parametrize("event_type", REVOKING)
 def test_the_revoking_thread_is_woken_for_a_revoking_event_only_while_it_is_pending(
         app: Flask, synced: None, event_type: str) -> None:
@@ -178,15 +150,12 @@ def test_a_deactivation_left_pending_behind_its_users_backlog_wakes_the_revoking
 
 def test_a_deprovisioning_that_fails_in_its_request_wakes_the_revoking_thread(
         app: Flask, synced: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Whatever the request's application raises (a Redis error it does not catch, say), the event is left to the
-    revoking thread, woken, not to the poll (helper-159)."""
+    """Whatever the request's application raises (a shared cache gone, say), the webhook is answered and the event
+    left to the revoking thread, woken, not to the poll (a review: a Redis error skipped the wake)."""
     def fails(*_args: Any, **_kwargs: Any) -> None:
         raise ConnectionError("the shared cache went away")
 
     monkeypatch.setattr(inbox_runtime, "apply_entity_now", fails)
     deactivation = user_event(f"F{uuid.uuid4().hex[:8].upper()}", 1, state="inactive")
-    with pytest.raises(ConnectionError):
-        acknowledge_recording_wakes(app, deactivation)
-    assert _LAST_WAKES == [True]
+    assert acknowledge_recording_wakes(app, deactivation, running=True) == [True]
     assert _statuses(app, [deactivation["id"]])[deactivation["id"]][0] == "received"
-

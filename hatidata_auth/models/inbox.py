@@ -14,6 +14,17 @@ from .base import TimestampMixin, UTCDateTime, utcnow
 INBOX_CHANNEL = "hatidata_inbox"
 """The PostgreSQL ``NOTIFY`` channel a transaction that queues inbox work signals on; the appliers ``LISTEN``."""
 
+PERSONAL_KEYS = frozenset({"user", "organization_membership", "session"})
+"""Entity kinds (``services.inbox.entity_key``) of one person: bounded work. An event of one of them that takes
+access away is applied by the request that acknowledges it (``inbox_runtime.acknowledged``), not by an applier
+thread."""
+
+
+def about_one_person(key: str) -> bool:
+    """Whether the entity key *key* (``services.inbox.entity_key``) is of one of the :data:`PERSONAL_KEYS`."""
+    return key.split(":", 1)[0] in PERSONAL_KEYS
+
+
 REVOKING_NOTE = "revoking"
 """The ``NOTIFY`` payload of work that may take access away (else ``""``): only it wakes the deprovisioning thread of
 every process (``services.applier_pool``)."""

@@ -276,7 +276,7 @@ class ApplierPool:
                     self.wake()  # catch up on what arrived while nobody listened
                     while not self._stop.is_set():
                         # Every note of the read that brings the first: stopped after one, the generator drops
-                        # the rest of its packet (a revoking note behind a job's "" one: helper-159).
+                        # the rest of its packet (a revoking note sent behind a job's "" one).
                         notes = {note.payload for note in conn.notifies(timeout=1.0, stop_after=1)}
                         if not notes:
                             continue

@@ -228,8 +228,8 @@ QUEUED_REVOKING = "hatidata_queued_revoking_job"
 
 
 def queued_revoking_job(session: Session) -> bool:
-    """Whether *session* queued a job that may take access away since the last call (which clears the mark): the
-    caller wakes the deprovisioning thread for it, which no ``NOTIFY`` does on SQLite (helper-159)."""
+    """Whether *session* inserted a job that may take access away (committed or not) since the last call, which
+    clears the mark: the caller wakes the deprovisioning thread for it, which no ``NOTIFY`` does on SQLite."""
     return bool(session.info.pop(QUEUED_REVOKING, False))
 
 

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from ..causes import Actor, Cause
 from ..errors import is_connection_error
 from ..models import Organization, WebhookEvent, utcnow
-from ..models.inbox import INBOX_CHANNEL, INTERNAL_SOURCE, REVOKING_NOTE, status_is
+from ..models.inbox import INBOX_CHANNEL, INTERNAL_SOURCE, REVOKING_NOTE, about_one_person, status_is
 from ..trace_context import carrier
 from ..workos import WorkOSClient
 from . import event_source, fanout_jobs, workos_revocations
@@ -80,16 +80,6 @@ _KEY_MAX = 160
 
 def _ref(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
-
-
-PERSONAL_KEYS = frozenset({"user", "organization_membership", "session"})
-"""Entity kinds (:func:`entity_key`) of one person: bounded work. An event of one of them that takes access away is
-applied by the request that acknowledges it (``inbox_runtime.acknowledged``), not by an applier thread."""
-
-
-def about_one_person(key: str) -> bool:
-    """Whether the entity key *key* (:func:`entity_key`) is of one of the :data:`PERSONAL_KEYS`."""
-    return key.split(":", 1)[0] in PERSONAL_KEYS
 
 
 def entity_key(payload: dict[str, Any]) -> str:
@@ -173,8 +163,9 @@ def store(session: Session, payload: dict[str, Any], *, source: str = "webhook",
     # for it. One person's is applied by the acknowledging request, which wakes its own thread if it could not.
     announce = notify or (bool(params["revokes"]) and not about_one_person(params["entity_key"]))
     statement = _store_statement(bind.dialect.name, announce)
-    if announce:
-        params["note"] = REVOKING_NOTE if params["revokes"] else ""
+    if announce:  # a person's revoking event is the request's: its deprovisioning thread woken only if left over
+        personal = about_one_person(params["entity_key"])
+        params["note"] = REVOKING_NOTE if params["revokes"] and not personal else ""
     if isinstance(bind, Engine) and bind.dialect.name == "postgresql" and not session.in_transaction():
         # The one statement is its own transaction (autocommit), on a connection of its own outside the session:
         # no BEGIN and COMMIT round trips (two of the four) and none of the session's transaction bookkeeping.
