@@ -192,11 +192,12 @@ def acknowledged(app: Flask, payload: dict[str, Any], cause: Cause) -> None:
     event is left to the appliers, which are woken.
 
     The event is stored (committed) before this runs: a failure here is logged and left to the appliers, never
-    turned into an error answer (WorkOS would deliver again what is already kept). A person's event is not
-    announced when stored: settled here, it leaves no deprovisioning thread anything to take (what it queues, a
-    WorkOS revocation, is the batch appliers'; waking them cost an empty claim per process and deprovisioning), unless
-    it queued work taking access away (a rename's fan-out), for which this process's is woken; left pending, it
-    is announced to every process's and this one's is woken."""
+    turned into an error answer (WorkOS would deliver again what is already kept).
+
+    Deprovisioning threads (a person's event is not announced to them when stored): settled here, the event leaves
+    them nothing to take (its WorkOS revocation job is the batch appliers'), so none is woken, unless it queued
+    work that takes access away (a rename's fan-out): then this process's is. Left pending, it is announced to
+    every process's, and this process's is woken. Each needless wake cost an empty claim."""
     key = entity_key(payload)
     revoking = revokes_access(str(payload["event"]), payload)
     if not (revoking and about_one_person(key)):

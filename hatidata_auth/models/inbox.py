@@ -26,8 +26,9 @@ def about_one_person(key: str) -> bool:
 
 
 REVOKING_NOTE = "revoking"
-"""The ``NOTIFY`` payload of work that may take access away (else ``""``): only it wakes the deprovisioning thread of
-every process (``services.applier_pool``)."""
+"""The ``NOTIFY`` payload of work that may take access away and waits for an applier thread (else ``""``; a person's
+event is applied by its request, and announced so only when that request could not): only it wakes the
+deprovisioning thread of every process (``services.applier_pool``)."""
 
 INTERNAL_SOURCE = "internal"
 """``webhook_events.source`` of work we queue ourselves (``services.fanout_jobs``), never of a WorkOS event."""

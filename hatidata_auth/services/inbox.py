@@ -161,11 +161,9 @@ def store(session: Session, payload: dict[str, Any], *, source: str = "webhook",
     bind = session.get_bind()
     # An event that may take access away from many is always announced: every process's deprovisioning thread wakes
     # for it. One person's is applied by the acknowledging request, which wakes its own thread if it could not.
-    announce = notify or (bool(params["revokes"]) and not about_one_person(params["entity_key"]))
-    statement = _store_statement(bind.dialect.name, announce)
-    if announce:  # a person's revoking event is the request's: its deprovisioning thread woken only if left over
-        personal = about_one_person(params["entity_key"])
-        params["note"] = REVOKING_NOTE if params["revokes"] and not personal else ""
+    for_threads = bool(params["revokes"]) and not about_one_person(params["entity_key"])
+    statement = _store_statement(bind.dialect.name, notify or for_threads)
+    params["note"] = REVOKING_NOTE if for_threads else ""
     if isinstance(bind, Engine) and bind.dialect.name == "postgresql" and not session.in_transaction():
         # The one statement is its own transaction (autocommit), on a connection of its own outside the session:
         # no BEGIN and COMMIT round trips (two of the four) and none of the session's transaction bookkeeping.
