@@ -17,8 +17,11 @@ by the emulator's key for an hour), and by **API key** (one key); then the revoc
 from the revoke call returning until 20 consecutive requests are refused). It prints how long minting, warming
 and measuring took, each ratio to the baseline, the ratio with the most sessions against the one with the
 fewest, and the CPU milliseconds per request of the gunicorn workers (as a ratio to the baseline's, measured in
-the same round) and of the load generator (cycling over N large cookies costs it more with N, and it shares the
-machine: the server's CPU per request tells the server's growth apart from the generator's), and whether the
+the same round) and of the load generator (``--clients`` processes spawned before any credential exists, sending
+each phase's requests from a mapped file: ``bench/auth_clients.py``; it shares the machine, and the server's CPU
+per request tells the server's growth apart from the generator's), the workers' full
+garbage collections during each kind's phases and the seconds they took (each one walks every tracked object, the
+cached sessions' included: a pause that grows with N), and whether the
 targets are met: cookie and bearer at least 0.9 of ``/healthz``, the ratio with the most
 sessions within 10 % of the fewest, revocation p99 at most 1 s.
 
@@ -38,35 +41,20 @@ The warm-up and the measure together must then fit in the TTL (the counts after 
 from __future__ import annotations
 
 import argparse
-import itertools
-import multiprocessing as mp
 import os
-import resource
 import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.auth_clients import Clients, write_requests
 from bench.auth_setup import API_KEY, CLIENT_ID, Served, live_sessions, login, raw, request, safe_status, serve
-from bench.auth_warm import BATCH, live_counts, warm_workers
+from bench.auth_warm import BATCH, gc_clocks, live_counts, warm_workers
 from bench.dsync_bench import cpu_seconds
 from hatidata_auth.config import DEFAULTS
 
 KINDS = ("baseline", "cookie", "bearer", "api_key")
-
-
-def _load_worker(port: int, raws: list[bytes], offset: int, duration: float, out: Any) -> None:
-    deadline = time.monotonic() + duration
-    ok = bad = 0
-    for data in itertools.islice(itertools.cycle(raws), offset, None):
-        if time.monotonic() >= deadline:
-            break
-        if request(port, data) == 200:
-            ok += 1
-        else:
-            bad += 1
-    out.put((ok, bad))
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,42 +75,14 @@ def _workers_cpu(server_pid: int) -> float:
     return sum(cpu_seconds(pid) for pid in pids)
 
 
-def measure(port: int, raws: list[bytes], duration: float, clients: int, server_pid: int) -> Measured:
-    """*clients* closed-loop processes cycling over *raws* for *duration* seconds against *port*."""
-    out: Any = mp.Queue()
-    step = max(1, len(raws) // clients)
-    procs = [mp.Process(target=_load_worker, args=(port, raws, i * step, duration, out)) for i in range(clients)]
-    server_before, children_before = _workers_cpu(server_pid), resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.monotonic()
-    for p in procs:
-        p.start()
-    results = [out.get() for _ in procs]
-    for p in procs:
-        p.join()
-    elapsed = time.monotonic() - started
-    server, children = _workers_cpu(server_pid) - server_before, resource.getrusage(resource.RUSAGE_CHILDREN)
-    generator = (children.ru_utime - children_before.ru_utime) + (children.ru_stime - children_before.ru_stime)
-    answered = max(1, sum(r[0] + r[1] for r in results))
-    return Measured(sum(r[0] for r in results) / elapsed, sum(r[1] for r in results), 1000 * server / answered,
-                    1000 * generator / answered)
-
-
-def warm(port: int, data: bytes, clients: int, passes: int = 50) -> None:
-    """Send one credential *passes* times from each of *clients* processes through gunicorn's socket."""
-    out: Any = mp.Queue()
-    procs = [mp.Process(target=_warm_worker, args=(port, data, passes, out)) for _ in range(clients)]
-    for p in procs:
-        p.start()
-    for _ in procs:
-        out.get()
-    for p in procs:
-        p.join()
-
-
-def _warm_worker(port: int, data: bytes, passes: int, out: Any) -> None:
-    for _ in range(passes):
-        request(port, data)
-    out.put(None)
+def measure(clients: Clients, port: int, requests: Path, count: int, duration: float, server_pid: int) -> Measured:
+    """The *clients* cycling over the *count* requests written to *requests* for *duration* seconds against
+    *port*."""
+    server_before = _workers_cpu(server_pid)
+    load = clients.run(port, requests, count, duration)
+    server = _workers_cpu(server_pid) - server_before
+    answered = max(1, load.ok + load.bad)
+    return Measured(load.ok / load.elapsed, load.bad, 1000 * server / answered, 1000 * load.cpu / answered)
 
 
 def credentials(served: Served, emulator: Any, count: int) -> dict[str, list[bytes]]:
@@ -150,13 +110,14 @@ def credentials(served: Served, emulator: Any, count: int) -> dict[str, list[byt
     return found
 
 
-def throughput(served: Served, raws: dict[str, list[bytes]], args: argparse.Namespace) -> tuple[dict[str, float],
-                                                                                          bool]:
+def throughput(served: Served, clients: Clients, raws: dict[str, list[bytes]], args: argparse.Namespace
+               ) -> tuple[dict[str, float], bool]:
     """Mean req/s of each kind over ``--rounds`` alternating rounds, and whether every worker still held every
     session in its in-process caches after them."""
     started = warmed = time.monotonic()
+    files = {kind: write_requests(served.folder / f"{kind}.requests", found) for kind, found in raws.items()}
     for kind in ("baseline", "api_key"):
-        warm(served.port, raws[kind][0], args.clients)
+        clients.run(served.port, files[kind], 1, 0.5)
     # each session's cookie then its token, in batches, once in every worker (bench.auth_warm)
     count = len(raws["cookie"])
     both = [raw for offset in range(0, count, BATCH)
@@ -169,9 +130,15 @@ def throughput(served: Served, raws: dict[str, list[bytes]], args: argparse.Name
     totals: dict[str, list[float]] = {kind: [] for kind in KINDS}
     cpu: dict[str, list[tuple[float, float]]] = {kind: [] for kind in KINDS}
     errors = dict.fromkeys(KINDS, 0)
+    full_gc = {kind: [0, 0.0] for kind in KINDS}  # full collections and their seconds, all workers
     for _ in range(args.rounds):
         for kind in KINDS:
-            found = measure(served.port, raws[kind], args.duration, args.clients, served.process.pid)
+            clocks = gc_clocks(served.warm_ports)
+            found = measure(clients, served.port, files[kind], len(raws[kind]), args.duration, served.process.pid)
+            for before, after in zip(clocks, gc_clocks(served.warm_ports), strict=True):
+                if after["collections"][2] > before["collections"][2]:
+                    full_gc[kind][0] += after["collections"][2] - before["collections"][2]
+                    full_gc[kind][1] += after["seconds"][2] - before["seconds"][2]
             totals[kind].append(found.rps)
             cpu[kind].append((found.server_ms, found.generator_ms))
             errors[kind] += found.bad
@@ -191,7 +158,8 @@ def throughput(served: Served, raws: dict[str, list[bytes]], args: argparse.Name
         generator_ms = statistics.mean(g for _, g in cpu[kind])
         print(f"    {kind:9s} {means[kind]:8.0f} req/s  ratio {means[kind] / means['baseline']:5.2f}  "
               f"non-2xx {errors[kind]}  CPU per request: server {server_ms[kind] / server_ms['baseline']:5.2f} of "
-              f"the baseline's, generator {generator_ms:.3f} ms", flush=True)
+              f"the baseline's, generator {generator_ms:.3f} ms; full GC {full_gc[kind][0]} in "
+              f"{full_gc[kind][1]:.2f} s", flush=True)
     means.update({f"{kind}_cpu": server_ms[kind] / server_ms["baseline"] for kind in KINDS})
     return means, held
 
@@ -237,7 +205,7 @@ def _until_rejected(port: int, data: bytes, since: float, needed: int = 20) -> f
     return first_reject - since
 
 
-def run_profile(profile: str, emulator: Any, args: argparse.Namespace) -> bool:
+def run_profile(profile: str, emulator: Any, clients: Clients, args: argparse.Namespace) -> bool:
     """Measure one profile for every session count; whether its targets are met."""
     counts = sorted({int(n) for n in args.sessions.split(",")})
     served = serve(profile, emulator.url, workers=args.workers, database_url=args.database_url,
@@ -252,7 +220,7 @@ def run_profile(profile: str, emulator: Any, args: argparse.Namespace) -> bool:
             started = time.monotonic()
             raws = credentials(served, emulator.emulator, count)
             print(f"    minted in {time.monotonic() - started:.1f} s", flush=True)
-            means, held = throughput(served, raws, args)
+            means, held = throughput(served, clients, raws, args)
             steady = steady and held
             ratios[count] = {kind: means[kind] / means["baseline"] for kind in KINDS}
             ratios[count].update({f"{kind}_cpu": means[f"{kind}_cpu"] for kind in KINDS})
@@ -303,12 +271,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from workos_emulator.testing import EmulatorServer
 
+    clients = Clients(args.clients)  # before anything else: the clients hold none of the bench's heap
     emulator = EmulatorServer(api_key=API_KEY, client_id=CLIENT_ID).start()
     try:
         profiles = ("production", "embedded") if args.profile == "both" else (args.profile,)
-        results = [run_profile(profile, emulator, args) for profile in profiles]
+        results = [run_profile(profile, emulator, clients, args) for profile in profiles]
     finally:
         emulator.stop()
+        clients.close()
     return 0 if all(results) else 1
 
 

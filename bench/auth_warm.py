@@ -9,12 +9,15 @@ loop serves: ``N x workers`` requests in all, every worker verifiably warm. The 
 bench measures through gunicorn's socket.
 
 The same listener reports its in-process caches' live entries (session statuses, unsealed cookies, verified
-tokens), so the bench can show that every worker still holds every session after the measure.
+tokens), so the bench can show that every worker still holds every session after the measure, and the time the
+worker's cyclic garbage collector has spent so far per generation (a ``gc.callbacks`` clock installed with the
+listener): a full collection walks every tracked object, so with many sessions cached it is a pause of its own.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import socket
@@ -56,9 +59,34 @@ def _read(sock: socket.socket, size: int) -> bytes:
 # --- in the worker ---------------------------------------------------------------------------------------------
 
 
+class _GcClock:
+    """Collections and seconds spent in them per generation (0, 1, 2), from ``gc.callbacks``."""
+
+    def __init__(self) -> None:
+        self.collections = [0, 0, 0]
+        self.seconds = [0.0, 0.0, 0.0]
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        took = time.perf_counter() - self._started
+        self.collections[info["generation"]] += 1
+        self.seconds[info["generation"]] += took
+
+    def read(self) -> dict[str, Any]:
+        return {"collections": list(self.collections), "seconds": list(self.seconds)}
+
+
+_GC_CLOCK = _GcClock()
+
+
 def listen(app: Any, folder: str) -> None:
     """Serve warm-ups and cache counts for *app* (this worker's) on a private port, noted under *folder*, until
-    :func:`stop` (or the process ends)."""
+    :func:`stop` (or the process ends); clock the worker's garbage collections from now on."""
+    if _GC_CLOCK not in gc.callbacks:
+        gc.callbacks.append(_GC_CLOCK)
     server = socket.create_server(("127.0.0.1", 0))
     note = Path(folder) / f"{os.getpid()}.port"
     note.with_suffix(".tmp").write_text(str(server.getsockname()[1]))
@@ -85,7 +113,8 @@ def _answer(app: Any, conn: socket.socket, stopping: threading.Event) -> None:
                 statuses = Counter(_run(app, raw) for raw in message["raws"])
                 _send(conn, {"statuses": dict(statuses)})
             else:
-                _send(conn, {"pid": os.getpid(), "live": live_entries(app), "cpu": time.process_time()})
+                _send(conn, {"pid": os.getpid(), "live": live_entries(app), "cpu": time.process_time(),
+                             "gc": _GC_CLOCK.read()})
 
 
 def _run(app: Any, raw: str) -> int:
@@ -177,6 +206,11 @@ def _probe(port: int) -> dict[str, Any]:
 def live_counts(ports: Sequence[int]) -> list[dict[str, int]]:
     """Each worker's live cache entries (see :func:`live_entries`)."""
     return [_probe(port)["live"] for port in ports]
+
+
+def gc_clocks(ports: Sequence[int]) -> list[dict[str, Any]]:
+    """Each worker's garbage collections so far: ``collections`` and ``seconds`` per generation."""
+    return [_probe(port)["gc"] for port in ports]
 
 
 def stop(port: int) -> None:

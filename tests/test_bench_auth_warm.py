@@ -4,6 +4,7 @@ session by cookie and by token (the counts the bench checks after its measure)."
 
 from __future__ import annotations
 
+import gc
 import threading
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from bench.auth_setup import raw
-from bench.auth_warm import listen, live_counts, live_entries, stop, warm_workers, worker_ports
+from bench.auth_warm import gc_clocks, listen, live_counts, live_entries, stop, warm_workers, worker_ports
 from tests.auth_support import access_token, cookie_value, login, sync_organizations, use_file_cache
 
 
@@ -46,6 +47,11 @@ def test_each_request_runs_once_in_the_worker_and_its_caches_then_hold_the_sessi
         [after] = live_counts(ports)
         assert after == live_entries(app)
         assert after == {"status": 1, "unsealed": 1, "verified": 1, "identities": 2}  # the cookie and the token
+        [clock] = gc_clocks(ports)
+        gc.collect()
+        [later] = gc_clocks(ports)
+        assert later["collections"][2] == clock["collections"][2] + 1  # the full collection, clocked once
+        assert later["seconds"][2] > clock["seconds"][2]
     finally:
         stop(ports[0])
     thread.join(5)

@@ -1,0 +1,124 @@
+"""The load generator of ``bench.auth``: closed-loop client processes whose own cost does not grow with the sessions.
+
+Each phase used to fork its clients from the bench's process, which by then held every session's credentials and
+an in-process app: with 100,000 sessions each child inherited that heap, touched objects of it (a reference count
+is a write, so a copied page) and walked it in its own garbage collections, and its CPU per request more than
+doubled from 100 to 100,000 sessions (0.080 → 0.172 ms, 2026-12-05) on the two cores it shares with the workers.
+
+Here the clients are spawned once, before any credential exists, and each phase's requests are a file the clients
+map (:func:`write_requests`): a request is a slice of the mapping, read when sent, as a client on another machine
+would read the bytes it sends. Their CPU is read from ``/proc`` before and after each phase.
+"""
+
+from __future__ import annotations
+
+import mmap
+import multiprocessing as mp
+import struct
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from bench.auth_setup import request
+from bench.dsync_bench import cpu_seconds
+
+_OFFSET = struct.Struct("<Q")
+
+
+def write_requests(path: Path, raws: Sequence[bytes]) -> Path:
+    """Write *raws* to *path* (the requests, back to back) and their offsets to ``path.offsets`` (little-endian
+    64-bit, one more than the requests: the end). Returns *path*."""
+    offsets = bytearray()
+    position = 0
+    with path.open("wb") as out:
+        for data in raws:
+            offsets += _OFFSET.pack(position)
+            out.write(data)
+            position += len(data)
+    offsets += _OFFSET.pack(position)
+    path.with_suffix(".offsets").write_bytes(bytes(offsets))
+    return path
+
+
+class _Requests:
+    """The requests of a file from :func:`write_requests`, mapped read-only."""
+
+    def __init__(self, path: str) -> None:
+        with open(path, "rb") as body:
+            self.data = mmap.mmap(body.fileno(), 0, access=mmap.ACCESS_READ)
+        self.offsets = memoryview(Path(path).with_suffix(".offsets").read_bytes()).cast("Q")
+        self.count = len(self.offsets) - 1
+
+    def __getitem__(self, index: int) -> bytes:
+        return self.data[self.offsets[index]:self.offsets[index + 1]]
+
+
+def _client(conn: Connection) -> None:
+    """A client process: for each ``(port, path, first, duration)`` it receives, sends the file's requests one
+    after another from *first* on (cycling) for *duration* seconds; answers ``(2xx answers, others)``."""
+    mapped: dict[str, _Requests] = {}
+    while (job := conn.recv()) is not None:
+        port, path, first, duration = job
+        requests = mapped.get(path) or mapped.setdefault(path, _Requests(path))
+        deadline = time.monotonic() + duration
+        ok = bad = 0
+        index = first % requests.count
+        while time.monotonic() < deadline:
+            if request(port, requests[index]) == 200:
+                ok += 1
+            else:
+                bad += 1
+            index = index + 1 if index + 1 < requests.count else 0
+        conn.send((ok, bad))
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """One phase: answers (2xx and not), its wall-clock seconds and the clients' CPU seconds."""
+
+    ok: int
+    bad: int
+    elapsed: float
+    cpu: float
+
+
+class Clients:
+    """*count* client processes, spawned at once (so none inherits the caller's heap) and kept until
+    :meth:`close`."""
+
+    def __init__(self, count: int) -> None:
+        context = mp.get_context("spawn")
+        self._conns: list[Connection] = []
+        self._procs: list[Any] = []
+        for _ in range(count):
+            mine, theirs = context.Pipe()
+            process = context.Process(target=_client, args=(theirs,), daemon=True)
+            process.start()
+            theirs.close()
+            self._conns.append(mine)
+            self._procs.append(process)
+
+    def run(self, port: int, path: Path, count: int, duration: float) -> Load:
+        """Every client sends the *count* requests of *path* to *port* for *duration* seconds, each starting at
+        its own share of the file."""
+        step = max(1, count // len(self._conns))
+        before = sum(cpu_seconds(p.pid) for p in self._procs)
+        started = time.monotonic()
+        for index, conn in enumerate(self._conns):
+            conn.send((port, str(path), index * step, duration))
+        answers = [conn.recv() for conn in self._conns]
+        elapsed = time.monotonic() - started
+        cpu = sum(cpu_seconds(p.pid) for p in self._procs) - before
+        return Load(sum(a[0] for a in answers), sum(a[1] for a in answers), elapsed, cpu)
+
+    def close(self) -> None:
+        """End the clients."""
+        for conn in self._conns:
+            conn.send(None)
+        for process in self._procs:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.kill()

@@ -1,0 +1,52 @@
+"""``bench.auth``'s load generator (``bench/auth_clients.py``): spawned clients send the requests of a file, each
+one as written, cycling over them from their own share, and the phase's answers and CPU are counted."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from bench.auth_clients import Clients, _Requests, write_requests
+from bench.auth_setup import raw
+
+
+def test_the_file_gives_back_each_request_as_written(tmp_path: Path) -> None:
+    raws = [raw(f"/r/{index}", cookie="c" * index) for index in range(50)]
+    requests = _Requests(str(write_requests(tmp_path / "kind.requests", raws)))
+    assert requests.count == len(raws)
+    assert [requests[index] for index in range(len(raws))] == raws
+
+
+def test_clients_send_every_request_and_count_the_answers(tmp_path: Path) -> None:
+    seen: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            with lock:
+                seen[self.path] += 1
+            self.send_response(200 if self.path != "/r/refused" else 401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    clients = Clients(2)
+    try:
+        paths = [f"/r/{index}" for index in range(6)] + ["/r/refused"]
+        path = write_requests(tmp_path / "kind.requests", [raw(p) for p in paths])
+        load = clients.run(server.server_address[1], path, len(paths), 0.5)
+        assert set(seen) == set(paths)  # two clients, each from its own share, cycling: every request went out
+        assert load.ok + load.bad == sum(seen.values())
+        assert load.bad == seen["/r/refused"] > 0
+        assert load.elapsed >= 0.5
+        assert load.cpu > 0
+    finally:
+        clients.close()
+        server.shutdown()
