@@ -12,6 +12,7 @@ would read the bytes it sends. Their CPU is read from ``/proc`` before and after
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import multiprocessing as mp
 import struct
@@ -115,9 +116,10 @@ class Clients:
         return Load(sum(a[0] for a in answers), sum(a[1] for a in answers), elapsed, cpu)
 
     def close(self) -> None:
-        """End the clients."""
+        """End the clients (one that died already, e.g. refused by the server, is only reaped)."""
         for conn in self._conns:
-            conn.send(None)
+            with contextlib.suppress(OSError):
+                conn.send(None)
         for process in self._procs:
             process.join(timeout=10)
             if process.is_alive():

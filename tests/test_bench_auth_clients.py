@@ -3,11 +3,14 @@ one as written, cycling over them from their own share, and the phase's answers 
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from bench.auth_clients import Clients, _Requests, write_requests
 from bench.auth_setup import raw
@@ -50,3 +53,18 @@ def test_clients_send_every_request_and_count_the_answers(tmp_path: Path) -> Non
     finally:
         clients.close()
         server.shutdown()
+
+
+def test_a_client_refused_ends_the_phase_with_an_error_and_the_others_are_still_closed(tmp_path: Path) -> None:
+    """Nothing listens on the port: the clients die on their first request, and the bench fails at once (it does
+    not wait for answers that never come), and closing the rest raises nothing."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    clients = Clients(2)
+    path = write_requests(tmp_path / "kind.requests", [raw("/healthz")])
+    try:
+        with pytest.raises(EOFError):
+            clients.run(port, path, 1, 0.5)
+    finally:
+        clients.close()
