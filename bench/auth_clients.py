@@ -1,9 +1,9 @@
 """The load generator of ``bench.auth``: closed-loop client processes whose own cost does not grow with the sessions.
 
 Each phase used to fork its clients from the bench's process, which by then held every session's credentials and
-an in-process app: with 100,000 sessions each child inherited that heap, touched objects of it (a reference count
-is a write, so a copied page) and walked it in its own garbage collections, and its CPU per request more than
-doubled from 100 to 100,000 sessions (0.080 → 0.172 ms, 2026-12-05) on the two cores it shares with the workers.
+an in-process app: with 100,000 sessions each child inherited that heap and touched objects of it (a reference
+count is a write, so a copied page), and its CPU per cookie request more than doubled from 100 to 100,000 sessions
+(0.152 → 0.383 ms, 2026-12-07) on the two cores it shares with the workers.
 
 Here the clients are spawned once, before any credential exists, and each phase's requests are a file the clients
 map (:func:`write_requests`): a request is a slice of the mapping, read when sent, as a client on another machine

@@ -112,9 +112,10 @@ def _answer(app: Any, conn: socket.socket, stopping: threading.Event) -> None:
             if "raws" in message:
                 statuses = Counter(_run(app, raw) for raw in message["raws"])
                 _send(conn, {"statuses": dict(statuses)})
+            elif "gc" in message:  # around every measured phase: no walk over the caches, no lock of theirs
+                _send(conn, {"gc": _GC_CLOCK.read()})
             else:
-                _send(conn, {"pid": os.getpid(), "live": live_entries(app), "cpu": time.process_time(),
-                             "gc": _GC_CLOCK.read()})
+                _send(conn, {"pid": os.getpid(), "live": live_entries(app), "cpu": time.process_time()})
 
 
 def _run(app: Any, raw: str) -> int:
@@ -196,9 +197,9 @@ def warm_workers(ports: Sequence[int], raws: Sequence[bytes], connections: int =
     return total, [_probe(port)["cpu"] - start for port, start in zip(ports, before, strict=True)]
 
 
-def _probe(port: int) -> dict[str, Any]:
+def _probe(port: int, ask: str = "live") -> dict[str, Any]:
     with socket.create_connection(("127.0.0.1", port)) as sock:
-        _send(sock, {"live": True})
+        _send(sock, {ask: True})
         answer: dict[str, Any] = _receive(sock)
         return answer
 
@@ -210,7 +211,7 @@ def live_counts(ports: Sequence[int]) -> list[dict[str, int]]:
 
 def gc_clocks(ports: Sequence[int]) -> list[dict[str, Any]]:
     """Each worker's garbage collections so far: ``collections`` and ``seconds`` per generation."""
-    return [_probe(port)["gc"] for port in ports]
+    return [_probe(port, "gc")["gc"] for port in ports]
 
 
 def stop(port: int) -> None:
