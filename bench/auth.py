@@ -115,7 +115,9 @@ def throughput(served: Served, clients: Clients, raws: dict[str, list[bytes]], a
     """Mean req/s of each kind over ``--rounds`` alternating rounds, and whether every worker still held every
     session in its in-process caches after them."""
     started = warmed = time.monotonic()
-    files = {kind: write_requests(served.folder / f"{kind}.requests", found) for kind, found in raws.items()}
+    # a file per kind and session count: a client's mapping of an earlier count's file must never be read as this one
+    files = {kind: write_requests(served.folder / f"{kind}-{len(raws['cookie'])}.requests", found)
+             for kind, found in raws.items()}
     for kind in ("baseline", "api_key"):
         clients.run(served.port, files[kind], 1, 0.5)
     # each session's cookie then its token, in batches, once in every worker (bench.auth_warm)

@@ -58,12 +58,17 @@ class _Requests:
 
 
 def _client(conn: Connection) -> None:
-    """A client process: for each ``(port, path, first, duration)`` it receives, sends the file's requests one
-    after another from *first* on (cycling) for *duration* seconds; answers ``(2xx answers, others)``."""
+    """A client process: for each ``(port, path, count, first, duration)`` it receives, sends the file's *count*
+    requests one after another from *first* on (cycling) for *duration* seconds; answers ``(2xx answers, others)``.
+    A file written again since it was mapped is mapped again (a mapping keeps the old size and offsets)."""
     mapped: dict[str, _Requests] = {}
     while (job := conn.recv()) is not None:
-        port, path, first, duration = job
-        requests = mapped.get(path) or mapped.setdefault(path, _Requests(path))
+        port, path, count, first, duration = job
+        requests = mapped.get(path)
+        if requests is None or requests.count != count:
+            requests = mapped[path] = _Requests(path)
+        if requests.count != count:
+            raise RuntimeError(f"{path} holds {requests.count} requests, not {count}")
         deadline = time.monotonic() + duration
         ok = bad = 0
         index = first % requests.count
@@ -103,13 +108,13 @@ class Clients:
             self._procs.append(process)
 
     def run(self, port: int, path: Path, count: int, duration: float) -> Load:
-        """Every client sends the *count* requests of *path* to *port* for *duration* seconds, each starting at
-        its own share of the file."""
+        """Every client sends the *count* requests of *path* (all it holds) to *port* for *duration* seconds, each
+        starting at its own share of the file."""
         step = max(1, count // len(self._conns))
         before = sum(cpu_seconds(p.pid) for p in self._procs)
         started = time.monotonic()
         for index, conn in enumerate(self._conns):
-            conn.send((port, str(path), index * step, duration))
+            conn.send((port, str(path), count, index * step, duration))
         answers = [conn.recv() for conn in self._conns]
         elapsed = time.monotonic() - started
         cpu = sum(cpu_seconds(p.pid) for p in self._procs) - before

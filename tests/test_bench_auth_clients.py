@@ -68,3 +68,35 @@ def test_a_client_refused_ends_the_phase_with_an_error_and_the_others_are_still_
             clients.run(port, path, 1, 0.5)
     finally:
         clients.close()
+
+
+def test_a_file_written_again_with_other_requests_is_read_anew(tmp_path: Path) -> None:
+    """A client maps a file once; written again (another session count) it must send the new requests, all of
+    them, not the old mapping's size cut at the old offsets (a review found the 100,000-session phase sending the
+    first 100 requests of its file)."""
+    seen: Counter[str] = Counter()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen[self.path] += 1
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    clients = Clients(1)
+    try:
+        path = tmp_path / "kind.requests"
+        write_requests(path, [raw(f"/a/{index}") for index in range(3)])
+        clients.run(server.server_address[1], path, 3, 0.3)
+        seen.clear()
+        write_requests(path, [raw(f"/longer/{index:04d}") for index in range(40)])
+        clients.run(server.server_address[1], path, 40, 1.0)
+        assert set(seen) == {f"/longer/{index:04d}" for index in range(40)}
+    finally:
+        clients.close()
+        server.shutdown()
