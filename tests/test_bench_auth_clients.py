@@ -16,15 +16,8 @@ from bench.auth_clients import Clients, _Requests, write_requests
 from bench.auth_setup import raw
 
 
-def test_the_file_gives_back_each_request_as_written(tmp_path: Path) -> None:
-    raws = [raw(f"/r/{index}", cookie="c" * index) for index in range(50)]
-    requests = _Requests(str(write_requests(tmp_path / "kind.requests", raws)))
-    assert requests.count == len(raws)
-    assert [requests[index] for index in range(len(raws))] == raws
-
-
-def test_clients_send_every_request_and_count_the_answers(tmp_path: Path) -> None:
-    seen: Counter[str] = Counter()
+def _server(seen: Counter[str]) -> ThreadingHTTPServer:
+    """A server counting each path it is asked for in *seen*: 401 for ``/r/refused``, 200 for any other."""
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
@@ -40,6 +33,19 @@ def test_clients_send_every_request_and_count_the_answers(tmp_path: Path) -> Non
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_the_file_gives_back_each_request_as_written(tmp_path: Path) -> None:
+    raws = [raw(f"/r/{index}", cookie="c" * index) for index in range(50)]
+    requests = _Requests(str(write_requests(tmp_path / "kind.requests", raws)))
+    assert requests.count == len(raws)
+    assert [requests[index] for index in range(len(raws))] == raws
+
+
+def test_clients_send_every_request_and_count_the_answers(tmp_path: Path) -> None:
+    seen: Counter[str] = Counter()
+    server = _server(seen)
     clients = Clients(2)
     try:
         paths = [f"/r/{index}" for index in range(6)] + ["/r/refused"]
@@ -75,19 +81,7 @@ def test_a_file_written_again_with_other_requests_is_read_anew(tmp_path: Path) -
     them, not the old mapping's size cut at the old offsets (a review found the 100,000-session phase sending the
     first 100 requests of its file)."""
     seen: Counter[str] = Counter()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            seen[self.path] += 1
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = _server(seen)
     clients = Clients(1)
     try:
         path = tmp_path / "kind.requests"
