@@ -21,7 +21,7 @@ from hatidata_auth.models.inbox import INBOX_CHANNEL, REVOKING_NOTE
 from hatidata_auth.services import inbox, inbox_worker
 from hatidata_auth.services.applier_pool import ApplierPool
 from tests.support.dsync import mirror_organizations, post_event
-from tests.support.wakes import Wakes
+from tests.support.wakes import Wakes, inbox_listener
 from tests.test_inbox_deprovision_now import REVOKING
 from tests.test_inbox_deprovision_now import _minimal as minimal_event
 from tests.test_webhooks import user_event
@@ -115,11 +115,7 @@ def test_a_webhook_notifies_other_processes_only_when_its_own_has_no_appliers(
     that acknowledges it: with appliers of its own, nobody needs waking."""
     mirror_organizations(db_session, workos_client)
     db_session.commit()
-    with app.app_context():
-        dsn = inbox_runtime.listen_dsn(app)
-    assert dsn is not None
-    with psycopg.connect(dsn, autocommit=True) as listener:
-        listener.execute(f"LISTEN {INBOX_CHANNEL}")
+    with inbox_listener(app) as listener:
         heard = []
         cases = ((False, "active"), (True, "active"), (False, "active"), (True, "inactive"), (False, "inactive"))
         for n, (own_appliers, state) in enumerate(cases):
@@ -149,11 +145,7 @@ def test_an_event_taking_access_away_from_many_is_announced_to_every_process_and
     mirror_organizations(db_session, workos_client)
     db_session.commit()
     payload = minimal_event(event_type)
-    with app.app_context():
-        dsn = inbox_runtime.listen_dsn(app)
-    assert dsn is not None
-    with psycopg.connect(dsn, autocommit=True) as listener:
-        listener.execute(f"LISTEN {INBOX_CHANNEL}")
+    with inbox_listener(app) as listener:
         with app.app_context():
             assert inbox.store(db.session(), payload, notify=False) == "received"
             db.session.remove()
@@ -235,17 +227,14 @@ def test_a_persons_deprovisioning_left_pending_is_announced_to_every_process(
     earlier = [user_event(f"event_ANN{int(held_up)}_{n}")
                for n in range(inbox_worker.APPLY_NOW_MAX + 1 if held_up else 0)]
     with app.app_context():
-        dsn = inbox_runtime.listen_dsn(app)
         for payload in earlier:
             inbox.store(db.session(), payload, notify=False)
         db.session.remove()
-    assert dsn is not None
     wakes = Wakes(running=own_appliers)  # with appliers of its own the store notifies nobody, else with ""
     app.extensions[inbox_runtime.EXTENSION] = wakes
     deactivation = user_event(f"event_ANN{int(held_up)}_X", state="inactive", updated_at="2030-01-02T00:00:00.000Z")
     try:
-        with psycopg.connect(dsn, autocommit=True) as listener:
-            listener.execute(f"LISTEN {INBOX_CHANNEL}")
+        with inbox_listener(app) as listener:
             with app.test_request_context("/webhooks/workos", method="POST"):
                 assert inbox.store(db.session(), deactivation, notify=not own_appliers) == "received"
                 inbox_runtime.acknowledged(app, deactivation, Cause.by(Actor.workos()))

@@ -17,12 +17,13 @@ mappings, the directory handlers) can queue a job.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ARRAY, String, func, insert, literal, select
+from sqlalchemy import ARRAY, String, bindparam, func, insert, literal, select
 from sqlalchemy.orm import Session
 
 from ..causes import Cause
@@ -245,16 +246,30 @@ def insert_job(session: Session, job_type: str, *, organization_id: str, data: d
     now = utcnow()
     at = max(now, not_before) if not_before is not None else now
     event_id = f"{JOB_ID_PREFIX}{uuid4_hex()}"
-    payload = {"id": event_id, "event": job_type, "created_at": at.isoformat(), "data": data}
-    row = insert(WebhookEvent.__table__).values(
-        event_id=event_id, event_type=job_type, organization_id=organization_id, payload=payload,
-        event_created_at=at, received_at=now, status="received", source=INTERNAL_SOURCE, attempts=0,
-        entity_key=entity_key[:160], revokes=revokes, created_at=now, updated_at=now, trace_context=carrier())
+    params = {"event_id": event_id, "event_type": job_type, "organization_id": organization_id,
+              "payload": {"id": event_id, "event": job_type, "created_at": at.isoformat(), "data": data},
+              "event_created_at": at, "now": now, "entity_key": entity_key[:160], "revokes": revokes,
+              "trace_context": carrier(), "note": REVOKING_NOTE if revokes else ""}
     if revokes:
         session.info[QUEUED_REVOKING] = True
-    if session.get_bind().dialect.name == "postgresql":  # one statement; the NOTIFY is delivered at the commit
-        note = REVOKING_NOTE if revokes else ""
-        session.execute(select(func.pg_notify(INBOX_CHANNEL, note)).add_cte(row.cte("job")))
-    else:
-        session.execute(row)
+    session.execute(_job_statement(session.get_bind().dialect.name), params)
     return event_id
+
+
+@functools.cache
+def _job_statement(dialect: str) -> Any:
+    """:func:`insert_job`'s statement, built once per dialect with bound parameters (as ``inbox.store``'s): building
+    and keying a new statement per job cost more than half of a job's insert (0.36-0.50 ms of CPU per job in
+    process, 0.15-0.19 reused); on PostgreSQL, with the ``NOTIFY`` (delivered at the commit) in the same statement."""
+    table = WebhookEvent.__table__
+    now = bindparam("now", type_=table.c.received_at.type)
+    row = insert(table).values(
+        **{name: bindparam(name, type_=table.c[name].type) for name in _JOB_COLUMNS},
+        received_at=now, created_at=now, updated_at=now, status="received", source=INTERNAL_SOURCE, attempts=0)
+    if dialect == "postgresql":
+        return select(func.pg_notify(INBOX_CHANNEL, bindparam("note", type_=String))).add_cte(row.cte("job"))
+    return row
+
+
+_JOB_COLUMNS = ("event_id", "event_type", "organization_id", "payload", "event_created_at", "entity_key", "revokes",
+                "trace_context")

@@ -1,15 +1,32 @@
-"""Recording the applier wakes a webhook's acknowledgement makes (``inbox_runtime.acknowledged``)."""
+"""Recording the applier wakes a webhook's acknowledgement makes (``inbox_runtime.acknowledged``), and the
+``NOTIFY`` signals the inbox's writers send (PostgreSQL)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import psycopg
 from flask import Flask
 
 from hatidata_auth import inbox_runtime
 from hatidata_auth.causes import Actor, Cause
 from hatidata_auth.extensions import db
+from hatidata_auth.models.inbox import INBOX_CHANNEL
 from hatidata_auth.services import inbox
+
+
+@contextmanager
+def inbox_listener(app: Flask) -> Iterator[psycopg.Connection[Any]]:
+    """A connection of its own listening on the appliers' channel (``LISTEN``), as another process's appliers do;
+    read what it heard with ``listener.notifies(timeout=...)``."""
+    with app.app_context():
+        dsn = inbox_runtime.listen_dsn(app)
+    assert dsn is not None
+    with psycopg.connect(dsn, autocommit=True) as listener:
+        listener.execute(f"LISTEN {INBOX_CHANNEL}")
+        yield listener
 
 
 class Wakes:
