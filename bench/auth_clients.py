@@ -7,7 +7,8 @@ count is a write, so a copied page), and its CPU per cookie request more than do
 
 Here the clients are spawned once, before any credential exists, and each phase's requests are a file the clients
 map (:func:`write_requests`): a request is a slice of the mapping, read when sent, as a client on another machine
-would read the bytes it sends. Their CPU is read from ``/proc`` before and after each phase.
+would read the bytes it sends. Their CPU is read from ``/proc`` before and after each phase; the mapping (and its
+first read of every page) is done before the phase starts, so the first phase of a file does not count it.
 """
 
 from __future__ import annotations
@@ -26,12 +27,19 @@ from typing import Any
 from bench.auth_setup import request
 from bench.dsync_bench import cpu_seconds
 
-_OFFSET = struct.Struct("<Q")
+_OFFSET = struct.Struct("=Q")  # native: the file is read on the machine that wrote it, as ``memoryview.cast`` does
+_GONE_AFTER = 50
+"""Consecutive requests without an HTTP answer (refused, reset, timed out) after which a client gives up: the server
+is gone. Fewer are counted as failed answers (a connection reset under load is an answer that failed, not the
+end of the run)."""
 
 
 def write_requests(path: Path, raws: Sequence[bytes]) -> Path:
-    """Write *raws* to *path* (the requests, back to back) and their offsets to ``path.offsets`` (little-endian
-    64-bit, one more than the requests: the end). Returns *path*."""
+    """Write *raws* to *path* (the requests, back to back) and their offsets to ``path.offsets`` (native 64-bit, one
+    more than the requests: the end). Returns *path*; raises ``ValueError`` for no request (a client cycles over
+    them)."""
+    if not raws:
+        raise ValueError(f"no request to write to {path}")
     offsets = bytearray()
     position = 0
     with path.open("wb") as out:
@@ -56,29 +64,56 @@ class _Requests:
     def __getitem__(self, index: int) -> bytes:
         return self.data[self.offsets[index]:self.offsets[index + 1]]
 
+    def touch(self) -> None:
+        """Read one byte of every page, so that the page faults of a first read fall outside a timed phase."""
+        sum(self.data[offset] for offset in range(0, len(self.data), mmap.PAGESIZE))
+
+
+def _mapped(mapped: dict[str, _Requests], path: str, count: int) -> _Requests:
+    """*path*'s requests, mapped (and every page read) unless they are already; a file written again since it was
+    mapped is mapped again (a mapping keeps the old size and offsets). Raises ``RuntimeError`` when it does not hold
+    *count* requests."""
+    requests = mapped.get(path)
+    if requests is None or requests.count != count:
+        requests = mapped[path] = _Requests(path)
+        requests.touch()
+    if requests.count != count:
+        raise RuntimeError(f"{path} holds {requests.count} requests, not {count}")
+    return requests
+
+
+def _send(port: int, requests: _Requests, first: int, duration: float) -> tuple[int, int]:
+    """Send *requests* one after another from *first* on (cycling) for *duration* seconds: ``(2xx answers,
+    others)``, a request without an HTTP answer counted among the others. Raises ``ConnectionError`` after
+    :data:`_GONE_AFTER` of those in a row."""
+    deadline = time.monotonic() + duration
+    ok = bad = unanswered = 0
+    index = first % requests.count
+    while time.monotonic() < deadline:
+        try:
+            status = request(port, requests[index])
+        except OSError:
+            status = 0
+        ok, bad = (ok + 1, bad) if status == 200 else (ok, bad + 1)
+        unanswered = unanswered + 1 if status == 0 else 0
+        if unanswered >= _GONE_AFTER:
+            raise ConnectionError(f"no HTTP answer from port {port} to {unanswered} requests in a row")
+        index = index + 1 if index + 1 < requests.count else 0
+    return ok, bad
+
 
 def _client(conn: Connection) -> None:
-    """A client process: for each ``(port, path, count, first, duration)`` it receives, sends the file's *count*
-    requests one after another from *first* on (cycling) for *duration* seconds; answers ``(2xx answers, others)``.
-    A file written again since it was mapped is mapped again (a mapping keeps the old size and offsets)."""
+    """A client process. For each ``("map", path, count)`` it receives, maps the file (:func:`_mapped`) and answers
+    ``None``; for each ``("run", port, path, count, first, duration)``, sends the file's requests (:func:`_send`) and
+    answers ``(2xx answers, others)``. It ends on ``None``, or on an error (the caller's ``recv`` then raises)."""
     mapped: dict[str, _Requests] = {}
     while (job := conn.recv()) is not None:
-        port, path, count, first, duration = job
-        requests = mapped.get(path)
-        if requests is None or requests.count != count:
-            requests = mapped[path] = _Requests(path)
-        if requests.count != count:
-            raise RuntimeError(f"{path} holds {requests.count} requests, not {count}")
-        deadline = time.monotonic() + duration
-        ok = bad = 0
-        index = first % requests.count
-        while time.monotonic() < deadline:
-            if request(port, requests[index]) == 200:
-                ok += 1
-            else:
-                bad += 1
-            index = index + 1 if index + 1 < requests.count else 0
-        conn.send((ok, bad))
+        if job[0] == "map":
+            _mapped(mapped, job[1], job[2])
+            conn.send(None)
+        else:
+            _kind, port, path, count, first, duration = job
+            conn.send(_send(port, _mapped(mapped, path, count), first, duration))
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,10 +146,14 @@ class Clients:
         """Every client sends the *count* requests of *path* (all it holds) to *port* for *duration* seconds, each
         starting at its own share of the file."""
         step = max(1, count // len(self._conns))
+        for conn in self._conns:  # mapped and read before the phase: not counted in its time or CPU
+            conn.send(("map", str(path), count))
+        for conn in self._conns:
+            conn.recv()
         before = sum(cpu_seconds(p.pid) for p in self._procs)
         started = time.monotonic()
         for index, conn in enumerate(self._conns):
-            conn.send((port, str(path), count, index * step, duration))
+            conn.send(("run", port, str(path), count, index * step, duration))
         answers = [conn.recv() for conn in self._conns]
         elapsed = time.monotonic() - started
         cpu = sum(cpu_seconds(p.pid) for p in self._procs) - before

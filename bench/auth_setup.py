@@ -33,9 +33,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+REQUEST_TIMEOUT = 30.0
+"""Seconds :func:`request` waits to connect, and then for each read (gunicorn's worker timeout)."""
+
+
 def request(port: int, raw: bytes) -> int:
-    """Send one raw HTTP/1.1 request (``Connection: close``); the status, 0 when there was no HTTP answer."""
-    with socket.create_connection(("127.0.0.1", port)) as sock:
+    """Send one raw HTTP/1.1 request (``Connection: close``); the status, 0 when there was no HTTP answer. Raises
+    ``OSError`` when the connection fails or :data:`REQUEST_TIMEOUT` passes without an answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=REQUEST_TIMEOUT) as sock:
         sock.sendall(raw)
         data = b""
         while True:

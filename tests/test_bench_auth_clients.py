@@ -4,6 +4,7 @@ one as written, cycling over them from their own share, and the phase's answers 
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,13 +18,19 @@ from bench.auth_setup import raw
 
 
 def _server(seen: Counter[str]) -> ThreadingHTTPServer:
-    """A server counting each path it is asked for in *seen*: 401 for ``/r/refused``, 200 for any other."""
+    """A server counting each path it is asked for in *seen*: 401 for ``/r/refused``; for ``/r/dropped`` it closes
+    the connection without an answer, for ``/r/reset`` it resets it; 200 for any other."""
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             with lock:
                 seen[self.path] += 1
+            if self.path in ("/r/dropped", "/r/reset"):
+                if self.path == "/r/reset":  # a zero linger: the close sends a reset
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.close_connection = True
+                return
             self.send_response(200 if self.path != "/r/refused" else 401)
             self.send_header("Content-Length", "0")
             self.end_headers()
@@ -61,9 +68,31 @@ def test_clients_send_every_request_and_count_the_answers(tmp_path: Path) -> Non
         server.shutdown()
 
 
+def test_a_connection_closed_or_reset_without_an_answer_is_a_failed_answer_not_the_end_of_the_run(
+        tmp_path: Path) -> None:
+    seen: Counter[str] = Counter()
+    server = _server(seen)
+    clients = Clients(1)
+    try:
+        paths = ["/r/0", "/r/dropped", "/r/1", "/r/reset"]
+        path = write_requests(tmp_path / "kind.requests", [raw(p) for p in paths])
+        load = clients.run(server.server_address[1], path, len(paths), 0.5)
+        assert seen["/r/reset"] > 0
+        assert load.ok == seen["/r/0"] + seen["/r/1"]
+        assert load.bad == seen["/r/dropped"] + seen["/r/reset"]
+    finally:
+        clients.close()
+        server.shutdown()
+
+
+def test_no_request_is_refused_when_written(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no request"):
+        write_requests(tmp_path / "kind.requests", [])
+
+
 def test_a_client_refused_ends_the_phase_with_an_error_and_the_others_are_still_closed(tmp_path: Path) -> None:
-    """Nothing listens on the port: the clients die on their first request, and the bench fails at once (it does
-    not wait for answers that never come), and closing the rest raises nothing."""
+    """Nothing listens on the port: the clients give up after 50 requests without an answer, and the bench fails at
+    once (it does not wait for answers that never come), and closing the rest raises nothing."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
