@@ -18,17 +18,18 @@ import logging
 import threading
 from typing import Any
 
-from flask import Flask
-from sqlalchemy import func, select
+from flask import Flask, current_app, has_app_context
+from sqlalchemy import event, func, select
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from . import metrics, tracing
 from .causes import Cause
 from .config import DEFAULTS
-from .extensions import db
+from .extensions import FlaskAppSession, db
 from .models.inbox import INBOX_CHANNEL, REVOKING_NOTE, about_one_person
 from .services.applier_pool import ApplierPool, RequestGauge
-from .services.fanout_jobs import chunk_size, queued_revoking_job
+from .services.fanout_jobs import QUEUED_REVOKING, chunk_size, queued_revoking_job
 from .services.inbox import entity_key
 from .services.inbox_claim import waiting_behind
 from .services.inbox_worker import apply_batch, apply_entity_now, revokes_access
@@ -207,6 +208,20 @@ def acknowledged(app: Flask, payload: dict[str, Any], cause: Cause) -> None:
     wake(app, not settled or queued_revoking_job(db.session()))
     if not settled:
         announce_revoking(app)
+
+
+@event.listens_for(FlaskAppSession, "after_commit")
+def _wake_for_work_taking_access_away(session: Session) -> None:
+    """A commit that queued work taking access away (a fan-out job: ``fanout_jobs.insert_job`` with ``revokes``)
+    wakes this process's deprovisioning thread, whoever wrote it (an admin's mapping edit, an applier's batch, a
+    webhook's request). On PostgreSQL the job's ``NOTIFY`` does so for every process and nothing is done here; on
+    SQLite no ``NOTIFY`` exists and the thread waited for its poll (``HATIDATA_INBOX_POLL_INTERVAL``, 1 s)."""
+    if session.in_nested_transaction() or not session.info.get(QUEUED_REVOKING) or not has_app_context():
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        return
+    session.info.pop(QUEUED_REVOKING, None)
+    wake(current_app, revoking=True)
 
 
 def announce_revoking(app: Flask) -> None:
