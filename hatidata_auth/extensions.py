@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,15 +39,23 @@ db = SQLAlchemy(model_class=Base, session_options={"class_": FlaskAppSession})
 
 def engine_options(config: Mapping[str, Any]) -> dict[str, Any]:
     """``SQLALCHEMY_ENGINE_OPTIONS`` of *config* with, on PostgreSQL, ``lock_timeout`` set on every connection from
-    ``HATIDATA_DB_LOCK_TIMEOUT`` (seconds; 0: none). A statement that waits longer for a lock fails (SQLSTATE
-    ``55P03``: its transaction rolled back, a request answered ``503`` with ``Retry-After``, an applier's batch
-    claimed again) instead of holding its worker until gunicorn's timeout kills it (30 s: the default stays
-    below)."""
+    ``HATIDATA_DB_LOCK_TIMEOUT`` (seconds; 0: none) and libpq's ``connect_timeout`` from
+    ``HATIDATA_DB_CONNECT_TIMEOUT`` (seconds, rounded up to a whole one, at least 2 as libpq counts; 0: none; one of
+    your own ``connect_args`` is kept). A statement that waits longer for a lock fails (SQLSTATE ``55P03``: its
+    transaction rolled back, a request answered ``503`` with ``Retry-After``, an applier's batch claimed again), and
+    so does a connection not established in time (a server or proxy that accepts and never answers), instead of
+    holding its worker until gunicorn's timeout kills it (30 s: the defaults stay below)."""
     options = dict(config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+    if not str(config.get("SQLALCHEMY_DATABASE_URI") or "").startswith("postgresql"):
+        return options
+    connect = dict(options.get("connect_args") or {})
     seconds = float(config.get("HATIDATA_DB_LOCK_TIMEOUT") or 0)
-    if seconds > 0 and str(config.get("SQLALCHEMY_DATABASE_URI") or "").startswith("postgresql"):
-        connect = dict(options.get("connect_args") or {})
+    if seconds > 0:
         connect["options"] = f"{connect.get('options') or ''} -c lock_timeout={max(1, round(seconds * 1000))}".strip()
+    connecting = float(config.get("HATIDATA_DB_CONNECT_TIMEOUT") or 0)
+    if connecting > 0:
+        connect.setdefault("connect_timeout", max(2, math.ceil(connecting)))
+    if connect:
         options["connect_args"] = connect
     return options
 migrate = Migrate()
