@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import multiprocessing as mp
+import os
 import struct
 import time
 from collections.abc import Sequence
@@ -53,10 +54,12 @@ def write_requests(path: Path, raws: Sequence[bytes]) -> Path:
 
 
 class _Requests:
-    """The requests of a file from :func:`write_requests`, mapped read-only."""
+    """The requests of a file from :func:`write_requests`, mapped read-only; ``identity``: the file's inode,
+    modification time and size when mapped (a file written again has another)."""
 
     def __init__(self, path: str) -> None:
         with open(path, "rb") as body:
+            self.identity = _identity(os.fstat(body.fileno()))
             self.data = mmap.mmap(body.fileno(), 0, access=mmap.ACCESS_READ)
         self.offsets = memoryview(Path(path).with_suffix(".offsets").read_bytes()).cast("Q")
         self.count = len(self.offsets) - 1
@@ -69,12 +72,16 @@ class _Requests:
         sum(self.data[offset] for offset in range(0, len(self.data), mmap.PAGESIZE))
 
 
+def _identity(stat: os.stat_result) -> tuple[int, int, int]:
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
 def _mapped(mapped: dict[str, _Requests], path: str, count: int) -> _Requests:
     """*path*'s requests, mapped (and every page read) unless they are already; a file written again since it was
-    mapped is mapped again (a mapping keeps the old size and offsets). Raises ``RuntimeError`` when it does not hold
-    *count* requests."""
+    mapped (another inode, modification time or size: a mapping keeps the old bytes or size, and the old offsets) is
+    mapped again. Raises ``RuntimeError`` when it does not hold *count* requests."""
     requests = mapped.get(path)
-    if requests is None or requests.count != count:
+    if requests is None or requests.identity != _identity(os.stat(path)):
         requests = mapped[path] = _Requests(path)
         requests.touch()
     if requests.count != count:
@@ -132,6 +139,7 @@ class Clients:
 
     def __init__(self, count: int) -> None:
         context = mp.get_context("spawn")
+        self._broken = False
         self._conns: list[Connection] = []
         self._procs: list[Any] = []
         for _ in range(count):
@@ -144,7 +152,16 @@ class Clients:
 
     def run(self, port: int, path: Path, count: int, duration: float) -> Load:
         """Every client sends the *count* requests of *path* (all it holds) to *port* for *duration* seconds, each
-        starting at its own share of the file."""
+        starting at its own share of the file. Raises what a client's end raises (``EOFError``: it died); the
+        clients are then of no further use (another phase's answers could be read as this one's)."""
+        if self._broken:
+            raise RuntimeError("a client failed in an earlier phase: start new clients")
+        self._broken = True
+        load = self._run(port, path, count, duration)
+        self._broken = False
+        return load
+
+    def _run(self, port: int, path: Path, count: int, duration: float) -> Load:
         step = max(1, count // len(self._conns))
         for conn in self._conns:  # mapped and read before the phase: not counted in its time or CPU
             conn.send(("map", str(path), count))

@@ -3,13 +3,12 @@ one as written, cycling over them from their own share, and the phase's answers 
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -17,30 +16,39 @@ from bench.auth_clients import Clients, _Requests, write_requests
 from bench.auth_setup import raw
 
 
-def _server(seen: Counter[str]) -> ThreadingHTTPServer:
-    """A server counting each path it is asked for in *seen*: 401 for ``/r/refused``; for ``/r/dropped`` it closes
-    the connection without an answer, for ``/r/reset`` it resets it; 200 for any other."""
-    lock = threading.Lock()
+class _Server:
+    """A raw HTTP server counting each path it is asked for in *seen*: 401 for ``/r/refused``; for ``/r/dropped`` it
+    closes the connection without an answer, for ``/r/reset`` it resets it (a zero linger, no shutdown first: the
+    client's read fails); 200 for any other."""
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            with lock:
-                seen[self.path] += 1
-            if self.path in ("/r/dropped", "/r/reset"):
-                if self.path == "/r/reset":  # a zero linger: the close sends a reset
-                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                self.close_connection = True
-                return
-            self.send_response(200 if self.path != "/r/refused" else 401)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+    def __init__(self, seen: Counter[str]) -> None:
+        self.seen, self.lock = seen, threading.Lock()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
 
-        def log_message(self, *args: Any) -> None:
-            pass
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):  # the listener closed: the test is over
+            while True:
+                conn, _ = self.listener.accept()
+                threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    def _answer(self, conn: socket.socket) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data and (chunk := conn.recv(65536)):
+            data += chunk
+        path = data.split(b" ", 2)[1].decode()
+        with self.lock:
+            self.seen[path] += 1
+        if path == "/r/reset":
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        elif path != "/r/dropped":
+            status = b"401 Unauthorized" if path == "/r/refused" else b"200 OK"
+            conn.sendall(b"HTTP/1.1 " + status + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        conn.close()
+
+    def shutdown(self) -> None:
+        self.listener.close()
 
 
 def test_the_file_gives_back_each_request_as_written(tmp_path: Path) -> None:
@@ -52,12 +60,12 @@ def test_the_file_gives_back_each_request_as_written(tmp_path: Path) -> None:
 
 def test_clients_send_every_request_and_count_the_answers(tmp_path: Path) -> None:
     seen: Counter[str] = Counter()
-    server = _server(seen)
+    server = _Server(seen)
     clients = Clients(2)
     try:
         paths = [f"/r/{index}" for index in range(6)] + ["/r/refused"]
         path = write_requests(tmp_path / "kind.requests", [raw(p) for p in paths])
-        load = clients.run(server.server_address[1], path, len(paths), 0.5)
+        load = clients.run(server.port, path, len(paths), 0.5)
         assert set(seen) == set(paths)  # two clients, each from its own share, cycling: every request went out
         assert load.ok + load.bad == sum(seen.values())
         assert load.bad == seen["/r/refused"] > 0
@@ -71,12 +79,12 @@ def test_clients_send_every_request_and_count_the_answers(tmp_path: Path) -> Non
 def test_a_connection_closed_or_reset_without_an_answer_is_a_failed_answer_not_the_end_of_the_run(
         tmp_path: Path) -> None:
     seen: Counter[str] = Counter()
-    server = _server(seen)
+    server = _Server(seen)
     clients = Clients(1)
     try:
         paths = ["/r/0", "/r/dropped", "/r/1", "/r/reset"]
         path = write_requests(tmp_path / "kind.requests", [raw(p) for p in paths])
-        load = clients.run(server.server_address[1], path, len(paths), 0.5)
+        load = clients.run(server.port, path, len(paths), 0.5)
         assert seen["/r/reset"] > 0
         assert load.ok == seen["/r/0"] + seen["/r/1"]
         assert load.bad == seen["/r/dropped"] + seen["/r/reset"]
@@ -110,16 +118,49 @@ def test_a_file_written_again_with_other_requests_is_read_anew(tmp_path: Path) -
     them, not the old mapping's size cut at the old offsets (a review found the 100,000-session phase sending the
     first 100 requests of its file)."""
     seen: Counter[str] = Counter()
-    server = _server(seen)
+    server = _Server(seen)
     clients = Clients(1)
     try:
         path = tmp_path / "kind.requests"
         write_requests(path, [raw(f"/a/{index}") for index in range(3)])
-        clients.run(server.server_address[1], path, 3, 0.3)
+        clients.run(server.port, path, 3, 0.3)
         seen.clear()
         write_requests(path, [raw(f"/longer/{index:04d}") for index in range(40)])
-        clients.run(server.server_address[1], path, 40, 1.0)
+        clients.run(server.port, path, 40, 1.0)
         assert set(seen) == {f"/longer/{index:04d}" for index in range(40)}
     finally:
         clients.close()
         server.shutdown()
+
+
+def test_a_file_written_again_with_as_many_requests_is_read_anew(tmp_path: Path) -> None:
+    seen: Counter[str] = Counter()
+    server = _Server(seen)
+    clients = Clients(1)
+    try:
+        path = tmp_path / "kind.requests"
+        write_requests(path, [raw(f"/old/{index}") for index in range(4)])
+        clients.run(server.port, path, 4, 0.3)
+        seen.clear()
+        write_requests(path, [raw(f"/newer/{index}") for index in range(4)])  # other lengths, as many
+        clients.run(server.port, path, 4, 0.3)
+        assert set(seen) == {f"/newer/{index}" for index in range(4)}
+    finally:
+        clients.close()
+        server.shutdown()
+
+
+def test_clients_that_failed_a_phase_refuse_the_next(tmp_path: Path) -> None:
+    """A client that died leaves the others' answers unread: a next phase could read them as its own."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    clients = Clients(2)
+    path = write_requests(tmp_path / "kind.requests", [raw("/healthz")])
+    try:
+        with pytest.raises(EOFError):
+            clients.run(port, path, 1, 0.3)
+        with pytest.raises(RuntimeError, match="earlier phase"):
+            clients.run(port, path, 1, 0.3)
+    finally:
+        clients.close()

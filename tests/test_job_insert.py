@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
+from unittest import mock
 
 import pytest
 from flask import Flask
@@ -18,6 +19,7 @@ from sqlalchemy import select
 from hatidata_auth.extensions import db
 from hatidata_auth.models import Organization, WebhookEvent, utcnow
 from hatidata_auth.models.inbox import INTERNAL_SOURCE, REVOKING_NOTE
+from hatidata_auth.services import fanout_jobs
 from hatidata_auth.services.fanout_jobs import JOB_ID_PREFIX, insert_job
 from tests.support.wakes import inbox_listener
 
@@ -25,30 +27,39 @@ JOBS = st.lists(st.fixed_dictionaries({
     "revokes": st.booleans(),
     "key": st.text(alphabet="abc:/0123456789", min_size=1, max_size=20)
     | st.text(alphabet="ab", min_size=150, max_size=200),  # around the 160 characters kept
-    "later_by": st.none() | st.integers(min_value=-3600, max_value=3600),
+    "later_by": st.none() | st.integers(min_value=-3600, max_value=0) | st.integers(min_value=60, max_value=3600),
+    "tenant": st.sampled_from(["org_job_insert_a", "org_job_insert_b"]),
+    "traced": st.booleans(),
     "data": st.dictionaries(st.sampled_from(["session_id", "user_id", "n"]), st.integers() | st.text(max_size=8)),
 }), min_size=1, max_size=4)
 
 
-def _organization(db_session: Any) -> str:
-    org = Organization(workos_organization_id="org_job_insert", name="Jobs")
-    db_session.add(org)
-    db_session.commit()
-    return org.id
+def _organization(db_session: Any, workos_id: str = "org_job_insert") -> str:
+    found = db_session.scalar(select(Organization.id).where(Organization.workos_organization_id == workos_id))
+    if found is None:
+        org = Organization(workos_organization_id=workos_id, name="Jobs")
+        db_session.add(org)
+        db_session.commit()
+        found = org.id
+    return str(found)
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(jobs=JOBS)
 def test_each_job_is_stored_with_its_own_values(db_session: Any, jobs: list[dict[str, Any]]) -> None:
-    organization_id = db_session.scalar(select(Organization.id).where(
-        Organization.workos_organization_id == "org_job_insert")) or _organization(db_session)
+    """Each job's values, the trace it continues included (traces are off in tests: each job here is given a trace
+    context of its own, or none), and no other job's."""
+    tenants = {job["tenant"]: _organization(db_session, job["tenant"]) for job in jobs}
     before = utcnow()
-    ids = []
+    ids, traces = [], []
     for n, job in enumerate(jobs):
         not_before = None if job["later_by"] is None else before + timedelta(seconds=job["later_by"])
-        ids.append(insert_job(db_session, f"hatidata.test_job_{n}", organization_id=organization_id,
-                              data=job["data"], entity_key=job["key"], revokes=job["revokes"],
-                              not_before=not_before))
+        trace = {"traceparent": f"00-{n + 1:032x}-{n + 1:016x}-01"} if job["traced"] else None
+        traces.append(trace)
+        with mock.patch.object(fanout_jobs, "carrier", lambda trace=trace: trace):
+            ids.append(insert_job(db_session, f"hatidata.test_job_{n}", organization_id=tenants[job["tenant"]],
+                                  data=job["data"], entity_key=job["key"], revokes=job["revokes"],
+                                  not_before=not_before))
     db_session.commit()
     assert len(set(ids)) == len(ids)
     assert all(i.startswith(JOB_ID_PREFIX) for i in ids)
@@ -56,8 +67,8 @@ def test_each_job_is_stored_with_its_own_values(db_session: Any, jobs: list[dict
     rows = {row.event_id: row for row in stored}
     for n, (event_id, job) in enumerate(zip(ids, jobs, strict=True)):
         row = rows[event_id]
-        assert (row.event_type, row.organization_id, row.entity_key, row.revokes) == (
-            f"hatidata.test_job_{n}", organization_id, job["key"][:160], job["revokes"])
+        assert (row.event_type, row.organization_id, row.entity_key, row.revokes, row.trace_context) == (
+            f"hatidata.test_job_{n}", tenants[job["tenant"]], job["key"][:160], job["revokes"], traces[n])
         assert (row.source, row.status, row.attempts, row.last_error) == (INTERNAL_SOURCE, "received", 0, None)
         assert row.payload == {"id": event_id, "event": f"hatidata.test_job_{n}",
                                "created_at": row.payload["created_at"], "data": job["data"]}
