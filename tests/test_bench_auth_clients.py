@@ -16,6 +16,13 @@ from bench.auth_clients import Clients, _Requests, write_requests
 from bench.auth_setup import raw
 
 
+def _closed_port() -> int:
+    """A port nothing listens on (bound a moment, then let go)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 class _Server:
     """A raw HTTP server counting each path it is asked for in *seen*: 401 for ``/r/refused``; for ``/r/dropped`` it
     closes the connection without an answer, for ``/r/reset`` it resets it (a zero linger, no shutdown first: the
@@ -101,9 +108,7 @@ def test_no_request_is_refused_when_written(tmp_path: Path) -> None:
 def test_a_client_refused_ends_the_phase_with_an_error_and_the_others_are_still_closed(tmp_path: Path) -> None:
     """Nothing listens on the port: the clients give up after 50 requests without an answer, and the bench fails at
     once (it does not wait for answers that never come), and closing the rest raises nothing."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = _closed_port()
     clients = Clients(2)
     path = write_requests(tmp_path / "kind.requests", [raw("/healthz")])
     try:
@@ -113,38 +118,25 @@ def test_a_client_refused_ends_the_phase_with_an_error_and_the_others_are_still_
         clients.close()
 
 
-def test_a_file_written_again_with_other_requests_is_read_anew(tmp_path: Path) -> None:
-    """A client maps a file once; written again (another session count) it must send the new requests, all of
-    them, not the old mapping's size cut at the old offsets (a review found the 100,000-session phase sending the
-    first 100 requests of its file)."""
+@pytest.mark.parametrize(("before", "after"), [
+    ([f"/a/{index}" for index in range(3)], [f"/longer/{index:04d}" for index in range(40)]),  # another count
+    ([f"/old/{index}" for index in range(4)], [f"/newer/{index}" for index in range(4)]),  # as many, other lengths
+])
+def test_a_file_written_again_is_read_anew(tmp_path: Path, before: list[str], after: list[str]) -> None:
+    """A client maps a file once; written again (another session count, or as many requests of other lengths) it
+    must send the new requests, all of them, not the old mapping cut at the old offsets (a review found the
+    100,000-session phase sending the first 100 requests of its file)."""
     seen: Counter[str] = Counter()
     server = _Server(seen)
     clients = Clients(1)
     try:
         path = tmp_path / "kind.requests"
-        write_requests(path, [raw(f"/a/{index}") for index in range(3)])
-        clients.run(server.port, path, 3, 0.3)
+        write_requests(path, [raw(p) for p in before])
+        clients.run(server.port, path, len(before), 0.3)
         seen.clear()
-        write_requests(path, [raw(f"/longer/{index:04d}") for index in range(40)])
-        clients.run(server.port, path, 40, 1.0)
-        assert set(seen) == {f"/longer/{index:04d}" for index in range(40)}
-    finally:
-        clients.close()
-        server.shutdown()
-
-
-def test_a_file_written_again_with_as_many_requests_is_read_anew(tmp_path: Path) -> None:
-    seen: Counter[str] = Counter()
-    server = _Server(seen)
-    clients = Clients(1)
-    try:
-        path = tmp_path / "kind.requests"
-        write_requests(path, [raw(f"/old/{index}") for index in range(4)])
-        clients.run(server.port, path, 4, 0.3)
-        seen.clear()
-        write_requests(path, [raw(f"/newer/{index}") for index in range(4)])  # other lengths, as many
-        clients.run(server.port, path, 4, 0.3)
-        assert set(seen) == {f"/newer/{index}" for index in range(4)}
+        write_requests(path, [raw(p) for p in after])
+        clients.run(server.port, path, len(after), 1.0)
+        assert set(seen) == set(after)
     finally:
         clients.close()
         server.shutdown()
@@ -152,9 +144,7 @@ def test_a_file_written_again_with_as_many_requests_is_read_anew(tmp_path: Path)
 
 def test_clients_that_failed_a_phase_refuse_the_next(tmp_path: Path) -> None:
     """A client that died leaves the others' answers unread: a next phase could read them as its own."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = _closed_port()
     clients = Clients(2)
     path = write_requests(tmp_path / "kind.requests", [raw("/healthz")])
     try:
