@@ -107,7 +107,10 @@ def configure(app: Flask, overrides: Mapping[str, Any] | None, profile: str | No
             resolved["CACHE_REDIS_URL"] = resolved["REDIS_URL"]
     if resolved.get("CACHE_REDIS_URL"):
         resolved.setdefault("CACHE_OPTIONS", dict(settings.REDIS_CACHE_OPTIONS))
-    resolved["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(resolved)  # PostgreSQL's lock_timeout
+    try:  # PostgreSQL's lock_timeout and connect_timeout
+        resolved["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(resolved)
+    except ValueError as exc:
+        raise settings.ConfigError([str(exc)]) from exc
     app.config.update(resolved)
 
 

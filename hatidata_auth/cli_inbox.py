@@ -92,6 +92,7 @@ def inbox_work(threads: int | None, drain: bool) -> None:
         click.echo(f"{applied} event(s) claimed; {inbox_worker.pending(db.session())} pending")
         return
     pool = inbox_runtime.make_pool(app, threads or inbox_runtime.default_threads(app))
+    app.extensions[inbox_runtime.EXTENSION] = pool  # what its batches' commits wake (inbox_runtime.wake)
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())

@@ -49,7 +49,7 @@ DEFAULTS: dict[str, Any] = {
     "SQLALCHEMY_DATABASE_URI": None,
     "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
     "HATIDATA_DB_LOCK_TIMEOUT": 20.0,  # seconds a statement waits for a PostgreSQL lock (0: for ever); extensions.py
-    "HATIDATA_DB_CONNECT_TIMEOUT": 5.0,  # seconds a new PostgreSQL connection may take (0: for ever); extensions.py
+    "HATIDATA_DB_CONNECT_TIMEOUT": 5.0,  # seconds a PostgreSQL connection attempt may take (0: psycopg's); extensions
     "SQLALCHEMY_TRACK_MODIFICATIONS": False,
     "REDIS_URL": None,
     "CACHE_TYPE": "SimpleCache",

@@ -13,6 +13,7 @@ from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_sqlalchemy.session import Session as FlaskSession
 from flask_wtf import CSRFProtect
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase
 
 from .api.spec import HatiApi
@@ -40,9 +41,10 @@ db = SQLAlchemy(model_class=Base, session_options={"class_": FlaskAppSession})
 def engine_options(config: Mapping[str, Any]) -> dict[str, Any]:
     """``SQLALCHEMY_ENGINE_OPTIONS`` of *config* with, on PostgreSQL, ``lock_timeout`` set on every connection from
     ``HATIDATA_DB_LOCK_TIMEOUT`` (seconds; 0: none) and libpq's ``connect_timeout`` from
-    ``HATIDATA_DB_CONNECT_TIMEOUT`` (seconds, rounded up to a whole one, at least 2 as libpq counts; 0: none; one of
-    your own ``connect_args`` is kept). A statement that waits longer for a lock fails (SQLSTATE ``55P03``: its
-    transaction rolled back, a request answered ``503`` with ``Retry-After``, an applier's batch claimed again), and
+    ``HATIDATA_DB_CONNECT_TIMEOUT`` (seconds, rounded up to a whole one, at least 2 as libpq counts, per address
+    tried; 0: psycopg's own default; one in the URL or in your own ``connect_args`` is kept; ``ValueError`` for a
+    negative or infinite one). A statement that waits longer for a lock fails (SQLSTATE ``55P03``: its transaction
+    rolled back, a request answered ``503`` with ``Retry-After``, an applier's batch claimed again), and
     so does a connection not established in time (a server or proxy that accepts and never answers), instead of
     holding its worker until gunicorn's timeout kills it (30 s: the defaults stay below)."""
     options = dict(config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
@@ -52,8 +54,15 @@ def engine_options(config: Mapping[str, Any]) -> dict[str, Any]:
     seconds = float(config.get("HATIDATA_DB_LOCK_TIMEOUT") or 0)
     if seconds > 0:
         connect["options"] = f"{connect.get('options') or ''} -c lock_timeout={max(1, round(seconds * 1000))}".strip()
-    connecting = float(config.get("HATIDATA_DB_CONNECT_TIMEOUT") or 0)
-    if connecting > 0:
+    raw = config.get("HATIDATA_DB_CONNECT_TIMEOUT") or 0
+    try:
+        connecting = float(raw)
+    except (TypeError, ValueError):
+        connecting = math.nan
+    if not math.isfinite(connecting) or connecting < 0:
+        raise ValueError(f"HATIDATA_DB_CONNECT_TIMEOUT must be 0 or a number of seconds, not {raw!r}")
+    url_has_it = "connect_timeout" in make_url(str(config["SQLALCHEMY_DATABASE_URI"])).query
+    if connecting > 0 and not url_has_it:  # the operator's own, in the URL or connect_args, is kept
         connect.setdefault("connect_timeout", max(2, math.ceil(connecting)))
     if connect:
         options["connect_args"] = connect

@@ -79,11 +79,15 @@ def _is_postgresql(app: Flask) -> bool:
 
 
 def listen_dsn(app: Flask) -> str | None:
-    """The libpq connection string of the app's PostgreSQL database (``None`` for another database)."""
+    """The libpq connection string of the app's PostgreSQL database (``None`` for another database), with the
+    engine's ``connect_timeout`` (``HATIDATA_DB_CONNECT_TIMEOUT``)."""
     if not _is_postgresql(app):
         return None
     with app.app_context():
         url = db.engine.url
+    timeout = ((app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {}).get("connect_args") or {}).get("connect_timeout")
+    if timeout is not None and "connect_timeout" not in url.query:  # bounded as the engine's connections are
+        url = url.update_query_dict({"connect_timeout": str(timeout)})
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
@@ -214,14 +218,23 @@ def acknowledged(app: Flask, payload: dict[str, Any], cause: Cause) -> None:
 def _wake_for_work_taking_access_away(session: Session) -> None:
     """A commit that queued work taking access away (a fan-out job: ``fanout_jobs.insert_job`` with ``revokes``)
     wakes this process's deprovisioning thread, whoever wrote it (an admin's mapping edit, an applier's batch, a
-    webhook's request). On PostgreSQL the job's ``NOTIFY`` does so for every process and nothing is done here; on
-    SQLite no ``NOTIFY`` exists and the thread waited for its poll (``HATIDATA_INBOX_POLL_INTERVAL``, 1 s)."""
+    webhook's request, ``hatidata inbox work``'s pool). On PostgreSQL the job's ``NOTIFY`` does so for every process
+    and nothing is done here; on SQLite no ``NOTIFY`` exists and the thread waited for its poll
+    (``HATIDATA_INBOX_POLL_INTERVAL``, 1 s). A job queued in a savepoint rolled back since still counts (one
+    needless wake: an empty claim)."""
     if session.in_nested_transaction() or not session.info.get(QUEUED_REVOKING) or not has_app_context():
         return
     if session.get_bind().dialect.name == "postgresql":
         return
     session.info.pop(QUEUED_REVOKING, None)
     wake(current_app, revoking=True)
+
+
+@event.listens_for(FlaskAppSession, "after_rollback")
+def _forget_work_rolled_back(session: Session) -> None:
+    # The jobs went with the transaction: the next commit must not wake for them (nor a webhook's request read it).
+    if not session.in_nested_transaction():
+        session.info.pop(QUEUED_REVOKING, None)
 
 
 def announce_revoking(app: Flask) -> None:

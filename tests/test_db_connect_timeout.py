@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from hatidata_auth import create_app
+from hatidata_auth import create_app, inbox_runtime
+from hatidata_auth.config import ConfigError
 from hatidata_auth.extensions import engine_options
 from tests.support.dsync import sign
 from tests.test_webhooks import user_event
@@ -40,6 +41,22 @@ def test_the_engine_options_carry_the_connect_timeout_on_postgresql_only() -> No
                            "HATIDATA_DB_CONNECT_TIMEOUT": 4})
     assert both == {"connect_args": {"options": "-c lock_timeout=1000", "connect_timeout": 4}}
     assert engine_options({"SQLALCHEMY_DATABASE_URI": "sqlite:///x.db", "HATIDATA_DB_CONNECT_TIMEOUT": 5}) == {}
+    in_url = engine_options({"SQLALCHEMY_DATABASE_URI": PG + "?connect_timeout=30", "HATIDATA_DB_CONNECT_TIMEOUT": 5})
+    assert in_url == {}  # the URL's own is kept: connect_args would override it
+
+
+@pytest.mark.parametrize("value", ["-1", "inf", "nan", "soon"])
+def test_a_connect_timeout_that_is_not_a_number_of_seconds_stops_the_start(
+        app_config: dict[str, Any], value: str) -> None:
+    with pytest.raises(ConfigError, match="HATIDATA_DB_CONNECT_TIMEOUT must be 0 or a number of seconds"):
+        create_app({**app_config, "SQLALCHEMY_DATABASE_URI": PG, "HATIDATA_DB_CONNECT_TIMEOUT": value})
+
+
+def test_the_appliers_listen_connection_is_bounded_as_the_pools(app_config: dict[str, Any]) -> None:
+    app = create_app({**app_config, "SQLALCHEMY_DATABASE_URI": PG, "HATIDATA_DB_CONNECT_TIMEOUT": 3})
+    assert inbox_runtime.listen_dsn(app) == "postgresql://u@h/d?connect_timeout=3"
+    own = create_app({**app_config, "SQLALCHEMY_DATABASE_URI": PG + "?connect_timeout=9"})
+    assert inbox_runtime.listen_dsn(own) == "postgresql://u@h/d?connect_timeout=9"
 
 
 @pytest.fixture
