@@ -69,6 +69,9 @@ def _applier(app: Flask, ledger: Ledger, keys: dict[int, str], stop: threading.E
         engine = db.engine
     while not stop.is_set():
         with AppSession(engine) as session:
+            # Bound before the claim: it may itself fail (SQLite locked), and then this iteration holds nothing.
+            claimed: list[Any] = []
+            known: dict[int, str] = {}
             try:
                 entity_key = rng.choice(sorted(set(keys.values()))) if variant == "entity_key" else None
                 claimed = claim(session, rng.randint(1, 5), revoking_only=variant == "revoking_only",
@@ -89,8 +92,9 @@ def _applier(app: Flask, ledger: Ledger, keys: dict[int, str], stop: threading.E
                 session.commit()
             except OperationalError:  # SQLite: the database is locked; PostgreSQL: a deadlock: retried
                 session.rollback()
-                for c in locals().get("claimed") or []:
-                    ledger.release(known[c.id], c.id, False)
+                for c in claimed:
+                    if c.id in known:  # taken in the ledger (all of them once their keys were read)
+                        ledger.release(known[c.id], c.id, False)
             if not claimed:
                 time.sleep(0.005)
 
