@@ -13,9 +13,9 @@ can have changed:
   status's ``max_age`` bound and the instant the policy's absolute lifetime or idle timeout would end it
   (:func:`~.services.access_policy.session_allowed_until`);
 - the request comes from the address it was resolved for (the IP allowlist);
-- a session whose last-seen time is due is noted from the memo (as the full path notes it) and the entry holds the
-  touched status: with many live sessions most uses of each are due, and resolving each again made the cost of a
-  request grow with the sessions (``bench/auth.py``).
+- a session whose last-seen time is due is noted from the memo (as the full path notes it), the entry left as it is:
+  with many live sessions most uses of each are due, and resolving each again made the cost of a request grow
+  with the sessions (``bench/auth.py``).
 
 An entry also lapses after a third of the status TTL, so the full path reaches the session's status entry at least
 once while less than half of its TTL is left, and renews it (and the layers beneath) the way their own hits did
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from flask import request
@@ -148,12 +148,11 @@ class IdentityMemo:
             return None
         if self.introspector.should_touch(found.status):
             # Due: note the use as the full path would (queued for the last-seen writer) and go on answering. The
-            # entry keeps its ``until``, decided from the older last-seen time: it ends no later than an idle
-            # timeout counted from the new one would, and the full path then decides from the touched status.
-            deadline = self.cache.deadline(key)
-            touched = replace(found, status=self.introspector.touch(found.status))
-            if deadline is not None:
-                self.cache.replace(key, found, touched, deadline)
+            # entry is left as it is: the writer remembers the note (``due`` is false again until the interval
+            # has passed), and its ``until``, decided from the older last-seen time, ends it no later than an
+            # idle timeout counted from the new one would. A new entry per use made the collector's oldest
+            # generation turn over with the sessions (``docs/auth.md``, "Memory the collector does not walk").
+            self.introspector.touch(found.status)
         return found.identity
 
     def keep(self, key: bytes, epoch: int | None, identity: Any, status: SessionStatus, until: float,

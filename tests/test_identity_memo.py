@@ -105,12 +105,14 @@ def test_an_eviction_another_address_or_a_dead_bus_resolves_again_a_due_last_see
         assert resolutions == [sid], "the memo answered another address"
     _me(client, ADDRESSES[0], token)
     resolutions.clear()
+    before = rt.identities.cache.get(rt.identities.key(b"b", token))
     clock[0] = time.time() + rt.last_seen.interval  # the last-seen time is due: the memo notes it, as the full path
     assert _me(client, ADDRESSES[0], token)[0] == 200
     assert resolutions == [], "a due last-seen time resolved the session again"
     remembered = rt.identities.cache.get(rt.identities.key(b"b", token))
-    assert remembered.status.last_seen_at == clock[0], "the memo answered without noting the session's use"
-    assert not rt.last_seen.due(remembered.status)
+    assert remembered is before, "a noted use replaced the memo's entry (a new object per session and interval)"
+    assert not rt.last_seen.due(remembered.status), "the memo answered without noting the session's use"
+    assert rt.introspector.held_session(sid).last_seen_at == clock[0], "the session's status in memory was not slid"
     monkeypatch.setattr(rt.bus, "local_enabled", lambda: False)
     resolutions.clear()
     _me(client, ADDRESSES[0], token)

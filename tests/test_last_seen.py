@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -73,7 +72,7 @@ def test_processes_write_a_session_at_most_once_per_interval(app: Flask, signed_
     base = max(start.last_seen_at or 0.0, datetime.now(UTC).timestamp()) + INTERVAL
     clocks = [Clock(base) for _ in range(3)]
     writers = [LastSeenWriter(_engine(app), interval=INTERVAL, clock=clock) for clock in clocks]
-    status = replace(start, last_seen_at=None)
+    status = start._replace(last_seen_at=None)
     written: list[float] = []
     elapsed = 0.0
     for writer_index, step in sorted(uses, key=lambda u: u[1]):
@@ -157,7 +156,7 @@ def test_a_session_without_sliding_expiry_keeps_its_expiry(app: Flask, signed_in
     fixed, sliding = _session_statuses(app, ["ses_lsw_fixed", "ses_lsw_sliding"])
     assert sliding.sliding_ttl is not None
     writer = LastSeenWriter(_engine(app), interval=INTERVAL)
-    writer.note(replace(fixed, sliding_ttl=None))
+    writer.note(fixed._replace(sliding_ttl=None))
     writer.note(sliding)
     assert writer.flush() == 2
     with app.app_context():
@@ -260,7 +259,7 @@ def test_a_child_forked_while_the_lock_is_held_can_note() -> None:
         pid = os.fork()
         if pid == 0:  # the child: exit 0 once its note is taken, killed by the alarm if it waits
             signal.alarm(10)
-            writer.note(replace(status, session_id="ses_fork_child"))
+            writer.note(status._replace(session_id="ses_fork_child"))
             os._exit(0 if list(writer._pending) == ["ses_fork_child"] else 3)
     finally:
         writer._lock.release()

@@ -3,9 +3,9 @@ for the shared cache."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
@@ -18,9 +18,13 @@ def _ts(value: datetime | None) -> float | None:
     return None if value is None else value.timestamp()
 
 
-@dataclass(frozen=True, slots=True)
-class SessionStatus:
-    """What a request needs to know about one session, cached in memory and in the shared cache."""
+class SessionStatus(NamedTuple):
+    """What a request needs to know about one session, cached in memory and in the shared cache.
+
+    A named tuple of strings, numbers and ``None`` only: this process's memory keeps it as the plain tuple
+    ``tuple(status)`` (back with ``SessionStatus._make``), which the cyclic garbage collector stops tracking at its
+    first collection, as it does the cache entry holding it (``docs/auth.md``, "Memory the collector does not
+    walk"). Derive a changed copy with ``_replace``."""
 
     session_id: str
     workos_session_id: str
@@ -44,7 +48,7 @@ class SessionStatus:
         """This status as a use at *at* (epoch s) leaves it: seen then, and a sliding expiry slid to
         ``at + sliding_ttl`` (never back)."""
         expires_at = self.expires_at if self.sliding_ttl is None else max(self.expires_at, at + self.sliding_ttl)
-        return replace(self, last_seen_at=max(self.last_seen_at or 0.0, at), expires_at=expires_at)
+        return self._replace(last_seen_at=max(self.last_seen_at or 0.0, at), expires_at=expires_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +139,7 @@ def load_api_key_status(db: Session, key_hash: str, *, default_cache_ttl: int) -
 
 def status_to_dict(status: SessionStatus | ApiKeyStatus) -> dict[str, Any]:
     """The JSON-safe form of a status, for the shared cache."""
-    data = asdict(status)
+    data = status._asdict() if isinstance(status, SessionStatus) else asdict(status)
     if isinstance(status, ApiKeyStatus):
         data["permissions"] = sorted(status.permissions)
         data["scopes"] = list(status.scopes)

@@ -87,19 +87,20 @@ class Introspector:
         past ``loaded_at + max_age`` (0: reload it)."""
         return max(0, min(ttl, int(loaded_at + self.max_age - self.clock())))
 
-    def _keep(self, cache: LocalCache[Any], key: str, status: SessionStatus | ApiKeyStatus,
-              replacing: SessionStatus | None = None) -> None:
-        """Keep *status* in this process for its TTL, renewed by hits while in use (see :class:`LocalCache`), never
-        past ``max_age`` after its database read; with *replacing*, only in place of that entry (still held)."""
+    def _keep(self, cache: LocalCache[Any], key: str, status: SessionStatus | ApiKeyStatus, stored: Any,
+              replacing: Any = None) -> None:
+        """Keep *stored* (*status*'s form in memory) in this process for *status*'s TTL, renewed by hits while in
+        use (see :class:`LocalCache`), never past ``max_age`` after its database read; with *replacing*, only in
+        place of that entry (still held)."""
         left = status.loaded_at + self.max_age - self.clock()
         lifetime = min(status.cache_ttl, int(left))
         now = self.monotonic()
         if lifetime <= 0:
             return
         if replacing is None:
-            cache.set(key, status, now + lifetime, renew=status.cache_ttl, until=now + left)
+            cache.set(key, stored, now + lifetime, renew=status.cache_ttl, until=now + left)
         else:
-            cache.replace(key, replacing, status, now + lifetime, renew=status.cache_ttl, until=now + left)
+            cache.replace(key, replacing, stored, now + lifetime, renew=status.cache_ttl, until=now + left)
 
     # --- sessions --------------------------------------------------------------------------------------
 
@@ -107,9 +108,9 @@ class Introspector:
         """The status of a session, from the fastest layer that may be trusted."""
         use_local = self.bus.local_enabled()
         if use_local:
-            hit = self.bus.sessions.get(workos_session_id, self.monotonic())
+            hit = self.held_session(workos_session_id)
             if hit is not None and (hit.expires_at > self.clock() or not hit.active) and self._young(hit.loaded_at):
-                return hit  # type: ignore[no-any-return,unused-ignore]
+                return hit
         epoch = self.bus.epoch
         status: SessionStatus | None = None
         key = f"auth:ses:{workos_session_id}"
@@ -122,15 +123,22 @@ class Introspector:
             status = load_session_status(db, workos_session_id, default_cache_ttl=self.cache_ttl,
                                          active_ttl=self.active_ttl)
             if status is not None:
-                status = replace(status, loaded_at=self.clock())
+                status = status._replace(loaded_at=self.clock())
                 if shared != STALE and (ttl := self._lifetime(status.loaded_at, status.cache_ttl)):
                     self._shared_set(key, status_to_dict(status), ttl, replace=isinstance(shared, dict))
         if status is not None and use_local and self.bus.epoch == epoch:
             self._keep_session(status)
         return status
 
-    def _keep_session(self, status: SessionStatus) -> None:
-        self._keep(self.bus.sessions, status.workos_session_id, status)
+    def _keep_session(self, status: SessionStatus, replacing: SessionStatus | None = None) -> None:
+        # As a plain tuple, which the collector stops tracking (see SessionStatus): one per live session.
+        self._keep(self.bus.sessions, status.workos_session_id, status, tuple(status),
+                   None if replacing is None else tuple(replacing))
+
+    def held_session(self, workos_session_id: str) -> SessionStatus | None:
+        """The session's status held in this process's memory (a hit: renewed if due), or ``None``."""
+        held = self.bus.sessions.get(workos_session_id, self.monotonic())
+        return None if held is None else SessionStatus._make(held)
 
     def reload_session(self, db: Session, workos_session_id: str) -> SessionStatus | None:
         """The session's status read from the database now (never a cache), kept in this process's memory: for a
@@ -139,7 +147,7 @@ class Introspector:
         status = load_session_status(db, workos_session_id, default_cache_ttl=self.cache_ttl,
                                      active_ttl=self.active_ttl)
         if status is not None:
-            status = replace(status, loaded_at=self.clock())
+            status = status._replace(loaded_at=self.clock())
             if self.bus.local_enabled() and self.bus.epoch == epoch:
                 self._keep_session(status)
         return status
@@ -150,11 +158,14 @@ class Introspector:
 
     def touch(self, status: SessionStatus) -> SessionStatus:
         """Record use of a session, sliding its expiry: queued for the last-seen writer (no database or network
-        round trip here); returns the status as it now is, kept in this process's memory in place of *status*
-        only: *status* was read before this call, and an eviction since (a revocation) must not be undone."""
+        round trip here); returns *status* as the use leaves it. The status this process's memory holds for the
+        session is slid the same way, in place of that very entry only: *status* may be older than it (an
+        identity remembered from an earlier status), and an eviction since (a revocation) must not be undone."""
         fresh = self.last_seen.note(status)
         if self.bus.local_enabled():
-            self._keep(self.bus.sessions, status.workos_session_id, fresh, replacing=status)
+            held = self.held_session(status.workos_session_id)
+            if held is not None and held.active and fresh.last_seen_at is not None:
+                self._keep_session(held.seen(fresh.last_seen_at), replacing=held)
         return fresh
 
     # --- API keys --------------------------------------------------------------------------------------
@@ -179,7 +190,7 @@ class Introspector:
                     self._shared_set(key, status_to_dict(status), ttl, replace=isinstance(shared, dict))
                     self._shared_set(f"auth:keyid:{status.key_id}", key_hash, ttl, replace=True)
         if status is not None and use_local and self.bus.epoch == epoch:
-            self._keep(self.bus.api_keys, key_hash, status)
+            self._keep(self.bus.api_keys, key_hash, status, status)
         return status
 
     # --- access policies ---------------------------------------------------------------------------------

@@ -19,8 +19,8 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 from sqlalchemy import Engine, and_, bindparam, func, or_, select, update
 
@@ -33,9 +33,12 @@ Claimer = Callable[[list[str], int], set[str]]
 """``claim(session ids, seconds)``: the ids this process may write now (claimed for *seconds* everywhere)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Seen:
-    """One pending write: the session (id, organization) was used at ``at`` (epoch s), sliding to ``expires_at``."""
+class Seen(NamedTuple):
+    """One pending write: the session (id, organization) was used at ``at`` (epoch s), sliding to ``expires_at``.
+
+    Pending, it is kept as the plain tuple ``tuple(seen)``, which the collector stops tracking at its first
+    collection: a note lives until the next flush, long enough to reach the oldest generation, and a tracked one
+    counted towards the next full collection (``docs/auth.md``, "Memory the collector does not walk")."""
 
     session_id: str
     organization_id: str
@@ -66,7 +69,7 @@ class LastSeenWriter:
         self.flush_every = flush_every
         self._claim = claim
         self.clock = clock
-        self._pending: dict[str, Seen] = {}
+        self._pending: dict[str, tuple[Any, ...]] = {}  # tuple(Seen)
         self._noted: dict[str, float] = {}
         self._lock = threading.Lock()
         self._pid: int | None = None
@@ -90,8 +93,8 @@ class LastSeenWriter:
             if len(self._noted) > 200_000:  # bounded: forgetting only means a session may be noted again
                 self._noted.clear()
             self._noted[status.session_id] = now
-            self._pending[status.session_id] = Seen(status.session_id, status.organization_id, now,
-                                                    seen.expires_at if status.sliding_ttl is not None else None)
+            self._pending[status.session_id] = (status.session_id, status.organization_id, now,
+                                                seen.expires_at if status.sliding_ttl is not None else None, False)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="hatidata-last-seen", daemon=True)
                 self._thread.start()
@@ -105,7 +108,7 @@ class LastSeenWriter:
     def flush(self) -> int:
         """Write what is pending now (the flush thread calls it; tests may too); returns the rows written."""
         with self._lock:
-            batch, self._pending = list(self._pending.values()), {}
+            batch, self._pending = [Seen._make(note) for note in self._pending.values()], {}
         if not batch:
             return 0
         if self._claim is not None:
@@ -121,9 +124,9 @@ class LastSeenWriter:
             stale = self.clock() - self.interval  # its claim has expired: another process may note it now
             with self._lock:
                 for seen in held:
-                    newer = self._pending.get(seen.session_id, seen)
+                    newer = Seen._make(self._pending.get(seen.session_id, seen))
                     if newer.at > stale:
-                        self._pending[seen.session_id] = replace(newer, claimed=True)
+                        self._pending[seen.session_id] = tuple(newer._replace(claimed=True))
         return written
 
     def _write(self, batch: Iterable[Seen]) -> tuple[int, list[Seen]]:
