@@ -110,7 +110,7 @@ class Remembered:
     """An identity resolved from a session credential, and what it was decided from."""
 
     identity: Any  # the frozen Identity
-    status: SessionStatus
+    status: tuple[Any, ...]  # tuple(SessionStatus): untracked by the collector (docs/auth.md)
     epoch: int
     until: float  # epoch seconds
     address: str | None
@@ -146,13 +146,14 @@ class IdentityMemo:
         # Both clocks: the one the checks read (a test may set it) and the one the token's expiry is on.
         if found.until <= max(time.time(), self.introspector.clock()):
             return None
-        if self.introspector.should_touch(found.status):
+        status = SessionStatus._make(found.status)
+        if self.introspector.should_touch(status):
             # Due: note the use as the full path would (queued for the last-seen writer) and go on answering. The
             # entry is left as it is: the writer remembers the note (``due`` is false again until the interval
             # has passed), and its ``until``, decided from the older last-seen time, ends it no later than an
             # idle timeout counted from the new one would. A new entry per use made the collector's oldest
             # generation turn over with the sessions (``docs/auth.md``, "Memory the collector does not walk").
-            self.introspector.touch(found.status)
+            self.introspector.touch(status)
         return found.identity
 
     def keep(self, key: bytes, epoch: int | None, identity: Any, status: SessionStatus, until: float,
@@ -160,5 +161,5 @@ class IdentityMemo:
         """Remember *identity*, resolved under *epoch* (from :meth:`epoch`), if nothing was evicted since."""
         if epoch is None or self.bus.epoch != epoch:
             return
-        self.cache.set(key, Remembered(identity, status, epoch, until, address),
+        self.cache.set(key, Remembered(identity, tuple(status), epoch, until, address),
                        time.monotonic() + min(self.ttl, status.cache_ttl / 3))

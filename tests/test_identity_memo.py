@@ -26,6 +26,7 @@ from hatidata_auth.extensions import db
 from hatidata_auth.models import AuthSession, Membership, Organization, User
 from hatidata_auth.services import access_policy, sessions, tenant_admin
 from hatidata_auth.services.access_policy import AccessPolicy, session_allowed_until, session_refusal
+from hatidata_auth.services.credential_status import SessionStatus
 from tests.auth_support import access_token, cookie_value, login, sync_organizations
 
 SUBJECT = "dev@acme.test"
@@ -111,7 +112,8 @@ def test_an_eviction_another_address_or_a_dead_bus_resolves_again_a_due_last_see
     assert resolutions == [], "a due last-seen time resolved the session again"
     remembered = rt.identities.cache.get(rt.identities.key(b"b", token))
     assert remembered is before, "a noted use replaced the memo's entry (a new object per session and interval)"
-    assert not rt.last_seen.due(remembered.status), "the memo answered without noting the session's use"
+    assert not rt.last_seen.due(SessionStatus._make(remembered.status)), \
+        "the memo answered without noting the session's use"
     assert rt.introspector.held_session(sid).last_seen_at == clock[0], "the session's status in memory was not slid"
     monkeypatch.setattr(rt.bus, "local_enabled", lambda: False)
     resolutions.clear()

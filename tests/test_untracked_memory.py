@@ -100,6 +100,8 @@ def test_noted_uses_keep_the_memo_entries_and_leave_nothing_tracked_behind(
     gc.collect()
     gc.collect()  # within two collections (see above)
     assert not gc.is_tracked(rt.bus.sessions._data[sid])
+    for entry in remembered:
+        assert not gc.is_tracked(entry.status), "the memo's status is walked by the collector"
     for note in pending:
         assert not gc.is_tracked(note), "a pending last-seen note is walked by the collector"
     new = [o for o in gc.get_objects() if _ours(o) and id(o) not in ours_before]

@@ -107,14 +107,16 @@ class LastSeenWriter:
 
     def flush(self) -> int:
         """Write what is pending now (the flush thread calls it; tests may too); returns the rows written."""
+        # The notes stay plain tuples (tuple(Seen), fields by position) while written: a batch of named views
+        # outlived enough collections during a slow write to count towards a full one (docs/auth.md).
         with self._lock:
-            batch, self._pending = [Seen._make(note) for note in self._pending.values()], {}
+            batch, self._pending = list(self._pending.values()), {}
         if not batch:
             return 0
         if self._claim is not None:
             try:
-                mine = self._claim([seen.session_id for seen in batch if not seen.claimed], max(1, int(self.interval)))
-                batch = [seen for seen in batch if seen.claimed or seen.session_id in mine]
+                mine = self._claim([note[0] for note in batch if not note[4]], max(1, int(self.interval)))
+                batch = [note for note in batch if note[4] or note[0] in mine]
             except Exception:  # noqa: BLE001 - without the claim the database condition still throttles
                 log.warning("last-seen claim unavailable; relying on the database condition")
         if not batch:
@@ -123,18 +125,19 @@ class LastSeenWriter:
         if held:  # another transaction holds their rows: the next flush tries again (a newer note wins)
             stale = self.clock() - self.interval  # its claim has expired: another process may note it now
             with self._lock:
-                for seen in held:
-                    newer = Seen._make(self._pending.get(seen.session_id, seen))
-                    if newer.at > stale:
-                        self._pending[seen.session_id] = tuple(newer._replace(claimed=True))
+                for note in held:
+                    newer = self._pending.get(note[0], note)
+                    if newer[2] > stale:
+                        self._pending[note[0]] = (*newer[:4], True)
         return written
 
-    def _write(self, batch: Iterable[Seen]) -> tuple[int, list[Seen]]:
+    def _write(self, batch: Iterable[tuple[Any, ...]]) -> tuple[int, list[tuple[Any, ...]]]:
+        """Write *batch* (``tuple(Seen)`` each); ``(rows written, the notes whose rows another transaction holds)``."""
         # Never waits for a row lock: revocations lock sessions in id order, but an applier's batch locks them in
         # its events' order, so a flush that waited (in any order) could close a cycle with one (a break-it
         # review) and lose its whole batch. A session another transaction holds is handed back instead (most
         # likely it is being ended, and the next flush finds it revoked).
-        ordered, held = sorted(batch, key=lambda seen: seen.session_id), []
+        ordered, held = sorted(batch), []  # by session id first
         condition = and_(AuthSession.id == bindparam("sid"), AuthSession.organization_id == bindparam("org"),
                          AuthSession.revoked_at.is_(None),
                          or_(AuthSession.last_seen_at.is_(None), AuthSession.last_seen_at < bindparam("before")))
@@ -142,17 +145,17 @@ class LastSeenWriter:
         with self._engine().begin() as conn:
             if conn.dialect.name == "postgresql":
                 free = set(conn.scalars(select(AuthSession.id).where(
-                    AuthSession.id.in_([seen.session_id for seen in ordered]))
+                    AuthSession.id.in_([note[0] for note in ordered]))
                     .order_by(AuthSession.id).with_for_update(skip_locked=True)))
-                others = [seen.session_id for seen in ordered if seen.session_id not in free]
+                others = [note[0] for note in ordered if note[0] not in free]
                 present = set(conn.scalars(select(AuthSession.id).where(AuthSession.id.in_(others)))) \
                     if others else set()
-                held = [seen for seen in ordered if seen.session_id in present]  # not a row deleted since
-                ordered = [seen for seen in ordered if seen.session_id in free]
-            rows = [{"sid": s.session_id, "org": s.organization_id, "at": datetime.fromtimestamp(s.at, UTC),
-                     "before": datetime.fromtimestamp(s.at - self.interval, UTC),
-                     "exp": None if s.expires_at is None else datetime.fromtimestamp(s.expires_at, UTC)}
-                    for s in ordered]
+                held = [note for note in ordered if note[0] in present]  # not a row deleted since
+                ordered = [note for note in ordered if note[0] in free]
+            rows = [{"sid": sid, "org": org, "at": datetime.fromtimestamp(at, UTC),
+                     "before": datetime.fromtimestamp(at - self.interval, UTC),
+                     "exp": None if exp is None else datetime.fromtimestamp(exp, UTC)}
+                    for sid, org, at, exp, _claimed in ordered]
             if not rows:
                 return 0, held
             return int(conn.execute(update(AuthSession).where(condition).values(
