@@ -11,7 +11,9 @@ oldest generation, so with 100,000 sessions a worker stopped for 2-3 s at a time
 from __future__ import annotations
 
 import gc
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,8 +23,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hatidata_auth.local_cache import LocalCache
+from hatidata_auth.revocation_bus import RevocationBus
 from hatidata_auth.services.credential_status import SessionStatus, status_to_dict
-from hatidata_auth.services.last_seen import Seen
+from hatidata_auth.services.introspection import Introspector
+from hatidata_auth.services.last_seen import LastSeenWriter, Seen
 from tests.auth_support import cookie_value, sync_organizations
 from tests.test_identity_memo import ADDRESSES, _me, _signed_in
 
@@ -58,6 +62,33 @@ def test_a_status_a_note_and_their_cache_entries_are_untracked_after_a_collectio
 def _ours(thing: object) -> bool:
     """Whether *thing* is an instance of one of the app's own classes."""
     return str(type(thing).__dict__.get("__module__", "")).startswith("hatidata_auth")
+
+
+_WRITER = LastSeenWriter(lambda: None, interval=60, flush_every=3600)  # type: ignore[arg-type,return-value]
+"""Notes only: one writer (and its idle flush thread) for every example; nothing is flushed."""
+
+
+@given(statuses, statuses, st.sampled_from(("absent", "inactive", "expired", "live")), st.floats(1e9, 2e9),
+       st.floats(1, 1e6))
+def test_a_touch_slides_only_a_live_status_held_and_only_in_its_place(
+        held: SessionStatus, touched: SessionStatus, state: str, now: float, left: float) -> None:
+    """Whatever status the touch comes from (the memo's may be older than the one held), the one held is slid
+    only while live: an evicted one stays gone, an ended or expired one stays as it is."""
+    held = held._replace(active=state != "inactive", loaded_at=now, cache_ttl=max(1, held.cache_ttl),
+                         expires_at=now - left if state == "expired" else now + left)
+    touched = touched._replace(session_id=held.session_id, workos_session_id=held.workos_session_id,
+                               last_seen_at=None)
+    with tempfile.TemporaryDirectory() as folder:
+        bus = RevocationBus(None, log_path=Path(folder) / "revocations")
+        assert bus.local_enabled()
+        _WRITER.clock = lambda: now
+        introspector = Introspector(bus=bus, shared_cache=None, cache_ttl=300, active_ttl=3600, last_seen=_WRITER,
+                                    clock=lambda: now)
+        if state != "absent":
+            introspector._keep_session(held)
+        assert introspector.touch(touched) == touched.seen(now)
+        after = introspector.held_session(held.workos_session_id)
+    assert after == {"absent": None, "inactive": held, "expired": held, "live": held.seen(now)}[state]
 
 
 @pytest.fixture

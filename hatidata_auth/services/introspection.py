@@ -159,13 +159,15 @@ class Introspector:
     def touch(self, status: SessionStatus) -> SessionStatus:
         """Record use of a session, sliding its expiry: queued for the last-seen writer (no database or network
         round trip here); returns *status* as the use leaves it. The status this process's memory holds for the
-        session is slid the same way, in place of that very entry only: *status* may be older than it (an
-        identity remembered from an earlier status), and an eviction since (a revocation) must not be undone."""
+        session is slid the same way, in place of that very entry only and only while it is live (active, not
+        expired): *status* may be older than it (an identity remembered from an earlier status), and an eviction
+        or an ending since must not be undone."""
         fresh = self.last_seen.note(status)
         if self.bus.local_enabled():
             held = self.held_session(status.workos_session_id)
-            if held is not None and held.active and fresh.last_seen_at is not None:
-                self._keep_session(held.seen(fresh.last_seen_at), replacing=held)
+            now = fresh.last_seen_at
+            if held is not None and held.active and now is not None and held.expires_at > now:  # never revived
+                self._keep_session(held.seen(now), replacing=held)
         return fresh
 
     # --- API keys --------------------------------------------------------------------------------------
