@@ -2,7 +2,8 @@
 
 The rule (``docs/auth.md``, "Memory the collector does not walk"): the records kept per session in memory for
 every request (the session's status, the last-seen notes) are named tuples of strings, numbers and ``None``, which
-the collector stops tracking at their first collection, and so do the cache entries holding them; a use that
+the collector stops tracking at their first collection, and so do the cache entries holding them (a verified
+token's claims, lists as tuples, once a full collection has found them so); a use that
 notes the session (last-seen due) slides the status kept and leaves the remembered identity's entry as it is.
 Before, each full collection walked every session's records and each noted use put new tracked objects into the
 oldest generation, so with 100,000 sessions a worker stopped for 2-3 s at a time (``bench/auth.py``).
@@ -11,6 +12,7 @@ oldest generation, so with 100,000 sessions a worker stopped for 2-3 s at a time
 from __future__ import annotations
 
 import gc
+import hashlib
 import tempfile
 import time
 from pathlib import Path
@@ -133,6 +135,10 @@ def test_noted_uses_keep_the_memo_entries_and_leave_nothing_tracked_behind(
     assert not gc.is_tracked(rt.bus.sessions._data[sid])
     for entry in remembered:
         assert not gc.is_tracked(entry.status), "the memo's status is walked by the collector"
+    claims = rt.verifier.cache._data[hashlib.sha256(token.encode()).digest()][1]
+    assert any(type(value) is tuple for value in claims.values())  # the token has list claims (roles)
+    # A dict leaves the walks at a full collection that finds it atomic (its entry, a tuple holding a dict, stays).
+    assert not gc.is_tracked(claims), "the token's verified claims are walked by the collector"
     for note in pending:
         assert not gc.is_tracked(note), "a pending last-seen note is walked by the collector"
     new = [o for o in gc.get_objects() if _ours(o) and id(o) not in ours_before]

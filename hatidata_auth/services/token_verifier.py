@@ -93,13 +93,16 @@ class TokenVerifier:
         self.cache: LocalCache[dict[str, Any]] = LocalCache(maxsize)
 
     def verify(self, token: str, *, allow_expired: bool = False) -> dict[str, Any]:
-        """The claims of a valid token; raises :class:`Unauthenticated`, :class:`TokenExpired` or
-        :class:`KeysUnavailable`."""
+        """The claims of a valid token, a list claim as a tuple (``roles``, ``permissions``); raises
+        :class:`Unauthenticated`, :class:`TokenExpired` or :class:`KeysUnavailable`."""
         digest = hashlib.sha256(token.encode()).digest()
         cached = self.cache.get(digest)
         if cached is not None:
             return cached
-        claims = self._verify(token, allow_expired=allow_expired)
+        # Lists as tuples, on either path: kept per live session, claims of atomic values leave the collector's
+        # walks once a full collection has found them so (docs/auth.md, "Memory the collector does not walk").
+        claims: dict[str, Any] = {name: tuple(value) if type(value) is list else value
+                                  for name, value in self._verify(token, allow_expired=allow_expired).items()}
         if not allow_expired:
             remaining = float(claims["exp"]) - time.time()
             if remaining > 0:
