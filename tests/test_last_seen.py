@@ -16,7 +16,7 @@ from sqlalchemy import select, text
 
 from hatidata_auth.extensions import db
 from hatidata_auth.models import AuthSession
-from hatidata_auth.services.credential_status import load_session_status
+from hatidata_auth.services.credential_status import SessionStatus, load_session_status
 from hatidata_auth.services.last_seen import LastSeenWriter
 from tests.auth_support import login, sync_organizations
 
@@ -271,3 +271,30 @@ def test_a_child_forked_while_the_lock_is_held_can_note() -> None:
         os.waitpid(pid, 0)
     assert done[0] == pid, "the child's note waited for its parent's lock"
     assert os.waitstatus_to_exitcode(done[1]) == 0, done
+
+
+_NOTES_WRITER = LastSeenWriter(lambda: None, interval=INTERVAL, flush_every=3600)  # type: ignore[arg-type,return-value]
+"""Notes only (one idle flush thread for every example): nothing is flushed."""
+
+
+@given(uses=st.lists(st.tuples(st.integers(min_value=0, max_value=5), st.floats(min_value=0, max_value=90)),
+                     max_size=60))
+def test_a_use_is_due_exactly_when_the_session_was_not_noted_within_the_interval(
+        uses: list[tuple[int, float]]) -> None:
+    """The identity memo keeps the status a session was resolved from, so only the writer's notes stop its uses
+    from being due: every note within the last interval is remembered, and none older (the bound is time, not a
+    count that forgot recent notes)."""
+    writer, clock, last = _NOTES_WRITER, Clock(1_800_000_000.0), {}
+    writer._noted.clear()
+    writer.clock = clock
+    base = SessionStatus("ses_0", "session_0", "usr_1", "a@acme.test", "org_1", None, "viewer", True,
+                         clock.now + 10**6, False, None, 300, 3600, clock.now, None)
+    for session, step in uses:
+        clock.now += step
+        status = base._replace(session_id=f"ses_{session}")
+        due = clock.now - last.get(session, float("-inf")) >= INTERVAL
+        assert writer.due(status) is due
+        if due:
+            writer.note(status)
+            last[session] = clock.now
+            assert all(clock.now - at < INTERVAL for at in writer._noted.values()), "a note past the interval kept"

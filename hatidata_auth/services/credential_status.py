@@ -22,8 +22,8 @@ class SessionStatus(NamedTuple):
     """What a request needs to know about one session, cached in memory and in the shared cache.
 
     A named tuple of strings, numbers and ``None`` only: this process's memory keeps it as the plain tuple
-    ``tuple(status)`` (back with ``SessionStatus._make``), which the cyclic garbage collector stops tracking at its
-    first collection, as it does the cache entry holding it (``docs/auth.md``, "Memory the collector does not
+    ``tuple(status)`` (back with ``SessionStatus._make``), which the cyclic garbage collector stops tracking within
+    its first two collections, as it does the cache entry holding it (``docs/auth.md``, "Memory the collector does not
     walk"). Derive a changed copy with ``_replace``."""
 
     session_id: str

@@ -159,14 +159,16 @@ class Introspector:
     def touch(self, status: SessionStatus) -> SessionStatus:
         """Record use of a session, sliding its expiry: queued for the last-seen writer (no database or network
         round trip here); returns *status* as the use leaves it. The status this process's memory holds for the
-        session is slid the same way, in place of that very entry only and only while it is live (active, not
-        expired): *status* may be older than it (an identity remembered from an earlier status), and an eviction
-        or an ending since must not be undone."""
+        session is slid the same way, in place of that very entry only, only while it is live (active, not
+        expired) and of the same session row and organization as *status* (the note's): *status* may be older than
+        it (an identity remembered from an earlier status), and an eviction, an ending or an organization switch
+        since must not be undone or run ahead of the database."""
         fresh = self.last_seen.note(status)
         if self.bus.local_enabled():
             held = self.held_session(status.workos_session_id)
             now = fresh.last_seen_at
-            if held is not None and held.active and now is not None and held.expires_at > now:  # never revived
+            if (held is not None and held.active and now is not None and held.expires_at > now  # never revived
+                    and (held.session_id, held.organization_id) == (status.session_id, status.organization_id)):
                 self._keep_session(held.seen(now), replacing=held)
         return fresh
 

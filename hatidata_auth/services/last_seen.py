@@ -18,6 +18,7 @@ import os
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -36,8 +37,8 @@ Claimer = Callable[[list[str], int], set[str]]
 class Seen(NamedTuple):
     """One pending write: the session (id, organization) was used at ``at`` (epoch s), sliding to ``expires_at``.
 
-    Pending, it is kept as the plain tuple ``tuple(seen)``, which the collector stops tracking at its first
-    collection: a note lives until the next flush, long enough to reach the oldest generation, and a tracked one
+    Pending, it is kept as the plain tuple ``tuple(seen)``, which the collector stops tracking within its first
+    two collections: a note lives until the next flush, long enough to reach the oldest generation, and a tracked one
     counted towards the next full collection (``docs/auth.md``, "Memory the collector does not walk")."""
 
     session_id: str
@@ -70,7 +71,7 @@ class LastSeenWriter:
         self._claim = claim
         self.clock = clock
         self._pending: dict[str, tuple[Any, ...]] = {}  # tuple(Seen)
-        self._noted: dict[str, float] = {}
+        self._noted: OrderedDict[str, float] = OrderedDict()  # session id -> noted at, oldest first
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._thread: threading.Thread | None = None
@@ -90,9 +91,14 @@ class LastSeenWriter:
         with self._lock:
             if self._pid != os.getpid():  # a forked child: no thread, and its parent's notes are the parent's
                 self._pid, self._thread, self._pending = os.getpid(), None, {}
-            if len(self._noted) > 200_000:  # bounded: forgetting only means a session may be noted again
-                self._noted.clear()
+            # Every note within the last interval, no other: a use answered from memory (the identity memo keeps
+            # the status it was resolved from) is not due again only while its note is here. A bound on the count
+            # that forgot recent notes made every memo hit due again after each clear.
             self._noted[status.session_id] = now
+            self._noted.move_to_end(status.session_id)
+            horizon = now - self.interval
+            while self._noted and self._noted[oldest := next(iter(self._noted))] <= horizon:
+                del self._noted[oldest]
             self._pending[status.session_id] = (status.session_id, status.organization_id, now,
                                                 seen.expires_at if status.sliding_ttl is not None else None, False)
             if self._thread is None:
